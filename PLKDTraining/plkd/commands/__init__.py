@@ -1,0 +1,1 @@
+"""Sub-commands of ``plkd``: each module defines ``register(subparsers)`` and sets ``func``."""

@@ -1,0 +1,17 @@
+"""``plkd benchmark`` (placeholder: being implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+from plkd.errors import PLKDError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``benchmark`` sub-command."""
+    p = sub.add_parser("benchmark", help="(not implemented yet)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise PLKDError("'plkd benchmark' is not implemented yet")

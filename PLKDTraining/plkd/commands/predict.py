@@ -1,0 +1,17 @@
+"""``plkd predict`` (placeholder: being implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+from plkd.errors import PLKDError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` sub-command."""
+    p = sub.add_parser("predict", help="(not implemented yet)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise PLKDError("'plkd predict' is not implemented yet")
