@@ -23,7 +23,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial" + "".join(final.suffixes[-2:]), dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=".partial" + "".join(final.suffixes[-2:]), dir=final.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:

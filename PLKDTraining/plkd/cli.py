@@ -15,18 +15,8 @@ from collections.abc import Sequence
 from plkd import __version__
 from plkd.errors import PLKDError
 
-#: Sub-commands in the order ``plkd --help`` lists them: (name, module under plkd.commands).
-COMMANDS: list[tuple[str, str]] = [
-    ("demo", "demo"),
-    ("predict", "predict"),
-    ("evaluate", "evaluate"),
-    ("synth", "synth"),
-    ("lowres", "lowres"),
-    ("train", "train"),
-    ("cv", "cv"),
-    ("export", "export"),
-    ("benchmark", "benchmark"),
-]
+#: Sub-commands in the order ``plkd --help`` lists them; each is the module ``plkd.commands.<name>``.
+COMMANDS: list[str] = ["demo", "predict", "evaluate", "synth", "lowres", "train", "cv", "export", "benchmark"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,9 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"plkd {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in COMMANDS:
-        mod = importlib.import_module(f"plkd.commands.{module}")
-        mod.register(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"plkd.commands.{name}").register(sub)
     return parser
 
 

@@ -12,7 +12,9 @@ from scipy import ndimage
 from plkd.volumes import Volume, spacing_from_affine
 
 
-def grid_with_spacing(affine: np.ndarray, shape: tuple[int, ...], spacing: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+def grid_with_spacing(
+    affine: np.ndarray, shape: tuple[int, ...], spacing: np.ndarray
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """A grid covering the same field of view with new voxel sizes along the same axes.
 
     Voxel centres are placed so that the field of view (from the first voxel's outer edge to
@@ -49,7 +51,13 @@ def resample_array(
     src = np.asarray(data)
     if order == 0:
         out = ndimage.affine_transform(
-            src, vox_to_vox[:3, :3], offset=vox_to_vox[:3, 3], output_shape=tuple(dst_shape[:3]), order=0, mode="constant", cval=cval
+            src,
+            vox_to_vox[:3, :3],
+            offset=vox_to_vox[:3, 3],
+            output_shape=tuple(dst_shape[:3]),
+            order=0,
+            mode="constant",
+            cval=cval,
         )
         return out
     work = src.astype(np.float32, copy=False)

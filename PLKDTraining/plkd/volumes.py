@@ -171,7 +171,11 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
     validate_geometry(affine, arr.shape, name)
     validate_intensities(arr, name)
     return Volume(
-        data=np.ascontiguousarray(arr, dtype=np.float32), affine=affine, path=Path(path), header=img.header.copy(), notes=notes
+        data=np.ascontiguousarray(arr, dtype=np.float32),
+        affine=affine,
+        path=Path(path),
+        header=img.header.copy(),
+        notes=notes,
     )
 
 

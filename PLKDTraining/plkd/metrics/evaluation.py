@@ -1,0 +1,140 @@
+"""Evaluating prediction files against reference files: the engine of ``plkd evaluate``.
+
+Each prediction is compared with its reference in world space: when the grids differ, the
+binarised prediction is resampled onto the reference grid by nearest neighbour, and all
+metrics are computed there with the reference's header zooms (as VALDO does).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from plkd.errors import InputError
+from plkd.metrics.components import binarise_prediction, binarise_reference, find_components
+from plkd.metrics.detection import evaluate_subject, pool_results
+from plkd.metrics.froc import FrocSubject, froc_curve, load_candidates
+from plkd.metrics.pairing import pair_files
+from plkd.metrics.valdo import MAX_DISTANCE_MM
+from plkd.naming import strip_nifti_suffix, subject_id
+from plkd.resample import resample_array
+from plkd.volumes import Volume, load_label, spacing_from_affine
+
+log = logging.getLogger(__name__)
+
+
+def header_zooms(vol: Volume) -> np.ndarray:
+    """Voxel size (mm) from the NIfTI header's zooms, falling back to the affine's column norms."""
+    if vol.header is not None:
+        zooms = np.asarray(vol.header.get_zooms()[:3], dtype=np.float64)
+        if zooms.size == 3 and np.all(zooms > 0):
+            return zooms
+    return spacing_from_affine(vol.affine)
+
+
+def prediction_on_reference_grid(pred: Volume, truth: Volume, threshold: float = 0.5) -> np.ndarray:
+    """The binarised prediction on the reference grid (nearest-neighbour resampling through world space)."""
+    mask = binarise_prediction(pred.data, threshold)
+    if pred.shape == truth.shape and np.allclose(pred.affine, truth.affine, atol=1e-4):
+        return mask
+    out = resample_array(mask.astype(np.uint8), pred.affine, truth.affine, truth.shape, order=0)
+    return out > 0
+
+
+def _find_candidates(sid: str, pred_file: Path | None, candidates_dir: Path | None) -> Path | None:
+    """The candidates JSON of a subject: in ``candidates_dir`` by subject id, else next to the prediction."""
+    if candidates_dir is not None:
+        hits = sorted(f for f in candidates_dir.rglob("*.json") if subject_id(f) == sid)
+        if len(hits) > 1:
+            raise InputError(f"candidates: subject {sid} has {len(hits)} JSON files in {candidates_dir}")
+        return hits[0] if hits else None
+    if pred_file is None:
+        return None
+    beside = pred_file.with_name(strip_nifti_suffix(pred_file.name) + ".json")
+    return beside if beside.is_file() else None
+
+
+def evaluate_paths(
+    pred: str | os.PathLike[str],
+    truth: str | os.PathLike[str],
+    *,
+    candidates: str | os.PathLike[str] | None = None,
+    froc: bool | None = None,
+    missing_as_empty: bool = False,
+    threshold: float = 0.5,
+    max_distance_mm: float = MAX_DISTANCE_MM,
+    connectivity: int = 6,
+) -> dict:
+    """Evaluate prediction file(s) against reference file(s); returns the ``plkd evaluate`` JSON.
+
+    ``pred`` and ``truth`` are files or folders paired by subject id (see
+    :func:`plkd.metrics.pairing.pair_files`). ``froc``: ``True`` requires candidate JSONs for
+    every subject (from ``candidates`` or beside the prediction files), ``None`` computes the
+    FROC curve only if they are all found, ``False`` skips it. The result holds ``"pooled"``,
+    ``"valdo"``, ``"subjects"``, ``"files"``, ``"unmatched"``, ``"settings"`` and, with FROC,
+    ``"froc"`` (see :meth:`plkd.metrics.froc.FrocCurve.to_dict`).
+    """
+    cand_dir = Path(candidates) if candidates is not None else None
+    if cand_dir is not None and not cand_dir.is_dir():
+        raise InputError(f"candidates folder not found: {cand_dir}")
+    pairing = pair_files(pred, truth, missing_as_empty=missing_as_empty)
+    for sid in pairing.unmatched_predictions:
+        log.warning("prediction for %s has no reference; skipped", sid)
+    for sid in pairing.unmatched_references:
+        log.warning("reference %s has no prediction; scored as an empty prediction", sid)
+
+    subjects: dict[str, dict] = {}
+    files: dict[str, dict] = {}
+    froc_inputs: dict[str, FrocSubject] = {}
+    missing_candidates: list[str] = []
+    want_froc = froc is not False or cand_dir is not None
+    for sid, (pred_file, truth_file) in pairing.pairs.items():
+        ref = load_label(truth_file, what="reference")
+        if pred_file is None:
+            mask = np.zeros(ref.shape, dtype=bool)
+        else:
+            mask = prediction_on_reference_grid(load_label(pred_file, what="prediction"), ref, threshold)
+        subjects[sid] = evaluate_subject(
+            mask, ref.data, header_zooms(ref), threshold=0.5, max_distance_mm=max_distance_mm, connectivity=connectivity
+        )
+        files[sid] = {"prediction": None if pred_file is None else str(pred_file), "reference": str(truth_file)}
+        if want_froc:
+            cand_file = _find_candidates(sid, pred_file, cand_dir)
+            if cand_file is None:
+                missing_candidates.append(sid)
+                continue
+            centres, probs = load_candidates(cand_file)
+            ref_centres = find_components(binarise_reference(ref.data), connectivity).centres_world(ref.affine)
+            froc_inputs[sid] = FrocSubject(centres, probs, ref_centres)
+            files[sid]["candidates"] = str(cand_file)
+
+    result = {
+        **pool_results(subjects),
+        "subjects": subjects,
+        "files": files,
+        "unmatched": {"predictions": pairing.unmatched_predictions, "references": pairing.unmatched_references},
+        "settings": {
+            "threshold": threshold,
+            "max_distance_mm": max_distance_mm,
+            "connectivity": connectivity,
+            "missing_as_empty": missing_as_empty,
+            "pooled": "detection counts and Dice voxel counts summed over subjects (paper)",
+            "valdo": "per-subject median/mean (VALDO challenge)",
+            "matching": "VALDO rule (both reports): nearest reference within max_distance_mm; nearest prediction is TP",
+        },
+    }
+    if want_froc:
+        required = froc is True or cand_dir is not None
+        if missing_candidates and (required or froc_inputs):
+            where = f"in {cand_dir}" if cand_dir is not None else "beside the prediction files"
+            names = ", ".join(missing_candidates[:5])
+            msg = f"no candidates JSON {where} for {len(missing_candidates)} subject(s): {names}"
+            if required:
+                raise InputError(msg)
+            log.warning("%s; FROC curve skipped", msg)
+        elif froc_inputs:
+            result["froc"] = froc_curve(froc_inputs, max_distance_mm).to_dict()
+    return result

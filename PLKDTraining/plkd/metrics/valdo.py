@@ -1,0 +1,124 @@
+"""The VALDO 2021 challenge rule for scoring microbleed detection (Task 2).
+
+The rule, reproduced as published (see ``docs/cmb-domain.md``, "How detection is scored"):
+
+1. the prediction is binarised at >= 0.5 and split into 6-connected components; so is the
+   reference (every non-zero voxel);
+2. each component is summarised by its centre of mass in voxel indices times the header
+   zooms (mm) — zooms, not the affine, so obliquity is ignored as in the challenge;
+3. each predicted component picks its nearest reference component if that lies within
+   5 mm (inclusive), otherwise it is a false positive;
+4. for each reference, among the predictions that picked it, the nearest is a true
+   positive — exact distance ties are all true positives — and the others are false
+   positives; a reference picked by none is a false negative. This is *not* an optimal
+   one-to-one assignment: a prediction whose nearest reference is taken by a closer
+   prediction becomes a false positive even if another reference lies within 5 mm;
+5. F1 = 2·ΣTP / (2·ΣTP + ΣFN + nFP) where each TP and FN counts with its reference's
+   rater-agreement weight (:func:`plkd.metrics.components.reference_weights`); F1 is NaN for
+   an empty reference; count difference = |#reference − #predicted| components;
+6. Dice of each detected reference against the union of every prediction that picked it
+   (nearest or not), averaged over detected references (NaN when none is detected).
+
+When two references are exactly equally near a prediction, the one with the lower
+component label (first in array order) is picked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from plkd.metrics.components import Components, pairwise_distances, reference_weights
+
+#: A predicted centre must lie within this distance (mm) of a reference centre to match it.
+MAX_DISTANCE_MM = 5.0
+
+
+@dataclass
+class ValdoMatch:
+    """Outcome of the matching for one subject.
+
+    ``choice[i]`` is the reference index picked by prediction ``i`` (-1: none within reach),
+    ``distance[i]`` its distance in mm (inf when none), ``is_tp``/``is_fp`` classify each
+    prediction and ``detected[r]`` says whether reference ``r`` has a true positive.
+    """
+
+    choice: np.ndarray
+    distance: np.ndarray
+    is_tp: np.ndarray
+    is_fp: np.ndarray
+    detected: np.ndarray
+
+
+def valdo_match(
+    pred_centres: np.ndarray, ref_centres: np.ndarray, max_distance_mm: float = MAX_DISTANCE_MM
+) -> ValdoMatch:
+    """Match predicted component centres to reference centres (both ``(n, 3)`` in mm) by the VALDO rule."""
+    pred = np.asarray(pred_centres, dtype=np.float64).reshape(-1, 3)
+    ref = np.asarray(ref_centres, dtype=np.float64).reshape(-1, 3)
+    n_pred, n_ref = len(pred), len(ref)
+    choice = np.full(n_pred, -1, dtype=np.int64)
+    distance = np.full(n_pred, np.inf)
+    if n_pred and n_ref:
+        dist = pairwise_distances(pred, ref)
+        nearest = np.argmin(dist, axis=1)
+        near_dist = dist[np.arange(n_pred), nearest]
+        within = near_dist <= max_distance_mm
+        choice[within] = nearest[within]
+        distance[within] = near_dist[within]
+    picked = choice >= 0
+    # Distance of the closest prediction that picked each reference (inf: picked by none).
+    closest = np.full(n_ref, np.inf)
+    np.minimum.at(closest, choice[picked], distance[picked])
+    is_tp = np.zeros(n_pred, dtype=bool)
+    is_tp[picked] = distance[picked] == closest[choice[picked]]
+    return ValdoMatch(choice=choice, distance=distance, is_tp=is_tp, is_fp=~is_tp, detected=np.isfinite(closest))
+
+
+def _matched_dice(pred: Components, ref: Components, match: ValdoMatch) -> float:
+    """Mean Dice of each detected reference against the union of the predictions that picked it."""
+    if not np.any(match.detected):
+        return float("nan")
+    # Relabel every predicted voxel with (1 + the reference its component picked), 0 for none.
+    lut = np.zeros(pred.n + 1, dtype=np.int64)
+    lut[1:] = match.choice + 1
+    pred_ref = lut[pred.labels]
+    inter = np.bincount(ref.labels[(ref.labels > 0) & (ref.labels == pred_ref)], minlength=ref.n + 1)[1:]
+    pred_sizes = np.bincount(pred_ref.ravel(), minlength=ref.n + 1)[1:]
+    dice = 2.0 * inter / (ref.sizes + pred_sizes)
+    return float(np.mean(dice[match.detected]))
+
+
+def valdo_subject(
+    pred: Components,
+    ref: Components,
+    reference_values: np.ndarray,
+    zooms: np.ndarray | tuple[float, float, float],
+    max_distance_mm: float = MAX_DISTANCE_MM,
+) -> dict:
+    """Score one subject by the VALDO rule from the components of its prediction and reference.
+
+    ``reference_values`` is the reference map itself (for rater-agreement weights); ``zooms``
+    the voxel size of the common grid in mm. Returns the match and a dict with ``F1``,
+    ``count_difference``, ``Dice``, weighted ``TP``/``FN``, ``FP`` (a count), ``n_reference``,
+    ``n_predicted``, and the unweighted ``detected`` reference count.
+    """
+    match = valdo_match(pred.centres_mm(zooms), ref.centres_mm(zooms), max_distance_mm)
+    weights = reference_weights(reference_values, ref)
+    tp = float(weights[match.choice[match.is_tp]].sum())
+    fn = float(weights[~match.detected].sum())
+    fp = int(match.is_fp.sum())
+    f1 = float("nan") if ref.n == 0 else 2.0 * tp / (2.0 * tp + fn + fp)
+    return {
+        "match": match,
+        "F1": f1,
+        "count_difference": abs(ref.n - pred.n),
+        "Dice": _matched_dice(pred, ref, match),
+        "TP": tp,
+        "FN": fn,
+        "FP": fp,
+        "detected": int(match.detected.sum()),
+        "n_reference": ref.n,
+        "n_predicted": pred.n,
+    }

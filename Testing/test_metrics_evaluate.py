@@ -1,0 +1,188 @@
+"""``evaluate_paths`` and ``plkd evaluate``: pairing files, world-space grids, JSON, FROC plot, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from plkd.cli import main
+from plkd.errors import InputError
+from plkd.metrics import evaluate_paths
+from plkd.resample import grid_with_spacing
+
+AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
+AFFINE[:3, 3] = [-10.0, -12.0, -8.0]
+SHAPE = (20, 20, 20)
+
+
+def save(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.Nifti1Image(np.asarray(data), affine).to_filename(str(path))
+    return path
+
+
+def ball(
+    shape: tuple[int, ...], affine: np.ndarray, centres_ras: list[tuple[float, float, float]], r: float
+) -> np.ndarray:
+    """A uint8 map with balls of radius ``r`` mm around world points."""
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    ras = ijk @ affine[:3, :3].T + affine[:3, 3]
+    out = np.zeros(len(ras), dtype=np.uint8)
+    for c in centres_ras:
+        out[np.linalg.norm(ras - np.asarray(c), axis=1) <= r] = 1
+    return out.reshape(shape)
+
+
+def vox_to_ras(ijk: tuple[int, int, int]) -> list[float]:
+    return (AFFINE[:3, :3] @ np.asarray(ijk, dtype=float) + AFFINE[:3, 3]).tolist()
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> dict[str, Path]:
+    """A VALDO-style reference folder (images next to labels), a plain one, and predictions."""
+    truth = tmp_path / "truth"
+    pred = tmp_path / "pred"
+    img = np.random.default_rng(0).random(SHAPE).astype(np.float32)
+    # sub-001, VALDO layout: two microbleeds; image and brain mask beside the label.
+    ref1 = np.zeros(SHAPE, np.uint8)
+    ref1[5, 5, 5] = ref1[14, 14, 14] = 1
+    save(truth / "sub-001" / "sub-001_space-T2S_desc-masked_T2S.nii.gz", img)
+    save(truth / "sub-001" / "sub-001_space-T2S_CMB.nii.gz", ref1)
+    save(truth / "sub-001" / "sub-001_space-T2S_desc-brain_mask.nii.gz", np.ones(SHAPE, np.uint8))
+    # sub-002, plain name: one microbleed.
+    ref2 = np.zeros(SHAPE, np.uint8)
+    ref2[10, 10, 10] = 1
+    save(truth / "sub-002.nii.gz", ref2)
+    # Predictions as `plkd predict` names them: instance labels; one hit + one FP, one hit.
+    p1 = np.zeros(SHAPE, np.int16)
+    p1[5, 5, 5], p1[2, 17, 2] = 1, 2
+    save(pred / "sub-001_T2S_cmb.nii.gz", p1)
+    p2 = np.zeros(SHAPE, np.int16)
+    p2[10, 10, 11] = 1
+    save(pred / "sub-002_cmb.nii.gz", p2)
+    cands = {
+        "sub-001": [((5, 5, 5), 0.95), ((2, 17, 2), 0.7), ((14, 14, 14), 0.2)],
+        "sub-002": [((10, 10, 11), 0.9)],
+    }
+    for sid, items in cands.items():
+        stem = "sub-001_T2S_cmb" if sid == "sub-001" else "sub-002_cmb"
+        records = [
+            {"id": i + 1, "label": i + 1, "center_ras": vox_to_ras(c), "voxels": 1, "volume_mm3": 1.0, "probability": p}
+            for i, (c, p) in enumerate(items)
+        ]
+        (pred / f"{stem}.json").write_text(json.dumps({"input": "x", "n_microbleeds": 2, "candidates": records}))
+    return {"truth": truth, "pred": pred, "root": tmp_path}
+
+
+def test_pairs_by_subject_across_naming_schemes(dataset: dict[str, Path]) -> None:
+    r = evaluate_paths(dataset["pred"], dataset["truth"])
+    assert sorted(r["subjects"]) == ["sub-001", "sub-002"]
+    assert r["files"]["sub-001"]["reference"].endswith("sub-001_space-T2S_CMB.nii.gz")
+    s1, s2 = r["subjects"]["sub-001"], r["subjects"]["sub-002"]
+    assert (s1["TP"], s1["FP"], s1["FN"]) == (1, 1, 1)
+    assert (s2["TP"], s2["FP"], s2["FN"]) == (1, 0, 0)
+    assert (r["pooled"]["TP"], r["pooled"]["FP"], r["pooled"]["FN"]) == (2, 1, 1)
+    # The candidates JSONs beside the predictions give a FROC curve automatically.
+    assert r["froc"]["n_references"] == 3
+    assert r["froc"]["sensitivity_at_fp"]["1"] == pytest.approx(1.0)  # 0.5 FP/subject before the last TP
+
+
+def test_prediction_on_finer_grid_is_compared_in_world_space(tmp_path: Path) -> None:
+    centre = (2.0, -3.0, 1.0)
+    ref = ball(SHAPE, AFFINE, [centre], 2.0)
+    fine_affine, fine_shape = grid_with_spacing(AFFINE, SHAPE, np.array([0.5, 0.5, 0.5]))
+    pred = ball(fine_shape, fine_affine, [centre], 2.0)
+    assert pred.shape == (40, 40, 40)
+    save(tmp_path / "truth" / "sub-007_CMB.nii.gz", ref)
+    save(tmp_path / "pred" / "sub-007_cmb.nii.gz", pred, fine_affine)
+    r = evaluate_paths(tmp_path / "pred", tmp_path / "truth")["subjects"]["sub-007"]
+    assert (r["TP"], r["FP"], r["FN"]) == (1, 0, 0)
+    assert r["Dice"] > 0.8
+
+
+def test_shifted_grid_with_different_shape_still_matches(tmp_path: Path) -> None:
+    centre = (0.0, 0.0, 0.0)
+    shifted = AFFINE.copy()
+    shifted[:3, 3] += [-3.0, 2.0, -1.0]
+    save(tmp_path / "t.nii.gz", ball(SHAPE, AFFINE, [centre], 1.5))
+    save(tmp_path / "p.nii.gz", ball((26, 18, 22), shifted, [centre], 1.5), shifted)
+    r = evaluate_paths(tmp_path / "p.nii.gz", tmp_path / "t.nii.gz")
+    s = next(iter(r["subjects"].values()))
+    assert (s["TP"], s["FP"], s["FN"]) == (1, 0, 0)
+    assert s["Dice"] == pytest.approx(1.0)
+
+
+def test_cli_writes_json_and_png(dataset: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out_json = dataset["root"] / "out" / "results.json"
+    out_png = dataset["root"] / "out" / "froc.png"
+    code = main(
+        ["evaluate", str(dataset["pred"]), str(dataset["truth"]), "--json", str(out_json), "--froc", str(out_png)]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "pooled" in text and "VALDO" in text and "sub-002" in text
+    data = json.loads(out_json.read_text())
+    assert set(data["pooled"]) >= {"TPR", "PPV", "FPavg", "F1", "Dice", "TP", "FP", "FN", "n_subjects"}
+    assert data["pooled"]["TPR"] == pytest.approx(2 / 3)
+    assert data["pooled"]["PPV"] == pytest.approx(2 / 3)
+    assert data["pooled"]["FPavg"] == pytest.approx(0.5)
+    assert set(data["valdo"]) >= {"F1_median", "F1_mean", "count_difference_median", "Dice_median"}
+    sub = data["subjects"]["sub-002"]
+    assert set(sub) >= {"valdo_F1", "valdo_count_difference", "valdo_Dice", "n_reference", "n_predicted"}
+    assert sub["valdo_Dice"] == 0.0  # the hit is one voxel off: matched, but no overlap
+    assert data["froc"]["points"][0]["threshold"] is None  # +inf start written as null
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_candidates_folder_option(dataset: dict[str, Path]) -> None:
+    cand_dir = dataset["root"] / "cands"
+    cand_dir.mkdir()
+    for f in dataset["pred"].glob("*.json"):
+        f.rename(cand_dir / f.name)
+    assert "froc" not in evaluate_paths(dataset["pred"], dataset["truth"])
+    r = evaluate_paths(dataset["pred"], dataset["truth"], candidates=cand_dir)
+    assert r["froc"]["n_subjects"] == 2
+    (cand_dir / "sub-002_cmb.json").unlink()
+    with pytest.raises(InputError, match="sub-002"):
+        evaluate_paths(dataset["pred"], dataset["truth"], candidates=cand_dir)
+
+
+def test_missing_prediction_is_error_unless_flag(dataset: dict[str, Path]) -> None:
+    (dataset["pred"] / "sub-002_cmb.nii.gz").unlink()
+    with pytest.raises(InputError, match="sub-002.*--missing-as-empty"):
+        evaluate_paths(dataset["pred"], dataset["truth"])
+    r = evaluate_paths(dataset["pred"], dataset["truth"], missing_as_empty=True, froc=False)
+    assert r["unmatched"]["references"] == ["sub-002"]
+    assert (r["subjects"]["sub-002"]["TP"], r["subjects"]["sub-002"]["FN"]) == (0, 1)
+
+
+def test_prediction_without_reference_is_reported(dataset: dict[str, Path]) -> None:
+    save(dataset["pred"] / "sub-099_cmb.nii.gz", np.zeros(SHAPE, np.uint8))
+    r = evaluate_paths(dataset["pred"], dataset["truth"])
+    assert r["unmatched"]["predictions"] == ["sub-099"]
+    assert "sub-099" not in r["subjects"]
+
+
+def test_clear_errors(dataset: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(dataset["root"] / "nowhere"), str(dataset["truth"])]) == 2
+    assert "prediction not found" in capsys.readouterr().err
+    other = dataset["root"] / "other"
+    save(other / "sub-500_cmb.nii.gz", np.zeros(SHAPE, np.uint8))
+    with pytest.raises(InputError, match="no prediction/reference pairs"):
+        evaluate_paths(other, dataset["truth"])
+    # Two label-like files for one subject cannot be told apart.
+    save(dataset["truth"] / "sub-002" / "sub-002_seg.nii.gz", np.zeros(SHAPE, np.uint8))
+    save(dataset["truth"] / "sub-002" / "sub-002_label.nii.gz", np.zeros(SHAPE, np.uint8))
+    with pytest.raises(InputError, match="sub-002 has 2 candidate files"):
+        evaluate_paths(dataset["pred"], dataset["truth"])
+
+
+def test_single_prediction_file_against_reference_folder(dataset: dict[str, Path]) -> None:
+    r = evaluate_paths(dataset["pred"] / "sub-002_cmb.nii.gz", dataset["truth"])
+    assert list(r["subjects"]) == ["sub-002"]
+    assert r["subjects"]["sub-002"]["TP"] == 1
+    assert r["froc"]["n_subjects"] == 1  # the candidates JSON beside the prediction file

@@ -1,0 +1,169 @@
+"""The VALDO matching rule, branch by branch, on hand-built tiny volumes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from plkd.metrics import evaluate_subject, pool_results, valdo_match
+
+SHAPE = (20, 20, 20)
+ISO = (1.0, 1.0, 1.0)
+
+
+def vol(*points: tuple[int, int, int], value: float = 1.0, base: np.ndarray | None = None) -> np.ndarray:
+    """A volume with ``value`` at each voxel in ``points`` (added to ``base`` if given)."""
+    out = np.zeros(SHAPE, dtype=np.float32) if base is None else base.copy()
+    for p in points:
+        out[p] = value
+    return out
+
+
+def test_exact_match_is_one_tp() -> None:
+    r = evaluate_subject(vol((5, 5, 5)), vol((5, 5, 5)), ISO)
+    assert (r["TP"], r["FP"], r["FN"]) == (1, 0, 0)
+    assert r["valdo_F1"] == 1.0
+    assert r["valdo_Dice"] == 1.0
+    assert r["valdo_count_difference"] == 0
+
+
+def test_prediction_beyond_5mm_is_false_positive() -> None:
+    r = evaluate_subject(vol((5, 5, 12)), vol((5, 5, 5)), ISO)  # 7 mm away
+    assert (r["TP"], r["FP"], r["FN"]) == (0, 1, 1)
+    assert r["valdo_F1"] == 0.0
+    assert math.isnan(r["valdo_Dice"])
+
+
+def test_distance_limit_is_inclusive_and_configurable() -> None:
+    m = valdo_match(np.array([[0.0, 0.0, 5.0], [0.0, 0.0, 5.01]]), np.array([[0.0, 0.0, 0.0], [0.0, 9.0, 9.0]]))
+    assert m.choice.tolist() == [0, -1]
+    m = valdo_match(np.array([[0.0, 0.0, 5.0]]), np.array([[0.0, 0.0, 0.0]]), max_distance_mm=4.0)
+    assert m.is_fp.tolist() == [True]
+
+
+def test_two_predictions_for_one_reference_nearest_is_tp_other_fp() -> None:
+    pred = vol((10, 10, 12), (10, 10, 7))  # 2 mm and 3 mm from the reference
+    r = evaluate_subject(pred, vol((10, 10, 10)), ISO)
+    assert (r["TP"], r["FP"], r["FN"]) == (1, 1, 0)
+    assert r["valdo_F1"] == pytest.approx(2 / 3)
+    m = valdo_match(np.array([[10, 10, 12], [10, 10, 7]]), np.array([[10, 10, 10]]))
+    assert m.is_tp.tolist() == [True, False]
+
+
+def test_exact_tie_makes_both_predictions_tp() -> None:
+    pred = vol((10, 10, 12), (10, 10, 8))  # both exactly 2 mm away
+    r = evaluate_subject(pred, vol((10, 10, 10)), ISO)
+    assert r["valdo_TP"] == 2.0 and r["valdo_FP"] == 0
+    assert r["valdo_F1"] == 1.0
+    # The paper's counts: the reference is found once, the tied duplicate is not a FP.
+    assert (r["TP"], r["FP"], r["FN"]) == (1, 0, 0)
+
+
+def test_prediction_near_two_references_picks_nearest_not_optimal() -> None:
+    refs = vol((10, 10, 6), (10, 10, 12))
+    # Alone, a prediction at z=10 (4 mm / 2 mm) picks the nearer reference at z=12.
+    r = evaluate_subject(vol((10, 10, 10)), refs, ISO)
+    assert (r["TP"], r["FP"], r["FN"]) == (1, 0, 1)
+    m = valdo_match(np.array([[10, 10, 10]]), np.array([[10, 10, 6], [10, 10, 12]]))
+    assert m.choice.tolist() == [1]
+    # A closer prediction takes that reference; the first becomes FP although the other
+    # reference is within 5 mm: the rule is not an optimal one-to-one assignment.
+    r = evaluate_subject(vol((10, 10, 10), (10, 10, 13)), refs, ISO)
+    assert (r["TP"], r["FP"], r["FN"]) == (1, 1, 1)
+
+
+def test_anisotropic_zooms_change_the_decision() -> None:
+    pred, ref = vol((10, 10, 12)), vol((10, 10, 10))
+    assert evaluate_subject(pred, ref, (1.0, 1.0, 1.0))["TP"] == 1  # 2 mm
+    assert evaluate_subject(pred, ref, (1.0, 1.0, 3.0))["FP"] == 1  # 6 mm
+    assert evaluate_subject(pred, ref, (3.0, 3.0, 1.0))["TP"] == 1  # in-plane zooms do not matter here
+
+
+def test_six_connectivity_splits_diagonal_voxels() -> None:
+    pred = vol((5, 5, 5), (6, 6, 6))
+    ref = vol((5, 5, 5))
+    r6 = evaluate_subject(pred, ref, ISO)
+    assert r6["n_predicted"] == 2
+    assert (r6["TP"], r6["FP"]) == (1, 1)
+    assert r6["valdo_count_difference"] == 1
+    r26 = evaluate_subject(pred, ref, ISO, connectivity=26)
+    assert r26["n_predicted"] == 1
+    assert (r26["TP"], r26["FP"]) == (1, 0)
+
+
+def test_empty_reference_gives_nan_f1_but_counts_false_positives() -> None:
+    empty = evaluate_subject(vol((3, 3, 3), (15, 15, 15)), np.zeros(SHAPE), ISO)
+    assert math.isnan(empty["valdo_F1"])
+    assert empty["FP"] == 2 and empty["valdo_count_difference"] == 2
+    assert math.isnan(empty["TPR"])
+    good = evaluate_subject(vol((5, 5, 5)), vol((5, 5, 5)), ISO)
+    half = evaluate_subject(vol((5, 5, 5)), vol((5, 5, 5), (12, 12, 12)), ISO)  # F1 = 2/3
+    summary = pool_results({"a": empty, "b": good, "c": half})
+    assert summary["valdo"]["F1_median"] == pytest.approx((1 + 2 / 3) / 2)  # NaN left out
+    assert summary["valdo"]["n_subjects_with_reference"] == 2
+    assert summary["pooled"]["FP"] == 2
+    assert summary["pooled"]["FPavg"] == pytest.approx(2 / 3)
+
+
+def test_empty_prediction_is_all_false_negatives() -> None:
+    r = evaluate_subject(np.zeros(SHAPE), vol((5, 5, 5), (12, 12, 12)), ISO)
+    assert (r["TP"], r["FP"], r["FN"]) == (0, 0, 2)
+    assert r["valdo_F1"] == 0.0
+    assert r["valdo_count_difference"] == 2
+    assert math.isnan(r["valdo_Dice"]) and r["Dice"] == 0.0
+
+
+def test_rater_weight_half_counts_half() -> None:
+    ref = vol((12, 12, 12), value=0.5, base=vol((5, 5, 5), value=1.0))
+    # The certain microbleed found, the uncertain one missed, one false positive.
+    r = evaluate_subject(vol((5, 5, 5), (17, 3, 3)), ref, ISO)
+    assert (r["valdo_TP"], r["valdo_FN"], r["valdo_FP"]) == (1.0, 0.5, 1)
+    assert r["valdo_F1"] == pytest.approx(2 / 3.5)
+    # The paper's counts are unweighted.
+    assert (r["TP"], r["FN"]) == (1, 1)
+    # The other way round.
+    r = evaluate_subject(vol((12, 12, 12)), ref, ISO)
+    assert (r["valdo_TP"], r["valdo_FN"]) == (0.5, 1.0)
+    assert r["valdo_F1"] == pytest.approx(1 / 2)
+
+
+def test_component_weight_is_its_max_and_instance_maps_weigh_one() -> None:
+    ref = vol((5, 5, 5), value=0.5)
+    ref[5, 5, 6] = 1.0  # a 0.5 rim on a 1.0 core: one component of weight 1
+    r = evaluate_subject(np.zeros(SHAPE), ref, ISO)
+    assert r["valdo_FN"] == 1.0
+    instances = vol((12, 12, 12), value=2.0, base=vol((5, 5, 5), value=1.0))
+    r = evaluate_subject(np.zeros(SHAPE), instances, ISO)
+    assert r["valdo_FN"] == 2.0
+
+
+def test_dice_per_matched_reference_averaged() -> None:
+    ref = vol((5, 5, 5), (5, 5, 6), (14, 14, 14))
+    pred = vol((5, 5, 6), (5, 5, 7), (14, 14, 14))  # half overlap on the first, exact on the second
+    r = evaluate_subject(pred, ref, ISO)
+    assert r["valdo_Dice"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_dice_uses_union_of_all_predictions_that_picked_the_reference() -> None:
+    ref = vol((5, 5, 4), (5, 5, 5), (5, 5, 6))
+    pred = vol((5, 5, 5), (5, 5, 8))  # both pick the reference; the second is a FP
+    r = evaluate_subject(pred, ref, ISO)
+    assert (r["TP"], r["FP"]) == (1, 1)
+    assert r["valdo_Dice"] == pytest.approx(2 * 1 / (3 + 2))
+
+
+def test_count_difference_counts_components() -> None:
+    ref = vol((3, 3, 3), (9, 9, 9), (15, 15, 15))
+    r = evaluate_subject(vol((3, 3, 3)), ref, ISO)
+    assert r["valdo_count_difference"] == 2
+    assert r["n_reference"] == 3 and r["n_predicted"] == 1
+
+
+def test_probabilities_and_instance_maps_binarise_at_half() -> None:
+    ref = vol((5, 5, 5), (12, 12, 12))
+    prob = vol((12, 12, 12), value=0.49, base=vol((5, 5, 5), value=0.5))
+    assert evaluate_subject(prob, ref, ISO)["TP"] == 1
+    inst = vol((12, 12, 12), value=7.0, base=vol((5, 5, 5), value=3.0))
+    assert evaluate_subject(inst, ref, ISO)["TP"] == 2
