@@ -62,6 +62,25 @@ def _cubic_upsample_matrix(n_hr: int, n_lr: int, factor: int, first_centre: floa
 
 
 @functools.lru_cache(maxsize=256)
+def _downsample_matrix(n: int, factor: int, mode: str, phase: int) -> np.ndarray:
+    """(ceil(n / k), n) weights taking slice ``phase`` of each block of k (interp) or its mean (slab).
+
+    Slices past the end (when n is not a multiple of k) are the last slice repeated, i.e. the
+    volume is padded by edge replication; the padding is folded into the weights.
+    """
+    n_lr = math.ceil(n / factor)
+    w = np.zeros((n_lr, n), dtype=np.float32)
+    rows = np.arange(n_lr)
+    if mode == "interp":
+        w[rows, np.minimum(rows * factor + phase, n - 1)] = 1.0
+    else:
+        for j in range(factor):
+            np.add.at(w, (rows, np.minimum(rows * factor + j, n - 1)), 1.0 / factor)
+    w.setflags(write=False)
+    return w
+
+
+@functools.lru_cache(maxsize=256)
 def _slab_average_matrix(n_in: int, n_out: int, ratio: float) -> np.ndarray:
     """(n_out, n_in) weights averaging input slices over slabs ``ratio`` input slices thick.
 
@@ -176,27 +195,20 @@ def simulate_lowres(
     reference = None
     if noise_std:
         reference = float(np.percentile(np.abs(hr), NOISE_REFERENCE_PERCENTILE)) or float(np.max(np.abs(hr)) or 1.0)
+    if mode == "slab" and offset is not None:
+        raise PLKDError("a sampling offset applies to mode 'interp' only; 'slab' averages every slice")
     if k == 1:
-        return add_noise(hr, noise_std, reference=reference, kind=noise, rng=rng)
-    phase = (k - 1) // 2 if offset is None else int(offset)
+        return add_noise(np.array(hr, dtype=np.float32), noise_std, reference=reference, kind=noise, rng=rng)
+    phase = 0 if mode == "slab" else (k - 1) // 2 if offset is None else int(offset)
     if not 0 <= phase < k:
         raise PLKDError(f"sampling offset must be between 0 and {k - 1} for factor {k}, not {offset}")
 
     n_lr = math.ceil(n / k)
-    pad = n_lr * k - n
+    first_centre = float(phase) if mode == "interp" else (k - 1) / 2.0
     moved = np.moveaxis(hr.astype(np.float32, copy=False), axis, -1)
-    if pad:
-        moved = np.concatenate([moved, np.repeat(moved[..., -1:], pad, axis=-1)], axis=-1)
-    blocks = moved.reshape(*moved.shape[:-1], n_lr, k)
-    if mode == "interp":
-        lr = blocks[..., phase]
-        first_centre = float(phase)
-    else:
-        lr = blocks.mean(axis=-1, dtype=np.float32)
-        first_centre = (k - 1) / 2.0
+    lr = moved @ _downsample_matrix(n, k, mode, phase).T
     lr = add_noise(lr, noise_std, reference=reference, kind=noise, rng=rng)
-    weights = _cubic_upsample_matrix(n, n_lr, k, first_centre)
-    out = lr @ weights.T
+    out = lr @ _cubic_upsample_matrix(n, n_lr, k, first_centre).T
     return np.ascontiguousarray(np.moveaxis(out, -1, axis))
 
 
@@ -334,13 +346,17 @@ def thick_slab_labels(
         best[box][take] = frac[take]
         if not keep_every_lesion:
             continue
-        comps, n_comp = ndimage.label(region, structure=structure)
-        for c in range(1, n_comp + 1):
-            frac_c = _apply_along(comps == c, weights, ax)
-            if np.any((out[box] == value) & (frac_c > 0)):
+        comps, _ = ndimage.label(region, structure=structure)
+        for c, cbox in enumerate(ndimage.find_objects(comps), start=1):
+            if cbox is None:
                 continue
+            cbox = tuple(slice(None) if a == ax else s for a, s in enumerate(cbox))
+            frac_c = _apply_along(comps[cbox] == c, weights, ax)
+            out_c, best_c = out[box][cbox], best[box][cbox]  # views into the result
+            if np.any((out_c == value) & (frac_c > 0)):
+                continue  # the lesion already shows
             top = frac_c >= frac_c.max() - 1e-6
-            out[box][top] = value
-            best[box][top] = np.maximum(best[box][top], frac_c[top])
+            out_c[top] = value
+            best_c[top] = np.maximum(best_c[top], frac_c[top])
     notes = [*label.notes, f"thick-slice labels: {thickness_mm:g} mm, covered ≥ {min_fraction:g}"]
     return Volume(data=out, affine=affine, path=None, header=label.header, notes=notes)

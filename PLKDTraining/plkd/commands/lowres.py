@@ -1,17 +1,255 @@
-"""``plkd lowres`` (placeholder: being implemented)."""
+"""``plkd lowres``: make low-resolution versions of a volume or of a whole data set.
+
+``--factor K`` writes the paper's LR@K image on the HR grid (training/evaluation input of a
+student); ``--thickness-mm T`` writes a true thick-slice volume on its own coarser grid (what a
+scanner would write), with its label map resampled to that grid.
+"""
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
 
-from plkd.errors import PLKDError
+import numpy as np
+
+from plkd.atomic import write_json_atomic
+from plkd.data.datasets import SYNTH_FORMAT, Subject, find_subjects, load_subject
+from plkd.errors import InputError, PLKDError
+from plkd.lowres import MODES, NOISE_KINDS, default_slice_axis, simulate_lowres, thick_slab_labels, thick_slab_volume
+from plkd.naming import is_nifti
+from plkd.progress import Progress
+from plkd.volumes import Volume, check_same_grid, load_label, load_volume, save_volume
+
+log = logging.getLogger(__name__)
+
+_EPILOG = """examples:
+  plkd lowres sub-01_T2S.nii.gz --factor 4 --out sub-01_LR4.nii.gz
+  plkd lowres sub-01_T2S.nii.gz --thickness-mm 3 --label sub-01_CMB.nii.gz \\
+      --out sub-01_3mm.nii.gz --label-out sub-01_3mm_CMB.nii.gz
+  plkd lowres --dataset synth_data --thickness-mm 4 --out synth_4mm
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``lowres`` sub-command."""
-    p = sub.add_parser("lowres", help="(not implemented yet)")
+    p = sub.add_parser(
+        "lowres",
+        help="make LR@k or true thick-slice versions of a volume or a data set",
+        description=(
+            "Make low-resolution data along the slice axis. --factor K: keep every K-th slice (--mode interp, "
+            "the paper's LR@K) or average K slices (--mode slab), then cubic-interpolate back to the input grid. "
+            "--thickness-mm T: average the slices into T mm thick slices on a new, coarser grid with the right "
+            "affine; labels keep a thick voxel when they cover at least --min-label-fraction of it, and every "
+            "lesion keeps at least one voxel. --dataset converts images, labels and brain masks of a whole data "
+            "set (plkd synth, VALDO or plain folder) into OUT with the same file layout."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", nargs="?", type=Path, metavar="INPUT", help="HR image (NIfTI); or use --dataset")
+    p.add_argument("--dataset", type=Path, metavar="DIR", help="convert every subject of this data set folder")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--factor", type=int, metavar="K", help="LR@K on the input grid (K = 2, 4, 8, ...)")
+    how.add_argument("--thickness-mm", type=float, metavar="T", help="true thick slices of T mm on a coarser grid")
+    p.add_argument("--out", type=Path, required=True, help="output NIfTI file (or folder with --dataset)")
+    p.add_argument("--mode", choices=MODES, default=None, help="with --factor: interp (default) or slab")
+    p.add_argument("--offset", type=int, default=None, help="interp mode: which slice of each K to keep (0..K-1)")
+    p.add_argument("--label", type=Path, help="label map of INPUT to bring along")
+    p.add_argument("--label-out", type=Path, help="output file of the label map (required with --label)")
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=None, help="slice axis (default: coarsest, else Z)")
+    p.add_argument(
+        "--noise-std", type=float, default=0.0, help="noise SD as a fraction of the 99th-percentile intensity"
+    )
+    p.add_argument("--noise", choices=NOISE_KINDS, default="rician", help="noise model (default rician)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the noise (default 0)")
+    p.add_argument(
+        "--min-label-fraction", type=float, default=0.5, help="thick voxel is labelled at this coverage (default 0.5)"
+    )
+    p.add_argument("--progress", choices=("tqdm", "jsonl", "none"), default="tqdm", help="progress display")
     p.set_defaults(func=run)
 
 
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if (args.input is None) == (args.dataset is None):
+        raise InputError("give either one INPUT image or --dataset DIR")
+    if args.thickness_mm is not None and (args.mode is not None or args.offset is not None):
+        raise InputError("--mode and --offset apply to --factor; --thickness-mm always averages whole slabs")
+    if args.dataset is not None and (args.label is not None or args.label_out is not None):
+        raise InputError("--label/--label-out are for one INPUT; --dataset converts the labels it finds")
+    if args.label is not None and args.label_out is None:
+        raise InputError("--label needs --label-out (where to write the converted label map)")
+    if args.label is None and args.label_out is not None:
+        raise InputError("--label-out needs --label")
+    if args.noise_std < 0:
+        raise InputError(f"--noise-std must be ≥ 0, not {args.noise_std}")
+
+
+def _convert_image(vol: Volume, args: argparse.Namespace, rng: np.random.Generator) -> Volume:
+    axis = default_slice_axis(vol.affine) if args.axis is None else args.axis
+    if args.factor is not None:
+        data = simulate_lowres(
+            vol.data,
+            args.factor,
+            axis=axis,
+            mode=args.mode or "interp",
+            offset=args.offset,
+            noise_std=args.noise_std,
+            noise=args.noise,
+            rng=rng,
+        )
+        return vol.with_data(data)
+    return thick_slab_volume(vol, args.thickness_mm, axis=axis, noise_std=args.noise_std, noise=args.noise, rng=rng)
+
+
+def _convert_label(label: Volume, image: Volume, args: argparse.Namespace, *, is_mask: bool = False) -> Volume:
+    """On the output grid: unchanged for --factor (LR@K stays on the HR grid), thick otherwise."""
+    if args.factor is not None:
+        return label
+    axis = default_slice_axis(image.affine) if args.axis is None else args.axis
+    return thick_slab_labels(
+        label, args.thickness_mm, axis=axis, min_fraction=args.min_label_fraction, keep_every_lesion=not is_mask
+    )
+
+
+def _save_label(path: Path, vol: Volume) -> None:
+    top = float(vol.data.max()) if vol.data.size else 0.0
+    dtype = np.uint8 if top <= 255 else np.int32
+    save_volume(path, np.rint(vol.data), vol.affine, dtype=dtype, header=vol.header)
+
+
+def _check_output_file(path: Path, *inputs: Path | None) -> None:
+    if not is_nifti(path):
+        raise InputError(f"output {path} must end in .nii or .nii.gz")
+    for src in inputs:
+        if src is not None and src.exists() and path.resolve() == src.resolve():
+            raise InputError(f"output {path} would overwrite its input")
+
+
+def _run_single(args: argparse.Namespace) -> int:
+    _check_output_file(args.out, args.input, args.label)
+    if args.label_out is not None:
+        _check_output_file(args.label_out, args.input, args.label)
+        if args.label_out.resolve() == args.out.resolve():
+            raise InputError("--out and --label-out name the same file")
+    image = load_volume(args.input)
+    label = None
+    if args.label is not None:
+        label = load_label(args.label)
+        check_same_grid(image, label, what=f"label {args.label.name}")
+    out = _convert_image(image, args, np.random.default_rng(args.seed))
+    save_volume(args.out, out.data, out.affine, dtype=np.float32, header=image.header)
+    _say(args, f"wrote {args.out} ({_describe(out)})")
+    if label is not None:
+        lab = _convert_label(label, image, args)
+        _save_label(args.label_out, lab)
+        _say(args, f"wrote {args.label_out} ({int(np.count_nonzero(lab.data))} labelled voxels)")
+    return 0
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    # In jsonl mode stdout carries only JSON lines (the Slicer module parses it).
+    if args.progress == "jsonl":
+        print(json.dumps({"stage": "lowres", "message": text}), flush=True)
+    else:
+        print(text)
+
+
+def _describe(vol: Volume) -> str:
+    sp = "×".join(f"{s:.3g}" for s in vol.spacing)
+    return f"{'×'.join(str(s) for s in vol.shape)} voxels of {sp} mm"
+
+
+# ----------------------------------------------------------------------------------------------
+# data sets
+
+
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        return path.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise InputError(f"{path} lies outside the data set folder {root}") from None
+
+
+def _rewrite_manifest(
+    manifest: dict[str, Any], grids: dict[str, tuple[np.ndarray, tuple[int, ...]]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The synth manifest for the converted data: new spacing, voxel centres on the new grids."""
+    out = copy.deepcopy(manifest)
+    if grids:
+        first = next(iter(grids.values()))[0]
+        out["spacing_mm"] = [round(float(s), 6) for s in np.sqrt((first[:3, :3] ** 2).sum(axis=0))]
+    out["lowres"] = {
+        "source": str(args.dataset.resolve()),
+        "mode": "thick-slab" if args.thickness_mm is not None else (args.mode or "interp"),
+        "factor": args.factor,
+        "thickness_mm": args.thickness_mm,
+        "noise_std": args.noise_std,
+        "noise": args.noise if args.noise_std else None,
+        "seed": args.seed,
+    }
+    if args.thickness_mm is None:
+        return out
+    for sid, info in out.get("subjects", {}).items():
+        if sid not in grids or not isinstance(info, dict):
+            continue
+        affine, shape = grids[sid]
+        if "shape" in info:
+            info["shape"] = list(shape)
+        inv = np.linalg.inv(affine)
+        # Every record with a world centre (microbleeds, hidden microbleeds, mimics) gets its
+        # voxel centre on the new grid; everything else describes the HR truth and stays.
+        for records in info.values():
+            for rec in records if isinstance(records, list) else []:
+                if isinstance(rec, dict) and "center_ras" in rec and "center_voxel" in rec:
+                    vox = inv @ np.append(np.asarray(rec["center_ras"], dtype=np.float64), 1.0)
+                    as_int = all(isinstance(v, int) for v in rec["center_voxel"])
+                    rec["center_voxel"] = [int(round(v)) if as_int else round(float(v), 3) for v in vox[:3]]
+    return out
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    root: Path = args.dataset
+    if args.out.resolve() == root.resolve() or root.resolve() in args.out.resolve().parents:
+        raise InputError(f"--out {args.out} must be a folder outside the data set {root}")
+    subjects: list[Subject] = find_subjects(root)
+    progress = Progress(args.progress)
+    progress.start("lowres", total=len(subjects))
+    grids: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}
+    for index, subject in enumerate(subjects):
+        image, label, mask = load_subject(subject)
+        rng = np.random.default_rng([args.seed, index])  # per subject: same output whatever the order
+        out = _convert_image(image, args, rng)
+        save_volume(
+            args.out / _relative(subject.image, root), out.data, out.affine, dtype=np.float32, header=image.header
+        )
+        for vol, path, is_mask in ((label, subject.label, False), (mask, subject.mask, True)):
+            if vol is not None and path is not None:
+                _save_label(args.out / _relative(path, root), _convert_label(vol, image, args, is_mask=is_mask))
+        grids[subject.id] = (out.affine, out.shape)
+        progress.advance()
+    progress.finish()
+
+    manifest_path = root / "manifest.json"
+    if subjects and subjects[0].meta.get("layout") == "synth":
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest.get("format") != SYNTH_FORMAT:
+            raise PLKDError(f"{manifest_path} changed while converting")
+        write_json_atomic(args.out / "manifest.json", _rewrite_manifest(manifest, grids, args))
+    what = f"{args.thickness_mm:g} mm slices" if args.thickness_mm is not None else f"LR@{args.factor}"
+    _say(args, f"wrote {len(subjects)} subject(s) as {what} to {args.out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    raise PLKDError("'plkd lowres' is not implemented yet")
+    """Convert one image (and its label) or a whole data set."""
+    _check_args(args)
+    if args.dataset is not None:
+        return _run_dataset(args)
+    return _run_single(args)

@@ -1,0 +1,368 @@
+"""Finding subjects (image, label, brain mask) in the data set layouts people bring.
+
+Layouts, tried in this order by ``layout="auto"``:
+
+``synth``
+    ``plkd synth`` output: ``manifest.json`` with ``"format": "plkd-synth/1"`` and VALDO-named
+    files (see docs/design.md). Checked first because its files also match the VALDO names; the
+    manifest adds each subject's microbleed list to :attr:`Subject.meta`.
+``valdo``
+    VALDO 2021 Task 2: ``sub-XXX_space-T2S_desc-masked_T2S.nii.gz`` with the label
+    ``sub-XXX_space-T2S_CMB.nii.gz`` (and optionally ``sub-XXX_space-T2S_desc-brain_mask``), in
+    ``sub-XXX/`` folders or flat. ``SWI`` in place of ``T2S`` likewise; the unmasked
+    ``sub-XXX_space-T2S_T2S`` is used when no masked image exists. Other contrasts in the same
+    space (``…_desc-masked_T1``) are ignored.
+``folder``
+    ``imagesTr/`` + ``labelsTr/`` (nnU-Net: ``CASE_0000.nii.gz`` + ``CASE.nii.gz``), or
+    ``images/`` + ``labels/`` (+ ``masks/``) paired by name, or ``NAME.nii.gz`` beside
+    ``NAME_label`` / ``_labels`` / ``_seg`` / ``_cmb`` (label) and ``NAME_mask`` /
+    ``_brainmask`` / ``_brain_mask`` (brain mask), in the folder or its sub-folders.
+
+VALDO and synth subjects are identified by :func:`plkd.naming.subject_id` (``sub-XXX``);
+plain-folder subjects by their case name (the file name without extension, label suffix or
+nnU-Net channel suffix), because general file names such as ``case_001`` would collide if cut
+at the first ``_``. A label without its image, two files claiming the same subject, or an
+empty folder is a :class:`~plkd.errors.InputError` naming what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plkd.errors import InputError
+from plkd.naming import is_nifti, strip_nifti_suffix, subject_id
+from plkd.volumes import Volume, check_same_grid, load_label, load_volume
+
+log = logging.getLogger(__name__)
+
+#: Accepted values of ``find_subjects(layout=...)``.
+LAYOUTS = ("auto", "synth", "valdo", "folder")
+#: ``format`` of a ``plkd synth`` manifest this reader understands.
+SYNTH_FORMAT = "plkd-synth/1"
+#: Modalities of the VALDO-style names.
+MODALITIES = ("T2S", "SWI")
+
+_NII = r"\.nii(?:\.gz)?$"
+_VALDO_IMAGE = re.compile(
+    r"^(?P<sid>sub-[^_]+)_space-(?P<space>[A-Za-z0-9]+)_(?P<masked>desc-masked_)?(?P<mod>T2S|SWI)" + _NII
+)
+_VALDO_LABEL = re.compile(r"^(?P<sid>sub-[^_]+)_space-(?P<space>[A-Za-z0-9]+)_CMB" + _NII)
+_VALDO_MASK = re.compile(r"^(?P<sid>sub-[^_]+)_space-(?P<space>[A-Za-z0-9]+)_desc-brain_mask" + _NII)
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+#: File-name suffixes (case-insensitive) marking a label / a brain mask beside its image.
+LABEL_SUFFIXES = ("_label", "_labels", "_seg", "_cmb")
+MASK_SUFFIXES = ("_mask", "_brainmask", "_brain_mask")
+
+
+@dataclass
+class Subject:
+    """One subject of a data set: file paths and reader-specific metadata."""
+
+    id: str
+    image: Path
+    label: Path | None = None
+    mask: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _nifti_files(folder: Path, max_depth: int) -> list[Path]:
+    """NIfTI files under ``folder`` down to ``max_depth`` sub-folder levels, hidden ones skipped."""
+    found: list[Path] = []
+    base_depth = len(folder.parts)
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if len(here.parts) - base_depth >= max_depth:
+            dirnames[:] = []
+        found.extend(here / f for f in sorted(filenames) if is_nifti(f) and not f.startswith("."))
+    return found
+
+
+def _check_unique(subjects: list[Subject]) -> list[Subject]:
+    seen: dict[str, Subject] = {}
+    for s in subjects:
+        if s.id in seen:
+            raise InputError(f"subject id {s.id!r} occurs twice: {seen[s.id].image} and {s.image}")
+        seen[s.id] = s
+    return sorted(subjects, key=lambda s: s.id)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# VALDO
+
+
+def _is_valdo(root: Path) -> bool:
+    return any(_VALDO_IMAGE.match(p.name) or _VALDO_LABEL.match(p.name) for p in _nifti_files(root, 2))
+
+
+def _find_valdo(root: Path, modality: str | None) -> list[Subject]:
+    images: dict[str, dict[str, Path]] = {}  # sid -> {mod: path}
+    masked: dict[tuple[str, str], bool] = {}
+    labels: dict[tuple[str, str], Path] = {}  # (sid, space) -> path
+    masks: dict[tuple[str, str], Path] = {}
+    for p in _nifti_files(root, 2):
+        if m := _VALDO_IMAGE.match(p.name):
+            sid, mod, is_masked = subject_id(p), m["mod"], bool(m["masked"])
+            if m["space"] != mod or (modality and mod != modality):
+                continue  # another contrast resampled into this space, or a modality not asked for
+            key = (sid, mod)
+            if mod in images.get(sid, {}):
+                if masked[key] == is_masked:
+                    raise InputError(f"subject id {sid!r} occurs twice: {images[sid][mod]} and {p}")
+                if not is_masked:
+                    continue  # keep the skull-masked image, VALDO's input
+            images.setdefault(sid, {})[mod] = p
+            masked[key] = is_masked
+        elif m := _VALDO_LABEL.match(p.name):
+            key = (m["sid"], m["space"])
+            if key in labels:
+                raise InputError(f"two labels for subject {key[0]!r}: {labels[key]} and {p}")
+            labels[key] = p
+        elif m := _VALDO_MASK.match(p.name):
+            masks[(m["sid"], m["space"])] = p
+    subjects = []
+    for sid, by_mod in images.items():
+        if len(by_mod) > 1:
+            raise InputError(f"subject {sid!r} has both T2S and SWI images in {root}; choose one modality")
+        ((mod, path),) = by_mod.items()
+        subjects.append(
+            Subject(
+                id=sid,
+                image=path,
+                label=labels.pop((sid, mod), None),
+                mask=masks.get((sid, mod)),
+                meta={"layout": "valdo", "modality": mod, "skull_masked": masked[(sid, mod)]},
+            )
+        )
+    for (sid, space), path in sorted(labels.items()):
+        if modality and space != modality:
+            continue
+        raise InputError(
+            f"label {_rel(path, root)} has no image (expected {sid}_space-{space}_desc-masked_{space}.nii.gz "
+            f"beside it or in {sid}/)"
+        )
+    return _check_unique(subjects)
+
+
+# ----------------------------------------------------------------------------------------------
+# plkd synth
+
+
+def _read_synth_manifest(root: Path) -> dict[str, Any] | None:
+    path = root / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("plkd-synth/"):
+        return None
+    if manifest["format"] != SYNTH_FORMAT:
+        raise InputError(f"{path} has format {manifest['format']!r}; this plkd reads {SYNTH_FORMAT!r}")
+    if not isinstance(manifest.get("subjects"), dict):
+        raise InputError(f"{path} has no 'subjects' table")
+    return manifest
+
+
+def _find_synth(root: Path, manifest: dict[str, Any]) -> list[Subject]:
+    modality = manifest.get("modality", "T2S")
+    subjects = _find_valdo(root, modality)
+    by_id = {s.id: s for s in subjects}
+    missing = sorted(set(manifest["subjects"]) - set(by_id))
+    if missing:
+        raise InputError(
+            f"{root / 'manifest.json'} lists {len(missing)} subject(s) without an image, e.g. "
+            f"{missing[0]}/{missing[0]}_space-{modality}_desc-masked_{modality}.nii.gz"
+        )
+    for s in subjects:
+        info = manifest["subjects"].get(s.id)
+        if info is None:
+            log.warning("%s: %s is not in manifest.json; read without metadata", root, s.id)
+            info = {}
+        s.meta = {
+            **s.meta,
+            **info,
+            "layout": "synth",
+            "modality": modality,
+            "spacing_mm": manifest.get("spacing_mm"),
+        }
+    return subjects
+
+
+# ----------------------------------------------------------------------------------------------
+# plain folders
+
+
+def _strip_suffix(stem: str, suffixes: tuple[str, ...]) -> str | None:
+    low = stem.lower()
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if low.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return None
+
+
+def _find_nnunet(root: Path) -> list[Subject]:
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    channels: dict[str, dict[str, Path]] = {}
+    for p in _nifti_files(images_dir, 0):
+        stem = strip_nifti_suffix(p.name)
+        m = _CHANNEL.match(stem)
+        case, channel = (m["case"], m["channel"]) if m else (stem, "0000")
+        if channel in channels.get(case, {}):
+            raise InputError(f"case {case!r} channel {channel} occurs twice in {images_dir}")
+        channels.setdefault(case, {})[channel] = p
+    subjects = []
+    for case, by_channel in channels.items():
+        if "0000" not in by_channel:
+            raise InputError(f"case {case!r} in {images_dir} has no channel 0000 image ({case}_0000.nii.gz)")
+        others = {c: str(p) for c, p in sorted(by_channel.items()) if c != "0000"}
+        meta: dict[str, Any] = {"layout": "folder"}
+        if others:
+            meta["channels"] = others
+        subjects.append(Subject(id=case, image=by_channel["0000"], meta=meta))
+    by_id = {s.id: s for s in subjects}
+    if labels_dir.is_dir():
+        for p in _nifti_files(labels_dir, 0):
+            case = strip_nifti_suffix(p.name)
+            if case not in by_id:
+                raise InputError(f"label labelsTr/{p.name} has no image (expected imagesTr/{case}_0000.nii.gz)")
+            by_id[case].label = p
+    return _check_unique(subjects)
+
+
+def _find_split_folders(root: Path) -> list[Subject]:
+    images_dir, labels_dir, masks_dir = root / "images", root / "labels", root / "masks"
+    subjects = [
+        Subject(id=strip_nifti_suffix(p.name), image=p, meta={"layout": "folder"}) for p in _nifti_files(images_dir, 0)
+    ]
+    subjects = _check_unique(subjects)
+    by_id = {s.id: s for s in subjects}
+    for folder, attr, suffixes in ((labels_dir, "label", LABEL_SUFFIXES), (masks_dir, "mask", MASK_SUFFIXES)):
+        if not folder.is_dir():
+            continue
+        for p in _nifti_files(folder, 0):
+            stem = strip_nifti_suffix(p.name)
+            case = stem if stem in by_id else _strip_suffix(stem, suffixes)
+            if case not in by_id:
+                raise InputError(f"{attr} {folder.name}/{p.name} has no image (expected images/{stem}.nii.gz)")
+            if getattr(by_id[case], attr) is not None:
+                raise InputError(f"two {attr}s for case {case!r}: {getattr(by_id[case], attr)} and {p}")
+            setattr(by_id[case], attr, p)
+    return subjects
+
+
+def _find_side_by_side(root: Path) -> list[Subject]:
+    files = _nifti_files(root, 1)
+    stems: dict[tuple[Path, str], Path] = {}
+    for p in files:
+        key = (p.parent, strip_nifti_suffix(p.name))
+        if key in stems:  # NAME.nii beside NAME.nii.gz
+            raise InputError(f"{stems[key]} and {p.name} are the same case twice; keep one")
+        stems[key] = p
+    subjects: dict[tuple[Path, str], Subject] = {}
+    extras: list[tuple[str, Path, str]] = []
+    for (parent, stem), p in stems.items():
+        # A label/mask suffix marks the file as belonging to the image named by the rest.
+        label_base = _strip_suffix(stem, LABEL_SUFFIXES)
+        mask_base = _strip_suffix(stem, MASK_SUFFIXES)
+        if label_base is not None:
+            extras.append(("label", p, label_base))
+        elif mask_base is not None:
+            extras.append(("mask", p, mask_base))
+        else:
+            subjects[(parent, stem)] = Subject(id=stem, image=p, meta={"layout": "folder"})
+    for attr, p, base in extras:
+        owner = subjects.get((p.parent, base))
+        if owner is None:
+            raise InputError(
+                f"{attr} {_rel(p, root)} has no image (expected {_rel(p.parent / base, root)}.nii.gz beside it)"
+            )
+        if getattr(owner, attr) is not None:
+            raise InputError(f"two {attr}s for {owner.image.name}: {getattr(owner, attr)} and {p}")
+        setattr(owner, attr, p)
+    return _check_unique(list(subjects.values()))
+
+
+def _find_folder(root: Path) -> list[Subject]:
+    if (root / "imagesTr").is_dir():
+        return _find_nnunet(root)
+    if (root / "images").is_dir():
+        return _find_split_folders(root)
+    return _find_side_by_side(root)
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+
+
+def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modality: str | None = None) -> list[Subject]:
+    """All subjects of the data set in ``root``, sorted by id (see the module docstring).
+
+    ``layout`` is ``"auto"``, ``"synth"``, ``"valdo"`` or ``"folder"``; ``modality`` (``"T2S"`` or
+    ``"SWI"``) selects one contrast of a VALDO-style folder holding both.
+    """
+    root = Path(root)
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown data set layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if modality is not None and modality not in MODALITIES:
+        raise InputError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+    if not root.exists():
+        raise InputError(f"data set folder not found: {root}")
+    if not root.is_dir():
+        raise InputError(f"data set must be a folder, not a file: {root}")
+
+    if layout in ("auto", "synth"):
+        manifest = _read_synth_manifest(root)
+        if manifest is not None:
+            subjects = _find_synth(root, manifest)
+        elif layout == "synth":
+            raise InputError(f"{root} is not a plkd synth data set (no manifest.json with format {SYNTH_FORMAT!r})")
+        else:
+            subjects = _find_valdo(root, modality) if _is_valdo(root) else _find_folder(root)
+    elif layout == "valdo":
+        subjects = _find_valdo(root, modality)
+    else:
+        subjects = _find_folder(root)
+
+    if not subjects:
+        raise InputError(
+            f"no subjects found in {root}: expected sub-XXX/sub-XXX_space-T2S_desc-masked_T2S.nii.gz (VALDO, "
+            "or SWI), a plkd synth folder with manifest.json, imagesTr/ + labelsTr/, images/ + labels/, "
+            "or NAME.nii.gz beside NAME_label.nii.gz"
+        )
+    log.info("found %d subject(s) in %s", len(subjects), root)
+    return subjects
+
+
+def load_subject(subject: Subject) -> tuple[Volume, Volume | None, Volume | None]:
+    """``(image, label, mask)`` volumes of a subject; label and mask are ``None`` when absent.
+
+    The label and the mask must lie on the image's grid (same shape and affine).
+    """
+    image = load_volume(subject.image, what=f"image of {subject.id}")
+    label = mask = None
+    if subject.label is not None:
+        label = load_label(subject.label, what=f"label of {subject.id}")
+        check_same_grid(image, label, what=f"label of {subject.id}")
+    if subject.mask is not None:
+        mask = load_label(subject.mask, what=f"brain mask of {subject.id}", allow_empty=False)
+        check_same_grid(image, mask, what=f"brain mask of {subject.id}")
+    return image, label, mask

@@ -1,0 +1,341 @@
+"""LR@k simulation, true thick-slice volumes and ``plkd lowres``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from plkd.cli import main
+from plkd.errors import PLKDError
+from plkd.lowres import lowres_pair, simulate_lowres, thick_slab_labels, thick_slab_volume
+from plkd.volumes import Volume, load_volume
+
+
+def _blob(shape: tuple[int, int, int], centre: tuple[float, float, float], sigma: float = 2.0) -> np.ndarray:
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    r2 = sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True))
+    return np.exp(-0.5 * r2 / sigma**2).astype(np.float32)
+
+
+def _com_voxel(data: np.ndarray) -> np.ndarray:
+    idx = np.indices(data.shape).reshape(3, -1).astype(np.float64)
+    w = data.reshape(-1).astype(np.float64)
+    return (idx * w).sum(axis=1) / w.sum()
+
+
+def _com_ras(vol: Volume) -> np.ndarray:
+    v = _com_voxel(vol.data)
+    return (vol.affine @ np.append(v, 1.0))[:3]
+
+
+def _oblique_lps_affine(spacing: float = 1.0) -> np.ndarray:
+    """Rotated about two axes, stored LPS-like (first two axes flipped), with an offset."""
+    a, b = np.deg2rad(17.0), np.deg2rad(-9.0)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    aff = np.eye(4)
+    aff[:3, :3] = rz @ rx @ np.diag([-spacing, -spacing, spacing])
+    aff[:3, 3] = [40.0, -12.5, 7.0]
+    return aff
+
+
+# ----------------------------------------------------------------------------------------------
+# simulate_lowres
+
+
+@pytest.mark.parametrize("mode", ["interp", "slab"])
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_lowres_keeps_shape_and_constant(mode: str, factor: int) -> None:
+    # 37 slices: not a multiple of any factor, so the edge padding is exercised too.
+    const = np.full((5, 6, 37), 3.5, dtype=np.float32)
+    out = simulate_lowres(const, factor, mode=mode)
+    assert out.shape == const.shape
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, 3.5, rtol=1e-5)
+
+
+def test_lowres_factor_one_is_identity(rng: np.random.Generator) -> None:
+    x = rng.random((6, 7, 9)).astype(np.float32)
+    for mode in ("interp", "slab"):
+        np.testing.assert_array_equal(simulate_lowres(x, 1, mode=mode), x)
+
+
+def test_lowres_removes_through_plane_detail_only() -> None:
+    vol = np.zeros((8, 8, 32), dtype=np.float32)
+    vol[:, :, 13] = 1.0  # a one-slice-thick bright plane
+    assert simulate_lowres(vol, 1)[0, 0, 13] == 1.0
+    slab = simulate_lowres(vol, 4, mode="slab")[3, 3]
+    assert slab.max() < 0.5  # averaged with three dark slices
+    assert np.count_nonzero(slab > 0.05) >= 3  # and spread over several
+    # Interp keeps slices 1, 5, 9, 13, ... at offset 1: the plane survives but is blurred along Z ...
+    hit = simulate_lowres(vol, 4, mode="interp", offset=1)[3, 3]
+    assert hit[13] == pytest.approx(1.0, abs=1e-5)
+    assert np.count_nonzero(hit > 0.05) >= 5
+    # ... and at offset 0 (slices 12, 16, ...) it falls between the kept slices and is lost.
+    assert simulate_lowres(vol, 4, mode="interp", offset=0)[3, 3].max() < 0.05
+    # In-plane detail (a checkerboard constant along Z) passes unchanged.
+    in_plane = (np.indices((8, 8)).sum(axis=0) % 2).astype(np.float32) * 10
+    checker = np.repeat(in_plane[..., None], 32, axis=2)
+    for mode in ("interp", "slab"):
+        np.testing.assert_allclose(simulate_lowres(checker, 4, mode=mode), checker, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["interp", "slab"])
+@pytest.mark.parametrize("centre", [17.3, 20.0, 22.6])
+def test_lowres_does_not_shift_structures(mode: str, centre: float) -> None:
+    blob = _blob((3, 3, 48), (1, 1, centre), sigma=2.0)
+    for factor in (2, 4):
+        offsets = range(factor) if mode == "interp" else [None]
+        for offset in offsets:
+            out = simulate_lowres(blob, factor, mode=mode, offset=offset)
+            assert abs(_com_voxel(out)[2] - _com_voxel(blob)[2]) < 0.5, (factor, offset)
+
+
+def test_lowres_slab_and_interp_hit_hand_computed_samples() -> None:
+    x = np.array([0, 3, 6, 1, 1, 1, 9, 0, 0], dtype=np.float32)[None, None]
+    # Factor 3: slab means 3, 1, 3 sit at the slab centres (slices 1, 4, 7); the cubic spline
+    # interpolates, so those slices hold exactly the means.
+    slab = simulate_lowres(x, 3, mode="slab")[0, 0]
+    np.testing.assert_allclose(slab[[1, 4, 7]], [3.0, 1.0, 3.0], atol=1e-5)
+    # Interp keeps slices offset, offset+3, ...: they come back unchanged.
+    for offset in range(3):
+        kept = simulate_lowres(x, 3, mode="interp", offset=offset)[0, 0]
+        np.testing.assert_allclose(kept[offset::3], x[0, 0, offset::3], atol=1e-5)
+
+
+def test_lowres_other_axis_and_channel_first(rng: np.random.Generator) -> None:
+    x = rng.random((4, 10, 12, 16)).astype(np.float32)
+    along_y = simulate_lowres(x, 2, axis=2, mode="slab")
+    # Same as running on each (transposed) channel separately.
+    ref = np.stack([simulate_lowres(c.transpose(0, 2, 1), 2, mode="slab").transpose(0, 2, 1) for c in x])
+    np.testing.assert_allclose(along_y, ref, atol=1e-5)
+
+
+def test_lowres_noise_is_seeded_and_sized() -> None:
+    x = np.full((16, 16, 16), 100.0, dtype=np.float32)
+    a = simulate_lowres(x, 2, mode="slab", noise_std=0.05, noise="gaussian", rng=7)
+    b = simulate_lowres(x, 2, mode="slab", noise_std=0.05, noise="gaussian", rng=7)
+    np.testing.assert_array_equal(a, b)
+    # Noise is added to the slab samples, 5 % of the 99th percentile (100) = 5.
+    lr_samples = simulate_lowres(x, 1, noise_std=0.05, noise="rician", rng=3)
+    assert 4.5 < float(lr_samples.std()) < 5.5
+    assert not np.allclose(a, 100.0)
+
+
+def test_lowres_pair(rng: np.random.Generator) -> None:
+    patch = rng.random((1, 12, 12, 16)).astype(np.float32)
+    hr, lr = lowres_pair(patch, 4, "interp", np.random.default_rng(5))
+    assert hr.shape == lr.shape == patch.shape
+    np.testing.assert_array_equal(hr, patch)
+    _, lr2 = lowres_pair(patch, 4, "interp", np.random.default_rng(5))
+    np.testing.assert_array_equal(lr, lr2)
+    assert not np.allclose(lr, patch)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"factor": 0}, "factor"), ({"factor": 2.5}, "factor"), ({"factor": 2, "mode": "box"}, "mode")],
+)
+def test_lowres_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(PLKDError, match=message):
+        simulate_lowres(np.zeros((4, 4, 8)), **kwargs)
+    with pytest.raises(PLKDError, match="offset"):
+        simulate_lowres(np.zeros((4, 4, 8)), 2, offset=2)
+    with pytest.raises(PLKDError, match="interp"):
+        simulate_lowres(np.zeros((4, 4, 8)), 2, mode="slab", offset=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# thick slabs on their own grid
+
+
+def test_thick_slab_averages_with_fractional_weights() -> None:
+    x = np.arange(8, dtype=np.float32)[None, None].repeat(2, 0).repeat(2, 1)
+    vol = Volume(x, np.eye(4))
+    four = thick_slab_volume(vol, 4.0)
+    np.testing.assert_allclose(four.data[0, 0], [1.5, 5.5])
+    # 2.5 mm: 8 mm / 2.5 = 3.2 → 3 slabs [0, 2.5), [2.5, 5), [5, 7.5) (in mm from the first edge).
+    frac = thick_slab_volume(vol, 2.5)
+    np.testing.assert_allclose(
+        frac.data[0, 0], [(0 + 1 + 0.5 * 2) / 2.5, (0.5 * 2 + 3 + 4) / 2.5, (5 + 6 + 0.5 * 7) / 2.5]
+    )
+    np.testing.assert_allclose(frac.spacing, [1, 1, 2.5])
+
+
+@pytest.mark.parametrize("thickness", [3.0, 4.0])
+@pytest.mark.parametrize("oblique", [False, True])
+def test_thick_slab_preserves_world_position(thickness: float, oblique: bool) -> None:
+    affine = _oblique_lps_affine() if oblique else np.diag([1.0, 1.0, 1.0, 1.0])
+    if not oblique:
+        affine[:3, 3] = [-20, -22, -30]
+    vol = Volume(_blob((24, 26, 48), (11.4, 12.0, 21.7), sigma=2.5), affine)
+    thick = thick_slab_volume(vol, thickness)
+    assert thick.shape == (24, 26, round(48 / thickness))
+    np.testing.assert_allclose(thick.spacing, [1, 1, thickness], atol=1e-9)
+    np.testing.assert_allclose(_com_ras(thick), _com_ras(vol), atol=0.25)
+    # The outer edge of the first slab is the outer edge of the first HR slice.
+    edge_hr = affine @ np.array([0, 0, -0.5, 1.0])
+    edge_thick = thick.affine @ np.array([0, 0, -0.5, 1.0])
+    np.testing.assert_allclose(edge_thick, edge_hr, atol=1e-9)
+
+
+def test_thick_slab_default_axis_is_the_coarsest_else_z() -> None:
+    data = np.ones((12, 12, 12), dtype=np.float32)
+    assert thick_slab_volume(Volume(data, np.eye(4)), 3).shape == (12, 12, 4)
+    aniso = np.diag([1.0, 2.0, 1.0, 1.0])
+    assert thick_slab_volume(Volume(data, aniso), 4).shape == (12, 6, 12)
+    with pytest.raises(PLKDError, match="thinner"):
+        thick_slab_volume(Volume(data, aniso), 1.5)
+
+
+def test_thick_slab_noise_level_and_seed() -> None:
+    vol = Volume(np.full((20, 20, 24), 200.0, dtype=np.float32), np.eye(4))
+    a = thick_slab_volume(vol, 3, noise_std=0.02, rng=1)
+    b = thick_slab_volume(vol, 3, noise_std=0.02, rng=1)
+    np.testing.assert_array_equal(a.data, b.data)
+    assert 3.5 < float(a.data.std()) < 4.5  # 2 % of 200
+
+
+def test_thick_slab_labels_keep_small_lesions_detectable() -> None:
+    lab = np.zeros((16, 16, 24), dtype=np.float32)
+    lab[3:6, 3:6, 3:5] = 1  # 2 mm thick, split between 4 mm slabs 0 and 1: 1/4 of each
+    lab[9:12, 9:12, 8:16] = 2  # fills slabs 2 and 3 completely
+    vol = Volume(lab, _oblique_lps_affine())
+    thick = thick_slab_labels(vol, 4.0)
+    assert thick.shape == (16, 16, 6)
+    np.testing.assert_allclose(thick.affine, thick_slab_volume(vol, 4.0).affine)
+    assert np.count_nonzero(thick.data[3:6, 3:6] == 1) > 0
+    assert np.count_nonzero(thick.data == 2) == 9 * 2
+    assert set(np.unique(thick.data)) == {0.0, 1.0, 2.0}
+    # Without the rescue, the 1/4-covered lesion would vanish at the 0.5 threshold.
+    plain = thick_slab_labels(vol, 4.0, keep_every_lesion=False)
+    assert not np.any(plain.data == 1)
+    # The kept lesion stays where it was in the world.
+    lesion_ras = _com_ras(Volume((lab == 1).astype(np.float32), vol.affine))
+    kept_ras = _com_ras(Volume((thick.data == 1).astype(np.float32), thick.affine))
+    assert np.linalg.norm(kept_ras - lesion_ras) < 2.0 + 1e-6  # half a slab at most
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+
+def _save(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def _no_partials(folder: Path) -> None:
+    assert not [p for p in folder.rglob("*") if ".partial" in p.name]
+
+
+def test_cli_factor_and_thickness(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    affine = _oblique_lps_affine()
+    img = _save(tmp_path / "in" / "s1.nii.gz", _blob((16, 16, 24), (7, 8, 11)) * 100 + 1, affine)
+    lab = _save(tmp_path / "in" / "s1_label.nii.gz", (_blob((16, 16, 24), (7, 8, 11)) > 0.5).astype(np.uint8), affine)
+
+    out = tmp_path / "out" / "s1_lr4.nii.gz"
+    assert main(["lowres", str(img), "--factor", "4", "--out", str(out)]) == 0
+    lr = load_volume(out)
+    assert lr.shape == (16, 16, 24)
+    np.testing.assert_allclose(lr.affine, affine, atol=1e-5)
+    expected = simulate_lowres(load_volume(img).data, 4)
+    np.testing.assert_allclose(lr.data, expected, atol=1e-4)
+
+    thick = tmp_path / "out" / "s1_3mm.nii.gz"
+    thick_lab = tmp_path / "out" / "s1_3mm_label.nii.gz"
+    args = ["lowres", str(img), "--thickness-mm", "3", "--label", str(lab), "--out", str(thick), "--label-out"]
+    assert main([*args, str(thick_lab)]) == 0
+    tv, tl = nib.load(str(thick)), nib.load(str(thick_lab))
+    assert tv.shape == tl.shape == (16, 16, 8)
+    np.testing.assert_allclose(tv.header.get_zooms(), (1, 1, 3), atol=1e-5)
+    np.testing.assert_allclose(tv.affine, tl.affine)
+    assert tl.get_data_dtype() == np.uint8 and np.asanyarray(tl.dataobj).any()
+    assert "wrote" in capsys.readouterr().out
+    _no_partials(tmp_path)
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.nii.gz"
+    assert main(["lowres", str(missing), "--factor", "2", "--out", str(tmp_path / "o.nii.gz")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "o.nii.gz").exists()
+    img = _save(tmp_path / "a.nii.gz", np.arange(64, dtype=np.float32).reshape(4, 4, 4), np.eye(4))
+    assert main(["lowres", str(img), "--factor", "2", "--out", str(img)]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["lowres", str(img), "--thickness-mm", "2", "--mode", "slab", "--out", str(tmp_path / "b.nii")]) == 2
+    assert "--mode" in capsys.readouterr().err
+    assert main(["lowres", "--factor", "2", "--out", str(tmp_path / "b.nii")]) == 2
+    assert "--dataset" in capsys.readouterr().err
+    assert main(["lowres", str(img), "--factor", "0", "--out", str(tmp_path / "c.nii")]) == 2
+    assert "factor" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["lowres", str(img), "--factor", "2", "--thickness-mm", "3", "--out", str(tmp_path / "c.nii")])
+
+
+def _fake_synth(root: Path) -> None:
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = [-10, -10, -12]
+    subjects = {}
+    for i, centre in enumerate([(8, 9, 10.0), (10, 7, 13.0)], start=1):
+        sid = f"sub-{i:04d}"
+        folder = root / sid
+        img = _blob((20, 20, 24), centre) * -50 + 100
+        lab = (_blob((20, 20, 24), centre) > 0.6).astype(np.uint8)
+        _save(folder / f"{sid}_space-T2S_desc-masked_T2S.nii.gz", img.astype(np.float32), affine)
+        _save(folder / f"{sid}_space-T2S_CMB.nii.gz", lab, affine)
+        _save(folder / f"{sid}_space-T2S_desc-brain_mask.nii.gz", np.ones((20, 20, 24), np.uint8), affine)
+        ras = (affine @ np.append(centre, 1.0))[:3].tolist()
+        mb = {"id": 1, "center_ras": ras, "center_voxel": [int(c) for c in centre], "diameter_mm": 3.0}
+        subjects[sid] = {
+            "seed": i,
+            "shape": [20, 20, 24],
+            "microbleeds": [mb],
+            "hidden_microbleeds": [mb],
+            "mimics": [],
+        }
+    manifest = {"format": "plkd-synth/1", "modality": "T2S", "spacing_mm": [1.0, 1.0, 1.0], "subjects": subjects}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_cli_dataset_thick_slices(tmp_path: Path) -> None:
+    from plkd.data import find_subjects, load_subject
+
+    src, dst = tmp_path / "synth", tmp_path / "synth_4mm"
+    _fake_synth(src)
+    rc = main(["lowres", "--dataset", str(src), "--thickness-mm", "4", "--out", str(dst), "--progress", "none"])
+    assert rc == 0
+    _no_partials(dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    assert manifest["format"] == "plkd-synth/1"
+    assert manifest["spacing_mm"] == [1.0, 1.0, 4.0]
+    assert manifest["lowres"]["thickness_mm"] == 4.0
+    subjects = find_subjects(dst)
+    assert [s.id for s in subjects] == ["sub-0001", "sub-0002"]
+    for s in subjects:
+        image, label, mask = load_subject(s)
+        assert image.shape == label.shape == mask.shape == (20, 20, 6)
+        assert label.data.any() and mask.data.all()
+        # The microbleed's voxel centre was rewritten for the 4 mm grid.
+        assert s.meta["shape"] == [20, 20, 6]
+        for mb in (s.meta["microbleeds"][0], s.meta["hidden_microbleeds"][0]):
+            world = image.affine @ np.append(mb["center_voxel"], 1.0)
+            assert np.linalg.norm(world[:3] - np.asarray(mb["center_ras"])) <= 2.0 + 1e-6
+    # --factor keeps the HR grid: images become LR@k, labels and masks are carried over unchanged.
+    lr2 = tmp_path / "synth_lr2"
+    assert main(["lowres", "--dataset", str(src), "--factor", "2", "--mode", "slab", "--out", str(lr2)]) == 0
+    manifest = json.loads((lr2 / "manifest.json").read_text())
+    assert manifest["spacing_mm"] == [1.0, 1.0, 1.0] and manifest["lowres"]["mode"] == "slab"
+    for s_src, s_lr in zip(find_subjects(src), find_subjects(lr2), strict=True):
+        (img_hr, lab_hr, _), (img_lr, lab_lr, _) = load_subject(s_src), load_subject(s_lr)
+        np.testing.assert_array_equal(lab_lr.data, lab_hr.data)
+        np.testing.assert_allclose(img_lr.data, simulate_lowres(img_hr.data, 2, mode="slab"), atol=1e-4)
+        assert s_lr.meta["microbleeds"] == s_src.meta["microbleeds"]
+    with pytest.raises(SystemExit):
+        main(["lowres", "--dataset", str(src), "--out", str(dst)])  # neither --factor nor --thickness-mm
+    assert main(["lowres", "--dataset", str(src), "--factor", "2", "--out", str(src / "inside")]) == 2
