@@ -40,11 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``plkd`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Our own notes (e.g. "combined 3 echoes") at INFO; other libraries only from -vv on.
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose + 1, 2),
-        format="%(levelname)s: %(message)s",
-        stream=sys.stderr,
+        level=logging.WARNING if args.verbose < 2 else logging.DEBUG, format="%(levelname)s: %(message)s"
     )
+    logging.getLogger("plkd").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except PLKDError as exc:
