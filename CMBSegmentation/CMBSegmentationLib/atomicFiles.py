@@ -1,0 +1,38 @@
+"""Atomic file writing for the module's outputs: temporary name in the same folder, then rename.
+
+The same idea as ``plkd.atomic``, kept here so export works in a Slicer whose Python has no ``plkd`` yet
+(e.g. a saved scene reviewed on another computer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomicPath(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` with the same (double) suffix; rename it on success."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Keep ".seg.nrrd" / ".nii.gz": writers choose the format from the extension.
+    suffix = "".join(final.suffixes[-2:]) if final.name.count(".") >= 2 else final.suffix
+    fd, tmpName = tempfile.mkstemp(prefix=f".{final.name}.partial-", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmpName)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def writeTextAtomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    with atomicPath(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,140 @@
+"""Run the engine as a child process: stream its stdout lines, collect stderr, kill its whole tree.
+
+Qt-free on purpose: ``processRunner`` only polls this object from a Qt timer, and CI tests it with real
+child processes. The child gets its own process group (POSIX) so that Cancel also stops the grandchildren
+- ``PythonSlicer`` is a launcher that starts the real Python as a child, and torch may start workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+
+from CMBSegmentationLib.progressParsing import ProgressEvent, parseProgressLine
+
+
+class BackgroundProcess:
+    """One running command. Call :meth:`poll` often (e.g. from a timer) to receive its progress."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+        kwargs: dict = {}
+        if sys.platform == "win32":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            kwargs["start_new_session"] = True  # new process group: killpg reaches every descendant
+        self.argv = list(argv)
+        self._process = subprocess.Popen(
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            **kwargs,
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._stderr: list[str] = []
+        self.cancelled = False
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self._process.stdout, self._lines.put), daemon=True),
+            threading.Thread(target=self._pump, args=(self._process.stderr, self._stderr.append), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def pid(self) -> int:
+        """Process id of the direct child."""
+        return self._process.pid
+
+    def poll(self, onProgress: Callable[[ProgressEvent], None] | None = None) -> int | None:
+        """Deliver the progress lines read so far; return the exit code once the process and its output ended."""
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            event = parseProgressLine(line)
+            if event is not None and onProgress is not None:
+                onProgress(event)
+        code = self._process.poll()
+        if code is None or any(reader.is_alive() for reader in self._readers):
+            return None
+        if not self._lines.empty():  # lines that arrived between the loop and the end
+            return self.poll(onProgress)
+        return code
+
+    def wait(self, onProgress: Callable[[ProgressEvent], None] | None = None, interval: float = 0.1) -> int:
+        """Block until the process ends, delivering progress on the way; return its exit code."""
+        while True:
+            code = self.poll(onProgress)
+            if code is not None:
+                return code
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=interval)
+
+    @property
+    def stderr(self) -> str:
+        """Everything the process wrote on stderr so far."""
+        return "".join(self._stderr)
+
+    def cancel(self, timeout: float = 5.0) -> None:
+        """Stop the process and all its descendants: politely first, then by force after ``timeout`` s."""
+        self.cancelled = True
+        if self._process.poll() is not None and sys.platform == "win32":
+            return
+        killProcessTree(self._process, timeout)
+
+    @staticmethod
+    def _pump(stream, sink) -> None:
+        for line in iter(stream.readline, ""):
+            sink(line)
+        stream.close()
+
+
+def killProcessTree(process: subprocess.Popen, timeout: float = 5.0) -> None:
+    """Terminate ``process`` and every process it started."""
+    if sys.platform == "win32":
+        # taskkill /T walks the tree of child processes, which Windows does not kill with the parent.
+        subprocess.run(
+            ["taskkill", "/F", "/T", "/PID", str(process.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
+        return
+    try:
+        group = os.getpgid(process.pid)
+    except ProcessLookupError:
+        group = process.pid  # the leader exited; its group may still hold children
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, timeout)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if not _groupAlive(group):
+            return
+
+
+def _groupAlive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,162 @@
+"""The candidate table: one row per microbleed candidate, kept in the scene as a ``vtkMRMLTableNode``.
+
+The table is the record of the review: saving the scene (or the table as ``.tsv``) saves every status.
+Segments carry the same candidate id and status as tags, so a ``.seg.nrrd`` saved alone keeps them too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import vtk
+
+# Review statuses (stored as these strings in files: do not translate them).
+STATUS_NOT_SEEN = "not yet seen"
+STATUS_ACCEPTED = "accepted"
+STATUS_REJECTED = "rejected"
+STATUS_ADDED = "added by reader"
+STATUSES = (STATUS_NOT_SEEN, STATUS_ACCEPTED, STATUS_REJECTED, STATUS_ADDED)
+
+# Segment tags and node attributes.
+TAG_CANDIDATE_ID = "CMBSegmentation.CandidateID"
+TAG_STATUS = "CMBSegmentation.Status"
+TAG_PROBABILITY = "CMBSegmentation.Probability"
+TAG_ORIGIN = "CMBSegmentation.Origin"  # "reader" on a microbleed the reader added
+ORIGIN_READER = "reader"
+ATTRIBUTE_ROLE = "CMBSegmentation.Role"
+ROLE_CANDIDATES = "candidates"
+REFERENCE_SEGMENTATION = "CMBSegmentation.Segmentation"
+
+# Column names in file order.
+COLUMN_ID = "ID"
+COLUMN_SEGMENT = "Segment ID"
+COLUMN_R, COLUMN_A, COLUMN_S = "R", "A", "S"
+COLUMN_VOLUME = "Volume (mm3)"
+COLUMN_PROBABILITY = "Probability"
+COLUMN_STATUS = "Status"
+COLUMN_LOCATION = "Location"
+COLUMNS = (
+    COLUMN_ID,
+    COLUMN_SEGMENT,
+    COLUMN_R,
+    COLUMN_A,
+    COLUMN_S,
+    COLUMN_VOLUME,
+    COLUMN_PROBABILITY,
+    COLUMN_STATUS,
+    COLUMN_LOCATION,
+)
+_NUMERIC = {COLUMN_ID, COLUMN_R, COLUMN_A, COLUMN_S, COLUMN_VOLUME, COLUMN_PROBABILITY}
+
+
+@dataclass
+class CandidateRow:
+    """One candidate as the table stores it. ``probability`` is None for a microbleed added by the reader
+    when the engine gave none."""
+
+    candidateId: int
+    segmentId: str
+    centerRas: tuple[float, float, float]
+    volumeMm3: float
+    probability: float | None
+    status: str
+    location: str = ""
+
+
+def createCandidateTable(scene, name: str, tableNode=None):
+    """Return an empty candidate table (``tableNode`` cleared and reused when given)."""
+    if tableNode is None:
+        tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    tableNode.RemoveAllColumns()
+    for column in COLUMNS:
+        array = vtk.vtkDoubleArray() if column in _NUMERIC else vtk.vtkStringArray()
+        array.SetName(column)
+        tableNode.AddColumn(array)
+    tableNode.SetAttribute(ATTRIBUTE_ROLE, ROLE_CANDIDATES)
+    tableNode.SetUseColumnTitleAsColumnHeader(True)
+    return tableNode
+
+
+def appendRow(tableNode, row: CandidateRow) -> int:
+    """Append ``row``; return its row index."""
+    index = tableNode.AddEmptyRow()
+    values = {
+        COLUMN_ID: str(int(row.candidateId)),
+        COLUMN_SEGMENT: row.segmentId,
+        COLUMN_R: _number(row.centerRas[0]),
+        COLUMN_A: _number(row.centerRas[1]),
+        COLUMN_S: _number(row.centerRas[2]),
+        COLUMN_VOLUME: _number(row.volumeMm3),
+        COLUMN_PROBABILITY: "" if row.probability is None else _number(row.probability),
+        COLUMN_STATUS: row.status,
+        COLUMN_LOCATION: row.location or "",
+    }
+    for column, text in values.items():
+        tableNode.SetCellText(index, _columnIndex(tableNode, column), text)
+    return index
+
+
+def readRows(tableNode) -> list[CandidateRow]:
+    """Every row of the table, in table order (also for a table read back from a ``.tsv`` file)."""
+    rows = []
+    for r in range(tableNode.GetNumberOfRows()):
+        probability = _float(_cell(tableNode, r, COLUMN_PROBABILITY))
+        rows.append(
+            CandidateRow(
+                candidateId=int(_float(_cell(tableNode, r, COLUMN_ID)) or 0),
+                segmentId=_cell(tableNode, r, COLUMN_SEGMENT),
+                centerRas=tuple(_float(_cell(tableNode, r, c)) or 0.0 for c in (COLUMN_R, COLUMN_A, COLUMN_S)),
+                volumeMm3=_float(_cell(tableNode, r, COLUMN_VOLUME)) or 0.0,
+                probability=probability,
+                status=_cell(tableNode, r, COLUMN_STATUS) or STATUS_NOT_SEEN,
+                location=_cell(tableNode, r, COLUMN_LOCATION),
+            )
+        )
+    return rows
+
+
+def rowIndexOfSegment(tableNode, segmentId: str) -> int:
+    """Row of the candidate shown by ``segmentId``, or -1."""
+    column = _columnIndex(tableNode, COLUMN_SEGMENT)
+    for r in range(tableNode.GetNumberOfRows()):
+        if tableNode.GetCellText(r, column) == segmentId:
+            return r
+    return -1
+
+
+def setStatusCell(tableNode, rowIndex: int, status: str) -> None:
+    """Write ``status`` into the Status cell of ``rowIndex``."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    tableNode.SetCellText(rowIndex, _columnIndex(tableNode, COLUMN_STATUS), status)
+    tableNode.Modified()
+
+
+def nextCandidateId(tableNode) -> int:
+    """An id no row uses yet (one more than the largest)."""
+    return max((row.candidateId for row in readRows(tableNode)), default=0) + 1
+
+
+def _columnIndex(tableNode, column: str) -> int:
+    table = tableNode.GetTable()
+    for c in range(table.GetNumberOfColumns()):
+        if table.GetColumn(c).GetName() == column:
+            return c
+    raise KeyError(f"table '{tableNode.GetName()}' has no column '{column}'; is it a candidate table?")
+
+
+def _cell(tableNode, rowIndex: int, column: str) -> str:
+    return tableNode.GetCellText(rowIndex, _columnIndex(tableNode, column))
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def _float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

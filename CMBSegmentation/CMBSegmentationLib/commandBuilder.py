@@ -1,0 +1,101 @@
+"""Build the ``plkd predict`` command lines the module runs (argv lists, never a shell string).
+
+Contract (docs/design.md, "Prediction outputs"):
+``python -m plkd predict INPUT --output-dir DIR [--model BUNDLE] --device D [--mask MASK] --progress jsonl
+[--threshold P]`` and, to add one microbleed the reader clicked, ``... --at-ras X,Y,Z``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Device choices shown to the user.
+DEVICE_CHOICES = ("Auto", "CPU", "GPU")
+
+
+def engineDevice(device: str, platform: str | None = None) -> str:
+    """Map the user's device choice to the engine's ``--device`` value.
+
+    "GPU" is CUDA except on macOS, where the GPU is Apple's Metal (``mps``). "Auto" lets the engine pick
+    the GPU when one is usable and fall back to the CPU otherwise, so Slicer never imports torch to probe.
+    """
+    platform = sys.platform if platform is None else platform
+    choice = device.strip().lower()
+    if choice == "auto":
+        return "auto"
+    if choice == "cpu":
+        return "cpu"
+    if choice == "gpu":
+        return "mps" if platform == "darwin" else "cuda"
+    raise ValueError(f"unknown device {device!r}; expected one of {', '.join(DEVICE_CHOICES)}")
+
+
+@dataclass(frozen=True)
+class PredictOutputs:
+    """Files ``plkd predict`` writes for one input."""
+
+    labelMap: Path
+    candidates: Path
+
+
+def predictOutputs(inputPath: str | Path, outputDir: str | Path) -> PredictOutputs:
+    """Where the engine writes the results of ``inputPath``: ``NAME_cmb.nii.gz`` and ``NAME_cmb.json``."""
+    name = Path(inputPath).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    outputDir = Path(outputDir)
+    return PredictOutputs(outputDir / f"{name}_cmb.nii.gz", outputDir / f"{name}_cmb.json")
+
+
+def buildPredictCommand(
+    pythonExecutable: str,
+    inputPath: str | Path,
+    outputDir: str | Path,
+    modelPath: str | Path | None = None,
+    device: str = "Auto",
+    maskPath: str | Path | None = None,
+    threshold: float | None = None,
+    platform: str | None = None,
+) -> list[str]:
+    """The argv that segments every microbleed of ``inputPath``.
+
+    An empty ``modelPath`` means the engine's shipped default bundle; ``threshold`` None means the bundle's own.
+    """
+    argv = [str(pythonExecutable), "-m", "plkd", "predict", str(inputPath), "--output-dir", str(outputDir)]
+    if modelPath is not None and str(modelPath).strip():
+        argv += ["--model", str(modelPath)]
+    argv += ["--device", engineDevice(device, platform)]
+    if maskPath is not None and str(maskPath).strip():
+        argv += ["--mask", str(maskPath)]
+    argv += ["--progress", "jsonl"]
+    if threshold is not None:
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+        argv += ["--threshold", _formatNumber(float(threshold))]
+    return argv
+
+
+def buildSinglePointCommand(
+    pythonExecutable: str,
+    inputPath: str | Path,
+    outputDir: str | Path,
+    pointRas: tuple[float, float, float] | list[float],
+    modelPath: str | Path | None = None,
+    device: str = "Auto",
+    platform: str | None = None,
+) -> list[str]:
+    """The argv that segments the one microbleed at ``pointRas`` (RAS, mm) the reader clicked."""
+    if len(pointRas) != 3 or not all(math.isfinite(float(v)) for v in pointRas):
+        raise ValueError(f"a point needs three finite RAS coordinates, got {pointRas!r}")
+    argv = buildPredictCommand(pythonExecutable, inputPath, outputDir, modelPath, device, None, None, platform)
+    return argv + ["--at-ras", ",".join(_formatNumber(float(v)) for v in pointRas)]
+
+
+def _formatNumber(value: float) -> str:
+    # repr keeps every digit of a float and never uses a locale's decimal comma.
+    return repr(float(value))

@@ -1,0 +1,114 @@
+"""Prepare the files of one engine run and run it to completion (the blocking path used by scripts).
+
+The widget runs the same command through ``processRunner`` so Slicer stays responsive; batch scripts and
+``CMBSegmentationLogic.process(waitForCompletion=True)`` use :func:`runBlocking`, which needs no Qt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from CMBSegmentationLib.backgroundProcess import BackgroundProcess
+from CMBSegmentationLib.commandBuilder import PredictOutputs, predictOutputs
+from CMBSegmentationLib.progressParsing import ProgressEvent, errorMessageFromStderr
+from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, writeVolumeNodeAsNifti
+
+
+class EngineError(RuntimeError):
+    """The engine failed; the message is its own one-line error when it gave one."""
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Files of one run inside its working folder."""
+
+    inputPath: Path
+    maskPath: Path | None
+    outputDir: Path
+    outputs: PredictOutputs
+
+
+def safeFileName(name: str) -> str:
+    """A node name made safe as a file name ("T2* axial" -> "T2_axial"); the engine splits ids at "_"."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in name).strip("-.")
+    return cleaned or "volume"
+
+
+def prepareInputs(inputVolume, brainMask, workDir: str | Path) -> PreparedRun:
+    """Write the input volume (and the brain mask, if any) as NIfTI into ``workDir``."""
+    workDir = Path(workDir)
+    name = safeFileName(inputVolume.GetName())
+    inputPath = writeVolumeNodeAsNifti(inputVolume, workDir / "input" / f"{name}.nii.gz")
+    maskPath = None
+    if brainMask is not None:
+        maskPath = writeMaskAsNifti(brainMask, inputVolume, workDir / "input" / f"{name}-brainmask.nii.gz")
+    outputDir = workDir / "output"
+    outputDir.mkdir(parents=True, exist_ok=True)
+    return PreparedRun(inputPath, maskPath, outputDir, predictOutputs(inputPath, outputDir))
+
+
+def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:
+    """Write a brain mask given as a volume, label map or segmentation on the input volume's grid (0/1)."""
+    import nibabel
+
+    scene = inputVolume.GetScene()
+    if maskNode.IsA("vtkMRMLSegmentationNode"):
+        from slicer import vtkSlicerSegmentationsModuleLogic
+
+        labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        try:
+            if not vtkSlicerSegmentationsModuleLogic.ExportVisibleSegmentsToLabelmapNode(
+                maskNode, labelNode, inputVolume
+            ):
+                raise ValueError(f"could not turn segmentation '{maskNode.GetName()}' into a brain mask")
+            mask = arrayFromVolumeNode(labelNode) > 0
+        finally:
+            scene.RemoveNode(labelNode)
+    else:
+        mask = arrayFromVolumeNode(maskNode) > 0
+        sameGrid = mask.shape == inputVolume.GetImageData().GetDimensions() and np.allclose(
+            ijkToRas(maskNode), ijkToRas(inputVolume), atol=1e-3
+        )
+        if not sameGrid:
+            raise ValueError(
+                f"brain mask '{maskNode.GetName()}' is not on the grid of '{inputVolume.GetName()}'; "
+                "resample it first or give it as a segmentation"
+            )
+    if not mask.any():
+        raise ValueError(f"brain mask '{maskNode.GetName()}' is empty")
+    affine = ijkToRas(inputVolume)
+    image = nibabel.Nifti1Image(mask.astype(np.uint8), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nibabel.save(image, str(path))
+    return path
+
+
+def runBlocking(
+    argv: Sequence[str],
+    onProgress: Callable[[ProgressEvent], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Run the engine to the end; raise :class:`EngineError` with the engine's message when it fails."""
+    try:
+        process = BackgroundProcess(argv, env=env)
+    except OSError as exc:
+        raise EngineError(f"cannot start the engine ({argv[0]}): {exc}") from exc
+    code = process.wait(onProgress)
+    if code != 0:
+        raise EngineError(describeFailure(code, process.stderr))
+
+
+def describeFailure(code: int, stderr: str) -> str:
+    """One message for a failed run: the engine's own error line, else the end of its stderr."""
+    message = errorMessageFromStderr(stderr)
+    if message:
+        return message
+    tail = "\n".join(stderr.strip().splitlines()[-15:])
+    return f"the engine stopped with exit code {code}" + (f":\n{tail}" if tail else "")

@@ -1,0 +1,184 @@
+"""Export the reviewed result: final label map (NIfTI), segmentation (``.seg.nrrd``), report (CSV + JSON).
+
+The final result holds the included candidates (see :func:`reviewState.isIncluded`): accepted, added by
+the reader, and those not yet seen that pass the threshold; rejected ones are left out. Every file is
+written under a temporary name and renamed, so a crash never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import vtk
+
+from CMBSegmentationLib import candidateTable
+from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
+from CMBSegmentationLib.resultImport import ensureSegmentationConverters
+from CMBSegmentationLib.reviewState import isIncluded
+from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas
+
+REPORT_COLUMNS = (
+    "label",
+    "candidate_id",
+    "segment",
+    "r_mm",
+    "a_mm",
+    "s_mm",
+    "volume_mm3",
+    "probability",
+    "status",
+    "location",
+)
+
+
+@dataclass(frozen=True)
+class ExportedFiles:
+    """Paths written by :func:`exportReview`."""
+
+    labelMap: Path
+    segmentation: Path
+    reportCsv: Path
+    reportJson: Path
+    count: int
+
+
+def includedRows(segmentationNode, tableNode, threshold: float) -> list[candidateTable.CandidateRow]:
+    """Candidates of the final result, in table order, whose segment still exists."""
+    segmentation = segmentationNode.GetSegmentation()
+    return [
+        r
+        for r in candidateTable.readRows(tableNode)
+        if isIncluded(r, threshold) and segmentation.GetSegment(r.segmentId)
+    ]
+
+
+def exportReview(
+    segmentationNode,
+    tableNode,
+    referenceVolume,
+    outputDir: str | os.PathLike[str],
+    baseName: str,
+    threshold: float = 0.0,
+) -> ExportedFiles:
+    """Write ``BASE_cmb-final.nii.gz``, ``BASE_cmb-final.seg.nrrd``, ``BASE_cmb-report.csv`` and ``.json``.
+
+    The label map lies on ``referenceVolume``'s grid; microbleed ``n`` of the report has label ``n``.
+    """
+    outputDir = Path(outputDir)
+    rows = includedRows(segmentationNode, tableNode, threshold)
+    files = ExportedFiles(
+        labelMap=outputDir / f"{baseName}_cmb-final.nii.gz",
+        segmentation=outputDir / f"{baseName}_cmb-final.seg.nrrd",
+        reportCsv=outputDir / f"{baseName}_cmb-report.csv",
+        reportJson=outputDir / f"{baseName}_cmb-report.json",
+        count=len(rows),
+    )
+    segmentIds = [r.segmentId for r in rows]
+    _writeLabelMap(segmentationNode, segmentIds, referenceVolume, files.labelMap)
+    _writeSegmentation(segmentationNode, segmentIds, files.segmentation)
+    records = [_record(n, r, segmentationNode) for n, r in enumerate(rows, start=1)]
+    _writeCsv(records, files.reportCsv)
+    allRows = candidateTable.readRows(tableNode)
+    report = {
+        "input": referenceVolume.GetName(),
+        "n_microbleeds": len(rows),
+        "threshold": float(threshold),
+        "n_rejected": sum(r.status == candidateTable.STATUS_REJECTED for r in allRows),
+        "n_not_yet_seen": sum(r.status == candidateTable.STATUS_NOT_SEEN for r in allRows),
+        "microbleeds": records,
+        "files": {"label_map": files.labelMap.name, "segmentation": files.segmentation.name},
+    }
+    writeTextAtomic(files.reportJson, json.dumps(report, indent=2) + "\n")
+    return files
+
+
+def _writeLabelMap(segmentationNode, segmentIds: list[str], referenceVolume, path: Path) -> None:
+    import nibabel
+
+    scene = segmentationNode.GetScene()
+    shape = referenceVolume.GetImageData().GetDimensions()
+    labels = np.zeros(shape, dtype=np.int16)
+    if segmentIds:
+        from slicer import vtkSlicerSegmentationsModuleLogic
+
+        labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        try:
+            ids = vtk.vtkStringArray()
+            for segmentId in segmentIds:
+                ids.InsertNextValue(segmentId)
+            # With the reference volume given, the label map comes back on exactly its grid, and the n-th id
+            # gets label n.
+            if not vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentationNode, ids, labelNode, referenceVolume
+            ):
+                raise RuntimeError("could not export the segments to a label map")
+            labels = arrayFromVolumeNode(labelNode).astype(np.int16)
+        finally:
+            _removeNode(scene, labelNode)
+    affine = ijkToRas(referenceVolume)
+    image = nibabel.Nifti1Image(labels, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    with atomicPath(path) as tmp:
+        nibabel.save(image, str(tmp))
+
+
+def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> None:
+    ensureSegmentationConverters()
+    scene = segmentationNode.GetScene()
+    copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = None
+    try:
+        from slicer import vtkSegmentationConverter
+
+        # Same reference geometry as the reviewed segmentation, so the file opens on the input's grid.
+        name = vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+        copy.GetSegmentation().SetConversionParameter(
+            name, segmentationNode.GetSegmentation().GetConversionParameter(name)
+        )
+        for segmentId in segmentIds:
+            copy.GetSegmentation().CopySegmentFromSegmentation(segmentationNode.GetSegmentation(), segmentId)
+        storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+        with atomicPath(path) as tmp:
+            storage.SetFileName(str(tmp))
+            if not storage.WriteData(copy):
+                raise OSError(f"could not write {path}")
+    finally:
+        _removeNode(scene, storage)
+        _removeNode(scene, copy)
+
+
+def _record(number: int, row: candidateTable.CandidateRow, segmentationNode) -> dict:
+    segment = segmentationNode.GetSegmentation().GetSegment(row.segmentId)
+    return {
+        "label": number,
+        "candidate_id": row.candidateId,
+        "segment": segment.GetName() if segment is not None else "",
+        "r_mm": round(row.centerRas[0], 3),
+        "a_mm": round(row.centerRas[1], 3),
+        "s_mm": round(row.centerRas[2], 3),
+        "volume_mm3": round(row.volumeMm3, 3),
+        "probability": None if row.probability is None else round(row.probability, 4),
+        "status": row.status,
+        "location": row.location or None,
+    }
+
+
+def _writeCsv(records: list[dict], path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: ("" if record[k] is None else record[k]) for k in REPORT_COLUMNS})
+    writeTextAtomic(path, buffer.getvalue())
+
+
+def _removeNode(scene, node) -> None:
+    if node is not None and scene is not None and node.GetScene() is scene:
+        scene.RemoveNode(node)

@@ -1,0 +1,235 @@
+"""Import the engine's results (``NAME_cmb.nii.gz`` + ``NAME_cmb.json``) into the MRML scene.
+
+One segment per kept microbleed ("Microbleed 1", ...) with colour, DICOM terminology and review tags, on
+the input volume's reference geometry, plus the candidate table. Candidates the model rejected (label 0)
+have no voxels and are not imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import vtk
+from vtkmodules.util import numpy_support
+
+from CMBSegmentationLib import candidateTable
+from CMBSegmentationLib.volumeIO import ijkToRas, numpyToMatrix, readNifti
+
+# DICOM codes: the master list has no "microbleed"; a haemorrhage (morphologically altered structure) in the
+# brain is the closest standard description, and it is what DICOM SEG export writes.
+TERMINOLOGY_ENTRY = (
+    "Segmentation category and type - DICOM master list"
+    "~SCT^49755003^Morphologically Altered Structure"
+    "~SCT^50960005^Hemorrhage"
+    "~^^"
+    "~Anatomic codes - DICOM master list"
+    "~SCT^12738006^Brain"
+    "~^^"
+)
+COLOR_MODEL = (0.55, 0.05, 0.05)  # dark red, like haemosiderin on T2*
+COLOR_ADDED = (1.0, 0.55, 0.0)  # orange: easy to tell the reader's additions apart
+BINARY_LABELMAP = "Binary labelmap"
+
+
+class ResultFormatError(ValueError):
+    """The engine's output files do not follow the contract of docs/design.md."""
+
+
+@dataclass
+class ImportedResult:
+    """What :func:`importResults` created or filled."""
+
+    segmentationNode: object
+    tableNode: object
+    segmentIds: list[str] = field(default_factory=list)
+
+
+def readCandidates(path: str | os.PathLike[str]) -> dict:
+    """Read and check ``NAME_cmb.json``; candidates come back sorted by label."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ResultFormatError(f"cannot read candidates file {path}: {exc}") from exc
+    candidates = data.get("candidates") if isinstance(data, dict) else None
+    if not isinstance(candidates, list):
+        raise ResultFormatError(f"{path}: no 'candidates' list")
+    for c in candidates:
+        missing = {"id", "label", "center_ras", "volume_mm3", "probability"} - set(c)
+        if missing:
+            raise ResultFormatError(f"{path}: candidate without {', '.join(sorted(missing))}")
+        if len(c["center_ras"]) != 3:
+            raise ResultFormatError(f"{path}: candidate {c['id']} has no 3D centre")
+    return data
+
+
+def importResults(
+    scene,
+    inputVolume,
+    labelMapPath: str | os.PathLike[str],
+    candidatesPath: str | os.PathLike[str],
+    segmentationNode=None,
+    tableNode=None,
+) -> ImportedResult:
+    """Fill ``segmentationNode`` (replacing its segments) and ``tableNode`` from one run of the engine.
+
+    New nodes are created when None is passed. The label map must lie on the input volume's grid.
+    """
+    ensureSegmentationConverters()
+    data = readCandidates(candidatesPath)
+    labels, affine = readNifti(labelMapPath)
+    _checkSameGrid(inputVolume, labels.shape, affine, labelMapPath)
+    baseName = inputVolume.GetName()
+    if segmentationNode is None:
+        segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{baseName} microbleeds")
+    if tableNode is None:
+        tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{baseName} microbleed candidates")
+    segmentationNode.GetSegmentation().RemoveAllSegments()
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+    if segmentationNode.GetDisplayNode() is None:
+        segmentationNode.CreateDefaultDisplayNodes()
+    candidateTable.createCandidateTable(scene, tableNode.GetName(), tableNode)
+    tableNode.SetNodeReferenceID(candidateTable.REFERENCE_SEGMENTATION, segmentationNode.GetID())
+    _placeInSubjectHierarchy(scene, inputVolume, segmentationNode, tableNode)
+
+    result = ImportedResult(segmentationNode, tableNode)
+    kept = sorted((c for c in data["candidates"] if int(c["label"]) > 0), key=lambda c: int(c["label"]))
+    for number, candidate in enumerate(kept, start=1):
+        segmentId = addCandidateSegment(
+            segmentationNode,
+            labels == int(candidate["label"]),
+            affine,
+            name=f"Microbleed {number}",
+            candidateId=int(candidate["id"]),
+            status=candidateTable.STATUS_NOT_SEEN,
+            probability=candidate.get("probability"),
+        )
+        if segmentId is None:  # a kept candidate with no voxel left on the input grid
+            continue
+        result.segmentIds.append(segmentId)
+        candidateTable.appendRow(tableNode, _row(candidate, segmentId, candidateTable.STATUS_NOT_SEEN))
+    return result
+
+
+def addCandidateSegment(
+    segmentationNode,
+    mask: np.ndarray,
+    affine: np.ndarray,
+    name: str,
+    candidateId: int,
+    status: str,
+    probability: float | None,
+    color: tuple[float, float, float] = COLOR_MODEL,
+) -> str | None:
+    """Add one segment holding the voxels of ``mask`` (indexed ``[i, j, k]`` on the grid of ``affine``).
+
+    The segment keeps only the bounding box of its voxels, so hundreds of candidates stay cheap. Returns the
+    new segment id, or None when the mask is empty.
+    """
+    index = np.argwhere(mask)
+    if index.size == 0:
+        return None
+    lo, hi = index.min(axis=0), index.max(axis=0) + 1
+    sub = np.ascontiguousarray(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.uint8)
+    image = _orientedImage(sub, lo, affine)
+    segment = _newSegment(name, color, candidateId, status, probability)
+    segment.AddRepresentation(BINARY_LABELMAP, image)
+    segmentation = segmentationNode.GetSegmentation()
+    segmentId = segmentation.GenerateUniqueSegmentID(f"Microbleed_{candidateId}")
+    if not segmentation.AddSegment(segment, segmentId):
+        raise RuntimeError(f"could not add segment {name}")
+    return segmentId
+
+
+def ensureSegmentationConverters() -> None:
+    """Register the labelmap <-> surface conversion rules when nobody did (plain Python with ``slicer-core``).
+
+    Slicer's Segmentations module registers them at startup; without them a segmentation cannot copy or
+    create binary labelmap segments. Inside Slicer this finds them registered and does nothing.
+    """
+    from slicer import (
+        vtkBinaryLabelmapToClosedSurfaceConversionRule,
+        vtkClosedSurfaceToBinaryLabelmapConversionRule,
+        vtkSegmentationConverterFactory,
+    )
+
+    factory = vtkSegmentationConverterFactory.GetInstance()
+    if len(factory.GetConverterRules()) == 0:
+        factory.RegisterConverterRule(vtkBinaryLabelmapToClosedSurfaceConversionRule())
+        factory.RegisterConverterRule(vtkClosedSurfaceToBinaryLabelmapConversionRule())
+
+
+def segmentTag(segment, tag: str) -> str:
+    """A segment tag's value ('' when absent)."""
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(tag, value) else ""
+
+
+def _newSegment(name, color, candidateId, status, probability):
+    from slicer import vtkSegment
+
+    segment = vtkSegment()
+    segment.SetName(name)
+    segment.SetColor(*color)
+    segment.SetTerminology(TERMINOLOGY_ENTRY)
+    segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(int(candidateId)))
+    segment.SetTag(candidateTable.TAG_STATUS, status)
+    if probability is not None:
+        segment.SetTag(candidateTable.TAG_PROBABILITY, repr(float(probability)))
+    return segment
+
+
+def _orientedImage(sub: np.ndarray, lo: np.ndarray, affine: np.ndarray):
+    from slicer import vtkOrientedImageData
+
+    image = vtkOrientedImageData()
+    image.SetExtent(
+        int(lo[0]), int(lo[0]) + sub.shape[0] - 1, int(lo[1]), int(lo[1]) + sub.shape[1] - 1,
+        int(lo[2]), int(lo[2]) + sub.shape[2] - 1,
+    )  # fmt: skip
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = sub.transpose(2, 1, 0).ravel()
+    image.SetImageToWorldMatrix(numpyToMatrix(affine))
+    return image
+
+
+def _row(candidate: dict, segmentId: str, status: str) -> candidateTable.CandidateRow:
+    probability = candidate.get("probability")
+    return candidateTable.CandidateRow(
+        candidateId=int(candidate["id"]),
+        segmentId=segmentId,
+        centerRas=tuple(float(v) for v in candidate["center_ras"]),
+        volumeMm3=float(candidate.get("volume_mm3") or 0.0),
+        probability=None if probability is None else float(probability),
+        status=status,
+        location=str(candidate.get("location") or ""),
+    )
+
+
+def _checkSameGrid(inputVolume, shape, affine, path) -> None:
+    image = inputVolume.GetImageData()
+    if image is None:
+        raise ResultFormatError(f"input volume '{inputVolume.GetName()}' has no voxels")
+    if tuple(image.GetDimensions()) != tuple(shape):
+        raise ResultFormatError(f"{path}: grid {tuple(shape)} differs from the input's {image.GetDimensions()}")
+    if not np.allclose(ijkToRas(inputVolume), affine, atol=1e-3):
+        raise ResultFormatError(f"{path}: its voxel-to-RAS matrix differs from the input volume's")
+
+
+def _placeInSubjectHierarchy(scene, inputVolume, *nodes) -> None:
+    """Put the results beside the input volume (same patient/study), which DICOM SEG export requires."""
+    from slicer import vtkMRMLSubjectHierarchyNode
+
+    shNode = vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+    if shNode is None:
+        return
+    volumeItem = shNode.GetItemByDataNode(inputVolume)
+    if not volumeItem:  # outside Slicer the subject hierarchy plugins do not create items by themselves
+        volumeItem = shNode.CreateItem(shNode.GetSceneItemID(), inputVolume)
+    parent = shNode.GetItemParent(volumeItem)
+    for node in nodes:
+        item = shNode.GetItemByDataNode(node) or shNode.CreateItem(parent, node)
+        shNode.SetItemParent(item, parent)

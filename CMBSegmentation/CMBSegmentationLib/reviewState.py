@@ -1,0 +1,165 @@
+"""The reader's review of the candidates: accept, reject, add a missed microbleed, threshold.
+
+Statuses live in the candidate table and, as tags, on the segments, so saving the scene saves the review.
+Review actions only change tags, table cells and visibility, never a segment's voxels: edits made with the
+Segment Editor survive every review action, and rejecting is undone by accepting (nothing is deleted).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from CMBSegmentationLib import candidateTable
+from CMBSegmentationLib.resultImport import (
+    COLOR_ADDED,
+    addCandidateSegment,
+    ensureSegmentationConverters,
+    readCandidates,
+    segmentTag,
+)
+from CMBSegmentationLib.volumeIO import readNifti
+
+#: Which status may follow which, for a model candidate ...
+ALLOWED_STATUS_CHANGES: dict[str, frozenset[str]] = {
+    candidateTable.STATUS_NOT_SEEN: frozenset({candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_REJECTED}),
+    candidateTable.STATUS_ACCEPTED: frozenset({candidateTable.STATUS_REJECTED, candidateTable.STATUS_NOT_SEEN}),
+    candidateTable.STATUS_REJECTED: frozenset({candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_NOT_SEEN}),
+}
+#: ... and for a microbleed the reader added: it is kept as the reader's or rejected.
+READER_STATUS_CHANGES: dict[str, frozenset[str]] = {
+    candidateTable.STATUS_ADDED: frozenset({candidateTable.STATUS_REJECTED}),
+    candidateTable.STATUS_REJECTED: frozenset({candidateTable.STATUS_ADDED}),
+}
+
+
+class ReviewError(ValueError):
+    """A review action that is not possible (unknown segment, refused status change, empty result)."""
+
+
+def isIncluded(row: candidateTable.CandidateRow, threshold: float) -> bool:
+    """Whether a candidate belongs to the final segmentation and report.
+
+    Rejected never; accepted and the reader's own always; a candidate not yet seen when its probability
+    reaches ``threshold``.
+    """
+    if row.status == candidateTable.STATUS_REJECTED:
+        return False
+    if row.status in (candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED):
+        return True
+    return row.probability is None or row.probability >= threshold
+
+
+def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshold: float = 0.0) -> None:
+    """Change the status of the candidate shown by ``segmentId`` (table, segment tag and visibility)."""
+    rowIndex = candidateTable.rowIndexOfSegment(tableNode, segmentId)
+    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    if rowIndex < 0 or segment is None:
+        raise ReviewError(f"no candidate with segment id '{segmentId}'")
+    current = candidateTable.readRows(tableNode)[rowIndex].status
+    changes = ALLOWED_STATUS_CHANGES
+    if _wasAddedByReader(segment):
+        changes = READER_STATUS_CHANGES
+        if status == candidateTable.STATUS_ACCEPTED:  # "Accept" on the reader's own rejected microbleed restores it
+            status = candidateTable.STATUS_ADDED
+    if status == current:
+        return
+    if status not in changes.get(current, frozenset()):
+        raise ReviewError(f"a candidate that is '{current}' cannot become '{status}'")
+    candidateTable.setStatusCell(tableNode, rowIndex, status)
+    segment.SetTag(candidateTable.TAG_STATUS, status)
+    updateVisibility(segmentationNode, tableNode, threshold)
+
+
+def accept(segmentationNode, tableNode, segmentId: str, threshold: float = 0.0) -> None:
+    """Mark a candidate as a microbleed (also restores a rejected one)."""
+    setStatus(segmentationNode, tableNode, segmentId, candidateTable.STATUS_ACCEPTED, threshold)
+
+
+def reject(segmentationNode, tableNode, segmentId: str, threshold: float = 0.0) -> None:
+    """Mark a candidate as not a microbleed: hidden and left out of the export, its voxels kept for undo."""
+    setStatus(segmentationNode, tableNode, segmentId, candidateTable.STATUS_REJECTED, threshold)
+
+
+def updateVisibility(segmentationNode, tableNode, threshold: float) -> list[str]:
+    """Show exactly the segments that are included at ``threshold``; return their ids in table order."""
+    displayNode = segmentationNode.GetDisplayNode()
+    shown = []
+    for row in candidateTable.readRows(tableNode):
+        if segmentationNode.GetSegmentation().GetSegment(row.segmentId) is None:
+            continue
+        included = isIncluded(row, threshold)
+        if displayNode is not None:
+            displayNode.SetSegmentVisibility(row.segmentId, included)
+        if included:
+            shown.append(row.segmentId)
+    return shown
+
+
+def restoreReview(segmentationNode, tableNode, threshold: float = 0.0) -> list[candidateTable.CandidateRow]:
+    """After loading a saved scene: copy the table's statuses onto the segment tags and visibility."""
+    rows = candidateTable.readRows(tableNode)
+    for row in rows:
+        segment = segmentationNode.GetSegmentation().GetSegment(row.segmentId)
+        if segment is not None:
+            segment.SetTag(candidateTable.TAG_STATUS, row.status)
+    updateVisibility(segmentationNode, tableNode, threshold)
+    return rows
+
+
+def addReaderMicrobleed(
+    segmentationNode,
+    tableNode,
+    labelMapPath: str | os.PathLike[str],
+    candidatesPath: str | os.PathLike[str],
+    pointRas: tuple[float, float, float],
+    threshold: float = 0.0,
+) -> str:
+    """Add the microbleed the engine segmented at the reader's click (``plkd predict --at-ras``).
+
+    Existing segments are left untouched. Returns the new segment id.
+    """
+    ensureSegmentationConverters()
+    data = readCandidates(candidatesPath)
+    labels, affine = readNifti(labelMapPath)
+    found = [c for c in data["candidates"] if int(c["label"]) > 0]
+    if not found:
+        raise ReviewError("the engine found no microbleed at the clicked point")
+    # The engine segments one candidate at the point; if it returns several, the nearest is the reader's.
+    candidate = min(found, key=lambda c: float(np.linalg.norm(np.subtract(c["center_ras"], pointRas))))
+    candidateId = candidateTable.nextCandidateId(tableNode)
+    number = segmentationNode.GetSegmentation().GetNumberOfSegments() + 1
+    segmentId = addCandidateSegment(
+        segmentationNode,
+        labels == int(candidate["label"]),
+        affine,
+        name=f"Microbleed {number}",
+        candidateId=candidateId,
+        status=candidateTable.STATUS_ADDED,
+        probability=candidate.get("probability"),
+        color=COLOR_ADDED,
+    )
+    if segmentId is None:
+        raise ReviewError("the engine's segmentation at the clicked point is empty")
+    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
+    probability = candidate.get("probability")
+    candidateTable.appendRow(
+        tableNode,
+        candidateTable.CandidateRow(
+            candidateId=candidateId,
+            segmentId=segmentId,
+            centerRas=tuple(float(v) for v in candidate["center_ras"]),
+            volumeMm3=float(candidate.get("volume_mm3") or 0.0),
+            probability=None if probability is None else float(probability),
+            status=candidateTable.STATUS_ADDED,
+            location=str(candidate.get("location") or ""),
+        ),
+    )
+    updateVisibility(segmentationNode, tableNode, threshold)
+    return segmentId
+
+
+def _wasAddedByReader(segment) -> bool:
+    return segmentTag(segment, candidateTable.TAG_ORIGIN) == candidateTable.ORIGIN_READER

@@ -1,0 +1,111 @@
+"""Exchange volumes between MRML nodes and the NIfTI files of the engine, geometry included.
+
+The engine reads and writes NIfTI with nibabel, so the module does too: a voxel index (i, j, k) maps to
+RAS with the same 4x4 matrix on both sides (nibabel's affine = MRML's IJKToRAS), whatever the volume's
+orientation (oblique, LPS-stored, thick slices). nibabel comes with the engine's dependencies and is
+imported only when a file is read or written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import vtk
+from vtkmodules.util import numpy_support
+
+from CMBSegmentationLib.atomicFiles import atomicPath
+
+
+def matrixToNumpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    """A 4x4 VTK matrix as a numpy array."""
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=float)
+
+
+def numpyToMatrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    """A 4x4 numpy array as a VTK matrix."""
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
+def ijkToRas(volumeNode) -> np.ndarray:
+    """The node's voxel-to-RAS matrix (its own frame: a parent transform is not included)."""
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    return matrixToNumpy(matrix)
+
+
+def arrayFromVolumeNode(volumeNode) -> np.ndarray:
+    """The voxels of a single-component volume node indexed ``[i, j, k]`` (a copy)."""
+    image = volumeNode.GetImageData() if volumeNode is not None else None
+    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+        raise ValueError(f"volume '{_name(volumeNode)}' has no voxels")
+    scalars = image.GetPointData().GetScalars()
+    if scalars.GetNumberOfComponents() != 1:
+        raise ValueError(f"volume '{_name(volumeNode)}' has {scalars.GetNumberOfComponents()} components; need 1")
+    dims = image.GetDimensions()
+    # VTK stores x fastest: reshaped C-order that is [k, j, i].
+    return numpy_support.vtk_to_numpy(scalars).reshape(dims[::-1]).transpose(2, 1, 0).copy()
+
+
+def updateVolumeNodeFromArray(volumeNode, array: np.ndarray, affine: np.ndarray) -> None:
+    """Give ``volumeNode`` the voxels ``array`` (indexed ``[i, j, k]``) and the voxel-to-RAS ``affine``."""
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise ValueError(f"expected a 3D array, got shape {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    image = vtk.vtkImageData()
+    image.SetDimensions(*array.shape)
+    flat = np.ascontiguousarray(array.transpose(2, 1, 0)).ravel()
+    vtkArray = numpy_support.numpy_to_vtk(flat, deep=True, array_type=numpy_support.get_vtk_array_type(flat.dtype))
+    image.GetPointData().SetScalars(vtkArray)
+    volumeNode.SetIJKToRASMatrix(numpyToMatrix(np.asarray(affine, dtype=float)))
+    volumeNode.SetAndObserveImageData(image)
+
+
+def writeVolumeNodeAsNifti(volumeNode, path: str | os.PathLike[str]) -> Path:
+    """Write a volume node to ``path`` (``.nii.gz``) with its geometry, atomically."""
+    import nibabel
+
+    array = arrayFromVolumeNode(volumeNode)
+    affine = ijkToRas(volumeNode)
+    image = nibabel.Nifti1Image(array, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    with atomicPath(path) as tmp:
+        nibabel.save(image, str(tmp))
+    return Path(path)
+
+
+def readNifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Read a NIfTI file: (voxels indexed ``[i, j, k]``, voxel-to-RAS affine)."""
+    import nibabel
+
+    image = nibabel.load(str(path))
+    data = np.asanyarray(image.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    return data, np.asarray(image.affine, dtype=float)
+
+
+def loadLabelMapNode(scene, path: str | os.PathLike[str], name: str | None = None):
+    """Read an integer label map file into a new ``vtkMRMLLabelMapVolumeNode`` of ``scene``."""
+    data, affine = readNifti(path)
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.all(np.mod(data, 1) == 0):
+            raise ValueError(f"{path}: a label map must hold integers")
+        data = data.astype(np.int32)
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name or Path(path).name.split(".")[0])
+    updateVolumeNodeFromArray(node, data.astype(np.int32, copy=False), affine)
+    return node
+
+
+def _name(node) -> str:
+    return node.GetName() if node is not None else "(none)"

@@ -1,0 +1,127 @@
+"""Detect microbleeds in every volume of a folder, without the user interface.
+
+Run with Slicer's Python, e.g.::
+
+    Slicer --no-main-window --python-script batchProcess.py --input-dir IN --output-dir OUT [--model BUNDLE]
+        [--device auto|cpu|gpu] [--threshold 0.5] [--modality T2*|SWI] [--mask-suffix _brainmask]
+
+Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
+``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported). Exit code 0 when
+every input succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for
+bad arguments. The dependencies must have been installed once from the module (first Apply).
+"""
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+# The module folder (two levels up) holds CMBSegmentation.py and CMBSegmentationLib.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def parseArguments(argv):
+    parser = argparse.ArgumentParser(prog="batchProcess.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input-dir", required=True, type=Path, help="folder of input volumes")
+    parser.add_argument("--output-dir", required=True, type=Path, help="folder for label maps and reports")
+    parser.add_argument("--model", default="", help="model bundle folder or .zip (default: shipped model)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="default: auto")
+    parser.add_argument("--threshold", type=float, default=0.5, help="minimum candidate probability")
+    parser.add_argument("--modality", default="T2*", choices=["T2*", "SWI"])
+    parser.add_argument(
+        "--mask-suffix", default="", help="brain masks are NAME<suffix>.nii.gz beside the inputs (optional)"
+    )
+    return parser.parse_args(argv)
+
+
+def findInputs(inputDir, maskSuffix=""):
+    """Input volumes of ``inputDir`` (brain masks excluded), sorted by name."""
+    files = []
+    for path in sorted(inputDir.iterdir()):
+        name = path.name
+        if not path.is_file() or not name.endswith(VOLUME_SUFFIXES):
+            continue
+        stem = stripSuffix(name)
+        if maskSuffix and stem.endswith(maskSuffix):
+            continue
+        files.append(path)
+    return files
+
+
+def stripSuffix(name):
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def processOne(path, args):
+    import slicer
+
+    from CMBSegmentation import CMBSegmentationLogic
+    from CMBSegmentationLib import inferenceJob, reportExport
+
+    slicer.mrmlScene.Clear()
+    volume = slicer.util.loadVolume(str(path))
+    mask = None
+    if args.mask_suffix:
+        maskPath = path.with_name(stripSuffix(path.name) + args.mask_suffix + ".nii.gz")
+        if maskPath.is_file():
+            mask = slicer.util.loadLabelVolume(str(maskPath))
+    table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{volume.GetName()} microbleed candidates")
+    segmentation = CMBSegmentationLogic().process(
+        volume,
+        brainMask=mask,
+        modality=args.modality,
+        modelPath=args.model,
+        device={"auto": "Auto", "cpu": "CPU", "gpu": "GPU"}[args.device],
+        threshold=args.threshold,
+        candidateTable=table,
+        waitForCompletion=True,
+    )
+    files = reportExport.exportReview(
+        segmentation,
+        table,
+        volume,
+        args.output_dir,
+        inferenceJob.safeFileName(stripSuffix(path.name)),
+        args.threshold,
+    )
+    print(f"{path.name}: {files.count} microbleed(s) -> {files.reportJson}")
+
+
+def main(argv):
+    try:
+        args = parseArguments(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if not args.input_dir.is_dir():
+        print(f"batchProcess: error: input folder not found: {args.input_dir}", file=sys.stderr)
+        return 2
+    inputs = findInputs(args.input_dir, args.mask_suffix)
+    if not inputs:
+        print(f"batchProcess: error: no volumes in {args.input_dir}", file=sys.stderr)
+        return 2
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in inputs:
+        try:
+            processOne(path, args)
+        except Exception as exc:
+            failures += 1
+            print(f"{path.name}: FAILED: {exc}", file=sys.stderr)
+            traceback.print_exc()
+    print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    exitCode = main(sys.argv[1:])
+    try:
+        import slicer
+
+        slicer.util.exit(exitCode)
+    except (ImportError, AttributeError):
+        sys.exit(exitCode)

@@ -1,0 +1,272 @@
+"""Qt-free helpers of the Slicer module: progress lines, command lines, run states, child processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "CMBSegmentation"))
+
+pytest.importorskip("vtk", reason="the Slicer module helpers need VTK (slicer-core wheel)")
+
+from CMBSegmentationLib import commandBuilder, dependencies  # noqa: E402
+from CMBSegmentationLib.backgroundProcess import BackgroundProcess  # noqa: E402
+from CMBSegmentationLib.inferenceJob import EngineError, runBlocking  # noqa: E402
+from CMBSegmentationLib.progressParsing import (  # noqa: E402
+    LineSplitter,
+    ProgressEvent,
+    errorMessageFromStderr,
+    parseProgressLine,
+)
+from CMBSegmentationLib.runState import RunState, RunStateMachine, TransitionError  # noqa: E402
+
+# --- progress lines ------------------------------------------------------------------------------------------
+
+
+def test_progress_line_with_counts_gives_stage_and_fraction():
+    event = parseProgressLine('{"stage": "screen", "done": 1, "total": 4}\n')
+    assert event == ProgressEvent(stage="screen", done=1, total=4)
+    assert event.fraction == pytest.approx(0.25)
+
+
+def test_progress_message_line_has_no_fraction():
+    event = parseProgressLine('{"stage": "segment", "message": "wrote sub_cmb.nii.gz"}')
+    assert event.message == "wrote sub_cmb.nii.gz" and event.fraction is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "Loading model...",
+        "{",
+        '{"stage": "screen", "done": 1',
+        "[1, 2, 3]",
+        '{"foo": 1}',
+        '{"stage": "screen", "done": "one", "total": 3}',
+        '{"stage": "screen", "done": true, "total": 3}',
+        '{"stage": 5, "done": 1, "total": 3}',
+    ],
+)
+def test_junk_lines_are_not_progress(line):
+    assert parseProgressLine(line) is None
+
+
+def test_partial_lines_are_joined_before_parsing():
+    splitter = LineSplitter()
+    assert splitter.feed('{"stage": "scr') == []
+    lines = splitter.feed('een", "done": 1, "total": 3}\r\n{"stage": "segment", "do')
+    assert [parseProgressLine(x).stage for x in lines] == ["screen"]
+    assert splitter.feed('ne": 2, "total": 5}') == []
+    (last,) = splitter.flush()
+    assert parseProgressLine(last) == ProgressEvent("segment", 2, 5)
+    assert splitter.flush() == []
+
+
+def test_engine_error_line_is_extracted_from_stderr():
+    stderr = "WARNING: slow\nplkd: error: input.nii.gz is not a 3D volume\n"
+    assert errorMessageFromStderr(stderr) == "input.nii.gz is not a 3D volume"
+    assert errorMessageFromStderr("Traceback ...\nValueError: x\n") is None
+
+
+# --- command lines ------------------------------------------------------------------------------------------
+
+
+def test_predict_command_has_every_option_in_contract_form(tmp_path):
+    argv = commandBuilder.buildPredictCommand(
+        "/opt/PythonSlicer",
+        tmp_path / "in.nii.gz",
+        tmp_path / "out",
+        modelPath="/models/b1",
+        device="CPU",
+        maskPath=tmp_path / "mask.nii.gz",
+        threshold=0.35,
+    )
+    assert argv[:5] == ["/opt/PythonSlicer", "-m", "plkd", "predict", str(tmp_path / "in.nii.gz")]
+    assert argv[argv.index("--output-dir") + 1] == str(tmp_path / "out")
+    assert argv[argv.index("--model") + 1] == "/models/b1"
+    assert argv[argv.index("--device") + 1] == "cpu"
+    assert argv[argv.index("--mask") + 1] == str(tmp_path / "mask.nii.gz")
+    assert argv[argv.index("--progress") + 1] == "jsonl"
+    assert float(argv[argv.index("--threshold") + 1]) == 0.35
+
+
+def test_default_model_mask_and_threshold_are_left_to_the_engine():
+    argv = commandBuilder.buildPredictCommand("py", "in.nii.gz", "out", modelPath="  ", device="Auto")
+    assert "--model" not in argv and "--mask" not in argv and "--threshold" not in argv
+    assert argv[argv.index("--device") + 1] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("choice", "platform", "expected"),
+    [("Auto", "linux", "auto"), ("CPU", "darwin", "cpu"), ("GPU", "linux", "cuda"), ("GPU", "win32", "cuda"),
+     ("GPU", "darwin", "mps")],
+)  # fmt: skip
+def test_device_choice_maps_to_engine_device(choice, platform, expected):
+    assert commandBuilder.engineDevice(choice, platform) == expected
+    argv = commandBuilder.buildPredictCommand("py", "a.nii", "o", device=choice, platform=platform)
+    assert argv[argv.index("--device") + 1] == expected
+
+
+def test_bad_device_and_threshold_are_refused():
+    with pytest.raises(ValueError, match="unknown device"):
+        commandBuilder.engineDevice("TPU")
+    with pytest.raises(ValueError, match="threshold"):
+        commandBuilder.buildPredictCommand("py", "a.nii", "o", threshold=1.5)
+
+
+def test_single_point_command_adds_at_ras_without_mask_or_threshold():
+    argv = commandBuilder.buildSinglePointCommand("py", "a.nii.gz", "o", (12.5, -3.0, 40.125), device="GPU",
+                                                  platform="linux")  # fmt: skip
+    assert argv[argv.index("--at-ras") + 1] == "12.5,-3.0,40.125"
+    assert argv[argv.index("--device") + 1] == "cuda"
+    assert argv[3] == "predict" and "--mask" not in argv
+    x, y, z = (float(v) for v in argv[argv.index("--at-ras") + 1].split(","))
+    assert (x, y, z) == (12.5, -3.0, 40.125)
+    with pytest.raises(ValueError):
+        commandBuilder.buildSinglePointCommand("py", "a.nii.gz", "o", (1.0, float("nan"), 2.0))
+
+
+def test_output_names_follow_the_contract(tmp_path):
+    outputs = commandBuilder.predictOutputs("/data/sub-01_T2S.nii.gz", tmp_path)
+    assert outputs.labelMap == tmp_path / "sub-01_T2S_cmb.nii.gz"
+    assert outputs.candidates == tmp_path / "sub-01_T2S_cmb.json"
+    assert commandBuilder.predictOutputs("a.nii", tmp_path).labelMap.name == "a_cmb.nii.gz"
+
+
+# --- run states ---------------------------------------------------------------------------------------------
+
+
+def test_run_goes_through_its_states_and_reports_them():
+    machine, seen = RunStateMachine(), []
+    machine.addListener(lambda old, new: seen.append((old, new)))
+    for state in (RunState.STARTING, RunState.RUNNING, RunState.IMPORTING, RunState.DONE, RunState.STARTING):
+        machine.transition(state)
+    assert machine.busy
+    assert seen[0] == (RunState.IDLE, RunState.STARTING) and seen[-1] == (RunState.DONE, RunState.STARTING)
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        ([], RunState.RUNNING),  # Idle cannot run without starting
+        ([RunState.STARTING, RunState.RUNNING, RunState.CANCELLING], RunState.IMPORTING),  # no import after cancel
+        ([RunState.STARTING, RunState.RUNNING], RunState.DONE),  # results must be imported first
+        ([RunState.STARTING], RunState.STARTING),  # double click on Apply
+    ],
+)
+def test_impossible_transitions_are_refused(path, refused):
+    machine = RunStateMachine()
+    for state in path:
+        machine.transition(state)
+    with pytest.raises(TransitionError):
+        machine.transition(refused)
+    assert machine.state == (path[-1] if path else RunState.IDLE)
+
+
+def test_cancel_and_failure_return_to_a_state_that_can_start_again():
+    machine = RunStateMachine()
+    for state in (RunState.STARTING, RunState.RUNNING, RunState.CANCELLING, RunState.IDLE):
+        machine.transition(state)
+    assert not machine.busy and machine.canTransition(RunState.STARTING)
+    for state in (RunState.STARTING, RunState.FAILED):
+        machine.transition(state)
+    assert not machine.busy and machine.canTransition(RunState.STARTING)
+
+
+# --- child processes ----------------------------------------------------------------------------------------
+
+
+def _script(tmp_path: Path, body: str) -> list[str]:
+    path = tmp_path / "child.py"
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return [sys.executable, str(path)]
+
+
+def test_background_process_delivers_progress_and_ignores_junk(tmp_path):
+    argv = _script(
+        tmp_path,
+        """
+        import json, sys
+        print("loading torch ...")
+        for i in range(3):
+            print(json.dumps({"stage": "segment", "done": i + 1, "total": 3}), flush=True)
+        print("warning", file=sys.stderr)
+        """,
+    )
+    events = []
+    process = BackgroundProcess(argv)
+    assert process.wait(events.append) == 0
+    assert [(e.stage, e.done, e.total) for e in events] == [("segment", 1, 3), ("segment", 2, 3), ("segment", 3, 3)]
+    assert "warning" in process.stderr
+
+
+def test_failed_engine_raises_its_own_message(tmp_path):
+    argv = _script(tmp_path, 'import sys\nprint("plkd: error: no such bundle: x", file=sys.stderr)\nsys.exit(2)\n')
+    with pytest.raises(EngineError, match="^no such bundle: x$"):
+        runBlocking(argv)
+    crash = _script(tmp_path, "raise RuntimeError('boom')\n")
+    with pytest.raises(EngineError, match="(?s)exit code 1.*boom"):
+        runBlocking(crash)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+def test_cancel_kills_the_whole_process_tree(tmp_path):
+    # The child starts a grandchild (like the PythonSlicer launcher starting Python) and both wait forever.
+    argv = _script(
+        tmp_path,
+        """
+        import json, subprocess, sys, time
+        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        print(json.dumps({"stage": "start", "message": str(grandchild.pid)}), flush=True)
+        time.sleep(60)
+        """,
+    )
+    events = []
+    process = BackgroundProcess(argv)
+    deadline = time.monotonic() + 20
+    while not events and time.monotonic() < deadline:
+        process.poll(events.append)
+        time.sleep(0.05)
+    grandchild = int(events[0].message)
+    process.cancel(timeout=2)
+    assert process.wait() != 0 and process.cancelled
+    assert _gone(grandchild, within=5), "the grandchild survived Cancel"
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A killed grandchild is re-parented and reaped by init; a zombie still answers kill(pid, 0).
+        if _isZombie(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _isZombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_plkd_source_is_found_in_checkout_and_in_installed_layout(tmp_path):
+    assert dependencies.findPLKDSource(REPO / "CMBSegmentation") == REPO / "PLKDTraining"
+    installed = tmp_path / "qt-scripted-modules" / "Resources" / "PLKDTraining"
+    (installed / "plkd").mkdir(parents=True)
+    (installed / "pyproject.toml").write_text("[project]\nname='plkd'\n")
+    (installed / "plkd" / "__init__.py").write_text("")
+    assert dependencies.findPLKDSource(tmp_path / "qt-scripted-modules") == installed
+    assert dependencies.findPLKDSource(tmp_path / "nowhere") is None
+    assert dependencies.requirementsPath(REPO / "CMBSegmentation").is_file()

@@ -1,0 +1,381 @@
+"""The module's MRML code against a real scene (slicer-core wheel): import, review, save/reload, export.
+
+Engine outputs are hand-written files that follow docs/design.md ("Prediction outputs") exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "CMBSegmentation"))
+
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
+
+from CMBSegmentationLib import candidateTable, inferenceJob, reportExport, resultImport, reviewState  # noqa: E402
+from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, updateVolumeNodeFromArray  # noqa: E402
+
+SHAPE = (24, 28, 10)
+# Oblique, stored in LPS order (negative first two axes), thick slices (3 mm) along k.
+AFFINE = np.array(
+    [
+        [-0.95, 0.10, 0.20, 60.0],
+        [-0.12, -0.90, 0.35, 40.0],
+        [0.05, -0.30, 2.95, -25.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+#: label -> voxel slices; label 5 on purpose: labels need not be consecutive.
+LESIONS = {
+    1: (slice(5, 7), slice(6, 8), slice(3, 5)),
+    2: (slice(15, 16), slice(20, 21), slice(6, 7)),
+    5: (slice(10, 13), slice(4, 6), slice(1, 2)),
+}
+PROBABILITY = {1: 0.95, 2: 0.40, 5: 0.70}
+LOCATION = {1: "lobar", 2: "deep", 5: ""}
+
+
+def _labels() -> np.ndarray:
+    labels = np.zeros(SHAPE, np.int16)
+    for label, index in LESIONS.items():
+        labels[index] = label
+    return labels
+
+
+def _centre(mask: np.ndarray, affine: np.ndarray = AFFINE) -> list[float]:
+    return (affine @ np.r_[np.argwhere(mask).mean(axis=0), 1.0])[:3].tolist()
+
+
+def _writeEngineOutput(folder: Path, labels: np.ndarray, probabilities: dict[int, float], ids=None) -> tuple:
+    folder.mkdir(parents=True, exist_ok=True)
+    voxelVolume = abs(np.linalg.det(AFFINE[:3, :3]))
+    candidates = []
+    for n, label in enumerate(sorted(probabilities)):
+        mask = labels == label
+        candidates.append(
+            {
+                "id": (ids or {}).get(label, 100 + n),
+                "label": label,
+                "center_ras": _centre(mask),
+                "voxels": int(mask.sum()),
+                "volume_mm3": float(mask.sum() * voxelVolume),
+                "probability": probabilities[label],
+                "kept": True,
+                **({"location": LOCATION[label]} if LOCATION.get(label) else {}),
+            }
+        )
+    # A candidate the model rejected: label 0, no voxels, not imported.
+    candidates.append({"id": 999, "label": 0, "center_ras": [0.0, 0.0, 0.0], "voxels": 0, "volume_mm3": 0.0,
+                       "probability": 0.05, "kept": False})  # fmt: skip
+    labelPath, jsonPath = folder / "case_cmb.nii.gz", folder / "case_cmb.json"
+    nib.save(nib.Nifti1Image(labels, AFFINE), labelPath)
+    jsonPath.write_text(json.dumps({"input": "case.nii.gz", "model": "tiny", "student": "x4",
+                                    "n_microbleeds": len(probabilities), "candidates": candidates,
+                                    "timings": {"total_s": 1.0}}))  # fmt: skip
+    return labelPath, jsonPath, candidates
+
+
+@pytest.fixture
+def case(tmp_path):
+    scene = slicer.vtkMRMLScene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case T2*")
+    image = np.random.default_rng(3).normal(100, 10, SHAPE).astype(np.float32)
+    updateVolumeNodeFromArray(volume, image, AFFINE)
+    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "engine", _labels(), PROBABILITY)
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    return scene, volume, result, candidates, tmp_path
+
+
+def _segmentMask(segmentation_node, segment_id, volume) -> np.ndarray:
+    """Voxels of one segment on the volume's grid, read back through Slicer's own export."""
+    import vtk
+
+    scene = volume.GetScene()
+    labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation_node, ids, labelNode,
+                                                                                volume)  # fmt: skip
+    mask = arrayFromVolumeNode(labelNode) > 0
+    scene.RemoveNode(labelNode)
+    return mask
+
+
+# --- import ------------------------------------------------------------------------------------------------
+
+
+def test_import_makes_one_named_coloured_coded_segment_per_kept_microbleed(case):
+    _, volume, result, _, _ = case
+    segmentation = result.segmentationNode.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 3  # the model-rejected candidate is not imported
+    names = [segmentation.GetSegment(s).GetName() for s in result.segmentIds]
+    assert names == ["Microbleed 1", "Microbleed 2", "Microbleed 3"]
+    entry = slicer.vtkSlicerTerminologyEntry()
+    for segmentId in result.segmentIds:
+        segment = segmentation.GetSegment(segmentId)
+        assert segment.GetColor() == pytest.approx(resultImport.COLOR_MODEL)
+        assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(segment.GetTerminology(), entry)
+        assert entry.GetCategoryObject().GetCodeValue() == "49755003"
+        assert (entry.GetTypeObject().GetCodingSchemeDesignator(), entry.GetTypeObject().GetCodeValue()) == (
+            "SCT",
+            "50960005",
+        )
+        assert entry.GetRegionObject().GetCodeValue() == "12738006"
+        assert resultImport.segmentTag(segment, candidateTable.TAG_STATUS) == candidateTable.STATUS_NOT_SEEN
+
+
+def test_segments_hold_exactly_the_label_voxels_and_lie_at_the_json_centres(case):
+    _, volume, result, candidates, _ = case
+    labels = _labels()
+    kept = [c for c in candidates if c["label"] > 0]
+    voxelDiagonal = float(np.linalg.norm(AFFINE[:3, :3].sum(axis=1)))
+    for segmentId, candidate in zip(result.segmentIds, kept, strict=True):
+        mask = _segmentMask(result.segmentationNode, segmentId, volume)
+        assert np.array_equal(mask, labels == candidate["label"])
+        centre = result.segmentationNode.GetSegmentCenterRAS(segmentId)
+        assert np.linalg.norm(np.subtract(centre, candidate["center_ras"])) <= voxelDiagonal
+
+
+def test_reference_geometry_is_the_input_volume_even_when_oblique_and_lps(case):
+    _, volume, result, _, _ = case
+    name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    geometry = result.segmentationNode.GetSegmentation().GetConversionParameter(name)
+    image = slicer.vtkOrientedImageData()
+    assert slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, image)
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    assert np.allclose([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], AFFINE, atol=1e-6)
+    extent = image.GetExtent()
+    assert (extent[1] + 1, extent[3] + 1, extent[5] + 1) == SHAPE
+
+
+def test_candidate_table_matches_the_json(case):
+    scene, volume, result, candidates, _ = case
+    rows = candidateTable.readRows(result.tableNode)
+    kept = [c for c in candidates if c["label"] > 0]
+    assert [r.candidateId for r in rows] == [c["id"] for c in kept]
+    assert [r.segmentId for r in rows] == result.segmentIds
+    for row, candidate in zip(rows, kept, strict=True):
+        assert row.centerRas == pytest.approx(candidate["center_ras"])
+        assert row.volumeMm3 == pytest.approx(candidate["volume_mm3"])
+        assert row.probability == pytest.approx(candidate["probability"])
+        assert row.location == candidate.get("location", "")
+        assert row.status == candidateTable.STATUS_NOT_SEEN
+    assert result.tableNode.GetNodeReferenceID(candidateTable.REFERENCE_SEGMENTATION) == (
+        result.segmentationNode.GetID()
+    )
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+    volumeParent = shNode.GetItemParent(shNode.GetItemByDataNode(volume))
+    for node in (result.segmentationNode, result.tableNode):
+        assert shNode.GetItemParent(shNode.GetItemByDataNode(node)) == volumeParent
+
+
+def test_label_map_on_another_grid_is_refused(case, tmp_path):
+    scene, volume, _, _, _ = case
+    shifted = AFFINE.copy()
+    shifted[0, 3] += 5.0
+    labelPath = tmp_path / "other_cmb.nii.gz"
+    nib.save(nib.Nifti1Image(_labels(), shifted), labelPath)
+    with pytest.raises(resultImport.ResultFormatError, match="voxel-to-RAS"):
+        resultImport.importResults(scene, volume, labelPath, tmp_path / "engine" / "case_cmb.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"candidates": [{"id": 1}]}')
+    with pytest.raises(resultImport.ResultFormatError, match="candidate without"):
+        resultImport.readCandidates(broken)
+
+
+# --- review ------------------------------------------------------------------------------------------------
+
+
+def _status(result, segment_id):
+    row = candidateTable.readRows(result.tableNode)[candidateTable.rowIndexOfSegment(result.tableNode, segment_id)]
+    tag = resultImport.segmentTag(result.segmentationNode.GetSegmentation().GetSegment(segment_id),
+                                  candidateTable.TAG_STATUS)  # fmt: skip
+    assert row.status == tag, "table and segment tag disagree"
+    return row.status
+
+
+def test_reject_hides_and_accept_restores_without_touching_voxels(case):
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    first = result.segmentIds[0]
+    before = _segmentMask(seg, first, volume)
+    reviewState.reject(seg, table, first)
+    assert _status(result, first) == candidateTable.STATUS_REJECTED
+    assert not seg.GetDisplayNode().GetSegmentVisibility(first)
+    assert seg.GetSegmentation().GetSegment(first) is not None  # kept for undo
+    reviewState.accept(seg, table, first)
+    assert _status(result, first) == candidateTable.STATUS_ACCEPTED
+    assert seg.GetDisplayNode().GetSegmentVisibility(first)
+    assert np.array_equal(_segmentMask(seg, first, volume), before)
+    with pytest.raises(reviewState.ReviewError, match="cannot become"):
+        reviewState.setStatus(seg, table, first, candidateTable.STATUS_ADDED)
+    with pytest.raises(reviewState.ReviewError, match="no candidate"):
+        reviewState.reject(seg, table, "no-such-segment")
+
+
+def test_threshold_shows_only_passing_candidates_not_yet_seen(case):
+    _, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    low = result.segmentIds[1]  # probability 0.40
+    shown = reviewState.updateVisibility(seg, table, 0.5)
+    assert low not in shown and not seg.GetDisplayNode().GetSegmentVisibility(low)
+    reviewState.accept(seg, table, low, threshold=0.5)  # the reader's decision beats the threshold
+    assert seg.GetDisplayNode().GetSegmentVisibility(low)
+    assert len(reviewState.updateVisibility(seg, table, 0.99)) == 1
+
+
+def test_segment_editor_changes_survive_review_actions(case):
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    target = result.segmentIds[2]
+    edited = np.zeros(SHAPE, bool)
+    edited[9:14, 3:7, 1:3] = True  # the reader grew the segment
+    image = resultImport._orientedImage(edited.astype(np.uint8), np.zeros(3, int), AFFINE)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        image, seg, target, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+    )
+    reviewState.reject(seg, table, target)
+    reviewState.accept(seg, table, target)
+    reviewState.setStatus(seg, table, target, candidateTable.STATUS_NOT_SEEN)
+    assert np.array_equal(_segmentMask(seg, target, volume), edited)
+
+
+def test_add_by_click_adds_reader_segment_and_leaves_others_unchanged(case):
+    _, volume, result, _, tmp_path = case
+    seg, table = result.segmentationNode, result.tableNode
+    before = {s: _segmentMask(seg, s, volume) for s in result.segmentIds}
+    single = np.zeros(SHAPE, np.int16)
+    single[18:20, 9:11, 4:6] = 1
+    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "point", single, {1: 0.62})
+    point = candidates[0]["center_ras"]
+    added = reviewState.addReaderMicrobleed(seg, table, labelPath, jsonPath, point)
+    segment = seg.GetSegmentation().GetSegment(added)
+    assert segment.GetName() == "Microbleed 4"
+    assert segment.GetColor() == pytest.approx(resultImport.COLOR_ADDED)
+    assert _status(result, added) == candidateTable.STATUS_ADDED
+    assert np.array_equal(_segmentMask(seg, added, volume), single == 1)
+    for segmentId, mask in before.items():
+        assert np.array_equal(_segmentMask(seg, segmentId, volume), mask)
+    row = candidateTable.readRows(table)[-1]
+    assert row.centerRas == pytest.approx(point)
+    assert row.candidateId == max(r.candidateId for r in candidateTable.readRows(table)[:-1]) + 1
+    reviewState.reject(seg, table, added)
+    assert not seg.GetDisplayNode().GetSegmentVisibility(added)
+    reviewState.accept(seg, table, added)  # "Accept" restores the reader's own microbleed as such
+    assert _status(result, added) == candidateTable.STATUS_ADDED
+    empty = _writeEngineOutput(tmp_path / "none", np.zeros(SHAPE, np.int16), {})
+    with pytest.raises(reviewState.ReviewError, match="no microbleed"):
+        reviewState.addReaderMicrobleed(seg, table, empty[0], empty[1], point)
+
+
+def test_review_survives_saving_and_reloading(case, tmp_path):
+    scene, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    ids = result.segmentIds
+    reviewState.reject(seg, table, ids[0])
+    reviewState.accept(seg, table, ids[2])
+    segPath, tablePath = tmp_path / "saved" / "review.seg.nrrd", tmp_path / "saved" / "review.tsv"
+    segPath.parent.mkdir()
+    for node, path in ((seg, segPath), (table, tablePath)):
+        storage = node.CreateDefaultStorageNode()
+        scene.AddNode(storage)
+        node.SetAndObserveStorageNodeID(storage.GetID())
+        storage.SetFileName(str(path))
+        assert storage.WriteData(node)
+
+    other = slicer.vtkMRMLScene()
+    seg2 = other.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    seg2.CreateDefaultDisplayNodes()
+    table2 = other.AddNewNodeByClass("vtkMRMLTableNode")
+    for node, cls, path in ((seg2, "vtkMRMLSegmentationStorageNode", segPath),
+                            (table2, "vtkMRMLTableStorageNode", tablePath)):  # fmt: skip
+        storage = other.AddNewNodeByClass(cls)
+        storage.SetFileName(str(path))
+        assert storage.ReadData(node)
+    rows = reviewState.restoreReview(seg2, table2, threshold=0.5)
+    statuses = {r.segmentId: r.status for r in rows}
+    assert statuses == {
+        ids[0]: candidateTable.STATUS_REJECTED,
+        ids[1]: candidateTable.STATUS_NOT_SEEN,
+        ids[2]: candidateTable.STATUS_ACCEPTED,
+    }
+    for segmentId, status in statuses.items():
+        segment = seg2.GetSegmentation().GetSegment(segmentId)
+        assert resultImport.segmentTag(segment, candidateTable.TAG_STATUS) == status
+    assert [seg2.GetDisplayNode().GetSegmentVisibility(s) for s in ids] == [False, False, True]
+    assert rows[0].probability == pytest.approx(0.95) and rows[0].location == "lobar"
+
+
+# --- export ------------------------------------------------------------------------------------------------
+
+
+def test_export_writes_final_label_map_segmentation_and_reports(case, tmp_path):
+    _, volume, result, candidates, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    ids = result.segmentIds
+    reviewState.reject(seg, table, ids[0])  # 0.95, rejected -> out
+    # ids[1]: 0.40 not yet seen -> below threshold 0.5 -> out; ids[2]: 0.70 not yet seen -> in
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
+    assert files.count == 1
+
+    image = nib.load(files.labelMap)
+    assert image.shape == SHAPE and np.allclose(image.affine, AFFINE, atol=1e-5)
+    data = np.asarray(image.dataobj)
+    assert set(np.unique(data)) == {0, 1}
+    assert np.array_equal(data == 1, _labels() == 5)
+
+    with files.reportCsv.open(newline="") as handle:
+        records = list(csv.DictReader(handle))
+    assert len(records) == 1 and records[0]["candidate_id"] == str(candidates[2]["id"])
+    assert float(records[0]["probability"]) == pytest.approx(0.70)
+    assert records[0]["status"] == candidateTable.STATUS_NOT_SEEN
+
+    report = json.loads(files.reportJson.read_text())
+    assert report["n_microbleeds"] == 1 and report["n_rejected"] == 1
+    assert report["microbleeds"][0]["r_mm"] == pytest.approx(candidates[2]["center_ras"][0], abs=1e-3)
+
+    other = slicer.vtkMRMLScene()
+    seg2 = other.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = other.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(files.segmentation))
+    assert storage.ReadData(seg2)
+    assert seg2.GetSegmentation().GetNumberOfSegments() == 1
+    assert seg2.GetSegmentation().GetNthSegment(0).GetName() == "Microbleed 3"
+    assert not list((tmp_path / "export").glob(".*partial*")), "temporary files left behind"
+
+
+def test_export_with_nothing_included_writes_an_empty_label_map(case, tmp_path):
+    _, volume, result, _, _ = case
+    for segmentId in result.segmentIds:
+        reviewState.reject(result.segmentationNode, result.tableNode, segmentId)
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, tmp_path / "e", "c")
+    assert files.count == 0 and not np.asarray(nib.load(files.labelMap).dataobj).any()
+    assert json.loads(files.reportJson.read_text())["n_microbleeds"] == 0
+
+
+# --- engine inputs -----------------------------------------------------------------------------------------
+
+
+def test_inputs_are_written_with_voxels_and_geometry_intact(case, tmp_path):
+    scene, volume, result, _, _ = case
+    prepared = inferenceJob.prepareInputs(volume, result.segmentationNode, tmp_path / "work")
+    image = nib.load(prepared.inputPath)
+    assert np.allclose(image.affine, ijkToRas(volume)) and np.array_equal(
+        image.get_fdata(), arrayFromVolumeNode(volume)
+    )
+    mask = np.asarray(nib.load(prepared.maskPath).dataobj)
+    assert np.array_equal(mask > 0, _labels() > 0)  # a segmentation as brain mask, on the input grid
+    assert prepared.outputs.labelMap == prepared.outputDir / "case-T2_cmb.nii.gz"
+    assert inferenceJob.safeFileName("case T2*") == "case-T2"
