@@ -28,7 +28,7 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     """
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
-    p = torch.sigmoid(logits).flatten(1)
+    p = torch.sigmoid(logits.float()).flatten(1)  # sums over ~50k voxels: float32 even under autocast
     t = target.to(p.dtype).flatten(1)
     dice = (2 * (p * t).sum(dim=1) + eps) / (p.sum(dim=1) + t.sum(dim=1) + eps)
     return (1 - dice).mean()
