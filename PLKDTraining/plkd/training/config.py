@@ -1,0 +1,205 @@
+"""Training configuration: the packaged defaults, a user YAML file and ``--set`` overrides.
+
+Every hyper-parameter lives in ``plkd/configs/default.yaml``. A user file or a ``--set
+key.sub=value`` override may only change keys that exist there (a typo is a
+:class:`~plkd.errors.ConfigError`, never a silently ignored setting) and its value is parsed as
+the type of the default. Two sections are open, because their keys depend on the network or
+the experiment: ``networks.*.hparams`` and ``cv.variants``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plkd.atomic import write_text_atomic
+from plkd.errors import ConfigError
+
+Config = dict[str, Any]
+
+#: Dotted prefixes under which new keys may be added (network hyper-parameters, CV variants).
+OPEN_SECTIONS = ("networks.screening.hparams", "networks.segmenter.hparams", "cv.variants")
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a configuration shipped with plkd (``"default"`` or ``"tiny"``)."""
+    path = Path(str(resources.files("plkd") / "configs" / f"{name}.yaml"))
+    if not path.is_file():
+        raise ConfigError(f"no packaged configuration {name!r} (try 'default' or 'tiny')")
+    return path
+
+
+def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"configuration file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p.name} must be a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def default_config() -> Config:
+    """The packaged defaults (a fresh copy)."""
+    return _read_yaml(packaged_config("default"))
+
+
+def _is_open(dotted: str) -> bool:
+    return any(dotted == s or dotted.startswith(s + ".") for s in OPEN_SECTIONS)
+
+
+def coerce(value: Any, default: Any, key: str) -> Any:
+    """Convert ``value`` (a string from ``--set`` or a parsed YAML value) to the type of ``default``."""
+    if isinstance(value, str) and not isinstance(default, str):
+        if isinstance(default, bool):
+            low = value.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ConfigError(f"{key} must be true or false, not {value!r}")
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{key}: cannot parse {value!r}") from None
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, not {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ConfigError(f"{key} must be an integer, not {value!r}")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, not {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        return str(value)
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list like {default!r}, not {value!r}")
+        if default and not isinstance(default[0], str):
+            return [coerce(v, default[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        return list(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, not {value!r}")
+        return value
+    return value
+
+
+def merge(base: Config, override: Mapping[str, Any], prefix: str = "") -> Config:
+    """Recursively merge ``override`` into a copy of ``base``, refusing unknown keys."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        dotted = f"{prefix}{key}"
+        if key not in out:
+            if _is_open(prefix.rstrip(".")):
+                out[key] = yaml.safe_load(value) if isinstance(value, str) else copy.deepcopy(value)
+                continue
+            raise ConfigError(f"unknown configuration key {dotted!r}")
+        if isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = merge(out[key], value, dotted + ".")
+        else:
+            out[key] = coerce(value, out[key], dotted)
+    return out
+
+
+def set_value(config: Config, dotted: str, value: Any) -> Config:
+    """Return a copy of ``config`` with ``dotted`` (``a.b.c``) set to ``value`` typed by the current value."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"invalid configuration key {dotted!r}")
+    # Build the nested override, then merge, so typing and unknown-key rules are shared.
+    override: Any = value
+    for part in reversed(parts):
+        override = {part: override}
+    return merge(config, override)
+
+
+def parse_set(items: Iterable[str]) -> list[tuple[str, str]]:
+    """Split ``--set key=value`` strings."""
+    pairs = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = (), base: Config | None = None
+) -> Config:
+    """Defaults (or ``base``), then the YAML file ``path`` (a file or ``"tiny"``/``"default"``), then overrides."""
+    cfg = default_config() if base is None else copy.deepcopy(base)
+    if path is not None:
+        p = Path(path)
+        if not p.exists() and str(path) in ("tiny", "default"):
+            p = packaged_config(str(path))
+        cfg = merge(cfg, _read_yaml(p))
+    for key, value in parse_set(overrides):
+        cfg = set_value(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Check values whose type alone does not make them valid."""
+    st = cfg["students"]
+    if st["mode"] not in ("plkd", "kd", "none"):
+        raise ConfigError(f"students.mode must be plkd, kd or none, not {st['mode']!r}")
+    f = int(st["target_factor"])
+    if f < 2 or f & (f - 1):
+        raise ConfigError(f"students.target_factor must be a power of two >= 2, not {f}")
+    for key in ("screening_patch", "segmentation_patch"):
+        size = cfg["sampling"][key]
+        if len(size) != 3 or min(size) < 2:
+            raise ConfigError(f"sampling.{key} must be three sizes >= 2, not {size}")
+    for modes in (st["lr_modes"], st["finetune"]["lr_modes"]):
+        bad = [m for m in modes if m not in ("interp", "slab")]
+        if bad or not modes:
+            raise ConfigError(f"LR modes must be a non-empty list of interp/slab, not {modes}")
+    if cfg["modality"] not in ("auto", "T2S", "SWI"):
+        raise ConfigError(f"modality must be auto, T2S or SWI, not {cfg['modality']!r}")
+    if cfg["device"] not in ("auto", "cpu", "cuda", "mps"):
+        raise ConfigError(f"device must be auto, cpu, cuda or mps, not {cfg['device']!r}")
+    pf, hf = cfg["sampling"]["positive_fraction"], cfg["sampling"]["hard_negative_fraction"]
+    if pf < 0 or hf < 0 or pf + hf > 1:
+        raise ConfigError("sampling.positive_fraction + hard_negative_fraction must lie in [0, 1]")
+
+
+def loss_weights(cfg: Config, modality: str) -> tuple[float, float]:
+    """(alpha, beta) of the PLKD loss: explicit values, else the paper's optimum for the modality."""
+    st = cfg["students"]
+    table = st["loss_weights"].get(modality, st["loss_weights"]["T2S"])
+    alpha = float(table[0] if st["alpha"] is None else st["alpha"])
+    beta = float(table[1] if st["beta"] is None else st["beta"])
+    return alpha, beta
+
+
+def dump_config(cfg: Config) -> str:
+    """YAML text of a configuration (keys in their original order)."""
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
+    """Write the resolved configuration atomically (``RUN/config.yaml``)."""
+    write_text_atomic(path, dump_config(cfg))

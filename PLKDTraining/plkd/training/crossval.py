@@ -1,0 +1,192 @@
+"""Subject-level k-fold cross-validation (``plkd cv``), as the paper's 5-fold protocol.
+
+For each fold: train screening, teacher and students on the training subjects
+(``CVDIR/[VARIANT/]fold-K/run``), export a bundle (``fold-K/bundle``), convert every held-out
+subject to LR@factor with :func:`plkd.lowres.simulate_lowres` (on the HR grid, as in training),
+predict it with :class:`plkd.inference.Predictor` using the student for that factor, and score it
+with :mod:`plkd.metrics`. ``fold-K/result.json`` marks a finished fold (resumable per fold).
+``CVDIR/summary.{md,json}`` hold the per-fold table with mean ± sd of the pooled TPR, PPV,
+FPavg, F1 and Dice, and ``CVDIR/froc.png`` one FROC curve per fold. With variants (the ablation
+of paper Table 4, ``cv.variants`` in the configuration) each variant runs on the same folds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plkd.atomic import write_json_atomic, write_text_atomic
+from plkd.data.datasets import find_subjects, load_subject
+from plkd.data.splits import kfold_split
+from plkd.errors import PLKDError
+from plkd.lowres import simulate_lowres
+from plkd.training.config import Config, set_value
+from plkd.training.export import export_run
+from plkd.training.loop import TrainContext
+from plkd.training.pipeline import train
+from plkd.training.sampling import label_centres
+
+log = logging.getLogger(__name__)
+
+METRICS = ("TPR", "PPV", "FPavg", "F1", "Dice")
+
+
+def apply_variant(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """``cfg`` with a variant's ``{dotted.key: value}`` overrides (typed like ``--set``)."""
+    for key, value in overrides.items():
+        cfg = set_value(cfg, key, value if isinstance(value, str) else json.dumps(value))
+    return cfg
+
+
+def evaluate_fold(
+    bundle: Path, data_root: Path, test_ids: Sequence[str], factor: int, cfg: Config, device: Any
+) -> dict:
+    """Predict the held-out subjects at LR@factor and score them; returns the fold's result."""
+    from plkd.inference.predictor import Predictor
+    from plkd.metrics import FrocSubject, evaluate_subject, froc_curve, pool_results
+
+    predictor = Predictor(bundle, device=device)
+    subjects = {s.id: s for s in find_subjects(data_root)}
+    per_subject, froc_subjects = {}, {}
+    for sid in test_ids:
+        image, label, mask = load_subject(subjects[sid])
+        if label is None:
+            continue
+        lr = simulate_lowres(image.data, factor, axis=2, mode="interp") if factor > 1 else image.data
+        result = predictor.predict(image.with_data(lr.astype(np.float32)), mask, lr_factor=float(factor))
+        per_subject[sid] = evaluate_subject(result.label_map, label.data, image.spacing)
+        refs = label_centres(label.data > 0)
+        ref_ras = (image.affine @ np.c_[refs, np.ones(len(refs))].T).T[:, :3] if len(refs) else np.zeros((0, 3))
+        cands = result.candidates
+        froc_subjects[sid] = FrocSubject(
+            candidate_centres=np.array([c["center_ras"] for c in cands], dtype=float).reshape(-1, 3),
+            probabilities=np.array([c["probability"] for c in cands], dtype=float),
+            reference_centres=ref_ras,
+        )
+    if not per_subject:
+        raise PLKDError("no labelled test subject in this fold")
+    pooled = pool_results(per_subject)
+    return {
+        "test_ids": list(test_ids),
+        "factor": factor,
+        "student": result.student,
+        "pooled": pooled["pooled"],
+        "valdo": pooled["valdo"],
+        "subjects": per_subject,
+        "froc": froc_curve(froc_subjects).to_dict(),
+    }
+
+
+def run_cv(
+    data_root: str | os.PathLike[str],
+    cv_dir: str | os.PathLike[str],
+    cfg: Config,
+    ctx: TrainContext,
+    *,
+    folds: int | None = None,
+    factor: int | None = None,
+    variants: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run the cross-validation (or each named variant of ``cv.variants``); returns the summary."""
+    root, out = Path(data_root), Path(cv_dir)
+    k = int(folds or cfg["cv"]["folds"])
+    f = int(factor or cfg["cv"]["factor"])
+    if f < 2 or f & (f - 1):
+        raise PLKDError(f"--factor must be a power of two >= 2, not {f}")
+    cfg = set_value(set_value(cfg, "students.target_factor", str(f)), "cv.factor", str(f))
+    ids = [s.id for s in find_subjects(root) if s.label is not None]
+    if len(ids) < k:
+        raise PLKDError(f"{k} folds need at least {k} labelled subjects; {root} has {len(ids)}")
+    splits = kfold_split(ids, k=k, seed=int(cfg["seed"]))
+    table = cfg["cv"]["variants"]
+    unknown = [v for v in variants or [] if v not in table]
+    if unknown:
+        raise PLKDError(f"unknown variant(s) {unknown}; cv.variants defines {sorted(table)}")
+    runs = {v: (out / v, apply_variant(cfg, table[v])) for v in variants} if variants else {"": (out, cfg)}
+    summary: dict[str, Any] = {"folds": k, "factor": f, "variants": {}}
+    for name, (vdir, vcfg) in runs.items():
+        results = []
+        for i, (train_ids, test_ids) in enumerate(splits):
+            results.append(_run_fold(root, vdir / f"fold-{i + 1}", vcfg, ctx, train_ids, test_ids, f))
+        if ctx.dist.is_main:
+            summary["variants"][name or vcfg["students"]["mode"]] = _write_summary(vdir, results, vcfg, name)
+    if variants and ctx.dist.is_main:
+        write_text_atomic(out / "summary.md", _variants_markdown(summary))
+        write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _run_fold(
+    root: Path, fold_dir: Path, cfg: Config, ctx: TrainContext, train_ids: list, test_ids: list, f: int
+) -> dict:
+    done = fold_dir / "result.json"
+    if done.is_file():
+        log.info("%s: finished, skipped", fold_dir)
+        return json.loads(done.read_text(encoding="utf-8"))
+    train("all", root, fold_dir / "run", cfg, ctx, subject_ids=train_ids)
+    result: dict[str, Any] = {}
+    if ctx.dist.is_main:
+        bundle = export_run(fold_dir / "run", fold_dir / "bundle", mode=cfg["students"]["mode"], overwrite=True)
+        result = evaluate_fold(bundle, root, test_ids, f, cfg, ctx.device)
+        result["train_ids"] = list(train_ids)
+        write_json_atomic(done, result)
+    return result
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def _write_summary(vdir: Path, results: list[dict], cfg: Config, name: str) -> dict:
+    from plkd.metrics import FrocCurve, plot_froc
+
+    rows = [{m: r["pooled"].get(m) for m in METRICS} for r in results]
+    stats = {m: _mean_sd([row[m] for row in rows]) for m in METRICS}
+    lines = [
+        f"# Cross-validation{f' — {name}' if name else ''}: {len(results)} folds, LR@{cfg['cv']['factor']}, "
+        f"students {cfg['students']['mode']}",
+        "",
+        "Pooled over each fold's test subjects (paper Table 2; TPR, PPV, F1, Dice in %).",
+        "",
+        "| fold | subjects | " + " | ".join(METRICS) + " |",
+        "|---|---|" + "---|" * len(METRICS),
+    ]
+    for i, (r, row) in enumerate(zip(results, rows, strict=True)):
+        lines.append(f"| {i + 1} | {len(r['test_ids'])} | " + " | ".join(_fmt(m, row[m]) for m in METRICS) + " |")
+    lines.append(
+        "| mean ± sd | | " + " | ".join(f"{_fmt(m, stats[m][0])} ± {_fmt(m, stats[m][1])}" for m in METRICS) + " |"
+    )
+    write_text_atomic(vdir / "summary.md", "\n".join(lines) + "\n")
+    out = {"folds": rows, "mean": {m: s[0] for m, s in stats.items()}, "sd": {m: s[1] for m, s in stats.items()}}
+    write_json_atomic(vdir / "summary.json", out)
+    curves = {f"fold {i + 1}": FrocCurve.from_dict(r["froc"]) for i, r in enumerate(results)}
+    plot_froc(curves, vdir / "froc.png", title=f"FROC, LR@{cfg['cv']['factor']}")
+    return out
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:.2f}" if metric == "FPavg" else f"{100 * value:.1f}"
+
+
+def _variants_markdown(summary: dict) -> str:
+    lines = [
+        f"# Ablation: {summary['folds']}-fold CV at LR@{summary['factor']} (mean ± sd over folds)",
+        "",
+        "| variant | " + " | ".join(METRICS) + " |",
+        "|---|" + "---|" * len(METRICS),
+    ]
+    for name, v in summary["variants"].items():
+        cells = [f"{_fmt(m, v['mean'][m])} ± {_fmt(m, v['sd'][m])}" for m in METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

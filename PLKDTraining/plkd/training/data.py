@@ -1,0 +1,93 @@
+"""Loading a data set for training: subject split into train/validation, patch samplers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plkd.data.datasets import Subject, find_subjects
+from plkd.errors import InputError
+from plkd.training.sampling import PatchSampler, SubjectArrays, load_subjects
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """Prepared training (and validation) subjects with their samplers."""
+
+    root: Path
+    modality: str
+    train: list[SubjectArrays]
+    val: list[SubjectArrays]
+    sampler: PatchSampler
+    val_sampler: PatchSampler | None
+
+    def summary(self) -> dict[str, Any]:
+        """What a bundle records about its training data."""
+        return {
+            "data": str(self.root),
+            "modality": self.modality,
+            "n_train_subjects": len(self.train),
+            "n_val_subjects": len(self.val),
+            "n_microbleeds": int(sum(len(s.positives) for s in self.train)),
+            "train_ids": [s.id for s in self.train],
+            "val_ids": [s.id for s in self.val],
+        }
+
+
+def resolve_modality(cfg: dict[str, Any], subjects: Sequence[Subject]) -> str:
+    """The configured modality, or the data set's (``plkd synth`` manifests say), else T2S."""
+    if cfg["modality"] != "auto":
+        return str(cfg["modality"])
+    found = {s.meta.get("modality") for s in subjects} - {None}
+    return str(found.pop()) if len(found) == 1 else "T2S"
+
+
+def split_validation(ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Subject-level split: ``(train_ids, val_ids)``; no validation for fewer than 5 subjects."""
+    ids = sorted(ids)
+    n_val = int(round(len(ids) * fraction)) if len(ids) >= 5 else 0
+    if fraction > 0 and len(ids) >= 5:
+        n_val = max(1, n_val)
+    order = np.random.default_rng([int(seed), 4242]).permutation(len(ids))
+    val = sorted(ids[i] for i in order[:n_val])
+    return [i for i in ids if i not in val], val
+
+
+def load_training_data(
+    root: str | os.PathLike[str], cfg: dict[str, Any], subject_ids: Sequence[str] | None = None
+) -> TrainingData:
+    """Find, split, load and index the subjects of ``root`` (only ``subject_ids`` when given)."""
+    subjects = find_subjects(root)
+    if subject_ids is not None:
+        wanted = set(subject_ids)
+        subjects = [s for s in subjects if s.id in wanted]
+    if cfg["data"]["max_subjects"]:
+        subjects = subjects[: int(cfg["data"]["max_subjects"])]
+    labelled = [s for s in subjects if s.label is not None or s.meta.get("microbleeds")]
+    if not labelled:
+        raise InputError(f"no labelled subjects in {root}: training needs microbleed label maps")
+    seed = int(cfg["seed"])
+    train_ids, val_ids = split_validation([s.id for s in labelled], float(cfg["data"]["val_fraction"]), seed)
+    by_id = {s.id: s for s in labelled}
+    train = load_subjects([by_id[i] for i in train_ids], cfg, seed)
+    val = load_subjects([by_id[i] for i in val_ids], cfg, seed)
+    val_sampler = None
+    if val and any(len(s.positives) for s in val):
+        val_sampler = PatchSampler(val, cfg)
+    log.info("training on %d subject(s), validating on %d", len(train), len(val))
+    return TrainingData(
+        root=Path(root),
+        modality=resolve_modality(cfg, labelled),
+        train=train,
+        val=val,
+        sampler=PatchSampler(train, cfg),
+        val_sampler=val_sampler,
+    )

@@ -1,0 +1,127 @@
+"""Turn a finished training run into a model bundle (``plkd export``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plkd.bundle import save_bundle
+from plkd.errors import PLKDError
+from plkd.models import build_network
+from plkd.training.checkpoint import DONE_NAME, FINAL_NAME, load_weights
+from plkd.training.loop import is_done
+from plkd.training.students import students_dir
+
+SYNTHETIC_DISCLAIMER = "Trained on synthetic data; not a medical device."
+REAL_DISCLAIMER = "For research use only; not a medical device."
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _load_stage(stage_dir: Path) -> tuple[Any, dict[str, Any]]:
+    if not is_done(stage_dir):
+        raise PLKDError(f"{stage_dir} has not finished training; run 'plkd train' first")
+    summary = _read_json(stage_dir / DONE_NAME)
+    net = build_network(summary["network"]["kind"], summary["network"]["hparams"])
+    net.load_state_dict(load_weights(stage_dir / FINAL_NAME))
+    return net.eval(), summary
+
+
+def default_students(run_dir: Path, mode: str) -> list[str]:
+    """Every finished student stage, minus those a fine-tuned student replaces (same LR factor)."""
+    root = students_dir(run_dir, mode)
+    names = sorted((p.name for p in root.iterdir() if is_done(p)), key=_stage_order) if root.is_dir() else []
+    if "finetune" in names:
+        ft = _read_json(root / "finetune" / DONE_NAME)["lr_factor"]
+        names = [n for n in names if n == "finetune" or _read_json(root / n / DONE_NAME)["lr_factor"] != ft]
+    return names
+
+
+def _stage_order(name: str) -> tuple[int, int]:
+    return (1, 0) if name == "finetune" else (0, int(name.lstrip("x")) if name.lstrip("x").isdigit() else 0)
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    students: Sequence[str] | None = None,
+    mode: str = "plkd",
+    name: str | None = None,
+    half: bool | None = None,
+    overwrite: bool = False,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write the bundle of ``run_dir``: screening, teacher (LR factor 1) and the chosen students.
+
+    A student keeps the LR factor it was trained for (the fine-tuned one: the target factor); two
+    students for the same factor are refused, because inference picks a student by factor.
+    """
+    run = Path(run_dir)
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise PLKDError(f"{run} is not a training run (no config.yaml)")
+    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    info = _read_json(run / "run.json") if (run / "run.json").is_file() else {}
+    screening, sc_sum = _load_stage(run / "screening")
+    teacher, t_sum = _load_stage(run / "teacher")
+    networks: dict[str, dict[str, Any]] = {
+        "screening": {"module": screening, "role": "screening"},
+        "teacher": {"module": teacher, "role": "segmenter", "lr_factor": 1},
+    }
+    chosen = list(students) if students is not None else default_students(run, mode)
+    factors: dict[int, str] = {}
+    stage_info = {"screening": sc_sum, "teacher": t_sum}
+    for stage in chosen:
+        net, summary = _load_stage(students_dir(run, mode) / stage)
+        factor = int(summary["lr_factor"])
+        if factor in factors:
+            raise PLKDError(f"students {factors[factor]} and {stage} both have LR factor {factor}; export one of them")
+        factors[factor] = stage
+        networks[f"student_x{factor}"] = {
+            "module": net,
+            "role": "segmenter",
+            "lr_factor": factor,
+            "stage": stage,
+            "mode": mode,
+        }
+        stage_info[f"student_x{factor}"] = summary
+    if metrics is None and (run / "metrics.json").is_file():
+        metrics = _read_json(run / "metrics.json")
+    synthetic = info.get("layout") == "synth"
+    manifest = {
+        "name": name or cfg["export"]["name"] or run.name,
+        "modality": info.get("modality", "T2S"),
+        "spacing_mm": [float(v) for v in cfg["data"]["spacing_mm"]],
+        "patch_size": {
+            "screening": [int(v) for v in cfg["sampling"]["screening_patch"]],
+            "segmentation": [int(v) for v in cfg["sampling"]["segmentation_patch"]],
+        },
+        "normalisation": {"method": "brain-zscore", "clip_percentiles": [0.5, 99.5]},
+        "thresholds": {k: float(v) for k, v in cfg["export"]["thresholds"].items()},
+        "training": {
+            "data": info.get("data"),
+            "layout": info.get("layout"),
+            "n_train_subjects": info.get("n_train_subjects"),
+            "n_val_subjects": info.get("n_val_subjects"),
+            "n_microbleeds": info.get("n_microbleeds"),
+            "seed": cfg["seed"],
+            "student_mode": mode,
+            "target_factor": cfg["students"]["target_factor"],
+            "stages": {
+                k: {"steps": v.get("steps"), "final_loss": v.get("final_loss"), "time_s": v.get("time_s")}
+                for k, v in stage_info.items()
+            },
+        },
+        "metrics": metrics or {},
+        "disclaimer": SYNTHETIC_DISCLAIMER if synthetic else REAL_DISCLAIMER,
+    }
+    use_half = bool(cfg["export"]["half"]) if half is None else half
+    return save_bundle(out, networks, manifest=manifest, half=use_half, overwrite=overwrite)

@@ -1,0 +1,282 @@
+"""The generic resumable training loop shared by every stage (screening, teacher, students).
+
+A stage lives in its own folder::
+
+    STAGE/checkpoint.pt   model + optimiser + scheduler + scaler + step + RNG + best metric + log
+    STAGE/model.pt        final weights (state dict of the exported network)
+    STAGE/best.pt         weights with the best validation loss (when validation is on)
+    STAGE/log.csv         step, loss parts, lr, time (and val_loss)
+    STAGE/curve.png       the training curve
+    STAGE/done.json       written last: the stage is finished and will be skipped next time
+
+Exact resume: the batch of step ``s`` is drawn from ``default_rng([seed, salt, s, rank])``, the
+optimiser, scheduler and RNG states come back from the checkpoint, so stopping after step ``s``
+and running the same command again gives the weights of an uninterrupted run. Ctrl-C (SIGINT)
+finishes the current step, writes a checkpoint and raises :class:`KeyboardInterrupt` (the command
+line exits with 130).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from plkd.atomic import atomic_path, write_json_atomic
+from plkd.progress import Progress
+from plkd.training.checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    DONE_NAME,
+    FINAL_NAME,
+    load_checkpoint,
+    load_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from plkd.training.curves import plot_curves, write_log_csv
+from plkd.training.distributed import DistInfo, any_rank, barrier, wrap_ddp
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class TrainContext:
+    """What every stage of one run shares: device, distribution, seed, progress, options."""
+
+    device: torch.device
+    seed: int = 0
+    dist: DistInfo = field(default_factory=DistInfo)
+    progress: Progress = field(default_factory=lambda: Progress("none"))
+    amp: bool = False
+    compile: bool = False
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    grad_clip: float = 0.0
+    #: Testing hook: behave as if Ctrl-C arrived after this many steps of this process.
+    stop_after: int | None = None
+
+
+@dataclass
+class StageSpec:
+    """One trainable stage: a network, how to draw a batch and how to score it."""
+
+    name: str
+    out_dir: Path
+    model: nn.Module  # the trained module (what the loss function calls)
+    steps: int
+    lr: float
+    batch_fn: Callable[[np.random.Generator], dict[str, np.ndarray]]
+    loss_fn: LossFn
+    salt: int  # distinguishes the random streams of stages
+    export_module: nn.Module | None = None  # whose weights model.pt holds (default: model)
+    val_batches: list[dict[str, np.ndarray]] = field(default_factory=list)
+    checkpoint_every: int = 200
+    log_every: int = 20
+    val_every: int = 0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exported(self) -> nn.Module:
+        """The network whose weights a finished stage keeps."""
+        return self.export_module if self.export_module is not None else self.model
+
+
+def is_done(out_dir: Path) -> bool:
+    """True when the stage in ``out_dir`` has finished."""
+    return (Path(out_dir) / DONE_NAME).is_file() and (Path(out_dir) / FINAL_NAME).is_file()
+
+
+def batch_rng(seed: int, salt: int, step: int, rank: int) -> np.random.Generator:
+    """The generator of one step's batch: a pure function of (seed, stage, step, rank)."""
+    return np.random.default_rng([int(seed), int(salt), int(step), int(rank)])
+
+
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up, then cosine decay to 5 % of the peak."""
+
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    return factor
+
+
+@contextlib.contextmanager
+def _sigint_flag() -> Iterator[dict[str, bool]]:
+    """Turn the first Ctrl-C into a flag the loop checks after each step (a second one aborts)."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        log.warning("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def to_device(batch: dict[str, np.ndarray], device: torch.device) -> Batch:
+    """numpy batch → float tensors on ``device``."""
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def run_stage(spec: StageSpec, ctx: TrainContext) -> dict[str, Any]:
+    """Train ``spec`` to completion (resuming from its checkpoint), or load it if already done.
+
+    Returns the stage summary (also written to ``done.json``). On return ``spec.exported`` holds
+    the final weights on ``ctx.device``.
+    """
+    out = Path(spec.out_dir)
+    model = spec.model.to(ctx.device)
+    if is_done(out):
+        spec.exported.load_state_dict(load_weights(out / FINAL_NAME))
+        summary = json.loads((out / DONE_NAME).read_text(encoding="utf-8"))
+        log.info("%s: already finished, skipped", spec.name)
+        return summary
+
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=ctx.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(ctx.warmup_steps, spec.steps))
+    use_amp = ctx.amp and ctx.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start, rows, best, elapsed = 0, [], math.inf, 0.0
+    ckpt_path = out / CHECKPOINT_NAME
+    if ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start, rows, best, elapsed = (
+            int(state["step"]),
+            list(state["rows"]),
+            float(state["best"]),
+            float(state["time_s"]),
+        )
+        log.info("%s: resuming at step %d of %d", spec.name, start, spec.steps)
+    barrier(ctx.dist)  # no rank may start before rank 0's files are read by all
+
+    wrapped = wrap_ddp(model, ctx.dist, ctx.device)
+    if ctx.compile and ctx.device.type == "cuda":
+        wrapped = torch.compile(wrapped)
+    t0 = time.perf_counter() - elapsed
+
+    def save(step: int) -> None:
+        if not ctx.dist.is_main:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": _state_dict(model),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng_state(),
+            "step": step,
+            "rows": rows,
+            "best": best,
+            "time_s": time.perf_counter() - t0,
+            "stage": spec.name,
+        }
+        save_checkpoint(ckpt_path, state)
+        write_log_csv(out / "log.csv", rows)
+
+    ctx.progress.start(spec.name, total=spec.steps)
+    ctx.progress.advance(start)
+    ran = 0
+    with _sigint_flag() as flag:
+        for step in range(start, spec.steps):
+            model.train()
+            batch = to_device(spec.batch_fn(batch_rng(ctx.seed, spec.salt, step, ctx.dist.rank)), ctx.device)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                loss, parts = spec.loss_fn(wrapped, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{spec.name}: loss is {loss.item()} at step {step}; lower the learning rate")
+            scaler.scale(loss).backward()
+            if ctx.grad_clip > 0:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), ctx.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            done = step + 1
+            ran += 1
+            if done % max(1, spec.log_every) == 0 or done == spec.steps:
+                row: dict[str, Any] = {"step": done, "loss": float(loss.item()), **parts, "lr": lr}
+                if spec.val_every and spec.val_batches and (done % spec.val_every == 0 or done == spec.steps):
+                    row["val_loss"] = _validate(spec, model, ctx)
+                    if row["val_loss"] < best and ctx.dist.is_main:
+                        best = row["val_loss"]
+                        _save_weights(out / BEST_NAME, spec.exported)
+                row["time_s"] = round(time.perf_counter() - t0, 3)
+                rows.append(row)
+            ctx.progress.advance(1, loss=round(float(loss.item()), 5))
+            stop = flag["stop"] or (ctx.stop_after is not None and ran >= ctx.stop_after and done < spec.steps)
+            stop = any_rank(stop, ctx.dist, ctx.device)
+            if stop or done % max(1, spec.checkpoint_every) == 0 or done == spec.steps:
+                save(done)
+            if stop:
+                barrier(ctx.dist)
+                ctx.progress.finish()
+                raise KeyboardInterrupt(f"{spec.name} interrupted at step {done}; run the same command to resume")
+    ctx.progress.finish()
+    summary = {
+        "stage": spec.name,
+        "steps": spec.steps,
+        "final_loss": rows[-1]["loss"] if rows else None,
+        "best_val_loss": best if math.isfinite(best) else None,
+        "time_s": round(time.perf_counter() - t0, 2),
+        "world_size": ctx.dist.world_size,
+        **spec.summary,
+    }
+    if ctx.dist.is_main:
+        _save_weights(out / FINAL_NAME, spec.exported)
+        plot_curves(out / "curve.png", rows, spec.name)
+        write_json_atomic(out / DONE_NAME, summary)
+    barrier(ctx.dist)
+    return summary
+
+
+def _save_weights(path: Path, module: nn.Module) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(_state_dict(module), tmp)
+
+
+@torch.no_grad()
+def _validate(spec: StageSpec, model: nn.Module, ctx: TrainContext) -> float:
+    """Mean loss over the fixed validation batches (the raw module: no DDP collective)."""
+    model.eval()
+    losses = [float(spec.loss_fn(model, to_device(b, ctx.device))[0].item()) for b in spec.val_batches]
+    model.train()
+    return float(np.mean(losses))

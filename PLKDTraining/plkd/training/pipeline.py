@@ -1,0 +1,153 @@
+"""A training run: screening → teacher → students in one folder, resumable as a whole.
+
+``RUN/config.yaml`` holds the resolved configuration and ``RUN/run.json`` the data summary (data
+set, modality, subject ids, seed) that ``plkd export`` records in the bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from plkd.atomic import write_json_atomic
+from plkd.errors import PLKDError
+from plkd.inference.device import resolve_device
+from plkd.progress import Progress
+from plkd.training.checkpoint import FINAL_NAME, load_weights
+from plkd.training.config import save_config
+from plkd.training.data import TrainingData, load_training_data
+from plkd.training.distributed import DistInfo, init_distributed, rank_device
+from plkd.training.loop import TrainContext, is_done
+from plkd.training.screening import mine_hard_negatives, train_screening
+from plkd.training.segmentation import train_teacher
+from plkd.training.students import plan_stages, students_dir, train_students
+
+log = logging.getLogger(__name__)
+
+STAGES = ("screening", "teacher", "students", "all")
+#: Settings that change how fast a run goes, not what it computes.
+RUNTIME_KEYS = ("device", "amp", "compile", "num_threads")
+
+
+def make_context(cfg: dict[str, Any], progress: str = "tqdm", stop_after: int | None = None) -> TrainContext:
+    """Device, distribution and options of a run from its configuration."""
+    if cfg["num_threads"]:
+        torch.set_num_threads(int(cfg["num_threads"]))
+    device = resolve_device(cfg["device"])
+    dist = init_distributed(device)
+    device = rank_device(device, dist)
+    if (cfg["amp"] or cfg["compile"]) and device.type != "cuda":
+        log.warning("--amp/--compile only apply on CUDA; ignored on %s", device.type)
+    return TrainContext(
+        device=device,
+        seed=int(cfg["seed"]),
+        dist=dist,
+        progress=Progress(progress if dist.is_main else "none"),
+        amp=bool(cfg["amp"]),
+        compile=bool(cfg["compile"]),
+        weight_decay=float(cfg["optim"]["weight_decay"]),
+        warmup_steps=int(cfg["optim"]["warmup_steps"]),
+        grad_clip=float(cfg["optim"]["grad_clip"]),
+        stop_after=stop_after,
+    )
+
+
+def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo) -> None:
+    """Save the configuration; warn when an existing run is continued with different settings."""
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        changed = sorted(
+            k for k in set(old) | set(cfg) if k not in RUNTIME_KEYS and k != "students" and old.get(k) != cfg.get(k)
+        )
+        if changed:
+            log.warning(
+                "%s was started with other settings (%s); unfinished stages will not match an uninterrupted run",
+                run_dir,
+                ", ".join(changed),
+            )
+    if dist.is_main:
+        save_config(cfg, path)
+
+
+def train(
+    what: str,
+    data_root: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    cfg: dict[str, Any],
+    ctx: TrainContext,
+    *,
+    teacher_dir: str | os.PathLike[str] | None = None,
+    screening_dir: str | os.PathLike[str] | None = None,
+    subject_ids: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run ``what`` (``screening``, ``teacher``, ``students`` or ``all``) in ``run_dir``; returns summaries.
+
+    Teacher and students mine hard negatives from a screening network when one is available:
+    ``screening_dir``, else ``RUN/screening`` if it has finished.
+    """
+    if what not in STAGES:
+        raise PLKDError(f"unknown training stage {what!r}; choose one of {', '.join(STAGES)}")
+    run = Path(run_dir)
+    if ctx.dist.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+    _check_config(run, cfg, ctx.dist)
+    if _all_done(what, run, cfg, teacher_dir):
+        log.info("%s: every requested stage has finished; nothing to do", run)
+        return {"skipped": True}
+    data = load_training_data(data_root, cfg, subject_ids)
+    if ctx.dist.is_main:
+        write_json_atomic(run / "run.json", {**data.summary(), "seed": int(cfg["seed"]), "layout": _layout(data)})
+    out: dict[str, Any] = {}
+    if what in ("screening", "all"):
+        _, out["screening"] = train_screening(run, cfg, data, ctx)
+    if what in ("teacher", "students", "all"):
+        _mine(data, cfg, ctx, Path(screening_dir) if screening_dir else run / "screening")
+    if what in ("teacher", "all"):
+        _, out["teacher"] = train_teacher(run, cfg, data, ctx)
+    if what in ("students", "all"):
+        out["students"] = train_students(run, cfg, data, ctx, Path(teacher_dir) if teacher_dir else None)
+    return out
+
+
+def _layout(data: TrainingData) -> str:
+    from plkd.data.datasets import find_subjects
+
+    layouts = {s.meta.get("layout", "other") for s in find_subjects(data.root)}
+    return layouts.pop() if len(layouts) == 1 else "mixed"
+
+
+def _all_done(what: str, run: Path, cfg: dict[str, Any], teacher_dir: Any) -> bool:
+    """True when every stage ``what`` asks for has finished (so no data needs loading)."""
+    need = []
+    if what in ("screening", "all"):
+        need.append(run / "screening")
+    if what in ("teacher", "all"):
+        need.append(run / "teacher")
+    if what in ("students", "all"):
+        root = students_dir(run, cfg["students"]["mode"])
+        need += [root / s.name for s in plan_stages(cfg, "T2S")]
+    return all(is_done(p) for p in need)
+
+
+def _mine(data: TrainingData, cfg: dict[str, Any], ctx: TrainContext, screening_dir: Path) -> None:
+    """Add a finished screening network's false positives to the hard negatives (once per data)."""
+    limit = int(cfg["sampling"]["screening_candidates"])
+    if getattr(data, "_mined", False) or limit <= 0 or not is_done(screening_dir):
+        return
+    import json
+
+    from plkd.models import build_network
+
+    network = json.loads((screening_dir / "done.json").read_text(encoding="utf-8"))["network"]
+    net = build_network(network["kind"], network["hparams"])
+    net.load_state_dict(load_weights(screening_dir / FINAL_NAME))
+    n = mine_hard_negatives(net.to(ctx.device), data, limit, ctx.device)
+    data._mined = True  # type: ignore[attr-defined]
+    log.info("added %d screening false positives as hard negatives", n)

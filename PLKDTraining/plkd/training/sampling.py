@@ -1,0 +1,274 @@
+"""Training subjects in memory and the patches drawn from them.
+
+Every batch is a pure function of a :class:`numpy.random.Generator` that the trainer seeds with
+``(seed, stage, step, rank)``: resuming at step ``s`` draws exactly the batch an uninterrupted run
+would have drawn, and each DDP rank draws different patches.
+
+Patch centres come from three pools (fractions in the ``sampling`` section):
+
+- **positives**: microbleed centres (connected components of the label; the manifest's voxel
+  centres when no label map exists), shifted by a random jitter;
+- **hard negatives**: things that look like microbleeds but are not — the data set's mimics
+  (``plkd synth`` manifests list them), dark spots (local minima of the normalised image inside
+  the brain below a z-score) and, when a screening network is given, its highest-scoring false
+  candidates; anything within ``exclusion_mm`` of a microbleed is dropped;
+- **random** voxels of the brain mask.
+
+Patches are cut around a centre voxel (``start = centre - size // 2``) and padded with zeros
+(the background value after normalisation) where they leave the volume.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from plkd.data.datasets import Subject, load_subject
+from plkd.errors import InputError
+from plkd.lowres import simulate_lowres
+from plkd.models.screening import central_box
+from plkd.normalise import normalise_intensity
+from plkd.resample import resample_to_spacing
+from plkd.training.augment import AugmentParams, apply_geometric, apply_intensity, draw_params
+from plkd.volumes import Volume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubjectArrays:
+    """One training subject on the model grid, ready for patch sampling."""
+
+    id: str
+    image: np.ndarray  # normalised, float32
+    label: np.ndarray  # uint8, 0/1
+    mask: np.ndarray  # bool
+    affine: np.ndarray
+    positives: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    hard_negatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    brain_voxels: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size in mm."""
+        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+
+def _to_grid(vol: Volume, spacing: Sequence[float], order: int) -> Volume:
+    if np.allclose(vol.spacing, spacing, rtol=0.01):
+        return vol
+    return resample_to_spacing(vol, tuple(float(s) for s in spacing), order=order)
+
+
+def _ras_to_voxel(affine: np.ndarray, ras: Sequence[float]) -> np.ndarray:
+    return (np.linalg.inv(affine) @ np.append(np.asarray(ras, dtype=float), 1.0))[:3]
+
+
+def _meta_centres(meta: dict[str, Any], key: str, affine: np.ndarray) -> list[np.ndarray]:
+    """Voxel centres of manifest entries (``center_ras`` preferred: it survives resampling)."""
+    out = []
+    for item in meta.get(key) or []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("center_ras") is not None:
+            out.append(_ras_to_voxel(affine, item["center_ras"]))
+        elif item.get("center_voxel") is not None:
+            out.append(np.asarray(item["center_voxel"], dtype=float))
+    return out
+
+
+def label_centres(label: np.ndarray) -> np.ndarray:
+    """Rounded centres of mass ``(M, 3)`` of the 26-connected components of a binary label."""
+    comps, n = ndimage.label(label > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    centres = ndimage.center_of_mass(np.ones_like(comps, dtype=np.float32), comps, index=range(1, n + 1))
+    return np.rint(np.asarray(centres)).astype(np.int64).reshape(-1, 3)
+
+
+def dark_spots(
+    image: np.ndarray, mask: np.ndarray, threshold: float, limit: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Up to ``limit`` local minima (3×3×3) of ``image`` below ``threshold`` inside the eroded ``mask``."""
+    inner = ndimage.binary_erosion(mask, iterations=2)
+    minima = (image == ndimage.minimum_filter(image, size=3)) & (image < threshold) & inner
+    coords = np.argwhere(minima)
+    if len(coords) > limit:
+        coords = coords[np.sort(rng.choice(len(coords), size=limit, replace=False))]
+    return coords.astype(np.int64)
+
+
+def drop_near(coords: np.ndarray, centres: np.ndarray, spacing: np.ndarray, min_mm: float) -> np.ndarray:
+    """``coords`` without those closer than ``min_mm`` to any of ``centres``."""
+    if len(coords) == 0 or len(centres) == 0:
+        return coords
+    d = np.linalg.norm((coords[:, None, :] - centres[None, :, :]) * spacing, axis=2)
+    return coords[d.min(axis=1) >= min_mm]
+
+
+def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> SubjectArrays:
+    """Load, bring to the model grid, normalise and index one subject for sampling."""
+    image, label, mask = load_subject(subject)
+    spacing = cfg["data"]["spacing_mm"]
+    image = _to_grid(image, spacing, order=3)
+    mask_arr = (_to_grid(mask, spacing, order=0).data > 0) if mask is not None else image.data != 0
+    if not mask_arr.any():
+        mask_arr = np.ones(image.shape, dtype=bool)
+    label_arr = (
+        (_to_grid(label, spacing, order=0).data > 0).astype(np.uint8)
+        if label is not None
+        else np.zeros(image.shape, dtype=np.uint8)
+    )
+    data = normalise_intensity(image.data, mask_arr)
+    positives = label_centres(label_arr)
+    if len(positives) == 0 and label is None:
+        meta = _meta_centres(subject.meta, "microbleeds", image.affine)
+        positives = np.rint(np.asarray(meta)).astype(np.int64).reshape(-1, 3)
+    smp = cfg["sampling"]
+    rng = np.random.default_rng([seed, 7919, sum(map(ord, subject.id))])
+    mimics = np.asarray(_meta_centres(subject.meta, "mimics", image.affine)).reshape(-1, 3)
+    spots = dark_spots(data, mask_arr, smp["minima_threshold"], smp["max_minima"], rng)
+    hard = np.concatenate([np.rint(mimics).astype(np.int64), spots], axis=0)
+    sp = np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0))
+    hard = drop_near(hard, positives, sp, smp["exclusion_mm"])
+    return SubjectArrays(
+        id=subject.id,
+        image=data,
+        label=label_arr,
+        mask=mask_arr,
+        affine=image.affine,
+        positives=positives,
+        hard_negatives=hard,
+        brain_voxels=np.argwhere(mask_arr)[:: max(1, int(mask_arr.sum()) // 200_000)].astype(np.int64),
+    )
+
+
+def extract_patch(arr: np.ndarray, centre: Sequence[int], size: Sequence[int], fill: float = 0.0) -> np.ndarray:
+    """The ``size`` box of ``arr`` starting at ``centre - size // 2``, padded with ``fill`` outside."""
+    out = np.full(tuple(int(s) for s in size), fill, dtype=arr.dtype)
+    start = [int(c) - int(s) // 2 for c, s in zip(centre, size, strict=True)]
+    src, dst = [], []
+    for a in range(3):
+        lo, hi = max(start[a], 0), min(start[a] + int(size[a]), arr.shape[a])
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start[a], hi - start[a]))
+    out[tuple(dst)] = arr[tuple(src)]
+    return out
+
+
+class PatchSampler:
+    """Draws screening and segmentation batches from prepared subjects."""
+
+    def __init__(self, subjects: Sequence[SubjectArrays], cfg: dict[str, Any]) -> None:
+        if not subjects:
+            raise InputError("no training subjects to sample patches from")
+        self.subjects = list(subjects)
+        self.smp = cfg["sampling"]
+        self.aug = cfg["augment"]
+        self.with_positives = [i for i, s in enumerate(self.subjects) if len(s.positives)]
+        self.with_hard = [i for i, s in enumerate(self.subjects) if len(s.hard_negatives)]
+        if not self.with_positives:
+            raise InputError("none of the training subjects has a microbleed label; nothing to learn from")
+
+    def add_hard_negatives(self, index: int, coords: np.ndarray) -> None:
+        """Append hard-negative centres (e.g. screening false positives) to subject ``index``."""
+        s = self.subjects[index]
+        coords = drop_near(
+            np.asarray(coords, dtype=np.int64).reshape(-1, 3), s.positives, s.spacing, self.smp["exclusion_mm"]
+        )
+        s.hard_negatives = np.concatenate([s.hard_negatives, coords], axis=0)
+        if len(s.hard_negatives) and index not in self.with_hard:
+            self.with_hard.append(index)
+            self.with_hard.sort()
+
+    def draw_centre(self, rng: np.random.Generator) -> tuple[int, np.ndarray, str]:
+        """``(subject index, centre voxel, kind)`` with kind ``positive``, ``hard`` or ``random``."""
+        u = rng.random()
+        pf, hf = self.smp["positive_fraction"], self.smp["hard_negative_fraction"]
+        if u < pf:
+            i = int(rng.choice(self.with_positives))
+            s = self.subjects[i]
+            jitter = np.asarray(self.smp["positive_jitter"])
+            centre = s.positives[rng.integers(len(s.positives))] + rng.integers(-jitter, jitter + 1)
+            return i, centre, "positive"
+        if u < pf + hf and self.with_hard:
+            i = int(rng.choice(self.with_hard))
+            s = self.subjects[i]
+            return i, s.hard_negatives[rng.integers(len(s.hard_negatives))], "hard"
+        i = int(rng.integers(len(self.subjects)))
+        s = self.subjects[i]
+        return i, s.brain_voxels[rng.integers(len(s.brain_voxels))], "random"
+
+    def screening_batch(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """``{"image": (n,1,X,Y,Z), "target": (n,)}``: target 1 when a microbleed centre lies in the central box."""
+        size = tuple(self.smp["screening_patch"])
+        box = central_box(size)
+        images, targets = [], []
+        for _ in range(n):
+            i, centre, _kind = self.draw_centre(rng)
+            s = self.subjects[i]
+            start = np.asarray(centre) - np.asarray(size) // 2
+            rel = s.positives - start
+            inside = (
+                np.all((rel >= box[:, 0] - 1e-6) & (rel <= box[:, 1] + 1e-6), axis=1) if len(rel) else np.zeros(0, bool)
+            )
+            p = draw_params(rng, self.aug, size)
+            img = apply_intensity(apply_geometric(extract_patch(s.image, centre, size), p), p)
+            images.append(img[None])
+            targets.append(float(inside.any()))
+        return {"image": np.stack(images), "target": np.asarray(targets, dtype=np.float32)}
+
+    def segmentation_batch(
+        self,
+        rng: np.random.Generator,
+        n: int,
+        factor: int | None = None,
+        lr_modes: Sequence[str] = ("interp",),
+        lr_noise_std: float = 0.0,
+    ) -> dict[str, np.ndarray]:
+        """``{"image", "label"}`` (and ``"lr"`` when ``factor``): arrays ``(n, 1, X, Y, Z)``.
+
+        With ``factor`` the HR patch is cut with ``2 * factor`` extra slices on each Z side,
+        augmented, turned into its LR@factor version (random mode among ``lr_modes``, random
+        slice phase) and both are cropped back, so the LR patch has the context a whole volume
+        would give it.
+        """
+        size = tuple(self.smp["segmentation_patch"])
+        margin = 2 * int(factor) if factor and factor > 1 else 0
+        big = (size[0], size[1], size[2] + 2 * margin)
+        out: dict[str, list[np.ndarray]] = {"image": [], "label": [], "lr": []}
+        for _ in range(n):
+            i, centre, _kind = self.draw_centre(rng)
+            s = self.subjects[i]
+            p: AugmentParams = draw_params(rng, self.aug, size)
+            hr = apply_geometric(extract_patch(s.image, centre, big), p)
+            lab = apply_geometric(extract_patch(s.label, centre, size), p)
+            crop = (slice(None), slice(None), slice(margin, margin + size[2]))
+            if factor:
+                mode = str(lr_modes[int(rng.integers(len(lr_modes)))])
+                offset = int(rng.integers(factor)) if mode == "interp" else None
+                noise_seed = int(rng.integers(0, 2**31 - 1))
+                lr = simulate_lowres(
+                    hr, int(factor), axis=2, mode=mode, offset=offset, noise_std=lr_noise_std, rng=noise_seed
+                )
+                out["lr"].append(apply_intensity(lr[crop], p)[None])
+            out["image"].append(apply_intensity(hr[crop], p)[None])
+            out["label"].append(lab[None].astype(np.float32))
+        batch = {k: np.stack(v) for k, v in out.items() if v}
+        return batch
+
+
+def load_subjects(subjects: Sequence[Subject], cfg: dict[str, Any], seed: int) -> list[SubjectArrays]:
+    """:func:`prepare_subject` for each subject (logged, since this reads every volume)."""
+    out = []
+    for s in subjects:
+        log.info("loading %s", s.id)
+        out.append(prepare_subject(s, cfg, seed))
+    return out

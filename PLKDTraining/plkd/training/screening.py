@@ -1,0 +1,110 @@
+"""Stage 1 training: the screening FCN on 20×20×16 patches (positive when a microbleed is central)."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from plkd.inference.device import DeviceState
+from plkd.inference.screening import score_map
+from plkd.losses import screening_loss
+from plkd.models import build_network
+from plkd.training.data import TrainingData
+from plkd.training.loop import Batch, StageSpec, TrainContext, batch_rng, run_stage
+from plkd.training.sampling import SubjectArrays
+
+SALT = zlib.crc32(b"screening")
+
+
+class ScreeningPatchModel(nn.Module):
+    """Wraps the FCN so that ``forward`` gives the patch logit (DDP only syncs through ``forward``)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.patch_logit(x)
+
+
+def _loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    logit = model(batch["image"])
+    loss = screening_loss(logit.float(), batch["target"])
+    with torch.no_grad():
+        acc = ((logit > 0).float() == batch["target"]).float().mean()
+    return loss, {"accuracy": float(acc)}
+
+
+def screening_stage(run_dir: Path, cfg: dict[str, Any], data: TrainingData, seed: int) -> StageSpec:
+    """The screening stage of a run (network freshly initialised from ``seed``)."""
+    sc = cfg["screening"]
+    torch.manual_seed(seed + SALT % 10_000)
+    net = build_network(cfg["networks"]["screening"]["kind"], cfg["networks"]["screening"]["hparams"])
+    val = []
+    if data.val_sampler is not None and sc["val_every"]:
+        val = [
+            data.val_sampler.screening_batch(batch_rng(seed, SALT, -1 - i, 0), sc["batch_size"])
+            for i in range(sc["val_batches"])
+        ]
+    return StageSpec(
+        name="screening",
+        out_dir=Path(run_dir) / "screening",
+        model=ScreeningPatchModel(net),
+        export_module=net,
+        steps=int(sc["steps"]),
+        lr=float(sc["lr"]),
+        batch_fn=lambda rng: data.sampler.screening_batch(rng, int(sc["batch_size"])),
+        loss_fn=_loss,
+        salt=SALT,
+        val_batches=val,
+        checkpoint_every=int(sc["checkpoint_every"]),
+        log_every=int(sc["log_every"]),
+        val_every=int(sc["val_every"]),
+        summary={"network": cfg["networks"]["screening"]},
+    )
+
+
+def train_screening(
+    run_dir: Path, cfg: dict[str, Any], data: TrainingData, ctx: TrainContext
+) -> tuple[nn.Module, dict]:
+    """Train (or load, when finished) the screening FCN; returns ``(net, summary)``."""
+    spec = screening_stage(run_dir, cfg, data, ctx.seed)
+    summary = run_stage(spec, ctx)
+    return spec.exported, summary
+
+
+@torch.no_grad()
+def screening_false_positives(net: nn.Module, subject: SubjectArrays, limit: int, device: torch.device) -> np.ndarray:
+    """Input-voxel centres ``(M, 3)`` of the ``limit`` highest score peaks of ``net`` in the brain.
+
+    Peaks near true microbleeds are removed by the sampler (:meth:`PatchSampler.add_hard_negatives`);
+    what remains are the mimics this screening network confuses with microbleeds.
+    """
+    from scipy import ndimage
+
+    net.eval()
+    scores = score_map(net, subject.image, DeviceState(device, 1))
+    peaks = (scores == ndimage.maximum_filter(scores, size=3)) & (scores > 0.05)
+    idx = np.argwhere(peaks)
+    if len(idx) == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    order = np.argsort(-scores[tuple(idx.T)])[:limit]
+    coords = np.rint(net.output_to_input_coords(idx[order])).astype(np.int64)
+    coords = np.clip(coords, 0, np.asarray(subject.image.shape) - 1)
+    return coords[subject.mask[tuple(coords.T)]]
+
+
+def mine_hard_negatives(net: nn.Module, data: TrainingData, limit: int, device: torch.device) -> int:
+    """Add screening false positives of every training subject to the sampler; returns how many."""
+    added = 0
+    for i, s in enumerate(data.sampler.subjects):
+        coords = screening_false_positives(net, s, limit, device)
+        before = len(s.hard_negatives)
+        data.sampler.add_hard_negatives(i, coords)
+        added += len(s.hard_negatives) - before
+    return added

@@ -1,0 +1,185 @@
+"""Trainers end to end on a tiny data set: learning, exact resume, PLKD stages, frozen teacher, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from training_toydata import write_toy_dataset
+
+from plkd.bundle import load_bundle
+from plkd.cli import main
+from plkd.errors import PLKDError
+from plkd.training.checkpoint import load_weights
+from plkd.training.config import load_config, set_value
+from plkd.training.data import load_training_data
+from plkd.training.export import export_run
+from plkd.training.loop import StageSpec, TrainContext, run_stage
+from plkd.training.pipeline import make_context, train
+from plkd.training.segmentation import _loss as teacher_loss
+from plkd.training.segmentation import build_segmenter
+from plkd.training.students import factor_chain, load_teacher, plan_stages, state_checksum
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors on a shared 2-core machine: more threads only contend.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), n_subjects=3)
+
+
+@pytest.fixture(scope="module")
+def full_run(data_root, tmp_path_factory) -> Path:
+    """``plkd train all`` with the tiny configuration (a few steps per stage)."""
+    run = tmp_path_factory.mktemp("run") / "run"
+    assert (
+        main(["train", "all", "--data", str(data_root), "--out", str(run), "--config", "tiny", "--progress", "none"])
+        == 0
+    )
+    return run
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(data_root, tmp_path):
+    cfg = load_config("tiny")
+    data = load_training_data(data_root, set_value(cfg, "sampling.positive_fraction", "1.0"))
+    batch = data.sampler.segmentation_batch(np.random.default_rng(0), 4)
+    torch.manual_seed(0)
+    net = build_segmenter(cfg)
+    ctx = TrainContext(device=torch.device("cpu"))
+    x = {k: torch.from_numpy(v) for k, v in batch.items()}
+    before = float(teacher_loss(net, x)[0].detach())
+    spec = StageSpec(
+        "fit", tmp_path / "fit", net, steps=15, lr=0.01, batch_fn=lambda rng: batch, loss_fn=teacher_loss, salt=1
+    )
+    run_stage(spec, ctx)
+    after = float(teacher_loss(net, x)[0].detach())
+    assert after < before - 0.02, (before, after)
+
+
+def test_resume_equals_an_uninterrupted_run(data_root, tmp_path):
+    cfg = set_value(set_value(load_config("tiny"), "teacher.steps", "6"), "teacher.checkpoint_every", "100")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train("teacher", data_root, straight, cfg, make_context(cfg, progress="none"))
+    with pytest.raises(KeyboardInterrupt):
+        train("teacher", data_root, resumed, cfg, make_context(cfg, progress="none", stop_after=3))
+    assert not (resumed / "teacher" / "done.json").exists()
+    assert torch.load(resumed / "teacher" / "checkpoint.pt", weights_only=True)["step"] == 3
+    train("teacher", data_root, resumed, cfg, make_context(cfg, progress="none"))
+    a, b = load_weights(straight / "teacher" / "model.pt"), load_weights(resumed / "teacher" / "model.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    def rows(run: Path) -> list[str]:  # the log without its wall-clock column
+        return [line.rsplit(",", 1)[0] for line in (run / "teacher" / "log.csv").read_text().splitlines()]
+
+    assert rows(resumed) == rows(straight)
+    assert len(rows(resumed)) == 7  # header + one row per step, none duplicated by the resume
+
+
+def test_plkd_stage_order_and_initialisation(full_run):
+    names = [p.name for p in sorted((full_run / "students").iterdir())]
+    assert sorted(names) == ["finetune", "x2", "x4", "x8"]
+    assert factor_chain(8) == [2, 4, 8] and factor_chain(2) == [2]
+    chain = ["x2", "x4", "x8", "finetune"]
+    done = {n: json.loads((full_run / "students" / n / "done.json").read_text()) for n in chain}
+    assert [done[n]["lr_factor"] for n in chain] == [2, 4, 8, 8]
+    # The first student starts from the teacher, every later stage from the previous stage's result.
+    assert done["x2"]["init_sha256"] == state_checksum(load_weights(full_run / "teacher" / "model.pt"))
+    for prev, cur in zip(chain, chain[1:], strict=False):
+        assert done[cur]["init_sha256"] == state_checksum(load_weights(full_run / "students" / prev / "model.pt"))
+        assert done[cur]["init_from"].endswith(prev)
+    assert done["finetune"]["distill"] is False and done["x4"]["distill"] is True
+    for n in chain:  # logs and curves per stage
+        assert (full_run / "students" / n / "curve.png").stat().st_size > 1000
+        assert (full_run / "students" / n / "log.csv").read_text().startswith("step,loss,dice,distill")
+    assert (full_run / "config.yaml").is_file()
+
+
+def test_baseline_modes_plan(full_run):
+    cfg = load_config("tiny")
+    assert [s.name for s in plan_stages(set_value(cfg, "students.mode", "kd"), "T2S")] == ["x8"]
+    none = plan_stages(set_value(cfg, "students.mode", "none"), "T2S")
+    assert len(none) == 1 and not none[0].distill and none[0].steps == 2 * 3 + 2  # the PLKD budget
+
+
+def test_teacher_frozen_during_student_training(data_root, full_run, tmp_path):
+    before = load_weights(full_run / "teacher" / "model.pt")
+    teacher, _ = load_teacher(full_run / "teacher", torch.device("cpu"))
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    cfg = set_value(load_config("tiny"), "students.mode", "kd")
+    out = train("students", data_root, full_run, cfg, make_context(cfg, progress="none"))
+    assert list(out["students"]) == ["x8"]
+    after = load_weights(full_run / "teacher" / "model.pt")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (full_run / "students-kd" / "x8" / "done.json").is_file()
+
+
+def test_finished_run_is_skipped(data_root, full_run, capsys):
+    stamp = (full_run / "teacher" / "model.pt").stat().st_mtime_ns
+    assert (
+        main(
+            ["train", "all", "--data", str(data_root), "--out", str(full_run), "--config", "tiny", "--progress", "none"]
+        )
+        == 0
+    )
+    assert (full_run / "teacher" / "model.pt").stat().st_mtime_ns == stamp
+
+
+def test_export_round_trip(full_run, tmp_path):
+    out = tmp_path / "bundle"
+    assert main(["export", str(full_run), "--out", str(out), "--fp32"]) == 0
+    bundle = load_bundle(out)
+    man = json.loads((out / "manifest.json").read_text())
+    assert set(man["networks"]) == {"screening", "teacher", "student_x2", "student_x4", "student_x8"}
+    assert man["networks"]["student_x8"]["stage"] == "finetune"
+    assert man["networks"]["teacher"]["lr_factor"] == 1
+    assert man["patch_size"]["segmentation"] == [16, 16, 8]
+    assert man["disclaimer"] == "Trained on synthetic data; not a medical device."
+    assert man["training"]["n_train_subjects"] == 3
+    net = bundle.network("student_x4")
+    ref = load_weights(full_run / "students" / "x4" / "model.pt")
+    assert all(torch.equal(net.state_dict()[k].float(), ref[k].float()) for k in ref)
+    with pytest.raises(PLKDError, match="both have LR factor 8"):
+        export_run(full_run, tmp_path / "b2", students=["x8", "finetune"])
+    assert main(["export", str(full_run / "nope"), "--out", str(tmp_path / "b3")]) == 2
+
+
+def test_cv_two_folds(tmp_path):
+    data = write_toy_dataset(tmp_path / "data", n_subjects=4, seed=3)
+    out = tmp_path / "cv"
+    args = [
+        "cv",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--config",
+        "tiny",
+        "--folds",
+        "2",
+        "--factor",
+        "2",
+        "--progress",
+        "none",
+    ]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["folds"]) == 2 and set(summary["mean"]) == {"TPR", "PPV", "FPavg", "F1", "Dice"}
+    assert (out / "froc.png").stat().st_size > 1000 and "| mean ± sd |" in (out / "summary.md").read_text()
+    folds = [json.loads((out / f"fold-{i}" / "result.json").read_text()) for i in (1, 2)]
+    assert sorted(folds[0]["test_ids"] + folds[1]["test_ids"]) == [f"sub-000{i}" for i in range(1, 5)]
+    assert not set(folds[0]["test_ids"]) & set(folds[0]["train_ids"])
+    assert folds[0]["student"] == "student_x2"
+    stamp = (out / "fold-1" / "result.json").stat().st_mtime_ns
+    assert main(args) == 0  # resumable: finished folds are skipped
+    assert (out / "fold-1" / "result.json").stat().st_mtime_ns == stamp

@@ -1,0 +1,108 @@
+"""Patch sampling and augmentation: shapes, positives on microbleeds, alignment, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from training_toydata import write_toy_dataset
+
+from plkd.data.datasets import find_subjects
+from plkd.training.augment import AugmentParams, apply_geometric, apply_intensity, draw_params
+from plkd.training.config import load_config, set_value
+from plkd.training.sampling import PatchSampler, extract_patch, label_centres, prepare_subject
+
+
+@pytest.fixture(scope="module")
+def sampler(tmp_path_factory):
+    root = write_toy_dataset(tmp_path_factory.mktemp("toy"), n_subjects=2)
+    cfg = load_config("tiny")
+    subjects = [prepare_subject(s, cfg, 0) for s in find_subjects(root)]
+    return PatchSampler(subjects, cfg), cfg
+
+
+def test_subject_indexing(sampler):
+    smp, _ = sampler
+    s = smp.subjects[0]
+    assert s.positives.shape == (3, 3)
+    assert all(s.label[tuple(c)] == 1 for c in s.positives)
+    assert len(s.hard_negatives) > 0
+    # Hard negatives keep their distance from microbleeds (exclusion_mm = 6).
+    d = np.linalg.norm(s.hard_negatives[:, None] - s.positives[None], axis=2)
+    assert d.min() >= 6.0
+    assert abs(float(s.image[s.mask].mean())) < 0.2  # normalised inside the brain
+
+
+def test_segmentation_batch_shapes_and_positives(sampler):
+    smp, cfg = sampler
+    only_pos = PatchSampler(smp.subjects, set_value(cfg, "sampling.positive_fraction", "1.0"))
+    batch = only_pos.segmentation_batch(np.random.default_rng(0), 6, factor=4, lr_modes=("interp", "slab"))
+    assert batch["image"].shape == batch["lr"].shape == batch["label"].shape == (6, 1, 16, 16, 8)
+    assert batch["image"].dtype == np.float32
+    # Positive patches are centred (±1 voxel jitter) on a microbleed: the central voxel is labelled.
+    assert all(batch["label"][i, 0, 7:10, 7:10, 3:6].any() for i in range(6))
+    assert not np.allclose(batch["image"], batch["lr"])  # the LR version differs
+
+
+def test_screening_batch_targets(sampler):
+    smp, cfg = sampler
+    pos = PatchSampler(
+        smp.subjects, set_value(set_value(cfg, "sampling.positive_fraction", "1.0"), "augment.noise_p", "0")
+    )
+    b = pos.screening_batch(np.random.default_rng(1), 8)
+    assert b["image"].shape == (8, 1, 12, 12, 8) and b["target"].shape == (8,)
+    assert b["target"].min() == 1.0
+    neg = PatchSampler(smp.subjects, set_value(cfg, "sampling.positive_fraction", "0.0"))
+    assert neg.screening_batch(np.random.default_rng(2), 16)["target"].mean() < 0.5
+
+
+def test_batches_are_a_pure_function_of_the_generator(sampler):
+    smp, _ = sampler
+    a = smp.segmentation_batch(np.random.default_rng([0, 1, 5]), 3, factor=2)
+    b = smp.segmentation_batch(np.random.default_rng([0, 1, 5]), 3, factor=2)
+    c = smp.segmentation_batch(np.random.default_rng([0, 1, 6]), 3, factor=2)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["image"], c["image"])
+
+
+def test_extract_patch_pads_at_borders():
+    arr = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7) + 1
+    p = extract_patch(arr, (0, 0, 0), (4, 4, 4))
+    assert p.shape == (4, 4, 4)
+    assert np.all(p[:2] == 0) and np.all(p[:, :2] == 0) and np.all(p[:, :, :2] == 0)
+    assert p[2, 2, 2] == arr[0, 0, 0]
+    assert extract_patch(arr, (50, 50, 50), (3, 3, 3)).sum() == 0
+
+
+def test_label_centres_of_components():
+    lab = np.zeros((10, 10, 10), np.uint8)
+    lab[1:4, 1:4, 1:4] = 1
+    lab[7, 7, 7] = 1
+    assert sorted(map(tuple, label_centres(lab))) == [(2, 2, 2), (7, 7, 7)]
+
+
+def test_augmentation_keeps_image_and_label_aligned():
+    rng = np.random.default_rng(3)
+    img = rng.normal(size=(8, 8, 6)).astype(np.float32)
+    lab = (img < -1).astype(np.uint8)
+    cfg = load_config(None)["augment"]
+    for i in range(20):
+        p = draw_params(np.random.default_rng(i), cfg, img.shape)
+        g_img, g_lab = apply_geometric(img, p), apply_geometric(lab, p)
+        assert np.array_equal(g_lab, (g_img < -1).astype(np.uint8))
+    swap = AugmentParams(flips=(True, False, True), swap_xy=True)
+    out = apply_geometric(img, swap)
+    assert out[0, 0, 0] == img[-1, 0, -1] and out[2, 1, 0] == img[-2, 2, -1]
+
+
+def test_no_xy_swap_for_non_square_patches():
+    cfg = {**load_config(None)["augment"], "swap_xy_p": 1.0}
+    assert not draw_params(np.random.default_rng(0), cfg, (8, 6, 4)).swap_xy
+    assert draw_params(np.random.default_rng(0), cfg, (8, 8, 4)).swap_xy
+
+
+def test_intensity_augmentation_is_identical_for_hr_and_lr():
+    cfg = {**load_config(None)["augment"], "noise_p": 1.0, "intensity_p": 1.0, "bias_p": 1.0}
+    p = draw_params(np.random.default_rng(4), cfg, (8, 8, 6))
+    x = np.random.default_rng(5).normal(size=(8, 8, 6)).astype(np.float32)
+    assert np.array_equal(apply_intensity(x, p), apply_intensity(x.copy(), p))
+    assert not np.allclose(apply_intensity(x, p), x)
