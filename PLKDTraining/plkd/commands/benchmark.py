@@ -1,17 +1,276 @@
-"""``plkd benchmark`` (placeholder: being implemented)."""
+"""``plkd benchmark``: time two-stage inference against a sliding-window 3D U-Net on this machine.
+
+Networks have random weights: speed and memory do not depend on the weights, and the number of
+candidates is fixed (``--candidates``) so that runs are comparable. Each measurement runs in its
+own process so that its peak memory is its own.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from plkd.errors import PLKDError
+
+EPILOG = """\
+example:
+  plkd benchmark --sizes 1,5 --threads 2 --json bench.json
+
+Two-stage = screening FCN on the whole brain + E2U-Net on --candidates patches (48x48x24).
+Baseline  = nnU-Net-like one-stage inference: a plain 3D U-Net of the same width and depth slid
+            over the whole brain on the model grid with 50% overlapping windows. With
+            --baseline-windows K only K windows are run and the time is extrapolated (reported).
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``benchmark`` sub-command."""
-    p = sub.add_parser("benchmark", help="(not implemented yet)")
+    p = sub.add_parser(
+        "benchmark",
+        help="time whole-brain inference per stage against a sliding-window baseline",
+        description=(
+            "Times the two-stage inference on a synthetic whole-brain volume at each slice thickness, "
+            "and a sliding-window full-resolution 3D U-Net on the same volume; prints a Markdown table "
+            "(and writes JSON). Random weights: timings only."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--sizes", default="1,3,5", help="slice thicknesses in mm, comma-separated (default 1,3,5)")
+    p.add_argument("--shape", default="160,192,160", help="1-mm field of view X,Y,Z in voxels (default 160,192,160)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch (default 2)")
+    p.add_argument("--candidates", type=int, default=40, help="candidates segmented in stage 2 (default 40)")
+    p.add_argument("--window", default="48,48,24", help="baseline window X,Y,Z (default 48,48,24; try 96,96,64)")
+    p.add_argument(
+        "--baseline-windows", type=int, default=24, help="windows actually run, then extrapolated (0 = all; default 24)"
+    )
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=run)
 
 
+def _triple(text: str, what: str) -> tuple[int, int, int]:
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3 or min(vals) < 8:
+        raise PLKDError(f"{what} must be three integers >= 8 separated by commas, not {text!r}")
+    return vals  # type: ignore[return-value]
+
+
+def _peak_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def brain_phantom(shape: tuple[int, int, int], thickness: float, seed: int = 0) -> Any:
+    """A skull-stripped ellipsoidal 'brain' with texture and noise on a (1, 1, thickness) mm grid."""
+    from scipy import ndimage
+
+    from plkd.volumes import Volume
+
+    nz = max(4, int(round(shape[2] / thickness)))
+    grid = np.ogrid[0 : shape[0], 0 : shape[1], 0:nz]
+    centre = [(shape[0] - 1) / 2, (shape[1] - 1) / 2, (nz - 1) / 2]
+    radii = [0.42 * shape[0], 0.44 * shape[1], 0.42 * nz]
+    inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) <= 1.0
+    rng = np.random.default_rng(seed)
+    texture = ndimage.gaussian_filter(rng.normal(size=inside.shape).astype(np.float32), 2.0)
+    data = np.where(inside, 500 + 2000 * texture + rng.normal(0, 20, inside.shape), 0).astype(np.float32)
+    affine = np.diag([1.0, 1.0, float(thickness), 1.0])
+    return Volume(data=data, affine=affine)
+
+
+def _random_bundle(folder: Path, n_candidates: int) -> Path:
+    import torch
+
+    from plkd.bundle import save_bundle
+    from plkd.models import E2UNet, ScreeningFCN
+
+    torch.manual_seed(0)
+    nets = {
+        "screening": {"module": ScreeningFCN(), "role": "screening", "lr_factor": None},
+        "teacher": {"module": E2UNet(), "role": "segmenter", "lr_factor": 1},
+        "student_x4": {"module": E2UNet(), "role": "segmenter", "lr_factor": 4},
+    }
+    # Screening threshold 0: every local maximum qualifies and the cap fixes the candidate count.
+    thresholds = {"screening": 0.0, "segmentation": 0.5, "voxel": 0.5, "min_distance_mm": 4.0}
+    return save_bundle(
+        folder / "random-bundle",
+        nets,
+        manifest={"name": "random-weights", "modality": "T2S", "thresholds": thresholds},
+        half=False,
+    )
+
+
+def _time_two_stage(
+    bundle: str, shape: tuple[int, int, int], thickness: float, device: str, threads: int, n: int
+) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    from plkd.inference.predictor import Predictor
+
+    vol = brain_phantom(shape, thickness)
+    predictor = Predictor(bundle, device=device, max_candidates=n)
+    predictor.predict(brain_phantom((48, 48, 48), thickness, seed=1))  # warm-up: allocator, kernels
+    if predictor.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    result = predictor.predict(vol)
+    total = time.perf_counter() - t0
+    out = {
+        "method": "two-stage",
+        "input": f"{vol.shape[0]}x{vol.shape[1]}x{vol.shape[2]} @ 1x1x{thickness:g} mm",
+        "candidates": len(result.candidates),
+        "student": result.student,
+        "seconds": round(total, 3),
+        "stages": result.timings,
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "device": predictor.device.type,
+    }
+    if predictor.device.type == "cuda":
+        out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def _time_sliding_window(
+    shape: tuple[int, int, int], window: tuple[int, int, int], device: str, threads: int, limit: int
+) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    from plkd.inference.brainmask import compute_brain_mask
+    from plkd.inference.device import autocast, resolve_device
+    from plkd.inference.preprocess import prepare
+    from plkd.models import UNet3D
+
+    dev = resolve_device(device)
+    vol = brain_phantom(shape, 1.0)
+    mask, _ = compute_brain_mask(vol)
+    t0 = time.perf_counter()
+    prep = prepare(vol, mask, np.ones(3))
+    t_pre = time.perf_counter() - t0
+    net = UNet3D().eval().to(dev)
+    starts = [list(range(0, max(n - w, 0) + 1, w // 2)) for n, w in zip(prep.data.shape, window, strict=True)]
+    for s, n, w in zip(starts, prep.data.shape, window, strict=True):
+        if s[-1] + w < n:
+            s.append(n - w)
+    boxes = [(x, y, z) for x in starts[0] for y in starts[1] for z in starts[2]]
+    run = boxes if limit <= 0 else boxes[:: max(1, math.ceil(len(boxes) / limit))]
+    padded = np.pad(prep.data, [(0, max(0, w - n)) for n, w in zip(prep.data.shape, window, strict=True)])
+    acc = np.zeros(padded.shape, dtype=np.float32)
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(padded[: window[0], : window[1], : window[2]]))[None, None].to(dev)
+        net(x)  # warm-up
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for b in run:
+            sl = tuple(slice(s, s + w) for s, w in zip(b, window, strict=True))
+            x = torch.from_numpy(np.ascontiguousarray(padded[sl]))[None, None].to(dev)
+            with autocast(dev):
+                y = torch.sigmoid(net(x)["logits"].float())[0, 0]
+            acc[sl] = np.maximum(acc[sl], y.cpu().numpy())
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t_run = time.perf_counter() - t0
+    per_window = t_run / max(1, len(run))
+    out = {
+        "method": f"sliding-window 3D U-Net {window[0]}x{window[1]}x{window[2]}, 50% overlap",
+        "input": f"{prep.data.shape[0]}x{prep.data.shape[1]}x{prep.data.shape[2]} model grid (brain box)",
+        "windows": len(boxes),
+        "windows_run": len(run),
+        "extrapolated": len(run) < len(boxes),
+        "seconds": round(t_pre + per_window * len(boxes), 3),
+        "stages": {"preprocess": round(t_pre, 3), "per_window": round(per_window, 4)},
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "device": dev.type,
+    }
+    if dev.type == "cuda":
+        out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    """The results as a Markdown table."""
+    lines = [
+        "| method | input | seconds | preprocess | screen | segment | peak RSS MiB | note |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        st = r.get("stages", {})
+        note = f"{r['candidates']} candidates, {r['student']}" if "candidates" in r else ""
+        if r.get("extrapolated"):
+            note = f"extrapolated from {r['windows_run']} of {r['windows']} windows"
+        elif "windows" in r:
+            note = f"{r['windows']} windows"
+        if "ratio_vs_baseline" in r:
+            note += f"; {r['ratio_vs_baseline']}x faster than the baseline"
+        lines.append(
+            f"| {r['method']} | {r['input']} | {r['seconds']:.2f} | {st.get('preprocess', 0):.2f} | "
+            f"{st.get('screen', 0):.2f} | {st.get('segment', 0):.2f} | {r['peak_rss_mib']:.0f} | {note} |"
+        )
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    raise PLKDError("'plkd benchmark' is not implemented yet")
+    """Run the benchmark (each measurement in a fresh process) and print a Markdown table."""
+    try:
+        sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        raise PLKDError(f"--sizes must be slice thicknesses in mm separated by commas, not {args.sizes!r}") from None
+    if not sizes or any(not 0.5 <= s <= 10 for s in sizes):
+        raise PLKDError("--sizes must list slice thicknesses between 0.5 and 10 mm")
+    shape = _triple(args.shape, "--shape")
+    window = _triple(args.window, "--window")
+    from plkd.inference.device import resolve_device
+
+    resolve_device(args.device)  # fail early, with a clear message, for an unavailable device
+    rows: list[dict] = []
+    ctx = get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="plkd-bench-") as tmp:
+        bundle = str(_random_bundle(Path(tmp), args.candidates))
+        for thickness in sizes:
+            with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                rows.append(
+                    pool.submit(
+                        _time_two_stage, bundle, shape, thickness, args.device, args.threads, args.candidates
+                    ).result()
+                )
+            print(f"two-stage at {thickness:g} mm: {rows[-1]['seconds']:.2f} s", file=sys.stderr)
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            base = pool.submit(
+                _time_sliding_window, shape, window, args.device, args.threads, args.baseline_windows
+            ).result()
+    for r in rows:
+        r["ratio_vs_baseline"] = round(base["seconds"] / max(r["seconds"], 1e-9), 1)
+    rows.append(base)
+    info = {
+        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "device": args.device},
+        "weights": "random (timing only)",
+        "results": rows,
+    }
+    print(markdown(rows))
+    print("\nRandom weights (timing only); peak RSS is per measurement process.")
+    if args.json:
+        from plkd.atomic import write_json_atomic
+
+        write_json_atomic(args.json, info)
+    else:
+        print(json.dumps(info))
+    return 0

@@ -1,17 +1,172 @@
-"""``plkd demo`` (placeholder: being implemented)."""
+"""``plkd demo``: one synthetic subject end to end — simulate, predict, evaluate, draw."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from plkd.errors import PLKDError
+
+EPILOG = """\
+example:
+  plkd demo --out demo/ --factor 4
+
+Writes into OUT: the simulated input (thick slices for --factor > 1), its truth label and brain
+mask, the prediction (NAME_cmb.nii.gz + NAME_cmb.json), overview.png (green: found, red: missed,
+yellow: false alarm), candidates.png (one tile per candidate) and demo_summary.json.
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` sub-command."""
-    p = sub.add_parser("demo", help="(not implemented yet)")
+    p = sub.add_parser(
+        "demo",
+        help="simulate a subject, find its microbleeds and show the result",
+        description=(
+            "Simulate one synthetic subject with known microbleeds (optionally as a thick-slice "
+            "acquisition), run the two-stage prediction with the installed model, compare with the "
+            "truth and draw an overview and a candidate gallery."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", type=Path, default=Path("plkd-demo"), help="output folder (default: ./plkd-demo)")
+    p.add_argument("--model", metavar="BUNDLE", help="model bundle (default: the installed one)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the synthetic subject (default 1)")
+    p.add_argument(
+        "--factor", type=int, default=4, help="slice thickness in mm of the input, 1 = isotropic (default 4)"
+    )
+    p.add_argument("--n-microbleeds", type=int, default=8, help="microbleeds to plant (default 8)")
+    p.add_argument("--device", default="auto", help="compute device (default: auto)")
+    p.add_argument("--progress", default="tqdm", choices=("tqdm", "jsonl", "none"), help="progress display")
     p.set_defaults(func=run)
 
 
+def fallback_bundle() -> Path | None:
+    """The repository's tiny test bundle, for a source checkout without a shipped model."""
+    import plkd
+
+    candidate = Path(plkd.__file__).resolve().parents[2] / "Testing" / "data" / "tiny-bundle"
+    return candidate if (candidate / "manifest.json").is_file() else None
+
+
+def _find_model(model: str | None) -> tuple[Path | None, str | None]:
+    from plkd.bundle import find_default_bundle
+
+    if model:
+        return Path(model), None
+    found = find_default_bundle()
+    if found is not None:
+        return found, None
+    tiny = fallback_bundle()
+    if tiny is not None:
+        return tiny, "no trained model is installed; using the tiny TEST bundle (detects toy dark balls only)"
+    return None, None
+
+
 def run(args: argparse.Namespace) -> int:
-    raise PLKDError("'plkd demo' is not implemented yet")
+    """Run the demo; exits 0 after writing the input even when no model is installed."""
+    if not 1 <= args.factor <= 10:
+        raise PLKDError(f"--factor must be a slice thickness of 1 to 10 mm, not {args.factor}")
+    try:
+        from plkd.synth import generate_subject
+    except ImportError as exc:
+        raise PLKDError(f"the simulator needs the optional dependencies: pip install 'plkd[synth]' ({exc})") from None
+    from plkd.volumes import save_volume
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    subject = generate_subject(args.seed, n_microbleeds=args.n_microbleeds, spacing=f"1,1,{args.factor}")
+    stem = f"demo-s{args.seed}_T2S" if args.factor == 1 else f"demo-s{args.seed}-{args.factor}mm_T2S"
+    image_path = out / f"{stem}.nii.gz"
+    save_volume(image_path, subject.image.data, subject.image.affine)
+    save_volume(out / f"{stem}_truth.nii.gz", subject.label.data, subject.label.affine, dtype=np.uint8)
+    save_volume(out / f"{stem}_brainmask.nii.gz", subject.mask.data, subject.mask.affine, dtype=np.uint8)
+    print(f"simulated {image_path} ({len(subject.microbleeds)} microbleeds, {time.perf_counter() - t0:.1f} s)")
+
+    model, warning = _find_model(args.model)
+    if model is None:
+        print(
+            "no model bundle is installed yet: train one ('plkd train' + 'plkd export') or pass --model BUNDLE; "
+            f"the simulated input is in {out}"
+        )
+        return 0
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return _predict_and_report(args, subject, image_path, model, warning)
+
+
+def _predict_and_report(
+    args: argparse.Namespace, subject: Any, image_path: Path, model: Path, warning: str | None
+) -> int:
+    from plkd.atomic import write_json_atomic
+    from plkd.inference.batch import resolve_bundle
+    from plkd.inference.outputs import output_paths, write_prediction
+    from plkd.inference.overview import write_gallery, write_overview
+    from plkd.inference.predictor import Predictor
+    from plkd.metrics import evaluate_subject
+    from plkd.volumes import load_volume
+
+    bundle, model_name = resolve_bundle(model)
+    volume = load_volume(image_path)
+    mask = subject.mask.with_data(subject.mask.data)
+    predictor = Predictor(bundle, device=args.device, progress=args.progress)
+    t0 = time.perf_counter()
+    result = predictor.predict(volume, mask=mask)
+    seconds = time.perf_counter() - t0
+    if warning:
+        result.notes.append(warning)
+    write_prediction(result, volume, output_paths(image_path, args.out), model_name)
+
+    truth = subject.label.data
+    spacing = volume.spacing
+    scores = evaluate_subject(result.label_map, truth, spacing)
+    layers = outcome_layers(result.label_map, truth, spacing)
+    axis = int(np.argmax(spacing)) if np.ptp(spacing) > 1e-3 else 2
+    title = f"found {scores['TP']} of {scores['n_reference']}, false alarms {scores['FP']}"
+    write_overview(args.out / "overview.png", volume.data, layers, spacing, axis=axis, title=title)
+    write_gallery(args.out / "candidates.png", volume.data, volume.affine, result.candidates, axis=axis)
+    summary = {
+        "input": str(image_path),
+        "model": model_name,
+        "student": result.student,
+        "found": scores["TP"],
+        "of": scores["n_reference"],
+        "false_alarms": scores["FP"],
+        "F1": scores["F1"],
+        "Dice": scores["Dice"],
+        "seconds": round(seconds, 2),
+        "timings": result.timings,
+    }
+    write_json_atomic(args.out / "demo_summary.json", summary)
+    print(
+        f"found {scores['TP']} of {scores['n_reference']} microbleeds, {scores['FP']} false alarm(s), "
+        f"F1 {scores['F1']:.2f}, Dice {scores['Dice']:.2f}, {seconds:.1f} s with {result.student} "
+        f"on {predictor.device.type}"
+    )
+    print(f"pictures: {args.out / 'overview.png'}, {args.out / 'candidates.png'}")
+    return 0
+
+
+def outcome_layers(pred: np.ndarray, truth: np.ndarray, spacing: np.ndarray) -> dict[str, np.ndarray]:
+    """Masks of found and missed true microbleeds and of false alarms, by the VALDO matching rule."""
+    from plkd.metrics import valdo_match
+    from plkd.metrics.components import find_components
+
+    p = find_components(pred > 0)
+    r = find_components(truth > 0)
+    match = valdo_match(p.centres_mm(spacing), r.centres_mm(spacing))
+    found_ids = np.nonzero(match.detected)[0] + 1
+    missed_ids = np.nonzero(~match.detected)[0] + 1
+    fa_ids = np.nonzero(match.is_fp)[0] + 1
+    return {
+        "found": np.isin(r.labels, found_ids),
+        "missed": np.isin(r.labels, missed_ids),
+        "false_alarm": np.isin(p.labels, fa_ids),
+    }

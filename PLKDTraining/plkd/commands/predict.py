@@ -1,17 +1,101 @@
-"""``plkd predict`` (placeholder: being implemented)."""
+"""``plkd predict``: detect and segment microbleeds in one or many volumes."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from plkd.errors import PLKDError
+from plkd.inference.device import DEVICE_CHOICES
+
+EPILOG = """\
+examples:
+  plkd predict sub-01_T2S.nii.gz --output-dir out/
+  plkd predict scans/ --output-dir out/ --shard 0/4 --progress jsonl
+  plkd predict scan.nii.gz --output-dir click/ --at-ras 12.5,-30,8
+
+For each input NAME.nii[.gz] writes OUT/NAME_cmb.nii.gz (one integer label per microbleed, on the
+input's grid and header) and OUT/NAME_cmb.json (every candidate: centre, volume, probability, kept).
+Inputs whose two outputs exist are skipped unless --overwrite. An input that cannot be used is
+reported in one line and the others continue; the exit status is then 2 (1 for an internal error).
+"""
+
+
+def _echo(text: str) -> str | int:
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``predict`` sub-command."""
-    p = sub.add_parser("predict", help="(not implemented yet)")
+    p = sub.add_parser(
+        "predict",
+        help="detect and segment microbleeds in T2*/SWI volumes",
+        description=(
+            "Two-stage microbleed detection: a screening network proposes candidates over the whole "
+            "brain, the segmenter (the student matched to the input's slice thickness) confirms and "
+            "outlines each one. Thick-slice inputs are brought to the model grid by cubic interpolation."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI files, folders of them, or glob patterns")
+    p.add_argument("--output-dir", "-o", required=True, metavar="DIR", help="where the outputs are written")
+    p.add_argument("--model", metavar="BUNDLE", help="model bundle folder or .zip (default: the installed one)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
+    p.add_argument("--mask", metavar="MASK", help="brain mask on the input's grid (single input only)")
+    p.add_argument("--progress", default="tqdm", choices=("tqdm", "jsonl", "none"), help="progress display")
+    p.add_argument("--threshold", type=float, metavar="P", help="candidate probability threshold (default: bundle's)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--student", metavar="NAME", help="use this segmenter of the bundle (e.g. teacher, student_x4)")
+    who.add_argument(
+        "--lr-factor",
+        type=float,
+        metavar="K",
+        help="choose the student for this slice/in-plane ratio (default: measured)",
+    )
+    p.add_argument("--echo", default="rss", type=_echo, help="4-D multi-echo input: rss (default), last or echo N")
+    p.add_argument("--shard", metavar="i/n", help="process only inputs i, i+n, i+2n, ... of the sorted list")
+    p.add_argument("--overwrite", action="store_true", help="recompute inputs whose outputs already exist")
+    p.add_argument("--batch-size", type=int, default=16, help="candidate patches per network call (default 16)")
+    p.add_argument("--save-probability", action="store_true", help="also write NAME_cmb_prob.nii.gz")
+    p.add_argument("--save-model-grid", action="store_true", help="also write the label map on the model grid")
+    p.add_argument(
+        "--at-ras",
+        metavar="X,Y,Z",
+        help="segment only the microbleed at this RAS point (mm), skipping screening; always recomputed",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise PLKDError("'plkd predict' is not implemented yet")
+    """Run ``plkd predict``; 0 when every input succeeded, 2 when some failed (1: internal error)."""
+    from plkd.inference.batch import parse_ras, predict_files
+
+    if args.batch_size < 1:
+        raise PLKDError(f"--batch-size must be at least 1, not {args.batch_size}")
+    report = predict_files(
+        args.inputs,
+        args.output_dir,
+        model=args.model,
+        device=args.device,
+        mask=args.mask,
+        progress=args.progress,
+        threshold=args.threshold,
+        student=args.student,
+        lr_factor=args.lr_factor,
+        echo=args.echo,
+        shard=args.shard,
+        overwrite=args.overwrite,
+        save_probability=args.save_probability,
+        save_model_grid=args.save_model_grid,
+        at_ras=parse_ras(args.at_ras),
+        batch_size=args.batch_size,
+    )
+    n = len(report.done) + len(report.skipped) + len(report.failed)
+    summary = (
+        f"plkd predict: {len(report.done)} done, {len(report.skipped)} skipped, {len(report.failed)} failed of {n}"
+    )
+    print(summary, file=sys.stderr)
+    if not report.failed:
+        return 0
+    return 1 if report.internal else 2

@@ -1,0 +1,86 @@
+"""Candidate microbleed centres from the screening score map.
+
+A candidate is a local maximum of the score map (3×3×3 neighbourhood) above the screening
+threshold and inside the brain; candidates closer than ``min_distance_mm`` to a higher-scoring
+one are suppressed (greedy non-maximum suppression) and at most ``max_candidates`` are kept,
+highest scores first, so a noisy scan cannot make stage 2 run for ever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+#: Upper bound on candidates per scan (a scan with hundreds of microbleeds is rare; the cap
+#: only limits run time on pathological inputs and is reported in the notes when reached).
+MAX_CANDIDATES = 300
+
+
+@dataclass
+class Candidate:
+    """One candidate: continuous voxel position on the model grid and its screening score."""
+
+    position: np.ndarray
+    score: float
+
+
+def local_maxima(scores: np.ndarray, threshold: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """Indices ``(M, 3)`` of local maxima ≥ ``threshold`` (inside ``mask``), highest first."""
+    peak = scores == ndimage.maximum_filter(scores, size=3, mode="constant", cval=-np.inf)
+    keep = peak & (scores >= threshold)
+    if mask is not None:
+        keep &= mask
+    idx = np.argwhere(keep)
+    order = np.argsort(-scores[tuple(idx.T)], kind="stable")
+    return idx[order]
+
+
+def non_maximum_suppression(points_mm: np.ndarray, radius_mm: float, limit: int) -> list[int]:
+    """Greedy suppression over points already sorted by decreasing score; returns kept rows."""
+    kept: list[int] = []
+    kept_pts = np.zeros((0, 3))
+    for i, p in enumerate(points_mm):
+        if kept_pts.shape[0] and np.min(np.sum((kept_pts - p) ** 2, axis=1)) < radius_mm**2:
+            continue
+        kept.append(i)
+        kept_pts = np.vstack([kept_pts, p])
+        if len(kept) >= limit:
+            break
+    return kept
+
+
+def mask_on_score_grid(mask: np.ndarray, stride: np.ndarray) -> np.ndarray:
+    """Brain mask on the score grid: a score voxel counts if any input voxel it covers is brain."""
+    stride = np.asarray(stride, dtype=int)
+    if np.all(stride == 1):
+        return mask
+    out_shape = tuple(int(v) for v in -(-np.asarray(mask.shape) // stride))
+    pad = [(0, o * s - n) for o, s, n in zip(out_shape, stride, mask.shape, strict=True)]
+    m = np.pad(mask, pad)
+    m = m.reshape(out_shape[0], stride[0], out_shape[1], stride[1], out_shape[2], stride[2])
+    return m.any(axis=(1, 3, 5))
+
+
+def find_candidates(
+    scores: np.ndarray,
+    to_input: np.ndarray,
+    spacing: np.ndarray,
+    threshold: float,
+    min_distance_mm: float,
+    mask: np.ndarray | None = None,
+    max_candidates: int = MAX_CANDIDATES,
+) -> tuple[list[Candidate], bool]:
+    """Candidates on the model grid and whether the cap was reached.
+
+    ``to_input`` maps score-grid indices ``(M, 3)`` to model-grid voxel coordinates;
+    ``spacing`` is the model grid's voxel size (mm).
+    """
+    idx = local_maxima(scores, threshold, mask)
+    if idx.shape[0] == 0:
+        return [], False
+    positions = np.asarray(to_input(idx), dtype=np.float64).reshape(-1, 3)
+    kept = non_maximum_suppression(positions * np.asarray(spacing), min_distance_mm, max_candidates)
+    capped = len(kept) >= max_candidates and idx.shape[0] > max_candidates
+    return [Candidate(position=positions[i], score=float(scores[tuple(idx[i])])) for i in kept], capped

@@ -1,0 +1,436 @@
+"""The two-stage predictor shared by ``plkd predict``, ``plkd demo`` and the Slicer module.
+
+``Predictor.predict`` runs: brain mask → pre-processing onto the model grid → stage 1 (screening
+FCN over the whole brain → candidate centres) → stage 2 (segmenter on a patch per candidate →
+probability + voxel mask) → stitching → label map back on the input grid, one integer label per
+microbleed. ``Predictor.segment_at`` segments the microbleed at a clicked point, skipping stage 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from plkd.errors import BundleError, InputError, PLKDError
+from plkd.inference.brainmask import resolve_brain_mask
+from plkd.inference.candidates import MAX_CANDIDATES, Candidate, find_candidates, mask_on_score_grid
+from plkd.inference.device import DeviceState, resolve_device
+from plkd.inference.preprocess import PreparedVolume, prepare
+from plkd.inference.screening import DEFAULT_TILE, score_grid_to_input, score_map
+from plkd.inference.segmentation import (
+    MAX_OFFSET_MM,
+    PatchResult,
+    StitchedCandidate,
+    segment_patches,
+    select_component,
+    stitch,
+)
+from plkd.progress import Progress
+from plkd.resample import resample_array
+from plkd.volumes import Volume
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLDS = {"screening": 0.5, "segmentation": 0.5, "voxel": 0.5, "min_distance_mm": 4.0}
+DEFAULT_PATCH = (48, 48, 24)
+
+
+@dataclass
+class PredictionResult:
+    """What one prediction produced; every map is on the input grid unless named ``model_*``.
+
+    ``candidates`` holds one record per candidate (see ``docs/design.md``): ``id``, ``label``
+    (0 when not kept), ``center_ras``, ``voxels``, ``volume_mm3``, ``probability``, ``kept``,
+    plus ``screening_score`` and ``reason``.
+    """
+
+    label_map: np.ndarray
+    affine: np.ndarray
+    candidates: list[dict[str, Any]]
+    student: str
+    lr_factor: float
+    timings: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+    probability_map: np.ndarray | None = None
+    model_label_map: np.ndarray | None = None
+    model_affine: np.ndarray | None = None
+
+    @property
+    def n_microbleeds(self) -> int:
+        """Number of microbleeds (distinct labels) in :attr:`label_map`."""
+        return sum(1 for c in self.candidates if c["kept"])
+
+
+def _load_bundle(bundle: Any) -> Any:
+    if isinstance(bundle, str | os.PathLike):
+        from plkd.bundle import load_bundle
+
+        return load_bundle(Path(bundle))
+    return bundle
+
+
+class Predictor:
+    """Two-stage microbleed detection and segmentation with one model bundle.
+
+    ``threshold`` overrides the bundle's segmentation (patch probability) threshold;
+    ``progress`` is a :class:`plkd.progress.Progress` (or a mode name); networks are loaded once
+    and reused for every volume.
+    """
+
+    def __init__(
+        self,
+        bundle: Any,
+        device: str | torch.device = "auto",
+        batch_size: int = 16,
+        threshold: float | None = None,
+        progress: Progress | str | None = None,
+        *,
+        max_candidates: int = MAX_CANDIDATES,
+        tile: tuple[int, int, int] = DEFAULT_TILE,
+    ) -> None:
+        self.bundle = _load_bundle(bundle)
+        self.state = DeviceState(resolve_device(device), batch_size)
+        if isinstance(progress, str):
+            progress = Progress(progress)  # type: ignore[arg-type]
+        self.progress = progress or Progress("none")
+        thresholds = {**DEFAULT_THRESHOLDS, **(getattr(self.bundle, "thresholds", None) or {})}
+        if threshold is not None:
+            if not 0.0 <= float(threshold) <= 1.0:
+                raise PLKDError(f"--threshold must be a probability between 0 and 1, not {threshold}")
+            thresholds["segmentation"] = float(threshold)
+        self.thresholds = thresholds
+        self.max_candidates = int(max_candidates)
+        self.tile = tile
+        sizes = (self.bundle.manifest.get("patch_size") or {}).get("segmentation") or DEFAULT_PATCH
+        self.patch_size = tuple(int(v) for v in sizes)
+        self._nets: dict[str, torch.nn.Module] = {}
+
+    @property
+    def device(self) -> torch.device:
+        """The device in use (may change to the CPU after an out-of-memory error)."""
+        return self.state.device
+
+    def network(self, name: str) -> torch.nn.Module:
+        """The bundle's network ``name`` in evaluation mode (loaded once)."""
+        if name not in self._nets:
+            net = self.bundle.network(name, self.state.device)
+            net.eval()
+            self._nets[name] = net
+        return self._nets[name]
+
+    def choose_student(self, lr_factor: float, student: str | None = None) -> str:
+        """The segmenter for an input of this anisotropy ratio (or the one named)."""
+        names = self.bundle.segmenter_names()
+        if student is not None:
+            if student not in names:
+                raise PLKDError(f"the model has no segmenter {student!r}; it has {', '.join(sorted(names))}")
+            return student
+        return self.bundle.choose_segmenter(float(lr_factor))
+
+    # ------------------------------------------------------------------ whole-volume prediction
+    def predict(
+        self,
+        volume: Volume,
+        mask: Volume | None = None,
+        lr_factor: float | None = None,
+        *,
+        student: str | None = None,
+        probability: bool = False,
+        model_grid: bool = False,
+    ) -> PredictionResult:
+        """Detect and segment every microbleed in ``volume`` (see the module docstring).
+
+        ``lr_factor`` overrides the measured slice/in-plane ratio when choosing the student;
+        ``probability`` also returns the stitched voxel probability map; ``model_grid`` also
+        returns the label map on the (cropped) model grid.
+        """
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        self.progress.start("preprocess", 1)
+        prep, notes = self._prepare(volume, mask)
+        factor = prep.lr_factor if lr_factor is None else float(lr_factor)
+        name = self.choose_student(factor, student)
+        self.progress.advance()
+        timings["preprocess"] = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        fcn = self.network(self.bundle.screening_name)
+        scores = score_map(fcn, prep.data, self.state, tile=self.tile, on_tile=self._ticker("screen"))
+        stride = np.asarray(getattr(fcn, "output_stride", (1, 1, 1)), dtype=int)
+        cands, capped = find_candidates(
+            scores,
+            lambda idx: score_grid_to_input(fcn, idx),
+            prep.spacing,
+            float(self.thresholds["screening"]),
+            float(self.thresholds["min_distance_mm"]),
+            mask=mask_on_score_grid(prep.mask, stride),
+            max_candidates=self.max_candidates,
+        )
+        if capped:
+            notes.append(f"candidate count capped at {self.max_candidates}; the scan may be very noisy")
+        timings["screen"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        positions = [np.clip(c.position, 0, np.asarray(prep.data.shape) - 1) for c in cands]
+        prob_model = np.zeros(prep.data.shape, dtype=np.float32) if probability else None
+        self.progress.start("segment", len(positions))
+        results = self._segment(name, prep, positions, prob_model)
+        timings["segment"] = time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        labels_model, fate = stitch(results, prep.data.shape, float(self.thresholds["segmentation"]))
+        out = self._finish(volume, prep, name, factor, cands, positions, results, fate, labels_model, prob_model, notes)
+        timings["postprocess"] = time.perf_counter() - t3
+        timings["total"] = time.perf_counter() - t0
+        out.timings = {k: round(v, 4) for k, v in timings.items()}
+        if model_grid:
+            out.model_label_map, out.model_affine = labels_model, prep.affine
+        self.progress.finish()
+        return out
+
+    # --------------------------------------------------------------------- single click
+    def segment_at(
+        self,
+        volume: Volume,
+        ras: Sequence[float],
+        mask: Volume | None = None,
+        lr_factor: float | None = None,
+        *,
+        student: str | None = None,
+    ) -> PredictionResult:
+        """Segment the microbleed at a clicked RAS point (mm), skipping the screening stage.
+
+        The result has one candidate; its mask (label 1) is returned whatever its probability
+        (``kept`` says whether it reaches the threshold). When no voxel reaches the voxel
+        threshold near the point, half the local maximum probability is used instead (noted).
+        """
+        t0 = time.perf_counter()
+        point = np.asarray(ras, dtype=np.float64).reshape(3)
+        inv = np.linalg.inv(volume.affine)
+        vox = inv[:3, :3] @ point + inv[:3, 3]
+        if np.any(vox < -0.5) or np.any(vox > np.asarray(volume.shape) - 0.5):
+            raise InputError(f"the point {tuple(round(float(v), 2) for v in point)} (RAS mm) lies outside the image")
+        prep, notes = self._prepare(volume, mask, extra_points_ras=point[None])
+        factor = prep.lr_factor if lr_factor is None else float(lr_factor)
+        name = self.choose_student(factor, student)
+        position = np.clip(prep.ras_to_voxel(point)[0], 0, np.asarray(prep.data.shape) - 1)
+        prob_model = np.zeros(prep.data.shape, dtype=np.float32)
+        self.progress.start("segment", 1)
+        result = self._segment(name, prep, [position], prob_model)[0]
+        if result.voxels.shape[0] == 0:
+            result = self._relative_component(prob_model, position, prep, result, notes)
+        labels_model, _ = stitch([PatchResult(1.0, result.voxels, result.max_voxel_probability)], prep.data.shape, 0.0)
+        kept = result.probability >= float(self.thresholds["segmentation"])
+        reason = "clicked" if kept else "clicked (below threshold)"
+        fate = [StitchedCandidate(1 if result.voxels.shape[0] else 0, reason)]
+        cands = [Candidate(position=position, score=float("nan"))]
+        out = self._finish(volume, prep, name, factor, cands, [position], [result], fate, labels_model, None, notes)
+        # A clicked microbleed is returned even below the threshold; ``kept`` records the model's view.
+        for rec in out.candidates:
+            rec["kept"] = bool(kept and rec["label"] > 0)
+            rec["segmented"] = rec["label"] > 0
+        out.timings = {"total": round(time.perf_counter() - t0, 4)}
+        self.progress.finish()
+        return out
+
+    # --------------------------------------------------------------------------- helpers
+    def _prepare(
+        self, volume: Volume, mask: Volume | None, extra_points_ras: np.ndarray | None = None
+    ) -> tuple[PreparedVolume, list[str]]:
+        notes = list(volume.notes)
+        brain, mask_note = resolve_brain_mask(volume, mask)
+        notes.append(mask_note)
+        spacing = np.asarray(getattr(self.bundle, "spacing_mm", (1.0, 1.0, 1.0)), dtype=np.float64)
+        prep = prepare(volume, brain, spacing, extra_points_ras=extra_points_ras)
+        notes.extend(prep.notes)
+        return prep, notes
+
+    def _ticker(self, stage: str):  # noqa: ANN202 - a small closure for progress callbacks
+        def tick(done: int, total: int) -> None:
+            if done == 1:
+                self.progress.start(stage, total)
+            self.progress.advance()
+
+        return tick
+
+    def _segment(
+        self, name: str, prep: PreparedVolume, positions: list[np.ndarray], prob_model: np.ndarray | None
+    ) -> list[PatchResult]:
+        from plkd.models import patch_probability
+
+        if not positions:
+            return []
+        done = [0]
+
+        def on_batch(i: int, _n: int) -> None:
+            self.progress.advance(i - done[0])
+            done[0] = i
+
+        return segment_patches(
+            self.network(name),
+            prep.data,
+            positions,
+            self.patch_size,
+            self.state,
+            patch_probability=patch_probability,
+            voxel_threshold=float(self.thresholds["voxel"]),
+            spacing=prep.spacing,
+            probability_map=prob_model,
+            on_batch=on_batch,
+        )
+
+    def _relative_component(
+        self, prob: np.ndarray, position: np.ndarray, prep: PreparedVolume, result: PatchResult, notes: list[str]
+    ) -> PatchResult:
+        radius = np.ceil(MAX_OFFSET_MM / prep.spacing).astype(int)
+        c = np.round(position).astype(int)
+        lo, hi = np.maximum(c - radius, 0), np.minimum(c + radius + 1, prob.shape)
+        local = prob[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))]
+        peak = float(local.max()) if local.size else 0.0
+        if peak < 0.05:
+            notes.append("nothing to segment at the clicked point (the model sees no microbleed there)")
+            return result
+        comp = select_component(local, position - lo, 0.5 * peak, prep.spacing, MAX_OFFSET_MM)
+        notes.append(f"no voxel reached the voxel threshold; used half the local peak probability ({0.5 * peak:.2f})")
+        return PatchResult(result.probability, np.argwhere(comp) + lo, result.max_voxel_probability)
+
+    def _finish(
+        self,
+        volume: Volume,
+        prep: PreparedVolume,
+        student: str,
+        factor: float,
+        cands: list[Any],
+        positions: list[np.ndarray],
+        results: list[PatchResult],
+        fate: list[Any],
+        labels_model: np.ndarray,
+        prob_model: np.ndarray | None,
+        notes: list[str],
+    ) -> PredictionResult:
+        labels, kept_labels = labels_to_input(labels_model, prep, volume, notes)
+        stats = label_statistics(labels, volume.affine)
+        records: list[dict[str, Any]] = []
+        centres = prep.voxel_to_ras(np.asarray(positions).reshape(-1, 3)) if positions else np.zeros((0, 3))
+        for i, (cand, res, f) in enumerate(zip(cands, results, fate, strict=True)):
+            label = kept_labels.get(f.label, 0) if f.label else 0
+            reason = f.reason if f.label == 0 or label else "vanished on the input grid"
+            rec: dict[str, Any] = {
+                "id": i + 1,
+                "label": label,
+                "center_ras": [round(float(v), 3) for v in (stats[label]["center_ras"] if label else centres[i])],
+                "voxels": int(stats[label]["voxels"]) if label else 0,
+                "volume_mm3": round(float(stats[label]["volume_mm3"]), 3) if label else 0.0,
+                "probability": round(float(res.probability), 4),
+                "screening_score": None if cand.score != cand.score else round(float(cand.score), 4),
+                "kept": bool(label),
+                "reason": reason,
+            }
+            if f.merged_into is not None:
+                rec["merged_into"] = int(f.merged_into) + 1
+            records.append(rec)
+        prob_input = None
+        if prob_model is not None:
+            prob_input = np.zeros(volume.shape, dtype=np.float32)
+            prob_input[prep.input_box] = resample_array(
+                prob_model, prep.affine, _box_affine(volume.affine, prep.input_box), _box_shape(prep.input_box), order=1
+            )
+        for w in self.state.warnings:
+            if w not in notes:
+                notes.append(w)
+        return PredictionResult(
+            label_map=labels,
+            affine=np.asarray(volume.affine, dtype=np.float64).copy(),
+            candidates=records,
+            student=student,
+            lr_factor=round(float(factor), 4),
+            timings={},
+            notes=notes,
+            probability_map=prob_input,
+        )
+
+
+def _box_affine(affine: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:
+    out = np.asarray(affine, dtype=np.float64).copy()
+    start = np.array([s.start for s in box], dtype=np.float64)
+    out[:3, 3] = out[:3, :3] @ start + out[:3, 3]
+    return out
+
+
+def _box_shape(box: tuple[slice, slice, slice]) -> tuple[int, int, int]:
+    return tuple(int(s.stop - s.start) for s in box)  # type: ignore[return-value]
+
+
+def labels_to_input(
+    labels_model: np.ndarray, prep: PreparedVolume, volume: Volume, notes: list[str]
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Model-grid labels → input grid (nearest neighbour through RAS), relabelled 1..N.
+
+    A microbleed smaller than the input's voxels can miss every input voxel centre; it then
+    keeps the one input voxel containing its centre of mass, so a detection is never lost by
+    resampling alone. Returns the map and ``{model label: input label}`` for labels that remain.
+    """
+    n_model = int(labels_model.max()) if labels_model.size else 0
+    dtype = np.int16 if n_model < np.iinfo(np.int16).max else np.int32
+    out = np.zeros(volume.shape, dtype=dtype)
+    if n_model == 0:
+        return out, {}
+    box_affine = _box_affine(volume.affine, prep.input_box)
+    sub = resample_array(labels_model.astype(np.int32), prep.affine, box_affine, _box_shape(prep.input_box), order=0)
+    present = set(np.unique(sub).tolist()) - {0}
+    lost = [k for k in range(1, n_model + 1) if k not in present]
+    if lost:
+        coms = ndimage.center_of_mass(labels_model > 0, labels_model, lost)
+        inv = np.linalg.inv(box_affine) @ prep.affine
+        rescued = 0
+        for k, com in zip(lost, coms, strict=True):
+            v = np.round(inv[:3, :3] @ np.asarray(com) + inv[:3, 3]).astype(int)
+            if np.all(v >= 0) and np.all(v < sub.shape) and sub[tuple(v)] == 0:
+                sub[tuple(v)] = k
+                rescued += 1
+        if rescued:
+            notes.append(f"{rescued} microbleed(s) smaller than an input voxel kept as the voxel holding their centre")
+    remaining = sorted(set(np.unique(sub).tolist()) - {0})
+    mapping = {old: new for new, old in enumerate(remaining, start=1)}
+    lut = np.zeros(n_model + 1, dtype=dtype)
+    for old, new in mapping.items():
+        lut[old] = new
+    out[prep.input_box] = lut[sub]
+    return out, mapping
+
+
+def label_statistics(labels: np.ndarray, affine: np.ndarray) -> dict[int, dict[str, Any]]:
+    """Voxel count, volume (mm³) and centre of mass (RAS mm) of every label 1..N."""
+    idx = np.nonzero(labels)
+    if not idx[0].size:
+        return {}
+    values = labels[idx].astype(np.int64)
+    n = int(values.max())
+    counts = np.bincount(values, minlength=n + 1)
+    voxel_mm3 = float(abs(np.linalg.det(np.asarray(affine)[:3, :3])))
+    out: dict[int, dict[str, Any]] = {}
+    sums = np.stack([np.bincount(values, weights=ax, minlength=n + 1) for ax in idx], axis=1)
+    for k in range(1, n + 1):
+        if counts[k] == 0:
+            continue
+        centre_vox = sums[k] / counts[k]
+        centre = np.asarray(affine)[:3, :3] @ centre_vox + np.asarray(affine)[:3, 3]
+        out[k] = {"voxels": int(counts[k]), "volume_mm3": counts[k] * voxel_mm3, "center_ras": centre.tolist()}
+    return out
+
+
+def bundle_error_if_missing(bundle: Any) -> None:
+    """Raise :class:`BundleError` when a bundle lacks a screening network or a segmenter."""
+    if not getattr(bundle, "screening_name", None):
+        raise BundleError("the model bundle has no screening network")
+    if not bundle.segmenter_names():
+        raise BundleError("the model bundle has no segmentation network")

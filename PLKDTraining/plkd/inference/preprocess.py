@@ -1,0 +1,133 @@
+"""Bring an input volume to the network's model grid, exactly as training prepares its data.
+
+Steps: brain mask → crop to the brain's bounding box (plus a margin) → move the slice axis
+(the largest voxel size) to the last array axis, Z → cubic resampling to the bundle's voxel
+size (the paper's "SR" step for thick-slice inputs) → ``normalise_intensity(data, mask)``.
+
+The result keeps a voxel-to-RAS affine, so any position on the model grid maps back to the
+input through world coordinates; this also undoes the transposition without extra book-keeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from plkd.normalise import normalise_intensity
+from plkd.resample import grid_with_spacing, resample_array
+from plkd.volumes import Volume, anisotropy_ratio, slice_axis, spacing_from_affine
+
+#: Margin (mm) kept around the brain's bounding box when cropping.
+CROP_MARGIN_MM = 8.0
+#: Below this slice/in-plane ratio a volume counts as isotropic and keeps its axis order.
+ISOTROPIC_RATIO = 1.2
+#: Relative voxel-size difference below which no resampling is done.
+SPACING_TOLERANCE = 0.01
+
+
+@dataclass
+class PreparedVolume:
+    """A normalised volume on the model grid, restricted to the brain's bounding box.
+
+    ``data`` and ``mask`` are ``(X, Y, Z)`` with Z the slice axis; ``affine`` maps their
+    voxel indices to RAS mm.
+    """
+
+    data: np.ndarray
+    mask: np.ndarray
+    affine: np.ndarray
+    lr_factor: float
+    permutation: tuple[int, int, int]
+    input_box: tuple[slice, slice, slice]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size of the model grid (mm)."""
+        return spacing_from_affine(self.affine)
+
+    def ras_to_voxel(self, ras: np.ndarray) -> np.ndarray:
+        """RAS mm ``(n, 3)`` → continuous voxel indices on this grid."""
+        pts = np.atleast_2d(np.asarray(ras, dtype=np.float64))
+        inv = np.linalg.inv(self.affine)
+        return pts @ inv[:3, :3].T + inv[:3, 3]
+
+    def voxel_to_ras(self, vox: np.ndarray) -> np.ndarray:
+        """Voxel indices ``(n, 3)`` on this grid → RAS mm."""
+        pts = np.atleast_2d(np.asarray(vox, dtype=np.float64))
+        return pts @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+
+def crop_box(
+    mask: np.ndarray, affine: np.ndarray, margin_mm: float = CROP_MARGIN_MM, points_vox: np.ndarray | None = None
+) -> tuple[slice, slice, slice]:
+    """Bounding box of ``mask`` (and of any extra voxel positions) grown by ``margin_mm``."""
+    idx = np.argwhere(mask)
+    if points_vox is not None and len(points_vox):
+        idx = np.vstack([idx, np.round(np.atleast_2d(points_vox)).astype(int)])
+    margin = np.ceil(margin_mm / spacing_from_affine(affine)).astype(int)
+    lo = np.maximum(idx.min(axis=0) - margin, 0)
+    hi = np.minimum(idx.max(axis=0) + margin + 1, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))  # type: ignore[return-value]
+
+
+def prepare(
+    volume: Volume,
+    brain_mask: np.ndarray,
+    model_spacing: np.ndarray,
+    extra_points_ras: np.ndarray | None = None,
+) -> PreparedVolume:
+    """Crop, transpose, resample and normalise ``volume`` for the networks (see module doc)."""
+    notes: list[str] = []
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    lr_factor = anisotropy_ratio(affine)
+
+    points_vox = None
+    if extra_points_ras is not None:
+        inv = np.linalg.inv(affine)
+        points_vox = np.atleast_2d(extra_points_ras) @ inv[:3, :3].T + inv[:3, 3]
+        points_vox = np.clip(points_vox, 0, np.asarray(volume.shape) - 1)
+    box = crop_box(brain_mask, affine, points_vox=points_vox)
+    data = volume.data[box]
+    mask = brain_mask[box]
+    start = np.array([s.start for s in box], dtype=np.float64)
+    affine = affine.copy()
+    affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+
+    perm: tuple[int, int, int] = (0, 1, 2)
+    if lr_factor >= ISOTROPIC_RATIO:
+        axis = slice_axis(affine)
+        perm = tuple([a for a in range(3) if a != axis] + [axis])  # type: ignore[assignment]
+        if perm != (0, 1, 2):
+            data = np.transpose(data, perm)
+            mask = np.transpose(mask, perm)
+            affine = affine[:, list(perm) + [3]]
+            notes.append(f"moved the slice axis (array axis {axis}) to Z for the networks")
+
+    target = np.broadcast_to(np.asarray(model_spacing, dtype=np.float64), (3,))
+    spacing = spacing_from_affine(affine)
+    if np.any(np.abs(spacing - target) > SPACING_TOLERANCE * target):
+        new_affine, new_shape = grid_with_spacing(affine, data.shape, target)
+        data = resample_array(data, affine, new_affine, new_shape, order=3, cval=0.0)
+        mask = resample_array(mask.astype(np.float32), affine, new_affine, new_shape, order=1, cval=0.0) >= 0.5
+        notes.append(
+            "resampled from {} mm to {} mm (cubic)".format(
+                "x".join(f"{s:.3g}" for s in spacing), "x".join(f"{s:.3g}" for s in target)
+            )
+        )
+        affine = new_affine
+    if not mask.any():
+        # A brain thinner than one model voxel: keep the whole cropped box rather than nothing.
+        mask = np.ones(data.shape, dtype=bool)
+        notes.append("the brain mask vanished on the model grid; the whole field of view was used")
+    data = normalise_intensity(data, mask)
+    return PreparedVolume(
+        data=np.ascontiguousarray(data, dtype=np.float32),
+        mask=np.ascontiguousarray(mask, dtype=bool),
+        affine=affine,
+        lr_factor=lr_factor,
+        permutation=perm,
+        input_box=box,
+        notes=notes,
+    )

@@ -1,0 +1,175 @@
+"""Stage 2: the segmenter on a fixed-size patch around each candidate, batched, then stitched.
+
+Each candidate gives a patch probability (``plkd.models.patch_probability``) and a voxel mask:
+the 6-connected component (the connectivity the metrics use) of ``sigmoid ≥ voxel threshold``
+that contains the candidate centre, or the nearest one within ``max_offset_mm``. Kept
+candidates are stitched highest probability first; a component overlapping an already placed
+microbleed is the same microbleed seen twice and is merged into it (duplicate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from plkd.inference.device import DeviceState, autocast
+
+#: The component chosen for a candidate may lie at most this far (mm) from its centre.
+MAX_OFFSET_MM = 4.0
+
+
+@dataclass
+class PatchResult:
+    """Stage-2 outcome for one candidate position on the model grid."""
+
+    probability: float
+    voxels: np.ndarray  # (K, 3) int model-grid indices of its component (K may be 0)
+    max_voxel_probability: float
+
+
+def patch_origin(position: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Index of the first voxel of the patch centred on ``position`` (centre voxel = size // 2)."""
+    return np.round(np.asarray(position, dtype=np.float64)).astype(int) - np.asarray(size, dtype=int) // 2
+
+
+def extract_patch(data: np.ndarray, origin: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """The ``size`` block of ``data`` starting at ``origin``; outside the volume is 0 (padding)."""
+    out = np.zeros(tuple(int(s) for s in size), dtype=np.float32)
+    lo = np.maximum(origin, 0)
+    hi = np.minimum(origin + np.asarray(size), data.shape)
+    if np.any(hi <= lo):
+        return out
+    src = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    dst = tuple(slice(int(a - o), int(b - o)) for a, b, o in zip(lo, hi, origin, strict=True))
+    out[dst] = data[src]
+    return out
+
+
+def select_component(
+    prob: np.ndarray, centre: np.ndarray, voxel_threshold: float, spacing: np.ndarray, max_offset_mm: float
+) -> np.ndarray:
+    """Boolean mask of the component containing (or nearest to) ``centre`` in a patch."""
+    fg = prob >= voxel_threshold
+    if not fg.any():
+        return fg
+    labels, n = ndimage.label(fg)
+    c = tuple(int(v) for v in np.clip(np.round(centre), 0, np.asarray(prob.shape) - 1))
+    label = int(labels[c])
+    if label == 0:
+        pts = np.argwhere(fg)
+        d2 = np.sum(((pts - np.asarray(centre)) * np.asarray(spacing)) ** 2, axis=1)
+        best = int(np.argmin(d2))
+        if d2[best] > max_offset_mm**2:
+            return np.zeros_like(fg)
+        label = int(labels[tuple(pts[best])])
+    return labels == label
+
+
+def segment_patches(
+    net: torch.nn.Module,
+    data: np.ndarray,
+    positions: Sequence[np.ndarray],
+    patch_size: Sequence[int],
+    state: DeviceState,
+    *,
+    patch_probability: Callable[[torch.Tensor], torch.Tensor],
+    voxel_threshold: float,
+    spacing: np.ndarray,
+    max_offset_mm: float = MAX_OFFSET_MM,
+    probability_map: np.ndarray | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> list[PatchResult]:
+    """Run the segmenter on a patch around every position (batched, with OOM fallback).
+
+    When ``probability_map`` (model grid) is given, voxel probabilities are stitched into it
+    with the maximum over overlapping patches.
+    """
+    size = np.asarray(patch_size, dtype=int)
+    results: list[PatchResult] = []
+    shape = np.asarray(data.shape)
+    i = 0
+    while i < len(positions):
+        origins = [patch_origin(p, size) for p in positions[i : i + state.batch_size]]
+        batch = np.stack([extract_patch(data, o, size) for o in origins])[:, None]
+
+        def work(device: torch.device, bs: int, batch: np.ndarray = batch) -> tuple[np.ndarray, np.ndarray]:
+            # ``bs`` may have shrunk after an out-of-memory error: run this batch in chunks of it.
+            net.to(device)
+            probs, maps = [], []
+            for k in range(0, batch.shape[0], bs):
+                with torch.inference_mode(), autocast(device):
+                    logits = net(torch.from_numpy(batch[k : k + bs]).to(device))["logits"].float()
+                probs.append(patch_probability(logits).float().cpu().numpy().reshape(-1))
+                maps.append(torch.sigmoid(logits)[:, 0].cpu().numpy())
+            return np.concatenate(probs), np.concatenate(maps)
+
+        probs, voxel_probs = state.run(work)
+        for origin, p, vp in zip(origins, probs, voxel_probs, strict=True):
+            centre = np.asarray(positions[len(results)]) - origin
+            comp = select_component(vp, centre, voxel_threshold, spacing, max_offset_mm)
+            vox = np.argwhere(comp) + origin
+            inside = np.all((vox >= 0) & (vox < shape), axis=1)
+            results.append(PatchResult(probability=float(p), voxels=vox[inside], max_voxel_probability=float(vp.max())))
+            if probability_map is not None:
+                _stitch_max(probability_map, vp, origin)
+        i += len(origins)
+        if on_batch is not None:
+            on_batch(i, len(positions))
+    return results
+
+
+def _stitch_max(target: np.ndarray, patch: np.ndarray, origin: np.ndarray) -> None:
+    lo = np.maximum(origin, 0)
+    hi = np.minimum(origin + np.asarray(patch.shape), target.shape)
+    if np.any(hi <= lo):
+        return
+    dst = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    src = tuple(slice(int(a - o), int(b - o)) for a, b, o in zip(lo, hi, origin, strict=True))
+    target[dst] = np.maximum(target[dst], patch[src])
+
+
+@dataclass
+class StitchedCandidate:
+    """How one candidate ended: its label on the model grid (0 = not kept) and why."""
+
+    label: int
+    reason: str
+    merged_into: int | None = None
+
+
+def stitch(
+    results: Sequence[PatchResult], shape: tuple[int, ...], threshold: float
+) -> tuple[np.ndarray, list[StitchedCandidate]]:
+    """Label map on the model grid (1..N) and each candidate's fate, in input order.
+
+    Candidates are placed by decreasing probability; a component that touches an already
+    placed microbleed is merged into it (its voxels added) and reported as a duplicate.
+    """
+    labels = np.zeros(shape, dtype=np.int32)
+    fate = [StitchedCandidate(0, "") for _ in results]
+    owner: dict[int, int] = {}
+    for i in sorted(range(len(results)), key=lambda k: -results[k].probability):
+        r = results[i]
+        if r.probability < threshold:
+            fate[i] = StitchedCandidate(0, "below threshold")
+            continue
+        if r.voxels.shape[0] == 0:
+            fate[i] = StitchedCandidate(0, "no voxel above the voxel threshold near the centre")
+            continue
+        idx = tuple(r.voxels.T)
+        existing = labels[idx]
+        hit = existing[existing > 0]
+        if hit.size:
+            target = int(np.bincount(hit).argmax())
+            labels[idx] = np.where(existing == 0, target, existing)
+            fate[i] = StitchedCandidate(0, "duplicate", merged_into=owner[target])
+            continue
+        new = len(owner) + 1
+        labels[idx] = new
+        owner[new] = i
+        fate[i] = StitchedCandidate(new, "kept")
+    return labels, fate

@@ -1,0 +1,157 @@
+"""``plkd predict`` from the command line: outputs, sharding, skipping, progress and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from plkd.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
+CASE = ROOT / "Testing" / "data" / "tiny-case" / "tiny_T2S.nii.gz"
+
+
+def _predict(*args: str) -> int:
+    return main(["predict", *args, "--model", str(BUNDLE), "--device", "cpu", "--progress", "none"])
+
+
+def _outputs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _copy_cases(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True)
+    return [Path(shutil.copy(CASE, folder / f"sub-{i:02d}_T2S.nii.gz")) for i in range(n)]
+
+
+def test_predict_writes_label_map_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _predict(str(CASE), "--output-dir", str(out), "--save-probability") == 0
+    assert _outputs(out) == ["tiny_T2S_cmb.json", "tiny_T2S_cmb.nii.gz", "tiny_T2S_cmb_prob.nii.gz"]
+    src, lab = nib.load(str(CASE)), nib.load(str(out / "tiny_T2S_cmb.nii.gz"))
+    assert lab.shape == src.shape
+    np.testing.assert_array_equal(lab.affine, src.affine)
+    assert np.issubdtype(lab.get_data_dtype(), np.integer)
+    doc = json.loads((out / "tiny_T2S_cmb.json").read_text())
+    assert set(doc) >= {"input", "model", "student", "lr_factor", "n_microbleeds", "candidates", "timings", "notes"}
+    kept = [c for c in doc["candidates"] if c["kept"]]
+    assert doc["n_microbleeds"] == len(kept) == int(np.asarray(lab.dataobj).max()) == 3
+    assert sorted(c["label"] for c in kept) == [1, 2, 3]
+    assert all(
+        set(c) >= {"id", "label", "center_ras", "voxels", "volume_mm3", "probability", "kept"}
+        for c in doc["candidates"]
+    )
+
+
+def test_sharding_is_a_deterministic_partition(tmp_path: Path) -> None:
+    _copy_cases(tmp_path / "in", 5)
+    for i in range(2):
+        assert _predict(str(tmp_path / "in"), "--output-dir", str(tmp_path / f"o{i}"), "--shard", f"{i}/2") == 0
+    names0 = {n for n in _outputs(tmp_path / "o0") if n.endswith(".json")}
+    names1 = {n for n in _outputs(tmp_path / "o1") if n.endswith(".json")}
+    assert names0 == {f"sub-{i:02d}_T2S_cmb.json" for i in (0, 2, 4)}
+    assert names1 == {f"sub-{i:02d}_T2S_cmb.json" for i in (1, 3)}
+    assert main(["predict", str(CASE), "-o", str(tmp_path / "x"), "--shard", "2/2", "--model", str(BUNDLE)]) == 2
+
+
+def test_finished_outputs_are_skipped_unless_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert _predict(str(CASE), "-o", str(out)) == 0
+    label = out / "tiny_T2S_cmb.nii.gz"
+    label.write_bytes(b"sentinel")  # a skipped input must not be touched
+    assert _predict(str(CASE), "-o", str(out)) == 0
+    assert label.read_bytes() == b"sentinel"
+    assert "1 skipped" in capsys.readouterr().err
+    assert _predict(str(CASE), "-o", str(out), "--overwrite") == 0
+    assert nib.load(str(label)).shape == nib.load(str(CASE)).shape
+
+
+def test_progress_lines_are_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["predict", str(CASE), "-o", str(tmp_path), "--model", str(BUNDLE), "--device", "cpu", "--progress", "jsonl"]
+    assert main(argv) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    records = [json.loads(ln) for ln in lines]
+    stages = {r["stage"] for r in records if "done" in r}
+    assert {"load", "preprocess", "screen", "segment", "write"} <= stages
+    assert all(0 <= r["done"] <= r["total"] for r in records if "done" in r)
+
+
+def _write(path: Path, data: np.ndarray, zooms: tuple[float, ...] = (1.0, 1.0, 1.0)) -> Path:
+    affine = np.diag([*zooms[:3], 1.0])
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    good = np.asarray(nib.load(str(CASE)).dataobj).astype(np.float32)
+    nan = good.copy()
+    nan[3, 3, 3] = np.nan
+    corrupt_bundle = tmp / "corrupt-bundle"
+    shutil.copytree(BUNDLE, corrupt_bundle)
+    weights = next(corrupt_bundle.glob("*.pt"))
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    return {
+        "missing": ([str(tmp / "nope.nii.gz")], "not found"),
+        "2d": ([str(_write(tmp / "flat.nii.gz", good[:, :, 0]))], "2-D"),
+        "5d": ([str(_write(tmp / "five.nii.gz", good[..., None, None].repeat(2, 3).repeat(2, 4)))], "5-D"),
+        "nan": ([str(_write(tmp / "nan.nii.gz", nan))], "NaN"),
+        "constant": ([str(_write(tmp / "const.nii.gz", np.full((20, 20, 20), 7, np.float32)))], "constant"),
+        "spacing": ([str(_write(tmp / "huge.nii.gz", good, (1.0, 1.0, 80.0)))], "absurd voxel spacing"),
+        "empty-mask": (
+            [str(CASE), "--mask", str(_write(tmp / "m0.nii.gz", np.zeros(good.shape, np.uint8)))],
+            "empty",
+        ),
+        "mask-grid": (
+            [str(CASE), "--mask", str(_write(tmp / "m1.nii.gz", np.ones((10, 10, 10), np.uint8)))],
+            "does not match",
+        ),
+        "bundle": ([str(CASE), "--model", str(corrupt_bundle)], "checksum"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "2d", "5d", "nan", "constant", "spacing", "empty-mask", "mask-grid", "bundle"]
+)
+def test_bad_input_gives_one_line_and_no_output(tmp_path: Path, capsys: pytest.CaptureFixture, case: str) -> None:
+    args, expected = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "out"
+    model = [] if "--model" in args else ["--model", str(BUNDLE)]
+    code = main(["predict", *args, "-o", str(out), *model, "--device", "cpu", "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code != 0
+    errors = [ln for ln in err.splitlines() if ln.startswith("plkd: error:")]
+    assert len(errors) == 1 and expected.lower() in errors[0].lower(), err
+    assert "Traceback" not in err
+    assert not list(out.glob("*")) if out.exists() else True  # no outputs, no partial files
+
+
+def test_one_bad_input_does_not_stop_the_others(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "in").mkdir()
+    shutil.copy(CASE, tmp_path / "in" / "a_T2S.nii.gz")
+    (tmp_path / "in" / "b_T2S.nii.gz").write_bytes(b"not a nifti")
+    assert _predict(str(tmp_path / "in"), "-o", str(tmp_path / "out")) == 2
+    assert _outputs(tmp_path / "out") == ["a_T2S_cmb.json", "a_T2S_cmb.nii.gz"]
+    assert "b_T2S.nii.gz" in capsys.readouterr().err
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    import plkd.bundle
+
+    monkeypatch.setattr(plkd.bundle, "find_default_bundle", lambda modality="T2S": None)
+    assert main(["predict", str(CASE), "-o", str(tmp_path)]) == 2
+    assert "plkd: error: no model bundle found" in capsys.readouterr().err
+
+
+def test_at_ras_segments_one_point(tmp_path: Path) -> None:
+    truth = json.loads((CASE.parent / "truth.json").read_text())
+    x, y, z = truth["centres_ras"][0]
+    assert _predict(str(CASE), "-o", str(tmp_path), "--at-ras", f"{x},{y},{z}") == 0
+    doc = json.loads((tmp_path / "tiny_T2S_cmb.json").read_text())
+    assert len(doc["candidates"]) == 1 and doc["candidates"][0]["label"] == 1
+    assert main(["predict", str(CASE), "-o", str(tmp_path), "--at-ras", "1,2", "--model", str(BUNDLE)]) == 2

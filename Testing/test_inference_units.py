@@ -1,0 +1,137 @@
+"""Unit tests of the inference building blocks: tiling, candidates, stitching, masks, geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from plkd.errors import InputError
+from plkd.inference.brainmask import compute_brain_mask, resolve_brain_mask
+from plkd.inference.candidates import find_candidates, mask_on_score_grid, non_maximum_suppression
+from plkd.inference.device import DeviceState, resolve_device
+from plkd.inference.preprocess import prepare
+from plkd.inference.screening import score_map
+from plkd.inference.segmentation import PatchResult, extract_patch, select_component, stitch
+from plkd.models import ScreeningFCN
+from plkd.volumes import Volume
+
+
+def test_tiled_screening_equals_whole_volume(rng: np.random.Generator) -> None:
+    torch.manual_seed(0)
+    net = ScreeningFCN(width=4).eval()
+    data = rng.normal(size=(61, 50, 37)).astype(np.float32)
+    state = DeviceState(torch.device("cpu"), 4)
+    whole = score_map(net, data, state, tile=(256, 256, 256))
+    tiled = score_map(net, data, state, tile=(40, 36, 30), margin=12)
+    assert whole.shape == (31, 25, 19)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_candidates_are_local_maxima_with_suppression() -> None:
+    scores = np.zeros((20, 20, 20), dtype=np.float32)
+    scores[5, 5, 5] = 0.9
+    scores[6, 5, 5] = 0.8  # neighbour of the first: not a local maximum
+    scores[5, 7, 5] = 0.85  # a local maximum 2 voxels (4 mm at stride 2) away: suppressed within 5 mm
+    scores[15, 15, 15] = 0.7
+    scores[10, 10, 10] = 0.3  # below threshold
+    cands, capped = find_candidates(scores, lambda idx: idx * 2.0, np.ones(3), 0.5, 5.0)
+    assert [tuple(c.position) for c in cands] == [(10, 10, 10), (30, 30, 30)]
+    assert [round(c.score, 2) for c in cands] == [0.9, 0.7]
+    assert not capped
+    cands, capped = find_candidates(scores, lambda idx: idx * 2.0, np.ones(3), 0.5, 5.0, max_candidates=1)
+    assert len(cands) == 1 and capped
+
+
+def test_nms_keeps_distant_points() -> None:
+    pts = np.array([[0, 0, 0], [3, 0, 0], [5, 0, 0], [0, 9, 0]], dtype=float)
+    assert non_maximum_suppression(pts, 4.0, 10) == [0, 2, 3]
+
+
+def test_mask_on_score_grid_any_voxel() -> None:
+    mask = np.zeros((5, 4, 4), dtype=bool)
+    mask[4, 3, 0] = True
+    m = mask_on_score_grid(mask, np.array([2, 2, 2]))
+    assert m.shape == (3, 2, 2)
+    assert m[2, 1, 0] and m.sum() == 1
+
+
+def test_extract_patch_pads_outside() -> None:
+    data = np.arange(4 * 4 * 4, dtype=np.float32).reshape(4, 4, 4) + 1
+    patch = extract_patch(data, np.array([-2, -2, -2]), (4, 4, 4))
+    assert patch[2, 2, 2] == data[0, 0, 0]
+    assert patch[0, 0, 0] == 0 and patch[1, 3, 3] == 0
+    assert np.count_nonzero(patch) == 8
+
+
+def test_select_component_prefers_centre_then_nearest() -> None:
+    prob = np.zeros((20, 20, 10), dtype=np.float32)
+    prob[9:11, 9:11, 4:6] = 0.9  # at the centre
+    prob[2:4, 2:4, 4:6] = 0.9  # far away
+    comp = select_component(prob, np.array([10.0, 10.0, 5.0]), 0.5, np.ones(3), 4.0)
+    assert comp.sum() == 8 and comp[9, 9, 4]
+    comp = select_component(prob, np.array([13.0, 10.0, 5.0]), 0.5, np.ones(3), 4.0)  # 3 mm off: nearest
+    assert comp.sum() == 8 and comp[10, 10, 5]
+    comp = select_component(prob, np.array([17.0, 17.0, 5.0]), 0.5, np.ones(3), 4.0)  # nothing within 4 mm
+    assert not comp.any()
+
+
+def test_stitch_merges_duplicates_and_rejects_low_probability() -> None:
+    a = np.array([[1, 1, 1], [1, 1, 2]])
+    b = np.array([[1, 1, 2], [1, 1, 3]])  # overlaps a: same microbleed
+    c = np.array([[5, 5, 5]])
+    results = [
+        PatchResult(0.7, b, 0.9),
+        PatchResult(0.9, a, 0.9),
+        PatchResult(0.2, c, 0.9),
+        PatchResult(0.8, c[:0], 0.1),
+    ]
+    labels, fate = stitch(results, (8, 8, 8), 0.5)
+    assert labels.max() == 1 and np.count_nonzero(labels) == 3  # a ∪ b
+    assert fate[1].label == 1 and fate[1].reason == "kept"
+    assert fate[0].label == 0 and fate[0].reason == "duplicate" and fate[0].merged_into == 1
+    assert fate[2].reason == "below threshold"
+    assert fate[3].label == 0 and "no voxel" in fate[3].reason
+
+
+def test_brain_mask_nonzero_region_and_fallback(rng: np.random.Generator) -> None:
+    grid = np.indices((40, 40, 30)).astype(float)
+    inside = ((grid[0] - 20) / 14) ** 2 + ((grid[1] - 20) / 14) ** 2 + ((grid[2] - 15) / 10) ** 2 <= 1
+    stripped = np.where(inside, 100 + rng.normal(0, 5, inside.shape), 0).astype(np.float32)
+    mask, note = compute_brain_mask(Volume(stripped, np.eye(4)))
+    assert "non-zero" in note and np.array_equal(mask, inside)
+    raw = (stripped + 10 + rng.normal(0, 2, inside.shape)).astype(np.float32)  # no exact zeros
+    mask, note = compute_brain_mask(Volume(raw, np.eye(4)))
+    assert "fallback" in note
+    dice = 2 * np.sum(mask & inside) / (mask.sum() + inside.sum())
+    assert dice > 0.9
+
+
+def test_given_mask_must_match_and_be_non_empty() -> None:
+    vol = Volume(np.ones((8, 8, 8), dtype=np.float32), np.eye(4))
+    with pytest.raises(InputError, match="empty"):
+        resolve_brain_mask(vol, Volume(np.zeros((8, 8, 8), dtype=np.float32), np.eye(4)))
+    with pytest.raises(InputError, match="does not match"):
+        resolve_brain_mask(vol, Volume(np.ones((8, 8, 7), dtype=np.float32), np.eye(4)))
+
+
+def test_prepare_moves_slice_axis_last_and_keeps_world_coordinates(rng: np.random.Generator) -> None:
+    affine = np.array([[0.0, 0.0, -1.0, 10.0], [3.0, 0.0, 0.0, -5.0], [0.0, 1.0, 0.0, 2.0], [0, 0, 0, 1]])
+    data = rng.normal(10, 1, size=(12, 30, 30)).astype(np.float32)
+    prep = prepare(Volume(data, affine), np.ones(data.shape, dtype=bool), np.ones(3))
+    assert prep.permutation == (1, 2, 0)
+    assert round(prep.lr_factor, 6) == 3.0
+    np.testing.assert_allclose(prep.spacing, 1.0)
+    # The model grid's voxel (0, 0, 0) is inside the input's field of view, near its first corner.
+    corner_in = affine @ np.array([-0.5, -0.5, -0.5, 1.0])
+    corner_model = prep.affine @ np.array([-0.5, -0.5, -0.5, 1.0])
+    np.testing.assert_allclose(corner_model[:3], corner_in[:3], atol=1e-6)
+    assert prep.data.shape == (30, 30, 36)
+
+
+def test_unknown_or_missing_device_is_a_user_error() -> None:
+    from plkd.errors import PLKDError
+
+    with pytest.raises(PLKDError, match="unknown device"):
+        resolve_device("tpu")
+    assert resolve_device("cpu").type == "cpu"
