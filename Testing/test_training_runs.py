@@ -40,12 +40,11 @@ def data_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def full_run(data_root, tmp_path_factory) -> Path:
-    """``plkd train all`` with the tiny configuration (a few steps per stage)."""
+    """``plkd train all`` with the tiny configuration (a few steps per stage), one subject for validation."""
     run = tmp_path_factory.mktemp("run") / "run"
-    assert (
-        main(["train", "all", "--data", str(data_root), "--out", str(run), "--config", "tiny", "--progress", "none"])
-        == 0
-    )
+    validation = ["data.val_fraction=0.34", "screening.val_every=2", "teacher.val_every=2", "students.val_every=2"]
+    args = ["train", "all", "--data", str(data_root), "--out", str(run), "--config", "tiny", "--progress", "none"]
+    assert main(args + [f"--set={s}" for s in validation]) == 0
     return run
 
 

@@ -24,7 +24,9 @@ Ctrl-C saves a checkpoint first (exit code 130).
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """``--config``, ``--set``, ``--seed``, ``--device``, ``--amp``, ``--compile`` (shared with ``plkd cv``)."""
     p.add_argument(
-        "--config", metavar="FILE", help="YAML file overriding plkd/configs/default.yaml ('tiny' for a demo)"
+        "--config",
+        metavar="FILE",
+        help="YAML file overriding plkd/configs/default.yaml (or a shipped preset: default, cpu, tiny)",
     )
     p.add_argument(
         "--set",

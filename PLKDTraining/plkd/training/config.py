@@ -30,11 +30,20 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
+def packaged_configs() -> list[str]:
+    """Names of the configurations shipped with plkd (``default``, ``cpu``, ``tiny``, ...)."""
+    return sorted(
+        p.name[: -len(".yaml")]
+        for p in resources.files("plkd").joinpath("configs").iterdir()
+        if p.name.endswith(".yaml")
+    )
+
+
 def packaged_config(name: str) -> Path:
-    """Path of a configuration shipped with plkd (``"default"`` or ``"tiny"``)."""
+    """Path of a configuration shipped with plkd (see :func:`packaged_configs`)."""
     path = Path(str(resources.files("plkd") / "configs" / f"{name}.yaml"))
     if not path.is_file():
-        raise ConfigError(f"no packaged configuration {name!r} (try 'default' or 'tiny')")
+        raise ConfigError(f"no packaged configuration {name!r} (shipped: {', '.join(packaged_configs())})")
     return path
 
 
@@ -148,11 +157,11 @@ def parse_set(items: Iterable[str]) -> list[tuple[str, str]]:
 def load_config(
     path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = (), base: Config | None = None
 ) -> Config:
-    """Defaults (or ``base``), then the YAML file ``path`` (a file or ``"tiny"``/``"default"``), then overrides."""
+    """Defaults (or ``base``), then the YAML file ``path`` (a file or a packaged name like ``"cpu"``), then overrides."""
     cfg = default_config() if base is None else copy.deepcopy(base)
     if path is not None:
         p = Path(path)
-        if not p.exists() and str(path) in ("tiny", "default"):
+        if not p.exists() and str(path) in packaged_configs():
             p = packaged_config(str(path))
         cfg = merge(cfg, _read_yaml(p))
     for key, value in parse_set(overrides):

@@ -104,8 +104,13 @@ def is_done(out_dir: Path) -> bool:
 
 
 def batch_rng(seed: int, salt: int, step: int, rank: int) -> np.random.Generator:
-    """The generator of one step's batch: a pure function of (seed, stage, step, rank)."""
-    return np.random.default_rng([int(seed), int(salt), int(step), int(rank)])
+    """The generator of one step's batch: a pure function of (seed, stage, step, rank).
+
+    Negative steps name fixed validation batches; they get their own stream (flag 1) because
+    numpy seed sequences take non-negative integers only.
+    """
+    validation = int(step) < 0
+    return np.random.default_rng([int(seed), int(salt), abs(int(step)), int(rank), int(validation)])
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
