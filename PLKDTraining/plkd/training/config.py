@@ -157,7 +157,7 @@ def parse_set(items: Iterable[str]) -> list[tuple[str, str]]:
 def load_config(
     path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = (), base: Config | None = None
 ) -> Config:
-    """Defaults (or ``base``), then the YAML file ``path`` (a file or a packaged name like ``"cpu"``), then overrides."""
+    """Defaults (or ``base``), then ``path`` (a YAML file or a packaged name, e.g. ``"cpu"``), then overrides."""
     cfg = default_config() if base is None else copy.deepcopy(base)
     if path is not None:
         p = Path(path)
