@@ -155,3 +155,14 @@ def test_at_ras_segments_one_point(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "tiny_T2S_cmb.json").read_text())
     assert len(doc["candidates"]) == 1 and doc["candidates"][0]["label"] == 1
     assert main(["predict", str(CASE), "-o", str(tmp_path), "--at-ras", "1,2", "--model", str(BUNDLE)]) == 2
+
+
+def test_benchmark_reports_both_methods_and_their_ratio(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["benchmark", "--sizes", "1,4", "--shape", "40,40,32", "--candidates", "2", "--threads", "1"]
+    assert main(args + ["--baseline-windows", "2", "--model", str(BUNDLE), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["method"] for r in rows[:2]] == ["two-stage", "two-stage"]
+    assert rows[2]["method"].startswith("sliding-window")
+    assert all(r["seconds"] > 0 and r["ratio_vs_baseline"] > 0 for r in rows[:2])
+    assert rows[1]["student"] == "student_x4"  # 4 mm slices use the x4 student

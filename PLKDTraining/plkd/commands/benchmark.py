@@ -57,6 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--baseline-windows", type=int, default=24, help="windows actually run, then extrapolated (0 = all; default 24)"
     )
+    p.add_argument(
+        "--model",
+        metavar="BUNDLE",
+        help="time networks of this bundle's architecture (default: the installed bundle, else the paper-sized one)",
+    )
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=run)
 
@@ -94,17 +99,38 @@ def brain_phantom(shape: tuple[int, int, int], thickness: float, seed: int = 0) 
     return Volume(data=data, affine=affine)
 
 
-def _random_bundle(folder: Path, n_candidates: int) -> Path:
+def architecture(model: str | None) -> tuple[str, dict, dict]:
+    """(name, screening config, segmenter config) of the networks to time.
+
+    From ``model`` (a bundle), else from the installed bundle, else the paper-sized defaults.
+    """
+    from plkd.bundle import find_default_bundle, load_bundle
+
+    path = model or find_default_bundle()
+    if path is None:
+        return "paper-sized defaults", {"kind": "screening_fcn", "hparams": {}}, {"kind": "e2unet", "hparams": {}}
+    bundle = load_bundle(path)
+    nets = bundle.manifest["networks"]
+    segmenter = nets[next(iter(bundle.segmenter_names()))]
+    screening = nets[bundle.screening_name]
+    return (
+        f"architecture of {bundle.manifest.get('name') or Path(path).name}",
+        {"kind": screening["kind"], "hparams": screening["hparams"]},
+        {"kind": segmenter["kind"], "hparams": segmenter["hparams"]},
+    )
+
+
+def _random_bundle(folder: Path, screening: dict, segmenter: dict) -> Path:
     import torch
 
     from plkd.bundle import save_bundle
-    from plkd.models import E2UNet, ScreeningFCN
+    from plkd.models import build_network
 
     torch.manual_seed(0)
     nets = {
-        "screening": {"module": ScreeningFCN(), "role": "screening", "lr_factor": None},
-        "teacher": {"module": E2UNet(), "role": "segmenter", "lr_factor": 1},
-        "student_x4": {"module": E2UNet(), "role": "segmenter", "lr_factor": 4},
+        "screening": {"module": build_network(**screening), "role": "screening", "lr_factor": None},
+        "teacher": {"module": build_network(**segmenter), "role": "segmenter", "lr_factor": 1},
+        "student_x4": {"module": build_network(**segmenter), "role": "segmenter", "lr_factor": 4},
     }
     # Screening threshold 0: every local maximum qualifies and the cap fixes the candidate count.
     thresholds = {"screening": 0.0, "segmentation": 0.5, "voxel": 0.5, "min_distance_mm": 4.0}
@@ -148,7 +174,7 @@ def _time_two_stage(
 
 
 def _time_sliding_window(
-    shape: tuple[int, int, int], window: tuple[int, int, int], device: str, threads: int, limit: int
+    shape: tuple[int, int, int], window: tuple[int, int, int], device: str, threads: int, limit: int, capacity: dict
 ) -> dict:
     import torch
 
@@ -164,7 +190,8 @@ def _time_sliding_window(
     t0 = time.perf_counter()
     prep = prepare(vol, mask, np.ones(3))
     t_pre = time.perf_counter() - t0
-    net = UNet3D().eval().to(dev)
+    # Comparable capacity: the same width and depth as the two-stage segmenter.
+    net = UNet3D(**capacity).eval().to(dev)
     starts = [list(range(0, max(n - w, 0) + 1, w // 2)) for n, w in zip(prep.data.shape, window, strict=True)]
     for s, n, w in zip(starts, prep.data.shape, window, strict=True):
         if s[-1] + w < n:
@@ -243,8 +270,10 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # fail early, with a clear message, for an unavailable device
     rows: list[dict] = []
     ctx = get_context("spawn")
+    arch_name, screening, segmenter = architecture(args.model)
+    capacity = {k: v for k, v in segmenter["hparams"].items() if k in ("base_channels", "depth")}
     with tempfile.TemporaryDirectory(prefix="plkd-bench-") as tmp:
-        bundle = str(_random_bundle(Path(tmp), args.candidates))
+        bundle = str(_random_bundle(Path(tmp), screening, segmenter))
         for thickness in sizes:
             with ProcessPoolExecutor(1, mp_context=ctx) as pool:
                 rows.append(
@@ -255,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"two-stage at {thickness:g} mm: {rows[-1]['seconds']:.2f} s", file=sys.stderr)
         with ProcessPoolExecutor(1, mp_context=ctx) as pool:
             base = pool.submit(
-                _time_sliding_window, shape, window, args.device, args.threads, args.baseline_windows
+                _time_sliding_window, shape, window, args.device, args.threads, args.baseline_windows, capacity
             ).result()
     for r in rows:
         r["ratio_vs_baseline"] = round(base["seconds"] / max(r["seconds"], 1e-9), 1)
@@ -263,10 +292,11 @@ def run(args: argparse.Namespace) -> int:
     info = {
         "machine": {"cpus": os.cpu_count(), "threads": args.threads, "device": args.device},
         "weights": "random (timing only)",
+        "networks": {"name": arch_name, "screening": screening, "segmenter": segmenter},
         "results": rows,
     }
     print(markdown(rows))
-    print("\nRandom weights (timing only); peak RSS is per measurement process.")
+    print(f"\nNetworks: {arch_name}, random weights (timing only); peak RSS is per measurement process.")
     if args.json:
         from plkd.atomic import write_json_atomic
 
