@@ -3,15 +3,22 @@
 Order matters: torch comes from the PyTorch extension (it picks the CUDA build that matches the driver),
 then the other requirements with lower bounds, then ``plkd`` from the extension's own copy of
 ``PLKDTraining`` with ``--no-deps`` so pip never replaces that torch. Nothing is installed at import time.
-Only :func:`findPLKDSource`, :func:`missingPackages` and :func:`requirementsPath` run outside Slicer.
+Only :func:`findPLKDSource`, :func:`missingPackages`, :func:`sourceVersion`, :func:`requirementsPath` and
+:func:`copySourceForBuild` run outside Slicer.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import logging
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
+#: Lower bound of torch, as in PLKDTraining/pyproject.toml; passed to the PyTorch extension's installer.
+TORCH_REQUIREMENT = ">=2.1"
 
 class DependencyError(RuntimeError):
     """Installation failed or was declined; the message says what to do."""
@@ -30,14 +37,53 @@ def findPLKDSource(moduleDir: str | Path) -> Path | None:
     return None
 
 
+def sourceVersion(source: str | Path) -> str | None:
+    """The ``version`` of the ``[project]`` table of ``source/pyproject.toml`` (None when not found)."""
+    try:
+        text = (Path(source) / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    # tomllib is Python >= 3.11 only; the one line needed is easy to find.
+    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    match = re.search(r'^version\s*=\s*"([^"]+)"', project.group(1), re.M) if project else None
+    return match.group(1) if match else None
+
+
 def requirementsPath(moduleDir: str | Path) -> Path:
     """``Resources/requirements.txt`` of the module."""
     return Path(moduleDir) / "Resources" / "requirements.txt"
 
 
-def missingPackages() -> list[str]:
-    """Import names of the engine's packages that this Python lacks (checked without importing them)."""
-    return [name for name in ("torch", "plkd", "nibabel", "scipy") if importlib.util.find_spec(name) is None]
+def missingPackages(moduleDir: str | Path | None = None) -> list[str]:
+    """Import names of the engine's packages that this Python lacks (checked without importing them).
+
+    With ``moduleDir``, an installed ``plkd`` whose version differs from the extension's own copy (the
+    extension was updated) counts as missing, so the first Apply after an update reinstalls it.
+    """
+    missing = [name for name in ("torch", "plkd", "nibabel", "scipy") if importlib.util.find_spec(name) is None]
+    source = findPLKDSource(moduleDir) if moduleDir is not None else None
+    if "plkd" not in missing and source is not None:
+        try:
+            installed = importlib.metadata.version("plkd")
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        wanted = sourceVersion(source)
+        if wanted is not None and installed != wanted:
+            missing.append("plkd")
+    return missing
+
+
+def copySourceForBuild(source: str | Path, destination: str | Path) -> Path:
+    """Copy ``PLKDTraining`` without build leftovers into ``destination``/PLKDTraining; return that folder.
+
+    pip builds a local project in its own folder (setuptools writes ``build/`` and ``*.egg-info`` there), and
+    the extension folder may be read-only (e.g. inside a signed macOS application bundle).
+    """
+    target = Path(destination) / "PLKDTraining"
+    shutil.copytree(
+        source, target, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "*.pyc", ".*")
+    )
+    return target
 
 
 def ensureDependencies(moduleDir: str | Path, reinstall: bool = False) -> bool:
@@ -48,7 +94,7 @@ def ensureDependencies(moduleDir: str | Path, reinstall: bool = False) -> bool:
     import slicer
     from slicer.i18n import tr as _
 
-    missing = missingPackages()
+    missing = missingPackages(moduleDir)
     if not missing and not reinstall:
         return True
     source = findPLKDSource(moduleDir)
@@ -63,18 +109,27 @@ def ensureDependencies(moduleDir: str | Path, reinstall: bool = False) -> bool:
     with slicer.util.WaitCursor():
         _installTorch()
         try:
-            upgrade = ["--upgrade"] if reinstall else []
-            slicer.util.pip_install([*upgrade, "-r", str(requirementsPath(moduleDir))])
-            # A copy, not editable: the extension folder may be read-only or replaced by an update.
-            slicer.util.pip_install([*upgrade, *(["--force-reinstall"] if reinstall else []), "--no-deps", str(source)])
+            # No --upgrade: packages that already meet the lower bounds (numpy, scipy ... that Slicer ships and
+            # has loaded) must stay as they are.
+            slicer.util.pip_install(["-r", str(requirementsPath(moduleDir))])
+            with tempfile.TemporaryDirectory(prefix="CMBSegmentation-pip-") as tmp:
+                # A copy, not editable: the extension folder may be read-only or replaced by an update.
+                slicer.util.pip_install(["--force-reinstall", "--no-deps", str(copySourceForBuild(source, tmp))])
         except Exception as exc:  # pip reports every failure as a CalledProcessError or similar
             raise DependencyError(
-                _("Installing the engine failed: {error}\nSee the Python console for pip's output.").format(error=exc)
+                _(
+                    "Installing the engine failed: {error}\nSee the Python console for pip's output; to try again, "
+                    "use 'Reinstall dependencies' in the Advanced section."
+                ).format(error=exc)
             ) from exc
     importlib.invalidate_caches()
-    stillMissing = missingPackages()
+    stillMissing = missingPackages(moduleDir)
     if stillMissing:
-        raise DependencyError(_("Still missing after installation: {names}").format(names=", ".join(stillMissing)))
+        raise DependencyError(
+            _("Still missing after installation: {names}. Restart Slicer, then Apply again.").format(
+                names=", ".join(stillMissing)
+            )
+        )
     logging.info("CMBSegmentation: dependencies installed")
     return True
 
@@ -83,14 +138,22 @@ def _installTorch() -> None:
     from slicer.i18n import tr as _
 
     if importlib.util.find_spec("torch") is not None:
-        return
+        return  # a reinstall of torch itself is done in the PyTorch Utils module
     try:
         import PyTorchUtils
     except ImportError as exc:
         raise DependencyError(
             _("The PyTorch extension is required: install 'PyTorch' from the Extensions Manager and restart Slicer.")
         ) from exc
-    # The user already confirmed the whole installation once: no second dialog.
-    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+    try:
+        # The user already confirmed the whole installation once: no second dialog.
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT
+        )
+    except Exception as exc:  # pip / light-the-torch failures
+        raise DependencyError(
+            _("PyTorch could not be installed: {error}\nSee the Python console, or install it in the PyTorch Utils "
+              "module.").format(error=exc)  # fmt: skip
+        ) from exc
     if torch is None:
-        raise DependencyError(_("PyTorch could not be installed; see the PyTorch module for details."))
+        raise DependencyError(_("PyTorch could not be installed; see the PyTorch Utils module for details."))

@@ -6,6 +6,7 @@ The widget runs the same command through ``processRunner`` so Slicer stays respo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,14 +91,38 @@ def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:
     return path
 
 
+def engineEnvironment() -> dict[str, str]:
+    """Environment for the engine's Python process.
+
+    Inside Slicer: the environment Slicer was started with (``slicer.util.startupEnvironment()``), as
+    ``slicer.util.launchConsoleProcess`` does by default; ``PythonSlicer`` is itself a launcher that adds
+    Slicer's Python paths. Elsewhere (scripts, CI): this process's environment. Either way the child writes
+    UTF-8, unbuffered, so progress lines and error messages arrive whole and in time.
+    """
+    env = None
+    try:
+        import slicer
+
+        if getattr(slicer, "app", None) is not None and hasattr(slicer.util, "startupEnvironment"):
+            env = dict(slicer.util.startupEnvironment())
+    except ImportError:
+        pass
+    env = dict(os.environ) if env is None else env
+    env.update({"PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
 def runBlocking(
     argv: Sequence[str],
     onProgress: Callable[[ProgressEvent], None] | None = None,
     env: dict[str, str] | None = None,
 ) -> None:
-    """Run the engine to the end; raise :class:`EngineError` with the engine's message when it fails."""
+    """Run the engine to the end; raise :class:`EngineError` with the engine's message when it fails.
+
+    ``env`` None means :func:`engineEnvironment`.
+    """
     try:
-        process = BackgroundProcess(argv, env=env)
+        process = BackgroundProcess(argv, env=engineEnvironment() if env is None else env)
     except OSError as exc:
         raise EngineError(f"cannot start the engine ({argv[0]}): {exc}") from exc
     code = process.wait(onProgress)

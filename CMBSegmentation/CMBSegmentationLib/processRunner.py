@@ -6,27 +6,13 @@ Callbacks run on Slicer's main thread (the timer's), so they may touch the scene
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 
 import qt
 
 from CMBSegmentationLib.backgroundProcess import BackgroundProcess
-from CMBSegmentationLib.inferenceJob import describeFailure
+from CMBSegmentationLib.inferenceJob import describeFailure, engineEnvironment
 from CMBSegmentationLib.progressParsing import ProgressEvent
-
-
-def engineEnvironment() -> dict[str, str] | None:
-    """Environment for a Python child process: Slicer's startup environment when available.
-
-    Slicer's own environment carries variables (Qt, library paths) meant for the Slicer process; children
-    should start from the environment Slicer itself was started with.
-    """
-    import slicer
-
-    if hasattr(slicer.util, "startupEnvironment"):
-        return dict(slicer.util.startupEnvironment())
-    return dict(os.environ)
 
 
 class ProcessRunner:
