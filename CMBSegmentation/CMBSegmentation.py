@@ -95,6 +95,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._runner = None
         self._preparedRun = None
+        self._runVolume = None  # the volume the running engine works on (the selection may change meanwhile)
         self._runState = RunStateMachine()
         self._pointsNode = None
         self._shortcuts = []
@@ -121,13 +122,15 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.reviewThresholdSliderWidget.connect("valueChanged(double)", self.onReviewThresholdChanged)
         self.ui.addMissedButton.connect("clicked(bool)", self.onAddMissed)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        # Without a main window (e.g. "Slicer --no-main-window") the shortcuts belong to the module panel.
+        shortcutParent = slicer.util.mainWindow() or self.parent
         for keys, action in (
             ("Ctrl+Right", lambda: self.selectRelative(+1)),
             ("Ctrl+Left", lambda: self.selectRelative(-1)),
             ("Alt+A", lambda: self.setSelectedStatus(candidateTableLib.STATUS_ACCEPTED)),
             ("Alt+R", lambda: self.setSelectedStatus(candidateTableLib.STATUS_REJECTED)),
         ):
-            shortcut = qt.QShortcut(qt.QKeySequence(keys), slicer.util.mainWindow())
+            shortcut = qt.QShortcut(qt.QKeySequence(keys), shortcutParent)
             shortcut.setEnabled(False)  # only while the module is shown, see enter()/exit()
             shortcut.connect("activated()", action)
             self._shortcuts.append(shortcut)
@@ -199,25 +202,32 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._runState.busy:
             self._cancelRun()
             return
-        with slicer.util.tryWithErrorDisplay(_("Failed to start the microbleed detection."), waitCursor=True):
+        # Outside the wait cursor: the confirmation and pip's progress are dialogs the user works with.
+        with slicer.util.tryWithErrorDisplay(_("Failed to install the dependencies.")):
             if not self.logic.ensureDependencies():
                 return
-            p = self._parameterNode
-            self._runState.transition(RunState.STARTING)
-            try:
-                self.ui.statusLabel.text = _("Preparing input...")
-                self.ui.progressBar.value = 0
-                slicer.app.processEvents()
-                self._preparedRun, argv = self.logic.prepareRun(
-                    p.inputVolume, p.brainMask, p.modality, p.modelPath, p.device, p.threshold
-                )
-                self._runner = self.logic.createRunner(argv, self._onProgress, self._onRunFinished)
-                self._runner.start()
-                self._runState.transition(RunState.RUNNING)
-            except Exception:
-                self._runState.transition(RunState.FAILED)
-                self._cleanupRun()
-                raise
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the microbleed detection."), waitCursor=True):
+            self._startRun(p.inputVolume, p.brainMask, p.threshold, self._onRunFinished)
+
+    def _startRun(self, volume, brainMask, threshold, onFinished, pointRas=None) -> None:
+        """Write the inputs and start the engine in the background; ``onFinished`` runs on the main thread."""
+        p = self._parameterNode
+        self._runState.transition(RunState.STARTING)
+        try:
+            self.ui.progressBar.value = 0
+            self._preparedRun, argv = self.logic.prepareRun(
+                volume, brainMask, p.modality, p.modelPath, p.device, threshold, pointRas=pointRas
+            )
+            self._runVolume = volume
+            self._runner = self.logic.createRunner(argv, self._onProgress, onFinished)
+            self._runner.start()
+            self._runState.transition(RunState.RUNNING)
+            self.ui.statusLabel.text = _("Starting the engine...")
+        except Exception:
+            self._runState.transition(RunState.FAILED)
+            self._cleanupRun()
+            raise
 
     def _cancelRun(self) -> None:
         """Kill the running engine (whole process tree); results of a cancelled run are never imported."""
@@ -236,27 +246,36 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             stage = f"{stage} ({event.done}/{event.total})"
         self.ui.statusLabel.text = stage
 
-    def _onRunFinished(self, errorMessage, cancelled) -> None:
+    def _endUnfinishedRun(self, errorMessage, cancelled) -> None:
+        """A cancelled or failed run: nothing is imported, the working folder is removed."""
         if cancelled:
             if self._runState.canTransition(RunState.CANCELLING):
                 self._runState.transition(RunState.CANCELLING)
             self._runState.transition(RunState.IDLE)
             self.ui.statusLabel.text = _("Cancelled; the scene was not changed.")
-            self._cleanupRun()
-            return
-        if errorMessage:
+        else:
             self._runState.transition(RunState.FAILED)
-            self.ui.statusLabel.text = _("Failed.")
-            slicer.util.errorDisplay(_("Microbleed detection failed."), detailedText=errorMessage)
-            self._cleanupRun()
+            reason = errorMessage.strip().splitlines()[0] if errorMessage.strip() else ""
+            self.ui.statusLabel.text = _("Failed: {reason}").format(reason=reason)
+            # The engine's own one-line message is what the user needs; the rest goes into the details.
+            slicer.util.errorDisplay(
+                _("Microbleed detection failed: {reason}").format(reason=reason), detailedText=errorMessage
+            )
+        self._cleanupRun()
+
+    def _onRunFinished(self, errorMessage, cancelled) -> None:
+        if cancelled or errorMessage:
+            self._endUnfinishedRun(errorMessage, cancelled)
             return
         self._runState.transition(RunState.IMPORTING)
         self.ui.statusLabel.text = _("Importing results...")
         p = self._parameterNode
         try:
             with slicer.util.tryWithErrorDisplay(_("Failed to import the results."), waitCursor=True):
+                if p is None or self._runVolume is None or self._runVolume.GetScene() is None:
+                    raise RuntimeError(_("The input volume or the scene was closed during the run."))
                 result = self.logic.importRun(
-                    self._preparedRun, p.inputVolume, p.outputSegmentation, p.candidateTable, p.threshold
+                    self._preparedRun, self._runVolume, p.outputSegmentation, p.candidateTable, p.threshold
                 )
                 p.outputSegmentation = result.segmentationNode
                 p.candidateTable = result.tableNode
@@ -275,6 +294,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._preparedRun is not None:
             shutil.rmtree(self._preparedRun.outputDir.parent, ignore_errors=True)
         self._preparedRun = None
+        self._runVolume = None
         self._runner = None
 
     def onBrowseModel(self) -> None:
@@ -285,10 +305,12 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.modelPath = path
 
     def onReinstallDependencies(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to reinstall the dependencies."), waitCursor=True):
+        if self._runState.busy:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to reinstall the dependencies.")):
             if self.logic.ensureDependencies(reinstall=True):
                 slicer.util.infoDisplay(
-                    _("Dependencies reinstalled. Restart Slicer if an update of PyTorch was installed.")
+                    _("The inference engine was reinstalled. PyTorch itself is managed in the PyTorch Utils module.")
                 )
 
     # Review -------------------------------------------------------------------------------------------------
@@ -399,37 +421,38 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Click the missed microbleed in a slice view.")
 
     def _onPointPlaced(self, caller, event) -> None:
-        n = caller.GetNumberOfControlPoints()
-        if n == 0 or self._runState.busy:
+        # Handled once the placement is over: the markups widget is still busy with this point now.
+        qt.QTimer.singleShot(0, lambda: self._segmentClickedPoint(caller))
+
+    def _segmentClickedPoint(self, pointsNode) -> None:
+        n = pointsNode.GetNumberOfControlPoints()
+        if n == 0:
             return
-        ras = [0.0, 0.0, 0.0]
-        caller.GetNthControlPointPositionWorld(n - 1, ras)
-        caller.RemoveNthControlPoint(n - 1)  # the new segment replaces the point
+        world = [0.0, 0.0, 0.0]
+        pointsNode.GetNthControlPointPositionWorld(n - 1, world)
+        pointsNode.RemoveNthControlPoint(n - 1)  # the new segment replaces the point
         p = self._parameterNode
+        if self._runState.busy:
+            self.ui.statusLabel.text = _("Wait for the running detection to finish, then click again.")
+            return
+        if not p or not p.inputVolume or self._reviewNodes() is None:
+            self.ui.statusLabel.text = _("Run the detection first; missed microbleeds are added to its result.")
+            return
+        # The engine works in the volume's own frame (see importRun); the click is in world coordinates.
+        ras = self.logic.worldToVolumeFrame(p.inputVolume, world)
         with slicer.util.tryWithErrorDisplay(_("Failed to segment the clicked microbleed."), waitCursor=True):
-            self._runState.transition(RunState.STARTING)
-            try:
-                self._preparedRun, argv = self.logic.prepareRun(
-                    p.inputVolume, None, p.modality, p.modelPath, p.device, None, pointRas=ras
-                )
-                self._runner = self.logic.createRunner(
-                    argv, self._onProgress, lambda e, c: self._onPointFinished(e, c, ras)
-                )
-                self._runner.start()
-                self._runState.transition(RunState.RUNNING)
-            except Exception:
-                self._runState.transition(RunState.FAILED)
-                self._cleanupRun()
-                raise
+            self._startRun(p.inputVolume, None, None, lambda e, c: self._onPointFinished(e, c, ras), pointRas=ras)
 
     def _onPointFinished(self, errorMessage, cancelled, ras) -> None:
         if cancelled or errorMessage:
-            self._onRunFinished(errorMessage, cancelled)
+            self._endUnfinishedRun(errorMessage, cancelled)
             return
         self._runState.transition(RunState.IMPORTING)
         nodes = self._reviewNodes()
         try:
             with slicer.util.tryWithErrorDisplay(_("Failed to add the microbleed."), waitCursor=True):
+                if nodes is None:
+                    raise RuntimeError(_("The segmentation or candidate table was removed during the run."))
                 outputs = self._preparedRun.outputs
                 segmentId = reviewState.addReaderMicrobleed(
                     nodes[0], nodes[1], outputs.labelMap, outputs.candidates, ras, self._reviewThreshold()
@@ -452,8 +475,15 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not directory:
             slicer.util.warningDisplay(_("Choose an output folder first."))
             return
+        with slicer.util.tryWithErrorDisplay(_("Export failed.")):
+            if not dependencies.ensureExportDependencies():
+                return
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
-            volume = self._parameterNode.inputVolume
+            # The grid the result was computed on, even when another input volume is selected now.
+            role = nodes[0].GetReferenceImageGeometryReferenceRole()
+            volume = nodes[0].GetNodeReference(role) or self._parameterNode.inputVolume
+            if volume is None:
+                raise ValueError(_("Select the input volume the segmentation was computed on."))
             files = reportExport.exportReview(
                 nodes[0],
                 nodes[1],
@@ -482,8 +512,15 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def pythonExecutable() -> str:
-        """The Python that runs the engine: PythonSlicer inside Slicer, else this interpreter."""
-        return shutil.which("PythonSlicer") or sys.executable
+        """The Python that runs the engine: PythonSlicer inside Slicer, else this interpreter.
+
+        Slicer puts PythonSlicer on PATH and also sets ``sys.executable`` to it (the Slicer executable itself is
+        not a Python interpreter); outside Slicer ``sys.executable`` is the plain interpreter.
+        """
+        executable = shutil.which("PythonSlicer") or sys.executable
+        if not executable:
+            raise RuntimeError(_("Cannot find Slicer's Python interpreter (PythonSlicer) to run the engine."))
+        return executable
 
     def ensureDependencies(self, reinstall: bool = False) -> bool:
         """Install torch and plkd after asking the user (first Apply, or on request)."""
@@ -528,11 +565,18 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
             outputSegmentation,
             candidateTable,
         )
-        if inputVolume.GetParentTransformNode() is not None:
-            # The engine works in the volume's own frame: place the results in the same frame.
-            result.segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetParentTransformNodeID())
         reviewState.updateVisibility(result.segmentationNode, result.tableNode, threshold)
         return result
+
+    @staticmethod
+    def worldToVolumeFrame(volumeNode, worldRas):
+        """A world RAS point in the volume's own frame (where the engine works), through its parent transform."""
+        transformNode = volumeNode.GetParentTransformNode()
+        if transformNode is None:
+            return [float(v) for v in worldRas]
+        transform = vtk.vtkGeneralTransform()
+        transformNode.GetTransformFromWorld(transform)
+        return list(transform.TransformPoint([float(v) for v in worldRas]))
 
     @staticmethod
     def candidateCenterWorld(segmentationNode, row):
@@ -615,11 +659,14 @@ def _warnOnModalityMismatch(modelPath, modality) -> None:
 
 
 class CMBSegmentationTest(ScriptedLoadableModuleTest):
-    """End-to-end test inside Slicer: a tiny synthetic case and a tiny bundle, run to completion.
+    """Tests inside Slicer.
 
-    Data: ``Testing/data/tiny-case/`` (a ``plkd synth`` subject: image + ``manifest.json`` with the true
-    microbleed centres) and ``Testing/data/tiny-bundle/`` of the repository; the folder is taken from the
-    environment variable CMBSEGMENTATION_TEST_DATA (set by CMake) or found beside the module's source.
+    ``test_WidgetBindsParameters`` needs only Slicer. ``test_ProcessFindsKnownMicrobleeds`` runs the engine end to
+    end on ``tiny-case/tiny_T2S.nii.gz`` (a phantom with three planted microbleeds whose centres are listed in
+    ``tiny-case/truth.json``) with the tiny test bundle ``tiny-bundle``; it needs torch and plkd in Slicer's
+    Python (installed by the first Apply) and is skipped without them. The data folder is taken from the
+    environment variable CMBSEGMENTATION_TEST_DATA (set by CMake for ctest) or is ``Testing/data`` of a source
+    checkout whose ``CMBSegmentation`` folder Slicer loads the module from.
     """
 
     def setUp(self):
@@ -627,35 +674,71 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
-        self.test_ProcessFindsKnownMicrobleed()
+        self.test_WidgetBindsParameters()
+        self.setUp()
+        self.test_ProcessFindsKnownMicrobleeds()
 
-    def test_ProcessFindsKnownMicrobleed(self):
+    @staticmethod
+    def _dataDir() -> Path:
+        default = Path(__file__).resolve().parent.parent / "Testing" / "data"
+        return Path(os.environ.get("CMBSEGMENTATION_TEST_DATA") or default)
+
+    def test_WidgetBindsParameters(self):
+        widget = slicer.modules.cmbsegmentation.widgetRepresentation().self()
+        widget.initializeParameterNode()
+        p, ui = widget._parameterNode, widget.ui
+        # Choice annotations fill the combo boxes; both directions of the binding work.
+        devices = [ui.deviceComboBox.itemText(i) for i in range(ui.deviceComboBox.count)]
+        self.assertEqual(devices, list(commandBuilder.DEVICE_CHOICES))
+        p.device = "CPU"
+        self.assertEqual(ui.deviceComboBox.currentText, "CPU")
+        ui.modalityComboBox.currentIndex = MODALITIES.index("SWI")
+        self.assertEqual(p.modality, "SWI")
+        p.threshold = 0.3
+        self.assertAlmostEqual(ui.thresholdSliderWidget.value, 0.3)
+        ui.modelPathLineEdit.text = "/models/bundle"
+        self.assertEqual(p.modelPath, "/models/bundle")
+        # The input selector offers scalar volumes but no label maps; the mask selector takes both and segmentations.
+        volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "T2star")
+        label = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "mask")
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "brain")
+        offered = [ui.inputVolumeSelector.nodeFromIndex(i) for i in range(ui.inputVolumeSelector.nodeCount())]
+        self.assertIn(volume, offered)
+        self.assertNotIn(label, offered)
+        p.inputVolume = volume
+        self.assertEqual(ui.inputVolumeSelector.currentNode(), volume)
+        for mask in (label, segmentation, None):
+            ui.brainMaskSelector.setCurrentNode(mask)
+            self.assertEqual(p.brainMask, mask)
+        self.assertTrue(ui.applyButton.enabled)
+        self.delayDisplay("CMBSegmentation widget test passed")
+
+    def test_ProcessFindsKnownMicrobleeds(self):
         import json
 
         import numpy as np
 
-        dataDir = Path(
-            os.environ.get("CMBSEGMENTATION_TEST_DATA", Path(__file__).resolve().parent.parent / "Testing" / "data")
-        )
-        caseDir, bundleDir = dataDir / "tiny-case", dataDir / "tiny-bundle"
-        if not caseDir.is_dir() or not bundleDir.is_dir():
-            self.skipTest(f"test data not found in {dataDir}")
+        dataDir = self._dataDir()
+        image, truthFile = dataDir / "tiny-case" / "tiny_T2S.nii.gz", dataDir / "tiny-case" / "truth.json"
+        bundleDir = dataDir / "tiny-bundle"
+        if not (image.is_file() and truthFile.is_file() and (bundleDir / "manifest.json").is_file()):
+            self.skipTest(f"test data not found in {dataDir} (set CMBSEGMENTATION_TEST_DATA)")
         if dependencies.missingPackages():
-            self.skipTest("plkd and torch are not installed in this Slicer")
-        images = sorted(p for p in caseDir.rglob("*.nii.gz") if p.name.endswith(("_T2S.nii.gz", "_SWI.nii.gz")))
-        manifest = json.loads(next(caseDir.rglob("manifest.json")).read_text(encoding="utf-8"))
-        truth = [m["center_ras"] for subject in manifest["subjects"].values() for m in subject["microbleeds"]]
-        self.assertTrue(images and truth)
+            self.skipTest("plkd and torch are not installed in this Slicer (click Apply once to install them)")
+        truth = json.loads(truthFile.read_text(encoding="utf-8"))["centres_ras"]
 
-        volume = slicer.util.loadVolume(str(images[0]))
+        volume = slicer.util.loadVolume(str(image))
+        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "candidates")
         segmentation = CMBSegmentationLogic().process(
-            volume, modelPath=str(bundleDir), device="CPU", threshold=0.5, waitForCompletion=True
+            volume, modelPath=str(bundleDir), device="CPU", threshold=0.5, candidateTable=table, waitForCompletion=True
         )
         segments = segmentation.GetSegmentation()
-        self.assertGreater(segments.GetNumberOfSegments(), 0)
+        self.assertEqual(segments.GetNumberOfSegments(), len(truth))
+        self.assertEqual(table.GetNumberOfRows(), len(truth))
         centres = [
             segmentation.GetSegmentCenterRAS(segments.GetNthSegmentID(i)) for i in range(segments.GetNumberOfSegments())
         ]
-        nearest = min(float(np.linalg.norm(np.subtract(c, t))) for c in centres for t in truth)
-        self.assertLess(nearest, 5.0, "no segment within 5 mm of a known microbleed")
+        for centre in truth:
+            nearest = min(float(np.linalg.norm(np.subtract(c, centre))) for c in centres)
+            self.assertLess(nearest, 2.0, f"no segment within 2 mm of the microbleed at {centre}")
         self.delayDisplay("CMBSegmentation end-to-end test passed")

@@ -270,3 +270,39 @@ def test_plkd_source_is_found_in_checkout_and_in_installed_layout(tmp_path):
     assert dependencies.findPLKDSource(tmp_path / "qt-scripted-modules") == installed
     assert dependencies.findPLKDSource(tmp_path / "nowhere") is None
     assert dependencies.requirementsPath(REPO / "CMBSegmentation").is_file()
+
+
+def _fakeModule(root: Path, version: str) -> Path:
+    source = root / "qt-scripted-modules" / "Resources" / "PLKDTraining"
+    (source / "plkd" / "__pycache__").mkdir(parents=True)
+    (source / "plkd.egg-info").mkdir()
+    (source / "plkd" / "__init__.py").write_text("")
+    (source / "plkd" / "__pycache__" / "x.pyc").write_bytes(b"")
+    (source / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = ["setuptools"]\n\n[project]\nname = "plkd"\nversion = "{version}"\n\n'
+        '[tool.x]\nversion = "0.0.0"\n'
+    )
+    return root / "qt-scripted-modules"
+
+
+def test_source_version_is_the_project_version(tmp_path):
+    import importlib.metadata
+
+    assert dependencies.sourceVersion(REPO / "PLKDTraining") == importlib.metadata.version("plkd")
+    moduleDir = _fakeModule(tmp_path, "2.3.4")
+    assert dependencies.sourceVersion(moduleDir / "Resources" / "PLKDTraining") == "2.3.4"
+    assert dependencies.sourceVersion(tmp_path / "nowhere") is None
+
+
+def test_installed_engine_of_another_version_counts_as_missing(tmp_path):
+    # This checkout's plkd is installed (editable, same version): nothing to install.
+    assert "plkd" not in dependencies.missingPackages(REPO / "CMBSegmentation")
+    # An updated extension ships another version: plkd must be reinstalled at the next Apply.
+    assert "plkd" in dependencies.missingPackages(_fakeModule(tmp_path, "99.0.0"))
+
+
+def test_engine_source_is_copied_for_pip_without_build_leftovers(tmp_path):
+    source = _fakeModule(tmp_path / "ext", "1.0") / "Resources" / "PLKDTraining"
+    copy = dependencies.copySourceForBuild(source, tmp_path / "build")
+    assert (copy / "pyproject.toml").is_file() and (copy / "plkd" / "__init__.py").is_file()
+    assert not (copy / "plkd.egg-info").exists() and not (copy / "plkd" / "__pycache__").exists()

@@ -160,6 +160,32 @@ def test_reference_geometry_is_the_input_volume_even_when_oblique_and_lps(case):
     assert (extent[1] + 1, extent[3] + 1, extent[5] + 1) == SHAPE
 
 
+def test_volume_under_a_transform_gets_results_in_its_own_frame(case, tmp_path):
+    scene, volume, _, _, _ = case
+    import vtk
+
+    transformNode = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 25.0)
+    transformNode.SetMatrixTransformToParent(shift)
+    volume.SetAndObserveTransformNodeID(transformNode.GetID())
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "moved", _labels(), PROBABILITY)
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    assert result.segmentationNode.GetTransformNodeID() == transformNode.GetID()
+    # The reference geometry is the volume's own voxel-to-RAS matrix, not the transformed one.
+    name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    image = slicer.vtkOrientedImageData()
+    geometry = result.segmentationNode.GetSegmentation().GetConversionParameter(name)
+    assert slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, image)
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    assert np.allclose([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], AFFINE, atol=1e-6)
+    # Segment voxels still coincide with the engine's labels on the volume's grid.
+    segmentId = result.segmentIds[0]
+    label = sorted(PROBABILITY)[0]
+    assert np.array_equal(_segmentMask(result.segmentationNode, segmentId, volume), _labels() == label)
+
+
 def test_candidate_table_matches_the_json(case):
     scene, volume, result, candidates, _ = case
     rows = candidateTable.readRows(result.tableNode)

@@ -4,7 +4,8 @@ Order matters: torch comes from the PyTorch extension (it picks the CUDA build t
 then the other requirements with lower bounds, then ``plkd`` from the extension's own copy of
 ``PLKDTraining`` with ``--no-deps`` so pip never replaces that torch. Nothing is installed at import time.
 Only :func:`findPLKDSource`, :func:`missingPackages`, :func:`sourceVersion`, :func:`requirementsPath` and
-:func:`copySourceForBuild` run outside Slicer.
+:func:`copySourceForBuild` run outside Slicer. :func:`ensureExportDependencies` installs only what the export
+needs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 #: Lower bound of torch, as in PLKDTraining/pyproject.toml; passed to the PyTorch extension's installer.
 TORCH_REQUIREMENT = ">=2.1"
+
 
 class DependencyError(RuntimeError):
     """Installation failed or was declined; the message says what to do."""
@@ -80,9 +82,7 @@ def copySourceForBuild(source: str | Path, destination: str | Path) -> Path:
     the extension folder may be read-only (e.g. inside a signed macOS application bundle).
     """
     target = Path(destination) / "PLKDTraining"
-    shutil.copytree(
-        source, target, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "*.pyc", ".*")
-    )
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "*.pyc", ".*"))
     return target
 
 
@@ -134,6 +134,28 @@ def ensureDependencies(moduleDir: str | Path, reinstall: bool = False) -> bool:
     return True
 
 
+def ensureExportDependencies() -> bool:
+    """Make nibabel (NIfTI writing) importable for the export; ask first. Return False when the user declines.
+
+    Export also works in a Slicer that never ran the engine (a saved scene reviewed on another computer), so it
+    must not need torch; Slicer itself does not ship nibabel.
+    """
+    if importlib.util.find_spec("nibabel") is not None:
+        return True
+    import slicer
+    from slicer.i18n import tr as _
+
+    question = _("Exporting needs the Python package nibabel in Slicer's Python. Install it now?")
+    if not slicer.util.confirmOkCancelDisplay(question, windowTitle=_("Install nibabel")):
+        return False
+    try:
+        slicer.util.pip_install(["nibabel>=5.0"])
+    except Exception as exc:
+        raise DependencyError(_("Installing nibabel failed: {error}").format(error=exc)) from exc
+    importlib.invalidate_caches()
+    return importlib.util.find_spec("nibabel") is not None
+
+
 def _installTorch() -> None:
     from slicer.i18n import tr as _
 
@@ -152,8 +174,10 @@ def _installTorch() -> None:
         )
     except Exception as exc:  # pip / light-the-torch failures
         raise DependencyError(
-            _("PyTorch could not be installed: {error}\nSee the Python console, or install it in the PyTorch Utils "
-              "module.").format(error=exc)  # fmt: skip
+            _(
+                "PyTorch could not be installed: {error}\nSee the Python console, or install it in the PyTorch Utils "
+                "module."
+            ).format(error=exc)  # fmt: skip
         ) from exc
     if torch is None:
         raise DependencyError(_("PyTorch could not be installed; see the PyTorch Utils module for details."))

@@ -76,7 +76,8 @@ def importResults(
 ) -> ImportedResult:
     """Fill ``segmentationNode`` (replacing its segments) and ``tableNode`` from one run of the engine.
 
-    New nodes are created when None is passed. The label map must lie on the input volume's grid.
+    New nodes are created when None is passed. The label map must lie on the input volume's grid. The segmentation
+    is placed under the input volume's parent transform (the engine works in the volume's own frame).
     """
     ensureSegmentationConverters()
     data = readCandidates(candidatesPath)
@@ -88,7 +89,12 @@ def importResults(
     if tableNode is None:
         tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{baseName} microbleed candidates")
     segmentationNode.GetSegmentation().RemoveAllSegments()
+    # The engine works in the volume's own frame: the results go under the volume's parent transform. This comes
+    # first, because the reference geometry is stored relative to the segmentation's own transform.
+    segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
     segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+    # Slicer also records the volume as a node reference (export and the Segment Editor find it there); be explicit.
+    segmentationNode.SetNodeReferenceID(segmentationNode.GetReferenceImageGeometryReferenceRole(), inputVolume.GetID())
     if segmentationNode.GetDisplayNode() is None:
         segmentationNode.CreateDefaultDisplayNodes()
     candidateTable.createCandidateTable(scene, tableNode.GetName(), tableNode)

@@ -8,7 +8,8 @@ Run with Slicer's Python, e.g.::
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported). Exit code 0 when
 every input succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for
-bad arguments. The dependencies must have been installed once from the module (first Apply).
+bad arguments or missing dependencies. The dependencies must have been installed once from the module (first
+Apply).
 """
 
 import argparse
@@ -97,6 +98,16 @@ def main(argv):
         args = parseArguments(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    from CMBSegmentationLib import dependencies
+
+    missing = dependencies.missingPackages()
+    if missing:
+        print(
+            f"batchProcess: error: {', '.join(missing)} not installed in Slicer's Python; open the CMB Segmentation "
+            "module and click Apply once to install them",
+            file=sys.stderr,
+        )
+        return 2
     if not args.input_dir.is_dir():
         print(f"batchProcess: error: input folder not found: {args.input_dir}", file=sys.stderr)
         return 2
@@ -117,11 +128,27 @@ def main(argv):
     return 1 if failures else 0
 
 
-if __name__ == "__main__":
-    exitCode = main(sys.argv[1:])
+def exitApplication(exitCode):
+    """End Slicer (or a plain Python) with ``exitCode``.
+
+    With ``--no-main-window --python-script`` Slicer keeps running after the script unless told to exit, so this
+    must be reached whatever happened before. ``slicer.util.exit`` also stops ``--testing`` from replacing the code.
+    """
     try:
         import slicer
 
-        slicer.util.exit(exitCode)
+        exitSlicer = slicer.util.exit if getattr(slicer, "app", None) is not None else None
     except (ImportError, AttributeError):
+        exitSlicer = None
+    if exitSlicer is None:
         sys.exit(exitCode)
+    exitSlicer(exitCode)
+
+
+if __name__ == "__main__":
+    try:
+        code = main(sys.argv[1:])
+    except BaseException:  # an unforeseen error must still end Slicer, with a failure code
+        traceback.print_exc()
+        code = 1
+    exitApplication(code)

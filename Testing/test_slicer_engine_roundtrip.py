@@ -1,0 +1,118 @@
+"""The contract between the Slicer module and the engine, tested for real (slicer-core scene + ``plkd predict``).
+
+The module's own code writes the input volume, builds the ``plkd predict`` command line and runs it as a child
+process (as the widget does, but blocking); the engine's real outputs are then imported into an MRML scene.
+Data: ``Testing/data/tiny-case`` (phantom with three planted microbleeds, centres in ``truth.json``) and the tiny
+test bundle ``Testing/data/tiny-bundle``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import vtk
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "CMBSegmentation"))
+
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
+
+from CMBSegmentationLib import candidateTable, commandBuilder, inferenceJob, resultImport, reviewState  # noqa: E402
+from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, updateVolumeNodeFromArray  # noqa: E402
+
+DATA = REPO / "Testing" / "data"
+CASE = DATA / "tiny-case" / "tiny_T2S.nii.gz"
+BUNDLE = DATA / "tiny-bundle"
+
+
+@pytest.fixture(scope="module")
+def truth() -> np.ndarray:
+    return np.asarray(json.loads((CASE.parent / "truth.json").read_text())["centres_ras"], dtype=float)
+
+
+@pytest.fixture(scope="module")
+def engine_run(tmp_path_factory):
+    """One real engine run on the tiny case, started exactly as the module starts it."""
+    scene = slicer.vtkMRMLScene()
+    image = nib.load(str(CASE))
+    # A node name that is not a valid file name: the module must make one of it.
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "tiny T2* (axial)")
+    updateVolumeNodeFromArray(volume, np.asarray(image.dataobj), image.affine)
+    prepared = inferenceJob.prepareInputs(volume, None, tmp_path_factory.mktemp("run"))
+    argv = commandBuilder.buildPredictCommand(
+        sys.executable, prepared.inputPath, prepared.outputDir, modelPath=BUNDLE, device="CPU", threshold=0.5
+    )
+    events = []
+    inferenceJob.runBlocking(argv, events.append)
+    return scene, volume, prepared, events
+
+
+def test_engine_accepts_the_module_command_and_reports_jsonl_progress(engine_run):
+    _scene, _volume, prepared, events = engine_run
+    assert prepared.outputs.labelMap.is_file() and prepared.outputs.candidates.is_file()
+    stages = {e.stage for e in events}
+    assert {"screen", "segment"} <= stages
+    segmentDone = [e for e in events if e.stage == "segment" and e.fraction is not None]
+    assert segmentDone and segmentDone[-1].fraction == 1.0
+    assert any(e.message and "microbleed" in e.message for e in events)
+
+
+def test_engine_output_imports_one_segment_per_planted_microbleed(engine_run, truth):
+    scene, volume, prepared, _events = engine_run
+    result = resultImport.importResults(scene, volume, prepared.outputs.labelMap, prepared.outputs.candidates)
+    rows = candidateTable.readRows(result.tableNode)
+    assert len(result.segmentIds) == len(rows) == len(truth)
+    role = result.segmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert result.segmentationNode.GetNodeReferenceID(role) == volume.GetID()
+    for centre in truth:
+        distances = [np.linalg.norm(np.subtract(r.centerRas, centre)) for r in rows]
+        assert min(distances) < 2.0, f"no candidate within 2 mm of {centre}"
+    assert all(r.probability is not None and r.probability >= 0.5 for r in rows)
+    assert all(r.volumeMm3 > 0 and r.status == candidateTable.STATUS_NOT_SEEN for r in rows)
+    # Voxel for voxel, the segments hold the engine's label map (read back through Slicer's own export).
+    engineLabels = np.asarray(nib.load(str(prepared.outputs.labelMap)).dataobj)
+    labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    ids = vtk.vtkStringArray()
+    for segmentId in result.segmentIds:
+        ids.InsertNextValue(segmentId)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+        result.segmentationNode, ids, labelNode, volume
+    )
+    assert np.array_equal(arrayFromVolumeNode(labelNode) > 0, engineLabels > 0)
+
+
+def test_single_point_command_adds_the_clicked_microbleed(engine_run, truth, tmp_path):
+    scene, volume, prepared, _events = engine_run
+    result = resultImport.importResults(scene, volume, prepared.outputs.labelMap, prepared.outputs.candidates)
+    # The reader rejects the model's candidate at the first microbleed, then adds it back by clicking on it.
+    rows = candidateTable.readRows(result.tableNode)
+    nearest = min(rows, key=lambda r: np.linalg.norm(np.subtract(r.centerRas, truth[0])))
+    reviewState.reject(result.segmentationNode, result.tableNode, nearest.segmentId)
+    click = inferenceJob.prepareInputs(volume, None, tmp_path)
+    argv = commandBuilder.buildSinglePointCommand(
+        sys.executable, click.inputPath, click.outputDir, tuple(truth[0]), modelPath=BUNDLE, device="CPU"
+    )
+    inferenceJob.runBlocking(argv)
+    before = result.segmentationNode.GetSegmentation().GetNumberOfSegments()
+    segmentId = reviewState.addReaderMicrobleed(
+        result.segmentationNode, result.tableNode, click.outputs.labelMap, click.outputs.candidates, tuple(truth[0])
+    )
+    assert result.segmentationNode.GetSegmentation().GetNumberOfSegments() == before + 1
+    added = candidateTable.readRows(result.tableNode)[-1]
+    assert added.segmentId == segmentId and added.status == candidateTable.STATUS_ADDED
+    assert np.linalg.norm(np.subtract(added.centerRas, truth[0])) < 2.0
+
+
+def test_engine_error_reaches_the_module_as_its_one_line_message(tmp_path):
+    argv = commandBuilder.buildPredictCommand(
+        sys.executable, CASE, tmp_path, modelPath=tmp_path / "no-such-bundle", device="CPU"
+    )
+    with pytest.raises(inferenceJob.EngineError, match=r"^model bundle not found: .*no-such-bundle$"):
+        inferenceJob.runBlocking(argv)
