@@ -12,16 +12,6 @@ from plkd.models import E2UNet, UNet3D, build_network, count_macs, count_paramet
 PATCH = (16, 16, 8)  # smallest patch every variant accepts at depth 4 (X, Y multiple of 8, Z of 8 for unet3d)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tensors are tiny: a second thread only adds synchronisation, and on a busy 2-core
-    # machine each of the hundreds of barriers per training step can wait a whole time slice.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _net(seed: int = 0, **kw) -> E2UNet:
     torch.manual_seed(seed)
     return E2UNet(base_channels=4, **kw)

@@ -24,15 +24,6 @@ from plkd.training.segmentation import build_segmenter
 from plkd.training.students import factor_chain, load_teacher, plan_stages, state_checksum
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: more threads only contend.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     return write_toy_dataset(tmp_path_factory.mktemp("toy"), n_subjects=3)

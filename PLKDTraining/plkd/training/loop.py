@@ -103,6 +103,11 @@ def is_done(out_dir: Path) -> bool:
     return (Path(out_dir) / DONE_NAME).is_file() and (Path(out_dir) / FINAL_NAME).is_file()
 
 
+def validation_batches(make_batch: Callable[[np.random.Generator], Any], seed: int, salt: int, n: int) -> list[Any]:
+    """``n`` fixed validation batches of a stage (the same for every run and resume with this seed)."""
+    return [make_batch(batch_rng(seed, salt, -1 - i, 0)) for i in range(n)]
+
+
 def batch_rng(seed: int, salt: int, step: int, rank: int) -> np.random.Generator:
     """The generator of one step's batch: a pure function of (seed, stage, step, rank).
 

@@ -15,7 +15,7 @@ from plkd.inference.screening import score_map
 from plkd.losses import screening_loss
 from plkd.models import build_network
 from plkd.training.data import TrainingData
-from plkd.training.loop import Batch, StageSpec, TrainContext, batch_rng, run_stage
+from plkd.training.loop import Batch, StageSpec, TrainContext, run_stage, validation_batches
 from plkd.training.sampling import SubjectArrays
 
 SALT = zlib.crc32(b"screening")
@@ -47,10 +47,10 @@ def screening_stage(run_dir: Path, cfg: dict[str, Any], data: TrainingData, seed
     net = build_network(cfg["networks"]["screening"]["kind"], cfg["networks"]["screening"]["hparams"])
     val = []
     if data.val_sampler is not None and sc["val_every"]:
-        val = [
-            data.val_sampler.screening_batch(batch_rng(seed, SALT, -1 - i, 0), sc["batch_size"])
-            for i in range(sc["val_batches"])
-        ]
+        sampler = data.val_sampler
+        val = validation_batches(
+            lambda rng: sampler.screening_batch(rng, sc["batch_size"]), seed, SALT, sc["val_batches"]
+        )
     return StageSpec(
         name="screening",
         out_dir=Path(run_dir) / "screening",

@@ -12,7 +12,7 @@ from torch import nn
 from plkd.losses import soft_dice_loss
 from plkd.models import build_network
 from plkd.training.data import TrainingData
-from plkd.training.loop import Batch, StageSpec, TrainContext, batch_rng, run_stage
+from plkd.training.loop import Batch, StageSpec, TrainContext, run_stage, validation_batches
 
 SALT = zlib.crc32(b"teacher")
 
@@ -34,10 +34,10 @@ def teacher_stage(run_dir: Path, cfg: dict[str, Any], data: TrainingData, seed: 
     net = build_segmenter(cfg)
     val = []
     if data.val_sampler is not None and tc["val_every"]:
-        val = [
-            data.val_sampler.segmentation_batch(batch_rng(seed, SALT, -1 - i, 0), tc["batch_size"])
-            for i in range(tc["val_batches"])
-        ]
+        sampler = data.val_sampler
+        val = validation_batches(
+            lambda rng: sampler.segmentation_batch(rng, tc["batch_size"]), seed, SALT, tc["val_batches"]
+        )
     return StageSpec(
         name="teacher",
         out_dir=Path(run_dir) / "teacher",

@@ -37,7 +37,7 @@ from plkd.models import build_network
 from plkd.training.checkpoint import DONE_NAME, FINAL_NAME, load_weights
 from plkd.training.config import loss_weights
 from plkd.training.data import TrainingData
-from plkd.training.loop import Batch, StageSpec, TrainContext, batch_rng, run_stage
+from plkd.training.loop import Batch, StageSpec, TrainContext, run_stage, validation_batches
 from plkd.training.segmentation import build_segmenter
 
 
@@ -188,16 +188,15 @@ def train_students(
         init_sum = state_checksum(student.state_dict())
         val = []
         if data.val_sampler is not None and st["val_every"]:
-            val = [
-                data.val_sampler.segmentation_batch(
-                    batch_rng(ctx.seed, salt, -1 - i, 0),
-                    st["batch_size"],
-                    stage.factor,
-                    stage.lr_modes,
-                    stage.lr_noise_std,
-                )
-                for i in range(st["val_batches"])
-            ]
+            sampler = data.val_sampler
+            val = validation_batches(
+                lambda rng, s=stage: sampler.segmentation_batch(
+                    rng, st["batch_size"], s.factor, s.lr_modes, s.lr_noise_std
+                ),
+                ctx.seed,
+                salt,
+                st["val_batches"],
+            )
         spec = StageSpec(
             name=f"{out_root.name}/{stage.name}",
             out_dir=out_root / stage.name,
