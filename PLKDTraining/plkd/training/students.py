@@ -188,9 +188,8 @@ def train_students(
         init_sum = state_checksum(student.state_dict())
         val = []
         if data.val_sampler is not None and st["val_every"]:
-            sampler = data.val_sampler
             val = validation_batches(
-                lambda rng, s=stage: sampler.segmentation_batch(
+                lambda rng, s=stage, sampler=data.val_sampler: sampler.segmentation_batch(
                     rng, st["batch_size"], s.factor, s.lr_modes, s.lr_noise_std
                 ),
                 ctx.seed,
