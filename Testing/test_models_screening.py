@@ -26,6 +26,11 @@ def _blob_detector() -> ScreeningFCN:
         for conv in convs[1:-1]:
             conv.weight[0, 0, 1, 1, 1] = 1.0
         convs[-1].weight[0, 0, 0, 0, 0] = 1.0
+        for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)):
+            # Identity at inference: (x - 0) / sqrt(var + eps) * 1 + 0 with var + eps = 1.
+            bn.weight.fill_(1.0)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
     return net.eval()
 
 

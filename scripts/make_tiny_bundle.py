@@ -229,7 +229,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "Testing" / "data")
     parser.add_argument("--steps", type=int, default=300, help="training steps per network")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=2, help="the committed bundle was made with seed 2")
     args = parser.parse_args()
     # One thread: on a shared 2-core machine OpenMP threads waiting at barriers cost more than they gain.
     torch.set_num_threads(1)

@@ -3,17 +3,18 @@
 Paper Sec. 2 / Fig. 3: "an FCN with six convolutional modules and one pooling layer" that turns
 a whole brain into a 3D score volume. Our layout (``width`` = W, default 16)::
 
-    conv 3×3×3 (1→W) + LeakyReLU              full resolution
-    max-pool 2×2×2, stride 2 (ceil mode)      → output stride 2 along every axis
-    4 × [conv 3×3×3 (W→W) + LeakyReLU]        half resolution
-    conv 1×1×1 (W→1)                          score map (logits)
+    conv 3×3×3 (1→W) + BatchNorm + LeakyReLU              full resolution
+    max-pool 2×2×2, stride 2 (ceil mode)                  → output stride 2 along every axis
+    4 × [conv 3×3×3 (W→W) + BatchNorm + LeakyReLU]        half resolution
+    conv 1×1×1 (W→1)                                      score map (logits)
 
 Pooling right after the first convolution keeps whole-brain screening fast on a CPU (most of the
 work happens on 1/8 of the voxels). The receptive field is 20 input voxels wide, the in-plane
-size of a 20×20×16 training patch. There is no normalisation layer: the same weights see
-20×20×16 patches in training and a whole brain at inference, and per-patch statistics
-(instance norm) or batch statistics would differ between the two; inputs are already
-intensity-normalised (:mod:`plkd.normalise`).
+size of a 20×20×16 training patch. Batch normalisation is what makes this small network learn
+(without it, training on hard negatives stalled near chance level); at inference it uses its
+running statistics, so a whole brain is scored exactly like the training patches were (instance
+normalisation, by contrast, would compute different statistics for a patch and a whole brain).
+Inputs are intensity-normalised beforehand (:mod:`plkd.normalise`).
 
 Geometry: every convolution is 'same'-padded, so output voxel ``j`` along an axis summarises
 input voxels ``2j`` and ``2j+1`` and its receptive field is centred on input coordinate
@@ -55,6 +56,15 @@ def central_box(patch_size: Sequence[int], fraction: float = SCREENING_CENTRE_FR
     return np.stack([centre - half, centre + half], axis=1)
 
 
+def _conv_bn_act(cin: int, cout: int) -> list[nn.Module]:
+    # No conv bias: the batch norm's shift replaces it.
+    return [
+        nn.Conv3d(cin, cout, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm3d(cout),
+        nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
+    ]
+
+
 class ScreeningFCN(nn.Module):
     """Whole-brain screening network; ``forward(x)`` returns a logit score map (N, 1, X', Y', Z').
 
@@ -72,12 +82,11 @@ class ScreeningFCN(nn.Module):
             raise ValueError("in_channels and width must be positive")
         self.hparams: dict[str, Any] = {"in_channels": int(in_channels), "width": int(width)}
         layers: list[nn.Module] = [
-            nn.Conv3d(in_channels, width, kernel_size=3, padding=1),
-            nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
+            *_conv_bn_act(in_channels, width),
             nn.MaxPool3d(kernel_size=2, stride=2, ceil_mode=True),
         ]
         for _ in range(HALF_RES_CONVS):
-            layers += [nn.Conv3d(width, width, kernel_size=3, padding=1), nn.LeakyReLU(LEAKY_SLOPE, inplace=True)]
+            layers += _conv_bn_act(width, width)
         layers.append(nn.Conv3d(width, 1, kernel_size=1))
         self.body = nn.Sequential(*layers)
 
