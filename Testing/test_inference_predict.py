@@ -1,7 +1,8 @@
-"""End-to-end tests of the two-stage predictor with the tiny test bundle (Testing/data/tiny-bundle).
+"""End-to-end tests of the two-stage predictor with the shipped model (plkd/bundled/cmb-t2s).
 
-The tiny bundle was trained by ``scripts/make_tiny_bundle.py`` on toy phantoms (dark balls in an
-ellipsoidal "brain"); these tests check that known planted balls are found, on any grid.
+The cases are toy phantoms from ``scripts/make_tiny_bundle.py`` (dark balls of 2-3.6 mm in an
+ellipsoidal "brain"), a domain the shipped model never saw in training: these tests check that
+known planted balls are found, on any grid, with the labels overlaying them exactly.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ def _script():  # noqa: ANN202 - the phantom helpers live in the script that tra
 phantoms = _script()
 
 
+SHIPPED_BUNDLE = ROOT / "PLKDTraining" / "plkd" / "bundled" / "cmb-t2s"
+
+
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    return Predictor(load_bundle(DATA / "tiny-bundle"), device="cpu", batch_size=8)
+    return Predictor(load_bundle(SHIPPED_BUNDLE), device="cpu", batch_size=8)
 
 
 def _label_at(labels: np.ndarray, affine: np.ndarray, ras: np.ndarray) -> int:
@@ -42,10 +46,15 @@ def _label_at(labels: np.ndarray, affine: np.ndarray, ras: np.ndarray) -> int:
     return int(labels[tuple(v)])
 
 
-def _assert_found(result, affine: np.ndarray, centres: np.ndarray, max_extra: int = 0) -> None:
-    hits = {_label_at(result.label_map, affine, c) for c in centres}
-    assert 0 not in hits, f"a planted ball was missed: labels at centres {hits}"
-    assert len(hits) == len(centres), "two balls merged into one label"
+def _assert_found(
+    result, affine: np.ndarray, centres: np.ndarray, max_extra: int = 0, min_found: int | None = None
+) -> None:
+    """Every planted ball (or ``min_found`` of them) carries its own label; few other labels."""
+    hits = [_label_at(result.label_map, affine, c) for c in centres]
+    found = [h for h in hits if h > 0]
+    need = len(centres) if min_found is None else min_found
+    assert len(found) >= need, f"planted balls missed: labels at centres {hits}"
+    assert len(set(found)) == len(found), "two balls merged into one label"
     assert result.n_microbleeds <= len(centres) + max_extra
     assert int(result.label_map.max()) == result.n_microbleeds
 
@@ -56,7 +65,9 @@ def test_tiny_case_is_found(predictor: Predictor) -> None:
     vol = load_volume(DATA / "tiny-case" / "tiny_T2S.nii.gz")
     truth = json.loads((DATA / "tiny-case" / "truth.json").read_text())
     result = predictor.predict(vol)
-    _assert_found(result, vol.affine, np.asarray(truth["centres_ras"]))
+    # The shipped CPU model finds about three quarters of microbleeds at 1 mm (README, Results):
+    # of these three 2.4-2.7 mm balls it must find two, with no false alarm.
+    _assert_found(result, vol.affine, np.asarray(truth["centres_ras"]), min_found=2)
     assert result.student == "teacher"  # isotropic input → the HR network
     kept = [c for c in result.candidates if c["kept"]]
     for c in kept:
@@ -111,9 +122,9 @@ def test_geometry_round_trip(predictor: Predictor, tmp_path: Path, spacing, rota
     vol = load_volume(path)
     # The automatic choice follows the slice/in-plane ratio; the geometry check itself uses the
     # teacher, the most accurate network of the toy bundle, so that it tests geometry, not the toy student.
-    from plkd.volumes import anisotropy_ratio
+    from plkd.inference.preprocess import effective_lr_factor
 
-    assert predictor.choose_student(anisotropy_ratio(vol.affine)) == student
+    assert predictor.choose_student(effective_lr_factor(vol.affine, predictor.bundle.spacing_mm)) == student
     result = predictor.predict(vol, student="teacher")
     assert result.label_map.shape == vol.shape
     np.testing.assert_array_equal(result.affine, vol.affine)
@@ -152,7 +163,7 @@ def test_multi_echo_input(predictor: Predictor, tmp_path: Path) -> None:
     result = predictor.predict(vol)
     assert result.label_map.shape == image.shape
     assert any("echoes" in n for n in result.notes)
-    _assert_found(result, affine, centres)
+    _assert_found(result, affine, centres, min_found=2)  # the tiny case again, as three echoes
 
 
 def test_field_of_view_smaller_than_a_patch(predictor: Predictor) -> None:

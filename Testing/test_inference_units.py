@@ -10,7 +10,7 @@ from plkd.errors import InputError
 from plkd.inference.brainmask import compute_brain_mask, resolve_brain_mask
 from plkd.inference.candidates import find_candidates, mask_on_score_grid, non_maximum_suppression
 from plkd.inference.device import DeviceState, resolve_device
-from plkd.inference.preprocess import prepare
+from plkd.inference.preprocess import effective_lr_factor, prepare
 from plkd.inference.screening import score_map
 from plkd.inference.segmentation import PatchResult, extract_patch, select_component, stitch
 from plkd.models import ScreeningFCN
@@ -135,3 +135,17 @@ def test_unknown_or_missing_device_is_a_user_error() -> None:
     with pytest.raises(PLKDError, match="unknown device"):
         resolve_device("tpu")
     assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("spacing", "factor"),
+    [
+        ((1.0, 1.0, 1.0), 1.0),
+        ((0.47, 0.47, 1.0), 1.0),
+        ((0.45, 0.45, 3.0), 3.0),
+        ((1.0, 4.0, 1.0), 4.0),
+        ((2, 2, 8), 4),
+    ],
+)
+def test_student_factor_counts_model_grid_slices(spacing, factor):
+    assert effective_lr_factor(np.diag([*spacing, 1.0]), np.ones(3)) == pytest.approx(factor)

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--lr-factor",
         type=float,
         metavar="K",
-        help="choose the student for this slice/in-plane ratio (default: measured)",
+        help="choose the student trained for this LR factor (default: slice thickness in model-grid voxels)",
     )
     p.add_argument("--echo", default="rss", type=_echo, help="4-D multi-echo input: rss (default), last or echo N")
     p.add_argument("--shard", metavar="i/n", help="process only inputs i, i+n, i+2n, ... of the sorted list")

@@ -149,7 +149,8 @@ class Predictor:
     ) -> PredictionResult:
         """Detect and segment every microbleed in ``volume`` (see the module docstring).
 
-        ``lr_factor`` overrides the measured slice/in-plane ratio when choosing the student;
+        ``lr_factor`` overrides the measured slice thickness in model-grid voxels
+        (:func:`plkd.inference.preprocess.effective_lr_factor`) when choosing the student;
         ``probability`` also returns the stitched voxel probability map; ``model_grid`` also
         returns the label map on the (cropped) model grid.
         """

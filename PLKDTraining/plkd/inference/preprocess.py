@@ -26,6 +26,21 @@ ISOTROPIC_RATIO = 1.2
 SPACING_TOLERANCE = 0.01
 
 
+def effective_lr_factor(affine: np.ndarray, model_spacing: np.ndarray) -> float:
+    """How many model-grid slices one input slice spans: the LR factor its student was trained for.
+
+    LR@k training data are 1-mm (model grid) volumes with k× thicker slices, so the factor is the
+    slice thickness over the coarser of the in-plane voxel size and the model grid's: a
+    0.47×0.47×1 mm scan is HR data for a 1-mm model (factor 1, the teacher), while its plain
+    slice/in-plane ratio would say 2. Never below 1.
+    """
+    sp = spacing_from_affine(affine)
+    axis = int(np.argmax(sp))
+    in_plane = float(np.delete(sp, axis).min())
+    model = np.broadcast_to(np.asarray(model_spacing, dtype=np.float64), (3,))
+    return max(1.0, float(sp[axis] / max(in_plane, float(model[:2].min()))))
+
+
 @dataclass
 class PreparedVolume:
     """A normalised volume on the model grid, restricted to the brain's bounding box.
@@ -81,7 +96,7 @@ def prepare(
     """Crop, transpose, resample and normalise ``volume`` for the networks (see module doc)."""
     notes: list[str] = []
     affine = np.asarray(volume.affine, dtype=np.float64)
-    lr_factor = anisotropy_ratio(affine)
+    lr_factor = effective_lr_factor(affine, model_spacing)
 
     points_vox = None
     if extra_points_ras is not None:
@@ -96,7 +111,7 @@ def prepare(
     affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
 
     perm: tuple[int, int, int] = (0, 1, 2)
-    if lr_factor >= ISOTROPIC_RATIO:
+    if anisotropy_ratio(affine) >= ISOTROPIC_RATIO:
         axis = slice_axis(affine)
         perm = tuple([a for a in range(3) if a != axis] + [axis])  # type: ignore[assignment]
         if perm != (0, 1, 2):
