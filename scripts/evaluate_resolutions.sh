@@ -17,15 +17,19 @@ mkdir -p "$out"
 for c in $conditions; do
   dir="$out/$c"
   mkdir -p "$dir"
+  # LR@k images stay on the 1-mm grid, so the student is named (--lr-factor k); thick slabs are on
+  # their own grid and the student is chosen automatically from the slice thickness, as for users.
+  student=()
   case $c in
     hr) src=$data ;;
-    x*) src="$dir/data"; [ -d "$src" ] || plkd lowres --dataset "$data" --factor "${c#x}" --out "$src" --progress none ;;
+    x*) src="$dir/data"; student=(--lr-factor "${c#x}")
+        [ -d "$src" ] || plkd lowres --dataset "$data" --factor "${c#x}" --out "$src" --progress none ;;
     slab*) src="$dir/data"; [ -d "$src" ] || plkd lowres --dataset "$data" --thickness-mm "${c#slab}" --out "$src" --progress none ;;
     *) echo "unknown condition $c" >&2; exit 2 ;;
   esac
   # Images only (not labels or brain masks): the VALDO-style names of plkd synth.
   mapfile -t images < <(find "$src" -name 'sub-*_desc-masked_*.nii.gz' | sort)
-  plkd predict "${images[@]}" --output-dir "$dir/pred" --model "$bundle" --progress none
+  plkd predict "${images[@]}" --output-dir "$dir/pred" --model "$bundle" --progress none "${student[@]}"
   plkd evaluate "$dir/pred" "$src" --json "$dir/eval.json" --froc "$dir/froc.png" > "$dir/evaluate.txt"
 done
 

@@ -194,10 +194,11 @@ def plot_froc(curves: Mapping[str, FrocCurve], path: str | os.PathLike[str], tit
         ax.set_ylabel("sensitivity")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right")
+        # Below the axes: inside, several curves would hide the very steps they describe.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2 if len(curves) > 2 else 1, fontsize="small")
         out = Path(path)
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
     return out
