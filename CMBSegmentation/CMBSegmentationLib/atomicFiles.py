@@ -23,6 +23,10 @@ def atomicPath(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmpName = tempfile.mkstemp(prefix=f".{final.name}.partial-", suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(tmpName)
+    # mkstemp creates 0600 files; outputs get the usual permissions (0666 minus umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, final)

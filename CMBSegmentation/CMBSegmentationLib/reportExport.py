@@ -21,7 +21,7 @@ from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
 from CMBSegmentationLib.resultImport import ensureSegmentationConverters
 from CMBSegmentationLib.reviewState import isIncluded
-from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas
+from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, writeArrayAsNifti
 
 REPORT_COLUMNS = (
     "label",
@@ -99,8 +99,6 @@ def exportReview(
 
 
 def _writeLabelMap(segmentationNode, segmentIds: list[str], referenceVolume, path: Path) -> None:
-    import nibabel
-
     scene = segmentationNode.GetScene()
     shape = referenceVolume.GetImageData().GetDimensions()
     labels = np.zeros(shape, dtype=np.int16)
@@ -121,12 +119,7 @@ def _writeLabelMap(segmentationNode, segmentIds: list[str], referenceVolume, pat
             labels = arrayFromVolumeNode(labelNode).astype(np.int16)
         finally:
             _removeNode(scene, labelNode)
-    affine = ijkToRas(referenceVolume)
-    image = nibabel.Nifti1Image(labels, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    with atomicPath(path) as tmp:
-        nibabel.save(image, str(tmp))
+    writeArrayAsNifti(labels, ijkToRas(referenceVolume), path)
 
 
 def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> None:

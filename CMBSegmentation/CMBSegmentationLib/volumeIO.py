@@ -68,18 +68,21 @@ def updateVolumeNodeFromArray(volumeNode, array: np.ndarray, affine: np.ndarray)
     volumeNode.SetAndObserveImageData(image)
 
 
-def writeVolumeNodeAsNifti(volumeNode, path: str | os.PathLike[str]) -> Path:
-    """Write a volume node to ``path`` (``.nii.gz``) with its geometry, atomically."""
+def writeArrayAsNifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Write an ``[i, j, k]`` array with its IJK-to-RAS ``affine`` as NIfTI (qform = sform), atomically."""
     import nibabel
 
-    array = arrayFromVolumeNode(volumeNode)
-    affine = ijkToRas(volumeNode)
     image = nibabel.Nifti1Image(array, affine)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     with atomicPath(path) as tmp:
         nibabel.save(image, str(tmp))
     return Path(path)
+
+
+def writeVolumeNodeAsNifti(volumeNode, path: str | os.PathLike[str]) -> Path:
+    """Write a volume node to ``path`` (``.nii.gz``) with its geometry, atomically."""
+    return writeArrayAsNifti(arrayFromVolumeNode(volumeNode), ijkToRas(volumeNode), path)
 
 
 def readNifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
