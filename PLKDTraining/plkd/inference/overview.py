@@ -13,18 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from plkd.atomic import atomic_path
+from plkd.figures import pyplot, save_figure
 
 FOUND, MISSED, FALSE_ALARM = "#2ecc40", "#ff4136", "#ffdc00"
-
-
-def _pyplot():  # noqa: ANN202 - matplotlib's module
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _display_range(image: np.ndarray) -> tuple[float, float]:
@@ -56,7 +47,7 @@ def write_overview(
     title: str = "",
 ) -> Path:
     """Slices of ``image`` along ``axis`` with contours of each layer (``found``/``missed``/``false_alarm``)."""
-    plt = _pyplot()
+    plt = pyplot()
     colours = {"found": FOUND, "missed": MISSED, "false_alarm": FALSE_ALARM}
     slices = choose_slices(list(layers.values()) or [np.zeros_like(image)], axis)
     cols = min(4, len(slices))
@@ -77,11 +68,7 @@ def write_overview(
     legend = "green: found   red: missed   yellow: false alarm" if "missed" in layers else "green: detected"
     fig.suptitle(f"{title}\n{legend}" if title else legend, fontsize=9)
     fig.tight_layout()
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=100)
 
 
 def write_gallery(
@@ -94,7 +81,7 @@ def write_gallery(
     limit: int = 48,
 ) -> Path:
     """One tile per candidate: an in-plane crop at its centre, its probability and kept/rejected."""
-    plt = _pyplot()
+    plt = pyplot()
     shown = list(candidates)[:limit]
     cols = max(1, min(8, len(shown)))
     rows = max(1, int(np.ceil(len(shown) / cols)))
@@ -125,8 +112,4 @@ def write_gallery(
     if not shown:
         axes[0, 0].text(0.5, 0.5, "no candidates", ha="center", va="center")
     fig.tight_layout()
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=100)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from plkd.atomic import atomic_path
 from plkd.errors import InputError
+from plkd.figures import pyplot, save_figure
 from plkd.metrics.valdo import MAX_DISTANCE_MM
 
 #: FP-per-subject operating points reported in the JSON and marked on the plot.
@@ -168,14 +168,9 @@ def plot_froc(curves: Mapping[str, FrocCurve], path: str | os.PathLike[str], tit
     Each curve is drawn as a step line, with markers at 0.5, 1, 2, 4 and 8 FP per subject
     (the sensitivity reached with at most that many false positives).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed; safe on servers
-    import matplotlib.pyplot as plt
-
     if not curves:
         raise InputError("no FROC curve to plot")
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(6, 4.5), dpi=120)
     try:
         x_min = min(MARK_FP) / 2
         for label, curve in curves.items():
@@ -196,9 +191,7 @@ def plot_froc(curves: Mapping[str, FrocCurve], path: str | os.PathLike[str], tit
         ax.grid(True, which="both", alpha=0.3)
         # Below the axes: inside, several curves would hide the very steps they describe.
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2 if len(curves) > 2 else 1, fontsize="small")
-        out = Path(path)
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png", bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return out
+    except BaseException:
+        pyplot().close(fig)
+        raise
+    return save_figure(fig, path, bbox_inches="tight")

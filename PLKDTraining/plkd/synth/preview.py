@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from plkd.atomic import atomic_path
+from plkd.figures import pyplot, save_figure
 from plkd.synth.subject import SynthSubject
 
 _MARKERS = {"vein": ("c", "+"), "calcification": ("y", "x"), "iron": ("orange", "1"), "air_tissue_dropout": ("m", "v")}
@@ -48,10 +48,7 @@ def write_preview(
     subject: SynthSubject, path: str | os.PathLike[str], slices: list[int] | None = None, title: str = ""
 ) -> Path:
     """Write a PNG of axial slices (radiological view: patient right on the left of each panel)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     img, lab, mask = subject.image.data, subject.label.data, subject.mask.data > 0
     sp = subject.image.spacing
@@ -112,7 +109,4 @@ def write_preview(
         fontsize=9,
     )
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, facecolor="black", format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110, facecolor="black")

@@ -8,7 +8,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from plkd.atomic import atomic_path, write_text_atomic
+from plkd.atomic import write_text_atomic
+from plkd.figures import pyplot, save_figure
 
 
 def write_log_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> None:
@@ -26,13 +27,9 @@ def write_log_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) 
 
 def plot_curves(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]], title: str) -> None:
     """Loss parts (and validation loss) against step, plus the learning rate, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not rows:
         return
+    plt = pyplot()
     steps = [r["step"] for r in rows]
     skip = {"step", "lr", "time_s"}
     fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -49,6 +46,4 @@ def plot_curves(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]], ti
     ax_lr.set_ylabel("lr")
     ax_lr.set_xlabel("step")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
