@@ -28,6 +28,8 @@ class TrainingData:
     val: list[SubjectArrays]
     sampler: PatchSampler
     val_sampler: PatchSampler | None
+    #: Layout of the data set folder (``synth``, ``valdo``, ``folder`` or ``mixed``).
+    layout: str = "other"
 
     def summary(self) -> dict[str, Any]:
         """What a bundle records about its training data."""
@@ -39,6 +41,7 @@ class TrainingData:
             "n_microbleeds": int(sum(len(s.positives) for s in self.train)),
             "train_ids": [s.id for s in self.train],
             "val_ids": [s.id for s in self.val],
+            "layout": self.layout,
         }
 
 
@@ -90,4 +93,10 @@ def load_training_data(
         val=val,
         sampler=PatchSampler(train, cfg),
         val_sampler=val_sampler,
+        layout=_layout(labelled),
     )
+
+
+def _layout(subjects: Sequence[Subject]) -> str:
+    layouts = {s.meta.get("layout", "other") for s in subjects}
+    return layouts.pop() if len(layouts) == 1 else "mixed"

@@ -103,7 +103,7 @@ def train(
         return {"skipped": True}
     data = load_training_data(data_root, cfg, subject_ids)
     if ctx.dist.is_main:
-        write_json_atomic(run / "run.json", {**data.summary(), "seed": int(cfg["seed"]), "layout": _layout(data)})
+        write_json_atomic(run / "run.json", {**data.summary(), "seed": int(cfg["seed"])})
     out: dict[str, Any] = {}
     if what in ("screening", "all"):
         _, out["screening"] = train_screening(run, cfg, data, ctx)
@@ -114,13 +114,6 @@ def train(
     if what in ("students", "all"):
         out["students"] = train_students(run, cfg, data, ctx, Path(teacher_dir) if teacher_dir else None)
     return out
-
-
-def _layout(data: TrainingData) -> str:
-    from plkd.data.datasets import find_subjects
-
-    layouts = {s.meta.get("layout", "other") for s in find_subjects(data.root)}
-    return layouts.pop() if len(layouts) == 1 else "mixed"
 
 
 def _all_done(what: str, run: Path, cfg: dict[str, Any], teacher_dir: Any) -> bool:
