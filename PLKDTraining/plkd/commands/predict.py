@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from plkd.devices import DEVICE_CHOICES
 from plkd.errors import PLKDError
-from plkd.inference.device import DEVICE_CHOICES
 
 EPILOG = """\
 examples:

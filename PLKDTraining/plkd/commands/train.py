@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from plkd.devices import DEVICE_CHOICES
 from plkd.training.config import Config, dump_config, load_config
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         help="override one setting, e.g. --set teacher.steps=500 (repeatable; typed like the default)",
     )
     p.add_argument("--seed", type=int, help="random seed (default: the configuration's)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="compute device (default: auto)")
+    p.add_argument("--device", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks on CUDA")
     p.add_argument("--progress", choices=("tqdm", "jsonl", "none"), default="tqdm", help="progress display")

@@ -9,13 +9,12 @@ from typing import TypeVar
 
 import torch
 
+from plkd.devices import DEVICE_CHOICES
 from plkd.errors import PLKDError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def _mps_available() -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from plkd.atomic import write_text_atomic
+from plkd.devices import DEVICE_CHOICES
 from plkd.errors import ConfigError
 
 Config = dict[str, Any]
@@ -188,7 +189,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"LR modes must be a non-empty list of interp/slab, not {modes}")
     if cfg["modality"] not in ("auto", "T2S", "SWI"):
         raise ConfigError(f"modality must be auto, T2S or SWI, not {cfg['modality']!r}")
-    if cfg["device"] not in ("auto", "cpu", "cuda", "mps"):
+    if cfg["device"] not in DEVICE_CHOICES:
         raise ConfigError(f"device must be auto, cpu, cuda or mps, not {cfg['device']!r}")
     pf, hf = cfg["sampling"]["positive_fraction"], cfg["sampling"]["hard_negative_fraction"]
     if pf < 0 or hf < 0 or pf + hf > 1:
