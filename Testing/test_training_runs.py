@@ -173,3 +173,26 @@ def test_cv_two_folds(tmp_path):
     stamp = (out / "fold-1" / "result.json").stat().st_mtime_ns
     assert main(args) == 0  # resumable: finished folds are skipped
     assert (out / "fold-1" / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_cv_variants_share_stages(tmp_path):
+    data = write_toy_dataset(tmp_path / "data", n_subjects=4, seed=5)
+    out = tmp_path / "abl"
+    variants = "hybrid_fcm,hybrid_fcm_kd,hybrid_fcm_plkd"
+    args = ["cv", "--data", str(data), "--out", str(out), "--config", "tiny", "--folds", "2", "--factor", "2"]
+    assert main(args + ["--variants", variants, "--progress", "none"]) == 0
+    fold = {v: json.loads((out / v / "fold-1" / "result.json").read_text()) for v in variants.split(",")}
+    # The first variant trains the screening network, the KD variant reuses it and trains the
+    # teacher, PLKD reuses both: identical settings give identical stages, trained once.
+    assert fold["hybrid_fcm"]["reused_stages"] == []
+    assert fold["hybrid_fcm_kd"]["reused_stages"] == ["screening"]
+    assert fold["hybrid_fcm_plkd"]["reused_stages"] == ["screening", "teacher"]
+    kd_teacher = load_weights(out / "hybrid_fcm_kd" / "fold-1" / "run" / "teacher" / "model.pt")
+    plkd_teacher = load_weights(out / "hybrid_fcm_plkd" / "fold-1" / "run" / "teacher" / "model.pt")
+    assert all(torch.equal(kd_teacher[k], plkd_teacher[k]) for k in kd_teacher)
+    # Without distillation no teacher is trained, and the fold's bundle segments with the student.
+    assert not (out / "hybrid_fcm" / "fold-1" / "run" / "teacher").exists()
+    assert set(load_bundle(out / "hybrid_fcm" / "fold-1" / "bundle").segmenter_names()) == {"student_x2"}
+    assert fold["hybrid_fcm"]["student"] == "student_x2"
+    table = (out / "summary.md").read_text()
+    assert all(f"| {v} |" in table for v in variants.split(","))

@@ -7,6 +7,7 @@ import pytest
 from training_toydata import write_toy_dataset
 
 from plkd.data.datasets import find_subjects
+from plkd.errors import ConfigError
 from plkd.training.augment import AugmentParams, apply_geometric, apply_intensity, draw_params
 from plkd.training.config import load_config, set_value
 from plkd.training.sampling import PatchSampler, extract_patch, label_centres, prepare_subject
@@ -30,6 +31,29 @@ def test_subject_indexing(sampler):
     d = np.linalg.norm(s.hard_negatives[:, None] - s.positives[None], axis=2)
     assert d.min() >= 6.0
     assert abs(float(s.image[s.mask].mean())) < 0.2  # normalised inside the brain
+
+
+def test_mimic_share_picks_the_hard_negative_pool(sampler):
+    smp, cfg = sampler
+    s = smp.subjects[0]
+    s_saved = s.mimics
+    s.mimics = np.array([[5, 6, 4]], dtype=np.int64)  # one named mimic, far from every microbleed
+    try:
+        hard_only = set_value(cfg, "sampling.positive_fraction", "0.0")
+        hard_only = set_value(hard_only, "sampling.hard_negative_fraction", "1.0")
+        rng = np.random.default_rng(3)
+        for share, expect_mimic in (("1.0", True), ("0.0", False)):
+            pool = PatchSampler([s], set_value(hard_only, "sampling.mimic_share", share))
+            centres = [pool.draw_centre(rng)[1] for _ in range(20)]
+            hits = [tuple(c) == (5, 6, 4) for c in centres]
+            assert all(hits) if expect_mimic else not any(hits)
+    finally:
+        s.mimics = s_saved
+
+
+def test_mimic_share_is_validated():
+    with pytest.raises(ConfigError, match="mimic_share"):
+        load_config("tiny", ["sampling.mimic_share=1.5"])
 
 
 def test_segmentation_batch_shapes_and_positives(sampler):

@@ -12,6 +12,7 @@ examples:
   plkd cv --data synth30 --out cv/t2s --folds 5 --factor 4             # PLKD students, LR@4
   plkd cv --data synth30 --out cv/kd --mode kd --set students.stage_steps=1000
   plkd cv --data synth30 --out cv/ablation --variants all              # paper Table 4 on the same folds
+  plkd cv --data synth30 --out cv/abl-x8 --factor 8 --variants all --stage-cache cv/stages
 Each fold is resumable; a finished fold (fold-K/result.json) is skipped.
 """
 
@@ -36,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--factor", type=int, help="LR factor of the test images and the target student (default 4)")
     p.add_argument("--mode", choices=("plkd", "kd", "none"), help="student training (default: plkd)")
     p.add_argument("--variants", metavar="LIST", help="comma-separated cv.variants names, or 'all'")
+    p.add_argument(
+        "--stage-cache",
+        metavar="DIR",
+        help="where folds share identical screening/teacher stages (default CVDIR/shared-stages); "
+        "give runs at several LR factors the same folder",
+    )
     add_config_arguments(p)
     p.set_defaults(func=run)
 
@@ -57,7 +64,16 @@ def run(args: argparse.Namespace) -> int:
         )
     ctx = make_context(cfg, progress=args.progress)
     try:
-        run_cv(args.data, args.out, cfg, ctx, folds=args.folds, factor=args.factor, variants=variants)
+        run_cv(
+            args.data,
+            args.out,
+            cfg,
+            ctx,
+            folds=args.folds,
+            factor=args.factor,
+            variants=variants,
+            stage_cache=args.stage_cache,
+        )
     finally:
         shutdown(ctx.dist)
     if ctx.dist.is_main:

@@ -194,6 +194,8 @@ def validate(cfg: Config) -> None:
     pf, hf = cfg["sampling"]["positive_fraction"], cfg["sampling"]["hard_negative_fraction"]
     if pf < 0 or hf < 0 or pf + hf > 1:
         raise ConfigError("sampling.positive_fraction + hard_negative_fraction must lie in [0, 1]")
+    if not 0 <= cfg["sampling"]["mimic_share"] <= 1:
+        raise ConfigError(f"sampling.mimic_share must lie in [0, 1], not {cfg['sampling']['mimic_share']}")
 
 
 def loss_weights(cfg: Config, modality: str) -> tuple[float, float]:

@@ -8,13 +8,22 @@ with :mod:`plkd.metrics`. ``fold-K/result.json`` marks a finished fold (resumabl
 ``CVDIR/summary.{md,json}`` hold the per-fold table with mean ± sd of the pooled TPR, PPV,
 FPavg, F1 and Dice, and ``CVDIR/froc.png`` one FROC curve per fold. With variants (the ablation
 of paper Table 4, ``cv.variants`` in the configuration) each variant runs on the same folds.
+
+Variants share what they have in common: a finished screening or teacher stage is kept in a stage
+cache (``CVDIR/shared-stages`` or ``--stage-cache``) under a digest of everything that decides its
+weights (seed, data, sampling, augmentation, optimiser, network, stage settings, training subjects),
+and a fold whose stage has the same digest copies it instead of training it again. Variants without
+distillation (``students.mode: none``) train no teacher at all; their fold bundles hold the
+screening network and the student only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +37,7 @@ from plkd.errors import PLKDError
 from plkd.lowres import simulate_lowres
 from plkd.training.config import Config, set_value
 from plkd.training.export import export_run
-from plkd.training.loop import TrainContext
+from plkd.training.loop import TrainContext, is_done
 from plkd.training.pipeline import train
 from plkd.training.sampling import label_centres
 
@@ -92,9 +101,15 @@ def run_cv(
     folds: int | None = None,
     factor: int | None = None,
     variants: Sequence[str] | None = None,
+    stage_cache: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the cross-validation (or each named variant of ``cv.variants``); returns the summary."""
+    """Run the cross-validation (or each named variant of ``cv.variants``); returns the summary.
+
+    ``stage_cache`` (default ``CVDIR/shared-stages``) holds the screening and teacher stages that
+    folds with identical settings share; point runs at several LR factors at the same folder.
+    """
     root, out = Path(data_root), Path(cv_dir)
+    cache = Path(stage_cache) if stage_cache is not None else out / "shared-stages"
     k = int(folds or cfg["cv"]["folds"])
     f = int(factor or cfg["cv"]["factor"])
     if f < 2 or f & (f - 1):
@@ -113,7 +128,7 @@ def run_cv(
     for name, (vdir, vcfg) in runs.items():
         results = []
         for i, (train_ids, test_ids) in enumerate(splits):
-            results.append(_run_fold(root, vdir / f"fold-{i + 1}", vcfg, ctx, train_ids, test_ids, f))
+            results.append(_run_fold(root, vdir / f"fold-{i + 1}", vcfg, ctx, train_ids, test_ids, f, cache))
         if ctx.dist.is_main:
             summary["variants"][name or vcfg["students"]["mode"]] = _write_summary(vdir, results, vcfg, name)
     if variants and ctx.dist.is_main:
@@ -122,19 +137,83 @@ def run_cv(
     return summary
 
 
+def stage_keys(cfg: Config, train_ids: Sequence[str]) -> dict[str, str]:
+    """Digests of the settings that decide the screening and teacher weights of a fold.
+
+    Two folds with the same digest for a stage train the same network on the same patches, so one
+    may copy the other's finished stage. Run-time settings (device, threads) are left out.
+    """
+    common = {k: cfg[k] for k in ("seed", "modality", "data", "sampling", "augment", "optim")}
+    common["train_ids"] = sorted(train_ids)
+    screening = _digest({**common, "network": cfg["networks"]["screening"], "stage": cfg["screening"]})
+    teacher = _digest(
+        {**common, "screening": screening, "network": cfg["networks"]["segmenter"], "stage": cfg["teacher"]}
+    )
+    return {"screening": screening, "teacher": teacher}
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _reuse_stages(run: Path, cache: Path, keys: dict[str, str]) -> list[str]:
+    """Copy finished stages with matching digests from the cache into ``run``; returns their names."""
+    reused = []
+    for stage, key in keys.items():
+        src, dst = cache / f"{stage}-{key}", run / stage
+        if is_done(src) and not is_done(dst):
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst)
+            reused.append(stage)
+            log.info("%s: %s copied from the stage cache (%s)", run, stage, src.name)
+    return reused
+
+
+def _store_stages(run: Path, cache: Path, keys: dict[str, str]) -> None:
+    """Put the finished stages of ``run`` into the cache (copied to a temporary name, then renamed)."""
+    for stage, key in keys.items():
+        src, dst = run / stage, cache / f"{stage}-{key}"
+        if is_done(src) and not is_done(dst):
+            tmp = cache / f".{dst.name}.{os.getpid()}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            shutil.rmtree(dst, ignore_errors=True)
+            os.replace(tmp, dst)
+
+
 def _run_fold(
-    root: Path, fold_dir: Path, cfg: Config, ctx: TrainContext, train_ids: list, test_ids: list, f: int
+    root: Path,
+    fold_dir: Path,
+    cfg: Config,
+    ctx: TrainContext,
+    train_ids: list,
+    test_ids: list,
+    f: int,
+    cache: Path,
 ) -> dict:
     done = fold_dir / "result.json"
     if done.is_file():
         log.info("%s: finished, skipped", fold_dir)
         return json.loads(done.read_text(encoding="utf-8"))
-    train("all", root, fold_dir / "run", cfg, ctx, subject_ids=train_ids)
+    run = fold_dir / "run"
+    mode = cfg["students"]["mode"]
+    keys = stage_keys(cfg, train_ids)
+    if mode == "none":  # no distillation: a teacher would be trained for nothing
+        keys.pop("teacher")
+    reused = _reuse_stages(run, cache, keys) if ctx.dist.is_main else []
+    if mode == "none":
+        train("screening", root, run, cfg, ctx, subject_ids=train_ids)
+        train("students", root, run, cfg, ctx, subject_ids=train_ids)
+    else:
+        train("all", root, run, cfg, ctx, subject_ids=train_ids)
     result: dict[str, Any] = {}
     if ctx.dist.is_main:
-        bundle = export_run(fold_dir / "run", fold_dir / "bundle", mode=cfg["students"]["mode"], overwrite=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        _store_stages(run, cache, keys)
+        bundle = export_run(run, fold_dir / "bundle", mode=mode, overwrite=True, include_teacher=mode != "none")
         result = evaluate_fold(bundle, root, test_ids, f, cfg, ctx.device)
         result["train_ids"] = list(train_ids)
+        result["reused_stages"] = reused
         write_json_atomic(done, result)
     return result
 

@@ -58,11 +58,14 @@ def export_run(
     half: bool | None = None,
     overwrite: bool = False,
     metrics: dict[str, Any] | None = None,
+    include_teacher: bool = True,
 ) -> Path:
     """Write the bundle of ``run_dir``: screening, teacher (LR factor 1) and the chosen students.
 
     A student keeps the LR factor it was trained for (the fine-tuned one: the target factor); two
     students for the same factor are refused, because inference picks a student by factor.
+    ``include_teacher=False`` leaves the teacher out (cross-validation folds of variants trained
+    without one; such a bundle segments every input with its students).
     """
     run = Path(run_dir)
     cfg_path = run / "config.yaml"
@@ -71,14 +74,13 @@ def export_run(
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
     info = _read_json(run / "run.json") if (run / "run.json").is_file() else {}
     screening, sc_sum = _load_stage(run / "screening")
-    teacher, t_sum = _load_stage(run / "teacher")
-    networks: dict[str, dict[str, Any]] = {
-        "screening": {"module": screening, "role": "screening"},
-        "teacher": {"module": teacher, "role": "segmenter", "lr_factor": 1},
-    }
+    networks: dict[str, dict[str, Any]] = {"screening": {"module": screening, "role": "screening"}}
+    stage_info = {"screening": sc_sum}
+    if include_teacher:
+        teacher, stage_info["teacher"] = _load_stage(run / "teacher")
+        networks["teacher"] = {"module": teacher, "role": "segmenter", "lr_factor": 1}
     chosen = list(students) if students is not None else default_students(run, mode)
     factors: dict[int, str] = {}
-    stage_info = {"screening": sc_sum, "teacher": t_sum}
     for stage in chosen:
         net, summary = _load_stage(students_dir(run, mode) / stage)
         factor = int(summary["lr_factor"])

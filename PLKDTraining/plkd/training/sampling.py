@@ -8,10 +8,13 @@ Patch centres come from three pools (fractions in the ``sampling`` section):
 
 - **positives**: microbleed centres (connected components of the label; the manifest's voxel
   centres when no label map exists), shifted by a random jitter;
-- **hard negatives**: things that look like microbleeds but are not — the data set's mimics
-  (``plkd synth`` manifests list them), dark spots (local minima of the normalised image inside
-  the brain below a z-score) and, when a screening network is given, its highest-scoring false
-  candidates; anything within ``exclusion_mm`` of a microbleed is dropped;
+- **hard negatives**: things that look like microbleeds but are not, in two sub-pools. *Mimics*
+  are the data set's named mimics (``plkd synth`` manifests list veins, calcifications, iron,
+  air–tissue dropout) and, when a screening network is given, its highest-scoring false
+  candidates; *dark spots* are local minima of the normalised image inside the brain below a
+  z-score. Dark spots outnumber mimics ten to one, yet mimics cause the false positives, so a
+  hard negative comes from the mimics with probability ``mimic_share``. Anything within
+  ``exclusion_mm`` of a microbleed is dropped;
 - **random** voxels of the brain mask.
 
 Patches are cut around a centre voxel (``start = centre - size // 2``) and padded with zeros
@@ -50,8 +53,14 @@ class SubjectArrays:
     mask: np.ndarray  # bool
     affine: np.ndarray
     positives: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
-    hard_negatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    mimics: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    dark_spots: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
     brain_voxels: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+
+    @property
+    def hard_negatives(self) -> np.ndarray:
+        """Every hard-negative centre: mimics, then dark spots."""
+        return np.concatenate([self.mimics, self.dark_spots], axis=0)
 
     @property
     def spacing(self) -> np.ndarray:
@@ -133,9 +142,8 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
     rng = np.random.default_rng([seed, 7919, sum(map(ord, subject.id))])
     mimics = np.asarray(_meta_centres(subject.meta, "mimics", image.affine)).reshape(-1, 3)
     spots = dark_spots(data, mask_arr, smp["minima_threshold"], smp["max_minima"], rng)
-    hard = np.concatenate([np.rint(mimics).astype(np.int64), spots], axis=0)
     sp = np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0))
-    hard = drop_near(hard, positives, sp, smp["exclusion_mm"])
+    inside = np.all((mimics >= 0) & (mimics <= np.asarray(image.shape) - 1), axis=1)
     return SubjectArrays(
         id=subject.id,
         image=data,
@@ -143,7 +151,8 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
         mask=mask_arr,
         affine=image.affine,
         positives=positives,
-        hard_negatives=hard,
+        mimics=drop_near(np.rint(mimics[inside]).astype(np.int64), positives, sp, smp["exclusion_mm"]),
+        dark_spots=drop_near(spots, positives, sp, smp["exclusion_mm"]),
         brain_voxels=np.argwhere(mask_arr)[:: max(1, int(mask_arr.sum()) // 200_000)].astype(np.int64),
     )
 
@@ -178,12 +187,12 @@ class PatchSampler:
             raise InputError("none of the training subjects has a microbleed label; nothing to learn from")
 
     def add_hard_negatives(self, index: int, coords: np.ndarray) -> None:
-        """Append hard-negative centres (e.g. screening false positives) to subject ``index``."""
+        """Append centres to subject ``index``'s mimic pool (e.g. screening false positives)."""
         s = self.subjects[index]
         coords = drop_near(
             np.asarray(coords, dtype=np.int64).reshape(-1, 3), s.positives, s.spacing, self.smp["exclusion_mm"]
         )
-        s.hard_negatives = np.concatenate([s.hard_negatives, coords], axis=0)
+        s.mimics = np.concatenate([s.mimics, coords], axis=0)
         if len(s.hard_negatives) and index not in self.with_hard:
             self.with_hard.append(index)
             self.with_hard.sort()
@@ -201,7 +210,9 @@ class PatchSampler:
         if u < pf + hf and self.with_hard:
             i = int(rng.choice(self.with_hard))
             s = self.subjects[i]
-            return i, s.hard_negatives[rng.integers(len(s.hard_negatives))], "hard"
+            use_mimic = len(s.mimics) and (not len(s.dark_spots) or rng.random() < self.smp["mimic_share"])
+            pool = s.mimics if use_mimic else s.dark_spots
+            return i, pool[rng.integers(len(pool))], "hard"
         i = int(rng.integers(len(self.subjects)))
         s = self.subjects[i]
         return i, s.brain_voxels[rng.integers(len(s.brain_voxels))], "random"
