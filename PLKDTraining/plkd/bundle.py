@@ -435,6 +435,11 @@ def _validate_entry(name: str, entry: Any, root: Path | None) -> None:
     if entry["role"] == "segmenter":
         lr = entry.get("lr_factor")
         _require(_is_number(lr) and lr >= 1, f"{where}: a segmenter needs 'lr_factor' >= 1")
+    own = entry.get("thresholds", {})
+    _require(
+        isinstance(own, dict) and all(k in DEFAULT_THRESHOLDS and _is_number(v) for k, v in own.items()),
+        f"{where}: 'thresholds' must map threshold names ({', '.join(DEFAULT_THRESHOLDS)}) to numbers",
+    )
     try:
         _build(name, entry)
     except BundleError as exc:

@@ -16,7 +16,7 @@ from plkd import __version__
 from plkd.errors import PLKDError
 
 #: Sub-commands in the order ``plkd --help`` lists them; each is the module ``plkd.commands.<name>``.
-COMMANDS: list[str] = ["demo", "predict", "evaluate", "synth", "lowres", "train", "cv", "export", "benchmark"]
+COMMANDS: list[str] = ["demo", "predict", "evaluate", "synth", "lowres", "train", "cv", "export", "tune", "benchmark"]
 
 
 def build_parser() -> argparse.ArgumentParser:

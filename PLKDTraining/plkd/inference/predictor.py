@@ -81,7 +81,9 @@ def _load_bundle(bundle: Any) -> Any:
 class Predictor:
     """Two-stage microbleed detection and segmentation with one model bundle.
 
-    ``threshold`` overrides the bundle's segmentation (patch probability) threshold;
+    Thresholds come from the bundle: its global ones, replaced by a segmenter's own where
+    ``plkd tune`` chose them on validation subjects. ``threshold`` overrides the segmentation
+    (patch probability) threshold of every segmenter; ``thresholds`` overrides any by name.
     ``progress`` is a :class:`plkd.progress.Progress` (or a mode name); networks are loaded once
     and reused for every volume.
     """
@@ -94,6 +96,7 @@ class Predictor:
         threshold: float | None = None,
         progress: Progress | str | None = None,
         *,
+        thresholds: dict[str, float] | None = None,
         max_candidates: int = MAX_CANDIDATES,
         tile: tuple[int, int, int] = DEFAULT_TILE,
     ) -> None:
@@ -102,12 +105,13 @@ class Predictor:
         if isinstance(progress, str):
             progress = Progress(progress)  # type: ignore[arg-type]
         self.progress = progress or Progress("none")
-        thresholds = {**DEFAULT_THRESHOLDS, **(getattr(self.bundle, "thresholds", None) or {})}
+        #: The bundle's global thresholds (a segmenter's tuned ones take precedence, see thresholds_for).
+        self.thresholds = {**DEFAULT_THRESHOLDS, **(getattr(self.bundle, "thresholds", None) or {})}
+        self._override = {k: float(v) for k, v in (thresholds or {}).items()}
         if threshold is not None:
             if not 0.0 <= float(threshold) <= 1.0:
                 raise PLKDError(f"--threshold must be a probability between 0 and 1, not {threshold}")
-            thresholds["segmentation"] = float(threshold)
-        self.thresholds = thresholds
+            self._override["segmentation"] = float(threshold)
         self.max_candidates = int(max_candidates)
         self.tile = tile
         sizes = (self.bundle.manifest.get("patch_size") or {}).get("segmentation") or DEFAULT_PATCH
@@ -126,6 +130,12 @@ class Predictor:
             net.eval()
             self._nets[name] = net
         return self._nets[name]
+
+    def thresholds_for(self, segmenter: str, *, overrides: bool = True) -> dict[str, float]:
+        """The thresholds used with ``segmenter``: global, then its tuned ones, then the caller's overrides."""
+        entry = self.bundle.manifest.get("networks", {}).get(segmenter, {})
+        own = {k: float(v) for k, v in (entry.get("thresholds") or {}).items()}
+        return {**self.thresholds, **own, **(self._override if overrides else {})}
 
     def choose_student(self, lr_factor: float, student: str | None = None) -> str:
         """The segmenter for an input of this anisotropy ratio (or the one named)."""
@@ -160,6 +170,7 @@ class Predictor:
         prep, notes = self._prepare(volume, mask)
         factor = prep.lr_factor if lr_factor is None else float(lr_factor)
         name = self.choose_student(factor, student)
+        thr = self.thresholds_for(name)
         self.progress.advance()
         timings["preprocess"] = time.perf_counter() - t0
 
@@ -171,8 +182,8 @@ class Predictor:
             scores,
             lambda idx: score_grid_to_input(fcn, idx),
             prep.spacing,
-            float(self.thresholds["screening"]),
-            float(self.thresholds["min_distance_mm"]),
+            float(thr["screening"]),
+            float(thr["min_distance_mm"]),
             mask=mask_on_score_grid(prep.mask, stride),
             max_candidates=self.max_candidates,
         )
@@ -184,11 +195,11 @@ class Predictor:
         positions = [np.clip(c.position, 0, np.asarray(prep.data.shape) - 1) for c in cands]
         prob_model = np.zeros(prep.data.shape, dtype=np.float32) if probability else None
         self.progress.start("segment", len(positions))
-        results = self._segment(name, prep, positions, prob_model)
+        results = self._segment(name, prep, positions, prob_model, thr)
         timings["segment"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        labels_model, fate = stitch(results, prep.data.shape, float(self.thresholds["segmentation"]))
+        labels_model, fate = stitch(results, prep.data.shape, float(thr["segmentation"]))
         out = self._finish(volume, prep, name, factor, cands, positions, results, fate, labels_model, prob_model, notes)
         timings["postprocess"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
@@ -226,11 +237,12 @@ class Predictor:
         position = np.clip(prep.ras_to_voxel(point)[0], 0, np.asarray(prep.data.shape) - 1)
         prob_model = np.zeros(prep.data.shape, dtype=np.float32)
         self.progress.start("segment", 1)
-        result = self._segment(name, prep, [position], prob_model)[0]
+        thr = self.thresholds_for(name)
+        result = self._segment(name, prep, [position], prob_model, thr)[0]
         if result.voxels.shape[0] == 0:
             result = self._relative_component(prob_model, position, prep, result, notes)
         labels_model, _ = stitch([PatchResult(1.0, result.voxels, result.max_voxel_probability)], prep.data.shape, 0.0)
-        kept = result.probability >= float(self.thresholds["segmentation"])
+        kept = result.probability >= float(thr["segmentation"])
         reason = "clicked" if kept else "clicked (below threshold)"
         fate = [StitchedCandidate(1 if result.voxels.shape[0] else 0, reason)]
         cands = [Candidate(position=position, score=float("nan"))]
@@ -264,7 +276,12 @@ class Predictor:
         return tick
 
     def _segment(
-        self, name: str, prep: PreparedVolume, positions: list[np.ndarray], prob_model: np.ndarray | None
+        self,
+        name: str,
+        prep: PreparedVolume,
+        positions: list[np.ndarray],
+        prob_model: np.ndarray | None,
+        thr: dict[str, float],
     ) -> list[PatchResult]:
         from plkd.models import patch_probability
 
@@ -283,7 +300,7 @@ class Predictor:
             self.patch_size,
             self.state,
             patch_probability=patch_probability,
-            voxel_threshold=float(self.thresholds["voxel"]),
+            voxel_threshold=float(thr["voxel"]),
             spacing=prep.spacing,
             probability_map=prob_model,
             on_batch=on_batch,

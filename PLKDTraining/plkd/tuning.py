@@ -1,0 +1,254 @@
+"""Decision thresholds chosen on validation subjects (``plkd tune``).
+
+A candidate becomes a microbleed when its screening score reaches the ``screening`` threshold
+and its patch probability the ``segmentation`` threshold. Training leaves both at 0.5, which
+suits no student in particular: the HR teacher, whose false positives are the problem, wants a
+stricter screening cut than the ×8 student, which must keep every faint trace it sees.
+
+:func:`tune_thresholds` predicts each labelled validation subject once per segmenter at the
+loosest thresholds of the search grid — HR images for the teacher; the cubic LR@k and thick-slab
+versions (:func:`plkd.lowres.simulate_lowres`) for the ×k student — remembers each candidate's two
+scores and its label, and then scores every threshold pair on those stored predictions with the
+metrics of ``plkd evaluate`` (paper Table 2, VALDO matching). It keeps the pair with the best
+pooled F1 — among those with at most ``max_fp`` false positives per subject when a limit is
+given (the best F1 overall when none qualifies) — and writes a copy of the bundle whose
+segmenters carry their own thresholds.
+Re-thresholding stored candidates equals a new prediction except where two candidates overlap
+and the weaker one would have taken the voxels the stronger one leaves at a stricter cut; such
+pairs are rare (candidates are at least ``min_distance_mm`` apart).
+
+Never tune on the subjects you report: use a validation set whose seeds training and testing
+never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plkd.atomic import write_json_atomic
+from plkd.bundle import MANIFEST, load_bundle
+from plkd.data.datasets import find_subjects, load_subject
+from plkd.errors import PLKDError
+from plkd.lowres import simulate_lowres
+from plkd.metrics import evaluate_subject, pool_results
+from plkd.progress import Progress
+
+SCREENING_GRID: tuple[float, ...] = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.30 … 0.95
+SEGMENTATION_GRID: tuple[float, ...] = (*(round(0.1 * i, 1) for i in range(1, 10)), 0.95, 0.99, 0.999)
+#: Margin (voxels) kept around the foreground when cropping a case for fast re-scoring.
+CROP_MARGIN = 8
+
+
+@dataclass
+class Case:
+    """One validation input predicted at the loosest thresholds, cropped around its foreground."""
+
+    subject: str
+    condition: str
+    labels: np.ndarray  # predicted label map (one label per candidate), cropped
+    truth: np.ndarray  # reference label, same crop
+    spacing: np.ndarray
+    scores: dict[int, tuple[float, float]]  # label -> (screening score, patch probability)
+
+    def kept(self, screening: float, segmentation: float) -> frozenset[int]:
+        """Labels of the candidates that pass both thresholds."""
+        return frozenset(lab for lab, (s, p) in self.scores.items() if s >= screening and p >= segmentation)
+
+
+def conditions_for(factor: float) -> list[str]:
+    """The inputs a segmenter meets: HR for the teacher, LR@k and thick slabs for a ×k student."""
+    return ["hr"] if factor <= 1 else ["interp", "slab"]
+
+
+def _degrade(image: np.ndarray, condition: str, factor: int) -> np.ndarray:
+    if condition == "hr":
+        return image
+    return simulate_lowres(image, factor, axis=2, mode=condition).astype(np.float32)
+
+
+def _crop(labels: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    fg = (labels > 0) | (truth > 0)
+    if not fg.any():
+        return labels[:1, :1, :1] * 0, truth[:1, :1, :1] * 0
+    idx = np.argwhere(fg)
+    lo = np.maximum(idx.min(axis=0) - CROP_MARGIN, 0)
+    hi = np.minimum(idx.max(axis=0) + CROP_MARGIN + 1, labels.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    return labels[box], truth[box]
+
+
+def collect_cases(
+    predictor: Any,
+    data_root: str | os.PathLike[str],
+    segmenter: str,
+    factor: float,
+    progress: Progress | None = None,
+) -> list[Case]:
+    """Predict every labelled subject of ``data_root`` under each condition of ``segmenter``."""
+    subjects = [s for s in find_subjects(data_root) if s.label is not None]
+    if not subjects:
+        raise PLKDError(f"{data_root} has no labelled subject to tune thresholds on")
+    conditions = conditions_for(factor)
+    progress = progress or Progress("none")
+    progress.start(f"tune {segmenter}", len(subjects) * len(conditions))
+    cases = []
+    for subject in subjects:
+        image, label, mask = load_subject(subject)
+        for condition in conditions:
+            data = _degrade(image.data, condition, int(round(factor)))
+            result = predictor.predict(image.with_data(data), mask, student=segmenter)
+            scores = {
+                int(c["label"]): (float(c["screening_score"]), float(c["probability"]))
+                for c in result.candidates
+                if c["label"] > 0
+            }
+            labels, truth = _crop(result.label_map, label.data)
+            cases.append(Case(subject.id, condition, labels, truth, image.spacing, scores))
+            progress.advance()
+    progress.finish()
+    return cases
+
+
+def score(cases: Sequence[Case], screening: float, segmentation: float, cache: dict | None = None) -> dict[str, float]:
+    """Pooled TPR, PPV, FPavg, F1 (and Dice) of ``cases`` re-thresholded at the given pair."""
+    cache = {} if cache is None else cache
+    per_subject = {}
+    for i, case in enumerate(cases):
+        kept = case.kept(screening, segmentation)
+        key = (i, kept)
+        if key not in cache:
+            pred = np.isin(case.labels, list(kept)) if kept else np.zeros(case.labels.shape, dtype=bool)
+            cache[key] = evaluate_subject(pred, case.truth, case.spacing)
+        per_subject[f"{case.subject}/{case.condition}"] = cache[key]
+    return pool_results(per_subject)["pooled"]
+
+
+def search(
+    cases: Sequence[Case],
+    max_fp: float | None = None,
+    screening_grid: Iterable[float] = SCREENING_GRID,
+    segmentation_grid: Iterable[float] = SEGMENTATION_GRID,
+) -> dict[str, Any]:
+    """The threshold pair with the best pooled F1 (at ≤ ``max_fp`` false positives per subject).
+
+    Ties go to the higher sensitivity, then to the looser pair. ``feasible`` is False when no
+    pair meets ``max_fp`` (the best F1 overall is returned then).
+    """
+    cache: dict = {}
+    rows = []
+    for s in screening_grid:
+        for p in segmentation_grid:
+            m = score(cases, s, p, cache)
+            f1 = m["F1"] if np.isfinite(m["F1"]) else 0.0
+            tpr = m["TPR"] if np.isfinite(m["TPR"]) else 0.0
+            rows.append((max_fp is None or m["FPavg"] <= max_fp, f1, tpr, -s, -p, m))
+    feasible = [r for r in rows if r[0]]
+    best = max(feasible or rows, key=lambda r: r[1:5])
+    return {"screening": -best[3], "segmentation": -best[4], "metrics": best[5], "feasible": bool(feasible)}
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {k: (round(float(v), 4) if np.isfinite(v) else None) for k, v in metrics.items() if k != "n_subjects"}
+
+
+def tune_thresholds(
+    bundle_path: str | os.PathLike[str],
+    data_root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    max_fp: float | None = None,
+    segmenters: Sequence[str] | None = None,
+    device: str = "auto",
+    progress: str = "tqdm",
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Tune each segmenter's thresholds on ``data_root`` and write the tuned bundle to ``out``.
+
+    Returns ``{segmenter: {"before", "after", "screening", "segmentation", "feasible", ...}}``,
+    which is also stored in the new bundle's manifest under ``tuning``.
+    """
+    from plkd.inference.predictor import Predictor
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise PLKDError(f"{out} exists; choose another --out or pass --overwrite")
+    if max_fp is not None and not max_fp > 0:
+        raise PLKDError(f"--max-fp must be a positive number of false positives per subject, not {max_fp}")
+    bundle = load_bundle(bundle_path)
+    names = bundle.segmenter_names()
+    chosen = list(segmenters) if segmenters else list(names)
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        raise PLKDError(f"the model has no segmenter {', '.join(unknown)}; it has {', '.join(names)}")
+    loosest = {"screening": min(SCREENING_GRID), "segmentation": 0.0}
+    predictor = Predictor(bundle, device=device, thresholds=loosest)
+    prog = Progress(progress)  # type: ignore[arg-type]
+    report: dict[str, Any] = {}
+    for name in chosen:
+        cases = collect_cases(predictor, data_root, name, names[name], prog)
+        current = predictor.thresholds_for(name, overrides=False)
+        before = score(cases, float(current["screening"]), float(current["segmentation"]))
+        best = search(cases, max_fp)
+        report[name] = {
+            "conditions": conditions_for(names[name]),
+            "inputs": len(cases),
+            "screening": best["screening"],
+            "segmentation": best["segmentation"],
+            "feasible": best["feasible"],
+            "before": _rounded(before),
+            "after": _rounded(best["metrics"]),
+        }
+    _write_tuned_bundle(bundle.root, out, report, data_root, max_fp)
+    return report
+
+
+def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root: Any, max_fp: float) -> None:
+    """Copy the bundle with each tuned segmenter's thresholds (temporary folder, then rename)."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    try:
+        manifest = json.loads((tmp / MANIFEST).read_text(encoding="utf-8"))
+        for name, r in report.items():
+            manifest["networks"][name]["thresholds"] = {"screening": r["screening"], "segmentation": r["segmentation"]}
+        manifest["tuning"] = {
+            "data": str(data_root),
+            "max_fp_per_subject": max_fp,
+            "objective": "pooled F1 (paper Table 2, VALDO matching)"
+            + (f" at <= {max_fp} false positives per subject" if max_fp is not None else ""),
+            "segmenters": report,
+        }
+        write_json_atomic(tmp / MANIFEST, manifest)
+        load_bundle(tmp)  # the tuned bundle must open like any other
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A Markdown table of the tuned thresholds and the validation metrics before and after."""
+    lines = [
+        "| segmenter | inputs | screening | segmentation | F1 before | F1 after | TPR after | FP/subject after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in report.items():
+        b, a = r["before"], r["after"]
+        pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
+        fp = "n/a" if a["FPavg"] is None else f"{a['FPavg']:.2f}"
+        flag = "" if r["feasible"] else " (no pair within the FP limit)"
+        lines.append(
+            f"| {name} | {r['inputs']} | {r['screening']:.2f} | {r['segmentation']:.3g} | {pct(b['F1'])} | "
+            f"{pct(a['F1'])}{flag} | {pct(a['TPR'])} | {fp} |"
+        )
+    return "\n".join(lines)

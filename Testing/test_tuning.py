@@ -1,0 +1,99 @@
+"""Threshold tuning (``plkd tune``): the search on hand-made cases, the tuned bundle, its use."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from training_toydata import write_toy_dataset
+
+from plkd.bundle import MANIFEST, load_bundle
+from plkd.cli import main
+from plkd.errors import BundleError
+from plkd.inference.predictor import Predictor
+from plkd.tuning import Case, score, search
+from plkd.volumes import load_volume
+
+BUNDLE = Path(__file__).resolve().parent / "data" / "tiny-bundle"
+
+
+def _hand_made_case() -> Case:
+    """Two microbleeds (A, B) and four candidates: A found, B found weakly, two false alarms."""
+    truth = np.zeros((40, 20, 20), np.uint8)
+    labels = np.zeros_like(truth, dtype=np.int32)
+    truth[3:5, 3:5, 3:5] = 1  # A
+    truth[13:15, 3:5, 3:5] = 1  # B
+    labels[3:5, 3:5, 3:5] = 1  # on A: strong on both stages
+    labels[13:15, 3:5, 3:5] = 2  # on B: weak screening score
+    labels[25:27, 10:12, 10:12] = 3  # false alarm the segmenter is sure of
+    labels[35:37, 10:12, 10:12] = 4  # false alarm the segmenter doubts
+    scores = {1: (0.9, 0.9), 2: (0.4, 0.95), 3: (0.6, 0.99), 4: (0.95, 0.2)}
+    return Case("sub-01", "hr", labels, truth, np.ones(3), scores)
+
+
+def test_score_rethresholds_stored_candidates():
+    case = _hand_made_case()
+    assert case.kept(0.5, 0.5) == {1, 3}
+    m = score([case], 0.5, 0.5)
+    assert (m["TP"], m["FP"], m["FN"]) == (1, 1, 1)
+    assert m["F1"] == pytest.approx(0.5)
+    everything = score([case], 0.0, 0.0)
+    assert (everything["TP"], everything["FP"]) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("max_fp", "expected", "f1"),
+    [
+        (1.0, (0.3, 0.3), 0.8),  # keep A, B and one false alarm: F1 = 4/5
+        (0.5, (0.65, 0.3), 2 / 3),  # no false alarm allowed: A alone, loosest pair that drops both alarms
+    ],
+)
+def test_search_picks_best_f1_within_the_false_positive_limit(max_fp, expected, f1):
+    best = search([_hand_made_case()], max_fp)
+    assert (best["screening"], best["segmentation"]) == expected
+    assert best["metrics"]["F1"] == pytest.approx(f1) and best["feasible"]
+
+
+def test_search_without_a_feasible_pair_says_so():
+    case = _hand_made_case()
+    case.scores = {3: (0.9, 0.9)}  # only a false alarm, always above any threshold of the grid but one
+    best = search([case], max_fp=0.5, screening_grid=(0.3,), segmentation_grid=(0.5,))
+    assert not best["feasible"] and best["metrics"]["FP"] == 1
+
+
+def test_tune_command_writes_a_bundle_whose_segmenters_carry_thresholds(tmp_path):
+    data = write_toy_dataset(tmp_path / "val", n_subjects=2, seed=11)
+    out = tmp_path / "tuned"
+    args = ["tune", str(data), "--model", str(BUNDLE), "--out", str(out), "--progress", "none"]
+    assert main(args + ["--students", "student_x4"]) == 0
+    tuned = load_bundle(out)  # checksums and schema still hold
+    own = tuned.manifest["networks"]["student_x4"]["thresholds"]
+    report = tuned.manifest["tuning"]["segmenters"]["student_x4"]
+    assert own == {"screening": report["screening"], "segmentation": report["segmentation"]}
+    assert "thresholds" not in tuned.manifest["networks"]["teacher"]  # not asked for
+    assert report["inputs"] == 4 and report["conditions"] == ["interp", "slab"]
+    # The bundle's own pair (0.5, 0.5) is on the grid, so tuning never lowers the validation F1.
+    assert report["after"]["F1"] >= report["before"]["F1"] > 0
+    # The predictor applies the student's own thresholds: every kept candidate passes both.
+    image = load_volume(data / "sub-0001" / "sub-0001_space-T2S_desc-masked_T2S.nii.gz")
+    result = Predictor(tuned, device="cpu").predict(image, lr_factor=4)
+    assert result.student == "student_x4"
+    kept = [c for c in result.candidates if c["kept"]]
+    assert kept
+    assert all(c["screening_score"] >= own["screening"] and c["probability"] >= own["segmentation"] for c in kept)
+    assert Predictor(tuned, device="cpu").thresholds_for("teacher")["screening"] == tuned.thresholds["screening"]
+    # An existing output is never replaced silently.
+    assert main(args) == 2
+
+
+def test_per_segmenter_thresholds_are_validated(tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(BUNDLE, bad)
+    manifest = json.loads((bad / MANIFEST).read_text())
+    manifest["networks"]["teacher"]["thresholds"] = {"screening": "high"}
+    (bad / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="'thresholds' must map"):
+        load_bundle(bad)
