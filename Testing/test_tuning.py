@@ -81,6 +81,8 @@ def test_tune_command_writes_a_bundle_whose_segmenters_carry_thresholds(tmp_path
     image = load_volume(data / "sub-0001" / "sub-0001_space-T2S_desc-masked_T2S.nii.gz")
     result = Predictor(tuned, device="cpu").predict(image, lr_factor=4)
     assert result.student == "student_x4"
+    assert result.thresholds["screening"] == own["screening"]  # recorded in NAME_cmb.json
+    assert result.thresholds["segmentation"] == own["segmentation"]
     kept = [c for c in result.candidates if c["kept"]]
     assert kept
     assert all(c["screening_score"] >= own["screening"] and c["probability"] >= own["segmentation"] for c in kept)

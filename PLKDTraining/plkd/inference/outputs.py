@@ -53,6 +53,7 @@ def result_record(result: PredictionResult, input_path: str | Path | None, model
         "plkd_version": __version__,
         "student": result.student,
         "lr_factor": result.lr_factor,
+        "thresholds": result.thresholds,
         "n_microbleeds": result.n_microbleeds,
         "candidates": result.candidates,
         "timings": result.timings,

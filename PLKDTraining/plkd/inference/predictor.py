@@ -60,6 +60,8 @@ class PredictionResult:
     lr_factor: float
     timings: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    #: The thresholds applied (the bundle's, the student's tuned ones, or the caller's override).
+    thresholds: dict[str, float] = field(default_factory=dict)
     probability_map: np.ndarray | None = None
     model_label_map: np.ndarray | None = None
     model_affine: np.ndarray | None = None
@@ -204,6 +206,7 @@ class Predictor:
         timings["postprocess"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
         out.timings = {k: round(v, 4) for k, v in timings.items()}
+        out.thresholds = thr
         if model_grid:
             out.model_label_map, out.model_affine = labels_model, prep.affine
         self.progress.finish()
@@ -252,6 +255,7 @@ class Predictor:
             rec["kept"] = bool(kept and rec["label"] > 0)
             rec["segmented"] = rec["label"] > 0
         out.timings = {"total": round(time.perf_counter() - t0, 4)}
+        out.thresholds = thr
         self.progress.finish()
         return out
 
