@@ -100,6 +100,16 @@ def test_mimics_are_not_labelled(subject):
     assert checked >= 5
 
 
+def test_veins_list_their_whole_path(subject):
+    veins = [m for m in subject.mimics if m["kind"] == "vein"]
+    assert veins
+    for v in veins:
+        path = np.asarray(v["path_ras"])
+        assert len(path) >= 2  # veins are at least 8 mm long, points every ~4 mm
+        assert np.linalg.norm(np.diff(path, axis=0), axis=1).max() <= 4.05  # (RAS rounded to 0.01 mm)
+        assert np.linalg.norm(path - np.asarray(v["center_ras"]), axis=1).min() <= 2.0  # the middle is on it
+
+
 def test_veins_darken_the_image():
     plain = generate_subject(8, n_microbleeds=0, modality="SWI", mimics=False, **FAST)
     veined = generate_subject(8, n_microbleeds=0, modality="SWI", **FAST)

@@ -10,7 +10,7 @@ from plkd.data.datasets import find_subjects
 from plkd.errors import ConfigError
 from plkd.training.augment import AugmentParams, apply_geometric, apply_intensity, draw_params
 from plkd.training.config import load_config, set_value
-from plkd.training.sampling import PatchSampler, extract_patch, label_centres, prepare_subject
+from plkd.training.sampling import PatchSampler, _meta_centres, extract_patch, label_centres, prepare_subject
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,13 @@ def test_mimic_share_picks_the_hard_negative_pool(sampler):
             assert all(hits) if expect_mimic else not any(hits)
     finally:
         s.mimics = s_saved
+
+
+def test_every_point_of_a_vein_path_is_a_mimic_centre():
+    meta = {"mimics": [{"kind": "vein", "center_ras": [5, 5, 5], "path_ras": [[1, 5, 5], [5, 5, 5], [9, 5, 5]]}]}
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    centres = np.asarray(_meta_centres(meta, "mimics", affine))
+    assert centres.tolist() == [[0.5, 2.5, 2.5], [2.5, 2.5, 2.5], [4.5, 2.5, 2.5]]
 
 
 def test_mimic_share_is_validated():

@@ -36,6 +36,10 @@ class SynthSubject:
     hidden_microbleeds: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: Every VEIN_PATH_STEP-th point of a vein's 0.4-mm polyline goes to the manifest (about 4 mm apart).
+VEIN_PATH_STEP = 10
+
+
 def parse_spacing(spacing: float | str | Sequence[float]) -> np.ndarray:
     """Voxel size (mm) per axis from ``1.0``, ``"0.8"``, ``"1,1,3"`` or a sequence of 3."""
     try:
@@ -157,6 +161,8 @@ def generate_subject(
         rec: dict[str, Any] = {"kind": m.kind, "center_ras": ras, "center_voxel": vox, "depth": round(m.depth, 3)}
         if m.kind in ("calcification", "air_tissue_dropout"):
             rec["sigma_mm"] = round(m.size, 2)
+        if m.points is not None:  # a vein: points every ~4 mm, so training sees all of it, not its middle
+            rec["path_ras"] = [geometry(p)[0] for p in m.points[::VEIN_PATH_STEP]]
         mimic_records.append({**rec, **m.info})
 
     params = {

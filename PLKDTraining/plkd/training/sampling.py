@@ -79,12 +79,18 @@ def _ras_to_voxel(affine: np.ndarray, ras: Sequence[float]) -> np.ndarray:
 
 
 def _meta_centres(meta: dict[str, Any], key: str, affine: np.ndarray) -> list[np.ndarray]:
-    """Voxel centres of manifest entries (``center_ras`` preferred: it survives resampling)."""
+    """Voxel centres of manifest entries (``center_ras`` preferred: it survives resampling).
+
+    An entry with a ``path_ras`` (a vein) contributes every point of its path: a vein looks like a
+    microbleed wherever a slice cuts it, not only at its middle.
+    """
     out = []
     for item in meta.get(key) or []:
         if not isinstance(item, dict):
             continue
-        if item.get("center_ras") is not None:
+        if isinstance(item.get("path_ras"), list) and item["path_ras"]:
+            out.extend(_ras_to_voxel(affine, p) for p in item["path_ras"])
+        elif item.get("center_ras") is not None:
             out.append(_ras_to_voxel(affine, item["center_ras"]))
         elif item.get("center_voxel") is not None:
             out.append(np.asarray(item["center_voxel"], dtype=float))
