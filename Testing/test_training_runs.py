@@ -196,3 +196,4 @@ def test_cv_variants_share_stages(tmp_path):
     assert fold["hybrid_fcm"]["student"] == "student_x2"
     table = (out / "summary.md").read_text()
     assert all(f"| {v} |" in table for v in variants.split(","))
+    assert (out / "variants.png").stat().st_size > 5000

@@ -134,6 +134,7 @@ def run_cv(
     if variants and ctx.dist.is_main:
         write_text_atomic(out / "summary.md", _variants_markdown(summary))
         write_json_atomic(out / "summary.json", summary)
+        plot_variants(summary, out / "variants.png")
     return summary
 
 
@@ -250,6 +251,32 @@ def _write_summary(vdir: Path, results: list[dict], cfg: Config, name: str) -> d
     curves = {f"fold {i + 1}": FrocCurve.from_dict(r["froc"]) for i, r in enumerate(results)}
     plot_froc(curves, vdir / "froc.png", title=f"FROC, LR@{cfg['cv']['factor']}")
     return out
+
+
+def plot_variants(summary: dict, path: Path) -> Path:
+    """Bar chart of each variant's F1, TPR and PPV (mean ± sd over folds) and its FP per subject."""
+    from plkd.figures import pyplot, save_figure
+
+    plt = pyplot()
+    names = list(summary["variants"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(3 + 1.1 * len(names), 3.6), width_ratios=[3, 1.4])
+    x = np.arange(len(names))
+    for i, metric in enumerate(("F1", "TPR", "PPV")):
+        mean = [100 * summary["variants"][n]["mean"][metric] for n in names]
+        sd = [100 * summary["variants"][n]["sd"][metric] for n in names]
+        left.bar(x + (i - 1) * 0.27, mean, 0.27, yerr=sd, capsize=2, label=metric)
+    left.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    left.set_ylabel("% (mean ± sd over folds)")
+    left.set_ylim(0, 100)
+    left.legend(fontsize=8, ncol=3, loc="upper left")
+    fp = [summary["variants"][n]["mean"]["FPavg"] for n in names]
+    fp_sd = [summary["variants"][n]["sd"]["FPavg"] for n in names]
+    right.bar(x, fp, 0.6, yerr=fp_sd, capsize=2, color="tab:gray")
+    right.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    right.set_ylabel("false positives per subject")
+    fig.suptitle(f"{summary['folds']}-fold CV at LR@{summary['factor']}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
 
 
 def _fmt(metric: str, value: float | None) -> str:
