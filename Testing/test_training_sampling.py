@@ -74,6 +74,18 @@ def test_segmentation_batch_shapes_and_positives(sampler):
     assert not np.allclose(batch["image"], batch["lr"])  # the LR version differs
 
 
+def test_lr_noise_keeps_microbleeds_dark(sampler):
+    # Patches are normalised (signed z-scores): LR noise must not take magnitudes, which would
+    # turn a dark microbleed bright (the bug that made noisy students predict nothing).
+    smp, cfg = sampler
+    pos = PatchSampler(smp.subjects, set_value(cfg, "sampling.positive_fraction", "1.0"))
+    quiet = pos.segmentation_batch(np.random.default_rng(4), 6, factor=2, lr_noise_std=0.0)
+    noisy = pos.segmentation_batch(np.random.default_rng(4), 6, factor=2, lr_noise_std=0.05)
+    lesion = quiet["label"] > 0
+    assert (noisy["lr"] < 0).mean() > 0.3  # signed data stay signed
+    assert noisy["lr"][lesion].mean() < 0 and abs(noisy["lr"][lesion].mean() - quiet["lr"][lesion].mean()) < 0.5
+
+
 def test_screening_batch_targets(sampler):
     smp, cfg = sampler
     pos = PatchSampler(

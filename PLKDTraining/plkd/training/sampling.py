@@ -272,8 +272,17 @@ class PatchSampler:
                 mode = str(lr_modes[int(rng.integers(len(lr_modes)))])
                 offset = int(rng.integers(factor)) if mode == "interp" else None
                 noise_seed = int(rng.integers(0, 2**31 - 1))
+                # Gaussian, not Rician: the patch is already normalised (signed z-scores), and the
+                # magnitude of Rician noise would turn every dark microbleed into a bright spot.
                 lr = simulate_lowres(
-                    hr, int(factor), axis=2, mode=mode, offset=offset, noise_std=lr_noise_std, rng=noise_seed
+                    hr,
+                    int(factor),
+                    axis=2,
+                    mode=mode,
+                    offset=offset,
+                    noise_std=lr_noise_std,
+                    noise="gaussian",
+                    rng=noise_seed,
                 )
                 out["lr"].append(apply_intensity(lr[crop], p)[None])
             out["image"].append(apply_intensity(hr[crop], p)[None])
