@@ -89,6 +89,12 @@ def test_tune_command_writes_a_bundle_whose_segmenters_carry_thresholds(tmp_path
     assert Predictor(tuned, device="cpu").thresholds_for("teacher")["screening"] == tuned.thresholds["screening"]
     # An existing output is never replaced silently.
     assert main(args) == 2
+    # Tuning the tuned bundle again (another segmenter) keeps the first record and thresholds.
+    again = ["tune", str(data), "--model", str(out), "--out", str(tmp_path / "again"), "--progress", "none"]
+    assert main(again + ["--students", "teacher"]) == 0
+    both = load_bundle(tmp_path / "again").manifest
+    assert set(both["tuning"]["segmenters"]) == {"student_x4", "teacher"}
+    assert both["networks"]["student_x4"]["thresholds"] == own and "thresholds" in both["networks"]["teacher"]
 
 
 def test_per_segmenter_thresholds_are_validated(tmp_path):

@@ -210,7 +210,7 @@ def tune_thresholds(
     return report
 
 
-def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root: Any, max_fp: float) -> None:
+def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root: Any, max_fp: float | None) -> None:
     """Copy the bundle with each tuned segmenter's thresholds (temporary folder, then rename)."""
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -219,13 +219,13 @@ def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root:
         manifest = json.loads((tmp / MANIFEST).read_text(encoding="utf-8"))
         for name, r in report.items():
             manifest["networks"][name]["thresholds"] = {"screening": r["screening"], "segmentation": r["segmentation"]}
-        manifest["tuning"] = {
-            "data": str(data_root),
-            "max_fp_per_subject": max_fp,
-            "objective": "pooled F1 (paper Table 2, VALDO matching)"
-            + (f" at <= {max_fp} false positives per subject" if max_fp is not None else ""),
-            "segmenters": report,
-        }
+        # Segmenters tuned earlier (on other data, say) keep their record; each names its data.
+        earlier = (manifest.get("tuning") or {}).get("segmenters", {})
+        objective = "pooled F1 (paper Table 2, VALDO matching)" + (
+            f" at <= {max_fp} false positives per subject" if max_fp is not None else ""
+        )
+        records = {name: {"data": str(data_root), "objective": objective, **r} for name, r in report.items()}
+        manifest["tuning"] = {"segmenters": {**earlier, **records}}
         write_json_atomic(tmp / MANIFEST, manifest)
         load_bundle(tmp)  # the tuned bundle must open like any other
         if out.exists():
