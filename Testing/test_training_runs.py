@@ -164,7 +164,7 @@ def test_cv_two_folds(tmp_path):
     ]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["folds"]) == 2 and set(summary["mean"]) == {"TPR", "PPV", "FPavg", "F1", "Dice"}
+    assert len(summary["folds"]) == 2 and set(summary["mean"]) == {"TPR", "PPV", "FPavg", "F1", "Dice", "S@1FP"}
     assert (out / "froc.png").stat().st_size > 1000 and "| mean ± sd |" in (out / "summary.md").read_text()
     folds = [json.loads((out / f"fold-{i}" / "result.json").read_text()) for i in (1, 2)]
     assert sorted(folds[0]["test_ids"] + folds[1]["test_ids"]) == [f"sub-000{i}" for i in range(1, 5)]

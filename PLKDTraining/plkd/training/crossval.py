@@ -43,7 +43,9 @@ from plkd.training.sampling import label_centres
 
 log = logging.getLogger(__name__)
 
-METRICS = ("TPR", "PPV", "FPavg", "F1", "Dice")
+#: Pooled figures of each fold at the bundle's thresholds, plus the FROC sensitivity at one false
+#: positive per subject (``S@1FP``), which does not depend on the segmentation threshold.
+METRICS = ("TPR", "PPV", "FPavg", "F1", "Dice", "S@1FP")
 
 
 def apply_variant(cfg: Config, overrides: dict[str, Any]) -> Config:
@@ -229,7 +231,7 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 def _write_summary(vdir: Path, results: list[dict], cfg: Config, name: str) -> dict:
     from plkd.metrics import FrocCurve, plot_froc
 
-    rows = [{m: r["pooled"].get(m) for m in METRICS} for r in results]
+    rows = [_fold_row(r) for r in results]
     stats = {m: _mean_sd([row[m] for row in rows]) for m in METRICS}
     lines = [
         f"# Cross-validation{f' — {name}' if name else ''}: {len(results)} folds, LR@{cfg['cv']['factor']}, "
@@ -251,6 +253,14 @@ def _write_summary(vdir: Path, results: list[dict], cfg: Config, name: str) -> d
     curves = {f"fold {i + 1}": FrocCurve.from_dict(r["froc"]) for i, r in enumerate(results)}
     plot_froc(curves, vdir / "froc.png", title=f"FROC, LR@{cfg['cv']['factor']}")
     return out
+
+
+def _fold_row(result: dict) -> dict[str, float | None]:
+    from plkd.metrics import FrocCurve
+
+    row = {m: result["pooled"].get(m) for m in METRICS if m != "S@1FP"}
+    row["S@1FP"] = FrocCurve.from_dict(result["froc"]).sensitivity_at(1.0) if result.get("froc") else None
+    return row
 
 
 def plot_variants(summary: dict, path: Path) -> Path:
