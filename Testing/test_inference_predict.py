@@ -37,7 +37,10 @@ SHIPPED_BUNDLE = ROOT / "PLKDTraining" / "plkd" / "bundled" / "cmb-t2s"
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    return Predictor(load_bundle(SHIPPED_BUNDLE), device="cpu", batch_size=8)
+    # The shipped students carry thresholds tuned on synthetic brains (plkd tune); these tests
+    # check geometry and plumbing on toy phantoms, so they use the untuned 0.5 / 0.5.
+    untuned = {"screening": 0.5, "segmentation": 0.5}
+    return Predictor(load_bundle(SHIPPED_BUNDLE), device="cpu", batch_size=8, thresholds=untuned)
 
 
 def _label_at(labels: np.ndarray, affine: np.ndarray, ras: np.ndarray) -> int:
