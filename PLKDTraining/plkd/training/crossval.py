@@ -204,11 +204,7 @@ def _run_fold(
     if mode == "none":  # no distillation: a teacher would be trained for nothing
         keys.pop("teacher")
     reused = _reuse_stages(run, cache, keys) if ctx.dist.is_main else []
-    if mode == "none":
-        train("screening", root, run, cfg, ctx, subject_ids=train_ids)
-        train("students", root, run, cfg, ctx, subject_ids=train_ids)
-    else:
-        train("all", root, run, cfg, ctx, subject_ids=train_ids)
+    train("all", root, run, cfg, ctx, subject_ids=train_ids, with_teacher=mode != "none")
     result: dict[str, Any] = {}
     if ctx.dist.is_main:
         cache.mkdir(parents=True, exist_ok=True)

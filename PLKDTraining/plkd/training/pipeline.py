@@ -86,11 +86,13 @@ def train(
     teacher_dir: str | os.PathLike[str] | None = None,
     screening_dir: str | os.PathLike[str] | None = None,
     subject_ids: Sequence[str] | None = None,
+    with_teacher: bool = True,
 ) -> dict[str, Any]:
     """Run ``what`` (``screening``, ``teacher``, ``students`` or ``all``) in ``run_dir``; returns summaries.
 
     Teacher and students mine hard negatives from a screening network when one is available:
-    ``screening_dir``, else ``RUN/screening`` if it has finished.
+    ``screening_dir``, else ``RUN/screening`` if it has finished. ``with_teacher=False`` leaves
+    the teacher out of ``all`` (students trained without distillation need none).
     """
     if what not in STAGES:
         raise PLKDError(f"unknown training stage {what!r}; choose one of {', '.join(STAGES)}")
@@ -98,7 +100,7 @@ def train(
     if ctx.dist.is_main:
         run.mkdir(parents=True, exist_ok=True)
     _check_config(run, cfg, ctx.dist)
-    if _all_done(what, run, cfg, teacher_dir):
+    if _all_done(what, run, cfg, with_teacher):
         log.info("%s: every requested stage has finished; nothing to do", run)
         return {"skipped": True}
     data = load_training_data(data_root, cfg, subject_ids)
@@ -109,19 +111,19 @@ def train(
         _, out["screening"] = train_screening(run, cfg, data, ctx)
     if what in ("teacher", "students", "all"):
         _mine(data, cfg, ctx, Path(screening_dir) if screening_dir else run / "screening")
-    if what in ("teacher", "all"):
+    if what == "teacher" or (what == "all" and with_teacher):
         _, out["teacher"] = train_teacher(run, cfg, data, ctx)
     if what in ("students", "all"):
         out["students"] = train_students(run, cfg, data, ctx, Path(teacher_dir) if teacher_dir else None)
     return out
 
 
-def _all_done(what: str, run: Path, cfg: dict[str, Any], teacher_dir: Any) -> bool:
+def _all_done(what: str, run: Path, cfg: dict[str, Any], with_teacher: bool) -> bool:
     """True when every stage ``what`` asks for has finished (so no data needs loading)."""
     need = []
     if what in ("screening", "all"):
         need.append(run / "screening")
-    if what in ("teacher", "all"):
+    if what == "teacher" or (what == "all" and with_teacher):
         need.append(run / "teacher")
     if what in ("students", "all"):
         root = students_dir(run, cfg["students"]["mode"])
