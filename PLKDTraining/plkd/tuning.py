@@ -160,7 +160,7 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
 
 
 def tune_thresholds(
-    bundle_path: str | os.PathLike[str],
+    bundle: Any,
     data_root: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
@@ -172,6 +172,7 @@ def tune_thresholds(
 ) -> dict[str, Any]:
     """Tune each segmenter's thresholds on ``data_root`` and write the tuned bundle to ``out``.
 
+    ``bundle`` is a loaded :class:`plkd.bundle.Bundle` or a path (opened and verified once).
     Returns ``{segmenter: {"before", "after", "screening", "segmentation", "feasible", ...}}``,
     which is also stored in the new bundle's manifest under ``tuning``.
     """
@@ -182,14 +183,14 @@ def tune_thresholds(
         raise PLKDError(f"{out} exists; choose another --out or pass --overwrite")
     if max_fp is not None and not max_fp > 0:
         raise PLKDError(f"--max-fp must be a positive number of false positives per subject, not {max_fp}")
-    bundle = load_bundle(bundle_path)
+    loosest = {"screening": min(SCREENING_GRID), "segmentation": 0.0}
+    predictor = Predictor(bundle, device=device, thresholds=loosest)
+    bundle = predictor.bundle
     names = bundle.segmenter_names()
     chosen = list(segmenters) if segmenters else list(names)
     unknown = [n for n in chosen if n not in names]
     if unknown:
         raise PLKDError(f"the model has no segmenter {', '.join(unknown)}; it has {', '.join(names)}")
-    loosest = {"screening": min(SCREENING_GRID), "segmentation": 0.0}
-    predictor = Predictor(bundle, device=device, thresholds=loosest)
     prog = Progress(progress)  # type: ignore[arg-type]
     report: dict[str, Any] = {}
     for name in chosen:

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     bundle, _ = resolve_bundle(args.model)
     report = tune_thresholds(
-        bundle.root,
+        bundle,
         args.data,
         args.out,
         max_fp=args.max_fp,
