@@ -170,9 +170,26 @@ def test_cv_two_folds(tmp_path):
     assert sorted(folds[0]["test_ids"] + folds[1]["test_ids"]) == [f"sub-000{i}" for i in range(1, 5)]
     assert not set(folds[0]["test_ids"]) & set(folds[0]["train_ids"])
     assert folds[0]["student"] == "student_x2"
+    assert folds[0]["thresholds"] == {"screening": 0.5, "segmentation": 0.5}  # the bundle's, untuned
     stamp = (out / "fold-1" / "result.json").stat().st_mtime_ns
     assert main(args) == 0  # resumable: finished folds are skipped
     assert (out / "fold-1" / "result.json").stat().st_mtime_ns == stamp
+    # Tuning afterwards re-scores the finished folds from their bundles, without training again.
+    val = write_toy_dataset(tmp_path / "val", n_subjects=2, seed=17)
+    weights = (out / "fold-1" / "run" / "students" / "x2" / "model.pt").stat().st_mtime_ns
+    assert main([*args, "--tune-data", str(val)]) == 0
+    assert (out / "fold-1" / "run" / "students" / "x2" / "model.pt").stat().st_mtime_ns == weights
+    tuned = json.loads((out / "fold-1" / "result.json").read_text())
+    assert tuned["tuning"]["data"] == str(val.resolve()) and tuned["tuning"]["conditions"] == ["interp"]
+    assert tuned["thresholds"] == {k: tuned["tuning"][k] for k in ("screening", "segmentation")}
+    assert tuned["tuning"]["inputs"] == 2  # two validation subjects at LR@2, none of the test fold
+    own = load_bundle(out / "fold-1" / "bundle-tuned").manifest["networks"]["student_x2"]["thresholds"]
+    assert own == tuned["thresholds"]
+    assert "tuned on" in (out / "summary.md").read_text()
+    stamp = (out / "fold-1" / "result.json").stat().st_mtime_ns
+    assert main([*args, "--tune-data", str(val)]) == 0  # already tuned on these data: skipped
+    assert (out / "fold-1" / "result.json").stat().st_mtime_ns == stamp
+    assert main([*args, "--tune-data", str(data)]) == 2  # never on the cross-validated subjects
 
 
 def test_cv_variants_share_stages(tmp_path):

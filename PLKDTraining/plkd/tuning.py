@@ -91,12 +91,17 @@ def collect_cases(
     segmenter: str,
     factor: float,
     progress: Progress | None = None,
+    conditions: Sequence[str] | None = None,
 ) -> list[Case]:
-    """Predict every labelled subject of ``data_root`` under each condition of ``segmenter``."""
+    """Predict every labelled subject of ``data_root`` under each condition of ``segmenter``.
+
+    ``conditions`` (default :func:`conditions_for` the segmenter's factor) narrows the inputs, e.g.
+    to ``["interp"]`` when the thresholds serve an evaluation on cubic LR@k only.
+    """
     subjects = [s for s in find_subjects(data_root) if s.label is not None]
     if not subjects:
         raise PLKDError(f"{data_root} has no labelled subject to tune thresholds on")
-    conditions = conditions_for(factor)
+    conditions = list(conditions or conditions_for(factor))
     progress = progress or Progress("none")
     progress.start(f"tune {segmenter}", len(subjects) * len(conditions))
     cases = []
@@ -166,13 +171,15 @@ def tune_thresholds(
     *,
     max_fp: float | None = None,
     segmenters: Sequence[str] | None = None,
-    device: str = "auto",
+    device: Any = "auto",
     progress: str = "tqdm",
     overwrite: bool = False,
+    conditions: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Tune each segmenter's thresholds on ``data_root`` and write the tuned bundle to ``out``.
 
     ``bundle`` is a loaded :class:`plkd.bundle.Bundle` or a path (opened and verified once).
+    ``conditions`` overrides the inputs each segmenter is tuned on (see :func:`collect_cases`).
     Returns ``{segmenter: {"before", "after", "screening", "segmentation", "feasible", ...}}``,
     which is also stored in the new bundle's manifest under ``tuning``.
     """
@@ -194,12 +201,12 @@ def tune_thresholds(
     prog = Progress(progress)  # type: ignore[arg-type]
     report: dict[str, Any] = {}
     for name in chosen:
-        cases = collect_cases(predictor, data_root, name, names[name], prog)
+        cases = collect_cases(predictor, data_root, name, names[name], prog, conditions)
         current = predictor.thresholds_for(name, overrides=False)
         before = score(cases, float(current["screening"]), float(current["segmentation"]))
         best = search(cases, max_fp)
         report[name] = {
-            "conditions": conditions_for(names[name]),
+            "conditions": list(conditions or conditions_for(names[name])),
             "inputs": len(cases),
             "screening": best["screening"],
             "segmentation": best["segmentation"],

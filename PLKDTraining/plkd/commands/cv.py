@@ -13,7 +13,9 @@ examples:
   plkd cv --data synth30 --out cv/kd --mode kd --set students.stage_steps=1000
   plkd cv --data synth30 --out cv/ablation --variants all              # paper Table 4 on the same folds
   plkd cv --data synth30 --out cv/abl-x8 --factor 8 --variants all --stage-cache cv/stages
-Each fold is resumable; a finished fold (fold-K/result.json) is skipped.
+  plkd cv --data synth30 --out cv/ablation --variants all --tune-data val10   # thresholds chosen on val10
+Each fold is resumable; a finished fold (fold-K/result.json) is skipped. Adding --tune-data to a
+finished run tunes and re-scores its folds from their stored bundles without training again.
 """
 
 
@@ -42,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="where folds share identical screening/teacher stages (default CVDIR/shared-stages); "
         "give runs at several LR factors the same folder",
+    )
+    p.add_argument(
+        "--tune-data",
+        metavar="DIR",
+        help="labelled validation set (no subject in common with --data) on which each fold's screening and "
+        "segmentation thresholds are chosen (plkd tune, cubic LR@factor); default: the bundle's 0.5 / 0.5",
     )
     add_config_arguments(p)
     p.set_defaults(func=run)
@@ -73,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             factor=args.factor,
             variants=variants,
             stage_cache=args.stage_cache,
+            tune_data=args.tune_data,
         )
     finally:
         shutdown(ctx.dist)

@@ -9,6 +9,14 @@ with :mod:`plkd.metrics`. ``fold-K/result.json`` marks a finished fold (resumabl
 FPavg, F1 and Dice, and ``CVDIR/froc.png`` one FROC curve per fold. With variants (the ablation
 of paper Table 4, ``cv.variants`` in the configuration) each variant runs on the same folds.
 
+Thresholds: by default every fold predicts at the bundle's thresholds (0.5 / 0.5 from training).
+With ``tune_data`` (``plkd cv --tune-data``), a labelled validation set that shares no subject with
+the cross-validated one, each fold's target student first has its screening and segmentation
+thresholds chosen there (:func:`plkd.tuning.tune_thresholds` on cubic LR@factor, the condition the
+folds are scored on), so that variants are compared at their own best operating point rather than
+at one that favours whichever happens to be calibrated. Test folds are never looked at. Folds that
+finished untuned are tuned and re-scored from their stored bundle without training again.
+
 Variants share what they have in common: a finished screening or teacher stage is kept in a stage
 cache (``CVDIR/shared-stages`` or ``--stage-cache``) under a digest of everything that decides its
 weights (seed, data, sampling, augmentation, optimiser, network, stage settings, training subjects),
@@ -25,12 +33,14 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from plkd.atomic import write_json_atomic, write_text_atomic
+from plkd.bundle import MANIFEST, load_bundle
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.data.splits import kfold_split
 from plkd.errors import PLKDError
@@ -55,9 +65,7 @@ def apply_variant(cfg: Config, overrides: dict[str, Any]) -> Config:
     return cfg
 
 
-def evaluate_fold(
-    bundle: Path, data_root: Path, test_ids: Sequence[str], factor: int, cfg: Config, device: Any
-) -> dict:
+def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor: int, device: Any) -> dict:
     """Predict the held-out subjects at LR@factor and score them; returns the fold's result."""
     from plkd.inference.predictor import Predictor
     from plkd.metrics import FrocSubject, evaluate_subject, froc_curve, pool_results
@@ -87,6 +95,7 @@ def evaluate_fold(
         "test_ids": list(test_ids),
         "factor": factor,
         "student": result.student,
+        "thresholds": {k: result.thresholds[k] for k in ("screening", "segmentation")},
         "pooled": pooled["pooled"],
         "valdo": pooled["valdo"],
         "subjects": per_subject,
@@ -104,13 +113,16 @@ def run_cv(
     factor: int | None = None,
     variants: Sequence[str] | None = None,
     stage_cache: str | os.PathLike[str] | None = None,
+    tune_data: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Run the cross-validation (or each named variant of ``cv.variants``); returns the summary.
 
     ``stage_cache`` (default ``CVDIR/shared-stages``) holds the screening and teacher stages that
     folds with identical settings share; point runs at several LR factors at the same folder.
+    ``tune_data`` is a labelled validation set on which each fold's thresholds are chosen.
     """
     root, out = Path(data_root), Path(cv_dir)
+    tuning = _tuning_key(root, tune_data) if tune_data is not None else None
     cache = Path(stage_cache) if stage_cache is not None else out / "shared-stages"
     k = int(folds or cfg["cv"]["folds"])
     f = int(factor or cfg["cv"]["factor"])
@@ -126,11 +138,12 @@ def run_cv(
     if unknown:
         raise PLKDError(f"unknown variant(s) {unknown}; cv.variants defines {sorted(table)}")
     runs = {v: (out / v, apply_variant(cfg, table[v])) for v in variants} if variants else {"": (out, cfg)}
-    summary: dict[str, Any] = {"folds": k, "factor": f, "variants": {}}
+    summary: dict[str, Any] = {"folds": k, "factor": f, "tuned_on": tuning and tuning["data"], "variants": {}}
     for name, (vdir, vcfg) in runs.items():
         results = []
         for i, (train_ids, test_ids) in enumerate(splits):
-            results.append(_run_fold(root, vdir / f"fold-{i + 1}", vcfg, ctx, train_ids, test_ids, f, cache))
+            fold = _Fold(vdir / f"fold-{i + 1}", train_ids, test_ids)
+            results.append(_run_fold(root, fold, vcfg, ctx, f, cache, tuning))
         if ctx.dist.is_main:
             summary["variants"][name or vcfg["students"]["mode"]] = _write_summary(vdir, results, vcfg, name)
     if variants and ctx.dist.is_main:
@@ -184,37 +197,87 @@ def _store_stages(run: Path, cache: Path, keys: dict[str, str]) -> None:
             os.replace(tmp, dst)
 
 
+@dataclass(frozen=True)
+class _Fold:
+    dir: Path
+    train_ids: list
+    test_ids: list
+
+
+def _tuning_key(root: Path, tune_data: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a fold's thresholds are tuned on; refuses validation subjects that are also CV subjects."""
+    tune_root = Path(tune_data)
+    tune_ids = {s.id for s in find_subjects(tune_root) if s.label is not None}
+    if not tune_ids:
+        raise PLKDError(f"--tune-data {tune_root} has no labelled subject")
+    if tune_root.resolve() == root.resolve():
+        raise PLKDError("--tune-data must be a validation set of its own, not the cross-validated data")
+    return {"data": str(tune_root.resolve()), "conditions": ["interp"], "subjects": sorted(tune_ids)}
+
+
 def _run_fold(
-    root: Path,
-    fold_dir: Path,
-    cfg: Config,
-    ctx: TrainContext,
-    train_ids: list,
-    test_ids: list,
-    f: int,
-    cache: Path,
+    root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, f: int, cache: Path, tuning: dict | None
 ) -> dict:
-    done = fold_dir / "result.json"
-    if done.is_file():
-        log.info("%s: finished, skipped", fold_dir)
-        return json.loads(done.read_text(encoding="utf-8"))
-    run = fold_dir / "run"
+    done = fold.dir / "result.json"
+    previous = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
+    if previous is not None and (tuning is None or previous.get("tuning", {}).get("data") == tuning["data"]):
+        log.info("%s: finished, skipped", fold.dir)
+        return previous
     mode = cfg["students"]["mode"]
-    keys = stage_keys(cfg, train_ids)
+    bundle = fold.dir / "bundle"
+    reused: list[str] = []
+    if previous is None or not (bundle / MANIFEST).is_file():
+        reused = _train_fold(root, fold, cfg, ctx, cache)
+        if ctx.dist.is_main:
+            export_run(fold.dir / "run", bundle, mode=mode, overwrite=True, include_teacher=mode != "none")
+    else:
+        reused = previous.get("reused_stages", [])
+        log.info("%s: finished untuned; tuning its thresholds and scoring it again", fold.dir)
+    result: dict[str, Any] = {}
+    if ctx.dist.is_main:
+        scored = _tune_fold(bundle, fold.dir / "bundle-tuned", f, tuning, ctx) if tuning else bundle
+        result = evaluate_fold(scored, root, fold.test_ids, f, ctx.device)
+        result["train_ids"] = list(fold.train_ids)
+        result["reused_stages"] = reused
+        if tuning:
+            result["tuning"] = {**tuning, **load_bundle(scored).manifest["tuning"]["segmenters"][result["student"]]}
+        write_json_atomic(done, result)
+    return result
+
+
+def _train_fold(root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, cache: Path) -> list[str]:
+    """Train the fold's stages (copying identical finished ones from the cache); returns those copied."""
+    run = fold.dir / "run"
+    mode = cfg["students"]["mode"]
+    keys = stage_keys(cfg, fold.train_ids)
     if mode == "none":  # no distillation: a teacher would be trained for nothing
         keys.pop("teacher")
     reused = _reuse_stages(run, cache, keys) if ctx.dist.is_main else []
-    train("all", root, run, cfg, ctx, subject_ids=train_ids, with_teacher=mode != "none")
-    result: dict[str, Any] = {}
+    train("all", root, run, cfg, ctx, subject_ids=fold.train_ids, with_teacher=mode != "none")
     if ctx.dist.is_main:
         cache.mkdir(parents=True, exist_ok=True)
         _store_stages(run, cache, keys)
-        bundle = export_run(run, fold_dir / "bundle", mode=mode, overwrite=True, include_teacher=mode != "none")
-        result = evaluate_fold(bundle, root, test_ids, f, cfg, ctx.device)
-        result["train_ids"] = list(train_ids)
-        result["reused_stages"] = reused
-        write_json_atomic(done, result)
-    return result
+    return reused
+
+
+def _tune_fold(bundle: Path, out: Path, f: int, tuning: dict, ctx: TrainContext) -> Path:
+    """A copy of the fold's bundle whose LR@f student carries thresholds tuned on the validation set."""
+    from plkd.inference.predictor import Predictor
+    from plkd.tuning import tune_thresholds
+
+    predictor = Predictor(bundle, device=ctx.device)
+    student = predictor.choose_student(float(f))
+    tune_thresholds(
+        predictor.bundle,
+        tuning["data"],
+        out,
+        segmenters=[student],
+        conditions=tuning["conditions"],
+        device=ctx.device,
+        progress="none",
+        overwrite=True,
+    )
+    return out
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -233,15 +296,20 @@ def _write_summary(vdir: Path, results: list[dict], cfg: Config, name: str) -> d
         f"# Cross-validation{f' — {name}' if name else ''}: {len(results)} folds, LR@{cfg['cv']['factor']}, "
         f"students {cfg['students']['mode']}",
         "",
-        "Pooled over each fold's test subjects (paper Table 2; TPR, PPV, F1, Dice in %).",
+        "Pooled over each fold's test subjects (paper Table 2; TPR, PPV, F1, Dice in %), at the student's "
+        + (f"thresholds tuned on {results[0]['tuning']['data']}" if "tuning" in results[0] else "thresholds")
+        + " (screening / segmentation).",
         "",
-        "| fold | subjects | " + " | ".join(METRICS) + " |",
-        "|---|---|" + "---|" * len(METRICS),
+        "| fold | subjects | thresholds | " + " | ".join(METRICS) + " |",
+        "|---|---|---|" + "---|" * len(METRICS),
     ]
     for i, (r, row) in enumerate(zip(results, rows, strict=True)):
-        lines.append(f"| {i + 1} | {len(r['test_ids'])} | " + " | ".join(_fmt(m, row[m]) for m in METRICS) + " |")
+        cut = r.get("thresholds") or {}
+        pair = f"{cut['screening']:.2f} / {cut['segmentation']:.3g}" if cut else "n/a"
+        cells = " | ".join(_fmt(m, row[m]) for m in METRICS)
+        lines.append(f"| {i + 1} | {len(r['test_ids'])} | {pair} | {cells} |")
     lines.append(
-        "| mean ± sd | | " + " | ".join(f"{_fmt(m, stats[m][0])} ± {_fmt(m, stats[m][1])}" for m in METRICS) + " |"
+        "| mean ± sd | | | " + " | ".join(f"{_fmt(m, stats[m][0])} ± {_fmt(m, stats[m][1])}" for m in METRICS) + " |"
     )
     write_text_atomic(vdir / "summary.md", "\n".join(lines) + "\n")
     out = {"folds": rows, "mean": {m: s[0] for m, s in stats.items()}, "sd": {m: s[1] for m, s in stats.items()}}
