@@ -98,6 +98,31 @@ def test_screening_batch_targets(sampler):
     assert neg.screening_batch(np.random.default_rng(2), 16)["target"].mean() < 0.5
 
 
+def test_screening_sees_lowres_patches_when_asked(sampler):
+    # One screening network serves every resolution: with screening.lr_share it is shown thick-slab
+    # versions of its patches, in which a microbleed is diluted by the slices around it.
+    smp, cfg = sampler
+    quiet = cfg
+    for key, value in {"sampling.positive_fraction": "1.0", "sampling.positive_jitter": "[0, 0, 0]"}.items():
+        quiet = set_value(quiet, key, value)
+    for key in ("augment.intensity_p", "augment.bias_p", "augment.noise_p"):
+        quiet = set_value(quiet, key, "0")
+    slab = quiet
+    for key, value in {"lr_share": "1.0", "lr_factors": "[8]", "lr_modes": "[slab]", "lr_noise_std": "0"}.items():
+        slab = set_value(slab, f"screening.{key}", value)
+    hr = PatchSampler(smp.subjects, quiet).screening_batch(np.random.default_rng(3), 6)
+    lr = PatchSampler(smp.subjects, slab).screening_batch(np.random.default_rng(3), 6)
+    assert lr["image"].shape == hr["image"].shape and lr["target"].min() == 1.0
+    # The first patch has the same centre and augmentation in both (the LR draws come after them).
+    centre = tuple(np.asarray(hr["image"].shape[2:]) // 2)
+    box = tuple(slice(c - 1, c + 2) for c in centre)
+    assert hr["image"][0, 0][box].min() < lr["image"][0, 0][box].min() - 0.3
+    with pytest.raises(ConfigError, match="lr_share"):
+        load_config("tiny", ["screening.lr_share=1.5"])
+    with pytest.raises(ConfigError, match="lr_factors"):
+        load_config("tiny", ["screening.lr_factors=[3]"])
+
+
 def test_batches_are_a_pure_function_of_the_generator(sampler):
     smp, _ = sampler
     a = smp.segmentation_batch(np.random.default_rng([0, 1, 5]), 3, factor=2)

@@ -183,7 +183,13 @@ def validate(cfg: Config) -> None:
         size = cfg["sampling"][key]
         if len(size) != 3 or min(size) < 2:
             raise ConfigError(f"sampling.{key} must be three sizes >= 2, not {size}")
-    for modes in (st["lr_modes"], st["finetune"]["lr_modes"]):
+    sc = cfg["screening"]
+    if not 0 <= sc["lr_share"] <= 1:
+        raise ConfigError(f"screening.lr_share must lie in [0, 1], not {sc['lr_share']}")
+    bad_factors = [k for k in sc["lr_factors"] if k < 2 or k & (k - 1)]
+    if bad_factors or (sc["lr_share"] > 0 and not sc["lr_factors"]):
+        raise ConfigError(f"screening.lr_factors must be powers of two >= 2, not {sc['lr_factors']}")
+    for modes in (st["lr_modes"], st["finetune"]["lr_modes"], sc["lr_modes"]):
         bad = [m for m in modes if m not in ("interp", "slab")]
         if bad or not modes:
             raise ConfigError(f"LR modes must be a non-empty list of interp/slab, not {modes}")

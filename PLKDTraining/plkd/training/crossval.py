@@ -161,7 +161,10 @@ def stage_keys(cfg: Config, train_ids: Sequence[str]) -> dict[str, str]:
     """
     common = {k: cfg[k] for k in ("seed", "modality", "data", "sampling", "augment", "optim")}
     common["train_ids"] = sorted(train_ids)
-    screening = _digest({**common, "network": cfg["networks"]["screening"], "stage": cfg["screening"]})
+    stage = dict(cfg["screening"])
+    if not stage["lr_share"]:  # LR settings cannot change a network that sees no LR patch
+        stage = {k: v for k, v in stage.items() if not k.startswith("lr_")}
+    screening = _digest({**common, "network": cfg["networks"]["screening"], "stage": stage})
     teacher = _digest(
         {**common, "screening": screening, "network": cfg["networks"]["segmenter"], "stage": cfg["teacher"]}
     )

@@ -187,6 +187,7 @@ class PatchSampler:
         self.subjects = list(subjects)
         self.smp = cfg["sampling"]
         self.aug = cfg["augment"]
+        self.screening_lr = {k: v for k, v in cfg["screening"].items() if k.startswith("lr_")}
         self.with_positives = [i for i, s in enumerate(self.subjects) if len(s.positives)]
         self.with_hard = [i for i, s in enumerate(self.subjects) if len(s.hard_negatives)]
         if not self.with_positives:
@@ -224,9 +225,16 @@ class PatchSampler:
         return i, s.brain_voxels[rng.integers(len(s.brain_voxels))], "random"
 
     def screening_batch(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-        """``{"image": (n,1,X,Y,Z), "target": (n,)}``: target 1 when a microbleed centre lies in the central box."""
+        """``{"image": (n,1,X,Y,Z), "target": (n,)}``: target 1 when a microbleed centre lies in the central box.
+
+        A share ``screening.lr_share`` of the patches is shown as LR@k (``screening.lr_factors``,
+        ``lr_modes``) so that one screening network serves every resolution the students do; the
+        target stays the HR truth, as for the students. At share 0 no extra random number is drawn,
+        so runs made before this option existed resume and reproduce exactly.
+        """
         size = tuple(self.smp["screening_patch"])
         box = central_box(size)
+        lr = self.screening_lr
         images, targets = [], []
         for _ in range(n):
             i, centre, _kind = self.draw_centre(rng)
@@ -237,8 +245,16 @@ class PatchSampler:
                 np.all((rel >= box[:, 0] - 1e-6) & (rel <= box[:, 1] + 1e-6), axis=1) if len(rel) else np.zeros(0, bool)
             )
             p = draw_params(rng, self.aug, size)
-            img = apply_intensity(apply_geometric(extract_patch(s.image, centre, size), p), p)
-            images.append(img[None])
+            factor = 0
+            if lr.get("lr_share", 0.0) > 0 and rng.random() < lr["lr_share"]:
+                factor = int(lr["lr_factors"][int(rng.integers(len(lr["lr_factors"])))])
+            if factor > 1:
+                margin = 2 * factor
+                big = apply_geometric(extract_patch(s.image, centre, (size[0], size[1], size[2] + 2 * margin)), p)
+                img = lowres_patch(big, factor, lr["lr_modes"], float(lr["lr_noise_std"]), rng)[..., margin:-margin]
+            else:
+                img = apply_geometric(extract_patch(s.image, centre, size), p)
+            images.append(apply_intensity(img, p)[None])
             targets.append(float(inside.any()))
         return {"image": np.stack(images), "target": np.asarray(targets, dtype=np.float32)}
 
@@ -269,26 +285,26 @@ class PatchSampler:
             lab = apply_geometric(extract_patch(s.label, centre, size), p)
             crop = (slice(None), slice(None), slice(margin, margin + size[2]))
             if factor:
-                mode = str(lr_modes[int(rng.integers(len(lr_modes)))])
-                offset = int(rng.integers(factor)) if mode == "interp" else None
-                noise_seed = int(rng.integers(0, 2**31 - 1))
-                # Gaussian, not Rician: the patch is already normalised (signed z-scores), and the
-                # magnitude of Rician noise would turn every dark microbleed into a bright spot.
-                lr = simulate_lowres(
-                    hr,
-                    int(factor),
-                    axis=2,
-                    mode=mode,
-                    offset=offset,
-                    noise_std=lr_noise_std,
-                    noise="gaussian",
-                    rng=noise_seed,
-                )
+                lr = lowres_patch(hr, int(factor), lr_modes, lr_noise_std, rng)
                 out["lr"].append(apply_intensity(lr[crop], p)[None])
             out["image"].append(apply_intensity(hr[crop], p)[None])
             out["label"].append(lab[None].astype(np.float32))
         batch = {k: np.stack(v) for k, v in out.items() if v}
         return batch
+
+
+def lowres_patch(
+    hr: np.ndarray, factor: int, modes: Sequence[str], noise_std: float, rng: np.random.Generator
+) -> np.ndarray:
+    """The LR@factor version of an (augmented) HR patch: random mode among ``modes``, random phase."""
+    mode = str(modes[int(rng.integers(len(modes)))])
+    offset = int(rng.integers(factor)) if mode == "interp" else None
+    noise_seed = int(rng.integers(0, 2**31 - 1))
+    # Gaussian, not Rician: the patch is already normalised (signed z-scores), and the magnitude of
+    # Rician noise would turn every dark microbleed into a bright spot.
+    return simulate_lowres(
+        hr, factor, axis=2, mode=mode, offset=offset, noise_std=noise_std, noise="gaussian", rng=noise_seed
+    )
 
 
 def load_subjects(subjects: Sequence[Subject], cfg: dict[str, Any], seed: int) -> list[SubjectArrays]:
