@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from plkd.bundle import DEFAULT_THRESHOLDS
 from plkd.errors import BundleError, InputError, PLKDError
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.candidates import MAX_CANDIDATES, Candidate, find_candidates, mask_on_score_grid
@@ -40,7 +41,6 @@ from plkd.volumes import Volume
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLDS = {"screening": 0.5, "segmentation": 0.5, "voxel": 0.5, "min_distance_mm": 4.0}
 DEFAULT_PATCH = (48, 48, 24)
 
 
