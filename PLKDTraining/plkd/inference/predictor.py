@@ -177,18 +177,7 @@ class Predictor:
         timings["preprocess"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        fcn = self.network(self.bundle.screening_name)
-        scores = score_map(fcn, prep.data, self.state, tile=self.tile, on_tile=self._ticker("screen"))
-        stride = np.asarray(getattr(fcn, "output_stride", (1, 1, 1)), dtype=int)
-        cands, capped = find_candidates(
-            scores,
-            lambda idx: score_grid_to_input(fcn, idx),
-            prep.spacing,
-            float(thr["screening"]),
-            float(thr["min_distance_mm"]),
-            mask=mask_on_score_grid(prep.mask, stride),
-            max_candidates=self.max_candidates,
-        )
+        cands, capped = self._screen(prep, float(thr["screening"]), float(thr["min_distance_mm"]))
         if capped:
             notes.append(f"candidate count capped at {self.max_candidates}; the scan may be very noisy")
         timings["screen"] = time.perf_counter() - t1
@@ -211,6 +200,33 @@ class Predictor:
             out.model_label_map, out.model_affine = labels_model, prep.affine
         self.progress.finish()
         return out
+
+    def screen(
+        self, volume: Volume, mask: Volume | None = None, threshold: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1 only: ``(centres_ras (M, 3), scores (M,))`` of the screening candidates, strongest
+        first. ``threshold`` defaults to the bundle's screening threshold; at most ``max_candidates``."""
+        prep, _notes = self._prepare(volume, mask)
+        thr = self.thresholds
+        cut = float(thr["screening"] if threshold is None else threshold)
+        cands, _capped = self._screen(prep, cut, float(thr["min_distance_mm"]))
+        vox = np.array([c.position for c in cands], dtype=np.float64).reshape(-1, 3)
+        ras = prep.voxel_to_ras(vox) if len(vox) else np.zeros((0, 3))
+        return ras, np.array([c.score for c in cands], dtype=np.float64)
+
+    def _screen(self, prep: PreparedVolume, threshold: float, min_distance_mm: float) -> tuple[list[Candidate], bool]:
+        fcn = self.network(self.bundle.screening_name)
+        scores = score_map(fcn, prep.data, self.state, tile=self.tile, on_tile=self._ticker("screen"))
+        stride = np.asarray(getattr(fcn, "output_stride", (1, 1, 1)), dtype=int)
+        return find_candidates(
+            scores,
+            lambda idx: score_grid_to_input(fcn, idx),
+            prep.spacing,
+            threshold,
+            min_distance_mm,
+            mask=mask_on_score_grid(prep.mask, stride),
+            max_candidates=self.max_candidates,
+        )
 
     # --------------------------------------------------------------------- single click
     def segment_at(
