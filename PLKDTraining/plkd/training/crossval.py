@@ -366,6 +366,10 @@ def _variants_markdown(summary: dict) -> str:
     lines = [
         f"# Ablation: {summary['folds']}-fold CV at LR@{summary['factor']} (mean ± sd over folds)",
         "",
+        f"Thresholds tuned per fold on {summary['tuned_on']}."
+        if summary.get("tuned_on")
+        else "Thresholds: each bundle's own (not tuned).",
+        "",
         "| variant | " + " | ".join(METRICS) + " |",
         "|---|" + "---|" * len(METRICS),
     ]
