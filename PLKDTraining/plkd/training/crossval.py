@@ -208,7 +208,10 @@ class _Fold:
 
 
 def _tuning_key(root: Path, tune_data: str | os.PathLike[str]) -> dict[str, Any]:
-    """What a fold's thresholds are tuned on; refuses validation subjects that are also CV subjects."""
+    """What a fold's thresholds are tuned on; refuses the cross-validated data set itself.
+
+    Subject ids (``sub-0001`` …) repeat across data sets, so only the folder can be checked; keeping
+    the validation subjects out of the CV data (other seeds, other scans) is the caller's duty."""
     tune_root = Path(tune_data)
     tune_ids = {s.id for s in find_subjects(tune_root) if s.label is not None}
     if not tune_ids:
