@@ -206,7 +206,7 @@ def tune_thresholds(
         before = score(cases, float(current["screening"]), float(current["segmentation"]))
         best = search(cases, max_fp)
         report[name] = {
-            "conditions": list(conditions or conditions_for(names[name])),
+            "conditions": list(dict.fromkeys(c.condition for c in cases)),
             "inputs": len(cases),
             "screening": best["screening"],
             "segmentation": best["segmentation"],
@@ -216,6 +216,12 @@ def tune_thresholds(
         }
     _write_tuned_bundle(bundle.root, out, report, data_root, max_fp)
     return report
+
+
+def objective(max_fp: float | None) -> str:
+    """What the threshold search maximises, in words (recorded with every tuned segmenter)."""
+    limit = f" at <= {max_fp} false positives per subject" if max_fp is not None else ""
+    return "pooled F1 (paper Table 2, VALDO matching)" + limit
 
 
 def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root: Any, max_fp: float | None) -> None:
@@ -229,10 +235,7 @@ def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root:
             manifest["networks"][name]["thresholds"] = {"screening": r["screening"], "segmentation": r["segmentation"]}
         # Segmenters tuned earlier (on other data, say) keep their record; each names its data.
         earlier = (manifest.get("tuning") or {}).get("segmenters", {})
-        objective = "pooled F1 (paper Table 2, VALDO matching)" + (
-            f" at <= {max_fp} false positives per subject" if max_fp is not None else ""
-        )
-        records = {name: {"data": str(data_root), "objective": objective, **r} for name, r in report.items()}
+        records = {name: {"data": str(data_root), "objective": objective(max_fp), **r} for name, r in report.items()}
         manifest["tuning"] = {"segmenters": {**earlier, **records}}
         write_json_atomic(tmp / MANIFEST, manifest)
         load_bundle(tmp)  # the tuned bundle must open like any other

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from plkd.atomic import write_json_atomic, write_text_atomic
-from plkd.bundle import MANIFEST, load_bundle
+from plkd.bundle import MANIFEST
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.data.splits import kfold_split
 from plkd.errors import PLKDError
@@ -241,12 +241,14 @@ def _run_fold(
         log.info("%s: finished untuned; tuning its thresholds and scoring it again", fold.dir)
     result: dict[str, Any] = {}
     if ctx.dist.is_main:
-        scored = _tune_fold(bundle, fold.dir / "bundle-tuned", f, tuning, ctx) if tuning else bundle
+        scored, record = bundle, None
+        if tuning:
+            scored, record = fold.dir / "bundle-tuned", _tune_fold(bundle, fold.dir / "bundle-tuned", f, tuning, ctx)
         result = evaluate_fold(scored, root, fold.test_ids, f, ctx.device)
         result["train_ids"] = list(fold.train_ids)
         result["reused_stages"] = reused
-        if tuning:
-            result["tuning"] = {**tuning, **load_bundle(scored).manifest["tuning"]["segmenters"][result["student"]]}
+        if record is not None:
+            result["tuning"] = {**tuning, **record}
         write_json_atomic(done, result)
     return result
 
@@ -266,14 +268,15 @@ def _train_fold(root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, cache: 
     return reused
 
 
-def _tune_fold(bundle: Path, out: Path, f: int, tuning: dict, ctx: TrainContext) -> Path:
-    """A copy of the fold's bundle whose LR@f student carries thresholds tuned on the validation set."""
+def _tune_fold(bundle: Path, out: Path, f: int, tuning: dict, ctx: TrainContext) -> dict[str, Any]:
+    """Write ``out``, a copy of the fold's bundle whose LR@f student carries thresholds tuned on the
+    validation set; returns that student's tuning record (as stored in ``out``'s manifest)."""
     from plkd.inference.predictor import Predictor
-    from plkd.tuning import tune_thresholds
+    from plkd.tuning import objective, tune_thresholds
 
     predictor = Predictor(bundle, device=ctx.device)
     student = predictor.choose_student(float(f))
-    tune_thresholds(
+    report = tune_thresholds(
         predictor.bundle,
         tuning["data"],
         out,
@@ -283,7 +286,7 @@ def _tune_fold(bundle: Path, out: Path, f: int, tuning: dict, ctx: TrainContext)
         progress="none",
         overwrite=True,
     )
-    return out
+    return {"objective": objective(None), **report[student]}
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:

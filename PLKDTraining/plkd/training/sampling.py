@@ -246,7 +246,7 @@ class PatchSampler:
             )
             p = draw_params(rng, self.aug, size)
             factor = 0
-            if lr.get("lr_share", 0.0) > 0 and rng.random() < lr["lr_share"]:
+            if lr["lr_share"] > 0 and rng.random() < lr["lr_share"]:
                 factor = int(lr["lr_factors"][int(rng.integers(len(lr["lr_factors"])))])
             if factor > 1:
                 margin = 2 * factor
