@@ -26,7 +26,7 @@ MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
 
 #: How a 4-D multi-echo input becomes 3-D: ``"rss"`` (root-sum-of-squares over echoes),
-#: ``"last"`` or an integer echo index (0-based).
+#: ``"last"`` or an echo number counted from 1, as scanners and BIDS (``echo-1``) count.
 EchoChoice = str | int
 
 
@@ -75,6 +75,24 @@ def anisotropy_ratio(affine: np.ndarray) -> float:
     return float(sp[ax] / in_plane.min())
 
 
+def header_affine(header: nib.Nifti1Header) -> np.ndarray:
+    """The voxel → RAS+ affine (mm) of a NIfTI header, as the NIfTI reference library reads it.
+
+    The sform when its code is set, else the qform when its code is set (nibabel's order).
+    With both codes 0 the image has no orientation; nifti1_io, and with it ITK, Slicer and
+    ITK-SNAP, then places voxel ``(i, j, k)`` at ``(i·dx, j·dy, k·dz)`` (NIfTI-1 "method 1").
+    nibabel's own fallback flips x and centres the grid instead, which would put candidate
+    centres and label maps in another place than those viewers show the image, so the
+    nifti1_io rule is used here.
+    """
+    if int(header["sform_code"]) > 0:
+        return np.asarray(header.get_sform(), dtype=np.float64)
+    if int(header["qform_code"]) > 0:
+        return np.asarray(header.get_qform(), dtype=np.float64)
+    zooms = np.abs(np.asarray(header["pixdim"][1:4], dtype=np.float64))
+    return np.diag([*np.where(zooms > 0, zooms, 1.0), 1.0])
+
+
 def _read_nifti(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
     p = Path(path)
     if not p.exists():
@@ -112,10 +130,12 @@ def _to_3d(arr: np.ndarray, name: str, echo: EchoChoice, notes: list[str]) -> np
                 idx = int(echo)
             except (TypeError, ValueError):
                 raise InputError(f"--echo must be 'rss', 'last' or an echo number, not {echo!r}") from None
-            if not 0 <= idx < n:
-                raise InputError(f"{name} has {n} echoes; echo {idx} does not exist (use 0..{n - 1})")
+            if idx < 1:
+                raise InputError(f"echoes are numbered from 1 (as scanners and BIDS count them), not {idx}")
+            if idx > n:
+                raise InputError(f"{name} has {n} echoes; echo {idx} does not exist (use 1..{n})")
             notes.append(f"{name}: used echo {idx} of {n}")
-            arr = arr[..., idx]
+            arr = arr[..., idx - 1]
         for note in notes[-1:]:
             log.info(note)
         return arr
@@ -167,7 +187,7 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
     arr = _to_3d(np.asarray(img._plkd_array), name, echo, notes)  # type: ignore[attr-defined]
     if arr.ndim != 3:
         raise InputError(f"{name} is {arr.ndim}-D; a 3-D volume is required")
-    affine = np.asarray(img.affine, dtype=np.float64)
+    affine = header_affine(img.header)
     validate_geometry(affine, arr.shape, name)
     validate_intensities(arr, name)
     return Volume(
@@ -192,7 +212,7 @@ def load_label(path: str | os.PathLike[str], *, what: str = "label map", allow_e
         arr = arr[..., 0]
     if arr.ndim != 3:
         raise InputError(f"{name} is {arr.ndim}-D with shape {arr.shape}; a 3-D map is required")
-    affine = np.asarray(img.affine, dtype=np.float64)
+    affine = header_affine(img.header)
     validate_geometry(affine, arr.shape, name)
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise InputError(f"{name} contains NaN/Inf values")
@@ -215,22 +235,32 @@ def save_volume(
     dtype: np.dtype | type | None = None,
     header: nib.Nifti1Header | None = None,
 ) -> Path:
-    """Write ``data`` as NIfTI atomically with exactly this affine (qform and sform, scanner code).
+    """Write ``data`` as NIfTI atomically on the grid ``affine`` (voxel → RAS+ mm, 4×4).
 
-    ``header`` (e.g. the input's) is used as a template so units and descriptions carry over;
-    its data type and scaling are replaced to suit ``data``.
+    When ``header`` (e.g. the input's) describes this grid (:func:`header_affine` equals
+    ``affine``), its geometry is kept exactly: qform and sform with their codes (0 stays 0),
+    pixdim including qfac, units, ``dim_info`` and slice timing, so the output overlays its
+    input in every viewer. Only the data type, scaling and display range are replaced. Without
+    such a header, qform and sform are set to ``affine`` with the header's sform code (1,
+    scanner, when there is none).
     """
     arr = np.asarray(data if dtype is None else np.asarray(data).astype(dtype))
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
     if arr.dtype == np.int64:
         arr = arr.astype(np.int32)
-    hdr = header.copy() if header is not None else None
-    img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64), header=hdr)
+    hdr = nib.Nifti1Header.from_header(header) if header is not None else None
+    affine = np.asarray(affine, dtype=np.float64)
+    if hdr is not None and np.allclose(header_affine(hdr), affine, atol=1e-4):
+        img = nib.Nifti1Image(arr, None, header=hdr)
+    else:
+        code = max(int(hdr["sform_code"]), int(hdr["qform_code"])) if hdr is not None else 0
+        img = nib.Nifti1Image(arr, affine, header=hdr)
+        img.set_qform(affine, code=code or 1)
+        img.set_sform(affine, code=code or 1)
     img.set_data_dtype(arr.dtype)
     img.header.set_slope_inter(1.0, 0.0)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    img.header["cal_min"] = img.header["cal_max"] = 0.0
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)

@@ -73,6 +73,10 @@ class PredictionResult:
 
 
 def _load_bundle(bundle: Any) -> Any:
+    if bundle is None:  # the installed model, as ``plkd predict`` without --model
+        from plkd.inference.batch import resolve_bundle
+
+        return resolve_bundle(None)[0]
     if isinstance(bundle, str | os.PathLike):
         from plkd.bundle import load_bundle
 
@@ -83,6 +87,9 @@ def _load_bundle(bundle: Any) -> Any:
 class Predictor:
     """Two-stage microbleed detection and segmentation with one model bundle.
 
+    ``bundle`` is a loaded bundle, a bundle folder or ``.zip``, or ``None`` (the default) for the
+    installed model (:func:`plkd.bundle.find_default_bundle`; :class:`BundleError` when none is).
+
     Thresholds come from the bundle: its global ones, replaced by a segmenter's own where
     ``plkd tune`` chose them on validation subjects. ``threshold`` overrides the segmentation
     (patch probability) threshold of every segmenter; ``thresholds`` overrides any by name.
@@ -92,7 +99,7 @@ class Predictor:
 
     def __init__(
         self,
-        bundle: Any,
+        bundle: Any = None,
         device: str | torch.device = "auto",
         batch_size: int = 16,
         threshold: float | None = None,
