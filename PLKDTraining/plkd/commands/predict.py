@@ -60,7 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="NIfTI files, DICOM series folders, folders (walked) or glob patterns"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="NIfTI files, DICOM series folders, folders (walked) or glob patterns",
     )
     p.add_argument("--output-dir", "-o", required=True, metavar="DIR", help="where the outputs are written")
     p.add_argument("--model", metavar="BUNDLE", help="model bundle folder or .zip (default: the installed one)")

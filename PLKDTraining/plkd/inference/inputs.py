@@ -231,5 +231,5 @@ def _disambiguate(group: list[ScanInput], base: str) -> list[str]:
         if len({tuple(x.lower() for x in t) for t in tails}) == len(tails):
             varying = [c for c in range(k) if len({t[c].lower() for t in tails if len(t) > c}) > 1]
             return ["_".join([*(t[c] for c in varying if c < len(t)), base]) for t in tails]
-    names = ", ".join(s.display for s in group)
+    names = ", ".join(s.display for s in group[:-1]) + f" and {group[-1].display}"
     raise InputError(f"{names} would all be written as {base}_cmb.*; rename or remove all but one of them")
