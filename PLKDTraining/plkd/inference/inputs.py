@@ -210,7 +210,9 @@ def assign_stems(scans: list[ScanInput]) -> list[ScanInput]:
     stems = list(bases)
     for members in groups.values():
         if len(members) > 1:
-            for i, stem in zip(members, _disambiguate([scans[i] for i in members], bases[members[0]]), strict=True):
+            for i, stem in zip(
+                members, _disambiguate([scans[i] for i in members], [bases[i] for i in members]), strict=True
+            ):
                 stems[i] = stem
     seen: dict[str, int] = {}
     for i, stem in enumerate(stems):
@@ -223,13 +225,13 @@ def assign_stems(scans: list[ScanInput]) -> list[ScanInput]:
     return [ScanInput(s.path, stem, s.series) for s, stem in zip(scans, stems, strict=True)]
 
 
-def _disambiguate(group: list[ScanInput], base: str) -> list[str]:
+def _disambiguate(group: list[ScanInput], bases: list[str]) -> list[str]:
     parents = [list((s.path.resolve() if s.path.exists() else s.path.absolute()).parent.parts) for s in group]
     depth = max(len(p) for p in parents)
     for k in range(1, depth + 1):
         tails = [tuple(p[-k:]) for p in parents]
         if len({tuple(x.lower() for x in t) for t in tails}) == len(tails):
             varying = [c for c in range(k) if len({t[c].lower() for t in tails if len(t) > c}) > 1]
-            return ["_".join([*(t[c] for c in varying if c < len(t)), base]) for t in tails]
+            return ["_".join([*(t[c] for c in varying), b]) for t, b in zip(tails, bases, strict=True)]
     names = ", ".join(s.display for s in group[:-1]) + f" and {group[-1].display}"
-    raise InputError(f"{names} would all be written as {base}_cmb.*; rename or remove all but one of them")
+    raise InputError(f"{names} would all be written as {bases[0]}_cmb.*; rename or remove all but one of them")
