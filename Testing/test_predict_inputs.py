@@ -152,7 +152,9 @@ def _variant(name: str, data: np.ndarray) -> nib.Nifti1Image:
     a = _oblique(12, (1.0, 1.0, 1.0), (-20.0, 30.0, -10.0))
     b = _oblique(-7, (1.0, 1.0, 1.0), (5.0, -3.0, 2.0))
     lefty = np.diag([1.0, 1.0, -1.0, 1.0]) @ a  # left-handed: qfac (pixdim[0]) = -1
-    img = nib.Nifti1Image(data[..., None] if name == "4d-single" else data, None)
+    permuted = np.array([[0.0, 0.0, 1.0, -15.0], [0.0, -1.0, 0.0, 20.0], [1.0, 0.0, 0.0, -12.0], [0, 0, 0, 1]])
+    klass = nib.Nifti2Image if name == "nifti-2" else nib.Nifti1Image
+    img = klass(data[..., None] if name == "4d-single" else data, None)
     h = img.header
     codes = {
         "codes-0-0": (None, 0, None, 0),
@@ -161,6 +163,8 @@ def _variant(name: str, data: np.ndarray) -> nib.Nifti1Image:
         "both-differ": (a, 1, b, 2),
         "left-handed": (lefty, 2, lefty, 3),
         "4d-single": (a, 1, a, 1),
+        "axes-permuted": (permuted, 1, permuted, 1),  # array axis 0 runs along S, axis 2 along R
+        "nifti-2": (a, 2, a, 2),
     }[name]
     h.set_qform(codes[0], code=codes[1])
     h.set_sform(codes[2], code=codes[3])
@@ -178,7 +182,8 @@ GEOMETRY_FIELDS = (
 
 
 @pytest.mark.parametrize(
-    "variant", ["codes-0-0", "qform-only", "sform-only", "both-differ", "left-handed", "4d-single"]
+    "variant",
+    ["codes-0-0", "qform-only", "sform-only", "both-differ", "left-handed", "4d-single", "axes-permuted", "nifti-2"],
 )
 def test_outputs_carry_the_input_header_geometry(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, variant: str
@@ -191,6 +196,7 @@ def test_outputs_carry_the_input_header_geometry(
     hin = nib.load(str(src)).header
     for suffix in ("_cmb.nii.gz", "_cmb_prob.nii.gz"):
         hout = nib.load(str(out / f"{variant}{suffix}")).header
+        assert type(hout) is type(hin)
         for key in GEOMETRY_FIELDS:
             np.testing.assert_array_equal(hout[key], hin[key], err_msg=f"{suffix} {key}")
         np.testing.assert_array_equal(hout["pixdim"][:4], hin["pixdim"][:4], err_msg=f"{suffix} pixdim")

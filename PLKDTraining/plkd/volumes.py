@@ -249,13 +249,15 @@ def save_volume(
         arr = arr.astype(np.uint8)
     if arr.dtype == np.int64:
         arr = arr.astype(np.int32)
-    hdr = nib.Nifti1Header.from_header(header) if header is not None else None
+    # A NIfTI-2 input gives a NIfTI-2 output: converting its header would drop the qform.
+    klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    hdr = klass.header_class.from_header(header) if header is not None else None
     affine = np.asarray(affine, dtype=np.float64)
     if hdr is not None and np.allclose(header_affine(hdr), affine, atol=1e-4):
-        img = nib.Nifti1Image(arr, None, header=hdr)
+        img = klass(arr, None, header=hdr)
     else:
         code = max(int(hdr["sform_code"]), int(hdr["qform_code"])) if hdr is not None else 0
-        img = nib.Nifti1Image(arr, affine, header=hdr)
+        img = klass(arr, affine, header=hdr)
         img.set_qform(affine, code=code or 1)
         img.set_sform(affine, code=code or 1)
     img.set_data_dtype(arr.dtype)
