@@ -357,3 +357,18 @@ def test_predictor_without_a_bundle_uses_the_installed_model(monkeypatch: pytest
 def test_unknown_input_kinds_fail_cleanly(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="would all be written"):
         expand_inputs([_touch_nifti(tmp_path / "x.nii"), _touch_nifti(tmp_path / "x.nii.gz")])
+
+
+def test_rerun_with_extras_reuses_them_and_recomputes_when_one_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    extras = ("--save-probability", "--save-model-grid")
+    assert _predict(str(CASE), "-o", str(out), *extras) == 0
+    capsys.readouterr()
+    assert _predict(str(CASE), "-o", str(out), *extras) == 0
+    assert "1 skipped" in capsys.readouterr().err
+    (out / "tiny_T2S_cmb_modelgrid.nii.gz").unlink()
+    assert _predict(str(CASE), "-o", str(out), *extras) == 0
+    assert "recomputing tiny_T2S: tiny_T2S_cmb_modelgrid.nii.gz is missing" in capsys.readouterr().err
+    assert (out / "tiny_T2S_cmb_modelgrid.nii.gz").exists()

@@ -81,7 +81,8 @@ def reuse_problem(paths: OutputPaths, settings: dict[str, Any], input_sha256: st
             np.asarray(img.dataobj)  # reads (and decompresses) every byte: a truncated file fails here
         except Exception as exc:  # nibabel raises many types for broken files
             return f"{p.name} is missing or unreadable ({type(exc).__name__})"
-        if list(img.shape[:3]) != list(doc.get("label_shape") or img.shape[:3]):
+        on_input_grid = p == paths.label or p == paths.probability
+        if on_input_grid and list(img.shape[:3]) != list(doc.get("label_shape") or img.shape[:3]):
             return f"{p.name} has shape {img.shape}, not the input's {doc.get('label_shape')}"
     return None
 
