@@ -26,6 +26,7 @@ from plkd.dicom import load_dicom_series
 from plkd.errors import BundleError, InputError, PLKDError
 from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings
 from plkd.inference.outputs import (
+    NO_OUTPUTS,
     OutputPaths,
     files_sha256,
     output_paths,
@@ -196,7 +197,7 @@ def predict_files(
                         input=str(scan.path),
                     )
                     continue
-                if problem != "no outputs yet":
+                if problem != NO_OUTPUTS:
                     _say(prog, err, f"recomputing {scan.stem}: {problem}", input=str(scan.path))
             record = _predict_one(scan, out, sha, predictor, opt, prog)
             report.done.append(scan.path)

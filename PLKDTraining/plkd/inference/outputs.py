@@ -58,11 +58,15 @@ def files_sha256(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
+#: What :func:`reuse_problem` says when there is nothing to reuse (not worth a message).
+NO_OUTPUTS = "no outputs yet"
+
+
 def reuse_problem(paths: OutputPaths, settings: dict[str, Any], input_sha256: str, extras: list[Path]) -> str | None:
     """``None`` when the outputs in ``paths`` are complete and were made from this input with these
     settings; otherwise why they must be (re)computed, in a few words."""
     if not paths.json.exists() and not paths.label.exists():
-        return "no outputs yet"
+        return NO_OUTPUTS
     try:
         doc = json.loads(paths.json.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
