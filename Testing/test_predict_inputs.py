@@ -101,10 +101,10 @@ def test_folder_walk_takes_images_and_reports_the_rest(tmp_path: Path) -> None:
         _touch_nifti(root / "imagesTs" / "case_001_0000.nii.gz"),  # nnU-Net
     ]
     skipped = {
-        _touch_nifti(root / "sub-01" / "anat" / "sub-01_T1w.nii.gz"): "another contrast",
+        _touch_nifti(root / "sub-01" / "anat" / "sub-01_T1w.nii.gz"): "other contrast",
         _touch_nifti(root / "sub-01" / "anat" / "sub-01_desc-brain_mask.nii.gz"): "label map or mask",
         _touch_nifti(root / "sub-03" / "sub-03_space-T2S_CMB.nii.gz"): "label map or mask",
-        _touch_nifti(root / "sub-03" / "sub-03_space-T2S_desc-masked_T1.nii.gz"): "another contrast",
+        _touch_nifti(root / "sub-03" / "sub-03_space-T2S_desc-masked_T1.nii.gz"): "other contrast",
         _touch_nifti(root / "crop" / "Phase.nii"): "phase image",
         _touch_nifti(root / "labelsTs" / "case_001.nii.gz"): "label map or mask",
         _touch_nifti(root / "old" / "scan_cmb.nii.gz"): "plkd prediction",
@@ -120,7 +120,10 @@ def test_folder_walk_takes_images_and_reports_the_rest(tmp_path: Path) -> None:
     assert set(reasons) == set(skipped)
     for path, expected in skipped.items():
         assert expected in reasons[path], (path, reasons[path])
-    assert "8 " not in (found.ignored_summary() or "") and "phase image" in (found.ignored_summary() or "")
+    assert found.ignored_summary() == (
+        "not analysed in the folders given: label map or mask: 3, plkd prediction: 2, "
+        "other contrast (T1): 1, other contrast (T1w): 1, phase image: 1 (-v lists them)"
+    )
     # A file named explicitly is taken whatever its name.
     assert [s.path for s in expand_inputs([root / "crop" / "Phase.nii"]).scans] == [root / "crop" / "Phase.nii"]
 
@@ -133,7 +136,7 @@ def test_walked_folder_skips_earlier_predictions_in_a_rerun(tmp_path: Path, caps
     assert _predict(str(tmp_path / "in"), "-o", str(tmp_path / "in")) == 0
     err = capsys.readouterr().err
     assert "0 done, 1 skipped, 0 failed of 1" in err
-    assert "1 a plkd prediction" in err
+    assert "not analysed in the folders given: plkd prediction: 1" in err
 
 
 # ------------------------------------------------------------------ header geometry kept exactly

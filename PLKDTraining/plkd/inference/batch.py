@@ -241,7 +241,7 @@ def _report_ignored(line: str | None, skipped: list[tuple[Path, str]], err: Any)
     if line:
         print(f"plkd predict: {line}", file=err)
     for path, reason in skipped:
-        log.info("not analysed: %s (%s)", path, reason)
+        log.debug("not analysed: %s (%s)", path, reason)  # -v shows plkd debug lines
 
 
 def _announce(prog: Progress, index: int, total: int, scan: ScanInput, durations: list[float]) -> None:

@@ -75,7 +75,7 @@ class InputList:
         counts: dict[str, int] = defaultdict(int)
         for _path, reason in self.skipped:
             counts[reason] += 1
-        parts = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        parts = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
         return f"not analysed in the folders given: {parts} (-v lists them)"
 
 
@@ -83,16 +83,16 @@ def classify(path: Path) -> str | None:
     """Why a NIfTI file met in a folder walk is not an image to analyse, or ``None`` to take it."""
     stem = strip_nifti_suffix(path.name)
     if _PREDICTION.search(stem) and (path.parent / f"{stem}.json").exists():
-        return "a plkd prediction"
+        return "plkd prediction"
     if stem.lower().endswith("_cmb_prob") or stem.lower().endswith("_cmb_modelgrid"):
-        return "a plkd prediction"
+        return "plkd prediction"
     token = stem.rsplit("_", 1)[-1].lower()
     if path.parent.name.lower() in LABEL_FOLDERS or token in LABEL_TOKENS or stem.lower().endswith("brain_mask"):
-        return "a label map or mask"
+        return "label map or mask"
     if _PHASE.search(stem):
-        return "a phase image"
+        return "phase image"
     if token in OTHER_CONTRASTS:
-        return f"another contrast ({stem.rsplit('_', 1)[-1]})"
+        return f"other contrast ({stem.rsplit('_', 1)[-1]})"
     return None
 
 
