@@ -375,3 +375,13 @@ def test_rerun_with_extras_reuses_them_and_recomputes_when_one_is_missing(
     assert _predict(str(CASE), "-o", str(out), *extras) == 0
     assert "recomputing tiny_T2S: tiny_T2S_cmb_modelgrid.nii.gz is missing" in capsys.readouterr().err
     assert (out / "tiny_T2S_cmb_modelgrid.nii.gz").exists()
+
+
+def test_a_click_result_is_not_reused_by_a_full_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    x, y, z = TRUTH[0]
+    assert _predict(str(CASE), "-o", str(tmp_path), f"--at-ras={x},{y},{z}") == 0
+    assert len(json.loads((tmp_path / "tiny_T2S_cmb.json").read_text())["candidates"]) == 1
+    capsys.readouterr()
+    assert _predict(str(CASE), "-o", str(tmp_path)) == 0
+    assert "recomputing tiny_T2S: settings changed: at_ras" in capsys.readouterr().err
+    assert json.loads((tmp_path / "tiny_T2S_cmb.json").read_text())["n_microbleeds"] >= 2

@@ -87,7 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the networks (default: torch's)")
     p.add_argument("--shard", metavar="i/n", help="process only inputs i, i+n, i+2n, ... of the sorted list")
-    p.add_argument("--overwrite", action="store_true", help="recompute inputs whose outputs already exist")
+    p.add_argument(
+        "--overwrite", action="store_true", help="recompute every scan, even when its outputs are up to date"
+    )
     p.add_argument("--batch-size", type=int, default=16, help="candidate patches per network call (default 16)")
     p.add_argument("--save-probability", action="store_true", help="also write NAME_cmb_prob.nii.gz")
     p.add_argument("--save-model-grid", action="store_true", help="also write the label map on the model grid")

@@ -172,7 +172,11 @@ def predict_files(
         at_ras=at_ras,
         save_probability=save_probability,
         save_model_grid=save_model_grid,
-        settings=_settings(bundle, model_name, threshold, student, lr_factor, echo, mask),
+        settings={
+            **_settings(bundle, model_name, threshold, student, lr_factor, echo, mask),
+            # A single-click result is not a whole-scan prediction: a later full run must not reuse it.
+            "at_ras": list(at_ras) if at_ras is not None else None,
+        },
     )
     report = BatchReport(ignored=list(found.skipped))
     durations: list[float] = []
