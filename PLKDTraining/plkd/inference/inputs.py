@@ -43,7 +43,8 @@ LABEL_TOKENS = frozenset(
 OTHER_CONTRASTS = frozenset(
     {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
 )
-_PREDICTION = re.compile(r"_cmb(_prob|_modelgrid|-final)?$", re.I)
+#: Name endings of plkd's own outputs (``NAME_cmb`` itself counts when its JSON lies beside it).
+PREDICTION_SUFFIXES = ("_cmb_prob", "_cmb_modelgrid", "_cmb-final")
 _PHASE = re.compile(r"(^|[_-])(phase|pha|part-phase)$|part-phase", re.I)
 
 
@@ -82,9 +83,9 @@ class InputList:
 def classify(path: Path) -> str | None:
     """Why a NIfTI file met in a folder walk is not an image to analyse, or ``None`` to take it."""
     stem = strip_nifti_suffix(path.name)
-    if _PREDICTION.search(stem) and (path.parent / f"{stem}.json").exists():
-        return "plkd prediction"
-    if stem.lower().endswith("_cmb_prob") or stem.lower().endswith("_cmb_modelgrid"):
+    if stem.lower().endswith(PREDICTION_SUFFIXES) or (
+        stem.lower().endswith("_cmb") and (path.parent / f"{stem}.json").exists()
+    ):
         return "plkd prediction"
     token = stem.rsplit("_", 1)[-1].lower()
     if path.parent.name.lower() in LABEL_FOLDERS or token in LABEL_TOKENS or stem.lower().endswith("brain_mask"):
@@ -134,7 +135,7 @@ def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
                 continue
             keep.append(d)
         dirnames[:] = keep
-        other = False
+        has_dicom = False
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
@@ -145,9 +146,9 @@ def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
                     found.skipped.append((p, reason))
                 else:
                     found.scans.append(ScanInput(p))
-            elif not other and is_dicom_file(p):
-                other = True
-        if other:
+            elif not has_dicom and is_dicom_file(p):
+                has_dicom = True
+        if has_dicom:
             found.scans.extend(ScanInput(s.folder, series=s) for s in find_series(here))
 
 
