@@ -129,3 +129,16 @@ def test_two_images_per_position_are_refused(tmp_path: Path) -> None:
     (series,) = find_series(tmp_path / "me")
     with pytest.raises(InputError, match="8 images at 4 slice positions"):
         load_dicom_series(series)
+
+
+def test_irregular_slice_stacks_are_refused(tmp_path: Path) -> None:
+    data, _affine, _truth = _case()
+    affine = _oblique_affine((1.0, 1.0, 1.0))
+    origin, normal, row = LPS @ affine[:3, 3], LPS @ affine[:3, 2], LPS @ affine[:3, 0]
+    gaps = [list(origin + normal * (k + (k > 3))) for k in range(8)]  # one gap twice as wide
+    sheared = [list(origin + normal * k + row * 0.3 * k) for k in range(8)]  # gantry-tilt-like shift
+    for name, positions, message in (("gap", gaps, "unequal slice gaps"), ("shear", sheared, "shifted sideways")):
+        write_series(tmp_path / name, data[..., :8] * 10, affine, f"1.2.826.0.1.3680043.8.498.{len(name)}9", positions)
+        (series,) = find_series(tmp_path / name)
+        with pytest.raises(InputError, match=message):
+            load_dicom_series(series)

@@ -8,7 +8,8 @@ series' grid carry exactly its geometry. SimpleITK is imported only when DICOM i
 
 A series is refused (:class:`plkd.errors.InputError`, one line) when its slices do not form one
 regular 3-D grid: several images at one position (multi-echo or repeated acquisitions stored in
-one series) or unequal gaps between slices.
+one series), unequal gaps between slices, or slices shifted sideways (a sheared grid), which
+ITK's geometry would silently misplace.
 """
 
 from __future__ import annotations
@@ -99,7 +100,15 @@ def _check_slices(reader: Any, n: int, name: str, direction_lps: np.ndarray) -> 
             f"{name} holds {n} images at {len(np.unique(np.round(along, 3)))} slice positions (several echoes or "
             "acquisitions in one series); export each echo as its own series or convert with dcm2niix first"
         )
-    gaps = np.diff(np.sort(along))
+    order = np.argsort(along)
+    steps = np.diff(np.asarray(positions)[order], axis=0)
+    gaps = steps @ direction_lps[:, 2]
+    sideways = np.linalg.norm(steps - gaps[:, None] * direction_lps[:, 2], axis=1)
+    if np.any(sideways > MAX_GAP_SPREAD * np.abs(gaps) + 1e-3):
+        raise InputError(
+            f"{name}: its slices are shifted sideways from one to the next (a sheared, gantry-tilted grid); "
+            "convert it with dcm2niix, which corrects such series"
+        )
     if gaps.max() - gaps.min() > MAX_GAP_SPREAD * abs(gaps.mean()):
         raise InputError(
             f"{name} has unequal slice gaps ({gaps.min():.3g}-{gaps.max():.3g} mm), so it is not one regular grid; "
