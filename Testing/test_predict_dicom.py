@@ -7,6 +7,7 @@ The series are written in the test with SimpleITK from the tiny case, on an obli
 from __future__ import annotations
 
 import json
+import locale
 from pathlib import Path
 
 import nibabel as nib
@@ -60,16 +61,20 @@ def write_series(
     }
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    for k in range(data.shape[2]):
-        sl = volume[:, :, k]
-        for tag, value in common.items():
-            sl.SetMetaData(tag, value)
-        pos = volume.TransformIndexToPhysicalPoint((0, 0, k)) if positions is None else positions[k]
-        sl.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in pos))
-        sl.SetMetaData("0020|0013", str(k + 1))
-        sl.SetMetaData("0008|0018", f"{uid}.{k + 1}")
-        writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
-        writer.Execute(sl)
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer sets the C locale: Python would then read files as ASCII
+    try:
+        for k in range(data.shape[2]):
+            sl = volume[:, :, k]
+            for tag, value in common.items():
+                sl.SetMetaData(tag, value)
+            pos = volume.TransformIndexToPhysicalPoint((0, 0, k)) if positions is None else positions[k]
+            sl.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in pos))
+            sl.SetMetaData("0020|0013", str(k + 1))
+            sl.SetMetaData("0008|0018", f"{uid}.{k + 1}")
+            writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
+            writer.Execute(sl)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def _case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -14,7 +14,10 @@ ITK's geometry would silently misplace.
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,17 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+@contextlib.contextmanager
+def _keep_locale() -> Iterator[None]:
+    """Restore the process locale after a GDCM call: some GDCM code sets the C locale, after which
+    Python would read and write text files as ASCII."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def _sitk() -> Any:
     try:
         import SimpleITK as sitk  # noqa: N813 - the library's own name
@@ -71,10 +85,11 @@ def find_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     sitk = _sitk()
     folder = Path(folder)
     series = []
-    for uid in sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()):
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
-        if files:
-            series.append(DicomSeries(folder, uid, tuple(Path(f) for f in files)))
+    with _keep_locale():
+        for uid in sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()):
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+            if files:
+                series.append(DicomSeries(folder, uid, tuple(Path(f) for f in files)))
     return series
 
 
@@ -132,7 +147,8 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     reader.SetFileNames([str(f) for f in series.files])
     reader.MetaDataDictionaryArrayUpdateOn()
     try:
-        image = reader.Execute()
+        with _keep_locale():
+            image = reader.Execute()
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot read {name}: {first}") from None
