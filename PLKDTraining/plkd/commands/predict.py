@@ -69,8 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``plkd predict``; 0 when every input succeeded, 2 when some failed (1: internal error)."""
+    from plkd.atomic import check_output_location
     from plkd.inference.batch import parse_ras, predict_files
 
+    check_output_location(args.output_dir, kind="folder", what="--output-dir")
     if args.batch_size < 1:
         raise PLKDError(f"--batch-size must be at least 1, not {args.batch_size}")
     report = predict_files(
