@@ -279,7 +279,7 @@ class Predictor:
     def _prepare(
         self, volume: Volume, mask: Volume | None, extra_points_ras: np.ndarray | None = None
     ) -> tuple[PreparedVolume, list[str]]:
-        notes = list(volume.notes)
+        notes = [*getattr(self.bundle, "notes", []), *volume.notes]  # e.g. "unverified bundle: ..."
         brain, mask_note = resolve_brain_mask(volume, mask)
         notes.append(mask_note)
         spacing = np.asarray(getattr(self.bundle, "spacing_mm", (1.0, 1.0, 1.0)), dtype=np.float64)
