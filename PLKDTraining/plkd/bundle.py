@@ -438,8 +438,9 @@ def validate_manifest(manifest: Any, root: Path | None = None) -> None:
     norm = manifest.get("normalisation")
     _require(isinstance(norm, dict) and isinstance(norm.get("method"), str), "'normalisation.method' is missing")
     clip = norm.get("clip_percentiles", [0.0, 100.0])
+    two_numbers = isinstance(clip, list) and len(clip) == 2 and all(_is_number(v) for v in clip)
     _require(
-        isinstance(clip, list) and len(clip) == 2 and all(_is_number(v) for v in clip) and 0 <= clip[0] < clip[1] <= 100,
+        two_numbers and 0 <= clip[0] < clip[1] <= 100,
         "'normalisation.clip_percentiles' must be two increasing percentiles in [0, 100]",
     )
     thr = manifest.get("thresholds")
@@ -508,10 +509,9 @@ def _validate_entry(name: str, entry: Any, root: Path | None) -> None:
     path = _weight_path(root, file)
     if not path.is_file():
         raise BundleError(f"missing weight file {file} listed in manifest.json")
-    if path.stat().st_size < 2 * n_params:  # float16 is the smallest storage
-        raise BundleError(
-            f"{file} ({path.stat().st_size:,} bytes) cannot hold the {n_params:,} parameters of {where} in manifest.json"
-        )
+    size = path.stat().st_size
+    if size < 2 * n_params:  # float16 is the smallest storage
+        raise BundleError(f"{file} ({size:,} bytes) cannot hold the {n_params:,} parameters of {where}")
 
 
 def _check_threshold_ranges(thr: Mapping[str, Any], where: str) -> None:
@@ -520,9 +520,8 @@ def _check_threshold_ranges(thr: Mapping[str, Any], where: str) -> None:
             _require(0.0 <= thr[key] <= 1.0, f"'{where}.{key}' must be a probability in [0, 1], not {thr[key]}")
     if "min_distance_mm" in thr:
         v = thr["min_distance_mm"]
-        _require(
-            0.0 < v <= MAX_MIN_DISTANCE_MM, f"'{where}.min_distance_mm' must lie in (0, {MAX_MIN_DISTANCE_MM:g}], not {v}"
-        )
+        span = f"(0, {MAX_MIN_DISTANCE_MM:g}]"
+        _require(0.0 < v <= MAX_MIN_DISTANCE_MM, f"'{where}.min_distance_mm' must lie in {span}, not {v}")
 
 
 def _weight_path(root: Path, file: str) -> Path:

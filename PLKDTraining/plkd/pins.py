@@ -63,7 +63,7 @@ def pin_bundle(bundle: str | os.PathLike[str], path: str | os.PathLike[str] = PI
     write_json_atomic(
         path,
         {
-            "about": "sha256 of manifest.json of each bundle shipped with plkd; update with: python -m plkd.pins BUNDLE",
+            "about": "sha256 of each shipped bundle's manifest.json; update: python -m plkd.pins BUNDLE",
             "bundles": dict(sorted(pins.items())),
         },
     )

@@ -94,7 +94,8 @@ def _read_nifti(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
         # Read the data now so a truncated or corrupt file fails here, with its name.
         arr = np.asanyarray(img.dataobj)
     except MemoryError:
-        raise InputError(f"{what} {p.name} is too large to load ({_announced_bytes(img.header) / 1e9:.1f} GB)") from None
+        gigabytes = _announced_bytes(img.header) / 1e9
+        raise InputError(f"{what} {p.name} is too large to load ({gigabytes:.1f} GB)") from None
     except Exception as exc:  # nibabel raises many types for broken files
         raise InputError(f"cannot read {what} {p.name} as NIfTI: {exc.__class__.__name__}: {exc}") from None
     img._plkd_array = arr  # type: ignore[attr-defined]  # read once, reused by callers
@@ -136,7 +137,9 @@ def check_data_size(path: Path, header: nib.Nifti1Header, name: str, *, offset: 
             if have < offset + need:
                 short = f"{max(have - offset, 0):,} bytes"
     if short is not None:
-        raise InputError(f"{name} is truncated: its header announces {need:,} bytes of voxel data, the file holds {short}")
+        raise InputError(
+            f"{name} is truncated: its header announces {need:,} bytes of voxel data, the file holds {short}"
+        )
 
 
 def _gzip_trailer_size(path: Path) -> int:

@@ -12,7 +12,7 @@ EPILOG = """\
 examples:
   plkd predict sub-01_T2S.nii.gz --output-dir out/
   plkd predict scans/ --output-dir out/ --shard 0/4 --progress jsonl
-  plkd predict scan.nii.gz --output-dir click/ --at-ras 12.5,-30,8
+  plkd predict scan.nii.gz --output-dir click/ --at-ras=-12.5,-30,8 --existing out/scan_cmb.json
 
 For each input NAME.nii[.gz] writes OUT/NAME_cmb.nii.gz (one integer label per microbleed, on the
 input's grid and header) and OUT/NAME_cmb.json (every candidate: centre, volume, probability, kept).
@@ -62,7 +62,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--at-ras",
         metavar="X,Y,Z",
-        help="segment only the microbleed at this RAS point (mm), skipping screening; always recomputed",
+        help=(
+            "segment only the microbleed at this RAS point (mm), skipping screening; always recomputed "
+            "(write --at-ras=X,Y,Z when X is negative)"
+        ),
+    )
+    p.add_argument(
+        "--existing",
+        metavar="FILE",
+        help="with --at-ras: an earlier NAME_cmb.json or NAME_cmb.nii.gz of this input; a click on one of its "
+        "microbleeds returns that one (existing_label, existing_id) instead of a new one",
     )
     p.set_defaults(func=run)
 
@@ -73,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from plkd.inference.batch import parse_ras, predict_files
 
     check_output_location(args.output_dir, kind="folder", what="--output-dir")
+    if args.existing is not None and args.at_ras is None:
+        raise PLKDError("--existing is used with --at-ras (a click on a microbleed found earlier)")
     if args.batch_size < 1:
         raise PLKDError(f"--batch-size must be at least 1, not {args.batch_size}")
     report = predict_files(
@@ -91,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         save_probability=args.save_probability,
         save_model_grid=args.save_model_grid,
         at_ras=parse_ras(args.at_ras),
+        existing=args.existing,
         batch_size=args.batch_size,
     )
     n = len(report.done) + len(report.skipped) + len(report.failed)

@@ -127,12 +127,14 @@ def predict_files(
     at_ras: tuple[float, float, float] | None = None,
     batch_size: int = 16,
     err: Any = None,
+    existing: str | Path | None = None,
 ) -> BatchReport:
     """Predict every input and write ``NAME_cmb.nii.gz`` + ``NAME_cmb.json`` in ``output_dir``.
 
     ``model`` is a bundle path, a loaded bundle or ``None`` for the installed default. Finished
     inputs are skipped unless ``overwrite``; ``at_ras`` segments only the microbleed at that
-    point (always recomputed). Failed inputs are printed to ``err`` (stderr) in one line each.
+    point (always recomputed; ``existing``: an earlier prediction of the input, see
+    :func:`plkd.inference.click.load_existing`). Failed inputs are printed to ``err`` (stderr) in one line each.
     """
     err = err or sys.stderr
     bundle, model_name = resolve_bundle(model)
@@ -152,6 +154,7 @@ def predict_files(
         student=student,
         lr_factor=lr_factor,
         at_ras=at_ras,
+        existing=existing,
         save_probability=save_probability,
         save_model_grid=save_model_grid,
     )
@@ -188,6 +191,7 @@ class _Options:
     student: str | None
     lr_factor: float | None
     at_ras: tuple[float, float, float] | None
+    existing: str | Path | None
     save_probability: bool
     save_model_grid: bool
 
@@ -200,7 +204,12 @@ def _predict_one(path: Path, out: OutputPaths, predictor: Predictor, opt: _Optio
     prog.advance()
     t_load = time.perf_counter() - t0
     if opt.at_ras is not None:
-        result = predictor.segment_at(volume, opt.at_ras, mask=mask_vol, lr_factor=opt.lr_factor, student=opt.student)
+        from plkd.inference.click import load_existing
+
+        earlier = load_existing(opt.existing, volume) if opt.existing is not None else None
+        result = predictor.segment_at(
+            volume, opt.at_ras, mask=mask_vol, lr_factor=opt.lr_factor, student=opt.student, existing=earlier
+        )
     else:
         result = predictor.predict(
             volume,
