@@ -27,7 +27,8 @@ from plkd.errors import OutputError
 
 #: A temporary older than this (seconds) is stale whoever wrote it (a write takes seconds).
 STALE_AGE_S = 24 * 3600
-_HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+#: Identifies this machine in temporary names (a hash of its host name).
+HOST_TAG = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
 def _suffix(final: Path) -> str:
@@ -35,7 +36,7 @@ def _suffix(final: Path) -> str:
 
 
 def _temporary_name(final: Path) -> str:
-    return f".{final.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{_suffix(final)}"
+    return f".{final.name}.{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}{_suffix(final)}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -71,7 +72,7 @@ def remove_stale_temporaries(final: str | os.PathLike[str], *, now: float | None
             continue
         with contextlib.suppress(OSError):
             age = now - p.stat().st_mtime
-            dead = m["host"] == _HOST and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
+            dead = m["host"] == HOST_TAG and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
             if dead or age > STALE_AGE_S:
                 p.unlink()
                 removed.append(p)
