@@ -169,10 +169,12 @@ def predict_files(
             _predict_one(path, out, predictor, opt, prog)
             report.done.append(path)
         except PLKDError as exc:
+            prog.finish()  # clear the progress bar first: the error must start its own line
             report.failed.append((path, str(exc)))
             print(f"plkd: error: {path.name}: {exc}", file=err)
         except Exception as exc:  # a bug or an unforeseen file: report it and go on with the others
             log.debug("unexpected error on %s", path, exc_info=True)
+            prog.finish()
             report.failed.append((path, f"{type(exc).__name__}: {exc}"))
             report.internal.append(path)
             msg = f"unexpected {type(exc).__name__}: {exc} (run with -vv for details)"
