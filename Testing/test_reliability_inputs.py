@@ -295,3 +295,21 @@ def test_rerun_of_a_killed_prediction_leaves_no_hidden_file(tmp_path: Path) -> N
         (out / f".{name}.{host}-{_dead_pid()}-deadbeef{suffix}").write_bytes(b"half")
     assert main(["predict", str(CASE), "-o", str(out), "--model", str(BUNDLE), "--progress", "none"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["tiny_T2S_cmb.json", "tiny_T2S_cmb.nii.gz"]
+
+
+def test_a_killed_bundle_export_is_cleaned_by_the_next_one(tmp_path: Path) -> None:
+    import torch
+
+    from plkd.bundle import save_bundle
+    from plkd.models import E2UNet, ScreeningFCN
+
+    leftover = tmp_path / f".b.{HOST_TAG}-{_dead_pid()}-0123abcd.partial"
+    leftover.mkdir()
+    (leftover / "teacher.pt").write_bytes(b"half")
+    torch.manual_seed(0)
+    nets = {
+        "screening": {"module": ScreeningFCN(width=4), "role": "screening"},
+        "teacher": {"module": E2UNet(base_channels=4), "role": "segmenter", "lr_factor": 1},
+    }
+    save_bundle(tmp_path / "b", nets, manifest={"name": "b"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]

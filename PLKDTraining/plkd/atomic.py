@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -49,16 +50,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(final: str | os.PathLike[str], *, now: float | None = None) -> list[Path]:
+def remove_stale_temporaries(
+    final: str | os.PathLike[str], *, now: float | None = None, folders: bool = False
+) -> list[Path]:
     """Remove the temporaries of ``final`` left by killed writers; returns what was removed.
 
-    Only files named as :func:`atomic_path` names them for this very output are considered, and
-    only when their writer was a process of this host that no longer runs, or when they are older
-    than :data:`STALE_AGE_S` (a writer on another host sharing the folder).
+    Only files (``folders``: folders, see :func:`temporary_folder`) named as this module names
+    them for this very output are considered, and only when their writer was a process of this
+    host that no longer runs, or when they are older than :data:`STALE_AGE_S` (a writer on
+    another host sharing the folder).
     """
     final = Path(final)
+    suffix = ".partial" if folders else _suffix(final)
     pattern = re.compile(
-        re.escape(f".{final.name}.") + r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}" + re.escape(_suffix(final))
+        re.escape(f".{final.name}.") + r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}" + re.escape(suffix)
     )
     now = time.time() if now is None else now
     removed: list[Path] = []
@@ -68,15 +73,32 @@ def remove_stale_temporaries(final: str | os.PathLike[str], *, now: float | None
         return removed
     for p in siblings:
         m = pattern.fullmatch(p.name)
-        if m is None or p.is_symlink() or not p.is_file():
+        kind_ok = p.is_dir() if folders else p.is_file()
+        if m is None or p.is_symlink() or not kind_ok:
             continue
         with contextlib.suppress(OSError):
             age = now - p.stat().st_mtime
             dead = m["host"] == HOST_TAG and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
             if dead or age > STALE_AGE_S:
-                p.unlink()
+                if folders:
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
                 removed.append(p)
     return removed
+
+
+def temporary_folder(final: str | os.PathLike[str]) -> Path:
+    """A new empty folder beside ``final`` to assemble it in (then renamed); stale ones are removed first.
+
+    Named ``.NAME.<host>-<pid>-<token>.partial``; the caller renames or removes it.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final, folders=True)
+    tmp = final.parent / f".{final.name}.{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}.partial"
+    tmp.mkdir()
+    return tmp
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 import plkd
-from plkd.atomic import atomic_path, write_json_atomic
+from plkd.atomic import atomic_path, temporary_folder, write_json_atomic
 from plkd.errors import BundleError, ConfigError
 from plkd.models import NETWORKS, build_network, count_parameters, network_config, unwrap
 from plkd.pins import manifest_digest, verification_note
@@ -110,7 +110,7 @@ def save_bundle(
         raise BundleError(f"{out} already exists; choose another path or allow overwriting")
     man = _complete_manifest(manifest, default_name=out.stem if as_zip else out.name)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = temporary_folder(out)  # a killed export's leftover is removed by the next one
     try:
         man["networks"] = {name: _write_network(tmp, name, entry, half) for name, entry in networks.items()}
         validate_manifest(man, tmp)
