@@ -143,9 +143,13 @@ def check_data_size(path: Path, header: nib.Nifti1Header, name: str, *, offset: 
 
 
 def _gzip_trailer_size(path: Path) -> int:
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        return int.from_bytes(f.read(4), "little")
+    """The gzip trailer's uncompressed size (mod 2**32); 0 when unreadable (then the stream is counted)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            return int.from_bytes(f.read(4), "little")
+    except OSError:
+        return 0
 
 
 def _gunzipped_size(path: Path, limit: int) -> int:
@@ -243,7 +247,7 @@ def validate_intensities(data: np.ndarray, name: str) -> None:
 
 def _refuse_signed(data: np.ndarray, lo: float, hi: float, name: str) -> None:
     """Refuse a phase map, a real/imaginary part or any signed image given as a magnitude image."""
-    flat = data.reshape(-1)
+    flat = data.ravel(order="K")  # no copy of a Fortran-ordered (nibabel) array
     step = max(1, flat.size // 2_000_000)  # a regular subsample bounds the cost on large scans
     sample = flat[::step]
     sample = sample[sample != 0]
