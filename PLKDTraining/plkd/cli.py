@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -81,10 +82,29 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+#: Options whose value is a point ``X,Y,Z`` that may start with a minus sign (``--at-ras -20,10,5``).
+_POINT_OPTIONS = ("--at-ras",)
+_POINT = re.compile(r"-[0-9.][0-9.eE+-]*(,[-+]?[0-9.][0-9.eE+-]*){2}")
+
+
+def _join_negative_points(argv: list[str]) -> list[str]:
+    """``--at-ras -20,10,5`` → ``--at-ras=-20,10,5``: argparse would take the value for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _POINT_OPTIONS and i + 1 < len(argv) and _POINT.fullmatch(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``plkd`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_points(sys.argv[1:] if argv is None else list(argv)))
     if args.command is None:
         parser.print_help()
         return 0

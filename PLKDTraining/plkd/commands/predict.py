@@ -13,7 +13,7 @@ examples:
   plkd predict sub-01_T2S.nii.gz --output-dir out/
   plkd predict bids/ --output-dir out/ --shard 0/4 --progress jsonl
   plkd predict 'study/ses-*/T2S.nii.gz' dicom/series-7/ -o out/ --threads 4
-  plkd predict scan.nii.gz --output-dir click/ --at-ras=12.5,-30,8
+  plkd predict scan.nii.gz --output-dir click/ --at-ras=-12.5,-30,8 --existing out/scan_cmb.json
 
 INPUT: a NIfTI file (.nii, .nii.gz; 3-D, or 4-D multi-echo), a DICOM series folder, a folder
 (walked to any depth: images are taken; label maps, masks, predictions, phase images and other
@@ -96,13 +96,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--at-ras",
         metavar="X,Y,Z",
-        help="segment only the microbleed at this RAS point (mm), skipping screening; always recomputed",
+        help=(
+            "segment only the microbleed at this RAS point (mm), skipping screening; always recomputed "
+            "(write --at-ras=X,Y,Z when X is negative)"
+        ),
+    )
+    p.add_argument(
+        "--existing",
+        metavar="FILE",
+        help="with --at-ras: an earlier NAME_cmb.json or NAME_cmb.nii.gz of this input; a click on one of its "
+        "microbleeds returns that one (existing_label, existing_id) instead of a new one",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``plkd predict``; 0 when every input succeeded, 2 when some failed (1: internal error)."""
+    from plkd.atomic import check_output_location
     from plkd.inference.batch import parse_ras, predict_files
     from plkd.inference.summary import print_summary_table
 
@@ -111,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    check_output_location(args.output_dir, kind="folder", what="--output-dir")
+    if args.existing is not None and args.at_ras is None:
+        raise PLKDError("--existing is used with --at-ras (a click on a microbleed found earlier)")
     report = predict_files(
         args.inputs,
         args.output_dir,
@@ -127,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         save_probability=args.save_probability,
         save_model_grid=args.save_model_grid,
         at_ras=parse_ras(args.at_ras),
+        existing=args.existing,
         batch_size=args.batch_size,
     )
     n = len(report.done) + len(report.skipped) + len(report.failed)

@@ -137,6 +137,7 @@ def predict_files(
     at_ras: tuple[float, float, float] | None = None,
     batch_size: int = 16,
     err: Any = None,
+    existing: str | Path | None = None,
 ) -> BatchReport:
     """Predict every scan and write ``STEM_cmb.nii.gz`` + ``STEM_cmb.json`` in ``output_dir``,
     then the summary CSV (:func:`summary_name`, not for ``at_ras``).
@@ -145,7 +146,8 @@ def predict_files(
     (:func:`plkd.inference.inputs.expand_inputs`). ``model`` is a bundle path, a loaded bundle or
     ``None`` for the installed default. A scan whose outputs were made from the same input bytes
     with the same settings is reused unless ``overwrite``; otherwise the reason for recomputing is
-    printed. ``at_ras`` segments only the microbleed at that point (always recomputed). Skips,
+    printed. ``at_ras`` segments only the microbleed at that point (always recomputed; ``existing``:
+    an earlier prediction of the input, see :func:`plkd.inference.click.load_existing`). Skips,
     recomputations and failures are printed to ``err`` (stderr), one line each, in every
     progress mode. Raises :class:`InputError` when nothing is found or two inputs cannot be given
     distinct output names (before any work).
@@ -170,6 +172,7 @@ def predict_files(
         student=student,
         lr_factor=lr_factor,
         at_ras=at_ras,
+        existing=existing,
         save_probability=save_probability,
         save_model_grid=save_model_grid,
         settings={
@@ -208,7 +211,7 @@ def predict_files(
             durations.append(time.perf_counter() - t0)
             report.rows.append(summary_row(scan.stem, str(scan.path), "done", record, durations[-1]))
         except PLKDError as exc:
-            _failed(report, scan, str(exc), time.perf_counter() - t0, err)
+            _failed(report, scan, str(exc), time.perf_counter() - t0, err, prog)
         except Exception as exc:  # a bug or an unforeseen file: report it and go on with the others
             log.debug("unexpected error on %s", scan.path, exc_info=True)
             report.internal.append(scan.path)
@@ -218,6 +221,7 @@ def predict_files(
                 f"unexpected {type(exc).__name__}: {exc} (run with -vv for details)",
                 time.perf_counter() - t0,
                 err,
+                prog,
             )
     prog.context = {}
     if at_ras is None:
@@ -225,7 +229,8 @@ def predict_files(
     return report
 
 
-def _failed(report: BatchReport, scan: ScanInput, message: str, seconds: float, err: Any) -> None:
+def _failed(report: BatchReport, scan: ScanInput, message: str, seconds: float, err: Any, prog: Progress) -> None:
+    prog.finish()  # clear the progress bar first: the error must start its own line
     report.failed.append((scan.path, message))
     report.rows.append(summary_row(scan.stem, str(scan.path), "failed", None, seconds, error=message))
     print(f"plkd: error: {scan.path.name}: {message}", file=err)
@@ -279,6 +284,7 @@ class _Options:
     student: str | None
     lr_factor: float | None
     at_ras: tuple[float, float, float] | None
+    existing: str | Path | None
     save_probability: bool
     save_model_grid: bool
     #: What changes a result (recorded in each JSON; a rerun with other values recomputes).
@@ -341,8 +347,11 @@ def _predict_one(
         prog.advance()
         t_load = time.perf_counter() - t0
         if opt.at_ras is not None:
+            from plkd.inference.click import load_existing
+
+            earlier = load_existing(opt.existing, volume) if opt.existing is not None else None
             result = predictor.segment_at(
-                volume, opt.at_ras, mask=mask_vol, lr_factor=opt.lr_factor, student=opt.student
+                volume, opt.at_ras, mask=mask_vol, lr_factor=opt.lr_factor, student=opt.student, existing=earlier
             )
         else:
             result = predictor.predict(
