@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -124,15 +125,18 @@ def _predict_and_report(
     seconds = time.perf_counter() - t0
     if warning:
         result.notes.append(warning)
-    write_prediction(result, volume, output_paths(image_path, args.out), model_name)
+    paths = output_paths(image_path, args.out)
+    write_prediction(result, volume, paths, model_name)
+    # The pictures show the candidates as written (ids as in the JSON the user will open).
+    candidates = json.loads(paths.json.read_text(encoding="utf-8"))["candidates"]
 
     truth = subject.label.data
     spacing = volume.spacing
     scores = evaluate_subject(result.label_map, truth, spacing)
-    findings, truth_ras = demo_findings(result.label_map, truth, volume.affine, spacing, result.candidates)
+    findings, truth_ras = demo_findings(result.label_map, truth, volume.affine, spacing, candidates)
     title = f"found {scores['TP']} of {scores['n_reference']}, false alarms {scores['FP']} ({image_path.name})"
     write_overview(args.out / "overview.png", volume.data, volume.affine, findings, title=title)
-    write_gallery(args.out / "candidates.png", volume.data, volume.affine, result.candidates, truth_ras=truth_ras)
+    write_gallery(args.out / "candidates.png", volume.data, volume.affine, candidates, truth_ras=truth_ras)
     summary = {
         "input": str(image_path),
         "model": model_name,
