@@ -260,33 +260,36 @@ def plot_froc(curves: Mapping[str, FrocCurve], path: str | os.PathLike[str], tit
         for label, curve in curves.items():
             fp, sens = curve.fp_per_subject, curve.sensitivity
             x_max = max(x_max, float(np.nanmax(fp)) if fp.size else 0.0)
-            (line,) = ax.plot(
-                fp,
-                sens,
-                drawstyle="steps-post",
-                marker="o",
-                ms=4,
-                label=f"{label} ({curve.n_subjects} subjects, {curve.n_references} microbleeds)",
+            op = curve.operating_point
+            has_op = bool(op) and _finite(op.get("sensitivity")) and _finite(op.get("fp_per_subject"))
+            op_text = (
+                f"star: {_describe_thresholds(op.get('thresholds'))}, TPR {100 * op['sensitivity']:.1f} %, "
+                f"{op['fp_per_subject']:.2f} FP/subject"
+                if has_op
+                else ""
             )
+            name = f"{label} ({curve.n_subjects} subjects, {curve.n_references} microbleeds)"
+            if has_op and len(curves) > 1:
+                name += f"; {op_text}"  # in the legend: several labels beside the stars would collide
+            (line,) = ax.plot(fp, sens, drawstyle="steps-post", marker="o", ms=4, label=name)
             if len(curves) == 1 and len(fp) <= 15:
                 for t, x, y in zip(curve.thresholds[1:], fp[1:], sens[1:], strict=True):
                     ax.annotate(
                         f"{t:.2f}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="0.3"
                     )
-            op = curve.operating_point
-            if op and op.get("sensitivity") is not None:
+            if has_op:
                 ax.plot(
                     [op["fp_per_subject"]], [op["sensitivity"]], marker="*", ms=15, color=line.get_color(), mec="black"
                 )
-                ax.annotate(
-                    f"applied: {_describe_thresholds(op.get('thresholds'))}\n"
-                    f"TPR {100 * op['sensitivity']:.1f} %, {op['fp_per_subject']:.2f} FP/subject",
-                    (op["fp_per_subject"], op["sensitivity"]),
-                    textcoords="offset points",
-                    xytext=(10, 8 if len(curves) == 1 else -4),
-                    fontsize=7,
-                    color=line.get_color(),
-                )
+                if len(curves) == 1:
+                    ax.annotate(
+                        op_text.replace("star: ", "applied: ").replace(", TPR", "\nTPR"),
+                        (op["fp_per_subject"], op["sensitivity"]),
+                        textcoords="offset points",
+                        xytext=(10, 8),
+                        fontsize=7,
+                        color=line.get_color(),
+                    )
         ax.set_xscale("symlog", linthresh=1.0, linscale=1.0)
         right = x_max * 1.15 + 0.05
         ax.set_xlim(-0.04 * min(right, 2.0), right)  # a margin, so points at 0 FP are not cut in half
@@ -299,11 +302,15 @@ def plot_froc(curves: Mapping[str, FrocCurve], path: str | os.PathLike[str], tit
         ax.set_title(f"{title}\nVALDO matching at every candidate probability; star = thresholds applied", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         # Below the axes: inside, several curves would hide the very steps they describe.
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2 if len(curves) > 2 else 1, fontsize="small")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, fontsize="small")
     except BaseException:
         pyplot().close(fig)
         raise
     return save_figure(fig, path, bbox_inches="tight")
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and math.isfinite(float(value))
 
 
 def _describe_thresholds(thresholds: Any) -> str:
