@@ -319,5 +319,5 @@ def _describe_thresholds(thresholds: Any) -> str:
     if not values:
         return "thresholds of the prediction"
     if len(values) == 1:
-        return f"p >= {values[0]:.2f}"
-    return f"p >= {values[0]:.2f}-{values[-1]:.2f} (per subject)"
+        return f"p >= {values[0]:.3g}"
+    return f"p >= {values[0]:.3g}-{values[-1]:.3g} (per subject)"
