@@ -109,3 +109,23 @@ def test_no_subject_is_an_error() -> None:
 
     with pytest.raises(InputError):
         froc_curve({})
+
+
+def test_every_point_equals_the_valdo_rule_applied_at_that_threshold() -> None:
+    from plkd.metrics import valdo_match
+
+    rng = np.random.default_rng(0)
+    subjects = {}
+    for s in range(8):
+        n = int(rng.integers(0, 15))
+        subjects[str(s)] = FrocSubject(
+            rng.uniform(0, 40, (n, 3)), np.round(rng.random(n), 1), rng.uniform(0, 40, (int(rng.integers(0, 5)), 3))
+        )
+    curve = froc_curve(subjects)
+    for t, sens, fp in zip(curve.thresholds, curve.sensitivity, curve.fp_per_subject, strict=True):
+        matches = [
+            valdo_match(x.candidate_centres[x.probabilities >= t], x.reference_centres) for x in subjects.values()
+        ]
+        assert fp == pytest.approx(sum(m.is_fp.sum() for m in matches) / 8)
+        assert sens * curve.n_references == pytest.approx(sum(m.detected.sum() for m in matches))
+    assert np.all(np.diff(curve.sensitivity) >= 0) and np.all(np.diff(curve.fp_per_subject) >= 0)

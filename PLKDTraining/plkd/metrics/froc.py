@@ -137,10 +137,16 @@ def froc_curve(
     detected = np.zeros(len(thresholds))
     fp = np.zeros(len(thresholds))
     for centres, probs, refs in subs:
-        for i, t in enumerate(thresholds):
+        # Match once per distinct probability of this subject, then spread over the global thresholds.
+        own = np.r_[np.inf, np.unique(probs[np.isfinite(probs)])[::-1]]
+        own_detected, own_fp = np.zeros(len(own)), np.zeros(len(own))
+        for i, t in enumerate(own):
             m = valdo_match(centres[probs >= t], refs, max_distance_mm)
-            detected[i] += m.detected.sum()
-            fp[i] += m.is_fp.sum()
+            own_detected[i], own_fp[i] = m.detected.sum(), m.is_fp.sum()
+        # For a global threshold t, the subject's selection is that of its lowest own threshold >= t.
+        idx = np.searchsorted(-own, -thresholds, side="right") - 1
+        detected += own_detected[idx]
+        fp += own_fp[idx]
     n_sub = len(subs)
     return FrocCurve(
         thresholds=thresholds,
