@@ -108,8 +108,6 @@ def overview_figure(
                    half_width_mm=inset_half_width_mm, linewidth=1.6)  # fmt: skip
         text = f"{i + 1}: {KIND_WORD.get(f.kind, f.kind)}  {ras_text(f.ras)}"
         ax.set_title(text + (f"\n{f.details}" if f.details else ""), color=rings[i].colour, fontsize=7)
-    if len(findings) > len(insets):
-        flat[-1].text(0.5, 0.5, f"+{len(findings) - len(insets)} more findings", color="white", ha="center")
     kinds = {f.kind for f in findings}
     if kinds & {"found", "missed", "false_alarm"}:
         legend = "rings: green = found, red = missed, yellow = false alarm"
@@ -117,6 +115,8 @@ def overview_figure(
         legend = "rings: cyan = detected microbleed"
     legend += f"   |   radiological {view} view: patient's right on the image's left"
     legend += f"; insets {2 * inset_half_width_mm:.0f} mm wide"
+    if len(findings) > len(insets):
+        legend += f" (the first {len(insets)} of {len(findings)} findings)"
     fig.suptitle(f"{title}\n{legend}" if title else legend, color="white", fontsize=9)
     fig.tight_layout()
     return fig
