@@ -132,6 +132,9 @@ def test_overview_and_gallery_say_where_how_sure_and_whether_true(tmp_path) -> N
     plt.close(fig)
     assert titles[0] == "#7 p=0.93 kept\nR 30 A 15 S 0\nfrontal, true"
     assert titles[1] == "#8 p=0.21 rejected\nL 20 P 10 S 0\nfalse"
+    fig = gallery_figure(data, affine, [{**cands[0], "region": "thalamus", "location": "deep"}])
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["#7 p=0.93 kept\nR 30 A 15 S 0\nthalamus (deep)"]
+    plt.close(fig)
     # Without a region (older outputs) or a truth, the tile still works.
     fig = gallery_figure(data, affine, [{k: v for k, v in cands[0].items() if k != "region"}])
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["#7 p=0.93 kept\nR 30 A 15 S 0"]

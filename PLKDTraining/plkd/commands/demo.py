@@ -168,7 +168,7 @@ def demo_findings(
     components; details name the candidate (id, probability, region when present) whose
     label the predicted component carries.
     """
-    from plkd.inference.overview import Finding
+    from plkd.inference.overview import Finding, place
     from plkd.metrics import valdo_match
     from plkd.metrics.components import find_components
 
@@ -184,8 +184,8 @@ def demo_findings(
         if not cands:
             return ""
         c = max(cands, key=lambda c: c["probability"])
-        region = f", {c['region']}" if c.get("region") else ""
-        return f"#{c['id']} p={c['probability']:.2f}{region}"
+        where = place(c)
+        return f"#{c['id']} p={c['probability']:.2f}" + (f", {where}" if where else "")
 
     p_ras, r_ras = p.centres_world(affine), r.centres_world(affine)
     findings = []

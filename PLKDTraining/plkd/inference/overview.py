@@ -122,6 +122,15 @@ def overview_figure(
     return fig
 
 
+def place(cand: dict[str, Any]) -> str:
+    """``"thalamus (deep)"``-style text from the optional ``region``/``location`` fields ("" when absent)."""
+    region, location = cand.get("region"), cand.get("location")
+    location = location if location and location != "unknown" else None
+    if region and location:
+        return f"{region} ({location})"
+    return str(region or location or "")
+
+
 def candidate_finding(cand: dict[str, Any], truth_ras: np.ndarray | None, max_distance_mm: float = 5.0) -> Finding:
     """A gallery tile's content: kind from kept/rejected and, with truth, whether it is true."""
     ras = cand["center_ras"]
@@ -177,7 +186,7 @@ def gallery_figure(
                    centre_ras=f.ras, half_width_mm=half_width_mm, letter_size=6, linewidth=1.2)  # fmt: skip
         verdict = "kept" if cand.get("kept") else "rejected"
         lines = [f"#{cand['id']} p={float(cand['probability']):.2f} {verdict}", ras_text(f.ras)]
-        extra = [str(cand["region"])] if cand.get("region") else []
+        extra = [where] if (where := place(cand)) else []
         if truth_ras is not None:
             extra.append("true" if f.kind in ("found", "missed") else "false")
         if extra:
