@@ -149,3 +149,27 @@ def test_overview_and_gallery_say_where_how_sure_and_whether_true(tmp_path) -> N
     assert len(rings) == 4  # each finding ringed on the slice and in its inset
     assert write_overview(tmp_path / "o.png", data, affine, findings).stat().st_size > 5000
     assert write_gallery(tmp_path / "g.png", data, affine, []).stat().st_size > 1000
+
+
+def test_demo_findings_ring_found_missed_and_false_alarms_at_their_ras_centres() -> None:
+    from plkd.commands.demo import demo_findings
+
+    affine = centred_affine(np.diag([-1.0, -1.0, 2.0]), (20, 20, 10))
+    truth = np.zeros((20, 20, 10), np.uint8)
+    truth[4, 4, 4] = truth[15, 15, 6] = 1
+    pred = np.zeros((20, 20, 10), np.int16)
+    pred[4, 4, 4] = 2  # finds the first (label 2 = candidate id 2)
+    pred[10, 3, 2] = 1  # false alarm
+    cands = [
+        {"id": 1, "label": 1, "probability": 0.7, "region": "cerebellum"},
+        {"id": 2, "label": 2, "probability": 0.9},
+    ]
+    findings, truth_ras = demo_findings(pred, truth, affine, np.array([1.0, 1.0, 2.0]), cands)
+    to_ras = lambda v: (affine[:3, :3] @ np.asarray(v, float) + affine[:3, 3]).tolist()  # noqa: E731
+    got = [(f.kind, [round(x, 3) for x in f.ras], f.details) for f in findings]
+    assert got == [
+        ("found", to_ras((4, 4, 4)), "#2 p=0.90"),
+        ("missed", to_ras((15, 15, 6)), ""),
+        ("false_alarm", to_ras((10, 3, 2)), "#1 p=0.70, cerebellum"),
+    ]
+    np.testing.assert_allclose(truth_ras, [to_ras((4, 4, 4)), to_ras((15, 15, 6))])
