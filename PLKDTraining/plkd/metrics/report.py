@@ -67,7 +67,8 @@ def format_table(result: Mapping) -> str:
         return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]).rstrip()
 
     rule = "-" * len(line(_COLUMNS))
-    out = [format_pairing(result), "", line(_COLUMNS), rule, *(line(r) for r in rows), rule, line(pooled), ""]
+    out = [format_pairing(result), ""] if result.get("pairing") else []
+    out += [line(_COLUMNS), rule, *(line(r) for r in rows), rule, line(pooled), ""]
     out.append(
         f"Paper (Table 2, pooled over {p['n_subjects']} subject(s): counts summed): "
         f"TPR {_pct(p['TPR'])}  PPV {_pct(p['PPV'])}  FPavg {_num(p['FPavg'])}  "
