@@ -122,13 +122,15 @@ def test_bad_device_and_threshold_are_refused():
 
 
 def test_single_point_command_adds_at_ras_without_mask_or_threshold():
-    argv = commandBuilder.buildSinglePointCommand("py", "a.nii.gz", "o", (12.5, -3.0, 40.125), device="GPU",
+    argv = commandBuilder.buildSinglePointCommand("py", "a.nii.gz", "o", (-20.5, -3.0, 40.125), device="GPU",
                                                   platform="linux")  # fmt: skip
-    assert argv[argv.index("--at-ras") + 1] == "12.5,-3.0,40.125"
+    # The "=" form: "--at-ras -20.5,..." would make argparse read the negative X as an option.
+    (point,) = [a for a in argv if a.startswith("--at-ras")]
+    assert point == "--at-ras=-20.5,-3.0,40.125"
     assert argv[argv.index("--device") + 1] == "cuda"
     assert argv[3] == "predict" and "--mask" not in argv
-    x, y, z = (float(v) for v in argv[argv.index("--at-ras") + 1].split(","))
-    assert (x, y, z) == (12.5, -3.0, 40.125)
+    x, y, z = (float(v) for v in point.split("=", 1)[1].split(","))
+    assert (x, y, z) == (-20.5, -3.0, 40.125)
     with pytest.raises(ValueError):
         commandBuilder.buildSinglePointCommand("py", "a.nii.gz", "o", (1.0, float("nan"), 2.0))
 
