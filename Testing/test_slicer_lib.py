@@ -25,7 +25,7 @@ from CMBSegmentationLib import (  # noqa: E402
     workFolders,
 )
 from CMBSegmentationLib.backgroundProcess import BackgroundProcess  # noqa: E402
-from CMBSegmentationLib.inferenceJob import EngineCancelled, EngineError, runBlocking  # noqa: E402
+from CMBSegmentationLib.inferenceJob import EngineCancelledError, EngineError, runBlocking  # noqa: E402
 from CMBSegmentationLib.progressParsing import (  # noqa: E402
     LineSplitter,
     ProgressEvent,
@@ -389,7 +389,7 @@ def test_blocking_run_keeps_the_caller_alive_and_can_be_cancelled(tmp_path):
     )
     idles, events = [], []
     started = time.monotonic()
-    with pytest.raises(EngineCancelled):
+    with pytest.raises(EngineCancelledError):
         runBlocking(argv, events.append, idle=lambda: idles.append(1), shouldCancel=lambda: len(events) >= 3)
     assert time.monotonic() - started < 20 and len(idles) >= 2
 
@@ -497,9 +497,9 @@ def test_reload_forgets_every_lib_module_so_the_next_import_reads_the_files_agai
     first = runLog
     forgotten = moduleReload.forgetPackage("CMBSegmentationLib")
     assert "CMBSegmentationLib.runLog" in forgotten and "CMBSegmentationLib" in forgotten
-    from CMBSegmentationLib import runLog as again
+    from CMBSegmentationLib import runLog as runLogAgain
 
-    assert again is not first
+    assert runLogAgain is not first
     # Keep the rest of this session on one copy of the package.
     sys.modules["CMBSegmentationLib.runLog"] = first
 

@@ -56,7 +56,9 @@ def _centre(mask: np.ndarray, affine: np.ndarray = AFFINE) -> list[float]:
     return (affine @ np.r_[np.argwhere(mask).mean(axis=0), 1.0])[:3].tolist()
 
 
-def _writeEngineOutput(folder: Path, labels: np.ndarray, probabilities: dict[int, float], ids=None, notes=None) -> tuple:
+def _writeEngineOutput(
+    folder: Path, labels: np.ndarray, probabilities: dict[int, float], ids=None, notes=None
+) -> tuple:
     folder.mkdir(parents=True, exist_ok=True)
     voxelVolume = abs(np.linalg.det(AFFINE[:3, :3]))
     candidates = []
@@ -453,8 +455,8 @@ def test_a_run_never_overwrites_a_reviewed_result_unasked(case, tmp_path):
 
 def test_import_records_run_threshold_notes_region_and_never_zeroes_a_missing_probability(case, tmp_path):
     scene, volume, _, _, _ = case
-    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "noted", _labels(), PROBABILITY,
-                                                notes=["candidate count capped at 500", "fell back to the CPU"])  # fmt: skip
+    notes = ["candidate count capped at 500", "fell back to the CPU"]
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "noted", _labels(), PROBABILITY, notes=notes)
     data = json.loads(jsonPath.read_text())
     data["candidates"][2]["probability"] = None  # e.g. a candidate the engine could not score
     jsonPath.write_text(json.dumps(data))
@@ -465,7 +467,8 @@ def test_import_records_run_threshold_notes_region_and_never_zeroes_a_missing_pr
     assert reviewState.runThreshold(table) == pytest.approx(0.3)
     rows = candidateTable.readRows(table)
     assert rows[2].probability is None and rows[0].probability == pytest.approx(0.95)
-    assert [r.location for r in rows] == ["lobar", "deep", ""] and [r.region for r in rows] == ["frontal", "thalamus", ""]
+    assert [r.location for r in rows] == ["lobar", "deep", ""]
+    assert [r.region for r in rows] == ["frontal", "thalamus", ""]
     # Numbers are stored with the digits that matter, not vtkVariant's six.
     column = table.GetTable().GetColumnByName(candidateTable.COLUMN_R)
     for r in range(table.GetNumberOfRows()):
@@ -661,3 +664,13 @@ def test_watcher_reports_every_change_of_the_shown_result_and_only_of_it(case, t
     table.Modified()
     scene.InvokeEvent(slicer.vtkMRMLScene.EndImportEvent)
     assert not calls
+
+
+def test_a_result_s_table_and_segmentation_find_each_other(case, tmp_path):
+    scene, volume, result, _, _ = case
+    labelPath, jsonPath = tmp_path / "engine" / "case_cmb.nii.gz", tmp_path / "engine" / "case_cmb.json"
+    second = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    for one in (result, second):
+        assert candidateTable.segmentationOfTable(one.tableNode) is one.segmentationNode
+        assert candidateTable.tableOfSegmentation(scene, one.segmentationNode) is one.tableNode
+    assert candidateTable.tableOfSegmentation(scene, scene.AddNewNodeByClass("vtkMRMLSegmentationNode")) is None

@@ -133,6 +133,12 @@ class BackgroundProcess:
         self._killer = threading.Thread(target=killProcessTree, args=(self._process, timeout), daemon=True)
         self._killer.start()
 
+    def kill(self, timeout: float = 2.0) -> None:
+        """Stop the process tree now and wait for it (e.g. when Slicer quits: no thread outlives the caller)."""
+        self.cancelled = True
+        if self._process.poll() is None or sys.platform != "win32":
+            killProcessTree(self._process, timeout)
+
     def _fromStderr(self, item: tuple[str, str]) -> None:
         self._stderr.append(item[1])
         self._lines.put(item)

@@ -97,6 +97,23 @@ def isCandidateTable(tableNode) -> bool:
     return tableNode is not None and tableNode.GetAttribute(ATTRIBUTE_ROLE) == ROLE_CANDIDATES
 
 
+def segmentationOfTable(tableNode):
+    """The segmentation whose candidates ``tableNode`` lists, or None."""
+    return tableNode.GetNodeReference(REFERENCE_SEGMENTATION) if tableNode is not None else None
+
+
+def tableOfSegmentation(scene, segmentationNode):
+    """The candidate table that lists the segments of ``segmentationNode`` (the last one made), or None."""
+    if segmentationNode is None:
+        return None
+    found = None
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
+        tableNode = scene.GetNthNodeByClass(i, "vtkMRMLTableNode")
+        if isCandidateTable(tableNode) and segmentationOfTable(tableNode) is segmentationNode:
+            found = tableNode
+    return found
+
+
 def appendRow(tableNode, row: CandidateRow) -> int:
     """Append ``row``; return its row index."""
     index = tableNode.AddEmptyRow()

@@ -5,8 +5,8 @@ that matches the driver) in a child process, so torch is never imported into Sli
 requirements with lower bounds, then ``plkd`` from the extension's own copy of ``PLKDTraining`` with ``--no-deps``
 so pip never replaces that torch. Nothing is installed at import time.
 Only :func:`findPLKDSource`, :func:`missingPackages`, :func:`sourceVersion`, :func:`requirementsPath`,
-:func:`torchInstallArguments` and :func:`copySourceForBuild` run outside Slicer. :func:`ensureExportDependencies` installs only what the export
-needs.
+:func:`torchInstallArguments` and :func:`copySourceForBuild` run outside Slicer. :func:`ensureExportDependencies`
+installs only what the export needs.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ class EngineError(RuntimeError):
     """The engine failed; the message is its own one-line error when it gave one."""
 
 
-class EngineCancelled(EngineError):
+class EngineCancelledError(EngineError):
     """The run was cancelled; nothing was imported."""
 
 
@@ -37,6 +37,11 @@ class PreparedRun:
     outputDir: Path
     outputs: PredictOutputs
 
+    @property
+    def workFolder(self) -> Path:
+        """The folder of the whole run (inputs and outputs): remove it when the run is over."""
+        return self.outputDir.parent
+
 
 def safeFileName(name: str) -> str:
     """A node name made safe as a file name ("T2* axial" -> "T2_axial"); the engine splits ids at "_"."""
@@ -45,7 +50,11 @@ def safeFileName(name: str) -> str:
 
 
 def prepareInputs(inputVolume, brainMask, workDir: str | Path) -> PreparedRun:
-    """Write the input volume (and the brain mask, if any) as NIfTI into ``workDir``."""
+    """Write the input volume (and the brain mask, if any) as NIfTI into ``workDir``.
+
+    ``workDir`` holds a copy of the patient image: make it with ``workFolders.createWorkFolder`` and remove it
+    after the run (``workFolder`` of the result).
+    """
     workDir = Path(workDir)
     name = safeFileName(inputVolume.GetName())
     inputPath = writeVolumeNodeAsNifti(inputVolume, workDir / "input" / f"{name}.nii.gz")
@@ -129,7 +138,7 @@ def runBlocking(
     ``env`` None means :func:`engineEnvironment`. ``onLog(stream, line)`` receives every output line as it
     arrives; ``idle()`` is called about ten times a second (Slicer: process GUI events so the application does not
     freeze), and when ``shouldCancel()`` becomes True the whole process tree is stopped and
-    :class:`EngineCancelled` is raised.
+    :class:`EngineCancelledError` is raised.
     """
     try:
         process = BackgroundProcess(argv, env=engineEnvironment() if env is None else env)
@@ -137,7 +146,7 @@ def runBlocking(
         raise EngineError(f"cannot start the engine ({argv[0]}): {exc}") from exc
     code = process.wait(onProgress, onLog=onLog, idle=idle, shouldCancel=shouldCancel)
     if process.cancelled:
-        raise EngineCancelled("cancelled")
+        raise EngineCancelledError("cancelled")
     if code != 0:
         raise EngineError(describeFailure(code, process.stderr))
 

@@ -16,7 +16,7 @@ from CMBSegmentationLib.progressParsing import ProgressEvent
 
 
 class ProcessRunner:
-    """Start one command; report progress and every output line, then ``onFinished(errorMessage or None, cancelled)``."""
+    """Start one command; report progress and every line, then ``onFinished(errorMessage or None, cancelled)``."""
 
     def __init__(
         self,
@@ -50,6 +50,12 @@ class ProcessRunner:
         """Kill the whole process tree (returns at once); ``onFinished(None, True)`` follows from the timer."""
         if self._process is not None:
             self._process.cancel()
+
+    def kill(self) -> None:
+        """Stop the process tree and wait for it, without calling back (Slicer is quitting)."""
+        self._timer.stop()
+        if self._process is not None:
+            self._process.kill()
 
     def _poll(self) -> None:
         process = self._process
