@@ -993,7 +993,7 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
             self.assertEqual(p.brainMask, mask)
         self.assertTrue(ui.applyButton.enabled)
         # The review keys are not Slicer's own (Ctrl+Left/Right switch modules).
-        keys = sorted(s.key.toString() for s in widget._shortcuts)
+        keys = sorted(s.key.toString(qt.QKeySequence.PortableText) for s in widget._shortcuts)
         self.assertEqual(keys, sorted(reviewShortcuts.REVIEW_SHORTCUTS.values()))
         self.delayDisplay("CMBSegmentation widget test passed")
 
@@ -1064,14 +1064,15 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
 
         # Export: what the reader saw (accepted first one, the rest only above 0.99).
         expected = reportExport.includedRows(segmentation, table, 0.99)
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
         with tempfile.TemporaryDirectory() as folder:
             widget.ui.exportDirectoryPathLineEdit.currentPath = folder
             widget.onExport()
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)  # no helper nodes left behind
             name = inferenceJob.safeFileName(volume.GetName())
             report = json.loads((Path(folder) / f"{name}_cmb-report.json").read_text(encoding="utf-8"))
             self.assertEqual(report["n_microbleeds"], len(expected))
             self.assertIn(first, [r.segmentId for r in expected])
             self.assertEqual(report["n_rejected"], 1)
             self.assertTrue((Path(folder) / f"{name}_cmb-final.nii.gz").is_file())
-        self.assertFalse(slicer.mrmlScene.GetNodesByName(f"{name}_ColorTable").GetNumberOfItems())
         self.delayDisplay("CMBSegmentation Apply -> review -> export test passed")

@@ -521,3 +521,14 @@ def test_review_shortcuts_avoid_every_key_slicer_binds_and_are_documented():
         assert f"({key})" in ui, f"no tooltip names {key}"
         assert key in readme, f"README does not name {key}"
     assert "Ctrl+Left" not in ui and "Ctrl+Right" not in ui
+
+
+def test_self_test_sample_ships_where_the_module_looks_for_it():
+    cmake = (REPO / "CMBSegmentation" / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/Resources/TestData" in cmake
+    module = (REPO / "CMBSegmentation" / "CMBSegmentation.py").read_text(encoding="utf-8")
+    assert '"Resources" / "TestData"' in module and '"Testing" / "data"' in module
+    for name in ("tiny-case/tiny_T2S.nii.gz", "tiny-case/truth.json", "tiny-bundle/manifest.json"):
+        assert (REPO / "Testing" / "data" / name).is_file()
+    # A skipped self-test must not raise SkipTest: "Reload and Test" shows any exception as a failure.
+    assert "skipTest(" not in module
