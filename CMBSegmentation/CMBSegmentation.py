@@ -69,6 +69,8 @@ class CMBSegmentation(ScriptedLoadableModule):
             "clicking) and export the result.<br>"
             "<b>Research software, not a medical device.</b>"
         )
+        # A run's folder holds a copy of the patient image; those of a Slicer that crashed go at the next start.
+        slicer.app.connect("startupCompleted()", _removeStaleWorkFolders)
         self.parent.acknowledgementText = _(
             "Based on the PLKD method for cerebral microbleed segmentation in low-resolution MRI. "
             "The shipped model is trained on synthetic data."
@@ -174,8 +176,6 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._runState.addListener(lambda old, new: self._updateRunGui())
         # Quitting Slicer during a run: stop the engine and remove the copy of the patient image.
         slicer.app.connect("aboutToQuit()", self._onAboutToQuit)
-        with contextlib.suppress(OSError):
-            workFolders.removeStaleWorkFolders(_temporaryRoot())  # left by a crash or an older version
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -315,7 +315,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(_("Failed to install the dependencies: {error}").format(error=exc))
         finally:
             self._runState.transition(RunState.IDLE)
-        if ok and self.ui.statusLabel.text == _("Installing the dependencies..."):
+        if self.ui.statusLabel.text == _("Installing the dependencies..."):
             self.ui.statusLabel.text = ""
         return ok
 
@@ -919,6 +919,12 @@ def _progressDialog(name):
         maximum=100,
         windowModality=qt.Qt.ApplicationModal,
     )
+
+
+def _removeStaleWorkFolders() -> None:
+    """Remove run folders whose Slicer has ended (quit or crashed during a run)."""
+    with contextlib.suppress(OSError):
+        workFolders.removeStaleWorkFolders(_temporaryRoot())
 
 
 def _temporaryRoot():
