@@ -494,14 +494,17 @@ def test_work_folders_of_ended_processes_are_removed_and_live_ones_kept(tmp_path
 def test_reload_forgets_every_lib_module_so_the_next_import_reads_the_files_again():
     from CMBSegmentationLib import runLog
 
-    first = runLog
-    forgotten = moduleReload.forgetPackage("CMBSegmentationLib")
-    assert "CMBSegmentationLib.runLog" in forgotten and "CMBSegmentationLib" in forgotten
-    from CMBSegmentationLib import runLog as runLogAgain
+    saved = {name: module for name, module in sys.modules.items() if name.startswith("CMBSegmentationLib")}
+    try:
+        forgotten = moduleReload.forgetPackage("CMBSegmentationLib")
+        assert set(forgotten) == set(saved) and "CMBSegmentationLib.runLog" in forgotten
+        assert not [name for name in sys.modules if name.startswith("CMBSegmentationLib")]
+        from CMBSegmentationLib import runLog as runLogAgain
 
-    assert runLogAgain is not first
-    # Keep the rest of this session on one copy of the package.
-    sys.modules["CMBSegmentationLib.runLog"] = first
+        assert runLogAgain is not runLog
+    finally:  # the rest of this session keeps the copy its other tests imported
+        moduleReload.forgetPackage("CMBSegmentationLib")
+        sys.modules.update(saved)
 
 
 def test_torch_is_installed_alone_through_light_the_torch():
