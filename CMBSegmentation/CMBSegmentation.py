@@ -1015,8 +1015,8 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
         bundleDir = dataDir / "tiny-bundle"
         if not (image.is_file() and truthFile.is_file() and (bundleDir / "manifest.json").is_file()):
             return self._skip(f"test data not found in {dataDir} (set CMBSEGMENTATION_TEST_DATA)")
-        if dependencies.missingPackages():
-            return self._skip("plkd and torch are not installed in this Slicer (click Apply once to install them)")
+        if dependencies.missingPackages(CMBSegmentationLogic.moduleDir()):
+            return self._skip("plkd and torch are not installed in this Slicer, or outdated (click Apply once)")
         truth = json.loads(truthFile.read_text(encoding="utf-8"))["centres_ras"]
 
         slicer.util.selectModule("CMBSegmentation")
