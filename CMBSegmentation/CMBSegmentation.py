@@ -536,8 +536,9 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         nodes = self._reviewNodes()
         rows = []
         if nodes:
+            # The table may have been edited elsewhere (Tables module): segment tags and visibility follow it.
             rows = sorted(
-                candidateTableLib.readRows(nodes[1]), key=lambda r: -(r.probability if r.probability is not None else 2)
+                reviewState.restoreReview(*nodes), key=lambda r: -(r.probability if r.probability is not None else 2)
             )
         headers = [_("Segment"), _("Probability"), _("Volume (mm³)"), _("Status"), _("Location"), _("Region")]
         threshold = reviewState.reviewThreshold(nodes[1]) if nodes else 0.0
