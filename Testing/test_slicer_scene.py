@@ -639,6 +639,8 @@ def test_watcher_reports_every_change_of_the_shown_result_and_only_of_it(case, t
     table.SetCellText(0, table.GetColumnIndex(candidateTable.COLUMN_STATUS), candidateTable.STATUS_ACCEPTED)
     table.Modified()  # edited in the Tables module
     assert calls, "a table edit was not reported"
+    reviewState.restoreReview(seg, table)  # what the refresh does: the segment follows the edited table
+    assert _status(result, result.segmentIds[0]) == candidateTable.STATUS_ACCEPTED
     calls.clear()
     seg.GetSegmentation().GetSegment(result.segmentIds[1]).SetName("renamed")  # Segment Editor
     seg.GetSegmentation().RemoveSegment(result.segmentIds[2])
