@@ -33,6 +33,7 @@ from slicer.util import VTKObservationMixin
 
 from CMBSegmentationLib import candidateTable as candidateTableLib
 from CMBSegmentationLib import (
+    clickReview,
     commandBuilder,
     dependencies,
     inferenceJob,
@@ -372,8 +373,11 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return segmentation, table, True
         return None
 
-    def _startRun(self, volume, brainMask, modelPath, threshold, onFinished, pointRas=None) -> None:
-        """Write the inputs and start the engine in the background; ``onFinished`` runs on the main thread."""
+    def _startRun(self, volume, brainMask, modelPath, threshold, onFinished, pointRas=None, reviewNodes=None) -> None:
+        """Write the inputs and start the engine in the background; ``onFinished`` runs on the main thread.
+
+        ``reviewNodes`` (segmentation, table) with ``pointRas``: the result the clicked microbleed is added to.
+        """
         p = self._parameterNode
         self._runState.transition(RunState.STARTING)
         try:
@@ -384,7 +388,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.value = 0
             self._showElapsed()
             self._preparedRun, argv = self.logic.prepareRun(
-                volume, brainMask, modelPath, p.device, threshold, pointRas=pointRas
+                volume, brainMask, modelPath, p.device, threshold, pointRas=pointRas, reviewNodes=reviewNodes
             )
             self._runVolume = volume
             self._logLine("$ " + " ".join(argv), warning=False)
@@ -656,32 +660,81 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ras = self.logic.worldToVolumeFrame(volume, world)
         modelPath, _warning = modelBundle.chooseModel(p.modelPath, p.modality)
         with slicer.util.tryWithErrorDisplay(_("Failed to segment the clicked microbleed."), waitCursor=True):
-            self._startRun(volume, None, modelPath, None, lambda e, c: self._onPointFinished(e, c, ras), pointRas=ras)
+            # The result as it is now goes with the click (--existing), so a microbleed already in it is not added
+            # twice; the answer goes into this same result, even if the reader selects another one meanwhile.
+            self._startRun(
+                volume,
+                None,
+                modelPath,
+                None,
+                lambda e, c: self._onPointFinished(e, c, ras, nodes),
+                pointRas=ras,
+                reviewNodes=nodes,
+            )
 
-    def _onPointFinished(self, errorMessage, cancelled, ras) -> None:
+    def _onPointFinished(self, errorMessage, cancelled, ras, nodes) -> None:
         self._elapsedTimer.stop()
         if cancelled or errorMessage:
             self._endUnfinishedRun(errorMessage, cancelled)
             return
         self._runState.transition(RunState.IMPORTING)
-        nodes = self._reviewNodes()
         try:
             with slicer.util.tryWithErrorDisplay(_("Failed to add the microbleed."), waitCursor=True):
-                if nodes is None:
+                if any(node.GetScene() is None for node in nodes):
                     raise RuntimeError(_("The segmentation or candidate table was removed during the run."))
                 outputs = self._preparedRun.outputs
-                segmentId = reviewState.addReaderMicrobleed(
-                    nodes[0], nodes[1], outputs.labelMap, outputs.candidates, ras, reviewState.reviewThreshold(nodes[1])
+                outcome = clickReview.applyClickResult(
+                    nodes[0],
+                    nodes[1],
+                    outputs.labelMap,
+                    outputs.candidates,
+                    ras,
+                    self._preparedRun.existingPath,
+                    reviewState.reviewThreshold(nodes[1]),
                 )
                 self._runState.transition(RunState.DONE)
-                self._reportWarnings(
-                    _("Added {name}.").format(name=nodes[0].GetSegmentation().GetSegment(segmentId).GetName())
-                )
+                self._reportWarnings(self._clickMessage(outcome, nodes[0]))
+                if outcome.segmentId is not None and self._reviewNodes() == nodes:
+                    self.refreshCandidates()
+                    self._selectSegment(outcome.segmentId)  # shows it, centred, in the slice views
         finally:
             if self._runState.state == RunState.IMPORTING:
                 self._runState.transition(RunState.FAILED)
             self._cleanupRun()
             self._refreshTimer.start()
+
+    @staticmethod
+    def _clickMessage(outcome, segmentationNode) -> str:
+        """The status line after a click: what was added, or which microbleed was there already."""
+        if outcome.kind == clickReview.NOTHING:
+            return _("Nothing darker than the surrounding tissue at the click: no microbleed added.")
+        name = segmentationNode.GetSegmentation().GetSegment(outcome.segmentId).GetName()
+        if outcome.kind == clickReview.ADDED:
+            if outcome.segmentation == "intensity":
+                return _("Added {name} (outlined by intensity: the model's mask did not cover it).").format(name=name)
+            return _("Added {name}.").format(name=name)
+        if outcome.previousStatus == outcome.status:
+            return _("{name} is already in the result ({status}); nothing added.").format(
+                name=name, status=outcome.status
+            )
+        if not outcome.previousStatus:
+            return _("{name} was already segmented; now in the review as added by reader, nothing added.").format(
+                name=name
+            )
+        return _("{name} was already in the result ({previous}); marked {status}, nothing added.").format(
+            name=name, previous=outcome.previousStatus, status=outcome.status
+        )
+
+    def _selectSegment(self, segmentId) -> None:
+        table = self.ui.candidatesTableWidget
+        for r in range(table.rowCount):
+            item = table.item(r, 0)
+            if item is not None and item.data(qt.Qt.UserRole) == segmentId:
+                if item.isSelected():  # no selection change, no signal: show it anyway
+                    self.onCandidateSelected()
+                else:
+                    table.selectRow(r)
+                return
 
     def onExport(self) -> None:
         nodes = self._reviewNodes()
@@ -741,17 +794,19 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         """Install torch and plkd after asking the user (first Apply, or on request)."""
         return dependencies.ensureDependencies(self.moduleDir(), reinstall=reinstall)
 
-    def prepareRun(self, inputVolume, brainMask, modelPath, device, threshold, pointRas=None):
+    def prepareRun(self, inputVolume, brainMask, modelPath, device, threshold, pointRas=None, reviewNodes=None):
         """Write the inputs to a new working folder; return (PreparedRun, argv).
 
         ``modelPath`` is what :func:`modelBundle.chooseModel` returned (empty: the engine's default bundle).
+        ``pointRas``: segment only the microbleed there (the volume's own frame); ``reviewNodes`` (segmentation,
+        candidate table) is the result under review on ``inputVolume``, written as the click's ``--existing``.
         """
         if inputVolume is None:
             raise ValueError(_("Select an input volume."))
         workDir = workFolders.createWorkFolder(_temporaryRoot())
         try:
-            prepared = inferenceJob.prepareInputs(inputVolume, brainMask, workDir)
             if pointRas is None:
+                prepared = inferenceJob.prepareInputs(inputVolume, brainMask, workDir)
                 argv = commandBuilder.buildPredictCommand(
                     self.pythonExecutable(),
                     prepared.inputPath,
@@ -762,8 +817,18 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
                     threshold,
                 )
             else:
+                if reviewNodes is None:
+                    prepared = inferenceJob.prepareInputs(inputVolume, None, workDir)
+                else:
+                    prepared = clickReview.prepareClickInputs(inputVolume, *reviewNodes, workDir)
                 argv = commandBuilder.buildSinglePointCommand(
-                    self.pythonExecutable(), prepared.inputPath, prepared.outputDir, pointRas, modelPath, device
+                    self.pythonExecutable(),
+                    prepared.inputPath,
+                    prepared.outputDir,
+                    pointRas,
+                    modelPath,
+                    device,
+                    existingPath=prepared.existingPath,
                 )
         except BaseException:
             shutil.rmtree(workDir, ignore_errors=True)

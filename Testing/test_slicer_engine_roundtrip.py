@@ -91,7 +91,7 @@ def test_engine_output_imports_one_segment_per_planted_microbleed(engine_run, tr
 def test_single_point_command_adds_the_clicked_microbleed(engine_run, truth, tmp_path):
     scene, volume, prepared, _events = engine_run
     result = resultImport.importResults(scene, volume, prepared.outputs.labelMap, prepared.outputs.candidates)
-    # The reader rejects the model's candidate at the first microbleed, then adds it back by clicking on it.
+    # The add path without --existing (see test_slicer_click_review.py for a click on a microbleed already found).
     rows = candidateTable.readRows(result.tableNode)
     nearest = min(rows, key=lambda r: np.linalg.norm(np.subtract(r.centerRas, truth[0])))
     reviewState.reject(result.segmentationNode, result.tableNode, nearest.segmentId)

@@ -2,8 +2,9 @@
 
 Contract (docs/design.md, "Prediction outputs"):
 ``python -m plkd predict INPUT --output-dir DIR [--model BUNDLE] --device D [--mask MASK] --progress jsonl
-[--threshold P]`` and, to add one microbleed the reader clicked, ``... --at-ras=X,Y,Z`` (the ``=`` form: argparse
-would take a negative X in ``--at-ras -20,5,3`` for an option).
+[--threshold P]`` and, to add one microbleed the reader clicked, ``... --at-ras=X,Y,Z [--existing=PREV]`` (the ``=``
+form: argparse would take a negative X in ``--at-ras -20,5,3`` for an option; ``PREV`` is the result being reviewed,
+so that a click on a microbleed it holds returns that one instead of a duplicate).
 """
 
 from __future__ import annotations
@@ -89,12 +90,20 @@ def buildSinglePointCommand(
     modelPath: str | Path | None = None,
     device: str = "Auto",
     platform: str | None = None,
+    existingPath: str | Path | None = None,
 ) -> list[str]:
-    """The argv that segments the one microbleed at ``pointRas`` (RAS, mm) the reader clicked."""
+    """The argv that segments the one microbleed at ``pointRas`` (RAS, mm) the reader clicked.
+
+    ``existingPath``: the result under review as ``NAME_cmb.nii.gz`` (+ ``NAME_cmb.json`` beside it) on the input's
+    grid; a click on one of its microbleeds then returns that one (``existing_label``) instead of a new one.
+    """
     if len(pointRas) != 3 or not all(math.isfinite(float(v)) for v in pointRas):
         raise ValueError(f"a point needs three finite RAS coordinates, got {pointRas!r}")
     argv = buildPredictCommand(pythonExecutable, inputPath, outputDir, modelPath, device, None, None, platform)
-    return argv + ["--at-ras=" + ",".join(_formatNumber(float(v)) for v in pointRas)]
+    argv += ["--at-ras=" + ",".join(_formatNumber(float(v)) for v in pointRas)]
+    if existingPath is not None and str(existingPath).strip():
+        argv += ["--existing=" + str(existingPath)]  # the "=" form takes any path, even one starting with "-"
+    return argv
 
 
 def _formatNumber(value: float) -> str:

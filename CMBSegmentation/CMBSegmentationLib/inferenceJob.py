@@ -36,6 +36,8 @@ class PreparedRun:
     maskPath: Path | None
     outputDir: Path
     outputs: PredictOutputs
+    #: For a click: the result under review as the engine's ``--existing`` label map (see ``clickReview``).
+    existingPath: Path | None = None
 
     @property
     def workFolder(self) -> Path:

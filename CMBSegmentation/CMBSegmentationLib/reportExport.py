@@ -106,13 +106,19 @@ def exportReview(
 
 
 def _writeLabelMap(segmentationNode, segmentIds: list[str], referenceVolume, path: Path) -> None:
-    scene = segmentationNode.GetScene()
-    shape = referenceVolume.GetImageData().GetDimensions()
-    labels = np.zeros(shape, dtype=np.int16)
-    if segmentIds:
-        from slicer import vtkSlicerSegmentationsModuleLogic
+    writeArrayAsNifti(segmentLabels(segmentationNode, segmentIds, referenceVolume), ijkToRas(referenceVolume), path)
 
-        labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+
+def segmentLabels(segmentationNode, segmentIds: list[str], referenceVolume) -> np.ndarray:
+    """The segments as one label map on ``referenceVolume``'s grid (``[i, j, k]``, int16): ``segmentIds[n-1]`` has
+    label ``n``, hidden segments included, a later one winning where two overlap. Leaves no node in the scene."""
+    shape = referenceVolume.GetImageData().GetDimensions()
+    if not segmentIds:
+        return np.zeros(shape, dtype=np.int16)
+    from slicer import vtkSlicerSegmentationsModuleLogic
+
+    with scratchNodes(segmentationNode.GetScene()):
+        labelNode = segmentationNode.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
         ids = vtk.vtkStringArray()
         for segmentId in segmentIds:
             ids.InsertNextValue(segmentId)
@@ -122,8 +128,7 @@ def _writeLabelMap(segmentationNode, segmentIds: list[str], referenceVolume, pat
             segmentationNode, ids, labelNode, referenceVolume
         ):
             raise RuntimeError("could not export the segments to a label map")
-        labels = arrayFromVolumeNode(labelNode).astype(np.int16)
-    writeArrayAsNifti(labels, ijkToRas(referenceVolume), path)
+        return arrayFromVolumeNode(labelNode).astype(np.int16)
 
 
 def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> None:
