@@ -21,7 +21,7 @@ from plkd.resample import resample_array
 # MNI points (RAS mm) well inside one region each, and their MARS class.
 POINTS = {
     "thalamus": ((-11.0, -18.0, 7.0), "deep"),
-    "basal ganglia": ((25.0, 2.0, 2.0), "deep"),
+    "basal ganglia": ((22.0, 6.0, 0.0), "deep"),
     "cerebellum": ((-28.0, -66.0, -35.0), "infratentorial"),
     "brainstem": ((0.0, -26.0, -30.0), "infratentorial"),
     "frontal": ((-35.0, 40.0, 25.0), "lobar"),
@@ -103,7 +103,7 @@ def test_a_scan_that_cannot_be_registered_leaves_locations_unknown_and_says_why(
     cands = [{"center_ras": [0.0, 0.0, 0.0], "kept": True}, {"center_ras": [5.0, 5.0, 5.0], "kept": False}]
     notes: list[str] = []
     block = locate_candidates(image, np.eye(4), cands, notes=notes)
-    assert block["status"] == "failed" and "too little of a brain" in block["reason"]
+    assert block["status"] == "failed" and "too little of a brain to register" in block["reason"]
     assert all(c["location"] == "unknown" and c["region"] == "unknown" and c["center_mni"] is None for c in cands)
     assert block["counts"] == {"lobar": 0, "deep": 0, "infratentorial": 0, "unknown": 1}
     assert block["pattern"] == "unknown"
@@ -163,3 +163,38 @@ def test_summary_counts_regions_and_describes_them_in_one_line():
     line = describe({"status": "ok", **s})
     assert line == "location: 2 lobar, 1 deep, 0 infratentorial, 1 unknown (pattern: mixed)"
     assert "failed: no brain" in describe({"status": "failed", "reason": "no brain", **s})
+
+
+def test_plkd_predict_writes_the_location_block_and_prints_counts(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from plkd.cli import main
+
+    data = Path(__file__).resolve().parent / "data"
+    case = data / "tiny-case" / "tiny_T2S.nii.gz"
+    args = ["predict", str(case), "-o", str(tmp_path), "--model", str(data / "tiny-bundle"), "--device", "cpu"]
+    assert main([*args, "--progress", "tqdm"]) == 0
+    doc = json.loads((tmp_path / "tiny_T2S_cmb.json").read_text())
+    block = doc["location"]
+    assert set(block) >= {"status", "reason", "counts", "regions", "pattern"}
+    assert sum(block["counts"].values()) == doc["n_microbleeds"] == sum(block["regions"].values())
+    assert all({"location", "region", "center_mni"} <= set(c) for c in doc["candidates"])
+    # The tiny case is a 3 cm phantom, not a head: location must say it failed, not guess.
+    assert block["status"] == "failed" and block["counts"]["unknown"] == doc["n_microbleeds"]
+    assert any(n.startswith("location unknown") for n in doc["notes"])
+    err = capsys.readouterr().err
+    assert f"tiny_T2S.nii.gz: {doc['n_microbleeds']} microbleed(s); location: 0 lobar, 0 deep" in err
+
+
+def test_synth_records_each_microbleeds_true_mni_point_and_atlas_region():
+    from plkd.location import location_of
+    from plkd.synth.subject import generate_subject
+
+    subj = generate_subject(5, n_microbleeds=4, spacing=2.0, mimics=False)
+    assert subj.microbleeds
+    atlas = load_atlas()
+    for mb in subj.microbleeds:
+        assert len(mb["center_mni"]) == 3
+        assert mb["mars_region"] == (atlas.lookup(np.array([mb["center_mni"]]))[0] or "unknown")
+        assert mb["mars_location"] == location_of(mb["mars_region"])

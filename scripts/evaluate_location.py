@@ -17,7 +17,8 @@ the candidates (this isolates the location step from detection). Truth: each mic
 simulator's known deformation) and, as a second reference, the simulator's own geometric
 class ``location``. SimpleITK runs on ``--threads`` threads (2 = the issue's budget).
 
-    python scripts/evaluate_location.py --subjects 20 --out eval/location.json --figure Resources/Screenshots/location-registration.png
+    python scripts/evaluate_location.py --subjects 20 --out eval/location.json \
+        --figure Resources/Screenshots/location-registration.png
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def main() -> None:
                         "mni_error": err,
                     }
                 )
-            if n == 0 and name == "oblique-4mm" and args.figure is not None:
+            if n == 0 and name == "1mm" and args.figure is not None:
                 figure(vol, cands, args.figure)
             print(f"{seed} {name:12s} {block['status']:6s} {seconds:5.2f} s  {block['registration']}", flush=True)
     report = {
@@ -238,8 +239,11 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for name, c in report["conditions"].items():
-        print(f"{name:12s} agreement {c['agreement']:.3f} per class {c['per_class']} regions {c['region_agreement']:.3f} "
-              f"MNI error median {c['mni_error_mm']['median']} mm, time median {c['seconds']['median']} s, failed {c['failed']}")  # fmt: skip
+        print(
+            f"{name:12s} agreement {c['agreement']:.3f} per class {c['per_class']} "
+            f"regions {c['region_agreement']:.3f} MNI error median {c['mni_error_mm']['median']} mm, "
+            f"time median {c['seconds']['median']} s, failed {c['failed']}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 from plkd.errors import BundleError, InputError, PLKDError
 from plkd.inference.outputs import OutputPaths, output_paths, write_prediction
 from plkd.inference.predictor import Predictor
+from plkd.location.summary import describe as describe_location
 from plkd.naming import is_nifti
 from plkd.progress import Progress
 from plkd.volumes import EchoChoice, load_label, load_volume
@@ -222,7 +223,10 @@ def _predict_one(path: Path, out: OutputPaths, predictor: Predictor, opt: _Optio
     prog.advance()
     prog.finish()
     n = result.n_microbleeds
-    prog.message(f"{path.name}: {n} microbleed(s)", input=str(path), n_microbleeds=n)
+    text = f"{path.name}: {n} microbleed(s)"
+    if result.location is not None:  # counts per MARS class (plkd.location)
+        text += f"; {describe_location(result.location)}"
+    prog.message(text, input=str(path), n_microbleeds=n)
 
 
 def resolve_bundle(model: Any) -> tuple[Any, str]:

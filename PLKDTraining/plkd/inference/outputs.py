@@ -47,7 +47,7 @@ def output_paths(input_path: str | Path, output_dir: str | Path) -> OutputPaths:
 
 def result_record(result: PredictionResult, input_path: str | Path | None, model: str) -> dict[str, Any]:
     """The JSON document for one prediction (format in ``docs/design.md``)."""
-    return {
+    record = {
         "input": str(input_path) if input_path is not None else None,
         "model": model,
         "plkd_version": __version__,
@@ -59,6 +59,9 @@ def result_record(result: PredictionResult, input_path: str | Path | None, model
         "timings": result.timings,
         "notes": result.notes,
     }
+    if result.location is not None:
+        record["location"] = result.location
+    return record
 
 
 def write_prediction(

@@ -31,7 +31,7 @@ SPACING_MM = 3.0
 #: Allowed singular values of the scan→MNI affine (heads are 0.8-1.25× the template in practice).
 SCALE_RANGE = (0.7, 1.45)
 #: Minimum Dice of the scan's brain mask with the registered template brain (inside the scan).
-MIN_DICE = 0.75
+MIN_DICE = 0.8
 #: The metric is sampled up to this far (mm) outside the brain mask: the brain edge guides the fit.
 MASK_MARGIN_MM = 6.0
 #: Smallest brain (ml) worth registering: an adult brain is 1000-1500 ml; a partial field of view
@@ -125,7 +125,7 @@ def register_to_mni(
     brain = np.asarray(mask, dtype=bool) if mask is not None else data > 0
     brain_ml = float(brain.sum()) * abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
     if brain_ml < MIN_BRAIN_ML:
-        reason = f"the brain mask holds only {brain_ml:.0f} ml, too little of a brain to register (< {MIN_BRAIN_ML:.0f} ml)"
+        reason = f"the brain mask holds only {brain_ml:.0f} ml: too little of a brain to register"
         return Registration("failed", reason, checks={"brain_ml": round(brain_ml, 1)})
     lo, hi = np.percentile(data[brain], [0.5, 99.5])
     # 0 outside the brain, 0..1 inside: like the skull-less template, and positive for the moments.
