@@ -91,7 +91,9 @@ class Predictor:
     ``plkd tune`` chose them on validation subjects. ``threshold`` overrides the segmentation
     (patch probability) threshold of every segmenter; ``thresholds`` overrides any by name.
     ``progress`` is a :class:`plkd.progress.Progress` (or a mode name); networks are loaded once
-    and reused for every volume.
+    and reused for every volume. ``locate`` (default on) registers each scan to MNI and gives every
+    candidate its MARS location (:func:`plkd.location.locate_candidates`); tuning and
+    cross-validation turn it off, as they score detection only.
     """
 
     def __init__(
