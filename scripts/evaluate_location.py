@@ -183,6 +183,30 @@ def figure(vol: Volume, cands: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def markdown(report: dict) -> str:
+    """The tables of docs/results.md: agreement per condition, then one confusion matrix per condition."""
+    lines = [
+        "| condition | microbleeds | class agreement | lobar | deep | infratentorial | region agreement "
+        "| vs simulator's class | MNI error median / p95 (mm) | registration s (median / max) | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in report["conditions"].items():
+        pc = c["per_class"]
+        cells = [f"{100 * pc[k]:.1f} %" if pc[k] is not None else "-" for k in KNOWN]
+        lines.append(
+            f"| {name} | {c['microbleeds']} | **{100 * c['agreement']:.1f} %** | {' | '.join(cells)} "
+            f"| {100 * c['region_agreement']:.1f} % | {100 * c['agreement_simulator_class']:.1f} % "
+            f"| {c['mni_error_mm']['median']} / {c['mni_error_mm']['p95']} "
+            f"| {c['seconds']['median']} / {c['seconds']['max']} | {c['failed']} |"
+        )
+    for name, c in report["conditions"].items():
+        lines += ["", f"Confusion matrix, {name} (rows: truth, columns: predicted):", ""]
+        lines += ["| truth \\ predicted | " + " | ".join(CLASSES) + " |", "|---" * (len(CLASSES) + 1) + "|"]
+        for t in KNOWN:
+            lines.append(f"| {t} | " + " | ".join(str(c["confusion"][t][p]) for p in CLASSES) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subjects", type=int, default=20)
@@ -191,7 +215,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--figure", type=Path, default=None)
+    ap.add_argument("--markdown", action="store_true", help="only print the tables of an existing --out report")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return
 
     import SimpleITK as sitk  # noqa: N813
 
@@ -238,6 +266,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(report))
     for name, c in report["conditions"].items():
         print(
             f"{name:12s} agreement {c['agreement']:.3f} per class {c['per_class']} "

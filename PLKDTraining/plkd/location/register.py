@@ -39,6 +39,10 @@ MASK_MARGIN_MM = 6.0
 MIN_BRAIN_ML = 300.0
 #: Gradient-descent iterations per resolution level (12, 6 and 3 mm) of the affine step.
 AFFINE_ITERATIONS = 100
+#: Coarse deformable step (``deformable=True``): control mesh, iterations, grid shrink factor.
+BSPLINE_MESH = (3, 3, 3)
+BSPLINE_ITERATIONS = 30
+BSPLINE_SHRINK = 2
 #: Share of the (masked) scan voxels the metric samples per level (12, 6, 3 mm).
 SAMPLING = (1.0, 0.5, 0.25)
 #: Histogram bins of the mutual information.
@@ -156,14 +160,18 @@ def register_to_mni(
         checks: dict[str, Any] = {"metric_affine": round(float(reg.GetMetricValue()), 4)}
         transform: Any = sitk.AffineTransform(init)
         if deformable:
-            bspline = sitk.BSplineTransformInitializer(fixed, [4, 4, 4])
-            reg2 = sitk.ImageRegistrationMethod()
-            reg2.SetMetricAsMattesMutualInformation(numberOfHistogramBins=BINS)
-            reg2.SetMetricSamplingStrategy(reg2.RANDOM)
-            reg2.SetMetricSamplingPercentage(0.5, SAMPLING_SEED)
-            reg2.SetMetricFixedMask(sample_img)
-            reg2.SetInterpolator(sitk.sitkLinear)
-            reg2.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=40)
+            bspline = sitk.BSplineTransformInitializer(fixed, list(BSPLINE_MESH))
+            reg2 = _method(sitk, sample_img, BSPLINE_ITERATIONS)
+            reg2.SetMetricSamplingPercentagePerLevel([SAMPLING[1]], SAMPLING_SEED)
+            reg2.SetOptimizerAsRegularStepGradientDescent(
+                learningRate=1.0,
+                minStep=0.01,
+                numberOfIterations=BSPLINE_ITERATIONS,
+                relaxationFactor=0.5,
+                gradientMagnitudeTolerance=1e-8,
+            )
+            reg2.SetShrinkFactorsPerLevel([BSPLINE_SHRINK])
+            reg2.SetSmoothingSigmasPerLevel([0.5])
             reg2.SetMovingInitialTransform(transform)
             reg2.SetInitialTransform(bspline, inPlace=True)
             reg2.Execute(fixed, moving)
