@@ -6,12 +6,14 @@ candidate needs) and the metric is sampled only where the scan has data: a parti
 view or thick slices simply give fewer samples. Everything is done in physical space, so any
 orientation (oblique, LPS-ordered, transposed axes) is handled by the header geometry.
 
-Steps: brain-masked scan, smoothed and resampled to ``spacing_mm`` (3 mm) → centre-of-mass
-initialisation → affine, Mattes mutual information, two resolution levels → optionally a coarse
-B-spline (a 4³ control mesh) → sanity checks: the affine's scalings within
-:data:`SCALE_RANGE`, no reflection, and the Dice overlap of the scan's brain mask with the
-template brain carried onto it at least :data:`MIN_DICE`. A failed check gives ``status =
-"failed"`` with the reason; callers then leave every location ``"unknown"``.
+Steps: the brain-masked scan scaled to 0..1, block-averaged to about ``spacing_mm`` (3 mm) →
+centre-of-mass initialisation → affine, Mattes mutual information (:data:`BINS` bins),
+regular-step gradient descent at 12, 6 and 3 mm → optionally (``deformable=True``, off by
+default: it did not pay within the 5 s budget, see ``docs/results.md``) a coarse B-spline →
+sanity checks: at least :data:`MIN_BRAIN_ML` of brain, no reflection, the affine's scalings within
+:data:`SCALE_RANGE`, and the Dice overlap of the scan's brain mask with the template brain carried
+onto it at least :data:`MIN_DICE`. A failed check gives ``status = "failed"`` with the reason;
+callers then leave every location ``"unknown"``.
 """
 
 from __future__ import annotations
