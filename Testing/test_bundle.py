@@ -187,10 +187,14 @@ def test_edited_manifest_is_refused(bundle_dir: Path, edit, message: str) -> Non
 
 
 def test_hparams_not_matching_the_weights_are_refused(bundle_dir: Path) -> None:
-    _edit_manifest(bundle_dir, lambda m: m["networks"]["teacher"]["hparams"].update(base_channels=8))
+    _edit_manifest(bundle_dir, lambda m: m["networks"]["teacher"]["hparams"].update(base_channels=2))
     b = load_bundle(bundle_dir)  # a valid schema ...
     with pytest.raises(BundleError, match="do not fit the e2unet"):  # ... but the weights cannot load
         b.network("teacher")
+    # A network larger than its weight file could hold is refused before anything is built.
+    _edit_manifest(bundle_dir, lambda m: m["networks"]["teacher"]["hparams"].update(base_channels=8))
+    with pytest.raises(BundleError, match="cannot hold the .* parameters"):
+        load_bundle(bundle_dir)
 
 
 def test_not_a_bundle(tmp_path: Path) -> None:

@@ -184,7 +184,14 @@ def test_plkd_predict_writes_the_location_block_and_prints_counts(tmp_path, caps
     assert block["status"] == "failed" and block["counts"]["unknown"] == doc["n_microbleeds"]
     assert any(n.startswith("location unknown") for n in doc["notes"])
     err = capsys.readouterr().err
-    assert f"tiny_T2S.nii.gz: {doc['n_microbleeds']} microbleed(s); location: 0 lobar, 0 deep" in err
+    assert f"tiny_T2S: {doc['n_microbleeds']} microbleed(s); location: 0 lobar, 0 deep" in err
+    # The batch summary carries the same counts per scan.
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "plkd_summary.csv").open()))
+    assert [(r["lobar"], r["deep"], r["infratentorial"], r["unknown"]) for r in rows] == [
+        ("0", "0", "0", str(doc["n_microbleeds"]))
+    ]
 
 
 def test_synth_records_each_microbleeds_true_mni_point_and_atlas_region():

@@ -3,8 +3,14 @@
 A bundle is a folder (or a ``.zip`` of it) holding ``manifest.json`` and one ``<name>.pt`` state
 dict per network. The manifest records each network's kind and hyper-parameters (so it can be
 rebuilt without code), its role (``screening`` or ``segmenter``), the LR factor a segmenter was
-trained for, and the sha256 of its weight file. Loading validates the schema and every checksum
-before any weight is deserialised, and deserialises only with ``torch.load(weights_only=True)``.
+trained for, and the sha256 of its weight file.
+
+Loading acts on nothing before it is checked: the manifest's size, nesting, schema and value
+ranges first (network sizes are counted on PyTorch's "meta" device, which allocates nothing),
+then every weight file (a plain file inside the bundle, never a link leaving it) against its
+checksum, and only then are weights deserialised, with ``torch.load(weights_only=True)``.
+A bundle whose manifest is not one of the shipped, pinned ones (:mod:`plkd.pins`) is loaded
+with an "unverified bundle" warning (``Bundle.notes``). Unknown manifest keys are allowed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import copy
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -31,9 +38,12 @@ import torch
 from torch import nn
 
 import plkd
-from plkd.atomic import atomic_path, write_json_atomic
+from plkd.atomic import atomic_path, temporary_folder, write_json_atomic
 from plkd.errors import BundleError, ConfigError
 from plkd.models import NETWORKS, build_network, count_parameters, network_config, unwrap
+from plkd.pins import manifest_digest, verification_note
+
+log = logging.getLogger(__name__)
 
 FORMAT = "plkd-bundle"
 FORMAT_VERSION = 1
@@ -56,6 +66,16 @@ _FP16_MAX = 65504.0
 #: Limits on a bundle .zip (a few networks of a few MB each): refuse archive bombs.
 _ZIP_MAX_MEMBERS = 256
 _ZIP_MAX_BYTES = 2 * 1024**3
+#: Limits on what a manifest may ask for, checked before anything is built or read.
+_MANIFEST_MAX_BYTES = 1024**2
+_MANIFEST_MAX_DEPTH = 32
+MAX_PARAMETERS = 100_000_000  # the shipped networks have about 1.4 million
+SPACING_RANGE_MM = (0.05, 20.0)
+PATCH_RANGE = (2, 512)
+LR_FACTOR_RANGE = (1.0, 64.0)
+#: Thresholds that are probabilities; ``min_distance_mm`` must lie in (0, MAX_MIN_DISTANCE_MM].
+PROBABILITY_THRESHOLDS = ("screening", "segmentation", "voxel")
+MAX_MIN_DISTANCE_MM = 100.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,7 +110,7 @@ def save_bundle(
         raise BundleError(f"{out} already exists; choose another path or allow overwriting")
     man = _complete_manifest(manifest, default_name=out.stem if as_zip else out.name)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = temporary_folder(out)  # a killed export's leftover is removed by the next one
     try:
         man["networks"] = {name: _write_network(tmp, name, entry, half) for name, entry in networks.items()}
         validate_manifest(man, tmp)
@@ -218,6 +238,11 @@ class Bundle:
         #: Folder holding ``manifest.json`` and the weight files (a temporary one for a ``.zip``).
         self.root = root
         self.manifest = manifest
+        #: sha256 of ``manifest.json``; ``verified`` when it is a pinned (shipped, unaltered) bundle.
+        self.manifest_sha256 = ""
+        self.verified = False
+        #: One-line caveats for the outputs' ``notes`` (e.g. "unverified bundle: ...").
+        self.notes: list[str] = []
         self._cache: dict[tuple[str, str], nn.Module] = {}
 
     @property
@@ -295,7 +320,7 @@ class Bundle:
 
     def _load_state(self, entry: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         # Hash the very bytes that are deserialised, so nothing swapped after load_bundle slips in.
-        data = (self.root / entry["file"]).read_bytes()
+        data = _weight_path(self.root, entry["file"]).read_bytes()
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise BundleError(_checksum_message(entry["file"]))
         try:
@@ -355,16 +380,23 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         raise BundleError(f"{path} is neither a bundle folder nor a .zip archive")
     try:
         root = _find_root(base, path)
-        manifest = _read_manifest(root)
+        raw = _read_manifest_bytes(root)
+        manifest = _parse_manifest(raw)
         validate_manifest(manifest, root)
         for entry in manifest["networks"].values():
-            if _sha256(root / entry["file"]) != entry["sha256"]:
+            if _sha256(_weight_path(root, entry["file"])) != entry["sha256"]:
                 raise BundleError(_checksum_message(entry["file"]))
     except BaseException:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
         raise
     bundle = Bundle(path, root, manifest)
+    bundle.manifest_sha256 = manifest_digest(raw)
+    note = verification_note(bundle.name, bundle.manifest_sha256)
+    bundle.verified = note is None
+    if note is not None:
+        log.warning(note)
+        bundle.notes.append(note)
     if tmpdir is not None:
         weakref.finalize(bundle, shutil.rmtree, tmpdir, ignore_errors=True)
     return bundle
@@ -389,18 +421,34 @@ def validate_manifest(manifest: Any, root: Path | None = None) -> None:
         )
     for key in ("name", "modality", "created", "plkd_version"):
         _require(isinstance(manifest.get(key), str) and manifest[key], f"'{key}' must be a non-empty string")
-    _require(_is_triple(manifest.get("spacing_mm"), float), "'spacing_mm' must be 3 positive numbers")
+    _require(_depth(manifest) <= _MANIFEST_MAX_DEPTH, f"nested deeper than {_MANIFEST_MAX_DEPTH} levels")
+    lo, hi = SPACING_RANGE_MM
+    _require(
+        _is_triple(manifest.get("spacing_mm"), float) and all(lo <= v <= hi for v in manifest["spacing_mm"]),
+        f"'spacing_mm' must be 3 numbers from {lo:g} to {hi:g} mm",
+    )
     patch = manifest.get("patch_size")
     _require(isinstance(patch, dict), "'patch_size' must be an object")
+    lo, hi = PATCH_RANGE
     for stage in ("screening", "segmentation"):
-        _require(_is_triple(patch.get(stage), int), f"'patch_size.{stage}' must be 3 positive integers")
+        _require(
+            _is_triple(patch.get(stage), int) and all(lo <= v <= hi for v in patch[stage]),
+            f"'patch_size.{stage}' must be 3 integers from {lo} to {hi}",
+        )
     norm = manifest.get("normalisation")
     _require(isinstance(norm, dict) and isinstance(norm.get("method"), str), "'normalisation.method' is missing")
+    clip = norm.get("clip_percentiles", [0.0, 100.0])
+    two_numbers = isinstance(clip, list) and len(clip) == 2 and all(_is_number(v) for v in clip)
+    _require(
+        two_numbers and 0 <= clip[0] < clip[1] <= 100,
+        "'normalisation.clip_percentiles' must be two increasing percentiles in [0, 100]",
+    )
     thr = manifest.get("thresholds")
     _require(isinstance(thr, dict), "'thresholds' must be an object")
     for key in DEFAULT_THRESHOLDS:
         _require(_is_number(thr.get(key)), f"'thresholds.{key}' must be a number")
     _require(all(_is_number(v) for v in thr.values()), "every threshold must be a number")
+    _check_threshold_ranges(thr, "thresholds")
     for key in ("training", "metrics"):
         _require(isinstance(manifest.get(key, {}), dict), f"'{key}' must be an object")
     _require(isinstance(manifest.get("disclaimer", ""), str), "'disclaimer' must be a string")
@@ -434,18 +482,69 @@ def _validate_entry(name: str, entry: Any, root: Path | None) -> None:
     _require(entry.get("role") in ROLES, f"{where}: 'role' must be one of {ROLES}")
     if entry["role"] == "segmenter":
         lr = entry.get("lr_factor")
-        _require(_is_number(lr) and lr >= 1, f"{where}: a segmenter needs 'lr_factor' >= 1")
+        lo, hi = LR_FACTOR_RANGE
+        _require(_is_number(lr) and lo <= lr <= hi, f"{where}: a segmenter needs 'lr_factor' from {lo:g} to {hi:g}")
     own = entry.get("thresholds", {})
     _require(
         isinstance(own, dict) and all(k in DEFAULT_THRESHOLDS and _is_number(v) for k, v in own.items()),
         f"{where}: 'thresholds' must map threshold names ({', '.join(DEFAULT_THRESHOLDS)}) to numbers",
     )
+    _check_threshold_ranges(own, f"{where}: thresholds")
+    _require(
+        all(v is None or isinstance(v, str | int | float | bool) for v in entry["hparams"].values()),
+        f"{where}: 'hparams' values must be numbers, strings or booleans",
+    )
+    # Counted on the meta device: no memory is allocated, whatever the manifest asks for.
     try:
-        _build(name, entry)
+        with torch.device("meta"):
+            n_params = count_parameters(_build(name, entry))
     except BundleError as exc:
         raise BundleError(f"manifest.json: {exc}") from None
-    if root is not None and not (root / file).is_file():
+    _require(
+        n_params <= MAX_PARAMETERS,
+        f"{where} would have {n_params:,} parameters (at most {MAX_PARAMETERS:,} are accepted)",
+    )
+    if root is None:
+        return
+    path = _weight_path(root, file)
+    if not path.is_file():
         raise BundleError(f"missing weight file {file} listed in manifest.json")
+    size = path.stat().st_size
+    if size < 2 * n_params:  # float16 is the smallest storage
+        raise BundleError(f"{file} ({size:,} bytes) cannot hold the {n_params:,} parameters of {where}")
+
+
+def _check_threshold_ranges(thr: Mapping[str, Any], where: str) -> None:
+    for key in PROBABILITY_THRESHOLDS:
+        if key in thr:
+            _require(0.0 <= thr[key] <= 1.0, f"'{where}.{key}' must be a probability in [0, 1], not {thr[key]}")
+    if "min_distance_mm" in thr:
+        v = thr["min_distance_mm"]
+        span = f"(0, {MAX_MIN_DISTANCE_MM:g}]"
+        _require(0.0 < v <= MAX_MIN_DISTANCE_MM, f"'{where}.min_distance_mm' must lie in {span}, not {v}")
+
+
+def _weight_path(root: Path, file: str) -> Path:
+    """``root/file``, refused when it is a link (or lies) outside the bundle folder."""
+    path = root / file
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise BundleError(f"weight file {file} is a symbolic link leaving the bundle (to {real}); refusing to read it")
+    return path
+
+
+def _depth(obj: Any) -> int:
+    """Nesting depth of a JSON value (iterative: a deep manifest cannot exhaust the stack)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        value, d = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, d)
+            if d > _MANIFEST_MAX_DEPTH:
+                return d
+            stack.extend((v, d + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def _build(name: str, entry: Mapping[str, Any]) -> nn.Module:
@@ -485,11 +584,24 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_manifest(root: Path) -> Any:
+def _read_manifest_bytes(root: Path) -> bytes:
+    path = _weight_path(root, MANIFEST)
     try:
-        return json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"cannot read {MANIFEST}: {exc}".splitlines()[0]) from exc
+        size = path.stat().st_size
+        if size > _MANIFEST_MAX_BYTES:
+            raise BundleError(f"{MANIFEST} is {size:,} bytes; a bundle manifest is a few kB")
+        return path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {MANIFEST}: {exc}") from exc
+
+
+def _parse_manifest(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise BundleError(f"{MANIFEST} is nested too deeply to be a bundle manifest") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read {MANIFEST}: {exc}") from exc
 
 
 def _find_root(base: Path, shown: Path) -> Path:

@@ -2,6 +2,7 @@
 
 Errors caused by the user (:class:`plkd.errors.PLKDError`) are printed as a single line
 ``plkd: error: ...`` on stderr with exit code 2; Ctrl-C exits with 130 and no traceback.
+``plkd`` alone prints the help; ``-v``/``-vv`` work before or after the sub-command.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -28,18 +30,85 @@ def build_parser() -> argparse.ArgumentParser:
             "(two-stage screening + E2U-Net, progressive-learning knowledge distillation)."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"plkd {__version__}")
+    parser.add_argument(
+        "-V", "--version", action=_VersionAction, help="show plkd's, torch's and the installed model's versions"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr (-vv: debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"plkd.commands.{name}").register(sub)
+    for sp in sub.choices.values():
+        # The same option after the sub-command (``plkd predict -v ...``), counted separately.
+        if "-v" not in sp._option_string_actions:
+            sp.add_argument("-v", "--verbose", dest="sub_verbose", action="count", default=0, help=argparse.SUPPRESS)
     return parser
+
+
+def version_text() -> str:
+    """``plkd X, torch Y, model NAME (path)``: what a bug report needs."""
+    lines = [f"plkd {__version__} (Python {sys.version.split()[0]})"]
+    try:
+        import torch
+
+        lines.append(f"torch {torch.__version__}")
+    except ImportError:  # pragma: no cover - a declared dependency
+        lines.append("torch: not installed")
+    from plkd.bundle import find_default_bundle
+
+    path = find_default_bundle()
+    if path is None:
+        lines.append("model: none installed (give --model BUNDLE)")
+    else:
+        import json
+
+        try:
+            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8")) if path.is_dir() else {}
+        except (OSError, ValueError):
+            manifest = {}
+        name = manifest.get("name", path.name)
+        made = f", made with plkd {manifest['plkd_version']}" if "plkd_version" in manifest else ""
+        lines.append(f"model: {name} ({path}{made})")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: like argparse's, but computed only when asked (it imports torch)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest=dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
+#: Options whose value is a point ``X,Y,Z`` that may start with a minus sign (``--at-ras -20,10,5``).
+_POINT_OPTIONS = ("--at-ras",)
+_POINT = re.compile(r"-[0-9.][0-9.eE+-]*(,[-+]?[0-9.][0-9.eE+-]*){2}")
+
+
+def _join_negative_points(argv: list[str]) -> list[str]:
+    """``--at-ras -20,10,5`` → ``--at-ras=-20,10,5``: argparse would take the value for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _POINT_OPTIONS and i + 1 < len(argv) and _POINT.fullmatch(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``plkd`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_points(sys.argv[1:] if argv is None else list(argv)))
+    if args.command is None:
+        parser.print_help()
+        return 0
+    args.verbose += getattr(args, "sub_verbose", 0)
     # Our own notes (e.g. "combined 3 echoes") at INFO; other libraries only from -vv on.
     logging.basicConfig(
         level=logging.WARNING if args.verbose < 2 else logging.DEBUG, format="%(levelname)s: %(message)s"

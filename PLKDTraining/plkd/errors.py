@@ -1,12 +1,34 @@
 """Errors a user can cause and fix: the command line prints them as one line, no traceback."""
 
+from __future__ import annotations
+
+
+def one_line(text: object) -> str:
+    """``text`` on a single line: its non-blank lines joined by ``"; "``, whitespace runs collapsed.
+
+    Library messages (nibabel, torch, yaml) often continue over several lines; a user error must
+    stay the one ``plkd: error: …`` line that scripts and the Slicer module parse.
+    """
+    lines = [" ".join(line.split()) for line in str(text).splitlines()]
+    return "; ".join(line for line in lines if line)
+
 
 class PLKDError(Exception):
-    """Base class of every error caused by input, options or files, not by a bug."""
+    """Base class of every error caused by input, options or files, not by a bug.
+
+    Its message is always one line (see :func:`one_line`), whatever text it was built from.
+    """
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class InputError(PLKDError):
     """An input volume, mask or label map is missing, unreadable or unusable."""
+
+
+class OutputError(PLKDError):
+    """An output location cannot be written (a file where a folder is needed, read-only, ...)."""
 
 
 class BundleError(PLKDError):
@@ -15,3 +37,7 @@ class BundleError(PLKDError):
 
 class ConfigError(PLKDError):
     """A configuration file or ``--set`` override is invalid."""
+
+
+class TrainingError(PLKDError):
+    """Training cannot go on (e.g. the loss became NaN): a data or settings problem, not a bug."""

@@ -34,6 +34,8 @@ class Progress:
         self.done = 0
         self.total = 0
         self._last_emit = 0.0
+        #: Fields added to every JSON line, e.g. ``{"scan": 3, "scans": 120}`` during a batch.
+        self.context: dict[str, Any] = {}
 
     def start(self, stage: str, total: int, **extra: Any) -> None:
         """Begin a stage of ``total`` steps (closing the previous one)."""
@@ -75,5 +77,5 @@ class Progress:
 
     def _write(self, obj: dict[str, Any]) -> None:
         out = self.stream or sys.stdout
-        out.write(json.dumps(obj) + "\n")
+        out.write(json.dumps({**obj, **self.context}) + "\n")
         out.flush()

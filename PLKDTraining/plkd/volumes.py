@@ -26,7 +26,7 @@ MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
 
 #: How a 4-D multi-echo input becomes 3-D: ``"rss"`` (root-sum-of-squares over echoes),
-#: ``"last"`` or an integer echo index (0-based).
+#: ``"last"`` or an echo number counted from 1, as scanners and BIDS (``echo-1``) count.
 EchoChoice = str | int
 
 
@@ -75,6 +75,24 @@ def anisotropy_ratio(affine: np.ndarray) -> float:
     return float(sp[ax] / in_plane.min())
 
 
+def header_affine(header: nib.Nifti1Header) -> np.ndarray:
+    """The voxel → RAS+ affine (mm) of a NIfTI header, as the NIfTI reference library reads it.
+
+    The sform when its code is set, else the qform when its code is set (nibabel's order).
+    With both codes 0 the image has no orientation; nifti1_io, and with it ITK, Slicer and
+    ITK-SNAP, then places voxel ``(i, j, k)`` at ``(i·dx, j·dy, k·dz)`` (NIfTI-1 "method 1").
+    nibabel's own fallback flips x and centres the grid instead, which would put candidate
+    centres and label maps in another place than those viewers show the image, so the
+    nifti1_io rule is used here.
+    """
+    if int(header["sform_code"]) > 0:
+        return np.asarray(header.get_sform(), dtype=np.float64)
+    if int(header["qform_code"]) > 0:
+        return np.asarray(header.get_qform(), dtype=np.float64)
+    zooms = np.abs(np.asarray(header["pixdim"][1:4], dtype=np.float64))
+    return np.diag([*np.where(zooms > 0, zooms, 1.0), 1.0])
+
+
 def _read_nifti(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
     p = Path(path)
     if not p.exists():
@@ -82,15 +100,91 @@ def _read_nifti(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
     if p.is_dir():
         raise InputError(f"{what} is a folder, not a NIfTI file: {p}")
     try:
-        img = nib.load(str(p))
-        # Read the data now so a truncated or corrupt file fails here, with its name.
-        arr = np.asanyarray(img.dataobj)
+        img = nib.load(str(p))  # reads the header only
     except Exception as exc:  # nibabel raises many types for broken files
         raise InputError(f"cannot read {what} {p.name} as NIfTI: {exc.__class__.__name__}: {exc}") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{what} {p.name} is not a NIfTI image ({type(img).__name__})")
+    # Before allocating what the header announces, check that the file can hold it.
+    offset = int(getattr(img.dataobj, "offset", None) or img.header.get_data_offset() or 0)
+    check_data_size(p, img.header, f"{what} {p.name}", offset=offset)
+    try:
+        # Read the data now so a truncated or corrupt file fails here, with its name.
+        arr = np.asanyarray(img.dataobj)
+    except MemoryError:
+        gigabytes = _announced_bytes(img.header) / 1e9
+        raise InputError(f"{what} {p.name} is too large to load ({gigabytes:.1f} GB)") from None
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise InputError(f"cannot read {what} {p.name} as NIfTI: {exc.__class__.__name__}: {exc}") from None
     img._plkd_array = arr  # type: ignore[attr-defined]  # read once, reused by callers
     return img
+
+
+#: gzip cannot compress better than about 1032:1 (deflate's limit); a larger claim is a lie.
+_GZIP_MAX_RATIO = 1032
+
+
+def _announced_bytes(header: nib.Nifti1Header) -> int:
+    """Bytes of voxel data the header announces (shape × bytes per voxel)."""
+    n = 1
+    for s in header.get_data_shape():
+        n *= int(s)
+    return n * int(header.get_data_dtype().itemsize)
+
+
+def check_data_size(path: Path, header: nib.Nifti1Header, name: str, *, offset: int = 0) -> None:
+    """Refuse a file that cannot hold the voxel data its header announces, before reading it.
+
+    ``.nii``: the file size must reach ``vox_offset`` + the data. ``.nii.gz``: the data may not
+    exceed what deflate can expand the file to, and when the gzip trailer (uncompressed size
+    modulo 2**32) says less, the stream is counted (in bounded memory) to be sure. ``offset``
+    is where the voxel data start (``vox_offset``).
+    """
+    need = _announced_bytes(header)
+    size = path.stat().st_size
+    lower = path.name.lower()
+    short = None
+    if lower.endswith(".nii"):
+        if size < offset + need:
+            short = f"{size - offset if size > offset else 0:,} bytes"
+    elif lower.endswith(".nii.gz"):
+        if need > _GZIP_MAX_RATIO * size:
+            short = f"a {size:,}-byte compressed file"
+        elif _gzip_trailer_size(path) < (offset + need) % 2**32 or (offset + need) >= 2**32:
+            have = _gunzipped_size(path, offset + need)
+            if have < offset + need:
+                short = f"{max(have - offset, 0):,} bytes"
+    if short is not None:
+        raise InputError(
+            f"{name} is truncated: its header announces {need:,} bytes of voxel data, the file holds {short}"
+        )
+
+
+def _gzip_trailer_size(path: Path) -> int:
+    """The gzip trailer's uncompressed size (mod 2**32); 0 when unreadable (then the stream is counted)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            return int.from_bytes(f.read(4), "little")
+    except OSError:
+        return 0
+
+
+def _gunzipped_size(path: Path, limit: int) -> int:
+    """Uncompressed size of a gzip file, counted up to ``limit`` bytes (1 MB blocks)."""
+    import gzip
+
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while total < limit:
+                block = f.read(1 << 20)
+                if not block:
+                    break
+                total += len(block)
+    except (OSError, EOFError):
+        pass  # a corrupt stream holds what could be read
+    return total
 
 
 def _to_3d(arr: np.ndarray, name: str, echo: EchoChoice, notes: list[str]) -> np.ndarray:
@@ -112,18 +206,34 @@ def _to_3d(arr: np.ndarray, name: str, echo: EchoChoice, notes: list[str]) -> np
                 idx = int(echo)
             except (TypeError, ValueError):
                 raise InputError(f"--echo must be 'rss', 'last' or an echo number, not {echo!r}") from None
-            if not 0 <= idx < n:
-                raise InputError(f"{name} has {n} echoes; echo {idx} does not exist (use 0..{n - 1})")
+            if idx < 1:
+                raise InputError(f"echoes are numbered from 1 (as scanners and BIDS count them), not {idx}")
+            if idx > n:
+                raise InputError(f"{name} has {n} echoes; echo {idx} does not exist (use 1..{n})")
             notes.append(f"{name}: used echo {idx} of {n}")
-            arr = arr[..., idx]
+            arr = arr[..., idx - 1]
         for note in notes[-1:]:
             log.info(note)
         return arr
     raise InputError(f"{name} is {arr.ndim}-D with shape {arr.shape}; a 3-D volume (or 4-D multi-echo) is required")
 
 
-def validate_intensities(data: np.ndarray, name: str) -> None:
-    """Refuse empty, non-finite, complex or constant images with one line naming the problem."""
+#: Magnitudes above this are no scanner's (12-16 bit integers, a float rescale of them): a
+#: broken scaling slope or a foreign file. Far below float32's overflow, so statistics stay finite.
+MAX_ABS_INTENSITY = 1e9
+#: A magnitude image (after interpolation or filtering) may hold a few negative voxels, small
+#: next to its bright tissue. A phase map, a real/imaginary part or another signed image has
+#: many, of a size comparable to its positive values.
+SIGNED_MIN_FRACTION = 0.10
+SIGNED_MIN_RATIO = 0.25
+#: The smallest grid analysed: each axis needs this many voxels and this extent (mm); a single
+#: slice or a 3×3×3 block has no neighbourhood around a microbleed to look at.
+MIN_VOXELS_PER_AXIS = 4
+MIN_EXTENT_MM = 4.0
+
+
+def validate_values(data: np.ndarray, name: str) -> tuple[float, float]:
+    """Refuse values no magnitude image holds (complex, NaN/Inf, signed, absurd); returns (min, max)."""
     if data.size == 0:
         raise InputError(f"{name} is empty (shape {data.shape})")
     if np.iscomplexobj(data):
@@ -135,8 +245,52 @@ def validate_intensities(data: np.ndarray, name: str) -> None:
         if bad:
             raise InputError(f"{name} contains {bad} NaN/Inf voxel(s)")
     lo, hi = float(np.min(data)), float(np.max(data))
-    if lo == hi:
+    if max(abs(lo), abs(hi)) > MAX_ABS_INTENSITY:
+        raise InputError(
+            f"{name} has values up to {max(abs(lo), abs(hi)):.3g}, which no scanner produces "
+            "(a wrong scaling slope in the header?)"
+        )
+    if lo < 0:
+        _refuse_signed(data, lo, hi, name)
+    return lo, hi
+
+
+def validate_intensities(data: np.ndarray, name: str) -> None:
+    """Refuse empty, non-finite, complex, signed (phase-like), absurd or constant images.
+
+    Raises :class:`InputError` with one line naming the problem.
+    """
+    lo, hi = validate_values(data, name)
+    if lo == hi or float(np.float32(lo)) == float(np.float32(hi)):
         raise InputError(f"{name} is constant (every voxel = {lo:g}); nothing to analyse")
+
+
+def _refuse_signed(data: np.ndarray, lo: float, hi: float, name: str) -> None:
+    """Refuse a phase map, a real/imaginary part or any signed image given as a magnitude image."""
+    flat = data.ravel(order="K")  # no copy of a Fortran-ordered (nibabel) array
+    step = max(1, flat.size // 2_000_000)  # a regular subsample bounds the cost on large scans
+    sample = flat[::step]
+    sample = sample[sample != 0]
+    if sample.size == 0:
+        return
+    fraction = float(np.count_nonzero(sample < 0)) / sample.size
+    q01, q99 = (float(v) for v in np.percentile(sample, [1, 99]))
+    if fraction >= SIGNED_MIN_FRACTION and -q01 >= SIGNED_MIN_RATIO * max(q99, 0.0):
+        raise InputError(
+            f"{name} has negative values in {fraction:.0%} of its non-zero voxels (range {lo:.4g} to {hi:.4g}): "
+            "it looks like a phase image (or a real/imaginary part), not a magnitude image; give the magnitude image"
+        )
+
+
+def validate_extent(shape: tuple[int, ...], affine: np.ndarray, name: str) -> None:
+    """Refuse a grid too small to hold a brain: a single slice, a few voxels (3×3×3)."""
+    extent = np.asarray(shape[:3], dtype=np.float64) * spacing_from_affine(affine)
+    if min(shape[:3]) < MIN_VOXELS_PER_AXIS or float(extent.min()) < MIN_EXTENT_MM:
+        raise InputError(
+            f"{name} covers only {' x '.join(str(int(s)) for s in shape[:3])} voxels "
+            f"({' x '.join(f'{e:.3g}' for e in extent)} mm); a brain volume needs at least "
+            f"{MIN_VOXELS_PER_AXIS} voxels and {MIN_EXTENT_MM:g} mm along every axis"
+        )
 
 
 def validate_geometry(affine: np.ndarray, shape: tuple[int, ...], name: str) -> None:
@@ -158,17 +312,23 @@ def validate_geometry(affine: np.ndarray, shape: tuple[int, ...], name: str) -> 
 def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what: str = "image") -> Volume:
     """Load and validate a 3-D (or 4-D multi-echo) intensity image as float32.
 
-    Raises :class:`InputError` with one line naming the problem for a missing or corrupt file,
-    a 2-D/5-D image, NaN/Inf, a constant or empty image or absurd voxel spacing.
+    Raises :class:`InputError` with one line naming the problem for a missing, truncated or
+    corrupt file, a 2-D/5-D image, a grid too small to hold a brain, NaN/Inf, complex or signed
+    (phase-like) values, values no scanner produces, a constant or empty image or absurd spacing.
     """
     img = _read_nifti(path, what)
     name = f"{what} {Path(path).name}"
     notes: list[str] = []
-    arr = _to_3d(np.asarray(img._plkd_array), name, echo, notes)  # type: ignore[attr-defined]
+    raw = np.asarray(img._plkd_array)  # type: ignore[attr-defined]
+    if raw.ndim == 4:
+        # On every echo before combining them: root-sum-of-squares would hide a phase image's sign.
+        validate_values(raw, name)
+    arr = _to_3d(raw, name, echo, notes)
     if arr.ndim != 3:
         raise InputError(f"{name} is {arr.ndim}-D; a 3-D volume is required")
-    affine = np.asarray(img.affine, dtype=np.float64)
+    affine = header_affine(img.header)
     validate_geometry(affine, arr.shape, name)
+    validate_extent(arr.shape, affine, name)
     validate_intensities(arr, name)
     return Volume(
         data=np.ascontiguousarray(arr, dtype=np.float32),
@@ -192,10 +352,14 @@ def load_label(path: str | os.PathLike[str], *, what: str = "label map", allow_e
         arr = arr[..., 0]
     if arr.ndim != 3:
         raise InputError(f"{name} is {arr.ndim}-D with shape {arr.shape}; a 3-D map is required")
-    affine = np.asarray(img.affine, dtype=np.float64)
+    affine = header_affine(img.header)
     validate_geometry(affine, arr.shape, name)
+    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise InputError(f"{name} has data type {arr.dtype}; a label map holds integer (or real) labels")
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise InputError(f"{name} contains NaN/Inf values")
+    if arr.size and float(np.max(np.abs(arr))) > np.iinfo(np.int32).max:
+        raise InputError(f"{name} holds values up to {float(np.max(np.abs(arr))):.3g}; labels must fit 32-bit integers")
     if not allow_empty and not np.any(arr):
         raise InputError(f"{name} is empty (no non-zero voxel)")
     return Volume(data=arr.astype(np.float32), affine=affine, path=Path(path), header=img.header.copy())
@@ -215,22 +379,34 @@ def save_volume(
     dtype: np.dtype | type | None = None,
     header: nib.Nifti1Header | None = None,
 ) -> Path:
-    """Write ``data`` as NIfTI atomically with exactly this affine (qform and sform, scanner code).
+    """Write ``data`` as NIfTI atomically on the grid ``affine`` (voxel → RAS+ mm, 4×4).
 
-    ``header`` (e.g. the input's) is used as a template so units and descriptions carry over;
-    its data type and scaling are replaced to suit ``data``.
+    When ``header`` (e.g. the input's) describes this grid (:func:`header_affine` equals
+    ``affine``), its geometry is kept exactly: qform and sform with their codes (0 stays 0),
+    pixdim including qfac, units, ``dim_info`` and slice timing, so the output overlays its
+    input in every viewer. Only the data type, scaling and display range are replaced. Without
+    such a header, qform and sform are set to ``affine`` with the header's sform code (1,
+    scanner, when there is none).
     """
     arr = np.asarray(data if dtype is None else np.asarray(data).astype(dtype))
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
     if arr.dtype == np.int64:
         arr = arr.astype(np.int32)
-    hdr = header.copy() if header is not None else None
-    img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64), header=hdr)
+    # A NIfTI-2 input gives a NIfTI-2 output: converting its header would drop the qform.
+    klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    hdr = klass.header_class.from_header(header) if header is not None else None
+    affine = np.asarray(affine, dtype=np.float64)
+    if hdr is not None and np.allclose(header_affine(hdr), affine, atol=1e-4):
+        img = klass(arr, None, header=hdr)
+    else:
+        code = max(int(hdr["sform_code"]), int(hdr["qform_code"])) if hdr is not None else 0
+        img = klass(arr, affine, header=hdr)
+        img.set_qform(affine, code=code or 1)
+        img.set_sform(affine, code=code or 1)
     img.set_data_dtype(arr.dtype)
     img.header.set_slope_inter(1.0, 0.0)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    img.header["cal_min"] = img.header["cal_max"] = 0.0
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)

@@ -265,7 +265,10 @@ def run(args: argparse.Namespace) -> int:
         raise PLKDError("--sizes must list slice thicknesses between 0.5 and 10 mm")
     shape = _triple(args.shape, "--shape")
     window = _triple(args.window, "--window")
+    from plkd.atomic import check_output_location
     from plkd.inference.device import resolve_device
+
+    check_output_location(args.json, what="--json")
 
     resolve_device(args.device)  # fail early, with a clear message, for an unavailable device
     rows: list[dict] = []

@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the cross-validation."""
+    from plkd.atomic import check_output_location
     from plkd.training.crossval import run_cv
     from plkd.training.distributed import shutdown
     from plkd.training.pipeline import make_context
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml_text(cfg), end="")
         return 0
+    check_output_location(args.out, kind="folder", what="--out")
     variants = None
     if args.variants:
         variants = (

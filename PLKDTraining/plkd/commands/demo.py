@@ -77,9 +77,11 @@ def run(args: argparse.Namespace) -> int:
         from plkd.synth import generate_subject
     except ImportError as exc:
         raise PLKDError(f"the simulator needs the optional dependencies: pip install 'plkd[synth]' ({exc})") from None
+    from plkd.atomic import check_output_location
     from plkd.volumes import save_volume
 
     out: Path = args.out
+    check_output_location(out, kind="folder", what="--out")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     subject = generate_subject(args.seed, n_microbleeds=args.n_microbleeds, spacing=f"1,1,{args.factor}")

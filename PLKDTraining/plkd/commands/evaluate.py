@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from plkd.atomic import write_json_atomic
+from plkd.atomic import check_output_location, write_json_atomic
 from plkd.errors import InputError
 
 EPILOG = """examples:
@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--threshold must be positive, not {args.threshold}")
     if args.max_distance <= 0:
         raise InputError(f"--max-distance must be positive, not {args.max_distance}")
+    check_output_location(args.json, what="--json")
+    check_output_location(args.froc, what="--froc")
     want_froc = True if (args.froc is not None or args.candidates is not None) else None
     result = evaluate_paths(
         pred,

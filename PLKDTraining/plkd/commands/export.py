@@ -41,8 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export the run."""
+    from plkd.atomic import check_output_location
     from plkd.training.export import export_run
 
+    is_zip = str(args.out).lower().endswith(".zip")
+    check_output_location(args.out, kind="file" if is_zip else "folder", what="--out")
     students = [s.strip() for s in args.students.split(",") if s.strip()] if args.students else None
     out = export_run(
         args.run, args.out, students=students, mode=args.mode, name=args.name, half=args.half, overwrite=args.overwrite

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from plkd.atomic import write_json_atomic
+from plkd.atomic import check_output_location, write_json_atomic
 from plkd.data.datasets import SYNTH_FORMAT, Subject, find_subjects, load_subject
 from plkd.errors import InputError, PLKDError
 from plkd.lowres import MODES, NOISE_KINDS, default_slice_axis, simulate_lowres, thick_slab_labels, thick_slab_volume
@@ -124,7 +124,8 @@ def _save_label(path: Path, vol: Volume) -> None:
     save_volume(path, np.rint(vol.data), vol.affine, dtype=dtype, header=vol.header)
 
 
-def _check_output_file(path: Path, *inputs: Path | None) -> None:
+def _check_output_file(path: Path, *inputs: Path | None, what: str = "--out") -> None:
+    check_output_location(path, what=what)
     if not is_nifti(path):
         raise InputError(f"output {path} must end in .nii or .nii.gz")
     for src in inputs:
@@ -135,7 +136,7 @@ def _check_output_file(path: Path, *inputs: Path | None) -> None:
 def _run_single(args: argparse.Namespace) -> int:
     _check_output_file(args.out, args.input, args.label)
     if args.label_out is not None:
-        _check_output_file(args.label_out, args.input, args.label)
+        _check_output_file(args.label_out, args.input, args.label, what="--label-out")
         if args.label_out.resolve() == args.out.resolve():
             raise InputError("--out and --label-out name the same file")
     image = load_volume(args.input)
@@ -216,6 +217,7 @@ def _rewrite_manifest(
 
 def _run_dataset(args: argparse.Namespace) -> int:
     root: Path = args.dataset
+    check_output_location(args.out, kind="folder", what="--out")
     if args.out.resolve() == root.resolve() or root.resolve() in args.out.resolve().parents:
         raise InputError(f"--out {args.out} must be a folder outside the data set {root}")
     subjects: list[Subject] = find_subjects(root)

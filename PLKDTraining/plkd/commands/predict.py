@@ -11,18 +11,39 @@ from plkd.errors import PLKDError
 EPILOG = """\
 examples:
   plkd predict sub-01_T2S.nii.gz --output-dir out/
-  plkd predict scans/ --output-dir out/ --shard 0/4 --progress jsonl
-  plkd predict scan.nii.gz --output-dir click/ --at-ras 12.5,-30,8
+  plkd predict bids/ --output-dir out/ --shard 0/4 --progress jsonl
+  plkd predict 'study/ses-*/T2S.nii.gz' dicom/series-7/ -o out/ --threads 4
+  plkd predict scan.nii.gz --output-dir click/ --at-ras=-12.5,-30,8 --existing out/scan_cmb.json
 
-For each input NAME.nii[.gz] writes OUT/NAME_cmb.nii.gz (one integer label per microbleed, on the
-input's grid and header) and OUT/NAME_cmb.json (every candidate: centre, volume, probability, kept).
-Inputs whose two outputs exist are skipped unless --overwrite. An input that cannot be used is
-reported in one line and the others continue; the exit status is then 2 (1 for an internal error).
+INPUT: a NIfTI file (.nii, .nii.gz; 3-D, or 4-D multi-echo), a DICOM series folder, a folder
+(walked to any depth: images are taken; label maps, masks, predictions, phase images and other
+contrasts such as T1w/FLAIR are skipped and counted), or a glob pattern.
+For each scan writes OUT/NAME_cmb.nii.gz (one integer label per microbleed, on the input's grid
+with its header geometry: qform, sform, codes and pixdim unchanged) and OUT/NAME_cmb.json (every
+candidate, the settings used, the input's sha256), then OUT/plkd_summary.csv (one row per scan).
+NAME is the file name (the folder name for DICOM); scans sharing a name get the parent folders
+that tell them apart in front (sub-01/anat/T2S.nii -> sub-01_T2S).
+A scan whose outputs were made from the same input with the same settings is skipped (said on
+stderr); a changed input, other settings or an unreadable output is recomputed; --overwrite
+recomputes all. A scan that cannot be used is reported in one line and the others continue; the
+exit status is then 2 (1 for an internal error).
 """
 
 
 def _echo(text: str) -> str | int:
     return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse impossible option values before any work (one ``plkd: error:`` line)."""
+    if args.batch_size < 1:
+        raise PLKDError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise PLKDError(f"--threads must be at least 1, not {args.threads}")
+    if isinstance(args.echo, int) and args.echo < 1:
+        raise PLKDError(f"--echo {args.echo}: echoes are numbered from 1, as scanners and BIDS (echo-1) count them")
+    if isinstance(args.echo, str) and args.echo not in ("rss", "last"):
+        raise PLKDError(f"--echo must be rss, last or an echo number counted from 1, not {args.echo!r}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI files, folders of them, or glob patterns")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="NIfTI files, DICOM series folders, folders (walked) or glob patterns",
+    )
     p.add_argument("--output-dir", "-o", required=True, metavar="DIR", help="where the outputs are written")
     p.add_argument("--model", metavar="BUNDLE", help="model bundle folder or .zip (default: the installed one)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
@@ -53,26 +79,51 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="choose the student trained for this LR factor (default: slice thickness in model-grid voxels)",
     )
-    p.add_argument("--echo", default="rss", type=_echo, help="4-D multi-echo input: rss (default), last or echo N")
+    p.add_argument(
+        "--echo",
+        default="rss",
+        type=_echo,
+        help="4-D multi-echo input: rss (root-sum-of-squares, default), last, or echo N counted from 1",
+    )
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the networks (default: torch's)")
     p.add_argument("--shard", metavar="i/n", help="process only inputs i, i+n, i+2n, ... of the sorted list")
-    p.add_argument("--overwrite", action="store_true", help="recompute inputs whose outputs already exist")
+    p.add_argument(
+        "--overwrite", action="store_true", help="recompute every scan, even when its outputs are up to date"
+    )
     p.add_argument("--batch-size", type=int, default=16, help="candidate patches per network call (default 16)")
     p.add_argument("--save-probability", action="store_true", help="also write NAME_cmb_prob.nii.gz")
     p.add_argument("--save-model-grid", action="store_true", help="also write the label map on the model grid")
     p.add_argument(
         "--at-ras",
         metavar="X,Y,Z",
-        help="segment only the microbleed at this RAS point (mm), skipping screening; always recomputed",
+        help=(
+            "segment only the microbleed at this RAS point (mm), skipping screening; always recomputed "
+            "(write --at-ras=X,Y,Z when X is negative)"
+        ),
+    )
+    p.add_argument(
+        "--existing",
+        metavar="FILE",
+        help="with --at-ras: an earlier NAME_cmb.json or NAME_cmb.nii.gz of this input; a click on one of its "
+        "microbleeds returns that one (existing_label, existing_id) instead of a new one",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``plkd predict``; 0 when every input succeeded, 2 when some failed (1: internal error)."""
+    from plkd.atomic import check_output_location
     from plkd.inference.batch import parse_ras, predict_files
+    from plkd.inference.summary import print_summary_table
 
-    if args.batch_size < 1:
-        raise PLKDError(f"--batch-size must be at least 1, not {args.batch_size}")
+    _check_options(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    check_output_location(args.output_dir, kind="folder", what="--output-dir")
+    if args.existing is not None and args.at_ras is None:
+        raise PLKDError("--existing is used with --at-ras (a click on a microbleed found earlier)")
     report = predict_files(
         args.inputs,
         args.output_dir,
@@ -89,13 +140,16 @@ def run(args: argparse.Namespace) -> int:
         save_probability=args.save_probability,
         save_model_grid=args.save_model_grid,
         at_ras=parse_ras(args.at_ras),
+        existing=args.existing,
         batch_size=args.batch_size,
     )
     n = len(report.done) + len(report.skipped) + len(report.failed)
     summary = (
         f"plkd predict: {len(report.done)} done, {len(report.skipped)} skipped, {len(report.failed)} failed of {n}"
     )
-    print(summary, file=sys.stderr)
+    if args.progress == "tqdm" and report.rows:
+        print_summary_table(report.rows, sys.stderr)
+    print(summary + (f"; summary in {report.summary_csv}" if report.summary_csv else ""), file=sys.stderr)
     if not report.failed:
         return 0
     return 1 if report.internal else 2

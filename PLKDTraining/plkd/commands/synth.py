@@ -66,8 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the data set and print where the manifest is."""
+    from plkd.atomic import check_output_location
     from plkd.synth import write_dataset
 
+    check_output_location(args.out, kind="folder", what="OUT")
     t0 = time.perf_counter()
     manifest = write_dataset(
         args.out,

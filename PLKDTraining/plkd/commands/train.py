@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from plkd.atomic import check_output_location
 from plkd.devices import DEVICE_CHOICES
 from plkd.training.config import Config, dump_config, load_config
 
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    check_output_location(args.out, kind="folder", what="--out")
     ctx = make_context(cfg, progress=args.progress)
     try:
         result = train(

@@ -1,12 +1,15 @@
-"""Many inputs: expanding files/folders/globs, sharding, skipping finished work, per-input errors.
+"""Many inputs: finding the scans, sharding, reusing finished work, per-scan errors, the summary.
 
-One input failing with a user error (unreadable, wrong dimensions, bad mask, ...) is reported in
+One scan failing with a user error (unreadable, wrong dimensions, bad mask, ...) is reported in
 one line and the others continue; the caller turns the failures into a non-zero exit status.
+Which inputs are taken and how outputs are named: :mod:`plkd.inference.inputs`; when earlier
+outputs are reused: :func:`plkd.inference.outputs.reuse_problem`.
 """
 
 from __future__ import annotations
 
-import glob
+import hashlib
+import json
 import logging
 import re
 import sys
@@ -16,13 +19,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
+from plkd import __version__
+from plkd.dicom import load_dicom_series
 from plkd.errors import BundleError, InputError, PLKDError
-from plkd.inference.outputs import OutputPaths, output_paths, write_prediction
+from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings
+from plkd.inference.outputs import (
+    NO_OUTPUTS,
+    OutputPaths,
+    files_sha256,
+    output_paths,
+    read_record,
+    result_record,
+    reuse_problem,
+    write_prediction,
+)
 from plkd.inference.predictor import Predictor
+from plkd.inference.summary import summary_row, write_summary_csv
 from plkd.location.summary import describe as describe_location
-from plkd.naming import is_nifti
 from plkd.progress import Progress
-from plkd.volumes import EchoChoice, load_label, load_volume
+from plkd.volumes import EchoChoice, Volume, load_label, load_volume
 
 log = logging.getLogger(__name__)
 
@@ -31,36 +48,24 @@ _MODALITY_TOKENS = {"SWI": re.compile(r"swi", re.I), "T2S": re.compile(r"t2s|t2s
 
 @dataclass
 class BatchReport:
-    """What :func:`predict_files` did: written, skipped and failed inputs."""
+    """What :func:`predict_files` did: written, skipped (reused) and failed scans, the summary."""
 
     done: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     #: Inputs among ``failed`` that hit an unexpected error (a bug), not a user mistake.
     internal: list[Path] = field(default_factory=list)
+    #: Files a folder walk left out, with the reason (labels, masks, predictions, ...).
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+    #: One row per scan (:func:`plkd.inference.summary.summary_row`), in processing order.
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: The summary CSV written, if any.
+    summary_csv: Path | None = None
 
     @property
     def ok(self) -> bool:
         """True when no input failed."""
         return not self.failed
-
-
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files, folders (their NIfTI files) and glob patterns → a sorted, de-duplicated list.
-
-    A name that matches nothing is kept as is, so that it fails later with "not found" and is
-    reported like any other unreadable input.
-    """
-    found: set[Path] = set()
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found.update(c for c in p.iterdir() if c.is_file() and is_nifti(c.name) and not c.name.startswith("."))
-        elif not p.exists() and glob.has_magic(str(item)):
-            found.update(Path(m) for m in glob.glob(str(item)) if Path(m).is_file() and is_nifti(m))
-        else:
-            found.add(p)
-    return sorted(found, key=lambda q: str(q))
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -109,6 +114,11 @@ def modality_warning(path: Path, bundle_modality: str | None) -> str | None:
     return None
 
 
+def summary_name(shard: tuple[int, int] | None) -> str:
+    """``plkd_summary.csv``, or ``plkd_summary_shard-I-of-N.csv`` so parallel shards never clash."""
+    return "plkd_summary.csv" if shard is None else f"plkd_summary_shard-{shard[0]}-of-{shard[1]}.csv"
+
+
 def predict_files(
     inputs: Sequence[str | Path],
     output_dir: str | Path,
@@ -128,21 +138,31 @@ def predict_files(
     at_ras: tuple[float, float, float] | None = None,
     batch_size: int = 16,
     err: Any = None,
+    existing: str | Path | None = None,
 ) -> BatchReport:
-    """Predict every input and write ``NAME_cmb.nii.gz`` + ``NAME_cmb.json`` in ``output_dir``.
+    """Predict every scan and write ``STEM_cmb.nii.gz`` + ``STEM_cmb.json`` in ``output_dir``,
+    then the summary CSV (:func:`summary_name`, not for ``at_ras``).
 
-    ``model`` is a bundle path, a loaded bundle or ``None`` for the installed default. Finished
-    inputs are skipped unless ``overwrite``; ``at_ras`` segments only the microbleed at that
-    point (always recomputed). Failed inputs are printed to ``err`` (stderr) in one line each.
+    ``inputs`` are NIfTI files, DICOM series folders, folders walked for both, or glob patterns
+    (:func:`plkd.inference.inputs.expand_inputs`). ``model`` is a bundle path, a loaded bundle or
+    ``None`` for the installed default. A scan whose outputs were made from the same input bytes
+    with the same settings is reused unless ``overwrite``; otherwise the reason for recomputing is
+    printed. ``at_ras`` segments only the microbleed at that point (always recomputed; ``existing``:
+    an earlier prediction of the input, see :func:`plkd.inference.click.load_existing`). Skips,
+    recomputations and failures are printed to ``err`` (stderr), one line each, in every
+    progress mode. Raises :class:`InputError` when nothing is found or two inputs cannot be given
+    distinct output names (before any work).
     """
     err = err or sys.stderr
     bundle, model_name = resolve_bundle(model)
     prog = progress if isinstance(progress, Progress) else Progress(progress)  # type: ignore[arg-type]
     shard_t = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
-    paths = select_shard(expand_inputs(inputs), shard_t)
-    if not paths:
-        raise InputError("no input NIfTI files found (give files, folders or glob patterns)")
-    if mask is not None and len(paths) > 1:
+    found = expand_inputs(inputs, output_dir)
+    _report_ignored(found.ignored_summary(), found.skipped, err)
+    scans = select_shard(found.scans, shard_t)
+    if not scans:
+        raise InputError("no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)")
+    if mask is not None and len(scans) > 1:
         raise PLKDError("--mask can only be used with a single input")
     predictor = Predictor(bundle, device=device, batch_size=batch_size, threshold=threshold, progress=prog)
     opt = _Options(
@@ -153,29 +173,105 @@ def predict_files(
         student=student,
         lr_factor=lr_factor,
         at_ras=at_ras,
+        existing=existing,
         save_probability=save_probability,
         save_model_grid=save_model_grid,
+        settings={
+            **_settings(bundle, model_name, threshold, student, lr_factor, echo, mask),
+            # A single-click result is not a whole-scan prediction: a later full run must not reuse it.
+            "at_ras": list(at_ras) if at_ras is not None else None,
+        },
     )
-    report = BatchReport()
-    for path in paths:
-        out = output_paths(path, output_dir)
-        if out.finished() and not overwrite and at_ras is None:
-            report.skipped.append(path)
-            prog.message(f"skipped {path.name}: outputs exist (use --overwrite)", input=str(path))
-            continue
+    report = BatchReport(ignored=list(found.skipped))
+    durations: list[float] = []
+    for index, scan in enumerate(scans, start=1):
+        prog.context = {"scan": index, "scans": len(scans)}
+        _announce(prog, index, len(scans), scan, durations)
+        out = output_paths(scan.path, output_dir, scan.stem)
+        t0 = time.perf_counter()
         try:
-            _predict_one(path, out, predictor, opt, prog)
-            report.done.append(path)
+            sha = files_sha256(list(scan.series.files) if scan.series else [scan.path]) if scan.path.exists() else None
+            if sha is not None and at_ras is None and not overwrite:
+                extras = [out.probability] if save_probability else []
+                problem = reuse_problem(out, opt.settings, sha, extras + ([out.model_grid] if save_model_grid else []))
+                if problem is None:
+                    report.skipped.append(scan.path)
+                    report.rows.append(summary_row(scan.stem, str(scan.path), "skipped", read_record(out.json), None))
+                    _say(
+                        prog,
+                        err,
+                        f"skipped {scan.stem}: finished earlier with the same input and settings "
+                        "(--overwrite recomputes)",
+                        input=str(scan.path),
+                    )
+                    continue
+                if problem != NO_OUTPUTS:
+                    _say(prog, err, f"recomputing {scan.stem}: {problem}", input=str(scan.path))
+            record = _predict_one(scan, out, sha, predictor, opt, prog)
+            report.done.append(scan.path)
+            durations.append(time.perf_counter() - t0)
+            report.rows.append(summary_row(scan.stem, str(scan.path), "done", record, durations[-1]))
         except PLKDError as exc:
-            report.failed.append((path, str(exc)))
-            print(f"plkd: error: {path.name}: {exc}", file=err)
+            _failed(report, scan, str(exc), time.perf_counter() - t0, err, prog)
         except Exception as exc:  # a bug or an unforeseen file: report it and go on with the others
-            log.debug("unexpected error on %s", path, exc_info=True)
-            report.failed.append((path, f"{type(exc).__name__}: {exc}"))
-            report.internal.append(path)
-            msg = f"unexpected {type(exc).__name__}: {exc} (run with -vv for details)"
-            print(f"plkd: error: {path.name}: {msg}", file=err)
+            log.debug("unexpected error on %s", scan.path, exc_info=True)
+            report.internal.append(scan.path)
+            _failed(
+                report,
+                scan,
+                f"unexpected {type(exc).__name__}: {exc} (run with -vv for details)",
+                time.perf_counter() - t0,
+                err,
+                prog,
+            )
+    prog.context = {}
+    if at_ras is None:
+        report.summary_csv = write_summary_csv(Path(output_dir) / summary_name(shard_t), report.rows)
     return report
+
+
+def _failed(report: BatchReport, scan: ScanInput, message: str, seconds: float, err: Any, prog: Progress) -> None:
+    prog.finish()  # clear the progress bar first: the error must start its own line
+    report.failed.append((scan.path, message))
+    report.rows.append(summary_row(scan.stem, str(scan.path), "failed", None, seconds, error=message))
+    print(f"plkd: error: {scan.path.name}: {message}", file=err)
+
+
+def _say(prog: Progress, err: Any, text: str, **extra: Any) -> None:
+    """A line that must reach the user whatever the progress mode: stderr (+ a JSON line)."""
+    if prog.mode == "jsonl":
+        prog.message(text, **extra)
+    if prog.mode == "tqdm":
+        tqdm.write(f"plkd predict: {text}", file=err)
+    else:
+        print(f"plkd predict: {text}", file=err)
+
+
+def _report_ignored(line: str | None, skipped: list[tuple[Path, str]], err: Any) -> None:
+    if line:
+        print(f"plkd predict: {line}", file=err)
+    for path, reason in skipped:
+        log.debug("not analysed: %s (%s)", path, reason)  # -v shows plkd debug lines
+
+
+def _announce(prog: Progress, index: int, total: int, scan: ScanInput, durations: list[float]) -> None:
+    """ "scan 3 of 120: NAME (about 12 min left)": on stderr with tqdm, a JSON line with jsonl."""
+    left = None
+    if durations:
+        left = sum(durations) / len(durations) * (total - index + 1)
+    text = f"scan {index} of {total}: {scan.display}" + (f" (about {_duration(left)} left)" if left else "")
+    if prog.mode == "jsonl":
+        prog.message(text, stage="scan", input=str(scan.path), eta_s=None if left is None else round(left, 1))
+    elif prog.mode == "tqdm" and total > 1:
+        tqdm.write(text, file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @dataclass
@@ -189,44 +285,120 @@ class _Options:
     student: str | None
     lr_factor: float | None
     at_ras: tuple[float, float, float] | None
+    existing: str | Path | None
     save_probability: bool
     save_model_grid: bool
+    #: What changes a result (recorded in each JSON; a rerun with other values recomputes).
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _predict_one(path: Path, out: OutputPaths, predictor: Predictor, opt: _Options, prog: Progress) -> None:
-    t0 = time.perf_counter()
-    prog.start("load", 1, input=str(path))
-    volume = load_volume(path, echo=opt.echo, what="image")
-    mask_vol = load_label(opt.mask, what="brain mask", allow_empty=False) if opt.mask is not None else None
-    prog.advance()
-    t_load = time.perf_counter() - t0
-    if opt.at_ras is not None:
-        result = predictor.segment_at(volume, opt.at_ras, mask=mask_vol, lr_factor=opt.lr_factor, student=opt.student)
-    else:
-        result = predictor.predict(
-            volume,
-            mask=mask_vol,
-            lr_factor=opt.lr_factor,
-            student=opt.student,
-            probability=opt.save_probability,
-            model_grid=opt.save_model_grid,
-        )
-    warning = modality_warning(path, opt.modality)
-    if warning:
-        log.warning(warning)
-        result.notes.append(warning)
+def _settings(
+    bundle: Any,
+    model_name: str,
+    threshold: float | None,
+    student: str | None,
+    lr_factor: float | None,
+    echo: EchoChoice,
+    mask: str | Path | None,
+) -> dict[str, Any]:
+    manifest = getattr(bundle, "manifest", None) or {}
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {
+        "plkd_version": __version__,
+        "model": str(manifest.get("name", model_name)),
+        "model_manifest_sha256": digest,
+        "threshold": threshold,
+        "student": student,
+        "lr_factor": lr_factor,
+        "echo": echo,
+        "mask": str(mask) if mask is not None else None,
+        "mask_sha256": files_sha256([Path(mask)]) if mask is not None and Path(mask).is_file() else None,
+    }
+
+
+class _WarningLog(logging.Handler):
+    """Collects the warnings plkd logs while one scan is processed (for its JSON and the summary)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _load(scan: ScanInput, echo: EchoChoice) -> tuple[Volume, dict[str, Any] | None]:
+    if scan.series is not None:
+        return load_dicom_series(scan.series)
+    return load_volume(scan.path, echo=echo, what="image"), None
+
+
+def _predict_one(
+    scan: ScanInput, out: OutputPaths, sha: str | None, predictor: Predictor, opt: _Options, prog: Progress
+) -> dict[str, Any]:
+    collector = _WarningLog()
+    logging.getLogger("plkd").addHandler(collector)
+    try:
+        t0 = time.perf_counter()
+        prog.start("load", 1, input=str(scan.path))
+        volume, dicom = _load(scan, opt.echo)
+        for warning in orientation_warnings(volume, scan.path.name):
+            log.warning(warning)
+        mask_vol = load_label(opt.mask, what="brain mask", allow_empty=False) if opt.mask is not None else None
+        prog.advance()
+        t_load = time.perf_counter() - t0
+        if opt.at_ras is not None:
+            from plkd.inference.click import load_existing
+
+            earlier = load_existing(opt.existing, volume) if opt.existing is not None else None
+            result = predictor.segment_at(
+                volume, opt.at_ras, mask=mask_vol, lr_factor=opt.lr_factor, student=opt.student, existing=earlier
+            )
+        else:
+            result = predictor.predict(
+                volume,
+                mask=mask_vol,
+                lr_factor=opt.lr_factor,
+                student=opt.student,
+                probability=opt.save_probability,
+                model_grid=opt.save_model_grid,
+            )
+        warning = modality_warning(scan.path, opt.modality)
+        if warning:
+            log.warning(warning)
+    finally:
+        logging.getLogger("plkd").removeHandler(collector)
+    for w in collector.messages:
+        if w not in result.notes:
+            result.notes.append(w)
     result.timings = {"load": round(t_load, 4), **result.timings}
-    prog.start("write", 1, input=str(path))
+    prog.start("write", 1, input=str(scan.path))
+    record = result_record(
+        result,
+        volume.path,
+        opt.model_name,
+        settings=opt.settings,
+        input_sha256=sha,
+        warnings=collector.messages,
+        dicom=dicom,
+    )
     write_prediction(
-        result, volume, out, opt.model_name, save_probability=opt.save_probability, save_model_grid=opt.save_model_grid
+        result,
+        volume,
+        out,
+        opt.model_name,
+        save_probability=opt.save_probability,
+        save_model_grid=opt.save_model_grid,
+        record=record,
     )
     prog.advance()
     prog.finish()
     n = result.n_microbleeds
-    text = f"{path.name}: {n} microbleed(s)"
+    text = f"{scan.stem}: {n} microbleed(s)"
     if result.location is not None:  # counts per MARS class (plkd.location)
         text += f"; {describe_location(result.location)}"
-    prog.message(text, input=str(path), n_microbleeds=n)
+    prog.message(text, input=str(scan.path), n_microbleeds=n)
+    return record
 
 
 def resolve_bundle(model: Any) -> tuple[Any, str]:

@@ -1,14 +1,27 @@
 """The brain mask used to normalise intensities, restrict candidates and crop the work volume.
 
 A mask given by the user always wins (it must be on the image's grid and non-empty). Without
-one, an already skull-stripped image (a large share of exact zeros, as every skull-stripping
-tool writes) gives its non-zero region. Otherwise a simple documented *fallback* is used: a
-smoothed image thresholded with Otsu's method, opened, reduced to its largest connected
-component, closed and hole-filled. The fallback is not a skull-stripping tool; for images
-with a lot of bright extra-cerebral tissue give a proper mask with ``--mask``.
+one, the image's *background* is found first: air (below 15 % of the bright tissue level after
+1 mm smoothing) or exact zeros, connected to the edge of the field of view. Then:
+
+- no background (under 2 % of the field of view): the field of view lies inside the head, as in
+  a crop around a finding; the whole field of view is used (a threshold would split tissue from
+  tissue and drop most of it);
+- a background of exact zeros around tissue with no dark skull inside: a skull-stripped image;
+  its non-zero region (holes filled) is the mask;
+- otherwise (air around a head, air filled with zeros, or a defaced / zero-padded head whose
+  zeros cover only part of the background) a simple documented *fallback*: the smoothed image
+  thresholded with Otsu's method, opened, reduced to its largest connected component, closed and
+  hole-filled. When it keeps under 20 % of the head, the whole head is used instead, with a
+  warning. The fallback is not a skull-stripping tool; give a proper mask with ``--mask``.
+
+The sentence returned with the mask says which case applied; suspicious cases are also logged
+as warnings.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 from scipy import ndimage
@@ -16,8 +29,19 @@ from scipy import ndimage
 from plkd.errors import InputError
 from plkd.volumes import Volume, check_same_grid
 
-#: An image with at least this share of exact zeros is taken as already skull-stripped.
-SKULL_STRIPPED_ZERO_FRACTION = 0.05
+log = logging.getLogger(__name__)
+
+#: Smoothed intensities below this share of the bright tissue level (99th percentile) count as air.
+AIR_FRACTION = 0.15
+#: A background (air or zeros touching the field of view's edge) below this share of the field
+#: of view means there is none: the field of view lies inside the head.
+NO_BACKGROUND_FRACTION = 0.02
+#: A background at least this much made of exact zeros is zero fill (skull stripping or zeroed air).
+ZERO_BACKGROUND_FRACTION = 0.9
+#: Dark (air-like) voxels enclosed by the head above this share of it: a skull is still there.
+SKULL_FRACTION = 0.02
+#: A fallback mask keeping less of the head than this is not trusted: the whole head is used.
+MIN_HEAD_FRACTION = 0.2
 
 
 def _ball(radius_vox: np.ndarray) -> np.ndarray:
@@ -49,18 +73,18 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
-def compute_brain_mask(volume: Volume) -> tuple[np.ndarray, str]:
-    """A brain mask for ``volume`` and one sentence saying how it was obtained."""
-    data = volume.data
-    zeros = float(np.mean(data == 0))
-    if zeros >= SKULL_STRIPPED_ZERO_FRACTION:
-        mask = data != 0
-        # Fill holes slice by slice along every axis is costly; a 3-D fill is enough for
-        # dark lesions that happen to be exactly zero.
-        mask = ndimage.binary_fill_holes(mask)
-        return mask, f"brain mask: non-zero region of the skull-stripped input ({100 * zeros:.0f}% of voxels are 0)"
-    spacing = volume.spacing
-    smooth = ndimage.gaussian_filter(data.astype(np.float32), sigma=1.0 / spacing)
+def border_connected(mask: np.ndarray) -> np.ndarray:
+    """The parts of a boolean mask 6-connected to a face of the array."""
+    labels, _n = ndimage.label(mask)
+    faces = np.concatenate(
+        [labels.take(i, axis=a).ravel() for a in range(labels.ndim) for i in (0, labels.shape[a] - 1)]
+    )
+    keep = np.unique(faces[faces > 0])
+    return np.isin(labels, keep)
+
+
+def threshold_mask(smooth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The fallback: Otsu threshold, 3 mm opening, largest component, closing, holes filled."""
     lo, hi = np.percentile(smooth, [1, 99.5])
     thr = otsu_threshold(np.clip(smooth, lo, hi).ravel())
     mask = smooth > thr
@@ -68,8 +92,50 @@ def compute_brain_mask(volume: Volume) -> tuple[np.ndarray, str]:
     mask = ndimage.binary_opening(mask, structure=_ball(radius))
     mask = largest_component(mask)
     mask = ndimage.binary_closing(mask, structure=_ball(radius), border_value=0)
-    mask = ndimage.binary_fill_holes(mask)
-    return mask, "brain mask: computed by the threshold fallback (give --mask for a proper skull-stripped mask)"
+    return ndimage.binary_fill_holes(mask)
+
+
+def compute_brain_mask(volume: Volume) -> tuple[np.ndarray, str]:
+    """A brain mask for ``volume`` (boolean, its grid) and one sentence saying how it was obtained."""
+    data = np.asarray(volume.data, dtype=np.float32)
+    spacing = volume.spacing
+    zeros = data == 0
+    smooth = ndimage.gaussian_filter(data, sigma=1.0 / spacing)
+    level = float(np.percentile(smooth[~zeros], 99)) if (~zeros).any() else 0.0
+    background = border_connected((smooth < AIR_FRACTION * level) | zeros)
+    fov = data.size
+    if background.sum() < NO_BACKGROUND_FRACTION * fov:
+        return np.ones(data.shape, dtype=bool), (
+            "brain mask: the whole field of view (no air or zero fill around the tissue, so the image is taken "
+            "as lying inside the head, e.g. a crop); give --mask to restrict it"
+        )
+    head = ndimage.binary_fill_holes(~background)
+    zero_share = float((background & zeros).sum() / background.sum())
+    pct_zero = 100 * float(zeros.mean())
+    if zero_share >= ZERO_BACKGROUND_FRACTION:
+        enclosed_dark = (data < AIR_FRACTION * level) & head & ~zeros  # unsmoothed: a skull is a few mm thin
+        if enclosed_dark.sum() < SKULL_FRACTION * head.sum():
+            mask = ndimage.binary_fill_holes(~zeros)
+            return mask, f"brain mask: non-zero region of the skull-stripped input ({pct_zero:.0f}% of voxels are 0)"
+        how = f"the {pct_zero:.0f}% of voxels that are 0 look like zero-filled air around an unstripped head"
+    elif (background & zeros).sum() >= 0.01 * fov:
+        how = (
+            f"{pct_zero:.0f}% of voxels are 0 at the edge of the field of view while the rest of the background is "
+            "air: a defaced or zero-padded image, not skull-stripped"
+        )
+    else:
+        how = "the image has air around the head"
+    mask = threshold_mask(smooth, spacing) & head
+    share = float(mask.sum() / max(head.sum(), 1))
+    if share < MIN_HEAD_FRACTION:
+        warning = (
+            f"the threshold brain mask kept only {100 * share:.0f}% of the head, so the whole head "
+            f"({100 * head.mean():.0f}% of the field of view) is searched; false alarms outside the brain are "
+            "possible (give --mask for a proper brain mask)"
+        )
+        log.warning(warning)
+        return head, f"brain mask: {how}; {warning}"
+    return mask, f"brain mask: computed by the threshold fallback ({how}; give --mask for a proper brain mask)"
 
 
 def resolve_brain_mask(volume: Volume, mask: Volume | None = None) -> tuple[np.ndarray, str]:

@@ -1,15 +1,21 @@
-"""Writing a prediction: label map (input grid, input header) and the candidates JSON.
+"""Writing a prediction (label map on the input's grid and header, candidates JSON) and deciding
+whether earlier outputs can be reused.
 
-The JSON is written last, so "both files exist" means the input is finished; every file is
-written atomically (temporary name, then rename).
+The JSON is written last, so "both files exist" means the input was finished; every file is
+written atomically (temporary name, then rename). The JSON records the settings that change the
+result and the input's sha256, so a rerun with other settings, on a changed input, or over a
+label map that no longer reads (truncated copy, full disk) recomputes instead of skipping.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from plkd import __version__
@@ -28,14 +34,11 @@ class OutputPaths:
     probability: Path
     model_grid: Path
 
-    def finished(self) -> bool:
-        """True when both required outputs exist (written atomically, so complete)."""
-        return self.label.exists() and self.json.exists()
 
-
-def output_paths(input_path: str | Path, output_dir: str | Path) -> OutputPaths:
-    """``DIR/NAME_cmb.nii.gz``, ``DIR/NAME_cmb.json`` and the optional extras for ``NAME.nii[.gz]``."""
-    stem = output_stem(input_path)
+def output_paths(input_path: str | Path, output_dir: str | Path, stem: str | None = None) -> OutputPaths:
+    """``DIR/NAME_cmb.nii.gz``, ``DIR/NAME_cmb.json`` and the optional extras for ``NAME.nii[.gz]``
+    (``stem`` replaces ``NAME`` when a run has to tell inputs of the same name apart)."""
+    stem = stem or output_stem(input_path)
     out = Path(output_dir)
     return OutputPaths(
         label=out / f"{stem}_cmb.nii.gz",
@@ -45,9 +48,70 @@ def output_paths(input_path: str | Path, output_dir: str | Path) -> OutputPaths:
     )
 
 
-def result_record(result: PredictionResult, input_path: str | Path | None, model: str) -> dict[str, Any]:
+def files_sha256(paths: list[Path]) -> str:
+    """sha256 (hex) over the bytes of ``paths`` in the given order (one file, or a DICOM series)."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+#: What :func:`reuse_problem` says when there is nothing to reuse (not worth a message).
+NO_OUTPUTS = "no outputs yet"
+
+
+def reuse_problem(paths: OutputPaths, settings: dict[str, Any], input_sha256: str, extras: list[Path]) -> str | None:
+    """``None`` when the outputs in ``paths`` are complete and were made from this input with these
+    settings; otherwise why they must be (re)computed, in a few words."""
+    if not paths.json.exists() and not paths.label.exists():
+        return NO_OUTPUTS
+    try:
+        doc = json.loads(paths.json.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{paths.json.name} is missing or unreadable ({type(exc).__name__})"
+    old = doc.get("settings") if isinstance(doc, dict) else None
+    if not isinstance(old, dict):
+        return "the outputs do not record their settings (written by an older plkd)"
+    if doc.get("input_sha256") != input_sha256:
+        return "the input changed since its outputs were written"
+    changed = [f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(settings) if old.get(k) != settings.get(k)]
+    if changed:
+        return "settings changed: " + ", ".join(changed)
+    for p in [paths.label, *extras]:
+        try:
+            img = nib.load(str(p))
+            np.asarray(img.dataobj)  # reads (and decompresses) every byte: a truncated file fails here
+        except Exception as exc:  # nibabel raises many types for broken files
+            return f"{p.name} is missing or unreadable ({type(exc).__name__})"
+        on_input_grid = p == paths.label or p == paths.probability
+        if on_input_grid and list(img.shape[:3]) != list(doc.get("label_shape") or img.shape[:3]):
+            return f"{p.name} has shape {img.shape}, not the input's {doc.get('label_shape')}"
+    return None
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The prediction JSON at ``path``, or ``None`` when it cannot be read."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def result_record(
+    result: PredictionResult,
+    input_path: str | Path | None,
+    model: str,
+    *,
+    settings: dict[str, Any] | None = None,
+    input_sha256: str | None = None,
+    warnings: list[str] | None = None,
+    dicom: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The JSON document for one prediction (format in ``docs/design.md``)."""
-    record = {
+    doc: dict[str, Any] = {
         "input": str(input_path) if input_path is not None else None,
         "model": model,
         "plkd_version": __version__,
@@ -58,10 +122,17 @@ def result_record(result: PredictionResult, input_path: str | Path | None, model
         "candidates": result.candidates,
         "timings": result.timings,
         "notes": result.notes,
+        "warnings": list(warnings or []),
+        "label_shape": list(result.label_map.shape),
+        "input_sha256": input_sha256,
+        "settings": settings or {},
     }
-    if result.location is not None:
-        record["location"] = result.location
-    return record
+    if dicom is not None:
+        doc["dicom"] = dicom
+    location = getattr(result, "location", None)  # optional per-scan block (shared contract)
+    if location is not None:
+        doc["location"] = location
+    return doc
 
 
 def write_prediction(
@@ -72,14 +143,16 @@ def write_prediction(
     *,
     save_probability: bool = False,
     save_model_grid: bool = False,
+    record: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write the label map (with the input's header and affine), extras, then the JSON."""
+    """Write the label map (with the input's header geometry), extras, then the JSON (``record``
+    or :func:`result_record` without provenance)."""
     written = [save_volume(paths.label, result.label_map, volume.affine, header=volume.header)]
     if save_probability and result.probability_map is not None:
         prob = result.probability_map.astype(np.float32)
         written.append(save_volume(paths.probability, prob, volume.affine, header=volume.header))
     if save_model_grid and result.model_label_map is not None and result.model_affine is not None:
         written.append(save_volume(paths.model_grid, result.model_label_map.astype(np.int32), result.model_affine))
-    write_json_atomic(paths.json, result_record(result, volume.path, model))
+    write_json_atomic(paths.json, record if record is not None else result_record(result, volume.path, model))
     written.append(paths.json)
     return written

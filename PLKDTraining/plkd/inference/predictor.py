@@ -25,6 +25,7 @@ from plkd.bundle import DEFAULT_THRESHOLDS
 from plkd.errors import BundleError, InputError, PLKDError
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.candidates import MAX_CANDIDATES, Candidate, find_candidates, mask_on_score_grid
+from plkd.inference.click import ExistingPrediction, covers, dark_blob, match_existing
 from plkd.inference.device import DeviceState, resolve_device
 from plkd.inference.preprocess import PreparedVolume, prepare
 from plkd.inference.screening import DEFAULT_TILE, score_grid_to_input, score_map
@@ -77,6 +78,10 @@ class PredictionResult:
 
 
 def _load_bundle(bundle: Any) -> Any:
+    if bundle is None:  # the installed model, as ``plkd predict`` without --model
+        from plkd.inference.batch import resolve_bundle
+
+        return resolve_bundle(None)[0]
     if isinstance(bundle, str | os.PathLike):
         from plkd.bundle import load_bundle
 
@@ -86,6 +91,9 @@ def _load_bundle(bundle: Any) -> Any:
 
 class Predictor:
     """Two-stage microbleed detection and segmentation with one model bundle.
+
+    ``bundle`` is a loaded bundle, a bundle folder or ``.zip``, or ``None`` (the default) for the
+    installed model (:func:`plkd.bundle.find_default_bundle`; :class:`BundleError` when none is).
 
     Thresholds come from the bundle: its global ones, replaced by a segmenter's own where
     ``plkd tune`` chose them on validation subjects. ``threshold`` overrides the segmentation
@@ -98,7 +106,7 @@ class Predictor:
 
     def __init__(
         self,
-        bundle: Any,
+        bundle: Any = None,
         device: str | torch.device = "auto",
         batch_size: int = 16,
         threshold: float | None = None,
@@ -250,12 +258,18 @@ class Predictor:
         lr_factor: float | None = None,
         *,
         student: str | None = None,
+        existing: ExistingPrediction | None = None,
     ) -> PredictionResult:
         """Segment the microbleed at a clicked RAS point (mm), skipping the screening stage.
 
-        The result has one candidate; its mask (label 1) is returned whatever its probability
-        (``kept`` says whether it reaches the threshold). When no voxel reaches the voxel
-        threshold near the point, half the local maximum probability is used instead (noted).
+        The darkest spot within :data:`~plkd.inference.click.SEARCH_RADIUS_MM` of the click is
+        the microbleed meant (:func:`~plkd.inference.click.dark_blob`); the segmenter runs
+        centred on it and its mask is used when it covers the spot, else the spot's intensity
+        region (the record's ``segmentation`` says ``"network"`` or ``"intensity"``). The result
+        has one candidate, returned whatever its probability (``kept`` is the model's view).
+        With ``existing`` (an earlier prediction), a click on a microbleed it already holds
+        returns that microbleed (label 1 = its voxels) with ``existing_label``/``existing_id``.
+        Raises :class:`InputError` when the point lies outside the image.
         """
         t0 = time.perf_counter()
         point = np.asarray(ras, dtype=np.float64).reshape(3)
@@ -267,12 +281,20 @@ class Predictor:
         factor = prep.lr_factor if lr_factor is None else float(lr_factor)
         name = self.choose_student(factor, student)
         position = np.clip(prep.ras_to_voxel(point)[0], 0, np.asarray(prep.data.shape) - 1)
+        blob = dark_blob(prep.data, position, prep.spacing)
+        if blob is not None:
+            position = blob.seed.astype(np.float64)
         prob_model = np.zeros(prep.data.shape, dtype=np.float32)
         self.progress.start("segment", 1)
         thr = self.thresholds_for(name)
         result = self._segment(name, prep, [position], prob_model, thr)[0]
-        if result.voxels.shape[0] == 0:
+        method = "network"
+        if blob is None and result.voxels.shape[0] == 0:
             result = self._relative_component(prob_model, position, prep, result, notes)
+        elif blob is not None and not covers(result.voxels, blob.seed, prep.spacing):
+            result = PatchResult(result.probability, blob.voxels, result.max_voxel_probability)
+            method = "intensity"
+            notes.append("segmented by intensity: the model's mask does not cover the dark spot at the click")
         labels_model, _ = stitch([PatchResult(1.0, result.voxels, result.max_voxel_probability)], prep.data.shape, 0.0)
         kept = result.probability >= float(thr["segmentation"])
         reason = "clicked" if kept else "clicked (below threshold)"
@@ -283,6 +305,10 @@ class Predictor:
         for rec in out.candidates:
             rec["kept"] = bool(kept and rec["label"] > 0)
             rec["segmented"] = rec["label"] > 0
+            rec["segmentation"] = method if rec["label"] > 0 else None
+            rec["click_ras"] = [round(float(v), 3) for v in point]
+        if existing is not None:
+            _report_existing(out, existing, point, volume)
         out.timings = {"total": round(time.perf_counter() - t0, 4)}
         out.thresholds = thr
         self.progress.finish()
@@ -292,7 +318,7 @@ class Predictor:
     def _prepare(
         self, volume: Volume, mask: Volume | None, extra_points_ras: np.ndarray | None = None
     ) -> tuple[PreparedVolume, list[str]]:
-        notes = list(volume.notes)
+        notes = [*getattr(self.bundle, "notes", []), *volume.notes]  # e.g. "unverified bundle: ..."
         brain, mask_note = resolve_brain_mask(volume, mask)
         notes.append(mask_note)
         spacing = np.asarray(getattr(self.bundle, "spacing_mm", (1.0, 1.0, 1.0)), dtype=np.float64)
@@ -408,6 +434,31 @@ class Predictor:
             notes=notes,
             probability_map=prob_input,
         )
+
+
+def _report_existing(out: PredictionResult, existing: ExistingPrediction, point: np.ndarray, volume: Volume) -> None:
+    """Replace a clicked microbleed that an earlier prediction already holds by that one."""
+    match = match_existing(existing, point, out.label_map > 0, volume.affine)
+    if match is None:
+        return
+    label, earlier = match
+    rec = out.candidates[0]
+    rec["existing_label"] = label
+    rec["existing_id"] = None if earlier is None else earlier.get("id")
+    rec["reason"] = "already found" + ("" if earlier is None else f" (candidate {earlier.get('id')})")
+    if existing.labels is not None:
+        out.label_map = (existing.labels == label).astype(out.label_map.dtype)
+        stats = label_statistics(out.label_map, volume.affine)[1]
+        rec.update(
+            label=1,
+            voxels=int(stats["voxels"]),
+            volume_mm3=round(float(stats["volume_mm3"]), 3),
+            center_ras=[round(float(v), 3) for v in stats["center_ras"]],
+        )
+    if earlier is not None and "kept" in earlier:
+        rec["kept"] = bool(earlier["kept"])
+    source = Path(existing.source).name
+    out.notes.append(f"the click falls on a microbleed of {source} (label {label}); not added twice")
 
 
 def _box_affine(affine: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:

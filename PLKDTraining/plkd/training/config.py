@@ -10,6 +10,7 @@ the experiment: ``networks.*.hparams`` and ``cv.variants``.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -171,8 +172,90 @@ def load_config(
     return cfg
 
 
+#: Ranges of numeric settings: dotted key → (lowest, highest, whether the lowest is allowed).
+#: A count of steps, a batch size or a learning rate outside them would run for ever, crash
+#: later with a traceback, or train nothing.
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "seed": (0, 2**63 - 1, True),
+    "num_threads": (0, 1024, True),
+    "data.val_fraction": (0.0, 0.9, True),
+    "data.max_subjects": (0, math.inf, True),
+    "sampling.positive_fraction": (0.0, 1.0, True),
+    "sampling.hard_negative_fraction": (0.0, 1.0, True),
+    "sampling.minima_threshold": (-math.inf, math.inf, True),
+    "sampling.max_minima": (0, math.inf, True),
+    "sampling.exclusion_mm": (0.0, math.inf, True),
+    "sampling.screening_candidates": (0, math.inf, True),
+    "augment.noise_p": (0.0, 1.0, True),
+    "augment.flip_p": (0.0, 1.0, True),
+    "augment.swap_xy_p": (0.0, 1.0, True),
+    "augment.intensity_p": (0.0, 1.0, True),
+    "augment.bias_p": (0.0, 1.0, True),
+    "augment.bias_strength": (0.0, 1.0, True),
+    "optim.weight_decay": (0.0, math.inf, True),
+    "optim.warmup_steps": (0, math.inf, True),
+    "optim.grad_clip": (0.0, math.inf, True),
+    "screening.lr_noise_std": (0.0, math.inf, True),
+    "students.lambda_g": (0.0, math.inf, True),
+    "students.lambda_s": (0.0, math.inf, True),
+    "students.lr_noise_std": (0.0, math.inf, True),
+    "students.stage_steps": (1, math.inf, True),
+    "students.single_stage_steps": (0, math.inf, True),
+    "students.finetune.steps": (0, math.inf, True),
+    "students.finetune.lr_factor": (0.0, math.inf, False),
+    "students.finetune.lr_noise_std": (0.0, math.inf, True),
+    "cv.folds": (2, math.inf, True),
+    "cv.factor": (1, math.inf, True),
+    "export.thresholds.screening": (0.0, 1.0, True),
+    "export.thresholds.segmentation": (0.0, 1.0, True),
+    "export.thresholds.voxel": (0.0, 1.0, True),
+    "export.thresholds.min_distance_mm": (0.0, 100.0, False),
+}
+#: Per training stage (screening, teacher, students): the loop's own settings.
+_STAGE_RANGES: dict[str, tuple[float, float, bool]] = {
+    "steps": (1, math.inf, True),
+    "batch_size": (1, math.inf, True),
+    "lr": (0.0, 10.0, False),
+    "checkpoint_every": (1, math.inf, True),
+    "log_every": (1, math.inf, True),
+    "val_every": (0, math.inf, True),
+    "val_batches": (0, math.inf, True),
+}
+
+
+def _lookup(cfg: Config, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _check_ranges(cfg: Config) -> None:
+    checks = dict(_RANGES)
+    for stage in ("screening", "teacher", "students"):
+        checks.update({f"{stage}.{k}": r for k, r in _STAGE_RANGES.items() if k != "steps" or stage != "students"})
+    for key, (lo, hi, lo_ok) in checks.items():
+        value = _lookup(cfg, key)
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value) or value < lo or value > hi or (value == lo and not lo_ok):
+            low = f"{'>=' if lo_ok else '>'} {lo:g}"
+            span = f"{low}" if math.isinf(hi) else f"{low} and <= {hi:g}"
+            raise ConfigError(f"{key} must be {span}, not {value}")
+    spacing = _lookup(cfg, "data.spacing_mm")
+    if not (isinstance(spacing, list) and len(spacing) == 3 and all(0.05 <= float(s) <= 20 for s in spacing)):
+        raise ConfigError(f"data.spacing_mm must be three voxel sizes from 0.05 to 20 mm, not {spacing}")
+    for key in ("students.alpha", "students.beta"):
+        value = _lookup(cfg, key)
+        if value is not None and not (isinstance(value, int | float) and 0 <= value < math.inf):
+            raise ConfigError(f"{key} must be a non-negative number or null, not {value}")
+
+
 def validate(cfg: Config) -> None:
-    """Check values whose type alone does not make them valid."""
+    """Check values whose type alone does not make them valid (ranges, choices, sizes)."""
+    _check_ranges(cfg)
     st = cfg["students"]
     if st["mode"] not in ("plkd", "kd", "none"):
         raise ConfigError(f"students.mode must be plkd, kd or none, not {st['mode']!r}")

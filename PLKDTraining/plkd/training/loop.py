@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from plkd.atomic import atomic_path, write_json_atomic
+from plkd.errors import TrainingError
 from plkd.progress import Progress
 from plkd.training.checkpoint import (
     BEST_NAME,
@@ -51,6 +52,9 @@ from plkd.training.curves import plot_curves, write_log_csv
 from plkd.training.distributed import DistInfo, any_rank, barrier, wrap_ddp
 
 log = logging.getLogger(__name__)
+
+#: The stage's training log (one row per ``log_every`` steps).
+LOG_NAME = "log.csv"
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
@@ -99,8 +103,12 @@ class StageSpec:
 
 
 def is_done(out_dir: Path) -> bool:
-    """True when the stage in ``out_dir`` has finished."""
-    return (Path(out_dir) / DONE_NAME).is_file() and (Path(out_dir) / FINAL_NAME).is_file()
+    """True when the stage in ``out_dir`` has finished: its ``done.json``, weights and log exist.
+
+    A stage missing any of them is resumed (from its checkpoint), which rewrites them all.
+    """
+    out = Path(out_dir)
+    return all((out / name).is_file() for name in (DONE_NAME, FINAL_NAME, LOG_NAME))
 
 
 def validation_batches(make_batch: Callable[[np.random.Generator], Any], seed: int, salt: int, n: int) -> list[Any]:
@@ -218,7 +226,7 @@ def run_stage(spec: StageSpec, ctx: TrainContext) -> dict[str, Any]:
             "stage": spec.name,
         }
         save_checkpoint(ckpt_path, state)
-        write_log_csv(out / "log.csv", rows)
+        write_log_csv(out / LOG_NAME, rows)
 
     ctx.progress.start(spec.name, total=spec.steps)
     ctx.progress.advance(start)
@@ -231,7 +239,10 @@ def run_stage(spec: StageSpec, ctx: TrainContext) -> dict[str, Any]:
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 loss, parts = spec.loss_fn(wrapped, batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{spec.name}: loss is {loss.item()} at step {step}; lower the learning rate")
+                raise TrainingError(
+                    f"{spec.name}: the loss became {loss.item()} at step {step}; "
+                    "check the training images and labels, or lower the learning rate"
+                )
             scaler.scale(loss).backward()
             if ctx.grad_clip > 0:
                 scaler.unscale_(opt)
@@ -271,6 +282,10 @@ def run_stage(spec: StageSpec, ctx: TrainContext) -> dict[str, Any]:
         **spec.summary,
     }
     if ctx.dist.is_main:
+        # Everything a finished stage holds, done.json last: a stage killed after its last
+        # checkpoint (before its log was written) resumes here and completes them all.
+        out.mkdir(parents=True, exist_ok=True)
+        write_log_csv(out / LOG_NAME, rows)
         _save_weights(out / FINAL_NAME, spec.exported)
         plot_curves(out / "curve.png", rows, spec.name)
         write_json_atomic(out / DONE_NAME, summary)

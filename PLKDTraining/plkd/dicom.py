@@ -1,0 +1,179 @@
+"""Reading a DICOM series as a :class:`plkd.volumes.Volume`, with SimpleITK (GDCM).
+
+A series folder is a normal input in clinics. SimpleITK's series reader sorts the slices by
+position, applies Rescale Slope/Intercept and gives the grid in ITK's LPS world; here it becomes
+the RAS+ affine that every other part of plkd uses (``RAS = diag(-1, -1, 1) · LPS``), and a NIfTI
+header holding that affine as qform and sform with code 1 (scanner), so outputs written on the
+series' grid carry exactly its geometry. SimpleITK is imported only when DICOM is read.
+
+A series is refused (:class:`plkd.errors.InputError`, one line) when its slices do not form one
+regular 3-D grid: several images at one position (multi-echo or repeated acquisitions stored in
+one series), unequal gaps between slices, or slices shifted sideways (a sheared grid), which
+ITK's geometry would silently misplace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import locale
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from plkd.errors import InputError
+from plkd.volumes import Volume, validate_geometry, validate_intensities
+
+#: ITK's world is LPS; NIfTI's and plkd's is RAS.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: Largest relative spread of slice gaps accepted as one regular grid.
+MAX_GAP_SPREAD = 0.01
+
+_TAGS = {
+    "series_description": "0008|103e",
+    "series_number": "0020|0011",
+    "modality": "0008|0060",
+    "study_instance_uid": "0020|000d",
+    "echo_time_ms": "0018|0081",
+}
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One series found in a folder: its UID and its files (as GDCM orders them)."""
+
+    folder: Path
+    uid: str
+    files: tuple[Path, ...]
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """True for a file with the DICOM Part 10 preamble (``DICM`` at byte 128)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+@contextlib.contextmanager
+def _keep_locale() -> Iterator[None]:
+    """Restore the process locale after a GDCM call: some GDCM code sets the C locale, after which
+    Python would read and write text files as ASCII."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _sitk() -> Any:
+    try:
+        import SimpleITK as sitk  # noqa: N813 - the library's own name
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise InputError("reading DICOM needs SimpleITK: pip install SimpleITK") from None
+    return sitk
+
+
+def find_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
+    """Every DICOM series directly in ``folder`` (not below), sorted by UID; ``[]`` when none."""
+    sitk = _sitk()
+    folder = Path(folder)
+    series = []
+    with _keep_locale():
+        for uid in sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()):
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+            if files:
+                series.append(DicomSeries(folder, uid, tuple(Path(f) for f in files)))
+    return series
+
+
+def series_for_file(path: str | os.PathLike[str]) -> DicomSeries:
+    """The series that the DICOM file ``path`` belongs to (files in the same folder)."""
+    path = Path(path)
+    for s in find_series(path.parent):
+        if any(f.resolve() == path.resolve() for f in s.files):
+            return s
+    raise InputError(f"{path} is a DICOM file but no readable series holds it")
+
+
+def _check_slices(reader: Any, n: int, name: str, direction_lps: np.ndarray) -> None:
+    positions = []
+    for i in range(n):
+        if reader.HasMetaDataKey(i, "0020|0032"):
+            positions.append([float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")])
+    if len(positions) != n or n < 2:
+        return
+    along = np.asarray(positions) @ direction_lps[:, 2]
+    if len(np.unique(np.round(along, 3))) < n:
+        raise InputError(
+            f"{name} holds {n} images at {len(np.unique(np.round(along, 3)))} slice positions (several echoes or "
+            "acquisitions in one series); export each echo as its own series or convert with dcm2niix first"
+        )
+    order = np.argsort(along)
+    steps = np.diff(np.asarray(positions)[order], axis=0)
+    gaps = steps @ direction_lps[:, 2]
+    sideways = np.linalg.norm(steps - gaps[:, None] * direction_lps[:, 2], axis=1)
+    if np.any(sideways > MAX_GAP_SPREAD * np.abs(gaps) + 1e-3):
+        raise InputError(
+            f"{name}: its slices are shifted sideways from one to the next (a sheared, gantry-tilted grid); "
+            "convert it with dcm2niix, which corrects such series"
+        )
+    if gaps.max() - gaps.min() > MAX_GAP_SPREAD * abs(gaps.mean()):
+        raise InputError(
+            f"{name} has unequal slice gaps ({gaps.min():.3g}-{gaps.max():.3g} mm), so it is not one regular grid; "
+            "convert it with dcm2niix, which resamples or splits such series"
+        )
+
+
+def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volume, dict[str, Any]]:
+    """Read a series: ``(volume, record)``, a float32 :class:`Volume` indexed ``[i, j, k]`` with a
+    RAS+ affine (mm) and a record naming the series (UID, description, number, files) for the
+    JSON written beside its outputs.
+
+    ``i``/``j`` run along the image rows/columns of the files and ``k`` along the slices, as in
+    ITK; the affine is ITK's LPS geometry (origin, spacing, direction) turned to RAS. The volume's
+    header (NIfTI-1, qform = sform, code 1) is what its outputs are written with.
+    Raises :class:`InputError` for an unreadable or irregular series.
+    """
+    sitk = _sitk()
+    name = f"{what} {series.folder.name} (DICOM series {series.uid})"
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(f) for f in series.files])
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        with _keep_locale():
+            image = reader.Execute()
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {name}: {first}") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{name} has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour?); "
+            "a grey-level magnitude series is required"
+        )
+    if image.GetDimension() != 3:
+        raise InputError(f"{name} is {image.GetDimension()}-D; a 3-D series is required")
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    _check_slices(reader, len(series.files), name, direction)
+    affine_lps = np.eye(4)
+    affine_lps[:3, :3] = direction @ np.diag(image.GetSpacing())
+    affine_lps[:3, 3] = image.GetOrigin()
+    affine = LPS_TO_RAS @ affine_lps
+    data = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0), dtype=np.float32)
+    validate_geometry(affine, data.shape, name)
+    validate_intensities(data, name)
+    header = nib.Nifti1Header()
+    header.set_data_shape(data.shape)
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    header.set_xyzt_units("mm")
+    meta = {key: reader.GetMetaData(0, tag).strip() for key, tag in _TAGS.items() if reader.HasMetaDataKey(0, tag)}
+    note = f"{name}: {len(series.files)} files read with SimpleITK; {meta.get('series_description', '')}".rstrip("; ")
+    record = {"folder": str(series.folder), "series_instance_uid": series.uid, "files": len(series.files), **meta}
+    return Volume(data=data, affine=affine, path=series.folder, header=header, notes=[note]), record

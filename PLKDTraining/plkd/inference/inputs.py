@@ -1,0 +1,238 @@
+"""What ``plkd predict`` analyses: files, folders (walked), glob patterns and DICOM series.
+
+Folders are walked to any depth (VALDO, BIDS, ``plkd synth`` and nnU-Net layouts). In a walk only
+images are taken: label maps, brain masks, earlier predictions, phase images and other contrasts
+(T1w, FLAIR, ...) are skipped and reported, as are hidden folders, BIDS ``derivatives/`` and
+``sourcedata/``, and the output folder itself. A file named explicitly is always taken.
+
+Every scan gets an output name (stem) unique in the run: its file name without extension, or,
+when several inputs share that name (``sub-01/anat/T2S.nii`` and ``sub-02/anat/T2S.nii``), the
+parent folders that tell them apart joined in front (``sub-01_T2S``, ``sub-02_T2S``). Inputs that
+nothing tells apart (``scan.nii`` beside ``scan.nii.gz``) are refused before any work.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file
+from plkd.errors import InputError
+from plkd.naming import is_nifti, strip_nifti_suffix
+from plkd.volumes import Volume
+
+log = logging.getLogger(__name__)
+
+#: Folder names never walked into: BIDS derivatives (processed outputs) and raw source data.
+SKIPPED_FOLDERS = frozenset({"derivatives", "sourcedata"})
+#: Folder names whose NIfTI files are labels or masks (nnU-Net, plain image/label folders).
+LABEL_FOLDERS = frozenset({"labelstr", "labelsts", "labels", "masks", "segmentations"})
+#: Last name token (``_`` separated, case-insensitive) marking a label map or a mask.
+LABEL_TOKENS = frozenset(
+    {"cmb", "label", "labels", "seg", "dseg", "probseg", "mask", "brainmask", "roi", "lesion", "lesions"}
+)
+#: Last name token of another contrast (BIDS / VALDO suffixes); microbleeds are read on T2*/SWI.
+OTHER_CONTRASTS = frozenset(
+    {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
+)
+#: Name endings of plkd's own outputs (``NAME_cmb`` itself counts when its JSON lies beside it).
+PREDICTION_SUFFIXES = ("_cmb_prob", "_cmb_modelgrid", "_cmb-final")
+_PHASE = re.compile(r"(^|[_-])(phase|pha|part-phase)$|part-phase", re.I)
+
+
+@dataclass(frozen=True)
+class ScanInput:
+    """One scan to analyse: a NIfTI file or a DICOM series, and its unique output stem."""
+
+    path: Path
+    stem: str = ""
+    series: DicomSeries | None = None
+
+    @property
+    def display(self) -> str:
+        """How messages name the scan."""
+        return f"{self.path} (DICOM series)" if self.series is not None else str(self.path)
+
+
+@dataclass
+class InputList:
+    """The scans of a run, and the files a folder walk skipped with the reason."""
+
+    scans: list[ScanInput] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def ignored_summary(self) -> str | None:
+        """One line counting the skipped files by reason, or ``None`` when none was skipped."""
+        if not self.skipped:
+            return None
+        counts: dict[str, int] = defaultdict(int)
+        for _path, reason in self.skipped:
+            counts[reason] += 1
+        parts = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return f"not analysed in the folders given: {parts} (-v lists them)"
+
+
+def classify(path: Path) -> str | None:
+    """Why a NIfTI file met in a folder walk is not an image to analyse, or ``None`` to take it."""
+    stem = strip_nifti_suffix(path.name)
+    if stem.lower().endswith(PREDICTION_SUFFIXES) or (
+        stem.lower().endswith("_cmb") and (path.parent / f"{stem}.json").exists()
+    ):
+        return "plkd prediction"
+    token = stem.rsplit("_", 1)[-1].lower()
+    if path.parent.name.lower() in LABEL_FOLDERS or token in LABEL_TOKENS or stem.lower().endswith("brain_mask"):
+        return "label map or mask"
+    if _PHASE.search(stem):
+        return "phase image"
+    if token in OTHER_CONTRASTS:
+        return f"other contrast ({stem.rsplit('_', 1)[-1]})"
+    return None
+
+
+def orientation_warnings(volume: Volume, name: str) -> list[str]:
+    """Warnings about an input header whose orientation is missing or ambiguous.
+
+    Both codes 0: no orientation at all (the grid is placed as nifti1_io does, see
+    :func:`plkd.volumes.header_affine`). qform and sform both set but different: viewers disagree
+    on where the image lies (nibabel and plkd use the sform, ITK-based viewers may use the qform).
+    The outputs keep both forms and codes unchanged in either case.
+    """
+    h = volume.header
+    if h is None:
+        return []
+    q, s = int(h["qform_code"]), int(h["sform_code"])
+    if q <= 0 and s <= 0:
+        return [
+            f"{name} has no orientation (qform_code = sform_code = 0): voxel (i, j, k) is placed at "
+            "(i*dx, j*dy, k*dz) mm as ITK-based viewers do, so left and right are not known; "
+            "the outputs keep codes 0"
+        ]
+    if q > 0 and s > 0:
+        diff = float(np.abs(np.asarray(h.get_qform()) - np.asarray(h.get_sform())).max())
+        if diff > 1e-3:
+            return [
+                f"{name}: its qform and sform differ (by up to {diff:.3g}); plkd uses the sform (as nibabel does), "
+                "ITK-based viewers may use the qform; the outputs keep both"
+            ]
+    return []
+
+
+def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            sub = (here / d).resolve()
+            if d.startswith(".") or d.lower() in SKIPPED_FOLDERS or sub in exclude:
+                continue
+            keep.append(d)
+        dirnames[:] = keep
+        has_dicom = False
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = here / name
+            if is_nifti(name):
+                reason = classify(p)
+                if reason:
+                    found.skipped.append((p, reason))
+                else:
+                    found.scans.append(ScanInput(p))
+            elif not has_dicom and is_dicom_file(p):
+                has_dicom = True
+        if has_dicom:
+            found.scans.extend(ScanInput(s.folder, series=s) for s in find_series(here))
+
+
+def _add(item: Path, exclude: set[Path], found: InputList) -> None:
+    if item.is_dir():
+        _walk(item, exclude, found)
+    elif item.is_file() and not is_nifti(item.name) and is_dicom_file(item):
+        found.scans.append(ScanInput(item.parent, series=series_for_file(item)))
+    else:  # a NIfTI file, or a name that fails later with "not found"/"cannot read"
+        found.scans.append(ScanInput(item))
+
+
+def expand_inputs(
+    inputs: Sequence[str | os.PathLike[str]], output_dir: str | os.PathLike[str] | None = None
+) -> InputList:
+    """Files, folders and glob patterns → the scans (sorted, each once, unique stems).
+
+    Raises :class:`InputError` naming the inputs when two of them cannot be given distinct
+    output names.
+    """
+    exclude = {Path(output_dir).resolve()} if output_dir is not None else set()
+    found = InputList()
+    for item in inputs:
+        p = Path(item)
+        if not p.exists() and glob.has_magic(str(item)):
+            for m in sorted(glob.glob(str(item))):
+                _add(Path(m), exclude, found)
+        else:
+            _add(p, exclude, found)
+    unique: dict[tuple[Path, str | None], ScanInput] = {}
+    for s in found.scans:
+        key = (s.path.resolve() if s.path.exists() else s.path, s.series.uid if s.series else None)
+        unique.setdefault(key, s)
+    scans = sorted(unique.values(), key=lambda s: (str(s.path), s.series.uid if s.series else ""))
+    found.scans = assign_stems(scans)
+    return found
+
+
+def _base_stem(scan: ScanInput, n_series_here: int) -> str:
+    if scan.series is None:
+        return strip_nifti_suffix(scan.path.name)
+    name = scan.path.resolve().name
+    return name if n_series_here == 1 else f"{name}_{scan.series.uid.rsplit('.', 1)[-1]}"
+
+
+def assign_stems(scans: list[ScanInput]) -> list[ScanInput]:
+    """Give every scan an output stem unique in the run (case-insensitively, for macOS/Windows).
+
+    A shared file name gets the fewest parent folders that tell the inputs apart, leaving out
+    folders common to all of them (``sub-01/anat/T2S`` → ``sub-01_T2S``).
+    """
+    per_folder = defaultdict(int)
+    for s in scans:
+        if s.series is not None:
+            per_folder[s.path.resolve()] += 1
+    bases = [_base_stem(s, per_folder.get(s.path.resolve(), 0)) for s in scans]
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, b in enumerate(bases):
+        groups[b.lower()].append(i)
+    stems = list(bases)
+    for members in groups.values():
+        if len(members) > 1:
+            for i, stem in zip(
+                members, _disambiguate([scans[i] for i in members], [bases[i] for i in members]), strict=True
+            ):
+                stems[i] = stem
+    seen: dict[str, int] = {}
+    for i, stem in enumerate(stems):
+        j = seen.setdefault(stem.lower(), i)
+        if j != i:
+            raise InputError(
+                f"{scans[j].display} and {scans[i].display} would both be written as {stem}_cmb.*; "
+                "rename or remove one of them"
+            )
+    return [ScanInput(s.path, stem, s.series) for s, stem in zip(scans, stems, strict=True)]
+
+
+def _disambiguate(group: list[ScanInput], bases: list[str]) -> list[str]:
+    parents = [list((s.path.resolve() if s.path.exists() else s.path.absolute()).parent.parts) for s in group]
+    depth = max(len(p) for p in parents)
+    for k in range(1, depth + 1):
+        tails = [tuple(p[-k:]) for p in parents]
+        if len({tuple(x.lower() for x in t) for t in tails}) == len(tails):
+            varying = [c for c in range(k) if len({t[c].lower() for t in tails if len(t) > c}) > 1]
+            return ["_".join([*(t[c] for c in varying), b]) for t, b in zip(tails, bases, strict=True)]
+    names = ", ".join(s.display for s in group[:-1]) + f" and {group[-1].display}"
+    raise InputError(f"{names} would all be written as {bases[0]}_cmb.*; rename or remove all but one of them")

@@ -1,0 +1,98 @@
+"""The batch summary of ``plkd predict``: one row per scan, as a CSV file and a printed table.
+
+Columns (CSV, UTF-8, header row): ``scan`` (output stem), ``input``, ``status`` (done, skipped =
+reused outputs, failed), ``n_microbleeds``, ``total_volume_mm3``, ``volumes_mm3`` (kept
+microbleeds, ``;``-separated, largest first), the MARS location counts ``lobar``, ``deep``,
+``infratentorial``, ``unknown`` (empty when the outputs carry no ``location`` block), ``student``,
+``lr_factor``, ``seconds`` (time of this run on the scan), ``warnings`` (`` | ``-separated) and
+``error``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from plkd.atomic import write_text_atomic
+
+LOCATIONS = ("lobar", "deep", "infratentorial", "unknown")
+COLUMNS = (
+    "scan",
+    "input",
+    "status",
+    "n_microbleeds",
+    "total_volume_mm3",
+    "volumes_mm3",
+    *LOCATIONS,
+    "student",
+    "lr_factor",
+    "seconds",
+    "warnings",
+    "error",
+)
+
+
+def summary_row(
+    stem: str, input_path: str, status: str, record: dict[str, Any] | None, seconds: float | None, error: str = ""
+) -> dict[str, Any]:
+    """One CSV row from a scan's prediction JSON (``None`` for a failed scan)."""
+    row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
+    row.update(scan=stem, input=input_path, status=status, error=error)
+    if seconds is not None:
+        row["seconds"] = f"{seconds:.1f}"
+    if record is None:
+        return row
+    volumes = sorted(
+        (float(c.get("volume_mm3") or 0.0) for c in record.get("candidates", []) if c.get("kept")), reverse=True
+    )
+    row.update(
+        n_microbleeds=record.get("n_microbleeds", len(volumes)),
+        total_volume_mm3=f"{sum(volumes):.1f}",
+        volumes_mm3=";".join(f"{v:.1f}" for v in volumes),
+        student=record.get("student", ""),
+        lr_factor=record.get("lr_factor", ""),
+        warnings=" | ".join(record.get("warnings") or []),
+    )
+    location = record.get("location")
+    counts = location.get("counts") if isinstance(location, dict) else None
+    if isinstance(counts, dict):
+        for key in LOCATIONS:
+            row[key] = counts.get(key, 0)
+    return row
+
+
+def write_summary_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write ``rows`` as CSV (atomically)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+    return Path(path)
+
+
+def print_summary_table(rows: Sequence[dict[str, Any]], out: TextIO) -> None:
+    """A fixed-width table of the main columns, one line per scan."""
+    head = ("scan", "status", "CMBs", "mm3", "lobar/deep/infra", "student", "s", "warnings")
+    lines = [head]
+    for r in rows:
+        loc = "/".join(str(r[k]) for k in LOCATIONS[:3]) if r["lobar"] != "" else "-"
+        note = r["error"] or r["warnings"]
+        lines.append(
+            (
+                r["scan"],
+                r["status"],
+                str(r["n_microbleeds"]),
+                r["total_volume_mm3"],
+                loc,
+                str(r["student"]),
+                r["seconds"],
+                note[:60] + ("..." if len(note) > 60 else ""),
+            )
+        )
+    widths = [max(len(str(line[c])) for line in lines) for c in range(len(head))]
+    for line in lines:
+        out.write("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")

@@ -1,0 +1,98 @@
+"""The automatic brain mask on the kinds of image people bring: a head in air, skull-stripped,
+zero-filled air, defaced, and a field of view wholly inside the brain (no background at all).
+
+Phantom heads (64×64×48 voxels) are built in the test: brain, CSF rim, dark skull, scalp, Rician
+noise in the air; the crop test uses the tiny case and the tiny bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import plkd.inference.brainmask as brainmask
+from plkd.bundle import load_bundle
+from plkd.inference import Predictor
+from plkd.inference.brainmask import compute_brain_mask
+from plkd.volumes import Volume
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _head(kind: str, seed: int = 0) -> tuple[Volume, np.ndarray]:
+    shape = (64, 64, 48)
+    rng = np.random.default_rng(seed)
+    g = np.stack(np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in shape], indexing="ij"), -1)
+    r = np.sqrt(((g / np.array([26.0, 28.0, 20.0])) ** 2).sum(-1))
+    brain = r < 0.78
+    img = np.zeros(shape, np.float32)
+    img[brain] = 100 + 10 * np.sin(g[brain][:, 0] / 3)
+    img[(r >= 0.78) & (r < 0.82)] = 120  # CSF
+    img[(r >= 0.82) & (r < 0.92)] = 3  # skull: no signal
+    img[(r >= 0.92) & (r < 1.0)] = 90  # scalp
+    img += np.abs(rng.normal(0, 3, shape) + 1j * rng.normal(0, 3, shape)).astype(np.float32)  # Rician noise
+    if kind == "skull-stripped":
+        img = np.where(brain, img, 0)
+    elif kind == "zero-filled air":
+        img = np.where(r < 1.0, img, 0)
+    elif kind == "defaced":
+        img[:, :12, :18] = 0  # the face region zeroed, the rest of the air left as it was
+    return Volume(img.astype(np.float32), np.eye(4)), brain
+
+
+@pytest.mark.parametrize(
+    ("kind", "says", "min_precision"),
+    [
+        ("head in air", "threshold fallback (the image has air", 0.75),
+        ("skull-stripped", "skull-stripped input", 0.99),
+        ("zero-filled air", "zero-filled air around an unstripped head", 0.75),
+        ("defaced", "defaced or zero-padded image, not skull-stripped", 0.75),
+    ],
+)
+def test_mask_keeps_the_brain_and_names_the_image_kind(kind: str, says: str, min_precision: float) -> None:
+    vol, brain = _head(kind)
+    mask, note = compute_brain_mask(vol)
+    assert says in note, note
+    assert (mask & brain).sum() / brain.sum() > 0.99  # no brain lost
+    assert (mask & brain).sum() / mask.sum() > min_precision  # and the skull and air mostly left out
+    if kind != "skull-stripped":
+        assert "skull-stripped input" not in note
+
+
+def test_field_of_view_inside_the_brain_is_used_whole() -> None:
+    vol, _brain = _head("head in air")
+    crop = Volume(np.ascontiguousarray(vol.data[20:44, 20:44, 16:32]), np.eye(4))
+    mask, note = compute_brain_mask(crop)
+    assert mask.all() and "whole field of view" in note
+
+
+def test_a_fallback_keeping_little_of_the_head_is_not_trusted(monkeypatch, caplog) -> None:
+    vol, brain = _head("head in air")
+    tiny = np.zeros(brain.shape, bool)
+    tiny[30:34, 30:34, 22:26] = True
+    monkeypatch.setattr(brainmask, "threshold_mask", lambda smooth, spacing: tiny)
+    mask, note = compute_brain_mask(vol)
+    assert mask[brain].all() and "kept only 0% of the head, so the whole head" in note
+    assert any("kept only" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_microbleed_in_a_crop_inside_the_brain_is_found_without_a_mask() -> None:
+    img = nib.load(str(DATA / "tiny-case" / "tiny_T2S.nii.gz"))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    truth = np.asarray(json.loads((DATA / "tiny-case" / "truth.json").read_text())["centres_ras"][0])
+    inv = np.linalg.inv(img.affine)
+    centre = inv[:3, :3] @ truth + inv[:3, 3]
+    lo = np.round(centre).astype(int) - (6, 6, 4)
+    crop = np.ascontiguousarray(data[lo[0] : lo[0] + 12, lo[1] : lo[1] + 12, lo[2] : lo[2] + 8])
+    assert not (crop == 0).any()  # tissue only: no background to find
+    affine = img.affine.copy()
+    affine[:3, 3] = img.affine[:3, :3] @ lo + img.affine[:3, 3]
+    predictor = Predictor(load_bundle(DATA / "tiny-bundle"), device="cpu")
+    result = predictor.predict(Volume(crop, affine))
+    assert any("whole field of view" in n for n in result.notes)
+    kept = [c for c in result.candidates if c["kept"]]
+    assert any(np.linalg.norm(np.asarray(c["center_ras"]) - truth) < 2.0 for c in kept), result.candidates

@@ -1,0 +1,146 @@
+"""Segment at a click (``plkd predict --at-ras``): the microbleed under the click is found at every
+planted microbleed, whatever the signs of its R, A and S coordinates, on an oblique LPS-stored
+grid; negative coordinates parse; a click on a microbleed found earlier is not added twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from plkd.bundle import load_bundle
+from plkd.cli import main
+from plkd.inference import Predictor
+from plkd.inference.click import load_existing
+from plkd.volumes import Volume
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "PLKDTraining" / "plkd" / "bundled" / "cmb-t2s"
+SHAPE = (64, 64, 44)
+#: Microbleed centres (RAS mm): one per octant, so every sign of R, A and S occurs.
+CENTRES = np.array([[sx * 12.0, sy * 14.0, sz * 9.0] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+DIAMETERS = np.array([1.6, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0])
+
+
+def _lps_oblique_affine() -> np.ndarray:
+    """Voxels stored L→R flipped and P→A flipped (LPS), rotated 12° about S, 1 mm; centre at RAS 0."""
+    a = np.deg2rad(12.0)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    m = rot @ np.diag([-1.0, -1.0, 1.0])
+    affine = np.eye(4)
+    affine[:3, :3] = m
+    affine[:3, 3] = -m @ ((np.asarray(SHAPE) - 1) / 2)
+    return affine
+
+
+@pytest.fixture(scope="module")
+def subject() -> tuple[Volume, np.ndarray]:
+    """A T2*-like head (textured tissue in an ellipsoid) with dark microbleeds; their label map."""
+    rng = np.random.default_rng(42)
+    affine = _lps_oblique_affine()
+    idx = np.stack(np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij"), axis=-1).astype(np.float64)
+    ras = idx @ affine[:3, :3].T + affine[:3, 3]
+    brain = ((ras / np.array([28.0, 29.0, 20.0])) ** 2).sum(-1) <= 1.0
+    from scipy import ndimage
+
+    texture = ndimage.gaussian_filter(rng.standard_normal(SHAPE), 3.0)
+    image = np.where(brain, 400.0 + 600.0 * texture, 0.0)
+    labels = np.zeros(SHAPE, np.int16)
+    for k, (c, d) in enumerate(zip(CENTRES, DIAMETERS, strict=True), start=1):
+        r2 = ((ras - c) ** 2).sum(-1)
+        image *= 1.0 - 0.8 * np.exp(-r2 / (2 * (d / 2.5) ** 2))  # hypointense, blooming edges
+        labels[r2 <= (d / 2) ** 2] = k
+    image = np.where(brain, image + 12.0 * rng.standard_normal(SHAPE), 0.0).clip(0)
+    return Volume(image.astype(np.float32), affine), labels
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor(load_bundle(SHIPPED), device="cpu", batch_size=4)
+
+
+def _voxel(affine: np.ndarray, ras: np.ndarray) -> tuple[int, ...]:
+    inv = np.linalg.inv(affine)
+    return tuple(int(v) for v in np.round(inv[:3, :3] @ ras + inv[:3, 3]))
+
+
+def test_every_planted_microbleed_is_segmented_at_a_click(subject, predictor: Predictor) -> None:
+    vol, labels = subject
+    assert {tuple(np.sign(c)) for c in CENTRES} == {(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)}
+    rng = np.random.default_rng(0)
+    for k, (centre, diameter) in enumerate(zip(CENTRES, DIAMETERS, strict=True), start=1):
+        offset = rng.standard_normal(3)
+        click = centre + 1.5 * offset / np.linalg.norm(offset)  # a reader's click, 1.5 mm off centre
+        result = predictor.segment_at(vol, click)
+        rec = result.candidates[0]
+        where = f"microbleed {k} ({diameter} mm at {centre.tolist()})"
+        assert result.label_map[_voxel(vol.affine, centre)] == 1, where
+        assert rec["segmentation"] in ("network", "intensity") and rec["segmented"], where
+        assert np.linalg.norm(np.asarray(rec["center_ras"]) - centre) < 1.5, where
+        truth = int((labels == k).sum())
+        assert rec["voxels"] <= 3 * truth + 8, f"{where}: {rec['voxels']} voxels for a {truth}-voxel microbleed"
+        assert rec["click_ras"] == [round(float(v), 3) for v in click]
+
+
+def test_a_click_where_nothing_is_darker_segments_nothing(subject, predictor: Predictor) -> None:
+    vol, _ = subject
+    smooth = np.where(vol.data > 0, 500.0, 0.0).astype(np.float32)  # tissue without any dark spot
+    result = predictor.segment_at(Volume(smooth, vol.affine), (0.0, 0.0, 0.0))
+    assert result.candidates[0]["voxels"] == 0 and result.n_microbleeds == 0
+    assert not result.candidates[0]["segmented"] and result.candidates[0]["segmentation"] is None
+
+
+def _write_case(tmp: Path, vol: Volume) -> Path:
+    path = tmp / "click_T2S.nii.gz"
+    img = nib.Nifti1Image(vol.data, vol.affine)
+    img.set_qform(vol.affine, 1)
+    img.set_sform(vol.affine, 1)
+    nib.save(img, str(path))
+    return path
+
+
+def test_negative_coordinates_parse_in_both_forms(subject, tmp_path: Path) -> None:
+    vol, _ = subject
+    case = _write_case(tmp_path, vol)
+    x, y, z = CENTRES[0]  # all three negative
+    found = []
+    for i, form in enumerate((["--at-ras", f"{x},{y},{z}"], [f"--at-ras={x},{y},{z}"])):
+        out = tmp_path / f"o{i}"
+        assert main(["predict", str(case), "-o", str(out), "--model", str(SHIPPED), "--progress", "none", *form]) == 0
+        found.append(json.loads((out / "click_T2S_cmb.json").read_text())["candidates"][0])
+    assert found[0]["center_ras"] == found[1]["center_ras"] and found[0]["voxels"] > 0
+
+
+def test_a_click_on_a_microbleed_found_earlier_returns_that_one(subject, tmp_path: Path) -> None:
+    vol, labels = subject
+    case = _write_case(tmp_path, vol)
+    earlier = np.where(labels == 3, 5, 0).astype(np.int16)  # microbleed 3 was found as label 5
+    img = nib.Nifti1Image(earlier, vol.affine)
+    nib.save(img, str(tmp_path / "click_T2S_cmb.nii.gz"))
+    record = {"id": 9, "label": 5, "kept": True, "center_ras": CENTRES[2].tolist(), "volume_mm3": 14.0}
+    (tmp_path / "click_T2S_cmb.json").write_text(json.dumps({"candidates": [record]}))
+
+    def click(k: int, existing: Path) -> dict:
+        out = tmp_path / f"out{k}"
+        x, y, z = CENTRES[k - 1] + 0.8
+        argv = ["predict", str(case), "-o", str(out), "--model", str(SHIPPED), "--progress", "none"]
+        assert main([*argv, f"--at-ras={x},{y},{z}", "--existing", str(existing)]) == 0
+        doc = json.loads((out / "click_T2S_cmb.json").read_text())
+        doc["labels"] = np.asarray(nib.load(str(out / "click_T2S_cmb.nii.gz")).dataobj)
+        return doc
+
+    again = click(3, tmp_path / "click_T2S_cmb.json")
+    rec = again["candidates"][0]
+    assert (rec["existing_label"], rec["existing_id"], rec["label"]) == (5, 9, 1)
+    np.testing.assert_array_equal(again["labels"] > 0, labels == 3)  # the earlier voxels, not a second copy
+    assert rec["voxels"] == int((labels == 3).sum())
+    new = click(4, tmp_path / "click_T2S_cmb.nii.gz")["candidates"][0]
+    assert "existing_label" not in new and new["voxels"] > 0
+    # Candidates alone (no label map beside them): matched by distance to a kept candidate.
+    (tmp_path / "click_T2S_cmb.nii.gz").unlink()
+    only_json = load_existing(tmp_path / "click_T2S_cmb.json", vol)
+    assert only_json.labels is None and only_json.candidates == [record]
+    assert click(3, tmp_path / "click_T2S_cmb.json")["candidates"][0]["existing_id"] == 9

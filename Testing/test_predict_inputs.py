@@ -1,0 +1,388 @@
+"""What ``plkd predict`` accepts and how a batch behaves: folder walks, unique output names, header
+geometry kept exactly, reruns that notice changes, 1-based echoes, the batch summary, the CLI.
+
+Every input is built in the test from the tiny case (48×48×32 voxels) and run with the tiny bundle.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from plkd.cli import main
+from plkd.errors import InputError
+from plkd.inference.inputs import ScanInput, assign_stems, expand_inputs
+from plkd.volumes import header_affine
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
+CASE = ROOT / "Testing" / "data" / "tiny-case" / "tiny_T2S.nii.gz"
+TRUTH = json.loads((CASE.parent / "truth.json").read_text())["centres_ras"]
+
+
+def _predict(*args: str, progress: str = "none") -> int:
+    return main(["predict", *args, "--model", str(BUNDLE), "--device", "cpu", "--progress", progress])
+
+
+def _case_array() -> np.ndarray:
+    return np.asarray(nib.load(str(CASE)).dataobj, dtype=np.float32)
+
+
+def _touch_nifti(path: Path, value: float = 1.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.full((4, 4, 4), value, np.float32), np.eye(4)), str(path))
+    return path
+
+
+# ------------------------------------------------------------------ output names never collide
+
+
+def test_same_file_name_in_two_folders_gives_two_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for ses in ("ses-1", "ses-2"):
+        (tmp_path / "in" / ses).mkdir(parents=True)
+        shutil.copy(CASE, tmp_path / "in" / ses / "T2S.nii.gz")
+    out = tmp_path / "out"
+    assert _predict(str(tmp_path / "in" / "ses-*" / "T2S.nii.gz"), "-o", str(out)) == 0
+    assert "2 done, 0 skipped" in capsys.readouterr().err
+    docs = {p.name: json.loads(p.read_text()) for p in out.glob("*_cmb.json")}
+    assert sorted(docs) == ["ses-1_T2S_cmb.json", "ses-2_T2S_cmb.json"]
+    assert {Path(d["input"]).parent.name for d in docs.values()} == {"ses-1", "ses-2"}
+    # --overwrite recomputes both, and both results survive.
+    assert _predict(str(tmp_path / "in"), "-o", str(out), "--overwrite") == 0
+    assert "2 done" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*_cmb.nii.gz")) == ["ses-1_T2S_cmb.nii.gz", "ses-2_T2S_cmb.nii.gz"]
+
+
+def test_output_stems_take_the_parent_folders_that_differ(tmp_path: Path) -> None:
+    paths = [
+        tmp_path / "bids" / "sub-01" / "anat" / "T2S.nii",
+        tmp_path / "bids" / "sub-02" / "anat" / "T2S.nii",
+        tmp_path / "bids" / "sub-02" / "anat" / "other.nii.gz",
+    ]
+    stems = [s.stem for s in assign_stems([ScanInput(p) for p in paths])]
+    assert stems == ["sub-01_T2S", "sub-02_T2S", "other"]
+    # Names differing only in case would collide on macOS/Windows file systems.
+    stems = [s.stem for s in assign_stems([ScanInput(tmp_path / "a" / "X.nii"), ScanInput(tmp_path / "b" / "x.nii")])]
+    assert stems == ["a_X", "b_x"]
+
+
+def test_inputs_nothing_tells_apart_are_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "in").mkdir()
+    shutil.copy(CASE, tmp_path / "in" / "scan.nii.gz")
+    nib.save(nib.load(str(CASE)), str(tmp_path / "in" / "scan.nii"))
+    out = tmp_path / "out"
+    assert _predict(str(tmp_path / "in"), "-o", str(out)) == 2
+    err = capsys.readouterr().err
+    assert [ln for ln in err.splitlines() if ln.startswith("plkd: error:")] == [
+        f"plkd: error: {tmp_path / 'in' / 'scan.nii'} and {tmp_path / 'in' / 'scan.nii.gz'} would all be written "
+        "as scan_cmb.*; rename or remove all but one of them"
+    ]
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ folders are walked, images only
+
+
+def test_folder_walk_takes_images_and_reports_the_rest(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    images = [
+        _touch_nifti(root / "sub-01" / "anat" / "sub-01_T2starw.nii.gz"),
+        _touch_nifti(root / "sub-02" / "anat" / "sub-02_swi.nii.gz"),
+        _touch_nifti(root / "sub-03" / "sub-03_space-T2S_desc-masked_T2S.nii.gz"),  # VALDO / plkd synth
+        _touch_nifti(root / "crop" / "Mag.nii"),
+        _touch_nifti(root / "imagesTs" / "case_001_0000.nii.gz"),  # nnU-Net
+    ]
+    skipped = {
+        _touch_nifti(root / "sub-01" / "anat" / "sub-01_T1w.nii.gz"): "other contrast",
+        _touch_nifti(root / "sub-01" / "anat" / "sub-01_desc-brain_mask.nii.gz"): "label map or mask",
+        _touch_nifti(root / "sub-03" / "sub-03_space-T2S_CMB.nii.gz"): "label map or mask",
+        _touch_nifti(root / "sub-03" / "sub-03_space-T2S_desc-masked_T1.nii.gz"): "other contrast",
+        _touch_nifti(root / "crop" / "Phase.nii"): "phase image",
+        _touch_nifti(root / "labelsTs" / "case_001.nii.gz"): "label map or mask",
+        _touch_nifti(root / "old" / "scan_cmb.nii.gz"): "plkd prediction",
+        _touch_nifti(root / "old" / "scan_cmb_prob.nii.gz"): "plkd prediction",
+        _touch_nifti(root / "old" / "scan_cmb-final.nii.gz"): "plkd prediction",  # the Slicer module's export
+    }
+    (root / "old" / "scan_cmb.json").write_text("{}")
+    _touch_nifti(root / "derivatives" / "x" / "sub-01_T2starw.nii.gz")  # never walked into
+    _touch_nifti(root / ".hidden" / "a_T2S.nii.gz")
+    _touch_nifti(root / "out" / "sub-09_T2S.nii.gz")  # the output folder itself is not an input
+    found = expand_inputs([root], output_dir=root / "out")
+    assert sorted(s.path for s in found.scans) == sorted(images)
+    reasons = dict(found.skipped)
+    assert set(reasons) == set(skipped)
+    for path, expected in skipped.items():
+        assert expected in reasons[path], (path, reasons[path])
+    assert found.ignored_summary() == (
+        "not analysed in the folders given: label map or mask: 3, plkd prediction: 3, "
+        "other contrast (T1): 1, other contrast (T1w): 1, phase image: 1 (-v lists them)"
+    )
+    # A file named explicitly is taken whatever its name.
+    assert [s.path for s in expand_inputs([root / "crop" / "Phase.nii"]).scans] == [root / "crop" / "Phase.nii"]
+
+
+def test_walked_folder_skips_earlier_predictions_in_a_rerun(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "in").mkdir()
+    shutil.copy(CASE, tmp_path / "in" / "a_T2S.nii.gz")
+    assert _predict(str(tmp_path / "in"), "-o", str(tmp_path / "in")) == 0  # outputs beside the inputs
+    capsys.readouterr()
+    assert _predict(str(tmp_path / "in"), "-o", str(tmp_path / "in")) == 0
+    err = capsys.readouterr().err
+    assert "0 done, 1 skipped, 0 failed of 1" in err
+    assert "not analysed in the folders given: plkd prediction: 1" in err
+
+
+# ------------------------------------------------------------------ header geometry kept exactly
+
+
+def _oblique(rot_deg: float, zooms: tuple[float, float, float], offset: tuple[float, float, float]) -> np.ndarray:
+    t = np.radians(rot_deg)
+    rot = np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
+    a = np.eye(4)
+    a[:3, :3] = rot @ np.diag(zooms)
+    a[:3, 3] = offset
+    return a
+
+
+def _variant(name: str, data: np.ndarray) -> nib.Nifti1Image:
+    a = _oblique(12, (1.0, 1.0, 1.0), (-20.0, 30.0, -10.0))
+    b = _oblique(-7, (1.0, 1.0, 1.0), (5.0, -3.0, 2.0))
+    lefty = np.diag([1.0, 1.0, -1.0, 1.0]) @ a  # left-handed: qfac (pixdim[0]) = -1
+    permuted = np.array([[0.0, 0.0, 1.0, -15.0], [0.0, -1.0, 0.0, 20.0], [1.0, 0.0, 0.0, -12.0], [0, 0, 0, 1]])
+    klass = nib.Nifti2Image if name == "nifti-2" else nib.Nifti1Image
+    img = klass(data[..., None] if name == "4d-single" else data, None)
+    h = img.header
+    codes = {
+        "codes-0-0": (None, 0, None, 0),
+        "qform-only": (a, 1, None, 0),
+        "sform-only": (None, 0, a, 4),
+        "both-differ": (a, 1, b, 2),
+        "left-handed": (lefty, 2, lefty, 3),
+        "4d-single": (a, 1, a, 1),
+        "axes-permuted": (permuted, 1, permuted, 1),  # array axis 0 runs along S, axis 2 along R
+        "nifti-2": (a, 2, a, 2),
+    }[name]
+    h.set_qform(codes[0], code=codes[1])
+    h.set_sform(codes[2], code=codes[3])
+    if name == "codes-0-0":
+        h.set_zooms((0.9, 1.1, 1.3) if data.ndim == 3 else (0.9, 1.1, 1.3, 1.0))
+    h.set_xyzt_units("mm", "sec")
+    h["dim_info"] = 57
+    return img
+
+
+GEOMETRY_FIELDS = (
+    "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z",
+    "srow_x", "srow_y", "srow_z", "xyzt_units", "dim_info",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["codes-0-0", "qform-only", "sform-only", "both-differ", "left-handed", "4d-single", "axes-permuted", "nifti-2"],
+)
+def test_outputs_carry_the_input_header_geometry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, variant: str
+) -> None:
+    src = tmp_path / f"{variant}.nii.gz"
+    nib.save(_variant(variant, _case_array()), str(src))
+    out = tmp_path / "out"
+    assert _predict(str(src), "-o", str(out), "--save-probability") == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]  # stderr lines in the CLI
+    hin = nib.load(str(src)).header
+    for suffix in ("_cmb.nii.gz", "_cmb_prob.nii.gz"):
+        hout = nib.load(str(out / f"{variant}{suffix}")).header
+        assert type(hout) is type(hin)
+        for key in GEOMETRY_FIELDS:
+            np.testing.assert_array_equal(hout[key], hin[key], err_msg=f"{suffix} {key}")
+        np.testing.assert_array_equal(hout["pixdim"][:4], hin["pixdim"][:4], err_msg=f"{suffix} pixdim")
+        assert hout.get_data_shape()[:3] == hin.get_data_shape()[:3]
+    doc = json.loads((out / f"{variant}_cmb.json").read_text())
+    if variant == "codes-0-0":
+        # No orientation: one warning line, a note, and RAS centres in the nifti1_io / ITK frame.
+        assert sum("no orientation" in w for w in warnings) == 1
+        assert any("no orientation" in n for n in doc["notes"]) and doc["warnings"]
+        np.testing.assert_allclose(header_affine(hin), np.diag([0.9, 1.1, 1.3, 1.0]), atol=1e-6)
+    if variant == "both-differ":
+        assert any("qform and sform differ" in w for w in doc["warnings"])
+    # Every kept microbleed's centre lies on its own label in the written map, through the header.
+    lab = nib.load(str(out / f"{variant}_cmb.nii.gz"))
+    inv = np.linalg.inv(header_affine(lab.header))
+    arr = np.asarray(lab.dataobj)
+    for c in doc["candidates"]:
+        if c["kept"]:
+            v = np.round(inv[:3, :3] @ np.asarray(c["center_ras"]) + inv[:3, 3]).astype(int)
+            assert arr[tuple(v)] == c["label"]
+    assert doc["n_microbleeds"] >= 2
+
+
+# ------------------------------------------------------------------ reruns notice what changed
+
+
+def test_rerun_recomputes_when_settings_input_or_outputs_change(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = Path(shutil.copy(CASE, tmp_path / "a_T2S.nii.gz"))
+    out = tmp_path / "out"
+    label, doc_path = out / "a_T2S_cmb.nii.gz", out / "a_T2S_cmb.json"
+    assert _predict(str(src), "-o", str(out)) == 0
+    capsys.readouterr()
+
+    assert _predict(str(src), "-o", str(out)) == 0  # same settings: skipped, and said so with --progress none
+    assert "skipped a_T2S: finished earlier with the same input and settings" in capsys.readouterr().err
+
+    assert _predict(str(src), "-o", str(out), "--threshold", "0.9") == 0
+    err = capsys.readouterr().err
+    assert "recomputing a_T2S: settings changed: threshold None -> 0.9" in err and "1 done" in err
+    assert json.loads(doc_path.read_text())["settings"]["threshold"] == 0.9
+
+    data = _case_array()
+    data[0, 0, 0] += 1.0
+    nib.save(nib.Nifti1Image(data, nib.load(str(src)).affine), str(src))
+    assert _predict(str(src), "-o", str(out), "--threshold", "0.9") == 0
+    assert "recomputing a_T2S: the input changed" in capsys.readouterr().err
+
+    label.write_bytes(label.read_bytes()[: label.stat().st_size // 2])  # an interrupted copy
+    assert _predict(str(src), "-o", str(out), "--threshold", "0.9") == 0
+    assert "recomputing a_T2S: a_T2S_cmb.nii.gz is missing or unreadable" in capsys.readouterr().err
+    assert np.asarray(nib.load(str(label)).dataobj).shape == data.shape
+
+    doc = json.loads(doc_path.read_text())
+    del doc["settings"]  # outputs of an older plkd
+    doc_path.write_text(json.dumps(doc))
+    assert _predict(str(src), "-o", str(out), "--threshold", "0.9") == 0
+    assert "do not record their settings" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ echoes count from 1
+
+
+def test_echo_numbers_count_from_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = _case_array()
+    echoes = np.stack([data, data * 0.5 + 1.0, data * 0.25 + 2.0], axis=-1)
+    src = tmp_path / "me_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(echoes, nib.load(str(CASE)).affine), str(src))
+    assert _predict(str(src), "-o", str(tmp_path / "out"), "--echo", "0") == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("plkd: error: --echo 0: echoes are numbered from 1")
+    assert not (tmp_path / "out").exists()
+    assert _predict(str(src), "-o", str(tmp_path / "out"), "--echo", "3") == 0
+    doc = json.loads((tmp_path / "out" / "me_T2S_cmb.json").read_text())
+    assert any("used echo 3 of 3" in n for n in doc["notes"])
+    assert doc["settings"]["echo"] == 3
+    assert _predict(str(src), "-o", str(tmp_path / "out"), "--echo", "4") == 2
+    assert "has 3 echoes; echo 4 does not exist (use 1..3)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the batch summary and the CLI
+
+
+def test_batch_summary_has_one_row_per_scan(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "in").mkdir()
+    for name in ("s1_T2S", "s2_T2S"):
+        shutil.copy(CASE, tmp_path / "in" / f"{name}.nii.gz")
+    with gzip.open(tmp_path / "in" / "s3_T2S.nii.gz", "wb") as fh:
+        fh.write(b"not a nifti")
+    out = tmp_path / "out"
+    assert _predict(str(tmp_path / "in"), "-o", str(out), progress="tqdm") == 2
+    err = capsys.readouterr().err
+    assert "scan 2 of 3:" in err and "left)" in err  # overall progress with an estimate
+    assert re.search(r"^s3_T2S +failed +.*cannot read", err, re.M)  # the printed table
+    rows = list(csv.DictReader((out / "plkd_summary.csv").open()))
+    assert [(r["scan"], r["status"]) for r in rows] == [("s1_T2S", "done"), ("s2_T2S", "done"), ("s3_T2S", "failed")]
+    doc = json.loads((out / "s1_T2S_cmb.json").read_text())
+    vols = sorted((c["volume_mm3"] for c in doc["candidates"] if c["kept"]), reverse=True)
+    assert int(rows[0]["n_microbleeds"]) == doc["n_microbleeds"] == len(vols)
+    assert float(rows[0]["total_volume_mm3"]) == pytest.approx(sum(vols), abs=0.06)
+    assert rows[0]["volumes_mm3"] == ";".join(f"{v:.1f}" for v in vols)
+    assert rows[0]["student"] == doc["student"] and float(rows[0]["seconds"]) > 0
+    assert rows[0]["lobar"] == rows[0]["deep"] == ""  # no location block in these outputs
+    assert "cannot read" in rows[2]["error"]
+    # A rerun reports the reused scans too, with the location counts once the JSON carries them.
+    doc["location"] = {"status": "ok", "reason": None, "counts": {"lobar": 2, "deep": 1, "infratentorial": 0}}
+    (out / "s1_T2S_cmb.json").write_text(json.dumps(doc))
+    assert _predict(str(tmp_path / "in" / "s1_T2S.nii.gz"), "-o", str(out)) == 0
+    (row,) = csv.DictReader((out / "plkd_summary.csv").open())
+    assert (row["status"], row["lobar"], row["deep"], row["infratentorial"], row["unknown"]) == (
+        "skipped", "2", "1", "0", "0",
+    )  # fmt: skip
+
+
+def test_jsonl_progress_names_the_scan(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "in").mkdir()
+    for name in ("a_T2S", "b_T2S"):
+        shutil.copy(CASE, tmp_path / "in" / f"{name}.nii.gz")
+    assert _predict(str(tmp_path / "in"), "-o", str(tmp_path / "out"), progress="jsonl") == 0
+    records = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    stages = [r for r in records if "done" in r]
+    assert {"load", "screen", "segment", "write"} <= {r["stage"] for r in stages}
+    assert all(r["scans"] == 2 and r["scan"] in (1, 2) for r in stages)
+    assert [r["scan"] for r in records if r.get("stage") == "scan"] == [1, 2]
+
+
+def test_cli_help_version_verbosity_and_threads(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    import torch
+
+    assert main([]) == 0
+    assert "usage: plkd" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["-V"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert f"torch {torch.__version__}" in text and "model: cmb-t2s-synthetic-cpu" in text
+    before = torch.get_num_threads()
+    try:
+        assert _predict(str(CASE), "-o", str(tmp_path), "-v", "--threads", "1") == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert _predict(str(CASE), "-o", str(tmp_path), "--threads", "0") == 2
+    assert "plkd: error: --threads must be at least 1" in capsys.readouterr().err
+
+
+def test_predictor_without_a_bundle_uses_the_installed_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import plkd.bundle
+    from plkd.errors import BundleError
+    from plkd.inference import Predictor
+
+    installed = plkd.bundle.load_bundle(plkd.bundle.find_default_bundle()).name
+    assert Predictor(device="cpu").bundle.name == Predictor(None, device="cpu").bundle.name == installed
+    monkeypatch.setattr(plkd.bundle, "find_default_bundle", lambda modality="T2S": None)
+    with pytest.raises(BundleError, match="no model bundle found"):
+        Predictor()
+
+
+def test_unknown_input_kinds_fail_cleanly(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="would all be written"):
+        expand_inputs([_touch_nifti(tmp_path / "x.nii"), _touch_nifti(tmp_path / "x.nii.gz")])
+
+
+def test_rerun_with_extras_reuses_them_and_recomputes_when_one_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    extras = ("--save-probability", "--save-model-grid")
+    assert _predict(str(CASE), "-o", str(out), *extras) == 0
+    capsys.readouterr()
+    assert _predict(str(CASE), "-o", str(out), *extras) == 0
+    assert "1 skipped" in capsys.readouterr().err
+    (out / "tiny_T2S_cmb_modelgrid.nii.gz").unlink()
+    assert _predict(str(CASE), "-o", str(out), *extras) == 0
+    assert "recomputing tiny_T2S: tiny_T2S_cmb_modelgrid.nii.gz is missing" in capsys.readouterr().err
+    assert (out / "tiny_T2S_cmb_modelgrid.nii.gz").exists()
+
+
+def test_a_click_result_is_not_reused_by_a_full_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    x, y, z = TRUTH[0]
+    assert _predict(str(CASE), "-o", str(tmp_path), f"--at-ras={x},{y},{z}") == 0
+    assert len(json.loads((tmp_path / "tiny_T2S_cmb.json").read_text())["candidates"]) == 1
+    capsys.readouterr()
+    assert _predict(str(CASE), "-o", str(tmp_path)) == 0
+    assert "recomputing tiny_T2S: settings changed: at_ras" in capsys.readouterr().err
+    assert json.loads((tmp_path / "tiny_T2S_cmb.json").read_text())["n_microbleeds"] >= 2
