@@ -205,3 +205,18 @@ def test_synth_records_each_microbleeds_true_mni_point_and_atlas_region():
         assert len(mb["center_mni"]) == 3
         assert mb["mars_region"] == (atlas.lookup(np.array([mb["center_mni"]]))[0] or "unknown")
         assert mb["mars_location"] == location_of(mb["mars_region"])
+
+
+def test_a_missing_atlas_file_gives_unknown_locations_not_a_crash(moved, monkeypatch, tmp_path):
+    import plkd.location.atlas as atlas_mod
+
+    image, affine, _to_mni, _ = moved
+    monkeypatch.setattr(atlas_mod, "DATA_DIR", tmp_path)
+    atlas_mod.load_atlas.cache_clear()
+    try:
+        cands = [{"center_ras": [0.0, 0.0, 0.0], "kept": True}]
+        block = locate_candidates(image, affine, cands, image > 0)
+    finally:
+        atlas_mod.load_atlas.cache_clear()
+    assert block["status"] == "failed" and "MARS atlas" in block["reason"]
+    assert cands[0]["location"] == "unknown" and cands[0]["center_mni"] is None

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from plkd.errors import PLKDError
 from plkd.location.atlas import load_atlas, location_of
 from plkd.location.register import Registration, register_to_mni
 from plkd.location.summary import summarise
@@ -58,7 +59,11 @@ def locate_candidates(
         registration = register_to_mni(image, affine, mask, deformable=deformable)
         if registration.status == "failed" and registration.reason and "not installed" in registration.reason:
             registration.status = "skipped"
-    annotate(candidates, registration)
+    try:
+        annotate(candidates, registration)
+    except PLKDError as exc:  # a broken installation (atlas or template file missing): no location, no crash
+        registration = Registration("failed", str(exc), checks=registration.checks)
+        annotate(candidates, registration)
     block: dict[str, Any] = {"status": registration.status, "reason": registration.reason}
     block.update(summarise(candidates))
     block["registration"] = registration.checks

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from plkd.errors import PLKDError
 from plkd.location.itk import RAS_TO_LPS, array_from_image, image_from_array, import_sitk, transform_points_ras
 from plkd.location.template import load_template
 
@@ -180,6 +181,8 @@ def register_to_mni(
             checks["metric_deformable"] = round(float(reg2.GetMetricValue()), 4)
             # ITK applies the optimised B-spline first, then the moving initial (affine) transform.
             transform = sitk.CompositeTransform([transform, bspline])
+    except PLKDError as exc:  # the shipped template is missing: a broken installation
+        return Registration("failed", str(exc), checks={"seconds": _since(t0)})
     except RuntimeError as exc:  # ITK reports every failure as RuntimeError
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         return Registration("failed", f"registration error: {first[:160]}", checks={"seconds": _since(t0)})
