@@ -4,11 +4,11 @@ This file holds the Slicer-facing classes only; the work is done in ``CMBSegment
 ``plkd`` inference engine, which runs as a separate process.
 """
 
+import contextlib
 import logging
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional, Union
 
@@ -32,7 +32,21 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from CMBSegmentationLib import candidateTable as candidateTableLib
-from CMBSegmentationLib import commandBuilder, dependencies, inferenceJob, reportExport, resultImport, reviewState
+from CMBSegmentationLib import (
+    commandBuilder,
+    dependencies,
+    inferenceJob,
+    modelBundle,
+    moduleReload,
+    reportExport,
+    resultImport,
+    reviewNavigation,
+    reviewShortcuts,
+    reviewState,
+    reviewWatcher,
+    runLog,
+    workFolders,
+)
 from CMBSegmentationLib.runState import RunState, RunStateMachine
 
 MODALITIES = ["T2*", "SWI"]
@@ -51,9 +65,12 @@ class CMBSegmentation(ScriptedLoadableModule):
             "Detects and segments cerebral microbleeds in T2*-weighted or susceptibility-weighted MRI, also "
             "in thick-slice (low-resolution) scans, with a two-stage network (screening + E2U-Net) trained by "
             "progressive-learning knowledge distillation. Select the input volume and click Apply; then review "
-            "each candidate (Accept/Reject, add a missed one by clicking) and export the result.<br>"
+            "each candidate (Alt+N / Alt+P: next / previous, Alt+A / Alt+R: accept / reject; add a missed one by "
+            "clicking) and export the result.<br>"
             "<b>Research software, not a medical device.</b>"
         )
+        # A run's folder holds a copy of the patient image; those of a Slicer that crashed go at the next start.
+        slicer.app.connect("startupCompleted()", _removeStaleWorkFolders)
         self.parent.acknowledgementText = _(
             "Based on the PLKD method for cerebral microbleed segmentation in low-resolution MRI. "
             "The shipped model is trained on synthetic data."
@@ -66,12 +83,14 @@ class CMBSegmentationParameterNode:
 
     inputVolume: T2* or SWI volume to analyse.
     brainMask: optional brain mask (volume, label map or segmentation); the engine computes one otherwise.
-    modality: contrast of the input; checked against the model bundle.
+    modality: contrast of the input; checked against the model bundle (also the default one and a .zip).
     modelPath: model bundle folder or .zip; empty = the engine's default bundle.
     device: Auto (GPU when usable, else CPU), CPU or GPU.
-    threshold: minimum candidate probability.
-    outputSegmentation: one segment per microbleed.
-    candidateTable: one row per candidate with its review status.
+    threshold: minimum candidate probability of a run.
+    reviewThreshold: candidates not yet seen are shown and exported from this probability; also saved on the
+        candidate table, so each result keeps the value its reader chose.
+    outputSegmentation: one segment per microbleed (None: Apply creates a new one).
+    candidateTable: one row per candidate with its review status (None: Apply creates a new one).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -80,12 +99,13 @@ class CMBSegmentationParameterNode:
     modelPath: str = ""
     device: Annotated[str, Choice(list(commandBuilder.DEVICE_CHOICES))] = "Auto"
     threshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    reviewThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     outputSegmentation: vtkMRMLSegmentationNode
     candidateTable: vtkMRMLTableNode
 
 
 class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Inputs, Apply/Cancel with progress, candidate review and export."""
+    """Inputs, Apply/Cancel with progress and log, candidate review and export. The work is in CMBSegmentationLib."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -96,9 +116,15 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._runner = None
         self._preparedRun = None
         self._runVolume = None  # the volume the running engine works on (the selection may change meanwhile)
+        self._runOutputs = (None, None, False)  # (segmentation, table, replace) chosen at Apply
         self._runState = RunStateMachine()
+        self._runLog = runLog.RunLog()
+        self._overallProgress = runLog.OverallProgress()
         self._pointsNode = None
         self._shortcuts = []
+        self._watcher = None
+        self._refreshTimer = None
+        self._elapsedTimer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -110,38 +136,64 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        # Many events may arrive for one change (a table edit, a scene import): one refresh after them.
+        self._refreshTimer = qt.QTimer()
+        self._refreshTimer.setSingleShot(True)
+        self._refreshTimer.setInterval(0)
+        self._refreshTimer.connect("timeout()", self.refreshCandidates)
+        self._watcher = reviewWatcher.ReviewWatcher(slicer.mrmlScene, self._refreshTimer.start)
+        self._elapsedTimer = qt.QTimer()
+        self._elapsedTimer.setInterval(1000)
+        self._elapsedTimer.connect("timeout()", self._showElapsed)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.ui.browseModelButton.connect("clicked(bool)", self.onBrowseModel)
+        browseMenu = qt.QMenu(self.ui.browseModelButton)
+        browseMenu.addAction(_("Bundle folder...")).connect("triggered()", self.onBrowseModelFolder)
+        browseMenu.addAction(_("Bundle .zip file...")).connect("triggered()", self.onBrowseModelZip)
+        self.ui.browseModelButton.setMenu(browseMenu)
         self.ui.reinstallButton.connect("clicked(bool)", self.onReinstallDependencies)
         self.ui.candidatesTableWidget.connect("itemSelectionChanged()", self.onCandidateSelected)
         self.ui.nextButton.connect("clicked(bool)", lambda: self.selectRelative(+1))
         self.ui.previousButton.connect("clicked(bool)", lambda: self.selectRelative(-1))
         self.ui.acceptButton.connect("clicked(bool)", lambda: self.setSelectedStatus(candidateTableLib.STATUS_ACCEPTED))
         self.ui.rejectButton.connect("clicked(bool)", lambda: self.setSelectedStatus(candidateTableLib.STATUS_REJECTED))
-        self.ui.reviewThresholdSliderWidget.connect("valueChanged(double)", self.onReviewThresholdChanged)
         self.ui.addMissedButton.connect("clicked(bool)", self.onAddMissed)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
-        # Without a main window (e.g. "Slicer --no-main-window") the shortcuts belong to the module panel.
+        # Keys Slicer does not bind (see reviewShortcuts). Without a main window (e.g. "Slicer --no-main-window")
+        # the shortcuts belong to the module panel.
         shortcutParent = slicer.util.mainWindow() or self.parent
-        for keys, action in (
-            ("Ctrl+Right", lambda: self.selectRelative(+1)),
-            ("Ctrl+Left", lambda: self.selectRelative(-1)),
-            ("Alt+A", lambda: self.setSelectedStatus(candidateTableLib.STATUS_ACCEPTED)),
-            ("Alt+R", lambda: self.setSelectedStatus(candidateTableLib.STATUS_REJECTED)),
-        ):
+        actions = {
+            "next": lambda: self.selectRelative(+1),
+            "previous": lambda: self.selectRelative(-1),
+            "accept": lambda: self.setSelectedStatus(candidateTableLib.STATUS_ACCEPTED),
+            "reject": lambda: self.setSelectedStatus(candidateTableLib.STATUS_REJECTED),
+        }
+        for name, keys in reviewShortcuts.REVIEW_SHORTCUTS.items():
             shortcut = qt.QShortcut(qt.QKeySequence(keys), shortcutParent)
             shortcut.setEnabled(False)  # only while the module is shown, see enter()/exit()
-            shortcut.connect("activated()", action)
+            shortcut.connect("activated()", actions[name])
             self._shortcuts.append(shortcut)
         self._runState.addListener(lambda old, new: self._updateRunGui())
+        # Quitting Slicer during a run: stop the engine and remove the copy of the patient image.
+        slicer.app.connect("aboutToQuit()", self._onAboutToQuit)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self._cancelRun()
+        self._onAboutToQuit()
+        slicer.app.disconnect("aboutToQuit()", self._onAboutToQuit)
+        for timer in (self._refreshTimer, self._elapsedTimer):
+            if timer is not None:
+                timer.stop()
+        if self._watcher is not None:
+            self._watcher.close()
         for shortcut in self._shortcuts:
             shortcut.setParent(None)
         self.removeObservers()
+
+    def onReload(self) -> None:
+        """Developer reload: also read CMBSegmentationLib again (Slicer reloads only this file)."""
+        moduleReload.forgetPackage("CMBSegmentationLib")
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -154,11 +206,12 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancelRun()
         self.setParameterNode(None)
+        self._watcher.watch(None, None)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -174,54 +227,170 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode: Optional[CMBSegmentationParameterNode]) -> None:  # noqa: UP007, UP045
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
-            self.refreshCandidates()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        """Follow the selected result (another segmentation or table) and the review threshold."""
+        self._updateRunGui()
+        if self._pairResultNodes():
+            return  # the parameter node changed again: handled by that call
+        nodes = self._reviewNodes() or (None, None)
+        if tuple(nodes) != self._watcher.watched:
+            self._watcher.watch(*nodes)
+            if nodes[1] is not None:
+                # The result brings its own review: statuses onto the segments, and the threshold its reader chose.
+                reviewState.restoreReview(*nodes)
+                self._parameterNode.reviewThreshold = reviewState.reviewThreshold(nodes[1])
+            self._refreshTimer.start()
+        if nodes[1] is not None:
+            wanted = self._parameterNode.reviewThreshold
+            if abs(reviewState.reviewThreshold(nodes[1], wanted) - wanted) > 1e-9 or (
+                nodes[1].GetAttribute(candidateTableLib.ATTRIBUTE_REVIEW_THRESHOLD) is None
+            ):
+                kept = reviewState.setReviewThreshold(nodes[0], nodes[1], wanted)
+                if abs(kept - wanted) > 1e-9:  # below the run's threshold: the slider goes back to it
+                    self._parameterNode.reviewThreshold = kept
+                self._refreshTimer.start()
+
+    def _pairResultNodes(self) -> bool:
+        """Selecting a result's table selects its segmentation, and the other way round; True when one changed."""
+        p = self._parameterNode
+        segmentation, table = p.outputSegmentation, p.candidateTable
+        watchedSegmentation, watchedTable = self._watcher.watched
+        if table is not None and table is not watchedTable:
+            owner = candidateTableLib.segmentationOfTable(table)
+            if owner is not None and owner is not segmentation:
+                p.outputSegmentation = owner
+                return True
+        elif segmentation is not None and segmentation is not watchedSegmentation:
+            listed = candidateTableLib.tableOfSegmentation(slicer.mrmlScene, segmentation)
+            if listed is not None and listed is not table:
+                p.candidateTable = listed
+                return True
+        return False
 
     # Run ----------------------------------------------------------------------------------------------------
 
-    def _checkCanApply(self, caller=None, event=None) -> None:
-        self._updateRunGui()
-
     def _updateRunGui(self) -> None:
+        state = self._runState.state
         busy = self._runState.busy
+        installing = state == RunState.INSTALLING
         hasInput = bool(self._parameterNode and self._parameterNode.inputVolume)
-        self.ui.applyButton.text = _("Cancel") if busy else _("Apply")
-        self.ui.applyButton.enabled = busy or hasInput
+        self.ui.applyButton.text = _("Cancel") if busy and not installing else _("Apply")
+        self.ui.applyButton.enabled = (busy and not installing) or (not busy and hasInput)
         self.ui.applyButton.toolTip = _("Stop the running detection") if busy else _("Detect microbleeds")
-        self.ui.progressBar.visible = busy
-        self.ui.addMissedButton.enabled = not busy and hasInput and self._reviewNodes() is not None
-        if self._runState.state == RunState.CANCELLING:
+        self.ui.reinstallButton.enabled = not busy
+        self.ui.progressBar.visible = busy and not installing
+        self.ui.addMissedButton.enabled = not busy and self._reviewNodes() is not None
+        self.ui.exportButton.enabled = not busy and self.ui.candidatesTableWidget.rowCount > 0
+        if state == RunState.CANCELLING:
             self.ui.statusLabel.text = _("Cancelling...")
+        elif installing:
+            self.ui.statusLabel.text = _("Installing the dependencies...")
+
+    def _ensureEngine(self, reinstall: bool = False) -> bool:
+        """Install torch and plkd if needed (after asking); False when declined, failed or busy.
+
+        The whole installation is one busy state, so that clicks processed meanwhile (Slicer 5.10 runs pip while
+        the GUI keeps handling events) cannot start a second installation or a run.
+        """
+        if self._runState.busy:
+            return False
+        if not reinstall and not dependencies.missingPackages(self.logic.moduleDir()):
+            return True
+        self._runState.transition(RunState.INSTALLING)
+        ok = False
+        try:
+            ok = self.logic.ensureDependencies(reinstall=reinstall)
+        except dependencies.DependencyError as exc:
+            if not exc.shown:  # Slicer >= 5.12 already showed pip's failure in its own dialog
+                slicer.util.errorDisplay(str(exc), windowTitle=_("Install dependencies"))
+            self.ui.statusLabel.text = _("Installing the dependencies failed; see the Python console.")
+        except Exception as exc:
+            slicer.util.errorDisplay(_("Failed to install the dependencies: {error}").format(error=exc))
+        finally:
+            self._runState.transition(RunState.IDLE)
+        if self.ui.statusLabel.text == _("Installing the dependencies..."):
+            self.ui.statusLabel.text = ""
+        return ok
 
     def onApplyButton(self) -> None:
         if self._runState.busy:
             self._cancelRun()
             return
-        # Outside the wait cursor: the confirmation and pip's progress are dialogs the user works with.
-        with slicer.util.tryWithErrorDisplay(_("Failed to install the dependencies.")):
-            if not self.logic.ensureDependencies():
-                return
+        if not self._ensureEngine():
+            return
         p = self._parameterNode
+        outputs = self._chooseOutputs(p)
+        if outputs is None:
+            return
+        modelPath, warning = modelBundle.chooseModel(p.modelPath, p.modality)
+        if warning and not slicer.util.confirmOkCancelDisplay(
+            _("The {warning}.\n\nRun anyway?").format(warning=warning), windowTitle=_("Modality")
+        ):
+            return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the microbleed detection."), waitCursor=True):
-            self._startRun(p.inputVolume, p.brainMask, p.threshold, self._onRunFinished)
+            self._runOutputs = outputs
+            self._startRun(p.inputVolume, p.brainMask, modelPath, p.threshold, self._onRunFinished)
+            if warning:
+                self._logLine(_("warning: the {warning}").format(warning=warning), warning=True)
 
-    def _startRun(self, volume, brainMask, threshold, onFinished, pointRas=None) -> None:
+    def _chooseOutputs(self, p):
+        """(segmentation, table, replace) for a run; None when the user cancels.
+
+        New nodes unless the selected ones are empty; replacing a result (above all a reviewed one) needs a yes.
+        """
+        segmentation, table = p.outputSegmentation, p.candidateTable
+        protected = [n for n in (p.inputVolume, p.brainMask) if n is not None]
+        try:
+            resultImport.checkOutputTargets(segmentation, table, protected, replace=True)
+        except resultImport.OutputNotEmptyError as exc:
+            slicer.util.warningDisplay(_("Not a valid output: {reason}.").format(reason=exc))
+            return None
+        content = resultImport.existingContent(segmentation, table)
+        if not content:
+            return segmentation, table, False
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setWindowTitle(_("Outputs already hold a result"))
+        box.setIcon(qt.QMessageBox.Question)
+        box.setText(_("The selected outputs already hold a result:\n{content}").format(content="\n".join(content)))
+        box.setInformativeText(_("Create new output nodes (the result stays as it is), or replace it?"))
+        newButton = box.addButton(_("Create new"), qt.QMessageBox.AcceptRole)
+        box.addButton(_("Replace"), qt.QMessageBox.DestructiveRole)
+        box.addButton(qt.QMessageBox.Cancel)
+        box.setDefaultButton(newButton)
+        box.exec_()
+        role = box.buttonRole(box.clickedButton()) if box.clickedButton() is not None else qt.QMessageBox.RejectRole
+        if role == qt.QMessageBox.AcceptRole:
+            return None, None, False
+        if role == qt.QMessageBox.DestructiveRole:
+            return segmentation, table, True
+        return None
+
+    def _startRun(self, volume, brainMask, modelPath, threshold, onFinished, pointRas=None) -> None:
         """Write the inputs and start the engine in the background; ``onFinished`` runs on the main thread."""
         p = self._parameterNode
         self._runState.transition(RunState.STARTING)
         try:
+            self._runLog = runLog.RunLog()
+            self._overallProgress = runLog.OverallProgress()
+            self.ui.logTextEdit.clear()
+            self.ui.progressBar.maximum = 100
             self.ui.progressBar.value = 0
+            self._showElapsed()
             self._preparedRun, argv = self.logic.prepareRun(
-                volume, brainMask, p.modality, p.modelPath, p.device, threshold, pointRas=pointRas
+                volume, brainMask, modelPath, p.device, threshold, pointRas=pointRas
             )
             self._runVolume = volume
-            self._runner = self.logic.createRunner(argv, self._onProgress, onFinished)
+            self._logLine("$ " + " ".join(argv), warning=False)
+            self._runner = self.logic.createRunner(argv, self._onProgress, onFinished, self._onEngineLine)
             self._runner.start()
+            self._elapsedTimer.start()
             self._runState.transition(RunState.RUNNING)
             self.ui.statusLabel.text = _("Starting the engine...")
         except Exception:
@@ -230,21 +399,34 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             raise
 
     def _cancelRun(self) -> None:
-        """Kill the running engine (whole process tree); results of a cancelled run are never imported."""
+        """Kill the engine's whole process tree (returns at once); results of a cancelled run are never imported."""
         if self._runner is None or not self._runner.running:
             return
         if self._runState.canTransition(RunState.CANCELLING):
             self._runState.transition(RunState.CANCELLING)
         self._runner.cancel()
 
+    def _onAboutToQuit(self) -> None:
+        """Slicer quits: stop the engine now and remove the run's folder (it holds a copy of the patient image)."""
+        if self._runner is not None and self._runner.running:
+            self._runner.kill()
+        self._cleanupRun()
+
+    def _onEngineLine(self, stream, line) -> None:
+        self._logLine(line)
+
+    def _logLine(self, line, warning=None) -> None:
+        self.ui.logTextEdit.appendPlainText(self._runLog.add(line, warning))
+
     def _onProgress(self, event) -> None:
-        if event.fraction is not None:
-            self.ui.progressBar.maximum = 100
-            self.ui.progressBar.value = int(round(100 * event.fraction))
+        self.ui.progressBar.value = int(round(100 * self._overallProgress.update(event)))
         stage = event.message or event.stage
         if event.total:
             stage = f"{stage} ({event.done}/{event.total})"
         self.ui.statusLabel.text = stage
+
+    def _showElapsed(self) -> None:
+        self.ui.progressBar.format = "%p%  " + runLog.formatElapsed(self._runLog.elapsed)
 
     def _endUnfinishedRun(self, errorMessage, cancelled) -> None:
         """A cancelled or failed run: nothing is imported, the working folder is removed."""
@@ -257,61 +439,82 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._runState.transition(RunState.FAILED)
             reason = errorMessage.strip().splitlines()[0] if errorMessage.strip() else ""
             self.ui.statusLabel.text = _("Failed: {reason}").format(reason=reason)
-            # The engine's own one-line message is what the user needs; the rest goes into the details.
+            # The engine's own one-line message is what the user needs; the whole log goes into the details.
             slicer.util.errorDisplay(
-                _("Microbleed detection failed: {reason}").format(reason=reason), detailedText=errorMessage
+                _("Microbleed detection failed: {reason}").format(reason=reason),
+                detailedText="\n".join(self._runLog.lines) or errorMessage,
             )
         self._cleanupRun()
 
     def _onRunFinished(self, errorMessage, cancelled) -> None:
+        self._elapsedTimer.stop()
+        self._showElapsed()
         if cancelled or errorMessage:
             self._endUnfinishedRun(errorMessage, cancelled)
             return
         self._runState.transition(RunState.IMPORTING)
         self.ui.statusLabel.text = _("Importing results...")
         p = self._parameterNode
+        segmentation, table, replace = self._runOutputs
         try:
             with slicer.util.tryWithErrorDisplay(_("Failed to import the results."), waitCursor=True):
                 if p is None or self._runVolume is None or self._runVolume.GetScene() is None:
                     raise RuntimeError(_("The input volume or the scene was closed during the run."))
                 result = self.logic.importRun(
-                    self._preparedRun, self._runVolume, p.outputSegmentation, p.candidateTable, p.threshold
+                    self._preparedRun, self._runVolume, segmentation, table, p.threshold, replace, [p.brainMask]
                 )
+                wasModified = p.StartModify()  # one change: never a new segmentation paired with the old table
                 p.outputSegmentation = result.segmentationNode
                 p.candidateTable = result.tableNode
-                self.ui.reviewThresholdSliderWidget.value = p.threshold
+                p.EndModify(wasModified)
+                for shown in self._runLog.addNotes(result.notes):  # the engine's notes, after its lines
+                    self.ui.logTextEdit.appendPlainText(shown)
                 self._runState.transition(RunState.DONE)
-                self.ui.statusLabel.text = _("{count} microbleed candidate(s) found.").format(
-                    count=len(result.segmentIds)
-                )
+                self._reportWarnings(_("{count} microbleed candidate(s) found.").format(count=len(result.segmentIds)))
         finally:
             if self._runState.state == RunState.IMPORTING:
                 self._runState.transition(RunState.FAILED)
             self._cleanupRun()
-            self.refreshCandidates()
+            self._refreshTimer.start()
+
+    def _reportWarnings(self, message) -> None:
+        """Status line of a successful run, with its first warning; the log panel opens when there are any."""
+        warnings = self._runLog.warnings
+        if warnings:
+            message += " " + _("{count} warning(s): {first} (see Log)").format(count=len(warnings), first=warnings[0])
+            self.ui.logCollapsibleButton.collapsed = False
+            logging.warning("CMBSegmentation: %d warning(s): %s", len(warnings), " | ".join(warnings))
+        self.ui.statusLabel.text = message
 
     def _cleanupRun(self) -> None:
         if self._preparedRun is not None:
-            shutil.rmtree(self._preparedRun.outputDir.parent, ignore_errors=True)
+            shutil.rmtree(self._preparedRun.workFolder, ignore_errors=True)
         self._preparedRun = None
         self._runVolume = None
         self._runner = None
 
-    def onBrowseModel(self) -> None:
+    def onBrowseModelFolder(self) -> None:
         path = qt.QFileDialog.getExistingDirectory(
             self.parent, _("Select a model bundle folder"), self._parameterNode.modelPath or ""
         )
         if path:
             self._parameterNode.modelPath = path
 
+    def onBrowseModelZip(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(
+            self.parent,
+            _("Select a model bundle .zip file"),
+            self._parameterNode.modelPath or "",
+            _("Model bundle (*.zip)"),
+        )
+        if path:
+            self._parameterNode.modelPath = path
+
     def onReinstallDependencies(self) -> None:
-        if self._runState.busy:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Failed to reinstall the dependencies.")):
-            if self.logic.ensureDependencies(reinstall=True):
-                slicer.util.infoDisplay(
-                    _("The inference engine was reinstalled. PyTorch itself is managed in the PyTorch Utils module.")
-                )
+        if self._ensureEngine(reinstall=True):
+            slicer.util.infoDisplay(
+                _("The inference engine was reinstalled. PyTorch itself is managed in the PyTorch Utils module.")
+            )
 
     # Review -------------------------------------------------------------------------------------------------
 
@@ -319,55 +522,58 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if not p or not p.outputSegmentation or not p.candidateTable:
             return None
-        if p.candidateTable.GetAttribute(candidateTableLib.ATTRIBUTE_ROLE) != candidateTableLib.ROLE_CANDIDATES:
+        if not candidateTableLib.isCandidateTable(p.candidateTable):
             return None
+        owner = candidateTableLib.segmentationOfTable(p.candidateTable)
+        if owner is not None and owner is not p.outputSegmentation:
+            return None  # a table of another result: its statuses must not be applied to these segments
         return p.outputSegmentation, p.candidateTable
 
-    def _reviewThreshold(self) -> float:
-        return float(self.ui.reviewThresholdSliderWidget.value)
-
     def refreshCandidates(self) -> None:
-        """Fill the review table, highest probability first."""
+        """Fill the review list, highest probability first; the views stay where they are."""
         table = self.ui.candidatesTableWidget
         selected = self._selectedSegmentId()
-        table.clearContents()
         nodes = self._reviewNodes()
         rows = []
         if nodes:
+            # The table may have been edited elsewhere (Tables module): segment tags and visibility follow it.
             rows = sorted(
-                candidateTableLib.readRows(nodes[1]), key=lambda r: -(r.probability if r.probability is not None else 2)
+                reviewState.restoreReview(*nodes), key=lambda r: -(r.probability if r.probability is not None else 2)
             )
-        headers = [_("Segment"), _("Probability"), _("Volume (mm³)"), _("Status"), _("Location")]
-        table.setColumnCount(len(headers))
-        table.setHorizontalHeaderLabels(headers)
-        table.setRowCount(len(rows))
-        threshold = self._reviewThreshold()
-        for r, row in enumerate(rows):
-            segment = nodes[0].GetSegmentation().GetSegment(row.segmentId)
-            values = [
-                segment.GetName() if segment else row.segmentId,
-                "" if row.probability is None else f"{row.probability:.2f}",
-                f"{row.volumeMm3:.1f}",
-                row.status
-                if reviewState.isIncluded(row, threshold) or row.status != candidateTableLib.STATUS_NOT_SEEN
-                else _("below threshold"),
-                row.location,
-            ]
-            for c, text in enumerate(values):
-                item = qt.QTableWidgetItem(text)
-                item.setData(qt.Qt.UserRole, row.segmentId)
-                table.setItem(r, c, item)
-            if row.segmentId == selected:
-                table.selectRow(r)
-        table.resizeColumnsToContents()
-        for button in (
-            self.ui.nextButton,
-            self.ui.previousButton,
-            self.ui.acceptButton,
-            self.ui.rejectButton,
-            self.ui.exportButton,
-        ):
+        headers = [_("Segment"), _("Probability"), _("Volume (mm³)"), _("Status"), _("Location"), _("Region")]
+        threshold = reviewState.reviewThreshold(nodes[1]) if nodes else 0.0
+        # Refilling and reselecting are not the reader's choice of a candidate: no jump of the slice views.
+        wasBlocked = table.blockSignals(True)
+        try:
+            table.clearContents()
+            table.setColumnCount(len(headers))
+            table.setHorizontalHeaderLabels(headers)
+            table.setRowCount(len(rows))
+            for r, row in enumerate(rows):
+                segment = nodes[0].GetSegmentation().GetSegment(row.segmentId)
+                status = row.status
+                if status == candidateTableLib.STATUS_NOT_SEEN and not reviewState.isIncluded(row, threshold):
+                    status = _("below threshold")
+                values = [
+                    segment.GetName() if segment else row.segmentId,
+                    "" if row.probability is None else f"{row.probability:.2f}",
+                    f"{row.volumeMm3:.1f}",
+                    status,
+                    row.location,
+                    row.region,
+                ]
+                for c, text in enumerate(values):
+                    item = qt.QTableWidgetItem(text)
+                    item.setData(qt.Qt.UserRole, row.segmentId)
+                    table.setItem(r, c, item)
+                if row.segmentId == selected:
+                    table.selectRow(r)
+            table.resizeColumnsToContents()
+        finally:
+            table.blockSignals(wasBlocked)
+        for button in (self.ui.nextButton, self.ui.previousButton, self.ui.acceptButton, self.ui.rejectButton):
             button.enabled = bool(rows)
+        self._updateRunGui()
 
     def _selectedSegmentId(self):
         items = self.ui.candidatesTableWidget.selectedItems()
@@ -381,6 +587,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.selectRow(min(max(current + step, 0), table.rowCount - 1) if current >= 0 else 0)
 
     def onCandidateSelected(self) -> None:
+        """The reader chose a candidate: show it on the volume it was found on."""
         nodes, segmentId = self._reviewNodes(), self._selectedSegmentId()
         if not nodes or not segmentId:
             return
@@ -388,29 +595,34 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if rowIndex < 0:
             return
         ras = self.logic.candidateCenterWorld(nodes[0], candidateTableLib.readRows(nodes[1])[rowIndex])
-        for sliceNode in slicer.util.getNodesByClass("vtkMRMLSliceNode"):
-            sliceNode.JumpSliceByCentering(*ras)
+        reviewNavigation.showCandidate(slicer.mrmlScene, resultImport.referenceVolume(nodes[0]), ras)
 
     def setSelectedStatus(self, status: str) -> None:
         nodes, segmentId = self._reviewNodes(), self._selectedSegmentId()
         if not nodes or not segmentId:
             return
         with slicer.util.tryWithErrorDisplay(_("Could not change the candidate's status.")):
-            reviewState.setStatus(nodes[0], nodes[1], segmentId, status, self._reviewThreshold())
+            reviewState.setStatus(nodes[0], nodes[1], segmentId, status, reviewState.reviewThreshold(nodes[1]))
             row = self.ui.candidatesTableWidget.currentRow()
             self.refreshCandidates()
             self.ui.candidatesTableWidget.selectRow(min(row + 1, self.ui.candidatesTableWidget.rowCount - 1))
 
-    def onReviewThresholdChanged(self, value: float) -> None:
-        nodes = self._reviewNodes()
-        if nodes:
-            reviewState.updateVisibility(nodes[0], nodes[1], value)
-            self.refreshCandidates()
-
     def onAddMissed(self) -> None:
-        """Let the reader click a point; then segment the microbleed there."""
+        """Let the reader click a point; then segment the microbleed there, on the volume of the result."""
+        nodes = self._reviewNodes()
+        if self._runState.busy:
+            return
+        if nodes is None:
+            self.ui.statusLabel.text = _("Run the detection first; missed microbleeds are added to its result.")
+            return
+        if resultImport.referenceVolume(nodes[0]) is None:
+            self.ui.statusLabel.text = _("The volume this result was computed on is no longer in the scene.")
+            return
+        if not self._ensureEngine():  # before the click: the engine segments the point
+            return
         if self._pointsNode is None or self._pointsNode.GetScene() is None:
             self._pointsNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", _("Missed microbleeds"))
+            self._pointsNode.SetSaveWithScene(False)
             self.addObserver(self._pointsNode, self._pointsNode.PointPositionDefinedEvent, self._onPointPlaced)
         selectionNode = slicer.app.applicationLogic().GetSelectionNode()
         selectionNode.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsFiducialNode")
@@ -435,15 +647,19 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._runState.busy:
             self.ui.statusLabel.text = _("Wait for the running detection to finish, then click again.")
             return
-        if not p or not p.inputVolume or self._reviewNodes() is None:
+        nodes = self._reviewNodes()
+        volume = resultImport.referenceVolume(nodes[0]) if nodes else None
+        if volume is None:
             self.ui.statusLabel.text = _("Run the detection first; missed microbleeds are added to its result.")
             return
         # The engine works in the volume's own frame (see importRun); the click is in world coordinates.
-        ras = self.logic.worldToVolumeFrame(p.inputVolume, world)
+        ras = self.logic.worldToVolumeFrame(volume, world)
+        modelPath, _warning = modelBundle.chooseModel(p.modelPath, p.modality)
         with slicer.util.tryWithErrorDisplay(_("Failed to segment the clicked microbleed."), waitCursor=True):
-            self._startRun(p.inputVolume, None, None, lambda e, c: self._onPointFinished(e, c, ras), pointRas=ras)
+            self._startRun(volume, None, modelPath, None, lambda e, c: self._onPointFinished(e, c, ras), pointRas=ras)
 
     def _onPointFinished(self, errorMessage, cancelled, ras) -> None:
+        self._elapsedTimer.stop()
         if cancelled or errorMessage:
             self._endUnfinishedRun(errorMessage, cancelled)
             return
@@ -455,17 +671,17 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     raise RuntimeError(_("The segmentation or candidate table was removed during the run."))
                 outputs = self._preparedRun.outputs
                 segmentId = reviewState.addReaderMicrobleed(
-                    nodes[0], nodes[1], outputs.labelMap, outputs.candidates, ras, self._reviewThreshold()
+                    nodes[0], nodes[1], outputs.labelMap, outputs.candidates, ras, reviewState.reviewThreshold(nodes[1])
                 )
                 self._runState.transition(RunState.DONE)
-                self.ui.statusLabel.text = _("Added {name}.").format(
-                    name=nodes[0].GetSegmentation().GetSegment(segmentId).GetName()
+                self._reportWarnings(
+                    _("Added {name}.").format(name=nodes[0].GetSegmentation().GetSegment(segmentId).GetName())
                 )
         finally:
             if self._runState.state == RunState.IMPORTING:
                 self._runState.transition(RunState.FAILED)
             self._cleanupRun()
-            self.refreshCandidates()
+            self._refreshTimer.start()
 
     def onExport(self) -> None:
         nodes = self._reviewNodes()
@@ -475,23 +691,22 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not directory:
             slicer.util.warningDisplay(_("Choose an output folder first."))
             return
-        with slicer.util.tryWithErrorDisplay(_("Export failed.")):
+        try:
             if not dependencies.ensureExportDependencies():
                 return
+        except dependencies.DependencyError as exc:
+            if not exc.shown:
+                slicer.util.errorDisplay(str(exc))
+            return
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
             # The grid the result was computed on, even when another input volume is selected now.
-            role = nodes[0].GetReferenceImageGeometryReferenceRole()
-            volume = nodes[0].GetNodeReference(role) or self._parameterNode.inputVolume
+            volume = resultImport.referenceVolume(nodes[0])
             if volume is None:
-                raise ValueError(_("Select the input volume the segmentation was computed on."))
+                raise ValueError(_("The volume this result was computed on is no longer in the scene."))
             files = reportExport.exportReview(
-                nodes[0],
-                nodes[1],
-                volume,
-                directory,
-                inferenceJob.safeFileName(volume.GetName()),
-                self._reviewThreshold(),
+                nodes[0], nodes[1], volume, directory, inferenceJob.safeFileName(volume.GetName())
             )
+            self.ui.exportDirectoryPathLineEdit.addCurrentPathToHistory()  # remembered for the next session
             self.ui.statusLabel.text = _("Exported {count} microbleed(s) to {folder}.").format(
                 count=files.count, folder=directory
             )
@@ -526,47 +741,63 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         """Install torch and plkd after asking the user (first Apply, or on request)."""
         return dependencies.ensureDependencies(self.moduleDir(), reinstall=reinstall)
 
-    def prepareRun(self, inputVolume, brainMask, modality, modelPath, device, threshold, pointRas=None):
-        """Write the inputs to a new working folder; return (PreparedRun, argv)."""
+    def prepareRun(self, inputVolume, brainMask, modelPath, device, threshold, pointRas=None):
+        """Write the inputs to a new working folder; return (PreparedRun, argv).
+
+        ``modelPath`` is what :func:`modelBundle.chooseModel` returned (empty: the engine's default bundle).
+        """
         if inputVolume is None:
             raise ValueError(_("Select an input volume."))
-        _warnOnModalityMismatch(modelPath, modality)
-        workDir = tempfile.mkdtemp(prefix="CMBSegmentation-", dir=_temporaryRoot())
-        prepared = inferenceJob.prepareInputs(inputVolume, brainMask, workDir)
-        if pointRas is None:
-            argv = commandBuilder.buildPredictCommand(
-                self.pythonExecutable(),
-                prepared.inputPath,
-                prepared.outputDir,
-                modelPath,
-                device,
-                prepared.maskPath,
-                threshold,
-            )
-        else:
-            argv = commandBuilder.buildSinglePointCommand(
-                self.pythonExecutable(), prepared.inputPath, prepared.outputDir, pointRas, modelPath, device
-            )
+        workDir = workFolders.createWorkFolder(_temporaryRoot())
+        try:
+            prepared = inferenceJob.prepareInputs(inputVolume, brainMask, workDir)
+            if pointRas is None:
+                argv = commandBuilder.buildPredictCommand(
+                    self.pythonExecutable(),
+                    prepared.inputPath,
+                    prepared.outputDir,
+                    modelPath,
+                    device,
+                    prepared.maskPath,
+                    threshold,
+                )
+            else:
+                argv = commandBuilder.buildSinglePointCommand(
+                    self.pythonExecutable(), prepared.inputPath, prepared.outputDir, pointRas, modelPath, device
+                )
+        except BaseException:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
         return prepared, argv
 
     @staticmethod
-    def createRunner(argv, onProgress, onFinished):
+    def createRunner(argv, onProgress, onFinished, onLog=None):
         from CMBSegmentationLib.processRunner import ProcessRunner
 
-        return ProcessRunner(argv, onProgress, onFinished)
+        return ProcessRunner(argv, onProgress, onFinished, onLog=onLog)
 
     @staticmethod
-    def importRun(prepared, inputVolume, outputSegmentation=None, candidateTable=None, threshold=0.0):
-        result = resultImport.importResults(
+    def importRun(
+        prepared,
+        inputVolume,
+        outputSegmentation=None,
+        candidateTable=None,
+        threshold=None,
+        replace=False,
+        inputNodes=(),
+    ):
+        """Import a finished run (see :func:`resultImport.importResults`; existing content only with ``replace``)."""
+        return resultImport.importResults(
             inputVolume.GetScene(),
             inputVolume,
             prepared.outputs.labelMap,
             prepared.outputs.candidates,
             outputSegmentation,
             candidateTable,
+            runThreshold=threshold,
+            replace=replace,
+            inputNodes=inputNodes,
         )
-        reviewState.updateVisibility(result.segmentationNode, result.tableNode, threshold)
-        return result
 
     @staticmethod
     def worldToVolumeFrame(volumeNode, worldRas):
@@ -601,40 +832,100 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         candidateTable=None,
         onProgress=None,
         onFinished=None,
+        replace=False,
     ):
         """Detect and segment the microbleeds of ``inputVolume``; return the segmentation node.
 
-        With ``waitForCompletion=False`` (needs Slicer's event loop) the run goes on in the background and
-        the ProcessRunner is returned; ``onFinished(segmentationNode or None, errorMessage or None)`` is
-        called on the main thread when the results are in the scene (or the run failed or was cancelled).
+        New output nodes are created unless given; given nodes that hold something are replaced only with
+        ``replace=True`` (see :func:`resultImport.checkOutputTargets`). With ``waitForCompletion=True`` the call
+        returns when the results are in the scene; in Slicer with a main window a progress dialog with Cancel is
+        shown meanwhile and the application stays responsive (Cancel raises ``inferenceJob.EngineCancelledError``).
+        With ``waitForCompletion=False`` (needs Slicer's event loop) the ProcessRunner is returned and
+        ``onFinished(segmentationNode or None, errorMessage or None)`` is called on the main thread.
+        The engine's warnings are logged (``logging.warning``).
         """
-        prepared, argv = self.prepareRun(inputVolume, brainMask, modality, modelPath, device, threshold)
+        resultImport.checkOutputTargets(outputSegmentation, candidateTable, (inputVolume, brainMask), replace)
+        modelPath, warning = modelBundle.chooseModel(modelPath, modality)
+        if warning:
+            logging.warning("CMBSegmentation: the %s", warning)
+        prepared, argv = self.prepareRun(inputVolume, brainMask, modelPath, device, threshold)
+
+        def importAndLog():
+            result = self.importRun(
+                prepared, inputVolume, outputSegmentation, candidateTable, threshold, replace, [brainMask]
+            )
+            for note in result.notes:
+                logging.warning("CMBSegmentation: %s: %s", inputVolume.GetName(), note)
+            return result
+
         if not waitForCompletion:
 
             def finished(errorMessage, cancelled):
                 segmentationNode = None
                 try:
                     if not errorMessage and not cancelled:
-                        segmentationNode = self.importRun(
-                            prepared, inputVolume, outputSegmentation, candidateTable, threshold
-                        ).segmentationNode
+                        segmentationNode = importAndLog().segmentationNode
                 except Exception as exc:
                     errorMessage = str(exc)
                 finally:
-                    shutil.rmtree(prepared.outputDir.parent, ignore_errors=True)
+                    shutil.rmtree(prepared.workFolder, ignore_errors=True)
                 if onFinished is not None:
                     onFinished(segmentationNode, errorMessage or (_("Cancelled.") if cancelled else None))
 
-            runner = self.createRunner(argv, onProgress or (lambda event: None), finished)
+            runner = self.createRunner(argv, onProgress or (lambda event: None), finished, _logEngineLine)
             runner.start()
             return runner
+        dialog = _progressDialog(inputVolume.GetName())
+        overall = runLog.OverallProgress()
+
+        def progress(event):
+            if dialog is not None:
+                dialog.value = int(round(100 * overall.update(event)))
+                dialog.labelText = event.message or event.stage
+            if onProgress is not None:
+                onProgress(event)
+
         try:
-            inferenceJob.runBlocking(argv, onProgress)
-            result = self.importRun(prepared, inputVolume, outputSegmentation, candidateTable, threshold)
+            inferenceJob.runBlocking(
+                argv,
+                progress,
+                onLog=_logEngineLine,
+                idle=slicer.app.processEvents if dialog is not None else None,
+                shouldCancel=(lambda: dialog.wasCanceled) if dialog is not None else None,
+            )
+            result = importAndLog()
         finally:
-            shutil.rmtree(prepared.outputDir.parent, ignore_errors=True)
+            if dialog is not None:
+                dialog.close()
+            shutil.rmtree(prepared.workFolder, ignore_errors=True)
         logging.info("CMBSegmentation: %d microbleed(s) in %s", len(result.segmentIds), inputVolume.GetName())
         return result.segmentationNode
+
+
+def _logEngineLine(stream, line) -> None:
+    """Engine output of a scripted run: warnings to the log, the rest only when debugging."""
+    if runLog.isWarning(line):
+        logging.warning("CMBSegmentation engine: %s", line)
+    else:
+        logging.debug("CMBSegmentation engine: %s", line)
+
+
+def _progressDialog(name):
+    """A modal progress dialog with Cancel for a blocking run in Slicer's GUI; None without a main window."""
+    if getattr(slicer, "app", None) is None or slicer.util.mainWindow() is None:
+        return None
+    return slicer.util.createProgressDialog(
+        labelText=_("Detecting microbleeds in {name}...").format(name=name),
+        windowTitle=_("CMB Segmentation"),
+        maximum=100,
+        windowModality=qt.Qt.ApplicationModal,
+    )
+
+
+def _removeStaleWorkFolders() -> None:
+    """Remove run folders whose Slicer has ended (quit or crashed during a run)."""
+    with contextlib.suppress(OSError):
+        workFolders.removeStaleWorkFolders(_temporaryRoot())
 
 
 def _temporaryRoot():
@@ -642,31 +933,16 @@ def _temporaryRoot():
     return app.temporaryPath if app is not None else None
 
 
-def _warnOnModalityMismatch(modelPath, modality) -> None:
-    """Log when the bundle was trained on another contrast than the user's choice (the engine still runs)."""
-    import json
-
-    manifest = Path(modelPath) / "manifest.json" if modelPath else None
-    if manifest is None or not manifest.is_file():
-        return
-    try:
-        trained = json.loads(manifest.read_text(encoding="utf-8")).get("modality", "")
-    except (OSError, ValueError):
-        return
-    wanted = "T2S" if modality == "T2*" else modality
-    if trained and trained != wanted:
-        logging.warning("CMBSegmentation: model bundle was trained on %s, input is %s", trained, modality)
-
-
 class CMBSegmentationTest(ScriptedLoadableModuleTest):
-    """Tests inside Slicer.
+    """Tests inside Slicer ("Reload and Test", or ctest).
 
-    ``test_WidgetBindsParameters`` needs only Slicer. ``test_ProcessFindsKnownMicrobleeds`` runs the engine end to
-    end on ``tiny-case/tiny_T2S.nii.gz`` (a phantom with three planted microbleeds whose centres are listed in
-    ``tiny-case/truth.json``) with the tiny test bundle ``tiny-bundle``; it needs torch and plkd in Slicer's
-    Python (installed by the first Apply) and is skipped without them. The data folder is taken from the
-    environment variable CMBSEGMENTATION_TEST_DATA (set by CMake for ctest) or is ``Testing/data`` of a source
-    checkout whose ``CMBSegmentation`` folder Slicer loads the module from.
+    ``test_WidgetBindsParameters`` needs only Slicer. ``test_ApplyReviewExport`` goes through the module as a reader
+    does - Apply, review (jump, accept, reject, review threshold), export - on the shipped sample
+    ``tiny-case/tiny_T2S.nii.gz`` (a phantom with three planted microbleeds, centres in ``tiny-case/truth.json``)
+    with the tiny test bundle ``tiny-bundle``. The sample ships with the extension (``Resources/TestData``) and
+    lies in ``Testing/data`` of a source checkout; CMBSEGMENTATION_TEST_DATA overrides both. It needs torch and
+    plkd in Slicer's Python (installed by the first Apply); without them, or without the data, it says so and is
+    skipped - a skip is not a failure popup.
     """
 
     def setUp(self):
@@ -676,12 +952,22 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_WidgetBindsParameters()
         self.setUp()
-        self.test_ProcessFindsKnownMicrobleeds()
+        self.test_ApplyReviewExport()
 
     @staticmethod
     def _dataDir() -> Path:
-        default = Path(__file__).resolve().parent.parent / "Testing" / "data"
-        return Path(os.environ.get("CMBSEGMENTATION_TEST_DATA") or default)
+        if os.environ.get("CMBSEGMENTATION_TEST_DATA"):
+            return Path(os.environ["CMBSEGMENTATION_TEST_DATA"])
+        moduleDir = Path(__file__).resolve().parent
+        for candidate in (moduleDir / "Resources" / "TestData", moduleDir.parent / "Testing" / "data"):
+            if (candidate / "tiny-bundle" / "manifest.json").is_file():
+                return candidate
+        return moduleDir / "Resources" / "TestData"
+
+    def _skip(self, reason) -> None:
+        # Not self.skipTest: "Reload and Test" shows any exception, SkipTest included, as a failure popup.
+        logging.warning("CMBSegmentationTest: skipped: %s", reason)
+        self.delayDisplay(f"Skipped: {reason}")
 
     def test_WidgetBindsParameters(self):
         widget = slicer.modules.cmbsegmentation.widgetRepresentation().self()
@@ -696,6 +982,8 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
         self.assertEqual(p.modality, "SWI")
         p.threshold = 0.3
         self.assertAlmostEqual(ui.thresholdSliderWidget.value, 0.3)
+        ui.reviewThresholdSliderWidget.value = 0.7
+        self.assertAlmostEqual(p.reviewThreshold, 0.7)
         ui.modelPathLineEdit.text = "/models/bundle"
         self.assertEqual(p.modelPath, "/models/bundle")
         # The input selector offers scalar volumes but no label maps; the mask selector takes both and segmentations.
@@ -711,10 +999,15 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
             ui.brainMaskSelector.setCurrentNode(mask)
             self.assertEqual(p.brainMask, mask)
         self.assertTrue(ui.applyButton.enabled)
+        # The review keys are not Slicer's own (Ctrl+Left/Right switch modules).
+        keys = sorted(s.key.toString(qt.QKeySequence.PortableText) for s in widget._shortcuts)
+        self.assertEqual(keys, sorted(reviewShortcuts.REVIEW_SHORTCUTS.values()))
         self.delayDisplay("CMBSegmentation widget test passed")
 
-    def test_ProcessFindsKnownMicrobleeds(self):
+    def test_ApplyReviewExport(self):
         import json
+        import tempfile
+        import time
 
         import numpy as np
 
@@ -722,23 +1015,71 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
         image, truthFile = dataDir / "tiny-case" / "tiny_T2S.nii.gz", dataDir / "tiny-case" / "truth.json"
         bundleDir = dataDir / "tiny-bundle"
         if not (image.is_file() and truthFile.is_file() and (bundleDir / "manifest.json").is_file()):
-            self.skipTest(f"test data not found in {dataDir} (set CMBSEGMENTATION_TEST_DATA)")
-        if dependencies.missingPackages():
-            self.skipTest("plkd and torch are not installed in this Slicer (click Apply once to install them)")
+            return self._skip(f"test data not found in {dataDir} (set CMBSEGMENTATION_TEST_DATA)")
+        if dependencies.missingPackages(CMBSegmentationLogic.moduleDir()):
+            return self._skip("plkd and torch are not installed in this Slicer, or outdated (click Apply once)")
         truth = json.loads(truthFile.read_text(encoding="utf-8"))["centres_ras"]
 
+        slicer.util.selectModule("CMBSegmentation")
+        widget = slicer.modules.cmbsegmentation.widgetRepresentation().self()
+        other = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "another series")
         volume = slicer.util.loadVolume(str(image))
-        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "candidates")
-        segmentation = CMBSegmentationLogic().process(
-            volume, modelPath=str(bundleDir), device="CPU", threshold=0.5, candidateTable=table, waitForCompletion=True
-        )
-        segments = segmentation.GetSegmentation()
-        self.assertEqual(segments.GetNumberOfSegments(), len(truth))
-        self.assertEqual(table.GetNumberOfRows(), len(truth))
-        centres = [
-            segmentation.GetSegmentCenterRAS(segments.GetNthSegmentID(i)) for i in range(segments.GetNumberOfSegments())
-        ]
+        p = widget._parameterNode
+        p.inputVolume, p.brainMask, p.modality = volume, None, "T2*"
+        p.modelPath, p.device, p.threshold = str(bundleDir), "CPU", 0.5
+        p.outputSegmentation, p.candidateTable = None, None
+        slicer.util.setSliceViewerLayers(background=other)
+
+        # Apply: the engine runs in the background; the GUI stays responsive.
+        widget.onApplyButton()
+        deadline = time.monotonic() + 600
+        while widget._runState.busy and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertEqual(widget._runState.state, RunState.DONE, widget.ui.statusLabel.text)
+        self.assertIn("segment", widget.ui.logTextEdit.toPlainText())  # the engine's lines reached the log panel
+        segmentation, table = widget._reviewNodes()
+        rows = candidateTableLib.readRows(table)
+        self.assertEqual(len(rows), len(truth))
         for centre in truth:
-            nearest = min(float(np.linalg.norm(np.subtract(c, centre))) for c in centres)
-            self.assertLess(nearest, 2.0, f"no segment within 2 mm of the microbleed at {centre}")
-        self.delayDisplay("CMBSegmentation end-to-end test passed")
+            nearest = min(float(np.linalg.norm(np.subtract(r.centerRas, centre))) for r in rows)
+            self.assertLess(nearest, 2.0, f"no candidate within 2 mm of the microbleed at {centre}")
+        self.assertIs(resultImport.referenceVolume(segmentation), volume)
+
+        # Review: jumping shows the reviewed volume, not the other series; accept the first, reject the second.
+        listed = widget.ui.candidatesTableWidget
+        self.assertEqual(listed.rowCount, len(truth))
+        listed.selectRow(0)
+        slicer.app.processEvents()
+        composite = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
+        self.assertEqual(composite.GetBackgroundVolumeID(), volume.GetID())
+        first = widget._selectedSegmentId()
+        widget.setSelectedStatus(candidateTableLib.STATUS_ACCEPTED)
+        second = widget._selectedSegmentId()
+        self.assertNotEqual(first, second)
+        widget.setSelectedStatus(candidateTableLib.STATUS_REJECTED)
+        statuses = {r.segmentId: r.status for r in candidateTableLib.readRows(table)}
+        self.assertEqual(statuses[first], candidateTableLib.STATUS_ACCEPTED)
+        self.assertEqual(statuses[second], candidateTableLib.STATUS_REJECTED)
+        # The review threshold goes into the parameter node and onto the table, and cannot go below the run's.
+        widget.ui.reviewThresholdSliderWidget.value = 0.2
+        slicer.app.processEvents()
+        self.assertAlmostEqual(p.reviewThreshold, 0.5)
+        widget.ui.reviewThresholdSliderWidget.value = 0.99
+        slicer.app.processEvents()
+        self.assertAlmostEqual(reviewState.reviewThreshold(table), 0.99)
+
+        # Export: what the reader saw (accepted first one, the rest only above 0.99).
+        expected = reportExport.includedRows(segmentation, table, 0.99)
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+        with tempfile.TemporaryDirectory() as folder:
+            widget.ui.exportDirectoryPathLineEdit.currentPath = folder
+            widget.onExport()
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)  # no helper nodes left behind
+            name = inferenceJob.safeFileName(volume.GetName())
+            report = json.loads((Path(folder) / f"{name}_cmb-report.json").read_text(encoding="utf-8"))
+            self.assertEqual(report["n_microbleeds"], len(expected))
+            self.assertIn(first, [r.segmentId for r in expected])
+            self.assertEqual(report["n_rejected"], 1)
+            self.assertTrue((Path(folder) / f"{name}_cmb-final.nii.gz").is_file())
+        self.delayDisplay("CMBSegmentation Apply -> review -> export test passed")

@@ -146,17 +146,20 @@ def test_geometry_round_trip(predictor: Predictor, tmp_path: Path, spacing, rota
 
 def test_screening_alone_gives_candidates_in_world_coordinates(predictor: Predictor) -> None:
     # Stage 1 by itself (scripts/screening_recall.py, at its loose 0.3): on an oblique LPS grid every
-    # planted ball has a candidate within 3 mm of its RAS centre, strongest first, none below 0.3.
+    # planted ball has a candidate within 3 mm of its RAS centre; the FCN's come strongest first,
+    # none below 0.3, then the blob source's (whatever the FCN score where they lie).
     rng = np.random.default_rng(12)
     shape, affine = _grid((1.0, 1.0, 1.0), np.diag([-1.0, -1.0, 1.0]) @ _rotation(15, 10))
     centres = phantoms.random_centres(rng, 2, np.array([10.0, 10.0, 5.0]), min_gap_mm=10.0)
     image, _label = phantoms.phantom(shape, affine, centres, np.array([2.2, 2.2]), seed=6)
-    ras, scores = predictor.screen(Volume(image, affine), threshold=0.3)
+    ras, scores, sources = predictor.screen(Volume(image, affine), threshold=0.3)
     assert ras.shape == (len(scores), 3) and len(scores) >= len(centres)
-    assert np.all(np.diff(scores) <= 0) and scores.min() >= 0.3
+    fcn = np.array([s != "blob" for s in sources])
+    assert np.all(fcn[: fcn.sum()]) and not np.any(fcn[fcn.sum() :])  # FCN candidates first
+    assert np.all(np.diff(scores[fcn]) <= 0) and scores[fcn].min() >= 0.3
     for c in centres:
         assert np.linalg.norm(ras - c, axis=1).min() < 3.0
-    stricter, _ = predictor.screen(Volume(image, affine), threshold=0.9)
+    stricter = predictor.screen(Volume(image, affine), threshold=0.9).centres_ras
     assert len(stricter) <= len(ras)
 
 

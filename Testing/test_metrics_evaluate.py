@@ -70,11 +70,22 @@ def dataset(tmp_path: Path) -> dict[str, Path]:
     }
     for sid, items in cands.items():
         stem = "sub-001_T2S_cmb" if sid == "sub-001" else "sub-002_cmb"
+        # As plkd predict writes them: kept candidates carry their label, a rejected one label 0.
         records = [
-            {"id": i + 1, "label": i + 1, "center_ras": vox_to_ras(c), "voxels": 1, "volume_mm3": 1.0, "probability": p}
+            {
+                "id": i + 1,
+                "label": i + 1 if p >= 0.5 else 0,
+                "center_ras": vox_to_ras(c),
+                "voxels": 1,
+                "volume_mm3": 1.0,
+                "probability": p,
+                "kept": p >= 0.5,
+                "reason": "kept" if p >= 0.5 else "below threshold",
+            }
             for i, (c, p) in enumerate(items)
         ]
-        (pred / f"{stem}.json").write_text(json.dumps({"input": "x", "n_microbleeds": 2, "candidates": records}))
+        doc = {"input": "x", "thresholds": {"segmentation": 0.5}, "n_microbleeds": 2, "candidates": records}
+        (pred / f"{stem}.json").write_text(json.dumps(doc))
     return {"truth": truth, "pred": pred, "root": tmp_path}
 
 
@@ -186,3 +197,98 @@ def test_single_prediction_file_against_reference_folder(dataset: dict[str, Path
     assert list(r["subjects"]) == ["sub-002"]
     assert r["subjects"]["sub-002"]["TP"] == 1
     assert r["froc"]["n_subjects"] == 1  # the candidates JSON beside the prediction file
+
+
+def demo_folder(root: Path, stem: str = "demo-s1-4mm_T2S") -> Path:
+    """What 'plkd demo' leaves behind: image, truth, brain mask and its own prediction + JSON."""
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[5, 5, 5] = ref[14, 14, 14] = 1
+    pred = np.zeros(SHAPE, np.int16)
+    pred[5, 5, 5] = 1
+    save(root / f"{stem}.nii.gz", np.random.default_rng(1).random(SHAPE).astype(np.float32))
+    save(root / f"{stem}_truth.nii.gz", ref)
+    save(root / f"{stem}_brainmask.nii.gz", np.ones(SHAPE, np.uint8))
+    save(root / f"{stem}_cmb.nii.gz", pred)
+    rec = {"id": 1, "label": 1, "center_ras": vox_to_ras((5, 5, 5)), "probability": 0.9, "kept": True}
+    (root / f"{stem}_cmb.json").write_text(json.dumps({"input": "x", "candidates": [rec]}))
+    return root
+
+
+def test_a_prediction_is_never_the_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15: 'plkd evaluate pred/ plkd-demo/' took the demo's own _cmb as reference (100 %)."""
+    demo = demo_folder(tmp_path / "plkd-demo")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for f in demo.glob("*_cmb.*"):
+        (pred / f.name).write_bytes(f.read_bytes())
+    out_json = tmp_path / "r.json"
+    assert main(["evaluate", str(pred), str(demo), "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    data = json.loads(out_json.read_text())
+    pair = data["pairing"]["pairs"][0]
+    assert pair["reference"].endswith("demo-s1-4mm_T2S_truth.nii.gz")
+    assert pair["prediction"] == str(pred / "demo-s1-4mm_T2S_cmb.nii.gz")
+    assert f"{pair['prediction']} <- {pair['reference']}" in text  # the pairing is printed
+    assert data["pooled"]["TPR"] == pytest.approx(0.5)  # 1 of 2, not 100 %
+    roles = {Path(i["file"]).name: i["role"] for i in data["pairing"]["ignored"] if i["side"] == "reference"}
+    assert roles == {
+        "demo-s1-4mm_T2S.nii.gz": "image",
+        "demo-s1-4mm_T2S_brainmask.nii.gz": "mask",
+        "demo-s1-4mm_T2S_cmb.nii.gz": "prediction",
+    }
+    # The demo folder on both sides pairs its prediction with its truth.
+    r = evaluate_paths(demo, demo)
+    assert r["files"]["demo-s1-4mm"]["prediction"].endswith("_cmb.nii.gz")
+    assert r["files"]["demo-s1-4mm"]["reference"].endswith("_truth.nii.gz")
+    # Named explicitly, a prediction file or a brain mask is refused as the reference, in one line.
+    with pytest.raises(InputError, match="is a prediction written by 'plkd predict'"):
+        evaluate_paths(pred / "demo-s1-4mm_T2S_cmb.nii.gz", demo / "demo-s1-4mm_T2S_cmb.nii.gz")
+    with pytest.raises(InputError, match="brain mask"):
+        evaluate_paths(pred / "demo-s1-4mm_T2S_cmb.nii.gz", demo / "demo-s1-4mm_T2S_brainmask.nii.gz")
+    # An image given as the reference is refused by its values.
+    with pytest.raises(InputError, match="is not a label map"):
+        evaluate_paths(pred / "demo-s1-4mm_T2S_cmb.nii.gz", demo / "demo-s1-4mm_T2S.nii.gz")
+
+
+@pytest.mark.parametrize(
+    ("reference", "extras"),
+    [
+        ("sub-01/sub-01_space-T2S_CMB.nii.gz", ["sub-01/sub-01_space-T2S_desc-masked_T2S.nii.gz"]),  # VALDO, synth
+        ("sub-01/anat/sub-01_space-T2S_label-CMB_mask.nii.gz", ["sub-01/anat/sub-01_T2starw.nii.gz"]),  # BIDS
+        ("sub-01/anat/sub-01_T2starw_dseg.nii.gz", ["sub-01/anat/sub-01_desc-brain_mask.nii.gz"]),  # BIDS dseg
+        ("labelsTr/sub-01.nii.gz", ["imagesTr/sub-01_0000.nii.gz"]),  # nnU-Net
+        ("sub-01_label.nii.gz", ["sub-01.nii.gz"]),  # plain side by side
+        ("sub-01_T2S_truth.nii.gz", ["sub-01_T2S.nii.gz", "sub-01_T2S_brainmask.nii.gz"]),  # plkd demo
+    ],
+)
+def test_reference_found_in_every_layout(tmp_path: Path, reference: str, extras: list[str]) -> None:
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[5, 5, 5] = 1
+    save(tmp_path / "truth" / reference, ref)
+    for e in extras:
+        save(tmp_path / "truth" / e, np.random.default_rng(2).random(SHAPE).astype(np.float32))
+    save(tmp_path / "pred" / "sub-01_T2S_cmb.nii.gz", ref)
+    r = evaluate_paths(tmp_path / "pred", tmp_path / "truth")
+    assert r["files"]["sub-01"]["reference"] == str(tmp_path / "truth" / reference)
+    assert r["pooled"]["TP"] == 1
+
+
+def test_unmarked_files_are_never_guessed_and_ambiguity_is_one_line(tmp_path: Path) -> None:
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[5, 5, 5] = 1
+    save(tmp_path / "pred" / "sub-01_cmb.nii.gz", ref)
+    save(tmp_path / "pred" / "sub-02_cmb.nii.gz", ref)
+    # sub-01: two unmarked files (T2S and T1 images): neither is taken as the reference.
+    save(tmp_path / "truth" / "sub-01_T2S.nii.gz", ref)
+    save(tmp_path / "truth" / "sub-01_T1.nii.gz", ref)
+    save(tmp_path / "truth" / "sub-02_CMB.nii.gz", ref)
+    r = evaluate_paths(tmp_path / "pred", tmp_path / "truth")
+    assert list(r["subjects"]) == ["sub-02"] and r["unmatched"]["predictions"] == ["sub-01"]
+    assert {Path(i["file"]).name for i in r["pairing"]["ignored"]} == {"sub-01_T2S.nii.gz", "sub-01_T1.nii.gz"}
+    save(tmp_path / "truth" / "sub-02_seg.nii.gz", ref)
+    with pytest.raises(InputError, match=r"^reference: subject sub-02 has 2 candidate files \(") as err:
+        evaluate_paths(tmp_path / "pred", tmp_path / "truth")
+    assert "\n" not in str(err.value)
+    # The same file on both sides is refused.
+    with pytest.raises(InputError, match="both the prediction and its reference"):
+        evaluate_paths(tmp_path / "truth" / "sub-02_CMB.nii.gz", tmp_path / "truth" / "sub-02_CMB.nii.gz")

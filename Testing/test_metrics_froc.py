@@ -1,40 +1,19 @@
-"""FROC curves from candidate centres and probabilities."""
+"""FROC curves: the VALDO rule at every threshold, the operating point, the picture."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from plkd.metrics import FrocCurve, FrocSubject, froc_curve, plot_froc
-from plkd.metrics.froc import greedy_candidate_hits
+from plkd.metrics import FrocCurve, FrocSubject, evaluate_subject, froc_curve, froc_subject, plot_froc
 
 REFS = np.array([[0.0, 0.0, 0.0], [30.0, 0.0, 0.0]])
 
 
 def one_subject() -> FrocSubject:
     centres = np.array([[1.0, 0, 0], [0, 2.0, 0], [0, 0, 50.0], [30.0, 0, 3.0]])
-    probs = np.array([0.9, 0.8, 0.7, 0.3])  # TP, duplicate (FP), far (FP), second reference (TP)
+    probs = np.array([0.9, 0.8, 0.7, 0.3])  # TP, second pick of reference 1 (FP), far (FP), reference 2 (TP)
     return FrocSubject(centres, probs, REFS)
-
-
-def test_greedy_matching_by_probability() -> None:
-    s = one_subject()
-    assert greedy_candidate_hits(s.candidate_centres, s.probabilities, s.reference_centres).tolist() == [
-        True,
-        False,
-        False,
-        True,
-    ]
-    # The duplicate wins when it is more probable; the other becomes the FP.
-    hits = greedy_candidate_hits(s.candidate_centres, np.array([0.8, 0.9, 0.7, 0.3]), REFS)
-    assert hits.tolist() == [False, True, False, True]
-
-
-def test_candidate_near_two_references_takes_nearest_unmatched() -> None:
-    refs = np.array([[0.0, 0, 0], [4.0, 0, 0]])
-    cands = np.array([[3.0, 0, 0], [1.0, 0, 0]])
-    hits = greedy_candidate_hits(cands, np.array([0.9, 0.5]), refs)
-    assert hits.tolist() == [True, True]  # first takes x=4, second the remaining x=0
 
 
 def test_curve_points_and_operating_points() -> None:
@@ -44,31 +23,85 @@ def test_curve_points_and_operating_points() -> None:
     assert curve.fp_per_subject.tolist() == [0.0, 0.0, 1.0, 2.0, 2.0]
     assert curve.thresholds[1:].tolist() == [0.9, 0.8, 0.7, 0.3]
     assert curve.sensitivity_at(0.5) == 0.5
-    assert curve.sensitivity_at(1) == 0.5
     assert curve.sensitivity_at(2) == 1.0
     d = curve.to_dict()
     assert d["sensitivity_at_fp"] == {"1": 0.5, "2": 1.0, "4": 1.0}
+    assert d["probability_range"] == [0.3, 0.9]  # the curve spans every candidate
     back = FrocCurve.from_dict(d)
     np.testing.assert_array_equal(back.sensitivity, curve.sensitivity)
+
+
+def test_matching_is_the_valdo_rule_not_greedy_by_probability() -> None:
+    # A less probable detection nearer the reference takes it over (VALDO); a greedy matcher
+    # by probability would have kept the first and called the second a FP: same counts here,
+    # but the TP moves, and a reference is never counted twice.
+    s = FrocSubject(np.array([[2.0, 0, 0], [1.0, 0, 0]]), np.array([0.9, 0.5]), np.zeros((1, 3)))
+    curve = froc_curve({"s": s})
+    assert curve.sensitivity.tolist() == [0.0, 1.0, 1.0]
+    assert curve.fp_per_subject.tolist() == [0.0, 0.0, 1.0]
+    # A detection between two references picks the nearer one only (not an optimal assignment).
+    s = FrocSubject(np.array([[3.0, 0, 0], [3.5, 0, 0]]), np.array([0.9, 0.8]), np.array([[0.0, 0, 0], [4.0, 0, 0]]))
+    assert froc_curve({"s": s}).sensitivity.tolist() == [0.0, 0.5, 0.5]
 
 
 def test_fp_per_subject_divides_by_subjects_and_ties_share_a_point() -> None:
     empty = FrocSubject(np.array([[5.0, 5, 5], [9.0, 9, 9]]), np.array([0.6, 0.6]), np.zeros((0, 3)))
     curve = froc_curve({"s1": one_subject(), "s2": empty})
     assert curve.n_subjects == 2 and curve.n_references == 2
-    # Thresholds 0.9, 0.8, 0.7, 0.6 (two tied candidates, one point), 0.3.
     assert curve.thresholds[1:].tolist() == [0.9, 0.8, 0.7, 0.6, 0.3]
     assert curve.fp_per_subject.tolist() == [0.0, 0.0, 0.5, 1.0, 2.0, 2.0]
     assert curve.sensitivity.tolist() == [0.0, 0.5, 0.5, 0.5, 0.5, 1.0]
-    assert curve.sensitivity_at(1) == 0.5
-    assert curve.sensitivity_at(2) == 1.0
 
 
-def test_plot_froc_writes_png_with_several_curves(tmp_path) -> None:
-    a = froc_curve({"s1": one_subject()})
-    b = froc_curve({"s1": FrocSubject(np.array([[0.0, 0, 0]]), np.array([0.9]), REFS)})
-    out = plot_froc({"x1": a, "x4": b}, tmp_path / "f" / "froc.png")
+def test_froc_subject_passes_through_the_pooled_operating_point() -> None:
+    """Issue 15: FROC at the applied threshold = the pooled table (same detections, same rule)."""
+    shape, zooms = (24, 24, 12), (1.0, 1.0, 3.0)
+    affine = np.diag([-1.0, -1.0, 3.0, 1.0])  # LPS-like voxel axes: RAS centres must be converted
+    ref = np.zeros(shape, np.uint8)
+    ref[5, 5, 5] = ref[18, 18, 5] = ref[5, 18, 2] = 1
+    pred = np.zeros(shape, np.int16)
+    pred[5, 5, 5] = 3  # kept, label 3 (id 1: ids and labels differ on purpose)
+    pred[12, 12, 9] = 1  # kept false positive, label 1
+    pred[18, 18, 5] = 2  # kept, label 2
+    to_ras = lambda v: (affine[:3, :3] @ np.asarray(v, float) + affine[:3, 3]).tolist()  # noqa: E731
+    cands = [
+        {"id": 1, "label": 3, "center_ras": to_ras((5, 5, 5)), "probability": 0.95, "kept": True},
+        {"id": 2, "label": 1, "center_ras": to_ras((12, 12, 9)), "probability": 0.7, "kept": True},
+        {"id": 3, "label": 2, "center_ras": to_ras((18, 18, 5)), "probability": 0.6, "kept": True},
+        {"id": 4, "label": 0, "center_ras": to_ras((5, 18, 2)), "probability": 0.3, "kept": False,
+         "reason": "below threshold"},
+        {"id": 5, "label": 0, "center_ras": to_ras((5, 5, 6)), "probability": 0.9, "kept": False,
+         "reason": "duplicate", "merged_into": 1},
+    ]  # fmt: skip
+    subject, unexplained = froc_subject(pred, ref, zooms, affine, cands)
+    assert unexplained == 0
+    assert sorted(subject.probabilities.tolist()) == [0.3, 0.6, 0.7, 0.95]  # the duplicate is not a detection
+    table = evaluate_subject(pred, ref, zooms)
+    op = {"sensitivity": table["TPR"], "fp_per_subject": table["FP"], "thresholds": [0.5]}
+    curve = froc_curve({"s": subject}, operating_point=op)
+    at_applied = curve.thresholds == 0.6  # the lowest kept probability: every kept candidate in
+    assert curve.sensitivity[at_applied][0] == pytest.approx(table["TPR"]) == pytest.approx(2 / 3)
+    assert curve.fp_per_subject[at_applied][0] == table["FP"] == 1
+    assert curve.sensitivity_at(1.0) >= table["TPR"]  # never contradicts the pooled point
+    assert curve.sensitivity.tolist() == pytest.approx([0.0, 1 / 3, 1 / 3, 2 / 3, 1.0])  # down to p = 0.3
+    assert curve.to_dict()["operating_point"] == op
+
+
+def test_plot_with_few_points_draws_markers_and_the_operating_point(tmp_path) -> None:
+    import matplotlib.image as mpimg
+
+    curve = froc_curve(
+        {"s1": FrocSubject(np.array([[0.0, 0, 0]]), np.array([0.9]), REFS)},
+        operating_point={"sensitivity": 0.5, "fp_per_subject": 0.0, "thresholds": [0.5]},
+    )
+    out = plot_froc({"x4": curve}, tmp_path / "f" / "froc.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rgb = mpimg.imread(out)[..., :3]
+    # Not an empty plot: coloured (non-grey) pixels from the markers, the line and the star.
+    colourful = np.ptp(rgb, axis=-1) > 0.25
+    assert colourful.sum() > 150
+    b = froc_curve({"s1": one_subject()})
+    plot_froc({"x1": b, "x4": curve}, tmp_path / "two.png")
 
 
 def test_no_subject_is_an_error() -> None:
@@ -76,3 +109,23 @@ def test_no_subject_is_an_error() -> None:
 
     with pytest.raises(InputError):
         froc_curve({})
+
+
+def test_every_point_equals_the_valdo_rule_applied_at_that_threshold() -> None:
+    from plkd.metrics import valdo_match
+
+    rng = np.random.default_rng(0)
+    subjects = {}
+    for s in range(8):
+        n = int(rng.integers(0, 15))
+        subjects[str(s)] = FrocSubject(
+            rng.uniform(0, 40, (n, 3)), np.round(rng.random(n), 1), rng.uniform(0, 40, (int(rng.integers(0, 5)), 3))
+        )
+    curve = froc_curve(subjects)
+    for t, sens, fp in zip(curve.thresholds, curve.sensitivity, curve.fp_per_subject, strict=True):
+        matches = [
+            valdo_match(x.candidate_centres[x.probabilities >= t], x.reference_centres) for x in subjects.values()
+        ]
+        assert fp == pytest.approx(sum(m.is_fp.sum() for m in matches) / 8)
+        assert sens * curve.n_references == pytest.approx(sum(m.detected.sum() for m in matches))
+    assert np.all(np.diff(curve.sensitivity) >= 0) and np.all(np.diff(curve.fp_per_subject) >= 0)

@@ -167,3 +167,36 @@ def test_probabilities_and_instance_maps_binarise_at_half() -> None:
     assert evaluate_subject(prob, ref, ISO)["TP"] == 1
     inst = vol((12, 12, 12), value=7.0, base=vol((5, 5, 5), value=3.0))
     assert evaluate_subject(inst, ref, ISO)["TP"] == 2
+
+
+def test_v_dice_ignores_missed_microbleeds_and_dice_all_does_not() -> None:
+    # Issue 15: "V-Dice 100 with 1 of 6 found". Six references, one found and outlined exactly.
+    ref = vol((2, 2, 2), (2, 2, 10), (2, 2, 17), (10, 10, 2), (10, 10, 10), (17, 17, 17))
+    r = evaluate_subject(vol((2, 2, 2)), ref, ISO)
+    assert (r["TP"], r["FN"]) == (1, 5)
+    assert r["valdo_Dice"] == 1.0  # VALDO: matched references only
+    assert r["valdo_Dice_all"] == pytest.approx(1 / 6)  # every reference, missed = 0
+    assert math.isnan(evaluate_subject(vol((2, 2, 2)), np.zeros(SHAPE), ISO)["valdo_Dice_all"])
+
+
+def test_hand_built_cohort_exact_valdo_and_pooled_values() -> None:
+    """Ties, two predictions picking one reference, rater weight 0.5, an empty reference."""
+    # a: exact tie (both 2 mm) on reference 1 -> 2 TP; reference 2 (weight 0.5) missed.
+    ref_a = vol((15, 15, 15), value=0.5, base=vol((10, 10, 10)))
+    a = evaluate_subject(vol((10, 10, 12), (10, 10, 8)), ref_a, ISO)
+    assert (a["valdo_TP"], a["valdo_FN"], a["valdo_FP"]) == (2.0, 0.5, 0)
+    assert a["valdo_F1"] == pytest.approx(4 / 4.5)
+    # b: two predictions pick one reference at 1 mm and 3 mm -> 1 TP + 1 FP; a far one is FP.
+    b = evaluate_subject(vol((5, 5, 6), (5, 5, 8), (17, 17, 17)), vol((5, 5, 5)), ISO)
+    assert (b["valdo_TP"], b["valdo_FN"], b["valdo_FP"]) == (1.0, 0.0, 2)
+    assert b["valdo_F1"] == pytest.approx(2 / 4)
+    # c: empty reference, one false positive: F1 NaN, left out of the median.
+    c = evaluate_subject(vol((3, 3, 3)), np.zeros(SHAPE), ISO)
+    assert math.isnan(c["valdo_F1"]) and c["valdo_FP"] == 1
+    s = pool_results({"a": a, "b": b, "c": c})
+    assert s["valdo"]["F1_median"] == pytest.approx((4 / 4.5 + 0.5) / 2)
+    assert s["valdo"]["F1_pooled"] == pytest.approx(2 * 3.0 / (2 * 3.0 + 0.5 + 3))
+    assert s["valdo"]["count_difference_median"] == 1.0  # |2-2|, |1-3|, |0-1|
+    # The paper's pooled counts: references found once each, the tie adds no FP.
+    assert (s["pooled"]["TP"], s["pooled"]["FP"], s["pooled"]["FN"]) == (2, 3, 1)
+    assert s["pooled"]["FPavg"] == pytest.approx(1.0)

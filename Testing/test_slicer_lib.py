@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -15,15 +16,23 @@ sys.path.insert(0, str(REPO / "CMBSegmentation"))
 
 pytest.importorskip("vtk", reason="the Slicer module helpers need VTK (slicer-core wheel)")
 
-from CMBSegmentationLib import commandBuilder, dependencies  # noqa: E402
+from CMBSegmentationLib import (  # noqa: E402
+    commandBuilder,
+    dependencies,
+    modelBundle,
+    moduleReload,
+    reviewShortcuts,
+    workFolders,
+)
 from CMBSegmentationLib.backgroundProcess import BackgroundProcess  # noqa: E402
-from CMBSegmentationLib.inferenceJob import EngineError, runBlocking  # noqa: E402
+from CMBSegmentationLib.inferenceJob import EngineCancelledError, EngineError, runBlocking  # noqa: E402
 from CMBSegmentationLib.progressParsing import (  # noqa: E402
     LineSplitter,
     ProgressEvent,
     errorMessageFromStderr,
     parseProgressLine,
 )
+from CMBSegmentationLib.runLog import OverallProgress, RunLog, formatElapsed  # noqa: E402
 from CMBSegmentationLib.runState import RunState, RunStateMachine, TransitionError  # noqa: E402
 
 # --- progress lines ------------------------------------------------------------------------------------------
@@ -122,13 +131,15 @@ def test_bad_device_and_threshold_are_refused():
 
 
 def test_single_point_command_adds_at_ras_without_mask_or_threshold():
-    argv = commandBuilder.buildSinglePointCommand("py", "a.nii.gz", "o", (12.5, -3.0, 40.125), device="GPU",
+    argv = commandBuilder.buildSinglePointCommand("py", "a.nii.gz", "o", (-20.5, -3.0, 40.125), device="GPU",
                                                   platform="linux")  # fmt: skip
-    assert argv[argv.index("--at-ras") + 1] == "12.5,-3.0,40.125"
+    # The "=" form: "--at-ras -20.5,..." would make argparse read the negative X as an option.
+    (point,) = [a for a in argv if a.startswith("--at-ras")]
+    assert point == "--at-ras=-20.5,-3.0,40.125"
     assert argv[argv.index("--device") + 1] == "cuda"
     assert argv[3] == "predict" and "--mask" not in argv
-    x, y, z = (float(v) for v in argv[argv.index("--at-ras") + 1].split(","))
-    assert (x, y, z) == (12.5, -3.0, 40.125)
+    x, y, z = (float(v) for v in point.split("=", 1)[1].split(","))
+    assert (x, y, z) == (-20.5, -3.0, 40.125)
     with pytest.raises(ValueError):
         commandBuilder.buildSinglePointCommand("py", "a.nii.gz", "o", (1.0, float("nan"), 2.0))
 
@@ -306,3 +317,221 @@ def test_engine_source_is_copied_for_pip_without_build_leftovers(tmp_path):
     copy = dependencies.copySourceForBuild(source, tmp_path / "build")
     assert (copy / "pyproject.toml").is_file() and (copy / "plkd" / "__init__.py").is_file()
     assert not (copy / "plkd.egg-info").exists() and not (copy / "plkd" / "__pycache__").exists()
+
+
+# --- every engine line reaches the user; cancel never blocks ---------------------------------------------------
+
+
+def test_every_output_line_reaches_the_log_in_order_with_warnings(tmp_path):
+    argv = _script(
+        tmp_path,
+        """
+        import json, sys, time
+        print("loading torch ...", flush=True)
+        time.sleep(0.2)
+        print("WARNING: CUDA out of memory; running on the CPU", file=sys.stderr, flush=True)
+        time.sleep(0.2)
+        print(json.dumps({"stage": "segment", "done": 1, "total": 1}), flush=True)
+        """,
+    )
+    lines, events = [], []
+    assert BackgroundProcess(argv).wait(events.append, onLog=lambda stream, line: lines.append((stream, line))) == 0
+    assert lines == [
+        ("stdout", "loading torch ..."),
+        ("stderr", "WARNING: CUDA out of memory; running on the CPU"),
+        ("stdout", '{"stage": "segment", "done": 1, "total": 1}'),
+    ]
+    assert [e.stage for e in events] == ["segment"]
+    log = RunLog()
+    for _, line in lines:
+        log.add(line)
+    assert log.warnings == ["WARNING: CUDA out of memory; running on the CPU"]
+    assert all(shown.startswith("[0:0") for shown in log.lines)
+    # The same warning in the JSON notes is not shown twice; a new note is.
+    shown = log.addNotes(["CUDA out of memory; running on the CPU", "candidate count capped at 500"])
+    assert len(shown) == 1 and "capped" in shown[0] and len(log.warnings) == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_cancel_returns_at_once_even_when_the_engine_ignores_sigterm(tmp_path):
+    argv = _script(
+        tmp_path,
+        """
+        import json, signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        print(json.dumps({"stage": "start", "message": str(grandchild.pid)}), flush=True)
+        time.sleep(60)
+        """,
+    )
+    events = []
+    process = BackgroundProcess(argv)
+    deadline = time.monotonic() + 20
+    while not events and time.monotonic() < deadline:
+        process.poll(events.append)
+        time.sleep(0.05)
+    started = time.monotonic()
+    process.cancel(timeout=1.0)
+    assert time.monotonic() - started < 0.5, "cancel blocked the caller"
+    assert process.wait() != 0
+    assert _gone(int(events[0].message), within=5)
+
+
+def test_blocking_run_keeps_the_caller_alive_and_can_be_cancelled(tmp_path):
+    argv = _script(
+        tmp_path,
+        """
+        import json, time
+        for i in range(600):
+            print(json.dumps({"stage": "screen", "done": i, "total": 600}), flush=True)
+            time.sleep(0.1)
+        """,
+    )
+    idles, events = [], []
+    started = time.monotonic()
+    with pytest.raises(EngineCancelledError):
+        runBlocking(argv, events.append, idle=lambda: idles.append(1), shouldCancel=lambda: len(events) >= 3)
+    assert time.monotonic() - started < 20 and len(idles) >= 2
+
+
+def test_overall_progress_never_restarts_and_elapsed_time_reads_well():
+    progress = OverallProgress()
+    fractions = [
+        progress.update(ProgressEvent(stage, done, total))
+        for stage, done, total in (("load", 1, 1), ("preprocess", 0, 1), ("preprocess", 1, 1), ("screen", 0, 10),
+                                   ("screen", 10, 10), ("segment", 0, 40), ("segment", 20, 40), ("segment", 40, 40),
+                                   ("write", 1, 1))
+    ]  # fmt: skip
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert fractions[6] == pytest.approx(0.75)  # half of "segment" after load, preprocess and screen
+    assert progress.update(ProgressEvent("unknown-stage", 0, 5)) == pytest.approx(1.0)
+    assert (formatElapsed(5.2), formatElapsed(75.4), formatElapsed(3725)) == ("0:05", "1:15", "1:02:05")
+
+
+def test_installing_is_busy_and_refuses_a_second_install_or_a_run():
+    machine = RunStateMachine()
+    machine.transition(RunState.INSTALLING)
+    assert machine.busy
+    for refused in (RunState.INSTALLING, RunState.STARTING):
+        with pytest.raises(TransitionError):
+            machine.transition(refused)
+    machine.transition(RunState.IDLE)
+    machine.transition(RunState.STARTING)
+    with pytest.raises(TransitionError):
+        machine.transition(RunState.INSTALLING)  # no install during a run
+
+
+# --- model bundle modality -------------------------------------------------------------------------------------
+
+
+def _bundle(folder: Path, modality: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"name": folder.name, "modality": modality}))
+    return folder
+
+
+def test_modality_is_read_from_folder_zip_and_default_bundles(tmp_path):
+    import zipfile
+
+    swi = _bundle(tmp_path / "swi-model", "SWI")
+    assert modelBundle.bundleModality(swi) == "SWI"
+    archive = tmp_path / "swi-model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(swi / "manifest.json", "swi-model/manifest.json")  # bundles zip their folder
+    assert modelBundle.bundleModality(archive) == "SWI"
+    assert modelBundle.bundleModality(tmp_path / "nothing") is None
+    # The engine's default bundle, found without importing plkd.
+    default = modelBundle.defaultBundle("T2S")
+    assert default is not None and modelBundle.bundleModality(default) == "T2S"
+    path, warning = modelBundle.chooseModel("", "SWI")
+    assert path == "" and "default model was trained on T2S" in warning
+    assert modelBundle.chooseModel("", "T2*") == ("", None)
+    for model in (swi, archive):
+        assert "trained on SWI" in modelBundle.chooseModel(str(model), "T2*")[1]
+        assert modelBundle.chooseModel(str(model), "SWI") == (str(model), None)
+
+
+def test_a_shipped_bundle_of_the_chosen_modality_is_passed_explicitly(tmp_path):
+    bundled = tmp_path / "bundled"
+    _bundle(bundled / "cmb-t2s", "T2S")
+    _bundle(bundled / "cmb-swi", "SWI")
+    assert modelBundle.chooseModel("", "SWI", bundled) == (str(bundled / "cmb-swi"), None)
+    assert modelBundle.chooseModel("", "T2*", bundled) == ("", None)
+
+
+# --- working folders, reload, dependencies, shortcuts ----------------------------------------------------------
+
+
+def test_work_folders_of_ended_processes_are_removed_and_live_ones_kept(tmp_path):
+    import subprocess
+
+    mine = workFolders.createWorkFolder(tmp_path)
+    (mine / "input.nii.gz").write_bytes(b"patient")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    stale = workFolders.createWorkFolder(tmp_path)
+    (stale / workFolders.OWNER_FILE).write_text(str(ended.pid))
+    (stale / "input.nii.gz").write_bytes(b"patient")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        live = workFolders.createWorkFolder(tmp_path)
+        (live / workFolders.OWNER_FILE).write_text(str(alive.pid))
+        unrelated = tmp_path / "other-folder"
+        unrelated.mkdir()
+        assert workFolders.removeStaleWorkFolders(tmp_path) == [stale]
+        assert mine.is_dir() and live.is_dir() and unrelated.is_dir() and not stale.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+    old = tmp_path / f"{workFolders.PREFIX}old"
+    old.mkdir()  # made by an older version: no owner file
+    assert workFolders.removeStaleWorkFolders(tmp_path) == [live]  # its process has ended now
+    assert old.is_dir()  # an owner-less folder may belong to a run of an older version: kept for a day
+    assert workFolders.removeStaleWorkFolders(tmp_path, now=time.time() + 2 * workFolders.ORPHAN_AGE_S) == [old]
+    assert mine.is_dir()
+
+
+def test_reload_forgets_every_lib_module_so_the_next_import_reads_the_files_again():
+    from CMBSegmentationLib import runLog
+
+    saved = {name: module for name, module in sys.modules.items() if name.startswith("CMBSegmentationLib")}
+    try:
+        forgotten = moduleReload.forgetPackage("CMBSegmentationLib")
+        assert set(forgotten) == set(saved) and "CMBSegmentationLib.runLog" in forgotten
+        assert not [name for name in sys.modules if name.startswith("CMBSegmentationLib")]
+        from CMBSegmentationLib import runLog as runLogAgain
+
+        assert runLogAgain is not runLog
+    finally:  # the rest of this session keeps the copy its other tests imported
+        moduleReload.forgetPackage("CMBSegmentationLib")
+        sys.modules.update(saved)
+
+
+def test_torch_is_installed_alone_through_light_the_torch():
+    args = dependencies.torchInstallArguments()
+    assert args == ["install", "torch" + dependencies.TORCH_REQUIREMENT]
+    assert not any("torchvision" in a for a in args)
+
+
+def test_review_shortcuts_avoid_every_key_slicer_binds_and_are_documented():
+    keys = list(reviewShortcuts.REVIEW_SHORTCUTS.values())
+    assert len(set(keys)) == len(keys)
+    assert not set(keys) & reviewShortcuts.SLICER_BOUND_KEYS
+    assert {"Ctrl+Left", "Ctrl+Right"} <= reviewShortcuts.SLICER_BOUND_KEYS
+    ui = (REPO / "CMBSegmentation" / "Resources" / "UI" / "CMBSegmentation.ui").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for key in keys:
+        assert f"({key})" in ui, f"no tooltip names {key}"
+        assert key in readme, f"README does not name {key}"
+    assert "Ctrl+Left" not in ui and "Ctrl+Right" not in ui
+
+
+def test_self_test_sample_ships_where_the_module_looks_for_it():
+    cmake = (REPO / "CMBSegmentation" / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/Resources/TestData" in cmake
+    module = (REPO / "CMBSegmentation" / "CMBSegmentation.py").read_text(encoding="utf-8")
+    assert '"Resources" / "TestData"' in module and '"Testing" / "data"' in module
+    for name in ("tiny-case/tiny_T2S.nii.gz", "tiny-case/truth.json", "tiny-bundle/manifest.json"):
+        assert (REPO / "Testing" / "data" / name).is_file()
+    # A skipped self-test must not raise SkipTest: "Reload and Test" shows any exception as a failure.
+    assert "skipTest(" not in module

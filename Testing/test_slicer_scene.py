@@ -42,6 +42,7 @@ LESIONS = {
 }
 PROBABILITY = {1: 0.95, 2: 0.40, 5: 0.70}
 LOCATION = {1: "lobar", 2: "deep", 5: ""}
+REGION = {1: "frontal", 2: "thalamus", 5: ""}
 
 
 def _labels() -> np.ndarray:
@@ -55,7 +56,9 @@ def _centre(mask: np.ndarray, affine: np.ndarray = AFFINE) -> list[float]:
     return (affine @ np.r_[np.argwhere(mask).mean(axis=0), 1.0])[:3].tolist()
 
 
-def _writeEngineOutput(folder: Path, labels: np.ndarray, probabilities: dict[int, float], ids=None) -> tuple:
+def _writeEngineOutput(
+    folder: Path, labels: np.ndarray, probabilities: dict[int, float], ids=None, notes=None
+) -> tuple:
     folder.mkdir(parents=True, exist_ok=True)
     voxelVolume = abs(np.linalg.det(AFFINE[:3, :3]))
     candidates = []
@@ -70,7 +73,7 @@ def _writeEngineOutput(folder: Path, labels: np.ndarray, probabilities: dict[int
                 "volume_mm3": float(mask.sum() * voxelVolume),
                 "probability": probabilities[label],
                 "kept": True,
-                **({"location": LOCATION[label]} if LOCATION.get(label) else {}),
+                **({"location": LOCATION[label], "region": REGION[label]} if LOCATION.get(label) else {}),
             }
         )
     # A candidate the model rejected: label 0, no voxels, not imported.
@@ -80,7 +83,8 @@ def _writeEngineOutput(folder: Path, labels: np.ndarray, probabilities: dict[int
     nib.save(nib.Nifti1Image(labels, AFFINE), labelPath)
     jsonPath.write_text(json.dumps({"input": "case.nii.gz", "model": "tiny", "student": "x4",
                                     "n_microbleeds": len(probabilities), "candidates": candidates,
-                                    "timings": {"total_s": 1.0}}))  # fmt: skip
+                                    "thresholds": {"screening": 0.5, "segmentation": 0.3},
+                                    "timings": {"total_s": 1.0}, **({"notes": notes} if notes else {})}))  # fmt: skip
     return labelPath, jsonPath, candidates
 
 
@@ -193,10 +197,12 @@ def test_candidate_table_matches_the_json(case):
     assert [r.candidateId for r in rows] == [c["id"] for c in kept]
     assert [r.segmentId for r in rows] == result.segmentIds
     for row, candidate in zip(rows, kept, strict=True):
-        assert row.centerRas == pytest.approx(candidate["center_ras"])
-        assert row.volumeMm3 == pytest.approx(candidate["volume_mm3"])
-        assert row.probability == pytest.approx(candidate["probability"])
+        # Stored to 0.001 mm, 0.01 mm³ and 4 digits of probability.
+        assert row.centerRas == pytest.approx(candidate["center_ras"], abs=5e-4)
+        assert row.volumeMm3 == pytest.approx(candidate["volume_mm3"], abs=5e-3)
+        assert row.probability == pytest.approx(candidate["probability"], abs=5e-5)
         assert row.location == candidate.get("location", "")
+        assert row.region == candidate.get("region", "")
         assert row.status == candidateTable.STATUS_NOT_SEEN
     assert result.tableNode.GetNodeReferenceID(candidateTable.REFERENCE_SEGMENTATION) == (
         result.segmentationNode.GetID()
@@ -330,7 +336,8 @@ def test_review_survives_saving_and_reloading(case, tmp_path):
         storage = other.AddNewNodeByClass(cls)
         storage.SetFileName(str(path))
         assert storage.ReadData(node)
-    rows = reviewState.restoreReview(seg2, table2, threshold=0.5)
+    table2.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, "0.5")  # a .tsv alone keeps no attributes
+    rows = reviewState.restoreReview(seg2, table2)
     statuses = {r.segmentId: r.status for r in rows}
     assert statuses == {
         ids[0]: candidateTable.STATUS_REJECTED,
@@ -405,3 +412,267 @@ def test_inputs_are_written_with_voxels_and_geometry_intact(case, tmp_path):
     assert np.array_equal(mask > 0, _labels() > 0)  # a segmentation as brain mask, on the input grid
     assert prepared.outputs.labelMap == prepared.outputDir / "case-T2_cmb.nii.gz"
     assert inferenceJob.safeFileName("case T2*") == "case-T2"
+
+
+# --- outputs are never overwritten unasked -------------------------------------------------------------------
+
+
+def _nodeSummary(scene) -> list[tuple[str, str]]:
+    return sorted((scene.GetNthNode(i).GetClassName(), scene.GetNthNode(i).GetName() or "")
+                  for i in range(scene.GetNumberOfNodes()))  # fmt: skip
+
+
+def test_a_run_never_overwrites_a_reviewed_result_unasked(case, tmp_path):
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    reviewState.reject(seg, table, result.segmentIds[0])
+    labelPath, jsonPath = tmp_path / "engine" / "case_cmb.nii.gz", tmp_path / "engine" / "case_cmb.json"
+    content = resultImport.existingContent(seg, table)
+    assert any("3 segment(s)" in c for c in content) and any("1 reviewed" in c for c in content)
+    with pytest.raises(resultImport.OutputNotEmptyError, match="not replaced"):
+        resultImport.importResults(scene, volume, labelPath, jsonPath, seg, table)
+    assert _status(result, result.segmentIds[0]) == candidateTable.STATUS_REJECTED  # untouched
+    # New nodes by default: the reviewed result stays as it is.
+    fresh = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    assert fresh.segmentationNode is not seg and fresh.tableNode is not table
+    assert _status(result, result.segmentIds[0]) == candidateTable.STATUS_REJECTED
+    # Replacing is possible when asked for ...
+    again = resultImport.importResults(scene, volume, labelPath, jsonPath, seg, table, replace=True)
+    assert _status(again, again.segmentIds[0]) == candidateTable.STATUS_NOT_SEEN
+    # ... but never of an input of the run (the brain mask) or of a table that is not a candidate table.
+    mask = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "brain mask")
+    with pytest.raises(resultImport.OutputNotEmptyError, match="input of the run"):
+        resultImport.importResults(scene, volume, labelPath, jsonPath, mask, None, replace=True, inputNodes=[mask])
+    other = scene.AddNewNodeByClass("vtkMRMLTableNode", "measurements")
+    column = __import__("vtk").vtkStringArray()
+    column.SetName("lesion")
+    column.InsertNextValue("keep me")
+    other.AddColumn(column)
+    with pytest.raises(resultImport.OutputNotEmptyError, match="not a candidate table"):
+        resultImport.importResults(scene, volume, labelPath, jsonPath, None, other, replace=True)
+    assert other.GetCellText(0, 0) == "keep me"
+
+
+def test_import_records_run_threshold_notes_region_and_never_zeroes_a_missing_probability(case, tmp_path):
+    scene, volume, _, _, _ = case
+    notes = ["candidate count capped at 500", "fell back to the CPU"]
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "noted", _labels(), PROBABILITY, notes=notes)
+    data = json.loads(jsonPath.read_text())
+    data["candidates"][2]["probability"] = None  # e.g. a candidate the engine could not score
+    jsonPath.write_text(json.dumps(data))
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    assert result.notes == ["candidate count capped at 500", "fell back to the CPU"]
+    table = result.tableNode
+    assert json.loads(table.GetAttribute(candidateTable.ATTRIBUTE_NOTES)) == result.notes
+    assert reviewState.runThreshold(table) == pytest.approx(0.3)
+    rows = candidateTable.readRows(table)
+    assert rows[2].probability is None and rows[0].probability == pytest.approx(0.95)
+    assert [r.location for r in rows] == ["lobar", "deep", ""]
+    assert [r.region for r in rows] == ["frontal", "thalamus", ""]
+    # Numbers are stored with the digits that matter, not vtkVariant's six.
+    column = table.GetTable().GetColumnByName(candidateTable.COLUMN_R)
+    for r in range(table.GetNumberOfRows()):
+        value = column.GetValue(r)
+        assert value == round(value, 3)
+    # A table saved by an older version (no Region column) still reads.
+    old = scene.AddNewNodeByClass("vtkMRMLTableNode")
+    candidateTable.createCandidateTable(scene, "old", old)
+    old.RemoveColumn(old.GetColumnIndex(candidateTable.COLUMN_REGION))
+    candidateTable.appendRow(old, rows[0])
+    assert candidateTable.readRows(old)[0].region == "" and candidateTable.readRows(old)[0].location == "lobar"
+
+
+def test_review_threshold_lives_with_the_table_and_not_below_the_run_threshold(case):
+    _, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    assert reviewState.reviewThreshold(table) == pytest.approx(0.3)  # starts at the run's
+    assert reviewState.setReviewThreshold(seg, table, 0.6) == pytest.approx(0.6)
+    assert reviewState.reviewThreshold(table) == pytest.approx(0.6)
+    shown = [seg.GetDisplayNode().GetSegmentVisibility(s) for s in result.segmentIds]
+    assert shown == [True, False, True]  # 0.95, 0.40, 0.70
+    # Below the run threshold nothing more could appear (those candidates were never imported): clamped.
+    assert reviewState.setReviewThreshold(seg, table, 0.1) == pytest.approx(0.3)
+    assert all(seg.GetDisplayNode().GetSegmentVisibility(s) for s in result.segmentIds)
+
+
+def test_export_and_a_segmentation_as_brain_mask_leave_no_helper_nodes_in_the_scene(case, tmp_path):
+    scene, volume, result, _, _ = case
+    before = _nodeSummary(scene)
+    reportExport.exportReview(result.segmentationNode, result.tableNode, volume, tmp_path / "export", "case")
+    inferenceJob.prepareInputs(volume, result.segmentationNode, tmp_path / "work")
+    after = _nodeSummary(scene)
+    assert after == before, f"left behind: {sorted(set(after) - set(before))}"
+    assert not [name for _, name in after if name.endswith("_ColorTable")]
+
+
+# --- a saved scene (.mrb) keeps everything the reader decided ----------------------------------------------------
+
+
+def _saveMrb(scene, folder: Path) -> Path:
+    """Save like Slicer's .mrb: every storable node's data beside the MRML file, zipped."""
+    data = folder / "scene"
+    data.mkdir(parents=True)
+    for i in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(i)
+        if not node.IsA("vtkMRMLStorableNode") or node.GetHideFromEditors() and not node.IsA("vtkMRMLTableNode"):
+            continue
+        storage = node.GetStorageNode()
+        if storage is None:
+            storage = node.CreateDefaultStorageNode()
+            if storage is None:
+                continue
+            scene.AddNode(storage)
+            node.SetAndObserveStorageNodeID(storage.GetID())
+        storage.SetFileName(str(data / f"{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"))
+        assert storage.WriteData(node), node.GetName()
+    scene.SetRootDirectory(str(data))
+    scene.SetURL(str(data / "scene.mrml"))
+    assert scene.Commit()
+    mrb = folder / "review.mrb"
+    assert slicer.vtkMRMLApplicationLogic().Zip(str(mrb), str(data))
+    return mrb
+
+
+def _loadMrb(mrb: Path, folder: Path):
+    folder.mkdir()
+    mrml = slicer.vtkMRMLScene.UnpackSlicerDataBundle(str(mrb), str(folder))
+    scene = slicer.vtkMRMLScene()
+    scene.SetURL(mrml)
+    scene.SetRootDirectory(str(Path(mrml).parent))
+    assert scene.Connect()
+    return scene
+
+
+def test_everything_the_reader_decided_survives_save_close_and_reload_of_an_mrb(case, tmp_path):
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    ids = result.segmentIds
+    reviewState.reject(seg, table, ids[0])
+    reviewState.accept(seg, table, ids[1])
+    single = np.zeros(SHAPE, np.int16)
+    single[18:20, 9:11, 4:6] = 1
+    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "point", single, {1: 0.62})
+    added = reviewState.addReaderMicrobleed(seg, table, labelPath, jsonPath, candidates[0]["center_ras"])
+    reviewState.setReviewThreshold(seg, table, 0.8)  # ids[2] (0.70, not yet seen) drops out
+    # Another volume is loaded and selected meanwhile: the result still knows the volume it was computed on.
+    scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "another series")
+    expected = reportExport.exportReview(seg, table, volume, tmp_path / "before", "case")
+    assert expected.count == 2
+
+    mrb = _saveMrb(scene, tmp_path / "saved")
+    scene.Clear(1)  # close
+    loaded = _loadMrb(mrb, tmp_path / "loaded")
+
+    tables = [n for n in (loaded.GetNthNodeByClass(i, "vtkMRMLTableNode")
+                          for i in range(loaded.GetNumberOfNodesByClass("vtkMRMLTableNode")))
+              if candidateTable.isCandidateTable(n)]  # fmt: skip
+    (table2,) = tables
+    seg2 = table2.GetNodeReference(candidateTable.REFERENCE_SEGMENTATION)
+    assert seg2 is not None and seg2.IsA("vtkMRMLSegmentationNode")
+    reference = resultImport.referenceVolume(seg2)
+    assert reference is not None and reference.GetName() == "case T2*"
+    assert np.array_equal(arrayFromVolumeNode(reference), arrayFromVolumeNode(volume))
+    assert reviewState.reviewThreshold(table2) == pytest.approx(0.8)
+    assert reviewState.runThreshold(table2) == pytest.approx(0.3)
+    rows = reviewState.restoreReview(seg2, table2)
+    assert {r.segmentId: r.status for r in rows} == {
+        ids[0]: candidateTable.STATUS_REJECTED,
+        ids[1]: candidateTable.STATUS_ACCEPTED,
+        ids[2]: candidateTable.STATUS_NOT_SEEN,
+        added: candidateTable.STATUS_ADDED,
+    }
+    addedSegment = seg2.GetSegmentation().GetSegment(added)
+    assert resultImport.segmentTag(addedSegment, candidateTable.TAG_ORIGIN) == candidateTable.ORIGIN_READER
+    assert np.array_equal(_segmentMask(seg2, added, reference), single == 1)
+    assert [seg2.GetDisplayNode().GetSegmentVisibility(s) for s in (*ids, added)] == [False, True, False, True]
+    # The reloaded scene exports exactly the microbleeds the reader saw.
+    files = reportExport.exportReview(seg2, table2, reference, tmp_path / "after", "case")
+    assert files.count == expected.count
+    assert np.array_equal(np.asarray(nib.load(files.labelMap).dataobj), np.asarray(nib.load(expected.labelMap).dataobj))
+    before, after = (json.loads(f.reportJson.read_text()) for f in (expected, files))
+    assert after["microbleeds"] == before["microbleeds"] and after["threshold"] == pytest.approx(0.8)
+
+
+# --- navigation and watching --------------------------------------------------------------------------------
+
+
+def _sliceViews(scene):
+    views = []
+    for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):
+        sliceNode = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+        sliceNode.SetLayoutName(name)
+        sliceNode.SetOrientation(orientation)
+        sliceNode.SetDimensions(256, 256, 1)
+        sliceNode.SetFieldOfView(250, 250, 1)
+        composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+        composite.SetLayoutName(name)
+        views.append((sliceNode, composite))
+    return views
+
+
+def test_showing_a_candidate_puts_the_reviewed_volume_in_every_view_centred_on_it(case):
+    from CMBSegmentationLib import reviewNavigation
+
+    scene, volume, result, _, _ = case
+    other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "FLAIR")
+    views = _sliceViews(scene)
+    for _, composite in views:
+        composite.SetBackgroundVolumeID(other.GetID())
+        composite.SetForegroundVolumeID(other.GetID())
+    row = candidateTable.readRows(result.tableNode)[0]
+    reviewNavigation.showCandidate(scene, resultImport.referenceVolume(result.segmentationNode), row.centerRas)
+    for sliceNode, composite in views:
+        assert composite.GetBackgroundVolumeID() == volume.GetID()
+        assert composite.GetForegroundVolumeID() == other.GetID()  # the reader's overlay is kept
+        sliceToRas = sliceNode.GetSliceToRAS()
+        assert [sliceToRas.GetElement(i, 3) for i in range(3)] == pytest.approx(list(row.centerRas), abs=1e-6)
+
+
+def test_watcher_reports_every_change_of_the_shown_result_and_only_of_it(case, tmp_path):
+    from CMBSegmentationLib.reviewWatcher import ReviewWatcher
+
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    calls = []
+    watcher = ReviewWatcher(scene, lambda: calls.append(1))
+    watcher.watch(seg, table)
+    table.SetCellText(0, table.GetColumnIndex(candidateTable.COLUMN_STATUS), candidateTable.STATUS_ACCEPTED)
+    table.Modified()  # edited in the Tables module
+    assert calls, "a table edit was not reported"
+    reviewState.restoreReview(seg, table)  # what the refresh does: the segment follows the edited table
+    assert _status(result, result.segmentIds[0]) == candidateTable.STATUS_ACCEPTED
+    calls.clear()
+    seg.GetSegmentation().GetSegment(result.segmentIds[1]).SetName("renamed")  # Segment Editor
+    seg.GetSegmentation().RemoveSegment(result.segmentIds[2])
+    assert len(calls) >= 2
+    # Another result selected: the first one no longer triggers refreshes.
+    labelPath, jsonPath = tmp_path / "engine" / "case_cmb.nii.gz", tmp_path / "engine" / "case_cmb.json"
+    second = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    watcher.watch(second.segmentationNode, second.tableNode)
+    calls.clear()
+    table.Modified()
+    assert not calls
+    second.tableNode.Modified()
+    assert calls
+    # A scene imported while the module is shown, and the shown table removed.
+    calls.clear()
+    scene.InvokeEvent(slicer.vtkMRMLScene.EndImportEvent)
+    assert calls
+    calls.clear()
+    scene.RemoveNode(second.tableNode)
+    assert calls and watcher.watched == (None, None)
+    watcher.close()
+    calls.clear()
+    table.Modified()
+    scene.InvokeEvent(slicer.vtkMRMLScene.EndImportEvent)
+    assert not calls
+
+
+def test_a_result_s_table_and_segmentation_find_each_other(case, tmp_path):
+    scene, volume, result, _, _ = case
+    labelPath, jsonPath = tmp_path / "engine" / "case_cmb.nii.gz", tmp_path / "engine" / "case_cmb.json"
+    second = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    for one in (result, second):
+        assert candidateTable.segmentationOfTable(one.tableNode) is one.segmentationNode
+        assert candidateTable.tableOfSegmentation(scene, one.segmentationNode) is one.tableNode
+    assert candidateTable.tableOfSegmentation(scene, scene.AddNewNodeByClass("vtkMRMLSegmentationNode")) is None

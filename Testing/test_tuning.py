@@ -14,6 +14,7 @@ from plkd.bundle import MANIFEST, load_bundle
 from plkd.cli import main
 from plkd.errors import BundleError
 from plkd.inference.predictor import Predictor
+from plkd.models import Calibration
 from plkd.tuning import Case, score, search
 from plkd.volumes import load_volume
 
@@ -30,7 +31,9 @@ def _hand_made_case() -> Case:
     labels[13:15, 3:5, 3:5] = 2  # on B: weak screening score
     labels[25:27, 10:12, 10:12] = 3  # false alarm the segmenter is sure of
     labels[35:37, 10:12, 10:12] = 4  # false alarm the segmenter doubts
-    scores = {1: (0.9, 0.9), 2: (0.4, 0.95), 3: (0.6, 0.99), 4: (0.95, 0.2)}
+    probs = {1: (0.9, 0.9), 2: (0.4, 0.95), 3: (0.6, 0.99), 4: (0.95, 0.2)}
+    # Cases store candidate logits; with the identity calibration sigmoid(logit) is the probability.
+    scores = {k: (s, float(np.log(p / (1 - p)))) for k, (s, p) in probs.items()}
     return Case("sub-01", "hr", labels, truth, np.ones(3), scores)
 
 
@@ -42,6 +45,15 @@ def test_score_rethresholds_stored_candidates():
     assert m["F1"] == pytest.approx(0.5)
     everything = score([case], 0.0, 0.0)
     assert (everything["TP"], everything["FP"]) == (2, 2)
+
+
+def test_kept_follows_the_calibrated_probability():
+    # A calibration that halves every logit: 0.9 -> 0.75, 0.95 -> 0.81, 0.99 -> 0.91, 0.2 -> 0.33.
+    case = _hand_made_case()
+    halve = Calibration(a=0.5, b=0.0)
+    assert case.kept(0.0, 0.8) == {1, 2, 3}
+    assert case.kept(0.0, 0.8, halve) == {2, 3}
+    assert case.kept(0.0, 0.9, halve) == {3}
 
 
 @pytest.mark.parametrize(
@@ -59,7 +71,7 @@ def test_search_picks_best_f1_within_the_false_positive_limit(max_fp, expected, 
 
 def test_search_without_a_feasible_pair_says_so():
     case = _hand_made_case()
-    case.scores = {3: (0.9, 0.9)}  # only a false alarm, always above any threshold of the grid but one
+    case.scores = {3: (0.9, float(np.log(9.0)))}  # a false alarm at p = 0.9: above any threshold of the grid
     best = search([case], max_fp=0.5, screening_grid=(0.3,), segmentation_grid=(0.5,))
     assert not best["feasible"] and best["metrics"]["FP"] == 1
 
@@ -86,6 +98,13 @@ def test_tune_command_writes_a_bundle_whose_segmenters_carry_thresholds(tmp_path
     kept = [c for c in result.candidates if c["kept"]]
     assert kept
     assert all(c["screening_score"] >= own["screening"] and c["probability"] >= own["segmentation"] for c in kept)
+    # Each candidate's probability is the student's calibration of its logit (Platt: sigmoid(a·z + b)).
+    cal = tuned.manifest["networks"]["student_x4"]["calibration"]
+    assert cal["method"] == "platt" and cal["n_candidates"] > 0 and 0 <= cal["ece_after"] <= 1
+    for c in result.candidates:
+        if c["logit"] is not None:
+            expected = 1.0 / (1.0 + np.exp(-(cal["a"] * c["logit"] + cal["b"])))
+            assert c["probability"] == pytest.approx(expected, abs=2e-3)
     assert Predictor(tuned, device="cpu").thresholds_for("teacher")["screening"] == tuned.thresholds["screening"]
     # An existing output is never replaced silently.
     assert main(args) == 2

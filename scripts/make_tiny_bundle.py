@@ -209,6 +209,9 @@ def train(out: Path, steps: int, seed: int) -> None:
             "spacing_mm": [1.0, 1.0, 1.0],
             "patch_size": {"screening": [20, 20, 16], "segmentation": list(SEG_PATCH)},
             "thresholds": {"screening": 0.5, "segmentation": 0.5, "voxel": 0.5, "min_distance_mm": 4.0},
+            # Trained on 2-3.6 mm balls only: the large-blob candidate source would feed it
+            # phantom texture it never learnt to reject.
+            "candidates": {"blob": {"limit": 0}},
             "training": {"data": "tiny dark-ball phantoms (scripts/make_tiny_bundle.py)", "steps": steps, "seed": seed},
             "disclaimer": "Test fixture trained on toy phantoms; detects dark balls, not microbleeds.",
         },

@@ -1,8 +1,10 @@
-"""Run the engine as a child process: stream its stdout lines, collect stderr, kill its whole tree.
+"""Run the engine as a child process: stream every output line, collect stderr, kill its whole tree.
 
 Qt-free on purpose: ``processRunner`` only polls this object from a Qt timer, and CI tests it with real
 child processes. The child gets its own process group (POSIX) so that Cancel also stops the grandchildren
 - ``PythonSlicer`` is a launcher that starts the real Python as a child, and torch may start workers.
+Every line of stdout and stderr reaches ``onLog`` in the order it was read (the engine's warnings, e.g. a CPU
+fallback after running out of GPU memory, are stderr lines); progress objects of stdout also reach ``onProgress``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import threading
 from collections.abc import Callable, Sequence
 
 from CMBSegmentationLib.progressParsing import ProgressEvent, parseProgressLine
+
+#: Names of the two output streams given to ``onLog``.
+STDOUT, STDERR = "stdout", "stderr"
 
 
 class BackgroundProcess:
@@ -42,12 +47,13 @@ class BackgroundProcess:
             bufsize=1,
             **kwargs,
         )
-        self._lines: queue.Queue[str] = queue.Queue()
+        self._lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self._stderr: list[str] = []
         self.cancelled = False
+        self._killer: threading.Thread | None = None
         self._readers = [
-            threading.Thread(target=self._pump, args=(self._process.stdout, self._lines.put), daemon=True),
-            threading.Thread(target=self._pump, args=(self._process.stderr, self._stderr.append), daemon=True),
+            threading.Thread(target=self._pump, args=(self._process.stdout, STDOUT, self._lines.put), daemon=True),
+            threading.Thread(target=self._pump, args=(self._process.stderr, STDERR, self._fromStderr), daemon=True),
         ]
         for reader in self._readers:
             reader.start()
@@ -57,29 +63,54 @@ class BackgroundProcess:
         """Process id of the direct child."""
         return self._process.pid
 
-    def poll(self, onProgress: Callable[[ProgressEvent], None] | None = None) -> int | None:
-        """Deliver the progress lines read so far; return the exit code once the process and its output ended."""
+    def poll(
+        self,
+        onProgress: Callable[[ProgressEvent], None] | None = None,
+        onLog: Callable[[str, str], None] | None = None,
+    ) -> int | None:
+        """Deliver the lines read so far; return the exit code once the process and its output ended.
+
+        ``onLog(stream, line)`` gets every line (``stream`` is :data:`STDOUT` or :data:`STDERR`, the line without
+        its end), ``onProgress(event)`` the progress objects among the stdout lines.
+        """
         while True:
             try:
-                line = self._lines.get_nowait()
+                stream, line = self._lines.get_nowait()
             except queue.Empty:
                 break
-            event = parseProgressLine(line)
+            if onLog is not None:
+                onLog(stream, line.rstrip("\r\n"))
+            event = parseProgressLine(line) if stream == STDOUT else None
             if event is not None and onProgress is not None:
                 onProgress(event)
         code = self._process.poll()
         if code is None or any(reader.is_alive() for reader in self._readers):
             return None
         if not self._lines.empty():  # lines that arrived between the loop and the end
-            return self.poll(onProgress)
+            return self.poll(onProgress, onLog)
         return code
 
-    def wait(self, onProgress: Callable[[ProgressEvent], None] | None = None, interval: float = 0.1) -> int:
-        """Block until the process ends, delivering progress on the way; return its exit code."""
+    def wait(
+        self,
+        onProgress: Callable[[ProgressEvent], None] | None = None,
+        interval: float = 0.1,
+        onLog: Callable[[str, str], None] | None = None,
+        idle: Callable[[], None] | None = None,
+        shouldCancel: Callable[[], bool] | None = None,
+    ) -> int:
+        """Block until the process ends, delivering its lines on the way; return its exit code.
+
+        ``idle()`` is called about every ``interval`` s (e.g. to let a GUI process its events); when
+        ``shouldCancel()`` returns True the process tree is cancelled (see :meth:`cancel`).
+        """
         while True:
-            code = self.poll(onProgress)
+            code = self.poll(onProgress, onLog)
             if code is not None:
                 return code
+            if idle is not None:
+                idle()
+            if shouldCancel is not None and not self.cancelled and shouldCancel():
+                self.cancel()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(timeout=interval)
 
@@ -89,16 +120,33 @@ class BackgroundProcess:
         return "".join(self._stderr)
 
     def cancel(self, timeout: float = 5.0) -> None:
-        """Stop the process and all its descendants: politely first, then by force after ``timeout`` s."""
+        """Stop the process and all its descendants: politely first, then by force after ``timeout`` s.
+
+        Returns at once: the waiting and the forced kill happen on a background thread, so a GUI calling this
+        stays responsive; :meth:`poll` reports the end as usual.
+        """
+        if self.cancelled:
+            return
         self.cancelled = True
         if self._process.poll() is not None and sys.platform == "win32":
             return
-        killProcessTree(self._process, timeout)
+        self._killer = threading.Thread(target=killProcessTree, args=(self._process, timeout), daemon=True)
+        self._killer.start()
+
+    def kill(self, timeout: float = 2.0) -> None:
+        """Stop the process tree now and wait for it (e.g. when Slicer quits: no thread outlives the caller)."""
+        self.cancelled = True
+        if self._process.poll() is None or sys.platform != "win32":
+            killProcessTree(self._process, timeout)
+
+    def _fromStderr(self, item: tuple[str, str]) -> None:
+        self._stderr.append(item[1])
+        self._lines.put(item)
 
     @staticmethod
-    def _pump(stream, sink) -> None:
+    def _pump(stream, name: str, sink) -> None:
         for line in iter(stream.readline, ""):
-            sink(line)
+            sink((name, line))
         stream.close()
 
 

@@ -26,6 +26,12 @@ TAG_ORIGIN = "CMBSegmentation.Origin"  # "reader" on a microbleed the reader add
 ORIGIN_READER = "reader"
 ATTRIBUTE_ROLE = "CMBSegmentation.Role"
 ROLE_CANDIDATES = "candidates"
+#: Probability threshold the engine ran with: candidates below it were never imported.
+ATTRIBUTE_RUN_THRESHOLD = "CMBSegmentation.RunThreshold"
+#: The reader's review threshold: saved with the table, so a reloaded scene exports what the reader saw.
+ATTRIBUTE_REVIEW_THRESHOLD = "CMBSegmentation.ReviewThreshold"
+#: The engine's notes (JSON list of strings) of the run that made this table.
+ATTRIBUTE_NOTES = "CMBSegmentation.Notes"
 REFERENCE_SEGMENTATION = "CMBSegmentation.Segmentation"
 
 # Column names in file order.
@@ -36,6 +42,7 @@ COLUMN_VOLUME = "Volume (mm3)"
 COLUMN_PROBABILITY = "Probability"
 COLUMN_STATUS = "Status"
 COLUMN_LOCATION = "Location"
+COLUMN_REGION = "Region"
 COLUMNS = (
     COLUMN_ID,
     COLUMN_SEGMENT,
@@ -46,7 +53,13 @@ COLUMNS = (
     COLUMN_PROBABILITY,
     COLUMN_STATUS,
     COLUMN_LOCATION,
+    COLUMN_REGION,
 )
+#: Columns a table saved by an older version may lack; they read as empty.
+OPTIONAL_COLUMNS = frozenset({COLUMN_LOCATION, COLUMN_REGION})
+#: Decimals kept per numeric column: the table shows what matters (0.001 mm, 0.01 mm³, 4 digits of probability)
+#: instead of vtkVariant's six significant digits.
+DECIMALS = {COLUMN_R: 3, COLUMN_A: 3, COLUMN_S: 3, COLUMN_VOLUME: 2, COLUMN_PROBABILITY: 4}
 _NUMERIC = {COLUMN_ID, COLUMN_R, COLUMN_A, COLUMN_S, COLUMN_VOLUME, COLUMN_PROBABILITY}
 
 
@@ -62,6 +75,7 @@ class CandidateRow:
     probability: float | None
     status: str
     location: str = ""
+    region: str = ""
 
 
 def createCandidateTable(scene, name: str, tableNode=None):
@@ -78,22 +92,48 @@ def createCandidateTable(scene, name: str, tableNode=None):
     return tableNode
 
 
+def isCandidateTable(tableNode) -> bool:
+    """Whether ``tableNode`` is a candidate table made by this module."""
+    return tableNode is not None and tableNode.GetAttribute(ATTRIBUTE_ROLE) == ROLE_CANDIDATES
+
+
+def segmentationOfTable(tableNode):
+    """The segmentation whose candidates ``tableNode`` lists, or None."""
+    return tableNode.GetNodeReference(REFERENCE_SEGMENTATION) if tableNode is not None else None
+
+
+def tableOfSegmentation(scene, segmentationNode):
+    """The candidate table that lists the segments of ``segmentationNode`` (the last one made), or None."""
+    if segmentationNode is None:
+        return None
+    found = None
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
+        tableNode = scene.GetNthNodeByClass(i, "vtkMRMLTableNode")
+        if isCandidateTable(tableNode) and segmentationOfTable(tableNode) is segmentationNode:
+            found = tableNode
+    return found
+
+
 def appendRow(tableNode, row: CandidateRow) -> int:
     """Append ``row``; return its row index."""
     index = tableNode.AddEmptyRow()
     values = {
         COLUMN_ID: str(int(row.candidateId)),
         COLUMN_SEGMENT: row.segmentId,
-        COLUMN_R: _number(row.centerRas[0]),
-        COLUMN_A: _number(row.centerRas[1]),
-        COLUMN_S: _number(row.centerRas[2]),
-        COLUMN_VOLUME: _number(row.volumeMm3),
-        COLUMN_PROBABILITY: "" if row.probability is None else _number(row.probability),
+        COLUMN_R: _number(row.centerRas[0], COLUMN_R),
+        COLUMN_A: _number(row.centerRas[1], COLUMN_A),
+        COLUMN_S: _number(row.centerRas[2], COLUMN_S),
+        COLUMN_VOLUME: _number(row.volumeMm3, COLUMN_VOLUME),
+        # A double cell cannot be empty (vtkVariant("") is 0.0): an unknown probability is stored as NaN.
+        COLUMN_PROBABILITY: "nan" if row.probability is None else _number(row.probability, COLUMN_PROBABILITY),
         COLUMN_STATUS: row.status,
         COLUMN_LOCATION: row.location or "",
+        COLUMN_REGION: row.region or "",
     }
     for column, text in values.items():
-        tableNode.SetCellText(index, _columnIndex(tableNode, column), text)
+        columnIndex = _columnIndex(tableNode, column, required=column not in OPTIONAL_COLUMNS)
+        if columnIndex >= 0:
+            tableNode.SetCellText(index, columnIndex, text)
     return index
 
 
@@ -111,6 +151,7 @@ def readRows(tableNode) -> list[CandidateRow]:
                 probability=probability,
                 status=_cell(tableNode, r, COLUMN_STATUS) or STATUS_NOT_SEEN,
                 location=_cell(tableNode, r, COLUMN_LOCATION),
+                region=_cell(tableNode, r, COLUMN_REGION),
             )
         )
     return rows
@@ -138,20 +179,23 @@ def nextCandidateId(tableNode) -> int:
     return max((row.candidateId for row in readRows(tableNode)), default=0) + 1
 
 
-def _columnIndex(tableNode, column: str) -> int:
+def _columnIndex(tableNode, column: str, required: bool = True) -> int:
     table = tableNode.GetTable()
     for c in range(table.GetNumberOfColumns()):
         if table.GetColumn(c).GetName() == column:
             return c
+    if not required:
+        return -1
     raise KeyError(f"table '{tableNode.GetName()}' has no column '{column}'; is it a candidate table?")
 
 
 def _cell(tableNode, rowIndex: int, column: str) -> str:
-    return tableNode.GetCellText(rowIndex, _columnIndex(tableNode, column))
+    columnIndex = _columnIndex(tableNode, column, required=column not in OPTIONAL_COLUMNS)
+    return tableNode.GetCellText(rowIndex, columnIndex) if columnIndex >= 0 else ""
 
 
-def _number(value: float) -> str:
-    return repr(float(value))
+def _number(value: float, column: str) -> str:
+    return repr(round(float(value), DECIMALS[column]))
 
 
 def _float(text: str) -> float | None:

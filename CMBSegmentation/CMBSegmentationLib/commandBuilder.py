@@ -2,7 +2,8 @@
 
 Contract (docs/design.md, "Prediction outputs"):
 ``python -m plkd predict INPUT --output-dir DIR [--model BUNDLE] --device D [--mask MASK] --progress jsonl
-[--threshold P]`` and, to add one microbleed the reader clicked, ``... --at-ras X,Y,Z``.
+[--threshold P]`` and, to add one microbleed the reader clicked, ``... --at-ras=X,Y,Z`` (the ``=`` form: argparse
+would take a negative X in ``--at-ras -20,5,3`` for an option).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def buildSinglePointCommand(
     if len(pointRas) != 3 or not all(math.isfinite(float(v)) for v in pointRas):
         raise ValueError(f"a point needs three finite RAS coordinates, got {pointRas!r}")
     argv = buildPredictCommand(pythonExecutable, inputPath, outputDir, modelPath, device, None, None, platform)
-    return argv + ["--at-ras", ",".join(_formatNumber(float(v)) for v in pointRas)]
+    return argv + ["--at-ras=" + ",".join(_formatNumber(float(v)) for v in pointRas)]
 
 
 def _formatNumber(value: float) -> str:

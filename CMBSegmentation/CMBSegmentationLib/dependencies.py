@@ -1,11 +1,12 @@
 """Install what the engine needs into Slicer's Python, at the first Apply and after one confirmation.
 
-Order matters: torch comes from the PyTorch extension (it picks the CUDA build that matches the driver),
-then the other requirements with lower bounds, then ``plkd`` from the extension's own copy of
-``PLKDTraining`` with ``--no-deps`` so pip never replaces that torch. Nothing is installed at import time.
-Only :func:`findPLKDSource`, :func:`missingPackages`, :func:`sourceVersion`, :func:`requirementsPath` and
-:func:`copySourceForBuild` run outside Slicer. :func:`ensureExportDependencies` installs only what the export
-needs.
+Order matters: torch first, installed by light-the-torch (as the PyTorch extension does, it picks the CUDA build
+that matches the driver) in a child process, so torch is never imported into Slicer's process; then the other
+requirements with lower bounds, then ``plkd`` from the extension's own copy of ``PLKDTraining`` with ``--no-deps``
+so pip never replaces that torch. Nothing is installed at import time.
+Only :func:`findPLKDSource`, :func:`missingPackages`, :func:`sourceVersion`, :func:`requirementsPath`,
+:func:`torchInstallArguments` and :func:`copySourceForBuild` run outside Slicer. :func:`ensureExportDependencies`
+installs only what the export needs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ TORCH_REQUIREMENT = ">=2.1"
 
 
 class DependencyError(RuntimeError):
-    """Installation failed or was declined; the message says what to do."""
+    """Installation failed or was declined; the message says what to do.
+
+    ``shown`` is True when Slicer already showed the failure to the user (its pip dialog, Slicer >= 5.12).
+    """
+
+    def __init__(self, message: str, shown: bool = False) -> None:
+        super().__init__(message)
+        self.shown = shown
 
 
 def findPLKDSource(moduleDir: str | Path) -> Path | None:
@@ -89,7 +97,9 @@ def copySourceForBuild(source: str | Path, destination: str | Path) -> Path:
 def ensureDependencies(moduleDir: str | Path, reinstall: bool = False) -> bool:
     """Make torch and plkd importable in Slicer; ask the user once. Return False when the user declines.
 
-    Raises :class:`DependencyError` with a clear message when an installation fails.
+    Raises :class:`DependencyError` with a clear message when an installation fails (``shown`` tells whether
+    Slicer already displayed pip's failure). The caller must keep the user from starting a second installation
+    meanwhile: on Slicer 5.10 pip runs while Slicer processes clicks.
     """
     import slicer
     from slicer.i18n import tr as _
@@ -106,22 +116,13 @@ def ensureDependencies(moduleDir: str | Path, reinstall: bool = False) -> bool:
     )
     if not slicer.util.confirmOkCancelDisplay(question, windowTitle=_("Install dependencies")):
         return False
-    with slicer.util.WaitCursor():
-        _installTorch()
-        try:
-            # No --upgrade: packages that already meet the lower bounds (numpy, scipy ... that Slicer ships and
-            # has loaded) must stay as they are.
-            slicer.util.pip_install(["-r", str(requirementsPath(moduleDir))])
-            with tempfile.TemporaryDirectory(prefix="CMBSegmentation-pip-") as tmp:
-                # A copy, not editable: the extension folder may be read-only or replaced by an update.
-                slicer.util.pip_install(["--force-reinstall", "--no-deps", str(copySourceForBuild(source, tmp))])
-        except Exception as exc:  # pip reports every failure as a CalledProcessError or similar
-            raise DependencyError(
-                _(
-                    "Installing the engine failed: {error}\nSee the Python console for pip's output; to try again, "
-                    "use 'Reinstall dependencies' in the Advanced section."
-                ).format(error=exc)
-            ) from exc
+    _installTorch()
+    # No --upgrade: packages that already meet the lower bounds (numpy, scipy ... that Slicer ships and has loaded)
+    # must stay as they are.
+    _pipInstall(["-r", str(requirementsPath(moduleDir))])
+    with tempfile.TemporaryDirectory(prefix="CMBSegmentation-pip-") as tmp:
+        # A copy, not editable: the extension folder may be read-only or replaced by an update.
+        _pipInstall(["--force-reinstall", "--no-deps", str(copySourceForBuild(source, tmp))])
     importlib.invalidate_caches()
     stillMissing = missingPackages(moduleDir)
     if stillMissing:
@@ -132,6 +133,24 @@ def ensureDependencies(moduleDir: str | Path, reinstall: bool = False) -> bool:
         )
     logging.info("CMBSegmentation: dependencies installed")
     return True
+
+
+def torchInstallArguments(requirement: str = TORCH_REQUIREMENT) -> list[str]:
+    """Arguments of ``python -m light_the_torch`` that install torch alone (no torchvision: the engine needs none).
+
+    light-the-torch picks the CUDA build that matches the driver, as the PyTorch extension does, but here it runs
+    in a child process: Slicer's own process never imports torch.
+    """
+    return ["install", f"torch{requirement}"]
+
+
+def hasPipDialog() -> bool:
+    """Whether this Slicer's ``pip_install`` shows its own progress and error dialogs (Slicer >= 5.12)."""
+    try:
+        import slicer.packaging  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(slicer.packaging, "pip_install")
 
 
 def ensureExportDependencies() -> bool:
@@ -148,36 +167,66 @@ def ensureExportDependencies() -> bool:
     question = _("Exporting needs the Python package nibabel in Slicer's Python. Install it now?")
     if not slicer.util.confirmOkCancelDisplay(question, windowTitle=_("Install nibabel")):
         return False
-    try:
-        slicer.util.pip_install(["nibabel>=5.0"])
-    except Exception as exc:
-        raise DependencyError(_("Installing nibabel failed: {error}").format(error=exc)) from exc
+    _pipInstall(["nibabel>=5.0"])
     importlib.invalidate_caches()
     return importlib.util.find_spec("nibabel") is not None
 
 
+def _pipInstall(args: list[str]) -> None:
+    """``pip install ARGS`` in Slicer's Python, with one error message for the user.
+
+    Slicer >= 5.12 shows a progress dialog and, on failure, its own error dialog with pip's log: the
+    :class:`DependencyError` raised then is marked ``shown`` so the module does not show a second one. Slicer 5.10
+    shows nothing: a busy cursor marks the wait and the error is the module's.
+    """
+    import slicer
+    from slicer.i18n import tr as _
+
+    shown = hasPipDialog()
+    try:
+        if shown:
+            slicer.packaging.pip_install(args, requester=_("CMB Segmentation"))
+        else:
+            with slicer.util.WaitCursor():
+                slicer.util.pip_install(args)
+    except Exception as exc:  # pip reports every failure as a CalledProcessError or similar
+        raise DependencyError(
+            _(
+                "Installing the engine failed: {error}\nSee the Python console for pip's output; to try again, use "
+                "'Reinstall dependencies' in the Advanced section."
+            ).format(error=exc),
+            shown=shown,
+        ) from exc
+
+
+def _runPythonModule(module: str, args: list[str]) -> None:
+    """``python -m MODULE ARGS`` in Slicer's Python (a child process), blocking, output to the console."""
+    import slicer
+
+    run = getattr(slicer.util, "executePythonModule", None) or slicer.util._executePythonModule  # 5.10: private
+    with slicer.util.WaitCursor():
+        run(module, args)
+
+
 def _installTorch() -> None:
+    """Install torch through light-the-torch in a child process (never imported into Slicer, no torchvision)."""
     from slicer.i18n import tr as _
 
     if importlib.util.find_spec("torch") is not None:
         return  # a reinstall of torch itself is done in the PyTorch Utils module
     try:
-        import PyTorchUtils
-    except ImportError as exc:
-        raise DependencyError(
-            _("The PyTorch extension is required: install 'PyTorch' from the Extensions Manager and restart Slicer.")
-        ) from exc
-    try:
-        # The user already confirmed the whole installation once: no second dialog.
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT
-        )
-    except Exception as exc:  # pip / light-the-torch failures
+        if importlib.util.find_spec("light_the_torch") is None:
+            _pipInstall(["light-the-torch>=0.5"])
+        _runPythonModule("light_the_torch", torchInstallArguments())
+    except DependencyError:
+        raise
+    except Exception as exc:  # light-the-torch failures (CalledProcessError)
         raise DependencyError(
             _(
                 "PyTorch could not be installed: {error}\nSee the Python console, or install it in the PyTorch Utils "
                 "module."
             ).format(error=exc)  # fmt: skip
         ) from exc
-    if torch is None:
+    importlib.invalidate_caches()
+    if importlib.util.find_spec("torch") is None:
         raise DependencyError(_("PyTorch could not be installed; see the PyTorch Utils module for details."))

@@ -16,11 +16,16 @@ import numpy as np
 from CMBSegmentationLib.backgroundProcess import BackgroundProcess
 from CMBSegmentationLib.commandBuilder import PredictOutputs, predictOutputs
 from CMBSegmentationLib.progressParsing import ProgressEvent, errorMessageFromStderr
+from CMBSegmentationLib.sceneScratch import scratchNodes
 from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, writeVolumeNodeAsNifti
 
 
 class EngineError(RuntimeError):
     """The engine failed; the message is its own one-line error when it gave one."""
+
+
+class EngineCancelledError(EngineError):
+    """The run was cancelled; nothing was imported."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,11 @@ class PreparedRun:
     outputDir: Path
     outputs: PredictOutputs
 
+    @property
+    def workFolder(self) -> Path:
+        """The folder of the whole run (inputs and outputs): remove it when the run is over."""
+        return self.outputDir.parent
+
 
 def safeFileName(name: str) -> str:
     """A node name made safe as a file name ("T2* axial" -> "T2_axial"); the engine splits ids at "_"."""
@@ -40,7 +50,11 @@ def safeFileName(name: str) -> str:
 
 
 def prepareInputs(inputVolume, brainMask, workDir: str | Path) -> PreparedRun:
-    """Write the input volume (and the brain mask, if any) as NIfTI into ``workDir``."""
+    """Write the input volume (and the brain mask, if any) as NIfTI into ``workDir``.
+
+    ``workDir`` holds a copy of the patient image: make it with ``workFolders.createWorkFolder`` and remove it
+    after the run (``workFolder`` of the result).
+    """
     workDir = Path(workDir)
     name = safeFileName(inputVolume.GetName())
     inputPath = writeVolumeNodeAsNifti(inputVolume, workDir / "input" / f"{name}.nii.gz")
@@ -60,15 +74,14 @@ def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:
     if maskNode.IsA("vtkMRMLSegmentationNode"):
         from slicer import vtkSlicerSegmentationsModuleLogic
 
-        labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        try:
+        # The export also adds a display node and a colour table: all of them go again.
+        with scratchNodes(scene):
+            labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
             if not vtkSlicerSegmentationsModuleLogic.ExportVisibleSegmentsToLabelmapNode(
                 maskNode, labelNode, inputVolume
             ):
                 raise ValueError(f"could not turn segmentation '{maskNode.GetName()}' into a brain mask")
             mask = arrayFromVolumeNode(labelNode) > 0
-        finally:
-            scene.RemoveNode(labelNode)
     else:
         mask = arrayFromVolumeNode(maskNode) > 0
         sameGrid = mask.shape == inputVolume.GetImageData().GetDimensions() and np.allclose(
@@ -116,16 +129,24 @@ def runBlocking(
     argv: Sequence[str],
     onProgress: Callable[[ProgressEvent], None] | None = None,
     env: dict[str, str] | None = None,
+    onLog: Callable[[str, str], None] | None = None,
+    idle: Callable[[], None] | None = None,
+    shouldCancel: Callable[[], bool] | None = None,
 ) -> None:
     """Run the engine to the end; raise :class:`EngineError` with the engine's message when it fails.
 
-    ``env`` None means :func:`engineEnvironment`.
+    ``env`` None means :func:`engineEnvironment`. ``onLog(stream, line)`` receives every output line as it
+    arrives; ``idle()`` is called about ten times a second (Slicer: process GUI events so the application does not
+    freeze), and when ``shouldCancel()`` becomes True the whole process tree is stopped and
+    :class:`EngineCancelledError` is raised.
     """
     try:
         process = BackgroundProcess(argv, env=engineEnvironment() if env is None else env)
     except OSError as exc:
         raise EngineError(f"cannot start the engine ({argv[0]}): {exc}") from exc
-    code = process.wait(onProgress)
+    code = process.wait(onProgress, onLog=onLog, idle=idle, shouldCancel=shouldCancel)
+    if process.cancelled:
+        raise EngineCancelledError("cancelled")
     if code != 0:
         raise EngineError(describeFailure(code, process.stderr))
 

@@ -16,7 +16,7 @@ from CMBSegmentationLib.progressParsing import ProgressEvent
 
 
 class ProcessRunner:
-    """Start one command; report progress, then ``onFinished(errorMessage or None, cancelled)``."""
+    """Start one command; report progress and every line, then ``onFinished(errorMessage or None, cancelled)``."""
 
     def __init__(
         self,
@@ -24,10 +24,12 @@ class ProcessRunner:
         onProgress: Callable[[ProgressEvent], None],
         onFinished: Callable[[str | None, bool], None],
         intervalMs: int = 100,
+        onLog: Callable[[str, str], None] | None = None,
     ) -> None:
         self.argv = list(argv)
         self._onProgress = onProgress
         self._onFinished = onFinished
+        self._onLog = onLog
         self._process: BackgroundProcess | None = None
         self._timer = qt.QTimer()
         self._timer.setInterval(intervalMs)
@@ -45,15 +47,21 @@ class ProcessRunner:
         return self._timer.isActive()
 
     def cancel(self) -> None:
-        """Kill the whole process tree; ``onFinished(None, True)`` follows from the timer."""
+        """Kill the whole process tree (returns at once); ``onFinished(None, True)`` follows from the timer."""
         if self._process is not None:
             self._process.cancel()
+
+    def kill(self) -> None:
+        """Stop the process tree and wait for it, without calling back (Slicer is quitting)."""
+        self._timer.stop()
+        if self._process is not None:
+            self._process.kill()
 
     def _poll(self) -> None:
         process = self._process
         if process is None:
             return
-        code = process.poll(self._onProgress)
+        code = process.poll(self._onProgress, self._onLog)
         if code is None:
             return
         self._timer.stop()

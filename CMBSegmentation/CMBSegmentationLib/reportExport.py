@@ -20,7 +20,8 @@ import vtk
 from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
 from CMBSegmentationLib.resultImport import ensureSegmentationConverters
-from CMBSegmentationLib.reviewState import isIncluded
+from CMBSegmentationLib.reviewState import isIncluded, reviewThreshold
+from CMBSegmentationLib.sceneScratch import scratchNodes
 from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, writeArrayAsNifti
 
 REPORT_COLUMNS = (
@@ -34,6 +35,7 @@ REPORT_COLUMNS = (
     "probability",
     "status",
     "location",
+    "region",
 )
 
 
@@ -64,12 +66,16 @@ def exportReview(
     referenceVolume,
     outputDir: str | os.PathLike[str],
     baseName: str,
-    threshold: float = 0.0,
+    threshold: float | None = None,
 ) -> ExportedFiles:
     """Write ``BASE_cmb-final.nii.gz``, ``BASE_cmb-final.seg.nrrd``, ``BASE_cmb-report.csv`` and ``.json``.
 
-    The label map lies on ``referenceVolume``'s grid; microbleed ``n`` of the report has label ``n``.
+    The label map lies on ``referenceVolume``'s grid; microbleed ``n`` of the report has label ``n``. ``threshold``
+    None means the review threshold saved with the table (what the reader saw). The scene is left as it was:
+    the helper nodes of the export are removed again.
     """
+    if threshold is None:
+        threshold = reviewThreshold(tableNode)
     outputDir = Path(outputDir)
     rows = includedRows(segmentationNode, tableNode, threshold)
     files = ExportedFiles(
@@ -80,8 +86,9 @@ def exportReview(
         count=len(rows),
     )
     segmentIds = [r.segmentId for r in rows]
-    _writeLabelMap(segmentationNode, segmentIds, referenceVolume, files.labelMap)
-    _writeSegmentation(segmentationNode, segmentIds, files.segmentation)
+    with scratchNodes(segmentationNode.GetScene()):
+        _writeLabelMap(segmentationNode, segmentIds, referenceVolume, files.labelMap)
+        _writeSegmentation(segmentationNode, segmentIds, files.segmentation)
     records = [_record(n, r, segmentationNode) for n, r in enumerate(rows, start=1)]
     _writeCsv(records, files.reportCsv)
     allRows = candidateTable.readRows(tableNode)
@@ -106,19 +113,16 @@ def _writeLabelMap(segmentationNode, segmentIds: list[str], referenceVolume, pat
         from slicer import vtkSlicerSegmentationsModuleLogic
 
         labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        try:
-            ids = vtk.vtkStringArray()
-            for segmentId in segmentIds:
-                ids.InsertNextValue(segmentId)
-            # With the reference volume given, the label map comes back on exactly its grid, and the n-th id
-            # gets label n.
-            if not vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentationNode, ids, labelNode, referenceVolume
-            ):
-                raise RuntimeError("could not export the segments to a label map")
-            labels = arrayFromVolumeNode(labelNode).astype(np.int16)
-        finally:
-            _removeNode(scene, labelNode)
+        ids = vtk.vtkStringArray()
+        for segmentId in segmentIds:
+            ids.InsertNextValue(segmentId)
+        # With the reference volume given, the label map comes back on exactly its grid, and the n-th id gets
+        # label n.
+        if not vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentationNode, ids, labelNode, referenceVolume
+        ):
+            raise RuntimeError("could not export the segments to a label map")
+        labels = arrayFromVolumeNode(labelNode).astype(np.int16)
     writeArrayAsNifti(labels, ijkToRas(referenceVolume), path)
 
 
@@ -126,25 +130,18 @@ def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> N
     ensureSegmentationConverters()
     scene = segmentationNode.GetScene()
     copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    storage = None
-    try:
-        from slicer import vtkSegmentationConverter
+    from slicer import vtkSegmentationConverter
 
-        # Same reference geometry as the reviewed segmentation, so the file opens on the input's grid.
-        name = vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
-        copy.GetSegmentation().SetConversionParameter(
-            name, segmentationNode.GetSegmentation().GetConversionParameter(name)
-        )
-        for segmentId in segmentIds:
-            copy.GetSegmentation().CopySegmentFromSegmentation(segmentationNode.GetSegmentation(), segmentId)
-        storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
-        with atomicPath(path) as tmp:
-            storage.SetFileName(str(tmp))
-            if not storage.WriteData(copy):
-                raise OSError(f"could not write {path}")
-    finally:
-        _removeNode(scene, storage)
-        _removeNode(scene, copy)
+    # Same reference geometry as the reviewed segmentation, so the file opens on the input's grid.
+    name = vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    copy.GetSegmentation().SetConversionParameter(name, segmentationNode.GetSegmentation().GetConversionParameter(name))
+    for segmentId in segmentIds:
+        copy.GetSegmentation().CopySegmentFromSegmentation(segmentationNode.GetSegmentation(), segmentId)
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    with atomicPath(path) as tmp:
+        storage.SetFileName(str(tmp))
+        if not storage.WriteData(copy):
+            raise OSError(f"could not write {path}")
 
 
 def _record(number: int, row: candidateTable.CandidateRow, segmentationNode) -> dict:
@@ -160,6 +157,7 @@ def _record(number: int, row: candidateTable.CandidateRow, segmentationNode) -> 
         "probability": None if row.probability is None else round(row.probability, 4),
         "status": row.status,
         "location": row.location or None,
+        "region": row.region or None,
     }
 
 
@@ -170,8 +168,3 @@ def _writeCsv(records: list[dict], path: Path) -> None:
     for record in records:
         writer.writerow({k: ("" if record[k] is None else record[k]) for k in REPORT_COLUMNS})
     writeTextAtomic(path, buffer.getvalue())
-
-
-def _removeNode(scene, node) -> None:
-    if node is not None and scene is not None and node.GetScene() is scene:
-        scene.RemoveNode(node)

@@ -39,6 +39,10 @@ class ResultFormatError(ValueError):
     """The engine's output files do not follow the contract of docs/design.md."""
 
 
+class OutputNotEmptyError(ValueError):
+    """The chosen output nodes hold something a run would replace, and replacing was not allowed."""
+
+
 @dataclass
 class ImportedResult:
     """What :func:`importResults` created or filled."""
@@ -46,6 +50,8 @@ class ImportedResult:
     segmentationNode: object
     tableNode: object
     segmentIds: list[str] = field(default_factory=list)
+    #: The engine's notes (warnings such as a modality mismatch or a capped candidate count).
+    notes: list[str] = field(default_factory=list)
 
 
 def readCandidates(path: str | os.PathLike[str]) -> dict:
@@ -66,6 +72,57 @@ def readCandidates(path: str | os.PathLike[str]) -> dict:
     return data
 
 
+def readNotes(data: dict) -> list[str]:
+    """The engine's ``notes`` of a candidates file's content, as strings (absent in older outputs)."""
+    notes = data.get("notes") if isinstance(data, dict) else None
+    return [str(n) for n in notes if str(n).strip()] if isinstance(notes, list) else []
+
+
+def existingContent(segmentationNode, tableNode) -> list[str]:
+    """What a run writing into these nodes would replace, one line each (empty: nothing is lost).
+
+    A segmentation with segments, a table with rows; a table holding review decisions says how many.
+    """
+    found = []
+    if segmentationNode is not None:
+        count = segmentationNode.GetSegmentation().GetNumberOfSegments()
+        if count:
+            found.append(f"segmentation '{segmentationNode.GetName()}' has {count} segment(s)")
+    if tableNode is not None and (tableNode.GetNumberOfRows() or tableNode.GetNumberOfColumns()):
+        if candidateTable.isCandidateTable(tableNode):
+            rows = candidateTable.readRows(tableNode)
+            reviewed = sum(r.status != candidateTable.STATUS_NOT_SEEN for r in rows)
+            found.append(f"table '{tableNode.GetName()}' has {len(rows)} candidate(s), {reviewed} reviewed")
+        else:
+            found.append(f"table '{tableNode.GetName()}' is not a candidate table")
+    return found
+
+
+def checkOutputTargets(segmentationNode, tableNode, inputNodes=(), replace: bool = False) -> None:
+    """Refuse output nodes a run must not overwrite.
+
+    Never: an input of the run (the volume, the brain mask) or a table that is not a candidate table. Without
+    ``replace``: anything that holds content (see :func:`existingContent`). Raises :class:`OutputNotEmptyError`.
+    """
+    for node in (segmentationNode, tableNode):
+        if node is not None and any(node is n for n in inputNodes if n is not None):
+            raise OutputNotEmptyError(f"'{node.GetName()}' is an input of the run; choose another output")
+    if tableNode is not None and tableNode.GetNumberOfColumns() and not candidateTable.isCandidateTable(tableNode):
+        raise OutputNotEmptyError(
+            f"table '{tableNode.GetName()}' is not a candidate table; choose another one or create a new one"
+        )
+    content = existingContent(segmentationNode, tableNode)
+    if content and not replace:
+        raise OutputNotEmptyError("; ".join(content) + ": not replaced (choose new output nodes)")
+
+
+def referenceVolume(segmentationNode):
+    """The volume a result was computed on (its reference geometry node), or None."""
+    if segmentationNode is None:
+        return None
+    return segmentationNode.GetNodeReference(segmentationNode.GetReferenceImageGeometryReferenceRole())
+
+
 def importResults(
     scene,
     inputVolume,
@@ -73,13 +130,20 @@ def importResults(
     candidatesPath: str | os.PathLike[str],
     segmentationNode=None,
     tableNode=None,
+    runThreshold: float | None = None,
+    replace: bool = False,
+    inputNodes=(),
 ) -> ImportedResult:
-    """Fill ``segmentationNode`` (replacing its segments) and ``tableNode`` from one run of the engine.
+    """Fill ``segmentationNode`` and ``tableNode`` from one run of the engine.
 
-    New nodes are created when None is passed. The label map must lie on the input volume's grid. The segmentation
-    is placed under the input volume's parent transform (the engine works in the volume's own frame).
+    New nodes are created when None is passed. Nodes that hold something are replaced only with ``replace``
+    (and never an input of the run or a table that is not a candidate table): see :func:`checkOutputTargets`.
+    The label map must lie on the input volume's grid. The segmentation is placed under the input volume's parent
+    transform (the engine works in the volume's own frame). ``runThreshold`` (the probability the engine kept
+    candidates from; None: the one in the candidates file) is recorded on the table, as are the engine's notes.
     """
     ensureSegmentationConverters()
+    checkOutputTargets(segmentationNode, tableNode, (inputVolume, *inputNodes), replace)
     data = readCandidates(candidatesPath)
     labels, affine = readNifti(labelMapPath)
     _checkSameGrid(inputVolume, labels.shape, affine, labelMapPath)
@@ -100,8 +164,15 @@ def importResults(
     candidateTable.createCandidateTable(scene, tableNode.GetName(), tableNode)
     tableNode.SetNodeReferenceID(candidateTable.REFERENCE_SEGMENTATION, segmentationNode.GetID())
     _placeInSubjectHierarchy(scene, inputVolume, segmentationNode, tableNode)
+    if runThreshold is None:
+        runThreshold = (data.get("thresholds") or {}).get("segmentation")
+    threshold = 0.0 if runThreshold is None else float(runThreshold)
+    tableNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_THRESHOLD, repr(threshold))
+    tableNode.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(threshold))
+    notes = readNotes(data)
+    tableNode.SetAttribute(candidateTable.ATTRIBUTE_NOTES, json.dumps(notes))
 
-    result = ImportedResult(segmentationNode, tableNode)
+    result = ImportedResult(segmentationNode, tableNode, notes=notes)
     kept = sorted((c for c in data["candidates"] if int(c["label"]) > 0), key=lambda c: int(c["label"]))
     for number, candidate in enumerate(kept, start=1):
         segmentId = addCandidateSegment(
@@ -116,7 +187,7 @@ def importResults(
         if segmentId is None:  # a kept candidate with no voxel left on the input grid
             continue
         result.segmentIds.append(segmentId)
-        candidateTable.appendRow(tableNode, _row(candidate, segmentId, candidateTable.STATUS_NOT_SEEN))
+        candidateTable.appendRow(tableNode, candidateRow(candidate, segmentId, candidateTable.STATUS_NOT_SEEN))
     return result
 
 
@@ -202,16 +273,20 @@ def _orientedImage(sub: np.ndarray, lo: np.ndarray, affine: np.ndarray):
     return image
 
 
-def _row(candidate: dict, segmentId: str, status: str) -> candidateTable.CandidateRow:
+def candidateRow(
+    candidate: dict, segmentId: str, status: str, candidateId: int | None = None
+) -> candidateTable.CandidateRow:
+    """The table row of one candidate of the engine's JSON (``location``/``region`` are optional there)."""
     probability = candidate.get("probability")
     return candidateTable.CandidateRow(
-        candidateId=int(candidate["id"]),
+        candidateId=int(candidate["id"]) if candidateId is None else int(candidateId),
         segmentId=segmentId,
         centerRas=tuple(float(v) for v in candidate["center_ras"]),
         volumeMm3=float(candidate.get("volume_mm3") or 0.0),
         probability=None if probability is None else float(probability),
         status=status,
         location=str(candidate.get("location") or ""),
+        region=str(candidate.get("region") or ""),
     )
 
 

@@ -15,6 +15,7 @@ from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.resultImport import (
     COLOR_ADDED,
     addCandidateSegment,
+    candidateRow,
     ensureSegmentationConverters,
     readCandidates,
     segmentTag,
@@ -97,14 +98,39 @@ def updateVisibility(segmentationNode, tableNode, threshold: float) -> list[str]
     return shown
 
 
-def restoreReview(segmentationNode, tableNode, threshold: float = 0.0) -> list[candidateTable.CandidateRow]:
+def runThreshold(tableNode) -> float:
+    """The probability the engine kept candidates from (0 when unknown): nothing below it was imported."""
+    return _floatAttribute(tableNode, candidateTable.ATTRIBUTE_RUN_THRESHOLD, 0.0)
+
+
+def reviewThreshold(tableNode, default: float = 0.5) -> float:
+    """The review threshold saved with the table (``default`` for a table that has none), never below the run's."""
+    value = _floatAttribute(tableNode, candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, default)
+    return min(max(value, runThreshold(tableNode)), 1.0)
+
+
+def setReviewThreshold(segmentationNode, tableNode, threshold: float) -> float:
+    """Save the reader's review threshold with the table and show what passes it; return the value kept.
+
+    A value below the run threshold is raised to it: candidates below it were never imported, so a lower value
+    would change nothing that the reader could see.
+    """
+    value = min(max(float(threshold), runThreshold(tableNode)), 1.0)
+    if tableNode.GetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD) != repr(value):
+        tableNode.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(value))
+    if segmentationNode is not None:
+        updateVisibility(segmentationNode, tableNode, value)
+    return value
+
+
+def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateRow]:
     """After loading a saved scene: copy the table's statuses onto the segment tags and visibility."""
     rows = candidateTable.readRows(tableNode)
     for row in rows:
         segment = segmentationNode.GetSegmentation().GetSegment(row.segmentId)
-        if segment is not None:
+        if segment is not None and segmentTag(segment, candidateTable.TAG_STATUS) != row.status:
             segment.SetTag(candidateTable.TAG_STATUS, row.status)
-    updateVisibility(segmentationNode, tableNode, threshold)
+    updateVisibility(segmentationNode, tableNode, reviewThreshold(tableNode))
     return rows
 
 
@@ -144,21 +170,18 @@ def addReaderMicrobleed(
         raise ReviewError("the engine's segmentation at the clicked point is empty")
     segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
     segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
-    probability = candidate.get("probability")
     candidateTable.appendRow(
-        tableNode,
-        candidateTable.CandidateRow(
-            candidateId=candidateId,
-            segmentId=segmentId,
-            centerRas=tuple(float(v) for v in candidate["center_ras"]),
-            volumeMm3=float(candidate.get("volume_mm3") or 0.0),
-            probability=None if probability is None else float(probability),
-            status=candidateTable.STATUS_ADDED,
-            location=str(candidate.get("location") or ""),
-        ),
+        tableNode, candidateRow(candidate, segmentId, candidateTable.STATUS_ADDED, candidateId=candidateId)
     )
     updateVisibility(segmentationNode, tableNode, threshold)
     return segmentId
+
+
+def _floatAttribute(node, name: str, default: float) -> float:
+    try:
+        return float(node.GetAttribute(name))
+    except (TypeError, ValueError):
+        return default
 
 
 def _wasAddedByReader(segment) -> bool:

@@ -1,8 +1,10 @@
 """The state machine that drives Apply <-> Cancel and the progress bar of one inference run.
 
 Idle -> Starting -> Running -> Importing -> Done, with Cancelling and Failed on the way; Done, Failed and
-Idle may start a new run. Refused transitions raise, so a double click or a late callback cannot put the
-widget into an impossible state (e.g. importing results of a run the user cancelled).
+Idle may start a new run. Installing (pip at work) is busy too: on Slicer 5.10 pip runs while Slicer keeps
+processing clicks, and a second Apply or Reinstall must not start a nested installation or a run.
+Refused transitions raise, so a double click or a late callback cannot put the widget into an impossible state
+(e.g. importing results of a run the user cancelled).
 """
 
 from __future__ import annotations
@@ -21,20 +23,24 @@ class RunState(enum.Enum):
     CANCELLING = "Cancelling"
     FAILED = "Failed"
     DONE = "Done"
+    INSTALLING = "Installing"
 
 
 ALLOWED_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    RunState.IDLE: frozenset({RunState.STARTING}),
+    RunState.IDLE: frozenset({RunState.STARTING, RunState.INSTALLING}),
     RunState.STARTING: frozenset({RunState.RUNNING, RunState.CANCELLING, RunState.FAILED}),
     RunState.RUNNING: frozenset({RunState.IMPORTING, RunState.CANCELLING, RunState.FAILED}),
     RunState.IMPORTING: frozenset({RunState.DONE, RunState.FAILED}),
     RunState.CANCELLING: frozenset({RunState.IDLE, RunState.FAILED}),
-    RunState.FAILED: frozenset({RunState.IDLE, RunState.STARTING}),
-    RunState.DONE: frozenset({RunState.IDLE, RunState.STARTING}),
+    RunState.FAILED: frozenset({RunState.IDLE, RunState.STARTING, RunState.INSTALLING}),
+    RunState.DONE: frozenset({RunState.IDLE, RunState.STARTING, RunState.INSTALLING}),
+    RunState.INSTALLING: frozenset({RunState.IDLE, RunState.FAILED}),
 }
 
 #: States in which a run is in progress: the Apply button shows "Cancel".
-BUSY_STATES = frozenset({RunState.STARTING, RunState.RUNNING, RunState.IMPORTING, RunState.CANCELLING})
+BUSY_STATES = frozenset(
+    {RunState.STARTING, RunState.RUNNING, RunState.IMPORTING, RunState.CANCELLING, RunState.INSTALLING}
+)
 
 
 class TransitionError(RuntimeError):

@@ -1,7 +1,10 @@
 """Decision thresholds chosen on validation subjects (``plkd tune``).
 
 A candidate becomes a microbleed when its screening score reaches the ``screening`` threshold
-and its patch probability the ``segmentation`` threshold. Training leaves both at 0.5, which
+(candidates of the blob source need no screening score) and its calibrated probability the
+``segmentation`` threshold. Before choosing thresholds, each segmenter's probabilities are
+calibrated on the same validation candidates (:mod:`plkd.calibration`, Platt scaling of the
+candidate logit), so the segmentation threshold is a real probability. Training leaves both at 0.5, which
 suits no student in particular: the HR teacher, whose false positives are the problem, wants a
 stricter screening cut than the ×8 student, which must keep every faint trace it sees.
 
@@ -27,7 +30,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +38,12 @@ import numpy as np
 
 from plkd.atomic import write_json_atomic
 from plkd.bundle import MANIFEST, load_bundle
+from plkd.calibration import expected_calibration_error, fit_platt, reliability_diagram
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.errors import PLKDError
 from plkd.lowres import simulate_lowres
 from plkd.metrics import evaluate_subject, pool_results
+from plkd.models.scoring import Calibration
 from plkd.progress import Progress
 
 SCREENING_GRID: tuple[float, ...] = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.30 … 0.95
@@ -56,11 +61,16 @@ class Case:
     labels: np.ndarray  # predicted label map (one label per candidate), cropped
     truth: np.ndarray  # reference label, same crop
     spacing: np.ndarray
-    scores: dict[int, tuple[float, float]]  # label -> (screening score, patch probability)
+    scores: dict[int, tuple[float, float]]  # label -> (screening score, candidate logit)
+    #: (logit, is a microbleed) of every candidate, kept or not: the calibration data.
+    points: list[tuple[float, bool]] = field(default_factory=list)
 
-    def kept(self, screening: float, segmentation: float) -> frozenset[int]:
-        """Labels of the candidates that pass both thresholds."""
-        return frozenset(lab for lab, (s, p) in self.scores.items() if s >= screening and p >= segmentation)
+    def kept(self, screening: float, segmentation: float, calibration: Calibration | None = None) -> frozenset[int]:
+        """Labels of the candidates that pass both thresholds (probability = ``calibration(logit)``)."""
+        cal = calibration or Calibration()
+        return frozenset(
+            lab for lab, (s, z) in self.scores.items() if s >= screening and round(cal(z), 4) >= segmentation
+        )
 
 
 def conditions_for(factor: float) -> list[str]:
@@ -110,24 +120,65 @@ def collect_cases(
         for condition in conditions:
             data = _degrade(image.data, condition, int(round(factor)))
             result = predictor.predict(image.with_data(data), mask, student=segmenter)
-            scores = {
-                int(c["label"]): (float(c["screening_score"]), float(c["probability"]))
-                for c in result.candidates
-                if c["label"] > 0
-            }
+            scores = {int(c["label"]): (_screening_score(c), _logit(c)) for c in result.candidates if c["label"] > 0}
+            refs = truth_microbleeds(label)
+            points = [(_logit(c), is_microbleed(c["center_ras"], refs)) for c in result.candidates]
             labels, truth = _crop(result.label_map, label.data)
-            cases.append(Case(subject.id, condition, labels, truth, image.spacing, scores))
+            cases.append(Case(subject.id, condition, labels, truth, image.spacing, scores, points))
             progress.advance()
     progress.finish()
     return cases
 
 
-def score(cases: Sequence[Case], screening: float, segmentation: float, cache: dict | None = None) -> dict[str, float]:
+def _screening_score(candidate: dict[str, Any]) -> float:
+    """A candidate's screening score; the blob source's pass any screening threshold."""
+    if "blob" in str(candidate.get("source", "screening")) or candidate.get("screening_score") is None:
+        return float("inf")
+    return float(candidate["screening_score"])
+
+
+def _logit(candidate: dict[str, Any]) -> float:
+    """A candidate's logit; from its probability for records written before logits were."""
+    z = candidate.get("logit")
+    if z is not None:
+        return float(z)
+    p = min(max(float(candidate["probability"]), 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
+def truth_microbleeds(label: Any) -> list[tuple[np.ndarray, float]]:
+    """``[(centre RAS mm, sphere-equivalent radius mm)]`` of a reference label's 26-connected blobs."""
+    from scipy import ndimage
+
+    comps, n = ndimage.label(np.asarray(label.data) > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return []
+    vox = np.asarray(ndimage.center_of_mass(comps > 0, comps, range(1, n + 1))).reshape(-1, 3)
+    counts = np.bincount(comps.ravel())[1:]
+    voxel_mm3 = abs(float(np.linalg.det(label.affine[:3, :3])))
+    radii = (3.0 * counts * voxel_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)
+    ras = vox @ label.affine[:3, :3].T + label.affine[:3, 3]
+    return list(zip(ras, radii, strict=True))
+
+
+def is_microbleed(centre_ras: Sequence[float], refs: Sequence[tuple[np.ndarray, float]], min_mm: float = 3.0) -> bool:
+    """True when the candidate centre lies within ``max(min_mm, radius)`` of a reference microbleed."""
+    c = np.asarray(centre_ras, dtype=np.float64)
+    return any(np.linalg.norm(c - r) <= max(min_mm, radius) for r, radius in refs)
+
+
+def score(
+    cases: Sequence[Case],
+    screening: float,
+    segmentation: float,
+    cache: dict | None = None,
+    calibration: Calibration | None = None,
+) -> dict[str, float]:
     """Pooled TPR, PPV, FPavg, F1 (and Dice) of ``cases`` re-thresholded at the given pair."""
     cache = {} if cache is None else cache
     per_subject = {}
     for i, case in enumerate(cases):
-        kept = case.kept(screening, segmentation)
+        kept = case.kept(screening, segmentation, calibration)
         key = (i, kept)
         if key not in cache:
             pred = np.isin(case.labels, list(kept)) if kept else np.zeros(case.labels.shape, dtype=bool)
@@ -141,6 +192,7 @@ def search(
     max_fp: float | None = None,
     screening_grid: Iterable[float] = SCREENING_GRID,
     segmentation_grid: Iterable[float] = SEGMENTATION_GRID,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     """The threshold pair with the best pooled F1 (at ≤ ``max_fp`` false positives per subject).
 
@@ -151,7 +203,7 @@ def search(
     rows = []
     for s in screening_grid:
         for p in segmentation_grid:
-            m = score(cases, s, p, cache)
+            m = score(cases, s, p, cache, calibration)
             f1 = m["F1"] if np.isfinite(m["F1"]) else 0.0
             tpr = m["TPR"] if np.isfinite(m["TPR"]) else 0.0
             rows.append((max_fp is None or m["FPavg"] <= max_fp, f1, tpr, -s, -p, m))
@@ -175,13 +227,16 @@ def tune_thresholds(
     progress: str = "tqdm",
     overwrite: bool = False,
     conditions: Sequence[str] | None = None,
+    plot: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Tune each segmenter's thresholds on ``data_root`` and write the tuned bundle to ``out``.
+    """Calibrate and tune each segmenter on ``data_root`` and write the tuned bundle to ``out``.
 
     ``bundle`` is a loaded :class:`plkd.bundle.Bundle` or a path (opened and verified once).
     ``conditions`` overrides the inputs each segmenter is tuned on (see :func:`collect_cases`).
-    Returns ``{segmenter: {"before", "after", "screening", "segmentation", "feasible", ...}}``,
-    which is also stored in the new bundle's manifest under ``tuning``.
+    Returns ``{segmenter: {"before", "after", "screening", "segmentation", "feasible",
+    "calibration", ...}}``, which is also stored in the new bundle's manifest under ``tuning``
+    (and each segmenter's calibration under its network entry). ``plot`` writes the reliability
+    diagram (PNG) of every segmenter, before and after calibration.
     """
     from plkd.inference.predictor import Predictor
 
@@ -200,12 +255,29 @@ def tune_thresholds(
         raise PLKDError(f"the model has no segmenter {', '.join(unknown)}; it has {', '.join(names)}")
     prog = Progress(progress)  # type: ignore[arg-type]
     report: dict[str, Any] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for name in chosen:
         cases = collect_cases(predictor, data_root, name, names[name], prog, conditions)
         current = predictor.thresholds_for(name, overrides=False)
-        before = score(cases, float(current["screening"]), float(current["segmentation"]))
-        best = search(cases, max_fp)
+        old = Calibration.from_manifest(bundle.manifest["networks"][name].get("calibration"))
+        before = score(cases, float(current["screening"]), float(current["segmentation"]), calibration=old)
+        z = np.array([p[0] for c in cases for p in c.points], dtype=np.float64)
+        y = np.array([p[1] for c in cases for p in c.points], dtype=bool)
+        cal = Calibration(*fit_platt(z, y))
+        raw = np.array([Calibration()(v) for v in z])
+        fitted = np.array([cal(v) for v in z])
+        curves[name] = (raw, fitted, y)
+        best = search(cases, max_fp, calibration=cal)
         report[name] = {
+            "calibration": {
+                "method": "platt",
+                "a": round(cal.a, 5),
+                "b": round(cal.b, 5),
+                "n_candidates": int(z.size),
+                "n_microbleeds": int(y.sum()),
+                "ece_before": round(expected_calibration_error(raw, y), 4),
+                "ece_after": round(expected_calibration_error(fitted, y), 4),
+            },
             "conditions": list(dict.fromkeys(c.condition for c in cases)),
             "inputs": len(cases),
             "screening": best["screening"],
@@ -214,6 +286,8 @@ def tune_thresholds(
             "before": _rounded(before),
             "after": _rounded(best["metrics"]),
         }
+    if plot is not None and curves:
+        reliability_diagram(curves, plot)
     _write_tuned_bundle(bundle.root, out, report, data_root, max_fp)
     return report
 
@@ -233,6 +307,7 @@ def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root:
         manifest = json.loads((tmp / MANIFEST).read_text(encoding="utf-8"))
         for name, r in report.items():
             manifest["networks"][name]["thresholds"] = {"screening": r["screening"], "segmentation": r["segmentation"]}
+            manifest["networks"][name]["calibration"] = {**r["calibration"], "data": str(data_root)}
         # Segmenters tuned earlier (on other data, say) keep their record; each names its data.
         earlier = (manifest.get("tuning") or {}).get("segmenters", {})
         records = {name: {"data": str(data_root), "objective": objective(max_fp), **r} for name, r in report.items()}
@@ -250,8 +325,9 @@ def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root:
 def format_report(report: dict[str, Any]) -> str:
     """A Markdown table of the tuned thresholds and the validation metrics before and after."""
     lines = [
-        "| segmenter | inputs | screening | segmentation | F1 before | F1 after | TPR after | FP/subject after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| segmenter | inputs | screening | segmentation | F1 before | F1 after | TPR after | FP/subject after "
+        "| ECE before → after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in report.items():
         b, a = r["before"], r["after"]
@@ -260,6 +336,7 @@ def format_report(report: dict[str, Any]) -> str:
         flag = "" if r["feasible"] else " (no pair within the FP limit)"
         lines.append(
             f"| {name} | {r['inputs']} | {r['screening']:.2f} | {r['segmentation']:.3g} | {pct(b['F1'])} | "
-            f"{pct(a['F1'])}{flag} | {pct(a['TPR'])} | {fp} |"
+            f"{pct(a['F1'])}{flag} | {pct(a['TPR'])} | {fp} | "
+            f"{r['calibration']['ece_before']:.3f} → {r['calibration']['ece_after']:.3f} |"
         )
     return "\n".join(lines)

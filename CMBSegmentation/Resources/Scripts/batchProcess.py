@@ -5,6 +5,9 @@ Run with Slicer's Python, e.g.::
     Slicer --no-main-window --python-script batchProcess.py --input-dir IN --output-dir OUT [--model BUNDLE]
         [--device auto|cpu|gpu] [--threshold 0.5] [--modality T2*|SWI] [--mask-suffix _brainmask]
 
+On a Linux server without a display, prefix the command with ``xvfb-run --auto-servernum`` (Slicer needs an X
+server even without its main window).
+
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported). Exit code 0 when
 every input succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for

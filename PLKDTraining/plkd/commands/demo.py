@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,8 +18,10 @@ example:
   plkd demo --out demo/ --factor 4
 
 Writes into OUT: the simulated input (thick slices for --factor > 1), its truth label and brain
-mask, the prediction (NAME_cmb.nii.gz + NAME_cmb.json), overview.png (green: found, red: missed,
-yellow: false alarm), candidates.png (one tile per candidate) and demo_summary.json.
+mask, the prediction (NAME_cmb.nii.gz + NAME_cmb.json), overview.png (slices through every finding
+and a zoomed inset per finding, rings: green found, red missed, yellow false alarm; radiological
+view, patient's right on the left), candidates.png (one tile per candidate: position, probability,
+kept or not, true or not) and demo_summary.json.
 """
 
 
@@ -124,16 +127,18 @@ def _predict_and_report(
     seconds = time.perf_counter() - t0
     if warning:
         result.notes.append(warning)
-    write_prediction(result, volume, output_paths(image_path, args.out), model_name)
+    paths = output_paths(image_path, args.out)
+    write_prediction(result, volume, paths, model_name)
+    # The pictures show the candidates as written (ids as in the JSON the user will open).
+    candidates = json.loads(paths.json.read_text(encoding="utf-8"))["candidates"]
 
     truth = subject.label.data
     spacing = volume.spacing
     scores = evaluate_subject(result.label_map, truth, spacing)
-    layers = outcome_layers(result.label_map, truth, spacing)
-    axis = int(np.argmax(spacing)) if np.ptp(spacing) > 1e-3 else 2
-    title = f"found {scores['TP']} of {scores['n_reference']}, false alarms {scores['FP']}"
-    write_overview(args.out / "overview.png", volume.data, layers, spacing, axis=axis, title=title)
-    write_gallery(args.out / "candidates.png", volume.data, volume.affine, result.candidates, axis=axis)
+    findings, truth_ras = demo_findings(result.label_map, truth, volume.affine, spacing, candidates)
+    title = f"found {scores['TP']} of {scores['n_reference']}, false alarms {scores['FP']} ({image_path.name})"
+    write_overview(args.out / "overview.png", volume.data, volume.affine, findings, title=title)
+    write_gallery(args.out / "candidates.png", volume.data, volume.affine, candidates, truth_ras=truth_ras)
     summary = {
         "input": str(image_path),
         "model": model_name,
@@ -156,19 +161,41 @@ def _predict_and_report(
     return 0
 
 
-def outcome_layers(pred: np.ndarray, truth: np.ndarray, spacing: np.ndarray) -> dict[str, np.ndarray]:
-    """Masks of found and missed true microbleeds and of false alarms, by the VALDO matching rule."""
+def demo_findings(
+    pred: np.ndarray, truth: np.ndarray, affine: np.ndarray, spacing: np.ndarray, candidates: list[dict[str, Any]]
+) -> tuple[list[Any], np.ndarray]:
+    """Found, missed and false-alarm findings by the VALDO matching rule, and the true centres (RAS mm).
+
+    Found and missed findings sit on the true microbleeds, false alarms on the predicted
+    components; details name the candidate (id, probability, region when present) whose
+    label the predicted component carries.
+    """
+    from plkd.inference.overview import Finding, place
     from plkd.metrics import valdo_match
     from plkd.metrics.components import find_components
 
     p = find_components(pred > 0)
     r = find_components(truth > 0)
     match = valdo_match(p.centres_mm(spacing), r.centres_mm(spacing))
-    found_ids = np.nonzero(match.detected)[0] + 1
-    missed_ids = np.nonzero(~match.detected)[0] + 1
-    fa_ids = np.nonzero(match.is_fp)[0] + 1
-    return {
-        "found": np.isin(r.labels, found_ids),
-        "missed": np.isin(r.labels, missed_ids),
-        "false_alarm": np.isin(p.labels, fa_ids),
-    }
+    voxel_mm3 = float(np.prod(spacing))
+    by_label = {int(c["label"]): c for c in candidates if int(c.get("label") or 0) > 0}
+
+    def describe(component: int) -> str:
+        labels = np.unique(pred[p.labels == component + 1]).astype(int)
+        cands = [by_label[v] for v in labels if v in by_label]
+        if not cands:
+            return ""
+        c = max(cands, key=lambda c: c["probability"])
+        where = place(c)
+        return f"#{c['id']} p={c['probability']:.2f}" + (f", {where}" if where else "")
+
+    p_ras, r_ras = p.centres_world(affine), r.centres_world(affine)
+    findings = []
+    for ref in range(r.n):
+        picked = np.flatnonzero(match.is_tp & (match.choice == ref))
+        kind = "found" if match.detected[ref] else "missed"
+        details = describe(int(picked[0])) if picked.size else ""
+        findings.append(Finding(r_ras[ref].tolist(), r.sizes[ref] * voxel_mm3, kind, details))
+    for comp in np.flatnonzero(match.is_fp):
+        findings.append(Finding(p_ras[comp].tolist(), p.sizes[comp] * voxel_mm3, "false_alarm", describe(int(comp))))
+    return findings, r_ras

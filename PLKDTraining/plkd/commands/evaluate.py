@@ -13,13 +13,18 @@ EPILOG = """examples:
   plkd evaluate predictions/ synth/ --json results.json --froc froc.png
   plkd evaluate sub-001_T2S_cmb.nii.gz sub-001_space-T2S_CMB.nii.gz
 
-Files pair by subject id (the file name up to its first '_'); reference folders are searched
-recursively and label files (names with CMB, label or seg) are preferred over images. The
-prediction is resampled onto the reference grid (nearest neighbour) when the grids differ.
-Detections are matched by the VALDO rule (centres of 6-connected components within 5 mm).
-"Pooled" figures sum counts over subjects (as the paper reports); "VALDO" figures are
-per-subject medians (as the challenge reports). FROC needs the candidates JSONs written by
-'plkd predict' (NAME_cmb.json beside NAME_cmb.nii.gz, or in --candidates DIR).
+Files pair by subject id (the file name up to its first '_', plus a BIDS ses- entity); folders
+are searched recursively. A reference must be named as a label (CMB, label, seg, dseg, truth,
+gt, label-X, or a file in labels/ or labelsTr/; a subject's only file when nothing is named so)
+and hold label values; it is never a prediction of 'plkd predict' (NAME_cmb.nii.gz with its
+NAME_cmb.json), a brain mask or an image, so 'plkd evaluate pred/ plkd-demo/' pairs with the
+demo's _truth. Every pair is printed and written to the JSON ('pairing'); two candidate files
+for one subject are refused. The prediction is resampled onto the reference grid (nearest
+neighbour) when the grids differ. Detections are matched by the VALDO rule (centres of
+6-connected components within 5 mm). "Pooled" figures sum counts over subjects (as the paper
+reports); "VALDO" figures are per-subject medians (as the challenge reports). FROC needs the
+candidates JSONs written by 'plkd predict' (NAME_cmb.json beside NAME_cmb.nii.gz, or in
+--candidates DIR); it uses the same VALDO rule and marks the pooled operating point.
 """
 
 

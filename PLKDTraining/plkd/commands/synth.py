@@ -13,6 +13,7 @@ _EPILOG = """examples:
   plkd synth synth_data --n-subjects 20 --seed 1
   plkd synth synth_swi --modality SWI --n-subjects 5 --count 2-10 --preview
   plkd synth synth_3mm --n-subjects 10 --spacing 1,1,3 --model gaussian --jobs 2
+  plkd synth train_wide --n-subjects 200 --domain wide --jobs 8   # training data over the whole definition
 """
 
 
@@ -58,6 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MM",
         help="rendering grid before averaging to --spacing (default 1.0; smaller is slower)",
     )
+    p.add_argument(
+        "--domain",
+        choices=("standard", "wide"),
+        default="standard",
+        help="standard: sizes and contrasts of real cohorts; wide: domain randomisation for training "
+        "(half the microbleeds 1.5-10 mm log-uniform, random profiles, wider contrast/noise/bias, "
+        "mimics of every size incl. cavernoma-like lesions); ranges in docs/design.md",
+    )
     p.add_argument("--preview", action="store_true", help="also write sub-XXXX/sub-XXXX_preview.png")
     p.add_argument("--jobs", type=int, default=1, help="subjects generated in parallel (default 1)")
     p.add_argument("--progress", choices=("tqdm", "jsonl", "none"), default="tqdm", help="progress display")
@@ -80,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         spacing=args.spacing,
         lesion_model=args.model,
         fine_spacing=args.fine_spacing,
+        domain=args.domain,
         preview=args.preview,
         jobs=args.jobs,
         progress=args.progress,

@@ -1,4 +1,4 @@
-"""``plkd tune``: choose each segmenter's decision thresholds on labelled validation subjects."""
+"""``plkd tune``: calibrate each segmenter's probabilities and choose its thresholds on validation subjects."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ EPILOG = """\
 examples:
   plkd tune val20/ --out cmb-t2s-tuned                       # the installed model
   plkd tune val20/ --model run/bundle --out run/bundle-tuned --max-fp 0.5
-  plkd tune val20/ --out tuned --students student_x4,student_x8
+  plkd tune val20/ --out tuned --students student_x4,student_x8 --plot reliability.png
 
 The teacher is tuned on the HR images, a xk student on their LR@k (cubic) and k-mm thick-slab
 versions. Use subjects that neither training nor your test set contains.
@@ -24,9 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "tune",
         help="choose the screening and segmentation thresholds of each segmenter on validation subjects",
         description=(
-            "Predict labelled validation subjects with each segmenter of a bundle, search the screening and "
-            "segmentation thresholds for the best pooled F1 (optionally with at most --max-fp false positives "
-            "per subject), and write a copy of the bundle in which every segmenter carries its own thresholds."
+            "Predict labelled validation subjects with each segmenter of a bundle, calibrate its candidate "
+            "probabilities on them (Platt scaling: a probability of 0.7 then means about 70 %% of such candidates "
+            "are microbleeds), search the screening and segmentation thresholds for the best pooled F1 "
+            "(optionally with at most --max-fp false positives per subject), and write a copy of the bundle in "
+            "which every segmenter carries its own calibration and thresholds."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -44,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     p.add_argument("--progress", default="tqdm", choices=("tqdm", "jsonl", "none"), help="progress display")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out bundle")
+    p.add_argument(
+        "--plot", metavar="PNG", help="write the reliability diagram of each segmenter (before/after calibration)"
+    )
     p.set_defaults(func=run)
 
 
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=args.progress,
         overwrite=args.overwrite,
+        plot=args.plot,
     )
     print(format_report(report))
     print(f"tuned bundle: {args.out}", file=sys.stderr)

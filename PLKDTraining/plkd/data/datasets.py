@@ -290,7 +290,7 @@ def _find_side_by_side(root: Path) -> list[Subject]:
         else:
             subjects[(parent, stem)] = Subject(id=stem, image=p, meta={"layout": "folder"})
     for attr, p, base in extras:
-        owner = subjects.get((p.parent, base))
+        owner = subjects.get((p.parent, base)) or _single_image_of_case(subjects, p.parent, base)
         if owner is None:
             raise InputError(
                 f"{attr} {_rel(p, root)} has no image (expected {_rel(p.parent / base, root)}.nii.gz beside it)"
@@ -299,6 +299,15 @@ def _find_side_by_side(root: Path) -> list[Subject]:
             raise InputError(f"two {attr}s for {owner.image.name}: {getattr(owner, attr)} and {p}")
         setattr(owner, attr, p)
     return _check_unique(list(subjects.values()))
+
+
+def _single_image_of_case(subjects: dict[tuple[Path, str], Subject], parent: Path, case: str) -> Subject | None:
+    """The one image ``CASE_<suffix>`` beside a label ``CASE_CMB`` (BIDS-like ``sub-01_T2S`` + ``sub-01_CMB``)."""
+    found = [s for (folder, stem), s in subjects.items() if folder == parent and stem.startswith(case + "_")]
+    if len(found) != 1:
+        return None
+    found[0].id = case
+    return found[0]
 
 
 def _find_folder(root: Path) -> list[Subject]:

@@ -24,6 +24,8 @@ class Candidate:
 
     position: np.ndarray
     score: float
+    #: Which source proposed it: ``"screening"`` (the FCN) or ``"blob"`` (:mod:`plkd.inference.blobs`).
+    source: str = "screening"
 
 
 def local_maxima(scores: np.ndarray, threshold: float, mask: np.ndarray | None = None) -> np.ndarray:
@@ -84,3 +86,33 @@ def find_candidates(
     kept = non_maximum_suppression(positions * np.asarray(spacing), min_distance_mm, max_candidates)
     capped = len(kept) >= max_candidates and idx.shape[0] > max_candidates
     return [Candidate(position=positions[i], score=float(scores[tuple(idx[i])])) for i in kept], capped
+
+
+def add_blob_candidates(
+    candidates: list[Candidate],
+    positions: np.ndarray,
+    fcn_scores: np.ndarray,
+    spacing: np.ndarray,
+    min_distance_mm: float,
+) -> int:
+    """Merge blob candidates into ``candidates`` (in place); returns how many were new.
+
+    ``positions`` (M, 3) are model-grid voxels, strongest blob first; ``fcn_scores`` (M,) the
+    screening score at each (recorded, not thresholded: a blob candidate is proposed by the
+    other source). A blob within ``min_distance_mm`` of an FCN candidate takes that candidate
+    over: the candidate moves to the blob's centre (for a large microbleed the FCN peak sits
+    on its rim) and its source becomes ``"screening+blob"``, which candidate budgets keep.
+    """
+    sp = np.asarray(spacing, dtype=np.float64)
+    added = 0
+    for pos, score in zip(np.asarray(positions, dtype=np.float64).reshape(-1, 3), fcn_scores, strict=True):
+        taken = np.array([c.position for c in candidates], dtype=np.float64).reshape(-1, 3) * sp
+        d2 = np.sum((taken - pos * sp) ** 2, axis=1) if taken.shape[0] else np.zeros(0)
+        near = int(np.argmin(d2)) if d2.size else -1
+        if near >= 0 and d2[near] < min_distance_mm**2:
+            if candidates[near].source == "screening":
+                candidates[near] = Candidate(position=pos, score=candidates[near].score, source="screening+blob")
+            continue
+        candidates.append(Candidate(position=pos, score=float(score), source="blob"))
+        added += 1
+    return added

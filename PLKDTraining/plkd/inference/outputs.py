@@ -119,7 +119,7 @@ def result_record(
         "lr_factor": result.lr_factor,
         "thresholds": result.thresholds,
         "n_microbleeds": result.n_microbleeds,
-        "candidates": result.candidates,
+        "candidates": renumber_candidates(result.candidates),
         "timings": result.timings,
         "notes": result.notes,
         "warnings": list(warnings or []),
@@ -133,6 +133,34 @@ def result_record(
     if location is not None:
         doc["location"] = location
     return doc
+
+
+def renumber_candidates(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies whose ``id`` equals the label value of each kept candidate (so "#3" is label 3).
+
+    Rejected candidates (label 0) take the ids after the largest label, in their order;
+    ``merged_into`` follows the new ids. Records whose labels are not distinct are returned
+    unchanged (copied).
+    """
+    labels = [int(c.get("label") or 0) for c in candidates]
+    kept = [v for v in labels if v > 0]
+    if len(set(kept)) != len(kept):
+        return [dict(c) for c in candidates]
+    new_ids: dict[Any, int] = {}
+    next_id = max(kept, default=0) + 1
+    for c, label in zip(candidates, labels, strict=True):
+        if label > 0:
+            new_ids[c["id"]] = label
+        else:
+            new_ids[c["id"]] = next_id
+            next_id += 1
+    out = []
+    for c in candidates:
+        rec = {**c, "id": new_ids[c["id"]]}
+        if rec.get("merged_into") in new_ids:
+            rec["merged_into"] = new_ids[rec["merged_into"]]
+        out.append(rec)
+    return out
 
 
 def write_prediction(

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -23,8 +23,15 @@ from scipy import ndimage
 
 from plkd.bundle import DEFAULT_THRESHOLDS
 from plkd.errors import BundleError, InputError, PLKDError
+from plkd.inference.blobs import blob_candidates, blob_settings
 from plkd.inference.brainmask import resolve_brain_mask
-from plkd.inference.candidates import MAX_CANDIDATES, Candidate, find_candidates, mask_on_score_grid
+from plkd.inference.candidates import (
+    MAX_CANDIDATES,
+    Candidate,
+    add_blob_candidates,
+    find_candidates,
+    mask_on_score_grid,
+)
 from plkd.inference.click import ExistingPrediction, covers, dark_blob, match_existing
 from plkd.inference.device import DeviceState, resolve_device
 from plkd.inference.preprocess import PreparedVolume, prepare
@@ -75,6 +82,14 @@ class PredictionResult:
     def n_microbleeds(self) -> int:
         """Number of microbleeds (distinct labels) in :attr:`label_map`."""
         return sum(1 for c in self.candidates if c["kept"])
+
+
+class ScreeningResult(NamedTuple):
+    """What :meth:`Predictor.screen` returns: RAS centres (M, 3) mm, FCN scores (M,), sources (M)."""
+
+    centres_ras: np.ndarray
+    scores: np.ndarray
+    sources: list[str]
 
 
 def _load_bundle(bundle: Any) -> Any:
@@ -223,23 +238,40 @@ class Predictor:
         return out
 
     def screen(
-        self, volume: Volume, mask: Volume | None = None, threshold: float | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Stage 1 only: ``(centres_ras (M, 3), scores (M,))`` of the screening candidates, strongest
-        first. ``threshold`` defaults to the bundle's screening threshold; at most ``max_candidates``."""
+        self,
+        volume: Volume,
+        mask: Volume | None = None,
+        threshold: float | None = None,
+        budget: int | None = None,
+    ) -> ScreeningResult:
+        """Stage 1 only: ``(centres_ras (M, 3), scores (M,), sources (M,))`` of the candidates, FCN
+        candidates strongest first, then blob candidates (their score is the FCN score where they
+        lie; ``sources`` says ``screening``, ``blob`` or ``screening+blob`` for each).
+
+        ``threshold`` defaults to the bundle's screening threshold; at most ``max_candidates``
+        FCN candidates. ``budget`` caps the total: every blob candidate is kept and the
+        strongest FCN candidates fill the rest, as a candidates-per-subject limit would.
+        """
         prep, _notes = self._prepare(volume, mask)
         thr = self.thresholds
         cut = float(thr["screening"] if threshold is None else threshold)
         cands, _capped = self._screen(prep, cut, float(thr["min_distance_mm"]))
+        if budget is not None:
+            blobs = [c for c in cands if "blob" in c.source][: int(budget)]
+            fcn = [c for c in cands if "blob" not in c.source][: max(int(budget) - len(blobs), 0)]
+            cands = fcn + blobs
         vox = np.array([c.position for c in cands], dtype=np.float64).reshape(-1, 3)
         ras = prep.voxel_to_ras(vox) if len(vox) else np.zeros((0, 3))
-        return ras, np.array([c.score for c in cands], dtype=np.float64)
+        scores = np.array([c.score for c in cands], dtype=np.float64)
+        return ScreeningResult(ras, scores, [c.source for c in cands])
 
     def _screen(self, prep: PreparedVolume, threshold: float, min_distance_mm: float) -> tuple[list[Candidate], bool]:
+        """Candidates of both sources: FCN peaks above ``threshold``, then large dark blobs
+        (:mod:`plkd.inference.blobs`) that no FCN candidate is near."""
         fcn = self.network(self.bundle.screening_name)
         scores = score_map(fcn, prep.data, self.state, tile=self.tile, on_tile=self._ticker("screen"))
         stride = np.asarray(getattr(fcn, "output_stride", (1, 1, 1)), dtype=int)
-        return find_candidates(
+        cands, capped = find_candidates(
             scores,
             lambda idx: score_grid_to_input(fcn, idx),
             prep.spacing,
@@ -248,6 +280,25 @@ class Predictor:
             mask=mask_on_score_grid(prep.mask, stride),
             max_candidates=self.max_candidates,
         )
+        blob = self.blob_settings
+        if blob["limit"] > 0:
+            pos, _resp = blob_candidates(
+                prep.data,
+                prep.mask,
+                prep.spacing,
+                scales_mm=blob["scales_mm"],
+                limit=blob["limit"],
+                min_response=blob["min_response"],
+            )
+            at = np.clip(np.floor(pos / stride).astype(int), 0, np.asarray(scores.shape) - 1)
+            fcn_at = scores[tuple(at.T)] if len(pos) else np.zeros(0)
+            add_blob_candidates(cands, pos, fcn_at, prep.spacing, min_distance_mm)
+        return cands, capped
+
+    @property
+    def blob_settings(self) -> dict[str, Any]:
+        """The blob source's settings: the bundle's ``candidates.blob`` over the defaults."""
+        return blob_settings((self.bundle.manifest.get("candidates") or {}).get("blob"))
 
     # --------------------------------------------------------------------- single click
     def segment_at(
@@ -292,10 +343,11 @@ class Predictor:
         if blob is None and result.voxels.shape[0] == 0:
             result = self._relative_component(prob_model, position, prep, result, notes)
         elif blob is not None and not covers(result.voxels, blob.seed, prep.spacing):
-            result = PatchResult(result.probability, blob.voxels, result.max_voxel_probability)
+            result = PatchResult(result.probability, blob.voxels, result.max_voxel_probability, result.logit)
             method = "intensity"
             notes.append("segmented by intensity: the model's mask does not cover the dark spot at the click")
-        labels_model, _ = stitch([PatchResult(1.0, result.voxels, result.max_voxel_probability)], prep.data.shape, 0.0)
+        placed = PatchResult(1.0, result.voxels, result.max_voxel_probability, result.logit)
+        labels_model, _ = stitch([placed], prep.data.shape, 0.0)
         kept = result.probability >= float(thr["segmentation"])
         reason = "clicked" if kept else "clicked (below threshold)"
         fate = [StitchedCandidate(1 if result.voxels.shape[0] else 0, reason)]
@@ -342,7 +394,7 @@ class Predictor:
         prob_model: np.ndarray | None,
         thr: dict[str, float],
     ) -> list[PatchResult]:
-        from plkd.models import patch_probability
+        from plkd.models import Calibration
 
         if not positions:
             return []
@@ -358,11 +410,11 @@ class Predictor:
             positions,
             self.patch_size,
             self.state,
-            patch_probability=patch_probability,
             voxel_threshold=float(thr["voxel"]),
             spacing=prep.spacing,
             probability_map=prob_model,
             on_batch=on_batch,
+            calibration=Calibration.from_manifest(self.bundle.manifest["networks"][name].get("calibration")),
         )
 
     def _relative_component(
@@ -378,7 +430,7 @@ class Predictor:
             return result
         comp = select_component(local, position - lo, 0.5 * peak, prep.spacing, MAX_OFFSET_MM)
         notes.append(f"no voxel reached the voxel threshold; used half the local peak probability ({0.5 * peak:.2f})")
-        return PatchResult(result.probability, np.argwhere(comp) + lo, result.max_voxel_probability)
+        return PatchResult(result.probability, np.argwhere(comp) + lo, result.max_voxel_probability, result.logit)
 
     def _finish(
         self,
@@ -408,7 +460,9 @@ class Predictor:
                 "voxels": int(stats[label]["voxels"]) if label else 0,
                 "volume_mm3": round(float(stats[label]["volume_mm3"]), 3) if label else 0.0,
                 "probability": round(float(res.probability), 4),
+                "logit": None if not np.isfinite(res.logit) else round(float(res.logit), 3),
                 "screening_score": None if cand.score != cand.score else round(float(cand.score), 4),
+                "source": getattr(cand, "source", "screening"),
                 "kept": bool(label),
                 "reason": reason,
             }

@@ -1,10 +1,12 @@
 """Stage 2: the segmenter on a fixed-size patch around each candidate, batched, then stitched.
 
-Each candidate gives a patch probability (``plkd.models.patch_probability``) and a voxel mask:
-the 6-connected component (the connectivity the metrics use) of ``sigmoid ≥ voxel threshold``
-that contains the candidate centre, or the nearest one within ``max_offset_mm``. Kept
-candidates are stitched highest probability first; a component overlapping an already placed
-microbleed is the same microbleed seen twice and is merged into it (duplicate).
+Each candidate gives a voxel mask, the 6-connected component (the connectivity the metrics use)
+of ``sigmoid ≥ voxel threshold`` that contains the candidate centre, or the nearest one within
+``max_offset_mm``, and a score: the mean of the 4 largest voxel logits of that component (of the
+ball of ``max_offset_mm`` around the centre when nothing was segmented;
+:func:`plkd.models.candidate_logit`), mapped to a probability by the segmenter's calibration.
+Kept candidates are stitched highest probability first; a component overlapping an already
+placed microbleed is the same microbleed seen twice and is merged into it (duplicate).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class PatchResult:
     probability: float
     voxels: np.ndarray  # (K, 3) int model-grid indices of its component (K may be 0)
     max_voxel_probability: float
+    #: The uncalibrated score (:func:`plkd.models.candidate_logit`); ``probability`` is its calibration.
+    logit: float = float("nan")
 
 
 def patch_origin(position: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -76,18 +80,22 @@ def segment_patches(
     patch_size: Sequence[int],
     state: DeviceState,
     *,
-    patch_probability: Callable[[torch.Tensor], torch.Tensor],
     voxel_threshold: float,
     spacing: np.ndarray,
     max_offset_mm: float = MAX_OFFSET_MM,
     probability_map: np.ndarray | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    calibration: Callable[[float], float] | None = None,
 ) -> list[PatchResult]:
     """Run the segmenter on a patch around every position (batched, with OOM fallback).
 
-    When ``probability_map`` (model grid) is given, voxel probabilities are stitched into it
-    with the maximum over overlapping patches.
+    ``calibration`` maps a candidate logit to its probability (default: ``sigmoid``). When
+    ``probability_map`` (model grid) is given, voxel probabilities are stitched into it with the
+    maximum over overlapping patches.
     """
+    from plkd.models.scoring import Calibration, candidate_logit
+
+    calibrate = calibration or Calibration()
     size = np.asarray(patch_size, dtype=int)
     results: list[PatchResult] = []
     shape = np.asarray(data.shape)
@@ -96,30 +104,47 @@ def segment_patches(
         origins = [patch_origin(p, size) for p in positions[i : i + state.batch_size]]
         batch = np.stack([extract_patch(data, o, size) for o in origins])[:, None]
 
-        def work(device: torch.device, bs: int, batch: np.ndarray = batch) -> tuple[np.ndarray, np.ndarray]:
+        def work(device: torch.device, bs: int, batch: np.ndarray = batch) -> np.ndarray:
             # ``bs`` may have shrunk after an out-of-memory error: run this batch in chunks of it.
             net.to(device)
-            probs, maps = [], []
+            maps = []
             for k in range(0, batch.shape[0], bs):
                 with torch.inference_mode(), autocast(device):
                     logits = net(torch.from_numpy(batch[k : k + bs]).to(device))["logits"].float()
-                probs.append(patch_probability(logits).float().cpu().numpy().reshape(-1))
-                maps.append(torch.sigmoid(logits)[:, 0].cpu().numpy())
-            return np.concatenate(probs), np.concatenate(maps)
+                maps.append(logits[:, 0].cpu().numpy())
+            return np.concatenate(maps)
 
-        probs, voxel_probs = state.run(work)
-        for origin, p, vp in zip(origins, probs, voxel_probs, strict=True):
+        voxel_logits = state.run(work)
+        for origin, vl in zip(origins, voxel_logits, strict=True):
+            vp = 1.0 / (1.0 + np.exp(-np.clip(vl, -60.0, 60.0)))
             centre = np.asarray(positions[len(results)]) - origin
             comp = select_component(vp, centre, voxel_threshold, spacing, max_offset_mm)
+            region = comp if comp.any() else ball(vl.shape, centre, max_offset_mm, spacing)
+            z = candidate_logit(vl, region)
             vox = np.argwhere(comp) + origin
             inside = np.all((vox >= 0) & (vox < shape), axis=1)
-            results.append(PatchResult(probability=float(p), voxels=vox[inside], max_voxel_probability=float(vp.max())))
+            results.append(
+                PatchResult(
+                    # Rounded here, so the threshold decides on the value the JSON shows.
+                    probability=round(calibrate(z), 4),
+                    voxels=vox[inside],
+                    max_voxel_probability=float(vp.max()),
+                    logit=z,
+                )
+            )
             if probability_map is not None:
-                _stitch_max(probability_map, vp, origin)
+                _stitch_max(probability_map, vp.astype(np.float32), origin)
         i += len(origins)
         if on_batch is not None:
             on_batch(i, len(positions))
     return results
+
+
+def ball(shape: Sequence[int], centre: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """Boolean ball of ``radius_mm`` around ``centre`` (voxel coordinates) in an array of ``shape``."""
+    grids = np.ogrid[tuple(slice(0, int(n)) for n in shape)]
+    d2 = sum(((g - float(c)) * float(h)) ** 2 for g, c, h in zip(grids, centre, spacing, strict=True))
+    return d2 <= radius_mm**2
 
 
 def _stitch_max(target: np.ndarray, patch: np.ndarray, origin: np.ndarray) -> None:

@@ -91,6 +91,7 @@ def evaluate_subject(
         "valdo_F1": valdo["F1"],
         "valdo_count_difference": int(valdo["count_difference"]),
         "valdo_Dice": valdo["Dice"],
+        "valdo_Dice_all": valdo["Dice_all"],
         "valdo_TP": valdo["TP"],
         "valdo_FN": valdo["FN"],
         "valdo_FP": int(valdo["FP"]),
@@ -110,7 +111,8 @@ def pool_results(per_subject: Mapping[str, Mapping]) -> dict:
     Returns ``{"pooled": ..., "valdo": ...}``. ``pooled`` holds the paper's figures from counts
     summed over subjects (detections for TPR/PPV/F1/FPavg, voxels for Dice). ``valdo`` holds
     the median and mean over subjects of F1 (subjects with an empty reference, F1 NaN, are left
-    out), of the count difference (all subjects) and of Dice (subjects with a detection), plus
+    out), of the count difference (all subjects), of Dice over found references (subjects with
+    a detection) and of Dice over all references (a missed one counts 0), plus
     the F1 of the weighted counts summed over all subjects (false positives of subjects
     without microbleeds included).
     """
@@ -129,6 +131,7 @@ def pool_results(per_subject: Mapping[str, Mapping]) -> dict:
     f1 = [s["valdo_F1"] for s in subs]
     cd = [float(s["valdo_count_difference"]) for s in subs]
     dice = [s["valdo_Dice"] for s in subs]
+    dice_all = [s.get("valdo_Dice_all", float("nan")) for s in subs]
     w_tp = sum(float(s["valdo_TP"]) for s in subs)
     w_fn = sum(float(s["valdo_FN"]) for s in subs)
     w_fp = sum(int(s["valdo_FP"]) for s in subs)
@@ -139,6 +142,8 @@ def pool_results(per_subject: Mapping[str, Mapping]) -> dict:
         "count_difference_mean": _nan_stat(cd, np.mean),
         "Dice_median": _nan_stat(dice, np.median),
         "Dice_mean": _nan_stat(dice, np.mean),
+        "Dice_all_median": _nan_stat(dice_all, np.median),
+        "Dice_all_mean": _nan_stat(dice_all, np.mean),
         "F1_pooled": _ratio(2 * w_tp, 2 * w_tp + w_fn + w_fp),
         "n_subjects_with_reference": sum(1 for s in subs if int(s["n_reference"]) > 0),
         "n_subjects": n,

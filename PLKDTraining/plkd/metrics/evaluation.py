@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from plkd.errors import InputError
-from plkd.metrics.components import binarise_prediction, binarise_reference, find_components
+from plkd.metrics.components import binarise_prediction
 from plkd.metrics.detection import evaluate_subject, pool_results
-from plkd.metrics.froc import FrocSubject, froc_curve, load_candidates
+from plkd.metrics.froc import FrocSubject, froc_curve, froc_subject, load_candidate_records
 from plkd.metrics.pairing import pair_files
 from plkd.metrics.valdo import MAX_DISTANCE_MM
 from plkd.naming import strip_nifti_suffix, subject_id
@@ -37,11 +37,32 @@ def header_zooms(vol: Volume) -> np.ndarray:
 
 def prediction_on_reference_grid(pred: Volume, truth: Volume, threshold: float = 0.5) -> np.ndarray:
     """The binarised prediction on the reference grid (nearest-neighbour resampling through world space)."""
-    mask = binarise_prediction(pred.data, threshold)
+    return binarise_prediction(labels_on_reference_grid(pred, truth), threshold)
+
+
+def labels_on_reference_grid(pred: Volume, truth: Volume) -> np.ndarray:
+    """The prediction's values (instance labels kept) on the reference grid, by nearest neighbour."""
     if pred.shape == truth.shape and np.allclose(pred.affine, truth.affine, atol=1e-4):
-        return mask
-    out = resample_array(mask.astype(np.uint8), pred.affine, truth.affine, truth.shape, order=0)
-    return out > 0
+        return pred.data
+    return resample_array(pred.data, pred.affine, truth.affine, truth.shape, order=0)
+
+
+#: A reference label map holds at most this many distinct values (instance labels included).
+MAX_LABEL_VALUES = 512
+
+
+def check_reference_values(ref: Volume) -> None:
+    """Refuse a reference that is not a label map: values must be 0, 0.5 (rater agreement) or integers.
+
+    An image paired by mistake has many non-integer (or, for integer MR data, very many)
+    distinct values; a label map has a few.
+    """
+    values = np.unique(ref.data)
+    if values.size > MAX_LABEL_VALUES or not np.allclose(values * 2, np.round(values * 2), atol=1e-4):
+        raise InputError(
+            f"reference {ref.path} is not a label map ({values.size} distinct values, "
+            f"e.g. {values[values.size // 2]:g}); give the microbleed label, not an image"
+        )
 
 
 def _find_candidates(sid: str, pred_file: Path | None, candidates_dir: Path | None) -> Path | None:
@@ -85,6 +106,8 @@ def evaluate_paths(
         log.warning("prediction for %s has no reference; skipped", sid)
     for sid in pairing.unmatched_references:
         log.warning("reference %s has no prediction; scored as an empty prediction", sid)
+    notes: list[str] = []
+    applied: set[float] = set()
 
     subjects: dict[str, dict] = {}
     files: dict[str, dict] = {}
@@ -93,10 +116,12 @@ def evaluate_paths(
     want_froc = froc is not False or cand_dir is not None
     for sid, (pred_file, truth_file) in pairing.pairs.items():
         ref = load_label(truth_file, what="reference")
+        check_reference_values(ref)
         if pred_file is None:
-            mask = np.zeros(ref.shape, dtype=bool)
+            values = np.zeros(ref.shape, dtype=np.float32)
         else:
-            mask = prediction_on_reference_grid(load_label(pred_file, what="prediction"), ref, threshold)
+            values = labels_on_reference_grid(load_label(pred_file, what="prediction"), ref)
+        mask = binarise_prediction(values, threshold)
         subjects[sid] = evaluate_subject(
             mask, ref.data, header_zooms(ref), threshold=0.5, max_distance_mm=max_distance_mm, connectivity=connectivity
         )
@@ -106,15 +131,31 @@ def evaluate_paths(
             if cand_file is None:
                 missing_candidates.append(sid)
                 continue
-            centres, probs = load_candidates(cand_file)
-            ref_centres = find_components(binarise_reference(ref.data), connectivity).centres_world(ref.affine)
-            froc_inputs[sid] = FrocSubject(centres, probs, ref_centres)
+            record = load_candidate_records(cand_file)
+            froc_inputs[sid], unexplained = froc_subject(
+                values,
+                ref.data,
+                header_zooms(ref),
+                ref.affine,
+                record["candidates"] if pred_file is not None else [],
+                threshold=threshold,
+                connectivity=connectivity,
+            )
+            if unexplained:
+                notes.append(
+                    f"{sid}: {unexplained} predicted component(s) carry no candidate's label or centre; "
+                    "the FROC curve counts them at every threshold"
+                )
+            seg = (record.get("thresholds") or {}).get("segmentation")
+            if seg is not None:
+                applied.add(float(seg))
             files[sid]["candidates"] = str(cand_file)
 
     result = {
         **pool_results(subjects),
         "subjects": subjects,
         "files": files,
+        "pairing": pairing.to_dict(),
         "unmatched": {"predictions": pairing.unmatched_predictions, "references": pairing.unmatched_references},
         "settings": {
             "threshold": threshold,
@@ -136,5 +177,15 @@ def evaluate_paths(
                 raise InputError(msg)
             log.warning("%s; FROC curve skipped", msg)
         elif froc_inputs:
-            result["froc"] = froc_curve(froc_inputs, max_distance_mm).to_dict()
+            pooled = result["pooled"]
+            operating = {
+                "sensitivity": pooled["TPR"],
+                "fp_per_subject": pooled["FPavg"],
+                "thresholds": sorted(applied),
+                "source": "pooled table (label maps as written, VALDO rule)",
+            }
+            result["froc"] = froc_curve(froc_inputs, max_distance_mm, operating).to_dict()
+    for note in notes:
+        log.warning("%s", note)
+    result["notes"] = notes
     return result

@@ -1,37 +1,53 @@
 """FROC analysis: sensitivity against false positives per subject over the candidate threshold.
 
-Inputs are the candidates of ``plkd predict`` (``NAME_cmb.json``: ``center_ras`` and
-``probability`` of every candidate, kept or rejected) and the reference components' centres
-of mass in world (RAS) mm. For each subject the candidates are taken in decreasing
-probability; a candidate is a TP if its centre lies within 5 mm of a reference not yet
-matched (the nearest such one), otherwise a FP. Because this greedy matching processes
-candidates in the same order at every threshold, the matching at threshold t is a prefix of
-the full one, so one pass per subject gives the whole curve. Every reference counts as one
+Each subject contributes *detections*: a centre (mm) and the probability at which it appears.
+At a threshold ``t`` the detections with probability ``>= t`` are matched to the reference
+centres by **the VALDO rule** (:func:`plkd.metrics.valdo.valdo_match`: nearest reference
+within 5 mm, the nearest prediction of each reference is the TP, the others FP) — the same
+rule as the pooled table of ``plkd evaluate``. Sensitivity is the fraction of references
+detected and FP/subject the false positives over all subjects. Under this rule, lowering the
+threshold never lowers either, so the points form a monotone staircase.
+
+:func:`froc_subject` builds the detections from a prediction so that the curve passes
+exactly through the pooled operating point: at or above the threshold ``plkd predict``
+applied, a detection is a connected component of the predicted label map (centre of mass,
+the probability of the candidate whose label it carries); below it, each candidate rejected
+only for its probability is added at its ``center_ras``. The curve sweeps every distinct
+probability, so it spans the candidates' whole range. Every reference counts as one
 microbleed (rater-agreement weights are not used here).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from plkd.errors import InputError
 from plkd.figures import pyplot, save_figure
-from plkd.metrics.valdo import MAX_DISTANCE_MM
+from plkd.metrics.components import binarise_prediction, binarise_reference, find_components
+from plkd.metrics.valdo import MAX_DISTANCE_MM, valdo_match
 
-#: FP-per-subject operating points reported in the JSON and marked on the plot.
+#: FP-per-subject operating points reported in the JSON.
 REPORT_FP = (1.0, 2.0, 4.0)
-MARK_FP = (0.5, 1.0, 2.0, 4.0, 8.0)
+#: Rejection reasons of ``plkd predict`` that a lower threshold would undo (older files have none).
+THRESHOLD_REASONS = (None, "", "below threshold")
 
 
 @dataclass
 class FrocSubject:
-    """One subject's candidates (``(n, 3)`` RAS mm, probabilities ``(n,)``) and reference centres ``(m, 3)``."""
+    """One subject's detections and references.
+
+    ``candidate_centres`` ``(n, 3)`` and ``reference_centres`` ``(m, 3)`` are in mm in one frame
+    (VALDO mm: voxel indices times zooms, or RAS); ``probabilities`` ``(n,)`` say from which
+    threshold down each detection is present (``inf``: always).
+    """
 
     candidate_centres: np.ndarray
     probabilities: np.ndarray
@@ -42,9 +58,10 @@ class FrocSubject:
 class FrocCurve:
     """A FROC curve: one point per distinct threshold, in decreasing threshold order.
 
-    ``sensitivity[i]`` and ``fp_per_subject[i]`` are obtained by keeping the candidates with
-    probability ``>= thresholds[i]``. The curve starts at (0 FP, 0 sensitivity) with an
-    infinite threshold.
+    ``sensitivity[i]`` and ``fp_per_subject[i]`` are obtained by keeping the detections with
+    probability ``>= thresholds[i]``. The first point has an infinite threshold (only the
+    always-present detections). ``operating_point`` (optional) is the pooled result at the
+    thresholds ``plkd predict`` applied: ``{"sensitivity", "fp_per_subject", "thresholds"}``.
     """
 
     thresholds: np.ndarray
@@ -53,6 +70,7 @@ class FrocCurve:
     n_subjects: int
     n_references: int
     subjects: list[str] = field(default_factory=list)
+    operating_point: dict[str, Any] | None = None
 
     def sensitivity_at(self, fp_per_subject: float) -> float:
         """Best sensitivity reached with at most ``fp_per_subject`` false positives per subject."""
@@ -61,12 +79,16 @@ class FrocCurve:
 
     def to_dict(self) -> dict:
         """JSON-ready form (``from_dict`` reads it back)."""
+        finite = self.thresholds[np.isfinite(self.thresholds)]
         return {
             "n_subjects": self.n_subjects,
             "n_references": self.n_references,
             "subjects": list(self.subjects),
             "max_distance_mm": MAX_DISTANCE_MM,
+            "matching": "VALDO rule at every threshold (same as the pooled table)",
+            "probability_range": [float(finite.min()), float(finite.max())] if finite.size else None,
             "sensitivity_at_fp": {f"{fp:g}": self.sensitivity_at(fp) for fp in REPORT_FP},
+            "operating_point": self.operating_point,
             "points": [
                 {
                     "threshold": None if not np.isfinite(t) else float(t),
@@ -88,110 +110,220 @@ class FrocCurve:
             n_subjects=int(data["n_subjects"]),
             n_references=int(data["n_references"]),
             subjects=list(data.get("subjects", [])),
+            operating_point=data.get("operating_point"),
         )
 
 
-def greedy_candidate_hits(
-    centres: np.ndarray, probabilities: np.ndarray, references: np.ndarray, max_distance_mm: float = MAX_DISTANCE_MM
-) -> np.ndarray:
-    """For candidates sorted by decreasing probability, whether each one is a TP (see module doc).
-
-    Returns a boolean array aligned with the *input* order of the candidates.
-    """
-    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 3)
-    probs = np.asarray(probabilities, dtype=np.float64).reshape(-1)
-    refs = np.asarray(references, dtype=np.float64).reshape(-1, 3)
-    hit = np.zeros(len(centres), dtype=bool)
-    if len(centres) == 0 or len(refs) == 0:
-        return hit
-    dist = np.sqrt(((centres[:, None, :] - refs[None, :, :]) ** 2).sum(axis=-1))
-    free = np.ones(len(refs), dtype=bool)
-    # Stable sort: equal probabilities keep the file order, so results are reproducible.
-    for i in np.argsort(-probs, kind="stable"):
-        d = np.where(free, dist[i], np.inf)
-        j = int(np.argmin(d))
-        if d[j] <= max_distance_mm:
-            hit[i] = True
-            free[j] = False
-    return hit
-
-
-def froc_curve(subjects: Mapping[str, FrocSubject], max_distance_mm: float = MAX_DISTANCE_MM) -> FrocCurve:
-    """The FROC curve over all subjects, sweeping the threshold over every candidate probability."""
+def froc_curve(
+    subjects: Mapping[str, FrocSubject],
+    max_distance_mm: float = MAX_DISTANCE_MM,
+    operating_point: dict[str, Any] | None = None,
+) -> FrocCurve:
+    """The FROC curve over all subjects: the VALDO rule at every distinct detection probability."""
     if not subjects:
         raise InputError("no subjects with candidates to build a FROC curve from")
-    probs, hits = [], []
-    n_refs = 0
+    subs = []
     for sub in subjects.values():
-        p = np.asarray(sub.probabilities, dtype=np.float64).reshape(-1)
-        probs.append(p)
-        hits.append(greedy_candidate_hits(sub.candidate_centres, p, sub.reference_centres, max_distance_mm))
-        n_refs += len(np.asarray(sub.reference_centres).reshape(-1, 3))
-    p_all = np.concatenate(probs) if probs else np.zeros(0)
-    h_all = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
-    order = np.argsort(-p_all, kind="stable")
-    p_sorted, h_sorted = p_all[order], h_all[order]
-    tp = np.cumsum(h_sorted)
-    fp = np.cumsum(~h_sorted)
-    # One point per distinct threshold: the last candidate of each run of equal probabilities.
-    last = np.flatnonzero(np.r_[p_sorted[1:] != p_sorted[:-1], True]) if p_sorted.size else np.zeros(0, dtype=int)
-    n_sub = len(subjects)
-    sens = tp[last] / n_refs if n_refs else np.full(len(last), np.nan)
+        centres = np.asarray(sub.candidate_centres, dtype=np.float64).reshape(-1, 3)
+        probs = np.asarray(sub.probabilities, dtype=np.float64).reshape(-1)
+        refs = np.asarray(sub.reference_centres, dtype=np.float64).reshape(-1, 3)
+        if len(centres) != len(probs):
+            raise InputError(f"FROC: {len(centres)} detection centres but {len(probs)} probabilities")
+        subs.append((centres, probs, refs))
+    n_refs = sum(len(r) for _, _, r in subs)
+    all_p = np.concatenate([p for _, p, _ in subs]) if subs else np.zeros(0)
+    finite = np.unique(all_p[np.isfinite(all_p)])[::-1]
+    thresholds = np.r_[np.inf, finite]
+    detected = np.zeros(len(thresholds))
+    fp = np.zeros(len(thresholds))
+    for centres, probs, refs in subs:
+        # Match once per distinct probability of this subject, then spread over the global thresholds.
+        own = np.r_[np.inf, np.unique(probs[np.isfinite(probs)])[::-1]]
+        own_detected, own_fp = np.zeros(len(own)), np.zeros(len(own))
+        for i, t in enumerate(own):
+            m = valdo_match(centres[probs >= t], refs, max_distance_mm)
+            own_detected[i], own_fp[i] = m.detected.sum(), m.is_fp.sum()
+        # For a global threshold t, the subject's selection is that of its lowest own threshold >= t.
+        idx = np.searchsorted(-own, -thresholds, side="right") - 1
+        detected += own_detected[idx]
+        fp += own_fp[idx]
+    n_sub = len(subs)
     return FrocCurve(
-        thresholds=np.r_[np.inf, p_sorted[last]],
-        sensitivity=np.r_[0.0 if n_refs else np.nan, sens],
-        fp_per_subject=np.r_[0.0, fp[last] / n_sub],
+        thresholds=thresholds,
+        sensitivity=detected / n_refs if n_refs else np.full(len(thresholds), np.nan),
+        fp_per_subject=fp / n_sub,
         n_subjects=n_sub,
         n_references=n_refs,
         subjects=sorted(subjects),
+        operating_point=operating_point,
     )
+
+
+def froc_subject(
+    pred_labels: np.ndarray,
+    reference: np.ndarray,
+    zooms: Sequence[float] | np.ndarray,
+    affine: np.ndarray,
+    candidates: Sequence[Mapping[str, Any]],
+    *,
+    threshold: float = 0.5,
+    connectivity: int = 6,
+) -> tuple[FrocSubject, int]:
+    """Detections of one subject for :func:`froc_curve`, consistent with the pooled table.
+
+    ``pred_labels`` is the predicted label map (``plkd predict``'s instance labels) and
+    ``reference`` the reference map, both on the reference grid whose voxel-to-RAS ``affine``
+    and header ``zooms`` (mm) are given; ``candidates`` the records of the candidates JSON.
+    Centres are in VALDO mm (voxel indices times zooms). A component gets the probability of
+    the candidate whose ``label`` it carries (or, for maps without instance labels, of the
+    kept candidates whose centre lies in it); a component no candidate explains is always
+    present (probability ``inf``). Returns the subject and the number of such components.
+    """
+    zooms = np.asarray(zooms, dtype=np.float64)[:3]
+    pred_labels = np.asarray(pred_labels)
+    comps = find_components(binarise_prediction(pred_labels, threshold), connectivity)
+    refs = find_components(binarise_reference(reference), connectivity)
+    inv = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+
+    def to_vox(ras: Sequence[float]) -> np.ndarray:
+        return inv[:3, :3] @ np.asarray(ras, dtype=np.float64) + inv[:3, 3]
+
+    by_label = {int(c["label"]): float(c["probability"]) for c in candidates if int(c.get("label") or 0) > 0}
+    comp_prob = np.full(comps.n, -np.inf)
+    if comps.n:
+        values = np.rint(pred_labels).astype(np.int64)
+        fg = comps.labels > 0
+        for comp, value in set(zip(comps.labels[fg].tolist(), values[fg].tolist(), strict=True)):
+            if value in by_label:
+                comp_prob[comp - 1] = max(comp_prob[comp - 1], by_label[value])
+        for c in candidates:  # label values that do not name candidates (binary masks): centres decide
+            v = np.rint(to_vox(c["center_ras"])).astype(int)
+            if c.get("kept") and np.all((v >= 0) & (v < comps.labels.shape)):
+                comp = int(comps.labels[tuple(v)])
+                if comp and not np.isfinite(comp_prob[comp - 1]):
+                    comp_prob[comp - 1] = float(c["probability"])
+    unexplained = int(np.sum(~np.isfinite(comp_prob)))
+    comp_prob[~np.isfinite(comp_prob)] = np.inf
+    points = [
+        c
+        for c in candidates
+        if int(c.get("label") or 0) == 0 and c.get("reason") in THRESHOLD_REASONS and c.get("merged_into") is None
+    ]
+    point_mm = np.array([to_vox(c["center_ras"]) * zooms for c in points]).reshape(-1, 3)
+    point_p = np.array([float(c["probability"]) for c in points], dtype=np.float64)
+    subject = FrocSubject(
+        candidate_centres=np.vstack([comps.centres_mm(zooms), point_mm]),
+        probabilities=np.r_[comp_prob, point_p],
+        reference_centres=refs.centres_mm(zooms),
+    )
+    return subject, unexplained
 
 
 def load_candidates(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """Read ``(centres (n, 3) RAS mm, probabilities (n,))`` from a ``plkd predict`` candidates JSON."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-        cands = data["candidates"]
-        centres = np.array([c["center_ras"] for c in cands], dtype=np.float64).reshape(-1, 3)
-        probs = np.array([c["probability"] for c in cands], dtype=np.float64).reshape(-1)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"cannot read candidates from {p}: {exc.__class__.__name__}: {exc}") from None
-    if not np.all(np.isfinite(centres)) or not np.all(np.isfinite(probs)):
-        raise InputError(f"candidates file {p} has non-finite centres or probabilities")
+    records = load_candidate_records(path)["candidates"]
+    centres = np.array([c["center_ras"] for c in records], dtype=np.float64).reshape(-1, 3)
+    probs = np.array([c["probability"] for c in records], dtype=np.float64).reshape(-1)
     return centres, probs
 
 
-def plot_froc(curves: Mapping[str, FrocCurve], path: str | os.PathLike[str], title: str = "FROC") -> Path:
-    """Draw one or more FROC curves on a log-x axis (FP per subject) and save a PNG atomically.
+def load_candidate_records(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The whole candidates JSON, with every candidate's centre and probability checked.
 
-    Each curve is drawn as a step line, with markers at 0.5, 1, 2, 4 and 8 FP per subject
-    (the sensitivity reached with at most that many false positives).
+    Raises :class:`~plkd.errors.InputError` for an unreadable file, a missing field or a
+    non-finite value. ``label`` defaults to 0 and ``kept`` to ``label > 0`` when absent.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        records = data["candidates"]
+        for c in records:
+            centre = [float(v) for v in c["center_ras"]]
+            prob = float(c["probability"])
+            if len(centre) != 3 or not all(math.isfinite(v) for v in [*centre, prob]):
+                raise ValueError(f"candidate {c.get('id')} has a non-finite or malformed centre/probability")
+            c.setdefault("label", 0)
+            c.setdefault("kept", int(c["label"] or 0) > 0)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"cannot read candidates from {p}: {exc.__class__.__name__}: {exc}") from None
+    return data
+
+
+def plot_froc(curves: Mapping[str, FrocCurve], path: str | os.PathLike[str], title: str = "FROC") -> Path:
+    """Draw FROC curves (FP per subject against sensitivity) and save a PNG atomically.
+
+    Every point is drawn as a marker on a staircase (the best sensitivity at that many FP), so
+    a curve of two points is still readable; the x axis is linear up to 1 FP per subject and
+    logarithmic beyond. A curve's operating point (the thresholds actually applied, the pooled
+    table's TPR and FP/subject) is marked with a star and labelled; with one curve, the
+    threshold of each point is written beside it when there are few.
     """
     if not curves:
         raise InputError("no FROC curve to plot")
-    fig, ax = pyplot().subplots(figsize=(6, 4.5), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.8), dpi=120)
     try:
-        x_min = min(MARK_FP) / 2
+        x_max = 1.0
         for label, curve in curves.items():
-            # A log axis cannot show 0 FP: the first point is drawn at the left edge.
-            x = np.maximum(curve.fp_per_subject, x_min)
-            (line,) = ax.step(x, curve.sensitivity, where="post", label=f"{label} ({curve.n_subjects} subjects)")
-            # Markers only where the curve reaches that many FPs: beyond its end they would mislead.
-            marks = [fp for fp in MARK_FP if fp <= curve.fp_per_subject.max() + 1e-12]
-            ax.plot(marks, [curve.sensitivity_at(fp) for fp in marks], "o", color=line.get_color())
-        ax.set_xscale("log")
-        ax.set_xlim(x_min, max(MARK_FP) * 1.5)
-        ax.set_xticks(list(MARK_FP))
-        ax.set_xticklabels([f"{fp:g}" for fp in MARK_FP])
-        ax.set_ylim(0.0, 1.02)
-        ax.set_xlabel("false positives per subject")
-        ax.set_ylabel("sensitivity")
-        ax.set_title(title)
+            fp, sens = curve.fp_per_subject, curve.sensitivity
+            x_max = max(x_max, float(np.nanmax(fp)) if fp.size else 0.0)
+            op = curve.operating_point
+            has_op = bool(op) and _finite(op.get("sensitivity")) and _finite(op.get("fp_per_subject"))
+            op_text = (
+                f"star: {_describe_thresholds(op.get('thresholds'))}, TPR {100 * op['sensitivity']:.1f} %, "
+                f"{op['fp_per_subject']:.2f} FP/subject"
+                if has_op
+                else ""
+            )
+            name = f"{label} ({curve.n_subjects} subjects, {curve.n_references} microbleeds)"
+            if has_op and len(curves) > 1:
+                name += f"; {op_text}"  # in the legend: several labels beside the stars would collide
+            (line,) = ax.plot(fp, sens, drawstyle="steps-post", marker="o", ms=4, label=name)
+            if len(curves) == 1 and len(fp) <= 15:
+                for t, x, y in zip(curve.thresholds[1:], fp[1:], sens[1:], strict=True):
+                    ax.annotate(
+                        f"{t:.2f}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="0.3"
+                    )
+            if has_op:
+                ax.plot(
+                    [op["fp_per_subject"]], [op["sensitivity"]], marker="*", ms=15, color=line.get_color(), mec="black"
+                )
+                if len(curves) == 1:
+                    ax.annotate(
+                        op_text.replace("star: ", "applied: ").replace(", TPR", "\nTPR"),
+                        (op["fp_per_subject"], op["sensitivity"]),
+                        textcoords="offset points",
+                        xytext=(10, 8),
+                        fontsize=7,
+                        color=line.get_color(),
+                    )
+        ax.set_xscale("symlog", linthresh=1.0, linscale=1.0)
+        right = x_max * 1.15 + 0.05
+        ax.set_xlim(-0.04 * min(right, 2.0), right)  # a margin, so points at 0 FP are not cut in half
+        ticks = [t for t in (0, 0.25, 0.5, 0.75, 1, 2, 4, 8, 16, 32, 64, 128) if t <= right]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("false positives per subject (linear to 1, log beyond)")
+        ax.set_ylabel("sensitivity (fraction of microbleeds found)")
+        ax.set_title(f"{title}\nVALDO matching at every candidate probability; star = thresholds applied", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         # Below the axes: inside, several curves would hide the very steps they describe.
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2 if len(curves) > 2 else 1, fontsize="small")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, fontsize="small")
     except BaseException:
         pyplot().close(fig)
         raise
     return save_figure(fig, path, bbox_inches="tight")
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and math.isfinite(float(value))
+
+
+def _describe_thresholds(thresholds: Any) -> str:
+    """``p >= 0.62`` for one applied segmentation threshold, ``p >= 0.55-0.70`` for several."""
+    values = sorted({float(v) for v in (thresholds or [])})
+    if not values:
+        return "thresholds of the prediction"
+    if len(values) == 1:
+        return f"p >= {values[0]:.3g}"
+    return f"p >= {values[0]:.3g}-{values[-1]:.3g} (per subject)"

@@ -1,15 +1,31 @@
-"""Finding prediction and reference files and pairing them by subject id.
+"""Finding prediction and reference files and pairing them by subject.
 
-Subject ids come from :func:`plkd.naming.subject_id` (file name up to the first ``_``), so
-``sub-001_cmb.nii.gz`` pairs with ``sub-001.nii.gz`` or ``sub-001_space-T2S_CMB.nii.gz``.
-Folders are searched recursively. VALDO and ``plkd synth`` folders keep images and brain
-masks next to the labels, so when a subject has several files the one whose name says it is
-a label (``CMB``, ``label``, ``seg``; for predictions also ``pred``) wins, and names with
-``mask`` lose.
+Every NIfTI file found is first given a *role* from its name, its folder and its neighbours:
+
+- ``prediction``: written by ``plkd predict`` (``NAME_cmb.nii.gz`` with ``NAME_cmb.json``
+  beside it); ``prediction-extra``: its optional ``_cmb_prob`` / ``_cmb_modelgrid`` maps;
+- ``mask``: a brain mask (``…_mask``, ``…_brainmask``; a BIDS ``label-X_mask`` is a label);
+- ``label``: a name that says it is a label — a ``_``-separated word or BIDS entity value
+  ``CMB``, ``label``, ``seg``, ``dseg``, ``truth``, ``gt``, ``reference``, ``manual``,
+  ``lesion``…, any ``label-X`` entity, or a file directly inside ``labels/``, ``labelsTr/``
+  or ``labelsTs/`` (VALDO ``sub-X_space-T2S_CMB``, ``plkd synth``, BIDS derivatives, nnU-Net,
+  ``NAME_label`` side by side, the ``_truth`` of ``plkd demo``);
+- ``image``: anything else.
+
+A reference is a ``label`` (or, when a subject has no label file at all, its only unmarked
+file, which :mod:`plkd.metrics.evaluation` then checks holds label values). It is never a
+prediction, a prediction extra, a mask or one of several unmarked files. A prediction is a
+``prediction``, else a ``label``-named file, else a subject's only unmarked file. Two files of
+the best role for one subject are ambiguous and refused with one line.
+
+Subjects are keyed by :func:`plkd.naming.subject_id` (the name up to the first ``_``) plus a
+BIDS ``ses-`` entity when there is one, so ``sub-001_cmb.nii.gz`` pairs with
+``sub-001_space-T2S_CMB.nii.gz``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,17 +34,66 @@ from pathlib import Path
 from plkd.errors import InputError
 from plkd.naming import is_nifti, strip_nifti_suffix, subject_id
 
-LABEL_WORDS = ("cmb", "label", "seg")
-PREDICTION_WORDS = (*LABEL_WORDS, "pred")
+#: Words (``_``-separated, or values of BIDS ``key-value`` entities) that mark a label map.
+LABEL_WORDS = frozenset(
+    {"cmb", "cmbs", "label", "labels", "seg", "dseg", "truth", "gt", "groundtruth", "reference", "ref"}
+    | {"manual", "annotation", "annotations", "lesion", "lesions", "microbleed", "microbleeds"}
+)
+#: Folder names whose files are labels (nnU-Net, images/labels layouts, hand-made folders).
+LABEL_FOLDERS = frozenset({"labels", "labelstr", "labelsts"})
+MASK_WORDS = frozenset({"mask", "brainmask", "brain-mask"})
+PREDICTION_EXTRAS = ("_cmb_prob", "_cmb_modelgrid")
+
+ROLES = ("prediction", "prediction-extra", "label", "mask", "image")
 
 
-def _score(path: Path, words: Iterable[str]) -> int:
-    stem = strip_nifti_suffix(path.name).lower()
-    if any(w in stem for w in words):
-        return 2
-    if "mask" in stem:
-        return 0
-    return 1
+def _tokens(stem: str) -> tuple[list[str], set[str]]:
+    """``_``-separated tokens (lower case) and the words they carry (token and entity values)."""
+    tokens = [t.lower() for t in stem.split("_") if t]
+    words = set(tokens)
+    for t in tokens:
+        if "-" in t:
+            words.update(t.split("-", 1))
+    return tokens, words
+
+
+def written_by_predict(path: Path) -> bool:
+    """True when ``NAME.json`` beside ``NAME.nii[.gz]`` is a ``plkd predict`` candidates record."""
+    beside = path.with_name(strip_nifti_suffix(path.name) + ".json")
+    if not beside.is_file():
+        return False
+    try:
+        data = json.loads(beside.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "candidates" in data
+
+
+def file_role(path: str | os.PathLike[str]) -> str:
+    """The role of a NIfTI file (one of :data:`ROLES`), from its name, folder and neighbours."""
+    p = Path(path)
+    stem = strip_nifti_suffix(p.name)
+    low = stem.lower()
+    if low.endswith(PREDICTION_EXTRAS):
+        return "prediction-extra"
+    if written_by_predict(p):
+        return "prediction"
+    tokens, words = _tokens(stem)
+    if any(t.startswith("label-") for t in tokens):
+        return "label"  # BIDS derivative: sub-X_label-CMB_mask is a lesion label, not a brain mask
+    if tokens and (tokens[-1] in MASK_WORDS or any(t in MASK_WORDS - {"mask"} for t in tokens)):
+        return "mask"
+    if words & LABEL_WORDS or p.parent.name.lower() in LABEL_FOLDERS:
+        return "label"
+    return "image"
+
+
+def pairing_key(path: str | os.PathLike[str]) -> str:
+    """Subject id (name up to the first ``_``), plus ``_ses-X`` for BIDS sessions."""
+    sid = subject_id(path)
+    tokens = strip_nifti_suffix(Path(path).name).split("_")
+    ses = [t for t in tokens[1:] if t.lower().startswith("ses-")]
+    return f"{sid}_{ses[0]}" if ses else sid
 
 
 def find_nifti_files(path: str | os.PathLike[str], what: str) -> list[Path]:
@@ -46,23 +111,50 @@ def find_nifti_files(path: str | os.PathLike[str], what: str) -> list[Path]:
     return files
 
 
-def by_subject(files: Iterable[Path], what: str, words: Iterable[str]) -> dict[str, Path]:
-    """One file per subject id, preferring label-like names; ambiguity is an error."""
-    groups: dict[str, list[Path]] = {}
+#: Preference among roles on each side; roles not listed are never used on that side.
+_RANK = {
+    "prediction": {"prediction": 3, "label": 2, "image": 1},
+    "reference": {"label": 2, "image": 1},
+}
+
+
+@dataclass
+class Side:
+    """The files chosen on one side (prediction or reference) and the ones left aside, with why."""
+
+    chosen: dict[str, Path]
+    ignored: list[dict[str, str]] = field(default_factory=list)
+
+
+def choose_files(files: Iterable[Path], side: str) -> Side:
+    """One file per subject for ``side`` ("prediction" or "reference"); ambiguity is an error.
+
+    A subject whose best files are unmarked (role ``image``) is used only when it has exactly
+    one such file; otherwise those files are reported as ignored.
+    """
+    rank = _RANK[side]
+    groups: dict[str, list[tuple[Path, str]]] = {}
     for f in files:
-        groups.setdefault(subject_id(f), []).append(f)
-    chosen: dict[str, Path] = {}
-    words = tuple(words)
+        groups.setdefault(pairing_key(f), []).append((f, file_role(f)))
+    out = Side(chosen={})
     for sid, group in sorted(groups.items()):
-        best = max(_score(f, words) for f in group)
-        top = [f for f in group if _score(f, words) == best]
-        if len(top) > 1:
-            names = ", ".join(str(f) for f in top[:4])
+        usable = [(f, r) for f, r in group if r in rank]
+        best = max((rank[r] for _, r in usable), default=0)
+        top = [f for f, r in usable if rank[r] == best]
+        if best == rank["image"] and len(top) > 1:
+            top = []  # several unmarked files (images?): none of them can be told to be the label
+        elif len(top) > 1:
+            names = ", ".join(f.name for f in top[:4])
             raise InputError(
-                f"{what}: subject {sid} has {len(top)} candidate files ({names}); give one file per subject"
+                f"{side}: subject {sid} has {len(top)} candidate files ({names}); give one file per subject"
             )
-        chosen[sid] = top[0]
-    return chosen
+        if top:
+            out.chosen[sid] = top[0]
+        for f, r in group:
+            if not top or f != top[0]:
+                why = r if r not in rank or top else f"{r} (several unmarked files, none named as a label)"
+                out.ignored.append({"file": str(f), "role": why})
+    return out
 
 
 @dataclass
@@ -72,45 +164,91 @@ class Pairing:
     pairs: dict[str, tuple[Path | None, Path]]
     unmatched_predictions: list[str] = field(default_factory=list)
     unmatched_references: list[str] = field(default_factory=list)
+    ignored: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON form: every pair, the unpaired files and the files left aside (with their role)."""
+        return {
+            "pairs": [
+                {"subject": sid, "prediction": None if p is None else str(p), "reference": str(r)}
+                for sid, (p, r) in self.pairs.items()
+            ],
+            "unpaired_predictions": list(self.unmatched_predictions),
+            "unpaired_references": list(self.unmatched_references),
+            "ignored": list(self.ignored),
+        }
+
+
+def _check_single(path: Path, side: str) -> None:
+    role = file_role(path)
+    if side == "reference" and role in ("prediction", "prediction-extra"):
+        raise InputError(f"reference {path} is a prediction written by 'plkd predict', not a reference label")
+    if role == "mask":
+        raise InputError(f"{side} {path} is named as a brain mask, not a microbleed label")
+    if side == "prediction" and role == "prediction-extra":
+        raise InputError(f"prediction {path} is a probability/model-grid extra; give the NAME_cmb.nii.gz label map")
 
 
 def pair_files(
     pred: str | os.PathLike[str], truth: str | os.PathLike[str], *, missing_as_empty: bool = False
 ) -> Pairing:
-    """Pair prediction and reference files by subject id.
+    """Pair prediction and reference files by subject (roles and preferences in the module doc).
 
-    A single prediction file and a single reference file are paired whatever their names; a
-    single prediction file against a folder is paired with its own subject's reference.
-    Predictions without a reference are reported and skipped. References without a
-    prediction are an error unless ``missing_as_empty`` (then they are scored as empty
-    predictions: every microbleed missed).
+    A single prediction file and a single reference file are paired whatever their subject
+    names (after checking neither has the wrong role); a single prediction file against a
+    folder is paired with its own subject's reference. Predictions without a reference are
+    reported and skipped. References without a prediction are an error unless
+    ``missing_as_empty`` (then they are scored as empty predictions: every microbleed missed).
+    The same file on both sides is refused.
     """
     pred_files = find_nifti_files(pred, "prediction")
     truth_files = find_nifti_files(truth, "reference")
     if Path(pred).is_file() and Path(truth).is_file():
-        return Pairing(pairs={subject_id(truth_files[0]): (pred_files[0], truth_files[0])})
-    preds = by_subject(pred_files, "prediction", PREDICTION_WORDS)
+        _check_single(pred_files[0], "prediction")
+        _check_single(truth_files[0], "reference")
+        _refuse_same(pred_files[0], truth_files[0])
+        return Pairing(pairs={pairing_key(truth_files[0]): (pred_files[0], truth_files[0])})
     if Path(pred).is_file():
+        _check_single(pred_files[0], "prediction")
+        preds = Side(chosen={pairing_key(pred_files[0]): pred_files[0]})
         # One prediction against a reference folder: only its own subject is expected.
-        truth_files = [f for f in truth_files if subject_id(f) in preds]
-    truths = by_subject(truth_files, "reference", LABEL_WORDS)
-    only_pred = sorted(set(preds) - set(truths))
-    only_truth = sorted(set(truths) - set(preds))
-    common = sorted(set(preds) & set(truths))
-    if not common and not (missing_as_empty and truths):
+        truth_files = [f for f in truth_files if pairing_key(f) in preds.chosen]
+    else:
+        preds = choose_files(pred_files, "prediction")
+    truths = choose_files(truth_files, "reference")
+    only_pred = sorted(set(preds.chosen) - set(truths.chosen))
+    only_truth = sorted(set(truths.chosen) - set(preds.chosen))
+    common = sorted(set(preds.chosen) & set(truths.chosen))
+    if not common and not (missing_as_empty and truths.chosen):
         raise InputError(
-            f"no prediction/reference pairs found: prediction subjects {_preview(preds)}, "
-            f"reference subjects {_preview(truths)} (files pair by the name up to the first '_')"
+            f"no prediction/reference pairs found: prediction subjects {_preview(preds.chosen)}, "
+            f"reference subjects {_preview(truths.chosen)} (files pair by the name up to the first '_'; "
+            "references must be named as labels, e.g. _CMB, _label, _seg, _truth)"
         )
     if only_truth and not missing_as_empty:
         raise InputError(
             f"{len(only_truth)} reference subject(s) have no prediction: {_preview(only_truth)} "
             "(use --missing-as-empty to score them as empty predictions)"
         )
-    pairs: dict[str, tuple[Path | None, Path]] = {sid: (preds[sid], truths[sid]) for sid in common}
+    pairs: dict[str, tuple[Path | None, Path]] = {sid: (preds.chosen[sid], truths.chosen[sid]) for sid in common}
+    for sid in common:
+        _refuse_same(*pairs[sid])  # type: ignore[arg-type]
     for sid in only_truth:
-        pairs[sid] = (None, truths[sid])
-    return Pairing(pairs=dict(sorted(pairs.items())), unmatched_predictions=only_pred, unmatched_references=only_truth)
+        pairs[sid] = (None, truths.chosen[sid])
+    return Pairing(
+        pairs=dict(sorted(pairs.items())),
+        unmatched_predictions=only_pred,
+        unmatched_references=only_truth,
+        ignored=[
+            *({"side": "prediction", **i} for i in preds.ignored),
+            *({"side": "reference", **i} for i in truths.ignored),
+        ],
+    )
+
+
+def _refuse_same(pred: Path, truth: Path) -> None:
+    if pred.resolve() == truth.resolve():
+        raise InputError(f"{pred} is given as both the prediction and its reference")
 
 
 def _preview(ids: Iterable[str], n: int = 5) -> str:

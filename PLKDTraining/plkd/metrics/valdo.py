@@ -17,7 +17,10 @@ The rule, reproduced as published (see ``docs/cmb-domain.md``, "How detection is
    rater-agreement weight (:func:`plkd.metrics.components.reference_weights`); F1 is NaN for
    an empty reference; count difference = |#reference − #predicted| components;
 6. Dice of each detected reference against the union of every prediction that picked it
-   (nearest or not), averaged over detected references (NaN when none is detected).
+   (nearest or not), averaged over detected references (NaN when none is detected). This
+   "V-Dice" ignores missed microbleeds (1 of 6 found, perfectly outlined, gives 100 %), so
+   ``Dice_all`` is reported beside it: the same per-reference Dice averaged over *every*
+   reference, a missed one counting 0 (NaN for an empty reference).
 
 When two references are exactly equally near a prediction, the one with the lower
 component label (first in array order) is picked.
@@ -76,18 +79,17 @@ def valdo_match(
     return ValdoMatch(choice=choice, distance=distance, is_tp=is_tp, is_fp=~is_tp, detected=np.isfinite(closest))
 
 
-def _matched_dice(pred: Components, ref: Components, match: ValdoMatch) -> float:
-    """Mean Dice of each detected reference against the union of the predictions that picked it."""
-    if not np.any(match.detected):
-        return float("nan")
+def per_reference_dice(pred: Components, ref: Components, match: ValdoMatch) -> np.ndarray:
+    """Dice of each reference ``(m,)`` against the union of the predictions that picked it (0 if none)."""
+    if ref.n == 0:
+        return np.zeros(0, dtype=np.float64)
     # Relabel every predicted voxel with (1 + the reference its component picked), 0 for none.
     lut = np.zeros(pred.n + 1, dtype=np.int64)
     lut[1:] = match.choice + 1
     pred_ref = lut[pred.labels]
     inter = np.bincount(ref.labels[(ref.labels > 0) & (ref.labels == pred_ref)], minlength=ref.n + 1)[1:]
     pred_sizes = np.bincount(pred_ref.ravel(), minlength=ref.n + 1)[1:]
-    dice = 2.0 * inter / (ref.sizes + pred_sizes)
-    return float(np.mean(dice[match.detected]))
+    return 2.0 * inter / (ref.sizes + pred_sizes)
 
 
 def valdo_subject(
@@ -101,10 +103,12 @@ def valdo_subject(
 
     ``reference_values`` is the reference map itself (for rater-agreement weights); ``zooms``
     the voxel size of the common grid in mm. Returns the match and a dict with ``F1``,
-    ``count_difference``, ``Dice``, weighted ``TP``/``FN``, ``FP`` (a count), ``n_reference``,
+    ``count_difference``, ``Dice`` (detected references), ``Dice_all`` (every reference),
+    weighted ``TP``/``FN``, ``FP`` (a count), ``n_reference``,
     ``n_predicted``, and the unweighted ``detected`` reference count.
     """
     match = valdo_match(pred.centres_mm(zooms), ref.centres_mm(zooms), max_distance_mm)
+    dice = per_reference_dice(pred, ref, match)
     weights = reference_weights(reference_values, ref)
     tp = float(weights[match.choice[match.is_tp]].sum())
     fn = float(weights[~match.detected].sum())
@@ -114,7 +118,8 @@ def valdo_subject(
         "match": match,
         "F1": f1,
         "count_difference": abs(ref.n - pred.n),
-        "Dice": _matched_dice(pred, ref, match),
+        "Dice": float(np.mean(dice[match.detected])) if np.any(match.detected) else float("nan"),
+        "Dice_all": float(np.mean(dice)) if ref.n else float("nan"),
         "TP": tp,
         "FN": fn,
         "FP": fp,

@@ -5,7 +5,7 @@ Tensors are ``(N, C, X, Y, Z)`` with Z the slice axis (see ``docs/design.md``).
 
 from plkd.models.e2unet import CONV_MODES, E2UNet
 from plkd.models.registry import NETWORKS, build_network, network_config, unwrap
-from plkd.models.scoring import patch_probability
+from plkd.models.scoring import Calibration, candidate_logit, patch_probability
 from plkd.models.screening import SCREENING_CENTRE_FRACTION, ScreeningFCN, central_box
 from plkd.models.summary import count_macs, count_parameters, flops_per_patch
 from plkd.models.unet3d import UNet3D
@@ -24,5 +24,7 @@ __all__ = [
     "flops_per_patch",
     "network_config",
     "patch_probability",
+    "Calibration",
+    "candidate_logit",
     "unwrap",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 #: Number of most-probable voxels averaged into the patch probability. A 2 mm microbleed on the
@@ -39,3 +42,49 @@ def patch_probability(logits: torch.Tensor, k: int = TOP_K, central_fraction: fl
     probs = torch.sigmoid(logits[:, region[0], region[1], region[2]]).flatten(1)
     k = max(1, min(int(k), probs.shape[1]))
     return probs.topk(k, dim=1).values.mean(dim=1)
+
+
+def candidate_logit(voxel_logits: np.ndarray, region: np.ndarray, k: int = TOP_K) -> float:
+    """A candidate's score: the mean of the ``k`` largest voxel logits inside ``region``.
+
+    ``voxel_logits`` (X, Y, Z) is the segmenter's output on the candidate's patch and ``region``
+    a boolean mask of the same shape: the candidate's own segmented component, or the ball
+    around its centre when nothing was segmented. Scoring the candidate's own lesion, rather
+    than anything in the middle half of the patch, means a neighbour's lesion cannot make a
+    candidate probable, and logits (not probabilities) keep confident scores apart where
+    ``sigmoid`` would round them all to 1.0. Returns ``-inf`` for an empty region.
+    """
+    values = np.asarray(voxel_logits, dtype=np.float64)[np.asarray(region, dtype=bool)]
+    if values.size == 0:
+        return float("-inf")
+    k = max(1, min(int(k), values.size))
+    return float(np.mean(np.partition(values, values.size - k)[-k:]))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Platt scaling of a candidate logit ``z``: ``p = sigmoid(a·z + b)`` (identity: a=1, b=0).
+
+    Fitted on validation candidates by ``plkd tune`` (Platt, "Probabilistic outputs for support
+    vector machines", 1999; temperature scaling, Guo et al. ICML 2017, is the case ``b = 0``), so
+    that a probability of 0.7 means that about 70 % of such candidates are microbleeds.
+    """
+
+    a: float = 1.0
+    b: float = 0.0
+
+    def __call__(self, z: float) -> float:
+        x = self.a * float(z) + self.b
+        if x != x:
+            return float("nan")
+        if x >= 0:
+            return float(1.0 / (1.0 + np.exp(-x)))
+        e = float(np.exp(x))
+        return e / (1.0 + e)
+
+    @classmethod
+    def from_manifest(cls, entry: dict | None) -> Calibration:
+        """From a network entry's ``calibration`` record (``{"method": "platt", "a", "b"}``); identity if absent."""
+        if not entry:
+            return cls()
+        return cls(float(entry.get("a", 1.0)), float(entry.get("b", 0.0)))

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from plkd.synth.anatomy import WarpedAnatomy
+from plkd.synth.domain import STANDARD, Domain
 from plkd.synth.fields import SmoothField
 
 MODALITIES = ("T2S", "SWI")
@@ -35,22 +36,23 @@ class Contrast:
     te_ms: float  # echo time
 
     @classmethod
-    def random(cls, rng: np.random.Generator, modality: str) -> Contrast:
-        """Draw a contrast for ``modality`` (``"T2S"`` or ``"SWI"``)."""
+    def random(cls, rng: np.random.Generator, modality: str, domain: Domain = STANDARD) -> Contrast:
+        """Draw a contrast for ``modality`` (``"T2S"`` or ``"SWI"``) from the ``domain``'s ranges."""
         if modality not in MODALITIES:
             raise ValueError(f"unknown modality {modality!r}")
+        d = domain
         if modality == "T2S":
-            grey, csf, te = rng.uniform(1.12, 1.45), rng.uniform(1.4, 2.3), rng.uniform(15.0, 30.0)
+            grey, csf, te = rng.uniform(*d.grey_t2s), rng.uniform(*d.csf_t2s), rng.uniform(*d.te_t2s_ms)
         else:
-            grey, csf, te = rng.uniform(0.92, 1.25), rng.uniform(1.05, 1.9), rng.uniform(18.0, 40.0)
+            grey, csf, te = rng.uniform(*d.grey_swi), rng.uniform(*d.csf_swi), rng.uniform(*d.te_swi_ms)
         return cls(
             modality=modality,
             grey=float(grey),
             csf=float(csf),
             scale=float(np.exp(rng.uniform(np.log(80.0), np.log(2000.0)))),
-            snr=float(rng.uniform(10.0, 40.0)),
-            bias_rms=float(rng.uniform(0.03, 0.2)),
-            texture=float(rng.uniform(0.02, 0.06)),
+            snr=float(rng.uniform(*d.snr)),
+            bias_rms=float(rng.uniform(*d.bias_rms)),
+            texture=float(rng.uniform(*d.texture)),
             field_t=float(rng.choice([1.5, 3.0], p=[0.35, 0.65])),
             te_ms=float(te),
         )

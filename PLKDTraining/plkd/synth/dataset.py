@@ -22,6 +22,7 @@ from plkd import __version__
 from plkd.atomic import write_json_atomic
 from plkd.errors import PLKDError
 from plkd.progress import Progress, ProgressMode
+from plkd.synth.domain import DOMAINS
 from plkd.synth.lesions import MODELS
 from plkd.synth.subject import SynthSubject, generate_subject, parse_spacing, subject_seed
 from plkd.volumes import save_volume
@@ -94,6 +95,7 @@ def write_dataset(
     spacing: float | str | Sequence[float] = 1.0,
     lesion_model: str = "dipole",
     fine_spacing: float = 1.0,
+    domain: str = "standard",
     preview: bool = False,
     jobs: int = 1,
     progress: Progress | ProgressMode = "tqdm",
@@ -113,6 +115,8 @@ def write_dataset(
         raise PLKDError(f"microbleed model must be one of {', '.join(MODELS)}, not {lesion_model!r}")
     if not 0.3 <= float(fine_spacing) <= 4.0:
         raise PLKDError(f"fine spacing must be 0.3-4 mm, not {fine_spacing}")
+    if domain not in DOMAINS:
+        raise PLKDError(f"simulator domain must be one of {', '.join(DOMAINS)}, not {domain!r}")
     sp = parse_spacing(spacing)
     counts = parse_count(count)
     out = Path(out_dir)
@@ -130,6 +134,7 @@ def write_dataset(
             "spacing": sp.tolist(),
             "lesion_model": lesion_model,
             "fine_spacing": fine_spacing,
+            "domain": domain,
         }
         job_list.append(
             {
@@ -147,6 +152,7 @@ def write_dataset(
         "spacing_mm": [float(v) for v in sp],
         "base_seed": int(seed),
         "lesion_model": lesion_model,
+        "domain": domain,
         "count": None if count is None else str(count),
         "plkd_version": __version__,
         "disclaimer": "Synthetic data on MNI ICBM152 2009a anatomy; not patient data.",

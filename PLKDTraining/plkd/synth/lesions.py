@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from plkd.synth.anatomy import MARS_CLASS, REGION_CODE, WarpedAnatomy
+from plkd.synth.domain import STANDARD, Domain
 from plkd.synth.grid import SynthGrid
 
 #: Relative signal drop that makes a voxel part of a microbleed's visible (labelled) blob.
@@ -73,12 +74,17 @@ def draw_count(rng: np.random.Generator) -> int:
     return int(np.round(np.exp(rng.uniform(np.log(11), np.log(40)))))
 
 
-def draw_diameter(rng: np.random.Generator) -> float:
+def draw_diameter(rng: np.random.Generator, domain: Domain = STANDARD) -> float:
     """Visible diameter (mm): median 2.7, 5-95 % ≈ 1.4-4.8, a thin tail up to 10 mm.
 
     The published range is skewed (1.4 is further below the median than 4.8 is above it in log
     terms), so the log-diameter is a split normal: sigma 0.40 below the median, 0.35 above.
+    A ``domain`` with ``large_share > 0`` first draws that share log-uniformly over its
+    ``large_range_mm`` (the whole definition), so large microbleeds are common in training.
     """
+    if domain.large_share > 0 and rng.uniform() < domain.large_share:
+        lo, hi = domain.large_range_mm
+        return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     if rng.uniform() < 0.01:
         return float(rng.uniform(4.8, MAX_DIAMETER_MM))
     z = rng.standard_normal()
@@ -92,6 +98,7 @@ def place_microbleeds(
     grid: SynthGrid,
     avoid: list[tuple[np.ndarray, float]],
     max_tries: int = 400,
+    domain: Domain = STANDARD,
 ) -> list[Microbleed]:
     """Choose ``n`` non-overlapping microbleeds in parenchyma with realistic regions and sizes.
 
@@ -111,7 +118,7 @@ def place_microbleeds(
             region = names[int(rng.choice(len(names), p=weights))]
             if candidates[region].size == 0:
                 continue
-            diameter = draw_diameter(rng)
+            diameter = draw_diameter(rng, domain)
             flat = int(candidates[region][rng.integers(candidates[region].size)])
             idx = np.array(np.unravel_index(flat, anat.region.shape))
             centre = grid.lo + (idx + 0.5 + rng.uniform(-0.5, 0.5, 3)) * h
@@ -168,6 +175,17 @@ def _gaussian_factor(grid: SynthGrid, centre: np.ndarray, sigma: float, depth: f
     return box, (1.0 - _voxel_mean(drop, shape)).astype(np.float32)  # type: ignore[arg-type]
 
 
+def _generalised_factor(grid: SynthGrid, centre: np.ndarray, scale: float, beta: float, depth: float):
+    """``1 - depth·exp(-(r/scale)^beta)`` voxel-averaged: beta 2 is a Gaussian, larger is a sharper edge."""
+    reach = scale * float(np.log(depth / 0.005)) ** (1.0 / beta) + float(grid.fine_spacing.max())
+    box, axes = _subsamples(grid, centre, reach)
+    x, y, z = axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
+    r = np.sqrt(x * x + y * y + z * z)
+    drop = depth * np.exp(-((r / scale) ** beta))
+    shape = tuple(len(a) // 3 for a in axes)
+    return box, (1.0 - _voxel_mean(drop, shape)).astype(np.float32)  # type: ignore[arg-type]
+
+
 def _dipole_factor(grid: SynthGrid, centre: np.ndarray, radius: float, phase: float, half_mm: float):
     """Voxel magnitude around a magnetised sphere; ``phase`` = γ·B0·Δχ/3·TE (rad)."""
     box, axes = _subsamples(grid, centre, half_mm)
@@ -187,12 +205,31 @@ def _visible_diameter(factor: np.ndarray, voxel_volume: float) -> float:
 
 
 def render_microbleed(
-    mb: Microbleed, grid: SynthGrid, model: str, rng: np.random.Generator, field_t: float, te_ms: float
+    mb: Microbleed,
+    grid: SynthGrid,
+    model: str,
+    rng: np.random.Generator,
+    field_t: float,
+    te_ms: float,
+    domain: Domain = STANDARD,
 ) -> tuple[tuple[slice, ...], np.ndarray]:
-    """Multiplicative signal factor of one microbleed on its fine-grid box; fills ``mb.params``."""
+    """Multiplicative signal factor of one microbleed on its fine-grid box; fills ``mb.params``.
+
+    With a ``domain`` that mixes models (``dipole_share``), each microbleed draws its own: the
+    dipole model, or a generalised-Gaussian drop with random edge sharpness and peak drop whose
+    visible radius (drop ≥ :data:`LABEL_DROP`) is the wanted one.
+    """
     h = grid.fine_spacing
     vvol = float(np.prod(h))
     radius = mb.diameter / 2.0
+    if domain.dipole_share is not None:
+        if rng.uniform() >= domain.dipole_share:
+            depth = float(rng.uniform(*domain.peak_drop))
+            beta = float(rng.uniform(*domain.edge_exponent))
+            scale = radius / float(np.log(depth / LABEL_DROP)) ** (1.0 / beta)
+            mb.params = {"model": "generalised_gaussian", "depth": round(depth, 3), "edge_exponent": round(beta, 2)}
+            return _generalised_factor(grid, mb.centre, scale, beta, depth)
+        model = "dipole"
     if model == "gaussian":
         depth = float(rng.uniform(0.6, 0.95))
         sigma = radius / np.sqrt(2.0 * np.log(depth / LABEL_DROP))
@@ -200,7 +237,7 @@ def render_microbleed(
         return _gaussian_factor(grid, mb.centre, float(sigma), depth)
     if model != "dipole":
         raise ValueError(f"unknown microbleed model {model!r}")
-    chi_ppm = float(np.exp(rng.uniform(np.log(0.3), np.log(2.0))))
+    chi_ppm = float(np.exp(rng.uniform(*np.log(domain.chi_ppm))))
     phase = GYROMAGNETIC * field_t * chi_ppm * 1e-6 / 3.0 * te_ms * 1e-3
     half = 1.6 * radius + 2.0 * float(h.max())
     # Deposit radius for the wanted blooming size: start from the dephasing estimate

@@ -7,7 +7,9 @@
   putamen, red nucleus, substantia nigra and dentate nucleus;
 - **calcifications**: small dark foci at typical sites (choroid plexus, pineal, pallidum), often
   symmetric (magnitude only: their opposite phase sign is not simulated);
-- **air-tissue dropout**: broad signal loss near the orbitofrontal and inferior temporal surface.
+- **air-tissue dropout**: broad signal loss near the orbitofrontal and inferior temporal surface;
+- **cavernoma-like lesions** (``wide`` domain only): dark lobulated lesions of 11-20 mm, larger
+  than the 10 mm that defines a microbleed, so a detector must learn to leave them unlabelled.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from plkd.synth.anatomy import IRON_NUCLEI, LANDMARKS, REGION_CODE, Deformation, WarpedAnatomy
+from plkd.synth.domain import STANDARD, Domain
 from plkd.synth.grid import SynthGrid
 from plkd.synth.lesions import Microbleed
 
@@ -35,7 +38,9 @@ class Mimic:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def site_mimics(rng: np.random.Generator, deformation: Deformation, modality: str) -> tuple[list[Mimic], float]:
+def site_mimics(
+    rng: np.random.Generator, deformation: Deformation, modality: str, domain: Domain = STANDARD
+) -> tuple[list[Mimic], float]:
     """Calcifications, air-tissue dropout and iron records at anatomical sites; returns them and the iron depth."""
     swi = modality == "SWI"
     out: list[Mimic] = []
@@ -46,7 +51,8 @@ def site_mimics(rng: np.random.Generator, deformation: Deformation, modality: st
 
     def calc(site: str, side: str | None) -> None:
         name = site if side is None else f"{site}_{side}"
-        radius = float(rng.uniform(0.8, 2.5 if site == "pineal" else 2.0))
+        lo, hi = domain.calcification_radius
+        radius = float(rng.uniform(lo, max(hi, 2.5) if site == "pineal" else hi))
         out.append(
             Mimic(
                 "calcification",
@@ -97,10 +103,13 @@ def draw_veins(
     modality: str,
     microbleeds: list[Microbleed],
     centre: np.ndarray,
+    domain: Domain = STANDARD,
 ) -> list[Mimic]:
     """Random smooth dark tubes in the white matter, clear of every microbleed."""
     swi = modality == "SWI"
     n = int(rng.integers(15, 46) if swi else rng.integers(6, 21))
+    n = int(round(n * domain.vein_count_scale))
+    radius_range = domain.vein_radius_swi if swi else domain.vein_radius_t2s
     wm = np.flatnonzero(np.isin(anat.region.ravel(), [REGION_CODE["subcortical_wm"], REGION_CODE["deep_wm"]]))
     if wm.size == 0:
         return []
@@ -111,7 +120,7 @@ def draw_veins(
     for _ in range(n * 4):
         if len(veins) >= n:
             break
-        radius = float(rng.uniform(0.35, 0.9) if swi else rng.uniform(0.3, 0.7))
+        radius = float(rng.uniform(*radius_range))
         start = grid.lo + (np.array(np.unravel_index(int(wm[rng.integers(wm.size)]), anat.region.shape)) + 0.5) * h
         through = rng.uniform() < (0.35 if swi else 0.5)
         if through:
@@ -148,6 +157,40 @@ def draw_veins(
     return veins
 
 
+def draw_cavernomas(
+    rng: np.random.Generator,
+    anat: WarpedAnatomy,
+    grid: SynthGrid,
+    microbleeds: list[Microbleed],
+    domain: Domain = STANDARD,
+) -> list[Mimic]:
+    """At most one cavernoma-like lesion (probability ``domain.cavernoma_p``): 3-6 dark lobes
+    within a sphere of 11-20 mm in parenchyma, clear of every microbleed. Never labelled."""
+    if domain.cavernoma_p <= 0 or rng.uniform() >= domain.cavernoma_p:
+        return []
+    tissue = np.flatnonzero((anat.gm + anat.wm).ravel() > 0.8)
+    if tissue.size == 0:
+        return []
+    h = grid.fine_spacing
+    gap = 2.0 + 2.0 * float(grid.spacing.max())
+    for _ in range(50):
+        diameter = float(rng.uniform(*domain.cavernoma_diameter_mm))
+        idx = np.array(np.unravel_index(int(tissue[rng.integers(tissue.size)]), anat.mask.shape))
+        centre = grid.lo + (idx + 0.5) * h
+        half = np.ceil(diameter / 2.0 / h).astype(int)
+        if np.any(idx - half < 0) or np.any(idx + half >= np.array(anat.mask.shape)):
+            continue
+        if anat.mask[tuple(slice(int(a - b), int(a + b + 1)) for a, b in zip(idx, half, strict=True))].min() < 0.99:
+            continue
+        if any(np.linalg.norm(centre - m.centre) < diameter / 2.0 + m.diameter / 2.0 + gap for m in microbleeds):
+            continue
+        n_lobes = int(rng.integers(3, 7))
+        lobes = centre + rng.normal(0.0, diameter / 6.0, (n_lobes, 3))
+        info = {"diameter_mm": round(diameter, 1), "lobes": n_lobes}
+        return [Mimic("cavernoma", centre, float(rng.uniform(0.5, 0.9)), diameter / 5.0, points=lobes, info=info)]
+    return []
+
+
 def render_mimics(
     signal_factor: np.ndarray, mimics: list[Mimic], grid: SynthGrid, anat: WarpedAnatomy, iron_depth: float
 ) -> None:
@@ -159,6 +202,9 @@ def render_mimics(
             _render_tube(signal_factor, m, grid)
         elif m.kind in ("calcification", "air_tissue_dropout"):
             _render_blob(signal_factor, m, grid)
+        elif m.kind == "cavernoma":
+            for lobe in m.points if m.points is not None else [m.centre]:
+                _render_blob(signal_factor, Mimic("lobe", lobe, m.depth, m.size), grid)
 
 
 def _render_blob(out: np.ndarray, m: Mimic, grid: SynthGrid) -> None:

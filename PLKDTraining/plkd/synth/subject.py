@@ -12,9 +12,10 @@ from scipy import ndimage
 from plkd.errors import PLKDError
 from plkd.synth.anatomy import Deformation, load_template, warp_template
 from plkd.synth.contrast import MODALITIES, Contrast, bias_field, rician, tissue_signal
+from plkd.synth.domain import get_domain
 from plkd.synth.grid import SynthGrid
 from plkd.synth.lesions import LABEL_DROP, MODELS, draw_count, microbleed_record, place_microbleeds, render_microbleed
-from plkd.synth.mimics import draw_veins, render_mimics, site_mimics
+from plkd.synth.mimics import draw_cavernomas, draw_veins, render_mimics, site_mimics
 from plkd.volumes import Volume
 
 #: Voxels of margin kept around the brain when the output is cropped.
@@ -75,6 +76,7 @@ def generate_subject(
     lesion_model: str = "dipole",
     fine_spacing: float = 1.0,
     mimics: bool = True,
+    domain: str = "standard",
 ) -> SynthSubject:
     """Simulate one subject, deterministically for a given ``seed`` and options.
 
@@ -82,6 +84,8 @@ def generate_subject(
     about ``fine_spacing`` mm and averaged onto the output grid of voxel size ``spacing``
     (e.g. ``"1,1,3"`` averages three 1 mm slices into each 3 mm slice). Microbleeds too faint
     to be seen on the output grid are not labelled; they are listed in ``hidden_microbleeds``.
+    ``domain`` is ``"standard"`` or ``"wide"`` (:mod:`plkd.synth.domain`: how widely sizes,
+    profiles, contrasts and mimics are randomised; ``wide`` is the training recipe).
     """
     if modality not in MODALITIES:
         raise PLKDError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
@@ -92,6 +96,10 @@ def generate_subject(
     if not 0.3 <= float(fine_spacing) <= 4.0:
         raise PLKDError(f"fine spacing must be 0.3-4 mm, not {fine_spacing}")
     sp = parse_spacing(spacing)
+    try:
+        dom = get_domain(domain)
+    except ValueError as exc:
+        raise PLKDError(str(exc)) from None
     rng = np.random.default_rng(int(seed))
     template = load_template()
 
@@ -100,20 +108,22 @@ def generate_subject(
     grid = SynthGrid.covering(lo, hi, sp, fine=float(fine_spacing))
     axes = grid.fine_axes()
     anat = warp_template(template, deformation, axes)
-    contrast = Contrast.random(rng, modality)
+    contrast = Contrast.random(rng, modality, dom)
     signal = tissue_signal(anat, contrast, rng)
 
-    site, iron_depth = site_mimics(rng, deformation, modality) if mimics else ([], 0.0)
+    site, iron_depth = site_mimics(rng, deformation, modality, dom) if mimics else ([], 0.0)
     avoid = [(m.centre, m.size * 2.0) for m in site if m.kind == "calcification"]
     avoid += [(m.centre, 1.0) for m in site if m.kind in ("iron", "air_tissue_dropout")]
     count = draw_count(rng) if n_microbleeds is None else int(n_microbleeds)
-    bleeds = place_microbleeds(rng, count, anat, grid, avoid)
-    veins = draw_veins(rng, anat, grid, modality, bleeds, deformation.centre + deformation.shift) if mimics else []
-    all_mimics = site + veins
+    bleeds = place_microbleeds(rng, count, anat, grid, avoid, domain=dom)
+    centre = deformation.centre + deformation.shift
+    veins = draw_veins(rng, anat, grid, modality, bleeds, centre, dom) if mimics else []
+    cavernomas = draw_cavernomas(rng, anat, grid, bleeds, dom) if mimics else []
+    all_mimics = site + veins + cavernomas
 
     cmb = np.ones(grid.fine_shape, dtype=np.float32)
     for mb in bleeds:
-        box, fac = render_microbleed(mb, grid, lesion_model, rng, contrast.field_t, contrast.te_ms)
+        box, fac = render_microbleed(mb, grid, lesion_model, rng, contrast.field_t, contrast.te_ms, dom)
         cmb[box] *= fac
     other = np.ones(grid.fine_shape, dtype=np.float32)
     render_mimics(other, all_mimics, grid, anat, iron_depth)
@@ -163,13 +173,17 @@ def generate_subject(
         rec: dict[str, Any] = {"kind": m.kind, "center_ras": ras, "center_voxel": vox, "depth": round(m.depth, 3)}
         if m.kind in ("calcification", "air_tissue_dropout"):
             rec["sigma_mm"] = round(m.size, 2)
-        if m.points is not None:  # a vein: points every ~4 mm, so training sees all of it, not its middle
+        if m.kind == "vein" and m.points is not None:
+            # A vein: points every ~4 mm, so training sees all of it, not its middle.
             rec["path_ras"] = [geometry(p)[0] for p in m.points[::VEIN_PATH_STEP]]
+        elif m.points is not None:  # a cavernoma's lobes: each one a hard negative
+            rec["path_ras"] = [geometry(p)[0] for p in m.points]
         mimic_records.append({**rec, **m.info})
 
     params = {
         "contrast": contrast.as_dict(),
         "lesion_model": lesion_model,
+        "domain": dom.name,
         "iron_depth": round(iron_depth, 3),
         "label_drop": LABEL_DROP,
         "fine_spacing_mm": [round(float(v), 4) for v in grid.fine_spacing],

@@ -49,7 +49,6 @@ from plkd.training.config import Config, set_value
 from plkd.training.export import export_run
 from plkd.training.loop import TrainContext, is_done
 from plkd.training.pipeline import train
-from plkd.training.sampling import label_centres
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ def apply_variant(cfg: Config, overrides: dict[str, Any]) -> Config:
 def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor: int, device: Any) -> dict:
     """Predict the held-out subjects at LR@factor and score them; returns the fold's result."""
     from plkd.inference.predictor import Predictor
-    from plkd.metrics import FrocSubject, evaluate_subject, froc_curve, pool_results
+    from plkd.metrics import evaluate_subject, froc_curve, froc_subject, pool_results
 
     predictor = Predictor(bundle, device=device, locate=False)  # detection metrics only
     subjects = {s.id: s for s in find_subjects(data_root)}
@@ -80,13 +79,9 @@ def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor
         lr = simulate_lowres(image.data, factor, axis=2, mode="interp") if factor > 1 else image.data
         result = predictor.predict(image.with_data(lr.astype(np.float32)), mask, lr_factor=float(factor))
         per_subject[sid] = evaluate_subject(result.label_map, label.data, image.spacing)
-        refs = label_centres(label.data > 0)
-        ref_ras = (image.affine @ np.c_[refs, np.ones(len(refs))].T).T[:, :3] if len(refs) else np.zeros((0, 3))
-        cands = result.candidates
-        froc_subjects[sid] = FrocSubject(
-            candidate_centres=np.array([c["center_ras"] for c in cands], dtype=float).reshape(-1, 3),
-            probabilities=np.array([c["probability"] for c in cands], dtype=float),
-            reference_centres=ref_ras,
+        # Same detections and matching as the pooled table, so the curve passes through it.
+        froc_subjects[sid], _ = froc_subject(
+            result.label_map, label.data, image.spacing, image.affine, result.candidates
         )
     if not per_subject:
         raise PLKDError("no labelled test subject in this fold")
@@ -99,7 +94,14 @@ def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor
         "pooled": pooled["pooled"],
         "valdo": pooled["valdo"],
         "subjects": per_subject,
-        "froc": froc_curve(froc_subjects).to_dict(),
+        "froc": froc_curve(
+            froc_subjects,
+            operating_point={
+                "sensitivity": pooled["pooled"]["TPR"],
+                "fp_per_subject": pooled["pooled"]["FPavg"],
+                "thresholds": [result.thresholds["segmentation"]],
+            },
+        ).to_dict(),
     }
 
 

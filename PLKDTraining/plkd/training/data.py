@@ -80,8 +80,9 @@ def load_training_data(
     seed = int(cfg["seed"])
     train_ids, val_ids = split_validation([s.id for s in labelled], float(cfg["data"]["val_fraction"]), seed)
     by_id = {s.id: s for s in labelled}
-    train = load_subjects([by_id[i] for i in train_ids], cfg, seed)
-    val = load_subjects([by_id[i] for i in val_ids], cfg, seed)
+    workers = int(cfg.get("workers", 0))
+    train = load_subjects([by_id[i] for i in train_ids], cfg, seed, workers)
+    val = load_subjects([by_id[i] for i in val_ids], cfg, seed, workers)
     val_sampler = None
     if val and any(len(s.positives) for s in val):
         val_sampler = PatchSampler(val, cfg)

@@ -12,6 +12,7 @@ import yaml
 
 from plkd.bundle import save_bundle
 from plkd.errors import PLKDError
+from plkd.inference.blobs import blob_settings
 from plkd.models import build_network
 from plkd.training.checkpoint import DONE_NAME, FINAL_NAME, load_weights
 from plkd.training.loop import is_done
@@ -108,6 +109,7 @@ def export_run(
         },
         "normalisation": {"method": "brain-zscore", "clip_percentiles": [0.5, 99.5]},
         "thresholds": {k: float(v) for k, v in cfg["export"]["thresholds"].items()},
+        "candidates": {"blob": blob_settings()},
         "training": {
             "data": info.get("data"),
             "layout": info.get("layout"),

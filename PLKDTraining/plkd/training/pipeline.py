@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("screening", "teacher", "students", "all")
 #: Settings that change how fast a run goes, not what it computes.
-RUNTIME_KEYS = ("device", "amp", "compile", "num_threads")
+RUNTIME_KEYS = ("device", "amp", "compile", "num_threads", "workers")
 
 
 def make_context(cfg: dict[str, Any], progress: str = "tqdm", stop_after: int | None = None) -> TrainContext:
@@ -55,6 +55,7 @@ def make_context(cfg: dict[str, Any], progress: str = "tqdm", stop_after: int | 
         warmup_steps=int(cfg["optim"]["warmup_steps"]),
         grad_clip=float(cfg["optim"]["grad_clip"]),
         stop_after=stop_after,
+        workers=int(cfg.get("workers", 0)),
     )
 
 

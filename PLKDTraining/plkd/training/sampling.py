@@ -307,8 +307,21 @@ def lowres_patch(
     )
 
 
-def load_subjects(subjects: Sequence[Subject], cfg: dict[str, Any], seed: int) -> list[SubjectArrays]:
-    """:func:`prepare_subject` for each subject (logged, since this reads every volume)."""
+def load_subjects(subjects: Sequence[Subject], cfg: dict[str, Any], seed: int, workers: int = 0) -> list[SubjectArrays]:
+    """:func:`prepare_subject` for each subject, in order (logged, since this reads every volume).
+
+    With ``workers > 0`` (and a platform that can fork) that many processes prepare subjects at
+    once: reading, resampling and indexing are per subject, so the result is the same.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    subjects = list(subjects)
+    if workers > 0 and len(subjects) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        log.info("loading %d subjects with %d processes", len(subjects), workers)
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(int(workers), len(subjects)), mp_context=ctx) as pool:
+            return list(pool.map(prepare_subject, subjects, [cfg] * len(subjects), [seed] * len(subjects)))
     out = []
     for s in subjects:
         log.info("loading %s", s.id)

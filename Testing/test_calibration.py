@@ -1,0 +1,62 @@
+"""Calibrated candidate probabilities: Platt fit, expected calibration error, reliability diagram."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plkd.calibration import expected_calibration_error, fit_platt, reliability_diagram
+from plkd.models import Calibration, candidate_logit
+
+
+def test_platt_fit_recovers_the_generating_map():
+    # Candidates whose truth is drawn with P(microbleed) = sigmoid(0.4·z - 1.0): the fit finds a, b.
+    rng = np.random.default_rng(3)
+    z = rng.uniform(-12, 12, 20000)
+    y = rng.uniform(size=z.size) < 1.0 / (1.0 + np.exp(-(0.4 * z - 1.0)))
+    a, b = fit_platt(z, y)
+    assert a == pytest.approx(0.4, abs=0.03) and b == pytest.approx(-1.0, abs=0.1)
+    cal = Calibration(a, b)
+    after = expected_calibration_error([cal(v) for v in z], y)
+    before = expected_calibration_error([Calibration()(v) for v in z], y)
+    assert after < 0.02 < before
+
+
+def test_platt_fit_needs_both_classes():
+    assert fit_platt([1.0, 2.0, 3.0], [True, True, True]) == (1.0, 0.0)
+    assert fit_platt([float("inf"), -float("inf"), 5.0, -5.0], [True, False, True, False])[0] > 0
+
+
+def test_expected_calibration_error_on_hand_made_values():
+    # Bin 0.9-1.0: mean probability 0.95, half are microbleeds -> |0.5 - 0.95| = 0.45, weight 2/4.
+    # Bin 0.1-0.2: mean 0.15, none is -> 0.15, weight 2/4. ECE = 0.5·0.45 + 0.5·0.15 = 0.30.
+    assert expected_calibration_error([0.95, 0.95, 0.15, 0.15], [True, False, False, False]) == pytest.approx(0.30)
+    assert expected_calibration_error([0.25, 0.75], [False, True], n_bins=2) == pytest.approx(0.25)
+
+
+def test_calibration_is_monotonic_and_never_rounds_a_finite_logit_to_certainty():
+    cal = Calibration(a=0.3, b=-0.5)
+    values = [cal(z) for z in (-40.0, -2.0, 0.0, 2.0, 40.0)]
+    assert values == sorted(values)
+    assert cal(10.0) < 1.0 and Calibration()(-800.0) == 0.0
+    assert Calibration.from_manifest(None) == Calibration()
+    assert Calibration.from_manifest({"method": "platt", "a": 0.5, "b": 1.0}) == Calibration(0.5, 1.0)
+
+
+def test_candidate_logit_scores_the_candidate_own_region():
+    logits = np.full((8, 8, 8), -5.0)
+    logits[1, 1, 1] = 9.0  # a neighbour's lesion, outside the region
+    logits[4:6, 4:6, 4] = [[3.0, 2.0], [1.0, 0.0]]
+    region = np.zeros_like(logits, dtype=bool)
+    region[4:6, 4:6, 4] = True
+    assert candidate_logit(logits, region) == pytest.approx(1.5)  # mean of the 4 largest: 3, 2, 1, 0
+    assert candidate_logit(logits, region, k=2) == pytest.approx(2.5)
+    assert candidate_logit(logits, np.zeros_like(region)) == float("-inf")
+
+
+def test_reliability_diagram_writes_a_png(tmp_path):
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=300)
+    y = rng.uniform(size=300) < p
+    out = reliability_diagram({"teacher": (p**2, p, y)}, tmp_path / "rel.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
