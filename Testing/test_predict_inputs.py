@@ -302,7 +302,8 @@ def test_batch_summary_has_one_row_per_scan(tmp_path: Path, capsys: pytest.Captu
     assert float(rows[0]["total_volume_mm3"]) == pytest.approx(sum(vols), abs=0.06)
     assert rows[0]["volumes_mm3"] == ";".join(f"{v:.1f}" for v in vols)
     assert rows[0]["student"] == doc["student"] and float(rows[0]["seconds"]) > 0
-    assert rows[0]["lobar"] == rows[0]["deep"] == ""  # no location block in these outputs
+    # The tiny phantom is no head: its location block says "failed" and counts every microbleed unknown.
+    assert (rows[0]["lobar"], rows[0]["deep"], rows[0]["unknown"]) == ("0", "0", str(doc["n_microbleeds"]))
     assert "cannot read" in rows[2]["error"]
     # A rerun reports the reused scans too, with the location counts once the JSON carries them.
     doc["location"] = {"status": "ok", "reason": None, "counts": {"lobar": 2, "deep": 1, "infratentorial": 0}}

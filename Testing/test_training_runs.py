@@ -76,6 +76,21 @@ def test_resume_equals_an_uninterrupted_run(data_root, tmp_path):
     assert len(rows(resumed)) == 7  # header + one row per step, none duplicated by the resume
 
 
+def test_batch_workers_and_parallel_loading_give_the_same_weights(data_root, tmp_path):
+    # workers > 0 draws the coming batches (and loads subjects) in forked processes: throughput only.
+    cfg = set_value(load_config("tiny"), "teacher.steps", "5")
+    with_workers = set_value(cfg, "workers", "2")
+    train("teacher", data_root, tmp_path / "serial", cfg, make_context(cfg, progress="none"))
+    ctx = make_context(with_workers, progress="none")
+    assert ctx.workers == 2
+    with pytest.raises(KeyboardInterrupt):  # a resume mid-run starts the worker stream at the right step
+        train("teacher", data_root, tmp_path / "pool", with_workers, make_context(with_workers, "none", stop_after=2))
+    train("teacher", data_root, tmp_path / "pool", with_workers, ctx)
+    a = load_weights(tmp_path / "serial" / "teacher" / "model.pt")
+    b = load_weights(tmp_path / "pool" / "teacher" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_plkd_stage_order_and_initialisation(full_run):
     names = [p.name for p in sorted((full_run / "students").iterdir())]
     assert sorted(names) == ["finetune", "x2", "x4", "x8"]

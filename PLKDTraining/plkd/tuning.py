@@ -246,7 +246,7 @@ def tune_thresholds(
     if max_fp is not None and not max_fp > 0:
         raise PLKDError(f"--max-fp must be a positive number of false positives per subject, not {max_fp}")
     loosest = {"screening": min(SCREENING_GRID), "segmentation": 0.0}
-    predictor = Predictor(bundle, device=device, thresholds=loosest)
+    predictor = Predictor(bundle, device=device, thresholds=loosest, locate=False)
     bundle = predictor.bundle
     names = bundle.segmenter_names()
     chosen = list(segmenters) if segmenters else list(names)

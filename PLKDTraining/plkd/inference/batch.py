@@ -37,6 +37,7 @@ from plkd.inference.outputs import (
 )
 from plkd.inference.predictor import Predictor
 from plkd.inference.summary import summary_row, write_summary_csv
+from plkd.location.summary import describe as describe_location
 from plkd.progress import Progress
 from plkd.volumes import EchoChoice, Volume, load_label, load_volume
 
@@ -393,7 +394,10 @@ def _predict_one(
     prog.advance()
     prog.finish()
     n = result.n_microbleeds
-    prog.message(f"{scan.stem}: {n} microbleed(s)", input=str(scan.path), n_microbleeds=n)
+    text = f"{scan.stem}: {n} microbleed(s)"
+    if result.location is not None:  # counts per MARS class (plkd.location)
+        text += f"; {describe_location(result.location)}"
+    prog.message(text, input=str(scan.path), n_microbleeds=n)
     return record
 
 

@@ -3,7 +3,8 @@
 ``Predictor.predict`` runs: brain mask → pre-processing onto the model grid → stage 1 (screening
 FCN over the whole brain → candidate centres) → stage 2 (segmenter on a patch per candidate →
 probability + voxel mask) → stitching → label map back on the input grid, one integer label per
-microbleed. ``Predictor.segment_at`` segments the microbleed at a clicked point, skipping stage 1.
+microbleed → MARS location of every candidate (:mod:`plkd.location`, registration to MNI).
+``Predictor.segment_at`` segments the microbleed at a clicked point, skipping stage 1.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from plkd.inference.segmentation import (
     select_component,
     stitch,
 )
+from plkd.location import locate_candidates
 from plkd.progress import Progress
 from plkd.resample import resample_array
 from plkd.volumes import Volume
@@ -73,6 +75,8 @@ class PredictionResult:
     probability_map: np.ndarray | None = None
     model_label_map: np.ndarray | None = None
     model_affine: np.ndarray | None = None
+    #: Per-scan MARS location block (``docs/design.md``, "Location"); ``None`` when not run.
+    location: dict[str, Any] | None = None
 
     @property
     def n_microbleeds(self) -> int:
@@ -110,7 +114,9 @@ class Predictor:
     ``plkd tune`` chose them on validation subjects. ``threshold`` overrides the segmentation
     (patch probability) threshold of every segmenter; ``thresholds`` overrides any by name.
     ``progress`` is a :class:`plkd.progress.Progress` (or a mode name); networks are loaded once
-    and reused for every volume.
+    and reused for every volume. ``locate`` (default on) registers each scan to MNI and gives every
+    candidate its MARS location (:func:`plkd.location.locate_candidates`); tuning and
+    cross-validation turn it off, as they score detection only.
     """
 
     def __init__(
@@ -124,8 +130,11 @@ class Predictor:
         thresholds: dict[str, float] | None = None,
         max_candidates: int = MAX_CANDIDATES,
         tile: tuple[int, int, int] = DEFAULT_TILE,
+        locate: bool = True,
     ) -> None:
         self.bundle = _load_bundle(bundle)
+        #: Register each scan to MNI and give candidates their MARS location (``plkd.location``).
+        self.locate = bool(locate)
         self.state = DeviceState(resolve_device(device), batch_size)
         if isinstance(progress, str):
             progress = Progress(progress)  # type: ignore[arg-type]
@@ -216,6 +225,10 @@ class Predictor:
         labels_model, fate = stitch(results, prep.data.shape, float(thr["segmentation"]))
         out = self._finish(volume, prep, name, factor, cands, positions, results, fate, labels_model, prob_model, notes)
         timings["postprocess"] = time.perf_counter() - t3
+        if self.locate:
+            t4 = time.perf_counter()
+            out.location = locate_candidates(prep.data, prep.affine, out.candidates, prep.mask, notes=out.notes)
+            timings["location"] = time.perf_counter() - t4
         timings["total"] = time.perf_counter() - t0
         out.timings = {k: round(v, 4) for k, v in timings.items()}
         out.thresholds = thr

@@ -165,6 +165,8 @@ def generate_subject(
             }
         )
     hidden_records = [{"center_ras": geometry(mb.centre)[0], **microbleed_record(mb)} for mb in hidden]
+    _add_atlas_truth(cmb_records, [mb for mb, _ in kept], deformation)
+    _add_atlas_truth(hidden_records, hidden, deformation)
     mimic_records = []
     for m in all_mimics:
         ras, vox = geometry(m.centre)
@@ -196,6 +198,24 @@ def generate_subject(
         params=params,
         hidden_microbleeds=hidden_records,
     )
+
+
+def _add_atlas_truth(records: list[dict[str, Any]], bleeds, deformation: Deformation) -> None:
+    """Add each microbleed's true MNI position and its region in the shipped MARS atlas (in place).
+
+    ``center_mni`` is the template point the microbleed was placed at (through the subject's
+    known deformation), so ``mars_region``/``mars_location`` are the truth that ``plkd predict``'s
+    registration + atlas lookup is scored against (``scripts/evaluate_location.py``).
+    """
+    if not records:
+        return
+    from plkd.location.atlas import load_atlas, location_of
+
+    mni = deformation.to_template(np.array([mb.centre for mb in bleeds], dtype=np.float64))
+    for rec, point, region in zip(records, mni, load_atlas().lookup(mni), strict=True):
+        rec["center_mni"] = [round(float(v), 2) for v in point]
+        rec["mars_region"] = region or "unknown"
+        rec["mars_location"] = location_of(region)
 
 
 def _label_microbleeds(drop: np.ndarray, mask: np.ndarray, grid: SynthGrid, bleeds):

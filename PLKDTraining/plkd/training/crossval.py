@@ -69,7 +69,7 @@ def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor
     from plkd.inference.predictor import Predictor
     from plkd.metrics import evaluate_subject, froc_curve, froc_subject, pool_results
 
-    predictor = Predictor(bundle, device=device)
+    predictor = Predictor(bundle, device=device, locate=False)  # detection metrics only
     subjects = {s.id: s for s in find_subjects(data_root)}
     per_subject, froc_subjects = {}, {}
     for sid in test_ids:
@@ -276,7 +276,7 @@ def _tune_fold(bundle: Path, out: Path, f: int, tuning: dict, ctx: TrainContext)
     from plkd.inference.predictor import Predictor
     from plkd.tuning import objective, tune_thresholds
 
-    predictor = Predictor(bundle, device=ctx.device)
+    predictor = Predictor(bundle, device=ctx.device, locate=False)
     student = predictor.choose_student(float(f))
     report = tune_thresholds(
         predictor.bundle,

@@ -1,0 +1,145 @@
+"""Detection per microbleed size and MARS location, at each input resolution, with the VALDO rule.
+
+For each labelled subject of each DATA folder and each condition — ``hr`` (as is), ``x2``/``x4``/
+``x8`` (the paper's LR@k: every k-th slice, cubic back to the 1 mm grid) and ``slab3``/``slab4``
+(k-mm thick slabs averaged on the 1 mm grid) — it predicts with BUNDLE (the ×k student for LR
+inputs), matches predicted components to reference microbleeds by the VALDO rule (6-connected
+components, centres within 5 mm, :func:`plkd.metrics.valdo.valdo_match`) and counts:
+
+- per size bin of the reference blob's sphere-equivalent diameter (< 3, 3-5, 5-10 mm): found / total;
+- per MARS class (``location`` of the nearest manifest microbleed within 3 mm; ``n/a`` without one);
+- pooled TP, FP, FN, TPR, PPV, F1 and false positives per subject.
+
+    python scripts/evaluate_by_size.py BUNDLE DATA [DATA ...] [--conditions hr,slab4] [--json OUT]
+
+Subjects without a brain mask file get the automatic mask of their 1 mm image for every condition
+(LR simulated on the 1 mm grid smears the background, which a real thick-slice scan lacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from plkd.data.datasets import find_subjects, load_subject
+from plkd.inference.brainmask import resolve_brain_mask
+from plkd.inference.predictor import Predictor
+from plkd.lowres import simulate_lowres
+from plkd.metrics.components import find_components
+from plkd.metrics.valdo import valdo_match
+
+SIZE_BINS = ((0.0, 3.0, "<3 mm"), (3.0, 5.0, "3-5 mm"), (5.0, 99.0, "5-10 mm"))
+LOCATIONS = ("lobar", "deep", "infratentorial", "n/a")
+
+
+def degrade(data: np.ndarray, condition: str) -> tuple[np.ndarray, float | None]:
+    """The image of ``condition`` on the 1 mm grid and the LR factor to choose the student with."""
+    if condition == "hr":
+        return data, None
+    if condition.startswith("x"):
+        k = int(condition[1:])
+        return simulate_lowres(data, k, axis=2, mode="interp").astype(np.float32), float(k)
+    if condition.startswith("slab"):
+        k = int(condition[4:])
+        return simulate_lowres(data, k, axis=2, mode="slab").astype(np.float32), float(k)
+    raise SystemExit(f"unknown condition {condition!r}")
+
+
+def manifest_locations(data_root: Path) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """``{subject: [(centre RAS, MARS class)]}`` from a ``plkd synth`` manifest (empty if none)."""
+    path = data_root / "manifest.json"
+    if not path.is_file():
+        return {}
+    subjects = json.loads(path.read_text(encoding="utf-8")).get("subjects", {})
+    return {
+        sid: [(np.asarray(m["center_ras"], dtype=float), m.get("location", "n/a")) for m in s.get("microbleeds", [])]
+        for sid, s in subjects.items()
+    }
+
+
+def evaluate(predictor: Predictor, roots: list[Path], condition: str) -> dict:
+    """Counts of one condition over every subject of ``roots``."""
+    found = defaultdict(int)
+    total = defaultdict(int)
+    tp = fp = fn = n_subjects = 0
+    t0 = time.perf_counter()
+    for root in roots:
+        places = manifest_locations(root)
+        for subject in find_subjects(root):
+            if subject.label is None:
+                continue
+            image, label, mask = load_subject(subject)
+            if mask is None:
+                mask = image.with_data(resolve_brain_mask(image)[0].astype(np.uint8))
+            data, factor = degrade(image.data, condition)
+            result = predictor.predict(image.with_data(data), mask, lr_factor=factor)
+            zooms = np.sqrt((label.affine[:3, :3] ** 2).sum(axis=0))
+            ref = find_components(label.data > 0)
+            pred = find_components(result.label_map > 0)
+            match = valdo_match(pred.centres_mm(zooms), ref.centres_mm(zooms))
+            ref_ras = ref.centres_world(label.affine)
+            diameters = (6.0 * ref.sizes * float(np.prod(zooms)) / np.pi) ** (1.0 / 3.0)
+            for r in range(ref.n):
+                size = next(b[2] for b in SIZE_BINS if b[0] <= diameters[r] < b[1])
+                near = [(np.linalg.norm(c - ref_ras[r]), loc) for c, loc in places.get(subject.id, [])]
+                loc = min(near)[1] if near and min(near)[0] <= 3.0 else "n/a"
+                for key in (size, loc):
+                    total[key] += 1
+                    found[key] += bool(match.detected[r])
+            tp += int(match.detected.sum())
+            fn += int((~match.detected).sum())
+            fp += int(match.is_fp.sum())
+            n_subjects += 1
+    tpr = tp / max(tp + fn, 1)
+    ppv = tp / max(tp + fp, 1)
+    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+    return {
+        "condition": condition,
+        "subjects": n_subjects,
+        "TP": tp,
+        "FP": fp,
+        "FN": fn,
+        "TPR": tpr,
+        "PPV": ppv,
+        "F1": f1,
+        "FP_per_subject": fp / max(n_subjects, 1),
+        "found": dict(found),
+        "total": dict(total),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("bundle")
+    ap.add_argument("data", nargs="+", type=Path)
+    ap.add_argument("--conditions", default="hr,x2,x4,x8,slab3,slab4")
+    ap.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    predictor = Predictor(args.bundle, device=args.device)
+    bins = [b[2] for b in SIZE_BINS]
+    head = ["input", "F1", "TPR", "PPV", "FP/subject", *bins, *LOCATIONS]
+    print("| " + " | ".join(head) + " |")
+    print("|---|" + "---:|" * (len(head) - 1))
+    rows = []
+    for condition in args.conditions.split(","):
+        r = evaluate(predictor, args.data, condition)
+        rows.append(r)
+        cells = [f"{r['found'].get(k, 0)}/{r['total'].get(k, 0)}" for k in (*bins, *LOCATIONS)]
+        print(
+            f"| {condition} | {100 * r['F1']:.1f} | {100 * r['TPR']:.1f} | {100 * r['PPV']:.1f} "
+            f"| {r['FP_per_subject']:.2f} | " + " | ".join(cells) + " |",
+            flush=True,
+        )
+        if args.json:
+            args.json.write_text(json.dumps({"bundle": str(args.bundle), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
