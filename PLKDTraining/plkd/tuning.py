@@ -48,6 +48,8 @@ from plkd.progress import Progress
 
 SCREENING_GRID: tuple[float, ...] = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.30 … 0.95
 SEGMENTATION_GRID: tuple[float, ...] = (*(round(0.1 * i, 1) for i in range(1, 10)), 0.95, 0.99, 0.999)
+#: Candidates per validation input at most (FCN candidates, strongest first, plus blob candidates).
+TUNING_CANDIDATES = 100
 #: Margin (voxels) kept around the foreground when cropping a case for fast re-scoring.
 CROP_MARGIN = 8
 
@@ -246,7 +248,9 @@ def tune_thresholds(
     if max_fp is not None and not max_fp > 0:
         raise PLKDError(f"--max-fp must be a positive number of false positives per subject, not {max_fp}")
     loosest = {"screening": min(SCREENING_GRID), "segmentation": 0.0}
-    predictor = Predictor(bundle, device=device, thresholds=loosest, locate=False)
+    # The strongest TUNING_CANDIDATES per input: stage 2 costs one patch per candidate, and a
+    # screening threshold that lets more through would not be chosen for a scan anyway.
+    predictor = Predictor(bundle, device=device, thresholds=loosest, max_candidates=TUNING_CANDIDATES, locate=False)
     bundle = predictor.bundle
     names = bundle.segmenter_names()
     chosen = list(segmenters) if segmenters else list(names)
@@ -312,6 +316,8 @@ def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root:
         earlier = (manifest.get("tuning") or {}).get("segmenters", {})
         records = {name: {"data": str(data_root), "objective": objective(max_fp), **r} for name, r in report.items()}
         manifest["tuning"] = {"segmenters": {**earlier, **records}}
+        # The thresholds hold for the candidates tuning saw: the predictor keeps the same number.
+        manifest.setdefault("candidates", {})["max_screening"] = TUNING_CANDIDATES
         write_json_atomic(tmp / MANIFEST, manifest)
         load_bundle(tmp)  # the tuned bundle must open like any other
         if out.exists():

@@ -116,7 +116,10 @@ class Predictor:
     ``progress`` is a :class:`plkd.progress.Progress` (or a mode name); networks are loaded once
     and reused for every volume. ``locate`` (default on) registers each scan to MNI and gives every
     candidate its MARS location (:func:`plkd.location.locate_candidates`); tuning and
-    cross-validation turn it off, as they score detection only.
+    cross-validation turn it off, as they score detection only. ``max_candidates`` caps the
+    screening FCN's candidates per scan, strongest first (default: the bundle's
+    ``candidates.max_screening``, which ``plkd tune`` records as the number its thresholds were
+    chosen with, else :data:`MAX_CANDIDATES`); blob candidates come on top.
     """
 
     def __init__(
@@ -128,7 +131,7 @@ class Predictor:
         progress: Progress | str | None = None,
         *,
         thresholds: dict[str, float] | None = None,
-        max_candidates: int = MAX_CANDIDATES,
+        max_candidates: int | None = None,
         tile: tuple[int, int, int] = DEFAULT_TILE,
         locate: bool = True,
     ) -> None:
@@ -146,6 +149,10 @@ class Predictor:
             if not 0.0 <= float(threshold) <= 1.0:
                 raise PLKDError(f"--threshold must be a probability between 0 and 1, not {threshold}")
             self._override["segmentation"] = float(threshold)
+        if max_candidates is None:
+            # A tuned bundle records how many screening candidates its thresholds were chosen with.
+            own = (self.bundle.manifest.get("candidates") or {}).get("max_screening")
+            max_candidates = int(own) if own else MAX_CANDIDATES
         self.max_candidates = int(max_candidates)
         self.tile = tile
         sizes = (self.bundle.manifest.get("patch_size") or {}).get("segmentation") or DEFAULT_PATCH
@@ -210,7 +217,7 @@ class Predictor:
 
         t1 = time.perf_counter()
         cands, capped = self._screen(prep, float(thr["screening"]), float(thr["min_distance_mm"]))
-        if capped:
+        if capped and self.max_candidates >= MAX_CANDIDATES:
             notes.append(f"candidate count capped at {self.max_candidates}; the scan may be very noisy")
         timings["screen"] = time.perf_counter() - t1
 
