@@ -71,3 +71,22 @@ def test_a_blob_takes_over_the_fcn_candidate_on_its_rim_and_new_ones_are_added()
     assert fcn[0].source == "screening+blob" and np.allclose(fcn[0].position, blobs[0]) and fcn[0].score == 0.9
     assert fcn[1].source == "screening"
     assert fcn[2].source == "blob" and fcn[2].score == 0.05
+
+
+def test_candidates_at_the_end_of_the_field_of_view_are_not_kept():
+    from plkd.inference.predictor import fov_edge_veto
+    from plkd.volumes import Volume
+
+    # An LPS-stored crop of 40 × 40 × 10 voxels of 0.5 × 0.5 × 4 mm.
+    affine = np.diag([-0.5, -0.5, 4.0, 1.0])
+    affine[:3, 3] = (10.0, 10.0, -20.0)
+    vol = Volume(np.zeros((40, 40, 10), np.float32), affine)
+
+    def ras(i, j, k):
+        return affine[:3, :3] @ np.array([i, j, k], float) + affine[:3, 3]
+
+    assert fov_edge_veto(vol, ras(20, 20, 5)) is None  # the middle
+    assert fov_edge_veto(vol, ras(20, 3, 5)) is not None  # 1.75 mm of image beyond it in-plane
+    assert fov_edge_veto(vol, ras(20, 6, 5)) is None  # 3.25 mm
+    assert "edge of the field of view" in fov_edge_veto(vol, ras(20, 20, 0))  # first 4 mm slice: 2 mm
+    assert fov_edge_veto(vol, ras(20, 20, 1)) is None  # second slice: 6 mm

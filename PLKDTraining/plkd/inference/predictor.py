@@ -229,7 +229,8 @@ class Predictor:
         timings["segment"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        labels_model, fate = stitch(results, prep.data.shape, float(thr["segmentation"]))
+        vetoes = [fov_edge_veto(volume, prep.voxel_to_ras(np.asarray(p).reshape(1, 3))[0]) for p in positions]
+        labels_model, fate = stitch(results, prep.data.shape, float(thr["segmentation"]), vetoes)
         out = self._finish(volume, prep, name, factor, cands, positions, results, fate, labels_model, prob_model, notes)
         timings["postprocess"] = time.perf_counter() - t3
         if self.locate:
@@ -520,6 +521,28 @@ def _report_existing(out: PredictionResult, existing: ExistingPrediction, point:
         rec["kept"] = bool(earlier["kept"])
     source = Path(existing.source).name
     out.notes.append(f"the click falls on a microbleed of {source} (label {label}); not added twice")
+
+
+#: A candidate whose centre lies closer than this (mm) to the end of the image is not kept.
+FOV_MARGIN_MM = 3.0
+
+
+def fov_edge_veto(volume: Volume, centre_ras: np.ndarray, margin_mm: float = FOV_MARGIN_MM) -> str | None:
+    """Why a candidate at ``centre_ras`` (RAS mm) cannot be judged, or None.
+
+    A microbleed is at least half surrounded by parenchyma; at the end of the field of view (a
+    crop, a partial-coverage scan, the first or last slice) the image shows too little around a
+    dark spot to tell it from a vessel cut by the border, and on real GRE crops every false alarm
+    sat there. For a whole-head scan the border lies in air and this never applies.
+    """
+    inv = np.linalg.inv(np.asarray(volume.affine, dtype=np.float64))
+    vox = inv[:3, :3] @ np.asarray(centre_ras, dtype=np.float64) + inv[:3, 3]
+    zooms = np.sqrt((np.asarray(volume.affine)[:3, :3] ** 2).sum(axis=0))
+    shape = np.asarray(volume.shape[:3], dtype=np.float64)
+    room = np.minimum(vox + 0.5, shape - 0.5 - vox) * zooms  # mm of image between centre and border
+    if float(room.min()) < margin_mm:
+        return f"at the edge of the field of view ({max(float(room.min()), 0.0):.1f} mm of image beyond it)"
+    return None
 
 
 def _box_affine(affine: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:

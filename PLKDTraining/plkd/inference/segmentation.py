@@ -167,18 +167,25 @@ class StitchedCandidate:
 
 
 def stitch(
-    results: Sequence[PatchResult], shape: tuple[int, ...], threshold: float
+    results: Sequence[PatchResult],
+    shape: tuple[int, ...],
+    threshold: float,
+    vetoes: Sequence[str | None] | None = None,
 ) -> tuple[np.ndarray, list[StitchedCandidate]]:
     """Label map on the model grid (1..N) and each candidate's fate, in input order.
 
     Candidates are placed by decreasing probability; a component that touches an already
     placed microbleed is merged into it (its voxels added) and reported as a duplicate.
+    ``vetoes[i]``, when given and not None, rejects candidate ``i`` with that reason.
     """
     labels = np.zeros(shape, dtype=np.int32)
     fate = [StitchedCandidate(0, "") for _ in results]
     owner: dict[int, int] = {}
     for i in sorted(range(len(results)), key=lambda k: -results[k].probability):
         r = results[i]
+        if vetoes is not None and vetoes[i]:
+            fate[i] = StitchedCandidate(0, str(vetoes[i]))
+            continue
         if r.probability < threshold:
             fate[i] = StitchedCandidate(0, "below threshold")
             continue
