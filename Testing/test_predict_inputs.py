@@ -129,15 +129,21 @@ def test_folder_walk_takes_images_and_reports_the_rest(tmp_path: Path) -> None:
     assert [s.path for s in expand_inputs([root / "crop" / "Phase.nii"]).scans] == [root / "crop" / "Phase.nii"]
 
 
-def test_walked_folder_skips_earlier_predictions_in_a_rerun(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_walked_folder_skips_earlier_predictions_in_a_rerun(
+    tmp_path: Path, capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "in").mkdir()
     shutil.copy(CASE, tmp_path / "in" / "a_T2S.nii.gz")
+    shutil.copy(CASE, tmp_path / "in" / "a_phase.nii.gz")  # skipped by its name, and said so by name
     assert _predict(str(tmp_path / "in"), "-o", str(tmp_path / "in")) == 0  # outputs beside the inputs
-    capsys.readouterr()
+    capfd.readouterr()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith("a_phase.nii.gz: not analysed") and "phase image" in w for w in warnings), warnings
+    capfd.readouterr()
     assert _predict(str(tmp_path / "in"), "-o", str(tmp_path / "in")) == 0
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert "0 done, 1 skipped, 0 failed of 1" in err
-    assert "not analysed in the folders given: plkd prediction: 1" in err
+    assert "not analysed in the folders given: phase image: 1, plkd prediction: 1" in err
 
 
 # ------------------------------------------------------------------ header geometry kept exactly
@@ -336,7 +342,8 @@ def test_cli_help_version_verbosity_and_threads(capsys: pytest.CaptureFixture, t
         main(["-V"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    assert f"torch {torch.__version__}" in text and "model: cmb-t2s-synthetic-cpu" in text
+    shipped = json.loads((ROOT / "PLKDTraining" / "plkd" / "bundled" / "cmb-t2s" / "manifest.json").read_text())["name"]
+    assert f"torch {torch.__version__}" in text and f"model: {shipped}" in text
     before = torch.get_num_threads()
     try:
         assert _predict(str(CASE), "-o", str(tmp_path), "-v", "--threads", "1") == 0

@@ -40,7 +40,8 @@ def main() -> None:
     for lo in np.arange(0.0, 1.0, 0.1):
         sel = (p >= lo) & ((p < lo + 0.1) if lo < 0.9 else (p <= 1.0))
         if sel.any():
-            print(f"  p {lo:.1f}-{lo + 0.1:.1f}: {int(sel.sum()):4d} candidates, {100 * y[sel].mean():5.1f} % microbleeds")
+            share = 100 * y[sel].mean()
+            print(f"  p {lo:.1f}-{lo + 0.1:.1f}: {int(sel.sum()):4d} candidates, {share:5.1f} % microbleeds")
 
 
 if __name__ == "__main__":

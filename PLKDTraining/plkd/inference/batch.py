@@ -251,7 +251,10 @@ def _report_ignored(line: str | None, skipped: list[tuple[Path, str]], err: Any)
     if line:
         print(f"plkd predict: {line}", file=err)
     for path, reason in skipped:
-        log.debug("not analysed: %s (%s)", path, reason)  # -v shows plkd debug lines
+        if reason == "phase image":  # the one skip a user may not expect: say which file and why
+            log.warning("%s: not analysed: its name marks a phase image; give the magnitude image", path.name)
+        else:
+            log.debug("not analysed: %s (%s)", path, reason)  # -v shows plkd debug lines
 
 
 def _announce(prog: Progress, index: int, total: int, scan: ScanInput, durations: list[float]) -> None:

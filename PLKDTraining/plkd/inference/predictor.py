@@ -229,7 +229,9 @@ class Predictor:
         timings["segment"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        vetoes = [fov_edge_veto(volume, prep.voxel_to_ras(np.asarray(p).reshape(1, 3))[0]) for p in positions]
+        # Judged at the centre of what would be labelled (the segment), else at the candidate.
+        centres = [r.voxels.mean(axis=0) if r.voxels.shape[0] else p for r, p in zip(results, positions, strict=True)]
+        vetoes = [fov_edge_veto(volume, prep.voxel_to_ras(np.asarray(c).reshape(1, 3))[0]) for c in centres]
         labels_model, fate = stitch(results, prep.data.shape, float(thr["segmentation"]), vetoes)
         out = self._finish(volume, prep, name, factor, cands, positions, results, fate, labels_model, prob_model, notes)
         timings["postprocess"] = time.perf_counter() - t3
