@@ -17,27 +17,15 @@ import argparse
 import json
 
 import numpy as np
-from scipy import ndimage
 
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.predictor import Predictor
 from plkd.lowres import simulate_lowres
+from plkd.tuning import truth_microbleeds
 
 CONDITIONS = (("hr", 1), ("interp", 2), ("interp", 4), ("interp", 8), ("slab", 3), ("slab", 4))
 SIZE_BINS = ((0.0, 3.0, "<3 mm"), (3.0, 5.0, "3-5 mm"), (5.0, 99.0, "5-10 mm"))
-
-
-def truth_blobs(label) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001 - a plkd Volume
-    """RAS centres (M, 3) and sphere-equivalent diameters (M,) in mm of the 26-connected components."""
-    comps, n = ndimage.label(label.data > 0, structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
-        return np.zeros((0, 3)), np.zeros(0)
-    vox = np.array(ndimage.center_of_mass(comps > 0, comps, range(1, n + 1))).reshape(-1, 3)
-    voxel_mm3 = abs(float(np.linalg.det(label.affine[:3, :3])))
-    counts = np.bincount(comps.ravel())[1:]
-    diam = (6.0 * counts * voxel_mm3 / np.pi) ** (1.0 / 3.0)
-    return vox @ label.affine[:3, :3].T + label.affine[:3, 3], diam
 
 
 def condition_name(mode: str, factor: int) -> str:
@@ -61,8 +49,8 @@ def recall(predictor: Predictor, subjects: list, mode: str, factor: int, budget:
         data = image.data if factor == 1 else simulate_lowres(image.data, factor, axis=2, mode=mode)
         centres = predictor.screen(image.with_data(data.astype(np.float32)), mask, 0.3, budget).centres_ras
         n_cands += len(centres)
-        refs, diameters = truth_blobs(label)
-        for ref, diameter in zip(refs, diameters, strict=True):
+        for ref, radius in truth_microbleeds(label):
+            diameter = 2.0 * radius
             name = next(b[2] for b in SIZE_BINS if b[0] <= diameter < b[1])
             dist = np.linalg.norm(centres - ref, axis=1) if len(centres) else np.full(1, np.inf)
             total[name] += 1

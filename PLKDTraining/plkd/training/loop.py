@@ -192,7 +192,7 @@ def batch_stream(spec: StageSpec, ctx: TrainContext, start: int) -> Iterator[Ite
     """
     keys = ((ctx.seed, spec.salt, step, ctx.dist.rank) for step in range(start, spec.steps))
     if ctx.workers <= 0 or "fork" not in multiprocessing.get_all_start_methods():
-        yield (spec.batch_fn(batch_rng(*k[:3], k[3])) for k in keys)
+        yield (spec.batch_fn(batch_rng(*k)) for k in keys)
         return
     global _WORKER_BATCH_FN
     _WORKER_BATCH_FN = spec.batch_fn
