@@ -57,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="time whole-brain inference per stage against a sliding-window baseline",
         description=(
             "Times the two-stage inference on a synthetic whole-brain volume at each slice thickness, "
-            "and a sliding-window full-resolution 3D U-Net on the same volume; prints a Markdown table "
-            "(and writes JSON). Random weights: timings only."
+            "and a sliding-window full-resolution 3D U-Net on the same brain (by default the one nnU-Net's "
+            "default planner picks, run as nnU-Net predicts); prints a Markdown table (and writes JSON). "
+            "Random weights: timings only."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -325,9 +326,8 @@ def _time_nnunet(shape: tuple[int, int, int], device: str, threads: int, limit: 
                 torch.cuda.synchronize()
             per_window[mirror] = (time.perf_counter() - t0) / max(1, len(run))
         t0 = time.perf_counter()
-        labels = (logits / weights.clamp_min(1e-8)).argmax(0).cpu().numpy()
+        (logits / weights.clamp_min(1e-8)).argmax(0).cpu().numpy()  # the label map nnU-Net would export
         t_post = time.perf_counter() - t0
-    del labels
     common = {
         "input": f"{shape[0]}x{shape[1]}x{shape[2]} @ 1 mm, non-zero box " + "x".join(str(int(n)) for n in data.shape),
         "windows": len(boxes),
