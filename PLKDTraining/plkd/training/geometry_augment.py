@@ -250,9 +250,23 @@ def acquire(src: np.ndarray, out_shape: Sequence[int], params: GeometryParams) -
     data = rotate_patch(src, out_shape, params.rotation, 3, pad_lo, pad_hi).astype(np.float32, copy=False)
     anatomy = data[tuple(slice(lo, lo + int(n)) for lo, n in zip(pad_lo, out_shape, strict=True))]
     reference = float(np.percentile(np.abs(anatomy), NOISE_REFERENCE_PERCENTILE)) or 1.0
-    for a, (ax, (width, profile)) in enumerate(zip(axes, _psfs(params), strict=True)):
-        data = _along(data, _psf_matrix(ax, width, profile), a)
-    data = add_noise(data, params.noise_std, reference=reference, kind="gaussian", rng=params.noise_seed)
-    for a, ax in enumerate(axes):
-        data = _along(data, _reconstruction_matrix(ax, int(out_shape[a]), float(params.spacing[a])), a)
-    return np.ascontiguousarray(anatomy), np.ascontiguousarray(data, dtype=np.float32)
+    recon = [_reconstruction_matrix(ax, int(n), float(sp)) for ax, n, sp in zip(axes, out_shape, params.spacing)]
+    psfs = [_psf_matrix(ax, w, prof) for ax, (w, prof) in zip(axes, _psfs(params), strict=True)]
+    # Acquisition and reconstruction are linear, so signal and noise go through them apart: the
+    # signal through one fused (n_out, n_hr) matrix per axis, the noise (drawn on the acquisition
+    # samples) through the reconstruction only. Axes that shrink the data most go first.
+    acquired = _along_all(data, [u @ d for u, d in zip(recon, psfs, strict=True)])
+    if params.noise_std > 0:
+        shape = tuple(len(ax.samples) for ax in axes)
+        noise = add_noise(
+            np.zeros(shape, np.float32), params.noise_std, reference=reference, kind="gaussian", rng=params.noise_seed
+        )
+        acquired = acquired + _along_all(noise, recon)
+    return np.ascontiguousarray(anatomy), np.ascontiguousarray(acquired, dtype=np.float32)
+
+
+def _along_all(data: np.ndarray, weights: Sequence[np.ndarray]) -> np.ndarray:
+    """Apply one ``(n_new, n_old)`` matrix per axis, the most shrinking first (fewest operations)."""
+    for a in sorted(range(len(weights)), key=lambda k: weights[k].shape[0] / weights[k].shape[1]):
+        data = _along(data, weights[a], a)
+    return data
