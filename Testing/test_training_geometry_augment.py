@@ -15,6 +15,12 @@ from plkd.training.sampling import PatchSampler, SubjectArrays, extract_patch
 SHAPE = (64, 64, 64)
 CENTRE = np.array([32, 32, 32])
 PATCH = (24, 24, 16)
+#: The settings this augmentation added: a configuration saved before it lacks them.
+NEW_KEYS = ("geometry_p", "inplane_mm", "thickness_mm", "slice_profiles", "oblique_deg", "geometry_noise_std")
+
+
+def _without_new_keys(cfg):
+    return {**cfg, "augment": {k: v for k, v in cfg["augment"].items() if k not in NEW_KEYS}}
 
 
 def _sphere_volume(offset=(0, 0, 0), radius=2.5, seed=0):
@@ -150,7 +156,7 @@ def test_same_generator_same_batch_and_configs_without_the_keys():
     assert np.array_equal(s1["image"], s2["image"]) and s1["target"].min() == 1.0
     # A configuration saved before the option (no geometry keys) samples exactly as geometry_p 0.
     off = _sampler_cfg()
-    old = {**off, "augment": {k: v for k, v in off["augment"].items() if "geometry" not in k}}
+    old = _without_new_keys(off)
     new_batch = PatchSampler([_subject(image, label)], off).segmentation_batch(np.random.default_rng(7), 2, factor=2)
     old_batch = PatchSampler([_subject(image, label)], old).segmentation_batch(np.random.default_rng(7), 2, factor=2)
     assert all(np.array_equal(new_batch[k], old_batch[k]) for k in new_batch)
@@ -191,3 +197,20 @@ def test_out_of_range_geometry_settings_are_config_errors(override):
 def test_the_gpu_recipe_turns_the_augmentation_on_and_the_default_leaves_it_off():
     assert load_config(None)["augment"]["geometry_p"] == 0.0
     assert load_config("gpu")["augment"]["geometry_p"] > 0
+
+
+def test_resuming_a_run_saved_before_the_option_warns_of_nothing(tmp_path, caplog):
+    from plkd.training.config import dump_config
+    from plkd.training.distributed import DistInfo
+    from plkd.training.pipeline import _check_config
+
+    cfg = load_config("tiny")
+    saved = _without_new_keys(cfg)
+    (tmp_path / "config.yaml").write_text(dump_config(saved), encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        _check_config(tmp_path, cfg, DistInfo())
+    assert "other settings" not in caplog.text
+    (tmp_path / "config.yaml").write_text(dump_config(saved), encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        _check_config(tmp_path, set_value(cfg, "augment.geometry_p", "0.5"), DistInfo())
+    assert "other settings (augment)" in caplog.text

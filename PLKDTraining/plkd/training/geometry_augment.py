@@ -250,7 +250,9 @@ def acquire(src: np.ndarray, out_shape: Sequence[int], params: GeometryParams) -
     data = rotate_patch(src, out_shape, params.rotation, 3, pad_lo, pad_hi).astype(np.float32, copy=False)
     anatomy = data[tuple(slice(lo, lo + int(n)) for lo, n in zip(pad_lo, out_shape, strict=True))]
     reference = float(np.percentile(np.abs(anatomy), NOISE_REFERENCE_PERCENTILE)) or 1.0
-    recon = [_reconstruction_matrix(ax, int(n), float(sp)) for ax, n, sp in zip(axes, out_shape, params.spacing)]
+    recon = [
+        _reconstruction_matrix(ax, int(n), float(sp)) for ax, n, sp in zip(axes, out_shape, params.spacing, strict=True)
+    ]
     psfs = [_psf_matrix(ax, w, prof) for ax, (w, prof) in zip(axes, _psfs(params), strict=True)]
     # Acquisition and reconstruction are linear, so signal and noise go through them apart: the
     # signal through one fused (n_out, n_hr) matrix per axis, the noise (drawn on the acquisition
