@@ -16,7 +16,15 @@ SHAPE = (64, 64, 64)
 CENTRE = np.array([32, 32, 32])
 PATCH = (24, 24, 16)
 #: The settings this augmentation added: a configuration saved before it lacks them.
-NEW_KEYS = ("geometry_p", "inplane_mm", "thickness_mm", "slice_profiles", "oblique_deg", "geometry_noise_std")
+NEW_KEYS = (
+    "geometry_p",
+    "inplane_mm",
+    "thickness_mm",
+    "slice_profiles",
+    "oblique_p",
+    "oblique_deg",
+    "geometry_noise_std",
+)
 
 
 def _without_new_keys(cfg):
@@ -78,7 +86,9 @@ def test_a_centred_microbleed_stays_dark_and_labelled_on_an_oblique_thick_stack(
     edges = np.concatenate([acquired[0].ravel(), acquired[-1].ravel(), acquired[:, :, 0].ravel()])
     assert np.abs(edges).max() < 0.5 and np.count_nonzero(edges == 0) == 0
     # Through the sampler, with the label: the centre voxel keeps its label.
-    cfg = _sampler_cfg(geometry_p="1.0", inplane_mm="[1.2, 1.2]", thickness_mm="[4, 4]", slice_profiles=f"[{profile}]")
+    cfg = _sampler_cfg(
+        geometry_p="1.0", inplane_mm="[1.2, 1.2]", thickness_mm="[4, 4]", slice_profiles=f"[{profile}]", oblique_p="1"
+    )
     batch = PatchSampler([_subject(image, label)], cfg).segmentation_batch(np.random.default_rng(1), 3)
     mid = tuple(np.asarray(batch["image"].shape[2:]) // 2)
     assert all(batch["label"][i, 0][mid] == 1 for i in range(3))
@@ -167,8 +177,9 @@ def test_drawn_acquisitions_stay_in_their_ranges():
     rng = np.random.default_rng(0)
     draws = [draw_geometry(rng, cfg) for _ in range(200)]
     assert all(0.4 <= g.inplane_mm <= 1.2 and 1.0 <= g.thickness_mm <= 5.0 for g in draws)
-    angles = [np.degrees(Rotation.from_matrix(g.rotation).magnitude()) for g in draws]
-    assert max(angles) <= 25.0 + 1e-6 and max(angles) > 20.0
+    angles = np.array([np.degrees(Rotation.from_matrix(g.rotation).magnitude()) for g in draws])
+    assert angles.max() <= 25.0 + 1e-6 and angles.max() > 20.0
+    assert 0.35 < np.mean(angles == 0) < 0.65  # oblique_p 0.5: half the stacks follow the anatomy
     assert {g.profile for g in draws} == {"box", "gaussian", "thin"}
     student = draw_geometry(rng, cfg, factor=4)
     assert student.thickness_mm == pytest.approx(4 * max(student.inplane_mm, 1.0))
@@ -180,6 +191,7 @@ def test_drawn_acquisitions_stay_in_their_ranges():
         "augment.geometry_p=1.5",
         "augment.geometry_p=-0.1",
         "augment.oblique_deg=60",
+        "augment.oblique_p=2",
         "augment.inplane_mm=[0.1, 1.2]",
         "augment.inplane_mm=[1.2, 0.4]",
         "augment.inplane_mm=[0.4]",

@@ -194,6 +194,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "augment.bias_p": (0.0, 1.0, True),
     "augment.bias_strength": (0.0, 1.0, True),
     "augment.geometry_p": (0.0, 1.0, True),
+    "augment.oblique_p": (0.0, 1.0, True),
     "augment.oblique_deg": (0.0, 45.0, True),
     "augment.geometry_noise_std": (0.0, 1.0, True),
     "optim.weight_decay": (0.0, math.inf, True),

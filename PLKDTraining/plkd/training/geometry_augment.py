@@ -84,11 +84,13 @@ def draw_geometry(
 
     With ``factor`` (a student's or the screening's LR@k patch) the slices are ``factor`` times
     the in-plane voxel (at least 1 mm) thick, so the predictor would route the scan to the
-    student for ``factor``; otherwise the thickness is drawn from ``thickness_mm``. The rotation
-    turns about a random axis (uniform on the sphere) by up to ``oblique_deg``. ``noise_std``
-    defaults to ``geometry_noise_std``. The same number of values is drawn whatever the outcome.
+    student for ``factor``; otherwise the thickness is drawn from ``thickness_mm``. A share
+    ``oblique_p`` of the stacks is tilted against the anatomy, about a random axis (uniform on
+    the sphere) by up to ``oblique_deg``; the others are aligned with it, as stacks planned on
+    the anatomy are (and cost no 3-D interpolation). ``noise_std`` defaults to
+    ``geometry_noise_std``. The same number of values is drawn whatever the outcome.
     """
-    u = rng.random(7)
+    u = rng.random(8)
     axis = rng.normal(size=3)
     seed = int(rng.integers(0, 2**31 - 1))
     inplane = float(cfg["inplane_mm"][0] + u[0] * (cfg["inplane_mm"][1] - cfg["inplane_mm"][0]))
@@ -99,7 +101,8 @@ def draw_geometry(
     profiles = list(cfg["slice_profiles"])
     profile = str(profiles[min(int(u[2] * len(profiles)), len(profiles) - 1)])
     norm = float(np.linalg.norm(axis))
-    angle = math.radians(float(cfg["oblique_deg"])) * float(u[3])
+    tilted = u[7] < float(cfg["oblique_p"])
+    angle = math.radians(float(cfg["oblique_deg"])) * float(u[3]) if tilted else 0.0
     rotvec = axis / norm * angle if norm > 1e-9 else np.zeros(3)
     return GeometryParams(
         inplane_mm=inplane,
