@@ -123,7 +123,7 @@ def test_screening_target_follows_the_turned_microbleed(monkeypatch):
     smp = PatchSampler([subject], set_value(cfg, "screening.lr_share", "0"))
     assert smp.screening_batch(np.random.default_rng(0), 1)["target"][0] == 0.0
     quarter = GeometryParams(1.0, 1.0, "box", Rotation.from_rotvec([0, np.pi / 2, 0]).as_matrix())
-    monkeypatch.setattr(smp, "draw_geometry", lambda *args: quarter)
+    monkeypatch.setattr(smp, "draw_acquisition", lambda *args: quarter)
     batch = smp.screening_batch(np.random.default_rng(0), 1)
     assert batch["target"][0] == 1.0
     assert batch["image"][0, 0, 3, 6, 4] < -2.0 and batch["image"][0, 0, 9, 6, 4] > -0.5  # the ball is there

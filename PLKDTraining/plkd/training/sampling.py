@@ -233,7 +233,7 @@ class PatchSampler:
         s = self.subjects[i]
         return i, s.brain_voxels[rng.integers(len(s.brain_voxels))], "random"
 
-    def draw_geometry(
+    def draw_acquisition(
         self, rng: np.random.Generator, factor: int | None, noise_std: float | None
     ) -> GeometryParams | None:
         """A simulated acquisition for one patch with probability ``augment.geometry_p``, else ``None``.
@@ -281,7 +281,7 @@ class PatchSampler:
             if lr["lr_share"] > 0 and rng.random() < lr["lr_share"]:
                 factor = int(lr["lr_factors"][int(rng.integers(len(lr["lr_factors"])))])
             lr_k = factor > 1
-            g = self.draw_geometry(rng, factor if lr_k else None, float(lr["lr_noise_std"]) if lr_k else None)
+            g = self.draw_acquisition(rng, factor if lr_k else None, float(lr["lr_noise_std"]) if lr_k else None)
             offsets = s.positives - np.asarray(centre)
             if g is not None:
                 offsets = offsets @ g.rotation  # HR offsets → the patch's turned axes (R is orthogonal)
@@ -326,7 +326,7 @@ class PatchSampler:
             i, centre, _kind = self.draw_centre(rng)
             s = self.subjects[i]
             p: AugmentParams = draw_params(rng, self.aug, size)
-            g = self.draw_geometry(rng, factor or None, lr_noise_std if factor else None)
+            g = self.draw_acquisition(rng, factor or None, lr_noise_std if factor else None)
             if g is not None:
                 anatomy, acquired, lab = (apply_geometric(a, p) for a in self.acquired_patch(s, centre, size, g))
                 if factor:
