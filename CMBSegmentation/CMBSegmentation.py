@@ -50,7 +50,7 @@ from CMBSegmentationLib import (
 )
 from CMBSegmentationLib.runState import RunState, RunStateMachine
 
-MODALITIES = ["T2*", "SWI"]
+MODALITIES = list(commandBuilder.MODALITY_CHOICES)  # "Auto", "T2*", "SWI"
 
 
 class CMBSegmentation(ScriptedLoadableModule):
@@ -84,7 +84,8 @@ class CMBSegmentationParameterNode:
 
     inputVolume: T2* or SWI volume to analyse.
     brainMask: optional brain mask (volume, label map or segmentation); the engine computes one otherwise.
-    modality: contrast of the input; checked against the model bundle (also the default one and a .zip).
+    modality: contrast of the input: T2*, SWI, or Auto (the engine reads it from the DICOM tags, the file's JSON
+        sidecar or the name, else T2*); chooses the shipped model, or is checked against the given one.
     modelPath: model bundle folder or .zip; empty = the engine's default bundle.
     device: Auto (GPU when usable, else CPU), CPU or GPU.
     threshold: minimum candidate probability of a run.
@@ -96,7 +97,7 @@ class CMBSegmentationParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     brainMask: Optional[Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode]] = None  # noqa: UP007, UP045
-    modality: Annotated[str, Choice(MODALITIES)] = "T2*"
+    modality: Annotated[str, Choice(MODALITIES)] = "Auto"
     modelPath: str = ""
     device: Annotated[str, Choice(list(commandBuilder.DEVICE_CHOICES))] = "Auto"
     threshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
@@ -388,7 +389,14 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.value = 0
             self._showElapsed()
             self._preparedRun, argv = self.logic.prepareRun(
-                volume, brainMask, modelPath, p.device, threshold, pointRas=pointRas, reviewNodes=reviewNodes
+                volume,
+                brainMask,
+                modelPath,
+                p.device,
+                threshold,
+                pointRas=pointRas,
+                reviewNodes=reviewNodes,
+                modality=p.modality,
             )
             self._runVolume = volume
             self._logLine("$ " + " ".join(argv), warning=False)
@@ -794,10 +802,13 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         """Install torch and plkd after asking the user (first Apply, or on request)."""
         return dependencies.ensureDependencies(self.moduleDir(), reinstall=reinstall)
 
-    def prepareRun(self, inputVolume, brainMask, modelPath, device, threshold, pointRas=None, reviewNodes=None):
+    def prepareRun(
+        self, inputVolume, brainMask, modelPath, device, threshold, pointRas=None, reviewNodes=None, modality=None
+    ):
         """Write the inputs to a new working folder; return (PreparedRun, argv).
 
-        ``modelPath`` is what :func:`modelBundle.chooseModel` returned (empty: the engine's default bundle).
+        ``modelPath`` is what :func:`modelBundle.chooseModel` returned (empty: the engine's shipped bundle for the
+        ``modality``, "Auto", "T2*" or "SWI"; None: the engine decides, as for "Auto").
         ``pointRas``: segment only the microbleed there (the volume's own frame); ``reviewNodes`` (segmentation,
         candidate table) is the result under review on ``inputVolume``, written as the click's ``--existing``.
         """
@@ -815,6 +826,7 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
                     device,
                     prepared.maskPath,
                     threshold,
+                    modality=modality,
                 )
             else:
                 if reviewNodes is None:
@@ -829,6 +841,7 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
                     modelPath,
                     device,
                     existingPath=prepared.existingPath,
+                    modality=modality,
                 )
         except BaseException:
             shutil.rmtree(workDir, ignore_errors=True)
@@ -888,7 +901,7 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         self,
         inputVolume,
         brainMask=None,
-        modality="T2*",
+        modality="Auto",
         modelPath="",
         device="Auto",
         threshold=0.5,
@@ -913,7 +926,7 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         modelPath, warning = modelBundle.chooseModel(modelPath, modality)
         if warning:
             logging.warning("CMBSegmentation: the %s", warning)
-        prepared, argv = self.prepareRun(inputVolume, brainMask, modelPath, device, threshold)
+        prepared, argv = self.prepareRun(inputVolume, brainMask, modelPath, device, threshold, modality=modality)
 
         def importAndLog():
             result = self.importRun(

@@ -163,9 +163,10 @@ def test_at_ras_segments_one_point(tmp_path: Path) -> None:
 def test_benchmark_reports_both_methods_and_their_ratio(tmp_path):
     out = tmp_path / "bench.json"
     args = ["benchmark", "--sizes", "1,4", "--shape", "40,40,32", "--candidates", "2", "--threads", "1"]
-    assert main(args + ["--baseline-windows", "2", "--model", str(BUNDLE), "--json", str(out)]) == 0
+    args += ["--baseline", "same-size", "--baseline-windows", "2"]
+    assert main(args + ["--model", str(BUNDLE), "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["results"]
     assert [r["method"] for r in rows[:2]] == ["two-stage", "two-stage"]
-    assert rows[2]["method"].startswith("sliding-window")
+    assert rows[2]["method"].startswith("sliding-window") and rows[2]["baseline"] == "same-size"
     assert all(r["seconds"] > 0 and r["ratio_vs_baseline"] > 0 for r in rows[:2])
     assert rows[1]["student"] == "student_x4"  # 4 mm slices use the x4 student

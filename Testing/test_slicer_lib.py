@@ -443,20 +443,38 @@ def test_modality_is_read_from_folder_zip_and_default_bundles(tmp_path):
     # The engine's default bundle, found without importing plkd.
     default = modelBundle.defaultBundle("T2S")
     assert default is not None and modelBundle.bundleModality(default) == "T2S"
-    path, warning = modelBundle.chooseModel("", "SWI")
-    assert path == "" and "default model was trained on T2S" in warning
+    # Without a model the engine chooses its installed bundle for the modality; none for SWI here is said.
+    if modelBundle.defaultBundle("SWI") is None:
+        path, warning = modelBundle.chooseModel("", "SWI")
+        assert path == "" and "no SWI model is installed: the T2S model will be used" in warning
     assert modelBundle.chooseModel("", "T2*") == ("", None)
+    assert modelBundle.chooseModel("", "Auto") == ("", None)  # the engine decides and reports
     for model in (swi, archive):
         assert "trained on SWI" in modelBundle.chooseModel(str(model), "T2*")[1]
         assert modelBundle.chooseModel(str(model), "SWI") == (str(model), None)
+        assert modelBundle.chooseModel(str(model), "Auto") == (str(model), None)
 
 
-def test_a_shipped_bundle_of_the_chosen_modality_is_passed_explicitly(tmp_path):
+def test_the_engine_chooses_the_shipped_bundle_of_the_chosen_modality(tmp_path):
     bundled = tmp_path / "bundled"
     _bundle(bundled / "cmb-t2s", "T2S")
+    assert "no SWI model is installed" in modelBundle.chooseModel("", "SWI", bundled)[1]
     _bundle(bundled / "cmb-swi", "SWI")
-    assert modelBundle.chooseModel("", "SWI", bundled) == (str(bundled / "cmb-swi"), None)
+    assert modelBundle.chooseModel("", "SWI", bundled) == ("", None)
     assert modelBundle.chooseModel("", "T2*", bundled) == ("", None)
+    argv = commandBuilder.buildPredictCommand("py", "a.nii.gz", "o", modality="SWI")
+    assert argv[argv.index("--modality") + 1] == "SWI" and "--model" not in argv
+    for choice, engine in (("Auto", "auto"), ("T2*", "T2S")):
+        argv = commandBuilder.buildSinglePointCommand("py", "a.nii.gz", "o", (1.0, 2.0, 3.0), modality=choice)
+        assert argv[argv.index("--modality") + 1] == engine
+    assert "--modality" not in commandBuilder.buildPredictCommand("py", "a.nii.gz", "o")
+    with pytest.raises(ValueError, match="unknown modality"):
+        commandBuilder.buildPredictCommand("py", "a.nii.gz", "o", modality="FLAIR")
+    # The choices of the module's combo box are the ones the command builder knows, in that order.
+    ui = (REPO / "CMBSegmentation" / "Resources" / "UI" / "CMBSegmentation.ui").read_text(encoding="utf-8")
+    box = ui[ui.index('name="modalityComboBox"') : ui.index("</widget>", ui.index('name="modalityComboBox"'))]
+    items = [part.split("</string>")[0] for part in box.split('<string notr="true">')[1:]]
+    assert items == list(commandBuilder.MODALITY_CHOICES)
 
 
 # --- working folders, reload, dependencies, shortcuts ----------------------------------------------------------
@@ -535,3 +553,18 @@ def test_self_test_sample_ships_where_the_module_looks_for_it():
         assert (REPO / "Testing" / "data" / name).is_file()
     # A skipped self-test must not raise SkipTest: "Reload and Test" shows any exception as a failure.
     assert "skipTest(" not in module
+
+
+def test_the_batch_script_passes_every_modality_choice_to_the_module():
+    import importlib.util
+
+    script = REPO / "CMBSegmentation" / "Resources" / "Scripts" / "batchProcess.py"
+    spec = importlib.util.spec_from_file_location("batchProcess", script)
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)  # imports nothing of Slicer at the top
+    assert batch.parseArguments(["--input-dir", "i", "--output-dir", "o"]).modality == "auto"
+    for choice in ("auto", "T2*", "T2S", "SWI"):
+        args = batch.parseArguments(["--input-dir", "i", "--output-dir", "o", "--modality", choice])
+        assert batch.moduleModality(args.modality) in commandBuilder.MODALITY_CHOICES
+    with pytest.raises(SystemExit):
+        batch.parseArguments(["--input-dir", "i", "--output-dir", "o", "--modality", "FLAIR"])

@@ -414,6 +414,33 @@ def test_inputs_are_written_with_voxels_and_geometry_intact(case, tmp_path):
     assert inferenceJob.safeFileName("case T2*") == "case-T2"
 
 
+def test_the_sequence_the_scene_knows_reaches_the_engine(case, tmp_path):
+    from plkd.inference.modality import detect_modality
+
+    scene, volume, _, _, _ = case
+    # Loaded from a file with a dcm2niix sidecar: the sidecar's sequence goes with the engine's input.
+    loaded = tmp_path / "data" / "sub-01_T2starw.nii.gz"
+    loaded.parent.mkdir()
+    (tmp_path / "data" / "sub-01_T2starw.json").write_text(json.dumps({"SequenceName": "*swi3d1r", "EchoTime": 0.02}))
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(loaded))
+    volume.SetAndObserveStorageNodeID(storage.GetID())
+    prepared = inferenceJob.prepareInputs(volume, None, tmp_path / "work")
+    sidecar = json.loads(prepared.inputPath.with_name("case-T2.json").read_text())
+    assert sidecar == {"SequenceName": "*swi3d1r"}
+    decision = detect_modality(prepared.inputPath)
+    assert (decision.modality, decision.source) == ("SWI", "sidecar")
+    # Without a sidecar nothing is written, and the node's name is what the engine reads ("case T2*" -> T2*).
+    (tmp_path / "data" / "sub-01_T2starw.json").unlink()
+    prepared = inferenceJob.prepareInputs(volume, None, tmp_path / "work2")
+    assert not prepared.inputPath.with_name("case-T2.json").exists()
+    volume.SetAndObserveStorageNodeID(None)
+    volume.SetName("sub-02_swi")
+    prepared = inferenceJob.prepareInputs(volume, None, tmp_path / "work3")
+    assert detect_modality(prepared.inputPath).modality == "SWI"
+    volume.SetName("case T2*")
+
+
 # --- outputs are never overwritten unasked -------------------------------------------------------------------
 
 

@@ -45,9 +45,11 @@ def test_network_hparams_are_an_open_section():
 
 def test_config_file_then_overrides(tmp_path):
     path = tmp_path / "my.yaml"
-    path.write_text("teacher:\n  steps: 7\n  lr: 0.01\nseed: 3\n")
-    cfg = load_config(path, ["seed=5"])
-    assert (cfg["teacher"]["steps"], cfg["teacher"]["lr"], cfg["seed"]) == (7, 0.01, 5)
+    # "3e-4" is a string to YAML 1.1 (PyYAML), a number to the user.
+    path.write_text("teacher:\n  steps: 7\n  lr: 3e-4\nseed: 3\n")
+    cfg = load_config(path, ["seed=5", "students.lr=1e-5"])
+    assert (cfg["teacher"]["steps"], cfg["teacher"]["lr"], cfg["seed"]) == (7, 3e-4, 5)
+    assert cfg["students"]["lr"] == 1e-5
     path.write_text("teacher:\n  stpes: 7\n")
     with pytest.raises(ConfigError, match="teacher.stpes"):
         load_config(path)

@@ -159,6 +159,46 @@ def test_export_round_trip(full_run, tmp_path):
     assert main(["export", str(full_run / "nope"), "--out", str(tmp_path / "b3")]) == 2
 
 
+def test_fine_tuning_starts_every_stage_from_a_bundle(data_root, full_run, tmp_path, capsys):
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(full_run), "--out", str(bundle), "--fp32"]) == 0
+    run = tmp_path / "ft"
+    # A configuration asking for another segmenter width: the run adopts the bundle's architecture.
+    # One step at a vanishing learning rate leaves every stage at the weights it started from.
+    args = ["train", "all", "--data", str(data_root), "--out", str(run), "--config", "tiny", "--progress", "none"]
+    args += ["--init-from", str(bundle), "--set", "networks.segmenter.hparams.base_channels=6"]
+    for stage in ("screening", "teacher"):
+        args += ["--set", f"{stage}.steps=1", "--set", f"{stage}.lr=1e-12"]
+    args += [
+        "--set",
+        "students.stage_steps=1",
+        "--set",
+        "students.finetune.enabled=false",
+        "--set",
+        "students.lr=1e-12",
+    ]
+    assert main(args) == 0
+    started = load_bundle(bundle)
+    for stage, network in (("screening", "screening"), ("teacher", "teacher"), ("students/x4", "student_x4")):
+        done = json.loads((run / stage / "done.json").read_text())
+        assert done["init_from"] == f"{started.name}:{network}"
+        assert done["network"]["hparams"]["base_channels" if network != "screening" else "width"] == 4
+        # Parameters, not batch-norm running statistics (those move with every training batch).
+        mine, theirs = load_weights(run / stage / "model.pt"), dict(started.network(network).named_parameters())
+        differ = [k for k in theirs if not torch.allclose(mine[k].float(), theirs[k].float(), atol=1e-6)]
+        assert not differ, (stage, differ)
+    # Exported, the fine-tuned bundle says where it started.
+    assert main(["export", str(run), "--out", str(tmp_path / "ft-bundle")]) == 0
+    man = json.loads((tmp_path / "ft-bundle" / "manifest.json").read_text())
+    assert man["training"]["init_from"] == str(bundle.resolve())
+    assert man["training"]["stages"]["teacher"]["init_from"] == f"{started.name}:teacher"
+    # A path that is not a bundle is one clear line before any training.
+    capsys.readouterr()
+    bad = ["train", "all", "--data", str(data_root), "--out", str(tmp_path / "bad"), "--config", "tiny"]
+    assert main([*bad, "--init-from", str(tmp_path / "nope")]) == 2
+    assert "plkd: error: init_from: no such bundle" in capsys.readouterr().err
+
+
 def test_cv_two_folds(tmp_path):
     data = write_toy_dataset(tmp_path / "data", n_subjects=4, seed=3)
     out = tmp_path / "cv"

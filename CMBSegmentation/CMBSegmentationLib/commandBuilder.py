@@ -1,10 +1,11 @@
 """Build the ``plkd predict`` command lines the module runs (argv lists, never a shell string).
 
 Contract (docs/design.md, "Prediction outputs"):
-``python -m plkd predict INPUT --output-dir DIR [--model BUNDLE] --device D [--mask MASK] --progress jsonl
-[--threshold P]`` and, to add one microbleed the reader clicked, ``... --at-ras=X,Y,Z [--existing=PREV]`` (the ``=``
-form: argparse would take a negative X in ``--at-ras -20,5,3`` for an option; ``PREV`` is the result being reviewed,
-so that a click on a microbleed it holds returns that one instead of a duplicate).
+``python -m plkd predict INPUT --output-dir DIR [--model BUNDLE] [--modality M] --device D [--mask MASK]
+--progress jsonl [--threshold P]`` and, to add one microbleed the reader clicked, ``... --at-ras=X,Y,Z
+[--existing=PREV]`` (the ``=`` form: argparse would take a negative X in ``--at-ras -20,5,3`` for an option;
+``PREV`` is the result being reviewed, so that a click on a microbleed it holds returns that one instead of a
+duplicate).
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ def engineDevice(device: str, platform: str | None = None) -> str:
     raise ValueError(f"unknown device {device!r}; expected one of {', '.join(DEVICE_CHOICES)}")
 
 
+#: The module's modality choices -> the engine's ``--modality`` values.
+MODALITY_CHOICES = {"Auto": "auto", "T2*": "T2S", "SWI": "SWI"}
+
+
+def engineModality(modality: str) -> str:
+    """The engine's ``--modality`` for the module's choice ("Auto", "T2*" or "SWI")."""
+    for choice, value in MODALITY_CHOICES.items():
+        if modality.strip().lower() in (choice.lower(), value.lower()):
+            return value
+    raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITY_CHOICES)}")
+
+
 @dataclass(frozen=True)
 class PredictOutputs:
     """Files ``plkd predict`` writes for one input."""
@@ -63,14 +76,19 @@ def buildPredictCommand(
     maskPath: str | Path | None = None,
     threshold: float | None = None,
     platform: str | None = None,
+    modality: str | None = None,
 ) -> list[str]:
     """The argv that segments every microbleed of ``inputPath``.
 
-    An empty ``modelPath`` means the engine's shipped default bundle; ``threshold`` None means the bundle's own.
+    An empty ``modelPath`` means the engine's shipped bundle for the scan's modality; ``threshold`` None means
+    the bundle's own; ``modality`` ("Auto", "T2*" or "SWI"; None: the engine's default, auto) chooses the shipped
+    bundle, or is checked against the given one.
     """
     argv = [str(pythonExecutable), "-m", "plkd", "predict", str(inputPath), "--output-dir", str(outputDir)]
     if modelPath is not None and str(modelPath).strip():
         argv += ["--model", str(modelPath)]
+    if modality is not None:
+        argv += ["--modality", engineModality(modality)]
     argv += ["--device", engineDevice(device, platform)]
     if maskPath is not None and str(maskPath).strip():
         argv += ["--mask", str(maskPath)]
@@ -91,6 +109,7 @@ def buildSinglePointCommand(
     device: str = "Auto",
     platform: str | None = None,
     existingPath: str | Path | None = None,
+    modality: str | None = None,
 ) -> list[str]:
     """The argv that segments the one microbleed at ``pointRas`` (RAS, mm) the reader clicked.
 
@@ -99,7 +118,9 @@ def buildSinglePointCommand(
     """
     if len(pointRas) != 3 or not all(math.isfinite(float(v)) for v in pointRas):
         raise ValueError(f"a point needs three finite RAS coordinates, got {pointRas!r}")
-    argv = buildPredictCommand(pythonExecutable, inputPath, outputDir, modelPath, device, None, None, platform)
+    argv = buildPredictCommand(
+        pythonExecutable, inputPath, outputDir, modelPath, device, None, None, platform, modality=modality
+    )
     argv += ["--at-ras=" + ",".join(_formatNumber(float(v)) for v in pointRas)]
     if existingPath is not None and str(existingPath).strip():
         argv += ["--existing=" + str(existingPath)]  # the "=" form takes any path, even one starting with "-"

@@ -17,6 +17,7 @@ from CMBSegmentationLib.backgroundProcess import BackgroundProcess
 from CMBSegmentationLib.commandBuilder import PredictOutputs, predictOutputs
 from CMBSegmentationLib.progressParsing import ProgressEvent, errorMessageFromStderr
 from CMBSegmentationLib.sceneScratch import scratchNodes
+from CMBSegmentationLib.sequenceInfo import writeSequenceSidecar
 from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, writeVolumeNodeAsNifti
 
 
@@ -60,12 +61,23 @@ def prepareInputs(inputVolume, brainMask, workDir: str | Path) -> PreparedRun:
     workDir = Path(workDir)
     name = safeFileName(inputVolume.GetName())
     inputPath = writeVolumeNodeAsNifti(inputVolume, workDir / "input" / f"{name}.nii.gz")
+    # The sequence, for the engine's --modality auto (the node's name is in the file name already).
+    writeSequenceSidecar(inputVolume, inputPath, _dicomDatabase())
     maskPath = None
     if brainMask is not None:
         maskPath = writeMaskAsNifti(brainMask, inputVolume, workDir / "input" / f"{name}-brainmask.nii.gz")
     outputDir = workDir / "output"
     outputDir.mkdir(parents=True, exist_ok=True)
     return PreparedRun(inputPath, maskPath, outputDir, predictOutputs(inputPath, outputDir))
+
+
+def _dicomDatabase():
+    """Slicer's DICOM database, or None (outside Slicer, or before the DICOM module has opened one)."""
+    try:
+        import slicer
+    except ImportError:
+        return None
+    return getattr(slicer, "dicomDatabase", None)
 
 
 def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:

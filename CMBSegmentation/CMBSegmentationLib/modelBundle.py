@@ -1,8 +1,8 @@
 """Which contrast a model bundle was trained on, read without loading it (no torch, no plkd import).
 
 A bundle is a folder or a ``.zip`` holding ``manifest.json`` (at its root or in its only sub-folder) with a
-``"modality"`` key ("T2S" or "SWI"). The default bundle is the one the engine uses without ``--model``:
-``plkd/bundled/cmb-t2s`` in the installed engine (``plkd.bundle.find_default_bundle``), found here through the
+``"modality"`` key ("T2S" or "SWI"). Without ``--model`` the engine uses its installed bundle for the scan's
+modality: ``plkd/bundled/cmb-t2s`` or ``cmb-swi`` (``plkd.bundle.find_default_bundle``), found here through the
 package's location only.
 """
 
@@ -66,24 +66,29 @@ def defaultBundle(modality: str = "T2S", bundledDir: str | Path | None = None) -
 
 
 def chooseModel(modelPath: str, modality: str, bundledDir: str | Path | None = None) -> tuple[str, str | None]:
-    """The ``--model`` value for a run and a warning when the model does not match the chosen modality.
+    """The ``--model`` value for a run and a warning when the run will not use a model of the chosen modality.
 
-    ``modelPath`` empty: the engine's default bundle; when the user chose a modality for which a shipped bundle
-    exists that is not the engine's default (e.g. SWI), that bundle is passed explicitly. ``modality`` is the
-    module's name ("T2*" or "SWI").
+    ``modelPath`` empty: the engine chooses its installed bundle for the modality (``--modality``), so ``""`` is
+    returned; the warning says when none is installed for it. A given model is returned as it is, with a warning
+    when its manifest names another modality. ``modality`` is the module's name ("Auto", "T2*" or "SWI"); "Auto"
+    is decided by the engine from the scan, which reports its choice.
     """
-    wanted = MANIFEST_MODALITY.get(modality, modality).upper()
     path = (modelPath or "").strip()
+    if modality.strip().lower() == "auto":
+        return path, None
+    wanted = MANIFEST_MODALITY.get(modality, modality).upper()
     if not path:
-        engineDefault = defaultBundle("T2S", bundledDir)
-        matching = defaultBundle(wanted, bundledDir)
-        if matching is not None and matching != engineDefault:
-            return str(matching), None
-        trained = bundleModality(engineDefault) if engineDefault is not None else None
-        described = "the default model"
-    else:
-        trained = bundleModality(path)
-        described = f"model '{Path(path).name}'"
+        if defaultBundle(wanted, bundledDir) is not None:
+            return "", None
+        fallback = defaultBundle("T2S", bundledDir) or defaultBundle("SWI", bundledDir)
+        trained = bundleModality(fallback) if fallback is not None else None
+        if trained and trained != wanted:
+            return "", f"no {modality} model is installed: the {trained} model will be used; results may be poor"
+        return "", None
+    trained = bundleModality(path)
     if trained and trained != wanted:
-        return path, f"{described} was trained on {trained} images, but the input is {modality}; results may be poor"
+        return path, (
+            f"model '{Path(path).name}' was trained on {trained} images, but the input is {modality}; "
+            "results may be poor"
+        )
     return path, None

@@ -39,6 +39,10 @@ _TAGS = {
     "modality": "0008|0060",
     "study_instance_uid": "0020|000d",
     "echo_time_ms": "0018|0081",
+    # What the sequence was (plkd.inference.modality tells T2*-GRE from SWI with them).
+    "sequence_name": "0018|0024",
+    "image_type": "0008|0008",
+    "protocol_name": "0018|1030",
 }
 
 

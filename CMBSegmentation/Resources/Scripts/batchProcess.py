@@ -3,7 +3,7 @@
 Run with Slicer's Python, e.g.::
 
     Slicer --no-main-window --python-script batchProcess.py --input-dir IN --output-dir OUT [--model BUNDLE]
-        [--device auto|cpu|gpu] [--threshold 0.5] [--modality T2*|SWI] [--mask-suffix _brainmask]
+        [--device auto|cpu|gpu] [--threshold 0.5] [--modality auto|T2*|SWI] [--mask-suffix _brainmask]
 
 On a Linux server without a display, prefix the command with ``xvfb-run --auto-servernum`` (Slicer needs an X
 server even without its main window).
@@ -33,11 +33,22 @@ def parseArguments(argv):
     parser.add_argument("--model", default="", help="model bundle folder or .zip (default: shipped model)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="default: auto")
     parser.add_argument("--threshold", type=float, default=0.5, help="minimum candidate probability")
-    parser.add_argument("--modality", default="T2*", choices=["T2*", "SWI"])
+    parser.add_argument(
+        "--modality",
+        default="auto",
+        choices=["auto", "T2*", "T2S", "SWI"],
+        help="contrast of the inputs; chooses the shipped T2* or SWI model. auto (default): per volume, from its "
+        "JSON sidecar or its name, else T2*",
+    )
     parser.add_argument(
         "--mask-suffix", default="", help="brain masks are NAME<suffix>.nii.gz beside the inputs (optional)"
     )
     return parser.parse_args(argv)
+
+
+def moduleModality(choice):
+    """The module's modality ("Auto", "T2*", "SWI") for a ``--modality`` value."""
+    return {"auto": "Auto", "T2S": "T2*"}.get(choice, choice)
 
 
 def findInputs(inputDir, maskSuffix=""):
@@ -78,7 +89,7 @@ def processOne(path, args):
     segmentation = CMBSegmentationLogic().process(
         volume,
         brainMask=mask,
-        modality=args.modality,
+        modality=moduleModality(args.modality),
         modelPath=args.model,
         device={"auto": "Auto", "cpu": "CPU", "gpu": "GPU"}[args.device],
         threshold=args.threshold,

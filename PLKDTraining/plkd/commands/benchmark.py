@@ -1,5 +1,10 @@
 """``plkd benchmark``: time two-stage inference against a sliding-window 3D U-Net on this machine.
 
+Two baselines: ``nnunet`` (default) is the U-Net nnU-Net v2's default planner picks for the
+brain's shape, run as nnU-Net predicts (half-patch steps, Gaussian weighting, with and without
+8-fold test-time mirroring; see :mod:`plkd.models.baseline_unet`); ``same-size`` is a plain
+3D U-Net of the two-stage segmenter's width and depth slid with small windows.
+
 Networks have random weights: speed and memory do not depend on the weights, and the number of
 candidates is fixed (``--candidates``) so that runs are comparable. Each measurement runs in its
 own process so that its peak memory is its own.
@@ -26,13 +31,23 @@ from plkd.errors import PLKDError
 
 EPILOG = """\
 example:
-  plkd benchmark --sizes 1,5 --threads 2 --json bench.json
+  plkd benchmark --sizes 1 --threads 1 --candidates 120 --json bench.json
 
 Two-stage = screening FCN on the whole brain + E2U-Net on --candidates patches (48x48x24).
-Baseline  = nnU-Net-like one-stage inference: a plain 3D U-Net of the same width and depth slid
-            over the whole brain on the model grid with 50% overlapping windows. With
-            --baseline-windows K only K windows are run and the time is extrapolated (reported).
+Baselines (--baseline):
+  nnunet     the 3d_fullres U-Net nnU-Net v2's default planner picks for a --shape brain at 1 mm
+             (for 160x192x160: 6 stages, 32-320 features, 128x128x128 patch), slid over the
+             image's non-zero box with half-patch steps and Gaussian weighting; timed with
+             nnU-Net's default test-time mirroring (8 passes per window) and without it.
+  same-size  a plain 3D U-Net of the segmenter's width and depth slid over the brain box on the
+             model grid with --window windows, 50% overlap.
+  both       both of the above.
+With --baseline-windows K only K windows are run and the time is extrapolated (reported).
 """
+
+#: Windows run by default before extrapolating, per baseline (nnU-Net's are 128³ and mirrored).
+DEFAULT_WINDOWS = {"nnunet": 2, "same-size": 24}
+BASELINES = ("nnunet", "same-size", "both")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="time whole-brain inference per stage against a sliding-window baseline",
         description=(
             "Times the two-stage inference on a synthetic whole-brain volume at each slice thickness, "
-            "and a sliding-window full-resolution 3D U-Net on the same volume; prints a Markdown table "
-            "(and writes JSON). Random weights: timings only."
+            "and a sliding-window full-resolution 3D U-Net on the same brain (by default the one nnU-Net's "
+            "default planner picks, run as nnU-Net predicts); prints a Markdown table (and writes JSON). "
+            "Random weights: timings only."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -53,9 +69,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch (default 2)")
     p.add_argument("--candidates", type=int, default=40, help="candidates segmented in stage 2 (default 40)")
-    p.add_argument("--window", default="48,48,24", help="baseline window X,Y,Z (default 48,48,24; try 96,96,64)")
     p.add_argument(
-        "--baseline-windows", type=int, default=24, help="windows actually run, then extrapolated (0 = all; default 24)"
+        "--baseline",
+        choices=BASELINES,
+        default="nnunet",
+        help="baseline to time: nnU-Net's default U-Net, one of the segmenter's size, or both (default nnunet)",
+    )
+    p.add_argument(
+        "--window", default="48,48,24", help="same-size baseline window X,Y,Z (default 48,48,24; try 96,96,64)"
+    )
+    p.add_argument(
+        "--baseline-windows",
+        type=int,
+        help="windows actually run, then extrapolated (0 = all; default 2 for nnunet, 24 for same-size)",
     )
     p.add_argument(
         "--model",
@@ -173,6 +199,11 @@ def _time_two_stage(
     return out
 
 
+def _spread(items: list, limit: int) -> list:
+    """At most ``limit`` items spread evenly over ``items`` (all of them if ``limit <= 0``)."""
+    return items if limit <= 0 else items[:: max(1, math.ceil(len(items) / limit))]
+
+
 def _time_sliding_window(
     shape: tuple[int, int, int], window: tuple[int, int, int], device: str, threads: int, limit: int, capacity: dict
 ) -> dict:
@@ -197,7 +228,7 @@ def _time_sliding_window(
         if s[-1] + w < n:
             s.append(n - w)
     boxes = [(x, y, z) for x in starts[0] for y in starts[1] for z in starts[2]]
-    run = boxes if limit <= 0 else boxes[:: max(1, math.ceil(len(boxes) / limit))]
+    run = _spread(boxes, limit)
     padded = np.pad(prep.data, [(0, max(0, w - n)) for n, w in zip(prep.data.shape, window, strict=True)])
     acc = np.zeros(padded.shape, dtype=np.float32)
     with torch.inference_mode():
@@ -219,6 +250,7 @@ def _time_sliding_window(
     per_window = t_run / max(1, len(run))
     out = {
         "method": f"sliding-window 3D U-Net {window[0]}x{window[1]}x{window[2]}, 50% overlap",
+        "baseline": "same-size",
         "input": f"{prep.data.shape[0]}x{prep.data.shape[1]}x{prep.data.shape[2]} model grid (brain box)",
         "windows": len(boxes),
         "windows_run": len(run),
@@ -233,8 +265,107 @@ def _time_sliding_window(
     return out
 
 
+def _time_nnunet(shape: tuple[int, int, int], device: str, threads: int, limit: int) -> list[dict]:
+    """Time nnU-Net's default inference of its planned 3D U-Net on a ``shape`` brain at 1 mm.
+
+    Like ``nnUNetPredictor``: crop to the non-zero box, z-score, pad to the patch, slide with
+    half-patch steps, weight each window's logits by a Gaussian, average, take the argmax. Each of
+    the windows run is predicted twice, once plain and once with 8-fold mirroring, so one process
+    gives both rows (mirrored first: nnU-Net's default). Times of the windows not run are
+    extrapolated from the mean time per window.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    from scipy import ndimage
+
+    from plkd.inference.device import autocast, resolve_device
+    from plkd.models import count_parameters
+    from plkd.models.baseline_unet import (
+        PlainConvUNet3D,
+        conv_macs,
+        gaussian_importance,
+        mirror_axes_sets,
+        plan_3d_fullres,
+        predict_window,
+        windows,
+    )
+
+    dev = resolve_device(device)
+    plan = plan_3d_fullres(shape, (1.0, 1.0, 1.0), n_classes=2)
+    net = PlainConvUNet3D(plan, in_channels=1, n_classes=2).eval().to(dev)
+    vol = brain_phantom(shape, 1.0)
+    t0 = time.perf_counter()
+    box = ndimage.find_objects((vol.data != 0).astype(np.uint8))
+    data = vol.data[box[0]] if box else vol.data
+    data = (data - data.mean()) / max(float(data.std()), 1e-8)
+    pads = [(0, max(0, p - n)) for n, p in zip(data.shape, plan.patch_size, strict=True)]
+    image = torch.from_numpy(np.ascontiguousarray(np.pad(data, pads), dtype=np.float32))[None, None].to(dev)
+    t_pre = time.perf_counter() - t0
+    boxes = list(windows(image.shape[2:], plan.patch_size))
+    run = _spread(boxes, limit)
+    weight = torch.from_numpy(gaussian_importance(plan.patch_size)).to(dev)
+    logits = torch.zeros((2, *image.shape[2:]), device=dev)
+    weights = torch.zeros(image.shape[2:], device=dev)
+    per_window = {}
+    with torch.inference_mode():
+        # Warm-up on a small input (bottleneck 2 voxels a side) so the first timed pass is not slower.
+        small = [min(p, 2 * d) for p, d in zip(plan.patch_size, plan.divisible_by, strict=True)]
+        net(image[(..., *(slice(0, n) for n in small))])
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        for mirror in (True, False):
+            t0 = time.perf_counter()
+            for sl in run:
+                with autocast(dev):
+                    out = predict_window(net, image[(..., *sl)], mirror)[0].float()
+                logits[(slice(None), *sl)] += out * weight
+                weights[sl] += weight
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            per_window[mirror] = (time.perf_counter() - t0) / max(1, len(run))
+        t0 = time.perf_counter()
+        (logits / weights.clamp_min(1e-8)).argmax(0).cpu().numpy()  # the label map nnU-Net would export
+        t_post = time.perf_counter() - t0
+    common = {
+        "input": f"{shape[0]}x{shape[1]}x{shape[2]} @ 1 mm, non-zero box " + "x".join(str(int(n)) for n in data.shape),
+        "windows": len(boxes),
+        "windows_run": len(run),
+        "extrapolated": len(run) < len(boxes),
+        "plan": {**plan.as_dict(), "median_shape": list(shape), "spacing_mm": [1.0, 1.0, 1.0]},
+        "parameters": count_parameters(net),
+        "gmac_per_pass": round(conv_macs(plan, in_channels=1, n_classes=2) / 1e9, 1),
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "device": dev.type,
+    }
+    if dev.type == "cuda":
+        common["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    patch = "x".join(str(p) for p in plan.patch_size)
+    rows = []
+    for mirror in (True, False):
+        passes = len(mirror_axes_sets()) if mirror else 1
+        rows.append(
+            {
+                "method": f"nnU-Net default 3D U-Net {patch}, step 0.5, Gaussian, "
+                + ("8x mirroring" if mirror else "no mirroring"),
+                **common,
+                "baseline": "nnunet" if mirror else "nnunet-no-mirroring",
+                "mirroring": mirror,
+                "forward_passes_per_window": passes,
+                "seconds": round(t_pre + per_window[mirror] * len(boxes) + t_post, 3),
+                "stages": {
+                    "preprocess": round(t_pre, 3),
+                    "per_window": round(per_window[mirror], 4),
+                    "postprocess": round(t_post, 3),
+                },
+            }
+        )
+    return rows
+
+
 def markdown(rows: list[dict]) -> str:
-    """The results as a Markdown table."""
+    """The results as a Markdown table (two-stage rows first, then the baselines)."""
     lines = [
         "| method | input | seconds | preprocess | screen | segment | peak RSS MiB | note |",
         "|---|---|---:|---:|---:|---:|---:|---|",
@@ -246,13 +377,34 @@ def markdown(rows: list[dict]) -> str:
             note = f"extrapolated from {r['windows_run']} of {r['windows']} windows"
         elif "windows" in r:
             note = f"{r['windows']} windows"
-        if "ratio_vs_baseline" in r:
-            note += f"; {r['ratio_vs_baseline']}x faster than the baseline"
+        if "forward_passes_per_window" in r:
+            note += f", {r['forward_passes_per_window']} pass(es) per window"
+        for name, ratio in r.get("speedup", {}).items():
+            note += f"; speed-up {ratio}x vs {name}"
         lines.append(
             f"| {r['method']} | {r['input']} | {r['seconds']:.2f} | {st.get('preprocess', 0):.2f} | "
             f"{st.get('screen', 0):.2f} | {st.get('segment', 0):.2f} | {r['peak_rss_mib']:.0f} | {note} |"
         )
     return "\n".join(lines)
+
+
+def _baselines(args: argparse.Namespace, shape: tuple[int, int, int], capacity: dict, ctx: Any) -> list[dict]:
+    """The baseline rows asked for by ``--baseline``, each measured in its own process."""
+    out: list[dict] = []
+    for name in ("nnunet", "same-size"):
+        if args.baseline not in (name, "both"):
+            continue
+        limit = DEFAULT_WINDOWS[name] if args.baseline_windows is None else args.baseline_windows
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            if name == "nnunet":
+                job = pool.submit(_time_nnunet, shape, args.device, args.threads, limit)
+                out += job.result()
+            else:
+                window = _triple(args.window, "--window")
+                job = pool.submit(_time_sliding_window, shape, window, args.device, args.threads, limit, capacity)
+                out.append(job.result())
+        print(f"baseline {name}: {out[-1]['seconds']:.2f} s", file=sys.stderr)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -264,7 +416,9 @@ def run(args: argparse.Namespace) -> int:
     if not sizes or any(not 0.5 <= s <= 10 for s in sizes):
         raise PLKDError("--sizes must list slice thicknesses between 0.5 and 10 mm")
     shape = _triple(args.shape, "--shape")
-    window = _triple(args.window, "--window")
+    _triple(args.window, "--window")
+    if args.baseline_windows is not None and args.baseline_windows < 0:
+        raise PLKDError(f"--baseline-windows must be 0 (all) or a positive count, not {args.baseline_windows}")
     from plkd.atomic import check_output_location
     from plkd.inference.device import resolve_device
 
@@ -285,17 +439,16 @@ def run(args: argparse.Namespace) -> int:
                     ).result()
                 )
             print(f"two-stage at {thickness:g} mm: {rows[-1]['seconds']:.2f} s", file=sys.stderr)
-        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            base = pool.submit(
-                _time_sliding_window, shape, window, args.device, args.threads, args.baseline_windows, capacity
-            ).result()
+    bases = _baselines(args, shape, capacity, ctx)
     for r in rows:
-        r["ratio_vs_baseline"] = round(base["seconds"] / max(r["seconds"], 1e-9), 1)
-    rows.append(base)
+        r["speedup"] = {b["baseline"]: round(b["seconds"] / max(r["seconds"], 1e-9), 1) for b in bases}
+        r["ratio_vs_baseline"] = r["speedup"][bases[0]["baseline"]]  # the first (default) baseline
+    rows += bases
     info = {
         "machine": {"cpus": os.cpu_count(), "threads": args.threads, "device": args.device},
         "weights": "random (timing only)",
         "networks": {"name": arch_name, "screening": screening, "segmenter": segmenter},
+        "baseline": args.baseline,
         "results": rows,
     }
     print(markdown(rows))

@@ -11,6 +11,7 @@ from plkd.errors import PLKDError
 EPILOG = """\
 examples:
   plkd predict sub-01_T2S.nii.gz --output-dir out/
+  plkd predict clinic/ -o out/ --modality SWI                        # the SWI model for every scan
   plkd predict bids/ --output-dir out/ --shard 0/4 --progress jsonl
   plkd predict 'study/ses-*/T2S.nii.gz' dicom/series-7/ -o out/ --threads 4
   plkd predict scan.nii.gz --output-dir click/ --at-ras=-12.5,-30,8 --existing out/scan_cmb.json
@@ -66,7 +67,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="NIfTI files, DICOM series folders, folders (walked) or glob patterns",
     )
     p.add_argument("--output-dir", "-o", required=True, metavar="DIR", help="where the outputs are written")
-    p.add_argument("--model", metavar="BUNDLE", help="model bundle folder or .zip (default: the installed one)")
+    p.add_argument(
+        "--model",
+        metavar="BUNDLE",
+        help="model bundle folder or .zip (default: the installed one for each scan's --modality)",
+    )
+    p.add_argument(
+        "--modality",
+        default="auto",
+        type=_modality,
+        metavar="{auto,T2S,SWI}",
+        help="contrast of the scans: T2S (T2*-GRE), SWI, or auto (default): from the DICOM tags, the JSON "
+        "sidecar, the NIfTI header or the file name's BIDS suffix, else T2S. Chooses the installed model; "
+        "with --model, a mismatch is a warning",
+    )
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     p.add_argument("--mask", metavar="MASK", help="brain mask on the input's grid (single input only)")
     p.add_argument("--progress", default="tqdm", choices=("tqdm", "jsonl", "none"), help="progress display")
@@ -142,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         at_ras=parse_ras(args.at_ras),
         existing=args.existing,
         batch_size=args.batch_size,
+        modality=args.modality,
     )
     n = len(report.done) + len(report.skipped) + len(report.failed)
     summary = (
@@ -153,3 +168,12 @@ def run(args: argparse.Namespace) -> int:
     if not report.failed:
         return 0
     return 1 if report.internal else 2
+
+
+def _modality(text: str) -> str:
+    from plkd.inference.model_choice import normalise_modality
+
+    try:
+        return normalise_modality(text)
+    except PLKDError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--modality ")) from None

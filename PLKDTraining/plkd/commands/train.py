@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from plkd.atomic import check_output_location
 from plkd.devices import DEVICE_CHOICES
@@ -17,6 +18,7 @@ examples:
   plkd train all --data synth30 --out runs/t2s                      # screening, teacher, PLKD students
   plkd train teacher --data synth30 --out runs/t2s --set teacher.steps=2000
   plkd train students --data synth30 --out runs/t2s --teacher runs/t2s/teacher --mode kd
+  plkd train all --data my_swi --out runs/swi --init-from cmb-t2s.zip --set teacher.steps=500   # fine-tune
   torchrun --nproc_per_node 2 -m plkd train all --data synth30 --out runs/ddp   # data parallel
 Running the same command again resumes an interrupted run exactly and skips finished stages.
 Ctrl-C saves a checkpoint first (exit code 130).
@@ -90,6 +92,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--alpha", type=float, help="soft-Dice weight of the student loss (default by modality)")
     p.add_argument("--beta", type=float, help="distillation weight of the student loss (default by modality)")
+    p.add_argument(
+        "--init-from",
+        metavar="BUNDLE",
+        help="fine-tune: every stage starts from this bundle's network of the same role and LR factor "
+        "(and the run uses the bundle's architectures)",
+    )
     add_config_arguments(p)
     p.set_defaults(func=run)
 
@@ -105,6 +113,9 @@ def student_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"students.alpha={args.alpha}")
     if getattr(args, "beta", None) is not None:
         out.append(f"students.beta={args.beta}")
+    if getattr(args, "init_from", None):
+        # Absolute, so that the run resumes from any working directory.
+        out.append(f"init_from={Path(args.init_from).expanduser().resolve()}")
     return out
 
 

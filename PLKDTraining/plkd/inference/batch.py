@@ -8,8 +8,6 @@ outputs are reused: :func:`plkd.inference.outputs.reuse_problem`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 import sys
@@ -25,6 +23,7 @@ from plkd import __version__
 from plkd.dicom import load_dicom_series
 from plkd.errors import BundleError, InputError, PLKDError
 from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings
+from plkd.inference.model_choice import DISPLAY, ModelChooser, modality_record
 from plkd.inference.outputs import (
     NO_OUTPUTS,
     OutputPaths,
@@ -42,8 +41,6 @@ from plkd.progress import Progress
 from plkd.volumes import EchoChoice, Volume, load_label, load_volume
 
 log = logging.getLogger(__name__)
-
-_MODALITY_TOKENS = {"SWI": re.compile(r"swi", re.I), "T2S": re.compile(r"t2s|t2star|t2\*|gre", re.I)}
 
 
 @dataclass
@@ -99,21 +96,6 @@ def parse_ras(text: str | None) -> tuple[float, float, float] | None:
     return vals  # type: ignore[return-value]
 
 
-def modality_warning(path: Path, bundle_modality: str | None) -> str | None:
-    """A warning when the file name suggests a modality other than the bundle's."""
-    if not bundle_modality:
-        return None
-    for modality, pattern in _MODALITY_TOKENS.items():
-        if pattern.search(path.name) and modality != bundle_modality.upper():
-            others = [m for m, p in _MODALITY_TOKENS.items() if p.search(path.name)]
-            if bundle_modality.upper() not in others:
-                return (
-                    f"{path.name} looks like {modality} but the model was trained on {bundle_modality}; "
-                    "results may be poor"
-                )
-    return None
-
-
 def summary_name(shard: tuple[int, int] | None) -> str:
     """``plkd_summary.csv``, or ``plkd_summary_shard-I-of-N.csv`` so parallel shards never clash."""
     return "plkd_summary.csv" if shard is None else f"plkd_summary_shard-{shard[0]}-of-{shard[1]}.csv"
@@ -139,13 +121,15 @@ def predict_files(
     batch_size: int = 16,
     err: Any = None,
     existing: str | Path | None = None,
+    modality: str = "auto",
 ) -> BatchReport:
     """Predict every scan and write ``STEM_cmb.nii.gz`` + ``STEM_cmb.json`` in ``output_dir``,
     then the summary CSV (:func:`summary_name`, not for ``at_ras``).
 
     ``inputs`` are NIfTI files, DICOM series folders, folders walked for both, or glob patterns
     (:func:`plkd.inference.inputs.expand_inputs`). ``model`` is a bundle path, a loaded bundle or
-    ``None`` for the installed default. A scan whose outputs were made from the same input bytes
+    ``None`` for the installed one of each scan's ``modality`` (``auto``, ``T2S`` or ``SWI``; see
+    :mod:`plkd.inference.model_choice`). A scan whose outputs were made from the same input bytes
     with the same settings is reused unless ``overwrite``; otherwise the reason for recomputing is
     printed. ``at_ras`` segments only the microbleed at that point (always recomputed; ``existing``:
     an earlier prediction of the input, see :func:`plkd.inference.click.load_existing`). Skips,
@@ -154,8 +138,12 @@ def predict_files(
     distinct output names (before any work).
     """
     err = err or sys.stderr
-    bundle, model_name = resolve_bundle(model)
     prog = progress if isinstance(progress, Progress) else Progress(progress)  # type: ignore[arg-type]
+    models = ModelChooser(
+        model,
+        modality,
+        lambda bundle: Predictor(bundle, device=device, batch_size=batch_size, threshold=threshold, progress=prog),
+    )
     shard_t = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     found = expand_inputs(inputs, output_dir)
     _report_ignored(found.ignored_summary(), found.skipped, err)
@@ -164,10 +152,8 @@ def predict_files(
         raise InputError("no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)")
     if mask is not None and len(scans) > 1:
         raise PLKDError("--mask can only be used with a single input")
-    predictor = Predictor(bundle, device=device, batch_size=batch_size, threshold=threshold, progress=prog)
     opt = _Options(
-        model_name=model_name,
-        modality=(getattr(bundle, "manifest", None) or {}).get("modality"),
+        models=models,
         mask=mask,
         echo=echo,
         student=student,
@@ -177,7 +163,8 @@ def predict_files(
         save_probability=save_probability,
         save_model_grid=save_model_grid,
         settings={
-            **_settings(bundle, model_name, threshold, student, lr_factor, echo, mask),
+            **models.settings(),
+            **_settings(threshold, student, lr_factor, echo, mask),
             # A single-click result is not a whole-scan prediction: a later full run must not reuse it.
             "at_ras": list(at_ras) if at_ras is not None else None,
         },
@@ -207,7 +194,7 @@ def predict_files(
                     continue
                 if problem != NO_OUTPUTS:
                     _say(prog, err, f"recomputing {scan.stem}: {problem}", input=str(scan.path))
-            record = _predict_one(scan, out, sha, predictor, opt, prog)
+            record = _predict_one(scan, out, sha, opt, prog)
             report.done.append(scan.path)
             durations.append(time.perf_counter() - t0)
             report.rows.append(summary_row(scan.stem, str(scan.path), "done", record, durations[-1]))
@@ -281,8 +268,7 @@ def _duration(seconds: float) -> str:
 class _Options:
     """Per-input settings shared by every input of a :func:`predict_files` call."""
 
-    model_name: str
-    modality: str | None
+    models: ModelChooser
     mask: str | Path | None
     echo: EchoChoice
     student: str | None
@@ -296,20 +282,14 @@ class _Options:
 
 
 def _settings(
-    bundle: Any,
-    model_name: str,
     threshold: float | None,
     student: str | None,
     lr_factor: float | None,
     echo: EchoChoice,
     mask: str | Path | None,
 ) -> dict[str, Any]:
-    manifest = getattr(bundle, "manifest", None) or {}
-    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {
         "plkd_version": __version__,
-        "model": str(manifest.get("name", model_name)),
-        "model_manifest_sha256": digest,
         "threshold": threshold,
         "student": student,
         "lr_factor": lr_factor,
@@ -336,9 +316,7 @@ def _load(scan: ScanInput, echo: EchoChoice) -> tuple[Volume, dict[str, Any] | N
     return load_volume(scan.path, echo=echo, what="image"), None
 
 
-def _predict_one(
-    scan: ScanInput, out: OutputPaths, sha: str | None, predictor: Predictor, opt: _Options, prog: Progress
-) -> dict[str, Any]:
+def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Options, prog: Progress) -> dict[str, Any]:
     collector = _WarningLog()
     logging.getLogger("plkd").addHandler(collector)
     try:
@@ -348,6 +326,10 @@ def _predict_one(
         for warning in orientation_warnings(volume, scan.path.name):
             log.warning(warning)
         mask_vol = load_label(opt.mask, what="brain mask", allow_empty=False) if opt.mask is not None else None
+        model, decision, mismatch = opt.models.choose(scan.series.folder if scan.series else scan.path, dicom)
+        if mismatch:
+            log.warning(mismatch)
+        predictor = model.predictor
         prog.advance()
         t_load = time.perf_counter() - t0
         if opt.at_ras is not None:
@@ -366,9 +348,6 @@ def _predict_one(
                 probability=opt.save_probability,
                 model_grid=opt.save_model_grid,
             )
-        warning = modality_warning(scan.path, opt.modality)
-        if warning:
-            log.warning(warning)
     finally:
         logging.getLogger("plkd").removeHandler(collector)
     for w in collector.messages:
@@ -379,17 +358,18 @@ def _predict_one(
     record = result_record(
         result,
         volume.path,
-        opt.model_name,
+        model.name,
         settings=opt.settings,
         input_sha256=sha,
         warnings=collector.messages,
         dicom=dicom,
     )
+    record["modality"] = modality_record(decision, opt.models.stated, model)
     write_prediction(
         result,
         volume,
         out,
-        opt.model_name,
+        model.name,
         save_probability=opt.save_probability,
         save_model_grid=opt.save_model_grid,
         record=record,
@@ -400,6 +380,8 @@ def _predict_one(
     text = f"{scan.stem}: {n} microbleed(s)"
     if result.location is not None:  # counts per MARS class (plkd.location)
         text += f"; {describe_location(result.location)}"
+    if opt.models.fixed is None:  # the model was chosen by the scan's contrast: say which, and why
+        text += f"; {DISPLAY[model.modality or decision.modality]} model ({decision.reason})"
     prog.message(text, input=str(scan.path), n_microbleeds=n)
     return record
 

@@ -9,6 +9,7 @@ the experiment: ``networks.*.hparams`` and ``cv.variants``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -99,6 +100,10 @@ def coerce(value: Any, default: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be an integer, not {value!r}")
         return int(value)
     if isinstance(default, float):
+        if isinstance(value, str):
+            # YAML 1.1 (PyYAML) reads "1e-4" as a string: accept every float Python accepts.
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, not {value!r}")
         return float(value)

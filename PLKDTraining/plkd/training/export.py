@@ -119,8 +119,14 @@ def export_run(
             "seed": cfg["seed"],
             "student_mode": mode,
             "target_factor": cfg["students"]["target_factor"],
+            "init_from": cfg.get("init_from") or None,
             "stages": {
-                k: {"steps": v.get("steps"), "final_loss": v.get("final_loss"), "time_s": v.get("time_s")}
+                k: {
+                    "steps": v.get("steps"),
+                    "final_loss": v.get("final_loss"),
+                    "time_s": v.get("time_s"),
+                    "init_from": v.get("init_from"),
+                }
                 for k, v in stage_info.items()
             },
         },

@@ -24,6 +24,7 @@ from plkd.training.checkpoint import FINAL_NAME, load_weights
 from plkd.training.config import default_config, merge, save_config
 from plkd.training.data import TrainingData, load_training_data
 from plkd.training.distributed import DistInfo, init_distributed, rank_device
+from plkd.training.init_from import adopt_architectures
 from plkd.training.loop import TrainContext, is_done
 from plkd.training.screening import mine_hard_negatives, train_screening
 from plkd.training.segmentation import train_teacher
@@ -101,6 +102,7 @@ def train(
     if what not in STAGES:
         raise PLKDError(f"unknown training stage {what!r}; choose one of {', '.join(STAGES)}")
     run = Path(run_dir)
+    cfg = adopt_architectures(cfg)
     if ctx.dist.is_main:
         run.mkdir(parents=True, exist_ok=True)
     _check_config(run, cfg, ctx.dist)

@@ -15,6 +15,7 @@ from plkd.inference.screening import score_map
 from plkd.losses import screening_loss
 from plkd.models import build_network
 from plkd.training.data import TrainingData
+from plkd.training.init_from import initial_weights
 from plkd.training.loop import Batch, StageSpec, TrainContext, run_stage, validation_batches
 from plkd.training.sampling import SubjectArrays
 
@@ -45,6 +46,11 @@ def screening_stage(run_dir: Path, cfg: dict[str, Any], data: TrainingData, seed
     sc = cfg["screening"]
     torch.manual_seed(seed + SALT % 10_000)
     net = build_network(cfg["networks"]["screening"]["kind"], cfg["networks"]["screening"]["hparams"])
+    summary: dict[str, Any] = {"network": cfg["networks"]["screening"]}
+    init = initial_weights(cfg, "screening")
+    if init is not None:
+        net.load_state_dict(init[0])
+        summary["init_from"] = init[1]
     val = []
     if data.val_sampler is not None and sc["val_every"]:
         sampler = data.val_sampler
@@ -65,7 +71,7 @@ def screening_stage(run_dir: Path, cfg: dict[str, Any], data: TrainingData, seed
         checkpoint_every=int(sc["checkpoint_every"]),
         log_every=int(sc["log_every"]),
         val_every=int(sc["val_every"]),
-        summary={"network": cfg["networks"]["screening"]},
+        summary=summary,
     )
 
 

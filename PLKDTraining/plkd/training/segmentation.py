@@ -12,6 +12,7 @@ from torch import nn
 from plkd.losses import soft_dice_loss
 from plkd.models import build_network
 from plkd.training.data import TrainingData
+from plkd.training.init_from import initial_weights
 from plkd.training.loop import Batch, StageSpec, TrainContext, run_stage, validation_batches
 
 SALT = zlib.crc32(b"teacher")
@@ -32,6 +33,11 @@ def teacher_stage(run_dir: Path, cfg: dict[str, Any], data: TrainingData, seed: 
     tc = cfg["teacher"]
     torch.manual_seed(seed + SALT % 10_000)
     net = build_segmenter(cfg)
+    summary: dict[str, Any] = {"network": cfg["networks"]["segmenter"], "lr_factor": 1}
+    init = initial_weights(cfg, "segmenter", 1)
+    if init is not None:
+        net.load_state_dict(init[0])
+        summary["init_from"] = init[1]
     val = []
     if data.val_sampler is not None and tc["val_every"]:
         sampler = data.val_sampler
@@ -51,7 +57,7 @@ def teacher_stage(run_dir: Path, cfg: dict[str, Any], data: TrainingData, seed: 
         checkpoint_every=int(tc["checkpoint_every"]),
         log_every=int(tc["log_every"]),
         val_every=int(tc["val_every"]),
-        summary={"network": cfg["networks"]["segmenter"], "lr_factor": 1},
+        summary=summary,
     )
 
 

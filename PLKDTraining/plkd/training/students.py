@@ -37,6 +37,7 @@ from plkd.models import build_network
 from plkd.training.checkpoint import DONE_NAME, FINAL_NAME, load_weights
 from plkd.training.config import loss_weights
 from plkd.training.data import TrainingData
+from plkd.training.init_from import initial_weights
 from plkd.training.loop import Batch, StageSpec, TrainContext, run_stage, validation_batches
 from plkd.training.segmentation import build_segmenter
 
@@ -185,6 +186,10 @@ def train_students(
         student = build_network(network["kind"], network["hparams"]) if mode != "none" else build_segmenter(cfg)
         if prev_state is not None:
             student.load_state_dict(prev_state)
+        pretrained = initial_weights(cfg, "segmenter", stage.factor) if stage.name != "finetune" else None
+        if pretrained is not None:
+            student.load_state_dict(pretrained[0])
+            prev_name = pretrained[1]
         init_sum = state_checksum(student.state_dict())
         val = []
         if data.val_sampler is not None and st["val_every"]:

@@ -1,0 +1,139 @@
+"""Which model bundle analyses each scan: the one the user gave, or the installed one for its contrast.
+
+Without ``--model``, ``plkd predict`` has one installed bundle per modality (``cmb-t2s``,
+``cmb-swi``) and takes, scan by scan, the one for the contrast stated with ``--modality`` or,
+under ``auto``, the contrast the scan's metadata shows (:mod:`plkd.inference.modality`). With
+``--model`` that bundle analyses every scan; the contrast is still decided and a mismatch with
+the bundle's ``modality`` is a warning. Either way the decision and its reason go into each
+scan's JSON (``modality``) and its one-line report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plkd.errors import BundleError, PLKDError
+from plkd.inference.modality import CHOICES, MODALITIES, ModalityDecision, decide_modality
+
+log = logging.getLogger(__name__)
+
+#: How to display a modality to people.
+DISPLAY = {"T2S": "T2*", "SWI": "SWI"}
+
+
+@dataclass
+class ChosenModel:
+    """A loaded bundle, how outputs name it, and the predictor that runs it."""
+
+    bundle: Any
+    name: str
+    predictor: Any
+
+    @property
+    def modality(self) -> str | None:
+        """The bundle's manifest ``modality`` (upper case), or None when it names none."""
+        value = (getattr(self.bundle, "manifest", None) or {}).get("modality")
+        return str(value).upper() if value else None
+
+
+def normalise_modality(text: str | None) -> str:
+    """``--modality`` as ``auto``, ``T2S`` or ``SWI`` (``T2*`` and any case accepted).
+
+    Raises PLKDError for anything else.
+    """
+    value = "auto" if text is None else str(text).strip()
+    key = "auto" if value.lower() == "auto" else value.upper().replace("T2*", "T2S")
+    if key not in CHOICES:
+        raise PLKDError(f"--modality must be auto, T2S (T2*) or SWI, not {text!r}")
+    return key
+
+
+def manifest_digest(bundle: Any) -> str:
+    """A short sha256 of a bundle's manifest (recorded so that a changed model is recomputed)."""
+    manifest = getattr(bundle, "manifest", None) or {}
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class ModelChooser:
+    """The model for each scan of a run.
+
+    ``model`` is a bundle path, a loaded bundle, or None for the installed ones;
+    ``make_predictor(bundle)`` builds the predictor of a bundle (once per bundle). Raises
+    BundleError when no bundle is given and none is installed.
+    """
+
+    def __init__(self, model: Any, modality: str | None, make_predictor: Callable[[Any], Any]) -> None:
+        from plkd.bundle import find_default_bundle
+
+        self.stated = normalise_modality(modality)
+        self._make_predictor = make_predictor
+        self._loaded: dict[str, ChosenModel] = {}
+        self.fixed: ChosenModel | None = None
+        self.installed: dict[str, Path] = {}
+        if model is not None:
+            self.fixed = self._load(model)
+            return
+        self.installed = {m: p for m in MODALITIES if (p := find_default_bundle(m)) is not None}
+        if not self.installed:
+            raise BundleError(
+                "no model bundle found; give one with --model BUNDLE (train one with 'plkd train' + 'plkd export')"
+            )
+        if self.stated != "auto" and self.stated not in self.installed:
+            other = next(iter(self.installed))
+            log.warning(
+                "no %s model is installed; the %s model analyses these scans", DISPLAY[self.stated], DISPLAY[other]
+            )
+
+    def _load(self, model: Any) -> ChosenModel:
+        from plkd.inference.batch import resolve_bundle
+
+        key = str(model) if not hasattr(model, "network") else f"id:{id(model)}"
+        if key not in self._loaded:
+            bundle, name = resolve_bundle(model)
+            self._loaded[key] = ChosenModel(bundle, name, self._make_predictor(bundle))
+        return self._loaded[key]
+
+    def settings(self) -> dict[str, Any]:
+        """What about the models changes a result (for the rerun check and each JSON's ``settings``)."""
+        if self.fixed is not None:
+            return {
+                "model": str((self.fixed.bundle.manifest or {}).get("name", self.fixed.name)),
+                "model_manifest_sha256": manifest_digest(self.fixed.bundle),
+                "modality": self.stated,
+            }
+        digests = {m: manifest_digest(self._load(path).bundle) for m, path in sorted(self.installed.items())}
+        return {"model": "installed, by modality", "model_manifest_sha256": digests, "modality": self.stated}
+
+    def choose(
+        self, path: str | Path, dicom: Mapping[str, Any] | None = None
+    ) -> tuple[ChosenModel, ModalityDecision, str | None]:
+        """``(model, decision, warning)`` for the scan at ``path`` (``dicom``: its series record)."""
+        decision = decide_modality(self.stated, path, dicom)
+        if self.fixed is not None:
+            trained = self.fixed.modality
+            warning = None
+            if trained and decision.source != "default" and decision.modality != trained:
+                warning = (
+                    f"{Path(path).name} is {DISPLAY[decision.modality]} ({decision.reason}) but the model "
+                    f"{self.fixed.name} was trained on {DISPLAY.get(trained, trained)} images; results may be poor"
+                )
+            return self.fixed, decision, warning
+        if decision.modality in self.installed:
+            return self._load(self.installed[decision.modality]), decision, None
+        fallback = next(iter(self.installed))
+        warning = (
+            f"{Path(path).name} is {DISPLAY[decision.modality]} ({decision.reason}) but no "
+            f"{DISPLAY[decision.modality]} model is installed; the {DISPLAY[fallback]} model was used"
+        )
+        return self._load(self.installed[fallback]), decision, warning
+
+
+def modality_record(decision: ModalityDecision, stated: str, model: ChosenModel) -> dict[str, Any]:
+    """The JSON ``modality`` block: what was decided, from what, and the model's own modality."""
+    return {**decision.as_dict(), "stated": stated, "model_modality": model.modality}
