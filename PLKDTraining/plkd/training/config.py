@@ -23,6 +23,7 @@ import yaml
 from plkd.atomic import write_text_atomic
 from plkd.devices import DEVICE_CHOICES
 from plkd.errors import ConfigError
+from plkd.training.geometry_augment import PROFILES
 
 Config = dict[str, Any]
 
@@ -197,6 +198,10 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "augment.intensity_p": (0.0, 1.0, True),
     "augment.bias_p": (0.0, 1.0, True),
     "augment.bias_strength": (0.0, 1.0, True),
+    "augment.geometry_p": (0.0, 1.0, True),
+    "augment.oblique_p": (0.0, 1.0, True),
+    "augment.oblique_deg": (0.0, 45.0, True),
+    "augment.geometry_noise_std": (0.0, 1.0, True),
     "optim.weight_decay": (0.0, math.inf, True),
     "optim.warmup_steps": (0, math.inf, True),
     "optim.grad_clip": (0.0, math.inf, True),
@@ -258,9 +263,26 @@ def _check_ranges(cfg: Config) -> None:
             raise ConfigError(f"{key} must be a non-negative number or null, not {value}")
 
 
+#: ``augment`` ranges given as ``[low, high]`` in mm: the limits each end must keep.
+_MM_RANGES = {"augment.inplane_mm": (0.2, 3.0), "augment.thickness_mm": (0.5, 10.0)}
+
+
+def _check_augment(cfg: Config) -> None:
+    for key, (lo, hi) in _MM_RANGES.items():
+        value = _lookup(cfg, key)
+        if value is None:
+            continue
+        if not (isinstance(value, list) and len(value) == 2 and lo <= value[0] <= value[1] <= hi):
+            raise ConfigError(f"{key} must be [low, high] with {lo:g} <= low <= high <= {hi:g} mm, not {value}")
+    profiles = _lookup(cfg, "augment.slice_profiles")
+    if profiles is not None and (not profiles or any(p not in PROFILES for p in profiles)):
+        raise ConfigError(f"augment.slice_profiles must be a non-empty list of {', '.join(PROFILES)}, not {profiles}")
+
+
 def validate(cfg: Config) -> None:
     """Check values whose type alone does not make them valid (ranges, choices, sizes)."""
     _check_ranges(cfg)
+    _check_augment(cfg)
     st = cfg["students"]
     if st["mode"] not in ("plkd", "kd", "none"):
         raise ConfigError(f"students.mode must be plkd, kd or none, not {st['mode']!r}")

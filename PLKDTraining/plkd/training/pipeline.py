@@ -6,6 +6,7 @@ set, modality, subject ids, seed) that ``plkd export`` records in the bundle.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -16,11 +17,11 @@ import torch
 import yaml
 
 from plkd.atomic import write_json_atomic
-from plkd.errors import PLKDError
+from plkd.errors import ConfigError, PLKDError
 from plkd.inference.device import resolve_device
 from plkd.progress import Progress
 from plkd.training.checkpoint import FINAL_NAME, load_weights
-from plkd.training.config import save_config
+from plkd.training.config import default_config, merge, save_config
 from plkd.training.data import TrainingData, load_training_data
 from plkd.training.distributed import DistInfo, init_distributed, rank_device
 from plkd.training.init_from import adopt_architectures
@@ -65,6 +66,8 @@ def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo) -> None:
     path = run_dir / "config.yaml"
     if path.is_file():
         old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        with contextlib.suppress(ConfigError):  # settings added since the run started read as their defaults
+            old = merge(default_config(), old)
         changed = sorted(
             k for k in set(old) | set(cfg) if k not in RUNTIME_KEYS and k != "students" and old.get(k) != cfg.get(k)
         )

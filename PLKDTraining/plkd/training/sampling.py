@@ -19,6 +19,12 @@ Patch centres come from three pools (fractions in the ``sampling`` section):
 
 Patches are cut around a centre voxel (``start = centre - size // 2``) and padded with zeros
 (the background value after normalisation) where they leave the volume.
+
+A share ``augment.geometry_p`` of the patches is shown as another scanner's grid would deliver it
+after the predictor's resampling (:mod:`plkd.training.geometry_augment`): the anatomy turned by an
+oblique stack's angle about the centre voxel, acquired with other pixels, slices and slice
+profile, then interpolated back to 1 mm. Image, label, screening target and the teacher's input
+of a distillation pair all follow the same rotation.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from plkd.models.screening import central_box
 from plkd.normalise import normalise_intensity
 from plkd.resample import resample_to_spacing
 from plkd.training.augment import AugmentParams, apply_geometric, apply_intensity, draw_params
+from plkd.training.geometry_augment import GeometryParams, acquire, draw_geometry, rotate_patch, source_shape
 from plkd.volumes import Volume
 
 log = logging.getLogger(__name__)
@@ -188,6 +195,8 @@ class PatchSampler:
         self.smp = cfg["sampling"]
         self.aug = cfg["augment"]
         self.screening_lr = {k: v for k, v in cfg["screening"].items() if k.startswith("lr_")}
+        # A configuration saved before the geometry augmentation existed has no key: off, as then.
+        self.geometry_p = float(self.aug.get("geometry_p", 0.0))
         self.with_positives = [i for i, s in enumerate(self.subjects) if len(s.positives)]
         self.with_hard = [i for i, s in enumerate(self.subjects) if len(s.hard_negatives)]
         if not self.with_positives:
@@ -224,13 +233,41 @@ class PatchSampler:
         s = self.subjects[i]
         return i, s.brain_voxels[rng.integers(len(s.brain_voxels))], "random"
 
+    def draw_acquisition(
+        self, rng: np.random.Generator, factor: int | None, noise_std: float | None
+    ) -> GeometryParams | None:
+        """A simulated acquisition for one patch with probability ``augment.geometry_p``, else ``None``.
+
+        At ``geometry_p`` 0 no random number is drawn, so runs made before this option resume and
+        reproduce exactly. ``factor``/``noise_std``: see
+        :func:`plkd.training.geometry_augment.draw_geometry`.
+        """
+        if self.geometry_p <= 0 or rng.random() >= self.geometry_p:
+            return None
+        return draw_geometry(rng, self.aug, factor=factor, noise_std=noise_std)
+
+    def acquired_patch(
+        self, s: SubjectArrays, centre: np.ndarray, size: tuple[int, int, int], g: GeometryParams
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(anatomy, acquired, label)`` of the ``size`` patch at ``centre`` under acquisition ``g``.
+
+        ``anatomy`` is the rotated HR patch, ``label`` the rotated truth (nearest neighbour, so the
+        centre voxel keeps its value), ``acquired`` the simulated scan on the same 1-mm grid.
+        """
+        src = source_shape(size, g)
+        anatomy, acquired = acquire(extract_patch(s.image, centre, src), size, g)
+        label = rotate_patch(extract_patch(s.label, centre, src), size, g.rotation, order=0)
+        return anatomy, acquired, label
+
     def screening_batch(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         """``{"image": (n,1,X,Y,Z), "target": (n,)}``: target 1 when a microbleed centre lies in the central box.
 
         A share ``screening.lr_share`` of the patches is shown as LR@k (``screening.lr_factors``,
         ``lr_modes``) so that one screening network serves every resolution the students do; the
         target stays the HR truth, as for the students. At share 0 no extra random number is drawn,
-        so runs made before this option existed resume and reproduce exactly.
+        so runs made before this option existed resume and reproduce exactly. A patch under the
+        geometry augmentation (LR@k ones with slices k pixels thick) judges its target on the
+        microbleed centres turned with it.
         """
         size = tuple(self.smp["screening_patch"])
         box = central_box(size)
@@ -239,16 +276,22 @@ class PatchSampler:
         for _ in range(n):
             i, centre, _kind = self.draw_centre(rng)
             s = self.subjects[i]
-            start = np.asarray(centre) - np.asarray(size) // 2
-            rel = s.positives - start
-            inside = (
-                np.all((rel >= box[:, 0] - 1e-6) & (rel <= box[:, 1] + 1e-6), axis=1) if len(rel) else np.zeros(0, bool)
-            )
             p = draw_params(rng, self.aug, size)
             factor = 0
             if lr["lr_share"] > 0 and rng.random() < lr["lr_share"]:
                 factor = int(lr["lr_factors"][int(rng.integers(len(lr["lr_factors"])))])
-            if factor > 1:
+            lr_k = factor > 1
+            g = self.draw_acquisition(rng, factor if lr_k else None, float(lr["lr_noise_std"]) if lr_k else None)
+            offsets = s.positives - np.asarray(centre)
+            if g is not None:
+                offsets = offsets @ g.rotation  # HR offsets → the patch's turned axes (R is orthogonal)
+            rel = offsets + np.asarray(size) // 2
+            inside = (
+                np.all((rel >= box[:, 0] - 1e-6) & (rel <= box[:, 1] + 1e-6), axis=1) if len(rel) else np.zeros(0, bool)
+            )
+            if g is not None:
+                img = apply_geometric(self.acquired_patch(s, centre, size, g)[1], p)
+            elif lr_k:
                 margin = 2 * factor
                 big = apply_geometric(extract_patch(s.image, centre, (size[0], size[1], size[2] + 2 * margin)), p)
                 img = lowres_patch(big, factor, lr["lr_modes"], float(lr["lr_noise_std"]), rng)[..., margin:-margin]
@@ -271,7 +314,9 @@ class PatchSampler:
         With ``factor`` the HR patch is cut with ``2 * factor`` extra slices on each Z side,
         augmented, turned into its LR@factor version (random mode among ``lr_modes``, random
         slice phase) and both are cropped back, so the LR patch has the context a whole volume
-        would give it.
+        would give it. Under the geometry augmentation the ``image`` (no ``factor``) or the ``lr``
+        patch is the simulated acquisition, and the HR ``image`` of a pair and the ``label`` are
+        turned with it.
         """
         size = tuple(self.smp["segmentation_patch"])
         margin = 2 * int(factor) if factor and factor > 1 else 0
@@ -281,6 +326,14 @@ class PatchSampler:
             i, centre, _kind = self.draw_centre(rng)
             s = self.subjects[i]
             p: AugmentParams = draw_params(rng, self.aug, size)
+            g = self.draw_acquisition(rng, factor or None, lr_noise_std if factor else None)
+            if g is not None:
+                anatomy, acquired, lab = (apply_geometric(a, p) for a in self.acquired_patch(s, centre, size, g))
+                if factor:
+                    out["lr"].append(apply_intensity(acquired, p)[None])
+                out["image"].append(apply_intensity(anatomy if factor else acquired, p)[None])
+                out["label"].append(lab[None].astype(np.float32))
+                continue
             hr = apply_geometric(extract_patch(s.image, centre, big), p)
             lab = apply_geometric(extract_patch(s.label, centre, size), p)
             crop = (slice(None), slice(None), slice(margin, margin + size[2]))
