@@ -149,3 +149,14 @@ def test_unknown_or_missing_device_is_a_user_error() -> None:
 )
 def test_student_factor_counts_model_grid_slices(spacing, factor):
     assert effective_lr_factor(np.diag([*spacing, 1.0]), np.ones(3)) == pytest.approx(factor)
+
+
+def test_the_field_of_view_interior_measures_room_like_the_edge_rule():
+    from plkd.inference.candidates import inside_field_of_view
+
+    inside = inside_field_of_view((10, 8, 4), (1.0, 1.0, 3.0), 3.0)
+    # Along x (1 mm): voxel i has min(i + 0.5, 9.5 - i) mm of image beyond it; 2.5 < 3 <= 3.5.
+    assert inside[:, 4, 1].tolist() == [False, False, False, True, True, True, True, False, False, False]
+    # Along z (3 mm slices): 1.5 mm and 4.5 mm of room.
+    assert inside[5, 4, :].tolist() == [False, True, True, False]
+    assert not inside_field_of_view((5, 5, 5), (1.0, 1.0, 1.0), 3.0).any()

@@ -27,9 +27,11 @@ from plkd.inference.blobs import blob_candidates, blob_settings
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.candidates import (
     MAX_CANDIDATES,
+    SCREENING_EDGE_MM,
     Candidate,
     add_blob_candidates,
     find_candidates,
+    inside_field_of_view,
     mask_on_score_grid,
 )
 from plkd.inference.click import ExistingPrediction, covers, dark_blob, match_existing
@@ -281,20 +283,23 @@ class Predictor:
         fcn = self.network(self.bundle.screening_name)
         scores = score_map(fcn, prep.data, self.state, tile=self.tile, on_tile=self._ticker("screen"))
         stride = np.asarray(getattr(fcn, "output_stride", (1, 1, 1)), dtype=int)
+        # Nothing at the end of the image takes a place in the caps: the FCN's padding artefacts
+        # there, and any candidate the field-of-view rule would reject anyway.
+        brain = np.asarray(prep.mask) > 0
         cands, capped = find_candidates(
             scores,
             lambda idx: score_grid_to_input(fcn, idx),
             prep.spacing,
             threshold,
             min_distance_mm,
-            mask=mask_on_score_grid(prep.mask, stride),
+            mask=mask_on_score_grid(brain & inside_field_of_view(brain.shape, prep.spacing, SCREENING_EDGE_MM), stride),
             max_candidates=self.max_candidates,
         )
         blob = self.blob_settings
         if blob["limit"] > 0:
             pos, _resp = blob_candidates(
                 prep.data,
-                prep.mask,
+                brain & inside_field_of_view(brain.shape, prep.spacing, FOV_MARGIN_MM),
                 prep.spacing,
                 scales_mm=blob["scales_mm"],
                 limit=blob["limit"],
