@@ -190,7 +190,7 @@ def test_fine_tuning_starts_every_stage_from_a_bundle(data_root, full_run, tmp_p
     # Exported, the fine-tuned bundle says where it started.
     assert main(["export", str(run), "--out", str(tmp_path / "ft-bundle")]) == 0
     man = json.loads((tmp_path / "ft-bundle" / "manifest.json").read_text())
-    assert man["training"]["init_from"] == str(bundle.resolve())
+    assert man["training"]["init_from"] == {"name": started.name, "manifest_sha256": started.manifest_sha256}
     assert man["training"]["stages"]["teacher"]["init_from"] == f"{started.name}:teacher"
     # A path that is not a bundle is one clear line before any training.
     capsys.readouterr()

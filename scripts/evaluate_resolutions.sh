@@ -28,7 +28,7 @@ for c in $conditions; do
     *) echo "unknown condition $c" >&2; exit 2 ;;
   esac
   # Images only (not labels or brain masks): the VALDO-style names of plkd synth.
-  mapfile -t images < <(find "$src" -name 'sub-*_desc-masked_*.nii.gz' | sort)
+  mapfile -t images < <(find -L "$src" -name 'sub-*_desc-masked_*.nii.gz' | sort)
   plkd predict "${images[@]}" --output-dir "$dir/pred" --model "$bundle" --progress none "${student[@]}"
   plkd evaluate "$dir/pred" "$src" --json "$dir/eval.json" --froc "$dir/froc.png" > "$dir/evaluate.txt"
 done

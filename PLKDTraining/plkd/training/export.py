@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -119,7 +120,7 @@ def export_run(
             "seed": cfg["seed"],
             "student_mode": mode,
             "target_factor": cfg["students"]["target_factor"],
-            "init_from": cfg.get("init_from") or None,
+            "init_from": _init_source(cfg.get("init_from")),
             "stages": {
                 k: {
                     "steps": v.get("steps"),
@@ -135,3 +136,16 @@ def export_run(
     }
     use_half = bool(cfg["export"]["half"]) if half is None else half
     return save_bundle(out, networks, manifest=manifest, half=use_half, overwrite=overwrite)
+
+
+def _init_source(path: str | None) -> dict[str, Any] | None:
+    """What a fine-tuned run started from: the bundle's name and manifest sha256 (never a local path)."""
+    if not path:
+        return None
+    manifest = Path(path) / "manifest.json"
+    try:
+        raw = manifest.read_bytes()
+        name = json.loads(raw).get("name")
+    except (OSError, ValueError, AttributeError):
+        return {"name": Path(path).name, "manifest_sha256": None}
+    return {"name": name, "manifest_sha256": hashlib.sha256(raw).hexdigest()}
