@@ -160,3 +160,15 @@ def test_the_field_of_view_interior_measures_room_like_the_edge_rule():
     # Along z (3 mm slices): 1.5 mm and 4.5 mm of room.
     assert inside[5, 4, :].tolist() == [False, True, True, False]
     assert not inside_field_of_view((5, 5, 5), (1.0, 1.0, 1.0), 3.0).any()
+
+
+def test_candidates_in_the_padding_band_come_after_all_others_and_the_cap_counts_them_last():
+    from plkd.inference.candidates import Candidate, interior_first
+
+    shape, spacing = (40, 40, 20), (1.0, 1.0, 1.0)
+    edge = [Candidate(position=np.array([20.0, 20.0, 16.0 + k]), score=0.99) for k in range(3)]  # 3.5-1.5 mm room
+    inside = [Candidate(position=np.array([10.0 + 5 * k, 20.0, 10.0]), score=0.6) for k in range(3)]
+    ordered, capped = interior_first(edge + inside, shape, spacing, limit=4)
+    assert [c.score for c in ordered] == [0.6, 0.6, 0.6, 0.99] and capped
+    assert np.allclose(ordered[3].position, [20.0, 20.0, 16.0])  # the edge candidate with most room first
+    assert interior_first(inside, shape, spacing, limit=4) == (inside, False)

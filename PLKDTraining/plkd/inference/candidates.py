@@ -55,10 +55,34 @@ def non_maximum_suppression(points_mm: np.ndarray, radius_mm: float, limit: int)
 
 
 #: The screening FCN pads with zeros; where the brain reaches the end of the image (a crop, a
-#: partial-coverage or thick-slab scan) its scores within this many mm of the border are artefacts
-#: of the padding (on a crop of a synthetic brain: 39 % of the outermost score voxels and 7 % of the
-#: next ones above 0.5, against 0.02 % inside), which would fill the candidate cap.
+#: partial-coverage or thick-slab scan) its scores within this many mm of the border are largely
+#: artefacts of the padding (on a crop of a synthetic brain: 39 % of the outermost score voxels and
+#: 7 % of the next ones above 0.5, against 0.02 % inside). Candidates there are ranked after all
+#: others, so they can never push a candidate from inside the image out of the candidate cap.
 SCREENING_EDGE_MM = 4.0
+
+
+def edge_room_mm(positions: np.ndarray, shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
+    """mm of image between each voxel position ``(M, 3)`` and the nearest border of a grid of ``shape``.
+
+    Voxel i of n along an axis has ``min(i + 0.5, n - 0.5 - i) * spacing`` mm beyond its centre, as
+    :func:`plkd.inference.predictor.fov_edge_veto` measures it.
+    """
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    n = np.asarray(shape, dtype=np.float64)
+    room = np.minimum(pos + 0.5, n - 0.5 - pos) * np.asarray(spacing, dtype=np.float64)
+    return room.min(axis=1) if len(pos) else np.zeros(0)
+
+
+def interior_first(
+    candidates: list[Candidate], shape: Sequence[int], spacing: Sequence[float], limit: int
+) -> tuple[list[Candidate], bool]:
+    """``candidates`` (strongest first) with those within :data:`SCREENING_EDGE_MM` of the border moved
+    behind all others (each group keeps its order), cut to ``limit``; and whether the cut removed any."""
+    room = edge_room_mm(np.array([c.position for c in candidates]), shape, spacing)
+    ordered = [c for c, r in zip(candidates, room, strict=True) if r >= SCREENING_EDGE_MM]
+    ordered += [c for c, r in zip(candidates, room, strict=True) if r < SCREENING_EDGE_MM]
+    return ordered[:limit], len(ordered) > limit
 
 
 def inside_field_of_view(shape: Sequence[int], spacing: Sequence[float], margin_mm: float) -> np.ndarray:

@@ -27,11 +27,11 @@ from plkd.inference.blobs import blob_candidates, blob_settings
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.candidates import (
     MAX_CANDIDATES,
-    SCREENING_EDGE_MM,
     Candidate,
     add_blob_candidates,
     find_candidates,
     inside_field_of_view,
+    interior_first,
     mask_on_score_grid,
 )
 from plkd.inference.click import ExistingPrediction, covers, dark_blob, match_existing
@@ -283,23 +283,25 @@ class Predictor:
         fcn = self.network(self.bundle.screening_name)
         scores = score_map(fcn, prep.data, self.state, tile=self.tile, on_tile=self._ticker("screen"))
         stride = np.asarray(getattr(fcn, "output_stride", (1, 1, 1)), dtype=int)
-        # Nothing at the end of the image takes a place in the caps: the FCN's padding artefacts
-        # there, and any candidate the field-of-view rule would reject anyway.
+        # Nothing the field-of-view rule would reject takes a place in the caps, and candidates in the
+        # FCN's padding band come after all others (see SCREENING_EDGE_MM).
         brain = np.asarray(prep.mask) > 0
-        cands, capped = find_candidates(
+        judged = brain & inside_field_of_view(brain.shape, prep.spacing, FOV_MARGIN_MM)
+        cands, _ = find_candidates(
             scores,
             lambda idx: score_grid_to_input(fcn, idx),
             prep.spacing,
             threshold,
             min_distance_mm,
-            mask=mask_on_score_grid(brain & inside_field_of_view(brain.shape, prep.spacing, SCREENING_EDGE_MM), stride),
-            max_candidates=self.max_candidates,
+            mask=mask_on_score_grid(judged, stride),
+            max_candidates=EDGE_POOL_FACTOR * self.max_candidates,
         )
+        cands, capped = interior_first(cands, brain.shape, prep.spacing, self.max_candidates)
         blob = self.blob_settings
         if blob["limit"] > 0:
             pos, _resp = blob_candidates(
                 prep.data,
-                brain & inside_field_of_view(brain.shape, prep.spacing, FOV_MARGIN_MM),
+                judged,
                 prep.spacing,
                 scales_mm=blob["scales_mm"],
                 limit=blob["limit"],
@@ -532,6 +534,8 @@ def _report_existing(out: PredictionResult, existing: ExistingPrediction, point:
 
 #: A candidate whose centre lies closer than this (mm) to the end of the image is not kept.
 FOV_MARGIN_MM = 3.0
+#: FCN candidates gathered before the edge band is moved last and the cap applied (times the cap).
+EDGE_POOL_FACTOR = 10
 
 
 def fov_edge_veto(volume: Volume, centre_ras: np.ndarray, margin_mm: float = FOV_MARGIN_MM) -> str | None:
