@@ -165,16 +165,24 @@ def detect_modality(path: str | Path, dicom: Mapping[str, Any] | None = None) ->
     return ModalityDecision("T2S", "default", "no sequence information in the metadata or the file name; T2* assumed")
 
 
+def normalise_modality(text: str | None) -> str:
+    """A stated modality as ``auto``, ``T2S`` or ``SWI`` (``T2*``, ``None`` = auto, any case).
+
+    Raises ValueError for anything else.
+    """
+    value = "auto" if text is None else str(text).strip()
+    key = "auto" if value.lower() == "auto" else value.upper().replace("T2*", "T2S")
+    if key not in CHOICES:
+        raise ValueError(f"modality must be one of {', '.join(CHOICES)}, not {text!r}")
+    return key
+
+
 def decide_modality(stated: str, path: str | Path, dicom: Mapping[str, Any] | None = None) -> ModalityDecision:
     """``stated`` (``T2S``/``SWI``) as the user's decision, or :func:`detect_modality` for ``auto``.
 
     Raises ValueError for any other ``stated``.
     """
-    key = stated.upper() if stated.lower() != "auto" else "auto"
-    if key == "T2*":
-        key = "T2S"
-    if key not in CHOICES:
-        raise ValueError(f"modality must be one of {', '.join(CHOICES)}, not {stated!r}")
+    key = normalise_modality(stated)
     if key == "auto":
         return detect_modality(path, dicom)
     return ModalityDecision(key, "stated", f"--modality {key}")

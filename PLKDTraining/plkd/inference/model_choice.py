@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from plkd.errors import BundleError, PLKDError
-from plkd.inference.modality import CHOICES, MODALITIES, ModalityDecision, decide_modality
+from plkd.inference.modality import MODALITIES, ModalityDecision, decide_modality
+from plkd.inference.modality import normalise_modality as modality_choice
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,14 @@ class ChosenModel:
 
 
 def normalise_modality(text: str | None) -> str:
-    """``--modality`` as ``auto``, ``T2S`` or ``SWI`` (``T2*`` and any case accepted).
+    """``--modality`` as ``auto``, ``T2S`` or ``SWI`` (:func:`plkd.inference.modality.normalise_modality`).
 
     Raises PLKDError for anything else.
     """
-    value = "auto" if text is None else str(text).strip()
-    key = "auto" if value.lower() == "auto" else value.upper().replace("T2*", "T2S")
-    if key not in CHOICES:
-        raise PLKDError(f"--modality must be auto, T2S (T2*) or SWI, not {text!r}")
-    return key
+    try:
+        return modality_choice(text)
+    except ValueError:
+        raise PLKDError(f"--modality must be auto, T2S (T2*) or SWI, not {text!r}") from None
 
 
 def manifest_digest(bundle: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from plkd.errors import PLKDError
 from plkd.inference.blobs import blob_settings
 from plkd.models import build_network
 from plkd.training.checkpoint import DONE_NAME, FINAL_NAME, load_weights
+from plkd.training.init_from import init_bundle
 from plkd.training.loop import is_done
 from plkd.training.students import students_dir
 
@@ -142,10 +142,8 @@ def _init_source(path: str | None) -> dict[str, Any] | None:
     """What a fine-tuned run started from: the bundle's name and manifest sha256 (never a local path)."""
     if not path:
         return None
-    manifest = Path(path) / "manifest.json"
     try:
-        raw = manifest.read_bytes()
-        name = json.loads(raw).get("name")
-    except (OSError, ValueError, AttributeError):
+        bundle = init_bundle({"init_from": path})
+    except PLKDError:  # moved or deleted since training: its folder name is all that is known
         return {"name": Path(path).name, "manifest_sha256": None}
-    return {"name": name, "manifest_sha256": hashlib.sha256(raw).hexdigest()}
+    return {"name": bundle.name, "manifest_sha256": bundle.manifest_sha256}
