@@ -19,6 +19,7 @@ from plkd.training.data import load_training_data
 from plkd.training.export import export_run
 from plkd.training.loop import StageSpec, TrainContext, run_stage
 from plkd.training.pipeline import make_context, train
+from plkd.training.screening import mine_hard_negatives
 from plkd.training.segmentation import _loss as teacher_loss
 from plkd.training.segmentation import build_segmenter
 from plkd.training.students import factor_chain, load_teacher, plan_stages, state_checksum
@@ -197,6 +198,23 @@ def test_fine_tuning_starts_every_stage_from_a_bundle(data_root, full_run, tmp_p
     bad = ["train", "all", "--data", str(data_root), "--out", str(tmp_path / "bad"), "--config", "tiny"]
     assert main([*bad, "--init-from", str(tmp_path / "nope")]) == 2
     assert "plkd: error: init_from: no such bundle" in capsys.readouterr().err
+
+
+def test_screening_fine_tune_mines_the_starting_networks_false_positives(data_root, full_run, tmp_path):
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(full_run), "--out", str(bundle), "--fp32"]) == 0
+    # What the starting network proposes away from the microbleeds, counted directly.
+    cfg = set_value(load_config("tiny"), "sampling.screening_candidates", "5")
+    data = load_training_data(data_root, cfg)
+    expected = mine_hard_negatives(load_bundle(bundle).network("screening"), data, 5, torch.device("cpu"))
+    assert expected > 0
+    args = ["train", "screening", "--data", str(data_root), "--config", "tiny", "--progress", "none"]
+    args += ["--init-from", str(bundle), "--set", "screening.steps=1", "--set", "sampling.screening_candidates=5"]
+    assert main([*args, "--out", str(tmp_path / "mined"), "--set", "screening.mine_init=true"]) == 0
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    done = json.loads((tmp_path / "mined" / "screening" / "done.json").read_text())
+    assert done["mined_from_init"] == expected
+    assert "mined_from_init" not in json.loads((tmp_path / "plain" / "screening" / "done.json").read_text())
 
 
 def test_cv_two_folds(tmp_path):

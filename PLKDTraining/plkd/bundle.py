@@ -681,3 +681,21 @@ def _peek_modality(candidate: Path) -> str | None:
                 if names:
                     return json.loads(zf.read(min(names, key=len))).get("modality")
     return None
+
+
+def resolve_bundle(model: Any) -> tuple[Any, str]:
+    """A loaded bundle and its display name from a bundle, a path or ``None`` (the installed T2* bundle).
+
+    Raises :class:`BundleError` when ``None`` is given and no bundle is installed.
+    """
+    if model is None:
+        path = find_default_bundle()
+        if path is None:
+            raise BundleError(
+                "no model bundle found; give one with --model BUNDLE (train one with 'plkd train' + 'plkd export')"
+            )
+        model = path
+    if hasattr(model, "network"):
+        return model, str(getattr(model, "manifest", {}).get("name", "model"))
+    bundle = load_bundle(Path(model))
+    return bundle, f"{bundle.manifest.get('name', Path(model).name)} ({Path(model)})"

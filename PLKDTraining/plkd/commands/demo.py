@@ -111,7 +111,7 @@ def _predict_and_report(
     args: argparse.Namespace, subject: Any, image_path: Path, model: Path, warning: str | None
 ) -> int:
     from plkd.atomic import write_json_atomic
-    from plkd.inference.batch import resolve_bundle
+    from plkd.bundle import resolve_bundle
     from plkd.inference.outputs import output_paths, write_prediction
     from plkd.inference.overview import write_gallery, write_overview
     from plkd.inference.predictor import Predictor

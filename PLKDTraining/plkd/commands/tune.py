@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Tune, write the bundle and print the table of thresholds and validation metrics."""
     from plkd.atomic import check_output_location
-    from plkd.inference.batch import resolve_bundle
+    from plkd.bundle import resolve_bundle
     from plkd.tuning import format_report, tune_thresholds
 
     check_output_location(args.out, kind="folder", what="--out")

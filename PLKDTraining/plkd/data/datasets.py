@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from plkd.errors import InputError
+from plkd.modalities import MODALITIES
 from plkd.naming import is_nifti, strip_nifti_suffix, subject_id
 from plkd.volumes import Volume, check_same_grid, load_label, load_volume
 
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 LAYOUTS = ("auto", "synth", "valdo", "folder")
 #: ``format`` of a ``plkd synth`` manifest this reader understands.
 SYNTH_FORMAT = "plkd-synth/1"
-#: Modalities of the VALDO-style names.
-MODALITIES = ("T2S", "SWI")
 
 _NII = r"\.nii(?:\.gz)?$"
 _VALDO_IMAGE = re.compile(

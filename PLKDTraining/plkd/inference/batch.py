@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from plkd import __version__
 from plkd.dicom import load_dicom_series
-from plkd.errors import BundleError, InputError, PLKDError
+from plkd.errors import InputError, PLKDError
 from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings
 from plkd.inference.model_choice import DISPLAY, ModelChooser, modality_record
 from plkd.inference.outputs import (
@@ -384,20 +384,3 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         text += f"; {DISPLAY[model.modality or decision.modality]} model ({decision.reason})"
     prog.message(text, input=str(scan.path), n_microbleeds=n)
     return record
-
-
-def resolve_bundle(model: Any) -> tuple[Any, str]:
-    """A loaded bundle and its display name; ``None`` means the installed default bundle."""
-    from plkd.bundle import find_default_bundle, load_bundle
-
-    if model is None:
-        path = find_default_bundle()
-        if path is None:
-            raise BundleError(
-                "no model bundle found; give one with --model BUNDLE (train one with 'plkd train' + 'plkd export')"
-            )
-        model = path
-    if hasattr(model, "network"):
-        return model, str(getattr(model, "manifest", {}).get("name", "model"))
-    bundle = load_bundle(Path(model))
-    return bundle, f"{bundle.manifest.get('name', Path(model).name)} ({Path(model)})"

@@ -31,8 +31,8 @@ from typing import Any
 
 import nibabel as nib
 
-#: The modalities a bundle can be made for (manifest ``modality``).
-MODALITIES = ("T2S", "SWI")
+from plkd.modalities import MODALITIES
+
 #: ``--modality`` choices.
 CHOICES = ("auto", *MODALITIES)
 

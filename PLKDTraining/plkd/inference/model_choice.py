@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import plkd.bundle
+from plkd.bundle import resolve_bundle
 from plkd.errors import BundleError, PLKDError
-from plkd.inference.modality import MODALITIES, ModalityDecision, decide_modality
+from plkd.inference.modality import ModalityDecision, decide_modality
 from plkd.inference.modality import normalise_modality as modality_choice
+from plkd.modalities import MODALITIES
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,6 @@ class ModelChooser:
     """
 
     def __init__(self, model: Any, modality: str | None, make_predictor: Callable[[Any], Any]) -> None:
-        from plkd.bundle import find_default_bundle
-
         self.stated = normalise_modality(modality)
         self._make_predictor = make_predictor
         self._loaded: dict[str, ChosenModel] = {}
@@ -79,7 +80,7 @@ class ModelChooser:
         if model is not None:
             self.fixed = self._load(model)
             return
-        self.installed = {m: p for m in MODALITIES if (p := find_default_bundle(m)) is not None}
+        self.installed = {m: p for m in MODALITIES if (p := plkd.bundle.find_default_bundle(m)) is not None}
         if not self.installed:
             raise BundleError(
                 "no model bundle found; give one with --model BUNDLE (train one with 'plkd train' + 'plkd export')"
@@ -91,8 +92,6 @@ class ModelChooser:
             )
 
     def _load(self, model: Any) -> ChosenModel:
-        from plkd.inference.batch import resolve_bundle
-
         key = str(model) if not hasattr(model, "network") else f"id:{id(model)}"
         if key not in self._loaded:
             bundle, name = resolve_bundle(model)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from plkd.bundle import DEFAULT_THRESHOLDS
+from plkd.bundle import DEFAULT_THRESHOLDS, load_bundle, resolve_bundle
 from plkd.errors import BundleError, InputError, PLKDError
 from plkd.inference.blobs import blob_candidates, blob_settings
 from plkd.inference.brainmask import resolve_brain_mask
@@ -96,12 +96,8 @@ class ScreeningResult(NamedTuple):
 
 def _load_bundle(bundle: Any) -> Any:
     if bundle is None:  # the installed model, as ``plkd predict`` without --model
-        from plkd.inference.batch import resolve_bundle
-
         return resolve_bundle(None)[0]
     if isinstance(bundle, str | os.PathLike):
-        from plkd.bundle import load_bundle
-
         return load_bundle(Path(bundle))
     return bundle
 

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from plkd.modalities import MODALITIES
 from plkd.synth.anatomy import WarpedAnatomy
 from plkd.synth.domain import STANDARD, Domain
 from plkd.synth.fields import SmoothField
-
-MODALITIES = ("T2S", "SWI")
 
 
 @dataclass(frozen=True)

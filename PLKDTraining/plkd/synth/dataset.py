@@ -21,6 +21,7 @@ import numpy as np
 from plkd import __version__
 from plkd.atomic import write_json_atomic
 from plkd.errors import PLKDError
+from plkd.modalities import MODALITIES
 from plkd.progress import Progress, ProgressMode
 from plkd.synth.domain import DOMAINS
 from plkd.synth.lesions import MODELS
@@ -109,8 +110,8 @@ def write_dataset(
         raise PLKDError(f"number of subjects must be 1-100000, not {n_subjects}")
     if int(jobs) < 1:
         raise PLKDError(f"jobs must be at least 1, not {jobs}")
-    if modality not in ("T2S", "SWI"):
-        raise PLKDError(f"modality must be T2S or SWI, not {modality!r}")
+    if modality not in MODALITIES:
+        raise PLKDError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
     if lesion_model not in MODELS:
         raise PLKDError(f"microbleed model must be one of {', '.join(MODELS)}, not {lesion_model!r}")
     if not 0.3 <= float(fine_spacing) <= 4.0:

@@ -10,8 +10,9 @@ import numpy as np
 from scipy import ndimage
 
 from plkd.errors import PLKDError
+from plkd.modalities import MODALITIES
 from plkd.synth.anatomy import Deformation, load_template, warp_template
-from plkd.synth.contrast import MODALITIES, Contrast, bias_field, rician, tissue_signal
+from plkd.synth.contrast import Contrast, bias_field, rician, tissue_signal
 from plkd.synth.domain import get_domain
 from plkd.synth.grid import SynthGrid
 from plkd.synth.lesions import LABEL_DROP, MODELS, draw_count, microbleed_record, place_microbleeds, render_microbleed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import zlib
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,11 @@ from plkd.losses import screening_loss
 from plkd.models import build_network
 from plkd.training.data import TrainingData
 from plkd.training.init_from import initial_weights
-from plkd.training.loop import Batch, StageSpec, TrainContext, run_stage, validation_batches
+from plkd.training.loop import Batch, StageSpec, TrainContext, is_done, run_stage, validation_batches
 from plkd.training.sampling import SubjectArrays
 
 SALT = zlib.crc32(b"screening")
+log = logging.getLogger(__name__)
 
 
 class ScreeningPatchModel(nn.Module):
@@ -80,6 +83,13 @@ def train_screening(
 ) -> tuple[nn.Module, dict]:
     """Train (or load, when finished) the screening FCN; returns ``(net, summary)``."""
     spec = screening_stage(run_dir, cfg, data, ctx.seed)
+    limit = int(cfg["sampling"]["screening_candidates"])
+    if cfg["screening"]["mine_init"] and "init_from" in spec.summary and limit > 0 and not is_done(spec.out_dir):
+        # Fine-tuning: the starting network's own false positives (mostly veins) are the patches it
+        # must learn to reject. Mined again, identically, when the stage resumes.
+        n = mine_hard_negatives(copy.deepcopy(spec.export_module).to(ctx.device), data, limit, ctx.device)
+        log.info("added %d false positives of the starting screening network as hard negatives", n)
+        spec.summary["mined_from_init"] = n
     summary = run_stage(spec, ctx)
     return spec.exported, summary
 
