@@ -10,7 +10,7 @@ import nibabel as nib
 import pytest
 
 from plkd.cli import main
-from plkd.inference.modality import decide_modality, detect_modality, modality_of_text
+from plkd.inference.modality import decide_modality, detect_modality, modality_of_text, projection_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
@@ -146,6 +146,30 @@ def test_a_missing_model_or_a_mismatch_is_a_warning(tmp_path, installed):
         "model_modality": "T2S",
     }
     assert any("trained on T2* images" in w for w in doc["warnings"])
+
+
+def test_a_projection_over_slices_is_recognised(tmp_path):
+    # Siemens' minimum-intensity projection, by series description, ImageType, BIDS suffix.
+    assert projection_reason(tmp_path / "x", {"series_description": "mIP_Images(SW)"}) is not None
+    scan = _nifti(tmp_path / "sub-01_swi.nii.gz")
+    assert projection_reason(scan) is None
+    (tmp_path / "sub-01_swi.json").write_text(json.dumps({"ImageType": ["DERIVED", "PRIMARY", "MNIP", "NORM"]}))
+    assert "MNIP" in projection_reason(scan)
+    assert projection_reason(_nifti(tmp_path / "sub-02_minIP.nii.gz")) == "the word 'minip' in the file name"
+    # The SWI magnitude itself, and words that only contain the letters, are not projections.
+    assert projection_reason(tmp_path / "x", {"image_type": ["ORIGINAL", "PRIMARY", "M", "SWI"]}) is None
+    assert projection_reason(_nifti(tmp_path / "mipmap_T2starw.nii.gz")) is None
+
+
+def test_a_projection_is_analysed_with_a_warning(tmp_path, installed):
+    _install(installed, ("T2S", "SWI"))
+    scan = _nifti(tmp_path / "in" / "sub-01_minIP.nii.gz")
+    assert main(["predict", str(scan), "-o", str(tmp_path / "out"), "--progress", "none"]) == 0
+    doc = _doc(tmp_path / "out", "sub-01_minIP")
+    assert doc["modality"]["modality"] == "SWI"
+    warned = [w for w in doc["warnings"] if "projection over several slices" in w]
+    assert len(warned) == 1 and "positions, sizes and counts are unreliable" in warned[0]
+    assert warned[0] in doc["notes"]
 
 
 def test_an_unknown_modality_is_refused(tmp_path, capsys):

@@ -19,7 +19,8 @@ from plkd.training.data import load_training_data
 from plkd.training.export import export_run
 from plkd.training.loop import StageSpec, TrainContext, run_stage
 from plkd.training.pipeline import make_context, train
-from plkd.training.screening import mine_hard_negatives
+from plkd.training.sampling import SubjectArrays
+from plkd.training.screening import mine_hard_negatives, screening_false_positives
 from plkd.training.segmentation import _loss as teacher_loss
 from plkd.training.segmentation import build_segmenter
 from plkd.training.students import factor_chain, load_teacher, plan_stages, state_checksum
@@ -198,6 +199,31 @@ def test_fine_tuning_starts_every_stage_from_a_bundle(data_root, full_run, tmp_p
     bad = ["train", "all", "--data", str(data_root), "--out", str(tmp_path / "bad"), "--config", "tiny"]
     assert main([*bad, "--init-from", str(tmp_path / "nope")]) == 2
     assert "plkd: error: init_from: no such bundle" in capsys.readouterr().err
+
+
+class _ScoresOutsideTheBrain(torch.nn.Module):
+    """A stand-in screening network that scores highest where the image is 0 (outside the brain),
+    as the real FCN does on the dark rim around a skull-stripped brain, and ranks dark spots inside."""
+
+    output_stride = (1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x == 0, torch.full_like(x, 9.0), -x)
+
+
+def test_mined_false_positives_are_the_strongest_peaks_inside_the_brain(data_root):
+    data = load_training_data(data_root, load_config("tiny"))
+    subject = data.sampler.subjects[0]
+    mask = np.zeros_like(subject.mask)
+    mask[4:-4, 4:-4, 3:-3] = True
+    tissue = np.where(subject.image == 0, 0.5, subject.image)  # no exact zeros inside the brain
+    image = np.where(mask, tissue, 0.0).astype(np.float32)
+    brain = SubjectArrays(subject.id, image, subject.label, mask, subject.affine)
+    peaks = screening_false_positives(_ScoresOutsideTheBrain(), brain, 10, torch.device("cpu"))
+    assert len(peaks) == 10 and mask[tuple(peaks.T)].all()
+    # The darkest local minimum of the brain comes first.
+    darkest = min(image[tuple(p)] for p in np.argwhere(mask))
+    assert image[tuple(peaks[0])] == darkest
 
 
 def test_screening_fine_tune_mines_the_starting_networks_false_positives(data_root, full_run, tmp_path):

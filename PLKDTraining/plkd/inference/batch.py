@@ -23,6 +23,7 @@ from plkd import __version__
 from plkd.dicom import load_dicom_series
 from plkd.errors import InputError, PLKDError
 from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings
+from plkd.inference.modality import projection_reason
 from plkd.inference.model_choice import DISPLAY, ModelChooser, modality_record
 from plkd.inference.outputs import (
     NO_OUTPUTS,
@@ -329,6 +330,14 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         model, decision, mismatch = opt.models.choose(scan.series.folder if scan.series else scan.path, dicom)
         if mismatch:
             log.warning(mismatch)
+        if (projection := projection_reason(scan.series.folder if scan.series else scan.path, dicom)) is not None:
+            log.warning(
+                "%s looks like a projection over several slices (%s): microbleeds and veins of neighbouring "
+                "slices overlap in it, so positions, sizes and counts are unreliable; analyse the SWI "
+                "magnitude or T2* series itself",
+                scan.path.name,
+                projection,
+            )
         predictor = model.predictor
         prog.advance()
         t_load = time.perf_counter() - t0

@@ -18,6 +18,10 @@ Only whole words count: ``clearswi-small/sub-01_GRE.nii.gz`` is GRE (the folder 
 product names matched below. A source naming both wins for SWI, itself a GRE sequence
 ("swi_3d_gre"). No evidence at all means T2*, the default and the more common clinical
 sequence, and the decision says so.
+
+A projection over several slices (SWI's minimum-intensity projection) is recognised from the same
+sources (:func:`projection_reason`); ``plkd predict`` analyses it with a warning, as its positions
+and counts cannot be trusted.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ _WORDS = {
     "SWI": re.compile(r"^(swi|swip|swan|minip|mnip|mip_swi|venbold|susceptibility)(\d\w*)?$"),
     "T2S": re.compile(r"^(t2s|t2star|t2starw|t2starweighted|t2sw|gre|megre|fl3d|fl2d|ffe|t2ffe|hemo)(\d\w*)?$"),
 }
+#: Whole words (lower case) that mark a projection over several slices: SWI's minimum-intensity
+#: projection ("mIP_Images(SW)", ImageType ``MNIP``, BIDS ``_minIP``), any maximum-intensity one,
+#: and DICOM's ImageType value ``PROJECTION IMAGE``.
+_PROJECTION_WORDS = re.compile(r"^(minip|mnip|mip|minimumip|projection)(\d\w*)?$")
 #: Sidecar / DICOM fields read, most specific first.
 _FIELDS = ("SequenceName", "ImageType", "PulseSequenceName", "SeriesDescription", "ProtocolName")
 #: The same fields as :func:`plkd.dicom.load_dicom_series` records them.
@@ -163,6 +171,42 @@ def detect_modality(path: str | Path, dicom: Mapping[str, Any] | None = None) ->
     if (d := _from_name(path)) is not None:
         return d
     return ModalityDecision("T2S", "default", "no sequence information in the metadata or the file name; T2* assumed")
+
+
+def _projection_words(text: str) -> str | None:
+    return next((w for w in words(text) if _PROJECTION_WORDS.match(w)), None)
+
+
+def projection_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) -> str | None:
+    """Why the scan at ``path`` looks like a projection over several slices, or None.
+
+    A minimum-intensity projection (the usual second SWI series) takes, for each pixel, the
+    darkest value over a slab of 4-16 mm: veins join up, and a microbleed appears on every
+    projected slice its slab covers, so positions, sizes and counts found on it are wrong. The same
+    sources as :func:`detect_modality` are read (DICOM tags, JSON sidecar, NIfTI description, the
+    file name's words). Never raises.
+    """
+    path = Path(path)
+    sources: list[tuple[str, Mapping[str, Any]]] = []
+    if dicom:
+        sources.append(("dicom", {k: dicom.get(v) for k, v in _DICOM_KEYS.items()}))
+    if path.suffix.lower() in (".nii", ".gz"):
+        sources.append(("sidecar", _read_sidecar(path)))
+        sources.append(("header", {"description": _header_text(path)}))
+    for source, fields in sources:
+        for key, value in fields.items():
+            if value is None or value == "":
+                continue
+            text = " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+            if _projection_words(text) is not None:
+                return f"{source} {key} {text.strip()!r}"
+    stem = path.name
+    for ext in (".nii.gz", ".nii", ".dcm"):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+    if (word := _projection_words(stem)) is not None:
+        return f"the word '{word}' in the file name"
+    return None
 
 
 def normalise_modality(text: str | None) -> str:

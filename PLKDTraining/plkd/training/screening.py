@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from plkd.inference.candidates import local_maxima, mask_on_score_grid
 from plkd.inference.device import DeviceState
-from plkd.inference.screening import score_map
+from plkd.inference.screening import score_grid_to_input, score_map
 from plkd.losses import screening_loss
 from plkd.models import build_network
 from plkd.training.data import TrainingData
@@ -98,21 +99,19 @@ def train_screening(
 def screening_false_positives(net: nn.Module, subject: SubjectArrays, limit: int, device: torch.device) -> np.ndarray:
     """Input-voxel centres ``(M, 3)`` of the ``limit`` highest score peaks of ``net`` in the brain.
 
-    Peaks near true microbleeds are removed by the sampler (:meth:`PatchSampler.add_hard_negatives`);
-    what remains are the mimics this screening network confuses with microbleeds.
+    Peaks are found inside the brain first, then ranked, as inference does (ranking first would
+    spend the whole budget on the dark rim around the brain, where the FCN scores highest but no
+    candidate is ever taken). Peaks near true microbleeds are removed by the sampler
+    (:meth:`PatchSampler.add_hard_negatives`); what remains are the mimics this screening network
+    confuses with microbleeds.
     """
-    from scipy import ndimage
-
     net.eval()
     scores = score_map(net, subject.image, DeviceState(device, 1))
-    peaks = (scores == ndimage.maximum_filter(scores, size=3)) & (scores > 0.05)
-    idx = np.argwhere(peaks)
-    if len(idx) == 0:
-        return np.zeros((0, 3), dtype=np.int64)
-    order = np.argsort(-scores[tuple(idx.T)])[:limit]
-    coords = np.rint(net.output_to_input_coords(idx[order])).astype(np.int64)
+    stride = np.asarray(getattr(net, "output_stride", (1, 1, 1)), dtype=int)
+    idx = local_maxima(scores, 0.05, mask_on_score_grid(subject.mask, stride))
+    coords = np.rint(score_grid_to_input(net, idx)).astype(np.int64).reshape(-1, 3)
     coords = np.clip(coords, 0, np.asarray(subject.image.shape) - 1)
-    return coords[subject.mask[tuple(coords.T)]]
+    return coords[subject.mask[tuple(coords.T)]][:limit]
 
 
 def mine_hard_negatives(net: nn.Module, data: TrainingData, limit: int, device: torch.device) -> int:
