@@ -12,6 +12,7 @@ The run adopts the bundle's network architectures, so the weights always fit.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import torch
 
 from plkd.bundle import Bundle, load_bundle
 from plkd.errors import BundleError, ConfigError
+from plkd.models import NETWORKS
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,17 @@ def init_bundle(cfg: dict[str, Any]) -> Bundle | None:
     return _bundle(str(Path(path).resolve()))
 
 
+def _with_defaults(kind: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """``hparams`` completed with the network class's own defaults (``in_channels: 1`` written out or
+    not is the same network)."""
+    cls = NETWORKS.get(kind)
+    if cls is None:
+        return dict(hparams)
+    params = inspect.signature(cls.__init__).parameters.values()
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return {**defaults, **hparams}
+
+
 def adopt_architectures(cfg: dict[str, Any]) -> dict[str, Any]:
     """``cfg`` with its screening and segmenter networks replaced by the ``init_from`` bundle's.
 
@@ -68,7 +81,9 @@ def adopt_architectures(cfg: dict[str, Any]) -> dict[str, Any]:
     out = {**cfg, "networks": {**cfg["networks"]}}
     for role, net in wanted.items():
         current = cfg["networks"][role]
-        if current.get("kind") != net["kind"] or dict(current.get("hparams", {})) != net["hparams"]:
+        if current.get("kind") != net["kind"] or _with_defaults(net["kind"], current.get("hparams", {})) != (
+            _with_defaults(net["kind"], net["hparams"])
+        ):
             log.info(
                 "init_from %s: %s network set to the bundle's %s %s", bundle.name, role, net["kind"], net["hparams"]
             )
