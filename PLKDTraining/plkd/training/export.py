@@ -27,7 +27,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _load_stage(stage_dir: Path) -> tuple[Any, dict[str, Any]]:
+def load_stage(stage_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """A finished stage's network (eval mode) and its ``done.json`` summary; PLKDError if unfinished."""
     if not is_done(stage_dir):
         raise PLKDError(f"{stage_dir} has not finished training; run 'plkd train' first")
     summary = _read_json(stage_dir / DONE_NAME)
@@ -75,16 +76,16 @@ def export_run(
         raise PLKDError(f"{run} is not a training run (no config.yaml)")
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
     info = _read_json(run / "run.json") if (run / "run.json").is_file() else {}
-    screening, sc_sum = _load_stage(run / "screening")
+    screening, sc_sum = load_stage(run / "screening")
     networks: dict[str, dict[str, Any]] = {"screening": {"module": screening, "role": "screening"}}
     stage_info = {"screening": sc_sum}
     if include_teacher:
-        teacher, stage_info["teacher"] = _load_stage(run / "teacher")
+        teacher, stage_info["teacher"] = load_stage(run / "teacher")
         networks["teacher"] = {"module": teacher, "role": "segmenter", "lr_factor": 1}
     chosen = list(students) if students is not None else default_students(run, mode)
     factors: dict[int, str] = {}
     for stage in chosen:
-        net, summary = _load_stage(students_dir(run, mode) / stage)
+        net, summary = load_stage(students_dir(run, mode) / stage)
         factor = int(summary["lr_factor"])
         if factor in factors:
             raise PLKDError(f"students {factors[factor]} and {stage} both have LR factor {factor}; export one of them")
