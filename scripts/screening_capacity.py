@@ -28,7 +28,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from replace_screening import replace_screening  # noqa: E402
+from replace_networks import replace_networks  # noqa: E402
 from screening_recall import SIZE_BINS, recall  # noqa: E402
 
 from plkd.bundle import find_default_bundle  # noqa: E402
@@ -101,7 +101,7 @@ def main() -> None:
         done = train_width(args.train, run, width, args.steps)
         bundle = work / f"bundle-width{width}"
         if not (bundle / "manifest.json").is_file():
-            replace_screening(base, str(run), str(bundle), f"screening-width{width}")
+            replace_networks(base, str(run), str(bundle), ["screening"], f"screening-width{width}")
         predictor = Predictor(bundle, device="cpu")
         found = {name: recall(predictor, subjects, mode, factor, 50, 3.0) for mode, factor, name in CONDITIONS}
         row = {

@@ -1,0 +1,78 @@
+"""A copy of a model bundle with some networks taken from a training run; everything else is kept.
+
+Used after a fine-tune of some stages (``plkd train screening|teacher --init-from BUNDLE``): the
+other networks, their calibration and thresholds, and the blob source stay as they are. Thresholds
+and calibration act on the old networks' outputs, so tune the copy again (``plkd tune``) before
+using it. The copy's ``metrics`` are dropped (they were measured with the old networks),
+``training.stages.<stage>`` describes each new network and ``training.replaced`` names the bundle
+they were put into and the stages replaced.
+
+    python scripts/replace_networks.py BUNDLE RUN OUT [--stages screening,teacher] [--name NAME]
+
+RUN is the run folder (``RUN/screening/done.json``, ``RUN/teacher/done.json``). Writes OUT
+atomically; refuses an existing OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from plkd.bundle import load_bundle, save_bundle
+from plkd.errors import PLKDError
+from plkd.pins import manifest_digest
+from plkd.training.export import load_stage
+
+#: Run stages that can replace a network, and the bundle network each replaces.
+STAGES = {"screening": "screening", "teacher": "teacher"}
+_FILLED_BY_SAVE = ("kind", "hparams", "file", "sha256", "parameters", "dtype")
+
+
+def replace_networks(bundle_path: str, run: str, out: str, stages: Sequence[str], name: str | None) -> None:
+    """Write OUT: ``bundle_path``'s networks and manifest with ``run``'s networks of ``stages``."""
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise PLKDError(f"cannot replace {unknown}; choose from {sorted(STAGES)}")
+    bundle = load_bundle(bundle_path)
+    manifest = {k: copy.deepcopy(v) for k, v in bundle.manifest.items() if k not in ("networks", "metrics")}
+    manifest["name"] = name or f"{bundle.name}-{'-'.join(stages)}-ft"
+    training = manifest.setdefault("training", {})
+    raw = (bundle.root / "manifest.json").read_bytes()
+    training["replaced"] = {"name": bundle.name, "manifest_sha256": manifest_digest(raw), "stages": list(stages)}
+    new = {}
+    for stage in stages:
+        net, summary = load_stage(Path(run) / stage)
+        new[STAGES[stage]] = net
+        training.setdefault("stages", {})[stage] = {
+            k: summary.get(k) for k in ("steps", "final_loss", "time_s", "init_from", "mined_from_init")
+        }
+    networks = {}
+    for net_name, entry in bundle.manifest["networks"].items():
+        keep = {k: v for k, v in entry.items() if k not in _FILLED_BY_SAVE}
+        module = new.get(net_name)
+        networks[net_name] = {"module": module if module is not None else bundle.network(net_name).float(), **keep}
+    save_bundle(out, networks, manifest=manifest, half=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle")
+    parser.add_argument("run")
+    parser.add_argument("out")
+    parser.add_argument("--stages", default="screening", help="comma-separated: screening, teacher")
+    parser.add_argument("--name", help="the new bundle's name (default: the old name + the stages + '-ft')")
+    args = parser.parse_args()
+    try:
+        replace_networks(args.bundle, args.run, args.out, args.stages.split(","), args.name)
+    except PLKDError as exc:
+        print(f"replace_networks: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}; tune it with: plkd tune VALDATA --model {args.out} --out TUNED")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
