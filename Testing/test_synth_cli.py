@@ -55,6 +55,7 @@ def test_synth_writes_the_documented_layout(tmp_path, capsys):
         ["--spacing", "50"],
         ["--n-subjects", "0"],
         ["--jobs", "0"],
+        ["--phase-mask"],
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, options):

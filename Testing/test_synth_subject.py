@@ -147,6 +147,30 @@ def test_gaussian_model_and_swi():
     assert n == len(s.microbleeds)
 
 
+def test_swi_phase_mask_darkens_paramagnetic_sources_and_changes_nothing_else():
+    plain = generate_subject(8, n_microbleeds=6, modality="SWI", **FAST)
+    masked = generate_subject(8, n_microbleeds=6, modality="SWI", phase_mask=True, **FAST)
+    # Its own random stream: the same anatomy, microbleeds, mimics and noise draws.
+    assert masked.microbleeds == plain.microbleeds and masked.mimics == plain.mimics
+    assert np.array_equal(masked.label.data, plain.label.data)
+    weighting = masked.params["phase_mask"]
+    assert weighting["power"] in (2, 3, 4, 5) and 0.6 <= weighting["phase_rad"] <= 2.4
+    assert "phase_mask" not in plain.params
+    # Every labelled microbleed is darker at its centre; most of the brain is untouched.
+    for mb in masked.microbleeds:
+        v = tuple(mb["center_voxel"])
+        assert masked.image.data[v] < plain.image.data[v], mb
+    brain = plain.mask.data > 0
+    assert np.mean(masked.image.data[brain] == plain.image.data[brain]) > 0.5
+    # Calcifications away from the iron of the basal ganglia keep their magnitude contrast.
+    calc = [m for m in masked.mimics if m["kind"] == "calcification"]
+    away = [tuple(m["center_voxel"]) for m in calc if m.get("site") != "globus_pallidus"]
+    assert away
+    assert all(masked.image.data[v] == plain.image.data[v] for v in away)
+    with pytest.raises(PLKDError, match="modality SWI"):
+        generate_subject(8, modality="T2S", phase_mask=True, **FAST)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

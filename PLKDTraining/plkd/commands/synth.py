@@ -67,6 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(half the microbleeds 1.5-10 mm log-uniform, random profiles, wider contrast/noise/bias, "
         "mimics of every size incl. cavernoma-like lesions); ranges in docs/design.md",
     )
+    p.add_argument(
+        "--phase-mask",
+        action="store_true",
+        help="SWI only: apply SWI's phase-mask weighting (power 2-5, drawn per subject): paramagnetic "
+        "microbleeds, veins and iron darker and wider, calcifications unchanged",
+    )
     p.add_argument("--preview", action="store_true", help="also write sub-XXXX/sub-XXXX_preview.png")
     p.add_argument("--jobs", type=int, default=1, help="subjects generated in parallel (default 1)")
     p.add_argument("--progress", choices=("tqdm", "jsonl", "none"), default="tqdm", help="progress display")
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         lesion_model=args.model,
         fine_spacing=args.fine_spacing,
         domain=args.domain,
+        phase_mask=args.phase_mask,
         preview=args.preview,
         jobs=args.jobs,
         progress=args.progress,

@@ -97,6 +97,7 @@ def write_dataset(
     lesion_model: str = "dipole",
     fine_spacing: float = 1.0,
     domain: str = "standard",
+    phase_mask: bool = False,
     preview: bool = False,
     jobs: int = 1,
     progress: Progress | ProgressMode = "tqdm",
@@ -105,6 +106,7 @@ def write_dataset(
 
     Subject ``i`` (``sub-0001`` ... ) uses the seed ``subject_seed(seed, i)``, recorded in the
     manifest, so any subject can be regenerated alone with :func:`generate_subject`.
+    ``phase_mask`` (SWI only) adds SWI's phase-mask weighting (:mod:`plkd.synth.phase_mask`).
     """
     if not 1 <= int(n_subjects) <= 100000:
         raise PLKDError(f"number of subjects must be 1-100000, not {n_subjects}")
@@ -118,6 +120,8 @@ def write_dataset(
         raise PLKDError(f"fine spacing must be 0.3-4 mm, not {fine_spacing}")
     if domain not in DOMAINS:
         raise PLKDError(f"simulator domain must be one of {', '.join(DOMAINS)}, not {domain!r}")
+    if phase_mask and modality != "SWI":
+        raise PLKDError("phase-mask weighting is part of SWI; use it with modality SWI")
     sp = parse_spacing(spacing)
     counts = parse_count(count)
     out = Path(out_dir)
@@ -137,6 +141,8 @@ def write_dataset(
             "fine_spacing": fine_spacing,
             "domain": domain,
         }
+        if phase_mask:  # absent otherwise: jobs, and so manifests, of earlier data sets stay as they were
+            options["phase_mask"] = True
         job_list.append(
             {
                 "seed": subject_seed(seed, i),
@@ -155,6 +161,7 @@ def write_dataset(
         "lesion_model": lesion_model,
         "domain": domain,
         "count": None if count is None else str(count),
+        **({"phase_mask": True} if phase_mask else {}),
         "plkd_version": __version__,
         "disclaimer": "Synthetic data on MNI ICBM152 2009a anatomy; not patient data.",
         "subjects": {},

@@ -17,8 +17,12 @@ from plkd.synth.domain import get_domain
 from plkd.synth.grid import SynthGrid
 from plkd.synth.lesions import LABEL_DROP, MODELS, draw_count, microbleed_record, place_microbleeds, render_microbleed
 from plkd.synth.mimics import draw_cavernomas, draw_veins, render_mimics, site_mimics
+from plkd.synth.phase_mask import PhaseMask
 from plkd.volumes import Volume
 
+#: Mimics whose phase does not pass SWI's phase mask: diamagnetic calcifications, and air-tissue
+#: dropout (a background-field effect that the phase's high-pass filter removes).
+DIAMAGNETIC = ("calcification", "air_tissue_dropout")
 #: Voxels of margin kept around the brain when the output is cropped.
 CROP_MARGIN = 2
 _FACE6 = ndimage.generate_binary_structure(3, 1)
@@ -78,6 +82,7 @@ def generate_subject(
     fine_spacing: float = 1.0,
     mimics: bool = True,
     domain: str = "standard",
+    phase_mask: bool = False,
 ) -> SynthSubject:
     """Simulate one subject, deterministically for a given ``seed`` and options.
 
@@ -87,11 +92,15 @@ def generate_subject(
     to be seen on the output grid are not labelled; they are listed in ``hidden_microbleeds``.
     ``domain`` is ``"standard"`` or ``"wide"`` (:mod:`plkd.synth.domain`: how widely sizes,
     profiles, contrasts and mimics are randomised; ``wide`` is the training recipe).
+    ``phase_mask`` (SWI only) applies SWI's phase-mask weighting (:mod:`plkd.synth.phase_mask`),
+    drawn from its own random stream: everything else about the subject stays the same.
     """
     if modality not in MODALITIES:
         raise PLKDError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
     if lesion_model not in MODELS:
         raise PLKDError(f"microbleed model must be one of {', '.join(MODELS)}, not {lesion_model!r}")
+    if phase_mask and modality != "SWI":
+        raise PLKDError("phase-mask weighting is part of SWI; use it with modality SWI")
     if n_microbleeds is not None and not 0 <= int(n_microbleeds) <= 200:
         raise PLKDError(f"microbleed count must be between 0 and 200, not {n_microbleeds}")
     if not 0.3 <= float(fine_spacing) <= 4.0:
@@ -126,11 +135,25 @@ def generate_subject(
     for mb in bleeds:
         box, fac = render_microbleed(mb, grid, lesion_model, rng, contrast.field_t, contrast.te_ms, dom)
         cmb[box] *= fac
-    other = np.ones(grid.fine_shape, dtype=np.float32)
-    render_mimics(other, all_mimics, grid, anat, iron_depth)
-    signal *= cmb
-    signal *= other
-    del other
+    weighting = PhaseMask.random(seed) if phase_mask else None
+    if weighting is None:
+        other = np.ones(grid.fine_shape, dtype=np.float32)
+        render_mimics(other, all_mimics, grid, anat, iron_depth)
+        signal *= cmb
+        signal *= other
+        del other
+    else:
+        # Paramagnetic sources (microbleeds, veins, iron, cavernomas) set the phase; diamagnetic
+        # calcifications and the background field (air-tissue dropout) do not pass the mask.
+        other = np.ones(grid.fine_shape, dtype=np.float32)
+        render_mimics(other, [m for m in all_mimics if m.kind not in DIAMAGNETIC], grid, anat, iron_depth)
+        other *= cmb
+        signal *= other
+        signal *= weighting.weight(other)
+        other.fill(1.0)
+        render_mimics(other, [m for m in all_mimics if m.kind in DIAMAGNETIC], grid, anat, 0.0)
+        signal *= other
+        del other
 
     image = grid.average(signal) * np.float32(contrast.scale)
     drop = 1.0 - grid.average(cmb)
@@ -189,6 +212,8 @@ def generate_subject(
         "label_drop": LABEL_DROP,
         "fine_spacing_mm": [round(float(v), 4) for v in grid.fine_spacing],
     }
+    if weighting is not None:
+        params["phase_mask"] = weighting.as_dict()
     return SynthSubject(
         image=Volume(data=np.ascontiguousarray(image[sl]), affine=affine),
         label=Volume(data=np.ascontiguousarray(label[sl]), affine=affine.copy()),
