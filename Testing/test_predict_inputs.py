@@ -266,6 +266,40 @@ def test_rerun_recomputes_when_settings_input_or_outputs_change(tmp_path: Path, 
     assert "do not record their settings" in capsys.readouterr().err
 
 
+def test_a_failed_rerun_leaves_no_result_of_the_old_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # A scan replaced by a broken file (or run with a mask that is refused) must not keep the result
+    # of what was there before: plkd evaluate and readers would take it for this run's result.
+    src = Path(shutil.copy(CASE, tmp_path / "a_T2S.nii.gz"))
+    out = tmp_path / "out"
+    assert _predict(str(src), "-o", str(out), "--save-probability") == 0
+    assert sorted(p.name for p in out.glob("a_T2S_cmb*")) == [
+        "a_T2S_cmb.json",
+        "a_T2S_cmb.nii.gz",
+        "a_T2S_cmb_prob.nii.gz",
+    ]
+    capsys.readouterr()
+
+    # Same input, a mask that is refused: the earlier outputs (other settings) go, with a line saying so.
+    empty = tmp_path / "empty_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(_case_array().shape, np.uint8), nib.load(str(src)).affine), str(empty))
+    assert _predict(str(src), "-o", str(out), "--mask", str(empty)) == 2
+    err = capsys.readouterr().err
+    assert "plkd: error: a_T2S.nii.gz:" in err and "removed a_T2S_cmb.json, a_T2S_cmb.nii.gz" in err
+    assert not list(out.glob("a_T2S_cmb*"))
+    rows = list(csv.DictReader((out / "plkd_summary.csv").open()))
+    assert [r["status"] for r in rows] == ["failed"]
+
+    assert _predict(str(src), "-o", str(out)) == 0
+    capsys.readouterr()
+
+    # The input replaced by a truncated copy: its old result goes.
+    src.write_bytes(CASE.read_bytes()[:300])
+    assert _predict(str(src), "-o", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "the input changed since its outputs were written" in err
+    assert not list(out.glob("a_T2S_cmb*"))
+
+
 # ------------------------------------------------------------------ echoes count from 1
 
 

@@ -31,6 +31,7 @@ from plkd.inference.outputs import (
     files_sha256,
     output_paths,
     read_record,
+    remove_outputs,
     result_record,
     reuse_problem,
     write_prediction,
@@ -201,6 +202,7 @@ def predict_files(
             report.rows.append(summary_row(scan.stem, str(scan.path), "done", record, durations[-1]))
         except PLKDError as exc:
             _failed(report, scan, str(exc), time.perf_counter() - t0, err, prog)
+            _discard_stale(scan, out, opt, prog, err)
         except Exception as exc:  # a bug or an unforeseen file: report it and go on with the others
             log.debug("unexpected error on %s", scan.path, exc_info=True)
             report.internal.append(scan.path)
@@ -212,6 +214,7 @@ def predict_files(
                 err,
                 prog,
             )
+            _discard_stale(scan, out, opt, prog, err)
     prog.context = {}
     if at_ras is None:
         report.summary_csv = write_summary_csv(Path(output_dir) / summary_name(shard_t), report.rows)
@@ -223,6 +226,24 @@ def _failed(report: BatchReport, scan: ScanInput, message: str, seconds: float, 
     report.failed.append((scan.path, message))
     report.rows.append(summary_row(scan.stem, str(scan.path), "failed", None, seconds, error=message))
     print(f"plkd: error: {scan.path.name}: {message}", file=err)
+
+
+def _discard_stale(scan: ScanInput, out: OutputPaths, opt: _Options, prog: Progress, err: Any) -> None:
+    """After a failure, remove outputs an earlier run left for this scan unless they were made from
+    the same input bytes with the same settings: a folder that still held a result of the old input
+    (or of other settings) would pass it off as this run's, e.g. to ``plkd evaluate``."""
+    try:
+        sha = files_sha256(list(scan.series.files) if scan.series else [scan.path])
+    except OSError:
+        sha = None  # the input cannot be read: nothing in the folder can be shown to match it
+    # Only the input and the settings decide (a missing optional extra does not make a label map stale).
+    problem = "the input cannot be read" if sha is None else reuse_problem(out, opt.settings, sha, [])
+    if problem is None or problem == NO_OUTPUTS:
+        return
+    removed = remove_outputs(out)
+    if removed:
+        names = ", ".join(p.name for p in removed)
+        _say(prog, err, f"removed {names} of an earlier run: {problem}", input=str(scan.path))
 
 
 def _say(prog: Progress, err: Any, text: str, **extra: Any) -> None:

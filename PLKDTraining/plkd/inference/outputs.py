@@ -91,6 +91,23 @@ def reuse_problem(paths: OutputPaths, settings: dict[str, Any], input_sha256: st
     return None
 
 
+def remove_outputs(paths: OutputPaths) -> list[Path]:
+    """Delete the outputs of one input (label map, JSON, extras) that exist; returns those removed.
+
+    Used when a scan fails while its folder holds outputs made from another input or with other
+    settings: left in place, ``plkd evaluate`` or a reader would take them for this run's result.
+    The JSON goes first, so an interruption never leaves a JSON without its label map.
+    """
+    removed = []
+    for p in (paths.json, paths.label, paths.probability, paths.model_grid):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(p)
+    return removed
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
     """The prediction JSON at ``path``, or ``None`` when it cannot be read."""
     try:
