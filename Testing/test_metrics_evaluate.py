@@ -127,6 +127,46 @@ def test_shifted_grid_with_different_shape_still_matches(tmp_path: Path) -> None
     assert s["Dice"] == pytest.approx(1.0)
 
 
+def test_references_placed_elsewhere_or_losing_predictions_are_reported(tmp_path: Path) -> None:
+    # The same voxel grid, but the reference was saved without orientation (qform/sform codes 0):
+    # its header puts it about 17.5 mm away, so the prediction moves and all three microbleeds fall
+    # outside the reference. Scoring that without a word reports a wrong 0 % (3 FN).
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[3:5, 3:5, 3:5] = ref[10:12, 10:12, 10:12] = ref[16:18, 6:8, 14:16] = 1
+    pred = ref.astype(np.int16) * np.int16(1)
+    save(tmp_path / "pred" / "sub-001_cmb.nii.gz", pred)
+    hdr = nib.Nifti1Image(ref, AFFINE).header
+    hdr["qform_code"] = hdr["sform_code"] = 0
+    (tmp_path / "truth").mkdir()
+    nib.Nifti1Image(ref, None, header=hdr).to_filename(str(tmp_path / "truth" / "sub-001_CMB.nii.gz"))
+    r = evaluate_paths(tmp_path / "pred", tmp_path / "truth")
+    (note,) = r["notes"]
+    assert note.startswith("sub-001: prediction and reference have the same grid size (20, 20, 20)")
+    assert "up to 17.5 mm apart" in note and "3 of 3 predicted microbleed(s) have no voxel on the reference grid" in note
+
+    # On one grid: no note. On a coarser reference, a prediction smaller than its voxels is reported.
+    save(tmp_path / "truth" / "sub-001_CMB.nii.gz", ref)
+    assert evaluate_paths(tmp_path / "pred", tmp_path / "truth")["notes"] == []
+    coarse = AFFINE.copy()
+    coarse[:3, :3] *= 4.0
+    save(tmp_path / "truth" / "sub-001_CMB.nii.gz", np.zeros((5, 5, 5), np.uint8), coarse)
+    one = np.zeros(SHAPE, np.int16)
+    one[1, 1, 1] = 1  # between the 4 mm reference voxels' centres
+    save(tmp_path / "pred" / "sub-001_cmb.nii.gz", one)
+    (note,) = evaluate_paths(tmp_path / "pred", tmp_path / "truth")["notes"]
+    assert note == (
+        "sub-001: 1 of 1 predicted microbleed(s) have no voxel on the reference grid (outside its field of view "
+        "or smaller than its voxels) and are not scored"
+    )
+
+    # Fields of view that do not meet at all: refused in one line.
+    far = AFFINE.copy()
+    far[:3, 3] += 500.0
+    save(tmp_path / "truth" / "sub-001_CMB.nii.gz", ref, far)
+    with pytest.raises(InputError, match="do not overlap in space"):
+        evaluate_paths(tmp_path / "pred", tmp_path / "truth")
+
+
 def test_cli_writes_json_and_png(dataset: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     out_json = dataset["root"] / "out" / "results.json"
     out_png = dataset["root"] / "out" / "froc.png"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from plkd.errors import InputError
-from plkd.metrics.components import binarise_prediction
+from plkd.metrics.components import binarise_prediction, find_components
 from plkd.metrics.detection import evaluate_subject, pool_results
 from plkd.metrics.froc import FrocSubject, froc_curve, froc_subject, load_candidate_records
 from plkd.metrics.pairing import pair_files
@@ -45,6 +45,55 @@ def labels_on_reference_grid(pred: Volume, truth: Volume) -> np.ndarray:
     if pred.shape == truth.shape and np.allclose(pred.affine, truth.affine, atol=1e-4):
         return pred.data
     return resample_array(pred.data, pred.affine, truth.affine, truth.shape, order=0)
+
+
+#: Placements of two grids of the same shape differing by more than this (mm) are not one grid.
+SAME_GRID_TOLERANCE_MM = 1e-3
+
+
+def grid_problems(pred: Volume, ref: Volume, threshold: float = 0.5) -> list[str]:
+    """What resampling ``pred`` onto ``ref`` (see :func:`labels_on_reference_grid`) changes, one
+    sentence each; empty when both share one grid.
+
+    Two things go unseen otherwise: grids of the same shape whose headers place them differently
+    (most often one header lost or changed its orientation, so every microbleed is scored somewhere
+    else), and predicted microbleeds (6-connected components at ``>= threshold``) that have no
+    voxel on the reference grid (outside its field of view, or too small for its voxels) and so
+    are not scored at all. Raises :class:`InputError` when the two fields of view do not overlap.
+    """
+    if pred.shape == ref.shape and np.allclose(pred.affine, ref.affine, atol=1e-4):
+        return []
+    problems = []
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in pred.shape])).reshape(3, -1).T
+    world = corners @ pred.affine[:3, :3].T + pred.affine[:3, 3]
+    inv = np.linalg.inv(ref.affine)
+    in_ref = world @ inv[:3, :3].T + inv[:3, 3]
+    lo, hi = in_ref.min(axis=0), in_ref.max(axis=0)
+    if np.any(hi <= -0.5) or np.any(lo >= np.asarray(ref.shape) - 0.5):
+        raise InputError(
+            f"prediction {pred.path} and reference {ref.path} do not overlap in space (their headers place "
+            "them apart); check their qform/sform"
+        )
+    if pred.shape == ref.shape:
+        # Displacement of each grid corner between the two placements (mm).
+        moved = corners @ (ref.affine[:3, :3] - pred.affine[:3, :3]).T + (ref.affine[:3, 3] - pred.affine[:3, 3])
+        shift = float(np.sqrt((moved**2).sum(axis=1)).max())
+        if shift > SAME_GRID_TOLERANCE_MM:
+            problems.append(
+                f"prediction and reference have the same grid size {pred.shape} but their headers place them up "
+                f"to {shift:.3g} mm apart; the prediction was moved through world coordinates (if both are the "
+                "same scan, one header is wrong: compare their qform/sform)"
+            )
+    comps = find_components(binarise_prediction(pred.data, threshold), 6)
+    if comps.n:
+        moved_labels = resample_array(comps.labels, pred.affine, ref.affine, ref.shape, order=0)
+        lost = comps.n - int(np.unique(moved_labels[moved_labels > 0]).size)
+        if lost:
+            problems.append(
+                f"{lost} of {comps.n} predicted microbleed(s) have no voxel on the reference grid (outside its "
+                "field of view or smaller than its voxels) and are not scored"
+            )
+    return problems
 
 
 #: A reference label map holds at most this many distinct values (instance labels included).
@@ -120,7 +169,10 @@ def evaluate_paths(
         if pred_file is None:
             values = np.zeros(ref.shape, dtype=np.float32)
         else:
-            values = labels_on_reference_grid(load_label(pred_file, what="prediction"), ref)
+            pred_volume = load_label(pred_file, what="prediction")
+            if problems := grid_problems(pred_volume, ref, threshold):
+                notes.append(f"{sid}: " + "; ".join(problems))
+            values = labels_on_reference_grid(pred_volume, ref)
         mask = binarise_prediction(values, threshold)
         subjects[sid] = evaluate_subject(
             mask, ref.data, header_zooms(ref), threshold=0.5, max_distance_mm=max_distance_mm, connectivity=connectivity
