@@ -155,6 +155,34 @@ def test_magnitude_images_with_some_negative_voxels_are_accepted(tmp_path: Path)
         assert float(vol.data.min()) < 0 < float(vol.data.max())
 
 
+def test_label_maps_and_masks_given_as_the_image_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # A glob such as 'sub-01/*.nii.gz' (or the shell's expansion of it) also names the label map and the
+    # brain mask; analysed as images they gave "0 microbleeds", a clean-looking row in the summary.
+    mag, inside = _brain()
+    labels = np.zeros(mag.shape, np.uint8)
+    labels[10:12, 10:12, 10:12], labels[25:27, 20:22, 12:14] = 1, 2
+    inputs = {
+        "sub-01_T2S.nii.gz": mag,
+        "sub-01_brainmask.nii.gz": inside.astype(np.float32) * 1000.0,  # a mask scaled to any value
+        "sub-01_space-T2S_CMB.nii.gz": labels,
+        "sub-01_aseg.nii.gz": (inside * (1 + np.indices(mag.shape)[0] // 4)).astype(np.int16),  # 11 labels
+    }
+    for name, data in inputs.items():
+        _save(tmp_path / name, data)
+    out = tmp_path / "out"
+    assert main(["predict", *(str(tmp_path / n) for n in inputs), "-o", str(out), "--model", str(BUNDLE)]) == 2
+    err = capsys.readouterr().err
+    refused = [ln for ln in err.splitlines() if ln.startswith("plkd: error:")]
+    assert len(refused) == 3, err
+    assert all("a label map or mask, not an MR image" in ln for ln in refused)
+    assert "holds only 3 distinct whole-number values (0, 1, 2)" in err
+    assert sorted(p.name for p in out.glob("*_cmb.json")) == ["sub-01_T2S_cmb.json"]
+    # An 8-bit magnitude image (whole numbers, but many of them) is an image.
+    assert (
+        load_volume(_save(tmp_path / "u8.nii.gz", np.round(mag / mag.max() * 255).astype(np.uint8))).shape == mag.shape
+    )
+
+
 # ------------------------------------------------------------------ files shorter than their header
 
 

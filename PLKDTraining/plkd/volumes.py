@@ -255,6 +255,12 @@ def validate_values(data: np.ndarray, name: str) -> tuple[float, float]:
     return lo, hi
 
 
+#: An image holding fewer distinct values than this, all whole numbers, is a label map or a mask
+#: (microbleed labels, a brain mask, a segmentation), not an MR image: noise alone gives any
+#: magnitude image hundreds of values, even at 8 bits.
+MIN_IMAGE_VALUES = 16
+
+
 def validate_intensities(data: np.ndarray, name: str) -> None:
     """Refuse empty, non-finite, complex, signed (phase-like), absurd or constant images.
 
@@ -263,6 +269,27 @@ def validate_intensities(data: np.ndarray, name: str) -> None:
     lo, hi = validate_values(data, name)
     if lo == hi or float(np.float32(lo)) == float(np.float32(hi)):
         raise InputError(f"{name} is constant (every voxel = {lo:g}); nothing to analyse")
+
+
+def refuse_label_map(data: np.ndarray, name: str) -> None:
+    """Refuse a label map or mask given as the image to analyse (fewer than :data:`MIN_IMAGE_VALUES`
+    distinct values, all whole numbers): predicting on it gives "0 microbleeds" without a word.
+
+    Checked on the scans ``plkd predict`` analyses (toy training data may be piecewise constant).
+    Raises :class:`InputError` with one line naming the values.
+    """
+    flat = data.ravel(order="K")
+    sample = flat[:: max(1, flat.size // 100_000)]  # a regular subsample settles most images at once
+    if np.unique(sample).size >= MIN_IMAGE_VALUES:
+        return
+    values = np.unique(flat)
+    if values.size >= MIN_IMAGE_VALUES or not np.all(values == np.round(values)):
+        return
+    shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
+    raise InputError(
+        f"{name} holds only {values.size} distinct whole-number values ({shown}): a label map or mask, "
+        "not an MR image; give the T2*/SWI magnitude image"
+    )
 
 
 def _refuse_signed(data: np.ndarray, lo: float, hi: float, name: str) -> None:

@@ -40,7 +40,7 @@ from plkd.inference.predictor import Predictor
 from plkd.inference.summary import summary_row, write_summary_csv
 from plkd.location.summary import describe as describe_location
 from plkd.progress import Progress
-from plkd.volumes import EchoChoice, Volume, load_label, load_volume
+from plkd.volumes import EchoChoice, Volume, load_label, load_volume, refuse_label_map
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +334,11 @@ class _WarningLog(logging.Handler):
 
 def _load(scan: ScanInput, echo: EchoChoice) -> tuple[Volume, dict[str, Any] | None]:
     if scan.series is not None:
-        return load_dicom_series(scan.series)
-    return load_volume(scan.path, echo=echo, what="image"), None
+        volume, dicom = load_dicom_series(scan.series)
+    else:
+        volume, dicom = load_volume(scan.path, echo=echo, what="image"), None
+    refuse_label_map(volume.data, f"image {scan.path.name}")
+    return volume, dicom
 
 
 def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Options, prog: Progress) -> dict[str, Any]:
