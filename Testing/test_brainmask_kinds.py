@@ -96,3 +96,23 @@ def test_microbleed_in_a_crop_inside_the_brain_is_found_without_a_mask() -> None
     assert any("whole field of view" in n for n in result.notes)
     kept = [c for c in result.candidates if c["kept"]]
     assert any(np.linalg.norm(np.asarray(c["center_ras"]) - truth) < 2.0 for c in kept), result.candidates
+
+
+def test_a_probability_map_given_as_mask_is_cut_at_half_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    # SPM/FAST-style maps have a faint tail into skull and scalp; "> 0" searched all of it.
+    volume, brain = _head("head in air")
+    r = np.sqrt(((np.indices(brain.shape) - 31.5) ** 2).sum(0)) / 20.0
+    soft = np.clip(1.3 - r, 0.0, 1.0).astype(np.float32)  # 1 in the middle, 0.01..0.99 around it
+    with caplog.at_level("WARNING", logger="plkd"):
+        mask, note = brainmask.resolve_brain_mask(volume, Volume(soft, np.eye(4)))
+    assert np.array_equal(mask, soft >= 0.5) and mask.sum() < (soft > 0).sum()
+    assert "fractional values (a probability map?)" in note
+    assert len([r for r in caplog.records if "probability map" in r.getMessage()]) == 1
+    # Binary masks and label maps (whole numbers) keep every non-zero voxel, without a word.
+    caplog.clear()
+    labels = (brain * (1 + np.indices(brain.shape)[0] // 20)).astype(np.float32)
+    for given in (brain.astype(np.float32), labels):
+        with caplog.at_level("WARNING", logger="plkd"):
+            mask, note = brainmask.resolve_brain_mask(volume, Volume(given, np.eye(4)))
+        assert np.array_equal(mask, brain) and note == "brain mask: given by the user"
+    assert not caplog.records

@@ -1,6 +1,7 @@
 """The brain mask used to normalise intensities, restrict candidates and crop the work volume.
 
-A mask given by the user always wins (it must be on the image's grid and non-empty). Without
+A mask given by the user always wins (it must be on the image's grid and non-empty; a probability
+map, with fractional values, is cut at half its maximum, with a warning). Without
 one, the image's *background* is found first: air (below 15 % of the bright tissue level after
 1 mm smoothing) or exact zeros, connected to the edge of the field of view. Then:
 
@@ -42,6 +43,8 @@ ZERO_BACKGROUND_FRACTION = 0.9
 SKULL_FRACTION = 0.02
 #: A fallback mask keeping less of the head than this is not trusted: the whole head is used.
 MIN_HEAD_FRACTION = 0.2
+#: A user's mask holding fractional values (a probability map) is brain at or above this share of its maximum.
+SOFT_MASK_THRESHOLD = 0.5
 
 
 def _ball(radius_vox: np.ndarray) -> np.ndarray:
@@ -142,9 +145,22 @@ def resolve_brain_mask(volume: Volume, mask: Volume | None = None) -> tuple[np.n
     """The user's mask (validated) or a computed one; raises :class:`InputError` when empty."""
     if mask is not None:
         check_same_grid(volume, mask, "brain mask")
-        m = np.asarray(mask.data) > 0
+        data = np.asarray(mask.data)
+        m = data > 0
         if not m.any():
             raise InputError("brain mask is empty (no non-zero voxel)")
+        inside = data[m]
+        if np.any(inside != np.round(inside)):
+            # A probability or partial-volume map (SPM, FAST, soft skull-stripping): its faint tail
+            # reaches into skull and scalp, where "> 0" would search for microbleeds too.
+            m = data >= SOFT_MASK_THRESHOLD * float(inside.max())
+            warning = (
+                f"the brain mask holds fractional values (a probability map?); voxels at or above "
+                f"{SOFT_MASK_THRESHOLD:g} of its maximum are taken as brain "
+                f"({int(m.sum())} of its {inside.size} non-zero voxels)"
+            )
+            log.warning(warning)
+            return m, f"brain mask: given by the user; {warning}"
         return m, "brain mask: given by the user"
     m, note = compute_brain_mask(volume)
     if not m.any():
