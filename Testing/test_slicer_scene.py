@@ -389,6 +389,40 @@ def test_export_writes_final_label_map_segmentation_and_reports(case, tmp_path):
     assert not list((tmp_path / "export").glob(".*partial*")), "temporary files left behind"
 
 
+def test_export_reports_the_microbleeds_as_the_reader_edited_them(case, tmp_path):
+    # The report's centres and volumes used to be the engine's even after Segment Editor edits, so the
+    # CSV disagreed with the exported label map; a segment erased to nothing was still counted.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    ids = result.segmentIds  # labels 1, 2, 5
+    grown = np.zeros(SHAPE, bool)
+    grown[9:14, 3:7, 1:3] = True  # the reader grew microbleed 5 (6 voxels -> 40)
+    empty = np.zeros((1, 1, 1), np.uint8)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    for segmentId, image in (
+        (ids[2], resultImport._orientedImage(grown.astype(np.uint8), np.zeros(3, int), AFFINE)),
+        (ids[0], resultImport._orientedImage(empty, np.zeros(3, int), AFFINE)),  # erased
+    ):
+        assert logic.SetBinaryLabelmapToSegment(image, seg, segmentId, logic.MODE_REPLACE)
+    for segmentId in ids:
+        reviewState.accept(seg, table, segmentId)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
+    data = np.asarray(nib.load(files.labelMap).dataobj)
+    report = json.loads(files.reportJson.read_text())
+    assert files.count == report["n_microbleeds"] == 2 and set(np.unique(data)) == {0, 1, 2}
+    voxelVolume = abs(np.linalg.det(AFFINE[:3, :3]))
+    for record in report["microbleeds"]:
+        mask = data == record["label"]
+        assert record["volume_mm3"] == pytest.approx(mask.sum() * voxelVolume, abs=1e-3)
+        assert [record["r_mm"], record["a_mm"], record["s_mm"]] == pytest.approx(_centre(mask), abs=1e-3)
+    assert np.array_equal(data == 2, grown)
+    assert report["microbleeds"][1]["volume_mm3"] == pytest.approx(40 * voxelVolume, abs=1e-3)
+    with files.reportCsv.open(newline="") as handle:
+        assert [float(r["volume_mm3"]) for r in csv.DictReader(handle)] == [
+            m["volume_mm3"] for m in report["microbleeds"]
+        ]
+
+
 def test_export_with_nothing_included_writes_an_empty_label_map(case, tmp_path):
     _, volume, result, _, _ = case
     for segmentId in result.segmentIds:

@@ -1,7 +1,9 @@
 """Export the reviewed result: final label map (NIfTI), segmentation (``.seg.nrrd``), report (CSV + JSON).
 
 The final result holds the included candidates (see :func:`reviewState.isIncluded`): accepted, added by
-the reader, and those not yet seen that pass the threshold; rejected ones are left out. Every file is
+the reader, and those not yet seen that pass the threshold; rejected ones, and segments the reader erased,
+are left out. Centres and volumes in the report are measured on the exported label map, so they include
+the reader's Segment Editor edits. Every file is
 written under a temporary name and renamed, so a crash never leaves a half-written report.
 """
 
@@ -78,6 +80,12 @@ def exportReview(
         threshold = reviewThreshold(tableNode)
     outputDir = Path(outputDir)
     rows = includedRows(segmentationNode, tableNode, threshold)
+    labels = segmentLabels(segmentationNode, [r.segmentId for r in rows], referenceVolume)
+    counts = np.bincount(labels.ravel(), minlength=len(rows) + 1)[1:]
+    if np.any(counts[: len(rows)] == 0):
+        # A segment the reader erased with the Segment Editor is no microbleed of the final result.
+        rows = [r for r, n in zip(rows, counts, strict=False) if n > 0]
+        labels = segmentLabels(segmentationNode, [r.segmentId for r in rows], referenceVolume)
     files = ExportedFiles(
         labelMap=outputDir / f"{baseName}_cmb-final.nii.gz",
         segmentation=outputDir / f"{baseName}_cmb-final.seg.nrrd",
@@ -86,10 +94,12 @@ def exportReview(
         count=len(rows),
     )
     segmentIds = [r.segmentId for r in rows]
+    affine = ijkToRas(referenceVolume)
     with scratchNodes(segmentationNode.GetScene()):
-        _writeLabelMap(segmentationNode, segmentIds, referenceVolume, files.labelMap)
+        writeArrayAsNifti(labels, affine, files.labelMap)
         _writeSegmentation(segmentationNode, segmentIds, files.segmentation)
-    records = [_record(n, r, segmentationNode) for n, r in enumerate(rows, start=1)]
+    measured = _measure(labels, affine, len(rows))
+    records = [_record(n, r, segmentationNode, *measured[n - 1]) for n, r in enumerate(rows, start=1)]
     _writeCsv(records, files.reportCsv)
     allRows = candidateTable.readRows(tableNode)
     report = {
@@ -105,8 +115,17 @@ def exportReview(
     return files
 
 
-def _writeLabelMap(segmentationNode, segmentIds: list[str], referenceVolume, path: Path) -> None:
-    writeArrayAsNifti(segmentLabels(segmentationNode, segmentIds, referenceVolume), ijkToRas(referenceVolume), path)
+def _measure(labels: np.ndarray, affine: np.ndarray, n: int) -> list[tuple[tuple[float, float, float], float]]:
+    """Centre of mass (RAS mm) and volume (mm³) of labels 1..n as exported: the reader's Segment Editor
+    edits are in the label map, so the engine's figures in the table may no longer describe it."""
+    index = np.nonzero(labels)
+    which = labels[index].astype(np.int64)
+    counts = np.bincount(which, minlength=n + 1)[1:].astype(np.float64)
+    centres = np.stack([np.bincount(which, weights=i, minlength=n + 1)[1:] for i in index], axis=1)
+    centres = centres / np.maximum(counts, 1)[:, None]
+    ras = centres @ affine[:3, :3].T + affine[:3, 3]
+    voxelVolume = abs(float(np.linalg.det(affine[:3, :3])))
+    return [(tuple(float(v) for v in ras[k]), float(counts[k] * voxelVolume)) for k in range(n)]
 
 
 def segmentLabels(segmentationNode, segmentIds: list[str], referenceVolume) -> np.ndarray:
@@ -149,16 +168,18 @@ def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> N
             raise OSError(f"could not write {path}")
 
 
-def _record(number: int, row: candidateTable.CandidateRow, segmentationNode) -> dict:
+def _record(
+    number: int, row: candidateTable.CandidateRow, segmentationNode, centreRas: tuple, volumeMm3: float
+) -> dict:
     segment = segmentationNode.GetSegmentation().GetSegment(row.segmentId)
     return {
         "label": number,
         "candidate_id": row.candidateId,
         "segment": segment.GetName() if segment is not None else "",
-        "r_mm": round(row.centerRas[0], 3),
-        "a_mm": round(row.centerRas[1], 3),
-        "s_mm": round(row.centerRas[2], 3),
-        "volume_mm3": round(row.volumeMm3, 3),
+        "r_mm": round(centreRas[0], 3),
+        "a_mm": round(centreRas[1], 3),
+        "s_mm": round(centreRas[2], 3),
+        "volume_mm3": round(volumeMm3, 3),
         "probability": None if row.probability is None else round(row.probability, 4),
         "status": row.status,
         "location": row.location or None,
