@@ -266,6 +266,25 @@ def test_rerun_recomputes_when_settings_input_or_outputs_change(tmp_path: Path, 
     assert "do not record their settings" in capsys.readouterr().err
 
 
+def test_rerun_recomputes_when_a_sidecar_changes_the_contrast(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # The image's bytes stay the same, but a dcm2niix sidecar copied in later says SWI: the T2* result
+    # (model, or here the recorded decision and its warning) must not be reused as if nothing changed.
+    src = Path(shutil.copy(CASE, tmp_path / "scan.nii.gz"))
+    out = tmp_path / "out"
+    assert _predict(str(src), "-o", str(out)) == 0
+    doc_path = out / "scan_cmb.json"
+    assert json.loads(doc_path.read_text())["modality"]["source"] == "default"
+    capsys.readouterr()
+    (tmp_path / "scan.json").write_text(json.dumps({"SequenceName": "*swi3d1r"}))
+    assert _predict(str(src), "-o", str(out)) == 0
+    err = capsys.readouterr().err
+    assert "recomputing scan: the contrast is now decided as SWI (sidecar SequenceName '*swi3d1r'), not T2S" in err
+    doc = json.loads(doc_path.read_text())
+    assert doc["modality"]["modality"] == "SWI" and any("trained on T2*" in n for n in doc["notes"])
+    assert _predict(str(src), "-o", str(out)) == 0  # nothing changed since: reused
+    assert "skipped scan: finished earlier" in capsys.readouterr().err
+
+
 def test_a_failed_rerun_leaves_no_result_of_the_old_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # A scan replaced by a broken file (or run with a mask that is refused) must not keep the result
     # of what was there before: plkd evaluate and readers would take it for this run's result.

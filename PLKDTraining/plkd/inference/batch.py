@@ -23,7 +23,7 @@ from plkd import __version__
 from plkd.dicom import load_dicom_series
 from plkd.errors import InputError, PLKDError
 from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings
-from plkd.inference.modality import projection_reason
+from plkd.inference.modality import decide_modality, projection_reason
 from plkd.inference.model_choice import DISPLAY, ModelChooser, modality_record
 from plkd.inference.outputs import (
     NO_OUTPUTS,
@@ -184,6 +184,8 @@ def predict_files(
                 extras = [out.probability] if save_probability else []
                 problem = reuse_problem(out, opt.settings, sha, extras + ([out.model_grid] if save_model_grid else []))
                 if problem is None:
+                    problem = _contrast_changed(scan, out, opt.models.stated)
+                if problem is None:
                     report.skipped.append(scan.path)
                     report.rows.append(summary_row(scan.stem, str(scan.path), "skipped", read_record(out.json), None))
                     _say(
@@ -228,6 +230,21 @@ def _failed(report: BatchReport, scan: ScanInput, message: str, seconds: float, 
     print(f"plkd: error: {scan.path.name}: {message}", file=err)
 
 
+def _contrast_changed(scan: ScanInput, out: OutputPaths, stated: str) -> str | None:
+    """Why earlier outputs of a NIfTI scan no longer fit: its contrast is now decided otherwise (a JSON
+    sidecar added or edited beside it picks another model, yet leaves the image's bytes unchanged).
+    A DICOM series' tags are part of the bytes the input's sha256 covers."""
+    if scan.series is not None:
+        return None
+    old = (read_record(out.json) or {}).get("modality")
+    if not isinstance(old, dict):
+        return None  # outputs of an older plkd record no decision
+    new = decide_modality(stated, scan.path).as_dict()
+    if all(old.get(k) == v for k, v in new.items()):
+        return None
+    return f"the contrast is now decided as {new['modality']} ({new['reason']}), not {old.get('modality')}"
+
+
 def _discard_stale(scan: ScanInput, out: OutputPaths, opt: _Options, prog: Progress, err: Any) -> None:
     """After a failure, remove outputs an earlier run left for this scan unless they were made from
     the same input bytes with the same settings: a folder that still held a result of the old input
@@ -238,6 +255,8 @@ def _discard_stale(scan: ScanInput, out: OutputPaths, opt: _Options, prog: Progr
         sha = None  # the input cannot be read: nothing in the folder can be shown to match it
     # Only the input and the settings decide (a missing optional extra does not make a label map stale).
     problem = "the input cannot be read" if sha is None else reuse_problem(out, opt.settings, sha, [])
+    if problem is None:
+        problem = _contrast_changed(scan, out, opt.models.stated)
     if problem is None or problem == NO_OUTPUTS:
         return
     removed = remove_outputs(out)
