@@ -319,6 +319,22 @@ def test_a_failed_rerun_leaves_no_result_of_the_old_input(tmp_path: Path, capsys
     assert not list(out.glob("a_T2S_cmb*"))
 
 
+def test_lr_factor_without_a_student_of_its_own_is_said(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # The tiny bundle has the teacher (factor 1) and student_x4 only: 8 mm slices (or --lr-factor 8) were
+    # analysed by the x4 student without a word. A factor below 1 means nothing and is refused.
+    out = tmp_path / "out"
+    assert _predict(str(CASE), "-o", str(out), "--lr-factor", "0.5") == 2
+    assert "plkd: error: --lr-factor counts how many model-grid slices" in capsys.readouterr().err
+    assert not out.exists()
+    assert _predict(str(CASE), "-o", str(out), "--lr-factor", "8") == 0
+    doc = json.loads((out / "tiny_T2S_cmb.json").read_text())
+    assert doc["student"] == "student_x4"
+    says = "the model has no segmenter for an LR factor of 8 (slices that thick in model-grid voxels); the nearest, "
+    assert any(n.startswith(says) for n in doc["notes"]) and any(w.startswith(says) for w in doc["warnings"])
+    assert _predict(str(CASE), "-o", str(out), "--lr-factor", "4") == 0  # its own student: nothing to say
+    assert not any("no segmenter" in n for n in json.loads((out / "tiny_T2S_cmb.json").read_text())["notes"])
+
+
 # ------------------------------------------------------------------ echoes count from 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from plkd.devices import DEVICE_CHOICES
@@ -43,6 +44,11 @@ def _check_options(args: argparse.Namespace) -> None:
         raise PLKDError(f"--threads must be at least 1, not {args.threads}")
     if isinstance(args.echo, int) and args.echo < 1:
         raise PLKDError(f"--echo {args.echo}: echoes are numbered from 1, as scanners and BIDS (echo-1) count them")
+    if args.lr_factor is not None and not (args.lr_factor >= 1 and math.isfinite(args.lr_factor)):
+        raise PLKDError(
+            f"--lr-factor counts how many model-grid slices one input slice spans (1 = HR data), so it is at "
+            f"least 1, not {args.lr_factor}"
+        )
     if isinstance(args.echo, str) and args.echo not in ("rss", "last"):
         raise PLKDError(f"--echo must be rss, last or an echo number counted from 1, not {args.echo!r}")
 

@@ -10,6 +10,7 @@ microbleed → MARS location of every candidate (:mod:`plkd.location`, registrat
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -54,6 +55,9 @@ from plkd.volumes import Volume
 log = logging.getLogger(__name__)
 
 DEFAULT_PATCH = (48, 48, 24)
+#: A segmenter serves LR factors within this ratio of its own (the sqrt(2) half-step of the 1-2-4-8
+#: ladder); an input further from every segmenter of the bundle is analysed with a warning.
+STUDENT_REACH = math.sqrt(2.0)
 
 
 @dataclass
@@ -183,7 +187,19 @@ class Predictor:
             if student not in names:
                 raise PLKDError(f"the model has no segmenter {student!r}; it has {', '.join(sorted(names))}")
             return student
-        return self.bundle.choose_segmenter(float(lr_factor))
+        name = self.bundle.choose_segmenter(float(lr_factor))
+        trained = names[name]
+        # The shipped ladder (1, 2, 4, 8) covers every factor within sqrt(2) of a student's; beyond that
+        # the bundle has no student for such slices, and the nearest one was trained on other data.
+        if abs(math.log(float(lr_factor) / trained)) > math.log(STUDENT_REACH) + 1e-9:
+            log.warning(
+                "the model has no segmenter for an LR factor of %.3g (slices that thick in model-grid voxels); "
+                "the nearest, %s (trained for %g), is used and may miss or misjudge microbleeds",
+                float(lr_factor),
+                name,
+                trained,
+            )
+        return name
 
     # ------------------------------------------------------------------ whole-volume prediction
     def predict(
