@@ -390,6 +390,35 @@ def test_batch_summary_has_one_row_per_scan(tmp_path: Path, capsys: pytest.Captu
     )  # fmt: skip
 
 
+def test_a_killed_batch_leaves_a_summary_of_what_it_finished(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The summary used to be written only at the end: a rerun killed half-way left the earlier run's rows,
+    # which its own new outputs (other threshold, other input) contradicted.
+    import plkd.inference.batch as batch
+
+    (tmp_path / "in").mkdir()
+    for name in ("s1_T2S", "s2_T2S", "s3_T2S"):
+        shutil.copy(CASE, tmp_path / "in" / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    assert _predict(str(tmp_path / "in"), "-o", str(out)) == 0
+    calls = []
+    real = batch._predict_one
+
+    def killed_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "_predict_one", killed_at_the_second)
+    assert _predict(str(tmp_path / "in"), "-o", str(out), "--threshold", "0.9") == 130  # Ctrl+C
+    rows = list(csv.DictReader((out / "plkd_summary.csv").open()))
+    assert [(r["scan"], r["status"]) for r in rows] == [("s1_T2S", "done")]
+    doc = json.loads((out / "s1_T2S_cmb.json").read_text())
+    assert doc["settings"]["threshold"] == 0.9 and int(rows[0]["n_microbleeds"]) == doc["n_microbleeds"]
+
+
 def test_jsonl_progress_names_the_scan(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "in").mkdir()
     for name in ("a_T2S", "b_T2S"):

@@ -172,8 +172,13 @@ def predict_files(
         },
     )
     report = BatchReport(ignored=list(found.skipped))
+    summary = None if at_ras is not None else Path(output_dir) / summary_name(shard_t)
     durations: list[float] = []
     for index, scan in enumerate(scans, start=1):
+        if summary is not None:
+            # Rewritten before every scan (the first time: no rows), so a killed run leaves a summary of the
+            # scans it finished, never the rows of an earlier run that its own outputs now contradict.
+            write_summary_csv(summary, report.rows)
         prog.context = {"scan": index, "scans": len(scans)}
         _announce(prog, index, len(scans), scan, durations)
         out = output_paths(scan.path, output_dir, scan.stem)
@@ -218,8 +223,8 @@ def predict_files(
             )
             _discard_stale(scan, out, opt, prog, err)
     prog.context = {}
-    if at_ras is None:
-        report.summary_csv = write_summary_csv(Path(output_dir) / summary_name(shard_t), report.rows)
+    if summary is not None:
+        report.summary_csv = write_summary_csv(summary, report.rows)
     return report
 
 
