@@ -303,7 +303,8 @@ def test_a_failed_rerun_leaves_no_result_of_the_old_input(tmp_path: Path, capsys
     nib.save(nib.Nifti1Image(np.zeros(_case_array().shape, np.uint8), nib.load(str(src)).affine), str(empty))
     assert _predict(str(src), "-o", str(out), "--mask", str(empty)) == 2
     err = capsys.readouterr().err
-    assert "plkd: error: a_T2S.nii.gz:" in err and "removed a_T2S_cmb.json, a_T2S_cmb.nii.gz" in err
+    assert "plkd: error: a_T2S.nii.gz:" in err
+    assert "(removed a_T2S_cmb.json, a_T2S_cmb.nii.gz, a_T2S_cmb_prob.nii.gz first)" in err
     assert not list(out.glob("a_T2S_cmb*"))
     rows = list(csv.DictReader((out / "plkd_summary.csv").open()))
     assert [r["status"] for r in rows] == ["failed"]
@@ -316,6 +317,15 @@ def test_a_failed_rerun_leaves_no_result_of_the_old_input(tmp_path: Path, capsys
     assert _predict(str(src), "-o", str(out)) == 2
     err = capsys.readouterr().err
     assert "the input changed since its outputs were written" in err
+    assert not list(out.glob("a_T2S_cmb*"))
+
+    # --overwrite does not look at earlier outputs first; a failure still removes those of another input.
+    shutil.copy(CASE, src)
+    assert _predict(str(src), "-o", str(out)) == 0
+    src.write_bytes(CASE.read_bytes()[:300])
+    assert _predict(str(src), "-o", str(out), "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "removed a_T2S_cmb.json, a_T2S_cmb.nii.gz of an earlier run: the input changed" in err
     assert not list(out.glob("a_T2S_cmb*"))
 
 

@@ -202,7 +202,11 @@ def predict_files(
                     )
                     continue
                 if problem != NO_OUTPUTS:
-                    _say(prog, err, f"recomputing {scan.stem}: {problem}", input=str(scan.path))
+                    # Removed first: a run killed while recomputing must not leave the old result (or a new
+                    # label map beside the old JSON) to be read as this run's.
+                    removed = remove_outputs(out)
+                    gone = f" (removed {', '.join(p.name for p in removed)} first)" if removed else ""
+                    _say(prog, err, f"recomputing {scan.stem}: {problem}{gone}", input=str(scan.path))
             record = _predict_one(scan, out, sha, opt, prog)
             report.done.append(scan.path)
             durations.append(time.perf_counter() - t0)
@@ -253,18 +257,23 @@ def _contrast_changed(scan: ScanInput, out: OutputPaths, stated: str) -> str | N
 def _discard_stale(scan: ScanInput, out: OutputPaths, opt: _Options, prog: Progress, err: Any) -> None:
     """After a failure, remove outputs an earlier run left for this scan unless they were made from
     the same input bytes with the same settings: a folder that still held a result of the old input
-    (or of other settings) would pass it off as this run's, e.g. to ``plkd evaluate``."""
+    (or of other settings) would pass it off as this run's, e.g. to ``plkd evaluate``. (Outputs found
+    stale before the work are removed then; this covers ``--overwrite`` and unreadable inputs.)"""
     try:
-        sha = files_sha256(list(scan.series.files) if scan.series else [scan.path])
-    except OSError:
-        sha = None  # the input cannot be read: nothing in the folder can be shown to match it
-    # Only the input and the settings decide (a missing optional extra does not make a label map stale).
-    problem = "the input cannot be read" if sha is None else reuse_problem(out, opt.settings, sha, [])
-    if problem is None:
-        problem = _contrast_changed(scan, out, opt.models.stated)
-    if problem is None or problem == NO_OUTPUTS:
+        try:
+            sha = files_sha256(list(scan.series.files) if scan.series else [scan.path])
+        except OSError:
+            sha = None  # the input cannot be read: nothing in the folder can be shown to match it
+        # Only the input and the settings decide (a missing optional extra does not make a label map stale).
+        problem = "the input cannot be read" if sha is None else reuse_problem(out, opt.settings, sha, [])
+        if problem is None:
+            problem = _contrast_changed(scan, out, opt.models.stated)
+        if problem is None or problem == NO_OUTPUTS:
+            return
+        removed = remove_outputs(out)
+    except Exception:  # cleaning up after a failure must not stop the batch
+        log.debug("could not check the earlier outputs of %s", scan.path, exc_info=True)
         return
-    removed = remove_outputs(out)
     if removed:
         names = ", ".join(p.name for p in removed)
         _say(prog, err, f"removed {names} of an earlier run: {problem}", input=str(scan.path))
