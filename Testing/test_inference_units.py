@@ -119,14 +119,39 @@ def test_prepare_moves_slice_axis_last_and_keeps_world_coordinates(rng: np.rando
     affine = np.array([[0.0, 0.0, -1.0, 10.0], [3.0, 0.0, 0.0, -5.0], [0.0, 1.0, 0.0, 2.0], [0, 0, 0, 1]])
     data = rng.normal(10, 1, size=(12, 30, 30)).astype(np.float32)
     prep = prepare(Volume(data, affine), np.ones(data.shape, dtype=bool), np.ones(3))
-    assert prep.permutation == (1, 2, 0)
+    # Input axes point to A (3 mm slices), S and L: the networks get R, S and the slice axis A last.
+    assert prep.permutation == (2, 1, 0)
+    np.testing.assert_array_equal(np.argmax(np.abs(prep.affine[:3, :3]), axis=0), [0, 2, 1])
+    assert np.all(prep.affine[:3, :3][[0, 2, 1], [0, 1, 2]] > 0)
     assert round(prep.lr_factor, 6) == 3.0
     np.testing.assert_allclose(prep.spacing, 1.0)
-    # The model grid's voxel (0, 0, 0) is inside the input's field of view, near its first corner.
-    corner_in = affine @ np.array([-0.5, -0.5, -0.5, 1.0])
-    corner_model = prep.affine @ np.array([-0.5, -0.5, -0.5, 1.0])
-    np.testing.assert_allclose(corner_model[:3], corner_in[:3], atol=1e-6)
+    # The model grid covers the input's field of view: the same lowest corner in world coordinates.
+    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in (12, 30, 30)])).reshape(3, -1).T
+    corners_in = corners @ affine[:3, :3].T + affine[:3, 3]
+    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in prep.data.shape])).reshape(3, -1).T
+    corners_model = corners @ prep.affine[:3, :3].T + prep.affine[:3, 3]
+    np.testing.assert_allclose(corners_model.min(axis=0), corners_in.min(axis=0), atol=1e-6)
     assert prep.data.shape == (30, 30, 36)
+
+
+def test_the_networks_see_one_scan_alike_however_the_file_stores_it(rng: np.random.Generator) -> None:
+    # Stored RAS, LPS (i and j reversed, as DICOM converters often write) or in sagittal order: the same
+    # voxels in the world. The networks are not flip-invariant, so an unchanged storage order gave
+    # different microbleeds for one scan.
+    data = rng.normal(100, 10, size=(20, 22, 8)).astype(np.float32)
+    data[5:8, 6:9, 3:5] = 20.0
+    affine = np.array([[0.9, 0.0, 0.0, -9.0], [0.0, 0.9, 0.0, -10.0], [0.0, 0.0, 3.0, -12.0], [0, 0, 0, 1.0]])
+    lps = affine @ np.array([[-1, 0, 0, 19], [0, -1, 0, 21], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    sagittal = affine @ np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]])
+    stored = {
+        "RAS": Volume(data, affine),
+        "LPS": Volume(data[::-1, ::-1].copy(), lps),
+        "sagittal": Volume(np.transpose(data, (2, 1, 0)).copy(), sagittal),
+    }
+    preps = {k: prepare(v, np.ones(v.shape, dtype=bool), np.ones(3)) for k, v in stored.items()}
+    for name, prep in preps.items():
+        np.testing.assert_allclose(prep.affine, preps["RAS"].affine, atol=1e-9, err_msg=name)
+        np.testing.assert_array_equal(prep.data, preps["RAS"].data, err_msg=name)
 
 
 def test_unknown_or_missing_device_is_a_user_error() -> None:

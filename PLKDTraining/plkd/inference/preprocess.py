@@ -1,7 +1,8 @@
 """Bring an input volume to the network's model grid, exactly as training prepares its data.
 
-Steps: brain mask → crop to the brain's bounding box (plus a margin) → move the slice axis
-(the largest voxel size) to the last array axis, Z → cubic resampling to the bundle's voxel
+Steps: brain mask → crop to the brain's bounding box (plus a margin) → turn the array to the
+closest RAS axis order (transpose and flip, no interpolation) → move the slice axis (the largest
+voxel size) to the last array axis, Z → cubic resampling to the bundle's voxel
 size (the paper's "SR" step for thick-slice inputs) → ``normalise_intensity(data, mask)``.
 
 The result keeps a voxel-to-RAS affine, so any position on the model grid maps back to the
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from nibabel.orientations import io_orientation
 
 from plkd.normalise import normalise_intensity
 from plkd.resample import grid_with_spacing, resample_array
@@ -74,6 +76,28 @@ class PreparedVolume:
         return pts @ self.affine[:3, :3].T + self.affine[:3, 3]
 
 
+def to_closest_ras(
+    data: np.ndarray, mask: np.ndarray, affine: np.ndarray
+) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+    """Transpose and flip ``data`` and ``mask`` so that array axes 0, 1, 2 point as nearly as possible
+    to R, A and S (nibabel's ``io_orientation``; no interpolation), with the affine that keeps every
+    voxel at its RAS position. Returns ``(order, data, mask, affine)``, ``order[a]`` being the input
+    axis that became axis ``a``.
+    """
+    ornt = io_orientation(affine)
+    order = [int(np.flatnonzero(ornt[:, 0] == w)[0]) for w in range(3)]
+    data = np.transpose(data, order)
+    mask = np.transpose(mask, order)
+    affine = np.asarray(affine, dtype=np.float64)[:, order + [3]].copy()
+    for a, source in enumerate(order):
+        if ornt[source, 1] < 0:
+            data = np.flip(data, a)
+            mask = np.flip(mask, a)
+            affine[:3, 3] += affine[:3, a] * (data.shape[a] - 1)
+            affine[:3, a] *= -1.0
+    return order, data, mask, affine
+
+
 def crop_box(
     mask: np.ndarray, affine: np.ndarray, margin_mm: float = CROP_MARGIN_MM, points_vox: np.ndarray | None = None
 ) -> tuple[slice, slice, slice]:
@@ -110,6 +134,13 @@ def prepare(
     affine = affine.copy()
     affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
 
+    # The networks see the brain as they were trained on it (RAS: x to the right, y anterior, z superior)
+    # however the file stores it (LPS, LAS as dcm2niix writes, sagittal order, ...); otherwise the same
+    # scan stored two ways gives two different results.
+    stored_flipped = bool(np.any(io_orientation(affine)[:, 1] < 0))
+    order, data, mask, affine = to_closest_ras(data, mask, affine)
+    if order != [0, 1, 2] or stored_flipped:
+        notes.append("turned the array to RAS axis order for the networks (the grid of the outputs is unchanged)")
     perm: tuple[int, int, int] = (0, 1, 2)
     if anisotropy_ratio(affine) >= ISOTROPIC_RATIO:
         axis = slice_axis(affine)
@@ -118,7 +149,8 @@ def prepare(
             data = np.transpose(data, perm)
             mask = np.transpose(mask, perm)
             affine = affine[:, list(perm) + [3]]
-            notes.append(f"moved the slice axis (array axis {axis}) to Z for the networks")
+            notes.append(f"moved the slice axis (array axis {order[axis]} of the input) to Z for the networks")
+    perm = tuple(order[a] for a in perm)  # type: ignore[assignment]  # input axis of each network axis
 
     target = np.broadcast_to(np.asarray(model_spacing, dtype=np.float64), (3,))
     spacing = spacing_from_affine(affine)
