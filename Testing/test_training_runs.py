@@ -241,6 +241,23 @@ def test_screening_fine_tune_mines_the_starting_networks_false_positives(data_ro
     done = json.loads((tmp_path / "mined" / "screening" / "done.json").read_text())
     assert done["mined_from_init"] == expected
     assert "mined_from_init" not in json.loads((tmp_path / "plain" / "screening" / "done.json").read_text())
+    # Later stages draw from the pool as it was: a run that stops after the screening stage and
+    # resumes for the teacher equals one that trains both in one go.
+    both = ["train", "all", "--data", str(data_root), "--config", "tiny", "--progress", "none", "--init-from"]
+    both += [str(bundle), "--set", "screening.steps=1", "--set", "sampling.screening_candidates=5"]
+    both += ["--set", "screening.mine_init=true", "--set", "teacher.steps=2", "--set", "students.target_factor=2"]
+    both += ["--set", "students.stage_steps=1", "--set", "students.finetune.enabled=false"]
+    # Every later patch from the hard-negative pool, so a different pool shows in the weights.
+    both += ["--set", "sampling.positive_fraction=0", "--set", "sampling.hard_negative_fraction=1"]
+    both += ["--set", "sampling.mimic_share=1"]
+    assert main([*both, "--out", str(tmp_path / "one-go")]) == 0
+    staged = ["train", "screening", *both[2:], "--out", str(tmp_path / "staged")]
+    assert main(staged) == 0
+    assert main([*both, "--out", str(tmp_path / "staged")]) == 0
+    for stage in ("teacher", "students/x2"):
+        a = load_weights(tmp_path / "one-go" / stage / "model.pt")
+        b = load_weights(tmp_path / "staged" / stage / "model.pt")
+        assert all(torch.equal(a[k], b[k]) for k in a), stage
 
 
 def test_cv_two_folds(tmp_path):

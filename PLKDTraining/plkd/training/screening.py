@@ -85,13 +85,23 @@ def train_screening(
     """Train (or load, when finished) the screening FCN; returns ``(net, summary)``."""
     spec = screening_stage(run_dir, cfg, data, ctx.seed)
     limit = int(cfg["sampling"]["screening_candidates"])
-    if cfg["screening"]["mine_init"] and "init_from" in spec.summary and limit > 0 and not is_done(spec.out_dir):
-        # Fine-tuning: the starting network's own false positives (mostly veins) are the patches it
-        # must learn to reject. Mined again, identically, when the stage resumes.
+    if not (cfg["screening"]["mine_init"] and "init_from" in spec.summary and limit > 0) or is_done(spec.out_dir):
+        return spec.exported, run_stage(spec, ctx)
+    # Fine-tuning: the starting network's own false positives (mostly veins) are the patches it
+    # must learn to reject. They are mined again, identically, when the stage resumes, and taken
+    # out of the pool afterwards, so later stages draw the same patches whether or not this stage
+    # ran in the same process (a resumed run equals an uninterrupted one).
+    sampler = data.sampler
+    mimics, with_hard = [s.mimics for s in sampler.subjects], list(sampler.with_hard)
+    try:
         n = mine_hard_negatives(copy.deepcopy(spec.export_module).to(ctx.device), data, limit, ctx.device)
         log.info("added %d false positives of the starting screening network as hard negatives", n)
         spec.summary["mined_from_init"] = n
-    summary = run_stage(spec, ctx)
+        summary = run_stage(spec, ctx)
+    finally:
+        for subject, pool in zip(sampler.subjects, mimics, strict=True):
+            subject.mimics = pool
+        sampler.with_hard = with_hard
     return spec.exported, summary
 
 
