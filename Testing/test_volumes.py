@@ -73,6 +73,27 @@ def test_multi_echo_combined_by_rss_and_says_so(tmp_path, rng):
         load_volume(src, echo=0)
 
 
+def test_four_d_images_that_are_not_echoes_are_said(tmp_path, rng, caplog):
+    tissue = rng.uniform(50, 100, (8, 8, 6)).astype(np.float32)
+    te_ms = np.array([5.0, 15.0, 25.0, 35.0])
+    echoes = np.stack([tissue * np.exp(-t / 40.0) for t in te_ms], axis=-1)  # T2* decay
+    phase = rng.uniform(0, 4095, tissue.shape).astype(np.float32)  # a Siemens-style phase volume
+    series = np.stack([tissue * rng.uniform(0.99, 1.01) for _ in range(4)], axis=-1)  # flat over time
+    cases = {
+        "echoes.nii": (echoes, False),
+        "mag_phase.nii": (np.stack([tissue, phase], axis=-1), True),
+        "series.nii": (series, True),
+        "long.nii": (np.repeat(echoes[..., :1], 20, axis=-1) * np.linspace(1, 0.5, 20), True),
+    }
+    for name, (data, doubted) in cases.items():
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="plkd"):
+            load_volume(_write(tmp_path / name, data))
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert bool(warned) == doubted, (name, warned)
+        assert len(warned) <= 1 and all("\n" not in w for w in warned)
+
+
 def test_singleton_fourth_dimension_is_dropped(tmp_path, rng):
     src = _write(tmp_path / "one.nii.gz", rng.uniform(1, 2, (4, 4, 4, 1)).astype(np.float32))
     assert load_volume(src).shape == (4, 4, 4)

@@ -187,6 +187,36 @@ def _gunzipped_size(path: Path, limit: int) -> int:
     return total
 
 
+#: More volumes than a multi-echo GRE protocol acquires (clinical ones: 1-12 echoes).
+MAX_ECHOES = 16
+
+
+def echo_series_doubt(arr: np.ndarray, name: str) -> str | None:
+    """Why a 4-D image ``(X, Y, Z, N)`` does not look like the echoes of one multi-echo GRE, or None.
+
+    The magnitude of successive echoes fades with T2* decay: over the tissue (voxels above the
+    first volume's median) each echo's mean signal is at most 5 % above the one before, and the
+    last is at least 5 % below the first. A time series (flat), a magnitude + phase pair (the
+    phase does not fade) or a stack of other images breaks that, and so does more than
+    :data:`MAX_ECHOES` volumes; combining them as echoes would give an image no scanner made.
+    """
+    n = arr.shape[3]
+    if n > MAX_ECHOES:
+        return f"{name} has {n} volumes, more than a multi-echo GRE acquires; a time series? give one 3-D image"
+    first = np.abs(np.asarray(arr[..., 0], dtype=np.float64))
+    tissue = first > np.median(first)
+    if n < 2 or not tissue.any():
+        return None
+    means = np.array([float(np.abs(arr[..., i][tissue]).mean()) for i in range(n)])
+    if np.all(means[1:] <= 1.05 * means[:-1]) and means[-1] <= 0.95 * means[0]:
+        return None
+    shown = ", ".join(f"{m:.4g}" for m in means[:6]) + (", ..." if n > 6 else "")
+    return (
+        f"{name}: its {n} volumes do not fade from echo to echo as a multi-echo GRE's do (mean tissue signal "
+        f"{shown}); a time series or a magnitude + phase pair? give one 3-D magnitude image or choose --echo"
+    )
+
+
 def _to_3d(arr: np.ndarray, name: str, echo: EchoChoice, notes: list[str]) -> np.ndarray:
     # Drop trailing singleton dimensions (4-D files with one volume are common).
     while arr.ndim > 3 and arr.shape[-1] == 1:
@@ -195,6 +225,8 @@ def _to_3d(arr: np.ndarray, name: str, echo: EchoChoice, notes: list[str]) -> np
         return arr
     if arr.ndim == 4:
         n = arr.shape[3]
+        if (doubt := echo_series_doubt(arr, name)) is not None:
+            log.warning(doubt)
         if echo == "rss":
             notes.append(f"{name}: combined {n} echoes by root-sum-of-squares")
             arr = np.sqrt(np.sum(np.abs(arr.astype(np.float64)) ** 2, axis=3))
