@@ -566,6 +566,22 @@ def test_export_and_a_segmentation_as_brain_mask_leave_no_helper_nodes_in_the_sc
     assert not [name for _, name in after if name.endswith("_ColorTable")]
 
 
+def test_a_probability_map_as_brain_mask_reaches_the_engine_with_its_values(case, tmp_path):
+    scene, volume, _, _, _ = case
+    probability = np.zeros(SHAPE, dtype=np.float32)
+    probability[2:-2, 2:-2, 1:-1] = 0.9
+    probability[1, :, :] = 0.02  # a faint tail, as brain-extraction tools leave around the brain
+    soft = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "brain probability")
+    updateVolumeNodeFromArray(soft, probability, AFFINE)
+    written = nib.load(str(inferenceJob.writeMaskAsNifti(soft, volume, tmp_path / "soft.nii.gz")))
+    np.testing.assert_allclose(written.get_fdata(), probability, atol=1e-6)
+    # A label map stays 0/1.
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "brain label")
+    updateVolumeNodeFromArray(labels, (probability > 0.5).astype(np.int16) * 3, AFFINE)
+    written = nib.load(str(inferenceJob.writeMaskAsNifti(labels, volume, tmp_path / "label.nii.gz")))
+    assert set(np.unique(written.get_fdata())) == {0.0, 1.0}
+
+
 # --- a saved scene (.mrb) keeps everything the reader decided ----------------------------------------------------
 
 

@@ -81,10 +81,16 @@ def _dicomDatabase():
 
 
 def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:
-    """Write a brain mask given as a volume, label map or segmentation on the input volume's grid (0/1)."""
+    """Write a brain mask given as a volume, label map or segmentation on the input volume's grid.
+
+    Label maps and segmentations are written as 0/1; a scalar volume with fractional values (a
+    probability map) keeps its values, so the engine applies its own rule to it (cut at half the
+    maximum, with a warning). Raises ValueError for an empty mask or one on another grid.
+    """
     import nibabel
 
     scene = inputVolume.GetScene()
+    soft = None
     if maskNode.IsA("vtkMRMLSegmentationNode"):
         from slicer import vtkSlicerSegmentationsModuleLogic
 
@@ -97,7 +103,12 @@ def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:
                 raise ValueError(f"could not turn segmentation '{maskNode.GetName()}' into a brain mask")
             mask = arrayFromVolumeNode(labelNode) > 0
     else:
-        mask = arrayFromVolumeNode(maskNode) > 0
+        values = arrayFromVolumeNode(maskNode)
+        mask = values > 0
+        # A scalar volume with fractional values is a probability map: the engine cuts it at half its
+        # maximum and says so (``plkd predict --mask``); ``> 0`` here would keep its faint tail.
+        if not maskNode.IsA("vtkMRMLLabelMapVolumeNode") and np.any(values[mask] != np.round(values[mask])):
+            soft = values.astype(np.float32)
         sameGrid = mask.shape == inputVolume.GetImageData().GetDimensions() and np.allclose(
             ijkToRas(maskNode), ijkToRas(inputVolume), atol=1e-3
         )
@@ -109,7 +120,7 @@ def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:
     if not mask.any():
         raise ValueError(f"brain mask '{maskNode.GetName()}' is empty")
     affine = ijkToRas(inputVolume)
-    image = nibabel.Nifti1Image(mask.astype(np.uint8), affine)
+    image = nibabel.Nifti1Image(soft if soft is not None else mask.astype(np.uint8), affine)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     path = Path(path)
