@@ -63,6 +63,16 @@ def test_mask_keeps_the_brain_and_names_the_image_kind(kind: str, says: str, min
         assert "skull-stripped input" not in note
 
 
+@pytest.mark.parametrize("offset", [1e5, -40.0])
+def test_a_background_filled_with_another_constant_is_taken_as_zero_fill(offset: float) -> None:
+    vol, brain = _head("skull-stripped")
+    expected, _ = compute_brain_mask(vol)
+    shifted = Volume(vol.data + np.float32(offset), vol.affine)
+    mask, note = compute_brain_mask(shifted)
+    assert np.array_equal(mask, expected) and (mask & brain).sum() / brain.sum() > 0.99
+    assert "skull-stripped input" in note and f"filled with {offset:g}" in note
+
+
 def test_field_of_view_inside_the_brain_is_used_whole() -> None:
     vol, _brain = _head("head in air")
     crop = Volume(np.ascontiguousarray(vol.data[20:44, 20:44, 16:32]), np.eye(4))
