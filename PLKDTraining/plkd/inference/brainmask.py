@@ -3,7 +3,8 @@
 A mask given by the user always wins (it must be on the image's grid and non-empty; a probability
 map, with fractional values, is cut at half its maximum, with a warning). Without
 one, the image's *background* is found first: air (below 15 % of the bright tissue level after
-1 mm smoothing) or exact zeros, connected to the edge of the field of view. Then:
+1 mm smoothing) or exact zeros, connected to the edge of the field of view (a constant other than 0
+filling most of the field of view's faces is subtracted first, so it counts as zeros). Then:
 
 - no background (under 2 % of the field of view): the field of view lies inside the head, as in
   a crop around a finding; the whole field of view is used (a threshold would split tissue from
