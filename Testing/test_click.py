@@ -13,6 +13,7 @@ import pytest
 
 from plkd.bundle import load_bundle
 from plkd.cli import main
+from plkd.errors import InputError
 from plkd.inference import Predictor
 from plkd.inference.click import load_existing
 from plkd.volumes import Volume
@@ -144,3 +145,22 @@ def test_a_click_on_a_microbleed_found_earlier_returns_that_one(subject, tmp_pat
     only_json = load_existing(tmp_path / "click_T2S_cmb.json", vol)
     assert only_json.labels is None and only_json.candidates == [record]
     assert click(3, tmp_path / "click_T2S_cmb.json")["candidates"][0]["existing_id"] == 9
+
+
+def test_an_existing_json_alone_must_be_of_this_scan(subject, tmp_path: Path, caplog) -> None:
+    vol, _ = subject
+    record = {"id": 1, "label": 1, "kept": True, "center_ras": CENTRES[0].tolist(), "volume_mm3": 14.0}
+    doc = {"candidates": [record], "label_shape": list(vol.shape), "input_sha256": "a" * 64}
+    (tmp_path / "mine_cmb.json").write_text(json.dumps(doc))
+    with caplog.at_level("WARNING", logger="plkd"):
+        assert load_existing(tmp_path / "mine_cmb.json", vol, "a" * 64).candidates == [record]
+    assert not caplog.records
+    # Made from another file: matched by position, said once.
+    with caplog.at_level("WARNING", logger="plkd"):
+        load_existing(tmp_path / "mine_cmb.json", vol, "b" * 64)
+    assert len(caplog.records) == 1 and "sha256 differs" in caplog.records[0].getMessage()
+    # Made on another grid: refused in one line.
+    (tmp_path / "other_cmb.json").write_text(json.dumps({**doc, "label_shape": [10, 10, 10]}))
+    with pytest.raises(InputError, match="grid, not this image's") as err:
+        load_existing(tmp_path / "other_cmb.json", vol, "a" * 64)
+    assert "\n" not in str(err.value)

@@ -401,7 +401,7 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         if opt.at_ras is not None:
             from plkd.inference.click import load_existing
 
-            earlier = load_existing(opt.existing, volume) if opt.existing is not None else None
+            earlier = load_existing(opt.existing, volume, sha) if opt.existing is not None else None
             result = predictor.segment_at(
                 volume, opt.at_ras, mask=mask_vol, lr_factor=opt.lr_factor, student=opt.student, existing=earlier
             )

@@ -16,6 +16,7 @@ covers the click.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from scipy import ndimage
 from plkd.errors import InputError
 from plkd.naming import output_stem
 from plkd.volumes import Volume, check_same_grid, load_label
+
+log = logging.getLogger(__name__)
 
 #: A click lands at most this far (mm) from the centre of the microbleed it means.
 SEARCH_RADIUS_MM = 3.0
@@ -154,11 +157,13 @@ def _pair(path: Path) -> tuple[Path | None, Path | None]:
     return (js if js.is_file() else None), path
 
 
-def load_existing(path: str | os.PathLike[str], volume: Volume) -> ExistingPrediction:
+def load_existing(path: str | os.PathLike[str], volume: Volume, input_sha256: str | None = None) -> ExistingPrediction:
     """Read an earlier prediction of ``volume`` given as its ``NAME_cmb.json`` or label map.
 
     The other file of the pair is used when it lies beside the given one. The label map must be
-    on the image's grid. Raises :class:`InputError` naming the problem in one line.
+    on the image's grid; without one, the JSON's ``label_shape`` must be the image's shape, and a
+    JSON made from a file whose sha256 is not ``input_sha256`` (the image's) is matched with a
+    warning. Raises :class:`InputError` naming the problem in one line.
     """
     p = Path(path)
     if not p.is_file():
@@ -174,11 +179,30 @@ def load_existing(path: str | os.PathLike[str], volume: Volume) -> ExistingPredi
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InputError(f"--existing {js.name} is not a plkd candidates JSON: {exc}") from None
         out.candidates = cands
+        if label_path is None:
+            _check_made_from(doc, js.name, volume, input_sha256)
     if label_path is not None:
         lab = load_label(label_path, what="existing label map")
         check_same_grid(volume, lab, what=f"existing label map {label_path.name}")
         out.labels = np.rint(lab.data).astype(np.int32)
     return out
+
+
+def _check_made_from(doc: dict[str, Any], name: str, volume: Volume, input_sha256: str | None) -> None:
+    """A candidates JSON without its label map: refuse another grid, warn about another file."""
+    shape = doc.get("label_shape")
+    if isinstance(shape, list) and [int(v) for v in shape] != [int(v) for v in volume.shape]:
+        raise InputError(
+            f"--existing {name} was made on a {'x'.join(map(str, shape))} grid, not this image's "
+            f"{'x'.join(map(str, volume.shape))}: give the prediction of this scan"
+        )
+    made_from = doc.get("input_sha256")
+    if input_sha256 and made_from and made_from != input_sha256:
+        log.warning(
+            "--existing %s was made from another file than this image (sha256 differs); its microbleeds are "
+            "matched to the click by position only",
+            name,
+        )
 
 
 def match_existing(
