@@ -187,9 +187,7 @@ def predict_files(
             sha = files_sha256(list(scan.series.files) if scan.series else [scan.path]) if scan.path.exists() else None
             if sha is not None and at_ras is None and not overwrite:
                 extras = [out.probability] if save_probability else []
-                problem = reuse_problem(out, opt.settings, sha, extras + ([out.model_grid] if save_model_grid else []))
-                if problem is None:
-                    problem = _contrast_changed(scan, out, opt.models.stated)
+                problem = _outputs_problem(scan, out, opt, sha, extras + ([out.model_grid] if save_model_grid else []))
                 if problem is None:
                     report.skipped.append(scan.path)
                     report.rows.append(summary_row(scan.stem, str(scan.path), "skipped", read_record(out.json), None))
@@ -239,6 +237,11 @@ def _failed(report: BatchReport, scan: ScanInput, message: str, seconds: float, 
     print(f"plkd: error: {scan.path.name}: {message}", file=err)
 
 
+def _outputs_problem(scan: ScanInput, out: OutputPaths, opt: _Options, sha: str, extras: list[Path]) -> str | None:
+    """Why the outputs in the folder are not this scan's result with these settings, or None when they are."""
+    return reuse_problem(out, opt.settings, sha, extras) or _contrast_changed(scan, out, opt.models.stated)
+
+
 def _contrast_changed(scan: ScanInput, out: OutputPaths, stated: str) -> str | None:
     """Why earlier outputs of a NIfTI scan no longer fit: its contrast is now decided otherwise (a JSON
     sidecar added or edited beside it picks another model, yet leaves the image's bytes unchanged).
@@ -265,9 +268,7 @@ def _discard_stale(scan: ScanInput, out: OutputPaths, opt: _Options, prog: Progr
         except OSError:
             sha = None  # the input cannot be read: nothing in the folder can be shown to match it
         # Only the input and the settings decide (a missing optional extra does not make a label map stale).
-        problem = "the input cannot be read" if sha is None else reuse_problem(out, opt.settings, sha, [])
-        if problem is None:
-            problem = _contrast_changed(scan, out, opt.models.stated)
+        problem = "the input cannot be read" if sha is None else _outputs_problem(scan, out, opt, sha, [])
         if problem is None or problem == NO_OUTPUTS:
             return
         removed = remove_outputs(out)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,15 +90,21 @@ def modality_of_text(text: str) -> str | None:
     return "SWI" if "SWI" in found else found.pop() if found else None
 
 
-def _from_fields(fields: Mapping[str, Any], source: str, keys: Iterable[str]) -> ModalityDecision | None:
+def _field_text(value: Any) -> str:
+    """A sidecar / DICOM value as text ("" when empty); lists (ImageType) joined by spaces."""
+    if value is None or value == "":
+        return ""
+    return " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def _from_fields(
+    fields: Mapping[str, Any], source: str, keys: Iterable[str], label: str | None = None
+) -> ModalityDecision | None:
     for key in keys:
-        value = fields.get(key)
-        if value is None or value == "":
-            continue
-        text = " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-        modality = modality_of_text(text.replace("\\", " "))
+        text = _field_text(fields.get(key))
+        modality = modality_of_text(text.replace("\\", " ")) if text else None
         if modality is not None:
-            return ModalityDecision(modality, source, f"{source} {key} {text.strip()!r}")
+            return ModalityDecision(modality, source, f"{label or source} {key} {text.strip()!r}")
     return None
 
 
@@ -136,11 +142,27 @@ def _header_text(path: Path) -> str:
     return " ".join(p for p in parts if p)
 
 
-def _from_name(path: Path) -> ModalityDecision | None:
+def _stem(path: Path) -> str:
+    """The file name without its image extension (``.nii.gz``, ``.nii``, ``.dcm``)."""
     stem = path.name
     for ext in (".nii.gz", ".nii", ".dcm"):
         if stem.lower().endswith(ext):
             stem = stem[: -len(ext)]
+    return stem
+
+
+def _metadata(path: Path, dicom: Mapping[str, Any] | None) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """``(source, label, fields)`` of the scan's metadata, most trusted first, each read only when
+    reached: the DICOM record, the JSON sidecar, the NIfTI header's text (as ``description``)."""
+    if dicom:
+        yield "dicom", "dicom", {k: dicom.get(v) for k, v in _DICOM_KEYS.items()}
+    if path.suffix.lower() in (".nii", ".gz"):
+        yield "sidecar", "sidecar", _read_sidecar(path)
+        yield "header", "NIfTI header", {"description": _header_text(path)}
+
+
+def _from_name(path: Path) -> ModalityDecision | None:
+    stem = _stem(path)
     suffix = stem.rsplit("_", 1)[-1] if "_" in stem else ""
     if suffix and (modality := modality_of_text(suffix)) is not None:
         return ModalityDecision(modality, "file name", f"file name suffix '_{suffix}'")
@@ -158,16 +180,9 @@ def detect_modality(path: str | Path, dicom: Mapping[str, Any] | None = None) ->
     for the order of the sources.
     """
     path = Path(path)
-    if dicom:
-        fields = {k: dicom.get(v) for k, v in _DICOM_KEYS.items()}
-        if (d := _from_fields(fields, "dicom", _FIELDS)) is not None:
+    for source, label, fields in _metadata(path, dicom):
+        if (d := _from_fields(fields, source, _FIELDS if source != "header" else ("description",), label)) is not None:
             return d
-    if path.suffix.lower() in (".nii", ".gz"):
-        if (d := _from_fields(_read_sidecar(path), "sidecar", _FIELDS)) is not None:
-            return d
-        text = _header_text(path)
-        if text and (modality := modality_of_text(text)) is not None:
-            return ModalityDecision(modality, "header", f"NIfTI header description {text!r}")
     if (d := _from_name(path)) is not None:
         return d
     return ModalityDecision("T2S", "default", "no sequence information in the metadata or the file name; T2* assumed")
@@ -187,24 +202,12 @@ def projection_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) 
     file name's words). Never raises.
     """
     path = Path(path)
-    sources: list[tuple[str, Mapping[str, Any]]] = []
-    if dicom:
-        sources.append(("dicom", {k: dicom.get(v) for k, v in _DICOM_KEYS.items()}))
-    if path.suffix.lower() in (".nii", ".gz"):
-        sources.append(("sidecar", _read_sidecar(path)))
-        sources.append(("header", {"description": _header_text(path)}))
-    for source, fields in sources:
+    for _source, label, fields in _metadata(path, dicom):
         for key, value in fields.items():
-            if value is None or value == "":
-                continue
-            text = " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-            if _projection_words(text) is not None:
-                return f"{source} {key} {text.strip()!r}"
-    stem = path.name
-    for ext in (".nii.gz", ".nii", ".dcm"):
-        if stem.lower().endswith(ext):
-            stem = stem[: -len(ext)]
-    if (word := _projection_words(stem)) is not None:
+            text = _field_text(value)
+            if text and _projection_words(text) is not None:
+                return f"{label} {key} {text.strip()!r}"
+    if (word := _projection_words(_stem(path))) is not None:
         return f"the word '{word}' in the file name"
     return None
 

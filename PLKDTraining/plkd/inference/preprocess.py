@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from nibabel.orientations import io_orientation
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from plkd.normalise import normalise_intensity
 from plkd.resample import grid_with_spacing, resample_array
@@ -78,24 +78,17 @@ class PreparedVolume:
 
 def to_closest_ras(
     data: np.ndarray, mask: np.ndarray, affine: np.ndarray
-) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[list[int], bool, np.ndarray, np.ndarray, np.ndarray]:
     """Transpose and flip ``data`` and ``mask`` so that array axes 0, 1, 2 point as nearly as possible
-    to R, A and S (nibabel's ``io_orientation``; no interpolation), with the affine that keeps every
-    voxel at its RAS position. Returns ``(order, data, mask, affine)``, ``order[a]`` being the input
-    axis that became axis ``a``.
+    to R, A and S (nibabel's ``io_orientation`` / ``apply_orientation``; no interpolation), with the
+    affine that keeps every voxel at its RAS position. Returns ``(order, changed, data, mask, affine)``:
+    ``order[a]`` is the input axis that became axis ``a``, ``changed`` whether anything moved.
     """
     ornt = io_orientation(affine)
     order = [int(np.flatnonzero(ornt[:, 0] == w)[0]) for w in range(3)]
-    data = np.transpose(data, order)
-    mask = np.transpose(mask, order)
-    affine = np.asarray(affine, dtype=np.float64)[:, order + [3]].copy()
-    for a, source in enumerate(order):
-        if ornt[source, 1] < 0:
-            data = np.flip(data, a)
-            mask = np.flip(mask, a)
-            affine[:3, 3] += affine[:3, a] * (data.shape[a] - 1)
-            affine[:3, a] *= -1.0
-    return order, data, mask, affine
+    changed = order != [0, 1, 2] or bool(np.any(ornt[:, 1] < 0))
+    new_affine = np.asarray(affine, dtype=np.float64) @ inv_ornt_aff(ornt, data.shape)
+    return order, changed, apply_orientation(data, ornt), apply_orientation(mask, ornt), new_affine
 
 
 def crop_box(
@@ -137,9 +130,8 @@ def prepare(
     # The networks see the brain as they were trained on it (RAS: x to the right, y anterior, z superior)
     # however the file stores it (LPS, LAS as dcm2niix writes, sagittal order, ...); otherwise the same
     # scan stored two ways gives two different results.
-    stored_flipped = bool(np.any(io_orientation(affine)[:, 1] < 0))
-    order, data, mask, affine = to_closest_ras(data, mask, affine)
-    if order != [0, 1, 2] or stored_flipped:
+    order, changed, data, mask, affine = to_closest_ras(data, mask, affine)
+    if changed:
         notes.append("turned the array to RAS axis order for the networks (the grid of the outputs is unchanged)")
     perm: tuple[int, int, int] = (0, 1, 2)
     if anisotropy_ratio(affine) >= ISOTROPIC_RATIO:
