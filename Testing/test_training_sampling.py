@@ -10,7 +10,14 @@ from plkd.data.datasets import find_subjects
 from plkd.errors import ConfigError
 from plkd.training.augment import AugmentParams, apply_geometric, apply_intensity, draw_params
 from plkd.training.config import load_config, set_value
-from plkd.training.sampling import PatchSampler, _meta_centres, extract_patch, label_centres, prepare_subject
+from plkd.training.sampling import (
+    PatchSampler,
+    _meta_centres,
+    _meta_entries,
+    extract_patch,
+    label_centres,
+    prepare_subject,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +58,59 @@ def test_mimic_share_picks_the_hard_negative_pool(sampler):
         s.mimics = s_saved
 
 
+def test_each_kind_of_mimic_is_drawn_equally_often(sampler):
+    # 60 vein centres against 2 calcifications: by centre a calcification would be 1 patch in 31.
+    smp, cfg = sampler
+    s = smp.subjects[0]
+    saved = s.mimics, s.mimic_kinds
+    veins = np.stack([np.full(60, 4), np.arange(60) % 12 + 2, np.full(60, 4)], axis=1)
+    s.mimics = np.concatenate([veins, [[14, 14, 6], [15, 3, 6]]]).astype(np.int64)
+    s.mimic_kinds = np.array(["vein"] * 60 + ["calcification"] * 2)
+    try:
+        hard_only = set_value(cfg, "sampling.positive_fraction", "0.0")
+        hard_only = set_value(hard_only, "sampling.hard_negative_fraction", "1.0")
+        hard_only = set_value(hard_only, "sampling.mimic_share", "1.0")
+        share = {}
+        for balance in ("kind", "instance"):
+            pool = PatchSampler([s], set_value(hard_only, "sampling.mimic_balance", balance))
+            rng = np.random.default_rng(5)
+            centres = [tuple(pool.draw_centre(rng)[1]) for _ in range(600)]
+            share[balance] = np.mean([c in ((14, 14, 6), (15, 3, 6)) for c in centres])
+        assert 0.42 < share["kind"] < 0.58
+        assert share["instance"] < 0.08
+    finally:
+        s.mimics, s.mimic_kinds = saved
+
+
+def test_prepared_subjects_and_screening_false_positives_carry_their_kind(sampler):
+    smp, _ = sampler
+    s = smp.subjects[1]
+    saved = s.mimics, s.mimic_kinds
+    try:
+        before = len(s.mimics)
+        assert len(s.mimic_kinds) == before
+        smp.add_hard_negatives(1, np.array([[1, 1, 1], [2, 14, 1]]))
+        added = len(s.mimics) - before
+        assert added >= 1 and s.mimic_kinds[before:].tolist() == ["screening"] * added
+    finally:
+        s.mimics, s.mimic_kinds = saved
+
+
 def test_every_point_of_a_vein_path_is_a_mimic_centre():
     meta = {"mimics": [{"kind": "vein", "center_ras": [5, 5, 5], "path_ras": [[1, 5, 5], [5, 5, 5], [9, 5, 5]]}]}
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     centres = np.asarray(_meta_centres(meta, "mimics", affine))
     assert centres.tolist() == [[0.5, 2.5, 2.5], [2.5, 2.5, 2.5], [4.5, 2.5, 2.5]]
+    meta["mimics"].append({"kind": "calcification", "center_ras": [3, 3, 3]})
+    meta["mimics"].append({"center_voxel": [1, 1, 1]})
+    assert [k for _, k in _meta_entries(meta, "mimics", affine)] == ["vein"] * 3 + ["calcification", "mimic"]
 
 
 def test_mimic_share_is_validated():
     with pytest.raises(ConfigError, match="mimic_share"):
         load_config("tiny", ["sampling.mimic_share=1.5"])
+    with pytest.raises(ConfigError, match="mimic_balance"):
+        load_config("tiny", ["sampling.mimic_balance=size"])
 
 
 def test_segmentation_batch_shapes_and_positives(sampler):

@@ -312,6 +312,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("sampling.positive_fraction + hard_negative_fraction must lie in [0, 1]")
     if not 0 <= cfg["sampling"]["mimic_share"] <= 1:
         raise ConfigError(f"sampling.mimic_share must lie in [0, 1], not {cfg['sampling']['mimic_share']}")
+    if cfg["sampling"]["mimic_balance"] not in ("kind", "instance"):
+        raise ConfigError(f"sampling.mimic_balance must be kind or instance, not {cfg['sampling']['mimic_balance']!r}")
 
 
 def loss_weights(cfg: Config, modality: str) -> tuple[float, float]:

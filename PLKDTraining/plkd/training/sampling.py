@@ -13,8 +13,14 @@ Patch centres come from three pools (fractions in the ``sampling`` section):
   air–tissue dropout) and, when a screening network is given, its highest-scoring false
   candidates; *dark spots* are local minima of the normalised image inside the brain below a
   z-score. Dark spots outnumber mimics ten to one, yet mimics cause the false positives, so a
-  hard negative comes from the mimics with probability ``mimic_share``. Anything within
-  ``exclusion_mm`` of a microbleed is dropped;
+  hard negative comes from the mimics with probability ``mimic_share``. With ``mimic_balance:
+  kind`` a mimic patch first picks one of the kinds the subject has (vein, calcification, iron,
+  air–tissue dropout, cavernoma, screening false positive) with equal probability, then one of
+  its centres: a vein gives a centre per point of its path and a brain 100-200 of them, against
+  0-5 calcifications, so drawing centres alone showed a calcification in about one mimic patch
+  of a hundred, and calcifications were 13 of the shipped teacher's 15 false positives on
+  test10 at 1 mm (docs/results.md, step 9). ``instance`` draws centres alone, as runs made
+  before this setting did. Anything within ``exclusion_mm`` of a microbleed is dropped;
 - **random** voxels of the brain mask.
 
 Patches are cut around a centre voxel (``start = centre - size // 2``) and padded with zeros
@@ -61,6 +67,8 @@ class SubjectArrays:
     affine: np.ndarray
     positives: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
     mimics: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    #: Kind of each mimic centre (``vein``, ``calcification``, ..., ``screening``), same length.
+    mimic_kinds: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<U32"))
     dark_spots: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
     brain_voxels: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
 
@@ -91,16 +99,22 @@ def _meta_centres(meta: dict[str, Any], key: str, affine: np.ndarray) -> list[np
     An entry with a ``path_ras`` (a vein) contributes every point of its path: a vein looks like a
     microbleed wherever a slice cuts it, not only at its middle.
     """
+    return [centre for centre, _kind in _meta_entries(meta, key, affine)]
+
+
+def _meta_entries(meta: dict[str, Any], key: str, affine: np.ndarray) -> list[tuple[np.ndarray, str]]:
+    """``(voxel centre, kind)`` of manifest entries, as :func:`_meta_centres` (kind ``mimic`` when unnamed)."""
     out = []
     for item in meta.get(key) or []:
         if not isinstance(item, dict):
             continue
+        kind = str(item.get("kind") or "mimic")
         if isinstance(item.get("path_ras"), list) and item["path_ras"]:
-            out.extend(_ras_to_voxel(affine, p) for p in item["path_ras"])
+            out.extend((_ras_to_voxel(affine, p), kind) for p in item["path_ras"])
         elif item.get("center_ras") is not None:
-            out.append(_ras_to_voxel(affine, item["center_ras"]))
+            out.append((_ras_to_voxel(affine, item["center_ras"]), kind))
         elif item.get("center_voxel") is not None:
-            out.append(np.asarray(item["center_voxel"], dtype=float))
+            out.append((np.asarray(item["center_voxel"], dtype=float), kind))
     return out
 
 
@@ -127,10 +141,15 @@ def dark_spots(
 
 def drop_near(coords: np.ndarray, centres: np.ndarray, spacing: np.ndarray, min_mm: float) -> np.ndarray:
     """``coords`` without those closer than ``min_mm`` to any of ``centres``."""
+    return coords[far_from(coords, centres, spacing, min_mm)]
+
+
+def far_from(coords: np.ndarray, centres: np.ndarray, spacing: np.ndarray, min_mm: float) -> np.ndarray:
+    """Boolean ``(len(coords),)``: which ``coords`` lie at least ``min_mm`` from every one of ``centres``."""
     if len(coords) == 0 or len(centres) == 0:
-        return coords
+        return np.ones(len(coords), dtype=bool)
     d = np.linalg.norm((coords[:, None, :] - centres[None, :, :]) * spacing, axis=2)
-    return coords[d.min(axis=1) >= min_mm]
+    return d.min(axis=1) >= min_mm
 
 
 def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> SubjectArrays:
@@ -153,10 +172,14 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
         positives = np.rint(np.asarray(meta)).astype(np.int64).reshape(-1, 3)
     smp = cfg["sampling"]
     rng = np.random.default_rng([seed, 7919, sum(map(ord, subject.id))])
-    mimics = np.asarray(_meta_centres(subject.meta, "mimics", image.affine)).reshape(-1, 3)
+    entries = _meta_entries(subject.meta, "mimics", image.affine)
+    mimics = np.asarray([c for c, _ in entries], dtype=np.float64).reshape(-1, 3)
+    kinds = np.asarray([k for _, k in entries], dtype="<U32")
     spots = dark_spots(data, mask_arr, smp["minima_threshold"], smp["max_minima"], rng)
     sp = np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0))
-    inside = np.all((mimics >= 0) & (mimics <= np.asarray(image.shape) - 1), axis=1)
+    mimics = np.rint(mimics).astype(np.int64)
+    keep = np.all((mimics >= 0) & (mimics <= np.asarray(image.shape) - 1), axis=1)
+    keep &= far_from(mimics, positives, sp, smp["exclusion_mm"])
     return SubjectArrays(
         id=subject.id,
         image=data,
@@ -164,7 +187,8 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
         mask=mask_arr,
         affine=image.affine,
         positives=positives,
-        mimics=drop_near(np.rint(mimics[inside]).astype(np.int64), positives, sp, smp["exclusion_mm"]),
+        mimics=mimics[keep],
+        mimic_kinds=kinds[keep],
         dark_spots=drop_near(spots, positives, sp, smp["exclusion_mm"]),
         brain_voxels=np.argwhere(mask_arr)[:: max(1, int(mask_arr.sum()) // 200_000)].astype(np.int64),
     )
@@ -202,13 +226,14 @@ class PatchSampler:
         if not self.with_positives:
             raise InputError("none of the training subjects has a microbleed label; nothing to learn from")
 
-    def add_hard_negatives(self, index: int, coords: np.ndarray) -> None:
-        """Append centres to subject ``index``'s mimic pool (e.g. screening false positives)."""
+    def add_hard_negatives(self, index: int, coords: np.ndarray, kind: str = "screening") -> None:
+        """Append centres of one ``kind`` to subject ``index``'s mimic pool (e.g. screening false positives)."""
         s = self.subjects[index]
         coords = drop_near(
             np.asarray(coords, dtype=np.int64).reshape(-1, 3), s.positives, s.spacing, self.smp["exclusion_mm"]
         )
         s.mimics = np.concatenate([s.mimics, coords], axis=0)
+        s.mimic_kinds = np.concatenate([s.mimic_kinds, np.full(len(coords), kind, dtype="<U32")])
         if len(s.hard_negatives) and index not in self.with_hard:
             self.with_hard.append(index)
             self.with_hard.sort()
@@ -227,11 +252,22 @@ class PatchSampler:
             i = int(rng.choice(self.with_hard))
             s = self.subjects[i]
             use_mimic = len(s.mimics) and (not len(s.dark_spots) or rng.random() < self.smp["mimic_share"])
-            pool = s.mimics if use_mimic else s.dark_spots
-            return i, pool[rng.integers(len(pool))], "hard"
+            if not use_mimic:
+                return i, s.dark_spots[rng.integers(len(s.dark_spots))], "hard"
+            return i, s.mimics[self._mimic_index(s, rng)], "hard"
         i = int(rng.integers(len(self.subjects)))
         s = self.subjects[i]
         return i, s.brain_voxels[rng.integers(len(s.brain_voxels))], "random"
+
+    def _mimic_index(self, s: SubjectArrays, rng: np.random.Generator) -> int:
+        """Index of a mimic centre: a kind first, each with equal probability, then one of its centres
+        (``mimic_balance: kind``); or any centre (``instance``, and configurations saved before the
+        setting existed)."""
+        if self.smp.get("mimic_balance", "instance") != "kind" or len(s.mimic_kinds) != len(s.mimics):
+            return int(rng.integers(len(s.mimics)))
+        kinds = np.unique(s.mimic_kinds)
+        members = np.flatnonzero(s.mimic_kinds == kinds[rng.integers(len(kinds))])
+        return int(members[rng.integers(len(members))])
 
     def draw_acquisition(
         self, rng: np.random.Generator, factor: int | None, noise_std: float | None

@@ -92,15 +92,16 @@ def train_screening(
     # out of the pool afterwards, so later stages draw the same patches whether or not this stage
     # ran in the same process (a resumed run equals an uninterrupted one).
     sampler = data.sampler
-    mimics, with_hard = [s.mimics for s in sampler.subjects], list(sampler.with_hard)
+    pools = [(s.mimics, s.mimic_kinds) for s in sampler.subjects]
+    with_hard = list(sampler.with_hard)
     try:
         n = mine_hard_negatives(copy.deepcopy(spec.export_module).to(ctx.device), data, limit, ctx.device)
         log.info("added %d false positives of the starting screening network as hard negatives", n)
         spec.summary["mined_from_init"] = n
         summary = run_stage(spec, ctx)
     finally:
-        for subject, pool in zip(sampler.subjects, mimics, strict=True):
-            subject.mimics = pool
+        for subject, (pool, kinds) in zip(sampler.subjects, pools, strict=True):
+            subject.mimics, subject.mimic_kinds = pool, kinds
         sampler.with_hard = with_hard
     return spec.exported, summary
 
