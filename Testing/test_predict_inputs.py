@@ -319,13 +319,13 @@ def test_a_failed_rerun_leaves_no_result_of_the_old_input(tmp_path: Path, capsys
     assert "the input changed since its outputs were written" in err
     assert not list(out.glob("a_T2S_cmb*"))
 
-    # --overwrite does not look at earlier outputs first; a failure still removes those of another input.
+    # --overwrite removes the outputs of another input first too.
     shutil.copy(CASE, src)
     assert _predict(str(src), "-o", str(out)) == 0
     src.write_bytes(CASE.read_bytes()[:300])
     assert _predict(str(src), "-o", str(out), "--overwrite") == 2
     err = capsys.readouterr().err
-    assert "removed a_T2S_cmb.json, a_T2S_cmb.nii.gz of an earlier run: the input changed" in err
+    assert "the input changed since its outputs were written (removed a_T2S_cmb.json, a_T2S_cmb.nii.gz first)" in err
     assert not list(out.glob("a_T2S_cmb*"))
 
 
@@ -427,6 +427,46 @@ def test_a_killed_batch_leaves_a_summary_of_what_it_finished(
     assert [(r["scan"], r["status"]) for r in rows] == [("s1_T2S", "done")]
     doc = json.loads((out / "s1_T2S_cmb.json").read_text())
     assert doc["settings"]["threshold"] == 0.9 and int(rows[0]["n_microbleeds"]) == doc["n_microbleeds"]
+
+
+def test_an_interrupted_scan_leaves_no_output_of_its_own_or_of_other_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl+C while the outputs were written left the new label map without a JSON (or beside the JSON of
+    # the run before); Ctrl+C during an --overwrite run with other settings left the earlier result.
+    import plkd.inference.batch as batch
+    import plkd.inference.outputs as outputs
+
+    src = Path(shutil.copy(CASE, tmp_path / "a_T2S.nii.gz"))
+    out = tmp_path / "out"
+    real_json = outputs.write_json_atomic
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs, "write_json_atomic", interrupted)
+    assert _predict(str(src), "-o", str(out), "--save-probability") == 130
+    assert not list(out.glob("a_T2S_cmb*")) and not list(out.glob(".a_T2S_cmb*"))
+
+    monkeypatch.setattr(outputs, "write_json_atomic", real_json)
+    assert _predict(str(src), "-o", str(out)) == 0
+    earlier = json.loads((out / "a_T2S_cmb.json").read_text())
+    # The same settings with --overwrite, interrupted while writing: the JSON that was there must not stay
+    # beside a label map it did not describe.
+    monkeypatch.setattr(outputs, "write_json_atomic", interrupted)
+    assert _predict(str(src), "-o", str(out), "--overwrite") == 130
+    assert not list(out.glob("a_T2S_cmb*"))
+
+    monkeypatch.setattr(outputs, "write_json_atomic", real_json)
+    assert _predict(str(src), "-o", str(out)) == 0
+    assert json.loads((out / "a_T2S_cmb.json").read_text())["candidates"] == earlier["candidates"]
+    capsys.readouterr()
+    # Other settings with --overwrite, interrupted while computing: the earlier result goes first.
+    monkeypatch.setattr(batch, "_predict_one", interrupted)
+    assert _predict(str(src), "-o", str(out), "--overwrite", "--threshold", "0.9") == 130
+    err = capsys.readouterr().err
+    assert "recomputing a_T2S: settings changed: threshold None -> 0.9 (removed a_T2S_cmb.json" in err
+    assert not list(out.glob("a_T2S_cmb*"))
 
 
 def test_jsonl_progress_names_the_scan(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

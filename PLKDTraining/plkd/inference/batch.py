@@ -185,10 +185,10 @@ def predict_files(
         t0 = time.perf_counter()
         try:
             sha = files_sha256(list(scan.series.files) if scan.series else [scan.path]) if scan.path.exists() else None
-            if sha is not None and at_ras is None and not overwrite:
+            if sha is not None and at_ras is None:
                 extras = [out.probability] if save_probability else []
                 problem = _outputs_problem(scan, out, opt, sha, extras + ([out.model_grid] if save_model_grid else []))
-                if problem is None:
+                if problem is None and not overwrite:
                     report.skipped.append(scan.path)
                     report.rows.append(summary_row(scan.stem, str(scan.path), "skipped", read_record(out.json), None))
                     _say(
@@ -199,9 +199,9 @@ def predict_files(
                         input=str(scan.path),
                     )
                     continue
-                if problem != NO_OUTPUTS:
-                    # Removed first: a run killed while recomputing must not leave the old result (or a new
-                    # label map beside the old JSON) to be read as this run's.
+                if problem not in (None, NO_OUTPUTS):
+                    # Removed first (with --overwrite too): a run interrupted while recomputing must not leave
+                    # the old result of another input or other settings to be read as this run's.
                     removed = remove_outputs(out)
                     gone = f" (removed {', '.join(p.name for p in removed)} first)" if removed else ""
                     _say(prog, err, f"recomputing {scan.stem}: {problem}{gone}", input=str(scan.path))
