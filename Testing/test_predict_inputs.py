@@ -11,6 +11,8 @@ import gzip
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -542,3 +544,23 @@ def test_a_click_result_is_not_reused_by_a_full_run(tmp_path: Path, capsys: pyte
     assert _predict(str(CASE), "-o", str(tmp_path)) == 0
     assert "recomputing tiny_T2S: settings changed: at_ras" in capsys.readouterr().err
     assert json.loads((tmp_path / "tiny_T2S_cmb.json").read_text())["n_microbleeds"] >= 2
+
+
+def test_sigterm_ends_predict_like_ctrl_c(tmp_path: Path) -> None:
+    # kill (a batch scheduler's time limit) ended the process at once: a label map could stand without its
+    # JSON. It now ends the run as Ctrl+C does (exit status 130, what the scan wrote removed).
+    script = f"""
+import os, signal, sys
+import plkd.inference.outputs as outputs
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pthread_kill(signal.pthread_self(), 0)  # let the handler run here
+outputs.write_json_atomic = killed
+from plkd.cli import main
+sys.exit(main(["predict", {str(CASE)!r}, "-o", {str(tmp_path / "out")!r}, "--model", {str(BUNDLE)!r},
+               "--device", "cpu", "--progress", "none"]))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "plkd: interrupted" in proc.stderr
+    assert not list((tmp_path / "out").glob("tiny_T2S_cmb*"))
