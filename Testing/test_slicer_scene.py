@@ -423,6 +423,54 @@ def test_export_reports_the_microbleeds_as_the_reader_edited_them(case, tmp_path
         ]
 
 
+def test_a_segment_painted_by_hand_joins_the_review_and_the_export(case, tmp_path):
+    # A microbleed the reader painted as a new segment (Segment Editor: Add, Paint) was shown but had no table
+    # row: the review list did not show it and the export left it out without a word.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    painted = seg.GetSegmentation().AddEmptySegment("", "Painted")
+    notYet = seg.GetSegmentation().AddEmptySegment("", "Not painted yet")
+    mask = np.zeros(SHAPE, bool)
+    mask[18:20, 9:11, 4:6] = True
+    image = resultImport._orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    assert logic.SetBinaryLabelmapToSegment(image, seg, painted, logic.MODE_REPLACE)
+
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    data = np.asarray(nib.load(files.labelMap).dataobj)
+    report = json.loads(files.reportJson.read_text())
+    assert files.count == 4 and np.array_equal(data == 4, mask)
+    record = report["microbleeds"][3]
+    assert (record["segment"], record["status"], record["probability"]) == ("Painted", "added by reader", None)
+    assert [record["r_mm"], record["a_mm"], record["s_mm"]] == pytest.approx(_centre(mask), abs=1e-3)
+
+    rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}
+    assert notYet not in rows  # nothing painted yet: nothing to review
+    assert rows[painted].status == candidateTable.STATUS_ADDED and rows[painted].probability is None
+    assert rows[painted].volumeMm3 == pytest.approx(mask.sum() * abs(np.linalg.det(AFFINE[:3, :3])), abs=0.01)
+    segment = seg.GetSegmentation().GetSegment(painted)
+    assert resultImport.segmentTag(segment, candidateTable.TAG_ORIGIN) == candidateTable.ORIGIN_READER
+    reviewState.reject(seg, table, painted)  # the reader's own say: out of the export again
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    assert files.count == 3 and not np.asarray(nib.load(files.labelMap).dataobj)[mask].any()
+
+
+def test_a_reader_microbleed_never_takes_the_name_of_another(case, tmp_path):
+    # Its name was "Microbleed <number of segments + 1>": after a deletion, the name of an existing one.
+    _, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    seg.GetSegmentation().RemoveSegment(result.segmentIds[1])  # "Microbleed 2"
+    single = np.zeros(SHAPE, np.int16)
+    single[18:20, 9:11, 4:6] = 1
+    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "point", single, {1: 0.62})
+    added = reviewState.addReaderMicrobleed(seg, table, labelPath, jsonPath, candidates[0]["center_ras"])
+    names = [
+        seg.GetSegmentation().GetNthSegment(i).GetName() for i in range(seg.GetSegmentation().GetNumberOfSegments())
+    ]
+    assert seg.GetSegmentation().GetSegment(added).GetName() == "Microbleed 4"
+    assert len(set(names)) == len(names) == 3
+
+
 def test_export_with_nothing_included_writes_an_empty_label_map(case, tmp_path):
     _, volume, result, _, _ = case
     for segmentId in result.segmentIds:

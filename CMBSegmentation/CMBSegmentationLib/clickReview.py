@@ -21,9 +21,9 @@ import numpy as np
 from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.atomicFiles import writeTextAtomic
 from CMBSegmentationLib.inferenceJob import PreparedRun, prepareInputs
-from CMBSegmentationLib.reportExport import segmentLabels
 from CMBSegmentationLib.resultImport import candidateRow, readCandidates
 from CMBSegmentationLib.reviewState import ReviewError, addReaderMicrobleed, setStatus, updateVisibility
+from CMBSegmentationLib.segmentLabelMap import segmentLabels
 from CMBSegmentationLib.volumeIO import ijkToRas, writeArrayAsNifti
 
 #: File names of the snapshot (the engine pairs ``X_cmb.nii.gz`` with ``X_cmb.json`` beside it).

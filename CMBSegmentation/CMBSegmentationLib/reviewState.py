@@ -8,6 +8,7 @@ Segment Editor survive every review action, and rejecting is undone by accepting
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -20,7 +21,9 @@ from CMBSegmentationLib.resultImport import (
     readCandidates,
     segmentTag,
 )
-from CMBSegmentationLib.volumeIO import readNifti
+from CMBSegmentationLib.resultImport import referenceVolume as resultVolume
+from CMBSegmentationLib.segmentLabelMap import segmentLabels
+from CMBSegmentationLib.volumeIO import ijkToRas, readNifti
 
 #: Which status may follow which, for a model candidate ...
 ALLOWED_STATUS_CHANGES: dict[str, frozenset[str]] = {
@@ -124,7 +127,11 @@ def setReviewThreshold(segmentationNode, tableNode, threshold: float) -> float:
 
 
 def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateRow]:
-    """After loading a saved scene: copy the table's statuses onto the segment tags and visibility."""
+    """After loading a saved scene, or any change: copy the table's statuses onto the segment tags and visibility.
+
+    Segments painted with the Segment Editor join the review first (:func:`adoptPaintedSegments`).
+    """
+    adoptPaintedSegments(segmentationNode, tableNode)
     rows = candidateTable.readRows(tableNode)
     for row in rows:
         segment = segmentationNode.GetSegmentation().GetSegment(row.segmentId)
@@ -132,6 +139,56 @@ def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateR
             segment.SetTag(candidateTable.TAG_STATUS, row.status)
     updateVisibility(segmentationNode, tableNode, reviewThreshold(tableNode))
     return rows
+
+
+def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> list[str]:
+    """Give each segment that has voxels but no table row (a microbleed the reader painted as a new segment
+    with the Segment Editor) a row "added by reader"; return their ids.
+
+    Without a row it was shown but left out of the review list and of the export. Its centre (RAS mm, the
+    volume's own frame) and volume are measured on ``referenceVolume`` (default: the result's); its probability
+    is unknown. A segment still empty (just created, not painted yet) waits until it has voxels.
+    """
+    if referenceVolume is None:
+        referenceVolume = resultVolume(segmentationNode)
+    if referenceVolume is None or referenceVolume.GetImageData() is None:
+        return []
+    segmentation = segmentationNode.GetSegmentation()
+    listed = {row.segmentId for row in candidateTable.readRows(tableNode)}
+    rowless = [
+        segmentId
+        for segmentId in (segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments()))
+        if segmentId not in listed
+    ]
+    if not rowless:
+        return []
+    labels = segmentLabels(segmentationNode, rowless, referenceVolume)
+    affine = ijkToRas(referenceVolume)
+    voxelVolume = abs(float(np.linalg.det(affine[:3, :3])))
+    adopted = []
+    for label, segmentId in enumerate(rowless, start=1):
+        voxels = np.argwhere(labels == label)
+        if voxels.size == 0:
+            continue
+        candidateId = candidateTable.nextCandidateId(tableNode)
+        segment = segmentation.GetSegment(segmentId)
+        segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
+        segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
+        segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
+        centre = affine[:3, :3] @ voxels.mean(axis=0) + affine[:3, 3]
+        candidateTable.appendRow(
+            tableNode,
+            candidateTable.CandidateRow(
+                candidateId=candidateId,
+                segmentId=segmentId,
+                centerRas=tuple(float(v) for v in centre),
+                volumeMm3=float(len(voxels)) * voxelVolume,
+                probability=None,
+                status=candidateTable.STATUS_ADDED,
+            ),
+        )
+        adopted.append(segmentId)
+    return adopted
 
 
 def addReaderMicrobleed(
@@ -155,12 +212,11 @@ def addReaderMicrobleed(
     # The engine segments one candidate at the point; if it returns several, the nearest is the reader's.
     candidate = min(found, key=lambda c: float(np.linalg.norm(np.subtract(c["center_ras"], pointRas))))
     candidateId = candidateTable.nextCandidateId(tableNode)
-    number = segmentationNode.GetSegmentation().GetNumberOfSegments() + 1
     segmentId = addCandidateSegment(
         segmentationNode,
         labels == int(candidate["label"]),
         affine,
-        name=f"Microbleed {number}",
+        name=nextSegmentName(segmentationNode),
         candidateId=candidateId,
         status=candidateTable.STATUS_ADDED,
         probability=candidate.get("probability"),
@@ -175,6 +231,21 @@ def addReaderMicrobleed(
     )
     updateVisibility(segmentationNode, tableNode, threshold)
     return segmentId
+
+
+def nextSegmentName(segmentationNode) -> str:
+    """ "Microbleed N" with N one more than the largest in use: the number of segments plus one named an existing
+    segment again once one had been deleted, so two microbleeds of the report shared a name."""
+    segmentation = segmentationNode.GetSegmentation()
+    used = [
+        int(match.group(1))
+        for i in range(segmentation.GetNumberOfSegments())
+        if (match := _SEGMENT_NAME.fullmatch(segmentation.GetNthSegment(i).GetName() or ""))
+    ]
+    return f"Microbleed {max(used, default=0) + 1}"
+
+
+_SEGMENT_NAME = re.compile(r"Microbleed (\d+)")
 
 
 def _floatAttribute(node, name: str, default: float) -> float:
