@@ -109,6 +109,10 @@ def test_predict_command_has_every_option_in_contract_form(tmp_path):
 def test_default_model_mask_and_threshold_are_left_to_the_engine():
     argv = commandBuilder.buildPredictCommand("py", "in.nii.gz", "out", modelPath="  ", device="Auto")
     assert "--model" not in argv and "--mask" not in argv and "--threshold" not in argv
+    # The Threshold slider at its left end ("model's", the default) keeps each segmenter's tuned threshold: a fixed
+    # 0.5 replaced the shipped model's 0.1-0.4, so Apply kept fewer microbleeds than plkd predict without a word.
+    argv = commandBuilder.buildPredictCommand("py", "in.nii.gz", "out", threshold=commandBuilder.MODEL_THRESHOLD)
+    assert "--threshold" not in argv
     assert argv[argv.index("--device") + 1] == "auto"
 
 

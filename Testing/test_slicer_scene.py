@@ -591,6 +591,25 @@ def test_import_records_run_threshold_notes_region_and_never_zeroes_a_missing_pr
     assert candidateTable.readRows(old)[0].region == "" and candidateTable.readRows(old)[0].location == "lobar"
 
 
+def test_the_run_threshold_is_the_one_the_engine_applied(case, tmp_path):
+    # The widget passed the slider's value at the end of the run: moved meanwhile (or 0 for the model's own
+    # thresholds), it became the run and review threshold, and microbleeds the engine kept below it were hidden
+    # and silently left out of the export.
+    scene, volume, _, _, _ = case
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "moved", _labels(), PROBABILITY)  # applied: 0.3
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath, runThreshold=0.8)
+    assert reviewState.runThreshold(result.tableNode) == pytest.approx(0.3)
+    assert reviewState.reviewThreshold(result.tableNode) == pytest.approx(0.3)
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, tmp_path / "export", "c")
+    assert files.count == 3  # 0.95, 0.40 and 0.70: every microbleed the engine kept
+    # A file without thresholds (an older engine) still takes the caller's value.
+    data = json.loads(jsonPath.read_text())
+    del data["thresholds"]
+    jsonPath.write_text(json.dumps(data))
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath, runThreshold=0.45)
+    assert reviewState.runThreshold(result.tableNode) == pytest.approx(0.45)
+
+
 def test_review_threshold_lives_with_the_table_and_not_below_the_run_threshold(case):
     _, _, result, _, _ = case
     seg, table = result.segmentationNode, result.tableNode

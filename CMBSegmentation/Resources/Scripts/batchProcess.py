@@ -3,7 +3,7 @@
 Run with Slicer's Python, e.g.::
 
     Slicer --no-main-window --python-script batchProcess.py --input-dir IN --output-dir OUT [--model BUNDLE]
-        [--device auto|cpu|gpu] [--threshold 0.5] [--modality auto|T2*|SWI] [--mask-suffix _brainmask]
+        [--device auto|cpu|gpu] [--threshold P] [--modality auto|T2*|SWI] [--mask-suffix _brainmask]
 
 On a Linux server without a display, prefix the command with ``xvfb-run --auto-servernum`` (Slicer needs an X
 server even without its main window).
@@ -32,7 +32,12 @@ def parseArguments(argv):
     parser.add_argument("--output-dir", required=True, type=Path, help="folder for label maps and reports")
     parser.add_argument("--model", default="", help="model bundle folder or .zip (default: shipped model)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="default: auto")
-    parser.add_argument("--threshold", type=float, default=0.5, help="minimum candidate probability")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="minimum candidate probability (default: the threshold tuned for each segmenter in the model bundle)",
+    )
     parser.add_argument(
         "--modality",
         default="auto",
