@@ -257,6 +257,20 @@ def test_reject_hides_and_accept_restores_without_touching_voxels(case):
         reviewState.reject(seg, table, "no-such-segment")
 
 
+def test_a_status_typed_in_the_tables_module_counts_whatever_its_case(case, tmp_path):
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    column = table.GetColumnIndex(candidateTable.COLUMN_STATUS)
+    table.SetCellText(0, column, "Rejected ")  # the reader's edit in the Tables module
+    table.SetCellText(1, column, "ACCEPTED")
+    rows = reviewState.restoreReview(seg, table)
+    assert [r.status for r in rows[:2]] == [candidateTable.STATUS_REJECTED, candidateTable.STATUS_ACCEPTED]
+    assert not seg.GetDisplayNode().GetSegmentVisibility(result.segmentIds[0])
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
+    report = json.loads(files.reportJson.read_text())
+    assert [m["candidate_id"] for m in report["microbleeds"]] == [rows[1].candidateId, rows[2].candidateId]
+
+
 def test_threshold_shows_only_passing_candidates_not_yet_seen(case):
     _, _, result, _, _ = case
     seg, table = result.segmentationNode, result.tableNode

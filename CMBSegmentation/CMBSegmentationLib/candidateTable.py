@@ -149,7 +149,7 @@ def readRows(tableNode) -> list[CandidateRow]:
                 centerRas=tuple(_float(_cell(tableNode, r, c)) or 0.0 for c in (COLUMN_R, COLUMN_A, COLUMN_S)),
                 volumeMm3=_float(_cell(tableNode, r, COLUMN_VOLUME)) or 0.0,
                 probability=probability,
-                status=_cell(tableNode, r, COLUMN_STATUS) or STATUS_NOT_SEEN,
+                status=_status(_cell(tableNode, r, COLUMN_STATUS)),
                 location=_cell(tableNode, r, COLUMN_LOCATION),
                 region=_cell(tableNode, r, COLUMN_REGION),
             )
@@ -196,6 +196,16 @@ def _cell(tableNode, rowIndex: int, column: str) -> str:
 
 def _number(value: float, column: str) -> str:
     return repr(round(float(value), DECIMALS[column]))
+
+
+def _status(text: str) -> str:
+    """A status cell as one of :data:`STATUSES`: typed in the Tables module as "Rejected" or "rejected " it must
+    still reject (read as written, it counted as not yet seen and the candidate was exported)."""
+    wanted = " ".join((text or "").split()).lower()
+    for status in STATUSES:
+        if wanted == status:
+            return status
+    return text or STATUS_NOT_SEEN
 
 
 def _float(text: str) -> float | None:
