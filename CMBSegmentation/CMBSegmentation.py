@@ -537,9 +537,8 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return None
         if not candidateTableLib.isCandidateTable(p.candidateTable):
             return None
-        owner = candidateTableLib.segmentationOfTable(p.candidateTable)
-        if owner is not None and owner is not p.outputSegmentation:
-            return None  # a table of another result: its statuses must not be applied to these segments
+        if not candidateTableLib.belongsTo(p.candidateTable, p.outputSegmentation):
+            return None  # a table of another result (or run): its statuses must not be applied to these segments
         return p.outputSegmentation, p.candidateTable
 
     def refreshCandidates(self) -> None:

@@ -576,6 +576,29 @@ def test_a_run_never_overwrites_a_reviewed_result_unasked(case, tmp_path):
     assert other.GetCellText(0, 0) == "keep me"
 
 
+def test_a_table_of_an_earlier_run_into_the_same_segmentation_is_not_applied_to_the_new_segments(case, tmp_path):
+    # Apply again into the same segmentation with a new table: the old table still named the segmentation, and
+    # its statuses ("rejected") went onto the new segments, which share their ids (Microbleed_<id>): hidden and
+    # silently left out of the export.
+    scene, volume, result, _, _ = case
+    seg, old = result.segmentationNode, result.tableNode
+    for segmentId in result.segmentIds:
+        reviewState.reject(seg, old, segmentId)
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "again", _labels(), PROBABILITY)
+    again = resultImport.importResults(scene, volume, labelPath, jsonPath, seg, None, replace=True)
+    assert again.segmentIds == result.segmentIds  # the same ids: nothing but the run tells the tables apart
+    assert candidateTable.tableOfSegmentation(scene, seg) is again.tableNode
+    assert not candidateTable.belongsTo(old, seg) and candidateTable.belongsTo(again.tableNode, seg)
+    with pytest.raises(reviewState.ReviewError, match="another result"):
+        reviewState.restoreReview(seg, old)
+    with pytest.raises(reviewState.ReviewError, match="another result"):
+        reportExport.exportReview(seg, old, volume, tmp_path / "export", "case", threshold=0.3)
+    assert all(seg.GetDisplayNode().GetSegmentVisibility(s) for s in again.segmentIds)
+    assert reviewState.adoptPaintedSegments(seg, old) == [] and old.GetNumberOfRows() == 3
+    files = reportExport.exportReview(seg, again.tableNode, volume, tmp_path / "export", "case", threshold=0.3)
+    assert files.count == 3
+
+
 def test_import_records_run_threshold_notes_region_and_never_zeroes_a_missing_probability(case, tmp_path):
     scene, volume, _, _, _ = case
     notes = ["candidate count capped at 500", "fell back to the CPU"]

@@ -33,6 +33,9 @@ ATTRIBUTE_REVIEW_THRESHOLD = "CMBSegmentation.ReviewThreshold"
 #: The engine's notes (JSON list of strings) of the run that made this table.
 ATTRIBUTE_NOTES = "CMBSegmentation.Notes"
 REFERENCE_SEGMENTATION = "CMBSegmentation.Segmentation"
+#: Set on the segmentation and its table by each import: a table of an earlier run into the same segmentation
+#: (replaced since) has another value, and its statuses must not be applied to the new segments.
+ATTRIBUTE_RUN_ID = "CMBSegmentation.RunID"
 
 # Column names in file order.
 COLUMN_ID = "ID"
@@ -102,6 +105,19 @@ def segmentationOfTable(tableNode):
     return tableNode.GetNodeReference(REFERENCE_SEGMENTATION) if tableNode is not None else None
 
 
+def belongsTo(tableNode, segmentationNode) -> bool:
+    """Whether ``tableNode`` may describe the segments of ``segmentationNode``: not a table of another
+    segmentation, nor of an earlier run into this one (its segment ids name segments of the new run, so its
+    statuses would hide and drop them). A table without a reference (a ``.tsv`` loaded alone) or either node
+    without a run id (older scenes) is not refused."""
+    owner = segmentationOfTable(tableNode)
+    if owner is not None and owner is not segmentationNode:
+        return False
+    tableRun = tableNode.GetAttribute(ATTRIBUTE_RUN_ID) if tableNode is not None else None
+    segmentationRun = segmentationNode.GetAttribute(ATTRIBUTE_RUN_ID) if segmentationNode is not None else None
+    return not (tableRun and segmentationRun and tableRun != segmentationRun)
+
+
 def tableOfSegmentation(scene, segmentationNode):
     """The candidate table that lists the segments of ``segmentationNode`` (the last one made), or None."""
     if segmentationNode is None:
@@ -109,7 +125,11 @@ def tableOfSegmentation(scene, segmentationNode):
     found = None
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
         tableNode = scene.GetNthNodeByClass(i, "vtkMRMLTableNode")
-        if isCandidateTable(tableNode) and segmentationOfTable(tableNode) is segmentationNode:
+        if (
+            isCandidateTable(tableNode)
+            and segmentationOfTable(tableNode) is segmentationNode
+            and belongsTo(tableNode, segmentationNode)
+        ):
             found = tableNode
     return found
 

@@ -22,7 +22,7 @@ import numpy as np
 from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
 from CMBSegmentationLib.resultImport import ensureSegmentationConverters
-from CMBSegmentationLib.reviewState import adoptPaintedSegments, isIncluded, reviewThreshold
+from CMBSegmentationLib.reviewState import ReviewError, adoptPaintedSegments, isIncluded, reviewThreshold
 from CMBSegmentationLib.sceneScratch import scratchNodes
 from CMBSegmentationLib.segmentLabelMap import segmentLabels
 from CMBSegmentationLib.volumeIO import ijkToRas, writeArrayAsNifti
@@ -77,6 +77,8 @@ def exportReview(
     None means the review threshold saved with the table (what the reader saw). The scene is left as it was:
     the helper nodes of the export are removed again.
     """
+    if not candidateTable.belongsTo(tableNode, segmentationNode):
+        raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result; nothing exported")
     if threshold is None:
         threshold = reviewThreshold(tableNode)
     outputDir = Path(outputDir)

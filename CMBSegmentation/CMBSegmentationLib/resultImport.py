@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +165,9 @@ def importResults(
         segmentationNode.CreateDefaultDisplayNodes()
     candidateTable.createCandidateTable(scene, tableNode.GetName(), tableNode)
     tableNode.SetNodeReferenceID(candidateTable.REFERENCE_SEGMENTATION, segmentationNode.GetID())
+    runId = uuid.uuid4().hex  # a table of an earlier run into this segmentation no longer matches it
+    segmentationNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
+    tableNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
     _placeInSubjectHierarchy(scene, inputVolume, segmentationNode, tableNode)
     # What the engine applied (the bundle's tuned threshold, or the one it was given) is in its JSON: the value a
     # caller holds may differ (the slider moved during the run, 0 for the model's own), and a review threshold

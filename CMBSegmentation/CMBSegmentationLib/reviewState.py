@@ -129,8 +129,11 @@ def setReviewThreshold(segmentationNode, tableNode, threshold: float) -> float:
 def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateRow]:
     """After loading a saved scene, or any change: copy the table's statuses onto the segment tags and visibility.
 
-    Segments painted with the Segment Editor join the review first (:func:`adoptPaintedSegments`).
+    Segments painted with the Segment Editor join the review first (:func:`adoptPaintedSegments`). Raises
+    :class:`ReviewError` for a table of another result (:func:`candidateTable.belongsTo`).
     """
+    if not candidateTable.belongsTo(tableNode, segmentationNode):
+        raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result")
     adoptPaintedSegments(segmentationNode, tableNode)
     rows = candidateTable.readRows(tableNode)
     for row in rows:
@@ -149,6 +152,8 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     volume's own frame) and volume are measured on ``referenceVolume`` (default: the result's); its probability
     is unknown. A segment still empty (just created, not painted yet) waits until it has voxels.
     """
+    if not candidateTable.belongsTo(tableNode, segmentationNode):
+        return []  # a table of another result: these segments are not its to list
     if referenceVolume is None:
         referenceVolume = resultVolume(segmentationNode)
     if referenceVolume is None or referenceVolume.GetImageData() is None:
