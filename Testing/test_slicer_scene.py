@@ -660,6 +660,19 @@ def test_review_threshold_lives_with_the_table_and_not_below_the_run_threshold(c
     assert all(seg.GetDisplayNode().GetSegmentVisibility(s) for s in result.segmentIds)
 
 
+def test_a_table_without_its_thresholds_exports_every_candidate_the_engine_kept(case, tmp_path):
+    # A .tsv loaded alone has no attributes: the review threshold fell back to 0.5, so candidates not yet seen
+    # below it (0.40 here) were hidden and silently left out of the export.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    for name in (candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, candidateTable.ATTRIBUTE_RUN_THRESHOLD):
+        table.RemoveAttribute(name)
+    reviewState.restoreReview(seg, table)
+    assert all(seg.GetDisplayNode().GetSegmentVisibility(s) for s in result.segmentIds)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert files.count == 3
+
+
 def test_export_and_a_segmentation_as_brain_mask_leave_no_helper_nodes_in_the_scene(case, tmp_path):
     scene, volume, result, _, _ = case
     before = _nodeSummary(scene)

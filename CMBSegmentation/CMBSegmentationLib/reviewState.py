@@ -106,9 +106,16 @@ def runThreshold(tableNode) -> float:
     return _floatAttribute(tableNode, candidateTable.ATTRIBUTE_RUN_THRESHOLD, 0.0)
 
 
-def reviewThreshold(tableNode, default: float = 0.5) -> float:
-    """The review threshold saved with the table (``default`` for a table that has none), never below the run's."""
-    value = _floatAttribute(tableNode, candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, default)
+def reviewThreshold(tableNode, default: float | None = None) -> float:
+    """The review threshold saved with the table, never below the run's.
+
+    A table that has none (a ``.tsv`` loaded alone keeps no attributes) gets ``default``, else the run's: every
+    candidate the engine kept counts, as right after the import. (A fixed 0.5 silently dropped the candidates
+    not yet seen below it from the export.)
+    """
+    value = _floatAttribute(
+        tableNode, candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, runThreshold(tableNode) if default is None else default
+    )
     return min(max(value, runThreshold(tableNode)), 1.0)
 
 
