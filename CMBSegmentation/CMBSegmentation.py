@@ -88,7 +88,7 @@ class CMBSegmentationParameterNode:
         sidecar or the name, else T2*); chooses the shipped model, or is checked against the given one.
     modelPath: model bundle folder or .zip; empty = the engine's default bundle.
     device: Auto (GPU when usable, else CPU), CPU or GPU.
-    threshold: minimum candidate probability of a run; 0 (the default, shown as "model's"): the threshold tuned
+    threshold: minimum candidate probability of a run; 0 (the default, "model's"): the threshold tuned
         for each segmenter in the model bundle, as ``plkd predict`` uses.
     reviewThreshold: candidates not yet seen are shown and exported from this probability; also saved on the
         candidate table, so each result keeps the value its reader chose.

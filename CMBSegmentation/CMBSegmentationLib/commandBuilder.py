@@ -67,7 +67,7 @@ def predictOutputs(inputPath: str | Path, outputDir: str | Path) -> PredictOutpu
     return PredictOutputs(outputDir / f"{name}_cmb.nii.gz", outputDir / f"{name}_cmb.json")
 
 
-#: A run Threshold of 0 (the slider's left end, "model's") leaves each segmenter the threshold tuned for it in the
+#: A run Threshold of 0 (the default, labelled "0: model's") leaves each segmenter the threshold tuned for it in the
 #: bundle (0.1-0.4 for the shipped ones), as ``plkd predict`` does by default; any other value replaces them all.
 MODEL_THRESHOLD = 0.0
 
