@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from plkd.cli import main
+from plkd.synth.dataset import phase_masked_subjects
 from plkd.volumes import load_label, load_volume
 
 pytest.importorskip("nilearn")
@@ -56,6 +57,7 @@ def test_synth_writes_the_documented_layout(tmp_path, capsys):
         ["--n-subjects", "0"],
         ["--jobs", "0"],
         ["--phase-mask"],
+        ["--modality", "SWI", "--phase-mask", "1.5"],
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, options):
@@ -64,3 +66,13 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, options):
     assert rc == 2
     assert err.startswith("plkd: error:") and "\n" not in err
     assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_phase_mask_share_picks_that_share_of_subjects_reproducibly():
+    half = phase_masked_subjects(1000, 400, 0.5)
+    assert 0.4 < half.mean() < 0.6
+    assert np.array_equal(half, phase_masked_subjects(1000, 400, 0.5))
+    assert not np.array_equal(half, phase_masked_subjects(1001, 400, 0.5))
+    assert phase_masked_subjects(1000, 50, 1.0).all() and not phase_masked_subjects(1000, 50, 0.0).any()
+    # A larger share keeps every subject a smaller one chose: one draw per subject, compared to the share.
+    assert np.all(phase_masked_subjects(1000, 400, 0.7)[half])

@@ -7,10 +7,13 @@ an ordinary resumable ``plkd train`` run; the step counts chosen are written to 
 with the measured seconds per step.
 
     python scripts/gpu_train.py WORK OUT [--budget-s 480] [--n-train 128] [--config gpu]
+        [--modality T2S|SWI] [--phase-mask SHARE] [--set KEY=VALUE ...]
 
-``OUT`` receives the bundle (``cmb-t2s.zip``), ``budget.json`` and ``logs.tar.gz`` (every stage's
-log.csv, curve.png, done.json and config). ``--config tiny --n-train 3`` is a seconds-long
-smoke test on a CPU.
+``OUT`` receives the bundle (``cmb-t2s.zip`` or ``cmb-swi.zip``), ``budget.json`` and
+``logs.tar.gz`` (every stage's log.csv, curve.png, done.json and config). ``--set`` passes
+configuration overrides to every ``plkd train`` (for example
+``networks.screening.hparams.width=32``). ``--config tiny --n-train 3`` is a seconds-long smoke
+test on a CPU.
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ def main() -> None:
     ap.add_argument("--screening-share", type=float, default=0.15, help="share of the training time")
     ap.add_argument("--teacher-share", type=float, default=0.4, help="share of the rest (students get the rest)")
     ap.add_argument("--max-steps", type=int, default=40000)
+    ap.add_argument("--modality", choices=("T2S", "SWI"), default="T2S", help="contrast of the training data")
+    ap.add_argument("--phase-mask", type=float, default=0.0, help="SWI: share of subjects with phase-mask weighting")
+    ap.add_argument("--seed", type=int, help="data seed (default 1000 for T2S, 2000 for SWI)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="configuration override")
     args = ap.parse_args()
     work, out = args.work, args.out
     work.mkdir(parents=True, exist_ok=True)
@@ -63,13 +70,20 @@ def main() -> None:
     jobs = str(max(1, (os.cpu_count() or 2)))
     workers = str(max(1, (os.cpu_count() or 2) - 2))
 
+    seed = args.seed if args.seed is not None else (1000 if args.modality == "T2S" else 2000)
     if not (work / "train" / "manifest.json").is_file():
-        plkd("synth", str(work / "train"), "--n-subjects", str(args.n_train), "--seed", "1000", "--domain", "wide",
-             "--count", "1-12", "--jobs", jobs, "--progress", "none")  # fmt: skip
+        contrast = ["--modality", args.modality]
+        if args.phase_mask > 0:
+            contrast += ["--phase-mask", str(args.phase_mask)]
+        plkd("synth", str(work / "train"), "--n-subjects", str(args.n_train), "--seed", str(seed), "--domain", "wide",
+             "--count", "1-12", *contrast, "--jobs", jobs, "--progress", "none")  # fmt: skip
     common = ["--data", str(work / "train"), "--config", args.config, "--progress", "none"]
     common += ["--set", f"workers={workers}"]
+    for override in args.set:
+        common += ["--set", override]
     run = work / "run"
     budget: dict = {"budget_s": args.budget_s, "n_train": args.n_train, "config": args.config, "workers": workers}
+    budget.update(modality=args.modality, phase_mask=args.phase_mask, data_seed=seed, overrides=args.set)
 
     # Probes: 30 timed steps of each kind of stage, on 16 subjects, in a scratch run.
     probe, few = work / "probe", ["--set", "data.max_subjects=16", "--set", "sampling.screening_candidates=0"]
@@ -98,11 +112,12 @@ def main() -> None:
     plkd("train", "all", *common, "--out", str(run), "--set", f"screening.steps={screening_steps}",
          "--set", f"teacher.steps={teacher_steps}", "--set", f"students.stage_steps={stage_steps}",
          "--set", f"students.finetune.steps={stage_steps}")  # fmt: skip
-    bundle = work / "cmb-t2s"
+    name = f"cmb-{args.modality.lower()}"
+    bundle = work / name
     if bundle.exists():
         shutil.rmtree(bundle)
-    plkd("export", str(run), "--out", str(bundle))
-    shutil.make_archive(str(out / "cmb-t2s"), "zip", bundle)
+    plkd("export", str(run), "--out", str(bundle), "--name", f"{name}-synthetic-wide")
+    shutil.make_archive(str(out / name), "zip", bundle)
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
         for p in sorted(run.rglob("*")):
             if p.suffix in (".csv", ".png", ".json", ".yaml") and p.is_file():

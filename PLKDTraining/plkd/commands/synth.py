@@ -69,9 +69,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--phase-mask",
-        action="store_true",
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        type=float,
+        metavar="SHARE",
         help="SWI only: apply SWI's phase-mask weighting (power 2-5, drawn per subject): paramagnetic "
-        "microbleeds, veins and iron darker and wider, calcifications unchanged",
+        "microbleeds, veins and iron darker and wider, calcifications unchanged; to every subject, "
+        "or to a SHARE (0-1) of them, drawn per subject",
     )
     p.add_argument("--preview", action="store_true", help="also write sub-XXXX/sub-XXXX_preview.png")
     p.add_argument("--jobs", type=int, default=1, help="subjects generated in parallel (default 1)")

@@ -86,6 +86,15 @@ def _make_one(job: dict[str, Any]) -> tuple[str, dict[str, Any], float]:
     return job["sid"], entry, time.perf_counter() - t0
 
 
+def phase_masked_subjects(seed: int, n_subjects: int, share: float) -> np.ndarray:
+    """Which of ``n_subjects`` subjects (bool array) get SWI's phase-mask weighting.
+
+    Each with probability ``share`` (0-1), from a random stream of its own, so that the other
+    draws of :func:`write_dataset` (and so data sets made without it) stay as they were.
+    """
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 0x9A5E])).random(int(n_subjects)) < share
+
+
 def write_dataset(
     out_dir: str | os.PathLike[str],
     n_subjects: int,
@@ -97,7 +106,7 @@ def write_dataset(
     lesion_model: str = "dipole",
     fine_spacing: float = 1.0,
     domain: str = "standard",
-    phase_mask: bool = False,
+    phase_mask: bool | float = False,
     preview: bool = False,
     jobs: int = 1,
     progress: Progress | ProgressMode = "tqdm",
@@ -106,7 +115,13 @@ def write_dataset(
 
     Subject ``i`` (``sub-0001`` ... ) uses the seed ``subject_seed(seed, i)``, recorded in the
     manifest, so any subject can be regenerated alone with :func:`generate_subject`.
-    ``phase_mask`` (SWI only) adds SWI's phase-mask weighting (:mod:`plkd.synth.phase_mask`).
+    ``phase_mask`` (SWI only) adds SWI's phase-mask weighting (:mod:`plkd.synth.phase_mask`):
+    ``True`` (or 1.0) to every subject, a share in (0, 1) to that share of the subjects, drawn per
+    subject from its own random stream (scanners export SWI with and without it; the magnitude
+    without it looks like a T2*-weighted GRE). ``False`` or 0 to none.
+
+    Raises:
+        PLKDError: a bad count, spacing, modality, model, domain or share.
     """
     if not 1 <= int(n_subjects) <= 100000:
         raise PLKDError(f"number of subjects must be 1-100000, not {n_subjects}")
@@ -120,8 +135,12 @@ def write_dataset(
         raise PLKDError(f"fine spacing must be 0.3-4 mm, not {fine_spacing}")
     if domain not in DOMAINS:
         raise PLKDError(f"simulator domain must be one of {', '.join(DOMAINS)}, not {domain!r}")
-    if phase_mask and modality != "SWI":
+    share = float(phase_mask)
+    if not 0.0 <= share <= 1.0:
+        raise PLKDError(f"phase-mask share must be 0-1, not {phase_mask}")
+    if share > 0 and modality != "SWI":
         raise PLKDError("phase-mask weighting is part of SWI; use it with modality SWI")
+    masked = phase_masked_subjects(seed, int(n_subjects), share)
     sp = parse_spacing(spacing)
     counts = parse_count(count)
     out = Path(out_dir)
@@ -141,7 +160,7 @@ def write_dataset(
             "fine_spacing": fine_spacing,
             "domain": domain,
         }
-        if phase_mask:  # absent otherwise: jobs, and so manifests, of earlier data sets stay as they were
+        if masked[i]:  # absent otherwise: jobs, and so manifests, of earlier data sets stay as they were
             options["phase_mask"] = True
         job_list.append(
             {
@@ -161,7 +180,7 @@ def write_dataset(
         "lesion_model": lesion_model,
         "domain": domain,
         "count": None if count is None else str(count),
-        **({"phase_mask": True} if phase_mask else {}),
+        **({"phase_mask": True if share == 1.0 else share} if share > 0 else {}),
         "plkd_version": __version__,
         "disclaimer": "Synthetic data on MNI ICBM152 2009a anatomy; not patient data.",
         "subjects": {},
