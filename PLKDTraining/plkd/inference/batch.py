@@ -154,6 +154,9 @@ def predict_files(
         raise InputError("no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)")
     if mask is not None and len(scans) > 1:
         raise PLKDError("--mask can only be used with a single input")
+    if at_ras is not None and len(scans) > 1:
+        # A point is a place in one scan's world: in the others it falls wherever, and each would get a "click".
+        raise PLKDError(f"--at-ras is a point in one scan; the inputs hold {len(scans)} scans: give one")
     opt = _Options(
         models=models,
         mask=mask,
