@@ -673,6 +673,18 @@ def test_a_table_without_its_thresholds_exports_every_candidate_the_engine_kept(
     assert files.count == 3
 
 
+def test_review_actions_from_a_script_keep_the_review_threshold(case):
+    # accept/reject without a threshold used 0: every candidate not yet seen was shown again, whatever the
+    # review threshold the export then applied.
+    _, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    reviewState.setReviewThreshold(seg, table, 0.6)
+    reviewState.accept(seg, table, result.segmentIds[0])
+    reviewState.reject(seg, table, result.segmentIds[2])
+    shown = [seg.GetDisplayNode().GetSegmentVisibility(s) for s in result.segmentIds]
+    assert shown == [True, False, False]  # accepted; 0.40 below 0.6; rejected
+
+
 def test_export_and_a_segmentation_as_brain_mask_leave_no_helper_nodes_in_the_scene(case, tmp_path):
     scene, volume, result, _, _ = case
     before = _nodeSummary(scene)

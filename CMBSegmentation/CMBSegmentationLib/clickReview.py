@@ -115,7 +115,7 @@ def applyClickResult(
     candidatesPath: str | os.PathLike[str],
     pointRas: tuple[float, float, float],
     snapshotPath: str | os.PathLike[str] | None = None,
-    threshold: float = 0.0,
+    threshold: float | None = None,
 ) -> ClickOutcome:
     """Bring the engine's answer to a click (``plkd predict --at-ras --existing``) into the review.
 

@@ -55,8 +55,9 @@ def isIncluded(row: candidateTable.CandidateRow, threshold: float) -> bool:
     return row.probability is None or row.probability >= threshold
 
 
-def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshold: float = 0.0) -> None:
-    """Change the status of the candidate shown by ``segmentId`` (table, segment tag and visibility)."""
+def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshold: float | None = None) -> None:
+    """Change the status of the candidate shown by ``segmentId`` (table, segment tag and visibility at ``threshold``;
+    None: the table's review threshold)."""
     rowIndex = candidateTable.rowIndexOfSegment(tableNode, segmentId)
     segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
     if rowIndex < 0 or segment is None:
@@ -76,18 +77,21 @@ def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshol
     updateVisibility(segmentationNode, tableNode, threshold)
 
 
-def accept(segmentationNode, tableNode, segmentId: str, threshold: float = 0.0) -> None:
+def accept(segmentationNode, tableNode, segmentId: str, threshold: float | None = None) -> None:
     """Mark a candidate as a microbleed (also restores a rejected one)."""
     setStatus(segmentationNode, tableNode, segmentId, candidateTable.STATUS_ACCEPTED, threshold)
 
 
-def reject(segmentationNode, tableNode, segmentId: str, threshold: float = 0.0) -> None:
+def reject(segmentationNode, tableNode, segmentId: str, threshold: float | None = None) -> None:
     """Mark a candidate as not a microbleed: hidden and left out of the export, its voxels kept for undo."""
     setStatus(segmentationNode, tableNode, segmentId, candidateTable.STATUS_REJECTED, threshold)
 
 
-def updateVisibility(segmentationNode, tableNode, threshold: float) -> list[str]:
-    """Show exactly the segments that are included at ``threshold``; return their ids in table order."""
+def updateVisibility(segmentationNode, tableNode, threshold: float | None = None) -> list[str]:
+    """Show exactly the segments that are included at ``threshold`` (None: the table's review threshold, what
+    the export uses); return their ids in table order."""
+    if threshold is None:
+        threshold = reviewThreshold(tableNode)
     displayNode = segmentationNode.GetDisplayNode()
     shown = []
     for row in candidateTable.readRows(tableNode):
@@ -209,7 +213,7 @@ def addReaderMicrobleed(
     labelMapPath: str | os.PathLike[str],
     candidatesPath: str | os.PathLike[str],
     pointRas: tuple[float, float, float],
-    threshold: float = 0.0,
+    threshold: float | None = None,
 ) -> str:
     """Add the microbleed the engine segmented at the reader's click (``plkd predict --at-ras``).
 
