@@ -88,7 +88,8 @@ class CMBSegmentationParameterNode:
         sidecar or the name, else T2*); chooses the shipped model, or is checked against the given one.
     modelPath: model bundle folder or .zip; empty = the engine's default bundle.
     device: Auto (GPU when usable, else CPU), CPU or GPU.
-    threshold: minimum candidate probability of a run.
+    threshold: minimum candidate probability of a run; 0 (the default, "model's"): the threshold tuned
+        for each segmenter in the model bundle, as ``plkd predict`` uses.
     reviewThreshold: candidates not yet seen are shown and exported from this probability; also saved on the
         candidate table, so each result keeps the value its reader chose.
     outputSegmentation: one segment per microbleed (None: Apply creates a new one).
@@ -100,7 +101,7 @@ class CMBSegmentationParameterNode:
     modality: Annotated[str, Choice(MODALITIES)] = "Auto"
     modelPath: str = ""
     device: Annotated[str, Choice(list(commandBuilder.DEVICE_CHOICES))] = "Auto"
-    threshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    threshold: Annotated[float, WithinRange(0.0, 1.0)] = commandBuilder.MODEL_THRESHOLD
     reviewThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     outputSegmentation: vtkMRMLSegmentationNode
     candidateTable: vtkMRMLTableNode
@@ -536,9 +537,8 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return None
         if not candidateTableLib.isCandidateTable(p.candidateTable):
             return None
-        owner = candidateTableLib.segmentationOfTable(p.candidateTable)
-        if owner is not None and owner is not p.outputSegmentation:
-            return None  # a table of another result: its statuses must not be applied to these segments
+        if not candidateTableLib.belongsTo(p.candidateTable, p.outputSegmentation):
+            return None  # a table of another result (or run): its statuses must not be applied to these segments
         return p.outputSegmentation, p.candidateTable
 
     def refreshCandidates(self) -> None:
@@ -904,7 +904,7 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         modality="Auto",
         modelPath="",
         device="Auto",
-        threshold=0.5,
+        threshold=None,
         outputSegmentation=None,
         waitForCompletion=True,
         candidateTable=None,

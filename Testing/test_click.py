@@ -164,3 +164,17 @@ def test_an_existing_json_alone_must_be_of_this_scan(subject, tmp_path: Path, ca
     with pytest.raises(InputError, match="grid, not this image's") as err:
         load_existing(tmp_path / "other_cmb.json", vol, "a" * 64)
     assert "\n" not in str(err.value)
+
+
+def test_a_click_is_refused_for_several_scans(subject, tmp_path: Path, capsys) -> None:
+    # The same RAS point was "clicked" in every scan of a folder: a microbleed added wherever it fell in each.
+    volume, _labels = subject
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a_T2S.nii.gz", "b_T2S.nii.gz"):
+        nib.save(nib.Nifti1Image(volume.data, volume.affine), str(folder / name))
+    out = tmp_path / "out"
+    argv = ["predict", str(folder), "-o", str(out), "--model", str(SHIPPED), "--device", "cpu", "--progress", "none"]
+    assert main([*argv, "--at-ras=1,2,3"]) == 2
+    assert "plkd: error: --at-ras is a point in one scan; the inputs hold 2 scans" in capsys.readouterr().err
+    assert not out.exists() or not list(out.iterdir())

@@ -167,6 +167,23 @@ def test_references_placed_elsewhere_or_losing_predictions_are_reported(tmp_path
         evaluate_paths(tmp_path / "pred", tmp_path / "truth")
 
 
+def test_a_float_reference_with_rounding_noise_keeps_its_microbleeds(tmp_path: Path) -> None:
+    # A reference saved as floats with 1e-6 on every background voxel (a resampled or scaled NIfTI) passes as a
+    # label map, but read as "> 0" its whole field of view was one microbleed: 0 TP, Dice 0.001 for a right answer.
+    ref = ball(SHAPE, AFFINE, [vox_to_ras((5, 5, 5)), vox_to_ras((14, 14, 12))], 1.5).astype(np.float32)
+    save(tmp_path / "ref" / "sub-01_CMB.nii.gz", ref + np.float32(1e-6))
+    save(tmp_path / "ref" / "sub-02_CMB.nii.gz", ref * 0.5 - np.float32(1e-6))  # rater agreement 0.5, noise below
+    pred = ball(SHAPE, AFFINE, [vox_to_ras((5, 5, 5))], 1.5)
+    for sid in ("sub-01", "sub-02"):
+        save(tmp_path / "pred" / f"{sid}_pred.nii.gz", pred)
+    result = evaluate_paths(tmp_path / "pred", tmp_path / "ref", froc=False)
+    for sid, weight in (("sub-01", 1.0), ("sub-02", 0.5)):
+        s = result["subjects"][sid]
+        assert (s["n_reference"], s["TP"], s["FP"], s["FN"]) == (2, 1, 0, 1)
+        assert s["Dice"] == pytest.approx(2 / 3)
+        assert (s["valdo_TP"], s["valdo_FN"]) == (weight, weight)
+
+
 def test_cli_writes_json_and_png(dataset: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     out_json = dataset["root"] / "out" / "results.json"
     out_png = dataset["root"] / "out" / "froc.png"

@@ -147,3 +147,48 @@ def test_irregular_slice_stacks_are_refused(tmp_path: Path) -> None:
         (series,) = find_series(tmp_path / name)
         with pytest.raises(InputError, match=message):
             load_dicom_series(series)
+
+
+def test_slices_rescaled_differently_keep_their_values(tmp_path: Path) -> None:
+    """Each file has its own Rescale Slope/Intercept: the first holds integers (slope 1), the others
+    fractions and values beyond int16. Read with the first file's pixel type (int16) they were
+    truncated (50.5 -> 50) and wrapped (70000.5 -> 4464)."""
+    scaling = [(1.0, 0.0), (0.5, 0.0), (0.25, 0.0), (4.0, 0.5)]  # (slope, intercept) per file
+    values = [100.0, 50.5, 20.25, 70000.5]
+    folder = tmp_path / "scaled"
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        for k, (value, (slope, intercept)) in enumerate(zip(values, scaling, strict=True)):
+            arr = np.full((1, 6, 6), value, dtype=np.float32)
+            arr[0, 0, 1] = value + 2 * slope
+            sl = sitk.GetImageFromArray(arr)[:, :, 0]
+            tags = {
+                "0008|0060": "MR",
+                "0020|000d": "1.2.826.0.1.3680043.8.498.50",
+                "0020|000e": "1.2.826.0.1.3680043.8.498.51",
+                "0020|0037": "1\\0\\0\\0\\1\\0",
+                "0020|0032": f"0\\0\\{2.0 * k}",
+                "0020|0013": str(k + 1),
+                "0008|0018": f"1.2.826.0.1.3680043.8.498.51.{k + 1}",
+                # Stored as 16-bit integers with this file's slope and intercept.
+                "0028|0100": "16",
+                "0028|0101": "16",
+                "0028|0102": "15",
+                "0028|0103": "1",
+            }
+            if k:
+                tags.update({"0028|1053": f"{slope:g}", "0028|1052": f"{intercept:g}"})
+            for tag, text in tags.items():
+                sl.SetMetaData(tag, text)
+            writer.SetFileName(str(folder / f"IM{k}.dcm"))
+            writer.Execute(sl)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+    (series,) = find_series(folder)
+    vol, _record = load_dicom_series(series)
+    np.testing.assert_allclose(vol.data[0, 0, :], values, rtol=1e-6)
+    second = [v + 2 * s for v, (s, _) in zip(values, scaling, strict=True)]
+    np.testing.assert_allclose(vol.data[1, 0, :], second, rtol=1e-6)

@@ -11,6 +11,8 @@ import gzip
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -319,13 +321,13 @@ def test_a_failed_rerun_leaves_no_result_of_the_old_input(tmp_path: Path, capsys
     assert "the input changed since its outputs were written" in err
     assert not list(out.glob("a_T2S_cmb*"))
 
-    # --overwrite does not look at earlier outputs first; a failure still removes those of another input.
+    # --overwrite removes the outputs of another input first too.
     shutil.copy(CASE, src)
     assert _predict(str(src), "-o", str(out)) == 0
     src.write_bytes(CASE.read_bytes()[:300])
     assert _predict(str(src), "-o", str(out), "--overwrite") == 2
     err = capsys.readouterr().err
-    assert "removed a_T2S_cmb.json, a_T2S_cmb.nii.gz of an earlier run: the input changed" in err
+    assert "the input changed since its outputs were written (removed a_T2S_cmb.json, a_T2S_cmb.nii.gz first)" in err
     assert not list(out.glob("a_T2S_cmb*"))
 
 
@@ -429,6 +431,46 @@ def test_a_killed_batch_leaves_a_summary_of_what_it_finished(
     assert doc["settings"]["threshold"] == 0.9 and int(rows[0]["n_microbleeds"]) == doc["n_microbleeds"]
 
 
+def test_an_interrupted_scan_leaves_no_output_of_its_own_or_of_other_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl+C while the outputs were written left the new label map without a JSON (or beside the JSON of
+    # the run before); Ctrl+C during an --overwrite run with other settings left the earlier result.
+    import plkd.inference.batch as batch
+    import plkd.inference.outputs as outputs
+
+    src = Path(shutil.copy(CASE, tmp_path / "a_T2S.nii.gz"))
+    out = tmp_path / "out"
+    real_json = outputs.write_json_atomic
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs, "write_json_atomic", interrupted)
+    assert _predict(str(src), "-o", str(out), "--save-probability") == 130
+    assert not list(out.glob("a_T2S_cmb*")) and not list(out.glob(".a_T2S_cmb*"))
+
+    monkeypatch.setattr(outputs, "write_json_atomic", real_json)
+    assert _predict(str(src), "-o", str(out)) == 0
+    earlier = json.loads((out / "a_T2S_cmb.json").read_text())
+    # The same settings with --overwrite, interrupted while writing: the JSON that was there must not stay
+    # beside a label map it did not describe.
+    monkeypatch.setattr(outputs, "write_json_atomic", interrupted)
+    assert _predict(str(src), "-o", str(out), "--overwrite") == 130
+    assert not list(out.glob("a_T2S_cmb*"))
+
+    monkeypatch.setattr(outputs, "write_json_atomic", real_json)
+    assert _predict(str(src), "-o", str(out)) == 0
+    assert json.loads((out / "a_T2S_cmb.json").read_text())["candidates"] == earlier["candidates"]
+    capsys.readouterr()
+    # Other settings with --overwrite, interrupted while computing: the earlier result goes first.
+    monkeypatch.setattr(batch, "_predict_one", interrupted)
+    assert _predict(str(src), "-o", str(out), "--overwrite", "--threshold", "0.9") == 130
+    err = capsys.readouterr().err
+    assert "recomputing a_T2S: settings changed: threshold None -> 0.9 (removed a_T2S_cmb.json" in err
+    assert not list(out.glob("a_T2S_cmb*"))
+
+
 def test_jsonl_progress_names_the_scan(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "in").mkdir()
     for name in ("a_T2S", "b_T2S"):
@@ -502,3 +544,23 @@ def test_a_click_result_is_not_reused_by_a_full_run(tmp_path: Path, capsys: pyte
     assert _predict(str(CASE), "-o", str(tmp_path)) == 0
     assert "recomputing tiny_T2S: settings changed: at_ras" in capsys.readouterr().err
     assert json.loads((tmp_path / "tiny_T2S_cmb.json").read_text())["n_microbleeds"] >= 2
+
+
+def test_sigterm_ends_predict_like_ctrl_c(tmp_path: Path) -> None:
+    # kill (a batch scheduler's time limit) ended the process at once: a label map could stand without its
+    # JSON. It now ends the run as Ctrl+C does (exit status 130, what the scan wrote removed).
+    script = f"""
+import os, signal, sys
+import plkd.inference.outputs as outputs
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pthread_kill(signal.pthread_self(), 0)  # let the handler run here
+outputs.write_json_atomic = killed
+from plkd.cli import main
+sys.exit(main(["predict", {str(CASE)!r}, "-o", {str(tmp_path / "out")!r}, "--model", {str(BUNDLE)!r},
+               "--device", "cpu", "--progress", "none"]))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "plkd: interrupted" in proc.stderr
+    assert not list((tmp_path / "out").glob("tiny_T2S_cmb*"))

@@ -109,6 +109,10 @@ def test_predict_command_has_every_option_in_contract_form(tmp_path):
 def test_default_model_mask_and_threshold_are_left_to_the_engine():
     argv = commandBuilder.buildPredictCommand("py", "in.nii.gz", "out", modelPath="  ", device="Auto")
     assert "--model" not in argv and "--mask" not in argv and "--threshold" not in argv
+    # The Threshold slider at its left end ("model's", the default) keeps each segmenter's tuned threshold: a fixed
+    # 0.5 replaced the shipped model's 0.1-0.4, so Apply kept fewer microbleeds than plkd predict without a word.
+    argv = commandBuilder.buildPredictCommand("py", "in.nii.gz", "out", threshold=commandBuilder.MODEL_THRESHOLD)
+    assert "--threshold" not in argv
     assert argv[argv.index("--device") + 1] == "auto"
 
 
@@ -568,3 +572,28 @@ def test_the_batch_script_passes_every_modality_choice_to_the_module():
         assert batch.moduleModality(args.modality) in commandBuilder.MODALITY_CHOICES
     with pytest.raises(SystemExit):
         batch.parseArguments(["--input-dir", "i", "--output-dir", "o", "--modality", "FLAIR"])
+
+
+def test_the_batch_script_refuses_inputs_whose_outputs_collide_and_finds_masks_in_any_format(tmp_path, capsys):
+    # a.nii beside a.nii.gz (or "a b" beside "a-b") wrote the same NAME_cmb-report files in turn, the last one
+    # silently replacing the others; a mask NAME_brainmask.nrrd was left out of the inputs but never used.
+    import importlib.util
+
+    script = REPO / "CMBSegmentation" / "Resources" / "Scripts" / "batchProcess.py"
+    spec = importlib.util.spec_from_file_location("batchProcess", script)
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)
+    for name in ("a.nii", "a.nii.gz", "b x.nrrd", "b-x.nii.gz", "c.nii.gz", "c_brainmask.nrrd", "d.mha"):
+        (tmp_path / name).write_bytes(b"")
+    inputs = batch.findInputs(tmp_path, "_brainmask")
+    assert [p.name for p in inputs] == ["a.nii", "a.nii.gz", "b x.nrrd", "b-x.nii.gz", "c.nii.gz", "d.mha"]
+    groups = sorted(sorted(p.name for p in g) for g in batch.nameCollisions(inputs))
+    assert groups == [["a.nii", "a.nii.gz"], ["b x.nrrd", "b-x.nii.gz"]]
+    assert batch.findMask(tmp_path / "c.nii.gz", "_brainmask") == tmp_path / "c_brainmask.nrrd"
+    assert batch.findMask(tmp_path / "d.mha", "_brainmask") is None
+    assert batch.findMask(tmp_path / "c.nii.gz", "") is None
+    out = tmp_path / "out"
+    assert batch.main(["--input-dir", str(tmp_path), "--output-dir", str(out), "--mask-suffix", "_brainmask"]) == 2
+    err = capsys.readouterr().err
+    assert "would write the same output files: a.nii and a.nii.gz; b x.nrrd and b-x.nii.gz" in err
+    assert not out.exists()

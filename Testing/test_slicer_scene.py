@@ -257,6 +257,20 @@ def test_reject_hides_and_accept_restores_without_touching_voxels(case):
         reviewState.reject(seg, table, "no-such-segment")
 
 
+def test_a_status_typed_in_the_tables_module_counts_whatever_its_case(case, tmp_path):
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    column = table.GetColumnIndex(candidateTable.COLUMN_STATUS)
+    table.SetCellText(0, column, "Rejected ")  # the reader's edit in the Tables module
+    table.SetCellText(1, column, "ACCEPTED")
+    rows = reviewState.restoreReview(seg, table)
+    assert [r.status for r in rows[:2]] == [candidateTable.STATUS_REJECTED, candidateTable.STATUS_ACCEPTED]
+    assert not seg.GetDisplayNode().GetSegmentVisibility(result.segmentIds[0])
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
+    report = json.loads(files.reportJson.read_text())
+    assert [m["candidate_id"] for m in report["microbleeds"]] == [rows[1].candidateId, rows[2].candidateId]
+
+
 def test_threshold_shows_only_passing_candidates_not_yet_seen(case):
     _, _, result, _, _ = case
     seg, table = result.segmentationNode, result.tableNode
@@ -423,6 +437,54 @@ def test_export_reports_the_microbleeds_as_the_reader_edited_them(case, tmp_path
         ]
 
 
+def test_a_segment_painted_by_hand_joins_the_review_and_the_export(case, tmp_path):
+    # A microbleed the reader painted as a new segment (Segment Editor: Add, Paint) was shown but had no table
+    # row: the review list did not show it and the export left it out without a word.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    painted = seg.GetSegmentation().AddEmptySegment("", "Painted")
+    notYet = seg.GetSegmentation().AddEmptySegment("", "Not painted yet")
+    mask = np.zeros(SHAPE, bool)
+    mask[18:20, 9:11, 4:6] = True
+    image = resultImport._orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    assert logic.SetBinaryLabelmapToSegment(image, seg, painted, logic.MODE_REPLACE)
+
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    data = np.asarray(nib.load(files.labelMap).dataobj)
+    report = json.loads(files.reportJson.read_text())
+    assert files.count == 4 and np.array_equal(data == 4, mask)
+    record = report["microbleeds"][3]
+    assert (record["segment"], record["status"], record["probability"]) == ("Painted", "added by reader", None)
+    assert [record["r_mm"], record["a_mm"], record["s_mm"]] == pytest.approx(_centre(mask), abs=1e-3)
+
+    rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}
+    assert notYet not in rows  # nothing painted yet: nothing to review
+    assert rows[painted].status == candidateTable.STATUS_ADDED and rows[painted].probability is None
+    assert rows[painted].volumeMm3 == pytest.approx(mask.sum() * abs(np.linalg.det(AFFINE[:3, :3])), abs=0.01)
+    segment = seg.GetSegmentation().GetSegment(painted)
+    assert resultImport.segmentTag(segment, candidateTable.TAG_ORIGIN) == candidateTable.ORIGIN_READER
+    reviewState.reject(seg, table, painted)  # the reader's own say: out of the export again
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    assert files.count == 3 and not np.asarray(nib.load(files.labelMap).dataobj)[mask].any()
+
+
+def test_a_reader_microbleed_never_takes_the_name_of_another(case, tmp_path):
+    # Its name was "Microbleed <number of segments + 1>": after a deletion, the name of an existing one.
+    _, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    seg.GetSegmentation().RemoveSegment(result.segmentIds[1])  # "Microbleed 2"
+    single = np.zeros(SHAPE, np.int16)
+    single[18:20, 9:11, 4:6] = 1
+    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "point", single, {1: 0.62})
+    added = reviewState.addReaderMicrobleed(seg, table, labelPath, jsonPath, candidates[0]["center_ras"])
+    names = [
+        seg.GetSegmentation().GetNthSegment(i).GetName() for i in range(seg.GetSegmentation().GetNumberOfSegments())
+    ]
+    assert seg.GetSegmentation().GetSegment(added).GetName() == "Microbleed 4"
+    assert len(set(names)) == len(names) == 3
+
+
 def test_export_with_nothing_included_writes_an_empty_label_map(case, tmp_path):
     _, volume, result, _, _ = case
     for segmentId in result.segmentIds:
@@ -514,6 +576,29 @@ def test_a_run_never_overwrites_a_reviewed_result_unasked(case, tmp_path):
     assert other.GetCellText(0, 0) == "keep me"
 
 
+def test_a_table_of_an_earlier_run_into_the_same_segmentation_is_not_applied_to_the_new_segments(case, tmp_path):
+    # Apply again into the same segmentation with a new table: the old table still named the segmentation, and
+    # its statuses ("rejected") went onto the new segments, which share their ids (Microbleed_<id>): hidden and
+    # silently left out of the export.
+    scene, volume, result, _, _ = case
+    seg, old = result.segmentationNode, result.tableNode
+    for segmentId in result.segmentIds:
+        reviewState.reject(seg, old, segmentId)
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "again", _labels(), PROBABILITY)
+    again = resultImport.importResults(scene, volume, labelPath, jsonPath, seg, None, replace=True)
+    assert again.segmentIds == result.segmentIds  # the same ids: nothing but the run tells the tables apart
+    assert candidateTable.tableOfSegmentation(scene, seg) is again.tableNode
+    assert not candidateTable.belongsTo(old, seg) and candidateTable.belongsTo(again.tableNode, seg)
+    with pytest.raises(reviewState.ReviewError, match="another result"):
+        reviewState.restoreReview(seg, old)
+    with pytest.raises(reviewState.ReviewError, match="another result"):
+        reportExport.exportReview(seg, old, volume, tmp_path / "export", "case", threshold=0.3)
+    assert all(seg.GetDisplayNode().GetSegmentVisibility(s) for s in again.segmentIds)
+    assert reviewState.adoptPaintedSegments(seg, old) == [] and old.GetNumberOfRows() == 3
+    files = reportExport.exportReview(seg, again.tableNode, volume, tmp_path / "export", "case", threshold=0.3)
+    assert files.count == 3
+
+
 def test_import_records_run_threshold_notes_region_and_never_zeroes_a_missing_probability(case, tmp_path):
     scene, volume, _, _, _ = case
     notes = ["candidate count capped at 500", "fell back to the CPU"]
@@ -543,6 +628,25 @@ def test_import_records_run_threshold_notes_region_and_never_zeroes_a_missing_pr
     assert candidateTable.readRows(old)[0].region == "" and candidateTable.readRows(old)[0].location == "lobar"
 
 
+def test_the_run_threshold_is_the_one_the_engine_applied(case, tmp_path):
+    # The widget passed the slider's value at the end of the run: moved meanwhile (or 0 for the model's own
+    # thresholds), it became the run and review threshold, and microbleeds the engine kept below it were hidden
+    # and silently left out of the export.
+    scene, volume, _, _, _ = case
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "moved", _labels(), PROBABILITY)  # applied: 0.3
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath, runThreshold=0.8)
+    assert reviewState.runThreshold(result.tableNode) == pytest.approx(0.3)
+    assert reviewState.reviewThreshold(result.tableNode) == pytest.approx(0.3)
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, tmp_path / "export", "c")
+    assert files.count == 3  # 0.95, 0.40 and 0.70: every microbleed the engine kept
+    # A file without thresholds (an older engine) still takes the caller's value.
+    data = json.loads(jsonPath.read_text())
+    del data["thresholds"]
+    jsonPath.write_text(json.dumps(data))
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath, runThreshold=0.45)
+    assert reviewState.runThreshold(result.tableNode) == pytest.approx(0.45)
+
+
 def test_review_threshold_lives_with_the_table_and_not_below_the_run_threshold(case):
     _, _, result, _, _ = case
     seg, table = result.segmentationNode, result.tableNode
@@ -554,6 +658,31 @@ def test_review_threshold_lives_with_the_table_and_not_below_the_run_threshold(c
     # Below the run threshold nothing more could appear (those candidates were never imported): clamped.
     assert reviewState.setReviewThreshold(seg, table, 0.1) == pytest.approx(0.3)
     assert all(seg.GetDisplayNode().GetSegmentVisibility(s) for s in result.segmentIds)
+
+
+def test_a_table_without_its_thresholds_exports_every_candidate_the_engine_kept(case, tmp_path):
+    # A .tsv loaded alone has no attributes: the review threshold fell back to 0.5, so candidates not yet seen
+    # below it (0.40 here) were hidden and silently left out of the export.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    for name in (candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, candidateTable.ATTRIBUTE_RUN_THRESHOLD):
+        table.RemoveAttribute(name)
+    reviewState.restoreReview(seg, table)
+    assert all(seg.GetDisplayNode().GetSegmentVisibility(s) for s in result.segmentIds)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert files.count == 3
+
+
+def test_review_actions_from_a_script_keep_the_review_threshold(case):
+    # accept/reject without a threshold used 0: every candidate not yet seen was shown again, whatever the
+    # review threshold the export then applied.
+    _, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    reviewState.setReviewThreshold(seg, table, 0.6)
+    reviewState.accept(seg, table, result.segmentIds[0])
+    reviewState.reject(seg, table, result.segmentIds[2])
+    shown = [seg.GetDisplayNode().GetSegmentVisibility(s) for s in result.segmentIds]
+    assert shown == [True, False, False]  # accepted; 0.40 below 0.6; rejected
 
 
 def test_export_and_a_segmentation_as_brain_mask_leave_no_helper_nodes_in_the_scene(case, tmp_path):

@@ -33,6 +33,9 @@ ATTRIBUTE_REVIEW_THRESHOLD = "CMBSegmentation.ReviewThreshold"
 #: The engine's notes (JSON list of strings) of the run that made this table.
 ATTRIBUTE_NOTES = "CMBSegmentation.Notes"
 REFERENCE_SEGMENTATION = "CMBSegmentation.Segmentation"
+#: Set on the segmentation and its table by each import: a table of an earlier run into the same segmentation
+#: (replaced since) has another value, and its statuses must not be applied to the new segments.
+ATTRIBUTE_RUN_ID = "CMBSegmentation.RunID"
 
 # Column names in file order.
 COLUMN_ID = "ID"
@@ -102,6 +105,19 @@ def segmentationOfTable(tableNode):
     return tableNode.GetNodeReference(REFERENCE_SEGMENTATION) if tableNode is not None else None
 
 
+def belongsTo(tableNode, segmentationNode) -> bool:
+    """Whether ``tableNode`` may describe the segments of ``segmentationNode``: not a table of another
+    segmentation, nor of an earlier run into this one (its segment ids name segments of the new run, so its
+    statuses would hide and drop them). A table without a reference (a ``.tsv`` loaded alone) or either node
+    without a run id (older scenes) is not refused."""
+    owner = segmentationOfTable(tableNode)
+    if owner is not None and owner is not segmentationNode:
+        return False
+    tableRun = tableNode.GetAttribute(ATTRIBUTE_RUN_ID) if tableNode is not None else None
+    segmentationRun = segmentationNode.GetAttribute(ATTRIBUTE_RUN_ID) if segmentationNode is not None else None
+    return not (tableRun and segmentationRun and tableRun != segmentationRun)
+
+
 def tableOfSegmentation(scene, segmentationNode):
     """The candidate table that lists the segments of ``segmentationNode`` (the last one made), or None."""
     if segmentationNode is None:
@@ -109,7 +125,11 @@ def tableOfSegmentation(scene, segmentationNode):
     found = None
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
         tableNode = scene.GetNthNodeByClass(i, "vtkMRMLTableNode")
-        if isCandidateTable(tableNode) and segmentationOfTable(tableNode) is segmentationNode:
+        if (
+            isCandidateTable(tableNode)
+            and segmentationOfTable(tableNode) is segmentationNode
+            and belongsTo(tableNode, segmentationNode)
+        ):
             found = tableNode
     return found
 
@@ -149,7 +169,7 @@ def readRows(tableNode) -> list[CandidateRow]:
                 centerRas=tuple(_float(_cell(tableNode, r, c)) or 0.0 for c in (COLUMN_R, COLUMN_A, COLUMN_S)),
                 volumeMm3=_float(_cell(tableNode, r, COLUMN_VOLUME)) or 0.0,
                 probability=probability,
-                status=_cell(tableNode, r, COLUMN_STATUS) or STATUS_NOT_SEEN,
+                status=_status(_cell(tableNode, r, COLUMN_STATUS)),
                 location=_cell(tableNode, r, COLUMN_LOCATION),
                 region=_cell(tableNode, r, COLUMN_REGION),
             )
@@ -196,6 +216,16 @@ def _cell(tableNode, rowIndex: int, column: str) -> str:
 
 def _number(value: float, column: str) -> str:
     return repr(round(float(value), DECIMALS[column]))
+
+
+def _status(text: str) -> str:
+    """A status cell as one of :data:`STATUSES`: typed in the Tables module as "Rejected" or "rejected " it must
+    still reject (read as written, it counted as not yet seen and the candidate was exported)."""
+    wanted = " ".join((text or "").split()).lower()
+    for status in STATUSES:
+        if wanted == status:
+            return status
+    return text or STATUS_NOT_SEEN
 
 
 def _float(text: str) -> float | None:

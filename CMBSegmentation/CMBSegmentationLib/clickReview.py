@@ -21,9 +21,9 @@ import numpy as np
 from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.atomicFiles import writeTextAtomic
 from CMBSegmentationLib.inferenceJob import PreparedRun, prepareInputs
-from CMBSegmentationLib.reportExport import segmentLabels
 from CMBSegmentationLib.resultImport import candidateRow, readCandidates
 from CMBSegmentationLib.reviewState import ReviewError, addReaderMicrobleed, setStatus, updateVisibility
+from CMBSegmentationLib.segmentLabelMap import segmentLabels
 from CMBSegmentationLib.volumeIO import ijkToRas, writeArrayAsNifti
 
 #: File names of the snapshot (the engine pairs ``X_cmb.nii.gz`` with ``X_cmb.json`` beside it).
@@ -115,7 +115,7 @@ def applyClickResult(
     candidatesPath: str | os.PathLike[str],
     pointRas: tuple[float, float, float],
     snapshotPath: str | os.PathLike[str] | None = None,
-    threshold: float = 0.0,
+    threshold: float | None = None,
 ) -> ClickOutcome:
     """Bring the engine's answer to a click (``plkd predict --at-ras --existing``) into the review.
 

@@ -67,6 +67,11 @@ def predictOutputs(inputPath: str | Path, outputDir: str | Path) -> PredictOutpu
     return PredictOutputs(outputDir / f"{name}_cmb.nii.gz", outputDir / f"{name}_cmb.json")
 
 
+#: A run Threshold of 0 (the default, labelled "0: model's") leaves each segmenter the threshold tuned for it in the
+#: bundle (0.1-0.4 for the shipped ones), as ``plkd predict`` does by default; any other value replaces them all.
+MODEL_THRESHOLD = 0.0
+
+
 def buildPredictCommand(
     pythonExecutable: str,
     inputPath: str | Path,
@@ -80,9 +85,9 @@ def buildPredictCommand(
 ) -> list[str]:
     """The argv that segments every microbleed of ``inputPath``.
 
-    An empty ``modelPath`` means the engine's shipped bundle for the scan's modality; ``threshold`` None means
-    the bundle's own; ``modality`` ("Auto", "T2*" or "SWI"; None: the engine's default, auto) chooses the shipped
-    bundle, or is checked against the given one.
+    An empty ``modelPath`` means the engine's shipped bundle for the scan's modality; ``threshold`` None or
+    :data:`MODEL_THRESHOLD` (0) means each segmenter's own, tuned in the bundle; ``modality`` ("Auto", "T2*" or
+    "SWI"; None: the engine's default, auto) chooses the shipped bundle, or is checked against the given one.
     """
     argv = [str(pythonExecutable), "-m", "plkd", "predict", str(inputPath), "--output-dir", str(outputDir)]
     if modelPath is not None and str(modelPath).strip():
@@ -93,7 +98,7 @@ def buildPredictCommand(
     if maskPath is not None and str(maskPath).strip():
         argv += ["--mask", str(maskPath)]
     argv += ["--progress", "jsonl"]
-    if threshold is not None:
+    if threshold is not None and float(threshold) != MODEL_THRESHOLD:
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
         argv += ["--threshold", _formatNumber(float(threshold))]

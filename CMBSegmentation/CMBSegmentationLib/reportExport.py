@@ -1,7 +1,8 @@
 """Export the reviewed result: final label map (NIfTI), segmentation (``.seg.nrrd``), report (CSV + JSON).
 
 The final result holds the included candidates (see :func:`reviewState.isIncluded`): accepted, added by
-the reader, and those not yet seen that pass the threshold; rejected ones, and segments the reader erased,
+the reader (segments painted by hand with the Segment Editor included), and those not yet seen that pass the
+threshold; rejected ones, and segments the reader erased,
 are left out. Centres and volumes in the report are measured on the exported label map, so they include
 the reader's Segment Editor edits. Every file is
 written under a temporary name and renamed, so a crash never leaves a half-written report.
@@ -17,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import vtk
 
 from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
 from CMBSegmentationLib.resultImport import ensureSegmentationConverters
-from CMBSegmentationLib.reviewState import isIncluded, reviewThreshold
+from CMBSegmentationLib.reviewState import ReviewError, adoptPaintedSegments, isIncluded, reviewThreshold
 from CMBSegmentationLib.sceneScratch import scratchNodes
-from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, writeArrayAsNifti
+from CMBSegmentationLib.segmentLabelMap import segmentLabels
+from CMBSegmentationLib.volumeIO import ijkToRas, writeArrayAsNifti
 
 REPORT_COLUMNS = (
     "label",
@@ -76,9 +77,12 @@ def exportReview(
     None means the review threshold saved with the table (what the reader saw). The scene is left as it was:
     the helper nodes of the export are removed again.
     """
+    if not candidateTable.belongsTo(tableNode, segmentationNode):
+        raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result; nothing exported")
     if threshold is None:
         threshold = reviewThreshold(tableNode)
     outputDir = Path(outputDir)
+    adoptPaintedSegments(segmentationNode, tableNode, referenceVolume)  # a segment painted by hand is the reader's
     rows = includedRows(segmentationNode, tableNode, threshold)
     labels = segmentLabels(segmentationNode, [r.segmentId for r in rows], referenceVolume)
     counts = np.bincount(labels.ravel(), minlength=len(rows) + 1)[1:]
@@ -126,28 +130,6 @@ def _measure(labels: np.ndarray, affine: np.ndarray, n: int) -> list[tuple[tuple
     ras = centres @ affine[:3, :3].T + affine[:3, 3]
     voxelVolume = abs(float(np.linalg.det(affine[:3, :3])))
     return [(tuple(float(v) for v in ras[k]), float(counts[k] * voxelVolume)) for k in range(n)]
-
-
-def segmentLabels(segmentationNode, segmentIds: list[str], referenceVolume) -> np.ndarray:
-    """The segments as one label map on ``referenceVolume``'s grid (``[i, j, k]``, int16): ``segmentIds[n-1]`` has
-    label ``n``, hidden segments included, a later one winning where two overlap. Leaves no node in the scene."""
-    shape = referenceVolume.GetImageData().GetDimensions()
-    if not segmentIds:
-        return np.zeros(shape, dtype=np.int16)
-    from slicer import vtkSlicerSegmentationsModuleLogic
-
-    with scratchNodes(segmentationNode.GetScene()):
-        labelNode = segmentationNode.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        ids = vtk.vtkStringArray()
-        for segmentId in segmentIds:
-            ids.InsertNextValue(segmentId)
-        # With the reference volume given, the label map comes back on exactly its grid, and the n-th id gets
-        # label n.
-        if not vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            segmentationNode, ids, labelNode, referenceVolume
-        ):
-            raise RuntimeError("could not export the segments to a label map")
-        return arrayFromVolumeNode(labelNode).astype(np.int16)
 
 
 def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,8 +140,9 @@ def importResults(
     New nodes are created when None is passed. Nodes that hold something are replaced only with ``replace``
     (and never an input of the run or a table that is not a candidate table): see :func:`checkOutputTargets`.
     The label map must lie on the input volume's grid. The segmentation is placed under the input volume's parent
-    transform (the engine works in the volume's own frame). ``runThreshold`` (the probability the engine kept
-    candidates from; None: the one in the candidates file) is recorded on the table, as are the engine's notes.
+    transform (the engine works in the volume's own frame). The probability the engine kept candidates from (the
+    candidates file's ``thresholds.segmentation``; ``runThreshold`` for a file without one) is recorded on the
+    table as the run and review threshold, as are the engine's notes.
     """
     ensureSegmentationConverters()
     checkOutputTargets(segmentationNode, tableNode, (inputVolume, *inputNodes), replace)
@@ -163,9 +165,16 @@ def importResults(
         segmentationNode.CreateDefaultDisplayNodes()
     candidateTable.createCandidateTable(scene, tableNode.GetName(), tableNode)
     tableNode.SetNodeReferenceID(candidateTable.REFERENCE_SEGMENTATION, segmentationNode.GetID())
+    runId = uuid.uuid4().hex  # a table of an earlier run into this segmentation no longer matches it
+    segmentationNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
+    tableNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
     _placeInSubjectHierarchy(scene, inputVolume, segmentationNode, tableNode)
-    if runThreshold is None:
-        runThreshold = (data.get("thresholds") or {}).get("segmentation")
+    # What the engine applied (the bundle's tuned threshold, or the one it was given) is in its JSON: the value a
+    # caller holds may differ (the slider moved during the run, 0 for the model's own), and a review threshold
+    # above the applied one would silently drop kept microbleeds from the export.
+    applied = (data.get("thresholds") or {}).get("segmentation")
+    if applied is not None:
+        runThreshold = applied
     threshold = 0.0 if runThreshold is None else float(runThreshold)
     tableNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_THRESHOLD, repr(threshold))
     tableNode.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(threshold))

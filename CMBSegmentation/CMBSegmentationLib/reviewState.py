@@ -8,6 +8,7 @@ Segment Editor survive every review action, and rejecting is undone by accepting
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -20,7 +21,9 @@ from CMBSegmentationLib.resultImport import (
     readCandidates,
     segmentTag,
 )
-from CMBSegmentationLib.volumeIO import readNifti
+from CMBSegmentationLib.resultImport import referenceVolume as resultVolume
+from CMBSegmentationLib.segmentLabelMap import segmentLabels
+from CMBSegmentationLib.volumeIO import ijkToRas, readNifti
 
 #: Which status may follow which, for a model candidate ...
 ALLOWED_STATUS_CHANGES: dict[str, frozenset[str]] = {
@@ -52,8 +55,9 @@ def isIncluded(row: candidateTable.CandidateRow, threshold: float) -> bool:
     return row.probability is None or row.probability >= threshold
 
 
-def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshold: float = 0.0) -> None:
-    """Change the status of the candidate shown by ``segmentId`` (table, segment tag and visibility)."""
+def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshold: float | None = None) -> None:
+    """Change the status of the candidate shown by ``segmentId`` (table, segment tag and visibility at ``threshold``;
+    None: the table's review threshold)."""
     rowIndex = candidateTable.rowIndexOfSegment(tableNode, segmentId)
     segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
     if rowIndex < 0 or segment is None:
@@ -73,18 +77,21 @@ def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshol
     updateVisibility(segmentationNode, tableNode, threshold)
 
 
-def accept(segmentationNode, tableNode, segmentId: str, threshold: float = 0.0) -> None:
+def accept(segmentationNode, tableNode, segmentId: str, threshold: float | None = None) -> None:
     """Mark a candidate as a microbleed (also restores a rejected one)."""
     setStatus(segmentationNode, tableNode, segmentId, candidateTable.STATUS_ACCEPTED, threshold)
 
 
-def reject(segmentationNode, tableNode, segmentId: str, threshold: float = 0.0) -> None:
+def reject(segmentationNode, tableNode, segmentId: str, threshold: float | None = None) -> None:
     """Mark a candidate as not a microbleed: hidden and left out of the export, its voxels kept for undo."""
     setStatus(segmentationNode, tableNode, segmentId, candidateTable.STATUS_REJECTED, threshold)
 
 
-def updateVisibility(segmentationNode, tableNode, threshold: float) -> list[str]:
-    """Show exactly the segments that are included at ``threshold``; return their ids in table order."""
+def updateVisibility(segmentationNode, tableNode, threshold: float | None = None) -> list[str]:
+    """Show exactly the segments that are included at ``threshold`` (None: the table's review threshold, what
+    the export uses); return their ids in table order."""
+    if threshold is None:
+        threshold = reviewThreshold(tableNode)
     displayNode = segmentationNode.GetDisplayNode()
     shown = []
     for row in candidateTable.readRows(tableNode):
@@ -103,9 +110,16 @@ def runThreshold(tableNode) -> float:
     return _floatAttribute(tableNode, candidateTable.ATTRIBUTE_RUN_THRESHOLD, 0.0)
 
 
-def reviewThreshold(tableNode, default: float = 0.5) -> float:
-    """The review threshold saved with the table (``default`` for a table that has none), never below the run's."""
-    value = _floatAttribute(tableNode, candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, default)
+def reviewThreshold(tableNode, default: float | None = None) -> float:
+    """The review threshold saved with the table, never below the run's.
+
+    A table that has none (a ``.tsv`` loaded alone keeps no attributes) gets ``default``, else the run's: every
+    candidate the engine kept counts, as right after the import. (A fixed 0.5 silently dropped the candidates
+    not yet seen below it from the export.)
+    """
+    value = _floatAttribute(
+        tableNode, candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, runThreshold(tableNode) if default is None else default
+    )
     return min(max(value, runThreshold(tableNode)), 1.0)
 
 
@@ -124,7 +138,14 @@ def setReviewThreshold(segmentationNode, tableNode, threshold: float) -> float:
 
 
 def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateRow]:
-    """After loading a saved scene: copy the table's statuses onto the segment tags and visibility."""
+    """After loading a saved scene, or any change: copy the table's statuses onto the segment tags and visibility.
+
+    Segments painted with the Segment Editor join the review first (:func:`adoptPaintedSegments`). Raises
+    :class:`ReviewError` for a table of another result (:func:`candidateTable.belongsTo`).
+    """
+    if not candidateTable.belongsTo(tableNode, segmentationNode):
+        raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result")
+    adoptPaintedSegments(segmentationNode, tableNode)
     rows = candidateTable.readRows(tableNode)
     for row in rows:
         segment = segmentationNode.GetSegmentation().GetSegment(row.segmentId)
@@ -134,13 +155,65 @@ def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateR
     return rows
 
 
+def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> list[str]:
+    """Give each segment that has voxels but no table row (a microbleed the reader painted as a new segment
+    with the Segment Editor) a row "added by reader"; return their ids.
+
+    Without a row it was shown but left out of the review list and of the export. Its centre (RAS mm, the
+    volume's own frame) and volume are measured on ``referenceVolume`` (default: the result's); its probability
+    is unknown. A segment still empty (just created, not painted yet) waits until it has voxels.
+    """
+    if not candidateTable.belongsTo(tableNode, segmentationNode):
+        return []  # a table of another result: these segments are not its to list
+    if referenceVolume is None:
+        referenceVolume = resultVolume(segmentationNode)
+    if referenceVolume is None or referenceVolume.GetImageData() is None:
+        return []
+    segmentation = segmentationNode.GetSegmentation()
+    listed = {row.segmentId for row in candidateTable.readRows(tableNode)}
+    rowless = [
+        segmentId
+        for segmentId in (segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments()))
+        if segmentId not in listed
+    ]
+    if not rowless:
+        return []
+    labels = segmentLabels(segmentationNode, rowless, referenceVolume)
+    affine = ijkToRas(referenceVolume)
+    voxelVolume = abs(float(np.linalg.det(affine[:3, :3])))
+    adopted = []
+    for label, segmentId in enumerate(rowless, start=1):
+        voxels = np.argwhere(labels == label)
+        if voxels.size == 0:
+            continue
+        candidateId = candidateTable.nextCandidateId(tableNode)
+        segment = segmentation.GetSegment(segmentId)
+        segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
+        segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
+        segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
+        centre = affine[:3, :3] @ voxels.mean(axis=0) + affine[:3, 3]
+        candidateTable.appendRow(
+            tableNode,
+            candidateTable.CandidateRow(
+                candidateId=candidateId,
+                segmentId=segmentId,
+                centerRas=tuple(float(v) for v in centre),
+                volumeMm3=float(len(voxels)) * voxelVolume,
+                probability=None,
+                status=candidateTable.STATUS_ADDED,
+            ),
+        )
+        adopted.append(segmentId)
+    return adopted
+
+
 def addReaderMicrobleed(
     segmentationNode,
     tableNode,
     labelMapPath: str | os.PathLike[str],
     candidatesPath: str | os.PathLike[str],
     pointRas: tuple[float, float, float],
-    threshold: float = 0.0,
+    threshold: float | None = None,
 ) -> str:
     """Add the microbleed the engine segmented at the reader's click (``plkd predict --at-ras``).
 
@@ -155,12 +228,11 @@ def addReaderMicrobleed(
     # The engine segments one candidate at the point; if it returns several, the nearest is the reader's.
     candidate = min(found, key=lambda c: float(np.linalg.norm(np.subtract(c["center_ras"], pointRas))))
     candidateId = candidateTable.nextCandidateId(tableNode)
-    number = segmentationNode.GetSegmentation().GetNumberOfSegments() + 1
     segmentId = addCandidateSegment(
         segmentationNode,
         labels == int(candidate["label"]),
         affine,
-        name=f"Microbleed {number}",
+        name=nextSegmentName(segmentationNode),
         candidateId=candidateId,
         status=candidateTable.STATUS_ADDED,
         probability=candidate.get("probability"),
@@ -175,6 +247,21 @@ def addReaderMicrobleed(
     )
     updateVisibility(segmentationNode, tableNode, threshold)
     return segmentId
+
+
+def nextSegmentName(segmentationNode) -> str:
+    """ "Microbleed N" with N one more than the largest in use: the number of segments plus one named an existing
+    segment again once one had been deleted, so two microbleeds of the report shared a name."""
+    segmentation = segmentationNode.GetSegmentation()
+    used = [
+        int(match.group(1))
+        for i in range(segmentation.GetNumberOfSegments())
+        if (match := _SEGMENT_NAME.fullmatch(segmentation.GetNthSegment(i).GetName() or ""))
+    ]
+    return f"Microbleed {max(used, default=0) + 1}"
+
+
+_SEGMENT_NAME = re.compile(r"Microbleed (\d+)")
 
 
 def _floatAttribute(node, name: str, default: float) -> float:

@@ -1,7 +1,8 @@
 """Reading a DICOM series as a :class:`plkd.volumes.Volume`, with SimpleITK (GDCM).
 
 A series folder is a normal input in clinics. SimpleITK's series reader sorts the slices by
-position, applies Rescale Slope/Intercept and gives the grid in ITK's LPS world; here it becomes
+position, applies each file's Rescale Slope/Intercept (read as float32, so files scaled
+differently keep their values) and gives the grid in ITK's LPS world; here it becomes
 the RAS+ affine that every other part of plkd uses (``RAS = diag(-1, -1, 1) · LPS``), and a NIfTI
 header holding that affine as qform and sform with code 1 (scanner), so outputs written on the
 series' grid carry exactly its geometry. SimpleITK is imported only when DICOM is read.
@@ -149,6 +150,10 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     name = f"{what} {series.folder.name} (DICOM series {series.uid})"
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in series.files])
+    # Each file is rescaled with its own slope/intercept; left to itself, the reader takes the pixel
+    # type of the first file (int16 when its slope is 1) and truncates the fractional values (or
+    # clips the large ones) of every file scaled otherwise.
+    reader.SetOutputPixelType(sitk.sitkFloat32)
     reader.MetaDataDictionaryArrayUpdateOn()
     try:
         with _keep_locale():

@@ -3,7 +3,7 @@
 Run with Slicer's Python, e.g.::
 
     Slicer --no-main-window --python-script batchProcess.py --input-dir IN --output-dir OUT [--model BUNDLE]
-        [--device auto|cpu|gpu] [--threshold 0.5] [--modality auto|T2*|SWI] [--mask-suffix _brainmask]
+        [--device auto|cpu|gpu] [--threshold P] [--modality auto|T2*|SWI] [--mask-suffix _brainmask]
 
 On a Linux server without a display, prefix the command with ``xvfb-run --auto-servernum`` (Slicer needs an X
 server even without its main window).
@@ -11,7 +11,9 @@ server even without its main window).
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported). Exit code 0 when
 every input succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for
-bad arguments or missing dependencies. The dependencies must have been installed once from the module (first
+bad arguments, missing dependencies or inputs whose outputs would have the same names (``a.nii`` beside
+``a.nii.gz``). A brain mask ``NAME<mask-suffix>`` may be in any of the input formats; an input without one is
+run with a warning. The dependencies must have been installed once from the module (first
 Apply).
 """
 
@@ -32,7 +34,12 @@ def parseArguments(argv):
     parser.add_argument("--output-dir", required=True, type=Path, help="folder for label maps and reports")
     parser.add_argument("--model", default="", help="model bundle folder or .zip (default: shipped model)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="default: auto")
-    parser.add_argument("--threshold", type=float, default=0.5, help="minimum candidate probability")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="minimum candidate probability (default: the threshold tuned for each segmenter in the model bundle)",
+    )
     parser.add_argument(
         "--modality",
         default="auto",
@@ -65,6 +72,34 @@ def findInputs(inputDir, maskSuffix=""):
     return files
 
 
+def findMask(path, maskSuffix):
+    """The brain mask ``NAME<maskSuffix>`` beside ``path``, in any of the volume formats, or None."""
+    if not maskSuffix:
+        return None
+    stem = stripSuffix(path.name) + maskSuffix
+    for suffix in VOLUME_SUFFIXES:
+        candidate = path.with_name(stem + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def outputBaseName(path):
+    """The name the outputs of ``path`` start with (``NAME_cmb-final.nii.gz``, ...)."""
+    from CMBSegmentationLib import inferenceJob
+
+    return inferenceJob.safeFileName(stripSuffix(path.name))
+
+
+def nameCollisions(inputs):
+    """Groups of inputs whose outputs would have the same names (``a.nii`` and ``a.nii.gz``, ``a b`` and ``a-b``):
+    processed in turn, the last would overwrite the reports of the others."""
+    groups = {}
+    for path in inputs:
+        groups.setdefault(outputBaseName(path), []).append(path)
+    return [group for group in groups.values() if len(group) > 1]
+
+
 def stripSuffix(name):
     for suffix in VOLUME_SUFFIXES:
         if name.endswith(suffix):
@@ -76,15 +111,22 @@ def processOne(path, args):
     import slicer
 
     from CMBSegmentation import CMBSegmentationLogic
-    from CMBSegmentationLib import inferenceJob, reportExport
+    from CMBSegmentationLib import reportExport
 
     slicer.mrmlScene.Clear()
     volume = slicer.util.loadVolume(str(path))
     mask = None
-    if args.mask_suffix:
-        maskPath = path.with_name(stripSuffix(path.name) + args.mask_suffix + ".nii.gz")
-        if maskPath.is_file():
-            mask = slicer.util.loadLabelVolume(str(maskPath))
+    maskPath = findMask(path, args.mask_suffix)
+    if maskPath is not None:
+        # As a scalar volume: a probability map reaches the engine with its values (cut at half its maximum
+        # there); loaded as a label map it would be passed as everything above 0.
+        mask = slicer.util.loadVolume(str(maskPath), {"labelmap": False})
+    elif args.mask_suffix:
+        print(
+            f"{path.name}: warning: no brain mask {stripSuffix(path.name)}{args.mask_suffix} beside it; "
+            "the engine finds the brain itself",
+            file=sys.stderr,
+        )
     table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{volume.GetName()} microbleed candidates")
     segmentation = CMBSegmentationLogic().process(
         volume,
@@ -101,7 +143,7 @@ def processOne(path, args):
         table,
         volume,
         args.output_dir,
-        inferenceJob.safeFileName(stripSuffix(path.name)),
+        outputBaseName(path),
         args.threshold,
     )
     print(f"{path.name}: {files.count} microbleed(s) -> {files.reportJson}")
@@ -128,6 +170,14 @@ def main(argv):
     inputs = findInputs(args.input_dir, args.mask_suffix)
     if not inputs:
         print(f"batchProcess: error: no volumes in {args.input_dir}", file=sys.stderr)
+        return 2
+    collisions = nameCollisions(inputs)
+    if collisions:
+        names = "; ".join(" and ".join(p.name for p in group) for group in collisions)
+        print(
+            f"batchProcess: error: these inputs would write the same output files: {names}; rename them",
+            file=sys.stderr,
+        )
         return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from plkd.devices import DEVICE_CHOICES
 from plkd.errors import PLKDError
@@ -144,26 +148,27 @@ def run(args: argparse.Namespace) -> int:
     check_output_location(args.output_dir, kind="folder", what="--output-dir")
     if args.existing is not None and args.at_ras is None:
         raise PLKDError("--existing is used with --at-ras (a click on a microbleed found earlier)")
-    report = predict_files(
-        args.inputs,
-        args.output_dir,
-        model=args.model,
-        device=args.device,
-        mask=args.mask,
-        progress=args.progress,
-        threshold=args.threshold,
-        student=args.student,
-        lr_factor=args.lr_factor,
-        echo=args.echo,
-        shard=args.shard,
-        overwrite=args.overwrite,
-        save_probability=args.save_probability,
-        save_model_grid=args.save_model_grid,
-        at_ras=parse_ras(args.at_ras),
-        existing=args.existing,
-        batch_size=args.batch_size,
-        modality=args.modality,
-    )
+    with _terminate_as_interrupt():
+        report = predict_files(
+            args.inputs,
+            args.output_dir,
+            model=args.model,
+            device=args.device,
+            mask=args.mask,
+            progress=args.progress,
+            threshold=args.threshold,
+            student=args.student,
+            lr_factor=args.lr_factor,
+            echo=args.echo,
+            shard=args.shard,
+            overwrite=args.overwrite,
+            save_probability=args.save_probability,
+            save_model_grid=args.save_model_grid,
+            at_ras=parse_ras(args.at_ras),
+            existing=args.existing,
+            batch_size=args.batch_size,
+            modality=args.modality,
+        )
     n = len(report.done) + len(report.skipped) + len(report.failed)
     summary = (
         f"plkd predict: {len(report.done)} done, {len(report.skipped)} skipped, {len(report.failed)} failed of {n}"
@@ -174,6 +179,24 @@ def run(args: argparse.Namespace) -> int:
     if not report.failed:
         return 0
     return 1 if report.internal else 2
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a batch scheduler's time limit) ends the run as Ctrl+C does, so the scan being
+    written removes what it wrote instead of leaving a label map without its JSON."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _modality(text: str) -> str:

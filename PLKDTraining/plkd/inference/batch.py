@@ -154,6 +154,9 @@ def predict_files(
         raise InputError("no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)")
     if mask is not None and len(scans) > 1:
         raise PLKDError("--mask can only be used with a single input")
+    if at_ras is not None and len(scans) > 1:
+        # A point is a place in one scan's world: in the others it falls wherever, and each would get a "click".
+        raise PLKDError(f"--at-ras is a point in one scan; the inputs hold {len(scans)} scans: give one")
     opt = _Options(
         models=models,
         mask=mask,
@@ -185,10 +188,10 @@ def predict_files(
         t0 = time.perf_counter()
         try:
             sha = files_sha256(list(scan.series.files) if scan.series else [scan.path]) if scan.path.exists() else None
-            if sha is not None and at_ras is None and not overwrite:
+            if sha is not None and at_ras is None:
                 extras = [out.probability] if save_probability else []
                 problem = _outputs_problem(scan, out, opt, sha, extras + ([out.model_grid] if save_model_grid else []))
-                if problem is None:
+                if problem is None and not overwrite:
                     report.skipped.append(scan.path)
                     report.rows.append(summary_row(scan.stem, str(scan.path), "skipped", read_record(out.json), None))
                     _say(
@@ -199,9 +202,9 @@ def predict_files(
                         input=str(scan.path),
                     )
                     continue
-                if problem != NO_OUTPUTS:
-                    # Removed first: a run killed while recomputing must not leave the old result (or a new
-                    # label map beside the old JSON) to be read as this run's.
+                if problem not in (None, NO_OUTPUTS):
+                    # Removed first (with --overwrite too): a run interrupted while recomputing must not leave
+                    # the old result of another input or other settings to be read as this run's.
                     removed = remove_outputs(out)
                     gone = f" (removed {', '.join(p.name for p in removed)} first)" if removed else ""
                     _say(prog, err, f"recomputing {scan.stem}: {problem}{gone}", input=str(scan.path))

@@ -191,13 +191,26 @@ def write_prediction(
     record: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write the label map (with the input's header geometry), extras, then the JSON (``record``
-    or :func:`result_record` without provenance)."""
-    written = [save_volume(paths.label, result.label_map, volume.affine, header=volume.header)]
-    if save_probability and result.probability_map is not None:
-        prob = result.probability_map.astype(np.float32)
-        written.append(save_volume(paths.probability, prob, volume.affine, header=volume.header))
-    if save_model_grid and result.model_label_map is not None and result.model_affine is not None:
-        written.append(save_volume(paths.model_grid, result.model_label_map.astype(np.int32), result.model_affine))
-    write_json_atomic(paths.json, record if record is not None else result_record(result, volume.path, model))
+    or :func:`result_record` without provenance).
+
+    The JSON marks a finished output: an earlier one is removed before the label map is replaced
+    (else an interruption would leave the new label map beside the old candidates), and when the
+    writing is interrupted (Ctrl+C, a full disk) the files this call wrote are removed again, so
+    no label map is left without its JSON.
+    """
+    paths.json.unlink(missing_ok=True)
+    written: list[Path] = []
+    try:
+        written.append(save_volume(paths.label, result.label_map, volume.affine, header=volume.header))
+        if save_probability and result.probability_map is not None:
+            prob = result.probability_map.astype(np.float32)
+            written.append(save_volume(paths.probability, prob, volume.affine, header=volume.header))
+        if save_model_grid and result.model_label_map is not None and result.model_affine is not None:
+            written.append(save_volume(paths.model_grid, result.model_label_map.astype(np.int32), result.model_affine))
+        write_json_atomic(paths.json, record if record is not None else result_record(result, volume.path, model))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
     written.append(paths.json)
     return written

@@ -30,8 +30,13 @@ def binarise_prediction(data: np.ndarray, threshold: float = PREDICTION_THRESHOL
 
 
 def binarise_reference(data: np.ndarray) -> np.ndarray:
-    """Foreground of a reference label map: every non-zero voxel (rater-agreement values 0.5 included)."""
-    return np.asarray(data) > 0
+    """Foreground of a reference label map: every voxel that is not 0 once rounded to the label values (0, 0.5
+    for rater agreement, 1, 2, ...), i.e. ``>= 0.25``.
+
+    A reference saved as floats may carry rounding noise (1e-6 on every background voxel after a resampling or a
+    scaled NIfTI): read as ``> 0``, its whole field of view became one microbleed.
+    """
+    return np.asarray(data, dtype=np.float64) >= 0.25
 
 
 @dataclass
@@ -92,8 +97,8 @@ def reference_weights(reference: np.ndarray, comps: Components) -> np.ndarray:
     """
     if comps.n == 0:
         return np.zeros(0, dtype=np.float64)
-    values = comps.max_values(np.asarray(reference, dtype=np.float64))
-    if float(np.max(reference)) > 1.0:
+    values = np.rint(comps.max_values(np.asarray(reference, dtype=np.float64)) * 2.0) / 2.0  # 0.5 steps: no noise
+    if float(np.max(reference)) > 1.25:
         return np.ones(comps.n, dtype=np.float64)
     return np.clip(values, 0.0, 1.0)
 
