@@ -24,7 +24,7 @@ from pathlib import Path
 from plkd.bundle import load_bundle, save_bundle
 from plkd.errors import PLKDError
 from plkd.pins import manifest_digest
-from plkd.training.export import load_stage
+from plkd.training.export import load_stage, stage_record
 
 #: Run stages that can replace a network, and the bundle network each replaces.
 STAGES = {"screening": "screening", "teacher": "teacher"}
@@ -46,9 +46,7 @@ def replace_networks(bundle_path: str, run: str, out: str, stages: Sequence[str]
     for stage in stages:
         net, summary = load_stage(Path(run) / stage)
         new[STAGES[stage]] = net
-        training.setdefault("stages", {})[stage] = {
-            k: summary.get(k) for k in ("steps", "final_loss", "time_s", "init_from", "mined_from_init")
-        }
+        training.setdefault("stages", {})[stage] = stage_record(summary)
     networks = {}
     for net_name, entry in bundle.manifest["networks"].items():
         keep = {k: v for k, v in entry.items() if k not in _FILLED_BY_SAVE}

@@ -37,6 +37,14 @@ def load_stage(stage_dir: Path) -> tuple[Any, dict[str, Any]]:
     return net.eval(), summary
 
 
+def stage_record(summary: dict[str, Any]) -> dict[str, Any]:
+    """A stage's entry in a bundle manifest's ``training.stages``, from its ``done.json`` summary."""
+    record = {k: summary.get(k) for k in ("steps", "final_loss", "time_s", "init_from")}
+    if "mined_from_init" in summary:
+        record["mined_from_init"] = summary["mined_from_init"]
+    return record
+
+
 def default_students(run_dir: Path, mode: str) -> list[str]:
     """Every finished student stage, minus those a fine-tuned student replaces (same LR factor)."""
     root = students_dir(run_dir, mode)
@@ -122,15 +130,7 @@ def export_run(
             "student_mode": mode,
             "target_factor": cfg["students"]["target_factor"],
             "init_from": _init_source(cfg.get("init_from")),
-            "stages": {
-                k: {
-                    "steps": v.get("steps"),
-                    "final_loss": v.get("final_loss"),
-                    "time_s": v.get("time_s"),
-                    "init_from": v.get("init_from"),
-                }
-                for k, v in stage_info.items()
-            },
+            "stages": {k: stage_record(v) for k, v in stage_info.items()},
         },
         "metrics": metrics or {},
         "disclaimer": SYNTHETIC_DISCLAIMER if synthetic else REAL_DISCLAIMER,
