@@ -19,8 +19,10 @@ Patch centres come from three pools (fractions in the ``sampling`` section):
   its centres: a vein gives a centre per point of its path and a brain 100-200 of them, against
   0-5 calcifications, so drawing centres alone showed a calcification in about one mimic patch
   of a hundred, and calcifications were 13 of the shipped teacher's 15 false positives on
-  test10 at 1 mm (docs/results.md, step 9). ``instance`` draws centres alone, as runs made
-  before this setting did. Anything within ``exclusion_mm`` of a microbleed is dropped;
+  test10 at 1 mm (docs/results.md, step 9). ``instance`` (the default) draws centres alone: a
+  teacher fine-tuned with ``kind`` had fewer false positives but also lost small and large
+  microbleeds (step 9), so it stays an option until a full training run decides. Anything within
+  ``exclusion_mm`` of a microbleed is dropped;
 - **random** voxels of the brain mask.
 
 Patches are cut around a centre voxel (``start = centre - size // 2``) and padded with zeros
