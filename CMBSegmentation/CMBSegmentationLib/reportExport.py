@@ -24,7 +24,7 @@ from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
 from CMBSegmentationLib.resultImport import ensureSegmentationConverters
 from CMBSegmentationLib.reviewState import ReviewError, adoptPaintedSegments, isIncluded, reviewThreshold
 from CMBSegmentationLib.sceneScratch import scratchNodes
-from CMBSegmentationLib.segmentLabelMap import segmentLabels
+from CMBSegmentationLib.segmentLabelMap import measureLabels, segmentLabels
 from CMBSegmentationLib.volumeIO import ijkToRas, writeArrayAsNifti
 
 REPORT_COLUMNS = (
@@ -102,7 +102,7 @@ def exportReview(
     with scratchNodes(segmentationNode.GetScene()):
         writeArrayAsNifti(labels, affine, files.labelMap)
         _writeSegmentation(segmentationNode, segmentIds, files.segmentation)
-    measured = _measure(labels, affine, len(rows))
+    measured = measureLabels(labels, affine, len(rows))
     records = [_record(n, r, segmentationNode, *measured[n - 1]) for n, r in enumerate(rows, start=1)]
     _writeCsv(records, files.reportCsv)
     allRows = candidateTable.readRows(tableNode)
@@ -117,19 +117,6 @@ def exportReview(
     }
     writeTextAtomic(files.reportJson, json.dumps(report, indent=2) + "\n")
     return files
-
-
-def _measure(labels: np.ndarray, affine: np.ndarray, n: int) -> list[tuple[tuple[float, float, float], float]]:
-    """Centre of mass (RAS mm) and volume (mm³) of labels 1..n as exported: the reader's Segment Editor
-    edits are in the label map, so the engine's figures in the table may no longer describe it."""
-    index = np.nonzero(labels)
-    which = labels[index].astype(np.int64)
-    counts = np.bincount(which, minlength=n + 1)[1:].astype(np.float64)
-    centres = np.stack([np.bincount(which, weights=i, minlength=n + 1)[1:] for i in index], axis=1)
-    centres = centres / np.maximum(counts, 1)[:, None]
-    ras = centres @ affine[:3, :3].T + affine[:3, 3]
-    voxelVolume = abs(float(np.linalg.det(affine[:3, :3])))
-    return [(tuple(float(v) for v in ras[k]), float(counts[k] * voxelVolume)) for k in range(n)]
 
 
 def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> None:

@@ -22,7 +22,7 @@ from CMBSegmentationLib.resultImport import (
     segmentTag,
 )
 from CMBSegmentationLib.resultImport import referenceVolume as resultVolume
-from CMBSegmentationLib.segmentLabelMap import segmentLabels
+from CMBSegmentationLib.segmentLabelMap import measureLabels, segmentLabels
 from CMBSegmentationLib.volumeIO import ijkToRas, readNifti
 
 #: Which status may follow which, for a model candidate ...
@@ -179,26 +179,23 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     if not rowless:
         return []
     labels = segmentLabels(segmentationNode, rowless, referenceVolume)
-    affine = ijkToRas(referenceVolume)
-    voxelVolume = abs(float(np.linalg.det(affine[:3, :3])))
+    measured = measureLabels(labels, ijkToRas(referenceVolume), len(rowless))
     adopted = []
-    for label, segmentId in enumerate(rowless, start=1):
-        voxels = np.argwhere(labels == label)
-        if voxels.size == 0:
+    for segmentId, (centre, volumeMm3) in zip(rowless, measured, strict=True):
+        if volumeMm3 == 0:
             continue
         candidateId = candidateTable.nextCandidateId(tableNode)
         segment = segmentation.GetSegment(segmentId)
         segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
         segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
         segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
-        centre = affine[:3, :3] @ voxels.mean(axis=0) + affine[:3, 3]
         candidateTable.appendRow(
             tableNode,
             candidateTable.CandidateRow(
                 candidateId=candidateId,
                 segmentId=segmentId,
-                centerRas=tuple(float(v) for v in centre),
-                volumeMm3=float(len(voxels)) * voxelVolume,
+                centerRas=centre,
+                volumeMm3=volumeMm3,
                 probability=None,
                 status=candidateTable.STATUS_ADDED,
             ),
