@@ -36,7 +36,9 @@ def binarise_reference(data: np.ndarray) -> np.ndarray:
     A reference saved as floats may carry rounding noise (1e-6 on every background voxel after a resampling or a
     scaled NIfTI): read as ``> 0``, its whole field of view became one microbleed.
     """
-    return np.asarray(data, dtype=np.float64) >= 0.25
+    arr = np.asarray(data)
+    # Integer labels are exact (no float copy of a whole reference); floats are compared in their own type.
+    return arr > 0 if arr.dtype.kind in "biu" else arr >= 0.25
 
 
 @dataclass
