@@ -225,6 +225,8 @@ class PatchSampler:
         self.geometry_p = float(self.aug.get("geometry_p", 0.0))
         self.with_positives = [i for i, s in enumerate(self.subjects) if len(s.positives)]
         self.with_hard = [i for i, s in enumerate(self.subjects) if len(s.hard_negatives)]
+        # Per subject: (the mimic_kinds array they were made from, centre indices of each kind in sorted order).
+        self._kind_groups: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
         if not self.with_positives:
             raise InputError("none of the training subjects has a microbleed label; nothing to learn from")
 
@@ -267,9 +269,19 @@ class PatchSampler:
         setting existed)."""
         if self.smp.get("mimic_balance", "instance") != "kind" or len(s.mimic_kinds) != len(s.mimics):
             return int(rng.integers(len(s.mimics)))
-        kinds = np.unique(s.mimic_kinds)
-        members = np.flatnonzero(s.mimic_kinds == kinds[rng.integers(len(kinds))])
+        groups = self._groups_of(s)
+        members = groups[rng.integers(len(groups))]
         return int(members[rng.integers(len(members))])
+
+    def _groups_of(self, s: SubjectArrays) -> list[np.ndarray]:
+        """Centre indices of each mimic kind of ``s`` (kinds sorted), computed again only when its pool was
+        replaced (the pools are never changed in place)."""
+        cached = self._kind_groups.get(id(s))
+        if cached is None or cached[0] is not s.mimic_kinds:
+            kinds, inverse = np.unique(s.mimic_kinds, return_inverse=True)
+            cached = (s.mimic_kinds, [np.flatnonzero(inverse == k) for k in range(len(kinds))])
+            self._kind_groups[id(s)] = cached
+        return cached[1]
 
     def draw_acquisition(
         self, rng: np.random.Generator, factor: int | None, noise_std: float | None
