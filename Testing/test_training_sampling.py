@@ -82,6 +82,41 @@ def test_each_kind_of_mimic_is_drawn_equally_often(sampler):
         s.mimics, s.mimic_kinds = saved
 
 
+def test_mimic_kind_weights_set_each_kinds_chance(sampler):
+    smp, cfg = sampler
+    s = smp.subjects[0]
+    saved = s.mimics, s.mimic_kinds, s.dark_spots
+    veins = np.stack([np.full(60, 4), np.arange(60) % 12 + 2, np.full(60, 4)], axis=1)
+    calcifications = ((14, 14, 6), (15, 3, 6))
+    s.mimics = np.concatenate([veins, calcifications]).astype(np.int64)
+    s.mimic_kinds = np.array(["vein"] * 60 + ["calcification"] * 2)
+    try:
+        base = set_value(cfg, "sampling.positive_fraction", "0.0")
+        base = set_value(base, "sampling.hard_negative_fraction", "1.0")
+        base = set_value(base, "sampling.mimic_share", "1.0")
+        base = set_value(base, "sampling.mimic_balance", "kind")
+
+        def calcification_share(weights: dict[str, str]) -> float:
+            c = base
+            for kind, w in weights.items():
+                c = set_value(c, f"sampling.mimic_kind_weights.{kind}", w)
+            rng = np.random.default_rng(7)
+            centres = [tuple(PatchSampler([s], c).draw_centre(rng)[1]) for _ in range(800)]
+            return float(np.mean([x in calcifications for x in centres]))
+
+        assert 0.68 < calcification_share({"vein": "1", "calcification": "3"}) < 0.82
+        assert calcification_share({"calcification": "0"}) == 0.0
+        # Every kind of the subject at 0: a hard negative from its dark spots instead.
+        s.dark_spots = np.array([[9, 9, 9]], dtype=np.int64)
+        rng = np.random.default_rng(8)
+        c = set_value(
+            set_value(base, "sampling.mimic_kind_weights.vein", "0"), "sampling.mimic_kind_weights.calcification", "0"
+        )
+        assert {tuple(PatchSampler([s], c).draw_centre(rng)[1]) for _ in range(20)} == {(9, 9, 9)}
+    finally:
+        s.mimics, s.mimic_kinds, s.dark_spots = saved
+
+
 def test_prepared_subjects_and_screening_false_positives_carry_their_kind(sampler):
     smp, _ = sampler
     s = smp.subjects[1]
@@ -111,6 +146,12 @@ def test_mimic_share_is_validated():
         load_config("tiny", ["sampling.mimic_share=1.5"])
     with pytest.raises(ConfigError, match="mimic_balance"):
         load_config("tiny", ["sampling.mimic_balance=size"])
+    with pytest.raises(ConfigError, match="mimic_kind_weights"):
+        load_config("tiny", ["sampling.mimic_kind_weights.vein=-1"])
+    # A kind of the user's own data can be weighted too.
+    assert (
+        load_config("tiny", ["sampling.mimic_kind_weights.lacune=2"])["sampling"]["mimic_kind_weights"]["lacune"] == 2
+    )
 
 
 def test_segmentation_batch_shapes_and_positives(sampler):

@@ -28,7 +28,12 @@ from plkd.training.geometry_augment import PROFILES
 Config = dict[str, Any]
 
 #: Dotted prefixes under which new keys may be added (network hyper-parameters, CV variants).
-OPEN_SECTIONS = ("networks.screening.hparams", "networks.segmenter.hparams", "cv.variants")
+OPEN_SECTIONS = (
+    "networks.screening.hparams",
+    "networks.segmenter.hparams",
+    "cv.variants",
+    "sampling.mimic_kind_weights",
+)
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -314,6 +319,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"sampling.mimic_share must lie in [0, 1], not {cfg['sampling']['mimic_share']}")
     if cfg["sampling"]["mimic_balance"] not in ("kind", "instance"):
         raise ConfigError(f"sampling.mimic_balance must be kind or instance, not {cfg['sampling']['mimic_balance']!r}")
+    weights = cfg["sampling"].get("mimic_kind_weights", {})
+    bad = {
+        k: w
+        for k, w in weights.items()
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w < math.inf
+    }
+    if bad:
+        raise ConfigError(f"sampling.mimic_kind_weights must be finite numbers >= 0, not {bad}")
 
 
 def loss_weights(cfg: Config, modality: str) -> tuple[float, float]:

@@ -21,7 +21,9 @@ Patch centres come from three pools (fractions in the ``sampling`` section):
   of a hundred, and calcifications were 13 of the shipped teacher's 15 false positives on
   test10 at 1 mm (docs/results.md, step 9). ``instance`` (the default) draws centres alone: a
   teacher fine-tuned with ``kind`` had fewer false positives but also lost small and large
-  microbleeds (step 9), so it stays an option until a full training run decides. Anything within
+  microbleeds (step 9), so it stays an option until a full training run decides.
+  ``mimic_kind_weights`` sets each kind's relative chance under ``kind`` (a kind not listed: 1, 0:
+  never), e.g. calcifications up and the cavernoma-like lesions down. Anything within
   ``exclusion_mm`` of a microbleed is dropped;
 - **random** voxels of the brain mask.
 
@@ -226,7 +228,7 @@ class PatchSampler:
         self.with_positives = [i for i, s in enumerate(self.subjects) if len(s.positives)]
         self.with_hard = [i for i, s in enumerate(self.subjects) if len(s.hard_negatives)]
         # Per subject: (the mimic_kinds array they were made from, centre indices of each kind in sorted order).
-        self._kind_groups: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
+        self._kind_groups: dict[int, tuple[np.ndarray, tuple[list[np.ndarray], np.ndarray | None]]] = {}
         if not self.with_positives:
             raise InputError("none of the training subjects has a microbleed label; nothing to learn from")
 
@@ -256,30 +258,45 @@ class PatchSampler:
             i = int(rng.choice(self.with_hard))
             s = self.subjects[i]
             use_mimic = len(s.mimics) and (not len(s.dark_spots) or rng.random() < self.smp["mimic_share"])
-            if not use_mimic:
+            mimic = self._mimic_index(s, rng) if use_mimic else None
+            if mimic is not None:
+                return i, s.mimics[mimic], "hard"
+            if len(s.dark_spots):
                 return i, s.dark_spots[rng.integers(len(s.dark_spots))], "hard"
-            return i, s.mimics[self._mimic_index(s, rng)], "hard"
         i = int(rng.integers(len(self.subjects)))
         s = self.subjects[i]
         return i, s.brain_voxels[rng.integers(len(s.brain_voxels))], "random"
 
-    def _mimic_index(self, s: SubjectArrays, rng: np.random.Generator) -> int:
-        """Index of a mimic centre: a kind first, each with equal probability, then one of its centres
-        (``mimic_balance: kind``); or any centre (``instance``, and configurations saved before the
-        setting existed)."""
+    def _mimic_index(self, s: SubjectArrays, rng: np.random.Generator) -> int | None:
+        """Index of a mimic centre: a kind first, with the chances of ``mimic_kind_weights`` (equal when
+        they are all equal), then one of its centres (``mimic_balance: kind``); or any centre
+        (``instance``, and configurations saved before the setting existed). ``None`` when every kind
+        the subject has weighs 0."""
         if self.smp.get("mimic_balance", "instance") != "kind" or len(s.mimic_kinds) != len(s.mimics):
             return int(rng.integers(len(s.mimics)))
-        groups = self._groups_of(s)
-        members = groups[rng.integers(len(groups))]
+        groups, chances = self._groups_of(s)
+        if chances is None:  # equal weights: the draw of runs made before the weights existed
+            members = groups[rng.integers(len(groups))]
+        elif not len(groups):
+            return None
+        else:
+            members = groups[rng.choice(len(groups), p=chances)]
         return int(members[rng.integers(len(members))])
 
-    def _groups_of(self, s: SubjectArrays) -> list[np.ndarray]:
-        """Centre indices of each mimic kind of ``s`` (kinds sorted), computed again only when its pool was
-        replaced (the pools are never changed in place)."""
+    def _groups_of(self, s: SubjectArrays) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Centre indices of each mimic kind of ``s`` with a weight above 0 (kinds sorted), and the chance
+        of each (``None``: all equal); computed again only when its pool was replaced (the pools are never
+        changed in place)."""
         cached = self._kind_groups.get(id(s))
         if cached is None or cached[0] is not s.mimic_kinds:
             kinds, inverse = np.unique(s.mimic_kinds, return_inverse=True)
-            cached = (s.mimic_kinds, [np.flatnonzero(inverse == k) for k in range(len(kinds))])
+            table = self.smp.get("mimic_kind_weights", {})
+            weights = np.array([float(table.get(str(k), 1.0)) for k in kinds])
+            keep = np.flatnonzero(weights > 0)
+            groups = [np.flatnonzero(inverse == k) for k in keep]
+            equal = len(keep) == len(kinds) and np.all(weights == weights[:1])
+            chances = None if equal else weights[keep] / max(weights[keep].sum(), 1e-300)
+            cached = (s.mimic_kinds, (groups, chances))
             self._kind_groups[id(s)] = cached
         return cached[1]
 
