@@ -76,3 +76,44 @@ def test_phase_mask_share_picks_that_share_of_subjects_reproducibly():
     assert phase_masked_subjects(1000, 50, 1.0).all() and not phase_masked_subjects(1000, 50, 0.0).any()
     # A larger share keeps every subject a smaller one chose: one draw per subject, compared to the share.
     assert np.all(phase_masked_subjects(1000, 400, 0.7)[half])
+
+
+def test_synth_over_an_earlier_data_set_leaves_no_subject_of_it_behind(tmp_path, capsys):
+    # Written over a data set of 2 subjects, a run of 1 subject (or another seed) left the earlier sub-0002 beside the
+    # new one: plkd predict and plkd evaluate, which walk the folder, then scored both data sets together.
+    from plkd.data import find_subjects
+    from plkd.inference.inputs import expand_inputs
+
+    out = tmp_path / "synth"
+    tiny = ["--spacing", "2", "--fine-spacing", "2", "--count", "1", "--progress", "none"]
+    assert main(["synth", str(out), "--n-subjects", "2", "--seed", "7", *tiny]) == 0
+    before = (out / "manifest.json").read_text()
+    for options in (["--n-subjects", "1", "--seed", "7"], ["--n-subjects", "2", "--seed", "8"]):
+        rc = main(["synth", str(out), *options, *tiny])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith("plkd: error:") and "\n" not in err and "--overwrite" in err
+        assert (out / "manifest.json").read_text() == before and (out / "sub-0002").is_dir()  # nothing touched
+    assert "sub-0002" in err or "seed" in err
+    assert main(["synth", str(out), "--n-subjects", "1", "--seed", "8", "--overwrite", *tiny]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "sub-0001"]
+    assert [s.id for s in find_subjects(out)] == ["sub-0001"]
+    assert len(expand_inputs([out], tmp_path / "pred").scans) == 1
+    # The same settings again, with more subjects (or after an interruption): the subjects come back as they were.
+    first = load_volume(out / "sub-0001" / "sub-0001_space-T2S_desc-masked_T2S.nii.gz").data
+    assert main(["synth", str(out), "--n-subjects", "2", "--seed", "8", *tiny]) == 0
+    again = load_volume(out / "sub-0001" / "sub-0001_space-T2S_desc-masked_T2S.nii.gz").data
+    assert np.array_equal(first, again) and [s.id for s in find_subjects(out)] == ["sub-0001", "sub-0002"]
+    # Another contrast leaves no T2* image beside the SWI one of the same subject.
+    assert main(["synth", str(out), "--n-subjects", "1", "--seed", "8", "--modality", "SWI", *tiny]) == 2
+    capsys.readouterr()
+
+
+def test_synth_refuses_a_folder_holding_files_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "data"
+    (out / "sub-01").mkdir(parents=True)
+    (out / "sub-01" / "sub-01_T2S.nii.gz").write_bytes(b"a scan of someone's")
+    for extra in ([], ["--overwrite"]):
+        rc = main(["synth", str(out), "--n-subjects", "1", "--spacing", "2", "--progress", "none", *extra])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "did not write (sub-01)" in err and "\n" not in err
+        assert (out / "sub-01" / "sub-01_T2S.nii.gz").is_file() and not (out / "manifest.json").exists()

@@ -33,7 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("out", type=Path, metavar="OUT", help="output folder (created; existing subjects are overwritten)")
+    p.add_argument(
+        "out",
+        type=Path,
+        metavar="OUT",
+        help="output folder (created); it holds one data set: an earlier one made there with other "
+        "settings or more subjects is refused (--overwrite removes it)",
+    )
     p.add_argument("--n-subjects", type=int, default=10, metavar="N", help="number of subjects (default 10)")
     p.add_argument("--seed", type=int, default=0, help="base seed; subject i uses a seed derived from it (default 0)")
     p.add_argument("--modality", choices=("T2S", "SWI"), default="T2S", help="contrast and file naming (default T2S)")
@@ -80,6 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preview", action="store_true", help="also write sub-XXXX/sub-XXXX_preview.png")
     p.add_argument("--jobs", type=int, default=1, help="subjects generated in parallel (default 1)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="remove an earlier data set in OUT made with other settings or more subjects first",
+    )
     p.add_argument("--progress", choices=("tqdm", "jsonl", "none"), default="tqdm", help="progress display")
     p.set_defaults(func=run)
 
@@ -105,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         preview=args.preview,
         jobs=args.jobs,
         progress=args.progress,
+        overwrite=args.overwrite,
     )
     log.info("wrote %d subject(s) in %.1f s", args.n_subjects, time.perf_counter() - t0)
     if args.progress != "jsonl":

@@ -24,6 +24,7 @@ from plkd.errors import PLKDError
 from plkd.modalities import MODALITIES
 from plkd.progress import Progress, ProgressMode
 from plkd.synth.domain import DOMAINS
+from plkd.synth.earlier import clear_earlier_data_set, data_set_settings
 from plkd.synth.lesions import MODELS
 from plkd.synth.subject import SynthSubject, generate_subject, parse_spacing, subject_seed
 from plkd.volumes import save_volume
@@ -110,6 +111,7 @@ def write_dataset(
     preview: bool = False,
     jobs: int = 1,
     progress: Progress | ProgressMode = "tqdm",
+    overwrite: bool = False,
 ) -> Path:
     """Generate ``n_subjects`` subjects into ``out_dir``; returns the manifest path.
 
@@ -120,8 +122,13 @@ def write_dataset(
     subject from its own random stream (scanners export SWI with and without it; the magnitude
     without it looks like a T2*-weighted GRE). ``False`` or 0 to none.
 
+    ``out_dir`` ends up holding this data set alone (:mod:`plkd.synth.earlier`): an earlier one
+    made there with other settings, or with subjects this run does not write, is refused unless
+    ``overwrite``, which removes it first; files ``plkd synth`` does not write are refused.
+
     Raises:
         PLKDError: a bad count, spacing, modality, model, domain or share.
+        InputError: ``out_dir`` holds another data set (without ``overwrite``) or other files.
     """
     if not 1 <= int(n_subjects) <= 100000:
         raise PLKDError(f"number of subjects must be 1-100000, not {n_subjects}")
@@ -146,7 +153,6 @@ def write_dataset(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise PLKDError(f"output {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     prog = progress if isinstance(progress, Progress) else Progress(progress)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E7]))
     job_list = []
@@ -181,11 +187,17 @@ def write_dataset(
         "domain": domain,
         "count": None if count is None else str(count),
         **({"phase_mask": True if share == 1.0 else share} if share > 0 else {}),
+        "fine_spacing": float(fine_spacing),
         "plkd_version": __version__,
         "disclaimer": "Synthetic data on MNI ICBM152 2009a anatomy; not patient data.",
         "subjects": {},
     }
     path = out / "manifest.json"
+    subject_ids = [job["sid"] for job in job_list]
+    clear_earlier_data_set(out, subject_ids, data_set_settings(manifest), overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    # The settings are on disk before the first subject: a run stopped early is still known by them.
+    write_json_atomic(path, manifest)
     prog.start("synth", total=len(job_list))
     if int(jobs) == 1:
         results = map(_make_one, job_list)
