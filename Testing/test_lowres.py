@@ -339,3 +339,31 @@ def test_cli_dataset_thick_slices(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["lowres", "--dataset", str(src), "--out", str(dst)])  # neither --factor nor --thickness-mm
     assert main(["lowres", "--dataset", str(src), "--factor", "2", "--out", str(src / "inside")]) == 2
+
+
+def test_cli_dataset_over_an_earlier_conversion_leaves_none_of_it(tmp_path: Path, capsys) -> None:
+    # Converting into a folder that held an earlier conversion (of a data set with more subjects, or with other
+    # settings) replaced only what it wrote: the other subjects stayed, and predicting/evaluating the folder scored them.
+    import shutil
+
+    from plkd.data import find_subjects
+
+    src, dst = tmp_path / "synth", tmp_path / "synth_4mm"
+    _fake_synth(src)
+    run = ["lowres", "--dataset", str(src), "--out", str(dst), "--progress", "none"]
+    assert main([*run, "--thickness-mm", "4"]) == 0
+    assert main([*run, "--thickness-mm", "4"]) == 0  # the same conversion again (e.g. after an interruption)
+    before = {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    assert main([*run, "--thickness-mm", "3"]) == 2  # other settings: the 4 mm images would stay until replaced
+    assert "--overwrite" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()} == before
+    # The data set now has one subject: the earlier conversion's sub-0002 must not stay beside it.
+    shutil.rmtree(src / "sub-0002")
+    manifest = json.loads((src / "manifest.json").read_text())
+    del manifest["subjects"]["sub-0002"]
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    assert main([*run, "--thickness-mm", "4"]) == 2
+    assert "sub-0002" in capsys.readouterr().err
+    assert main([*run, "--thickness-mm", "4", "--overwrite"]) == 0
+    assert [s.id for s in find_subjects(dst)] == ["sub-0001"]
+    assert not [p for p in dst.rglob("*.nii.gz") if "sub-0002" in p.name]

@@ -70,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--min-label-fraction", type=float, default=0.5, help="thick voxel is labelled at this coverage (default 0.5)"
     )
     p.add_argument("--progress", choices=("tqdm", "jsonl", "none"), default="tqdm", help="progress display")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --dataset: remove the NIfTI files and manifest of an earlier conversion in OUT first",
+    )
     p.set_defaults(func=run)
 
 
@@ -186,15 +191,7 @@ def _rewrite_manifest(
     if grids:
         first = next(iter(grids.values()))[0]
         out["spacing_mm"] = [round(float(s), 6) for s in np.sqrt((first[:3, :3] ** 2).sum(axis=0))]
-    out["lowres"] = {
-        "source": str(args.dataset.resolve()),
-        "mode": "thick-slab" if args.thickness_mm is not None else (args.mode or "interp"),
-        "factor": args.factor,
-        "thickness_mm": args.thickness_mm,
-        "noise_std": args.noise_std,
-        "noise": args.noise if args.noise_std else None,
-        "seed": args.seed,
-    }
+    out["lowres"] = _lowres_record(args)
     if args.thickness_mm is None:
         return out
     for sid, info in out.get("subjects", {}).items():
@@ -215,12 +212,74 @@ def _rewrite_manifest(
     return out
 
 
+def _lowres_record(args: argparse.Namespace) -> dict[str, Any]:
+    """The conversion's source and settings, as the output manifest records them."""
+    return {
+        "source": str(args.dataset.resolve()),
+        "mode": "thick-slab" if args.thickness_mm is not None else (args.mode or "interp"),
+        "factor": args.factor,
+        "thickness_mm": args.thickness_mm,
+        "noise_std": args.noise_std,
+        "noise": args.noise if args.noise_std else None,
+        "seed": args.seed,
+        "offset": args.offset,
+        "axis": args.axis,
+        "min_label_fraction": args.min_label_fraction,
+    }
+
+
+def _clear_earlier_conversion(out: Path, planned: set[Path], record: dict[str, Any], *, overwrite: bool) -> None:
+    """Refuse (or with ``overwrite`` remove) an earlier conversion in ``out`` that this one would leave mixed in.
+
+    Its subjects that this conversion does not write again (a data set with fewer subjects now, another data set)
+    stayed beside the new ones, and images converted with other settings stayed until this run replaced them all:
+    ``plkd predict``/``plkd evaluate`` of the folder scored both. Reusing ``out`` without ``overwrite`` needs the
+    manifest of the same conversion (same source and settings) and no file this one does not write.
+    """
+    if not out.is_dir():
+        return
+    found = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".") and is_nifti(p))
+    manifest_path = out / "manifest.json"
+    extra = [p for p in found if p not in planned]
+    earlier = None
+    if manifest_path.is_file():
+        try:
+            earlier = json.loads(manifest_path.read_text(encoding="utf-8")).get("lowres")
+        except (OSError, ValueError, AttributeError):
+            earlier = None
+    same = isinstance(earlier, dict) and all(earlier.get(k) == v for k, v in record.items())
+    if not extra and (same or not found):
+        return
+    if not overwrite:
+        why = (
+            f"{len(extra)} image(s) this conversion does not write (e.g. {extra[0].relative_to(out)})"
+            if extra
+            else "images of another conversion (other source or settings, or no manifest saying which)"
+        )
+        raise InputError(
+            f"--out {out} holds {why}: they would stay mixed with this conversion; give another folder, or "
+            "--overwrite to remove the earlier conversion first"
+        )
+    if manifest_path.is_file():
+        manifest_path.unlink()  # first: an interruption never leaves a manifest describing other images
+    for p in found:
+        p.unlink()
+
+
 def _run_dataset(args: argparse.Namespace) -> int:
     root: Path = args.dataset
     check_output_location(args.out, kind="folder", what="--out")
     if args.out.resolve() == root.resolve() or root.resolve() in args.out.resolve().parents:
         raise InputError(f"--out {args.out} must be a folder outside the data set {root}")
     subjects: list[Subject] = find_subjects(root)
+    planned = {
+        args.out / _relative(path, root)
+        for subject in subjects
+        for path in (subject.image, subject.label, subject.mask)
+        if path is not None
+    }
+    record = _lowres_record(args)
+    _clear_earlier_conversion(args.out, planned, record, overwrite=args.overwrite)
     progress = Progress(args.progress)
     progress.start("lowres", total=len(subjects))
     grids: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}
