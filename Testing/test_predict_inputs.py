@@ -546,6 +546,27 @@ def test_a_click_result_is_not_reused_by_a_full_run(tmp_path: Path, capsys: pyte
     assert json.loads((tmp_path / "tiny_T2S_cmb.json").read_text())["n_microbleeds"] >= 2
 
 
+def test_a_click_never_replaces_the_whole_scan_prediction_in_its_folder(tmp_path: Path, capsys) -> None:
+    # A click into the folder of the whole-scan run wrote the same NAME_cmb files: every microbleed found was replaced
+    # by the one clicked (also when that folder's JSON was the --existing), silently, and the summary disagreed.
+    assert _predict(str(CASE), "-o", str(tmp_path)) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert json.loads(before["tiny_T2S_cmb.json"])["n_microbleeds"] >= 2
+    x, y, z = TRUTH[0]
+    capsys.readouterr()
+    rc = _predict(
+        str(CASE), "-o", str(tmp_path), f"--at-ras={x},{y},{z}", "--existing", str(tmp_path / "tiny_T2S_cmb.json")
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "plkd: error:" in err and "another --output-dir" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # Into a folder of its own it works, and a second click there replaces the first.
+    click = tmp_path / "click"
+    for point in (TRUTH[0], TRUTH[1]):
+        assert _predict(str(CASE), "-o", str(click), "--at-ras=" + ",".join(str(v) for v in point)) == 0
+    assert len(json.loads((click / "tiny_T2S_cmb.json").read_text())["candidates"]) == 1
+
+
 def test_sigterm_ends_predict_like_ctrl_c(tmp_path: Path) -> None:
     # kill (a batch scheduler's time limit) ended the process at once: a label map could stand without its
     # JSON. It now ends the run as Ctrl+C does (exit status 130, what the scan wrote removed).

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from plkd import __version__
 from plkd.dicom import load_dicom_series
-from plkd.errors import InputError, PLKDError
+from plkd.errors import InputError, OutputError, PLKDError
 from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings
 from plkd.inference.modality import decide_modality, projection_reason
 from plkd.inference.model_choice import DISPLAY, ModelChooser, modality_record
@@ -157,6 +157,8 @@ def predict_files(
     if at_ras is not None and len(scans) > 1:
         # A point is a place in one scan's world: in the others it falls wherever, and each would get a "click".
         raise PLKDError(f"--at-ras is a point in one scan; the inputs hold {len(scans)} scans: give one")
+    if at_ras is not None:
+        _refuse_replacing_a_scan_result(output_paths(scans[0].path, output_dir, scans[0].stem))
     opt = _Options(
         models=models,
         mask=mask,
@@ -231,6 +233,24 @@ def predict_files(
     if summary is not None:
         report.summary_csv = write_summary_csv(summary, report.rows)
     return report
+
+
+def _refuse_replacing_a_scan_result(out: OutputPaths) -> None:
+    """Refuse a click (``--at-ras``) whose outputs would replace a whole-scan prediction in the folder.
+
+    A click writes ``NAME_cmb.nii.gz`` + ``.json`` like a whole-scan run: into the folder of that run it replaced
+    every microbleed found with the one clicked (often the ``--existing`` file itself), without a word, and the
+    folder's summary and ``plkd evaluate`` then disagreed with it. An earlier click's result may be replaced.
+    """
+    if not out.json.exists() and not out.label.exists():
+        return
+    settings = (read_record(out.json) or {}).get("settings")
+    if isinstance(settings, dict) and settings.get("at_ras") is not None:
+        return
+    raise OutputError(
+        f"{out.label.parent} holds {out.label.name if out.label.exists() else out.json.name}, a prediction of the "
+        "whole scan: the one microbleed of --at-ras would replace it; give the click another --output-dir"
+    )
 
 
 def _failed(report: BatchReport, scan: ScanInput, message: str, seconds: float, err: Any, prog: Progress) -> None:
