@@ -566,6 +566,8 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 status = row.status
                 if status == candidateTableLib.STATUS_NOT_SEEN and not reviewState.isIncluded(row, threshold):
                     status = _("below threshold")
+                elif status not in candidateTableLib.STATUSES:  # typed in the Tables module: Export refuses it
+                    status = _("{status} (unknown status)").format(status=status)
                 values = [
                     segment.GetName() if segment else row.segmentId,
                     "" if row.probability is None else f"{row.probability:.2f}",

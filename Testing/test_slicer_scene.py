@@ -271,6 +271,22 @@ def test_a_status_typed_in_the_tables_module_counts_whatever_its_case(case, tmp_
     assert [m["candidate_id"] for m in report["microbleeds"]] == [rows[1].candidateId, rows[2].candidateId]
 
 
+def test_a_status_the_module_does_not_know_stops_the_export(case, tmp_path):
+    # "reject" typed in the Tables module counted as not yet seen: the candidate the reader meant to reject was
+    # exported (it passed the threshold), with status "reject" in the report.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    table.SetCellText(0, table.GetColumnIndex(candidateTable.COLUMN_STATUS), "reject")
+    reviewState.restoreReview(seg, table)
+    with pytest.raises(reviewState.ReviewError, match=r"candidate\(s\) \d+ \('reject'\).*none of: not yet seen"):
+        reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
+    assert not (tmp_path / "export").exists() or not list((tmp_path / "export").iterdir())
+    table.SetCellText(0, table.GetColumnIndex(candidateTable.COLUMN_STATUS), "rejected")
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
+    rows = candidateTable.readRows(table)
+    assert [m["candidate_id"] for m in json.loads(files.reportJson.read_text())["microbleeds"]] == [rows[2].candidateId]
+
+
 def test_threshold_shows_only_passing_candidates_not_yet_seen(case):
     _, _, result, _, _ = case
     seg, table = result.segmentationNode, result.tableNode

@@ -22,7 +22,13 @@ import numpy as np
 from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
 from CMBSegmentationLib.resultImport import ensureSegmentationConverters
-from CMBSegmentationLib.reviewState import ReviewError, adoptPaintedSegments, isIncluded, reviewThreshold
+from CMBSegmentationLib.reviewState import (
+    ReviewError,
+    adoptPaintedSegments,
+    checkStatuses,
+    isIncluded,
+    reviewThreshold,
+)
 from CMBSegmentationLib.sceneScratch import scratchNodes
 from CMBSegmentationLib.segmentLabelMap import measureLabels, segmentLabels
 from CMBSegmentationLib.volumeIO import ijkToRas, writeArrayAsNifti
@@ -79,6 +85,7 @@ def exportReview(
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result; nothing exported")
+    checkStatuses(tableNode)  # a status typed as "reject" must not pass for "not yet seen"
     if threshold is None:
         threshold = reviewThreshold(tableNode)
     outputDir = Path(outputDir)

@@ -55,6 +55,24 @@ def isIncluded(row: candidateTable.CandidateRow, threshold: float) -> bool:
     return row.probability is None or row.probability >= threshold
 
 
+def checkStatuses(tableNode) -> None:
+    """Refuse a review whose table holds a status that is none of :data:`candidateTable.STATUSES`.
+
+    A status typed in the Tables module as "reject", "FP" or "no" counted as not yet seen: the candidate stayed in
+    the export whenever it passed the threshold, the opposite of what the reader meant. Raises :class:`ReviewError`
+    naming the rows.
+    """
+    unknown = [row for row in candidateTable.readRows(tableNode) if row.status not in candidateTable.STATUSES]
+    if unknown:
+        names = ", ".join(f"{row.candidateId} ({row.status!r})" for row in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        allowed = ", ".join(candidateTable.STATUSES)
+        raise ReviewError(
+            f"table '{tableNode.GetName()}': candidate(s) {names}{more} have a status that is none of: {allowed}; "
+            "correct the Status column first"
+        )
+
+
 def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshold: float | None = None) -> None:
     """Change the status of the candidate shown by ``segmentId`` (table, segment tag and visibility at ``threshold``;
     None: the table's review threshold)."""
