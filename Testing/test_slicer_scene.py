@@ -281,7 +281,8 @@ def test_a_status_the_module_does_not_know_stops_the_export(case, tmp_path):
     with pytest.raises(reviewState.ReviewError, match=r"candidate\(s\) \d+ \('reject'\).*none of: not yet seen"):
         reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
     assert not (tmp_path / "export").exists() or not list((tmp_path / "export").iterdir())
-    table.SetCellText(0, table.GetColumnIndex(candidateTable.COLUMN_STATUS), "rejected")
+    reviewState.reject(seg, table, result.segmentIds[0])  # the module's Reject mends it (it refused to)
+    assert candidateTable.readRows(table)[0].status == candidateTable.STATUS_REJECTED
     files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
     rows = candidateTable.readRows(table)
     assert [m["candidate_id"] for m in json.loads(files.reportJson.read_text())["microbleeds"]] == [rows[2].candidateId]

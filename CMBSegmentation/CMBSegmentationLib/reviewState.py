@@ -88,7 +88,9 @@ def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshol
             status = candidateTable.STATUS_ADDED
     if status == current:
         return
-    if status not in changes.get(current, frozenset()):
+    # A status typed by hand that is none of the known ones (see checkStatuses) may become any this kind can have.
+    allowed = changes.get(current) if current in candidateTable.STATUSES else frozenset().union(*changes.values())
+    if status not in (allowed or frozenset()):
         raise ReviewError(f"a candidate that is '{current}' cannot become '{status}'")
     candidateTable.setStatusCell(tableNode, rowIndex, status)
     segment.SetTag(candidateTable.TAG_STATUS, status)
