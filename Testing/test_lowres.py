@@ -343,7 +343,8 @@ def test_cli_dataset_thick_slices(tmp_path: Path) -> None:
 
 def test_cli_dataset_over_an_earlier_conversion_leaves_none_of_it(tmp_path: Path, capsys) -> None:
     # Converting into a folder that held an earlier conversion (of a data set with more subjects, or with other
-    # settings) replaced only what it wrote: the other subjects stayed, and predicting/evaluating the folder scored them.
+    # settings) replaced only what it wrote: the other subjects stayed, and predicting/evaluating the folder scored
+    # them.
     import shutil
 
     from plkd.data import find_subjects
