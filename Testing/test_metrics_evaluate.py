@@ -349,3 +349,26 @@ def test_unmarked_files_are_never_guessed_and_ambiguity_is_one_line(tmp_path: Pa
     # The same file on both sides is refused.
     with pytest.raises(InputError, match="both the prediction and its reference"):
         evaluate_paths(tmp_path / "truth" / "sub-02_CMB.nii.gz", tmp_path / "truth" / "sub-02_CMB.nii.gz")
+
+
+def test_a_threshold_is_a_probability_and_label_maps_say_it_changes_nothing(dataset: dict[str, Path], capsys) -> None:
+    # --threshold 2 (or 50, meant as per cent) cut the label maps' lowest microbleed numbers away: sub-001's hit
+    # (label 1) vanished and the table scored a miss; 0.8 on a label map changed nothing, unsaid, though a user took
+    # it for another candidate probability.
+    argv = ["evaluate", str(dataset["pred"]), str(dataset["truth"])]
+    for value in ("2", "50"):
+        assert main([*argv, "--threshold", value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("plkd: error: --threshold must be a probability") and "\n" not in err
+    r = evaluate_paths(dataset["pred"], dataset["truth"], threshold=0.8)
+    assert (r["pooled"]["TP"], r["pooled"]["FP"]) == (2, 1)  # the same as at 0.5: these are microbleed numbers
+    assert any("label maps" in n and "plkd predict --threshold" in n for n in r["notes"])
+    assert not any("label maps" in n for n in evaluate_paths(dataset["pred"], dataset["truth"])["notes"])
+    # A probability map is cut where asked, without the note.
+    prob = np.zeros(SHAPE, np.float32)
+    prob[10, 10, 11] = 0.7
+    save(dataset["root"] / "prob" / "sub-002_prob.nii.gz", prob)
+    single = dataset["truth"] / "sub-002.nii.gz"
+    assert evaluate_paths(dataset["root"] / "prob", single, threshold=0.6)["pooled"]["TP"] == 1
+    at_08 = evaluate_paths(dataset["root"] / "prob", single, threshold=0.8)
+    assert at_08["pooled"]["TP"] == 0 and not any("label maps" in n for n in at_08["notes"])

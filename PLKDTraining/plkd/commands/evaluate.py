@@ -60,7 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score references without a prediction as empty predictions (default: error)",
     )
-    p.add_argument("--threshold", type=float, default=0.5, help="prediction foreground at >= this value (default 0.5)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="probability maps: foreground at >= this value, 0-1 (default 0.5); label maps of plkd predict hold "
+        "microbleed numbers, which it does not change (their candidate threshold is plkd predict --threshold)",
+    )
     p.add_argument(
         "--max-distance",
         type=float,
@@ -87,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
     pred = _pick(args.pred_pos, args.pred_opt, "PRED")
     truth = _pick(args.truth_pos, args.truth_opt, "TRUTH")
-    if args.threshold <= 0:
-        raise InputError(f"--threshold must be positive, not {args.threshold}")
+    if not 0 < args.threshold <= 1:
+        # Above 1 it cut the label maps' lowest microbleed numbers away (50, meant as per cent: nothing predicted).
+        raise InputError(f"--threshold must be a probability in (0, 1], not {args.threshold}")
     if args.max_distance <= 0:
         raise InputError(f"--max-distance must be positive, not {args.max_distance}")
     check_output_location(args.json, what="--json")

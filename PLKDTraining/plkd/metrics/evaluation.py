@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from plkd.errors import InputError
-from plkd.metrics.components import binarise_prediction, find_components
+from plkd.metrics.components import PREDICTION_THRESHOLD, binarise_prediction, find_components
 from plkd.metrics.detection import evaluate_subject, pool_results
 from plkd.metrics.froc import FrocSubject, froc_curve, froc_subject, load_candidate_records
 from plkd.metrics.pairing import pair_files
@@ -157,6 +157,7 @@ def evaluate_paths(
         log.warning("reference %s has no prediction; scored as an empty prediction", sid)
     notes: list[str] = []
     applied: set[float] = set()
+    label_maps: list[str] = []  # subjects whose prediction holds microbleed numbers, not probabilities
 
     subjects: dict[str, dict] = {}
     files: dict[str, dict] = {}
@@ -173,6 +174,8 @@ def evaluate_paths(
             if problems := grid_problems(pred_volume, ref, threshold):
                 notes.append(f"{sid}: " + "; ".join(problems))
             values = labels_on_reference_grid(pred_volume, ref)
+            if np.any(pred_volume.data) and np.array_equal(pred_volume.data, np.round(pred_volume.data)):
+                label_maps.append(sid)
         mask = binarise_prediction(values, threshold)
         subjects[sid] = evaluate_subject(
             mask, ref.data, header_zooms(ref), threshold=0.5, max_distance_mm=max_distance_mm, connectivity=connectivity
@@ -237,6 +240,13 @@ def evaluate_paths(
                 "source": "pooled table (label maps as written, VALDO rule)",
             }
             result["froc"] = froc_curve(froc_inputs, max_distance_mm, operating).to_dict()
+    if label_maps and threshold != PREDICTION_THRESHOLD:
+        notes.append(
+            f"threshold {threshold:g} binarises prediction values, but the predictions of {len(label_maps)} "
+            f"subject(s) (e.g. {label_maps[0]}) are label maps (whole numbers: microbleed numbers or 0/1), in which "
+            "every microbleed counts whatever the threshold; for another candidate probability run plkd predict "
+            "--threshold, or read the FROC curve"
+        )
     for note in notes:
         log.warning("%s", note)
     result["notes"] = notes
