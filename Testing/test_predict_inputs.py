@@ -431,6 +431,30 @@ def test_a_killed_batch_leaves_a_summary_of_what_it_finished(
     assert doc["settings"]["threshold"] == 0.9 and int(rows[0]["n_microbleeds"]) == doc["n_microbleeds"]
 
 
+def test_no_summary_of_another_sharding_contradicts_a_rerun(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # A rerun with --shard (other settings) wrote plkd_summary_shard-*.csv and left the earlier plkd_summary.csv,
+    # whose counts its new outputs contradicted (and the other way round).
+    (tmp_path / "in").mkdir()
+    for name in ("s1_T2S", "s2_T2S", "s3_T2S"):
+        shutil.copy(CASE, tmp_path / "in" / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    assert _predict(str(tmp_path / "in"), "-o", str(out)) == 0
+    assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "0/2", "--threshold", "0.9") == 0
+    (row,) = csv.DictReader((out / "plkd_summary.csv").open())  # s1 and s3 were shard 0's: their rows went
+    assert row["scan"] == "s2_T2S"
+    assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "1/2", "--threshold", "0.9") == 0
+    assert "plkd_summary.csv: rows of this run's scans removed" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("plkd_summary*")) == [
+        "plkd_summary_shard-0-of-2.csv", "plkd_summary_shard-1-of-2.csv",
+    ]  # fmt: skip
+    rows = [r for p in sorted(out.glob("plkd_summary*")) for r in csv.DictReader(p.open())]
+    assert sorted(r["scan"] for r in rows) == ["s1_T2S", "s2_T2S", "s3_T2S"]
+    for r in rows:
+        assert int(r["n_microbleeds"]) == json.loads((out / f"{r['scan']}_cmb.json").read_text())["n_microbleeds"]
+    assert _predict(str(tmp_path / "in" / "s1_T2S.nii.gz"), "-o", str(out), "--threshold", "0.9") == 0
+    assert [r["scan"] for r in csv.DictReader((out / "plkd_summary_shard-0-of-2.csv").open())] == ["s3_T2S"]
+
+
 def test_an_interrupted_scan_leaves_no_output_of_its_own_or_of_other_settings(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

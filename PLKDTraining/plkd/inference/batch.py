@@ -37,7 +37,7 @@ from plkd.inference.outputs import (
     write_prediction,
 )
 from plkd.inference.predictor import Predictor
-from plkd.inference.summary import summary_row, write_summary_csv
+from plkd.inference.summary import summary_row, withdraw_rows, write_summary_csv
 from plkd.location.summary import describe as describe_location
 from plkd.progress import Progress
 from plkd.volumes import EchoChoice, Volume, load_label, load_volume, refuse_label_map
@@ -178,6 +178,10 @@ def predict_files(
     )
     report = BatchReport(ignored=list(found.skipped))
     summary = None if at_ras is not None else Path(output_dir) / summary_name(shard_t)
+    if summary is not None and summary.parent.is_dir():
+        stems = {scan.stem for scan in scans}
+        for path in withdraw_rows(summary.parent, summary, stems, None if shard_t is None else shard_t[1]):
+            _say(prog, err, f"{path.name}: rows of this run's scans removed (an earlier run's, now {summary.name})")
     durations: list[float] = []
     for index, scan in enumerate(scans, start=1):
         if summary is not None:

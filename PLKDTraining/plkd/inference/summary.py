@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -72,6 +73,42 @@ def write_summary_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     writer.writerows(rows)
     write_text_atomic(path, buf.getvalue())
     return Path(path)
+
+
+#: Summary file names: ``plkd_summary.csv`` or ``plkd_summary_shard-I-of-N.csv``.
+SUMMARY_NAME = re.compile(r"plkd_summary(?:_shard-\d+-of-(?P<n>\d+))?\.csv")
+
+
+def withdraw_rows(folder: str | Path, own: str | Path, stems: set[str], shards: int | None) -> list[Path]:
+    """Drop the rows of the scans ``stems`` from the other summaries in ``folder``; return the files changed.
+
+    A run writes its own summary (``own``) only; an earlier run's summary of another sharding stayed beside it
+    (``plkd_summary.csv`` after a run with ``--shard``, or shard files after a run without), and its rows for the
+    scans this run recomputes contradicted their outputs. Summaries of sibling shards of the same ``shards`` count
+    list other scans and are left alone (they may be written at the same time). A summary left without rows is
+    removed; one that cannot be read is left as it is.
+    """
+    changed = []
+    for path in sorted(Path(folder).glob("plkd_summary*.csv")):
+        match = SUMMARY_NAME.fullmatch(path.name)
+        if match is None or path.resolve() == Path(own).resolve():
+            continue
+        if shards is not None and match["n"] is not None and int(match["n"]) == shards:
+            continue
+        try:
+            with path.open(encoding="utf-8", newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+        keep = [{k: r.get(k) or "" for k in COLUMNS} for r in rows if r.get("scan") not in stems]
+        if len(keep) == len(rows):
+            continue
+        if keep:
+            write_summary_csv(path, keep)
+        else:
+            path.unlink()
+        changed.append(path)
+    return changed
 
 
 def print_summary_table(rows: Sequence[dict[str, Any]], out: TextIO) -> None:
