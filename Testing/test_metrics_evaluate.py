@@ -219,6 +219,24 @@ def test_candidates_folder_option(dataset: dict[str, Path]) -> None:
         evaluate_paths(dataset["pred"], dataset["truth"], candidates=cand_dir)
 
 
+def test_candidates_folder_of_a_study_with_sessions(dataset: dict[str, Path]) -> None:
+    # Subjects paired by subject and session ("sub-001_ses-1") never found their JSON in --candidates DIR.
+    root = dataset["root"]
+    for folder in ("pred", "truth"):
+        for f in sorted((root / folder).rglob("sub-00*")):
+            if f.is_file():
+                f.rename(
+                    f.with_name(f.name.replace("_", "_ses-1_", 1).replace("sub-002.nii.gz", "sub-002_ses-1.nii.gz"))
+                )
+    cand_dir = root / "cands"
+    cand_dir.mkdir()
+    for f in (root / "pred").glob("*.json"):
+        f.rename(cand_dir / f.name)
+    r = evaluate_paths(root / "pred", root / "truth", candidates=cand_dir)
+    assert sorted(r["subjects"]) == ["sub-001_ses-1", "sub-002_ses-1"] and r["froc"]["n_subjects"] == 2
+    assert r["froc"]["n_references"] == 3
+
+
 def test_missing_prediction_is_error_unless_flag(dataset: dict[str, Path]) -> None:
     (dataset["pred"] / "sub-002_cmb.nii.gz").unlink()
     with pytest.raises(InputError, match="sub-002.*--missing-as-empty"):

@@ -17,9 +17,9 @@ from plkd.errors import InputError
 from plkd.metrics.components import PREDICTION_THRESHOLD, binarise_prediction, find_components
 from plkd.metrics.detection import evaluate_subject, pool_results
 from plkd.metrics.froc import FrocSubject, froc_curve, froc_subject, load_candidate_records
-from plkd.metrics.pairing import pair_files
+from plkd.metrics.pairing import pair_files, pairing_key
 from plkd.metrics.valdo import MAX_DISTANCE_MM
-from plkd.naming import strip_nifti_suffix, subject_id
+from plkd.naming import strip_nifti_suffix
 from plkd.resample import resample_array
 from plkd.volumes import Volume, load_label, spacing_from_affine
 
@@ -117,7 +117,9 @@ def check_reference_values(ref: Volume) -> None:
 def _find_candidates(sid: str, pred_file: Path | None, candidates_dir: Path | None) -> Path | None:
     """The candidates JSON of a subject: in ``candidates_dir`` by subject id, else next to the prediction."""
     if candidates_dir is not None:
-        hits = sorted(f for f in candidates_dir.rglob("*.json") if subject_id(f) == sid)
+        # By the key the pairing used (subject, plus a BIDS session): the subject id alone never equalled a key with
+        # a session, so every subject of a multi-session study had "no candidates JSON".
+        hits = sorted(f for f in candidates_dir.rglob("*.json") if pairing_key(f) == sid)
         if len(hits) > 1:
             raise InputError(f"candidates: subject {sid} has {len(hits)} JSON files in {candidates_dir}")
         return hits[0] if hits else None
