@@ -712,6 +712,20 @@ def test_export_and_a_segmentation_as_brain_mask_leave_no_helper_nodes_in_the_sc
     assert not [name for _, name in after if name.endswith("_ColorTable")]
 
 
+def test_a_segmentation_as_brain_mask_counts_its_hidden_segments_too(case, tmp_path):
+    # Only the visible segments were written: a segment hidden while looking at the image left its part of the brain
+    # out of the search, silently.
+    scene, volume, result, _, _ = case
+    seg = result.segmentationNode
+    seg.GetDisplayNode().SetSegmentVisibility(result.segmentIds[0], False)
+    written = np.asarray(nib.load(str(inferenceJob.writeMaskAsNifti(seg, volume, tmp_path / "m.nii.gz"))).dataobj)
+    np.testing.assert_array_equal(written > 0, _labels() > 0)
+    for segmentId in result.segmentIds:
+        seg.GetDisplayNode().SetSegmentVisibility(segmentId, False)
+    written = np.asarray(nib.load(str(inferenceJob.writeMaskAsNifti(seg, volume, tmp_path / "m2.nii.gz"))).dataobj)
+    np.testing.assert_array_equal(written > 0, _labels() > 0)
+
+
 def test_a_probability_map_as_brain_mask_reaches_the_engine_with_its_values(case, tmp_path):
     scene, volume, _, _, _ = case
     probability = np.zeros(SHAPE, dtype=np.float32)

@@ -92,13 +92,20 @@ def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:
     scene = inputVolume.GetScene()
     soft = None
     if maskNode.IsA("vtkMRMLSegmentationNode"):
+        import vtk
         from slicer import vtkSlicerSegmentationsModuleLogic
 
+        # Every segment, shown or hidden: the visible ones alone made a brain mask of whatever the reader happened to
+        # show (cortex hidden to look at deep structures: no lobar microbleed searched, without a word).
+        segmentation = maskNode.GetSegmentation()
+        ids = vtk.vtkStringArray()
+        for i in range(segmentation.GetNumberOfSegments()):
+            ids.InsertNextValue(segmentation.GetNthSegmentID(i))
         # The export also adds a display node and a colour table: all of them go again.
         with scratchNodes(scene):
             labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-            if not vtkSlicerSegmentationsModuleLogic.ExportVisibleSegmentsToLabelmapNode(
-                maskNode, labelNode, inputVolume
+            if ids.GetNumberOfValues() and not vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                maskNode, ids, labelNode, inputVolume
             ):
                 raise ValueError(f"could not turn segmentation '{maskNode.GetName()}' into a brain mask")
             mask = arrayFromVolumeNode(labelNode) > 0
