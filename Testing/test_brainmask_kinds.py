@@ -16,6 +16,7 @@ import pytest
 
 import plkd.inference.brainmask as brainmask
 from plkd.bundle import load_bundle
+from plkd.errors import InputError
 from plkd.inference import Predictor
 from plkd.inference.brainmask import compute_brain_mask
 from plkd.volumes import Volume
@@ -126,3 +127,15 @@ def test_a_probability_map_given_as_mask_is_cut_at_half_with_a_warning(caplog: p
             mask, note = brainmask.resolve_brain_mask(volume, Volume(given, np.eye(4)))
         assert np.array_equal(mask, brain) and note == "brain mask: given by the user"
     assert not caplog.records
+
+
+def test_an_image_given_as_mask_is_refused() -> None:
+    # The scan itself (or a T1) given as --mask: every voxel above 0 was "brain", skull and scalp searched, unsaid.
+    volume, brain = _head("head in air")
+    image = np.round(volume.data * 4000 / volume.data.max()).astype(np.float32)  # a 16-bit magnitude image
+    with pytest.raises(InputError, match="distinct whole-number values: it is an image"):
+        brainmask.resolve_brain_mask(volume, Volume(image, np.eye(4)))
+    # A label map of many structures (FreeSurfer's ~190) is still a mask.
+    parcels = (brain * (1 + np.arange(brain.size).reshape(brain.shape) % 190)).astype(np.float32)
+    mask, _ = brainmask.resolve_brain_mask(volume, Volume(parcels, np.eye(4)))
+    assert np.array_equal(mask, brain)

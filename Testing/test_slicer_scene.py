@@ -735,6 +735,13 @@ def test_a_probability_map_as_brain_mask_reaches_the_engine_with_its_values(case
     updateVolumeNodeFromArray(soft, probability, AFFINE)
     written = nib.load(str(inferenceJob.writeMaskAsNifti(soft, volume, tmp_path / "soft.nii.gz")))
     np.testing.assert_allclose(written.get_fdata(), probability, atol=1e-6)
+    # An image of whole numbers chosen as brain mask (the input itself, a T1) keeps its values: the engine refuses it
+    # (written as 0/1, every voxel above 0 was searched).
+    image = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "T1")
+    integers = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE) % 3000
+    updateVolumeNodeFromArray(image, integers, AFFINE)
+    written = nib.load(str(inferenceJob.writeMaskAsNifti(image, volume, tmp_path / "image.nii.gz")))
+    np.testing.assert_array_equal(written.get_fdata(), integers)
     # A label map stays 0/1.
     labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "brain label")
     updateVolumeNodeFromArray(labels, (probability > 0.5).astype(np.int16) * 3, AFFINE)

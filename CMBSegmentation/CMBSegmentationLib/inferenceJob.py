@@ -20,6 +20,9 @@ from CMBSegmentationLib.sceneScratch import scratchNodes
 from CMBSegmentationLib.sequenceInfo import writeSequenceSidecar
 from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, writeVolumeNodeAsNifti
 
+#: A scalar volume of whole numbers with more distinct values is an image (``plkd.inference.brainmask``'s rule).
+MAX_MASK_LABELS = 1000
+
 
 class EngineError(RuntimeError):
     """The engine failed; the message is its own one-line error when it gave one."""
@@ -113,8 +116,11 @@ def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:
         values = arrayFromVolumeNode(maskNode)
         mask = values > 0
         # A scalar volume with fractional values is a probability map: the engine cuts it at half its
-        # maximum and says so (``plkd predict --mask``); ``> 0`` here would keep its faint tail.
-        if not maskNode.IsA("vtkMRMLLabelMapVolumeNode") and np.any(values[mask] != np.round(values[mask])):
+        # maximum and says so (``plkd predict --mask``); ``> 0`` here would keep its faint tail. One of many whole
+        # numbers is an image chosen by mistake (the input itself): with its values the engine refuses it.
+        if not maskNode.IsA("vtkMRMLLabelMapVolumeNode") and (
+            np.any(values[mask] != np.round(values[mask])) or np.unique(values[mask]).size > MAX_MASK_LABELS
+        ):
             soft = values.astype(np.float32)
         sameGrid = mask.shape == inputVolume.GetImageData().GetDimensions() and np.allclose(
             ijkToRas(maskNode), ijkToRas(inputVolume), atol=1e-3

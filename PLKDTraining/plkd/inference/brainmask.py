@@ -1,7 +1,8 @@
 """The brain mask used to normalise intensities, restrict candidates and crop the work volume.
 
 A mask given by the user always wins (it must be on the image's grid and non-empty; a probability
-map, with fractional values, is cut at half its maximum, with a warning). Without
+map, with fractional values, is cut at half its maximum, with a warning; whole numbers with more than
+:data:`MAX_MASK_LABELS` distinct values are an image and refused). Without
 one, the image's *background* is found first: air (below 15 % of the bright tissue level after
 1 mm smoothing) or exact zeros, connected to the edge of the field of view (a constant other than 0
 filling most of the field of view's faces is subtracted first, so it counts as zeros). Then:
@@ -48,6 +49,9 @@ MIN_HEAD_FRACTION = 0.2
 FILL_FACE_FRACTION = 0.5
 #: A user's mask holding fractional values (a probability map) is brain at or above this share of its maximum.
 SOFT_MASK_THRESHOLD = 0.5
+#: A user's mask of whole numbers with more distinct non-zero values than this is an MR image, not a mask or label
+#: map (FreeSurfer's finest parcellation has about 190 labels; a 16-bit magnitude image thousands of values).
+MAX_MASK_LABELS = 1000
 
 
 def _ball(radius_vox: np.ndarray) -> np.ndarray:
@@ -181,6 +185,14 @@ def resolve_brain_mask(volume: Volume, mask: Volume | None = None) -> tuple[np.n
             )
             log.warning(warning)
             return m, f"brain mask: given by the user; {warning}"
+        distinct = np.unique(inside).size
+        if distinct > MAX_MASK_LABELS:
+            # An image given as the mask (the scan itself, a T1): every voxel above 0 was searched, skull and scalp
+            # included, without a word.
+            raise InputError(
+                f"the brain mask holds {distinct} distinct whole-number values: it is an image, not a mask or label "
+                "map; give the brain mask"
+            )
         return m, "brain mask: given by the user"
     m, note = compute_brain_mask(volume)
     if not m.any():
