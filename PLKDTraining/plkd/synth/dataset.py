@@ -196,8 +196,6 @@ def write_dataset(
     subject_ids = [job["sid"] for job in job_list]
     clear_earlier_data_set(out, subject_ids, data_set_settings(manifest), overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    # The settings are on disk before the first subject: a run stopped early is still known by them.
-    write_json_atomic(path, manifest)
     prog.start("synth", total=len(job_list))
     if int(jobs) == 1:
         results = map(_make_one, job_list)
