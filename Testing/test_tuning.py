@@ -124,3 +124,18 @@ def test_per_segmenter_thresholds_are_validated(tmp_path):
     (bad / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="'thresholds' must map"):
         load_bundle(bad)
+
+
+def test_tune_refuses_thick_slice_subjects_instead_of_thinning_them_again(tmp_path, capsys):
+    # tune makes each student's LR inputs from HR subjects: 4 mm subjects were taken as HR for the teacher and made
+    # 16 mm for the x4 student, and the thresholds chosen on them went into the bundle without a word.
+    data = write_toy_dataset(tmp_path / "val", n_subjects=1, seed=11)
+    thick = tmp_path / "val-4mm"
+    assert (
+        main(["lowres", "--dataset", str(data), "--thickness-mm", "4", "--out", str(thick), "--progress", "none"]) == 0
+    )
+    out = tmp_path / "tuned"
+    rc = main(["tune", str(thick), "--model", str(BUNDLE), "--out", str(out), "--progress", "none"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "plkd: error: sub-0001: slices 4 times the model grid's" in err and "\n" not in err
+    assert "give the HR validation data" in err and not out.exists()

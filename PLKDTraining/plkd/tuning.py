@@ -41,10 +41,15 @@ from plkd.bundle import MANIFEST, load_bundle
 from plkd.calibration import expected_calibration_error, fit_platt, reliability_diagram
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.errors import PLKDError
+from plkd.inference.predictor import STUDENT_REACH
+from plkd.inference.preprocess import effective_lr_factor
 from plkd.lowres import simulate_lowres
 from plkd.metrics import evaluate_subject, pool_results
 from plkd.models.scoring import Calibration
 from plkd.progress import Progress
+
+#: Subjects whose slices span more model-grid voxels than this are not HR (the teacher's reach, as in prediction).
+HR_REACH = STUDENT_REACH
 
 SCREENING_GRID: tuple[float, ...] = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.30 … 0.95
 SEGMENTATION_GRID: tuple[float, ...] = (*(round(0.1 * i, 1) for i in range(1, 10)), 0.95, 0.99, 0.999)
@@ -116,9 +121,20 @@ def collect_cases(
     conditions = list(conditions or conditions_for(factor))
     progress = progress or Progress("none")
     progress.start(f"tune {segmenter}", len(subjects) * len(conditions))
+    model_spacing = np.asarray(getattr(predictor.bundle, "spacing_mm", (1.0, 1.0, 1.0)), dtype=np.float64)
     cases = []
     for subject in subjects:
         image, label, mask = load_subject(subject)
+        own = effective_lr_factor(image.affine, model_spacing)
+        if own > HR_REACH:
+            # The LR versions are made here from HR images: a thick-slice subject was taken as HR for the teacher and
+            # thinned again for each student (4 mm slices tuned the x4 student on 16 mm), and the thresholds chosen
+            # so went into the bundle without a word.
+            raise PLKDError(
+                f"{subject.id}: slices {own:.2g} times the model grid's ({'x'.join(f'{v:.3g}' for v in image.spacing)}"
+                " mm); plkd tune makes each student's low-resolution inputs itself from high-resolution subjects: "
+                "give the HR validation data"
+            )
         for condition in conditions:
             data = _degrade(image.data, condition, int(round(factor)))
             result = predictor.predict(image.with_data(data), mask, student=segmenter)
