@@ -597,34 +597,3 @@ def test_the_batch_script_refuses_inputs_whose_outputs_collide_and_finds_masks_i
     err = capsys.readouterr().err
     assert "would write the same output files: a.nii and a.nii.gz; b x.nrrd and b-x.nii.gz" in err
     assert not out.exists()
-
-
-def test_the_batch_script_leaves_no_earlier_report_for_an_input_that_fails(tmp_path, capsys, monkeypatch):
-    # A rerun into the same output folder: an input that failed kept the reports of the run before, which read as
-    # this run's result (the script has no summary to say otherwise).
-    import importlib.util
-
-    script = REPO / "CMBSegmentation" / "Resources" / "Scripts" / "batchProcess.py"
-    spec = importlib.util.spec_from_file_location("batchProcess", script)
-    batch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(batch)
-    inputs, out = tmp_path / "in", tmp_path / "out"
-    inputs.mkdir()
-    out.mkdir()
-    for name in ("good.nii.gz", "bad.nii.gz"):
-        (inputs / name).write_bytes(b"")
-    for base in ("good", "bad"):
-        for suffix in batch.OUTPUT_SUFFIXES:
-            (out / f"{base}{suffix}").write_text("earlier run")
-
-    def processOne(path, args):
-        if path.name.startswith("bad"):
-            raise RuntimeError("the engine failed")
-        for suffix in batch.OUTPUT_SUFFIXES:
-            (args.output_dir / f"good{suffix}").write_text("this run")
-
-    monkeypatch.setattr(batch, "processOne", processOne)
-    assert batch.main(["--input-dir", str(inputs), "--output-dir", str(out)]) == 1
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"good{s}" for s in batch.OUTPUT_SUFFIXES)
-    assert all(p.read_text() == "this run" for p in out.iterdir())
-    assert "bad.nii.gz: removed bad_cmb-final.nii.gz" in capsys.readouterr().err

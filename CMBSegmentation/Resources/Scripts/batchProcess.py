@@ -10,8 +10,7 @@ server even without its main window).
 
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported). Exit code 0 when
-every input succeeded, 1 when any failed (each failure is printed, the outputs an earlier run left for that input are
-removed, and the next input is processed), 2 for
+every input succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for
 bad arguments, missing dependencies or inputs whose outputs would have the same names (``a.nii`` beside
 ``a.nii.gz``). A brain mask ``NAME<mask-suffix>`` may be in any of the input formats; an input without one is
 run with a warning. The dependencies must have been installed once from the module (first
@@ -108,25 +107,6 @@ def stripSuffix(name):
     return name
 
 
-#: What ``reportExport.exportReview`` writes per input (``NAME`` + each).
-OUTPUT_SUFFIXES = ("_cmb-final.nii.gz", "_cmb-final.seg.nrrd", "_cmb-report.csv", "_cmb-report.json")
-
-
-def removeEarlierOutputs(outputDir, baseName):
-    """Remove the outputs of ``baseName`` in ``outputDir``; return the names removed.
-
-    Called when an input fails: the files there then come from an earlier run (or, after a failure during the export,
-    partly from this one), and the folder would pass them off as this run's result for that input.
-    """
-    removed = []
-    for suffix in OUTPUT_SUFFIXES:
-        path = Path(outputDir) / f"{baseName}{suffix}"
-        if path.is_file():
-            path.unlink()
-            removed.append(path.name)
-    return removed
-
-
 def processOne(path, args):
     import slicer
 
@@ -208,9 +188,6 @@ def main(argv):
             failures += 1
             print(f"{path.name}: FAILED: {exc}", file=sys.stderr)
             traceback.print_exc()
-            removed = removeEarlierOutputs(args.output_dir, outputBaseName(path))
-            if removed:
-                print(f"{path.name}: removed {', '.join(removed)} of an earlier run", file=sys.stderr)
     print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed")
     return 1 if failures else 0
 
