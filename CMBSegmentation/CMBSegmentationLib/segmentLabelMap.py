@@ -10,7 +10,7 @@ import numpy as np
 import vtk
 
 from CMBSegmentationLib.sceneScratch import scratchNodes
-from CMBSegmentationLib.volumeIO import arrayFromVolumeNode
+from CMBSegmentationLib.volumeIO import arrayFromImageData, arrayFromVolumeNode, ijkToRas, matrixToNumpy
 
 
 def segmentLabels(segmentationNode, segmentIds: list[str], referenceVolume) -> np.ndarray:
@@ -37,28 +37,74 @@ def segmentLabels(segmentationNode, segmentIds: list[str], referenceVolume) -> n
 
 def segmentVoxels(segmentationNode, segmentIds: list[str], referenceVolume) -> list[np.ndarray]:
     """Each segment's own voxels on ``referenceVolume``'s grid, as an ``(N, 3)`` int64 array of ``[i, j, k]``
-    indices (``N`` 0 for a segment erased to nothing), hidden segments included.
+    indices (``N`` 0 for a segment erased to nothing), hidden segments included; voxels outside the volume are
+    dropped.
 
-    Exported one segment at a time, so two segments that overlap each keep all their voxels; in one label map
+    Read one segment at a time, so two segments that overlap each keep all their voxels; in one label map
     (:func:`segmentLabels`) the later one would take the shared voxels, and a segment lying wholly inside a later
-    one would vanish. Leaves no node in the scene.
+    one would vanish. Segments stored as label maps on the volume's grid (as after import, and after painting
+    with the volume as source) are read from Slicer's shared layers directly, each layer once; any other is
+    exported onto the volume by Slicer, one whole-volume export per segment. Leaves no node in the scene.
     """
-    if not segmentIds:
-        return []
+    segmentation = segmentationNode.GetSegmentation()
+    shape = np.array(referenceVolume.GetImageData().GetDimensions())
+    sameFrame = segmentationNode.GetTransformNodeID() == referenceVolume.GetTransformNodeID()
+    rasToReference = np.linalg.inv(ijkToRas(referenceVolume))
+    layers: dict[int, dict[int, np.ndarray] | None] = {}
+    out = []
+    for segmentId in segmentIds:
+        layer = segmentationNode.GetBinaryLabelmapInternalRepresentation(segmentId) if sameFrame else None
+        read = None
+        if layer is not None:
+            key = id(layer)  # segments that never overlap share one layer, told apart by their label value
+            if key not in layers:
+                layers[key] = _layerOnGrid(layer, rasToReference)
+            read = layers[key]
+        if read is None:
+            own = _exportedVoxels(segmentationNode, segmentId, referenceVolume)
+        else:
+            own = read.get(segmentation.GetSegment(segmentId).GetLabelValue(), np.zeros((0, 3), dtype=np.int64))
+        out.append(own[np.all((own >= 0) & (own < shape), axis=1)])
+    return out
+
+
+def _layerOnGrid(layer, rasToReference: np.ndarray) -> dict[int, np.ndarray] | None:
+    """The voxels of each label value of a shared labelmap layer, as ``(N, 3)`` indices on the volume's grid;
+    ``None`` when the layer's grid is not the volume's shifted by whole voxels."""
+    extent = layer.GetExtent()
+    if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+        return {}
+    matrix = vtk.vtkMatrix4x4()
+    layer.GetImageToWorldMatrix(matrix)  # extent indices -> the segmentation's RAS
+    layerToReference = rasToReference @ matrixToNumpy(matrix)
+    shift = layerToReference[:3, 3] + np.array(extent[0::2])  # array index 0 is the extent's start
+    if not np.allclose(layerToReference[:3, :3], np.eye(3), atol=1e-4) or not np.allclose(
+        shift, np.round(shift), atol=1e-3
+    ):
+        return None
+    voxels = arrayFromImageData(layer, "segment layer")
+    index = np.argwhere(voxels)
+    if not len(index):
+        return {}
+    values = voxels[tuple(index.T)]
+    order = np.argsort(values, kind="stable")
+    index, values = index[order] + np.round(shift).astype(np.int64), values[order]
+    labels, starts = np.unique(values, return_index=True)
+    return {int(v): part for v, part in zip(labels, np.split(index, starts[1:]), strict=True)}
+
+
+def _exportedVoxels(segmentationNode, segmentId: str, referenceVolume) -> np.ndarray:
     from slicer import vtkSlicerSegmentationsModuleLogic
 
-    out = []
     with scratchNodes(segmentationNode.GetScene()):
         labelNode = segmentationNode.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        for segmentId in segmentIds:
-            ids = vtk.vtkStringArray()
-            ids.InsertNextValue(segmentId)
-            if not vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentationNode, ids, labelNode, referenceVolume
-            ):
-                raise RuntimeError(f"could not export segment {segmentId!r} to a label map")
-            out.append(np.argwhere(arrayFromVolumeNode(labelNode)))
-    return out
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segmentId)
+        if not vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentationNode, ids, labelNode, referenceVolume
+        ):
+            raise RuntimeError(f"could not export segment {segmentId!r} to a label map")
+        return np.argwhere(arrayFromVolumeNode(labelNode))
 
 
 def flattenVoxels(
