@@ -770,9 +770,12 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 nodes[0], nodes[1], volume, directory, inferenceJob.safeFileName(volume.GetName())
             )
             self.ui.exportDirectoryPathLineEdit.addCurrentPathToHistory()  # remembered for the next session
-            self.ui.statusLabel.text = _("Exported {count} microbleed(s) to {folder}.").format(
-                count=files.count, folder=directory
+            # The name may differ from the volume's: another result's export there is never replaced.
+            self.ui.statusLabel.text = _("Exported {count} microbleed(s) to {folder} as {name}.").format(
+                count=files.count, folder=directory, name=files.reportJson.name
             )
+            if files.notes:
+                slicer.util.warningDisplay("\n".join(files.notes), windowTitle=_("Export"))
 
 
 class CMBSegmentationLogic(ScriptedLoadableModuleLogic):

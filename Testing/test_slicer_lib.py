@@ -597,3 +597,28 @@ def test_the_batch_script_refuses_inputs_whose_outputs_collide_and_finds_masks_i
     err = capsys.readouterr().err
     assert "would write the same output files: a.nii and a.nii.gz; b x.nrrd and b-x.nii.gz" in err
     assert not out.exists()
+
+
+def test_a_batch_rerun_leaves_no_earlier_result_beside_an_input_that_failed(tmp_path, capsys):
+    # The reports of a previous batch run stayed in the output folder when the input failed this time, so the
+    # folder showed an old result as if this run had made it.
+    import importlib.util
+
+    pytest.importorskip("slicer")
+    script = REPO / "CMBSegmentation" / "Resources" / "Scripts" / "batchProcess.py"
+    spec = importlib.util.spec_from_file_location("batchProcess", script)
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    out.mkdir()
+    (inputs / "broken.nii.gz").write_bytes(b"not a volume")
+    stale = [out / f"broken_cmb-{suffix}" for suffix in ("final.nii.gz", "final.seg.nrrd", "report.csv", "report.json")]
+    for path in stale:
+        path.write_text("from an earlier run")
+    (out / "other_cmb-report.json").write_text("{}")  # another input's: left alone
+    assert batch.main(["--input-dir", str(inputs), "--output-dir", str(out)]) == 1
+    assert not any(path.exists() for path in stale)
+    assert (out / "other_cmb-report.json").exists()
+    err = capsys.readouterr().err
+    assert "broken.nii.gz: FAILED" in err and "outputs of an earlier run were removed" in err

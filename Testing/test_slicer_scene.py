@@ -486,6 +486,101 @@ def test_a_segment_painted_by_hand_joins_the_review_and_the_export(case, tmp_pat
     assert files.count == 3 and not np.asarray(nib.load(files.labelMap).dataobj)[mask].any()
 
 
+def test_overlapping_microbleeds_are_all_exported_whole(case, tmp_path):
+    # Painted over a microbleed, a larger segment took all its voxels in the one label map the export made: the
+    # microbleed inside counted as erased and vanished from the report, and the painted one was measured without
+    # the shared voxels.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    inner = _labels() == 1  # "Microbleed 1", 8 voxels
+    outer = np.zeros(SHAPE, bool)
+    outer[4:8, 5:9, 2:6] = True  # 64 voxels around it
+    painted = seg.GetSegmentation().AddEmptySegment("", "Painted around")
+    image = resultImport._orientedImage(outer.astype(np.uint8), np.zeros(3, int), AFFINE)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    assert logic.SetBinaryLabelmapToSegment(image, seg, painted, logic.MODE_REPLACE)
+    rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}
+    voxelVolume = abs(np.linalg.det(AFFINE[:3, :3]))
+    assert rows[painted].volumeMm3 == pytest.approx(64 * voxelVolume, abs=0.01)
+
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    report = json.loads(files.reportJson.read_text())
+    byName = {m["segment"]: m for m in report["microbleeds"]}
+    assert files.count == 4 and set(byName) == {"Microbleed 1", "Microbleed 2", "Microbleed 3", "Painted around"}
+    data = np.asarray(nib.load(files.labelMap).dataobj)
+    # The smaller one is drawn over the larger, so both are visible; each is measured on its own voxels.
+    assert np.array_equal(data == byName["Microbleed 1"]["label"], inner)
+    assert np.array_equal(data == byName["Painted around"]["label"], outer & ~inner)
+    assert byName["Painted around"]["volume_mm3"] == pytest.approx(64 * voxelVolume, abs=1e-3)
+    assert [byName["Painted around"][k] for k in ("r_mm", "a_mm", "s_mm")] == pytest.approx(_centre(outer), abs=1e-3)
+    assert report["notes"] == [] and files.notes == ()
+
+    # A copy with exactly the same voxels cannot be shown in one label map: kept in the report, and named.
+    copy = seg.GetSegmentation().AddEmptySegment("", "Same voxels")
+    image = resultImport._orientedImage(inner.astype(np.uint8), np.zeros(3, int), AFFINE)
+    assert logic.SetBinaryLabelmapToSegment(image, seg, copy, logic.MODE_REPLACE)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    report = json.loads(files.reportJson.read_text())
+    assert files.count == report["n_microbleeds"] == 5 and len(files.notes) == 1
+    assert "Microbleed 1" in files.notes[0] and "Same voxels" in files.notes[0]
+    assert report["notes"] == list(files.notes)
+
+
+def test_segment_voxels_read_from_the_layers_are_those_slicer_exports(case):
+    # The export reads each segment from Slicer's shared labelmap layers (one whole-volume export per segment took
+    # 1.8 s on a 512x512x200 volume); it must give exactly the voxels of Slicer's own export onto the volume.
+    from CMBSegmentationLib import segmentLabelMap
+
+    _, volume, result, _, _ = case
+    seg = result.segmentationNode
+    overlapping = seg.GetSegmentation().AddEmptySegment("", "Overlapping")  # a second layer
+    mask = np.zeros(SHAPE, bool)
+    mask[4:8, 5:9, 2:6] = True
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    image = resultImport._orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
+    assert logic.SetBinaryLabelmapToSegment(image, seg, overlapping, logic.MODE_REPLACE)
+    ids = [*result.segmentIds, overlapping]
+
+    def inOrder(voxels: np.ndarray) -> np.ndarray:  # the order of np.argwhere: by i, then j, then k
+        return voxels[np.lexsort(voxels.T[::-1])]
+
+    fast = segmentLabelMap.segmentVoxels(seg, ids, volume)
+    for segmentId, own in zip(ids, fast, strict=True):
+        assert len(own) and np.array_equal(inOrder(own), np.argwhere(_segmentMask(seg, segmentId, volume)))
+    assert np.array_equal(inOrder(fast[-1]), np.argwhere(mask))
+    # Under another transform than the volume's, Slicer resamples each segment onto the volume instead.
+    transform = volume.GetScene().AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    seg.SetAndObserveTransformNodeID(transform.GetID())
+    again = segmentLabelMap.segmentVoxels(seg, ids, volume)
+    assert all(np.array_equal(inOrder(a), inOrder(b)) for a, b in zip(fast, again, strict=True))
+
+
+def test_exports_of_two_results_of_one_volume_never_replace_each_other(case, tmp_path):
+    # Both results of one volume were written as VOLUME_cmb-*: the second export silently replaced the first.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    folder = tmp_path / "export"
+    first = reportExport.exportReview(seg, table, volume, folder, "case", threshold=0.3)
+    assert first.reportJson.name == "case_cmb-report.json" and first.count == 3
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "second", _labels(), {1: 0.95})
+    second = resultImport.importResults(volume.GetScene(), volume, labelPath, jsonPath)
+    files = reportExport.exportReview(second.segmentationNode, second.tableNode, volume, folder, "case", threshold=0.3)
+    assert files.reportJson.name == "case-2_cmb-report.json" and files.labelMap.name == "case-2_cmb-final.nii.gz"
+    assert json.loads(first.reportJson.read_text())["n_microbleeds"] == 3  # the first export is intact
+    assert json.loads(files.reportJson.read_text())["n_microbleeds"] == 1
+    # Exporting a result again after more review replaces its own files, wherever they are.
+    reviewState.reject(seg, table, result.segmentIds[0])
+    again = reportExport.exportReview(seg, table, volume, folder, "case", threshold=0.3)
+    assert again.reportJson == first.reportJson and json.loads(again.reportJson.read_text())["n_microbleeds"] == 2
+    again = reportExport.exportReview(second.segmentationNode, second.tableNode, volume, folder, "case", threshold=0.3)
+    assert again.reportJson == files.reportJson
+    # Files of unknown origin are not replaced either; overwrite=True (batch runs) writes the name it is given.
+    (folder / "other_cmb-final.nii.gz").write_bytes(b"not ours")
+    assert reportExport.exportReview(seg, table, volume, folder, "other").labelMap.name == "other-2_cmb-final.nii.gz"
+    forced = reportExport.exportReview(seg, table, volume, folder, "other", overwrite=True)
+    assert forced.labelMap.name == "other_cmb-final.nii.gz" and nib.load(forced.labelMap).shape == SHAPE
+
+
 def test_a_reader_microbleed_never_takes_the_name_of_another(case, tmp_path):
     # Its name was "Microbleed <number of segments + 1>": after a deletion, the name of an existing one.
     _, _, result, _, _ = case

@@ -3,21 +3,23 @@
 The final result holds the included candidates (see :func:`reviewState.isIncluded`): accepted, added by
 the reader (segments painted by hand with the Segment Editor included), and those not yet seen that pass the
 threshold; rejected ones, and segments the reader erased,
-are left out. Centres and volumes in the report are measured on the exported label map, so they include
-the reader's Segment Editor edits. Every file is
+are left out. Centres and volumes in the report are measured on each microbleed's own voxels as the reader
+left them (Segment Editor edits included). Where two microbleeds overlap, the label map gives the shared voxels
+to the smaller one, so one drawn inside another stays visible; the ``.seg.nrrd`` keeps both whole, and the
+report's ``notes`` name any microbleed the label map cannot show at all. Every file is
 written under a temporary name and renamed, so a crash never leaves a half-written report.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import itertools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
@@ -30,7 +32,7 @@ from CMBSegmentationLib.reviewState import (
     reviewThreshold,
 )
 from CMBSegmentationLib.sceneScratch import scratchNodes
-from CMBSegmentationLib.segmentLabelMap import measureLabels, segmentLabels
+from CMBSegmentationLib.segmentLabelMap import flattenVoxels, measureVoxels, segmentVoxels
 from CMBSegmentationLib.volumeIO import ijkToRas, writeArrayAsNifti
 
 REPORT_COLUMNS = (
@@ -57,6 +59,7 @@ class ExportedFiles:
     reportCsv: Path
     reportJson: Path
     count: int
+    notes: tuple[str, ...] = ()
 
 
 def includedRows(segmentationNode, tableNode, threshold: float) -> list[candidateTable.CandidateRow]:
@@ -76,12 +79,18 @@ def exportReview(
     outputDir: str | os.PathLike[str],
     baseName: str,
     threshold: float | None = None,
+    overwrite: bool = False,
 ) -> ExportedFiles:
     """Write ``BASE_cmb-final.nii.gz``, ``BASE_cmb-final.seg.nrrd``, ``BASE_cmb-report.csv`` and ``.json``.
 
     The label map lies on ``referenceVolume``'s grid; microbleed ``n`` of the report has label ``n``. ``threshold``
     None means the review threshold saved with the table (what the reader saw). The scene is left as it was:
     the helper nodes of the export are removed again.
+
+    Exporting the same result again replaces its files (the report records the result's run id). When the folder
+    holds files of ``BASE`` from another result (another run on the same volume, or files of unknown origin),
+    ``BASE-2``, ``BASE-3``, ... is used instead, so one export never replaces another's; the returned paths name
+    the files written. ``overwrite`` writes ``BASE`` whatever is there (batch runs, which redo every input).
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result; nothing exported")
@@ -91,39 +100,71 @@ def exportReview(
     outputDir = Path(outputDir)
     adoptPaintedSegments(segmentationNode, tableNode, referenceVolume)  # a segment painted by hand is the reader's
     rows = includedRows(segmentationNode, tableNode, threshold)
-    labels = segmentLabels(segmentationNode, [r.segmentId for r in rows], referenceVolume)
-    counts = np.bincount(labels.ravel(), minlength=len(rows) + 1)[1:]
-    if np.any(counts[: len(rows)] == 0):
-        # A segment the reader erased with the Segment Editor is no microbleed of the final result.
-        rows = [r for r, n in zip(rows, counts, strict=False) if n > 0]
-        labels = segmentLabels(segmentationNode, [r.segmentId for r in rows], referenceVolume)
-    files = ExportedFiles(
-        labelMap=outputDir / f"{baseName}_cmb-final.nii.gz",
-        segmentation=outputDir / f"{baseName}_cmb-final.seg.nrrd",
-        reportCsv=outputDir / f"{baseName}_cmb-report.csv",
-        reportJson=outputDir / f"{baseName}_cmb-report.json",
-        count=len(rows),
-    )
+    voxels = segmentVoxels(segmentationNode, [r.segmentId for r in rows], referenceVolume)
+    # A segment the reader erased with the Segment Editor is no microbleed of the final result.
+    rows, voxels = [r for r, v in zip(rows, voxels, strict=True) if len(v)], [v for v in voxels if len(v)]
+    labels, hidden = flattenVoxels(voxels, referenceVolume.GetImageData().GetDimensions())
+    resultId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID) or None
+    if not overwrite:
+        baseName = freeBaseName(outputDir, baseName, resultId)
+    files = ExportedFiles(*outputPaths(outputDir, baseName), count=len(rows))
     segmentIds = [r.segmentId for r in rows]
     affine = ijkToRas(referenceVolume)
     with scratchNodes(segmentationNode.GetScene()):
         writeArrayAsNifti(labels, affine, files.labelMap)
         _writeSegmentation(segmentationNode, segmentIds, files.segmentation)
-    measured = measureLabels(labels, affine, len(rows))
+    measured = measureVoxels(voxels, affine)
     records = [_record(n, r, segmentationNode, *measured[n - 1]) for n, r in enumerate(rows, start=1)]
+    notes = tuple(
+        f"microbleed {n} ({records[n - 1]['segment']}) lies wholly under "
+        + ", ".join(f"microbleed {m} ({records[m - 1]['segment']})" for m in covering)
+        + ": the label map cannot show it; the .seg.nrrd and the report keep it"
+        for n, covering in hidden
+    )
+    files = dataclasses.replace(files, notes=notes)
     _writeCsv(records, files.reportCsv)
     allRows = candidateTable.readRows(tableNode)
     report = {
         "input": referenceVolume.GetName(),
+        "result_id": resultId,
         "n_microbleeds": len(rows),
         "threshold": float(threshold),
         "n_rejected": sum(r.status == candidateTable.STATUS_REJECTED for r in allRows),
         "n_not_yet_seen": sum(r.status == candidateTable.STATUS_NOT_SEEN for r in allRows),
         "microbleeds": records,
         "files": {"label_map": files.labelMap.name, "segmentation": files.segmentation.name},
+        "notes": list(notes),
     }
     writeTextAtomic(files.reportJson, json.dumps(report, indent=2) + "\n")
     return files
+
+
+def outputPaths(outputDir: Path, baseName: str) -> tuple[Path, Path, Path, Path]:
+    """Label map, segmentation, CSV and JSON report of an export named ``baseName`` in ``outputDir``."""
+    return (
+        outputDir / f"{baseName}_cmb-final.nii.gz",
+        outputDir / f"{baseName}_cmb-final.seg.nrrd",
+        outputDir / f"{baseName}_cmb-report.csv",
+        outputDir / f"{baseName}_cmb-report.json",
+    )
+
+
+def freeBaseName(outputDir: str | os.PathLike[str], baseName: str, resultId: str | None) -> str:
+    """``baseName``, or ``baseName-2``, ``-3``, ...: the first whose files in ``outputDir`` are absent or are an
+    export of the result ``resultId`` (its report names it). Files without a readable report are not ours."""
+    outputDir = Path(outputDir)
+    for k in itertools.count(1):
+        name = baseName if k == 1 else f"{baseName}-{k}"
+        paths = outputPaths(outputDir, name)
+        if not any(p.exists() for p in paths):
+            return name
+        try:
+            previous = json.loads(paths[3].read_text(encoding="utf-8")).get("result_id")
+        except (OSError, ValueError, AttributeError):
+            previous = None
+        if resultId is not None and previous == resultId:
+            return name
+    raise AssertionError("unreachable")
 
 
 def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> None:

@@ -22,7 +22,7 @@ from CMBSegmentationLib.resultImport import (
     segmentTag,
 )
 from CMBSegmentationLib.resultImport import referenceVolume as resultVolume
-from CMBSegmentationLib.segmentLabelMap import measureLabels, segmentLabels
+from CMBSegmentationLib.segmentLabelMap import measureVoxels, segmentVoxels
 from CMBSegmentationLib.volumeIO import ijkToRas, readNifti
 
 #: Which status may follow which, for a model candidate ...
@@ -198,8 +198,8 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     ]
     if not rowless:
         return []
-    labels = segmentLabels(segmentationNode, rowless, referenceVolume)
-    measured = measureLabels(labels, ijkToRas(referenceVolume), len(rowless))
+    # Each segment on its own voxels: one painted over another keeps its whole size, and is adopted at all.
+    measured = measureVoxels(segmentVoxels(segmentationNode, rowless, referenceVolume), ijkToRas(referenceVolume))
     adopted = []
     for segmentId, (centre, volumeMm3) in zip(rowless, measured, strict=True):
         if volumeMm3 == 0:

@@ -10,7 +10,7 @@ import numpy as np
 import vtk
 
 from CMBSegmentationLib.sceneScratch import scratchNodes
-from CMBSegmentationLib.volumeIO import arrayFromVolumeNode
+from CMBSegmentationLib.volumeIO import arrayFromImageData, arrayFromVolumeNode, ijkToRas, matrixToNumpy
 
 
 def segmentLabels(segmentationNode, segmentIds: list[str], referenceVolume) -> np.ndarray:
@@ -35,15 +35,110 @@ def segmentLabels(segmentationNode, segmentIds: list[str], referenceVolume) -> n
         return arrayFromVolumeNode(labelNode).astype(np.int16)
 
 
-def measureLabels(labels: np.ndarray, affine: np.ndarray, n: int) -> list[tuple[tuple[float, float, float], float]]:
-    """Centre of mass (RAS mm, through the ``affine`` of ``labels``' grid) and volume (mm³) of labels 1..n
-    (0 mm³ for an empty one). Measured on the segments as the reader left them, Segment Editor edits included,
-    which the engine's figures in the table may no longer describe."""
-    index = np.nonzero(labels)
-    which = labels[index].astype(np.int64)
-    counts = np.bincount(which, minlength=n + 1)[1 : n + 1].astype(np.float64)
-    centres = np.stack([np.bincount(which, weights=i, minlength=n + 1)[1 : n + 1] for i in index], axis=1)
-    centres = centres / np.maximum(counts, 1)[:, None]
-    ras = centres @ affine[:3, :3].T + affine[:3, 3]
+def segmentVoxels(segmentationNode, segmentIds: list[str], referenceVolume) -> list[np.ndarray]:
+    """Each segment's own voxels on ``referenceVolume``'s grid, as an ``(N, 3)`` int64 array of ``[i, j, k]``
+    indices (``N`` 0 for a segment erased to nothing), hidden segments included; voxels outside the volume are
+    dropped.
+
+    Read one segment at a time, so two segments that overlap each keep all their voxels; in one label map
+    (:func:`segmentLabels`) the later one would take the shared voxels, and a segment lying wholly inside a later
+    one would vanish. Segments stored as label maps on the volume's grid (as after import, and after painting
+    with the volume as source) are read from Slicer's shared layers directly, each layer once; any other is
+    exported onto the volume by Slicer, one whole-volume export per segment. Leaves no node in the scene.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    shape = np.array(referenceVolume.GetImageData().GetDimensions())
+    sameFrame = segmentationNode.GetTransformNodeID() == referenceVolume.GetTransformNodeID()
+    rasToReference = np.linalg.inv(ijkToRas(referenceVolume))
+    layers: dict[int, dict[int, np.ndarray] | None] = {}
+    out = []
+    for segmentId in segmentIds:
+        layer = segmentationNode.GetBinaryLabelmapInternalRepresentation(segmentId) if sameFrame else None
+        read = None
+        if layer is not None:
+            key = id(layer)  # segments that never overlap share one layer, told apart by their label value
+            if key not in layers:
+                layers[key] = _layerOnGrid(layer, rasToReference)
+            read = layers[key]
+        if read is None:
+            own = _exportedVoxels(segmentationNode, segmentId, referenceVolume)
+        else:
+            own = read.get(segmentation.GetSegment(segmentId).GetLabelValue(), np.zeros((0, 3), dtype=np.int64))
+        out.append(own[np.all((own >= 0) & (own < shape), axis=1)])
+    return out
+
+
+def _layerOnGrid(layer, rasToReference: np.ndarray) -> dict[int, np.ndarray] | None:
+    """The voxels of each label value of a shared labelmap layer, as ``(N, 3)`` indices on the volume's grid;
+    ``None`` when the layer's grid is not the volume's shifted by whole voxels."""
+    extent = layer.GetExtent()
+    if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+        return {}
+    matrix = vtk.vtkMatrix4x4()
+    layer.GetImageToWorldMatrix(matrix)  # extent indices -> the segmentation's RAS
+    layerToReference = rasToReference @ matrixToNumpy(matrix)
+    shift = layerToReference[:3, 3] + np.array(extent[0::2])  # array index 0 is the extent's start
+    if not np.allclose(layerToReference[:3, :3], np.eye(3), atol=1e-4) or not np.allclose(
+        shift, np.round(shift), atol=1e-3
+    ):
+        return None
+    voxels = arrayFromImageData(layer, "segment layer")
+    index = np.argwhere(voxels)
+    if not len(index):
+        return {}
+    values = voxels[tuple(index.T)]
+    order = np.argsort(values, kind="stable")
+    index, values = index[order] + np.round(shift).astype(np.int64), values[order]
+    labels, starts = np.unique(values, return_index=True)
+    return {int(v): part for v, part in zip(labels, np.split(index, starts[1:]), strict=True)}
+
+
+def _exportedVoxels(segmentationNode, segmentId: str, referenceVolume) -> np.ndarray:
+    from slicer import vtkSlicerSegmentationsModuleLogic
+
+    with scratchNodes(segmentationNode.GetScene()):
+        labelNode = segmentationNode.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segmentId)
+        if not vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentationNode, ids, labelNode, referenceVolume
+        ):
+            raise RuntimeError(f"could not export segment {segmentId!r} to a label map")
+        return np.argwhere(arrayFromVolumeNode(labelNode))
+
+
+def flattenVoxels(
+    voxels: list[np.ndarray], shape: tuple[int, int, int]
+) -> tuple[np.ndarray, list[tuple[int, tuple[int, ...]]]]:
+    """One label map (``shape``, int16) with ``voxels[n-1]`` as label ``n``, and the labels missing from it:
+    ``(n, covering)`` when every voxel of segment ``n`` also belongs to the segments ``covering`` (labels).
+
+    Where segments overlap the smaller one is drawn last and keeps the shared voxels, so a microbleed drawn
+    inside a larger one stays visible; ties keep the later one, as Slicer's own export does.
+    """
+    labels = np.zeros(shape, dtype=np.int16)
+    order = sorted(range(len(voxels)), key=lambda n: -len(voxels[n]))  # stable: later wins among equal sizes
+    for n in order:
+        if len(voxels[n]):
+            labels[tuple(voxels[n].T)] = n + 1
+    hidden = []
+    for n, own in enumerate(voxels):
+        if len(own):
+            shown = np.unique(labels[tuple(own.T)])
+            if n + 1 not in shown:
+                hidden.append((n + 1, tuple(int(m) for m in shown)))
+    return labels, hidden
+
+
+def measureVoxels(voxels: list[np.ndarray], affine: np.ndarray) -> list[tuple[tuple[float, float, float], float]]:
+    """Centre of mass (RAS mm, through the grid's ``affine``) and volume (mm³) of each segment's own voxels (from
+    :func:`segmentVoxels`; overlaps counted in each segment), ``((0, 0, 0), 0.0)`` for an empty one."""
     voxelVolume = abs(float(np.linalg.det(affine[:3, :3])))
-    return [(tuple(float(v) for v in ras[k]), float(counts[k] * voxelVolume)) for k in range(n)]
+    out = []
+    for own in voxels:
+        if not len(own):
+            out.append(((0.0, 0.0, 0.0), 0.0))
+            continue
+        ras = affine[:3, :3] @ own.mean(axis=0) + affine[:3, 3]
+        out.append((tuple(float(v) for v in ras), float(len(own) * voxelVolume)))
+    return out

@@ -42,11 +42,16 @@ def ijkToRas(volumeNode) -> np.ndarray:
 def arrayFromVolumeNode(volumeNode) -> np.ndarray:
     """The voxels of a single-component volume node indexed ``[i, j, k]`` (a copy)."""
     image = volumeNode.GetImageData() if volumeNode is not None else None
+    return arrayFromImageData(image, _name(volumeNode))
+
+
+def arrayFromImageData(image, name: str = "image") -> np.ndarray:
+    """The voxels of single-component VTK image data indexed ``[i, j, k]`` from the start of its extent (a copy)."""
     if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
-        raise ValueError(f"volume '{_name(volumeNode)}' has no voxels")
+        raise ValueError(f"volume '{name}' has no voxels")
     scalars = image.GetPointData().GetScalars()
     if scalars.GetNumberOfComponents() != 1:
-        raise ValueError(f"volume '{_name(volumeNode)}' has {scalars.GetNumberOfComponents()} components; need 1")
+        raise ValueError(f"volume '{name}' has {scalars.GetNumberOfComponents()} components; need 1")
     dims = image.GetDimensions()
     # VTK stores x fastest: reshaped C-order that is [k, j, i].
     return numpy_support.vtk_to_numpy(scalars).reshape(dims[::-1]).transpose(2, 1, 0).copy()

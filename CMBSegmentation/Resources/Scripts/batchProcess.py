@@ -9,7 +9,8 @@ On a Linux server without a display, prefix the command with ``xvfb-run --auto-s
 server even without its main window).
 
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
-``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported). Exit code 0 when
+``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of
+an earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when
 every input succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for
 bad arguments, missing dependencies or inputs whose outputs would have the same names (``a.nii`` beside
 ``a.nii.gz``). A brain mask ``NAME<mask-suffix>`` may be in any of the input formats; an input without one is
@@ -100,6 +101,18 @@ def nameCollisions(inputs):
     return [group for group in groups.values() if len(group) > 1]
 
 
+def removeOutputs(outputDir, baseName):
+    """Remove the files an export of ``baseName`` writes in ``outputDir``; return the names of those that existed."""
+    from CMBSegmentationLib import reportExport
+
+    removed = []
+    for output in reportExport.outputPaths(Path(outputDir), baseName):
+        if output.exists():
+            output.unlink()
+            removed.append(output.name)
+    return removed
+
+
 def stripSuffix(name):
     for suffix in VOLUME_SUFFIXES:
         if name.endswith(suffix):
@@ -145,6 +158,7 @@ def processOne(path, args):
         args.output_dir,
         outputBaseName(path),
         args.threshold,
+        overwrite=True,  # a batch run redoes every input: its files replace those of an earlier run
     )
     print(f"{path.name}: {files.count} microbleed(s) -> {files.reportJson}")
 
@@ -182,11 +196,14 @@ def main(argv):
     args.output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in inputs:
+        # An earlier run's outputs go first: an input that fails now must not leave them to pass for this run's.
+        removed = removeOutputs(args.output_dir, outputBaseName(path))
         try:
             processOne(path, args)
         except Exception as exc:
             failures += 1
-            print(f"{path.name}: FAILED: {exc}", file=sys.stderr)
+            earlier = f" (its outputs of an earlier run were removed: {', '.join(removed)})" if removed else ""
+            print(f"{path.name}: FAILED: {exc}{earlier}", file=sys.stderr)
             traceback.print_exc()
     print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed")
     return 1 if failures else 0
