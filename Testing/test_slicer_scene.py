@@ -1015,3 +1015,38 @@ def test_a_result_s_table_and_segmentation_find_each_other(case, tmp_path):
         assert candidateTable.segmentationOfTable(one.tableNode) is one.segmentationNode
         assert candidateTable.tableOfSegmentation(scene, one.segmentationNode) is one.tableNode
     assert candidateTable.tableOfSegmentation(scene, scene.AddNewNodeByClass("vtkMRMLSegmentationNode")) is None
+
+
+def test_each_segment_is_read_from_its_own_layer_however_often_segments_are_read():
+    # segmentVoxels cached each shared layer under id() of its Python wrapper; a wrapper released after its segment
+    # could hand its id to the next layer's, which then read the earlier layer's voxels: a segment was exported (and
+    # measured) as another one, depending on what ran before (seen as an order-dependent failure of the suite).
+    from CMBSegmentationLib import segmentLabelMap
+
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    resultImport.ensureSegmentationConverters()
+    shape, churn, wrong = (20, 20, 10), [], 0
+    for trial in range(150):
+        scene = slicer.vtkMRMLScene()
+        volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+        updateVolumeNodeFromArray(volume, np.zeros(shape, np.float32), np.eye(4))
+        seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        masks, ids = [], []
+        for n in range(3):
+            mask = np.zeros(shape, bool)
+            mask[2 + 5 * n : 4 + 5 * n, 2:4, 2:4] = True
+            masks.append(mask)
+            ids.append(resultImport.addCandidateSegment(seg, mask, np.eye(4), f"M{n}", n + 1, "not yet seen", 0.9))
+        # Segment Editor edits give segments layers of their own: one grown, one erased.
+        masks[2] = np.zeros(shape, bool)
+        masks[2][12:17, 1:6, 1:4] = True
+        masks[0] = np.zeros(shape, bool)
+        for segmentId, mask in ((ids[2], masks[2][12:17, 1:6, 1:4]), (ids[0], np.zeros((1, 1, 1), bool))):
+            lo = np.argwhere(masks[2]).min(axis=0) if segmentId == ids[2] else np.zeros(3, int)
+            image = resultImport._orientedImage(mask.astype(np.uint8), lo, np.eye(4))
+            assert logic.SetBinaryLabelmapToSegment(image, seg, segmentId, logic.MODE_REPLACE)
+        churn.append([slicer.vtkOrientedImageData() for _ in range(trial % 7)])  # what else runs allocates too
+        for mask, own in zip(masks, segmentLabelMap.segmentVoxels(seg, ids, volume), strict=True):
+            wrong += not np.array_equal(np.sort(own, axis=0), np.sort(np.argwhere(mask), axis=0))
+    assert wrong == 0

@@ -50,7 +50,9 @@ def segmentVoxels(segmentationNode, segmentIds: list[str], referenceVolume) -> l
     shape = np.array(referenceVolume.GetImageData().GetDimensions())
     sameFrame = segmentationNode.GetTransformNodeID() == referenceVolume.GetTransformNodeID()
     rasToReference = np.linalg.inv(ijkToRas(referenceVolume))
-    layers: dict[int, dict[int, np.ndarray] | None] = {}
+    # Each layer's wrapper is kept with its voxels: id() of a wrapper released after its segment could be reused
+    # by the next layer's, which then read the earlier layer's voxels (a segment exported with another's).
+    layers: dict[int, tuple[object, dict[int, np.ndarray] | None]] = {}
     out = []
     for segmentId in segmentIds:
         layer = segmentationNode.GetBinaryLabelmapInternalRepresentation(segmentId) if sameFrame else None
@@ -58,8 +60,8 @@ def segmentVoxels(segmentationNode, segmentIds: list[str], referenceVolume) -> l
         if layer is not None:
             key = id(layer)  # segments that never overlap share one layer, told apart by their label value
             if key not in layers:
-                layers[key] = _layerOnGrid(layer, rasToReference)
-            read = layers[key]
+                layers[key] = (layer, _layerOnGrid(layer, rasToReference))
+            read = layers[key][1]
         if read is None:
             own = _exportedVoxels(segmentationNode, segmentId, referenceVolume)
         else:
