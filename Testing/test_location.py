@@ -137,7 +137,10 @@ def test_no_candidates_skips_registration():
         (["infratentorial", "infratentorial"], "infratentorial only"),
         (["lobar", "deep"], "mixed"),
         (["lobar", "infratentorial", "unknown"], "mixed"),
-        (["lobar", "unknown"], "strictly lobar"),
+        # A microbleed of unknown location could be deep: no "strictly lobar" (nor "deep") claimed.
+        (["lobar", "unknown"], "unknown"),
+        (["deep", "deep", "unknown"], "unknown"),
+        (["infratentorial", "unknown"], "unknown"),
         (["unknown"], "unknown"),
     ],
 )

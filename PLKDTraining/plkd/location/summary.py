@@ -1,8 +1,9 @@
 """Counts per MARS class and region, and the descriptive distribution pattern of a scan.
 
 The pattern only describes where the kept microbleeds lie (Gregoire et al., Neurology 2009
-classes); it is not a diagnosis. Candidates whose location is unknown are counted but do not
-decide the pattern.
+classes); it is not a diagnosis. A microbleed whose location is unknown could lie in any class, so
+it makes the pattern ``unknown`` unless the known ones are already ``mixed``: "1 lobar, 3 unknown"
+is not "strictly lobar", a pattern read as a marker of cerebral amyloid angiopathy.
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ def pattern_of(counts: Mapping[str, int]) -> str:
 
     ``none``: no microbleed; ``strictly lobar``: lobar only; ``infratentorial only``;
     ``deep``: deep, possibly with infratentorial, and no lobar; ``mixed``: lobar together with
-    deep or infratentorial; ``unknown``: microbleeds whose location could not be determined.
+    deep or infratentorial; ``unknown``: microbleeds whose location could not be determined, and
+    which could change the pattern of the others (every pattern but ``mixed``).
     """
     lobar, deep, infra = (int(counts.get(k, 0)) for k in ("lobar", "deep", "infratentorial"))
-    if lobar + deep + infra == 0:
-        return "unknown" if int(counts.get("unknown", 0)) else "none"
+    unknown = int(counts.get("unknown", 0))
+    if lobar + deep + infra + unknown == 0:
+        return "none"
     if lobar and (deep or infra):
         return "mixed"
+    if unknown:
+        return "unknown"
     if lobar:
         return "strictly lobar"
     if deep:
