@@ -486,6 +486,31 @@ def test_a_segment_painted_by_hand_joins_the_review_and_the_export(case, tmp_pat
     assert files.count == 3 and not np.asarray(nib.load(files.labelMap).dataobj)[mask].any()
 
 
+def test_a_candidate_whose_row_was_deleted_comes_back_as_it_was(case, tmp_path):
+    # A row deleted in the Tables module left its segment rowless, and the review took it for one painted by the
+    # reader: a rejected candidate came back as "added by reader" and into the export.
+    _, volume, result, candidates, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    rejected, kept = result.segmentIds[0], result.segmentIds[2]
+    reviewState.reject(seg, table, rejected)
+    before = {r.segmentId: r for r in candidateTable.readRows(table)}
+    for segmentId in (rejected, kept):
+        index = [r.segmentId for r in candidateTable.readRows(table)].index(segmentId)
+        table.RemoveRow(index)
+    rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}
+    for segmentId in (rejected, kept):
+        assert (rows[segmentId].candidateId, rows[segmentId].status) == (
+            before[segmentId].candidateId,
+            before[segmentId].status,
+        )
+        assert rows[segmentId].probability == pytest.approx(before[segmentId].probability)
+        assert rows[segmentId].centerRas == pytest.approx(before[segmentId].centerRas, abs=1e-3)
+    assert rows[rejected].status == candidateTable.STATUS_REJECTED
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
+    report = json.loads(files.reportJson.read_text())
+    assert [m["candidate_id"] for m in report["microbleeds"]] == [candidates[2]["id"]]
+
+
 def test_overlapping_microbleeds_are_all_exported_whole(case, tmp_path):
     # Painted over a microbleed, a larger segment took all its voxels in the one label map the export made: the
     # microbleed inside counted as erased and vanished from the report, and the painted one was measured without

@@ -169,7 +169,7 @@ def readRows(tableNode) -> list[CandidateRow]:
                 centerRas=tuple(_float(_cell(tableNode, r, c)) or 0.0 for c in (COLUMN_R, COLUMN_A, COLUMN_S)),
                 volumeMm3=_float(_cell(tableNode, r, COLUMN_VOLUME)) or 0.0,
                 probability=probability,
-                status=_status(_cell(tableNode, r, COLUMN_STATUS)),
+                status=normaliseStatus(_cell(tableNode, r, COLUMN_STATUS)),
                 location=_cell(tableNode, r, COLUMN_LOCATION),
                 region=_cell(tableNode, r, COLUMN_REGION),
             )
@@ -218,7 +218,7 @@ def _number(value: float, column: str) -> str:
     return repr(round(float(value), DECIMALS[column]))
 
 
-def _status(text: str) -> str:
+def normaliseStatus(text: str) -> str:
     """A status cell as one of :data:`STATUSES`: typed in the Tables module as "Rejected" or "rejected " it must
     still reject (read as written, it counted as not yet seen and the candidate was exported)."""
     wanted = " ".join((text or "").split()).lower()

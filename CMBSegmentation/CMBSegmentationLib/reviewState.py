@@ -7,6 +7,7 @@ Segment Editor survive every review action, and rejecting is undone by accepting
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
@@ -176,12 +177,14 @@ def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateR
 
 
 def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> list[str]:
-    """Give each segment that has voxels but no table row (a microbleed the reader painted as a new segment
-    with the Segment Editor) a row "added by reader"; return their ids.
+    """Give each segment that has voxels but no table row a row again; return their ids.
 
-    Without a row it was shown but left out of the review list and of the export. Its centre (RAS mm, the
-    volume's own frame) and volume are measured on ``referenceVolume`` (default: the result's); its probability
-    is unknown. A segment still empty (just created, not painted yet) waits until it has voxels.
+    A segment the reader painted as a new segment with the Segment Editor gets a row "added by reader": without a
+    row it was shown but left out of the review list and of the export; its probability is unknown. A candidate
+    whose row was deleted (Tables module) gets its row back with the id, status and probability its segment tags
+    keep: taken as the reader's, a rejected candidate came back into the export. Centres (RAS mm, the volume's
+    own frame) and volumes are measured on ``referenceVolume`` (default: the result's). A segment still empty
+    (just created, not painted yet) waits until it has voxels.
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         return []  # a table of another result: these segments are not its to list
@@ -204,24 +207,51 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     for segmentId, (centre, volumeMm3) in zip(rowless, measured, strict=True):
         if volumeMm3 == 0:
             continue
-        candidateId = candidateTable.nextCandidateId(tableNode)
         segment = segmentation.GetSegment(segmentId)
-        segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
-        segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
-        segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
-        candidateTable.appendRow(
-            tableNode,
-            candidateTable.CandidateRow(
-                candidateId=candidateId,
+        row = _rowFromTags(segment, segmentId, tableNode)
+        if row is None:  # painted by hand (or a copy of a listed segment): the reader's microbleed
+            row = candidateTable.CandidateRow(
+                candidateId=candidateTable.nextCandidateId(tableNode),
                 segmentId=segmentId,
                 centerRas=centre,
                 volumeMm3=volumeMm3,
                 probability=None,
                 status=candidateTable.STATUS_ADDED,
-            ),
-        )
+            )
+            segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(row.candidateId))
+            segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
+            segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
+        else:
+            row = dataclasses.replace(row, centerRas=centre, volumeMm3=volumeMm3)
+        candidateTable.appendRow(tableNode, row)
         adopted.append(segmentId)
     return adopted
+
+
+def _rowFromTags(segment, segmentId: str, tableNode) -> candidateTable.CandidateRow | None:
+    """The row a listed candidate had, from its segment's tags, when its id is free and its status known; else None.
+    Centre and volume are left 0 for the caller to measure."""
+    try:
+        candidateId = int(segmentTag(segment, candidateTable.TAG_CANDIDATE_ID))
+    except ValueError:
+        return None
+    status = candidateTable.normaliseStatus(segmentTag(segment, candidateTable.TAG_STATUS))
+    if status not in candidateTable.STATUSES or any(
+        r.candidateId == candidateId for r in candidateTable.readRows(tableNode)
+    ):
+        return None
+    try:
+        probability = float(segmentTag(segment, candidateTable.TAG_PROBABILITY))
+    except ValueError:
+        probability = None
+    return candidateTable.CandidateRow(
+        candidateId=candidateId,
+        segmentId=segmentId,
+        centerRas=(0.0, 0.0, 0.0),
+        volumeMm3=0.0,
+        probability=probability,
+        status=status,
+    )
 
 
 def addReaderMicrobleed(
