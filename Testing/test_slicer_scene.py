@@ -382,6 +382,24 @@ def test_review_survives_saving_and_reloading(case, tmp_path):
     assert rows[0].probability == pytest.approx(0.95) and rows[0].location == "lobar"
 
 
+def test_a_table_of_another_run_loaded_beside_a_segmentation_is_refused(case, tmp_path):
+    # A .tsv and a .seg.nrrd loaded alone carry no run id; a table of another run names the same segment ids
+    # ("Microbleed_1", ...) and its statuses landed on other microbleeds without a word.
+    scene, volume, result, _, _ = case
+    labels = _labels()[::-1].copy()  # other microbleeds, numbered alike by the engine
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "other", labels, {1: 0.55, 2: 0.85, 5: 0.30})
+    other = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    assert other.segmentIds == result.segmentIds
+    reviewState.reject(other.segmentationNode, other.tableNode, other.segmentIds[2])
+    for node in (result.segmentationNode, other.tableNode):  # as if each was loaded from its own file
+        node.RemoveAttribute(candidateTable.ATTRIBUTE_RUN_ID)
+    other.tableNode.RemoveNodeReferenceIDs(candidateTable.REFERENCE_SEGMENTATION)
+    assert not candidateTable.belongsTo(other.tableNode, result.segmentationNode)
+    with pytest.raises(reviewState.ReviewError, match="another result"):
+        reviewState.restoreReview(result.segmentationNode, other.tableNode)
+    assert candidateTable.belongsTo(result.tableNode, result.segmentationNode)  # its own table still pairs
+
+
 # --- export ------------------------------------------------------------------------------------------------
 
 

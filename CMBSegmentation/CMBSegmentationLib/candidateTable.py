@@ -108,14 +108,35 @@ def segmentationOfTable(tableNode):
 def belongsTo(tableNode, segmentationNode) -> bool:
     """Whether ``tableNode`` may describe the segments of ``segmentationNode``: not a table of another
     segmentation, nor of an earlier run into this one (its segment ids name segments of the new run, so its
-    statuses would hide and drop them). A table without a reference (a ``.tsv`` loaded alone) or either node
-    without a run id (older scenes) is not refused."""
+    statuses would hide and drop them). When either node has no run id (a ``.tsv`` or ``.seg.nrrd`` loaded alone,
+    older scenes), the table must give each of its segments the candidate id and probability the segment's tags
+    keep: a table of another run on the same volume numbers its candidates alike ("Microbleed_100", ...), and its
+    statuses would land on other microbleeds."""
     owner = segmentationOfTable(tableNode)
     if owner is not None and owner is not segmentationNode:
         return False
     tableRun = tableNode.GetAttribute(ATTRIBUTE_RUN_ID) if tableNode is not None else None
     segmentationRun = segmentationNode.GetAttribute(ATTRIBUTE_RUN_ID) if segmentationNode is not None else None
-    return not (tableRun and segmentationRun and tableRun != segmentationRun)
+    if tableRun and segmentationRun:
+        return tableRun == segmentationRun
+    return tableNode is None or segmentationNode is None or _tagsAgree(tableNode, segmentationNode)
+
+
+def _tagsAgree(tableNode, segmentationNode) -> bool:
+    segmentation = segmentationNode.GetSegmentation()
+    tolerance = 0.5 * 10.0 ** -DECIMALS[COLUMN_PROBABILITY]  # the table keeps the probability rounded
+    for row in readRows(tableNode):
+        segment = segmentation.GetSegment(row.segmentId)
+        if segment is None:
+            continue
+        candidateId, probability = vtk.reference(""), vtk.reference("")
+        if segment.GetTag(TAG_CANDIDATE_ID, candidateId) and str(candidateId) != str(row.candidateId):
+            return False
+        if segment.GetTag(TAG_PROBABILITY, probability) and row.probability is not None:
+            tagged = _float(str(probability))
+            if tagged is not None and abs(tagged - row.probability) > tolerance + 1e-9:
+                return False
+    return True
 
 
 def tableOfSegmentation(scene, segmentationNode):
