@@ -37,6 +37,7 @@ from plkd.inference.outputs import (
     write_prediction,
 )
 from plkd.inference.predictor import Predictor
+from plkd.inference.stems import settle_stems
 from plkd.inference.summary import summary_row, withdraw_rows, write_summary_csv
 from plkd.location.summary import describe as describe_location
 from plkd.progress import Progress
@@ -149,7 +150,12 @@ def predict_files(
     shard_t = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     found = expand_inputs(inputs, output_dir)
     _report_ignored(found.ignored_summary(), found.skipped, err)
-    scans = select_shard(found.scans, shard_t)
+    # Named with the folder's earlier outputs in view, so a rerun of part of the inputs writes each scan under
+    # the name its result already has (not a second result beside it) and never over another scan's result.
+    named, lines = settle_stems(found.scans, output_dir)
+    for line in lines:
+        print(f"plkd predict: {line}", file=err)
+    scans = select_shard(named, shard_t)
     if not scans:
         raise InputError("no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)")
     if mask is not None and len(scans) > 1:

@@ -130,6 +130,8 @@ def result_record(
     """The JSON document for one prediction (format in ``docs/design.md``)."""
     doc: dict[str, Any] = {
         "input": str(input_path) if input_path is not None else None,
+        # The same scan in a later run (plkd.inference.stems: its outputs keep their name).
+        "input_path": str(Path(input_path).resolve()) if input_path is not None else None,
         "model": model,
         "plkd_version": __version__,
         "student": result.student,
