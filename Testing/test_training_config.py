@@ -70,6 +70,19 @@ def test_cli_print_config_and_error(capsys):
     assert "unknown configuration key" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["train", "all"], ["cv"]])
+def test_print_config_needs_no_data_or_run_folder(command, capsys):
+    """README: `plkd train all --print-config` shows every setting (it stopped at 'the following arguments
+    are required: --data, --out'); the shipped presets are named in --config's help."""
+    assert main([*command, "--print-config", "--config", "gpu"]) == 0
+    assert "teacher" in yaml.safe_load(capsys.readouterr().out)
+    assert main(command) == 2
+    assert "--data and --out are required (except with --print-config)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    assert "ablation, cpu, default, gpu, tiny" in " ".join(capsys.readouterr().out.split())
+
+
 @pytest.mark.parametrize("command", ["train", "cv", "export"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exc:

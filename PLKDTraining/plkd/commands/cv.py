@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plkd.commands.train import add_config_arguments, config_from_args
+from plkd.commands.train import add_config_arguments, config_from_args, require_data_and_out
 
 EPILOG = """\
 examples:
@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", required=True, metavar="DIR", help="labelled data set folder")
-    p.add_argument("--out", required=True, metavar="CVDIR", help="output folder (reused to resume)")
+    p.add_argument("--data", metavar="DIR", help="labelled data set folder")
+    p.add_argument("--out", metavar="CVDIR", help="output folder (reused to resume)")
     p.add_argument("--folds", type=int, help="number of folds (default: cv.folds = 5)")
     p.add_argument("--factor", type=int, help="LR factor of the test images and the target student (default 4)")
     p.add_argument("--mode", choices=("plkd", "kd", "none"), help="student training (default: plkd)")
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml_text(cfg), end="")
         return 0
+    require_data_and_out(args)
     check_output_location(args.out, kind="folder", what="--out")
     variants = None
     if args.variants:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from plkd.atomic import check_output_location
 from plkd.devices import DEVICE_CHOICES
-from plkd.training.config import Config, dump_config, load_config
+from plkd.errors import PLKDError
+from plkd.training.config import Config, dump_config, load_config, packaged_configs
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         metavar="FILE",
-        help="YAML file overriding plkd/configs/default.yaml (or a shipped preset: default, cpu, tiny)",
+        help=f"YAML file overriding plkd/configs/default.yaml (or a shipped preset: {', '.join(packaged_configs())})",
     )
     p.add_argument(
         "--set",
@@ -46,6 +47,15 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the networks on CUDA")
     p.add_argument("--progress", choices=("tqdm", "jsonl", "none"), default="tqdm", help="progress display")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+
+
+def require_data_and_out(args: argparse.Namespace) -> None:
+    """``--data`` and ``--out`` are needed for everything but ``--print-config`` (which only shows settings)."""
+    missing = [f"--{name}" for name in ("data", "out") if getattr(args, name) is None]
+    if missing:
+        raise PLKDError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (except with --print-config)"
+        )
 
 
 def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -> Config:
@@ -78,8 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("stage", choices=("screening", "teacher", "students", "all"), help="what to train")
-    p.add_argument("--data", required=True, metavar="DIR", help="training data set folder")
-    p.add_argument("--out", required=True, metavar="RUN", help="run folder (created; reused to resume)")
+    p.add_argument("--data", metavar="DIR", help="training data set folder")
+    p.add_argument("--out", metavar="RUN", help="run folder (created; reused to resume)")
     p.add_argument("--teacher", metavar="DIR", help="finished teacher folder for 'students' (default: RUN/teacher)")
     p.add_argument(
         "--screening", metavar="DIR", help="finished screening folder for hard negatives (default: RUN/screening)"
@@ -128,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    require_data_and_out(args)
     check_output_location(args.out, kind="folder", what="--out")
     ctx = make_context(cfg, progress=args.progress)
     try:
