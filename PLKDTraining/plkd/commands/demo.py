@@ -85,18 +85,21 @@ def run(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     check_output_location(out, kind="folder", what="--out")
+    # The model and the device are checked before the simulation: a demo that cannot predict stops at once.
+    model, warning = _find_model(args.model)
+    loaded = _load_model(model, args.device, args.progress) if model is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    subject = generate_subject(args.seed, n_microbleeds=args.n_microbleeds, spacing=f"1,1,{args.factor}")
     stem = f"demo-s{args.seed}_T2S" if args.factor == 1 else f"demo-s{args.seed}-{args.factor}mm_T2S"
     image_path = out / f"{stem}.nii.gz"
+    _remove_earlier_results(out, image_path)
+    t0 = time.perf_counter()
+    subject = generate_subject(args.seed, n_microbleeds=args.n_microbleeds, spacing=f"1,1,{args.factor}")
     save_volume(image_path, subject.image.data, subject.image.affine)
     save_volume(out / f"{stem}_truth.nii.gz", subject.label.data, subject.label.affine, dtype=np.uint8)
     save_volume(out / f"{stem}_brainmask.nii.gz", subject.mask.data, subject.mask.affine, dtype=np.uint8)
     print(f"simulated {image_path} ({len(subject.microbleeds)} microbleeds, {time.perf_counter() - t0:.1f} s)")
 
-    model, warning = _find_model(args.model)
-    if model is None:
+    if loaded is None:
         print(
             "no model bundle is installed yet: train one ('plkd train' + 'plkd export') or pass --model BUNDLE; "
             f"the simulated input is in {out}"
@@ -104,24 +107,45 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    return _predict_and_report(args, subject, image_path, model, warning)
+    return _predict_and_report(args, subject, image_path, loaded, warning)
+
+
+#: What a demo run writes besides its subject's files; they describe the last run only.
+DEMO_PICTURES = ("overview.png", "candidates.png", "demo_summary.json")
+
+
+def _remove_earlier_results(out: Path, image_path: Path) -> None:
+    """Remove the prediction and pictures an earlier demo left for this subject's name, before it is simulated
+    again: a rerun that failed (or was interrupted) after the simulation left them beside the new input and truth,
+    and ``plkd evaluate`` scored the earlier subject's prediction against the new truth."""
+    from plkd.inference.outputs import output_paths, remove_outputs
+
+    remove_outputs(output_paths(image_path, out))
+    for name in DEMO_PICTURES:
+        (out / name).unlink(missing_ok=True)
+
+
+def _load_model(model: Path, device: str, progress: str) -> tuple[Any, str]:
+    """``(predictor, model name)``; refuses a bundle or a device that cannot be used."""
+    from plkd.bundle import resolve_bundle
+    from plkd.inference.predictor import Predictor
+
+    bundle, model_name = resolve_bundle(model)
+    return Predictor(bundle, device=device, progress=progress), model_name
 
 
 def _predict_and_report(
-    args: argparse.Namespace, subject: Any, image_path: Path, model: Path, warning: str | None
+    args: argparse.Namespace, subject: Any, image_path: Path, loaded: tuple[Any, str], warning: str | None
 ) -> int:
     from plkd.atomic import write_json_atomic
-    from plkd.bundle import resolve_bundle
     from plkd.inference.outputs import output_paths, write_prediction
     from plkd.inference.overview import write_gallery, write_overview
-    from plkd.inference.predictor import Predictor
     from plkd.metrics import evaluate_subject
     from plkd.volumes import load_volume
 
-    bundle, model_name = resolve_bundle(model)
+    predictor, model_name = loaded
     volume = load_volume(image_path)
     mask = subject.mask.with_data(subject.mask.data)
-    predictor = Predictor(bundle, device=args.device, progress=args.progress)
     t0 = time.perf_counter()
     result = predictor.predict(volume, mask=mask)
     seconds = time.perf_counter() - t0

@@ -1,0 +1,61 @@
+"""``plkd demo`` end to end (the README's first command), and its reruns into the same folder.
+
+Run with the tiny bundle, so the prediction takes seconds; the simulation is the real one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from plkd import synth
+from plkd.cli import main
+from plkd.errors import PLKDError
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
+
+
+def _demo(out: Path, *args: str) -> int:
+    return main(["demo", "--out", str(out), "--model", str(BUNDLE), "--progress", "none", *args])
+
+
+@pytest.mark.slow
+def test_demo_writes_what_it_says_and_a_failed_rerun_leaves_no_earlier_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "plkd-demo"
+    assert _demo(out, "--n-microbleeds", "4", "--device", "cpu") == 0
+    printed = capsys.readouterr().out
+    stem = "demo-s1-4mm_T2S"
+    names = {p.name for p in out.iterdir()}
+    assert {
+        f"{stem}{s}" for s in (".nii.gz", "_truth.nii.gz", "_brainmask.nii.gz", "_cmb.nii.gz", "_cmb.json")
+    } <= names
+    assert {"overview.png", "candidates.png", "demo_summary.json"} <= names
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert f"found {summary['found']} of {summary['of']} microbleeds" in printed
+    assert summary["student"] == "student_x4"  # 4 mm slices: the x4 student of the bundle
+
+    # Again with fewer microbleeds, and the run fails: nothing of the first run may stay beside the new subject (a
+    # failure after the simulation let plkd evaluate score the earlier prediction against the new truth, and the
+    # pictures showed the earlier subject). The earlier results go before the simulation, so it may fail there.
+    def stop(*_args: object, **_kwargs: object) -> None:
+        raise PLKDError("stopped")
+
+    monkeypatch.setattr(synth, "generate_subject", stop)
+    assert _demo(out, "--n-microbleeds", "2", "--device", "cpu") == 2
+    assert "stopped" in capsys.readouterr().err
+    names = {p.name for p in out.iterdir()}
+    assert not {f"{stem}_cmb.nii.gz", f"{stem}_cmb.json", "overview.png", "candidates.png", "demo_summary.json"} & names
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_an_unusable_device_is_refused_before_the_simulation(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "plkd-demo"
+    assert _demo(out, "--device", "cuda") == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not out.exists()
