@@ -347,6 +347,21 @@ def test_lr_factor_without_a_student_of_its_own_is_said(tmp_path: Path, capsys: 
     assert not any("no segmenter" in n for n in json.loads((out / "tiny_T2S_cmb.json").read_text())["notes"])
 
 
+def test_a_student_named_for_other_slices_is_said(tmp_path: Path) -> None:
+    """--student teacher on 4 mm slices: the JSON said student 'teacher', lr_factor 4 and nothing else, as if the
+    bundle had chosen it; now one warning and a note say the two disagree. Its own student: nothing to say."""
+    src = tmp_path / "thick_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(_case_array(), np.diag([1.0, 1.0, 4.0, 1.0])), str(src))
+    for student, warned in (("teacher", True), ("student_x4", False)):
+        out = tmp_path / student
+        assert _predict(str(src), "-o", str(out), "--student", student) == 0
+        doc = json.loads((out / "thick_T2S_cmb.json").read_text())
+        assert (doc["student"], doc["lr_factor"]) == (student, 4.0)
+        says = "teacher (trained for an LR factor of 1) was chosen with --student for slices of LR factor 4; the bundle"
+        assert any(n.startswith(says) for n in doc["notes"]) is warned
+        assert any(w.startswith(says) for w in doc["warnings"]) is warned
+
+
 # ------------------------------------------------------------------ echoes count from 1
 
 

@@ -186,6 +186,16 @@ class Predictor:
         if student is not None:
             if student not in names:
                 raise PLKDError(f"the model has no segmenter {student!r}; it has {', '.join(sorted(names))}")
+            if abs(math.log(float(lr_factor) / names[student])) > math.log(STUDENT_REACH) + 1e-9:
+                # Chosen by name: the JSON's student and lr_factor alone do not say that they disagree.
+                log.warning(
+                    "%s (trained for an LR factor of %g) was chosen with --student for slices of LR factor %.3g; "
+                    "the bundle's choice would be %s",
+                    student,
+                    names[student],
+                    float(lr_factor),
+                    self.bundle.choose_segmenter(float(lr_factor)),
+                )
             return student
         name = self.bundle.choose_segmenter(float(lr_factor))
         trained = names[name]
