@@ -172,7 +172,10 @@ def test_unsupported_format_version_is_refused(bundle_dir: Path) -> None:
         (lambda m: m["networks"]["teacher"].update(kind="resnet"), "unknown kind"),
         (lambda m: m["networks"]["teacher"].update(role="helper"), "'role'"),
         (lambda m: m["networks"]["teacher"].pop("lr_factor"), "lr_factor"),
-        (lambda m: m["networks"]["student_x2"].update(lr_factor=4), "share the same lr_factor"),
+        (lambda m: m["networks"].update(other=dict(m["networks"].pop("student_x2"), lr_factor=4)), "share the same"),
+        # A name that states another factor than the one the segmenter is chosen by (every JSON reports the name).
+        (lambda m: m["networks"]["student_x2"].update(lr_factor=3), "'student_x2' is named for LR factor 2 but its"),
+        (lambda m: m["networks"]["teacher"].update(lr_factor=1.5), "'teacher' is named for LR factor 1 but its"),
         (lambda m: m["networks"]["teacher"].update(file="../teacher.pt"), "plain '.pt' file name"),
         (lambda m: m["networks"]["teacher"].update(sha256="abc"), "sha256"),
         (lambda m: m["networks"]["teacher"]["hparams"].update(conv_mode="4d"), "conv_mode"),

@@ -62,6 +62,8 @@ DEFAULT_DISCLAIMER = "For research use only; not a medical device."
 _RESERVED_ENTRY_KEYS = ("kind", "hparams", "file", "sha256")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+#: Segmenter names that state their LR factor: ``teacher`` (1) and ``student_xK`` (K).
+_NAMED_FACTOR = re.compile(r"(teacher|student_x(\d+(?:\.\d+)?))")
 _FP16_MAX = 65504.0
 #: Limits on a bundle .zip (a few networks of a few MB each): refuse archive bombs.
 _ZIP_MAX_MEMBERS = 256
@@ -484,6 +486,12 @@ def _validate_entry(name: str, entry: Any, root: Path | None) -> None:
         lr = entry.get("lr_factor")
         lo, hi = LR_FACTOR_RANGE
         _require(_is_number(lr) and lo <= lr <= hi, f"{where}: a segmenter needs 'lr_factor' from {lo:g} to {hi:g}")
+        # The name is what every JSON and log line reports ("student": "student_x4"): it must not contradict the
+        # factor the segmenter is chosen by (a manifest edited by hand or a bundle pieced together from others).
+        named = _NAMED_FACTOR.fullmatch(name)
+        if named is not None:
+            factor = 1.0 if named.group(1) == "teacher" else float(named.group(2))
+            _require(float(lr) == factor, f"{where} is named for LR factor {factor:g} but its 'lr_factor' is {lr:g}")
     own = entry.get("thresholds", {})
     _require(
         isinstance(own, dict) and all(k in DEFAULT_THRESHOLDS and _is_number(v) for k, v in own.items()),
