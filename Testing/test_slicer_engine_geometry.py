@@ -29,12 +29,12 @@ BUNDLE = DATA / "tiny-bundle"
 
 
 def _lps_tilted(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The same scan stored as a DICOM series lies: i to the left, j to the back (LPS), and the head turned 15
+    """The same scan stored as a DICOM series lies: i to the left, j to the back (LPS), and the head turned 30
     degrees about the world's origin; returns the array, its affine and the turn (4x4)."""
     flip = np.eye(4)
     flip[0, 0] = flip[1, 1] = -1
     flip[:3, 3] = [data.shape[0] - 1, data.shape[1] - 1, 0]  # voxel (i, j) of the new array is (X-1-i, Y-1-j)
-    a = np.radians(15.0)
+    a = np.radians(30.0)
     turn = np.eye(4)
     turn[:3, :3] = [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]
     return np.ascontiguousarray(data[::-1, ::-1, :]), turn @ affine @ flip, turn
