@@ -6,7 +6,8 @@ brain's shape, run as nnU-Net predicts (half-patch steps, Gaussian weighting, wi
 3D U-Net of the two-stage segmenter's width and depth slid with small windows.
 
 Networks have random weights: speed and memory do not depend on the weights, and the number of
-candidates is fixed (``--candidates``) so that runs are comparable. Each measurement runs in its
+screening candidates is fixed (``--candidates``; the bundle's blob candidates, up to 20 for the
+shipped model, come on top as in ``plkd predict``) so that runs are comparable. Each measurement runs in its
 own process so that its peak memory is its own.
 """
 
@@ -33,7 +34,9 @@ EPILOG = """\
 example:
   plkd benchmark --sizes 1 --threads 1 --candidates 120 --json bench.json
 
-Two-stage = screening FCN on the whole brain + E2U-Net on --candidates patches (48x48x24).
+Two-stage = screening FCN on the whole brain + E2U-Net on --candidates screening candidates plus
+the bundle's blob candidates (up to 20 for the shipped model, as plkd predict segments them), one
+48x48x24 patch each; the table's note gives the number segmented.
 Baselines (--baseline):
   nnunet     the 3d_fullres U-Net nnU-Net v2's default planner picks for a --shape brain at 1 mm
              (for 160x192x160: 6 stages, 32-320 features, 128x128x128 patch), slid over the
@@ -68,7 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", default="160,192,160", help="1-mm field of view X,Y,Z in voxels (default 160,192,160)")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch (default 2)")
-    p.add_argument("--candidates", type=int, default=40, help="candidates segmented in stage 2 (default 40)")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=40,
+        help="screening candidates segmented in stage 2 (default 40); blob candidates come on top",
+    )
     p.add_argument(
         "--baseline",
         choices=BASELINES,
