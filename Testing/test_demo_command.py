@@ -27,6 +27,7 @@ def _demo(out: Path, *args: str) -> int:
 def test_demo_writes_what_it_says_and_a_failed_rerun_leaves_no_earlier_result(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    pytest.importorskip("nilearn")  # the simulator's anatomy
     out = tmp_path / "plkd-demo"
     assert _demo(out, "--n-microbleeds", "4", "--device", "cpu") == 0
     printed = capsys.readouterr().out
