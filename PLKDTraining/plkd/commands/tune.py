@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="choose the screening and segmentation thresholds of each segmenter on validation subjects",
         description=(
             "Predict labelled validation subjects with each segmenter of a bundle, calibrate its candidate "
-            "probabilities on them (Platt scaling: a probability of 0.7 then means about 70 %% of such candidates "
+            "probabilities on them (Platt scaling: a probability of 0.7 then means about 70 % of such candidates "
             "are microbleeds), search the screening and segmentation thresholds for the best pooled F1 "
             "(optionally with at most --max-fp false positives per subject), and write a copy of the bundle in "
             "which every segmenter carries its own calibration and thresholds."
