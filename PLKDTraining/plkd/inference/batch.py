@@ -22,7 +22,7 @@ from tqdm import tqdm
 from plkd import __version__
 from plkd.dicom import load_dicom_series
 from plkd.errors import InputError, OutputError, PLKDError
-from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings
+from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings, separate_echo_notes
 from plkd.inference.modality import decide_modality, projection_reason
 from plkd.inference.model_choice import DISPLAY, ModelChooser, modality_record
 from plkd.inference.outputs import (
@@ -155,6 +155,7 @@ def predict_files(
     named, lines = settle_stems(found.scans, output_dir)
     for line in lines:
         print(f"plkd predict: {line}", file=err)
+    echo_notes = separate_echo_notes(named)
     scans = select_shard(named, shard_t)
     if not scans:
         raise InputError("no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)")
@@ -175,6 +176,7 @@ def predict_files(
         existing=existing,
         save_probability=save_probability,
         save_model_grid=save_model_grid,
+        scan_notes=echo_notes,
         settings={
             **models.settings(),
             **_settings(threshold, student, lr_factor, echo, mask),
@@ -366,6 +368,8 @@ class _Options:
     existing: str | Path | None
     save_probability: bool
     save_model_grid: bool
+    #: A warning for a scan that concerns the run's inputs rather than the image (one echo of several files).
+    scan_notes: dict[Path, str]
     #: What changes a result (recorded in each JSON; a rerun with other values recomputes).
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -417,6 +421,8 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         volume, dicom = _load(scan, opt.echo)
         for warning in orientation_warnings(volume, scan.path.name):
             log.warning(warning)
+        if scan.path in opt.scan_notes:
+            log.warning(opt.scan_notes[scan.path])
         mask_vol = load_label(opt.mask, what="brain mask", allow_empty=False) if opt.mask is not None else None
         model, decision, mismatch = opt.models.choose(scan.series.folder if scan.series else scan.path, dicom)
         if mismatch:

@@ -46,6 +46,8 @@ OTHER_CONTRASTS = frozenset(
 #: Name endings of plkd's own outputs (``NAME_cmb`` itself counts when its JSON lies beside it).
 PREDICTION_SUFFIXES = ("_cmb_prob", "_cmb_modelgrid", "_cmb-final")
 _PHASE = re.compile(r"(^|[_-])(phase|pha|part-phase)$|part-phase", re.I)
+#: BIDS echo entity (``sub-01_echo-2_part-mag_MEGRE``): one echo of a multi-echo GRE stored per file.
+_ECHO = re.compile(r"_echo-(\d+)(?=_)", re.I)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,30 @@ def classify(path: Path) -> str | None:
     if token in OTHER_CONTRASTS:
         return f"other contrast ({stem.rsplit('_', 1)[-1]})"
     return None
+
+
+def separate_echo_notes(scans: Sequence[ScanInput]) -> dict[Path, str]:
+    """A warning for each NIfTI scan that is one echo of a multi-echo GRE stored one file per echo (BIDS
+    ``echo-N``), when the run holds other echoes of it: each is analysed on its own, so the run gives one
+    result per echo (the early ones show microbleeds least), not the combined image ``--echo`` makes of a
+    4-D file."""
+    groups: dict[tuple[Path, str], list[tuple[int, ScanInput]]] = defaultdict(list)
+    for scan in scans:
+        m = _ECHO.search(scan.path.name) if scan.series is None else None
+        if m is not None:
+            groups[(scan.path.parent, _ECHO.sub("", scan.path.name, count=1).lower())].append((int(m.group(1)), scan))
+    notes = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        echoes = ", ".join(str(n) for n, _ in sorted(members, key=lambda m: m[0]))
+        for n, scan in members:
+            notes[scan.path] = (
+                f"{scan.path.name} is echo {n} of a multi-echo GRE stored one echo per file (echoes {echoes} in this "
+                "run): each echo is analysed on its own and gets its own result; for one result per scan give the "
+                "echoes as one 4-D file (--echo rss, last or N) or only the echo to analyse"
+            )
+    return notes
 
 
 def orientation_warnings(volume: Volume, name: str) -> list[str]:
