@@ -176,6 +176,12 @@ def test_unsupported_format_version_is_refused(bundle_dir: Path) -> None:
         # A name that states another factor than the one the segmenter is chosen by (every JSON reports the name).
         (lambda m: m["networks"]["student_x2"].update(lr_factor=3), "'student_x2' is named for LR factor 2 but its"),
         (lambda m: m["networks"]["teacher"].update(lr_factor=1.5), "'teacher' is named for LR factor 1 but its"),
+        # A calibration that would reverse the ranking (the strongest candidates least probable) or mean nothing.
+        (lambda m: m["networks"]["teacher"].update(calibration={"a": -0.5, "b": 1.0}), "slope 'a' must be above 0"),
+        (lambda m: m["networks"]["teacher"].update(calibration={"method": "platt", "a": 0}), "slope 'a' must be"),
+        (lambda m: m["networks"]["teacher"].update(calibration={"a": 1.0, "b": "x"}), "calibration 'b' must be"),
+        (lambda m: m["networks"]["teacher"].update(calibration={"temperature": 0}), "'temperature' must be above 0"),
+        (lambda m: m["networks"]["teacher"].update(calibration=[1, 0]), "'calibration' must be an object"),
         (lambda m: m["networks"]["teacher"].update(file="../teacher.pt"), "plain '.pt' file name"),
         (lambda m: m["networks"]["teacher"].update(sha256="abc"), "sha256"),
         (lambda m: m["networks"]["teacher"]["hparams"].update(conv_mode="4d"), "conv_mode"),

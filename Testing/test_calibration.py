@@ -27,6 +27,23 @@ def test_platt_fit_needs_both_classes():
     assert fit_platt([float("inf"), -float("inf"), 5.0, -5.0], [True, False, True, False])[0] > 0
 
 
+def test_platt_fit_never_reverses_the_ranking():
+    """Candidates whose logits say the opposite of the truth (a poorly trained segmenter) gave a slope a = -5.7:
+    the strongest candidates then got the lowest probabilities and the tuned thresholds kept the weakest."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=200)
+    a, b = fit_platt(z, z < -0.5)
+    assert a > 0
+    probs = [Calibration(a, b)(v) for v in sorted(z)]
+    assert probs == sorted(probs)
+
+
+def test_temperature_scaling_records_are_read():
+    """A per-network {"temperature": T} (shared manifest contract) was read as no calibration at all."""
+    assert Calibration.from_manifest({"temperature": 2.0}) == Calibration(0.5, 0.0)
+    assert Calibration.from_manifest({"method": "platt", "a": 0.2, "b": -1.0}) == Calibration(0.2, -1.0)
+
+
 def test_expected_calibration_error_on_hand_made_values():
     # Bin 0.9-1.0: mean probability 0.95, half are microbleeds -> |0.5 - 0.95| = 0.45, weight 2/4.
     # Bin 0.1-0.2: mean 0.15, none is -> 0.15, weight 2/4. ECE = 0.5·0.45 + 0.5·0.15 = 0.30.

@@ -466,6 +466,28 @@ def validate_manifest(manifest: Any, root: Path | None = None) -> None:
     _require(len(set(factors)) == len(factors), "two segmenters share the same lr_factor")
 
 
+def validate_calibration(record: Any, where: str) -> None:
+    """Refuse a network's ``calibration`` record that would give wrong probabilities without a word.
+
+    Platt ``{"a", "b"}`` needs a finite slope ``a > 0`` (``a <= 0`` turns the ranking over: the strongest
+    candidates get the lowest probabilities and the thresholds keep the weakest) and a finite ``b``; temperature
+    scaling ``{"temperature": T}`` needs a finite ``T > 0``. Other keys (counts, ECE, data) are free.
+    """
+    if record is None:
+        return
+    _require(isinstance(record, dict), f"{where}: 'calibration' must be an object")
+    if "a" not in record and "temperature" in record:
+        t = record["temperature"]
+        _require(_is_number(t) and t > 0, f"{where}: calibration 'temperature' must be above 0")
+        return
+    a, b = record.get("a", 1.0), record.get("b", 0.0)
+    _require(
+        _is_number(a) and a > 0,
+        f"{where}: calibration slope 'a' must be above 0 (found {a!r}: it would reverse the candidates' ranking)",
+    )
+    _require(_is_number(b), f"{where}: calibration 'b' must be a finite number")
+
+
 def _validate_entry(name: str, entry: Any, root: Path | None) -> None:
     where = f"network {name!r}"
     _require(isinstance(entry, dict), f"{where} must be an object")
@@ -492,6 +514,7 @@ def _validate_entry(name: str, entry: Any, root: Path | None) -> None:
         if named is not None:
             factor = 1.0 if named.group(1) == "teacher" else float(named.group(2))
             _require(float(lr) == factor, f"{where} is named for LR factor {factor:g} but its 'lr_factor' is {lr:g}")
+    validate_calibration(entry.get("calibration"), where)
     own = entry.get("thresholds", {})
     _require(
         isinstance(own, dict) and all(k in DEFAULT_THRESHOLDS and _is_number(v) for k, v in own.items()),

@@ -21,6 +21,8 @@ from scipy import optimize
 #: Logits are clipped to this range before fitting: a network's ±60 says "certain", and the
 #: fit must not let a few such values decide the slope.
 LOGIT_CLIP = 30.0
+#: Smallest slope ``a`` of a fit: positive, so that the map is increasing and no ranking changes.
+MIN_SLOPE = 1e-3
 #: Bins of the expected calibration error and the reliability diagram.
 N_BINS = 10
 
@@ -33,7 +35,8 @@ def fit_platt(logits: Sequence[float], positive: Sequence[bool], l2: float = 1e-
     """``(a, b)`` minimising the log loss of ``sigmoid(a·z + b)`` against ``positive`` (0/1).
 
     A small L2 penalty towards the identity (a=1, b=0) keeps the fit finite when the classes are
-    perfectly separated. Non-finite logits are clipped to ±:data:`LOGIT_CLIP`. With fewer than
+    perfectly separated; ``a`` is kept at least :data:`MIN_SLOPE`, so the map never reverses the
+    ranking. Non-finite logits are clipped to ±:data:`LOGIT_CLIP`. With fewer than
     two candidates of either class there is nothing to fit and the identity is returned.
     """
     z = np.clip(np.nan_to_num(np.asarray(logits, dtype=np.float64), nan=-LOGIT_CLIP), -LOGIT_CLIP, LOGIT_CLIP)
@@ -54,7 +57,11 @@ def fit_platt(logits: Sequence[float], positive: Sequence[bool], l2: float = 1e-
         grad = np.array([np.mean(g * z) + 2 * l2 * (a - 1.0), np.mean(g) + 2 * l2 * b])
         return float(np.mean(nll) + reg), grad
 
-    res = optimize.minimize(loss, x0=np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    # The slope stays positive: a higher logit must never mean a lower probability. Unbounded, candidates whose
+    # logits say little (or the opposite) gave a < 0, which turned the ranking over: the thresholds then kept the
+    # weakest candidates and rejected the strongest, and the JSON's probabilities said the reverse of the network.
+    bounds = [(MIN_SLOPE, None), (None, None)]
+    res = optimize.minimize(loss, x0=np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=bounds)
     a, b = (float(v) for v in res.x)
     return a, b
 

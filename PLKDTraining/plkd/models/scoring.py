@@ -84,7 +84,11 @@ class Calibration:
 
     @classmethod
     def from_manifest(cls, entry: dict | None) -> Calibration:
-        """From a network entry's ``calibration`` record (``{"method": "platt", "a", "b"}``); identity if absent."""
+        """From a network entry's ``calibration`` record (``{"method": "platt", "a", "b"}``, or temperature
+        scaling ``{"temperature": T}``, which is ``a = 1/T, b = 0``); identity if absent. The record is checked
+        when the bundle is loaded (:func:`plkd.bundle.validate_calibration`)."""
         if not entry:
             return cls()
+        if "a" not in entry and "temperature" in entry:
+            return cls(1.0 / float(entry["temperature"]), 0.0)
         return cls(float(entry.get("a", 1.0)), float(entry.get("b", 0.0)))
