@@ -362,6 +362,23 @@ def test_a_student_named_for_other_slices_is_said(tmp_path: Path) -> None:
         assert any(w.startswith(says) for w in doc["warnings"]) is warned
 
 
+def test_lr_images_of_plkd_lowres_get_their_student(tmp_path: Path) -> None:
+    """plkd lowres --factor 4 writes LR@4 on the 1 mm grid: the voxels look HR, so plkd predict gave it the HR
+    teacher (JSON: teacher, lr_factor 1) without a word. Its header says LR@4 now, and the x4 student is used."""
+    lr4 = tmp_path / "tiny_LR4.nii.gz"
+    assert main(["lowres", str(CASE), "--factor", "4", "--out", str(lr4), "--progress", "none"]) == 0
+    out = tmp_path / "out"
+    assert _predict(str(lr4), "-o", str(out)) == 0
+    doc = json.loads((out / "tiny_LR4_cmb.json").read_text())
+    assert (doc["student"], doc["lr_factor"]) == ("student_x4", 4.0)
+    assert any(n.startswith("the header marks the image as LR@4 (plkd lowres") for n in doc["notes"])
+    # --lr-factor still decides when given; the HR case itself stays HR.
+    assert _predict(str(lr4), "-o", str(tmp_path / "forced"), "--lr-factor", "1") == 0
+    assert json.loads((tmp_path / "forced" / "tiny_LR4_cmb.json").read_text())["student"] == "teacher"
+    assert _predict(str(CASE), "-o", str(tmp_path / "hr")) == 0
+    assert json.loads((tmp_path / "hr" / "tiny_T2S_cmb.json").read_text())["student"] == "teacher"
+
+
 # ------------------------------------------------------------------ echoes count from 1
 
 

@@ -139,3 +139,9 @@ def test_tune_refuses_thick_slice_subjects_instead_of_thinning_them_again(tmp_pa
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "plkd: error: sub-0001: slices 4 times the model grid's" in err and "\n" not in err
     assert "give the HR validation data" in err and not out.exists()
+    # LR@4 brought back to the HR grid (plkd lowres --factor 4): the voxels look HR, the header says LR@4.
+    lr4 = tmp_path / "val-lr4"
+    assert main(["lowres", "--dataset", str(data), "--factor", "4", "--out", str(lr4), "--progress", "none"]) == 0
+    rc = main(["tune", str(lr4), "--model", str(BUNDLE), "--out", str(out), "--progress", "none"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "slices 4 times the model grid's (1x1x1 mm, LR@4 by its header)" in err and not out.exists()

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -39,6 +41,31 @@ MODES = ("interp", "slab")
 NOISE_KINDS = ("rician", "gaussian")
 #: Percentile of the absolute HR intensities used as the reference for ``noise_std``.
 NOISE_REFERENCE_PERCENTILE = 99.0
+
+
+#: NIfTI ``descrip`` of an LR@k image written on its HR grid by ``plkd lowres --factor K``: its voxels are as
+#: thin as HR ones, so only this says which student it is for (``plkd predict``, ``plkd tune`` read it).
+LR_DESCRIP = "plkd lowres LR@{factor}"
+_LR_DESCRIP_RE = re.compile(r"plkd lowres LR@(\d+)")
+
+
+def mark_lr_factor(header: Any, factor: int) -> Any:
+    """A copy of the NIfTI ``header`` whose ``descrip`` says the image is LR@``factor`` on the HR grid."""
+    marked = header.copy()
+    marked["descrip"] = LR_DESCRIP.format(factor=int(factor)).encode("ascii")
+    return marked
+
+
+def declared_lr_factor(header: Any) -> int | None:
+    """The k of an LR@k image marked by :func:`mark_lr_factor`, or ``None`` (no header, or no such mark)."""
+    if header is None:
+        return None
+    try:
+        text = bytes(np.asarray(header["descrip"]).tobytes()).split(b"\0", 1)[0].decode("ascii", "replace")
+    except (KeyError, ValueError, TypeError):
+        return None
+    m = _LR_DESCRIP_RE.search(text)
+    return int(m.group(1)) if m else None
 
 
 # ----------------------------------------------------------------------------------------------

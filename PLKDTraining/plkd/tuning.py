@@ -43,7 +43,7 @@ from plkd.data.datasets import find_subjects, load_subject
 from plkd.errors import PLKDError
 from plkd.inference.predictor import STUDENT_REACH
 from plkd.inference.preprocess import effective_lr_factor
-from plkd.lowres import simulate_lowres
+from plkd.lowres import declared_lr_factor, simulate_lowres
 from plkd.metrics import evaluate_subject, pool_results
 from plkd.models.scoring import Calibration
 from plkd.progress import Progress
@@ -125,15 +125,18 @@ def collect_cases(
     cases = []
     for subject in subjects:
         image, label, mask = load_subject(subject)
-        own = effective_lr_factor(image.affine, model_spacing)
+        # Thick slices, or LR@k brought back to the HR grid by plkd lowres (its header says so).
+        declared = declared_lr_factor(image.header)
+        own = max(effective_lr_factor(image.affine, model_spacing), float(declared or 1))
         if own > HR_REACH:
             # The LR versions are made here from HR images: a thick-slice subject was taken as HR for the teacher and
             # thinned again for each student (4 mm slices tuned the x4 student on 16 mm), and the thresholds chosen
             # so went into the bundle without a word.
+            grid = "x".join(f"{v:.3g}" for v in image.spacing)
+            said = f", LR@{declared} by its header" if declared else ""
             raise PLKDError(
-                f"{subject.id}: slices {own:.2g} times the model grid's ({'x'.join(f'{v:.3g}' for v in image.spacing)}"
-                " mm); plkd tune makes each student's low-resolution inputs itself from high-resolution subjects: "
-                "give the HR validation data"
+                f"{subject.id}: slices {own:.2g} times the model grid's ({grid} mm{said}); plkd tune makes each "
+                "student's low-resolution inputs itself from high-resolution subjects: give the HR validation data"
             )
         for condition in conditions:
             data = _degrade(image.data, condition, int(round(factor)))

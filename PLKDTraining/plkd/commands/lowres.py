@@ -19,7 +19,15 @@ import numpy as np
 from plkd.atomic import check_output_location, write_json_atomic
 from plkd.data.datasets import SYNTH_FORMAT, Subject, find_subjects, load_subject
 from plkd.errors import InputError, PLKDError
-from plkd.lowres import MODES, NOISE_KINDS, default_slice_axis, simulate_lowres, thick_slab_labels, thick_slab_volume
+from plkd.lowres import (
+    MODES,
+    NOISE_KINDS,
+    default_slice_axis,
+    mark_lr_factor,
+    simulate_lowres,
+    thick_slab_labels,
+    thick_slab_volume,
+)
 from plkd.naming import is_nifti
 from plkd.progress import Progress
 from plkd.volumes import Volume, check_same_grid, load_label, load_volume, save_volume
@@ -123,6 +131,12 @@ def _convert_label(label: Volume, image: Volume, args: argparse.Namespace, *, is
     )
 
 
+def _image_header(image: Volume, args: argparse.Namespace) -> object:
+    """The header of a converted image: LR@k on the HR grid says so in ``descrip`` (its voxels do not show it, and
+    ``plkd predict`` would give it the HR teacher); true thick slices show it in their grid."""
+    return mark_lr_factor(image.header, args.factor) if args.factor is not None else image.header
+
+
 def _save_label(path: Path, vol: Volume) -> None:
     top = float(vol.data.max()) if vol.data.size else 0.0
     dtype = np.uint8 if top <= 255 else np.int32
@@ -150,7 +164,7 @@ def _run_single(args: argparse.Namespace) -> int:
         label = load_label(args.label)
         check_same_grid(image, label, what=f"label {args.label.name}")
     out = _convert_image(image, args, np.random.default_rng(args.seed))
-    save_volume(args.out, out.data, out.affine, dtype=np.float32, header=image.header)
+    save_volume(args.out, out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
     _say(args, f"wrote {args.out} ({_describe(out)})")
     if label is not None:
         lab = _convert_label(label, image, args)
@@ -288,7 +302,11 @@ def _run_dataset(args: argparse.Namespace) -> int:
         rng = np.random.default_rng([args.seed, index])  # per subject: same output whatever the order
         out = _convert_image(image, args, rng)
         save_volume(
-            args.out / _relative(subject.image, root), out.data, out.affine, dtype=np.float32, header=image.header
+            args.out / _relative(subject.image, root),
+            out.data,
+            out.affine,
+            dtype=np.float32,
+            header=_image_header(image, args),
         )
         for vol, path, is_mask in ((label, subject.label, False), (mask, subject.mask, True)):
             if vol is not None and path is not None:

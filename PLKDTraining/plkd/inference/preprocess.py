@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
+from plkd.lowres import declared_lr_factor
 from plkd.normalise import normalise_intensity
 from plkd.resample import grid_with_spacing, resample_array
 from plkd.volumes import Volume, anisotropy_ratio, slice_axis, spacing_from_affine
@@ -114,6 +115,15 @@ def prepare(
     notes: list[str] = []
     affine = np.asarray(volume.affine, dtype=np.float64)
     lr_factor = effective_lr_factor(affine, model_spacing)
+    declared = declared_lr_factor(volume.header)
+    if declared is not None and declared > lr_factor:
+        # LR@k brought back to the HR grid (plkd lowres --factor k): its voxels look HR, its content is not.
+        notes.append(
+            f"the header marks the image as LR@{declared} (plkd lowres: {declared}-times thicker slices brought back "
+            f"to this grid): its LR factor is {declared} for the choice of segmenter unless --lr-factor or --student "
+            "says otherwise"
+        )
+        lr_factor = float(declared)
 
     points_vox = None
     if extra_points_ras is not None:
