@@ -50,22 +50,29 @@ _LR_DESCRIP_RE = re.compile(r"plkd lowres LR@(\d+)")
 
 
 def mark_lr_factor(header: Any, factor: int) -> Any:
-    """A copy of the NIfTI ``header`` whose ``descrip`` says the image is LR@``factor`` on the HR grid."""
+    """A copy of the NIfTI ``header`` whose ``descrip`` says the image is LR@``factor`` on the HR grid.
+
+    The earlier description follows the mark (cut to the field's 80 bytes): scanners' sequence names there
+    (``swi3d1r``) still tell ``plkd predict --modality auto`` the contrast."""
     marked = header.copy()
-    marked["descrip"] = LR_DESCRIP.format(factor=int(factor)).encode("ascii")
+    earlier = _LR_DESCRIP_RE.sub("", _descrip(header)).strip("; ")
+    text = LR_DESCRIP.format(factor=int(factor)) + (f"; {earlier}" if earlier else "")
+    marked["descrip"] = text.encode("ascii", "replace")[:80]
     return marked
 
 
 def declared_lr_factor(header: Any) -> int | None:
     """The k of an LR@k image marked by :func:`mark_lr_factor`, or ``None`` (no header, or no such mark)."""
-    if header is None:
-        return None
-    try:
-        text = bytes(np.asarray(header["descrip"]).tobytes()).split(b"\0", 1)[0].decode("ascii", "replace")
-    except (KeyError, ValueError, TypeError):
-        return None
-    m = _LR_DESCRIP_RE.search(text)
+    m = _LR_DESCRIP_RE.search(_descrip(header)) if header is not None else None
     return int(m.group(1)) if m else None
+
+
+def _descrip(header: Any) -> str:
+    try:
+        raw = np.asarray(header["descrip"]).tobytes()
+    except (KeyError, ValueError, TypeError):
+        return ""
+    return raw.split(b"\0", 1)[0].decode("ascii", "replace")
 
 
 # ----------------------------------------------------------------------------------------------
