@@ -213,8 +213,11 @@ def test_not_a_bundle(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="no manifest.json"):
         load_bundle(tmp_path / "empty")
     (tmp_path / "text.zip").write_text("hello")
-    with pytest.raises(BundleError, match="neither a bundle folder nor a .zip"):
+    with pytest.raises(BundleError, match="cannot be read as a .zip archive \\(truncated or damaged"):
         load_bundle(tmp_path / "text.zip")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(BundleError, match="neither a bundle folder nor a .zip"):
+        load_bundle(tmp_path / "notes.txt")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="cannot read manifest.json"):

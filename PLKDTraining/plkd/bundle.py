@@ -378,6 +378,8 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise
         base = tmpdir
+    elif path.suffix.lower() == ".zip":
+        raise BundleError(f"{path} cannot be read as a .zip archive (truncated or damaged: copy or download it again)")
     else:
         raise BundleError(f"{path} is neither a bundle folder nor a .zip archive")
     try:
