@@ -68,10 +68,13 @@ def test_a_scan_of_the_same_name_never_replaces_another_scans_result(
     err = capsys.readouterr().err
     assert "is written as ses-2_T2S_cmb.*: T2S_cmb.* in" in err and "input changed" not in err
     assert _inputs(out) == {"T2S_cmb.json": "ses-1", "ses-2_T2S_cmb.json": "ses-2"}
-    # Both together afterwards: each keeps its name and is reused.
+    # Both together afterwards: the run tells ses-1 apart from ses-2 now, so its result takes the more specific
+    # name (moved, not computed again: plkd evaluate pairs sub-01_... by subject), and both are reused.
     assert _predict(str(tmp_path / "in"), "-o", str(out)) == 0
-    assert "0 done, 2 skipped" in capsys.readouterr().err
-    assert _inputs(out) == {"T2S_cmb.json": "ses-1", "ses-2_T2S_cmb.json": "ses-2"}
+    err = capsys.readouterr().err
+    assert "renamed T2S_cmb.* to ses-1_T2S_cmb.*" in err and "0 done, 2 skipped" in err
+    assert _inputs(out) == {"ses-1_T2S_cmb.json": "ses-1", "ses-2_T2S_cmb.json": "ses-2"}
+    assert sorted(p.name for p in out.glob("*_cmb.nii.gz")) == ["ses-1_T2S_cmb.nii.gz", "ses-2_T2S_cmb.nii.gz"]
 
 
 def test_outputs_of_an_input_that_is_gone_do_not_hold_the_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -94,6 +97,7 @@ def test_results_of_one_input_under_several_names_are_named(tmp_path: Path) -> N
     out.mkdir()
     for name in ("T2S", "ses-1_T2S"):  # as plkd versions that named by the run alone left them
         (out / f"{name}_cmb.json").write_text(json.dumps({"input": str(ses1), "candidates": []}))
-    scans, lines = settle_stems([ScanInput(ses1, "T2S")], out)
-    assert [s.stem for s in scans] == ["T2S"]
-    assert len(lines) == 1 and "ses-1_T2S_cmb.*" in lines[0] and "plkd evaluate would score each" in lines[0]
+    settled = settle_stems([ScanInput(ses1, "T2S")], out)
+    assert [s.stem for s in settled.scans] == ["T2S"] and not settled.renames
+    (line,) = settled.lines
+    assert "ses-1_T2S_cmb.*" in line and "plkd evaluate would score each" in line

@@ -32,6 +32,7 @@ from plkd.inference.outputs import (
     output_paths,
     read_record,
     remove_outputs,
+    rename_outputs,
     result_record,
     reuse_problem,
     write_prediction,
@@ -152,11 +153,22 @@ def predict_files(
     _report_ignored(found.ignored_summary(), found.skipped, err)
     # Named with the folder's earlier outputs in view, so a rerun of part of the inputs writes each scan under
     # the name its result already has (not a second result beside it) and never over another scan's result.
-    named, lines = settle_stems(found.scans, output_dir)
-    for line in lines:
+    settled = settle_stems(found.scans, output_dir)
+    for line in settled.lines:
         print(f"plkd predict: {line}", file=err)
-    echo_notes = separate_echo_notes(named)
-    scans = select_shard(named, shard_t)
+    echo_notes = separate_echo_notes(settled.scans)
+    scans = select_shard(settled.scans, shard_t)
+    mine = {id(scan) for scan in scans}
+    for scan, old in settled.renames:
+        if id(scan) in mine:  # each shard renames its own scans' outputs
+            moved = rename_outputs(
+                output_paths(scan.path, output_dir, old), output_paths(scan.path, output_dir, scan.stem)
+            )
+            if moved:
+                print(
+                    f"plkd predict: renamed {old}_cmb.* to {scan.stem}_cmb.* (the run holds another scan named {old})",
+                    file=err,
+                )
     if not scans:
         raise InputError("no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)")
     if mask is not None and len(scans) > 1:

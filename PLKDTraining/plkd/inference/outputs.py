@@ -108,6 +108,20 @@ def remove_outputs(paths: OutputPaths) -> list[Path]:
     return removed
 
 
+def rename_outputs(old: OutputPaths, new: OutputPaths) -> list[Path]:
+    """Move the outputs of one input to another name (the JSON last, as it is written last: an interrupted move
+    leaves a label map without its JSON, which a rerun recomputes); returns the new paths."""
+    moved = []
+    for a, b in ((old.label, new.label), (old.probability, new.probability), (old.model_grid, new.model_grid)):
+        if a.exists():
+            a.replace(b)
+            moved.append(b)
+    if old.json.exists():
+        old.json.replace(new.json)
+        moved.append(new.json)
+    return moved
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
     """The prediction JSON at ``path``, or ``None`` when it cannot be read."""
     try:

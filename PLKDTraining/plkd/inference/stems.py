@@ -20,6 +20,7 @@ name: the usual rerun rules (same bytes and settings: reused; else recomputed) a
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,51 +67,69 @@ def folder_names(output_dir: str | Path) -> dict[str, Identity | None]:
     return names
 
 
-def settle_stems(scans: list[ScanInput], output_dir: str | Path) -> tuple[list[ScanInput], list[str]]:
-    """The scans with names that keep to their inputs across runs into ``output_dir``, and lines for the user.
+@dataclass
+class Settled:
+    """Names settled by :func:`settle_stems`: the scans, lines for the user, and earlier outputs to rename."""
+
+    scans: list[ScanInput]
+    lines: list[str] = field(default_factory=list)
+    #: ``(scan, earlier name)``: the scan's outputs in the folder are to be renamed to its (more specific) name.
+    renames: list[tuple[ScanInput, str]] = field(default_factory=list)
+
+
+def settle_stems(scans: list[ScanInput], output_dir: str | Path) -> Settled:
+    """Names for ``scans`` that keep to their inputs across runs into ``output_dir``.
 
     ``scans`` carry the names of :func:`plkd.inference.inputs.assign_stems` (unique in the run). A scan
-    whose input has outputs in the folder takes their name; a name held in the folder by another input
-    that still exists gets parent folders in front until it is free (a line says so). Other lines name inputs
-    that have outputs under several names (from plkd versions that named by the run alone), which ``plkd evaluate``
-    would each score. Raises :class:`InputError` when no free name can be made.
+    whose input has outputs in the folder keeps their name, unless the run now tells it apart from another
+    scan of that name (``T2S`` earlier, ``sub-01_T2S`` in a run that also holds ``sub-02/T2S``): then those
+    outputs are to be renamed (``renames``), so the name is the more specific one and no second result of the
+    scan is made. A name held in the folder by another input that still exists gets parent folders in front
+    until it is free (a line says so). Other lines name inputs that have outputs under several names (from plkd
+    versions that named by the run alone), which ``plkd evaluate`` would each score. Raises
+    :class:`InputError` when no free name can be made.
     """
     existing = folder_names(output_dir)
     by_identity: dict[Identity, list[str]] = {}
     for name, ident in existing.items():
         if ident is not None:
             by_identity.setdefault(ident, []).append(name)
-    warnings = []
+    owners = {name.lower(): ident for name, ident in existing.items() if _held_by_another(ident)}
+    settled = Settled([])
     wanted: list[str | None] = []
+    earlier: list[str | None] = []
     for scan in scans:
         kept = by_identity.get(scan_identity(scan), [])
-        if not kept:
-            wanted.append(None)
-            continue
-        name = scan.stem if scan.stem in kept else kept[0]
+        name, old = (None, None) if not kept else (scan.stem, None) if scan.stem in kept else (kept[0], kept[0])
+        if old is not None and scan.stem.lower().endswith("_" + old.lower()):
+            owner = owners.get(scan.stem.lower())
+            if owner is None or owner == scan_identity(scan):
+                name = scan.stem  # more specific now: the earlier outputs take this name
         wanted.append(name)
+        earlier.append(old if name != old else None)
         if len(kept) > 1:
             others = ", ".join(f"{n}_cmb.*" for n in kept if n != name)
-            warnings.append(
-                f"{Path(output_dir) / (name + '_cmb.json')} and {others} are all results of {scan.display} "
+            settled.lines.append(
+                f"{Path(output_dir) / (str(name) + '_cmb.json')} and {others} are all results of {scan.display} "
                 "(earlier runs named it otherwise); plkd evaluate would score each: remove the ones not wanted"
             )
     used = {n.lower() for n in wanted if n is not None}
-    owners = {name.lower(): ident for name, ident in existing.items() if _held_by_another(ident)}
     held = set(owners)
-    result = []
-    for scan, name in zip(scans, wanted, strict=True):
+    for scan, name, old in zip(scans, wanted, earlier, strict=True):
         if name is None:
             name = _free_name(scan, held | used)
             used.add(name.lower())
             if name != scan.stem:
                 owner = owners.get(scan.stem.lower())
-                warnings.append(
+                settled.lines.append(
                     f"{scan.display} is written as {name}_cmb.*: {scan.stem}_cmb.* in {output_dir} is the result of "
                     f"{owner[0] if owner else 'another input'}"
                 )
-        result.append(ScanInput(scan.path, name, scan.series))
-    return result, warnings
+        named = ScanInput(scan.path, name, scan.series)
+        settled.scans.append(named)
+        if old is not None:
+            settled.renames.append((named, old))
+    return settled
 
 
 def _held_by_another(ident: Identity | None) -> bool:
