@@ -29,7 +29,8 @@ with its header geometry: qform, sform, codes and pixdim unchanged) and OUT/NAME
 candidate, the settings used, the input's sha256), then OUT/plkd_summary.csv (one row per scan).
 NAME is the file name (the folder name for DICOM); scans sharing a name get the parent folders
 that tell them apart in front (sub-01/anat/T2S.nii -> sub-01_T2S); a scan keeps the name its outputs
-already have in DIR, and a name held there by another scan's result is not taken over.
+already have in DIR (they are renamed when the run puts parent folders in front of it), and a name held
+there by another scan's result is not taken over.
 A scan whose outputs were made from the same input with the same settings is skipped (said on
 stderr); a changed input, other settings or an unreadable output is recomputed; --overwrite
 recomputes all. A scan that cannot be used is reported in one line and the others continue; the
