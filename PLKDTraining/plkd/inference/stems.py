@@ -9,7 +9,8 @@ replaced sub-01's result with sub-02's ("the input changed").
 
 So the folder's earlier outputs (each ``NAME_cmb.json`` records its input) take part in the naming:
 
-- a scan whose input already has outputs in the folder keeps their name;
+- a scan whose input already has outputs in the folder keeps their name, unless the run now puts parent
+  folders in front of that name (it holds another scan of it): then those outputs are renamed to it;
 - a name whose outputs belong to another input that still exists is not given to this scan: its parent
   folders go in front, one more at a time, until the name is free.
 
@@ -19,7 +20,6 @@ name: the usual rerun rules (same bytes and settings: reused; else recomputed) a
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,6 @@ from plkd.errors import InputError
 from plkd.inference.inputs import ScanInput
 from plkd.inference.outputs import read_record
 from plkd.naming import strip_nifti_suffix
-
-log = logging.getLogger(__name__)
 
 #: (input file or DICOM series folder, resolved; the series UID or ``None``) — one scan.
 Identity = tuple[Path, str | None]
