@@ -330,3 +330,20 @@ def test_cv_variants_share_stages(tmp_path):
     table = (out / "summary.md").read_text()
     assert all(f"| {v} |" in table for v in variants.split(",")) and "not tuned" in table
     assert (out / "variants.png").stat().st_size > 5000
+
+
+def test_thick_slice_training_subjects_are_said_in_the_log_and_run_json(tmp_path, caplog):
+    # Thick-slice (or plkd lowres LR@k) subjects were trained on as HR images without a word: the teacher learnt
+    # interpolated slices and the students' LR inputs were made from them again.
+    data = write_toy_dataset(tmp_path / "hr", n_subjects=2, seed=5)
+    cfg = load_config("tiny")
+    assert load_training_data(data, cfg).notes == ()
+    thick = tmp_path / "thick"
+    assert (
+        main(["lowres", "--dataset", str(data), "--thickness-mm", "4", "--out", str(thick), "--progress", "none"]) == 0
+    )
+    with caplog.at_level("WARNING"):
+        loaded = load_training_data(thick, cfg)
+    assert len(loaded.notes) == 1 and "2 of 2 training subjects have slices more than 1.4 times" in loaded.notes[0]
+    assert "sub-0001 (4)" in loaded.notes[0] and loaded.summary()["notes"] == list(loaded.notes)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == list(loaded.notes)

@@ -13,6 +13,7 @@ import numpy as np
 
 from plkd.data.datasets import Subject, find_subjects
 from plkd.errors import InputError
+from plkd.inference.predictor import STUDENT_REACH
 from plkd.training.sampling import PatchSampler, SubjectArrays, load_subjects
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class TrainingData:
     val_sampler: PatchSampler | None
     #: Layout of the data set folder (``synth``, ``valdo``, ``folder`` or ``mixed``).
     layout: str = "other"
+    #: Caveats about the data, also in ``run.json``.
+    notes: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """What a bundle records about its training data."""
@@ -42,6 +45,7 @@ class TrainingData:
             "train_ids": [s.id for s in self.train],
             "val_ids": [s.id for s in self.val],
             "layout": self.layout,
+            "notes": list(self.notes),
         }
 
 
@@ -87,6 +91,9 @@ def load_training_data(
     if val and any(len(s.positives) for s in val):
         val_sampler = PatchSampler(val, cfg)
     log.info("training on %d subject(s), validating on %d", len(train), len(val))
+    notes = _thick_slice_notes(train)
+    for note in notes:
+        log.warning("%s", note)
     return TrainingData(
         root=Path(root),
         modality=resolve_modality(cfg, labelled),
@@ -95,6 +102,22 @@ def load_training_data(
         sampler=PatchSampler(train, cfg),
         val_sampler=val_sampler,
         layout=_layout(labelled),
+        notes=notes,
+    )
+
+
+def _thick_slice_notes(subjects: Sequence[SubjectArrays]) -> tuple[str, ...]:
+    """A caveat when training subjects are not high-resolution: every stage takes them as HR images interpolated to
+    the model grid, and the students' low-resolution inputs are made from them again (4 mm slices train the x4
+    student on 16 mm). Accepted, since VALDO-like sets mix HR and thick-slice subjects."""
+    thick = [s for s in subjects if s.lr_factor > STUDENT_REACH]
+    if not thick:
+        return ()
+    examples = ", ".join(f"{s.id} ({s.lr_factor:.2g})" for s in thick[:3]) + (", ..." if len(thick) > 3 else "")
+    return (
+        f"{len(thick)} of {len(subjects)} training subjects have slices more than {STUDENT_REACH:.2g} times the model "
+        f"grid's ({examples}): the teacher learns them as high-resolution images, and the students' low-resolution "
+        "inputs are made from them again; train on high-resolution data where you can",
     )
 
 

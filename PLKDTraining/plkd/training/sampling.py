@@ -49,7 +49,8 @@ from scipy import ndimage
 
 from plkd.data.datasets import Subject, load_subject
 from plkd.errors import InputError
-from plkd.lowres import simulate_lowres
+from plkd.inference.preprocess import effective_lr_factor
+from plkd.lowres import declared_lr_factor, simulate_lowres
 from plkd.models.screening import central_box
 from plkd.normalise import normalise_intensity
 from plkd.resample import resample_to_spacing
@@ -75,6 +76,8 @@ class SubjectArrays:
     mimic_kinds: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<U32"))
     dark_spots: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
     brain_voxels: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    #: Slice thickness of the image as given, in model-grid voxels (an LR@k image of ``plkd lowres``: at least k).
+    lr_factor: float = 1.0
 
     @property
     def hard_negatives(self) -> np.ndarray:
@@ -160,6 +163,10 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
     """Load, bring to the model grid, normalise and index one subject for sampling."""
     image, label, mask = load_subject(subject)
     spacing = cfg["data"]["spacing_mm"]
+    lr_factor = max(
+        effective_lr_factor(image.affine, np.asarray(spacing, dtype=np.float64)),
+        declared_lr_factor(image.header) or 1.0,
+    )
     image = _to_grid(image, spacing, order=3)
     mask_arr = (_to_grid(mask, spacing, order=0).data > 0) if mask is not None else image.data != 0
     if not mask_arr.any():
@@ -195,6 +202,7 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
         mimic_kinds=kinds[keep],
         dark_spots=drop_near(spots, positives, sp, smp["exclusion_mm"]),
         brain_voxels=np.argwhere(mask_arr)[:: max(1, int(mask_arr.sum()) // 200_000)].astype(np.int64),
+        lr_factor=float(lr_factor),
     )
 
 
