@@ -51,6 +51,7 @@ from plkd.data.datasets import Subject, load_subject
 from plkd.errors import InputError
 from plkd.inference.preprocess import effective_lr_factor
 from plkd.lowres import declared_lr_factor, simulate_lowres
+from plkd.metrics.components import binarise_reference
 from plkd.models.screening import central_box
 from plkd.normalise import normalise_intensity
 from plkd.resample import resample_to_spacing
@@ -171,8 +172,10 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
     mask_arr = (_to_grid(mask, spacing, order=0).data > 0) if mask is not None else image.data != 0
     if not mask_arr.any():
         mask_arr = np.ones(image.shape, dtype=bool)
+    # Rounded to the label values, as plkd evaluate reads a reference: a float label's rounding noise (1e-6 on
+    # the background after a resampling) read as > 0 made the whole field of view one microbleed.
     label_arr = (
-        (_to_grid(label, spacing, order=0).data > 0).astype(np.uint8)
+        binarise_reference(_to_grid(label, spacing, order=0).data).astype(np.uint8)
         if label is not None
         else np.zeros(image.shape, dtype=np.uint8)
     )

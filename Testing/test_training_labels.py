@@ -1,0 +1,61 @@
+"""Training sees the microbleeds where the researcher's label map puts them, whatever the map's form.
+
+Each test writes a small image/label pair (plain folder layout) with nibabel and checks the positive
+patch centres and label voxels that :func:`plkd.training.sampling.prepare_subject` makes of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from plkd.data.datasets import find_subjects
+from plkd.training.config import load_config
+from plkd.training.sampling import prepare_subject
+
+
+def _write(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def _brain(spacing: tuple[float, float, float], centres_mm: np.ndarray, radius_mm: float, seed: int = 0):
+    """A 40 mm noise brain on a grid of ``spacing`` with dark balls at ``centres_mm`` (world = voxel * spacing)."""
+    shape = tuple(int(round(40 / s)) for s in spacing)
+    grid = np.stack(np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing, strict=True)), indexing="ij"), -1)
+    image = (100 + 5 * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
+    label = np.zeros(shape, np.uint8)
+    for c in centres_mm:
+        d = ((grid - c) ** 2).sum(-1)
+        ball = d <= radius_mm**2
+        ball |= d == d.min()  # at least the voxel nearest the centre
+        image[ball] = 30
+        label[ball] = 1
+    return image, label, np.diag([*spacing, 1.0])
+
+
+CENTRES = np.array([[12.0, 14.0, 11.0], [21.0, 21.0, 20.0], [27.0, 12.0, 26.0]])
+
+
+def _prepared(root: Path, image: np.ndarray, label: np.ndarray, affine: np.ndarray):
+    _write(root / "case.nii.gz", image, affine)
+    _write(root / "case_label.nii.gz", label, affine)
+    (subject,) = find_subjects(root)
+    return prepare_subject(subject, load_config("tiny", []), 0)
+
+
+def _world(prepared, voxels: np.ndarray) -> np.ndarray:
+    return voxels @ prepared.affine[:3, :3].T + prepared.affine[:3, 3]
+
+
+def test_a_float_label_with_rounding_noise_keeps_its_microbleeds(tmp_path: Path) -> None:
+    image, label, affine = _brain((1.0, 1.0, 1.0), CENTRES, 1.6)
+    noisy = label.astype(np.float32) + np.float32(1e-6)  # a float label after a resampling or scaling
+    s = _prepared(tmp_path, image, noisy, affine)
+    assert len(s.positives) == 3  # was 1: the whole field of view
+    assert int(s.label.sum()) == int(label.sum())
+    found = _world(s, s.positives)
+    assert np.abs(found[:, None, :] - CENTRES[None]).sum(-1).min(axis=1).max() <= 1.5
