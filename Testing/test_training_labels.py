@@ -59,3 +59,18 @@ def test_a_float_label_with_rounding_noise_keeps_its_microbleeds(tmp_path: Path)
     assert int(s.label.sum()) == int(label.sum())
     found = _world(s, s.positives)
     assert np.abs(found[:, None, :] - CENTRES[None]).sum(-1).min(axis=1).max() <= 1.5
+
+
+@pytest.mark.parametrize("spacing", [(0.5, 0.5, 0.5), (0.6, 0.6, 2.0)])
+def test_microbleeds_smaller_than_a_model_voxel_survive_the_resampling(tmp_path: Path, spacing) -> None:
+    # Eight microbleeds of 1.2 mm, 8 mm apart, off the voxel centres of both grids.
+    centres = np.array([[x, y, z] for x in (12.3, 20.3) for y in (12.6, 20.6) for z in (12.2, 28.2)])
+    image, label, affine = _brain(spacing, centres, 0.6)
+    s = _prepared(tmp_path, image, label, affine)
+    assert s.image.shape == (40, 40, 40)
+    # One positive per microbleed of the label (nearest-neighbour resampling kept 6 of 8 at 0.5 mm) ...
+    assert len(s.positives) == len(centres)
+    # ... each on a label voxel of the model grid, within a voxel of where the label puts it.
+    assert all(s.label[tuple(p)] for p in s.positives)
+    found = _world(s, s.positives)
+    assert np.linalg.norm(found[:, None, :] - centres[None], axis=2).min(axis=0).max() <= 1.5
