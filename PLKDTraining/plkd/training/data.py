@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -46,7 +48,17 @@ class TrainingData:
             "val_ids": [s.id for s in self.val],
             "layout": self.layout,
             "notes": list(self.notes),
+            "data_sha256": self.digest(),
         }
+
+    def digest(self) -> str:
+        """sha256 of what the networks learn from: each subject's id, split, model-grid shape and microbleed
+        centres (a relabelled subject or one on another grid changes it; a moved data folder does not)."""
+        h = hashlib.sha256()
+        for split, subjects in (("train", self.train), ("val", self.val)):
+            for s in subjects:
+                h.update(json.dumps([split, s.id, list(s.image.shape), s.positives.tolist()]).encode())
+        return h.hexdigest()
 
 
 def resolve_modality(cfg: dict[str, Any], subjects: Sequence[Subject]) -> str:

@@ -7,6 +7,7 @@ set, modality, subject ids, seed) that ``plkd export`` records in the bundle.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -17,10 +18,10 @@ import torch
 import yaml
 
 from plkd.atomic import write_json_atomic
-from plkd.errors import ConfigError, PLKDError
+from plkd.errors import ConfigError, InputError, PLKDError
 from plkd.inference.device import resolve_device
 from plkd.progress import Progress
-from plkd.training.checkpoint import FINAL_NAME, load_weights
+from plkd.training.checkpoint import CHECKPOINT_NAME, DONE_NAME, FINAL_NAME, load_weights
 from plkd.training.config import default_config, merge, save_config
 from plkd.training.data import TrainingData, load_training_data
 from plkd.training.distributed import DistInfo, init_distributed, rank_device
@@ -110,6 +111,7 @@ def train(
         log.info("%s: every requested stage has finished; nothing to do", run)
         return {"skipped": True}
     data = load_training_data(data_root, cfg, subject_ids)
+    _check_same_data(run, data)
     if ctx.dist.is_main:
         write_json_atomic(run / "run.json", {**data.summary(), "seed": int(cfg["seed"])})
     out: dict[str, Any] = {}
@@ -122,6 +124,57 @@ def train(
     if what in ("students", "all"):
         out["students"] = train_students(run, cfg, data, ctx, Path(teacher_dir) if teacher_dir else None)
     return out
+
+
+def _started_stages(run: Path) -> list[str]:
+    """Stage folders of ``run`` that have trained at least one checkpoint or finished."""
+    found = []
+    for folder in sorted([run / "screening", run / "teacher", *run.glob("students*/*")]):
+        if (folder / CHECKPOINT_NAME).is_file() or (folder / DONE_NAME).is_file():
+            found.append(str(folder.relative_to(run)))
+    return found
+
+
+def _check_same_data(run: Path, data: TrainingData) -> None:
+    """Refuse to continue a run on other training data than its started stages learnt from.
+
+    ``run.json`` describes one data set for the whole run and ``plkd export`` records it in the bundle;
+    continuing with another ``--data`` (or a data folder whose subjects or labels changed) trained the
+    remaining stages on it and rewrote ``run.json``, so the bundle named data its first stages never saw.
+    A data folder moved elsewhere with the same content is accepted.
+    """
+    path = run / "run.json"
+    started = _started_stages(run)
+    if not started or not path.is_file():
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    new = data.summary()
+    old_ids = {*old.get("train_ids", []), *old.get("val_ids", [])}
+    new_ids = {*new["train_ids"], *new["val_ids"]}
+    if old_ids != new_ids:
+        gone, added = sorted(old_ids - new_ids), sorted(new_ids - old_ids)
+        diff = ", ".join(
+            part
+            for part in (
+                f"{len(gone)} subject(s) missing, e.g. {gone[0]}" if gone else "",
+                f"{len(added)} new, e.g. {added[0]}" if added else "",
+            )
+            if part
+        )
+        what = f"other subjects ({diff})"
+    elif old.get("train_ids") != new["train_ids"]:
+        what = "another validation split (data.val_fraction or the seed changed)"
+    elif old.get("data_sha256") not in (None, new["data_sha256"]):
+        what = "the same subjects with other labels or images on another grid"
+    elif old.get("modality") not in (None, new["modality"]):
+        what = f"modality {new['modality']} (the run was started with {old['modality']})"
+    else:
+        return
+    raise InputError(
+        f"{run} was trained on {old.get('data')} ({', '.join(started)} started); --data {data.root} now gives {what}: "
+        "the bundle would name data its first stages never saw; train into a new --out folder, "
+        "or remove the run to start again"
+    )
 
 
 def _all_done(what: str, run: Path, cfg: dict[str, Any], with_teacher: bool) -> bool:
@@ -142,8 +195,6 @@ def _mine(data: TrainingData, cfg: dict[str, Any], ctx: TrainContext, screening_
     limit = int(cfg["sampling"]["screening_candidates"])
     if getattr(data, "_mined", False) or limit <= 0 or not is_done(screening_dir):
         return
-    import json
-
     from plkd.models import build_network
 
     network = json.loads((screening_dir / "done.json").read_text(encoding="utf-8"))["network"]

@@ -1,0 +1,61 @@
+"""A run continued on other training data is refused: run.json (and so the exported bundle) describes one
+data set for the whole run, and the stages already trained never saw the new one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from training_toydata import write_toy_dataset
+
+from plkd.cli import main
+
+TINY = ["--config", "tiny", "--progress", "none"]
+
+
+def _train(stage: str, data: Path, run: Path) -> int:
+    return main(["train", stage, "--data", str(data), "--out", str(run), *TINY])
+
+
+@pytest.fixture()
+def started(tmp_path: Path) -> tuple[Path, Path]:
+    data = write_toy_dataset(tmp_path / "data", n_subjects=3)
+    run = tmp_path / "run"
+    assert _train("screening", data, run) == 0
+    return data, run
+
+
+def test_other_subjects_on_resume_are_refused(started, tmp_path: Path, capsys) -> None:
+    data, run = started
+    other = write_toy_dataset(tmp_path / "other", n_subjects=2, seed=7)
+    before = (run / "run.json").read_text(encoding="utf-8")
+    assert _train("teacher", other, run) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("plkd: error:")
+    assert "screening started" in err[0] and "sub-0003" in err[0]
+    assert not (run / "teacher").exists()
+    assert (run / "run.json").read_text(encoding="utf-8") == before  # still names the data screening learnt
+
+
+def test_a_relabelled_subject_on_resume_is_refused(started, capsys) -> None:
+    data, run = started
+    path = data / "sub-0002" / "sub-0002_space-T2S_CMB.nii.gz"
+    img = nib.load(path)
+    label = np.asarray(img.dataobj)
+    label[:, :, : label.shape[2] // 2] = 0  # the researcher corrected the label: half its microbleeds gone
+    nib.save(nib.Nifti1Image(label, img.affine), str(path))
+    assert _train("teacher", data, run) == 2
+    assert "other labels" in capsys.readouterr().err
+
+
+def test_the_same_data_moved_elsewhere_resumes(started, tmp_path: Path) -> None:
+    data, run = started
+    moved = tmp_path / "moved"
+    shutil.move(str(data), str(moved))
+    assert _train("teacher", moved, run) == 0
+    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert info["data"] == str(moved) and info["n_train_subjects"] == 3
