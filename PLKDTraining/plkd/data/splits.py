@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,25 @@ from plkd.atomic import write_json_atomic
 from plkd.errors import ConfigError, InputError
 
 Fold = tuple[list[str], list[str]]
+
+#: A case named for a BIDS subject and more (``sub-01_ses-2``, ``sub-01_run-1_T2S``): its subject is ``sub-01``.
+_BIDS_SUBJECT = re.compile(r"^(sub-[A-Za-z0-9]+)_")
+
+
+def session_groups(subject_ids: Iterable[str]) -> dict[str, str]:
+    """``{case id: BIDS subject}`` for the cases that share a subject with another case.
+
+    Plain-folder and nnU-Net data sets name a case by its file (``sub-01_ses-1``, ``sub-01_ses-2``): two
+    scans of one patient, which a split by case put on both sides (the patient's other session in the
+    training set of the fold that tests it). Pass the result as ``groups`` to keep them together;
+    cases alone under their subject are left out, so data sets without sessions split as before.
+    """
+    by_subject: dict[str, list[str]] = {}
+    for sid in subject_ids:
+        m = _BIDS_SUBJECT.match(str(sid))
+        if m:
+            by_subject.setdefault(m[1], []).append(str(sid))
+    return {sid: subject for subject, ids in by_subject.items() if len(set(ids)) > 1 for sid in ids}
 
 
 def kfold_split(

@@ -42,7 +42,7 @@ import numpy as np
 from plkd.atomic import write_json_atomic, write_text_atomic
 from plkd.bundle import MANIFEST
 from plkd.data.datasets import find_subjects, load_subject
-from plkd.data.splits import kfold_split
+from plkd.data.splits import kfold_split, session_groups
 from plkd.errors import PLKDError
 from plkd.lowres import simulate_lowres
 from plkd.training.config import Config, set_value
@@ -134,7 +134,8 @@ def run_cv(
     ids = [s.id for s in find_subjects(root) if s.label is not None]
     if len(ids) < k:
         raise PLKDError(f"{k} folds need at least {k} labelled subjects; {root} has {len(ids)}")
-    splits = kfold_split(ids, k=k, seed=int(cfg["seed"]))
+    # Sessions of one patient (sub-01_ses-1, sub-01_ses-2 in a plain folder) stay in one fold.
+    splits = kfold_split(ids, k=k, seed=int(cfg["seed"]), groups=session_groups(ids))
     table = cfg["cv"]["variants"]
     unknown = [v for v in variants or [] if v not in table]
     if unknown:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from plkd.data.datasets import Subject, find_subjects
+from plkd.data.splits import session_groups
 from plkd.errors import InputError
 from plkd.inference.predictor import STUDENT_REACH
 from plkd.training.sampling import PatchSampler, SubjectArrays, load_subjects
@@ -70,13 +71,20 @@ def resolve_modality(cfg: dict[str, Any], subjects: Sequence[Subject]) -> str:
 
 
 def split_validation(ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Subject-level split: ``(train_ids, val_ids)``; no validation for fewer than 5 subjects."""
+    """Subject-level split: ``(train_ids, val_ids)``; no validation for fewer than 5 subjects.
+
+    Cases of one BIDS subject (``sub-01_ses-1``, ``sub-01_ses-2``: :func:`plkd.data.splits.session_groups`)
+    go to the same side, so the validation loss never scores a patient the networks trained on.
+    """
     ids = sorted(ids)
-    n_val = int(round(len(ids) * fraction)) if len(ids) >= 5 else 0
-    if fraction > 0 and len(ids) >= 5:
+    groups = session_groups(ids)
+    units = sorted({groups.get(i, i) for i in ids})  # the ids themselves when no subject has two cases
+    n_val = int(round(len(units) * fraction)) if len(ids) >= 5 and len(units) >= 2 else 0
+    if fraction > 0 and len(ids) >= 5 and len(units) >= 2:
         n_val = max(1, n_val)
-    order = np.random.default_rng([int(seed), 4242]).permutation(len(ids))
-    val = sorted(ids[i] for i in order[:n_val])
+    order = np.random.default_rng([int(seed), 4242]).permutation(len(units))
+    held = {units[i] for i in order[:n_val]}
+    val = sorted(i for i in ids if groups.get(i, i) in held)
     return [i for i in ids if i not in val], val
 
 
