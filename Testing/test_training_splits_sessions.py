@@ -3,6 +3,7 @@ of one subject: the validation split of ``plkd train`` and the folds of ``plkd c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from plkd.data.datasets import find_subjects
-from plkd.data.splits import session_groups
+from plkd.data.splits import kfold_split, session_groups
+from plkd.errors import PLKDError
 from plkd.training import crossval
 from plkd.training.config import load_config
 from plkd.training.data import split_validation
@@ -69,3 +71,22 @@ def test_data_sets_without_sessions_have_no_groups() -> None:
         "sub-01_ses-1": "sub-01",
         "sub-01_ses-2": "sub-01",
     }
+
+
+def test_cv_refuses_finished_folds_of_another_split(tmp_path: Path, monkeypatch) -> None:
+    """A CV folder rerun with another seed (or data, or --folds) held folds of other test subjects: they were
+    taken as finished and summarised, so some subjects were scored twice and others never."""
+    data = tmp_path / "data"
+    ids = _write_sessions(data, "side-by-side")
+    cfg = load_config("tiny", [])
+    earlier = kfold_split(ids, k=3, seed=1, groups=session_groups(ids))
+    for i, (train, test) in enumerate(earlier):
+        (tmp_path / "cv" / f"fold-{i + 1}").mkdir(parents=True)
+        record = {"train_ids": train, "test_ids": test, "pooled": {}}
+        (tmp_path / "cv" / f"fold-{i + 1}" / "result.json").write_text(json.dumps(record), encoding="utf-8")
+    monkeypatch.setattr(crossval, "_write_summary", lambda *a: {})
+    with pytest.raises(PLKDError, match="made on other folds"):
+        crossval.run_cv(data, tmp_path / "cv", cfg, TrainContext(device=torch.device("cpu")), folds=3)
+    # The same split (seed 1) is the finished cross-validation, read back without training.
+    cfg = {**cfg, "seed": 1}
+    crossval.run_cv(data, tmp_path / "cv", cfg, TrainContext(device=torch.device("cpu")), folds=3)

@@ -229,6 +229,7 @@ def _run_fold(
 ) -> dict:
     done = fold.dir / "result.json"
     previous = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
+    _check_same_fold(fold, previous)
     if previous is not None and (tuning is None or previous.get("tuning", {}).get("data") == tuning["data"]):
         log.info("%s: finished, skipped", fold.dir)
         return previous
@@ -254,6 +255,22 @@ def _run_fold(
             result["tuning"] = {**tuning, **record}
         write_json_atomic(done, result)
     return result
+
+
+def _check_same_fold(fold: _Fold, previous: dict[str, Any] | None) -> None:
+    """Refuse a finished fold made on another split: changed data, --folds or seed gave other folds, and
+    its stored result (scored on other test subjects, trained on some of this fold's) was reused as this
+    fold's, so the summary counted subjects twice or never."""
+    if previous is None:
+        return
+    same_test = sorted(previous.get("test_ids", [])) == sorted(fold.test_ids)
+    same_train = "train_ids" not in previous or sorted(previous["train_ids"]) == sorted(fold.train_ids)
+    if not (same_test and same_train):
+        raise PLKDError(
+            f"{fold.dir} was made on other folds (test subjects {', '.join(sorted(previous.get('test_ids', []))[:3])}"
+            f"... instead of {', '.join(sorted(fold.test_ids)[:3])}...): the data, --folds or the seed changed "
+            "since; cross-validate into a new folder"
+        )
 
 
 def _train_fold(root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, cache: Path) -> list[str]:
