@@ -10,7 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from training_toydata import write_toy_dataset
 
+from plkd.cli import main
 from plkd.data.datasets import find_subjects
 from plkd.data.splits import kfold_split, session_groups
 from plkd.errors import PLKDError
@@ -90,3 +92,17 @@ def test_cv_refuses_finished_folds_of_another_split(tmp_path: Path, monkeypatch)
     # The same split (seed 1) is the finished cross-validation, read back without training.
     cfg = {**cfg, "seed": 1}
     crossval.run_cv(data, tmp_path / "cv", cfg, TrainContext(device=torch.device("cpu")), folds=3)
+
+
+def test_a_shared_stage_cache_tells_data_sets_with_the_same_ids_apart(tmp_path: Path) -> None:
+    """Two data sets both named sub-0001 … sub-0004, cross-validated with one --stage-cache: the second
+    copied the first one's screening and teacher networks as its own."""
+    cache = tmp_path / "cache"
+    reused = {}
+    for name, seed in (("a", 3), ("b", 11)):
+        data = write_toy_dataset(tmp_path / name, n_subjects=4, seed=seed)
+        args = ["cv", "--data", str(data), "--out", str(tmp_path / f"cv-{name}"), "--config", "tiny"]
+        args += ["--folds", "2", "--factor", "2", "--stage-cache", str(cache), "--progress", "none"]
+        assert main(args) == 0
+        reused[name] = json.loads((tmp_path / f"cv-{name}" / "fold-1" / "result.json").read_text())["reused_stages"]
+    assert reused == {"a": [], "b": []}

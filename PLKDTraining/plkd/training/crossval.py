@@ -156,14 +156,17 @@ def run_cv(
     return summary
 
 
-def stage_keys(cfg: Config, train_ids: Sequence[str]) -> dict[str, str]:
+def stage_keys(cfg: Config, train_ids: Sequence[str], data_key: str = "") -> dict[str, str]:
     """Digests of the settings that decide the screening and teacher weights of a fold.
 
     Two folds with the same digest for a stage train the same network on the same patches, so one
     may copy the other's finished stage. Run-time settings (device, threads) are left out.
+    ``data_key`` (:func:`data_fingerprint`) tells data sets apart whose subject ids are the same.
     """
     common = {k: cfg[k] for k in ("seed", "modality", "data", "sampling", "augment", "optim")}
     common["train_ids"] = sorted(train_ids)
+    if data_key:
+        common["data_files"] = data_key
     stage = dict(cfg["screening"])
     if not stage["lr_share"]:  # LR settings cannot change a network that sees no LR patch
         stage = {k: v for k, v in stage.items() if not k.startswith("lr_")}
@@ -172,6 +175,22 @@ def stage_keys(cfg: Config, train_ids: Sequence[str]) -> dict[str, str]:
         {**common, "screening": screening, "network": cfg["networks"]["segmenter"], "stage": cfg["teacher"]}
     )
     return {"screening": screening, "teacher": teacher}
+
+
+def data_fingerprint(root: Path, ids: Sequence[str]) -> str:
+    """sha256 of the names and sizes of the image, label and mask files of subjects ``ids`` in ``root``.
+
+    Subject ids repeat across data sets (``sub-0001`` …), so a stage cache shared between runs on two
+    data sets (``--stage-cache``) gave the second the first one's networks; the files tell them apart
+    (a data folder moved elsewhere keeps its fingerprint).
+    """
+    wanted = set(ids)
+    files = []
+    for s in find_subjects(root):
+        if s.id in wanted:
+            for p in (s.image, s.label, s.mask):
+                files.append([s.id, p.name, p.stat().st_size] if p is not None else [s.id, None, None])
+    return _digest(files)
 
 
 def _digest(obj: Any) -> str:
@@ -277,7 +296,7 @@ def _train_fold(root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, cache: 
     """Train the fold's stages (copying identical finished ones from the cache); returns those copied."""
     run = fold.dir / "run"
     mode = cfg["students"]["mode"]
-    keys = stage_keys(cfg, fold.train_ids)
+    keys = stage_keys(cfg, fold.train_ids, data_fingerprint(root, fold.train_ids))
     if mode == "none":  # no distillation: a teacher would be trained for nothing
         keys.pop("teacher")
     reused = _reuse_stages(run, cache, keys) if ctx.dist.is_main else []
