@@ -15,6 +15,8 @@ import pytest
 from plkd.data.datasets import find_subjects
 from plkd.training.config import load_config
 from plkd.training.sampling import prepare_subject
+from plkd.tuning import is_microbleed, truth_microbleeds
+from plkd.volumes import Volume
 
 
 def _write(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
@@ -74,3 +76,14 @@ def test_microbleeds_smaller_than_a_model_voxel_survive_the_resampling(tmp_path:
     assert all(s.label[tuple(p)] for p in s.positives)
     found = _world(s, s.positives)
     assert np.linalg.norm(found[:, None, :] - centres[None], axis=2).min(axis=0).max() <= 1.5
+
+
+def test_plkd_tune_reads_a_float_label_with_rounding_noise_as_its_microbleeds() -> None:
+    """plkd tune's calibration judges each candidate against the validation label's microbleeds: with the
+    noise read as > 0 the brain was one microbleed 20 mm wide and every candidate in it a true one."""
+    image, label, affine = _brain((1.0, 1.0, 1.0), CENTRES, 1.6)
+    refs = truth_microbleeds(Volume(data=label.astype(np.float32) + np.float32(1e-6), affine=affine))
+    assert len(refs) == 3
+    assert max(radius for _, radius in refs) < 2.5
+    false_alarm = np.array([30.0, 30.0, 10.0])  # dark nowhere in the label
+    assert not is_microbleed(false_alarm, refs)

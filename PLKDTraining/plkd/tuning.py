@@ -45,6 +45,7 @@ from plkd.inference.predictor import STUDENT_REACH
 from plkd.inference.preprocess import effective_lr_factor
 from plkd.lowres import declared_lr_factor, simulate_lowres
 from plkd.metrics import evaluate_subject, pool_results
+from plkd.metrics.components import binarise_reference
 from plkd.models.scoring import Calibration
 from plkd.progress import Progress
 
@@ -92,7 +93,7 @@ def _degrade(image: np.ndarray, condition: str, factor: int) -> np.ndarray:
 
 
 def _crop(labels: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    fg = (labels > 0) | (truth > 0)
+    fg = (labels > 0) | binarise_reference(truth)
     if not fg.any():
         return labels[:1, :1, :1] * 0, truth[:1, :1, :1] * 0
     idx = np.argwhere(fg)
@@ -171,7 +172,9 @@ def truth_microbleeds(label: Any) -> list[tuple[np.ndarray, float]]:
     """``[(centre RAS mm, sphere-equivalent radius mm)]`` of a reference label's 26-connected blobs."""
     from scipy import ndimage
 
-    comps, n = ndimage.label(np.asarray(label.data) > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    # Rounded to the label values as plkd evaluate reads a reference: a float label's rounding noise (1e-6 on the
+    # background) read as > 0 made the brain one microbleed, and every candidate in it a true one for the calibration.
+    comps, n = ndimage.label(binarise_reference(label.data), structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
         return []
     vox = np.asarray(ndimage.center_of_mass(comps > 0, comps, range(1, n + 1))).reshape(-1, 3)
