@@ -6,14 +6,17 @@ patch centres and label voxels that :func:`plkd.training.sampling.prepare_subjec
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from plkd.data.datasets import find_subjects
 from plkd.training.config import load_config
+from plkd.training.data import load_training_data
 from plkd.training.sampling import prepare_subject
 from plkd.tuning import is_microbleed, truth_microbleeds
 from plkd.volumes import Volume
@@ -87,3 +90,41 @@ def test_plkd_tune_reads_a_float_label_with_rounding_noise_as_its_microbleeds() 
     assert max(radius for _, radius in refs) < 2.5
     false_alarm = np.array([30.0, 30.0, 10.0])  # dark nowhere in the label
     assert not is_microbleed(false_alarm, refs)
+
+
+def _pairs(root: Path, n: int = 5) -> list[np.ndarray]:
+    """``n`` plain-folder cases, each with three microbleeds of its own; returns the labels."""
+    labels = []
+    rng = np.random.default_rng(4)
+    for i in range(n):
+        centres = rng.uniform(10, 30, size=(3, 3))
+        image, label, affine = _brain((1.0, 1.0, 1.0), centres, 1.6, seed=i)
+        _write(root / f"case{i}.nii.gz", image, affine)
+        _write(root / f"case{i}_label.nii.gz", label, affine)
+        labels.append(label)
+    return labels
+
+
+def test_a_label_of_another_scan_is_said_in_the_log_and_run_json(tmp_path: Path, caplog) -> None:
+    labels = _pairs(tmp_path / "data")
+    cfg = load_config("tiny", [])
+    assert load_training_data(tmp_path / "data", cfg).notes == ()  # every label on its own dark spots
+    # The sorting slip: case3's label file is case1's.
+    _write(tmp_path / "data" / "case3_label.nii.gz", labels[1], np.eye(4))
+    with caplog.at_level(logging.WARNING):
+        data = load_training_data(tmp_path / "data", cfg)
+    (note,) = data.notes
+    assert "case3" in note and "no darker than the brain around them" in note and "case1 " not in note
+    assert note in caplog.text
+    assert data.summary()["notes"] == [note]  # run.json
+
+
+def test_labelled_microbleeds_outside_the_brain_mask_are_said(tmp_path: Path) -> None:
+    labels = _pairs(tmp_path / "data")
+    mask = np.zeros(labels[2].shape, np.uint8)
+    mask[4:36, 4:36, 4:36] = 1
+    for box in ndimage.find_objects(ndimage.label(labels[2])[0])[:1]:
+        mask[box] = 0  # a mask that misses one microbleed
+    _write(tmp_path / "data" / "case2_mask.nii.gz", mask, np.eye(4))
+    (note,) = load_training_data(tmp_path / "data", load_config("tiny", [])).notes
+    assert "case2 (1 of 3)" in note and "outside their brain mask" in note

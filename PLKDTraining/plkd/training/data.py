@@ -17,6 +17,7 @@ from plkd.data.datasets import Subject, find_subjects
 from plkd.data.splits import session_groups
 from plkd.errors import InputError
 from plkd.inference.predictor import STUDENT_REACH
+from plkd.training.label_checks import label_notes
 from plkd.training.sampling import PatchSampler, SubjectArrays, load_subjects
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def load_training_data(
     if val and any(len(s.positives) for s in val):
         val_sampler = PatchSampler(val, cfg)
     log.info("training on %d subject(s), validating on %d", len(train), len(val))
-    notes = _thick_slice_notes(train)
+    notes = _thick_slice_notes(train) + label_notes(train + val)
     for note in notes:
         log.warning("%s", note)
     return TrainingData(
