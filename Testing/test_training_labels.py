@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from plkd.data.datasets import find_subjects
 from plkd.training.config import load_config
-from plkd.training.data import load_training_data
+from plkd.training.data import load_training_data, split_validation
 from plkd.training.sampling import prepare_subject
 from plkd.tuning import is_microbleed, truth_microbleeds
 from plkd.volumes import Volume
@@ -128,3 +128,22 @@ def test_labelled_microbleeds_outside_the_brain_mask_are_said(tmp_path: Path) ->
     _write(tmp_path / "data" / "case2_mask.nii.gz", mask, np.eye(4))
     (note,) = load_training_data(tmp_path / "data", load_config("tiny", [])).notes
     assert "case2 (1 of 3)" in note and "outside their brain mask" in note
+
+
+def test_what_a_run_leaves_out_is_said(tmp_path: Path) -> None:
+    labels = _pairs(tmp_path / "data", n=4)
+    (tmp_path / "data" / "case2_label.nii.gz").replace(tmp_path / "case2_lesion.nii.gz")  # a label named otherwise
+    cfg = load_config("tiny", ["data.val_fraction=0.2", "teacher.val_every=2"])
+    notes = load_training_data(tmp_path / "data", cfg).notes
+    assert any(n.startswith("1 of 4 subjects have no label and are left out (case2)") for n in notes)
+    assert any("no validation subjects: data.val_fraction 0.2 needs at least 5" in n for n in notes)
+    # Six labelled subjects now, the one held out for validation without a microbleed: no validation loss.
+    for i in (2, 4, 5):
+        image, _, affine = _brain((1.0, 1.0, 1.0), CENTRES, 1.6, seed=i)
+        _write(tmp_path / "data" / f"case{i}.nii.gz", image, affine)
+        _write(tmp_path / "data" / f"case{i}_label.nii.gz", labels[0] * 0, affine)
+    ids = [f"case{i}" for i in range(6)]
+    seed = next(k for k in range(100) if set(split_validation(ids, 0.2, k)[1]) <= {"case2", "case4", "case5"})
+    data = load_training_data(tmp_path / "data", {**cfg, "seed": seed})
+    assert data.val and data.val_sampler is None
+    assert any("hold no microbleed, so no validation loss is computed" in n for n in data.notes)

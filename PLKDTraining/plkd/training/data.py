@@ -112,7 +112,9 @@ def load_training_data(
     if val and any(len(s.positives) for s in val):
         val_sampler = PatchSampler(val, cfg)
     log.info("training on %d subject(s), validating on %d", len(train), len(val))
-    notes = _thick_slice_notes(train) + label_notes(train + val)
+    notes = (
+        _split_notes(subjects, labelled, val, val_sampler, cfg) + _thick_slice_notes(train) + label_notes(train + val)
+    )
     for note in notes:
         log.warning("%s", note)
     return TrainingData(
@@ -125,6 +127,38 @@ def load_training_data(
         layout=_layout(labelled),
         notes=notes,
     )
+
+
+def _split_notes(
+    subjects: Sequence[Subject],
+    labelled: Sequence[Subject],
+    val: Sequence[SubjectArrays],
+    val_sampler: PatchSampler | None,
+    cfg: dict[str, Any],
+) -> tuple[str, ...]:
+    """Caveats about what the run leaves out: subjects without a label (a label file named otherwise than
+    the layout reads is one), and the validation loss asked for but impossible."""
+    notes = []
+    unlabelled = [s.id for s in subjects if s not in labelled]
+    if unlabelled:
+        examples = ", ".join(unlabelled[:3]) + (", ..." if len(unlabelled) > 3 else "")
+        notes.append(
+            f"{len(unlabelled)} of {len(subjects)} subjects have no label and are left out ({examples}); "
+            "name their labels as the data set's layout reads them (README, Data) to train on them"
+        )
+    fraction = float(cfg["data"]["val_fraction"])
+    wants_loss = any(int(cfg[stage]["val_every"]) > 0 for stage in ("screening", "teacher", "students"))
+    if fraction > 0 and wants_loss and not val:
+        notes.append(
+            f"no validation subjects: data.val_fraction {fraction:g} needs at least 5 labelled subjects "
+            f"({len(labelled)} here), so the stages train without a validation loss"
+        )
+    elif val and val_sampler is None and wants_loss:
+        notes.append(
+            f"the {len(val)} validation subject(s) ({', '.join(s.id for s in val[:3])}) hold no microbleed, so no "
+            "validation loss is computed; they are left out of training all the same"
+        )
+    return tuple(notes)
 
 
 def _thick_slice_notes(subjects: Sequence[SubjectArrays]) -> tuple[str, ...]:
