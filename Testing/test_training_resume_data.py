@@ -4,6 +4,7 @@ data set for the whole run, and the stages already trained never saw the new one
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -59,3 +60,19 @@ def test_the_same_data_moved_elsewhere_resumes(started, tmp_path: Path) -> None:
     assert _train("teacher", moved, run) == 0
     info = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert info["data"] == str(moved) and info["n_train_subjects"] == 3
+
+
+def test_other_student_settings_on_resume_are_said(tmp_path: Path, caplog) -> None:
+    """Continuing the students with another --beta (or step count) was said for every section but the students'."""
+    data = write_toy_dataset(tmp_path / "data", n_subjects=3)
+    run = tmp_path / "run"
+    assert _train("all", data, run) == 0
+    (run / "students" / "finetune" / "done.json").unlink()  # the last stage was interrupted
+    with caplog.at_level(logging.WARNING):
+        assert main(["train", "all", "--data", str(data), "--out", str(run), *TINY, "--beta", "5"]) == 0
+    assert "started with other settings (students)" in caplog.text
+    caplog.clear()
+    # Students of another mode live in their own folder: nothing of the PLKD students' settings applies to them.
+    with caplog.at_level(logging.WARNING):
+        assert main(["train", "students", "--data", str(data), "--out", str(run), *TINY, "--mode", "kd"]) == 0
+    assert "other settings" not in caplog.text

@@ -69,8 +69,13 @@ def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo) -> None:
         old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         with contextlib.suppress(ConfigError):  # settings added since the run started read as their defaults
             old = merge(default_config(), old)
+        # Students of another mode train in a folder of their own (RUN/students-kd), so their settings may
+        # differ; those of the same mode continue the stages the old settings started.
+        same_mode = (old.get("students") or {}).get("mode") == cfg["students"]["mode"]
         changed = sorted(
-            k for k in set(old) | set(cfg) if k not in RUNTIME_KEYS and k != "students" and old.get(k) != cfg.get(k)
+            k
+            for k in set(old) | set(cfg)
+            if k not in RUNTIME_KEYS and (k != "students" or same_mode) and old.get(k) != cfg.get(k)
         )
         if changed:
             log.warning(
