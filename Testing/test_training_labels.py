@@ -15,10 +15,11 @@ import pytest
 from scipy import ndimage
 
 from plkd.data.datasets import find_subjects
+from plkd.inference.preprocess import network_slice_axis
 from plkd.training.config import load_config
 from plkd.training.data import load_training_data, split_validation
 from plkd.training.sampling import prepare_subject
-from plkd.tuning import is_microbleed, truth_microbleeds
+from plkd.tuning import _degrade, is_microbleed, truth_microbleeds
 from plkd.volumes import Volume
 
 
@@ -147,3 +148,43 @@ def test_what_a_run_leaves_out_is_said(tmp_path: Path) -> None:
     data = load_training_data(tmp_path / "data", {**cfg, "seed": seed})
     assert data.val and data.val_sampler is None
     assert any("hold no microbleed, so no validation loss is computed" in n for n in data.notes)
+
+
+def _stored(kind: str, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The RAS arrays stored as LPS (x, y flipped) or sagittally (array axes: A, S, R), with the affine
+    that keeps every voxel where it was."""
+    n = np.asarray(image.shape) - 1
+    if kind == "LPS":
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+        affine[:2, 3] = n[:2]
+        return image[::-1, ::-1].copy(), label[::-1, ::-1].copy(), affine
+    affine = np.zeros((4, 4))
+    affine[0, 2] = affine[1, 0] = affine[2, 1] = affine[3, 3] = 1.0  # voxel (i, j, k) -> (x=k, y=i, z=j)
+    return np.transpose(image, (1, 2, 0)).copy(), np.transpose(label, (1, 2, 0)).copy(), affine
+
+
+@pytest.mark.parametrize("kind", ["LPS", "sagittal"])
+def test_a_subject_stored_otherwise_is_learnt_as_the_predictor_sees_it(tmp_path: Path, kind: str) -> None:
+    """The predictor turns every scan to RAS axis order; training kept a sagittal data set as stored, so its
+    brains were learnt turned and its students were thinned across X instead of Z."""
+    image, label, affine = _brain((1.0, 1.0, 1.0), CENTRES, 1.6)
+    ras = _prepared(tmp_path / "ras", image, label, affine)
+    other = _prepared(tmp_path / kind, *_stored(kind, image, label))
+    assert other.image.shape == ras.image.shape
+    np.testing.assert_array_equal(other.label, ras.label)
+    np.testing.assert_allclose(other.image, ras.image, atol=1e-5)
+    np.testing.assert_allclose(other.affine, ras.affine)
+    assert sorted(map(tuple, other.positives)) == sorted(map(tuple, ras.positives))
+
+
+def test_plkd_tune_thins_a_sagittal_subject_along_the_networks_z() -> None:
+    image, label, affine = _brain((1.0, 1.0, 1.0), CENTRES, 1.6)
+    sag, _, sag_affine = _stored("sagittal", image, label)
+    assert network_slice_axis(affine) == 2 and network_slice_axis(sag_affine) == 1  # stored axis 1 is S
+    thick = np.zeros((4, 4))
+    thick[0, 1] = thick[1, 2] = 0.5
+    thick[2, 0], thick[3, 3] = 3.0, 1.0  # axial 3 mm slices stored along array axis 0
+    assert network_slice_axis(thick) == 0
+    lr_ras = _degrade(image, "interp", 4, affine)
+    lr_sag = _degrade(sag, "interp", 4, sag_affine)
+    np.testing.assert_allclose(np.transpose(lr_sag, (2, 0, 1)), lr_ras, atol=1e-4)

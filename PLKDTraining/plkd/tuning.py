@@ -42,7 +42,7 @@ from plkd.calibration import expected_calibration_error, fit_platt, reliability_
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.errors import PLKDError
 from plkd.inference.predictor import STUDENT_REACH
-from plkd.inference.preprocess import effective_lr_factor
+from plkd.inference.preprocess import effective_lr_factor, network_slice_axis
 from plkd.lowres import declared_lr_factor, simulate_lowres
 from plkd.metrics import evaluate_subject, pool_results
 from plkd.metrics.components import binarise_reference
@@ -86,10 +86,12 @@ def conditions_for(factor: float) -> list[str]:
     return ["hr"] if factor <= 1 else ["interp", "slab"]
 
 
-def _degrade(image: np.ndarray, condition: str, factor: int) -> np.ndarray:
+def _degrade(image: np.ndarray, condition: str, factor: int, affine: np.ndarray) -> np.ndarray:
+    """``image`` under ``condition``: thick slices along the axis the networks see as Z (a sagittally stored
+    subject thinned along array axis 2 gave the student slices across its X axis)."""
     if condition == "hr":
         return image
-    return simulate_lowres(image, factor, axis=2, mode=condition).astype(np.float32)
+    return simulate_lowres(image, factor, axis=network_slice_axis(affine), mode=condition).astype(np.float32)
 
 
 def _crop(labels: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +142,7 @@ def collect_cases(
                 "student's low-resolution inputs itself from high-resolution subjects: give the HR validation data"
             )
         for condition in conditions:
-            data = _degrade(image.data, condition, int(round(factor)))
+            data = _degrade(image.data, condition, int(round(factor)), image.affine)
             result = predictor.predict(image.with_data(data), mask, student=segmenter)
             scores = {int(c["label"]): (_screening_score(c), _logit(c)) for c in result.candidates if c["label"] > 0}
             refs = truth_microbleeds(label)

@@ -67,6 +67,7 @@ def apply_variant(cfg: Config, overrides: dict[str, Any]) -> Config:
 def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor: int, device: Any) -> dict:
     """Predict the held-out subjects at LR@factor and score them; returns the fold's result."""
     from plkd.inference.predictor import Predictor
+    from plkd.inference.preprocess import network_slice_axis
     from plkd.metrics import evaluate_subject, froc_curve, froc_subject, pool_results
 
     predictor = Predictor(bundle, device=device, locate=False)  # detection metrics only
@@ -76,7 +77,8 @@ def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor
         image, label, mask = load_subject(subjects[sid])
         if label is None:
             continue
-        lr = simulate_lowres(image.data, factor, axis=2, mode="interp") if factor > 1 else image.data
+        axis = network_slice_axis(image.affine)  # the networks' Z, as the students were trained
+        lr = simulate_lowres(image.data, factor, axis=axis, mode="interp") if factor > 1 else image.data
         result = predictor.predict(image.with_data(lr.astype(np.float32)), mask, lr_factor=float(factor))
         per_subject[sid] = evaluate_subject(result.label_map, label.data, image.spacing)
         # Same detections and matching as the pooled table, so the curve passes through it.

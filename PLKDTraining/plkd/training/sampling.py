@@ -45,11 +45,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from nibabel.orientations import apply_orientation
 from scipy import ndimage
 
 from plkd.data.datasets import Subject, load_subject
 from plkd.errors import InputError
-from plkd.inference.preprocess import effective_lr_factor
+from plkd.inference.preprocess import effective_lr_factor, network_axes
 from plkd.lowres import declared_lr_factor, simulate_lowres
 from plkd.metrics.components import binarise_reference
 from plkd.models.screening import central_box
@@ -91,6 +92,18 @@ class SubjectArrays:
         return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
 
 
+def _network_frame(vol: Volume | None, affine: np.ndarray) -> Volume | None:
+    """``vol`` (on the grid ``affine``) turned as :func:`plkd.inference.preprocess.network_axes` says: transposes
+    and flips only, every voxel keeps its RAS position; unchanged (the same object) for RAS-stored axial data."""
+    if vol is None:
+        return None
+    ornt, perm, new_affine = network_axes(affine, vol.shape)
+    if perm == [0, 1, 2] and np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return vol
+    data = np.ascontiguousarray(np.transpose(apply_orientation(vol.data, ornt), perm))
+    return Volume(data=data, affine=new_affine, path=vol.path, header=None, notes=list(vol.notes))
+
+
 def _to_grid(vol: Volume, spacing: Sequence[float], order: int) -> Volume:
     if np.allclose(vol.spacing, spacing, rtol=0.01):
         return vol
@@ -101,17 +114,24 @@ def _ras_to_voxel(affine: np.ndarray, ras: Sequence[float]) -> np.ndarray:
     return (np.linalg.inv(affine) @ np.append(np.asarray(ras, dtype=float), 1.0))[:3]
 
 
-def _meta_centres(meta: dict[str, Any], key: str, affine: np.ndarray) -> list[np.ndarray]:
+def _meta_centres(
+    meta: dict[str, Any], key: str, affine: np.ndarray, source_affine: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Voxel centres of manifest entries (``center_ras`` preferred: it survives resampling).
 
     An entry with a ``path_ras`` (a vein) contributes every point of its path: a vein looks like a
     microbleed wherever a slice cuts it, not only at its middle.
     """
-    return [centre for centre, _kind in _meta_entries(meta, key, affine)]
+    return [centre for centre, _kind in _meta_entries(meta, key, affine, source_affine)]
 
 
-def _meta_entries(meta: dict[str, Any], key: str, affine: np.ndarray) -> list[tuple[np.ndarray, str]]:
-    """``(voxel centre, kind)`` of manifest entries, as :func:`_meta_centres` (kind ``mimic`` when unnamed)."""
+def _meta_entries(
+    meta: dict[str, Any], key: str, affine: np.ndarray, source_affine: np.ndarray | None = None
+) -> list[tuple[np.ndarray, str]]:
+    """``(voxel centre, kind)`` of manifest entries, as :func:`_meta_centres` (kind ``mimic`` when unnamed).
+
+    A ``center_voxel`` counts on the file's own grid, ``source_affine`` (default: ``affine``)."""
+    source = affine if source_affine is None else np.asarray(source_affine, dtype=np.float64)
     out = []
     for item in meta.get(key) or []:
         if not isinstance(item, dict):
@@ -122,7 +142,8 @@ def _meta_entries(meta: dict[str, Any], key: str, affine: np.ndarray) -> list[tu
         elif item.get("center_ras") is not None:
             out.append((_ras_to_voxel(affine, item["center_ras"]), kind))
         elif item.get("center_voxel") is not None:
-            out.append((np.asarray(item["center_voxel"], dtype=float), kind))
+            ras = source[:3, :3] @ np.asarray(item["center_voxel"], dtype=float) + source[:3, 3]
+            out.append((_ras_to_voxel(affine, ras), kind))
     return out
 
 
@@ -196,6 +217,10 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
         effective_lr_factor(image.affine, np.asarray(spacing, dtype=np.float64)),
         declared_lr_factor(image.header) or 1.0,
     )
+    source_affine = image.affine
+    # The frame the predictor gives the networks (RAS axis order, an anisotropic grid's slice axis last):
+    # a data set stored sagittally was learnt with its brains turned, and its students thinned across X.
+    image, label, mask = (_network_frame(v, source_affine) for v in (image, label, mask))
     image = _to_grid(image, spacing, order=3)
     mask_arr = (_to_grid(mask, spacing, order=0).data > 0) if mask is not None else image.data != 0
     if not mask_arr.any():
@@ -206,11 +231,11 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
         label_arr, positives = np.zeros(image.shape, dtype=np.uint8), np.zeros((0, 3), dtype=np.int64)
     data = normalise_intensity(image.data, mask_arr)
     if label is None:
-        meta = _meta_centres(subject.meta, "microbleeds", image.affine)
+        meta = _meta_centres(subject.meta, "microbleeds", image.affine, source_affine)
         positives = np.rint(np.asarray(meta)).astype(np.int64).reshape(-1, 3)
     smp = cfg["sampling"]
     rng = np.random.default_rng([seed, 7919, sum(map(ord, subject.id))])
-    entries = _meta_entries(subject.meta, "mimics", image.affine)
+    entries = _meta_entries(subject.meta, "mimics", image.affine, source_affine)
     mimics = np.asarray([c for c, _ in entries], dtype=np.float64).reshape(-1, 3)
     kinds = np.asarray([k for _, k in entries], dtype="<U32")
     spots = dark_spots(data, mask_arr, smp["minima_threshold"], smp["max_minima"], rng)
