@@ -17,7 +17,10 @@ from plkd.models import build_network
 from plkd.training.checkpoint import DONE_NAME, FINAL_NAME, load_weights
 from plkd.training.init_from import init_bundle
 from plkd.training.loop import is_done
-from plkd.training.students import students_dir
+from plkd.training.students import plan_stages, students_dir
+
+#: Student training modes, each in its own folder of a run.
+MODES = ("plkd", "kd", "none")
 
 SYNTHETIC_DISCLAIMER = "Trained on synthetic data; not a medical device."
 REAL_DISCLAIMER = "For research use only; not a medical device."
@@ -55,6 +58,27 @@ def default_students(run_dir: Path, mode: str) -> list[str]:
     return names
 
 
+def _complete_students(run_dir: Path, cfg: dict[str, Any], mode: str) -> list[str]:
+    """:func:`default_students`, refused when they are not what the run trained: some of its planned ``mode``
+    students unfinished (an interrupted run gave a bundle without its x8 student and fine-tune, its manifest
+    still saying target factor 8), or none of this mode while another mode's finished (``--mode`` forgotten:
+    a bundle without any student)."""
+    root = students_dir(run_dir, mode)
+    planned = [s.name for s in plan_stages({**cfg, "students": {**cfg["students"], "mode": mode}}, "T2S")]
+    started = [n for n in planned if (root / n).is_dir()]
+    unfinished = [n for n in planned if not is_done(root / n)]
+    if started and unfinished:
+        raise PLKDError(
+            f"{run_dir}: the {mode} students {', '.join(unfinished)} have not finished; run the same plkd train "
+            "command to finish them, or name the students to export with --students"
+        )
+    if not started:
+        others = [m for m in MODES if m != mode and default_students(run_dir, m)]
+        if others:
+            raise PLKDError(f"{run_dir} has no {mode} students but {others[0]} students: export with --mode {others[0]}")
+    return default_students(run_dir, mode)
+
+
 def _stage_order(name: str) -> tuple[int, int]:
     return (1, 0) if name == "finetune" else (0, int(name.lstrip("x")) if name.lstrip("x").isdigit() else 0)
 
@@ -90,7 +114,7 @@ def export_run(
     if include_teacher:
         teacher, stage_info["teacher"] = load_stage(run / "teacher")
         networks["teacher"] = {"module": teacher, "role": "segmenter", "lr_factor": 1}
-    chosen = list(students) if students is not None else default_students(run, mode)
+    chosen = list(students) if students is not None else _complete_students(run, cfg, mode)
     factors: dict[int, str] = {}
     for stage in chosen:
         net, summary = load_stage(students_dir(run, mode) / stage)

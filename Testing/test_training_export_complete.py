@@ -1,0 +1,46 @@
+"""plkd export writes what the run trained: an unfinished run, or students of another mode, are refused
+instead of giving a bundle without them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from training_toydata import write_toy_dataset
+
+from plkd.cli import main
+
+TINY = ["--config", "tiny", "--progress", "none"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    data = write_toy_dataset(root / "data", n_subjects=3)
+    assert main(["train", "all", "--data", str(data), "--out", str(root / "run"), *TINY]) == 0
+    return root / "run"
+
+
+def test_an_interrupted_run_is_not_exported_as_finished(finished: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "students" / "x8" / "done.json").unlink()  # killed in x8: x8 and the fine-tune unfinished
+    shutil.rmtree(run / "students" / "finetune")
+    assert main(["export", str(run), "--out", str(tmp_path / "bundle")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "students x8, finetune have not finished" in err[0]
+    assert not (tmp_path / "bundle").exists()
+    # Chosen by name, the finished ones are exported.
+    assert main(["export", str(run), "--out", str(tmp_path / "bundle"), "--students", "x2,x4"]) == 0
+    names = json.loads((tmp_path / "bundle" / "manifest.json").read_text(encoding="utf-8"))["networks"]
+    assert set(names) == {"screening", "teacher", "student_x2", "student_x4"}
+
+
+def test_students_of_another_mode_are_named(finished: Path, tmp_path: Path, capsys) -> None:
+    assert main(["export", str(finished), "--out", str(tmp_path / "bundle"), "--mode", "kd"]) == 2
+    assert "has no kd students but plkd students: export with --mode plkd" in capsys.readouterr().err
+    assert main(["export", str(finished), "--out", str(tmp_path / "bundle")]) == 0
+    names = json.loads((tmp_path / "bundle" / "manifest.json").read_text(encoding="utf-8"))["networks"]
+    assert {"student_x2", "student_x4", "student_x8"} <= set(names)
