@@ -75,7 +75,8 @@ def _complete_students(run_dir: Path, cfg: dict[str, Any], mode: str) -> list[st
     if not started:
         others = [m for m in MODES if m != mode and default_students(run_dir, m)]
         if others:
-            raise PLKDError(f"{run_dir} has no {mode} students but {others[0]} students: export with --mode {others[0]}")
+            other = others[0]
+            raise PLKDError(f"{run_dir} has no {mode} students but {other} students: export with --mode {other}")
     return default_students(run_dir, mode)
 
 
