@@ -44,3 +44,17 @@ def test_students_of_another_mode_are_named(finished: Path, tmp_path: Path, caps
     assert main(["export", str(finished), "--out", str(tmp_path / "bundle")]) == 0
     names = json.loads((tmp_path / "bundle" / "manifest.json").read_text(encoding="utf-8"))["networks"]
     assert {"student_x2", "student_x4", "student_x8"} <= set(names)
+
+
+def test_the_bundle_records_the_runs_caveats_and_resumes_with_other_settings(tmp_path: Path) -> None:
+    data = write_toy_dataset(tmp_path / "data", n_subjects=3)
+    run = tmp_path / "run"
+    assert main(["train", "screening", "--data", str(data), "--out", str(run), *TINY]) == 0
+    args = ["train", "all", "--data", str(data), "--out", str(run), *TINY]
+    assert main([*args, "--set", "augment.flip_p=0.0"]) == 0  # the teacher and students trained otherwise
+    assert main([*args, "--set", "augment.flip_p=0.0"]) == 0  # nothing left: no further change to record
+    assert main(["export", str(run), "--out", str(tmp_path / "bundle")]) == 0
+    training = json.loads((tmp_path / "bundle" / "manifest.json").read_text(encoding="utf-8"))["training"]
+    (note,) = training["notes"]
+    assert note.startswith("resumed with other settings (augment) after screening had started")
+    assert training["data_sha256"] == json.loads((run / "run.json").read_text(encoding="utf-8"))["data_sha256"]

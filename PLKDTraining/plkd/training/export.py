@@ -156,12 +156,27 @@ def export_run(
             "target_factor": cfg["students"]["target_factor"],
             "init_from": _init_source(cfg.get("init_from")),
             "stages": {k: stage_record(v) for k, v in stage_info.items()},
+            "data_sha256": info.get("data_sha256"),
+            "notes": _training_notes(info),
         },
         "metrics": metrics or {},
         "disclaimer": SYNTHETIC_DISCLAIMER if synthetic else REAL_DISCLAIMER,
     }
     use_half = bool(cfg["export"]["half"]) if half is None else half
     return save_bundle(out, networks, manifest=manifest, half=use_half, overwrite=overwrite)
+
+
+def _training_notes(info: dict[str, Any]) -> list[str]:
+    """The caveats ``run.json`` holds about the data (thick slices, labels) and about resumes with other settings:
+    the configuration recorded is the last one, which the stages started before a change did not all train with."""
+    notes = [str(n) for n in info.get("notes") or []]
+    for change in info.get("settings_changed") or []:
+        notes.append(
+            f"resumed with other settings ({', '.join(change.get('settings', []))}) after "
+            f"{', '.join(change.get('stages_started', []))} had started: those stages do not all match the "
+            "recorded configuration"
+        )
+    return notes
 
 
 def _init_source(path: str | None) -> dict[str, Any] | None:

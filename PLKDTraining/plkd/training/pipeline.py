@@ -62,9 +62,10 @@ def make_context(cfg: dict[str, Any], progress: str = "tqdm", stop_after: int | 
     )
 
 
-def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo) -> None:
-    """Save the configuration; warn when an existing run is continued with different settings."""
+def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo) -> list[str]:
+    """Save the configuration; warn when an existing run is continued with different settings (returned)."""
     path = run_dir / "config.yaml"
+    changed: list[str] = []
     if path.is_file():
         old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         with contextlib.suppress(ConfigError):  # settings added since the run started read as their defaults
@@ -85,6 +86,7 @@ def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo) -> None:
             )
     if dist.is_main:
         save_config(cfg, path)
+    return changed
 
 
 def train(
@@ -111,14 +113,15 @@ def train(
     cfg = adopt_architectures(cfg)
     if ctx.dist.is_main:
         run.mkdir(parents=True, exist_ok=True)
-    _check_config(run, cfg, ctx.dist)
+    changed = _check_config(run, cfg, ctx.dist)
+    history = _settings_history(run, changed)
     if _all_done(what, run, cfg, with_teacher):
         log.info("%s: every requested stage has finished; nothing to do", run)
         return {"skipped": True}
     data = load_training_data(data_root, cfg, subject_ids)
     _check_same_data(run, data)
     if ctx.dist.is_main:
-        write_json_atomic(run / "run.json", {**data.summary(), "seed": int(cfg["seed"])})
+        write_json_atomic(run / "run.json", {**data.summary(), "seed": int(cfg["seed"]), **history})
     out: dict[str, Any] = {}
     if what in ("screening", "all"):
         _, out["screening"] = train_screening(run, cfg, data, ctx)
@@ -129,6 +132,17 @@ def train(
     if what in ("students", "all"):
         out["students"] = train_students(run, cfg, data, ctx, Path(teacher_dir) if teacher_dir else None)
     return out
+
+
+def _settings_history(run: Path, changed: list[str]) -> dict[str, Any]:
+    """``run.json``'s record of resumes with other settings: the earlier ones, plus this one when a stage had
+    started (config.yaml holds the last settings only, and plkd export records them as the run's)."""
+    path = run / "run.json"
+    earlier = json.loads(path.read_text(encoding="utf-8")).get("settings_changed", []) if path.is_file() else []
+    started = _started_stages(run)
+    if changed and started:
+        earlier = [*earlier, {"settings": changed, "stages_started": started}]
+    return {"settings_changed": earlier} if earlier else {}
 
 
 def _started_stages(run: Path) -> list[str]:
