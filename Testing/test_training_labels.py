@@ -188,3 +188,20 @@ def test_plkd_tune_thins_a_sagittal_subject_along_the_networks_z() -> None:
     lr_ras = _degrade(image, "interp", 4, affine)
     lr_sag = _degrade(sag, "interp", 4, sag_affine)
     np.testing.assert_allclose(np.transpose(lr_sag, (2, 0, 1)), lr_ras, atol=1e-4)
+
+
+def test_plkd_predict_outputs_beside_the_images_are_not_taken_as_labels(tmp_path: Path, caplog) -> None:
+    """plkd predict run into the data folder: NAME_cmb.nii.gz (with its JSON) was read as NAME's label, so the
+    model's own unreviewed result was trained on as the truth, and the reviewed NAME_cmb-final as an image."""
+    image, label, affine = _brain((1.0, 1.0, 1.0), CENTRES, 1.6)
+    _write(tmp_path / "sub-01_T2S.nii.gz", image, affine)
+    _write(tmp_path / "sub-01_T2S_cmb.nii.gz", label, affine)
+    (tmp_path / "sub-01_T2S_cmb.json").write_text('{"candidates": []}', encoding="utf-8")
+    _write(tmp_path / "sub-01_T2S_cmb-final.nii.gz", label, affine)
+    with caplog.at_level(logging.WARNING):
+        (subject,) = find_subjects(tmp_path)
+    assert subject.id == "sub-01_T2S" and subject.label is None
+    assert "2 plkd or Slicer result(s) left out" in caplog.text
+    _write(tmp_path / "sub-01_T2S_label.nii.gz", label, affine)  # the reference, beside the outputs
+    (subject,) = find_subjects(tmp_path)
+    assert subject.label == tmp_path / "sub-01_T2S_label.nii.gz"

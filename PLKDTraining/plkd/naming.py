@@ -14,6 +14,20 @@ def is_nifti(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+#: Name endings of plkd's own outputs (``NAME_cmb`` itself counts when its JSON lies beside it).
+PREDICTION_SUFFIXES = ("_cmb_prob", "_cmb_modelgrid", "_cmb-final")
+
+
+def is_plkd_prediction(path: str | os.PathLike[str]) -> bool:
+    """True for an output of ``plkd predict`` or the Slicer module: ``NAME_cmb_prob``, ``NAME_cmb_modelgrid``,
+    ``NAME_cmb-final``, or ``NAME_cmb`` with its ``NAME_cmb.json`` beside it (a reference named
+    ``sub-01_CMB`` without such a JSON is a label)."""
+    path = Path(path)
+    stem = strip_nifti_suffix(path.name)
+    low = stem.lower()
+    return low.endswith(PREDICTION_SUFFIXES) or (low.endswith("_cmb") and (path.parent / f"{stem}.json").exists())
+
+
 def strip_nifti_suffix(name: str) -> str:
     """``sub-001_T2S.nii.gz`` → ``sub-001_T2S``; other names are returned unchanged."""
     low = name.lower()

@@ -37,7 +37,7 @@ from typing import Any
 
 from plkd.errors import InputError
 from plkd.modalities import MODALITIES
-from plkd.naming import is_nifti, strip_nifti_suffix, subject_id
+from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix, subject_id
 from plkd.volumes import Volume, check_same_grid, load_label, load_volume
 
 log = logging.getLogger(__name__)
@@ -270,6 +270,18 @@ def _find_split_folders(root: Path) -> list[Subject]:
 
 def _find_side_by_side(root: Path) -> list[Subject]:
     files = _nifti_files(root, 1)
+    # plkd predict's outputs beside their inputs: NAME_cmb was read as NAME's label (the model's own
+    # unreviewed result trained on as the truth) and NAME_cmb-final, the reviewed one, as another image.
+    predictions = [p for p in files if is_plkd_prediction(p)]
+    if predictions:
+        log.warning(
+            "%s: %d plkd or Slicer result(s) left out (e.g. %s): they are not read as references; "
+            "rename a reviewed one NAME_label.nii.gz to train on it",
+            root,
+            len(predictions),
+            _rel(predictions[0], root),
+        )
+        files = [p for p in files if p not in predictions]
     stems: dict[tuple[Path, str], Path] = {}
     for p in files:
         key = (p.parent, strip_nifti_suffix(p.name))

@@ -26,7 +26,7 @@ import numpy as np
 
 from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file
 from plkd.errors import InputError
-from plkd.naming import is_nifti, strip_nifti_suffix
+from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix
 from plkd.volumes import Volume
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,6 @@ LABEL_TOKENS = frozenset(
 OTHER_CONTRASTS = frozenset(
     {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
 )
-#: Name endings of plkd's own outputs (``NAME_cmb`` itself counts when its JSON lies beside it).
-PREDICTION_SUFFIXES = ("_cmb_prob", "_cmb_modelgrid", "_cmb-final")
 _PHASE = re.compile(r"(^|[_-])(phase|pha|part-phase)$|part-phase", re.I)
 #: BIDS echo entity (``sub-01_echo-2_part-mag_MEGRE``): one echo of a multi-echo GRE stored per file.
 _ECHO = re.compile(r"_echo-(\d+)(?=_)", re.I)
@@ -85,9 +83,7 @@ class InputList:
 def classify(path: Path) -> str | None:
     """Why a NIfTI file met in a folder walk is not an image to analyse, or ``None`` to take it."""
     stem = strip_nifti_suffix(path.name)
-    if stem.lower().endswith(PREDICTION_SUFFIXES) or (
-        stem.lower().endswith("_cmb") and (path.parent / f"{stem}.json").exists()
-    ):
+    if is_plkd_prediction(path):
         return "plkd prediction"
     token = stem.rsplit("_", 1)[-1].lower()
     if path.parent.name.lower() in LABEL_FOLDERS or token in LABEL_TOKENS or stem.lower().endswith("brain_mask"):
