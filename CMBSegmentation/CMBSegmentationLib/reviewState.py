@@ -7,7 +7,6 @@ Segment Editor survive every review action, and rejecting is undone by accepting
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 
@@ -193,7 +192,9 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     if referenceVolume is None or referenceVolume.GetImageData() is None:
         return []
     segmentation = segmentationNode.GetSegmentation()
-    listed = {row.segmentId for row in candidateTable.readRows(tableNode)}
+    rows = candidateTable.readRows(tableNode)
+    listed = {row.segmentId for row in rows}
+    usedIds = {row.candidateId for row in rows}  # kept up to date below: the table is read once
     rowless = [
         segmentId
         for segmentId in (segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments()))
@@ -208,10 +209,10 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
         if volumeMm3 == 0:
             continue
         segment = segmentation.GetSegment(segmentId)
-        row = _rowFromTags(segment, segmentId, tableNode)
+        row = _rowFromTags(segment, segmentId, centre, volumeMm3, usedIds)
         if row is None:  # painted by hand (or a copy of a listed segment): the reader's microbleed
             row = candidateTable.CandidateRow(
-                candidateId=candidateTable.nextCandidateId(tableNode),
+                candidateId=max(usedIds, default=0) + 1,  # as candidateTable.nextCandidateId
                 segmentId=segmentId,
                 centerRas=centre,
                 volumeMm3=volumeMm3,
@@ -221,24 +222,23 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
             segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(row.candidateId))
             segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
             segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
-        else:
-            row = dataclasses.replace(row, centerRas=centre, volumeMm3=volumeMm3)
         candidateTable.appendRow(tableNode, row)
+        usedIds.add(row.candidateId)
         adopted.append(segmentId)
     return adopted
 
 
-def _rowFromTags(segment, segmentId: str, tableNode) -> candidateTable.CandidateRow | None:
-    """The row a listed candidate had, from its segment's tags, when its id is free and its status known; else None.
-    Centre and volume are left 0 for the caller to measure."""
+def _rowFromTags(
+    segment, segmentId: str, centre: tuple[float, float, float], volumeMm3: float, usedIds: set[int]
+) -> candidateTable.CandidateRow | None:
+    """The row a listed candidate had, from its segment's tags, when its id is not in ``usedIds`` and its status is
+    known; else None. ``centre`` and ``volumeMm3`` are the segment's as measured now."""
     try:
         candidateId = int(segmentTag(segment, candidateTable.TAG_CANDIDATE_ID))
     except ValueError:
         return None
     status = candidateTable.normaliseStatus(segmentTag(segment, candidateTable.TAG_STATUS))
-    if status not in candidateTable.STATUSES or any(
-        r.candidateId == candidateId for r in candidateTable.readRows(tableNode)
-    ):
+    if status not in candidateTable.STATUSES or candidateId in usedIds:
         return None
     try:
         probability = float(segmentTag(segment, candidateTable.TAG_PROBABILITY))
@@ -247,8 +247,8 @@ def _rowFromTags(segment, segmentId: str, tableNode) -> candidateTable.Candidate
     return candidateTable.CandidateRow(
         candidateId=candidateId,
         segmentId=segmentId,
-        centerRas=(0.0, 0.0, 0.0),
-        volumeMm3=0.0,
+        centerRas=centre,
+        volumeMm3=volumeMm3,
         probability=probability,
         status=status,
     )

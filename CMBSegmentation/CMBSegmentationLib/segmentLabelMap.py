@@ -63,7 +63,7 @@ def segmentVoxels(segmentationNode, segmentIds: list[str], referenceVolume) -> l
                 layers[key] = (layer, _layerOnGrid(layer, rasToReference))
             read = layers[key][1]
         if read is None:
-            own = _exportedVoxels(segmentationNode, segmentId, referenceVolume)
+            own = np.argwhere(segmentLabels(segmentationNode, [segmentId], referenceVolume))
         else:
             own = read.get(segmentation.GetSegment(segmentId).GetLabelValue(), np.zeros((0, 3), dtype=np.int64))
         out.append(own[np.all((own >= 0) & (own < shape), axis=1)])
@@ -93,20 +93,6 @@ def _layerOnGrid(layer, rasToReference: np.ndarray) -> dict[int, np.ndarray] | N
     index, values = index[order] + np.round(shift).astype(np.int64), values[order]
     labels, starts = np.unique(values, return_index=True)
     return {int(v): part for v, part in zip(labels, np.split(index, starts[1:]), strict=True)}
-
-
-def _exportedVoxels(segmentationNode, segmentId: str, referenceVolume) -> np.ndarray:
-    from slicer import vtkSlicerSegmentationsModuleLogic
-
-    with scratchNodes(segmentationNode.GetScene()):
-        labelNode = segmentationNode.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        ids = vtk.vtkStringArray()
-        ids.InsertNextValue(segmentId)
-        if not vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            segmentationNode, ids, labelNode, referenceVolume
-        ):
-            raise RuntimeError(f"could not export segment {segmentId!r} to a label map")
-        return np.argwhere(arrayFromVolumeNode(labelNode))
 
 
 def flattenVoxels(
