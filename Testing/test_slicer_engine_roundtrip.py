@@ -24,8 +24,15 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
 
-from CMBSegmentationLib import candidateTable, commandBuilder, inferenceJob, resultImport, reviewState  # noqa: E402
-from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, updateVolumeNodeFromArray  # noqa: E402
+from CMBSegmentationLib import (  # noqa: E402
+    candidateTable,
+    commandBuilder,
+    inferenceJob,
+    resultImport,
+    reviewState,
+    segmentLabelMap,
+)
+from CMBSegmentationLib.volumeIO import updateVolumeNodeFromArray  # noqa: E402
 
 DATA = REPO / "Testing" / "data"
 CASE = DATA / "tiny-case" / "tiny_T2S.nii.gz"
@@ -37,6 +44,23 @@ def truth() -> np.ndarray:
     return np.asarray(json.loads((CASE.parent / "truth.json").read_text())["centres_ras"], dtype=float)
 
 
+def _runEngine(volume, folder: Path, events: list | None = None):
+    """Write ``volume``, build the command and run the engine exactly as the module does (blocking)."""
+    prepared = inferenceJob.prepareInputs(volume, None, folder)
+    argv = commandBuilder.buildPredictCommand(
+        sys.executable, prepared.inputPath, prepared.outputDir, modelPath=BUNDLE, device="CPU", threshold=0.5
+    )
+    inferenceJob.runBlocking(argv, *([events.append] if events is not None else []))
+    return prepared
+
+
+def _segmentsHoldTheEngineLabels(result, volume, prepared) -> bool:
+    """Voxel for voxel, the segments hold the engine's label map (read back through Slicer's own export)."""
+    engineLabels = np.asarray(nib.load(str(prepared.outputs.labelMap)).dataobj)
+    segments = segmentLabelMap.segmentLabels(result.segmentationNode, result.segmentIds, volume)
+    return np.array_equal(segments > 0, engineLabels > 0)
+
+
 @pytest.fixture(scope="module")
 def engine_run(tmp_path_factory):
     """One real engine run on the tiny case, started exactly as the module starts it."""
@@ -45,12 +69,8 @@ def engine_run(tmp_path_factory):
     # A node name that is not a valid file name: the module must make one of it.
     volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "tiny T2* (axial)")
     updateVolumeNodeFromArray(volume, np.asarray(image.dataobj), image.affine)
-    prepared = inferenceJob.prepareInputs(volume, None, tmp_path_factory.mktemp("run"))
-    argv = commandBuilder.buildPredictCommand(
-        sys.executable, prepared.inputPath, prepared.outputDir, modelPath=BUNDLE, device="CPU", threshold=0.5
-    )
     events = []
-    inferenceJob.runBlocking(argv, events.append)
+    prepared = _runEngine(volume, tmp_path_factory.mktemp("run"), events)
     return scene, volume, prepared, events
 
 
@@ -76,16 +96,7 @@ def test_engine_output_imports_one_segment_per_planted_microbleed(engine_run, tr
         assert min(distances) < 2.0, f"no candidate within 2 mm of {centre}"
     assert all(r.probability is not None and r.probability >= 0.5 for r in rows)
     assert all(r.volumeMm3 > 0 and r.status == candidateTable.STATUS_NOT_SEEN for r in rows)
-    # Voxel for voxel, the segments hold the engine's label map (read back through Slicer's own export).
-    engineLabels = np.asarray(nib.load(str(prepared.outputs.labelMap)).dataobj)
-    labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-    ids = vtk.vtkStringArray()
-    for segmentId in result.segmentIds:
-        ids.InsertNextValue(segmentId)
-    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-        result.segmentationNode, ids, labelNode, volume
-    )
-    assert np.array_equal(arrayFromVolumeNode(labelNode) > 0, engineLabels > 0)
+    assert _segmentsHoldTheEngineLabels(result, volume, prepared)
 
 
 def test_single_point_command_adds_the_clicked_microbleed(engine_run, truth, tmp_path):
@@ -116,3 +127,44 @@ def test_engine_error_reaches_the_module_as_its_one_line_message(tmp_path):
     )
     with pytest.raises(inferenceJob.EngineError, match=r"^model bundle not found: .*no-such-bundle$"):
         inferenceJob.runBlocking(argv)
+
+
+# A volume as Slicer holds a DICOM series (stored LPS, tilted), under a parent transform.
+
+
+def _lps_tilted(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same scan stored as a DICOM series lies: i to the left, j to the back (LPS), and the head turned 30
+    degrees about the world's origin; returns the array, its affine and the turn (4x4)."""
+    flip = np.eye(4)
+    flip[0, 0] = flip[1, 1] = -1
+    flip[:3, 3] = [data.shape[0] - 1, data.shape[1] - 1, 0]  # voxel (i, j) of the new array is (X-1-i, Y-1-j)
+    a = np.radians(30.0)
+    turn = np.eye(4)
+    turn[:3, :3] = [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]
+    return np.ascontiguousarray(data[::-1, ::-1, :]), turn @ affine @ flip, turn
+
+
+def test_a_tilted_lps_volume_under_a_transform_gets_its_microbleeds_where_they_are(tmp_path: Path) -> None:
+    image = nib.load(str(CASE))
+    data, affine, turn = _lps_tilted(np.asarray(image.dataobj, dtype=np.float32), image.affine)
+    truth = np.asarray(json.loads((CASE.parent / "truth.json").read_text())["centres_ras"], dtype=float)
+    truth = truth @ turn[:3, :3].T  # the planted microbleeds turned with the head (volume's own frame)
+    scene = slicer.vtkMRMLScene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "series 7")
+    updateVolumeNodeFromArray(volume, data, affine)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 25.0)
+    transform.SetMatrixTransformToParent(shift)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+
+    prepared = _runEngine(volume, tmp_path / "run")
+    written = nib.load(str(prepared.inputPath))
+    np.testing.assert_allclose(written.affine, affine, atol=1e-4)  # the volume's own frame, not the transform's
+    result = resultImport.importResults(scene, volume, prepared.outputs.labelMap, prepared.outputs.candidates)
+    assert result.segmentationNode.GetTransformNodeID() == transform.GetID()
+    rows = candidateTable.readRows(result.tableNode)
+    assert len(rows) == len(truth)
+    for centre in truth:
+        assert min(np.linalg.norm(np.subtract(r.centerRas, centre)) for r in rows) < 2.0
+    assert _segmentsHoldTheEngineLabels(result, volume, prepared)
