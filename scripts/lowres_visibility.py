@@ -2,9 +2,9 @@
 
 LR@k (``plkd lowres --factor k``, the paper's simulation) keeps one slice in k and interpolates
 the rest. A microbleed that lies wholly between two kept slices leaves no trace in the LR image,
-so no method can find it; this script counts, for each factor, the microbleeds (26-connected
-label components) with at least one voxel on a kept slice (the default sampling phase of
-:func:`plkd.lowres.simulate_lowres`, ``(k - 1) // 2``).
+so no method can find it; this script counts, for each factor, the microbleeds (label
+components, counted as ``plkd evaluate`` counts them) with at least one voxel on a kept slice
+(the default sampling phase of :func:`plkd.lowres.simulate_lowres`, ``(k - 1) // 2``).
 
     python scripts/lowres_visibility.py DATA [FACTORS]      # e.g. test10 2,4,8
 """
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 from scipy import ndimage
 
 from plkd.data.datasets import find_subjects, load_subject
+from plkd.metrics.components import binarise_reference, label_components
 
 
 def visible_counts(data: str, factors: list[int]) -> tuple[int, dict[int, int]]:
@@ -26,7 +26,7 @@ def visible_counts(data: str, factors: list[int]) -> tuple[int, dict[int, int]]:
         _, label, _ = load_subject(subject)
         if label is None:
             continue
-        comps, n = ndimage.label(label.data > 0, structure=np.ones((3, 3, 3), dtype=bool))
+        comps, n = label_components(binarise_reference(label.data))
         slices = ndimage.find_objects(comps)
         total += n
         for k in factors:

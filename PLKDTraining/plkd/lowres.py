@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from plkd.errors import PLKDError
+from plkd.metrics.components import label_components
 from plkd.resample import grid_with_spacing
 from plkd.volumes import Volume, spacing_from_affine
 
@@ -352,7 +353,7 @@ def thick_slab_labels(
     A thick voxel takes a label value when that value covers at least ``min_fraction`` of it
     (the fraction of its slab, weighted like the image); where several values qualify the one
     covering most wins. With ``keep_every_lesion`` every lesion (connected component of one
-    value, 26-connectivity) that would vanish at that threshold keeps its best-covered thick
+    value, the connectivity of the metrics) that would vanish at that threshold keeps its best-covered thick
     voxel(s), so a 2 mm microbleed split between two 4 mm slabs is still there to detect.
     Values are rounded to integers; the result keeps the input's data type family (float32).
     """
@@ -366,7 +367,6 @@ def thick_slab_labels(
     if values.min() < 0:
         raise PLKDError("label map has negative values; labels must be 0 (background) or positive integers")
     boxes = ndimage.find_objects(values)
-    structure = np.ones((3, 3, 3), dtype=bool)
     for index, box in enumerate(boxes):
         if box is None:
             continue
@@ -380,7 +380,7 @@ def thick_slab_labels(
         best[box][take] = frac[take]
         if not keep_every_lesion:
             continue
-        comps, _ = ndimage.label(region, structure=structure)
+        comps, _ = label_components(region)
         for c, cbox in enumerate(ndimage.find_objects(comps), start=1):
             if cbox is None:
                 continue

@@ -45,7 +45,7 @@ from plkd.inference.predictor import STUDENT_REACH
 from plkd.inference.preprocess import effective_lr_factor, network_slice_axis
 from plkd.lowres import declared_lr_factor, simulate_lowres
 from plkd.metrics import evaluate_subject, pool_results
-from plkd.metrics.components import binarise_reference
+from plkd.metrics.components import binarise_reference, label_components
 from plkd.models.scoring import Calibration
 from plkd.progress import Progress
 
@@ -171,12 +171,13 @@ def _logit(candidate: dict[str, Any]) -> float:
 
 
 def truth_microbleeds(label: Any) -> list[tuple[np.ndarray, float]]:
-    """``[(centre RAS mm, sphere-equivalent radius mm)]`` of a reference label's 26-connected blobs."""
+    """``[(centre RAS mm, sphere-equivalent radius mm)]`` of a reference label's microbleeds (connected
+    components as ``plkd evaluate`` counts them)."""
     from scipy import ndimage
 
     # Rounded to the label values as plkd evaluate reads a reference: a float label's rounding noise (1e-6 on the
     # background) read as > 0 made the brain one microbleed, and every candidate in it a true one for the calibration.
-    comps, n = ndimage.label(binarise_reference(label.data), structure=np.ones((3, 3, 3), dtype=bool))
+    comps, n = label_components(binarise_reference(label.data))
     if n == 0:
         return []
     vox = np.asarray(ndimage.center_of_mass(comps > 0, comps, range(1, n + 1))).reshape(-1, 3)

@@ -21,7 +21,7 @@ NAME_cmb.json), a brain mask or an image, so 'plkd evaluate pred/ plkd-demo/' pa
 demo's _truth. Every pair is printed and written to the JSON ('pairing'); two candidate files
 for one subject are refused. The prediction is resampled onto the reference grid (nearest
 neighbour) when the grids differ. Detections are matched by the VALDO rule (centres of
-6-connected components within 5 mm). "Pooled" figures sum counts over subjects (as the paper
+26-connected components closer than 5 mm). "Pooled" figures sum counts over subjects (as the paper
 reports); "VALDO" figures are per-subject medians (as the challenge reports). FROC needs the
 candidates JSONs written by 'plkd predict' (NAME_cmb.json beside NAME_cmb.nii.gz, or in
 --candidates DIR); it uses the same VALDO rule and marks the pooled operating point.

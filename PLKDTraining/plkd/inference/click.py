@@ -3,7 +3,7 @@ the candidates of an earlier prediction so that one microbleed is never counted 
 
 A reader clicks within a few mm of a microbleed's centre; the microbleed is the darkest spot
 there (T2*/SWI hypointensity). :func:`dark_blob` finds that spot on the normalised model grid
-and outlines it by intensity: the connected region (6-connectivity, as the metrics use) darker
+and outlines it by intensity: the connected region (the connectivity the metrics use) darker
 than half-way between the spot's minimum and the surrounding tissue. The segmenter is run
 centred on the spot; its mask is used when it covers the spot, the intensity region otherwise
 (the reader's click asserts a microbleed even where the network's probability is low).
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from plkd.errors import InputError
+from plkd.metrics.components import label_components
 from plkd.naming import output_stem
 from plkd.volumes import Volume, check_same_grid, load_label
 
@@ -121,7 +121,7 @@ def dark_blob(
     level = min(depth + 0.5 * contrast, background - spread)
     dark = (data[box] <= level) & inside
     dark[tuple(seed - lo)] = True
-    labels, _ = ndimage.label(dark)
+    labels, _ = label_components(dark)
     region = np.argwhere(labels == labels[tuple(seed - lo)]) + lo
     return DarkBlob(seed=seed, voxels=region, contrast=contrast)
 

@@ -1,6 +1,6 @@
 """Stage 2: the segmenter on a fixed-size patch around each candidate, batched, then stitched.
 
-Each candidate gives a voxel mask, the 6-connected component (the connectivity the metrics use)
+Each candidate gives a voxel mask, the connected component (:data:`plkd.metrics.components.CONNECTIVITY`)
 of ``sigmoid ≥ voxel threshold`` that contains the candidate centre, or the nearest one within
 ``max_offset_mm``, and a score: the mean of the 4 largest voxel logits of that component (of the
 ball of ``max_offset_mm`` around the centre when nothing was segmented;
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from plkd.inference.device import DeviceState, autocast
+from plkd.metrics.components import label_components
 
 #: The component chosen for a candidate may lie at most this far (mm) from its centre.
 MAX_OFFSET_MM = 4.0
@@ -60,7 +60,7 @@ def select_component(
     fg = prob >= voxel_threshold
     if not fg.any():
         return fg
-    labels, n = ndimage.label(fg)
+    labels, n = label_components(fg)
     c = tuple(int(v) for v in np.clip(np.round(centre), 0, np.asarray(prob.shape) - 1))
     label = int(labels[c])
     if label == 0:

@@ -1,8 +1,16 @@
 """Connected components of label maps and their centres of mass.
 
 Every detection metric in :mod:`plkd.metrics` works on components: a binarised map is split
-into 6-connected components (face neighbours only, as the VALDO challenge does for
-microbleeds), and each component is summarised by its centre of mass.
+into connected components and each is summarised by its centre of mass.
+
+One microbleed is one :data:`CONNECTIVITY`-connected component everywhere in plkd: the positives
+training samples and checks, the reference microbleeds ``plkd tune`` calibrates against, the
+outline ``plkd predict`` writes per candidate, and the microbleeds ``plkd evaluate`` and the
+FROC curve count. Training once counted 26-connected components while evaluation counted
+6-connected ones, so two microbleeds touching at a corner were one positive in training and two
+in the scores (and one diagonally connected prediction two detections, one of them a false
+positive). Use :func:`label_components` (or :func:`structure` with no argument), never a
+``ndimage.label`` of one's own.
 """
 
 from __future__ import annotations
@@ -15,13 +23,26 @@ from scipy import ndimage
 #: Prediction maps (probabilities, binary masks or 1..N instance maps) are foreground at >= this.
 PREDICTION_THRESHOLD = 0.5
 
+#: Voxels of one microbleed touch by a face, an edge or a corner (26-connectivity). It is the
+#: connectivity of the VALDO challenge's released evaluation code (WhereIsValdo/valdo-eval-2021,
+#: ``compare_segmentations.py``: ``-c`` defaults to 3, "all neighbors", for every task), and it keeps
+#: a small blob that steps across thick slices by one in-plane voxel one microbleed.
+CONNECTIVITY = 26
 
-def structure(connectivity: int) -> np.ndarray:
+
+def structure(connectivity: int = CONNECTIVITY) -> np.ndarray:
     """The 3-D neighbourhood for ``connectivity`` 6 (faces), 18 (+ edges) or 26 (+ corners)."""
     rank = {6: 1, 18: 2, 26: 3}.get(int(connectivity))
     if rank is None:
         raise ValueError(f"connectivity must be 6, 18 or 26, not {connectivity}")
     return ndimage.generate_binary_structure(3, rank)
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(labels, n)``: the microbleeds (:data:`CONNECTIVITY`-connected components) of a 3-D boolean mask,
+    labelled 1..n in array order (``scipy.ndimage.label``)."""
+    labels, n = ndimage.label(np.asarray(mask, dtype=bool), structure=structure())
+    return labels, int(n)
 
 
 def binarise_prediction(data: np.ndarray, threshold: float = PREDICTION_THRESHOLD) -> np.ndarray:
@@ -71,7 +92,7 @@ class Components:
         return out[1:]
 
 
-def find_components(mask: np.ndarray, connectivity: int = 6) -> Components:
+def find_components(mask: np.ndarray, connectivity: int = CONNECTIVITY) -> Components:
     """Label the connected components of a boolean ``mask`` and compute their centres of mass."""
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 3:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from plkd.errors import InputError
-from plkd.metrics.components import binarise_prediction, binarise_reference, find_components
+from plkd.metrics.components import CONNECTIVITY, binarise_prediction, binarise_reference, find_components
 from plkd.metrics.valdo import MAX_DISTANCE_MM, valdo_subject
 
 
@@ -51,7 +51,7 @@ def evaluate_subject(
     *,
     threshold: float = 0.5,
     max_distance_mm: float = MAX_DISTANCE_MM,
-    connectivity: int = 6,
+    connectivity: int = CONNECTIVITY,
 ) -> dict:
     """All per-subject metrics for a prediction and a reference on the same voxel grid.
 

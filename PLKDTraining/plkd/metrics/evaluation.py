@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from plkd.errors import InputError
-from plkd.metrics.components import PREDICTION_THRESHOLD, binarise_prediction, find_components
+from plkd.metrics.components import CONNECTIVITY, PREDICTION_THRESHOLD, binarise_prediction, find_components
 from plkd.metrics.detection import evaluate_subject, pool_results
 from plkd.metrics.froc import FrocSubject, froc_curve, froc_subject, load_candidate_records
 from plkd.metrics.pairing import pair_files, pairing_key
@@ -57,7 +57,7 @@ def grid_problems(pred: Volume, ref: Volume, threshold: float = 0.5) -> list[str
 
     Two things go unseen otherwise: grids of the same shape whose headers place them differently
     (most often one header lost or changed its orientation, so every microbleed is scored somewhere
-    else), and predicted microbleeds (6-connected components at ``>= threshold``) that have no
+    else), and predicted microbleeds (connected components at ``>= threshold``) that have no
     voxel on the reference grid (outside its field of view, or too small for its voxels) and so
     are not scored at all. Raises :class:`InputError` when the two fields of view do not overlap.
     """
@@ -84,7 +84,7 @@ def grid_problems(pred: Volume, ref: Volume, threshold: float = 0.5) -> list[str
                 f"to {shift:.3g} mm apart; the prediction was moved through world coordinates (if both are the "
                 "same scan, one header is wrong: compare their qform/sform)"
             )
-    comps = find_components(binarise_prediction(pred.data, threshold), 6)
+    comps = find_components(binarise_prediction(pred.data, threshold))
     if comps.n:
         moved_labels = resample_array(comps.labels, pred.affine, ref.affine, ref.shape, order=0)
         lost = comps.n - int(np.unique(moved_labels[moved_labels > 0]).size)
@@ -138,7 +138,7 @@ def evaluate_paths(
     missing_as_empty: bool = False,
     threshold: float = 0.5,
     max_distance_mm: float = MAX_DISTANCE_MM,
-    connectivity: int = 6,
+    connectivity: int = CONNECTIVITY,
 ) -> dict:
     """Evaluate prediction file(s) against reference file(s); returns the ``plkd evaluate`` JSON.
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from plkd.errors import InputError
 from plkd.figures import pyplot, save_figure
-from plkd.metrics.components import binarise_prediction, binarise_reference, find_components
+from plkd.metrics.components import CONNECTIVITY, binarise_prediction, binarise_reference, find_components
 from plkd.metrics.valdo import MAX_DISTANCE_MM, valdo_match
 
 #: FP-per-subject operating points reported in the JSON.
@@ -167,7 +167,7 @@ def froc_subject(
     candidates: Sequence[Mapping[str, Any]],
     *,
     threshold: float = 0.5,
-    connectivity: int = 6,
+    connectivity: int = CONNECTIVITY,
 ) -> tuple[FrocSubject, int]:
     """Detections of one subject for :func:`froc_curve`, consistent with the pooled table.
 

@@ -24,7 +24,7 @@ _COLUMNS = (
 
 #: Printed under the table: what every column means (V-Dice especially is easy to misread).
 LEGEND = """\
-Columns (%): ref/pred = microbleeds (6-connected components) in the reference/prediction; TP/FP/FN by the
+Columns (%): ref/pred = microbleeds (26-connected components) in the reference/prediction; TP/FP/FN by the
   VALDO matching rule (a prediction takes its nearest reference within the matching distance; the nearest
   prediction of each reference is the TP); TPR, PPV, F1 from those counts; Dice = voxel Dice over the whole
   scan (every reference and prediction voxel).

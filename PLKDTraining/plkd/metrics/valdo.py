@@ -2,12 +2,17 @@
 
 The rule, reproduced as published (see ``docs/cmb-domain.md``, "How detection is scored"):
 
-1. the prediction is binarised at >= 0.5 and split into 6-connected components; so is the
-   reference (every non-zero voxel);
+1. the prediction is binarised at >= 0.5 and split into 26-connected components
+   (:data:`plkd.metrics.components.CONNECTIVITY`: the released evaluation code,
+   WhereIsValdo/valdo-eval-2021, labels with ``-c 3``, all neighbours, unless told otherwise);
+   so is the reference (every non-zero voxel);
 2. each component is summarised by its centre of mass in voxel indices times the header
-   zooms (mm) — zooms, not the affine, so obliquity is ignored as in the challenge;
-3. each predicted component picks its nearest reference component if that lies within
-   5 mm (inclusive), otherwise it is a false positive;
+   zooms (mm) — zooms, not the affine, so obliquity is ignored as in the challenge (the
+   released code leaves the zooms out and measures in voxels: the same on a 1 mm grid);
+3. each predicted component picks its nearest reference component if that lies closer than
+   5 mm (strictly, ``<`` as in the released code: a centre exactly 5 mm away, as two
+   single-voxel microbleeds five 1 mm voxels apart are, is a false positive), otherwise it is
+   a false positive;
 4. for each reference, among the predictions that picked it, the nearest is a true
    positive — exact distance ties are all true positives — and the others are false
    positives; a reference picked by none is a false negative. This is *not* an optimal
@@ -34,7 +39,7 @@ import numpy as np
 
 from plkd.metrics.components import Components, pairwise_distances, reference_weights
 
-#: A predicted centre must lie within this distance (mm) of a reference centre to match it.
+#: A predicted centre must lie closer than this distance (mm) to a reference centre to match it.
 MAX_DISTANCE_MM = 5.0
 
 
@@ -67,7 +72,7 @@ def valdo_match(
         dist = pairwise_distances(pred, ref)
         nearest = np.argmin(dist, axis=1)
         near_dist = dist[np.arange(n_pred), nearest]
-        within = near_dist <= max_distance_mm
+        within = near_dist < max_distance_mm  # strictly: the released VALDO code's `<`
         choice[within] = nearest[within]
         distance[within] = near_dist[within]
     picked = choice >= 0

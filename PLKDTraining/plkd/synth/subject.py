@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from plkd.errors import PLKDError
+from plkd.metrics.components import label_components
 from plkd.modalities import MODALITIES
 from plkd.synth.anatomy import Deformation, load_template, warp_template
 from plkd.synth.contrast import Contrast, bias_field, rician, tissue_signal
@@ -25,7 +25,6 @@ from plkd.volumes import Volume
 DIAMAGNETIC = ("calcification", "air_tissue_dropout")
 #: Voxels of margin kept around the brain when the output is cropped.
 CROP_MARGIN = 2
-_FACE6 = ndimage.generate_binary_structure(3, 1)
 
 
 @dataclass
@@ -245,7 +244,7 @@ def _add_atlas_truth(records: list[dict[str, Any]], bleeds, deformation: Deforma
 
 
 def _label_microbleeds(drop: np.ndarray, mask: np.ndarray, grid: SynthGrid, bleeds):
-    """Binary label of the visible blobs; one 6-connected component per visible microbleed."""
+    """Binary label of the visible blobs; one connected component (as the metrics count) per visible microbleed."""
     label = np.zeros(grid.shape, dtype=np.uint8)
     kept, hidden = [], []
     visible = (drop >= LABEL_DROP) & mask
@@ -255,7 +254,7 @@ def _label_microbleeds(drop: np.ndarray, mask: np.ndarray, grid: SynthGrid, blee
         lo = np.maximum(c - half, 0)
         hi = np.minimum(c + half + 1, np.array(grid.shape))
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-        comps, n = ndimage.label(visible[box], structure=_FACE6)
+        comps, n = label_components(visible[box])
         local = tuple(c - lo)
         if n == 0 or comps[local] == 0:
             # Thick slices average a small or off-centre microbleed below the threshold.

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from plkd.metrics.components import label_components
+
 #: A subject's labelled microbleeds are "not dark" when their median contrast to the ring of brain around
 #: them (z-scores of the normalised image) is above this. Measured on plkd synth subjects (standard and
 #: wide domain, T2S and SWI): own labels -0.56 to -2.4, labels of another subject -0.2 to +0.06.
@@ -23,9 +25,10 @@ _RING = (1, 4)
 
 
 def microbleed_contrasts(image: np.ndarray, mask: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """Per 26-connected label component: mean of ``image`` inside it minus the median of the brain
-    (``mask``) in a ring 2-4 voxels around it (NaN when the ring holds no brain). Shape ``(n,)``."""
-    comps, n = ndimage.label(label > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    """Per label microbleed (connected component, as the metrics count them): mean of ``image`` inside
+    it minus the median of the brain (``mask``) in a ring 2-4 voxels around it (NaN when the ring holds
+    no brain). Shape ``(n,)``."""
+    comps, n = label_components(label > 0)
     out = np.full(n, np.nan)
     pad = _RING[1] + 1
     for k, box in enumerate(ndimage.find_objects(comps), start=1):

@@ -52,7 +52,7 @@ from plkd.data.datasets import Subject, load_subject
 from plkd.errors import InputError
 from plkd.inference.preprocess import effective_lr_factor, network_axes
 from plkd.lowres import declared_lr_factor, simulate_lowres
-from plkd.metrics.components import binarise_reference
+from plkd.metrics.components import binarise_reference, label_components
 from plkd.models.screening import central_box
 from plkd.normalise import normalise_intensity
 from plkd.resample import resample_array, resample_to_spacing
@@ -148,8 +148,9 @@ def _meta_entries(
 
 
 def label_centres(label: np.ndarray) -> np.ndarray:
-    """Rounded centres of mass ``(M, 3)`` of the 26-connected components of a binary label."""
-    comps, n = ndimage.label(label > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    """Rounded centres of mass ``(M, 3)`` of the microbleeds (connected components,
+    :data:`plkd.metrics.components.CONNECTIVITY`) of a binary label."""
+    comps, n = label_components(label > 0)
     if n == 0:
         return np.zeros((0, 3), dtype=np.int64)
     centres = ndimage.center_of_mass(np.ones_like(comps, dtype=np.float32), comps, index=range(1, n + 1))
@@ -158,7 +159,8 @@ def label_centres(label: np.ndarray) -> np.ndarray:
 
 def label_on_grid(label: Volume, affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``(label, positives)`` on the grid ``affine``/``shape`` (the model grid): a uint8 0/1 map and the
-    ``(M, 3)`` voxel centres of its microbleeds, one per 26-connected component of the label as given.
+    ``(M, 3)`` voxel centres of its microbleeds, one per connected component (the connectivity of the
+    metrics) of the label as given.
 
     Values are rounded to the label values as plkd evaluate reads a reference: a float label's rounding
     noise (1e-6 on the background) read as > 0 made the whole field of view one microbleed. On another
@@ -171,7 +173,7 @@ def label_on_grid(label: Volume, affine: np.ndarray, shape: tuple[int, ...]) -> 
     if label.shape == tuple(shape) and np.allclose(label.affine, affine, atol=1e-4):
         arr = fg.astype(np.uint8)
         return arr, label_centres(arr)
-    comps, n = ndimage.label(fg, structure=np.ones((3, 3, 3), dtype=bool))
+    comps, n = label_components(fg)
     if n:
         centres = np.asarray(ndimage.center_of_mass(fg, comps, index=range(1, n + 1)), dtype=np.float64)
         to_grid = np.linalg.inv(np.asarray(affine, dtype=np.float64)) @ np.asarray(label.affine, dtype=np.float64)
