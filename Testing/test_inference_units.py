@@ -13,6 +13,7 @@ from plkd.inference.device import DeviceState, resolve_device
 from plkd.inference.preprocess import effective_lr_factor, prepare
 from plkd.inference.screening import score_map
 from plkd.inference.segmentation import PatchResult, extract_patch, select_component, stitch
+from plkd.metrics.components import find_components
 from plkd.models import ScreeningFCN
 from plkd.volumes import Volume
 
@@ -92,6 +93,20 @@ def test_stitch_merges_duplicates_and_rejects_low_probability() -> None:
     assert fate[0].label == 0 and fate[0].reason == "duplicate" and fate[0].merged_into == 1
     assert fate[2].reason == "below threshold"
     assert fate[3].label == 0 and "no voxel" in fate[3].reason
+
+
+def test_stitch_merges_a_candidate_touching_a_kept_one_at_a_corner() -> None:
+    # Two kept candidates whose outlines touch (no shared voxel) are one component for plkd evaluate; the
+    # label map held them as labels 1 and 2 and the JSON said 2 microbleeds where evaluation counted 1.
+    a = np.array([[2, 2, 2]])
+    b = np.array([[3, 3, 3]])  # corner neighbour of a
+    c = np.array([[6, 6, 6]])  # apart
+    labels, fate = stitch(
+        [PatchResult(0.9, a, 0.9), PatchResult(0.8, b, 0.9), PatchResult(0.7, c, 0.9)], (8, 8, 8), 0.5
+    )
+    kept = [f for f in fate if f.reason == "kept"]
+    assert len(kept) == 2 == find_components(labels > 0).n
+    assert fate[1].reason == "duplicate" and fate[1].merged_into == 0 and labels[3, 3, 3] == 1
 
 
 def test_brain_mask_nonzero_region_and_fallback(rng: np.random.Generator) -> None:

@@ -5,8 +5,10 @@ of ``sigmoid ≥ voxel threshold`` that contains the candidate centre, or the ne
 ``max_offset_mm``, and a score: the mean of the 4 largest voxel logits of that component (of the
 ball of ``max_offset_mm`` around the centre when nothing was segmented;
 :func:`plkd.models.candidate_logit`), mapped to a probability by the segmenter's calibration.
-Kept candidates are stitched highest probability first; a component overlapping an already
-placed microbleed is the same microbleed seen twice and is merged into it (duplicate).
+Kept candidates are stitched highest probability first; a component overlapping or touching an
+already placed microbleed is the same microbleed seen twice and is merged into it (duplicate):
+``plkd evaluate`` would count the two as one connected component, so the JSON's count of kept
+candidates equals the microbleeds of the label map.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from plkd.inference.device import DeviceState, autocast
-from plkd.metrics.components import label_components
+from plkd.metrics.components import label_components, structure
 
 #: The component chosen for a candidate may lie at most this far (mm) from its centre.
 MAX_OFFSET_MM = 4.0
@@ -166,6 +168,15 @@ class StitchedCandidate:
     merged_into: int | None = None
 
 
+def _neighbour_labels(labels: np.ndarray, voxels: np.ndarray) -> np.ndarray:
+    """The non-zero values of ``labels`` in the neighbourhood (:func:`structure`) of ``voxels`` (K, 3)."""
+    offsets = np.argwhere(structure()) - 1
+    near = (np.asarray(voxels)[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
+    near = near[np.all((near >= 0) & (near < np.asarray(labels.shape)), axis=1)]
+    values = labels[tuple(near.T)]
+    return values[values > 0]
+
+
 def stitch(
     results: Sequence[PatchResult],
     shape: tuple[int, ...],
@@ -174,8 +185,9 @@ def stitch(
 ) -> tuple[np.ndarray, list[StitchedCandidate]]:
     """Label map on the model grid (1..N) and each candidate's fate, in input order.
 
-    Candidates are placed by decreasing probability; a component that touches an already
-    placed microbleed is merged into it (its voxels added) and reported as a duplicate.
+    Candidates are placed by decreasing probability; a component that overlaps or touches (by
+    :data:`plkd.metrics.components.CONNECTIVITY`) an already placed microbleed is merged into it
+    (its voxels added) and reported as a duplicate, so every kept label is one connected component.
     ``vetoes[i]``, when given and not None, rejects candidate ``i`` with that reason.
     """
     labels = np.zeros(shape, dtype=np.int32)
@@ -195,6 +207,9 @@ def stitch(
         idx = tuple(r.voxels.T)
         existing = labels[idx]
         hit = existing[existing > 0]
+        if not hit.size:
+            # Adjacent without overlap: still one component for the metrics (two labels, one microbleed counted).
+            hit = _neighbour_labels(labels, r.voxels)
         if hit.size:
             target = int(np.bincount(hit).argmax())
             labels[idx] = np.where(existing == 0, target, existing)
