@@ -12,7 +12,7 @@ from training_toydata import write_toy_dataset
 
 from plkd.bundle import MANIFEST, load_bundle
 from plkd.cli import main
-from plkd.errors import BundleError
+from plkd.errors import BundleError, PLKDError
 from plkd.inference.predictor import Predictor
 from plkd.models import Calibration
 from plkd.tuning import Case, score, search
@@ -74,6 +74,23 @@ def test_search_without_a_feasible_pair_says_so():
     case.scores = {3: (0.9, float(np.log(9.0)))}  # a false alarm at p = 0.9: above any threshold of the grid
     best = search([case], max_fp=0.5, screening_grid=(0.3,), segmentation_grid=(0.5,))
     assert not best["feasible"] and best["metrics"]["FP"] == 1
+
+
+def test_search_when_nothing_is_found_prefers_fewer_false_positives_not_the_loosest_pair():
+    # Hand count: B is missed at every pair (no candidate on it), A's candidate is absent too, so F1 = TPR = 0 at
+    # every pair; the two false alarms (p 0.99 and 0.2) then decide: only segmentation >= 0.999 drops both.
+    case = _hand_made_case()
+    case.scores = {3: (0.6, float(np.log(99.0))), 4: (0.95, float(np.log(0.25)))}
+    best = search([case], screening_grid=(0.3, 0.5), segmentation_grid=(0.1, 0.5, 0.999))
+    assert (best["screening"], best["segmentation"]) == (0.3, 0.999)
+    assert best["metrics"]["FP"] == 0
+
+
+def test_search_refuses_validation_cases_without_microbleeds():
+    case = _hand_made_case()
+    case.truth = np.zeros_like(case.truth)
+    with pytest.raises(PLKDError, match="no labelled microbleed"):
+        search([case])
 
 
 def test_tune_command_writes_a_bundle_whose_segmenters_carry_thresholds(tmp_path):

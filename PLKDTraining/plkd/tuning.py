@@ -223,9 +223,17 @@ def search(
 ) -> dict[str, Any]:
     """The threshold pair with the best pooled F1 (at ≤ ``max_fp`` false positives per subject).
 
-    Ties go to the higher sensitivity, then to the looser pair. ``feasible`` is False when no
-    pair meets ``max_fp`` (the best F1 overall is returned then).
+    Ties go to the higher sensitivity, then to fewer false positives, then to the looser pair.
+    ``feasible`` is False when no pair meets ``max_fp`` (the best F1 overall is returned then).
+    Raises :class:`PLKDError` when the cases hold no reference microbleed: F1 and sensitivity are
+    then undefined for every pair.
     """
+    if not any(binarise_reference(c.truth).any() for c in cases):
+        # Every pair scored F1 0 and the tie went to the loosest pair: the most false positives, chosen silently.
+        raise PLKDError(
+            "the validation subjects hold no labelled microbleed: no threshold pair can be judged by F1; "
+            "tune on subjects with microbleeds"
+        )
     cache: dict = {}
     rows = []
     for s in screening_grid:
@@ -233,10 +241,12 @@ def search(
             m = score(cases, s, p, cache, calibration)
             f1 = m["F1"] if np.isfinite(m["F1"]) else 0.0
             tpr = m["TPR"] if np.isfinite(m["TPR"]) else 0.0
-            rows.append((max_fp is None or m["FPavg"] <= max_fp, f1, tpr, -s, -p, m))
+            # Equal F1 and TPR with more false positives happens when nothing is found (F1 = TPR = 0 at every
+            # pair): the loosest pair, the most false positives, won that tie.
+            rows.append((max_fp is None or m["FPavg"] <= max_fp, f1, tpr, -m["FPavg"], -s, -p, m))
     feasible = [r for r in rows if r[0]]
-    best = max(feasible or rows, key=lambda r: r[1:5])
-    return {"screening": -best[3], "segmentation": -best[4], "metrics": best[5], "feasible": bool(feasible)}
+    best = max(feasible or rows, key=lambda r: r[1:6])
+    return {"screening": -best[4], "segmentation": -best[5], "metrics": best[6], "feasible": bool(feasible)}
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
