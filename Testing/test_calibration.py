@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plkd.calibration import expected_calibration_error, fit_platt, reliability_diagram
+from plkd.calibration import expected_calibration_error, fit_platt, probability_bins, reliability_diagram
 from plkd.models import Calibration, candidate_logit
 
 
@@ -49,6 +49,25 @@ def test_expected_calibration_error_on_hand_made_values():
     # Bin 0.1-0.2: mean 0.15, none is -> 0.15, weight 2/4. ECE = 0.5·0.45 + 0.5·0.15 = 0.30.
     assert expected_calibration_error([0.95, 0.95, 0.15, 0.15], [True, False, False, False]) == pytest.approx(0.30)
     assert expected_calibration_error([0.25, 0.75], [False, True], n_bins=2) == pytest.approx(0.25)
+
+
+def test_ece_bins_at_the_edges_empty_bins_and_certain_probabilities():
+    # Edges belong to the upper bin (0.3 -> bin 3), 1.0 to the last, 0.0 to the first; the edges of
+    # np.arange(0, 1, 0.1), which the test-set script used, are 0.30000000000000004 etc. (0.3 a bin low).
+    assert probability_bins([0.0, 0.1, 0.3, 0.6, 0.7, 0.9999, 1.0]).tolist() == [0, 1, 3, 6, 7, 9, 9]
+    # Bins 0 and 9 hold one candidate each, all other bins are empty: ECE = 0.5·|0 - 0| + 0.5·|1 - 1| = 0.
+    assert expected_calibration_error([0.0, 1.0], [False, True]) == 0.0
+    # Hand count: 0.3 and 0.35 in bin 3 (mean 0.325, one true: |0.5 - 0.325| = 0.175), weight 2/2.
+    assert expected_calibration_error([0.3, 0.35], [True, False]) == pytest.approx(0.175)
+
+
+def test_ece_refuses_values_that_are_not_probabilities():
+    # NaN fell in no bin but still counted in the weights: the ECE came out too small, silently.
+    for bad in ([0.9, float("nan")], [0.5, 1.2], [-0.1, 0.5]):
+        with pytest.raises(ValueError, match="not in"):
+            expected_calibration_error(bad, [True, False])
+    with pytest.raises(ValueError, match="length"):
+        expected_calibration_error([0.5, 0.5], [True])
 
 
 def test_calibration_is_monotonic_and_never_rounds_a_finite_logit_to_certainty():

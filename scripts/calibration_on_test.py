@@ -16,32 +16,41 @@ from pathlib import Path
 
 import numpy as np
 
-from plkd.calibration import expected_calibration_error
+from plkd.calibration import N_BINS, expected_calibration_error, probability_bins
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.tuning import is_microbleed, truth_microbleeds
 
 
 def main() -> None:
     pred, data = Path(sys.argv[1]), Path(sys.argv[2])
-    probs, truth = [], []
+    probs, truth, missing = [], [], []
     for subject in find_subjects(data):
         if subject.label is None:
             continue
-        found = sorted(pred.glob(f"{subject.id}_*_cmb.json"))
+        # NAME_cmb.json and NAME_T2S_cmb.json alike; "_*_cmb" missed the first, and a second file was ignored.
+        found = sorted(pred.glob(f"{subject.id}_*cmb.json"))
+        if len(found) > 1:
+            raise SystemExit(f"{subject.id}: {len(found)} candidates JSONs in {pred} ({found[0].name}, ...)")
         if not found:
+            missing.append(subject.id)
             continue
         refs = truth_microbleeds(load_subject(subject)[1])
         for c in json.loads(found[0].read_text(encoding="utf-8"))["candidates"]:
             if c.get("probability") is not None:
                 probs.append(float(c["probability"]))
                 truth.append(is_microbleed(c["center_ras"], refs))
+    if missing:
+        print(f"{len(missing)} labelled subject(s) without a prediction, left out: {', '.join(missing[:5])}")
     p, y = np.asarray(probs), np.asarray(truth, dtype=bool)
     print(f"{len(p)} candidates, {int(y.sum())} on a microbleed; ECE {expected_calibration_error(p, y):.3f}")
-    for lo in np.arange(0.0, 1.0, 0.1):
-        sel = (p >= lo) & ((p < lo + 0.1) if lo < 0.9 else (p <= 1.0))
+    # The ECE's own bins: np.arange(0, 1, 0.1) edges (0.30000000000000004, ...) put p = 0.3, 0.6 and 0.7 a row low.
+    bins = probability_bins(p)
+    for k in range(N_BINS):
+        sel = bins == k
         if sel.any():
             share = 100 * y[sel].mean()
-            print(f"  p {lo:.1f}-{lo + 0.1:.1f}: {int(sel.sum()):4d} candidates, {share:5.1f} % microbleeds")
+            span = f"{k / N_BINS:.1f}-{(k + 1) / N_BINS:.1f}"
+            print(f"  p {span}: {int(sel.sum()):4d} candidates, {share:5.1f} % microbleeds")
 
 
 if __name__ == "__main__":

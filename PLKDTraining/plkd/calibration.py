@@ -66,13 +66,27 @@ def fit_platt(logits: Sequence[float], positive: Sequence[bool], l2: float = 1e-
     return a, b
 
 
+def probability_bins(prob: Sequence[float], n_bins: int = N_BINS) -> np.ndarray:
+    """The equal-width bin (0 … ``n_bins`` − 1) of each probability: bin k holds [k/n, (k+1)/n), the last
+    bin also 1.0. Raises ``ValueError`` for a value that is not a probability (NaN, below 0, above 1):
+    such a value fell in no bin and was silently left out of the ECE while still counting in its weights."""
+    p = np.asarray(prob, dtype=np.float64)
+    bad = ~np.isfinite(p) | (p < 0.0) | (p > 1.0)
+    if np.any(bad):
+        raise ValueError(f"{int(bad.sum())} probabilities are not in [0, 1] (e.g. {p[bad][0]!r})")
+    return np.minimum((p * n_bins).astype(int), n_bins - 1)
+
+
 def expected_calibration_error(prob: Sequence[float], positive: Sequence[bool], n_bins: int = N_BINS) -> float:
-    """ECE: the candidate-weighted mean |observed frequency − mean probability| over equal-width bins."""
+    """ECE: the candidate-weighted mean |observed frequency − mean probability| over the equal-width bins
+    of :func:`probability_bins` (empty bins contribute nothing); NaN without any candidate (Guo et al. 2017)."""
     p = np.asarray(prob, dtype=np.float64)
     y = np.asarray(positive, dtype=np.float64)
+    if p.size != y.size:
+        raise ValueError("probabilities and labels differ in length")
     if p.size == 0:
         return float("nan")
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    bins = probability_bins(p, n_bins)
     ece = 0.0
     for k in range(n_bins):
         sel = bins == k
@@ -101,7 +115,7 @@ def reliability_diagram(
         raw, cal, y = (np.asarray(v, dtype=np.float64) for v in curves[name])
         ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
         for probs, colour, label in ((raw, "tab:red", "before"), (cal, "tab:blue", "after")):
-            idx = np.minimum((probs * n_bins).astype(int), n_bins - 1)
+            idx = probability_bins(probs, n_bins)
             xs, ys = [], []
             for k in range(n_bins):
                 sel = idx == k
