@@ -3,10 +3,11 @@
 For each labelled subject of each DATA folder and each condition — ``hr`` (as is), ``x2``/``x4``/
 ``x8`` (the paper's LR@k: every k-th slice, cubic back to the 1 mm grid) and ``slab3``/``slab4``
 (k-mm thick slabs averaged on the 1 mm grid) — it predicts with BUNDLE (the ×k student for LR
-inputs), matches predicted components to reference microbleeds by the VALDO rule (6-connected
-components, centres within 5 mm, :func:`plkd.metrics.valdo.valdo_match`) and counts:
+inputs), matches predicted components to reference microbleeds by the VALDO rule (the components
+and matching of ``plkd evaluate``, :func:`plkd.metrics.valdo.valdo_match`) and counts:
 
-- per size bin of the reference blob's sphere-equivalent diameter (< 3, 3-5, 5-10 mm): found / total;
+- per size bin of the reference blob's sphere-equivalent diameter (:mod:`plkd.metrics.sizes`:
+  < 3, 3-5, 5-10, > 10 mm, lower edges included): found / total;
 - per MARS class (``location`` of the nearest manifest microbleed within 3 mm; ``n/a`` without one);
 - pooled TP, FP, FN, TPR, PPV, F1 and false positives per subject.
 
@@ -30,10 +31,10 @@ from plkd.data.datasets import find_subjects, load_subject
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.predictor import Predictor
 from plkd.lowres import simulate_lowres
-from plkd.metrics.components import find_components
+from plkd.metrics.components import binarise_reference, find_components
+from plkd.metrics.sizes import SIZE_NAMES, equivalent_diameter_mm, size_bin
 from plkd.metrics.valdo import valdo_match
 
-SIZE_BINS = ((0.0, 3.0, "<3 mm"), (3.0, 5.0, "3-5 mm"), (5.0, 99.0, "5-10 mm"))
 LOCATIONS = ("lobar", "deep", "infratentorial", "n/a")
 
 
@@ -79,13 +80,14 @@ def evaluate(predictor: Predictor, roots: list[Path], condition: str) -> dict:
             data, factor = degrade(image.data, condition)
             result = predictor.predict(image.with_data(data), mask, lr_factor=factor)
             zooms = np.sqrt((label.affine[:3, :3] ** 2).sum(axis=0))
-            ref = find_components(label.data > 0)
+            # Rounded to label values as plkd evaluate reads a reference (1e-6 noise made the whole scan one blob).
+            ref = find_components(binarise_reference(label.data))
             pred = find_components(result.label_map > 0)
             match = valdo_match(pred.centres_mm(zooms), ref.centres_mm(zooms))
             ref_ras = ref.centres_world(label.affine)
-            diameters = (6.0 * ref.sizes * float(np.prod(zooms)) / np.pi) ** (1.0 / 3.0)
+            diameters = equivalent_diameter_mm(ref.sizes, label.affine)
             for r in range(ref.n):
-                size = next(b[2] for b in SIZE_BINS if b[0] <= diameters[r] < b[1])
+                size = size_bin(diameters[r])
                 near = [(np.linalg.norm(c - ref_ras[r]), loc) for c, loc in places.get(subject.id, [])]
                 loc = min(near)[1] if near and min(near)[0] <= 3.0 else "n/a"
                 for key in (size, loc):
@@ -123,7 +125,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     predictor = Predictor(args.bundle, device=args.device)
-    bins = [b[2] for b in SIZE_BINS]
+    bins = list(SIZE_NAMES)
     head = ["input", "F1", "TPR", "PPV", "FP/subject", *bins, *LOCATIONS]
     print("| " + " | ".join(head) + " |")
     print("|---|" + "---:|" * (len(head) - 1))

@@ -5,8 +5,9 @@ the 1 mm grid) it takes the candidates the predictor would segment, capped at ``
 subject (default 50: every blob candidate plus the strongest FCN candidates above a loose
 screening threshold of 0.3), and counts the microbleeds with a candidate within ``--hit-mm``
 (default 3 mm) of their centre, per size bin of the sphere-equivalent diameter of the labelled
-blob at 1 mm: < 3, 3-5 and 5-10 mm. A microbleed the screening stage misses is lost whatever the
-segmenter does. Target (issue 11): ≥ 98 % in every bin at 1 mm, ≥ 95 % on 3-4 mm slices.
+blob at 1 mm (:mod:`plkd.metrics.sizes`: < 3, 3-5, 5-10 and > 10 mm, lower edges included).
+A microbleed the screening stage misses is lost whatever the segmenter does. Target (issue 11):
+≥ 98 % in every bin at 1 mm, ≥ 95 % on 3-4 mm slices.
 
     python scripts/screening_recall.py DATA BUNDLE [BUNDLE ...] [--subjects N] [--json OUT]
 """
@@ -22,10 +23,10 @@ from plkd.data.datasets import find_subjects, load_subject
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.predictor import Predictor
 from plkd.lowres import simulate_lowres
+from plkd.metrics.sizes import SIZE_NAMES, size_bin
 from plkd.tuning import truth_microbleeds
 
 CONDITIONS = (("hr", 1), ("interp", 2), ("interp", 4), ("interp", 8), ("slab", 3), ("slab", 4))
-SIZE_BINS = ((0.0, 3.0, "<3 mm"), (3.0, 5.0, "3-5 mm"), (5.0, 99.0, "5-10 mm"))
 
 
 def condition_name(mode: str, factor: int) -> str:
@@ -37,7 +38,7 @@ def condition_name(mode: str, factor: int) -> str:
 
 def recall(predictor: Predictor, subjects: list, mode: str, factor: int, budget: int, hit_mm: float) -> dict:
     """Found / total per size bin and candidates per subject for one condition."""
-    found = {b[2]: 0 for b in SIZE_BINS}
+    found = dict.fromkeys(SIZE_NAMES, 0)
     total = dict(found)
     n_cands = 0
     for subject in subjects:
@@ -50,8 +51,7 @@ def recall(predictor: Predictor, subjects: list, mode: str, factor: int, budget:
         centres = predictor.screen(image.with_data(data.astype(np.float32)), mask, 0.3, budget).centres_ras
         n_cands += len(centres)
         for ref, radius in truth_microbleeds(label):
-            diameter = 2.0 * radius
-            name = next(b[2] for b in SIZE_BINS if b[0] <= diameter < b[1])
+            name = size_bin(2.0 * radius)
             dist = np.linalg.norm(centres - ref, axis=1) if len(centres) else np.full(1, np.inf)
             total[name] += 1
             found[name] += bool(dist.min() <= hit_mm)
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     subjects = [s for s in find_subjects(args.data) if s.label is not None]
     subjects = subjects[: args.subjects] if args.subjects else subjects
-    bins = [b[2] for b in SIZE_BINS]
+    bins = list(SIZE_NAMES)
     print(f"| bundle | input | candidates/subject | {' | '.join(bins)} | all |")
     print("|---|---|---:|" + "---:|" * (len(bins) + 1))
     out = []

@@ -44,11 +44,14 @@ def pattern_of(counts: Mapping[str, int]) -> str:
 def summarise(candidates: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """``{"counts": {class: n}, "regions": {region: n}, "pattern": str}`` over KEPT candidates.
 
-    A candidate without a ``location`` counts as unknown. Every class appears in ``counts``
-    (zeros included); ``regions`` lists only regions that occur, most frequent first.
+    A candidate without a ``location``, or with one that is not a class (an older or hand-edited
+    record: "Lobar", "cortical"), counts as unknown, so the counts always add up to the kept
+    candidates. Every class appears in ``counts`` (zeros included); ``regions`` lists only regions
+    that occur, most frequent first.
     """
     kept = [c for c in candidates if c.get("kept")]
-    classes = Counter(str(c.get("location") or "unknown") for c in kept)
+    # A value outside CLASSES fell out of the counts: their sum was then smaller than the kept microbleeds.
+    classes = Counter(str(c.get("location")) if c.get("location") in CLASSES else "unknown" for c in kept)
     counts = {k: int(classes.get(k, 0)) for k in CLASSES}
     regions = Counter(str(c.get("region") or "unknown") for c in kept)
     ordered = dict(sorted(regions.items(), key=lambda kv: (-kv[1], kv[0])))
