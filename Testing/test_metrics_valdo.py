@@ -207,3 +207,13 @@ def test_hand_built_cohort_exact_valdo_and_pooled_values() -> None:
     # The paper's pooled counts: references found once each, the tie adds no FP.
     assert (s["pooled"]["TP"], s["pooled"]["FP"], s["pooled"]["FN"]) == (2, 3, 1)
     assert s["pooled"]["FPavg"] == pytest.approx(1.0)
+
+
+def test_a_tie_does_not_hide_a_missed_reference() -> None:
+    # Two predictions exactly 2 mm either side of reference A, reference B far away and missed. The released
+    # VALDO code takes FN = #references - #TP predictions = 2 - 2 = 0 and reports F1 1.0; B is missed, so here
+    # FN = 1: V-F1 = 2·2 / (2·2 + 1 + 0) = 0.8, and the paper's counts find A once: F1 = 2/(2 + 0 + 1).
+    r = evaluate_subject(vol((10, 10, 8), (10, 10, 12)), vol((10, 10, 10), (3, 3, 3)), ISO)
+    assert (r["valdo_TP"], r["valdo_FN"], r["valdo_FP"]) == (2.0, 1.0, 0)
+    assert r["valdo_F1"] == pytest.approx(0.8)
+    assert (r["TP"], r["FP"], r["FN"]) == (1, 0, 1) and r["F1"] == pytest.approx(2 / 3)

@@ -29,6 +29,15 @@ The rule, reproduced as published (see ``docs/cmb-domain.md``, "How detection is
 
 When two references are exactly equally near a prediction, the one with the lower
 component label (first in array order) is picked.
+
+Where this differs from the released code (WhereIsValdo/valdo-eval-2021,
+``evaluation_comparison/pairwise_measures.py``, read 2026-11): (a) it measures centre distances in
+voxel indices, without the zooms (plkd: mm, as the rule is stated in ``docs/cmb-domain.md``; equal on
+a 1 mm grid); (b) it rounds the reference (``np.around``: 0.5 becomes 0) and counts every component
+once, while plkd keeps 0.5 voxels as half-weight microbleeds (step 5); (c) it takes FN as
+#references − #TP predictions, so two tied predictions on one reference hide a missed one (2
+references, both predictions tied on the first: FN 0, F1 1.0); plkd counts the references nobody
+detected (FN 1, F1 0.8).
 """
 
 from __future__ import annotations
