@@ -390,3 +390,14 @@ def test_a_threshold_is_a_probability_and_label_maps_say_it_changes_nothing(data
     assert evaluate_paths(dataset["root"] / "prob", single, threshold=0.6)["pooled"]["TP"] == 1
     at_08 = evaluate_paths(dataset["root"] / "prob", single, threshold=0.8)
     assert at_08["pooled"]["TP"] == 0 and not any("label maps" in n for n in at_08["notes"])
+
+
+def test_a_subject_twice_under_one_name_is_refused_naming_both_folders(tmp_path: Path) -> None:
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[5, 5, 5] = 1
+    save(tmp_path / "truth" / "sub-01_CMB.nii.gz", ref)
+    save(tmp_path / "pred" / "site-a" / "sub-01_seg.nii.gz", ref)
+    save(tmp_path / "pred" / "site-b" / "sub-01_seg.nii.gz", ref)
+    with pytest.raises(InputError, match="sub-01 has 2 candidate files") as err:
+        evaluate_paths(tmp_path / "pred", tmp_path / "truth")
+    assert "site-a" in str(err.value) and "site-b" in str(err.value)  # not "sub-01_seg.nii.gz, sub-01_seg.nii.gz"

@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=5.0,
         metavar="MM",
-        help="matching distance between centres in mm (default 5)",
+        help="a prediction matches a reference whose centre is closer than this, in mm (default 5; VALDO's < 5 mm)",
     )
     p.set_defaults(func=run)
 

@@ -144,7 +144,9 @@ def choose_files(files: Iterable[Path], side: str) -> Side:
         if best == rank["image"] and len(top) > 1:
             top = []  # several unmarked files (images?): none of them can be told to be the label
         elif len(top) > 1:
-            names = ", ".join(f.name for f in top[:4])
+            # Same-named files in two folders (a copied subject, two sites) need their folders to be told apart.
+            same = len({f.name for f in top}) < len(top)
+            names = ", ".join(str(f) if same else f.name for f in top[:4])
             raise InputError(
                 f"{side}: subject {sid} has {len(top)} candidate files ({names}); give one file per subject"
             )
