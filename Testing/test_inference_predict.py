@@ -16,6 +16,7 @@ import pytest
 
 from plkd.bundle import load_bundle
 from plkd.inference import Predictor
+from plkd.metrics.components import find_components
 from plkd.volumes import Volume, load_label, load_volume, save_volume
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,8 @@ def _assert_found(
     assert len(set(found)) == len(found), "two balls merged into one label"
     assert result.n_microbleeds <= len(centres) + max_extra
     assert int(result.label_map.max()) == result.n_microbleeds
+    # Each kept microbleed is one component as plkd evaluate counts them, on the input grid too.
+    assert find_components(result.label_map > 0).n == result.n_microbleeds
 
 
 def test_tiny_case_is_found(predictor: Predictor) -> None:

@@ -12,7 +12,7 @@ from plkd.inference.candidates import find_candidates, mask_on_score_grid, non_m
 from plkd.inference.device import DeviceState, resolve_device
 from plkd.inference.preprocess import effective_lr_factor, prepare
 from plkd.inference.screening import score_map
-from plkd.inference.segmentation import PatchResult, extract_patch, select_component, stitch
+from plkd.inference.segmentation import PatchResult, extract_patch, merge_touching_labels, select_component, stitch
 from plkd.metrics.components import find_components
 from plkd.models import ScreeningFCN
 from plkd.volumes import Volume
@@ -107,6 +107,20 @@ def test_stitch_merges_a_candidate_touching_a_kept_one_at_a_corner() -> None:
     kept = [f for f in fate if f.reason == "kept"]
     assert len(kept) == 2 == find_components(labels > 0).n
     assert fate[1].reason == "duplicate" and fate[1].merged_into == 0 and labels[3, 3, 3] == 1
+
+
+def test_labels_touching_on_the_input_grid_merge_into_the_strongest() -> None:
+    # On 4 mm slices two microbleeds 2 mm apart land in neighbouring slices: labels 2 and 3 touch at a
+    # corner and would be one microbleed for plkd evaluate; label 1 stands apart, label 4 touches 2 by a face.
+    labels = np.zeros((8, 8, 8), dtype=np.int16)
+    labels[1, 1, 1] = 1
+    labels[4, 4, 4], labels[5, 5, 5], labels[4, 4, 3] = 2, 3, 4
+    merged, survivor, renumber = merge_touching_labels(labels)
+    assert survivor == {1: 1, 2: 2, 3: 2, 4: 2} and renumber == {1: 1, 2: 2}
+    assert merged[5, 5, 5] == merged[4, 4, 3] == merged[4, 4, 4] == 2 and merged[1, 1, 1] == 1
+    assert find_components(merged > 0).n == int(merged.max()) == 2
+    empty, survivor, renumber = merge_touching_labels(np.zeros((3, 3, 3), dtype=np.int16))
+    assert not empty.any() and survivor == {} and renumber == {}
 
 
 def test_brain_mask_nonzero_region_and_fallback(rng: np.random.Generator) -> None:

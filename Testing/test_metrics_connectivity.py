@@ -82,3 +82,42 @@ def test_a_candidate_outline_is_one_microbleed_as_evaluation_counts_it() -> None
     prob[4, 4, 4] = prob[5, 5, 5] = 0.9
     mask = select_component(prob, np.array([4.0, 4.0, 4.0]), 0.5, np.ones(3), 4.0)
     assert int(mask.sum()) == 2
+
+
+def test_microbleeds_touching_on_a_thick_input_grid_are_one_in_the_json_too() -> None:
+    # Two one-voxel microbleeds 4 mm apart along the slices are apart on the 1 mm model grid but fall in
+    # neighbouring 4 mm slices of the input, touching: plkd evaluate counts one microbleed, and the JSON listed
+    # two kept candidates. Now the weaker one is a duplicate merged into the stronger.
+    from plkd.inference import Predictor
+    from plkd.inference.candidates import Candidate
+    from plkd.inference.preprocess import prepare
+    from plkd.inference.segmentation import PatchResult, StitchedCandidate
+
+    predictor = Predictor(Path(__file__).parent / "data" / "tiny-bundle", device="cpu", locate=False)
+    affine = np.diag([1.0, 1.0, 4.0, 1.0])
+    shape = (24, 24, 8)
+    vol = Volume(data=np.ones(shape, np.float32), affine=affine)
+    prep = prepare(vol, np.ones(shape, dtype=bool), np.ones(3))
+    inv = np.linalg.inv(prep.affine)
+    a, b = (np.round(inv[:3, :3] @ np.array([0.0, 0.0, z]) + inv[:3, 3]).astype(int) for z in (0.0, 4.0))
+    labels_model = np.zeros(prep.data.shape, dtype=np.int32)
+    labels_model[tuple(a)], labels_model[tuple(b)] = 1, 2
+    assert find_components(labels_model > 0).n == 2  # apart on the model grid
+    out = predictor._finish(
+        vol,
+        prep,
+        "teacher",
+        1.0,
+        [Candidate(a.astype(float), 0.9), Candidate(b.astype(float), 0.8)],
+        [a.astype(float), b.astype(float)],
+        [PatchResult(0.9, a[None], 0.9, 2.0), PatchResult(0.8, b[None], 0.8, 1.0)],
+        [StitchedCandidate(1, "kept"), StitchedCandidate(2, "kept")],
+        labels_model,
+        None,
+        [],
+    )
+    kept = [c for c in out.candidates if c["kept"]]
+    assert len(kept) == 1 == find_components(out.label_map > 0).n == int(out.label_map.max())
+    weaker = out.candidates[1]
+    assert (weaker["label"], weaker["reason"], weaker["merged_into"]) == (0, "duplicate", 1)
+    assert any("touching a stronger one" in n for n in out.notes)

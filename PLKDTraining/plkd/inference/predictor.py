@@ -43,6 +43,7 @@ from plkd.inference.segmentation import (
     MAX_OFFSET_MM,
     PatchResult,
     StitchedCandidate,
+    merge_touching_labels,
     segment_patches,
     select_component,
     stitch,
@@ -486,12 +487,24 @@ class Predictor:
         notes: list[str],
     ) -> PredictionResult:
         labels, kept_labels = labels_to_input(labels_model, prep, volume, notes)
+        # Microbleeds apart on the model grid may touch on a coarser input grid: one component, one microbleed.
+        labels, survivor, renumber = merge_touching_labels(labels)
+        owner = {kept_labels[f.label]: i for i, f in enumerate(fate) if f.label and f.label in kept_labels}
+        touching = sum(1 for old, top in survivor.items() if old != top)
+        if touching:
+            notes.append(f"{touching} microbleed(s) touching a stronger one on the input grid merged into it")
         stats = label_statistics(labels, volume.affine)
         records: list[dict[str, Any]] = []
         centres = prep.voxel_to_ras(np.asarray(positions).reshape(-1, 3)) if positions else np.zeros((0, 3))
         for i, (cand, res, f) in enumerate(zip(cands, results, fate, strict=True)):
-            label = kept_labels.get(f.label, 0) if f.label else 0
-            reason = f.reason if f.label == 0 or label else "vanished on the input grid"
+            old = kept_labels.get(f.label, 0) if f.label else 0
+            top = survivor.get(old, old)
+            merged_into = f.merged_into
+            if top != old:  # touches a stronger microbleed on the input grid
+                label, merged_into, reason = 0, owner[top], "duplicate"
+            else:
+                label = renumber.get(old, 0)
+                reason = f.reason if f.label == 0 or old else "vanished on the input grid"
             rec: dict[str, Any] = {
                 "id": i + 1,
                 "label": label,
@@ -505,8 +518,8 @@ class Predictor:
                 "kept": bool(label),
                 "reason": reason,
             }
-            if f.merged_into is not None:
-                rec["merged_into"] = int(f.merged_into) + 1
+            if merged_into is not None:
+                rec["merged_into"] = int(merged_into) + 1
             records.append(rec)
         prob_input = None
         if prob_model is not None:

@@ -220,3 +220,28 @@ def stitch(
         owner[new] = i
         fate[i] = StitchedCandidate(new, "kept")
     return labels, fate
+
+
+def merge_touching_labels(labels: np.ndarray) -> tuple[np.ndarray, dict[int, int], dict[int, int]]:
+    """Merge labels that touch (one connected component, :data:`plkd.metrics.components.CONNECTIVITY`).
+
+    Labels kept apart on the model grid can touch once resampled onto a coarser input grid (two
+    microbleeds 2 mm apart on 4 mm slices): ``plkd evaluate`` then counts one microbleed where the
+    JSON lists two. In each component the lowest label survives (stitching numbers microbleeds by
+    decreasing probability, so it is the strongest) and takes the others' voxels. Returns the map
+    relabelled 1..M, ``{old label: surviving old label}`` and ``{surviving old label: new label}``.
+    """
+    comps, n = label_components(labels > 0)
+    fg = comps > 0
+    survivor: dict[int, int] = {}
+    if n:
+        lowest = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(lowest, comps[fg], labels[fg].astype(np.int64))
+        for old, comp in set(zip(labels[fg].tolist(), comps[fg].tolist(), strict=True)):
+            survivor[int(old)] = int(lowest[comp])
+    kept = sorted(set(survivor.values()))
+    new = {old: i for i, old in enumerate(kept, start=1)}
+    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, dtype=labels.dtype)
+    for old, top in survivor.items():
+        lut[old] = new[top]
+    return lut[labels], survivor, new
