@@ -65,6 +65,21 @@ def test_valdo_summary_is_per_subject_median(three_subjects: dict[str, dict]) ->
     assert valdo["F1_pooled"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 3))
 
 
+def test_valdo_dice_median_counts_subjects_whose_microbleeds_were_all_missed() -> None:
+    # Hand count: A found exactly (V-Dice 1), B and C each miss their only microbleed (0), D has none (NaN, out).
+    # Median over A, B, C = 0. With "none found" as NaN the median was 1.0, over A alone.
+    subs = {
+        "A": evaluate_subject(vol((3, 3, 3)), vol((3, 3, 3)), ISO),
+        "B": evaluate_subject(np.zeros(SHAPE), vol((8, 8, 8)), ISO),
+        "C": evaluate_subject(vol((1, 1, 1)), vol((12, 12, 12)), ISO),
+        "D": evaluate_subject(vol((5, 5, 5)), np.zeros(SHAPE), ISO),
+    }
+    assert [subs[k]["valdo_Dice"] for k in "ABC"] == [1.0, 0.0, 0.0] and math.isnan(subs["D"]["valdo_Dice"])
+    valdo = pool_results(subs)["valdo"]
+    assert valdo["Dice_median"] == 0.0
+    assert valdo["Dice_mean"] == pytest.approx(1 / 3)
+
+
 def test_table2_matches_the_paper_formulas() -> None:
     s = table2(tp=636, fp=298, fn=364, n_subjects=229)
     tpr, ppv = 636 / 1000, 636 / 934

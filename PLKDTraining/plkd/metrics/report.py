@@ -31,7 +31,7 @@ Columns (%): ref/pred = microbleeds (26-connected components) in the reference/p
   V-F1 = VALDO F1 with rater-agreement weights (empty reference: '-', left out of the median);
   V-cnt = |#reference - #predicted|;
   V-Dice = VALDO's Dice: per-microbleed Dice averaged over the FOUND references only, so missed microbleeds
-  do not lower it (1 of 6 found and well outlined gives ~100);
+  do not lower it (1 of 6 found and well outlined gives ~100; 0 when none is found);
   RefDice = the same per-microbleed Dice averaged over ALL references, a missed one counting 0."""
 
 

@@ -22,7 +22,9 @@ The rule, reproduced as published (see ``docs/cmb-domain.md``, "How detection is
    rater-agreement weight (:func:`plkd.metrics.components.reference_weights`); F1 is NaN for
    an empty reference; count difference = |#reference − #predicted| components;
 6. Dice of each detected reference against the union of every prediction that picked it
-   (nearest or not), averaged over detected references (NaN when none is detected). This
+   (nearest or not), averaged over detected references: 0 when the subject has microbleeds but
+   none is detected, NaN for an empty reference (as the released code; NaN for "none detected"
+   dropped such subjects from the median and raised it). This
    "V-Dice" ignores missed microbleeds (1 of 6 found, perfectly outlined, gives 100 %), so
    ``Dice_all`` is reported beside it: the same per-reference Dice averaged over *every*
    reference, a missed one counting 0 (NaN for an empty reference).
@@ -117,7 +119,8 @@ def valdo_subject(
 
     ``reference_values`` is the reference map itself (for rater-agreement weights); ``zooms``
     the voxel size of the common grid in mm. Returns the match and a dict with ``F1``,
-    ``count_difference``, ``Dice`` (detected references), ``Dice_all`` (every reference),
+    ``count_difference``, ``Dice`` (detected references; 0 when none is, NaN without references),
+    ``Dice_all`` (every reference),
     weighted ``TP``/``FN``, ``FP`` (a count), ``n_reference``,
     ``n_predicted``, and the unweighted ``detected`` reference count.
     """
@@ -132,7 +135,8 @@ def valdo_subject(
         "match": match,
         "F1": f1,
         "count_difference": abs(ref.n - pred.n),
-        "Dice": float(np.mean(dice[match.detected])) if np.any(match.detected) else float("nan"),
+        # A subject whose microbleeds are all missed scores 0 (released code), not NaN: NaN left it out of the median.
+        "Dice": float(np.mean(dice[match.detected])) if np.any(match.detected) else (0.0 if ref.n else float("nan")),
         "Dice_all": float(np.mean(dice)) if ref.n else float("nan"),
         "TP": tp,
         "FN": fn,
