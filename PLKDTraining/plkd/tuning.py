@@ -16,8 +16,9 @@ metrics of ``plkd evaluate`` (paper Table 2, VALDO matching). It keeps the pair 
 pooled F1 — among those with at most ``max_fp`` false positives per subject when a limit is
 given (the best F1 overall when none qualifies) — and writes a copy of the bundle whose
 segmenters carry their own thresholds.
-Re-thresholding stored candidates equals a new prediction except where two candidates overlap
-and the weaker one would have taken the voxels the stronger one leaves at a stricter cut; such
+Re-thresholding stored candidates equals a new prediction except where two candidates overlap or
+touch (merged into the stronger, :func:`plkd.inference.segmentation.stitch`) and the weaker one would
+have stood alone once the stronger one is cut; such
 pairs are rare (candidates are at least ``min_distance_mm`` apart).
 
 Never tune on the subjects you report: use a validation set whose seeds training and testing
