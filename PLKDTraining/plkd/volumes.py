@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.orientations import inv_ornt_aff, io_orientation
 
 from plkd.atomic import atomic_path
 from plkd.errors import InputError
@@ -73,6 +74,34 @@ def anisotropy_ratio(affine: np.ndarray) -> float:
     ax = int(np.argmax(sp))
     in_plane = np.delete(sp, ax)
     return float(sp[ax] / in_plane.min())
+
+
+#: Below this slice/in-plane ratio a volume counts as isotropic: it has no slice axis of its own.
+ISOTROPIC_RATIO = 1.2
+
+
+def network_axes(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """How :func:`plkd.inference.preprocess.prepare` turns a grid for the networks: ``(ornt, perm, new_affine)``,
+    the nibabel orientation that brings the array axes to R, A, S, then the axis order ``perm`` that moves an
+    anisotropic grid's slice axis to Z, and the affine of the result. Training (:mod:`plkd.training.sampling`)
+    turns its subjects the same way, so a data set stored sagittally is learnt in the frame it is predicted in."""
+    ornt = io_orientation(affine)
+    new_affine = np.asarray(affine, dtype=np.float64) @ inv_ornt_aff(ornt, shape)
+    perm = [0, 1, 2]
+    if anisotropy_ratio(new_affine) >= ISOTROPIC_RATIO:
+        axis = slice_axis(new_affine)
+        perm = [a for a in range(3) if a != axis] + [axis]
+    return ornt, perm, new_affine[:, perm + [3]]
+
+
+def network_slice_axis(affine: np.ndarray) -> int:
+    """The array axis of a volume that the networks see as Z (the slice axis): an anisotropic grid's coarsest
+    axis, else the axis closest to superior. Low-resolution versions of an HR image made for a student
+    (``plkd tune``, ``plkd cv``, ``plkd lowres``) thin this axis: thinning array axis 2 of a sagittally stored
+    image gave the student thick slices across its X axis, which it never learnt."""
+    ornt, perm, _ = network_axes(affine, (2, 2, 2))
+    turned_z = perm[2]  # axis of the RAS-ordered array that becomes Z
+    return int(np.flatnonzero(ornt[:, 0] == turned_z)[0])
 
 
 def header_affine(header: nib.Nifti1Header) -> np.ndarray:

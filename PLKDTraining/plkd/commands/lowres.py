@@ -68,7 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--offset", type=int, default=None, help="interp mode: which slice of each K to keep (0..K-1)")
     p.add_argument("--label", type=Path, help="label map of INPUT to bring along")
     p.add_argument("--label-out", type=Path, help="output file of the label map (required with --label)")
-    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=None, help="slice axis (default: coarsest, else Z)")
+    p.add_argument(
+        "--axis",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="array axis to thin (default: the coarsest; for isotropic input the one closest to superior-inferior)",
+    )
     p.add_argument(
         "--noise-std", type=float, default=0.0, help="noise SD as a fraction of the 99th-percentile intensity"
     )
