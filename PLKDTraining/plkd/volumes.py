@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import inv_ornt_aff, io_orientation
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from plkd.atomic import atomic_path
 from plkd.errors import InputError
@@ -453,10 +453,104 @@ def load_label(path: str | os.PathLike[str], *, what: str = "label map", allow_e
     return Volume(data=arr.astype(np.float32), affine=affine, path=Path(path), header=img.header.copy())
 
 
-def check_same_grid(a: Volume, b: Volume, what: str = "mask", atol: float = 1e-3) -> None:
-    """Refuse a second volume (e.g. a brain mask) whose grid differs from the image's."""
-    if a.shape != b.shape or not np.allclose(a.affine, b.affine, atol=atol):
-        raise InputError(f"{what} grid {b.shape} does not match the image grid {a.shape} (shape or affine differ)")
+#: Two placements of one grid are the same grid when no voxel corner moves more than this share of the
+#: smallest voxel size between them: float32 rounding of a header (sform, qform quaternion) moves corners
+#: by about 1e-5 mm, a real difference of placement by a good part of a voxel.
+SAME_GRID_TOLERANCE_VOXELS = 0.01
+
+
+def grid_displacement_mm(affine_a: np.ndarray, affine_b: np.ndarray, shape: tuple[int, ...]) -> float:
+    """How far (mm) the corners of a grid of ``shape`` voxels move between the placements ``affine_a`` and
+    ``affine_b`` (4×4 voxel → RAS). The largest move of an affine map over a box is at a corner."""
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in shape[:3]], indexing="ij")).reshape(3, -1).T
+    diff = np.asarray(affine_a, dtype=np.float64) - np.asarray(affine_b, dtype=np.float64)
+    moved = corners @ diff[:3, :3].T + diff[:3, 3]
+    return float(np.sqrt((moved**2).sum(axis=1)).max())
+
+
+def same_grid_tolerance_mm(affine: np.ndarray) -> float:
+    """The largest corner move (mm) under which two placements count as one grid (see
+    :data:`SAME_GRID_TOLERANCE_VOXELS`)."""
+    return SAME_GRID_TOLERANCE_VOXELS * float(spacing_from_affine(affine).min())
+
+
+def _axis_turn(
+    affine: np.ndarray, shape: tuple[int, ...], other_affine: np.ndarray, other_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(ornt, turned_affine)``: the nibabel orientation that transposes and flips the axes of the grid
+    ``(other_affine, other_shape)`` to run along those of ``(affine, shape)``, and the affine of the turned
+    array; ``None`` when no transposition and flips give the same axes and shape (other voxel size, rotation)."""
+    to_voxels = np.linalg.inv(np.asarray(affine, dtype=np.float64)) @ np.asarray(other_affine, dtype=np.float64)
+    signed = np.round(to_voxels[:3, :3])
+    if not (np.all(np.abs(signed).sum(axis=0) == 1) and np.all(np.abs(signed).sum(axis=1) == 1)):
+        return None
+    ornt = np.array([[int(np.flatnonzero(signed[:, a])[0]), signed[:, a].sum()] for a in range(3)], dtype=np.float64)
+    turned_shape = [0, 0, 0]
+    for a in range(3):
+        turned_shape[int(ornt[a, 0])] = int(other_shape[a])
+    if tuple(turned_shape) != tuple(int(s) for s in shape[:3]):
+        return None
+    return ornt, np.asarray(other_affine, dtype=np.float64) @ inv_ornt_aff(ornt, other_shape[:3])
+
+
+def reorientation_onto(
+    affine: np.ndarray, shape: tuple[int, ...], other_affine: np.ndarray, other_shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """The nibabel orientation (``(3, 2)``: target axis, flip) that turns an array on the grid
+    ``(other_affine, other_shape)`` onto the grid ``(affine, shape)`` exactly, transposing and flipping axes
+    only; ``None`` when the two grids do not hold the same voxel centres (other voxel size, shift, rotation).
+
+    The identity orientation means the grids are already one (within :func:`same_grid_tolerance_mm`).
+    """
+    turn = _axis_turn(affine, shape, other_affine, other_shape)
+    if turn is None or grid_displacement_mm(turn[1], affine, shape) > same_grid_tolerance_mm(affine):
+        return None
+    return turn[0]
+
+
+def on_grid_of(image: Volume, other: Volume, what: str = "mask") -> Volume:
+    """``other`` (a label map or mask) on ``image``'s voxel grid, or :class:`InputError`.
+
+    Accepted: the same grid (every voxel corner within :data:`SAME_GRID_TOLERANCE_VOXELS` of a voxel,
+    e.g. float rounding of the header), or the same voxel centres stored in another axis order or
+    direction (LPS vs RAS, sagittal vs axial storage, as dcm2niix, ITK or Slicer may write a label):
+    then the array is transposed and flipped onto the image's (nibabel ``apply_orientation``; no
+    interpolation, every voxel kept) and takes the image's affine and header. Anything else (another
+    voxel size, field of view, shift or rotation) is refused with one line naming both grids, since
+    resampling a label map would move or drop microbleeds without a word.
+    """
+    ornt = reorientation_onto(image.affine, image.shape, other.affine, other.shape)
+    if ornt is not None and np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return other
+    if ornt is not None:
+        log.info(
+            "%s is stored %s, its image %s: turned to the image's axis order (same voxels, no interpolation)",
+            what,
+            "".join(nib.aff2axcodes(other.affine)),
+            "".join(nib.aff2axcodes(image.affine)),
+        )
+        data = np.ascontiguousarray(apply_orientation(other.data, ornt), dtype=other.data.dtype)
+        note = f"{what}: turned from {''.join(nib.aff2axcodes(other.affine))} to the image's axis order"
+        return Volume(data, image.affine.copy(), other.path, header=image.header, notes=[*other.notes, note])
+    raise InputError(f"{what} does not lie on the image's grid: {_grid_difference(image, other)}")
+
+
+def _describe_grid(vol: Volume) -> str:
+    spacing = "x".join(f"{s:.4g}" for s in vol.spacing)
+    return f"{'x'.join(str(s) for s in vol.shape)} voxels of {spacing} mm stored {''.join(nib.aff2axcodes(vol.affine))}"
+
+
+def _grid_difference(image: Volume, other: Volume) -> str:
+    """One clause saying how two grids differ (for :func:`on_grid_of`'s error)."""
+    grids = f"{_describe_grid(other)} vs the image's {_describe_grid(image)}"
+    turn = _axis_turn(image.affine, image.shape, other.affine, other.shape)
+    if turn is not None:
+        shift = grid_displacement_mm(turn[1], image.affine, image.shape)
+        return f"{grids}; their headers place the voxels up to {shift:.3g} mm apart: compare their qform/sform"
+    if other.shape == image.shape:
+        shift = grid_displacement_mm(image.affine, other.affine, image.shape)
+        return f"{grids}; their headers place the voxels up to {shift:.3g} mm apart: compare their qform/sform"
+    return f"{grids}; resample it onto the image (nearest neighbour) first"
 
 
 def save_volume(

@@ -30,7 +30,7 @@ from plkd.lowres import (
 )
 from plkd.naming import is_nifti
 from plkd.progress import Progress
-from plkd.volumes import Volume, check_same_grid, load_label, load_volume, save_volume
+from plkd.volumes import Volume, load_label, load_volume, on_grid_of, save_volume
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def _run_single(args: argparse.Namespace) -> int:
     label = None
     if args.label is not None:
         label = load_label(args.label)
-        check_same_grid(image, label, what=f"label {args.label.name}")
+        label = on_grid_of(image, label, what=f"label {args.label.name}")
     out = _convert_image(image, args, np.random.default_rng(args.seed))
     save_volume(args.out, out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
     _say(args, f"wrote {args.out} ({_describe(out)})")

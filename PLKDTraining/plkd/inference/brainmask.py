@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from plkd.errors import InputError
-from plkd.volumes import Volume, check_same_grid
+from plkd.volumes import Volume, on_grid_of
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def compute_brain_mask(volume: Volume) -> tuple[np.ndarray, str]:
 def resolve_brain_mask(volume: Volume, mask: Volume | None = None) -> tuple[np.ndarray, str]:
     """The user's mask (validated) or a computed one; raises :class:`InputError` when empty."""
     if mask is not None:
-        check_same_grid(volume, mask, "brain mask")
+        mask = on_grid_of(volume, mask, "brain mask")
         data = np.asarray(mask.data)
         m = data > 0
         if not m.any():
