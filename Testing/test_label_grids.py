@@ -3,6 +3,7 @@ the header is the same grid, any other difference is refused in one line (never 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -133,3 +134,21 @@ def test_lowres_and_data_sets_accept_a_label_stored_otherwise(tmp_path: Path, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("plkd: error: label s01_label.nii.gz does not lie on the image's grid") and "\n" not in err
     assert not out.exists() and not label_out.exists()
+
+
+def test_evaluate_a_prediction_stored_in_another_order_without_a_false_note(tmp_path: Path) -> None:
+    """A cubic prediction stored PIL against a RAS reference: scored exactly, and no note that 'their headers
+    place them 35 mm apart, one header is wrong' (it compared the two affines, not the voxels they place)."""
+    label = np.zeros((20, 20, 20), dtype=np.uint8)
+    label[3:5, 3:5, 3:5] = 1
+    label[15, 12, 6] = 2
+    label[10, 16, 14] = 3
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = -10.0
+    _save(tmp_path / "truth" / "s01_label.nii.gz", label, affine)
+    _save(tmp_path / "pred" / "s01_cmb.nii.gz", *_stored(label, affine, "PIL"))
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["pooled"]["TP"] == 3 and result["pooled"]["FP"] == 0 and result["pooled"]["Dice"] == 1.0
+    assert result["notes"] == []
