@@ -152,3 +152,22 @@ def test_evaluate_a_prediction_stored_in_another_order_without_a_false_note(tmp_
     result = json.loads(out.read_text())
     assert result["pooled"]["TP"] == 3 and result["pooled"]["FP"] == 0 and result["pooled"]["Dice"] == 1.0
     assert result["notes"] == []
+
+
+@pytest.mark.parametrize(("tilt", "warned"), [(9e-4, True), (1e-7, False)])
+def test_qform_sform_difference_is_measured_where_it_moves_the_image(tilt: float, warned: bool) -> None:
+    """A qform tilted against the sform by under 1e-3 per element moves a 256-voxel grid's far corner by 0.33 mm
+    (a viewer reading the qform shows it there): warned; float rounding is not."""
+    from plkd.inference.inputs import orientation_warnings
+
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    qform = affine.copy()
+    qform[:2, :2] = [[np.cos(tilt), -np.sin(tilt)], [np.sin(tilt), np.cos(tilt)]]  # a small rotation about z
+    img = nib.Nifti1Image(np.zeros((256, 256, 4), dtype=np.float32), affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(qform, code=1)
+    vol = Volume(np.zeros((256, 256, 4), dtype=np.float32), affine, header=img.header)
+    warnings = orientation_warnings(vol, "scan.nii.gz")
+    assert bool(warnings) == warned
+    if warned:
+        assert "placing the image up to 0.325 mm apart" in warnings[0]
