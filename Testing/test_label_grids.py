@@ -171,3 +171,19 @@ def test_qform_sform_difference_is_measured_where_it_moves_the_image(tilt: float
     assert bool(warnings) == warned
     if warned:
         assert "placing the image up to 0.325 mm apart" in warnings[0]
+
+
+def test_label_saved_with_nibabels_affine_of_an_unoriented_image_is_refused_not_flipped(tmp_path: Path) -> None:
+    """An image without orientation (codes 0) sits at (i*dx, j*dy, k*dz) as ITK and Slicer place it; a label
+    saved with nibabel's img.affine of it (x flipped, centred) holds the image's array order, so turning it
+    by its header would mirror every microbleed left-right: refused, saying which one lacks an orientation."""
+    image, label, _ = _image_and_label()
+    img = nib.Nifti1Image(image, np.eye(4))
+    img.set_qform(None, code=0)
+    img.set_sform(None, code=0)
+    nib.save(img, str(tmp_path / "img.nii.gz"))
+    nibabel_affine = nib.load(str(tmp_path / "img.nii.gz")).affine  # nibabel's fallback: LAS, centred
+    assert nib.aff2axcodes(nibabel_affine) == ("L", "A", "S")
+    lab = _save(tmp_path / "lab.nii.gz", label, nibabel_affine)
+    with pytest.raises(InputError, match=r"the image has no orientation: qform_code = sform_code = 0.*mm apart"):
+        on_grid_of(load_volume(tmp_path / "img.nii.gz"), load_label(lab), what="label")

@@ -540,9 +540,19 @@ def _describe_grid(vol: Volume) -> str:
     return f"{'x'.join(str(s) for s in vol.shape)} voxels of {spacing} mm stored {''.join(nib.aff2axcodes(vol.affine))}"
 
 
+def _has_orientation(vol: Volume) -> bool:
+    """Whether the volume's header sets a qform or sform code (no header: the affine is its orientation)."""
+    h = vol.header
+    return h is None or int(h["qform_code"]) > 0 or int(h["sform_code"]) > 0
+
+
 def _grid_difference(image: Volume, other: Volume) -> str:
     """One clause saying how two grids differ (for :func:`on_grid_of`'s error)."""
     grids = f"{_describe_grid(other)} vs the image's {_describe_grid(image)}"
+    unplaced = [who for who, vol in (("the image", image), ("it", other)) if not _has_orientation(vol)]
+    if len(unplaced) == 1:
+        # Most often a label saved with nibabel's img.affine of an image without one (x flipped, centred).
+        grids += f" ({unplaced[0]} has no orientation: qform_code = sform_code = 0)"
     turn = _axis_turn(image.affine, image.shape, other.affine, other.shape)
     if turn is not None:
         shift = grid_displacement_mm(turn[1], image.affine, image.shape)
