@@ -187,3 +187,24 @@ def test_label_saved_with_nibabels_affine_of_an_unoriented_image_is_refused_not_
     lab = _save(tmp_path / "lab.nii.gz", label, nibabel_affine)
     with pytest.raises(InputError, match=r"the image has no orientation: qform_code = sform_code = 0.*mm apart"):
         on_grid_of(load_volume(tmp_path / "img.nii.gz"), load_label(lab), what="label")
+
+
+def test_header_fixed_by_nibabel_is_said_once_naming_the_file(tmp_path: Path, caplog, capfd) -> None:
+    """pixdim 0 (or negative) in a header without orientation: nibabel sets it to 1 and printed that twice
+    ("Level 35: ..." among them), without the file's name and outside the JSON; now one plkd warning."""
+    path = tmp_path / "zeropix.nii"
+    img = nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32) + 1, np.eye(4))
+    nib.save(img, str(path))
+    hdr = nib.load(str(path)).header.copy()
+    hdr["qform_code"] = hdr["sform_code"] = 0
+    hdr["pixdim"][1:4] = [0.0, 1.0, 1.0]
+    hdr["vox_offset"] = 352  # a loaded header says 0
+    with open(path, "r+b") as f:  # the raw header: nibabel would repair it on saving
+        f.write(hdr.binaryblock)
+    caplog.set_level("INFO", logger="plkd")
+    vol = load_volume(path)
+    np.testing.assert_allclose(vol.spacing, (1.0, 1.0, 1.0))
+    said = [r.getMessage() for r in caplog.records if "pixdim" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("image zeropix.nii: header fixed as nibabel reads it")
+    assert all(r.name.startswith("plkd") for r in caplog.records if "pixdim" in r.getMessage())
+    assert "pixdim" not in capfd.readouterr().err  # nibabel's own handler printed it as well

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,7 +124,49 @@ def header_affine(header: nib.Nifti1Header) -> np.ndarray:
     return np.diag([*np.where(zooms > 0, zooms, 1.0), 1.0])
 
 
+class _HeaderFixes(logging.Handler):
+    """Collects what nibabel says it fixed in a header (zero or negative pixdim, ...) while a file is read."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().strip()
+        if text and text not in self.messages:
+            self.messages.append(text)
+
+
+@contextmanager
+def nibabel_header_fixes() -> Iterator[list[str]]:
+    """Within the block, what nibabel says it fixed in a header is collected in the list given, not printed.
+
+    nibabel prints those on its own handler and again through the root logger ("Level 35: ..."), without
+    the file's name, at every read of the file; :func:`load_volume` and :func:`load_label` say them once
+    instead, as a plkd warning naming the file (a JSON note in ``plkd predict``), since they change where
+    the image lies. Other reads of the same file discard them.
+    """
+    fixes = _HeaderFixes()
+    nib_log = logging.getLogger("nibabel.global")
+    handlers, propagate = nib_log.handlers[:], nib_log.propagate
+    nib_log.handlers[:] = [fixes]
+    nib_log.propagate = False
+    try:
+        yield fixes.messages
+    finally:
+        nib_log.handlers[:] = handlers
+        nib_log.propagate = propagate
+
+
 def _read_nifti(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
+    with nibabel_header_fixes() as fixes:
+        img = _read_nifti_quietly(path, what)
+    for text in fixes:
+        log.warning("%s %s: header fixed as nibabel reads it: %s", what, Path(path).name, text)
+    return img
+
+
+def _read_nifti_quietly(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{what} not found: {p}")
