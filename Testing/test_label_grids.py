@@ -72,6 +72,7 @@ def test_float_rounding_of_the_header_is_the_same_grid(tmp_path: Path) -> None:
     nudged[:3, :] += 1e-6  # a header written by another tool: float32 rounding of the sform
     lab = on_grid_of(vol, Volume(label.astype(np.float32), nudged), what="label")
     np.testing.assert_array_equal(lab.data, label)
+    np.testing.assert_array_equal(lab.affine, vol.affine)  # one placement for what is derived from both
 
 
 @pytest.mark.parametrize(

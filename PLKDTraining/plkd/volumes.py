@@ -556,8 +556,9 @@ def on_grid_of(image: Volume, other: Volume, what: str = "mask") -> Volume:
     """``other`` (a label map or mask) on ``image``'s voxel grid, or :class:`InputError`.
 
     Accepted: the same grid (every voxel corner within :data:`SAME_GRID_TOLERANCE_VOXELS` of a voxel,
-    e.g. float rounding of the header), or the same voxel centres stored in another axis order or
-    direction (LPS vs RAS, sagittal vs axial storage, as dcm2niix, ITK or Slicer may write a label):
+    e.g. float rounding of the header; it takes the image's affine exactly), or the same voxel centres
+    stored in another axis order or direction (LPS vs RAS, sagittal vs axial storage, as dcm2niix, ITK or
+    Slicer may write a label):
     then the array is transposed and flipped onto the image's (nibabel ``apply_orientation``; no
     interpolation, every voxel kept) and takes the image's affine and header. Anything else (another
     voxel size, field of view, shift or rotation) is refused with one line naming both grids, since
@@ -565,7 +566,9 @@ def on_grid_of(image: Volume, other: Volume, what: str = "mask") -> Volume:
     """
     ornt = reorientation_onto(image.affine, image.shape, other.affine, other.shape)
     if ornt is not None and np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
-        return other
+        # One grid: it takes the image's affine, so that what is derived from both (thick-slice grids,
+        # the model grid) is derived from one placement.
+        return Volume(other.data, image.affine.copy(), other.path, header=other.header, notes=list(other.notes))
     if ornt is not None:
         log.info(
             "%s is stored %s, its image %s: turned to the image's axis order (same voxels, no interpolation)",
