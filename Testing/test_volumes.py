@@ -109,6 +109,7 @@ def test_singleton_fourth_dimension_is_dropped(tmp_path, rng):
         (np.arange(64, dtype=np.float32).reshape(4, 4, 4), np.diag([1, 1, 150.0, 1]), "absurd voxel spacing"),
         (np.arange(64, dtype=np.float32).reshape(4, 4, 4), np.diag([0.001, 1, 1, 1]), "absurd voxel spacing"),
         (np.arange(64).reshape(4, 4, 4) * (1 + 1j), None, "complex"),
+        (np.zeros((8, 8, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")]), None, r"colour \(R/G/B\) image"),
     ],
 )
 def test_bad_images_fail_with_one_line(tmp_path, data, affine, message):

@@ -343,6 +343,9 @@ def validate_values(data: np.ndarray, name: str) -> tuple[float, float]:
         raise InputError(f"{name} is empty (shape {data.shape})")
     if np.iscomplexobj(data):
         raise InputError(f"{name} holds complex values; give the magnitude image")
+    if data.dtype.names is not None:  # NIfTI RGB24 / RGBA32: a screenshot or colour overlay, not an MR image
+        colours = "/".join(data.dtype.names)
+        raise InputError(f"{name} is a colour ({colours}) image; give the grey-scale magnitude image")
     if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
         raise InputError(f"{name} has unsupported data type {data.dtype}")
     if np.issubdtype(data.dtype, np.floating):
