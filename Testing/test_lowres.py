@@ -413,3 +413,18 @@ def test_cli_dataset_over_an_earlier_conversion_leaves_none_of_it(tmp_path: Path
     assert main([*run, "--thickness-mm", "4", "--overwrite"]) == 0
     assert [s.id for s in find_subjects(dst)] == ["sub-0001"]
     assert not [p for p in dst.rglob("*.nii.gz") if "sub-0002" in p.name]
+
+
+@pytest.mark.parametrize("how", [["--thickness-mm", "3"], ["--factor", "2"]])
+def test_cli_label_that_cannot_be_converted_leaves_no_output(tmp_path: Path, capsys, how: list[str]) -> None:
+    """A label with a negative value: thick slices wrote the image, then failed on the label (an image without
+    its label left behind); LR@k wrote -1 as 255 into a uint8 map, a microbleed numbered 255."""
+    img = _save(tmp_path / "img.nii.gz", _blob((12, 12, 12), (6, 6, 6)) * 100 + 1, np.eye(4))
+    label = np.zeros((12, 12, 12), dtype=np.int16)
+    label[3, 3, 3] = -1
+    lab = _save(tmp_path / "lab.nii.gz", label, np.eye(4))
+    out, lab_out = tmp_path / "o" / "img.nii.gz", tmp_path / "o" / "lab.nii.gz"
+    args = ["lowres", str(img), *how, "--label", str(lab), "--out", str(out), "--label-out", str(lab_out)]
+    assert main([*args, "--progress", "none"]) == 2
+    assert "negative values" in capsys.readouterr().err
+    assert not out.exists() and not lab_out.exists()

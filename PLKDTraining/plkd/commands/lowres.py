@@ -129,6 +129,10 @@ def _convert_image(vol: Volume, args: argparse.Namespace, rng: np.random.Generat
 
 def _convert_label(label: Volume, image: Volume, args: argparse.Namespace, *, is_mask: bool = False) -> Volume:
     """On the output grid: unchanged for --factor (LR@K stays on the HR grid), thick otherwise."""
+    if float(label.data.min(initial=0.0)) < 0:
+        # Written as uint8, -1 became 255 (a microbleed numbered 255) without a word.
+        name = label.path.name if label.path is not None else "label map"
+        raise InputError(f"{name} has negative values; labels must be 0 (background) or positive integers")
     if args.factor is not None:
         return label
     axis = default_slice_axis(image.affine) if args.axis is None else args.axis
@@ -170,10 +174,11 @@ def _run_single(args: argparse.Namespace) -> int:
         label = load_label(args.label)
         label = on_grid_of(image, label, what=f"label {args.label.name}")
     out = _convert_image(image, args, np.random.default_rng(args.seed))
+    # Both converted before either is written: a label that cannot be converted left the image written alone.
+    lab = _convert_label(label, image, args) if label is not None else None
     save_volume(args.out, out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
     _say(args, f"wrote {args.out} ({_describe(out)})")
-    if label is not None:
-        lab = _convert_label(label, image, args)
+    if lab is not None:
         _save_label(args.label_out, lab)
         _say(args, f"wrote {args.label_out} ({int(np.count_nonzero(lab.data))} labelled voxels)")
     return 0
@@ -307,6 +312,12 @@ def _run_dataset(args: argparse.Namespace) -> int:
         image, label, mask = load_subject(subject)
         rng = np.random.default_rng([args.seed, index])  # per subject: same output whatever the order
         out = _convert_image(image, args, rng)
+        # A subject's label and mask are converted before any of its files is written (no image without them).
+        maps = [
+            (args.out / _relative(path, root), _convert_label(vol, image, args, is_mask=is_mask))
+            for vol, path, is_mask in ((label, subject.label, False), (mask, subject.mask, True))
+            if vol is not None and path is not None
+        ]
         save_volume(
             args.out / _relative(subject.image, root),
             out.data,
@@ -314,9 +325,8 @@ def _run_dataset(args: argparse.Namespace) -> int:
             dtype=np.float32,
             header=_image_header(image, args),
         )
-        for vol, path, is_mask in ((label, subject.label, False), (mask, subject.mask, True)):
-            if vol is not None and path is not None:
-                _save_label(args.out / _relative(path, root), _convert_label(vol, image, args, is_mask=is_mask))
+        for path, converted in maps:
+            _save_label(path, converted)
         grids[subject.id] = (out.affine, out.shape)
         progress.advance()
     progress.finish()
