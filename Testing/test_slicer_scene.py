@@ -731,6 +731,32 @@ def test_a_run_never_overwrites_a_reviewed_result_unasked(case, tmp_path):
     assert other.GetCellText(0, 0) == "keep me"
 
 
+def test_a_run_whose_output_nodes_were_deleted_meanwhile_lands_in_new_nodes_of_the_scene(case, tmp_path):
+    # The reader deleted the chosen outputs while the engine ran: the import filled the detached nodes, the status
+    # line said "3 microbleed candidate(s) found" and the scene showed nothing of the run.
+    scene, volume, result, _, _ = case
+    labelPath, jsonPath = tmp_path / "engine" / "case_cmb.nii.gz", tmp_path / "engine" / "case_cmb.json"
+    seg, table = result.segmentationNode, result.tableNode
+    scene.RemoveNode(seg)
+    scene.RemoveNode(table)
+    again = resultImport.importResults(scene, volume, labelPath, jsonPath, seg, table, replace=True)
+    assert again.segmentationNode is not seg and again.tableNode is not table
+    assert again.segmentationNode.GetScene() is scene and again.tableNode.GetScene() is scene
+    assert again.segmentationNode.GetSegmentation().GetNumberOfSegments() == 3
+    assert again.tableNode.GetNumberOfRows() == 3
+    assert candidateTable.tableOfSegmentation(scene, again.segmentationNode) is again.tableNode
+    assert any("left the scene during the run" in note for note in again.notes)
+    assert json.loads(again.tableNode.GetAttribute(candidateTable.ATTRIBUTE_NOTES)) == []  # the engine's only
+    # The volume itself removed: nothing is imported, with a message, and nothing is added to the scene.
+    before = scene.GetNumberOfNodes()
+    scene.RemoveNode(volume)
+    with pytest.raises(resultImport.ResultFormatError, match="no longer in the scene"):
+        resultImport.importResults(volume.GetScene(), volume, labelPath, jsonPath)
+    with pytest.raises(resultImport.ResultFormatError, match="no longer in the scene"):
+        resultImport.importResults(scene, volume, labelPath, jsonPath)
+    assert scene.GetNumberOfNodes() == before - 1
+
+
 def test_a_table_of_an_earlier_run_into_the_same_segmentation_is_not_applied_to_the_new_segments(case, tmp_path):
     # Apply again into the same segmentation with a new table: the old table still named the segmentation, and
     # its statuses ("rejected") went onto the new segments, which share their ids (Microbleed_<id>): hidden and

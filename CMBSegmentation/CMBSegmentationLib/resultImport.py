@@ -137,14 +137,26 @@ def importResults(
 ) -> ImportedResult:
     """Fill ``segmentationNode`` and ``tableNode`` from one run of the engine.
 
-    New nodes are created when None is passed. Nodes that hold something are replaced only with ``replace``
-    (and never an input of the run or a table that is not a candidate table): see :func:`checkOutputTargets`.
+    New nodes are created when None is passed, or for a node that is not in ``scene`` (deleted during the run; a
+    note says so). Raises :class:`ResultFormatError` when ``inputVolume`` is not in ``scene``. Nodes that hold
+    something are replaced only with ``replace`` (and never an input of the run or a table that is not a candidate
+    table): see :func:`checkOutputTargets`.
     The label map must lie on the input volume's grid. The segmentation is placed under the input volume's parent
     transform (the engine works in the volume's own frame). The probability the engine kept candidates from (the
     candidates file's ``thresholds.segmentation``; ``runThreshold`` for a file without one) is recorded on the
     table as the run and review threshold, as are the engine's notes.
     """
     ensureSegmentationConverters()
+    if inputVolume is None or scene is None or inputVolume.GetScene() is not scene:
+        name = inputVolume.GetName() if inputVolume is not None else None
+        raise ResultFormatError(f"the input volume '{name}' is no longer in the scene; nothing imported")
+    # Output nodes deleted while the engine ran (or of another scene): filled, they were nowhere to be seen and the
+    # run's result was lost while the status line counted its microbleeds. New nodes take the result instead.
+    removed = [n.GetName() for n in (segmentationNode, tableNode) if n is not None and n.GetScene() is not scene]
+    if segmentationNode is not None and segmentationNode.GetScene() is not scene:
+        segmentationNode = None
+    if tableNode is not None and tableNode.GetScene() is not scene:
+        tableNode = None
     checkOutputTargets(segmentationNode, tableNode, (inputVolume, *inputNodes), replace)
     data = readCandidates(candidatesPath)
     labels, affine = readNifti(labelMapPath)
@@ -181,7 +193,12 @@ def importResults(
     notes = readNotes(data)
     tableNode.SetAttribute(candidateTable.ATTRIBUTE_NOTES, json.dumps(notes))
 
-    result = ImportedResult(segmentationNode, tableNode, notes=notes)
+    result = ImportedResult(segmentationNode, tableNode, notes=list(notes))
+    if removed:  # not the engine's: shown with its notes, not stored with them
+        result.notes.append(
+            f"the chosen output(s) {', '.join(repr(n) for n in removed)} left the scene during the run; "
+            f"the result is in '{segmentationNode.GetName()}' and '{tableNode.GetName()}'"
+        )
     kept = sorted((c for c in data["candidates"] if int(c["label"]) > 0), key=lambda c: int(c["label"]))
     for number, candidate in enumerate(kept, start=1):
         segmentId = addCandidateSegment(
