@@ -529,6 +529,43 @@ def test_a_candidate_whose_row_was_deleted_comes_back_as_it_was(case, tmp_path):
     assert [m["candidate_id"] for m in report["microbleeds"]] == [candidates[2]["id"]]
 
 
+def test_a_candidate_moved_to_another_result_is_the_reader_s_there_and_noted_where_it_left(case, tmp_path):
+    # A segment moved (Segmentations module) from one result into another kept its tags: the result it landed in
+    # listed it as its own model candidate, with the other run's id, status and probability (a score its engine
+    # never gave), under the name of one of its own microbleeds; the result it left dropped an accepted microbleed
+    # from its report without a word.
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case SWI")
+    updateVolumeNodeFromArray(other, arrayFromVolumeNode(volume), AFFINE)
+    labelPath, jsonPath, _ = _writeEngineOutput(
+        tmp_path / "swi", _labels()[::-1].copy(), {1: 0.55, 2: 0.85}, ids={1: 200, 2: 201}
+    )
+    swi = resultImport.importResults(scene, other, labelPath, jsonPath)
+    moved = result.segmentIds[0]  # id 100 there, an id the SWI result does not use (200, 201)
+    assert moved not in swi.segmentIds
+    reviewState.accept(seg, table, moved)
+    swiSegmentation = swi.segmentationNode.GetSegmentation()
+    assert swiSegmentation.CopySegmentFromSegmentation(seg.GetSegmentation(), moved, True)  # a move
+
+    rows = {r.segmentId: r for r in reviewState.restoreReview(swi.segmentationNode, swi.tableNode)}
+    assert rows[moved].status == candidateTable.STATUS_ADDED and rows[moved].probability is None
+    assert rows[moved].candidateId not in {rows[s].candidateId for s in swi.segmentIds}
+    segment = swiSegmentation.GetSegment(moved)
+    assert resultImport.segmentTag(segment, candidateTable.TAG_ORIGIN) == candidateTable.ORIGIN_READER
+    assert resultImport.segmentTag(segment, candidateTable.TAG_PROBABILITY) == ""
+    names = [swiSegmentation.GetNthSegment(i).GetName() for i in range(swiSegmentation.GetNumberOfSegments())]
+    assert len(set(names)) == len(names)
+    files = reportExport.exportReview(swi.segmentationNode, swi.tableNode, other, tmp_path / "swi-export", "swi")
+    record = json.loads(files.reportJson.read_text())["microbleeds"][-1]
+    assert (record["status"], record["probability"]) == (candidateTable.STATUS_ADDED, None)
+
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert files.count == 2
+    assert any("candidate 100 (accepted)" in n and "moved" in n for n in files.notes)
+    assert json.loads(files.reportJson.read_text())["notes"] == list(files.notes)
+
+
 def test_overlapping_microbleeds_are_all_exported_whole(case, tmp_path):
     # Painted over a microbleed, a larger segment took all its voxels in the one label map the export made: the
     # microbleed inside counted as erased and vanished from the report, and the painted one was measured without

@@ -36,6 +36,9 @@ REFERENCE_SEGMENTATION = "CMBSegmentation.Segmentation"
 #: Set on the segmentation and its table by each import: a table of an earlier run into the same segmentation
 #: (replaced since) has another value, and its statuses must not be applied to the new segments.
 ATTRIBUTE_RUN_ID = "CMBSegmentation.RunID"
+#: The same run id as a segment tag: a segment moved or copied into another result (Segmentations module) keeps the
+#: run it came from, so it is not taken for a model candidate of the result it lands in.
+TAG_RUN_ID = "CMBSegmentation.RunID"
 
 # Column names in file order.
 COLUMN_ID = "ID"

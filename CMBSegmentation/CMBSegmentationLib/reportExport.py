@@ -121,6 +121,7 @@ def exportReview(
         + ": the label map cannot show it; the .seg.nrrd and the report keep it"
         for n, covering in hidden
     )
+    notes += _missingSegmentNotes(segmentationNode, tableNode)
     files = dataclasses.replace(files, notes=notes)
     _writeCsv(records, files.reportCsv)
     allRows = candidateTable.readRows(tableNode)
@@ -183,6 +184,22 @@ def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> N
         storage.SetFileName(str(tmp))
         if not storage.WriteData(copy):
             raise OSError(f"could not write {path}")
+
+
+def _missingSegmentNotes(segmentationNode, tableNode) -> tuple[str, ...]:
+    """One note per microbleed the reader kept (accepted, added) whose segment is gone from the segmentation.
+
+    Deleted in the Segment Editor or moved to another segmentation, it was left out of the report without a word
+    while the table still called it accepted.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    kept = (candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED)
+    return tuple(
+        f"candidate {row.candidateId} ({row.status}) has no segment '{row.segmentId}' in "
+        f"'{segmentationNode.GetName()}' any more (deleted, or moved to another segmentation): not exported"
+        for row in candidateTable.readRows(tableNode)
+        if row.status in kept and segmentation.GetSegment(row.segmentId) is None
+    )
 
 
 def _record(

@@ -239,6 +239,9 @@ def addCandidateSegment(
     sub = np.ascontiguousarray(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.uint8)
     image = _orientedImage(sub, lo, affine)
     segment = _newSegment(name, color, candidateId, status, probability)
+    runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
+    if runId:
+        segment.SetTag(candidateTable.TAG_RUN_ID, runId)
     segment.AddRepresentation(BINARY_LABELMAP, image)
     segmentation = segmentationNode.GetSegmentation()
     segmentId = segmentation.GenerateUniqueSegmentID(f"Microbleed_{candidateId}")

@@ -192,6 +192,7 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     if referenceVolume is None or referenceVolume.GetImageData() is None:
         return []
     segmentation = segmentationNode.GetSegmentation()
+    runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID) or ""
     rows = candidateTable.readRows(tableNode)
     listed = {row.segmentId for row in rows}
     usedIds = {row.candidateId for row in rows}  # kept up to date below: the table is read once
@@ -209,8 +210,8 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
         if volumeMm3 == 0:
             continue
         segment = segmentation.GetSegment(segmentId)
-        row = _rowFromTags(segment, segmentId, centre, volumeMm3, usedIds)
-        if row is None:  # painted by hand (or a copy of a listed segment): the reader's microbleed
+        row = _rowFromTags(segment, segmentId, centre, volumeMm3, usedIds, runId)
+        if row is None:  # painted by hand, a copy of a listed segment, or moved in from another result
             row = candidateTable.CandidateRow(
                 candidateId=max(usedIds, default=0) + 1,  # as candidateTable.nextCandidateId
                 segmentId=segmentId,
@@ -219,20 +220,49 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
                 probability=None,
                 status=candidateTable.STATUS_ADDED,
             )
-            segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(row.candidateId))
-            segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
-            segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
+            claimForReader(segmentationNode, segment, row.candidateId)
         candidateTable.appendRow(tableNode, row)
         usedIds.add(row.candidateId)
         adopted.append(segmentId)
     return adopted
 
 
+def claimForReader(segmentationNode, segment, candidateId: int) -> None:
+    """Tag ``segment`` as the reader's microbleed ``candidateId`` of ``segmentationNode``'s run.
+
+    A probability tag it brought along (a candidate moved in from another result) is dropped: the engine of this
+    run never scored it; a name another segment has ("Microbleed 1" of the other result) becomes the next free
+    "Microbleed N", so the report never names two microbleeds alike.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    name = segment.GetName()
+    if any(
+        segmentation.GetNthSegment(i) is not segment and segmentation.GetNthSegment(i).GetName() == name
+        for i in range(segmentation.GetNumberOfSegments())
+    ):
+        segment.SetName(nextSegmentName(segmentationNode))
+    segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
+    segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
+    segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
+    segment.RemoveTag(candidateTable.TAG_PROBABILITY)
+    runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
+    if runId:
+        segment.SetTag(candidateTable.TAG_RUN_ID, runId)
+
+
 def _rowFromTags(
-    segment, segmentId: str, centre: tuple[float, float, float], volumeMm3: float, usedIds: set[int]
+    segment, segmentId: str, centre: tuple[float, float, float], volumeMm3: float, usedIds: set[int], runId: str = ""
 ) -> candidateTable.CandidateRow | None:
-    """The row a listed candidate had, from its segment's tags, when its id is not in ``usedIds`` and its status is
-    known; else None. ``centre`` and ``volumeMm3`` are the segment's as measured now."""
+    """The row a listed candidate had, from its segment's tags, when its id is not in ``usedIds``, its status is
+    known and it is of run ``runId`` (a segment or result without a run id, from older scenes, counts as of it);
+    else None. ``centre`` and ``volumeMm3`` are the segment's as measured now.
+
+    A candidate moved in from another result (Segmentations module) was listed as a model candidate of this run,
+    with the other run's id, probability and status: a probability the engine never gave on this volume.
+    """
+    segmentRun = segmentTag(segment, candidateTable.TAG_RUN_ID)
+    if runId and segmentRun and segmentRun != runId:
+        return None
     try:
         candidateId = int(segmentTag(segment, candidateTable.TAG_CANDIDATE_ID))
     except ValueError:
