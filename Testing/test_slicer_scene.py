@@ -271,6 +271,28 @@ def test_a_status_typed_in_the_tables_module_counts_whatever_its_case(case, tmp_
     assert [m["candidate_id"] for m in report["microbleeds"]] == [rows[1].candidateId, rows[2].candidateId]
 
 
+def test_a_status_typed_that_its_kind_never_has_can_still_be_changed_with_the_buttons(case, tmp_path):
+    # "accepted" typed in the Tables module on the reader's own microbleed (or "added by reader" on a model
+    # candidate): Reject and Accept then failed with "a candidate that is 'accepted' cannot become 'rejected'".
+    _, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    single = np.zeros(SHAPE, np.int16)
+    single[18:20, 9:11, 4:6] = 1
+    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "point", single, {1: 0.62})
+    added = reviewState.addReaderMicrobleed(seg, table, labelPath, jsonPath, candidates[0]["center_ras"])
+    column = table.GetColumnIndex(candidateTable.COLUMN_STATUS)
+    table.SetCellText(candidateTable.rowIndexOfSegment(table, added), column, "Accepted")
+    table.SetCellText(0, column, "added by reader")
+    reviewState.restoreReview(seg, table)
+    reviewState.reject(seg, table, added)
+    reviewState.reject(seg, table, result.segmentIds[0])
+    assert _status(result, added) == _status(result, result.segmentIds[0]) == candidateTable.STATUS_REJECTED
+    reviewState.accept(seg, table, added)
+    reviewState.accept(seg, table, result.segmentIds[0])
+    assert _status(result, added) == candidateTable.STATUS_ADDED
+    assert _status(result, result.segmentIds[0]) == candidateTable.STATUS_ACCEPTED
+
+
 def test_a_status_the_module_does_not_know_stops_the_export(case, tmp_path):
     # "reject" typed in the Tables module counted as not yet seen: the candidate the reader meant to reject was
     # exported (it passed the threshold), with status "reject" in the report.

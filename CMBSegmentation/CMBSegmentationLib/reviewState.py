@@ -88,9 +88,11 @@ def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshol
             status = candidateTable.STATUS_ADDED
     if status == current:
         return
-    # A status typed by hand that is none of the known ones (see checkStatuses) may become any this kind can have.
-    allowed = changes.get(current) if current in candidateTable.STATUSES else frozenset().union(*changes.values())
-    if status not in (allowed or frozenset()):
+    # A status typed by hand that this kind of candidate never has (none of the known ones, see checkStatuses, or
+    # "accepted" typed on the reader's own microbleed in the Tables module) may become any this kind can have:
+    # refused, the reader could neither reject nor restore it with the module's buttons.
+    allowed = changes.get(current, frozenset().union(*changes.values()))
+    if status not in allowed:
         raise ReviewError(f"a candidate that is '{current}' cannot become '{status}'")
     candidateTable.setStatusCell(tableNode, rowIndex, status)
     segment.SetTag(candidateTable.TAG_STATUS, status)
