@@ -481,6 +481,10 @@ def test_export_reports_the_microbleeds_as_the_reader_edited_them(case, tmp_path
     data = np.asarray(nib.load(files.labelMap).dataobj)
     report = json.loads(files.reportJson.read_text())
     assert files.count == report["n_microbleeds"] == 2 and set(np.unique(data)) == {0, 1, 2}
+    # The accepted microbleed erased to nothing is named, not dropped without a word.
+    assert [n for n in report["notes"] if "erased" in n] == [
+        f"candidate 100 (accepted) has its segment '{ids[0]}' in '{seg.GetName()}' erased to nothing: not exported"
+    ]
     voxelVolume = abs(np.linalg.det(AFFINE[:3, :3]))
     for record in report["microbleeds"]:
         mask = data == record["label"]

@@ -102,6 +102,7 @@ def exportReview(
     rows = includedRows(segmentationNode, tableNode, threshold)
     voxels = segmentVoxels(segmentationNode, [r.segmentId for r in rows], referenceVolume)
     # A segment the reader erased with the Segment Editor is no microbleed of the final result.
+    erased = [r for r, v in zip(rows, voxels, strict=True) if not len(v)]
     rows, voxels = [r for r, v in zip(rows, voxels, strict=True) if len(v)], [v for v in voxels if len(v)]
     labels, hidden = flattenVoxels(voxels, referenceVolume.GetImageData().GetDimensions())
     resultId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID) or None
@@ -121,7 +122,7 @@ def exportReview(
         + ": the label map cannot show it; the .seg.nrrd and the report keep it"
         for n, covering in hidden
     )
-    notes += _missingSegmentNotes(segmentationNode, tableNode)
+    notes += _missingSegmentNotes(segmentationNode, tableNode, erased)
     files = dataclasses.replace(files, notes=notes)
     _writeCsv(records, files.reportCsv)
     allRows = candidateTable.readRows(tableNode)
@@ -186,20 +187,32 @@ def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> N
             raise OSError(f"could not write {path}")
 
 
-def _missingSegmentNotes(segmentationNode, tableNode) -> tuple[str, ...]:
-    """One note per microbleed the reader kept (accepted, added) whose segment is gone from the segmentation.
+def _missingSegmentNotes(segmentationNode, tableNode, erased) -> tuple[str, ...]:
+    """One note per microbleed the reader kept (accepted, added) whose segment is gone from the segmentation, or
+    is among the ``erased`` rows (its segment emptied in the Segment Editor).
 
-    Deleted in the Segment Editor or moved to another segmentation, it was left out of the report without a word
-    while the table still called it accepted.
+    Deleted, moved to another segmentation or erased, it was left out of the report without a word while the table
+    still called it accepted.
     """
     segmentation = segmentationNode.GetSegmentation()
     kept = (candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED)
-    return tuple(
-        f"candidate {row.candidateId} ({row.status}) has no segment '{row.segmentId}' in "
-        f"'{segmentationNode.GetName()}' any more (deleted, or moved to another segmentation): not exported"
-        for row in candidateTable.readRows(tableNode)
-        if row.status in kept and segmentation.GetSegment(row.segmentId) is None
-    )
+    erasedIds = {row.segmentId for row in erased}
+    notes = []
+    for row in candidateTable.readRows(tableNode):
+        if row.status not in kept:
+            continue
+        if segmentation.GetSegment(row.segmentId) is None:
+            why = "has no segment '{}' in '{}' any more (deleted, or moved to another segmentation)"
+        elif row.segmentId in erasedIds:
+            why = "has its segment '{}' in '{}' erased to nothing"
+        else:
+            continue
+        notes.append(
+            f"candidate {row.candidateId} ({row.status}) "
+            + why.format(row.segmentId, segmentationNode.GetName())
+            + ": not exported"
+        )
+    return tuple(notes)
 
 
 def _record(
