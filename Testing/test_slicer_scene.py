@@ -550,6 +550,7 @@ def test_a_candidate_whose_row_was_deleted_comes_back_as_it_was(case, tmp_path):
         assert rows[segmentId].probability == pytest.approx(before[segmentId].probability)
         assert rows[segmentId].centerRas == pytest.approx(before[segmentId].centerRas, abs=1e-3)
     assert rows[rejected].status == candidateTable.STATUS_REJECTED
+    assert (rows[rejected].location, rows[rejected].region) == ("lobar", "frontal")  # came back without them
     files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
     report = json.loads(files.reportJson.read_text())
     assert [m["candidate_id"] for m in report["microbleeds"]] == [candidates[2]["id"]]
@@ -590,6 +591,45 @@ def test_a_candidate_moved_to_another_result_is_the_reader_s_there_and_noted_whe
     assert files.count == 2
     assert any("candidate 100 (accepted)" in n and "moved" in n for n in files.notes)
     assert json.loads(files.reportJson.read_text())["notes"] == list(files.notes)
+
+
+def test_a_result_whose_table_was_deleted_gets_it_back_from_its_segments_with_the_whole_review(case, tmp_path):
+    # The candidate table deleted (Data module) or left unsaved: the segments still held every decision in their
+    # tags, but without a table the module could neither show nor export the review.
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    ids = result.segmentIds
+    reviewState.reject(seg, table, ids[0])
+    reviewState.accept(seg, table, ids[1])
+    single = np.zeros(SHAPE, np.int16)
+    single[18:20, 9:11, 4:6] = 1
+    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "point", single, {1: 0.62})
+    added = reviewState.addReaderMicrobleed(seg, table, labelPath, jsonPath, candidates[0]["center_ras"])
+    reviewState.setReviewThreshold(seg, table, 0.8)  # ids[2] (0.70, not yet seen) drops out
+    before = reportExport.exportReview(seg, table, volume, tmp_path / "before", "case")
+    rowsBefore = candidateTable.readRows(table)
+    scene.RemoveNode(table)
+    assert candidateTable.tableOfSegmentation(scene, seg) is None and reviewState.canRebuildTable(seg)
+
+    rebuilt = reviewState.rebuildTable(seg)
+    assert candidateTable.tableOfSegmentation(scene, seg) is rebuilt
+    rows = candidateTable.readRows(rebuilt)
+    for attribute in ("candidateId", "segmentId", "status", "location", "region"):
+        assert [getattr(r, attribute) for r in rows] == [getattr(r, attribute) for r in rowsBefore], attribute
+    assert [r.probability for r in rows] == pytest.approx([r.probability for r in rowsBefore], abs=1e-4)
+    assert reviewState.reviewThreshold(rebuilt) == pytest.approx(0.8)
+    assert reviewState.runThreshold(rebuilt) == pytest.approx(0.3)
+    assert [seg.GetDisplayNode().GetSegmentVisibility(s) for s in (*ids, added)] == [False, True, False, True]
+    after = reportExport.exportReview(seg, rebuilt, volume, tmp_path / "after", "case")
+    expected, got = (json.loads(f.reportJson.read_text()) for f in (before, after))
+    assert got == expected
+    # Neither for a segmentation of something else nor without the result's volume.
+    other = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "brain")
+    assert not reviewState.canRebuildTable(other)
+    with pytest.raises(reviewState.ReviewError, match="no microbleed candidates"):
+        reviewState.rebuildTable(other)
+    scene.RemoveNode(volume)
+    assert not reviewState.canRebuildTable(seg)
 
 
 def test_overlapping_microbleeds_are_all_exported_whole(case, tmp_path):

@@ -39,6 +39,10 @@ ATTRIBUTE_RUN_ID = "CMBSegmentation.RunID"
 #: The same run id as a segment tag: a segment moved or copied into another result (Segmentations module) keeps the
 #: run it came from, so it is not taken for a model candidate of the result it lands in.
 TAG_RUN_ID = "CMBSegmentation.RunID"
+#: The engine's location class and region of a candidate, kept on its segment as in its row: a row deleted, or a
+#: whole table, comes back with them.
+TAG_LOCATION = "CMBSegmentation.Location"
+TAG_REGION = "CMBSegmentation.Region"
 
 # Column names in file order.
 COLUMN_ID = "ID"

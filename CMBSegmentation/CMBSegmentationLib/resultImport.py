@@ -180,7 +180,7 @@ def importResults(
     runId = uuid.uuid4().hex  # a table of an earlier run into this segmentation no longer matches it
     segmentationNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
     tableNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
-    _placeInSubjectHierarchy(scene, inputVolume, segmentationNode, tableNode)
+    placeInSubjectHierarchy(scene, inputVolume, segmentationNode, tableNode)
     # What the engine applied (the bundle's tuned threshold, or the one it was given) is in its JSON: the value a
     # caller holds may differ (the slider moved during the run, 0 for the model's own), and a review threshold
     # above the applied one would silently drop kept microbleeds from the export.
@@ -188,8 +188,10 @@ def importResults(
     if applied is not None:
         runThreshold = applied
     threshold = 0.0 if runThreshold is None else float(runThreshold)
-    tableNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_THRESHOLD, repr(threshold))
-    tableNode.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(threshold))
+    # Also on the segmentation: a table rebuilt from the segments (reviewState.rebuildTable) takes them from there.
+    for node in (tableNode, segmentationNode):
+        node.SetAttribute(candidateTable.ATTRIBUTE_RUN_THRESHOLD, repr(threshold))
+        node.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(threshold))
     notes = readNotes(data)
     tableNode.SetAttribute(candidateTable.ATTRIBUTE_NOTES, json.dumps(notes))
 
@@ -209,6 +211,8 @@ def importResults(
             candidateId=int(candidate["id"]),
             status=candidateTable.STATUS_NOT_SEEN,
             probability=candidate.get("probability"),
+            location=candidate.get("location"),
+            region=candidate.get("region"),
         )
         if segmentId is None:  # a kept candidate with no voxel left on the input grid
             continue
@@ -226,11 +230,14 @@ def addCandidateSegment(
     status: str,
     probability: float | None,
     color: tuple[float, float, float] = COLOR_MODEL,
+    location: str | None = None,
+    region: str | None = None,
 ) -> str | None:
     """Add one segment holding the voxels of ``mask`` (indexed ``[i, j, k]`` on the grid of ``affine``).
 
-    The segment keeps only the bounding box of its voxels, so hundreds of candidates stay cheap. Returns the
-    new segment id, or None when the mask is empty.
+    The segment keeps only the bounding box of its voxels, so hundreds of candidates stay cheap; its tags keep what
+    its table row says (a row or table deleted comes back from them). Returns the new segment id, or None when the
+    mask is empty.
     """
     index = np.argwhere(mask)
     if index.size == 0:
@@ -240,8 +247,13 @@ def addCandidateSegment(
     image = _orientedImage(sub, lo, affine)
     segment = _newSegment(name, color, candidateId, status, probability)
     runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
-    if runId:
-        segment.SetTag(candidateTable.TAG_RUN_ID, runId)
+    for tag, value in (
+        (candidateTable.TAG_RUN_ID, runId),
+        (candidateTable.TAG_LOCATION, location),
+        (candidateTable.TAG_REGION, region),
+    ):
+        if value:
+            segment.SetTag(tag, str(value))
     segment.AddRepresentation(BINARY_LABELMAP, image)
     segmentation = segmentationNode.GetSegmentation()
     segmentId = segmentation.GenerateUniqueSegmentID(f"Microbleed_{candidateId}")
@@ -329,7 +341,7 @@ def _checkSameGrid(inputVolume, shape, affine, path) -> None:
         raise ResultFormatError(f"{path}: its voxel-to-RAS matrix differs from the input volume's")
 
 
-def _placeInSubjectHierarchy(scene, inputVolume, *nodes) -> None:
+def placeInSubjectHierarchy(scene, inputVolume, *nodes) -> None:
     """Put the results beside the input volume (same patient/study), which DICOM SEG export requires."""
     from slicer import vtkMRMLSubjectHierarchyNode
 

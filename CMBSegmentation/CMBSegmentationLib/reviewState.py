@@ -18,6 +18,7 @@ from CMBSegmentationLib.resultImport import (
     addCandidateSegment,
     candidateRow,
     ensureSegmentationConverters,
+    placeInSubjectHierarchy,
     readCandidates,
     segmentTag,
 )
@@ -152,11 +153,62 @@ def setReviewThreshold(segmentationNode, tableNode, threshold: float) -> float:
     would change nothing that the reader could see.
     """
     value = min(max(float(threshold), runThreshold(tableNode)), 1.0)
-    if tableNode.GetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD) != repr(value):
-        tableNode.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(value))
+    # Also on the segmentation, for a table rebuilt from it (rebuildTable).
+    for node in (tableNode, segmentationNode):
+        if node is not None and node.GetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD) != repr(value):
+            node.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(value))
     if segmentationNode is not None:
         updateVisibility(segmentationNode, tableNode, value)
     return value
+
+
+def hasCandidateSegments(segmentationNode) -> bool:
+    """Whether ``segmentationNode`` holds segments of this module's results (tagged with a candidate id)."""
+    if segmentationNode is None:
+        return False
+    segmentation = segmentationNode.GetSegmentation()
+    return any(
+        segmentTag(segmentation.GetNthSegment(i), candidateTable.TAG_CANDIDATE_ID)
+        for i in range(segmentation.GetNumberOfSegments())
+    )
+
+
+def canRebuildTable(segmentationNode) -> bool:
+    """Whether :func:`rebuildTable` can make a table for ``segmentationNode`` (its candidates and volume are there)."""
+    volume = resultVolume(segmentationNode)
+    return hasCandidateSegments(segmentationNode) and volume is not None and volume.GetImageData() is not None
+
+
+def rebuildTable(segmentationNode):
+    """A new candidate table for a result whose own is gone (deleted in the Data module, left unsaved, a
+    ``.seg.nrrd`` loaded alone), rebuilt from the tags every segment keeps: candidate id, status, probability,
+    location and region, and the run's and reader's thresholds from the segmentation's attributes (a
+    ``.seg.nrrd`` alone has none: every candidate the engine kept counts, as right after the run).
+
+    Without it the module could neither show nor export the review, which the segments still held. Centres and
+    volumes are measured on the result's volume. Raises :class:`ReviewError` when the segmentation holds no
+    candidates of this module or its volume is gone.
+    """
+    if not hasCandidateSegments(segmentationNode):
+        raise ReviewError(f"'{segmentationNode.GetName()}' holds no microbleed candidates of this module")
+    volume = resultVolume(segmentationNode)
+    if volume is None or volume.GetImageData() is None:
+        raise ReviewError(f"the volume of '{segmentationNode.GetName()}' is no longer in the scene")
+    scene = segmentationNode.GetScene()
+    tableNode = candidateTable.createCandidateTable(scene, f"{volume.GetName()} microbleed candidates")
+    tableNode.SetNodeReferenceID(candidateTable.REFERENCE_SEGMENTATION, segmentationNode.GetID())
+    placeInSubjectHierarchy(scene, volume, tableNode)
+    for attribute in (
+        candidateTable.ATTRIBUTE_RUN_ID,
+        candidateTable.ATTRIBUTE_RUN_THRESHOLD,
+        candidateTable.ATTRIBUTE_REVIEW_THRESHOLD,
+    ):
+        value = segmentationNode.GetAttribute(attribute)
+        if value:
+            tableNode.SetAttribute(attribute, value)
+    adoptPaintedSegments(segmentationNode, tableNode, volume)  # every segment is rowless here
+    restoreReview(segmentationNode, tableNode)
+    return tableNode
 
 
 def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateRow]:
@@ -246,7 +298,8 @@ def claimForReader(segmentationNode, segment, candidateId: int) -> None:
     segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
     segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
     segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
-    segment.RemoveTag(candidateTable.TAG_PROBABILITY)
+    for tag in (candidateTable.TAG_PROBABILITY, candidateTable.TAG_LOCATION, candidateTable.TAG_REGION):
+        segment.RemoveTag(tag)
     runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
     if runId:
         segment.SetTag(candidateTable.TAG_RUN_ID, runId)
@@ -283,6 +336,8 @@ def _rowFromTags(
         volumeMm3=volumeMm3,
         probability=probability,
         status=status,
+        location=segmentTag(segment, candidateTable.TAG_LOCATION),
+        region=segmentTag(segment, candidateTable.TAG_REGION),
     )
 
 
@@ -316,6 +371,8 @@ def addReaderMicrobleed(
         status=candidateTable.STATUS_ADDED,
         probability=candidate.get("probability"),
         color=COLOR_ADDED,
+        location=candidate.get("location"),
+        region=candidate.get("region"),
     )
     if segmentId is None:
         raise ReviewError("the engine's segmentation at the clicked point is empty")
