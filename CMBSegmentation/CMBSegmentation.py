@@ -265,7 +265,9 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         segmentation, table = p.outputSegmentation, p.candidateTable
         watchedSegmentation, watchedTable = self._watcher.watched
-        if table is not None and table is not watchedTable:
+        # A candidate table without its columns (its file unreadable) pairs with nothing: its segmentation's table is
+        # rebuilt instead.
+        if table is not None and table is not watchedTable and not candidateTableLib.lostItsColumns(table):
             owner = candidateTableLib.segmentationOfTable(table)
             if owner is not None and owner is not segmentation:
                 p.outputSegmentation = owner

@@ -1104,6 +1104,38 @@ def test_everything_the_reader_decided_survives_save_close_and_reload_of_an_mrb(
     assert after["microbleeds"] == before["microbleeds"] and after["threshold"] == pytest.approx(0.8)
 
 
+def test_a_saved_review_whose_table_file_is_lost_comes_back_from_the_segments(case, tmp_path):
+    # The .tsv missing beside the saved scene (not saved, removed, not copied along): the table node loaded with its
+    # attributes but without columns, was still taken as the result's table, and every review action and the export
+    # stopped at "has no column 'ID'" although the segments held the review.
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    reviewState.reject(seg, table, result.segmentIds[0])
+    reviewState.setReviewThreshold(seg, table, 0.5)
+    expected = reportExport.exportReview(seg, table, volume, tmp_path / "before", "case")
+    mrb = _saveMrb(scene, tmp_path / "saved")
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    mrml = Path(slicer.vtkMRMLScene.UnpackSlicerDataBundle(str(mrb), str(folder)))
+    (tsv,) = [p for p in mrml.parent.rglob("*.tsv") if not p.name.endswith(".schema.tsv")]
+    tsv.unlink()
+    loaded = slicer.vtkMRMLScene()
+    loaded.SetURL(str(mrml))
+    loaded.SetRootDirectory(str(mrml.parent))
+    loaded.Connect()
+    (seg2,) = [loaded.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+               for i in range(loaded.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]  # fmt: skip
+    (broken,) = [loaded.GetNthNodeByClass(i, "vtkMRMLTableNode")
+                 for i in range(loaded.GetNumberOfNodesByClass("vtkMRMLTableNode"))]  # fmt: skip
+    assert candidateTable.lostItsColumns(broken) and not candidateTable.isCandidateTable(broken)
+    assert candidateTable.tableOfSegmentation(loaded, seg2) is None and reviewState.canRebuildTable(seg2)
+    rebuilt = reviewState.rebuildTable(seg2)
+    assert candidateTable.tableOfSegmentation(loaded, seg2) is rebuilt
+    assert reviewState.reviewThreshold(rebuilt) == pytest.approx(0.5)
+    files = reportExport.exportReview(seg2, rebuilt, resultImport.referenceVolume(seg2), tmp_path / "after", "case")
+    assert json.loads(files.reportJson.read_text()) == json.loads(expected.reportJson.read_text())
+
+
 # --- navigation and watching --------------------------------------------------------------------------------
 
 

@@ -103,8 +103,26 @@ def createCandidateTable(scene, name: str, tableNode=None):
 
 
 def isCandidateTable(tableNode) -> bool:
-    """Whether ``tableNode`` is a candidate table made by this module."""
-    return tableNode is not None and tableNode.GetAttribute(ATTRIBUTE_ROLE) == ROLE_CANDIDATES
+    """Whether ``tableNode`` is a candidate table made by this module, with its columns.
+
+    A table whose file could not be read when its scene was loaded (a ``.tsv`` missing beside the ``.mrml``) keeps
+    its attributes but no columns: taken as the result's table, it stopped every review action and the export
+    with "has no column 'ID'" although the segments held the review (see ``reviewState.rebuildTable``).
+    """
+    if tableNode is None or tableNode.GetAttribute(ATTRIBUTE_ROLE) != ROLE_CANDIDATES:
+        return False
+    table = tableNode.GetTable()
+    present = {table.GetColumn(c).GetName() for c in range(table.GetNumberOfColumns())}
+    return set(COLUMNS) - OPTIONAL_COLUMNS <= present
+
+
+def lostItsColumns(tableNode) -> bool:
+    """Whether ``tableNode`` was made as a candidate table but lacks its columns now (see :func:`isCandidateTable`)."""
+    return (
+        tableNode is not None
+        and tableNode.GetAttribute(ATTRIBUTE_ROLE) == ROLE_CANDIDATES
+        and not isCandidateTable(tableNode)
+    )
 
 
 def segmentationOfTable(tableNode):
