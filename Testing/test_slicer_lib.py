@@ -696,6 +696,7 @@ def test_a_batch_rerun_into_its_input_folder_never_takes_results_for_scans(batch
     (tmp_path / "case.nii.gz").write_bytes(b"")
     (tmp_path / "other_cmb.nii.gz").write_bytes(b"")  # plkd predict's output, its JSON beside it
     (tmp_path / "other_cmb.json").write_text("{}")
+    (tmp_path / ".case_cmb-final.nii.gz.partial-x1.nii.gz").write_bytes(b"")  # left by a crash while writing
     processed = []
     monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
     folder = ["--input-dir", str(tmp_path), "--output-dir", str(tmp_path)]

@@ -727,6 +727,29 @@ def test_exports_of_two_results_of_one_volume_never_replace_each_other(case, tmp
     assert forced.labelMap.name == "other_cmb-final.nii.gz" and nib.load(forced.labelMap).shape == SHAPE
 
 
+def test_an_export_that_fails_half_way_leaves_the_earlier_export_of_the_result_whole(case, tmp_path, monkeypatch):
+    # The four files were renamed into place one by one: a failure writing the report (disk full) left the new label
+    # map and segmentation beside the CSV and JSON of the earlier export, which described other microbleeds.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    first = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    paths = [first.labelMap, first.segmentation, first.reportCsv, first.reportJson]
+    before = [p.read_bytes() for p in paths]
+    reviewState.reject(seg, table, result.segmentIds[0])
+
+    def diskFull(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reportExport, "writeTextAtomic", diskFull)
+    with pytest.raises(OSError, match="No space"):
+        reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert [p.read_bytes() for p in paths] == before
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == sorted(p.name for p in paths)  # no temporaries
+    monkeypatch.undo()
+    again = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert again.reportJson == first.reportJson and again.count == first.count - 1
+
+
 def test_a_reader_microbleed_never_takes_the_name_of_another(case, tmp_path):
     # Its name was "Microbleed <number of segments + 1>": after a deletion, the name of an existing one.
     _, _, result, _, _ = case

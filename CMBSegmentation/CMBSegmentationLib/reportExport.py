@@ -7,7 +7,8 @@ are left out. Centres and volumes in the report are measured on each microbleed'
 left them (Segment Editor edits included). Where two microbleeds overlap, the label map gives the shared voxels
 to the smaller one, so one drawn inside another stays visible; the ``.seg.nrrd`` keeps both whole, and the
 report's ``notes`` name any microbleed the label map cannot show at all. Every file is
-written under a temporary name and renamed, so a crash never leaves a half-written report.
+written under a temporary name and the four are renamed together, so a crash never leaves a half-written report,
+nor a new label map beside the report of an earlier export.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from CMBSegmentationLib import candidateTable
-from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
+from CMBSegmentationLib.atomicFiles import atomicPath, atomicPaths, writeTextAtomic
 from CMBSegmentationLib.resultImport import ensureSegmentationConverters
 from CMBSegmentationLib.reviewState import (
     ReviewError,
@@ -111,9 +112,6 @@ def exportReview(
     files = ExportedFiles(*outputPaths(outputDir, baseName), count=len(rows))
     segmentIds = [r.segmentId for r in rows]
     affine = ijkToRas(referenceVolume)
-    with scratchNodes(segmentationNode.GetScene()):
-        writeArrayAsNifti(labels, affine, files.labelMap)
-        _writeSegmentation(segmentationNode, segmentIds, files.segmentation)
     measured = measureVoxels(voxels, affine)
     records = [_record(n, r, segmentationNode, *measured[n - 1]) for n, r in enumerate(rows, start=1)]
     notes = tuple(
@@ -124,7 +122,6 @@ def exportReview(
     )
     notes += _missingSegmentNotes(segmentationNode, tableNode, erased)
     files = dataclasses.replace(files, notes=notes)
-    _writeCsv(records, files.reportCsv)
     allRows = candidateTable.readRows(tableNode)
     report = {
         "input": referenceVolume.GetName(),
@@ -137,7 +134,14 @@ def exportReview(
         "files": {"label_map": files.labelMap.name, "segmentation": files.segmentation.name},
         "notes": list(notes),
     }
-    writeTextAtomic(files.reportJson, json.dumps(report, indent=2) + "\n")
+    # The four files are renamed into place together once all are written: a failure half way (disk full) leaves
+    # the earlier export of this result whole, never its report beside a newer label map.
+    with atomicPaths([files.labelMap, files.segmentation, files.reportCsv, files.reportJson]) as temporary:
+        with scratchNodes(segmentationNode.GetScene()):
+            writeArrayAsNifti(labels, affine, temporary[0])
+            _writeSegmentation(segmentationNode, segmentIds, temporary[1])
+        _writeCsv(records, temporary[2])
+        writeTextAtomic(temporary[3], json.dumps(report, indent=2) + "\n")
     return files
 
 

@@ -72,8 +72,8 @@ def findInputs(inputDir, maskSuffix="", skipped=None):
     files = []
     for path in sorted(inputDir.iterdir()):
         name = path.name
-        if not path.is_file() or not name.endswith(VOLUME_SUFFIXES):
-            continue
+        if not path.is_file() or not name.endswith(VOLUME_SUFFIXES) or name.startswith("."):
+            continue  # hidden: a temporary file of a write that a crash left (".NAME.partial-...nii.gz")
         stem = stripSuffix(name)
         if maskSuffix and stem.endswith(maskSuffix):
             continue
