@@ -232,6 +232,15 @@ def test_failed_engine_raises_its_own_message(tmp_path):
         runBlocking(crash)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_an_engine_killed_by_the_system_says_so(tmp_path):
+    # Killed by the out-of-memory killer the engine said "stopped with exit code -9", which reads like its own error.
+    killed = _script(tmp_path, "import os, signal, sys\nprint('loading', file=sys.stderr, flush=True)\n"
+                               "os.kill(os.getpid(), signal.SIGKILL)\n")  # fmt: skip
+    with pytest.raises(EngineError, match="(?s)^the engine was killed by SIGKILL .*out of memory.*loading"):
+        runBlocking(killed)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 def test_cancel_kills_the_whole_process_tree(tmp_path):
     # The child starts a grandchild (like the PythonSlicer launcher starting Python) and both wait forever.
