@@ -275,7 +275,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif segmentation is not None and segmentation is not watchedSegmentation:
             listed = candidateTableLib.tableOfSegmentation(slicer.mrmlScene, segmentation)
             if listed is None and reviewState.canRebuildTable(segmentation):
-                # Its table is gone (deleted, left unsaved): the segments' tags hold the review, which would be
+                # Its table is gone (deleted, its file lost): the segments' tags hold the review, which would be
                 # neither shown nor exportable without one.
                 listed = reviewState.rebuildTable(segmentation)
                 self.ui.statusLabel.text = _("The candidate table of {name} was rebuilt from its segments.").format(

@@ -180,10 +180,10 @@ def canRebuildTable(segmentationNode) -> bool:
 
 
 def rebuildTable(segmentationNode):
-    """A new candidate table for a result whose own is gone (deleted in the Data module, left unsaved, a
-    ``.seg.nrrd`` loaded alone), rebuilt from the tags every segment keeps: candidate id, status, probability,
-    location and region, and the run's and reader's thresholds from the segmentation's attributes (a
-    ``.seg.nrrd`` alone has none: every candidate the engine kept counts, as right after the run).
+    """A new candidate table for a result whose own is gone (deleted in the Data module, its ``.tsv`` lost beside
+    a saved scene), rebuilt from the tags every segment keeps: candidate id, status, probability, location and
+    region, and the run's and reader's thresholds from the segmentation's attributes (without them every candidate
+    the engine kept counts, as right after the run). The segmentation must still reference its volume.
 
     Without it the module could neither show nor export the review, which the segments still held. Centres and
     volumes are measured on the result's volume. Raises :class:`ReviewError` when the segmentation holds no
