@@ -530,6 +530,27 @@ def test_a_segment_painted_by_hand_joins_the_review_and_the_export(case, tmp_pat
     assert files.count == 3 and not np.asarray(nib.load(files.labelMap).dataobj)[mask].any()
 
 
+def test_a_segment_larger_than_any_microbleed_is_named_in_the_export(case, tmp_path):
+    # A region painted into the result for another purpose (a haematoma, a measurement) was exported as one more
+    # microbleed without a word, however large.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    large = seg.GetSegmentation().AddEmptySegment("", "Haematoma")
+    mask = np.zeros(SHAPE, bool)
+    mask[2:12, 14:26, 2:6] = True  # 480 voxels of 2.6 mm3: 13 mm across
+    image = resultImport._orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    assert logic.SetBinaryLabelmapToSegment(image, seg, large, logic.MODE_REPLACE)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    diameter = (6 * mask.sum() * abs(np.linalg.det(AFFINE[:3, :3])) / np.pi) ** (1 / 3)
+    assert files.count == 4
+    assert list(files.notes) == [
+        f"microbleed 4 (Haematoma) is {diameter:.1f} mm across (sphere-equivalent), more than a microbleed's 10 mm: "
+        "check that it is one"
+    ]
+    assert json.loads(files.reportJson.read_text())["notes"] == list(files.notes)
+
+
 def test_a_candidate_whose_row_was_deleted_comes_back_as_it_was(case, tmp_path):
     # A row deleted in the Tables module left its segment rowless, and the review took it for one painted by the
     # reader: a rejected candidate came back as "added by reader" and into the export.

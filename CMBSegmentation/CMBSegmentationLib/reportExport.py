@@ -18,6 +18,7 @@ import dataclasses
 import io
 import itertools
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,12 @@ REPORT_COLUMNS = (
     "location",
     "region",
 )
+
+
+#: Microbleeds are up to 10 mm across (Greenberg et al., Lancet Neurol 2009; docs cmb-domain). A larger segment
+#: (a region painted into the result for another purpose, a haematoma) still counts as one microbleed in the report,
+#: so the export names it.
+MAX_DIAMETER_MM = 10.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,12 @@ def exportReview(
         for n, covering in hidden
     )
     notes += _missingSegmentNotes(segmentationNode, tableNode, erased)
+    notes += tuple(
+        f"microbleed {record['label']} ({record['segment']}) is {diameter:.1f} mm across (sphere-equivalent), more "
+        f"than a microbleed's {MAX_DIAMETER_MM:g} mm: check that it is one"
+        for record, diameter in ((r, _sphereDiameter(r["volume_mm3"])) for r in records)
+        if diameter > MAX_DIAMETER_MM
+    )
     files = dataclasses.replace(files, notes=notes)
     allRows = candidateTable.readRows(tableNode)
     report = {
@@ -189,6 +202,11 @@ def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> N
         storage.SetFileName(str(tmp))
         if not storage.WriteData(copy):
             raise OSError(f"could not write {path}")
+
+
+def _sphereDiameter(volumeMm3: float) -> float:
+    """Diameter (mm) of the sphere of ``volumeMm3``."""
+    return (6.0 * volumeMm3 / math.pi) ** (1.0 / 3.0)
 
 
 def _missingSegmentNotes(segmentationNode, tableNode, erased) -> tuple[str, ...]:
