@@ -878,6 +878,24 @@ def test_a_run_never_overwrites_a_reviewed_result_unasked(case, tmp_path):
     assert other.GetCellText(0, 0) == "keep me"
 
 
+def test_a_candidates_file_with_an_unreadable_value_leaves_the_result_it_would_replace_untouched(case, tmp_path):
+    # A value that is not a number in the 2nd kept candidate was found half way through the import, after the
+    # result being replaced (reviewed, and the reader said Replace) had lost its segments and rows.
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    reviewState.reject(seg, table, result.segmentIds[0])
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "bad", _labels(), PROBABILITY)
+    data = json.loads(jsonPath.read_text())
+    data["candidates"][1]["probability"] = "high"
+    jsonPath.write_text(json.dumps(data))
+    nodes = scene.GetNumberOfNodes()
+    with pytest.raises(resultImport.ResultFormatError, match="not a number"):
+        resultImport.importResults(scene, volume, labelPath, jsonPath, seg, table, replace=True)
+    assert seg.GetSegmentation().GetNumberOfSegments() == 3 and table.GetNumberOfRows() == 3
+    assert _status(result, result.segmentIds[0]) == candidateTable.STATUS_REJECTED
+    assert scene.GetNumberOfNodes() == nodes
+
+
 def test_a_run_whose_output_nodes_were_deleted_meanwhile_lands_in_new_nodes_of_the_scene(case, tmp_path):
     # The reader deleted the chosen outputs while the engine ran: the import filled the detached nodes, the status
     # line said "3 microbleed candidate(s) found" and the scene showed nothing of the run.

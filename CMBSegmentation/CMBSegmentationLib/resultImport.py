@@ -7,6 +7,7 @@ have no voxels and are not imported.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -161,6 +162,7 @@ def importResults(
     data = readCandidates(candidatesPath)
     labels, affine = readNifti(labelMapPath)
     _checkSameGrid(inputVolume, labels.shape, affine, labelMapPath)
+    kept = _keptRows(data, candidatesPath)
     baseName = inputVolume.GetName()
     if segmentationNode is None:
         segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{baseName} microbleeds")
@@ -201,24 +203,34 @@ def importResults(
             f"the chosen output(s) {', '.join(repr(n) for n in removed)} left the scene during the run; "
             f"the result is in '{segmentationNode.GetName()}' and '{tableNode.GetName()}'"
         )
-    kept = sorted((c for c in data["candidates"] if int(c["label"]) > 0), key=lambda c: int(c["label"]))
-    for number, candidate in enumerate(kept, start=1):
+    for number, (label, row) in enumerate(kept, start=1):
         segmentId = addCandidateSegment(
             segmentationNode,
-            labels == int(candidate["label"]),
+            labels == label,
             affine,
             name=f"Microbleed {number}",
-            candidateId=int(candidate["id"]),
-            status=candidateTable.STATUS_NOT_SEEN,
-            probability=candidate.get("probability"),
-            location=candidate.get("location"),
-            region=candidate.get("region"),
+            candidateId=row.candidateId,
+            status=row.status,
+            probability=row.probability,
+            location=row.location,
+            region=row.region,
         )
         if segmentId is None:  # a kept candidate with no voxel left on the input grid
             continue
         result.segmentIds.append(segmentId)
-        candidateTable.appendRow(tableNode, candidateRow(candidate, segmentId, candidateTable.STATUS_NOT_SEEN))
+        candidateTable.appendRow(tableNode, dataclasses.replace(row, segmentId=segmentId))
     return result
+
+
+def _keptRows(data: dict, path) -> list[tuple[int, candidateTable.CandidateRow]]:
+    """(label, table row without segment id) of each kept candidate, by label; :class:`ResultFormatError` for one
+    with a value that is not a number. Read before the scene is touched: an unreadable value found half way through
+    the import left a replaced (reviewed) result half filled."""
+    try:
+        kept = sorted(((int(c["label"]), c) for c in data["candidates"] if int(c["label"]) > 0), key=lambda k: k[0])
+        return [(label, candidateRow(c, "", candidateTable.STATUS_NOT_SEEN)) for label, c in kept]
+    except (TypeError, ValueError) as exc:
+        raise ResultFormatError(f"{path}: a candidate has a value that is not a number ({exc})") from exc
 
 
 def addCandidateSegment(
