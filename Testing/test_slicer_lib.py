@@ -717,7 +717,7 @@ def test_a_batch_rerun_into_its_input_folder_never_takes_results_for_scans(batch
     assert "3 result file(s) in the input folder left out" in err and "case_cmb-final.nii.gz" in err
 
 
-@pytest.mark.parametrize("how", ["error", "ctrl-c", "sigterm"])
+@pytest.mark.parametrize("how", ["error", "ctrl-c", "sigint", "sigterm"])
 def test_an_input_that_fails_or_is_interrupted_half_way_leaves_none_of_its_files(batch, tmp_path, monkeypatch, how):
     # An export that failed after its label map (disk full) left NAME_cmb-final.nii.gz without its report, as a
     # result of this run; Ctrl+C or a scheduler's SIGTERM killed Slicer and left the engine running on.
@@ -731,7 +731,7 @@ def test_an_input_that_fails_or_is_interrupted_half_way_leaves_none_of_its_files
             raise OSError("No space left on device")
         if how == "ctrl-c":
             raise KeyboardInterrupt
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT if how == "sigint" else signal.SIGTERM)
         time.sleep(5)  # the handler interrupts this
         raise AssertionError("SIGTERM did not interrupt the batch")
 
@@ -739,7 +739,12 @@ def test_an_input_that_fails_or_is_interrupted_half_way_leaves_none_of_its_files
     good = _fakeProcessOne(batch, processed)
     bad = _fakeProcessOne(batch, processed, fail)
     monkeypatch.setattr(batch, "processOne", lambda path, args: (bad if path.name == "b.nii.gz" else good)(path, args))
-    code = batch.main(["--input-dir", str(inputs), "--output-dir", str(out)])
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in Slicer, where Ctrl+C ended the process outright
+    try:
+        code = batch.main(["--input-dir", str(inputs), "--output-dir", str(out)])
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert not list(out.glob("b_cmb*")), "the failed input left some of its files"
     assert (out / "a_cmb-report.json").exists()
     if how == "error":

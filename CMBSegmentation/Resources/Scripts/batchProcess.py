@@ -255,9 +255,10 @@ def main(argv):
 
 @contextlib.contextmanager
 def terminateAsInterrupt():
-    """SIGTERM (``kill``, a batch scheduler's time limit) ends the batch as Ctrl+C does.
+    """Ctrl+C (SIGINT) and SIGTERM (``kill``, a batch scheduler's time limit) raise KeyboardInterrupt in the batch.
 
-    Without it Slicer died at once and the engine, which runs in a process group of its own, went on computing.
+    Slicer sets SIGINT to the system default (qSlicerAbstractModuleFactoryManager), so either signal killed Slicer at
+    once and the engine, which runs in a process group of its own, went on computing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -266,11 +267,12 @@ def terminateAsInterrupt():
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def exitApplication(exitCode):
