@@ -1166,6 +1166,39 @@ def test_everything_the_reader_decided_survives_save_close_and_reload_of_an_mrb(
     assert after["microbleeds"] == before["microbleeds"] and after["threshold"] == pytest.approx(0.8)
 
 
+def test_two_copies_of_one_saved_review_in_a_scene_never_replace_each_other_s_export(case, tmp_path):
+    # One saved review loaded twice (two readers' copies brought together to compare): both copies carry the same
+    # run id, so the export of the second replaced the first reader's files as its own, without a word.
+    scene, _, result, _, _ = case
+    mrb = _saveMrb(scene, tmp_path / "saved")
+    combined = slicer.vtkMRMLScene()
+    for k in (1, 2):
+        folder = tmp_path / f"copy{k}"
+        folder.mkdir()
+        mrml = slicer.vtkMRMLScene.UnpackSlicerDataBundle(str(mrb), str(folder))
+        combined.SetURL(mrml)
+        combined.SetRootDirectory(str(Path(mrml).parent))
+        assert combined.Import()
+    copies = []
+    for i in range(combined.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+        seg = combined.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+        copies.append((seg, candidateTable.tableOfSegmentation(combined, seg), resultImport.referenceVolume(seg)))
+    assert len(copies) == 2 and copies[0][2] is not copies[1][2]
+    moved = result.segmentIds[0]
+    reviewState.reject(copies[0][0], copies[0][1], moved)  # the first reader's decision
+    reviewState.accept(copies[1][0], copies[1][1], moved)  # the second reader's
+    folder = tmp_path / "export"
+    first = reportExport.exportReview(*copies[0], folder, "case")
+    second = reportExport.exportReview(*copies[1], folder, "case")
+    assert first.reportJson != second.reportJson
+    reports = [json.loads(f.reportJson.read_text()) for f in (first, second)]
+    assert [r["microbleeds"][0]["status"] for r in reports] == ["not yet seen", "accepted"]
+    assert reports[0]["result_id"] == reports[1]["result_id"] and reports[0]["review_id"] != reports[1]["review_id"]
+    # Each copy's export again replaces its own files.
+    assert reportExport.exportReview(*copies[0], folder, "case").reportJson == first.reportJson
+    assert reportExport.exportReview(*copies[1], folder, "case").reportJson == second.reportJson
+
+
 def test_a_saved_review_whose_table_file_is_lost_comes_back_from_the_segments(case, tmp_path):
     # The .tsv missing beside the saved scene (not saved, removed, not copied along): the table node loaded with its
     # attributes but without columns, was still taken as the result's table, and every review action and the export

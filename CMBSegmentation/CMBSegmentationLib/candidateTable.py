@@ -36,6 +36,10 @@ REFERENCE_SEGMENTATION = "CMBSegmentation.Segmentation"
 #: Set on the segmentation and its table by each import: a table of an earlier run into the same segmentation
 #: (replaced since) has another value, and its statuses must not be applied to the new segments.
 ATTRIBUTE_RUN_ID = "CMBSegmentation.RunID"
+#: Set on a segmentation by its first export when another segmentation of the scene is a copy of the same review
+#: (the same run id: one saved review loaded twice, e.g. two readers' copies to compare): the export of one copy
+#: then never replaces the other's. Without it a result's review id is its run id.
+ATTRIBUTE_REVIEW_ID = "CMBSegmentation.ReviewID"
 #: The same run id as a segment tag: a segment moved or copied into another result (Segmentations module) keeps the
 #: run it came from, so it is not taken for a model candidate of the result it lands in.
 TAG_RUN_ID = "CMBSegmentation.RunID"

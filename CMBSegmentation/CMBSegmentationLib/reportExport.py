@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,8 +115,9 @@ def exportReview(
     rows, voxels = [r for r, v in zip(rows, voxels, strict=True) if len(v)], [v for v in voxels if len(v)]
     labels, hidden = flattenVoxels(voxels, referenceVolume.GetImageData().GetDimensions())
     resultId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID) or None
+    reviewId = reviewIdentity(segmentationNode)
     if not overwrite:
-        baseName = freeBaseName(outputDir, baseName, resultId)
+        baseName = freeBaseName(outputDir, baseName, resultId, reviewId)
     files = ExportedFiles(*outputPaths(outputDir, baseName), count=len(rows))
     segmentIds = [r.segmentId for r in rows]
     affine = ijkToRas(referenceVolume)
@@ -139,6 +141,7 @@ def exportReview(
     report = {
         "input": referenceVolume.GetName(),
         "result_id": resultId,
+        "review_id": reviewId,
         "n_microbleeds": len(rows),
         "threshold": float(threshold),
         "n_rejected": sum(r.status == candidateTable.STATUS_REJECTED for r in allRows),
@@ -168,20 +171,53 @@ def outputPaths(outputDir: Path, baseName: str) -> tuple[Path, Path, Path, Path]
     )
 
 
-def freeBaseName(outputDir: str | os.PathLike[str], baseName: str, resultId: str | None) -> str:
+def reviewIdentity(segmentationNode) -> str | None:
+    """The id of this review of a result: its run id, unless another segmentation of the scene has the same one.
+
+    Two copies of one saved review in a scene (loaded twice, two readers' reviews brought together) share their run
+    id, so the export of one replaced the other's files as its own. The copy exported while another has the same
+    id gets a review id of its own (:data:`candidateTable.ATTRIBUTE_REVIEW_ID`, saved with the scene).
+    """
+    own = _reviewId(segmentationNode)
+    scene = segmentationNode.GetScene()
+    if own is None or scene is None:
+        return own
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+        other = scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+        if other is not segmentationNode and _reviewId(other) == own:
+            own = uuid.uuid4().hex
+            segmentationNode.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_ID, own)
+            break
+    return own
+
+
+def _reviewId(segmentationNode) -> str | None:
+    return (
+        segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_REVIEW_ID)
+        or segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
+        or None
+    )
+
+
+def freeBaseName(
+    outputDir: str | os.PathLike[str], baseName: str, resultId: str | None, reviewId: str | None = None
+) -> str:
     """``baseName``, or ``baseName-2``, ``-3``, ...: the first whose files in ``outputDir`` are absent or are an
-    export of the result ``resultId`` (its report names it). Files without a readable report are not ours."""
+    export of the result ``resultId`` in its review ``reviewId`` (None: the result's own, see
+    :func:`reviewIdentity`; its report names both). Files without a readable report are not ours."""
     outputDir = Path(outputDir)
+    reviewId = reviewId or resultId
     for k in itertools.count(1):
         name = baseName if k == 1 else f"{baseName}-{k}"
         paths = outputPaths(outputDir, name)
         if not any(p.exists() for p in paths):
             return name
         try:
-            previous = json.loads(paths[3].read_text(encoding="utf-8")).get("result_id")
+            previous = json.loads(paths[3].read_text(encoding="utf-8"))
+            previousIds = (previous.get("result_id"), previous.get("review_id") or previous.get("result_id"))
         except (OSError, ValueError, AttributeError):
-            previous = None
-        if resultId is not None and previous == resultId:
+            previousIds = (None, None)
+        if resultId is not None and previousIds == (resultId, reviewId):
             return name
     raise AssertionError("unreachable")
 
