@@ -310,6 +310,21 @@ def test_a_status_the_module_does_not_know_stops_the_export(case, tmp_path):
     assert [m["candidate_id"] for m in json.loads(files.reportJson.read_text())["microbleeds"]] == [rows[2].candidateId]
 
 
+def test_a_row_copied_in_the_tables_module_stops_the_export_instead_of_keeping_a_rejected_microbleed(case, tmp_path):
+    # A row copied (Tables module: copy, insert row, paste) listed a segment twice: Reject changed the first row,
+    # and the copy, still "not yet seen", kept the rejected microbleed in the export without a word.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    candidateTable.appendRow(table, candidateTable.readRows(table)[0])
+    reviewState.reject(seg, table, result.segmentIds[0])
+    with pytest.raises(reviewState.ReviewError, match=f"rows 1 and 4 both list segment '{result.segmentIds[0]}'"):
+        reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert not (tmp_path / "export").exists()
+    table.RemoveRow(3)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert files.count == 2
+
+
 def test_threshold_shows_only_passing_candidates_not_yet_seen(case):
     _, _, result, _, _ = case
     seg, table = result.segmentationNode, result.tableNode

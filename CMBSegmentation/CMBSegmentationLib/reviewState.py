@@ -57,13 +57,15 @@ def isIncluded(row: candidateTable.CandidateRow, threshold: float) -> bool:
 
 
 def checkStatuses(tableNode) -> None:
-    """Refuse a review whose table holds a status that is none of :data:`candidateTable.STATUSES`.
+    """Refuse a review whose table holds a status that is none of :data:`candidateTable.STATUSES`, or lists one
+    segment in two rows.
 
     A status typed in the Tables module as "reject", "FP" or "no" counted as not yet seen: the candidate stayed in
     the export whenever it passed the threshold, the opposite of what the reader meant. Raises :class:`ReviewError`
     naming the rows.
     """
-    unknown = [row for row in candidateTable.readRows(tableNode) if row.status not in candidateTable.STATUSES]
+    rows = candidateTable.readRows(tableNode)
+    unknown = [row for row in rows if row.status not in candidateTable.STATUSES]
     if unknown:
         names = ", ".join(f"{row.candidateId} ({row.status!r})" for row in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
@@ -72,6 +74,16 @@ def checkStatuses(tableNode) -> None:
             f"table '{tableNode.GetName()}': candidate(s) {names}{more} have a status that is none of: {allowed}; "
             "correct the Status column first"
         )
+    # A row copied in the Tables module listed a segment twice: Reject changed the first row only, and the copy kept
+    # the microbleed in the export (twice over, as two labels, when both counted).
+    seen: dict[str, int] = {}
+    for index, row in enumerate(rows, start=1):
+        if row.segmentId and row.segmentId in seen:
+            raise ReviewError(
+                f"table '{tableNode.GetName()}': rows {seen[row.segmentId]} and {index} both list segment "
+                f"'{row.segmentId}'; delete one of them first"
+            )
+        seen.setdefault(row.segmentId, index)
 
 
 def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshold: float | None = None) -> None:
