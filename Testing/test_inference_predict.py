@@ -209,3 +209,18 @@ def test_no_candidates_gives_empty_map() -> None:
     assert result.candidates == []
     assert result.n_microbleeds == 0
     assert not result.label_map.any() and result.label_map.shape == image.shape
+
+
+def test_predictor_normalises_with_the_bundles_clip_percentiles() -> None:
+    # The bundle records the percentiles its networks see (manifest.normalisation); inference must use
+    # them, not a constant: the darkest voxel of the tiny case is clipped at 5 % and not at 0 %.
+    vol = load_volume(DATA / "tiny-case" / "tiny_T2S.nii.gz")
+    lows = {}
+    for clip in ([5.0, 95.0], [0.0, 100.0]):
+        bundle = load_bundle(SHIPPED_BUNDLE)
+        bundle.manifest["normalisation"]["clip_percentiles"] = clip
+        prep, _notes = Predictor(bundle, device="cpu")._prepare(vol, None)
+        lows[clip[0]] = float(prep.data[prep.mask].min())
+        floor = np.count_nonzero(prep.data[prep.mask] <= lows[clip[0]] + 1e-5) / np.count_nonzero(prep.mask)
+        assert (floor > 0.03) if clip[0] == 5.0 else (floor < 0.001)
+    assert lows[0.0] < lows[5.0] - 1.0

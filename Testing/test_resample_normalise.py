@@ -57,3 +57,30 @@ def test_normalisation_is_robust_and_masked(rng):
     assert not out[~mask].any()
     # Gain does not matter: the same scan times 3 normalises to the same values.
     np.testing.assert_allclose(normalise_intensity(3 * data, mask), out, atol=1e-4)
+
+
+def _brain_with_dark_spots(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue at 500 ± 20 with 2 % of its voxels dark (veins, iron) at 150-300 and one microbleed core at 20."""
+    data = rng.normal(500.0, 20.0, (30, 30, 30)).astype(np.float32)
+    dark = rng.random(data.shape) < 0.02
+    data[dark] = rng.uniform(150.0, 300.0, int(dark.sum()))
+    data[15, 15, 15] = 20.0
+    return data, np.ones(data.shape, bool)
+
+
+def test_low_clip_percentile_sets_how_dark_a_microbleed_core_looks(rng):
+    data, mask = _brain_with_dark_spots(rng)
+    clipped = normalise_intensity(data, mask, (0.5, 99.5))
+    unclipped = normalise_intensity(data, mask, (0.0, 100.0))
+    # At 0.5 % the core is one of the many clipped dark voxels; without the low clip it is the darkest.
+    assert clipped[15, 15, 15] == pytest.approx(float(clipped.min()))
+    assert np.count_nonzero(clipped <= clipped.min() + 1e-6) > 100
+    assert unclipped[15, 15, 15] < clipped[15, 15, 15] - 3.0
+    assert np.count_nonzero(unclipped <= unclipped.min() + 1e-6) == 1
+    np.testing.assert_allclose(normalise_intensity(data, mask), clipped)  # 0.5-99.5 is the default
+
+
+@pytest.mark.parametrize("bad", [(5.0, 5.0), (-1.0, 99.0), (1.0, 101.0)])
+def test_clip_percentiles_must_increase_within_0_100(bad):
+    with pytest.raises(ValueError, match="clip percentiles"):
+        normalise_intensity(np.ones((4, 4, 4), np.float32), None, bad)

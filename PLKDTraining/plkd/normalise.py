@@ -8,19 +8,34 @@ import numpy as np
 CLIP_PERCENTILES = (0.5, 99.5)
 
 
-def normalise_intensity(data: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def normalise_intensity(
+    data: np.ndarray,
+    mask: np.ndarray | None = None,
+    clip_percentiles: tuple[float, float] | list[float] = CLIP_PERCENTILES,
+) -> np.ndarray:
     """Z-score an image using the brain's robust statistics; outside the mask becomes 0.
 
-    Intensities are clipped to the 0.5-99.5 percentiles of the brain, then shifted and scaled
-    to zero mean and unit standard deviation inside the brain. Scanner units, bias-free gain
-    and modality scaling therefore do not matter. Returns float32.
+    Intensities are clipped to the ``clip_percentiles`` (low, high; default 0.5-99.5) of the
+    brain, then shifted and scaled to zero mean and unit standard deviation inside the brain.
+    Scanner units, bias-free gain and modality scaling therefore do not matter. ``data`` and
+    ``mask`` have the same shape; returns float32 of that shape.
+
+    The low percentile sets how dark anything can look: microbleeds are the darkest voxels of
+    a T2*/SWI brain, so every voxel below it (microbleed cores among them) becomes the same
+    value, whose z-score depends on how many veins, iron and dropout the brain holds. A bundle
+    records the percentiles its networks see (``manifest.normalisation``; docs/results.md,
+    step 11, for the value the shipped bundles use). Raises ``ValueError`` for percentiles
+    that are not increasing within [0, 100].
     """
+    lo_p, hi_p = (float(v) for v in clip_percentiles)
+    if not 0.0 <= lo_p < hi_p <= 100.0:
+        raise ValueError(f"clip percentiles must increase within [0, 100], not {clip_percentiles}")
     arr = np.asarray(data, dtype=np.float32)
     m = np.ones(arr.shape, dtype=bool) if mask is None else np.asarray(mask) > 0
     if not m.any():
         m = np.ones(arr.shape, dtype=bool)
     vals = arr[m]
-    lo, hi = np.percentile(vals, CLIP_PERCENTILES)
+    lo, hi = np.percentile(vals, (lo_p, hi_p))
     clipped = np.clip(arr, lo, hi)
     inside = clipped[m]
     mean = float(inside.mean())

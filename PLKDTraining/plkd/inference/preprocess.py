@@ -17,7 +17,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from plkd.lowres import declared_lr_factor
-from plkd.normalise import normalise_intensity
+from plkd.normalise import CLIP_PERCENTILES, normalise_intensity
 from plkd.resample import grid_with_spacing, resample_array
 from plkd.volumes import Volume, anisotropy_ratio, slice_axis, spacing_from_affine
 
@@ -134,8 +134,13 @@ def prepare(
     brain_mask: np.ndarray,
     model_spacing: np.ndarray,
     extra_points_ras: np.ndarray | None = None,
+    clip_percentiles: tuple[float, float] | list[float] = CLIP_PERCENTILES,
 ) -> PreparedVolume:
-    """Crop, transpose, resample and normalise ``volume`` for the networks (see module doc)."""
+    """Crop, transpose, resample and normalise ``volume`` for the networks (see module doc).
+
+    ``clip_percentiles`` are the bundle's (``manifest.normalisation``), passed to
+    :func:`plkd.normalise.normalise_intensity`.
+    """
     notes: list[str] = []
     affine = np.asarray(volume.affine, dtype=np.float64)
     lr_factor = effective_lr_factor(affine, model_spacing)
@@ -194,7 +199,7 @@ def prepare(
         # A brain thinner than one model voxel: keep the whole cropped box rather than nothing.
         mask = np.ones(data.shape, dtype=bool)
         notes.append("the brain mask vanished on the model grid; the whole field of view was used")
-    data = normalise_intensity(data, mask)
+    data = normalise_intensity(data, mask, clip_percentiles)
     return PreparedVolume(
         data=np.ascontiguousarray(data, dtype=np.float32),
         mask=np.ascontiguousarray(mask, dtype=bool),
