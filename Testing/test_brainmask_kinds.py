@@ -109,8 +109,11 @@ def test_microbleed_in_a_crop_inside_the_brain_is_found_without_a_mask() -> None
     assert any(np.linalg.norm(np.asarray(c["center_ras"]) - truth) < 2.0 for c in kept), result.candidates
 
 
-def test_a_probability_map_given_as_mask_is_cut_at_half_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_probability_map_given_as_mask_is_cut_at_half_with_a_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # SPM/FAST-style maps have a faint tail into skull and scalp; "> 0" searched all of it.
+    monkeypatch.setattr(brainmask, "MIN_WHOLE_BRAIN_ML", 0.0)  # a 64 mm test head: no small-brain warning here
     volume, brain = _head("head in air")
     r = np.sqrt(((np.indices(brain.shape) - 31.5) ** 2).sum(0)) / 20.0
     soft = np.clip(1.3 - r, 0.0, 1.0).astype(np.float32)  # 1 in the middle, 0.01..0.99 around it
@@ -139,3 +142,19 @@ def test_an_image_given_as_mask_is_refused() -> None:
     parcels = (brain * (1 + np.arange(brain.size).reshape(brain.shape) % 190)).astype(np.float32)
     mask, _ = brainmask.resolve_brain_mask(volume, Volume(parcels, np.eye(4)))
     assert np.array_equal(mask, brain)
+
+
+def test_a_brain_region_smaller_than_a_brain_is_searched_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A crop or a tight mask: normalised as a whole brain, microbleeds were missed without a word (a 64 ml crop
+    of the shipped model's test subject gave 0 of its 2 microbleeds)."""
+    volume, brain = _head("head in air")
+    with caplog.at_level("WARNING", logger="plkd"):
+        mask, note = brainmask.resolve_brain_mask(volume, Volume(brain.astype(np.float32), np.eye(4)))
+    said = [r.getMessage() for r in caplog.records if "whole adult brain" in r.getMessage()]
+    assert len(said) == 1 and f"holds only {brain.sum() / 1000:.0f} ml" in said[0] and said[0] in note
+    # The same voxels 3.5 mm wide make a whole brain's volume: nothing said.
+    caplog.clear()
+    big = Volume(volume.data, np.diag([3.5, 3.5, 3.5, 1.0]))
+    with caplog.at_level("WARNING", logger="plkd"):
+        brainmask.resolve_brain_mask(big, Volume(brain.astype(np.float32), big.affine))
+    assert brain.sum() * 3.5**3 / 1000 > brainmask.MIN_WHOLE_BRAIN_ML and not caplog.records

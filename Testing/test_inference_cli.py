@@ -111,7 +111,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         ),
         "mask-grid": (
             [str(CASE), "--mask", str(_write(tmp / "m1.nii.gz", np.ones((10, 10, 10), np.uint8)))],
-            "does not match",
+            "does not lie on the image's grid",
         ),
         "bundle": ([str(CASE), "--model", str(corrupt_bundle)], "checksum"),
     }

@@ -111,7 +111,7 @@ def test_given_mask_must_match_and_be_non_empty() -> None:
     vol = Volume(np.ones((8, 8, 8), dtype=np.float32), np.eye(4))
     with pytest.raises(InputError, match="empty"):
         resolve_brain_mask(vol, Volume(np.zeros((8, 8, 8), dtype=np.float32), np.eye(4)))
-    with pytest.raises(InputError, match="does not match"):
+    with pytest.raises(InputError, match="does not lie on the image.s grid"):
         resolve_brain_mask(vol, Volume(np.ones((8, 8, 7), dtype=np.float32), np.eye(4)))
 
 

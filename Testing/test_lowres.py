@@ -192,6 +192,51 @@ def test_thick_slab_default_axis_is_the_coarsest_else_z() -> None:
         thick_slab_volume(Volume(data, aniso), 1.5)
 
 
+def _sagittal(axial: np.ndarray, axial_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same image stored sagittally: array axes (A, S, L), i.e. stored Z runs right to left."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
+
+    ornt = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(("A", "S", "L")))
+    data = apply_orientation(axial, ornt)
+    affine = axial_affine @ inv_ornt_aff(ornt, axial.shape)
+    assert nib.aff2axcodes(affine) == ("A", "S", "L")
+    return data, affine
+
+
+@pytest.mark.parametrize("how", [["--thickness-mm", "3"], ["--factor", "3"]])
+def test_cli_isotropic_sagittal_input_gets_axial_thick_slices(tmp_path: Path, how: list[str]) -> None:
+    """An isotropic volume is thinned along world S-I however it is stored: a sagittally stored one gave thick
+    left-right slices (its stored Z), which no axial protocol writes and no student was trained on."""
+    rng = np.random.default_rng(3)
+    axial_affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    axial_affine[:3, 3] = [-10.0, -12.0, -8.0]
+    axial = (rng.random((14, 16, 18)) * 100 + 10).astype(np.float32)
+    sag, sag_affine = _sagittal(axial, axial_affine)
+    ax_in, sag_in = _save(tmp_path / "ax.nii.gz", axial, axial_affine), _save(tmp_path / "sag.nii.gz", sag, sag_affine)
+    ax_out, sag_out = tmp_path / "o" / "ax.nii.gz", tmp_path / "o" / "sag.nii.gz"
+    assert main(["lowres", str(ax_in), *how, "--out", str(ax_out), "--progress", "none"]) == 0
+    assert main(["lowres", str(sag_in), *how, "--out", str(sag_out), "--progress", "none"]) == 0
+    a, s = load_volume(ax_out), load_volume(sag_out)
+    if how[0] == "--thickness-mm":
+        np.testing.assert_allclose(a.spacing, (1, 1, 3), atol=1e-5)
+        np.testing.assert_allclose(s.spacing, (1, 3, 1), atol=1e-5)  # stored axis 1 is S-I
+    # The two outputs are the same image in the world: same voxel centres, same values.
+    back, back_affine = _sagittal(a.data, a.affine)
+    np.testing.assert_allclose(back_affine, s.affine, atol=1e-5)
+    np.testing.assert_allclose(back, s.data, rtol=1e-5, atol=1e-3)
+
+
+def test_thick_slab_default_axis_keeps_a_thick_axis_however_stored() -> None:
+    """An input with a thick axis is thinned along it, even when it is not the one closest to S-I."""
+    data = np.ones((12, 12, 12), dtype=np.float32)
+    coronal_thick = np.diag([1.0, 2.5, 1.0, 1.0])  # 2.5 mm along A-P
+    assert thick_slab_volume(Volume(data, coronal_thick), 5).shape == (12, 6, 12)
+    _, sag_affine = _sagittal(data, np.eye(4))
+    near_iso = sag_affine.copy()
+    near_iso[:3, 2] *= 1.1  # left-right 1.1 mm: below the 1.2 anisotropy ratio, still isotropic
+    assert thick_slab_volume(Volume(data, near_iso), 3).shape == (12, 4, 12)
+
+
 def test_thick_slab_noise_level_and_seed() -> None:
     vol = Volume(np.full((20, 20, 24), 200.0, dtype=np.float32), np.eye(4))
     a = thick_slab_volume(vol, 3, noise_std=0.02, rng=1)
@@ -368,3 +413,18 @@ def test_cli_dataset_over_an_earlier_conversion_leaves_none_of_it(tmp_path: Path
     assert main([*run, "--thickness-mm", "4", "--overwrite"]) == 0
     assert [s.id for s in find_subjects(dst)] == ["sub-0001"]
     assert not [p for p in dst.rglob("*.nii.gz") if "sub-0002" in p.name]
+
+
+@pytest.mark.parametrize("how", [["--thickness-mm", "3"], ["--factor", "2"]])
+def test_cli_label_that_cannot_be_converted_leaves_no_output(tmp_path: Path, capsys, how: list[str]) -> None:
+    """A label with a negative value: thick slices wrote the image, then failed on the label (an image without
+    its label left behind); LR@k wrote -1 as 255 into a uint8 map, a microbleed numbered 255."""
+    img = _save(tmp_path / "img.nii.gz", _blob((12, 12, 12), (6, 6, 6)) * 100 + 1, np.eye(4))
+    label = np.zeros((12, 12, 12), dtype=np.int16)
+    label[3, 3, 3] = -1
+    lab = _save(tmp_path / "lab.nii.gz", label, np.eye(4))
+    out, lab_out = tmp_path / "o" / "img.nii.gz", tmp_path / "o" / "lab.nii.gz"
+    args = ["lowres", str(img), *how, "--label", str(lab), "--out", str(out), "--label-out", str(lab_out)]
+    assert main([*args, "--progress", "none"]) == 2
+    assert "negative values" in capsys.readouterr().err
+    assert not out.exists() and not lab_out.exists()

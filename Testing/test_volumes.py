@@ -10,7 +10,7 @@ import pytest
 
 from plkd.atomic import atomic_path, write_json_atomic
 from plkd.errors import InputError
-from plkd.volumes import anisotropy_ratio, check_same_grid, load_label, load_volume, save_volume, slice_axis
+from plkd.volumes import anisotropy_ratio, load_label, load_volume, on_grid_of, save_volume, slice_axis
 
 
 def _oblique_lps_affine() -> np.ndarray:
@@ -109,6 +109,7 @@ def test_singleton_fourth_dimension_is_dropped(tmp_path, rng):
         (np.arange(64, dtype=np.float32).reshape(4, 4, 4), np.diag([1, 1, 150.0, 1]), "absurd voxel spacing"),
         (np.arange(64, dtype=np.float32).reshape(4, 4, 4), np.diag([0.001, 1, 1, 1]), "absurd voxel spacing"),
         (np.arange(64).reshape(4, 4, 4) * (1 + 1j), None, "complex"),
+        (np.zeros((8, 8, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")]), None, r"colour \(R/G/B\) image"),
     ],
 )
 def test_bad_images_fail_with_one_line(tmp_path, data, affine, message):
@@ -143,8 +144,8 @@ def test_empty_mask_is_refused_but_empty_reference_is_allowed(tmp_path):
 def test_grid_mismatch_is_reported(tmp_path, rng):
     a = load_volume(_write(tmp_path / "a.nii.gz", rng.uniform(1, 2, (4, 4, 4)).astype(np.float32)))
     b = load_label(_write(tmp_path / "b.nii.gz", np.ones((4, 4, 5), np.uint8)))
-    with pytest.raises(InputError, match="does not match"):
-        check_same_grid(a, b)
+    with pytest.raises(InputError, match="does not lie on the image's grid"):
+        on_grid_of(a, b)
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from plkd.errors import PLKDError
 from plkd.resample import grid_with_spacing
-from plkd.volumes import Volume, spacing_from_affine
+from plkd.volumes import Volume, network_slice_axis, spacing_from_affine
 
 #: LR@k modes of :func:`simulate_lowres`.
 MODES = ("interp", "slab")
@@ -279,15 +279,14 @@ def lowres_pair(
 
 
 def default_slice_axis(affine: np.ndarray) -> int:
-    """The array axis with the largest voxel size; for isotropic data the last axis (Z).
+    """The array axis made thick by default: an anisotropic grid's coarsest axis (slice/in-plane ratio at
+    least :data:`plkd.volumes.ISOTROPIC_RATIO`), else the array axis closest to world superior-inferior.
 
-    (:func:`plkd.volumes.slice_axis` breaks ties towards axis 0; an isotropic HR volume has
-    no slice axis of its own, and the design fixes Z as the through-plane axis.)
+    So an isotropic HR volume gives axial thick slices however it is stored: thinning stored Z of a
+    sagittally stored volume made thick left-right slices, which no axial protocol acquires and which the
+    students (trained on axial thick slices, :func:`plkd.volumes.network_slice_axis`) never saw.
     """
-    sp = spacing_from_affine(affine)
-    best = float(sp.max())
-    ties = np.flatnonzero(np.isclose(sp, best, rtol=1e-3))
-    return int(ties[-1])
+    return network_slice_axis(affine)
 
 
 def _thick_geometry(

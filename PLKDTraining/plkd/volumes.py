@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from plkd.atomic import atomic_path
 from plkd.errors import InputError
@@ -75,6 +78,34 @@ def anisotropy_ratio(affine: np.ndarray) -> float:
     return float(sp[ax] / in_plane.min())
 
 
+#: Below this slice/in-plane ratio a volume counts as isotropic: it has no slice axis of its own.
+ISOTROPIC_RATIO = 1.2
+
+
+def network_axes(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """How :func:`plkd.inference.preprocess.prepare` turns a grid for the networks: ``(ornt, perm, new_affine)``,
+    the nibabel orientation that brings the array axes to R, A, S, then the axis order ``perm`` that moves an
+    anisotropic grid's slice axis to Z, and the affine of the result. Training (:mod:`plkd.training.sampling`)
+    turns its subjects the same way, so a data set stored sagittally is learnt in the frame it is predicted in."""
+    ornt = io_orientation(affine)
+    new_affine = np.asarray(affine, dtype=np.float64) @ inv_ornt_aff(ornt, shape)
+    perm = [0, 1, 2]
+    if anisotropy_ratio(new_affine) >= ISOTROPIC_RATIO:
+        axis = slice_axis(new_affine)
+        perm = [a for a in range(3) if a != axis] + [axis]
+    return ornt, perm, new_affine[:, perm + [3]]
+
+
+def network_slice_axis(affine: np.ndarray) -> int:
+    """The array axis of a volume that the networks see as Z (the slice axis): an anisotropic grid's coarsest
+    axis, else the axis closest to superior. Low-resolution versions of an HR image made for a student
+    (``plkd tune``, ``plkd cv``, ``plkd lowres``) thin this axis: thinning array axis 2 of a sagittally stored
+    image gave the student thick slices across its X axis, which it never learnt."""
+    ornt, perm, _ = network_axes(affine, (2, 2, 2))
+    turned_z = perm[2]  # axis of the RAS-ordered array that becomes Z
+    return int(np.flatnonzero(ornt[:, 0] == turned_z)[0])
+
+
 def header_affine(header: nib.Nifti1Header) -> np.ndarray:
     """The voxel → RAS+ affine (mm) of a NIfTI header, as the NIfTI reference library reads it.
 
@@ -93,7 +124,49 @@ def header_affine(header: nib.Nifti1Header) -> np.ndarray:
     return np.diag([*np.where(zooms > 0, zooms, 1.0), 1.0])
 
 
+class _HeaderFixes(logging.Handler):
+    """Collects what nibabel says it fixed in a header (zero or negative pixdim, ...) while a file is read."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().strip()
+        if text and text not in self.messages:
+            self.messages.append(text)
+
+
+@contextmanager
+def nibabel_header_fixes() -> Iterator[list[str]]:
+    """Within the block, what nibabel says it fixed in a header is collected in the list given, not printed.
+
+    nibabel prints those on its own handler and again through the root logger ("Level 35: ..."), without
+    the file's name, at every read of the file; :func:`load_volume` and :func:`load_label` say them once
+    instead, as a plkd warning naming the file (a JSON note in ``plkd predict``), since they change where
+    the image lies. Other reads of the same file discard them.
+    """
+    fixes = _HeaderFixes()
+    nib_log = logging.getLogger("nibabel.global")
+    handlers, propagate = nib_log.handlers[:], nib_log.propagate
+    nib_log.handlers[:] = [fixes]
+    nib_log.propagate = False
+    try:
+        yield fixes.messages
+    finally:
+        nib_log.handlers[:] = handlers
+        nib_log.propagate = propagate
+
+
 def _read_nifti(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
+    with nibabel_header_fixes() as fixes:
+        img = _read_nifti_quietly(path, what)
+    for text in fixes:
+        log.warning("%s %s: header fixed as nibabel reads it: %s", what, Path(path).name, text)
+    return img
+
+
+def _read_nifti_quietly(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{what} not found: {p}")
@@ -270,6 +343,9 @@ def validate_values(data: np.ndarray, name: str) -> tuple[float, float]:
         raise InputError(f"{name} is empty (shape {data.shape})")
     if np.iscomplexobj(data):
         raise InputError(f"{name} holds complex values; give the magnitude image")
+    if data.dtype.names is not None:  # NIfTI RGB24 / RGBA32: a screenshot or colour overlay, not an MR image
+        colours = "/".join(data.dtype.names)
+        raise InputError(f"{name} is a colour ({colours}) image; give the grey-scale magnitude image")
     if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
         raise InputError(f"{name} has unsupported data type {data.dtype}")
     if np.issubdtype(data.dtype, np.floating):
@@ -424,10 +500,117 @@ def load_label(path: str | os.PathLike[str], *, what: str = "label map", allow_e
     return Volume(data=arr.astype(np.float32), affine=affine, path=Path(path), header=img.header.copy())
 
 
-def check_same_grid(a: Volume, b: Volume, what: str = "mask", atol: float = 1e-3) -> None:
-    """Refuse a second volume (e.g. a brain mask) whose grid differs from the image's."""
-    if a.shape != b.shape or not np.allclose(a.affine, b.affine, atol=atol):
-        raise InputError(f"{what} grid {b.shape} does not match the image grid {a.shape} (shape or affine differ)")
+#: Two placements of one grid are the same grid when no voxel corner moves more than this share of the
+#: smallest voxel size between them: float32 rounding of a header (sform, qform quaternion) moves corners
+#: by about 1e-5 mm, a real difference of placement by a good part of a voxel.
+SAME_GRID_TOLERANCE_VOXELS = 0.01
+
+
+def grid_displacement_mm(affine_a: np.ndarray, affine_b: np.ndarray, shape: tuple[int, ...]) -> float:
+    """How far (mm) the corners of a grid of ``shape`` voxels move between the placements ``affine_a`` and
+    ``affine_b`` (4×4 voxel → RAS). The largest move of an affine map over a box is at a corner."""
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in shape[:3]], indexing="ij")).reshape(3, -1).T
+    diff = np.asarray(affine_a, dtype=np.float64) - np.asarray(affine_b, dtype=np.float64)
+    moved = corners @ diff[:3, :3].T + diff[:3, 3]
+    return float(np.sqrt((moved**2).sum(axis=1)).max())
+
+
+def same_grid_tolerance_mm(affine: np.ndarray) -> float:
+    """The largest corner move (mm) under which two placements count as one grid (see
+    :data:`SAME_GRID_TOLERANCE_VOXELS`)."""
+    return SAME_GRID_TOLERANCE_VOXELS * float(spacing_from_affine(affine).min())
+
+
+def _axis_turn(
+    affine: np.ndarray, shape: tuple[int, ...], other_affine: np.ndarray, other_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(ornt, turned_affine)``: the nibabel orientation that transposes and flips the axes of the grid
+    ``(other_affine, other_shape)`` to run along those of ``(affine, shape)``, and the affine of the turned
+    array; ``None`` when no transposition and flips give the same axes and shape (other voxel size, rotation)."""
+    to_voxels = np.linalg.inv(np.asarray(affine, dtype=np.float64)) @ np.asarray(other_affine, dtype=np.float64)
+    signed = np.round(to_voxels[:3, :3])
+    if not (np.all(np.abs(signed).sum(axis=0) == 1) and np.all(np.abs(signed).sum(axis=1) == 1)):
+        return None
+    ornt = np.array([[int(np.flatnonzero(signed[:, a])[0]), signed[:, a].sum()] for a in range(3)], dtype=np.float64)
+    turned_shape = [0, 0, 0]
+    for a in range(3):
+        turned_shape[int(ornt[a, 0])] = int(other_shape[a])
+    if tuple(turned_shape) != tuple(int(s) for s in shape[:3]):
+        return None
+    return ornt, np.asarray(other_affine, dtype=np.float64) @ inv_ornt_aff(ornt, other_shape[:3])
+
+
+def reorientation_onto(
+    affine: np.ndarray, shape: tuple[int, ...], other_affine: np.ndarray, other_shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """The nibabel orientation (``(3, 2)``: target axis, flip) that turns an array on the grid
+    ``(other_affine, other_shape)`` onto the grid ``(affine, shape)`` exactly, transposing and flipping axes
+    only; ``None`` when the two grids do not hold the same voxel centres (other voxel size, shift, rotation).
+
+    The identity orientation means the grids are already one (within :func:`same_grid_tolerance_mm`).
+    """
+    turn = _axis_turn(affine, shape, other_affine, other_shape)
+    if turn is None or grid_displacement_mm(turn[1], affine, shape) > same_grid_tolerance_mm(affine):
+        return None
+    return turn[0]
+
+
+def on_grid_of(image: Volume, other: Volume, what: str = "mask") -> Volume:
+    """``other`` (a label map or mask) on ``image``'s voxel grid, or :class:`InputError`.
+
+    Accepted: the same grid (every voxel corner within :data:`SAME_GRID_TOLERANCE_VOXELS` of a voxel,
+    e.g. float rounding of the header; it takes the image's affine exactly), or the same voxel centres
+    stored in another axis order or direction (LPS vs RAS, sagittal vs axial storage, as dcm2niix, ITK or
+    Slicer may write a label):
+    then the array is transposed and flipped onto the image's (nibabel ``apply_orientation``; no
+    interpolation, every voxel kept) and takes the image's affine and header. Anything else (another
+    voxel size, field of view, shift or rotation) is refused with one line naming both grids, since
+    resampling a label map would move or drop microbleeds without a word.
+    """
+    ornt = reorientation_onto(image.affine, image.shape, other.affine, other.shape)
+    if ornt is not None and np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        # One grid: it takes the image's affine, so that what is derived from both (thick-slice grids,
+        # the model grid) is derived from one placement.
+        return Volume(other.data, image.affine.copy(), other.path, header=other.header, notes=list(other.notes))
+    if ornt is not None:
+        log.info(
+            "%s is stored %s, its image %s: turned to the image's axis order (same voxels, no interpolation)",
+            what,
+            "".join(nib.aff2axcodes(other.affine)),
+            "".join(nib.aff2axcodes(image.affine)),
+        )
+        data = np.ascontiguousarray(apply_orientation(other.data, ornt), dtype=other.data.dtype)
+        note = f"{what}: turned from {''.join(nib.aff2axcodes(other.affine))} to the image's axis order"
+        return Volume(data, image.affine.copy(), other.path, header=image.header, notes=[*other.notes, note])
+    raise InputError(f"{what} does not lie on the image's grid: {_grid_difference(image, other)}")
+
+
+def _describe_grid(vol: Volume) -> str:
+    spacing = "x".join(f"{s:.4g}" for s in vol.spacing)
+    return f"{'x'.join(str(s) for s in vol.shape)} voxels of {spacing} mm stored {''.join(nib.aff2axcodes(vol.affine))}"
+
+
+def _has_orientation(vol: Volume) -> bool:
+    """Whether the volume's header sets a qform or sform code (no header: the affine is its orientation)."""
+    h = vol.header
+    return h is None or int(h["qform_code"]) > 0 or int(h["sform_code"]) > 0
+
+
+def _grid_difference(image: Volume, other: Volume) -> str:
+    """One clause saying how two grids differ (for :func:`on_grid_of`'s error)."""
+    grids = f"{_describe_grid(other)} vs the image's {_describe_grid(image)}"
+    unplaced = [who for who, vol in (("the image", image), ("it", other)) if not _has_orientation(vol)]
+    if len(unplaced) == 1:
+        # Most often a label saved with nibabel's img.affine of an image without one (x flipped, centred).
+        grids += f" ({unplaced[0]} has no orientation: qform_code = sform_code = 0)"
+    turn = _axis_turn(image.affine, image.shape, other.affine, other.shape)
+    if turn is not None:
+        shift = grid_displacement_mm(turn[1], image.affine, image.shape)
+        return f"{grids}; their headers place the voxels up to {shift:.3g} mm apart: compare their qform/sform"
+    if other.shape == image.shape:
+        shift = grid_displacement_mm(image.affine, other.affine, image.shape)
+        return f"{grids}; their headers place the voxels up to {shift:.3g} mm apart: compare their qform/sform"
+    return f"{grids}; resample it onto the image (nearest neighbour) first"
 
 
 def save_volume(

@@ -30,7 +30,7 @@ from plkd.lowres import (
 )
 from plkd.naming import is_nifti
 from plkd.progress import Progress
-from plkd.volumes import Volume, check_same_grid, load_label, load_volume, save_volume
+from plkd.volumes import Volume, load_label, load_volume, on_grid_of, save_volume
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--offset", type=int, default=None, help="interp mode: which slice of each K to keep (0..K-1)")
     p.add_argument("--label", type=Path, help="label map of INPUT to bring along")
     p.add_argument("--label-out", type=Path, help="output file of the label map (required with --label)")
-    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=None, help="slice axis (default: coarsest, else Z)")
+    p.add_argument(
+        "--axis",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="array axis to thin (default: the coarsest; for isotropic input the one closest to superior-inferior)",
+    )
     p.add_argument(
         "--noise-std", type=float, default=0.0, help="noise SD as a fraction of the 99th-percentile intensity"
     )
@@ -123,6 +129,10 @@ def _convert_image(vol: Volume, args: argparse.Namespace, rng: np.random.Generat
 
 def _convert_label(label: Volume, image: Volume, args: argparse.Namespace, *, is_mask: bool = False) -> Volume:
     """On the output grid: unchanged for --factor (LR@K stays on the HR grid), thick otherwise."""
+    if float(label.data.min(initial=0.0)) < 0:
+        # Written as uint8, -1 became 255 (a microbleed numbered 255) without a word.
+        name = label.path.name if label.path is not None else "label map"
+        raise InputError(f"{name} has negative values; labels must be 0 (background) or positive integers")
     if args.factor is not None:
         return label
     axis = default_slice_axis(image.affine) if args.axis is None else args.axis
@@ -162,12 +172,13 @@ def _run_single(args: argparse.Namespace) -> int:
     label = None
     if args.label is not None:
         label = load_label(args.label)
-        check_same_grid(image, label, what=f"label {args.label.name}")
+        label = on_grid_of(image, label, what=f"label {args.label.name}")
     out = _convert_image(image, args, np.random.default_rng(args.seed))
+    # Both converted before either is written: a label that cannot be converted left the image written alone.
+    lab = _convert_label(label, image, args) if label is not None else None
     save_volume(args.out, out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
     _say(args, f"wrote {args.out} ({_describe(out)})")
-    if label is not None:
-        lab = _convert_label(label, image, args)
+    if lab is not None:
         _save_label(args.label_out, lab)
         _say(args, f"wrote {args.label_out} ({int(np.count_nonzero(lab.data))} labelled voxels)")
     return 0
@@ -301,6 +312,12 @@ def _run_dataset(args: argparse.Namespace) -> int:
         image, label, mask = load_subject(subject)
         rng = np.random.default_rng([args.seed, index])  # per subject: same output whatever the order
         out = _convert_image(image, args, rng)
+        # A subject's label and mask are converted before any of its files is written (no image without them).
+        maps = [
+            (args.out / _relative(path, root), _convert_label(vol, image, args, is_mask=is_mask))
+            for vol, path, is_mask in ((label, subject.label, False), (mask, subject.mask, True))
+            if vol is not None and path is not None
+        ]
         save_volume(
             args.out / _relative(subject.image, root),
             out.data,
@@ -308,9 +325,8 @@ def _run_dataset(args: argparse.Namespace) -> int:
             dtype=np.float32,
             header=_image_header(image, args),
         )
-        for vol, path, is_mask in ((label, subject.label, False), (mask, subject.mask, True)):
-            if vol is not None and path is not None:
-                _save_label(args.out / _relative(path, root), _convert_label(vol, image, args, is_mask=is_mask))
+        for path, converted in maps:
+            _save_label(path, converted)
         grids[subject.id] = (out.affine, out.shape)
         progress.advance()
     progress.finish()

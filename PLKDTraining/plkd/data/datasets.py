@@ -38,7 +38,7 @@ from typing import Any
 from plkd.errors import InputError
 from plkd.modalities import MODALITIES
 from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix, subject_id
-from plkd.volumes import Volume, check_same_grid, load_label, load_volume
+from plkd.volumes import Volume, load_label, load_volume, on_grid_of
 
 log = logging.getLogger(__name__)
 
@@ -375,14 +375,15 @@ def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modalit
 def load_subject(subject: Subject) -> tuple[Volume, Volume | None, Volume | None]:
     """``(image, label, mask)`` volumes of a subject; label and mask are ``None`` when absent.
 
-    The label and the mask must lie on the image's grid (same shape and affine).
+    The label and the mask must lie on the image's grid; one stored in another axis order or direction
+    on the same voxels is turned onto it (:func:`plkd.volumes.on_grid_of`).
     """
     image = load_volume(subject.image, what=f"image of {subject.id}")
     label = mask = None
     if subject.label is not None:
         label = load_label(subject.label, what=f"label of {subject.id}")
-        check_same_grid(image, label, what=f"label of {subject.id}")
+        label = on_grid_of(image, label, what=f"label of {subject.id}")
     if subject.mask is not None:
         mask = load_label(subject.mask, what=f"brain mask of {subject.id}", allow_empty=False)
-        check_same_grid(image, mask, what=f"brain mask of {subject.id}")
+        mask = on_grid_of(image, mask, what=f"brain mask of {subject.id}")
     return image, label, mask

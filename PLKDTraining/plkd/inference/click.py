@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from plkd.errors import InputError
 from plkd.naming import output_stem
-from plkd.volumes import Volume, check_same_grid, load_label
+from plkd.volumes import Volume, load_label, on_grid_of
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def load_existing(path: str | os.PathLike[str], volume: Volume, input_sha256: st
             _check_made_from(doc, js.name, volume, input_sha256)
     if label_path is not None:
         lab = load_label(label_path, what="existing label map")
-        check_same_grid(volume, lab, what=f"existing label map {label_path.name}")
+        lab = on_grid_of(volume, lab, what=f"existing label map {label_path.name}")
         out.labels = np.rint(lab.data).astype(np.int32)
     return out
 

@@ -22,12 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file
 from plkd.errors import InputError
 from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix
-from plkd.volumes import Volume
+from plkd.volumes import Volume, grid_displacement_mm, same_grid_tolerance_mm
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +136,13 @@ def orientation_warnings(volume: Volume, name: str) -> list[str]:
             "the outputs keep codes 0"
         ]
     if q > 0 and s > 0:
-        diff = float(np.abs(np.asarray(h.get_qform()) - np.asarray(h.get_sform())).max())
-        if diff > 1e-3:
+        # Where the two place the grid's corners, not their largest element: a tilt of 1e-3 moves a 256-voxel
+        # grid's far corner by 0.25 mm, and a matrix element is no distance.
+        apart = grid_displacement_mm(h.get_qform(), h.get_sform(), volume.shape)
+        if apart > same_grid_tolerance_mm(volume.affine):
             return [
-                f"{name}: its qform and sform differ (by up to {diff:.3g}); plkd uses the sform (as nibabel does), "
-                "ITK-based viewers may use the qform; the outputs keep both"
+                f"{name}: its qform and sform differ, placing the image up to {apart:.3g} mm apart; plkd uses the "
+                "sform (as nibabel does), ITK-based viewers may use the qform; the outputs keep both"
             ]
     return []
 

@@ -36,6 +36,7 @@ from typing import Any
 import nibabel as nib
 
 from plkd.modalities import MODALITIES
+from plkd.volumes import nibabel_header_fixes
 
 #: ``--modality`` choices.
 CHOICES = ("auto", *MODALITIES)
@@ -130,7 +131,8 @@ def _read_sidecar(path: Path) -> Mapping[str, Any]:
 
 def _header_text(path: Path) -> str:
     try:
-        header = nib.load(str(path)).header
+        with nibabel_header_fixes():  # said once, when the image is loaded
+            header = nib.load(str(path)).header
     except Exception:  # noqa: BLE001 - an unreadable header gives no evidence; loading reports it
         return ""
     parts = []

@@ -22,7 +22,7 @@ from plkd import __version__
 from plkd.atomic import write_json_atomic
 from plkd.inference.predictor import PredictionResult
 from plkd.naming import output_stem
-from plkd.volumes import Volume, save_volume
+from plkd.volumes import Volume, nibabel_header_fixes, save_volume
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,9 @@ def reuse_problem(paths: OutputPaths, settings: dict[str, Any], input_sha256: st
         return "settings changed: " + ", ".join(changed)
     for p in [paths.label, *extras]:
         try:
-            img = nib.load(str(p))
-            np.asarray(img.dataobj)  # reads (and decompresses) every byte: a truncated file fails here
+            with nibabel_header_fixes():  # our own outputs keep the input's header: said when it was loaded
+                img = nib.load(str(p))
+                np.asarray(img.dataobj)  # reads (and decompresses) every byte: a truncated file fails here
         except Exception as exc:  # nibabel raises many types for broken files
             return f"{p.name} is missing or unreadable ({type(exc).__name__})"
         on_input_grid = p == paths.label or p == paths.probability

@@ -19,12 +19,12 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from plkd.lowres import declared_lr_factor
 from plkd.normalise import CLIP_PERCENTILES, normalise_intensity
 from plkd.resample import grid_with_spacing, resample_array
-from plkd.volumes import Volume, anisotropy_ratio, slice_axis, spacing_from_affine
+from plkd.volumes import ISOTROPIC_RATIO, Volume, anisotropy_ratio, slice_axis, spacing_from_affine
+from plkd.volumes import network_axes as network_axes  # re-exported: training and tuning turn data as prepare does
+from plkd.volumes import network_slice_axis as network_slice_axis
 
 #: Margin (mm) kept around the brain's bounding box when cropping.
 CROP_MARGIN_MM = 8.0
-#: Below this slice/in-plane ratio a volume counts as isotropic and keeps its axis order.
-ISOTROPIC_RATIO = 1.2
 #: Relative voxel-size difference below which no resampling is done.
 SPACING_TOLERANCE = 0.01
 
@@ -90,30 +90,6 @@ def to_closest_ras(
     changed = order != [0, 1, 2] or bool(np.any(ornt[:, 1] < 0))
     new_affine = np.asarray(affine, dtype=np.float64) @ inv_ornt_aff(ornt, data.shape)
     return order, changed, apply_orientation(data, ornt), apply_orientation(mask, ornt), new_affine
-
-
-def network_axes(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, list[int], np.ndarray]:
-    """How :func:`prepare` turns a grid for the networks: ``(ornt, perm, new_affine)``, the nibabel orientation
-    that brings the array axes to R, A, S, then the axis order ``perm`` that moves an anisotropic grid's slice
-    axis to Z, and the affine of the result. Training (:mod:`plkd.training.sampling`) turns its subjects the
-    same way, so a data set stored sagittally is learnt in the frame it is predicted in."""
-    ornt = io_orientation(affine)
-    new_affine = np.asarray(affine, dtype=np.float64) @ inv_ornt_aff(ornt, shape)
-    perm = [0, 1, 2]
-    if anisotropy_ratio(new_affine) >= ISOTROPIC_RATIO:
-        axis = slice_axis(new_affine)
-        perm = [a for a in range(3) if a != axis] + [axis]
-    return ornt, perm, new_affine[:, perm + [3]]
-
-
-def network_slice_axis(affine: np.ndarray) -> int:
-    """The array axis of a volume that the networks see as Z (the slice axis): an anisotropic grid's coarsest
-    axis, else the axis closest to superior. Low-resolution versions of an HR image made for a student
-    (``plkd tune``, ``plkd cv``) thin this axis: thinning array axis 2 of a sagittally stored image gave the
-    student thick slices across its X axis, which it never learnt."""
-    ornt, perm, _ = network_axes(affine, (2, 2, 2))
-    turned_z = perm[2]  # axis of the RAS-ordered array that becomes Z
-    return int(np.flatnonzero(ornt[:, 0] == turned_z)[0])
 
 
 def crop_box(

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from nibabel.orientations import apply_orientation
 
 from plkd.errors import InputError
 from plkd.metrics.components import PREDICTION_THRESHOLD, binarise_prediction, find_components
@@ -21,7 +22,7 @@ from plkd.metrics.pairing import pair_files, pairing_key
 from plkd.metrics.valdo import MAX_DISTANCE_MM
 from plkd.naming import strip_nifti_suffix
 from plkd.resample import resample_array
-from plkd.volumes import Volume, load_label, spacing_from_affine
+from plkd.volumes import Volume, load_label, reorientation_onto, spacing_from_affine
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,11 @@ def prediction_on_reference_grid(pred: Volume, truth: Volume, threshold: float =
 
 
 def labels_on_reference_grid(pred: Volume, truth: Volume) -> np.ndarray:
-    """The prediction's values (instance labels kept) on the reference grid, by nearest neighbour."""
-    if pred.shape == truth.shape and np.allclose(pred.affine, truth.affine, atol=1e-4):
-        return pred.data
+    """The prediction's values (instance labels kept) on the reference grid, by nearest neighbour; the same
+    voxels stored in another axis order or direction are turned exactly (no resampling)."""
+    ornt = reorientation_onto(truth.affine, truth.shape, pred.affine, pred.shape)
+    if ornt is not None:
+        return np.ascontiguousarray(apply_orientation(pred.data, ornt))
     return resample_array(pred.data, pred.affine, truth.affine, truth.shape, order=0)
 
 
@@ -61,8 +64,8 @@ def grid_problems(pred: Volume, ref: Volume, threshold: float = 0.5) -> list[str
     voxel on the reference grid (outside its field of view, or too small for its voxels) and so
     are not scored at all. Raises :class:`InputError` when the two fields of view do not overlap.
     """
-    if pred.shape == ref.shape and np.allclose(pred.affine, ref.affine, atol=1e-4):
-        return []
+    if reorientation_onto(ref.affine, ref.shape, pred.affine, pred.shape) is not None:
+        return []  # one grid, perhaps stored in another axis order: nothing moves
     problems = []
     corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in pred.shape])).reshape(3, -1).T
     world = corners @ pred.affine[:3, :3].T + pred.affine[:3, 3]
