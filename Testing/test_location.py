@@ -152,6 +152,30 @@ def test_pattern_of_hand_made_lists(classes, pattern):
     assert sum(summary["counts"].values()) == len(classes)
 
 
+@pytest.mark.parametrize(
+    ("regions", "pattern"),
+    [
+        # Boston criteria: "restricted to lobar ... (cerebellar hemorrhage allowed)".
+        (["frontal", "occipital", "cerebellum"], "strictly lobar"),
+        # A brainstem microbleed is a deep (hypertensive-type) lesion: lobar + brainstem is mixed.
+        (["frontal", "brainstem"], "mixed"),
+        (["frontal", "cerebellum", "brainstem"], "mixed"),
+        (["thalamus", "cerebellum"], "deep"),
+        (["cerebellum", "brainstem"], "infratentorial only"),
+        # An unknown one could be deep: still no "strictly lobar".
+        (["frontal", "cerebellum", None], "unknown"),
+    ],
+)
+def test_pattern_reads_cerebellar_and_brainstem_microbleeds_as_the_boston_criteria_do(regions, pattern):
+    from plkd.location import location_of
+
+    cands = [{"kept": True, "location": location_of(r), "region": r or "unknown"} for r in regions]
+    assert summarise(cands)["pattern"] == pattern
+    # Class counts alone cannot tell cerebellum from brainstem: never claim strictly lobar then.
+    if any(location_of(r) == "infratentorial" for r in regions) and pattern == "strictly lobar":
+        assert pattern_of(summarise(cands)["counts"]) == "mixed"
+
+
 def test_summary_counts_regions_and_describes_them_in_one_line():
     cands = [
         {"kept": True, "location": "lobar", "region": "frontal"},
