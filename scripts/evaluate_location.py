@@ -187,8 +187,9 @@ def markdown(report: dict) -> str:
     """The tables of docs/results.md: agreement per condition, then one confusion matrix per condition."""
     lines = [
         "| condition | microbleeds | class agreement | lobar | deep | infratentorial | region agreement "
-        "| vs simulator's class | MNI error median / p95 (mm) | registration s (median / max) | failed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| vs simulator's class | MNI error median / p95 (mm) | registration s (median / max) | brain Dice min "
+        "| failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, c in report["conditions"].items():
         pc = c["per_class"]
@@ -197,7 +198,7 @@ def markdown(report: dict) -> str:
             f"| {name} | {c['microbleeds']} | **{100 * c['agreement']:.1f} %** | {' | '.join(cells)} "
             f"| {100 * c['region_agreement']:.1f} % | {100 * c['agreement_simulator_class']:.1f} % "
             f"| {c['mni_error_mm']['median']} / {c['mni_error_mm']['p95']} "
-            f"| {c['seconds']['median']} / {c['seconds']['max']} | {c['failed']} |"
+            f"| {c['seconds']['median']} / {c['seconds']['max']} | {c.get('dice_min', '-')} | {c['failed']} |"
         )
     for name, c in report["conditions"].items():
         lines += ["", f"Confusion matrix, {name} (rows: truth, columns: predicted):", ""]
@@ -227,6 +228,7 @@ def main() -> None:
     rows: dict[str, list[dict]] = {}
     times: dict[str, list[float]] = {}
     status: dict[str, list[str]] = {}
+    dice: dict[str, list[float | None]] = {}  # the registration's overlap check, to see its margin
     for n in range(args.subjects):
         seed = args.first_seed + n
         subj = generate_subject(seed, n_microbleeds=args.microbleeds, spacing=1.0)
@@ -236,6 +238,7 @@ def main() -> None:
             cands, block, seconds = locate(vol, truth)
             times.setdefault(name, []).append(seconds)
             status.setdefault(name, []).append(block["status"])
+            dice.setdefault(name, []).append(block["registration"].get("dice"))
             for t, c in zip(truth, cands, strict=True):
                 err = None
                 if c.get("center_mni") is not None:
@@ -260,6 +263,7 @@ def main() -> None:
                 **summarise_condition(r),
                 "seconds": {"median": round(float(np.median(times[name])), 2), "max": round(max(times[name]), 2)},
                 "failed": sum(s != "ok" for s in status[name]),
+                "dice_min": min((d for d in dice[name] if d is not None), default=None),
             }
             for name, r in rows.items()
         },
