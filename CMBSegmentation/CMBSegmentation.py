@@ -265,13 +265,22 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         segmentation, table = p.outputSegmentation, p.candidateTable
         watchedSegmentation, watchedTable = self._watcher.watched
-        if table is not None and table is not watchedTable:
+        # A candidate table without its columns (its file unreadable) pairs with nothing: its segmentation's table is
+        # rebuilt instead.
+        if table is not None and table is not watchedTable and not candidateTableLib.lostItsColumns(table):
             owner = candidateTableLib.segmentationOfTable(table)
             if owner is not None and owner is not segmentation:
                 p.outputSegmentation = owner
                 return True
         elif segmentation is not None and segmentation is not watchedSegmentation:
             listed = candidateTableLib.tableOfSegmentation(slicer.mrmlScene, segmentation)
+            if listed is None and reviewState.canRebuildTable(segmentation):
+                # Its table is gone (deleted, its file lost): the segments' tags hold the review, which would be
+                # neither shown nor exportable without one.
+                listed = reviewState.rebuildTable(segmentation)
+                self.ui.statusLabel.text = _("The candidate table of {name} was rebuilt from its segments.").format(
+                    name=segmentation.GetName()
+                )
             if listed is not None and listed is not table:
                 p.candidateTable = listed
                 return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -231,6 +232,15 @@ def test_failed_engine_raises_its_own_message(tmp_path):
         runBlocking(crash)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_an_engine_killed_by_the_system_says_so(tmp_path):
+    # Killed by the out-of-memory killer the engine said "stopped with exit code -9", which reads like its own error.
+    killed = _script(tmp_path, "import os, signal, sys\nprint('loading', file=sys.stderr, flush=True)\n"
+                               "os.kill(os.getpid(), signal.SIGKILL)\n")  # fmt: skip
+    with pytest.raises(EngineError, match="(?s)^the engine was killed by SIGKILL .*out of memory.*loading"):
+        runBlocking(killed)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 def test_cancel_kills_the_whole_process_tree(tmp_path):
     # The child starts a grandchild (like the PythonSlicer launcher starting Python) and both wait forever.
@@ -253,6 +263,39 @@ def test_cancel_kills_the_whole_process_tree(tmp_path):
     process.cancel(timeout=2)
     assert process.wait() != 0 and process.cancelled
     assert _gone(grandchild, within=5), "the grandchild survived Cancel"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+@pytest.mark.parametrize("where", ["progress", "idle"])
+def test_a_blocking_run_interrupted_while_waiting_leaves_no_engine_running(tmp_path, where):
+    # Ctrl+C in a batch run (or an error in a callback) ended the wait, but the engine runs in a session of its
+    # own that the terminal's Ctrl+C never reaches: it went on computing, writing into a folder being removed.
+    argv = _script(
+        tmp_path,
+        """
+        import json, subprocess, sys, time
+        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        print(json.dumps({"stage": "start", "message": str(grandchild.pid)}), flush=True)
+        time.sleep(60)
+        """,
+    )
+    events = []
+
+    def progress(event):
+        events.append(event)
+        if where == "progress":
+            raise KeyboardInterrupt
+
+    def idle():
+        if where == "idle" and events:
+            raise RuntimeError("the progress dialog went away")
+
+    process = BackgroundProcess(argv)
+    with pytest.raises((KeyboardInterrupt, RuntimeError)):
+        process.wait(progress, idle=idle)
+    assert process.cancelled
+    assert _gone(process.pid, within=5), "the engine survived the interruption"
+    assert _gone(int(events[0].message), within=5), "the engine's child survived the interruption"
 
 
 def _gone(pid: int, within: float) -> bool:
@@ -622,3 +665,90 @@ def test_a_batch_rerun_leaves_no_earlier_result_beside_an_input_that_failed(tmp_
     assert (out / "other_cmb-report.json").exists()
     err = capsys.readouterr().err
     assert "broken.nii.gz: FAILED" in err and "outputs of an earlier run were removed" in err
+
+
+def _batchScript():
+    import importlib.util
+
+    script = REPO / "CMBSegmentation" / "Resources" / "Scripts" / "batchProcess.py"
+    spec = importlib.util.spec_from_file_location("batchProcess", script)
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)
+    return batch
+
+
+def _fakeProcessOne(batch, processed, fail=None):
+    """processOne that writes the four outputs of an input, or some of them and then ``fail``s."""
+
+    def processOne(path, args):
+        from CMBSegmentationLib import reportExport
+
+        processed.append(path.name)
+        paths = reportExport.outputPaths(args.output_dir, batch.outputBaseName(path))
+        for output in paths[: 1 if fail else 4]:
+            output.write_text("result")
+        if fail is not None:
+            fail()
+
+    return processOne
+
+
+@pytest.fixture
+def batch():
+    pytest.importorskip("slicer")
+    return _batchScript()
+
+
+def test_a_batch_rerun_into_its_input_folder_never_takes_results_for_scans(batch, tmp_path, monkeypatch, capsys):
+    # --output-dir = --input-dir: the rerun read the first run's NAME_cmb-final.nii.gz (a label map) and
+    # NAME_cmb-final.seg.nrrd as scans and reported microbleeds found in them.
+    (tmp_path / "case.nii.gz").write_bytes(b"")
+    (tmp_path / "other_cmb.nii.gz").write_bytes(b"")  # plkd predict's output, its JSON beside it
+    (tmp_path / "other_cmb.json").write_text("{}")
+    (tmp_path / ".case_cmb-final.nii.gz.partial-x1.nii.gz").write_bytes(b"")  # left by a crash while writing
+    processed = []
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    folder = ["--input-dir", str(tmp_path), "--output-dir", str(tmp_path)]
+    assert batch.main(folder) == 0
+    assert (tmp_path / "case_cmb-final.nii.gz").exists() and (tmp_path / "case_cmb-final.seg.nrrd").exists()
+    assert batch.main(folder) == 0
+    assert processed == ["case.nii.gz", "case.nii.gz"]
+    err = capsys.readouterr().err
+    assert "3 result file(s) in the input folder left out" in err and "case_cmb-final.nii.gz" in err
+
+
+@pytest.mark.parametrize("how", ["error", "ctrl-c", "sigint", "sigterm"])
+def test_an_input_that_fails_or_is_interrupted_half_way_leaves_none_of_its_files(batch, tmp_path, monkeypatch, how):
+    # An export that failed after its label map (disk full) left NAME_cmb-final.nii.gz without its report, as a
+    # result of this run; Ctrl+C or a scheduler's SIGTERM killed Slicer and left the engine running on.
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz", "c.nii.gz"):
+        (inputs / name).write_bytes(b"")
+
+    def fail():
+        if how == "error":
+            raise OSError("No space left on device")
+        if how == "ctrl-c":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT if how == "sigint" else signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not interrupt the batch")
+
+    processed = []
+    good = _fakeProcessOne(batch, processed)
+    bad = _fakeProcessOne(batch, processed, fail)
+    monkeypatch.setattr(batch, "processOne", lambda path, args: (bad if path.name == "b.nii.gz" else good)(path, args))
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in Slicer, where Ctrl+C ended the process outright
+    try:
+        code = batch.main(["--input-dir", str(inputs), "--output-dir", str(out)])
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not list(out.glob("b_cmb*")), "the failed input left some of its files"
+    assert (out / "a_cmb-report.json").exists()
+    if how == "error":
+        assert code == 1 and processed == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
+    else:
+        assert code == 130 and processed == ["a.nii.gz", "b.nii.gz"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

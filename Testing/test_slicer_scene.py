@@ -271,6 +271,28 @@ def test_a_status_typed_in_the_tables_module_counts_whatever_its_case(case, tmp_
     assert [m["candidate_id"] for m in report["microbleeds"]] == [rows[1].candidateId, rows[2].candidateId]
 
 
+def test_a_status_typed_that_its_kind_never_has_can_still_be_changed_with_the_buttons(case, tmp_path):
+    # "accepted" typed in the Tables module on the reader's own microbleed (or "added by reader" on a model
+    # candidate): Reject and Accept then failed with "a candidate that is 'accepted' cannot become 'rejected'".
+    _, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    single = np.zeros(SHAPE, np.int16)
+    single[18:20, 9:11, 4:6] = 1
+    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "point", single, {1: 0.62})
+    added = reviewState.addReaderMicrobleed(seg, table, labelPath, jsonPath, candidates[0]["center_ras"])
+    column = table.GetColumnIndex(candidateTable.COLUMN_STATUS)
+    table.SetCellText(candidateTable.rowIndexOfSegment(table, added), column, "Accepted")
+    table.SetCellText(0, column, "added by reader")
+    reviewState.restoreReview(seg, table)
+    reviewState.reject(seg, table, added)
+    reviewState.reject(seg, table, result.segmentIds[0])
+    assert _status(result, added) == _status(result, result.segmentIds[0]) == candidateTable.STATUS_REJECTED
+    reviewState.accept(seg, table, added)
+    reviewState.accept(seg, table, result.segmentIds[0])
+    assert _status(result, added) == candidateTable.STATUS_ADDED
+    assert _status(result, result.segmentIds[0]) == candidateTable.STATUS_ACCEPTED
+
+
 def test_a_status_the_module_does_not_know_stops_the_export(case, tmp_path):
     # "reject" typed in the Tables module counted as not yet seen: the candidate the reader meant to reject was
     # exported (it passed the threshold), with status "reject" in the report.
@@ -286,6 +308,21 @@ def test_a_status_the_module_does_not_know_stops_the_export(case, tmp_path):
     files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
     rows = candidateTable.readRows(table)
     assert [m["candidate_id"] for m in json.loads(files.reportJson.read_text())["microbleeds"]] == [rows[2].candidateId]
+
+
+def test_a_row_copied_in_the_tables_module_stops_the_export_instead_of_keeping_a_rejected_microbleed(case, tmp_path):
+    # A row copied (Tables module: copy, insert row, paste) listed a segment twice: Reject changed the first row,
+    # and the copy, still "not yet seen", kept the rejected microbleed in the export without a word.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    candidateTable.appendRow(table, candidateTable.readRows(table)[0])
+    reviewState.reject(seg, table, result.segmentIds[0])
+    with pytest.raises(reviewState.ReviewError, match=f"rows 1 and 4 both list segment '{result.segmentIds[0]}'"):
+        reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert not (tmp_path / "export").exists()
+    table.RemoveRow(3)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert files.count == 2
 
 
 def test_threshold_shows_only_passing_candidates_not_yet_seen(case):
@@ -459,6 +496,10 @@ def test_export_reports_the_microbleeds_as_the_reader_edited_them(case, tmp_path
     data = np.asarray(nib.load(files.labelMap).dataobj)
     report = json.loads(files.reportJson.read_text())
     assert files.count == report["n_microbleeds"] == 2 and set(np.unique(data)) == {0, 1, 2}
+    # The accepted microbleed erased to nothing is named, not dropped without a word.
+    assert [n for n in report["notes"] if "erased" in n] == [
+        f"candidate 100 (accepted) has its segment '{ids[0]}' in '{seg.GetName()}' erased to nothing: not exported"
+    ]
     voxelVolume = abs(np.linalg.det(AFFINE[:3, :3]))
     for record in report["microbleeds"]:
         mask = data == record["label"]
@@ -504,6 +545,27 @@ def test_a_segment_painted_by_hand_joins_the_review_and_the_export(case, tmp_pat
     assert files.count == 3 and not np.asarray(nib.load(files.labelMap).dataobj)[mask].any()
 
 
+def test_a_segment_larger_than_any_microbleed_is_named_in_the_export(case, tmp_path):
+    # A region painted into the result for another purpose (a haematoma, a measurement) was exported as one more
+    # microbleed without a word, however large.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    large = seg.GetSegmentation().AddEmptySegment("", "Haematoma")
+    mask = np.zeros(SHAPE, bool)
+    mask[2:12, 14:26, 2:6] = True  # 480 voxels of 2.6 mm3: 13 mm across
+    image = resultImport._orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    assert logic.SetBinaryLabelmapToSegment(image, seg, large, logic.MODE_REPLACE)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    diameter = (6 * mask.sum() * abs(np.linalg.det(AFFINE[:3, :3])) / np.pi) ** (1 / 3)
+    assert files.count == 4
+    assert list(files.notes) == [
+        f"microbleed 4 (Haematoma) is {diameter:.1f} mm across (sphere-equivalent), more than a microbleed's 10 mm: "
+        "check that it is one"
+    ]
+    assert json.loads(files.reportJson.read_text())["notes"] == list(files.notes)
+
+
 def test_a_candidate_whose_row_was_deleted_comes_back_as_it_was(case, tmp_path):
     # A row deleted in the Tables module left its segment rowless, and the review took it for one painted by the
     # reader: a rejected candidate came back as "added by reader" and into the export.
@@ -524,9 +586,86 @@ def test_a_candidate_whose_row_was_deleted_comes_back_as_it_was(case, tmp_path):
         assert rows[segmentId].probability == pytest.approx(before[segmentId].probability)
         assert rows[segmentId].centerRas == pytest.approx(before[segmentId].centerRas, abs=1e-3)
     assert rows[rejected].status == candidateTable.STATUS_REJECTED
+    assert (rows[rejected].location, rows[rejected].region) == ("lobar", "frontal")  # came back without them
     files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.5)
     report = json.loads(files.reportJson.read_text())
     assert [m["candidate_id"] for m in report["microbleeds"]] == [candidates[2]["id"]]
+
+
+def test_a_candidate_moved_to_another_result_is_the_reader_s_there_and_noted_where_it_left(case, tmp_path):
+    # A segment moved (Segmentations module) from one result into another kept its tags: the result it landed in
+    # listed it as its own model candidate, with the other run's id, status and probability (a score its engine
+    # never gave), under the name of one of its own microbleeds; the result it left dropped an accepted microbleed
+    # from its report without a word.
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case SWI")
+    updateVolumeNodeFromArray(other, arrayFromVolumeNode(volume), AFFINE)
+    labelPath, jsonPath, _ = _writeEngineOutput(
+        tmp_path / "swi", _labels()[::-1].copy(), {1: 0.55, 2: 0.85}, ids={1: 200, 2: 201}
+    )
+    swi = resultImport.importResults(scene, other, labelPath, jsonPath)
+    moved = result.segmentIds[0]  # id 100 there, an id the SWI result does not use (200, 201)
+    assert moved not in swi.segmentIds
+    reviewState.accept(seg, table, moved)
+    swiSegmentation = swi.segmentationNode.GetSegmentation()
+    assert swiSegmentation.CopySegmentFromSegmentation(seg.GetSegmentation(), moved, True)  # a move
+
+    rows = {r.segmentId: r for r in reviewState.restoreReview(swi.segmentationNode, swi.tableNode)}
+    assert rows[moved].status == candidateTable.STATUS_ADDED and rows[moved].probability is None
+    assert rows[moved].candidateId not in {rows[s].candidateId for s in swi.segmentIds}
+    segment = swiSegmentation.GetSegment(moved)
+    assert resultImport.segmentTag(segment, candidateTable.TAG_ORIGIN) == candidateTable.ORIGIN_READER
+    assert resultImport.segmentTag(segment, candidateTable.TAG_PROBABILITY) == ""
+    names = [swiSegmentation.GetNthSegment(i).GetName() for i in range(swiSegmentation.GetNumberOfSegments())]
+    assert len(set(names)) == len(names)
+    files = reportExport.exportReview(swi.segmentationNode, swi.tableNode, other, tmp_path / "swi-export", "swi")
+    record = json.loads(files.reportJson.read_text())["microbleeds"][-1]
+    assert (record["status"], record["probability"]) == (candidateTable.STATUS_ADDED, None)
+
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert files.count == 2
+    assert any("candidate 100 (accepted)" in n and "moved" in n for n in files.notes)
+    assert json.loads(files.reportJson.read_text())["notes"] == list(files.notes)
+
+
+def test_a_result_whose_table_was_deleted_gets_it_back_from_its_segments_with_the_whole_review(case, tmp_path):
+    # The candidate table deleted (Data module) or left unsaved: the segments still held every decision in their
+    # tags, but without a table the module could neither show nor export the review.
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    ids = result.segmentIds
+    reviewState.reject(seg, table, ids[0])
+    reviewState.accept(seg, table, ids[1])
+    single = np.zeros(SHAPE, np.int16)
+    single[18:20, 9:11, 4:6] = 1
+    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "point", single, {1: 0.62})
+    added = reviewState.addReaderMicrobleed(seg, table, labelPath, jsonPath, candidates[0]["center_ras"])
+    reviewState.setReviewThreshold(seg, table, 0.8)  # ids[2] (0.70, not yet seen) drops out
+    before = reportExport.exportReview(seg, table, volume, tmp_path / "before", "case")
+    rowsBefore = candidateTable.readRows(table)
+    scene.RemoveNode(table)
+    assert candidateTable.tableOfSegmentation(scene, seg) is None and reviewState.canRebuildTable(seg)
+
+    rebuilt = reviewState.rebuildTable(seg)
+    assert candidateTable.tableOfSegmentation(scene, seg) is rebuilt
+    rows = candidateTable.readRows(rebuilt)
+    for attribute in ("candidateId", "segmentId", "status", "location", "region"):
+        assert [getattr(r, attribute) for r in rows] == [getattr(r, attribute) for r in rowsBefore], attribute
+    assert [r.probability for r in rows] == pytest.approx([r.probability for r in rowsBefore], abs=1e-4)
+    assert reviewState.reviewThreshold(rebuilt) == pytest.approx(0.8)
+    assert reviewState.runThreshold(rebuilt) == pytest.approx(0.3)
+    assert [seg.GetDisplayNode().GetSegmentVisibility(s) for s in (*ids, added)] == [False, True, False, True]
+    after = reportExport.exportReview(seg, rebuilt, volume, tmp_path / "after", "case")
+    expected, got = (json.loads(f.reportJson.read_text()) for f in (before, after))
+    assert got == expected
+    # Neither for a segmentation of something else nor without the result's volume.
+    other = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "brain")
+    assert not reviewState.canRebuildTable(other)
+    with pytest.raises(reviewState.ReviewError, match="no microbleed candidates"):
+        reviewState.rebuildTable(other)
+    scene.RemoveNode(volume)
+    assert not reviewState.canRebuildTable(seg)
 
 
 def test_overlapping_microbleeds_are_all_exported_whole(case, tmp_path):
@@ -622,6 +761,29 @@ def test_exports_of_two_results_of_one_volume_never_replace_each_other(case, tmp
     assert reportExport.exportReview(seg, table, volume, folder, "other").labelMap.name == "other-2_cmb-final.nii.gz"
     forced = reportExport.exportReview(seg, table, volume, folder, "other", overwrite=True)
     assert forced.labelMap.name == "other_cmb-final.nii.gz" and nib.load(forced.labelMap).shape == SHAPE
+
+
+def test_an_export_that_fails_half_way_leaves_the_earlier_export_of_the_result_whole(case, tmp_path, monkeypatch):
+    # The four files were renamed into place one by one: a failure writing the report (disk full) left the new label
+    # map and segmentation beside the CSV and JSON of the earlier export, which described other microbleeds.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    first = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    paths = [first.labelMap, first.segmentation, first.reportCsv, first.reportJson]
+    before = [p.read_bytes() for p in paths]
+    reviewState.reject(seg, table, result.segmentIds[0])
+
+    def diskFull(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reportExport, "writeTextAtomic", diskFull)
+    with pytest.raises(OSError, match="No space"):
+        reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert [p.read_bytes() for p in paths] == before
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == sorted(p.name for p in paths)  # no temporaries
+    monkeypatch.undo()
+    again = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
+    assert again.reportJson == first.reportJson and again.count == first.count - 1
 
 
 def test_a_reader_microbleed_never_takes_the_name_of_another(case, tmp_path):
@@ -729,6 +891,50 @@ def test_a_run_never_overwrites_a_reviewed_result_unasked(case, tmp_path):
     with pytest.raises(resultImport.OutputNotEmptyError, match="not a candidate table"):
         resultImport.importResults(scene, volume, labelPath, jsonPath, None, other, replace=True)
     assert other.GetCellText(0, 0) == "keep me"
+
+
+def test_a_candidates_file_with_an_unreadable_value_leaves_the_result_it_would_replace_untouched(case, tmp_path):
+    # A value that is not a number in the 2nd kept candidate was found half way through the import, after the
+    # result being replaced (reviewed, and the reader said Replace) had lost its segments and rows.
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    reviewState.reject(seg, table, result.segmentIds[0])
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "bad", _labels(), PROBABILITY)
+    data = json.loads(jsonPath.read_text())
+    data["candidates"][1]["probability"] = "high"
+    jsonPath.write_text(json.dumps(data))
+    nodes = scene.GetNumberOfNodes()
+    with pytest.raises(resultImport.ResultFormatError, match="not a number"):
+        resultImport.importResults(scene, volume, labelPath, jsonPath, seg, table, replace=True)
+    assert seg.GetSegmentation().GetNumberOfSegments() == 3 and table.GetNumberOfRows() == 3
+    assert _status(result, result.segmentIds[0]) == candidateTable.STATUS_REJECTED
+    assert scene.GetNumberOfNodes() == nodes
+
+
+def test_a_run_whose_output_nodes_were_deleted_meanwhile_lands_in_new_nodes_of_the_scene(case, tmp_path):
+    # The reader deleted the chosen outputs while the engine ran: the import filled the detached nodes, the status
+    # line said "3 microbleed candidate(s) found" and the scene showed nothing of the run.
+    scene, volume, result, _, _ = case
+    labelPath, jsonPath = tmp_path / "engine" / "case_cmb.nii.gz", tmp_path / "engine" / "case_cmb.json"
+    seg, table = result.segmentationNode, result.tableNode
+    scene.RemoveNode(seg)
+    scene.RemoveNode(table)
+    again = resultImport.importResults(scene, volume, labelPath, jsonPath, seg, table, replace=True)
+    assert again.segmentationNode is not seg and again.tableNode is not table
+    assert again.segmentationNode.GetScene() is scene and again.tableNode.GetScene() is scene
+    assert again.segmentationNode.GetSegmentation().GetNumberOfSegments() == 3
+    assert again.tableNode.GetNumberOfRows() == 3
+    assert candidateTable.tableOfSegmentation(scene, again.segmentationNode) is again.tableNode
+    assert any("left the scene during the run" in note for note in again.notes)
+    assert json.loads(again.tableNode.GetAttribute(candidateTable.ATTRIBUTE_NOTES)) == []  # the engine's only
+    # The volume itself removed: nothing is imported, with a message, and nothing is added to the scene.
+    before = scene.GetNumberOfNodes()
+    scene.RemoveNode(volume)
+    with pytest.raises(resultImport.ResultFormatError, match="no longer in the scene"):
+        resultImport.importResults(volume.GetScene(), volume, labelPath, jsonPath)
+    with pytest.raises(resultImport.ResultFormatError, match="no longer in the scene"):
+        resultImport.importResults(scene, volume, labelPath, jsonPath)
+    assert scene.GetNumberOfNodes() == before - 1
 
 
 def test_a_table_of_an_earlier_run_into_the_same_segmentation_is_not_applied_to_the_new_segments(case, tmp_path):
@@ -973,6 +1179,71 @@ def test_everything_the_reader_decided_survives_save_close_and_reload_of_an_mrb(
     assert np.array_equal(np.asarray(nib.load(files.labelMap).dataobj), np.asarray(nib.load(expected.labelMap).dataobj))
     before, after = (json.loads(f.reportJson.read_text()) for f in (expected, files))
     assert after["microbleeds"] == before["microbleeds"] and after["threshold"] == pytest.approx(0.8)
+
+
+def test_two_copies_of_one_saved_review_in_a_scene_never_replace_each_other_s_export(case, tmp_path):
+    # One saved review loaded twice (two readers' copies brought together to compare): both copies carry the same
+    # run id, so the export of the second replaced the first reader's files as its own, without a word.
+    scene, _, result, _, _ = case
+    mrb = _saveMrb(scene, tmp_path / "saved")
+    combined = slicer.vtkMRMLScene()
+    for k in (1, 2):
+        folder = tmp_path / f"copy{k}"
+        folder.mkdir()
+        mrml = slicer.vtkMRMLScene.UnpackSlicerDataBundle(str(mrb), str(folder))
+        combined.SetURL(mrml)
+        combined.SetRootDirectory(str(Path(mrml).parent))
+        assert combined.Import()
+    copies = []
+    for i in range(combined.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+        seg = combined.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+        copies.append((seg, candidateTable.tableOfSegmentation(combined, seg), resultImport.referenceVolume(seg)))
+    assert len(copies) == 2 and copies[0][2] is not copies[1][2]
+    moved = result.segmentIds[0]
+    reviewState.reject(copies[0][0], copies[0][1], moved)  # the first reader's decision
+    reviewState.accept(copies[1][0], copies[1][1], moved)  # the second reader's
+    folder = tmp_path / "export"
+    first = reportExport.exportReview(*copies[0], folder, "case")
+    second = reportExport.exportReview(*copies[1], folder, "case")
+    assert first.reportJson != second.reportJson
+    reports = [json.loads(f.reportJson.read_text()) for f in (first, second)]
+    assert [r["microbleeds"][0]["status"] for r in reports] == ["not yet seen", "accepted"]
+    assert reports[0]["result_id"] == reports[1]["result_id"] and reports[0]["review_id"] != reports[1]["review_id"]
+    # Each copy's export again replaces its own files.
+    assert reportExport.exportReview(*copies[0], folder, "case").reportJson == first.reportJson
+    assert reportExport.exportReview(*copies[1], folder, "case").reportJson == second.reportJson
+
+
+def test_a_saved_review_whose_table_file_is_lost_comes_back_from_the_segments(case, tmp_path):
+    # The .tsv missing beside the saved scene (not saved, removed, not copied along): the table node loaded with its
+    # attributes but without columns, was still taken as the result's table, and every review action and the export
+    # stopped at "has no column 'ID'" although the segments held the review.
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    reviewState.reject(seg, table, result.segmentIds[0])
+    reviewState.setReviewThreshold(seg, table, 0.5)
+    expected = reportExport.exportReview(seg, table, volume, tmp_path / "before", "case")
+    mrb = _saveMrb(scene, tmp_path / "saved")
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    mrml = Path(slicer.vtkMRMLScene.UnpackSlicerDataBundle(str(mrb), str(folder)))
+    (tsv,) = [p for p in mrml.parent.rglob("*.tsv") if not p.name.endswith(".schema.tsv")]
+    tsv.unlink()
+    loaded = slicer.vtkMRMLScene()
+    loaded.SetURL(str(mrml))
+    loaded.SetRootDirectory(str(mrml.parent))
+    loaded.Connect()
+    (seg2,) = [loaded.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+               for i in range(loaded.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]  # fmt: skip
+    (broken,) = [loaded.GetNthNodeByClass(i, "vtkMRMLTableNode")
+                 for i in range(loaded.GetNumberOfNodesByClass("vtkMRMLTableNode"))]  # fmt: skip
+    assert candidateTable.lostItsColumns(broken) and not candidateTable.isCandidateTable(broken)
+    assert candidateTable.tableOfSegmentation(loaded, seg2) is None and reviewState.canRebuildTable(seg2)
+    rebuilt = reviewState.rebuildTable(seg2)
+    assert candidateTable.tableOfSegmentation(loaded, seg2) is rebuilt
+    assert reviewState.reviewThreshold(rebuilt) == pytest.approx(0.5)
+    files = reportExport.exportReview(seg2, rebuilt, resultImport.referenceVolume(seg2), tmp_path / "after", "case")
+    assert json.loads(files.reportJson.read_text()) == json.loads(expected.reportJson.read_text())
 
 
 # --- navigation and watching --------------------------------------------------------------------------------

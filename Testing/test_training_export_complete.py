@@ -42,8 +42,10 @@ def test_students_of_another_mode_are_named(finished: Path, tmp_path: Path, caps
     assert main(["export", str(finished), "--out", str(tmp_path / "bundle"), "--mode", "kd"]) == 2
     assert "has no kd students but plkd students: export with --mode plkd" in capsys.readouterr().err
     assert main(["export", str(finished), "--out", str(tmp_path / "bundle")]) == 0
-    names = json.loads((tmp_path / "bundle" / "manifest.json").read_text(encoding="utf-8"))["networks"]
-    assert {"student_x2", "student_x4", "student_x8"} <= set(names)
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text(encoding="utf-8"))
+    assert {"student_x2", "student_x4", "student_x8"} <= set(manifest["networks"])
+    # The bundle records the percentiles the run normalised with (inference uses them).
+    assert manifest["normalisation"] == {"method": "brain-zscore", "clip_percentiles": [0.0, 99.5]}
 
 
 def test_the_bundle_records_the_runs_caveats_and_resumes_with_other_settings(tmp_path: Path) -> None:

@@ -16,7 +16,32 @@ from pathlib import Path
 @contextlib.contextmanager
 def atomicPath(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` with the same (double) suffix; rename it on success."""
-    final = Path(path)
+    with atomicPaths([path]) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomicPaths(paths: list[str | os.PathLike[str]]) -> Iterator[list[Path]]:
+    """Yield a temporary path beside each of ``paths``; rename them all when the block succeeds, none otherwise.
+
+    For files that belong together (an export's label map, segmentation and reports): written one by one, a failure
+    half way (disk full) left the new label map beside the report of the earlier export of the same result.
+    """
+    finals = [Path(p) for p in paths]
+    temps: list[Path] = []
+    try:
+        temps.extend(_temporaryBeside(final) for final in finals)
+        yield temps
+        for tmp, final in zip(temps, finals, strict=True):
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+
+
+def _temporaryBeside(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     # Keep ".seg.nrrd" / ".nii.gz": writers choose the format from the extension.
     suffix = "".join(final.suffixes[-2:]) if final.name.count(".") >= 2 else final.suffix
@@ -27,13 +52,7 @@ def atomicPath(path: str | os.PathLike[str]) -> Iterator[Path]:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    return tmp
 
 
 def writeTextAtomic(path: str | os.PathLike[str], text: str) -> None:

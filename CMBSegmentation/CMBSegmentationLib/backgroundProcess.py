@@ -102,17 +102,25 @@ class BackgroundProcess:
 
         ``idle()`` is called about every ``interval`` s (e.g. to let a GUI process its events); when
         ``shouldCancel()`` returns True the process tree is cancelled (see :meth:`cancel`).
+
+        Whatever ends the wait early (Ctrl+C, SIGTERM turned into KeyboardInterrupt, an exception of a callback)
+        stops the process tree before it propagates: the engine runs in a session of its own, which the terminal's
+        Ctrl+C never reaches, so it went on computing (and writing into a working folder the caller then removed).
         """
-        while True:
-            code = self.poll(onProgress, onLog)
-            if code is not None:
-                return code
-            if idle is not None:
-                idle()
-            if shouldCancel is not None and not self.cancelled and shouldCancel():
-                self.cancel()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=interval)
+        try:
+            while True:
+                code = self.poll(onProgress, onLog)
+                if code is not None:
+                    return code
+                if idle is not None:
+                    idle()
+                if shouldCancel is not None and not self.cancelled and shouldCancel():
+                    self.cancel()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._process.wait(timeout=interval)
+        except BaseException:
+            self.kill()
+            raise
 
     @property
     def stderr(self) -> str:

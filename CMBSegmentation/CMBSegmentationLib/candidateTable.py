@@ -36,6 +36,17 @@ REFERENCE_SEGMENTATION = "CMBSegmentation.Segmentation"
 #: Set on the segmentation and its table by each import: a table of an earlier run into the same segmentation
 #: (replaced since) has another value, and its statuses must not be applied to the new segments.
 ATTRIBUTE_RUN_ID = "CMBSegmentation.RunID"
+#: Set on a segmentation by its first export when another segmentation of the scene is a copy of the same review
+#: (the same run id: one saved review loaded twice, e.g. two readers' copies to compare): the export of one copy
+#: then never replaces the other's. Without it a result's review id is its run id.
+ATTRIBUTE_REVIEW_ID = "CMBSegmentation.ReviewID"
+#: The same run id as a segment tag: a segment moved or copied into another result (Segmentations module) keeps the
+#: run it came from, so it is not taken for a model candidate of the result it lands in.
+TAG_RUN_ID = "CMBSegmentation.RunID"
+#: The engine's location class and region of a candidate, kept on its segment as in its row: a row deleted, or a
+#: whole table, comes back with them.
+TAG_LOCATION = "CMBSegmentation.Location"
+TAG_REGION = "CMBSegmentation.Region"
 
 # Column names in file order.
 COLUMN_ID = "ID"
@@ -96,8 +107,26 @@ def createCandidateTable(scene, name: str, tableNode=None):
 
 
 def isCandidateTable(tableNode) -> bool:
-    """Whether ``tableNode`` is a candidate table made by this module."""
-    return tableNode is not None and tableNode.GetAttribute(ATTRIBUTE_ROLE) == ROLE_CANDIDATES
+    """Whether ``tableNode`` is a candidate table made by this module, with its columns.
+
+    A table whose file could not be read when its scene was loaded (a ``.tsv`` missing beside the ``.mrml``) keeps
+    its attributes but no columns: taken as the result's table, it stopped every review action and the export
+    with "has no column 'ID'" although the segments held the review (see ``reviewState.rebuildTable``).
+    """
+    if tableNode is None or tableNode.GetAttribute(ATTRIBUTE_ROLE) != ROLE_CANDIDATES:
+        return False
+    table = tableNode.GetTable()
+    present = {table.GetColumn(c).GetName() for c in range(table.GetNumberOfColumns())}
+    return set(COLUMNS) - OPTIONAL_COLUMNS <= present
+
+
+def lostItsColumns(tableNode) -> bool:
+    """Whether ``tableNode`` was made as a candidate table but lacks its columns now (see :func:`isCandidateTable`)."""
+    return (
+        tableNode is not None
+        and tableNode.GetAttribute(ATTRIBUTE_ROLE) == ROLE_CANDIDATES
+        and not isCandidateTable(tableNode)
+    )
 
 
 def segmentationOfTable(tableNode):

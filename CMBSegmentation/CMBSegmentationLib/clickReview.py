@@ -22,7 +22,13 @@ from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.atomicFiles import writeTextAtomic
 from CMBSegmentationLib.inferenceJob import PreparedRun, prepareInputs
 from CMBSegmentationLib.resultImport import candidateRow, readCandidates
-from CMBSegmentationLib.reviewState import ReviewError, addReaderMicrobleed, setStatus, updateVisibility
+from CMBSegmentationLib.reviewState import (
+    ReviewError,
+    addReaderMicrobleed,
+    claimForReader,
+    setStatus,
+    updateVisibility,
+)
 from CMBSegmentationLib.segmentLabelMap import segmentLabels
 from CMBSegmentationLib.volumeIO import ijkToRas, writeArrayAsNifti
 
@@ -165,9 +171,7 @@ def _markAsMicrobleed(segmentationNode, tableNode, segmentId: str, candidate: di
         # Painted in the Segment Editor, so not yet in the review: it joins it as the reader's own microbleed.
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         candidateId = candidateTable.nextCandidateId(tableNode)
-        segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
-        segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
-        segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
+        claimForReader(segmentationNode, segment, candidateId)
         # The engine's record describes these very voxels (label 1 of its output is the earlier microbleed); its
         # probability is for the new outline, so none is recorded.
         record = {**candidate, "probability": None, "location": None, "region": None}

@@ -7,6 +7,7 @@ The widget runs the same command through ``processRunner`` so Slicer stays respo
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,4 +196,11 @@ def describeFailure(code: int, stderr: str) -> str:
     if message:
         return message
     tail = "\n".join(stderr.strip().splitlines()[-15:])
+    if code < 0:  # POSIX: ended by a signal, which leaves no message of its own
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        why = " (the system may have run out of memory)" if name == "SIGKILL" else ""
+        return f"the engine was killed by {name}{why}" + (f":\n{tail}" if tail else "")
     return f"the engine stopped with exit code {code}" + (f":\n{tail}" if tail else "")

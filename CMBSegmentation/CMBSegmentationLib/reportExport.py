@@ -7,7 +7,8 @@ are left out. Centres and volumes in the report are measured on each microbleed'
 left them (Segment Editor edits included). Where two microbleeds overlap, the label map gives the shared voxels
 to the smaller one, so one drawn inside another stays visible; the ``.seg.nrrd`` keeps both whole, and the
 report's ``notes`` name any microbleed the label map cannot show at all. Every file is
-written under a temporary name and renamed, so a crash never leaves a half-written report.
+written under a temporary name and the four are renamed together, so a crash never leaves a half-written report,
+nor a new label map beside the report of an earlier export.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import dataclasses
 import io
 import itertools
 import json
+import math
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from CMBSegmentationLib import candidateTable
-from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
+from CMBSegmentationLib.atomicFiles import atomicPath, atomicPaths, writeTextAtomic
 from CMBSegmentationLib.resultImport import ensureSegmentationConverters
 from CMBSegmentationLib.reviewState import (
     ReviewError,
@@ -48,6 +51,12 @@ REPORT_COLUMNS = (
     "location",
     "region",
 )
+
+
+#: Microbleeds are up to 10 mm across (Greenberg et al., Lancet Neurol 2009; docs cmb-domain). A larger segment
+#: (a region painted into the result for another purpose, a haematoma) still counts as one microbleed in the report,
+#: so the export names it.
+MAX_DIAMETER_MM = 10.0
 
 
 @dataclass(frozen=True)
@@ -102,17 +111,16 @@ def exportReview(
     rows = includedRows(segmentationNode, tableNode, threshold)
     voxels = segmentVoxels(segmentationNode, [r.segmentId for r in rows], referenceVolume)
     # A segment the reader erased with the Segment Editor is no microbleed of the final result.
+    erased = [r for r, v in zip(rows, voxels, strict=True) if not len(v)]
     rows, voxels = [r for r, v in zip(rows, voxels, strict=True) if len(v)], [v for v in voxels if len(v)]
     labels, hidden = flattenVoxels(voxels, referenceVolume.GetImageData().GetDimensions())
     resultId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID) or None
+    reviewId = reviewIdentity(segmentationNode)
     if not overwrite:
-        baseName = freeBaseName(outputDir, baseName, resultId)
+        baseName = freeBaseName(outputDir, baseName, resultId, reviewId)
     files = ExportedFiles(*outputPaths(outputDir, baseName), count=len(rows))
     segmentIds = [r.segmentId for r in rows]
     affine = ijkToRas(referenceVolume)
-    with scratchNodes(segmentationNode.GetScene()):
-        writeArrayAsNifti(labels, affine, files.labelMap)
-        _writeSegmentation(segmentationNode, segmentIds, files.segmentation)
     measured = measureVoxels(voxels, affine)
     records = [_record(n, r, segmentationNode, *measured[n - 1]) for n, r in enumerate(rows, start=1)]
     notes = tuple(
@@ -121,12 +129,19 @@ def exportReview(
         + ": the label map cannot show it; the .seg.nrrd and the report keep it"
         for n, covering in hidden
     )
+    notes += _missingSegmentNotes(segmentationNode, tableNode, erased)
+    notes += tuple(
+        f"microbleed {record['label']} ({record['segment']}) is {diameter:.1f} mm across (sphere-equivalent), more "
+        f"than a microbleed's {MAX_DIAMETER_MM:g} mm: check that it is one"
+        for record, diameter in ((r, _sphereDiameter(r["volume_mm3"])) for r in records)
+        if diameter > MAX_DIAMETER_MM
+    )
     files = dataclasses.replace(files, notes=notes)
-    _writeCsv(records, files.reportCsv)
     allRows = candidateTable.readRows(tableNode)
     report = {
         "input": referenceVolume.GetName(),
         "result_id": resultId,
+        "review_id": reviewId,
         "n_microbleeds": len(rows),
         "threshold": float(threshold),
         "n_rejected": sum(r.status == candidateTable.STATUS_REJECTED for r in allRows),
@@ -135,7 +150,14 @@ def exportReview(
         "files": {"label_map": files.labelMap.name, "segmentation": files.segmentation.name},
         "notes": list(notes),
     }
-    writeTextAtomic(files.reportJson, json.dumps(report, indent=2) + "\n")
+    # The four files are renamed into place together once all are written: a failure half way (disk full) leaves
+    # the earlier export of this result whole, never its report beside a newer label map.
+    with atomicPaths([files.labelMap, files.segmentation, files.reportCsv, files.reportJson]) as temporary:
+        with scratchNodes(segmentationNode.GetScene()):
+            writeArrayAsNifti(labels, affine, temporary[0])
+            _writeSegmentation(segmentationNode, segmentIds, temporary[1])
+        _writeCsv(records, temporary[2])
+        writeTextAtomic(temporary[3], json.dumps(report, indent=2) + "\n")
     return files
 
 
@@ -149,20 +171,53 @@ def outputPaths(outputDir: Path, baseName: str) -> tuple[Path, Path, Path, Path]
     )
 
 
-def freeBaseName(outputDir: str | os.PathLike[str], baseName: str, resultId: str | None) -> str:
+def reviewIdentity(segmentationNode) -> str | None:
+    """The id of this review of a result: its run id, unless another segmentation of the scene has the same one.
+
+    Two copies of one saved review in a scene (loaded twice, two readers' reviews brought together) share their run
+    id, so the export of one replaced the other's files as its own. The copy exported while another has the same
+    id gets a review id of its own (:data:`candidateTable.ATTRIBUTE_REVIEW_ID`, saved with the scene).
+    """
+    own = _reviewId(segmentationNode)
+    scene = segmentationNode.GetScene()
+    if own is None or scene is None:
+        return own
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+        other = scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+        if other is not segmentationNode and _reviewId(other) == own:
+            own = uuid.uuid4().hex
+            segmentationNode.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_ID, own)
+            break
+    return own
+
+
+def _reviewId(segmentationNode) -> str | None:
+    return (
+        segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_REVIEW_ID)
+        or segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
+        or None
+    )
+
+
+def freeBaseName(
+    outputDir: str | os.PathLike[str], baseName: str, resultId: str | None, reviewId: str | None = None
+) -> str:
     """``baseName``, or ``baseName-2``, ``-3``, ...: the first whose files in ``outputDir`` are absent or are an
-    export of the result ``resultId`` (its report names it). Files without a readable report are not ours."""
+    export of the result ``resultId`` in its review ``reviewId`` (None: the result's own, see
+    :func:`reviewIdentity`; its report names both). Files without a readable report are not ours."""
     outputDir = Path(outputDir)
+    reviewId = reviewId or resultId
     for k in itertools.count(1):
         name = baseName if k == 1 else f"{baseName}-{k}"
         paths = outputPaths(outputDir, name)
         if not any(p.exists() for p in paths):
             return name
         try:
-            previous = json.loads(paths[3].read_text(encoding="utf-8")).get("result_id")
+            previous = json.loads(paths[3].read_text(encoding="utf-8"))
+            previousIds = (previous.get("result_id"), previous.get("review_id") or previous.get("result_id"))
         except (OSError, ValueError, AttributeError):
-            previous = None
-        if resultId is not None and previous == resultId:
+            previousIds = (None, None)
+        if resultId is not None and previousIds == (resultId, reviewId):
             return name
     raise AssertionError("unreachable")
 
@@ -183,6 +238,39 @@ def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> N
         storage.SetFileName(str(tmp))
         if not storage.WriteData(copy):
             raise OSError(f"could not write {path}")
+
+
+def _sphereDiameter(volumeMm3: float) -> float:
+    """Diameter (mm) of the sphere of ``volumeMm3``."""
+    return (6.0 * volumeMm3 / math.pi) ** (1.0 / 3.0)
+
+
+def _missingSegmentNotes(segmentationNode, tableNode, erased) -> tuple[str, ...]:
+    """One note per microbleed the reader kept (accepted, added) whose segment is gone from the segmentation, or
+    is among the ``erased`` rows (its segment emptied in the Segment Editor).
+
+    Deleted, moved to another segmentation or erased, it was left out of the report without a word while the table
+    still called it accepted.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    kept = (candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED)
+    erasedIds = {row.segmentId for row in erased}
+    notes = []
+    for row in candidateTable.readRows(tableNode):
+        if row.status not in kept:
+            continue
+        if segmentation.GetSegment(row.segmentId) is None:
+            why = "has no segment '{}' in '{}' any more (deleted, or moved to another segmentation)"
+        elif row.segmentId in erasedIds:
+            why = "has its segment '{}' in '{}' erased to nothing"
+        else:
+            continue
+        notes.append(
+            f"candidate {row.candidateId} ({row.status}) "
+            + why.format(row.segmentId, segmentationNode.GetName())
+            + ": not exported"
+        )
+    return tuple(notes)
 
 
 def _record(

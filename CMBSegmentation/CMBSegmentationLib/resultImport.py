@@ -7,6 +7,7 @@ have no voxels and are not imported.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -137,18 +138,31 @@ def importResults(
 ) -> ImportedResult:
     """Fill ``segmentationNode`` and ``tableNode`` from one run of the engine.
 
-    New nodes are created when None is passed. Nodes that hold something are replaced only with ``replace``
-    (and never an input of the run or a table that is not a candidate table): see :func:`checkOutputTargets`.
+    New nodes are created when None is passed, or for a node that is not in ``scene`` (deleted during the run; a
+    note says so). Raises :class:`ResultFormatError` when ``inputVolume`` is not in ``scene``. Nodes that hold
+    something are replaced only with ``replace`` (and never an input of the run or a table that is not a candidate
+    table): see :func:`checkOutputTargets`.
     The label map must lie on the input volume's grid. The segmentation is placed under the input volume's parent
     transform (the engine works in the volume's own frame). The probability the engine kept candidates from (the
     candidates file's ``thresholds.segmentation``; ``runThreshold`` for a file without one) is recorded on the
     table as the run and review threshold, as are the engine's notes.
     """
     ensureSegmentationConverters()
+    if inputVolume is None or scene is None or inputVolume.GetScene() is not scene:
+        name = inputVolume.GetName() if inputVolume is not None else None
+        raise ResultFormatError(f"the input volume '{name}' is no longer in the scene; nothing imported")
+    # Output nodes deleted while the engine ran (or of another scene): filled, they were nowhere to be seen and the
+    # run's result was lost while the status line counted its microbleeds. New nodes take the result instead.
+    removed = [n.GetName() for n in (segmentationNode, tableNode) if n is not None and n.GetScene() is not scene]
+    if segmentationNode is not None and segmentationNode.GetScene() is not scene:
+        segmentationNode = None
+    if tableNode is not None and tableNode.GetScene() is not scene:
+        tableNode = None
     checkOutputTargets(segmentationNode, tableNode, (inputVolume, *inputNodes), replace)
     data = readCandidates(candidatesPath)
     labels, affine = readNifti(labelMapPath)
     _checkSameGrid(inputVolume, labels.shape, affine, labelMapPath)
+    kept = _keptRows(data, candidatesPath)
     baseName = inputVolume.GetName()
     if segmentationNode is None:
         segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{baseName} microbleeds")
@@ -168,7 +182,7 @@ def importResults(
     runId = uuid.uuid4().hex  # a table of an earlier run into this segmentation no longer matches it
     segmentationNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
     tableNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
-    _placeInSubjectHierarchy(scene, inputVolume, segmentationNode, tableNode)
+    placeInSubjectHierarchy(scene, inputVolume, segmentationNode, tableNode)
     # What the engine applied (the bundle's tuned threshold, or the one it was given) is in its JSON: the value a
     # caller holds may differ (the slider moved during the run, 0 for the model's own), and a review threshold
     # above the applied one would silently drop kept microbleeds from the export.
@@ -176,28 +190,47 @@ def importResults(
     if applied is not None:
         runThreshold = applied
     threshold = 0.0 if runThreshold is None else float(runThreshold)
-    tableNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_THRESHOLD, repr(threshold))
-    tableNode.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(threshold))
+    # Also on the segmentation: a table rebuilt from the segments (reviewState.rebuildTable) takes them from there.
+    for node in (tableNode, segmentationNode):
+        node.SetAttribute(candidateTable.ATTRIBUTE_RUN_THRESHOLD, repr(threshold))
+        node.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(threshold))
     notes = readNotes(data)
     tableNode.SetAttribute(candidateTable.ATTRIBUTE_NOTES, json.dumps(notes))
 
-    result = ImportedResult(segmentationNode, tableNode, notes=notes)
-    kept = sorted((c for c in data["candidates"] if int(c["label"]) > 0), key=lambda c: int(c["label"]))
-    for number, candidate in enumerate(kept, start=1):
+    result = ImportedResult(segmentationNode, tableNode, notes=list(notes))
+    if removed:  # not the engine's: shown with its notes, not stored with them
+        result.notes.append(
+            f"the chosen output(s) {', '.join(repr(n) for n in removed)} left the scene during the run; "
+            f"the result is in '{segmentationNode.GetName()}' and '{tableNode.GetName()}'"
+        )
+    for number, (label, row) in enumerate(kept, start=1):
         segmentId = addCandidateSegment(
             segmentationNode,
-            labels == int(candidate["label"]),
+            labels == label,
             affine,
             name=f"Microbleed {number}",
-            candidateId=int(candidate["id"]),
-            status=candidateTable.STATUS_NOT_SEEN,
-            probability=candidate.get("probability"),
+            candidateId=row.candidateId,
+            status=row.status,
+            probability=row.probability,
+            location=row.location,
+            region=row.region,
         )
         if segmentId is None:  # a kept candidate with no voxel left on the input grid
             continue
         result.segmentIds.append(segmentId)
-        candidateTable.appendRow(tableNode, candidateRow(candidate, segmentId, candidateTable.STATUS_NOT_SEEN))
+        candidateTable.appendRow(tableNode, dataclasses.replace(row, segmentId=segmentId))
     return result
+
+
+def _keptRows(data: dict, path) -> list[tuple[int, candidateTable.CandidateRow]]:
+    """(label, table row without segment id) of each kept candidate, by label; :class:`ResultFormatError` for one
+    with a value that is not a number. Read before the scene is touched: an unreadable value found half way through
+    the import left a replaced (reviewed) result half filled."""
+    try:
+        kept = sorted(((int(c["label"]), c) for c in data["candidates"] if int(c["label"]) > 0), key=lambda k: k[0])
+        return [(label, candidateRow(c, "", candidateTable.STATUS_NOT_SEEN)) for label, c in kept]
+    except (TypeError, ValueError) as exc:
+        raise ResultFormatError(f"{path}: a candidate has a value that is not a number ({exc})") from exc
 
 
 def addCandidateSegment(
@@ -209,11 +242,14 @@ def addCandidateSegment(
     status: str,
     probability: float | None,
     color: tuple[float, float, float] = COLOR_MODEL,
+    location: str | None = None,
+    region: str | None = None,
 ) -> str | None:
     """Add one segment holding the voxels of ``mask`` (indexed ``[i, j, k]`` on the grid of ``affine``).
 
-    The segment keeps only the bounding box of its voxels, so hundreds of candidates stay cheap. Returns the
-    new segment id, or None when the mask is empty.
+    The segment keeps only the bounding box of its voxels, so hundreds of candidates stay cheap; its tags keep what
+    its table row says (a row or table deleted comes back from them). Returns the new segment id, or None when the
+    mask is empty.
     """
     index = np.argwhere(mask)
     if index.size == 0:
@@ -222,6 +258,14 @@ def addCandidateSegment(
     sub = np.ascontiguousarray(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.uint8)
     image = _orientedImage(sub, lo, affine)
     segment = _newSegment(name, color, candidateId, status, probability)
+    runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
+    for tag, value in (
+        (candidateTable.TAG_RUN_ID, runId),
+        (candidateTable.TAG_LOCATION, location),
+        (candidateTable.TAG_REGION, region),
+    ):
+        if value:
+            segment.SetTag(tag, str(value))
     segment.AddRepresentation(BINARY_LABELMAP, image)
     segmentation = segmentationNode.GetSegmentation()
     segmentId = segmentation.GenerateUniqueSegmentID(f"Microbleed_{candidateId}")
@@ -309,7 +353,7 @@ def _checkSameGrid(inputVolume, shape, affine, path) -> None:
         raise ResultFormatError(f"{path}: its voxel-to-RAS matrix differs from the input volume's")
 
 
-def _placeInSubjectHierarchy(scene, inputVolume, *nodes) -> None:
+def placeInSubjectHierarchy(scene, inputVolume, *nodes) -> None:
     """Put the results beside the input volume (same patient/study), which DICOM SEG export requires."""
     from slicer import vtkMRMLSubjectHierarchyNode
 

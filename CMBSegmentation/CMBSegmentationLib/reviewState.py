@@ -18,6 +18,7 @@ from CMBSegmentationLib.resultImport import (
     addCandidateSegment,
     candidateRow,
     ensureSegmentationConverters,
+    placeInSubjectHierarchy,
     readCandidates,
     segmentTag,
 )
@@ -56,13 +57,15 @@ def isIncluded(row: candidateTable.CandidateRow, threshold: float) -> bool:
 
 
 def checkStatuses(tableNode) -> None:
-    """Refuse a review whose table holds a status that is none of :data:`candidateTable.STATUSES`.
+    """Refuse a review whose table holds a status that is none of :data:`candidateTable.STATUSES`, or lists one
+    segment in two rows.
 
     A status typed in the Tables module as "reject", "FP" or "no" counted as not yet seen: the candidate stayed in
     the export whenever it passed the threshold, the opposite of what the reader meant. Raises :class:`ReviewError`
     naming the rows.
     """
-    unknown = [row for row in candidateTable.readRows(tableNode) if row.status not in candidateTable.STATUSES]
+    rows = candidateTable.readRows(tableNode)
+    unknown = [row for row in rows if row.status not in candidateTable.STATUSES]
     if unknown:
         names = ", ".join(f"{row.candidateId} ({row.status!r})" for row in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
@@ -71,6 +74,16 @@ def checkStatuses(tableNode) -> None:
             f"table '{tableNode.GetName()}': candidate(s) {names}{more} have a status that is none of: {allowed}; "
             "correct the Status column first"
         )
+    # A row copied in the Tables module listed a segment twice: Reject changed the first row only, and the copy kept
+    # the microbleed in the export (twice over, as two labels, when both counted).
+    seen: dict[str, int] = {}
+    for index, row in enumerate(rows, start=1):
+        if row.segmentId and row.segmentId in seen:
+            raise ReviewError(
+                f"table '{tableNode.GetName()}': rows {seen[row.segmentId]} and {index} both list segment "
+                f"'{row.segmentId}'; delete one of them first"
+            )
+        seen.setdefault(row.segmentId, index)
 
 
 def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshold: float | None = None) -> None:
@@ -88,9 +101,11 @@ def setStatus(segmentationNode, tableNode, segmentId: str, status: str, threshol
             status = candidateTable.STATUS_ADDED
     if status == current:
         return
-    # A status typed by hand that is none of the known ones (see checkStatuses) may become any this kind can have.
-    allowed = changes.get(current) if current in candidateTable.STATUSES else frozenset().union(*changes.values())
-    if status not in (allowed or frozenset()):
+    # A status typed by hand that this kind of candidate never has (none of the known ones, see checkStatuses, or
+    # "accepted" typed on the reader's own microbleed in the Tables module) may become any this kind can have:
+    # refused, the reader could neither reject nor restore it with the module's buttons.
+    allowed = changes.get(current, frozenset().union(*changes.values()))
+    if status not in allowed:
         raise ReviewError(f"a candidate that is '{current}' cannot become '{status}'")
     candidateTable.setStatusCell(tableNode, rowIndex, status)
     segment.SetTag(candidateTable.TAG_STATUS, status)
@@ -150,11 +165,62 @@ def setReviewThreshold(segmentationNode, tableNode, threshold: float) -> float:
     would change nothing that the reader could see.
     """
     value = min(max(float(threshold), runThreshold(tableNode)), 1.0)
-    if tableNode.GetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD) != repr(value):
-        tableNode.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(value))
+    # Also on the segmentation, for a table rebuilt from it (rebuildTable).
+    for node in (tableNode, segmentationNode):
+        if node is not None and node.GetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD) != repr(value):
+            node.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(value))
     if segmentationNode is not None:
         updateVisibility(segmentationNode, tableNode, value)
     return value
+
+
+def hasCandidateSegments(segmentationNode) -> bool:
+    """Whether ``segmentationNode`` holds segments of this module's results (tagged with a candidate id)."""
+    if segmentationNode is None:
+        return False
+    segmentation = segmentationNode.GetSegmentation()
+    return any(
+        segmentTag(segmentation.GetNthSegment(i), candidateTable.TAG_CANDIDATE_ID)
+        for i in range(segmentation.GetNumberOfSegments())
+    )
+
+
+def canRebuildTable(segmentationNode) -> bool:
+    """Whether :func:`rebuildTable` can make a table for ``segmentationNode`` (its candidates and volume are there)."""
+    volume = resultVolume(segmentationNode)
+    return hasCandidateSegments(segmentationNode) and volume is not None and volume.GetImageData() is not None
+
+
+def rebuildTable(segmentationNode):
+    """A new candidate table for a result whose own is gone (deleted in the Data module, its ``.tsv`` lost beside
+    a saved scene), rebuilt from the tags every segment keeps: candidate id, status, probability, location and
+    region, and the run's and reader's thresholds from the segmentation's attributes (without them every candidate
+    the engine kept counts, as right after the run). The segmentation must still reference its volume.
+
+    Without it the module could neither show nor export the review, which the segments still held. Centres and
+    volumes are measured on the result's volume. Raises :class:`ReviewError` when the segmentation holds no
+    candidates of this module or its volume is gone.
+    """
+    if not hasCandidateSegments(segmentationNode):
+        raise ReviewError(f"'{segmentationNode.GetName()}' holds no microbleed candidates of this module")
+    volume = resultVolume(segmentationNode)
+    if volume is None or volume.GetImageData() is None:
+        raise ReviewError(f"the volume of '{segmentationNode.GetName()}' is no longer in the scene")
+    scene = segmentationNode.GetScene()
+    tableNode = candidateTable.createCandidateTable(scene, f"{volume.GetName()} microbleed candidates")
+    tableNode.SetNodeReferenceID(candidateTable.REFERENCE_SEGMENTATION, segmentationNode.GetID())
+    placeInSubjectHierarchy(scene, volume, tableNode)
+    for attribute in (
+        candidateTable.ATTRIBUTE_RUN_ID,
+        candidateTable.ATTRIBUTE_RUN_THRESHOLD,
+        candidateTable.ATTRIBUTE_REVIEW_THRESHOLD,
+    ):
+        value = segmentationNode.GetAttribute(attribute)
+        if value:
+            tableNode.SetAttribute(attribute, value)
+    adoptPaintedSegments(segmentationNode, tableNode, volume)  # every segment is rowless here
+    restoreReview(segmentationNode, tableNode)
+    return tableNode
 
 
 def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateRow]:
@@ -192,6 +258,7 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     if referenceVolume is None or referenceVolume.GetImageData() is None:
         return []
     segmentation = segmentationNode.GetSegmentation()
+    runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID) or ""
     rows = candidateTable.readRows(tableNode)
     listed = {row.segmentId for row in rows}
     usedIds = {row.candidateId for row in rows}  # kept up to date below: the table is read once
@@ -209,8 +276,8 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
         if volumeMm3 == 0:
             continue
         segment = segmentation.GetSegment(segmentId)
-        row = _rowFromTags(segment, segmentId, centre, volumeMm3, usedIds)
-        if row is None:  # painted by hand (or a copy of a listed segment): the reader's microbleed
+        row = _rowFromTags(segment, segmentId, centre, volumeMm3, usedIds, runId)
+        if row is None:  # painted by hand, a copy of a listed segment, or moved in from another result
             row = candidateTable.CandidateRow(
                 candidateId=max(usedIds, default=0) + 1,  # as candidateTable.nextCandidateId
                 segmentId=segmentId,
@@ -219,20 +286,50 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
                 probability=None,
                 status=candidateTable.STATUS_ADDED,
             )
-            segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(row.candidateId))
-            segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
-            segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
+            claimForReader(segmentationNode, segment, row.candidateId)
         candidateTable.appendRow(tableNode, row)
         usedIds.add(row.candidateId)
         adopted.append(segmentId)
     return adopted
 
 
+def claimForReader(segmentationNode, segment, candidateId: int) -> None:
+    """Tag ``segment`` as the reader's microbleed ``candidateId`` of ``segmentationNode``'s run.
+
+    A probability tag it brought along (a candidate moved in from another result) is dropped: the engine of this
+    run never scored it; a name another segment has ("Microbleed 1" of the other result) becomes the next free
+    "Microbleed N", so the report never names two microbleeds alike.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    name = segment.GetName()
+    if any(
+        segmentation.GetNthSegment(i) is not segment and segmentation.GetNthSegment(i).GetName() == name
+        for i in range(segmentation.GetNumberOfSegments())
+    ):
+        segment.SetName(nextSegmentName(segmentationNode))
+    segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
+    segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
+    segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
+    for tag in (candidateTable.TAG_PROBABILITY, candidateTable.TAG_LOCATION, candidateTable.TAG_REGION):
+        segment.RemoveTag(tag)
+    runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
+    if runId:
+        segment.SetTag(candidateTable.TAG_RUN_ID, runId)
+
+
 def _rowFromTags(
-    segment, segmentId: str, centre: tuple[float, float, float], volumeMm3: float, usedIds: set[int]
+    segment, segmentId: str, centre: tuple[float, float, float], volumeMm3: float, usedIds: set[int], runId: str = ""
 ) -> candidateTable.CandidateRow | None:
-    """The row a listed candidate had, from its segment's tags, when its id is not in ``usedIds`` and its status is
-    known; else None. ``centre`` and ``volumeMm3`` are the segment's as measured now."""
+    """The row a listed candidate had, from its segment's tags, when its id is not in ``usedIds``, its status is
+    known and it is of run ``runId`` (a segment or result without a run id, from older scenes, counts as of it);
+    else None. ``centre`` and ``volumeMm3`` are the segment's as measured now.
+
+    A candidate moved in from another result (Segmentations module) was listed as a model candidate of this run,
+    with the other run's id, probability and status: a probability the engine never gave on this volume.
+    """
+    segmentRun = segmentTag(segment, candidateTable.TAG_RUN_ID)
+    if runId and segmentRun and segmentRun != runId:
+        return None
     try:
         candidateId = int(segmentTag(segment, candidateTable.TAG_CANDIDATE_ID))
     except ValueError:
@@ -251,6 +348,8 @@ def _rowFromTags(
         volumeMm3=volumeMm3,
         probability=probability,
         status=status,
+        location=segmentTag(segment, candidateTable.TAG_LOCATION),
+        region=segmentTag(segment, candidateTable.TAG_REGION),
     )
 
 
@@ -284,6 +383,8 @@ def addReaderMicrobleed(
         status=candidateTable.STATUS_ADDED,
         probability=candidate.get("probability"),
         color=COLOR_ADDED,
+        location=candidate.get("location"),
+        region=candidate.get("region"),
     )
     if segmentId is None:
         raise ReviewError("the engine's segmentation at the clicked point is empty")

@@ -41,6 +41,7 @@ import plkd
 from plkd.atomic import atomic_path, temporary_folder, write_json_atomic
 from plkd.errors import BundleError, ConfigError
 from plkd.models import NETWORKS, build_network, count_parameters, network_config, unwrap
+from plkd.normalise import LEGACY_CLIP_PERCENTILES
 from plkd.pins import manifest_digest, verification_note
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ ROLES = ("screening", "segmenter")
 
 DEFAULT_SPACING_MM = [1.0, 1.0, 1.0]
 DEFAULT_PATCH_SIZE = {"screening": [20, 20, 16], "segmentation": [48, 48, 24]}
-DEFAULT_NORMALISATION = {"method": "brain-zscore", "clip_percentiles": [0.5, 99.5]}
+#: Bundles without a record of their normalisation were trained with the legacy percentiles.
+DEFAULT_NORMALISATION = {"method": "brain-zscore", "clip_percentiles": list(LEGACY_CLIP_PERCENTILES)}
 DEFAULT_THRESHOLDS = {"screening": 0.5, "segmentation": 0.5, "voxel": 0.5, "min_distance_mm": 4.0}
 DEFAULT_DISCLAIMER = "For research use only; not a medical device."
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Percentiles (within the brain) that define the robust intensity range.
-CLIP_PERCENTILES = (0.5, 99.5)
+#: Percentiles (within the brain) that define the intensity range, for new training runs: the
+#: bright end is clipped (hot voxels, vessels with inflow), the dark end is not, because the darkest
+#: voxels of a T2*/SWI brain are the microbleeds themselves (docs/results.md, step 11).
+CLIP_PERCENTILES = (0.0, 99.5)
+#: What every bundle and training run made before the percentiles were recorded used: the darkest
+#: 0.5 % of the brain, microbleed cores among them, clipped to one value.
+LEGACY_CLIP_PERCENTILES = (0.5, 99.5)
 
 
 def normalise_intensity(
@@ -15,16 +20,16 @@ def normalise_intensity(
 ) -> np.ndarray:
     """Z-score an image using the brain's robust statistics; outside the mask becomes 0.
 
-    Intensities are clipped to the ``clip_percentiles`` (low, high; default 0.5-99.5) of the
+    Intensities are clipped to the ``clip_percentiles`` (low, high; default 0-99.5) of the
     brain, then shifted and scaled to zero mean and unit standard deviation inside the brain.
     Scanner units, bias-free gain and modality scaling therefore do not matter. ``data`` and
     ``mask`` have the same shape; returns float32 of that shape.
 
     The low percentile sets how dark anything can look: microbleeds are the darkest voxels of
     a T2*/SWI brain, so every voxel below it (microbleed cores among them) becomes the same
-    value, whose z-score depends on how many veins, iron and dropout the brain holds. A bundle
-    records the percentiles its networks see (``manifest.normalisation``; docs/results.md,
-    step 11, for the value the shipped bundles use). Raises ``ValueError`` for percentiles
+    value, whose z-score depends on how many veins, iron and dropout the brain holds, not on the
+    microbleed. A bundle records the percentiles its networks see (``manifest.normalisation``;
+    docs/results.md, step 11). Raises ``ValueError`` for percentiles
     that are not increasing within [0, 100].
     """
     lo_p, hi_p = (float(v) for v in clip_percentiles)

@@ -13,13 +13,18 @@ Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_
 an earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when
 every input succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for
 bad arguments, missing dependencies or inputs whose outputs would have the same names (``a.nii`` beside
-``a.nii.gz``). A brain mask ``NAME<mask-suffix>`` may be in any of the input formats; an input without one is
+``a.nii.gz``), 130 when interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves
+no files). Results in the input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not
+inputs, so OUT may be IN. A brain mask ``NAME<mask-suffix>`` may be in any of the input formats; an input without one is
 run with a warning. The dependencies must have been installed once from the module (first
 Apply).
 """
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -59,18 +64,37 @@ def moduleModality(choice):
     return {"auto": "Auto", "T2S": "T2*"}.get(choice, choice)
 
 
-def findInputs(inputDir, maskSuffix=""):
-    """Input volumes of ``inputDir`` (brain masks excluded), sorted by name."""
+def findInputs(inputDir, maskSuffix="", skipped=None):
+    """Input volumes of ``inputDir`` (brain masks and results excluded, see :func:`isResultFile`), sorted by name.
+
+    The results found are appended to the list ``skipped`` when one is given.
+    """
     files = []
     for path in sorted(inputDir.iterdir()):
         name = path.name
-        if not path.is_file() or not name.endswith(VOLUME_SUFFIXES):
-            continue
+        if not path.is_file() or not name.endswith(VOLUME_SUFFIXES) or name.startswith("."):
+            continue  # hidden: a temporary file of a write that a crash left (".NAME.partial-...nii.gz")
         stem = stripSuffix(name)
         if maskSuffix and stem.endswith(maskSuffix):
             continue
+        if isResultFile(path):
+            if skipped is not None:
+                skipped.append(path)
+            continue
         files.append(path)
     return files
+
+
+def isResultFile(path):
+    """Whether ``path`` is a result of this script, of the module's Export or of ``plkd predict`` rather than a scan.
+
+    With ``--output-dir`` the input folder, a rerun took the last run's ``NAME_cmb-final.nii.gz`` (a label map) and
+    ``NAME_cmb-final.seg.nrrd`` as scans and reported "microbleeds" found in them. The rule for NIfTI names is
+    plkd's own (``plkd.naming.is_plkd_prediction``), which its folder walk and training data reader share.
+    """
+    from plkd.naming import is_plkd_prediction
+
+    return path.name.endswith(".seg.nrrd") or is_plkd_prediction(path)
 
 
 def findMask(path, maskSuffix):
@@ -181,7 +205,14 @@ def main(argv):
     if not args.input_dir.is_dir():
         print(f"batchProcess: error: input folder not found: {args.input_dir}", file=sys.stderr)
         return 2
-    inputs = findInputs(args.input_dir, args.mask_suffix)
+    skipped = []
+    inputs = findInputs(args.input_dir, args.mask_suffix, skipped)
+    if skipped:
+        names = ", ".join(p.name for p in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        print(
+            f"batchProcess: warning: {len(skipped)} result file(s) in the input folder left out: {names}",
+            file=sys.stderr,
+        )
     if not inputs:
         print(f"batchProcess: error: no volumes in {args.input_dir}", file=sys.stderr)
         return 2
@@ -195,18 +226,53 @@ def main(argv):
         return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for path in inputs:
-        # An earlier run's outputs go first: an input that fails now must not leave them to pass for this run's.
-        removed = removeOutputs(args.output_dir, outputBaseName(path))
-        try:
-            processOne(path, args)
-        except Exception as exc:
-            failures += 1
-            earlier = f" (its outputs of an earlier run were removed: {', '.join(removed)})" if removed else ""
-            print(f"{path.name}: FAILED: {exc}{earlier}", file=sys.stderr)
-            traceback.print_exc()
+    with terminateAsInterrupt():
+        for done, path in enumerate(inputs):
+            # An earlier run's outputs go first: an input that fails now must not leave them to pass for this run's.
+            removed = removeOutputs(args.output_dir, outputBaseName(path))
+            try:
+                processOne(path, args)
+            except KeyboardInterrupt:
+                # Ctrl+C or SIGTERM (a scheduler's time limit): the engine is stopped (inferenceJob.runBlocking), and
+                # files of this input written before the interruption go, so none stands without its report.
+                removeOutputs(args.output_dir, outputBaseName(path))
+                print(
+                    f"batchProcess: interrupted during {path.name}; {done - failures} of {len(inputs)} input(s) "
+                    "processed, this one and those after it were not",
+                    file=sys.stderr,
+                )
+                return 130
+            except Exception as exc:
+                failures += 1
+                # An export that failed half way (disk full) wrote some of the four files: none may stay.
+                removeOutputs(args.output_dir, outputBaseName(path))
+                earlier = f" (its outputs of an earlier run were removed: {', '.join(removed)})" if removed else ""
+                print(f"{path.name}: FAILED: {exc}{earlier}", file=sys.stderr)
+                traceback.print_exc()
     print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed")
     return 1 if failures else 0
+
+
+@contextlib.contextmanager
+def terminateAsInterrupt():
+    """Ctrl+C (SIGINT) and SIGTERM (``kill``, a batch scheduler's time limit) raise KeyboardInterrupt in the batch.
+
+    Slicer sets SIGINT to the system default (qSlicerAbstractModuleFactoryManager), so either signal killed Slicer at
+    once and the engine, which runs in a process group of its own, went on computing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def exitApplication(exitCode):

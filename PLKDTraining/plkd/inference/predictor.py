@@ -48,7 +48,7 @@ from plkd.inference.segmentation import (
     stitch,
 )
 from plkd.location import locate_candidates
-from plkd.normalise import CLIP_PERCENTILES
+from plkd.normalise import LEGACY_CLIP_PERCENTILES
 from plkd.progress import Progress
 from plkd.resample import resample_array
 from plkd.volumes import Volume
@@ -416,7 +416,7 @@ class Predictor:
         spacing = np.asarray(getattr(self.bundle, "spacing_mm", (1.0, 1.0, 1.0)), dtype=np.float64)
         # The percentiles the bundle's networks are used with (bundle manifest), not a fixed constant.
         norm = (getattr(self.bundle, "manifest", None) or {}).get("normalisation") or {}
-        clip = norm.get("clip_percentiles", CLIP_PERCENTILES)
+        clip = norm.get("clip_percentiles", LEGACY_CLIP_PERCENTILES)
         prep = prepare(volume, brain, spacing, extra_points_ras=extra_points_ras, clip_percentiles=clip)
         notes.extend(prep.notes)
         return prep, notes

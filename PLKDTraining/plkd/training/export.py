@@ -14,7 +14,7 @@ from plkd.bundle import save_bundle
 from plkd.errors import PLKDError
 from plkd.inference.blobs import blob_settings
 from plkd.models import build_network
-from plkd.normalise import CLIP_PERCENTILES
+from plkd.normalise import LEGACY_CLIP_PERCENTILES
 from plkd.training.checkpoint import DONE_NAME, FINAL_NAME, load_weights
 from plkd.training.init_from import init_bundle
 from plkd.training.loop import is_done
@@ -145,7 +145,7 @@ def export_run(
         },
         "normalisation": {
             "method": "brain-zscore",
-            "clip_percentiles": [float(v) for v in cfg["data"].get("clip_percentiles", CLIP_PERCENTILES)],
+            "clip_percentiles": [float(v) for v in cfg["data"].get("clip_percentiles", LEGACY_CLIP_PERCENTILES)],
         },
         "thresholds": {k: float(v) for k, v in cfg["export"]["thresholds"].items()},
         "candidates": {"blob": blob_settings()},

@@ -54,7 +54,7 @@ from plkd.inference.preprocess import effective_lr_factor, network_axes
 from plkd.lowres import declared_lr_factor, simulate_lowres
 from plkd.metrics.components import binarise_reference
 from plkd.models.screening import central_box
-from plkd.normalise import CLIP_PERCENTILES, normalise_intensity
+from plkd.normalise import normalise_intensity
 from plkd.resample import resample_array, resample_to_spacing
 from plkd.training.augment import AugmentParams, apply_geometric, apply_intensity, draw_params
 from plkd.training.geometry_augment import GeometryParams, acquire, draw_geometry, rotate_patch, source_shape
@@ -229,7 +229,7 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
         label_arr, positives = label_on_grid(label, image.affine, image.shape)
     else:
         label_arr, positives = np.zeros(image.shape, dtype=np.uint8), np.zeros((0, 3), dtype=np.int64)
-    data = normalise_intensity(image.data, mask_arr, cfg["data"].get("clip_percentiles", CLIP_PERCENTILES))
+    data = normalise_intensity(image.data, mask_arr, cfg["data"]["clip_percentiles"])
     if label is None:
         meta = _meta_centres(subject.meta, "microbleeds", image.affine, source_affine)
         positives = np.rint(np.asarray(meta)).astype(np.int64).reshape(-1, 3)
