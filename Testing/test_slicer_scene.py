@@ -545,6 +545,128 @@ def test_a_segment_painted_by_hand_joins_the_review_and_the_export(case, tmp_pat
     assert files.count == 3 and not np.asarray(nib.load(files.labelMap).dataobj)[mask].any()
 
 
+def _splitIslandsToSegments(seg, volume, segment_id) -> list[str]:
+    """What Segment Editor's Islands effect, "Split islands to segments", does to a segmentation: the steps of
+    ``SegmentEditorIslandsEffect.splitSegments`` (Slicer's source) without its Qt parts. Each island but the largest
+    becomes a new ``vtkSegment`` named "<selected name>_<n>" (n from 2), with no tags, sharing the selected
+    segment's labelmap layer; the selected segment keeps the largest. Returns the new segment ids."""
+    import vtk
+
+    scene = seg.GetScene()
+    logic = slicer.vtkSlicerSegmentEditorLogic()
+    logic.SetMRMLScene(scene)
+    editorNode = scene.AddNode(slicer.vtkMRMLSegmentEditorNode())
+    logic.SetSegmentEditorNode(editorNode)
+    editorNode.SetAndObserveSegmentationNode(seg)
+    editorNode.SetAndObserveSourceVolumeNode(volume)
+    binary = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    selectedLabelmap = slicer.vtkOrientedImageData()
+    assert slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(seg, segment_id,
+                                                                                          selectedLabelmap)  # fmt: skip
+    castIn = vtk.vtkImageCast()
+    castIn.SetInputData(selectedLabelmap)
+    castIn.SetOutputScalarTypeToUnsignedInt()
+    islandMath = slicer.vtkITKIslandMath()
+    islandMath.SetInputConnection(castIn.GetOutputPort())
+    islandMath.SetFullyConnected(False)
+    islandMath.SetMinimumSize(0)
+    islandMath.Update()
+    islandImage = slicer.vtkOrientedImageData()
+    islandImage.ShallowCopy(islandMath.GetOutput())
+    toWorld = vtk.vtkMatrix4x4()
+    selectedLabelmap.GetImageToWorldMatrix(toWorld)
+    islandImage.SetImageToWorldMatrix(toWorld)
+    segmentation = seg.GetSegmentation()
+    selected = segmentation.GetSegment(segment_id)
+    labelValues = vtk.vtkIntArray()
+    slicer.vtkSlicerSegmentationsModuleLogic.GetAllLabelValues(labelValues, islandImage)
+
+    def modifier(label_value):
+        threshold = vtk.vtkImageThreshold()
+        threshold.SetInputData(islandMath.GetOutput())
+        threshold.ThresholdBetween(label_value, label_value)
+        threshold.SetInValue(1)
+        threshold.SetOutValue(0)
+        threshold.Update()
+        image = slicer.vtkOrientedImageData()
+        image.DeepCopy(threshold.GetOutput())
+        image.SetGeometryFromImageToWorldMatrix(toWorld)
+        return image
+
+    added = []
+    for i in range(1, labelValues.GetNumberOfTuples()):
+        segment = slicer.vtkSegment()
+        segment.SetName(f"{selected.GetName()}_{i + 1}")
+        segment.AddRepresentation(binary, selected.GetRepresentation(binary))
+        segmentation.AddSegment(segment)
+        newId = segmentation.GetSegmentIdBySegment(segment)
+        segment.SetLabelValue(segmentation.GetUniqueLabelValueForSharedLabelmap(segment_id))
+        logic.ModifySegmentByLabelmap(seg, newId, modifier(int(labelValues.GetTuple1(i))),
+                                      logic.ModificationModeAdd, False, False)  # fmt: skip
+        added.append(newId)
+    logic.ModifySegmentByLabelmap(seg, segment_id, modifier(int(labelValues.GetTuple1(0))), logic.ModificationModeSet,
+                                  False, False)  # fmt: skip
+    scene.RemoveNode(editorNode)
+    return added
+
+
+def _giveTwoIslands(seg, segment_id, volume) -> tuple[np.ndarray, np.ndarray]:
+    """Paint a second, smaller blob into a candidate's segment, apart from its own voxels; return (own, blob)."""
+    own = _segmentMask(seg, segment_id, volume)
+    blob = np.zeros(SHAPE, bool)
+    blob[18:20, 14:15, 7:8] = True
+    assert not (own & blob).any() and own.sum() > blob.sum()
+    image = resultImport._orientedImage((own | blob).astype(np.uint8), np.zeros(3, int), AFFINE)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    assert logic.SetBinaryLabelmapToSegment(image, seg, segment_id, logic.MODE_REPLACE)
+    return own, blob
+
+
+@pytest.mark.parametrize("status", [candidateTable.STATUS_REJECTED, candidateTable.STATUS_NOT_SEEN,
+                                    candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED])  # fmt: skip
+def test_islands_split_from_a_candidate_keep_its_status_and_never_become_the_reader_s(case, tmp_path, status):
+    # "Split islands to segments" on a candidate made each island but the largest a new untagged segment; the review
+    # took it for a microbleed painted by the reader: the pieces of a REJECTED candidate were exported as the reader's.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    parent = result.segmentIds[2]  # "Microbleed 3", probability 0.70
+    if status == candidateTable.STATUS_ADDED:  # the reader's own microbleed, split
+        segment = seg.GetSegmentation().GetSegment(parent)
+        reviewState.claimForReader(seg, segment, 7)
+        candidateTable.setStatusCell(table, candidateTable.rowIndexOfSegment(table, parent), status)
+    elif status != candidateTable.STATUS_NOT_SEEN:
+        reviewState.setStatus(seg, table, parent, status)
+    own, blob = _giveTwoIslands(seg, parent, volume)
+    (island,) = _splitIslandsToSegments(seg, volume, parent)
+    assert seg.GetSegmentation().GetSegment(island).GetName() == "Microbleed 3_2"
+    assert np.array_equal(_segmentMask(seg, island, volume), blob)
+
+    rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}
+    parentRow, islandRow = rows[parent], rows[island]
+    assert islandRow.status == status and islandRow.candidateId not in {r.candidateId for r in rows.values()
+                                                                        if r.segmentId != island}  # fmt: skip
+    assert islandRow.probability == parentRow.probability
+    segment = seg.GetSegmentation().GetSegment(island)
+    assert resultImport.segmentTag(segment, candidateTable.TAG_SPLIT_FROM) == str(parentRow.candidateId)
+    assert reviewState._wasAddedByReader(segment) == (status == candidateTable.STATUS_ADDED)
+    assert seg.GetDisplayNode().GetSegmentVisibility(island) == (status != candidateTable.STATUS_REJECTED)
+
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    report = json.loads(files.reportJson.read_text())
+    exported = {r["segment"]: r for r in report["microbleeds"]}
+    if status == candidateTable.STATUS_REJECTED:
+        assert "Microbleed 3_2" not in exported and not np.asarray(nib.load(files.labelMap).dataobj)[blob].any()
+    else:
+        assert exported["Microbleed 3_2"]["status"] == status
+        assert exported["Microbleed 3_2"]["split_from"] == parentRow.candidateId
+        assert exported["Microbleed 3"]["split_from"] is None
+    # Its own say afterwards: the island is a candidate of its own kind, reviewed on its own.
+    if status != candidateTable.STATUS_ADDED:
+        reviewState.accept(seg, table, island)
+        assert _status(result, island) == candidateTable.STATUS_ACCEPTED
+        assert _status(result, parent) == status
+
+
 def test_a_segment_larger_than_any_microbleed_is_named_in_the_export(case, tmp_path):
     # A region painted into the result for another purpose (a haematoma, a measurement) was exported as one more
     # microbleed without a word, however large.

@@ -7,6 +7,7 @@ Segment Editor survive every review action, and rejecting is undone by accepting
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
@@ -247,9 +248,11 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     A segment the reader painted as a new segment with the Segment Editor gets a row "added by reader": without a
     row it was shown but left out of the review list and of the export; its probability is unknown. A candidate
     whose row was deleted (Tables module) gets its row back with the id, status and probability its segment tags
-    keep: taken as the reader's, a rejected candidate came back into the export. Centres (RAS mm, the volume's
-    own frame) and volumes are measured on ``referenceVolume`` (default: the result's). A segment still empty
-    (just created, not painted yet) waits until it has voxels.
+    keep: taken as the reader's, a rejected candidate came back into the export. An island split off a listed
+    candidate (:func:`splitParentRow`) becomes a candidate of its own with that candidate's status, probability,
+    location and origin: taken as the reader's, the pieces of a rejected candidate were exported. Centres (RAS mm,
+    the volume's own frame) and volumes are measured on ``referenceVolume`` (default: the result's). A segment still
+    empty (just created, not painted yet) waits until it has voxels.
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         return []  # a table of another result: these segments are not its to list
@@ -267,6 +270,11 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
         for segmentId in (segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments()))
         if segmentId not in listed
     ]
+    rowOfName = {}  # listed segments by name, for islands split off them; islands of islands follow their parents
+    for row in rows:
+        segment = segmentation.GetSegment(row.segmentId)
+        if segment is not None:
+            rowOfName.setdefault(segment.GetName(), row)
     if not rowless:
         return []
     # Each segment on its own voxels: one painted over another keeps its whole size, and is adopted at all.
@@ -277,7 +285,17 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
             continue
         segment = segmentation.GetSegment(segmentId)
         row = _rowFromTags(segment, segmentId, centre, volumeMm3, usedIds, runId)
-        if row is None:  # painted by hand, a copy of a listed segment, or moved in from another result
+        parent = splitParentRow(segment, rowOfName) if row is None else None
+        if parent is not None:
+            row = dataclasses.replace(
+                parent,
+                candidateId=max(usedIds, default=0) + 1,
+                segmentId=segmentId,
+                centerRas=centre,
+                volumeMm3=volumeMm3,
+            )
+            _claimIsland(segmentationNode, segment, row, parent)
+        elif row is None:  # painted by hand, a copy of a listed segment, or moved in from another result
             row = candidateTable.CandidateRow(
                 candidateId=max(usedIds, default=0) + 1,  # as candidateTable.nextCandidateId
                 segmentId=segmentId,
@@ -289,8 +307,45 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
             claimForReader(segmentationNode, segment, row.candidateId)
         candidateTable.appendRow(tableNode, row)
         usedIds.add(row.candidateId)
+        rowOfName.setdefault(segment.GetName(), row)
         adopted.append(segmentId)
     return adopted
+
+
+def splitParentRow(segment, rowOfName: dict[str, candidateTable.CandidateRow]) -> candidateTable.CandidateRow | None:
+    """The row of the candidate ``segment`` was split off, or None.
+
+    Segment Editor's Islands effect ("Split islands to segments", ``SegmentEditorIslandsEffect.splitSegments`` in
+    Slicer) keeps the largest island in the selected segment and makes each other one a new segment named
+    "<selected name>_<n>" (n = 2, 3, ...) without any tag. Such a segment (no candidate id, that name pattern, the
+    selected segment listed in ``rowOfName``: listed segments by name) is an island of that candidate.
+    """
+    if segmentTag(segment, candidateTable.TAG_CANDIDATE_ID):
+        return None
+    match = _ISLAND_NAME.fullmatch(segment.GetName() or "")
+    return rowOfName.get(match.group(1)) if match else None
+
+
+def _claimIsland(segmentationNode, segment, row: candidateTable.CandidateRow, parent: candidateTable.CandidateRow):
+    """Tag an island split off ``parent`` as the candidate ``row``, of the same kind, look and run as ``parent``."""
+    parentSegment = segmentationNode.GetSegmentation().GetSegment(parent.segmentId)
+    segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(row.candidateId))
+    segment.SetTag(candidateTable.TAG_STATUS, row.status)
+    segment.SetTag(candidateTable.TAG_SPLIT_FROM, str(parent.candidateId))
+    if row.probability is not None:
+        segment.SetTag(candidateTable.TAG_PROBABILITY, repr(float(row.probability)))
+    for tag in (
+        candidateTable.TAG_LOCATION,
+        candidateTable.TAG_REGION,
+        candidateTable.TAG_ORIGIN,
+        candidateTable.TAG_RUN_ID,
+    ):
+        value = segmentTag(parentSegment, tag) if parentSegment is not None else ""
+        if value:
+            segment.SetTag(tag, value)
+    if parentSegment is not None:
+        segment.SetColor(*parentSegment.GetColor())
+        segment.SetTerminology(parentSegment.GetTerminology())
 
 
 def claimForReader(segmentationNode, segment, candidateId: int) -> None:
@@ -410,6 +465,8 @@ def nextSegmentName(segmentationNode) -> str:
 
 
 _SEGMENT_NAME = re.compile(r"Microbleed (\d+)")
+#: The name the Islands effect gives a segment split off the segment named group 1.
+_ISLAND_NAME = re.compile(r"(.+)_(\d+)")
 
 
 def _floatAttribute(node, name: str, default: float) -> float:
