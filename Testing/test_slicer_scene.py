@@ -227,6 +227,40 @@ def test_label_map_on_another_grid_is_refused(case, tmp_path):
         resultImport.readCandidates(broken)
 
 
+def _tilted(affine: np.ndarray, amount: float = 0.0009) -> np.ndarray:
+    """``affine`` with one direction element changed by less than the old element-wise 1e-3 tolerance: a tilt that
+    moves the far corner of this 24x28x10 grid by about 0.025 mm, 2.6 % of its smallest voxel size (0.96 mm)."""
+    tilted = affine.copy()
+    tilted[0, 1] += amount
+    return tilted
+
+
+def test_a_label_map_or_brain_mask_tilted_off_the_input_grid_is_refused_by_the_engine_s_rule(case, tmp_path):
+    # The check compared affines element-wise within 1e-3 (mm per voxel): a tilt under it moved a 200-voxel grid's
+    # far corner by 0.2 mm and the result was imported onto the input as if it lay there. The engine's rule (plkd
+    # on_grid_of): no voxel corner more than 1 % of the smallest voxel size away.
+    from plkd import volumes
+
+    scene, volume, _, _, _ = case
+    tilted = _tilted(AFFINE)
+    assert np.allclose(tilted, AFFINE, atol=1e-3)  # what the old check let through
+    assert volumes.grid_displacement_mm(tilted, AFFINE, SHAPE) > volumes.same_grid_tolerance_mm(AFFINE)
+    labelPath = tmp_path / "tilted_cmb.nii.gz"
+    nib.save(nib.Nifti1Image(_labels(), tilted), labelPath)
+    with pytest.raises(resultImport.ResultFormatError, match="voxel-to-RAS"):
+        resultImport.importResults(scene, volume, labelPath, tmp_path / "engine" / "case_cmb.json")
+    mask = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "tilted brain mask")
+    updateVolumeNodeFromArray(mask, np.ones(SHAPE, np.int16), tilted)
+    with pytest.raises(ValueError, match="not on the grid"):
+        inferenceJob.writeMaskAsNifti(mask, volume, tmp_path / "mask.nii.gz")
+    # Float rounding of a header (the NIfTI sform is float32) is the same grid, for both.
+    rounded = AFFINE.astype(np.float32).astype(np.float64) + 1e-6
+    nib.save(nib.Nifti1Image(_labels(), rounded), labelPath)
+    assert len(resultImport.importResults(scene, volume, labelPath, tmp_path / "engine" / "case_cmb.json").segmentIds)
+    updateVolumeNodeFromArray(mask, np.ones(SHAPE, np.int16), rounded)
+    assert inferenceJob.writeMaskAsNifti(mask, volume, tmp_path / "mask.nii.gz").exists()
+
+
 # --- review ------------------------------------------------------------------------------------------------
 
 
