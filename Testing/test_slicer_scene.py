@@ -21,6 +21,8 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
 
+from segment_editor_effects import split_islands_to_segments  # noqa: E402
+
 from CMBSegmentationLib import candidateTable, inferenceJob, reportExport, resultImport, reviewState  # noqa: E402
 from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, updateVolumeNodeFromArray  # noqa: E402
 
@@ -579,71 +581,6 @@ def test_a_segment_painted_by_hand_joins_the_review_and_the_export(case, tmp_pat
     assert files.count == 3 and not np.asarray(nib.load(files.labelMap).dataobj)[mask].any()
 
 
-def _splitIslandsToSegments(seg, volume, segment_id) -> list[str]:
-    """What Segment Editor's Islands effect, "Split islands to segments", does to a segmentation: the steps of
-    ``SegmentEditorIslandsEffect.splitSegments`` (Slicer's source) without its Qt parts. Each island but the largest
-    becomes a new ``vtkSegment`` named "<selected name>_<n>" (n from 2), with no tags, sharing the selected
-    segment's labelmap layer; the selected segment keeps the largest. Returns the new segment ids."""
-    import vtk
-
-    scene = seg.GetScene()
-    logic = slicer.vtkSlicerSegmentEditorLogic()
-    logic.SetMRMLScene(scene)
-    editorNode = scene.AddNode(slicer.vtkMRMLSegmentEditorNode())
-    logic.SetSegmentEditorNode(editorNode)
-    editorNode.SetAndObserveSegmentationNode(seg)
-    editorNode.SetAndObserveSourceVolumeNode(volume)
-    binary = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
-    selectedLabelmap = slicer.vtkOrientedImageData()
-    assert slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(seg, segment_id,
-                                                                                          selectedLabelmap)  # fmt: skip
-    castIn = vtk.vtkImageCast()
-    castIn.SetInputData(selectedLabelmap)
-    castIn.SetOutputScalarTypeToUnsignedInt()
-    islandMath = slicer.vtkITKIslandMath()
-    islandMath.SetInputConnection(castIn.GetOutputPort())
-    islandMath.SetFullyConnected(False)
-    islandMath.SetMinimumSize(0)
-    islandMath.Update()
-    islandImage = slicer.vtkOrientedImageData()
-    islandImage.ShallowCopy(islandMath.GetOutput())
-    toWorld = vtk.vtkMatrix4x4()
-    selectedLabelmap.GetImageToWorldMatrix(toWorld)
-    islandImage.SetImageToWorldMatrix(toWorld)
-    segmentation = seg.GetSegmentation()
-    selected = segmentation.GetSegment(segment_id)
-    labelValues = vtk.vtkIntArray()
-    slicer.vtkSlicerSegmentationsModuleLogic.GetAllLabelValues(labelValues, islandImage)
-
-    def modifier(label_value):
-        threshold = vtk.vtkImageThreshold()
-        threshold.SetInputData(islandMath.GetOutput())
-        threshold.ThresholdBetween(label_value, label_value)
-        threshold.SetInValue(1)
-        threshold.SetOutValue(0)
-        threshold.Update()
-        image = slicer.vtkOrientedImageData()
-        image.DeepCopy(threshold.GetOutput())
-        image.SetGeometryFromImageToWorldMatrix(toWorld)
-        return image
-
-    added = []
-    for i in range(1, labelValues.GetNumberOfTuples()):
-        segment = slicer.vtkSegment()
-        segment.SetName(f"{selected.GetName()}_{i + 1}")
-        segment.AddRepresentation(binary, selected.GetRepresentation(binary))
-        segmentation.AddSegment(segment)
-        newId = segmentation.GetSegmentIdBySegment(segment)
-        segment.SetLabelValue(segmentation.GetUniqueLabelValueForSharedLabelmap(segment_id))
-        logic.ModifySegmentByLabelmap(seg, newId, modifier(int(labelValues.GetTuple1(i))),
-                                      logic.ModificationModeAdd, False, False)  # fmt: skip
-        added.append(newId)
-    logic.ModifySegmentByLabelmap(seg, segment_id, modifier(int(labelValues.GetTuple1(0))), logic.ModificationModeSet,
-                                  False, False)  # fmt: skip
-    scene.RemoveNode(editorNode)
-    return added
-
-
 def _giveTwoIslands(seg, segment_id, volume) -> tuple[np.ndarray, np.ndarray]:
     """Paint a second, smaller blob into a candidate's segment, apart from its own voxels; return (own, blob)."""
     own = _segmentMask(seg, segment_id, volume)
@@ -671,7 +608,7 @@ def test_islands_split_from_a_candidate_keep_its_status_and_never_become_the_rea
     elif status != candidateTable.STATUS_NOT_SEEN:
         reviewState.setStatus(seg, table, parent, status)
     own, blob = _giveTwoIslands(seg, parent, volume)
-    (island,) = _splitIslandsToSegments(seg, volume, parent)
+    (island,) = split_islands_to_segments(seg, volume, parent)
     assert seg.GetSegmentation().GetSegment(island).GetName() == "Microbleed 3_2"
     assert np.array_equal(_segmentMask(seg, island, volume), blob)
 
