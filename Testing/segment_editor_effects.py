@@ -12,17 +12,12 @@ def split_islands_to_segments(seg, volume, segment_id) -> list[str]:
     ``SegmentEditorIslandsEffect.splitSegments`` (Slicer's source) without its Qt parts. Each island but the largest
     becomes a new ``vtkSegment`` named "<selected name>_<n>" (n from 2), with no tags, sharing the selected
     segment's labelmap layer; the selected segment keeps the largest. Returns the new segment ids."""
-    scene = seg.GetScene()
-    logic = slicer.vtkSlicerSegmentEditorLogic()
-    logic.SetMRMLScene(scene)
-    editor_node = scene.AddNode(slicer.vtkMRMLSegmentEditorNode())
-    logic.SetSegmentEditorNode(editor_node)
-    editor_node.SetAndObserveSegmentationNode(seg)
-    editor_node.SetAndObserveSourceVolumeNode(volume)
+    logic, editor_node = _editor(seg, volume)
     binary = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
-    selected_labelmap = slicer.vtkOrientedImageData()
-    modules = slicer.vtkSlicerSegmentationsModuleLogic
-    assert modules.GetSegmentBinaryLabelmapRepresentation(seg, segment_id, selected_labelmap)
+    # scriptedEffect.selectedSegmentLabelmap(): the selected segment alone, on the editor's reference geometry.
+    editor_node.SetSelectedSegmentID(segment_id)
+    assert logic.UpdateSelectedSegmentLabelmap()
+    selected_labelmap = logic.GetSelectedSegmentLabelmap()
     cast_in = vtk.vtkImageCast()
     cast_in.SetInputData(selected_labelmap)
     cast_in.SetOutputScalarTypeToUnsignedInt()
@@ -39,7 +34,7 @@ def split_islands_to_segments(seg, volume, segment_id) -> list[str]:
     segmentation = seg.GetSegmentation()
     selected = segmentation.GetSegment(segment_id)
     label_values = vtk.vtkIntArray()
-    modules.GetAllLabelValues(label_values, island_image)
+    slicer.vtkSlicerSegmentationsModuleLogic.GetAllLabelValues(label_values, island_image)
 
     def modifier(label_value):
         threshold = vtk.vtkImageThreshold()
@@ -66,5 +61,25 @@ def split_islands_to_segments(seg, volume, segment_id) -> list[str]:
         added.append(new_id)
     logic.ModifySegmentByLabelmap(seg, segment_id, modifier(int(label_values.GetTuple1(0))), logic.ModificationModeSet,
                                   False, False)  # fmt: skip
-    scene.RemoveNode(editor_node)
+    seg.GetScene().RemoveNode(editor_node)
     return added
+
+
+def paint(seg, volume, segment_id, image) -> None:
+    """What the Paint effect does with a brush stroke ``image`` (a ``vtkOrientedImageData`` of 0/1): adds its
+    voxels to the segment (``ModificationModeAdd``), in the segment's own labelmap layer."""
+    logic, editor_node = _editor(seg, volume)
+    logic.ModifySegmentByLabelmap(seg, segment_id, image, logic.ModificationModeAdd, False, False)
+    seg.GetScene().RemoveNode(editor_node)
+
+
+def _editor(seg, volume):
+    """The Segment Editor's logic and its parameter node, on ``seg`` with ``volume`` as source."""
+    scene = seg.GetScene()
+    logic = slicer.vtkSlicerSegmentEditorLogic()
+    logic.SetMRMLScene(scene)
+    editor_node = scene.AddNode(slicer.vtkMRMLSegmentEditorNode())
+    logic.SetSegmentEditorNode(editor_node)
+    editor_node.SetAndObserveSegmentationNode(seg)
+    editor_node.SetAndObserveSourceVolumeNode(volume)
+    return logic, editor_node

@@ -21,7 +21,7 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
 
-from segment_editor_effects import split_islands_to_segments  # noqa: E402
+from segment_editor_effects import paint, split_islands_to_segments  # noqa: E402
 
 from CMBSegmentationLib import candidateTable, inferenceJob, reportExport, resultImport, reviewState  # noqa: E402
 from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, updateVolumeNodeFromArray  # noqa: E402
@@ -636,6 +636,29 @@ def test_islands_split_from_a_candidate_keep_its_status_and_never_become_the_rea
         reviewState.accept(seg, table, island)
         assert _status(result, island) == candidateTable.STATUS_ACCEPTED
         assert _status(result, parent) == status
+
+
+def test_islands_of_two_splits_of_one_candidate_never_share_a_name(case, tmp_path):
+    # The Islands effect numbers each split's islands from 2: splitting the candidate again named the new island
+    # "Microbleed 3_2" as well, and the report listed two microbleeds of that name.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    parent = result.segmentIds[2]
+    _giveTwoIslands(seg, parent, volume)
+    (first,) = split_islands_to_segments(seg, volume, parent)
+    reviewState.restoreReview(seg, table)
+    blob = np.zeros(SHAPE, bool)
+    blob[2:3, 20:21, 8:9] = True
+    paint(seg, volume, parent, resultImport._orientedImage(blob.astype(np.uint8), np.zeros(3, int), AFFINE))
+    (second,) = split_islands_to_segments(seg, volume, parent)
+    assert seg.GetSegmentation().GetSegment(second).GetName() == "Microbleed 3_2"  # what the effect names it
+    reviewState.restoreReview(seg, table)
+    names = [seg.GetSegmentation().GetSegment(s).GetName() for s in (first, second)]
+    assert names == ["Microbleed 3_2", "Microbleed 3_3"]
+    report = json.loads(reportExport.exportReview(seg, table, volume, tmp_path / "x", "case", threshold=0.3)
+                        .reportJson.read_text())  # fmt: skip
+    segments = [m["segment"] for m in report["microbleeds"]]
+    assert len(segments) == len(set(segments)) == 5
 
 
 def test_a_segment_larger_than_any_microbleed_is_named_in_the_export(case, tmp_path):

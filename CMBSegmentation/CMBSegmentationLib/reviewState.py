@@ -8,6 +8,7 @@ Segment Editor survive every review action, and rejecting is undone by accepting
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 
@@ -327,8 +328,21 @@ def splitParentRow(segment, rowOfName: dict[str, candidateTable.CandidateRow]) -
 
 
 def _claimIsland(segmentationNode, segment, row: candidateTable.CandidateRow, parent: candidateTable.CandidateRow):
-    """Tag an island split off ``parent`` as the candidate ``row``, of the same kind, look and run as ``parent``."""
-    parentSegment = segmentationNode.GetSegmentation().GetSegment(parent.segmentId)
+    """Tag an island split off ``parent`` as the candidate ``row``, of the same kind, look and run as ``parent``.
+
+    The effect numbers the islands of each split from 2: a second split of one candidate named its islands as the
+    first had, and the report named two microbleeds alike; such an island takes the next free "<parent>_<n>".
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    parentSegment = segmentation.GetSegment(parent.segmentId)
+    names = {
+        segmentation.GetNthSegment(i).GetName()
+        for i in range(segmentation.GetNumberOfSegments())
+        if segmentation.GetNthSegment(i) is not segment
+    }
+    if segment.GetName() in names:
+        base = _ISLAND_NAME.fullmatch(segment.GetName()).group(1)
+        segment.SetName(next(f"{base}_{n}" for n in itertools.count(2) if f"{base}_{n}" not in names))
     segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(row.candidateId))
     segment.SetTag(candidateTable.TAG_STATUS, row.status)
     segment.SetTag(candidateTable.TAG_SPLIT_FROM, str(parent.candidateId))
