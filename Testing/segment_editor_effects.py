@@ -83,3 +83,16 @@ def _editor(seg, volume):
     editor_node.SetAndObserveSegmentationNode(seg)
     editor_node.SetAndObserveSourceVolumeNode(volume)
     return logic, editor_node
+
+
+def clone_segment(seg, segment_id) -> str:
+    """What the Data module's "Clone" on a segment does (``qSlicerSubjectHierarchySegmentsPlugin::cloneSegment``):
+    a deep copy of the segment (name, tags, voxels) added right below it. Returns the copy's id."""
+    segmentation = seg.GetSegmentation()
+    copy = slicer.vtkSegment()
+    copy.DeepCopy(segmentation.GetSegment(segment_id))
+    index = segmentation.GetSegmentIndex(segment_id)
+    before = segmentation.GetNthSegmentID(index + 1) if index + 1 < segmentation.GetNumberOfSegments() else ""
+    target = segmentation.GenerateUniqueSegmentID(segment_id)
+    assert segmentation.AddSegment(copy, target, before)
+    return target

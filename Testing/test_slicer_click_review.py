@@ -237,5 +237,5 @@ def test_a_click_on_an_island_split_off_a_rejected_candidate_accepts_it_as_that_
     segment = seg.GetSegmentation().GetSegment(island)
     assert resultImport.segmentTag(segment, candidateTable.TAG_ORIGIN) != candidateTable.ORIGIN_READER
     aRow = candidateTable.readRows(table)[candidateTable.rowIndexOfSegment(table, segmentOf["A"])]
-    assert resultImport.segmentTag(segment, candidateTable.TAG_SPLIT_FROM) == str(aRow.candidateId)
+    assert resultImport.segmentTag(segment, candidateTable.TAG_DERIVED_FROM) == str(aRow.candidateId)
     assert _status(table, segmentOf["A"]) == candidateTable.STATUS_REJECTED  # the rest of A stays rejected

@@ -21,7 +21,7 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
 
-from segment_editor_effects import paint, split_islands_to_segments  # noqa: E402
+from segment_editor_effects import clone_segment, paint, split_islands_to_segments  # noqa: E402
 
 from CMBSegmentationLib import candidateTable, inferenceJob, reportExport, resultImport, reviewState  # noqa: E402
 from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, updateVolumeNodeFromArray  # noqa: E402
@@ -618,7 +618,7 @@ def test_islands_split_from_a_candidate_keep_its_status_and_never_become_the_rea
                                                                         if r.segmentId != island}  # fmt: skip
     assert islandRow.probability == parentRow.probability
     segment = seg.GetSegmentation().GetSegment(island)
-    assert resultImport.segmentTag(segment, candidateTable.TAG_SPLIT_FROM) == str(parentRow.candidateId)
+    assert resultImport.segmentTag(segment, candidateTable.TAG_DERIVED_FROM) == str(parentRow.candidateId)
     assert reviewState._wasAddedByReader(segment) == (status == candidateTable.STATUS_ADDED)
     assert seg.GetDisplayNode().GetSegmentVisibility(island) == (status != candidateTable.STATUS_REJECTED)
 
@@ -629,8 +629,8 @@ def test_islands_split_from_a_candidate_keep_its_status_and_never_become_the_rea
         assert "Microbleed 3_2" not in exported and not np.asarray(nib.load(files.labelMap).dataobj)[blob].any()
     else:
         assert exported["Microbleed 3_2"]["status"] == status
-        assert exported["Microbleed 3_2"]["split_from"] == parentRow.candidateId
-        assert exported["Microbleed 3"]["split_from"] is None
+        assert exported["Microbleed 3_2"]["derived_from"] == parentRow.candidateId
+        assert exported["Microbleed 3"]["derived_from"] is None
     # Its own say afterwards: the island is a candidate of its own kind, reviewed on its own.
     if status != candidateTable.STATUS_ADDED:
         reviewState.accept(seg, table, island)
@@ -659,6 +659,30 @@ def test_islands_of_two_splits_of_one_candidate_never_share_a_name(case, tmp_pat
                         .reportJson.read_text())  # fmt: skip
     segments = [m["segment"] for m in report["microbleeds"]]
     assert len(segments) == len(set(segments)) == 5
+
+
+@pytest.mark.parametrize("status", [candidateTable.STATUS_REJECTED, candidateTable.STATUS_ACCEPTED])
+def test_a_clone_of_a_candidate_keeps_its_status_and_never_becomes_the_reader_s(case, tmp_path, status):
+    # "Clone" on a segment (Data module) copies it with its tags: its candidate id is taken, so the review listed the
+    # copy as a microbleed the reader painted, and a clone of a REJECTED candidate was exported as the reader's.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    source = result.segmentIds[0]  # "Microbleed 1", probability 0.95
+    reviewState.setStatus(seg, table, source, status)
+    copy = clone_segment(seg, source)
+    rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}
+    assert rows[copy].status == status and rows[copy].candidateId != rows[source].candidateId
+    assert rows[copy].probability == rows[source].probability
+    segment = seg.GetSegmentation().GetSegment(copy)
+    assert segment.GetName() == "Microbleed 1_2"  # not two "Microbleed 1" in the report
+    assert resultImport.segmentTag(segment, candidateTable.TAG_DERIVED_FROM) == str(rows[source].candidateId)
+    assert not reviewState._wasAddedByReader(segment)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    exported = {r["segment"]: r for r in json.loads(files.reportJson.read_text())["microbleeds"]}
+    if status == candidateTable.STATUS_REJECTED:
+        assert "Microbleed 1_2" not in exported and "Microbleed 1" not in exported
+    else:
+        assert exported["Microbleed 1_2"]["derived_from"] == rows[source].candidateId
 
 
 def test_a_segment_larger_than_any_microbleed_is_named_in_the_export(case, tmp_path):

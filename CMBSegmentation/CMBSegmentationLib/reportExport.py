@@ -50,7 +50,7 @@ REPORT_COLUMNS = (
     "status",
     "location",
     "region",
-    "split_from",
+    "derived_from",
 )
 
 
@@ -290,8 +290,8 @@ def _record(
         "status": row.status,
         "location": row.location or None,
         "region": row.region or None,
-        # The candidate an island was split off (Segment Editor, Islands effect), else None.
-        "split_from": _intOrNone(segmentTag(segment, candidateTable.TAG_SPLIT_FROM)) if segment is not None else None,
+        # The candidate an island was split off (Segment Editor, Islands effect) or a clone copied from, else None.
+        "derived_from": _intOrNone(segmentTag(segment, candidateTable.TAG_DERIVED_FROM)) if segment else None,
     }
 
 
