@@ -252,9 +252,8 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     keep: taken as the reader's, a rejected candidate came back into the export. A segment split off a listed
     candidate or cloned from one (:func:`sourceRow`) becomes a candidate of its own with that candidate's status,
     probability, location and origin: taken as the reader's, pieces and copies of a rejected candidate were exported.
-    Centres (RAS mm,
-    the volume's own frame) and volumes are measured on ``referenceVolume`` (default: the result's). A segment still
-    empty (just created, not painted yet) waits until it has voxels.
+    Centres (RAS mm, the volume's own frame) and volumes are measured on ``referenceVolume`` (default: the
+    result's). A segment still empty (just created, not painted yet) waits until it has voxels.
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         return []  # a table of another result: these segments are not its to list
@@ -356,14 +355,14 @@ def _claimDerived(segmentationNode, segment, row: candidateTable.CandidateRow, s
     the report named two microbleeds alike.
     """
     segmentation = segmentationNode.GetSegmentation()
-    parentSegment = segmentation.GetSegment(source.segmentId)
+    sourceSegment = segmentation.GetSegment(source.segmentId)
     names = {
         segmentation.GetNthSegment(i).GetName()
         for i in range(segmentation.GetNumberOfSegments())
         if segmentation.GetNthSegment(i) is not segment
     }
     if segment.GetName() in names:
-        base = parentSegment.GetName() if parentSegment is not None else segment.GetName()
+        base = sourceSegment.GetName() if sourceSegment is not None else segment.GetName()
         segment.SetName(next(f"{base}_{n}" for n in itertools.count(2) if f"{base}_{n}" not in names))
     segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(row.candidateId))
     segment.SetTag(candidateTable.TAG_STATUS, row.status)
@@ -376,12 +375,12 @@ def _claimDerived(segmentationNode, segment, row: candidateTable.CandidateRow, s
         candidateTable.TAG_ORIGIN,
         candidateTable.TAG_RUN_ID,
     ):
-        value = segmentTag(parentSegment, tag) if parentSegment is not None else ""
+        value = segmentTag(sourceSegment, tag) if sourceSegment is not None else ""
         if value:
             segment.SetTag(tag, value)
-    if parentSegment is not None:
-        segment.SetColor(*parentSegment.GetColor())
-        segment.SetTerminology(parentSegment.GetTerminology())
+    if sourceSegment is not None:
+        segment.SetColor(*sourceSegment.GetColor())
+        segment.SetTerminology(sourceSegment.GetTerminology())
 
 
 def claimForReader(segmentationNode, segment, candidateId: int) -> None:
