@@ -40,8 +40,8 @@ MAX_RADIUS_MM = 5.0
 BACKGROUND_SHELL_MM = (5.0, 8.0)
 #: A spot counts as dark when this far below the surrounding tissue, in units of the tissue's
 #: own spread (robust SD of the shell), and at least this much in brain z-score units. Low on
-#: purpose: the reader asserts a microbleed there, the normalisation clips the darkest 0.5 %
-#: (a microbleed in dark deep grey matter is barely darker than it), and a 1 mm microbleed is a
+#: purpose: the reader asserts a microbleed there, bundles with the legacy normalisation clip the
+#: darkest 0.5 % (a microbleed in dark deep grey matter is barely darker than it), and a 1 mm microbleed is a
 #: single voxel. Brain tissue holds dark spots (veins, sulci) everywhere, so a click anywhere
 #: may find one: the click, not this test, says that a microbleed is there.
 MIN_CONTRAST_SD = 1.0
