@@ -291,7 +291,7 @@ def _record(
         "location": row.location or None,
         "region": row.region or None,
         # The candidate an island was split off (Segment Editor, Islands effect) or a clone copied from, else None.
-        "derived_from": _intOrNone(segmentTag(segment, candidateTable.TAG_DERIVED_FROM)) if segment else None,
+        "derived_from": _intOrNone(segmentTag(segment, candidateTable.TAG_DERIVED_FROM) if segment is not None else ""),
     }
 
 
