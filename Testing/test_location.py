@@ -96,6 +96,57 @@ def test_candidates_in_a_rotated_lps_thick_slice_scan_land_in_their_region(moved
     assert block["pattern"] == "mixed"
 
 
+def _crop(image: np.ndarray, affine: np.ndarray, axis: int, lo: float, hi: float):
+    """The part of ``image`` between fractions ``lo`` and ``hi`` of the brain's extent along ``axis``."""
+    nz = np.flatnonzero(image.any(axis=tuple(a for a in range(3) if a != axis)))
+    k0 = max(0, nz[0] + int((nz[-1] - nz[0]) * lo))
+    k1 = min(image.shape[axis], nz[0] + int((nz[-1] - nz[0]) * hi) + 1)
+    index = [slice(None)] * 3
+    index[axis] = slice(k0, k1)
+    out = affine.copy()
+    out[:3, 3] = affine[:3, 3] + affine[:3, axis] * k0
+    return np.ascontiguousarray(image[tuple(index)]), out
+
+
+@pytest.mark.parametrize(
+    ("axis", "lo", "hi"),
+    [
+        (2, 0.5, 1.01),  # the upper half of the head (a slab stopping in the brain): fitted 10 mm off
+        (0, -0.01, 0.5),  # one hemisphere (a crop through the midline): fitted 23 mm off
+    ],
+)
+def test_a_partial_field_of_view_is_located_correctly_or_not_at_all(moved, axis, lo, hi):
+    """A cut face leaves the fit free to slide along it while the brain overlap stays plausible;
+    such a scan must either be placed within a few mm or say it failed, never report regions
+    from a fit that slid."""
+    image, affine, to_mni, _ = moved
+    img, aff = _crop(image, affine, axis, lo, hi)
+    vox = np.argwhere(img > 0)[::401].astype(np.float64)
+    ras = vox @ aff[:3, :3].T + aff[:3, 3]
+    cands = [{"center_ras": p.tolist(), "kept": True} for p in ras]
+    notes: list[str] = []
+    block = locate_candidates(img, aff, cands, img > 0, notes=notes)
+    if block["status"] == "ok":
+        errors = np.linalg.norm(np.array([c["center_mni"] for c in cands]) - to_mni(ras), axis=1)
+        assert np.median(errors) < 5.0, (np.median(errors), block["registration"])
+    else:
+        assert "partial field of view" in block["reason"], block
+        assert block["registration"]["coverage"] < 0.9
+        assert all(c["location"] == "unknown" and c["center_mni"] is None for c in cands)
+        assert block["pattern"] == "unknown" and len(notes) == 1
+
+
+def test_non_finite_voxels_are_no_brain_and_do_not_hang_the_registration():
+    # A head-sized block of NaN: before, ITK's optimiser looped on the NaN metric for minutes.
+    image = np.zeros((50, 60, 50), np.float32)
+    image[10:40, 10:50, 10:40] = np.nan
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    cands = [{"center_ras": [40.0, 60.0, 50.0], "kept": True}]
+    block = locate_candidates(image, affine, cands, np.isnan(image))
+    assert block["status"] == "failed" and "too little of a brain" in block["reason"]
+    assert cands[0]["location"] == "unknown"
+
+
 def test_a_scan_that_cannot_be_registered_leaves_locations_unknown_and_says_why():
     rng = np.random.default_rng(0)
     # A 40 mm cube of noise: far too little brain to register.
@@ -150,6 +201,30 @@ def test_pattern_of_hand_made_lists(classes, pattern):
     summary = summarise(cands)
     assert summary["pattern"] == pattern == pattern_of(summary["counts"])
     assert sum(summary["counts"].values()) == len(classes)
+
+
+@pytest.mark.parametrize(
+    ("regions", "pattern"),
+    [
+        # Boston criteria: "restricted to lobar ... (cerebellar hemorrhage allowed)".
+        (["frontal", "occipital", "cerebellum"], "strictly lobar"),
+        # A brainstem microbleed is a deep (hypertensive-type) lesion: lobar + brainstem is mixed.
+        (["frontal", "brainstem"], "mixed"),
+        (["frontal", "cerebellum", "brainstem"], "mixed"),
+        (["thalamus", "cerebellum"], "deep"),
+        (["cerebellum", "brainstem"], "infratentorial only"),
+        # An unknown one could be deep: still no "strictly lobar".
+        (["frontal", "cerebellum", None], "unknown"),
+    ],
+)
+def test_pattern_reads_cerebellar_and_brainstem_microbleeds_as_the_boston_criteria_do(regions, pattern):
+    from plkd.location import location_of
+
+    cands = [{"kept": True, "location": location_of(r), "region": r or "unknown"} for r in regions]
+    assert summarise(cands)["pattern"] == pattern
+    # Class counts alone cannot tell cerebellum from brainstem: never claim strictly lobar then.
+    if any(location_of(r) == "infratentorial" for r in regions) and pattern == "strictly lobar":
+        assert pattern_of(summarise(cands)["counts"]) == "mixed"
 
 
 def test_summary_counts_regions_and_describes_them_in_one_line():

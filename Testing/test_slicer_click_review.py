@@ -23,6 +23,8 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
 
+from segment_editor_effects import split_islands_to_segments  # noqa: E402
+
 from CMBSegmentationLib import (  # noqa: E402
     candidateTable,
     clickReview,
@@ -208,3 +210,32 @@ def test_click_command_passes_the_snapshot_in_the_equals_form():
     argv = build("py", "a.nii.gz", "o", (-1.0, 2.0, 3.0), existingPath="-x/r_cmb.nii.gz")
     assert argv[-2:] == ["--at-ras=-1.0,2.0,3.0", "--existing=-x/r_cmb.nii.gz"]
     assert not any(a.startswith("--existing") for a in build("py", "a", "o", (0, 0, 0)))
+
+
+def test_a_click_on_an_island_split_off_a_rejected_candidate_accepts_it_as_that_candidate_s(review):
+    # An island split off a candidate (Segment Editor, Islands effect) and clicked before the review list took it in
+    # was claimed as the reader's own microbleed: it takes the candidate's kind, and the click accepts it.
+    _scene, volume, seg, table, segmentOf, tmp_path = review
+    reviewState.reject(seg, table, segmentOf["A"])
+    piece = ((_ras() - np.asarray(CENTRES["D"])) ** 2).sum(-1) <= 1.0  # smaller than A: split off A
+    _paint(seg, segmentOf["A"], _segmentMask(seg, segmentOf["A"], volume) | piece)
+    (island,) = split_islands_to_segments(seg, volume, segmentOf["A"])
+    prepared = clickReview.prepareClickInputs(volume, seg, table, tmp_path / "clickIsland")
+    snapshot = json.loads(prepared.existingPath.with_name(clickReview.SNAPSHOT_CANDIDATES).read_text())
+    label = next(c["label"] for c in snapshot["candidates"] if c["segment_id"] == island)
+    # The engine's answer (docs/design.md "Click"): the microbleed under the click is that label of the snapshot.
+    answer = tmp_path / "answer_cmb.json"
+    answer.write_text(json.dumps({"candidates": [{"id": 1, "label": 1, "center_ras": list(CENTRES["D"]),
+                                                  "volume_mm3": float(piece.sum()), "probability": 0.8,
+                                                  "existing_label": label}]}))  # fmt: skip
+    outcome = clickReview.applyClickResult(
+        seg, table, prepared.outputs.labelMap, answer, CENTRES["D"], prepared.existingPath,
+        reviewState.reviewThreshold(table),
+    )  # fmt: skip
+    assert outcome.kind == clickReview.EXISTING and outcome.segmentId == island
+    assert (outcome.previousStatus, outcome.status) == (candidateTable.STATUS_REJECTED, candidateTable.STATUS_ACCEPTED)
+    segment = seg.GetSegmentation().GetSegment(island)
+    assert resultImport.segmentTag(segment, candidateTable.TAG_ORIGIN) != candidateTable.ORIGIN_READER
+    aRow = candidateTable.readRows(table)[candidateTable.rowIndexOfSegment(table, segmentOf["A"])]
+    assert resultImport.segmentTag(segment, candidateTable.TAG_DERIVED_FROM) == str(aRow.candidateId)
+    assert _status(table, segmentOf["A"]) == candidateTable.STATUS_REJECTED  # the rest of A stays rejected

@@ -752,3 +752,26 @@ def test_an_input_that_fails_or_is_interrupted_half_way_leaves_none_of_its_files
     else:
         assert code == 130 and processed == ["a.nii.gz", "b.nii.gz"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_the_module_s_same_grid_rule_is_the_engine_s():
+    # The module cannot import plkd inside Slicer, so it keeps a copy of the engine's same-grid rule
+    # (plkd.volumes.grid_displacement_mm, same_grid_tolerance_mm): both must decide every case alike.
+    import numpy as np
+
+    volumes = pytest.importorskip("plkd.volumes")
+    from CMBSegmentationLib import volumeIO
+
+    assert volumeIO.SAME_GRID_TOLERANCE_VOXELS == volumes.SAME_GRID_TOLERANCE_VOXELS
+    rng = np.random.default_rng(7)
+    decisions = []
+    for shape in [(24, 28, 10), (200, 220, 40), (1, 5, 3)]:
+        base = np.diag([*rng.uniform(0.4, 3.0, 3), 1.0])
+        base[:3, 3] = rng.uniform(-90, 90, 3)
+        for scale in (0.0, 1e-7, 1e-5, 1e-4, 5e-4, 1e-3, 1e-2):
+            other = base + np.r_[rng.normal(0, scale, (3, 4)), np.zeros((1, 4))]
+            moved = volumeIO.gridDisplacementMm(base, other, shape)
+            assert moved == pytest.approx(volumes.grid_displacement_mm(base, other, shape), rel=1e-12, abs=1e-15)
+            assert volumeIO.sameGridToleranceMm(base) == pytest.approx(volumes.same_grid_tolerance_mm(base))
+            decisions.append(moved <= volumeIO.sameGridToleranceMm(base))
+    assert True in decisions and False in decisions  # the cases reach both sides of the rule

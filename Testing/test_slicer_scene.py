@@ -21,6 +21,8 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
 
+from segment_editor_effects import clone_segment, paint, split_islands_to_segments  # noqa: E402
+
 from CMBSegmentationLib import candidateTable, inferenceJob, reportExport, resultImport, reviewState  # noqa: E402
 from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, updateVolumeNodeFromArray  # noqa: E402
 
@@ -225,6 +227,40 @@ def test_label_map_on_another_grid_is_refused(case, tmp_path):
     broken.write_text('{"candidates": [{"id": 1}]}')
     with pytest.raises(resultImport.ResultFormatError, match="candidate without"):
         resultImport.readCandidates(broken)
+
+
+def _tilted(affine: np.ndarray, amount: float = 0.0009) -> np.ndarray:
+    """``affine`` with one direction element changed by less than the old element-wise 1e-3 tolerance: a tilt that
+    moves the far corner of this 24x28x10 grid by about 0.025 mm, 2.6 % of its smallest voxel size (0.96 mm)."""
+    tilted = affine.copy()
+    tilted[0, 1] += amount
+    return tilted
+
+
+def test_a_label_map_or_brain_mask_tilted_off_the_input_grid_is_refused_by_the_engine_s_rule(case, tmp_path):
+    # The check compared affines element-wise within 1e-3 (mm per voxel): a tilt under it moved a 200-voxel grid's
+    # far corner by 0.2 mm and the result was imported onto the input as if it lay there. The engine's rule (plkd
+    # on_grid_of): no voxel corner more than 1 % of the smallest voxel size away.
+    from plkd import volumes
+
+    scene, volume, _, _, _ = case
+    tilted = _tilted(AFFINE)
+    assert np.allclose(tilted, AFFINE, atol=1e-3)  # what the old check let through
+    assert volumes.grid_displacement_mm(tilted, AFFINE, SHAPE) > volumes.same_grid_tolerance_mm(AFFINE)
+    labelPath = tmp_path / "tilted_cmb.nii.gz"
+    nib.save(nib.Nifti1Image(_labels(), tilted), labelPath)
+    with pytest.raises(resultImport.ResultFormatError, match="voxel-to-RAS"):
+        resultImport.importResults(scene, volume, labelPath, tmp_path / "engine" / "case_cmb.json")
+    mask = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "tilted brain mask")
+    updateVolumeNodeFromArray(mask, np.ones(SHAPE, np.int16), tilted)
+    with pytest.raises(ValueError, match="not on the grid"):
+        inferenceJob.writeMaskAsNifti(mask, volume, tmp_path / "mask.nii.gz")
+    # Float rounding of a header (the NIfTI sform is float32) is the same grid, for both.
+    rounded = AFFINE.astype(np.float32).astype(np.float64) + 1e-6
+    nib.save(nib.Nifti1Image(_labels(), rounded), labelPath)
+    assert len(resultImport.importResults(scene, volume, labelPath, tmp_path / "engine" / "case_cmb.json").segmentIds)
+    updateVolumeNodeFromArray(mask, np.ones(SHAPE, np.int16), rounded)
+    assert inferenceJob.writeMaskAsNifti(mask, volume, tmp_path / "mask.nii.gz").exists()
 
 
 # --- review ------------------------------------------------------------------------------------------------
@@ -543,6 +579,110 @@ def test_a_segment_painted_by_hand_joins_the_review_and_the_export(case, tmp_pat
     reviewState.reject(seg, table, painted)  # the reader's own say: out of the export again
     files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
     assert files.count == 3 and not np.asarray(nib.load(files.labelMap).dataobj)[mask].any()
+
+
+def _giveTwoIslands(seg, segment_id, volume) -> tuple[np.ndarray, np.ndarray]:
+    """Paint a second, smaller blob into a candidate's segment, apart from its own voxels; return (own, blob)."""
+    own = _segmentMask(seg, segment_id, volume)
+    blob = np.zeros(SHAPE, bool)
+    blob[18:20, 14:15, 7:8] = True
+    assert not (own & blob).any() and own.sum() > blob.sum()
+    image = resultImport._orientedImage((own | blob).astype(np.uint8), np.zeros(3, int), AFFINE)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    assert logic.SetBinaryLabelmapToSegment(image, seg, segment_id, logic.MODE_REPLACE)
+    return own, blob
+
+
+@pytest.mark.parametrize("status", [candidateTable.STATUS_REJECTED, candidateTable.STATUS_NOT_SEEN,
+                                    candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED])  # fmt: skip
+def test_islands_split_from_a_candidate_keep_its_status_and_never_become_the_reader_s(case, tmp_path, status):
+    # "Split islands to segments" on a candidate made each island but the largest a new untagged segment; the review
+    # took it for a microbleed painted by the reader: the pieces of a REJECTED candidate were exported as the reader's.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    parent = result.segmentIds[2]  # "Microbleed 3", probability 0.70
+    if status == candidateTable.STATUS_ADDED:  # the reader's own microbleed, split
+        segment = seg.GetSegmentation().GetSegment(parent)
+        reviewState.claimForReader(seg, segment, 7)
+        candidateTable.setStatusCell(table, candidateTable.rowIndexOfSegment(table, parent), status)
+    elif status != candidateTable.STATUS_NOT_SEEN:
+        reviewState.setStatus(seg, table, parent, status)
+    own, blob = _giveTwoIslands(seg, parent, volume)
+    (island,) = split_islands_to_segments(seg, volume, parent)
+    assert seg.GetSegmentation().GetSegment(island).GetName() == "Microbleed 3_2"
+    assert np.array_equal(_segmentMask(seg, island, volume), blob)
+
+    rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}
+    parentRow, islandRow = rows[parent], rows[island]
+    assert islandRow.status == status and islandRow.candidateId not in {r.candidateId for r in rows.values()
+                                                                        if r.segmentId != island}  # fmt: skip
+    assert islandRow.probability == parentRow.probability
+    segment = seg.GetSegmentation().GetSegment(island)
+    assert resultImport.segmentTag(segment, candidateTable.TAG_DERIVED_FROM) == str(parentRow.candidateId)
+    assert reviewState._wasAddedByReader(segment) == (status == candidateTable.STATUS_ADDED)
+    assert seg.GetDisplayNode().GetSegmentVisibility(island) == (status != candidateTable.STATUS_REJECTED)
+
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    report = json.loads(files.reportJson.read_text())
+    exported = {r["segment"]: r for r in report["microbleeds"]}
+    if status == candidateTable.STATUS_REJECTED:
+        assert "Microbleed 3_2" not in exported and not np.asarray(nib.load(files.labelMap).dataobj)[blob].any()
+    else:
+        assert exported["Microbleed 3_2"]["status"] == status
+        assert exported["Microbleed 3_2"]["derived_from"] == parentRow.candidateId
+        assert exported["Microbleed 3"]["derived_from"] is None
+    # Its own say afterwards: the island is a candidate of its own kind, reviewed on its own.
+    if status != candidateTable.STATUS_ADDED:
+        reviewState.accept(seg, table, island)
+        assert _status(result, island) == candidateTable.STATUS_ACCEPTED
+        assert _status(result, parent) == status
+
+
+def test_islands_of_two_splits_of_one_candidate_never_share_a_name(case, tmp_path):
+    # The Islands effect numbers each split's islands from 2: splitting the candidate again named the new island
+    # "Microbleed 3_2" as well, and the report listed two microbleeds of that name.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    parent = result.segmentIds[2]
+    _giveTwoIslands(seg, parent, volume)
+    (first,) = split_islands_to_segments(seg, volume, parent)
+    reviewState.restoreReview(seg, table)
+    blob = np.zeros(SHAPE, bool)
+    blob[2:3, 20:21, 8:9] = True
+    paint(seg, volume, parent, resultImport._orientedImage(blob.astype(np.uint8), np.zeros(3, int), AFFINE))
+    (second,) = split_islands_to_segments(seg, volume, parent)
+    assert seg.GetSegmentation().GetSegment(second).GetName() == "Microbleed 3_2"  # what the effect names it
+    reviewState.restoreReview(seg, table)
+    names = [seg.GetSegmentation().GetSegment(s).GetName() for s in (first, second)]
+    assert names == ["Microbleed 3_2", "Microbleed 3_3"]
+    report = json.loads(reportExport.exportReview(seg, table, volume, tmp_path / "x", "case", threshold=0.3)
+                        .reportJson.read_text())  # fmt: skip
+    segments = [m["segment"] for m in report["microbleeds"]]
+    assert len(segments) == len(set(segments)) == 5
+
+
+@pytest.mark.parametrize("status", [candidateTable.STATUS_REJECTED, candidateTable.STATUS_ACCEPTED])
+def test_a_clone_of_a_candidate_keeps_its_status_and_never_becomes_the_reader_s(case, tmp_path, status):
+    # "Clone" on a segment (Data module) copies it with its tags: its candidate id is taken, so the review listed the
+    # copy as a microbleed the reader painted, and a clone of a REJECTED candidate was exported as the reader's.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    source = result.segmentIds[0]  # "Microbleed 1", probability 0.95
+    reviewState.setStatus(seg, table, source, status)
+    copy = clone_segment(seg, source)
+    rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}
+    assert rows[copy].status == status and rows[copy].candidateId != rows[source].candidateId
+    assert rows[copy].probability == rows[source].probability
+    segment = seg.GetSegmentation().GetSegment(copy)
+    assert segment.GetName() == "Microbleed 1_2"  # not two "Microbleed 1" in the report
+    assert resultImport.segmentTag(segment, candidateTable.TAG_DERIVED_FROM) == str(rows[source].candidateId)
+    assert not reviewState._wasAddedByReader(segment)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    exported = {r["segment"]: r for r in json.loads(files.reportJson.read_text())["microbleeds"]}
+    if status == candidateTable.STATUS_REJECTED:
+        assert "Microbleed 1_2" not in exported and "Microbleed 1" not in exported
+    else:
+        assert exported["Microbleed 1_2"]["derived_from"] == rows[source].candidateId
 
 
 def test_a_segment_larger_than_any_microbleed_is_named_in_the_export(case, tmp_path):

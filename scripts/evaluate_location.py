@@ -10,6 +10,11 @@ then seen as acquired in several ways (same physical anatomy, so the same truth)
   reversed), like a scanner's oblique acquisition;
 * ``partial-fov``: 1 mm with the top 30 mm of the head cut off.
 
+``--crops`` scores fields of view cut through the brain instead (``top-45%``: the upper 45 % of
+the brain's height, ``left-50%``/``right-50%``: one hemisphere, ``anterior-45%``,
+``posterior-45%``, ``bottom-55%``), each against the microbleeds inside it; such a scan must be
+placed correctly or fail its checks (``unknown``), never be placed wrongly.
+
 For every condition the scan goes through the predictor's own preparation (brain mask,
 model grid) and :func:`plkd.location.locate_candidates`, with the true microbleed centres as
 the candidates (this isolates the location step from detection). Truth: each microbleed's
@@ -93,6 +98,38 @@ def conditions(vol: Volume, rng: np.random.Generator) -> dict[str, Volume]:
     }
 
 
+def crop(vol: Volume, axis: int, lo: float, hi: float) -> Volume:
+    """``vol`` between fractions ``lo`` and ``hi`` of the brain's extent along voxel ``axis``."""
+    nz = np.flatnonzero(vol.data.any(axis=tuple(a for a in range(3) if a != axis)))
+    k0 = max(0, nz[0] + int((nz[-1] - nz[0]) * lo))
+    k1 = min(vol.shape[axis], nz[0] + int((nz[-1] - nz[0]) * hi) + 1)
+    index = [slice(None)] * 3
+    index[axis] = slice(k0, k1)
+    affine = vol.affine.copy()
+    affine[:3, 3] += vol.affine[:3, axis] * k0
+    return Volume(data=np.ascontiguousarray(vol.data[tuple(index)]), affine=affine)
+
+
+def crop_conditions(vol: Volume, rng: np.random.Generator) -> dict[str, Volume]:
+    """Fields of view cut through the brain (``vol`` is RAS-ordered: i → left, j → anterior, k → up)."""
+    return {
+        "top-45%": crop(vol, 2, 0.55, 1.01),
+        "bottom-55%": crop(vol, 2, -0.01, 0.55),
+        "right-50%": crop(vol, 0, -0.01, 0.5),
+        "left-50%": crop(vol, 0, 0.5, 1.01),
+        "posterior-45%": crop(vol, 1, -0.01, 0.45),
+        "anterior-45%": crop(vol, 1, 0.55, 1.01),
+    }
+
+
+def inside(vol: Volume, truth: list[dict]) -> list[dict]:
+    """The microbleeds whose centre lies in ``vol``'s field of view."""
+    inv = np.linalg.inv(vol.affine)
+    ijk = np.array([t["center_ras"] for t in truth]).reshape(-1, 3) @ inv[:3, :3].T + inv[:3, 3]
+    ok = np.all((ijk >= 0) & (ijk <= np.asarray(vol.shape) - 1), axis=1)
+    return [t for t, keep in zip(truth, ok, strict=True) if keep]
+
+
 def locate(vol: Volume, truth: list[dict]) -> tuple[list[dict], dict, float]:
     """Run the predictor's preparation and the location step on the true centres."""
     brain, _ = resolve_brain_mask(vol)
@@ -121,6 +158,8 @@ def summarise_condition(rows: list[dict]) -> dict:
         "region_agreement": round(float(np.mean([r["truth_region"] == r["region"] for r in rows])), 4),
         "agreement_simulator_class": round(float(np.mean([a == b for a, b in sim])), 4) if sim else None,
         "unknown": sum(1 for _, b in pairs if b == "unknown"),
+        # Placed in a wrong class without a word: the error that matters most to a reader.
+        "wrong": sum(1 for a, b in pairs if b not in (a, "unknown")),
         "mni_error_mm": {
             "median": round(float(np.median(err)), 2) if err.size else None,
             "p95": round(float(np.percentile(err, 95)), 2) if err.size else None,
@@ -187,8 +226,9 @@ def markdown(report: dict) -> str:
     """The tables of docs/results.md: agreement per condition, then one confusion matrix per condition."""
     lines = [
         "| condition | microbleeds | class agreement | lobar | deep | infratentorial | region agreement "
-        "| vs simulator's class | MNI error median / p95 (mm) | registration s (median / max) | failed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| vs simulator's class | MNI error median / p95 (mm) | registration s (median / max) | brain Dice min "
+        "| failed | wrong class / unknown |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, c in report["conditions"].items():
         pc = c["per_class"]
@@ -197,7 +237,8 @@ def markdown(report: dict) -> str:
             f"| {name} | {c['microbleeds']} | **{100 * c['agreement']:.1f} %** | {' | '.join(cells)} "
             f"| {100 * c['region_agreement']:.1f} % | {100 * c['agreement_simulator_class']:.1f} % "
             f"| {c['mni_error_mm']['median']} / {c['mni_error_mm']['p95']} "
-            f"| {c['seconds']['median']} / {c['seconds']['max']} | {c['failed']} |"
+            f"| {c['seconds']['median']} / {c['seconds']['max']} | {c.get('dice_min', '-')} | {c['failed']} "
+            f"| {c.get('wrong', '-')} / {c['unknown']} |"
         )
     for name, c in report["conditions"].items():
         lines += ["", f"Confusion matrix, {name} (rows: truth, columns: predicted):", ""]
@@ -216,6 +257,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--figure", type=Path, default=None)
     ap.add_argument("--markdown", action="store_true", help="only print the tables of an existing --out report")
+    ap.add_argument("--crops", action="store_true", help="score fields of view cut through the brain instead")
     args = ap.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
@@ -227,15 +269,19 @@ def main() -> None:
     rows: dict[str, list[dict]] = {}
     times: dict[str, list[float]] = {}
     status: dict[str, list[str]] = {}
+    dice: dict[str, list[float | None]] = {}  # the registration's overlap check, to see its margin
     for n in range(args.subjects):
         seed = args.first_seed + n
         subj = generate_subject(seed, n_microbleeds=args.microbleeds, spacing=1.0)
-        truth = subj.microbleeds
         rng = np.random.default_rng(seed)
-        for name, vol in conditions(subj.image, rng).items():
+        views = crop_conditions(subj.image, rng) if args.crops else conditions(subj.image, rng)
+        for name, vol in views.items():
+            # A crop is scored on what it shows; partial-fov also on the extrapolated cut part.
+            truth = inside(vol, subj.microbleeds) if args.crops else subj.microbleeds
             cands, block, seconds = locate(vol, truth)
             times.setdefault(name, []).append(seconds)
             status.setdefault(name, []).append(block["status"])
+            dice.setdefault(name, []).append(block["registration"].get("dice"))
             for t, c in zip(truth, cands, strict=True):
                 err = None
                 if c.get("center_mni") is not None:
@@ -260,6 +306,7 @@ def main() -> None:
                 **summarise_condition(r),
                 "seconds": {"median": round(float(np.median(times[name])), 2), "max": round(max(times[name]), 2)},
                 "failed": sum(s != "ok" for s in status[name]),
+                "dice_min": min((d for d in dice[name] if d is not None), default=None),
             }
             for name, r in rows.items()
         },

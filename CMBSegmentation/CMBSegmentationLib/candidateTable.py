@@ -47,6 +47,10 @@ TAG_RUN_ID = "CMBSegmentation.RunID"
 #: whole table, comes back with them.
 TAG_LOCATION = "CMBSegmentation.Location"
 TAG_REGION = "CMBSegmentation.Region"
+#: On a segment made from a candidate by the Segment Editor's Islands effect ("Split islands to segments") or the
+#: Data module's "Clone": the candidate id it was made from. It keeps that candidate's status: a piece or copy of a
+#: rejected candidate stays rejected.
+TAG_DERIVED_FROM = "CMBSegmentation.DerivedFrom"
 
 # Column names in file order.
 COLUMN_ID = "ID"

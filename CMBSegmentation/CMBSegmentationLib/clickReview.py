@@ -25,6 +25,7 @@ from CMBSegmentationLib.resultImport import candidateRow, readCandidates
 from CMBSegmentationLib.reviewState import (
     ReviewError,
     addReaderMicrobleed,
+    adoptPaintedSegments,
     claimForReader,
     setStatus,
     updateVisibility,
@@ -167,6 +168,13 @@ def _snapshotSegment(snapshotPath, candidate: dict) -> str:
 def _markAsMicrobleed(segmentationNode, tableNode, segmentId: str, candidate: dict, threshold: float):
     """Accept the segment the reader pointed at; return (status before, status after)."""
     rowIndex = candidateTable.rowIndexOfSegment(tableNode, segmentId)
+    if rowIndex < 0 and segmentId in adoptPaintedSegments(segmentationNode, tableNode):
+        # Not yet in the review: it joins it as the review takes in any such segment (an island split off a
+        # candidate keeps that candidate's status; claimed here, one of a rejected candidate became the reader's).
+        rowIndex = candidateTable.rowIndexOfSegment(tableNode, segmentId)
+        if candidateTable.readRows(tableNode)[rowIndex].status == candidateTable.STATUS_ADDED:
+            updateVisibility(segmentationNode, tableNode, threshold)
+            return "", candidateTable.STATUS_ADDED
     if rowIndex < 0:
         # Painted in the Segment Editor, so not yet in the review: it joins it as the reader's own microbleed.
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)

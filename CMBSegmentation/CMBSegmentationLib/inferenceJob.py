@@ -19,7 +19,13 @@ from CMBSegmentationLib.commandBuilder import PredictOutputs, predictOutputs
 from CMBSegmentationLib.progressParsing import ProgressEvent, errorMessageFromStderr
 from CMBSegmentationLib.sceneScratch import scratchNodes
 from CMBSegmentationLib.sequenceInfo import writeSequenceSidecar
-from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas, writeVolumeNodeAsNifti
+from CMBSegmentationLib.volumeIO import (
+    arrayFromVolumeNode,
+    gridDisplacementMm,
+    ijkToRas,
+    sameGridToleranceMm,
+    writeVolumeNodeAsNifti,
+)
 
 #: A scalar volume of whole numbers with more distinct values is an image (``plkd.inference.brainmask``'s rule).
 MAX_MASK_LABELS = 1000
@@ -123,9 +129,11 @@ def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:
             np.any(values[mask] != np.round(values[mask])) or np.unique(values[mask]).size > MAX_MASK_LABELS
         ):
             soft = values.astype(np.float32)
-        sameGrid = mask.shape == inputVolume.GetImageData().GetDimensions() and np.allclose(
-            ijkToRas(maskNode), ijkToRas(inputVolume), atol=1e-3
-        )
+        # The engine's rule (volumeIO.gridDisplacementMm): the mask is written with the input's matrix, so one tilted
+        # within an element-wise 1e-3 would be moved onto the input by up to a few tenths of a mm without a word.
+        sameGrid = mask.shape == inputVolume.GetImageData().GetDimensions() and gridDisplacementMm(
+            ijkToRas(maskNode), ijkToRas(inputVolume), mask.shape
+        ) <= sameGridToleranceMm(ijkToRas(inputVolume))
         if not sameGrid:
             raise ValueError(
                 f"brain mask '{maskNode.GetName()}' is not on the grid of '{inputVolume.GetName()}'; "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.atomicFiles import atomicPath, atomicPaths, writeTextAtomic
-from CMBSegmentationLib.resultImport import ensureSegmentationConverters
+from CMBSegmentationLib.resultImport import ensureSegmentationConverters, segmentTag
 from CMBSegmentationLib.reviewState import (
     ReviewError,
     adoptPaintedSegments,
@@ -50,6 +50,7 @@ REPORT_COLUMNS = (
     "status",
     "location",
     "region",
+    "derived_from",
 )
 
 
@@ -289,7 +290,16 @@ def _record(
         "status": row.status,
         "location": row.location or None,
         "region": row.region or None,
+        # The candidate an island was split off (Segment Editor, Islands effect) or a clone copied from, else None.
+        "derived_from": _intOrNone(segmentTag(segment, candidateTable.TAG_DERIVED_FROM) if segment is not None else ""),
     }
+
+
+def _intOrNone(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _writeCsv(records: list[dict], path: Path) -> None:

@@ -19,7 +19,7 @@ import vtk
 from vtkmodules.util import numpy_support
 
 from CMBSegmentationLib import candidateTable
-from CMBSegmentationLib.volumeIO import ijkToRas, numpyToMatrix, readNifti
+from CMBSegmentationLib.volumeIO import gridDisplacementMm, ijkToRas, numpyToMatrix, readNifti, sameGridToleranceMm
 
 # DICOM codes: the master list has no "microbleed"; a haemorrhage (morphologically altered structure) in the
 # brain is the closest standard description, and it is what DICOM SEG export writes.
@@ -344,13 +344,19 @@ def candidateRow(
 
 
 def _checkSameGrid(inputVolume, shape, affine, path) -> None:
+    """Refuse a label map that does not lie on the input volume's grid, by the engine's rule (see
+    :func:`volumeIO.gridDisplacementMm`): no voxel corner more than 1 % of the smallest voxel size away."""
     image = inputVolume.GetImageData()
     if image is None:
         raise ResultFormatError(f"input volume '{inputVolume.GetName()}' has no voxels")
     if tuple(image.GetDimensions()) != tuple(shape):
         raise ResultFormatError(f"{path}: grid {tuple(shape)} differs from the input's {image.GetDimensions()}")
-    if not np.allclose(ijkToRas(inputVolume), affine, atol=1e-3):
-        raise ResultFormatError(f"{path}: its voxel-to-RAS matrix differs from the input volume's")
+    inputAffine = ijkToRas(inputVolume)
+    moved = gridDisplacementMm(inputAffine, affine, shape)
+    if moved > sameGridToleranceMm(inputAffine):
+        raise ResultFormatError(
+            f"{path}: its voxel-to-RAS matrix differs from the input volume's (voxels up to {moved:.3g} mm apart)"
+        )
 
 
 def placeInSubjectHierarchy(scene, inputVolume, *nodes) -> None:

@@ -7,6 +7,8 @@ Segment Editor survive every review action, and rejecting is undone by accepting
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 import re
 
@@ -247,9 +249,11 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     A segment the reader painted as a new segment with the Segment Editor gets a row "added by reader": without a
     row it was shown but left out of the review list and of the export; its probability is unknown. A candidate
     whose row was deleted (Tables module) gets its row back with the id, status and probability its segment tags
-    keep: taken as the reader's, a rejected candidate came back into the export. Centres (RAS mm, the volume's
-    own frame) and volumes are measured on ``referenceVolume`` (default: the result's). A segment still empty
-    (just created, not painted yet) waits until it has voxels.
+    keep: taken as the reader's, a rejected candidate came back into the export. A segment split off a listed
+    candidate or cloned from one (:func:`sourceRow`) becomes a candidate of its own with that candidate's status,
+    probability, location and origin: taken as the reader's, pieces and copies of a rejected candidate were exported.
+    Centres (RAS mm, the volume's own frame) and volumes are measured on ``referenceVolume`` (default: the
+    result's). A segment still empty (just created, not painted yet) waits until it has voxels.
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         return []  # a table of another result: these segments are not its to list
@@ -267,6 +271,14 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
         for segmentId in (segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments()))
         if segmentId not in listed
     ]
+    # Listed segments by name and by candidate id, for islands split off them and clones; kept up to date below, so
+    # islands of islands and clones of clones find theirs.
+    rowOfName = {}
+    rowOfId = {row.candidateId: row for row in rows}
+    for row in rows:
+        segment = segmentation.GetSegment(row.segmentId)
+        if segment is not None:
+            rowOfName.setdefault(segment.GetName(), row)
     if not rowless:
         return []
     # Each segment on its own voxels: one painted over another keeps its whole size, and is adopted at all.
@@ -277,7 +289,17 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
             continue
         segment = segmentation.GetSegment(segmentId)
         row = _rowFromTags(segment, segmentId, centre, volumeMm3, usedIds, runId)
-        if row is None:  # painted by hand, a copy of a listed segment, or moved in from another result
+        source = sourceRow(segment, rowOfName, rowOfId, runId) if row is None else None
+        if source is not None:
+            row = dataclasses.replace(
+                source,
+                candidateId=max(usedIds, default=0) + 1,
+                segmentId=segmentId,
+                centerRas=centre,
+                volumeMm3=volumeMm3,
+            )
+            _claimDerived(segmentationNode, segment, row, source)
+        elif row is None:  # painted by hand, or moved in from another result
             row = candidateTable.CandidateRow(
                 candidateId=max(usedIds, default=0) + 1,  # as candidateTable.nextCandidateId
                 segmentId=segmentId,
@@ -289,8 +311,76 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
             claimForReader(segmentationNode, segment, row.candidateId)
         candidateTable.appendRow(tableNode, row)
         usedIds.add(row.candidateId)
+        rowOfName.setdefault(segment.GetName(), row)
+        rowOfId.setdefault(row.candidateId, row)
         adopted.append(segmentId)
     return adopted
+
+
+def sourceRow(
+    segment,
+    rowOfName: dict[str, candidateTable.CandidateRow],
+    rowOfId: dict[int, candidateTable.CandidateRow],
+    runId: str = "",
+) -> candidateTable.CandidateRow | None:
+    """The row of the listed candidate a rowless ``segment`` was made from by the Segment Editor or Data module, or
+    None (a segment painted by hand, or moved in from another result).
+
+    - An island: Segment Editor's Islands effect ("Split islands to segments", ``SegmentEditorIslandsEffect
+      .splitSegments`` in Slicer) keeps the largest island in the selected segment and makes each other one a new
+      segment named "<selected name>_<n>" (n = 2, 3, ...) without any tag: no candidate id, that name pattern, and
+      the selected segment listed in ``rowOfName`` (listed segments by name).
+    - A clone: the Data module's "Clone" on a segment (``qSlicerSubjectHierarchySegmentsPlugin::cloneSegment``)
+      adds a deep copy, tags and name included: a candidate id of ``rowOfId`` (listed candidates by id) and the run
+      id ``runId`` (segments of older scenes, without one, stay the reader's).
+    """
+    candidateId = segmentTag(segment, candidateTable.TAG_CANDIDATE_ID)
+    if not candidateId:
+        match = _ISLAND_NAME.fullmatch(segment.GetName() or "")
+        return rowOfName.get(match.group(1)) if match else None
+    if not runId or segmentTag(segment, candidateTable.TAG_RUN_ID) != runId:
+        return None  # without run ids a candidate of another result numbered alike would pass for its source
+    try:
+        return rowOfId.get(int(candidateId))
+    except ValueError:
+        return None
+
+
+def _claimDerived(segmentationNode, segment, row: candidateTable.CandidateRow, source: candidateTable.CandidateRow):
+    """Tag a segment split or cloned off ``source`` (see :func:`sourceRow`) as the candidate ``row``, of the same kind,
+    look and run as ``source``.
+
+    A name another segment has (a clone's is its source's; the effect numbers the islands of each split from 2, so a
+    second split of one candidate named its islands as the first had) becomes the next free "<source name>_<n>":
+    the report named two microbleeds alike.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    sourceSegment = segmentation.GetSegment(source.segmentId)
+    names = {
+        segmentation.GetNthSegment(i).GetName()
+        for i in range(segmentation.GetNumberOfSegments())
+        if segmentation.GetNthSegment(i) is not segment
+    }
+    if segment.GetName() in names:
+        base = sourceSegment.GetName() if sourceSegment is not None else segment.GetName()
+        segment.SetName(next(f"{base}_{n}" for n in itertools.count(2) if f"{base}_{n}" not in names))
+    segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(row.candidateId))
+    segment.SetTag(candidateTable.TAG_STATUS, row.status)
+    segment.SetTag(candidateTable.TAG_DERIVED_FROM, str(source.candidateId))
+    if row.probability is not None:
+        segment.SetTag(candidateTable.TAG_PROBABILITY, repr(float(row.probability)))
+    for tag in (
+        candidateTable.TAG_LOCATION,
+        candidateTable.TAG_REGION,
+        candidateTable.TAG_ORIGIN,
+        candidateTable.TAG_RUN_ID,
+    ):
+        value = segmentTag(sourceSegment, tag) if sourceSegment is not None else ""
+        if value:
+            segment.SetTag(tag, value)
+    if sourceSegment is not None:
+        segment.SetColor(*sourceSegment.GetColor())
+        segment.SetTerminology(sourceSegment.GetTerminology())
 
 
 def claimForReader(segmentationNode, segment, candidateId: int) -> None:
@@ -410,6 +500,8 @@ def nextSegmentName(segmentationNode) -> str:
 
 
 _SEGMENT_NAME = re.compile(r"Microbleed (\d+)")
+#: The name the Islands effect gives a segment split off the segment named group 1.
+_ISLAND_NAME = re.compile(r"(.+)_(\d+)")
 
 
 def _floatAttribute(node, name: str, default: float) -> float:

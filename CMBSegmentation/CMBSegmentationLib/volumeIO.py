@@ -32,6 +32,29 @@ def numpyToMatrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
     return matrix
 
 
+#: Two placements of one grid are the same grid when no voxel corner moves more than this share of the smallest
+#: voxel size between them. A copy of the engine's rule (plkd.volumes.SAME_GRID_TOLERANCE_VOXELS, grid_displacement_mm,
+#: same_grid_tolerance_mm): the module runs in Slicer's Python, which cannot import plkd; a test checks that both
+#: decide alike. An element-wise 1e-3 tolerance let a tilt move a 200-voxel grid's far corner by 0.2 mm.
+SAME_GRID_TOLERANCE_VOXELS = 0.01
+
+
+def gridDisplacementMm(affineA: np.ndarray, affineB: np.ndarray, shape) -> float:
+    """How far (mm) the corners of a grid of ``shape`` voxels move between the voxel-to-RAS placements ``affineA`` and
+    ``affineB`` (4x4). An affine map moves a box most at one of its corners (voxel edges at -0.5 and n - 0.5)."""
+    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in tuple(shape)[:3]], indexing="ij")).reshape(3, -1).T
+    difference = np.asarray(affineA, dtype=np.float64) - np.asarray(affineB, dtype=np.float64)
+    moved = corners @ difference[:3, :3].T + difference[:3, 3]
+    return float(np.sqrt((moved**2).sum(axis=1)).max())
+
+
+def sameGridToleranceMm(affine: np.ndarray) -> float:
+    """The largest corner move (mm) under which two placements of a grid count as one (see
+    :data:`SAME_GRID_TOLERANCE_VOXELS`): a share of the smallest voxel size of ``affine``."""
+    spacing = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    return SAME_GRID_TOLERANCE_VOXELS * float(spacing.min())
+
+
 def ijkToRas(volumeNode) -> np.ndarray:
     """The node's voxel-to-RAS matrix (its own frame: a parent transform is not included)."""
     matrix = vtk.vtkMatrix4x4()

@@ -1,9 +1,13 @@
 """Counts per MARS class and region, and the descriptive distribution pattern of a scan.
 
 The pattern only describes where the kept microbleeds lie (Gregoire et al., Neurology 2009
-classes); it is not a diagnosis. A microbleed whose location is unknown could lie in any class, so
-it makes the pattern ``unknown`` unless the known ones are already ``mixed``: "1 lobar, 3 unknown"
-is not "strictly lobar", a pattern read as a marker of cerebral amyloid angiopathy.
+classes); it is not a diagnosis. It follows how the Boston criteria read a distribution (Knudsen et
+al., Neurology 2001; Linn et al., Neurology 2010; Charidimou et al., Lancet Neurology 2022):
+"strictly lobar" allows cerebellar microbleeds (they count as neither lobar nor deep), while a
+brainstem microbleed is a deep (hypertensive-type) lesion, so lobar + brainstem is ``mixed``.
+A microbleed whose location is unknown could lie in any class, so it makes the pattern
+``unknown`` unless the known ones are already ``mixed``: "1 lobar, 3 unknown" is not "strictly
+lobar", a pattern read as a marker of cerebral amyloid angiopathy.
 """
 
 from __future__ import annotations
@@ -18,19 +22,27 @@ from plkd.location.atlas import CLASSES
 PATTERNS = ("none", "strictly lobar", "deep", "mixed", "infratentorial only", "unknown")
 
 
-def pattern_of(counts: Mapping[str, int]) -> str:
+def pattern_of(counts: Mapping[str, int], regions: Mapping[str, int] | None = None) -> str:
     """The distribution pattern for counts per class (``lobar``, ``deep``, ``infratentorial``, ``unknown``).
 
-    ``none``: no microbleed; ``strictly lobar``: lobar only; ``infratentorial only``;
-    ``deep``: deep, possibly with infratentorial, and no lobar; ``mixed``: lobar together with
-    deep or infratentorial; ``unknown``: microbleeds whose location could not be determined, and
-    which could change the pattern of the others (every pattern but ``mixed``).
+    ``regions`` (counts per region name, as :func:`summarise` gives) tells cerebellar from
+    brainstem microbleeds; without it every infratentorial microbleed is treated as possibly
+    brainstem (the cautious reading: never "strictly lobar" with an infratentorial one).
+
+    ``none``: no microbleed; ``strictly lobar``: lobar, possibly with cerebellar ones (Boston
+    criteria: "cerebellar hemorrhage allowed"); ``deep``: deep, possibly with infratentorial, and
+    no lobar; ``mixed``: lobar together with deep or brainstem;
+    ``infratentorial only``: brainstem and/or cerebellum only; ``unknown``: microbleeds whose
+    location could not be determined, and which could change the pattern of the others (every
+    pattern but ``mixed``).
     """
     lobar, deep, infra = (int(counts.get(k, 0)) for k in ("lobar", "deep", "infratentorial"))
     unknown = int(counts.get("unknown", 0))
+    cerebellar = min(infra, int((regions or {}).get("cerebellum", 0)))
+    brainstem = infra - cerebellar  # or infratentorial of unrecorded region: counted as deep-type
     if lobar + deep + infra + unknown == 0:
         return "none"
-    if lobar and (deep or infra):
+    if lobar and (deep or brainstem):
         return "mixed"
     if unknown:
         return "unknown"
@@ -55,7 +67,7 @@ def summarise(candidates: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     counts = {k: int(classes.get(k, 0)) for k in CLASSES}
     regions = Counter(str(c.get("region") or "unknown") for c in kept)
     ordered = dict(sorted(regions.items(), key=lambda kv: (-kv[1], kv[0])))
-    return {"counts": counts, "regions": ordered, "pattern": pattern_of(counts)}
+    return {"counts": counts, "regions": ordered, "pattern": pattern_of(counts, regions)}
 
 
 def describe(block: Mapping[str, Any] | None) -> str:
