@@ -244,15 +244,7 @@ def test_an_engine_killed_by_the_system_says_so(tmp_path):
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 def test_cancel_kills_the_whole_process_tree(tmp_path):
     # The child starts a grandchild (like the PythonSlicer launcher starting Python) and both wait forever.
-    argv = _script(
-        tmp_path,
-        """
-        import json, subprocess, sys, time
-        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        print(json.dumps({"stage": "start", "message": str(grandchild.pid)}), flush=True)
-        time.sleep(60)
-        """,
-    )
+    argv = _engineWithAGrandchild(tmp_path)
     events = []
     process = BackgroundProcess(argv)
     deadline = time.monotonic() + 20
@@ -270,15 +262,7 @@ def test_cancel_kills_the_whole_process_tree(tmp_path):
 def test_a_blocking_run_interrupted_while_waiting_leaves_no_engine_running(tmp_path, where):
     # Ctrl+C in a batch run (or an error in a callback) ended the wait, but the engine runs in a session of its
     # own that the terminal's Ctrl+C never reaches: it went on computing, writing into a folder being removed.
-    argv = _script(
-        tmp_path,
-        """
-        import json, subprocess, sys, time
-        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        print(json.dumps({"stage": "start", "message": str(grandchild.pid)}), flush=True)
-        time.sleep(60)
-        """,
-    )
+    argv = _engineWithAGrandchild(tmp_path)
     events = []
 
     def progress(event):
@@ -296,6 +280,19 @@ def test_a_blocking_run_interrupted_while_waiting_leaves_no_engine_running(tmp_p
     assert process.cancelled
     assert _gone(process.pid, within=5), "the engine survived the interruption"
     assert _gone(int(events[0].message), within=5), "the engine's child survived the interruption"
+
+
+def _engineWithAGrandchild(tmp_path: Path) -> list[str]:
+    """An engine that starts a grandchild (as the PythonSlicer launcher starts Python), reports its pid, and waits."""
+    return _script(
+        tmp_path,
+        """
+        import json, subprocess, sys, time
+        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        print(json.dumps({"stage": "start", "message": str(grandchild.pid)}), flush=True)
+        time.sleep(60)
+        """,
+    )
 
 
 def _gone(pid: int, within: float) -> bool:

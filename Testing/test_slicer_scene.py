@@ -769,19 +769,31 @@ def test_a_candidate_moved_to_another_result_is_the_reader_s_there_and_noted_whe
     assert json.loads(files.reportJson.read_text())["notes"] == list(files.notes)
 
 
+def _clickedMicrobleed():
+    """The engine's label map of the microbleed the reader adds by click in :func:`_reviewOneOfEach`."""
+    single = np.zeros(SHAPE, np.int16)
+    single[18:20, 9:11, 4:6] = 1
+    return single
+
+
+def _reviewOneOfEach(seg, table, ids, tmp_path):
+    """A reader's review: ids[0] rejected, ids[1] accepted, a microbleed added by click (its segment id returned),
+    and the review threshold raised to 0.8 so that ids[2] (0.70, not yet seen) drops out."""
+    reviewState.reject(seg, table, ids[0])
+    reviewState.accept(seg, table, ids[1])
+    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "point", _clickedMicrobleed(), {1: 0.62})
+    added = reviewState.addReaderMicrobleed(seg, table, labelPath, jsonPath, candidates[0]["center_ras"])
+    reviewState.setReviewThreshold(seg, table, 0.8)
+    return added
+
+
 def test_a_result_whose_table_was_deleted_gets_it_back_from_its_segments_with_the_whole_review(case, tmp_path):
     # The candidate table deleted (Data module) or left unsaved: the segments still held every decision in their
     # tags, but without a table the module could neither show nor export the review.
     scene, volume, result, _, _ = case
     seg, table = result.segmentationNode, result.tableNode
     ids = result.segmentIds
-    reviewState.reject(seg, table, ids[0])
-    reviewState.accept(seg, table, ids[1])
-    single = np.zeros(SHAPE, np.int16)
-    single[18:20, 9:11, 4:6] = 1
-    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "point", single, {1: 0.62})
-    added = reviewState.addReaderMicrobleed(seg, table, labelPath, jsonPath, candidates[0]["center_ras"])
-    reviewState.setReviewThreshold(seg, table, 0.8)  # ids[2] (0.70, not yet seen) drops out
+    added = _reviewOneOfEach(seg, table, ids, tmp_path)
     before = reportExport.exportReview(seg, table, volume, tmp_path / "before", "case")
     rowsBefore = candidateTable.readRows(table)
     scene.RemoveNode(table)
@@ -1275,13 +1287,7 @@ def test_everything_the_reader_decided_survives_save_close_and_reload_of_an_mrb(
     scene, volume, result, _, _ = case
     seg, table = result.segmentationNode, result.tableNode
     ids = result.segmentIds
-    reviewState.reject(seg, table, ids[0])
-    reviewState.accept(seg, table, ids[1])
-    single = np.zeros(SHAPE, np.int16)
-    single[18:20, 9:11, 4:6] = 1
-    labelPath, jsonPath, candidates = _writeEngineOutput(tmp_path / "point", single, {1: 0.62})
-    added = reviewState.addReaderMicrobleed(seg, table, labelPath, jsonPath, candidates[0]["center_ras"])
-    reviewState.setReviewThreshold(seg, table, 0.8)  # ids[2] (0.70, not yet seen) drops out
+    added = _reviewOneOfEach(seg, table, ids, tmp_path)
     # Another volume is loaded and selected meanwhile: the result still knows the volume it was computed on.
     scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "another series")
     expected = reportExport.exportReview(seg, table, volume, tmp_path / "before", "case")
@@ -1311,7 +1317,7 @@ def test_everything_the_reader_decided_survives_save_close_and_reload_of_an_mrb(
     }
     addedSegment = seg2.GetSegmentation().GetSegment(added)
     assert resultImport.segmentTag(addedSegment, candidateTable.TAG_ORIGIN) == candidateTable.ORIGIN_READER
-    assert np.array_equal(_segmentMask(seg2, added, reference), single == 1)
+    assert np.array_equal(_segmentMask(seg2, added, reference), _clickedMicrobleed() == 1)
     assert [seg2.GetDisplayNode().GetSegmentVisibility(s) for s in (*ids, added)] == [False, True, False, True]
     # The reloaded scene exports exactly the microbleeds the reader saw.
     files = reportExport.exportReview(seg2, table2, reference, tmp_path / "after", "case")
