@@ -214,17 +214,17 @@ def test_the_gpu_recipe_turns_the_augmentation_on_and_the_default_leaves_it_off(
 def test_resuming_a_run_saved_before_the_option_warns_of_nothing(tmp_path, caplog):
     from plkd.training.config import dump_config
     from plkd.training.distributed import DistInfo
-    from plkd.training.pipeline import _check_config
+    from plkd.training.pipeline import _check_config, _saved_config
 
     cfg = load_config("tiny")
     saved = _without_new_keys(cfg)
     (tmp_path / "config.yaml").write_text(dump_config(saved), encoding="utf-8")
     with caplog.at_level("WARNING"):
-        _check_config(tmp_path, cfg, DistInfo())
+        _check_config(tmp_path, cfg, DistInfo(), _saved_config(tmp_path))
     assert "other settings" not in caplog.text
     (tmp_path / "config.yaml").write_text(dump_config(saved), encoding="utf-8")
     with caplog.at_level("WARNING"):
-        _check_config(tmp_path, set_value(cfg, "augment.geometry_p", "0.5"), DistInfo())
+        _check_config(tmp_path, set_value(cfg, "augment.geometry_p", "0.5"), DistInfo(), _saved_config(tmp_path))
     assert "other settings (augment)" in caplog.text
 
 

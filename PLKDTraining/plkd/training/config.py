@@ -23,6 +23,7 @@ import yaml
 from plkd.atomic import write_text_atomic
 from plkd.devices import DEVICE_CHOICES
 from plkd.errors import ConfigError
+from plkd.normalise import LEGACY_CLIP_PERCENTILES
 from plkd.training.geometry_augment import PROFILES
 
 Config = dict[str, Any]
@@ -238,7 +239,30 @@ _STAGE_RANGES: dict[str, tuple[float, float, bool]] = {
 }
 
 
-def _lookup(cfg: Config, dotted: str) -> Any:
+#: Settings whose default changed after runs had been saved without them: dotted key -> the value
+#: those runs used. A saved configuration that lacks such a key is read with this value, not the default.
+LEGACY_VALUES: dict[str, Any] = {"data.clip_percentiles": list(LEGACY_CLIP_PERCENTILES)}
+
+
+def missing_legacy_keys(saved: Mapping[str, Any]) -> list[str]:
+    """The :data:`LEGACY_VALUES` keys a saved run configuration predates."""
+    return [k for k in LEGACY_VALUES if lookup(dict(saved), k) is None]
+
+
+def with_legacy_values(saved: Mapping[str, Any]) -> Config:
+    """A copy of a saved run configuration with the settings it predates at the values it ran with."""
+    out = copy.deepcopy(dict(saved))
+    for dotted in missing_legacy_keys(saved):
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else {}
+        node[leaf] = copy.deepcopy(LEGACY_VALUES[dotted])
+    return out
+
+
+def lookup(cfg: Config, dotted: str) -> Any:
+    """The value at ``dotted`` (``a.b.c``) in ``cfg``, None when absent."""
     value: Any = cfg
     for part in dotted.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -252,18 +276,18 @@ def _check_ranges(cfg: Config) -> None:
     for stage in ("screening", "teacher", "students"):
         checks.update({f"{stage}.{k}": r for k, r in _STAGE_RANGES.items() if k != "steps" or stage != "students"})
     for key, (lo, hi, lo_ok) in checks.items():
-        value = _lookup(cfg, key)
+        value = lookup(cfg, key)
         if value is None or isinstance(value, bool) or not isinstance(value, int | float):
             continue
         if not math.isfinite(value) or value < lo or value > hi or (value == lo and not lo_ok):
             low = f"{'>=' if lo_ok else '>'} {lo:g}"
             span = f"{low}" if math.isinf(hi) else f"{low} and <= {hi:g}"
             raise ConfigError(f"{key} must be {span}, not {value}")
-    spacing = _lookup(cfg, "data.spacing_mm")
+    spacing = lookup(cfg, "data.spacing_mm")
     if not (isinstance(spacing, list) and len(spacing) == 3 and all(0.05 <= float(s) <= 20 for s in spacing)):
         raise ConfigError(f"data.spacing_mm must be three voxel sizes from 0.05 to 20 mm, not {spacing}")
     for key in ("students.alpha", "students.beta"):
-        value = _lookup(cfg, key)
+        value = lookup(cfg, key)
         if value is not None and not (isinstance(value, int | float) and 0 <= value < math.inf):
             raise ConfigError(f"{key} must be a non-negative number or null, not {value}")
 
@@ -274,12 +298,12 @@ _MM_RANGES = {"augment.inplane_mm": (0.2, 3.0), "augment.thickness_mm": (0.5, 10
 
 def _check_augment(cfg: Config) -> None:
     for key, (lo, hi) in _MM_RANGES.items():
-        value = _lookup(cfg, key)
+        value = lookup(cfg, key)
         if value is None:
             continue
         if not (isinstance(value, list) and len(value) == 2 and lo <= value[0] <= value[1] <= hi):
             raise ConfigError(f"{key} must be [low, high] with {lo:g} <= low <= high <= {hi:g} mm, not {value}")
-    profiles = _lookup(cfg, "augment.slice_profiles")
+    profiles = lookup(cfg, "augment.slice_profiles")
     if profiles is not None and (not profiles or any(p not in PROFILES for p in profiles)):
         raise ConfigError(f"augment.slice_profiles must be a non-empty list of {', '.join(PROFILES)}, not {profiles}")
 

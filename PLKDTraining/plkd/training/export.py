@@ -14,8 +14,8 @@ from plkd.bundle import save_bundle
 from plkd.errors import PLKDError
 from plkd.inference.blobs import blob_settings
 from plkd.models import build_network
-from plkd.normalise import LEGACY_CLIP_PERCENTILES
 from plkd.training.checkpoint import DONE_NAME, FINAL_NAME, load_weights
+from plkd.training.config import with_legacy_values
 from plkd.training.init_from import init_bundle
 from plkd.training.loop import is_done
 from plkd.training.students import plan_stages, students_dir
@@ -108,7 +108,7 @@ def export_run(
     cfg_path = run / "config.yaml"
     if not cfg_path.is_file():
         raise PLKDError(f"{run} is not a training run (no config.yaml)")
-    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    cfg = with_legacy_values(yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {})
     info = _read_json(run / "run.json") if (run / "run.json").is_file() else {}
     screening, sc_sum = load_stage(run / "screening")
     networks: dict[str, dict[str, Any]] = {"screening": {"module": screening, "role": "screening"}}
@@ -145,7 +145,7 @@ def export_run(
         },
         "normalisation": {
             "method": "brain-zscore",
-            "clip_percentiles": [float(v) for v in cfg["data"].get("clip_percentiles", LEGACY_CLIP_PERCENTILES)],
+            "clip_percentiles": [float(v) for v in cfg["data"]["clip_percentiles"]],
         },
         "thresholds": {k: float(v) for k, v in cfg["export"]["thresholds"].items()},
         "candidates": {"blob": blob_settings()},

@@ -7,7 +7,6 @@ set, modality, subject ids, seed) that ``plkd export`` records in the bundle.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import os
@@ -21,10 +20,18 @@ import yaml
 from plkd.atomic import write_json_atomic
 from plkd.errors import ConfigError, InputError, PLKDError
 from plkd.inference.device import resolve_device
-from plkd.normalise import CLIP_PERCENTILES, LEGACY_CLIP_PERCENTILES
 from plkd.progress import Progress
 from plkd.training.checkpoint import CHECKPOINT_NAME, DONE_NAME, FINAL_NAME, load_weights
-from plkd.training.config import default_config, merge, save_config
+from plkd.training.config import (
+    LEGACY_VALUES,
+    default_config,
+    lookup,
+    merge,
+    missing_legacy_keys,
+    save_config,
+    set_value,
+    with_legacy_values,
+)
 from plkd.training.data import TrainingData, load_training_data
 from plkd.training.distributed import DistInfo, init_distributed, rank_device
 from plkd.training.init_from import adopt_architectures
@@ -64,34 +71,36 @@ def make_context(cfg: dict[str, Any], progress: str = "tqdm", stop_after: int | 
     )
 
 
-def _keep_legacy_normalisation(run_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """A run started before ``data.clip_percentiles`` existed normalised with the legacy percentiles, and
-    resumes with them: its checkpoints saw those images, and the new default would change them mid-run."""
+def _saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """``RUN/config.yaml`` as saved (None for a new run)."""
     path = run_dir / "config.yaml"
-    if not path.is_file():
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else None
+
+
+def _keep_legacy_settings(run_dir: Path, saved: dict[str, Any] | None, cfg: dict[str, Any]) -> dict[str, Any]:
+    """A run saved before a setting's default changed (``LEGACY_VALUES``, e.g. ``data.clip_percentiles``) resumes
+    with the value it ran with: its checkpoints saw those images, and the new default would change them mid-run.
+    A value the user asked for is kept (and :func:`_check_config` says the settings changed)."""
+    if saved is None:
         return cfg
-    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if "clip_percentiles" in (old.get("data") or {}):
-        return cfg
-    if list(cfg["data"]["clip_percentiles"]) != list(CLIP_PERCENTILES):
-        return cfg  # the user asked for other percentiles: _check_config says the settings changed
-    log.info("%s was started before data.clip_percentiles existed: it keeps %s", run_dir, list(LEGACY_CLIP_PERCENTILES))
-    cfg = copy.deepcopy(cfg)
-    cfg["data"]["clip_percentiles"] = list(LEGACY_CLIP_PERCENTILES)
+    defaults = default_config()
+    for dotted in missing_legacy_keys(saved):
+        if lookup(cfg, dotted) == lookup(defaults, dotted):
+            log.info("%s was started before %s existed: it keeps %s", run_dir, dotted, LEGACY_VALUES[dotted])
+            cfg = set_value(cfg, dotted, LEGACY_VALUES[dotted])
     return cfg
 
 
-def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo) -> list[str]:
-    """Save the configuration; warn when an existing run is continued with different settings (returned)."""
+def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo, saved: dict[str, Any] | None) -> list[str]:
+    """Save the configuration; warn when an existing run (``saved``: its config.yaml) is continued with
+    different settings (returned)."""
     path = run_dir / "config.yaml"
     changed: list[str] = []
-    if path.is_file():
-        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        legacy = "clip_percentiles" not in (old.get("data") or {})
-        with contextlib.suppress(ConfigError):  # settings added since the run started read as their defaults
+    if saved is not None:
+        # Settings added since the run started read as their defaults, or as the values it ran with (LEGACY_VALUES).
+        old = with_legacy_values(saved)
+        with contextlib.suppress(ConfigError):
             old = merge(default_config(), old)
-        if legacy and isinstance(old.get("data"), dict):  # ... but for this one the run used the legacy value
-            old["data"]["clip_percentiles"] = list(LEGACY_CLIP_PERCENTILES)
         # Students of another mode train in a folder of their own (RUN/students-kd), so their settings may
         # differ; those of the same mode continue the stages the old settings started.
         same_mode = (old.get("students") or {}).get("mode") == cfg["students"]["mode"]
@@ -135,8 +144,9 @@ def train(
     cfg = adopt_architectures(cfg)
     if ctx.dist.is_main:
         run.mkdir(parents=True, exist_ok=True)
-    cfg = _keep_legacy_normalisation(run, cfg)
-    changed = _check_config(run, cfg, ctx.dist)
+    saved = _saved_config(run)
+    cfg = _keep_legacy_settings(run, saved, cfg)
+    changed = _check_config(run, cfg, ctx.dist, saved)
     history = _settings_history(run, changed)
     if _all_done(what, run, cfg, with_teacher):
         log.info("%s: every requested stage has finished; nothing to do", run)
