@@ -7,10 +7,17 @@ import shutil
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pytest
 
 from plkd.cli import main
-from plkd.inference.modality import decide_modality, detect_modality, modality_of_text, projection_reason
+from plkd.inference.modality import (
+    decide_modality,
+    detect_modality,
+    modality_of_text,
+    phase_reason,
+    projection_reason,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
@@ -142,6 +149,7 @@ def test_a_missing_model_or_a_mismatch_is_a_warning(tmp_path, installed):
         "modality": "SWI",
         "source": "stated",
         "reason": "--modality SWI",
+        "conflict": None,
         "stated": "SWI",
         "model_modality": "T2S",
     }
@@ -177,3 +185,177 @@ def test_an_unknown_modality_is_refused(tmp_path, capsys):
         main(["predict", str(CASE), "-o", str(tmp_path), "--modality", "FLAIR"])
     assert exc.value.code == 2 and "--modality" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+# --- a hostile user's cases: no wrong model, and no right one for a wrong reason, without a word --------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        # Philips: the pulse sequence is an FFE (a GRE), the series an SWIp: SWI, whatever the field order.
+        ({"PulseSequenceName": "FFE", "SeriesDescription": "SWIp", "ProtocolName": "SWIp"}, "SWI"),
+        ({"SequenceName": "*fl3d1r", "ImageType": ["ORIGINAL", "PRIMARY", "M", "SWI", "NORM"]}, "SWI"),
+        ({"SequenceName": "*fl2d1", "SeriesDescription": "t2_fl2d_tra_hemo"}, "T2S"),
+        ({"SequenceName": "*me2d1r4", "SeriesDescription": "t2_medic_tra"}, "T2S"),  # Siemens MEDIC
+        ({"SeriesDescription": "Ax MERGE"}, "T2S"),  # GE's multi-echo GRE
+        ({"SeriesDescription": "T2*W_FFE"}, "T2S"),  # Philips
+    ],
+)
+def test_every_field_of_a_source_is_read(tmp_path, fields, expected):
+    scan = _nifti(tmp_path / "scan.nii.gz")
+    (tmp_path / "scan.json").write_text(json.dumps(fields))
+    d = detect_modality(scan)
+    assert (d.modality, d.source) == (expected, "sidecar")
+    # The same tags read from a DICOM series.
+    keys = {"SequenceName": "sequence_name", "ImageType": "image_type", "SeriesDescription": "series_description"}
+    record = {keys[k]: "\\".join(v) if isinstance(v, list) else v for k, v in fields.items() if k in keys}
+    if record:
+        assert detect_modality(tmp_path / "series-3", record).modality == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("sub-swi01_ses-gre2_run-1.nii.gz", None),  # a study's labels, not sequences
+        ("swi01.nii.gz", None),
+        ("sub-swi01-T2starw.nii.gz", "T2S"),  # the Slicer module's input file name ("_" made "-")
+        ("sub-01_acq-swi_run-1.nii.gz", "SWI"),  # acq- describes the sequence
+        ("sub-01_acq-swi_part-mag_GRE.nii.gz", "T2S"),  # the BIDS suffix decides (the GRE magnitude itself)
+        ("sub-01_rec-minIP_swi.nii.gz", "SWI"),
+        ("sub-01_SWI.nii.gz", "SWI"),
+        ("sub-01_T2starw.nii.gz", "T2S"),
+    ],
+)
+def test_only_names_of_sequences_count(name, expected):
+    d = detect_modality(name)
+    assert (d.modality if d.source == "file name" else None) == expected, d
+
+
+def test_a_phase_image_is_recognised(tmp_path):
+    from plkd.inference.inputs import classify
+
+    siemens_phase = {"sequence_name": "*swi3d1r", "image_type": "ORIGINAL\\PRIMARY\\P\\ND"}
+    assert "ImageType" in phase_reason(tmp_path / "series-4", siemens_phase)
+    assert "Pha_Images" in phase_reason(tmp_path / "series-5", {"series_description": "Pha_Images"})
+    scan = _nifti(tmp_path / "sub-01_swi.nii.gz")
+    assert phase_reason(scan) is None
+    (tmp_path / "sub-01_swi.json").write_text(json.dumps({"ImageType": ["ORIGINAL", "PRIMARY", "P", "ND"]}))
+    assert "ImageType" in phase_reason(scan)
+    for name in ("sub-01_part-phase_swi.nii.gz", "swi_e1_ph.nii.gz", "sub-01_swi_phase.nii"):
+        assert phase_reason(tmp_path / name) is not None, name
+        assert classify(tmp_path / name) == "phase image", name  # and a folder walk skips it
+    for magnitude in ({"image_type": "ORIGINAL\\PRIMARY\\M\\SWI"}, {"series_description": "SWI_Images"}):
+        assert phase_reason(tmp_path / "series-6", magnitude) is None
+    assert phase_reason(tmp_path / "sub-01_acq-graph_T2starw.nii.gz") is None
+
+
+def test_a_phase_image_named_is_analysed_with_a_warning(tmp_path, installed):
+    _install(installed, ("T2S", "SWI"))
+    scan = _nifti(tmp_path / "in" / "sub-01_part-phase_swi.nii.gz")
+    assert main(["predict", str(scan), "-o", str(tmp_path / "out"), "--progress", "none"]) == 0
+    doc = _doc(tmp_path / "out", "sub-01_part-phase_swi")
+    warned = [w for w in doc["warnings"] if "looks like a phase image" in w]
+    assert len(warned) == 1 and warned[0] in doc["notes"]
+
+
+def test_evidence_against_the_decision_is_said(tmp_path, installed, capsys):
+    _install(installed, ("T2S", "SWI"))
+    scans = tmp_path / "in"
+    # The file name says SWI, the dcm2niix sidecar GRE: the sidecar decides, and the name's word is not lost.
+    scan = _nifti(scans / "sub-01_swi.nii.gz")
+    (scans / "sub-01_swi.json").write_text(json.dumps({"SequenceName": "*fl2d1", "SeriesDescription": "t2_gre"}))
+    d = detect_modality(scan)
+    assert (d.modality, d.source, d.conflict) == ("T2S", "sidecar", "file name suffix '_swi' says SWI")
+    # Agreeing sources leave no conflict; a stated modality the scan contradicts keeps the evidence.
+    assert detect_modality(_nifti(scans / "sub-02_swi.nii.gz")).conflict is None
+    assert decide_modality("SWI", scan).conflict == "sidecar SequenceName '*fl2d1' says T2*"
+    assert decide_modality("T2S", scan).conflict is None
+    out = tmp_path / "out"
+    assert main(["predict", str(scan), "-o", str(out), "--progress", "tqdm"]) == 0
+    doc = _doc(out, "sub-01_swi")
+    assert doc["model"].startswith("tiny-t2s") and doc["modality"]["conflict"] == "file name suffix '_swi' says SWI"
+    warned = [w for w in doc["warnings"] if "file name suffix '_swi' says SWI" in w]
+    assert len(warned) == 1 and "taken as T2*" in warned[0] and warned[0] in doc["notes"]
+    # The line on the terminal says what the JSON says.
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("sub-01_swi: "))
+    assert line.endswith("; T2* model (sidecar SequenceName '*fl2d1')"), line
+    assert main(["predict", str(scan), "-o", str(out), "--progress", "none", "--modality", "SWI"]) == 0
+    doc = _doc(out, "sub-01_swi")
+    assert doc["model"].startswith("tiny-swi")
+    assert any("--modality SWI" in w and "says T2*" in w for w in doc["warnings"])
+
+
+def test_the_terminal_line_names_the_model_used_and_the_contrast(tmp_path, installed, capsys):
+    _install(installed, ("T2S",))
+    scan = _nifti(tmp_path / "in" / "sub-01_swi.nii.gz")
+    assert main(["predict", str(scan), "-o", str(tmp_path / "o1"), "--progress", "tqdm"]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("sub-01_swi: "))
+    # The T2* model analysed it: not "T2* model (file name suffix '_swi')", as if the suffix had said T2*.
+    assert line.endswith("; T2* model for an SWI scan (file name suffix '_swi')"), line
+    args = ["predict", str(scan), "-o", str(tmp_path / "o2"), "--progress", "tqdm", "--model", str(TINY_BUNDLE)]
+    assert main(args) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("sub-01_swi: "))
+    assert line.endswith("; T2* model for an SWI scan (file name suffix '_swi')"), line
+    doc = _doc(tmp_path / "o2", "sub-01_swi")
+    assert (doc["modality"]["modality"], doc["modality"]["model_modality"]) == ("SWI", "T2S")
+
+
+def test_a_given_model_is_the_contrast_of_a_scan_without_evidence(tmp_path, installed):
+    _install(installed, ("T2S", "SWI"))
+    swi_model = installed / "cmb-swi"
+    scan = _nifti(tmp_path / "in" / "scan.nii.gz")
+    out = tmp_path / "out"
+    assert main(["predict", str(scan), "-o", str(out), "--progress", "none", "--model", str(swi_model)]) == 0
+    doc = _doc(out, "scan")
+    # Not "T2S by default" beside an SWI model, with no warning: the JSON agrees with itself.
+    assert doc["modality"]["modality"] == "SWI" and doc["modality"]["source"] == "model"
+    assert doc["modality"]["model_modality"] == "SWI" and not any("trained on" in w for w in doc["warnings"])
+    # Evidence still decides: a Siemens MEDIC (a T2* GRE) given to the SWI model is a mismatch, said.
+    (tmp_path / "in" / "scan.json").write_text(json.dumps({"SequenceName": "*me2d1r4"}))
+    assert main(["predict", str(scan), "-o", str(out), "--progress", "none", "--model", str(swi_model)]) == 0
+    doc = _doc(out, "scan")
+    assert (doc["modality"]["modality"], doc["modality"]["source"]) == ("T2S", "sidecar")
+    assert any("trained on SWI images" in w for w in doc["warnings"])
+
+
+def test_an_installed_bundle_of_another_contrast_is_said(tmp_path, installed):
+    # cmb-swi replaced by a T2* bundle (its manifest says so): SWI scans go to it, but not in silence.
+    _install(installed, ("T2S", "SWI"))
+    manifest = installed / "cmb-swi" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "modality": "T2S"}))
+    scan = _nifti(tmp_path / "in" / "sub-01_swi.nii.gz")
+    assert main(["predict", str(scan), "-o", str(tmp_path / "out"), "--progress", "none"]) == 0
+    doc = _doc(tmp_path / "out", "sub-01_swi")
+    assert doc["model"].startswith("tiny-swi") and doc["modality"]["model_modality"] == "T2S"
+    assert any("trained on T2* images" in w for w in doc["warnings"])
+
+
+def test_a_manifest_may_write_the_contrast_as_people_do():
+    from plkd.inference.model_choice import ChosenModel
+
+    def chosen(value):
+        return ChosenModel(type("Bundle", (), {"manifest": {"modality": value}})(), "b", None).modality
+
+    assert [chosen(v) for v in ("T2*", "t2s", "swi", None, "FLAIR")] == ["T2S", "T2S", "SWI", None, "FLAIR"]
+
+
+def test_a_dicom_series_is_decided_by_its_own_tags(tmp_path, installed):
+    from test_predict_dicom import write_series
+
+    _install(installed, ("T2S", "SWI"))
+    img = nib.load(str(CASE))
+    data = np.asarray(img.dataobj, dtype=np.float32) * 10
+    # A folder named like a T2* series holding Siemens SWI magnitude, and the phase series of the same protocol.
+    swi = {"0018|0024": "*swi3d1r", "0008|0008": "ORIGINAL\\PRIMARY\\M\\SWI\\NORM", "0008|103e": "SWI_Images"}
+    write_series(tmp_path / "in" / "t2star_gre", data, img.affine, "1.2.826.0.1.3680043.8.498.71", tags=swi)
+    phase = {**swi, "0008|0008": "ORIGINAL\\PRIMARY\\P\\ND", "0008|103e": "Pha_Images"}
+    write_series(tmp_path / "in" / "series-8", data, img.affine, "1.2.826.0.1.3680043.8.498.72", tags=phase)
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--progress", "none"]) == 0
+    doc = _doc(out, "t2star_gre")
+    assert (doc["modality"]["modality"], doc["modality"]["source"]) == ("SWI", "dicom")
+    assert doc["model"].startswith("tiny-swi") and "SequenceName '*swi3d1r'" in doc["modality"]["reason"]
+    assert doc["modality"]["conflict"] == "file name suffix '_gre' says T2*"  # the folder is the series' name
+    doc = _doc(out, "series-8")
+    assert any("looks like a phase image (dicom ImageType" in w for w in doc["warnings"])

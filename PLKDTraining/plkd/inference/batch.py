@@ -23,8 +23,8 @@ from plkd import __version__
 from plkd.dicom import load_dicom_series
 from plkd.errors import InputError, OutputError, PLKDError
 from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings, separate_echo_notes
-from plkd.inference.modality import decide_modality, projection_reason
-from plkd.inference.model_choice import DISPLAY, ModelChooser, modality_record
+from plkd.inference.modality import phase_reason, projection_reason
+from plkd.inference.model_choice import ModelChooser, modality_record, model_line
 from plkd.inference.outputs import (
     NO_OUTPUTS,
     OutputPaths,
@@ -286,10 +286,10 @@ def _failed(report: BatchReport, scan: ScanInput, message: str, seconds: float, 
 
 def _outputs_problem(scan: ScanInput, out: OutputPaths, opt: _Options, sha: str, extras: list[Path]) -> str | None:
     """Why the outputs in the folder are not this scan's result with these settings, or None when they are."""
-    return reuse_problem(out, opt.settings, sha, extras) or _contrast_changed(scan, out, opt.models.stated)
+    return reuse_problem(out, opt.settings, sha, extras) or _contrast_changed(scan, out, opt.models)
 
 
-def _contrast_changed(scan: ScanInput, out: OutputPaths, stated: str) -> str | None:
+def _contrast_changed(scan: ScanInput, out: OutputPaths, models: ModelChooser) -> str | None:
     """Why earlier outputs of a NIfTI scan no longer fit: its contrast is now decided otherwise (a JSON
     sidecar added or edited beside it picks another model, yet leaves the image's bytes unchanged).
     A DICOM series' tags are part of the bytes the input's sha256 covers."""
@@ -298,10 +298,11 @@ def _contrast_changed(scan: ScanInput, out: OutputPaths, stated: str) -> str | N
     old = (read_record(out.json) or {}).get("modality")
     if not isinstance(old, dict):
         return None  # outputs of an older plkd record no decision
-    new = decide_modality(stated, scan.path).as_dict()
+    new = models.decide(scan.path).as_dict()
     if all(old.get(k) == v for k, v in new.items()):
         return None
-    return f"the contrast is now decided as {new['modality']} ({new['reason']}), not {old.get('modality')}"
+    now = f"{new['modality']} ({new['reason']}" + (f"; {new['conflict']}" if new["conflict"] else "") + ")"
+    return f"the contrast is now decided as {now}, before as {old.get('modality')} ({old.get('reason')})"
 
 
 def _discard_stale(scan: ScanInput, out: OutputPaths, opt: _Options, prog: Progress, err: Any) -> None:
@@ -436,10 +437,18 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         if scan.path in opt.scan_notes:
             log.warning(opt.scan_notes[scan.path])
         mask_vol = load_label(opt.mask, what="brain mask", allow_empty=False) if opt.mask is not None else None
-        model, decision, mismatch = opt.models.choose(scan.series.folder if scan.series else scan.path, dicom)
-        if mismatch:
-            log.warning(mismatch)
-        if (projection := projection_reason(scan.series.folder if scan.series else scan.path, dicom)) is not None:
+        model, decision, choice_warnings = opt.models.choose(scan.series.folder if scan.series else scan.path, dicom)
+        for warning in choice_warnings:
+            log.warning(warning)
+        where = scan.series.folder if scan.series else scan.path
+        if (phase := phase_reason(where, dicom)) is not None:
+            log.warning(
+                "%s looks like a phase image (%s): the models read magnitude images, so what is found on it "
+                "means nothing; analyse the magnitude (SWI or T2*) image of the series",
+                scan.path.name,
+                phase,
+            )
+        if (projection := projection_reason(where, dicom)) is not None:
             log.warning(
                 "%s looks like a projection over several slices (%s): microbleeds and veins of neighbouring "
                 "slices overlap in it, so positions, sizes and counts are unreliable; analyse the SWI "
@@ -498,7 +507,6 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
     text = f"{scan.stem}: {n} microbleed(s)"
     if result.location is not None:  # counts per MARS class (plkd.location)
         text += f"; {describe_location(result.location)}"
-    if opt.models.fixed is None:  # the model was chosen by the scan's contrast: say which, and why
-        text += f"; {DISPLAY[model.modality or decision.modality]} model ({decision.reason})"
+    text += f"; {model_line(model, decision)}"
     prog.message(text, input=str(scan.path), n_microbleeds=n)
     return record

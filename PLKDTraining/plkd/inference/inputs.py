@@ -24,6 +24,7 @@ from pathlib import Path
 
 from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file
 from plkd.errors import InputError
+from plkd.inference.modality import PHASE_NAME
 from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix
 from plkd.volumes import Volume, grid_displacement_mm, same_grid_tolerance_mm
 
@@ -41,7 +42,6 @@ LABEL_TOKENS = frozenset(
 OTHER_CONTRASTS = frozenset(
     {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
 )
-_PHASE = re.compile(r"(^|[_-])(phase|pha|part-phase)$|part-phase", re.I)
 #: BIDS echo entity (``sub-01_echo-2_part-mag_MEGRE``): one echo of a multi-echo GRE stored per file.
 _ECHO = re.compile(r"_echo-(\d+)(?=_)", re.I)
 
@@ -86,7 +86,7 @@ def classify(path: Path) -> str | None:
     token = stem.rsplit("_", 1)[-1].lower()
     if path.parent.name.lower() in LABEL_FOLDERS or token in LABEL_TOKENS or stem.lower().endswith("brain_mask"):
         return "label map or mask"
-    if _PHASE.search(stem):
+    if PHASE_NAME.search(stem):
         return "phase image"
     if token in OTHER_CONTRASTS:
         return f"other contrast ({stem.rsplit('_', 1)[-1]})"

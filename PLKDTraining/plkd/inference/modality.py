@@ -10,22 +10,28 @@ read in order of trust, and the first source that names one contrast decides:
    ``SequenceName``, ``ImageType``, ``SeriesDescription``, ``ProtocolName``, ``PulseSequenceName``);
 3. the NIfTI header's ``descrip`` and ``intent_name`` text;
 4. the file name: its BIDS suffix (the last ``_`` part: ``swi``, ``minIP``, ``T2starw``, ``T2S``,
-   ``GRE``…), then any other ``_``/``-``/``.``-separated word of the name.
+   ``GRE``…), then its other words. Of BIDS entities only the values of ``acq-``, ``rec-`` and
+   ``desc-`` describe the sequence; ``sub-swi01`` or ``ses-gre2`` are a study's labels and are not read.
 
-Only whole words count: ``clearswi-small/sub-01_GRE.nii.gz`` is GRE (the folder is never read and
-"clearswi" is not the word "swi"). Siemens names its SWI reconstructions ``*swi3d1r`` and puts
-``SWI`` or ``MNIP`` in ``ImageType``; GE ("SWAN") and Philips ("SWIp", "VenBOLD") use the
-product names matched below. A source naming both wins for SWI, itself a GRE sequence
-("swi_3d_gre"). No evidence at all means T2*, the default and the more common clinical
-sequence, and the decision says so.
+Within one source every field is read, and SWI named anywhere in it wins, because SWI is itself a
+GRE sequence: a Philips sidecar with ``PulseSequenceName`` "FFE" and ``SeriesDescription`` "SWIp"
+is SWI, as is the protocol "swi_3d_gre". Only whole words count: ``clearswi-small/sub-01_GRE.nii.gz``
+is GRE (the folder is never read and "clearswi" is not the word "swi"), and a trailing part is
+allowed only in Siemens' sequence-name form (``*swi3d1r``, ``*fl2d1``, ``*me2d1r4``), so a label such
+as "swi01" names no contrast. Siemens puts ``SWI`` or ``MNIP`` in ``ImageType``; GE ("SWAN") and
+Philips ("SWIp", "VenBOLD") use the product names matched below. No evidence at all means T2*, the
+default and the more common clinical sequence, and the decision says so. A less trusted source (or,
+for a stated modality, any source) that names the other contrast is kept in the decision
+(``conflict``), for a warning: the choice is then never silent.
 
-A projection over several slices (SWI's minimum-intensity projection) is recognised from the same
-sources (:func:`projection_reason`); ``plkd predict`` analyses it with a warning, as its positions
-and counts cannot be trusted.
+A projection over several slices (SWI's minimum-intensity projection) and a phase image are
+recognised from the same sources (:func:`projection_reason`, :func:`phase_reason`); ``plkd
+predict`` analyses them with a warning, as what it finds on them cannot be trusted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -41,15 +47,64 @@ from plkd.volumes import nibabel_header_fixes
 #: ``--modality`` choices.
 CHOICES = ("auto", *MODALITIES)
 
-#: Whole words (lower case) that name each contrast. A trailing number is allowed (``swi3d1r``).
+#: What may follow a contrast word: Siemens' sequence-name tail ("swi" + "3d1r"); "fl2d"/"fl3d"/"me2d" are
+#: followed by digits ("fl2d1", "me2d1r4"). Other trailing digits make a label ("swi01"), not a sequence.
+_TAIL = r"(?:[23]d\w*)?"
+#: Whole words (lower case) that name each contrast.
 _WORDS = {
-    "SWI": re.compile(r"^(swi|swip|swan|minip|mnip|mip_swi|venbold|susceptibility)(\d\w*)?$"),
-    "T2S": re.compile(r"^(t2s|t2star|t2starw|t2starweighted|t2sw|gre|megre|fl3d|fl2d|ffe|t2ffe|hemo)(\d\w*)?$"),
+    "SWI": re.compile(rf"^(?:(?:swi|swip|swan|minip|mnip|venbold|susceptibility){_TAIL})$"),
+    "T2S": re.compile(
+        rf"^(?:(?:t2s|t2star|t2starw|t2starweighted|t2sw|gre|megre|ffe|t2ffe|mffe|hemo|medic|merge){_TAIL}"
+        r"|(?:fl2d|fl3d|me2d)(?:\d\w*)?)$"
+    ),
 }
 #: Whole words (lower case) that mark a projection over several slices: SWI's minimum-intensity
 #: projection ("mIP_Images(SW)", ImageType ``MNIP``, BIDS ``_minIP``), any maximum-intensity one,
 #: and DICOM's ImageType value ``PROJECTION IMAGE``.
-_PROJECTION_WORDS = re.compile(r"^(minip|mnip|mip|minimumip|projection)(\d\w*)?$")
+_PROJECTION_WORDS = re.compile(rf"^(?:minip|mnip|mip|minimumip|projection){_TAIL}$")
+#: A phase image by name: BIDS ``part-phase``, a last name part ``phase``/``pha`` and dcm2niix's ``_ph``
+#: (the folder walk of :mod:`plkd.inference.inputs` skips such files; one named explicitly is analysed).
+PHASE_NAME = re.compile(r"(^|[_-])(phase|pha|ph|part-phase)$|part-phase", re.I)
+#: Words of a series description that mark phase (Siemens "Pha_Images", "SWI phase").
+_PHASE_WORDS = frozenset({"pha", "phase"})
+#: ``ImageType`` values of a phase image (DICOM PS3.3 C.8.13.1.1.1: value 3 ``P``; Philips ``PHASE``).
+_PHASE_IMAGE_TYPES = frozenset({"P", "PHASE", "PHASE MAP"})
+#: BIDS entities whose value describes the sequence; the values of the others (``sub``, ``ses``, ``run``, …)
+#: are a study's labels and are not read.
+_SEQUENCE_ENTITIES = frozenset({"acq", "rec", "desc"})
+#: A BIDS entity: ``key-value``, the value letters and digits only.
+_ENTITY = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9]+)$")
+_BIDS_ENTITIES = frozenset(
+    {
+        "sub",
+        "ses",
+        "task",
+        "acq",
+        "ce",
+        "rec",
+        "dir",
+        "run",
+        "mod",
+        "echo",
+        "flip",
+        "inv",
+        "mt",
+        "part",
+        "chunk",
+        "trc",
+        "space",
+        "res",
+        "den",
+        "label",
+        "desc",
+        "split",
+        "recording",
+        "sample",
+        "stain",
+        "tracer",
+        "hemi",
+    }
+)
 #: Sidecar / DICOM fields read, most specific first.
 _FIELDS = ("SequenceName", "ImageType", "PulseSequenceName", "SeriesDescription", "ProtocolName")
 #: The same fields as :func:`plkd.dicom.load_dicom_series` records them.
@@ -67,14 +122,18 @@ class ModalityDecision:
 
     #: ``"T2S"`` or ``"SWI"``.
     modality: str
-    #: ``"stated"`` (the user said), ``"dicom"``, ``"sidecar"``, ``"header"``, ``"file name"`` or ``"default"``.
+    #: ``"stated"`` (the user said), ``"dicom"``, ``"sidecar"``, ``"header"``, ``"file name"``, ``"model"``
+    #: (no evidence; the contrast of the bundle given with ``--model``) or ``"default"``.
     source: str
     #: One human-readable clause, e.g. ``"sidecar SequenceName '*swi3d1r'"``.
     reason: str
+    #: Evidence for the other contrast that the decision overrode (a less trusted source, or any source
+    #: against a stated modality), e.g. ``"file name suffix '_swi' says SWI"``; None when none disagrees.
+    conflict: str | None = None
 
-    def as_dict(self) -> dict[str, str]:
-        """``{"modality", "source", "reason"}`` for the JSON."""
-        return {"modality": self.modality, "source": self.source, "reason": self.reason}
+    def as_dict(self) -> dict[str, str | None]:
+        """``{"modality", "source", "reason", "conflict"}`` for the JSON."""
+        return {"modality": self.modality, "source": self.source, "reason": self.reason, "conflict": self.conflict}
 
 
 def words(text: str) -> list[str]:
@@ -101,12 +160,18 @@ def _field_text(value: Any) -> str:
 def _from_fields(
     fields: Mapping[str, Any], source: str, keys: Iterable[str], label: str | None = None
 ) -> ModalityDecision | None:
+    """The contrast the fields name: SWI when any field names it, else T2* when one does (the first)."""
+    gre = None
     for key in keys:
         text = _field_text(fields.get(key))
         modality = modality_of_text(text.replace("\\", " ")) if text else None
-        if modality is not None:
-            return ModalityDecision(modality, source, f"{label or source} {key} {text.strip()!r}")
-    return None
+        if modality is None or (modality == "T2S" and gre is not None):
+            continue
+        decision = ModalityDecision(modality, source, f"{label or source} {key} {text.strip()!r}")
+        if modality == "SWI":
+            return decision
+        gre = decision
+    return gre
 
 
 def sidecar_path(path: Path) -> Path:
@@ -163,15 +228,44 @@ def _metadata(path: Path, dicom: Mapping[str, Any] | None) -> Iterator[tuple[str
         yield "header", "NIfTI header", {"description": _header_text(path)}
 
 
+def _name_parts(path: Path) -> tuple[str, list[str]]:
+    """The BIDS suffix of the file name (``""`` when none) and the parts of the name that may describe the
+    sequence: parts that are no BIDS entity, and the values of ``acq-``, ``rec-`` and ``desc-``."""
+    parts = _stem(path).split("_")
+    readable = []
+    for part in parts:
+        entity = _ENTITY.match(part)
+        if entity is None or entity[1].lower() not in _BIDS_ENTITIES:
+            readable.append(part)
+        elif entity[1].lower() in _SEQUENCE_ENTITIES:
+            readable.append(entity[2])
+    suffix = parts[-1] if len(parts) > 1 and readable and readable[-1] == parts[-1] else ""
+    return suffix, readable
+
+
 def _from_name(path: Path) -> ModalityDecision | None:
-    stem = _stem(path)
-    suffix = stem.rsplit("_", 1)[-1] if "_" in stem else ""
+    suffix, readable = _name_parts(path)
     if suffix and (modality := modality_of_text(suffix)) is not None:
         return ModalityDecision(modality, "file name", f"file name suffix '_{suffix}'")
-    for word in words(stem):
-        if (modality := modality_of_text(word)) is not None and modality == modality_of_text(stem):
-            return ModalityDecision(modality, "file name", f"the word '{word}' in the file name")
-    return None
+    text = " ".join(readable)
+    modality = modality_of_text(text)
+    word = next((w for w in words(text) if modality_of_text(w) == modality), None) if modality else None
+    return ModalityDecision(modality, "file name", f"the word '{word}' in the file name") if modality else None
+
+
+def _evidence(path: Path, dicom: Mapping[str, Any] | None) -> Iterator[ModalityDecision]:
+    """What each source says about the contrast, most trusted first (sources that say nothing left out)."""
+    for source, label, fields in _metadata(path, dicom):
+        keys = _FIELDS if source != "header" else ("description",)
+        if (d := _from_fields(fields, source, keys, label)) is not None:
+            yield d
+    if (d := _from_name(path)) is not None:
+        yield d
+
+
+def _disagreeing(evidence: Iterable[ModalityDecision], modality: str) -> str | None:
+    other = next((d for d in evidence if d.modality != modality), None)
+    return None if other is None else f"{other.reason} says {'T2*' if other.modality == 'T2S' else other.modality}"
 
 
 def detect_modality(path: str | Path, dicom: Mapping[str, Any] | None = None) -> ModalityDecision:
@@ -179,15 +273,15 @@ def detect_modality(path: str | Path, dicom: Mapping[str, Any] | None = None) ->
 
     ``dicom`` is the record :func:`plkd.dicom.load_dicom_series` returns for a series. Never
     raises: missing or unreadable metadata only means less evidence. See the module docstring
-    for the order of the sources.
+    for the order of the sources; ``conflict`` names the first less trusted source that says otherwise.
     """
-    path = Path(path)
-    for source, label, fields in _metadata(path, dicom):
-        if (d := _from_fields(fields, source, _FIELDS if source != "header" else ("description",), label)) is not None:
-            return d
-    if (d := _from_name(path)) is not None:
-        return d
-    return ModalityDecision("T2S", "default", "no sequence information in the metadata or the file name; T2* assumed")
+    evidence = _evidence(Path(path), dicom)
+    first = next(evidence, None)
+    if first is None:
+        return ModalityDecision(
+            "T2S", "default", "no sequence information in the metadata or the file name; T2* assumed"
+        )
+    return dataclasses.replace(first, conflict=_disagreeing(evidence, first.modality))
 
 
 def _projection_words(text: str) -> str | None:
@@ -214,6 +308,35 @@ def projection_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) 
     return None
 
 
+def _image_type_values(value: Any) -> list[str]:
+    """``ImageType`` as its values: a list (sidecar) or one backslash-separated string (DICOM)."""
+    if isinstance(value, list | tuple):
+        return [str(v).strip().upper() for v in value]
+    return [v.strip().upper() for v in str(value or "").split("\\")]
+
+
+def phase_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) -> str | None:
+    """Why the scan at ``path`` looks like a phase image, or None.
+
+    SWI and multi-echo GRE protocols store a phase image beside the magnitude, often in the same series
+    or with the same sequence name ("*swi3d1r"), so its sequence says SWI; but the models read magnitude
+    (dark microbleeds on a bright brain), and phase shows wrapped stripes in radians. Read: the DICOM /
+    sidecar ``ImageType`` (value ``P``, ``PHASE``), a ``SeriesDescription`` word ``Pha``/``phase``, the
+    file name (BIDS ``part-phase``, a last part ``phase``/``pha``, dcm2niix's ``_ph``). Never raises.
+    """
+    path = Path(path)
+    for _source, label, fields in _metadata(path, dicom):
+        image_type = fields.get("ImageType")
+        if image_type and _PHASE_IMAGE_TYPES & set(_image_type_values(image_type)):
+            return f"{label} ImageType {_field_text(image_type).strip()!r}"
+        description = _field_text(fields.get("SeriesDescription"))
+        if _PHASE_WORDS & set(words(description)):
+            return f"{label} SeriesDescription {description.strip()!r}"
+    if PHASE_NAME.search(_stem(path)):
+        return "the file name marks a phase image"
+    return None
+
+
 def normalise_modality(text: str | None) -> str:
     """A stated modality as ``auto``, ``T2S`` or ``SWI`` (``T2*``, ``None`` = auto, any case).
 
@@ -229,9 +352,13 @@ def normalise_modality(text: str | None) -> str:
 def decide_modality(stated: str, path: str | Path, dicom: Mapping[str, Any] | None = None) -> ModalityDecision:
     """``stated`` (``T2S``/``SWI``) as the user's decision, or :func:`detect_modality` for ``auto``.
 
-    Raises ValueError for any other ``stated``.
+    A stated modality that ``auto`` would not have chosen keeps the evidence that chooses otherwise as
+    ``conflict``. Raises ValueError for any other ``stated``.
     """
     key = normalise_modality(stated)
+    found = detect_modality(path, dicom)
     if key == "auto":
-        return detect_modality(path, dicom)
-    return ModalityDecision(key, "stated", f"--modality {key}")
+        return found
+    return ModalityDecision(
+        key, "stated", f"--modality {key}", _disagreeing([found], key) if found.source != "default" else None
+    )

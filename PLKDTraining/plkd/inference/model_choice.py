@@ -3,9 +3,12 @@
 Without ``--model``, ``plkd predict`` has one installed bundle per modality (``cmb-t2s``,
 ``cmb-swi``) and takes, scan by scan, the one for the contrast stated with ``--modality`` or,
 under ``auto``, the contrast the scan's metadata shows (:mod:`plkd.inference.modality`). With
-``--model`` that bundle analyses every scan; the contrast is still decided and a mismatch with
-the bundle's ``modality`` is a warning. Either way the decision and its reason go into each
-scan's JSON (``modality``) and its one-line report.
+``--model`` that bundle analyses every scan; the contrast is still decided (a scan without any evidence
+is taken to be of the bundle's contrast) and a mismatch with the bundle's ``modality`` is a warning. A
+model used for a contrast its manifest does not name (a given one, the other installed one, or an
+installed bundle whose manifest says otherwise) and evidence that contradicts the decision are
+warnings, so no choice is silent. The decision and its reason go into each scan's JSON (``modality``)
+and its one-line report.
 """
 
 from __future__ import annotations
@@ -41,9 +44,15 @@ class ChosenModel:
 
     @property
     def modality(self) -> str | None:
-        """The bundle's manifest ``modality`` (upper case), or None when it names none."""
+        """The bundle's manifest ``modality`` as ``T2S`` or ``SWI`` ("T2*", any case; another name upper case),
+        or None when it names none."""
         value = (getattr(self.bundle, "manifest", None) or {}).get("modality")
-        return str(value).upper() if value else None
+        if not value:
+            return None
+        try:
+            return modality_choice(str(value)) if str(value).strip().lower() != "auto" else "AUTO"
+        except ValueError:
+            return str(value).upper()
 
 
 def normalise_modality(text: str | None) -> str:
@@ -109,30 +118,65 @@ class ModelChooser:
         digests = {m: manifest_digest(self._load(path).bundle) for m, path in sorted(self.installed.items())}
         return {"model": "installed, by modality", "model_manifest_sha256": digests, "modality": self.stated}
 
+    def decide(self, path: str | Path, dicom: Mapping[str, Any] | None = None) -> ModalityDecision:
+        """The contrast of the scan at ``path`` for this run: stated, found in its metadata, or, when
+        nothing says and a bundle was given with ``--model``, that bundle's contrast (source ``model``)."""
+        decision = decide_modality(self.stated, path, dicom)
+        trained = self.fixed.modality if self.fixed is not None else None
+        if decision.source == "default" and trained in MODALITIES:
+            return ModalityDecision(
+                trained,
+                "model",
+                f"no sequence information in the metadata or the file name; taken as {DISPLAY[trained]}, "
+                f"the contrast of the given model {self.fixed.name}",
+            )
+        return decision
+
     def choose(
         self, path: str | Path, dicom: Mapping[str, Any] | None = None
-    ) -> tuple[ChosenModel, ModalityDecision, str | None]:
-        """``(model, decision, warning)`` for the scan at ``path`` (``dicom``: its series record)."""
-        decision = decide_modality(self.stated, path, dicom)
+    ) -> tuple[ChosenModel, ModalityDecision, list[str]]:
+        """``(model, decision, warnings)`` for the scan at ``path`` (``dicom``: its series record).
+
+        Warned: evidence that contradicts the decision, and a model whose manifest names another
+        contrast than the decided one (given with ``--model``, the other installed one when the
+        decided contrast has none, or an installed bundle whose manifest says otherwise).
+        """
+        decision = self.decide(path, dicom)
+        name, shown = Path(path).name, DISPLAY[decision.modality]
+        warnings = []
+        if decision.conflict is not None:
+            hint = "" if decision.source == "stated" else "; state its contrast with --modality if that is wrong"
+            warnings.append(f"{name} is taken as {shown} ({decision.reason}), but {decision.conflict}{hint}")
         if self.fixed is not None:
-            trained = self.fixed.modality
-            warning = None
-            if trained and decision.source != "default" and decision.modality != trained:
-                warning = (
-                    f"{Path(path).name} is {DISPLAY[decision.modality]} ({decision.reason}) but the model "
-                    f"{self.fixed.name} was trained on {DISPLAY.get(trained, trained)} images; results may be poor"
-                )
-            return self.fixed, decision, warning
-        if decision.modality in self.installed:
-            return self._load(self.installed[decision.modality]), decision, None
-        fallback = next(iter(self.installed))
-        warning = (
-            f"{Path(path).name} is {DISPLAY[decision.modality]} ({decision.reason}) but no "
-            f"{DISPLAY[decision.modality]} model is installed; the {DISPLAY[fallback]} model was used"
-        )
-        return self._load(self.installed[fallback]), decision, warning
+            model = self.fixed
+        elif decision.modality in self.installed:
+            model = self._load(self.installed[decision.modality])
+        else:
+            fallback = next(iter(self.installed))
+            model = self._load(self.installed[fallback])
+            warnings.append(
+                f"{name} is {shown} ({decision.reason}) but no {shown} model is installed; "
+                f"the {DISPLAY[fallback]} model was used"
+            )
+            return model, decision, warnings
+        if model.modality and model.modality != decision.modality:
+            warnings.append(
+                f"{name} is {shown} ({decision.reason}) but the model {model.name} was trained on "
+                f"{DISPLAY.get(model.modality, model.modality)} images; results may be poor"
+            )
+        return model, decision, warnings
 
 
 def modality_record(decision: ModalityDecision, stated: str, model: ChosenModel) -> dict[str, Any]:
     """The JSON ``modality`` block: what was decided, from what, and the model's own modality."""
     return {**decision.as_dict(), "stated": stated, "model_modality": model.modality}
+
+
+def model_line(model: ChosenModel, decision: ModalityDecision) -> str:
+    """The model and the decision for a scan's line on the terminal, as its JSON ``modality`` records them:
+    ``"SWI model (sidecar SequenceName '*swi3d1r')"``, ``"T2* model for an SWI scan (file name suffix '_swi')"``."""
+    used = model.modality or decision.modality
+    text = f"{DISPLAY.get(used, used)} model"
+    if used != decision.modality:
+        text += f" for {'an' if decision.modality == 'SWI' else 'a'} {DISPLAY[decision.modality]} scan"
+    return f"{text} ({decision.reason})"
