@@ -275,7 +275,7 @@ def test_rerun_recomputes_when_a_sidecar_changes_the_contrast(tmp_path: Path, ca
     out = tmp_path / "out"
     assert _predict(str(src), "-o", str(out)) == 0
     doc_path = out / "scan_cmb.json"
-    assert json.loads(doc_path.read_text())["modality"]["source"] == "default"
+    assert json.loads(doc_path.read_text())["modality"]["source"] == "model"  # the given T2* model's contrast
     capsys.readouterr()
     (tmp_path / "scan.json").write_text(json.dumps({"SequenceName": "*swi3d1r"}))
     assert _predict(str(src), "-o", str(out)) == 0

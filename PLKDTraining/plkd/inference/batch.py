@@ -302,7 +302,7 @@ def _contrast_changed(scan: ScanInput, out: OutputPaths, models: ModelChooser) -
     if all(old.get(k) == v for k, v in new.items()):
         return None
     now = f"{new['modality']} ({new['reason']}" + (f"; {new['conflict']}" if new["conflict"] else "") + ")"
-    return f"the contrast is now decided as {now}, before as {old.get('modality')} ({old.get('reason')})"
+    return f"the contrast is now decided as {now}, not {old.get('modality')}"
 
 
 def _discard_stale(scan: ScanInput, out: OutputPaths, opt: _Options, prog: Progress, err: Any) -> None:
