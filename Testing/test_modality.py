@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -126,6 +127,13 @@ def test_auto_gives_each_scan_the_model_of_its_contrast(tmp_path, installed, cap
         assert doc["model"].startswith(f"tiny-{modality.lower()}"), (stem, doc["model"])
         assert doc["modality"]["modality"] == modality and doc["modality"]["source"] == source
         assert doc["modality"]["model_modality"] == modality and not any("trained on" in w for w in doc["warnings"])
+    # The summary says, scan by scan, which contrast each was taken to be and which model's read it.
+    rows = {r["scan"]: r for r in csv.DictReader((out / "plkd_summary.csv").open(encoding="utf-8"))}
+    assert {k: (r["modality"], r["model_modality"], r["model"][:8]) for k, r in rows.items()} == {
+        "a_swi": ("SWI", "SWI", "tiny-swi"),
+        "b_T2starw": ("T2S", "T2S", "tiny-t2s"),
+        "c": ("SWI", "SWI", "tiny-swi"),
+    }
     # Stating the contrast overrides the metadata, and a different choice is recomputed, not reused.
     assert main(["predict", str(scans), "-o", str(out), "--progress", "none", "--modality", "T2S"]) == 0
     assert all(_doc(out, s)["model"].startswith("tiny-t2s") for s in ("a_swi", "b_T2starw", "c"))
@@ -204,7 +212,7 @@ def test_an_unknown_modality_is_refused(tmp_path, capsys):
 )
 def test_every_field_of_a_source_is_read(tmp_path, fields, expected):
     scan = _nifti(tmp_path / "scan.nii.gz")
-    (tmp_path / "scan.json").write_text(json.dumps(fields))
+    (tmp_path / "scan.json").write_text(json.dumps(fields), encoding="utf-8-sig")  # as Windows Notepad saves it
     d = detect_modality(scan)
     assert (d.modality, d.source) == (expected, "sidecar")
     # The same tags read from a DICOM series.
@@ -290,9 +298,12 @@ def test_the_terminal_line_names_the_model_used_and_the_contrast(tmp_path, insta
     _install(installed, ("T2S",))
     scan = _nifti(tmp_path / "in" / "sub-01_swi.nii.gz")
     assert main(["predict", str(scan), "-o", str(tmp_path / "o1"), "--progress", "tqdm"]) == 0
-    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("sub-01_swi: "))
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("sub-01_swi: "))
     # The T2* model analysed it: not "T2* model (file name suffix '_swi')", as if the suffix had said T2*.
     assert line.endswith("; T2* model for an SWI scan (file name suffix '_swi')"), line
+    row = next(x for x in err.splitlines() if x.startswith("sub-01_swi  done"))  # the summary table
+    assert "SWI, T2* model" in row, row
     args = ["predict", str(scan), "-o", str(tmp_path / "o2"), "--progress", "tqdm", "--model", str(TINY_BUNDLE)]
     assert main(args) == 0
     line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("sub-01_swi: "))

@@ -188,7 +188,7 @@ def _read_sidecar(path: Path) -> Mapping[str, Any]:
     if not side.is_file() or side.stat().st_size > 1_000_000:
         return {}
     try:
-        data = json.loads(side.read_text(encoding="utf-8"))
+        data = json.loads(side.read_text(encoding="utf-8-sig"))  # Windows editors may add a BOM
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

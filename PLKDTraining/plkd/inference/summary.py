@@ -3,9 +3,10 @@
 Columns (CSV, UTF-8, header row): ``scan`` (output stem), ``input``, ``status`` (done, skipped =
 reused outputs, failed), ``n_microbleeds``, ``total_volume_mm3``, ``volumes_mm3`` (kept
 microbleeds, ``;``-separated, largest first), the MARS location counts ``lobar``, ``deep``,
-``infratentorial``, ``unknown`` (empty when the outputs carry no ``location`` block), ``student``,
-``lr_factor``, ``seconds`` (time of this run on the scan), ``warnings`` (`` | ``-separated) and
-``error``.
+``infratentorial``, ``unknown`` (empty when the outputs carry no ``location`` block), ``modality``
+(the contrast decided for the scan, ``T2S`` or ``SWI``), ``model_modality`` (the contrast of the model
+that analysed it; they differ only with a warning), ``model``, ``student``, ``lr_factor``, ``seconds``
+(time of this run on the scan), ``warnings`` (`` | ``-separated) and ``error``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ COLUMNS = (
     "total_volume_mm3",
     "volumes_mm3",
     *LOCATIONS,
+    "modality",
+    "model_modality",
+    "model",
     "student",
     "lr_factor",
     "seconds",
@@ -53,10 +57,14 @@ def summary_row(
         n_microbleeds=record.get("n_microbleeds", len(volumes)),
         total_volume_mm3=f"{sum(volumes):.1f}",
         volumes_mm3=";".join(f"{v:.1f}" for v in volumes),
+        model=record.get("model", ""),
         student=record.get("student", ""),
         lr_factor=record.get("lr_factor", ""),
         warnings=" | ".join(record.get("warnings") or []),
     )
+    decision = record.get("modality")  # absent in outputs of older versions
+    if isinstance(decision, dict):
+        row.update(modality=decision.get("modality") or "", model_modality=decision.get("model_modality") or "")
     location = record.get("location")
     counts = location.get("counts") if isinstance(location, dict) else None
     if isinstance(counts, dict):
@@ -113,7 +121,7 @@ def withdraw_rows(folder: str | Path, own: str | Path, stems: set[str], shards: 
 
 def print_summary_table(rows: Sequence[dict[str, Any]], out: TextIO) -> None:
     """A fixed-width table of the main columns, one line per scan."""
-    head = ("scan", "status", "CMBs", "mm3", "lobar/deep/infra", "student", "s", "warnings")
+    head = ("scan", "status", "contrast", "CMBs", "mm3", "lobar/deep/infra", "student", "s", "warnings")
     lines = [head]
     for r in rows:
         loc = "/".join(str(r[k]) for k in LOCATIONS[:3]) if r["lobar"] != "" else "-"
@@ -122,6 +130,7 @@ def print_summary_table(rows: Sequence[dict[str, Any]], out: TextIO) -> None:
             (
                 r["scan"],
                 r["status"],
+                _contrast(r["modality"], r["model_modality"]),
                 str(r["n_microbleeds"]),
                 r["total_volume_mm3"],
                 loc,
@@ -133,3 +142,12 @@ def print_summary_table(rows: Sequence[dict[str, Any]], out: TextIO) -> None:
     widths = [max(len(str(line[c])) for line in lines) for c in range(len(head))]
     for line in lines:
         out.write("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")
+
+
+def _contrast(modality: str, model_modality: str) -> str:
+    """``"SWI"``, or ``"SWI, T2* model"`` when the model is of another contrast (``"-"`` when unknown)."""
+    shown = {"T2S": "T2*"}
+    text = shown.get(modality, modality) or "-"
+    if model_modality and model_modality != modality:
+        text += f", {shown.get(model_modality, model_modality)} model"
+    return text
