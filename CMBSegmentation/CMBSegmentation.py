@@ -990,7 +990,13 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
             if dialog is not None:
                 dialog.close()
             shutil.rmtree(prepared.workFolder, ignore_errors=True)
-        logging.info("CMBSegmentation: %d microbleed(s) in %s", len(result.segmentIds), inputVolume.GetName())
+        choice = resultImport.describeModelChoice(result.modelChoice)
+        logging.info(
+            "CMBSegmentation: %d microbleed(s) in %s%s",
+            len(result.segmentIds),
+            inputVolume.GetName(),
+            f"; {choice}" if choice else "",
+        )
         return result.segmentationNode
 
 

@@ -975,7 +975,7 @@ def test_inputs_are_written_with_voxels_and_geometry_intact(case, tmp_path):
     )
     mask = np.asarray(nib.load(prepared.maskPath).dataobj)
     assert np.array_equal(mask > 0, _labels() > 0)  # a segmentation as brain mask, on the input grid
-    assert prepared.outputs.labelMap == prepared.outputDir / "case-T2_cmb.nii.gz"
+    assert prepared.outputs.labelMap == prepared.outputDir / "case-T2star_cmb.nii.gz"  # "T2*" stays a word
     assert inferenceJob.safeFileName("case T2*") == "case-T2"
 
 
@@ -991,19 +991,41 @@ def test_the_sequence_the_scene_knows_reaches_the_engine(case, tmp_path):
     storage.SetFileName(str(loaded))
     volume.SetAndObserveStorageNodeID(storage.GetID())
     prepared = inferenceJob.prepareInputs(volume, None, tmp_path / "work")
-    sidecar = json.loads(prepared.inputPath.with_name("case-T2.json").read_text())
+    sidecar = json.loads(prepared.inputPath.with_name("case-T2star.json").read_text())
     assert sidecar == {"SequenceName": "*swi3d1r"}
     decision = detect_modality(prepared.inputPath)
     assert (decision.modality, decision.source) == ("SWI", "sidecar")
     # Without a sidecar nothing is written, and the node's name is what the engine reads ("case T2*" -> T2*).
     (tmp_path / "data" / "sub-01_T2starw.json").unlink()
     prepared = inferenceJob.prepareInputs(volume, None, tmp_path / "work2")
-    assert not prepared.inputPath.with_name("case-T2.json").exists()
+    assert not prepared.inputPath.with_name("case-T2star.json").exists()
+    decision = detect_modality(prepared.inputPath)
+    assert (decision.modality, decision.source) == ("T2S", "file name")  # not "T2*" by default, for want of a word
     volume.SetAndObserveStorageNodeID(None)
     volume.SetName("sub-02_swi")
     prepared = inferenceJob.prepareInputs(volume, None, tmp_path / "work3")
     assert detect_modality(prepared.inputPath).modality == "SWI"
     volume.SetName("case T2*")
+
+
+def test_the_model_and_the_contrast_of_a_run_reach_the_table_and_the_report(case, tmp_path):
+    scene, volume, result, _, _ = case
+    # An engine output of an older version names its model only.
+    assert resultImport.describeModelChoice(result.modelChoice) == ""
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, tmp_path / "old", "case")
+    report = json.loads(files.reportJson.read_text())
+    assert report["model"] == "tiny" and "modality" not in report
+    # An SWI scan analysed by the T2* model (none for SWI installed): said in the log line, kept in the report.
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "swi", _labels(), PROBABILITY)
+    decision = {"modality": "SWI", "source": "sidecar", "reason": "sidecar SequenceName '*swi3d1r'", "conflict": None,
+                "stated": "auto", "model_modality": "T2S"}  # fmt: skip
+    jsonPath.write_text(json.dumps({**json.loads(jsonPath.read_text()), "model": "cmb-t2s", "modality": decision}))
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    expected = "T2* model for an SWI scan (sidecar SequenceName '*swi3d1r')"
+    assert resultImport.describeModelChoice(resultImport.modelChoiceOf(result.tableNode)) == expected
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, tmp_path / "new", "case")
+    report = json.loads(files.reportJson.read_text())
+    assert report["model"] == "cmb-t2s" and report["modality"] == decision
 
 
 # --- outputs are never overwritten unasked -------------------------------------------------------------------

@@ -32,6 +32,9 @@ ATTRIBUTE_RUN_THRESHOLD = "CMBSegmentation.RunThreshold"
 ATTRIBUTE_REVIEW_THRESHOLD = "CMBSegmentation.ReviewThreshold"
 #: The engine's notes (JSON list of strings) of the run that made this table.
 ATTRIBUTE_NOTES = "CMBSegmentation.Notes"
+#: The model that analysed the scan and the contrast decided for it (JSON ``{"model": str, "modality": {...}}``,
+#: the engine's ``model`` and ``modality``; on the table and its segmentation; absent in results of older versions).
+ATTRIBUTE_MODEL = "CMBSegmentation.Model"
 REFERENCE_SEGMENTATION = "CMBSegmentation.Segmentation"
 #: Set on the segmentation and its table by each import: a table of an earlier run into the same segmentation
 #: (replaced since) has another value, and its statuses must not be applied to the new segments.

@@ -69,7 +69,8 @@ def prepareInputs(inputVolume, brainMask, workDir: str | Path) -> PreparedRun:
     after the run (``workFolder`` of the result).
     """
     workDir = Path(workDir)
-    name = safeFileName(inputVolume.GetName())
+    # The engine's --modality auto reads the file name last: "T2*" must stay a word ("T2star"), not become "T2".
+    name = safeFileName(inputVolume.GetName().replace("*", "star"))
     inputPath = writeVolumeNodeAsNifti(inputVolume, workDir / "input" / f"{name}.nii.gz")
     # The sequence, for the engine's --modality auto (the node's name is in the file name already).
     writeSequenceSidecar(inputVolume, inputPath, _dicomDatabase())

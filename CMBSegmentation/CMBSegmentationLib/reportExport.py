@@ -26,7 +26,7 @@ from pathlib import Path
 
 from CMBSegmentationLib import candidateTable
 from CMBSegmentationLib.atomicFiles import atomicPath, atomicPaths, writeTextAtomic
-from CMBSegmentationLib.resultImport import ensureSegmentationConverters, segmentTag
+from CMBSegmentationLib.resultImport import ensureSegmentationConverters, modelChoiceOf, segmentTag
 from CMBSegmentationLib.reviewState import (
     ReviewError,
     adoptPaintedSegments,
@@ -150,6 +150,8 @@ def exportReview(
         "microbleeds": records,
         "files": {"label_map": files.labelMap.name, "segmentation": files.segmentation.name},
         "notes": list(notes),
+        # The model that analysed the scan and the contrast decided for it, as the engine recorded them.
+        **{key: value for key, value in modelChoiceOf(tableNode).items() if value is not None},
     }
     # The four files are renamed into place together once all are written: a failure half way (disk full) leaves
     # the earlier export of this result whole, never its report beside a newer label map.

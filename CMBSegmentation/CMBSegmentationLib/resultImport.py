@@ -54,6 +54,8 @@ class ImportedResult:
     segmentIds: list[str] = field(default_factory=list)
     #: The engine's notes (warnings such as a modality mismatch or a capped candidate count).
     notes: list[str] = field(default_factory=list)
+    #: The model and the contrast decided for the scan (:func:`readModelChoice`).
+    modelChoice: dict = field(default_factory=dict)
 
 
 def readCandidates(path: str | os.PathLike[str]) -> dict:
@@ -78,6 +80,40 @@ def readNotes(data: dict) -> list[str]:
     """The engine's ``notes`` of a candidates file's content, as strings (absent in older outputs)."""
     notes = data.get("notes") if isinstance(data, dict) else None
     return [str(n) for n in notes if str(n).strip()] if isinstance(notes, list) else []
+
+
+def readModelChoice(data: dict) -> dict:
+    """``{"model": name, "modality": {...}}`` of a candidates file's content: the bundle that analysed the scan and
+    the engine's decision on its contrast (``modality``, ``source``, ``reason``, ``model_modality``, ...); a key is
+    None when the file lacks it (older outputs)."""
+    data = data if isinstance(data, dict) else {}
+    model, modality = data.get("model"), data.get("modality")
+    return {"model": str(model) if model else None, "modality": modality if isinstance(modality, dict) else None}
+
+
+def modelChoiceOf(tableNode) -> dict:
+    """The model choice recorded on a candidate table by its import (``{}`` for a table of an older version)."""
+    text = tableNode.GetAttribute(candidateTable.ATTRIBUTE_MODEL) if tableNode is not None else None
+    try:
+        choice = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return choice if isinstance(choice, dict) else {}
+
+
+def describeModelChoice(choice: dict) -> str:
+    """The choice as the engine's line says it: ``"SWI model (sidecar SequenceName '*swi3d1r')"``,
+    ``"T2* model for an SWI scan (...)"``; ``""`` when the choice is unknown."""
+    decision = choice.get("modality") if isinstance(choice, dict) else None
+    if not isinstance(decision, dict) or not decision.get("modality"):
+        return ""
+    shown = {"T2S": "T2*"}
+    scan = str(decision["modality"])
+    used = str(decision.get("model_modality") or scan)
+    text = f"{shown.get(used, used)} model"
+    if used != scan:
+        text += f" for {'an' if scan == 'SWI' else 'a'} {shown.get(scan, scan)} scan"
+    return f"{text} ({decision.get('reason') or decision.get('source') or 'no reason recorded'})"
 
 
 def existingContent(segmentationNode, tableNode) -> list[str]:
@@ -196,8 +232,11 @@ def importResults(
         node.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(threshold))
     notes = readNotes(data)
     tableNode.SetAttribute(candidateTable.ATTRIBUTE_NOTES, json.dumps(notes))
+    choice = readModelChoice(data)
+    for node in (tableNode, segmentationNode):  # as the thresholds: a table rebuilt from the segments keeps it
+        node.SetAttribute(candidateTable.ATTRIBUTE_MODEL, json.dumps(choice))
 
-    result = ImportedResult(segmentationNode, tableNode, notes=list(notes))
+    result = ImportedResult(segmentationNode, tableNode, notes=list(notes), modelChoice=choice)
     if removed:  # not the engine's: shown with its notes, not stored with them
         result.notes.append(
             f"the chosen output(s) {', '.join(repr(n) for n in removed)} left the scene during the run; "

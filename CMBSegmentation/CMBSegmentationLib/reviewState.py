@@ -216,6 +216,7 @@ def rebuildTable(segmentationNode):
         candidateTable.ATTRIBUTE_RUN_ID,
         candidateTable.ATTRIBUTE_RUN_THRESHOLD,
         candidateTable.ATTRIBUTE_REVIEW_THRESHOLD,
+        candidateTable.ATTRIBUTE_MODEL,
     ):
         value = segmentationNode.GetAttribute(attribute)
         if value:

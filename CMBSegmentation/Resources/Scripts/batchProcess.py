@@ -148,7 +148,7 @@ def processOne(path, args):
     import slicer
 
     from CMBSegmentation import CMBSegmentationLogic
-    from CMBSegmentationLib import reportExport
+    from CMBSegmentationLib import reportExport, resultImport
 
     slicer.mrmlScene.Clear()
     volume = slicer.util.loadVolume(str(path))
@@ -184,7 +184,9 @@ def processOne(path, args):
         args.threshold,
         overwrite=True,  # a batch run redoes every input: its files replace those of an earlier run
     )
-    print(f"{path.name}: {files.count} microbleed(s) -> {files.reportJson}")
+    # Which model read this file, and why (each file of a mixed folder gets its own): as in its report.
+    choice = resultImport.describeModelChoice(resultImport.modelChoiceOf(table))
+    print(f"{path.name}: {files.count} microbleed(s) -> {files.reportJson}" + (f"; {choice}" if choice else ""))
 
 
 def main(argv):
