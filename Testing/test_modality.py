@@ -175,6 +175,8 @@ def test_a_projection_over_slices_is_recognised(tmp_path):
     # The SWI magnitude itself, and words that only contain the letters, are not projections.
     assert projection_reason(tmp_path / "x", {"image_type": ["ORIGINAL", "PRIMARY", "M", "SWI"]}) is None
     assert projection_reason(_nifti(tmp_path / "mipmap_T2starw.nii.gz")) is None
+    assert projection_reason(tmp_path / "sub-mip_T2starw.nii.gz") is None  # a subject label, not a projection
+    assert projection_reason(tmp_path / "sub-01_rec-minIP_swi.nii.gz") is not None
 
 
 def test_a_projection_is_analysed_with_a_warning(tmp_path, installed):
@@ -208,6 +210,7 @@ def test_an_unknown_modality_is_refused(tmp_path, capsys):
         ({"SequenceName": "*me2d1r4", "SeriesDescription": "t2_medic_tra"}, "T2S"),  # Siemens MEDIC
         ({"SeriesDescription": "Ax MERGE"}, "T2S"),  # GE's multi-echo GRE
         ({"SeriesDescription": "T2*W_FFE"}, "T2S"),  # Philips
+        ({"ImageType": ["ORIGINAL", "PRIMARY", "M"], "ImageTypeText": ["ORIGINAL", "PRIMARY", "M", "SWI"]}, "SWI"),
     ],
 )
 def test_every_field_of_a_source_is_read(tmp_path, fields, expected):

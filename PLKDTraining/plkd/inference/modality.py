@@ -75,38 +75,11 @@ _SEQUENCE_ENTITIES = frozenset({"acq", "rec", "desc"})
 #: A BIDS entity: ``key-value``, the value letters and digits only.
 _ENTITY = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9]+)$")
 _BIDS_ENTITIES = frozenset(
-    {
-        "sub",
-        "ses",
-        "task",
-        "acq",
-        "ce",
-        "rec",
-        "dir",
-        "run",
-        "mod",
-        "echo",
-        "flip",
-        "inv",
-        "mt",
-        "part",
-        "chunk",
-        "trc",
-        "space",
-        "res",
-        "den",
-        "label",
-        "desc",
-        "split",
-        "recording",
-        "sample",
-        "stain",
-        "tracer",
-        "hemi",
-    }
+    "sub ses task acq ce rec dir run mod echo flip inv mt part chunk trc space res den label desc split recording "
+    "sample stain tracer hemi".split()
 )
-#: Sidecar / DICOM fields read, most specific first.
-_FIELDS = ("SequenceName", "ImageType", "PulseSequenceName", "SeriesDescription", "ProtocolName")
+#: Sidecar / DICOM fields read (``ImageTypeText``: dcm2niix's name for the image type of Siemens XA series).
+_FIELDS = ("SequenceName", "ImageType", "ImageTypeText", "PulseSequenceName", "SeriesDescription", "ProtocolName")
 #: The same fields as :func:`plkd.dicom.load_dicom_series` records them.
 _DICOM_KEYS = {
     "SequenceName": "sequence_name",
@@ -303,7 +276,7 @@ def projection_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) 
             text = _field_text(value)
             if text and _projection_words(text) is not None:
                 return f"{label} {key} {text.strip()!r}"
-    if (word := _projection_words(_stem(path))) is not None:
+    if (word := _projection_words(" ".join(_name_parts(path)[1]))) is not None:
         return f"the word '{word}' in the file name"
     return None
 
@@ -326,9 +299,10 @@ def phase_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) -> st
     """
     path = Path(path)
     for _source, label, fields in _metadata(path, dicom):
-        image_type = fields.get("ImageType")
-        if image_type and _PHASE_IMAGE_TYPES & set(_image_type_values(image_type)):
-            return f"{label} ImageType {_field_text(image_type).strip()!r}"
+        for key in ("ImageType", "ImageTypeText"):
+            image_type = fields.get(key)
+            if image_type and _PHASE_IMAGE_TYPES & set(_image_type_values(image_type)):
+                return f"{label} {key} {_field_text(image_type).strip()!r}"
         description = _field_text(fields.get("SeriesDescription"))
         if _PHASE_WORDS & set(words(description)):
             return f"{label} SeriesDescription {description.strip()!r}"
