@@ -74,10 +74,9 @@ _PHASE_IMAGE_TYPES = frozenset({"P", "PHASE", "PHASE MAP"})
 _SEQUENCE_ENTITIES = frozenset({"acq", "rec", "desc"})
 #: A BIDS entity: ``key-value``, the value letters and digits only.
 _ENTITY = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9]+)$")
-_BIDS_ENTITIES = frozenset(
-    "sub ses task acq ce rec dir run mod echo flip inv mt part chunk trc space res den label desc split recording "
-    "sample stain tracer hemi".split()
-)
+_BIDS_ENTITIES = frozenset({"sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "mod", "echo", "flip", "inv", "mt",
+                            "part", "chunk", "trc", "space", "res", "den", "label", "desc", "split", "recording",
+                            "sample", "stain", "tracer", "hemi"})  # fmt: skip
 #: Sidecar / DICOM fields read (``ImageTypeText``: dcm2niix's name for the image type of Siemens XA series).
 _FIELDS = ("SequenceName", "ImageType", "ImageTypeText", "PulseSequenceName", "SeriesDescription", "ProtocolName")
 #: The same fields as :func:`plkd.dicom.load_dicom_series` records them.
