@@ -49,7 +49,11 @@ def _fromLoadedFile(volumeNode) -> dict:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {key: data[key] for key in (*SEQUENCE_TAGS, "PulseSequenceName") if data.get(key) not in (None, "")}
+    return {
+        key: data[key]
+        for key in (*SEQUENCE_TAGS, "PulseSequenceName", "ImageTypeText")
+        if data.get(key) not in (None, "")
+    }
 
 
 def _fromDicomDatabase(volumeNode, database) -> dict:
