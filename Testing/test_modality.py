@@ -217,7 +217,7 @@ def test_every_field_of_a_source_is_read(tmp_path, fields, expected):
     scan = _nifti(tmp_path / "scan.nii.gz")
     (tmp_path / "scan.json").write_text(json.dumps(fields), encoding="utf-8-sig")  # as Windows Notepad saves it
     d = detect_modality(scan)
-    assert (d.modality, d.source) == (expected, "sidecar")
+    assert (d.modality, d.source, d.conflict) == (expected, "sidecar", None)  # a GRE-family word is SWI's own
     # The same tags read from a DICOM series (those it has).
     keys = {"SequenceName": "sequence_name", "ImageType": "image_type", "SeriesDescription": "series_description"}
     record = {keys[k]: "\\".join(v) if isinstance(v, list) else v for k, v in fields.items() if k in keys}
@@ -278,6 +278,9 @@ def test_evidence_against_the_decision_is_said(tmp_path, installed, capsys):
     (scans / "sub-01_swi.json").write_text(json.dumps({"SequenceName": "*fl2d1", "SeriesDescription": "t2_gre"}))
     d = detect_modality(scan)
     assert (d.modality, d.source, d.conflict) == ("T2S", "sidecar", "file name suffix '_swi' says SWI")
+    # Within one source: SWI wins, and a field naming a T2* sequence that is not SWI is said.
+    d = detect_modality(tmp_path / "series-9", {"sequence_name": "*swi3d1r", "series_description": "t2star_hemo"})
+    assert (d.modality, d.conflict) == ("SWI", "dicom SeriesDescription 't2star_hemo' says T2*")
     # Agreeing sources leave no conflict; a stated modality the scan contradicts keeps the evidence.
     assert detect_modality(_nifti(scans / "sub-02_swi.nii.gz")).conflict is None
     assert decide_modality("SWI", scan).conflict == "sidecar SequenceName '*fl2d1' says T2*"

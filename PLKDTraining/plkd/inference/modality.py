@@ -20,9 +20,11 @@ is GRE (the folder is never read and "clearswi" is not the word "swi"), and a tr
 allowed only in Siemens' sequence-name form (``*swi3d1r``, ``*fl2d1``, ``*me2d1r4``), so a label such
 as "swi01" names no contrast. Siemens puts ``SWI`` or ``MNIP`` in ``ImageType``; GE ("SWAN") and
 Philips ("SWIp", "VenBOLD") use the product names matched below. No evidence at all means T2*, the
-default and the more common clinical sequence, and the decision says so. A less trusted source (or,
-for a stated modality, any source) that names the other contrast is kept in the decision
-(``conflict``), for a warning: the choice is then never silent.
+default and the more common clinical sequence, and the decision says so. Evidence against the
+decision is kept in it (``conflict``), for a warning, so that the choice is never silent: another
+field of the deciding source naming a T2*-weighted sequence that is not SWI ("t2star", "hemo",
+MEDIC, a 2-D FLASH; GRE-family words such as "FFE" or "fl3d" are SWI's own), a less trusted source
+naming the other contrast, or, for a stated modality, what ``auto`` would have chosen.
 
 A projection over several slices (SWI's minimum-intensity projection) and a phase image are
 recognised from the same sources (:func:`projection_reason`, :func:`phase_reason`); ``plkd
@@ -50,14 +52,15 @@ CHOICES = ("auto", *MODALITIES)
 #: What may follow a contrast word: Siemens' sequence-name tail ("swi" + "3d1r"); "fl2d"/"fl3d"/"me2d" are
 #: followed by digits ("fl2d1", "me2d1r4"). Other trailing digits make a label ("swi01"), not a sequence.
 _TAIL = r"(?:[23]d\w*)?"
-#: Whole words (lower case) that name each contrast.
-_WORDS = {
-    "SWI": re.compile(rf"^(?:(?:swi|swip|swan|minip|mnip|venbold|susceptibility){_TAIL})$"),
-    "T2S": re.compile(
-        rf"^(?:(?:t2s|t2star|t2starw|t2starweighted|t2sw|gre|megre|ffe|t2ffe|mffe|hemo|medic|merge){_TAIL}"
-        r"|(?:fl2d|fl3d|me2d)(?:\d\w*)?)$"
-    ),
-}
+#: Whole words (lower case) that name SWI.
+_SWI_WORDS = re.compile(rf"^(?:(?:swi|swip|swan|minip|mnip|venbold|susceptibility){_TAIL})$")
+#: Whole words that name a T2*-weighted sequence that is not SWI (MEDIC "*me2d", a 2-D FLASH "*fl2d": SWI is 3-D).
+_T2STAR_WORDS = re.compile(
+    rf"^(?:(?:t2s|t2star|t2starw|t2starweighted|t2sw|hemo|medic|merge){_TAIL}|(?:fl2d|me2d)(?:\d\w*)?)$"
+)
+#: Whole words that name the gradient-echo family, SWI's own ("swi_3d_gre", Philips FFE, Siemens "*fl3d"): T2*
+#: when no word names SWI, and no evidence against SWI.
+_GRE_WORDS = re.compile(rf"^(?:(?:gre|megre|ffe|t2ffe|mffe){_TAIL}|fl3d(?:\d\w*)?)$")
 #: Whole words (lower case) that mark a projection over several slices: SWI's minimum-intensity
 #: projection ("mIP_Images(SW)", ImageType ``MNIP``, BIDS ``_minIP``), any maximum-intensity one,
 #: and DICOM's ImageType value ``PROJECTION IMAGE``.
@@ -118,8 +121,10 @@ def modality_of_text(text: str) -> str | None:
 
     SWI wins because an SWI protocol is itself a GRE sequence ("swi_3d_gre" is SWI).
     """
-    found = {m for m, pattern in _WORDS.items() for w in words(text) if pattern.match(w)}
-    return "SWI" if "SWI" in found else found.pop() if found else None
+    found = words(text)
+    if any(_SWI_WORDS.match(w) for w in found):
+        return "SWI"
+    return "T2S" if any(_T2STAR_WORDS.match(w) or _GRE_WORDS.match(w) for w in found) else None
 
 
 def _field_text(value: Any) -> str:
@@ -132,18 +137,22 @@ def _field_text(value: Any) -> str:
 def _from_fields(
     fields: Mapping[str, Any], source: str, keys: Iterable[str], label: str | None = None
 ) -> ModalityDecision | None:
-    """The contrast the fields name: SWI when any field names it, else T2* when one does (the first)."""
-    gre = None
+    """The contrast the fields name: SWI when any field names it, else T2* when one does (the first).
+
+    An SWI decision keeps, as ``conflict``, a field of the same source naming a T2*-weighted sequence that is not
+    SWI (a GRE-family word such as "FFE" is no conflict: SWI is one).
+    """
+    named = []
     for key in keys:
         text = _field_text(fields.get(key))
         modality = modality_of_text(text.replace("\\", " ")) if text else None
-        if modality is None or (modality == "T2S" and gre is not None):
-            continue
-        decision = ModalityDecision(modality, source, f"{label or source} {key} {text.strip()!r}")
-        if modality == "SWI":
-            return decision
-        gre = decision
-    return gre
+        if modality is not None:
+            named.append((modality, f"{label or source} {key} {text.strip()!r}", text))
+    swi = next((reason for modality, reason, _ in named if modality == "SWI"), None)
+    if swi is None:
+        return ModalityDecision("T2S", source, named[0][1]) if named else None
+    t2star = next((r for m, r, t in named if m == "T2S" and any(_T2STAR_WORDS.match(w) for w in words(t))), None)
+    return ModalityDecision("SWI", source, swi, None if t2star is None else f"{t2star} says T2*")
 
 
 def sidecar_path(path: Path) -> Path:
@@ -245,7 +254,8 @@ def detect_modality(path: str | Path, dicom: Mapping[str, Any] | None = None) ->
 
     ``dicom`` is the record :func:`plkd.dicom.load_dicom_series` returns for a series. Never
     raises: missing or unreadable metadata only means less evidence. See the module docstring
-    for the order of the sources; ``conflict`` names the first less trusted source that says otherwise.
+    for the order of the sources. ``conflict`` names a field of the deciding source that names a T2*
+    sequence against SWI, or else the first less trusted source that says otherwise.
     """
     evidence = _evidence(Path(path), dicom)
     first = next(evidence, None)
@@ -253,7 +263,7 @@ def detect_modality(path: str | Path, dicom: Mapping[str, Any] | None = None) ->
         return ModalityDecision(
             "T2S", "default", "no sequence information in the metadata or the file name; T2* assumed"
         )
-    return dataclasses.replace(first, conflict=_disagreeing(evidence, first.modality))
+    return dataclasses.replace(first, conflict=first.conflict or _disagreeing(evidence, first.modality))
 
 
 def _projection_words(text: str) -> str | None:
