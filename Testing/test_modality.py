@@ -36,6 +36,8 @@ CASE = ROOT / "Testing" / "data" / "tiny-case" / "tiny_T2S.nii.gz"
         ("T2* GRE axial", "T2S"),
         ("t2_fl2d_tra_hemo", "T2S"),
         ("*fl3d1r", "T2S"),
+        ("T2_star_axial", "T2S"),
+        ("Ax T2 star", "T2S"),
         ("clearswi", None),  # not the word "swi"
         ("T1w MPRAGE", None),
     ],
