@@ -258,6 +258,9 @@ def test_a_phase_image_is_recognised(tmp_path):
     for name in ("sub-01_part-phase_swi.nii.gz", "swi_e1_ph.nii.gz", "sub-01_swi_phase.nii"):
         assert phase_reason(tmp_path / name) is not None, name
         assert classify(tmp_path / name) == "phase image", name  # and a folder walk skips it
+    # Maps computed from the same acquisition are no magnitude images either: a walk skips them.
+    assert classify(tmp_path / "sub-01_T2starmap.nii.gz").startswith("other contrast")
+    assert classify(tmp_path / "sub-01_Chimap.nii.gz").startswith("other contrast")
     for magnitude in ({"image_type": "ORIGINAL\\PRIMARY\\M\\SWI"}, {"series_description": "SWI_Images"}):
         assert phase_reason(tmp_path / "series-6", magnitude) is None
     assert phase_reason(tmp_path / "sub-01_acq-graph_T2starw.nii.gz") is None

@@ -41,6 +41,8 @@ LABEL_TOKENS = frozenset(
 #: Last name token of another contrast (BIDS / VALDO suffixes); microbleeds are read on T2*/SWI.
 OTHER_CONTRASTS = frozenset(
     {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
+    # Maps computed from a T2*/SWI acquisition (BIDS qMRI suffixes, QSM): not magnitude images, yet T2* by default.
+    | {"t2starmap", "r2starmap", "r2map", "r1map", "pdmap", "chimap", "qsm", "s0map", "m0map"}
 )
 #: BIDS echo entity (``sub-01_echo-2_part-mag_MEGRE``): one echo of a multi-echo GRE stored per file.
 _ECHO = re.compile(r"_echo-(\d+)(?=_)", re.I)
