@@ -384,10 +384,13 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return segmentation, table, True
         return None
 
-    def _startRun(self, volume, brainMask, modelPath, threshold, onFinished, pointRas=None, reviewNodes=None) -> None:
+    def _startRun(
+        self, volume, brainMask, modelPath, threshold, onFinished, pointRas=None, reviewNodes=None, modality=None
+    ) -> None:
         """Write the inputs and start the engine in the background; ``onFinished`` runs on the main thread.
 
         ``reviewNodes`` (segmentation, table) with ``pointRas``: the result the clicked microbleed is added to.
+        ``modality``: the engine's contrast ("Auto", "T2*", "SWI"; None: the Modality choice).
         """
         p = self._parameterNode
         self._runState.transition(RunState.STARTING)
@@ -406,7 +409,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 threshold,
                 pointRas=pointRas,
                 reviewNodes=reviewNodes,
-                modality=p.modality,
+                modality=modality or p.modality,
             )
             self._runVolume = volume
             self._logLine("$ " + " ".join(argv), warning=False)
@@ -677,7 +680,10 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         # The engine works in the volume's own frame (see importRun); the click is in world coordinates.
         ras = self.logic.worldToVolumeFrame(volume, world)
-        modelPath, _warning = modelBundle.chooseModel(p.modelPath, p.modality)
+        # The model that made the result under review, not the one the Modality choice names now (changed since
+        # for another volume): a click segmented by the other contrast's model would join it without a word.
+        modality = resultImport.reviewedModality(nodes[0], p.modality)
+        modelPath, _warning = modelBundle.chooseModel(p.modelPath, modality)
         with slicer.util.tryWithErrorDisplay(_("Failed to segment the clicked microbleed."), waitCursor=True):
             # The result as it is now goes with the click (--existing), so a microbleed already in it is not added
             # twice; the answer goes into this same result, even if the reader selects another one meanwhile.
@@ -689,6 +695,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 lambda e, c: self._onPointFinished(e, c, ras, nodes),
                 pointRas=ras,
                 reviewNodes=nodes,
+                modality=modality,
             )
 
     def _onPointFinished(self, errorMessage, cancelled, ras, nodes) -> None:

@@ -1026,6 +1026,9 @@ def test_the_model_and_the_contrast_of_a_run_reach_the_table_and_the_report(case
     files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, tmp_path / "new", "case")
     report = json.loads(files.reportJson.read_text())
     assert report["model"] == "cmb-t2s" and report["modality"] == decision
+    # A click on this result is segmented as SWI, whatever the Modality choice says now; an older result's as chosen.
+    assert resultImport.reviewedModality(result.segmentationNode, "T2*") == "SWI"
+    assert resultImport.reviewedModality(case[2].segmentationNode, "T2*") == "T2*"
 
 
 # --- outputs are never overwritten unasked -------------------------------------------------------------------

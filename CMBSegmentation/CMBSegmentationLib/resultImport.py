@@ -91,14 +91,24 @@ def readModelChoice(data: dict) -> dict:
     return {"model": str(model) if model else None, "modality": modality if isinstance(modality, dict) else None}
 
 
-def modelChoiceOf(tableNode) -> dict:
-    """The model choice recorded on a candidate table by its import (``{}`` for a table of an older version)."""
-    text = tableNode.GetAttribute(candidateTable.ATTRIBUTE_MODEL) if tableNode is not None else None
+def modelChoiceOf(node) -> dict:
+    """The model choice recorded on a candidate table or its segmentation by the import (``{}`` for a result of an
+    older version)."""
+    text = node.GetAttribute(candidateTable.ATTRIBUTE_MODEL) if node is not None else None
     try:
         choice = json.loads(text) if text else {}
     except ValueError:
         return {}
     return choice if isinstance(choice, dict) else {}
+
+
+def reviewedModality(node, chosen: str) -> str:
+    """The Modality ("T2*" or "SWI") of a click on the result ``node`` (its segmentation or table) holds: the contrast
+    its run decided, so that the engine takes the model that made the result; ``chosen`` (the module's Modality
+    choice) for a result of an older version, which recorded none."""
+    decision = modelChoiceOf(node).get("modality")
+    contrast = decision.get("modality") if isinstance(decision, dict) else None
+    return {"T2S": "T2*", "SWI": "SWI"}.get(str(contrast), chosen)
 
 
 def describeModelChoice(choice: dict) -> str:
