@@ -497,6 +497,9 @@ def test_modality_is_read_from_folder_zip_and_default_bundles(tmp_path):
         assert "trained on SWI" in modelBundle.chooseModel(str(model), "T2*")[1]
         assert modelBundle.chooseModel(str(model), "SWI") == (str(model), None)
         assert modelBundle.chooseModel(str(model), "Auto") == (str(model), None)
+    # A manifest that writes the contrast as people do is read as the engine reads it: no false mismatch.
+    t2star = _bundle(tmp_path / "t2star-model", "t2*")
+    assert modelBundle.bundleModality(t2star) == "T2S" and modelBundle.chooseModel(str(t2star), "T2*")[1] is None
 
 
 def test_the_engine_chooses_the_shipped_bundle_of_the_chosen_modality(tmp_path):

@@ -19,7 +19,8 @@ MANIFEST_MODALITY = {"T2*": "T2S", "SWI": "SWI"}
 
 
 def bundleModality(path: str | Path) -> str | None:
-    """The ``modality`` of the bundle folder or ``.zip`` at ``path`` (upper case), or None when unreadable."""
+    """The ``modality`` of the bundle folder or ``.zip`` at ``path`` ("T2S", "SWI"; another name upper case), or None
+    when unreadable."""
     path = Path(path)
     try:
         if path.is_dir():
@@ -39,7 +40,11 @@ def bundleModality(path: str | Path) -> str | None:
     except (OSError, ValueError, zipfile.BadZipFile):
         return None
     modality = data.get("modality") if isinstance(data, dict) else None
-    return str(modality).upper() if modality else None
+    if not modality:
+        return None
+    # As the engine reads it: "T2*" and "t2s" are T2S (else a bundle that names it so was "another modality").
+    value = str(modality).strip().upper()
+    return MANIFEST_MODALITY.get(value, value)
 
 
 def defaultBundleDir() -> Path | None:
