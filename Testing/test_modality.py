@@ -381,3 +381,23 @@ def test_a_dicom_series_is_decided_by_its_own_tags(tmp_path, installed):
     assert doc["modality"]["conflict"] == "file name suffix '_gre' says T2*"  # the folder is the series' name
     doc = _doc(out, "series-8")
     assert any("looks like a phase image (dicom ImageType" in w for w in doc["warnings"])
+
+
+def test_tune_takes_the_installed_model_of_the_subjects_contrast(tmp_path, installed):
+    # plkd tune without --model took the T2* model whatever the subjects: SWI validation subjects tuned it silently.
+    from plkd.data.datasets import Subject
+    from plkd.inference.model_choice import model_for_subjects
+
+    _install(installed, ("T2S", "SWI"))
+    swi = [
+        Subject("sub-01", tmp_path / "a.nii.gz", meta={"modality": "SWI"}),
+        Subject("sub-02", tmp_path / "b_swi.nii"),
+    ]
+    bundle, warning = model_for_subjects(None, swi)
+    assert bundle.manifest["modality"] == "SWI" and warning is None
+    t2s = [Subject("sub-03", tmp_path / "sub-03_T2starw.nii.gz")]
+    assert model_for_subjects(None, t2s)[0].manifest["modality"] == "T2S"
+    # Subjects of both contrasts, or a given model of the other one: tuned as asked, and said.
+    bundle, warning = model_for_subjects(None, swi + t2s)
+    assert bundle.manifest["modality"] == "T2S" and warning.startswith("2 SWI subject(s), but the model tiny-t2s")
+    assert "trained on T2* images" in model_for_subjects(str(TINY_BUNDLE), swi)[1]

@@ -9,7 +9,7 @@ from plkd.devices import DEVICE_CHOICES
 
 EPILOG = """\
 examples:
-  plkd tune val20/ --out cmb-t2s-tuned                       # the installed model
+  plkd tune val20/ --out cmb-t2s-tuned                       # the installed model of val20's contrast
   plkd tune val20/ --model run/bundle --out run/bundle-tuned --max-fp 0.5
   plkd tune val20/ --out tuned --students student_x4,student_x8 --plot reliability.png
 
@@ -35,7 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", metavar="DATA", help="labelled validation data set (synth, VALDO or folder layout)")
     p.add_argument("--out", required=True, metavar="BUNDLE", help="folder for the tuned bundle")
-    p.add_argument("--model", metavar="BUNDLE", help="bundle to tune (default: the installed one)")
+    p.add_argument(
+        "--model",
+        metavar="BUNDLE",
+        help="bundle to tune (default: the installed one of the subjects' contrast, T2* or SWI)",
+    )
     p.add_argument(
         "--max-fp",
         type=float,
@@ -54,12 +58,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Tune, write the bundle and print the table of thresholds and validation metrics."""
+    import logging
+
     from plkd.atomic import check_output_location
-    from plkd.bundle import resolve_bundle
+    from plkd.data.datasets import find_subjects
+    from plkd.inference.model_choice import model_for_subjects
     from plkd.tuning import format_report, tune_thresholds
 
     check_output_location(args.out, kind="folder", what="--out")
-    bundle, _ = resolve_bundle(args.model)
+    # The installed model of the subjects' contrast (T2* or SWI), not always the T2* one.
+    bundle, warning = model_for_subjects(args.model, find_subjects(args.data))
+    if warning:
+        logging.getLogger("plkd.tune").warning(warning)
     report = tune_thresholds(
         bundle,
         args.data,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import plkd.bundle
 from plkd.bundle import resolve_bundle
 from plkd.errors import BundleError, PLKDError
-from plkd.inference.modality import ModalityDecision, decide_modality
+from plkd.inference.modality import ModalityDecision, decide_modality, detect_modality
 from plkd.inference.modality import normalise_modality as modality_choice
 from plkd.modalities import MODALITIES
 
@@ -180,3 +180,30 @@ def model_line(model: ChosenModel, decision: ModalityDecision) -> str:
     if used != decision.modality:
         text += f" for {'an' if decision.modality == 'SWI' else 'a'} {DISPLAY[decision.modality]} scan"
     return f"{text} ({decision.reason})"
+
+
+def model_for_subjects(model: Any, subjects: Iterable[Any]) -> tuple[Any, str | None]:
+    """The model to tune (or evaluate) on labelled ``subjects`` (:class:`plkd.data.datasets.Subject`), and a
+    warning when it was not trained on their contrast.
+
+    ``model`` None: the installed bundle of the subjects' contrast (their data set's ``modality``, else
+    :func:`~plkd.inference.modality.detect_modality` of each image), the T2* one for subjects of both
+    contrasts; before, the T2* model was taken whatever the subjects, and an SWI validation set tuned it
+    without a word. Raises BundleError when no bundle is given and none is installed.
+    """
+    counts: dict[str, int] = {}
+    for subject in subjects:
+        contrast = subject.meta.get("modality") or detect_modality(subject.image).modality
+        counts[contrast] = counts.get(contrast, 0) + 1
+    if model is None and len(counts) == 1:
+        model = plkd.bundle.find_default_bundle(next(iter(counts)))  # None: the T2* one, as resolve_bundle takes
+    bundle, name = resolve_bundle(model)
+    trained = ChosenModel(bundle, name, None).modality
+    others = {c: n for c, n in counts.items() if trained and c != trained}
+    if not others:
+        return bundle, None
+    said = " and ".join(f"{n} {DISPLAY.get(c, c)}" for c, n in sorted(others.items()))
+    return bundle, (
+        f"{said} subject(s), but the model {name} was trained on {DISPLAY.get(trained, trained)} images: its "
+        "calibration and thresholds would be chosen on another contrast; give --model, or subjects of one contrast"
+    )
