@@ -261,6 +261,7 @@ def test_a_phase_image_is_recognised(tmp_path):
     # Maps computed from the same acquisition are no magnitude images either: a walk skips them.
     assert classify(tmp_path / "sub-01_T2starmap.nii.gz").startswith("other contrast")
     assert classify(tmp_path / "sub-01_Chimap.nii.gz").startswith("other contrast")
+    assert "ImageType" in phase_reason(tmp_path / "series-7", {"image_type": "ORIGINAL\\PRIMARY\\R\\ND"})  # real
     for magnitude in ({"image_type": "ORIGINAL\\PRIMARY\\M\\SWI"}, {"series_description": "SWI_Images"}):
         assert phase_reason(tmp_path / "series-6", magnitude) is None
     assert phase_reason(tmp_path / "sub-01_acq-graph_T2starw.nii.gz") is None
@@ -380,7 +381,7 @@ def test_a_dicom_series_is_decided_by_its_own_tags(tmp_path, installed):
     assert doc["model"].startswith("tiny-swi") and "SequenceName '*swi3d1r'" in doc["modality"]["reason"]
     assert doc["modality"]["conflict"] == "file name suffix '_gre' says T2*"  # the folder is the series' name
     doc = _doc(out, "series-8")
-    assert any("looks like a phase image (dicom ImageType" in w for w in doc["warnings"])
+    assert any("looks like a phase image, not a magnitude one (dicom ImageType" in w for w in doc["warnings"])
 
 
 def test_tune_takes_the_installed_model_of_the_subjects_contrast(tmp_path, installed):

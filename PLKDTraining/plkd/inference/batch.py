@@ -443,8 +443,8 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         where = scan.series.folder if scan.series else scan.path
         if (phase := phase_reason(where, dicom)) is not None:
             log.warning(
-                "%s looks like a phase image (%s): the models read magnitude images, so what is found on it "
-                "means nothing; analyse the magnitude (SWI or T2*) image of the series",
+                "%s looks like a phase image, not a magnitude one (%s): the models read magnitude images, so "
+                "what is found on it means nothing; analyse the magnitude (SWI or T2*) image of the series",
                 scan.path.name,
                 phase,
             )

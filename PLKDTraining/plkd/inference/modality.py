@@ -7,7 +7,8 @@ read in order of trust, and the first source that names one contrast decides:
 1. the DICOM series' own tags (``SequenceName`` 0018,0024, ``ImageType`` 0008,0008,
    ``SeriesDescription`` 0008,103E, ``ProtocolName`` 0018,1030);
 2. the JSON sidecar next to a NIfTI file, as dcm2niix and BIDS write it (the same fields:
-   ``SequenceName``, ``ImageType``, ``SeriesDescription``, ``ProtocolName``, ``PulseSequenceName``);
+   ``SequenceName``, ``ImageType``, ``SeriesDescription``, ``ProtocolName``, ``PulseSequenceName``,
+   ``ImageTypeText``);
 3. the NIfTI header's ``descrip`` and ``intent_name`` text;
 4. the file name: its BIDS suffix (the last ``_`` part: ``swi``, ``minIP``, ``T2starw``, ``T2S``,
    ``GRE``…), then its other words. Of BIDS entities only the values of ``acq-``, ``rec-`` and
@@ -72,8 +73,9 @@ _PROJECTION_WORDS = re.compile(rf"^(?:minip|mnip|mip|minimumip|projection){_TAIL
 PHASE_NAME = re.compile(r"(^|[_-])(phase|pha|ph|part-phase)$|part-phase", re.I)
 #: Words of a series description that mark phase (Siemens "Pha_Images", "SWI phase").
 _PHASE_WORDS = frozenset({"pha", "phase"})
-#: ``ImageType`` values of a phase image (DICOM PS3.3 C.8.13.1.1.1: value 3 ``P``; Philips ``PHASE``).
-_PHASE_IMAGE_TYPES = frozenset({"P", "PHASE", "PHASE MAP"})
+#: ``ImageType`` values of a phase, real or imaginary image (DICOM PS3.3 C.8.16.1 value 3: ``P``, ``R``, ``I``;
+#: Philips ``PHASE``).
+_PHASE_IMAGE_TYPES = frozenset({"P", "PHASE", "PHASE MAP", "R", "REAL", "I", "IMAGINARY"})
 #: BIDS entities whose value describes the sequence; the values of the others (``sub``, ``ses``, ``run``, …)
 #: are a study's labels and are not read.
 _SEQUENCE_ENTITIES = frozenset({"acq", "rec", "desc"})
@@ -104,8 +106,9 @@ class ModalityDecision:
     source: str
     #: One human-readable clause, e.g. ``"sidecar SequenceName '*swi3d1r'"``.
     reason: str
-    #: Evidence for the other contrast that the decision overrode (a less trusted source, or any source
-    #: against a stated modality), e.g. ``"file name suffix '_swi' says SWI"``; None when none disagrees.
+    #: Evidence for the other contrast that the decision overrode (a field of the deciding source naming a T2*
+    #: sequence against SWI, a less trusted source, or, against a stated modality, what ``auto`` would have
+    #: chosen), e.g. ``"file name suffix '_swi' says SWI"``; None when nothing disagrees.
     conflict: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
@@ -301,12 +304,12 @@ def _image_type_values(value: Any) -> list[str]:
 
 
 def phase_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) -> str | None:
-    """Why the scan at ``path`` looks like a phase image, or None.
+    """Why the scan at ``path`` looks like a phase (or real or imaginary) image, not a magnitude one, or None.
 
     SWI and multi-echo GRE protocols store a phase image beside the magnitude, often in the same series
     or with the same sequence name ("*swi3d1r"), so its sequence says SWI; but the models read magnitude
     (dark microbleeds on a bright brain), and phase shows wrapped stripes in radians. Read: the DICOM /
-    sidecar ``ImageType`` (value ``P``, ``PHASE``), a ``SeriesDescription`` word ``Pha``/``phase``, the
+    sidecar ``ImageType`` (value ``P``, ``PHASE``, ``R``, ``I``), a ``SeriesDescription`` word ``Pha``/``phase``, the
     file name (BIDS ``part-phase``, a last part ``phase``/``pha``, dcm2niix's ``_ph``). Never raises.
     """
     path = Path(path)
