@@ -287,6 +287,11 @@ def test_evidence_against_the_decision_is_said(tmp_path, installed, capsys):
     # Within one source: SWI wins, and a field naming a T2* sequence that is not SWI is said.
     d = detect_modality(tmp_path / "series-9", {"sequence_name": "*swi3d1r", "series_description": "t2star_hemo"})
     assert (d.modality, d.conflict) == ("SWI", "dicom SeriesDescription 't2star_hemo' says T2*")
+    # Against SWI only a T2* sequence counts: "_GRE" (the BIDS name of SWI's own GRE magnitude) does not.
+    swi_sidecar = json.dumps({"SequenceName": "*swi3d1r"})
+    for name, conflict in (("sub-03_GRE", None), ("sub-03_T2starw", "file name suffix '_T2starw' says T2*")):
+        (scans / f"{name}.json").write_text(swi_sidecar)
+        assert detect_modality(_nifti(scans / f"{name}.nii.gz")).conflict == conflict
     # Agreeing sources leave no conflict; a stated modality the scan contradicts keeps the evidence.
     assert detect_modality(_nifti(scans / "sub-02_swi.nii.gz")).conflict is None
     assert decide_modality("SWI", scan).conflict == "sidecar SequenceName '*fl2d1' says T2*"

@@ -153,12 +153,11 @@ def _from_fields(
         text = _field_text(fields.get(key))
         modality = modality_of_text(text.replace("\\", " ")) if text else None
         if modality is not None:
-            named.append((modality, f"{label or source} {key} {text.strip()!r}", text))
-    swi = next((reason for modality, reason, _ in named if modality == "SWI"), None)
+            named.append((ModalityDecision(modality, source, f"{label or source} {key} {text.strip()!r}"), text))
+    swi = next((d for d, _ in named if d.modality == "SWI"), None)
     if swi is None:
-        return ModalityDecision("T2S", source, named[0][1]) if named else None
-    t2star = next((r for m, r, t in named if m == "T2S" and any(_T2STAR_WORDS.match(w) for w in words(t))), None)
-    return ModalityDecision("SWI", source, swi, None if t2star is None else f"{t2star} says T2*")
+        return named[0][0] if named else None
+    return dataclasses.replace(swi, conflict=_disagreeing(named, "SWI"))
 
 
 def sidecar_path(path: Path) -> Path:
@@ -240,18 +239,31 @@ def _from_name(path: Path) -> ModalityDecision | None:
     return ModalityDecision(modality, "file name", f"the word '{word}' in the file name") if modality else None
 
 
-def _evidence(path: Path, dicom: Mapping[str, Any] | None) -> Iterator[ModalityDecision]:
+#: What one source says, and all the text it was read from.
+_Evidence = tuple[ModalityDecision, str]
+
+
+def _evidence(path: Path, dicom: Mapping[str, Any] | None) -> Iterator[_Evidence]:
     """What each source says about the contrast, most trusted first (sources that say nothing left out)."""
     for source, label, fields in _metadata(path, dicom):
         keys = _FIELDS if source != "header" else ("description",)
         if (d := _from_fields(fields, source, keys, label)) is not None:
-            yield d
+            yield d, " ".join(_field_text(fields.get(key)) for key in keys)
     if (d := _from_name(path)) is not None:
-        yield d
+        yield d, " ".join(_name_parts(path)[1])
 
 
-def _disagreeing(evidence: Iterable[ModalityDecision], modality: str) -> str | None:
-    other = next((d for d in evidence if d.modality != modality), None)
+def _names_t2star(text: str) -> bool:
+    """True when ``text`` names a T2*-weighted sequence that is not SWI (not only the GRE family, SWI's own)."""
+    return any(_T2STAR_WORDS.match(w) for w in words(text))
+
+
+def _disagreeing(evidence: Iterable[_Evidence], modality: str) -> str | None:
+    """The first evidence against ``modality``, as ``"<reason> says <contrast>"``: SWI against T2*; against SWI,
+    only a T2* sequence ("_T2starw", "hemo"), since a GRE-family word ("_GRE", "FFE") is SWI's own."""
+    other = next(
+        (d for d, text in evidence if d.modality != modality and (modality != "SWI" or _names_t2star(text))), None
+    )
     return None if other is None else f"{other.reason} says {'T2*' if other.modality == 'T2S' else other.modality}"
 
 
@@ -269,7 +281,8 @@ def detect_modality(path: str | Path, dicom: Mapping[str, Any] | None = None) ->
         return ModalityDecision(
             "T2S", "default", "no sequence information in the metadata or the file name; T2* assumed"
         )
-    return dataclasses.replace(first, conflict=first.conflict or _disagreeing(evidence, first.modality))
+    decision = first[0]
+    return dataclasses.replace(decision, conflict=decision.conflict or _disagreeing(evidence, decision.modality))
 
 
 def _projection_words(text: str) -> str | None:
@@ -345,9 +358,7 @@ def decide_modality(stated: str, path: str | Path, dicom: Mapping[str, Any] | No
     ``conflict``. Raises ValueError for any other ``stated``.
     """
     key = normalise_modality(stated)
-    found = detect_modality(path, dicom)
     if key == "auto":
-        return found
-    return ModalityDecision(
-        key, "stated", f"--modality {key}", _disagreeing([found], key) if found.source != "default" else None
-    )
+        return detect_modality(path, dicom)
+    found = next(_evidence(Path(path), dicom), None)  # what auto would have decided from
+    return ModalityDecision(key, "stated", f"--modality {key}", _disagreeing([found] if found else [], key))
