@@ -23,9 +23,10 @@ as "swi01" names no contrast. Siemens puts ``SWI`` or ``MNIP`` in ``ImageType``;
 Philips ("SWIp", "VenBOLD") use the product names matched below. No evidence at all means T2*, the
 default and the more common clinical sequence, and the decision says so. Evidence against the
 decision is kept in it (``conflict``), for a warning, so that the choice is never silent: another
-field of the deciding source naming a T2*-weighted sequence that is not SWI ("t2star", "hemo",
-MEDIC, a 2-D FLASH; GRE-family words such as "FFE" or "fl3d" are SWI's own), a less trusted source
-naming the other contrast, or, for a stated modality, what ``auto`` would have chosen.
+field of the deciding source or a less trusted source naming the other contrast, or, for a stated
+modality, the source ``auto`` would have decided from. Against SWI only a T2*-weighted sequence that
+is not SWI counts ("t2star", "hemo", MEDIC, a 2-D FLASH); GRE-family words ("GRE", "FFE", "fl3d")
+are SWI's own.
 
 A projection over several slices (SWI's minimum-intensity projection) and a phase image are
 recognised from the same sources (:func:`projection_reason`, :func:`phase_reason`); ``plkd
@@ -146,7 +147,7 @@ def _from_fields(
     """The contrast the fields name: SWI when any field names it, else T2* when one does (the first).
 
     An SWI decision keeps, as ``conflict``, a field of the same source naming a T2*-weighted sequence that is not
-    SWI (a GRE-family word such as "FFE" is no conflict: SWI is one).
+    SWI (:func:`_disagreeing`).
     """
     named = []
     for key in keys:
@@ -272,8 +273,8 @@ def detect_modality(path: str | Path, dicom: Mapping[str, Any] | None = None) ->
 
     ``dicom`` is the record :func:`plkd.dicom.load_dicom_series` returns for a series. Never
     raises: missing or unreadable metadata only means less evidence. See the module docstring
-    for the order of the sources. ``conflict`` names a field of the deciding source that names a T2*
-    sequence against SWI, or else the first less trusted source that says otherwise.
+    for the order of the sources. ``conflict`` names another field of the deciding source, or else the
+    first less trusted source, that says otherwise (:func:`_disagreeing`).
     """
     evidence = _evidence(Path(path), dicom)
     first = next(evidence, None)
