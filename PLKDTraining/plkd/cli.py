@@ -12,7 +12,7 @@ import importlib
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from plkd import __version__
 from plkd.errors import PLKDError
@@ -114,8 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.verbose < 2 else logging.DEBUG, format="%(levelname)s: %(message)s"
     )
     logging.getLogger("plkd").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    return exit_code_of(lambda: args.func(args))
+
+
+def exit_code_of(func: Callable[[], int | None]) -> int:
+    """Run ``func`` as a command: its return value (None = 0) is the exit code; a :class:`PLKDError` is printed as
+    one line ``plkd: error: …`` and gives 2, Ctrl-C ``plkd: interrupted`` and 130. The scripts of ``scripts/`` run
+    their ``main`` through it so that their refusals read like the command line's."""
     try:
-        return int(args.func(args) or 0)
+        return int(func() or 0)
     except PLKDError as exc:
         print(f"plkd: error: {exc}", file=sys.stderr)
         return 2
