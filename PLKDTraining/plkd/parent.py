@@ -2,14 +2,16 @@
 
 The module starts ``plkd predict`` in a process group of its own (so that Cancel can stop its whole tree,
 ``PythonSlicer`` being a launcher). Nothing then stops the engine when Slicer itself is killed (SIGKILL, a
-crash, the out-of-memory killer): it went on using the CPU or GPU for minutes and wrote its outputs into a work
-folder nobody would read. The module therefore puts its own process id into the engine's environment
-(:data:`ENV_VAR`); :func:`watch_parent_from_env`, called first thing by :func:`plkd.cli.main`, checks every
+crash, the out-of-memory killer): the launcher between them reads the engine's output and outlives Slicer, so
+the engine went on using the CPU or GPU for minutes and wrote its outputs into a work folder nobody would read.
+The module therefore puts its own process id into the engine's environment (:data:`ENV_VAR`);
+:func:`watch_parent_from_env`, started by :func:`plkd.cli.exit_code_of` (every ``plkd`` command), checks every
 :data:`INTERVAL_S` seconds whether that process still lives. Once it is gone it interrupts the main thread as
-Ctrl-C would (SIGINT to that thread), so the run unwinds: outputs are written under temporary names and renamed (:mod:`plkd.atomic`),
-and an interrupted ``plkd predict`` removes the files of the scan it was writing, so no partial output is left.
-A main thread stuck in one native call for :data:`GRACE_S` more seconds is ended at once (``os._exit``); its
-temporaries are then removed by the next run that writes there (:func:`plkd.atomic.remove_stale_temporaries`).
+Ctrl-C would (SIGINT to that thread), so the run unwinds: outputs are written under temporary names and renamed
+(:mod:`plkd.atomic`), and an interrupted ``plkd predict`` removes the files of the scan it was writing, so no
+partial output is left. A main thread stuck in one native call for :data:`GRACE_S` more seconds is ended at
+once (``os._exit``); its temporaries are then removed by the next run that writes there
+(:func:`plkd.atomic.remove_stale_temporaries`).
 
 The parent's process id alone could be reused by another process after its death: on Linux its start time is
 remembered too, and a zombie (killed, not yet reaped) counts as gone.
