@@ -98,11 +98,14 @@ def test_evaluate_by_size_scores_labelled_subjects_says_which_were_left_out_and_
     assert not out.exists()
 
 
-def test_screening_recall_refuses_a_data_set_without_labels(toy: Path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("script", ["screening_recall", "screening_capacity"])
+def test_screening_scripts_refuse_a_data_set_without_labels(script: str, toy: Path, tmp_path, monkeypatch, capsys):
     for sid in ("sub-0001", "sub-0003"):
         (toy / sid / f"{sid}_space-T2S_CMB.nii.gz").unlink()
-    assert _run("screening_recall", [toy, BUNDLE], monkeypatch) == 2
-    assert "plkd: error: screening_recall: no subject could be scored (3 left out: no label)" in capsys.readouterr().err
+    argv = [toy, BUNDLE] if script == "screening_recall" else [toy, toy, tmp_path / "work", "--bundle", BUNDLE]
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # screening_capacity imports its neighbours
+    assert _run(script, argv, monkeypatch) == 2
+    assert f"plkd: error: {script}: no subject could be scored (3 left out: no label)" in capsys.readouterr().err
 
 
 def _candidates_json(path: Path, centres: list[list[float]]) -> None:
