@@ -92,10 +92,10 @@ def watch_parent(pid: int, *, interval: float = INTERVAL_S, grace: float = GRACE
     """Interrupt the main thread (``KeyboardInterrupt``) once process ``pid`` is gone; end the process after
     ``grace`` more seconds if it is still running then. Returns the (daemon) watching thread."""
     start = _linux_start_time(pid) if Path("/proc/self/stat").is_file() else None
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler and threading.current_thread() is (
-        threading.main_thread()
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None) and (
+        threading.current_thread() is threading.main_thread()
     ):
-        # interrupt_main does nothing while SIGINT is ignored (a background start may ignore it).
+        # A SIGINT that Python does not handle (a background start may ignore it) would not unwind the run.
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch() -> None:
@@ -104,7 +104,7 @@ def watch_parent(pid: int, *, interval: float = INTERVAL_S, grace: float = GRACE
             event.wait(interval)
         parent_gone.set()
         log.warning("the process that started plkd (pid %d) is gone; stopping", pid)
-        if hasattr(signal, "pthread_kill"):
+        if hasattr(signal, "pthread_kill") and callable(signal.getsignal(signal.SIGINT)):
             # A real SIGINT to the main thread also ends a sleep or a blocking read there (interrupt_main does not).
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         else:

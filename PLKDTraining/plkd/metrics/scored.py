@@ -14,10 +14,12 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from plkd.errors import PLKDError
-from plkd.naming import subject_id
+
+if TYPE_CHECKING:
+    from plkd.data.datasets import Subject
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +91,9 @@ class ScoredSubjects:
         }
 
 
-def labelled_subjects(subjects: Iterable, what: str) -> tuple[list, ScoredSubjects]:
-    """The subjects (``plkd.data.Subject``) that have a label file, and a :class:`ScoredSubjects` in which
-    the others are already left out (``no label``). The caller :meth:`~ScoredSubjects.add` s the ones it scores."""
+def labelled_subjects(subjects: Iterable[Subject], what: str) -> tuple[list[Subject], ScoredSubjects]:
+    """The subjects that have a label file, and a :class:`ScoredSubjects` in which
+    the others are already left out (``no label``); the caller adds those it scores (:meth:`ScoredSubjects.add`)."""
     record = ScoredSubjects(what)
     keep = []
     for subject in subjects:
@@ -102,8 +104,10 @@ def labelled_subjects(subjects: Iterable, what: str) -> tuple[list, ScoredSubjec
     return keep, record
 
 
-def candidate_files(subjects: Iterable, pred: Path, what: str) -> tuple[list[tuple[Any, Path]], ScoredSubjects]:
-    """``[(subject, its NAME_cmb.json in pred)]`` for each labelled subject (``plkd.data.Subject``) with a
+def candidate_files(
+    subjects: Iterable[Subject], pred: Path, what: str
+) -> tuple[list[tuple[Subject, Path]], ScoredSubjects]:
+    """``[(subject, its NAME_cmb.json in pred)]`` for each labelled subject with a
     prediction, all counted as scored, and the record of what was left out: subjects without a label or a
     prediction, and candidate JSONs in ``pred`` of no subject. Two JSONs of one subject are refused."""
     subjects = list(subjects)
@@ -120,8 +124,9 @@ def candidate_files(subjects: Iterable, pred: Path, what: str) -> tuple[list[tup
         used.add(found[0])
         pairs.append((subject, found[0]))
         record.add(subject.id)
-    unlabelled = {s.id for s in subjects if s.label is None}
+    # Matched by the same prefix as above: plain-folder case names (case_001) hold "_" themselves.
+    unlabelled = [f"{s.id}_" for s in subjects if s.label is None]
     for other in sorted(set(pred.glob("*cmb.json")) - used):
-        if subject_id(other) not in unlabelled:  # an unlabelled subject's is counted as its "no label"
+        if not other.name.startswith(tuple(unlabelled)):  # an unlabelled subject's is counted as its "no label"
             record.skip(other.name, NO_SUBJECT)
     return pairs, record
