@@ -487,6 +487,11 @@ def test_cli_output_sidecar_keeps_the_contrast_and_drops_what_the_new_slices_fal
     assert main(["lowres", str(img), *how, "--out", str(out)]) == 0
     assert not (tmp_path / "out" / "s1_lr.json").exists()
     _no_partials(tmp_path)
+    # s1_swi.nii beside s1_swi.nii.gz would share the input's sidecar: refused before anything is written.
+    (tmp_path / "in" / "s1_swi.json").write_text(json.dumps(_swi_sidecar(24)))
+    assert main(["lowres", str(img), *how, "--out", str(tmp_path / "in" / "s1_swi.nii")]) == 2
+    assert json.loads((tmp_path / "in" / "s1_swi.json").read_text()) == _swi_sidecar(24)
+    assert not (tmp_path / "in" / "s1_swi.nii").exists()
 
 
 def test_cli_dataset_carries_each_images_sidecar(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from plkd.lowres import (
     thick_slab_labels,
     thick_slab_volume,
 )
-from plkd.lowres_sidecar import remove_lowres_sidecar, write_lowres_sidecar
+from plkd.lowres_sidecar import remove_lowres_sidecar, sidecar_of, write_lowres_sidecar
 from plkd.naming import is_nifti
 from plkd.progress import Progress
 from plkd.volumes import Volume, load_label, load_volume, on_grid_of, save_volume
@@ -173,6 +173,9 @@ def _check_output_file(path: Path, *inputs: Path | None, what: str = "--out") ->
     for src in inputs:
         if src is not None and src.exists() and path.resolve() == src.resolve():
             raise InputError(f"output {path} would overwrite its input")
+        # s1.nii beside s1.nii.gz: another file, but one sidecar (s1.json) for both.
+        if src is not None and sidecar_of(src).is_file() and sidecar_of(path).resolve() == sidecar_of(src).resolve():
+            raise InputError(f"output {path} would overwrite its input's sidecar {sidecar_of(src).name}")
 
 
 def _run_single(args: argparse.Namespace) -> int:
