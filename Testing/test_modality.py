@@ -407,3 +407,17 @@ def test_tune_takes_the_installed_model_of_the_subjects_contrast(tmp_path, insta
     bundle, warning = model_for_subjects(None, swi + t2s)
     assert bundle.manifest["modality"] == "T2S" and warning.startswith("2 SWI subject(s), but the model tiny-t2s")
     assert "trained on T2* images" in model_for_subjects(str(TINY_BUNDLE), swi)[1]
+
+
+def test_a_click_on_a_result_of_the_other_model_is_said(tmp_path, installed):
+    _install(installed, ("T2S", "SWI"))
+    scan = _nifti(tmp_path / "in" / "a_swi.nii.gz")
+    assert main(["predict", str(scan), "-o", str(tmp_path / "out"), "--progress", "none"]) == 0
+    centre = json.loads((CASE.parent / "truth.json").read_text())["centres_ras"][0]
+    click = ["predict", str(scan), "--at-ras=" + ",".join(map(str, centre)), "--progress", "none"]
+    click += ["--existing", str(tmp_path / "out" / "a_swi_cmb.json")]
+    assert main([*click, "-o", str(tmp_path / "same")]) == 0  # auto: the SWI model again, nothing to say
+    assert not any("--existing" in w for w in _doc(tmp_path / "same", "a_swi")["warnings"])
+    assert main([*click, "-o", str(tmp_path / "other"), "--modality", "T2S"]) == 0
+    warned = [w for w in _doc(tmp_path / "other", "a_swi")["warnings"] if "--existing a_swi_cmb.json" in w]
+    assert len(warned) == 1 and "segmented by the T2* model" in warned[0] and "made by the SWI model" in warned[0]

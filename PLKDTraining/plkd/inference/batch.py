@@ -24,7 +24,7 @@ from plkd.dicom import load_dicom_series
 from plkd.errors import InputError, OutputError, PLKDError
 from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings, separate_echo_notes
 from plkd.inference.modality import phase_reason, projection_reason
-from plkd.inference.model_choice import ModelChooser, modality_record, model_line
+from plkd.inference.model_choice import DISPLAY, ModelChooser, modality_record, model_line
 from plkd.inference.outputs import (
     NO_OUTPUTS,
     OutputPaths,
@@ -463,6 +463,16 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
             from plkd.inference.click import load_existing
 
             earlier = load_existing(opt.existing, volume, sha) if opt.existing is not None else None
+            if earlier is not None and earlier.model_modality and model.modality not in (None, earlier.model_modality):
+                # A click joins the result it is made on: segmented by the other contrast's model, its probability and
+                # outline would not be those of the microbleeds beside it.
+                log.warning(
+                    "the click is segmented by the %s model, but --existing %s was made by the %s model; give the "
+                    "--modality (or --model) of that result",
+                    DISPLAY.get(model.modality, model.modality),
+                    Path(opt.existing).name,
+                    DISPLAY.get(earlier.model_modality, earlier.model_modality),
+                )
             result = predictor.segment_at(
                 volume, opt.at_ras, mask=mask_vol, lr_factor=opt.lr_factor, student=opt.student, existing=earlier
             )

@@ -144,6 +144,8 @@ class ExistingPrediction:
     labels: np.ndarray | None = None
     candidates: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
+    #: The contrast of the model that made it (its JSON's ``modality.model_modality``; None when unknown).
+    model_modality: str | None = None
 
 
 def _pair(path: Path) -> tuple[Path | None, Path | None]:
@@ -179,6 +181,8 @@ def load_existing(path: str | os.PathLike[str], volume: Volume, input_sha256: st
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InputError(f"--existing {js.name} is not a plkd candidates JSON: {exc}") from None
         out.candidates = cands
+        decision = doc.get("modality")
+        out.model_modality = (decision.get("model_modality") or None) if isinstance(decision, dict) else None
         if label_path is None:
             _check_made_from(doc, js.name, volume, input_sha256)
     if label_path is not None:
