@@ -90,8 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_modality,
         metavar="{auto,T2S,SWI}",
         help="contrast of the scans: T2S (T2*-GRE), SWI, or auto (default): from the DICOM tags, the JSON "
-        "sidecar, the NIfTI header or the file name's BIDS suffix, else T2S. Chooses the installed model; "
-        "with --model, a mismatch is a warning",
+        "sidecar, the NIfTI header or the file name's BIDS suffix, else T2S (with --model: its contrast). Chooses "
+        "the installed model; evidence against the choice, and a model of the other contrast, are warnings",
     )
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     p.add_argument("--mask", metavar="MASK", help="brain mask on the input's grid (single input only)")
