@@ -38,6 +38,7 @@ CASE = ROOT / "Testing" / "data" / "tiny-case" / "tiny_T2S.nii.gz"
         ("*fl3d1r", "T2S"),
         ("T2_star_axial", "T2S"),
         ("Ax T2 star", "T2S"),
+        ("VEN_BOLD", "SWI"),  # Philips
         ("clearswi", None),  # not the word "swi"
         ("T1w MPRAGE", None),
     ],

@@ -63,8 +63,8 @@ _T2STAR_WORDS = re.compile(
 #: Whole words that name the gradient-echo family, SWI's own ("swi_3d_gre", Philips FFE, Siemens "*fl3d"): T2*
 #: when no word names SWI, and no evidence against SWI.
 _GRE_WORDS = re.compile(rf"^(?:(?:gre|megre|ffe|t2ffe|mffe){_TAIL}|fl3d(?:\d\w*)?)$")
-#: "T2*" and "T2 star" as people write them, read as the word "t2star".
-_T2STAR_SPELLED = re.compile(r"t2[ _-]?(?:\*|star)")
+#: Names written in two parts, read as one word: "T2*", "T2 star" ("t2star"), Philips "VEN_BOLD" ("venbold").
+_SPELLED = {"t2star": re.compile(r"t2[ _-]?(?:\*|star)"), "venbold": re.compile(r"ven[ _-]?bold")}
 #: Whole words (lower case) that mark a projection over several slices: SWI's minimum-intensity
 #: projection ("mIP_Images(SW)", ImageType ``MNIP``, BIDS ``_minIP``), any maximum-intensity one,
 #: and DICOM's ImageType value ``PROJECTION IMAGE``.
@@ -119,8 +119,11 @@ class ModalityDecision:
 
 def words(text: str) -> list[str]:
     """The lower-case words of ``text``, split at anything but letters and digits; "T2*", "T2 star",
-    "T2_star" and "T2-star" are the one word "t2star"."""
-    return [w for w in re.split(r"[^0-9a-z]+", _T2STAR_SPELLED.sub("t2star", text.lower())) if w]
+    "T2_star" and "T2-star" are the one word "t2star", "VEN_BOLD" is "venbold"."""
+    text = text.lower()
+    for word, spelled in _SPELLED.items():
+        text = spelled.sub(word, text)
+    return [w for w in re.split(r"[^0-9a-z]+", text) if w]
 
 
 def modality_of_text(text: str) -> str | None:
