@@ -76,7 +76,7 @@ PHASE_NAME = re.compile(r"(^|[_-])(phase|pha|ph|part-phase)$|part-phase", re.I)
 _PHASE_WORDS = frozenset({"pha", "phase"})
 #: ``ImageType`` values of a phase, real or imaginary image (DICOM PS3.3 C.8.16.1 value 3: ``P``, ``R``, ``I``;
 #: Philips ``PHASE``).
-_PHASE_IMAGE_TYPES = frozenset({"P", "PHASE", "PHASE MAP", "R", "REAL", "I", "IMAGINARY"})
+PHASE_IMAGE_TYPES = frozenset({"P", "PHASE", "PHASE MAP", "R", "REAL", "I", "IMAGINARY"})
 #: BIDS entities whose value describes the sequence; the values of the others (``sub``, ``ses``, ``run``, …)
 #: are a study's labels and are not read.
 _SEQUENCE_ENTITIES = frozenset({"acq", "rec", "desc"})
@@ -333,7 +333,7 @@ def phase_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) -> st
     for _source, label, fields in _metadata(path, dicom):
         for key in ("ImageType", "ImageTypeText"):
             image_type = fields.get(key)
-            if image_type and _PHASE_IMAGE_TYPES & set(_image_type_values(image_type)):
+            if image_type and PHASE_IMAGE_TYPES & set(_image_type_values(image_type)):
                 return f"{label} {key} {_field_text(image_type).strip()!r}"
         description = _field_text(fields.get("SeriesDescription"))
         if _PHASE_WORDS & set(words(description)):
