@@ -381,7 +381,9 @@ def test_a_dicom_series_is_decided_by_its_own_tags(tmp_path, installed):
     phase = {**swi, "0008|0008": "ORIGINAL\\PRIMARY\\P\\ND", "0008|103e": "Pha_Images"}
     write_series(tmp_path / "in" / "series-8", data, img.affine, "1.2.826.0.1.3680043.8.498.72", tags=phase)
     out = tmp_path / "out"
-    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--progress", "none"]) == 0
+    # The phase series named by one of its files (a folder walk skips phase series; a file named is analysed).
+    inputs = [str(tmp_path / "in" / "t2star_gre"), str(tmp_path / "in" / "series-8" / "IM0000.dcm")]
+    assert main(["predict", *inputs, "-o", str(out), "--progress", "none"]) == 0
     doc = _doc(out, "t2star_gre")
     assert (doc["modality"]["modality"], doc["modality"]["source"]) == ("SWI", "dicom")
     assert doc["model"].startswith("tiny-swi") and "SequenceName '*swi3d1r'" in doc["modality"]["reason"]
