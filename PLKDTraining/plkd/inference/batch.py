@@ -150,6 +150,11 @@ def predict_files(
     )
     shard_t = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     found = expand_inputs(inputs, output_dir)
+    if not found.scans:
+        raise InputError(
+            "no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)"
+            + "".join(f"; {item}: {why}" for item, why in found.empty)
+        )
     _report_ignored(found.ignored_summary(), found.skipped, err)
     # Named with the folder's earlier outputs in view, so a rerun of part of the inputs writes each scan under
     # the name its result already has (not a second result beside it) and never over another scan's result.
@@ -197,6 +202,11 @@ def predict_files(
         },
     )
     report = BatchReport(ignored=list(found.skipped))
+    if shard_t is None or shard_t[0] == 0:  # one shard says it, so the shards' summaries hold it once
+        for item, why in found.empty:
+            # A folder or pattern that gave nothing (a typo, a folder of other formats): a failure, or the run
+            # would end "all done" with those scans missing from its results and its summary.
+            _failed(report, Path(item), "", why, None, err, prog)
     summary = None if at_ras is not None else Path(output_dir) / summary_name(shard_t)
     if summary is not None and summary.parent.is_dir():
         stems = {scan.stem for scan in scans}
@@ -239,14 +249,15 @@ def predict_files(
             durations.append(time.perf_counter() - t0)
             report.rows.append(summary_row(scan.stem, str(scan.path), "done", record, durations[-1]))
         except PLKDError as exc:
-            _failed(report, scan, str(exc), time.perf_counter() - t0, err, prog)
+            _failed(report, scan.path, scan.stem, str(exc), time.perf_counter() - t0, err, prog)
             _discard_stale(scan, out, opt, prog, err)
         except Exception as exc:  # a bug or an unforeseen file: report it and go on with the others
             log.debug("unexpected error on %s", scan.path, exc_info=True)
             report.internal.append(scan.path)
             _failed(
                 report,
-                scan,
+                scan.path,
+                scan.stem,
                 f"unexpected {type(exc).__name__}: {exc} (run with -vv for details)",
                 time.perf_counter() - t0,
                 err,
@@ -277,11 +288,14 @@ def _refuse_replacing_a_scan_result(out: OutputPaths) -> None:
     )
 
 
-def _failed(report: BatchReport, scan: ScanInput, message: str, seconds: float, err: Any, prog: Progress) -> None:
+def _failed(
+    report: BatchReport, path: Path, stem: str, message: str, seconds: float | None, err: Any, prog: Progress
+) -> None:
+    """Record a failed scan (``stem`` ``""``: an input that gave no scan) and say so in one line."""
     prog.finish()  # clear the progress bar first: the error must start its own line
-    report.failed.append((scan.path, message))
-    report.rows.append(summary_row(scan.stem, str(scan.path), "failed", None, seconds, error=message))
-    print(f"plkd: error: {scan.path.name}: {message}", file=err)
+    report.failed.append((path, message))
+    report.rows.append(summary_row(stem, str(path), "failed", None, seconds, error=message))
+    print(f"plkd: error: {path.name if stem else path}: {message}", file=err)
 
 
 def _outputs_problem(scan: ScanInput, out: OutputPaths, opt: _Options, sha: str, extras: list[Path]) -> str | None:

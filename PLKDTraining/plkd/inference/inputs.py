@@ -41,6 +41,9 @@ LABEL_TOKENS = frozenset(
 OTHER_CONTRASTS = frozenset(
     {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
 )
+#: Endings of image files in formats plkd does not read (NIfTI and DICOM only): a walk counts them as skipped,
+#: so a folder converted only in part never loses its other scans without a word.
+OTHER_FORMATS = (".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".img", ".nii.bz2", ".nii.xz", ".nii.zip")
 _PHASE = re.compile(r"(^|[_-])(phase|pha|part-phase)$|part-phase", re.I)
 #: BIDS echo entity (``sub-01_echo-2_part-mag_MEGRE``): one echo of a multi-echo GRE stored per file.
 _ECHO = re.compile(r"_echo-(\d+)(?=_)", re.I)
@@ -66,16 +69,22 @@ class InputList:
 
     scans: list[ScanInput] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    #: ``(input as given, why)`` for each folder or glob pattern that gave no scan at all.
+    empty: list[tuple[str, str]] = field(default_factory=list)
 
     def ignored_summary(self) -> str | None:
         """One line counting the skipped files by reason, or ``None`` when none was skipped."""
         if not self.skipped:
             return None
-        counts: dict[str, int] = defaultdict(int)
-        for _path, reason in self.skipped:
-            counts[reason] += 1
-        parts = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-        return f"not analysed in the folders given: {parts} (-v lists them)"
+        return f"not analysed in the folders given: {count_reasons(self.skipped)} (-v lists them)"
+
+
+def count_reasons(skipped: Sequence[tuple[Path, str]]) -> str:
+    """``"label map or mask: 3, phase image: 1"``: the skipped files counted by reason, most first."""
+    counts: dict[str, int] = defaultdict(int)
+    for _path, reason in skipped:
+        counts[reason] += 1
+    return ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def classify(path: Path) -> str | None:
@@ -148,13 +157,17 @@ def orientation_warnings(volume: Volume, name: str) -> list[str]:
 
 
 def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
-    for dirpath, dirnames, filenames in os.walk(folder):
+    # Linked folders are followed (archives link subjects in from elsewhere: ``study/sub-01 -> /raw/4711``); each
+    # real folder is walked once, so a link back up the tree or two links to one folder add nothing twice.
+    seen = {folder.resolve()}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
             sub = (here / d).resolve()
-            if d.startswith(".") or d.lower() in SKIPPED_FOLDERS or sub in exclude:
+            if d.startswith(".") or d.lower() in SKIPPED_FOLDERS or sub in exclude or sub in seen:
                 continue
+            seen.add(sub)
             keep.append(d)
         dirnames[:] = keep
         has_dicom = False
@@ -168,6 +181,9 @@ def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
                     found.skipped.append((p, reason))
                 else:
                     found.scans.append(ScanInput(p))
+            elif name.lower().endswith(OTHER_FORMATS):
+                ext = next(e for e in OTHER_FORMATS if name.lower().endswith(e))
+                found.skipped.append((p, f"not NIfTI or DICOM ({ext}: convert it to NIfTI)"))
             elif not has_dicom and is_dicom_file(p):
                 has_dicom = True
         if has_dicom:
@@ -195,11 +211,20 @@ def expand_inputs(
     found = InputList()
     for item in inputs:
         p = Path(item)
+        n_scans, n_skipped = len(found.scans), len(found.skipped)
         if not p.exists() and glob.has_magic(str(item)):
-            for m in sorted(glob.glob(str(item))):
+            matches = sorted(glob.glob(str(item)))
+            for m in matches:
                 _add(Path(m), exclude, found)
+            if not matches:
+                found.empty.append((str(item), "matches no file"))
+                continue
         else:
             _add(p, exclude, found)
+        if len(found.scans) == n_scans:  # a folder (or a pattern's folders) without a scan to analyse
+            left = found.skipped[n_skipped:]
+            why = "holds no NIfTI image or DICOM series to analyse"
+            found.empty.append((str(item), why + (f" (not analysed: {count_reasons(left)})" if left else "")))
     unique: dict[tuple[Path, str | None], ScanInput] = {}
     for s in found.scans:
         key = (s.path.resolve() if s.path.exists() else s.path, s.series.uid if s.series else None)

@@ -1,11 +1,11 @@
 """The batch summary of ``plkd predict``: one row per scan, as a CSV file and a printed table.
 
-Columns (CSV, UTF-8, header row): ``scan`` (output stem), ``input``, ``status`` (done, skipped =
-reused outputs, failed), ``n_microbleeds``, ``total_volume_mm3``, ``volumes_mm3`` (kept
-microbleeds, ``;``-separated, largest first), the MARS location counts ``lobar``, ``deep``,
-``infratentorial``, ``unknown`` (empty when the outputs carry no ``location`` block), ``student``,
-``lr_factor``, ``seconds`` (time of this run on the scan), ``warnings`` (`` | ``-separated) and
-``error``.
+Columns (CSV, UTF-8, header row): ``scan`` (output stem; empty for a folder or glob pattern that gave
+no scan, a failed row of its own), ``input``, ``status`` (done, skipped = reused outputs, failed),
+``n_microbleeds``, ``total_volume_mm3``, ``volumes_mm3`` (kept microbleeds, ``;``-separated, largest
+first), the MARS location counts ``lobar``, ``deep``, ``infratentorial``, ``unknown`` (empty when the
+outputs carry no ``location`` block), ``student``, ``lr_factor``, ``seconds`` (time of this run on the
+scan), ``warnings`` (`` | ``-separated) and ``error``.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def print_summary_table(rows: Sequence[dict[str, Any]], out: TextIO) -> None:
         note = r["error"] or r["warnings"]
         lines.append(
             (
-                r["scan"],
+                r["scan"] or r["input"],  # an input that gave no scan has no output name
                 r["status"],
                 str(r["n_microbleeds"]),
                 r["total_volume_mm3"],

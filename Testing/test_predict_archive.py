@@ -1,0 +1,98 @@
+"""``plkd predict`` over an archive as researchers keep one: subjects linked in from elsewhere, folders and
+patterns that give nothing, files in formats plkd does not read, DICOM exports holding every series of a
+visit. Nothing may be left out, or analysed as a T2*/SWI scan, without a word.
+
+Inputs are built in the test: tiny NIfTI files for the folder walks, the tiny case for the runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from plkd.cli import main
+from plkd.errors import InputError
+from plkd.inference.batch import predict_files
+from plkd.inference.inputs import expand_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
+CASE = ROOT / "Testing" / "data" / "tiny-case" / "tiny_T2S.nii.gz"
+
+
+def _predict(*args: str) -> int:
+    return main(["predict", *args, "--model", str(BUNDLE), "--device", "cpu", "--progress", "none"])
+
+
+def _touch_nifti(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), str(path))
+    return path
+
+
+def test_linked_subject_folders_are_walked_once(tmp_path: Path) -> None:
+    # os.walk does not enter linked folders: a study whose subjects are links into the raw store gave no scan
+    # of them (or, beside real folders, silently fewer results).
+    raw = tmp_path / "raw"
+    images = [_touch_nifti(raw / "4711" / "sub-01_T2S.nii.gz"), _touch_nifti(raw / "4712" / "sub-02_T2S.nii.gz")]
+    real = _touch_nifti(tmp_path / "study" / "sub-03" / "sub-03_T2S.nii.gz")
+    (tmp_path / "study" / "sub-01").symlink_to(raw / "4711", target_is_directory=True)
+    (tmp_path / "study" / "sub-02").symlink_to(raw / "4712", target_is_directory=True)
+    (tmp_path / "study" / "sub-02" / "loop").symlink_to(tmp_path / "study", target_is_directory=True)  # a cycle
+    (tmp_path / "study" / "again").symlink_to(raw / "4711", target_is_directory=True)  # one folder, two links
+    found = expand_inputs([tmp_path / "study"])
+    assert sorted(s.path.resolve() for s in found.scans) == sorted([*images, real])
+    assert sorted(s.stem for s in found.scans) == ["sub-01_T2S", "sub-02_T2S", "sub-03_T2S"]
+
+
+def test_a_folder_or_pattern_that_gives_no_scan_fails_in_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # A pattern with a typo, or a folder converted to another format, added nothing, and the run ended
+    # "1 done, 0 failed", exit 0, its summary one row short with nothing saying so.
+    shutil.copy(CASE, tmp_path / "s1_T2S.nii.gz")
+    (tmp_path / "mgz").mkdir()
+    (tmp_path / "mgz" / "s2_T2S.mgz").write_bytes(b"\0" * 64)
+    _touch_nifti(tmp_path / "mgz" / "s2_T1w.nii.gz")
+    out = tmp_path / "out"
+    pattern = str(tmp_path / "nifti" / "*.nii.gz")
+    assert _predict(str(tmp_path / "s1_T2S.nii.gz"), str(tmp_path / "mgz"), pattern, "-o", str(out)) == 2
+    err = capsys.readouterr().err
+    assert f"plkd: error: {pattern}: matches no file" in err.splitlines()
+    assert (
+        f"plkd: error: {tmp_path / 'mgz'}: holds no NIfTI image or DICOM series to analyse (not analysed: "
+        "not NIfTI or DICOM (.mgz: convert it to NIfTI): 1, other contrast (T1w): 1)"
+    ) in err.splitlines()
+    assert "1 done, 0 skipped, 2 failed of 3" in err
+    rows = list(csv.DictReader((out / "plkd_summary.csv").open()))
+    assert sorted((r["input"], r["status"]) for r in rows) == sorted(
+        [(str(tmp_path / "s1_T2S.nii.gz"), "done"), (str(tmp_path / "mgz"), "failed"), (pattern, "failed")]
+    )
+    # Only one shard of a sharded run says it, so the shards' summaries together hold it once.
+    capsys.readouterr()
+    args = (str(tmp_path / "s1_T2S.nii.gz"), pattern, "-o", str(tmp_path / "sharded"))
+    assert _predict(*args, "--shard", "0/2") == 2
+    assert _predict(*args, "--shard", "1/2") == 2  # shard 1 has no scan at all: refused as before
+    rows = [r for p in (tmp_path / "sharded").glob("plkd_summary*.csv") for r in csv.DictReader(p.open())]
+    assert sorted((r["input"], r["status"]) for r in rows) == [
+        (pattern, "failed"),
+        (str(tmp_path / "s1_T2S.nii.gz"), "done"),
+    ]
+
+
+def test_no_scan_at_all_names_each_input_that_gave_none(tmp_path: Path) -> None:
+    (tmp_path / "conv").mkdir()
+    (tmp_path / "conv" / "a.nrrd").write_bytes(b"NRRD0004\n")
+    with pytest.raises(InputError) as info:
+        predict_files([tmp_path / "conv", str(tmp_path / "x*.nii")], tmp_path / "out", model=str(BUNDLE))
+    assert str(info.value) == (
+        "no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns); "
+        f"{tmp_path / 'conv'}: holds no NIfTI image or DICOM series to analyse (not analysed: not NIfTI or DICOM "
+        f"(.nrrd: convert it to NIfTI): 1); {tmp_path / 'x*.nii'}: matches no file"
+    )
+    assert not (tmp_path / "out").exists()
