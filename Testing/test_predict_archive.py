@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
@@ -16,9 +17,10 @@ import numpy as np
 import pytest
 
 from plkd.cli import main
+from plkd.dicom import DicomSeries
 from plkd.errors import InputError
 from plkd.inference.batch import predict_files
-from plkd.inference.inputs import expand_inputs
+from plkd.inference.inputs import ScanInput, assign_stems, expand_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
@@ -96,3 +98,64 @@ def test_no_scan_at_all_names_each_input_that_gave_none(tmp_path: Path) -> None:
         f"(.nrrd: convert it to NIfTI): 1); {tmp_path / 'x*.nii'}: matches no file"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_series_of_one_folder_are_told_apart_by_their_uids(tmp_path: Path) -> None:
+    # Siemens series UIDs end in ".0.0.0": two series of one folder were both named FOLDER_0, and the whole run
+    # was refused ("... (DICOM series) and ... (DICOM series) would all be written as ...", the same path twice).
+    folder = tmp_path / "visit"
+    uids = [
+        "1.3.12.2.1107.5.2.43.166003.2023101211223344556677.0.0.0",
+        "1.3.12.2.1107.5.2.43.166003.2023101211230012345678.0.0.0",
+        "1.2.826.0.1.3680043.8.498.7",
+    ]
+    scans = assign_stems([ScanInput(folder, series=DicomSeries(folder, uid, ())) for uid in uids])
+    assert sorted(s.stem for s in scans) == [
+        "visit_2023101211223344556677.0.0.0",
+        "visit_2023101211230012345678.0.0.0",
+        "visit_7",  # a UID whose last part is its own keeps the short name
+    ]
+    alone = assign_stems([ScanInput(folder, series=DicomSeries(folder, uids[0], ()))])
+    assert [s.stem for s in alone] == ["visit"]
+
+
+def test_a_visit_exported_from_pacs_gives_only_its_t2star_and_swi_series(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # Every series of a visit in one folder, as PACS exports write them: each was analysed as T2* and got a
+    # "microbleed" count of its own in the summary (localizer, T1, T2 TSE, phase: exit 0, "5 done").
+    pytest.importorskip("SimpleITK")
+    from test_predict_dicom import _case, write_series
+
+    data, _affine, _truth = _case()
+    visit = tmp_path / "visit"
+    uid = "1.3.12.2.1107.5.2.43.166003.20231012112233{}.0.0.0"
+    series = {
+        "t2_fl2d_tra_hemo": ({"0008|103e": "t2_fl2d_tra_hemo", "0008|0008": "ORIGINAL\\PRIMARY\\M\\ND"}, True),
+        "AAHead_Scout": ({"0008|103e": "AAHead_Scout_64ch", "0018|0024": "*fl2d1"}, False),
+        "t1_mprage": ({"0008|103e": "t1_mprage_sag", "0018|0024": "*tfl3d1_16ns"}, False),
+        "t1_fl2d": ({"0008|103e": "t1_fl2d_tra", "0018|0024": "*fl2d1"}, False),
+        "t2_tse": ({"0008|103e": "t2_tse_tra", "0018|0024": "*tse2d1_15"}, False),
+        "SWI_Pha": ({"0008|103e": "Pha_Images", "0008|0008": "ORIGINAL\\PRIMARY\\P\\ND"}, False),
+        "SWI_Mag": ({"0008|103e": "Mag_Images", "0018|0024": "*swi3d1r"}, True),
+        "report": ({"0008|103e": "dose report", "0008|0060": "SR"}, False),
+    }
+    for n, (name, (tags, _taken)) in enumerate(series.items()):
+        write_series(visit, data[..., :8] * 10, np.diag([1.0, 1.0, 2.0, 1.0]), uid.format(n), tags=tags, prefix=name)
+    found = expand_inputs([visit])
+    taken = sorted(s.series.uid for s in found.scans)
+    assert taken == sorted(uid.format(n) for n, (_t, keep) in enumerate(series.values()) if keep)
+    assert Counter(reason for _path, reason in found.skipped) == {
+        "localizer series": 1,
+        "other contrast (t1)": 2,  # a T1 gradient echo (fl2d) too
+        "other contrast (t2)": 1,
+        "phase series (DICOM ImageType)": 1,
+        "not an MR series (Modality SR)": 1,
+    }
+    out = tmp_path / "out"
+    assert _predict(str(tmp_path), "-o", str(out)) == 0
+    err = capsys.readouterr().err
+    assert "2 done, 0 skipped, 0 failed of 2" in err
+    assert "localizer series: 1" in err and "not an MR series (Modality SR): 1" in err
+    rows = list(csv.DictReader((out / "plkd_summary.csv").open()))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"done"}

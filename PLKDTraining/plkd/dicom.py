@@ -98,6 +98,23 @@ def find_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     return series
 
 
+def series_tags(series: DicomSeries) -> dict[str, str]:
+    """What the series is (the keys of the record :func:`load_dicom_series` gives: ``modality``, ``image_type``,
+    ``series_description``, ...), read from the header of its first file only; ``{}`` when it cannot be read."""
+    if not series.files:
+        return {}
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(series.files[0]))
+    try:
+        with _keep_locale():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        return {}
+    return {key: reader.GetMetaData(tag).strip() for key, tag in _TAGS.items() if reader.HasMetaDataKey(tag)}
+
+
 def series_for_file(path: str | os.PathLike[str]) -> DicomSeries:
     """The series that the DICOM file ``path`` belongs to (files in the same folder)."""
     path = Path(path)

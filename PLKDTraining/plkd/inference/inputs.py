@@ -18,12 +18,13 @@ import logging
 import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file
+from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file, series_tags
 from plkd.errors import InputError
+from plkd.inference.modality import modality_of_text, words
 from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix
 from plkd.volumes import Volume, grid_displacement_mm, same_grid_tolerance_mm
 
@@ -41,6 +42,15 @@ LABEL_TOKENS = frozenset(
 OTHER_CONTRASTS = frozenset(
     {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
 )
+#: Words of a DICOM series' description, protocol or sequence name marking another contrast even beside a GRE word
+#: (``t1_fl2d``, ``T1 FFE``: T1-weighted gradient echo). A word naming SWI wins over them.
+OTHER_SERIES = OTHER_CONTRASTS - {"t2", "t2w"} | {"mprage", "mp2rage", "spgr", "tof", "dti", "adc", "trace", "fmri"}
+#: Words marking T2 (spin echo) unless a T2*/SWI word is there too (``t2_fl2d_hemo`` is a T2* protocol).
+WEAK_OTHER_SERIES = frozenset({"t2", "t2w", "tse", "fse"})
+#: Words of a planning series (a few slices in three planes, never a scan to read).
+LOCALIZER_WORDS = frozenset({"localizer", "localiser", "scout", "survey", "aahead", "3plane"})
+#: DICOM ImageType values of a phase, real or imaginary image (Siemens ``ORIGINAL\PRIMARY\P\ND``).
+PHASE_IMAGE_TYPES = frozenset({"P", "PHASE", "R", "REAL", "I", "IMAGINARY"})
 #: Endings of image files in formats plkd does not read (NIfTI and DICOM only): a walk counts them as skipped,
 #: so a folder converted only in part never loses its other scans without a word.
 OTHER_FORMATS = (".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".img", ".nii.bz2", ".nii.xz", ".nii.zip")
@@ -60,7 +70,7 @@ class ScanInput:
     @property
     def display(self) -> str:
         """How messages name the scan."""
-        return f"{self.path} (DICOM series)" if self.series is not None else str(self.path)
+        return f"{self.path} (DICOM series {self.series.uid})" if self.series is not None else str(self.path)
 
 
 @dataclass
@@ -99,6 +109,33 @@ def classify(path: Path) -> str | None:
         return "phase image"
     if token in OTHER_CONTRASTS:
         return f"other contrast ({stem.rsplit('_', 1)[-1]})"
+    return None
+
+
+def classify_series(tags: Mapping[str, str]) -> str | None:
+    """Why a DICOM series met in a folder walk is not a T2*/SWI magnitude image to analyse, or ``None`` to take it.
+
+    ``tags``: :func:`plkd.dicom.series_tags`. A clinic's export holds every series of a visit: localizers, T1,
+    FLAIR, diffusion, phase images, reports. Analysed as T2*, each gave a "microbleed" count of its own in the
+    summary (a NIfTI walk skipped their files by name). A series without such words is taken, as before.
+    """
+    modality = tags.get("modality", "").strip().upper()
+    if modality and modality != "MR":
+        return f"not an MR series (Modality {modality})"
+    image_type = {v.strip().upper() for v in tags.get("image_type", "").split("\\")}
+    if image_type & PHASE_IMAGE_TYPES:
+        return "phase series (DICOM ImageType)"
+    text = " ".join(tags.get(k, "") for k in ("series_description", "protocol_name", "sequence_name"))
+    found = words(text)
+    if any(w in LOCALIZER_WORDS for w in found):
+        return "localizer series"
+    named = modality_of_text(text)
+    other = next((w for w in found if w in OTHER_SERIES), None)
+    if named != "SWI" and other is not None:
+        return f"other contrast ({other})"
+    weak = next((w for w in found if w in WEAK_OTHER_SERIES), None)
+    if named is None and weak is not None:
+        return f"other contrast ({weak})"
     return None
 
 
@@ -187,7 +224,12 @@ def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
             elif not has_dicom and is_dicom_file(p):
                 has_dicom = True
         if has_dicom:
-            found.scans.extend(ScanInput(s.folder, series=s) for s in find_series(here))
+            for series in find_series(here):
+                reason = classify_series(series_tags(series))
+                if reason:
+                    found.skipped.append((series.folder / f"series {series.uid}", reason))
+                else:
+                    found.scans.append(ScanInput(series.folder, series=series))
 
 
 def _add(item: Path, exclude: set[Path], found: InputList) -> None:
@@ -234,11 +276,25 @@ def expand_inputs(
     return found
 
 
-def _base_stem(scan: ScanInput, n_series_here: int) -> str:
+def _base_stem(scan: ScanInput, uids_here: Sequence[str]) -> str:
     if scan.series is None:
         return strip_nifti_suffix(scan.path.name)
     name = scan.path.resolve().name
-    return name if n_series_here == 1 else f"{name}_{scan.series.uid.rsplit('.', 1)[-1]}"
+    return name if len(uids_here) <= 1 else f"{name}_{uid_tail(scan.series.uid, uids_here)}"
+
+
+def uid_tail(uid: str, uids: Sequence[str]) -> str:
+    """The fewest last ``.``-parts of ``uid`` that no other of ``uids`` (the series of one folder) ends with.
+
+    Usually the last part (``1.2.840.113619.2.5.7`` → ``7``); Siemens UIDs all end in ``.0.0.0``, so two series of one
+    folder both gave ``0`` and the whole run was refused as two inputs nothing tells apart.
+    """
+    parts = uid.split(".")
+    others = [o.split(".") for o in uids if o != uid]
+    for k in range(1, len(parts) + 1):
+        if all(o[-k:] != parts[-k:] for o in others):
+            return ".".join(parts[-k:])
+    return uid
 
 
 def assign_stems(scans: list[ScanInput]) -> list[ScanInput]:
@@ -247,11 +303,11 @@ def assign_stems(scans: list[ScanInput]) -> list[ScanInput]:
     A shared file name gets the fewest parent folders that tell the inputs apart, leaving out
     folders common to all of them (``sub-01/anat/T2S`` → ``sub-01_T2S``).
     """
-    per_folder = defaultdict(int)
+    per_folder: dict[Path, list[str]] = defaultdict(list)
     for s in scans:
         if s.series is not None:
-            per_folder[s.path.resolve()] += 1
-    bases = [_base_stem(s, per_folder.get(s.path.resolve(), 0)) for s in scans]
+            per_folder[s.path.resolve()].append(s.series.uid)
+    bases = [_base_stem(s, per_folder.get(s.path.resolve(), [])) for s in scans]
     groups: dict[str, list[int]] = defaultdict(list)
     for i, b in enumerate(bases):
         groups[b.lower()].append(i)
