@@ -159,3 +159,46 @@ def test_a_visit_exported_from_pacs_gives_only_its_t2star_and_swi_series(
     assert "localizer series: 1" in err and "not an MR series (Modality SR): 1" in err
     rows = list(csv.DictReader((out / "plkd_summary.csv").open()))
     assert len(rows) == 2 and {r["status"] for r in rows} == {"done"}
+
+
+def test_a_pattern_that_also_covers_the_output_folder_never_analyses_the_last_runs_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # 'data/*/*.nii.gz' -o data/plkd: the rerun matched data/plkd/s1_T2S_cmb.nii.gz (a failure, exit 2, every
+    # rerun) and s1_T2S_cmb_prob.nii.gz, analysed as a T2* image into s1_T2S_cmb_prob_cmb.*, a "scan" in the
+    # summary; the run after matched that in turn.
+    (tmp_path / "data" / "s1").mkdir(parents=True)
+    shutil.copy(CASE, tmp_path / "data" / "s1" / "s1_T2S.nii.gz")
+    out = tmp_path / "data" / "plkd"
+    pattern = str(tmp_path / "data" / "*" / "*.nii.gz")
+    assert _predict(pattern, "-o", str(out), "--save-probability") == 0
+    capsys.readouterr()
+    assert _predict(pattern, "-o", str(out), "--save-probability") == 0
+    err = capsys.readouterr().err
+    assert "0 done, 1 skipped, 0 failed of 1" in err and "plkd prediction: 2" in err
+    # The shell expands an unquoted pattern: the same files, named one by one.
+    names = sorted(str(p) for p in (tmp_path / "data").glob("*/*.nii.gz"))
+    assert len(names) == 3
+    assert _predict(*names, "-o", str(out), "--save-probability") == 0
+    assert "0 done, 1 skipped, 0 failed of 1" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*_cmb.json")) == ["s1_T2S_cmb.json"]
+    (row,) = csv.DictReader((out / "plkd_summary.csv").open())
+    assert row["scan"] == "s1_T2S"
+
+
+def test_labels_and_other_tools_outputs_beside_the_images_are_not_scans(tmp_path: Path) -> None:
+    # 3D Slicer names label maps NAME-label and Segmentation-label; another tool's probability map passes every
+    # image check (many distinct values) and got a "microbleed" count as if it were a scan.
+    root = tmp_path / "study"
+    image = _touch_nifti(root / "sub-01" / "sub-01_T2S.nii.gz")
+    skipped = {
+        _touch_nifti(root / "sub-01" / "sub-01_T2S-label.nii.gz"): "label map or mask",
+        _touch_nifti(root / "sub-01" / "Segmentation-label.nii"): "label map or mask",
+        _touch_nifti(root / "sub-01" / "sub-01_T2S_segmentation.nii.gz"): "label map or mask",
+        _touch_nifti(root / "sub-01" / "sub-01_T2S_prob.nii.gz"): "prediction or probability map",
+        _touch_nifti(root / "sub-01" / "sub-01_T2S_pred.nii.gz"): "prediction or probability map",
+    }
+    kept = _touch_nifti(root / "sub-02" / "sub-02_part-mag_T2S.nii.gz")  # a "-" in the name is no label
+    found = expand_inputs([root])
+    assert sorted(s.path for s in found.scans) == sorted([image, kept])
+    assert dict(found.skipped) == skipped

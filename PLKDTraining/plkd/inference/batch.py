@@ -154,6 +154,7 @@ def predict_files(
         raise InputError(
             "no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)"
             + "".join(f"; {item}: {why}" for item, why in found.empty)
+            + (f"; {line}" if (line := found.ignored_summary()) and not found.empty else "")
         )
     _report_ignored(found.ignored_summary(), found.skipped, err)
     # Named with the folder's earlier outputs in view, so a rerun of part of the inputs writes each scan under

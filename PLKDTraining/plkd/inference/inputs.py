@@ -3,7 +3,11 @@
 Folders are walked to any depth (VALDO, BIDS, ``plkd synth`` and nnU-Net layouts). In a walk only
 images are taken: label maps, brain masks, earlier predictions, phase images and other contrasts
 (T1w, FLAIR, ...) are skipped and reported, as are hidden folders, BIDS ``derivatives/`` and
-``sourcedata/``, and the output folder itself. A file named explicitly is always taken.
+``sourcedata/``, and the output folder itself. Linked folders are followed (each real folder once).
+A walk of a DICOM folder takes the T2*/SWI magnitude series: localizers, other contrasts, phase images
+and non-MR series are skipped by their tags (:func:`classify_series`). A file named explicitly is always
+taken, unless it is an output of plkd. A folder or glob pattern that gives no scan is listed in
+:attr:`InputList.empty` (``plkd predict`` reports it as a failed input).
 
 Every scan gets an output name (stem) unique in the run: its file name without extension, or,
 when several inputs share that name (``sub-01/anat/T2S.nii`` and ``sub-02/anat/T2S.nii``), the
@@ -34,10 +38,15 @@ log = logging.getLogger(__name__)
 SKIPPED_FOLDERS = frozenset({"derivatives", "sourcedata"})
 #: Folder names whose NIfTI files are labels or masks (nnU-Net, plain image/label folders).
 LABEL_FOLDERS = frozenset({"labelstr", "labelsts", "labels", "masks", "segmentations"})
-#: Last name token (``_`` separated, case-insensitive) marking a label map or a mask.
+#: Last name token (``_`` separated, case-insensitive), or its last ``-`` part (3D Slicer's ``T2S-label``,
+#: ``Segmentation-label``), marking a label map or a mask.
 LABEL_TOKENS = frozenset(
     {"cmb", "label", "labels", "seg", "dseg", "probseg", "mask", "brainmask", "roi", "lesion", "lesions"}
+    | {"segmentation", "labelmap"}
 )
+#: The same for another tool's output on the image: many distinct values, so it passes as an image and
+#: "microbleeds" are found in it.
+PREDICTION_TOKENS = frozenset({"prob", "probs", "probability", "probmap", "pred", "prediction", "heatmap"})
 #: Last name token of another contrast (BIDS / VALDO suffixes); microbleeds are read on T2*/SWI.
 OTHER_CONTRASTS = frozenset(
     {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
@@ -103,8 +112,11 @@ def classify(path: Path) -> str | None:
     if is_plkd_prediction(path):
         return "plkd prediction"
     token = stem.rsplit("_", 1)[-1].lower()
-    if path.parent.name.lower() in LABEL_FOLDERS or token in LABEL_TOKENS or stem.lower().endswith("brain_mask"):
+    tokens = {token, token.rsplit("-", 1)[-1]}
+    if path.parent.name.lower() in LABEL_FOLDERS or tokens & LABEL_TOKENS or stem.lower().endswith("brain_mask"):
         return "label map or mask"
+    if tokens & PREDICTION_TOKENS:
+        return "prediction or probability map"
     if _PHASE.search(stem):
         return "phase image"
     if token in OTHER_CONTRASTS:
@@ -237,6 +249,11 @@ def _add(item: Path, exclude: set[Path], found: InputList) -> None:
         _walk(item, exclude, found)
     elif item.is_file() and not is_nifti(item.name) and is_dicom_file(item):
         found.scans.append(ScanInput(item.parent, series=series_for_file(item)))
+    elif is_nifti(item.name) and is_plkd_prediction(item):
+        # Never a scan, even named: a pattern over the inputs that also covers the output folder
+        # (``'data/*/*.nii.gz' -o data/plkd``, quoted or expanded by the shell) matched the last run's outputs,
+        # and each probability map was analysed as a T2* image, its result matched by the next run in turn.
+        found.skipped.append((item, "plkd prediction"))
     else:  # a NIfTI file, or a name that fails later with "not found"/"cannot read"
         found.scans.append(ScanInput(item))
 
@@ -263,7 +280,7 @@ def expand_inputs(
                 continue
         else:
             _add(p, exclude, found)
-        if len(found.scans) == n_scans:  # a folder (or a pattern's folders) without a scan to analyse
+        if len(found.scans) == n_scans and (p.is_dir() or not p.exists()):  # a folder or a pattern without a scan
             left = found.skipped[n_skipped:]
             why = "holds no NIfTI image or DICOM series to analyse"
             found.empty.append((str(item), why + (f" (not analysed: {count_reasons(left)})" if left else "")))
