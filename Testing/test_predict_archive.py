@@ -85,6 +85,9 @@ def test_a_folder_or_pattern_that_gives_no_scan_fails_in_the_summary(
         (pattern, "failed"),
         (str(tmp_path / "s1_T2S.nii.gz"), "done"),
     ]
+    # The pattern fixed: a rerun (another sharding) withdraws the old failed row with the rows of its scans.
+    assert _predict(str(tmp_path / "s1_T2S.nii.gz"), "-o", str(tmp_path / "sharded")) == 0
+    assert [p.name for p in (tmp_path / "sharded").glob("plkd_summary*.csv")] == ["plkd_summary.csv"]
 
 
 def test_no_scan_at_all_names_each_input_that_gave_none(tmp_path: Path) -> None:

@@ -210,7 +210,8 @@ def predict_files(
             _failed(report, Path(item), "", why, None, err, prog)
     summary = None if at_ras is not None else Path(output_dir) / summary_name(shard_t)
     if summary is not None and summary.parent.is_dir():
-        stems = {scan.stem for scan in scans}
+        # "": the rows of inputs that gave no scan, which every run reports anew (a pattern fixed since gives none).
+        stems = {scan.stem for scan in scans} | {""}
         for path in withdraw_rows(summary.parent, summary, stems, None if shard_t is None else shard_t[1]):
             _say(prog, err, f"{path.name}: rows of this run's scans removed (an earlier run's, now {summary.name})")
     durations: list[float] = []
