@@ -205,3 +205,31 @@ def test_labels_and_other_tools_outputs_beside_the_images_are_not_scans(tmp_path
     found = expand_inputs([root])
     assert sorted(s.path for s in found.scans) == sorted([image, kept])
     assert dict(found.skipped) == skipped
+
+
+def test_a_reference_label_where_an_output_goes_is_never_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # Outputs beside the inputs: the rater's sub-01_cmb.nii.gz was taken for a stale output ("recomputing: the JSON
+    # is missing"), deleted and replaced by the prediction, which plkd evaluate then scored against itself.
+    folder = tmp_path / "study"
+    folder.mkdir()
+    shutil.copy(CASE, folder / "sub-01.nii.gz")
+    shutil.copy(CASE, folder / "sub-02.nii.gz")
+    img = nib.load(str(CASE))
+    reference = np.zeros(img.shape, np.uint8)
+    reference[20:22, 20:22, 10] = 1
+    nib.save(nib.Nifti1Image(reference, img.affine), str(folder / "sub-01_cmb.nii.gz"))
+    (folder / "sub-02_cmb.json").write_text('{"rater": "A", "microbleeds": 3}')  # another tool's notes
+    before = {name: (folder / name).read_bytes() for name in ("sub-01_cmb.nii.gz", "sub-02_cmb.json")}
+    for extra in ((), ("--overwrite",)):
+        assert _predict(str(folder), "-o", str(folder), *extra) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"plkd: error: sub-01.nii.gz: {folder / 'sub-01_cmb.nii.gz'} is not an output of plkd "
+            "(no sub-01_cmb.json beside it; a reference label?)"
+        ) in err
+        assert f"{folder / 'sub-02_cmb.json'} is not an output of plkd (not a plkd record;" in err
+        assert "0 done, 0 skipped, 2 failed of 2" in err
+        assert {name: (folder / name).read_bytes() for name in before} == before
+        assert not (folder / "sub-01_cmb.json").exists() and not (folder / "sub-02_cmb.nii.gz").exists()

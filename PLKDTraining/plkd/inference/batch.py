@@ -29,6 +29,7 @@ from plkd.inference.outputs import (
     NO_OUTPUTS,
     OutputPaths,
     files_sha256,
+    foreign_file,
     output_paths,
     read_record,
     remove_outputs,
@@ -166,10 +167,9 @@ def predict_files(
     scans = select_shard(settled.scans, shard_t)
     mine = {id(scan) for scan in scans}
     for scan, old in settled.renames:
-        if id(scan) in mine:  # each shard renames its own scans' outputs
-            moved = rename_outputs(
-                output_paths(scan.path, output_dir, old), output_paths(scan.path, output_dir, scan.stem)
-            )
+        new = output_paths(scan.path, output_dir, scan.stem)
+        if id(scan) in mine and foreign_file(new) is None:  # each shard renames its own scans' outputs
+            moved = rename_outputs(output_paths(scan.path, output_dir, old), new)
             if moved:
                 print(
                     f"plkd predict: renamed {old}_cmb.* to {scan.stem}_cmb.* (the run holds another scan named {old})",
@@ -225,6 +225,7 @@ def predict_files(
         out = output_paths(scan.path, output_dir, scan.stem)
         t0 = time.perf_counter()
         try:
+            _refuse_foreign(out)
             sha = files_sha256(list(scan.series.files) if scan.series else [scan.path]) if scan.path.exists() else None
             if sha is not None and at_ras is None:
                 extras = [out.probability] if save_probability else []
@@ -290,6 +291,16 @@ def _refuse_replacing_a_scan_result(out: OutputPaths) -> None:
     )
 
 
+def _refuse_foreign(out: OutputPaths) -> None:
+    """Fail the scan (before any work) when a file plkd did not write lies where its outputs go."""
+    if (path := foreign_file(out)) is not None:
+        why = "not a plkd record" if path == out.json else f"no {out.json.name} beside it"
+        raise OutputError(
+            f"{path} is not an output of plkd ({why}; a reference label?) and would be replaced by this scan's: "
+            "move it or give another --output-dir (if a plkd run was killed while writing it, remove it)"
+        )
+
+
 def _failed(
     report: BatchReport, path: Path, stem: str, message: str, seconds: float | None, err: Any, prog: Progress
 ) -> None:
@@ -325,6 +336,8 @@ def _discard_stale(scan: ScanInput, out: OutputPaths, opt: _Options, prog: Progr
     the same input bytes with the same settings: a folder that still held a result of the old input
     (or of other settings) would pass it off as this run's, e.g. to ``plkd evaluate``. (Outputs found
     stale before the work are removed then; this covers ``--overwrite`` and unreadable inputs.)"""
+    if foreign_file(out) is not None:
+        return  # not ours to remove (the failure says so)
     try:
         try:
             sha = files_sha256(list(scan.series.files) if scan.series else [scan.path])
