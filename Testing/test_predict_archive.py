@@ -155,6 +155,9 @@ def test_a_visit_exported_from_pacs_gives_only_its_t2star_and_swi_series(
         "phase series (DICOM ImageType)": 1,
         "not an MR series (Modality SR)": 1,
     }
+    # One file of a series named on the command line takes it whatever its tags.
+    (named,) = expand_inputs([visit / "t1_mprage0000.dcm"]).scans
+    assert named.series is not None and named.series.uid == uid.format(2)
     out = tmp_path / "out"
     assert _predict(str(tmp_path), "-o", str(out)) == 0
     err = capsys.readouterr().err
