@@ -8,6 +8,7 @@ Inputs are built in the test: tiny NIfTI files for the folder walks, the tiny ca
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -236,3 +237,31 @@ def test_a_reference_label_where_an_output_goes_is_never_replaced(
         assert "0 done, 0 skipped, 2 failed of 2" in err
         assert {name: (folder / name).read_bytes() for name in before} == before
         assert not (folder / "sub-01_cmb.json").exists() and not (folder / "sub-02_cmb.nii.gz").exists()
+
+
+def test_a_dcm2niix_conversion_gives_only_its_t2star_and_swi_images(tmp_path: Path) -> None:
+    # dcm2niix names files FOLDER_PROTOCOL_TIME_SERIES (a phase image ..._ph): no BIDS suffix, so a walk took the
+    # T1, the localizer and the phase image as scans. Their sidecars say what they are.
+    folder = tmp_path / "conv"
+    sidecars = {
+        "x_t2_fl2d_tra_hemo_20230101_5": (
+            {"SeriesDescription": "t2_fl2d_tra_hemo", "ImageType": ["ORIGINAL", "M"]},
+            None,
+        ),
+        "x_swi_20230101_7": ({"SequenceName": "*swi3d1r", "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND"]}, None),
+        "x_swi_20230101_7_ph": (
+            {"ProtocolName": "swi", "ImageType": ["ORIGINAL", "PRIMARY", "P", "ND"]},
+            "phase image (sidecar ImageType)",
+        ),
+        "x_t1_mprage_sag_20230101_3": ({"ProtocolName": "t1_mprage_sag", "Modality": "MR"}, "other contrast (t1)"),
+        "x_AAHead_Scout_20230101_1": ({"SeriesDescription": "AAHead_Scout_64ch-head-coil"}, "localizer image"),
+    }
+    for name, (sidecar, _reason) in sidecars.items():
+        _touch_nifti(folder / f"{name}.nii.gz")
+        (folder / f"{name}.json").write_text(json.dumps(sidecar))
+    timepoint = _touch_nifti(folder / "sub-01_ses-t1_T2S.nii.gz")  # "t1" in a name without sidecar: a time point
+    found = expand_inputs([folder])
+    assert sorted(s.path for s in found.scans) == sorted(
+        [timepoint, *(folder / f"{n}.nii.gz" for n, (_s, reason) in sidecars.items() if reason is None)]
+    )
+    assert dict(found.skipped) == {folder / f"{n}.nii.gz": r for n, (_s, r) in sidecars.items() if r is not None}

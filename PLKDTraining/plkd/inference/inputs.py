@@ -18,6 +18,7 @@ nothing tells apart (``scan.nii`` beside ``scan.nii.gz``) are refused before any
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file, series_tags
 from plkd.errors import InputError
-from plkd.inference.modality import modality_of_text, words
+from plkd.inference.modality import modality_of_text, sidecar_path, words
 from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix
 from plkd.volumes import Volume, grid_displacement_mm, same_grid_tolerance_mm
 
@@ -121,26 +122,62 @@ def classify(path: Path) -> str | None:
         return "phase image"
     if token in OTHER_CONTRASTS:
         return f"other contrast ({stem.rsplit('_', 1)[-1]})"
-    return None
+    return classify_series(sidecar_tags(path), what="image", source="sidecar")
 
 
-def classify_series(tags: Mapping[str, str]) -> str | None:
-    """Why a DICOM series met in a folder walk is not a T2*/SWI magnitude image to analyse, or ``None`` to take it.
+#: dcm2niix / BIDS sidecar fields → the keys of :func:`plkd.dicom.series_tags`.
+_SIDECAR_KEYS = {
+    "Modality": "modality",
+    "ImageType": "image_type",
+    "SeriesDescription": "series_description",
+    "ProtocolName": "protocol_name",
+    "SequenceName": "sequence_name",
+}
 
-    ``tags``: :func:`plkd.dicom.series_tags`. A clinic's export holds every series of a visit: localizers, T1,
-    FLAIR, diffusion, phase images, reports. Analysed as T2*, each gave a "microbleed" count of its own in the
-    summary (a NIfTI walk skipped their files by name). A series without such words is taken, as before.
+
+def sidecar_tags(path: Path) -> dict[str, str]:
+    """The DICOM tags that dcm2niix copied into the JSON sidecar of a NIfTI file (``{}`` when there is none).
+
+    dcm2niix names files ``FOLDER_PROTOCOL_TIME_SERIES`` (``x_t1_mprage_sag_20230101_3.nii.gz``, a phase image
+    ``..._ph``): no suffix says what they are, but the sidecar does.
+    """
+    side = sidecar_path(path)
+    try:
+        if side.stat().st_size > 1_000_000:
+            return {}
+        doc = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    tags = {}
+    for field_name, key in _SIDECAR_KEYS.items():
+        value = doc.get(field_name)
+        if isinstance(value, list):
+            value = "\\".join(map(str, value))
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            tags[key] = str(value)
+    return tags
+
+
+def classify_series(tags: Mapping[str, str], *, what: str = "series", source: str = "DICOM") -> str | None:
+    """Why a DICOM series (or a NIfTI file, from its sidecar: ``what="image"``) met in a folder walk is not a
+    T2*/SWI magnitude image to analyse, or ``None`` to take it.
+
+    ``tags``: :func:`plkd.dicom.series_tags` or :func:`sidecar_tags`. A clinic's export holds every series of a
+    visit: localizers, T1, FLAIR, diffusion, phase images, reports. Analysed as T2*, each gave a "microbleed"
+    count of its own in the summary. A series without such words is taken, as before.
     """
     modality = tags.get("modality", "").strip().upper()
     if modality and modality != "MR":
-        return f"not an MR series (Modality {modality})"
+        return f"not an MR {what} (Modality {modality})"
     image_type = {v.strip().upper() for v in tags.get("image_type", "").split("\\")}
     if image_type & PHASE_IMAGE_TYPES:
-        return "phase series (DICOM ImageType)"
+        return f"phase {what} ({source} ImageType)"
     text = " ".join(tags.get(k, "") for k in ("series_description", "protocol_name", "sequence_name"))
     found = words(text)
     if any(w in LOCALIZER_WORDS for w in found):
-        return "localizer series"
+        return f"localizer {what}"
     named = modality_of_text(text)
     other = next((w for w in found if w in OTHER_SERIES), None)
     if named != "SWI" and other is not None:
