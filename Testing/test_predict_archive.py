@@ -21,7 +21,7 @@ from plkd.cli import main
 from plkd.dicom import DicomSeries
 from plkd.errors import InputError
 from plkd.inference.batch import predict_files
-from plkd.inference.inputs import ScanInput, assign_stems, expand_inputs
+from plkd.inference.inputs import ScanInput, assign_stems, expand_inputs, separate_echo_notes
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
@@ -249,7 +249,7 @@ def test_a_dcm2niix_conversion_gives_only_its_t2star_and_swi_images(tmp_path: Pa
             None,
         ),
         "x_swi_20230101_7": ({"SequenceName": "*swi3d1r", "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND"]}, None),
-        "x_swi_20230101_7_ph": (
+        "x_swi_20230101_8": (  # a phase series of its own: only its sidecar tells
             {"ProtocolName": "swi", "ImageType": ["ORIGINAL", "PRIMARY", "P", "ND"]},
             "phase image (sidecar ImageType)",
         ),
@@ -265,3 +265,20 @@ def test_a_dcm2niix_conversion_gives_only_its_t2star_and_swi_images(tmp_path: Pa
         [timepoint, *(folder / f"{n}.nii.gz" for n, (_s, reason) in sidecars.items() if reason is None)]
     )
     assert dict(found.skipped) == {folder / f"{n}.nii.gz": r for n, (_s, r) in sidecars.items() if r is not None}
+
+
+def test_echoes_that_dcm2niix_wrote_one_per_file_are_said_to_be_analysed_one_by_one(tmp_path: Path) -> None:
+    # dcm2niix writes a multi-echo GRE as x_megre_5_e1, _e2, ...: each echo was a scan with a result of its own,
+    # without the note the BIDS echo-N files get.
+    folder = tmp_path / "conv"
+    for n in (1, 2, 3):
+        _touch_nifti(folder / f"x_megre_20230101_5_e{n}.nii.gz")
+    _touch_nifti(folder / "x_swi_20230101_7_e2.nii")  # one echo alone: nothing to say
+    notes = separate_echo_notes(expand_inputs([folder]).scans)
+    assert sorted(p.name for p in notes) == [f"x_megre_20230101_5_e{n}.nii.gz" for n in (1, 2, 3)]
+    assert notes[folder / "x_megre_20230101_5_e2.nii.gz"].startswith(
+        "x_megre_20230101_5_e2.nii.gz is echo 2 of a multi-echo GRE stored one echo per file (echoes 1, 2, 3 in"
+    )
+    # Its phase images (dcm2niix "_ph"), without a sidecar, are skipped by name.
+    phase = _touch_nifti(folder / "x_megre_20230101_6_e1_ph.nii.gz")
+    assert dict(expand_inputs([folder]).skipped) == {phase: "phase image"}

@@ -64,9 +64,10 @@ PHASE_IMAGE_TYPES = frozenset({"P", "PHASE", "R", "REAL", "I", "IMAGINARY"})
 #: Endings of image files in formats plkd does not read (NIfTI and DICOM only): a walk counts them as skipped,
 #: so a folder converted only in part never loses its other scans without a word.
 OTHER_FORMATS = (".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".img", ".nii.bz2", ".nii.xz", ".nii.zip")
-_PHASE = re.compile(r"(^|[_-])(phase|pha|part-phase)$|part-phase", re.I)
+_PHASE = re.compile(r"(^|[_-])(phase|pha|ph|part-phase)$|part-phase", re.I)  # "_ph": dcm2niix
 #: BIDS echo entity (``sub-01_echo-2_part-mag_MEGRE``): one echo of a multi-echo GRE stored per file.
-_ECHO = re.compile(r"_echo-(\d+)(?=_)", re.I)
+#: dcm2niix's ``_eN`` (``x_megre_5_e2.nii.gz``, its phase ``..._e2_ph``) marks the same.
+_ECHO = re.compile(r"_echo-(\d+)(?=_)|_e(\d+)(?=_ph\.|\.)", re.I)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,8 @@ def separate_echo_notes(scans: Sequence[ScanInput]) -> dict[Path, str]:
     for scan in scans:
         m = _ECHO.search(scan.path.name) if scan.series is None else None
         if m is not None:
-            groups[(scan.path.parent, _ECHO.sub("", scan.path.name, count=1).lower())].append((int(m.group(1)), scan))
+            number = int(m.group(1) or m.group(2))
+            groups[(scan.path.parent, _ECHO.sub("", scan.path.name, count=1).lower())].append((number, scan))
     notes = {}
     for members in groups.values():
         if len(members) < 2:
