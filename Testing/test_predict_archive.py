@@ -205,6 +205,8 @@ def test_labels_and_other_tools_outputs_beside_the_images_are_not_scans(tmp_path
         _touch_nifti(root / "sub-01" / "sub-01_T2S_prob.nii.gz"): "prediction or probability map",
         _touch_nifti(root / "sub-01" / "sub-01_T2S_pred.nii.gz"): "prediction or probability map",
     }
+    (root / "sub-01" / "sub-01_cmb-final.seg.nrrd").write_bytes(b"NRRD0004\n")  # the Slicer module's export
+    skipped[root / "sub-01" / "sub-01_cmb-final.seg.nrrd"] = "label map or mask"
     kept = _touch_nifti(root / "sub-02" / "sub-02_part-mag_T2S.nii.gz")  # a "-" in the name is no label
     found = expand_inputs([root])
     assert sorted(s.path for s in found.scans) == sorted([image, kept])

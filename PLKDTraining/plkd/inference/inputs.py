@@ -269,6 +269,8 @@ def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
                     found.skipped.append((p, reason))
                 else:
                     found.scans.append(ScanInput(p))
+            elif name.lower().endswith(".seg.nrrd"):  # a 3D Slicer segmentation (the module's exports too)
+                found.skipped.append((p, "label map or mask"))
             elif name.lower().endswith(OTHER_FORMATS):
                 ext = next(e for e in OTHER_FORMATS if name.lower().endswith(e))
                 found.skipped.append((p, f"not NIfTI or DICOM ({ext}: convert it to NIfTI)"))
