@@ -80,7 +80,7 @@ def test_a_folder_or_pattern_that_gives_no_scan_fails_in_the_summary(
     capsys.readouterr()
     args = (str(tmp_path / "s1_T2S.nii.gz"), pattern, "-o", str(tmp_path / "sharded"))
     assert _predict(*args, "--shard", "0/2") == 2
-    assert _predict(*args, "--shard", "1/2") == 2  # shard 1 has no scan at all: refused as before
+    assert _predict(*args, "--shard", "1/2") == 0  # shard 1 has no scan: nothing to do, and no failure of its own
     rows = [r for p in (tmp_path / "sharded").glob("plkd_summary*.csv") for r in csv.DictReader(p.open())]
     assert sorted((r["input"], r["status"]) for r in rows) == [
         (pattern, "failed"),
@@ -284,3 +284,24 @@ def test_echoes_that_dcm2niix_wrote_one_per_file_are_said_to_be_analysed_one_by_
     # Its phase images (dcm2niix "_ph"), without a sidecar, are skipped by name.
     phase = _touch_nifti(folder / "x_megre_20230101_6_e1_ph.nii.gz")
     assert dict(expand_inputs([folder]).skipped) == {phase: "phase image"}
+
+
+def test_a_shard_left_without_scans_keeps_no_rows_of_an_earlier_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # A job array of 3 shards over a study that lost a scan: shard 2 had none and was refused ("no input scans
+    # found", exit 2), leaving its summary of the run before, whose row for s3 (now shard 1's, recomputed with
+    # other settings) contradicted shard 1's summary and the outputs.
+    (tmp_path / "in").mkdir()
+    for name in ("s1_T2S", "s2_T2S", "s3_T2S"):
+        shutil.copy(CASE, tmp_path / "in" / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "2/3") == 0
+    (tmp_path / "in" / "s1_T2S.nii.gz").unlink()
+    capsys.readouterr()
+    assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "2/3", "--threshold", "0.9") == 0
+    assert "plkd predict: shard 2/3 holds none of the 2 scans" in capsys.readouterr().err
+    assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "1/3", "--threshold", "0.9") == 0
+    rows = [r for p in sorted(out.glob("plkd_summary*.csv")) for r in csv.DictReader(p.open())]
+    assert [(r["scan"], r["status"]) for r in rows] == [("s3_T2S", "done")]
+    assert json.loads((out / "s3_T2S_cmb.json").read_text())["settings"]["threshold"] == 0.9

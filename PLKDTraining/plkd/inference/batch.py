@@ -175,14 +175,16 @@ def predict_files(
                     f"plkd predict: renamed {old}_cmb.* to {scan.stem}_cmb.* (the run holds another scan named {old})",
                     file=err,
                 )
-    if not scans:
-        raise InputError("no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)")
+    if not scans and shard_t is not None:
+        # Not an error: a job array sized for more scans than the run now holds. Its summary is still (re)written,
+        # empty: left from a run with more scans, it listed scans that other shards now hold, with old results.
+        print(f"plkd predict: shard {shard_t[0]}/{shard_t[1]} holds none of the {len(settled.scans)} scans", file=err)
     if mask is not None and len(scans) > 1:
         raise PLKDError("--mask can only be used with a single input")
     if at_ras is not None and len(scans) > 1:
         # A point is a place in one scan's world: in the others it falls wherever, and each would get a "click".
         raise PLKDError(f"--at-ras is a point in one scan; the inputs hold {len(scans)} scans: give one")
-    if at_ras is not None:
+    if at_ras is not None and scans:
         _refuse_replacing_a_scan_result(output_paths(scans[0].path, output_dir, scans[0].stem))
     opt = _Options(
         models=models,

@@ -100,6 +100,9 @@ def withdraw_rows(folder: str | Path, own: str | Path, stems: set[str], shards: 
                 rows = list(csv.DictReader(handle))
         except (OSError, UnicodeDecodeError, csv.Error):
             continue
+        if not rows:  # a shard that had no scan: nothing of it to keep beside another sharding's summary
+            path.unlink(missing_ok=True)
+            continue
         keep = [{k: r.get(k) or "" for k in COLUMNS} for r in rows if r.get("scan") not in stems]
         if len(keep) == len(rows):
             continue
