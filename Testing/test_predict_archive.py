@@ -21,7 +21,7 @@ from plkd.cli import main
 from plkd.dicom import DicomSeries
 from plkd.errors import InputError
 from plkd.inference.batch import predict_files
-from plkd.inference.inputs import ScanInput, assign_stems, expand_inputs, separate_echo_notes
+from plkd.inference.inputs import ScanInput, assign_stems, classify_series, expand_inputs, separate_echo_notes
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
@@ -305,3 +305,28 @@ def test_a_shard_left_without_scans_keeps_no_rows_of_an_earlier_run(
     rows = [r for p in sorted(out.glob("plkd_summary*.csv")) for r in csv.DictReader(p.open())]
     assert [(r["scan"], r["status"]) for r in rows] == [("s3_T2S", "done")]
     assert json.loads((out / "s3_T2S_cmb.json").read_text())["settings"]["threshold"] == 0.9
+
+
+@pytest.mark.parametrize(
+    ("description", "reason"),
+    [
+        ("t2_fl2d_tra_hemo", None),  # Siemens T2*: "t2" beside a T2* word
+        ("sT2W/FFE", None),  # Philips T2*-weighted FFE
+        ("Ax SWAN", None),  # GE SWI
+        ("VEN_BOLD", None),  # Philips SWI (venous BOLD), not fMRI
+        ("SWIp", None),
+        ("mIP_Images(SW)", None),  # a projection: analysed with a warning
+        ("T2star GRE test", None),
+        ("study 4711", None),  # nothing said: taken, as before
+        ("t1_fl3d_tra_ce", "other contrast (t1)"),  # a T1 gradient echo
+        ("T1 TFE", "other contrast (t1)"),
+        ("t2_tse_tra", "other contrast (t2)"),
+        ("t2_space_dark-fluid", "other contrast (t2)"),
+        ("ep2d_diff_tra", "other contrast (diff)"),
+        ("ep2d_bold_moco", "other contrast (bold)"),
+        ("gre_field_mapping", "other contrast (field)"),
+        ("Survey", "localizer series"),
+    ],
+)
+def test_series_names_of_the_vendors_are_read_as_their_contrast(description: str, reason: str | None) -> None:
+    assert classify_series({"modality": "MR", "series_description": description}) == reason

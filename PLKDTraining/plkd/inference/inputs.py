@@ -54,7 +54,13 @@ OTHER_CONTRASTS = frozenset(
 )
 #: Words of a DICOM series' description, protocol or sequence name marking another contrast even beside a GRE word
 #: (``t1_fl2d``, ``T1 FFE``: T1-weighted gradient echo). A word naming SWI wins over them.
-OTHER_SERIES = OTHER_CONTRASTS - {"t2", "t2w"} | {"mprage", "mp2rage", "spgr", "tof", "dti", "adc", "trace", "fmri"}
+OTHER_SERIES = OTHER_CONTRASTS - {"t2", "t2w"} | {
+    *("mprage", "mp2rage", "spgr", "bravo", "tof", "mra", "fmri"),  # T1 3-D, angiography, functional
+    *("dti", "adc", "trace", "diff", "diffusion", "perf", "dsc", "pwi"),  # diffusion (ep2d_diff), perfusion
+    *("field", "fieldmap"),  # gre_field_mapping: a GRE, but B0 mapping at low resolution
+}
+#: Words naming SWI that the modality rules do not know as words of their own (Philips ``VEN_BOLD``).
+SWI_SERIES = frozenset({"ven", "venbold"})
 #: Words marking T2 (spin echo) unless a T2*/SWI word is there too (``t2_fl2d_hemo`` is a T2* protocol).
 WEAK_OTHER_SERIES = frozenset({"t2", "t2w", "tse", "fse"})
 #: Words of a planning series (a few slices in three planes, never a scan to read).
@@ -179,7 +185,7 @@ def classify_series(tags: Mapping[str, str], *, what: str = "series", source: st
     found = words(text)
     if any(w in LOCALIZER_WORDS for w in found):
         return f"localizer {what}"
-    named = modality_of_text(text)
+    named = "SWI" if SWI_SERIES.intersection(found) else modality_of_text(text)
     other = next((w for w in found if w in OTHER_SERIES), None)
     if named != "SWI" and other is not None:
         return f"other contrast ({other})"
