@@ -330,3 +330,6 @@ def test_a_shard_left_without_scans_keeps_no_rows_of_an_earlier_run(
 )
 def test_series_names_of_the_vendors_are_read_as_their_contrast(description: str, reason: str | None) -> None:
     assert classify_series({"modality": "MR", "series_description": description}) == reason
+    # A converter's own spelling of MR (or post-processing's "OT") is no reason to skip a scan.
+    for modality in ("MRI", "OT", ""):
+        assert classify_series({"modality": modality, "series_description": description}) == reason

@@ -59,6 +59,29 @@ OTHER_SERIES = OTHER_CONTRASTS - {"t2", "t2w"} | {
     *("dti", "adc", "trace", "diff", "diffusion", "perf", "dsc", "pwi"),  # diffusion (ep2d_diff), perfusion
     *("field", "fieldmap"),  # gre_field_mapping: a GRE, but B0 mapping at low resolution
 }
+#: DICOM Modality values (0008,0060) of series that hold no MR image: reports, presentation states, other
+#: scanners. Not ``OT`` (other), which some MR post-processing writes.
+NOT_MR = frozenset(
+    {
+        "SR",
+        "PR",
+        "KO",
+        "DOC",
+        "SEG",
+        "REG",
+        "RTSTRUCT",
+        "RTDOSE",
+        "RTPLAN",
+        "CT",
+        "PT",
+        "NM",
+        "US",
+        "CR",
+        "DX",
+        "XA",
+        "MG",
+    }
+)
 #: Words naming SWI that the modality rules do not know as words of their own (Philips ``VEN_BOLD``).
 SWI_SERIES = frozenset({"ven", "venbold"})
 #: Words marking T2 (spin echo) unless a T2*/SWI word is there too (``t2_fl2d_hemo`` is a T2* protocol).
@@ -176,7 +199,7 @@ def classify_series(tags: Mapping[str, str], *, what: str = "series", source: st
     count of its own in the summary. A series without such words is taken, as before.
     """
     modality = tags.get("modality", "").strip().upper()
-    if modality and modality != "MR":
+    if modality in NOT_MR:
         return f"not an MR {what} (Modality {modality})"
     image_type = {v.strip().upper() for v in tags.get("image_type", "").split("\\")}
     if image_type & PHASE_IMAGE_TYPES:
