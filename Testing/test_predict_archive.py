@@ -333,3 +333,12 @@ def test_series_names_of_the_vendors_are_read_as_their_contrast(description: str
     # A converter's own spelling of MR (or post-processing's "OT") is no reason to skip a scan.
     for modality in ("MRI", "OT", ""):
         assert classify_series({"modality": modality, "series_description": description}) == reason
+
+
+def test_a_double_star_pattern_matches_at_any_depth(tmp_path: Path) -> None:
+    # 'bids/**/*_T2starw.nii.gz' matched one folder level only (glob without recursive): of a BIDS tree with
+    # and without sessions, the subjects without sessions were taken and the others silently left out.
+    shallow = _touch_nifti(tmp_path / "bids" / "sub-01" / "sub-01_T2starw.nii.gz")
+    deep = _touch_nifti(tmp_path / "bids" / "sub-02" / "ses-1" / "anat" / "sub-02_ses-1_T2starw.nii.gz")
+    found = expand_inputs([str(tmp_path / "bids" / "**" / "*_T2starw.nii.gz")])
+    assert sorted(s.path for s in found.scans) == [shallow, deep]

@@ -342,7 +342,7 @@ def expand_inputs(
         p = Path(item)
         n_scans, n_skipped = len(found.scans), len(found.skipped)
         if not p.exists() and glob.has_magic(str(item)):
-            matches = sorted(glob.glob(str(item)))
+            matches = sorted(glob.glob(str(item), recursive=True))  # "**": any depth, as shells with globstar do
             for m in matches:
                 _add(Path(m), exclude, found)
             if not matches:
