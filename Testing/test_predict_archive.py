@@ -342,3 +342,21 @@ def test_a_double_star_pattern_matches_at_any_depth(tmp_path: Path) -> None:
     deep = _touch_nifti(tmp_path / "bids" / "sub-02" / "ses-1" / "anat" / "sub-02_ses-1_T2starw.nii.gz")
     found = expand_inputs([str(tmp_path / "bids" / "**" / "*_T2starw.nii.gz")])
     assert sorted(s.path for s in found.scans) == [shallow, deep]
+
+
+def test_a_copy_of_another_input_is_said_to_give_a_second_result(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The same scan kept in two places (raw/ and a sorted copy): two results, both counted in the summary,
+    # without a word.
+    shutil.copy(CASE, tmp_path / "a_T2S.nii.gz")
+    (tmp_path / "sorted").mkdir()
+    shutil.copy(CASE, tmp_path / "sorted" / "sub-07_T2S.nii.gz")
+    out = tmp_path / "out"
+    assert _predict(str(tmp_path / "a_T2S.nii.gz"), str(tmp_path / "sorted"), "-o", str(out)) == 0
+    says = f"sub-07_T2S.nii.gz holds the same bytes as {tmp_path / 'a_T2S.nii.gz'} (a_T2S_cmb.*): the run gives two"
+    assert any(r.levelname == "WARNING" and r.getMessage().startswith(says) for r in caplog.records)
+    assert any(w.startswith(says) for w in json.loads((out / "sub-07_T2S_cmb.json").read_text())["warnings"])
+    assert not any("same bytes" in w for w in json.loads((out / "a_T2S_cmb.json").read_text())["warnings"])
+    rows = {r["scan"]: r for r in csv.DictReader((out / "plkd_summary.csv").open())}
+    assert says in rows["sub-07_T2S"]["warnings"] and "same bytes" not in rows["a_T2S"]["warnings"]

@@ -164,6 +164,7 @@ def predict_files(
     for line in settled.lines:
         print(f"plkd predict: {line}", file=err)
     echo_notes = separate_echo_notes(settled.scans)
+    notes = {scan.stem: [echo_notes[scan.path]] for scan in settled.scans if scan.path in echo_notes}
     scans = select_shard(settled.scans, shard_t)
     mine = {id(scan) for scan in scans}
     for scan, old in settled.renames:
@@ -196,7 +197,7 @@ def predict_files(
         existing=existing,
         save_probability=save_probability,
         save_model_grid=save_model_grid,
-        scan_notes=echo_notes,
+        scan_notes=notes,
         settings={
             **models.settings(),
             **_settings(threshold, student, lr_factor, echo, mask),
@@ -217,6 +218,7 @@ def predict_files(
         for path in withdraw_rows(summary.parent, summary, stems, None if shard_t is None else shard_t[1]):
             _say(prog, err, f"{path.name}: rows of this run's scans removed (an earlier run's, now {summary.name})")
     durations: list[float] = []
+    by_bytes: dict[str, ScanInput] = {}  # the first scan of the run with each input sha256
     for index, scan in enumerate(scans, start=1):
         if summary is not None:
             # Rewritten before every scan (the first time: no rows), so a killed run leaves a summary of the
@@ -229,6 +231,8 @@ def predict_files(
         try:
             _refuse_foreign(out)
             sha = files_sha256(list(scan.series.files) if scan.series else [scan.path]) if scan.path.exists() else None
+            if sha is not None and (first := by_bytes.setdefault(sha, scan)) is not scan:
+                opt.scan_notes.setdefault(scan.stem, []).append(_same_bytes(scan, first))
             if sha is not None and at_ras is None:
                 extras = [out.probability] if save_probability else []
                 problem = _outputs_problem(scan, out, opt, sha, extras + ([out.model_grid] if save_model_grid else []))
@@ -290,6 +294,15 @@ def _refuse_replacing_a_scan_result(out: OutputPaths) -> None:
     raise OutputError(
         f"{out.label.parent} holds {out.label.name if out.label.exists() else out.json.name}, a prediction of the "
         "whole scan: the one microbleed of --at-ras would replace it; give the click another --output-dir"
+    )
+
+
+def _same_bytes(scan: ScanInput, first: ScanInput) -> str:
+    """The warning for a scan whose bytes another input of the run has already (a copy kept in two places, the
+    same file under two names): each gets a result, and a study's counts would hold the scan twice."""
+    return (
+        f"{scan.path.name} holds the same bytes as {first.display} ({first.stem}_cmb.*): the run gives two results "
+        "of one scan; give only one of them"
     )
 
 
@@ -411,8 +424,9 @@ class _Options:
     existing: str | Path | None
     save_probability: bool
     save_model_grid: bool
-    #: A warning for a scan that concerns the run's inputs rather than the image (one echo of several files).
-    scan_notes: dict[Path, str]
+    #: Warnings, by output stem, that concern the run's inputs rather than the image (one echo of several files,
+    #: a copy of another input).
+    scan_notes: dict[str, list[str]]
     #: What changes a result (recorded in each JSON; a rerun with other values recomputes).
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -464,8 +478,8 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         volume, dicom = _load(scan, opt.echo)
         for warning in orientation_warnings(volume, scan.path.name):
             log.warning(warning)
-        if scan.path in opt.scan_notes:
-            log.warning(opt.scan_notes[scan.path])
+        for note in opt.scan_notes.get(scan.stem, []):
+            log.warning(note)
         mask_vol = load_label(opt.mask, what="brain mask", allow_empty=False) if opt.mask is not None else None
         model, decision, mismatch = opt.models.choose(scan.series.folder if scan.series else scan.path, dicom)
         if mismatch:
