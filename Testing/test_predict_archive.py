@@ -202,6 +202,7 @@ def test_labels_and_other_tools_outputs_beside_the_images_are_not_scans(tmp_path
         _touch_nifti(root / "sub-01" / "sub-01_T2S-label.nii.gz"): "label map or mask",
         _touch_nifti(root / "sub-01" / "Segmentation-label.nii"): "label map or mask",
         _touch_nifti(root / "sub-01" / "sub-01_T2S_segmentation.nii.gz"): "label map or mask",
+        _touch_nifti(root / "sub-01" / "sub-01_T2S_synthseg.nii.gz"): "label map or mask",
         _touch_nifti(root / "sub-01" / "sub-01_T2S_prob.nii.gz"): "prediction or probability map",
         _touch_nifti(root / "sub-01" / "sub-01_T2S_pred.nii.gz"): "prediction or probability map",
     }

@@ -43,7 +43,7 @@ LABEL_FOLDERS = frozenset({"labelstr", "labelsts", "labels", "masks", "segmentat
 #: ``Segmentation-label``), marking a label map or a mask.
 LABEL_TOKENS = frozenset(
     {"cmb", "label", "labels", "seg", "dseg", "probseg", "mask", "brainmask", "roi", "lesion", "lesions"}
-    | {"segmentation", "labelmap"}
+    | {"segmentation", "labelmap", "synthseg", "aseg", "aparc+aseg"}
 )
 #: The same for another tool's output on the image: many distinct values, so it passes as an image and
 #: "microbleeds" are found in it.
