@@ -361,3 +361,19 @@ def test_a_copy_of_another_input_is_said_to_give_a_second_result(
     assert not any("same bytes" in w for w in json.loads((out / "a_T2S_cmb.json").read_text())["warnings"])
     rows = {r["scan"]: r for r in csv.DictReader((out / "plkd_summary.csv").open())}
     assert says in rows["sub-07_T2S"]["warnings"] and "same bytes" not in rows["a_T2S"]["warnings"]
+
+
+def test_a_summary_of_part_of_the_folder_says_what_it_leaves_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Rerunning the scans that failed, once fixed, rewrote plkd_summary.csv with those alone: the study's table
+    # read from it lost every other scan of the folder without a word.
+    (tmp_path / "in").mkdir()
+    for name in ("s1_T2S", "s2_T2S", "s3_T2S"):
+        shutil.copy(CASE, tmp_path / "in" / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    assert _predict(str(tmp_path / "in"), "-o", str(out)) == 0
+    assert "other scan" not in capsys.readouterr().err
+    assert _predict(str(tmp_path / "in" / "s2_T2S.nii.gz"), "-o", str(out)) == 0
+    assert (
+        f"plkd predict: plkd_summary.csv lists the 1 scan(s) of this run; {out} also holds the results of 2 other "
+        "scan(s) (a run over all the inputs reuses them and lists every scan)"
+    ) in capsys.readouterr().err.splitlines()

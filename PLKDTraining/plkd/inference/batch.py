@@ -39,7 +39,7 @@ from plkd.inference.outputs import (
     write_prediction,
 )
 from plkd.inference.predictor import Predictor
-from plkd.inference.stems import settle_stems
+from plkd.inference.stems import folder_names, settle_stems
 from plkd.inference.summary import summary_row, withdraw_rows, write_summary_csv
 from plkd.location.summary import describe as describe_location
 from plkd.progress import Progress
@@ -276,6 +276,15 @@ def predict_files(
     prog.context = {}
     if summary is not None:
         report.summary_csv = write_summary_csv(summary, report.rows)
+        if shard_t is None and (others := len(set(folder_names(output_dir)) - {s.stem for s in settled.scans})):
+            # A rerun of a few scans (the failed ones, fixed) writes a summary of those alone: a study's table
+            # read from it would lose every other scan whose results lie in the folder.
+            _say(
+                prog,
+                err,
+                f"{summary.name} lists the {len(scans)} scan(s) of this run; {output_dir} also holds the results of "
+                f"{others} other scan(s) (a run over all the inputs reuses them and lists every scan)",
+            )
     return report
 
 
