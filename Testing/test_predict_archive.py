@@ -21,7 +21,8 @@ from plkd.cli import main
 from plkd.dicom import DicomSeries
 from plkd.errors import InputError
 from plkd.inference.batch import predict_files
-from plkd.inference.inputs import ScanInput, assign_stems, classify_series, expand_inputs, separate_echo_notes
+from plkd.inference.input_kinds import classify_series
+from plkd.inference.inputs import ScanInput, assign_stems, expand_inputs, separate_echo_notes
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"

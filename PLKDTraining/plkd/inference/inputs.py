@@ -5,7 +5,8 @@ images are taken: label maps, brain masks, earlier predictions, phase images and
 (T1w, FLAIR, ...) are skipped and reported, as are hidden folders, BIDS ``derivatives/`` and
 ``sourcedata/``, and the output folder itself. Linked folders are followed (each real folder once).
 A walk of a DICOM folder takes the T2*/SWI magnitude series: localizers, other contrasts, phase images
-and non-MR series are skipped by their tags (:func:`classify_series`). A file named explicitly is always
+and non-MR series are skipped by their tags (what each file or series is:
+:mod:`plkd.inference.input_kinds`). A file named explicitly is always
 taken, unless it is an output of plkd. A folder or glob pattern that gives no scan is listed in
 :attr:`InputList.empty` (``plkd predict`` reports it as a failed input).
 
@@ -18,18 +19,17 @@ nothing tells apart (``scan.nii`` beside ``scan.nii.gz``) are refused before any
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file, series_tags
 from plkd.errors import InputError
-from plkd.inference.modality import modality_of_text, sidecar_path, words
+from plkd.inference.input_kinds import OTHER_FORMATS, classify, classify_series
 from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix
 from plkd.volumes import Volume, grid_displacement_mm, same_grid_tolerance_mm
 
@@ -37,63 +37,6 @@ log = logging.getLogger(__name__)
 
 #: Folder names never walked into: BIDS derivatives (processed outputs) and raw source data.
 SKIPPED_FOLDERS = frozenset({"derivatives", "sourcedata"})
-#: Folder names whose NIfTI files are labels or masks (nnU-Net, plain image/label folders).
-LABEL_FOLDERS = frozenset({"labelstr", "labelsts", "labels", "masks", "segmentations"})
-#: Last name token (``_`` separated, case-insensitive), or its last ``-`` part (3D Slicer's ``T2S-label``,
-#: ``Segmentation-label``), marking a label map or a mask.
-LABEL_TOKENS = frozenset(
-    {"cmb", "label", "labels", "seg", "dseg", "probseg", "mask", "brainmask", "roi", "lesion", "lesions"}
-    | {"segmentation", "labelmap", "synthseg", "aseg", "aparc+aseg"}
-)
-#: The same for another tool's output on the image: many distinct values, so it passes as an image and
-#: "microbleeds" are found in it.
-PREDICTION_TOKENS = frozenset({"prob", "probs", "probability", "probmap", "pred", "prediction", "heatmap"})
-#: Last name token of another contrast (BIDS / VALDO suffixes); microbleeds are read on T2*/SWI.
-OTHER_CONTRASTS = frozenset(
-    {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
-)
-#: Words of a DICOM series' description, protocol or sequence name marking another contrast even beside a GRE word
-#: (``t1_fl2d``, ``T1 FFE``: T1-weighted gradient echo). A word naming SWI wins over them.
-OTHER_SERIES = OTHER_CONTRASTS - {"t2", "t2w"} | {
-    *("mprage", "mp2rage", "spgr", "bravo", "tof", "mra", "fmri"),  # T1 3-D, angiography, functional
-    *("dti", "adc", "trace", "diff", "diffusion", "perf", "dsc", "pwi"),  # diffusion (ep2d_diff), perfusion
-    *("field", "fieldmap"),  # gre_field_mapping: a GRE, but B0 mapping at low resolution
-}
-#: DICOM Modality values (0008,0060) of series that hold no MR image: reports, presentation states, other
-#: scanners. Not ``OT`` (other), which some MR post-processing writes.
-NOT_MR = frozenset(
-    {
-        "SR",
-        "PR",
-        "KO",
-        "DOC",
-        "SEG",
-        "REG",
-        "RTSTRUCT",
-        "RTDOSE",
-        "RTPLAN",
-        "CT",
-        "PT",
-        "NM",
-        "US",
-        "CR",
-        "DX",
-        "XA",
-        "MG",
-    }
-)
-#: Words naming SWI that the modality rules do not know as words of their own (Philips ``VEN_BOLD``).
-SWI_SERIES = frozenset({"ven", "venbold"})
-#: Words marking T2 (spin echo) unless a T2*/SWI word is there too (``t2_fl2d_hemo`` is a T2* protocol).
-WEAK_OTHER_SERIES = frozenset({"t2", "t2w", "tse", "fse"})
-#: Words of a planning series (a few slices in three planes, never a scan to read).
-LOCALIZER_WORDS = frozenset({"localizer", "localiser", "scout", "survey", "aahead", "3plane"})
-#: DICOM ImageType values of a phase, real or imaginary image (Siemens ``ORIGINAL\PRIMARY\P\ND``).
-PHASE_IMAGE_TYPES = frozenset({"P", "PHASE", "R", "REAL", "I", "IMAGINARY"})
-#: Endings of image files in formats plkd does not read (NIfTI and DICOM only): a walk counts them as skipped,
-#: so a folder converted only in part never loses its other scans without a word.
-OTHER_FORMATS = (".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".img", ".nii.bz2", ".nii.xz", ".nii.zip")
-_PHASE = re.compile(r"(^|[_-])(phase|pha|ph|part-phase)$|part-phase", re.I)  # "_ph": dcm2niix
 #: BIDS echo entity (``sub-01_echo-2_part-mag_MEGRE``): one echo of a multi-echo GRE stored per file.
 #: dcm2niix's ``_eN`` (``x_megre_5_e2.nii.gz``, its phase ``..._e2_ph``) marks the same.
 _ECHO = re.compile(r"_echo-(\d+)(?=_)|_e(\d+)(?=_ph\.|\.)", re.I)
@@ -135,87 +78,6 @@ def count_reasons(skipped: Sequence[tuple[Path, str]]) -> str:
     for _path, reason in skipped:
         counts[reason] += 1
     return ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def classify(path: Path) -> str | None:
-    """Why a NIfTI file met in a folder walk is not an image to analyse, or ``None`` to take it."""
-    stem = strip_nifti_suffix(path.name)
-    if is_plkd_prediction(path):
-        return "plkd prediction"
-    token = stem.rsplit("_", 1)[-1].lower()
-    tokens = {token, token.rsplit("-", 1)[-1]}
-    if path.parent.name.lower() in LABEL_FOLDERS or tokens & LABEL_TOKENS or stem.lower().endswith("brain_mask"):
-        return "label map or mask"
-    if tokens & PREDICTION_TOKENS:
-        return "prediction or probability map"
-    if _PHASE.search(stem):
-        return "phase image"
-    if token in OTHER_CONTRASTS:
-        return f"other contrast ({stem.rsplit('_', 1)[-1]})"
-    return classify_series(sidecar_tags(path), what="image", source="sidecar")
-
-
-#: dcm2niix / BIDS sidecar fields → the keys of :func:`plkd.dicom.series_tags`.
-_SIDECAR_KEYS = {
-    "Modality": "modality",
-    "ImageType": "image_type",
-    "SeriesDescription": "series_description",
-    "ProtocolName": "protocol_name",
-    "SequenceName": "sequence_name",
-}
-
-
-def sidecar_tags(path: Path) -> dict[str, str]:
-    """The DICOM tags that dcm2niix copied into the JSON sidecar of a NIfTI file (``{}`` when there is none).
-
-    dcm2niix names files ``FOLDER_PROTOCOL_TIME_SERIES`` (``x_t1_mprage_sag_20230101_3.nii.gz``, a phase image
-    ``..._ph``): no suffix says what they are, but the sidecar does.
-    """
-    side = sidecar_path(path)
-    try:
-        if side.stat().st_size > 1_000_000:
-            return {}
-        doc = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(doc, dict):
-        return {}
-    tags = {}
-    for field_name, key in _SIDECAR_KEYS.items():
-        value = doc.get(field_name)
-        if isinstance(value, list):
-            value = "\\".join(map(str, value))
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            tags[key] = str(value)
-    return tags
-
-
-def classify_series(tags: Mapping[str, str], *, what: str = "series", source: str = "DICOM") -> str | None:
-    """Why a DICOM series (or a NIfTI file, from its sidecar: ``what="image"``) met in a folder walk is not a
-    T2*/SWI magnitude image to analyse, or ``None`` to take it.
-
-    ``tags``: :func:`plkd.dicom.series_tags` or :func:`sidecar_tags`. A clinic's export holds every series of a
-    visit: localizers, T1, FLAIR, diffusion, phase images, reports. Analysed as T2*, each gave a "microbleed"
-    count of its own in the summary. A series without such words is taken, as before.
-    """
-    modality = tags.get("modality", "").strip().upper()
-    if modality in NOT_MR:
-        return f"not an MR {what} (Modality {modality})"
-    image_type = {v.strip().upper() for v in tags.get("image_type", "").split("\\")}
-    if image_type & PHASE_IMAGE_TYPES:
-        return f"phase {what} ({source} ImageType)"
-    text = " ".join(tags.get(k, "") for k in ("series_description", "protocol_name", "sequence_name"))
-    found = words(text)
-    if any(w in LOCALIZER_WORDS for w in found):
-        return f"localizer {what}"
-    named = "SWI" if SWI_SERIES.intersection(found) else modality_of_text(text)
-    other = next((w for w in found if w in OTHER_SERIES), None)
-    if named != "SWI" and other is not None:
-        return f"other contrast ({other})"
-    weak = next((w for w in found if w in WEAK_OTHER_SERIES), None)
-    if named is None and weak is not None:
-        return f"other contrast ({weak})"
-    return None
 
 
 def separate_echo_notes(scans: Sequence[ScanInput]) -> dict[Path, str]:
