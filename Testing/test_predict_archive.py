@@ -52,6 +52,15 @@ def test_linked_subject_folders_are_walked_once(tmp_path: Path) -> None:
     found = expand_inputs([tmp_path / "study"])
     assert sorted(s.path.resolve() for s in found.scans) == sorted([*images, real])
     assert sorted(s.stem for s in found.scans) == ["sub-01_T2S", "sub-02_T2S", "sub-03_T2S"]
+    # Scans of one name, and DICOM series, are named after the linked folders, not the raw store's (4711_T2S).
+    linked = tmp_path / "linked"
+    for sub, raw_id in (("sub-01", "4711"), ("sub-02", "4712")):
+        _touch_nifti(raw / "named" / raw_id / "T2S.nii.gz")
+        (linked / sub).parent.mkdir(exist_ok=True)
+        (linked / sub).symlink_to(raw / "named" / raw_id, target_is_directory=True)
+    assert sorted(s.stem for s in expand_inputs([linked]).scans) == ["sub-01_T2S", "sub-02_T2S"]
+    series = ScanInput(linked / "sub-01", series=DicomSeries(linked / "sub-01", "1.2.3", ()))
+    assert [s.stem for s in assign_stems([series])] == ["sub-01"]
 
 
 def test_a_folder_or_pattern_that_gives_no_scan_fails_in_the_summary(

@@ -228,7 +228,7 @@ def expand_inputs(
 def _base_stem(scan: ScanInput, uids_here: Sequence[str]) -> str:
     if scan.series is None:
         return strip_nifti_suffix(scan.path.name)
-    name = scan.path.resolve().name
+    name = _as_given(scan.path).name
     return name if len(uids_here) <= 1 else f"{name}_{uid_tail(scan.series.uid, uids_here)}"
 
 
@@ -279,7 +279,7 @@ def assign_stems(scans: list[ScanInput]) -> list[ScanInput]:
 
 
 def _disambiguate(group: list[ScanInput], bases: list[str]) -> list[str]:
-    parents = [list((s.path.resolve() if s.path.exists() else s.path.absolute()).parent.parts) for s in group]
+    parents = [list(_as_given(s.path).parent.parts) for s in group]
     depth = max(len(p) for p in parents)
     for k in range(1, depth + 1):
         tails = [tuple(p[-k:]) for p in parents]
@@ -288,3 +288,9 @@ def _disambiguate(group: list[ScanInput], bases: list[str]) -> list[str]:
             return ["_".join([*(t[c] for c in varying), b]) for t, b in zip(tails, bases, strict=True)]
     names = ", ".join(s.display for s in group[:-1]) + f" and {group[-1].display}"
     raise InputError(f"{names} would all be written as {bases[0]}_cmb.*; rename or remove all but one of them")
+
+
+def _as_given(path: Path) -> Path:
+    """``path`` made absolute without following links (``study/sub-01 -> /raw/4711`` stays ``study/sub-01``): names
+    come from the layout the user gave, as in a study whose subject folders are links into a raw store."""
+    return Path(os.path.normpath(path.absolute()))
