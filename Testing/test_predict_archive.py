@@ -387,3 +387,23 @@ def test_a_summary_of_part_of_the_folder_says_what_it_leaves_out(tmp_path: Path,
         f"plkd predict: plkd_summary.csv lists the 1 scan(s) of this run; {out} also holds the results of 2 other "
         "scan(s) (a run over all the inputs reuses them and lists every scan)"
     ) in capsys.readouterr().err.splitlines()
+
+
+def test_a_series_missing_its_last_files_is_said_to_be_incomplete(tmp_path: Path) -> None:
+    # A copy that stopped early keeps the first slices on a regular grid: analysed as a whole scan, without a word.
+    pytest.importorskip("SimpleITK")
+    from test_predict_dicom import _case, write_series
+
+    data, _affine, _truth = _case()
+    folder = tmp_path / "series"
+    write_series(
+        folder, data * 10, np.diag([1.0, 1.0, 1.0, 1.0]), "1.2.826.0.1.3680043.8.498.91", tags={"0020|1002": "32"}
+    )
+    out = tmp_path / "out"
+    assert _predict(str(folder), "-o", str(out)) == 0
+    assert not any("Images in Acquisition" in w for w in json.loads((out / "series_cmb.json").read_text())["warnings"])
+    for k in range(24, data.shape[2]):
+        (folder / f"IM{k:04d}.dcm").unlink()
+    assert _predict(str(folder), "-o", str(out)) == 0
+    warnings = json.loads((out / "series_cmb.json").read_text())["warnings"]
+    assert any("holds 24 files but its Images in Acquisition (0020,1002) counts 32" in w for w in warnings)
