@@ -187,3 +187,32 @@ def test_a_click_is_refused_for_several_scans(subject, tmp_path: Path, capsys) -
     assert main([*argv, "--at-ras=1,2,3"]) == 2
     assert "plkd: error: --at-ras is a point in one scan; the inputs hold 2 scans" in capsys.readouterr().err
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_a_click_carries_the_location_fields_of_a_whole_scan_prediction(tmp_path: Path) -> None:
+    """A click's candidate gets the MARS location, region and MNI point that every candidate of a whole-scan
+    prediction has (the same registration step), so the reader's added microbleed is counted by location too."""
+    from test_location import POINTS, _moved_scan
+
+    image, affine, _to_mni, sub_to_mni = _moved_scan(np.random.default_rng(3))
+    mni_point, mars_class = POINTS["thalamus"]
+    from_mni = np.linalg.inv(sub_to_mni)
+    click = from_mni[:3, :3] @ np.asarray(mni_point) + from_mni[:3, 3]
+    # A dark microbleed of 5 mm at the click, in the thalamus.
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in image.shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    ras = ijk @ affine[:3, :3].T + affine[:3, 3]
+    ball = np.linalg.norm(ras - click, axis=1) <= 2.5
+    image = image.copy()
+    image[tuple(ijk[ball].T)] *= 0.2
+    case = _write_case(tmp_path, Volume(image, affine))
+    out = tmp_path / "out"
+    point = ",".join(f"{v:.2f}" for v in click)
+    tiny = ROOT / "Testing" / "data" / "tiny-bundle"
+    args = ["predict", str(case), "-o", str(out), "--model", str(tiny), "--progress", "none"]
+    assert main([*args, f"--at-ras={point}"]) == 0
+    doc = json.loads((out / "click_T2S_cmb.json").read_text())
+    (cand,) = doc["candidates"]
+    assert (cand["location"], cand["region"]) == (mars_class, "thalamus"), cand
+    assert np.linalg.norm(np.subtract(cand["center_mni"], mni_point)) < 6.0
+    assert doc["location"]["status"] == "ok" and doc["location"]["registration"]["dice"] >= 0.8
+    assert "location" in doc["timings"]

@@ -428,3 +428,79 @@ def test_cli_label_that_cannot_be_converted_leaves_no_output(tmp_path: Path, cap
     assert main([*args, "--progress", "none"]) == 2
     assert "negative values" in capsys.readouterr().err
     assert not out.exists() and not lab_out.exists()
+
+
+def _swi_sidecar(n_slices: int) -> dict:
+    """What dcm2niix writes beside a 3D SWI scan of ``n_slices`` 1 mm slices (the fields that matter here)."""
+    return {
+        "Modality": "MR",
+        "MagneticFieldStrength": 3,
+        "SequenceName": "*swi3d1r",
+        "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND", "NORM"],
+        "EchoTime": 0.02,
+        "RepetitionTime": 0.028,
+        "SliceThickness": 1,
+        "SpacingBetweenSlices": 1,
+        "SliceTiming": [0.01 * k for k in range(n_slices)],
+        "MultibandAccelerationFactor": 2,
+        "AcquisitionDuration": 312.5,
+        "SliceEncodingDirection": "k",
+        "dcmmeta_shape": [16, 16, n_slices],
+    }
+
+
+@pytest.mark.parametrize("how", [["--thickness-mm", "3"], ["--factor", "4"]])
+def test_cli_output_sidecar_keeps_the_contrast_and_drops_what_the_new_slices_falsify(tmp_path: Path, how) -> None:
+    """plkd lowres wrote no sidecar, so an SWI scan made thick was analysed as T2*; a copy would have kept the
+    input's 1 mm SliceThickness and 24-slice SliceTiming for an image of 8 thick slices."""
+    from plkd.inference.modality import detect_modality
+
+    img = _save(tmp_path / "in" / "s1_swi.nii.gz", _blob((16, 16, 24), (7, 8, 11)) * 100 + 1, np.eye(4))
+    lab = _save(
+        tmp_path / "in" / "s1_swi_label.nii.gz", (_blob((16, 16, 24), (7, 8, 11)) > 0.5).astype(np.uint8), np.eye(4)
+    )
+    (tmp_path / "in" / "s1_swi.json").write_text(json.dumps(_swi_sidecar(24)))
+    out, lab_out = tmp_path / "out" / "s1_lr.nii.gz", tmp_path / "out" / "s1_lr_label.nii.gz"
+    assert main(["lowres", str(img), *how, "--out", str(out), "--label", str(lab), "--label-out", str(lab_out)]) == 0
+    side = json.loads((tmp_path / "out" / "s1_lr.json").read_text())
+    assert detect_modality(out).modality == "SWI"  # the contrast is still the input's
+    for key in ("Modality", "MagneticFieldStrength", "SequenceName", "ImageType", "EchoTime", "RepetitionTime"):
+        assert side[key] == _swi_sidecar(24)[key]
+    gone = {"SliceTiming", "MultibandAccelerationFactor", "AcquisitionDuration"}
+    assert not gone & set(side)
+    record = side["PLKDLowres"]
+    assert record["source"] == "s1_swi.json" and record["axis"] == 2
+    if how[0] == "--thickness-mm":
+        # True 3 mm slices on their own grid: what the sidecar says is what the image is.
+        assert (side["SliceThickness"], side["SpacingBetweenSlices"], side["SliceEncodingDirection"]) == (3.0, 3.0, "k")
+        assert nib.load(str(out)).header.get_zooms()[2] == pytest.approx(3.0) and "dcmmeta_shape" not in side
+        assert record["mode"] == "thick-slab" and set(record["removed"]) == gone | {"dcmmeta_shape"}
+        assert record["set"] == {"SliceThickness": 3.0, "SpacingBetweenSlices": 3.0, "SliceEncodingDirection": "k"}
+    else:
+        # LR@4 on the 1 mm grid: its slices were 4 mm apart; the 1 mm values are gone, the grid's are kept.
+        assert "SliceThickness" not in side and "SpacingBetweenSlices" not in side
+        assert side["dcmmeta_shape"] == [16, 16, 24] and record["factor"] == 4 and record["mode"] == "interp"
+        assert set(record["removed"]) == gone | {"SliceThickness", "SpacingBetweenSlices"} and record["set"] == {}
+    assert not (tmp_path / "out" / "s1_lr_label.json").exists()  # the label had none
+    # Converted again from an input that lost its sidecar: the one written before describes nothing now.
+    (tmp_path / "in" / "s1_swi.json").unlink()
+    assert main(["lowres", str(img), *how, "--out", str(out)]) == 0
+    assert not (tmp_path / "out" / "s1_lr.json").exists()
+    _no_partials(tmp_path)
+    # s1_swi.nii beside s1_swi.nii.gz would share the input's sidecar: refused before anything is written.
+    (tmp_path / "in" / "s1_swi.json").write_text(json.dumps(_swi_sidecar(24)))
+    assert main(["lowres", str(img), *how, "--out", str(tmp_path / "in" / "s1_swi.nii")]) == 2
+    assert json.loads((tmp_path / "in" / "s1_swi.json").read_text()) == _swi_sidecar(24)
+    assert not (tmp_path / "in" / "s1_swi.nii").exists()
+
+
+def test_cli_dataset_carries_each_images_sidecar(tmp_path: Path) -> None:
+    src, dst = tmp_path / "synth", tmp_path / "synth_4mm"
+    _fake_synth(src)
+    (src / "sub-0001" / "sub-0001_space-T2S_desc-masked_T2S.json").write_text(json.dumps(_swi_sidecar(24)))
+    assert main(["lowres", "--dataset", str(src), "--thickness-mm", "4", "--out", str(dst), "--progress", "none"]) == 0
+    side = json.loads((dst / "sub-0001" / "sub-0001_space-T2S_desc-masked_T2S.json").read_text())
+    assert side["SliceThickness"] == 4.0 and "SliceTiming" not in side and side["SequenceName"] == "*swi3d1r"
+    assert [p.name for p in dst.rglob("*.json") if p.name != "manifest.json"] == [
+        "sub-0001_space-T2S_desc-masked_T2S.json"
+    ]

@@ -13,25 +13,31 @@ and matching of ``plkd evaluate``, :func:`plkd.metrics.valdo.valdo_match`) and c
 
     python scripts/evaluate_by_size.py BUNDLE DATA [DATA ...] [--conditions hr,slab4] [--json OUT]
 
-Subjects without a brain mask file get the automatic mask of their 1 mm image for every condition
-(LR simulated on the 1 mm grid smears the background, which a real thick-slice scan lacks).
+Subjects without a label are left out, said in one warning line and recorded in the JSON (``scored``,
+``notes``); none labelled is an error (``plkd: error: …``, exit 2). Subjects without a brain mask file get the
+automatic mask of their 1 mm image for every condition (LR simulated on the 1 mm grid smears the background,
+which a real thick-slice scan lacks).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from plkd.data.datasets import find_subjects, load_subject
+from plkd.atomic import write_json_atomic
+from plkd.cli import exit_code_of
+from plkd.data.datasets import Subject, find_subjects, load_subject
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.predictor import Predictor
 from plkd.lowres import simulate_lowres
 from plkd.metrics.components import binarise_reference, find_components
+from plkd.metrics.scored import ScoredSubjects, labelled_subjects
 from plkd.metrics.sizes import SIZE_NAMES, equivalent_diameter_mm, size_bin
 from plkd.metrics.valdo import valdo_match
 
@@ -63,40 +69,51 @@ def manifest_locations(data_root: Path) -> dict[str, list[tuple[np.ndarray, str]
     }
 
 
-def evaluate(predictor: Predictor, roots: list[Path], condition: str) -> dict:
-    """Counts of one condition over every subject of ``roots``."""
+def labelled(roots: list[Path]) -> tuple[list[tuple[Subject, dict]], ScoredSubjects]:
+    """The labelled subjects of ``roots`` with their data set's manifest locations, and the record of those left
+    out (no label), already said in one warning line; refuses when none is labelled."""
+    found = [(subject, root) for root in roots for subject in find_subjects(root)]
+    keep, scored = labelled_subjects([s for s, _root in found], "evaluate_by_size")
+    places = {root: manifest_locations(root) for root in roots}
+    keep_ids = {id(s) for s in keep}
+    chosen = [(s, places[root]) for s, root in found if id(s) in keep_ids]
+    for subject, _ in chosen:
+        scored.add(subject.id)
+    scored.require_any()
+    scored.warn()
+    return chosen, scored
+
+
+def evaluate(predictor: Predictor, subjects: list[tuple[Subject, dict]], condition: str) -> dict:
+    """Counts of one condition over ``subjects`` (labelled, with their manifest locations)."""
     found = defaultdict(int)
     total = defaultdict(int)
     tp = fp = fn = n_subjects = 0
     t0 = time.perf_counter()
-    for root in roots:
-        places = manifest_locations(root)
-        for subject in find_subjects(root):
-            if subject.label is None:
-                continue
-            image, label, mask = load_subject(subject)
-            if mask is None:
-                mask = image.with_data(resolve_brain_mask(image)[0].astype(np.uint8))
-            data, factor = degrade(image.data, condition)
-            result = predictor.predict(image.with_data(data), mask, lr_factor=factor)
-            zooms = np.sqrt((label.affine[:3, :3] ** 2).sum(axis=0))
-            # Rounded to label values as plkd evaluate reads a reference (1e-6 noise made the whole scan one blob).
-            ref = find_components(binarise_reference(label.data))
-            pred = find_components(result.label_map > 0)
-            match = valdo_match(pred.centres_mm(zooms), ref.centres_mm(zooms))
-            ref_ras = ref.centres_world(label.affine)
-            diameters = equivalent_diameter_mm(ref.sizes, label.affine)
-            for r in range(ref.n):
-                size = size_bin(diameters[r])
-                near = [(np.linalg.norm(c - ref_ras[r]), loc) for c, loc in places.get(subject.id, [])]
-                loc = min(near)[1] if near and min(near)[0] <= 3.0 else "n/a"
-                for key in (size, loc):
-                    total[key] += 1
-                    found[key] += bool(match.detected[r])
-            tp += int(match.detected.sum())
-            fn += int((~match.detected).sum())
-            fp += int(match.is_fp.sum())
-            n_subjects += 1
+    for subject, places in subjects:
+        image, label, mask = load_subject(subject)
+        if mask is None:
+            mask = image.with_data(resolve_brain_mask(image)[0].astype(np.uint8))
+        data, factor = degrade(image.data, condition)
+        result = predictor.predict(image.with_data(data), mask, lr_factor=factor)
+        zooms = np.sqrt((label.affine[:3, :3] ** 2).sum(axis=0))
+        # Rounded to label values as plkd evaluate reads a reference (1e-6 noise made the whole scan one blob).
+        ref = find_components(binarise_reference(label.data))
+        pred = find_components(result.label_map > 0)
+        match = valdo_match(pred.centres_mm(zooms), ref.centres_mm(zooms))
+        ref_ras = ref.centres_world(label.affine)
+        diameters = equivalent_diameter_mm(ref.sizes, label.affine)
+        for r in range(ref.n):
+            size = size_bin(diameters[r])
+            near = [(np.linalg.norm(c - ref_ras[r]), loc) for c, loc in places.get(subject.id, [])]
+            loc = min(near)[1] if near and min(near)[0] <= 3.0 else "n/a"
+            for key in (size, loc):
+                total[key] += 1
+                found[key] += bool(match.detected[r])
+        tp += int(match.detected.sum())
+        fn += int((~match.detected).sum())
+        fp += int(match.is_fp.sum())
+        n_subjects += 1
     tpr = tp / max(tp + fn, 1)
     ppv = tp / max(tp + fp, 1)
     f1 = 2 * tp / max(2 * tp + fp + fn, 1)
@@ -124,6 +141,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    subjects, scored = labelled(args.data)
     predictor = Predictor(args.bundle, device=args.device)
     bins = list(SIZE_NAMES)
     head = ["input", "F1", "TPR", "PPV", "FP/subject", *bins, *LOCATIONS]
@@ -131,7 +149,7 @@ def main() -> None:
     print("|---|" + "---:|" * (len(head) - 1))
     rows = []
     for condition in args.conditions.split(","):
-        r = evaluate(predictor, args.data, condition)
+        r = evaluate(predictor, subjects, condition)
         rows.append(r)
         cells = [f"{r['found'].get(k, 0)}/{r['total'].get(k, 0)}" for k in (*bins, *LOCATIONS)]
         print(
@@ -140,8 +158,12 @@ def main() -> None:
             flush=True,
         )
         if args.json:
-            args.json.write_text(json.dumps({"bundle": str(args.bundle), "rows": rows}, indent=1))
+            doc = {"bundle": str(args.bundle), "scored": scored.to_dict(), "notes": [scored.sentence()], "rows": rows}
+            doc["notes"] = [n for n in doc["notes"] if n]
+            write_json_atomic(args.json, doc)
+    if scored.skipped:
+        print(scored.sentence())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code_of(main))

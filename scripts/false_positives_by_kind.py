@@ -10,19 +10,24 @@ of its path; a calcification also by its site: pineal, choroid plexus, globus pa
 
     python scripts/false_positives_by_kind.py DATA PRED [PRED ...] [--near-mm 3]
 
-Prints one Markdown row per PRED folder: true and false positives, and the false positives per kind.
+Prints one Markdown row per PRED folder: subjects scored, true and false positives, and the false positives per
+kind. Subjects without a label or a prediction, and predictions of no subject, are left out and said in one
+warning line per PRED; nothing to score is an error (``plkd: error: …``, exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from plkd.cli import exit_code_of
 from plkd.data.datasets import find_subjects, load_subject
+from plkd.metrics.scored import ScoredSubjects, candidate_files
 from plkd.tuning import is_microbleed, truth_microbleeds
 
 
@@ -42,17 +47,18 @@ def kind_of(centre: np.ndarray, mimics: list[dict], near_mm: float) -> str:
     return name
 
 
-def count(data: Path, pred: Path, near_mm: float) -> tuple[int, Counter]:
-    """True positives and false positives per kind over every subject with a prediction."""
+def count(data: Path, pred: Path, near_mm: float) -> tuple[int, Counter, ScoredSubjects]:
+    """True positives and false positives per kind over every labelled subject with a prediction, and the
+    record of the subjects scored and left out (said in one warning line; none is an error)."""
     subjects = json.loads((data / "manifest.json").read_text(encoding="utf-8"))["subjects"]
     tp, fp = 0, Counter()
-    for subject in find_subjects(data):
-        found = sorted(pred.glob(f"{subject.id}_*_cmb.json"))
-        if not found or subject.label is None:
-            continue
+    pairs, scored = candidate_files(find_subjects(data), pred, f"false_positives_by_kind {pred}")
+    scored.require_any()
+    scored.warn()
+    for subject, path in pairs:
         refs = truth_microbleeds(load_subject(subject)[1])
         mimics = subjects.get(subject.id, {}).get("mimics", [])
-        for cand in json.loads(found[0].read_text(encoding="utf-8"))["candidates"]:
+        for cand in json.loads(path.read_text(encoding="utf-8"))["candidates"]:
             if not cand["kept"]:
                 continue
             centre = np.asarray(cand["center_ras"], dtype=float)
@@ -60,7 +66,7 @@ def count(data: Path, pred: Path, near_mm: float) -> tuple[int, Counter]:
                 tp += 1
             else:
                 fp[kind_of(centre, mimics, near_mm)] += 1
-    return tp, fp
+    return tp, fp, scored
 
 
 def main() -> None:
@@ -69,13 +75,13 @@ def main() -> None:
     parser.add_argument("pred", type=Path, nargs="+", help="plkd predict output folder(s)")
     parser.add_argument("--near-mm", type=float, default=3.0, help="a mimic this close names a false positive")
     args = parser.parse_args()
-    print("| predictions | true positives | false positives | by kind |")
-    print("|---|---:|---:|---|")
+    print("| predictions | subjects | true positives | false positives | by kind |")
+    print("|---|---:|---:|---:|---|")
     for pred in args.pred:
-        tp, fp = count(args.data, pred, args.near_mm)
+        tp, fp, scored = count(args.data, pred, args.near_mm)
         kinds = ", ".join(f"{k} {n}" for k, n in fp.most_common())
-        print(f"| {pred} | {tp} | {sum(fp.values())} | {kinds or '-'} |", flush=True)
+        print(f"| {pred} | {len(scored.scored)} | {tp} | {sum(fp.values())} | {kinds or '-'} |", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code_of(main))

@@ -15,17 +15,22 @@ import sys
 
 from scipy import ndimage
 
+from plkd.cli import exit_code_of
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.metrics.components import binarise_reference, label_components
+from plkd.metrics.scored import labelled_subjects
 
 
 def visible_counts(data: str, factors: list[int]) -> tuple[int, dict[int, int]]:
     """Total microbleeds and, per factor, how many touch a kept slice (slice axis = last)."""
     total, visible = 0, dict.fromkeys(factors, 0)
-    for subject in find_subjects(data):
+    subjects, counted = labelled_subjects(find_subjects(data), "lowres_visibility")
+    for subject in subjects:
+        counted.add(subject.id)
+    counted.require_any()
+    counted.warn()
+    for subject in subjects:
         _, label, _ = load_subject(subject)
-        if label is None:
-            continue
         comps, n = label_components(binarise_reference(label.data))
         slices = ndimage.find_objects(comps)
         total += n
@@ -40,7 +45,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
     factors = [int(f) for f in (argv[1] if len(argv) > 1 else "2,4,8").split(",")]
-    total, visible = visible_counts(argv[0], factors)
+    total, visible = visible_counts(argv[0], factors)  # labelled subjects; the others said in one warning line
     print(f"| factor | microbleeds on a kept slice (of {total}) | ceiling on TPR |")
     print("|---|---:|---:|")
     for k in factors:
@@ -49,4 +54,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_code_of(lambda: main(sys.argv[1:])))

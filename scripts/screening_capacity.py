@@ -29,13 +29,16 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replace_networks import replace_networks  # noqa: E402
-from screening_recall import SIZE_BINS, recall  # noqa: E402
+from screening_recall import recall  # noqa: E402
 
 from plkd.bundle import find_default_bundle  # noqa: E402
+from plkd.cli import exit_code_of  # noqa: E402
 from plkd.data.datasets import find_subjects  # noqa: E402
 from plkd.inference.device import DeviceState  # noqa: E402
 from plkd.inference.predictor import Predictor  # noqa: E402
 from plkd.inference.screening import score_map  # noqa: E402
+from plkd.metrics.scored import labelled_subjects  # noqa: E402
+from plkd.metrics.sizes import SIZE_NAMES  # noqa: E402
 from plkd.models import build_network, count_parameters  # noqa: E402
 
 BRAIN_SHAPE = (160, 192, 160)
@@ -89,9 +92,13 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work)
     base = args.bundle or str(find_default_bundle("T2S"))
-    subjects = [s for s in find_subjects(args.val) if s.label is not None]
-    subjects = subjects[: args.subjects] if args.subjects else subjects
-    bins = [b[2] for b in SIZE_BINS]
+    subjects, scored = labelled_subjects(find_subjects(args.val), "screening_capacity")
+    subjects = subjects[: args.subjects] if args.subjects else subjects  # asked for: not "left out"
+    for subject in subjects:
+        scored.add(subject.id)
+    scored.require_any()
+    scored.warn()
+    bins = list(SIZE_NAMES)
     head = " | ".join(f"{c[2]}: {b}" for c in CONDITIONS for b in bins)
     print(f"| width | parameters | s per brain (1 thread) | training patches/s | {head} |")
     print("|---:|---:|---:|---:|" + "---:|" * (len(bins) * len(CONDITIONS)))
@@ -119,8 +126,9 @@ def main() -> None:
             flush=True,
         )
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        doc = {"scored": scored.to_dict(), "notes": [n for n in [scored.sentence()] if n], "rows": rows}
+        Path(args.json).write_text(json.dumps(doc, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code_of(main))

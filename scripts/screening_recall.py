@@ -10,19 +10,25 @@ A microbleed the screening stage misses is lost whatever the segmenter does. Tar
 ≥ 98 % in every bin at 1 mm, ≥ 95 % on 3-4 mm slices.
 
     python scripts/screening_recall.py DATA BUNDLE [BUNDLE ...] [--subjects N] [--json OUT]
+
+Subjects without a label are left out, said in one warning line and recorded in the JSON (``scored``,
+``notes``; ``rows`` holds the numbers); none labelled is an error (``plkd: error: …``, exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 
 import numpy as np
 
+from plkd.atomic import write_json_atomic
+from plkd.cli import exit_code_of
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.predictor import Predictor
 from plkd.lowres import simulate_lowres
+from plkd.metrics.scored import labelled_subjects
 from plkd.metrics.sizes import SIZE_NAMES, size_bin
 from plkd.tuning import truth_microbleeds
 
@@ -67,8 +73,12 @@ def main() -> None:
     parser.add_argument("--hit-mm", type=float, default=3.0, help="a candidate this close finds it (default 3)")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     args = parser.parse_args()
-    subjects = [s for s in find_subjects(args.data) if s.label is not None]
-    subjects = subjects[: args.subjects] if args.subjects else subjects
+    subjects, scored = labelled_subjects(find_subjects(args.data), "screening_recall")
+    subjects = subjects[: args.subjects] if args.subjects else subjects  # asked for: not "left out"
+    for subject in subjects:
+        scored.add(subject.id)
+    scored.require_any()
+    scored.warn()
     bins = list(SIZE_NAMES)
     print(f"| bundle | input | candidates/subject | {' | '.join(bins)} | all |")
     print("|---|---|---:|" + "---:|" * (len(bins) + 1))
@@ -87,9 +97,9 @@ def main() -> None:
             )
             out.append({"bundle": str(bundle), "input": name, **r})
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=1)
+        notes = [n for n in [scored.sentence()] if n]
+        write_json_atomic(args.json, {"scored": scored.to_dict(), "notes": notes, "rows": out})
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code_of(main))

@@ -151,13 +151,19 @@ def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:
     return path
 
 
+#: The engine stops once the process with this id (Slicer's) is gone (``plkd.parent.ENV_VAR``).
+PARENT_PID_VARIABLE = "PLKD_PARENT_PID"
+
+
 def engineEnvironment() -> dict[str, str]:
     """Environment for the engine's Python process.
 
     Inside Slicer: the environment Slicer was started with (``slicer.util.startupEnvironment()``), as
     ``slicer.util.launchConsoleProcess`` does by default; ``PythonSlicer`` is itself a launcher that adds
     Slicer's Python paths. Elsewhere (scripts, CI): this process's environment. Either way the child writes
-    UTF-8, unbuffered, so progress lines and error messages arrive whole and in time.
+    UTF-8, unbuffered, so progress lines and error messages arrive whole and in time, and it knows this process
+    (``PLKD_PARENT_PID``, ``plkd.parent``): the engine runs in a process group of its own (so that Cancel stops its
+    tree), which nothing stops when Slicer is killed; it stops itself, writing nothing more, once Slicer is gone.
     """
     env = None
     try:
@@ -168,7 +174,7 @@ def engineEnvironment() -> dict[str, str]:
     except ImportError:
         pass
     env = dict(os.environ) if env is None else env
-    env.update({"PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"})
+    env.update({"PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1", PARENT_PID_VARIABLE: str(os.getpid())})
     return env
 
 

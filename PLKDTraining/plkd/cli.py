@@ -8,11 +8,13 @@ Errors caused by the user (:class:`plkd.errors.PLKDError`) are printed as a sing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from plkd import __version__
 from plkd.errors import PLKDError
@@ -114,14 +116,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.verbose < 2 else logging.DEBUG, format="%(levelname)s: %(message)s"
     )
     logging.getLogger("plkd").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    return exit_code_of(lambda: args.func(args))
+
+
+def exit_code_of(func: Callable[[], int | None]) -> int:
+    """Run ``func`` as a command: its return value (None = 0) is the exit code; a :class:`PLKDError` is printed as
+    one line ``plkd: error: …`` and gives 2, Ctrl-C ``plkd: interrupted`` and 130. The scripts of ``scripts/`` run
+    their ``main`` through it so that their refusals read like the command line's.
+
+    When the environment names the process that started this one (:data:`plkd.parent.ENV_VAR`, set by the Slicer
+    module), the run stops as after Ctrl-C once that process is gone (exit :data:`plkd.parent.EXIT_CODE`); the
+    same when its standard output was closed (exit 141, as a pipe's reader that went away)."""
+    from plkd.parent import EXIT_CODE, parent_gone, watch_parent_from_env
+
     try:
-        return int(args.func(args) or 0)
+        watch_parent_from_env()
+        return int(func() or 0)
     except PLKDError as exc:
         print(f"plkd: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("plkd: interrupted", file=sys.stderr)
-        return 130
+        gone = parent_gone.is_set()
+        _say_on_stderr("plkd: stopped: the process that started it is gone" if gone else "plkd: interrupted")
+        return EXIT_CODE if gone else 130
+    except BrokenPipeError:
+        # The reader of stdout (the Slicer module, a pipe) went away: nothing more can be reported.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        _say_on_stderr("plkd: stopped: its output was closed")
+        return 141
+
+
+def _say_on_stderr(text: str) -> None:
+    """Print ``text`` on stderr, which may be closed too (the parent that read it is gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

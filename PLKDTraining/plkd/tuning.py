@@ -47,6 +47,7 @@ from plkd.inference.preprocess import effective_lr_factor, network_slice_axis
 from plkd.lowres import declared_lr_factor, simulate_lowres
 from plkd.metrics import evaluate_subject, pool_results
 from plkd.metrics.components import binarise_reference, label_components
+from plkd.metrics.scored import labelled_subjects
 from plkd.models.scoring import Calibration
 from plkd.progress import Progress
 
@@ -119,7 +120,7 @@ def collect_cases(
     ``conditions`` (default :func:`conditions_for` the segmenter's factor) narrows the inputs, e.g.
     to ``["interp"]`` when the thresholds serve an evaluation on cubic LR@k only.
     """
-    subjects = [s for s in find_subjects(data_root) if s.label is not None]
+    subjects, _left_out = labelled_subjects(find_subjects(data_root), "plkd tune")  # said by tune_thresholds
     if not subjects:
         raise PLKDError(f"{data_root} has no labelled subject to tune thresholds on")
     conditions = list(conditions or conditions_for(factor))
@@ -293,6 +294,11 @@ def tune_thresholds(
     unknown = [n for n in chosen if n not in names]
     if unknown:
         raise PLKDError(f"the model has no segmenter {', '.join(unknown)}; it has {', '.join(names)}")
+    # Said once for every segmenter: the thresholds are chosen on the labelled subjects only.
+    labelled, scored = labelled_subjects(find_subjects(data_root), "plkd tune")
+    for subject in labelled:
+        scored.add(subject.id)
+    scored.warn()
     prog = Progress(progress)  # type: ignore[arg-type]
     report: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -320,6 +326,7 @@ def tune_thresholds(
             },
             "conditions": list(dict.fromkeys(c.condition for c in cases)),
             "inputs": len(cases),
+            "scored": scored.to_dict(),
             "screening": best["screening"],
             "segmentation": best["segmentation"],
             "feasible": best["feasible"],

@@ -28,6 +28,7 @@ from plkd.lowres import (
     thick_slab_labels,
     thick_slab_volume,
 )
+from plkd.lowres_sidecar import remove_lowres_sidecar, sidecar_of, write_lowres_sidecar
 from plkd.naming import is_nifti
 from plkd.progress import Progress
 from plkd.volumes import Volume, load_label, load_volume, on_grid_of, save_volume
@@ -110,8 +111,20 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--noise-std must be ≥ 0, not {args.noise_std}")
 
 
+def _axis(vol: Volume, args: argparse.Namespace) -> int:
+    """The array axis thinned: ``--axis``, else the coarsest (the one closest to superior-inferior if isotropic)."""
+    return default_slice_axis(vol.affine) if args.axis is None else args.axis
+
+
+def _write_sidecar(source: Path, output: Path, image: Volume, args: argparse.Namespace) -> None:
+    """``output``'s JSON sidecar from ``source``'s, without the fields about changed slices (plkd.lowres_sidecar)."""
+    mode = "thick-slab" if args.thickness_mm is not None else (args.mode or "interp")
+    settings = {"mode": mode, "factor": args.factor, "thickness_mm": args.thickness_mm}
+    write_lowres_sidecar(source, output, settings, thickness_mm=args.thickness_mm, axis=_axis(image, args))
+
+
 def _convert_image(vol: Volume, args: argparse.Namespace, rng: np.random.Generator) -> Volume:
-    axis = default_slice_axis(vol.affine) if args.axis is None else args.axis
+    axis = _axis(vol, args)
     if args.factor is not None:
         data = simulate_lowres(
             vol.data,
@@ -135,7 +148,7 @@ def _convert_label(label: Volume, image: Volume, args: argparse.Namespace, *, is
         raise InputError(f"{name} has negative values; labels must be 0 (background) or positive integers")
     if args.factor is not None:
         return label
-    axis = default_slice_axis(image.affine) if args.axis is None else args.axis
+    axis = _axis(image, args)
     return thick_slab_labels(
         label, args.thickness_mm, axis=axis, min_fraction=args.min_label_fraction, keep_every_lesion=not is_mask
     )
@@ -160,6 +173,9 @@ def _check_output_file(path: Path, *inputs: Path | None, what: str = "--out") ->
     for src in inputs:
         if src is not None and src.exists() and path.resolve() == src.resolve():
             raise InputError(f"output {path} would overwrite its input")
+        # s1.nii beside s1.nii.gz: another file, but one sidecar (s1.json) for both.
+        if src is not None and sidecar_of(src).is_file() and sidecar_of(path).resolve() == sidecar_of(src).resolve():
+            raise InputError(f"output {path} would overwrite its input's sidecar {sidecar_of(src).name}")
 
 
 def _run_single(args: argparse.Namespace) -> int:
@@ -176,9 +192,12 @@ def _run_single(args: argparse.Namespace) -> int:
     out = _convert_image(image, args, np.random.default_rng(args.seed))
     # Both converted before either is written: a label that cannot be converted left the image written alone.
     lab = _convert_label(label, image, args) if label is not None else None
+    # The sidecar first: an image without its sidecar would be read as another modality (a T2* scan).
+    _write_sidecar(args.input, args.out, image, args)
     save_volume(args.out, out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
     _say(args, f"wrote {args.out} ({_describe(out)})")
     if lab is not None:
+        _write_sidecar(args.label, args.label_out, image, args)
         _save_label(args.label_out, lab)
         _say(args, f"wrote {args.label_out} ({int(np.count_nonzero(lab.data))} labelled voxels)")
     return 0
@@ -288,6 +307,7 @@ def _clear_earlier_conversion(out: Path, planned: set[Path], record: dict[str, A
     if manifest_path.is_file():
         manifest_path.unlink()  # first: an interruption never leaves a manifest describing other images
     for p in found:
+        remove_lowres_sidecar(p)
         p.unlink()
 
 
@@ -314,18 +334,15 @@ def _run_dataset(args: argparse.Namespace) -> int:
         out = _convert_image(image, args, rng)
         # A subject's label and mask are converted before any of its files is written (no image without them).
         maps = [
-            (args.out / _relative(path, root), _convert_label(vol, image, args, is_mask=is_mask))
+            (path, args.out / _relative(path, root), _convert_label(vol, image, args, is_mask=is_mask))
             for vol, path, is_mask in ((label, subject.label, False), (mask, subject.mask, True))
             if vol is not None and path is not None
         ]
-        save_volume(
-            args.out / _relative(subject.image, root),
-            out.data,
-            out.affine,
-            dtype=np.float32,
-            header=_image_header(image, args),
-        )
-        for path, converted in maps:
+        target = args.out / _relative(subject.image, root)
+        _write_sidecar(subject.image, target, image, args)
+        save_volume(target, out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
+        for source, path, converted in maps:
+            _write_sidecar(source, path, image, args)
             _save_label(path, converted)
         grids[subject.id] = (out.affine, out.shape)
         progress.advance()

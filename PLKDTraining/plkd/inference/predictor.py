@@ -261,10 +261,7 @@ class Predictor:
         labels_model, fate = stitch(results, prep.data.shape, float(thr["segmentation"]), vetoes)
         out = self._finish(volume, prep, name, factor, cands, positions, results, fate, labels_model, prob_model, notes)
         timings["postprocess"] = time.perf_counter() - t3
-        if self.locate:
-            t4 = time.perf_counter()
-            out.location = locate_candidates(prep.data, prep.affine, out.candidates, prep.mask, notes=out.notes)
-            timings["location"] = time.perf_counter() - t4
+        self._locate(prep, out, timings)
         timings["total"] = time.perf_counter() - t0
         out.timings = {k: round(v, 4) for k, v in timings.items()}
         out.thresholds = thr
@@ -361,6 +358,8 @@ class Predictor:
         has one candidate, returned whatever its probability (``kept`` is the model's view).
         With ``existing`` (an earlier prediction), a click on a microbleed it already holds
         returns that microbleed (label 1 = its voxels) with ``existing_label``/``existing_id``.
+        With ``locate`` the candidate gets its MARS ``location``, ``region`` and ``center_mni`` and the
+        result the scan's ``location`` block, as a whole-scan prediction (registration: a few seconds).
         Raises :class:`InputError` when the point lies outside the image.
         """
         t0 = time.perf_counter()
@@ -402,12 +401,24 @@ class Predictor:
             rec["click_ras"] = [round(float(v), 3) for v in point]
         if existing is not None:
             _report_existing(out, existing, point, volume)
-        out.timings = {"total": round(time.perf_counter() - t0, 4)}
+        timings: dict[str, float] = {}
+        self._locate(prep, out, timings)  # at the final centre: an earlier microbleed's when it was one
+        out.timings = {**{k: round(v, 4) for k, v in timings.items()}, "total": round(time.perf_counter() - t0, 4)}
         out.thresholds = thr
         self.progress.finish()
         return out
 
     # --------------------------------------------------------------------------- helpers
+    def _locate(self, prep: PreparedVolume, out: PredictionResult, timings: dict[str, float]) -> None:
+        """With ``locate``: each candidate's MARS ``location``, ``region`` and ``center_mni`` and the scan's
+        ``location`` block (:func:`plkd.location.locate_candidates`, on the prepared model-grid scan), the one
+        step for whole-scan predictions and clicks alike; its seconds go to ``timings["location"]``."""
+        if not self.locate:
+            return
+        t0 = time.perf_counter()
+        out.location = locate_candidates(prep.data, prep.affine, out.candidates, prep.mask, notes=out.notes)
+        timings["location"] = time.perf_counter() - t0
+
     def _prepare(
         self, volume: Volume, mask: Volume | None, extra_points_ras: np.ndarray | None = None
     ) -> tuple[PreparedVolume, list[str]]:

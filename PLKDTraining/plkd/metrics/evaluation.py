@@ -19,6 +19,7 @@ from plkd.metrics.components import CONNECTIVITY, PREDICTION_THRESHOLD, binarise
 from plkd.metrics.detection import evaluate_subject, pool_results
 from plkd.metrics.froc import FrocSubject, froc_curve, froc_subject, load_candidate_records
 from plkd.metrics.pairing import pair_files, pairing_key
+from plkd.metrics.scored import NO_REFERENCE, PREVIEW, ScoredSubjects
 from plkd.metrics.valdo import MAX_DISTANCE_MM
 from plkd.naming import strip_nifti_suffix
 from plkd.resample import resample_array
@@ -149,18 +150,27 @@ def evaluate_paths(
     :func:`plkd.metrics.pairing.pair_files`). ``froc``: ``True`` requires candidate JSONs for
     every subject (from ``candidates`` or beside the prediction files), ``None`` computes the
     FROC curve only if they are all found, ``False`` skips it. The result holds ``"pooled"``,
-    ``"valdo"``, ``"subjects"``, ``"files"``, ``"unmatched"``, ``"settings"`` and, with FROC,
+    ``"valdo"``, ``"subjects"``, ``"files"``, ``"unmatched"``, ``"scored"`` (subjects scored and left out, with
+    why: :class:`plkd.metrics.scored.ScoredSubjects`), ``"settings"``, ``"notes"`` and, with FROC,
     ``"froc"`` (see :meth:`plkd.metrics.froc.FrocCurve.to_dict`).
     """
     cand_dir = Path(candidates) if candidates is not None else None
     if cand_dir is not None and not cand_dir.is_dir():
         raise InputError(f"candidates folder not found: {cand_dir}")
     pairing = pair_files(pred, truth, missing_as_empty=missing_as_empty)
-    for sid in pairing.unmatched_predictions:
-        log.warning("prediction for %s has no reference; skipped", sid)
-    for sid in pairing.unmatched_references:
-        log.warning("reference %s has no prediction; scored as an empty prediction", sid)
     notes: list[str] = []
+    scored = ScoredSubjects("plkd evaluate", scored=list(pairing.pairs))
+    scored.skip_all(pairing.unmatched_predictions, NO_REFERENCE)
+    if left_out := scored.sentence():  # logged with the other notes at the end, one line each
+        notes.append(left_out)
+    if pairing.unmatched_references:
+        empty = ", ".join(pairing.unmatched_references[:PREVIEW])
+        more = " …" if len(pairing.unmatched_references) > PREVIEW else ""
+        notes.append(
+            f"{len(pairing.unmatched_references)} reference(s) without a prediction scored as empty predictions: "
+            + empty
+            + more
+        )
     applied: set[float] = set()
     label_maps: list[str] = []  # subjects whose prediction holds microbleed numbers, not probabilities
 
@@ -217,6 +227,7 @@ def evaluate_paths(
         "files": files,
         "pairing": pairing.to_dict(),
         "unmatched": {"predictions": pairing.unmatched_predictions, "references": pairing.unmatched_references},
+        "scored": scored.to_dict(),
         "settings": {
             "threshold": threshold,
             "max_distance_mm": max_distance_mm,

@@ -45,6 +45,7 @@ from plkd.data.datasets import find_subjects, load_subject
 from plkd.data.splits import kfold_split, session_groups
 from plkd.errors import PLKDError
 from plkd.lowres import simulate_lowres
+from plkd.metrics.scored import NO_LABEL, ScoredSubjects, labelled_subjects
 from plkd.training.config import Config, set_value
 from plkd.training.export import export_run
 from plkd.training.loop import TrainContext, is_done
@@ -73,10 +74,12 @@ def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor
     predictor = Predictor(bundle, device=device, locate=False)  # detection metrics only
     subjects = {s.id: s for s in find_subjects(data_root)}
     per_subject, froc_subjects = {}, {}
+    scored = ScoredSubjects("plkd cv fold")
     for sid in test_ids:
-        image, label, mask = load_subject(subjects[sid])
-        if label is None:
+        if sid not in subjects or subjects[sid].label is None:  # gone or unlabelled since the split was made
+            scored.skip(sid, NO_LABEL if sid in subjects else "no longer in the data set")
             continue
+        image, label, mask = load_subject(subjects[sid])
         axis = network_slice_axis(image.affine)  # the networks' Z, as the students were trained
         lr = simulate_lowres(image.data, factor, axis=axis, mode="interp") if factor > 1 else image.data
         result = predictor.predict(image.with_data(lr.astype(np.float32)), mask, lr_factor=float(factor))
@@ -85,11 +88,15 @@ def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor
         froc_subjects[sid], _ = froc_subject(
             result.label_map, label.data, image.spacing, image.affine, result.candidates
         )
-    if not per_subject:
-        raise PLKDError("no labelled test subject in this fold")
+        scored.add(sid)
+    scored.require_any()
+    notes: list[str] = []
+    scored.warn(notes)
     pooled = pool_results(per_subject)
     return {
         "test_ids": list(test_ids),
+        "scored": scored.to_dict(),
+        "notes": notes,
         "factor": factor,
         "student": result.student,
         "thresholds": {k: result.thresholds[k] for k in ("screening", "segmentation")},
@@ -133,7 +140,11 @@ def run_cv(
     if f < 2 or f & (f - 1):
         raise PLKDError(f"--factor must be a power of two >= 2, not {f}")
     cfg = set_value(set_value(cfg, "students.target_factor", str(f)), "cv.factor", str(f))
-    ids = [s.id for s in find_subjects(root) if s.label is not None]
+    labelled, scored = labelled_subjects(find_subjects(root), "plkd cv")
+    ids = [s.id for s in labelled]
+    for sid in ids:
+        scored.add(sid)
+    scored.warn()
     if len(ids) < k:
         raise PLKDError(f"{k} folds need at least {k} labelled subjects; {root} has {len(ids)}")
     # Sessions of one patient (sub-01_ses-1, sub-01_ses-2 in a plain folder) stay in one fold.
@@ -143,14 +154,21 @@ def run_cv(
     if unknown:
         raise PLKDError(f"unknown variant(s) {unknown}; cv.variants defines {sorted(table)}")
     runs = {v: (out / v, apply_variant(cfg, table[v])) for v in variants} if variants else {"": (out, cfg)}
-    summary: dict[str, Any] = {"folds": k, "factor": f, "tuned_on": tuning and tuning["data"], "variants": {}}
+    summary: dict[str, Any] = {
+        "folds": k,
+        "factor": f,
+        "tuned_on": tuning and tuning["data"],
+        "scored": scored.to_dict(),
+        "notes": [n for n in [scored.sentence()] if n],
+        "variants": {},
+    }
     for name, (vdir, vcfg) in runs.items():
         results = []
         for i, (train_ids, test_ids) in enumerate(splits):
             fold = _Fold(vdir / f"fold-{i + 1}", train_ids, test_ids)
             results.append(_run_fold(root, fold, vcfg, ctx, f, cache, tuning))
         if ctx.dist.is_main:
-            summary["variants"][name or vcfg["students"]["mode"]] = _write_summary(vdir, results, vcfg, name)
+            summary["variants"][name or vcfg["students"]["mode"]] = _write_summary(vdir, results, vcfg, name, scored)
     if variants and ctx.dist.is_main:
         write_text_atomic(out / "summary.md", _variants_markdown(summary))
         write_json_atomic(out / "summary.json", summary)
@@ -337,7 +355,7 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def _write_summary(vdir: Path, results: list[dict], cfg: Config, name: str) -> dict:
+def _write_summary(vdir: Path, results: list[dict], cfg: Config, name: str, scored: ScoredSubjects) -> dict:
     from plkd.metrics import FrocCurve, plot_froc
 
     rows = [_fold_row(r) for r in results]
@@ -361,8 +379,15 @@ def _write_summary(vdir: Path, results: list[dict], cfg: Config, name: str) -> d
     lines.append(
         "| mean ± sd | | | " + " | ".join(f"{_fmt(m, stats[m][0])} ± {_fmt(m, stats[m][1])}" for m in METRICS) + " |"
     )
+    # Which subjects the table covers: the data set's unlabelled ones are in no fold.
+    lines += ["", scored.sentence() or f"All {len(scored.scored)} subjects of the data set were scored (labelled)."]
     write_text_atomic(vdir / "summary.md", "\n".join(lines) + "\n")
-    out = {"folds": rows, "mean": {m: s[0] for m, s in stats.items()}, "sd": {m: s[1] for m, s in stats.items()}}
+    out = {
+        "folds": rows,
+        "mean": {m: s[0] for m, s in stats.items()},
+        "sd": {m: s[1] for m, s in stats.items()},
+        "scored": scored.to_dict(),
+    }
     write_json_atomic(vdir / "summary.json", out)
     curves = {f"fold {i + 1}": FrocCurve.from_dict(r["froc"]) for i, r in enumerate(results)}
     plot_froc(curves, vdir / "froc.png", title=f"FROC, LR@{cfg['cv']['factor']}")

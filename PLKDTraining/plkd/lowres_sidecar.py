@@ -1,0 +1,103 @@
+"""The JSON sidecar of a ``plkd lowres`` output: the input's, without what no longer holds.
+
+dcm2niix and BIDS keep an image's acquisition parameters in a JSON file beside it (``scan.nii.gz`` →
+``scan.json``); ``plkd predict`` reads them to tell SWI from T2* (:mod:`plkd.inference.modality`). ``plkd lowres``
+wrote its outputs without one, so an SWI scan made thick was analysed as T2*; copied as it is, the sidecar would
+describe the input's slices instead (a 4 mm version saying ``"SliceThickness": 1``, a ``SliceTiming`` list for
+slices that no longer exist). The output's sidecar therefore keeps what still holds (contrast, sequence, scanner,
+echo times: the same tissue seen the same way), drops the fields about the slices that changed
+(:data:`SLICE_FIELDS`, and with a new grid :data:`GRID_FIELDS`), sets those it knows for true thick slices
+(``SliceThickness``, ``SpacingBetweenSlices``, ``SliceEncodingDirection``) and records all of it under
+:data:`RECORD` (BIDS allows fields of one's own).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from plkd.atomic import write_json_atomic
+from plkd.naming import strip_nifti_suffix
+
+#: Fields about the acquisition's slices: thickness, gap, timing, simultaneous slices, and the scan time that
+#: follows from their number. A volume of other slices (thick slabs, or LR@k's every k-th slice) makes them false.
+SLICE_FIELDS = (
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "SliceTiming",
+    "MultibandAccelerationFactor",
+    "AcquisitionDuration",
+)
+#: Fields describing the stored voxel grid (dcmstack's meta data): false once the output has a grid of its own.
+GRID_FIELDS = ("dcmmeta_shape", "dcmmeta_affine", "dcmmeta_slice_dim", "dcmmeta_reorient_transform")
+#: The output sidecar's record of the conversion and of what was removed or set.
+RECORD = "PLKDLowres"
+
+
+def sidecar_of(image: Path) -> Path:
+    """The JSON sidecar beside a NIfTI file: ``scan.nii.gz`` → ``scan.json``."""
+    return image.with_name(strip_nifti_suffix(image.name) + ".json")
+
+
+def lowres_fields(
+    fields: dict[str, Any], settings: dict[str, Any], *, thickness_mm: float | None, axis: int, source: str
+) -> dict[str, Any]:
+    """The output's sidecar from the input's ``fields``: thick slices of ``thickness_mm`` (mm) along array
+    ``axis`` on a new grid, or LR@k on the input's grid (``thickness_mm`` None); ``settings`` are recorded."""
+    out = dict(fields)
+    drop = SLICE_FIELDS + (GRID_FIELDS if thickness_mm is not None else ())
+    removed = [k for k in drop if k in out]
+    for key in removed:
+        del out[key]
+    changed: dict[str, Any] = {}
+    if thickness_mm is not None:
+        # Contiguous slabs: each slice is thickness_mm thick and as far from the next, along the thinned axis.
+        changed = {
+            "SliceThickness": float(thickness_mm),
+            "SpacingBetweenSlices": float(thickness_mm),
+            "SliceEncodingDirection": "ijk"[axis],
+        }
+        out.update(changed)
+    removed = [k for k in removed if k not in changed]
+    out[RECORD] = {
+        "source": source,
+        **settings,
+        "axis": axis,
+        "removed": removed,
+        "set": changed,
+        "why": "fields about the input's slices no longer hold for this image",
+    }
+    return out
+
+
+def write_lowres_sidecar(
+    source: Path, output: Path, settings: dict[str, Any], *, thickness_mm: float | None, axis: int
+) -> Path | None:
+    """Write ``output``'s sidecar made from ``source``'s (see :func:`lowres_fields`); returns its path, or None when
+    ``source`` has none (then a sidecar an earlier ``plkd lowres`` wrote for ``output`` is removed, as it describes
+    another image). A sidecar that is not a JSON object is ignored."""
+    src, dst = sidecar_of(source), sidecar_of(output)
+    fields = _read(src)
+    if fields is None:
+        remove_lowres_sidecar(output)
+        return None
+    write_json_atomic(dst, lowres_fields(fields, settings, thickness_mm=thickness_mm, axis=axis, source=src.name))
+    return dst
+
+
+def remove_lowres_sidecar(image: Path) -> None:
+    """Remove the sidecar of ``image`` when ``plkd lowres`` wrote it (it carries :data:`RECORD`); others stay."""
+    earlier = _read(sidecar_of(image))
+    if earlier is not None and RECORD in earlier:
+        sidecar_of(image).unlink()
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
