@@ -407,3 +407,32 @@ def test_a_series_missing_its_last_files_is_said_to_be_incomplete(tmp_path: Path
     assert _predict(str(folder), "-o", str(out)) == 0
     warnings = json.loads((out / "series_cmb.json").read_text())["warnings"]
     assert any("holds 24 files but its Images in Acquisition (0020,1002) counts 32" in w for w in warnings)
+
+
+def test_a_folder_the_walk_cannot_read_is_a_failed_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # os.walk passes over a folder it cannot list (permissions, a stale network mount) without a word: its
+    # subjects were missing from a run that ended "all done", exit 0.
+    import os
+
+    (tmp_path / "study" / "sub-01").mkdir(parents=True)
+    shutil.copy(CASE, tmp_path / "study" / "sub-01" / "sub-01_T2S.nii.gz")
+    locked = _touch_nifti(tmp_path / "study" / "sub-02" / "sub-02_T2S.nii.gz").parent
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # as for a folder without read permission (the tests may run as root)
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "out"
+    assert _predict(str(tmp_path / "study"), "-o", str(out)) == 2
+    err = capsys.readouterr().err
+    assert f"plkd: error: {locked}: cannot be read (PermissionError): no scan in it is analysed" in err.splitlines()
+    assert "1 done, 0 skipped, 1 failed of 2" in err
+    rows = list(csv.DictReader((out / "plkd_summary.csv").open()))
+    assert sorted((r["input"], r["status"]) for r in rows) == sorted(
+        [(str(locked), "failed"), (str(tmp_path / "study" / "sub-01" / "sub-01_T2S.nii.gz"), "done")]
+    )

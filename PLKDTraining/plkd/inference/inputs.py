@@ -62,7 +62,8 @@ class InputList:
 
     scans: list[ScanInput] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-    #: ``(input as given, why)`` for each folder or glob pattern that gave no scan at all.
+    #: ``(input as given, why)`` for each folder or glob pattern that gave no scan at all, and each folder of a
+    #: walk that could not be read.
     empty: list[tuple[str, str]] = field(default_factory=list)
 
     def ignored_summary(self) -> str | None:
@@ -139,7 +140,12 @@ def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
     # Linked folders are followed (archives link subjects in from elsewhere: ``study/sub-01 -> /raw/4711``); each
     # real folder is walked once, so a link back up the tree or two links to one folder add nothing twice.
     seen = {folder.resolve()}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+
+    def unreadable(exc: OSError) -> None:  # os.walk passed over such a folder without a word
+        where = exc.filename or folder
+        found.empty.append((str(where), f"cannot be read ({type(exc).__name__}): no scan in it is analysed"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
@@ -202,7 +208,7 @@ def expand_inputs(
     found = InputList()
     for item in inputs:
         p = Path(item)
-        n_scans, n_skipped = len(found.scans), len(found.skipped)
+        n_scans, n_skipped, n_empty = len(found.scans), len(found.skipped), len(found.empty)
         if not p.exists() and glob.has_magic(str(item)):
             matches = sorted(glob.glob(str(item), recursive=True))  # "**": any depth, as shells with globstar do
             for m in matches:
@@ -212,7 +218,9 @@ def expand_inputs(
                 continue
         else:
             _add(p, exclude, found)
-        if len(found.scans) == n_scans and (p.is_dir() or not p.exists()):  # a folder or a pattern without a scan
+        if (
+            len(found.scans) == n_scans and len(found.empty) == n_empty and (p.is_dir() or not p.exists())
+        ):  # a folder or a pattern without a scan
             left = found.skipped[n_skipped:]
             why = "holds no NIfTI image or DICOM series to analyse"
             found.empty.append((str(item), why + (f" (not analysed: {count_reasons(left)})" if left else "")))
