@@ -1,6 +1,8 @@
 """``plkd predict`` over an archive as researchers keep one: subjects linked in from elsewhere, folders and
-patterns that give nothing, files in formats plkd does not read, DICOM exports holding every series of a
-visit. Nothing may be left out, or analysed as a T2*/SWI scan, without a word.
+patterns that give nothing or cannot be read, files in formats plkd does not read, DICOM exports and dcm2niix
+conversions holding every series of a visit, reference labels where the outputs go, copies of one scan,
+reruns over part of a folder or with more shards than scans. Nothing may be left out, analysed as a T2*/SWI
+scan or replaced without a word.
 
 Inputs are built in the test: tiny NIfTI files for the folder walks, the tiny case for the runs.
 """
