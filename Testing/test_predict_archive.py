@@ -275,9 +275,11 @@ def test_a_dcm2niix_conversion_gives_only_its_t2star_and_swi_images(tmp_path: Pa
         _touch_nifti(folder / f"{name}.nii.gz")
         (folder / f"{name}.json").write_text(json.dumps(sidecar))
     timepoint = _touch_nifti(folder / "sub-01_ses-t1_T2S.nii.gz")  # "t1" in a name without sidecar: a time point
+    named = _touch_nifti(folder / "sub-01_T2starw.nii.gz")  # a BIDS suffix naming T2* wins over its sidecar
+    (folder / "sub-01_T2starw.json").write_text(json.dumps({"SeriesDescription": "t1_fl2d_tra"}))
     found = expand_inputs([folder])
     assert sorted(s.path for s in found.scans) == sorted(
-        [timepoint, *(folder / f"{n}.nii.gz" for n, (_s, reason) in sidecars.items() if reason is None)]
+        [timepoint, named, *(folder / f"{n}.nii.gz" for n, (_s, reason) in sidecars.items() if reason is None)]
     )
     assert dict(found.skipped) == {folder / f"{n}.nii.gz": r for n, (_s, r) in sidecars.items() if r is not None}
 

@@ -73,6 +73,8 @@ def classify(path: Path) -> str | None:
         return "phase image"
     if token in OTHER_CONTRASTS:
         return f"other contrast ({stem.rsplit('_', 1)[-1]})"
+    if modality_of_text(token) is not None:
+        return None  # the name's own suffix says T2* or SWI (``_T2starw``, ``_swi``): no sidecar overrules it
     return classify_series(sidecar_tags(path), what="image", source="sidecar")
 
 
