@@ -59,7 +59,11 @@ _PHASE = re.compile(r"(^|[_-])(phase|pha|ph|part-phase)$|part-phase", re.I)  # "
 
 
 def classify(path: Path) -> str | None:
-    """Why a NIfTI file met in a folder walk is not an image to analyse, or ``None`` to take it."""
+    """Why a NIfTI file met in a folder walk is not an image to analyse, or ``None`` to take it.
+
+    By its name first (plkd outputs, labels and masks, other tools' maps, phase images, other contrasts),
+    then, unless the name's suffix says T2* or SWI, by its JSON sidecar (:func:`classify_series`).
+    """
     stem = strip_nifti_suffix(path.name)
     if is_plkd_prediction(path):
         return "plkd prediction"
