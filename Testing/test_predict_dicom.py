@@ -43,9 +43,10 @@ def write_series(
     uid: str,
     positions: list | None = None,
     tags: dict[str, str] | None = None,
+    prefix: str = "IM",
 ) -> None:
     """One DICOM file per slice (array axis 2) holding ``data`` (indexed [i, j, k]) on ``affine_ras``;
-    ``tags`` ("gggg|eeee": value) are added to (or replace) the common ones."""
+    ``tags`` ("gggg|eeee": value) replace or add to the usual ones (an MR T2* series)."""
     assert np.abs(data).max() < 2**15, "int16 pixels"
     folder.mkdir(parents=True, exist_ok=True)
     spacing = np.sqrt((affine_ras[:3, :3] ** 2).sum(axis=0))
@@ -78,7 +79,7 @@ def write_series(
             sl.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in pos))
             sl.SetMetaData("0020|0013", str(k + 1))
             sl.SetMetaData("0008|0018", f"{uid}.{k + 1}")
-            writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
+            writer.SetFileName(str(folder / f"{prefix}{k:04d}.dcm"))
             writer.Execute(sl)
     finally:
         locale.setlocale(locale.LC_ALL, saved)

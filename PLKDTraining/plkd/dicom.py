@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import locale
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ import numpy as np
 
 from plkd.errors import InputError
 from plkd.volumes import Volume, validate_geometry, validate_intensities
+
+log = logging.getLogger(__name__)
 
 #: ITK's world is LPS; NIfTI's and plkd's is RAS.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -98,6 +101,23 @@ def find_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     return series
 
 
+def series_tags(series: DicomSeries) -> dict[str, str]:
+    """What the series is (the keys of the record :func:`load_dicom_series` gives: ``modality``, ``image_type``,
+    ``series_description``, ...), read from the header of its first file only; ``{}`` when it cannot be read."""
+    if not series.files:
+        return {}
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(series.files[0]))
+    try:
+        with _keep_locale():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        return {}
+    return {key: reader.GetMetaData(tag).strip() for key, tag in _TAGS.items() if reader.HasMetaDataKey(tag)}
+
+
 def series_for_file(path: str | os.PathLike[str]) -> DicomSeries:
     """The series that the DICOM file ``path`` belongs to (files in the same folder)."""
     path = Path(path)
@@ -105,6 +125,26 @@ def series_for_file(path: str | os.PathLike[str]) -> DicomSeries:
         if any(f.resolve() == path.resolve() for f in s.files):
             return s
     raise InputError(f"{path} is a DICOM file but no readable series holds it")
+
+
+def _say_missing_files(reader: Any, n: int, name: str) -> None:
+    """Warn when the series holds fewer files than its Images in Acquisition (0020,1002) count: a transfer
+    or a copy that stopped early leaves a series whose last slices are missing, on a grid as regular as a
+    whole one's, and the part of the brain they held is searched for no microbleed."""
+    if not reader.HasMetaDataKey(0, "0020|1002"):
+        return
+    try:
+        expected = int(reader.GetMetaData(0, "0020|1002").strip())
+    except ValueError:
+        return
+    if expected > n:
+        log.warning(
+            "%s holds %d files but its Images in Acquisition (0020,1002) counts %d: slices may be missing (a "
+            "transfer that stopped early?); the part they held is not searched",
+            name,
+            n,
+            expected,
+        )
 
 
 def _check_slices(reader: Any, n: int, name: str, direction_lps: np.ndarray) -> None:
@@ -170,6 +210,7 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
         raise InputError(f"{name} is {image.GetDimension()}-D; a 3-D series is required")
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     _check_slices(reader, len(series.files), name, direction)
+    _say_missing_files(reader, len(series.files), name)
     affine_lps = np.eye(4)
     affine_lps[:3, :3] = direction @ np.diag(image.GetSpacing())
     affine_lps[:3, 3] = image.GetOrigin()

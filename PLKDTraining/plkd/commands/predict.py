@@ -22,8 +22,10 @@ examples:
   plkd predict scan.nii.gz --output-dir click/ --at-ras=-12.5,-30,8 --existing out/scan_cmb.json
 
 INPUT: a NIfTI file (.nii, .nii.gz; 3-D, or 4-D multi-echo), a DICOM series folder, a folder
-(walked to any depth: images are taken; label maps, masks, predictions, phase images and other
-contrasts such as T1w/FLAIR are skipped and counted), or a glob pattern.
+(walked to any depth, linked folders too: images and T2*/SWI DICOM series are taken; label maps,
+masks, predictions, phase images, localizers, other contrasts such as T1w/FLAIR and other file
+formats are skipped and counted), or a glob pattern. A folder or pattern giving no scan is a failed
+input (exit status 2).
 For each scan writes OUT/NAME_cmb.nii.gz (one integer label per microbleed, on the input's grid
 with its header geometry: qform, sform, codes and pixdim unchanged) and OUT/NAME_cmb.json (every
 candidate, the settings used, the input's sha256), then OUT/plkd_summary.csv (one row per scan).

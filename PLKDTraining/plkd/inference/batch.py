@@ -29,6 +29,7 @@ from plkd.inference.outputs import (
     NO_OUTPUTS,
     OutputPaths,
     files_sha256,
+    foreign_file,
     output_paths,
     read_record,
     remove_outputs,
@@ -38,7 +39,7 @@ from plkd.inference.outputs import (
     write_prediction,
 )
 from plkd.inference.predictor import Predictor
-from plkd.inference.stems import settle_stems
+from plkd.inference.stems import folder_names, settle_stems
 from plkd.inference.summary import summary_row, withdraw_rows, write_summary_csv
 from plkd.location.summary import describe as describe_location
 from plkd.progress import Progress
@@ -150,6 +151,12 @@ def predict_files(
     )
     shard_t = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     found = expand_inputs(inputs, output_dir)
+    if not found.scans:
+        raise InputError(
+            "no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)"
+            + "".join(f"; {item}: {why}" for item, why in found.empty)
+            + (f"; {line}" if (line := found.ignored_summary()) and not found.empty else "")
+        )
     _report_ignored(found.ignored_summary(), found.skipped, err)
     # Named with the folder's earlier outputs in view, so a rerun of part of the inputs writes each scan under
     # the name its result already has (not a second result beside it) and never over another scan's result.
@@ -157,26 +164,28 @@ def predict_files(
     for line in settled.lines:
         print(f"plkd predict: {line}", file=err)
     echo_notes = separate_echo_notes(settled.scans)
+    notes = {scan.stem: [echo_notes[scan.path]] for scan in settled.scans if scan.path in echo_notes}
     scans = select_shard(settled.scans, shard_t)
     mine = {id(scan) for scan in scans}
     for scan, old in settled.renames:
-        if id(scan) in mine:  # each shard renames its own scans' outputs
-            moved = rename_outputs(
-                output_paths(scan.path, output_dir, old), output_paths(scan.path, output_dir, scan.stem)
-            )
+        new = output_paths(scan.path, output_dir, scan.stem)
+        if id(scan) in mine and foreign_file(new) is None:  # each shard renames its own scans' outputs
+            moved = rename_outputs(output_paths(scan.path, output_dir, old), new)
             if moved:
                 print(
                     f"plkd predict: renamed {old}_cmb.* to {scan.stem}_cmb.* (the run holds another scan named {old})",
                     file=err,
                 )
-    if not scans:
-        raise InputError("no input scans found (give NIfTI files, DICOM series folders, folders or glob patterns)")
+    if not scans and shard_t is not None:
+        # Not an error: a job array sized for more scans than the run now holds. Its summary is still (re)written,
+        # empty: left from a run with more scans, it listed scans that other shards now hold, with old results.
+        print(f"plkd predict: shard {shard_t[0]}/{shard_t[1]} holds none of the {len(settled.scans)} scans", file=err)
     if mask is not None and len(scans) > 1:
         raise PLKDError("--mask can only be used with a single input")
     if at_ras is not None and len(scans) > 1:
         # A point is a place in one scan's world: in the others it falls wherever, and each would get a "click".
         raise PLKDError(f"--at-ras is a point in one scan; the inputs hold {len(scans)} scans: give one")
-    if at_ras is not None:
+    if at_ras is not None and scans:
         _refuse_replacing_a_scan_result(output_paths(scans[0].path, output_dir, scans[0].stem))
     opt = _Options(
         models=models,
@@ -188,7 +197,7 @@ def predict_files(
         existing=existing,
         save_probability=save_probability,
         save_model_grid=save_model_grid,
-        scan_notes=echo_notes,
+        scan_notes=notes,
         settings={
             **models.settings(),
             **_settings(threshold, student, lr_factor, echo, mask),
@@ -197,12 +206,19 @@ def predict_files(
         },
     )
     report = BatchReport(ignored=list(found.skipped))
+    if shard_t is None or shard_t[0] == 0:  # one shard says it, so the shards' summaries hold it once
+        for item, why in found.empty:
+            # A folder or pattern that gave nothing (a typo, a folder of other formats): a failure, or the run
+            # would end "all done" with those scans missing from its results and its summary.
+            _failed(report, Path(item), "", why, None, err, prog)
     summary = None if at_ras is not None else Path(output_dir) / summary_name(shard_t)
     if summary is not None and summary.parent.is_dir():
-        stems = {scan.stem for scan in scans}
+        # "": the rows of inputs that gave no scan, which every run reports anew (a pattern fixed since gives none).
+        stems = {scan.stem for scan in scans} | {""}
         for path in withdraw_rows(summary.parent, summary, stems, None if shard_t is None else shard_t[1]):
             _say(prog, err, f"{path.name}: rows of this run's scans removed (an earlier run's, now {summary.name})")
     durations: list[float] = []
+    by_bytes: dict[str, ScanInput] = {}  # the first scan of the run with each input sha256
     for index, scan in enumerate(scans, start=1):
         if summary is not None:
             # Rewritten before every scan (the first time: no rows), so a killed run leaves a summary of the
@@ -213,7 +229,10 @@ def predict_files(
         out = output_paths(scan.path, output_dir, scan.stem)
         t0 = time.perf_counter()
         try:
+            _refuse_foreign(out)
             sha = files_sha256(list(scan.series.files) if scan.series else [scan.path]) if scan.path.exists() else None
+            if sha is not None and (first := by_bytes.setdefault(sha, scan)) is not scan:
+                opt.scan_notes.setdefault(scan.stem, []).append(_same_bytes(scan, first))
             if sha is not None and at_ras is None:
                 extras = [out.probability] if save_probability else []
                 problem = _outputs_problem(scan, out, opt, sha, extras + ([out.model_grid] if save_model_grid else []))
@@ -239,14 +258,15 @@ def predict_files(
             durations.append(time.perf_counter() - t0)
             report.rows.append(summary_row(scan.stem, str(scan.path), "done", record, durations[-1]))
         except PLKDError as exc:
-            _failed(report, scan, str(exc), time.perf_counter() - t0, err, prog)
+            _failed(report, scan.path, scan.stem, str(exc), time.perf_counter() - t0, err, prog)
             _discard_stale(scan, out, opt, prog, err)
         except Exception as exc:  # a bug or an unforeseen file: report it and go on with the others
             log.debug("unexpected error on %s", scan.path, exc_info=True)
             report.internal.append(scan.path)
             _failed(
                 report,
-                scan,
+                scan.path,
+                scan.stem,
                 f"unexpected {type(exc).__name__}: {exc} (run with -vv for details)",
                 time.perf_counter() - t0,
                 err,
@@ -256,6 +276,15 @@ def predict_files(
     prog.context = {}
     if summary is not None:
         report.summary_csv = write_summary_csv(summary, report.rows)
+        if shard_t is None and (others := len(set(folder_names(output_dir)) - {s.stem for s in settled.scans})):
+            # A rerun of a few scans (the failed ones, fixed) writes a summary of those alone: a study's table
+            # read from it would lose every other scan whose results lie in the folder.
+            _say(
+                prog,
+                err,
+                f"{summary.name} lists the {len(scans)} scan(s) of this run; {output_dir} also holds the results of "
+                f"{others} other scan(s) (a run over all the inputs reuses them and lists every scan)",
+            )
     return report
 
 
@@ -277,11 +306,33 @@ def _refuse_replacing_a_scan_result(out: OutputPaths) -> None:
     )
 
 
-def _failed(report: BatchReport, scan: ScanInput, message: str, seconds: float, err: Any, prog: Progress) -> None:
+def _same_bytes(scan: ScanInput, first: ScanInput) -> str:
+    """The warning for a scan whose bytes another input of the run has already (a copy kept in two places, the
+    same file under two names): each gets a result, and a study's counts would hold the scan twice."""
+    return (
+        f"{scan.path.name} holds the same bytes as {first.display} ({first.stem}_cmb.*): the run gives two results "
+        "of one scan; give only one of them"
+    )
+
+
+def _refuse_foreign(out: OutputPaths) -> None:
+    """Fail the scan (before any work) when a file plkd did not write lies where its outputs go."""
+    if (path := foreign_file(out)) is not None:
+        why = "not a plkd record" if path == out.json else f"no {out.json.name} beside it"
+        raise OutputError(
+            f"{path} is not an output of plkd ({why}; a reference label?) and would be replaced by this scan's: "
+            "move it or give another --output-dir (if a plkd run was killed while writing it, remove it)"
+        )
+
+
+def _failed(
+    report: BatchReport, path: Path, stem: str, message: str, seconds: float | None, err: Any, prog: Progress
+) -> None:
+    """Record a failed scan (``stem`` ``""``: an input that gave no scan) and say so in one line."""
     prog.finish()  # clear the progress bar first: the error must start its own line
-    report.failed.append((scan.path, message))
-    report.rows.append(summary_row(scan.stem, str(scan.path), "failed", None, seconds, error=message))
-    print(f"plkd: error: {scan.path.name}: {message}", file=err)
+    report.failed.append((path, message))
+    report.rows.append(summary_row(stem, str(path), "failed", None, seconds, error=message))
+    print(f"plkd: error: {path.name if stem else path}: {message}", file=err)
 
 
 def _outputs_problem(scan: ScanInput, out: OutputPaths, opt: _Options, sha: str, extras: list[Path]) -> str | None:
@@ -310,6 +361,8 @@ def _discard_stale(scan: ScanInput, out: OutputPaths, opt: _Options, prog: Progr
     the same input bytes with the same settings: a folder that still held a result of the old input
     (or of other settings) would pass it off as this run's, e.g. to ``plkd evaluate``. (Outputs found
     stale before the work are removed then; this covers ``--overwrite`` and unreadable inputs.)"""
+    if foreign_file(out) is not None:
+        return  # not ours to remove (the failure says so)
     try:
         try:
             sha = files_sha256(list(scan.series.files) if scan.series else [scan.path])
@@ -381,8 +434,9 @@ class _Options:
     existing: str | Path | None
     save_probability: bool
     save_model_grid: bool
-    #: A warning for a scan that concerns the run's inputs rather than the image (one echo of several files).
-    scan_notes: dict[Path, str]
+    #: Warnings, by output stem, that concern the run's inputs rather than the image (one echo of several files,
+    #: a copy of another input).
+    scan_notes: dict[str, list[str]]
     #: What changes a result (recorded in each JSON; a rerun with other values recomputes).
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -434,8 +488,8 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         volume, dicom = _load(scan, opt.echo)
         for warning in orientation_warnings(volume, scan.path.name):
             log.warning(warning)
-        if scan.path in opt.scan_notes:
-            log.warning(opt.scan_notes[scan.path])
+        for note in opt.scan_notes.get(scan.stem, []):
+            log.warning(note)
         mask_vol = load_label(opt.mask, what="brain mask", allow_empty=False) if opt.mask is not None else None
         model, decision, choice_warnings = opt.models.choose(scan.series.folder if scan.series else scan.path, dicom)
         for warning in choice_warnings:

@@ -3,7 +3,12 @@
 Folders are walked to any depth (VALDO, BIDS, ``plkd synth`` and nnU-Net layouts). In a walk only
 images are taken: label maps, brain masks, earlier predictions, phase images and other contrasts
 (T1w, FLAIR, ...) are skipped and reported, as are hidden folders, BIDS ``derivatives/`` and
-``sourcedata/``, and the output folder itself. A file named explicitly is always taken.
+``sourcedata/``, and the output folder itself. Linked folders are followed (each real folder once).
+A walk of a DICOM folder takes the T2*/SWI magnitude series: localizers, other contrasts, phase images
+and non-MR series are skipped by their tags (what each file or series is:
+:mod:`plkd.inference.input_kinds`). A file named explicitly is always
+taken, unless it is an output of plkd. A folder or glob pattern that gives no scan is listed in
+:attr:`InputList.empty` (``plkd predict`` reports it as a failed input).
 
 Every scan gets an output name (stem) unique in the run: its file name without extension, or,
 when several inputs share that name (``sub-01/anat/T2S.nii`` and ``sub-02/anat/T2S.nii``), the
@@ -22,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file
+from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file, series_tags
 from plkd.errors import InputError
-from plkd.inference.modality import PHASE_NAME
+from plkd.inference.input_kinds import OTHER_FORMATS, classify, classify_series
 from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix
 from plkd.volumes import Volume, grid_displacement_mm, same_grid_tolerance_mm
 
@@ -32,20 +37,9 @@ log = logging.getLogger(__name__)
 
 #: Folder names never walked into: BIDS derivatives (processed outputs) and raw source data.
 SKIPPED_FOLDERS = frozenset({"derivatives", "sourcedata"})
-#: Folder names whose NIfTI files are labels or masks (nnU-Net, plain image/label folders).
-LABEL_FOLDERS = frozenset({"labelstr", "labelsts", "labels", "masks", "segmentations"})
-#: Last name token (``_`` separated, case-insensitive) marking a label map or a mask.
-LABEL_TOKENS = frozenset(
-    {"cmb", "label", "labels", "seg", "dseg", "probseg", "mask", "brainmask", "roi", "lesion", "lesions"}
-)
-#: Last name token of another contrast (BIDS / VALDO suffixes); microbleeds are read on T2*/SWI.
-OTHER_CONTRASTS = frozenset(
-    {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
-    # Maps computed from a T2*/SWI acquisition (BIDS qMRI suffixes, QSM): not magnitude images, yet T2* by default.
-    | {"t2starmap", "r2starmap", "r2map", "r1map", "pdmap", "chimap", "qsm", "s0map", "m0map"}
-)
 #: BIDS echo entity (``sub-01_echo-2_part-mag_MEGRE``): one echo of a multi-echo GRE stored per file.
-_ECHO = re.compile(r"_echo-(\d+)(?=_)", re.I)
+#: dcm2niix's ``_eN`` (``x_megre_5_e2.nii.gz``, its phase ``..._e2_ph``) marks the same.
+_ECHO = re.compile(r"_echo-(\d+)(?=_)|_e(\d+)(?=_ph\.|\.)", re.I)
 
 
 @dataclass(frozen=True)
@@ -59,7 +53,7 @@ class ScanInput:
     @property
     def display(self) -> str:
         """How messages name the scan."""
-        return f"{self.path} (DICOM series)" if self.series is not None else str(self.path)
+        return f"{self.path} (DICOM series {self.series.uid})" if self.series is not None else str(self.path)
 
 
 @dataclass
@@ -68,31 +62,23 @@ class InputList:
 
     scans: list[ScanInput] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    #: ``(input as given, why)`` for each folder or glob pattern that gave no scan at all, and each folder of a
+    #: walk that could not be read.
+    empty: list[tuple[str, str]] = field(default_factory=list)
 
     def ignored_summary(self) -> str | None:
         """One line counting the skipped files by reason, or ``None`` when none was skipped."""
         if not self.skipped:
             return None
-        counts: dict[str, int] = defaultdict(int)
-        for _path, reason in self.skipped:
-            counts[reason] += 1
-        parts = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-        return f"not analysed in the folders given: {parts} (-v lists them)"
+        return f"not analysed in the folders given: {count_reasons(self.skipped)} (-v lists them)"
 
 
-def classify(path: Path) -> str | None:
-    """Why a NIfTI file met in a folder walk is not an image to analyse, or ``None`` to take it."""
-    stem = strip_nifti_suffix(path.name)
-    if is_plkd_prediction(path):
-        return "plkd prediction"
-    token = stem.rsplit("_", 1)[-1].lower()
-    if path.parent.name.lower() in LABEL_FOLDERS or token in LABEL_TOKENS or stem.lower().endswith("brain_mask"):
-        return "label map or mask"
-    if PHASE_NAME.search(stem):
-        return "phase image"
-    if token in OTHER_CONTRASTS:
-        return f"other contrast ({stem.rsplit('_', 1)[-1]})"
-    return None
+def count_reasons(skipped: Sequence[tuple[Path, str]]) -> str:
+    """``"label map or mask: 3, phase image: 1"``: the skipped files counted by reason, most first."""
+    counts: dict[str, int] = defaultdict(int)
+    for _path, reason in skipped:
+        counts[reason] += 1
+    return ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def separate_echo_notes(scans: Sequence[ScanInput]) -> dict[Path, str]:
@@ -104,7 +90,8 @@ def separate_echo_notes(scans: Sequence[ScanInput]) -> dict[Path, str]:
     for scan in scans:
         m = _ECHO.search(scan.path.name) if scan.series is None else None
         if m is not None:
-            groups[(scan.path.parent, _ECHO.sub("", scan.path.name, count=1).lower())].append((int(m.group(1)), scan))
+            number = int(m.group(1) or m.group(2))
+            groups[(scan.path.parent, _ECHO.sub("", scan.path.name, count=1).lower())].append((number, scan))
     notes = {}
     for members in groups.values():
         if len(members) < 2:
@@ -150,13 +137,22 @@ def orientation_warnings(volume: Volume, name: str) -> list[str]:
 
 
 def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
-    for dirpath, dirnames, filenames in os.walk(folder):
+    # Linked folders are followed (archives link subjects in from elsewhere: ``study/sub-01 -> /raw/4711``); each
+    # real folder is walked once, so a link back up the tree or two links to one folder add nothing twice.
+    seen = {folder.resolve()}
+
+    def unreadable(exc: OSError) -> None:  # os.walk passed over such a folder without a word
+        where = exc.filename or folder
+        found.empty.append((str(where), f"cannot be read ({type(exc).__name__}): no scan in it is analysed"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
             sub = (here / d).resolve()
-            if d.startswith(".") or d.lower() in SKIPPED_FOLDERS or sub in exclude:
+            if d.startswith(".") or d.lower() in SKIPPED_FOLDERS or sub in exclude or sub in seen:
                 continue
+            seen.add(sub)
             keep.append(d)
         dirnames[:] = keep
         has_dicom = False
@@ -170,10 +166,20 @@ def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
                     found.skipped.append((p, reason))
                 else:
                     found.scans.append(ScanInput(p))
+            elif name.lower().endswith(".seg.nrrd"):  # a 3D Slicer segmentation (the module's exports too)
+                found.skipped.append((p, "label map or mask"))
+            elif name.lower().endswith(OTHER_FORMATS):
+                ext = next(e for e in OTHER_FORMATS if name.lower().endswith(e))
+                found.skipped.append((p, f"not NIfTI or DICOM ({ext}: convert it to NIfTI)"))
             elif not has_dicom and is_dicom_file(p):
                 has_dicom = True
         if has_dicom:
-            found.scans.extend(ScanInput(s.folder, series=s) for s in find_series(here))
+            for series in find_series(here):
+                reason = classify_series(series_tags(series))
+                if reason:
+                    found.skipped.append((series.folder / f"series {series.uid}", reason))
+                else:
+                    found.scans.append(ScanInput(series.folder, series=series))
 
 
 def _add(item: Path, exclude: set[Path], found: InputList) -> None:
@@ -181,6 +187,11 @@ def _add(item: Path, exclude: set[Path], found: InputList) -> None:
         _walk(item, exclude, found)
     elif item.is_file() and not is_nifti(item.name) and is_dicom_file(item):
         found.scans.append(ScanInput(item.parent, series=series_for_file(item)))
+    elif is_nifti(item.name) and is_plkd_prediction(item):
+        # Never a scan, even named: a pattern over the inputs that also covers the output folder
+        # (``'data/*/*.nii.gz' -o data/plkd``, quoted or expanded by the shell) matched the last run's outputs,
+        # and each probability map was analysed as a T2* image, its result matched by the next run in turn.
+        found.skipped.append((item, "plkd prediction"))
     else:  # a NIfTI file, or a name that fails later with "not found"/"cannot read"
         found.scans.append(ScanInput(item))
 
@@ -197,11 +208,22 @@ def expand_inputs(
     found = InputList()
     for item in inputs:
         p = Path(item)
+        n_scans, n_skipped, n_empty = len(found.scans), len(found.skipped), len(found.empty)
         if not p.exists() and glob.has_magic(str(item)):
-            for m in sorted(glob.glob(str(item))):
+            matches = sorted(glob.glob(str(item), recursive=True))  # "**": any depth, as shells with globstar do
+            for m in matches:
                 _add(Path(m), exclude, found)
+            if not matches:
+                found.empty.append((str(item), "matches no file"))
+                continue
         else:
             _add(p, exclude, found)
+        if (
+            len(found.scans) == n_scans and len(found.empty) == n_empty and (p.is_dir() or not p.exists())
+        ):  # a folder or a pattern without a scan
+            left = found.skipped[n_skipped:]
+            why = "holds no NIfTI image or DICOM series to analyse"
+            found.empty.append((str(item), why + (f" (not analysed: {count_reasons(left)})" if left else "")))
     unique: dict[tuple[Path, str | None], ScanInput] = {}
     for s in found.scans:
         key = (s.path.resolve() if s.path.exists() else s.path, s.series.uid if s.series else None)
@@ -211,11 +233,25 @@ def expand_inputs(
     return found
 
 
-def _base_stem(scan: ScanInput, n_series_here: int) -> str:
+def _base_stem(scan: ScanInput, uids_here: Sequence[str]) -> str:
     if scan.series is None:
         return strip_nifti_suffix(scan.path.name)
-    name = scan.path.resolve().name
-    return name if n_series_here == 1 else f"{name}_{scan.series.uid.rsplit('.', 1)[-1]}"
+    name = _as_given(scan.path).name
+    return name if len(uids_here) <= 1 else f"{name}_{uid_tail(scan.series.uid, uids_here)}"
+
+
+def uid_tail(uid: str, uids: Sequence[str]) -> str:
+    """The fewest last ``.``-parts of ``uid`` that no other of ``uids`` (the series of one folder) ends with.
+
+    Usually the last part (``1.2.840.113619.2.5.7`` → ``7``); Siemens UIDs all end in ``.0.0.0``, so two series of one
+    folder both gave ``0`` and the whole run was refused as two inputs nothing tells apart.
+    """
+    parts = uid.split(".")
+    others = [o.split(".") for o in uids if o != uid]
+    for k in range(1, len(parts) + 1):
+        if all(o[-k:] != parts[-k:] for o in others):
+            return ".".join(parts[-k:])
+    return uid
 
 
 def assign_stems(scans: list[ScanInput]) -> list[ScanInput]:
@@ -224,11 +260,11 @@ def assign_stems(scans: list[ScanInput]) -> list[ScanInput]:
     A shared file name gets the fewest parent folders that tell the inputs apart, leaving out
     folders common to all of them (``sub-01/anat/T2S`` → ``sub-01_T2S``).
     """
-    per_folder = defaultdict(int)
+    per_folder: dict[Path, list[str]] = defaultdict(list)
     for s in scans:
         if s.series is not None:
-            per_folder[s.path.resolve()] += 1
-    bases = [_base_stem(s, per_folder.get(s.path.resolve(), 0)) for s in scans]
+            per_folder[s.path.resolve()].append(s.series.uid)
+    bases = [_base_stem(s, per_folder.get(s.path.resolve(), [])) for s in scans]
     groups: dict[str, list[int]] = defaultdict(list)
     for i, b in enumerate(bases):
         groups[b.lower()].append(i)
@@ -251,7 +287,7 @@ def assign_stems(scans: list[ScanInput]) -> list[ScanInput]:
 
 
 def _disambiguate(group: list[ScanInput], bases: list[str]) -> list[str]:
-    parents = [list((s.path.resolve() if s.path.exists() else s.path.absolute()).parent.parts) for s in group]
+    parents = [list(_as_given(s.path).parent.parts) for s in group]
     depth = max(len(p) for p in parents)
     for k in range(1, depth + 1):
         tails = [tuple(p[-k:]) for p in parents]
@@ -260,3 +296,9 @@ def _disambiguate(group: list[ScanInput], bases: list[str]) -> list[str]:
             return ["_".join([*(t[c] for c in varying), b]) for t, b in zip(tails, bases, strict=True)]
     names = ", ".join(s.display for s in group[:-1]) + f" and {group[-1].display}"
     raise InputError(f"{names} would all be written as {bases[0]}_cmb.*; rename or remove all but one of them")
+
+
+def _as_given(path: Path) -> Path:
+    """``path`` made absolute without following links (``study/sub-01 -> /raw/4711`` stays ``study/sub-01``): names
+    come from the layout the user gave, as in a study whose subject folders are links into a raw store."""
+    return Path(os.path.normpath(path.absolute()))

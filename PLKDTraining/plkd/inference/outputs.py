@@ -92,6 +92,24 @@ def reuse_problem(paths: OutputPaths, settings: dict[str, Any], input_sha256: st
     return None
 
 
+def foreign_file(paths: OutputPaths) -> Path | None:
+    """A file at one of the main output paths that plkd did not write, or ``None``.
+
+    plkd writes the JSON (a record with ``candidates``) after the label map and removes the label map when
+    the JSON cannot follow, so a label map without such a JSON beside it is someone else's: a reference
+    ``sub-01_cmb.nii.gz`` beside ``sub-01.nii.gz`` when the outputs go beside the inputs, or ``sub-01_CMB.nii.gz``
+    on a file system that ignores case (macOS, Windows). Taken for a stale output, it was deleted and replaced
+    by the prediction, which ``plkd evaluate`` then scored against itself.
+    """
+    json_there = paths.json.exists()
+    record = read_record(paths.json) if json_there else None
+    if json_there and (record is None or "candidates" not in record):
+        return paths.json
+    if not json_there and paths.label.exists():
+        return paths.label
+    return None
+
+
 def remove_outputs(paths: OutputPaths) -> list[Path]:
     """Delete the outputs of one input (label map, JSON, extras) that exist; returns those removed.
 

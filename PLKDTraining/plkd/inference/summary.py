@@ -1,12 +1,13 @@
 """The batch summary of ``plkd predict``: one row per scan, as a CSV file and a printed table.
 
-Columns (CSV, UTF-8, header row): ``scan`` (output stem), ``input``, ``status`` (done, skipped =
-reused outputs, failed), ``n_microbleeds``, ``total_volume_mm3``, ``volumes_mm3`` (kept
-microbleeds, ``;``-separated, largest first), the MARS location counts ``lobar``, ``deep``,
-``infratentorial``, ``unknown`` (empty when the outputs carry no ``location`` block), ``modality``
-(the contrast decided for the scan, ``T2S`` or ``SWI``), ``model_modality`` (the contrast of the model
-that analysed it; they differ only with a warning), ``model``, ``student``, ``lr_factor``, ``seconds``
-(time of this run on the scan), ``warnings`` (`` | ``-separated) and ``error``.
+Columns (CSV, UTF-8, header row): ``scan`` (output stem; empty for a folder or glob pattern that gave
+no scan, a failed row of its own), ``input``, ``status`` (done, skipped = reused outputs, failed),
+``n_microbleeds``, ``total_volume_mm3``, ``volumes_mm3`` (kept microbleeds, ``;``-separated, largest
+first), the MARS location counts ``lobar``, ``deep``, ``infratentorial``, ``unknown`` (empty when the
+outputs carry no ``location`` block), ``modality`` (the contrast decided for the scan, ``T2S`` or
+``SWI``), ``model_modality`` (the contrast of the model that analysed it; they differ only with a
+warning), ``model``, ``student``, ``lr_factor``, ``seconds`` (time of this run on the scan),
+``warnings`` (`` | ``-separated) and ``error``.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ def withdraw_rows(folder: str | Path, own: str | Path, stems: set[str], shards: 
                 rows = list(csv.DictReader(handle))
         except (OSError, UnicodeDecodeError, csv.Error):
             continue
+        if not rows:  # a shard that had no scan: nothing of it to keep beside another sharding's summary
+            path.unlink(missing_ok=True)
+            continue
         keep = [{k: r.get(k) or "" for k in COLUMNS} for r in rows if r.get("scan") not in stems]
         if len(keep) == len(rows):
             continue
@@ -128,7 +132,7 @@ def print_summary_table(rows: Sequence[dict[str, Any]], out: TextIO) -> None:
         note = r["error"] or r["warnings"]
         lines.append(
             (
-                r["scan"],
+                r["scan"] or r["input"],  # an input that gave no scan has no output name
                 r["status"],
                 _contrast(r["modality"], r["model_modality"]),
                 str(r["n_microbleeds"]),

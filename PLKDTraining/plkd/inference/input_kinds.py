@@ -1,0 +1,143 @@
+"""What a file or a DICOM series met in a folder walk is: a T2*/SWI magnitude image to analyse, or something
+to skip, and why (``plkd predict``, :mod:`plkd.inference.inputs`).
+
+NIfTI files are told by their names (BIDS / VALDO suffixes, nnU-Net label folders, 3D Slicer's ``-label``,
+plkd's own outputs, dcm2niix's ``_ph``), then by their JSON sidecar; DICOM series by their tags (Modality,
+ImageType, SeriesDescription, ProtocolName, SequenceName): a clinic's export holds every series of a visit,
+and a walk must take only the ones microbleeds are read on. Anything that names nothing is taken.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from plkd.inference.modality import PHASE_IMAGE_TYPES, PHASE_NAME, modality_of_text, sidecar_path, words
+from plkd.naming import is_plkd_prediction, strip_nifti_suffix
+
+#: Folder names whose NIfTI files are labels or masks (nnU-Net, plain image/label folders).
+LABEL_FOLDERS = frozenset({"labelstr", "labelsts", "labels", "masks", "segmentations"})
+#: Last name token (``_`` separated, case-insensitive), or its last ``-`` part (3D Slicer's ``T2S-label``,
+#: ``Segmentation-label``), marking a label map or a mask.
+LABEL_TOKENS = frozenset(
+    {"cmb", "label", "labels", "seg", "dseg", "probseg", "mask", "brainmask", "roi", "lesion", "lesions"}
+    | {"segmentation", "labelmap", "synthseg", "aseg", "aparc+aseg"}
+)
+#: The same for another tool's output on the image: many distinct values, so it passes as an image and
+#: "microbleeds" are found in it.
+PREDICTION_TOKENS = frozenset({"prob", "probs", "probability", "probmap", "pred", "prediction", "heatmap"})
+#: Last name token of another contrast (BIDS / VALDO suffixes); microbleeds are read on T2*/SWI.
+OTHER_CONTRASTS = frozenset(
+    {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
+    # Maps computed from a T2*/SWI acquisition (BIDS qMRI suffixes, QSM): not magnitude images, yet T2* by default.
+    | {"t2starmap", "r2starmap", "r2map", "r1map", "pdmap", "chimap", "qsm", "s0map", "m0map"}
+)
+#: Words of a DICOM series' description, protocol or sequence name marking another contrast even beside a GRE word
+#: (``t1_fl2d``, ``T1 FFE``: T1-weighted gradient echo). A word naming SWI wins over them.
+OTHER_SERIES = OTHER_CONTRASTS - {"t2", "t2w"} | {
+    *("mprage", "mp2rage", "spgr", "bravo", "tof", "mra", "fmri"),  # T1 3-D, angiography, functional
+    *("dti", "adc", "trace", "diff", "diffusion", "perf", "dsc", "pwi"),  # diffusion (ep2d_diff), perfusion
+    *("field", "fieldmap"),  # gre_field_mapping: a GRE, but B0 mapping at low resolution
+}
+#: DICOM Modality values (0008,0060) of series that hold no MR image: reports, presentation states, other
+#: scanners. Not ``OT`` (other), which some MR post-processing writes.
+NOT_MR = frozenset({"SR", "PR", "KO", "DOC", "SEG", "REG", "RTSTRUCT", "RTDOSE", "RTPLAN"}) | frozenset(
+    {"CT", "PT", "NM", "US", "CR", "DX", "XA", "MG"}  # other scanners
+)
+#: Words naming SWI that the modality rules do not know as words of their own (Philips ``VEN_BOLD``).
+SWI_SERIES = frozenset({"ven", "venbold"})
+#: Words marking T2 (spin echo) unless a T2*/SWI word is there too (``t2_fl2d_hemo`` is a T2* protocol).
+WEAK_OTHER_SERIES = frozenset({"t2", "t2w", "tse", "fse"})
+#: Words of a planning series (a few slices in three planes, never a scan to read).
+LOCALIZER_WORDS = frozenset({"localizer", "localiser", "scout", "survey", "aahead", "3plane"})
+#: Endings of image files in formats plkd does not read (NIfTI and DICOM only): a walk counts them as skipped,
+#: so a folder converted only in part never loses its other scans without a word.
+OTHER_FORMATS = (".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".img", ".nii.bz2", ".nii.xz", ".nii.zip")
+
+
+def classify(path: Path) -> str | None:
+    """Why a NIfTI file met in a folder walk is not an image to analyse, or ``None`` to take it.
+
+    By its name first (plkd outputs, labels and masks, other tools' maps, phase images, other contrasts),
+    then, unless the name's suffix says T2* or SWI, by its JSON sidecar (:func:`classify_series`).
+    """
+    stem = strip_nifti_suffix(path.name)
+    if is_plkd_prediction(path):
+        return "plkd prediction"
+    token = stem.rsplit("_", 1)[-1].lower()
+    tokens = {token, token.rsplit("-", 1)[-1]}
+    if path.parent.name.lower() in LABEL_FOLDERS or tokens & LABEL_TOKENS or stem.lower().endswith("brain_mask"):
+        return "label map or mask"
+    if tokens & PREDICTION_TOKENS:
+        return "prediction or probability map"
+    if PHASE_NAME.search(stem):
+        return "phase image"
+    if token in OTHER_CONTRASTS:
+        return f"other contrast ({stem.rsplit('_', 1)[-1]})"
+    if modality_of_text(token) is not None:
+        return None  # the name's own suffix says T2* or SWI (``_T2starw``, ``_swi``): no sidecar overrules it
+    return classify_series(sidecar_tags(path), what="image", source="sidecar")
+
+
+#: dcm2niix / BIDS sidecar fields → the keys of :func:`plkd.dicom.series_tags`.
+_SIDECAR_KEYS = {
+    "Modality": "modality",
+    "ImageType": "image_type",
+    "SeriesDescription": "series_description",
+    "ProtocolName": "protocol_name",
+    "SequenceName": "sequence_name",
+}
+
+
+def sidecar_tags(path: Path) -> dict[str, str]:
+    """The DICOM tags that dcm2niix copied into the JSON sidecar of a NIfTI file (``{}`` when there is none).
+
+    dcm2niix names files ``FOLDER_PROTOCOL_TIME_SERIES`` (``x_t1_mprage_sag_20230101_3.nii.gz``, a phase image
+    ``..._ph``): no suffix says what they are, but the sidecar does.
+    """
+    side = sidecar_path(path)
+    try:
+        if side.stat().st_size > 1_000_000:
+            return {}
+        doc = json.loads(side.read_text(encoding="utf-8-sig"))  # Windows editors may add a BOM
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    tags = {}
+    for field_name, key in _SIDECAR_KEYS.items():
+        value = doc.get(field_name)
+        if isinstance(value, list):
+            value = "\\".join(map(str, value))
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            tags[key] = str(value)
+    return tags
+
+
+def classify_series(tags: Mapping[str, str], *, what: str = "series", source: str = "DICOM") -> str | None:
+    """Why a DICOM series (or a NIfTI file, from its sidecar: ``what="image"``) met in a folder walk is not a
+    T2*/SWI magnitude image to analyse, or ``None`` to take it.
+
+    ``tags``: :func:`plkd.dicom.series_tags` or :func:`sidecar_tags`. A clinic's export holds every series of a
+    visit: localizers, T1, FLAIR, diffusion, phase images, reports. Analysed as T2*, each gave a "microbleed"
+    count of its own in the summary. A series without such words is taken, as before.
+    """
+    modality = tags.get("modality", "").strip().upper()
+    if modality in NOT_MR:
+        return f"not an MR {what} (Modality {modality})"
+    image_type = {v.strip().upper() for v in tags.get("image_type", "").split("\\")}
+    if image_type & PHASE_IMAGE_TYPES:
+        return f"phase {what} ({source} ImageType)"
+    text = " ".join(tags.get(k, "") for k in ("series_description", "protocol_name", "sequence_name"))
+    found = words(text)
+    if any(w in LOCALIZER_WORDS for w in found):
+        return f"localizer {what}"
+    named = "SWI" if SWI_SERIES.intersection(found) else modality_of_text(text)
+    other = next((w for w in found if w in OTHER_SERIES), None)
+    if named != "SWI" and other is not None:
+        return f"other contrast ({other})"
+    weak = next((w for w in found if w in WEAK_OTHER_SERIES), None)
+    if named is None and weak is not None:
+        return f"other contrast ({weak})"
+    return None
