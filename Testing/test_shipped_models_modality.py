@@ -41,12 +41,8 @@ def test_auto_gives_each_contrast_its_own_model(predicted):
     assert doc["modality"]["model_modality"] == modality and not any("trained on" in w for w in doc["warnings"])
 
 
-def test_the_model_finds_the_planted_microbleeds(predicted, request):
+def test_the_model_finds_the_planted_microbleeds(predicted):
     modality, planted, doc = predicted
-    if modality == "SWI":
-        # Known gap (issue 14): the CPU fine-tuned SWI model gives the 6 mm one p 0.39 against its
-        # threshold 0.40 (the T2* model keeps it). Strict: the day it is found, this mark must go.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="SWI model: 6 mm microbleed at p 0.39"))
     kept = [c for c in doc["candidates"] if c["kept"]]
     for size, centre in planted.items():
         dist = [np.linalg.norm(np.asarray(c["center_ras"]) - centre) for c in kept]
