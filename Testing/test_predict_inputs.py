@@ -112,6 +112,8 @@ def test_folder_walk_takes_images_and_reports_the_rest(tmp_path: Path) -> None:
         _touch_nifti(root / "old" / "scan_cmb.nii.gz"): "plkd prediction",
         _touch_nifti(root / "old" / "scan_cmb_prob.nii.gz"): "plkd prediction",
         _touch_nifti(root / "old" / "scan_cmb-final.nii.gz"): "plkd prediction",  # the Slicer module's export
+        _touch_nifti(root / "demo" / "demo-s1-4mm_T2S_truth.nii.gz"): "label map or mask",  # plkd demo's layout
+        _touch_nifti(root / "demo" / "scan_gt.nii.gz"): "label map or mask",  # a label plkd evaluate reads
     }
     (root / "old" / "scan_cmb.json").write_text("{}")
     _touch_nifti(root / "derivatives" / "x" / "sub-01_T2starw.nii.gz")  # never walked into
@@ -124,7 +126,7 @@ def test_folder_walk_takes_images_and_reports_the_rest(tmp_path: Path) -> None:
     for path, expected in skipped.items():
         assert expected in reasons[path], (path, reasons[path])
     assert found.ignored_summary() == (
-        "not analysed in the folders given: label map or mask: 3, plkd prediction: 3, "
+        "not analysed in the folders given: label map or mask: 5, plkd prediction: 3, "
         "other contrast (T1): 1, other contrast (T1w): 1, phase image: 1 (-v lists them)"
     )
     # A file named explicitly is taken whatever its name.
