@@ -550,8 +550,11 @@ def test_cli_help_version_verbosity_and_threads(capsys: pytest.CaptureFixture, t
         main(["-V"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    shipped = json.loads((ROOT / "PLKDTraining" / "plkd" / "bundled" / "cmb-t2s" / "manifest.json").read_text())["name"]
-    assert f"torch {torch.__version__}" in text and f"model: {shipped}" in text
+    assert f"torch {torch.__version__}" in text
+    for label, folder in (("T2*", "cmb-t2s"), ("SWI", "cmb-swi")):  # both models --modality auto chooses from
+        manifest = ROOT / "PLKDTraining" / "plkd" / "bundled" / folder / "manifest.json"
+        shipped = json.loads(manifest.read_text())["name"]
+        assert f"model ({label}): {shipped}" in text
     before = torch.get_num_threads()
     try:
         assert _predict(str(CASE), "-o", str(tmp_path), "-v", "--threads", "1") == 0
