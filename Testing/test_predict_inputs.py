@@ -112,6 +112,8 @@ def test_folder_walk_takes_images_and_reports_the_rest(tmp_path: Path) -> None:
         _touch_nifti(root / "old" / "scan_cmb.nii.gz"): "plkd prediction",
         _touch_nifti(root / "old" / "scan_cmb_prob.nii.gz"): "plkd prediction",
         _touch_nifti(root / "old" / "scan_cmb-final.nii.gz"): "plkd prediction",  # the Slicer module's export
+        _touch_nifti(root / "demo" / "demo-s1-4mm_T2S_truth.nii.gz"): "label map or mask",  # plkd demo's layout
+        _touch_nifti(root / "demo" / "scan_gt.nii.gz"): "label map or mask",  # a label plkd evaluate reads
     }
     (root / "old" / "scan_cmb.json").write_text("{}")
     _touch_nifti(root / "derivatives" / "x" / "sub-01_T2starw.nii.gz")  # never walked into
@@ -124,7 +126,7 @@ def test_folder_walk_takes_images_and_reports_the_rest(tmp_path: Path) -> None:
     for path, expected in skipped.items():
         assert expected in reasons[path], (path, reasons[path])
     assert found.ignored_summary() == (
-        "not analysed in the folders given: label map or mask: 3, plkd prediction: 3, "
+        "not analysed in the folders given: label map or mask: 5, plkd prediction: 3, "
         "other contrast (T1): 1, other contrast (T1w): 1, phase image: 1 (-v lists them)"
     )
     # A file named explicitly is taken whatever its name.
@@ -548,8 +550,11 @@ def test_cli_help_version_verbosity_and_threads(capsys: pytest.CaptureFixture, t
         main(["-V"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    shipped = json.loads((ROOT / "PLKDTraining" / "plkd" / "bundled" / "cmb-t2s" / "manifest.json").read_text())["name"]
-    assert f"torch {torch.__version__}" in text and f"model: {shipped}" in text
+    assert f"torch {torch.__version__}" in text
+    for label, folder in (("T2*", "cmb-t2s"), ("SWI", "cmb-swi")):  # both models --modality auto chooses from
+        manifest = ROOT / "PLKDTraining" / "plkd" / "bundled" / folder / "manifest.json"
+        shipped = json.loads(manifest.read_text())["name"]
+        assert f"model ({label}): {shipped}" in text
     before = torch.get_num_threads()
     try:
         assert _predict(str(CASE), "-o", str(tmp_path), "-v", "--threads", "1") == 0

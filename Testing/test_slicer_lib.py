@@ -717,6 +717,24 @@ def test_a_batch_rerun_into_its_input_folder_never_takes_results_for_scans(batch
     assert "3 result file(s) in the input folder left out" in err and "case_cmb-final.nii.gz" in err
 
 
+def test_a_batch_leaves_out_label_maps_and_other_contrasts_as_plkd_predict_does(batch, tmp_path, monkeypatch, capsys):
+    # Every volume of the folder was run as a scan: the reference label beside it (NAME_CMB, Slicer's NAME-label.nrrd)
+    # failed as "a label map, not an MR image" and the batch exited 1; a T1 or a phase image gave "microbleeds".
+    for name in ("sub-01_T2S.nii.gz", "sub-02_swi.nrrd", "sub-01_CMB.nii.gz", "sub-02_swi-label.nrrd"):
+        (tmp_path / name).write_bytes(b"")
+    for name in ("sub-01_T1w.nii.gz", "sub-01_phase.mha", "case_truth.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "x_3.nii.gz").write_bytes(b"")  # dcm2niix names say nothing; its sidecar does
+    (tmp_path / "x_3.json").write_text('{"SeriesDescription": "t1_mprage_sag"}')
+    processed = []
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    assert batch.main(["--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 0
+    assert processed == ["sub-01_T2S.nii.gz", "sub-02_swi.nrrd"]
+    err = capsys.readouterr().err
+    assert "6 file(s) in the input folder are not T2*/SWI scans, left out: " in err
+    assert "sub-01_CMB.nii.gz (label map or mask)" in err and "and 3 more" in err
+
+
 @pytest.mark.parametrize("how", ["error", "ctrl-c", "sigint", "sigterm"])
 def test_an_input_that_fails_or_is_interrupted_half_way_leaves_none_of_its_files(batch, tmp_path, monkeypatch, how):
     # An export that failed after its label map (disk full) left NAME_cmb-final.nii.gz without its report, as a

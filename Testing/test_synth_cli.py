@@ -68,6 +68,23 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, options):
     assert not (tmp_path / "o" / "manifest.json").exists()
 
 
+@pytest.mark.parametrize(("given", "modality"), [("swi", "SWI"), ("T2*", "T2S"), ("t2s", "T2S"), ("SWI", "SWI")])
+def test_modality_is_spelt_as_plkd_predict_takes_it(given, modality):
+    from plkd.cli import build_parser
+
+    args = build_parser().parse_args(["synth", "out", "--modality", given])
+    assert args.modality == modality
+
+
+@pytest.mark.parametrize("given", ["auto", "FLAIR"])  # a data set has one contrast
+def test_other_modalities_are_refused_as_predict_refuses_them(tmp_path, capsys, given):
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", str(tmp_path / "o"), "--modality", given])
+    assert exc.value.code == 2
+    assert f"argument --modality: must be T2S (T2*) or SWI, not '{given}'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_phase_mask_share_picks_that_share_of_subjects_reproducibly():
     half = phase_masked_subjects(1000, 400, 0.5)
     assert 0.4 < half.mean() < 0.6

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "-V", "--version", action=_VersionAction, help="show plkd's, torch's and the installed model's versions"
+        "-V", "--version", action=_VersionAction, help="show plkd's, torch's and the installed models' versions"
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def version_text() -> str:
-    """``plkd X, torch Y, model NAME (path)``: what a bug report needs."""
+    """``plkd X, torch Y``, then each installed model (``model (T2*): NAME (path)``, ``model (SWI): ...``): what a
+    bug report needs."""
     lines = [f"plkd {__version__} (Python {sys.version.split()[0]})"]
     try:
         import torch
@@ -57,19 +59,20 @@ def version_text() -> str:
         lines.append("torch: not installed")
     from plkd.bundle import find_default_bundle
 
-    path = find_default_bundle()
-    if path is None:
+    # One line per contrast: ``plkd predict --modality auto`` picks either installed model per scan.
+    paths = {label: find_default_bundle(modality) for modality, label in (("T2S", "T2*"), ("SWI", "SWI"))}
+    if not any(paths.values()):
         lines.append("model: none installed (give --model BUNDLE)")
-    else:
-        import json
-
+    for label, path in paths.items():
+        if path is None:
+            continue
         try:
             manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8")) if path.is_dir() else {}
         except (OSError, ValueError):
             manifest = {}
         name = manifest.get("name", path.name)
         made = f", made with plkd {manifest['plkd_version']}" if "plkd_version" in manifest else ""
-        lines.append(f"model: {name} ({path}{made})")
+        lines.append(f"model ({label}): {name} ({path}{made})")
     return "\n".join(lines)
 
 

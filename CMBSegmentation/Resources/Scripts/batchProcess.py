@@ -15,9 +15,10 @@ every input succeeded, 1 when any failed (each failure is printed and the next i
 bad arguments, missing dependencies or inputs whose outputs would have the same names (``a.nii`` beside
 ``a.nii.gz``), 130 when interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves
 no files). Results in the input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not
-inputs, so OUT may be IN. A brain mask ``NAME<mask-suffix>`` may be in any of the input formats; an input without one is
-run with a warning. The dependencies must have been installed once from the module (first
-Apply).
+inputs, so OUT may be IN; nor are label maps, masks, phase images and other contrasts (``plkd predict``'s folder
+walk rule: ``NAME_CMB``, ``NAME-label.nrrd``, ``_T1w``, a sidecar naming a T1). A brain mask
+``NAME<mask-suffix>`` may be in any of the input formats; an input without one is run with a warning. The
+dependencies must have been installed once from the module (first Apply).
 """
 
 import argparse
@@ -64,10 +65,12 @@ def moduleModality(choice):
     return {"auto": "Auto", "T2S": "T2*"}.get(choice, choice)
 
 
-def findInputs(inputDir, maskSuffix="", skipped=None):
-    """Input volumes of ``inputDir`` (brain masks and results excluded, see :func:`isResultFile`), sorted by name.
+def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None):
+    """Input volumes of ``inputDir`` (brain masks and results excluded, see :func:`isResultFile`, and files that are
+    not T2*/SWI scans, see :func:`notAScan`), sorted by name.
 
-    The results found are appended to the list ``skipped`` when one is given.
+    The results found are appended to the list ``skipped``, the other files left out to ``notScans`` as
+    ``(path, reason)``, when those lists are given.
     """
     files = []
     for path in sorted(inputDir.iterdir()):
@@ -81,8 +84,25 @@ def findInputs(inputDir, maskSuffix="", skipped=None):
             if skipped is not None:
                 skipped.append(path)
             continue
+        reason = notAScan(path)
+        if reason:
+            if notScans is not None:
+                notScans.append((path, reason))
+            continue
         files.append(path)
     return files
+
+
+def notAScan(path):
+    """Why ``path`` is not a T2*/SWI scan to analyse (a label map, mask, phase image, other contrast, ...), or None.
+
+    The rule of ``plkd predict``'s folder walk (``plkd.inference.input_kinds.classify``: the name, then a JSON
+    sidecar), applied to every volume format: a label map beside the scans (``NAME_CMB.nii.gz``, Slicer's
+    ``NAME-label.nrrd``) was run as a scan and failed, and a T1 or phase image gave "microbleeds".
+    """
+    from plkd.inference.input_kinds import classify
+
+    return classify(path.with_name(stripSuffix(path.name) + ".nii.gz"))
 
 
 def isResultFile(path):
@@ -207,12 +227,20 @@ def main(argv):
     if not args.input_dir.is_dir():
         print(f"batchProcess: error: input folder not found: {args.input_dir}", file=sys.stderr)
         return 2
-    skipped = []
-    inputs = findInputs(args.input_dir, args.mask_suffix, skipped)
+    skipped, notScans = [], []
+    inputs = findInputs(args.input_dir, args.mask_suffix, skipped, notScans)
     if skipped:
         names = ", ".join(p.name for p in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
         print(
             f"batchProcess: warning: {len(skipped)} result file(s) in the input folder left out: {names}",
+            file=sys.stderr,
+        )
+    if notScans:
+        names = ", ".join(f"{p.name} ({why})" for p, why in notScans[:3])
+        more = f" and {len(notScans) - 3} more" if len(notScans) > 3 else ""
+        print(
+            f"batchProcess: warning: {len(notScans)} file(s) in the input folder are not T2*/SWI scans, left out: "
+            f"{names}{more}",
             file=sys.stderr,
         )
     if not inputs:

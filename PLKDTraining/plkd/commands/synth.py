@@ -42,7 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--n-subjects", type=int, default=10, metavar="N", help="number of subjects (default 10)")
     p.add_argument("--seed", type=int, default=0, help="base seed; subject i uses a seed derived from it (default 0)")
-    p.add_argument("--modality", choices=("T2S", "SWI"), default="T2S", help="contrast and file naming (default T2S)")
+    p.add_argument(
+        "--modality",
+        type=_contrast,
+        default="T2S",
+        metavar="{T2S,SWI}",
+        help="contrast and file naming (default T2S; any case, T2* too, as plkd predict takes them)",
+    )
     p.add_argument(
         "--count", default=None, metavar="N|MIN-MAX", help="microbleeds per subject (default: heavy-tailed random)"
     )
@@ -122,3 +128,16 @@ def run(args: argparse.Namespace) -> int:
     if args.progress != "jsonl":
         print(manifest)
     return 0
+
+
+def _contrast(text: str) -> str:
+    """``--modality`` as ``T2S`` or ``SWI``, spelt as ``plkd predict`` takes it (``swi``, ``T2*``); not ``auto``."""
+    from plkd.inference.modality import normalise_modality
+
+    try:
+        value = normalise_modality(text)
+    except ValueError:
+        value = "auto"
+    if value == "auto":
+        raise argparse.ArgumentTypeError(f"must be T2S (T2*) or SWI, not {text!r}")
+    return value

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from plkd.inference.modality import PHASE_IMAGE_TYPES, PHASE_NAME, modality_of_text, sidecar_path, words
+from plkd.metrics.pairing import LABEL_WORDS
 from plkd.naming import is_plkd_prediction, strip_nifti_suffix
 
 #: Folder names whose NIfTI files are labels or masks (nnU-Net, plain image/label folders).
@@ -23,6 +24,9 @@ LABEL_FOLDERS = frozenset({"labelstr", "labelsts", "labels", "masks", "segmentat
 LABEL_TOKENS = frozenset(
     {"cmb", "label", "labels", "seg", "dseg", "probseg", "mask", "brainmask", "roi", "lesion", "lesions"}
     | {"segmentation", "labelmap", "synthseg", "aseg", "aparc+aseg"}
+    # Every word ``plkd evaluate`` reads as a reference label (``plkd demo``'s ``_truth``, ``_gt``, ``_manual``),
+    # so a folder evaluate pairs is one predict walks; not ``ref``/``reference``, which also name reference images.
+    | (LABEL_WORDS - {"ref", "reference"})
 )
 #: The same for another tool's output on the image: many distinct values, so it passes as an image and
 #: "microbleeds" are found in it.
