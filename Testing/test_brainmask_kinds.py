@@ -158,3 +158,18 @@ def test_a_brain_region_smaller_than_a_brain_is_searched_with_a_warning(caplog: 
     with caplog.at_level("WARNING", logger="plkd"):
         brainmask.resolve_brain_mask(big, Volume(brain.astype(np.float32), big.affine))
     assert brain.sum() * 3.5**3 / 1000 > brainmask.MIN_WHOLE_BRAIN_ML and not caplog.records
+
+
+def test_a_warning_said_in_a_note_is_not_noted_twice(tmp_path: Path) -> None:
+    """The small-brain warning is part of the brain-mask note; the scan's JSON listed it a second time on its own."""
+    from plkd.cli import main
+    from plkd.volumes import save_volume
+
+    volume, _ = _head("head in air")
+    scan = save_volume(tmp_path / "head_T2S.nii.gz", volume.data, volume.affine)
+    out = tmp_path / "out"
+    argv = ["predict", str(scan), "-o", str(out), "--model", str(DATA / "tiny-bundle"), "--progress", "none"]
+    assert main(argv) == 0
+    doc = json.loads((out / "head_T2S_cmb.json").read_text())
+    assert any("whole adult brain" in w for w in doc["warnings"])
+    assert sum("whole adult brain" in n for n in doc["notes"]) == 1, doc["notes"]

@@ -542,7 +542,8 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
     finally:
         logging.getLogger("plkd").removeHandler(collector)
     for w in collector.messages:
-        if w not in result.notes:
+        # A warning may already be part of a note (the brain-mask note carries the small-brain warning).
+        if not any(w in note for note in result.notes):
             result.notes.append(w)
     result.timings = {"load": round(t_load, 4), **result.timings}
     prog.start("write", 1, input=str(scan.path))
