@@ -37,7 +37,7 @@ from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.predictor import Predictor
 from plkd.lowres import simulate_lowres
 from plkd.metrics.components import binarise_reference, find_components
-from plkd.metrics.scored import ScoredSubjects, labelled_subjects
+from plkd.metrics.scored import ScoredSubjects, scored_labelled_subjects
 from plkd.metrics.sizes import SIZE_NAMES, equivalent_diameter_mm, size_bin
 from plkd.metrics.valdo import valdo_match
 
@@ -73,14 +73,10 @@ def labelled(roots: list[Path]) -> tuple[list[tuple[Subject, dict]], ScoredSubje
     """The labelled subjects of ``roots`` with their data set's manifest locations, and the record of those left
     out (no label), already said in one warning line; refuses when none is labelled."""
     found = [(subject, root) for root in roots for subject in find_subjects(root)]
-    keep, scored = labelled_subjects([s for s, _root in found], "evaluate_by_size")
+    keep, scored = scored_labelled_subjects([s for s, _root in found], "evaluate_by_size")
     places = {root: manifest_locations(root) for root in roots}
     keep_ids = {id(s) for s in keep}
     chosen = [(s, places[root]) for s, root in found if id(s) in keep_ids]
-    for subject, _ in chosen:
-        scored.add(subject.id)
-    scored.require_any()
-    scored.warn()
     return chosen, scored
 
 

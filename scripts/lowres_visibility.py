@@ -18,17 +18,13 @@ from scipy import ndimage
 from plkd.cli import exit_code_of
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.metrics.components import binarise_reference, label_components
-from plkd.metrics.scored import labelled_subjects
+from plkd.metrics.scored import scored_labelled_subjects
 
 
 def visible_counts(data: str, factors: list[int]) -> tuple[int, dict[int, int]]:
     """Total microbleeds and, per factor, how many touch a kept slice (slice axis = last)."""
     total, visible = 0, dict.fromkeys(factors, 0)
-    subjects, counted = labelled_subjects(find_subjects(data), "lowres_visibility")
-    for subject in subjects:
-        counted.add(subject.id)
-    counted.require_any()
-    counted.warn()
+    subjects, _counted = scored_labelled_subjects(find_subjects(data), "lowres_visibility")
     for subject in subjects:
         _, label, _ = load_subject(subject)
         comps, n = label_components(binarise_reference(label.data))

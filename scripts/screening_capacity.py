@@ -37,7 +37,7 @@ from plkd.data.datasets import find_subjects  # noqa: E402
 from plkd.inference.device import DeviceState  # noqa: E402
 from plkd.inference.predictor import Predictor  # noqa: E402
 from plkd.inference.screening import score_map  # noqa: E402
-from plkd.metrics.scored import labelled_subjects  # noqa: E402
+from plkd.metrics.scored import scored_labelled_subjects  # noqa: E402
 from plkd.metrics.sizes import SIZE_NAMES  # noqa: E402
 from plkd.models import build_network, count_parameters  # noqa: E402
 
@@ -92,12 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work)
     base = args.bundle or str(find_default_bundle("T2S"))
-    subjects, scored = labelled_subjects(find_subjects(args.val), "screening_capacity")
-    subjects = subjects[: args.subjects] if args.subjects else subjects  # asked for: not "left out"
-    for subject in subjects:
-        scored.add(subject.id)
-    scored.require_any()
-    scored.warn()
+    subjects, scored = scored_labelled_subjects(find_subjects(args.val), "screening_capacity", first=args.subjects)
     bins = list(SIZE_NAMES)
     head = " | ".join(f"{c[2]}: {b}" for c in CONDITIONS for b in bins)
     print(f"| width | parameters | s per brain (1 thread) | training patches/s | {head} |")

@@ -28,7 +28,7 @@ from plkd.data.datasets import find_subjects, load_subject
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.predictor import Predictor
 from plkd.lowres import simulate_lowres
-from plkd.metrics.scored import labelled_subjects
+from plkd.metrics.scored import scored_labelled_subjects
 from plkd.metrics.sizes import SIZE_NAMES, size_bin
 from plkd.tuning import truth_microbleeds
 
@@ -73,12 +73,7 @@ def main() -> None:
     parser.add_argument("--hit-mm", type=float, default=3.0, help="a candidate this close finds it (default 3)")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     args = parser.parse_args()
-    subjects, scored = labelled_subjects(find_subjects(args.data), "screening_recall")
-    subjects = subjects[: args.subjects] if args.subjects else subjects  # asked for: not "left out"
-    for subject in subjects:
-        scored.add(subject.id)
-    scored.require_any()
-    scored.warn()
+    subjects, scored = scored_labelled_subjects(find_subjects(args.data), "screening_recall", first=args.subjects)
     bins = list(SIZE_NAMES)
     print(f"| bundle | input | candidates/subject | {' | '.join(bins)} | all |")
     print("|---|---|---:|" + "---:|" * (len(bins) + 1))

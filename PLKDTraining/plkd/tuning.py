@@ -47,7 +47,7 @@ from plkd.inference.preprocess import effective_lr_factor, network_slice_axis
 from plkd.lowres import declared_lr_factor, simulate_lowres
 from plkd.metrics import evaluate_subject, pool_results
 from plkd.metrics.components import binarise_reference, label_components
-from plkd.metrics.scored import labelled_subjects
+from plkd.metrics.scored import labelled_subjects, scored_labelled_subjects
 from plkd.models.scoring import Calibration
 from plkd.progress import Progress
 
@@ -295,10 +295,7 @@ def tune_thresholds(
     if unknown:
         raise PLKDError(f"the model has no segmenter {', '.join(unknown)}; it has {', '.join(names)}")
     # Said once for every segmenter: the thresholds are chosen on the labelled subjects only.
-    labelled, scored = labelled_subjects(find_subjects(data_root), "plkd tune")
-    for subject in labelled:
-        scored.add(subject.id)
-    scored.warn()
+    labelled, scored = scored_labelled_subjects(find_subjects(data_root), "plkd tune", require=False)
     prog = Progress(progress)  # type: ignore[arg-type]
     report: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}

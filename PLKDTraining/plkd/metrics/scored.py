@@ -104,6 +104,23 @@ def labelled_subjects(subjects: Iterable[Subject], what: str) -> tuple[list[Subj
     return keep, record
 
 
+def scored_labelled_subjects(
+    subjects: Iterable[Subject], what: str, *, first: int = 0, require: bool = True
+) -> tuple[list[Subject], ScoredSubjects]:
+    """For an evaluation that scores every labelled subject: those subjects (the first ``first`` of them when
+    ``first`` > 0; the rest were not asked for, so they are not "left out"), all counted as scored, with the
+    others left out (``no label``) and said in one warning line. Raises :class:`PLKDError` when none is
+    labelled and ``require``."""
+    labelled, record = labelled_subjects(subjects, what)
+    labelled = labelled[:first] if first else labelled
+    for subject in labelled:
+        record.add(subject.id)
+    if require:
+        record.require_any()
+    record.warn()
+    return labelled, record
+
+
 def candidate_files(
     subjects: Iterable[Subject], pred: Path, what: str
 ) -> tuple[list[tuple[Subject, Path]], ScoredSubjects]:

@@ -45,7 +45,7 @@ from plkd.data.datasets import find_subjects, load_subject
 from plkd.data.splits import kfold_split, session_groups
 from plkd.errors import PLKDError
 from plkd.lowres import simulate_lowres
-from plkd.metrics.scored import NO_LABEL, ScoredSubjects, labelled_subjects
+from plkd.metrics.scored import NO_LABEL, ScoredSubjects, scored_labelled_subjects
 from plkd.training.config import Config, set_value
 from plkd.training.export import export_run
 from plkd.training.loop import TrainContext, is_done
@@ -140,11 +140,8 @@ def run_cv(
     if f < 2 or f & (f - 1):
         raise PLKDError(f"--factor must be a power of two >= 2, not {f}")
     cfg = set_value(set_value(cfg, "students.target_factor", str(f)), "cv.factor", str(f))
-    labelled, scored = labelled_subjects(find_subjects(root), "plkd cv")
+    labelled, scored = scored_labelled_subjects(find_subjects(root), "plkd cv", require=False)
     ids = [s.id for s in labelled]
-    for sid in ids:
-        scored.add(sid)
-    scored.warn()
     if len(ids) < k:
         raise PLKDError(f"{k} folds need at least {k} labelled subjects; {root} has {len(ids)}")
     # Sessions of one patient (sub-01_ses-1, sub-01_ses-2 in a plain folder) stay in one fold.
