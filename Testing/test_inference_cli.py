@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from plkd.cli import main
+from plkd.inference.batch import shard_of
+from plkd.inference.inputs import expand_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
@@ -50,15 +52,32 @@ def test_predict_writes_label_map_and_json(tmp_path: Path) -> None:
     )
 
 
-def test_sharding_is_a_deterministic_partition(tmp_path: Path) -> None:
+def test_sharding_is_a_partition_that_files_arriving_between_launches_do_not_move(tmp_path: Path) -> None:
     _copy_cases(tmp_path / "in", 5)
-    for i in range(2):
-        assert _predict(str(tmp_path / "in"), "--output-dir", str(tmp_path / f"o{i}"), "--shard", f"{i}/2") == 0
+    assert _predict(str(tmp_path / "in"), "--output-dir", str(tmp_path / "o0"), "--shard", "0/2") == 0
+    # A scan arrives between the launches of shard 0 and shard 1, sorted before all the others: numbered by their
+    # place in the sorted list, every scan moved to the other shard, so shard 1 redid shard 0's and lost its own.
+    shutil.copy(CASE, tmp_path / "in" / "sub-000_T2S.nii.gz")
+    assert _predict(str(tmp_path / "in"), "--output-dir", str(tmp_path / "o1"), "--shard", "1/2") == 0
     names0 = {n for n in _outputs(tmp_path / "o0") if n.endswith(".json")}
-    names1 = {n for n in _outputs(tmp_path / "o1") if n.endswith(".json")}
-    assert names0 == {f"sub-{i:02d}_T2S_cmb.json" for i in (0, 2, 4)}
-    assert names1 == {f"sub-{i:02d}_T2S_cmb.json" for i in (1, 3)}
+    names1 = {n for n in _outputs(tmp_path / "o1") if n.endswith(".json")} - {"sub-000_T2S_cmb.json"}
+    assert not names0 & names1
+    assert names0 | names1 == {f"sub-{i:02d}_T2S_cmb.json" for i in range(5)}
+    # Each scan's shard is the sha256 of its path in the folder given, modulo n (documented): fixed across versions.
+    assert names0 == {f"sub-{i:02d}_T2S_cmb.json" for i in (0, 2)}
+    assert [shard_of(f"sub-{i:02d}_T2S.nii.gz", 2) for i in range(5)] == [0, 1, 0, 1, 1]
     assert main(["predict", str(CASE), "-o", str(tmp_path / "x"), "--shard", "2/2", "--model", str(BUNDLE)]) == 2
+
+
+def test_a_scan_has_the_same_shard_wherever_the_study_is_mounted(tmp_path: Path) -> None:
+    # Shards of one job array run on machines that mount the study at other paths, or are given it relatively.
+    for root in (tmp_path / "a" / "study", tmp_path / "mnt" / "b" / "study"):
+        (root / "sub-01" / "anat").mkdir(parents=True)
+        shutil.copy(CASE, root / "sub-01" / "anat" / "sub-01_T2starw.nii.gz")
+    keys = {scan.key for root in ("a", "mnt/b") for scan in expand_inputs([tmp_path / root / "study"]).scans}
+    assert keys == {"sub-01/anat/sub-01_T2starw.nii.gz"}
+    pattern = str(tmp_path / "a" / "study" / "sub-*" / "anat" / "*.nii.gz")
+    assert [scan.key for scan in expand_inputs([pattern]).scans] == ["sub-01/anat/sub-01_T2starw.nii.gz"]
 
 
 def test_finished_outputs_are_skipped_unless_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

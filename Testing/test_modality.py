@@ -260,8 +260,8 @@ def test_a_phase_image_is_recognised(tmp_path):
         assert phase_reason(tmp_path / name) is not None, name
         assert classify(tmp_path / name) == "phase image", name  # and a folder walk skips it
     # Maps computed from the same acquisition are no magnitude images either: a walk skips them.
-    assert classify(tmp_path / "sub-01_T2starmap.nii.gz").startswith("other contrast")
-    assert classify(tmp_path / "sub-01_Chimap.nii.gz").startswith("other contrast")
+    assert classify(tmp_path / "sub-01_T2starmap.nii.gz") == "quantitative map (T2starmap)"
+    assert classify(tmp_path / "sub-01_Chimap.nii.gz") == "quantitative map (Chimap)"
     assert "ImageType" in phase_reason(tmp_path / "series-7", {"image_type": "ORIGINAL\\PRIMARY\\R\\ND"})  # real
     for magnitude in ({"image_type": "ORIGINAL\\PRIMARY\\M\\SWI"}, {"series_description": "SWI_Images"}):
         assert phase_reason(tmp_path / "series-6", magnitude) is None

@@ -91,8 +91,8 @@ def test_a_folder_or_pattern_that_gives_no_scan_fails_in_the_summary(
     # Only one shard of a sharded run says it, so the shards' summaries together hold it once.
     capsys.readouterr()
     args = (str(tmp_path / "s1_T2S.nii.gz"), pattern, "-o", str(tmp_path / "sharded"))
-    assert _predict(*args, "--shard", "0/2") == 2
-    assert _predict(*args, "--shard", "1/2") == 0  # shard 1 has no scan: nothing to do, and no failure of its own
+    assert _predict(*args, "--shard", "0/2") == 2  # no scan of its own (s1 is shard 1's), but the pattern's failure
+    assert _predict(*args, "--shard", "1/2") == 0  # shard 1 analyses s1, and says nothing of the pattern
     rows = [r for p in (tmp_path / "sharded").glob("plkd_summary*.csv") for r in csv.DictReader(p.open())]
     assert sorted((r["input"], r["status"]) for r in rows) == [
         (pattern, "failed"),
@@ -304,21 +304,21 @@ def test_echoes_that_dcm2niix_wrote_one_per_file_are_said_to_be_analysed_one_by_
 def test_a_shard_left_without_scans_keeps_no_rows_of_an_earlier_run(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    # A job array of 3 shards over a study that lost a scan: shard 2 had none and was refused ("no input scans
-    # found", exit 2), leaving its summary of the run before, whose row for s3 (now shard 1's, recomputed with
-    # other settings) contradicted shard 1's summary and the outputs.
+    # A job array of 3 shards over a study that lost a scan: shard 1 had none left and was refused ("no input scans
+    # found", exit 2), leaving its summary of the run before, whose row for s1 no scan of the run now held.
     (tmp_path / "in").mkdir()
     for name in ("s1_T2S", "s2_T2S", "s3_T2S"):
         shutil.copy(CASE, tmp_path / "in" / f"{name}.nii.gz")
     out = tmp_path / "out"
-    assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "2/3") == 0
+    assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "1/3") == 0  # s1's shard (sha256 of its name)
+    assert [r["scan"] for r in csv.DictReader((out / "plkd_summary_shard-1-of-3.csv").open())] == ["s1_T2S"]
     (tmp_path / "in" / "s1_T2S.nii.gz").unlink()
     capsys.readouterr()
-    assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "2/3", "--threshold", "0.9") == 0
-    assert "plkd predict: shard 2/3 holds none of the 2 scans" in capsys.readouterr().err
     assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "1/3", "--threshold", "0.9") == 0
+    assert "plkd predict: shard 1/3 holds none of the 2 scans" in capsys.readouterr().err
+    assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "0/3", "--threshold", "0.9") == 0
     rows = [r for p in sorted(out.glob("plkd_summary*.csv")) for r in csv.DictReader(p.open())]
-    assert [(r["scan"], r["status"]) for r in rows] == [("s3_T2S", "done")]
+    assert [(r["scan"], r["status"]) for r in rows] == [("s2_T2S", "done"), ("s3_T2S", "done")]
     assert json.loads((out / "s3_T2S_cmb.json").read_text())["settings"]["threshold"] == 0.9
 
 

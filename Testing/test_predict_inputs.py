@@ -150,6 +150,32 @@ def test_walked_folder_skips_earlier_predictions_in_a_rerun(
     assert "not analysed in the folders given: phase image: 1, plkd prediction: 1" in err
 
 
+@pytest.mark.parametrize(
+    ("name", "sidecar", "said"),
+    [
+        ("sub-01_R2starmap.nii.gz", None, "quantitative map (R2starmap)"),
+        ("sub-01_T2starmap.nii.gz", None, "quantitative map (T2starmap)"),
+        ("sub-01_Chimap.nii.gz", None, "quantitative map (Chimap)"),  # BIDS' QSM
+        ("x_qsm_20230101_9.nii.gz", {"SeriesDescription": "QSM"}, "quantitative map (sidecar 'qsm')"),
+        ("sub-01_T1w.nii.gz", None, "other contrast (T1w)"),
+    ],
+)
+def test_a_map_or_another_contrast_named_explicitly_is_analysed_with_a_warning_and_a_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, sidecar: dict | None, said: str
+) -> None:
+    # A walk skips quantitative maps (R2*, T2*, QSM); named on the command line, one was analysed as a T2* magnitude
+    # image without a word, and its "microbleeds" passed for a reading of the scan.
+    scan = Path(shutil.copy(CASE, tmp_path / name))
+    if sidecar is not None:
+        (tmp_path / name.replace(".nii.gz", ".json")).write_text(json.dumps(sidecar))
+    assert expand_inputs([tmp_path]).scans == []  # a walk skips it
+    assert _predict(str(scan), "-o", str(tmp_path / "out")) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and said in r.getMessage()]
+    assert len(warnings) == 1 and "a folder walk skips such files" in warnings[0], warnings
+    doc = json.loads((tmp_path / "out" / name.replace(".nii.gz", "_cmb.json")).read_text())
+    assert sum(said in note for note in doc["notes"]) == 1, doc["notes"]
+
+
 # ------------------------------------------------------------------ header geometry kept exactly
 
 
@@ -474,8 +500,8 @@ def test_no_summary_of_another_sharding_contradicts_a_rerun(tmp_path: Path, caps
     out = tmp_path / "out"
     assert _predict(str(tmp_path / "in"), "-o", str(out)) == 0
     assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "0/2", "--threshold", "0.9") == 0
-    (row,) = csv.DictReader((out / "plkd_summary.csv").open())  # s1 and s3 were shard 0's: their rows went
-    assert row["scan"] == "s2_T2S"
+    rows = csv.DictReader((out / "plkd_summary.csv").open())  # s2 was shard 0's: its row went
+    assert [r["scan"] for r in rows] == ["s1_T2S", "s3_T2S"]
     assert _predict(str(tmp_path / "in"), "-o", str(out), "--shard", "1/2", "--threshold", "0.9") == 0
     assert "plkd_summary.csv: rows of this run's scans removed" in capsys.readouterr().err
     assert sorted(p.name for p in out.glob("plkd_summary*")) == [
@@ -486,7 +512,8 @@ def test_no_summary_of_another_sharding_contradicts_a_rerun(tmp_path: Path, caps
     for r in rows:
         assert int(r["n_microbleeds"]) == json.loads((out / f"{r['scan']}_cmb.json").read_text())["n_microbleeds"]
     assert _predict(str(tmp_path / "in" / "s1_T2S.nii.gz"), "-o", str(out), "--threshold", "0.9") == 0
-    assert [r["scan"] for r in csv.DictReader((out / "plkd_summary_shard-0-of-2.csv").open())] == ["s3_T2S"]
+    assert [r["scan"] for r in csv.DictReader((out / "plkd_summary_shard-1-of-2.csv").open())] == ["s3_T2S"]
+    assert [r["scan"] for r in csv.DictReader((out / "plkd_summary_shard-0-of-2.csv").open())] == ["s2_T2S"]
 
 
 def test_an_interrupted_scan_leaves_no_output_of_its_own_or_of_other_settings(

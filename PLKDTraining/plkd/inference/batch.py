@@ -8,6 +8,7 @@ outputs are reused: :func:`plkd.inference.outputs.reuse_problem`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import sys
@@ -22,7 +23,13 @@ from tqdm import tqdm
 from plkd import __version__
 from plkd.dicom import load_dicom_series
 from plkd.errors import InputError, OutputError, PLKDError
-from plkd.inference.inputs import ScanInput, expand_inputs, orientation_warnings, separate_echo_notes
+from plkd.inference.inputs import (
+    ScanInput,
+    caveat_warning,
+    expand_inputs,
+    orientation_warnings,
+    separate_echo_notes,
+)
 from plkd.inference.modality import phase_reason, projection_reason
 from plkd.inference.model_choice import DISPLAY, ModelChooser, modality_record, model_line
 from plkd.inference.outputs import (
@@ -71,7 +78,7 @@ class BatchReport:
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"i/n"`` (0 ≤ i < n) → ``(i, n)``; input number k is processed by shard ``k % n``."""
+    """``"i/n"`` (0 ≤ i < n) → ``(i, n)``; which scans shard i processes: :func:`shard_of`."""
     if text is None:
         return None
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
@@ -80,12 +87,25 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
-def select_shard(paths: list[Path], shard: tuple[int, int] | None) -> list[Path]:
-    """Every n-th input starting at i, from the sorted list (deterministic across machines)."""
+def shard_of(key: str, n: int) -> int:
+    """The shard (0 ≤ shard < ``n``) of the scan whose :attr:`~plkd.inference.inputs.ScanInput.key` is ``key``:
+    the first 8 bytes of the sha256 of its UTF-8 text, as an unsigned big-endian integer, modulo ``n``.
+
+    A scan's shard depends on its own name alone: the shards of a job array launched while files arrive in (or
+    leave) the study each take the same scans of those they share. Numbering the sorted list (the shard of the
+    k-th scan was ``k % n``) moved every later scan when one arrived between two launches, so a scan was analysed
+    by two shards or by none.
+    """
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % n
+
+
+def select_shard(scans: list[ScanInput], shard: tuple[int, int] | None) -> list[ScanInput]:
+    """The scans of shard ``i`` of ``n`` (:func:`shard_of` of each scan's key), in the order given."""
     if shard is None:
-        return paths
+        return scans
     i, n = shard
-    return paths[i::n]
+    return [scan for scan in scans if shard_of(scan.key or str(scan.path), n) == i]
 
 
 def parse_ras(text: str | None) -> tuple[float, float, float] | None:
@@ -490,6 +510,8 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
             log.warning(warning)
         for note in opt.scan_notes.get(scan.stem, []):
             log.warning(note)
+        if (caveat := caveat_warning(scan)) is not None:
+            log.warning(caveat)
         mask_vol = load_label(opt.mask, what="brain mask", allow_empty=False) if opt.mask is not None else None
         model, decision, choice_warnings = opt.models.choose(scan.series.folder if scan.series else scan.path, dicom)
         for warning in choice_warnings:

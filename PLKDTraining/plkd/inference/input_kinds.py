@@ -31,11 +31,19 @@ LABEL_TOKENS = frozenset(
 #: The same for another tool's output on the image: many distinct values, so it passes as an image and
 #: "microbleeds" are found in it.
 PREDICTION_TOKENS = frozenset({"prob", "probs", "probability", "probmap", "pred", "prediction", "heatmap"})
+#: Last name token of a quantitative map (BIDS qMRI suffixes, QSM): values in physical units (R2* in 1/s, T2* in ms,
+#: susceptibility in ppm) computed from an acquisition, not a magnitude image, whatever its sequence was.
+QUANTITATIVE_MAPS = frozenset(
+    {"t2starmap", "r2starmap", "t1map", "t2map", "r1map", "r2map", "pdmap", "chimap", "qsm", "s0map", "m0map"}
+    | {"tb1map", "b1map", "fieldmap", "phasediff", "unwrappedphase", "r2s", "r2star"}
+)
+#: Words of a DICOM series' description, protocol or sequence name (or of a sidecar's) naming a quantitative map:
+#: ``QSM``, ``R2star``, Siemens' MapIt ``T2Star_Map`` (a ``map`` word beside a contrast word), ImageType ``... MAP``.
+QUANTITATIVE_SERIES = frozenset({"qsm", "r2star", "r2s", "r2starmap", "t2starmap", "chimap", "susceptibilitymap"})
 #: Last name token of another contrast (BIDS / VALDO suffixes); microbleeds are read on T2*/SWI.
-OTHER_CONTRASTS = frozenset(
-    {"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "t1map", "t2map", "dwi", "bold", "sbref", "epi", "angio", "asl"}
-    # Maps computed from a T2*/SWI acquisition (BIDS qMRI suffixes, QSM): not magnitude images, yet T2* by default.
-    | {"t2starmap", "r2starmap", "r2map", "r1map", "pdmap", "chimap", "qsm", "s0map", "m0map"}
+OTHER_CONTRASTS = (
+    frozenset({"t1", "t1w", "t2", "t2w", "flair", "pd", "pdw", "dwi", "bold", "sbref", "epi", "angio", "asl"})
+    | QUANTITATIVE_MAPS
 )
 #: Words of a DICOM series' description, protocol or sequence name marking another contrast even beside a GRE word
 #: (``t1_fl2d``, ``T1 FFE``: T1-weighted gradient echo). A word naming SWI wins over them.
@@ -77,6 +85,8 @@ def classify(path: Path) -> str | None:
         return "prediction or probability map"
     if PHASE_NAME.search(stem):
         return "phase image"
+    if token in QUANTITATIVE_MAPS:
+        return f"quantitative map ({stem.rsplit('_', 1)[-1]})"
     if token in OTHER_CONTRASTS:
         return f"other contrast ({stem.rsplit('_', 1)[-1]})"
     if modality_of_text(token) is not None:
@@ -137,6 +147,11 @@ def classify_series(tags: Mapping[str, str], *, what: str = "series", source: st
     found = words(text)
     if any(w in LOCALIZER_WORDS for w in found):
         return f"localizer {what}"
+    quantitative = next((w for w in found if w in QUANTITATIVE_SERIES), None)
+    if quantitative is None and "map" in {*words(tags.get("image_type", "")), *found}:
+        quantitative = "map"
+    if quantitative is not None:
+        return f"quantitative map ({source} '{quantitative}')"
     named = "SWI" if SWI_SERIES.intersection(found) else modality_of_text(text)
     other = next((w for w in found if w in OTHER_SERIES), None)
     if named != "SWI" and other is not None:

@@ -24,7 +24,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file, series_tags
@@ -49,6 +49,13 @@ class ScanInput:
     path: Path
     stem: str = ""
     series: DicomSeries | None = None
+    #: What names the scan for ``--shard`` (:func:`plkd.inference.batch.shard_of`): its path relative to the input
+    #: that found it (the folder walked, a glob pattern's fixed part, a file's own folder), ``/``-separated, with
+    #: ``#UID`` for a DICOM series. The same in every shard of a job array, wherever the inputs are mounted.
+    key: str = ""
+    #: Why a folder walk would not have taken this scan, for a file or series named explicitly (a quantitative map,
+    #: another contrast, a prediction of another tool...): it is analysed with a warning. None when a walk takes it.
+    caveat: str | None = None
 
     @property
     def display(self) -> str:
@@ -136,7 +143,21 @@ def orientation_warnings(volume: Volume, name: str) -> list[str]:
     return []
 
 
-def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
+def caveat_warning(scan: ScanInput) -> str | None:
+    """The warning for a scan named explicitly that a folder walk would have skipped (:attr:`ScanInput.caveat`), or
+    None. It is analysed, as a file named is, but the models read T2*/SWI magnitude images: on a quantitative map
+    (R2*, T2*, QSM: values in 1/s, ms, ppm; microbleeds bright on R2* and QSM) or another contrast, what is found
+    means little, and the result must not pass for a reading of the scan."""
+    if scan.caveat is None:
+        return None
+    return (
+        f"{scan.path.name}: {scan.caveat}, not a T2*/SWI magnitude image by its name or metadata: a folder walk "
+        "skips such files; it is analysed because it was named, but what the models find on it means little; give "
+        "the magnitude image"
+    )
+
+
+def _walk(folder: Path, exclude: set[Path], found: InputList, root: Path) -> None:
     # Linked folders are followed (archives link subjects in from elsewhere: ``study/sub-01 -> /raw/4711``); each
     # real folder is walked once, so a link back up the tree or two links to one folder add nothing twice.
     seen = {folder.resolve()}
@@ -165,7 +186,7 @@ def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
                 if reason:
                     found.skipped.append((p, reason))
                 else:
-                    found.scans.append(ScanInput(p))
+                    found.scans.append(ScanInput(p, key=_key(p, root)))
             elif name.lower().endswith(".seg.nrrd"):  # a 3D Slicer segmentation (the module's exports too)
                 found.skipped.append((p, "label map or mask"))
             elif name.lower().endswith(OTHER_FORMATS):
@@ -179,21 +200,53 @@ def _walk(folder: Path, exclude: set[Path], found: InputList) -> None:
                 if reason:
                     found.skipped.append((series.folder / f"series {series.uid}", reason))
                 else:
-                    found.scans.append(ScanInput(series.folder, series=series))
+                    found.scans.append(
+                        ScanInput(series.folder, series=series, key=_key(series.folder, root, series.uid))
+                    )
 
 
-def _add(item: Path, exclude: set[Path], found: InputList) -> None:
+def _key(path: Path, root: Path, uid: str | None = None) -> str:
+    """:attr:`ScanInput.key`: ``path`` relative to ``root`` (both as given, links not followed), ``/``-separated."""
+    rel = Path(os.path.relpath(path, root)).as_posix()
+    return rel if uid is None else f"{rel}#{uid}"
+
+
+def _glob_root(pattern: str) -> Path:
+    """The fixed part of a glob pattern, before its first wildcard (``data/*/anat/*.nii.gz`` → ``data``)."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    return Path(*parts[:fixed]) if fixed else Path(".")
+
+
+def named_caveat(reason: str | None) -> str | None:
+    """What :attr:`ScanInput.caveat` keeps of the reason a walk would skip a scan named explicitly: phase images
+    are left out, as their own warning (:func:`plkd.inference.modality.phase_reason`) says it with the evidence."""
+    return None if reason is None or reason.startswith("phase") else reason
+
+
+def _add(item: Path, exclude: set[Path], found: InputList, root: Path | None = None) -> None:
+    """Add the scans of ``item`` (a folder, a file or a glob match); ``root``: what keys are relative to (the
+    fixed part of the pattern for a match; else the folder walked, or the file's own folder)."""
     if item.is_dir():
-        _walk(item, exclude, found)
+        _walk(item, exclude, found, item if root is None else root)
     elif item.is_file() and not is_nifti(item.name) and is_dicom_file(item):
-        found.scans.append(ScanInput(item.parent, series=series_for_file(item)))
+        series = series_for_file(item)
+        found.scans.append(
+            ScanInput(
+                item.parent,
+                series=series,
+                key=_key(item.parent, item.parent.parent if root is None else root, series.uid),
+                caveat=named_caveat(classify_series(series_tags(series))),
+            )
+        )
     elif is_nifti(item.name) and is_plkd_prediction(item):
         # Never a scan, even named: a pattern over the inputs that also covers the output folder
         # (``'data/*/*.nii.gz' -o data/plkd``, quoted or expanded by the shell) matched the last run's outputs,
         # and each probability map was analysed as a T2* image, its result matched by the next run in turn.
         found.skipped.append((item, "plkd prediction"))
     else:  # a NIfTI file, or a name that fails later with "not found"/"cannot read"
-        found.scans.append(ScanInput(item))
+        caveat = named_caveat(classify(item)) if item.is_file() else None
+        found.scans.append(ScanInput(item, key=_key(item, item.parent if root is None else root), caveat=caveat))
 
 
 def expand_inputs(
@@ -212,7 +265,7 @@ def expand_inputs(
         if not p.exists() and glob.has_magic(str(item)):
             matches = sorted(glob.glob(str(item), recursive=True))  # "**": any depth, as shells with globstar do
             for m in matches:
-                _add(Path(m), exclude, found)
+                _add(Path(m), exclude, found, _glob_root(str(item)))
             if not matches:
                 found.empty.append((str(item), "matches no file"))
                 continue
@@ -283,7 +336,7 @@ def assign_stems(scans: list[ScanInput]) -> list[ScanInput]:
                 f"{scans[j].display} and {scans[i].display} would both be written as {stem}_cmb.*; "
                 "rename or remove one of them"
             )
-    return [ScanInput(s.path, stem, s.series) for s, stem in zip(scans, stems, strict=True)]
+    return [replace(s, stem=stem) for s, stem in zip(scans, stems, strict=True)]
 
 
 def _disambiguate(group: list[ScanInput], bases: list[str]) -> list[str]:

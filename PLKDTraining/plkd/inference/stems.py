@@ -20,7 +20,7 @@ name: the usual rerun rules (same bytes and settings: reused; else recomputed) a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def settle_stems(scans: list[ScanInput], output_dir: str | Path) -> Settled:
                     f"{scan.display} is written as {name}_cmb.*: {scan.stem}_cmb.* in {output_dir} is the result of "
                     f"{owner[0] if owner else 'another input'}"
                 )
-        named = ScanInput(scan.path, name, scan.series)
+        named = replace(scan, stem=name)
         settled.scans.append(named)
         if old is not None:
             settled.renames.append((named, old))
