@@ -9,11 +9,11 @@ and a walk must take only the ones microbleeds are read on. Anything that names 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from plkd.inference.modality import PHASE_IMAGE_TYPES, PHASE_NAME, modality_of_text, sidecar_path, words
+from plkd.inference.modality import PHASE_IMAGE_TYPES, PHASE_NAME, modality_of_text, words
+from plkd.inference.sidecars import read_sidecar
 from plkd.metrics.pairing import LABEL_WORDS
 from plkd.naming import is_plkd_prediction, strip_nifti_suffix
 
@@ -105,20 +105,13 @@ _SIDECAR_KEYS = {
 
 
 def sidecar_tags(path: Path) -> dict[str, str]:
-    """The DICOM tags that dcm2niix copied into the JSON sidecar of a NIfTI file (``{}`` when there is none).
+    """The DICOM tags that dcm2niix copied into the JSON sidecar of a NIfTI file, or that a BIDS data set states for
+    it higher up (:func:`plkd.inference.sidecars.read_sidecar`); ``{}`` when there is none.
 
     dcm2niix names files ``FOLDER_PROTOCOL_TIME_SERIES`` (``x_t1_mprage_sag_20230101_3.nii.gz``, a phase image
     ``..._ph``): no suffix says what they are, but the sidecar does.
     """
-    side = sidecar_path(path)
-    try:
-        if side.stat().st_size > 1_000_000:
-            return {}
-        doc = json.loads(side.read_text(encoding="utf-8-sig"))  # Windows editors may add a BOM
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(doc, dict):
-        return {}
+    doc = read_sidecar(path).fields
     tags = {}
     for field_name, key in _SIDECAR_KEYS.items():
         value = doc.get(field_name)

@@ -6,9 +6,10 @@ read in order of trust, and the first source that names one contrast decides:
 
 1. the DICOM series' own tags (``SequenceName`` 0018,0024, ``ImageType`` 0008,0008,
    ``SeriesDescription`` 0008,103E, ``ProtocolName`` 0018,1030);
-2. the JSON sidecar next to a NIfTI file, as dcm2niix and BIDS write it (the same fields:
-   ``SequenceName``, ``ImageType``, ``SeriesDescription``, ``ProtocolName``, ``PulseSequenceName``,
-   ``ImageTypeText``);
+2. the JSON sidecar next to a NIfTI file, as dcm2niix and BIDS write it, with what a BIDS data set states
+   for the file higher up (``T2starw.json`` at its root: the inheritance principle,
+   :mod:`plkd.inference.sidecars`) (the same fields: ``SequenceName``, ``ImageType``, ``SeriesDescription``,
+   ``ProtocolName``, ``PulseSequenceName``, ``ImageTypeText``);
 3. the NIfTI header's ``descrip`` and ``intent_name`` text;
 4. the file name: its BIDS suffix (the last ``_`` part: ``swi``, ``minIP``, ``T2starw``, ``T2S``,
    ``GRE``…), then its other words. Of BIDS entities only the values of ``acq-``, ``rec-`` and
@@ -36,15 +37,15 @@ predict`` analyses them with a warning, as what it finds on them cannot be trust
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 
+from plkd.inference.sidecars import read_sidecar
 from plkd.modalities import MODALITIES
 from plkd.volumes import nibabel_header_fixes
 
@@ -145,7 +146,7 @@ def _field_text(value: Any) -> str:
 
 
 def _from_fields(
-    fields: Mapping[str, Any], source: str, keys: Iterable[str], label: str | None = None
+    fields: Mapping[str, Any], source: str, keys: Iterable[str], label: Callable[[str], str] | None = None
 ) -> ModalityDecision | None:
     """The contrast the fields name: SWI when any field names it, else T2* when one does (the first).
 
@@ -157,31 +158,12 @@ def _from_fields(
         text = _field_text(fields.get(key))
         modality = modality_of_text(text.replace("\\", " ")) if text else None
         if modality is not None:
-            named.append((ModalityDecision(modality, source, f"{label or source} {key} {text.strip()!r}"), text))
+            where = label(key) if label else source
+            named.append((ModalityDecision(modality, source, f"{where} {key} {text.strip()!r}"), text))
     swi = next((d for d, _ in named if d.modality == "SWI"), None)
     if swi is None:
         return named[0][0] if named else None
     return dataclasses.replace(swi, conflict=_disagreeing(named, "SWI"))
-
-
-def sidecar_path(path: Path) -> Path:
-    """The JSON sidecar of a NIfTI file: ``scan.nii.gz`` → ``scan.json``."""
-    name = path.name
-    for ext in (".nii.gz", ".nii"):
-        if name.lower().endswith(ext):
-            return path.with_name(name[: -len(ext)] + ".json")
-    return path.with_suffix(".json")
-
-
-def _read_sidecar(path: Path) -> Mapping[str, Any]:
-    side = sidecar_path(path)
-    if not side.is_file() or side.stat().st_size > 1_000_000:
-        return {}
-    try:
-        data = json.loads(side.read_text(encoding="utf-8-sig"))  # Windows editors may add a BOM
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _header_text(path: Path) -> str:
@@ -208,14 +190,20 @@ def _stem(path: Path) -> str:
     return stem
 
 
-def _metadata(path: Path, dicom: Mapping[str, Any] | None) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+#: How a reason names the source of one field: ``label(key)`` ("dicom", "sidecar", "sidecar ../T2starw.json").
+_Label = Callable[[str], str]
+
+
+def _metadata(path: Path, dicom: Mapping[str, Any] | None) -> Iterator[tuple[str, _Label, Mapping[str, Any]]]:
     """``(source, label, fields)`` of the scan's metadata, most trusted first, each read only when
-    reached: the DICOM record, the JSON sidecar, the NIfTI header's text (as ``description``)."""
+    reached: the DICOM record, the JSON sidecar with what it inherits (:func:`plkd.inference.sidecars.read_sidecar`),
+    the NIfTI header's text (as ``description``)."""
     if dicom:
-        yield "dicom", "dicom", {k: dicom.get(v) for k, v in _DICOM_KEYS.items()}
+        yield "dicom", lambda _key: "dicom", {k: dicom.get(v) for k, v in _DICOM_KEYS.items()}
     if path.suffix.lower() in (".nii", ".gz"):
-        yield "sidecar", "sidecar", _read_sidecar(path)
-        yield "header", "NIfTI header", {"description": _header_text(path)}
+        sidecar = read_sidecar(path)
+        yield "sidecar", lambda key: sidecar.label(key, path), sidecar.fields
+        yield "header", lambda _key: "NIfTI header", {"description": _header_text(path)}
 
 
 def _name_parts(path: Path) -> tuple[str, list[str]]:
@@ -307,7 +295,7 @@ def projection_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) 
         for key, value in fields.items():
             text = _field_text(value)
             if text and _projection_words(text) is not None:
-                return f"{label} {key} {text.strip()!r}"
+                return f"{label(key)} {key} {text.strip()!r}"
     if (word := _projection_words(" ".join(_name_parts(path)[1]))) is not None:
         return f"the word '{word}' in the file name"
     return None
@@ -334,10 +322,10 @@ def phase_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) -> st
         for key in ("ImageType", "ImageTypeText"):
             image_type = fields.get(key)
             if image_type and PHASE_IMAGE_TYPES & set(_image_type_values(image_type)):
-                return f"{label} {key} {_field_text(image_type).strip()!r}"
+                return f"{label(key)} {key} {_field_text(image_type).strip()!r}"
         description = _field_text(fields.get("SeriesDescription"))
         if _PHASE_WORDS & set(words(description)):
-            return f"{label} SeriesDescription {description.strip()!r}"
+            return f"{label('SeriesDescription')} SeriesDescription {description.strip()!r}"
     if PHASE_NAME.search(_stem(path)):
         return "the file name marks a phase image"
     return None
