@@ -47,6 +47,9 @@ _TAGS = {
     "sequence_name": "0018|0024",
     "image_type": "0008|0008",
     "protocol_name": "0018|1030",
+    # The kind of sequence (plkd.inference.input_kinds.sequence_doubt): SE, IR, GR, EP; SK, SP, MP, ...
+    "scanning_sequence": "0018|0020",
+    "sequence_variant": "0018|0021",
 }
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from plkd import __version__
 from plkd.dicom import load_dicom_series
 from plkd.errors import InputError, OutputError, PLKDError
+from plkd.inference.input_kinds import sequence_doubt, sidecar_tags
 from plkd.inference.inputs import (
     ScanInput,
     caveat_warning,
@@ -523,6 +524,15 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
                 "what is found on it means nothing; analyse the magnitude (SWI or T2*) image of the series",
                 scan.path.name,
                 phase,
+            )
+        tags = dicom if dicom is not None else sidecar_tags(scan.path)
+        if scan.caveat is None and (doubt := sequence_doubt(tags)) is not None:
+            # Taken for its name (``..._T2starw``, "SWI" in its description) or named explicitly: say the metadata.
+            log.warning(
+                "%s is %s: microbleeds show on T2*-weighted gradient echoes (T2*-GRE, SWI), so what is found on it "
+                "means little; analyse the T2* or SWI series",
+                scan.path.name,
+                doubt,
             )
         if (projection := projection_reason(where, dicom)) is not None:
             log.warning(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from plkd.inference.modality import PHASE_IMAGE_TYPES, PHASE_NAME, modality_of_text, words
+from plkd.inference.modality import PHASE_IMAGE_TYPES, PHASE_NAME, coded_values, modality_of_text, words
 from plkd.inference.sidecars import read_sidecar
 from plkd.metrics.pairing import LABEL_WORDS
 from plkd.naming import is_plkd_prediction, strip_nifti_suffix
@@ -101,6 +101,8 @@ _SIDECAR_KEYS = {
     "SeriesDescription": "series_description",
     "ProtocolName": "protocol_name",
     "SequenceName": "sequence_name",
+    "ScanningSequence": "scanning_sequence",
+    "SequenceVariant": "sequence_variant",
 }
 
 
@@ -152,4 +154,33 @@ def classify_series(tags: Mapping[str, str], *, what: str = "series", source: st
     weak = next((w for w in found if w in WEAK_OTHER_SERIES), None)
     if named is None and weak is not None:
         return f"other contrast ({weak})"
+    if named is None and (doubt := sequence_doubt(tags)) is not None:
+        return f"other contrast ({doubt})"
+    return None
+
+
+def sequence_doubt(tags: Mapping[str, str]) -> str | None:
+    """Why Scanning Sequence (0018,0020) and Sequence Variant (0018,0021) say the scan is no T2*-weighted gradient
+    echo, or None (also when they are absent).
+
+    What they may conclude: T2*-GRE and SWI are both gradient echoes (``GR``), so ``GR`` alone tells neither apart
+    from the other, nor from a T1-weighted spoiled GRE: it is consistent with a T2*/SWI scan and never decides one.
+    Without ``GR`` (spin echo ``SE``, inversion recovery ``IR``: T2 TSE, FLAIR, diffusion) there is no T2* weighting
+    to show microbleeds; an inversion-recovery or magnetisation-prepared (``MP``) gradient echo is T1-weighted
+    (MPRAGE, TFE); an echo-planar one (``EP``) is diffusion, functional or perfusion, as a rule. ``tags``: the keys
+    of :func:`plkd.dicom.series_tags` (``scanning_sequence``, ``sequence_variant``). A series whose words name T2* or
+    SWI is taken anyway (the words are the stronger evidence), with a warning (``plkd predict``).
+    """
+    scanning = coded_values(tags.get("scanning_sequence"))
+    variant = coded_values(tags.get("sequence_variant"))
+    said = f"ScanningSequence '{tags.get('scanning_sequence', '').strip()}'"
+    if not scanning:
+        return None
+    if "GR" not in scanning:
+        return f"no gradient echo: {said}"
+    if "IR" in scanning or "MP" in variant:
+        prepared = f", SequenceVariant '{tags.get('sequence_variant', '').strip()}'" if "MP" in variant else ""
+        return f"a T1-weighted prepared gradient echo: {said}{prepared}"
+    if "EP" in scanning:
+        return f"an echo-planar gradient echo: {said}"
     return None

@@ -94,6 +94,8 @@ _DICOM_KEYS = {
     "ImageType": "image_type",
     "SeriesDescription": "series_description",
     "ProtocolName": "protocol_name",
+    # Not among _FIELDS: "GR" is the value of T2*-GRE and SWI alike, so it names no contrast (_gradient_echo).
+    "ScanningSequence": "scanning_sequence",
 }
 
 
@@ -259,6 +261,20 @@ def _disagreeing(evidence: Iterable[_Evidence], modality: str) -> str | None:
     return None if other is None else f"{other.reason} says {'T2*' if other.modality == 'T2S' else other.modality}"
 
 
+def coded_values(value: Any) -> set[str]:
+    """The values of a coded DICOM string as DICOM (``GR\\IR``), dcm2niix (``GR_IR``) or a JSON list writes them,
+    upper case (Scanning Sequence, Sequence Variant)."""
+    return {v for v in re.split(r"[\\_,\s]+", _field_text(value).upper()) if v}
+
+
+def _gradient_echo(path: Path, dicom: Mapping[str, Any] | None) -> str | None:
+    """``"<source> ScanningSequence 'GR'"`` when the metadata says the scan is a gradient echo, else None."""
+    for _source, label, fields in _metadata(path, dicom):
+        if "GR" in coded_values(fields.get("ScanningSequence")):
+            return f"{label('ScanningSequence')} ScanningSequence {_field_text(fields['ScanningSequence'])!r}"
+    return None
+
+
 def detect_modality(path: str | Path, dicom: Mapping[str, Any] | None = None) -> ModalityDecision:
     """The contrast of the scan at ``path`` (a NIfTI file or a DICOM series' folder or file).
 
@@ -270,6 +286,9 @@ def detect_modality(path: str | Path, dicom: Mapping[str, Any] | None = None) ->
     evidence = _evidence(Path(path), dicom)
     first = next(evidence, None)
     if first is None:
+        if (gre := _gradient_echo(Path(path), dicom)) is not None:  # weak: SWI is a gradient echo too
+            why = f"{gre} says gradient echo, as T2*-GRE and SWI both are, and nothing names either; T2* assumed"
+            return ModalityDecision("T2S", "default", why)
         return ModalityDecision(
             "T2S", "default", "no sequence information in the metadata or the file name; T2* assumed"
         )
