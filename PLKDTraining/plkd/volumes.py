@@ -21,6 +21,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from plkd.atomic import atomic_path
 from plkd.errors import InputError
+from plkd.naming import strip_nifti_suffix
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,45 @@ def _read_nifti(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
     return img
 
 
+#: The first two bytes of a gzip stream (RFC 1952).
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip_file(path: str | os.PathLike[str]) -> bool:
+    """True when the file's content is gzip-compressed, whatever its name says; False when unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == _GZIP_MAGIC
+    except OSError:
+        return False
+
+
+def open_nifti(path: str | os.PathLike[str]) -> tuple[nib.Nifti1Image, str | None]:
+    """``(image, mismatch)``: the NIfTI file at ``path`` opened by its content, its voxel data left unread, and, when
+    its name says otherwise (``.nii.gz`` not compressed, ``.nii`` compressed), a sentence saying so (else None).
+
+    nibabel chooses gzip by the name alone, so a ``.nii.gz`` that a tool wrote uncompressed failed with "not a gzip
+    file" while ITK-based tools (3D Slicer, ITK-SNAP, nnU-Net's reader) open it by its content; so does plkd. Raises
+    what nibabel raises for a file that is no NIfTI.
+    """
+    p = Path(path)
+    named_gz = p.name.lower().endswith(".gz")
+    compressed = is_gzip_file(p)
+    if compressed == named_gz or not p.name.lower().endswith((".nii", ".nii.gz")):
+        return nib.load(str(p)), None
+    import gzip
+
+    fileobj = gzip.open(p, "rb") if compressed else open(p, "rb")  # noqa: SIM115 - read below, then closed
+    head = fileobj.read(4)
+    fileobj.seek(0)
+    klass = nib.Nifti2Image if 540 in (int.from_bytes(head, "little"), int.from_bytes(head, "big")) else nib.Nifti1Image
+    img = klass.from_file_map({"image": nib.fileholders.FileHolder(filename=str(p), fileobj=fileobj)})
+    img._plkd_fileobj = fileobj  # type: ignore[attr-defined]  # closed once the data are read
+    said = "gzip-compressed" if compressed else "not gzip-compressed"
+    rename = strip_nifti_suffix(p.name) + (".nii.gz" if compressed else ".nii")
+    return img, f"{p.name} is {said}, unlike what its name says: read by its content (rename it {rename})"
+
+
 def _read_nifti_quietly(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
     p = Path(path)
     if not p.exists():
@@ -173,22 +213,28 @@ def _read_nifti_quietly(path: str | os.PathLike[str], what: str) -> nib.Nifti1Im
     if p.is_dir():
         raise InputError(f"{what} is a folder, not a NIfTI file: {p}")
     try:
-        img = nib.load(str(p))  # reads the header only
+        img, mismatch = open_nifti(p)  # reads the header only
     except Exception as exc:  # nibabel raises many types for broken files
         raise InputError(f"cannot read {what} {p.name} as NIfTI: {exc.__class__.__name__}: {exc}") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{what} {p.name} is not a NIfTI image ({type(img).__name__})")
-    # Before allocating what the header announces, check that the file can hold it.
-    offset = int(getattr(img.dataobj, "offset", None) or img.header.get_data_offset() or 0)
-    check_data_size(p, img.header, f"{what} {p.name}", offset=offset)
     try:
-        # Read the data now so a truncated or corrupt file fails here, with its name.
-        arr = np.asanyarray(img.dataobj)
-    except MemoryError:
-        gigabytes = _announced_bytes(img.header) / 1e9
-        raise InputError(f"{what} {p.name} is too large to load ({gigabytes:.1f} GB)") from None
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise InputError(f"cannot read {what} {p.name} as NIfTI: {exc.__class__.__name__}: {exc}") from None
+        # Before allocating what the header announces, check that the file can hold it.
+        offset = int(getattr(img.dataobj, "offset", None) or img.header.get_data_offset() or 0)
+        check_data_size(p, img.header, f"{what} {p.name}", offset=offset, compressed=is_gzip_file(p))
+        try:
+            # Read the data now so a truncated or corrupt file fails here, with its name.
+            arr = np.asanyarray(img.dataobj)
+        except MemoryError:
+            gigabytes = _announced_bytes(img.header) / 1e9
+            raise InputError(f"{what} {p.name} is too large to load ({gigabytes:.1f} GB)") from None
+        except Exception as exc:  # nibabel raises many types for broken files
+            raise InputError(f"cannot read {what} {p.name} as NIfTI: {exc.__class__.__name__}: {exc}") from None
+    finally:
+        if (fileobj := getattr(img, "_plkd_fileobj", None)) is not None:
+            fileobj.close()
+    if mismatch is not None:
+        log.warning("%s %s", what, mismatch)
     img._plkd_array = arr  # type: ignore[attr-defined]  # read once, reused by callers
     return img
 
@@ -205,22 +251,27 @@ def _announced_bytes(header: nib.Nifti1Header) -> int:
     return n * int(header.get_data_dtype().itemsize)
 
 
-def check_data_size(path: Path, header: nib.Nifti1Header, name: str, *, offset: int = 0) -> None:
+def check_data_size(
+    path: Path, header: nib.Nifti1Header, name: str, *, offset: int = 0, compressed: bool | None = None
+) -> None:
     """Refuse a file that cannot hold the voxel data its header announces, before reading it.
 
     ``.nii``: the file size must reach ``vox_offset`` + the data. ``.nii.gz``: the data may not
     exceed what deflate can expand the file to, and when the gzip trailer (uncompressed size
     modulo 2**32) says less, the stream is counted (in bounded memory) to be sure. ``offset``
-    is where the voxel data start (``vox_offset``).
+    is where the voxel data start (``vox_offset``); ``compressed``: whether the content is gzip (None: as the name
+    says, ``.nii.gz``).
     """
     need = _announced_bytes(header)
     size = path.stat().st_size
     lower = path.name.lower()
+    if compressed is None:
+        compressed = lower.endswith(".gz")
     short = None
-    if lower.endswith(".nii"):
+    if not compressed:
         if size < offset + need:
             short = f"{size - offset if size > offset else 0:,} bytes"
-    elif lower.endswith(".nii.gz"):
+    else:
         if need > _GZIP_MAX_RATIO * size:
             short = f"a {size:,}-byte compressed file"
         elif _gzip_trailer_size(path) < (offset + need) % 2**32 or (offset + need) >= 2**32:
@@ -444,6 +495,25 @@ def validate_geometry(affine: np.ndarray, shape: tuple[int, ...], name: str) -> 
         raise InputError(f"{name} has an empty grid {shape}")
 
 
+def _length_units_doubt(header: nib.Nifti1Header, name: str) -> str | None:
+    """A sentence when the header's ``xyzt_units`` give lengths in metres or micrometres, not millimetres, else None.
+
+    plkd reads the affine as millimetres whatever the units code says, as nibabel (and NIfTI's reference library,
+    nifti1_io) does; ITK-based viewers (3D Slicer, ITK-SNAP) scale it to millimetres, so there the image, its label
+    map and the candidates' mm coordinates would appear 1000 times larger or smaller than plkd took them.
+    """
+    try:
+        unit = header.get_xyzt_units()[0]
+    except Exception:  # noqa: BLE001 - an unknown code is nibabel's to report
+        return None
+    if unit in ("mm", "unknown"):
+        return None
+    return (
+        f"{name}: its header gives lengths in {unit} (xyzt_units), not mm; plkd reads the affine as mm, as nibabel "
+        "does, while ITK-based viewers scale it; fix the units code if the voxel sizes are not in mm"
+    )
+
+
 def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what: str = "image") -> Volume:
     """Load and validate a 3-D (or 4-D multi-echo) intensity image as float32.
 
@@ -462,8 +532,14 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
     if arr.ndim != 3:
         raise InputError(f"{name} is {arr.ndim}-D; a 3-D volume is required")
     affine = header_affine(img.header)
-    validate_geometry(affine, arr.shape, name)
-    validate_extent(arr.shape, affine, name)
+    units = _length_units_doubt(img.header, name)
+    try:
+        validate_geometry(affine, arr.shape, name)
+        validate_extent(arr.shape, affine, name)
+    except InputError as exc:
+        raise InputError(f"{exc} ({units})" if units else str(exc)) from None
+    if units:
+        log.warning(units)
     validate_intensities(arr, name)
     return Volume(
         data=np.ascontiguousarray(arr, dtype=np.float32),

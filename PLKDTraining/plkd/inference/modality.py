@@ -43,11 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-
 from plkd.inference.sidecars import read_sidecar
 from plkd.modalities import MODALITIES
-from plkd.volumes import nibabel_header_fixes
+from plkd.volumes import nibabel_header_fixes, open_nifti
 
 #: ``--modality`` choices.
 CHOICES = ("auto", *MODALITIES)
@@ -171,7 +169,10 @@ def _from_fields(
 def _header_text(path: Path) -> str:
     try:
         with nibabel_header_fixes():  # said once, when the image is loaded
-            header = nib.load(str(path)).header
+            img, _mismatch = open_nifti(path)  # by its content, as the image is loaded
+            header = img.header
+            if (fileobj := getattr(img, "_plkd_fileobj", None)) is not None:
+                fileobj.close()
     except Exception:  # noqa: BLE001 - an unreadable header gives no evidence; loading reports it
         return ""
     parts = []

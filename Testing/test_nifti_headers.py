@@ -1,0 +1,184 @@
+"""NIfTI headers that try to break ``plkd predict``: qform/sform codes, scaling, 4-D files, units, NaN, files whose
+name lies about their compression. The label map and the probability map must carry the input's header geometry
+exactly (qform, sform and their codes), and candidate centres must lie where the winning transform puts them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from plkd.cli import main
+from plkd.errors import InputError
+from plkd.volumes import load_volume
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
+CASE = ROOT / "Testing" / "data" / "tiny-case" / "tiny_T2S.nii.gz"
+TRUTH = np.array(json.loads((CASE.parent / "truth.json").read_text())["centres_ras"])
+
+
+def _case() -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(str(CASE))
+    return np.asarray(img.dataobj, dtype=np.float32), img.affine
+
+
+def _predict(scan: Path, out: Path) -> int:
+    args = ["predict", str(scan), "-o", str(out), "--model", str(BUNDLE), "--device", "cpu", "--progress", "none"]
+    return main([*args, "--save-probability"])
+
+
+def _save(path: Path, data: np.ndarray, header: nib.Nifti1Header) -> Path:
+    """Write ``data`` with ``header`` exactly as set (no affine given, so nibabel does not rewrite qform/sform)."""
+    nib.save(nib.Nifti1Image(data, None, header), str(path))
+    return path
+
+
+def _geometry(header: nib.Nifti1Header) -> tuple:
+    return (
+        int(header["qform_code"]),
+        int(header["sform_code"]),
+        np.round(header.get_qform(), 4).tolist(),
+        np.round(header.get_sform(), 4).tolist(),
+        np.round(header["pixdim"][:4], 5).tolist(),
+    )
+
+
+def _centres(out: Path, stem: str) -> np.ndarray:
+    doc = json.loads((out / f"{stem}_cmb.json").read_text())
+    return _sorted(np.array([c["center_ras"] for c in doc["candidates"] if c["kept"]]))
+
+
+def _sorted(points: np.ndarray) -> np.ndarray:
+    return np.array(sorted(map(tuple, np.round(points, 6))))
+
+
+SHIFT_MM = np.array([7.0, -5.0, 3.0])
+
+
+@pytest.mark.parametrize(
+    ("qcode", "scode", "shifted", "winner"),
+    [
+        (1, 0, "sform", "qform"),  # sform unset: the qform places the image (an ITK/SimpleITK writer)
+        (0, 2, "qform", "sform"),  # qform unset (some registration tools)
+        (1, 1, "qform", "sform"),  # both set, different: the sform wins, as nibabel reads it (and warned)
+        (2, 4, "sform", "sform"),  # both set, the sform of code 4 (MNI) still wins: its code is not ranked
+        (1, 1, None, "sform"),  # both set, the same (dcm2niix)
+    ],
+)
+def test_qform_and_sform_codes_choose_the_placement_and_the_outputs_keep_both(
+    tmp_path: Path, qcode: int, scode: int, shifted: str | None, winner: str
+) -> None:
+    data, affine = _case()
+    other = affine.copy()
+    other[:3, 3] += SHIFT_MM
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(data.shape)
+    header.set_qform(other if shifted == "qform" else affine, code=qcode)
+    header.set_sform(other if shifted == "sform" else affine, code=scode)
+    scan = _save(tmp_path / "scan_T2S.nii.gz", data, header)
+    assert _predict(scan, tmp_path / "out") == 0
+    expected = _geometry(nib.load(str(scan)).header)
+    for name in ("scan_T2S_cmb.nii.gz", "scan_T2S_cmb_prob.nii.gz"):
+        assert _geometry(nib.load(str(tmp_path / "out" / name)).header) == expected, name
+    # The microbleeds lie where the winning transform puts them (the case's own affine, or the shifted one).
+    offset = SHIFT_MM if shifted == winner else np.zeros(3)
+    np.testing.assert_allclose(_centres(tmp_path / "out", "scan_T2S"), _sorted(TRUTH + offset), atol=1.5)
+    doc = json.loads((tmp_path / "out" / "scan_T2S_cmb.json").read_text())
+    differ = [n for n in doc["notes"] if "qform and sform differ" in n]
+    assert len(differ) == (1 if qcode and scode and shifted else 0), doc["notes"]
+
+
+def test_scaling_four_d_and_no_orientation_keep_the_input_header(tmp_path: Path) -> None:
+    data, affine = _case()
+    # Scaled integers (scl_slope 2, scl_inter 10), stored 4-D with one volume, without any orientation (codes 0).
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    header.set_data_shape((*data.shape, 1))
+    header.set_zooms((1.0, 1.0, 1.0, 2.5))
+    header.set_qform(affine, code=0)
+    header.set_sform(affine, code=0)
+    raw = bytearray(nib.Nifti1Image(np.round((data[..., None] - 10) / 2).astype(np.int16), None, header).to_bytes())
+    raw[112:120] = np.array([2.0, 10.0], "<f4").tobytes()  # scl_slope, scl_inter (nibabel rewrites them on save)
+    scan = tmp_path / "scaled_T2S.nii.gz"
+    scan.write_bytes(gzip.compress(bytes(raw)))
+    assert (nib.load(str(scan)).dataobj.slope, nib.load(str(scan)).dataobj.inter) == (2.0, 10.0)
+    np.testing.assert_allclose(load_volume(scan).data, data, atol=1.01)  # the slope applied
+    assert _predict(scan, tmp_path / "out") == 0
+    label = nib.load(str(tmp_path / "out" / "scaled_T2S_cmb.nii.gz"))
+    assert label.shape == data.shape and (int(label.header["qform_code"]), int(label.header["sform_code"])) == (0, 0)
+    assert _geometry(label.header)[2:4] == _geometry(nib.load(str(scan)).header)[2:4]
+    # Labels are integers 1..N, never scaled by the input's slope.
+    assert sorted(np.unique(np.asarray(label.dataobj)).tolist()) == [0, 1, 2, 3]
+    # A 4-D multi-echo file: the outputs are 3-D on the same grid.
+    echoes = nib.Nifti1Image(np.stack([data, 0.7 * data, 0.5 * data], axis=3), affine)
+    nib.save(echoes, str(tmp_path / "me_T2S.nii.gz"))
+    assert _predict(tmp_path / "me_T2S.nii.gz", tmp_path / "out") == 0
+    for name in ("me_T2S_cmb.nii.gz", "me_T2S_cmb_prob.nii.gz"):
+        out = nib.load(str(tmp_path / "out" / name))
+        assert out.shape == data.shape and _geometry(out.header)[:4] == _geometry(echoes.header)[:4]
+
+
+@pytest.mark.parametrize(("name", "compress"), [("plain_T2S.nii.gz", False), ("packed_T2S.nii", True)])
+def test_a_name_that_lies_about_compression_is_read_by_the_content(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, compress: bool
+) -> None:
+    # nibabel trusts the name: "not a gzip file" / "cannot work out file type", while ITK-based tools open both.
+    data, affine = _case()
+    raw = nib.Nifti1Image(data, affine).to_bytes()
+    (tmp_path / name).write_bytes(gzip.compress(raw) if compress else raw)
+    assert _predict(tmp_path / name, tmp_path / "out") == 0
+    stem = name.split(".")[0]
+    said = [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "unlike what its name" in r.getMessage()
+    ]
+    assert len(said) == 1, said
+    doc = json.loads((tmp_path / "out" / f"{stem}_cmb.json").read_text())
+    assert sum("unlike what its name says" in n for n in doc["notes"]) == 1
+    np.testing.assert_allclose(_centres(tmp_path / "out", stem), _sorted(TRUTH), atol=1.5)
+    # Truncated all the same: refused in one line, as before.
+    (tmp_path / "cut_T2S.nii.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        load_volume(tmp_path / "cut_T2S.nii.gz")
+
+
+def test_lengths_not_in_millimetres_are_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # xyzt_units "micron" on a 1 mm grid: nibabel reads mm, Slicer scales to 0.001 mm; nothing was said.
+    data, affine = _case()
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("micron")
+    nib.save(img, str(tmp_path / "um_T2S.nii.gz"))
+    assert _predict(tmp_path / "um_T2S.nii.gz", tmp_path / "out") == 0
+    doc = json.loads((tmp_path / "out" / "um_T2S_cmb.json").read_text())
+    assert sum("gives lengths in micron" in n for n in doc["notes"]) == 1, doc["notes"]
+    # Voxel sizes of 0.001 in metres: refused as absurd, and the error names the units.
+    metres = nib.Nifti1Image(data, np.diag([0.001, 0.001, 0.001, 1.0]))
+    metres.header.set_xyzt_units("meter")
+    nib.save(metres, str(tmp_path / "m_T2S.nii.gz"))
+    with pytest.raises(InputError, match=r"absurd voxel spacing .*lengths in meter"):
+        load_volume(tmp_path / "m_T2S.nii.gz")
+
+
+def test_nan_voxels_are_refused_in_one_line_without_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data, affine = _case()
+    data[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "nan_T2S.nii.gz"))
+    assert _predict(tmp_path / "nan_T2S.nii.gz", tmp_path / "out") == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("plkd: error:")]
+    assert errors == ["plkd: error: nan_T2S.nii.gz: image nan_T2S.nii.gz contains 1 NaN/Inf voxel(s)"]
+    assert not list((tmp_path / "out").glob("*_cmb*"))
+
+
+def test_wide_integer_types_are_read_as_their_values(tmp_path: Path) -> None:
+    data, affine = _case()
+    for dtype in (np.int64, np.uint64, np.uint32):
+        path = tmp_path / f"{np.dtype(dtype).name}_T2S.nii.gz"
+        nib.save(nib.Nifti1Image(np.round(data).astype(dtype), affine, dtype=dtype), str(path))
+        np.testing.assert_array_equal(load_volume(path).data, np.round(data))
+    shutil.rmtree(tmp_path)
