@@ -11,7 +11,7 @@ import pytest
 from plkd.cli import main
 from plkd.inference.input_kinds import classify, sidecar_tags
 from plkd.inference.modality import detect_modality, phase_reason
-from plkd.inference.sidecars import applicable_files, bids_name, read_sidecar
+from plkd.sidecars import applicable_files, bids_name, read_sidecar
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
@@ -119,3 +119,16 @@ def test_predict_uses_the_model_the_root_names_and_recomputes_when_it_changes(
     assert main(["predict", str(study), "-o", str(out), "--progress", "none"]) == 0
     assert "recomputing sub-01_T2starw: the contrast is now decided as T2S" in capsys.readouterr().err
     assert json.loads((out / "sub-01_T2starw_cmb.json").read_text())["model"].startswith("tiny-t2s")
+
+
+def test_lowres_carries_the_inherited_metadata_to_its_output(study: Path, tmp_path: Path) -> None:
+    # plkd lowres copied only the file's own sidecar: a thick version written outside the data set lost the root's
+    # SWI and was analysed as T2*.
+    out = tmp_path / "thick" / "sub-01_lr.nii.gz"
+    assert (
+        main(["lowres", str(study / "sub-01" / "anat" / "sub-01_T2starw.nii.gz"), "--factor", "2", "--out", str(out)])
+        == 0
+    )
+    side = json.loads((tmp_path / "thick" / "sub-01_lr.json").read_text())
+    assert side["ImageType"] == SWI_TYPE["ImageType"] and side["PLKDLowres"]["source"] == "../../T2starw.json"
+    assert detect_modality(out).modality == "SWI"

@@ -14,11 +14,13 @@ echo times: the same tissue seen the same way), drops the fields about the slice
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from plkd.atomic import write_json_atomic
 from plkd.naming import strip_nifti_suffix
+from plkd.sidecars import read_sidecar
 
 #: Fields about the acquisition's slices: thickness, gap, timing, simultaneous slices, and the scan time that
 #: follows from their number. A volume of other slices (thick slabs, or LR@k's every k-th slice) makes them false.
@@ -74,16 +76,20 @@ def lowres_fields(
 def write_lowres_sidecar(
     source: Path, output: Path, settings: dict[str, Any], *, thickness_mm: float | None, axis: int
 ) -> Path | None:
-    """Write ``output``'s sidecar made from ``source``'s (see :func:`lowres_fields`); returns its path, or None when
+    """Write ``output``'s sidecar made from ``source``'s metadata (see :func:`lowres_fields`): its own sidecar merged
+    with what it inherits in a BIDS data set (:func:`plkd.sidecars.read_sidecar`: a root-level ``T2starw.json`` that
+    says SWI, which the output, written elsewhere, would no longer inherit); returns its path, or None when
     ``source`` has none (then a sidecar an earlier ``plkd lowres`` wrote for ``output`` is removed, as it describes
     another image). A sidecar that is not a JSON object is ignored."""
-    src, dst = sidecar_of(source), sidecar_of(output)
-    fields = _read(src)
-    if fields is None:
+    merged = read_sidecar(source)
+    if not merged.fields:
         remove_lowres_sidecar(output)
         return None
-    write_json_atomic(dst, lowres_fields(fields, settings, thickness_mm=thickness_mm, axis=axis, source=src.name))
-    return dst
+    files = list(dict.fromkeys(merged.origin.values()))  # root first, as merged
+    names = "; ".join(Path(os.path.relpath(f, Path(os.path.abspath(source)).parent)).as_posix() for f in files)
+    fields = lowres_fields(dict(merged.fields), settings, thickness_mm=thickness_mm, axis=axis, source=names)
+    write_json_atomic(sidecar_of(output), fields)
+    return sidecar_of(output)
 
 
 def remove_lowres_sidecar(image: Path) -> None:

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from plkd.inference.modality import PHASE_IMAGE_TYPES, PHASE_NAME, coded_values, modality_of_text, words
-from plkd.inference.sidecars import read_sidecar
 from plkd.metrics.pairing import LABEL_WORDS
 from plkd.naming import is_plkd_prediction, strip_nifti_suffix
+from plkd.sidecars import read_sidecar
 
 #: Folder names whose NIfTI files are labels or masks (nnU-Net, plain image/label folders).
 LABEL_FOLDERS = frozenset({"labelstr", "labelsts", "labels", "masks", "segmentations"})
@@ -108,7 +108,7 @@ _SIDECAR_KEYS = {
 
 def sidecar_tags(path: Path) -> dict[str, str]:
     """The DICOM tags that dcm2niix copied into the JSON sidecar of a NIfTI file, or that a BIDS data set states for
-    it higher up (:func:`plkd.inference.sidecars.read_sidecar`); ``{}`` when there is none.
+    it higher up (:func:`plkd.sidecars.read_sidecar`); ``{}`` when there is none.
 
     dcm2niix names files ``FOLDER_PROTOCOL_TIME_SERIES`` (``x_t1_mprage_sag_20230101_3.nii.gz``, a phase image
     ``..._ph``): no suffix says what they are, but the sidecar does.

@@ -8,7 +8,7 @@ read in order of trust, and the first source that names one contrast decides:
    ``SeriesDescription`` 0008,103E, ``ProtocolName`` 0018,1030);
 2. the JSON sidecar next to a NIfTI file, as dcm2niix and BIDS write it, with what a BIDS data set states
    for the file higher up (``T2starw.json`` at its root: the inheritance principle,
-   :mod:`plkd.inference.sidecars`) (the same fields: ``SequenceName``, ``ImageType``, ``SeriesDescription``,
+   :mod:`plkd.sidecars`) (the same fields: ``SequenceName``, ``ImageType``, ``SeriesDescription``,
    ``ProtocolName``, ``PulseSequenceName``, ``ImageTypeText``);
 3. the NIfTI header's ``descrip`` and ``intent_name`` text;
 4. the file name: its BIDS suffix (the last ``_`` part: ``swi``, ``minIP``, ``T2starw``, ``T2S``,
@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plkd.inference.sidecars import read_sidecar
 from plkd.modalities import MODALITIES
+from plkd.sidecars import read_sidecar
 from plkd.volumes import nibabel_header_fixes, open_nifti
 
 #: ``--modality`` choices.
@@ -199,7 +199,7 @@ _Label = Callable[[str], str]
 
 def _metadata(path: Path, dicom: Mapping[str, Any] | None) -> Iterator[tuple[str, _Label, Mapping[str, Any]]]:
     """``(source, label, fields)`` of the scan's metadata, most trusted first, each read only when
-    reached: the DICOM record, the JSON sidecar with what it inherits (:func:`plkd.inference.sidecars.read_sidecar`),
+    reached: the DICOM record, the JSON sidecar with what it inherits (:func:`plkd.sidecars.read_sidecar`),
     the NIfTI header's text (as ``description``)."""
     if dicom:
         yield "dicom", lambda _key: "dicom", {k: dicom.get(v) for k, v in _DICOM_KEYS.items()}
