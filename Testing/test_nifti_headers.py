@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -182,3 +183,24 @@ def test_wide_integer_types_are_read_as_their_values(tmp_path: Path) -> None:
         nib.save(nib.Nifti1Image(np.round(data).astype(dtype), affine, dtype=dtype), str(path))
         np.testing.assert_array_equal(load_volume(path).data, np.round(data))
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("empty_T2S.nii.gz", b"", "the file is empty"),  # was "WrapStructError: Binary block is wrong size"
+        ("text_T2S.nii.gz", b"not an image\n", "only 13 bytes, fewer than a NIfTI header's 348"),
+        (
+            "cut_T2S.nii.gz",
+            gzip.compress(np.random.default_rng(0).bytes(4000))[:30],
+            "its gzip stream is corrupt or cut short",
+        ),
+        ("other_T2S.nii", b"\0" * 600, "no NIfTI header (its magic is missing)"),
+    ],
+)
+def test_a_file_without_a_nifti_header_says_why_in_one_line(
+    tmp_path: Path, name: str, content: bytes, said: str
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(InputError, match=re.escape(f"cannot read image {name} as NIfTI: {said}")):
+        load_volume(tmp_path / name)

@@ -206,6 +206,34 @@ def open_nifti(path: str | os.PathLike[str]) -> tuple[nib.Nifti1Image, str | Non
     return img, f"{p.name} is {said}, unlike what its name says: read by its content (rename it {rename})"
 
 
+#: Where a NIfTI header's magic lies: NIfTI-1 at byte 344 (``n+1``, ``ni1``), NIfTI-2 at byte 4 (``n+2``, ``ni2``).
+_NIFTI1_MAGIC = (b"n+1\x00", b"ni1\x00")
+_NIFTI2_MAGIC = (b"n+2\x00", b"ni2\x00")
+
+
+def _exception_text(exc: Exception) -> str:
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def _why_no_header(path: Path) -> str | None:
+    """Why the file holds no NIfTI header (empty, too short, no NIfTI magic), read after gunzip when it is gzip;
+    None when a header is there (then nibabel's own message says what is wrong)."""
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") if is_gzip_file(path) else open(path, "rb") as f:
+            head = f.read(540)
+    except (OSError, EOFError):
+        return "its gzip stream is corrupt or cut short"
+    if not head:
+        return "the file is empty" if path.stat().st_size == 0 else "its gzip stream holds no data"
+    if len(head) < 348:
+        return f"only {len(head)} bytes, fewer than a NIfTI header's 348 (truncated?)"
+    if head[344:348] not in _NIFTI1_MAGIC and head[4:8] not in _NIFTI2_MAGIC:
+        return "no NIfTI header (its magic is missing): another format, or a damaged file"
+    return None
+
+
 def _read_nifti_quietly(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
     p = Path(path)
     if not p.exists():
@@ -215,7 +243,7 @@ def _read_nifti_quietly(path: str | os.PathLike[str], what: str) -> nib.Nifti1Im
     try:
         img, mismatch = open_nifti(p)  # reads the header only
     except Exception as exc:  # nibabel raises many types for broken files
-        raise InputError(f"cannot read {what} {p.name} as NIfTI: {exc.__class__.__name__}: {exc}") from None
+        raise InputError(f"cannot read {what} {p.name} as NIfTI: {_why_no_header(p) or _exception_text(exc)}") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{what} {p.name} is not a NIfTI image ({type(img).__name__})")
     try:

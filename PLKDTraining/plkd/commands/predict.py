@@ -114,7 +114,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="4-D multi-echo input: rss (root-sum-of-squares, default), last, or echo N counted from 1",
     )
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the networks (default: torch's)")
-    p.add_argument("--shard", metavar="i/n", help="process only inputs i, i+n, i+2n, ... of the sorted list")
+    p.add_argument(
+        "--shard",
+        metavar="i/n",
+        help="process only the scans of shard i of n: sha256 of each scan's path within the input given, modulo n "
+        "(stable when files arrive between the launches of the shards; give every shard the same inputs)",
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="recompute every scan, even when its outputs are up to date"
     )
