@@ -104,3 +104,12 @@ def test_dicom_series_are_read_for_their_scanning_sequence(tmp_path: Path) -> No
     _volume, record = load_dicom_series(found.scans[0].series)
     assert record["scanning_sequence"] == "GR"
     assert "ScanningSequence 'GR'" in detect_modality(visit, record).reason
+
+
+def test_a_given_model_keeps_what_the_default_rested_on(tmp_path: Path) -> None:
+    from plkd.inference.model_choice import ModelChooser
+
+    chooser = ModelChooser(BUNDLE, "auto", lambda bundle: None)
+    d = chooser.decide(tmp_path / "series-3", {"scanning_sequence": "GR"})
+    assert d.source == "model" and d.reason.startswith("dicom ScanningSequence 'GR' says gradient echo")
+    assert "taken as T2*, the contrast of the given model" in d.reason

@@ -124,11 +124,11 @@ class ModelChooser:
         decision = decide_modality(self.stated, path, dicom)
         trained = self.fixed.modality if self.fixed is not None else None
         if decision.source == "default" and trained in MODALITIES:
+            why = decision.reason.removesuffix("; T2* assumed")  # what the default rested on (a gradient echo?)
             return ModalityDecision(
                 trained,
                 "model",
-                f"no sequence information in the metadata or the file name; taken as {DISPLAY[trained]}, "
-                f"the contrast of the given model {self.fixed.name}",
+                f"{why}; taken as {DISPLAY[trained]}, the contrast of the given model {self.fixed.name}",
             )
         return decision
 
