@@ -78,6 +78,11 @@ def test_a_scan_has_the_same_shard_wherever_the_study_is_mounted(tmp_path: Path)
     assert keys == {"sub-01/anat/sub-01_T2starw.nii.gz"}
     pattern = str(tmp_path / "a" / "study" / "sub-*" / "anat" / "*.nii.gz")
     assert [scan.key for scan in expand_inputs([pattern]).scans] == ["sub-01/anat/sub-01_T2starw.nii.gz"]
+    # Files named one by one (a shell-expanded list): their paths as given, so files of one name in many folders
+    # spread over the shards instead of all sharing the shard of their name.
+    named = [str(tmp_path / r / "study" / "sub-01" / "anat" / "sub-01_T2starw.nii.gz") for r in ("a", "mnt/b")]
+    assert [scan.key for scan in expand_inputs(named).scans] == [Path(n).as_posix() for n in named]
+    assert {scan.key for scan in expand_inputs(["./x/../in/T2S.nii.gz"]).scans} == {"in/T2S.nii.gz"}
 
 
 def test_finished_outputs_are_skipped_unless_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -91,8 +91,8 @@ def test_a_folder_or_pattern_that_gives_no_scan_fails_in_the_summary(
     # Only one shard of a sharded run says it, so the shards' summaries together hold it once.
     capsys.readouterr()
     args = (str(tmp_path / "s1_T2S.nii.gz"), pattern, "-o", str(tmp_path / "sharded"))
-    assert _predict(*args, "--shard", "0/2") == 2  # no scan of its own (s1 is shard 1's), but the pattern's failure
-    assert _predict(*args, "--shard", "1/2") == 0  # shard 1 analyses s1, and says nothing of the pattern
+    assert _predict(*args, "--shard", "0/2") == 2  # the pattern's failure, whichever shard holds s1
+    assert _predict(*args, "--shard", "1/2") == 0  # shard 1 says nothing of the pattern
     rows = [r for p in (tmp_path / "sharded").glob("plkd_summary*.csv") for r in csv.DictReader(p.open())]
     assert sorted((r["input"], r["status"]) for r in rows) == [
         (pattern, "failed"),

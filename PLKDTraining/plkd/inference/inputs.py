@@ -50,8 +50,9 @@ class ScanInput:
     stem: str = ""
     series: DicomSeries | None = None
     #: What names the scan for ``--shard`` (:func:`plkd.inference.batch.shard_of`): its path relative to the input
-    #: that found it (the folder walked, a glob pattern's fixed part, a file's own folder), ``/``-separated, with
-    #: ``#UID`` for a DICOM series. The same in every shard of a job array, wherever the inputs are mounted.
+    #: that found it (the folder walked, a glob pattern's fixed part), or a file's path as given when it was named,
+    #: ``/``-separated, with ``#UID`` for a DICOM series. The same in every shard of a job array given the same
+    #: inputs (and, for a walk or a pattern, wherever the study is mounted).
     key: str = ""
     #: Why a folder walk would not have taken this scan, for a file or series named explicitly (a quantitative map,
     #: another contrast, a prediction of another tool...): it is analysed with a warning. None when a walk takes it.
@@ -211,6 +212,14 @@ def _key(path: Path, root: Path, uid: str | None = None) -> str:
     return rel if uid is None else f"{rel}#{uid}"
 
 
+def _named_key(path: Path, uid: str | None = None) -> str:
+    """:attr:`ScanInput.key` of a file named on the command line: its path as given, normalised (``./``, ``a/../``
+    and doubled separators gone; a relative path stays relative), ``/``-separated. Not its name alone: the files
+    of a list such as ``sub-*/anat/T2S.nii`` (expanded by the shell) would all share one shard."""
+    norm = Path(os.path.normpath(path)).as_posix()
+    return norm if uid is None else f"{norm}#{uid}"
+
+
 def _glob_root(pattern: str) -> Path:
     """The fixed part of a glob pattern, before its first wildcard (``data/*/anat/*.nii.gz`` → ``data``)."""
     parts = Path(pattern).parts
@@ -226,7 +235,7 @@ def named_caveat(reason: str | None) -> str | None:
 
 def _add(item: Path, exclude: set[Path], found: InputList, root: Path | None = None) -> None:
     """Add the scans of ``item`` (a folder, a file or a glob match); ``root``: what keys are relative to (the
-    fixed part of the pattern for a match; else the folder walked, or the file's own folder)."""
+    fixed part of the pattern for a match; else the folder walked; a file named has its path as given)."""
     if item.is_dir():
         _walk(item, exclude, found, item if root is None else root)
     elif item.is_file() and not is_nifti(item.name) and is_dicom_file(item):
@@ -235,7 +244,7 @@ def _add(item: Path, exclude: set[Path], found: InputList, root: Path | None = N
             ScanInput(
                 item.parent,
                 series=series,
-                key=_key(item.parent, item.parent.parent if root is None else root, series.uid),
+                key=_named_key(item.parent, series.uid) if root is None else _key(item.parent, root, series.uid),
                 caveat=named_caveat(classify_series(series_tags(series))),
             )
         )
@@ -246,7 +255,8 @@ def _add(item: Path, exclude: set[Path], found: InputList, root: Path | None = N
         found.skipped.append((item, "plkd prediction"))
     else:  # a NIfTI file, or a name that fails later with "not found"/"cannot read"
         caveat = named_caveat(classify(item)) if item.is_file() else None
-        found.scans.append(ScanInput(item, key=_key(item, item.parent if root is None else root), caveat=caveat))
+        key = _named_key(item) if root is None else _key(item, root)
+        found.scans.append(ScanInput(item, key=key, caveat=caveat))
 
 
 def expand_inputs(
