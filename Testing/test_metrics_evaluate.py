@@ -401,3 +401,49 @@ def test_a_subject_twice_under_one_name_is_refused_naming_both_folders(tmp_path:
     with pytest.raises(InputError, match="sub-01 has 2 candidate files") as err:
         evaluate_paths(tmp_path / "pred", tmp_path / "truth")
     assert "site-a" in str(err.value) and "site-b" in str(err.value)  # not "sub-01_seg.nii.gz, sub-01_seg.nii.gz"
+
+
+def test_distances_use_the_voxel_size_of_the_sform_not_a_stale_pixdim(tmp_path: Path) -> None:
+    # A reference whose sform was rewritten to 3 mm slices while its pixdim (the qform's) still says 1 mm, and a
+    # prediction two slices away: 2 × 3 mm = 6 mm, beyond 5 mm. Measured with the pixdim it was "2 mm", a hit.
+    ref, pred = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)
+    ref[10, 10, 5] = pred[10, 10, 7] = 1
+    for path, data in ((tmp_path / "sub-1_CMB.nii.gz", ref), (tmp_path / "p" / "sub-1_cmb.nii.gz", pred)):
+        path.parent.mkdir(exist_ok=True)
+        img = nib.Nifti1Image(data, None)
+        img.set_qform(np.eye(4), code=1)
+        img.set_sform(np.diag([1.0, 1.0, 3.0, 1.0]), code=2)
+        img.to_filename(str(path))
+    assert nib.load(str(tmp_path / "sub-1_CMB.nii.gz")).header.get_zooms() == (1.0, 1.0, 1.0)
+    r = evaluate_paths(tmp_path / "p" / "sub-1_cmb.nii.gz", tmp_path / "sub-1_CMB.nii.gz")
+    s = r["subjects"]["sub-1"]
+    assert (s["TP"], s["FP"], s["FN"]) == (0, 1, 1)
+    assert any("pixdim says 1 × 1 × 1 mm" in n and "1 × 1 × 3 mm" in n for n in r["notes"])
+    # One slice away (3 mm) is a hit; a consistent header adds no note.
+    save(tmp_path / "q" / "sub-1_cmb.nii.gz", np.roll(pred, -1, axis=2), np.diag([1.0, 1.0, 3.0, 1.0]))
+    save(tmp_path / "t" / "sub-1_CMB.nii.gz", ref, np.diag([1.0, 1.0, 3.0, 1.0]))
+    r = evaluate_paths(tmp_path / "q", tmp_path / "t")
+    assert r["subjects"]["sub-1"]["TP"] == 1 and r["notes"] == []
+
+
+def test_froc_records_the_matching_distance_it_used(dataset: dict[str, Path]) -> None:
+    r = evaluate_paths(dataset["pred"], dataset["truth"], max_distance_mm=3.0)
+    assert r["settings"]["max_distance_mm"] == 3.0
+    assert r["froc"]["max_distance_mm"] == 3.0  # was always written as 5
+
+
+def test_missing_predictions_scored_as_empty_keep_the_froc_curve(dataset: dict[str, Path]) -> None:
+    # sub-002 (one microbleed) has no prediction: with --missing-as-empty it is scored as empty, so its microbleed
+    # is missed at every threshold. It used to need a candidates JSON nobody could have (no curve, or an error).
+    for f in dataset["pred"].glob("sub-002_*"):
+        f.unlink()
+    r = evaluate_paths(dataset["pred"], dataset["truth"], missing_as_empty=True, froc=True)
+    froc, pooled = r["froc"], r["pooled"]
+    assert (froc["n_subjects"], froc["n_references"]) == (2, 3)
+    assert (pooled["TP"], pooled["FP"], pooled["FN"]) == (1, 1, 2)
+    # sub-001: TP at p 0.95, FP at 0.7, its second microbleed's candidate (p 0.2) at [14,14,14] a TP below.
+    points = [(p["threshold"], p["sensitivity"], p["fp_per_subject"]) for p in froc["points"]]
+    assert points == [(None, 0.0, 0.0), (0.95, 1 / 3, 0.0), (0.7, 1 / 3, 0.5), (0.2, 2 / 3, 0.5)]
+    op = froc["operating_point"]
+    assert (op["sensitivity"], op["fp_per_subject"]) == (pytest.approx(1 / 3), 0.5)  # the point at 0.7
+    assert not any("FROC curve skipped" in n for n in r["notes"])
