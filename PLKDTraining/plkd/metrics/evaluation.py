@@ -45,7 +45,7 @@ PIXDIM_TOLERANCE = 1e-3
 
 
 def pixdim_note(vol: Volume) -> str | None:
-    """One sentence when the header's pixdim is not the voxel size of the affine used (:func:`voxel_size_mm`), else None."""
+    """One sentence when the header's pixdim is not the voxel size of the affine used (:func:`voxel_size_mm`)."""
     if vol.header is None:
         return None
     pixdim = np.asarray(vol.header.get_zooms()[:3], dtype=np.float64)
