@@ -447,3 +447,25 @@ def test_missing_predictions_scored_as_empty_keep_the_froc_curve(dataset: dict[s
     op = froc["operating_point"]
     assert (op["sensitivity"], op["fp_per_subject"]) == (pytest.approx(1 / 3), 0.5)  # the point at 0.7
     assert not any("FROC curve skipped" in n for n in r["notes"])
+
+
+def test_a_probability_map_scaled_to_per_cent_is_not_taken_silently_for_a_label_map(tmp_path: Path) -> None:
+    # A 0-100 probability map: whole numbers, so read as microbleed numbers with every voxel >= 1 (1 %) foreground;
+    # the 5 % halo around the microbleed made its one blob far bigger. Scored as given, but said.
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[10, 10, 10] = 1
+    prob = np.zeros(SHAPE, np.uint8)
+    prob[8:13, 8:13, 8:13] = 5
+    prob[9:12, 9:12, 9:12] = 40
+    prob[10, 10, 10] = 90
+    save(tmp_path / "t" / "sub-1_CMB.nii.gz", ref)
+    save(tmp_path / "p" / "sub-1_cmb.nii.gz", prob)
+    r = evaluate_paths(tmp_path / "p", tmp_path / "t")
+    assert r["subjects"]["sub-1"]["voxel_FP"] == 124  # the whole 5x5x5 block, as given
+    assert any("sub-1: the prediction holds whole numbers up to 90" in n and "0-100 or 0-255" in n for n in r["notes"])
+    # plkd predict's label maps (one number per microbleed) and 0/255 masks get no such note.
+    labels = np.zeros(SHAPE, np.int16)
+    labels[8:10, 8:10, 8:10], labels[14:16, 14:16, 14:16] = 1, 2
+    for data in (labels, (labels > 0).astype(np.uint8) * 255):
+        save(tmp_path / "p" / "sub-1_cmb.nii.gz", data)
+        assert evaluate_paths(tmp_path / "p", tmp_path / "t")["notes"] == []

@@ -123,6 +123,31 @@ def grid_problems(pred: Volume, ref: Volume, threshold: float = 0.5) -> list[str
     return problems
 
 
+def scaled_probability_note(data: np.ndarray) -> str | None:
+    """One sentence when a prediction of whole numbers looks like a probability map scaled to 0..N (per cent,
+    0..255), else None.
+
+    Whole numbers are read as microbleed numbers, every voxel >= 1 a microbleed's (the threshold cannot
+    apply: see ``plkd evaluate --threshold``). In a label map each microbleed holds one number (``plkd predict``
+    merges touching ones); in a scaled probability map most hold many, and reading it as labels counted every
+    voxel of 1 % or more.
+    """
+    comps = find_components(np.asarray(data) >= 1)
+    big = np.flatnonzero(comps.sizes > 1) + 1
+    if not big.size or float(np.max(data)) <= 1:
+        return None
+    fg = np.isin(comps.labels, big)
+    pairs = np.unique(np.stack([comps.labels[fg], np.asarray(data)[fg].astype(np.int64)]), axis=1)
+    several = int(np.count_nonzero(np.bincount(pairs[0], minlength=comps.n + 1) > 1))
+    if several * 2 <= big.size:
+        return None
+    return (
+        f"the prediction holds whole numbers up to {float(np.max(data)):g} and {several} of its {big.size} "
+        "microbleeds hold several of them: a probability map scaled to 0-100 or 0-255? Every voxel >= 1 was "
+        "counted as a microbleed's; give probabilities in 0-1 (or a label map)"
+    )
+
+
 #: A reference label map holds at most this many distinct values (instance labels included).
 MAX_LABEL_VALUES = 512
 
@@ -218,6 +243,8 @@ def evaluate_paths(
             values = labels_on_reference_grid(pred_volume, ref)
             if np.any(pred_volume.data) and np.array_equal(pred_volume.data, np.round(pred_volume.data)):
                 label_maps.append(sid)
+                if scaled := scaled_probability_note(pred_volume.data):
+                    notes.append(f"{sid}: {scaled}")
         mask = binarise_prediction(values, threshold)
         subjects[sid] = evaluate_subject(
             mask, ref.data, spacing, threshold=0.5, max_distance_mm=max_distance_mm, connectivity=connectivity
