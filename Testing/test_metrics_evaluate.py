@@ -469,3 +469,76 @@ def test_a_probability_map_scaled_to_per_cent_is_not_taken_silently_for_a_label_
     for data in (labels, (labels > 0).astype(np.uint8) * 255):
         save(tmp_path / "p" / "sub-1_cmb.nii.gz", data)
         assert evaluate_paths(tmp_path / "p", tmp_path / "t")["notes"] == []
+
+
+def test_hand_made_cohort_on_four_grids_gives_the_hand_computed_tables(tmp_path: Path) -> None:
+    """Split, touching and covering microbleeds, an LPS-stored and a thick-slice prediction, two subjects without
+    microbleeds; every number below is worked out by hand from the VALDO rule and the paper's formulas."""
+    eye, truth, pred = np.eye(4), tmp_path / "truth", tmp_path / "pred"
+    # sub-1: microbleed A (one voxel) predicted as two pieces, 0 and 2 mm from it (a one-voxel gap: the nearer is
+    # the TP, the other a FP); B = two voxels touching at a corner, one microbleed, predicted whole. Stored LPS.
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[5, 5, 5] = ref[12, 12, 12] = ref[13, 13, 13] = 1
+    p = ref.copy()
+    p[5, 5, 7] = 1
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+    lps[:2, 3] = SHAPE[0] - 1
+    save(truth / "sub-1_CMB.nii.gz", ref, eye)
+    save(pred / "sub-1_cmb.nii.gz", p[::-1, ::-1, :].copy(), lps)
+    # sub-2: two microbleeds 4 mm apart under one prediction made on 4 mm slices (slab 2 = 1 mm slices 8-11):
+    # its centre (6, 10, 9.5) is 2.5 mm from both; the first in array order takes it, the other is missed.
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[4, 10, 8] = ref[8, 10, 8] = 1
+    thick = np.diag([1.0, 1.0, 4.0, 1.0])
+    thick[2, 3] = 1.5
+    p = np.zeros((20, 20, 5), np.uint8)
+    p[4:9, 10, 2] = 1
+    save(truth / "sub-2_CMB.nii.gz", ref, eye)
+    save(pred / "sub-2_cmb.nii.gz", p, thick)
+    # sub-3: no microbleed, nothing predicted. sub-4: no microbleed, one false positive.
+    save(truth / "sub-3_CMB.nii.gz", np.zeros(SHAPE, np.uint8), eye)
+    save(pred / "sub-3_cmb.nii.gz", np.zeros(SHAPE, np.uint8), eye)
+    p = np.zeros(SHAPE, np.uint8)
+    p[3, 15, 3] = 1
+    save(truth / "sub-4_CMB.nii.gz", np.zeros(SHAPE, np.uint8), eye)
+    save(pred / "sub-4_cmb.nii.gz", p, eye)
+
+    r = evaluate_paths(pred, truth)
+    s = r["subjects"]
+    counts = {k: (v["TP"], v["FP"], v["FN"], v["n_reference"], v["n_predicted"]) for k, v in s.items()}
+    assert counts == {
+        "sub-1": (2, 1, 0, 2, 3), "sub-2": (1, 0, 1, 2, 1), "sub-3": (0, 0, 0, 0, 0), "sub-4": (0, 1, 0, 0, 1),
+    }  # fmt: skip
+    assert r["notes"] == []  # the LPS prediction is turned exactly, the thick one resampled without loss
+    # Per subject: undefined where the paper's ratios divide by zero.
+    assert np.isnan(s["sub-3"]["TPR"]) and np.isnan(s["sub-3"]["F1"]) and np.isnan(s["sub-4"]["TPR"])
+    assert s["sub-4"]["PPV"] == 0.0 and s["sub-4"]["F1"] == 0.0
+    # Pooled (paper): counts summed, FPavg over all 4 subjects; voxel Dice from summed voxels
+    # (sub-1: 3 of 4 predicted voxels right; sub-2: 2 of the 5 × 4 = 20; sub-4: 1 wrong) = 2·5 / (2·5 + 20 + 0).
+    pooled = r["pooled"]
+    assert (pooled["TP"], pooled["FP"], pooled["FN"], pooled["n_subjects"]) == (3, 2, 1, 4)
+    assert (pooled["voxel_TP"], pooled["voxel_FP"], pooled["voxel_FN"]) == (5, 20, 0)
+    assert pooled["TPR"] == pytest.approx(3 / 4) and pooled["PPV"] == pytest.approx(3 / 5)
+    assert pooled["FPavg"] == pytest.approx(0.5) and pooled["F1"] == pytest.approx(6 / 9)
+    assert pooled["Dice"] == pytest.approx(10 / 30)
+    # VALDO (per subject, medians over the 2 subjects with microbleeds for F1 and Dice, all 4 for the count).
+    assert s["sub-1"]["valdo_F1"] == pytest.approx(4 / 5) and s["sub-2"]["valdo_F1"] == pytest.approx(2 / 3)
+    # V-Dice: A against both pieces (2·1 / (1 + 2)), B exact (1); sub-2: the found one against the 20-voxel blob.
+    assert s["sub-1"]["valdo_Dice"] == pytest.approx((2 / 3 + 1) / 2)
+    assert s["sub-2"]["valdo_Dice"] == pytest.approx(2 / 21) and s["sub-2"]["valdo_Dice_all"] == pytest.approx(1 / 21)
+    v = r["valdo"]
+    assert v["n_subjects_with_reference"] == 2 and v["F1_median"] == pytest.approx((4 / 5 + 2 / 3) / 2)
+    assert v["count_difference_median"] == 1.0 and v["count_difference_mean"] == pytest.approx(0.75)
+    assert v["F1_pooled"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 2))
+
+
+def test_a_prediction_on_an_oblique_grid_is_scored_where_it_lies(tmp_path: Path) -> None:
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    oblique = AFFINE.copy()
+    oblique[:3, :3] = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.diag([0.9, 0.9, 1.1])
+    centres = [(2.0, -3.0, 1.0), (-4.0, 3.0, -2.0)]
+    save(tmp_path / "t" / "sub-1_CMB.nii.gz", ball(SHAPE, AFFINE, centres, 1.8))
+    save(tmp_path / "p" / "sub-1_cmb.nii.gz", ball((24, 24, 20), oblique, centres[:1], 1.8), oblique)
+    r = evaluate_paths(tmp_path / "p", tmp_path / "t")["subjects"]["sub-1"]
+    assert (r["TP"], r["FP"], r["FN"]) == (1, 0, 1)
+    assert r["valdo_Dice"] > 0.6
