@@ -11,7 +11,7 @@ import pytest
 
 from plkd.cli import main
 from plkd.errors import InputError
-from plkd.metrics import evaluate_paths
+from plkd.metrics import evaluate_paths, format_table
 from plkd.resample import grid_with_spacing
 
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
@@ -530,6 +530,9 @@ def test_hand_made_cohort_on_four_grids_gives_the_hand_computed_tables(tmp_path:
     assert v["n_subjects_with_reference"] == 2 and v["F1_median"] == pytest.approx((4 / 5 + 2 / 3) / 2)
     assert v["count_difference_median"] == 1.0 and v["count_difference_mean"] == pytest.approx(0.75)
     assert v["F1_pooled"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 2))
+    table = format_table(r)
+    assert "F1 and Dice over the 2 subject(s) with microbleeds, the count difference over all 4" in table
+    assert "TPR 75.0  PPV 60.0  FPavg 0.50  F1 66.7  Dice 33.3" in table
 
 
 def test_a_prediction_on_an_oblique_grid_is_scored_where_it_lies(tmp_path: Path) -> None:
