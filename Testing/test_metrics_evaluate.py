@@ -545,3 +545,23 @@ def test_a_prediction_on_an_oblique_grid_is_scored_where_it_lies(tmp_path: Path)
     r = evaluate_paths(tmp_path / "p", tmp_path / "t")["subjects"]["sub-1"]
     assert (r["TP"], r["FP"], r["FN"]) == (1, 0, 1)
     assert r["valdo_Dice"] > 0.6
+
+
+def test_froc_at_the_applied_threshold_is_the_pooled_table_when_a_rejected_probability_rounds_up_to_it(
+    dataset: dict[str, Path],
+) -> None:
+    # plkd predict writes probabilities to 4 decimals: a candidate rejected at 0.49996 reads 0.5, the threshold.
+    path = dataset["pred"] / "sub-002_cmb.json"
+    doc = json.loads(path.read_text())
+    far = {"id": 2, "label": 0, "center_ras": vox_to_ras((2, 2, 17)), "probability": 0.5, "kept": False}
+    doc["candidates"].append({**far, "voxels": 0, "volume_mm3": 0.0, "reason": "below threshold"})
+    path.write_text(json.dumps(doc))
+    r = evaluate_paths(dataset["pred"], dataset["truth"])
+    op = r["froc"]["operating_point"]
+    assert (op["sensitivity"], op["fp_per_subject"]) == (pytest.approx(2 / 3), 0.5)
+    points = [(p["threshold"], p["sensitivity"], p["fp_per_subject"]) for p in r["froc"]["points"]]
+    kept = [pt for pt in points if pt[0] is None or pt[0] >= 0.5]
+    # Keeping what p >= 0.5 keeps is the pooled table; the point at "0.5" said 1 FP/subject with the rejected one.
+    assert kept[-1][1:] == (pytest.approx(2 / 3), 0.5) and max(pt[2] for pt in kept) == 0.5
+    below = [pt for pt in points if pt[0] is not None and 0.2 < pt[0] < 0.5]
+    assert [pt[1:] for pt in below] == [(pytest.approx(2 / 3), 1.0)]

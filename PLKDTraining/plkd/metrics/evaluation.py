@@ -260,6 +260,7 @@ def evaluate_paths(
                 missing_candidates.append(sid)
                 continue
             record = load_candidate_records(cand_file)
+            seg = (record.get("thresholds") or {}).get("segmentation")
             froc_inputs[sid], unexplained = froc_subject(
                 values,
                 ref.data,
@@ -268,13 +269,13 @@ def evaluate_paths(
                 record["candidates"],
                 threshold=threshold,
                 connectivity=connectivity,
+                applied=None if seg is None else float(seg),
             )
             if unexplained:
                 notes.append(
                     f"{sid}: {unexplained} predicted component(s) carry no candidate's label or centre; "
                     "the FROC curve counts them at every threshold"
                 )
-            seg = (record.get("thresholds") or {}).get("segmentation")
             if seg is not None:
                 applied.add(float(seg))
             files[sid]["candidates"] = str(cand_file)

@@ -171,6 +171,7 @@ def froc_subject(
     *,
     threshold: float = 0.5,
     connectivity: int = CONNECTIVITY,
+    applied: float | None = None,
 ) -> tuple[FrocSubject, int]:
     """Detections of one subject for :func:`froc_curve`, consistent with the pooled table.
 
@@ -181,7 +182,11 @@ def froc_subject(
     VALDO mm (voxel indices times zooms). A component gets the probability of the candidate
     whose ``label`` it carries (or, in a binary mask, where every microbleed holds 1, of the
     kept candidate whose centre lies in it); a component no candidate explains is always
-    present (probability ``inf``). Returns the subject and the number of such components.
+    present (probability ``inf``). ``applied``, the segmentation threshold ``plkd predict`` applied
+    (the JSON's ``thresholds.segmentation``), keeps the written probabilities, rounded to 4
+    decimals, on their side of it: a candidate rejected at 0.49996 is written 0.5 and would
+    otherwise join the curve's point at 0.5, which then missed the pooled operating point.
+    Returns the subject and the number of such components.
     """
     zooms = np.asarray(zooms, dtype=np.float64)[:3]
     pred_labels = np.asarray(pred_labels)
@@ -218,6 +223,10 @@ def froc_subject(
     ]
     point_mm = np.array([to_vox(c["center_ras"]) * zooms for c in points]).reshape(-1, 3)
     point_p = np.array([float(c["probability"]) for c in points], dtype=np.float64)
+    if applied is not None:
+        explained = np.isfinite(comp_prob)
+        comp_prob[explained] = np.maximum(comp_prob[explained], applied)  # kept: at or above it
+        point_p = np.minimum(point_p, np.nextafter(applied, -np.inf))  # rejected for it: below it
     subject = FrocSubject(
         candidate_centres=np.vstack([comps.centres_mm(zooms), point_mm]),
         probabilities=np.r_[comp_prob, point_p],
