@@ -3,8 +3,9 @@
 For each labelled subject of each DATA folder and each condition — ``hr`` (as is), ``x2``/``x4``/
 ``x8`` (the paper's LR@k: every k-th slice, cubic back to the subject's grid) and ``slab3``/``slab4``
 (k slices averaged into one slab on the subject's grid: k mm on a 1 mm grid, 4.8 mm for ``slab4`` on
-1.2 mm slices) — it predicts with BUNDLE (the ×k student for LR inputs), matches predicted components to reference microbleeds by the VALDO rule (the components
-and matching of ``plkd evaluate``, :func:`plkd.metrics.valdo.valdo_match`) and counts:
+1.2 mm slices) — it predicts with BUNDLE (the ×k student for LR inputs), matches predicted components to
+reference microbleeds by the VALDO rule (the components and matching of ``plkd evaluate``,
+:func:`plkd.metrics.valdo.valdo_match`) and counts:
 
 - per size bin of the reference blob's sphere-equivalent diameter (:mod:`plkd.metrics.sizes`:
   < 3, 3-5, 5-10, > 10 mm, lower edges included): found / total;
