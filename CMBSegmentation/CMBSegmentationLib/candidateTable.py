@@ -251,6 +251,22 @@ def setStatusCell(tableNode, rowIndex: int, status: str) -> None:
     tableNode.Modified()
 
 
+def setMeasuredCells(
+    tableNode, rowIndex: int, centerRas: tuple[float, float, float], volumeMm3: float
+) -> bool:
+    """Write a candidate's centre (RAS mm, the volume's own frame) and volume (mm³) into row ``rowIndex`` where they
+    differ from the cells at the table's precision (:data:`DECIMALS`); True when a cell changed. The table's
+    Modified event is left to the caller (one for many rows)."""
+    changed = False
+    for column, value in zip((COLUMN_R, COLUMN_A, COLUMN_S, COLUMN_VOLUME), (*centerRas, volumeMm3), strict=True):
+        stored = _float(_cell(tableNode, rowIndex, column))
+        if stored is not None and abs(stored - round(float(value), DECIMALS[column])) < 0.5 * 10.0 ** -DECIMALS[column]:
+            continue
+        tableNode.SetCellText(rowIndex, _columnIndex(tableNode, column), _number(value, column))
+        changed = True
+    return changed
+
+
 def nextCandidateId(tableNode) -> int:
     """An id no row uses yet (one more than the largest)."""
     return max((row.candidateId for row in readRows(tableNode)), default=0) + 1

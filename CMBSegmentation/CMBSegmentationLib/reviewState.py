@@ -235,6 +235,7 @@ def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateR
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result")
     adoptPaintedSegments(segmentationNode, tableNode)
+    measureRows(segmentationNode, tableNode)
     rows = candidateTable.readRows(tableNode)
     for row in rows:
         segment = segmentationNode.GetSegmentation().GetSegment(row.segmentId)
@@ -242,6 +243,37 @@ def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateR
             segment.SetTag(candidateTable.TAG_STATUS, row.status)
     updateVisibility(segmentationNode, tableNode, reviewThreshold(tableNode))
     return rows
+
+
+def measureRows(segmentationNode, tableNode, referenceVolume=None) -> list[str]:
+    """Bring each row's centre (RAS mm, the volume's own frame) and volume (mm³) to its segment as it is now; return
+    the segment ids of the rows that changed.
+
+    The table kept the engine's values for good: a candidate grown, trimmed or erased with the Segment Editor showed
+    its old volume in the review list and in the saved table (only the export measured it again), and the list
+    jumped to where it had been. A segment erased to nothing gets volume 0 and keeps its last centre; a row whose
+    segment is gone is left as it is. Measured on ``referenceVolume`` (default: the result's), as the export does.
+    Cells are written only where they differ at the table's precision, so a refresh that finds nothing changed
+    does not modify the table (whose Modified event refreshes the list).
+    """
+    if referenceVolume is None:
+        referenceVolume = resultVolume(segmentationNode)
+    if referenceVolume is None or referenceVolume.GetImageData() is None:
+        return []
+    segmentation = segmentationNode.GetSegmentation()
+    rows = [
+        (index, row)
+        for index, row in enumerate(candidateTable.readRows(tableNode))
+        if row.segmentId and segmentation.GetSegment(row.segmentId) is not None
+    ]
+    voxels = segmentVoxels(segmentationNode, [row.segmentId for _, row in rows], referenceVolume)
+    changed = []
+    for (index, row), (centre, volumeMm3) in zip(rows, measureVoxels(voxels, ijkToRas(referenceVolume)), strict=True):
+        if candidateTable.setMeasuredCells(tableNode, index, centre if volumeMm3 else row.centerRas, volumeMm3):
+            changed.append(row.segmentId)
+    if changed:
+        tableNode.Modified()
+    return changed
 
 
 def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> list[str]:

@@ -1,0 +1,104 @@
+"""The review list and the candidate table follow what the reader does to the segments (real ``slicer-core`` scene).
+
+The table's centre and volume of a candidate were the engine's for good: a candidate grown, trimmed or erased with the
+Segment Editor kept its old volume in the review list and in the saved table (the export alone measured it again), and
+painting was no change the list heard of, so a microbleed painted as a new segment stayed out of the list.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
+
+from segment_editor_effects import paint  # noqa: E402
+from test_slicer_scene import AFFINE, SHAPE, _centre, case  # noqa: E402, F401
+
+from CMBSegmentationLib import candidateTable, reportExport, resultImport, reviewState  # noqa: E402
+from CMBSegmentationLib.reviewWatcher import ReviewWatcher  # noqa: E402
+
+VOXEL_MM3 = abs(float(np.linalg.det(AFFINE[:3, :3])))
+
+
+def _stroke(mask: np.ndarray):
+    return resultImport._orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
+
+
+def _row(table, segment_id) -> candidateTable.CandidateRow:
+    return candidateTable.readRows(table)[candidateTable.rowIndexOfSegment(table, segment_id)]
+
+
+def test_a_candidate_grown_with_the_segment_editor_shows_its_new_volume_and_centre(case, tmp_path):  # noqa: F811
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    grown = result.segmentIds[2]  # label 5: 6 voxels
+    stroke = np.zeros(SHAPE, bool)
+    stroke[9:14, 3:7, 1:3] = True  # paints over it: 40 voxels in all
+    calls = []
+    watcher = ReviewWatcher(volume.GetScene(), lambda: calls.append(1))
+    watcher.watch(seg, table)
+    paint(seg, volume, grown, _stroke(stroke))
+    watcher.close()
+    assert calls, "painting a candidate was not reported to the review list"
+
+    rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}  # what each refresh of the list does
+    assert rows[grown].volumeMm3 == pytest.approx(40 * VOXEL_MM3, abs=0.01)
+    assert rows[grown].centerRas == pytest.approx(_centre(stroke), abs=1e-3)
+    assert _row(table, grown) == rows[grown]  # the table (saved with the scene) says the same
+    # The export measures alike: the table, the list and the report agree.
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    record = next(r for r in _report(files)["microbleeds"] if r["candidate_id"] == rows[grown].candidateId)
+    assert record["volume_mm3"] == pytest.approx(rows[grown].volumeMm3, abs=0.01)
+    assert [record["r_mm"], record["a_mm"], record["s_mm"]] == pytest.approx(rows[grown].centerRas, abs=1e-3)
+    # Nothing changed since: a refresh writes nothing (no refresh loop through the table's Modified event).
+    before = table.GetMTime()
+    reviewState.restoreReview(seg, table)
+    assert table.GetMTime() == before
+
+
+def test_a_candidate_erased_to_nothing_shows_no_volume_but_keeps_where_it_was(case):  # noqa: F811
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    erased = result.segmentIds[0]
+    where = _row(table, erased).centerRas
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    assert logic.SetBinaryLabelmapToSegment(_stroke(np.zeros((1, 1, 1))), seg, erased, logic.MODE_REPLACE)
+    row = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}[erased]
+    assert row.volumeMm3 == 0.0 and row.centerRas == pytest.approx(where)  # the list still jumps to where it was
+
+
+def test_a_microbleed_painted_as_a_new_segment_reaches_the_list_as_it_is_painted(case):  # noqa: F811
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    calls = []
+    watcher = ReviewWatcher(volume.GetScene(), lambda: calls.append(1))
+    watcher.watch(seg, table)
+    new = seg.GetSegmentation().AddEmptySegment("", "Segment_4")  # Segment Editor: Add
+    reviewState.restoreReview(seg, table)  # the refresh the new segment triggers: nothing painted yet
+    assert candidateTable.rowIndexOfSegment(table, new) < 0
+    calls.clear()
+    first = np.zeros(SHAPE, bool)
+    first[18:20, 9:11, 4:5] = True
+    paint(seg, volume, new, _stroke(first))  # first stroke
+    assert calls, "a stroke was not reported: the painted microbleed stayed out of the list"
+    assert _row_after_refresh(seg, table, new).volumeMm3 == pytest.approx(4 * VOXEL_MM3, abs=0.01)
+    second = np.zeros(SHAPE, bool)
+    second[18:20, 9:11, 5:6] = True
+    paint(seg, volume, new, _stroke(second))  # second stroke: the row follows
+    row = _row_after_refresh(seg, table, new)
+    assert row.volumeMm3 == pytest.approx(8 * VOXEL_MM3, abs=0.01) and row.status == candidateTable.STATUS_ADDED
+    assert row.centerRas == pytest.approx(_centre(first | second), abs=1e-3)
+    watcher.close()
+
+
+def _row_after_refresh(seg, table, segment_id) -> candidateTable.CandidateRow:
+    return {r.segmentId: r for r in reviewState.restoreReview(seg, table)}[segment_id]
+
+
+def _report(files) -> dict:
+    import json
+
+    return json.loads(files.reportJson.read_text())
