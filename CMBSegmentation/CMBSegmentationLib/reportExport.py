@@ -110,7 +110,7 @@ def exportReview(
         threshold = reviewThreshold(tableNode)
     outputDir = Path(outputDir)
     adoptPaintedSegments(segmentationNode, tableNode, referenceVolume)  # a segment painted by hand is the reader's
-    measureRows(segmentationNode, tableNode, referenceVolume)  # the table saved with the scene says what the report says
+    measureRows(segmentationNode, tableNode, referenceVolume)  # the saved table says what the report says
     rows = includedRows(segmentationNode, tableNode, threshold)
     voxels = segmentVoxels(segmentationNode, [r.segmentId for r in rows], referenceVolume)
     # A segment the reader erased with the Segment Editor is no microbleed of the final result.
