@@ -251,9 +251,7 @@ def setStatusCell(tableNode, rowIndex: int, status: str) -> None:
     tableNode.Modified()
 
 
-def setMeasuredCells(
-    tableNode, rowIndex: int, centerRas: tuple[float, float, float], volumeMm3: float
-) -> bool:
+def setMeasuredCells(tableNode, rowIndex: int, centerRas: tuple[float, float, float], volumeMm3: float) -> bool:
     """Write a candidate's centre (RAS mm, the volume's own frame) and volume (mm³) into row ``rowIndex`` where they
     differ from the cells at the table's precision (:data:`DECIMALS`); True when a cell changed. The table's
     Modified event is left to the caller (one for many rows)."""
