@@ -901,22 +901,12 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def worldToVolumeFrame(volumeNode, worldRas):
         """A world RAS point in the volume's own frame (where the engine works), through its parent transform."""
-        transformNode = volumeNode.GetParentTransformNode()
-        if transformNode is None:
-            return [float(v) for v in worldRas]
-        transform = vtk.vtkGeneralTransform()
-        transformNode.GetTransformFromWorld(transform)
-        return list(transform.TransformPoint([float(v) for v in worldRas]))
+        return reviewNavigation.worldToVolumeFrame(volumeNode, worldRas)
 
     @staticmethod
     def candidateCenterWorld(segmentationNode, row):
-        """The candidate's centre in world RAS (the table stores it in the volume's own frame)."""
-        transformNode = segmentationNode.GetParentTransformNode()
-        if transformNode is None:
-            return list(row.centerRas)
-        transform = vtk.vtkGeneralTransform()
-        transformNode.GetTransformToWorld(transform)
-        return list(transform.TransformPoint(row.centerRas))
+        """The candidate's centre in world RAS (the table stores it in the frame of the result's volume)."""
+        return reviewNavigation.candidateCentreWorld(segmentationNode, resultImport.referenceVolume(segmentationNode), row)
 
     def process(
         self,

@@ -102,3 +102,41 @@ def _report(files) -> dict:
     import json
 
     return json.loads(files.reportJson.read_text())
+
+
+@pytest.mark.parametrize("hardened", ["volume", "segmentation", "both"])
+def test_a_candidate_is_shown_on_its_microbleed_after_a_transform_is_hardened(tmp_path, hardened):
+    # A registration made permanent ("Harden transform") on the volume alone left the table's centres in the old frame
+    # and the review list unaware; the jump then went through the segmentation's transform: off the microbleed.
+    import vtk
+    from test_slicer_scene import _labels, _writeEngineOutput, updateVolumeNodeFromArray
+
+    from CMBSegmentationLib import reviewNavigation
+
+    scene = slicer.vtkMRMLScene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case T2*")
+    updateVolumeNodeFromArray(volume, np.zeros(SHAPE, np.float32), AFFINE)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    for (r, c), value in {(0, 3): 30.0, (1, 3): -12.0, (0, 1): 0.2, (1, 0): -0.2}.items():
+        matrix.SetElement(r, c, value)  # moved and turned
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "engine", _labels(), {1: 0.95, 2: 0.4})
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    seg, table = result.segmentationNode, result.tableNode
+    transformToWorld = vtk.vtkGeneralTransform()
+    transform.GetTransformToWorld(transformToWorld)
+    expected = [transformToWorld.TransformPoint(_centre(_labels() == label)) for label in (1, 2)]
+
+    calls = []
+    watcher = ReviewWatcher(scene, lambda: calls.append(1))
+    watcher.watch(seg, table)
+    logic = slicer.vtkSlicerTransformLogic()
+    for node in {"volume": [volume], "segmentation": [seg], "both": [volume, seg]}[hardened]:
+        logic.hardenTransform(node)
+    watcher.close()
+    assert calls, "hardening a transform was not reported to the review list"
+    rows = reviewState.restoreReview(seg, table)  # the refresh
+    shown = [reviewNavigation.candidateCentreWorld(seg, volume, row) for row in rows]
+    assert np.allclose(shown, expected, atol=1e-3)

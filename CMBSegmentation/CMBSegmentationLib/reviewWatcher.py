@@ -1,8 +1,8 @@
 """Tell the review list when what it shows may have changed, whoever changed it.
 
 The list shows one segmentation and its candidate table. It is stale when the table is edited elsewhere (Tables
-module, a script), a segment is added, removed or renamed (Segment Editor), either node is removed, or a scene is
-imported or closed. VTK observers only: the same code runs in Slicer and against a ``slicer-core`` scene, and the
+module, a script), a segment is added, removed, renamed or painted (Segment Editor), a transform of the segmentation or
+its volume changes (moved, hardened), either node is removed, or a scene is imported or closed. VTK observers only: the same code runs in Slicer and against a ``slicer-core`` scene, and the
 widget merely coalesces the calls (many events may arrive for one change).
 """
 
@@ -31,7 +31,7 @@ class ReviewWatcher:
 
     def watch(self, segmentationNode, tableNode) -> None:
         """Watch these nodes (either may be None) instead of the previous ones."""
-        from slicer import vtkSegmentation
+        from slicer import vtkMRMLTransformableNode, vtkSegmentation
 
         if [segmentationNode, tableNode] == self._nodes:
             return
@@ -44,8 +44,14 @@ class ReviewWatcher:
                 vtkSegmentation.SegmentAdded,
                 vtkSegmentation.SegmentRemoved,
                 vtkSegmentation.SegmentModified,
+                vtkMRMLTransformableNode.TransformModifiedEvent,
             ):
                 self._observe(segmentationNode, event)
+            # The table keeps centres in the frame of the result's volume: a transform hardened on it (or moved)
+            # changes them, and the list jumped off the microbleeds until something else refreshed it.
+            volume = segmentationNode.GetNodeReference(segmentationNode.GetReferenceImageGeometryReferenceRole())
+            if volume is not None:
+                self._observe(volume, vtkMRMLTransformableNode.TransformModifiedEvent)
 
     @property
     def watched(self) -> tuple:
