@@ -906,7 +906,8 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def candidateCenterWorld(segmentationNode, row):
         """The candidate's centre in world RAS (the table stores it in the frame of the result's volume)."""
-        return reviewNavigation.candidateCentreWorld(segmentationNode, resultImport.referenceVolume(segmentationNode), row)
+        volume = resultImport.referenceVolume(segmentationNode)
+        return reviewNavigation.candidateCentreWorld(segmentationNode, volume, row)
 
     def process(
         self,

@@ -2,8 +2,9 @@
 
 The list shows one segmentation and its candidate table. It is stale when the table is edited elsewhere (Tables
 module, a script), a segment is added, removed, renamed or painted (Segment Editor), a transform of the segmentation or
-its volume changes (moved, hardened), either node is removed, or a scene is imported or closed. VTK observers only: the same code runs in Slicer and against a ``slicer-core`` scene, and the
-widget merely coalesces the calls (many events may arrive for one change).
+its volume changes (moved, hardened), either node is removed, or a scene is imported or closed. VTK observers only:
+the same code runs in Slicer and against a ``slicer-core`` scene, and the widget merely coalesces the calls (many
+events may arrive for one change).
 """
 
 from __future__ import annotations
