@@ -119,7 +119,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._runner = None
         self._preparedRun = None
         self._runVolume = None  # the volume the running engine works on (the selection may change meanwhile)
-        self._runOutputs = (None, None, False)  # (segmentation, table, replace) chosen at Apply
+        self._runOutputs = (None, None, False)  # (segmentation, table, replace: False or the outputs' state) at Apply
         self._runState = RunStateMachine()
         self._runLog = runLog.RunLog()
         self._overallProgress = runLog.OverallProgress()
@@ -356,6 +356,8 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """(segmentation, table, replace) for a run; None when the user cancels.
 
         New nodes unless the selected ones are empty; replacing a result (above all a reviewed one) needs a yes.
+        ``replace``: False, or the outputs' state when the user agreed (:func:`resultImport.outputState`); a result
+        reviewed further while the engine runs is then not replaced.
         """
         segmentation, table = p.outputSegmentation, p.candidateTable
         protected = [n for n in (p.inputVolume, p.brainMask) if n is not None]
@@ -381,7 +383,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if role == qt.QMessageBox.AcceptRole:
             return None, None, False
         if role == qt.QMessageBox.DestructiveRole:
-            return segmentation, table, True
+            return segmentation, table, resultImport.outputState(segmentation, table)
         return None
 
     def _startRun(
@@ -486,7 +488,14 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if p is None or self._runVolume is None or self._runVolume.GetScene() is None:
                     raise RuntimeError(_("The input volume or the scene was closed during the run."))
                 result = self.logic.importRun(
-                    self._preparedRun, self._runVolume, segmentation, table, p.threshold, replace, [p.brainMask]
+                    self._preparedRun,
+                    self._runVolume,
+                    segmentation,
+                    table,
+                    p.threshold,
+                    bool(replace),
+                    [p.brainMask],
+                    replaceState=replace or None,
                 )
                 wasModified = p.StartModify()  # one change: never a new segmentation paired with the old table
                 p.outputSegmentation = result.segmentationNode
@@ -884,8 +893,10 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         threshold=None,
         replace=False,
         inputNodes=(),
+        replaceState=None,
     ):
-        """Import a finished run (see :func:`resultImport.importResults`; existing content only with ``replace``)."""
+        """Import a finished run (see :func:`resultImport.importResults`; existing content only with ``replace``, and
+        with ``replaceState`` only when unchanged since)."""
         return resultImport.importResults(
             inputVolume.GetScene(),
             inputVolume,
@@ -896,6 +907,7 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
             runThreshold=threshold,
             replace=replace,
             inputNodes=inputNodes,
+            replaceState=replaceState,
         )
 
     @staticmethod
@@ -935,6 +947,8 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         The engine's warnings are logged (``logging.warning``).
         """
         resultImport.checkOutputTargets(outputSegmentation, candidateTable, (inputVolume, brainMask), replace)
+        # Replaced as they are now: reviewed meanwhile (the progress dialog keeps Slicer responsive), they are kept.
+        replaceState = resultImport.outputState(outputSegmentation, candidateTable) if replace else None
         modelPath, warning = modelBundle.chooseModel(modelPath, modality)
         if warning:
             logging.warning("CMBSegmentation: the %s", warning)
@@ -942,7 +956,7 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
 
         def importAndLog():
             result = self.importRun(
-                prepared, inputVolume, outputSegmentation, candidateTable, threshold, replace, [brainMask]
+                prepared, inputVolume, outputSegmentation, candidateTable, threshold, replace, [brainMask], replaceState
             )
             for note in result.notes:
                 logging.warning("CMBSegmentation: %s: %s", inputVolume.GetName(), note)

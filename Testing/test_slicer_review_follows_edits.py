@@ -140,3 +140,34 @@ def test_a_candidate_is_shown_on_its_microbleed_after_a_transform_is_hardened(tm
     rows = reviewState.restoreReview(seg, table)  # the refresh
     shown = [reviewNavigation.candidateCentreWorld(seg, volume, row) for row in rows]
     assert np.allclose(shown, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("meanwhile", ["reject", "paint", "none"])
+def test_a_result_reviewed_while_the_engine_ran_is_not_replaced_by_it(case, tmp_path, meanwhile):  # noqa: F811
+    # "Replace" was answered for the result as it was at Apply; a candidate the reader rejected (or painted) while the
+    # engine ran was wiped at the import without a word.
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    labelPath, jsonPath = tmp_path / "engine" / "case_cmb.nii.gz", tmp_path / "engine" / "case_cmb.json"
+    reviewState.restoreReview(seg, table)  # the list shown at Apply
+    agreed = resultImport.outputState(seg, table)  # Apply: "Replace"
+    reviewState.restoreReview(seg, table)  # refreshes while the engine runs change nothing by themselves
+    if meanwhile == "reject":
+        reviewState.reject(seg, table, result.segmentIds[0])
+    elif meanwhile == "paint":
+        stroke = np.zeros(SHAPE, bool)
+        stroke[9:14, 3:7, 1:3] = True
+        paint(seg, volume, result.segmentIds[2], _stroke(stroke))
+    imported = resultImport.importResults(
+        scene, volume, labelPath, jsonPath, seg, table, replace=True, replaceState=agreed
+    )
+    if meanwhile == "none":  # what the reader agreed to: replaced
+        assert (imported.segmentationNode, imported.tableNode) == (seg, table) and not imported.notes
+        return
+    assert imported.segmentationNode is not seg and imported.tableNode is not table
+    assert any("changed during the run" in note for note in imported.notes)
+    if meanwhile == "reject":
+        assert _row(table, result.segmentIds[0]).status == candidateTable.STATUS_REJECTED
+    else:
+        assert reviewState.restoreReview(seg, table)[2].volumeMm3 == pytest.approx(40 * VOXEL_MM3, abs=0.01)
+    assert candidateTable.tableOfSegmentation(scene, seg) is table  # the kept result is still whole and paired
