@@ -171,3 +171,28 @@ def test_a_result_reviewed_while_the_engine_ran_is_not_replaced_by_it(case, tmp_
     else:
         assert reviewState.restoreReview(seg, table)[2].volumeMm3 == pytest.approx(40 * VOXEL_MM3, abs=0.01)
     assert candidateTable.tableOfSegmentation(scene, seg) is table  # the kept result is still whole and paired
+
+
+def test_an_export_of_a_volume_under_a_transform_says_which_frame_its_coordinates_are_in(case, tmp_path):  # noqa: F811
+    # The report's centres are in the volume's own frame (as its file, and the exported label map); Slicer shows the
+    # volume where its transform puts it, and the report gave other coordinates than the views without a word.
+    import json
+
+    import vtk
+
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "plain", "case", threshold=0.3)
+    report = json.loads(files.reportJson.read_text())
+    assert report["coordinate_system"] == "RAS" and not files.notes
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "to atlas")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 25.0)
+    transform.SetMatrixTransformToParent(shift)
+    for node in (volume, seg):
+        node.SetAndObserveTransformNodeID(transform.GetID())
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "moved", "case", threshold=0.3)
+    moved = json.loads(files.reportJson.read_text())
+    assert [m["r_mm"] for m in moved["microbleeds"]] == [m["r_mm"] for m in report["microbleeds"]]  # own frame
+    (note,) = [n for n in files.notes if "to atlas" in n]
+    assert note in moved["notes"] and "own frame" in note

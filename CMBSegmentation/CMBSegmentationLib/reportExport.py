@@ -139,10 +139,20 @@ def exportReview(
         for record, diameter in ((r, _sphereDiameter(r["volume_mm3"])) for r in records)
         if diameter > MAX_DIAMETER_MM
     )
+    transformNode = referenceVolume.GetParentTransformNode()
+    if transformNode is not None and len(records):
+        # Slicer shows the volume where the transform puts it; the files are on the volume's own grid, as loaded.
+        notes += (
+            f"'{referenceVolume.GetName()}' lies under the transform '{transformNode.GetName()}': centres and files "
+            "are in the volume's own frame (as its file), not where Slicer shows it; harden the transform first "
+            "for the shown frame",
+        )
     files = dataclasses.replace(files, notes=notes)
     allRows = candidateTable.readRows(tableNode)
     report = {
         "input": referenceVolume.GetName(),
+        # r_mm, a_mm, s_mm: RAS (not the LPS of DICOM and of Slicer's markup files), the label map's frame.
+        "coordinate_system": "RAS",
         "result_id": resultId,
         "review_id": reviewId,
         "n_microbleeds": len(rows),
