@@ -196,3 +196,62 @@ def test_an_export_of_a_volume_under_a_transform_says_which_frame_its_coordinate
     assert [m["r_mm"] for m in moved["microbleeds"]] == [m["r_mm"] for m in report["microbleeds"]]  # own frame
     (note,) = [n for n in files.notes if "to atlas" in n]
     assert note in moved["notes"] and "own frame" in note
+
+
+def test_a_clone_made_after_reload_never_takes_the_row_of_a_deleted_clone_of_the_same_id(case, tmp_path):  # noqa: F811
+    # Slicer numbers a clone's id from a counter that restarts with each loaded scene: after a reload the clone of
+    # an accepted candidate got the id of a clone rejected and deleted before saving, took over its row, and was
+    # hidden as rejected and left out of the export.
+    import json
+
+    from segment_editor_effects import clone_segment
+    from test_slicer_scene import _loadMrb, _saveMrb
+
+    scene, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    parent = result.segmentIds[2]
+    reviewState.accept(seg, table, parent)
+    first = clone_segment(seg, parent)
+    reviewState.restoreReview(seg, table)
+    reviewState.reject(seg, table, first)
+    seg.GetSegmentation().RemoveSegment(first)
+    reviewState.restoreReview(seg, table)
+    loaded = _loadMrb(_saveMrb(scene, tmp_path / "saved"), tmp_path / "loaded")
+    table = next(
+        node
+        for node in (loaded.GetNthNodeByClass(i, "vtkMRMLTableNode") for i in range(loaded.GetNumberOfNodes()))
+        if node is not None and candidateTable.isCandidateTable(node)
+    )
+    seg = candidateTable.segmentationOfTable(table)
+    reviewState.restoreReview(seg, table)
+    second = clone_segment(seg, parent)
+    assert second == first  # what Slicer does: the id is free again
+    rows = reviewState.restoreReview(seg, table)
+    (row,) = [r for r in rows if r.segmentId == second]
+    assert row.status == candidateTable.STATUS_ACCEPTED  # the status of what it was cloned from
+    assert seg.GetDisplayNode().GetSegmentVisibility(second)
+    deleted = [r for r in rows if r.status == candidateTable.STATUS_REJECTED]
+    assert [r.segmentId for r in deleted] == [f"{first} (deleted)"]  # the deleted clone's row, kept apart
+    files = reportExport.exportReview(seg, table, resultImport.referenceVolume(seg), tmp_path / "export", "case")
+    exported = [m["candidate_id"] for m in json.loads(files.reportJson.read_text())["microbleeds"]]
+    assert row.candidateId in exported and files.count == 4
+
+
+def test_a_candidate_moved_in_under_the_id_of_a_deleted_one_is_the_reader_s(case, tmp_path):  # noqa: F811
+    # Two runs on one volume name their segments alike ("Microbleed_100"): a candidate of the second run moved into
+    # the first in place of one deleted there took the deleted one's row: its status (rejected: hidden, not
+    # exported) and the first run's probability.
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    labelPath, jsonPath = tmp_path / "engine" / "case_cmb.nii.gz", tmp_path / "engine" / "case_cmb.json"
+    second = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    gone = result.segmentIds[0]
+    reviewState.reject(seg, table, gone)
+    seg.GetSegmentation().RemoveSegment(gone)
+    assert seg.GetSegmentation().CopySegmentFromSegmentation(second.segmentationNode.GetSegmentation(), gone, True)
+    rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}
+    assert rows[gone].status == candidateTable.STATUS_ADDED and rows[gone].probability is None
+    assert rows[f"{gone} (deleted)"].status == candidateTable.STATUS_REJECTED
+    assert seg.GetDisplayNode().GetSegmentVisibility(gone)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    assert files.count == 3

@@ -251,6 +251,11 @@ def setStatusCell(tableNode, rowIndex: int, status: str) -> None:
     tableNode.Modified()
 
 
+def setSegmentCell(tableNode, rowIndex: int, segmentId: str) -> None:
+    """Write ``segmentId`` into the Segment ID cell of ``rowIndex`` (the table's Modified event is the caller's)."""
+    tableNode.SetCellText(rowIndex, _columnIndex(tableNode, COLUMN_SEGMENT), segmentId)
+
+
 def setMeasuredCells(tableNode, rowIndex: int, centerRas: tuple[float, float, float], volumeMm3: float) -> bool:
     """Write a candidate's centre (RAS mm, the volume's own frame) and volume (mm³) into row ``rowIndex`` where they
     differ from the cells at the table's precision (:data:`DECIMALS`); True when a cell changed. The table's

@@ -290,6 +290,7 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         return []  # a table of another result: these segments are not its to list
+    releaseReusedRows(segmentationNode, tableNode)
     if referenceVolume is None:
         referenceVolume = resultVolume(segmentationNode)
     if referenceVolume is None or referenceVolume.GetImageData() is None:
@@ -348,6 +349,47 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
         rowOfId.setdefault(row.candidateId, row)
         adopted.append(segmentId)
     return adopted
+
+
+def releaseReusedRows(segmentationNode, tableNode) -> list[str]:
+    """Detach each row from a segment that carries its segment id but is not the candidate it listed; return those
+    segment ids (their segments then join the review as any segment without a row, see :func:`adoptPaintedSegments`).
+
+    A row stays when its segment is deleted (the export names an accepted one that is gone), and Slicer gives a new
+    segment an id that is free *now*: a clone made after the scene was reloaded ("Microbleed_102_1" again), or a
+    candidate moved in from another run on the same volume ("Microbleed_100"), took the old row's status and
+    probability (a rejected one: hidden, and left out of the export). A segment is the row's when its candidate id
+    tag is the row's id and its run id tag is the result's (segments without them, of older scenes, count as the
+    row's). The row keeps its candidate and status, its Segment ID becomes "<id> (deleted)".
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID) or ""
+    rows = candidateTable.readRows(tableNode)
+    used = {row.segmentId for row in rows}
+    released = []
+    for index, row in enumerate(rows):
+        segment = segmentation.GetSegment(row.segmentId) if row.segmentId else None
+        if segment is None or _isRowOf(segment, row, runId):
+            continue
+        detached = next(
+            name
+            for name in (f"{row.segmentId} (deleted{'' if n == 1 else f' {n}'})" for n in itertools.count(1))
+            if name not in used
+        )
+        candidateTable.setSegmentCell(tableNode, index, detached)
+        used.add(detached)
+        released.append(row.segmentId)
+    if released:
+        tableNode.Modified()
+    return released
+
+
+def _isRowOf(segment, row: candidateTable.CandidateRow, runId: str) -> bool:
+    tagged = segmentTag(segment, candidateTable.TAG_CANDIDATE_ID)
+    if tagged and tagged != str(row.candidateId):
+        return False
+    segmentRun = segmentTag(segment, candidateTable.TAG_RUN_ID)
+    return not (runId and segmentRun and segmentRun != runId)
 
 
 def sourceRow(
