@@ -255,3 +255,41 @@ def test_a_candidate_moved_in_under_the_id_of_a_deleted_one_is_the_reader_s(case
     assert seg.GetDisplayNode().GetSegmentVisibility(gone)
     files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
     assert files.count == 3
+
+
+def test_segments_are_read_from_their_layers_when_a_linear_transform_lies_between_them_and_the_volume(
+    case,  # noqa: F811
+    monkeypatch,
+):
+    # The layers were read directly only when the segmentation and the volume had the same transform node: a volume
+    # hardened alone sent each segment through a whole-volume export by Slicer, at every refresh of the list.
+    import vtk
+
+    from CMBSegmentationLib import segmentLabelMap
+
+    scene, volume, result, _, _ = case
+    seg = result.segmentationNode
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    for (r, c), value in {(0, 3): 7.5, (2, 3): -3.0, (0, 1): 0.3, (1, 0): -0.3}.items():
+        matrix.SetElement(r, c, value)
+    transform.SetMatrixTransformToParent(matrix)
+    for node in (volume, seg):
+        node.SetAndObserveTransformNodeID(transform.GetID())
+    slicer.vtkSlicerTransformLogic().hardenTransform(volume)  # the segmentation stays under it
+    exported = [np.argwhere(_mask(seg, s, volume)) for s in result.segmentIds]
+    assert all(len(v) for v in exported)
+
+    def whole_volume_export(*args):
+        raise AssertionError("a segment was exported onto the whole volume")
+
+    monkeypatch.setattr(segmentLabelMap, "segmentLabels", whole_volume_export)
+    fast = segmentLabelMap.segmentVoxels(seg, result.segmentIds, volume)
+    for own, expected in zip(fast, exported, strict=True):
+        assert np.array_equal(own[np.lexsort(own.T[::-1])], expected)
+
+
+def _mask(seg, segment_id, volume):
+    from test_slicer_scene import _segmentMask
+
+    return _segmentMask(seg, segment_id, volume)

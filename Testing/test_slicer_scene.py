@@ -882,7 +882,7 @@ def test_segment_voxels_read_from_the_layers_are_those_slicer_exports(case):
     for segmentId, own in zip(ids, fast, strict=True):
         assert len(own) and np.array_equal(inOrder(own), np.argwhere(_segmentMask(seg, segmentId, volume)))
     assert np.array_equal(inOrder(fast[-1]), np.argwhere(mask))
-    # Under another transform than the volume's, Slicer resamples each segment onto the volume instead.
+    # Under another transform than the volume's (an identity one here): the same voxels.
     transform = volume.GetScene().AddNewNodeByClass("vtkMRMLLinearTransformNode")
     seg.SetAndObserveTransformNodeID(transform.GetID())
     again = segmentLabelMap.segmentVoxels(seg, ids, volume)

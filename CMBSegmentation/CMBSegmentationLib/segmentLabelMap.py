@@ -48,8 +48,12 @@ def segmentVoxels(segmentationNode, segmentIds: list[str], referenceVolume) -> l
     """
     segmentation = segmentationNode.GetSegmentation()
     shape = np.array(referenceVolume.GetImageData().GetDimensions())
-    sameFrame = segmentationNode.GetTransformNodeID() == referenceVolume.GetTransformNodeID()
-    rasToReference = np.linalg.inv(ijkToRas(referenceVolume))
+    # Linear transforms between the two frames (a transform hardened on one of them, both under one) keep the layers
+    # readable: only a segment whose layer then lies off the volume's grid is resampled by Slicer. (Compared by
+    # transform node, a volume hardened alone sent every segment through a whole-volume export, at every refresh.)
+    toVolumeFrame = segmentationToVolumeFrame(segmentationNode, referenceVolume)
+    sameFrame = toVolumeFrame is not None
+    rasToReference = np.linalg.inv(ijkToRas(referenceVolume)) @ (toVolumeFrame if sameFrame else np.eye(4))
     # Each layer's wrapper is kept with its voxels: id() of a wrapper released after its segment could be reused
     # by the next layer's, which then read the earlier layer's voxels (a segment exported with another's).
     layers: dict[int, tuple[object, dict[int, np.ndarray] | None]] = {}
@@ -68,6 +72,23 @@ def segmentVoxels(segmentationNode, segmentIds: list[str], referenceVolume) -> l
             own = read.get(segmentation.GetSegment(segmentId).GetLabelValue(), np.zeros((0, 3), dtype=np.int64))
         out.append(own[np.all((own >= 0) & (own < shape), axis=1)])
     return out
+
+
+def segmentationToVolumeFrame(segmentationNode, volumeNode) -> np.ndarray | None:
+    """The 4x4 matrix from the segmentation's own frame (RAS mm) to the volume's own frame, through both parent
+    transforms; None when either is not linear."""
+    toWorld = []
+    for node in (segmentationNode, volumeNode):
+        transformNode = node.GetParentTransformNode()
+        if transformNode is None:
+            toWorld.append(np.eye(4))
+            continue
+        if not transformNode.IsTransformToWorldLinear():
+            return None
+        matrix = vtk.vtkMatrix4x4()
+        transformNode.GetMatrixTransformToWorld(matrix)
+        toWorld.append(matrixToNumpy(matrix))
+    return np.linalg.inv(toWorld[1]) @ toWorld[0]
 
 
 def _layerOnGrid(layer, rasToReference: np.ndarray) -> dict[int, np.ndarray] | None:
