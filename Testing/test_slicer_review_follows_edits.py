@@ -293,3 +293,44 @@ def _mask(seg, segment_id, volume):
     from test_slicer_scene import _segmentMask
 
     return _segmentMask(seg, segment_id, volume)
+
+
+def test_each_refresh_reads_again_only_the_segments_that_changed(case, monkeypatch):  # noqa: F811
+    # Every refresh of the list measures the candidates; a segment off the volume's grid costs a whole-volume export
+    # (1.8 s on a 512x512x200 volume), so an unchanged one must not be read again.
+    import vtk
+
+    from CMBSegmentationLib import segmentLabelMap
+
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    read = []
+    original = segmentLabelMap.segmentVoxels
+    monkeypatch.setattr(segmentLabelMap, "segmentVoxels", lambda s, ids, v: read.extend(ids) or original(s, ids, v))
+    reviewState.restoreReview(seg, table)
+    reviewState.restoreReview(seg, table)
+    assert sorted(read) == sorted(result.segmentIds)  # once each
+    read.clear()
+    reviewState.reject(seg, table, result.segmentIds[0])  # the review's own actions change no voxels
+    reviewState.accept(seg, table, result.segmentIds[1])
+    reviewState.restoreReview(seg, table)
+    assert not read
+    stroke = np.zeros(SHAPE, bool)
+    stroke[9:14, 3:7, 1:3] = True
+    paint(seg, volume, result.segmentIds[2], _stroke(stroke))  # (Slicer's paint touches every layer's time)
+    row = _row_after_refresh(seg, table, result.segmentIds[2])
+    assert result.segmentIds[2] in read and row.volumeMm3 == pytest.approx(40 * VOXEL_MM3, abs=0.01)
+    read.clear()
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 5.0)
+    transform.SetMatrixTransformToParent(shift)
+    seg.SetAndObserveTransformNodeID(transform.GetID())  # the segments move against the volume: all measured again
+    rows = reviewState.restoreReview(seg, table)
+    assert sorted(read) == sorted(result.segmentIds)
+    # Off the volume's grid now: resampled onto it by Slicer, so within a voxel of 5 mm further right.
+    assert rows[0].centerRas[0] == pytest.approx(_row_before(result, 0)[0] + 5.0, abs=1.0)
+
+
+def _row_before(result, n):
+    return _centre(__import__("test_slicer_scene")._labels() == sorted(__import__("test_slicer_scene").LESIONS)[n])

@@ -25,7 +25,7 @@ from CMBSegmentationLib.resultImport import (
     segmentTag,
 )
 from CMBSegmentationLib.resultImport import referenceVolume as resultVolume
-from CMBSegmentationLib.segmentLabelMap import measureVoxels, segmentVoxels
+from CMBSegmentationLib.segmentLabelMap import measureSegments, measureVoxels, segmentVoxels
 from CMBSegmentationLib.volumeIO import ijkToRas, readNifti
 
 #: Which status may follow which, for a model candidate ...
@@ -266,9 +266,9 @@ def measureRows(segmentationNode, tableNode, referenceVolume=None) -> list[str]:
         for index, row in enumerate(candidateTable.readRows(tableNode))
         if row.segmentId and segmentation.GetSegment(row.segmentId) is not None
     ]
-    voxels = segmentVoxels(segmentationNode, [row.segmentId for _, row in rows], referenceVolume)
+    measured = measureSegments(segmentationNode, [row.segmentId for _, row in rows], referenceVolume)
     changed = []
-    for (index, row), (centre, volumeMm3) in zip(rows, measureVoxels(voxels, ijkToRas(referenceVolume)), strict=True):
+    for (index, row), (centre, volumeMm3) in zip(rows, measured, strict=True):
         if candidateTable.setMeasuredCells(tableNode, index, centre if volumeMm3 else row.centerRas, volumeMm3):
             changed.append(row.segmentId)
     if changed:

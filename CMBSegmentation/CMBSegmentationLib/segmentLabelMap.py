@@ -6,6 +6,8 @@ as the reader left them, Segment Editor edits included.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import vtk
 
@@ -151,3 +153,51 @@ def measureVoxels(voxels: list[np.ndarray], affine: np.ndarray) -> list[tuple[tu
         ras = affine[:3, :3] @ own.mean(axis=0) + affine[:3, 3]
         out.append((tuple(float(v) for v in ras), float(len(own) * voxelVolume)))
     return out
+
+
+#: The last measurement of each segment, with what it was measured on: ``{segmentation node: {segment id: (stamp,
+#: (centre, volume))}}`` (see :func:`measureSegments`).
+_measured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def measureSegments(
+    segmentationNode, segmentIds: list[str], referenceVolume
+) -> list[tuple[tuple[float, float, float], float]]:
+    """Centre (RAS mm, the volume's own frame) and volume (mm³) of each segment on ``referenceVolume``'s grid, as
+    :func:`measureVoxels` of :func:`segmentVoxels` gives them, ``((0, 0, 0), 0.0)`` for an empty one.
+
+    A segment whose voxels, grid and frames are as at its last measurement is not read again: the review list
+    measures every candidate at each refresh, and a segment off the volume's grid (the segmentation's geometry
+    changed in the Segment Editor, a non-linear transform) costs a whole-volume export.
+    """
+    affine = ijkToRas(referenceVolume)
+    frame = (
+        tuple(affine.ravel()),
+        tuple(referenceVolume.GetImageData().GetDimensions()),
+        _frameKey(segmentationNode, referenceVolume),
+    )
+    segmentation = segmentationNode.GetSegmentation()
+    source = segmentation.GetSourceRepresentationName()
+    stamps = {}
+    for segmentId in segmentIds:
+        segment = segmentation.GetSegment(segmentId)
+        data = segment.GetRepresentation(source) if segment is not None else None
+        stamps[segmentId] = (frame, segment.GetLabelValue() if segment is not None else 0, _time(data))
+    cache = _measured.setdefault(segmentationNode, {})
+    stale = [s for s in dict.fromkeys(segmentIds) if s not in cache or cache[s][0] != stamps[s]]
+    fresh = measureVoxels(segmentVoxels(segmentationNode, stale, referenceVolume), affine)
+    for segmentId, measured in zip(stale, fresh, strict=True):
+        cache[segmentId] = (stamps[segmentId], measured)
+    return [cache[s][1] for s in segmentIds]
+
+
+def _frameKey(segmentationNode, referenceVolume) -> tuple:
+    matrix = segmentationToVolumeFrame(segmentationNode, referenceVolume)
+    if matrix is not None:
+        return tuple(matrix.ravel())
+    transforms = (node.GetParentTransformNode() for node in (segmentationNode, referenceVolume))
+    return tuple((t.GetID(), t.GetMTime()) if t is not None else None for t in transforms)
+
+
+def _time(data) -> int:
+    return data.GetMTime() if data is not None else 0
