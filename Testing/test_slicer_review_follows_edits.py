@@ -334,3 +334,29 @@ def test_each_refresh_reads_again_only_the_segments_that_changed(case, monkeypat
 
 def _row_before(result, n):
     return _centre(__import__("test_slicer_scene")._labels() == sorted(__import__("test_slicer_scene").LESIONS)[n])
+
+
+def test_a_segment_erased_to_nothing_under_another_transform_than_the_volume_s_is_left_out_not_fatal(
+    case,  # noqa: F811
+    tmp_path,
+):
+    # Off the volume's grid each segment goes through Slicer's export, which fails for an empty segment: the export
+    # stopped with "volume 'LabelMapVolume' has no voxels", and so did every refresh of the review list.
+    import vtk
+
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 5.0)  # not a whole number of voxels of the oblique grid
+    transform.SetMatrixTransformToParent(shift)
+    seg.SetAndObserveTransformNodeID(transform.GetID())
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    erased = result.segmentIds[0]
+    reviewState.accept(seg, table, erased)
+    assert logic.SetBinaryLabelmapToSegment(_stroke(np.zeros((1, 1, 1))), seg, erased, logic.MODE_REPLACE)
+    seg.GetSegmentation().AddEmptySegment("", "Segment_4")  # Segment Editor: Add, nothing painted yet
+    rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}
+    assert rows[erased].volumeMm3 == 0.0 and rows[result.segmentIds[1]].volumeMm3 > 0
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
+    assert files.count == 2 and any("erased to nothing" in n for n in files.notes)

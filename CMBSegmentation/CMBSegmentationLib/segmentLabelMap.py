@@ -34,6 +34,8 @@ def segmentLabels(segmentationNode, segmentIds: list[str], referenceVolume) -> n
             segmentationNode, ids, labelNode, referenceVolume
         ):
             raise RuntimeError("could not export the segments to a label map")
+        if labelNode.GetImageData() is None:  # Slicer logs why (e.g. an empty segment off the volume's grid)
+            raise RuntimeError(f"Slicer could not resample {', '.join(segmentIds)} onto '{referenceVolume.GetName()}'")
         return arrayFromVolumeNode(labelNode).astype(np.int16)
 
 
@@ -68,7 +70,11 @@ def segmentVoxels(segmentationNode, segmentIds: list[str], referenceVolume) -> l
             if key not in layers:
                 layers[key] = (layer, _layerOnGrid(layer, rasToReference))
             read = layers[key][1]
-        if read is None:
+        if read is None and _holdsNoVoxel(segmentationNode, segmentId):
+            # Slicer's export of an empty segment off the volume's grid fails ("has no voxels"): it stopped the
+            # export, and every refresh of the review list, for a segment erased (or not painted yet).
+            own = np.zeros((0, 3), dtype=np.int64)
+        elif read is None:
             own = np.argwhere(segmentLabels(segmentationNode, [segmentId], referenceVolume))
         else:
             own = read.get(segmentation.GetSegment(segmentId).GetLabelValue(), np.zeros((0, 3), dtype=np.int64))
@@ -91,6 +97,18 @@ def segmentationToVolumeFrame(segmentationNode, volumeNode) -> np.ndarray | None
         transformNode.GetMatrixTransformToWorld(matrix)
         toWorld.append(matrixToNumpy(matrix))
     return np.linalg.inv(toWorld[1]) @ toWorld[0]
+
+
+def _holdsNoVoxel(segmentationNode, segmentId: str) -> bool:
+    """Whether the segment's binary labelmap holds no voxel of its label (False when it has none to read)."""
+    layer = segmentationNode.GetBinaryLabelmapInternalRepresentation(segmentId)
+    if layer is None:
+        return False
+    extent = layer.GetExtent()
+    if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+        return True
+    label = segmentationNode.GetSegmentation().GetSegment(segmentId).GetLabelValue()
+    return not (arrayFromImageData(layer, "segment layer") == label).any()
 
 
 def _layerOnGrid(layer, rasToReference: np.ndarray) -> dict[int, np.ndarray] | None:
