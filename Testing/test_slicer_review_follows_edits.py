@@ -360,3 +360,48 @@ def test_a_segment_erased_to_nothing_under_another_transform_than_the_volume_s_i
     assert rows[erased].volumeMm3 == 0.0 and rows[result.segmentIds[1]].volumeMm3 > 0
     files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
     assert files.count == 2 and any("erased to nothing" in n for n in files.notes)
+
+
+@pytest.mark.parametrize("hardened", ["volume", "segmentation"])
+def test_a_clicked_microbleed_lands_on_the_click_when_only_one_of_result_and_volume_was_hardened(tmp_path, hardened):
+    # The engine segments the click on the volume's own grid; the new segment was put into the segmentation as if
+    # its frame were the volume's. With a transform hardened on one of them only, it landed where the transform
+    # moves things, off the microbleed the reader clicked (and the table listed it there).
+    import vtk
+    from test_slicer_scene import _labels, _segmentMask, _writeEngineOutput, updateVolumeNodeFromArray
+
+    scene = slicer.vtkMRMLScene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case T2*")
+    updateVolumeNodeFromArray(volume, np.zeros(SHAPE, np.float32), AFFINE)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    for (r, c), value in {(0, 3): 12.0, (2, 3): -4.0, (0, 1): 0.25, (1, 0): -0.25}.items():
+        matrix.SetElement(r, c, value)
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "engine", _labels(), {1: 0.95, 2: 0.4})
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    seg, table = result.segmentationNode, result.tableNode
+    slicer.vtkSlicerTransformLogic().hardenTransform(volume if hardened == "volume" else seg)
+    clicked = np.zeros(SHAPE, np.int16)
+    clicked[18:20, 9:11, 4:6] = 1
+    # The engine's answer, on the volume's grid as it is now (its own frame).
+    single = tmp_path / "point"
+    single.mkdir()
+    import json
+
+    import nibabel as nib
+
+    from CMBSegmentationLib.volumeIO import ijkToRas
+
+    affine = ijkToRas(volume)
+    nib.save(nib.Nifti1Image(clicked, affine), single / "case_cmb.nii.gz")
+    centre = (affine @ np.r_[np.argwhere(clicked).mean(axis=0), 1.0])[:3].tolist()
+    (single / "case_cmb.json").write_text(json.dumps({"candidates": [
+        {"id": 1, "label": 1, "center_ras": centre, "volume_mm3": 8 * VOXEL_MM3, "probability": 0.6}]}))  # fmt: skip
+    added = reviewState.addReaderMicrobleed(
+        seg, table, single / "case_cmb.nii.gz", single / "case_cmb.json", tuple(centre)
+    )
+    assert np.array_equal(_segmentMask(seg, added, volume), clicked == 1)
+    row = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}[added]
+    assert row.centerRas == pytest.approx(centre, abs=1e-3)

@@ -25,7 +25,12 @@ from CMBSegmentationLib.resultImport import (
     segmentTag,
 )
 from CMBSegmentationLib.resultImport import referenceVolume as resultVolume
-from CMBSegmentationLib.segmentLabelMap import measureSegments, measureVoxels, segmentVoxels
+from CMBSegmentationLib.segmentLabelMap import (
+    measureSegments,
+    measureVoxels,
+    segmentationToVolumeFrame,
+    segmentVoxels,
+)
 from CMBSegmentationLib.volumeIO import ijkToRas, readNifti
 
 #: Which status may follow which, for a model candidate ...
@@ -533,6 +538,7 @@ def addReaderMicrobleed(
     ensureSegmentationConverters()
     data = readCandidates(candidatesPath)
     labels, affine = readNifti(labelMapPath)
+    affine = _inSegmentationFrame(segmentationNode, affine)
     found = [c for c in data["candidates"] if int(c["label"]) > 0]
     if not found:
         raise ReviewError("the engine found no microbleed at the clicked point")
@@ -560,6 +566,22 @@ def addReaderMicrobleed(
     )
     updateVisibility(segmentationNode, tableNode, threshold)
     return segmentId
+
+
+def _inSegmentationFrame(segmentationNode, affine: np.ndarray) -> np.ndarray:
+    """A voxel-to-RAS ``affine`` of the result volume's own frame (where the engine works) as one of the
+    segmentation's frame: they differ once a transform is hardened on one of them only. Raises :class:`ReviewError`
+    when a non-linear transform lies between them."""
+    volume = resultVolume(segmentationNode)
+    if volume is None:
+        return affine
+    toVolume = segmentationToVolumeFrame(segmentationNode, volume)
+    if toVolume is None:
+        raise ReviewError(
+            f"'{segmentationNode.GetName()}' and '{volume.GetName()}' lie under different non-linear transforms; "
+            "harden the transform on both (or on neither) first"
+        )
+    return np.linalg.inv(toVolume) @ affine
 
 
 def nextSegmentName(segmentationNode) -> str:
