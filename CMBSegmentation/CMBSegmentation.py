@@ -939,9 +939,11 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         """Detect and segment the microbleeds of ``inputVolume``; return the segmentation node.
 
         New output nodes are created unless given; given nodes that hold something are replaced only with
-        ``replace=True`` (see :func:`resultImport.checkOutputTargets`). With ``waitForCompletion=True`` the call
-        returns when the results are in the scene; in Slicer with a main window a progress dialog with Cancel is
-        shown meanwhile and the application stays responsive (Cancel raises ``inferenceJob.EngineCancelledError``).
+        ``replace=True`` (see :func:`resultImport.checkOutputTargets`), and only as they are at the call: changed
+        while the engine runs (reviewed meanwhile), they are kept and the result goes into new nodes.
+        With ``waitForCompletion=True`` the call returns when the results are in the scene; in Slicer with a main
+        window a progress dialog with Cancel is shown meanwhile and the application stays responsive (Cancel raises
+        ``inferenceJob.EngineCancelledError``).
         With ``waitForCompletion=False`` (needs Slicer's event loop) the ProcessRunner is returned and
         ``onFinished(segmentationNode or None, errorMessage or None)`` is called on the main thread.
         The engine's warnings are logged (``logging.warning``).
