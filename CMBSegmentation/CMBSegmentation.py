@@ -585,7 +585,9 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for r, row in enumerate(rows):
                 segment = nodes[0].GetSegmentation().GetSegment(row.segmentId)
                 status = row.status
-                if status == candidateTableLib.STATUS_NOT_SEEN and not reviewState.isIncluded(row, threshold):
+                if segment is None:  # deleted (or moved away): neither shown nor exported, whatever its status says
+                    status = _("{status} (segment deleted)").format(status=status)
+                elif status == candidateTableLib.STATUS_NOT_SEEN and not reviewState.isIncluded(row, threshold):
                     status = _("below threshold")
                 elif status not in candidateTableLib.STATUSES:  # typed in the Tables module: Export refuses it
                     status = _("{status} (unknown status)").format(status=status)
