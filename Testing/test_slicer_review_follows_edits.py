@@ -405,3 +405,24 @@ def test_a_clicked_microbleed_lands_on_the_click_when_only_one_of_result_and_vol
     assert np.array_equal(_segmentMask(seg, added, volume), clicked == 1)
     row = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}[added]
     assert row.centerRas == pytest.approx(centre, abs=1e-3)
+
+
+def test_an_export_never_replaces_its_earlier_files_once_the_reader_changed_them(case, tmp_path):  # noqa: F811
+    # The reader opened the report in a spreadsheet and saved it with notes (or corrected the label map elsewhere):
+    # the next export of the same result replaced it without a word, as its own file.
+    import json
+
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    folder = tmp_path / "export"
+    first = reportExport.exportReview(seg, table, volume, folder, "case")
+    again = reportExport.exportReview(seg, table, volume, folder, "case")
+    assert again.reportJson == first.reportJson  # unchanged: the result's own files are replaced
+    recorded = json.loads(first.reportJson.read_text())["file_sha256"]
+    assert set(recorded) == {first.labelMap.name, first.segmentation.name, first.reportCsv.name}
+    edited = first.reportCsv.read_text() + "reader's note: microbleed 2 is a vessel\n"
+    first.reportCsv.write_text(edited)
+    reviewState.reject(seg, table, result.segmentIds[0])
+    third = reportExport.exportReview(seg, table, volume, folder, "case")
+    assert third.reportCsv.name == "case-2_cmb-report.csv" and third.count == 2
+    assert first.reportCsv.read_text() == edited
