@@ -150,6 +150,7 @@ def test_a_result_reviewed_while_the_engine_ran_is_not_replaced_by_it(case, tmp_
     seg, table = result.segmentationNode, result.tableNode
     labelPath, jsonPath = tmp_path / "engine" / "case_cmb.nii.gz", tmp_path / "engine" / "case_cmb.json"
     reviewState.restoreReview(seg, table)  # the list shown at Apply
+    seg.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_ID, "copy-of-an-earlier-review")  # given by an export
     agreed = resultImport.outputState(seg, table)  # Apply: "Replace"
     reviewState.restoreReview(seg, table)  # refreshes while the engine runs change nothing by themselves
     if meanwhile == "reject":
@@ -163,6 +164,7 @@ def test_a_result_reviewed_while_the_engine_ran_is_not_replaced_by_it(case, tmp_
     )
     if meanwhile == "none":  # what the reader agreed to: replaced
         assert (imported.segmentationNode, imported.tableNode) == (seg, table) and not imported.notes
+        assert seg.GetAttribute(candidateTable.ATTRIBUTE_REVIEW_ID) is None  # a new result: its own review
         return
     assert imported.segmentationNode is not seg and imported.tableNode is not table
     assert any("changed during the run" in note for note in imported.notes)

@@ -263,6 +263,8 @@ def importResults(
     tableNode.SetNodeReferenceID(candidateTable.REFERENCE_SEGMENTATION, segmentationNode.GetID())
     runId = uuid.uuid4().hex  # a table of an earlier run into this segmentation no longer matches it
     segmentationNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
+    # A review id of the result replaced (given by an export, see reportExport.reviewIdentity) is not this one's.
+    segmentationNode.RemoveAttribute(candidateTable.ATTRIBUTE_REVIEW_ID)
     tableNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
     placeInSubjectHierarchy(scene, inputVolume, segmentationNode, tableNode)
     # What the engine applied (the bundle's tuned threshold, or the one it was given) is in its JSON: the value a
