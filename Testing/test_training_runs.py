@@ -25,6 +25,8 @@ from plkd.training.segmentation import _loss as teacher_loss
 from plkd.training.segmentation import build_segmenter
 from plkd.training.students import factor_chain, load_teacher, plan_stages, state_checksum
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
@@ -347,3 +349,29 @@ def test_thick_slice_training_subjects_are_said_in_the_log_and_run_json(tmp_path
     assert len(loaded.notes) == 1 and "2 of 2 training subjects have slices more than 1.4 times" in loaded.notes[0]
     assert "sub-0001 (4)" in loaded.notes[0] and loaded.summary()["notes"] == list(loaded.notes)
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == list(loaded.notes)
+
+
+def test_replacing_a_bundles_teacher_records_what_each_network_was_trained_with(full_run, tmp_path):
+    """scripts/replace_networks.py: the run's teacher goes in, the rest stays, and the manifest says that the
+    new teacher was trained without the dark clip while the kept networks were trained with the legacy one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("replace_networks", ROOT / "scripts" / "replace_networks.py")
+    replace = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replace)
+    bundle = tmp_path / "legacy"
+    assert main(["export", str(full_run), "--out", str(bundle), "--fp32"]) == 0
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["normalisation"] = {"method": "brain-zscore", "clip_percentiles": [0.0, 99.5]}
+    manifest["normalisation"]["trained_with_clip_percentiles"] = [0.5, 99.5]
+    manifest_path.write_text(json.dumps(manifest))
+    replace.replace_networks(str(bundle), str(full_run), str(tmp_path / "new"), ["teacher"], None)
+    norm = json.loads((tmp_path / "new" / "manifest.json").read_text())["normalisation"]
+    assert norm["clip_percentiles"] == [0.0, 99.5]  # what inference uses: unchanged
+    trained = norm["trained_with_clip_percentiles"]
+    assert trained["teacher"] == [0.0, 99.5]  # the tiny run's default
+    assert trained["screening"] == trained["student_x4"] == [0.5, 99.5]
+    ref = load_weights(full_run / "teacher" / "model.pt")
+    new = load_bundle(tmp_path / "new").network("teacher").state_dict()
+    assert all(torch.allclose(new[k].float(), ref[k].float(), atol=1e-2) for k in ref)

@@ -5,7 +5,10 @@ other networks, their calibration and thresholds, and the blob source stay as th
 and calibration act on the old networks' outputs, so tune the copy again (``plkd tune``) before
 using it. The copy's ``metrics`` are dropped (they were measured with the old networks),
 ``training.stages.<stage>`` describes each new network and ``training.replaced`` names the bundle
-they were put into and the stages replaced.
+they were put into and the stages replaced. When the run normalised its training patches with other
+clip percentiles than the bundle's networks were trained with, ``normalisation.trained_with_clip_percentiles``
+becomes a mapping from each network to the percentiles it was trained with (inference uses
+``normalisation.clip_percentiles`` for every network, unchanged).
 
     python scripts/replace_networks.py BUNDLE RUN OUT [--stages screening,teacher] [--name NAME]
 
@@ -21,9 +24,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from plkd.bundle import load_bundle, save_bundle
 from plkd.errors import PLKDError
 from plkd.pins import manifest_digest
+from plkd.training.config import with_legacy_values
 from plkd.training.export import load_stage, stage_record
 
 #: Run stages that can replace a network, and the bundle network each replaces.
@@ -52,7 +58,32 @@ def replace_networks(bundle_path: str, run: str, out: str, stages: Sequence[str]
         keep = {k: v for k, v in entry.items() if k not in _FILLED_BY_SAVE}
         module = new.get(net_name)
         networks[net_name] = {"module": module if module is not None else bundle.network(net_name).float(), **keep}
+    _record_training_clip(manifest, list(networks), Path(run), [STAGES[s] for s in stages])
     save_bundle(out, networks, manifest=manifest, half=True)
+
+
+def _record_training_clip(manifest: dict, names: list[str], run: Path, replaced: list[str]) -> None:
+    """Record per network the clip percentiles it was trained with, when the run's differ from the bundle's.
+
+    A bundle's ``normalisation.trained_with_clip_percentiles`` (else ``clip_percentiles``) is what its
+    networks were trained with; the run's ``data.clip_percentiles`` (RUN/config.yaml, legacy runs read
+    with their legacy value) is what the replaced networks were trained with.
+    """
+    norm = manifest.setdefault("normalisation", {})
+    before = norm.get("trained_with_clip_percentiles", norm.get("clip_percentiles"))
+    config = run / "config.yaml"
+    if not config.is_file():
+        return
+    run_clip = [
+        float(v)
+        for v in with_legacy_values(yaml.safe_load(config.read_text(encoding="utf-8")))["data"]["clip_percentiles"]
+    ]
+    per_network = dict(before) if isinstance(before, dict) else {name: before for name in names}
+    per_network.update({name: run_clip for name in replaced})
+    if len({tuple(v) if v is not None else None for v in per_network.values()}) > 1:
+        norm["trained_with_clip_percentiles"] = per_network
+    elif before is not None or run_clip != norm.get("clip_percentiles"):
+        norm["trained_with_clip_percentiles"] = run_clip
 
 
 def main() -> int:
