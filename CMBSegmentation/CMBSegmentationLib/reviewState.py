@@ -234,8 +234,9 @@ def rebuildTable(segmentationNode):
 def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateRow]:
     """After loading a saved scene, or any change: copy the table's statuses onto the segment tags and visibility.
 
-    Segments painted with the Segment Editor join the review first (:func:`adoptPaintedSegments`). Raises
-    :class:`ReviewError` for a table of another result (:func:`candidateTable.belongsTo`).
+    Segments painted with the Segment Editor join the review first (:func:`adoptPaintedSegments`), and each row's
+    centre and volume are those of its segment as it is now (:func:`measureRows`). Raises :class:`ReviewError` for a
+    table of another result (:func:`candidateTable.belongsTo`).
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result")
