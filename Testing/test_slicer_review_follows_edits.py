@@ -428,3 +428,18 @@ def test_an_export_never_replaces_its_earlier_files_once_the_reader_changed_them
     third = reportExport.exportReview(seg, table, volume, folder, "case")
     assert third.reportCsv.name == "case-2_cmb-report.csv" and third.count == 2
     assert first.reportCsv.read_text() == edited
+
+
+def test_a_large_segment_settles_after_one_refresh(case):  # noqa: F811
+    # The table's numbers were read as text, six significant digits: a painted region of 16640.xx mm³ read 16640.x,
+    # so each refresh wrote the measured volume again, and that change of the table started the next refresh.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    region = np.ones(SHAPE, bool)  # a haematoma painted into the result: > 10,000 mm³
+    paint(seg, volume, result.segmentIds[0], _stroke(region))
+    row = _row_after_refresh(seg, table, result.segmentIds[0])
+    assert row.volumeMm3 == pytest.approx(round(region.sum() * VOXEL_MM3, 2), abs=1e-9) and row.volumeMm3 > 10000
+    before = table.GetMTime()
+    assert reviewState.measureRows(seg, table) == []
+    reviewState.restoreReview(seg, table)
+    assert table.GetMTime() == before
