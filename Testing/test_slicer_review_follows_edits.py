@@ -443,3 +443,30 @@ def test_a_large_segment_settles_after_one_refresh(case):  # noqa: F811
     assert reviewState.measureRows(seg, table) == []
     reviewState.restoreReview(seg, table)
     assert table.GetMTime() == before
+
+
+def test_the_list_hears_the_transform_of_the_volume_a_replacing_run_brought(case, tmp_path):  # noqa: F811
+    import vtk
+    from test_slicer_scene import updateVolumeNodeFromArray
+
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    calls = []
+    watcher = ReviewWatcher(scene, lambda: calls.append(1))
+    watcher.watch(seg, table)
+    other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case SWI")
+    updateVolumeNodeFromArray(other, np.zeros(SHAPE, np.float32), AFFINE)
+    labelPath, jsonPath = tmp_path / "engine" / "case_cmb.nii.gz", tmp_path / "engine" / "case_cmb.json"
+    resultImport.importResults(scene, other, labelPath, jsonPath, seg, table, replace=True)  # Apply on it, Replace
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    calls.clear()
+    other.SetAndObserveTransformNodeID(transform.GetID())
+    assert calls, "the new volume's transform was not heard"
+    calls.clear()
+    volume.SetAndObserveTransformNodeID(transform.GetID())  # the old volume is no longer the result's
+    assert not calls
+    watcher.close()
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 1.0)
+    transform.SetMatrixTransformToParent(shift)
+    assert not calls
