@@ -11,7 +11,7 @@ import pytest
 
 from plkd.cli import main
 from plkd.errors import InputError
-from plkd.metrics import evaluate_paths
+from plkd.metrics import evaluate_paths, format_table
 from plkd.resample import grid_with_spacing
 
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
@@ -401,3 +401,167 @@ def test_a_subject_twice_under_one_name_is_refused_naming_both_folders(tmp_path:
     with pytest.raises(InputError, match="sub-01 has 2 candidate files") as err:
         evaluate_paths(tmp_path / "pred", tmp_path / "truth")
     assert "site-a" in str(err.value) and "site-b" in str(err.value)  # not "sub-01_seg.nii.gz, sub-01_seg.nii.gz"
+
+
+def test_distances_use_the_voxel_size_of_the_sform_not_a_stale_pixdim(tmp_path: Path) -> None:
+    # A reference whose sform was rewritten to 3 mm slices while its pixdim (the qform's) still says 1 mm, and a
+    # prediction two slices away: 2 × 3 mm = 6 mm, beyond 5 mm. Measured with the pixdim it was "2 mm", a hit.
+    ref, pred = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)
+    ref[10, 10, 5] = pred[10, 10, 7] = 1
+    for path, data in ((tmp_path / "sub-1_CMB.nii.gz", ref), (tmp_path / "p" / "sub-1_cmb.nii.gz", pred)):
+        path.parent.mkdir(exist_ok=True)
+        img = nib.Nifti1Image(data, None)
+        img.set_qform(np.eye(4), code=1)
+        img.set_sform(np.diag([1.0, 1.0, 3.0, 1.0]), code=2)
+        img.to_filename(str(path))
+    assert nib.load(str(tmp_path / "sub-1_CMB.nii.gz")).header.get_zooms() == (1.0, 1.0, 1.0)
+    r = evaluate_paths(tmp_path / "p" / "sub-1_cmb.nii.gz", tmp_path / "sub-1_CMB.nii.gz")
+    s = r["subjects"]["sub-1"]
+    assert (s["TP"], s["FP"], s["FN"]) == (0, 1, 1)
+    assert any("pixdim says 1 × 1 × 1 mm" in n and "1 × 1 × 3 mm" in n for n in r["notes"])
+    # One slice away (3 mm) is a hit; a consistent header adds no note.
+    save(tmp_path / "q" / "sub-1_cmb.nii.gz", np.roll(pred, -1, axis=2), np.diag([1.0, 1.0, 3.0, 1.0]))
+    save(tmp_path / "t" / "sub-1_CMB.nii.gz", ref, np.diag([1.0, 1.0, 3.0, 1.0]))
+    r = evaluate_paths(tmp_path / "q", tmp_path / "t")
+    assert r["subjects"]["sub-1"]["TP"] == 1 and r["notes"] == []
+
+
+def test_froc_records_the_matching_distance_it_used(dataset: dict[str, Path]) -> None:
+    r = evaluate_paths(dataset["pred"], dataset["truth"], max_distance_mm=3.0)
+    assert r["settings"]["max_distance_mm"] == 3.0
+    assert r["froc"]["max_distance_mm"] == 3.0  # was always written as 5
+
+
+def test_missing_predictions_scored_as_empty_keep_the_froc_curve(dataset: dict[str, Path]) -> None:
+    # sub-002 (one microbleed) has no prediction: with --missing-as-empty it is scored as empty, so its microbleed
+    # is missed at every threshold. It used to need a candidates JSON nobody could have (no curve, or an error).
+    for f in dataset["pred"].glob("sub-002_*"):
+        f.unlink()
+    r = evaluate_paths(dataset["pred"], dataset["truth"], missing_as_empty=True, froc=True)
+    froc, pooled = r["froc"], r["pooled"]
+    assert (froc["n_subjects"], froc["n_references"]) == (2, 3)
+    assert (pooled["TP"], pooled["FP"], pooled["FN"]) == (1, 1, 2)
+    # sub-001: TP at p 0.95, FP at 0.7, its second microbleed's candidate (p 0.2) at [14,14,14] a TP below.
+    points = [(p["threshold"], p["sensitivity"], p["fp_per_subject"]) for p in froc["points"]]
+    assert points == [(None, 0.0, 0.0), (0.95, 1 / 3, 0.0), (0.7, 1 / 3, 0.5), (0.2, 2 / 3, 0.5)]
+    op = froc["operating_point"]
+    assert (op["sensitivity"], op["fp_per_subject"]) == (pytest.approx(1 / 3), 0.5)  # the point at 0.7
+    assert not any("FROC curve skipped" in n for n in r["notes"])
+
+
+def test_a_probability_map_scaled_to_per_cent_is_not_taken_silently_for_a_label_map(tmp_path: Path) -> None:
+    # A 0-100 probability map: whole numbers, so read as microbleed numbers with every voxel >= 1 (1 %) foreground;
+    # the 5 % halo around the microbleed made its one blob far bigger. Scored as given, but said.
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[10, 10, 10] = 1
+    prob = np.zeros(SHAPE, np.uint8)
+    prob[8:13, 8:13, 8:13] = 5
+    prob[9:12, 9:12, 9:12] = 40
+    prob[10, 10, 10] = 90
+    save(tmp_path / "t" / "sub-1_CMB.nii.gz", ref)
+    save(tmp_path / "p" / "sub-1_cmb.nii.gz", prob)
+    r = evaluate_paths(tmp_path / "p", tmp_path / "t")
+    assert r["subjects"]["sub-1"]["voxel_FP"] == 124  # the whole 5x5x5 block, as given
+    assert any("sub-1: the prediction holds whole numbers up to 90" in n and "0-100 or 0-255" in n for n in r["notes"])
+    # plkd predict's label maps (one number per microbleed) and 0/255 masks get no such note.
+    labels = np.zeros(SHAPE, np.int16)
+    labels[8:10, 8:10, 8:10], labels[14:16, 14:16, 14:16] = 1, 2
+    for data in (labels, (labels > 0).astype(np.uint8) * 255):
+        save(tmp_path / "p" / "sub-1_cmb.nii.gz", data)
+        assert evaluate_paths(tmp_path / "p", tmp_path / "t")["notes"] == []
+
+
+def test_hand_made_cohort_on_four_grids_gives_the_hand_computed_tables(tmp_path: Path) -> None:
+    """Split, touching and covering microbleeds, an LPS-stored and a thick-slice prediction, two subjects without
+    microbleeds; every number below is worked out by hand from the VALDO rule and the paper's formulas."""
+    eye, truth, pred = np.eye(4), tmp_path / "truth", tmp_path / "pred"
+    # sub-1: microbleed A (one voxel) predicted as two pieces, 0 and 2 mm from it (a one-voxel gap: the nearer is
+    # the TP, the other a FP); B = two voxels touching at a corner, one microbleed, predicted whole. Stored LPS.
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[5, 5, 5] = ref[12, 12, 12] = ref[13, 13, 13] = 1
+    p = ref.copy()
+    p[5, 5, 7] = 1
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+    lps[:2, 3] = SHAPE[0] - 1
+    save(truth / "sub-1_CMB.nii.gz", ref, eye)
+    save(pred / "sub-1_cmb.nii.gz", p[::-1, ::-1, :].copy(), lps)
+    # sub-2: two microbleeds 4 mm apart under one prediction made on 4 mm slices (slab 2 = 1 mm slices 8-11):
+    # its centre (6, 10, 9.5) is 2.5 mm from both; the first in array order takes it, the other is missed.
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[4, 10, 8] = ref[8, 10, 8] = 1
+    thick = np.diag([1.0, 1.0, 4.0, 1.0])
+    thick[2, 3] = 1.5
+    p = np.zeros((20, 20, 5), np.uint8)
+    p[4:9, 10, 2] = 1
+    save(truth / "sub-2_CMB.nii.gz", ref, eye)
+    save(pred / "sub-2_cmb.nii.gz", p, thick)
+    # sub-3: no microbleed, nothing predicted. sub-4: no microbleed, one false positive.
+    save(truth / "sub-3_CMB.nii.gz", np.zeros(SHAPE, np.uint8), eye)
+    save(pred / "sub-3_cmb.nii.gz", np.zeros(SHAPE, np.uint8), eye)
+    p = np.zeros(SHAPE, np.uint8)
+    p[3, 15, 3] = 1
+    save(truth / "sub-4_CMB.nii.gz", np.zeros(SHAPE, np.uint8), eye)
+    save(pred / "sub-4_cmb.nii.gz", p, eye)
+
+    r = evaluate_paths(pred, truth)
+    s = r["subjects"]
+    counts = {k: (v["TP"], v["FP"], v["FN"], v["n_reference"], v["n_predicted"]) for k, v in s.items()}
+    assert counts == {
+        "sub-1": (2, 1, 0, 2, 3), "sub-2": (1, 0, 1, 2, 1), "sub-3": (0, 0, 0, 0, 0), "sub-4": (0, 1, 0, 0, 1),
+    }  # fmt: skip
+    assert r["notes"] == []  # the LPS prediction is turned exactly, the thick one resampled without loss
+    # Per subject: undefined where the paper's ratios divide by zero.
+    assert np.isnan(s["sub-3"]["TPR"]) and np.isnan(s["sub-3"]["F1"]) and np.isnan(s["sub-4"]["TPR"])
+    assert s["sub-4"]["PPV"] == 0.0 and s["sub-4"]["F1"] == 0.0
+    # Pooled (paper): counts summed, FPavg over all 4 subjects; voxel Dice from summed voxels
+    # (sub-1: 3 of 4 predicted voxels right; sub-2: 2 of the 5 × 4 = 20; sub-4: 1 wrong) = 2·5 / (2·5 + 20 + 0).
+    pooled = r["pooled"]
+    assert (pooled["TP"], pooled["FP"], pooled["FN"], pooled["n_subjects"]) == (3, 2, 1, 4)
+    assert (pooled["voxel_TP"], pooled["voxel_FP"], pooled["voxel_FN"]) == (5, 20, 0)
+    assert pooled["TPR"] == pytest.approx(3 / 4) and pooled["PPV"] == pytest.approx(3 / 5)
+    assert pooled["FPavg"] == pytest.approx(0.5) and pooled["F1"] == pytest.approx(6 / 9)
+    assert pooled["Dice"] == pytest.approx(10 / 30)
+    # VALDO (per subject, medians over the 2 subjects with microbleeds for F1 and Dice, all 4 for the count).
+    assert s["sub-1"]["valdo_F1"] == pytest.approx(4 / 5) and s["sub-2"]["valdo_F1"] == pytest.approx(2 / 3)
+    # V-Dice: A against both pieces (2·1 / (1 + 2)), B exact (1); sub-2: the found one against the 20-voxel blob.
+    assert s["sub-1"]["valdo_Dice"] == pytest.approx((2 / 3 + 1) / 2)
+    assert s["sub-2"]["valdo_Dice"] == pytest.approx(2 / 21) and s["sub-2"]["valdo_Dice_all"] == pytest.approx(1 / 21)
+    v = r["valdo"]
+    assert v["n_subjects_with_reference"] == 2 and v["F1_median"] == pytest.approx((4 / 5 + 2 / 3) / 2)
+    assert v["count_difference_median"] == 1.0 and v["count_difference_mean"] == pytest.approx(0.75)
+    assert v["F1_pooled"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 2))
+    table = format_table(r)
+    assert "F1 and Dice over the 2 subject(s) with microbleeds, the count difference over all 4" in table
+    assert "TPR 75.0  PPV 60.0  FPavg 0.50  F1 66.7  Dice 33.3" in table
+
+
+def test_a_prediction_on_an_oblique_grid_is_scored_where_it_lies(tmp_path: Path) -> None:
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    oblique = AFFINE.copy()
+    oblique[:3, :3] = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.diag([0.9, 0.9, 1.1])
+    centres = [(2.0, -3.0, 1.0), (-4.0, 3.0, -2.0)]
+    save(tmp_path / "t" / "sub-1_CMB.nii.gz", ball(SHAPE, AFFINE, centres, 1.8))
+    save(tmp_path / "p" / "sub-1_cmb.nii.gz", ball((24, 24, 20), oblique, centres[:1], 1.8), oblique)
+    r = evaluate_paths(tmp_path / "p", tmp_path / "t")["subjects"]["sub-1"]
+    assert (r["TP"], r["FP"], r["FN"]) == (1, 0, 1)
+    assert r["valdo_Dice"] > 0.6
+
+
+def test_froc_at_the_applied_threshold_is_the_pooled_table_when_a_rejected_probability_rounds_up_to_it(
+    dataset: dict[str, Path],
+) -> None:
+    # plkd predict writes probabilities to 4 decimals: a candidate rejected at 0.49996 reads 0.5, the threshold.
+    path = dataset["pred"] / "sub-002_cmb.json"
+    doc = json.loads(path.read_text())
+    far = {"id": 2, "label": 0, "center_ras": vox_to_ras((2, 2, 17)), "probability": 0.5, "kept": False}
+    doc["candidates"].append({**far, "voxels": 0, "volume_mm3": 0.0, "reason": "below threshold"})
+    path.write_text(json.dumps(doc))
+    r = evaluate_paths(dataset["pred"], dataset["truth"])
+    op = r["froc"]["operating_point"]
+    assert (op["sensitivity"], op["fp_per_subject"]) == (pytest.approx(2 / 3), 0.5)
+    points = [(p["threshold"], p["sensitivity"], p["fp_per_subject"]) for p in r["froc"]["points"]]
+    kept = [pt for pt in points if pt[0] is None or pt[0] >= 0.5]
+    # Keeping what p >= 0.5 keeps is the pooled table; the point at "0.5" said 1 FP/subject with the rejected one.
+    assert kept[-1][1:] == (pytest.approx(2 / 3), 0.5) and max(pt[2] for pt in kept) == 0.5
+    below = [pt for pt in points if pt[0] is not None and 0.2 < pt[0] < 0.5]
+    assert [pt[1:] for pt in below] == [(pytest.approx(2 / 3), 1.0)]

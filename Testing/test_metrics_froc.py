@@ -129,3 +129,22 @@ def test_every_point_equals_the_valdo_rule_applied_at_that_threshold() -> None:
         assert fp == pytest.approx(sum(m.is_fp.sum() for m in matches) / 8)
         assert sens * curve.n_references == pytest.approx(sum(m.detected.sum() for m in matches))
     assert np.all(np.diff(curve.sensitivity) >= 0) and np.all(np.diff(curve.fp_per_subject) >= 0)
+
+
+def test_a_binary_mask_takes_each_microbleeds_probability_from_the_candidate_centred_in_it() -> None:
+    # Both microbleeds hold 1 (a binary mask, not plkd's instance labels): value 1 named candidate 1, so both
+    # appeared at its 0.9 and the curve showed 100 % sensitivity at 0.7 where only one was present.
+    shape, affine = (30, 30, 30), np.eye(4)
+    ref = np.zeros(shape, np.uint8)
+    ref[5, 5, 5] = ref[20, 20, 20] = 1
+    cands = [
+        {"id": 1, "label": 1, "center_ras": [5.0, 5.0, 5.0], "probability": 0.9, "kept": True},
+        {"id": 2, "label": 2, "center_ras": [20.0, 20.0, 20.0], "probability": 0.6, "kept": True},
+    ]
+    subject, unexplained = froc_subject(ref.copy(), ref, (1, 1, 1), affine, cands)
+    assert subject.probabilities.tolist() == [0.9, 0.6] and unexplained == 0
+    assert froc_curve({"s": subject}).sensitivity.tolist() == [0.0, 0.5, 1.0]
+    # plkd's instance map of the same microbleeds gives the same probabilities.
+    labels = ref.astype(np.int16)
+    labels[20, 20, 20] = 2
+    assert froc_subject(labels, ref, (1, 1, 1), affine, cands)[0].probabilities.tolist() == [0.9, 0.6]

@@ -51,3 +51,53 @@ def test_location_counts_add_up_to_the_kept_candidates() -> None:
     assert block["counts"] == {"lobar": 1, "deep": 0, "infratentorial": 1, "unknown": 2}
     assert sum(block["counts"].values()) == 4 == sum(block["regions"].values())
     assert "thalamus" not in block["regions"]
+
+
+def _evaluate_by_size():  # noqa: ANN202 - the module scripts/evaluate_by_size.py
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_by_size.py"
+    spec = importlib.util.spec_from_file_location("evaluate_by_size", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_evaluate_by_size_counts_by_mm_bins_and_mars_class_on_an_anisotropic_grid() -> None:
+    from plkd.volumes import Volume
+
+    # Voxels of s × s × 2s mm = π/6 mm³: a 3×3×3 cube is a sphere of exactly 3 mm, 5×5×5 of 5 mm, 26 voxels 2.96 mm.
+    s = (math.pi / 12.0) ** (1.0 / 3.0)
+    affine = np.diag([s, s, 2.0 * s, 1.0])
+    label = np.zeros((40, 20, 12), np.float32)
+    label[2:5, 2:5, 2:5] = 1  # 3 mm: found
+    label[10:15, 2:7, 2:7] = 1  # 5 mm: missed
+    label[20:23, 2:5, 2:5] = 1
+    label[22, 4, 4] = 0  # 26 voxels, < 3 mm: found
+    pred = np.zeros(label.shape, np.int16)
+    pred[2:5, 2:5, 2:5] = 1
+    pred[20:23, 2:5, 2:5] = 2
+    pred[35, 15, 10] = 3  # 9 mm and more from every microbleed: a false positive
+    ras = lambda ijk: np.asarray(ijk, dtype=float) @ affine[:3, :3].T  # noqa: E731
+    places = [(ras((3, 3, 3)) + [1.0, 0, 0], "lobar"), (ras((12, 4, 4)) + [0, 0.5, 0], "deep")]
+    places.append((ras((21, 3, 3)) + [10.0, 0, 0], "infratentorial"))  # 10 mm away: the microbleed is n/a
+    counts = _evaluate_by_size().count_subject(pred, Volume(data=label, affine=affine), places)
+    assert (counts["TP"], counts["FN"], counts["FP"]) == (2, 1, 1)
+    assert dict(counts["total"]) == {"3-5 mm": 1, "5-10 mm": 1, "<3 mm": 1, "lobar": 1, "deep": 1, "n/a": 1}
+    assert dict(counts["found"]) == {"3-5 mm": 1, "5-10 mm": 0, "<3 mm": 1, "lobar": 1, "deep": 0, "n/a": 1}
+
+
+def test_evaluate_by_size_leaves_rates_without_a_denominator_undefined(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from plkd.volumes import Volume
+
+    mod = _evaluate_by_size()
+    empty = Volume(data=np.zeros((8, 8, 8), np.float32), affine=np.eye(4))
+    monkeypatch.setattr(mod, "load_subject", lambda subject: (empty, empty, empty))
+    predictor = SimpleNamespace(predict=lambda image, mask, lr_factor: SimpleNamespace(label_map=np.zeros((8, 8, 8))))
+    row = mod.evaluate(predictor, [(SimpleNamespace(id="sub-1"), {}), (SimpleNamespace(id="sub-2"), {})], "hr")
+    # No microbleed and no prediction: TPR, PPV and F1 are undefined (written null), not 0 % as before.
+    assert (row["subjects"], row["TP"], row["FP"], row["FN"], row["FP_per_subject"]) == (2, 0, 0, 0, 0.0)
+    assert all(math.isnan(row[k]) for k in ("TPR", "PPV", "F1"))

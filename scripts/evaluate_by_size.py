@@ -1,14 +1,16 @@
 """Detection per microbleed size and MARS location, at each input resolution, with the VALDO rule.
 
 For each labelled subject of each DATA folder and each condition — ``hr`` (as is), ``x2``/``x4``/
-``x8`` (the paper's LR@k: every k-th slice, cubic back to the 1 mm grid) and ``slab3``/``slab4``
-(k-mm thick slabs averaged on the 1 mm grid) — it predicts with BUNDLE (the ×k student for LR
-inputs), matches predicted components to reference microbleeds by the VALDO rule (the components
-and matching of ``plkd evaluate``, :func:`plkd.metrics.valdo.valdo_match`) and counts:
+``x8`` (the paper's LR@k: every k-th slice, cubic back to the subject's grid) and ``slab3``/``slab4``
+(k slices averaged into one slab on the subject's grid: k mm on a 1 mm grid, 4.8 mm for ``slab4`` on
+1.2 mm slices) — it predicts with BUNDLE (the ×k student for LR inputs), matches predicted components to
+reference microbleeds by the VALDO rule (the components and matching of ``plkd evaluate``,
+:func:`plkd.metrics.valdo.valdo_match`) and counts:
 
 - per size bin of the reference blob's sphere-equivalent diameter (:mod:`plkd.metrics.sizes`:
   < 3, 3-5, 5-10, > 10 mm, lower edges included): found / total;
-- per MARS class (``location`` of the nearest manifest microbleed within 3 mm; ``n/a`` without one);
+- per MARS class (the simulator's ``location`` of the nearest manifest microbleed within 3 mm, the class
+  it was placed in; ``n/a`` without one, e.g. a data set without manifest);
 - pooled TP, FP, FN, TPR, PPV, F1 and false positives per subject.
 
     python scripts/evaluate_by_size.py BUNDLE DATA [DATA ...] [--conditions hr,slab4] [--json OUT]
@@ -37,9 +39,11 @@ from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.predictor import Predictor
 from plkd.lowres import simulate_lowres
 from plkd.metrics.components import binarise_reference, find_components
+from plkd.metrics.detection import table2
 from plkd.metrics.scored import ScoredSubjects, scored_labelled_subjects
 from plkd.metrics.sizes import SIZE_NAMES, equivalent_diameter_mm, size_bin
 from plkd.metrics.valdo import valdo_match
+from plkd.volumes import Volume, spacing_from_affine
 
 LOCATIONS = ("lobar", "deep", "infratentorial", "n/a")
 
@@ -80,10 +84,33 @@ def labelled(roots: list[Path]) -> tuple[list[tuple[Subject, dict]], ScoredSubje
     return chosen, scored
 
 
+def count_subject(pred_labels: np.ndarray, label: Volume, places: list[tuple[np.ndarray, str]]) -> dict:
+    """One subject's counts: ``TP``/``FN`` (references found/missed), ``FP`` and, per size bin and MARS class,
+    ``found``/``total`` references. ``pred_labels`` is the predicted map on ``label``'s grid (foreground > 0),
+    ``places`` the manifest's ``[(centre RAS, class)]`` (a reference takes the class of the nearest within 3 mm)."""
+    zooms = spacing_from_affine(label.affine)  # the voxel size plkd evaluate measures with
+    # Rounded to label values as plkd evaluate reads a reference (1e-6 noise made the whole scan one blob).
+    ref = find_components(binarise_reference(label.data))
+    pred = find_components(np.asarray(pred_labels) > 0)
+    match = valdo_match(pred.centres_mm(zooms), ref.centres_mm(zooms))
+    ref_ras = ref.centres_world(label.affine)
+    diameters = equivalent_diameter_mm(ref.sizes, label.affine)
+    found: dict[str, int] = defaultdict(int)
+    total: dict[str, int] = defaultdict(int)
+    for r in range(ref.n):
+        near = [(np.linalg.norm(c - ref_ras[r]), loc) for c, loc in places]
+        loc = min(near)[1] if near and min(near)[0] <= 3.0 else "n/a"
+        for key in (size_bin(diameters[r]), loc):
+            total[key] += 1
+            found[key] += bool(match.detected[r])
+    tp = int(match.detected.sum())
+    return {"TP": tp, "FN": ref.n - tp, "FP": int(match.is_fp.sum()), "found": found, "total": total}
+
+
 def evaluate(predictor: Predictor, subjects: list[tuple[Subject, dict]], condition: str) -> dict:
     """Counts of one condition over ``subjects`` (labelled, with their manifest locations)."""
-    found = defaultdict(int)
-    total = defaultdict(int)
+    found: dict[str, int] = defaultdict(int)
+    total: dict[str, int] = defaultdict(int)
     tp = fp = fn = n_subjects = 0
     t0 = time.perf_counter()
     for subject, places in subjects:
@@ -92,41 +119,31 @@ def evaluate(predictor: Predictor, subjects: list[tuple[Subject, dict]], conditi
             mask = image.with_data(resolve_brain_mask(image)[0].astype(np.uint8))
         data, factor = degrade(image.data, condition)
         result = predictor.predict(image.with_data(data), mask, lr_factor=factor)
-        zooms = np.sqrt((label.affine[:3, :3] ** 2).sum(axis=0))
-        # Rounded to label values as plkd evaluate reads a reference (1e-6 noise made the whole scan one blob).
-        ref = find_components(binarise_reference(label.data))
-        pred = find_components(result.label_map > 0)
-        match = valdo_match(pred.centres_mm(zooms), ref.centres_mm(zooms))
-        ref_ras = ref.centres_world(label.affine)
-        diameters = equivalent_diameter_mm(ref.sizes, label.affine)
-        for r in range(ref.n):
-            size = size_bin(diameters[r])
-            near = [(np.linalg.norm(c - ref_ras[r]), loc) for c, loc in places.get(subject.id, [])]
-            loc = min(near)[1] if near and min(near)[0] <= 3.0 else "n/a"
-            for key in (size, loc):
-                total[key] += 1
-                found[key] += bool(match.detected[r])
-        tp += int(match.detected.sum())
-        fn += int((~match.detected).sum())
-        fp += int(match.is_fp.sum())
-        n_subjects += 1
-    tpr = tp / max(tp + fn, 1)
-    ppv = tp / max(tp + fp, 1)
-    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+        counts = count_subject(result.label_map, label, places.get(subject.id, []))
+        for key, n in counts["total"].items():
+            total[key] += n
+            found[key] += counts["found"][key]
+        tp, fp, fn, n_subjects = tp + counts["TP"], fp + counts["FP"], fn + counts["FN"], n_subjects + 1
+    # The formulas of plkd evaluate's pooled table: undefined (NaN, written null) where they divide by zero.
+    scores = table2(tp, fp, fn, n_subjects)
     return {
         "condition": condition,
         "subjects": n_subjects,
         "TP": tp,
         "FP": fp,
         "FN": fn,
-        "TPR": tpr,
-        "PPV": ppv,
-        "F1": f1,
-        "FP_per_subject": fp / max(n_subjects, 1),
+        "TPR": scores["TPR"],
+        "PPV": scores["PPV"],
+        "F1": scores["F1"],
+        "FP_per_subject": scores["FPavg"],
         "found": dict(found),
         "total": dict(total),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def _pct(value: float) -> str:
+    return "–" if value != value else f"{100 * value:.1f}"  # NaN: undefined (no microbleed, or none predicted)
 
 
 def main() -> None:
@@ -149,7 +166,7 @@ def main() -> None:
         rows.append(r)
         cells = [f"{r['found'].get(k, 0)}/{r['total'].get(k, 0)}" for k in (*bins, *LOCATIONS)]
         print(
-            f"| {condition} | {100 * r['F1']:.1f} | {100 * r['TPR']:.1f} | {100 * r['PPV']:.1f} "
+            f"| {condition} | {_pct(r['F1'])} | {_pct(r['TPR'])} | {_pct(r['PPV'])} "
             f"| {r['FP_per_subject']:.2f} | " + " | ".join(cells) + " |",
             flush=True,
         )

@@ -196,10 +196,11 @@ def demo_findings(
     """
     from plkd.inference.overview import Finding, place
     from plkd.metrics import valdo_match
-    from plkd.metrics.components import find_components
+    from plkd.metrics.components import binarise_prediction, binarise_reference, find_components
 
-    p = find_components(pred > 0)
-    r = find_components(truth > 0)
+    # Read as evaluate_subject reads them (the summary's counts), so the picture shows the same findings.
+    p = find_components(binarise_prediction(pred))
+    r = find_components(binarise_reference(truth))
     match = valdo_match(p.centres_mm(spacing), r.centres_mm(spacing))
     voxel_mm3 = float(np.prod(spacing))
     by_label = {int(c["label"]): c for c in candidates if int(c.get("label") or 0) > 0}

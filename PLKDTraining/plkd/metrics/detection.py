@@ -57,7 +57,8 @@ def evaluate_subject(
 
     ``pred`` may be probabilities, a binary mask or an instance map (foreground at
     ``>= threshold``); ``truth`` is the reference (foreground where non-zero; values in (0, 1]
-    are rater-agreement weights); ``spacing`` is the voxel size in mm (header zooms).
+    are rater-agreement weights); ``spacing`` is the voxel size in mm along each array axis
+    (the affine's column norms, :func:`plkd.metrics.evaluation.voxel_size_mm`).
     Returns the keys of one ``"subjects"`` entry of the ``plkd evaluate`` JSON.
     """
     pred = np.asarray(pred)

@@ -2,7 +2,7 @@
 
 Each prediction is compared with its reference in world space: when the grids differ, the
 binarised prediction is resampled onto the reference grid by nearest neighbour, and all
-metrics are computed there with the reference's header zooms (as VALDO does).
+metrics are computed there with the reference's voxel size (:func:`voxel_size_mm`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,36 @@ from plkd.volumes import Volume, load_label, reorientation_onto, spacing_from_af
 log = logging.getLogger(__name__)
 
 
-def header_zooms(vol: Volume) -> np.ndarray:
-    """Voxel size (mm) from the NIfTI header's zooms, falling back to the affine's column norms."""
-    if vol.header is not None:
-        zooms = np.asarray(vol.header.get_zooms()[:3], dtype=np.float64)
-        if zooms.size == 3 and np.all(zooms > 0):
-            return zooms
+def voxel_size_mm(vol: Volume) -> np.ndarray:
+    """Voxel size (mm) along each array axis of ``vol``: the column norms of the affine plkd places its voxels with
+    (:func:`plkd.volumes.header_affine`: the sform, else the qform).
+
+    Not the header's pixdim: a header whose sform was rewritten (registration tools, ``fslorient``) keeps the
+    qform's pixdim, and distances measured with it disagreed with where the prediction was resampled from, with
+    the candidates' ``center_ras`` and with ``plkd tune``/``plkd cv`` (which use the affine): a prediction 6 mm
+    away on 3 mm slices whose pixdim said 1 mm matched at "2 mm". :func:`pixdim_note` says when they differ.
+    """
     return spacing_from_affine(vol.affine)
+
+
+#: Header pixdim and affine voxel sizes closer than this (relative) agree: float32 rounding of a header.
+PIXDIM_TOLERANCE = 1e-3
+
+
+def pixdim_note(vol: Volume) -> str | None:
+    """One sentence when the header's pixdim is not the voxel size of the affine used (:func:`voxel_size_mm`)."""
+    if vol.header is None:
+        return None
+    pixdim = np.asarray(vol.header.get_zooms()[:3], dtype=np.float64)
+    spacing = voxel_size_mm(vol)
+    if pixdim.size != 3 or not np.all(pixdim > 0) or np.allclose(pixdim, spacing, rtol=PIXDIM_TOLERANCE, atol=0):
+        return None
+    mm = " × ".join(f"{v:.3g}" for v in spacing)
+    header = " × ".join(f"{v:.3g}" for v in pixdim)
+    return (
+        f"reference {vol.path.name if vol.path else ''}: its sform/qform places {mm} mm voxels but its pixdim says "
+        f"{header} mm; distances are measured with the former, where the voxels are placed (check the header)"
+    )
 
 
 def prediction_on_reference_grid(pred: Volume, truth: Volume, threshold: float = 0.5) -> np.ndarray:
@@ -98,6 +121,31 @@ def grid_problems(pred: Volume, ref: Volume, threshold: float = 0.5) -> list[str
                 "field of view or smaller than its voxels) and are not scored"
             )
     return problems
+
+
+def scaled_probability_note(data: np.ndarray) -> str | None:
+    """One sentence when a prediction of whole numbers looks like a probability map scaled to 0..N (per cent,
+    0..255), else None.
+
+    Whole numbers are read as microbleed numbers, every voxel >= 1 a microbleed's (the threshold cannot
+    apply: see ``plkd evaluate --threshold``). In a label map each microbleed holds one number (``plkd predict``
+    merges touching ones); in a scaled probability map most hold many, and reading it as labels counted every
+    voxel of 1 % or more.
+    """
+    comps = find_components(np.asarray(data) >= 1)
+    big = np.flatnonzero(comps.sizes > 1) + 1
+    if not big.size or float(np.max(data)) <= 1:
+        return None
+    fg = np.isin(comps.labels, big)
+    pairs = np.unique(np.stack([comps.labels[fg], np.asarray(data)[fg].astype(np.int64)]), axis=1)
+    several = int(np.count_nonzero(np.bincount(pairs[0], minlength=comps.n + 1) > 1))
+    if several * 2 <= big.size:
+        return None
+    return (
+        f"the prediction holds whole numbers up to {float(np.max(data)):g} and {several} of its {big.size} "
+        "microbleeds hold several of them: a probability map scaled to 0-100 or 0-255? Every voxel >= 1 was "
+        "counted as a microbleed's; give probabilities in 0-1 (or a label map)"
+    )
 
 
 #: A reference label map holds at most this many distinct values (instance labels included).
@@ -177,11 +225,15 @@ def evaluate_paths(
     subjects: dict[str, dict] = {}
     files: dict[str, dict] = {}
     froc_inputs: dict[str, FrocSubject] = {}
+    froc_empty: dict[str, FrocSubject] = {}  # references without a prediction (--missing-as-empty): no candidate
     missing_candidates: list[str] = []
     want_froc = froc is not False or cand_dir is not None
     for sid, (pred_file, truth_file) in pairing.pairs.items():
         ref = load_label(truth_file, what="reference")
         check_reference_values(ref)
+        spacing = voxel_size_mm(ref)
+        if header_note := pixdim_note(ref):
+            notes.append(f"{sid}: {header_note}")
         if pred_file is None:
             values = np.zeros(ref.shape, dtype=np.float32)
         else:
@@ -191,32 +243,39 @@ def evaluate_paths(
             values = labels_on_reference_grid(pred_volume, ref)
             if np.any(pred_volume.data) and np.array_equal(pred_volume.data, np.round(pred_volume.data)):
                 label_maps.append(sid)
+                if scaled := scaled_probability_note(pred_volume.data):
+                    notes.append(f"{sid}: {scaled}")
         mask = binarise_prediction(values, threshold)
         subjects[sid] = evaluate_subject(
-            mask, ref.data, header_zooms(ref), threshold=0.5, max_distance_mm=max_distance_mm, connectivity=connectivity
+            mask, ref.data, spacing, threshold=0.5, max_distance_mm=max_distance_mm, connectivity=connectivity
         )
         files[sid] = {"prediction": None if pred_file is None else str(pred_file), "reference": str(truth_file)}
-        if want_froc:
+        if want_froc and pred_file is None:
+            # Scored as an empty prediction: its microbleeds are missed at every threshold (it has no candidates
+            # JSON to look for; asking for one made the FROC curve impossible with --missing-as-empty).
+            froc_empty[sid] = froc_subject(values, ref.data, spacing, ref.affine, [], connectivity=connectivity)[0]
+        elif want_froc:
             cand_file = _find_candidates(sid, pred_file, cand_dir)
             if cand_file is None:
                 missing_candidates.append(sid)
                 continue
             record = load_candidate_records(cand_file)
+            seg = (record.get("thresholds") or {}).get("segmentation")
             froc_inputs[sid], unexplained = froc_subject(
                 values,
                 ref.data,
-                header_zooms(ref),
+                spacing,
                 ref.affine,
-                record["candidates"] if pred_file is not None else [],
+                record["candidates"],
                 threshold=threshold,
                 connectivity=connectivity,
+                applied=None if seg is None else float(seg),
             )
             if unexplained:
                 notes.append(
                     f"{sid}: {unexplained} predicted component(s) carry no candidate's label or centre; "
                     "the FROC curve counts them at every threshold"
                 )
-            seg = (record.get("thresholds") or {}).get("segmentation")
             if seg is not None:
                 applied.add(float(seg))
             files[sid]["candidates"] = str(cand_file)
@@ -246,8 +305,8 @@ def evaluate_paths(
             msg = f"no candidates JSON {where} for {len(missing_candidates)} subject(s): {names}"
             if required:
                 raise InputError(msg)
-            log.warning("%s; FROC curve skipped", msg)
-        elif froc_inputs:
+            notes.append(f"{msg}; FROC curve skipped")  # said with the other notes, and kept in the JSON
+        elif froc_inputs or (required and froc_empty):
             pooled = result["pooled"]
             operating = {
                 "sensitivity": pooled["TPR"],
@@ -255,7 +314,7 @@ def evaluate_paths(
                 "thresholds": sorted(applied),
                 "source": "pooled table (label maps as written, VALDO rule)",
             }
-            result["froc"] = froc_curve(froc_inputs, max_distance_mm, operating).to_dict()
+            result["froc"] = froc_curve({**froc_inputs, **froc_empty}, max_distance_mm, operating).to_dict()
     if label_maps and threshold != PREDICTION_THRESHOLD:
         notes.append(
             f"threshold {threshold:g} binarises prediction values, but the predictions of {len(label_maps)} "

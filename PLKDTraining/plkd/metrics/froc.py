@@ -71,6 +71,7 @@ class FrocCurve:
     n_references: int
     subjects: list[str] = field(default_factory=list)
     operating_point: dict[str, Any] | None = None
+    max_distance_mm: float = MAX_DISTANCE_MM
 
     def sensitivity_at(self, fp_per_subject: float) -> float:
         """Best sensitivity reached with at most ``fp_per_subject`` false positives per subject."""
@@ -84,7 +85,7 @@ class FrocCurve:
             "n_subjects": self.n_subjects,
             "n_references": self.n_references,
             "subjects": list(self.subjects),
-            "max_distance_mm": MAX_DISTANCE_MM,
+            "max_distance_mm": self.max_distance_mm,  # the distance matched with (--max-distance), not the default
             "matching": "VALDO rule at every threshold (same as the pooled table)",
             "probability_range": [float(finite.min()), float(finite.max())] if finite.size else None,
             "sensitivity_at_fp": {f"{fp:g}": self.sensitivity_at(fp) for fp in REPORT_FP},
@@ -111,6 +112,7 @@ class FrocCurve:
             n_references=int(data["n_references"]),
             subjects=list(data.get("subjects", [])),
             operating_point=data.get("operating_point"),
+            max_distance_mm=float(data.get("max_distance_mm", MAX_DISTANCE_MM)),
         )
 
 
@@ -156,6 +158,7 @@ def froc_curve(
         n_references=n_refs,
         subjects=sorted(subjects),
         operating_point=operating_point,
+        max_distance_mm=float(max_distance_mm),
     )
 
 
@@ -168,16 +171,22 @@ def froc_subject(
     *,
     threshold: float = 0.5,
     connectivity: int = CONNECTIVITY,
+    applied: float | None = None,
 ) -> tuple[FrocSubject, int]:
     """Detections of one subject for :func:`froc_curve`, consistent with the pooled table.
 
     ``pred_labels`` is the predicted label map (``plkd predict``'s instance labels) and
     ``reference`` the reference map, both on the reference grid whose voxel-to-RAS ``affine``
-    and header ``zooms`` (mm) are given; ``candidates`` the records of the candidates JSON.
-    Centres are in VALDO mm (voxel indices times zooms). A component gets the probability of
-    the candidate whose ``label`` it carries (or, for maps without instance labels, of the
-    kept candidates whose centre lies in it); a component no candidate explains is always
-    present (probability ``inf``). Returns the subject and the number of such components.
+    and voxel size ``zooms`` (mm, the affine's column norms) are given; ``candidates`` the records
+    of the candidates JSON (none for a subject scored as an empty prediction). Centres are in
+    VALDO mm (voxel indices times zooms). A component gets the probability of the candidate
+    whose ``label`` it carries (or, in a binary mask, where every microbleed holds 1, of the
+    kept candidate whose centre lies in it); a component no candidate explains is always
+    present (probability ``inf``). ``applied``, the segmentation threshold ``plkd predict`` applied
+    (the JSON's ``thresholds.segmentation``), keeps the written probabilities, rounded to 4
+    decimals, on their side of it: a candidate rejected at 0.49996 is written 0.5 and would
+    otherwise join the curve's point at 0.5, which then missed the pooled operating point.
+    Returns the subject and the number of such components.
     """
     zooms = np.asarray(zooms, dtype=np.float64)[:3]
     pred_labels = np.asarray(pred_labels)
@@ -193,9 +202,12 @@ def froc_subject(
     if comps.n:
         values = np.rint(pred_labels).astype(np.int64)
         fg = comps.labels > 0
-        for comp, value in set(zip(comps.labels[fg].tolist(), values[fg].tolist(), strict=True)):
-            if value in by_label:
-                comp_prob[comp - 1] = max(comp_prob[comp - 1], by_label[value])
+        # Values name candidates only in an instance map: a binary mask holds 1 in every microbleed, which gave
+        # each the probability of candidate 1 (all appeared at its threshold); there the centres decide.
+        if len(by_label) <= 1 or int(values[fg].max()) > 1:
+            for comp, value in set(zip(comps.labels[fg].tolist(), values[fg].tolist(), strict=True)):
+                if value in by_label:
+                    comp_prob[comp - 1] = max(comp_prob[comp - 1], by_label[value])
         for c in candidates:  # label values that do not name candidates (binary masks): centres decide
             v = np.rint(to_vox(c["center_ras"])).astype(int)
             if c.get("kept") and np.all((v >= 0) & (v < comps.labels.shape)):
@@ -211,6 +223,10 @@ def froc_subject(
     ]
     point_mm = np.array([to_vox(c["center_ras"]) * zooms for c in points]).reshape(-1, 3)
     point_p = np.array([float(c["probability"]) for c in points], dtype=np.float64)
+    if applied is not None:
+        explained = np.isfinite(comp_prob)
+        comp_prob[explained] = np.maximum(comp_prob[explained], applied)  # kept: at or above it
+        point_p = np.minimum(point_p, np.nextafter(applied, -np.inf))  # rejected for it: below it
     subject = FrocSubject(
         candidate_centres=np.vstack([comps.centres_mm(zooms), point_mm]),
         probabilities=np.r_[comp_prob, point_p],

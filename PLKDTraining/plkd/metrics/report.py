@@ -76,7 +76,8 @@ def format_table(result: Mapping) -> str:
     )
     v = result["valdo"]
     out.append(
-        f"VALDO (per-subject medians, {v['n_subjects_with_reference']} subject(s) with microbleeds): "
+        f"VALDO (per-subject medians; F1 and Dice over the {v['n_subjects_with_reference']} subject(s) with "
+        f"microbleeds, the count difference over all {v['n_subjects']}): "
         f"F1 {_pct(v['F1_median'])} (mean {_pct(v['F1_mean'])})  "
         f"count difference {_num(v['count_difference_median'], 1)} (mean {_num(v['count_difference_mean'])})  "
         f"V-Dice {_pct(v['Dice_median'])} (mean {_pct(v['Dice_mean'])}, found microbleeds only)  "

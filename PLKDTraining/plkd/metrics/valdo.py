@@ -6,9 +6,11 @@ The rule, reproduced as published (see ``docs/cmb-domain.md``, "How detection is
    (:data:`plkd.metrics.components.CONNECTIVITY`: the released evaluation code,
    WhereIsValdo/valdo-eval-2021, labels with ``-c 3``, all neighbours, unless told otherwise);
    so is the reference (every non-zero voxel);
-2. each component is summarised by its centre of mass in voxel indices times the header
-   zooms (mm) — zooms, not the affine, so obliquity is ignored as in the challenge (the
-   released code leaves the zooms out and measures in voxels: the same on a 1 mm grid);
+2. each component is summarised by its centre of mass in voxel indices times the voxel size
+   (mm) — a rotation of the grid changes no distance (the released code leaves the voxel size
+   out and measures in voxels: the same on a 1 mm grid). ``plkd evaluate`` takes the voxel
+   size from the affine it places the voxels with (sform, else qform), not from a pixdim that
+   disagrees with it (:func:`plkd.metrics.evaluation.voxel_size_mm`), as ``plkd tune``/``cv`` do;
 3. each predicted component picks its nearest reference component if that lies closer than
    5 mm (strictly, ``<`` as in the released code: a centre exactly 5 mm away, as two
    single-voxel microbleeds five 1 mm voxels apart are, is a false positive), otherwise it is
@@ -39,7 +41,9 @@ a 1 mm grid); (b) it rounds the reference (``np.around``: 0.5 becomes 0) and cou
 once, while plkd keeps 0.5 voxels as half-weight microbleeds (step 5); (c) it takes FN as
 #references − #TP predictions, so two tied predictions on one reference hide a missed one (2
 references, both predictions tied on the first: FN 0, F1 1.0); plkd counts the references nobody
-detected (FN 1, F1 0.8).
+detected (FN 1, F1 0.8); (d) it refuses predictions outside 0..1 (the challenge's rule), while plkd
+also reads label maps (``plkd predict``'s microbleed numbers 1..N, 0/255 masks): every voxel >= the
+threshold (0.5) is foreground.
 """
 
 from __future__ import annotations
