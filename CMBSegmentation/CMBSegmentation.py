@@ -119,7 +119,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._runner = None
         self._preparedRun = None
         self._runVolume = None  # the volume the running engine works on (the selection may change meanwhile)
-        self._runOutputs = (None, None, False)  # (segmentation, table, replace) chosen at Apply
+        self._runOutputs = (None, None, False)  # (segmentation, table, replace: False or the outputs' state) at Apply
         self._runState = RunStateMachine()
         self._runLog = runLog.RunLog()
         self._overallProgress = runLog.OverallProgress()
@@ -356,6 +356,8 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """(segmentation, table, replace) for a run; None when the user cancels.
 
         New nodes unless the selected ones are empty; replacing a result (above all a reviewed one) needs a yes.
+        ``replace``: False, or the outputs' state when the user agreed (:func:`resultImport.outputState`); a result
+        reviewed further while the engine runs is then not replaced.
         """
         segmentation, table = p.outputSegmentation, p.candidateTable
         protected = [n for n in (p.inputVolume, p.brainMask) if n is not None]
@@ -381,7 +383,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if role == qt.QMessageBox.AcceptRole:
             return None, None, False
         if role == qt.QMessageBox.DestructiveRole:
-            return segmentation, table, True
+            return segmentation, table, resultImport.outputState(segmentation, table)
         return None
 
     def _startRun(
@@ -486,7 +488,14 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if p is None or self._runVolume is None or self._runVolume.GetScene() is None:
                     raise RuntimeError(_("The input volume or the scene was closed during the run."))
                 result = self.logic.importRun(
-                    self._preparedRun, self._runVolume, segmentation, table, p.threshold, replace, [p.brainMask]
+                    self._preparedRun,
+                    self._runVolume,
+                    segmentation,
+                    table,
+                    p.threshold,
+                    bool(replace),
+                    [p.brainMask],
+                    replaceState=replace or None,
                 )
                 wasModified = p.StartModify()  # one change: never a new segmentation paired with the old table
                 p.outputSegmentation = result.segmentationNode
@@ -576,7 +585,9 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for r, row in enumerate(rows):
                 segment = nodes[0].GetSegmentation().GetSegment(row.segmentId)
                 status = row.status
-                if status == candidateTableLib.STATUS_NOT_SEEN and not reviewState.isIncluded(row, threshold):
+                if segment is None:  # deleted (or moved away): neither shown nor exported, whatever its status says
+                    status = _("{status} (segment deleted)").format(status=status)
+                elif status == candidateTableLib.STATUS_NOT_SEEN and not reviewState.isIncluded(row, threshold):
                     status = _("below threshold")
                 elif status not in candidateTableLib.STATUSES:  # typed in the Tables module: Export refuses it
                     status = _("{status} (unknown status)").format(status=status)
@@ -884,8 +895,10 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         threshold=None,
         replace=False,
         inputNodes=(),
+        replaceState=None,
     ):
-        """Import a finished run (see :func:`resultImport.importResults`; existing content only with ``replace``)."""
+        """Import a finished run (see :func:`resultImport.importResults`; existing content only with ``replace``, and
+        with ``replaceState`` only when unchanged since)."""
         return resultImport.importResults(
             inputVolume.GetScene(),
             inputVolume,
@@ -896,27 +909,19 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
             runThreshold=threshold,
             replace=replace,
             inputNodes=inputNodes,
+            replaceState=replaceState,
         )
 
     @staticmethod
     def worldToVolumeFrame(volumeNode, worldRas):
         """A world RAS point in the volume's own frame (where the engine works), through its parent transform."""
-        transformNode = volumeNode.GetParentTransformNode()
-        if transformNode is None:
-            return [float(v) for v in worldRas]
-        transform = vtk.vtkGeneralTransform()
-        transformNode.GetTransformFromWorld(transform)
-        return list(transform.TransformPoint([float(v) for v in worldRas]))
+        return reviewNavigation.worldToVolumeFrame(volumeNode, worldRas)
 
     @staticmethod
     def candidateCenterWorld(segmentationNode, row):
-        """The candidate's centre in world RAS (the table stores it in the volume's own frame)."""
-        transformNode = segmentationNode.GetParentTransformNode()
-        if transformNode is None:
-            return list(row.centerRas)
-        transform = vtk.vtkGeneralTransform()
-        transformNode.GetTransformToWorld(transform)
-        return list(transform.TransformPoint(row.centerRas))
+        """The candidate's centre in world RAS (the table stores it in the frame of the result's volume)."""
+        volume = resultImport.referenceVolume(segmentationNode)
+        return reviewNavigation.candidateCentreWorld(segmentationNode, volume, row)
 
     def process(
         self,
@@ -936,14 +941,18 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         """Detect and segment the microbleeds of ``inputVolume``; return the segmentation node.
 
         New output nodes are created unless given; given nodes that hold something are replaced only with
-        ``replace=True`` (see :func:`resultImport.checkOutputTargets`). With ``waitForCompletion=True`` the call
-        returns when the results are in the scene; in Slicer with a main window a progress dialog with Cancel is
-        shown meanwhile and the application stays responsive (Cancel raises ``inferenceJob.EngineCancelledError``).
+        ``replace=True`` (see :func:`resultImport.checkOutputTargets`), and only as they are at the call: changed
+        while the engine runs (reviewed meanwhile), they are kept and the result goes into new nodes.
+        With ``waitForCompletion=True`` the call returns when the results are in the scene; in Slicer with a main
+        window a progress dialog with Cancel is shown meanwhile and the application stays responsive (Cancel raises
+        ``inferenceJob.EngineCancelledError``).
         With ``waitForCompletion=False`` (needs Slicer's event loop) the ProcessRunner is returned and
         ``onFinished(segmentationNode or None, errorMessage or None)`` is called on the main thread.
         The engine's warnings are logged (``logging.warning``).
         """
         resultImport.checkOutputTargets(outputSegmentation, candidateTable, (inputVolume, brainMask), replace)
+        # Replaced as they are now: reviewed meanwhile (the progress dialog keeps Slicer responsive), they are kept.
+        replaceState = resultImport.outputState(outputSegmentation, candidateTable) if replace else None
         modelPath, warning = modelBundle.chooseModel(modelPath, modality)
         if warning:
             logging.warning("CMBSegmentation: the %s", warning)
@@ -951,7 +960,7 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
 
         def importAndLog():
             result = self.importRun(
-                prepared, inputVolume, outputSegmentation, candidateTable, threshold, replace, [brainMask]
+                prepared, inputVolume, outputSegmentation, candidateTable, threshold, replace, [brainMask], replaceState
             )
             for note in result.notes:
                 logging.warning("CMBSegmentation: %s: %s", inputVolume.GetName(), note)

@@ -97,6 +97,8 @@ def test_engine_output_imports_one_segment_per_planted_microbleed(engine_run, tr
     assert all(r.probability is not None and r.probability >= 0.5 for r in rows)
     assert all(r.volumeMm3 > 0 and r.status == candidateTable.STATUS_NOT_SEEN for r in rows)
     assert _segmentsHoldTheEngineLabels(result, volume, prepared)
+    # The engine's centres and volumes are those of its labels: the review's measuring changes none of them.
+    assert reviewState.measureRows(result.segmentationNode, result.tableNode) == []
 
 
 def test_single_point_command_adds_the_clicked_microbleed(engine_run, truth, tmp_path):

@@ -218,13 +218,13 @@ def readRows(tableNode) -> list[CandidateRow]:
     """Every row of the table, in table order (also for a table read back from a ``.tsv`` file)."""
     rows = []
     for r in range(tableNode.GetNumberOfRows()):
-        probability = _float(_cell(tableNode, r, COLUMN_PROBABILITY))
+        probability = _value(tableNode, r, COLUMN_PROBABILITY)
         rows.append(
             CandidateRow(
-                candidateId=int(_float(_cell(tableNode, r, COLUMN_ID)) or 0),
+                candidateId=int(_value(tableNode, r, COLUMN_ID) or 0),
                 segmentId=_cell(tableNode, r, COLUMN_SEGMENT),
-                centerRas=tuple(_float(_cell(tableNode, r, c)) or 0.0 for c in (COLUMN_R, COLUMN_A, COLUMN_S)),
-                volumeMm3=_float(_cell(tableNode, r, COLUMN_VOLUME)) or 0.0,
+                centerRas=tuple(_value(tableNode, r, c) or 0.0 for c in (COLUMN_R, COLUMN_A, COLUMN_S)),
+                volumeMm3=_value(tableNode, r, COLUMN_VOLUME) or 0.0,
                 probability=probability,
                 status=normaliseStatus(_cell(tableNode, r, COLUMN_STATUS)),
                 location=_cell(tableNode, r, COLUMN_LOCATION),
@@ -251,6 +251,25 @@ def setStatusCell(tableNode, rowIndex: int, status: str) -> None:
     tableNode.Modified()
 
 
+def setSegmentCell(tableNode, rowIndex: int, segmentId: str) -> None:
+    """Write ``segmentId`` into the Segment ID cell of ``rowIndex`` (the table's Modified event is the caller's)."""
+    tableNode.SetCellText(rowIndex, _columnIndex(tableNode, COLUMN_SEGMENT), segmentId)
+
+
+def setMeasuredCells(tableNode, rowIndex: int, centerRas: tuple[float, float, float], volumeMm3: float) -> bool:
+    """Write a candidate's centre (RAS mm, the volume's own frame) and volume (mm³) into row ``rowIndex`` where they
+    differ from the cells at the table's precision (:data:`DECIMALS`); True when a cell changed. The table's
+    Modified event is left to the caller (one for many rows)."""
+    changed = False
+    for column, value in zip((COLUMN_R, COLUMN_A, COLUMN_S, COLUMN_VOLUME), (*centerRas, volumeMm3), strict=True):
+        stored = _value(tableNode, rowIndex, column)
+        if stored is not None and abs(stored - round(float(value), DECIMALS[column])) < 0.5 * 10.0 ** -DECIMALS[column]:
+            continue
+        tableNode.SetCellText(rowIndex, _columnIndex(tableNode, column), _number(value, column))
+        changed = True
+    return changed
+
+
 def nextCandidateId(tableNode) -> int:
     """An id no row uses yet (one more than the largest)."""
     return max((row.candidateId for row in readRows(tableNode)), default=0) + 1
@@ -269,6 +288,23 @@ def _columnIndex(tableNode, column: str, required: bool = True) -> int:
 def _cell(tableNode, rowIndex: int, column: str) -> str:
     columnIndex = _columnIndex(tableNode, column, required=column not in OPTIONAL_COLUMNS)
     return tableNode.GetCellText(rowIndex, columnIndex) if columnIndex >= 0 else ""
+
+
+def _value(tableNode, rowIndex: int, column: str) -> float | None:
+    """A numeric cell as the number it holds (None when empty, NaN or not a number).
+
+    Read as text, a number cell has six significant digits (vtkVariant's): a volume of 12345.68 mm³ read 12345.7, and
+    the review, which writes a measured value only where it differs from the cell, wrote it again at every refresh,
+    whose table change started the next refresh, without end.
+    """
+    columnIndex = _columnIndex(tableNode, column, required=column not in OPTIONAL_COLUMNS)
+    if columnIndex < 0:
+        return None
+    array = tableNode.GetTable().GetColumn(columnIndex)
+    if array.IsNumeric():
+        value = array.GetVariantValue(rowIndex).ToDouble()
+        return value if math.isfinite(value) else None
+    return _float(tableNode.GetCellText(rowIndex, columnIndex))  # a column of text (a .tsv read without its schema)
 
 
 def _number(value: float, column: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import itertools
 import json
@@ -32,6 +33,7 @@ from CMBSegmentationLib.reviewState import (
     adoptPaintedSegments,
     checkStatuses,
     isIncluded,
+    measureRows,
     reviewThreshold,
 )
 from CMBSegmentationLib.sceneScratch import scratchNodes
@@ -97,8 +99,9 @@ def exportReview(
     None means the review threshold saved with the table (what the reader saw). The scene is left as it was:
     the helper nodes of the export are removed again.
 
-    Exporting the same result again replaces its files (the report records the result's run id). When the folder
-    holds files of ``BASE`` from another result (another run on the same volume, or files of unknown origin),
+    Exporting the same result again replaces its files (the report records the result's run id and each file's
+    SHA-256) unless one was changed since. When the folder holds files of ``BASE`` from another result (another run
+    on the same volume, or files of unknown origin), or changed since this result's export wrote them,
     ``BASE-2``, ``BASE-3``, ... is used instead, so one export never replaces another's; the returned paths name
     the files written. ``overwrite`` writes ``BASE`` whatever is there (batch runs, which redo every input).
     """
@@ -109,6 +112,7 @@ def exportReview(
         threshold = reviewThreshold(tableNode)
     outputDir = Path(outputDir)
     adoptPaintedSegments(segmentationNode, tableNode, referenceVolume)  # a segment painted by hand is the reader's
+    measureRows(segmentationNode, tableNode, referenceVolume)  # the saved table says what the report says
     rows = includedRows(segmentationNode, tableNode, threshold)
     voxels = segmentVoxels(segmentationNode, [r.segmentId for r in rows], referenceVolume)
     # A segment the reader erased with the Segment Editor is no microbleed of the final result.
@@ -137,10 +141,20 @@ def exportReview(
         for record, diameter in ((r, _sphereDiameter(r["volume_mm3"])) for r in records)
         if diameter > MAX_DIAMETER_MM
     )
+    transformNode = referenceVolume.GetParentTransformNode()
+    if transformNode is not None and len(records):
+        # Slicer shows the volume where the transform puts it; the files are on the volume's own grid, as loaded.
+        notes += (
+            f"'{referenceVolume.GetName()}' lies under the transform '{transformNode.GetName()}': centres and files "
+            "are in the volume's own frame (as its file), not where Slicer shows it; harden the transform first "
+            "for the shown frame",
+        )
     files = dataclasses.replace(files, notes=notes)
     allRows = candidateTable.readRows(tableNode)
     report = {
         "input": referenceVolume.GetName(),
+        # r_mm, a_mm, s_mm: RAS (not the LPS of DICOM and of Slicer's markup files), the label map's frame.
+        "coordinate_system": "RAS",
         "result_id": resultId,
         "review_id": reviewId,
         "n_microbleeds": len(rows),
@@ -160,6 +174,9 @@ def exportReview(
             writeArrayAsNifti(labels, affine, temporary[0])
             _writeSegmentation(segmentationNode, segmentIds, temporary[1])
         _writeCsv(records, temporary[2])
+        # What was written, so that the next export of this result replaces its files only while nobody changed them.
+        finals = outputPaths(outputDir, baseName)[:3]
+        report["file_sha256"] = {final.name: _sha256(tmp) for final, tmp in zip(finals, temporary[:3], strict=True)}
         writeTextAtomic(temporary[3], json.dumps(report, indent=2) + "\n")
     return files
 
@@ -207,7 +224,8 @@ def freeBaseName(
 ) -> str:
     """``baseName``, or ``baseName-2``, ``-3``, ...: the first whose files in ``outputDir`` are absent or are an
     export of the result ``resultId`` in its review ``reviewId`` (None: the result's own, see
-    :func:`reviewIdentity`; its report names both). Files without a readable report are not ours."""
+    :func:`reviewIdentity`; its report names both) and unchanged since that export wrote them. Files without a
+    readable report are not ours."""
     outputDir = Path(outputDir)
     reviewId = reviewId or resultId
     for k in itertools.count(1):
@@ -220,9 +238,27 @@ def freeBaseName(
             previousIds = (previous.get("result_id"), previous.get("review_id") or previous.get("result_id"))
         except (OSError, ValueError, AttributeError):
             previousIds = (None, None)
-        if resultId is not None and previousIds == (resultId, reviewId):
+        if resultId is not None and previousIds == (resultId, reviewId) and _unchanged(previous, paths[:3]):
             return name
     raise AssertionError("unreachable")
+
+
+def _unchanged(report: dict, paths) -> bool:
+    """Whether the files of an earlier export are as it wrote them (its report's ``file_sha256``; a report of an older
+    version, without it, is taken at its word). A report opened in a spreadsheet and saved with the reader's notes,
+    or a label map corrected in another program, was replaced by the next export of the result without a word."""
+    recorded = report.get("file_sha256")
+    if not isinstance(recorded, dict):
+        return True
+    return all(not path.exists() or recorded.get(path.name) == _sha256(path) for path in paths)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> None:

@@ -146,6 +146,33 @@ def existingContent(segmentationNode, tableNode) -> list[str]:
     return found
 
 
+def outputState(segmentationNode, tableNode) -> tuple:
+    """A token of everything a reader can change in these output nodes (segments, their tags and voxels, table cells
+    and attributes): equal tokens taken before and after a run mean nothing was changed meanwhile.
+
+    Built from modification times, which reading never changes; a change that leaves the content as it was may still
+    count as one (the safe side: the result then goes into new nodes).
+    """
+    segments = ()
+    if segmentationNode is not None:
+        segmentation = segmentationNode.GetSegmentation()
+        segments = tuple(
+            (
+                segmentation.GetNthSegmentID(i),
+                segmentation.GetNthSegment(i).GetMTime(),
+                _representationTime(segmentation.GetNthSegment(i)),
+            )
+            for i in range(segmentation.GetNumberOfSegments())
+        )
+    table = tableNode.GetTable().GetMTime() if tableNode is not None else 0
+    return segments, table, tableNode.GetMTime() if tableNode is not None else 0
+
+
+def _representationTime(segment) -> int:
+    data = segment.GetRepresentation(BINARY_LABELMAP)
+    return data.GetMTime() if data is not None else 0
+
+
 def checkOutputTargets(segmentationNode, tableNode, inputNodes=(), replace: bool = False) -> None:
     """Refuse output nodes a run must not overwrite.
 
@@ -181,13 +208,16 @@ def importResults(
     runThreshold: float | None = None,
     replace: bool = False,
     inputNodes=(),
+    replaceState: tuple | None = None,
 ) -> ImportedResult:
     """Fill ``segmentationNode`` and ``tableNode`` from one run of the engine.
 
     New nodes are created when None is passed, or for a node that is not in ``scene`` (deleted during the run; a
     note says so). Raises :class:`ResultFormatError` when ``inputVolume`` is not in ``scene``. Nodes that hold
     something are replaced only with ``replace`` (and never an input of the run or a table that is not a candidate
-    table): see :func:`checkOutputTargets`.
+    table): see :func:`checkOutputTargets`. ``replaceState`` is the outputs' :func:`outputState` when the reader
+    agreed to replace them: changed since (reviewed or painted while the engine ran, which the reader never agreed
+    to lose), they are left as they are and the result goes into new nodes, with a note.
     The label map must lie on the input volume's grid. The segmentation is placed under the input volume's parent
     transform (the engine works in the volume's own frame). The probability the engine kept candidates from (the
     candidates file's ``thresholds.segmentation``; ``runThreshold`` for a file without one) is recorded on the
@@ -204,11 +234,17 @@ def importResults(
         segmentationNode = None
     if tableNode is not None and tableNode.GetScene() is not scene:
         tableNode = None
+    # The reader agreed to replace the result as it was at Apply; decisions and edits made while the engine ran were
+    # wiped without a word. Such a result is kept: the run goes into new nodes.
+    untouched: list[str] = []
+    if replace and replaceState is not None and outputState(segmentationNode, tableNode) != replaceState:
+        untouched = [n.GetName() for n in (segmentationNode, tableNode) if n is not None]
+        segmentationNode = tableNode = None
     checkOutputTargets(segmentationNode, tableNode, (inputVolume, *inputNodes), replace)
     data = readCandidates(candidatesPath)
     labels, affine = readNifti(labelMapPath)
     _checkSameGrid(inputVolume, labels.shape, affine, labelMapPath)
-    kept = _keptRows(data, candidatesPath)
+    keptRows = _keptRows(data, candidatesPath)
     baseName = inputVolume.GetName()
     if segmentationNode is None:
         segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{baseName} microbleeds")
@@ -227,6 +263,8 @@ def importResults(
     tableNode.SetNodeReferenceID(candidateTable.REFERENCE_SEGMENTATION, segmentationNode.GetID())
     runId = uuid.uuid4().hex  # a table of an earlier run into this segmentation no longer matches it
     segmentationNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
+    # A review id of the result replaced (given by an export, see reportExport.reviewIdentity) is not this one's.
+    segmentationNode.RemoveAttribute(candidateTable.ATTRIBUTE_REVIEW_ID)
     tableNode.SetAttribute(candidateTable.ATTRIBUTE_RUN_ID, runId)
     placeInSubjectHierarchy(scene, inputVolume, segmentationNode, tableNode)
     # What the engine applied (the bundle's tuned threshold, or the one it was given) is in its JSON: the value a
@@ -252,7 +290,12 @@ def importResults(
             f"the chosen output(s) {', '.join(repr(n) for n in removed)} left the scene during the run; "
             f"the result is in '{segmentationNode.GetName()}' and '{tableNode.GetName()}'"
         )
-    for number, (label, row) in enumerate(kept, start=1):
+    if untouched:
+        result.notes.append(
+            f"{' and '.join(repr(n) for n in untouched)} changed during the run (reviewed or edited) and were not "
+            f"replaced; the result is in '{segmentationNode.GetName()}' and '{tableNode.GetName()}'"
+        )
+    for number, (label, row) in enumerate(keptRows, start=1):
         segmentId = addCandidateSegment(
             segmentationNode,
             labels == label,

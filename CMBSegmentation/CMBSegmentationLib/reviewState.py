@@ -25,7 +25,12 @@ from CMBSegmentationLib.resultImport import (
     segmentTag,
 )
 from CMBSegmentationLib.resultImport import referenceVolume as resultVolume
-from CMBSegmentationLib.segmentLabelMap import measureVoxels, segmentVoxels
+from CMBSegmentationLib.segmentLabelMap import (
+    measureSegments,
+    measureVoxels,
+    segmentationToVolumeFrame,
+    segmentVoxels,
+)
 from CMBSegmentationLib.volumeIO import ijkToRas, readNifti
 
 #: Which status may follow which, for a model candidate ...
@@ -229,12 +234,14 @@ def rebuildTable(segmentationNode):
 def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateRow]:
     """After loading a saved scene, or any change: copy the table's statuses onto the segment tags and visibility.
 
-    Segments painted with the Segment Editor join the review first (:func:`adoptPaintedSegments`). Raises
-    :class:`ReviewError` for a table of another result (:func:`candidateTable.belongsTo`).
+    Segments painted with the Segment Editor join the review first (:func:`adoptPaintedSegments`), and each row's
+    centre and volume are those of its segment as it is now (:func:`measureRows`). Raises :class:`ReviewError` for a
+    table of another result (:func:`candidateTable.belongsTo`).
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result")
     adoptPaintedSegments(segmentationNode, tableNode)
+    measureRows(segmentationNode, tableNode)
     rows = candidateTable.readRows(tableNode)
     for row in rows:
         segment = segmentationNode.GetSegmentation().GetSegment(row.segmentId)
@@ -242,6 +249,37 @@ def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateR
             segment.SetTag(candidateTable.TAG_STATUS, row.status)
     updateVisibility(segmentationNode, tableNode, reviewThreshold(tableNode))
     return rows
+
+
+def measureRows(segmentationNode, tableNode, referenceVolume=None) -> list[str]:
+    """Bring each row's centre (RAS mm, the volume's own frame) and volume (mm³) to its segment as it is now; return
+    the segment ids of the rows that changed.
+
+    The table kept the engine's values for good: a candidate grown, trimmed or erased with the Segment Editor showed
+    its old volume in the review list and in the saved table (only the export measured it again), and the list
+    jumped to where it had been. A segment erased to nothing gets volume 0 and keeps its last centre; a row whose
+    segment is gone is left as it is. Measured on ``referenceVolume`` (default: the result's), as the export does.
+    Cells are written only where they differ at the table's precision, so a refresh that finds nothing changed
+    does not modify the table (whose Modified event refreshes the list).
+    """
+    if referenceVolume is None:
+        referenceVolume = resultVolume(segmentationNode)
+    if referenceVolume is None or referenceVolume.GetImageData() is None:
+        return []
+    segmentation = segmentationNode.GetSegmentation()
+    rows = [
+        (index, row)
+        for index, row in enumerate(candidateTable.readRows(tableNode))
+        if row.segmentId and segmentation.GetSegment(row.segmentId) is not None
+    ]
+    measured = measureSegments(segmentationNode, [row.segmentId for _, row in rows], referenceVolume)
+    changed = []
+    for (index, row), (centre, volumeMm3) in zip(rows, measured, strict=True):
+        if candidateTable.setMeasuredCells(tableNode, index, centre if volumeMm3 else row.centerRas, volumeMm3):
+            changed.append(row.segmentId)
+    if changed:
+        tableNode.Modified()
+    return changed
 
 
 def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> list[str]:
@@ -258,6 +296,7 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         return []  # a table of another result: these segments are not its to list
+    releaseReusedRows(segmentationNode, tableNode)
     if referenceVolume is None:
         referenceVolume = resultVolume(segmentationNode)
     if referenceVolume is None or referenceVolume.GetImageData() is None:
@@ -316,6 +355,47 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
         rowOfId.setdefault(row.candidateId, row)
         adopted.append(segmentId)
     return adopted
+
+
+def releaseReusedRows(segmentationNode, tableNode) -> list[str]:
+    """Detach each row from a segment that carries its segment id but is not the candidate it listed; return those
+    segment ids (their segments then join the review as any segment without a row, see :func:`adoptPaintedSegments`).
+
+    A row stays when its segment is deleted (the export names an accepted one that is gone), and Slicer gives a new
+    segment an id that is free *now*: a clone made after the scene was reloaded ("Microbleed_102_1" again), or a
+    candidate moved in from another run on the same volume ("Microbleed_100"), took the old row's status and
+    probability (a rejected one: hidden, and left out of the export). A segment is the row's when its candidate id
+    tag is the row's id and its run id tag is the result's (segments without them, of older scenes, count as the
+    row's). The row keeps its candidate and status, its Segment ID becomes "<id> (deleted)".
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID) or ""
+    rows = candidateTable.readRows(tableNode)
+    used = {row.segmentId for row in rows}
+    released = []
+    for index, row in enumerate(rows):
+        segment = segmentation.GetSegment(row.segmentId) if row.segmentId else None
+        if segment is None or _isRowOf(segment, row, runId):
+            continue
+        detached = next(
+            name
+            for name in (f"{row.segmentId} (deleted{'' if n == 1 else f' {n}'})" for n in itertools.count(1))
+            if name not in used
+        )
+        candidateTable.setSegmentCell(tableNode, index, detached)
+        used.add(detached)
+        released.append(row.segmentId)
+    if released:
+        tableNode.Modified()
+    return released
+
+
+def _isRowOf(segment, row: candidateTable.CandidateRow, runId: str) -> bool:
+    tagged = segmentTag(segment, candidateTable.TAG_CANDIDATE_ID)
+    if tagged and tagged != str(row.candidateId):
+        return False
+    segmentRun = segmentTag(segment, candidateTable.TAG_RUN_ID)
+    return not (runId and segmentRun and segmentRun != runId)
 
 
 def sourceRow(
@@ -459,6 +539,7 @@ def addReaderMicrobleed(
     ensureSegmentationConverters()
     data = readCandidates(candidatesPath)
     labels, affine = readNifti(labelMapPath)
+    affine = _inSegmentationFrame(segmentationNode, affine)
     found = [c for c in data["candidates"] if int(c["label"]) > 0]
     if not found:
         raise ReviewError("the engine found no microbleed at the clicked point")
@@ -486,6 +567,22 @@ def addReaderMicrobleed(
     )
     updateVisibility(segmentationNode, tableNode, threshold)
     return segmentId
+
+
+def _inSegmentationFrame(segmentationNode, affine: np.ndarray) -> np.ndarray:
+    """A voxel-to-RAS ``affine`` of the result volume's own frame (where the engine works) as one of the
+    segmentation's frame: they differ once a transform is hardened on one of them only. Raises :class:`ReviewError`
+    when a non-linear transform lies between them."""
+    volume = resultVolume(segmentationNode)
+    if volume is None:
+        return affine
+    toVolume = segmentationToVolumeFrame(segmentationNode, volume)
+    if toVolume is None:
+        raise ReviewError(
+            f"'{segmentationNode.GetName()}' and '{volume.GetName()}' lie under different non-linear transforms; "
+            "harden the transform on both (or on neither) first"
+        )
+    return np.linalg.inv(toVolume) @ affine
 
 
 def nextSegmentName(segmentationNode) -> str:

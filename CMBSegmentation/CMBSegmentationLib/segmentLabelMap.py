@@ -6,6 +6,8 @@ as the reader left them, Segment Editor edits included.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import vtk
 
@@ -32,6 +34,8 @@ def segmentLabels(segmentationNode, segmentIds: list[str], referenceVolume) -> n
             segmentationNode, ids, labelNode, referenceVolume
         ):
             raise RuntimeError("could not export the segments to a label map")
+        if labelNode.GetImageData() is None:  # Slicer logs why (e.g. an empty segment off the volume's grid)
+            raise RuntimeError(f"Slicer could not resample {', '.join(segmentIds)} onto '{referenceVolume.GetName()}'")
         return arrayFromVolumeNode(labelNode).astype(np.int16)
 
 
@@ -48,8 +52,12 @@ def segmentVoxels(segmentationNode, segmentIds: list[str], referenceVolume) -> l
     """
     segmentation = segmentationNode.GetSegmentation()
     shape = np.array(referenceVolume.GetImageData().GetDimensions())
-    sameFrame = segmentationNode.GetTransformNodeID() == referenceVolume.GetTransformNodeID()
-    rasToReference = np.linalg.inv(ijkToRas(referenceVolume))
+    # Linear transforms between the two frames (a transform hardened on one of them, both under one) keep the layers
+    # readable: only a segment whose layer then lies off the volume's grid is resampled by Slicer. (Compared by
+    # transform node, a volume hardened alone sent every segment through a whole-volume export, at every refresh.)
+    toVolumeFrame = segmentationToVolumeFrame(segmentationNode, referenceVolume)
+    sameFrame = toVolumeFrame is not None
+    rasToReference = np.linalg.inv(ijkToRas(referenceVolume)) @ (toVolumeFrame if sameFrame else np.eye(4))
     # Each layer's wrapper is kept with its voxels: id() of a wrapper released after its segment could be reused
     # by the next layer's, which then read the earlier layer's voxels (a segment exported with another's).
     layers: dict[int, tuple[object, dict[int, np.ndarray] | None]] = {}
@@ -62,12 +70,45 @@ def segmentVoxels(segmentationNode, segmentIds: list[str], referenceVolume) -> l
             if key not in layers:
                 layers[key] = (layer, _layerOnGrid(layer, rasToReference))
             read = layers[key][1]
-        if read is None:
+        if read is None and _holdsNoVoxel(segmentationNode, segmentId):
+            # Slicer's export of an empty segment off the volume's grid fails ("has no voxels"): it stopped the
+            # export, and every refresh of the review list, for a segment erased (or not painted yet).
+            own = np.zeros((0, 3), dtype=np.int64)
+        elif read is None:
             own = np.argwhere(segmentLabels(segmentationNode, [segmentId], referenceVolume))
         else:
             own = read.get(segmentation.GetSegment(segmentId).GetLabelValue(), np.zeros((0, 3), dtype=np.int64))
         out.append(own[np.all((own >= 0) & (own < shape), axis=1)])
     return out
+
+
+def segmentationToVolumeFrame(segmentationNode, volumeNode) -> np.ndarray | None:
+    """The 4x4 matrix from the segmentation's own frame (RAS mm) to the volume's own frame, through both parent
+    transforms; None when either is not linear."""
+    toWorld = []
+    for node in (segmentationNode, volumeNode):
+        transformNode = node.GetParentTransformNode()
+        if transformNode is None:
+            toWorld.append(np.eye(4))
+            continue
+        if not transformNode.IsTransformToWorldLinear():
+            return None
+        matrix = vtk.vtkMatrix4x4()
+        transformNode.GetMatrixTransformToWorld(matrix)
+        toWorld.append(matrixToNumpy(matrix))
+    return np.linalg.inv(toWorld[1]) @ toWorld[0]
+
+
+def _holdsNoVoxel(segmentationNode, segmentId: str) -> bool:
+    """Whether the segment's binary labelmap holds no voxel of its label (False when it has none to read)."""
+    layer = segmentationNode.GetBinaryLabelmapInternalRepresentation(segmentId)
+    if layer is None:
+        return False
+    extent = layer.GetExtent()
+    if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+        return True
+    label = segmentationNode.GetSegmentation().GetSegment(segmentId).GetLabelValue()
+    return not (arrayFromImageData(layer, "segment layer") == label).any()
 
 
 def _layerOnGrid(layer, rasToReference: np.ndarray) -> dict[int, np.ndarray] | None:
@@ -130,3 +171,51 @@ def measureVoxels(voxels: list[np.ndarray], affine: np.ndarray) -> list[tuple[tu
         ras = affine[:3, :3] @ own.mean(axis=0) + affine[:3, 3]
         out.append((tuple(float(v) for v in ras), float(len(own) * voxelVolume)))
     return out
+
+
+#: The last measurement of each segment, with what it was measured on: ``{segmentation node: {segment id: (stamp,
+#: (centre, volume))}}`` (see :func:`measureSegments`).
+_measured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def measureSegments(
+    segmentationNode, segmentIds: list[str], referenceVolume
+) -> list[tuple[tuple[float, float, float], float]]:
+    """Centre (RAS mm, the volume's own frame) and volume (mm³) of each segment on ``referenceVolume``'s grid, as
+    :func:`measureVoxels` of :func:`segmentVoxels` gives them, ``((0, 0, 0), 0.0)`` for an empty one.
+
+    A segment whose voxels, grid and frames are as at its last measurement is not read again: the review list
+    measures every candidate at each refresh, and a segment off the volume's grid (the segmentation's geometry
+    changed in the Segment Editor, a non-linear transform) costs a whole-volume export.
+    """
+    affine = ijkToRas(referenceVolume)
+    frame = (
+        tuple(affine.ravel()),
+        tuple(referenceVolume.GetImageData().GetDimensions()),
+        _frameKey(segmentationNode, referenceVolume),
+    )
+    segmentation = segmentationNode.GetSegmentation()
+    source = segmentation.GetSourceRepresentationName()
+    stamps = {}
+    for segmentId in segmentIds:
+        segment = segmentation.GetSegment(segmentId)
+        data = segment.GetRepresentation(source) if segment is not None else None
+        stamps[segmentId] = (frame, segment.GetLabelValue() if segment is not None else 0, _time(data))
+    cache = _measured.setdefault(segmentationNode, {})
+    stale = [s for s in dict.fromkeys(segmentIds) if s not in cache or cache[s][0] != stamps[s]]
+    fresh = measureVoxels(segmentVoxels(segmentationNode, stale, referenceVolume), affine)
+    for segmentId, measured in zip(stale, fresh, strict=True):
+        cache[segmentId] = (stamps[segmentId], measured)
+    return [cache[s][1] for s in segmentIds]
+
+
+def _frameKey(segmentationNode, referenceVolume) -> tuple:
+    matrix = segmentationToVolumeFrame(segmentationNode, referenceVolume)
+    if matrix is not None:
+        return tuple(matrix.ravel())
+    transforms = (node.GetParentTransformNode() for node in (segmentationNode, referenceVolume))
+    return tuple((t.GetID(), t.GetMTime()) if t is not None else None for t in transforms)
+
+
+def _time(data) -> int:
+    return data.GetMTime() if data is not None else 0
