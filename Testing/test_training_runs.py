@@ -375,3 +375,23 @@ def test_replacing_a_bundles_teacher_records_what_each_network_was_trained_with(
     ref = load_weights(full_run / "teacher" / "model.pt")
     new = load_bundle(tmp_path / "new").network("teacher").state_dict()
     assert all(torch.allclose(new[k].float(), ref[k].float(), atol=1e-2) for k in ref)
+
+
+def test_a_teacher_fine_tuned_without_a_screening_stage_mines_the_bundles_screening_network(
+    data_root, full_run, tmp_path, caplog
+):
+    """`plkd train teacher --init-from BUNDLE` in a run without a screening stage learns from the false positives
+    of the bundle's screening network (the one it will be run with), not from none at all."""
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(full_run), "--out", str(bundle), "--fp32"]) == 0
+    cfg = set_value(load_config("tiny"), "sampling.screening_candidates", "5")
+    expected = mine_hard_negatives(
+        load_bundle(bundle).network("screening"), load_training_data(data_root, cfg), 5, torch.device("cpu")
+    )
+    assert expected > 0
+    args = ["train", "teacher", "--data", str(data_root), "--out", str(tmp_path / "ft"), "--config", "tiny"]
+    args += ["--progress", "none", "--init-from", str(bundle), "--set", "teacher.steps=1"]
+    with caplog.at_level("INFO", logger="plkd"):
+        assert main([*args, "--set", "sampling.screening_candidates=5"]) == 0
+    name = load_bundle(bundle).name
+    assert f"added {expected} screening false positives (of {name}:screening)" in caplog.text

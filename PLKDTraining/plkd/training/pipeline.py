@@ -34,7 +34,7 @@ from plkd.training.config import (
 )
 from plkd.training.data import TrainingData, load_training_data
 from plkd.training.distributed import DistInfo, init_distributed, rank_device
-from plkd.training.init_from import adopt_architectures
+from plkd.training.init_from import adopt_architectures, init_bundle
 from plkd.training.loop import TrainContext, is_done
 from plkd.training.screening import mine_hard_negatives, train_screening
 from plkd.training.segmentation import train_teacher
@@ -135,8 +135,8 @@ def train(
     """Run ``what`` (``screening``, ``teacher``, ``students`` or ``all``) in ``run_dir``; returns summaries.
 
     Teacher and students mine hard negatives from a screening network when one is available:
-    ``screening_dir``, else ``RUN/screening`` if it has finished. ``with_teacher=False`` leaves
-    the teacher out of ``all`` (students trained without distillation need none).
+    ``screening_dir``, else ``RUN/screening`` if it has finished, else the ``init_from`` bundle's.
+    ``with_teacher=False`` leaves the teacher out of ``all`` (students trained without distillation need none).
     """
     if what not in STAGES:
         raise PLKDError(f"unknown training stage {what!r}; choose one of {', '.join(STAGES)}")
@@ -243,15 +243,27 @@ def _all_done(what: str, run: Path, cfg: dict[str, Any], with_teacher: bool) -> 
 
 
 def _mine(data: TrainingData, cfg: dict[str, Any], ctx: TrainContext, screening_dir: Path) -> None:
-    """Add a finished screening network's false positives to the hard negatives (once per data)."""
-    limit = int(cfg["sampling"]["screening_candidates"])
-    if getattr(data, "_mined", False) or limit <= 0 or not is_done(screening_dir):
-        return
-    from plkd.models import build_network
+    """Add a screening network's false positives to the hard negatives (once per data).
 
-    network = json.loads((screening_dir / "done.json").read_text(encoding="utf-8"))["network"]
-    net = build_network(network["kind"], network["hparams"])
-    net.load_state_dict(load_weights(screening_dir / FINAL_NAME))
+    The network is the finished one in ``screening_dir``, else the ``init_from`` bundle's (a teacher or students
+    fine-tuned without a screening stage learn from the candidates of the screening network they will be run with),
+    else there is none and nothing is mined.
+    """
+    limit = int(cfg["sampling"]["screening_candidates"])
+    if getattr(data, "_mined", False) or limit <= 0:
+        return
+    if is_done(screening_dir):
+        from plkd.models import build_network
+
+        network = json.loads((screening_dir / "done.json").read_text(encoding="utf-8"))["network"]
+        net = build_network(network["kind"], network["hparams"])
+        net.load_state_dict(load_weights(screening_dir / FINAL_NAME))
+        source = str(screening_dir)
+    else:
+        bundle = init_bundle(cfg)
+        if bundle is None or bundle.screening_name is None:
+            return
+        net, source = bundle.network(bundle.screening_name, "cpu").float(), f"{bundle.name}:{bundle.screening_name}"
     n = mine_hard_negatives(net.to(ctx.device), data, limit, ctx.device)
     data._mined = True  # type: ignore[attr-defined]
-    log.info("added %d screening false positives as hard negatives", n)
+    log.info("added %d screening false positives (of %s) as hard negatives", n, source)
