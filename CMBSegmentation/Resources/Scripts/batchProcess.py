@@ -52,7 +52,7 @@ def parseArguments(argv):
         default="auto",
         choices=["auto", "T2*", "T2S", "SWI"],
         help="contrast of the inputs; chooses the shipped T2* or SWI model. auto (default): per volume, from its "
-        "JSON sidecar or its name, else T2*",
+        "JSON sidecar (with what a BIDS data set states for it higher up), its header or its name, else T2*",
     )
     parser.add_argument(
         "--mask-suffix", default="", help="brain masks are NAME<suffix>.nii.gz beside the inputs (optional)"
