@@ -3,10 +3,10 @@
 Contract (docs/design.md, "Prediction outputs"):
 ``python -m plkd predict INPUT --output-dir DIR [--model BUNDLE] [--modality M] [--metadata-from=ORIGINAL] --device D
 [--mask MASK] --progress jsonl [--threshold P]`` (``ORIGINAL``: the file the volume was loaded from, whose metadata the
-engine reads as INPUT's: its JSON sidecar, inherited ones included, header text and name) and, to add one microbleed the reader clicked, ``... --at-ras=X,Y,Z
-[--existing=PREV]`` (the ``=`` form: argparse would take a negative X in ``--at-ras -20,5,3`` for an option;
-``PREV`` is the result being reviewed, so that a click on a microbleed it holds returns that one instead of a
-duplicate).
+engine reads as INPUT's: its JSON sidecar, inherited ones included, header text and name) and, to add one microbleed
+the reader clicked, ``... --at-ras=X,Y,Z [--existing=PREV]`` (the ``=`` form: argparse would take a negative X in
+``--at-ras -20,5,3`` for an option; ``PREV`` is the result being reviewed, so that a click on a microbleed it holds
+returns that one instead of a duplicate).
 """
 
 from __future__ import annotations
