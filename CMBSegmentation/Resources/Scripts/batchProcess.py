@@ -101,8 +101,11 @@ def notAScan(path):
     ``NAME-label.nrrd``) was run as a scan and failed, and a T1 or phase image gave "microbleeds".
     """
     from plkd.inference.input_kinds import classify
+    from plkd.sidecars import as_nifti_name
 
-    return classify(path.with_name(stripSuffix(path.name) + ".nii.gz"))
+    # An NRRD or MetaImage file read as a NIfTI file of its name, as the engine's --metadata-from reads it when the
+    # module analyses the volume (its sidecar NAME.json, what a BIDS data set states for it, its name's words).
+    return classify(as_nifti_name(path))
 
 
 def isResultFile(path):
