@@ -84,8 +84,9 @@ class CMBSegmentationParameterNode:
 
     inputVolume: T2* or SWI volume to analyse.
     brainMask: optional brain mask (volume, label map or segmentation); the engine computes one otherwise.
-    modality: contrast of the input: T2*, SWI, or Auto (the engine reads it from the DICOM tags, the file's JSON
-        sidecar or the name, else T2*); chooses the shipped model, or is checked against the given one.
+    modality: contrast of the input: T2*, SWI, or Auto (the engine reads it from the DICOM tags, the metadata of the
+        file the volume was loaded from, as ``plkd predict`` reads them for that file, or the name, else T2*); chooses
+        the shipped model, or is checked against the given one.
     modelPath: model bundle folder or .zip; empty = the engine's default bundle.
     device: Auto (GPU when usable, else CPU), CPU or GPU.
     threshold: minimum candidate probability of a run; 0 (the default, "model's"): the threshold tuned
@@ -850,31 +851,13 @@ class CMBSegmentationLogic(ScriptedLoadableModuleLogic):
         try:
             if pointRas is None:
                 prepared = inferenceJob.prepareInputs(inputVolume, brainMask, workDir)
-                argv = commandBuilder.buildPredictCommand(
-                    self.pythonExecutable(),
-                    prepared.inputPath,
-                    prepared.outputDir,
-                    modelPath,
-                    device,
-                    prepared.maskPath,
-                    threshold,
-                    modality=modality,
-                )
+            elif reviewNodes is None:
+                prepared = inferenceJob.prepareInputs(inputVolume, None, workDir)
             else:
-                if reviewNodes is None:
-                    prepared = inferenceJob.prepareInputs(inputVolume, None, workDir)
-                else:
-                    prepared = clickReview.prepareClickInputs(inputVolume, *reviewNodes, workDir)
-                argv = commandBuilder.buildSinglePointCommand(
-                    self.pythonExecutable(),
-                    prepared.inputPath,
-                    prepared.outputDir,
-                    pointRas,
-                    modelPath,
-                    device,
-                    existingPath=prepared.existingPath,
-                    modality=modality,
-                )
+                prepared = clickReview.prepareClickInputs(inputVolume, *reviewNodes, workDir)
+            argv = inferenceJob.engineCommand(
+                prepared, self.pythonExecutable(), modelPath, device, threshold, modality, pointRas
+            )
         except BaseException:
             shutil.rmtree(workDir, ignore_errors=True)
             raise

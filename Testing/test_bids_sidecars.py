@@ -132,3 +132,49 @@ def test_lowres_carries_the_inherited_metadata_to_its_output(study: Path, tmp_pa
     side = json.loads((tmp_path / "thick" / "sub-01_lr.json").read_text())
     assert side["ImageType"] == SWI_TYPE["ImageType"] and side["PLKDLowres"]["source"] == "../../T2starw.json"
     assert detect_modality(out).modality == "SWI"
+
+
+def test_metadata_from_reads_the_original_of_a_copy_as_plkd_reads_the_original(
+    study: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # The Slicer module analyses a copy of the loaded volume, named after its node, in a working folder: nothing of
+    # the data set's metadata lies beside it. --metadata-from names the original, read as `plkd predict` reads it.
+    original = study / "sub-01" / "anat" / "sub-01_T2starw.nii.gz"
+    copy = _scan(tmp_path / "work" / "input" / "sub-01_T2starw.nii.gz")
+    out = tmp_path / "out"
+    args = ["predict", str(copy), "-o", str(out), "--model", str(BUNDLE), "--progress", "none"]
+    assert main([*args, f"--metadata-from={original}"]) == 0
+    decision = json.loads((out / "sub-01_T2starw_cmb.json").read_text())["modality"]
+    assert decision["modality"] == "SWI" and decision["reason"].startswith("sidecar ../../T2starw.json ImageType")
+    assert decision["metadata_from"] == str(original)
+    # Without it the copy is read by its own name (T2*): the earlier result is not reused.
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "recomputing sub-01_T2starw: the contrast is now decided as T2S" in capsys.readouterr().err
+    # Refused before any work, in one line: a missing file, several inputs (one file describes one scan).
+    assert main([*args, "--metadata-from", str(tmp_path / "gone.nii.gz")]) == 2
+    assert "plkd: error: --metadata-from " in capsys.readouterr().err
+    assert main(["predict", str(copy), str(original), *args[2:], "--metadata-from", str(original)]) == 2
+    assert "describes one NIfTI input" in capsys.readouterr().err
+
+
+def test_metadata_from_reads_the_sidecar_and_name_of_other_formats_and_what_a_walk_would_say(tmp_path: Path) -> None:
+    from plkd.inference.inputs import ScanInput, with_metadata_from
+    from plkd.inference.modality import phase_reason
+
+    copy = _scan(tmp_path / "work" / "volume.nii.gz")
+    # A volume Slicer loaded from NRRD (dcm2niix -e y writes NRRD with its JSON sidecar): NAME.json is read.
+    nrrd = tmp_path / "data" / "x_swi_3.nrrd"
+    nrrd.parent.mkdir()
+    nrrd.write_bytes(b"NRRD0004\n")
+    _json(tmp_path / "data" / "x_swi_3.json", SWI_TYPE)
+    scan = with_metadata_from([ScanInput(copy)], nrrd)
+    assert scan.described_by == tmp_path / "data" / "x_swi_3.nii.gz"
+    d = detect_modality(scan.described_by)
+    assert (d.modality, d.source, d.reason) == ("SWI", "sidecar", "sidecar ImageType 'ORIGINAL PRIMARY M SWI NORM'")
+    # What a folder walk would say of the original, not of the copy: another contrast by its name.
+    t1 = _scan(tmp_path / "data" / "sub-01_T1w.nii.gz")
+    assert with_metadata_from([ScanInput(copy)], t1).caveat == "other contrast (T1w)"
+    assert ScanInput(copy).caveat is None and ScanInput(copy).described_by == copy
+    phase = _scan(tmp_path / "data" / "x_swi_3_ph.nii.gz")
+    assert phase_reason(with_metadata_from([ScanInput(copy)], phase).described_by) is not None

@@ -170,3 +170,53 @@ def test_a_tilted_lps_volume_under_a_transform_gets_its_microbleeds_where_they_a
     for centre in truth:
         assert min(np.linalg.norm(np.subtract(r.centerRas, centre)) for r in rows) < 2.0
     assert _segmentsHoldTheEngineLabels(result, volume, prepared)
+
+
+@pytest.mark.parametrize(
+    ("name", "stated", "bom"),
+    [
+        ("sub-01_swi.nii.gz", "swi.json", False),
+        # BIDS has no SWI suffix: SWI magnitudes are often stored as T2starw, the sequence stated at the root (here by a
+        # Windows editor, with a byte-order mark). The module read only the file's own sidecar: the T2* model, silently.
+        ("sub-01_T2starw.nii.gz", "T2starw.json", True),
+    ],
+)
+def test_a_bids_scan_loaded_into_slicer_is_read_as_plkd_predict_reads_the_file(tmp_path, name, stated, bom):
+    from plkd.bundle import find_default_bundle
+    from plkd.inference.modality import detect_modality
+
+    # A tiny BIDS data set: the scan has no sidecar of its own; the data set's root states the sequence for every scan.
+    root = tmp_path / "study"
+    scan = root / "sub-01" / "anat" / name
+    scan.parent.mkdir(parents=True)
+    scan.write_bytes(CASE.read_bytes())
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "tiny", "BIDSVersion": "1.9.0"}))
+    sequence = {"ImageType": ["ORIGINAL", "PRIMARY", "M", "SWI"], "SequenceName": "*swi3d1r"}
+    (root / stated).write_text(json.dumps(sequence), encoding="utf-8-sig" if bom else "utf-8")
+    # Loaded as Slicer loads a file: a storage node reads it, and the node is named after it.
+    scene = slicer.vtkMRMLScene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name.removesuffix(".nii.gz"))
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(scan))
+    volume.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(volume)
+    # The module's run, with the shipped models and Modality "Auto", as the widget and the batch script start it.
+    prepared = inferenceJob.prepareInputs(volume, None, tmp_path / "work")
+    argv = inferenceJob.engineCommand(prepared, sys.executable, "", "CPU", None, "Auto")
+    inferenceJob.runBlocking(argv)
+    module = json.loads(prepared.outputs.candidates.read_text(encoding="utf-8"))
+    # What `plkd predict` on the file itself records under --modality auto without --model (its decision, then the
+    # installed model of that contrast; the whole run is test_bids_sidecars' and test_shipped_models_modality's).
+    cli = {**detect_modality(scan).as_dict(), "stated": "auto", "model_modality": "SWI"}
+
+    swi = json.loads((find_default_bundle("SWI") / "manifest.json").read_text(encoding="utf-8"))["name"]
+    assert module["model"].startswith(swi)
+    decision = module["modality"]
+    assert (decision["modality"], decision["source"]) == ("SWI", "sidecar")
+    assert decision["reason"].startswith(f"sidecar ../../{stated} ")  # the inherited file, named as plkd names it
+    assert decision["metadata_from"] == str(scan)
+    assert {k: v for k, v in decision.items() if k != "metadata_from"} == cli
+    # What the reader sees: the result's table records the model and the reason, as the log and the report show them.
+    result = resultImport.importResults(scene, volume, prepared.outputs.labelMap, prepared.outputs.candidates)
+    shown = resultImport.describeModelChoice(resultImport.modelChoiceOf(result.tableNode))
+    assert shown.startswith(f"SWI model (sidecar ../../{stated} ")

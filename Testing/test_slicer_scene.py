@@ -980,24 +980,33 @@ def test_inputs_are_written_with_voxels_and_geometry_intact(case, tmp_path):
 
 
 def test_the_sequence_the_scene_knows_reaches_the_engine(case, tmp_path):
+    from CMBSegmentationLib import sequenceInfo
+    from plkd.inference.inputs import ScanInput, with_metadata_from
     from plkd.inference.modality import detect_modality
 
     scene, volume, _, _, _ = case
-    # Loaded from a file with a dcm2niix sidecar: the sidecar's sequence goes with the engine's input.
+    # Loaded from a file with a dcm2niix sidecar: the engine is given that file, whose metadata it reads itself.
     loaded = tmp_path / "data" / "sub-01_T2starw.nii.gz"
     loaded.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), AFFINE), str(loaded))
     (tmp_path / "data" / "sub-01_T2starw.json").write_text(json.dumps({"SequenceName": "*swi3d1r", "EchoTime": 0.02}))
     storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
     storage.SetFileName(str(loaded))
     volume.SetAndObserveStorageNodeID(storage.GetID())
     prepared = inferenceJob.prepareInputs(volume, None, tmp_path / "work")
-    sidecar = json.loads(prepared.inputPath.with_name("case-T2star.json").read_text())
-    assert sidecar == {"SequenceName": "*swi3d1r"}
-    decision = detect_modality(prepared.inputPath)
+    assert prepared.metadataPath == loaded
+    assert not prepared.inputPath.with_name("case-T2star.json").exists()  # no copy of the file's metadata
+    for point in (None, (1.0, 2.0, 3.0)):  # the run and a click on its result read the same file
+        argv = inferenceJob.engineCommand(prepared, "py", "", "CPU", None, "Auto", point)
+        assert f"--metadata-from={loaded}" in argv
+    scan = with_metadata_from([ScanInput(prepared.inputPath)], prepared.metadataPath)  # as the engine reads it
+    decision = detect_modality(scan.described_by)
     assert (decision.modality, decision.source) == ("SWI", "sidecar")
-    # Without a sidecar nothing is written, and the node's name is what the engine reads ("case T2*" -> T2*).
-    (tmp_path / "data" / "sub-01_T2starw.json").unlink()
+    # The file gone: the node's name is what the engine reads ("case T2*" -> T2*).
+    loaded.unlink()
     prepared = inferenceJob.prepareInputs(volume, None, tmp_path / "work2")
+    argv = inferenceJob.engineCommand(prepared, "py")
+    assert prepared.metadataPath is None and not any(a.startswith("--metadata-from") for a in argv)
     assert not prepared.inputPath.with_name("case-T2star.json").exists()
     decision = detect_modality(prepared.inputPath)
     assert (decision.modality, decision.source) == ("T2S", "file name")  # not "T2*" by default, for want of a word
@@ -1006,6 +1015,28 @@ def test_the_sequence_the_scene_knows_reaches_the_engine(case, tmp_path):
     prepared = inferenceJob.prepareInputs(volume, None, tmp_path / "work3")
     assert detect_modality(prepared.inputPath).modality == "SWI"
     volume.SetName("case T2*")
+
+    # Loaded from DICOM: the series' tags in Slicer's DICOM database become the input's sidecar.
+    class Database:
+        isOpen = True  # noqa: N815 - ctkDICOMDatabase's name
+
+        def fileForInstance(self, uid):
+            return f"/dicom/{uid}.dcm" if uid == "1.2.3" else ""
+
+        def fileValue(self, path, tag):
+            return {"0018,0024": "*swi3d1r", "0008,103E": "SWI_Images"}.get(tag, "")
+
+    (tmp_path / "work4").mkdir()
+    volume.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
+    storage.SetFileName(str(tmp_path / "data" / "sub-01_T2starw.json"))  # a DICOM volume's file is never passed
+    volume.SetAndObserveStorageNodeID(storage.GetID())
+    try:
+        assert sequenceInfo.loadedFile(volume) is None
+        written = sequenceInfo.writeSequenceSidecar(volume, tmp_path / "work4" / "case-T2star.nii.gz", Database())
+    finally:
+        volume.RemoveAttribute("DICOM.instanceUIDs")
+        volume.SetAndObserveStorageNodeID(None)
+    assert json.loads(written.read_text()) == {"SequenceName": "*swi3d1r", "SeriesDescription": "SWI_Images"}
 
 
 def test_the_model_and_the_contrast_of_a_run_reach_the_table_and_the_report(case, tmp_path):

@@ -1,11 +1,12 @@
 """Build the ``plkd predict`` command lines the module runs (argv lists, never a shell string).
 
 Contract (docs/design.md, "Prediction outputs"):
-``python -m plkd predict INPUT --output-dir DIR [--model BUNDLE] [--modality M] --device D [--mask MASK]
---progress jsonl [--threshold P]`` and, to add one microbleed the reader clicked, ``... --at-ras=X,Y,Z
-[--existing=PREV]`` (the ``=`` form: argparse would take a negative X in ``--at-ras -20,5,3`` for an option;
-``PREV`` is the result being reviewed, so that a click on a microbleed it holds returns that one instead of a
-duplicate).
+``python -m plkd predict INPUT --output-dir DIR [--model BUNDLE] [--modality M] [--metadata-from=ORIGINAL] --device D
+[--mask MASK] --progress jsonl [--threshold P]`` (``ORIGINAL``: the file the volume was loaded from, whose metadata the
+engine reads as INPUT's: its JSON sidecar, inherited ones included, header text and name) and, to add one microbleed
+the reader clicked, ``... --at-ras=X,Y,Z [--existing=PREV]`` (the ``=`` form: argparse would take a negative X in
+``--at-ras -20,5,3`` for an option; ``PREV`` is the result being reviewed, so that a click on a microbleed it holds
+returns that one instead of a duplicate).
 """
 
 from __future__ import annotations
@@ -82,18 +83,22 @@ def buildPredictCommand(
     threshold: float | None = None,
     platform: str | None = None,
     modality: str | None = None,
+    metadataPath: str | Path | None = None,
 ) -> list[str]:
     """The argv that segments every microbleed of ``inputPath``.
 
     An empty ``modelPath`` means the engine's shipped bundle for the scan's modality; ``threshold`` None or
     :data:`MODEL_THRESHOLD` (0) means each segmenter's own, tuned in the bundle; ``modality`` ("Auto", "T2*" or
-    "SWI"; None: the engine's default, auto) chooses the shipped bundle, or is checked against the given one.
+    "SWI"; None: the engine's default, auto) chooses the shipped bundle, or is checked against the given one, by the
+    metadata of ``metadataPath`` (the file the volume was loaded from; None: those of ``inputPath``).
     """
     argv = [str(pythonExecutable), "-m", "plkd", "predict", str(inputPath), "--output-dir", str(outputDir)]
     if modelPath is not None and str(modelPath).strip():
         argv += ["--model", str(modelPath)]
     if modality is not None:
         argv += ["--modality", engineModality(modality)]
+    if metadataPath is not None and str(metadataPath).strip():
+        argv += ["--metadata-from=" + str(metadataPath)]  # the "=" form takes any path, even one starting with "-"
     argv += ["--device", engineDevice(device, platform)]
     if maskPath is not None and str(maskPath).strip():
         argv += ["--mask", str(maskPath)]
@@ -115,16 +120,27 @@ def buildSinglePointCommand(
     platform: str | None = None,
     existingPath: str | Path | None = None,
     modality: str | None = None,
+    metadataPath: str | Path | None = None,
 ) -> list[str]:
     """The argv that segments the one microbleed at ``pointRas`` (RAS, mm) the reader clicked.
 
     ``existingPath``: the result under review as ``NAME_cmb.nii.gz`` (+ ``NAME_cmb.json`` beside it) on the input's
     grid; a click on one of its microbleeds then returns that one (``existing_label``) instead of a new one.
+    ``metadataPath``: as for :func:`buildPredictCommand`, so that the click is segmented by the run's model.
     """
     if len(pointRas) != 3 or not all(math.isfinite(float(v)) for v in pointRas):
         raise ValueError(f"a point needs three finite RAS coordinates, got {pointRas!r}")
     argv = buildPredictCommand(
-        pythonExecutable, inputPath, outputDir, modelPath, device, None, None, platform, modality=modality
+        pythonExecutable,
+        inputPath,
+        outputDir,
+        modelPath,
+        device,
+        None,
+        None,
+        platform,
+        modality=modality,
+        metadataPath=metadataPath,
     )
     argv += ["--at-ras=" + ",".join(_formatNumber(float(v)) for v in pointRas)]
     if existingPath is not None and str(existingPath).strip():

@@ -15,10 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from CMBSegmentationLib.backgroundProcess import BackgroundProcess
-from CMBSegmentationLib.commandBuilder import PredictOutputs, predictOutputs
+from CMBSegmentationLib.commandBuilder import (
+    PredictOutputs,
+    buildPredictCommand,
+    buildSinglePointCommand,
+    predictOutputs,
+)
 from CMBSegmentationLib.progressParsing import ProgressEvent, errorMessageFromStderr
 from CMBSegmentationLib.sceneScratch import scratchNodes
-from CMBSegmentationLib.sequenceInfo import writeSequenceSidecar
+from CMBSegmentationLib.sequenceInfo import loadedFile, writeSequenceSidecar
 from CMBSegmentationLib.volumeIO import (
     arrayFromVolumeNode,
     gridDisplacementMm,
@@ -49,6 +54,8 @@ class PreparedRun:
     outputs: PredictOutputs
     #: For a click: the result under review as the engine's ``--existing`` label map (see ``clickReview``).
     existingPath: Path | None = None
+    #: The file the input volume was loaded from: the engine reads its metadata as the input's (``--metadata-from``).
+    metadataPath: Path | None = None
 
     @property
     def workFolder(self) -> Path:
@@ -72,14 +79,55 @@ def prepareInputs(inputVolume, brainMask, workDir: str | Path) -> PreparedRun:
     # The engine's --modality auto reads the file name last: "T2*" must stay a word ("T2star"), not become "T2".
     name = safeFileName(inputVolume.GetName().replace("*", "star"))
     inputPath = writeVolumeNodeAsNifti(inputVolume, workDir / "input" / f"{name}.nii.gz")
-    # The sequence, for the engine's --modality auto (the node's name is in the file name already).
-    writeSequenceSidecar(inputVolume, inputPath, _dicomDatabase())
+    # The sequence, for the engine's --modality auto: the file the volume was loaded from, read by the engine itself
+    # (--metadata-from), else its DICOM series' tags as the input's sidecar, else the node's name (the file's name).
+    metadataPath = loadedFile(inputVolume)
+    if metadataPath is None:
+        writeSequenceSidecar(inputVolume, inputPath, _dicomDatabase())
     maskPath = None
     if brainMask is not None:
         maskPath = writeMaskAsNifti(brainMask, inputVolume, workDir / "input" / f"{name}-brainmask.nii.gz")
     outputDir = workDir / "output"
     outputDir.mkdir(parents=True, exist_ok=True)
-    return PreparedRun(inputPath, maskPath, outputDir, predictOutputs(inputPath, outputDir))
+    return PreparedRun(inputPath, maskPath, outputDir, predictOutputs(inputPath, outputDir), metadataPath=metadataPath)
+
+
+def engineCommand(
+    prepared: PreparedRun,
+    pythonExecutable: str,
+    modelPath=None,
+    device: str = "Auto",
+    threshold: float | None = None,
+    modality: str | None = None,
+    pointRas=None,
+) -> list[str]:
+    """The ``plkd predict`` argv of a prepared run: the whole scan, or with ``pointRas`` (RAS mm, the volume's own
+    frame) the one microbleed clicked there (the threshold is then the bundle's). Every file of ``prepared`` goes with
+    it: the brain mask, the result under review (``--existing``) and the file the volume was loaded from
+    (``--metadata-from``), so that the click is read as the run was."""
+    if pointRas is None:
+        return buildPredictCommand(
+            pythonExecutable,
+            prepared.inputPath,
+            prepared.outputDir,
+            modelPath,
+            device,
+            prepared.maskPath,
+            threshold,
+            modality=modality,
+            metadataPath=prepared.metadataPath,
+        )
+    return buildSinglePointCommand(
+        pythonExecutable,
+        prepared.inputPath,
+        prepared.outputDir,
+        pointRas,
+        modelPath,
+        device,
+        existingPath=prepared.existingPath,
+        modality=modality,
+        metadataPath=prepared.metadataPath,
+    )
 
 
 def _dicomDatabase():

@@ -1,11 +1,17 @@
-"""What the scene knows about how a volume was acquired, handed to the engine as a JSON sidecar.
+"""What the scene knows about how a volume was acquired, handed to the engine with the volume it analyses.
 
-The engine's ``--modality auto`` reads the sequence from a JSON sidecar next to its input (the fields dcm2niix
-and BIDS write; see ``plkd.inference.modality``). The module writes the input to a temporary file, so it writes
-that sidecar too, from what the scene holds: the sidecar of the file the volume was loaded from (its storage
-node's file name with ``.json``), else the DICOM tags of the series it was loaded from (the ``DICOM.instanceUIDs``
-attribute and Slicer's DICOM database). The node's name goes into the temporary file's name, where the engine
-reads it last.
+The engine's ``--modality auto`` (and its phase, projection and sequence checks) reads the scan's metadata: its JSON
+sidecar with what a BIDS data set states for it higher up (``swi.json`` at the data set's root: the inheritance
+principle, ``plkd.sidecars``), its NIfTI header's text and its file name (``plkd.inference.modality``). The module
+writes the volume to a temporary file, which has none of these, so:
+
+- a volume loaded from a file is described by that file: the engine is given it with ``--metadata-from``
+  (:func:`loadedFile`) and reads its metadata itself, by its own rules, so the choice is the one ``plkd predict``
+  makes for the file (a copy of those rules here read only the file's own sidecar: a BIDS scan whose sequence is
+  stated at the data set's root went to the other model, without a word);
+- a volume loaded from DICOM is described by the tags of its series in Slicer's DICOM database (the
+  ``DICOM.instanceUIDs`` attribute), written as the temporary file's sidecar (:func:`writeSequenceSidecar`);
+- otherwise the node's name, which goes into the temporary file's name, is all the engine reads.
 """
 
 from __future__ import annotations
@@ -21,12 +27,10 @@ SEQUENCE_TAGS = {
     "SeriesDescription": "0008,103E",
     "ProtocolName": "0018,1030",
 }
-#: A sidecar larger than this is not a dcm2niix sidecar; it is not read.
-MAX_SIDECAR_BYTES = 1_000_000
 
 
 def sidecarOf(path: str | Path) -> Path:
-    """``scan.nii.gz`` -> ``scan.json`` (also ``.nii``, ``.nrrd``, ``.mha`` and other single suffixes)."""
+    """``scan.nii.gz`` -> ``scan.json`` (also ``.nii`` and single suffixes)."""
     path = Path(path)
     name = path.name
     for suffix in (".nii.gz", ".nii"):
@@ -35,25 +39,22 @@ def sidecarOf(path: str | Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _fromLoadedFile(volumeNode) -> dict:
-    storage = volumeNode.GetStorageNode() if volumeNode is not None else None
+def _fromDicom(volumeNode) -> bool:
+    return volumeNode is not None and bool((volumeNode.GetAttribute("DICOM.instanceUIDs") or "").strip())
+
+
+def loadedFile(volumeNode) -> Path | None:
+    """The file ``volumeNode`` was loaded from (or last saved to), for the engine's ``--metadata-from``; None when it
+    has none, the file is gone, or the volume came from DICOM (its series' tags describe it: a DICOM storage file is
+    one slice of the series, which the engine does not read as a scan)."""
+    if volumeNode is None or _fromDicom(volumeNode):
+        return None
+    storage = volumeNode.GetStorageNode()
     fileName = storage.GetFileName() if storage is not None else None
     if not fileName:
-        return {}
-    sidecar = sidecarOf(fileName)
-    try:
-        if not sidecar.is_file() or sidecar.stat().st_size > MAX_SIDECAR_BYTES:
-            return {}
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {
-        key: data[key]
-        for key in (*SEQUENCE_TAGS, "PulseSequenceName", "ImageTypeText")
-        if data.get(key) not in (None, "")
-    }
+        return None
+    path = Path(fileName)
+    return path if path.is_file() else None
 
 
 def _fromDicomDatabase(volumeNode, database) -> dict:
@@ -74,15 +75,17 @@ def _fromDicomDatabase(volumeNode, database) -> dict:
 
 
 def sequenceInfo(volumeNode, dicomDatabase=None) -> dict:
-    """The sidecar fields known for ``volumeNode`` (may be empty).
+    """The sidecar fields of the DICOM series ``volumeNode`` was loaded from (may be empty; a volume loaded from a
+    file is described by that file: :func:`loadedFile`).
 
     ``dicomDatabase`` is Slicer's ``slicer.dicomDatabase`` (None outside Slicer or when it is not open).
     """
-    return _fromLoadedFile(volumeNode) or _fromDicomDatabase(volumeNode, dicomDatabase)
+    return _fromDicomDatabase(volumeNode, dicomDatabase) if _fromDicom(volumeNode) else {}
 
 
 def writeSequenceSidecar(volumeNode, inputPath: str | Path, dicomDatabase=None) -> Path | None:
-    """Write the sidecar of the engine input ``inputPath`` when the scene knows the sequence; return its path."""
+    """Write the sidecar of the engine input ``inputPath`` when the DICOM database knows the sequence; return its
+    path."""
     info = sequenceInfo(volumeNode, dicomDatabase)
     if not info:
         return None

@@ -63,6 +63,22 @@ def sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
+#: Image formats other than NIfTI (Slicer, ITK) whose metadata plkd reads for ``plkd predict --metadata-from``.
+OTHER_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def as_nifti_name(path: Path) -> Path:
+    """The NIfTI file name under which plkd reads the metadata of the image ``path``: ``path`` itself for NIfTI (and
+    any name it does not know); ``scan.nrrd`` (NRRD, MetaImage) → ``scan.nii.gz``, so that its sidecar ``scan.json``,
+    what a BIDS data set states for its name, and its name's words are read as for a NIfTI file of that name (as the
+    Slicer batch script's walk reads them). A NIfTI file of that name lying beside it is taken for the same scan
+    (its header text is read)."""
+    for ext in OTHER_IMAGE_SUFFIXES:
+        if path.name.lower().endswith(ext):
+            return path.with_name(path.name[: -len(ext)] + ".nii.gz")
+    return path
+
+
 def bids_name(stem: str) -> tuple[dict[str, str], str] | None:
     """``(entities, suffix)`` of a BIDS name without extension (``sub-01_acq-fast_T2starw`` → ``({"sub": "01",
     "acq": "fast"}, "T2starw")``), or None when ``stem`` is not one (a part before the suffix is no entity)."""

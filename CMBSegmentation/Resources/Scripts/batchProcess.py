@@ -52,7 +52,7 @@ def parseArguments(argv):
         default="auto",
         choices=["auto", "T2*", "T2S", "SWI"],
         help="contrast of the inputs; chooses the shipped T2* or SWI model. auto (default): per volume, from its "
-        "JSON sidecar or its name, else T2*",
+        "JSON sidecar (with what a BIDS data set states for it higher up), its header or its name, else T2*",
     )
     parser.add_argument(
         "--mask-suffix", default="", help="brain masks are NAME<suffix>.nii.gz beside the inputs (optional)"
@@ -101,8 +101,11 @@ def notAScan(path):
     ``NAME-label.nrrd``) was run as a scan and failed, and a T1 or phase image gave "microbleeds".
     """
     from plkd.inference.input_kinds import classify
+    from plkd.sidecars import as_nifti_name
 
-    return classify(path.with_name(stripSuffix(path.name) + ".nii.gz"))
+    # An NRRD or MetaImage file read as a NIfTI file of its name, as the engine's --metadata-from reads it when the
+    # module analyses the volume (its sidecar NAME.json, what a BIDS data set states for it, its name's words).
+    return classify(as_nifti_name(path))
 
 
 def isResultFile(path):

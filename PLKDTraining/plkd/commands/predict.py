@@ -20,6 +20,7 @@ examples:
   plkd predict bids/ --output-dir out/ --shard 0/4 --progress jsonl
   plkd predict 'study/ses-*/T2S.nii.gz' dicom/series-7/ -o out/ --threads 4
   plkd predict scan.nii.gz --output-dir click/ --at-ras=-12.5,-30,8 --existing out/scan_cmb.json
+  plkd predict copy.nii.gz -o out/ --metadata-from bids/sub-01/anat/sub-01_swi.nii.gz  # read as that file
 
 INPUT: a NIfTI file (.nii, .nii.gz; 3-D, or 4-D multi-echo), a DICOM series folder, a folder
 (walked to any depth, linked folders too: images and T2*/SWI DICOM series are taken; label maps,
@@ -94,6 +95,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="contrast of the scans: T2S (T2*-GRE), SWI, or auto (default): from the DICOM tags, the JSON "
         "sidecar, the NIfTI header or the file name's BIDS suffix, else T2S (with --model: its contrast). Chooses "
         "the installed model; evidence against the choice, and a model of the other contrast, are warnings",
+    )
+    p.add_argument(
+        "--metadata-from",
+        metavar="FILE",
+        help="read the metadata of the image FILE as the input's (one NIfTI input, a copy of FILE, such as the one "
+        "the Slicer module writes): its JSON sidecar with what a BIDS data set states for it higher up, its NIfTI "
+        "header text and its file name decide --modality auto and the phase, projection and sequence checks, as "
+        "for 'plkd predict FILE' (FILE in NRRD or MetaImage: its sidecar NAME.json, its name as NAME.nii.gz)",
     )
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     p.add_argument("--mask", metavar="MASK", help="brain mask on the input's grid (single input only)")
@@ -177,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
             existing=args.existing,
             batch_size=args.batch_size,
             modality=args.modality,
+            metadata_from=args.metadata_from,
         )
     n = len(report.done) + len(report.skipped) + len(report.failed)
     summary = (

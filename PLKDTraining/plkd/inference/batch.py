@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import sys
 import time
@@ -30,6 +31,7 @@ from plkd.inference.inputs import (
     expand_inputs,
     orientation_warnings,
     separate_echo_notes,
+    with_metadata_from,
 )
 from plkd.inference.modality import phase_reason, projection_reason
 from plkd.inference.model_choice import DISPLAY, ModelChooser, modality_record, model_line
@@ -148,6 +150,7 @@ def predict_files(
     err: Any = None,
     existing: str | Path | None = None,
     modality: str = "auto",
+    metadata_from: str | Path | None = None,
 ) -> BatchReport:
     """Predict every scan and write ``STEM_cmb.nii.gz`` + ``STEM_cmb.json`` in ``output_dir``,
     then the summary CSV (:func:`summary_name`, not for ``at_ras``).
@@ -158,7 +161,8 @@ def predict_files(
     :mod:`plkd.inference.model_choice`). A scan whose outputs were made from the same input bytes
     with the same settings is reused unless ``overwrite``; otherwise the reason for recomputing is
     printed. ``at_ras`` segments only the microbleed at that point (always recomputed; ``existing``:
-    an earlier prediction of the input, see :func:`plkd.inference.click.load_existing`). Skips,
+    an earlier prediction of the input, see :func:`plkd.inference.click.load_existing`). ``metadata_from``: an
+    image whose metadata are read as those of the one input (:func:`plkd.inference.inputs.with_metadata_from`). Skips,
     recomputations and failures are printed to ``err`` (stderr), one line each, in every
     progress mode. Raises :class:`InputError` when nothing is found or two inputs cannot be given
     distinct output names (before any work).
@@ -178,6 +182,8 @@ def predict_files(
             + "".join(f"; {item}: {why}" for item, why in found.empty)
             + (f"; {line}" if (line := found.ignored_summary()) and not found.empty else "")
         )
+    if metadata_from is not None:
+        found.scans = [with_metadata_from(found.scans, metadata_from)]
     _report_ignored(found.ignored_summary(), found.skipped, err)
     # Named with the folder's earlier outputs in view, so a rerun of part of the inputs writes each scan under
     # the name its result already has (not a second result beside it) and never over another scan's result.
@@ -370,7 +376,7 @@ def _contrast_changed(scan: ScanInput, out: OutputPaths, models: ModelChooser) -
     old = (read_record(out.json) or {}).get("modality")
     if not isinstance(old, dict):
         return None  # outputs of an older plkd record no decision
-    new = models.decide(scan.path).as_dict()
+    new = models.decide(scan.described_by).as_dict()
     if all(old.get(k) == v for k, v in new.items()):
         return None
     now = f"{new['modality']} ({new['reason']}" + (f"; {new['conflict']}" if new["conflict"] else "") + ")"
@@ -514,10 +520,10 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         if (caveat := caveat_warning(scan)) is not None:
             log.warning(caveat)
         mask_vol = load_label(opt.mask, what="brain mask", allow_empty=False) if opt.mask is not None else None
-        model, decision, choice_warnings = opt.models.choose(scan.series.folder if scan.series else scan.path, dicom)
+        where = scan.described_by  # the series' folder, the file, or the original it is a copy of (--metadata-from)
+        model, decision, choice_warnings = opt.models.choose(where, dicom)
         for warning in choice_warnings:
             log.warning(warning)
-        where = scan.series.folder if scan.series else scan.path
         if (phase := phase_reason(where, dicom)) is not None:
             log.warning(
                 "%s looks like a phase image, not a magnitude one (%s): the models read magnitude images, so "
@@ -525,7 +531,7 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
                 scan.path.name,
                 phase,
             )
-        tags = dicom if dicom is not None else sidecar_tags(scan.path)
+        tags = dicom if dicom is not None else sidecar_tags(where)
         if scan.caveat is None and (doubt := sequence_doubt(tags)) is not None:
             # Taken for its name (``..._T2starw``, "SWI" in its description) or named explicitly: say the metadata.
             log.warning(
@@ -589,6 +595,8 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         dicom=dicom,
     )
     record["modality"] = modality_record(decision, opt.models.stated, model)
+    if scan.metadata is not None:  # the file a "sidecar ../../swi.json" reason is relative to
+        record["modality"]["metadata_from"] = os.path.abspath(scan.metadata)
     write_prediction(
         result,
         volume,

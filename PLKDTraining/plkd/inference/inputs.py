@@ -31,6 +31,7 @@ from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file,
 from plkd.errors import InputError
 from plkd.inference.input_kinds import OTHER_FORMATS, classify, classify_series
 from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix
+from plkd.sidecars import as_nifti_name
 from plkd.volumes import Volume, grid_displacement_mm, same_grid_tolerance_mm
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,17 @@ class ScanInput:
     #: Why a folder walk would not have taken this scan, for a file or series named explicitly (a quantitative map,
     #: another contrast, a prediction of another tool...): it is analysed with a warning. None when a walk takes it.
     caveat: str | None = None
+    #: The image whose metadata are read for this scan instead of its own (``plkd predict --metadata-from``: the
+    #: original of a copy, such as the file a Slicer volume was loaded from); None: the scan's own.
+    metadata: Path | None = None
+
+    @property
+    def described_by(self) -> Path:
+        """Where the scan's metadata are read (JSON sidecar with what it inherits, NIfTI header text, file name): the
+        :attr:`metadata` file (by :func:`plkd.sidecars.as_nifti_name`), else the DICOM series' folder or the file."""
+        if self.metadata is not None:
+            return as_nifti_name(self.metadata)
+        return self.series.folder if self.series is not None else self.path
 
     @property
     def display(self) -> str:
@@ -231,6 +243,24 @@ def named_caveat(reason: str | None) -> str | None:
     """What :attr:`ScanInput.caveat` keeps of the reason a walk would skip a scan named explicitly: phase images
     are left out, as their own warning (:func:`plkd.inference.modality.phase_reason`) says it with the evidence."""
     return None if reason is None or reason.startswith("phase") else reason
+
+
+def with_metadata_from(scans: Sequence[ScanInput], source: str | os.PathLike[str]) -> ScanInput:
+    """The one scan of ``scans``, read with the metadata of the image ``source`` (``plkd predict --metadata-from``):
+    the copy of a scan written elsewhere (the Slicer module writes the volume it analyses to a working folder) is
+    then told T2* from SWI, and checked for phase, projection and sequence, as ``source`` itself would be.
+
+    Raises :class:`InputError` when ``source`` is no file, or when ``scans`` is not one NIfTI file (a DICOM series
+    carries its own tags; one file cannot describe several scans).
+    """
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"--metadata-from {source}: no such file")
+    if len(scans) != 1 or scans[0].series is not None:
+        what = f"{len(scans)} scans" if len(scans) != 1 else "a DICOM series, which has its own tags"
+        raise InputError(f"--metadata-from describes one NIfTI input (a copy of {path.name}); the inputs hold {what}")
+    # What a walk would say of the original (a phase image, a T1w), not of the copy's name.
+    return replace(scans[0], metadata=path, caveat=named_caveat(classify(as_nifti_name(path))))
 
 
 def _add(item: Path, exclude: set[Path], found: InputList, root: Path | None = None) -> None:
