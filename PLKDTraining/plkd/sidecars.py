@@ -63,20 +63,20 @@ def sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-#: Image formats other than NIfTI (Slicer, ITK) whose metadata plkd reads for ``plkd predict --metadata-from``.
-OTHER_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-
-
 def as_nifti_name(path: Path) -> Path:
-    """The NIfTI file name under which plkd reads the metadata of the image ``path``: ``path`` itself for NIfTI (and
-    any name it does not know); ``scan.nrrd`` (NRRD, MetaImage) → ``scan.nii.gz``, so that its sidecar ``scan.json``,
-    what a BIDS data set states for its name, and its name's words are read as for a NIfTI file of that name (as the
-    Slicer batch script's walk reads them). A NIfTI file of that name lying beside it is taken for the same scan
-    (its header text is read)."""
-    for ext in OTHER_IMAGE_SUFFIXES:
-        if path.name.lower().endswith(ext):
-            return path.with_name(path.name[: -len(ext)] + ".nii.gz")
-    return path
+    """The NIfTI file name under which plkd reads the metadata of the image ``path``: ``path`` itself for NIfTI; an
+    image in any other format (NRRD, MetaImage, MGH, Analyze, VTK...: ``scan.nrrd``, ``scan.mgz``, ``scan.mgh.gz``)
+    → ``scan.nii.gz``, so that its sidecar ``scan.json``, what a BIDS data set states for its name, and its name's
+    words are read as for a NIfTI file of that name (as the Slicer batch script's walk reads them; the module read
+    the sidecar of a volume loaded from any format). A NIfTI file of that name lying beside it is taken for the same
+    scan (its header text is read)."""
+    name = path.name
+    if name.lower().endswith((".nii", ".nii.gz")):
+        return path
+    if name.lower().endswith(".gz"):  # a compressed format: scan.mgh.gz, scan.img.gz
+        name = name[: -len(".gz")]
+    stem, dot, ext = name.rpartition(".")
+    return path.with_name((stem if dot and stem and ext else name) + ".nii.gz")
 
 
 def bids_name(stem: str) -> tuple[dict[str, str], str] | None:

@@ -102,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="read the metadata of the image FILE as the input's (one NIfTI input, a copy of FILE, such as the one "
         "the Slicer module writes): its JSON sidecar with what a BIDS data set states for it higher up, its NIfTI "
         "header text and its file name decide --modality auto and the phase, projection and sequence checks, as "
-        "for 'plkd predict FILE' (FILE in NRRD or MetaImage: its sidecar NAME.json, its name as NAME.nii.gz)",
+        "for 'plkd predict FILE' (FILE in another format, NRRD, MGH...: its sidecar NAME.json, its name as "
+        "NAME.nii.gz; a DICOM file or series folder: the series' tags)",
     )
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     p.add_argument("--mask", metavar="MASK", help="brain mask on the input's grid (single input only)")

@@ -376,7 +376,7 @@ def _contrast_changed(scan: ScanInput, out: OutputPaths, models: ModelChooser) -
     old = (read_record(out.json) or {}).get("modality")
     if not isinstance(old, dict):
         return None  # outputs of an older plkd record no decision
-    new = models.decide(scan.described_by).as_dict()
+    new = models.decide(scan.described_by, scan.metadata_tags).as_dict()
     if all(old.get(k) == v for k, v in new.items()):
         return None
     now = f"{new['modality']} ({new['reason']}" + (f"; {new['conflict']}" if new["conflict"] else "") + ")"
@@ -521,17 +521,19 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
             log.warning(caveat)
         mask_vol = load_label(opt.mask, what="brain mask", allow_empty=False) if opt.mask is not None else None
         where = scan.described_by  # the series' folder, the file, or the original it is a copy of (--metadata-from)
-        model, decision, choice_warnings = opt.models.choose(where, dicom)
+        # The tags of the series loaded, or of the DICOM original of a NIfTI copy (--metadata-from).
+        dicom_tags = dicom if dicom is not None else scan.metadata_tags
+        model, decision, choice_warnings = opt.models.choose(where, dicom_tags)
         for warning in choice_warnings:
             log.warning(warning)
-        if (phase := phase_reason(where, dicom)) is not None:
+        if (phase := phase_reason(where, dicom_tags)) is not None:
             log.warning(
                 "%s looks like a phase image, not a magnitude one (%s): the models read magnitude images, so "
                 "what is found on it means nothing; analyse the magnitude (SWI or T2*) image of the series",
                 scan.path.name,
                 phase,
             )
-        tags = dicom if dicom is not None else sidecar_tags(where)
+        tags = dicom_tags if dicom_tags is not None else sidecar_tags(where)
         if scan.caveat is None and (doubt := sequence_doubt(tags)) is not None:
             # Taken for its name (``..._T2starw``, "SWI" in its description) or named explicitly: say the metadata.
             log.warning(
@@ -540,7 +542,7 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
                 scan.path.name,
                 doubt,
             )
-        if (projection := projection_reason(where, dicom)) is not None:
+        if (projection := projection_reason(where, dicom_tags)) is not None:
             log.warning(
                 "%s looks like a projection over several slices (%s): microbleeds and veins of neighbouring "
                 "slices overlap in it, so positions, sizes and counts are unreliable; analyse the SWI "

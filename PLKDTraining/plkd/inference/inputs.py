@@ -61,11 +61,17 @@ class ScanInput:
     #: The image whose metadata are read for this scan instead of its own (``plkd predict --metadata-from``: the
     #: original of a copy, such as the file a Slicer volume was loaded from); None: the scan's own.
     metadata: Path | None = None
+    #: The tags of the DICOM series :attr:`metadata` names (a file of it, or its folder), read as a DICOM input's own
+    #: (:func:`plkd.dicom.series_tags`); None when :attr:`metadata` is no DICOM or there is none.
+    metadata_tags: dict[str, str] | None = None
 
     @property
     def described_by(self) -> Path:
         """Where the scan's metadata are read (JSON sidecar with what it inherits, NIfTI header text, file name): the
-        :attr:`metadata` file (by :func:`plkd.sidecars.as_nifti_name`), else the DICOM series' folder or the file."""
+        :attr:`metadata` image (by :func:`plkd.sidecars.as_nifti_name`; a DICOM series' folder), else the DICOM
+        series' folder or the file."""
+        if self.metadata is not None and self.metadata_tags is not None:
+            return self.metadata if self.metadata.is_dir() else self.metadata.parent
         if self.metadata is not None:
             return as_nifti_name(self.metadata)
         return self.series.folder if self.series is not None else self.path
@@ -248,17 +254,31 @@ def named_caveat(reason: str | None) -> str | None:
 def with_metadata_from(scans: Sequence[ScanInput], source: str | os.PathLike[str]) -> ScanInput:
     """The one scan of ``scans``, read with the metadata of the image ``source`` (``plkd predict --metadata-from``):
     the copy of a scan written elsewhere (the Slicer module writes the volume it analyses to a working folder) is
-    then told T2* from SWI, and checked for phase, projection and sequence, as ``source`` itself would be.
+    then told T2* from SWI, and checked for phase, projection and sequence, as ``source`` itself would be. ``source``
+    is an image file in any format (read as :func:`plkd.sidecars.as_nifti_name` says), or a DICOM file or series
+    folder (its series' tags are read, as for a DICOM input).
 
-    Raises :class:`InputError` when ``source`` is no file, or when ``scans`` is not one NIfTI file (a DICOM series
-    carries its own tags; one file cannot describe several scans).
+    Raises :class:`InputError` when ``source`` is no file, a folder without exactly one DICOM series, or when
+    ``scans`` is not one NIfTI file (a DICOM series carries its own tags; one file cannot describe several scans).
     """
     path = Path(source)
-    if not path.is_file():
+    series: DicomSeries | None = None
+    if path.is_dir():
+        found = find_series(path)
+        if len(found) != 1:
+            held = f"{len(found)} DICOM series" if found else "no DICOM series"
+            raise InputError(f"--metadata-from {source}: a folder holding {held}; give one image or one series")
+        series = found[0]
+    elif not path.is_file():
         raise InputError(f"--metadata-from {source}: no such file")
+    elif not is_nifti(path.name) and is_dicom_file(path):
+        series = series_for_file(path)
     if len(scans) != 1 or scans[0].series is not None:
         what = f"{len(scans)} scans" if len(scans) != 1 else "a DICOM series, which has its own tags"
         raise InputError(f"--metadata-from describes one NIfTI input (a copy of {path.name}); the inputs hold {what}")
+    if series is not None:  # what a walk would say of the series (a localizer, a spin echo)
+        tags = series_tags(series)
+        return replace(scans[0], metadata=path, metadata_tags=tags, caveat=named_caveat(classify_series(tags)))
     # What a walk would say of the original (a phase image, a T1w), not of the copy's name.
     return replace(scans[0], metadata=path, caveat=named_caveat(classify(as_nifti_name(path))))
 
