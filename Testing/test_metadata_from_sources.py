@@ -52,6 +52,9 @@ def test_a_dicom_original_is_read_for_its_series_tags(tmp_path: Path, capsys: py
         decision = json.loads((out / "volume_cmb.json").read_text())["modality"]
         assert decision["modality"] == "SWI" and decision["reason"].startswith("dicom ImageType"), decision
         assert decision["metadata_from"] == str(source)
+    capsys.readouterr()
+    assert main([*args, f"--metadata-from={series}"]) == 0  # the rerun check reads the same tags: reused
+    assert "skipped volume: finished earlier" in capsys.readouterr().err
     # A folder of several series describes no one scan: refused in one line, before any work.
     write_series(series, data[..., :8] * 10, np.diag([1.0, 1.0, 2.0, 1.0]), "1.2.826.0.1.3680043.8.498.92", prefix="b")
     capsys.readouterr()
