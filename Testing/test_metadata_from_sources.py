@@ -60,3 +60,21 @@ def test_a_dicom_original_is_read_for_its_series_tags(tmp_path: Path, capsys: py
     capsys.readouterr()
     assert main([*args, f"--metadata-from={series}"]) == 2
     assert "plkd: error: --metadata-from" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["sub-01_part-real_T2starw", "sub-01_part-imag_T2starw", "sub-01_echo-2_part-imag_MEGRE", "x_swi_3_real",
+     "x_swi_3_imaginary"],
+)  # fmt: skip
+def test_real_and_imaginary_parts_are_not_taken_for_magnitude_images(tmp_path: Path, name: str) -> None:
+    # BIDS part-real/part-imag and dcm2niix's _real/_imaginary hold the signed parts of a complex image, which
+    # ImageType R/I already marked as not magnitude: by name, a walk took them and counted "microbleeds" on them.
+    from plkd.inference.input_kinds import classify
+    from plkd.inference.modality import phase_reason
+
+    scan = Path(shutil.copy(CASE, tmp_path / f"{name}.nii.gz"))
+    assert classify(scan) == "phase image"
+    assert "real or imaginary" in (phase_reason(scan) or "")
+    for magnitude in ("sub-01_part-mag_T2starw", "x_swi_3", "sub-01_acq-realtime_swi"):
+        assert phase_reason(Path(shutil.copy(CASE, tmp_path / f"{magnitude}.nii.gz"))) is None
