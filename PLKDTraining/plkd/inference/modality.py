@@ -68,9 +68,15 @@ _SPELLED = {"t2star": re.compile(r"t2[ _-]?(?:\*|star)"), "venbold": re.compile(
 #: projection ("mIP_Images(SW)", ImageType ``MNIP``, BIDS ``_minIP``), any maximum-intensity one,
 #: and DICOM's ImageType value ``PROJECTION IMAGE``.
 _PROJECTION_WORDS = re.compile(rf"^(?:minip|mnip|mip|minimumip|projection){_TAIL}$")
-#: A phase image by name: BIDS ``part-phase``, a last name part ``phase``/``pha`` and dcm2niix's ``_ph``
-#: (the folder walk of :mod:`plkd.inference.inputs` skips such files; one named explicitly is analysed).
-PHASE_NAME = re.compile(r"(^|[_-])(phase|pha|ph|part-phase)$|part-phase", re.I)
+#: A phase image by name: BIDS ``part-phase``, a last name part ``phase``/``pha`` and dcm2niix's ``_ph``; and the
+#: other parts of a complex image that are no magnitude (as ImageType ``R``/``I`` are): BIDS ``part-real``/
+#: ``part-imag``, dcm2niix's ``_real``/``_imaginary`` (the folder walk of :mod:`plkd.inference.inputs` skips such
+#: files; one named explicitly is analysed).
+PHASE_NAME = re.compile(
+    r"(^|[_-])(phase|pha|ph|part-phase|real|imaginary|imag)$|part-(phase|real|imag)(?![a-z0-9])", re.I
+)
+#: The part of :data:`PHASE_NAME` that names a real or imaginary image.
+_COMPLEX_PART_NAME = re.compile(r"(^|[_-])(real|imaginary|imag)$|part-(real|imag)(?![a-z0-9])", re.I)
 #: Words of a series description that mark phase (Siemens "Pha_Images", "SWI phase").
 _PHASE_WORDS = frozenset({"pha", "phase"})
 #: ``ImageType`` values of a phase, real or imaginary image (DICOM PS3.3 C.8.16.1 value 3: ``P``, ``R``, ``I``;
@@ -335,7 +341,8 @@ def phase_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) -> st
     or with the same sequence name ("*swi3d1r"), so its sequence says SWI; but the models read magnitude
     (dark microbleeds on a bright brain), and phase shows wrapped stripes in radians. Read: the DICOM /
     sidecar ``ImageType`` (value ``P``, ``PHASE``, ``R``, ``I``), a ``SeriesDescription`` word ``Pha``/``phase``, the
-    file name (BIDS ``part-phase``, a last part ``phase``/``pha``, dcm2niix's ``_ph``). Never raises.
+    file name (BIDS ``part-phase``/``part-real``/``part-imag``, a last part ``phase``/``pha``, dcm2niix's ``_ph``,
+    ``_real``, ``_imaginary``). Never raises.
     """
     path = Path(path)
     for _source, label, fields in _metadata(path, dicom):
@@ -347,7 +354,8 @@ def phase_reason(path: str | Path, dicom: Mapping[str, Any] | None = None) -> st
         if _PHASE_WORDS & set(words(description)):
             return f"{label('SeriesDescription')} SeriesDescription {description.strip()!r}"
     if PHASE_NAME.search(_stem(path)):
-        return "the file name marks a phase image"
+        which = "a real or imaginary" if _COMPLEX_PART_NAME.search(_stem(path)) else "a phase"
+        return f"the file name marks {which} image"
     return None
 
 
