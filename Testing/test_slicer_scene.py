@@ -263,6 +263,38 @@ def test_a_label_map_or_brain_mask_tilted_off_the_input_grid_is_refused_by_the_e
     assert inferenceJob.writeMaskAsNifti(mask, volume, tmp_path / "mask.nii.gz").exists()
 
 
+def test_a_brain_mask_volume_is_placed_where_slicer_shows_it_through_transforms(case, tmp_path):
+    # The grid check compared the mask's and the input's own frames, ignoring parent transforms: a mask on the input's
+    # grid but moved 10 mm by a transform (shown 10 mm off the brain) was written onto the input as if it lay there,
+    # and a mask registered onto the input by a transform (shown on the brain) was refused.
+    scene, volume, _, _, _ = case
+    shift = np.eye(4)
+    shift[0, 3] = 10.0
+    moved = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    moved.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(shift))
+    mask = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "brain mask")
+    half = np.zeros(SHAPE, np.int16)
+    half[: SHAPE[0] // 2] = 1
+    updateVolumeNodeFromArray(mask, half, AFFINE)
+    mask.SetAndObserveTransformNodeID(moved.GetID())
+    with pytest.raises(ValueError, match="not on the grid"):
+        inferenceJob.writeMaskAsNifti(mask, volume, tmp_path / "shifted.nii.gz")
+    # The input under the same transform: both move together, the mask lies on the input as shown.
+    volume.SetAndObserveTransformNodeID(moved.GetID())
+    written = nib.load(str(inferenceJob.writeMaskAsNifti(mask, volume, tmp_path / "together.nii.gz")))
+    assert np.array_equal(np.asarray(written.dataobj) > 0, half > 0)
+    # A mask stored 10 mm off and brought onto the input by the inverse transform is accepted.
+    volume.SetAndObserveTransformNodeID(None)
+    off = AFFINE.copy()
+    off[0, 3] += 10.0
+    updateVolumeNodeFromArray(mask, half, off)
+    back = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "back")
+    back.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(np.linalg.inv(shift)))
+    mask.SetAndObserveTransformNodeID(back.GetID())
+    written = nib.load(str(inferenceJob.writeMaskAsNifti(mask, volume, tmp_path / "registered.nii.gz")))
+    assert np.array_equal(np.asarray(written.dataobj) > 0, half > 0)
+
+
 # --- review ------------------------------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from CMBSegmentationLib.commandBuilder import (
 )
 from CMBSegmentationLib.progressParsing import ProgressEvent, errorMessageFromStderr
 from CMBSegmentationLib.sceneScratch import scratchNodes
+from CMBSegmentationLib.segmentLabelMap import segmentationToVolumeFrame
 from CMBSegmentationLib.sequenceInfo import loadedFile, writeSequenceSidecar
 from CMBSegmentationLib.volumeIO import (
     arrayFromVolumeNode,
@@ -178,10 +179,18 @@ def writeMaskAsNifti(maskNode, inputVolume, path: str | Path) -> Path:
             np.any(values[mask] != np.round(values[mask])) or np.unique(values[mask]).size > MAX_MASK_LABELS
         ):
             soft = values.astype(np.float32)
+        # Where Slicer shows the mask: through its parent transform and back through the input's (a mask moved off the
+        # brain by a transform was written onto the input as if it lay there; one registered onto it was refused).
+        toInputFrame = segmentationToVolumeFrame(maskNode, inputVolume)
+        if toInputFrame is None:
+            raise ValueError(
+                f"brain mask '{maskNode.GetName()}' lies under a non-linear transform relative to "
+                f"'{inputVolume.GetName()}'; harden it first"
+            )
         # The engine's rule (volumeIO.gridDisplacementMm): the mask is written with the input's matrix, so one tilted
         # within an element-wise 1e-3 would be moved onto the input by up to a few tenths of a mm without a word.
         sameGrid = mask.shape == inputVolume.GetImageData().GetDimensions() and gridDisplacementMm(
-            ijkToRas(maskNode), ijkToRas(inputVolume), mask.shape
+            toInputFrame @ ijkToRas(maskNode), ijkToRas(inputVolume), mask.shape
         ) <= sameGridToleranceMm(ijkToRas(inputVolume))
         if not sameGrid:
             raise ValueError(

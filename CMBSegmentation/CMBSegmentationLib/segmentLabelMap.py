@@ -84,7 +84,8 @@ def segmentVoxels(segmentationNode, segmentIds: list[str], referenceVolume) -> l
 
 def segmentationToVolumeFrame(segmentationNode, volumeNode) -> np.ndarray | None:
     """The 4x4 matrix from the segmentation's own frame (RAS mm) to the volume's own frame, through both parent
-    transforms; None when either is not linear."""
+    transforms; None when either is not linear. Any transformable node (a mask volume too) may stand for the
+    segmentation."""
     toWorld = []
     for node in (segmentationNode, volumeNode):
         transformNode = node.GetParentTransformNode()
