@@ -18,7 +18,9 @@ CASE = ROOT / "Testing" / "data" / "tiny-case" / "tiny_T2S.nii.gz"
 SWI_TYPE = {"ImageType": ["ORIGINAL", "PRIMARY", "M", "SWI", "NORM"]}
 
 
-@pytest.mark.parametrize("name", ["x_study_3.mgz", "x_study_3.mgh", "x_study_3.hdr", "x_study_3.vtk"])
+@pytest.mark.parametrize(
+    "name", ["x_study_3.mgz", "x_study_3.mgh.gz", "x_study_3.hdr", "x_study_3.vtk", "x_study_3.nii.bz2"]
+)
 def test_the_sidecar_of_an_original_in_any_image_format_is_read(tmp_path: Path, name: str) -> None:
     # Slicer loads FreeSurfer, Analyze and VTK volumes too; the module read their NAME.json before it passed the
     # file with --metadata-from, which read no sidecar of them: the SWI scan went to the T2* model without a word.

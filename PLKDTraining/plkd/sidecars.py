@@ -73,8 +73,10 @@ def as_nifti_name(path: Path) -> Path:
     name = path.name
     if name.lower().endswith((".nii", ".nii.gz")):
         return path
-    if name.lower().endswith(".gz"):  # a compressed format: scan.mgh.gz, scan.img.gz
-        name = name[: -len(".gz")]
+    for packed in (".gz", ".bz2", ".xz", ".zip"):  # a compressed file: scan.mgh.gz, scan.img.gz, scan.nii.bz2
+        if name.lower().endswith(packed):
+            name = name[: -len(packed)]
+            break
     stem, dot, ext = name.rpartition(".")
     return path.with_name((stem if dot and stem and ext else name) + ".nii.gz")
 
