@@ -217,3 +217,54 @@ def test_a_click_carries_the_location_fields_of_a_whole_scan_prediction(tmp_path
     assert np.linalg.norm(np.subtract(cand["center_mni"], mni_point)) < 6.0
     assert doc["location"]["status"] == "ok" and doc["location"]["registration"]["dice"] >= 0.8
     assert "location" in doc["timings"]
+
+
+def test_a_click_on_a_predicted_scan_reuses_its_registration(tmp_path: Path, monkeypatch) -> None:
+    """A click with ``--existing`` of the same file places its microbleed in MNI through the registration that
+    prediction made (its JSON's ``scan_to_mni``) instead of registering the scan again (seconds per click); a
+    prediction of another file is not trusted for it."""
+    from test_location import _moved_scan
+
+    import plkd.location.locate as locate
+
+    image, affine, _to_mni, _ = _moved_scan(np.random.default_rng(5))
+    image = image.copy()
+    image[40:44, 50:54, 30:34] *= 0.2  # a dark spot, so the whole-scan run has candidates to locate
+    case = _write_case(tmp_path, Volume(image, affine))
+    tiny = ROOT / "Testing" / "data" / "tiny-bundle"
+    out = tmp_path / "out"
+    args = ["predict", str(case), "-o", str(out), "--model", str(tiny), "--progress", "none"]
+    assert main(args) == 0
+    whole = json.loads((out / "click_T2S_cmb.json").read_text())
+    assert whole["location"]["status"] == "ok"
+    matrix = np.asarray(whole["location"]["scan_to_mni"])
+    click = affine[:3, :3] @ np.array([42.0, 52.0, 32.0]) + affine[:3, 3]
+    point = ",".join(f"{v:.2f}" for v in click)
+    fresh = tmp_path / "fresh"
+    assert main([*args[:2], "-o", str(fresh), *args[4:], f"--at-ras={point}"]) == 0
+    registered = json.loads((fresh / "click_T2S_cmb.json").read_text())["candidates"][0]
+
+    calls = []
+    register = locate.register_to_mni
+
+    def counted(*a, **k):
+        calls.append(1)
+        return register(*a, **k)
+
+    monkeypatch.setattr(locate, "register_to_mni", counted)
+    existing = ["--existing", str(out / "click_T2S_cmb.json")]
+    assert main([*args[:2], "-o", str(tmp_path / "c"), *args[4:], f"--at-ras={point}", *existing]) == 0
+    doc = json.loads((tmp_path / "c" / "click_T2S_cmb.json").read_text())
+    (cand,) = doc["candidates"]
+    assert not calls and doc["location"]["registration"]["reused_from"] == "click_T2S_cmb.json"
+    assert np.allclose(doc["location"]["scan_to_mni"], matrix)
+    assert np.linalg.norm(np.subtract(cand["center_mni"], registered["center_mni"])) <= 0.15
+    assert (cand["location"], cand["region"]) == (registered["location"], registered["region"])
+    # The same prediction said to be of another file: the click registers the scan itself.
+    whole["input_sha256"] = "0" * 64
+    (out / "click_T2S_cmb.json").write_text(json.dumps(whole))
+    assert main([*args[:2], "-o", str(tmp_path / "d"), *args[4:], f"--at-ras={point}", *existing]) == 0
+    assert calls == [1]
+    assert (
+        "reused_from" not in json.loads((tmp_path / "d" / "click_T2S_cmb.json").read_text())["location"]["registration"]
+    )

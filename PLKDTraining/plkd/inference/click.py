@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from plkd.errors import InputError
+from plkd.location.register import Registration
 from plkd.metrics.components import label_components
 from plkd.naming import output_stem
 from plkd.volumes import Volume, load_label, on_grid_of
@@ -146,6 +147,9 @@ class ExistingPrediction:
     source: str = ""
     #: The contrast of the model that made it (its JSON's ``modality.model_modality``; None when unknown).
     model_modality: str | None = None
+    #: Its scan's registration to MNI (the JSON's ``location.scan_to_mni``), when the JSON was made from this very
+    #: file (same ``input_sha256``): a click reuses it instead of registering the scan again.
+    registration: Registration | None = None
 
 
 def _pair(path: Path) -> tuple[Path | None, Path | None]:
@@ -185,11 +189,28 @@ def load_existing(path: str | os.PathLike[str], volume: Volume, input_sha256: st
         out.model_modality = (decision.get("model_modality") or None) if isinstance(decision, dict) else None
         if label_path is None:
             _check_made_from(doc, js.name, volume, input_sha256)
+        out.registration = _registration_of(doc, js.name, input_sha256)
     if label_path is not None:
         lab = load_label(label_path, what="existing label map")
         lab = on_grid_of(volume, lab, what=f"existing label map {label_path.name}")
         out.labels = np.rint(lab.data).astype(np.int32)
     return out
+
+
+def _registration_of(doc: dict[str, Any], name: str, input_sha256: str | None) -> Registration | None:
+    """The scan→MNI registration an earlier prediction of this same file (its ``input_sha256``) recorded, or None."""
+    block = doc.get("location")
+    if not input_sha256 or doc.get("input_sha256") != input_sha256 or not isinstance(block, dict):
+        return None
+    try:
+        matrix = np.asarray(block.get("scan_to_mni"), dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if block.get("status") != "ok" or matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
+        return None
+    checks = dict(block.get("registration") or {})
+    checks["reused_from"] = name
+    return Registration("ok", None, matrix, checks)
 
 
 def _check_made_from(doc: dict[str, Any], name: str, volume: Volume, input_sha256: str | None) -> None:

@@ -49,6 +49,7 @@ from plkd.inference.segmentation import (
     stitch,
 )
 from plkd.location import locate_candidates
+from plkd.location.register import Registration
 from plkd.normalise import LEGACY_CLIP_PERCENTILES
 from plkd.progress import Progress
 from plkd.resample import resample_array
@@ -402,21 +403,28 @@ class Predictor:
         if existing is not None:
             _report_existing(out, existing, point, volume)
         timings: dict[str, float] = {}
-        self._locate(prep, out, timings)  # at the final centre: an earlier microbleed's when it was one
+        # At the final centre (an earlier microbleed's when it was one), with the earlier prediction's registration
+        # of this same file when it has one.
+        self._locate(prep, out, timings, existing.registration if existing is not None else None)
         out.timings = {**{k: round(v, 4) for k, v in timings.items()}, "total": round(time.perf_counter() - t0, 4)}
         out.thresholds = thr
         self.progress.finish()
         return out
 
     # --------------------------------------------------------------------------- helpers
-    def _locate(self, prep: PreparedVolume, out: PredictionResult, timings: dict[str, float]) -> None:
+    def _locate(
+        self, prep: PreparedVolume, out: PredictionResult, timings: dict[str, float], reuse: Registration | None = None
+    ) -> None:
         """With ``locate``: each candidate's MARS ``location``, ``region`` and ``center_mni`` and the scan's
         ``location`` block (:func:`plkd.location.locate_candidates`, on the prepared model-grid scan), the one
-        step for whole-scan predictions and clicks alike; its seconds go to ``timings["location"]``."""
+        step for whole-scan predictions and clicks alike; its seconds go to ``timings["location"]``. ``reuse``:
+        a registration of this scan made before (see :func:`plkd.location.locate_candidates`)."""
         if not self.locate:
             return
         t0 = time.perf_counter()
-        out.location = locate_candidates(prep.data, prep.affine, out.candidates, prep.mask, notes=out.notes)
+        out.location = locate_candidates(
+            prep.data, prep.affine, out.candidates, prep.mask, notes=out.notes, reuse=reuse
+        )
         timings["location"] = time.perf_counter() - t0
 
     def _prepare(

@@ -44,6 +44,7 @@ def locate_candidates(
     *,
     notes: list[str] | None = None,
     deformable: bool = False,
+    reuse: Registration | None = None,
 ) -> dict[str, Any]:
     """Annotate ``candidates`` in place and return the scan's ``location`` block (``docs/design.md``).
 
@@ -52,9 +53,14 @@ def locate_candidates(
     ``{"status": "ok"|"failed"|"skipped", "reason", "counts", "regions", "pattern",
     "registration"}``; counts cover kept candidates only. A failure or skip is logged and, when
     ``notes`` is given, added to it as one sentence. Never raises for a registration problem.
+    ``reuse``, a registration of this same scan made before (a click on a scan predicted whole: the JSON's
+    ``scan_to_mni``), is used instead of registering again (a few seconds per click). An affine registration that
+    passed its checks is kept in the block as ``scan_to_mni`` (4x4, scan RAS mm → MNI RAS mm).
     """
     if not candidates:
         registration = Registration("skipped", "no candidates to locate")
+    elif reuse is not None:
+        registration = reuse
     else:
         registration = register_to_mni(image, affine, mask, deformable=deformable)
         if registration.status == "failed" and registration.reason and "not installed" in registration.reason:
@@ -67,6 +73,9 @@ def locate_candidates(
     block: dict[str, Any] = {"status": registration.status, "reason": registration.reason}
     block.update(summarise(candidates))
     block["registration"] = registration.checks
+    matrix = registration.matrix()
+    if matrix is not None:
+        block["scan_to_mni"] = [[round(float(v), 6) for v in row] for row in matrix]
     if registration.status == "failed":
         message = f"location unknown: registration to MNI failed ({registration.reason})"
         log.warning(message)

@@ -83,11 +83,34 @@ class Registration:
         return self.status == "ok"
 
     def to_mni(self, points_ras: np.ndarray) -> np.ndarray:
-        """MNI (RAS mm) coordinates ``(N, 3)`` of scan points ``(N, 3)`` (RAS mm); NaN when failed."""
+        """MNI (RAS mm) coordinates ``(N, 3)`` of scan points ``(N, 3)`` (RAS mm); NaN when failed.
+
+        ``transform`` is a SimpleITK transform, or a 4x4 scan-RAS→MNI-RAS matrix (:meth:`matrix`, as a
+        prediction's JSON keeps it for the clicks on its scan)."""
         pts = np.atleast_2d(np.asarray(points_ras, dtype=np.float64)).reshape(-1, 3)
         if not self.ok or self.transform is None:
             return np.full(pts.shape, np.nan)
+        if isinstance(self.transform, np.ndarray):
+            return pts @ self.transform[:3, :3].T + self.transform[:3, 3]
         return transform_points_ras(self.transform, pts)
+
+    def matrix(self) -> np.ndarray | None:
+        """The scan-RAS→MNI-RAS map as a 4x4 matrix (mm), or None when failed or not affine (the deformable step).
+
+        Fitted to the images of the corners of a 200 mm cube and checked on its centre, so a transform that is
+        not affine within 0.01 mm gives None rather than an approximation."""
+        if not self.ok or self.transform is None:
+            return None
+        corners = np.array([[x, y, z] for x in (-100, 100) for y in (-100, 100) for z in (-100, 100)], dtype=float)
+        mapped = self.to_mni(corners)
+        fit, *_ = np.linalg.lstsq(np.c_[corners, np.ones(len(corners))], mapped, rcond=None)
+        out = np.eye(4)
+        out[:3, :] = fit.T
+        if np.linalg.norm(self.to_mni(np.zeros((1, 3)))[0] - out[:3, 3]) > 0.01:
+            return None
+        if np.abs(np.c_[corners, np.ones(len(corners))] @ fit - mapped).max() > 0.01:
+            return None
+        return out
 
 
 def _shrink(img: Any, spacing: float, sitk: Any) -> Any:
