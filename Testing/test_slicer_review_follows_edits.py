@@ -98,6 +98,26 @@ def _row_after_refresh(seg, table, segment_id) -> candidateTable.CandidateRow:
     return {r.segmentId: r for r in reviewState.restoreReview(seg, table)}[segment_id]
 
 
+def _result_under_transform(tmp_path, elements: dict):
+    """A result imported onto a volume lying under a linear transform with the given matrix ``elements`` ({(row,
+    column): value} on the identity): (scene, volume, transform node, its matrix, segmentation, table)."""
+    import vtk
+    from test_slicer_scene import _labels, _writeEngineOutput, updateVolumeNodeFromArray
+
+    scene = slicer.vtkMRMLScene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case T2*")
+    updateVolumeNodeFromArray(volume, np.zeros(SHAPE, np.float32), AFFINE)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    for (r, c), value in elements.items():
+        matrix.SetElement(r, c, value)
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "engine", _labels(), {1: 0.95, 2: 0.4})
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    return scene, volume, transform, matrix, result.segmentationNode, result.tableNode
+
+
 def _report(files) -> dict:
     import json
 
@@ -109,22 +129,12 @@ def test_a_candidate_is_shown_on_its_microbleed_after_a_transform_is_hardened(tm
     # A registration made permanent ("Harden transform") on the volume alone left the table's centres in the old frame
     # and the review list unaware; the jump then went through the segmentation's transform: off the microbleed.
     import vtk
-    from test_slicer_scene import _labels, _writeEngineOutput, updateVolumeNodeFromArray
+    from test_slicer_scene import _labels
 
     from CMBSegmentationLib import reviewNavigation
 
-    scene = slicer.vtkMRMLScene()
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case T2*")
-    updateVolumeNodeFromArray(volume, np.zeros(SHAPE, np.float32), AFFINE)
-    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    matrix = vtk.vtkMatrix4x4()
-    for (r, c), value in {(0, 3): 30.0, (1, 3): -12.0, (0, 1): 0.2, (1, 0): -0.2}.items():
-        matrix.SetElement(r, c, value)  # moved and turned
-    transform.SetMatrixTransformToParent(matrix)
-    volume.SetAndObserveTransformNodeID(transform.GetID())
-    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "engine", _labels(), {1: 0.95, 2: 0.4})
-    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
-    seg, table = result.segmentationNode, result.tableNode
+    moved_and_turned = {(0, 3): 30.0, (1, 3): -12.0, (0, 1): 0.2, (1, 0): -0.2}
+    scene, volume, transform, matrix, seg, table = _result_under_transform(tmp_path, moved_and_turned)
     transformToWorld = vtk.vtkGeneralTransform()
     transform.GetTransformToWorld(transformToWorld)
     expected = [transformToWorld.TransformPoint(_centre(_labels() == label)) for label in (1, 2)]
@@ -369,21 +379,10 @@ def test_a_clicked_microbleed_lands_on_the_click_when_only_one_of_result_and_vol
     # The engine segments the click on the volume's own grid; the new segment was put into the segmentation as if
     # its frame were the volume's. With a transform hardened on one of them only, it landed where the transform
     # moves things, off the microbleed the reader clicked (and the table listed it there).
-    import vtk
-    from test_slicer_scene import _labels, _segmentMask, _writeEngineOutput, updateVolumeNodeFromArray
+    from test_slicer_scene import _segmentMask
 
-    scene = slicer.vtkMRMLScene()
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case T2*")
-    updateVolumeNodeFromArray(volume, np.zeros(SHAPE, np.float32), AFFINE)
-    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    matrix = vtk.vtkMatrix4x4()
-    for (r, c), value in {(0, 3): 12.0, (2, 3): -4.0, (0, 1): 0.25, (1, 0): -0.25}.items():
-        matrix.SetElement(r, c, value)
-    transform.SetMatrixTransformToParent(matrix)
-    volume.SetAndObserveTransformNodeID(transform.GetID())
-    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "engine", _labels(), {1: 0.95, 2: 0.4})
-    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
-    seg, table = result.segmentationNode, result.tableNode
+    elements = {(0, 3): 12.0, (2, 3): -4.0, (0, 1): 0.25, (1, 0): -0.25}
+    scene, volume, transform, matrix, seg, table = _result_under_transform(tmp_path, elements)
     slicer.vtkSlicerTransformLogic().hardenTransform(volume if hardened == "volume" else seg)
     clicked = np.zeros(SHAPE, np.int16)
     clicked[18:20, 9:11, 4:6] = 1
