@@ -184,13 +184,16 @@ def small_brain_warning(mask: np.ndarray, affine: np.ndarray) -> str | None:
     )
 
 
-def resolve_brain_mask(volume: Volume, mask: Volume | None = None) -> tuple[np.ndarray, str]:
+def resolve_brain_mask(
+    volume: Volume, mask: Volume | None = None, *, warn_small: bool = True
+) -> tuple[np.ndarray, str]:
     """The user's mask (validated) or a computed one; raises :class:`InputError` when empty.
 
-    A region smaller than :data:`MIN_WHOLE_BRAIN_ML` is searched with one warning (also in the sentence returned).
+    A region smaller than :data:`MIN_WHOLE_BRAIN_ML` is searched with one warning (also in the sentence returned)
+    unless ``warn_small`` is False (training, which takes the brain of each subject as the predictor would).
     """
     m, note = _resolve_brain_mask(volume, mask)
-    if (warning := small_brain_warning(m, volume.affine)) is not None:
+    if warn_small and (warning := small_brain_warning(m, volume.affine)) is not None:
         log.warning(warning)
         note = f"{note}; {warning}"
     return m, note
