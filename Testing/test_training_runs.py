@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from training_toydata import write_toy_dataset
 
 from plkd.bundle import load_bundle
 from plkd.cli import main
+from plkd.data.datasets import find_subjects
 from plkd.errors import PLKDError
 from plkd.training.checkpoint import load_weights
 from plkd.training.config import load_config, set_value
@@ -24,6 +26,7 @@ from plkd.training.screening import mine_hard_negatives, screening_false_positiv
 from plkd.training.segmentation import _loss as teacher_loss
 from plkd.training.segmentation import build_segmenter
 from plkd.training.students import factor_chain, load_teacher, plan_stages, state_checksum
+from plkd.tuning import refuse_training_scans
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -262,7 +265,7 @@ def test_screening_fine_tune_mines_the_starting_networks_false_positives(data_ro
         assert all(torch.equal(a[k], b[k]) for k in a), stage
 
 
-def test_cv_two_folds(tmp_path):
+def test_cv_two_folds(tmp_path, capsys):
     data = write_toy_dataset(tmp_path / "data", n_subjects=4, seed=3)
     out = tmp_path / "cv"
     args = [
@@ -308,6 +311,12 @@ def test_cv_two_folds(tmp_path):
     assert main([*args, "--tune-data", str(val)]) == 0  # already tuned on these data: skipped
     assert (out / "fold-1" / "result.json").stat().st_mtime_ns == stamp
     assert main([*args, "--tune-data", str(data)]) == 2  # never on the cross-validated subjects
+    # ... nor on a copy of one under another name (every subject is tested by some fold)
+    capsys.readouterr()
+    copy = _renamed_copy(data / "sub-0003", tmp_path / "val-copy", "scan9")
+    assert main([*args, "--tune-data", str(copy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "plkd: error: --tune-data: 1 of 1 subjects (scan9 = cross-validated subject sub-0003)" in err
 
 
 def test_cv_variants_share_stages(tmp_path):
@@ -395,3 +404,32 @@ def test_a_teacher_fine_tuned_without_a_screening_stage_mines_the_bundles_screen
         assert main([*args, "--set", "sampling.screening_candidates=5"]) == 0
     name = load_bundle(bundle).name
     assert f"added {expected} screening false positives (of {name}:screening)" in caplog.text
+
+
+def _renamed_copy(subject_dir: Path, folder: Path, name: str) -> Path:
+    """A plain folder holding one subject of the toy data set under another name (image and label)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sid = subject_dir.name
+    shutil.copy(subject_dir / f"{sid}_space-T2S_desc-masked_T2S.nii.gz", folder / f"{name}.nii.gz")
+    shutil.copy(subject_dir / f"{sid}_space-T2S_CMB.nii.gz", folder / f"{name}_label.nii.gz")
+    return folder
+
+
+def test_tune_refuses_scans_the_model_was_trained_on(data_root, full_run, tmp_path, capsys):
+    # The networks are surer on the scans they learnt: thresholds tuned there are too loose for new scans, and a
+    # validation folder holding a copy of a training scan (another name, ids repeat across data sets) said nothing.
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(full_run), "--out", str(bundle)]) == 0
+    run = json.loads((full_run / "run.json").read_text(encoding="utf-8"))
+    recorded = load_bundle(bundle).manifest["training"]["image_sha256"]
+    assert sorted(recorded) == sorted(run["train_ids"])
+    trained = run["train_ids"][0]
+    val = _renamed_copy(data_root / trained, tmp_path / "val", "scan7")
+    out = tmp_path / "tuned"
+    rc = main(["tune", str(val), "--model", str(bundle), "--out", str(out), "--progress", "none"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and err.startswith("plkd: error: 1 of 1 validation subjects (scan7 = training subject ")
+    assert trained in err and not out.exists()
+    # Another scan with the same subject id (sub-0001 of another data set) may be tuned on.
+    other = write_toy_dataset(tmp_path / "other", n_subjects=1, seed=99)
+    refuse_training_scans(load_bundle(bundle).manifest, find_subjects(other), "run")

@@ -41,6 +41,7 @@ from plkd.atomic import write_json_atomic
 from plkd.bundle import MANIFEST, load_bundle
 from plkd.calibration import expected_calibration_error, fit_platt, reliability_diagram
 from plkd.data.datasets import find_subjects, load_subject
+from plkd.data.scans import scan_digests, shared_scans, shared_sentence
 from plkd.errors import PLKDError
 from plkd.inference.predictor import STUDENT_REACH
 from plkd.inference.preprocess import effective_lr_factor, network_slice_axis
@@ -296,6 +297,7 @@ def tune_thresholds(
         raise PLKDError(f"the model has no segmenter {', '.join(unknown)}; it has {', '.join(names)}")
     # Said once for every segmenter: the thresholds are chosen on the labelled subjects only.
     labelled, scored = scored_labelled_subjects(find_subjects(data_root), "plkd tune", require=False)
+    refuse_training_scans(bundle.manifest, labelled, bundle.name)
     prog = Progress(progress)  # type: ignore[arg-type]
     report: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -334,6 +336,26 @@ def tune_thresholds(
         reliability_diagram(curves, plot)
     _write_tuned_bundle(bundle.root, out, report, data_root, max_fp)
     return report
+
+
+def refuse_training_scans(manifest: dict[str, Any], subjects: Sequence[Any], model: str) -> None:
+    """Refuse validation subjects whose image is one the bundle's networks were trained on.
+
+    The networks are surer on the scans they learnt, so a calibration and thresholds chosen on them are too
+    loose for new scans, and nothing said so. Scans are told by their voxel values
+    (:mod:`plkd.data.scans`; the bundle records them since plkd recorded them, ``training.image_sha256``), not by
+    ids, which repeat across data sets. Bundles without the record are not checked.
+    """
+    known = (manifest.get("training") or {}).get("image_sha256") or {}
+    if not known or not subjects:
+        return
+    shared = shared_scans(scan_digests(subjects), known)
+    if shared:
+        named = shared_sentence(shared, len(subjects), "validation subjects", "training subject")
+        raise PLKDError(
+            f"{named} are scans {model} was trained on: its networks are surer on them than on new scans, so the "
+            "calibration and thresholds chosen there would not hold; tune on subjects the model has not seen"
+        )
 
 
 def objective(max_fp: float | None) -> str:

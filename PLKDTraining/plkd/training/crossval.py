@@ -42,6 +42,7 @@ import numpy as np
 from plkd.atomic import write_json_atomic, write_text_atomic
 from plkd.bundle import MANIFEST
 from plkd.data.datasets import find_subjects, load_subject
+from plkd.data.scans import scan_digests, shared_scans, shared_sentence
 from plkd.data.splits import kfold_split, session_groups
 from plkd.errors import PLKDError
 from plkd.lowres import simulate_lowres
@@ -247,16 +248,27 @@ class _Fold:
 
 
 def _tuning_key(root: Path, tune_data: str | os.PathLike[str]) -> dict[str, Any]:
-    """What a fold's thresholds are tuned on; refuses the cross-validated data set itself.
+    """What a fold's thresholds are tuned on; refuses the cross-validated data set itself, and validation
+    subjects whose images are scans of it (every one is a test subject of some fold).
 
-    Subject ids (``sub-0001`` …) repeat across data sets, so only the folder can be checked; keeping
-    the validation subjects out of the CV data (other seeds, other scans) is the caller's duty."""
+    Subject ids (``sub-0001`` …) repeat across data sets, so scans are told by their voxel values
+    (:mod:`plkd.data.scans`): a copied or renamed scan is found, a resampled or re-converted one is not."""
     tune_root = Path(tune_data)
-    tune_ids = {s.id for s in find_subjects(tune_root) if s.label is not None}
+    tune_subjects = [s for s in find_subjects(tune_root) if s.label is not None]
+    tune_ids = {s.id for s in tune_subjects}
     if not tune_ids:
         raise PLKDError(f"--tune-data {tune_root} has no labelled subject")
     if tune_root.resolve() == root.resolve():
         raise PLKDError("--tune-data must be a validation set of its own, not the cross-validated data")
+    cv_subjects = [s for s in find_subjects(root) if s.label is not None]
+    shared = shared_scans(scan_digests(tune_subjects), scan_digests(cv_subjects))
+    if shared:
+        # Thresholds chosen on a fold's test subjects (or its training ones) make its scores look better than they are.
+        named = shared_sentence(shared, len(tune_subjects), "subjects", "cross-validated subject")
+        raise PLKDError(
+            f"--tune-data: {named} are scans of --data {root}, which every fold trains or tests on; "
+            "give validation subjects of their own"
+        )
     return {"data": str(tune_root.resolve()), "conditions": ["interp"], "subjects": sorted(tune_ids)}
 
 

@@ -51,6 +51,8 @@ class TrainingData:
             "layout": self.layout,
             "notes": list(self.notes),
             "data_sha256": self.digest(),
+            # Which scans the networks learnt from, by voxel content: plkd tune refuses them as validation subjects.
+            "image_sha256": {s.id: s.image_sha256 for s in self.train},
         }
 
     def digest(self) -> str:

@@ -161,6 +161,7 @@ def export_run(
             "init_from": _init_source(cfg.get("init_from")),
             "stages": {k: stage_record(v) for k, v in stage_info.items()},
             "data_sha256": info.get("data_sha256"),
+            "image_sha256": info.get("image_sha256"),
             "notes": _training_notes(info),
         },
         "metrics": metrics or {},

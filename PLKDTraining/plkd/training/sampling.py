@@ -49,6 +49,7 @@ from nibabel.orientations import apply_orientation
 from scipy import ndimage
 
 from plkd.data.datasets import Subject, load_subject
+from plkd.data.scans import image_sha256
 from plkd.errors import InputError
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.preprocess import effective_lr_factor, network_axes
@@ -81,6 +82,8 @@ class SubjectArrays:
     brain_voxels: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
     #: Slice thickness of the image as given, in model-grid voxels (an LR@k image of ``plkd lowres``: at least k).
     lr_factor: float = 1.0
+    #: :func:`plkd.data.scans.image_sha256` of the image as read, so that tuning can tell a training scan.
+    image_sha256: str = ""
 
     @property
     def hard_negatives(self) -> np.ndarray:
@@ -215,6 +218,7 @@ def far_from(coords: np.ndarray, centres: np.ndarray, spacing: np.ndarray, min_m
 def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> SubjectArrays:
     """Load, bring to the model grid, normalise and index one subject for sampling."""
     image, label, mask = load_subject(subject)
+    digest = image_sha256(image.data)
     # The brain the predictor normalises over and searches (plkd.inference.brainmask): the mask file read as it
     # reads one, else the mask it computes from the image. "Not 0 on the model grid" took a resampled image's
     # spline ringing for brain (95 % of the field of view of a skull-stripped 0.5 x 0.5 x 3 mm scan, against 38 %)
@@ -265,6 +269,7 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
         dark_spots=drop_near(spots, positives, sp, smp["exclusion_mm"]),
         brain_voxels=np.argwhere(mask_arr)[:: max(1, int(mask_arr.sum()) // 200_000)].astype(np.int64),
         lr_factor=float(lr_factor),
+        image_sha256=digest,
     )
 
 
