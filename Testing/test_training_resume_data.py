@@ -76,3 +76,17 @@ def test_other_student_settings_on_resume_are_said(tmp_path: Path, caplog) -> No
     with caplog.at_level(logging.WARNING):
         assert main(["train", "students", "--data", str(data), "--out", str(run), *TINY, "--mode", "kd"]) == 0
     assert "other settings" not in caplog.text
+
+
+def test_an_image_changed_on_resume_is_refused(started, capsys) -> None:
+    # Same grid, same label, other voxel values (the researcher bias-corrected or re-masked a scan): the stages
+    # already trained learnt the old image, and the bundle would describe data no stage saw whole.
+    data, run = started
+    path = data / "sub-0001" / "sub-0001_space-T2S_desc-masked_T2S.nii.gz"
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * 1.5, img.affine), str(path))
+    before = (run / "run.json").read_text(encoding="utf-8")
+    assert _train("teacher", data, run) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("plkd: error:") and "other images (1, e.g. sub-0001" in err[0]
+    assert not (run / "teacher").exists() and (run / "run.json").read_text(encoding="utf-8") == before

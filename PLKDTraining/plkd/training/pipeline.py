@@ -191,7 +191,7 @@ def _check_same_data(run: Path, data: TrainingData) -> None:
     """Refuse to continue a run on other training data than its started stages learnt from.
 
     ``run.json`` describes one data set for the whole run and ``plkd export`` records it in the bundle;
-    continuing with another ``--data`` (or a data folder whose subjects or labels changed) trained the
+    continuing with another ``--data`` (or a data folder whose subjects, labels or images changed) trained the
     remaining stages on it and rewrote ``run.json``, so the bundle named data its first stages never saw.
     A data folder moved elsewhere with the same content is accepted.
     """
@@ -218,6 +218,10 @@ def _check_same_data(run: Path, data: TrainingData) -> None:
         what = "another validation split (data.val_fraction or the seed changed)"
     elif old.get("data_sha256") not in (None, new["data_sha256"]):
         what = "the same subjects with other labels or images on another grid"
+    elif old.get("image_sha256") not in (None, new["image_sha256"]):
+        # Same grid and labels, other voxel values: re-processed (bias-corrected, re-masked) or swapped scans.
+        changed = sorted(k for k, v in new["image_sha256"].items() if old["image_sha256"].get(k) != v)
+        what = f"the same subjects and labels with other images ({len(changed)}, e.g. {changed[0]}: other voxel values)"
     elif old.get("modality") not in (None, new["modality"]):
         what = f"modality {new['modality']} (the run was started with {old['modality']})"
     else:
