@@ -565,3 +565,28 @@ def test_froc_at_the_applied_threshold_is_the_pooled_table_when_a_rejected_proba
     assert kept[-1][1:] == (pytest.approx(2 / 3), 0.5) and max(pt[2] for pt in kept) == 0.5
     below = [pt for pt in points if pt[0] is not None and 0.2 < pt[0] < 0.5]
     assert [pt[1:] for pt in below] == [(pytest.approx(2 / 3), 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("pred_name", "truth_name"),
+    [("case_{n}_cmb", "case_{n}_label"), ("CMB_{n}_0000_cmb", "labelsTs/CMB_{n}")],
+    ids=["plain-folder", "nnU-Net"],
+)
+def test_case_names_holding_an_underscore_pair_by_case(tmp_path: Path, pred_name: str, truth_name: str) -> None:
+    # plkd train reads case_001 (and nnU-Net's CMB_001) as whole case names; evaluate cut every name at its first
+    # "_", so all predictions were one subject "case" and the data set could not be scored.
+    truth_centres = {"001": [(0.0, 0.0, 0.0)], "002": [(-4.0, 3.0, 2.0), (5.0, -4.0, 4.0)], "003": [(2.0, 2.0, -3.0)]}
+    found = {"001": [(0.0, 0.0, 0.0)], "002": [(-4.0, 3.0, 2.0)], "003": []}  # 002 misses one, 003 all
+    for n, centres in truth_centres.items():
+        save(tmp_path / "truth" / (truth_name.format(n=n) + ".nii.gz"), ball(SHAPE, AFFINE, centres, 1.5))
+        pred = save(tmp_path / "pred" / (pred_name.format(n=n) + ".nii.gz"), ball(SHAPE, AFFINE, found[n], 1.5))
+        pred.with_name(pred.name.replace(".nii.gz", ".json")).write_text('{"candidates": []}', encoding="utf-8")
+    r = evaluate_paths(tmp_path / "pred", tmp_path / "truth", froc=False)
+    case = pred_name.split("{n}")[0]
+    assert sorted(r["subjects"]) == [f"{case}{n}" for n in truth_centres]
+    tp_fn = {sid[-3:]: (s["TP"], s["FN"]) for sid, s in r["subjects"].items()}
+    assert tp_fn == {"001": (1, 0), "002": (1, 1), "003": (0, 1)}
+    # A case without a prediction is named by its case name, not refused as several files of "case".
+    (tmp_path / "pred" / (pred_name.format(n="003") + ".nii.gz")).unlink()
+    with pytest.raises(InputError, match=f"1 reference subject\\(s\\) have no prediction: {case}003"):
+        evaluate_paths(tmp_path / "pred", tmp_path / "truth", froc=False)

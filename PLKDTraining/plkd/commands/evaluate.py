@@ -13,7 +13,8 @@ EPILOG = """examples:
   plkd evaluate predictions/ synth/ --json results.json --froc froc.png
   plkd evaluate sub-001_T2S_cmb.nii.gz sub-001_space-T2S_CMB.nii.gz
 
-Files pair by subject id (the file name up to its first '_', plus a BIDS ses- entity); folders
+Files pair by subject id (the file name up to its first '_', plus a BIDS ses- entity; case names
+with a '_' of their own, case_001 or nnU-Net's CMB_001, by case name); folders
 are searched recursively. A reference must be named as a label (CMB, label, seg, dseg, truth,
 gt, label-X, or a file in labels/ or labelsTr/; a subject's only file when nothing is named so)
 and hold label values; it is never a prediction of 'plkd predict' (NAME_cmb.nii.gz with its

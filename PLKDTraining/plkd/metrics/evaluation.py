@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -166,12 +167,15 @@ def check_reference_values(ref: Volume) -> None:
         )
 
 
-def _find_candidates(sid: str, pred_file: Path | None, candidates_dir: Path | None) -> Path | None:
-    """The candidates JSON of a subject: in ``candidates_dir`` by subject id, else next to the prediction."""
+def _find_candidates(
+    sid: str, pred_file: Path | None, candidates_dir: Path | None, key: Callable[[Path], str] = pairing_key
+) -> Path | None:
+    """The candidates JSON of a subject: in ``candidates_dir`` by subject key (``key``, the pairing's), else next
+    to the prediction."""
     if candidates_dir is not None:
         # By the key the pairing used (subject, plus a BIDS session): the subject id alone never equalled a key with
         # a session, so every subject of a multi-session study had "no candidates JSON".
-        hits = sorted(f for f in candidates_dir.rglob("*.json") if pairing_key(f) == sid)
+        hits = sorted(f for f in candidates_dir.rglob("*.json") if key(f) == sid)
         if len(hits) > 1:
             raise InputError(f"candidates: subject {sid} has {len(hits)} JSON files in {candidates_dir}")
         return hits[0] if hits else None
@@ -255,7 +259,7 @@ def evaluate_paths(
             # JSON to look for; asking for one made the FROC curve impossible with --missing-as-empty).
             froc_empty[sid] = froc_subject(values, ref.data, spacing, ref.affine, [], connectivity=connectivity)[0]
         elif want_froc:
-            cand_file = _find_candidates(sid, pred_file, cand_dir)
+            cand_file = _find_candidates(sid, pred_file, cand_dir, pairing.key)
             if cand_file is None:
                 missing_candidates.append(sid)
                 continue

@@ -20,14 +20,18 @@ the best role for one subject are ambiguous and refused with one line.
 
 Subjects are keyed by :func:`plkd.naming.subject_id` (the name up to the first ``_``) plus a
 BIDS ``ses-`` entity when there is one, so ``sub-001_cmb.nii.gz`` pairs with
-``sub-001_space-T2S_CMB.nii.gz``.
+``sub-001_space-T2S_CMB.nii.gz``. Case names that hold a ``_`` themselves (``case_001``, nnU-Net's
+``CMB_001``, which ``plkd train`` reads as whole names) give one key for every case; when that key would
+join several predictions or labels on a side, files are keyed by their case name instead
+(:func:`case_key`: the name without its trailing label, mask or prediction words and nnU-Net channel).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +100,38 @@ def pairing_key(path: str | os.PathLike[str]) -> str:
     return f"{sid}_{ses[0]}" if ses else sid
 
 
+#: An nnU-Net channel suffix (``CASE_0000``).
+_CHANNEL_TOKEN = re.compile(r"^\d{4}$")
+
+
+def case_key(path: str | os.PathLike[str]) -> str:
+    """The case name of a file: its name without the trailing ``_`` words that say what the file is (label,
+    mask or prediction words such as ``cmb``, ``label``, ``seg``) and an nnU-Net channel (``_0000``).
+
+    ``case_001_cmb`` (a prediction), ``case_001_label`` and ``case_001`` give ``case_001``; nnU-Net's
+    ``CMB_001_0000_cmb`` and ``labelsTr/CMB_001`` give ``CMB_001``.
+    """
+    stem = strip_nifti_suffix(Path(path).name)
+    tokens = (stem[: -len(".json")] if stem.lower().endswith(".json") else stem).split("_")  # a candidates JSON
+    while len(tokens) > 1 and (
+        tokens[-1].lower() in LABEL_WORDS | MASK_WORDS or _CHANNEL_TOKEN.match(tokens[-1]) or not tokens[-1]
+    ):
+        tokens.pop()
+    return "_".join(tokens)
+
+
+def _joins_several(files: Iterable[Path], side: str) -> bool:
+    """Whether :func:`pairing_key` gives one subject several files of its best role on ``side`` (see
+    :func:`choose_files`): case names with a ``_`` of their own (``case_001``, ``case_002``)."""
+    rank = _RANK[side]
+    groups: dict[str, list[int]] = {}
+    for f in files:
+        role = file_role(f)
+        if role in rank:
+            groups.setdefault(pairing_key(f), []).append(rank[role])
+    return any(ranks.count(max(ranks)) > 1 and max(ranks) > rank["image"] for ranks in groups.values())
+
+
 def find_nifti_files(path: str | os.PathLike[str], what: str) -> list[Path]:
     """NIfTI files named by ``path``: the file itself, or every ``*.nii[.gz]`` under a folder."""
     p = Path(path)
@@ -126,8 +162,8 @@ class Side:
     ignored: list[dict[str, str]] = field(default_factory=list)
 
 
-def choose_files(files: Iterable[Path], side: str) -> Side:
-    """One file per subject for ``side`` ("prediction" or "reference"); ambiguity is an error.
+def choose_files(files: Iterable[Path], side: str, key: Callable[[Path], str] = pairing_key) -> Side:
+    """One file per subject (``key`` of its path) for ``side`` ("prediction" or "reference"); ambiguity is an error.
 
     A subject whose best files are unmarked (role ``image``) is used only when it has exactly
     one such file; otherwise those files are reported as ignored.
@@ -135,7 +171,7 @@ def choose_files(files: Iterable[Path], side: str) -> Side:
     rank = _RANK[side]
     groups: dict[str, list[tuple[Path, str]]] = {}
     for f in files:
-        groups.setdefault(pairing_key(f), []).append((f, file_role(f)))
+        groups.setdefault(key(f), []).append((f, file_role(f)))
     out = Side(chosen={})
     for sid, group in sorted(groups.items()):
         usable = [(f, r) for f, r in group if r in rank]
@@ -167,6 +203,8 @@ class Pairing:
     unmatched_predictions: list[str] = field(default_factory=list)
     unmatched_references: list[str] = field(default_factory=list)
     ignored: list[dict[str, str]] = field(default_factory=list)
+    #: The subject key of a file name the pairs are keyed by (:func:`pairing_key` or :func:`case_key`).
+    key: Callable[[Path], str] = pairing_key
 
     def to_dict(self) -> dict:
         """JSON form: every pair, the unpaired files and the files left aside (with their role)."""
@@ -215,9 +253,17 @@ def pair_files(
         preds = Side(chosen={pairing_key(pred_files[0]): pred_files[0]})
         # One prediction against a reference folder: only its own subject is expected.
         truth_files = [f for f in truth_files if pairing_key(f) in preds.chosen]
+        key: Callable[[Path], str] = pairing_key
     else:
-        preds = choose_files(pred_files, "prediction")
-    truths = choose_files(truth_files, "reference")
+        # Case names with a "_" of their own (case_001, nnU-Net's CMB_001) all had the key "case", and were refused
+        # as several files of one subject: they pair by case name.
+        key = (
+            case_key
+            if _joins_several(pred_files, "prediction") or _joins_several(truth_files, "reference")
+            else pairing_key
+        )
+        preds = choose_files(pred_files, "prediction", key)
+    truths = choose_files(truth_files, "reference", key)
     only_pred = sorted(set(preds.chosen) - set(truths.chosen))
     only_truth = sorted(set(truths.chosen) - set(preds.chosen))
     common = sorted(set(preds.chosen) & set(truths.chosen))
@@ -238,6 +284,7 @@ def pair_files(
     for sid in only_truth:
         pairs[sid] = (None, truths.chosen[sid])
     return Pairing(
+        key=key,
         pairs=dict(sorted(pairs.items())),
         unmatched_predictions=only_pred,
         unmatched_references=only_truth,
