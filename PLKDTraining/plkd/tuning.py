@@ -51,6 +51,7 @@ from plkd.metrics.components import binarise_reference, label_components
 from plkd.metrics.scored import labelled_subjects, scored_labelled_subjects
 from plkd.models.scoring import Calibration
 from plkd.progress import Progress
+from plkd.volumes import spacing_from_affine
 
 #: Subjects whose slices span more model-grid voxels than this are not HR (the teacher's reach, as in prediction).
 HR_REACH = STUDENT_REACH
@@ -108,6 +109,20 @@ def _crop(labels: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return labels[box], truth[box]
 
 
+def not_high_resolution(affine: np.ndarray, header: Any, model_spacing: Sequence[float] | np.ndarray) -> str | None:
+    """Why an image (voxel -> RAS ``affine``, NIfTI ``header``) is no HR subject for a model of ``model_spacing`` mm
+    (slices over :data:`HR_REACH` model voxels thick, or LR@k by its header: ``plkd lowres --factor``), else None.
+
+    ``plkd tune`` and ``plkd cv`` make the students' low-resolution inputs from HR subjects themselves."""
+    declared = declared_lr_factor(header)
+    own = max(effective_lr_factor(affine, np.asarray(model_spacing, dtype=np.float64)), float(declared or 1))
+    if own <= HR_REACH:
+        return None
+    grid = "x".join(f"{v:.3g}" for v in spacing_from_affine(affine))
+    said = f", LR@{declared} by its header" if declared else ""
+    return f"slices {own:.2g} times the model grid's ({grid} mm{said})"
+
+
 def collect_cases(
     predictor: Any,
     data_root: str | os.PathLike[str],
@@ -131,18 +146,13 @@ def collect_cases(
     cases = []
     for subject in subjects:
         image, label, mask = load_subject(subject)
-        # Thick slices, or LR@k brought back to the HR grid by plkd lowres (its header says so).
-        declared = declared_lr_factor(image.header)
-        own = max(effective_lr_factor(image.affine, model_spacing), float(declared or 1))
-        if own > HR_REACH:
+        if thick := not_high_resolution(image.affine, image.header, model_spacing):
             # The LR versions are made here from HR images: a thick-slice subject was taken as HR for the teacher and
             # thinned again for each student (4 mm slices tuned the x4 student on 16 mm), and the thresholds chosen
             # so went into the bundle without a word.
-            grid = "x".join(f"{v:.3g}" for v in image.spacing)
-            said = f", LR@{declared} by its header" if declared else ""
             raise PLKDError(
-                f"{subject.id}: slices {own:.2g} times the model grid's ({grid} mm{said}); plkd tune makes each "
-                "student's low-resolution inputs itself from high-resolution subjects: give the HR validation data"
+                f"{subject.id}: {thick}; plkd tune makes each student's low-resolution inputs itself from "
+                "high-resolution subjects: give the HR validation data"
             )
         for condition in conditions:
             data = _degrade(image.data, condition, int(round(factor)), image.affine)

@@ -41,7 +41,7 @@ import numpy as np
 
 from plkd.atomic import write_json_atomic, write_text_atomic
 from plkd.bundle import MANIFEST
-from plkd.data.datasets import find_subjects, load_subject
+from plkd.data.datasets import Subject, find_subjects, load_subject
 from plkd.data.scans import scan_digests, shared_scans, shared_sentence
 from plkd.data.splits import kfold_split, session_groups
 from plkd.errors import PLKDError
@@ -51,6 +51,7 @@ from plkd.training.config import Config, set_value
 from plkd.training.export import export_run
 from plkd.training.loop import TrainContext, is_done
 from plkd.training.pipeline import train
+from plkd.volumes import load_volume
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def run_cv(
         raise PLKDError(f"--factor must be a power of two >= 2, not {f}")
     cfg = set_value(set_value(cfg, "students.target_factor", str(f)), "cv.factor", str(f))
     labelled, scored = scored_labelled_subjects(find_subjects(root), "plkd cv", require=False)
+    _refuse_thick_subjects(labelled, cfg["data"]["spacing_mm"], f)
     ids = [s.id for s in labelled]
     if len(ids) < k:
         raise PLKDError(f"{k} folds need at least {k} labelled subjects; {root} has {len(ids)}")
@@ -172,6 +174,24 @@ def run_cv(
         write_json_atomic(out / "summary.json", summary)
         plot_variants(summary, out / "variants.png")
     return summary
+
+
+def _refuse_thick_subjects(subjects: Sequence[Subject], model_spacing: Sequence[float], factor: int) -> None:
+    """Refuse subjects that are not high-resolution: every one is a test subject of some fold, scored as LR@factor
+    made from it, so 3 mm slices were scored as "LR@4" on 12 mm without a word."""
+    from plkd.tuning import not_high_resolution
+
+    thick = []
+    for s in subjects:
+        image = load_volume(s.image, what=f"image of {s.id}")
+        if why := not_high_resolution(image.affine, image.header, model_spacing):
+            thick.append(f"{s.id}: {why}")
+    if thick:
+        more = f" (and {len(thick) - 1} more)" if len(thick) > 1 else ""
+        raise PLKDError(
+            f"{len(thick)} of {len(subjects)} subjects are not high-resolution ({thick[0]}{more}); plkd cv scores "
+            f"each test subject as LR@{factor} made from it: cross-validate on high-resolution subjects"
+        )
 
 
 def stage_keys(cfg: Config, train_ids: Sequence[str], data_key: str = "") -> dict[str, str]:
