@@ -28,12 +28,13 @@ def _patient(case: str) -> str:
 
 def _write_sessions(root: Path, layout: str) -> list[str]:
     affine = np.eye(4)
-    image = np.random.default_rng(0).normal(100, 5, (8, 8, 8)).astype(np.float32)
     label = np.zeros((8, 8, 8), np.uint8)
     label[4, 4, 4] = 1
     for sub in range(1, 7):
         for ses in (1, 2):
             case = f"sub-{sub:02d}_ses-{ses}"
+            # A scan of its own per session (cases of one scan are kept together as well: plkd.data.scans).
+            image = np.random.default_rng(10 * sub + ses).normal(100, 5, (8, 8, 8)).astype(np.float32)
             if layout == "nnunet":
                 paths = (root / "imagesTr" / f"{case}_0000.nii.gz", root / "labelsTr" / f"{case}.nii.gz")
             else:

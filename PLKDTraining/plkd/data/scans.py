@@ -40,3 +40,13 @@ def shared_sentence(shared: list[tuple[str, str]], n: int, noun: str, what: str)
     """``"2 of 12 NOUN (sub-0001 = WHAT sub-0003, ...)"``: the shared scans named, for an error line."""
     pairs = ", ".join(f"{a} = {what} {b}" for a, b in shared[:3])
     return f"{len(shared)} of {n} {noun} ({pairs}{', ...' if len(shared) > 3 else ''})"
+
+
+def same_scan_groups(digests: Mapping[str, str]) -> dict[str, str]:
+    """``{subject id: group}`` for the subjects whose image is another subject's too (``digests`` from
+    :func:`scan_digests`): two raters' labels of one scan given as two cases, or a scan copied under another name.
+    The group is the first id of the scan, sorted; subjects with an image of their own are left out."""
+    by_digest: dict[str, list[str]] = {}
+    for sid in sorted(digests):
+        by_digest.setdefault(digests[sid], []).append(sid)
+    return {sid: ids[0] for ids in by_digest.values() if len(ids) > 1 for sid in ids}

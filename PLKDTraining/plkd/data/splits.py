@@ -40,6 +40,25 @@ def session_groups(subject_ids: Iterable[str]) -> dict[str, str]:
     return {sid: subject for subject, ids in by_subject.items() if len(set(ids)) > 1 for sid in ids}
 
 
+def merge_groups(*groupings: dict[str, str]) -> dict[str, str]:
+    """One ``groups`` mapping (subject id -> group) that keeps together whatever any of ``groupings`` keeps together
+    (e.g. :func:`session_groups` and :func:`plkd.data.scans.same_scan_groups`); a group is named by its first id."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for grouping in groupings:
+        first: dict[str, str] = {}
+        for sid, group in grouping.items():
+            a, b = find(sid), find(first.setdefault(group, sid))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return {sid: find(sid) for grouping in groupings for sid in grouping}
+
+
 def kfold_split(
     subject_ids: Iterable[str],
     k: int = 5,

@@ -42,8 +42,8 @@ import numpy as np
 from plkd.atomic import write_json_atomic, write_text_atomic
 from plkd.bundle import MANIFEST
 from plkd.data.datasets import Subject, find_subjects, load_subject
-from plkd.data.scans import scan_digests, shared_scans, shared_sentence
-from plkd.data.splits import kfold_split, session_groups
+from plkd.data.scans import image_sha256, same_scan_groups, scan_digests, shared_scans, shared_sentence
+from plkd.data.splits import kfold_split, merge_groups, session_groups
 from plkd.errors import PLKDError
 from plkd.lowres import simulate_lowres
 from plkd.metrics.scored import NO_LABEL, ScoredSubjects, scored_labelled_subjects
@@ -143,12 +143,14 @@ def run_cv(
         raise PLKDError(f"--factor must be a power of two >= 2, not {f}")
     cfg = set_value(set_value(cfg, "students.target_factor", str(f)), "cv.factor", str(f))
     labelled, scored = scored_labelled_subjects(find_subjects(root), "plkd cv", require=False)
-    _refuse_thick_subjects(labelled, cfg["data"]["spacing_mm"], f)
+    digests = _high_resolution_scans(labelled, cfg["data"]["spacing_mm"], f)
     ids = [s.id for s in labelled]
     if len(ids) < k:
         raise PLKDError(f"{k} folds need at least {k} labelled subjects; {root} has {len(ids)}")
-    # Sessions of one patient (sub-01_ses-1, sub-01_ses-2 in a plain folder) stay in one fold.
-    splits = kfold_split(ids, k=k, seed=int(cfg["seed"]), groups=session_groups(ids))
+    # Sessions of one patient (sub-01_ses-1, sub-01_ses-2 in a plain folder) stay in one fold, and so do cases of one
+    # scan (two raters' labels, a copy under another name), which trained the fold that tested them.
+    same_scan = same_scan_groups(digests)
+    splits = kfold_split(ids, k=k, seed=int(cfg["seed"]), groups=merge_groups(session_groups(ids), same_scan))
     table = cfg["cv"]["variants"]
     unknown = [v for v in variants or [] if v not in table]
     if unknown:
@@ -159,7 +161,7 @@ def run_cv(
         "factor": f,
         "tuned_on": tuning and tuning["data"],
         "scored": scored.to_dict(),
-        "notes": [n for n in [scored.sentence()] if n],
+        "notes": [n for n in [scored.sentence(), _same_scan_note(same_scan)] if n],
         "variants": {},
     }
     for name, (vdir, vcfg) in runs.items():
@@ -176,14 +178,16 @@ def run_cv(
     return summary
 
 
-def _refuse_thick_subjects(subjects: Sequence[Subject], model_spacing: Sequence[float], factor: int) -> None:
-    """Refuse subjects that are not high-resolution: every one is a test subject of some fold, scored as LR@factor
-    made from it, so 3 mm slices were scored as "LR@4" on 12 mm without a word."""
+def _high_resolution_scans(subjects: Sequence[Subject], model_spacing: Sequence[float], factor: int) -> dict[str, str]:
+    """``{id: image_sha256}`` of the subjects (:mod:`plkd.data.scans`), refusing those that are not high-resolution:
+    every one is a test subject of some fold, scored as LR@factor made from it, so 3 mm slices were scored as
+    "LR@4" on 12 mm without a word."""
     from plkd.tuning import not_high_resolution
 
-    thick = []
+    thick, digests = [], {}
     for s in subjects:
         image = load_volume(s.image, what=f"image of {s.id}")
+        digests[s.id] = image_sha256(image.data)
         if why := not_high_resolution(image.affine, image.header, model_spacing):
             thick.append(f"{s.id}: {why}")
     if thick:
@@ -192,6 +196,23 @@ def _refuse_thick_subjects(subjects: Sequence[Subject], model_spacing: Sequence[
             f"{len(thick)} of {len(subjects)} subjects are not high-resolution ({thick[0]}{more}); plkd cv scores "
             f"each test subject as LR@{factor} made from it: cross-validate on high-resolution subjects"
         )
+    return digests
+
+
+def _same_scan_note(groups: dict[str, str]) -> str | None:
+    """The warning (and summary note) for cases that share one scan, kept in one fold; None when there are none."""
+    if not groups:
+        return None
+    by_group: dict[str, list[str]] = {}
+    for sid, group in sorted(groups.items()):
+        by_group.setdefault(group, []).append(sid)
+    examples = "; ".join(" = ".join(ids) for ids in list(by_group.values())[:3])
+    note = (
+        f"{len(groups)} subjects share their image with another ({examples}{' ...' if len(by_group) > 3 else ''}: "
+        "two raters' labels, or a copy under another name): each scan's cases are kept in one fold"
+    )
+    log.warning(note)
+    return note
 
 
 def stage_keys(cfg: Config, train_ids: Sequence[str], data_key: str = "") -> dict[str, str]:

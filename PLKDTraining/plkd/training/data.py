@@ -110,12 +110,16 @@ def load_training_data(
     workers = int(cfg.get("workers", 0))
     train = load_subjects([by_id[i] for i in train_ids], cfg, seed, workers)
     val = load_subjects([by_id[i] for i in val_ids], cfg, seed, workers)
+    train, val, same_scan = _same_scans_in_training(train, val)
     val_sampler = None
     if val and any(len(s.positives) for s in val):
         val_sampler = PatchSampler(val, cfg)
     log.info("training on %d subject(s), validating on %d", len(train), len(val))
     notes = (
-        _split_notes(subjects, labelled, val, val_sampler, cfg) + _thick_slice_notes(train) + label_notes(train + val)
+        same_scan
+        + _split_notes(subjects, labelled, val, val_sampler, cfg)
+        + _thick_slice_notes(train)
+        + label_notes(train + val)
     )
     for note in notes:
         log.warning("%s", note)
@@ -129,6 +133,25 @@ def load_training_data(
         layout=_layout(labelled),
         notes=notes,
     )
+
+
+def _same_scans_in_training(
+    train: list[SubjectArrays], val: list[SubjectArrays]
+) -> tuple[list[SubjectArrays], list[SubjectArrays], tuple[str, ...]]:
+    """``(train, val, notes)`` with the validation subjects whose image is a training subject's (two raters' labels
+    of one scan as two cases, a copy under another name: :mod:`plkd.data.scans`) moved to training, where they are
+    no validation of anything; the note names them."""
+    trained = {s.image_sha256: s.id for s in train}
+    moved = [s for s in val if s.image_sha256 in trained]
+    if not moved:
+        return train, val, ()
+    pairs = ", ".join(f"{s.id} = {trained[s.image_sha256]}" for s in moved[:3]) + (", ..." if len(moved) > 3 else "")
+    note = (
+        f"{len(moved)} validation subject(s) have the image of a training subject ({pairs}: two raters' labels, or a "
+        "copy under another name); they are trained on instead, since a validation loss on them scores a trained scan"
+    )
+    moved_ids = {s.id for s in moved}
+    return sorted(train + moved, key=lambda s: s.id), [s for s in val if s.id not in moved_ids], (note,)
 
 
 def _split_notes(
