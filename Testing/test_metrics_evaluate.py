@@ -590,3 +590,18 @@ def test_case_names_holding_an_underscore_pair_by_case(tmp_path: Path, pred_name
     (tmp_path / "pred" / (pred_name.format(n="003") + ".nii.gz")).unlink()
     with pytest.raises(InputError, match=f"1 reference subject\\(s\\) have no prediction: {case}003"):
         evaluate_paths(tmp_path / "pred", tmp_path / "truth", froc=False)
+
+
+def test_a_float_label_of_0_999_is_read_as_training_reads_it_and_a_soft_map_is_refused(tmp_path: Path) -> None:
+    # plkd train, tune and cv read a label saved as floats with 0.999 for 1 as 1; plkd evaluate refused the same
+    # label as "not a label map ... give the microbleed label, not an image".
+    ref = ball(SHAPE, AFFINE, [vox_to_ras((5, 5, 5)), vox_to_ras((14, 14, 12))], 1.5).astype(np.float32)
+    save(tmp_path / "ref" / "sub-01_CMB.nii.gz", ref * np.float32(0.999))
+    save(tmp_path / "pred" / "sub-01_pred.nii.gz", ball(SHAPE, AFFINE, [vox_to_ras((5, 5, 5))], 1.5))
+    s = evaluate_paths(tmp_path / "pred", tmp_path / "ref", froc=False)["subjects"]["sub-01"]
+    assert (s["n_reference"], s["TP"], s["FN"], s["valdo_TP"]) == (2, 1, 1, 1.0)
+    # Values between the label values (an interpolated label, a probability map) are still no reference.
+    save(tmp_path / "ref" / "sub-01_CMB.nii.gz", ref * np.float32(0.7))
+    with pytest.raises(InputError, match=r"holds values between the label values .*\(e\.g\. 0\.7\)") as err:
+        evaluate_paths(tmp_path / "pred", tmp_path / "ref", froc=False)
+    assert "\n" not in str(err.value)
