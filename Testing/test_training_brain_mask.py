@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from plkd.data.datasets import find_subjects, load_subject
+from plkd.errors import InputError
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.preprocess import prepare
 from plkd.training.config import load_config
@@ -73,3 +74,14 @@ def test_training_normalises_over_the_brain_the_predictor_uses(tmp_path: Path, s
     # Random patches and dark spots come from the brain, not from the air or the skull.
     assert np.all(trained.mask[tuple(trained.dark_spots.T)])
     assert value_at(trained.mask.astype(float), trained.affine, np.array([3.0, 3.0, 3.0])) == 0
+
+
+def test_a_brain_mask_that_is_an_image_is_refused_naming_the_subject(tmp_path: Path) -> None:
+    # Read as plkd predict reads a mask, an image given as the mask is refused; the error named no subject of the set.
+    image, label = _head((1.0, 1.0, 1.0), stripped=True)
+    save_volume(tmp_path / "case01.nii.gz", image, np.eye(4))
+    save_volume(tmp_path / "case01_label.nii.gz", label, np.eye(4))
+    save_volume(tmp_path / "case01_mask.nii.gz", np.rint(image * 100).astype(np.int16), np.eye(4))
+    (subject,) = find_subjects(tmp_path)
+    with pytest.raises(InputError, match=r"^case01: the brain mask holds \d+ distinct whole-number values"):
+        prepare_subject(subject, load_config("tiny"), seed=0)

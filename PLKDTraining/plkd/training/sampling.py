@@ -224,7 +224,10 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
     # spline ringing for brain (95 % of the field of view of a skull-stripped 0.5 x 0.5 x 3 mm scan, against 38 %)
     # and an unstripped head's skull and air too, so intensities were z-scored over another region than at
     # prediction and dark spots and random patches were drawn from the background.
-    brain, _ = resolve_brain_mask(image, mask, warn_small=False)
+    try:
+        brain, _ = resolve_brain_mask(image, mask, warn_small=False)
+    except InputError as exc:  # said of a scan, without naming which of the data set's
+        raise InputError(f"{subject.id}: {exc}") from None
     mask = Volume(brain.astype(np.float32), image.affine)
     spacing = cfg["data"]["spacing_mm"]
     lr_factor = max(
