@@ -579,6 +579,9 @@ def test_case_names_holding_an_underscore_pair_by_case(tmp_path: Path, pred_name
     found = {"001": [(0.0, 0.0, 0.0)], "002": [(-4.0, 3.0, 2.0)], "003": []}  # 002 misses one, 003 all
     for n, centres in truth_centres.items():
         save(tmp_path / "truth" / (truth_name.format(n=n) + ".nii.gz"), ball(SHAPE, AFFINE, centres, 1.5))
+        # TRUTH is the data set folder: its images lie beside the labels (nnU-Net: imagesTs/CMB_001_0000).
+        image = pred_name.replace("_cmb", "").format(n=n)
+        save(tmp_path / "truth" / ("imagesTs/" if "0000" in image else "") / (image + ".nii.gz"), np.ones(SHAPE))
         pred = save(tmp_path / "pred" / (pred_name.format(n=n) + ".nii.gz"), ball(SHAPE, AFFINE, found[n], 1.5))
         pred.with_name(pred.name.replace(".nii.gz", ".json")).write_text('{"candidates": []}', encoding="utf-8")
     r = evaluate_paths(tmp_path / "pred", tmp_path / "truth", froc=False)

@@ -10,7 +10,8 @@ Every NIfTI file found is first given a *role* from its name, its folder and its
   ``lesion``…, any ``label-X`` entity, or a file directly inside ``labels/``, ``labelsTr/``
   or ``labelsTs/`` (VALDO ``sub-X_space-T2S_CMB``, ``plkd synth``, BIDS derivatives, nnU-Net,
   ``NAME_label`` side by side, the ``_truth`` of ``plkd demo``);
-- ``image``: anything else.
+- ``image``: a file directly inside ``images/``, ``imagesTr/`` or ``imagesTs/`` (nnU-Net's
+  ``imagesTs/CMB_001_0000`` holds the label word ``CMB``), and anything else.
 
 A reference is a ``label`` (or, when a subject has no label file at all, its only unmarked
 file, which :mod:`plkd.metrics.evaluation` then checks holds label values). It is never a
@@ -45,6 +46,8 @@ LABEL_WORDS = frozenset(
 )
 #: Folder names whose files are labels (nnU-Net, images/labels layouts, hand-made folders).
 LABEL_FOLDERS = frozenset({"labels", "labelstr", "labelsts"})
+#: Folder names whose files are images (nnU-Net, images/labels layouts), whatever words their names hold.
+IMAGE_FOLDERS = frozenset({"images", "imagestr", "imagests"})
 MASK_WORDS = frozenset({"mask", "brainmask", "brain-mask"})
 PREDICTION_EXTRAS = ("_cmb_prob", "_cmb_modelgrid")
 
@@ -82,6 +85,8 @@ def file_role(path: str | os.PathLike[str]) -> str:
         return "prediction-extra"
     if written_by_predict(p):
         return "prediction"
+    if p.parent.name.lower() in IMAGE_FOLDERS:
+        return "image"  # nnU-Net's imagesTs/CMB_001_0000: "CMB" names the data set, not a label
     tokens, words = _tokens(stem)
     if any(t.startswith("label-") for t in tokens):
         return "label"  # BIDS derivative: sub-X_label-CMB_mask is a lesion label, not a brain mask
