@@ -416,6 +416,44 @@ MIN_VOXELS_PER_AXIS = 4
 MIN_EXTENT_MM = 4.0
 
 
+#: A constant fills the background when it is the value of at least this share of the voxels on the faces.
+FILL_FACE_FRACTION = 0.5
+
+
+def background_fill_value(data: np.ndarray) -> float:
+    """The constant that fills the background: the value of at least :data:`FILL_FACE_FRACTION` of the voxels on
+    the six faces of the first three (spatial) axes, every volume of a 4-D file included, else 0 (air, or no
+    background at all)."""
+    faces = np.concatenate([np.take(data, i, axis=a).ravel() for a in range(3) for i in (0, data.shape[a] - 1)])
+    values, counts = np.unique(faces, return_counts=True)
+    top = int(np.argmax(counts))
+    return float(values[top]) if counts[top] >= FILL_FACE_FRACTION * faces.size else 0.0
+
+
+def clear_negative_fill(data: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
+    """``data`` with a negative constant filling its background (padding with the data type's minimum, -32768, or
+    -1024, as some resampling and conversion tools fill what lies outside the acquisition) set to 0, the air it
+    stands for; a note says so. Any other ``data`` is returned as it is.
+
+    A magnitude image holds no negative values, so such padding is no signal. Left in place, it made most
+    non-zero voxels negative, and the scan was refused as a phase image; in a 4-D multi-echo file,
+    root-sum-of-squares turned it into a bright background; and interpolating onto the model grid rang across
+    its step of thousands at the brain's edge.
+    """
+    if data.ndim < 3 or data.size == 0 or not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        return data
+    fill = background_fill_value(data)
+    if not fill < 0:
+        return data
+    padded = data == fill
+    notes.append(
+        f"{name}: {100 * float(padded.mean()):.0f}% of its voxels hold {fill:g}, a negative constant filling the "
+        "background, which no magnitude image holds; read as 0 (air)"
+    )
+    log.info(notes[-1])
+    return np.where(padded, np.zeros((), dtype=data.dtype), data)
+
+
 def validate_values(data: np.ndarray, name: str) -> tuple[float, float]:
     """Refuse values no magnitude image holds (complex, NaN/Inf, signed, absurd); returns (min, max)."""
     if data.size == 0:
@@ -552,7 +590,7 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
     img = _read_nifti(path, what)
     name = f"{what} {Path(path).name}"
     notes: list[str] = []
-    raw = np.asarray(img._plkd_array)  # type: ignore[attr-defined]
+    raw = clear_negative_fill(np.asarray(img._plkd_array), name, notes)  # type: ignore[attr-defined]
     if raw.ndim == 4:
         # On every echo before combining them: root-sum-of-squares would hide a phase image's sign.
         validate_values(raw, name)

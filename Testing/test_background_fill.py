@@ -1,0 +1,73 @@
+"""A magnitude scan whose air is padded with a negative constant (the data type's minimum, -32768, or -1024, as some
+resampling and conversion tools fill what lies outside the acquisition) is a magnitude scan: its padding is air.
+
+It was refused as "a phase image" (most of its non-zero voxels are negative), although README promises that a
+background filled with another constant counts as zeros; and a 4-D multi-echo file padded so became a bright
+background after root-sum-of-squares."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from plkd.cli import main
+from plkd.errors import InputError
+from plkd.volumes import load_volume
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
+CASE = ROOT / "Testing" / "data" / "tiny-case" / "tiny_T2S.nii.gz"
+TRUTH = np.array(json.loads((CASE.parent / "truth.json").read_text())["centres_ras"])
+
+
+def _case() -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(str(CASE))
+    return np.rint(np.asarray(img.dataobj, dtype=np.float32)), img.affine
+
+
+def _padded(data: np.ndarray, fill: float) -> np.ndarray:
+    """``data`` with its air (exact zeros connected to the border: the tiny case is skull-stripped) set to ``fill``."""
+    out = data.copy()
+    out[data == 0] = fill
+    return out
+
+
+def test_a_scan_padded_with_the_int16_minimum_is_analysed_as_its_zero_padded_self(tmp_path: Path, capsys) -> None:
+    data, affine = _case()
+    path = tmp_path / "padded_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(_padded(data, -32768).astype(np.int16), affine), str(path))
+    out = tmp_path / "out"
+    args = ["predict", str(path), "-o", str(out), "--model", str(BUNDLE), "--device", "cpu", "--progress", "none"]
+    assert main(args) == 0, capsys.readouterr().err
+    doc = json.loads((out / "padded_T2S_cmb.json").read_text())
+    kept = np.array([c["center_ras"] for c in doc["candidates"] if c["kept"]])
+    assert len(kept) == len(TRUTH)
+    assert max(np.linalg.norm(kept - t, axis=1).min() for t in TRUTH) < 1.5  # every planted ball, where it lies
+    assert any("-32768" in n and "air" in n for n in doc["notes"]), doc["notes"]
+    vol = load_volume(path)
+    assert float(vol.data.min()) == 0.0 and np.array_equal(vol.data, data)  # the padding reads as 0, nothing else
+
+
+def test_a_multi_echo_file_padded_with_minus_1024_keeps_dark_air(tmp_path: Path) -> None:
+    data, affine = _case()
+    echoes = np.stack([_padded(data * f, -1024) for f in (1.0, 0.7, 0.5)], axis=-1).astype(np.int16)
+    path = tmp_path / "me_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(echoes, affine), str(path))
+    vol = load_volume(path)
+    assert float(vol.data[data == 0].max()) == 0.0  # air, not sqrt(3) * 1024
+    assert np.allclose(vol.data[data > 0], np.sqrt(1 + 0.49 + 0.25) * data[data > 0], rtol=1e-3, atol=1)
+
+
+@pytest.mark.parametrize("fill", [-4096.0, 0.0])
+def test_a_phase_image_is_still_refused_whatever_fills_its_air(tmp_path: Path, fill: float) -> None:
+    data, affine = _case()
+    rng = np.random.default_rng(3)
+    phase = np.where(data > 0, rng.uniform(-4096, 4096, data.shape), fill).astype(np.int16)
+    path = tmp_path / "phase.nii.gz"
+    nib.save(nib.Nifti1Image(phase, affine), str(path))
+    with pytest.raises(InputError, match="phase image"):
+        load_volume(path)
