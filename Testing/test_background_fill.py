@@ -1,9 +1,10 @@
 """A magnitude scan whose air is padded with a negative constant (the data type's minimum, -32768, or -1024, as some
-resampling and conversion tools fill what lies outside the acquisition) is a magnitude scan: its padding is air.
+resampling and conversion tools fill what lies outside the acquisition), or with one brighter than any tissue, is a
+magnitude scan: its padding is air.
 
-It was refused as "a phase image" (most of its non-zero voxels are negative), although README promises that a
-background filled with another constant counts as zeros; and a 4-D multi-echo file padded so became a bright
-background after root-sum-of-squares."""
+Negative padding was refused as "a phase image" (most of its non-zero voxels are negative), although README promises
+that a background filled with another constant counts as zeros, and a 4-D multi-echo file padded so became a bright
+background after root-sum-of-squares; bright padding was refused as "no brain tissue found"."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pytest
 
 from plkd.cli import main
 from plkd.errors import InputError
-from plkd.volumes import load_volume
+from plkd.inference.brainmask import resolve_brain_mask
+from plkd.volumes import Volume, load_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
@@ -60,6 +62,17 @@ def test_a_multi_echo_file_padded_with_minus_1024_keeps_dark_air(tmp_path: Path)
     vol = load_volume(path)
     assert float(vol.data[data == 0].max()) == 0.0  # air, not sqrt(3) * 1024
     assert np.allclose(vol.data[data > 0], np.sqrt(1 + 0.49 + 0.25) * data[data > 0], rtol=1e-3, atol=1)
+
+
+def test_a_scan_padded_brighter_than_any_tissue_gets_the_brain_mask_of_its_zero_padded_self(tmp_path: Path) -> None:
+    data, affine = _case()
+    path = tmp_path / "bright_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(_padded(data, 4095).astype(np.uint16), affine), str(path))
+    vol = load_volume(path)
+    assert np.array_equal(vol.data, data) and any("4095" in n and "air" in n for n in vol.notes)
+    mask, _note = resolve_brain_mask(vol)
+    expected, _ = resolve_brain_mask(Volume(data, affine))
+    assert np.array_equal(mask, expected)
 
 
 @pytest.mark.parametrize("fill", [-4096.0, 0.0])

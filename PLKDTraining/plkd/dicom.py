@@ -28,7 +28,7 @@ import nibabel as nib
 import numpy as np
 
 from plkd.errors import InputError
-from plkd.volumes import Volume, clear_negative_fill, validate_geometry, validate_intensities
+from plkd.volumes import Volume, clear_padding, validate_geometry, validate_intensities
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     data = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0), dtype=np.float32)
     validate_geometry(affine, data.shape, name)
     padding: list[str] = []  # a Pixel Padding Value such as -2000 or -32768 outside the acquisition: air
-    data = clear_negative_fill(data, name, padding)
+    data = clear_padding(data, name, padding)
     validate_intensities(data, name)
     header = nib.Nifti1Header()
     header.set_data_shape(data.shape)

@@ -430,26 +430,33 @@ def background_fill_value(data: np.ndarray) -> float:
     return float(values[top]) if counts[top] >= FILL_FACE_FRACTION * faces.size else 0.0
 
 
-def clear_negative_fill(data: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
-    """``data`` with a negative constant filling its background (padding with the data type's minimum, -32768, or
-    -1024, as some resampling and conversion tools fill what lies outside the acquisition) set to 0, the air it
-    stands for; a note says so. Any other ``data`` is returned as it is.
+def clear_padding(data: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
+    """``data`` with a constant that pads its background and cannot be signal set to 0, the air it stands for; a
+    note says so. Any other ``data`` is returned as it is.
 
-    A magnitude image holds no negative values, so such padding is no signal. Left in place, it made most
-    non-zero voxels negative, and the scan was refused as a phase image; in a 4-D multi-echo file,
-    root-sum-of-squares turned it into a bright background; and interpolating onto the model grid rang across
-    its step of thousands at the brain's edge.
+    Padding is the constant of :func:`background_fill_value` when it is negative (the data type's minimum,
+    -32768, or -1024, as some resampling and conversion tools fill what lies outside the acquisition: a magnitude
+    image holds no negative values) or brighter than every other voxel (air never is). Left in place, negative
+    padding made most non-zero voxels negative, and the scan was refused as a phase image (in a 4-D multi-echo
+    file root-sum-of-squares made it a bright background); bright padding left no brain to find once the fill was
+    subtracted. A constant below every other voxel is an offset of the whole image, which the brain mask allows
+    for (:func:`plkd.inference.brainmask.compute_brain_mask`).
     """
     if data.ndim < 3 or data.size == 0 or not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         return data
     fill = background_fill_value(data)
-    if not fill < 0:
+    if fill == 0 or fill != fill:
         return data
     padded = data == fill
-    notes.append(
-        f"{name}: {100 * float(padded.mean()):.0f}% of its voxels hold {fill:g}, a negative constant filling the "
-        "background, which no magnitude image holds; read as 0 (air)"
-    )
+    if padded.all():
+        return data  # a constant image, refused as such
+    if fill < 0:
+        why = "a negative constant, which no magnitude image holds"
+    elif fill > float(np.max(data[~padded])):
+        why = "a constant brighter than every other voxel, which air never is"
+    else:
+        return data
+    notes.append(f"{name}: {100 * float(padded.mean()):.0f}% of its voxels hold {fill:g}, {why}; read as 0 (air)")
     log.info(notes[-1])
     return np.where(padded, np.zeros((), dtype=data.dtype), data)
 
@@ -590,7 +597,7 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
     img = _read_nifti(path, what)
     name = f"{what} {Path(path).name}"
     notes: list[str] = []
-    raw = clear_negative_fill(np.asarray(img._plkd_array), name, notes)  # type: ignore[attr-defined]
+    raw = clear_padding(np.asarray(img._plkd_array), name, notes)  # type: ignore[attr-defined]
     if raw.ndim == 4:
         # On every echo before combining them: root-sum-of-squares would hide a phase image's sign.
         validate_values(raw, name)
