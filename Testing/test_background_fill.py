@@ -75,6 +75,17 @@ def test_a_scan_padded_brighter_than_any_tissue_gets_the_brain_mask_of_its_zero_
     assert np.array_equal(mask, expected)
 
 
+@pytest.mark.parametrize("offset", [-40.0, 300.0])
+def test_an_offset_of_the_whole_image_is_no_padding(tmp_path: Path, offset: float) -> None:
+    data, affine = _case()
+    path = tmp_path / "offset_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(data + np.float32(offset), affine), str(path))
+    vol = load_volume(path)
+    assert np.array_equal(vol.data, data + np.float32(offset)) and not any("air" in n for n in vol.notes)
+    mask, note = resolve_brain_mask(vol)
+    assert np.array_equal(mask, resolve_brain_mask(Volume(data, affine))[0]) and f"filled with {offset:g}" in note
+
+
 @pytest.mark.parametrize("fill", [-4096.0, 0.0])
 def test_a_phase_image_is_still_refused_whatever_fills_its_air(tmp_path: Path, fill: float) -> None:
     data, affine = _case()
