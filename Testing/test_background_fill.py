@@ -1,6 +1,6 @@
 """A magnitude scan whose air is padded with a negative constant (the data type's minimum, -32768, or -1024, as some
 resampling and conversion tools fill what lies outside the acquisition), or with one brighter than any tissue, is a
-magnitude scan: its padding is air.
+magnitude scan: its padding is air. So is a background of NaN (SPM's implicit mask).
 
 Negative padding was refused as "a phase image" (most of its non-zero voxels are negative), although README promises
 that a background filled with another constant counts as zeros, and a 4-D multi-echo file padded so became a bright
@@ -73,6 +73,19 @@ def test_a_scan_padded_brighter_than_any_tissue_gets_the_brain_mask_of_its_zero_
     mask, _note = resolve_brain_mask(vol)
     expected, _ = resolve_brain_mask(Volume(data, affine))
     assert np.array_equal(mask, expected)
+
+
+def test_a_background_of_nan_is_air_and_a_nan_inside_is_still_refused(tmp_path: Path, capsys) -> None:
+    data, affine = _case()
+    path = tmp_path / "spm_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(_padded(data, np.nan), affine), str(path))  # SPM's implicit mask
+    vol = load_volume(path)
+    assert np.array_equal(vol.data, data) and any("NaN" in n and "air" in n for n in vol.notes)
+    inside = data.copy()
+    inside[24, 24, 16] = np.nan
+    nib.save(nib.Nifti1Image(inside, affine), str(path))
+    with pytest.raises(InputError, match="1 NaN/Inf voxel"):
+        load_volume(path)
 
 
 @pytest.mark.parametrize("offset", [-40.0, 300.0])

@@ -431,35 +431,40 @@ def background_fill_value(data: np.ndarray) -> float:
 
 
 def clear_padding(data: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
-    """``data`` with a constant that pads its background and cannot be signal set to 0, the air it stands for; a
-    note says so. Any other ``data`` is returned as it is.
+    """``data`` with what pads its background and cannot be signal set to 0, the air it stands for; a note says
+    so. Any other ``data`` is returned as it is.
 
-    Padding is the constant of :func:`background_fill_value` when it is negative and lies further below every other
-    voxel than half their range (the data type's minimum, -32768, or -1024, as some resampling and conversion tools
-    fill what lies outside the acquisition: a magnitude image holds no negative values), or when it is brighter than
-    every other voxel (air never is). Left in place, negative padding made most non-zero voxels negative, and the
-    scan was refused as a phase image (in a 4-D multi-echo file root-sum-of-squares made it a bright background);
-    bright padding left no brain to find once the fill was subtracted. A constant just below the darkest tissue
-    is an offset of the whole image, left as it is: the brain mask allows for it
+    Padding is the value of :func:`background_fill_value` when it is negative and lies further below every other
+    voxel than half their range (the data type's minimum, -32768, or -1024, as some resampling and conversion
+    tools fill what lies outside the acquisition: a magnitude image holds no negative values), when it is brighter
+    than every other voxel (air never is), or when it is NaN (SPM's implicit mask; every NaN voxel is then taken
+    as outside the scan, while a NaN in an image whose background is no NaN is still refused). Left in place,
+    negative padding made most non-zero voxels negative, and the scan was refused as a phase image (in a 4-D
+    multi-echo file root-sum-of-squares made it a bright background); bright padding left no brain to find once
+    the fill was subtracted; NaN padding was refused as NaN voxels. A constant just below the darkest tissue is an
+    offset of the whole image, left as it is: the brain mask allows for it
     (:func:`plkd.inference.brainmask.compute_brain_mask`).
     """
     if data.ndim < 3 or data.size == 0 or not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         return data
     fill = background_fill_value(data)
-    if fill == 0 or fill != fill:
+    if fill == 0:
         return data
-    padded = data == fill
+    padded = np.isnan(data) if fill != fill else data == fill
     if padded.all():
         return data  # a constant image, refused as such
     rest = data[~padded]
     low, high = float(np.min(rest)), float(np.max(rest))
-    if fill < 0 and low - fill > 0.5 * (high - low):
+    if fill != fill:
+        why = "an implicit mask as SPM writes it (not a number)"
+    elif fill < 0 and low - fill > 0.5 * (high - low):
         why = "a negative constant far below every other voxel, which no magnitude image holds"
     elif fill > high:
         why = "a constant brighter than every other voxel, which air never is"
     else:
         return data  # an offset of the whole image (its darkest tissue lies just above the fill), or tissue
-    notes.append(f"{name}: {100 * float(padded.mean()):.0f}% of its voxels hold {fill:g}, {why}; read as 0 (air)")
+    value = "NaN" if fill != fill else f"{fill:g}"
+    notes.append(f"{name}: {100 * float(padded.mean()):.0f}% of its voxels hold {value}, {why}; read as 0 (air)")
     log.info(notes[-1])
     return np.where(padded, np.zeros((), dtype=data.dtype), data)
 
