@@ -735,6 +735,28 @@ def test_a_batch_leaves_out_label_maps_and_other_contrasts_as_plkd_predict_does(
     assert "sub-01_CMB.nii.gz (label map or mask)" in err and "and 3 more" in err
 
 
+def test_a_batch_takes_volumes_in_capitals_and_names_those_in_formats_it_does_not_read(
+    batch, tmp_path, monkeypatch, capsys
+):
+    # "SCAN.NII.GZ" (Slicer reads it) and a scan in a format the batch does not read (.mgz, .nhdr, ...) were left out
+    # without a word: the batch said "1 of 1 input(s) processed" for a folder of four scans.
+    for name in ("A.NII.GZ", "A_brainmask.NII.GZ", "b.Nrrd", "c.mgz", "d.nhdr", "e.nii.bz2", "f.SEG.NRRD", "g.txt"):
+        (tmp_path / name).write_bytes(b"")
+    notScans = []
+    inputs = batch.findInputs(tmp_path, "_brainmask", [], notScans)
+    assert [p.name for p in inputs] == ["A.NII.GZ", "b.Nrrd"]
+    assert batch.findMask(tmp_path / "A.NII.GZ", "_brainmask") == tmp_path / "A_brainmask.NII.GZ"
+    assert [batch.outputBaseName(p) for p in inputs] == ["A", "b"]
+    processed = []
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    out = tmp_path / "out"
+    assert batch.main(["--input-dir", str(tmp_path), "--output-dir", str(out), "--mask-suffix", "_brainmask"]) == 0
+    assert processed == ["A.NII.GZ", "b.Nrrd"] and (out / "A_cmb-report.json").exists()
+    err = capsys.readouterr().err
+    assert "3 file(s) in the input folder are not T2*/SWI scans, left out: c.mgz (.mgz: a format the batch does " in err
+    assert "d.nhdr (.nhdr: " in err and "1 result file(s) in the input folder left out: f.SEG.NRRD" in err
+
+
 @pytest.mark.parametrize("how", ["error", "ctrl-c", "sigint", "sigterm"])
 def test_an_input_that_fails_or_is_interrupted_half_way_leaves_none_of_its_files(batch, tmp_path, monkeypatch, how):
     # An export that failed after its label map (disk full) left NAME_cmb-final.nii.gz without its report, as a

@@ -16,7 +16,8 @@ bad arguments, missing dependencies or inputs whose outputs would have the same 
 ``a.nii.gz``), 130 when interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves
 no files). Results in the input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not
 inputs, so OUT may be IN; nor are label maps, masks, phase images and other contrasts (``plkd predict``'s folder
-walk rule: ``NAME_CMB``, ``NAME-label.nrrd``, ``_T1w``, a sidecar naming a T1). A brain mask
+walk rule: ``NAME_CMB``, ``NAME-label.nrrd``, ``_T1w``, a sidecar naming a T1), and volumes in formats it does not
+read (``.mgz``, ``.nhdr``, ...: named in a warning). Suffixes count in any case (``SCAN.NII.GZ``). A brain mask
 ``NAME<mask-suffix>`` may be in any of the input formats; an input without one is run with a warning. The
 dependencies must have been installed once from the module (first Apply).
 """
@@ -75,8 +76,14 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None):
     files = []
     for path in sorted(inputDir.iterdir()):
         name = path.name
-        if not path.is_file() or not name.endswith(VOLUME_SUFFIXES) or name.startswith("."):
+        if not path.is_file() or name.startswith("."):
             continue  # hidden: a temporary file of a write that a crash left (".NAME.partial-...nii.gz")
+        if volumeSuffix(name) is None:
+            # A volume in another format was left out without a word ("N of N processed"), as was "SCAN.NII.GZ".
+            other = unreadFormat(name)
+            if other and notScans is not None:
+                notScans.append((path, f"{other}: a format the batch does not read; convert it to NIfTI or NRRD"))
+            continue
         stem = stripSuffix(name)
         if maskSuffix and stem.endswith(maskSuffix):
             continue
@@ -91,6 +98,21 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None):
             continue
         files.append(path)
     return files
+
+
+def volumeSuffix(name):
+    """The suffix of ``VOLUME_SUFFIXES`` ``name`` ends with, in any case ("SCAN.NII.GZ": Slicer reads it), or None."""
+    lower = name.lower()
+    return next((suffix for suffix in VOLUME_SUFFIXES if lower.endswith(suffix)), None)
+
+
+def unreadFormat(name):
+    """The suffix of an image format ``plkd predict``'s folder walk names but the batch does not read (``.mgz``,
+    ``.nhdr``, ``.img``, ``.nii.bz2``, ...), or None."""
+    from plkd.inference.input_kinds import OTHER_FORMATS
+
+    lower = name.lower()
+    return next((suffix for suffix in OTHER_FORMATS if lower.endswith(suffix)), None)
 
 
 def notAScan(path):
@@ -117,7 +139,7 @@ def isResultFile(path):
     """
     from plkd.naming import is_plkd_prediction
 
-    return path.name.endswith(".seg.nrrd") or is_plkd_prediction(path)
+    return path.name.lower().endswith(".seg.nrrd") or is_plkd_prediction(path)
 
 
 def findMask(path, maskSuffix):
@@ -125,11 +147,8 @@ def findMask(path, maskSuffix):
     if not maskSuffix:
         return None
     stem = stripSuffix(path.name) + maskSuffix
-    for suffix in VOLUME_SUFFIXES:
-        candidate = path.with_name(stem + suffix)
-        if candidate.is_file():
-            return candidate
-    return None
+    masks = [p for p in path.parent.iterdir() if volumeSuffix(p.name) and stripSuffix(p.name) == stem and p.is_file()]
+    return min(masks, key=lambda p: VOLUME_SUFFIXES.index(volumeSuffix(p.name)), default=None)
 
 
 def outputBaseName(path):
@@ -161,10 +180,8 @@ def removeOutputs(outputDir, baseName):
 
 
 def stripSuffix(name):
-    for suffix in VOLUME_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    suffix = volumeSuffix(name)
+    return name[: -len(suffix)] if suffix else name
 
 
 def processOne(path, args):
