@@ -227,6 +227,8 @@ def processOne(path, args):
     # Which model read this file, and why (each file of a mixed folder gets its own): as in its report.
     choice = resultImport.describeModelChoice(resultImport.modelChoiceOf(table))
     print(f"{path.name}: {files.count} microbleed(s) -> {files.reportJson}" + (f"; {choice}" if choice else ""))
+    for note in files.notes:  # in the report too; a batch user reads the log (a volume placed other than its file)
+        print(f"{path.name}: warning: {note}", file=sys.stderr)
 
 
 def main(argv):

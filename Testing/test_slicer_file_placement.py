@@ -1,0 +1,87 @@
+"""An export says so when the volume lies elsewhere than its NIfTI file places it for other tools.
+
+Slicer reads a NIfTI file through ITK, which takes the qform when the sform has another code (2, "aligned") and
+another matrix; nibabel, FSL and ``plkd predict`` take the sform. The batch (``slicer.util.loadVolume``) and the module
+then write label maps and centres where Slicer placed the scan, millimetres away from where those tools show it.
+Real MRML scene (slicer-core): the volume is read as ``slicer.util.loadVolume`` reads it (its reader,
+``qSlicerVolumesReader::load``, calls ``vtkSlicerVolumesLogic::AddArchetypeVolume(file, base name, options)``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "CMBSegmentation"))
+
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
+
+from CMBSegmentationLib import reportExport, resultImport  # noqa: E402
+from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas  # noqa: E402
+
+QFORM = np.array([[-1.0, 0, 0, 12.0], [0, 1.0, 0, -14.0], [0, 0, 2.0, -9.0], [0, 0, 0, 1]])
+SHAPE = (24, 28, 10)
+
+
+def _scanFile(path: Path, sform_shift: float) -> Path:
+    """A scan whose sform (code 2) lies ``sform_shift`` mm to the right of its qform (code 1)."""
+    image = np.full(SHAPE, 400.0, np.float32)
+    image[10:13, 12:15, 4:6] = 80.0
+    sform = QFORM.copy()
+    sform[0, 3] += sform_shift
+    nifti = nib.Nifti1Image(image, None)
+    nifti.set_qform(QFORM, code=1)
+    nifti.set_sform(sform, code=2)
+    nib.save(nifti, str(path))
+    return path
+
+
+def _loadVolume(scene, path: Path):
+    """What ``slicer.util.loadVolume(path)`` does with no properties."""
+    logic = slicer.vtkSlicerVolumesLogic()
+    logic.SetMRMLScene(scene)
+    return logic.AddArchetypeVolume(str(path), path.name.split(".")[0], 0)
+
+
+def _export(scene, volume, folder: Path) -> dict:
+    """Import a one-microbleed result on ``volume``'s grid and export it; return the report."""
+    labels = np.zeros(SHAPE, np.int16)
+    labels[arrayFromVolumeNode(volume) < 100] = 1
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(labels, ijkToRas(volume)), str(folder / "scan_cmb.nii.gz"))
+    candidate = {"id": 1, "label": 1, "center_ras": [0.0, 0.0, 0.0], "volume_mm3": 36.0, "probability": 0.9}
+    (folder / "scan_cmb.json").write_text(json.dumps({"candidates": [candidate]}))
+    result = resultImport.importResults(scene, volume, folder / "scan_cmb.nii.gz", folder / "scan_cmb.json")
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, folder / "out", "scan")
+    return json.loads(files.reportJson.read_text())
+
+
+@pytest.mark.parametrize("shift", [0.0, 5.0])
+def test_the_export_says_when_the_volume_lies_elsewhere_than_its_file_for_other_tools(tmp_path, shift):
+    scene = slicer.vtkMRMLScene()
+    path = _scanFile(tmp_path / "scan.nii.gz", shift)
+    volume = _loadVolume(scene, path)
+    # Slicer places the dark spot by the qform (with k reversed: its voxel order is not the file's); nibabel by the
+    # sform.
+    affine = ijkToRas(volume)
+    spot = affine[:3, :3] @ np.argwhere(arrayFromVolumeNode(volume) < 100).mean(axis=0) + affine[:3, 3]
+    fileSpot = np.array([11.0, 13.0, 4.5])
+    assert np.allclose(spot, QFORM[:3, :3] @ fileSpot + QFORM[:3, 3])
+    assert not np.allclose(affine, QFORM)
+    assert np.allclose(
+        nib.load(str(path)).affine[:3, :3] @ fileSpot + nib.load(str(path)).affine[:3, 3] - spot, [shift, 0, 0]
+    )
+    report = _export(scene, volume, tmp_path / "result")
+    notes = [n for n in report["notes"] if "tools that read its sform" in n]
+    if shift:
+        assert len(notes) == 1 and "up to 5.0 mm" in notes[0] and "scan.nii.gz" in notes[0]
+    else:
+        assert notes == []
