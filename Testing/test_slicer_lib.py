@@ -757,6 +757,25 @@ def test_a_batch_takes_volumes_in_capitals_and_names_those_in_formats_it_does_no
     assert "d.nhdr (.nhdr: " in err and "1 result file(s) in the input folder left out: f.SEG.NRRD" in err
 
 
+def test_an_input_whose_earlier_outputs_cannot_be_removed_fails_alone(batch, tmp_path, monkeypatch, capsys):
+    # The removal of an earlier run's outputs came before the input's try: one that could not be removed (read-only,
+    # a folder of that name) ended the whole batch with a traceback, exit 1 and no summary, the inputs after it never
+    # processed.
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz", "c.nii.gz"):
+        (inputs / name).write_bytes(b"")
+    (out / "b_cmb-report.csv").mkdir(parents=True)  # cannot be unlinked
+    processed = []
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    assert batch.main(["--input-dir", str(inputs), "--output-dir", str(out)]) == 1
+    assert processed == ["a.nii.gz", "c.nii.gz"] and (out / "c_cmb-report.json").exists()
+    assert not (out / "b_cmb-report.json").exists()
+    captured = capsys.readouterr()
+    assert "b.nii.gz: FAILED: " in captured.err and "they are not this run's results" in captured.err
+    assert "2 of 3 input(s) processed" in captured.out
+
+
 @pytest.mark.parametrize("how", ["error", "ctrl-c", "sigint", "sigterm"])
 def test_an_input_that_fails_or_is_interrupted_half_way_leaves_none_of_its_files(batch, tmp_path, monkeypatch, how):
     # An export that failed after its label map (disk full) left NAME_cmb-final.nii.gz without its report, as a

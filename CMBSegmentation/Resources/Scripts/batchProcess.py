@@ -179,6 +179,16 @@ def removeOutputs(outputDir, baseName):
     return removed
 
 
+def removeLeftovers(outputDir, baseName):
+    """Remove the files of ``baseName`` after its input failed; "" when none is left, else a clause naming why (the
+    files that stay are not this run's, and the failure line must say so)."""
+    try:
+        removeOutputs(outputDir, baseName)
+    except OSError as exc:
+        return f"; files of {baseName} could not be removed ({exc}): they are not this run's results"
+    return ""
+
+
 def stripSuffix(name):
     suffix = volumeSuffix(name)
     return name[: -len(suffix)] if suffix else name
@@ -280,14 +290,17 @@ def main(argv):
     failures = 0
     with terminateAsInterrupt():
         for done, path in enumerate(inputs):
-            # An earlier run's outputs go first: an input that fails now must not leave them to pass for this run's.
-            removed = removeOutputs(args.output_dir, outputBaseName(path))
+            removed = []
             try:
+                # An earlier run's outputs go first: an input that fails now must not leave them to pass for this
+                # run's. Inside the try: one that cannot be removed (read-only, a folder of that name) is this input's
+                # failure; it ended the whole batch (exit 1, no summary, the inputs after it never processed).
+                removed = removeOutputs(args.output_dir, outputBaseName(path))
                 processOne(path, args)
             except KeyboardInterrupt:
                 # Ctrl+C or SIGTERM (a scheduler's time limit): the engine is stopped (inferenceJob.runBlocking), and
                 # files of this input written before the interruption go, so none stands without its report.
-                removeOutputs(args.output_dir, outputBaseName(path))
+                removeLeftovers(args.output_dir, outputBaseName(path))
                 print(
                     f"batchProcess: interrupted during {path.name}; {done - failures} of {len(inputs)} input(s) "
                     "processed, this one and those after it were not",
@@ -297,9 +310,9 @@ def main(argv):
             except Exception as exc:
                 failures += 1
                 # An export that failed half way (disk full) wrote some of the four files: none may stay.
-                removeOutputs(args.output_dir, outputBaseName(path))
+                stuck = removeLeftovers(args.output_dir, outputBaseName(path))
                 earlier = f" (its outputs of an earlier run were removed: {', '.join(removed)})" if removed else ""
-                print(f"{path.name}: FAILED: {exc}{earlier}", file=sys.stderr)
+                print(f"{path.name}: FAILED: {exc}{earlier}{stuck}", file=sys.stderr)
                 traceback.print_exc()
     print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed")
     return 1 if failures else 0
