@@ -1,4 +1,5 @@
-"""An export says so when the volume lies elsewhere than its NIfTI file places it for other tools.
+"""Volumes loaded from files as Slicer loads them: an export says so when the volume lies elsewhere than its NIfTI
+file places it for other tools, and the batch names each volume after its whole file name.
 
 Slicer reads a NIfTI file through ITK, which takes the qform when the sform has another code (2, "aligned") and
 another matrix; nibabel, FSL and ``plkd predict`` take the sform. The batch (``slicer.util.loadVolume``) and the module
@@ -44,11 +45,30 @@ def _scanFile(path: Path, sform_shift: float) -> Path:
     return path
 
 
-def _loadVolume(scene, path: Path):
-    """What ``slicer.util.loadVolume(path)`` does with no properties."""
+def _slicerLoadVolume(scene):
+    """``slicer.util.loadVolume(fileName, properties)`` as Slicer runs it: ``qSlicerVolumesReader::load`` (Slicer's
+    Modules/Loadable/Volumes) names the node ``QFileInfo(fileName).baseName()`` (up to the first dot) unless the
+    properties give a ``name``, turns the properties into option bits and calls
+    ``vtkSlicerVolumesLogic::AddArchetypeVolume``; it raises RuntimeError when nothing was loaded."""
     logic = slicer.vtkSlicerVolumesLogic()
     logic.SetMRMLScene(scene)
-    return logic.AddArchetypeVolume(str(path), path.name.split(".")[0], 0)
+    bits = {"labelmap": 0x1, "center": 0x2, "singleFile": 0x4, "autoWindowLevel": 0x8, "discardOrientation": 0x10}
+
+    def loadVolume(file_name, properties=None):
+        properties = properties or {}
+        name = properties.get("name", Path(file_name).name.split(".")[0])
+        options = sum(bit for key, bit in bits.items() if properties.get(key))
+        node = logic.AddArchetypeVolume(str(file_name), name, options)
+        if node is None:
+            raise RuntimeError(f"Failed to load node from file: {file_name}")
+        return node
+
+    return loadVolume
+
+
+def _loadVolume(scene, path: Path):
+    """What ``slicer.util.loadVolume(path)`` does with no properties."""
+    return _slicerLoadVolume(scene)(path)
 
 
 def _export(scene, volume, folder: Path) -> dict:
@@ -85,3 +105,28 @@ def test_the_export_says_when_the_volume_lies_elsewhere_than_its_file_for_other_
         assert len(notes) == 1 and "up to 5.0 mm" in notes[0] and "scan.nii.gz" in notes[0]
     else:
         assert notes == []
+
+
+def test_the_batch_names_each_volume_after_its_whole_file_name(tmp_path, capsys):
+    # Slicer's reader names a node up to the first dot of its file: the reports of sub-01.ses-1.nii.gz and
+    # sub-01.ses-2.nii.gz both said "input": "sub-01".
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "batchProcess", REPO / "CMBSegmentation/Resources/Scripts/batchProcess.py"
+    )
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)
+    first = _scanFile(tmp_path / "sub-01.ses-1.nii.gz", 0.0)
+    second = _scanFile(tmp_path / "sub-01.ses-2.nii.gz", 0.0)
+    soft = nib.Nifti1Image(np.full(SHAPE, 0.75, np.float32), QFORM)
+    nib.save(soft, str(tmp_path / "sub-01.ses-1_brainmask.nii.gz"))  # a probability map
+    scene = slicer.vtkMRMLScene()
+    loadVolume = _slicerLoadVolume(scene)
+    volume, mask = batch.loadInputs(first, "_brainmask", loadVolume)
+    assert volume.GetName() == "sub-01.ses-1" and mask.GetName() == "sub-01.ses-1_brainmask"
+    assert mask.GetClassName() == "vtkMRMLScalarVolumeNode"  # its values reach the engine
+    other, none = batch.loadInputs(second, "_brainmask", loadVolume)
+    assert other.GetName() == "sub-01.ses-2" and none is None
+    assert "sub-01.ses-2.nii.gz: warning: no brain mask sub-01.ses-2_brainmask" in capsys.readouterr().err
+    assert _export(scene, volume, tmp_path / "result")["input"] == "sub-01.ses-1"

@@ -194,6 +194,30 @@ def stripSuffix(name):
     return name[: -len(suffix)] if suffix else name
 
 
+def loadInputs(path, maskSuffix, loadVolume):
+    """Load the scan ``path`` and its brain mask (``NAME<maskSuffix>``, or None) with ``loadVolume``
+    (``slicer.util.loadVolume``); return (volume node, mask node or None).
+
+    Each node is named after its whole file name: Slicer's reader names it up to the first dot
+    (``QFileInfo::baseName``), so the reports of "sub-01.ses-1.nii.gz" and "sub-01.ses-2.nii.gz" both said
+    ``"input": "sub-01"``.
+    """
+    volume = loadVolume(str(path), {"name": stripSuffix(path.name)})
+    mask = None
+    maskPath = findMask(path, maskSuffix)
+    if maskPath is not None:
+        # As a scalar volume: a probability map reaches the engine with its values (cut at half its maximum
+        # there); loaded as a label map it would be passed as everything above 0.
+        mask = loadVolume(str(maskPath), {"name": stripSuffix(maskPath.name), "labelmap": False})
+    elif maskSuffix:
+        print(
+            f"{path.name}: warning: no brain mask {stripSuffix(path.name)}{maskSuffix} beside it; "
+            "the engine finds the brain itself",
+            file=sys.stderr,
+        )
+    return volume, mask
+
+
 def processOne(path, args):
     import slicer
 
@@ -201,19 +225,7 @@ def processOne(path, args):
     from CMBSegmentationLib import reportExport, resultImport
 
     slicer.mrmlScene.Clear()
-    volume = slicer.util.loadVolume(str(path))
-    mask = None
-    maskPath = findMask(path, args.mask_suffix)
-    if maskPath is not None:
-        # As a scalar volume: a probability map reaches the engine with its values (cut at half its maximum
-        # there); loaded as a label map it would be passed as everything above 0.
-        mask = slicer.util.loadVolume(str(maskPath), {"labelmap": False})
-    elif args.mask_suffix:
-        print(
-            f"{path.name}: warning: no brain mask {stripSuffix(path.name)}{args.mask_suffix} beside it; "
-            "the engine finds the brain itself",
-            file=sys.stderr,
-        )
+    volume, mask = loadInputs(path, args.mask_suffix, slicer.util.loadVolume)
     table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{volume.GetName()} microbleed candidates")
     segmentation = CMBSegmentationLogic().process(
         volume,
