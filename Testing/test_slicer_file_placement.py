@@ -130,3 +130,57 @@ def test_the_batch_names_each_volume_after_its_whole_file_name(tmp_path, capsys)
     assert other.GetName() == "sub-01.ses-2" and none is None
     assert "sub-01.ses-2.nii.gz: warning: no brain mask sub-01.ses-2_brainmask" in capsys.readouterr().err
     assert _export(scene, volume, tmp_path / "result")["input"] == "sub-01.ses-1"
+
+
+@pytest.mark.parametrize("stored", ["RAS", "LAS"])
+def test_the_batch_pipeline_on_a_file_writes_outputs_that_overlay_the_file_in_other_tools(tmp_path, stored):
+    """What ``processOne`` does with one file, but for ``CMBSegmentationLogic.process``'s Qt wrapper (its module
+    file cannot be imported without Slicer's Qt): loaded as Slicer loads it, run by the engine with the module's
+    command, imported, exported as the batch exports. Other tools (nibabel) must find each planted microbleed
+    under a label of the exported label map, and the report must name the file. Stored "LAS" (a left-handed voxel
+    order), the file comes into Slicer with its k axis reversed."""
+    import importlib.util
+    import shutil
+
+    from CMBSegmentationLib import inferenceJob
+    from plkd.cli import main
+
+    spec = importlib.util.spec_from_file_location(
+        "batchProcess", REPO / "CMBSegmentation/Resources/Scripts/batchProcess.py"
+    )
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)
+    case = REPO / "Testing" / "data" / "tiny-case"
+    scan = tmp_path / "in" / "sub-01.ses-1_T2S.nii.gz"
+    scan.parent.mkdir()
+    shutil.copy(case / "tiny_T2S.nii.gz", scan)
+    if stored == "LAS":
+        image = nib.load(str(scan))
+        flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+        flip[0, 3] = image.shape[0] - 1
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[::-1], image.affine @ flip, image.header), str(scan))
+    truth = np.asarray(json.loads((case / "truth.json").read_text())["centres_ras"], dtype=float)
+    scene = slicer.vtkMRMLScene()
+    volume, mask = batch.loadInputs(scan, "", _slicerLoadVolume(scene))
+    prepared = inferenceJob.prepareInputs(volume, mask, tmp_path / "work")
+    assert prepared.metadataPath == scan  # the engine reads the file's own metadata (modality)
+    argv = inferenceJob.engineCommand(prepared, sys.executable, REPO / "Testing/data/tiny-bundle", "CPU", 0.5, "Auto")
+    assert main(argv[3:]) == 0
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode")
+    result = resultImport.importResults(
+        scene, volume, prepared.outputs.labelMap, prepared.outputs.candidates, None, table
+    )
+    files = reportExport.exportReview(
+        result.segmentationNode, table, volume, tmp_path / "out", batch.outputBaseName(scan), None, overwrite=True
+    )
+    report = json.loads(files.reportJson.read_text())
+    assert report["input"] == "sub-01.ses-1_T2S" and report["n_microbleeds"] == len(truth)
+    assert not any("tools that read its sform" in note for note in report["notes"])
+    labels = nib.load(str(files.labelMap))
+    assert labels.shape == nib.load(str(scan)).shape
+    data = np.asarray(labels.dataobj)
+    labelled = np.argwhere(data > 0) @ labels.affine[:3, :3].T + labels.affine[:3, 3]  # RAS mm, as nibabel reads it
+    for centre in truth:
+        assert np.linalg.norm(labelled - centre, axis=1).min() < 1.5, f"no microbleed label near {centre}"
+    found = np.array([[m["r_mm"], m["a_mm"], m["s_mm"]] for m in report["microbleeds"]])
+    assert all(np.linalg.norm(found - centre, axis=1).min() < 2.0 for centre in truth)
