@@ -377,6 +377,44 @@ def test_replacing_a_bundles_teacher_records_what_each_network_was_trained_with(
     assert all(torch.allclose(new[k].float(), ref[k].float(), atol=1e-2) for k in ref)
 
 
+def test_a_student_stage_replaces_the_bundles_student_of_its_lr_factor(full_run, tmp_path):
+    """scripts/replace_networks.py with a student stage folder (a one-step KD fine-tune of the x4 student): the
+    bundle's student_x4 becomes the run's network and says how it was trained; the other students stay; a stage
+    for an LR factor the bundle has no student of is refused."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("replace_networks", ROOT / "scripts" / "replace_networks.py")
+    replace = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replace)
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(full_run), "--out", str(bundle), "--fp32"]) == 0
+    run = tmp_path / "ft"
+    stage = run / "students-kd" / "x4"
+    shutil.copytree(full_run / "students" / "x4", stage)
+    weights = {k: v + 0.5 if v.is_floating_point() else v for k, v in load_weights(stage / "model.pt").items()}
+    torch.save(weights, stage / "model.pt")
+    done = json.loads((stage / "done.json").read_text())
+    (stage / "done.json").write_text(json.dumps({**done, "mode": "kd"}))
+
+    replace.replace_networks(str(bundle), str(run), str(tmp_path / "new"), ["students-kd/x4"], None)
+    new, old = load_bundle(tmp_path / "new"), load_bundle(bundle)
+    got = new.network("student_x4").state_dict()
+    assert all(torch.allclose(got[k].float(), weights[k].float(), atol=1e-2) for k in weights)
+    same = new.network("student_x2").state_dict()
+    assert all(
+        torch.allclose(same[k].float(), v.float(), atol=1e-2) for k, v in old.network("student_x2").state_dict().items()
+    )
+    entry = new.manifest["networks"]["student_x4"]
+    assert (entry["stage"], entry["mode"], entry["lr_factor"]) == ("x4", "kd", 4)
+    assert new.manifest["training"]["stages"]["student_x4"]["run_stage"] == "students-kd/x4"
+
+    (stage / "done.json").write_text(json.dumps({**done, "lr_factor": 16}))
+    with pytest.raises(PLKDError, match="trained for LR factor 16; the bundle has no student_x16"):
+        replace.replace_networks(str(bundle), str(run), str(tmp_path / "new16"), ["students-kd/x4"], None)
+    assert not (tmp_path / "new16").exists()
+
+
 def test_a_teacher_fine_tuned_without_a_screening_stage_mines_the_bundles_screening_network(
     data_root, full_run, tmp_path, caplog
 ):

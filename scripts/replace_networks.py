@@ -1,6 +1,6 @@
 """A copy of a model bundle with some networks taken from a training run; everything else is kept.
 
-Used after a fine-tune of some stages (``plkd train screening|teacher --init-from BUNDLE``): the
+Used after a fine-tune of some stages (``plkd train screening|teacher|students --init-from BUNDLE``): the
 other networks, their calibration and thresholds, and the blob source stay as they are. Thresholds
 and calibration act on the old networks' outputs, so tune the copy again (``plkd tune``) before
 using it. The copy's ``metrics`` are dropped (they were measured with the old networks),
@@ -10,10 +10,11 @@ clip percentiles than the bundle's networks were trained with, ``normalisation.t
 becomes a mapping from each network to the percentiles it was trained with (inference uses
 ``normalisation.clip_percentiles`` for every network, unchanged).
 
-    python scripts/replace_networks.py BUNDLE RUN OUT [--stages screening,teacher] [--name NAME]
+    python scripts/replace_networks.py BUNDLE RUN OUT [--stages screening,teacher,students-kd/x4] [--name NAME]
 
-RUN is the run folder (``RUN/screening/done.json``, ``RUN/teacher/done.json``). Writes OUT
-atomically; refuses an existing OUT.
+RUN is the run folder (``RUN/screening/done.json``, ``RUN/teacher/done.json``); a student stage is named by its
+folder (``students-kd/x4``, ``students/finetune``) and replaces the bundle's student of the same LR factor
+(``student_x4``). Writes OUT atomically; refuses an existing OUT.
 """
 
 from __future__ import annotations
@@ -32,34 +33,52 @@ from plkd.pins import manifest_digest
 from plkd.training.config import with_legacy_values
 from plkd.training.export import load_stage, stage_record
 
-#: Run stages that can replace a network, and the bundle network each replaces.
+#: Run stages that can replace a network, and the bundle network each replaces (students: see network_for).
 STAGES = {"screening": "screening", "teacher": "teacher"}
 _FILLED_BY_SAVE = ("kind", "hparams", "file", "sha256", "parameters", "dtype")
 
 
 def replace_networks(bundle_path: str, run: str, out: str, stages: Sequence[str], name: str | None) -> None:
     """Write OUT: ``bundle_path``'s networks and manifest with ``run``'s networks of ``stages``."""
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        raise PLKDError(f"cannot replace {unknown}; choose from {sorted(STAGES)}")
     bundle = load_bundle(bundle_path)
     manifest = {k: copy.deepcopy(v) for k, v in bundle.manifest.items() if k not in ("networks", "metrics")}
     manifest["name"] = name or f"{bundle.name}-{'-'.join(stages)}-ft"
     training = manifest.setdefault("training", {})
     raw = (bundle.root / "manifest.json").read_bytes()
     training["replaced"] = {"name": bundle.name, "manifest_sha256": manifest_digest(raw), "stages": list(stages)}
-    new = {}
+    new, summaries, run_stages = {}, {}, {}
     for stage in stages:
-        net, summary = load_stage(Path(run) / stage)
-        new[STAGES[stage]] = net
-        training.setdefault("stages", {})[stage] = stage_record(summary)
+        net_name = network_for(stage, Path(run), bundle.manifest["networks"])
+        new[net_name], summaries[net_name] = load_stage(Path(run) / stage)
+        run_stages[net_name] = stage
+        record = stage_record(summaries[net_name])
+        training.setdefault("stages", {})[net_name if net_name.startswith("student_") else stage] = (
+            {**record, "run_stage": stage} if stage != net_name else record
+        )
     networks = {}
     for net_name, entry in bundle.manifest["networks"].items():
         keep = {k: v for k, v in entry.items() if k not in _FILLED_BY_SAVE}
+        if net_name in summaries and "mode" in keep:
+            # a student's entry says how it was trained (a PLKD stage, one-step KD, ...): now the run's way
+            keep.update(stage=Path(run_stages[net_name]).name, mode=summaries[net_name].get("mode", keep["mode"]))
         module = new.get(net_name)
         networks[net_name] = {"module": module if module is not None else bundle.network(net_name).float(), **keep}
-    _record_training_clip(manifest, list(networks), Path(run), [STAGES[s] for s in stages])
+    _record_training_clip(manifest, list(networks), Path(run), list(new))
     save_bundle(out, networks, manifest=manifest, half=True)
+
+
+def network_for(stage: str, run: Path, networks: dict) -> str:
+    """The bundle network a run stage replaces: ``screening``, ``teacher``, or ``student_x<F>`` for a student stage
+    folder (``students-kd/x4``, ``students/finetune``) trained for LR factor F. PLKDError when the bundle has none."""
+    if stage in STAGES:
+        return STAGES[stage]
+    if not stage.startswith("students"):
+        raise PLKDError(f"cannot replace {stage!r}; choose from {sorted(STAGES)} or a student stage (students-kd/x4)")
+    _, summary = load_stage(run / stage)
+    name = f"student_x{int(summary['lr_factor'])}"
+    if name not in networks:
+        raise PLKDError(f"{stage} was trained for LR factor {summary['lr_factor']}; the bundle has no {name}")
+    return name
 
 
 def _record_training_clip(manifest: dict, names: list[str], run: Path, replaced: list[str]) -> None:
@@ -91,7 +110,9 @@ def main() -> int:
     parser.add_argument("bundle")
     parser.add_argument("run")
     parser.add_argument("out")
-    parser.add_argument("--stages", default="screening", help="comma-separated: screening, teacher")
+    parser.add_argument(
+        "--stages", default="screening", help="comma-separated: screening, teacher, student stages (students-kd/x4)"
+    )
     parser.add_argument("--name", help="the new bundle's name (default: the old name + the stages + '-ft')")
     args = parser.parse_args()
     try:

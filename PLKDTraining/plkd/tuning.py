@@ -145,7 +145,10 @@ def collect_cases(
             )
         for condition in conditions:
             data = _degrade(image.data, condition, int(round(factor)), image.affine)
-            result = predictor.predict(image.with_data(data), mask, student=segmenter)
+            # The LR input is simulated on the HR grid: say its factor, or each input would warn that the student
+            # was chosen for 1 mm slices.
+            lr_factor = None if condition == "hr" else factor
+            result = predictor.predict(image.with_data(data), mask, lr_factor=lr_factor, student=segmenter)
             scores = {int(c["label"]): (_screening_score(c), _logit(c)) for c in result.candidates if c["label"] > 0}
             refs = truth_microbleeds(label)
             points = [(_logit(c), is_microbleed(c["center_ras"], refs)) for c in result.candidates]
