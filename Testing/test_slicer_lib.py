@@ -776,6 +776,28 @@ def test_an_input_whose_earlier_outputs_cannot_be_removed_fails_alone(batch, tmp
     assert "2 of 3 input(s) processed" in captured.out
 
 
+def test_a_batch_never_replaces_a_reader_s_reviewed_export(batch, tmp_path, monkeypatch, capsys):
+    # The module's Export of a reviewed result into the batch's output folder (same volume name) was replaced by the
+    # batch's unreviewed result without a word: the reader's accepted, rejected and added microbleeds were lost.
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    out.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        (inputs / name).write_bytes(b"")
+    reviewed = {"microbleeds": [{"status": "accepted"}, {"status": "not yet seen"}], "n_rejected": 2}
+    (out / "a_cmb-report.json").write_text(json.dumps(reviewed))
+    (out / "b_cmb-report.json").write_text(json.dumps({"microbleeds": [{"status": "not yet seen"}], "n_rejected": 0}))
+    processed = []
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    folders = ["--input-dir", str(inputs), "--output-dir", str(out)]
+    assert batch.main(folders) == 2
+    assert processed == [] and json.loads((out / "a_cmb-report.json").read_text()) == reviewed
+    assert "a_cmb-report.json (3 decision(s))" in capsys.readouterr().err
+    (out / "a_cmb-report.json").unlink()  # moved away by the reader: a batch's own earlier report is replaced
+    assert batch.main(folders) == 0 and processed == ["a.nii.gz", "b.nii.gz"]
+    assert (out / "b_cmb-report.json").read_text() == "result"
+
+
 @pytest.mark.parametrize("how", ["error", "ctrl-c", "sigint", "sigterm"])
 def test_an_input_that_fails_or_is_interrupted_half_way_leaves_none_of_its_files(batch, tmp_path, monkeypatch, how):
     # An export that failed after its label map (disk full) left NAME_cmb-final.nii.gz without its report, as a

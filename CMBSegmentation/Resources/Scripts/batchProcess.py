@@ -10,7 +10,7 @@ server even without its main window).
 
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of
-an earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when
+an earlier run (never a reader's reviewed export of that name: refused before any work, exit 2); an input that fails leaves none (its earlier ones are removed). Exit code 0 when
 every input succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for
 bad arguments, missing dependencies or inputs whose outputs would have the same names (``a.nii`` beside
 ``a.nii.gz``), 130 when interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves
@@ -179,6 +179,24 @@ def removeOutputs(outputDir, baseName):
     return removed
 
 
+def reviewDecisions(outputDir, baseName):
+    """How many review decisions (accepted, rejected, added by reader) the report ``baseName_cmb-report.json`` in
+    ``outputDir`` records: a reader's export, not a batch run's (which reports every microbleed as not yet seen); 0
+    when there is none or it cannot be read (a batch run replaces it as before)."""
+    import json
+
+    from CMBSegmentationLib import candidateTable, reportExport
+
+    report = reportExport.outputPaths(Path(outputDir), baseName)[3]
+    try:
+        content = json.loads(report.read_text(encoding="utf-8"))
+        decided = (candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED)
+        kept = sum(m.get("status") in decided for m in content.get("microbleeds") or [])
+        return kept + int(content.get("n_rejected") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
 def removeLeftovers(outputDir, baseName):
     """Remove the files of ``baseName`` after its input failed; "" when none is left, else a clause naming why (the
     files that stay are not this run's, and the failure line must say so)."""
@@ -295,6 +313,17 @@ def main(argv):
         names = "; ".join(" and ".join(p.name for p in group) for group in collisions)
         print(
             f"batchProcess: error: these inputs would write the same output files: {names}; rename them",
+            file=sys.stderr,
+        )
+        return 2
+    # A reader's export of the same name (the module's Export into this folder) holds decisions the batch would
+    # replace with an unreviewed result, without a word: refused before any work, as colliding names are.
+    reviewed = [(path, count) for path in inputs if (count := reviewDecisions(args.output_dir, outputBaseName(path)))]
+    if reviewed:
+        names = "; ".join(f"{outputBaseName(p)}_cmb-report.json ({n} decision(s))" for p, n in reviewed)
+        print(
+            f"batchProcess: error: the output folder holds reviewed results a run would replace: {names}; "
+            "give another --output-dir (or move them)",
             file=sys.stderr,
         )
         return 2
