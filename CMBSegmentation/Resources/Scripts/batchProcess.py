@@ -9,17 +9,18 @@ On a Linux server without a display, prefix the command with ``xvfb-run --auto-s
 server even without its main window).
 
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
-``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of
-an earlier run (never a reader's reviewed export of that name: refused before any work, exit 2); an input that fails leaves none (its earlier ones are removed). Exit code 0 when
-every input succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for
-bad arguments, missing dependencies or inputs whose outputs would have the same names (``a.nii`` beside
-``a.nii.gz``), 130 when interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves
-no files). Results in the input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not
-inputs, so OUT may be IN; nor are label maps, masks, phase images and other contrasts (``plkd predict``'s folder
-walk rule: ``NAME_CMB``, ``NAME-label.nrrd``, ``_T1w``, a sidecar naming a T1), and volumes in formats it does not
-read (``.mgz``, ``.nhdr``, ...: named in a warning). Suffixes count in any case (``SCAN.NII.GZ``). A brain mask
-``NAME<mask-suffix>`` may be in any of the input formats; an input without one is run with a warning. The
-dependencies must have been installed once from the module (first Apply).
+``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
+earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when every input succeeded,
+1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments, missing
+dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``) or an output folder
+holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, 130 when
+interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves no files). Results in the
+input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not inputs, so OUT may be IN; nor
+are label maps, masks, phase images and other contrasts (``plkd predict``'s folder walk rule: ``NAME_CMB``,
+``NAME-label.nrrd``, ``_T1w``, a sidecar naming a T1), and volumes in formats it does not read (``.mgz``, ``.nhdr``,
+...: named in a warning). Suffixes count in any case (``SCAN.NII.GZ``). A brain mask ``NAME<mask-suffix>`` may be in
+any of the input formats; an input without one is run with a warning. The dependencies must have been installed once
+from the module (first Apply).
 """
 
 import argparse
