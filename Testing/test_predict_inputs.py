@@ -673,3 +673,27 @@ sys.exit(main(["predict", {str(CASE)!r}, "-o", {str(tmp_path / "out")!r}, "--mod
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert "plkd: interrupted" in proc.stderr
     assert not list((tmp_path / "out").glob("tiny_T2S_cmb*"))
+
+
+def test_a_rerun_after_the_code_changed_recomputes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # plkd's version stays 0.1.0 from one change of the code to the next: outputs of other code (a result-changing
+    # update, or a plkd from before the code was recorded) were skipped as "finished earlier with the same settings".
+    from plkd.provenance import code_fingerprint
+
+    out = tmp_path / "out"
+    args = ["predict", str(CASE), "-o", str(out), "--model", str(BUNDLE), "--device", "cpu", "--progress", "none"]
+    assert main(args) == 0
+    doc_path = out / "tiny_T2S_cmb.json"
+    doc = json.loads(doc_path.read_text())
+    assert doc["settings"]["plkd_code"] == code_fingerprint()
+    capsys.readouterr()
+    assert main(args) == 0 and "skipped tiny_T2S" in capsys.readouterr().err  # the same code: reused
+    for older in ("0123456789abcdef", None):
+        doc["settings"]["plkd_code"] = older
+        if older is None:
+            del doc["settings"]["plkd_code"]
+        doc_path.write_text(json.dumps(doc))
+        assert main(args) == 0
+        err = capsys.readouterr().err
+        assert "skipped tiny_T2S" not in err and "recomputing tiny_T2S: settings changed: plkd_code" in err, err
+        assert json.loads(doc_path.read_text())["settings"]["plkd_code"] == code_fingerprint()

@@ -735,6 +735,69 @@ def test_a_batch_leaves_out_label_maps_and_other_contrasts_as_plkd_predict_does(
     assert "sub-01_CMB.nii.gz (label map or mask)" in err and "and 3 more" in err
 
 
+def test_a_batch_takes_volumes_in_capitals_and_names_those_in_formats_it_does_not_read(
+    batch, tmp_path, monkeypatch, capsys
+):
+    # "SCAN.NII.GZ" (Slicer reads it) and a scan in a format the batch does not read (.mgz, .nhdr, ...) were left out
+    # without a word: the batch said "1 of 1 input(s) processed" for a folder of four scans.
+    for name in ("A.NII.GZ", "A_brainmask.NII.GZ", "b.Nrrd", "c.mgz", "d.nhdr", "e.nii.bz2", "f.SEG.NRRD", "g.txt"):
+        (tmp_path / name).write_bytes(b"")
+    notScans = []
+    inputs = batch.findInputs(tmp_path, "_brainmask", [], notScans)
+    assert [p.name for p in inputs] == ["A.NII.GZ", "b.Nrrd"]
+    assert batch.findMask(tmp_path / "A.NII.GZ", "_brainmask") == tmp_path / "A_brainmask.NII.GZ"
+    assert [batch.outputBaseName(p) for p in inputs] == ["A", "b"]
+    processed = []
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    out = tmp_path / "out"
+    assert batch.main(["--input-dir", str(tmp_path), "--output-dir", str(out), "--mask-suffix", "_brainmask"]) == 0
+    assert processed == ["A.NII.GZ", "b.Nrrd"] and (out / "A_cmb-report.json").exists()
+    err = capsys.readouterr().err
+    assert "3 file(s) in the input folder are not T2*/SWI scans, left out: c.mgz (.mgz: a format the batch does " in err
+    assert "d.nhdr (.nhdr: " in err and "1 result file(s) in the input folder left out: f.SEG.NRRD" in err
+
+
+def test_an_input_whose_earlier_outputs_cannot_be_removed_fails_alone(batch, tmp_path, monkeypatch, capsys):
+    # The removal of an earlier run's outputs came before the input's try: one that could not be removed (read-only,
+    # a folder of that name) ended the whole batch with a traceback, exit 1 and no summary, the inputs after it never
+    # processed.
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz", "c.nii.gz"):
+        (inputs / name).write_bytes(b"")
+    (out / "b_cmb-report.csv").mkdir(parents=True)  # cannot be unlinked
+    processed = []
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    assert batch.main(["--input-dir", str(inputs), "--output-dir", str(out)]) == 1
+    assert processed == ["a.nii.gz", "c.nii.gz"] and (out / "c_cmb-report.json").exists()
+    assert not (out / "b_cmb-report.json").exists()
+    captured = capsys.readouterr()
+    assert "b.nii.gz: FAILED: " in captured.err and "they are not this run's results" in captured.err
+    assert "2 of 3 input(s) processed" in captured.out
+
+
+def test_a_batch_never_replaces_a_reader_s_reviewed_export(batch, tmp_path, monkeypatch, capsys):
+    # The module's Export of a reviewed result into the batch's output folder (same volume name) was replaced by the
+    # batch's unreviewed result without a word: the reader's accepted, rejected and added microbleeds were lost.
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    out.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        (inputs / name).write_bytes(b"")
+    reviewed = {"microbleeds": [{"status": "accepted"}, {"status": "not yet seen"}], "n_rejected": 2}
+    (out / "a_cmb-report.json").write_text(json.dumps(reviewed))
+    (out / "b_cmb-report.json").write_text(json.dumps({"microbleeds": [{"status": "not yet seen"}], "n_rejected": 0}))
+    processed = []
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    folders = ["--input-dir", str(inputs), "--output-dir", str(out)]
+    assert batch.main(folders) == 2
+    assert processed == [] and json.loads((out / "a_cmb-report.json").read_text()) == reviewed
+    assert "a_cmb-report.json (3 decision(s))" in capsys.readouterr().err
+    (out / "a_cmb-report.json").unlink()  # moved away by the reader: a batch's own earlier report is replaced
+    assert batch.main(folders) == 0 and processed == ["a.nii.gz", "b.nii.gz"]
+    assert (out / "b_cmb-report.json").read_text() == "result"
+
+
 @pytest.mark.parametrize("how", ["error", "ctrl-c", "sigint", "sigterm"])
 def test_an_input_that_fails_or_is_interrupted_half_way_leaves_none_of_its_files(batch, tmp_path, monkeypatch, how):
     # An export that failed after its label map (disk full) left NAME_cmb-final.nii.gz without its report, as a

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from CMBSegmentationLib import candidateTable
+from CMBSegmentationLib import candidateTable, scanRegistration
 from CMBSegmentationLib.atomicFiles import writeTextAtomic
 from CMBSegmentationLib.inferenceJob import PreparedRun, prepareInputs
 from CMBSegmentationLib.resultImport import candidateRow, readCandidates
@@ -111,6 +111,9 @@ def writeReviewSnapshot(segmentationNode, tableNode, referenceVolume, folder: st
     folder = Path(folder)
     path = writeArrayAsNifti(labels, affine, folder / SNAPSHOT_LABELS)
     document = {"source": f"review of '{segmentationNode.GetName()}'", "candidates": candidates}
+    # The result's registration to MNI and the sha256 of the file it was made from: the engine reuses it when the
+    # volume written for this click is that very file (scanRegistration), instead of registering again.
+    document.update(scanRegistration.snapshotFields(segmentationNode))
     writeTextAtomic(folder / SNAPSHOT_CANDIDATES, json.dumps(document, indent=1) + "\n")
     return path
 
@@ -133,6 +136,9 @@ def applyClickResult(
     Raises :class:`ReviewError` when the microbleed found under the click was deleted during the run.
     """
     data = readCandidates(candidatesPath)
+    # A registration made (or reused) by this click is kept for the next one: a result without one (no candidate to
+    # locate at the run, or the volume changed since) registers once, not at every click.
+    scanRegistration.recordRegistration(segmentationNode, data, keepEarlier=True)
     if not data["candidates"]:
         return ClickOutcome(NOTHING)
     # The engine answers a click with one candidate; should it give several, the nearest is the reader's.

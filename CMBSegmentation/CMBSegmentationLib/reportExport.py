@@ -38,7 +38,8 @@ from CMBSegmentationLib.reviewState import (
 )
 from CMBSegmentationLib.sceneScratch import scratchNodes
 from CMBSegmentationLib.segmentLabelMap import flattenVoxels, measureVoxels, segmentVoxels
-from CMBSegmentationLib.volumeIO import ijkToRas, writeArrayAsNifti
+from CMBSegmentationLib.sequenceInfo import loadedFile
+from CMBSegmentationLib.volumeIO import ijkToRas, niftiPlacementMm, sameGridToleranceMm, writeArrayAsNifti
 
 REPORT_COLUMNS = (
     "label",
@@ -149,6 +150,7 @@ def exportReview(
             "are in the volume's own frame (as its file), not where Slicer shows it; harden the transform first "
             "for the shown frame",
         )
+    notes += _placementNotes(referenceVolume, affine)
     files = dataclasses.replace(files, notes=notes)
     allRows = candidateTable.readRows(tableNode)
     report = {
@@ -282,6 +284,21 @@ def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> N
 def _sphereDiameter(volumeMm3: float) -> float:
     """Diameter (mm) of the sphere of ``volumeMm3``."""
     return (6.0 * volumeMm3 / math.pi) ** (1.0 / 3.0)
+
+
+def _placementNotes(referenceVolume, affine) -> tuple[str, ...]:
+    """A note when the volume lies elsewhere than its NIfTI file places it for other tools (see
+    :func:`volumeIO.niftiPlacementMm`): the files follow Slicer's placement, so those tools show them off the scan."""
+    path = loadedFile(referenceVolume)
+    moved = niftiPlacementMm(referenceVolume, path)
+    if moved is None or moved <= sameGridToleranceMm(affine):
+        return ()
+    return (
+        f"'{referenceVolume.GetName()}' lies up to {moved:.1f} mm from where its file {path.name} places it for "
+        "tools that read its sform (FSL, nibabel, plkd predict; Slicer reads the qform when the two differ): the "
+        f"label map and centres follow the volume as Slicer places it, so those tools show them up to {moved:.1f} mm "
+        "off the scan",
+    )
 
 
 def _missingSegmentNotes(segmentationNode, tableNode, erased) -> tuple[str, ...]:

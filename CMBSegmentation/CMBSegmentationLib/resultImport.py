@@ -18,7 +18,7 @@ import numpy as np
 import vtk
 from vtkmodules.util import numpy_support
 
-from CMBSegmentationLib import candidateTable
+from CMBSegmentationLib import candidateTable, scanRegistration
 from CMBSegmentationLib.volumeIO import gridDisplacementMm, ijkToRas, numpyToMatrix, readNifti, sameGridToleranceMm
 
 # DICOM codes: the master list has no "microbleed"; a haemorrhage (morphologically altered structure) in the
@@ -283,6 +283,8 @@ def importResults(
     choice = readModelChoice(data)
     for node in (tableNode, segmentationNode):  # as the thresholds: a table rebuilt from the segments keeps it
         node.SetAttribute(candidateTable.ATTRIBUTE_MODEL, json.dumps(choice))
+    # The run's registration to MNI of the file it read: a click on this result reuses it while the volume is unchanged.
+    scanRegistration.recordRegistration(segmentationNode, data)
 
     result = ImportedResult(segmentationNode, tableNode, notes=list(notes), modelChoice=choice)
     if removed:  # not the engine's: shown with its notes, not stored with them

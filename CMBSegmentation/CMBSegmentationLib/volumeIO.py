@@ -126,6 +126,52 @@ def readNifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     return data, np.asarray(image.affine, dtype=float)
 
 
+def niftiPlacementMm(volumeNode, path: str | os.PathLike[str] | None) -> float | None:
+    """How far (mm) ``volumeNode`` places the voxels of the NIfTI file ``path`` from where nibabel, FSL and
+    ``plkd predict`` place them (the sform when its code is set, else the qform); None when ``path`` is not a readable
+    NIfTI file or its voxels are not the node's (edited since, another file).
+
+    Slicer's reader may flip axes (a file stored with a left-handed voxel order comes in with k reversed): the node's
+    voxels are matched to the file's through the flip or axis order that makes them equal (the nearest placement when
+    several do), so only a real difference counts. Not 0 when the file's qform and sform differ and Slicer (ITK) takes
+    the qform (sform code 2 beside qform code 1), or when the volume was moved in Slicer since it was loaded."""
+    if path is None or not str(path).lower().endswith((".nii", ".nii.gz")) or volumeNode.GetImageData() is None:
+        return None
+    import itertools
+
+    import nibabel
+
+    try:
+        nodeVoxels = arrayFromVolumeNode(volumeNode)
+        image = nibabel.load(str(path))
+        fileVoxels = np.asanyarray(image.dataobj)
+        fileAffine = np.asarray(image.affine, dtype=float)
+    except Exception:  # noqa: BLE001 - a file that cannot be read says nothing about the volume's placement
+        return None
+    if fileVoxels.ndim == 4 and fileVoxels.shape[3] == 1:
+        fileVoxels = fileVoxels[..., 0]
+    if fileVoxels.ndim != 3:
+        return None
+    moved = []
+    for order in itertools.permutations(range(3)):
+        turned = np.transpose(fileVoxels, order)
+        if turned.shape != nodeVoxels.shape:
+            continue
+        for flips in itertools.product((False, True), repeat=3):
+            axes = tuple(a for a in range(3) if flips[a])
+            if not np.array_equal(np.flip(turned, axes) if axes else turned, nodeVoxels):
+                continue
+            # Node voxel (i, j, k) is file voxel nodeToFile @ (i, j, k, 1).
+            nodeToFile = np.zeros((4, 4))
+            nodeToFile[3, 3] = 1.0
+            for nodeAxis, fileAxis in enumerate(order):
+                nodeToFile[fileAxis, nodeAxis] = -1.0 if flips[nodeAxis] else 1.0
+                nodeToFile[fileAxis, 3] = nodeVoxels.shape[nodeAxis] - 1 if flips[nodeAxis] else 0.0
+            moved.append(gridDisplacementMm(ijkToRas(volumeNode), fileAffine @ nodeToFile, nodeVoxels.shape))
+    # Voxels symmetric under a flip match more than one way: the closest placement is the one to speak of.
+    return min(moved, default=None)
+
+
 def loadLabelMapNode(scene, path: str | os.PathLike[str], name: str | None = None):
     """Read an integer label map file into a new ``vtkMRMLLabelMapVolumeNode`` of ``scene``."""
     data, affine = readNifti(path)

@@ -28,7 +28,7 @@ import nibabel as nib
 import numpy as np
 
 from plkd.errors import InputError
-from plkd.volumes import Volume, validate_geometry, validate_intensities
+from plkd.volumes import Volume, clear_padding, validate_geometry, validate_intensities
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,8 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     affine = LPS_TO_RAS @ affine_lps
     data = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0), dtype=np.float32)
     validate_geometry(affine, data.shape, name)
+    padding: list[str] = []  # a Pixel Padding Value such as -2000 or -32768 outside the acquisition: air
+    data = clear_padding(data, name, padding)
     validate_intensities(data, name)
     header = nib.Nifti1Header()
     header.set_data_shape(data.shape)
@@ -229,4 +231,4 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     meta = {key: reader.GetMetaData(0, tag).strip() for key, tag in _TAGS.items() if reader.HasMetaDataKey(0, tag)}
     note = f"{name}: {len(series.files)} files read with SimpleITK; {meta.get('series_description', '')}".rstrip("; ")
     record = {"folder": str(series.folder), "series_instance_uid": series.uid, "files": len(series.files), **meta}
-    return Volume(data=data, affine=affine, path=series.folder, header=header, notes=[note]), record
+    return Volume(data=data, affine=affine, path=series.folder, header=header, notes=[note, *padding]), record

@@ -416,6 +416,59 @@ MIN_VOXELS_PER_AXIS = 4
 MIN_EXTENT_MM = 4.0
 
 
+#: A constant fills the background when it is the value of at least this share of the voxels on the faces.
+FILL_FACE_FRACTION = 0.5
+
+
+def background_fill_value(data: np.ndarray) -> float:
+    """The constant that fills the background: the value of at least :data:`FILL_FACE_FRACTION` of the voxels on
+    the six faces of the first three (spatial) axes, every volume of a 4-D file included, else 0 (air, or no
+    background at all)."""
+    faces = np.concatenate([np.take(data, i, axis=a).ravel() for a in range(3) for i in (0, data.shape[a] - 1)])
+    values, counts = np.unique(faces, return_counts=True)
+    top = int(np.argmax(counts))
+    return float(values[top]) if counts[top] >= FILL_FACE_FRACTION * faces.size else 0.0
+
+
+def clear_padding(data: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
+    """``data`` with what pads its background and cannot be signal set to 0, the air it stands for; a note says
+    so. Any other ``data`` is returned as it is.
+
+    Padding is the value of :func:`background_fill_value` when it is negative and lies further below every other
+    voxel than half their range (the data type's minimum, -32768, or -1024, as some resampling and conversion
+    tools fill what lies outside the acquisition: a magnitude image holds no negative values), when it is brighter
+    than every other voxel (air never is), or when it is NaN (SPM's implicit mask; every NaN voxel is then taken
+    as outside the scan, while a NaN in an image whose background is no NaN is still refused). Left in place,
+    negative padding made most non-zero voxels negative, and the scan was refused as a phase image (in a 4-D
+    multi-echo file root-sum-of-squares made it a bright background); bright padding left no brain to find once
+    the fill was subtracted; NaN padding was refused as NaN voxels. A constant just below the darkest tissue is an
+    offset of the whole image, left as it is: the brain mask allows for it
+    (:func:`plkd.inference.brainmask.compute_brain_mask`).
+    """
+    if data.ndim < 3 or data.size == 0 or not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        return data
+    fill = background_fill_value(data)
+    if fill == 0:
+        return data
+    padded = np.isnan(data) if fill != fill else data == fill
+    if padded.all():
+        return data  # a constant image, refused as such
+    rest = data[~padded]
+    low, high = float(np.min(rest)), float(np.max(rest))
+    if fill != fill:
+        why = "an implicit mask as SPM writes it (not a number)"
+    elif fill < 0 and low - fill > 0.5 * (high - low):
+        why = "a negative constant far below every other voxel, which no magnitude image holds"
+    elif fill > high:
+        why = "a constant brighter than every other voxel, which air never is"
+    else:
+        return data  # an offset of the whole image (its darkest tissue lies just above the fill), or tissue
+    value = "NaN" if fill != fill else f"{fill:g}"
+    notes.append(f"{name}: {100 * float(padded.mean()):.0f}% of its voxels hold {value}, {why}; read as 0 (air)")
+    log.info(notes[-1])
+    return np.where(padded, np.zeros((), dtype=data.dtype), data)
+
+
 def validate_values(data: np.ndarray, name: str) -> tuple[float, float]:
     """Refuse values no magnitude image holds (complex, NaN/Inf, signed, absurd); returns (min, max)."""
     if data.size == 0:
@@ -552,7 +605,7 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
     img = _read_nifti(path, what)
     name = f"{what} {Path(path).name}"
     notes: list[str] = []
-    raw = np.asarray(img._plkd_array)  # type: ignore[attr-defined]
+    raw = clear_padding(np.asarray(img._plkd_array), name, notes)  # type: ignore[attr-defined]
     if raw.ndim == 4:
         # On every echo before combining them: root-sum-of-squares would hide a phase image's sign.
         validate_values(raw, name)

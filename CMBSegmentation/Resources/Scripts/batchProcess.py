@@ -9,16 +9,18 @@ On a Linux server without a display, prefix the command with ``xvfb-run --auto-s
 server even without its main window).
 
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
-``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of
-an earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when
-every input succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for
-bad arguments, missing dependencies or inputs whose outputs would have the same names (``a.nii`` beside
-``a.nii.gz``), 130 when interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves
-no files). Results in the input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not
-inputs, so OUT may be IN; nor are label maps, masks, phase images and other contrasts (``plkd predict``'s folder
-walk rule: ``NAME_CMB``, ``NAME-label.nrrd``, ``_T1w``, a sidecar naming a T1). A brain mask
-``NAME<mask-suffix>`` may be in any of the input formats; an input without one is run with a warning. The
-dependencies must have been installed once from the module (first Apply).
+``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
+earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when every input succeeded,
+1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments, missing
+dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``) or an output folder
+holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, 130 when
+interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves no files). Results in the
+input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not inputs, so OUT may be IN; nor
+are label maps, masks, phase images and other contrasts (``plkd predict``'s folder walk rule: ``NAME_CMB``,
+``NAME-label.nrrd``, ``_T1w``, a sidecar naming a T1), and volumes in formats it does not read (``.mgz``, ``.nhdr``,
+...: named in a warning). Suffixes count in any case (``SCAN.NII.GZ``). A brain mask ``NAME<mask-suffix>`` may be in
+any of the input formats; an input without one is run with a warning. The dependencies must have been installed once
+from the module (first Apply).
 """
 
 import argparse
@@ -75,8 +77,14 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None):
     files = []
     for path in sorted(inputDir.iterdir()):
         name = path.name
-        if not path.is_file() or not name.endswith(VOLUME_SUFFIXES) or name.startswith("."):
+        if not path.is_file() or name.startswith("."):
             continue  # hidden: a temporary file of a write that a crash left (".NAME.partial-...nii.gz")
+        if volumeSuffix(name) is None:
+            # A volume in another format was left out without a word ("N of N processed"), as was "SCAN.NII.GZ".
+            other = unreadFormat(name)
+            if other and notScans is not None:
+                notScans.append((path, f"{other}: a format the batch does not read; convert it to NIfTI or NRRD"))
+            continue
         stem = stripSuffix(name)
         if maskSuffix and stem.endswith(maskSuffix):
             continue
@@ -91,6 +99,21 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None):
             continue
         files.append(path)
     return files
+
+
+def volumeSuffix(name):
+    """The suffix of ``VOLUME_SUFFIXES`` ``name`` ends with, in any case ("SCAN.NII.GZ": Slicer reads it), or None."""
+    lower = name.lower()
+    return next((suffix for suffix in VOLUME_SUFFIXES if lower.endswith(suffix)), None)
+
+
+def unreadFormat(name):
+    """The suffix of an image format ``plkd predict``'s folder walk names but the batch does not read (``.mgz``,
+    ``.nhdr``, ``.img``, ``.nii.bz2``, ...), or None."""
+    from plkd.inference.input_kinds import OTHER_FORMATS
+
+    lower = name.lower()
+    return next((suffix for suffix in OTHER_FORMATS if lower.endswith(suffix)), None)
 
 
 def notAScan(path):
@@ -117,7 +140,7 @@ def isResultFile(path):
     """
     from plkd.naming import is_plkd_prediction
 
-    return path.name.endswith(".seg.nrrd") or is_plkd_prediction(path)
+    return path.name.lower().endswith(".seg.nrrd") or is_plkd_prediction(path)
 
 
 def findMask(path, maskSuffix):
@@ -125,11 +148,8 @@ def findMask(path, maskSuffix):
     if not maskSuffix:
         return None
     stem = stripSuffix(path.name) + maskSuffix
-    for suffix in VOLUME_SUFFIXES:
-        candidate = path.with_name(stem + suffix)
-        if candidate.is_file():
-            return candidate
-    return None
+    masks = [p for p in path.parent.iterdir() if volumeSuffix(p.name) and stripSuffix(p.name) == stem and p.is_file()]
+    return min(masks, key=lambda p: VOLUME_SUFFIXES.index(volumeSuffix(p.name)), default=None)
 
 
 def outputBaseName(path):
@@ -160,11 +180,61 @@ def removeOutputs(outputDir, baseName):
     return removed
 
 
+def reviewDecisions(outputDir, baseName):
+    """How many review decisions (accepted, rejected, added by reader) the report ``baseName_cmb-report.json`` in
+    ``outputDir`` records: a reader's export, not a batch run's (which reports every microbleed as not yet seen); 0
+    when there is none or it cannot be read (a batch run replaces it as before)."""
+    import json
+
+    from CMBSegmentationLib import candidateTable, reportExport
+
+    report = reportExport.outputPaths(Path(outputDir), baseName)[3]
+    try:
+        content = json.loads(report.read_text(encoding="utf-8"))
+        decided = (candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED)
+        kept = sum(m.get("status") in decided for m in content.get("microbleeds") or [])
+        return kept + int(content.get("n_rejected") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
+def removeLeftovers(outputDir, baseName):
+    """Remove the files of ``baseName`` after its input failed; "" when none is left, else a clause naming why (the
+    files that stay are not this run's, and the failure line must say so)."""
+    try:
+        removeOutputs(outputDir, baseName)
+    except OSError as exc:
+        return f"; files of {baseName} could not be removed ({exc}): they are not this run's results"
+    return ""
+
+
 def stripSuffix(name):
-    for suffix in VOLUME_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    suffix = volumeSuffix(name)
+    return name[: -len(suffix)] if suffix else name
+
+
+def loadInputs(path, maskSuffix, loadVolume):
+    """Load the scan ``path`` and its brain mask (``NAME<maskSuffix>``, or None) with ``loadVolume``
+    (``slicer.util.loadVolume``); return (volume node, mask node or None).
+
+    Each node is named after its whole file name: Slicer's reader names it up to the first dot
+    (``QFileInfo::baseName``), so the reports of "sub-01.ses-1.nii.gz" and "sub-01.ses-2.nii.gz" both said
+    ``"input": "sub-01"``.
+    """
+    volume = loadVolume(str(path), {"name": stripSuffix(path.name)})
+    mask = None
+    maskPath = findMask(path, maskSuffix)
+    if maskPath is not None:
+        # As a scalar volume: a probability map reaches the engine with its values (cut at half its maximum
+        # there); loaded as a label map it would be passed as everything above 0.
+        mask = loadVolume(str(maskPath), {"name": stripSuffix(maskPath.name), "labelmap": False})
+    elif maskSuffix:
+        print(
+            f"{path.name}: warning: no brain mask {stripSuffix(path.name)}{maskSuffix} beside it; "
+            "the engine finds the brain itself",
+            file=sys.stderr,
+        )
+    return volume, mask
 
 
 def processOne(path, args):
@@ -174,19 +244,7 @@ def processOne(path, args):
     from CMBSegmentationLib import reportExport, resultImport
 
     slicer.mrmlScene.Clear()
-    volume = slicer.util.loadVolume(str(path))
-    mask = None
-    maskPath = findMask(path, args.mask_suffix)
-    if maskPath is not None:
-        # As a scalar volume: a probability map reaches the engine with its values (cut at half its maximum
-        # there); loaded as a label map it would be passed as everything above 0.
-        mask = slicer.util.loadVolume(str(maskPath), {"labelmap": False})
-    elif args.mask_suffix:
-        print(
-            f"{path.name}: warning: no brain mask {stripSuffix(path.name)}{args.mask_suffix} beside it; "
-            "the engine finds the brain itself",
-            file=sys.stderr,
-        )
+    volume, mask = loadInputs(path, args.mask_suffix, slicer.util.loadVolume)
     table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{volume.GetName()} microbleed candidates")
     segmentation = CMBSegmentationLogic().process(
         volume,
@@ -210,6 +268,8 @@ def processOne(path, args):
     # Which model read this file, and why (each file of a mixed folder gets its own): as in its report.
     choice = resultImport.describeModelChoice(resultImport.modelChoiceOf(table))
     print(f"{path.name}: {files.count} microbleed(s) -> {files.reportJson}" + (f"; {choice}" if choice else ""))
+    for note in files.notes:  # in the report too; a batch user reads the log (a volume placed other than its file)
+        print(f"{path.name}: warning: {note}", file=sys.stderr)
 
 
 def main(argv):
@@ -257,18 +317,32 @@ def main(argv):
             file=sys.stderr,
         )
         return 2
+    # A reader's export of the same name (the module's Export into this folder) holds decisions the batch would
+    # replace with an unreviewed result, without a word: refused before any work, as colliding names are.
+    reviewed = [(path, count) for path in inputs if (count := reviewDecisions(args.output_dir, outputBaseName(path)))]
+    if reviewed:
+        names = "; ".join(f"{outputBaseName(p)}_cmb-report.json ({n} decision(s))" for p, n in reviewed)
+        print(
+            f"batchProcess: error: the output folder holds reviewed results a run would replace: {names}; "
+            "give another --output-dir (or move them)",
+            file=sys.stderr,
+        )
+        return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     with terminateAsInterrupt():
         for done, path in enumerate(inputs):
-            # An earlier run's outputs go first: an input that fails now must not leave them to pass for this run's.
-            removed = removeOutputs(args.output_dir, outputBaseName(path))
+            removed = []
             try:
+                # An earlier run's outputs go first: an input that fails now must not leave them to pass for this
+                # run's. Inside the try: one that cannot be removed (read-only, a folder of that name) is this input's
+                # failure; it ended the whole batch (exit 1, no summary, the inputs after it never processed).
+                removed = removeOutputs(args.output_dir, outputBaseName(path))
                 processOne(path, args)
             except KeyboardInterrupt:
                 # Ctrl+C or SIGTERM (a scheduler's time limit): the engine is stopped (inferenceJob.runBlocking), and
                 # files of this input written before the interruption go, so none stands without its report.
-                removeOutputs(args.output_dir, outputBaseName(path))
+                removeLeftovers(args.output_dir, outputBaseName(path))
                 print(
                     f"batchProcess: interrupted during {path.name}; {done - failures} of {len(inputs)} input(s) "
                     "processed, this one and those after it were not",
@@ -278,9 +352,9 @@ def main(argv):
             except Exception as exc:
                 failures += 1
                 # An export that failed half way (disk full) wrote some of the four files: none may stay.
-                removeOutputs(args.output_dir, outputBaseName(path))
+                stuck = removeLeftovers(args.output_dir, outputBaseName(path))
                 earlier = f" (its outputs of an earlier run were removed: {', '.join(removed)})" if removed else ""
-                print(f"{path.name}: FAILED: {exc}{earlier}", file=sys.stderr)
+                print(f"{path.name}: FAILED: {exc}{earlier}{stuck}", file=sys.stderr)
                 traceback.print_exc()
     print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed")
     return 1 if failures else 0

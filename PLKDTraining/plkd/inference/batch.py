@@ -53,6 +53,7 @@ from plkd.inference.stems import folder_names, settle_stems
 from plkd.inference.summary import summary_row, withdraw_rows, write_summary_csv
 from plkd.location.summary import describe as describe_location
 from plkd.progress import Progress
+from plkd.provenance import code_fingerprint
 from plkd.volumes import EchoChoice, Volume, load_label, load_volume, refuse_label_map
 
 log = logging.getLogger(__name__)
@@ -477,6 +478,8 @@ def _settings(
 ) -> dict[str, Any]:
     return {
         "plkd_version": __version__,
+        # The version stays the same across changes of the code: its files say which code made a result.
+        "plkd_code": code_fingerprint(),
         "threshold": threshold,
         "student": student,
         "lr_factor": lr_factor,

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from plkd.errors import InputError
-from plkd.volumes import Volume, on_grid_of
+from plkd.volumes import Volume, background_fill_value, on_grid_of
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ ZERO_BACKGROUND_FRACTION = 0.9
 SKULL_FRACTION = 0.02
 #: A fallback mask keeping less of the head than this is not trusted: the whole head is used.
 MIN_HEAD_FRACTION = 0.2
-#: A background fill value covers at least this share of the voxels on the field of view's faces.
-FILL_FACE_FRACTION = 0.5
 #: A user's mask holding fractional values (a probability map) is brain at or above this share of its maximum.
 SOFT_MASK_THRESHOLD = 0.5
 #: A user's mask of whole numbers with more distinct non-zero values than this is an MR image, not a mask or label
@@ -105,15 +103,6 @@ def threshold_mask(smooth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(mask)
 
 
-def fill_value(data: np.ndarray) -> float:
-    """The constant that fills the background: the value of at least :data:`FILL_FACE_FRACTION` of
-    the voxels on the field of view's six faces, else 0 (air, or no background at all)."""
-    faces = np.concatenate([np.take(data, i, axis=a).ravel() for a in range(data.ndim) for i in (0, data.shape[a] - 1)])
-    values, counts = np.unique(faces, return_counts=True)
-    top = int(np.argmax(counts))
-    return float(values[top]) if counts[top] >= FILL_FACE_FRACTION * faces.size else 0.0
-
-
 def compute_brain_mask(volume: Volume) -> tuple[np.ndarray, str]:
     """A brain mask for ``volume`` (boolean, its grid) and one sentence saying how it was obtained.
 
@@ -121,7 +110,7 @@ def compute_brain_mask(volume: Volume) -> tuple[np.ndarray, str]:
     with the minimum or an offset) is treated as zero fill: the constant is subtracted first.
     """
     data = np.asarray(volume.data, dtype=np.float32)
-    fill = fill_value(data)
+    fill = background_fill_value(data)
     if fill != 0.0:
         mask, note = compute_brain_mask(Volume(data - np.float32(fill), volume.affine))
         return mask, f"{note}; the background is filled with {fill:g}, taken as 0"

@@ -1,0 +1,110 @@
+"""A magnitude scan whose air is padded with a negative constant (the data type's minimum, -32768, or -1024, as some
+resampling and conversion tools fill what lies outside the acquisition), or with one brighter than any tissue, is a
+magnitude scan: its padding is air. So is a background of NaN (SPM's implicit mask).
+
+Negative padding was refused as "a phase image" (most of its non-zero voxels are negative), although README promises
+that a background filled with another constant counts as zeros, and a 4-D multi-echo file padded so became a bright
+background after root-sum-of-squares; bright padding was refused as "no brain tissue found"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from plkd.cli import main
+from plkd.errors import InputError
+from plkd.inference.brainmask import resolve_brain_mask
+from plkd.volumes import Volume, load_volume
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
+CASE = ROOT / "Testing" / "data" / "tiny-case" / "tiny_T2S.nii.gz"
+TRUTH = np.array(json.loads((CASE.parent / "truth.json").read_text())["centres_ras"])
+
+
+def _case() -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(str(CASE))
+    return np.rint(np.asarray(img.dataobj, dtype=np.float32)), img.affine
+
+
+def _padded(data: np.ndarray, fill: float) -> np.ndarray:
+    """``data`` with its air (exact zeros connected to the border: the tiny case is skull-stripped) set to ``fill``."""
+    out = data.copy()
+    out[data == 0] = fill
+    return out
+
+
+def test_a_scan_padded_with_the_int16_minimum_is_analysed_as_its_zero_padded_self(tmp_path: Path, capsys) -> None:
+    data, affine = _case()
+    path = tmp_path / "padded_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(_padded(data, -32768).astype(np.int16), affine), str(path))
+    out = tmp_path / "out"
+    args = ["predict", str(path), "-o", str(out), "--model", str(BUNDLE), "--device", "cpu", "--progress", "none"]
+    assert main(args) == 0, capsys.readouterr().err
+    doc = json.loads((out / "padded_T2S_cmb.json").read_text())
+    kept = np.array([c["center_ras"] for c in doc["candidates"] if c["kept"]])
+    assert len(kept) == len(TRUTH)
+    assert max(np.linalg.norm(kept - t, axis=1).min() for t in TRUTH) < 1.5  # every planted ball, where it lies
+    assert any("-32768" in n and "air" in n for n in doc["notes"]), doc["notes"]
+    vol = load_volume(path)
+    assert float(vol.data.min()) == 0.0 and np.array_equal(vol.data, data)  # the padding reads as 0, nothing else
+
+
+def test_a_multi_echo_file_padded_with_minus_1024_keeps_dark_air(tmp_path: Path) -> None:
+    data, affine = _case()
+    echoes = np.stack([_padded(data * f, -1024) for f in (1.0, 0.7, 0.5)], axis=-1).astype(np.int16)
+    path = tmp_path / "me_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(echoes, affine), str(path))
+    vol = load_volume(path)
+    assert float(vol.data[data == 0].max()) == 0.0  # air, not sqrt(3) * 1024
+    assert np.allclose(vol.data[data > 0], np.sqrt(1 + 0.49 + 0.25) * data[data > 0], rtol=1e-3, atol=1)
+
+
+def test_a_scan_padded_brighter_than_any_tissue_gets_the_brain_mask_of_its_zero_padded_self(tmp_path: Path) -> None:
+    data, affine = _case()
+    path = tmp_path / "bright_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(_padded(data, 4095).astype(np.uint16), affine), str(path))
+    vol = load_volume(path)
+    assert np.array_equal(vol.data, data) and any("4095" in n and "air" in n for n in vol.notes)
+    mask, _note = resolve_brain_mask(vol)
+    expected, _ = resolve_brain_mask(Volume(data, affine))
+    assert np.array_equal(mask, expected)
+
+
+def test_a_background_of_nan_is_air_and_a_nan_inside_is_still_refused(tmp_path: Path, capsys) -> None:
+    data, affine = _case()
+    path = tmp_path / "spm_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(_padded(data, np.nan), affine), str(path))  # SPM's implicit mask
+    vol = load_volume(path)
+    assert np.array_equal(vol.data, data) and any("NaN" in n and "air" in n for n in vol.notes)
+    inside = data.copy()
+    inside[24, 24, 16] = np.nan
+    nib.save(nib.Nifti1Image(inside, affine), str(path))
+    with pytest.raises(InputError, match="1 NaN/Inf voxel"):
+        load_volume(path)
+
+
+@pytest.mark.parametrize("offset", [-40.0, 300.0])
+def test_an_offset_of_the_whole_image_is_no_padding(tmp_path: Path, offset: float) -> None:
+    data, affine = _case()
+    path = tmp_path / "offset_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(data + np.float32(offset), affine), str(path))
+    vol = load_volume(path)
+    assert np.array_equal(vol.data, data + np.float32(offset)) and not any("air" in n for n in vol.notes)
+    mask, note = resolve_brain_mask(vol)
+    assert np.array_equal(mask, resolve_brain_mask(Volume(data, affine))[0]) and f"filled with {offset:g}" in note
+
+
+@pytest.mark.parametrize("fill", [-4096.0, 0.0])
+def test_a_phase_image_is_still_refused_whatever_fills_its_air(tmp_path: Path, fill: float) -> None:
+    data, affine = _case()
+    rng = np.random.default_rng(3)
+    phase = np.where(data > 0, rng.uniform(-4096, 4096, data.shape), fill).astype(np.int16)
+    path = tmp_path / "phase.nii.gz"
+    nib.save(nib.Nifti1Image(phase, affine), str(path))
+    with pytest.raises(InputError, match="phase image"):
+        load_volume(path)
