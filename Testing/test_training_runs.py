@@ -418,6 +418,11 @@ def test_a_student_stage_replaces_the_bundles_student_of_its_lr_factor(full_run,
     assert (entry["stage"], entry["mode"], entry["lr_factor"]) == ("x4", "kd", 4)
     assert new.manifest["training"]["stages"]["student_x4"]["run_stage"] == "students-kd/x4"
 
+    # Replacing again in the result keeps the first replacement's record.
+    replace.replace_networks(str(tmp_path / "new"), str(run), str(tmp_path / "again"), ["students-kd/x4"], None)
+    replaced = load_bundle(tmp_path / "again").manifest["training"]["replaced"]
+    assert replaced["name"] == new.name and replaced["earlier"]["name"] == old.name
+
     (stage / "done.json").write_text(json.dumps({**done, "lr_factor": 16}))
     with pytest.raises(PLKDError, match="trained for LR factor 16; the bundle has no student_x16"):
         replace.replace_networks(str(bundle), str(run), str(tmp_path / "new16"), ["students-kd/x4"], None)

@@ -5,10 +5,11 @@ other networks, their calibration and thresholds, and the blob source stay as th
 and calibration act on the old networks' outputs, so tune the copy again (``plkd tune``) before
 using it. The copy's ``metrics`` are dropped (they were measured with the old networks),
 ``training.stages.<stage>`` describes each new network and ``training.replaced`` names the bundle
-they were put into and the stages replaced. When the run normalised its training patches with other
-clip percentiles than the bundle's networks were trained with, ``normalisation.trained_with_clip_percentiles``
-becomes a mapping from each network to the percentiles it was trained with (inference uses
-``normalisation.clip_percentiles`` for every network, unchanged).
+they were put into and the stages replaced (with that bundle's own ``replaced`` record under
+``earlier``). When the run normalised its training patches with other clip percentiles than the
+bundle's networks were trained with, ``normalisation.trained_with_clip_percentiles`` becomes a mapping
+from each network to the percentiles it was trained with (inference uses ``normalisation.clip_percentiles``
+for every network, unchanged).
 
     python scripts/replace_networks.py BUNDLE RUN OUT [--stages screening,teacher,students-kd/x4] [--name NAME]
 
@@ -45,7 +46,10 @@ def replace_networks(bundle_path: str, run: str, out: str, stages: Sequence[str]
     manifest["name"] = name or f"{bundle.name}-{'-'.join(stages)}-ft"
     training = manifest.setdefault("training", {})
     raw = (bundle.root / "manifest.json").read_bytes()
-    training["replaced"] = {"name": bundle.name, "manifest_sha256": manifest_digest(raw), "stages": list(stages)}
+    replaced = {"name": bundle.name, "manifest_sha256": manifest_digest(raw), "stages": list(stages)}
+    if "replaced" in training:  # the bundle was itself made so: keep that record too, nested
+        replaced["earlier"] = training["replaced"]
+    training["replaced"] = replaced
     new, summaries, run_stages = {}, {}, {}
     for stage in stages:
         net_name = network_for(stage, Path(run), bundle.manifest["networks"])
