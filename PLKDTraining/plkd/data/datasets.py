@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from plkd.errors import InputError
+from plkd.metrics.components import check_label_values
 from plkd.modalities import MODALITIES
 from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix, subject_id
 from plkd.volumes import Volume, load_label, load_volume, on_grid_of
@@ -382,6 +383,8 @@ def load_subject(subject: Subject) -> tuple[Volume, Volume | None, Volume | None
     label = mask = None
     if subject.label is not None:
         label = load_label(subject.label, what=f"label of {subject.id}")
+        # The rule plkd evaluate applies: a soft or interpolated label was cut at 0.25 here without a word.
+        check_label_values(label.data, f"label of {subject.id} ({subject.label})")
         label = on_grid_of(image, label, what=f"label of {subject.id}")
     if subject.mask is not None:
         mask = load_label(subject.mask, what=f"brain mask of {subject.id}", allow_empty=False)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from plkd.errors import InputError
+
 #: Prediction maps (probabilities, binary masks or 1..N instance maps) are foreground at >= this.
 PREDICTION_THRESHOLD = 0.5
 
@@ -48,6 +50,36 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 def binarise_prediction(data: np.ndarray, threshold: float = PREDICTION_THRESHOLD) -> np.ndarray:
     """Foreground of a prediction: values >= ``threshold`` (probabilities, 0/1 masks, 1..N labels)."""
     return np.asarray(data) >= threshold
+
+
+#: A label map holds at most this many distinct values (instance labels included).
+MAX_LABEL_VALUES = 512
+#: A label value this close to a label value (0, 0.5 for rater agreement, a whole number) is that value: a label
+#: saved as floats carries rounding (0.999 for 1).
+LABEL_VALUE_TOLERANCE = 0.05
+
+
+def check_label_values(data: np.ndarray, name: str) -> None:
+    """Refuse a microbleed label map that is not one: values must be 0, 0.5 (rater agreement) or whole numbers,
+    each within :data:`LABEL_VALUE_TOLERANCE`, and at most :data:`MAX_LABEL_VALUES` of them.
+
+    One rule for every reader of labels (training, ``plkd tune``, ``plkd cv``, ``plkd evaluate``): an image given
+    as a label has many distinct values, a probability map or an interpolated label values between the label
+    values, which :func:`binarise_reference` would cut at 0.25 without a word. ``name`` starts the message
+    (e.g. ``"label of sub-01 (path)"``). Raises :class:`plkd.errors.InputError`.
+    """
+    values = np.unique(np.asarray(data))
+    off = np.abs(values * 2 - np.round(values * 2)) / 2  # distance to the nearest label value
+    if values.size > MAX_LABEL_VALUES:
+        raise InputError(
+            f"{name} is not a label map ({values.size} distinct values, e.g. {values[values.size // 2]:g}); "
+            "give the microbleed label, not an image"
+        )
+    if np.any(off > LABEL_VALUE_TOLERANCE):
+        raise InputError(
+            f"{name} holds values between the label values 0, 0.5 and whole numbers (e.g. "
+            f"{values[np.argmax(off)]:g}): a probability map or an interpolated label? Give the label map"
+        )
 
 
 def binarise_reference(data: np.ndarray) -> np.ndarray:

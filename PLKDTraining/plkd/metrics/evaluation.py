@@ -16,7 +16,13 @@ import numpy as np
 from nibabel.orientations import apply_orientation
 
 from plkd.errors import InputError
-from plkd.metrics.components import CONNECTIVITY, PREDICTION_THRESHOLD, binarise_prediction, find_components
+from plkd.metrics.components import (
+    CONNECTIVITY,
+    PREDICTION_THRESHOLD,
+    binarise_prediction,
+    check_label_values,
+    find_components,
+)
 from plkd.metrics.detection import evaluate_subject, pool_results
 from plkd.metrics.froc import FrocSubject, froc_curve, froc_subject, load_candidate_records
 from plkd.metrics.pairing import pair_files, pairing_key
@@ -149,33 +155,10 @@ def scaled_probability_note(data: np.ndarray) -> str | None:
     )
 
 
-#: A reference label map holds at most this many distinct values (instance labels included).
-MAX_LABEL_VALUES = 512
-#: A reference value this close to a label value (0, 0.5 for rater agreement, a whole number) is that value: a label
-#: saved as floats carries rounding (0.999 for 1), which training, plkd tune and plkd cv read as the label value.
-LABEL_VALUE_TOLERANCE = 0.05
-
-
 def check_reference_values(ref: Volume) -> None:
-    """Refuse a reference that is not a label map: values must be 0, 0.5 (rater agreement) or whole numbers, each
-    within :data:`LABEL_VALUE_TOLERANCE`.
-
-    An image paired by mistake has many non-integer (or, for integer MR data, very many) distinct values; a
-    probability map values between the label values; a label map has a few, at label values. A float label's
-    0.999 for 1 was refused as "not a label map" while training on the same label read it as 1.
-    """
-    values = np.unique(ref.data)
-    off = np.abs(values * 2 - np.round(values * 2)) / 2  # distance to the nearest label value
-    if values.size > MAX_LABEL_VALUES:
-        raise InputError(
-            f"reference {ref.path} is not a label map ({values.size} distinct values, "
-            f"e.g. {values[values.size // 2]:g}); give the microbleed label, not an image"
-        )
-    if np.any(off > LABEL_VALUE_TOLERANCE):
-        raise InputError(
-            f"reference {ref.path} holds values between the label values 0, 0.5 and whole numbers (e.g. "
-            f"{values[np.argmax(off)]:g}): a probability map or an interpolated label? Give the label map"
-        )
+    """Refuse a reference that is not a label map (:func:`plkd.metrics.components.check_label_values`, the rule
+    training, ``plkd tune`` and ``plkd cv`` apply to their labels)."""
+    check_label_values(ref.data, f"reference {ref.path}")
 
 
 def _find_candidates(

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,7 @@ def train(
         raise PLKDError(f"unknown training stage {what!r}; choose one of {', '.join(STAGES)}")
     run = Path(run_dir)
     cfg = adopt_architectures(cfg)
+    new_run = not run.exists()
     if ctx.dist.is_main:
         run.mkdir(parents=True, exist_ok=True)
     saved = _saved_config(run)
@@ -151,8 +153,15 @@ def train(
     if _all_done(what, run, cfg, with_teacher):
         log.info("%s: every requested stage has finished; nothing to do", run)
         return {"skipped": True}
-    data = load_training_data(data_root, cfg, subject_ids)
-    _check_same_data(run, data)
+    try:
+        data = load_training_data(data_root, cfg, subject_ids)
+        _check_same_data(run, data)
+    except PLKDError:
+        if new_run and ctx.dist.is_main:
+            # Data refused before any training: a new run leaves no folder behind (its config.yaml alone would make
+            # the next launch a "resume").
+            shutil.rmtree(run, ignore_errors=True)
+        raise
     if ctx.dist.is_main:
         write_json_atomic(run / "run.json", {**data.summary(), "seed": int(cfg["seed"]), **history})
     out: dict[str, Any] = {}
