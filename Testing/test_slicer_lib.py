@@ -757,6 +757,28 @@ def test_a_batch_takes_volumes_in_capitals_and_names_those_in_formats_it_does_no
     assert "d.nhdr (.nhdr: " in err and "1 result file(s) in the input folder left out: f.SEG.NRRD" in err
 
 
+def test_a_batch_names_the_dicom_files_and_series_folders_it_leaves_out(batch, tmp_path, monkeypatch, capsys):
+    # An archive's DICOM files and series folders beside NIfTI scans were left out without a word: the batch said
+    # "1 of 1 input(s) processed" for a folder holding three scans.
+    (tmp_path / "a.nii.gz").write_bytes(b"")
+    (tmp_path / "series-2").mkdir()
+    (tmp_path / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)  # Part 10 preamble, no suffix
+    (tmp_path / "IM0002.dcm").write_bytes(b"")
+    (tmp_path / "notes").write_bytes(b"no image")
+    processed = []
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    assert batch.main(["--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 0
+    assert processed == ["a.nii.gz"]
+    err = capsys.readouterr().err
+    assert "2 file(s) in the input folder are not T2*/SWI scans, left out: " in err
+    assert "IM0001 (DICOM, 2 file(s) here: load the series with Slicer's DICOM module" in err
+    assert "series-2 (a folder: the batch reads the volumes directly in the input folder)" in err
+    assert "notes" not in err
+    # A rerun with the output folder inside the input folder does not name it.
+    assert batch.main(["--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 0
+    assert "out (a folder" not in capsys.readouterr().err
+
+
 def test_an_input_whose_earlier_outputs_cannot_be_removed_fails_alone(batch, tmp_path, monkeypatch, capsys):
     # The removal of an earlier run's outputs came before the input's try: one that could not be removed (read-only,
     # a folder of that name) ended the whole batch with a traceback, exit 1 and no summary, the inputs after it never

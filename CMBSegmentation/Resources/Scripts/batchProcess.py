@@ -67,23 +67,32 @@ def moduleModality(choice):
     return {"auto": "Auto", "T2S": "T2*"}.get(choice, choice)
 
 
-def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None):
+def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=None):
     """Input volumes of ``inputDir`` (brain masks and results excluded, see :func:`isResultFile`, and files that are
     not T2*/SWI scans, see :func:`notAScan`), sorted by name.
 
     The results found are appended to the list ``skipped``, the other files left out to ``notScans`` as
-    ``(path, reason)``, when those lists are given.
+    ``(path, reason)``, when those lists are given; ``outputDir``, when it lies in ``inputDir``, is not named there.
     """
-    files = []
+    files, dicomFiles = [], []
     for path in sorted(inputDir.iterdir()):
         name = path.name
-        if not path.is_file() or name.startswith("."):
+        if name.startswith("."):
             continue  # hidden: a temporary file of a write that a crash left (".NAME.partial-...nii.gz")
+        if path.is_dir():
+            # An archive's series folders (DICOM, one folder per scan) were left out without a word.
+            if notScans is not None and not (outputDir is not None and path.resolve() == Path(outputDir).resolve()):
+                notScans.append((path, "a folder: the batch reads the volumes directly in the input folder"))
+            continue
+        if not path.is_file():
+            continue
         if volumeSuffix(name) is None:
             # A volume in another format was left out without a word ("N of N processed"), as was "SCAN.NII.GZ".
             other = unreadFormat(name)
             if other and notScans is not None:
                 notScans.append((path, f"{other}: a format the batch does not read; convert it to NIfTI or NRRD"))
+            elif isDicomFile(path):
+                dicomFiles.append(path)
             continue
         stem = stripSuffix(name)
         if maskSuffix and stem.endswith(maskSuffix):
@@ -98,7 +107,22 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None):
                 notScans.append((path, reason))
             continue
         files.append(path)
+    if dicomFiles and notScans is not None:
+        notScans.append(
+            (
+                dicomFiles[0],
+                f"DICOM, {len(dicomFiles)} file(s) here: load the series with Slicer's DICOM module, or give the "
+                "folder to plkd predict, which reads DICOM series",
+            )
+        )
     return files
+
+
+def isDicomFile(path):
+    """Whether ``path`` is a DICOM file: named ``.dcm``/``.ima`` or with the DICOM Part 10 preamble."""
+    from plkd.dicom import is_dicom_file
+
+    return path.suffix.lower() in (".dcm", ".ima") or is_dicom_file(path)
 
 
 def volumeSuffix(name):
@@ -291,7 +315,7 @@ def main(argv):
         print(f"batchProcess: error: input folder not found: {args.input_dir}", file=sys.stderr)
         return 2
     skipped, notScans = [], []
-    inputs = findInputs(args.input_dir, args.mask_suffix, skipped, notScans)
+    inputs = findInputs(args.input_dir, args.mask_suffix, skipped, notScans, args.output_dir)
     if skipped:
         names = ", ".join(p.name for p in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
         print(
