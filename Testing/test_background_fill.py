@@ -14,21 +14,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from tiny_case import BUNDLE, TRUTH, case_arrays
 
 from plkd.cli import main
 from plkd.errors import InputError
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.volumes import Volume, load_volume
 
-ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
-CASE = ROOT / "Testing" / "data" / "tiny-case" / "tiny_T2S.nii.gz"
-TRUTH = np.array(json.loads((CASE.parent / "truth.json").read_text())["centres_ras"])
-
 
 def _case() -> tuple[np.ndarray, np.ndarray]:
-    img = nib.load(str(CASE))
-    return np.rint(np.asarray(img.dataobj, dtype=np.float32)), img.affine
+    data, affine = case_arrays()
+    return np.rint(data), affine
 
 
 def _padded(data: np.ndarray, fill: float) -> np.ndarray:

@@ -13,20 +13,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from tiny_case import BUNDLE, TRUTH, case_arrays
 
 from plkd.cli import main
 from plkd.errors import InputError
 from plkd.volumes import load_volume
-
-ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = ROOT / "Testing" / "data" / "tiny-bundle"
-CASE = ROOT / "Testing" / "data" / "tiny-case" / "tiny_T2S.nii.gz"
-TRUTH = np.array(json.loads((CASE.parent / "truth.json").read_text())["centres_ras"])
-
-
-def _case() -> tuple[np.ndarray, np.ndarray]:
-    img = nib.load(str(CASE))
-    return np.asarray(img.dataobj, dtype=np.float32), img.affine
 
 
 def _predict(scan: Path, out: Path) -> int:
@@ -75,7 +66,7 @@ SHIFT_MM = np.array([7.0, -5.0, 3.0])
 def test_qform_and_sform_codes_choose_the_placement_and_the_outputs_keep_both(
     tmp_path: Path, qcode: int, scode: int, shifted: str | None, winner: str
 ) -> None:
-    data, affine = _case()
+    data, affine = case_arrays()
     other = affine.copy()
     other[:3, 3] += SHIFT_MM
     header = nib.Nifti1Header()
@@ -97,7 +88,7 @@ def test_qform_and_sform_codes_choose_the_placement_and_the_outputs_keep_both(
 
 
 def test_scaling_four_d_and_no_orientation_keep_the_input_header(tmp_path: Path) -> None:
-    data, affine = _case()
+    data, affine = case_arrays()
     # Scaled integers (scl_slope 2, scl_inter 10), stored 4-D with one volume, without any orientation (codes 0).
     header = nib.Nifti1Header()
     header.set_data_dtype(np.int16)
@@ -131,7 +122,7 @@ def test_a_name_that_lies_about_compression_is_read_by_the_content(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, compress: bool
 ) -> None:
     # nibabel trusts the name: "not a gzip file" / "cannot work out file type", while ITK-based tools open both.
-    data, affine = _case()
+    data, affine = case_arrays()
     raw = nib.Nifti1Image(data, affine).to_bytes()
     (tmp_path / name).write_bytes(gzip.compress(raw) if compress else raw)
     assert _predict(tmp_path / name, tmp_path / "out") == 0
@@ -151,7 +142,7 @@ def test_a_name_that_lies_about_compression_is_read_by_the_content(
 
 def test_lengths_not_in_millimetres_are_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # xyzt_units "micron" on a 1 mm grid: nibabel reads mm, Slicer scales to 0.001 mm; nothing was said.
-    data, affine = _case()
+    data, affine = case_arrays()
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("micron")
     nib.save(img, str(tmp_path / "um_T2S.nii.gz"))
@@ -167,7 +158,7 @@ def test_lengths_not_in_millimetres_are_said(tmp_path: Path, caplog: pytest.LogC
 
 
 def test_nan_voxels_are_refused_in_one_line_without_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    data, affine = _case()
+    data, affine = case_arrays()
     data[3, 4, 5] = np.nan
     nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "nan_T2S.nii.gz"))
     assert _predict(tmp_path / "nan_T2S.nii.gz", tmp_path / "out") == 2
@@ -177,7 +168,7 @@ def test_nan_voxels_are_refused_in_one_line_without_output(tmp_path: Path, capsy
 
 
 def test_wide_integer_types_are_read_as_their_values(tmp_path: Path) -> None:
-    data, affine = _case()
+    data, affine = case_arrays()
     for dtype in (np.int64, np.uint64, np.uint32):
         path = tmp_path / f"{np.dtype(dtype).name}_T2S.nii.gz"
         nib.save(nib.Nifti1Image(np.round(data).astype(dtype), affine, dtype=dtype), str(path))

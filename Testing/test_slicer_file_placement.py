@@ -107,16 +107,22 @@ def test_the_export_says_when_the_volume_lies_elsewhere_than_its_file_for_other_
         assert notes == []
 
 
-def test_the_batch_names_each_volume_after_its_whole_file_name(tmp_path, capsys):
-    # Slicer's reader names a node up to the first dot of its file: the reports of sub-01.ses-1.nii.gz and
-    # sub-01.ses-2.nii.gz both said "input": "sub-01".
+def _batchScript():
+    """The batch script (``Slicer --python-script``) as a module; it imports nothing of Slicer's Qt at the top."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "batchProcess", REPO / "CMBSegmentation/Resources/Scripts/batchProcess.py"
     )
-    batch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(batch)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_batch_names_each_volume_after_its_whole_file_name(tmp_path, capsys):
+    # Slicer's reader names a node up to the first dot of its file: the reports of sub-01.ses-1.nii.gz and
+    # sub-01.ses-2.nii.gz both said "input": "sub-01".
+    batch = _batchScript()
     first = _scanFile(tmp_path / "sub-01.ses-1.nii.gz", 0.0)
     second = _scanFile(tmp_path / "sub-01.ses-2.nii.gz", 0.0)
     soft = nib.Nifti1Image(np.full(SHAPE, 0.75, np.float32), QFORM)
@@ -139,17 +145,12 @@ def test_the_batch_pipeline_on_a_file_writes_outputs_that_overlay_the_file_in_ot
     command, imported, exported as the batch exports. Other tools (nibabel) must find each planted microbleed
     under a label of the exported label map, and the report must name the file. Stored "LAS" (a left-handed voxel
     order), the file comes into Slicer with its k axis reversed."""
-    import importlib.util
     import shutil
 
     from CMBSegmentationLib import inferenceJob
     from plkd.cli import main
 
-    spec = importlib.util.spec_from_file_location(
-        "batchProcess", REPO / "CMBSegmentation/Resources/Scripts/batchProcess.py"
-    )
-    batch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(batch)
+    batch = _batchScript()
     case = REPO / "Testing" / "data" / "tiny-case"
     scan = tmp_path / "in" / "sub-01.ses-1_T2S.nii.gz"
     scan.parent.mkdir()

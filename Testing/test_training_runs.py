@@ -360,14 +360,20 @@ def test_thick_slice_training_subjects_are_said_in_the_log_and_run_json(tmp_path
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == list(loaded.notes)
 
 
-def test_replacing_a_bundles_teacher_records_what_each_network_was_trained_with(full_run, tmp_path):
-    """scripts/replace_networks.py: the run's teacher goes in, the rest stays, and the manifest says that the
-    new teacher was trained without the dark clip while the kept networks were trained with the legacy one."""
+@pytest.fixture(scope="module")
+def replace():
+    """scripts/replace_networks.py as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("replace_networks", ROOT / "scripts" / "replace_networks.py")
-    replace = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(replace)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_replacing_a_bundles_teacher_records_what_each_network_was_trained_with(replace, full_run, tmp_path):
+    """scripts/replace_networks.py: the run's teacher goes in, the rest stays, and the manifest says that the
+    new teacher was trained without the dark clip while the kept networks were trained with the legacy one."""
     bundle = tmp_path / "legacy"
     assert main(["export", str(full_run), "--out", str(bundle), "--fp32"]) == 0
     manifest_path = bundle / "manifest.json"
@@ -386,16 +392,12 @@ def test_replacing_a_bundles_teacher_records_what_each_network_was_trained_with(
     assert all(torch.allclose(new[k].float(), ref[k].float(), atol=1e-2) for k in ref)
 
 
-def test_a_student_stage_replaces_the_bundles_student_of_its_lr_factor(full_run, tmp_path):
+def test_a_student_stage_replaces_the_bundles_student_of_its_lr_factor(replace, full_run, tmp_path):
     """scripts/replace_networks.py with a student stage folder (a one-step KD fine-tune of the x4 student): the
     bundle's student_x4 becomes the run's network and says how it was trained; the other students stay; a stage
     for an LR factor the bundle has no student of is refused."""
-    import importlib.util
     import shutil
 
-    spec = importlib.util.spec_from_file_location("replace_networks", ROOT / "scripts" / "replace_networks.py")
-    replace = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(replace)
     bundle = tmp_path / "bundle"
     assert main(["export", str(full_run), "--out", str(bundle), "--fp32"]) == 0
     run = tmp_path / "ft"
