@@ -135,7 +135,6 @@ def run_cv(
     ``tune_data`` is a labelled validation set on which each fold's thresholds are chosen.
     """
     root, out = Path(data_root), Path(cv_dir)
-    tuning = _tuning_key(root, tune_data) if tune_data is not None else None
     cache = Path(stage_cache) if stage_cache is not None else out / "shared-stages"
     k = int(folds or cfg["cv"]["folds"])
     f = int(factor or cfg["cv"]["factor"])
@@ -144,6 +143,7 @@ def run_cv(
     cfg = set_value(set_value(cfg, "students.target_factor", str(f)), "cv.factor", str(f))
     labelled, scored = scored_labelled_subjects(find_subjects(root), "plkd cv", require=False)
     digests = _high_resolution_scans(labelled, cfg["data"]["spacing_mm"], f)
+    tuning = _tuning_key(root, tune_data, digests) if tune_data is not None else None
     ids = [s.id for s in labelled]
     if len(ids) < k:
         raise PLKDError(f"{k} folds need at least {k} labelled subjects; {root} has {len(ids)}")
@@ -288,9 +288,10 @@ class _Fold:
     test_ids: list
 
 
-def _tuning_key(root: Path, tune_data: str | os.PathLike[str]) -> dict[str, Any]:
+def _tuning_key(root: Path, tune_data: str | os.PathLike[str], cv_digests: dict[str, str]) -> dict[str, Any]:
     """What a fold's thresholds are tuned on; refuses the cross-validated data set itself, and validation
-    subjects whose images are scans of it (every one is a test subject of some fold).
+    subjects whose images are scans of it (``cv_digests``: its labelled subjects' :func:`image_sha256`; every one
+    is a test subject of some fold).
 
     Subject ids (``sub-0001`` …) repeat across data sets, so scans are told by their voxel values
     (:mod:`plkd.data.scans`): a copied or renamed scan is found, a resampled or re-converted one is not."""
@@ -301,8 +302,7 @@ def _tuning_key(root: Path, tune_data: str | os.PathLike[str]) -> dict[str, Any]
         raise PLKDError(f"--tune-data {tune_root} has no labelled subject")
     if tune_root.resolve() == root.resolve():
         raise PLKDError("--tune-data must be a validation set of its own, not the cross-validated data")
-    cv_subjects = [s for s in find_subjects(root) if s.label is not None]
-    shared = shared_scans(scan_digests(tune_subjects), scan_digests(cv_subjects))
+    shared = shared_scans(scan_digests(tune_subjects), cv_digests)
     if shared:
         # Thresholds chosen on a fold's test subjects (or its training ones) make its scores look better than they are.
         named = shared_sentence(shared, len(tune_subjects), "subjects", "cross-validated subject")
