@@ -35,7 +35,7 @@ from plkd.inference.candidates import (
     interior_first,
     mask_on_score_grid,
 )
-from plkd.inference.click import ExistingPrediction, covers, dark_blob, match_existing
+from plkd.inference.click import ExistingPrediction, covers, dark_blob, match_existing, outlines, region_share
 from plkd.inference.device import DeviceState, resolve_device
 from plkd.inference.preprocess import PreparedVolume, prepare
 from plkd.inference.screening import DEFAULT_TILE, score_grid_to_input, score_map
@@ -354,7 +354,8 @@ class Predictor:
 
         The darkest spot within :data:`~plkd.inference.click.SEARCH_RADIUS_MM` of the click is
         the microbleed meant (:func:`~plkd.inference.click.dark_blob`); the segmenter runs
-        centred on it and its mask is used when it covers the spot, else the spot's intensity
+        centred on it and its mask is used when it covers the spot and at least half of the spot's
+        intensity region (:func:`~plkd.inference.click.outlines`), else the spot's intensity
         region (the record's ``segmentation`` says ``"network"`` or ``"intensity"``). The result
         has one candidate, returned whatever its probability (``kept`` is the model's view).
         With ``existing`` (an earlier prediction), a click on a microbleed it already holds
@@ -383,10 +384,15 @@ class Predictor:
         method = "network"
         if blob is None and result.voxels.shape[0] == 0:
             result = self._relative_component(prob_model, position, prep, result, notes)
-        elif blob is not None and not covers(result.voxels, blob.seed, prep.spacing):
+        elif blob is not None and not outlines(result.voxels, blob, prep.spacing):
+            share = region_share(result.voxels, blob) if covers(result.voxels, blob.seed, prep.spacing) else 0.0
             result = PatchResult(result.probability, blob.voxels, result.max_voxel_probability, result.logit)
             method = "intensity"
-            notes.append("segmented by intensity: the model's mask does not cover the dark spot at the click")
+            notes.append(
+                "segmented by intensity: the model's mask does not cover the dark spot at the click"
+                if share == 0.0
+                else f"segmented by intensity: the model's mask holds {share:.0%} of the dark spot at the click"
+            )
         placed = PatchResult(1.0, result.voxels, result.max_voxel_probability, result.logit)
         labels_model, _ = stitch([placed], prep.data.shape, 0.0)
         kept = result.probability >= float(thr["segmentation"])
