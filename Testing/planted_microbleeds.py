@@ -12,21 +12,17 @@ from plkd.volumes import Volume
 CROP = (80, 80, 56)
 
 
-def paint(image: Volume, centre_ras: np.ndarray, diameter_mm: float, drop: float, profile: str = "steep") -> None:
-    """Multiply a dark ball (``drop`` at its centre) into the image: ``steep``, a dipole-like soft edge (the drop
-    is 0.3 at the diameter), or ``gaussian``, a shallow Gaussian whose drop halves at the diameter (the profile
-    of ``../shared/cases/large-cmb``)."""
+def paint(image: Volume, centre_ras: np.ndarray, diameter_mm: float, drop: float) -> None:
+    """Multiply a dipole-like dark ball (soft edge, ``drop`` at its centre) into the image."""
     inv = np.linalg.inv(image.affine)
     grid = np.indices(image.shape, dtype=np.float64).reshape(3, -1).T
     centre_vox = inv[:3, :3] @ centre_ras + inv[:3, 3]
     d = np.linalg.norm((grid - centre_vox) @ image.affine[:3, :3].T, axis=1).reshape(image.shape)
-    r = d / (diameter_mm / 2.0)
-    shape = np.exp(-(r**2) * np.log(2.0)) if profile == "gaussian" else np.exp(-(r**3) * np.log(drop / 0.3))
-    image.data *= (1.0 - drop * shape).astype(np.float32)
+    image.data *= (1.0 - drop * np.exp(-((d / (diameter_mm / 2.0)) ** 3) * np.log(drop / 0.3))).astype(np.float32)
 
 
 def brain_with_microbleeds(
-    seed: int, diameters_mm: dict[str, float], *, modality: str = "T2S", drop: float = 0.75, profile: str = "steep"
+    seed: int, diameters_mm: dict[str, float], *, modality: str = "T2S", drop: float = 0.75
 ) -> tuple[Volume, Volume, dict[str, np.ndarray]]:
     """A synthetic brain without microbleeds of its own (mimics kept), cropped around its centre,
     with one microbleed painted per entry of ``diameters_mm`` (name → diameter in mm).
@@ -61,5 +57,5 @@ def brain_with_microbleeds(
     to_ras = lambda v: affine[:3, :3] @ v + affine[:3, 3]  # noqa: E731
     planted = {name: to_ras(p.astype(float)) for name, p in zip(diameters_mm, chosen, strict=True)}
     for name, diameter in diameters_mm.items():
-        paint(image, planted[name], diameter, drop, profile)
+        paint(image, planted[name], diameter, drop)
     return image, mask, planted
