@@ -323,6 +323,21 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         main(["lowres", str(img), "--factor", "2", "--thickness-mm", "3", "--out", str(tmp_path / "c.nii")])
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.1"])
+def test_cli_noise_that_is_no_number_is_refused_before_writing(tmp_path: Path, value: str, capsys) -> None:
+    # --noise-std nan passed the `< 0` check and nan or inf wrote an image of NaN voxels with exit status 0.
+    img = _save(tmp_path / "a.nii.gz", np.arange(512, dtype=np.float32).reshape(8, 8, 8), np.eye(4))
+    for how in (["--factor", "2"], ["--thickness-mm", "2"]):
+        out = tmp_path / "lr.nii.gz"
+        assert main(["lowres", str(img), *how, "--noise-std", value, "--out", str(out), "--progress", "none"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("plkd: error: --noise-std must be a number ≥ 0") and "\n" not in err
+        assert not out.exists()
+    with pytest.raises(PLKDError, match="noise standard deviation"):
+        simulate_lowres(np.ones((4, 4, 8)), 2, noise_std=float(value))
+    _no_partials(tmp_path)
+
+
 def _fake_synth(root: Path) -> None:
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     affine[:3, 3] = [-10, -10, -12]

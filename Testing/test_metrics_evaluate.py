@@ -426,6 +426,18 @@ def test_distances_use_the_voxel_size_of_the_sform_not_a_stale_pixdim(tmp_path: 
     assert r["subjects"]["sub-1"]["TP"] == 1 and r["notes"] == []
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
+def test_a_matching_distance_that_is_no_distance_is_refused(dataset: dict[str, Path], value: str, capsys) -> None:
+    # --max-distance nan passed the `<= 0` check, and since no distance is `< nan` every prediction was scored a
+    # false positive: TPR 0, exit status 0.
+    json_out = dataset["root"] / "r.json"
+    argv = ["evaluate", str(dataset["pred"]), str(dataset["truth"]), "--json", str(json_out)]
+    assert main([*argv, "--max-distance", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("plkd: error: --max-distance must be a positive number of mm") and "\n" not in err
+    assert not json_out.exists()
+
+
 def test_froc_records_the_matching_distance_it_used(dataset: dict[str, Path]) -> None:
     r = evaluate_paths(dataset["pred"], dataset["truth"], max_distance_mm=3.0)
     assert r["settings"]["max_distance_mm"] == 3.0

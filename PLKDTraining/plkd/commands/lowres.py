@@ -11,6 +11,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +108,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError("--label needs --label-out (where to write the converted label map)")
     if args.label is None and args.label_out is not None:
         raise InputError("--label-out needs --label")
-    if args.noise_std < 0:
-        raise InputError(f"--noise-std must be ≥ 0, not {args.noise_std}")
+    if not (args.noise_std >= 0 and math.isfinite(args.noise_std)):
+        # NaN passed a `< 0` test, and NaN or inf noise wrote an image of NaN voxels with exit status 0.
+        raise InputError(f"--noise-std must be a number ≥ 0, not {args.noise_std}")
 
 
 def _axis(vol: Volume, args: argparse.Namespace) -> int:
