@@ -323,6 +323,17 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         main(["lowres", str(img), "--factor", "2", "--thickness-mm", "3", "--out", str(tmp_path / "c.nii")])
 
 
+def test_cli_negative_seed_is_one_line_error(tmp_path: Path, capsys) -> None:
+    # numpy's default_rng(-5) raised a ValueError traceback (exit 1).
+    img = _save(tmp_path / "a.nii.gz", np.arange(512, dtype=np.float32).reshape(8, 8, 8), np.eye(4))
+    out = tmp_path / "lr.nii.gz"
+    argv = ["lowres", str(img), "--factor", "2", "--noise-std", "0.1", "--seed", "-5", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("plkd: error: --seed must be a whole number ≥ 0") and "\n" not in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-0.1"])
 def test_cli_noise_that_is_no_number_is_refused_before_writing(tmp_path: Path, value: str, capsys) -> None:
     # --noise-std nan passed the `< 0` check and nan or inf wrote an image of NaN voxels with exit status 0.

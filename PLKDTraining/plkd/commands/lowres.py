@@ -19,7 +19,7 @@ import numpy as np
 
 from plkd.atomic import check_output_location, write_json_atomic
 from plkd.data.datasets import SYNTH_FORMAT, Subject, find_subjects, load_subject
-from plkd.errors import InputError, PLKDError
+from plkd.errors import InputError, PLKDError, check_seed
 from plkd.lowres import (
     MODES,
     NOISE_KINDS,
@@ -108,6 +108,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError("--label needs --label-out (where to write the converted label map)")
     if args.label is None and args.label_out is not None:
         raise InputError("--label-out needs --label")
+    check_seed(args.seed)
     if not (args.noise_std >= 0 and math.isfinite(args.noise_std)):
         # NaN passed a `< 0` test, and NaN or inf noise wrote an image of NaN voxels with exit status 0.
         raise InputError(f"--noise-std must be a number ≥ 0, not {args.noise_std}")
