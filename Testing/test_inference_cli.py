@@ -184,6 +184,15 @@ def test_at_ras_segments_one_point(tmp_path: Path) -> None:
     assert main(["predict", str(CASE), "-o", str(tmp_path), "--at-ras", "1,2", "--model", str(BUNDLE)]) == 2
 
 
+@pytest.mark.parametrize("point", ["inf,0,0", "0,-inf,0", "nan,0,0"])
+def test_at_ras_that_is_no_point_is_one_line_error(tmp_path: Path, capsys, point: str) -> None:
+    # inf passed the NaN check and ran on to "outside the image", after numpy's RuntimeWarning on stderr.
+    assert main(["predict", str(CASE), "-o", str(tmp_path / "o"), f"--at-ras={point}", "--model", str(BUNDLE)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("plkd: error: --at-ras must be three numbers") and len(err) == 1
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(
     ("option", "message"), [(["--threads", "0"], "--threads"), (["--candidates", "-5"], "--candidates")]
 )
