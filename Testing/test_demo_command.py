@@ -60,3 +60,16 @@ def test_an_unusable_device_is_refused_before_the_simulation(tmp_path: Path, cap
     assert _demo(out, "--device", "cuda") == 2
     assert "no CUDA GPU" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("option", [["--seed", "-1"], ["--n-microbleeds", "500"], ["--n-microbleeds", "-1"]])
+def test_a_seed_or_count_the_simulator_refuses_is_one_line_before_any_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture, option: list[str]
+) -> None:
+    # --seed -1 ended in numpy's ValueError traceback (exit 1); a refused count left an empty output folder.
+    pytest.importorskip("nilearn")
+    out = tmp_path / "plkd-demo"
+    assert _demo(out, "--device", "cpu", *option) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("plkd: error:") and ("seed" in err[-1] or "microbleed count" in err[-1])
+    assert not out.exists()

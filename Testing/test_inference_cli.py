@@ -184,6 +184,28 @@ def test_at_ras_segments_one_point(tmp_path: Path) -> None:
     assert main(["predict", str(CASE), "-o", str(tmp_path), "--at-ras", "1,2", "--model", str(BUNDLE)]) == 2
 
 
+@pytest.mark.parametrize("point", ["inf,0,0", "0,-inf,0", "nan,0,0"])
+def test_at_ras_that_is_no_point_is_one_line_error(tmp_path: Path, capsys, point: str) -> None:
+    # inf passed the NaN check and ran on to "outside the image", after numpy's RuntimeWarning on stderr.
+    assert main(["predict", str(CASE), "-o", str(tmp_path / "o"), f"--at-ras={point}", "--model", str(BUNDLE)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("plkd: error: --at-ras must be three numbers") and len(err) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"), [(["--threads", "0"], "--threads"), (["--candidates", "-5"], "--candidates")]
+)
+def test_benchmark_counts_it_cannot_use_are_one_line_errors(tmp_path, capsys, option, message):
+    # --threads 0 ended in torch's RuntimeError traceback (exit 1); --candidates -5 was timed and tabled (exit 0).
+    out = tmp_path / "bench.json"
+    args = ["benchmark", "--sizes", "1", "--shape", "40,40,32", "--model", str(BUNDLE), "--json", str(out), *option]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"plkd: error: {message} must be") and "\n" not in err
+    assert not out.exists()
+
+
 def test_benchmark_reports_both_methods_and_their_ratio(tmp_path):
     out = tmp_path / "bench.json"
     args = ["benchmark", "--sizes", "1,4", "--shape", "40,40,32", "--candidates", "2", "--threads", "1"]

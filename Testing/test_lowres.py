@@ -323,6 +323,32 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         main(["lowres", str(img), "--factor", "2", "--thickness-mm", "3", "--out", str(tmp_path / "c.nii")])
 
 
+def test_cli_negative_seed_is_one_line_error(tmp_path: Path, capsys) -> None:
+    # numpy's default_rng(-5) raised a ValueError traceback (exit 1).
+    img = _save(tmp_path / "a.nii.gz", np.arange(512, dtype=np.float32).reshape(8, 8, 8), np.eye(4))
+    out = tmp_path / "lr.nii.gz"
+    argv = ["lowres", str(img), "--factor", "2", "--noise-std", "0.1", "--seed", "-5", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("plkd: error: --seed must be a whole number ≥ 0") and "\n" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.1"])
+def test_cli_noise_that_is_no_number_is_refused_before_writing(tmp_path: Path, value: str, capsys) -> None:
+    # --noise-std nan passed the `< 0` check and nan or inf wrote an image of NaN voxels with exit status 0.
+    img = _save(tmp_path / "a.nii.gz", np.arange(512, dtype=np.float32).reshape(8, 8, 8), np.eye(4))
+    for how in (["--factor", "2"], ["--thickness-mm", "2"]):
+        out = tmp_path / "lr.nii.gz"
+        assert main(["lowres", str(img), *how, "--noise-std", value, "--out", str(out), "--progress", "none"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("plkd: error: --noise-std must be a number ≥ 0") and "\n" not in err
+        assert not out.exists()
+    with pytest.raises(PLKDError, match="noise standard deviation"):
+        simulate_lowres(np.ones((4, 4, 8)), 2, noise_std=float(value))
+    _no_partials(tmp_path)
+
+
 def _fake_synth(root: Path) -> None:
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     affine[:3, 3] = [-10, -10, -12]
@@ -415,6 +441,44 @@ def test_cli_dataset_over_an_earlier_conversion_leaves_none_of_it(tmp_path: Path
     assert not [p for p in dst.rglob("*.nii.gz") if "sub-0002" in p.name]
 
 
+def test_cli_dataset_the_same_conversion_runs_again_after_an_interruption_and_for_a_plain_folder(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The conversion was recognised by the synth manifest, written at the end: after an interruption (no manifest
+    # yet) the same command was refused as "images of another conversion", and a plain folder of image/label pairs
+    # (no manifest ever) could not be converted again at all, although README promised both.
+    from plkd.commands import lowres as command
+
+    src, dst = tmp_path / "synth", tmp_path / "synth_4mm"
+    _fake_synth(src)
+    run = ["lowres", "--dataset", str(src), "--out", str(dst), "--progress", "none", "--thickness-mm", "4"]
+    real, calls = command.save_volume, []
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        calls.append(args[0])
+        if len(calls) == 4:  # sub-0001's image, label and mask are written; then Ctrl+C
+            raise KeyboardInterrupt
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(command, "save_volume", interrupted)
+    assert main(run) == 130
+    monkeypatch.undo()
+    assert not (dst / "manifest.json").exists() and len(list(dst.rglob("*.nii.gz"))) == 3
+    assert main(run) == 0
+    assert len(list(dst.rglob("*.nii.gz"))) == 6 and (dst / "manifest.json").is_file()
+    assert main([*run[:-1], "3"]) == 2  # other settings are still refused
+    assert "another conversion" in capsys.readouterr().err
+
+    plain, plain_out = tmp_path / "plain", tmp_path / "plain_lr2"
+    _save(plain / "case1_T2S.nii.gz", (_blob((20, 20, 24), (9, 9, 10)) * -50 + 100).astype(np.float32), np.eye(4))
+    _save(plain / "case1_CMB.nii.gz", (_blob((20, 20, 24), (9, 9, 10)) > 0.6).astype(np.uint8), np.eye(4))
+    again = ["lowres", "--dataset", str(plain), "--factor", "2", "--out", str(plain_out), "--progress", "none"]
+    assert main(again) == 0
+    assert main(again) == 0
+    assert main([*again, "--noise-std", "0.1"]) == 2
+    _no_partials(plain_out)
+
+
 @pytest.mark.parametrize("how", [["--thickness-mm", "3"], ["--factor", "2"]])
 def test_cli_label_that_cannot_be_converted_leaves_no_output(tmp_path: Path, capsys, how: list[str]) -> None:
     """A label with a negative value: thick slices wrote the image, then failed on the label (an image without
@@ -501,6 +565,6 @@ def test_cli_dataset_carries_each_images_sidecar(tmp_path: Path) -> None:
     assert main(["lowres", "--dataset", str(src), "--thickness-mm", "4", "--out", str(dst), "--progress", "none"]) == 0
     side = json.loads((dst / "sub-0001" / "sub-0001_space-T2S_desc-masked_T2S.json").read_text())
     assert side["SliceThickness"] == 4.0 and "SliceTiming" not in side and side["SequenceName"] == "*swi3d1r"
-    assert [p.name for p in dst.rglob("*.json") if p.name != "manifest.json"] == [
+    assert [p.name for p in dst.rglob("*.json") if p.name not in ("manifest.json", ".plkd-lowres.json")] == [
         "sub-0001_space-T2S_desc-masked_T2S.json"
     ]

@@ -426,6 +426,41 @@ def test_distances_use_the_voxel_size_of_the_sform_not_a_stale_pixdim(tmp_path: 
     assert r["subjects"]["sub-1"]["TP"] == 1 and r["notes"] == []
 
 
+@pytest.mark.parametrize("side", ["reference", "prediction"])
+def test_negative_labels_are_refused_not_read_as_background(tmp_path: Path, side: str, capsys) -> None:
+    # A 0/255 mask stored as int8 reads 255 as -1. Cut at >= 0.5 (prediction) or > 0 (reference), its microbleeds
+    # vanished: a reference of them scored as empty (F1 '-', every prediction a false positive), a prediction of them
+    # as nothing found, exit status 0 and no note.
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[5, 5, 5] = mask[12, 12, 12] = 1
+    signed = np.where(mask > 0, np.int8(-1), np.int8(0)).astype(np.int8)
+    save(tmp_path / "pred" / "sub-01_pred.nii.gz", signed if side == "prediction" else mask)
+    save(tmp_path / "truth" / "sub-01_CMB.nii.gz", signed if side == "reference" else mask)
+    json_out = tmp_path / "r.json"
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "--json", str(json_out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"plkd: error: {side} ") and "negative values (down to -1)" in err and "\n" not in err
+    assert not json_out.exists()
+    # An interpolated probability map's small overshoot below 0 is still a probability map.
+    prob = mask.astype(np.float32)
+    prob[0, 0, 0] = -0.01
+    save(tmp_path / "pred" / "sub-01_pred.nii.gz", prob)
+    save(tmp_path / "truth" / "sub-01_CMB.nii.gz", mask)
+    assert evaluate_paths(tmp_path / "pred", tmp_path / "truth")["pooled"]["TP"] == 2
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
+def test_a_matching_distance_that_is_no_distance_is_refused(dataset: dict[str, Path], value: str, capsys) -> None:
+    # --max-distance nan passed the `<= 0` check, and since no distance is `< nan` every prediction was scored a
+    # false positive: TPR 0, exit status 0.
+    json_out = dataset["root"] / "r.json"
+    argv = ["evaluate", str(dataset["pred"]), str(dataset["truth"]), "--json", str(json_out)]
+    assert main([*argv, "--max-distance", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("plkd: error: --max-distance must be a positive number of mm") and "\n" not in err
+    assert not json_out.exists()
+
+
 def test_froc_records_the_matching_distance_it_used(dataset: dict[str, Path]) -> None:
     r = evaluate_paths(dataset["pred"], dataset["truth"], max_distance_mm=3.0)
     assert r["settings"]["max_distance_mm"] == 3.0

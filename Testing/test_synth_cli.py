@@ -58,6 +58,7 @@ def test_synth_writes_the_documented_layout(tmp_path, capsys):
         ["--jobs", "0"],
         ["--phase-mask"],
         ["--modality", "SWI", "--phase-mask", "1.5"],
+        ["--seed", "-5"],  # numpy's ValueError traceback, exit 1
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, options):

@@ -41,3 +41,11 @@ class ConfigError(PLKDError):
 
 class TrainingError(PLKDError):
     """Training cannot go on (e.g. the loss became NaN): a data or settings problem, not a bug."""
+
+
+def check_seed(seed: int, what: str = "--seed") -> int:
+    """``seed`` as an int, or :class:`PLKDError` when numpy cannot seed with it (a negative number: numpy's
+    ``SeedSequence`` raised a ``ValueError`` traceback)."""
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise PLKDError(f"{what} must be a whole number ≥ 0 (a random seed), not {seed}")
+    return int(seed)

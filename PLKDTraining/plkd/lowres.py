@@ -165,8 +165,8 @@ def add_noise(
     ``kind="rician"`` (magnitude MRI) returns ``|data + n1 + i·n2|``; it is meant for magnitude
     images (non-negative). ``kind="gaussian"`` adds ``n1`` only, e.g. for normalised data.
     """
-    if noise_std < 0:
-        raise PLKDError(f"noise standard deviation must be ≥ 0, not {noise_std}")
+    if not (noise_std >= 0 and math.isfinite(noise_std)):
+        raise PLKDError(f"noise standard deviation must be a number ≥ 0, not {noise_std}")
     if kind not in NOISE_KINDS:
         raise PLKDError(f"noise kind must be one of {', '.join(NOISE_KINDS)}, not {kind!r}")
     data = np.asarray(data, dtype=np.float32)

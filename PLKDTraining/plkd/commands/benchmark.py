@@ -425,6 +425,11 @@ def run(args: argparse.Namespace) -> int:
         raise PLKDError("--sizes must list slice thicknesses between 0.5 and 10 mm")
     shape = _triple(args.shape, "--shape")
     _triple(args.window, "--window")
+    if args.threads < 1:
+        raise PLKDError(f"--threads must be at least 1, not {args.threads}")
+    if args.candidates < 0:
+        # A negative count was timed without a word, as a row of the table that no setting of plkd predict gives.
+        raise PLKDError(f"--candidates must be 0 or more, not {args.candidates}")
     if args.baseline_windows is not None and args.baseline_windows < 0:
         raise PLKDError(f"--baseline-windows must be 0 (all) or a positive count, not {args.baseline_windows}")
     from plkd.atomic import check_output_location

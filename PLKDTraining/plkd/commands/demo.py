@@ -78,12 +78,14 @@ def run(args: argparse.Namespace) -> int:
         raise PLKDError(f"--factor must be a slice thickness of 1 to 10 mm, not {args.factor}")
     try:
         from plkd.synth import generate_subject
+        from plkd.synth.subject import check_seed_and_count
     except ImportError as exc:
         raise PLKDError(f"the simulator needs the optional dependencies: pip install 'plkd[synth]' ({exc})") from None
     from plkd.atomic import check_output_location
     from plkd.volumes import save_volume
 
     out: Path = args.out
+    check_seed_and_count(args.seed, args.n_microbleeds)  # before the folder is made (an empty one was left)
     check_output_location(out, kind="folder", what="--out")
     # The model and the device are checked before the simulation: a demo that cannot predict stops at once.
     model, warning = _find_model(args.model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from plkd.atomic import check_output_location, write_json_atomic
@@ -97,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.threshold <= 1:
         # Above 1 it cut the label maps' lowest microbleed numbers away (50, meant as per cent: nothing predicted).
         raise InputError(f"--threshold must be a probability in (0, 1], not {args.threshold}")
-    if args.max_distance <= 0:
-        raise InputError(f"--max-distance must be positive, not {args.max_distance}")
+    if not (args.max_distance > 0 and math.isfinite(args.max_distance)):
+        # NaN passed a `<= 0` test, and no distance is `< nan`: every prediction was scored a false positive.
+        raise InputError(f"--max-distance must be a positive number of mm, not {args.max_distance}")
     check_output_location(args.json, what="--json")
     check_output_location(args.froc, what="--froc")
     want_froc = True if (args.froc is not None or args.candidates is not None) else None

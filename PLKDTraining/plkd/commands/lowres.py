@@ -11,6 +11,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from plkd.atomic import check_output_location, write_json_atomic
 from plkd.data.datasets import SYNTH_FORMAT, Subject, find_subjects, load_subject
-from plkd.errors import InputError, PLKDError
+from plkd.errors import InputError, PLKDError, check_seed
 from plkd.lowres import (
     MODES,
     NOISE_KINDS,
@@ -107,8 +108,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError("--label needs --label-out (where to write the converted label map)")
     if args.label is None and args.label_out is not None:
         raise InputError("--label-out needs --label")
-    if args.noise_std < 0:
-        raise InputError(f"--noise-std must be ≥ 0, not {args.noise_std}")
+    check_seed(args.seed)
+    if not (args.noise_std >= 0 and math.isfinite(args.noise_std)):
+        # NaN passed a `< 0` test, and NaN or inf noise wrote an image of NaN voxels with exit status 0.
+        raise InputError(f"--noise-std must be a number ≥ 0, not {args.noise_std}")
 
 
 def _axis(vol: Volume, args: argparse.Namespace) -> int:
@@ -272,6 +275,21 @@ def _lowres_record(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+#: The conversion an ``--out`` folder holds, written before its first image: the synth manifest (with the same
+#: ``lowres`` record) comes only at the end and other layouts have none, so a rerun of the same conversion, after an
+#: interruption or not, was refused as "images of another conversion".
+CONVERSION_RECORD = ".plkd-lowres.json"
+
+
+def _recorded_conversion(path: Path) -> dict[str, Any] | None:
+    """The ``lowres`` record of ``path`` (:data:`CONVERSION_RECORD` or a converted synth manifest), else None."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")).get("lowres")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _clear_earlier_conversion(out: Path, planned: set[Path], record: dict[str, Any], *, overwrite: bool) -> None:
     """Refuse (or with ``overwrite`` remove) an earlier conversion in ``out`` that this one would leave mixed in.
 
@@ -285,13 +303,8 @@ def _clear_earlier_conversion(out: Path, planned: set[Path], record: dict[str, A
     found = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".") and is_nifti(p))
     manifest_path = out / "manifest.json"
     extra = [p for p in found if p not in planned]
-    earlier = None
-    if manifest_path.is_file():
-        try:
-            earlier = json.loads(manifest_path.read_text(encoding="utf-8")).get("lowres")
-        except (OSError, ValueError, AttributeError):
-            earlier = None
-    same = isinstance(earlier, dict) and all(earlier.get(k) == v for k, v in record.items())
+    recorded = [_recorded_conversion(path) for path in (out / CONVERSION_RECORD, manifest_path)]
+    same = any(r is not None and all(r.get(k) == v for k, v in record.items()) for r in recorded)
     if not extra and (same or not found):
         return
     if not overwrite:
@@ -304,8 +317,9 @@ def _clear_earlier_conversion(out: Path, planned: set[Path], record: dict[str, A
             f"--out {out} holds {why}: they would stay mixed with this conversion; give another folder, or "
             "--overwrite to remove the earlier conversion first"
         )
-    if manifest_path.is_file():
-        manifest_path.unlink()  # first: an interruption never leaves a manifest describing other images
+    for path in (manifest_path, out / CONVERSION_RECORD):
+        if path.is_file():
+            path.unlink()  # first: an interruption never leaves a record describing other images
     for p in found:
         remove_lowres_sidecar(p)
         p.unlink()
@@ -325,6 +339,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
     }
     record = _lowres_record(args)
     _clear_earlier_conversion(args.out, planned, record, overwrite=args.overwrite)
+    write_json_atomic(args.out / CONVERSION_RECORD, {"lowres": record})
     progress = Progress(args.progress)
     progress.start("lowres", total=len(subjects))
     grids: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import sys
@@ -120,7 +121,7 @@ def parse_ras(text: str | None) -> tuple[float, float, float] | None:
         vals = tuple(float(v) for v in str(text).split(","))
     except ValueError:
         vals = ()
-    if len(vals) != 3 or any(v != v for v in vals):
+    if len(vals) != 3 or not all(math.isfinite(v) for v in vals):  # inf ran on, with numpy's warning on stderr
         raise PLKDError(f"--at-ras must be three numbers X,Y,Z in RAS mm, not {text!r}")
     return vals  # type: ignore[return-value]
 

@@ -61,7 +61,7 @@ LABEL_VALUE_TOLERANCE = 0.05
 
 def check_label_values(data: np.ndarray, name: str) -> None:
     """Refuse a microbleed label map that is not one: values must be 0, 0.5 (rater agreement) or whole numbers,
-    each within :data:`LABEL_VALUE_TOLERANCE`, and at most :data:`MAX_LABEL_VALUES` of them.
+    each within :data:`LABEL_VALUE_TOLERANCE`, none negative, and at most :data:`MAX_LABEL_VALUES` of them.
 
     One rule for every reader of labels (training, ``plkd tune``, ``plkd cv``, ``plkd evaluate``): an image given
     as a label has many distinct values, a probability map or an interpolated label values between the label
@@ -74,6 +74,13 @@ def check_label_values(data: np.ndarray, name: str) -> None:
         raise InputError(
             f"{name} is not a label map ({values.size} distinct values, e.g. {values[values.size // 2]:g}); "
             "give the microbleed label, not an image"
+        )
+    if values.size and values[0] < -LABEL_VALUE_TOLERANCE:
+        # Read as background: a microbleed labelled -1 (a 0/255 mask stored as int8 reads 255 as -1) was scored as
+        # no microbleed, and a reference of them as an empty one.
+        raise InputError(
+            f"{name} holds negative values (down to {values[0]:g}): labels are 0 (background) and positive values "
+            "(a 0/255 mask stored as signed 8-bit integers reads 255 as -1); give the label map with positive labels"
         )
     if np.any(off > LABEL_VALUE_TOLERANCE):
         raise InputError(

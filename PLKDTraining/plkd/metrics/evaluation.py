@@ -18,6 +18,7 @@ from nibabel.orientations import apply_orientation
 from plkd.errors import InputError
 from plkd.metrics.components import (
     CONNECTIVITY,
+    LABEL_VALUE_TOLERANCE,
     PREDICTION_THRESHOLD,
     binarise_prediction,
     check_label_values,
@@ -161,6 +162,18 @@ def check_reference_values(ref: Volume) -> None:
     check_label_values(ref.data, f"reference {ref.path}")
 
 
+def check_prediction_values(pred: Volume) -> None:
+    """Refuse a prediction with clearly negative values (below -:data:`LABEL_VALUE_TOLERANCE`, which allows the
+    overshoot of an interpolated probability map): no probability or label map holds them. Cut at the threshold,
+    a 0/255 mask stored as int8 (255 reads -1) was an empty prediction, and logits lost every value under 0.5."""
+    low = float(np.min(pred.data)) if pred.data.size else 0.0
+    if low < -LABEL_VALUE_TOLERANCE:
+        raise InputError(
+            f"prediction {pred.path} holds negative values (down to {low:g}): give probabilities in 0-1 or a label "
+            "map (a 0/255 mask stored as signed 8-bit integers reads 255 as -1; logits need a sigmoid first)"
+        )
+
+
 def _find_candidates(
     sid: str, pred_file: Path | None, candidates_dir: Path | None, key: Callable[[Path], str] = pairing_key
 ) -> Path | None:
@@ -236,6 +249,7 @@ def evaluate_paths(
             values = np.zeros(ref.shape, dtype=np.float32)
         else:
             pred_volume = load_label(pred_file, what="prediction")
+            check_prediction_values(pred_volume)
             if problems := grid_problems(pred_volume, ref, threshold):
                 notes.append(f"{sid}: " + "; ".join(problems))
             values = labels_on_reference_grid(pred_volume, ref)

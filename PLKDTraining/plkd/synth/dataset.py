@@ -20,7 +20,7 @@ import numpy as np
 
 from plkd import __version__
 from plkd.atomic import write_json_atomic
-from plkd.errors import PLKDError
+from plkd.errors import PLKDError, check_seed
 from plkd.modalities import MODALITIES
 from plkd.progress import Progress, ProgressMode
 from plkd.synth.domain import DOMAINS
@@ -130,6 +130,7 @@ def write_dataset(
         PLKDError: a bad count, spacing, modality, model, domain or share.
         InputError: ``out_dir`` holds another data set (without ``overwrite``) or other files.
     """
+    check_seed(seed, "seed")
     if not 1 <= int(n_subjects) <= 100000:
         raise PLKDError(f"number of subjects must be 1-100000, not {n_subjects}")
     if int(jobs) < 1:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from plkd.errors import PLKDError
+from plkd.errors import PLKDError, check_seed
 from plkd.metrics.components import label_components
 from plkd.modalities import MODALITIES
 from plkd.synth.anatomy import Deformation, load_template, warp_template
@@ -71,6 +71,14 @@ def subject_seed(base_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(base_seed), int(index)]).generate_state(1, dtype=np.uint32)[0])
 
 
+def check_seed_and_count(seed: int, n_microbleeds: int | None) -> None:
+    """Refuse (:class:`PLKDError`) a seed numpy cannot take (negative) and a microbleed count outside 0-200, as
+    :func:`generate_subject` does: callers check before they write anything."""
+    check_seed(seed, "seed")
+    if n_microbleeds is not None and not 0 <= int(n_microbleeds) <= 200:
+        raise PLKDError(f"microbleed count must be between 0 and 200, not {n_microbleeds}")
+
+
 def generate_subject(
     seed: int,
     *,
@@ -94,14 +102,13 @@ def generate_subject(
     ``phase_mask`` (SWI only) applies SWI's phase-mask weighting (:mod:`plkd.synth.phase_mask`),
     drawn from its own random stream: everything else about the subject stays the same.
     """
+    check_seed_and_count(seed, n_microbleeds)
     if modality not in MODALITIES:
         raise PLKDError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
     if lesion_model not in MODELS:
         raise PLKDError(f"microbleed model must be one of {', '.join(MODELS)}, not {lesion_model!r}")
     if phase_mask and modality != "SWI":
         raise PLKDError("phase-mask weighting is part of SWI; use it with modality SWI")
-    if n_microbleeds is not None and not 0 <= int(n_microbleeds) <= 200:
-        raise PLKDError(f"microbleed count must be between 0 and 200, not {n_microbleeds}")
     if not 0.3 <= float(fine_spacing) <= 4.0:
         raise PLKDError(f"fine spacing must be 0.3-4 mm, not {fine_spacing}")
     sp = parse_spacing(spacing)
