@@ -46,6 +46,7 @@ from CMBSegmentationLib import (
     reviewState,
     reviewWatcher,
     runLog,
+    segmentPresentation,
     workFolders,
 )
 from CMBSegmentationLib.runState import RunState, RunStateMachine
@@ -593,7 +594,9 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 elif status not in candidateTableLib.STATUSES:  # typed in the Tables module: Export refuses it
                     status = _("{status} (unknown status)").format(status=status)
                 values = [
-                    segment.GetName() if segment else row.segmentId,
+                    # The Status column says why one is left out; its name's marker (segmentPresentation) is for
+                    # Slicer's own exports.
+                    segmentPresentation.baseName(segment.GetName()) if segment else row.segmentId,
                     "" if row.probability is None else f"{row.probability:.2f}",
                     f"{row.volumeMm3:.1f}",
                     status,
