@@ -476,11 +476,16 @@ def claimForReader(segmentationNode, segment, candidateId: int) -> None:
     """Tag ``segment`` as the reader's microbleed ``candidateId`` of ``segmentationNode``'s run.
 
     A probability tag it brought along (a candidate moved in from another result) is dropped: the engine of this
-    run never scored it; a name another segment has ("Microbleed 1" of the other result) becomes the next free
+    run never scored it; a segment still coded as Slicer codes every new one ("Tissue") is coded as a microbleed; a
+    name another segment has ("Microbleed 1" of the other result) becomes the next free
     "Microbleed N", so the report never names two microbleeds alike.
     """
     if segmentPresentation.baseName(segment.GetName()) in _baseNames(segmentationNode.GetSegmentation(), segment):
         segment.SetName(nextSegmentName(segmentationNode))
+    # Painted in the Segment Editor, it is "Tissue" (what every new segment is) unless the reader chose otherwise:
+    # Slicer's own exports (DICOM SEG) sent a microbleed of the result out as tissue.
+    if not segmentPresentation.hasChosenTerminology(segment):
+        segment.SetTerminology(segmentPresentation.TERMINOLOGY_MICROBLEED)
     segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
     segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
     segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)

@@ -35,6 +35,9 @@ TERMINOLOGY_MICROBLEED = (
     "~SCT^12738006^Brain"
     "~^^"
 )
+#: What ``vtkSegment`` starts with (Slicer 5.10 to 5.13, vtkSegment.cxx): a segment added in the Segment Editor is
+#: "Tissue" until the reader chooses a terminology.
+_SLICER_DEFAULT_CODES = ("SCT^85756007^Tissue", "SCT^85756007^Tissue")
 #: A private coding scheme (DICOM PS3.3 8.2: designators beginning "99" are private): no standard code says "a finding
 #: the reader rejected" or "a candidate not counted".
 CODING_SCHEME = "99CMBSEG"
@@ -71,6 +74,12 @@ def isExcludedTerminology(entry: str) -> bool:
     """Whether ``entry`` is one of :func:`excludedTerminology`'s (its category is of :data:`CODING_SCHEME`)."""
     parts = (entry or "").split("~")
     return len(parts) == 7 and parts[1].split("^")[0] == CODING_SCHEME
+
+
+def hasChosenTerminology(segment) -> bool:
+    """Whether ``segment``'s terminology was chosen by someone: neither none nor the one every new segment has."""
+    parts = segment.GetTerminology().split("~") if segment.HasTerminology() else []
+    return len(parts) == 7 and tuple(parts[1:3]) != _SLICER_DEFAULT_CODES
 
 
 def baseName(name: str) -> str:
