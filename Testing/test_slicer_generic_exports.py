@@ -32,6 +32,7 @@ from test_slicer_scene import (  # noqa: E402, F401
 
 from CMBSegmentationLib import candidateTable, reportExport, resultImport, reviewState, segmentPresentation  # noqa: E402
 from CMBSegmentationLib.reviewWatcher import ReviewWatcher  # noqa: E402
+from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, updateVolumeNodeFromArray  # noqa: E402
 
 HEMORRHAGE = ("SCT", "50960005")
 
@@ -307,3 +308,38 @@ def test_a_reader_s_microbleed_never_takes_the_name_of_a_rejected_one(case):  # 
     seg, table = result.segmentationNode, result.tableNode
     reviewState.reject(seg, table, result.segmentIds[2])  # "Microbleed 3 (rejected)" still holds "Microbleed 3"
     assert reviewState.nextSegmentName(seg) == "Microbleed 4"
+
+
+@pytest.mark.parametrize("shown_above", [True, False])
+def test_a_segmentation_saved_alone_comes_back_with_the_threshold_the_reader_saw(case, tmp_path, shown_above):  # noqa: F811
+    # A .seg.nrrd keeps no node attributes: its review, rebuilt from the segments' tags, counted every candidate not
+    # yet seen, those the reader saw below the review threshold too, and exported microbleeds the reader never saw.
+    scene, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    ids = result.segmentIds  # probabilities 0.95, 0.40, 0.70
+    if not shown_above:
+        reviewState.accept(seg, table, ids[0])
+        reviewState.reject(seg, table, ids[2])
+    reviewState.setReviewThreshold(seg, table, 0.5)
+    before = reportExport.exportReview(seg, table, volume, tmp_path / "before", "case")
+    _saveSegmentation(seg, tmp_path / "alone.seg.nrrd")
+
+    scene2 = slicer.vtkMRMLScene()
+    volume2 = scene2.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case T2*")
+    updateVolumeNodeFromArray(volume2, arrayFromVolumeNode(volume), AFFINE)
+    seg2 = scene2.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene2.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(tmp_path / "alone.seg.nrrd"))
+    assert storage.ReadData(seg2)
+    assert seg2.GetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD) is None  # the file kept none
+    seg2.SetReferenceImageGeometryParameterFromVolumeNode(volume2)  # the reader picks its volume (Segment Editor)
+    seg2.SetNodeReferenceID(seg2.GetReferenceImageGeometryReferenceRole(), volume2.GetID())
+    seg2.CreateDefaultDisplayNodes()
+    table2 = reviewState.rebuildTable(seg2)
+    threshold = reviewState.reviewThreshold(table2)
+    assert 0.40 < threshold <= (0.70 if shown_above else 0.41)
+    assert seg2.GetSegmentation().GetSegment(ids[1]).GetName() == "Microbleed 2 (below threshold)"
+    after = reportExport.exportReview(seg2, table2, volume2, tmp_path / "after", "case")
+    assert after.count == before.count == (2 if shown_above else 1)
+    got, expected = (json.loads(f.reportJson.read_text())["microbleeds"] for f in (after, before))
+    assert [m["candidate_id"] for m in got] == [m["candidate_id"] for m in expected]

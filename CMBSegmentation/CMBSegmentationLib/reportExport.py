@@ -34,6 +34,7 @@ from CMBSegmentationLib.reviewState import (
     checkStatuses,
     isIncluded,
     measureRows,
+    recoverReviewThreshold,
     reviewThreshold,
 )
 from CMBSegmentationLib.sceneScratch import scratchNodes
@@ -109,6 +110,7 @@ def exportReview(
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result; nothing exported")
     checkStatuses(tableNode)  # a status typed as "reject" must not pass for "not yet seen"
+    recoverReviewThreshold(segmentationNode, tableNode)  # a table loaded alone: the threshold the reader saw
     if threshold is None:
         threshold = reviewThreshold(tableNode)
     outputDir = Path(outputDir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import re
 
@@ -190,6 +191,42 @@ def setReviewThreshold(segmentationNode, tableNode, threshold: float) -> float:
     return value
 
 
+def recoverReviewThreshold(segmentationNode, tableNode) -> float | None:
+    """Give a table that has no review threshold the one its result was reviewed at; return it (None: the table had
+    one, or nothing tells, and :func:`reviewThreshold` counts from the run's).
+
+    Neither a ``.tsv`` nor a ``.seg.nrrd`` keeps node attributes: a table loaded alone, or rebuilt from a segmentation
+    saved alone, counted every candidate not yet seen, those the reader saw below the threshold too, so the export
+    held microbleeds the reader never saw. Taken from the segmentation's attribute, else from what its segments say
+    (:func:`segmentPresentation.presentSegment`, saved in the ``.seg.nrrd``): the lowest probability of a candidate
+    not yet seen that is shown, else the next 0.01 above the highest one "below threshold". Recorded on the table.
+    """
+    if tableNode.GetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD):
+        return None
+    value = _floatAttribute(segmentationNode, candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, math.nan)
+    if math.isnan(value):
+        value = _thresholdShown(segmentationNode, tableNode)
+    if value is None:
+        return None
+    tableNode.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(value))
+    return value
+
+
+def _thresholdShown(segmentationNode, tableNode) -> float | None:
+    shown, below = [], []
+    for row in candidateTable.readRows(tableNode):
+        segment = segmentationNode.GetSegmentation().GetSegment(row.segmentId)
+        if row.status != candidateTable.STATUS_NOT_SEEN or row.probability is None or segment is None:
+            continue
+        reason = segmentPresentation.presentedReason(segment)
+        (below if reason == segmentPresentation.REASON_BELOW_THRESHOLD else shown).append(row.probability)
+    if not below:
+        return None
+    if shown:
+        return min(shown) if min(shown) > max(below) else None  # no single threshold shows these: no guess
+    return min(math.floor(max(below) * 100.0 + 1.0) / 100.0, 1.0)
+
+
 def hasCandidateSegments(segmentationNode) -> bool:
     """Whether ``segmentationNode`` holds segments of this module's results (tagged with a candidate id)."""
     if segmentationNode is None:
@@ -250,6 +287,7 @@ def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateR
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result")
     adoptPaintedSegments(segmentationNode, tableNode)
+    recoverReviewThreshold(segmentationNode, tableNode)
     measureRows(segmentationNode, tableNode)
     rows = candidateTable.readRows(tableNode)
     for row in rows:

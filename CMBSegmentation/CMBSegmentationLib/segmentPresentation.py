@@ -82,6 +82,16 @@ def hasChosenTerminology(segment) -> bool:
     return len(parts) == 7 and tuple(parts[1:3]) != _SLICER_DEFAULT_CODES
 
 
+def presentedReason(segment) -> str | None:
+    """Why ``segment`` says it is excluded (:data:`REASON_REJECTED`, :data:`REASON_BELOW_THRESHOLD`), read from its
+    terminology; None when it says it is included (or was saved by an older version, which said nothing)."""
+    entry = segment.GetTerminology()
+    if not isExcludedTerminology(entry):
+        return None
+    kind = entry.split("~")[2]
+    return next((reason for reason, code in _EXCLUDED_TYPES.items() if code.split("^")[1] == kind.split("^")[1]), None)
+
+
 def baseName(name: str) -> str:
     """A segment's name without the markers this module appends to an excluded one: "Microbleed 3 (rejected)" and
     the Islands effect's "Microbleed 3 (rejected)_2" give "Microbleed 3" and "Microbleed 3_2"."""
