@@ -1161,6 +1161,10 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
         statuses = {r.segmentId: r.status for r in candidateTableLib.readRows(table)}
         self.assertEqual(statuses[first], candidateTableLib.STATUS_ACCEPTED)
         self.assertEqual(statuses[second], candidateTableLib.STATUS_REJECTED)
+        # Slicer's own exports (File > Save, DICOM SEG) write hidden segments too: the rejected one says it is none.
+        rejected = segmentation.GetSegmentation().GetSegment(second)
+        self.assertTrue(rejected.GetName().endswith(" (rejected)"))
+        self.assertTrue(segmentPresentation.isExcludedTerminology(rejected.GetTerminology()))
         # The review threshold goes into the parameter node and onto the table, and cannot go below the run's.
         widget.ui.reviewThresholdSliderWidget.value = 0.2
         slicer.app.processEvents()

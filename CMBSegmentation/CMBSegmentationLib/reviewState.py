@@ -1,7 +1,8 @@
 """The reader's review of the candidates: accept, reject, add a missed microbleed, threshold.
 
 Statuses live in the candidate table and, as tags, on the segments, so saving the scene saves the review.
-Review actions only change tags, table cells and visibility, never a segment's voxels: edits made with the
+Review actions only change tags, table cells, visibility and what a segment says of itself (the name marker and the
+terminology of an excluded candidate, see segmentPresentation), never a segment's voxels: edits made with the
 Segment Editor survive every review action, and rejecting is undone by accepting (nothing is deleted).
 """
 
@@ -489,7 +490,7 @@ def _claimDerived(segmentationNode, segment, row: candidateTable.CandidateRow, s
     # review presents it (segmentPresentation), and must not become a second "Microbleed 3_2".
     names = _baseNames(segmentation, segment)
     if segmentPresentation.baseName(segment.GetName()) in names:
-        base = segmentPresentation.baseName((sourceSegment or segment).GetName())
+        base = segmentPresentation.baseName((segment if sourceSegment is None else sourceSegment).GetName())
         segment.SetName(next(f"{base}_{n}" for n in itertools.count(2) if f"{base}_{n}" not in names))
     segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(row.candidateId))
     segment.SetTag(candidateTable.TAG_STATUS, row.status)
