@@ -347,5 +347,8 @@ def test_a_segmentation_saved_alone_comes_back_with_the_threshold_the_reader_saw
     assert seg2.GetSegmentation().GetSegment(ids[1]).GetName() == "Microbleed 2 (below threshold)"
     after = reportExport.exportReview(seg2, table2, volume2, tmp_path / "after", "case")
     assert after.count == before.count == (2 if shown_above else 1)
+    # The model that made them, which only the segments kept, is still named for DICOM SEG.
+    segment = seg2.GetSegmentation().GetSegment(ids[0])
+    assert resultImport.segmentTag(segment, segmentPresentation.TAG_ALGORITHM_NAME) == "CMBSegmentation tiny"
     got, expected = (json.loads(f.reportJson.read_text())["microbleeds"] for f in (after, before))
     assert [m["candidate_id"] for m in got] == [m["candidate_id"] for m in expected]

@@ -93,8 +93,9 @@ def modelChoiceOf(node) -> dict:
     return choice if isinstance(choice, dict) else {}
 
 
-def algorithmNameOf(segmentationNode) -> str:
-    """The DICOM SegmentAlgorithmName of the engine's segments of this result: the module and its run's model."""
+def algorithmNameOf(segmentationNode) -> str | None:
+    """The DICOM SegmentAlgorithmName of the engine's segments of this result: the module and its run's model (None
+    when the segmentation does not record the model, see :func:`segmentPresentation.algorithmName`)."""
     return segmentPresentation.algorithmName(modelChoiceOf(segmentationNode).get("model"))
 
 

@@ -105,18 +105,20 @@ def exclusionReason(status: str, included: bool) -> str | None:
     return REASON_REJECTED if status == candidateTable.STATUS_REJECTED else REASON_BELOW_THRESHOLD
 
 
-def algorithmName(model: str | None) -> str:
-    """The SegmentAlgorithmName of the engine's segments: the module and the model (DICOM LO: 64 characters)."""
-    return f"{ALGORITHM_NAME} {model}"[:64] if model else ALGORITHM_NAME
+def algorithmName(model: str | None) -> str | None:
+    """The SegmentAlgorithmName of the engine's segments: the module and the model (DICOM LO: 64 characters); None
+    when the model is unknown (a ``.seg.nrrd`` loaded alone keeps no node attributes, but its segments keep the
+    name)."""
+    return f"{ALGORITHM_NAME} {model}"[:64] if model else None
 
 
-def presentSegment(segment, status: str, included: bool, engineMade: bool, algorithm: str = ALGORITHM_NAME) -> bool:
+def presentSegment(segment, status: str, included: bool, engineMade: bool, algorithm: str | None = None) -> bool:
     """Give ``segment`` (a candidate of ``status``) the name, terminology and DICOM algorithm tags of its review
     (see the module's docstring); True when anything changed.
 
     ``engineMade``: the engine segmented it (a model candidate, a microbleed added by a click), else it was painted
-    by hand. Only what differs is written, so presenting an unchanged review fires no segment event (the review list
-    refreshes on them).
+    by hand. ``algorithm``: its :func:`algorithmName` (None: unknown, the name it has is kept). Only what differs is
+    written, so presenting an unchanged review fires no segment event (the review list refreshes on them).
     """
     changed = False
     reason = exclusionReason(status, included)
@@ -140,7 +142,8 @@ def presentSegment(segment, status: str, included: bool, engineMade: bool, algor
     if engineMade:
         kind = ALGORITHM_AUTOMATIC if status == candidateTable.STATUS_NOT_SEEN else ALGORITHM_SEMIAUTOMATIC
         changed |= _setTag(segment, TAG_ALGORITHM_TYPE, kind)
-        changed |= _setTag(segment, TAG_ALGORITHM_NAME, algorithm)
+        if algorithm or not segment.HasTag(TAG_ALGORITHM_NAME):
+            changed |= _setTag(segment, TAG_ALGORITHM_NAME, algorithm or ALGORITHM_NAME)
     else:
         changed |= _setTag(segment, TAG_ALGORITHM_TYPE, ALGORITHM_MANUAL)
         changed |= _removeTag(segment, TAG_ALGORITHM_NAME)
