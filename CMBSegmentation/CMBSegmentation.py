@@ -46,6 +46,7 @@ from CMBSegmentationLib import (
     reviewState,
     reviewWatcher,
     runLog,
+    segmentPresentation,
     workFolders,
 )
 from CMBSegmentationLib.runState import RunState, RunStateMachine
@@ -593,7 +594,9 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 elif status not in candidateTableLib.STATUSES:  # typed in the Tables module: Export refuses it
                     status = _("{status} (unknown status)").format(status=status)
                 values = [
-                    segment.GetName() if segment else row.segmentId,
+                    # The Status column says why one is left out; its name's marker (segmentPresentation) is for
+                    # Slicer's own exports.
+                    segmentPresentation.baseName(segment.GetName()) if segment else row.segmentId,
                     "" if row.probability is None else f"{row.probability:.2f}",
                     f"{row.volumeMm3:.1f}",
                     status,
@@ -1158,6 +1161,10 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
         statuses = {r.segmentId: r.status for r in candidateTableLib.readRows(table)}
         self.assertEqual(statuses[first], candidateTableLib.STATUS_ACCEPTED)
         self.assertEqual(statuses[second], candidateTableLib.STATUS_REJECTED)
+        # Slicer's own exports (File > Save, DICOM SEG) write hidden segments too: the rejected one says it is none.
+        rejected = segmentation.GetSegmentation().GetSegment(second)
+        self.assertTrue(rejected.GetName().endswith(" (rejected)"))
+        self.assertTrue(segmentPresentation.isExcludedTerminology(rejected.GetTerminology()))
         # The review threshold goes into the parameter node and onto the table, and cannot go below the run's.
         widget.ui.reviewThresholdSliderWidget.value = 0.2
         slicer.app.processEvents()

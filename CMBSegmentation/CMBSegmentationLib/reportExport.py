@@ -25,15 +25,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from CMBSegmentationLib import candidateTable
+from CMBSegmentationLib import candidateTable, segmentPresentation
 from CMBSegmentationLib.atomicFiles import atomicPath, atomicPaths, writeTextAtomic
-from CMBSegmentationLib.resultImport import ensureSegmentationConverters, modelChoiceOf, segmentTag
+from CMBSegmentationLib.resultImport import algorithmNameOf, ensureSegmentationConverters, modelChoiceOf, segmentTag
 from CMBSegmentationLib.reviewState import (
     ReviewError,
     adoptPaintedSegments,
     checkStatuses,
     isIncluded,
     measureRows,
+    recoverReviewThreshold,
     reviewThreshold,
 )
 from CMBSegmentationLib.sceneScratch import scratchNodes
@@ -109,6 +110,7 @@ def exportReview(
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result; nothing exported")
     checkStatuses(tableNode)  # a status typed as "reject" must not pass for "not yet seen"
+    recoverReviewThreshold(segmentationNode, tableNode)  # a table loaded alone: the threshold the reader saw
     if threshold is None:
         threshold = reviewThreshold(tableNode)
     outputDir = Path(outputDir)
@@ -125,7 +127,6 @@ def exportReview(
     if not overwrite:
         baseName = freeBaseName(outputDir, baseName, resultId, reviewId)
     files = ExportedFiles(*outputPaths(outputDir, baseName), count=len(rows))
-    segmentIds = [r.segmentId for r in rows]
     affine = ijkToRas(referenceVolume)
     measured = measureVoxels(voxels, affine)
     records = [_record(n, r, segmentationNode, *measured[n - 1]) for n, r in enumerate(rows, start=1)]
@@ -174,7 +175,7 @@ def exportReview(
     with atomicPaths([files.labelMap, files.segmentation, files.reportCsv, files.reportJson]) as temporary:
         with scratchNodes(segmentationNode.GetScene()):
             writeArrayAsNifti(labels, affine, temporary[0])
-            _writeSegmentation(segmentationNode, segmentIds, temporary[1])
+            _writeSegmentation(segmentationNode, rows, temporary[1])
         _writeCsv(records, temporary[2])
         # What was written, so that the next export of this result replaces its files only while nobody changed them.
         finals = outputPaths(outputDir, baseName)[:3]
@@ -263,7 +264,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> None:
+def _writeSegmentation(segmentationNode, rows: list[candidateTable.CandidateRow], path: Path) -> None:
+    """Write the segments of ``rows`` (the included candidates) to ``path``, each named and coded as a microbleed of
+    the result: one included at an export ``threshold`` below the review's is presented in the scene as below it."""
     ensureSegmentationConverters()
     scene = segmentationNode.GetScene()
     copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
@@ -272,8 +275,11 @@ def _writeSegmentation(segmentationNode, segmentIds: list[str], path: Path) -> N
     # Same reference geometry as the reviewed segmentation, so the file opens on the input's grid.
     name = vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
     copy.GetSegmentation().SetConversionParameter(name, segmentationNode.GetSegmentation().GetConversionParameter(name))
-    for segmentId in segmentIds:
-        copy.GetSegmentation().CopySegmentFromSegmentation(segmentationNode.GetSegmentation(), segmentId)
+    algorithm = algorithmNameOf(segmentationNode)
+    for row in rows:
+        copy.GetSegmentation().CopySegmentFromSegmentation(segmentationNode.GetSegmentation(), row.segmentId)
+        segment = copy.GetSegmentation().GetSegment(row.segmentId)
+        segmentPresentation.presentSegment(segment, row.status, True, row.probability is not None, algorithm)
     storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
     with atomicPath(path) as tmp:
         storage.SetFileName(str(tmp))
@@ -336,7 +342,7 @@ def _record(
     return {
         "label": number,
         "candidate_id": row.candidateId,
-        "segment": segment.GetName() if segment is not None else "",
+        "segment": segmentPresentation.baseName(segment.GetName()) if segment is not None else "",
         "r_mm": round(centreRas[0], 3),
         "a_mm": round(centreRas[1], 3),
         "s_mm": round(centreRas[2], 3),

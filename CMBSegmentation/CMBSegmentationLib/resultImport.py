@@ -18,20 +18,11 @@ import numpy as np
 import vtk
 from vtkmodules.util import numpy_support
 
-from CMBSegmentationLib import candidateTable, scanRegistration
+from CMBSegmentationLib import candidateTable, scanRegistration, segmentPresentation
 from CMBSegmentationLib.volumeIO import gridDisplacementMm, ijkToRas, numpyToMatrix, readNifti, sameGridToleranceMm
 
-# DICOM codes: the master list has no "microbleed"; a haemorrhage (morphologically altered structure) in the
-# brain is the closest standard description, and it is what DICOM SEG export writes.
-TERMINOLOGY_ENTRY = (
-    "Segmentation category and type - DICOM master list"
-    "~SCT^49755003^Morphologically Altered Structure"
-    "~SCT^50960005^Hemorrhage"
-    "~^^"
-    "~Anatomic codes - DICOM master list"
-    "~SCT^12738006^Brain"
-    "~^^"
-)
+# DICOM codes of a microbleed of the result (see segmentPresentation, which also gives excluded candidates theirs).
+TERMINOLOGY_ENTRY = segmentPresentation.TERMINOLOGY_MICROBLEED
 COLOR_MODEL = (0.55, 0.05, 0.05)  # dark red, like haemosiderin on T2*
 COLOR_ADDED = (1.0, 0.55, 0.0)  # orange: easy to tell the reader's additions apart
 BINARY_LABELMAP = "Binary labelmap"
@@ -100,6 +91,12 @@ def modelChoiceOf(node) -> dict:
     except ValueError:
         return {}
     return choice if isinstance(choice, dict) else {}
+
+
+def algorithmNameOf(segmentationNode) -> str | None:
+    """The DICOM SegmentAlgorithmName of the engine's segments of this result: the module and its run's model (None
+    when the segmentation does not record the model, see :func:`segmentPresentation.algorithmName`)."""
+    return segmentPresentation.algorithmName(modelChoiceOf(segmentationNode).get("model"))
 
 
 def reviewedModality(node, chosen: str) -> str:
@@ -360,6 +357,11 @@ def addCandidateSegment(
     ):
         if value:
             segment.SetTag(tag, str(value))
+    # Included, as every candidate of a run and the reader's click are: named and coded as a microbleed, with the
+    # DICOM algorithm type of its review (the review changes them as it excludes it, see reviewState.updateVisibility).
+    segmentPresentation.presentSegment(
+        segment, status, True, probability is not None, algorithmNameOf(segmentationNode)
+    )
     segment.AddRepresentation(BINARY_LABELMAP, image)
     segmentation = segmentationNode.GetSegmentation()
     segmentId = segmentation.GenerateUniqueSegmentID(f"Microbleed_{candidateId}")

@@ -1,7 +1,8 @@
 """The reader's review of the candidates: accept, reject, add a missed microbleed, threshold.
 
 Statuses live in the candidate table and, as tags, on the segments, so saving the scene saves the review.
-Review actions only change tags, table cells and visibility, never a segment's voxels: edits made with the
+Review actions only change tags, table cells, visibility and what a segment says of itself (the name marker and the
+terminology of an excluded candidate, see segmentPresentation), never a segment's voxels: edits made with the
 Segment Editor survive every review action, and rejecting is undone by accepting (nothing is deleted).
 """
 
@@ -9,15 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import re
 
 import numpy as np
 
-from CMBSegmentationLib import candidateTable
+from CMBSegmentationLib import candidateTable, segmentPresentation
 from CMBSegmentationLib.resultImport import (
     COLOR_ADDED,
     addCandidateSegment,
+    algorithmNameOf,
     candidateRow,
     ensureSegmentationConverters,
     placeInSubjectHierarchy,
@@ -131,15 +134,23 @@ def reject(segmentationNode, tableNode, segmentId: str, threshold: float | None 
 
 def updateVisibility(segmentationNode, tableNode, threshold: float | None = None) -> list[str]:
     """Show exactly the segments that are included at ``threshold`` (None: the table's review threshold, what
-    the export uses); return their ids in table order."""
+    the export uses), and let each say so in its name, terminology and DICOM algorithm tags
+    (:func:`segmentPresentation.presentSegment`); return their ids in table order.
+
+    Hidden alone, a rejected candidate went out as "Microbleed 2", a haemorrhage, with every one of Slicer's own
+    exports of the segmentation (File > Save, Export to files, DICOM SEG), which write hidden segments too.
+    """
     if threshold is None:
         threshold = reviewThreshold(tableNode)
     displayNode = segmentationNode.GetDisplayNode()
+    algorithm = algorithmNameOf(segmentationNode)
     shown = []
     for row in candidateTable.readRows(tableNode):
-        if segmentationNode.GetSegmentation().GetSegment(row.segmentId) is None:
+        segment = segmentationNode.GetSegmentation().GetSegment(row.segmentId)
+        if segment is None:
             continue
         included = isIncluded(row, threshold)
+        segmentPresentation.presentSegment(segment, row.status, included, row.probability is not None, algorithm)
         if displayNode is not None:
             displayNode.SetSegmentVisibility(row.segmentId, included)
         if included:
@@ -179,6 +190,42 @@ def setReviewThreshold(segmentationNode, tableNode, threshold: float) -> float:
     if segmentationNode is not None:
         updateVisibility(segmentationNode, tableNode, value)
     return value
+
+
+def recoverReviewThreshold(segmentationNode, tableNode) -> float | None:
+    """Give a table that has no review threshold the one its result was reviewed at; return it (None: the table had
+    one, or nothing tells, and :func:`reviewThreshold` counts from the run's).
+
+    Neither a ``.tsv`` nor a ``.seg.nrrd`` keeps node attributes: a table loaded alone, or rebuilt from a segmentation
+    saved alone, counted every candidate not yet seen, those the reader saw below the threshold too, so the export
+    held microbleeds the reader never saw. Taken from the segmentation's attribute, else from what its segments say
+    (:func:`segmentPresentation.presentSegment`, saved in the ``.seg.nrrd``): the lowest probability of a candidate
+    not yet seen that is shown, else the next 0.01 above the highest one "below threshold". Recorded on the table.
+    """
+    if tableNode.GetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD):
+        return None
+    value = _floatAttribute(segmentationNode, candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, math.nan)
+    if math.isnan(value):
+        value = _thresholdShown(segmentationNode, tableNode)
+    if value is None:
+        return None
+    tableNode.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(value))
+    return value
+
+
+def _thresholdShown(segmentationNode, tableNode) -> float | None:
+    shown, below = [], []
+    for row in candidateTable.readRows(tableNode):
+        segment = segmentationNode.GetSegmentation().GetSegment(row.segmentId)
+        if row.status != candidateTable.STATUS_NOT_SEEN or row.probability is None or segment is None:
+            continue
+        reason = segmentPresentation.presentedReason(segment)
+        (below if reason == segmentPresentation.REASON_BELOW_THRESHOLD else shown).append(row.probability)
+    if not below:
+        return None
+    if shown:
+        return min(shown) if min(shown) > max(below) else None  # no single threshold shows these: no guess
+    return min(math.floor(max(below) * 100.0 + 1.0) / 100.0, 1.0)
 
 
 def hasCandidateSegments(segmentationNode) -> bool:
@@ -241,6 +288,7 @@ def restoreReview(segmentationNode, tableNode) -> list[candidateTable.CandidateR
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result")
     adoptPaintedSegments(segmentationNode, tableNode)
+    recoverReviewThreshold(segmentationNode, tableNode)
     measureRows(segmentationNode, tableNode)
     rows = candidateTable.readRows(tableNode)
     for row in rows:
@@ -318,7 +366,7 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
     for row in rows:
         segment = segmentation.GetSegment(row.segmentId)
         if segment is not None:
-            rowOfName.setdefault(segment.GetName(), row)
+            rowOfName.setdefault(segmentPresentation.baseName(segment.GetName()), row)
     if not rowless:
         return []
     # Each segment on its own voxels: one painted over another keeps its whole size, and is adopted at all.
@@ -351,7 +399,7 @@ def adoptPaintedSegments(segmentationNode, tableNode, referenceVolume=None) -> l
             claimForReader(segmentationNode, segment, row.candidateId)
         candidateTable.appendRow(tableNode, row)
         usedIds.add(row.candidateId)
-        rowOfName.setdefault(segment.GetName(), row)
+        rowOfName.setdefault(segmentPresentation.baseName(segment.GetName()), row)
         rowOfId.setdefault(row.candidateId, row)
         adopted.append(segmentId)
     return adopted
@@ -410,7 +458,8 @@ def sourceRow(
     - An island: Segment Editor's Islands effect ("Split islands to segments", ``SegmentEditorIslandsEffect
       .splitSegments`` in Slicer) keeps the largest island in the selected segment and makes each other one a new
       segment named "<selected name>_<n>" (n = 2, 3, ...) without any tag: no candidate id, that name pattern, and
-      the selected segment listed in ``rowOfName`` (listed segments by name).
+      the selected segment listed in ``rowOfName`` (listed segments by name, without the markers of
+      :func:`segmentPresentation.baseName`: the candidate may have been rejected or accepted since the split).
     - A clone: the Data module's "Clone" on a segment (``qSlicerSubjectHierarchySegmentsPlugin::cloneSegment``)
       adds a deep copy, tags and name included: a candidate id of ``rowOfId`` (listed candidates by id) and the run
       id ``runId`` (segments of older scenes, without one, stay the reader's).
@@ -418,7 +467,7 @@ def sourceRow(
     candidateId = segmentTag(segment, candidateTable.TAG_CANDIDATE_ID)
     if not candidateId:
         match = _ISLAND_NAME.fullmatch(segment.GetName() or "")
-        return rowOfName.get(match.group(1)) if match else None
+        return rowOfName.get(segmentPresentation.baseName(match.group(1))) if match else None
     if not runId or segmentTag(segment, candidateTable.TAG_RUN_ID) != runId:
         return None  # without run ids a candidate of another result numbered alike would pass for its source
     try:
@@ -437,13 +486,11 @@ def _claimDerived(segmentationNode, segment, row: candidateTable.CandidateRow, s
     """
     segmentation = segmentationNode.GetSegmentation()
     sourceSegment = segmentation.GetSegment(source.segmentId)
-    names = {
-        segmentation.GetNthSegment(i).GetName()
-        for i in range(segmentation.GetNumberOfSegments())
-        if segmentation.GetNthSegment(i) is not segment
-    }
-    if segment.GetName() in names:
-        base = sourceSegment.GetName() if sourceSegment is not None else segment.GetName()
+    # Names without the markers of excluded candidates: "Microbleed 3 (rejected)_2" is "Microbleed 3_2" once the
+    # review presents it (segmentPresentation), and must not become a second "Microbleed 3_2".
+    names = _baseNames(segmentation, segment)
+    if segmentPresentation.baseName(segment.GetName()) in names:
+        base = segmentPresentation.baseName((segment if sourceSegment is None else sourceSegment).GetName())
         segment.SetName(next(f"{base}_{n}" for n in itertools.count(2) if f"{base}_{n}" not in names))
     segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(row.candidateId))
     segment.SetTag(candidateTable.TAG_STATUS, row.status)
@@ -468,16 +515,16 @@ def claimForReader(segmentationNode, segment, candidateId: int) -> None:
     """Tag ``segment`` as the reader's microbleed ``candidateId`` of ``segmentationNode``'s run.
 
     A probability tag it brought along (a candidate moved in from another result) is dropped: the engine of this
-    run never scored it; a name another segment has ("Microbleed 1" of the other result) becomes the next free
+    run never scored it; a segment still coded as Slicer codes every new one ("Tissue") is coded as a microbleed; a
+    name another segment has ("Microbleed 1" of the other result) becomes the next free
     "Microbleed N", so the report never names two microbleeds alike.
     """
-    segmentation = segmentationNode.GetSegmentation()
-    name = segment.GetName()
-    if any(
-        segmentation.GetNthSegment(i) is not segment and segmentation.GetNthSegment(i).GetName() == name
-        for i in range(segmentation.GetNumberOfSegments())
-    ):
+    if segmentPresentation.baseName(segment.GetName()) in _baseNames(segmentationNode.GetSegmentation(), segment):
         segment.SetName(nextSegmentName(segmentationNode))
+    # Painted in the Segment Editor, it is "Tissue" (what every new segment is) unless the reader chose otherwise:
+    # Slicer's own exports (DICOM SEG) sent a microbleed of the result out as tissue.
+    if not segmentPresentation.hasChosenTerminology(segment):
+        segment.SetTerminology(segmentPresentation.TERMINOLOGY_MICROBLEED)
     segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
     segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
     segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
@@ -588,13 +635,22 @@ def _inSegmentationFrame(segmentationNode, affine: np.ndarray) -> np.ndarray:
 def nextSegmentName(segmentationNode) -> str:
     """ "Microbleed N" with N one more than the largest in use: the number of segments plus one named an existing
     segment again once one had been deleted, so two microbleeds of the report shared a name."""
-    segmentation = segmentationNode.GetSegmentation()
     used = [
         int(match.group(1))
-        for i in range(segmentation.GetNumberOfSegments())
-        if (match := _SEGMENT_NAME.fullmatch(segmentation.GetNthSegment(i).GetName() or ""))
+        for name in _baseNames(segmentationNode.GetSegmentation())
+        if (match := _SEGMENT_NAME.fullmatch(name))
     ]
     return f"Microbleed {max(used, default=0) + 1}"
+
+
+def _baseNames(segmentation, but=None) -> set[str]:
+    """The names of the segments (except ``but``) without the markers of excluded candidates: "Microbleed 4
+    (rejected)" still holds the name "Microbleed 4", which comes back when it is accepted."""
+    return {
+        segmentPresentation.baseName(segmentation.GetNthSegment(i).GetName())
+        for i in range(segmentation.GetNumberOfSegments())
+        if segmentation.GetNthSegment(i) is not but
+    }
 
 
 _SEGMENT_NAME = re.compile(r"Microbleed (\d+)")
