@@ -84,6 +84,10 @@ class SubjectArrays:
     lr_factor: float = 1.0
     #: :func:`plkd.data.scans.image_sha256` of the image as read, so that tuning can tell a training scan.
     image_sha256: str = ""
+    #: :func:`plkd.data.scans.image_sha256` of the label map and of the brain-mask file as read (``None``: no
+    #: file), so that a resumed run can tell a re-drawn label or another mask (:mod:`plkd.training.pipeline`).
+    label_sha256: str | None = None
+    mask_sha256: str | None = None
 
     @property
     def hard_negatives(self) -> np.ndarray:
@@ -219,6 +223,8 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
     """Load, bring to the model grid, normalise and index one subject for sampling."""
     image, label, mask = load_subject(subject)
     digest = image_sha256(image.data)
+    label_digest = None if label is None else image_sha256(label.data)
+    mask_digest = None if mask is None else image_sha256(mask.data)
     # The brain the predictor normalises over and searches (plkd.inference.brainmask): the mask file read as it
     # reads one, else the mask it computes from the image. "Not 0 on the model grid" took a resampled image's
     # spline ringing for brain (95 % of the field of view of a skull-stripped 0.5 x 0.5 x 3 mm scan, against 38 %)
@@ -273,6 +279,8 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
         brain_voxels=np.argwhere(mask_arr)[:: max(1, int(mask_arr.sum()) // 200_000)].astype(np.int64),
         lr_factor=float(lr_factor),
         image_sha256=digest,
+        label_sha256=label_digest,
+        mask_sha256=mask_digest,
     )
 
 
