@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from plkd.errors import InputError
+from plkd.label_grid import label_onto_image
 from plkd.metrics.components import check_label_values
 from plkd.modalities import MODALITIES
 from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix, subject_id
@@ -376,8 +377,10 @@ def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modalit
 def load_subject(subject: Subject) -> tuple[Volume, Volume | None, Volume | None]:
     """``(image, label, mask)`` volumes of a subject; label and mask are ``None`` when absent.
 
-    The label and the mask must lie on the image's grid; one stored in another axis order or direction
-    on the same voxels is turned onto it (:func:`plkd.volumes.on_grid_of`).
+    The mask must lie on the image's grid; one stored in another axis order or direction on the same voxels is
+    turned onto it (:func:`plkd.volumes.on_grid_of`). The label is brought onto it by the rule ``plkd evaluate``
+    applies too (:func:`plkd.label_grid.label_onto_image`: turned exactly, or resampled keeping every microbleed
+    when drawn on another voxel size over the same field of view); what was done is in ``label.notes``.
     """
     image = load_volume(subject.image, what=f"image of {subject.id}")
     label = mask = None
@@ -385,7 +388,7 @@ def load_subject(subject: Subject) -> tuple[Volume, Volume | None, Volume | None
         label = load_label(subject.label, what=f"label of {subject.id}")
         # The rule plkd evaluate applies: a soft or interpolated label was cut at 0.25 here without a word.
         check_label_values(label.data, f"label of {subject.id} ({subject.label})")
-        label = on_grid_of(image, label, what=f"label of {subject.id}")
+        label = label_onto_image(image, label, what=f"label of {subject.id}")
     if subject.mask is not None:
         mask = load_label(subject.mask, what=f"brain mask of {subject.id}", allow_empty=False)
         mask = on_grid_of(image, mask, what=f"brain mask of {subject.id}")

@@ -76,12 +76,14 @@ def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor
     predictor = Predictor(bundle, device=device, locate=False)  # detection metrics only
     subjects = {s.id: s for s in find_subjects(data_root)}
     per_subject, froc_subjects = {}, {}
+    label_notes: list[str] = []  # what bringing a label onto its image's grid did (plkd.label_grid), said when read
     scored = ScoredSubjects("plkd cv fold")
     for sid in test_ids:
         if sid not in subjects or subjects[sid].label is None:  # gone or unlabelled since the split was made
             scored.skip(sid, NO_LABEL if sid in subjects else "no longer in the data set")
             continue
         image, label, mask = load_subject(subjects[sid])
+        label_notes.extend(n for n in label.notes if n not in label_notes)
         axis = network_slice_axis(image.affine)  # the networks' Z, as the students were trained
         lr = simulate_lowres(image.data, factor, axis=axis, mode="interp") if factor > 1 else image.data
         result = predictor.predict(image.with_data(lr.astype(np.float32)), mask, lr_factor=float(factor))
@@ -94,6 +96,7 @@ def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor
     scored.require_any()
     notes: list[str] = []
     scored.warn(notes)
+    notes.extend(label_notes)
     pooled = pool_results(per_subject)
     return {
         "test_ids": list(test_ids),

@@ -128,6 +128,8 @@ def load_training_data(
     )
     for note in notes:
         log.warning("%s", note)
+    # Said when read (plkd.label_grid warns of a resampled label, once per file); recorded here for run.json.
+    notes += tuple(note for s in train + val for note in s.label_grid_notes)
     return TrainingData(
         root=Path(root),
         modality=resolve_modality(cfg, labelled),
