@@ -12,6 +12,15 @@ Layouts, tried in this order by ``layout="auto"``:
     ``sub-XXX/`` folders or flat. ``SWI`` in place of ``T2S`` likewise; the unmasked
     ``sub-XXX_space-T2S_T2S`` is used when no masked image exists. Other contrasts in the same
     space (``…_desc-masked_T1``) are ignored.
+``bids``
+    A BIDS tree: ``sub-XX/[ses-YY/]anat/`` images (``sub-01_ses-1_T2starw.nii.gz``) with their labels and brain
+    masks under ``derivatives/*/sub-XX/[ses-YY/]anat/`` (or beside the image), paired by the BIDS entities
+    ``sub``, ``ses``, ``acq``, ``ce``, ``rec`` and ``run``. The images are the files ``plkd predict``'s folder walk
+    analyses in that tree (:func:`plkd.inference.input_kinds.classify`: T1w, FLAIR, phase, quantitative maps, ...
+    are not), so both read the same scans; the others are named in one warning line. A label is a file whose name
+    says so (``_dseg``, ``_label-CMB_mask``, ``_CMB``: :func:`plkd.metrics.pairing.file_role`, the rule of
+    ``plkd evaluate``), a mask a ``_mask``/``_brainmask`` without a ``label-`` entity. A case is named by the
+    image's entities (``sub-01_ses-1``), so sessions of one subject stay on one side of a split.
 ``folder``
     ``imagesTr/`` + ``labelsTr/`` (nnU-Net: ``CASE_0000.nii.gz`` + ``CASE.nii.gz``), or
     ``images/`` + ``labels/`` (+ ``masks/``) paired by name, or ``NAME.nii.gz`` beside
@@ -45,7 +54,7 @@ from plkd.volumes import Volume, load_label, load_volume, on_grid_of
 log = logging.getLogger(__name__)
 
 #: Accepted values of ``find_subjects(layout=...)``.
-LAYOUTS = ("auto", "synth", "valdo", "folder")
+LAYOUTS = ("auto", "synth", "valdo", "bids", "folder")
 #: ``format`` of a ``plkd synth`` manifest this reader understands.
 SYNTH_FORMAT = "plkd-synth/1"
 
@@ -209,6 +218,126 @@ def _find_synth(root: Path, manifest: dict[str, Any]) -> list[Subject]:
 
 
 # ----------------------------------------------------------------------------------------------
+# BIDS
+
+#: Entities that tell one acquisition from another (BIDS): a label or mask belongs to the image whose values of
+#: the ones it carries are its own.
+BIDS_MATCH_ENTITIES = ("sub", "ses", "acq", "ce", "rec", "run")
+_BIDS_SUBJECT_DIR = re.compile(r"^sub-[A-Za-z0-9]+$")
+
+
+def _bids_anat_dirs(root: Path) -> list[Path]:
+    """``sub-XX/anat`` and ``sub-XX/ses-YY/anat`` folders of ``root`` (raw data, not derivatives)."""
+    found = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and _BIDS_SUBJECT_DIR.match(p.name)):
+        found += [d for d in (sub / "anat", *sorted(sub.glob("ses-*/anat"))) if d.is_dir()]
+    return found
+
+
+def _is_bids(root: Path) -> bool:
+    return any(_nifti_files(d, 0) for d in _bids_anat_dirs(root))
+
+
+def _bids_entities(path: Path) -> tuple[dict[str, str], str]:
+    """``({entity: value}, suffix)`` of a BIDS file name (``sub-01_ses-1_T2starw`` → ``{sub: 01, ses: 1}``,
+    ``T2starw``); the suffix is ``""`` when the last part is an entity."""
+    parts = strip_nifti_suffix(path.name).split("_")
+    entities = dict(p.split("-", 1) for p in parts if "-" in p)
+    return entities, ("" if "-" in parts[-1] else parts[-1])
+
+
+def _bids_key(entities: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in entities.items() if k in BIDS_MATCH_ENTITIES}
+
+
+def _find_bids(root: Path, modality: str | None) -> list[Subject]:
+    from plkd.inference.input_kinds import classify  # plkd.inference imports the networks
+    from plkd.inference.modality import modality_of_text
+    from plkd.metrics.pairing import file_role
+
+    subjects: list[Subject] = []
+    extras: list[Path] = []  # labels and masks, beside the images or in derivatives
+    for anat in _bids_anat_dirs(root):
+        for p in _nifti_files(anat, 0):
+            reason = classify(p)
+            if reason == "label map or mask":
+                extras.append(p)
+                continue
+            entities, suffix = _bids_entities(p)
+            mod = modality_of_text(suffix) or "T2S"
+            if reason is not None or (modality and mod != modality):
+                continue  # named by _say_left_out
+            sid = strip_nifti_suffix(p.name)
+            sid = sid[: -len(suffix) - 1] if suffix and sid.endswith("_" + suffix) else sid
+            subjects.append(Subject(id=sid, image=p, meta={"layout": "bids", "modality": mod, "bids": entities}))
+    if (root / "derivatives").is_dir():
+        extras += [p for p in _nifti_files(root / "derivatives", 6) if "sub" in _bids_entities(p)[0]]
+    for p in extras:
+        role = file_role(p)
+        attr = "label" if role == "label" else "mask" if role == "mask" else None
+        if attr is None or is_plkd_prediction(p):
+            continue  # another pipeline's output, or plkd's (named by _say_left_out when in the raw tree)
+        key = _bids_key(_bids_entities(p)[0])
+        owners = [s for s in subjects if key and all(s.meta["bids"].get(k) == v for k, v in key.items())]
+        if not owners:
+            raise InputError(
+                f"{attr} {_rel(p, root)} has no image: no sub-*/[ses-*/]anat image has its entities "
+                f"({'_'.join(f'{k}-{v}' for k, v in key.items())})"
+            )
+        if len(owners) > 1:
+            raise InputError(
+                f"{attr} {_rel(p, root)} fits {len(owners)} images ({', '.join(s.image.name for s in owners[:3])}); "
+                "give it the entities (ses-, acq-, run-) of the one it belongs to"
+            )
+        (owner,) = owners
+        if getattr(owner, attr) is not None:
+            raise InputError(f"two {attr}s for {owner.image.name}: {getattr(owner, attr)} and {p}")
+        setattr(owner, attr, p)
+    return _check_unique(subjects)
+
+
+#: Folders of a data set that hold no subject's scan (BIDS: other pipelines' outputs, the scanner's files).
+_NOT_SUBJECT_FOLDERS = frozenset({"derivatives", "sourcedata", "code"})
+
+
+def _say_left_out(root: Path, subjects: list[Subject], layout: str, modality: str | None) -> None:
+    """One warning line naming the NIfTI files under ``root`` that no subject reads (as image, label, mask or
+    nnU-Net channel), counted by why (``plkd predict``'s reasons: other contrast, phase image, ...), so that a
+    subject is never left out of training, tuning or cross-validation without a word: a session one folder deeper
+    than the layout reads, a scan named as no layout reads it, a VALDO subject with an unmasked image only."""
+    from plkd.inference.input_kinds import classify  # plkd.inference imports the networks
+    from plkd.inference.inputs import count_reasons
+    from plkd.inference.modality import modality_of_text
+
+    used = {s.image for s in subjects} | {p for s in subjects for p in (s.label, s.mask) if p is not None}
+    used |= {Path(p) for s in subjects for p in (s.meta.get("channels") or {}).values()}
+    depth = {"folder": 1, "valdo": 2, "synth": 2}.get(layout)
+    left: list[tuple[Path, str]] = []
+    for p in _nifti_files(root, 8):
+        rel = p.relative_to(root).parts
+        if p in used or is_plkd_prediction(p) or rel[0] in _NOT_SUBJECT_FOLDERS:
+            continue  # results are said by the readers that meet them (plain folders), or are no subject's
+        mod = modality_of_text(_bids_entities(p)[1])
+        if depth is not None and len(rel) - 1 > depth:
+            reason = f"deeper than the {layout} layout reads ({depth} folder level(s))"
+        elif modality and mod is not None and mod != modality:
+            reason = f"{mod}, not the {modality} asked for"
+        else:
+            reason = classify(p) or f"not named as the {layout} layout reads an image, label or mask"
+        left.append((p, reason))
+    if left:
+        examples = ", ".join(_rel(p, root) for p, _ in left[:2]) + (", ..." if len(left) > 2 else "")
+        log.warning(
+            "%s: %d NIfTI file(s) not read as a subject's image, label or mask (%s; e.g. %s); see README, Data, "
+            "for the names each layout reads",
+            root,
+            len(left),
+            count_reasons(left),
+            examples,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
 # plain folders
 
 
@@ -338,7 +467,7 @@ def _find_folder(root: Path) -> list[Subject]:
 def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modality: str | None = None) -> list[Subject]:
     """All subjects of the data set in ``root``, sorted by id (see the module docstring).
 
-    ``layout`` is ``"auto"``, ``"synth"``, ``"valdo"`` or ``"folder"``; ``modality`` (``"T2S"`` or
+    ``layout`` is ``"auto"``, ``"synth"``, ``"valdo"``, ``"bids"`` or ``"folder"``; ``modality`` (``"T2S"`` or
     ``"SWI"``) selects one contrast of a VALDO-style folder holding both.
     """
     root = Path(root)
@@ -357,18 +486,25 @@ def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modalit
             subjects = _find_synth(root, manifest)
         elif layout == "synth":
             raise InputError(f"{root} is not a plkd synth data set (no manifest.json with format {SYNTH_FORMAT!r})")
+        elif _is_valdo(root):
+            subjects = _find_valdo(root, modality)
         else:
-            subjects = _find_valdo(root, modality) if _is_valdo(root) else _find_folder(root)
+            subjects = _find_bids(root, modality) if _is_bids(root) else _find_folder(root)
     elif layout == "valdo":
         subjects = _find_valdo(root, modality)
+    elif layout == "bids":
+        subjects = _find_bids(root, modality)
     else:
         subjects = _find_folder(root)
 
+    if subjects:
+        _say_left_out(root, subjects, subjects[0].meta.get("layout", layout), modality)
     if not subjects:
         raise InputError(
             f"no subjects found in {root}: expected sub-XXX/sub-XXX_space-T2S_desc-masked_T2S.nii.gz (VALDO, "
-            "or SWI), a plkd synth folder with manifest.json, imagesTr/ + labelsTr/, images/ + labels/, "
-            "or NAME.nii.gz beside NAME_label.nii.gz"
+            "or SWI), a plkd synth folder with manifest.json, BIDS sub-XX/[ses-YY/]anat/sub-XX_T2starw.nii.gz "
+            "(labels in derivatives/), imagesTr/ + labelsTr/, images/ + labels/, or NAME.nii.gz beside "
+            "NAME_label.nii.gz"
         )
     log.info("found %d subject(s) in %s", len(subjects), root)
     return subjects
