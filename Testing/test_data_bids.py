@@ -103,3 +103,23 @@ def test_a_valdo_subject_of_the_other_modality_is_named(tmp_path: Path, caplog) 
         assert [s.id for s in find_subjects(root, modality="T2S")] == ["sub-1"]
     (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "1 NIfTI file(s) not read" in line and "SWI, not the T2S asked for: 1" in line
+
+
+def test_two_valdo_brain_masks_for_one_subject_are_refused(tmp_path: Path) -> None:
+    # One in sub-1/, one flat beside it: the later replaced the other without a word (two images or labels were
+    # already refused).
+    root = tmp_path / "valdo"
+    _save(root / "sub-1" / "sub-1_space-T2S_desc-masked_T2S.nii.gz")
+    _save(root / "sub-1" / "sub-1_space-T2S_desc-brain_mask.nii.gz", label=True)
+    _save(root / "sub-1_space-T2S_desc-brain_mask.nii.gz", label=True)
+    with pytest.raises(InputError, match=r"two brain masks for subject 'sub-1'"):
+        find_subjects(root)
+
+
+def test_the_left_out_files_are_said_once_however_often_the_set_is_read(tmp_path: Path, caplog) -> None:
+    # plkd cv reads its data set once per fold and plkd tune once per segmenter: one caveat, one line.
+    root = _bids(tmp_path / "study")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            find_subjects(root)
+    assert sum("NIfTI file(s) not read" in r.getMessage() for r in caplog.records) == 1

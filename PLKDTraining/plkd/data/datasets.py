@@ -98,6 +98,17 @@ def _nifti_files(folder: Path, max_depth: int) -> list[Path]:
     return found
 
 
+_SAID: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time in this process: ``plkd cv`` and ``plkd tune`` read a data set
+    several times (per fold, per segmenter), and one caveat is one line."""
+    if message not in _SAID:
+        _SAID.add(message)
+        log.warning("%s", message)
+
+
 def _check_unique(subjects: list[Subject]) -> list[Subject]:
     seen: dict[str, Subject] = {}
     for s in subjects:
@@ -146,7 +157,10 @@ def _find_valdo(root: Path, modality: str | None) -> list[Subject]:
                 raise InputError(f"two labels for subject {key[0]!r}: {labels[key]} and {p}")
             labels[key] = p
         elif m := _VALDO_MASK.match(p.name):
-            masks[(m["sid"], m["space"])] = p
+            key = (m["sid"], m["space"])
+            if key in masks:  # the later one (sub-X/ or flat) replaced the other without a word
+                raise InputError(f"two brain masks for subject {key[0]!r}: {masks[key]} and {p}")
+            masks[key] = p
     subjects = []
     for sid, by_mod in images.items():
         if len(by_mod) > 1:
@@ -327,13 +341,9 @@ def _say_left_out(root: Path, subjects: list[Subject], layout: str, modality: st
         left.append((p, reason))
     if left:
         examples = ", ".join(_rel(p, root) for p, _ in left[:2]) + (", ..." if len(left) > 2 else "")
-        log.warning(
-            "%s: %d NIfTI file(s) not read as a subject's image, label or mask (%s; e.g. %s); see README, Data, "
-            "for the names each layout reads",
-            root,
-            len(left),
-            count_reasons(left),
-            examples,
+        _warn_once(
+            f"{root}: {len(left)} NIfTI file(s) not read as a subject's image, label or mask "
+            f"({count_reasons(left)}; e.g. {examples}); see README, Data, for the names each layout reads"
         )
 
 
@@ -405,12 +415,9 @@ def _find_side_by_side(root: Path) -> list[Subject]:
     # unreviewed result trained on as the truth) and NAME_cmb-final, the reviewed one, as another image.
     predictions = [p for p in files if is_plkd_prediction(p)]
     if predictions:
-        log.warning(
-            "%s: %d plkd or Slicer result(s) left out (e.g. %s): they are not read as references; "
-            "rename a reviewed one NAME_label.nii.gz to train on it",
-            root,
-            len(predictions),
-            _rel(predictions[0], root),
+        _warn_once(
+            f"{root}: {len(predictions)} plkd or Slicer result(s) left out (e.g. {_rel(predictions[0], root)}): they "
+            "are not read as references; rename a reviewed one NAME_label.nii.gz to train on it"
         )
         files = [p for p in files if p not in predictions]
     stems: dict[tuple[Path, str], Path] = {}
