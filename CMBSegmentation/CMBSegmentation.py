@@ -749,7 +749,7 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         name = segmentationNode.GetSegmentation().GetSegment(outcome.segmentId).GetName()
         if outcome.kind == clickReview.ADDED:
             if outcome.segmentation == "intensity":
-                return _("Added {name} (outlined by intensity: the model's mask did not cover it).").format(name=name)
+                return _("Added {name} (outlined by intensity: the model's mask missed most of it).").format(name=name)
             return _("Added {name}.").format(name=name)
         if outcome.previousStatus == outcome.status:
             return _("{name} is already in the result ({status}); nothing added.").format(
