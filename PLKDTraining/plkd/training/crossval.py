@@ -255,15 +255,57 @@ def data_fingerprint(root: Path, ids: Sequence[str]) -> str:
     return _digest(files)
 
 
+def data_contents(root: Path, ids: Sequence[str]) -> str:
+    """sha256 of the bytes of the image, label and mask files of subjects ``ids`` in ``root`` (in id order).
+
+    :func:`data_fingerprint` (names and sizes, the cache key since the cache existed) is the same for a label
+    re-drawn in an uncompressed ``.nii`` or a brain mask replaced by one of the same size, so a cached stage
+    trained on the old files was copied into a fold that should learn the new ones. Each cache entry records this
+    digest beside it (``STAGE-KEY.contents``) and is reused only while it holds.
+    """
+    wanted = set(ids)
+    h = hashlib.sha256()
+    for s in find_subjects(root):
+        if s.id in wanted:
+            for p in (s.image, s.label, s.mask):
+                h.update(f"{s.id}:{p.name if p is not None else None}:".encode())
+                if p is not None:
+                    with open(p, "rb") as f:
+                        for block in iter(lambda: f.read(1 << 20), b""):
+                            h.update(block)
+    return h.hexdigest()
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _reuse_stages(run: Path, cache: Path, keys: dict[str, str]) -> list[str]:
-    """Copy finished stages with matching digests from the cache into ``run``; returns their names."""
+def _contents_record(cache: Path, stage: str, key: str) -> Path:
+    return cache / f"{stage}-{key}.contents"
+
+
+def _stale(cache: Path, stage: str, key: str, contents: str | None) -> bool:
+    """Whether the cache entry was stored from other file contents (:func:`data_contents`) than ``contents``; an
+    entry stored before the contents were recorded is taken as it always was."""
+    record = _contents_record(cache, stage, key)
+    return contents is not None and record.is_file() and record.read_text(encoding="utf-8").strip() != contents
+
+
+def _reuse_stages(run: Path, cache: Path, keys: dict[str, str], contents: str | None = None) -> list[str]:
+    """Copy finished stages with matching digests (and file contents, ``contents``) from the cache into ``run``;
+    returns their names."""
     reused = []
     for stage, key in keys.items():
         src, dst = cache / f"{stage}-{key}", run / stage
+        if is_done(src) and _stale(cache, stage, key, contents):
+            log.warning(
+                "%s: the cached %s (%s) was trained on other contents of the same files (a label or mask changed "
+                "since); trained again",
+                run,
+                stage,
+                src.name,
+            )
+            continue
         if is_done(src) and not is_done(dst):
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst)
@@ -272,16 +314,19 @@ def _reuse_stages(run: Path, cache: Path, keys: dict[str, str]) -> list[str]:
     return reused
 
 
-def _store_stages(run: Path, cache: Path, keys: dict[str, str]) -> None:
-    """Put the finished stages of ``run`` into the cache (copied to a temporary name, then renamed)."""
+def _store_stages(run: Path, cache: Path, keys: dict[str, str], contents: str | None = None) -> None:
+    """Put the finished stages of ``run`` into the cache (copied to a temporary name, then renamed), with the file
+    contents they were trained on (``contents``) beside them; an entry of other contents is replaced."""
     for stage, key in keys.items():
         src, dst = run / stage, cache / f"{stage}-{key}"
-        if is_done(src) and not is_done(dst):
+        if is_done(src) and (not is_done(dst) or _stale(cache, stage, key, contents)):
             tmp = cache / f".{dst.name}.{os.getpid()}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(src, tmp)
             shutil.rmtree(dst, ignore_errors=True)
             os.replace(tmp, dst)
+            if contents is not None:
+                write_text_atomic(_contents_record(cache, stage, key), contents + "\n")
 
 
 @dataclass(frozen=True)
@@ -372,11 +417,12 @@ def _train_fold(root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, cache: 
     keys = stage_keys(cfg, fold.train_ids, data_fingerprint(root, fold.train_ids))
     if mode == "none":  # no distillation: a teacher would be trained for nothing
         keys.pop("teacher")
-    reused = _reuse_stages(run, cache, keys) if ctx.dist.is_main else []
+    contents = data_contents(root, fold.train_ids) if ctx.dist.is_main else None
+    reused = _reuse_stages(run, cache, keys, contents) if ctx.dist.is_main else []
     train("all", root, run, cfg, ctx, subject_ids=fold.train_ids, with_teacher=mode != "none")
     if ctx.dist.is_main:
         cache.mkdir(parents=True, exist_ok=True)
-        _store_stages(run, cache, keys)
+        _store_stages(run, cache, keys, contents)
     return reused
 
 

@@ -1,0 +1,67 @@
+"""plkd cv's stage cache is keyed by the training files' names and sizes: a label re-drawn in an uncompressed
+.nii (or a brain mask replaced by one of the same size) kept the key, and a fold copied a screening or teacher stage
+trained on the old files. Each cache entry now records the files' contents and is reused only while they hold."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from plkd.training.checkpoint import DONE_NAME, FINAL_NAME
+from plkd.training.crossval import _reuse_stages, _store_stages, data_contents, data_fingerprint
+from plkd.training.loop import LOG_NAME
+
+IDS = ["s01", "s02"]
+
+
+def _data(root: Path) -> Path:
+    for sid in IDS:
+        root.mkdir(parents=True, exist_ok=True)
+        image = np.random.default_rng(len(sid)).random((8, 8, 6)).astype(np.float32)
+        label = np.zeros((8, 8, 6), np.uint8)
+        label[2, 2, 2] = 1
+        nib.save(nib.Nifti1Image(image, np.eye(4)), str(root / f"{sid}.nii"))
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(root / f"{sid}_label.nii"))
+    return root
+
+
+def _finished_stage(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for name in (DONE_NAME, FINAL_NAME, LOG_NAME):
+        (folder / name).write_text("x")
+
+
+def test_a_cached_stage_of_other_file_contents_is_trained_again(tmp_path: Path, caplog) -> None:
+    root, cache = _data(tmp_path / "data"), tmp_path / "cache"
+    keys = {"screening": "k1"}
+    first = tmp_path / "fold-1" / "run"
+    _finished_stage(first / "screening")
+    _store_stages(first, cache, keys, data_contents(root, IDS))
+    # The same files again: reused.
+    assert _reuse_stages(tmp_path / "fold-2" / "run", cache, keys, data_contents(root, IDS)) == ["screening"]
+
+    # The researcher moves a microbleed in s02's label: same name, same size, other voxels.
+    fingerprint, path = data_fingerprint(root, IDS), root / "s02_label.nii"
+    img = nib.load(str(path))
+    label = np.zeros(img.shape, np.uint8)
+    label[5, 5, 3] = 1
+    nib.save(nib.Nifti1Image(label, img.affine), str(path))
+    assert data_fingerprint(root, IDS) == fingerprint  # the cache key cannot tell
+    contents = data_contents(root, IDS)
+    with caplog.at_level(logging.WARNING):
+        assert _reuse_stages(tmp_path / "fold-3" / "run", cache, keys, contents) == []
+    assert "trained on other contents of the same files" in caplog.text
+    assert not (tmp_path / "fold-3" / "run" / "screening").exists()
+    # The stage trained anew replaces the entry, which the next fold then reuses.
+    _finished_stage(tmp_path / "fold-3" / "run" / "screening")
+    _store_stages(tmp_path / "fold-3" / "run", cache, keys, contents)
+    assert _reuse_stages(tmp_path / "fold-4" / "run", cache, keys, contents) == ["screening"]
+
+
+def test_a_cache_entry_stored_before_contents_were_recorded_is_reused(tmp_path: Path) -> None:
+    root, cache = _data(tmp_path / "data"), tmp_path / "cache"
+    _finished_stage(cache / "screening-k1")
+    assert _reuse_stages(tmp_path / "run", cache, {"screening": "k1"}, data_contents(root, IDS)) == ["screening"]
