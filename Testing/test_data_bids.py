@@ -123,3 +123,14 @@ def test_the_left_out_files_are_said_once_however_often_the_set_is_read(tmp_path
         for _ in range(3):
             find_subjects(root)
     assert sum("NIfTI file(s) not read" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_evaluate_pairs_predictions_of_the_tree_with_the_labels_training_reads(tmp_path: Path) -> None:
+    from plkd.metrics import evaluate_paths
+
+    root = _bids(tmp_path / "study")
+    subjects = find_subjects(root)
+    for scan in expand_inputs([root]).scans:  # named as plkd predict names them
+        _save(tmp_path / "pred" / f"{scan.stem}_cmb.nii.gz", label=True)
+    files = evaluate_paths(tmp_path / "pred", root)["files"]
+    assert sorted(Path(f["reference"]) for f in files.values()) == sorted(s.label for s in subjects)
