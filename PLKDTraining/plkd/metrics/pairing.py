@@ -15,8 +15,8 @@ Every NIfTI file found is first given a *role* from its name, its folder and its
 
 A reference is a ``label`` (or, when a subject has no label file at all, its only unmarked
 file, which :mod:`plkd.metrics.evaluation` then checks holds label values, unless its name ends as a scan's:
-:data:`SCAN_SUFFIXES`). It is never a prediction, a prediction extra, a mask or one of several unmarked files. A prediction is a
-``prediction``, else a ``label``-named file, else a subject's only unmarked file. Two files of
+:data:`SCAN_SUFFIXES`). It is never a prediction, a prediction extra, a mask or one of several unmarked files.
+A prediction is a ``prediction``, else a ``label``-named file, else a subject's only unmarked file. Two files of
 the best role for one subject are ambiguous and refused with one line.
 
 Subjects are keyed by :func:`plkd.naming.subject_id` (the name up to the first ``_``) plus a
