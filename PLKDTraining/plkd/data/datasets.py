@@ -278,12 +278,13 @@ def _find_bids(root: Path, modality: str | None) -> list[Subject]:
                 extras.append(p)
                 continue
             entities, suffix = _bids_entities(p)
-            mod = modality_of_text(suffix) or "T2S"
-            if reason is not None or (modality and mod != modality):
+            mod = modality_of_text(suffix)  # None: a suffix that does not say (its sidecar may: detect_modality)
+            if reason is not None or (modality and mod not in (None, modality)):
                 continue  # named by _say_left_out
             sid = strip_nifti_suffix(p.name)
             sid = sid[: -len(suffix) - 1] if suffix and sid.endswith("_" + suffix) else sid
-            subjects.append(Subject(id=sid, image=p, meta={"layout": "bids", "modality": mod, "bids": entities}))
+            meta = {"layout": "bids", "bids": entities} | ({"modality": mod} if mod else {})
+            subjects.append(Subject(id=sid, image=p, meta=meta))
     if (root / "derivatives").is_dir():
         extras += [p for p in _nifti_files(root / "derivatives", 6) if "sub" in _bids_entities(p)[0]]
     for p in extras:
