@@ -143,3 +143,18 @@ def test_training_records_the_resampling_in_run_json_notes(tmp_path: Path) -> No
     (note,) = [n for n in data.summary()["notes"] if "drawn on 0.5x0.5x0.5 mm voxels" in n]
     assert note.startswith("label of s01:") and "8 microbleed(s)" in note
     assert len(data.train[0].positives) == len(SPOTS)
+
+
+def test_plkd_lowres_takes_a_half_millimetre_label_by_the_same_rule(tmp_path: Path) -> None:
+    from plkd.cli import main
+
+    label, fine_affine = _fine_label()
+    root = _data_set(tmp_path / "data", label, fine_affine)
+    out, label_out = tmp_path / "o" / "s01.nii.gz", tmp_path / "o" / "s01_label.nii.gz"
+    args = ["lowres", str(root / "s01.nii.gz"), "--factor", "2", "--label", str(root / "s01_label.nii.gz")]
+    assert main([*args, "--out", str(out), "--label-out", str(label_out), "--progress", "none"]) == 0
+    written = nib.load(str(label_out))
+    assert written.shape == nib.load(str(out)).shape == SHAPE
+    # Refused before (exit 2); its microbleeds now reach lowres's own LR@2 label rule (which may merge or drop
+    # the 0.5-agreement one: not this rule's business).
+    assert label_components(np.asanyarray(written.dataobj) > 0)[1] >= len(SPOTS) - 1
