@@ -134,3 +134,15 @@ def test_evaluate_pairs_predictions_of_the_tree_with_the_labels_training_reads(t
         _save(tmp_path / "pred" / f"{scan.stem}_cmb.nii.gz", label=True)
     files = evaluate_paths(tmp_path / "pred", root)["files"]
     assert sorted(Path(f["reference"]) for f in files.values()) == sorted(s.label for s in subjects)
+
+
+def test_nnunet_channels_other_than_0000_are_named_as_not_read(tmp_path: Path, caplog) -> None:
+    root = tmp_path / "Dataset001_CMB"
+    for case in ("CMB_001", "CMB_002"):
+        _save(root / "imagesTr" / f"{case}_0000.nii.gz")
+        _save(root / "imagesTr" / f"{case}_0001.nii.gz")  # a second contrast the single-channel networks never see
+        _save(root / "labelsTr" / f"{case}.nii.gz", label=True)
+    with caplog.at_level(logging.WARNING):
+        assert [s.id for s in find_subjects(root)] == ["CMB_001", "CMB_002"]
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "2 NIfTI file(s) not read" in line and "nnU-Net channel 0001: the networks read channel 0000" in line

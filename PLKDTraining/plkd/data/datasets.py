@@ -325,7 +325,8 @@ def _say_left_out(root: Path, subjects: list[Subject], layout: str, modality: st
     from plkd.inference.modality import modality_of_text
 
     used = {s.image for s in subjects} | {p for s in subjects for p in (s.label, s.mask) if p is not None}
-    used |= {Path(p) for s in subjects for p in (s.meta.get("channels") or {}).values()}
+    # nnU-Net channels other than 0000 are recorded in meta but never read: the networks take one image.
+    channels = {Path(p): c for s in subjects for c, p in (s.meta.get("channels") or {}).items()}
     depth = {"folder": 1, "valdo": 2, "synth": 2}.get(layout)
     left: list[tuple[Path, str]] = []
     for p in _nifti_files(root, 8):
@@ -333,7 +334,9 @@ def _say_left_out(root: Path, subjects: list[Subject], layout: str, modality: st
         if p in used or is_plkd_prediction(p) or rel[0] in _NOT_SUBJECT_FOLDERS:
             continue  # results are said by the readers that meet them (plain folders), or are no subject's
         mod = modality_of_text(_bids_entities(p)[1])
-        if depth is not None and len(rel) - 1 > depth:
+        if p in channels:
+            reason = f"nnU-Net channel {channels[p]}: the networks read channel 0000 (the T2*/SWI image) only"
+        elif depth is not None and len(rel) - 1 > depth:
             reason = f"deeper than the {layout} layout reads ({depth} folder level(s))"
         elif modality and mod is not None and mod != modality:
             reason = f"{mod}, not the {modality} asked for"
