@@ -153,6 +153,7 @@ def run_cv(
     # Sessions of one patient (sub-01_ses-1, sub-01_ses-2 in a plain folder) stay in one fold, and so do cases of one
     # scan (two raters' labels, a copy under another name), which trained the fold that tested them.
     same_scan = same_scan_groups(digests)
+    contents = file_contents(labelled)  # what each fold learns and is scored on, for resumes and the stage cache
     splits = kfold_split(ids, k=k, seed=int(cfg["seed"]), groups=merge_groups(session_groups(ids), same_scan))
     table = cfg["cv"]["variants"]
     unknown = [v for v in variants or [] if v not in table]
@@ -171,7 +172,7 @@ def run_cv(
         results = []
         for i, (train_ids, test_ids) in enumerate(splits):
             fold = _Fold(vdir / f"fold-{i + 1}", train_ids, test_ids)
-            results.append(_run_fold(root, fold, vcfg, ctx, f, cache, tuning))
+            results.append(_run_fold(root, fold, vcfg, ctx, f, cache, tuning, contents))
         if ctx.dist.is_main:
             summary["variants"][name or vcfg["students"]["mode"]] = _write_summary(vdir, results, vcfg, name, scored)
     if variants and ctx.dist.is_main:
@@ -255,25 +256,35 @@ def data_fingerprint(root: Path, ids: Sequence[str]) -> str:
     return _digest(files)
 
 
-def data_contents(root: Path, ids: Sequence[str]) -> str:
-    """sha256 of the bytes of the image, label and mask files of subjects ``ids`` in ``root`` (in id order).
+def file_contents(subjects: Sequence[Subject]) -> dict[str, str]:
+    """``{subject id: sha256}`` of the bytes of each subject's image, label and mask files (read once per run)."""
+    out = {}
+    for s in subjects:
+        h = hashlib.sha256()
+        for p in (s.image, s.label, s.mask):
+            h.update(f"{p.name if p is not None else None}:".encode())
+            if p is not None:
+                with open(p, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+        out[s.id] = h.hexdigest()
+    return out
+
+
+def data_contents(contents: dict[str, str], ids: Sequence[str]) -> str:
+    """One digest of the file contents (:func:`file_contents`) of subjects ``ids``.
 
     :func:`data_fingerprint` (names and sizes, the cache key since the cache existed) is the same for a label
     re-drawn in an uncompressed ``.nii`` or a brain mask replaced by one of the same size, so a cached stage
-    trained on the old files was copied into a fold that should learn the new ones. Each cache entry records this
-    digest beside it (``STAGE-KEY.contents``) and is reused only while it holds.
+    trained on the old files was copied into a fold that should learn the new ones, and a finished fold scored on
+    the old labels stood in the summary beside folds scored on the new. Each cache entry records this digest beside
+    it (``STAGE-KEY.contents``) and is reused only while it holds; each fold's ``result.json`` records its own.
     """
-    wanted = set(ids)
-    h = hashlib.sha256()
-    for s in find_subjects(root):
-        if s.id in wanted:
-            for p in (s.image, s.label, s.mask):
-                h.update(f"{s.id}:{p.name if p is not None else None}:".encode())
-                if p is not None:
-                    with open(p, "rb") as f:
-                        for block in iter(lambda: f.read(1 << 20), b""):
-                            h.update(block)
-    return h.hexdigest()
+    return _digest_full([[i, contents.get(i)] for i in sorted(ids)])
+
+
+def _digest_full(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _digest(obj: Any) -> str:
@@ -362,11 +373,19 @@ def _tuning_key(root: Path, tune_data: str | os.PathLike[str], cv_digests: dict[
 
 
 def _run_fold(
-    root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, f: int, cache: Path, tuning: dict | None
+    root: Path,
+    fold: _Fold,
+    cfg: Config,
+    ctx: TrainContext,
+    f: int,
+    cache: Path,
+    tuning: dict | None,
+    contents: dict[str, str],
 ) -> dict:
     done = fold.dir / "result.json"
     previous = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
-    _check_same_fold(fold, previous)
+    fold_contents = data_contents(contents, [*fold.train_ids, *fold.test_ids])
+    _check_same_fold(fold, previous, fold_contents)
     if previous is not None and (tuning is None or previous.get("tuning", {}).get("data") == tuning["data"]):
         log.info("%s: finished, skipped", fold.dir)
         return previous
@@ -374,7 +393,7 @@ def _run_fold(
     bundle = fold.dir / "bundle"
     reused: list[str] = []
     if previous is None or not (bundle / MANIFEST).is_file():
-        reused = _train_fold(root, fold, cfg, ctx, cache)
+        reused = _train_fold(root, fold, cfg, ctx, cache, data_contents(contents, fold.train_ids))
         if ctx.dist.is_main:
             export_run(fold.dir / "run", bundle, mode=mode, overwrite=True, include_teacher=mode != "none")
     else:
@@ -388,16 +407,18 @@ def _run_fold(
         result = evaluate_fold(scored, root, fold.test_ids, f, ctx.device)
         result["train_ids"] = list(fold.train_ids)
         result["reused_stages"] = reused
+        result["data_contents"] = fold_contents
         if record is not None:
             result["tuning"] = {**tuning, **record}
         write_json_atomic(done, result)
     return result
 
 
-def _check_same_fold(fold: _Fold, previous: dict[str, Any] | None) -> None:
+def _check_same_fold(fold: _Fold, previous: dict[str, Any] | None, contents: str | None = None) -> None:
     """Refuse a finished fold made on another split: changed data, --folds or seed gave other folds, and
     its stored result (scored on other test subjects, trained on some of this fold's) was reused as this
-    fold's, so the summary counted subjects twice or never."""
+    fold's, so the summary counted subjects twice or never; or on other file contents (``contents``,
+    :func:`data_contents`; folds finished before it was recorded are not checked for it)."""
     if previous is None:
         return
     same_test = sorted(previous.get("test_ids", [])) == sorted(fold.test_ids)
@@ -408,16 +429,22 @@ def _check_same_fold(fold: _Fold, previous: dict[str, Any] | None) -> None:
             f"... instead of {', '.join(sorted(fold.test_ids)[:3])}...): the data, --folds or the seed changed "
             "since; cross-validate into a new folder"
         )
+    if contents is not None and previous.get("data_contents") not in (None, contents):
+        # Same subjects, other files: a label re-drawn, an image or mask replaced. The fold's score (and network)
+        # stood in the summary beside folds of the new files.
+        raise PLKDError(
+            f"{fold.dir} was trained and scored on other contents of its subjects' image, label or mask files (one "
+            "changed since): cross-validate into a new folder, or remove the fold folders to redo them"
+        )
 
 
-def _train_fold(root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, cache: Path) -> list[str]:
+def _train_fold(root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, cache: Path, contents: str) -> list[str]:
     """Train the fold's stages (copying identical finished ones from the cache); returns those copied."""
     run = fold.dir / "run"
     mode = cfg["students"]["mode"]
     keys = stage_keys(cfg, fold.train_ids, data_fingerprint(root, fold.train_ids))
     if mode == "none":  # no distillation: a teacher would be trained for nothing
         keys.pop("teacher")
-    contents = data_contents(root, fold.train_ids) if ctx.dist.is_main else None
     reused = _reuse_stages(run, cache, keys, contents) if ctx.dist.is_main else []
     train("all", root, run, cfg, ctx, subject_ids=fold.train_ids, with_teacher=mode != "none")
     if ctx.dist.is_main:
