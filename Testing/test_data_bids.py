@@ -146,3 +146,13 @@ def test_nnunet_channels_other_than_0000_are_named_as_not_read(tmp_path: Path, c
         assert [s.id for s in find_subjects(root)] == ["CMB_001", "CMB_002"]
     (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "2 NIfTI file(s) not read" in line and "nnU-Net channel 0001: the networks read channel 0000" in line
+
+
+def test_a_label_of_a_multi_echo_gre_stored_one_echo_per_file_says_so(tmp_path: Path) -> None:
+    # plkd predict analyses each echo file on its own (with a note); training would take each as a case.
+    root = tmp_path / "study"
+    for echo in (1, 2, 3):
+        _save(root / "sub-01" / "anat" / f"sub-01_echo-{echo}_part-mag_MEGRE.nii.gz")
+    _save(root / "derivatives" / "raters" / "sub-01" / "anat" / "sub-01_desc-cmb_dseg.nii.gz", label=True)
+    with pytest.raises(InputError, match=r"fits 3 images .*echoes of one multi-echo GRE stored one per file"):
+        find_subjects(root)

@@ -300,9 +300,16 @@ def _find_bids(root: Path, modality: str | None) -> list[Subject]:
                 f"({'_'.join(f'{k}-{v}' for k, v in key.items())})"
             )
         if len(owners) > 1:
+            differ = {k for s in owners for k, v in s.meta["bids"].items() if owners[0].meta["bids"].get(k) != v}
+            how = (
+                "they are echoes of one multi-echo GRE stored one per file: keep only the echo to train on, or "
+                "combine them into one file"
+                if differ and differ <= {"echo", "part"}
+                else "give it the entities (ses-, acq-, run-) of the one it belongs to"
+            )
             raise InputError(
                 f"{attr} {_rel(p, root)} fits {len(owners)} images ({', '.join(s.image.name for s in owners[:3])}); "
-                "give it the entities (ses-, acq-, run-) of the one it belongs to"
+                + how
             )
         (owner,) = owners
         if getattr(owner, attr) is not None:
