@@ -196,7 +196,7 @@ def test_empty_missing_and_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not found"):
         find_subjects(tmp_path / "missing")
     with pytest.raises(InputError, match="layout"):
-        find_subjects(tmp_path, layout="bids")
+        find_subjects(tmp_path, layout="nnunet")  # "bids" is a layout now
 
 
 def test_load_subject_refuses_label_on_another_grid(tmp_path: Path) -> None:

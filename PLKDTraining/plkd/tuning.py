@@ -76,6 +76,8 @@ class Case:
     scores: dict[int, tuple[float, float]]  # label -> (screening score, candidate logit)
     #: (logit, is a microbleed) of every candidate, kept or not: the calibration data.
     points: list[tuple[float, bool]] = field(default_factory=list)
+    #: What bringing the label onto the image's grid did (turned, resampled: :mod:`plkd.label_grid`).
+    label_notes: tuple[str, ...] = ()
 
     def kept(self, screening: float, segmentation: float, calibration: Calibration | None = None) -> frozenset[int]:
         """Labels of the candidates that pass both thresholds (probability = ``calibration(logit)``)."""
@@ -164,7 +166,7 @@ def collect_cases(
             refs = truth_microbleeds(label)
             points = [(_logit(c), is_microbleed(c["center_ras"], refs)) for c in result.candidates]
             labels, truth = _crop(result.label_map, label.data)
-            cases.append(Case(subject.id, condition, labels, truth, image.spacing, scores, points))
+            cases.append(Case(subject.id, condition, labels, truth, image.spacing, scores, points, tuple(label.notes)))
             progress.advance()
     progress.finish()
     return cases
@@ -345,6 +347,8 @@ def tune_thresholds(
             "before": _rounded(before),
             "after": _rounded(best["metrics"]),
         }
+        if label_notes := list(dict.fromkeys(n for c in cases for n in c.label_notes)):
+            report[name]["notes"] = label_notes  # said when read (plkd.label_grid), recorded with the thresholds
     if plot is not None and curves:
         reliability_diagram(curves, plot)
     _write_tuned_bundle(bundle.root, out, report, data_root, max_fp)

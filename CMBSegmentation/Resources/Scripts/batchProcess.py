@@ -12,7 +12,8 @@ Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
 earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when every input succeeded,
 1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments, missing
-dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``) or an output folder
+dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``, ``scan`` beside ``Scan``:
+one name on macOS and Windows) or an output folder
 holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, 130 when
 interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves no files). Results in the
 input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not inputs, so OUT may be IN; nor
@@ -184,11 +185,12 @@ def outputBaseName(path):
 
 
 def nameCollisions(inputs):
-    """Groups of inputs whose outputs would have the same names (``a.nii`` and ``a.nii.gz``, ``a b`` and ``a-b``):
-    processed in turn, the last would overwrite the reports of the others."""
+    """Groups of inputs whose outputs would have the same names (``a.nii`` and ``a.nii.gz``, ``a b`` and ``a-b``,
+    and ``scan`` and ``Scan``, one name on the case-insensitive file systems of macOS and Windows): processed in
+    turn, the last would overwrite the reports of the others."""
     groups = {}
     for path in inputs:
-        groups.setdefault(outputBaseName(path), []).append(path)
+        groups.setdefault(outputBaseName(path).lower(), []).append(path)
     return [group for group in groups.values() if len(group) > 1]
 
 

@@ -17,7 +17,8 @@ EPILOG = """examples:
 Files pair by subject id (the file name up to its first '_', plus a BIDS ses- entity; case names
 with a '_' of their own, case_001 or nnU-Net's CMB_001, by case name); folders
 are searched recursively. A reference must be named as a label (CMB, label, seg, dseg, truth,
-gt, label-X, or a file in labels/ or labelsTr/; a subject's only file when nothing is named so)
+gt, label-X, or a file in labels/ or labelsTr/; a subject's only file when nothing is named so,
+unless its name ends as a scan's: _T1w, _T2starw, _T2S, ...)
 and hold label values; it is never a prediction of 'plkd predict' (NAME_cmb.nii.gz with its
 NAME_cmb.json), a brain mask or an image, so 'plkd evaluate pred/ plkd-demo/' pairs with the
 demo's _truth. Every pair is printed and written to the JSON ('pairing'); two candidate files

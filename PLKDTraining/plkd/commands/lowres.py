@@ -20,6 +20,7 @@ import numpy as np
 from plkd.atomic import check_output_location, write_json_atomic
 from plkd.data.datasets import SYNTH_FORMAT, Subject, find_subjects, load_subject
 from plkd.errors import InputError, PLKDError, check_seed
+from plkd.label_grid import label_onto_image
 from plkd.lowres import (
     MODES,
     NOISE_KINDS,
@@ -32,7 +33,7 @@ from plkd.lowres import (
 from plkd.lowres_sidecar import remove_lowres_sidecar, sidecar_of, write_lowres_sidecar
 from plkd.naming import is_nifti
 from plkd.progress import Progress
-from plkd.volumes import Volume, load_label, load_volume, on_grid_of, save_volume
+from plkd.volumes import Volume, load_label, load_volume, save_volume
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,9 @@ def _run_single(args: argparse.Namespace) -> int:
     label = None
     if args.label is not None:
         label = load_label(args.label)
-        label = on_grid_of(image, label, what=f"label {args.label.name}")
+        # The rule of the data-set conversion (load_subject) and of training: a 0.5 mm label of a 1 mm scan is
+        # resampled onto it keeping every microbleed, anything but the same voxels otherwise refused.
+        label = label_onto_image(image, label, what=f"label {args.label.name}")
     out = _convert_image(image, args, np.random.default_rng(args.seed))
     # Both converted before either is written: a label that cannot be converted left the image written alone.
     lab = _convert_label(label, image, args) if label is not None else None

@@ -12,6 +12,15 @@ Layouts, tried in this order by ``layout="auto"``:
     ``sub-XXX/`` folders or flat. ``SWI`` in place of ``T2S`` likewise; the unmasked
     ``sub-XXX_space-T2S_T2S`` is used when no masked image exists. Other contrasts in the same
     space (``…_desc-masked_T1``) are ignored.
+``bids``
+    A BIDS tree: ``sub-XX/[ses-YY/]anat/`` images (``sub-01_ses-1_T2starw.nii.gz``) with their labels and brain
+    masks under ``derivatives/*/sub-XX/[ses-YY/]anat/`` (or beside the image), paired by the BIDS entities
+    ``sub``, ``ses``, ``acq``, ``ce``, ``rec`` and ``run``. The images are the files ``plkd predict``'s folder walk
+    analyses in that tree (:func:`plkd.inference.input_kinds.classify`: T1w, FLAIR, phase, quantitative maps, ...
+    are not), so both read the same scans; the others are named in one warning line. A label is a file whose name
+    says so (``_dseg``, ``_label-CMB_mask``, ``_CMB``: :func:`plkd.metrics.pairing.file_role`, the rule of
+    ``plkd evaluate``), a mask a ``_mask``/``_brainmask`` without a ``label-`` entity. A case is named by the
+    image's entities (``sub-01_ses-1``), so sessions of one subject stay on one side of a split.
 ``folder``
     ``imagesTr/`` + ``labelsTr/`` (nnU-Net: ``CASE_0000.nii.gz`` + ``CASE.nii.gz``), or
     ``images/`` + ``labels/`` (+ ``masks/``) paired by name, or ``NAME.nii.gz`` beside
@@ -36,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from plkd.errors import InputError
+from plkd.label_grid import label_onto_image
 from plkd.metrics.components import check_label_values
 from plkd.modalities import MODALITIES
 from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix, subject_id
@@ -44,7 +54,7 @@ from plkd.volumes import Volume, load_label, load_volume, on_grid_of
 log = logging.getLogger(__name__)
 
 #: Accepted values of ``find_subjects(layout=...)``.
-LAYOUTS = ("auto", "synth", "valdo", "folder")
+LAYOUTS = ("auto", "synth", "valdo", "bids", "folder")
 #: ``format`` of a ``plkd synth`` manifest this reader understands.
 SYNTH_FORMAT = "plkd-synth/1"
 
@@ -86,6 +96,17 @@ def _nifti_files(folder: Path, max_depth: int) -> list[Path]:
             dirnames[:] = []
         found.extend(here / f for f in sorted(filenames) if is_nifti(f) and not f.startswith("."))
     return found
+
+
+_SAID: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time in this process: ``plkd cv`` and ``plkd tune`` read a data set
+    several times (per fold, per segmenter), and one caveat is one line."""
+    if message not in _SAID:
+        _SAID.add(message)
+        log.warning("%s", message)
 
 
 def _check_unique(subjects: list[Subject]) -> list[Subject]:
@@ -136,7 +157,10 @@ def _find_valdo(root: Path, modality: str | None) -> list[Subject]:
                 raise InputError(f"two labels for subject {key[0]!r}: {labels[key]} and {p}")
             labels[key] = p
         elif m := _VALDO_MASK.match(p.name):
-            masks[(m["sid"], m["space"])] = p
+            key = (m["sid"], m["space"])
+            if key in masks:  # the later one (sub-X/ or flat) replaced the other without a word
+                raise InputError(f"two brain masks for subject {key[0]!r}: {masks[key]} and {p}")
+            masks[key] = p
     subjects = []
     for sid, by_mod in images.items():
         if len(by_mod) > 1:
@@ -208,6 +232,133 @@ def _find_synth(root: Path, manifest: dict[str, Any]) -> list[Subject]:
 
 
 # ----------------------------------------------------------------------------------------------
+# BIDS
+
+#: Entities that tell one acquisition from another (BIDS): a label or mask belongs to the image whose values of
+#: the ones it carries are its own.
+BIDS_MATCH_ENTITIES = ("sub", "ses", "acq", "ce", "rec", "run")
+_BIDS_SUBJECT_DIR = re.compile(r"^sub-[A-Za-z0-9]+$")
+
+
+def _bids_anat_dirs(root: Path) -> list[Path]:
+    """``sub-XX/anat`` and ``sub-XX/ses-YY/anat`` folders of ``root`` (raw data, not derivatives)."""
+    found = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and _BIDS_SUBJECT_DIR.match(p.name)):
+        found += [d for d in (sub / "anat", *sorted(sub.glob("ses-*/anat"))) if d.is_dir()]
+    return found
+
+
+def _is_bids(root: Path) -> bool:
+    return any(_nifti_files(d, 0) for d in _bids_anat_dirs(root))
+
+
+def _bids_entities(path: Path) -> tuple[dict[str, str], str]:
+    """``({entity: value}, suffix)`` of a BIDS file name (``sub-01_ses-1_T2starw`` → ``{sub: 01, ses: 1}``,
+    ``T2starw``); the suffix is ``""`` when the last part is an entity."""
+    parts = strip_nifti_suffix(path.name).split("_")
+    entities = dict(p.split("-", 1) for p in parts if "-" in p)
+    return entities, ("" if "-" in parts[-1] else parts[-1])
+
+
+def _bids_key(entities: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in entities.items() if k in BIDS_MATCH_ENTITIES}
+
+
+def _find_bids(root: Path, modality: str | None) -> list[Subject]:
+    from plkd.inference.input_kinds import classify  # plkd.inference imports the networks
+    from plkd.inference.modality import modality_of_text
+    from plkd.metrics.pairing import file_role
+
+    subjects: list[Subject] = []
+    extras: list[Path] = []  # labels and masks, beside the images or in derivatives
+    for anat in _bids_anat_dirs(root):
+        for p in _nifti_files(anat, 0):
+            reason = classify(p)
+            if reason == "label map or mask":
+                extras.append(p)
+                continue
+            entities, suffix = _bids_entities(p)
+            mod = modality_of_text(suffix)  # None: a suffix that does not say (its sidecar may: detect_modality)
+            if reason is not None or (modality and mod not in (None, modality)):
+                continue  # named by _say_left_out
+            sid = strip_nifti_suffix(p.name)
+            sid = sid[: -len(suffix) - 1] if suffix and sid.endswith("_" + suffix) else sid
+            meta = {"layout": "bids", "bids": entities} | ({"modality": mod} if mod else {})
+            subjects.append(Subject(id=sid, image=p, meta=meta))
+    if (root / "derivatives").is_dir():
+        extras += [p for p in _nifti_files(root / "derivatives", 6) if "sub" in _bids_entities(p)[0]]
+    for p in extras:
+        role = file_role(p)
+        attr = "label" if role == "label" else "mask" if role == "mask" else None
+        if attr is None or is_plkd_prediction(p):
+            continue  # another pipeline's output, or plkd's (named by _say_left_out when in the raw tree)
+        key = _bids_key(_bids_entities(p)[0])
+        owners = [s for s in subjects if key and all(s.meta["bids"].get(k) == v for k, v in key.items())]
+        if not owners:
+            raise InputError(
+                f"{attr} {_rel(p, root)} has no image: no sub-*/[ses-*/]anat image has its entities "
+                f"({'_'.join(f'{k}-{v}' for k, v in key.items())})"
+            )
+        if len(owners) > 1:
+            differ = {k for s in owners for k, v in s.meta["bids"].items() if owners[0].meta["bids"].get(k) != v}
+            how = (
+                "they are echoes of one multi-echo GRE stored one per file: keep only the echo to train on, or "
+                "combine them into one file"
+                if differ and differ <= {"echo", "part"}
+                else "give it the entities (ses-, acq-, run-) of the one it belongs to"
+            )
+            raise InputError(
+                f"{attr} {_rel(p, root)} fits {len(owners)} images ({', '.join(s.image.name for s in owners[:3])}); "
+                + how
+            )
+        (owner,) = owners
+        if getattr(owner, attr) is not None:
+            raise InputError(f"two {attr}s for {owner.image.name}: {getattr(owner, attr)} and {p}")
+        setattr(owner, attr, p)
+    return _check_unique(subjects)
+
+
+#: Folders of a data set that hold no subject's scan (BIDS: other pipelines' outputs, the scanner's files).
+_NOT_SUBJECT_FOLDERS = frozenset({"derivatives", "sourcedata", "code"})
+
+
+def _say_left_out(root: Path, subjects: list[Subject], layout: str, modality: str | None) -> None:
+    """One warning line naming the NIfTI files under ``root`` that no subject reads (as image, label, mask or
+    nnU-Net channel), counted by why (``plkd predict``'s reasons: other contrast, phase image, ...), so that a
+    subject is never left out of training, tuning or cross-validation without a word: a session one folder deeper
+    than the layout reads, a scan named as no layout reads it, a VALDO subject with an unmasked image only."""
+    from plkd.inference.input_kinds import classify  # plkd.inference imports the networks
+    from plkd.inference.inputs import count_reasons
+    from plkd.inference.modality import modality_of_text
+
+    used = {s.image for s in subjects} | {p for s in subjects for p in (s.label, s.mask) if p is not None}
+    # nnU-Net channels other than 0000 are recorded in meta but never read: the networks take one image.
+    channels = {Path(p): c for s in subjects for c, p in (s.meta.get("channels") or {}).items()}
+    depth = {"folder": 1, "valdo": 2, "synth": 2}.get(layout)
+    left: list[tuple[Path, str]] = []
+    for p in _nifti_files(root, 8):
+        rel = p.relative_to(root).parts
+        if p in used or is_plkd_prediction(p) or rel[0] in _NOT_SUBJECT_FOLDERS:
+            continue  # results are said by the readers that meet them (plain folders), or are no subject's
+        mod = modality_of_text(_bids_entities(p)[1])
+        if p in channels:
+            reason = f"nnU-Net channel {channels[p]}: the networks read channel 0000 (the T2*/SWI image) only"
+        elif depth is not None and len(rel) - 1 > depth:
+            reason = f"deeper than the {layout} layout reads ({depth} folder level(s))"
+        elif modality and mod is not None and mod != modality:
+            reason = f"{mod}, not the {modality} asked for"
+        else:
+            reason = classify(p) or f"not named as the {layout} layout reads an image, label or mask"
+        left.append((p, reason))
+    if left:
+        examples = ", ".join(_rel(p, root) for p, _ in left[:2]) + (", ..." if len(left) > 2 else "")
+        _warn_once(
+            f"{root}: {len(left)} NIfTI file(s) not read as a subject's image, label or mask "
+            f"({count_reasons(left)}; e.g. {examples}); see README, Data, for the names each layout reads"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
 # plain folders
 
 
@@ -275,12 +426,9 @@ def _find_side_by_side(root: Path) -> list[Subject]:
     # unreviewed result trained on as the truth) and NAME_cmb-final, the reviewed one, as another image.
     predictions = [p for p in files if is_plkd_prediction(p)]
     if predictions:
-        log.warning(
-            "%s: %d plkd or Slicer result(s) left out (e.g. %s): they are not read as references; "
-            "rename a reviewed one NAME_label.nii.gz to train on it",
-            root,
-            len(predictions),
-            _rel(predictions[0], root),
+        _warn_once(
+            f"{root}: {len(predictions)} plkd or Slicer result(s) left out (e.g. {_rel(predictions[0], root)}): they "
+            "are not read as references; rename a reviewed one NAME_label.nii.gz to train on it"
         )
         files = [p for p in files if p not in predictions]
     stems: dict[tuple[Path, str], Path] = {}
@@ -337,7 +485,7 @@ def _find_folder(root: Path) -> list[Subject]:
 def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modality: str | None = None) -> list[Subject]:
     """All subjects of the data set in ``root``, sorted by id (see the module docstring).
 
-    ``layout`` is ``"auto"``, ``"synth"``, ``"valdo"`` or ``"folder"``; ``modality`` (``"T2S"`` or
+    ``layout`` is ``"auto"``, ``"synth"``, ``"valdo"``, ``"bids"`` or ``"folder"``; ``modality`` (``"T2S"`` or
     ``"SWI"``) selects one contrast of a VALDO-style folder holding both.
     """
     root = Path(root)
@@ -356,18 +504,25 @@ def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modalit
             subjects = _find_synth(root, manifest)
         elif layout == "synth":
             raise InputError(f"{root} is not a plkd synth data set (no manifest.json with format {SYNTH_FORMAT!r})")
+        elif _is_valdo(root):
+            subjects = _find_valdo(root, modality)
         else:
-            subjects = _find_valdo(root, modality) if _is_valdo(root) else _find_folder(root)
+            subjects = _find_bids(root, modality) if _is_bids(root) else _find_folder(root)
     elif layout == "valdo":
         subjects = _find_valdo(root, modality)
+    elif layout == "bids":
+        subjects = _find_bids(root, modality)
     else:
         subjects = _find_folder(root)
 
+    if subjects:
+        _say_left_out(root, subjects, subjects[0].meta.get("layout", layout), modality)
     if not subjects:
         raise InputError(
             f"no subjects found in {root}: expected sub-XXX/sub-XXX_space-T2S_desc-masked_T2S.nii.gz (VALDO, "
-            "or SWI), a plkd synth folder with manifest.json, imagesTr/ + labelsTr/, images/ + labels/, "
-            "or NAME.nii.gz beside NAME_label.nii.gz"
+            "or SWI), a plkd synth folder with manifest.json, BIDS sub-XX/[ses-YY/]anat/sub-XX_T2starw.nii.gz "
+            "(labels in derivatives/), imagesTr/ + labelsTr/, images/ + labels/, or NAME.nii.gz beside "
+            "NAME_label.nii.gz"
         )
     log.info("found %d subject(s) in %s", len(subjects), root)
     return subjects
@@ -376,8 +531,10 @@ def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modalit
 def load_subject(subject: Subject) -> tuple[Volume, Volume | None, Volume | None]:
     """``(image, label, mask)`` volumes of a subject; label and mask are ``None`` when absent.
 
-    The label and the mask must lie on the image's grid; one stored in another axis order or direction
-    on the same voxels is turned onto it (:func:`plkd.volumes.on_grid_of`).
+    The mask must lie on the image's grid; one stored in another axis order or direction on the same voxels is
+    turned onto it (:func:`plkd.volumes.on_grid_of`). The label is brought onto it by the rule ``plkd evaluate``
+    applies too (:func:`plkd.label_grid.label_onto_image`: turned exactly, or resampled keeping every microbleed
+    when drawn on another voxel size over the same field of view); what was done is in ``label.notes``.
     """
     image = load_volume(subject.image, what=f"image of {subject.id}")
     label = mask = None
@@ -385,7 +542,7 @@ def load_subject(subject: Subject) -> tuple[Volume, Volume | None, Volume | None
         label = load_label(subject.label, what=f"label of {subject.id}")
         # The rule plkd evaluate applies: a soft or interpolated label was cut at 0.25 here without a word.
         check_label_values(label.data, f"label of {subject.id} ({subject.label})")
-        label = on_grid_of(image, label, what=f"label of {subject.id}")
+        label = label_onto_image(image, label, what=f"label of {subject.id}")
     if subject.mask is not None:
         mask = load_label(subject.mask, what=f"brain mask of {subject.id}", allow_empty=False)
         mask = on_grid_of(image, mask, what=f"brain mask of {subject.id}")

@@ -408,7 +408,10 @@ def _disambiguate(group: list[ScanInput], bases: list[str]) -> list[str]:
             varying = [c for c in range(k) if len({t[c].lower() for t in tails if len(t) > c}) > 1]
             return ["_".join([*(t[c] for c in varying), b]) for t, b in zip(tails, bases, strict=True)]
     names = ", ".join(s.display for s in group[:-1]) + f" and {group[-1].display}"
-    raise InputError(f"{names} would all be written as {bases[0]}_cmb.*; rename or remove all but one of them")
+    # sub-01/T2S and SUB-01/T2S, scan and Scan: distinct on Linux, one file on macOS and Windows (and on a share).
+    told = [str(_as_given(s.path).parent / b) for s, b in zip(group, bases, strict=True)]
+    case = " (names that differ only in case are one name on macOS and Windows)" if len(set(told)) == len(told) else ""
+    raise InputError(f"{names} would all be written as {bases[0]}_cmb.*{case}; rename or remove all but one of them")
 
 
 def _as_given(path: Path) -> Path:

@@ -14,9 +14,9 @@ Every NIfTI file found is first given a *role* from its name, its folder and its
   ``imagesTs/CMB_001_0000`` holds the label word ``CMB``), and anything else.
 
 A reference is a ``label`` (or, when a subject has no label file at all, its only unmarked
-file, which :mod:`plkd.metrics.evaluation` then checks holds label values). It is never a
-prediction, a prediction extra, a mask or one of several unmarked files. A prediction is a
-``prediction``, else a ``label``-named file, else a subject's only unmarked file. Two files of
+file, which :mod:`plkd.metrics.evaluation` then checks holds label values, unless its name ends as a scan's:
+:data:`SCAN_SUFFIXES`). It is never a prediction, a prediction extra, a mask or one of several unmarked files.
+A prediction is a ``prediction``, else a ``label``-named file, else a subject's only unmarked file. Two files of
 the best role for one subject are ambiguous and refused with one line.
 
 Subjects are keyed by :func:`plkd.naming.subject_id` (the name up to the first ``_``) plus a
@@ -49,6 +49,13 @@ LABEL_FOLDERS = frozenset({"labels", "labelstr", "labelsts"})
 #: Folder names whose files are images (nnU-Net, images/labels layouts), whatever words their names hold.
 IMAGE_FOLDERS = frozenset({"images", "imagestr", "imagests"})
 MASK_WORDS = frozenset({"mask", "brainmask", "brain-mask"})
+#: Last name tokens (BIDS and VALDO suffixes) that name a scan, never a label: such an unmarked file is not taken
+#: as a subject's only reference file (a BIDS tree's ``derivatives/fmriprep/sub-01/anat/sub-01_desc-preproc_T1w``
+#: was the "reference" of sub-01 and stopped ``plkd evaluate pred/ study/``).
+SCAN_SUFFIXES = frozenset(
+    {"t1w", "t2w", "flair", "pdw", "pd", "t2starw", "t2star", "t2s", "swi", "megre", "mese", "gre", "angio"}
+    | {"inplanet1", "inplanet2", "t1map", "t2map", "t2starmap", "r2starmap", "qsm", "dwi", "bold", "sbref"}
+)
 PREDICTION_EXTRAS = ("_cmb_prob", "_cmb_modelgrid")
 
 ROLES = ("prediction", "prediction-extra", "label", "mask", "image")
@@ -184,6 +191,8 @@ def choose_files(files: Iterable[Path], side: str, key: Callable[[Path], str] = 
         top = [f for f, r in usable if rank[r] == best]
         if best == rank["image"] and len(top) > 1:
             top = []  # several unmarked files (images?): none of them can be told to be the label
+        elif best == rank["image"] and side == "reference" and _named_as_a_scan(top[0], "image"):
+            top = []  # a subject's only file is a scan (another pipeline's T1w in derivatives/), not its label
         elif len(top) > 1:
             # Same-named files in two folders (a copied subject, two sites) need their folders to be told apart.
             same = len({f.name for f in top}) < len(top)
@@ -196,8 +205,15 @@ def choose_files(files: Iterable[Path], side: str, key: Callable[[Path], str] = 
         for f, r in group:
             if not top or f != top[0]:
                 why = r if r not in rank or top else f"{r} (several unmarked files, none named as a label)"
+                if not top and len(usable) == 1 and _named_as_a_scan(f, r) and side == "reference":
+                    why = f"{r} (named as a scan: {strip_nifti_suffix(f.name).rsplit('_', 1)[-1]})"
                 out.ignored.append({"file": str(f), "role": why})
     return out
+
+
+def _named_as_a_scan(path: Path, role: str) -> bool:
+    """An unmarked file whose last name token is a scan's suffix (:data:`SCAN_SUFFIXES`)."""
+    return role == "image" and strip_nifti_suffix(path.name).rsplit("_", 1)[-1].lower() in SCAN_SUFFIXES
 
 
 @dataclass

@@ -76,12 +76,14 @@ def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor
     predictor = Predictor(bundle, device=device, locate=False)  # detection metrics only
     subjects = {s.id: s for s in find_subjects(data_root)}
     per_subject, froc_subjects = {}, {}
+    label_notes: list[str] = []  # what bringing a label onto its image's grid did (plkd.label_grid), said when read
     scored = ScoredSubjects("plkd cv fold")
     for sid in test_ids:
         if sid not in subjects or subjects[sid].label is None:  # gone or unlabelled since the split was made
             scored.skip(sid, NO_LABEL if sid in subjects else "no longer in the data set")
             continue
         image, label, mask = load_subject(subjects[sid])
+        label_notes.extend(n for n in label.notes if n not in label_notes)
         axis = network_slice_axis(image.affine)  # the networks' Z, as the students were trained
         lr = simulate_lowres(image.data, factor, axis=axis, mode="interp") if factor > 1 else image.data
         result = predictor.predict(image.with_data(lr.astype(np.float32)), mask, lr_factor=float(factor))
@@ -94,6 +96,7 @@ def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor
     scored.require_any()
     notes: list[str] = []
     scored.warn(notes)
+    notes.extend(label_notes)
     pooled = pool_results(per_subject)
     return {
         "test_ids": list(test_ids),
@@ -150,6 +153,7 @@ def run_cv(
     # Sessions of one patient (sub-01_ses-1, sub-01_ses-2 in a plain folder) stay in one fold, and so do cases of one
     # scan (two raters' labels, a copy under another name), which trained the fold that tested them.
     same_scan = same_scan_groups(digests)
+    contents = file_contents(labelled)  # what each fold learns and is scored on, for resumes and the stage cache
     splits = kfold_split(ids, k=k, seed=int(cfg["seed"]), groups=merge_groups(session_groups(ids), same_scan))
     table = cfg["cv"]["variants"]
     unknown = [v for v in variants or [] if v not in table]
@@ -168,7 +172,7 @@ def run_cv(
         results = []
         for i, (train_ids, test_ids) in enumerate(splits):
             fold = _Fold(vdir / f"fold-{i + 1}", train_ids, test_ids)
-            results.append(_run_fold(root, fold, vcfg, ctx, f, cache, tuning))
+            results.append(_run_fold(root, fold, vcfg, ctx, f, cache, tuning, contents))
         if ctx.dist.is_main:
             summary["variants"][name or vcfg["students"]["mode"]] = _write_summary(vdir, results, vcfg, name, scored)
     if variants and ctx.dist.is_main:
@@ -252,15 +256,67 @@ def data_fingerprint(root: Path, ids: Sequence[str]) -> str:
     return _digest(files)
 
 
+def file_contents(subjects: Sequence[Subject]) -> dict[str, str]:
+    """``{subject id: sha256}`` of the bytes of each subject's image, label and mask files (read once per run)."""
+    out = {}
+    for s in subjects:
+        h = hashlib.sha256()
+        for p in (s.image, s.label, s.mask):
+            h.update(f"{p.name if p is not None else None}:".encode())
+            if p is not None:
+                with open(p, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+        out[s.id] = h.hexdigest()
+    return out
+
+
+def data_contents(contents: dict[str, str], ids: Sequence[str]) -> str:
+    """One digest of the file contents (:func:`file_contents`) of subjects ``ids``.
+
+    :func:`data_fingerprint` (names and sizes, the cache key since the cache existed) is the same for a label
+    re-drawn in an uncompressed ``.nii`` or a brain mask replaced by one of the same size, so a cached stage
+    trained on the old files was copied into a fold that should learn the new ones, and a finished fold scored on
+    the old labels stood in the summary beside folds scored on the new. Each cache entry records this digest beside
+    it (``STAGE-KEY.contents``) and is reused only while it holds; each fold's ``result.json`` records its own.
+    """
+    return _digest_full([[i, contents.get(i)] for i in sorted(ids)])
+
+
+def _digest_full(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _reuse_stages(run: Path, cache: Path, keys: dict[str, str]) -> list[str]:
-    """Copy finished stages with matching digests from the cache into ``run``; returns their names."""
+def _contents_record(cache: Path, stage: str, key: str) -> Path:
+    return cache / f"{stage}-{key}.contents"
+
+
+def _stale(cache: Path, stage: str, key: str, contents: str | None) -> bool:
+    """Whether the cache entry was stored from other file contents (:func:`data_contents`) than ``contents``; an
+    entry stored before the contents were recorded is taken as it always was."""
+    record = _contents_record(cache, stage, key)
+    return contents is not None and record.is_file() and record.read_text(encoding="utf-8").strip() != contents
+
+
+def _reuse_stages(run: Path, cache: Path, keys: dict[str, str], contents: str | None = None) -> list[str]:
+    """Copy finished stages with matching digests (and file contents, ``contents``) from the cache into ``run``;
+    returns their names."""
     reused = []
     for stage, key in keys.items():
         src, dst = cache / f"{stage}-{key}", run / stage
+        if is_done(src) and _stale(cache, stage, key, contents):
+            log.warning(
+                "%s: the cached %s (%s) was trained on other contents of the same files (a label or mask changed "
+                "since); trained again",
+                run,
+                stage,
+                src.name,
+            )
+            continue
         if is_done(src) and not is_done(dst):
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst)
@@ -269,16 +325,19 @@ def _reuse_stages(run: Path, cache: Path, keys: dict[str, str]) -> list[str]:
     return reused
 
 
-def _store_stages(run: Path, cache: Path, keys: dict[str, str]) -> None:
-    """Put the finished stages of ``run`` into the cache (copied to a temporary name, then renamed)."""
+def _store_stages(run: Path, cache: Path, keys: dict[str, str], contents: str | None = None) -> None:
+    """Put the finished stages of ``run`` into the cache (copied to a temporary name, then renamed), with the file
+    contents they were trained on (``contents``) beside them; an entry of other contents is replaced."""
     for stage, key in keys.items():
         src, dst = run / stage, cache / f"{stage}-{key}"
-        if is_done(src) and not is_done(dst):
+        if is_done(src) and (not is_done(dst) or _stale(cache, stage, key, contents)):
             tmp = cache / f".{dst.name}.{os.getpid()}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(src, tmp)
             shutil.rmtree(dst, ignore_errors=True)
             os.replace(tmp, dst)
+            if contents is not None:
+                write_text_atomic(_contents_record(cache, stage, key), contents + "\n")
 
 
 @dataclass(frozen=True)
@@ -314,11 +373,19 @@ def _tuning_key(root: Path, tune_data: str | os.PathLike[str], cv_digests: dict[
 
 
 def _run_fold(
-    root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, f: int, cache: Path, tuning: dict | None
+    root: Path,
+    fold: _Fold,
+    cfg: Config,
+    ctx: TrainContext,
+    f: int,
+    cache: Path,
+    tuning: dict | None,
+    contents: dict[str, str],
 ) -> dict:
     done = fold.dir / "result.json"
     previous = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
-    _check_same_fold(fold, previous)
+    fold_contents = data_contents(contents, [*fold.train_ids, *fold.test_ids])
+    _check_same_fold(fold, previous, fold_contents)
     if previous is not None and (tuning is None or previous.get("tuning", {}).get("data") == tuning["data"]):
         log.info("%s: finished, skipped", fold.dir)
         return previous
@@ -326,7 +393,7 @@ def _run_fold(
     bundle = fold.dir / "bundle"
     reused: list[str] = []
     if previous is None or not (bundle / MANIFEST).is_file():
-        reused = _train_fold(root, fold, cfg, ctx, cache)
+        reused = _train_fold(root, fold, cfg, ctx, cache, data_contents(contents, fold.train_ids))
         if ctx.dist.is_main:
             export_run(fold.dir / "run", bundle, mode=mode, overwrite=True, include_teacher=mode != "none")
     else:
@@ -340,16 +407,18 @@ def _run_fold(
         result = evaluate_fold(scored, root, fold.test_ids, f, ctx.device)
         result["train_ids"] = list(fold.train_ids)
         result["reused_stages"] = reused
+        result["data_contents"] = fold_contents
         if record is not None:
             result["tuning"] = {**tuning, **record}
         write_json_atomic(done, result)
     return result
 
 
-def _check_same_fold(fold: _Fold, previous: dict[str, Any] | None) -> None:
+def _check_same_fold(fold: _Fold, previous: dict[str, Any] | None, contents: str | None = None) -> None:
     """Refuse a finished fold made on another split: changed data, --folds or seed gave other folds, and
     its stored result (scored on other test subjects, trained on some of this fold's) was reused as this
-    fold's, so the summary counted subjects twice or never."""
+    fold's, so the summary counted subjects twice or never; or on other file contents (``contents``,
+    :func:`data_contents`; folds finished before it was recorded are not checked for it)."""
     if previous is None:
         return
     same_test = sorted(previous.get("test_ids", [])) == sorted(fold.test_ids)
@@ -360,20 +429,27 @@ def _check_same_fold(fold: _Fold, previous: dict[str, Any] | None) -> None:
             f"... instead of {', '.join(sorted(fold.test_ids)[:3])}...): the data, --folds or the seed changed "
             "since; cross-validate into a new folder"
         )
+    if contents is not None and previous.get("data_contents") not in (None, contents):
+        # Same subjects, other files: a label re-drawn, an image or mask replaced. The fold's score (and network)
+        # stood in the summary beside folds of the new files.
+        raise PLKDError(
+            f"{fold.dir} was trained and scored on other contents of its subjects' image, label or mask files (one "
+            "changed since): cross-validate into a new folder, or remove the fold folders to redo them"
+        )
 
 
-def _train_fold(root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, cache: Path) -> list[str]:
+def _train_fold(root: Path, fold: _Fold, cfg: Config, ctx: TrainContext, cache: Path, contents: str) -> list[str]:
     """Train the fold's stages (copying identical finished ones from the cache); returns those copied."""
     run = fold.dir / "run"
     mode = cfg["students"]["mode"]
     keys = stage_keys(cfg, fold.train_ids, data_fingerprint(root, fold.train_ids))
     if mode == "none":  # no distillation: a teacher would be trained for nothing
         keys.pop("teacher")
-    reused = _reuse_stages(run, cache, keys) if ctx.dist.is_main else []
+    reused = _reuse_stages(run, cache, keys, contents) if ctx.dist.is_main else []
     train("all", root, run, cfg, ctx, subject_ids=fold.train_ids, with_teacher=mode != "none")
     if ctx.dist.is_main:
         cache.mkdir(parents=True, exist_ok=True)
-        _store_stages(run, cache, keys)
+        _store_stages(run, cache, keys, contents)
     return reused
 
 

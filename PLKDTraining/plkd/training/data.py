@@ -53,6 +53,11 @@ class TrainingData:
             "data_sha256": self.digest(),
             # Which scans the networks learnt from, by voxel content: plkd tune refuses them as validation subjects.
             "image_sha256": {s.id: s.image_sha256 for s in self.train},
+            # What else a started stage learnt from, for the resume check: the label maps' voxels (an outline
+            # re-drawn around the same centre leaves data_sha256 as it was) and the brain-mask files (the brain
+            # intensities are normalised over and patches drawn from); None where a subject has no such file.
+            "label_sha256": {s.id: s.label_sha256 for s in self.train + self.val},
+            "mask_sha256": {s.id: s.mask_sha256 for s in self.train + self.val},
         }
 
     def digest(self) -> str:
@@ -123,6 +128,8 @@ def load_training_data(
     )
     for note in notes:
         log.warning("%s", note)
+    # Said when read (plkd.label_grid warns of a resampled label, once per file); recorded here for run.json.
+    notes += tuple(note for s in train + val for note in s.label_grid_notes)
     return TrainingData(
         root=Path(root),
         modality=resolve_modality(cfg, labelled),

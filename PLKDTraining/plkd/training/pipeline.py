@@ -231,6 +231,13 @@ def _check_same_data(run: Path, data: TrainingData) -> None:
         # Same grid and labels, other voxel values: re-processed (bias-corrected, re-masked) or swapped scans.
         changed = sorted(k for k, v in new["image_sha256"].items() if old["image_sha256"].get(k) != v)
         what = f"the same subjects and labels with other images ({len(changed)}, e.g. {changed[0]}: other voxel values)"
+    elif changed := _changed_files(old, new, "label_sha256"):
+        what = f"the same subjects and images with other label maps ({len(changed)}, e.g. {changed[0]}: other voxels)"
+    elif changed := _changed_files(old, new, "mask_sha256"):
+        what = (
+            f"the same subjects, images and labels with other brain masks ({len(changed)}, e.g. {changed[0]}: "
+            "a mask file changed, added or removed)"
+        )
     elif old.get("modality") not in (None, new["modality"]):
         what = f"modality {new['modality']} (the run was started with {old['modality']})"
     else:
@@ -240,6 +247,15 @@ def _check_same_data(run: Path, data: TrainingData) -> None:
         "the bundle would name data its first stages never saw; train into a new --out folder, "
         "or remove the run to start again"
     )
+
+
+def _changed_files(old: dict[str, Any], new: dict[str, Any], key: str) -> list[str]:
+    """Subjects whose ``key`` digest (``label_sha256``, ``mask_sha256``) differs between two ``run.json`` summaries;
+    none when the earlier one did not record it (runs of plkd versions before it)."""
+    before = old.get(key)
+    if not isinstance(before, dict):
+        return []
+    return sorted(k for k, v in new[key].items() if before.get(k) != v)
 
 
 def _all_done(what: str, run: Path, cfg: dict[str, Any], with_teacher: bool) -> bool:

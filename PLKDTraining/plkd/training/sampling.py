@@ -53,11 +53,12 @@ from plkd.data.scans import image_sha256
 from plkd.errors import InputError
 from plkd.inference.brainmask import resolve_brain_mask
 from plkd.inference.preprocess import effective_lr_factor, network_axes
+from plkd.label_grid import resample_label
 from plkd.lowres import declared_lr_factor, simulate_lowres
 from plkd.metrics.components import binarise_reference, label_components
 from plkd.models.screening import central_box
 from plkd.normalise import normalise_intensity
-from plkd.resample import resample_array, resample_to_spacing
+from plkd.resample import resample_to_spacing
 from plkd.training.augment import AugmentParams, apply_geometric, apply_intensity, draw_params
 from plkd.training.geometry_augment import GeometryParams, acquire, draw_geometry, rotate_patch, source_shape
 from plkd.volumes import Volume
@@ -84,6 +85,12 @@ class SubjectArrays:
     lr_factor: float = 1.0
     #: :func:`plkd.data.scans.image_sha256` of the image as read, so that tuning can tell a training scan.
     image_sha256: str = ""
+    #: :func:`plkd.data.scans.image_sha256` of the label map and of the brain-mask file as read (``None``: no
+    #: file), so that a resumed run can tell a re-drawn label or another mask (:mod:`plkd.training.pipeline`).
+    label_sha256: str | None = None
+    mask_sha256: str | None = None
+    #: What bringing the label onto its image's grid did (turned, resampled: :mod:`plkd.label_grid`), for run.json.
+    label_grid_notes: tuple[str, ...] = ()
 
     @property
     def hard_negatives(self) -> np.ndarray:
@@ -168,25 +175,15 @@ def label_on_grid(label: Volume, affine: np.ndarray, shape: tuple[int, ...]) -> 
 
     Values are rounded to the label values as plkd evaluate reads a reference: a float label's rounding
     noise (1e-6 on the background) read as > 0 made the whole field of view one microbleed. On another
-    grid the components are found before resampling and their centres carried through world space,
-    and the map is resampled linearly and cut at 0.5 with each centre voxel kept: nearest-neighbour
-    resampling lost microbleeds smaller than a model voxel (a 0.5 mm label kept 6 of 8), which then
-    stayed in the image as dark spots taught as negatives.
+    grid the map is brought over by :func:`plkd.label_grid.resample_label` (components found before
+    resampling, their centres carried through world space, a linear resampling cut at 0.5 with each centre
+    kept): nearest-neighbour resampling lost microbleeds smaller than a model voxel (a 0.5 mm label kept 6
+    of 8), which then stayed in the image as dark spots taught as negatives.
     """
-    fg = binarise_reference(label.data)
     if label.shape == tuple(shape) and np.allclose(label.affine, affine, atol=1e-4):
-        arr = fg.astype(np.uint8)
+        arr = binarise_reference(label.data).astype(np.uint8)
         return arr, label_centres(arr)
-    comps, n = label_components(fg)
-    if n:
-        centres = np.asarray(ndimage.center_of_mass(fg, comps, index=range(1, n + 1)), dtype=np.float64)
-        to_grid = np.linalg.inv(np.asarray(affine, dtype=np.float64)) @ np.asarray(label.affine, dtype=np.float64)
-        vox = np.rint(centres @ to_grid[:3, :3].T + to_grid[:3, 3]).astype(np.int64).reshape(-1, 3)
-        positives = np.clip(vox, 0, np.asarray(shape[:3]) - 1)
-    else:
-        positives = np.zeros((0, 3), dtype=np.int64)
-    arr = resample_array(fg.astype(np.float32), label.affine, affine, tuple(shape), order=1) >= 0.5
-    arr[tuple(positives.T)] = True
+    arr, positives = resample_label(label, affine, shape)
     return arr.astype(np.uint8), positives
 
 
@@ -219,6 +216,8 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
     """Load, bring to the model grid, normalise and index one subject for sampling."""
     image, label, mask = load_subject(subject)
     digest = image_sha256(image.data)
+    label_digest = None if label is None else image_sha256(label.data)
+    mask_digest = None if mask is None else image_sha256(mask.data)
     # The brain the predictor normalises over and searches (plkd.inference.brainmask): the mask file read as it
     # reads one, else the mask it computes from the image. "Not 0 on the model grid" took a resampled image's
     # spline ringing for brain (95 % of the field of view of a skull-stripped 0.5 x 0.5 x 3 mm scan, against 38 %)
@@ -273,6 +272,9 @@ def prepare_subject(subject: Subject, cfg: dict[str, Any], seed: int) -> Subject
         brain_voxels=np.argwhere(mask_arr)[:: max(1, int(mask_arr.sum()) // 200_000)].astype(np.int64),
         lr_factor=float(lr_factor),
         image_sha256=digest,
+        label_sha256=label_digest,
+        mask_sha256=mask_digest,
+        label_grid_notes=tuple(label.notes) if label is not None else (),
     )
 
 
