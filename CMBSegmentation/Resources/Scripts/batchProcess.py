@@ -11,7 +11,9 @@ server even without its main window).
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
 earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when every input succeeded,
-1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments, missing
+1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a
+``--threshold`` outside [0, 1], a ``--model`` that is no bundle folder or ``.zip``: refused before any earlier result
+is removed), missing
 dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``, ``scan`` beside ``Scan``:
 one name on macOS and Windows) or an output folder
 holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, 130 when
@@ -26,11 +28,13 @@ from the module (first Apply).
 
 import argparse
 import contextlib
+import math
 import signal
 import sys
 import threading
 import traceback
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 
 # The module folder (two levels up) holds CMBSegmentation.py and CMBSegmentationLib.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -46,7 +50,7 @@ def parseArguments(argv):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="default: auto")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=probability,
         default=None,
         help="minimum candidate probability (default: the threshold tuned for each segmenter in the model bundle)",
     )
@@ -60,7 +64,42 @@ def parseArguments(argv):
     parser.add_argument(
         "--mask-suffix", default="", help="brain masks are NAME<suffix>.nii.gz beside the inputs (optional)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Checked before any work: refused for each input in turn, a mistyped --model or --threshold removed every
+    # earlier result of the output folder (an input that fails loses its earlier outputs) and reported N failures.
+    problem = modelProblem(args.model)
+    if problem:
+        parser.error(f"--model {args.model}: {problem}")
+    return args
+
+
+def probability(text):
+    """A ``--threshold`` value: a number within [0, 1] (0: the model's own thresholds), else an argparse error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be a number within [0, 1], got {text!r}")
+    return value
+
+
+def modelProblem(model):
+    """Why ``--model`` cannot be a model bundle (missing, neither a folder nor a ``.zip``, no ``manifest.json``), or
+    None (also when no model is given: the shipped ones are used)."""
+    if not str(model or "").strip():
+        return None
+    path = Path(model).expanduser()
+    if not path.exists():
+        return "no such file or folder"
+    if path.is_dir():
+        manifests = [path / "manifest.json", *(p / "manifest.json" for p in path.iterdir() if p.is_dir())]
+        return None if any(m.is_file() for m in manifests) else "a folder without a bundle's manifest.json"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        return None if any(PurePosixPath(n).name == "manifest.json" for n in names) else "a .zip without manifest.json"
+    return "neither a bundle folder nor a bundle .zip"
 
 
 def moduleModality(choice):
@@ -288,7 +327,9 @@ def processOne(path, args):
         volume,
         args.output_dir,
         outputBaseName(path),
-        args.threshold,
+        # The table's threshold: the one the engine applied (--threshold, or each segmenter's own for none or 0);
+        # args.threshold put 0 in the report for "the model's", which kept only candidates from 0.1-0.4.
+        None,
         overwrite=True,  # a batch run redoes every input: its files replace those of an earlier run
     )
     # Which model read this file, and why (each file of a mixed folder gets its own): as in its report.
