@@ -166,3 +166,31 @@ def test_a_bundle_folder_or_zip_is_taken_as_a_model(batch_run, tmp_path):
         assert batch_run(["--input-dir", inputs, "--output-dir", out, "--model", model]) == 0
     assert [c["modelPath"] for c in batch_run.calls] == [str(bundle), archive]
     assert reportExport.outputPaths(out, "a")[3].exists()
+
+
+def test_a_reader_s_export_is_never_replaced_even_without_a_status_decision(batch_run, tmp_path, capsys):
+    # The batch took a report for a reader's only when it counted accepted, rejected or added microbleeds: a review
+    # whose reader raised the review threshold (or erased a false positive with the Segment Editor) and changed no
+    # status was replaced by an unreviewed result without a word.
+    from CMBSegmentationLib import reviewState
+
+    inputs, out = _folders(tmp_path)
+    scene = slicer.vtkMRMLScene()
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLScene(scene)
+    volume = volumes.AddArchetypeVolume(str(inputs / "a.nii.gz"), "a", 0)
+    result = resultImport.importResults(scene, volume, *_engineOutputs(tmp_path / "reader", ijkToRas(volume)))
+    reviewState.setReviewThreshold(result.segmentationNode, result.tableNode, 0.5)  # the reader's only change
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, out, "a")
+    assert files.reportJson == out / "a_cmb-report.json" and files.count == 1
+    reviewed = {p.name: p.read_bytes() for p in out.glob("a_cmb*")}
+    assert json.loads(reviewed["a_cmb-report.json"])["exported_by"] == "review"
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 2
+    assert "a_cmb-report.json (a reader's review)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.glob("a_cmb*")} == reviewed
+    assert not list(out.glob("b_cmb*"))  # refused before any work
+    # A report of an older version (no exported_by) still counts by its decisions.
+    (out / "a_cmb-report.json").write_text(json.dumps({"microbleeds": [{"status": "not yet seen"}], "n_rejected": 0}))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert json.loads((out / "a_cmb-report.json").read_text())["exported_by"] == "batch"
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0  # its own reports it replaces

@@ -58,6 +58,10 @@ REPORT_COLUMNS = (
 )
 
 
+#: The report's ``exported_by``: the module's Export of a reader's review, or a batch run (no review, every candidate
+#: the model keeps). A batch run replaces its own earlier reports, never a reader's.
+EXPORTED_BY_REVIEW, EXPORTED_BY_BATCH = "review", "batch"
+
 #: Microbleeds are up to 10 mm across (Greenberg et al., Lancet Neurol 2009; docs cmb-domain). A larger segment
 #: (a region painted into the result for another purpose, a haematoma) still counts as one microbleed in the report,
 #: so the export names it.
@@ -94,6 +98,7 @@ def exportReview(
     baseName: str,
     threshold: float | None = None,
     overwrite: bool = False,
+    exportedBy: str = EXPORTED_BY_REVIEW,
 ) -> ExportedFiles:
     """Write ``BASE_cmb-final.nii.gz``, ``BASE_cmb-final.seg.nrrd``, ``BASE_cmb-report.csv`` and ``.json``.
 
@@ -106,6 +111,7 @@ def exportReview(
     on the same volume, or files of unknown origin), or changed since this result's export wrote them,
     ``BASE-2``, ``BASE-3``, ... is used instead, so one export never replaces another's; the returned paths name
     the files written. ``overwrite`` writes ``BASE`` whatever is there (batch runs, which redo every input).
+    ``exportedBy`` (:data:`EXPORTED_BY_REVIEW` or :data:`EXPORTED_BY_BATCH`) goes into the report's ``exported_by``.
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result; nothing exported")
@@ -158,6 +164,7 @@ def exportReview(
         "input": referenceVolume.GetName(),
         # r_mm, a_mm, s_mm: RAS (not the LPS of DICOM and of Slicer's markup files), the label map's frame.
         "coordinate_system": "RAS",
+        "exported_by": exportedBy,
         "result_id": resultId,
         "review_id": reviewId,
         "n_microbleeds": len(rows),

@@ -245,10 +245,15 @@ def removeOutputs(outputDir, baseName):
     return removed
 
 
-def reviewDecisions(outputDir, baseName):
-    """How many review decisions (accepted, rejected, added by reader) the report ``baseName_cmb-report.json`` in
-    ``outputDir`` records: a reader's export, not a batch run's (which reports every microbleed as not yet seen); 0
-    when there is none or it cannot be read (a batch run replaces it as before)."""
+def readerExport(outputDir, baseName):
+    """What makes the report ``baseName_cmb-report.json`` in ``outputDir`` a reader's export (the module's Export),
+    which a batch run must never replace: ``"a reader's review"``, or for a report of an older version (without
+    ``exported_by``) its review decisions (``"3 decision(s)"``: accepted, rejected, added by reader); None for a batch
+    run's report, one of an older version without decisions, or none that can be read (a batch run replaces it).
+
+    Told apart by decisions alone, a review whose reader erased a false positive with the Segment Editor, painted a
+    microbleed's outline or raised the review threshold, but changed no status, was replaced without a word.
+    """
     import json
 
     from CMBSegmentationLib import candidateTable, reportExport
@@ -256,11 +261,14 @@ def reviewDecisions(outputDir, baseName):
     report = reportExport.outputPaths(Path(outputDir), baseName)[3]
     try:
         content = json.loads(report.read_text(encoding="utf-8"))
+        if "exported_by" in content:
+            return None if content["exported_by"] == reportExport.EXPORTED_BY_BATCH else "a reader's review"
         decided = (candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED)
         kept = sum(m.get("status") in decided for m in content.get("microbleeds") or [])
-        return kept + int(content.get("n_rejected") or 0)
+        count = kept + int(content.get("n_rejected") or 0)
     except (OSError, ValueError, TypeError, AttributeError):
-        return 0
+        return None
+    return f"{count} decision(s)" if count else None
 
 
 def removeLeftovers(outputDir, baseName):
@@ -331,6 +339,7 @@ def processOne(path, args):
         # args.threshold put 0 in the report for "the model's", which kept only candidates from 0.1-0.4.
         None,
         overwrite=True,  # a batch run redoes every input: its files replace those of an earlier run
+        exportedBy=reportExport.EXPORTED_BY_BATCH,  # no reader's: the next batch run may replace it
     )
     # Which model read this file, and why (each file of a mixed folder gets its own): as in its report.
     choice = resultImport.describeModelChoice(resultImport.modelChoiceOf(table))
@@ -386,9 +395,9 @@ def main(argv):
         return 2
     # A reader's export of the same name (the module's Export into this folder) holds decisions the batch would
     # replace with an unreviewed result, without a word: refused before any work, as colliding names are.
-    reviewed = [(path, count) for path in inputs if (count := reviewDecisions(args.output_dir, outputBaseName(path)))]
+    reviewed = [(path, why) for path in inputs if (why := readerExport(args.output_dir, outputBaseName(path)))]
     if reviewed:
-        names = "; ".join(f"{outputBaseName(p)}_cmb-report.json ({n} decision(s))" for p, n in reviewed)
+        names = "; ".join(f"{outputBaseName(p)}_cmb-report.json ({why})" for p, why in reviewed)
         print(
             f"batchProcess: error: the output folder holds reviewed results a run would replace: {names}; "
             "give another --output-dir (or move them)",
