@@ -27,7 +27,13 @@ from pathlib import Path
 
 from CMBSegmentationLib import candidateTable, segmentPresentation
 from CMBSegmentationLib.atomicFiles import atomicPath, atomicPaths, writeTextAtomic
-from CMBSegmentationLib.resultImport import algorithmNameOf, ensureSegmentationConverters, modelChoiceOf, segmentTag
+from CMBSegmentationLib.resultImport import (
+    algorithmNameOf,
+    engineNotesOf,
+    ensureSegmentationConverters,
+    modelChoiceOf,
+    segmentTag,
+)
 from CMBSegmentationLib.reviewState import (
     ReviewError,
     adoptPaintedSegments,
@@ -174,6 +180,9 @@ def exportReview(
         "microbleeds": records,
         "files": {"label_map": files.labelMap.name, "segmentation": files.segmentation.name},
         "notes": list(notes),
+        # What the engine noted of its run (candidate count capped, brain mask not used, a phase image or a model of
+        # the other contrast analysed, ...): logged at the import, but a report read later said nothing of it.
+        "engine_notes": engineNotesOf(tableNode, segmentationNode),
         # The model that analysed the scan and the contrast decided for it, as the engine recorded them.
         **{key: value for key, value in modelChoiceOf(tableNode).items() if value is not None},
     }

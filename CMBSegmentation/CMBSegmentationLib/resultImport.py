@@ -82,6 +82,20 @@ def readModelChoice(data: dict) -> dict:
     return {"model": str(model) if model else None, "modality": modality if isinstance(modality, dict) else None}
 
 
+def engineNotesOf(*nodes) -> list[str]:
+    """The engine's notes of the run recorded by the import on the first of ``nodes`` (a candidate table, its
+    segmentation) that holds them; ``[]`` for a result of an older version or a ``.seg.nrrd`` loaded alone."""
+    for node in nodes:
+        text = node.GetAttribute(candidateTable.ATTRIBUTE_NOTES) if node is not None else None
+        try:
+            notes = json.loads(text) if text else None
+        except ValueError:
+            notes = None
+        if isinstance(notes, list):
+            return [str(n) for n in notes]
+    return []
+
+
 def modelChoiceOf(node) -> dict:
     """The model choice recorded on a candidate table or its segmentation by the import (``{}`` for a result of an
     older version)."""
@@ -276,7 +290,8 @@ def importResults(
         node.SetAttribute(candidateTable.ATTRIBUTE_RUN_THRESHOLD, repr(threshold))
         node.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(threshold))
     notes = readNotes(data)
-    tableNode.SetAttribute(candidateTable.ATTRIBUTE_NOTES, json.dumps(notes))
+    for node in (tableNode, segmentationNode):  # as the thresholds: a table rebuilt from the segments keeps them
+        node.SetAttribute(candidateTable.ATTRIBUTE_NOTES, json.dumps(notes))
     choice = readModelChoice(data)
     for node in (tableNode, segmentationNode):  # as the thresholds: a table rebuilt from the segments keeps it
         node.SetAttribute(candidateTable.ATTRIBUTE_MODEL, json.dumps(choice))

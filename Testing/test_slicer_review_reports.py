@@ -1,0 +1,67 @@
+"""What the module's Export report says of the run and of the review (real ``slicer-core`` scene), also after the
+result's table is rebuilt from its segments or the scene is saved and loaded again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
+
+from test_slicer_scene import PROBABILITY, _labels, _loadMrb, _saveMrb, _writeEngineOutput, case  # noqa: E402, F401
+
+from CMBSegmentationLib import candidateTable, reportExport, resultImport, reviewState  # noqa: E402
+
+
+def _report(files) -> dict:
+    return json.loads(files.reportJson.read_text())
+
+
+def _candidateTables(scene) -> list:
+    tables = (
+        scene.GetNthNodeByClass(i, "vtkMRMLTableNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode"))
+    )
+    return [t for t in tables if candidateTable.isCandidateTable(t)]
+
+
+def test_the_engine_s_notes_of_the_run_reach_the_report_also_from_a_rebuilt_table_and_a_reloaded_scene(case, tmp_path):  # noqa: F811
+    # The engine's notes (candidate count capped, brain mask not used, a model of the other contrast) were logged at the
+    # import and kept on the table, but the report, which a batch user and a reader's colleague read later, said
+    # nothing of them: a capped count was reported as the scan's count.
+    scene, volume, _, _, _ = case
+    notes = ["candidate count capped at 500; the scan may be very noisy", "the brain mask vanished on the model grid"]
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "noted", _labels(), PROBABILITY, notes=notes)
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    seg, table = result.segmentationNode, result.tableNode
+    report = _report(reportExport.exportReview(seg, table, volume, tmp_path / "out", "case"))
+    assert report["engine_notes"] == notes
+    assert not any("capped" in note for note in report["notes"])  # the export's own notes stay apart
+
+    mrb = _saveMrb(scene, tmp_path / "saved")
+    loaded = _loadMrb(mrb, tmp_path / "loaded")
+    table2 = next(t for t in _candidateTables(loaded) if t.GetAttribute(candidateTable.ATTRIBUTE_NOTES) != "[]")
+    seg2 = candidateTable.segmentationOfTable(table2)
+    volume2 = resultImport.referenceVolume(seg2)
+    assert (
+        _report(reportExport.exportReview(seg2, table2, volume2, tmp_path / "reloaded", "case"))["engine_notes"]
+        == notes
+    )
+    # The table deleted: the one rebuilt from the segments keeps them too.
+    loaded.RemoveNode(table2)
+    rebuilt = reviewState.rebuildTable(seg2)
+    assert (
+        _report(reportExport.exportReview(seg2, rebuilt, volume2, tmp_path / "rebuilt", "case"))["engine_notes"]
+        == notes
+    )
+
+
+def test_a_result_without_engine_notes_reports_none(case, tmp_path):  # noqa: F811
+    scene, volume, result, _, _ = case
+    table = result.tableNode
+    table.RemoveAttribute(candidateTable.ATTRIBUTE_NOTES)  # a result of an older version
+    result.segmentationNode.RemoveAttribute(candidateTable.ATTRIBUTE_NOTES)
+    report = _report(reportExport.exportReview(result.segmentationNode, table, volume, tmp_path / "out", "case"))
+    assert report["engine_notes"] == []
