@@ -43,8 +43,8 @@ def _batchScript():
     return module
 
 
-def _scan(path: Path) -> Path:
-    image = np.full(SHAPE, 400.0, np.float32)
+def _scan(path: Path, value: float = 400.0) -> Path:
+    image = np.full(SHAPE, value, np.float32)
     nib.save(nib.Nifti1Image(image, AFFINE), str(path))
     return path
 
@@ -194,3 +194,31 @@ def test_a_reader_s_export_is_never_replaced_even_without_a_status_decision(batc
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     assert json.loads((out / "a_cmb-report.json").read_text())["exported_by"] == "batch"
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0  # its own reports it replaces
+
+
+def test_a_run_of_another_folder_never_replaces_the_results_of_other_scans_of_the_same_name(
+    batch_run, tmp_path, capsys
+):
+    # One output folder for the batch runs of several patients' folders (p1/swi.nii.gz, then p2/swi.nii.gz): each run
+    # replaced the results of the one before without a word, and the folder held the last patient's alone.
+    out = tmp_path / "out"
+    for folder, value in (("p1", 400.0), ("p2", 300.0), ("copy-of-p1", 400.0)):
+        (tmp_path / folder).mkdir()
+        _scan(tmp_path / folder / "swi.nii.gz", value)
+    assert batch_run(["--input-dir", tmp_path / "p1", "--output-dir", out]) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert json.loads(first["swi_cmb-report.json"])["input_file"] == str((tmp_path / "p1" / "swi.nii.gz").resolve())
+    assert batch_run(["--input-dir", tmp_path / "p2", "--output-dir", out]) == 2
+    err = capsys.readouterr().err
+    assert "output folder holds results of other scans of the same names: swi_cmb-report.json is of " in err
+    assert str(tmp_path / "p1" / "swi.nii.gz") in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first and len(batch_run.calls) == 1
+    # The same scan again, or a copy of it elsewhere: its own result, replaced.
+    assert batch_run(["--input-dir", tmp_path / "p1", "--output-dir", out]) == 0
+    assert batch_run(["--input-dir", tmp_path / "copy-of-p1", "--output-dir", out]) == 0
+    # The scan of the result moved away (renamed, deleted): nothing tells it is another one.
+    (tmp_path / "copy-of-p1" / "swi.nii.gz").rename(tmp_path / "copy-of-p1" / "swi-old.nii.gz")
+    (tmp_path / "p1" / "swi.nii.gz").unlink()
+    assert batch_run(["--input-dir", tmp_path / "p2", "--output-dir", out]) == 0
+    report = json.loads((out / "swi_cmb-report.json").read_text())
+    assert report["input_file"] == str((tmp_path / "p2" / "swi.nii.gz").resolve())

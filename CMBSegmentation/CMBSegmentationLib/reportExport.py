@@ -166,8 +166,12 @@ def exportReview(
     notes += _placementNotes(referenceVolume, affine)
     files = dataclasses.replace(files, notes=notes)
     allRows = candidateTable.readRows(tableNode)
+    inputFile = loadedFile(referenceVolume)
     report = {
         "input": referenceVolume.GetName(),
+        # The file the volume was loaded from (absolute; None: not from a file, or from DICOM): a batch run tells by
+        # it whether a report of its name in the output folder is of the same scan.
+        "input_file": str(inputFile.resolve()) if inputFile is not None else None,
         # r_mm, a_mm, s_mm: RAS (not the LPS of DICOM and of Slicer's markup files), the label map's frame.
         "coordinate_system": "RAS",
         "exported_by": exportedBy,

@@ -16,7 +16,8 @@ earlier run; an input that fails leaves none (its earlier ones are removed). Exi
 is removed), missing
 dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``, ``scan`` beside ``Scan``:
 one name on macOS and Windows) or an output folder
-holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, 130 when
+holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, or the result
+of another scan of an input's name (a run of another folder into the same output folder), 130 when
 interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves no files). Results in the
 input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not inputs, so OUT may be IN; nor
 are label maps, masks, phase images and other contrasts (``plkd predict``'s folder walk rule: ``NAME_CMB``,
@@ -271,6 +272,32 @@ def readerExport(outputDir, baseName):
     return f"{count} decision(s)" if count else None
 
 
+def otherScanResult(outputDir, path):
+    """The scan file whose batch result lies in ``outputDir`` under the name of ``path``'s outputs, when it is another
+    scan still on disk (not ``path``, nor a copy of it), else None.
+
+    Batch runs of several folders into one output folder (``p1/swi.nii.gz``, then ``p2/swi.nii.gz``) gave their scans
+    the same output names: each run replaced the results of the one before without a word. A report without
+    ``input_file`` (older versions), or whose scan is gone (moved, renamed), is replaced as before.
+    """
+    import filecmp
+    import json
+
+    from CMBSegmentationLib import reportExport
+
+    report = reportExport.outputPaths(Path(outputDir), outputBaseName(path))[3]
+    try:
+        recorded = json.loads(report.read_text(encoding="utf-8")).get("input_file")
+        other = Path(recorded) if recorded else None
+        if other is None or not other.is_file() or other.resolve() == path.resolve():
+            return None
+        if other.stat().st_size == path.stat().st_size and filecmp.cmp(other, path, shallow=False):
+            return None  # the same scan, copied elsewhere
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return other
+
+
 def removeLeftovers(outputDir, baseName):
     """Remove the files of ``baseName`` after its input failed; "" when none is left, else a clause naming why (the
     files that stay are not this run's, and the failure line must say so)."""
@@ -401,6 +428,15 @@ def main(argv):
         print(
             f"batchProcess: error: the output folder holds reviewed results a run would replace: {names}; "
             "give another --output-dir (or move them)",
+            file=sys.stderr,
+        )
+        return 2
+    others = [(path, other) for path in inputs if (other := otherScanResult(args.output_dir, path))]
+    if others:
+        names = "; ".join(f"{outputBaseName(p)}_cmb-report.json is of {other}, not of {p}" for p, other in others)
+        print(
+            f"batchProcess: error: the output folder holds results of other scans of the same names: {names}; "
+            "give each input folder its own --output-dir (or rename the scans)",
             file=sys.stderr,
         )
         return 2
