@@ -11,7 +11,16 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
 
-from test_slicer_scene import PROBABILITY, _labels, _loadMrb, _saveMrb, _writeEngineOutput, case  # noqa: E402, F401
+from segment_editor_effects import split_islands_to_segments  # noqa: E402
+from test_slicer_scene import (  # noqa: E402, F401
+    PROBABILITY,
+    _giveTwoIslands,
+    _labels,
+    _loadMrb,
+    _saveMrb,
+    _writeEngineOutput,
+    case,
+)
 
 from CMBSegmentationLib import candidateTable, reportExport, resultImport, reviewState  # noqa: E402
 
@@ -65,3 +74,23 @@ def test_a_result_without_engine_notes_reports_none(case, tmp_path):  # noqa: F8
     result.segmentationNode.RemoveAttribute(candidateTable.ATTRIBUTE_NOTES)
     report = _report(reportExport.exportReview(result.segmentationNode, table, volume, tmp_path / "out", "case"))
     assert report["engine_notes"] == []
+
+
+def test_an_island_of_a_rejected_candidate_accepted_keeps_the_terminology_the_reader_chose(case):  # noqa: F811
+    # Split off a rejected candidate, an island took its "excluded" terminology but not the one the reader had chosen
+    # (kept in a tag while excluded): accepted, the island became a haemorrhage, the reader's choice lost.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    parent = result.segmentIds[2]
+    segment = seg.GetSegmentation().GetSegment(parent)
+    clot = resultImport.TERMINOLOGY_ENTRY.replace("SCT^50960005^Hemorrhage", "SCT^75753009^Blood clot")
+    segment.SetTerminology(clot)
+    reviewState.reject(seg, table, parent)
+    _giveTwoIslands(seg, parent, volume)
+    (island,) = split_islands_to_segments(seg, volume, parent)
+    reviewState.restoreReview(seg, table)
+    reviewState.accept(seg, table, island)
+    reviewState.accept(seg, table, parent)
+    pieces = [seg.GetSegmentation().GetSegment(i) for i in (parent, island)]
+    assert [p.GetTerminology() for p in pieces] == [clot, clot]
+    assert [p.GetName() for p in pieces] == ["Microbleed 3", "Microbleed 3_2"]

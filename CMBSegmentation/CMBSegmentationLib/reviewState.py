@@ -510,6 +510,11 @@ def _claimDerived(segmentationNode, segment, row: candidateTable.CandidateRow, s
     if sourceSegment is not None:
         segment.SetColor(*sourceSegment.GetColor())
         segment.SetTerminology(sourceSegment.GetTerminology())
+        # An excluded source keeps the terminology it had while included (the reader's choice) in a tag: without it
+        # an island of a rejected candidate, accepted, became a microbleed of the default terminology.
+        included = segmentTag(sourceSegment, segmentPresentation.TAG_INCLUDED_TERMINOLOGY)
+        if included:
+            segment.SetTag(segmentPresentation.TAG_INCLUDED_TERMINOLOGY, included)
 
 
 def claimForReader(segmentationNode, segment, candidateId: int) -> None:
