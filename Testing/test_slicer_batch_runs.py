@@ -222,3 +222,43 @@ def test_a_run_of_another_folder_never_replaces_the_results_of_other_scans_of_th
     assert batch_run(["--input-dir", tmp_path / "p2", "--output-dir", out]) == 0
     report = json.loads((out / "swi_cmb-report.json").read_text())
     assert report["input_file"] == str((tmp_path / "p2" / "swi.nii.gz").resolve())
+
+
+def _corruptedBundle(folder):
+    """A copy of the tiny bundle whose screening weights changed after it was made: its checksum fails."""
+    import shutil
+
+    bundle = folder / "corrupted-bundle"
+    shutil.copytree(REPO / "Testing" / "data" / "tiny-bundle", bundle)
+    weights = bundle / "screening.pt"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return bundle
+
+
+def _gpuAvailable() -> bool:
+    torch = pytest.importorskip("torch")
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+@pytest.mark.parametrize("bad", ["corrupted bundle", "gpu"])
+def test_a_device_or_bundle_the_engine_refuses_stops_the_run_before_any_earlier_result_is_removed(
+    batch_run, tmp_path, capsys, bad
+):
+    # --device gpu on a node without one (a scheduler that gave no GPU), or a bundle whose weights fail their
+    # checksum: the engine refused each input in turn, and each took its earlier results with it.
+    if bad == "gpu" and _gpuAvailable():
+        pytest.skip("this machine has a GPU")
+    inputs, out = _folders(tmp_path)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    option = ["--model", _corruptedBundle(tmp_path)] if bad == "corrupted bundle" else ["--device", "gpu"]
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, *option]) == 2
+    err = capsys.readouterr().err
+    says = "screening.pt" if bad == "corrupted bundle" else "--device cuda was requested but PyTorch sees no CUDA GPU"
+    assert "batchProcess: error: " in err and says in err and "nothing was run" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and len(batch_run.calls) == 2
+    # The bundle as shipped and the CPU pass.
+    bundle = REPO / "Testing" / "data" / "tiny-bundle"
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, "--model", bundle, "--device", "cpu"]) == 0

@@ -12,8 +12,8 @@ Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
 earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when every input succeeded,
 1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a
-``--threshold`` outside [0, 1], a ``--model`` that is no bundle folder or ``.zip``: refused before any earlier result
-is removed), missing
+``--threshold`` outside [0, 1], a ``--model`` that is no bundle folder or ``.zip`` or whose checksums fail, a
+``--device gpu`` without a usable GPU: refused before any earlier result is removed), missing
 dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``, ``scan`` beside ``Scan``:
 one name on macOS and Windows) or an output folder
 holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, or the result
@@ -101,6 +101,50 @@ def modelProblem(model):
             names = archive.namelist()
         return None if any(PurePosixPath(n).name == "manifest.json" for n in names) else "a .zip without manifest.json"
     return "neither a bundle folder nor a bundle .zip"
+
+
+#: Run by the engine's Python before any work: the device asked for and the model bundle, by the engine's own rules
+#: (``plkd.inference.device.resolve_device``, ``plkd.bundle.load_bundle``: manifest schema and every checksum).
+PREFLIGHT = """
+import sys
+from plkd.errors import PLKDError
+device, model = sys.argv[1], sys.argv[2]
+try:
+    if device != "auto":
+        from plkd.inference.device import resolve_device
+        resolve_device(device)
+    if model:
+        from plkd.bundle import load_bundle
+        load_bundle(model)
+except PLKDError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def enginePreflight(args, run=None):
+    """Why the engine would refuse every input of this run (``--device gpu`` without a usable GPU, a ``--model`` whose
+    manifest or checksums are wrong), in the engine's own words, or None.
+
+    Refused by the engine for each input in turn, such a run removed every input's earlier results and reported N
+    failures. ``run``: ``subprocess.run`` (replaceable in tests).
+    """
+    import shutil
+    import subprocess
+
+    from CMBSegmentationLib import commandBuilder
+
+    device = commandBuilder.engineDevice({"auto": "Auto", "cpu": "CPU", "gpu": "GPU"}[args.device])
+    if device in ("auto", "cpu") and not str(args.model or "").strip():
+        return None
+    python = shutil.which("PythonSlicer") or sys.executable  # as CMBSegmentationLogic.pythonExecutable
+    done = (run or subprocess.run)(
+        [python, "-c", PREFLIGHT, device, str(args.model or "").strip()], capture_output=True, text=True, check=False
+    )
+    if done.returncode == 0:
+        return None
+    lines = [line for line in (done.stderr or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else f"the engine could not be started (exit status {done.returncode})"
 
 
 def moduleModality(choice):
@@ -430,6 +474,10 @@ def main(argv):
             "give another --output-dir (or move them)",
             file=sys.stderr,
         )
+        return 2
+    problem = enginePreflight(args)
+    if problem:
+        print(f"batchProcess: error: {problem}; nothing was run", file=sys.stderr)
         return 2
     others = [(path, other) for path in inputs if (other := otherScanResult(args.output_dir, path))]
     if others:
