@@ -94,3 +94,25 @@ def test_an_island_of_a_rejected_candidate_accepted_keeps_the_terminology_the_re
     pieces = [seg.GetSegmentation().GetSegment(i) for i in (parent, island)]
     assert [p.GetTerminology() for p in pieces] == [clot, clot]
     assert [p.GetName() for p in pieces] == ["Microbleed 3", "Microbleed 3_2"]
+
+
+def test_microbleeds_the_reader_renamed_alike_are_named_in_a_note(case, tmp_path):  # noqa: F811
+    # The module never names two microbleeds alike, but a segment renamed in the Segment Editor to another's name made
+    # a report with two "Microbleed 1" rows without a word.
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    seg.GetSegmentation().GetSegment(result.segmentIds[2]).SetName("Microbleed 1")
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "out", "case")
+    report = _report(files)
+    assert [m["segment"] for m in report["microbleeds"]] == ["Microbleed 1", "Microbleed 2", "Microbleed 1"]
+    shared = [n for n in report["notes"] if "share the name" in n]
+    assert shared == [
+        "microbleeds 1 and 3 share the name 'Microbleed 1' (a segment renamed so): tell them apart by their label and "
+        "candidate_id"
+    ]
+    assert shared[0] in files.notes
+    seg.GetSegmentation().GetSegment(result.segmentIds[2]).SetName("Microbleed 3")
+    assert not any(
+        "share the name" in n
+        for n in _report(reportExport.exportReview(seg, table, volume, tmp_path / "again", "case"))["notes"]
+    )

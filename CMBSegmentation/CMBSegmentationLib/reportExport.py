@@ -149,6 +149,7 @@ def exportReview(
         for n, covering in hidden
     )
     notes += _missingSegmentNotes(segmentationNode, tableNode, erased)
+    notes += _sharedNameNotes(records)
     notes += tuple(
         f"microbleed {record['label']} ({record['segment']}) is {diameter:.1f} mm across (sphere-equivalent), more "
         f"than a microbleed's {MAX_DIAMETER_MM:g} mm: check that it is one"
@@ -324,6 +325,20 @@ def _placementNotes(referenceVolume, affine) -> tuple[str, ...]:
         "tools that read its sform (FSL, nibabel, plkd predict; Slicer reads the qform when the two differ): the "
         f"label map and centres follow the volume as Slicer places it, so those tools show them up to {moved:.1f} mm "
         "off the scan",
+    )
+
+
+def _sharedNameNotes(records: list[dict]) -> tuple[str, ...]:
+    """One note per name that several exported microbleeds share (a segment renamed in the Segment Editor to the name
+    of another): the report, the ``.seg.nrrd`` and Slicer's lists named two microbleeds alike without a word."""
+    labels: dict[str, list[int]] = {}
+    for record in records:
+        labels.setdefault(record["segment"], []).append(record["label"])
+    return tuple(
+        f"microbleeds {' and '.join(str(n) for n in numbers)} share the name '{name}' (a segment renamed so): tell "
+        "them apart by their label and candidate_id"
+        for name, numbers in labels.items()
+        if len(numbers) > 1
     )
 
 
