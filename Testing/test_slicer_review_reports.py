@@ -116,3 +116,21 @@ def test_microbleeds_the_reader_renamed_alike_are_named_in_a_note(case, tmp_path
         "share the name" in n
         for n in _report(reportExport.exportReview(seg, table, volume, tmp_path / "again", "case"))["notes"]
     )
+
+
+def test_a_candidate_the_engine_kept_at_a_threshold_finer_than_the_table_is_exported(case, tmp_path):  # noqa: F811
+    # The table keeps probabilities to 4 decimals: with a run threshold of 0.33333 (batch --threshold), a candidate
+    # the engine kept at 0.33334 was stored as 0.3333, counted as below the threshold and left out of the export.
+    scene, volume, _, _, _ = case
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "fine", _labels(), {1: 0.95, 2: 0.33334, 5: 0.7})
+    data = json.loads(jsonPath.read_text())
+    data["thresholds"]["segmentation"] = 0.33333
+    jsonPath.write_text(json.dumps(data))
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    seg, table = result.segmentationNode, result.tableNode
+    assert reviewState.updateVisibility(seg, table) == result.segmentIds  # all three shown
+    report = _report(reportExport.exportReview(seg, table, volume, tmp_path / "out", "case"))
+    assert report["n_microbleeds"] == 3 and report["threshold"] == 0.33333
+    assert sorted(m["probability"] for m in report["microbleeds"]) == [0.3333, 0.7, 0.95]
+    reviewState.setReviewThreshold(seg, table, 0.34)  # above it: out, as the reader sees
+    assert _report(reportExport.exportReview(seg, table, volume, tmp_path / "raised", "case"))["n_microbleeds"] == 2

@@ -63,7 +63,10 @@ def isIncluded(row: candidateTable.CandidateRow, threshold: float) -> bool:
         return False
     if row.status in (candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED):
         return True
-    return row.probability is None or row.probability >= threshold
+    # At the precision the table keeps probabilities (rounding never reverses an order): against a finer threshold
+    # (``--threshold 0.33333``), a candidate the engine kept at 0.33334, stored as 0.3333, was dropped from the export.
+    precision = candidateTable.DECIMALS[candidateTable.COLUMN_PROBABILITY]
+    return row.probability is None or round(row.probability, precision) >= round(threshold, precision)
 
 
 def checkStatuses(tableNode) -> None:
