@@ -11,9 +11,10 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
 
-from segment_editor_effects import split_islands_to_segments  # noqa: E402
+from segment_editor_effects import paint, split_islands_to_segments  # noqa: E402
 from test_slicer_scene import (  # noqa: E402, F401
     PROBABILITY,
+    _clickedMicrobleed,
     _giveTwoIslands,
     _labels,
     _loadMrb,
@@ -23,6 +24,12 @@ from test_slicer_scene import (  # noqa: E402, F401
 )
 
 from CMBSegmentationLib import candidateTable, reportExport, resultImport, reviewState  # noqa: E402
+
+
+def _affine():
+    from test_slicer_scene import AFFINE
+
+    return AFFINE
 
 
 def _report(files) -> dict:
@@ -134,3 +141,63 @@ def test_a_candidate_the_engine_kept_at_a_threshold_finer_than_the_table_is_expo
     assert sorted(m["probability"] for m in report["microbleeds"]) == [0.3333, 0.7, 0.95]
     reviewState.setReviewThreshold(seg, table, 0.34)  # above it: out, as the reader sees
     assert _report(reportExport.exportReview(seg, table, volume, tmp_path / "raised", "case"))["n_microbleeds"] == 2
+
+
+def test_how_the_engine_outlined_each_microbleed_reaches_the_report_and_survives_a_reload(case, tmp_path):  # noqa: F811
+    # The engine outlines a large microbleed by its intensity region where its network's mask held a rim (the JSON's
+    # per-candidate "segmentation"); the import dropped it, so the report could not tell which volumes came from which.
+    import csv
+
+    import numpy as np
+
+    scene, volume, _, _, _ = case
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "outlined", _labels(), PROBABILITY)
+    data = json.loads(jsonPath.read_text())
+    for candidate, outline in zip(data["candidates"], ["network", "network", "intensity", None], strict=True):
+        candidate["segmentation"] = outline  # the last one: not kept, null
+    jsonPath.write_text(json.dumps(data))
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    seg, table = result.segmentationNode, result.tableNode
+    ids = result.segmentIds
+    # An island of the intensity-outlined one, a microbleed painted by hand, one added by a click.
+    _giveTwoIslands(seg, ids[2], volume)
+    (island,) = split_islands_to_segments(seg, volume, ids[2])
+    painted = seg.GetSegmentation().AddEmptySegment("", "Painted")
+    stroke = np.zeros(_labels().shape, np.uint8)
+    stroke[2:4, 2:4, 1:2] = 1
+    paint(seg, volume, painted, resultImport._orientedImage(stroke, np.zeros(3, int), _affine()))
+    clickLabel, clickJson, _ = _writeEngineOutput(tmp_path / "point", _clickedMicrobleed(), {1: 0.62})
+    click = json.loads(clickJson.read_text())
+    click["candidates"][0]["segmentation"] = "intensity"
+    clickJson.write_text(json.dumps(click))
+    clicked = reviewState.addReaderMicrobleed(seg, table, clickLabel, clickJson, click["candidates"][0]["center_ras"])
+    reviewState.restoreReview(seg, table)
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "out", "case")
+    bySegment = {m["segment"]: m["outline"] for m in _report(files)["microbleeds"]}
+    name = {i: seg.GetSegmentation().GetSegment(i).GetName() for i in (*ids, island, painted, clicked)}
+    assert bySegment == {
+        name[ids[0]]: "network",
+        name[ids[1]]: "network",
+        name[ids[2]]: "intensity",
+        name[island]: "intensity",
+        name[painted]: None,
+        name[clicked]: "intensity",
+    }
+    with open(files.reportCsv, newline="") as handle:
+        assert {row["segment"]: row["outline"] for row in csv.DictReader(handle)} == {
+            k: v or "" for k, v in bySegment.items()
+        }
+    # Saved and loaded again, its table rebuilt from the segments: the same.
+    loaded = _loadMrb(_saveMrb(scene, tmp_path / "saved"), tmp_path / "loaded")
+    table2 = next(t for t in _candidateTables(loaded) if t.GetNumberOfRows() == table.GetNumberOfRows())  # not case's
+    seg2 = candidateTable.segmentationOfTable(table2)
+    loaded.RemoveNode(table2)
+    rebuilt = reviewState.rebuildTable(seg2)
+    again = reportExport.exportReview(seg2, rebuilt, resultImport.referenceVolume(seg2), tmp_path / "again", "case")
+    assert {m["segment"]: m["outline"] for m in _report(again)["microbleeds"]} == bySegment
+    # A result of an older engine (no "segmentation" field) says nothing.
+    older = resultImport.importResults(
+        scene, volume, *_writeEngineOutput(tmp_path / "older", _labels(), PROBABILITY)[:2]
+    )
+    report = _report(reportExport.exportReview(older.segmentationNode, older.tableNode, volume, tmp_path / "o", "x"))
+    assert {m["outline"] for m in report["microbleeds"]} == {None}

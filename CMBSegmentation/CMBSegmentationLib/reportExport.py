@@ -61,6 +61,7 @@ REPORT_COLUMNS = (
     "location",
     "region",
     "derived_from",
+    "outline",
 )
 
 
@@ -388,6 +389,9 @@ def _record(
         "region": row.region or None,
         # The candidate an island was split off (Segment Editor, Islands effect) or a clone copied from, else None.
         "derived_from": _intOrNone(segmentTag(segment, candidateTable.TAG_DERIVED_FROM) if segment is not None else ""),
+        # How the engine outlined it ("network", "intensity": a large microbleed's dark spot); None when painted by hand
+        # or imported by an older version. Its volume is the segment's as the reader left it, whatever the outline.
+        "outline": (segmentTag(segment, candidateTable.TAG_OUTLINE) or None) if segment is not None else None,
     }
 
 

@@ -23,6 +23,7 @@ from CMBSegmentationLib.resultImport import (
     algorithmNameOf,
     candidateRow,
     ensureSegmentationConverters,
+    outlineOf,
     placeInSubjectHierarchy,
     readCandidates,
     segmentTag,
@@ -506,6 +507,7 @@ def _claimDerived(segmentationNode, segment, row: candidateTable.CandidateRow, s
         candidateTable.TAG_REGION,
         candidateTable.TAG_ORIGIN,
         candidateTable.TAG_RUN_ID,
+        candidateTable.TAG_OUTLINE,
     ):
         value = segmentTag(sourceSegment, tag) if sourceSegment is not None else ""
         if value:
@@ -537,7 +539,12 @@ def claimForReader(segmentationNode, segment, candidateId: int) -> None:
     segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
     segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
     segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
-    for tag in (candidateTable.TAG_PROBABILITY, candidateTable.TAG_LOCATION, candidateTable.TAG_REGION):
+    for tag in (
+        candidateTable.TAG_PROBABILITY,
+        candidateTable.TAG_LOCATION,
+        candidateTable.TAG_REGION,
+        candidateTable.TAG_OUTLINE,
+    ):
         segment.RemoveTag(tag)
     runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
     if runId:
@@ -613,6 +620,7 @@ def addReaderMicrobleed(
         color=COLOR_ADDED,
         location=candidate.get("location"),
         region=candidate.get("region"),
+        outline=outlineOf(candidate),
     )
     if segmentId is None:
         raise ReviewError("the engine's segmentation at the clicked point is empty")
