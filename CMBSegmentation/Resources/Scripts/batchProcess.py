@@ -90,16 +90,20 @@ def modelProblem(model):
     None (also when no model is given: the shipped ones are used)."""
     if not str(model or "").strip():
         return None
-    path = Path(model).expanduser()
-    if not path.exists():
-        return "no such file or folder"
-    if path.is_dir():
-        manifests = [path / "manifest.json", *(p / "manifest.json" for p in path.iterdir() if p.is_dir())]
-        return None if any(m.is_file() for m in manifests) else "a folder without a bundle's manifest.json"
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-        return None if any(PurePosixPath(n).name == "manifest.json" for n in names) else "a .zip without manifest.json"
+    path = Path(model)  # as the engine gets it
+    try:
+        if not path.exists():
+            return "no such file or folder"
+        if path.is_dir():
+            manifests = [path / "manifest.json", *(p / "manifest.json" for p in path.iterdir() if p.is_dir())]
+            return None if any(m.is_file() for m in manifests) else "a folder without a bundle's manifest.json"
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+            found = any(PurePosixPath(n).name == "manifest.json" for n in names)
+            return None if found else "a .zip without manifest.json"
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"cannot be read ({exc})"
     return "neither a bundle folder nor a bundle .zip"
 
 
