@@ -201,3 +201,50 @@ def test_how_the_engine_outlined_each_microbleed_reaches_the_report_and_survives
     )
     report = _report(reportExport.exportReview(older.segmentationNode, older.tableNode, volume, tmp_path / "o", "x"))
     assert {m["outline"] for m in report["microbleeds"]} == {None}
+
+
+def test_a_candidate_repainted_elsewhere_is_named_in_a_note_but_one_grown_in_place_is_not(case, tmp_path):  # noqa: F811
+    # A reader erased a false positive and painted a missed microbleed into its segment: the report gave the new
+    # microbleed the old candidate's probability, location and region without a word.
+    import numpy as np
+
+    from CMBSegmentationLib.volumeIO import ijkToRas
+
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    first, second, _ = result.segmentIds
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    elsewhere = np.zeros(_labels().shape, np.uint8)
+    elsewhere[18:20, 20:22, 7:9] = 1  # some 15 mm from Microbleed 1 (label 1 at [5:7, 6:8, 3:5])
+    image = resultImport._orientedImage(elsewhere, np.zeros(3, int), ijkToRas(volume))
+    assert logic.SetBinaryLabelmapToSegment(image, seg, first, logic.MODE_REPLACE)
+    grown = np.zeros(_labels().shape, np.uint8)
+    grown[14:17, 19:22, 6:7] = 1  # Microbleed 2 (label 2 at [15, 20, 6]) painted a little larger
+    paint(seg, volume, second, resultImport._orientedImage(grown, np.zeros(3, int), ijkToRas(volume)))
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "out", "case")
+    moved = [n for n in _report(files)["notes"] if "from where the engine found" in n]
+    assert len(moved) == 1 and moved[0].startswith("microbleed 1 (Microbleed 1) lies 1") and "probability" in moved[0]
+    assert moved[0] in files.notes
+    # Put back where it was (a transform hardened on the volume meanwhile moves nothing in its voxels): no note.
+    transform = slicer.vtkMRMLLinearTransformNode()
+    volume.GetScene().AddNode(transform)
+    matrix = vtk_matrix(translation=(30.0, -12.0, 7.0))
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    seg.SetAndObserveTransformNodeID(transform.GetID())
+    slicer.vtkSlicerTransformLogic().hardenTransform(volume)
+    slicer.vtkSlicerTransformLogic().hardenTransform(seg)
+    original = (_labels() == 1).astype(np.uint8)
+    image = resultImport._orientedImage(original, np.zeros(3, int), ijkToRas(volume))
+    assert logic.SetBinaryLabelmapToSegment(image, seg, first, logic.MODE_REPLACE)
+    again = reportExport.exportReview(seg, table, volume, tmp_path / "again", "case")
+    assert not [n for n in _report(again)["notes"] if "from where the engine found" in n]
+
+
+def vtk_matrix(translation):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    for axis, value in enumerate(translation):
+        matrix.SetElement(axis, 3, value)
+    return matrix

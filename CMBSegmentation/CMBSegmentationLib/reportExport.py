@@ -69,6 +69,11 @@ REPORT_COLUMNS = (
 #: the model keeps). A batch run replaces its own earlier reports, never a reader's.
 EXPORTED_BY_REVIEW, EXPORTED_BY_BATCH = "review", "batch"
 
+#: A segment whose centre lies further than this from where the engine found its candidate (a false positive erased and
+#: a missed microbleed painted into its segment, two candidates merged into one) is named in a note: its probability,
+#: location and region are the engine's for the old place.
+MOVED_MM = 5.0
+
 #: Microbleeds are up to 10 mm across (Greenberg et al., Lancet Neurol 2009; docs cmb-domain). A larger segment
 #: (a region painted into the result for another purpose, a haematoma) still counts as one microbleed in the report,
 #: so the export names it.
@@ -151,6 +156,7 @@ def exportReview(
     )
     notes += _missingSegmentNotes(segmentationNode, tableNode, erased)
     notes += _sharedNameNotes(records)
+    notes += _movedNotes(segmentationNode, rows, voxels, records, affine)
     notes += tuple(
         f"microbleed {record['label']} ({record['segment']}) is {diameter:.1f} mm across (sphere-equivalent), more "
         f"than a microbleed's {MAX_DIAMETER_MM:g} mm: check that it is one"
@@ -327,6 +333,34 @@ def _placementNotes(referenceVolume, affine) -> tuple[str, ...]:
         f"label map and centres follow the volume as Slicer places it, so those tools show them up to {moved:.1f} mm "
         "off the scan",
     )
+
+
+def _movedNotes(segmentationNode, rows, voxels, records, affine) -> tuple[str, ...]:
+    """One note per exported candidate whose segment's centre lies more than :data:`MOVED_MM` from where the engine
+    found it (:data:`candidateTable.TAG_ENGINE_CENTRE`): its probability, location and region, which the report gives,
+    describe that place, not the microbleed the segment now holds. Pieces and copies of a candidate (``derived_from``)
+    say so already; segments of older versions have no engine centre."""
+    segmentation = segmentationNode.GetSegmentation()
+    notes = []
+    for row, own, record in zip(rows, voxels, records, strict=True):
+        segment = segmentation.GetSegment(row.segmentId)
+        engine = segmentTag(segment, candidateTable.TAG_ENGINE_CENTRE) if segment is not None else ""
+        if not engine or record["derived_from"] is not None:
+            continue
+        try:
+            found = [float(v) for v in engine.split()]
+        except ValueError:
+            continue
+        if len(found) != 3:
+            continue
+        moved = float(math.dist(affine[:3, :3] @ own.mean(axis=0), affine[:3, :3] @ found))
+        if moved > MOVED_MM:
+            notes.append(
+                f"microbleed {record['label']} ({record['segment']}) lies {moved:.1f} mm from where the engine found "
+                "its candidate (repainted or merged): its probability, location and region are the engine's for that "
+                "place"
+            )
+    return tuple(notes)
 
 
 def _sharedNameNotes(records: list[dict]) -> tuple[str, ...]:

@@ -374,7 +374,9 @@ def addCandidateSegment(
     image = _orientedImage(sub, lo, affine)
     segment = _newSegment(name, color, candidateId, status, probability)
     runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
+    centre = " ".join(f"{v:.3f}" for v in index.mean(axis=0))
     for tag, value in (
+        (candidateTable.TAG_ENGINE_CENTRE, centre),
         (candidateTable.TAG_RUN_ID, runId),
         (candidateTable.TAG_LOCATION, location),
         (candidateTable.TAG_REGION, region),

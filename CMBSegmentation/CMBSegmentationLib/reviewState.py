@@ -544,6 +544,7 @@ def claimForReader(segmentationNode, segment, candidateId: int) -> None:
         candidateTable.TAG_LOCATION,
         candidateTable.TAG_REGION,
         candidateTable.TAG_OUTLINE,
+        candidateTable.TAG_ENGINE_CENTRE,
     ):
         segment.RemoveTag(tag)
     runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
