@@ -50,6 +50,15 @@ TAG_RUN_ID = "CMBSegmentation.RunID"
 #: whole table, comes back with them.
 TAG_LOCATION = "CMBSegmentation.Location"
 TAG_REGION = "CMBSegmentation.Region"
+#: How the engine outlined a candidate: "network" (the segmenter's mask) or "intensity" (the dark spot's intensity
+#: region, for large microbleeds whose network mask held a rim; the engine JSON's per-candidate ``segmentation``).
+#: Absent on a segment painted by hand and in results of older versions.
+TAG_OUTLINE = "CMBSegmentation.Outline"
+OUTLINES = ("network", "intensity")
+#: Where the engine found a candidate: the centre of its voxels as ``"i j k"`` on the grid of the result's volume (voxel
+#: indices stay where they are when a transform is hardened on the volume). Its probability, location and region are
+#: the engine's for that place: the export notes a segment the reader moved far from it.
+TAG_ENGINE_CENTRE = "CMBSegmentation.EngineCentreIJK"
 #: On a segment made from a candidate by the Segment Editor's Islands effect ("Split islands to segments") or the
 #: Data module's "Clone": the candidate id it was made from. It keeps that candidate's status: a piece or copy of a
 #: rejected candidate stays rejected.

@@ -27,7 +27,13 @@ from pathlib import Path
 
 from CMBSegmentationLib import candidateTable, segmentPresentation
 from CMBSegmentationLib.atomicFiles import atomicPath, atomicPaths, writeTextAtomic
-from CMBSegmentationLib.resultImport import algorithmNameOf, ensureSegmentationConverters, modelChoiceOf, segmentTag
+from CMBSegmentationLib.resultImport import (
+    algorithmNameOf,
+    engineNotesOf,
+    ensureSegmentationConverters,
+    modelChoiceOf,
+    segmentTag,
+)
 from CMBSegmentationLib.reviewState import (
     ReviewError,
     adoptPaintedSegments,
@@ -55,8 +61,18 @@ REPORT_COLUMNS = (
     "location",
     "region",
     "derived_from",
+    "outline",
 )
 
+
+#: The report's ``exported_by``: the module's Export of a reader's review, or a batch run (no review, every candidate
+#: the model keeps). A batch run replaces its own earlier reports, never a reader's.
+EXPORTED_BY_REVIEW, EXPORTED_BY_BATCH = "review", "batch"
+
+#: A segment whose centre lies further than this from where the engine found its candidate (a false positive erased and
+#: a missed microbleed painted into its segment, two candidates merged into one) is named in a note: its probability,
+#: location and region are the engine's for the old place.
+MOVED_MM = 5.0
 
 #: Microbleeds are up to 10 mm across (Greenberg et al., Lancet Neurol 2009; docs cmb-domain). A larger segment
 #: (a region painted into the result for another purpose, a haematoma) still counts as one microbleed in the report,
@@ -94,6 +110,7 @@ def exportReview(
     baseName: str,
     threshold: float | None = None,
     overwrite: bool = False,
+    exportedBy: str = EXPORTED_BY_REVIEW,
 ) -> ExportedFiles:
     """Write ``BASE_cmb-final.nii.gz``, ``BASE_cmb-final.seg.nrrd``, ``BASE_cmb-report.csv`` and ``.json``.
 
@@ -106,6 +123,7 @@ def exportReview(
     on the same volume, or files of unknown origin), or changed since this result's export wrote them,
     ``BASE-2``, ``BASE-3``, ... is used instead, so one export never replaces another's; the returned paths name
     the files written. ``overwrite`` writes ``BASE`` whatever is there (batch runs, which redo every input).
+    ``exportedBy`` (:data:`EXPORTED_BY_REVIEW` or :data:`EXPORTED_BY_BATCH`) goes into the report's ``exported_by``.
     """
     if not candidateTable.belongsTo(tableNode, segmentationNode):
         raise ReviewError(f"table '{tableNode.GetName()}' lists the candidates of another result; nothing exported")
@@ -137,6 +155,8 @@ def exportReview(
         for n, covering in hidden
     )
     notes += _missingSegmentNotes(segmentationNode, tableNode, erased)
+    notes += _sharedNameNotes(records)
+    notes += _movedNotes(segmentationNode, rows, voxels, records, affine)
     notes += tuple(
         f"microbleed {record['label']} ({record['segment']}) is {diameter:.1f} mm across (sphere-equivalent), more "
         f"than a microbleed's {MAX_DIAMETER_MM:g} mm: check that it is one"
@@ -154,10 +174,15 @@ def exportReview(
     notes += _placementNotes(referenceVolume, affine)
     files = dataclasses.replace(files, notes=notes)
     allRows = candidateTable.readRows(tableNode)
+    inputFile = loadedFile(referenceVolume)
     report = {
         "input": referenceVolume.GetName(),
+        # The file the volume was loaded from (absolute; None: not from a file, or from DICOM): a batch run tells by
+        # it whether a report of its name in the output folder is of the same scan.
+        "input_file": str(inputFile.resolve()) if inputFile is not None else None,
         # r_mm, a_mm, s_mm: RAS (not the LPS of DICOM and of Slicer's markup files), the label map's frame.
         "coordinate_system": "RAS",
+        "exported_by": exportedBy,
         "result_id": resultId,
         "review_id": reviewId,
         "n_microbleeds": len(rows),
@@ -167,6 +192,9 @@ def exportReview(
         "microbleeds": records,
         "files": {"label_map": files.labelMap.name, "segmentation": files.segmentation.name},
         "notes": list(notes),
+        # What the engine noted of its run (candidate count capped, brain mask not used, a phase image or a model of
+        # the other contrast analysed, ...): logged at the import, but a report read later said nothing of it.
+        "engine_notes": engineNotesOf(tableNode, segmentationNode),
         # The model that analysed the scan and the contrast decided for it, as the engine recorded them.
         **{key: value for key, value in modelChoiceOf(tableNode).items() if value is not None},
     }
@@ -307,6 +335,48 @@ def _placementNotes(referenceVolume, affine) -> tuple[str, ...]:
     )
 
 
+def _movedNotes(segmentationNode, rows, voxels, records, affine) -> tuple[str, ...]:
+    """One note per exported candidate whose segment's centre lies more than :data:`MOVED_MM` from where the engine
+    found it (:data:`candidateTable.TAG_ENGINE_CENTRE`): its probability, location and region, which the report gives,
+    describe that place, not the microbleed the segment now holds. Pieces and copies of a candidate (``derived_from``)
+    say so already; segments of older versions have no engine centre."""
+    segmentation = segmentationNode.GetSegmentation()
+    notes = []
+    for row, own, record in zip(rows, voxels, records, strict=True):
+        segment = segmentation.GetSegment(row.segmentId)
+        engine = segmentTag(segment, candidateTable.TAG_ENGINE_CENTRE) if segment is not None else ""
+        if not engine or record["derived_from"] is not None:
+            continue
+        try:
+            found = [float(v) for v in engine.split()]
+        except ValueError:
+            continue
+        if len(found) != 3:
+            continue
+        moved = float(math.dist(affine[:3, :3] @ own.mean(axis=0), affine[:3, :3] @ found))
+        if moved > MOVED_MM:
+            notes.append(
+                f"microbleed {record['label']} ({record['segment']}) lies {moved:.1f} mm from where the engine found "
+                "its candidate (repainted or merged): its probability, location and region are the engine's for that "
+                "place"
+            )
+    return tuple(notes)
+
+
+def _sharedNameNotes(records: list[dict]) -> tuple[str, ...]:
+    """One note per name that several exported microbleeds share (a segment renamed in the Segment Editor to the name
+    of another): the report, the ``.seg.nrrd`` and Slicer's lists named two microbleeds alike without a word."""
+    labels: dict[str, list[int]] = {}
+    for record in records:
+        labels.setdefault(record["segment"], []).append(record["label"])
+    return tuple(
+        f"microbleeds {' and '.join(str(n) for n in numbers)} share the name '{name}' (a segment renamed so): tell "
+        "them apart by their label and candidate_id"
+        for name, numbers in labels.items()
+        if len(numbers) > 1
+    )
+
+
 def _missingSegmentNotes(segmentationNode, tableNode, erased) -> tuple[str, ...]:
     """One note per microbleed the reader kept (accepted, added) whose segment is gone from the segmentation, or
     is among the ``erased`` rows (its segment emptied in the Segment Editor).
@@ -353,6 +423,9 @@ def _record(
         "region": row.region or None,
         # The candidate an island was split off (Segment Editor, Islands effect) or a clone copied from, else None.
         "derived_from": _intOrNone(segmentTag(segment, candidateTable.TAG_DERIVED_FROM) if segment is not None else ""),
+        # How the engine outlined it ("network", "intensity": a large microbleed's dark spot); None when painted by hand
+        # or imported by an older version. Its volume is the segment's as the reader left it, whatever the outline.
+        "outline": (segmentTag(segment, candidateTable.TAG_OUTLINE) or None) if segment is not None else None,
     }
 
 

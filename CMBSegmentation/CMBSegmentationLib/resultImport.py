@@ -82,6 +82,20 @@ def readModelChoice(data: dict) -> dict:
     return {"model": str(model) if model else None, "modality": modality if isinstance(modality, dict) else None}
 
 
+def engineNotesOf(*nodes) -> list[str]:
+    """The engine's notes of the run recorded by the import on the first of ``nodes`` (a candidate table, its
+    segmentation) that holds them; ``[]`` for a result of an older version or a ``.seg.nrrd`` loaded alone."""
+    for node in nodes:
+        text = node.GetAttribute(candidateTable.ATTRIBUTE_NOTES) if node is not None else None
+        try:
+            notes = json.loads(text) if text else None
+        except ValueError:
+            notes = None
+        if isinstance(notes, list):
+            return [str(n) for n in notes]
+    return []
+
+
 def modelChoiceOf(node) -> dict:
     """The model choice recorded on a candidate table or its segmentation by the import (``{}`` for a result of an
     older version)."""
@@ -276,7 +290,8 @@ def importResults(
         node.SetAttribute(candidateTable.ATTRIBUTE_RUN_THRESHOLD, repr(threshold))
         node.SetAttribute(candidateTable.ATTRIBUTE_REVIEW_THRESHOLD, repr(threshold))
     notes = readNotes(data)
-    tableNode.SetAttribute(candidateTable.ATTRIBUTE_NOTES, json.dumps(notes))
+    for node in (tableNode, segmentationNode):  # as the thresholds: a table rebuilt from the segments keeps them
+        node.SetAttribute(candidateTable.ATTRIBUTE_NOTES, json.dumps(notes))
     choice = readModelChoice(data)
     for node in (tableNode, segmentationNode):  # as the thresholds: a table rebuilt from the segments keeps it
         node.SetAttribute(candidateTable.ATTRIBUTE_MODEL, json.dumps(choice))
@@ -294,7 +309,7 @@ def importResults(
             f"{' and '.join(repr(n) for n in untouched)} changed during the run (reviewed or edited) and were not "
             f"replaced; the result is in '{segmentationNode.GetName()}' and '{tableNode.GetName()}'"
         )
-    for number, (label, row) in enumerate(keptRows, start=1):
+    for number, (label, row, outline) in enumerate(keptRows, start=1):
         segmentId = addCandidateSegment(
             segmentationNode,
             labels == label,
@@ -305,6 +320,7 @@ def importResults(
             probability=row.probability,
             location=row.location,
             region=row.region,
+            outline=outline,
         )
         if segmentId is None:  # a kept candidate with no voxel left on the input grid
             continue
@@ -313,15 +329,22 @@ def importResults(
     return result
 
 
-def _keptRows(data: dict, path) -> list[tuple[int, candidateTable.CandidateRow]]:
-    """(label, table row without segment id) of each kept candidate, by label; :class:`ResultFormatError` for one
-    with a value that is not a number. Read before the scene is touched: an unreadable value found half way through
-    the import left a replaced (reviewed) result half filled."""
+def _keptRows(data: dict, path) -> list[tuple[int, candidateTable.CandidateRow, str | None]]:
+    """(label, table row without segment id, :func:`outlineOf`) of each kept candidate, by label;
+    :class:`ResultFormatError` for one with a value that is not a number. Read before the scene is touched: an
+    unreadable value found half way through the import left a replaced (reviewed) result half filled."""
     try:
         kept = sorted(((int(c["label"]), c) for c in data["candidates"] if int(c["label"]) > 0), key=lambda k: k[0])
-        return [(label, candidateRow(c, "", candidateTable.STATUS_NOT_SEEN)) for label, c in kept]
+        return [(label, candidateRow(c, "", candidateTable.STATUS_NOT_SEEN), outlineOf(c)) for label, c in kept]
     except (TypeError, ValueError) as exc:
         raise ResultFormatError(f"{path}: a candidate has a value that is not a number ({exc})") from exc
+
+
+def outlineOf(candidate: dict) -> str | None:
+    """How the engine outlined ``candidate`` (its ``segmentation``: "network" or "intensity"), or None (absent in
+    outputs of older versions)."""
+    value = candidate.get("segmentation") if isinstance(candidate, dict) else None
+    return value if value in candidateTable.OUTLINES else None
 
 
 def addCandidateSegment(
@@ -335,6 +358,7 @@ def addCandidateSegment(
     color: tuple[float, float, float] = COLOR_MODEL,
     location: str | None = None,
     region: str | None = None,
+    outline: str | None = None,
 ) -> str | None:
     """Add one segment holding the voxels of ``mask`` (indexed ``[i, j, k]`` on the grid of ``affine``).
 
@@ -350,10 +374,13 @@ def addCandidateSegment(
     image = _orientedImage(sub, lo, affine)
     segment = _newSegment(name, color, candidateId, status, probability)
     runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
+    centre = " ".join(f"{v:.3f}" for v in index.mean(axis=0))
     for tag, value in (
+        (candidateTable.TAG_ENGINE_CENTRE, centre),
         (candidateTable.TAG_RUN_ID, runId),
         (candidateTable.TAG_LOCATION, location),
         (candidateTable.TAG_REGION, region),
+        (candidateTable.TAG_OUTLINE, outline),
     ):
         if value:
             segment.SetTag(tag, str(value))

@@ -23,6 +23,7 @@ from CMBSegmentationLib.resultImport import (
     algorithmNameOf,
     candidateRow,
     ensureSegmentationConverters,
+    outlineOf,
     placeInSubjectHierarchy,
     readCandidates,
     segmentTag,
@@ -63,7 +64,10 @@ def isIncluded(row: candidateTable.CandidateRow, threshold: float) -> bool:
         return False
     if row.status in (candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED):
         return True
-    return row.probability is None or row.probability >= threshold
+    # At the precision the table keeps probabilities (rounding never reverses an order): against a finer threshold
+    # (``--threshold 0.33333``), a candidate the engine kept at 0.33334, stored as 0.3333, was dropped from the export.
+    precision = candidateTable.DECIMALS[candidateTable.COLUMN_PROBABILITY]
+    return row.probability is None or round(row.probability, precision) >= round(threshold, precision)
 
 
 def checkStatuses(tableNode) -> None:
@@ -269,6 +273,7 @@ def rebuildTable(segmentationNode):
         candidateTable.ATTRIBUTE_RUN_THRESHOLD,
         candidateTable.ATTRIBUTE_REVIEW_THRESHOLD,
         candidateTable.ATTRIBUTE_MODEL,
+        candidateTable.ATTRIBUTE_NOTES,
     ):
         value = segmentationNode.GetAttribute(attribute)
         if value:
@@ -502,6 +507,7 @@ def _claimDerived(segmentationNode, segment, row: candidateTable.CandidateRow, s
         candidateTable.TAG_REGION,
         candidateTable.TAG_ORIGIN,
         candidateTable.TAG_RUN_ID,
+        candidateTable.TAG_OUTLINE,
     ):
         value = segmentTag(sourceSegment, tag) if sourceSegment is not None else ""
         if value:
@@ -509,6 +515,11 @@ def _claimDerived(segmentationNode, segment, row: candidateTable.CandidateRow, s
     if sourceSegment is not None:
         segment.SetColor(*sourceSegment.GetColor())
         segment.SetTerminology(sourceSegment.GetTerminology())
+        # An excluded source keeps the terminology it had while included (the reader's choice) in a tag: without it
+        # an island of a rejected candidate, accepted, became a microbleed of the default terminology.
+        included = segmentTag(sourceSegment, segmentPresentation.TAG_INCLUDED_TERMINOLOGY)
+        if included:
+            segment.SetTag(segmentPresentation.TAG_INCLUDED_TERMINOLOGY, included)
 
 
 def claimForReader(segmentationNode, segment, candidateId: int) -> None:
@@ -528,7 +539,13 @@ def claimForReader(segmentationNode, segment, candidateId: int) -> None:
     segment.SetTag(candidateTable.TAG_CANDIDATE_ID, str(candidateId))
     segment.SetTag(candidateTable.TAG_STATUS, candidateTable.STATUS_ADDED)
     segment.SetTag(candidateTable.TAG_ORIGIN, candidateTable.ORIGIN_READER)
-    for tag in (candidateTable.TAG_PROBABILITY, candidateTable.TAG_LOCATION, candidateTable.TAG_REGION):
+    for tag in (
+        candidateTable.TAG_PROBABILITY,
+        candidateTable.TAG_LOCATION,
+        candidateTable.TAG_REGION,
+        candidateTable.TAG_OUTLINE,
+        candidateTable.TAG_ENGINE_CENTRE,
+    ):
         segment.RemoveTag(tag)
     runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
     if runId:
@@ -604,6 +621,7 @@ def addReaderMicrobleed(
         color=COLOR_ADDED,
         location=candidate.get("location"),
         region=candidate.get("region"),
+        outline=outlineOf(candidate),
     )
     if segmentId is None:
         raise ReviewError("the engine's segmentation at the clicked point is empty")

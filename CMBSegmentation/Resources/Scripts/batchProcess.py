@@ -11,10 +11,13 @@ server even without its main window).
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
 earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when every input succeeded,
-1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments, missing
+1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a
+``--threshold`` outside [0, 1], a ``--model`` that is no bundle folder or ``.zip`` or whose checksums fail, a
+``--device gpu`` without a usable GPU: refused before any earlier result is removed), missing
 dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``, ``scan`` beside ``Scan``:
 one name on macOS and Windows) or an output folder
-holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, 130 when
+holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, or the result
+of another scan of an input's name (a run of another folder into the same output folder), 130 when
 interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves no files). Results in the
 input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not inputs, so OUT may be IN; nor
 are label maps, masks, phase images and other contrasts (``plkd predict``'s folder walk rule: ``NAME_CMB``,
@@ -26,11 +29,13 @@ from the module (first Apply).
 
 import argparse
 import contextlib
+import math
 import signal
 import sys
 import threading
 import traceback
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 
 # The module folder (two levels up) holds CMBSegmentation.py and CMBSegmentationLib.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -46,7 +51,7 @@ def parseArguments(argv):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="default: auto")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=probability,
         default=None,
         help="minimum candidate probability (default: the threshold tuned for each segmenter in the model bundle)",
     )
@@ -60,7 +65,90 @@ def parseArguments(argv):
     parser.add_argument(
         "--mask-suffix", default="", help="brain masks are NAME<suffix>.nii.gz beside the inputs (optional)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Checked before any work: refused for each input in turn, a mistyped --model or --threshold removed every
+    # earlier result of the output folder (an input that fails loses its earlier outputs) and reported N failures.
+    problem = modelProblem(args.model)
+    if problem:
+        parser.error(f"--model {args.model}: {problem}")
+    return args
+
+
+def probability(text):
+    """A ``--threshold`` value: a number within [0, 1] (0: the model's own thresholds), else an argparse error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be a number within [0, 1], got {text!r}")
+    return value
+
+
+def modelProblem(model):
+    """Why ``--model`` cannot be a model bundle (missing, neither a folder nor a ``.zip``, no ``manifest.json``), or
+    None (also when no model is given: the shipped ones are used)."""
+    if not str(model or "").strip():
+        return None
+    path = Path(model)  # as the engine gets it
+    try:
+        if not path.exists():
+            return "no such file or folder"
+        if path.is_dir():
+            manifests = [path / "manifest.json", *(p / "manifest.json" for p in path.iterdir() if p.is_dir())]
+            return None if any(m.is_file() for m in manifests) else "a folder without a bundle's manifest.json"
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+            found = any(PurePosixPath(n).name == "manifest.json" for n in names)
+            return None if found else "a .zip without manifest.json"
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"cannot be read ({exc})"
+    return "neither a bundle folder nor a bundle .zip"
+
+
+#: Run by the engine's Python before any work: the device asked for and the model bundle, by the engine's own rules
+#: (``plkd.inference.device.resolve_device``, ``plkd.bundle.load_bundle``: manifest schema and every checksum).
+PREFLIGHT = """
+import sys
+from plkd.errors import PLKDError
+device, model = sys.argv[1], sys.argv[2]
+try:
+    if device != "auto":
+        from plkd.inference.device import resolve_device
+        resolve_device(device)
+    if model:
+        from plkd.bundle import load_bundle
+        load_bundle(model)
+except PLKDError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def enginePreflight(args, run=None):
+    """Why the engine would refuse every input of this run (``--device gpu`` without a usable GPU, a ``--model`` whose
+    manifest or checksums are wrong), in the engine's own words, or None.
+
+    Refused by the engine for each input in turn, such a run removed every input's earlier results and reported N
+    failures. ``run``: ``subprocess.run`` (replaceable in tests).
+    """
+    import shutil
+    import subprocess
+
+    from CMBSegmentationLib import commandBuilder
+
+    device = commandBuilder.engineDevice({"auto": "Auto", "cpu": "CPU", "gpu": "GPU"}[args.device])
+    if device in ("auto", "cpu") and not str(args.model or "").strip():
+        return None
+    python = shutil.which("PythonSlicer") or sys.executable  # as CMBSegmentationLogic.pythonExecutable
+    done = (run or subprocess.run)(
+        [python, "-c", PREFLIGHT, device, str(args.model or "").strip()], capture_output=True, text=True, check=False
+    )
+    if done.returncode == 0:
+        return None
+    lines = [line for line in (done.stderr or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else f"the engine could not be started (exit status {done.returncode})"
 
 
 def moduleModality(choice):
@@ -206,10 +294,15 @@ def removeOutputs(outputDir, baseName):
     return removed
 
 
-def reviewDecisions(outputDir, baseName):
-    """How many review decisions (accepted, rejected, added by reader) the report ``baseName_cmb-report.json`` in
-    ``outputDir`` records: a reader's export, not a batch run's (which reports every microbleed as not yet seen); 0
-    when there is none or it cannot be read (a batch run replaces it as before)."""
+def readerExport(outputDir, baseName):
+    """What makes the report ``baseName_cmb-report.json`` in ``outputDir`` a reader's export (the module's Export),
+    which a batch run must never replace: ``"a reader's review"``, or for a report of an older version (without
+    ``exported_by``) its review decisions (``"3 decision(s)"``: accepted, rejected, added by reader); None for a batch
+    run's report, one of an older version without decisions, or none that can be read (a batch run replaces it).
+
+    Told apart by decisions alone, a review whose reader erased a false positive with the Segment Editor, painted a
+    microbleed's outline or raised the review threshold, but changed no status, was replaced without a word.
+    """
     import json
 
     from CMBSegmentationLib import candidateTable, reportExport
@@ -217,11 +310,40 @@ def reviewDecisions(outputDir, baseName):
     report = reportExport.outputPaths(Path(outputDir), baseName)[3]
     try:
         content = json.loads(report.read_text(encoding="utf-8"))
+        if "exported_by" in content:
+            return None if content["exported_by"] == reportExport.EXPORTED_BY_BATCH else "a reader's review"
         decided = (candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED)
         kept = sum(m.get("status") in decided for m in content.get("microbleeds") or [])
-        return kept + int(content.get("n_rejected") or 0)
+        count = kept + int(content.get("n_rejected") or 0)
     except (OSError, ValueError, TypeError, AttributeError):
-        return 0
+        return None
+    return f"{count} decision(s)" if count else None
+
+
+def otherScanResult(outputDir, path):
+    """The scan file whose batch result lies in ``outputDir`` under the name of ``path``'s outputs, when it is another
+    scan still on disk (not ``path``, nor a copy of it), else None.
+
+    Batch runs of several folders into one output folder (``p1/swi.nii.gz``, then ``p2/swi.nii.gz``) gave their scans
+    the same output names: each run replaced the results of the one before without a word. A report without
+    ``input_file`` (older versions), or whose scan is gone (moved, renamed), is replaced as before.
+    """
+    import filecmp
+    import json
+
+    from CMBSegmentationLib import reportExport
+
+    report = reportExport.outputPaths(Path(outputDir), outputBaseName(path))[3]
+    try:
+        recorded = json.loads(report.read_text(encoding="utf-8")).get("input_file")
+        other = Path(recorded) if recorded else None
+        if other is None or not other.is_file() or other.resolve() == path.resolve():
+            return None
+        if other.stat().st_size == path.stat().st_size and filecmp.cmp(other, path, shallow=False):
+            return None  # the same scan, copied elsewhere
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return other
 
 
 def removeLeftovers(outputDir, baseName):
@@ -288,8 +410,11 @@ def processOne(path, args):
         volume,
         args.output_dir,
         outputBaseName(path),
-        args.threshold,
+        # The table's threshold: the one the engine applied (--threshold, or each segmenter's own for none or 0);
+        # args.threshold put 0 in the report for "the model's", which kept only candidates from 0.1-0.4.
+        None,
         overwrite=True,  # a batch run redoes every input: its files replace those of an earlier run
+        exportedBy=reportExport.EXPORTED_BY_BATCH,  # no reader's: the next batch run may replace it
     )
     # Which model read this file, and why (each file of a mixed folder gets its own): as in its report.
     choice = resultImport.describeModelChoice(resultImport.modelChoiceOf(table))
@@ -345,12 +470,25 @@ def main(argv):
         return 2
     # A reader's export of the same name (the module's Export into this folder) holds decisions the batch would
     # replace with an unreviewed result, without a word: refused before any work, as colliding names are.
-    reviewed = [(path, count) for path in inputs if (count := reviewDecisions(args.output_dir, outputBaseName(path)))]
+    reviewed = [(path, why) for path in inputs if (why := readerExport(args.output_dir, outputBaseName(path)))]
     if reviewed:
-        names = "; ".join(f"{outputBaseName(p)}_cmb-report.json ({n} decision(s))" for p, n in reviewed)
+        names = "; ".join(f"{outputBaseName(p)}_cmb-report.json ({why})" for p, why in reviewed)
         print(
             f"batchProcess: error: the output folder holds reviewed results a run would replace: {names}; "
             "give another --output-dir (or move them)",
+            file=sys.stderr,
+        )
+        return 2
+    problem = enginePreflight(args)
+    if problem:
+        print(f"batchProcess: error: {problem}; nothing was run", file=sys.stderr)
+        return 2
+    others = [(path, other) for path in inputs if (other := otherScanResult(args.output_dir, path))]
+    if others:
+        names = "; ".join(f"{outputBaseName(p)}_cmb-report.json is of {other}, not of {p}" for p, other in others)
+        print(
+            f"batchProcess: error: the output folder holds results of other scans of the same names: {names}; "
+            "give each input folder its own --output-dir (or rename the scans)",
             file=sys.stderr,
         )
         return 2

@@ -1,0 +1,264 @@
+"""The batch script (``Slicer --python-script batchProcess.py``) over a folder, against a real MRML scene.
+
+Volumes are loaded as ``slicer.util.loadVolume`` loads them (``vtkSlicerVolumesLogic.AddArchetypeVolume``), the
+result is imported and exported by the module's own code; only the engine run of ``CMBSegmentationLogic.process``
+(a subprocess, and a module file that needs Slicer's Qt) is replaced by hand-written engine outputs that follow
+docs/design.md ("Prediction outputs").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "CMBSegmentation"))
+
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
+
+from CMBSegmentationLib import reportExport, resultImport  # noqa: E402
+from CMBSegmentationLib.volumeIO import ijkToRas  # noqa: E402
+
+AFFINE = np.array([[-1.0, 0, 0, 12.0], [0, 1.0, 0, -14.0], [0, 0, 2.0, -9.0], [0, 0, 0, 1]])
+SHAPE = (24, 28, 10)
+#: label -> (voxels, probability); the engine applied 0.3 (the model's own threshold).
+LESIONS = {1: ((slice(5, 7), slice(6, 8), slice(3, 5)), 0.9), 2: ((slice(15, 16), slice(20, 21), slice(6, 7)), 0.35)}
+APPLIED = 0.3
+
+
+def _batchScript():
+    script = REPO / "CMBSegmentation/Resources/Scripts/batchProcess.py"
+    spec = importlib.util.spec_from_file_location("batchProcess", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _scan(path: Path, value: float = 400.0) -> Path:
+    image = np.full(SHAPE, value, np.float32)
+    nib.save(nib.Nifti1Image(image, AFFINE), str(path))
+    return path
+
+
+def _engineOutputs(folder: Path, affine: np.ndarray, notes=()) -> tuple[Path, Path]:
+    """``NAME_cmb.nii.gz`` and ``NAME_cmb.json`` as ``plkd predict`` writes them for a scan on ``affine``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.zeros(SHAPE, np.int16)
+    candidates = []
+    for label, (index, probability) in LESIONS.items():
+        labels[index] = label
+        centre = (affine @ np.r_[np.argwhere(labels == label).mean(axis=0), 1.0])[:3]
+        voxels = int((labels == label).sum())
+        candidates.append({"id": label, "label": label, "center_ras": centre.tolist(), "voxels": voxels,
+                           "volume_mm3": 2.0 * voxels, "probability": probability, "kept": True,
+                           "segmentation": "network"})  # fmt: skip
+    labelPath, jsonPath = folder / "scan_cmb.nii.gz", folder / "scan_cmb.json"
+    nib.save(nib.Nifti1Image(labels, affine), str(labelPath))
+    jsonPath.write_text(json.dumps({"input": "scan.nii.gz", "model": "tiny", "candidates": candidates,
+                                    "thresholds": {"screening": 0.5, "segmentation": APPLIED},
+                                    "n_microbleeds": len(candidates), "notes": list(notes)}))  # fmt: skip
+    return labelPath, jsonPath
+
+
+@pytest.fixture
+def batch_run(tmp_path, monkeypatch):
+    """``run(args) -> exit code`` of the batch script's ``main`` in a real scene; ``calls`` lists the process() calls
+    (their keyword arguments); ``notes``: the engine notes each run writes."""
+    batch = _batchScript()
+    scene = slicer.vtkMRMLScene()
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLScene(scene)
+
+    def loadVolume(file_name, properties=None):
+        properties = properties or {}
+        name = properties.get("name", Path(file_name).name.split(".")[0])
+        node = volumes.AddArchetypeVolume(str(file_name), name, 0)
+        if node is None:
+            raise RuntimeError(f"Failed to load node from file: {file_name}")
+        return node
+
+    calls, notes = [], []
+
+    class Logic:
+        def process(self, volume, **kwargs):
+            calls.append(kwargs)
+            labelPath, jsonPath = _engineOutputs(tmp_path / "engine" / str(len(calls)), ijkToRas(volume), notes)
+            return resultImport.importResults(
+                scene, volume, labelPath, jsonPath, None, kwargs.get("candidateTable"), runThreshold=kwargs["threshold"]
+            ).segmentationNode
+
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    monkeypatch.setattr(slicer.util, "loadVolume", loadVolume)
+    monkeypatch.setitem(sys.modules, "CMBSegmentation", types.SimpleNamespace(CMBSegmentationLogic=Logic))
+
+    def run(args):
+        return batch.main([str(a) for a in args])
+
+    run.calls, run.notes, run.batch = calls, notes, batch
+    return run
+
+
+def _folders(tmp_path, names=("a.nii.gz", "b.nii.gz")):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in names:
+        _scan(inputs / name)
+    return inputs, out
+
+
+def test_the_batch_reports_the_microbleeds_of_each_scan_with_the_threshold_the_engine_applied(batch_run, tmp_path):
+    # --threshold 0 means each segmenter's own threshold (0.1-0.4 in the shipped bundles), but the report said
+    # "threshold": 0.0, as if every candidate had been kept.
+    inputs, out = _folders(tmp_path)
+    for threshold in ([], ["--threshold", "0"]):
+        assert batch_run(["--input-dir", inputs, "--output-dir", out, *threshold]) == 0
+        for name in ("a", "b"):
+            report = json.loads((out / f"{name}_cmb-report.json").read_text())
+            assert report["input"] == name and report["n_microbleeds"] == 2
+            assert report["threshold"] == APPLIED
+            assert [m["probability"] for m in report["microbleeds"]] == [0.9, 0.35]
+
+
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        (["--threshold", "5"], "--threshold: must be a number within [0, 1], got '5'"),
+        (["--threshold", "-0.1"], "got '-0.1'"),
+        (["--threshold", "nan"], "got 'nan'"),
+        (["--threshold", "0.3x"], "got '0.3x'"),
+        (["--model", "no/such/bundle"], "--model no/such/bundle: no such file or folder"),
+        (["--model", "{empty}"], "a folder without a bundle's manifest.json"),
+        (["--model", "{text}"], "neither a bundle folder nor a bundle .zip"),
+    ],
+)
+def test_a_mistyped_option_is_refused_before_any_earlier_result_is_removed(batch_run, tmp_path, capsys, bad, says):
+    # Refused by the engine for each input in turn, a --threshold out of range or a --model that is no bundle removed
+    # the earlier results of every input (an input that fails loses its earlier outputs) and reported N failures.
+    inputs, out = _folders(tmp_path)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(before) == 8
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("a model")
+    bad = [a.format(empty=tmp_path / "empty", text=tmp_path / "notes.txt") for a in bad]
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, *bad]) == 2
+    assert says in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert len(batch_run.calls) == 2  # the first run's only
+
+
+def test_a_bundle_folder_or_zip_is_taken_as_a_model(batch_run, tmp_path):
+    import shutil
+
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    bundle = REPO / "Testing" / "data" / "tiny-bundle"
+    archive = shutil.make_archive(str(tmp_path / "tiny"), "zip", bundle.parent, bundle.name)
+    for model in (bundle, archive):
+        assert batch_run(["--input-dir", inputs, "--output-dir", out, "--model", model]) == 0
+    assert [c["modelPath"] for c in batch_run.calls] == [str(bundle), archive]
+    assert reportExport.outputPaths(out, "a")[3].exists()
+
+
+def test_a_reader_s_export_is_never_replaced_even_without_a_status_decision(batch_run, tmp_path, capsys):
+    # The batch took a report for a reader's only when it counted accepted, rejected or added microbleeds: a review
+    # whose reader raised the review threshold (or erased a false positive with the Segment Editor) and changed no
+    # status was replaced by an unreviewed result without a word.
+    from CMBSegmentationLib import reviewState
+
+    inputs, out = _folders(tmp_path)
+    scene = slicer.vtkMRMLScene()
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLScene(scene)
+    volume = volumes.AddArchetypeVolume(str(inputs / "a.nii.gz"), "a", 0)
+    result = resultImport.importResults(scene, volume, *_engineOutputs(tmp_path / "reader", ijkToRas(volume)))
+    reviewState.setReviewThreshold(result.segmentationNode, result.tableNode, 0.5)  # the reader's only change
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, out, "a")
+    assert files.reportJson == out / "a_cmb-report.json" and files.count == 1
+    reviewed = {p.name: p.read_bytes() for p in out.glob("a_cmb*")}
+    assert json.loads(reviewed["a_cmb-report.json"])["exported_by"] == "review"
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 2
+    assert "a_cmb-report.json (a reader's review)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.glob("a_cmb*")} == reviewed
+    assert not list(out.glob("b_cmb*"))  # refused before any work
+    # A report of an older version (no exported_by) still counts by its decisions.
+    (out / "a_cmb-report.json").write_text(json.dumps({"microbleeds": [{"status": "not yet seen"}], "n_rejected": 0}))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert json.loads((out / "a_cmb-report.json").read_text())["exported_by"] == "batch"
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0  # its own reports it replaces
+
+
+def test_a_run_of_another_folder_never_replaces_the_results_of_other_scans_of_the_same_name(
+    batch_run, tmp_path, capsys
+):
+    # One output folder for the batch runs of several patients' folders (p1/swi.nii.gz, then p2/swi.nii.gz): each run
+    # replaced the results of the one before without a word, and the folder held the last patient's alone.
+    out = tmp_path / "out"
+    for folder, value in (("p1", 400.0), ("p2", 300.0), ("copy-of-p1", 400.0)):
+        (tmp_path / folder).mkdir()
+        _scan(tmp_path / folder / "swi.nii.gz", value)
+    assert batch_run(["--input-dir", tmp_path / "p1", "--output-dir", out]) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert json.loads(first["swi_cmb-report.json"])["input_file"] == str((tmp_path / "p1" / "swi.nii.gz").resolve())
+    assert batch_run(["--input-dir", tmp_path / "p2", "--output-dir", out]) == 2
+    err = capsys.readouterr().err
+    assert "output folder holds results of other scans of the same names: swi_cmb-report.json is of " in err
+    assert str(tmp_path / "p1" / "swi.nii.gz") in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first and len(batch_run.calls) == 1
+    # The same scan again, or a copy of it elsewhere: its own result, replaced.
+    assert batch_run(["--input-dir", tmp_path / "p1", "--output-dir", out]) == 0
+    assert batch_run(["--input-dir", tmp_path / "copy-of-p1", "--output-dir", out]) == 0
+    # The scan of the result moved away (renamed, deleted): nothing tells it is another one.
+    (tmp_path / "copy-of-p1" / "swi.nii.gz").rename(tmp_path / "copy-of-p1" / "swi-old.nii.gz")
+    (tmp_path / "p1" / "swi.nii.gz").unlink()
+    assert batch_run(["--input-dir", tmp_path / "p2", "--output-dir", out]) == 0
+    report = json.loads((out / "swi_cmb-report.json").read_text())
+    assert report["input_file"] == str((tmp_path / "p2" / "swi.nii.gz").resolve())
+
+
+def _corruptedBundle(folder):
+    """A copy of the tiny bundle whose screening weights changed after it was made: its checksum fails."""
+    import shutil
+
+    bundle = folder / "corrupted-bundle"
+    shutil.copytree(REPO / "Testing" / "data" / "tiny-bundle", bundle)
+    weights = bundle / "screening.pt"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return bundle
+
+
+def _gpuAvailable() -> bool:
+    torch = pytest.importorskip("torch")
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+@pytest.mark.parametrize("bad", ["corrupted bundle", "gpu"])
+def test_a_device_or_bundle_the_engine_refuses_stops_the_run_before_any_earlier_result_is_removed(
+    batch_run, tmp_path, capsys, bad
+):
+    # --device gpu on a node without one (a scheduler that gave no GPU), or a bundle whose weights fail their
+    # checksum: the engine refused each input in turn, and each took its earlier results with it.
+    if bad == "gpu" and _gpuAvailable():
+        pytest.skip("this machine has a GPU")
+    inputs, out = _folders(tmp_path)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    option = ["--model", _corruptedBundle(tmp_path)] if bad == "corrupted bundle" else ["--device", "gpu"]
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, *option]) == 2
+    err = capsys.readouterr().err
+    says = "screening.pt" if bad == "corrupted bundle" else "--device cuda was requested but PyTorch sees no CUDA GPU"
+    assert "batchProcess: error: " in err and says in err and "nothing was run" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and len(batch_run.calls) == 2
+    # The bundle as shipped and the CPU pass.
+    bundle = REPO / "Testing" / "data" / "tiny-bundle"
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, "--model", bundle, "--device", "cpu"]) == 0
