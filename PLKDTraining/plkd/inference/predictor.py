@@ -252,15 +252,14 @@ class Predictor:
         positions = [np.clip(c.position, 0, np.asarray(prep.data.shape) - 1) for c in cands]
         prob_model = np.zeros(prep.data.shape, dtype=np.float32) if probability else None
         self.progress.start("segment", len(positions))
-        results = self._segment(name, prep, positions, prob_model, thr)
-        results, methods = outline_undersegmented(prep, positions, results, float(thr["segmentation"]))
+        network = self._segment(name, prep, positions, prob_model, thr)
+        outlined, methods = outline_undersegmented(prep, positions, network, float(thr["segmentation"]))
         timings["segment"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        # Judged at the centre of what would be labelled (the segment), else at the candidate.
-        centres = [r.voxels.mean(axis=0) if r.voxels.shape[0] else p for r, p in zip(results, positions, strict=True)]
-        vetoes = [fov_edge_veto(volume, prep.voxel_to_ras(np.asarray(c).reshape(1, 3))[0]) for c in centres]
-        labels_model, fate = stitch(results, prep.data.shape, float(thr["segmentation"]), vetoes)
+        labels_model, fate, results, methods = stitch_outlines(
+            volume, prep, positions, network, outlined, methods, float(thr["segmentation"])
+        )
         out = self._finish(volume, prep, name, factor, cands, positions, results, fate, labels_model, prob_model, notes)
         timings["postprocess"] = time.perf_counter() - t3
         for rec, method in zip(out.candidates, methods, strict=True):
@@ -617,6 +616,51 @@ def outline_undersegmented(
         out.append(result)
         methods.append(method)
     return out, methods
+
+
+def _edge_vetoes(volume: Volume, prep: PreparedVolume, positions: list[np.ndarray], results: list[PatchResult]):
+    """:func:`fov_edge_veto` of each candidate, judged at the centre of what would be labelled (its segment), else
+    at the candidate."""
+    centres = [r.voxels.mean(axis=0) if r.voxels.shape[0] else p for r, p in zip(results, positions, strict=True)]
+    return [fov_edge_veto(volume, prep.voxel_to_ras(np.asarray(c).reshape(1, 3))[0]) for c in centres]
+
+
+def stitch_outlines(
+    volume: Volume,
+    prep: PreparedVolume,
+    positions: list[np.ndarray],
+    network: list[PatchResult],
+    outlined: list[PatchResult],
+    methods: list[str],
+    threshold: float,
+) -> tuple[np.ndarray, list[StitchedCandidate], list[PatchResult], list[str]]:
+    """:func:`stitch` of the candidates' outlines (:func:`outline_undersegmented`), with every candidate ending as it
+    ends with the network's masks: kept, or merged into the same candidate, or rejected for the same reason.
+
+    An intensity region reaches up to :data:`~plkd.inference.click.MAX_RADIUS_MM` from the spot's minimum, and the
+    spot found near a small microbleed can be a larger one beside it: such a region took in (or touched) another
+    kept candidate's voxels and stitching merged the two, so a microbleed the network had kept apart vanished from
+    the label map and the count. Candidates whose fate the outline changes, and those they merged into, keep their
+    network mask instead (the outline never decides whether, or as what, a candidate is kept). Returns the model-grid
+    labels, each candidate's fate, and the results and methods used.
+    """
+    results, methods = list(outlined), list(methods)
+    _, expected = stitch(network, prep.data.shape, threshold, _edge_vetoes(volume, prep, positions, network))
+    while True:
+        labels, fate = stitch(results, prep.data.shape, threshold, _edge_vetoes(volume, prep, positions, results))
+        changed = [i for i, (got, want) in enumerate(zip(fate, expected, strict=True)) if got != want]
+        if not changed:
+            return labels, fate, results, methods
+        involved = set(changed)
+        for i in changed:
+            involved.update(k for k in (fate[i].merged_into, expected[i].merged_into) if k is not None)
+        revert = [i for i in sorted(involved) if methods[i] == "intensity"]
+        if not revert:  # cannot happen (the network's masks give ``expected``); never loop
+            revert = [i for i, m in enumerate(methods) if m == "intensity"]
+            if not revert:
+                return labels, fate, results, methods
+        for i in revert:
+            results[i], methods[i] = network[i], "network"
 
 
 def _report_existing(out: PredictionResult, existing: ExistingPrediction, point: np.ndarray, volume: Volume) -> None:
