@@ -17,6 +17,8 @@ import pytest
 from plkd.bundle import load_bundle
 from plkd.inference import Predictor
 from plkd.inference.candidates import Candidate
+from plkd.inference.predictor import stitch_outlines
+from plkd.inference.preprocess import prepare
 from plkd.inference.segmentation import PatchResult
 from plkd.metrics.components import find_components
 from plkd.volumes import Volume
@@ -78,3 +80,30 @@ def test_a_small_microbleed_beside_a_large_one_stays_its_own(monkeypatch: pytest
     for c in kept:  # the JSON's counts are the label map's
         assert c["voxels"] == int((result.label_map == c["label"]).sum())
         assert c["segmentation"] in ("network", "intensity")
+
+
+def _box(x0: int, x1: int) -> np.ndarray:
+    """Voxels of a block x0..x1 (inclusive) across the middle of the image."""
+    return np.argwhere(np.ones((x1 - x0 + 1, 5, 5), dtype=bool)) + np.array([x0, 22, 18])
+
+
+def test_a_duplicates_outline_never_bridges_two_microbleeds() -> None:
+    """A candidate merged into a large microbleed adds its outline to it: an intensity region reaching a neighbour
+    joined the two microbleeds in the label map (one component for plkd evaluate and on the input grid, where the
+    weaker was then merged away) though every candidate kept its fate."""
+    image = 1000.0 * (1.0 + 0.03 * np.random.default_rng(0).standard_normal(SHAPE))
+    prep = prepare(Volume(image.astype(np.float32), np.eye(4)), np.ones(SHAPE, dtype=bool), np.ones(3))
+    volume = Volume(image.astype(np.float32), np.eye(4))
+    network = [
+        PatchResult(0.9, _box(16, 19), 0.9),
+        PatchResult(0.8, _box(30, 32), 0.9),
+        PatchResult(0.7, _box(17, 18), 0.9),
+    ]
+    outlined = [PatchResult(0.9, _box(16, 24), 0.9), network[1], PatchResult(0.7, _box(20, 29), 0.9)]
+    positions = [r.voxels.mean(axis=0) for r in network]
+    labels, fate, results, methods = stitch_outlines(
+        volume, prep, positions, network, outlined, ["intensity", "network", "intensity"], 0.5
+    )
+    assert [f.label for f in fate] == [1, 2, 0] and fate[2].merged_into == 0
+    assert find_components(labels > 0).n == 2  # the two microbleeds stay apart
+    assert methods[2] == "network" and results[2] is network[2]

@@ -635,25 +635,33 @@ def stitch_outlines(
     threshold: float,
 ) -> tuple[np.ndarray, list[StitchedCandidate], list[PatchResult], list[str]]:
     """:func:`stitch` of the candidates' outlines (:func:`outline_undersegmented`), with every candidate ending as it
-    ends with the network's masks: kept, or merged into the same candidate, or rejected for the same reason.
+    ends with the network's masks: kept, or merged into the same candidate, or rejected for the same reason, and in
+    one microbleed with the same others.
 
     An intensity region reaches up to :data:`~plkd.inference.click.MAX_RADIUS_MM` from the spot's minimum, and the
     spot found near a small microbleed can be a larger one beside it: such a region took in (or touched) another
     kept candidate's voxels and stitching merged the two, so a microbleed the network had kept apart vanished from
-    the label map and the count. Candidates whose fate the outline changes, and those they merged into, keep their
-    network mask instead (the outline never decides whether, or as what, a candidate is kept). Returns the model-grid
-    labels, each candidate's fate, and the results and methods used.
+    the label map and the count (and a duplicate's region, added to its microbleed, could bridge it to another).
+    Candidates whose ending the outline changes, and those they end with, keep their network masks instead: the
+    outline never decides whether, or as what, a candidate is kept. Returns the model-grid labels, each candidate's
+    fate, and the results and methods used.
     """
     results, methods = list(outlined), list(methods)
-    _, expected = stitch(network, prep.data.shape, threshold, _edge_vetoes(volume, prep, positions, network))
+    net_labels, net_fate = stitch(network, prep.data.shape, threshold, _edge_vetoes(volume, prep, positions, network))
+    expected = _endings(net_labels, net_fate)
     while True:
         labels, fate = stitch(results, prep.data.shape, threshold, _edge_vetoes(volume, prep, positions, results))
-        changed = [i for i, (got, want) in enumerate(zip(fate, expected, strict=True)) if got != want]
+        endings = _endings(labels, fate)
+        changed = [
+            i
+            for i in range(len(results))
+            if fate[i] != net_fate[i] or endings[i] != expected[i]  # fate, or the microbleed it ends in
+        ]
         if not changed:
             return labels, fate, results, methods
-        involved = set(changed)
+        involved: set[int] = set()
         for i in changed:
-            involved.update(k for k in (fate[i].merged_into, expected[i].merged_into) if k is not None)
+            involved |= {i} | endings[i] | expected[i]
         revert = [i for i in sorted(involved) if methods[i] == "intensity"]
         if not revert:  # cannot happen (the network's masks give ``expected``); never loop
             revert = [i for i, m in enumerate(methods) if m == "intensity"]
@@ -661,6 +669,21 @@ def stitch_outlines(
                 return labels, fate, results, methods
         for i in revert:
             results[i], methods[i] = network[i], "network"
+
+
+def _endings(labels: np.ndarray, fate: list[StitchedCandidate]) -> list[frozenset[int]]:
+    """For each candidate, the candidates that end in the same microbleed (itself included; empty when not kept):
+    its label, or the label of the one it merged into, and labels touching it (:func:`merge_touching_labels`)."""
+    _, survivor, _ = merge_touching_labels(labels)
+    group: list[int] = []
+    for f in fate:
+        label = f.label or (fate[f.merged_into].label if f.merged_into is not None else 0)
+        group.append(survivor.get(label, label) if label else 0)
+    members: dict[int, set[int]] = {}
+    for i, g in enumerate(group):
+        if g:
+            members.setdefault(g, set()).add(i)
+    return [frozenset(members[g]) if g else frozenset() for g in group]
 
 
 def _report_existing(out: PredictionResult, existing: ExistingPrediction, point: np.ndarray, volume: Volume) -> None:
