@@ -82,8 +82,11 @@ class PredictionResult:
     #: The thresholds applied (the bundle's, the student's tuned ones, or the caller's override).
     thresholds: dict[str, float] = field(default_factory=dict)
     probability_map: np.ndarray | None = None
+    #: The label map on the model grid, each microbleed holding its value in :attr:`label_map` (its JSON id).
     model_label_map: np.ndarray | None = None
     model_affine: np.ndarray | None = None
+    #: Each stitched model-grid label's value in :attr:`label_map` (index: model label; 0 for one that is not there).
+    model_to_label: np.ndarray | None = None
     #: Per-scan MARS location block (``docs/design.md``, "Location"); ``None`` when not run.
     location: dict[str, Any] | None = None
 
@@ -269,7 +272,9 @@ class Predictor:
         out.timings = {k: round(v, 4) for k, v in timings.items()}
         out.thresholds = thr
         if model_grid:
-            out.model_label_map, out.model_affine = labels_model, prep.affine
+            # Stitching numbers microbleeds on the model grid; the input grid's map (merged where they touch there,
+            # renumbered 1..N) and the JSON's ids are what a reader goes by: label 3 here was the JSON's 4.
+            out.model_label_map, out.model_affine = out.model_to_label[labels_model], prep.affine
         self.progress.finish()
         return out
 
@@ -525,6 +530,9 @@ class Predictor:
         if touching:
             notes.append(f"{touching} microbleed(s) touching a stronger one on the input grid merged into it")
         stats = label_statistics(labels, volume.affine)
+        model_to_label = np.zeros(int(labels_model.max(initial=0)) + 1, dtype=np.int32)
+        for model_label, input_label in kept_labels.items():
+            model_to_label[model_label] = renumber.get(survivor.get(input_label, input_label), 0)
         records: list[dict[str, Any]] = []
         centres = prep.voxel_to_ras(np.asarray(positions).reshape(-1, 3)) if positions else np.zeros((0, 3))
         for i, (cand, res, f) in enumerate(zip(cands, results, fate, strict=True)):
@@ -570,6 +578,7 @@ class Predictor:
             timings={},
             notes=notes,
             probability_map=prob_input,
+            model_to_label=model_to_label,
         )
 
 
