@@ -716,6 +716,9 @@ def _report_existing(out: PredictionResult, existing: ExistingPrediction, point:
         )
     if earlier is not None and "kept" in earlier:
         rec["kept"] = bool(earlier["kept"])
+    if existing.labels is not None and earlier is not None and "segmentation" in earlier:
+        # The voxels returned are the earlier outline: say how that one was made, not how the click's would have been.
+        rec["segmentation"] = earlier["segmentation"]
     source = Path(existing.source).name
     out.notes.append(f"the click falls on a microbleed of {source} (label {label}); not added twice")
 
