@@ -17,7 +17,7 @@ import pytest
 from plkd.bundle import load_bundle
 from plkd.inference import Predictor
 from plkd.inference.candidates import Candidate
-from plkd.inference.predictor import stitch_outlines
+from plkd.inference.predictor import labels_to_input, stitch_outlines
 from plkd.inference.preprocess import prepare
 from plkd.inference.segmentation import PatchResult
 from plkd.metrics.components import find_components
@@ -107,3 +107,31 @@ def test_a_duplicates_outline_never_bridges_two_microbleeds() -> None:
     assert [f.label for f in fate] == [1, 2, 0] and fate[2].merged_into == 0
     assert find_components(labels > 0).n == 2  # the two microbleeds stay apart
     assert methods[2] == "network" and results[2] is network[2]
+
+
+def test_an_outline_never_joins_two_microbleeds_on_a_thick_input_grid() -> None:
+    """Apart on the 1 mm model grid, an intensity outline 4 mm tall and a small microbleed 4 mm above it fall into
+    touching 4 mm slices of the input, where touching microbleeds are merged into one: the outline must not do that
+    (with the network's rim the two stay two)."""
+    shape, affine = (40, 40, 12), np.diag([1.0, 1.0, 4.0, 1.0])
+    image = 1000.0 * (1.0 + 0.03 * np.random.default_rng(0).standard_normal(shape))
+    volume = Volume(image.astype(np.float32), affine)
+    prep = prepare(volume, np.ones(shape, dtype=bool), np.ones(3))
+    grid = np.indices(prep.data.shape).reshape(3, -1).T
+    ras = prep.voxel_to_ras(grid.astype(np.float64))
+
+    def block(z0: float, z1: float) -> np.ndarray:
+        inside = np.all((ras[:, :2] >= 23.5) & (ras[:, :2] <= 26.5), axis=1) & (ras[:, 2] >= z0) & (ras[:, 2] <= z1)
+        return grid[inside]
+
+    rim, region, small = block(12.9, 13.6), block(12.9, 18.6), block(20.9, 21.6)
+    network = [PatchResult(0.8, rim, 0.9), PatchResult(0.9, small, 0.9)]
+    outlined = [PatchResult(0.8, region, 0.9), network[1]]
+    positions = [r.voxels.mean(axis=0) for r in network]
+    labels, fate, results, methods = stitch_outlines(
+        volume, prep, positions, network, outlined, ["intensity", "network"], 0.5
+    )
+    assert [f.label for f in fate] == [2, 1]
+    on_input, _ = labels_to_input(labels, prep, volume, [])
+    assert find_components(on_input > 0).n == 2  # two microbleeds on the input grid, as with the network's masks
+    assert methods == ["network", "network"]

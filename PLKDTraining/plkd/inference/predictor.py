@@ -650,17 +650,21 @@ def stitch_outlines(
     An intensity region reaches up to :data:`~plkd.inference.click.MAX_RADIUS_MM` from the spot's minimum, and the
     spot found near a small microbleed can be a larger one beside it: such a region took in (or touched) another
     kept candidate's voxels and stitching merged the two, so a microbleed the network had kept apart vanished from
-    the label map and the count (and a duplicate's region, added to its microbleed, could bridge it to another).
+    the label map and the count (and a duplicate's region, added to its microbleed, could bridge it to another; a
+    larger outline could touch a neighbour once on a thick input grid, where touching microbleeds are merged).
     Candidates whose ending the outline changes, and those they end with, keep their network masks instead: the
     outline never decides whether, or as what, a candidate is kept. Returns the model-grid labels, each candidate's
     fate, and the results and methods used.
     """
     results, methods = list(outlined), list(methods)
+    if "intensity" not in methods:
+        labels, fate = stitch(results, prep.data.shape, threshold, _edge_vetoes(volume, prep, positions, results))
+        return labels, fate, results, methods
     net_labels, net_fate = stitch(network, prep.data.shape, threshold, _edge_vetoes(volume, prep, positions, network))
-    expected = _endings(net_labels, net_fate)
+    expected = _endings(net_labels, net_fate, prep, volume)
     while True:
         labels, fate = stitch(results, prep.data.shape, threshold, _edge_vetoes(volume, prep, positions, results))
-        endings = _endings(labels, fate)
+        endings = _endings(labels, fate, prep, volume)
         changed = [
             i
             for i in range(len(results))
@@ -680,13 +684,17 @@ def stitch_outlines(
             results[i], methods[i] = network[i], "network"
 
 
-def _endings(labels: np.ndarray, fate: list[StitchedCandidate]) -> list[frozenset[int]]:
-    """For each candidate, the candidates that end in the same microbleed (itself included; empty when not kept):
-    its label, or the label of the one it merged into, and labels touching it (:func:`merge_touching_labels`)."""
-    _, survivor, _ = merge_touching_labels(labels)
+def _endings(
+    labels: np.ndarray, fate: list[StitchedCandidate], prep: PreparedVolume, volume: Volume
+) -> list[frozenset[int]]:
+    """For each candidate, the candidates that end in the same microbleed of the input grid's label map (itself
+    included; empty when not kept or gone): its label, or the label of the one it merged into, with the labels
+    touching it there (:func:`labels_to_input`, :func:`merge_touching_labels`, as :meth:`Predictor._finish`)."""
+    on_input, kept = labels_to_input(labels, prep, volume, [])
+    _, survivor, _ = merge_touching_labels(on_input)
     group: list[int] = []
     for f in fate:
-        label = f.label or (fate[f.merged_into].label if f.merged_into is not None else 0)
+        label = kept.get(f.label or (fate[f.merged_into].label if f.merged_into is not None else 0), 0)
         group.append(survivor.get(label, label) if label else 0)
     members: dict[int, set[int]] = {}
     for i, g in enumerate(group):
