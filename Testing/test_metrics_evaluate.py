@@ -665,3 +665,9 @@ def test_a_reference_of_another_scan_of_the_session_is_not_paired(tmp_path: Path
     (truth / "sub-01_ses-1_acq-gre_label-CMB_mask.nii.gz").rename(truth / "sub-01_ses-1_label-CMB_mask.nii.gz")
     result = evaluate_paths(pred.parent, tmp_path / "bids")
     assert result["subjects"]["sub-01_ses-1"]["TP"] == 1 and result["subjects"]["sub-01_ses-1"]["FN"] == 1
+    # The same run written with and without its leading zero is one scan (a BIDS index is a number).
+    pred.rename(pred.with_name("sub-01_ses-1_acq-swi_run-01_T2starw_cmb.nii.gz"))
+    pred = pred.with_name("sub-01_ses-1_acq-swi_run-01_T2starw_cmb.nii.gz")
+    (truth / "sub-01_ses-1_label-CMB_mask.nii.gz").rename(truth / "sub-01_ses-1_run-1_label-CMB_mask.nii.gz")
+    result = evaluate_paths(pred.parent, tmp_path / "bids")
+    assert result["subjects"]["sub-01_ses-1"]["TP"] == 1 and result["subjects"]["sub-01_ses-1"]["FN"] == 1

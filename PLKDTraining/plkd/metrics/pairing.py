@@ -254,12 +254,17 @@ def _acquisition(path: Path) -> dict[str, str]:
     return {k: found[k] for k in ACQUISITION_ENTITIES if k in found}
 
 
+def _value(label: str) -> str:
+    """An entity value as BIDS compares it: an index (``run-01``) by its number, a label in any case."""
+    return str(int(label)) if label.isdigit() else label.lower()
+
+
 def other_acquisition(pred: Path, truth: Path) -> str | None:
     """Why ``pred`` and ``truth`` (one subject and session) are not of one scan, or None: a BIDS ``acq-``, ``ce-``,
     ``rec-`` or ``run-`` entity both names carry with other values (``acq-swi`` and ``acq-gre``). An entity that only
     one of them carries says nothing (a label named ``sub-01_ses-1_label-CMB_mask`` for the session's one scan)."""
     mine, theirs = _acquisition(pred), _acquisition(truth)
-    differ = [k for k in ACQUISITION_ENTITIES if k in mine and k in theirs and mine[k].lower() != theirs[k].lower()]
+    differ = [k for k in ACQUISITION_ENTITIES if k in mine and k in theirs and _value(mine[k]) != _value(theirs[k])]
     if not differ:
         return None
     said = ", ".join(f"{k}-{mine[k]} and {k}-{theirs[k]}" for k in differ)
