@@ -62,3 +62,19 @@ def test_a_click_on_a_missed_microbleed_beside_a_found_one_adds_it() -> None:
     assert rec["segmented"] and result.label_map[tuple(SMALL)] == 1
     assert not np.any((result.label_map > 0) & (found > 0))  # none of the found one's voxels
     assert np.linalg.norm(np.asarray(rec["center_ras"]) - SMALL) <= 1.5
+
+
+def test_a_click_whose_nearest_probability_lies_too_far_says_nothing_was_segmented() -> None:
+    """The model's probability peaking in a corner of the box searched (beyond 4 mm) gave no voxel, while the note
+    said half the peak had been used to outline the microbleed."""
+    from plkd.inference.segmentation import PatchResult
+
+    prep = prepare(Volume(_image(), np.eye(4)), np.ones(SHAPE, dtype=bool), np.ones(3))
+    prob = np.zeros(SHAPE, dtype=np.float32)
+    prob[tuple(SMALL + 4)] = 0.4  # 6.9 mm from the click, inside the 4 mm box's corner
+    predictor = Predictor(load_bundle(SHIPPED_BUNDLE), device="cpu", locate=False, progress="none")
+    notes: list[str] = []
+    empty = PatchResult(0.1, np.zeros((0, 3), dtype=int), 0.4)
+    result = predictor._relative_component(prob, SMALL.astype(np.float64), prep, empty, notes)
+    assert result.voxels.shape[0] == 0
+    assert notes and notes[-1].startswith("nothing to segment at the clicked point"), notes

@@ -505,6 +505,12 @@ class Predictor:
             notes.append("nothing to segment at the clicked point (the model sees no microbleed there)")
             return result
         comp = select_component(local, position - lo, 0.5 * peak, prep.spacing, MAX_OFFSET_MM)
+        if not comp.any():
+            # The box's peak can lie in a corner, beyond MAX_OFFSET_MM: the note said it was used, and nothing was.
+            notes.append(
+                f"nothing to segment at the clicked point (the model sees no microbleed within {MAX_OFFSET_MM:g} mm)"
+            )
+            return result
         notes.append(f"no voxel reached the voxel threshold; used half the local peak probability ({0.5 * peak:.2f})")
         return PatchResult(result.probability, np.argwhere(comp) + lo, result.max_voxel_probability, result.logit)
 
