@@ -101,3 +101,30 @@ def test_evaluate_by_size_leaves_rates_without_a_denominator_undefined(monkeypat
     # No microbleed and no prediction: TPR, PPV and F1 are undefined (written null), not 0 % as before.
     assert (row["subjects"], row["TP"], row["FP"], row["FN"], row["FP_per_subject"]) == (2, 0, 0, 0, 0.0)
     assert all(math.isnan(row[k]) for k in ("TPR", "PPV", "F1"))
+
+
+def test_dice_by_size_scores_a_rim_beside_a_large_microbleed_low(tmp_path) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    import nibabel as nib
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "dice_by_size.py"
+    spec = importlib.util.spec_from_file_location("dice_by_size", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    label = np.zeros((40, 20, 20), np.uint8)
+    label[2:10, 2:10, 2:10] = 1  # 512 mm³: 9.9 mm, found by a rim of 2 of its 8 planes and 1 plane outside
+    label[20:22, 2:4, 2:4] = 1  # 8 mm³: 2.5 mm, outlined exactly
+    pred = np.zeros(label.shape, np.int16)
+    pred[2:10, 2:10, 8:11] = 1
+    pred[20:22, 2:4, 2:4] = 2
+    nib.save(nib.Nifti1Image(label, affine), tmp_path / "sub-01_CMB.nii.gz")
+    nib.save(nib.Nifti1Image(pred, affine), tmp_path / "sub-01_cmb_pred.nii.gz")
+    rows = mod.outline_rows(str(tmp_path / "sub-01_cmb_pred.nii.gz"), str(tmp_path / "sub-01_CMB.nii.gz"))
+    large, small = sorted(rows, key=lambda r: -r["voxels"])
+    assert large["found"] and (large["voxels"], large["predicted"], large["inside"]) == (512, 192, 128)
+    assert large["dice"] == pytest.approx(2 * 128 / (512 + 192))
+    assert small["found"] and small["dice"] == pytest.approx(1.0)
+    assert size_bin(large["diameter_mm"]) == "5-10 mm" and size_bin(small["diameter_mm"]) == "<3 mm"
