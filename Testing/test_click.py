@@ -139,7 +139,9 @@ def test_a_click_on_a_microbleed_found_earlier_returns_that_one(subject, tmp_pat
     earlier = np.where(labels == 3, 5, 0).astype(np.int16)  # microbleed 3 was found as label 5
     img = nib.Nifti1Image(earlier, vol.affine)
     nib.save(img, str(tmp_path / "click_T2S_cmb.nii.gz"))
+    # Outlined by intensity in the earlier run (as a large microbleed is); the click's own outline is the network's.
     record = {"id": 9, "label": 5, "kept": True, "center_ras": CENTRES[2].tolist(), "volume_mm3": 14.0}
+    record["segmentation"] = "intensity"
     (tmp_path / "click_T2S_cmb.json").write_text(json.dumps({"candidates": [record]}))
 
     def click(k: int, existing: Path) -> dict:
@@ -156,6 +158,7 @@ def test_a_click_on_a_microbleed_found_earlier_returns_that_one(subject, tmp_pat
     assert (rec["existing_label"], rec["existing_id"], rec["label"]) == (5, 9, 1)
     np.testing.assert_array_equal(again["labels"] > 0, labels == 3)  # the earlier voxels, not a second copy
     assert rec["voxels"] == int((labels == 3).sum())
+    assert rec["segmentation"] == "intensity"  # the earlier outline's, as the voxels are (it said the click's)
     new = click(4, tmp_path / "click_T2S_cmb.nii.gz")["candidates"][0]
     assert "existing_label" not in new and new["voxels"] > 0
     # Candidates alone (no label map beside them): matched by distance to a kept candidate.

@@ -156,3 +156,14 @@ def test_a_label_of_a_multi_echo_gre_stored_one_echo_per_file_says_so(tmp_path: 
     _save(root / "derivatives" / "raters" / "sub-01" / "anat" / "sub-01_desc-cmb_dseg.nii.gz", label=True)
     with pytest.raises(InputError, match=r"fits 3 images .*echoes of one multi-echo GRE stored one per file"):
         find_subjects(root)
+
+
+def test_a_run_index_pairs_whatever_its_leading_zeros(tmp_path: Path) -> None:
+    """``run-01`` and ``run-1`` name one run (a BIDS index is a number): the label was refused as having no image."""
+    root = tmp_path / "study"
+    (root / "dataset_description.json").parent.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.8.0"}')
+    image = _save(root / "sub-01" / "anat" / "sub-01_run-01_T2starw.nii.gz")
+    label = _save(root / "derivatives" / "raters" / "sub-01" / "anat" / "sub-01_run-1_desc-cmb_dseg.nii.gz", label=True)
+    (subject,) = find_subjects(root)
+    assert (subject.image, subject.label) == (image, label)

@@ -568,3 +568,39 @@ def test_cli_dataset_carries_each_images_sidecar(tmp_path: Path) -> None:
     assert [p.name for p in dst.rglob("*.json") if p.name not in ("manifest.json", ".plkd-lowres.json")] == [
         "sub-0001_space-T2S_desc-masked_T2S.json"
     ]
+
+
+@pytest.mark.parametrize("how", [["--thickness-mm", "3"], ["--factor", "2"]])
+def test_cli_keeps_microbleeds_labelled_0_5(tmp_path: Path, how: list[str]) -> None:
+    """A microbleed labelled 0.5 (rater agreement, as VALDO's references hold it and plkd evaluate scores it) stays
+    0.5: the label was rounded to integers and 0.5 became background, losing the microbleed without a word."""
+    shape = (20, 20, 24)
+    image = (100 - 50 * _blob(shape, (6, 6, 10)) - 50 * _blob(shape, (14, 14, 14))).astype(np.float32)
+    label = np.zeros(shape, dtype=np.float32)
+    label[_blob(shape, (6, 6, 10)) > 0.6] = 1.0
+    label[_blob(shape, (14, 14, 14)) > 0.6] = 0.5
+    img = _save(tmp_path / "plain" / "case1_T2S.nii.gz", image, np.eye(4))
+    lab = _save(tmp_path / "plain" / "case1_CMB.nii.gz", label, np.eye(4))
+
+    single = tmp_path / "one" / "case1_CMB.nii.gz"
+    args = ["lowres", str(img), *how, "--out", str(tmp_path / "one" / "case1_T2S.nii.gz"), "--label", str(lab)]
+    assert main([*args, "--label-out", str(single), "--progress", "none"]) == 0
+    folder = tmp_path / "set"
+    assert main(["lowres", "--dataset", str(tmp_path / "plain"), *how, "--out", str(folder), "--progress", "none"]) == 0
+    for path in (single, folder / "case1_CMB.nii.gz"):
+        values = np.asanyarray(nib.load(str(path)).dataobj)
+        assert sorted(np.unique(values).tolist()) == [0.0, 0.5, 1.0], path
+        assert abs(_com_voxel(values == 0.5)[0] - 14) <= 1.0 and abs(_com_voxel(values == 1.0)[0] - 6) <= 1.0
+
+
+def test_cli_label_that_is_a_probability_map_is_refused(tmp_path: Path, capsys) -> None:
+    """``--label`` follows the label rule of ``--dataset``: values between 0, 0.5 and whole numbers are refused in
+    one line (they were rounded to the nearest integer and written as a label)."""
+    shape = (16, 16, 24)
+    img = _save(tmp_path / "s1.nii.gz", (_blob(shape, (7, 8, 11)) * -50 + 100).astype(np.float32), np.eye(4))
+    lab = _save(tmp_path / "s1_label.nii.gz", _blob(shape, (7, 8, 11)).astype(np.float32), np.eye(4))
+    out, lab_out = tmp_path / "o" / "s1.nii.gz", tmp_path / "o" / "s1_label.nii.gz"
+    args = ["lowres", str(img), "--factor", "2", "--out", str(out), "--label", str(lab), "--label-out", str(lab_out)]
+    assert main(args) == 2
+    assert "between the label values" in capsys.readouterr().err
+    assert not out.exists() and not lab_out.exists()

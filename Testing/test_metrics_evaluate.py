@@ -643,3 +643,31 @@ def test_a_float_label_of_0_999_is_read_as_training_reads_it_and_a_soft_map_is_r
     with pytest.raises(InputError, match=r"holds values between the label values .*\(e\.g\. 0\.7\)") as err:
         evaluate_paths(tmp_path / "pred", tmp_path / "ref", froc=False)
     assert "\n" not in str(err.value)
+
+
+def test_a_reference_of_another_scan_of_the_session_is_not_paired(tmp_path: Path, capsys) -> None:
+    """BIDS ``acq-``/``ce-``/``rec-``/``run-`` entities that differ between a prediction and a reference of one subject
+    and session name two scans (an SWI and a GRE): they were paired by subject and session and scored against each
+    other without a word. A label without those entities still pairs with the session's one prediction."""
+    found = ball(SHAPE, AFFINE, [vox_to_ras((5, 5, 5))], 1.5)
+    pred = save(tmp_path / "pred" / "sub-01_ses-1_acq-swi_T2starw_cmb.nii.gz", found.astype(np.int16))
+    truth = tmp_path / "bids" / "derivatives" / "manual" / "sub-01" / "ses-1" / "anat"
+    save(
+        truth / "sub-01_ses-1_acq-gre_label-CMB_mask.nii.gz",
+        found | ball(SHAPE, AFFINE, [vox_to_ras((14, 14, 14))], 1.5),
+    )
+    assert main(["evaluate", str(pred.parent), str(tmp_path / "bids")]) == 2
+    assert "different scans (acq-swi and acq-gre)" in capsys.readouterr().err
+    result = evaluate_paths(pred.parent, tmp_path / "bids", missing_as_empty=True)
+    assert result["subjects"]["sub-01_ses-1"]["TP"] == 0  # the GRE's label, with no prediction of the GRE
+    assert "different scans" in result["scored"]["skipped"][0]["reason"]
+
+    (truth / "sub-01_ses-1_acq-gre_label-CMB_mask.nii.gz").rename(truth / "sub-01_ses-1_label-CMB_mask.nii.gz")
+    result = evaluate_paths(pred.parent, tmp_path / "bids")
+    assert result["subjects"]["sub-01_ses-1"]["TP"] == 1 and result["subjects"]["sub-01_ses-1"]["FN"] == 1
+    # The same run written with and without its leading zero is one scan (a BIDS index is a number).
+    pred.rename(pred.with_name("sub-01_ses-1_acq-swi_run-01_T2starw_cmb.nii.gz"))
+    pred = pred.with_name("sub-01_ses-1_acq-swi_run-01_T2starw_cmb.nii.gz")
+    (truth / "sub-01_ses-1_label-CMB_mask.nii.gz").rename(truth / "sub-01_ses-1_run-1_label-CMB_mask.nii.gz")
+    result = evaluate_paths(pred.parent, tmp_path / "bids")
+    assert result["subjects"]["sub-01_ses-1"]["TP"] == 1 and result["subjects"]["sub-01_ses-1"]["FN"] == 1

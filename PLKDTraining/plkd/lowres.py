@@ -339,6 +339,18 @@ def thick_slab_volume(
     return Volume(data=data, affine=affine, path=None, header=vol.header, notes=notes)
 
 
+def label_steps(data: np.ndarray) -> np.ndarray:
+    """A label map's values in steps of 0.5 (int64: 0 background, 1 for 0.5, 2 for 1, ...): the label values 0, 0.5
+    (rater agreement, as VALDO's references hold it and ``plkd evaluate`` reads it) and whole numbers, each value
+    rounded to the nearest of them (a float label's 0.999 is 1)."""
+    return np.rint(np.asarray(data, dtype=np.float64) * 2.0).astype(np.int64)
+
+
+def round_label_values(data: np.ndarray) -> np.ndarray:
+    """``data`` rounded to the label values 0, 0.5 and whole numbers (float64); ``np.rint`` made 0.5 a 0."""
+    return label_steps(data) / 2.0
+
+
 def thick_slab_labels(
     label: Volume,
     thickness_mm: float,
@@ -346,6 +358,7 @@ def thick_slab_labels(
     axis: int | None = None,
     min_fraction: float = 0.5,
     keep_every_lesion: bool = True,
+    halves: bool = True,
 ) -> Volume:
     """A label map on the grid of :func:`thick_slab_volume` (same arguments give the same grid).
 
@@ -354,13 +367,16 @@ def thick_slab_labels(
     covering most wins. With ``keep_every_lesion`` every lesion (connected component of one
     value, the connectivity of the metrics) that would vanish at that threshold keeps its best-covered thick
     voxel(s), so a 2 mm microbleed split between two 4 mm slabs is still there to detect.
-    Values are rounded to integers; the result keeps the input's data type family (float32).
+    Values are rounded to the label values (0, 0.5 for rater agreement, whole numbers; rounding them to integers
+    turned every 0.5 microbleed into background), or to whole numbers without ``halves`` (a brain mask); the
+    result is float32.
     """
     if not 0.0 < min_fraction <= 1.0:
         raise PLKDError(f"minimum label fraction must be in (0, 1], not {min_fraction}")
     ax, affine, shape, ratio = _thick_geometry(label, thickness_mm, axis)
     weights = _slab_average_matrix(label.shape[ax], shape[ax], ratio)
-    values = np.rint(label.data).astype(np.int64)
+    # In steps of 0.5 (a microbleed of 0.5 is step 1); a mask in whole steps (step 2 for 1).
+    values = label_steps(label.data) if halves else 2 * np.rint(np.asarray(label.data)).astype(np.int64)
     out = np.zeros(shape, dtype=np.float32)
     best = np.zeros(shape, dtype=np.float32)
     if values.min() < 0:
@@ -375,7 +391,7 @@ def thick_slab_labels(
         region = values[box] == value
         frac = _apply_along(region, weights, ax)
         take = (frac >= min_fraction - 1e-6) & (frac > best[box])
-        out[box][take] = value
+        out[box][take] = value / 2.0
         best[box][take] = frac[take]
         if not keep_every_lesion:
             continue
@@ -386,10 +402,10 @@ def thick_slab_labels(
             cbox = tuple(slice(None) if a == ax else s for a, s in enumerate(cbox))
             frac_c = _apply_along(comps[cbox] == c, weights, ax)
             out_c, best_c = out[box][cbox], best[box][cbox]  # views into the result
-            if np.any((out_c == value) & (frac_c > 0)):
+            if np.any((out_c == value / 2.0) & (frac_c > 0)):
                 continue  # the lesion already shows
             top = frac_c >= frac_c.max() - 1e-6
-            out_c[top] = value
+            out_c[top] = value / 2.0
             best_c[top] = np.maximum(best_c[top], frac_c[top])
     notes = [*label.notes, f"thick-slice labels: {thickness_mm:g} mm, covered ≥ {min_fraction:g}"]
     return Volume(data=out, affine=affine, path=None, header=label.header, notes=notes)

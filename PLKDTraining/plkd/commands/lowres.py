@@ -26,11 +26,13 @@ from plkd.lowres import (
     NOISE_KINDS,
     default_slice_axis,
     mark_lr_factor,
+    round_label_values,
     simulate_lowres,
     thick_slab_labels,
     thick_slab_volume,
 )
 from plkd.lowres_sidecar import remove_lowres_sidecar, sidecar_of, write_lowres_sidecar
+from plkd.metrics.components import check_label_values
 from plkd.naming import is_nifti
 from plkd.progress import Progress
 from plkd.volumes import Volume, load_label, load_volume, save_volume
@@ -154,7 +156,12 @@ def _convert_label(label: Volume, image: Volume, args: argparse.Namespace, *, is
         return label
     axis = _axis(image, args)
     return thick_slab_labels(
-        label, args.thickness_mm, axis=axis, min_fraction=args.min_label_fraction, keep_every_lesion=not is_mask
+        label,
+        args.thickness_mm,
+        axis=axis,
+        min_fraction=args.min_label_fraction,
+        keep_every_lesion=not is_mask,
+        halves=not is_mask,
     )
 
 
@@ -164,10 +171,13 @@ def _image_header(image: Volume, args: argparse.Namespace) -> object:
     return mark_lr_factor(image.header, args.factor) if args.factor is not None else image.header
 
 
-def _save_label(path: Path, vol: Volume) -> None:
-    top = float(vol.data.max()) if vol.data.size else 0.0
-    dtype = np.uint8 if top <= 255 else np.int32
-    save_volume(path, np.rint(vol.data), vol.affine, dtype=dtype, header=vol.header)
+def _save_label(path: Path, vol: Volume, *, is_mask: bool = False) -> None:
+    # Rounded to the label values, 0.5 (rater agreement) included: np.rint made every 0.5 microbleed background.
+    data = np.rint(np.asarray(vol.data, dtype=np.float64)) if is_mask else round_label_values(vol.data)
+    top = float(data.max()) if data.size else 0.0
+    halves = bool(np.any(data != np.floor(data)))  # 0.5 has no integer type
+    dtype = np.float32 if halves else (np.uint8 if top <= 255 else np.int32)
+    save_volume(path, data, vol.affine, dtype=dtype, header=vol.header)
 
 
 def _check_output_file(path: Path, *inputs: Path | None, what: str = "--out") -> None:
@@ -192,6 +202,9 @@ def _run_single(args: argparse.Namespace) -> int:
     label = None
     if args.label is not None:
         label = load_label(args.label)
+        # The label rule of --dataset (load_subject), training and plkd evaluate: a probability map or an
+        # interpolated label was rounded to whatever label values its voxels came nearest.
+        check_label_values(label.data, f"--label {args.label}")
         # The rule of the data-set conversion (load_subject) and of training: a 0.5 mm label of a 1 mm scan is
         # resampled onto it keeping every microbleed, anything but the same voxels otherwise refused.
         label = label_onto_image(image, label, what=f"label {args.label.name}")
@@ -352,16 +365,16 @@ def _run_dataset(args: argparse.Namespace) -> int:
         out = _convert_image(image, args, rng)
         # A subject's label and mask are converted before any of its files is written (no image without them).
         maps = [
-            (path, args.out / _relative(path, root), _convert_label(vol, image, args, is_mask=is_mask))
+            (path, args.out / _relative(path, root), _convert_label(vol, image, args, is_mask=is_mask), is_mask)
             for vol, path, is_mask in ((label, subject.label, False), (mask, subject.mask, True))
             if vol is not None and path is not None
         ]
         target = args.out / _relative(subject.image, root)
         _write_sidecar(subject.image, target, image, args)
         save_volume(target, out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
-        for source, path, converted in maps:
+        for source, path, converted, is_mask in maps:
             _write_sidecar(source, path, image, args)
-            _save_label(path, converted)
+            _save_label(path, converted, is_mask=is_mask)
         grids[subject.id] = (out.affine, out.shape)
         progress.advance()
     progress.finish()

@@ -261,7 +261,11 @@ def _bids_entities(path: Path) -> tuple[dict[str, str], str]:
 
 
 def _bids_key(entities: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in entities.items() if k in BIDS_MATCH_ENTITIES}
+    """The entities that tell acquisitions apart, each value as BIDS compares it: an index by its number (``run-01``
+    is ``run-1``: a label named with the other spelling had no image)."""
+    return {
+        k: (str(int(v)) if v.isdigit() and k == "run" else v) for k, v in entities.items() if k in BIDS_MATCH_ENTITIES
+    }
 
 
 def _find_bids(root: Path, modality: str | None) -> list[Subject]:
@@ -293,7 +297,7 @@ def _find_bids(root: Path, modality: str | None) -> list[Subject]:
         if attr is None or is_plkd_prediction(p):
             continue  # another pipeline's output, or plkd's (named by _say_left_out when in the raw tree)
         key = _bids_key(_bids_entities(p)[0])
-        owners = [s for s in subjects if key and all(s.meta["bids"].get(k) == v for k, v in key.items())]
+        owners = [s for s in subjects if key and all(_bids_key(s.meta["bids"]).get(k) == v for k, v in key.items())]
         if not owners:
             raise InputError(
                 f"{attr} {_rel(p, root)} has no image: no sub-*/[ses-*/]anat image has its entities "

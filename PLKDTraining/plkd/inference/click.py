@@ -52,6 +52,9 @@ MIN_CONTRAST_Z = 0.3
 DISTANCE_PENALTY_PER_MM = 0.05
 #: A mask "covers" the spot when one of its voxels lies this close (mm) to the spot's minimum ...
 COVER_MM = 1.5
+#: A voxel of the region darker than the spot's minimum by this share of its contrast belongs to another, darker spot
+#: (a larger microbleed beside a small one, whose flank the region ran into).
+DEEPER_SHARE = 0.15
 #: ... and holds at least this share of the spot's intensity region. Up to 5 mm the shipped network's mask holds
 #: all of it (it blooms beyond the half-way level); on a 6 mm ball it held 23 of the region's 100 voxels, a rim
 #: 1.8 mm off the centre (Testing/test_click.py).
@@ -129,7 +132,35 @@ def dark_blob(
     dark[tuple(seed - lo)] = True
     labels, _ = label_components(dark)
     region = np.argwhere(labels == labels[tuple(seed - lo)]) + lo
-    return DarkBlob(seed=seed, voxels=region, contrast=contrast)
+    return DarkBlob(
+        seed=seed, voxels=own_spot(data, region, seed, spacing, depth - DEEPER_SHARE * contrast), contrast=contrast
+    )
+
+
+def own_spot(data: np.ndarray, region: np.ndarray, seed: np.ndarray, spacing: np.ndarray, deeper: float) -> np.ndarray:
+    """The part of ``region`` (K, 3 voxel indices, connected, holding ``seed``) that is the seed's own spot.
+
+    The region is every voxel darker than half-way to the tissue within :data:`MAX_RADIUS_MM`; beside a larger,
+    darker microbleed the tails of the two add up, and the region of a small spot ran across the tissue between them
+    into the other (a click on a missed 3 mm microbleed 7 mm from a found 8 mm one took 23 of its voxels and was
+    answered "already found"; a whole-scan outline held both). Voxels darker than ``deeper`` belong to another spot:
+    every voxel nearer (mm) to one of them than to the seed is left out, and the part connected to the seed kept.
+    """
+    values = data[tuple(region.T)]
+    other = region[values < deeper]
+    if not len(other):
+        return region
+    from scipy.spatial import cKDTree
+
+    sp = np.asarray(spacing, dtype=np.float64)
+    near_other, _ = cKDTree(other * sp).query(region * sp)
+    near_seed = np.sqrt((((region - seed) * sp) ** 2).sum(axis=1))
+    kept = region[near_seed < near_other]
+    lo = kept.min(axis=0)
+    mask = np.zeros(tuple(kept.max(axis=0) - lo + 1), dtype=bool)
+    mask[tuple((kept - lo).T)] = True
+    labels, _ = label_components(mask)
+    return np.argwhere(labels == labels[tuple(seed - lo)]) + lo
 
 
 def covers(voxels: np.ndarray, point: np.ndarray, spacing: np.ndarray, within_mm: float = COVER_MM) -> bool:

@@ -82,8 +82,11 @@ class PredictionResult:
     #: The thresholds applied (the bundle's, the student's tuned ones, or the caller's override).
     thresholds: dict[str, float] = field(default_factory=dict)
     probability_map: np.ndarray | None = None
+    #: The label map on the model grid, each microbleed holding its value in :attr:`label_map` (its JSON id).
     model_label_map: np.ndarray | None = None
     model_affine: np.ndarray | None = None
+    #: Each stitched model-grid label's value in :attr:`label_map` (index: model label; 0 for one that is not there).
+    model_to_label: np.ndarray | None = None
     #: Per-scan MARS location block (``docs/design.md``, "Location"); ``None`` when not run.
     location: dict[str, Any] | None = None
 
@@ -252,15 +255,14 @@ class Predictor:
         positions = [np.clip(c.position, 0, np.asarray(prep.data.shape) - 1) for c in cands]
         prob_model = np.zeros(prep.data.shape, dtype=np.float32) if probability else None
         self.progress.start("segment", len(positions))
-        results = self._segment(name, prep, positions, prob_model, thr)
-        results, methods = outline_undersegmented(prep, positions, results, float(thr["segmentation"]))
+        network = self._segment(name, prep, positions, prob_model, thr)
+        outlined, methods = outline_undersegmented(prep, positions, network, float(thr["segmentation"]))
         timings["segment"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        # Judged at the centre of what would be labelled (the segment), else at the candidate.
-        centres = [r.voxels.mean(axis=0) if r.voxels.shape[0] else p for r, p in zip(results, positions, strict=True)]
-        vetoes = [fov_edge_veto(volume, prep.voxel_to_ras(np.asarray(c).reshape(1, 3))[0]) for c in centres]
-        labels_model, fate = stitch(results, prep.data.shape, float(thr["segmentation"]), vetoes)
+        labels_model, fate, results, methods = stitch_outlines(
+            volume, prep, positions, network, outlined, methods, float(thr["segmentation"])
+        )
         out = self._finish(volume, prep, name, factor, cands, positions, results, fate, labels_model, prob_model, notes)
         timings["postprocess"] = time.perf_counter() - t3
         for rec, method in zip(out.candidates, methods, strict=True):
@@ -270,7 +272,9 @@ class Predictor:
         out.timings = {k: round(v, 4) for k, v in timings.items()}
         out.thresholds = thr
         if model_grid:
-            out.model_label_map, out.model_affine = labels_model, prep.affine
+            # Stitching numbers microbleeds on the model grid; the input grid's map (merged where they touch there,
+            # renumbered 1..N) and the JSON's ids are what a reader goes by: label 3 here was the JSON's 4.
+            out.model_label_map, out.model_affine = out.model_to_label[labels_model], prep.affine
         self.progress.finish()
         return out
 
@@ -501,6 +505,12 @@ class Predictor:
             notes.append("nothing to segment at the clicked point (the model sees no microbleed there)")
             return result
         comp = select_component(local, position - lo, 0.5 * peak, prep.spacing, MAX_OFFSET_MM)
+        if not comp.any():
+            # The box's peak can lie in a corner, beyond MAX_OFFSET_MM: the note said it was used, and nothing was.
+            notes.append(
+                f"nothing to segment at the clicked point (the model sees no microbleed within {MAX_OFFSET_MM:g} mm)"
+            )
+            return result
         notes.append(f"no voxel reached the voxel threshold; used half the local peak probability ({0.5 * peak:.2f})")
         return PatchResult(result.probability, np.argwhere(comp) + lo, result.max_voxel_probability, result.logit)
 
@@ -526,6 +536,9 @@ class Predictor:
         if touching:
             notes.append(f"{touching} microbleed(s) touching a stronger one on the input grid merged into it")
         stats = label_statistics(labels, volume.affine)
+        model_to_label = np.zeros(int(labels_model.max(initial=0)) + 1, dtype=np.int32)
+        for model_label, input_label in kept_labels.items():
+            model_to_label[model_label] = renumber.get(survivor.get(input_label, input_label), 0)
         records: list[dict[str, Any]] = []
         centres = prep.voxel_to_ras(np.asarray(positions).reshape(-1, 3)) if positions else np.zeros((0, 3))
         for i, (cand, res, f) in enumerate(zip(cands, results, fate, strict=True)):
@@ -571,6 +584,7 @@ class Predictor:
             timings={},
             notes=notes,
             probability_map=prob_input,
+            model_to_label=model_to_label,
         )
 
 
@@ -619,6 +633,82 @@ def outline_undersegmented(
     return out, methods
 
 
+def _edge_vetoes(volume: Volume, prep: PreparedVolume, positions: list[np.ndarray], results: list[PatchResult]):
+    """:func:`fov_edge_veto` of each candidate, judged at the centre of what would be labelled (its segment), else
+    at the candidate."""
+    centres = [r.voxels.mean(axis=0) if r.voxels.shape[0] else p for r, p in zip(results, positions, strict=True)]
+    return [fov_edge_veto(volume, prep.voxel_to_ras(np.asarray(c).reshape(1, 3))[0]) for c in centres]
+
+
+def stitch_outlines(
+    volume: Volume,
+    prep: PreparedVolume,
+    positions: list[np.ndarray],
+    network: list[PatchResult],
+    outlined: list[PatchResult],
+    methods: list[str],
+    threshold: float,
+) -> tuple[np.ndarray, list[StitchedCandidate], list[PatchResult], list[str]]:
+    """:func:`stitch` of the candidates' outlines (:func:`outline_undersegmented`), with every candidate ending as it
+    ends with the network's masks: kept, or merged into the same candidate, or rejected for the same reason, and in
+    one microbleed with the same others.
+
+    An intensity region reaches up to :data:`~plkd.inference.click.MAX_RADIUS_MM` from the spot's minimum, and the
+    spot found near a small microbleed can be a larger one beside it: such a region took in (or touched) another
+    kept candidate's voxels and stitching merged the two, so a microbleed the network had kept apart vanished from
+    the label map and the count (and a duplicate's region, added to its microbleed, could bridge it to another; a
+    larger outline could touch a neighbour once on a thick input grid, where touching microbleeds are merged).
+    Candidates whose ending the outline changes, and those they end with, keep their network masks instead: the
+    outline never decides whether, or as what, a candidate is kept. Returns the model-grid labels, each candidate's
+    fate, and the results and methods used.
+    """
+    results, methods = list(outlined), list(methods)
+    if "intensity" not in methods:
+        labels, fate = stitch(results, prep.data.shape, threshold, _edge_vetoes(volume, prep, positions, results))
+        return labels, fate, results, methods
+    net_labels, net_fate = stitch(network, prep.data.shape, threshold, _edge_vetoes(volume, prep, positions, network))
+    expected = _endings(net_labels, net_fate, prep, volume)
+    while True:
+        labels, fate = stitch(results, prep.data.shape, threshold, _edge_vetoes(volume, prep, positions, results))
+        endings = _endings(labels, fate, prep, volume)
+        changed = [
+            i
+            for i in range(len(results))
+            if fate[i] != net_fate[i] or endings[i] != expected[i]  # fate, or the microbleed it ends in
+        ]
+        if not changed:
+            return labels, fate, results, methods
+        involved: set[int] = set()
+        for i in changed:
+            involved |= {i} | endings[i] | expected[i]
+        revert = [i for i in sorted(involved) if methods[i] == "intensity"]
+        if not revert:  # cannot happen (the network's masks give ``expected``); never loop
+            revert = [i for i, m in enumerate(methods) if m == "intensity"]
+            if not revert:
+                return labels, fate, results, methods
+        for i in revert:
+            results[i], methods[i] = network[i], "network"
+
+
+def _endings(
+    labels: np.ndarray, fate: list[StitchedCandidate], prep: PreparedVolume, volume: Volume
+) -> list[frozenset[int]]:
+    """For each candidate, the candidates that end in the same microbleed of the input grid's label map (itself
+    included; empty when not kept or gone): its label, or the label of the one it merged into, with the labels
+    touching it there (:func:`labels_to_input`, :func:`merge_touching_labels`, as :meth:`Predictor._finish`)."""
+    on_input, kept = labels_to_input(labels, prep, volume, [])
+    _, survivor, _ = merge_touching_labels(on_input)
+    group: list[int] = []
+    for f in fate:
+        label = kept.get(f.label or (fate[f.merged_into].label if f.merged_into is not None else 0), 0)
+        group.append(survivor.get(label, label) if label else 0)
+    members: dict[int, set[int]] = {}
+    for i, g in enumerate(group):
+        if g:
+            members.setdefault(g, set()).add(i)
+    return [frozenset(members[g]) if g else frozenset() for g in group]
+
+
 def _report_existing(out: PredictionResult, existing: ExistingPrediction, point: np.ndarray, volume: Volume) -> None:
     """Replace a clicked microbleed that an earlier prediction already holds by that one."""
     match = match_existing(existing, point, out.label_map > 0, volume.affine)
@@ -640,6 +730,9 @@ def _report_existing(out: PredictionResult, existing: ExistingPrediction, point:
         )
     if earlier is not None and "kept" in earlier:
         rec["kept"] = bool(earlier["kept"])
+    if existing.labels is not None and earlier is not None and "segmentation" in earlier:
+        # The voxels returned are the earlier outline: say how that one was made, not how the click's would have been.
+        rec["segmentation"] = earlier["segmentation"]
     source = Path(existing.source).name
     out.notes.append(f"the click falls on a microbleed of {source} (label {label}); not added twice")
 

@@ -219,7 +219,8 @@ def evaluate_paths(
     pairing = pair_files(pred, truth, missing_as_empty=missing_as_empty)
     notes: list[str] = []
     scored = ScoredSubjects("plkd evaluate", scored=list(pairing.pairs))
-    scored.skip_all(pairing.unmatched_predictions, NO_REFERENCE)
+    for sid in pairing.unmatched_predictions:
+        scored.skip(sid, pairing.reasons.get(sid, NO_REFERENCE))
     if left_out := scored.sentence():  # logged with the other notes at the end, one line each
         notes.append(left_out)
     if pairing.unmatched_references:

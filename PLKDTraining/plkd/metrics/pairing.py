@@ -226,6 +226,8 @@ class Pairing:
     ignored: list[dict[str, str]] = field(default_factory=list)
     #: The subject key of a file name the pairs are keyed by (:func:`pairing_key` or :func:`case_key`).
     key: Callable[[Path], str] = pairing_key
+    #: Why a subject's prediction and reference were not paired though their keys agree (:func:`other_acquisition`).
+    reasons: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON form: every pair, the unpaired files and the files left aside (with their role)."""
@@ -236,8 +238,37 @@ class Pairing:
             ],
             "unpaired_predictions": list(self.unmatched_predictions),
             "unpaired_references": list(self.unmatched_references),
+            "other_scans": [{"subject": sid, "reason": why} for sid, why in self.reasons.items()],
             "ignored": list(self.ignored),
         }
+
+
+#: BIDS entities that tell two scans of one subject and session apart (as ``plkd train`` pairs a label with its image:
+#: :data:`plkd.data.datasets.BIDS_MATCH_ENTITIES`).
+ACQUISITION_ENTITIES = ("acq", "ce", "rec", "run")
+
+
+def _acquisition(path: Path) -> dict[str, str]:
+    parts = strip_nifti_suffix(path.name).split("_")
+    found = dict(p.split("-", 1) for p in parts if "-" in p)
+    return {k: found[k] for k in ACQUISITION_ENTITIES if k in found}
+
+
+def _value(label: str) -> str:
+    """An entity value as BIDS compares it: an index (``run-01``) by its number, a label in any case."""
+    return str(int(label)) if label.isdigit() else label.lower()
+
+
+def other_acquisition(pred: Path, truth: Path) -> str | None:
+    """Why ``pred`` and ``truth`` (one subject and session) are not of one scan, or None: a BIDS ``acq-``, ``ce-``,
+    ``rec-`` or ``run-`` entity both names carry with other values (``acq-swi`` and ``acq-gre``). An entity that only
+    one of them carries says nothing (a label named ``sub-01_ses-1_label-CMB_mask`` for the session's one scan)."""
+    mine, theirs = _acquisition(pred), _acquisition(truth)
+    differ = [k for k in ACQUISITION_ENTITIES if k in mine and k in theirs and _value(mine[k]) != _value(theirs[k])]
+    if not differ:
+        return None
+    said = ", ".join(f"{k}-{mine[k]} and {k}-{theirs[k]}" for k in differ)
+    return f"prediction {pred.name} and reference {truth.name} are of different scans ({said})"
 
 
 def _check_single(path: Path, side: str) -> None:
@@ -285,19 +316,27 @@ def pair_files(
         )
         preds = choose_files(pred_files, "prediction", key)
     truths = choose_files(truth_files, "reference", key)
-    only_pred = sorted(set(preds.chosen) - set(truths.chosen))
-    only_truth = sorted(set(truths.chosen) - set(preds.chosen))
-    common = sorted(set(preds.chosen) & set(truths.chosen))
+    # A subject's prediction and reference of two different scans (BIDS acq-swi and acq-gre of one session) were
+    # paired by their subject key and scored against each other without a word.
+    reasons = {
+        sid: why
+        for sid in set(preds.chosen) & set(truths.chosen)
+        if (why := other_acquisition(preds.chosen[sid], truths.chosen[sid])) is not None
+    }
+    only_pred = sorted(set(preds.chosen) - set(truths.chosen) | set(reasons))
+    only_truth = sorted(set(truths.chosen) - set(preds.chosen) | set(reasons))
+    common = sorted(set(preds.chosen) & set(truths.chosen) - set(reasons))
+    why = f"; {next(iter(reasons.values()))}" if reasons else ""
     if not common and not (missing_as_empty and truths.chosen):
         raise InputError(
             f"no prediction/reference pairs found: prediction subjects {_preview(preds.chosen)}, "
             f"reference subjects {_preview(truths.chosen)} (files pair by the name up to the first '_'; "
-            "references must be named as labels, e.g. _CMB, _label, _seg, _truth)"
+            f"references must be named as labels, e.g. _CMB, _label, _seg, _truth){why}"
         )
     if only_truth and not missing_as_empty:
         raise InputError(
             f"{len(only_truth)} reference subject(s) have no prediction: {_preview(only_truth)} "
-            "(use --missing-as-empty to score them as empty predictions)"
+            f"(use --missing-as-empty to score them as empty predictions){why}"
         )
     pairs: dict[str, tuple[Path | None, Path]] = {sid: (preds.chosen[sid], truths.chosen[sid]) for sid in common}
     for sid in common:
@@ -306,6 +345,7 @@ def pair_files(
         pairs[sid] = (None, truths.chosen[sid])
     return Pairing(
         key=key,
+        reasons=dict(sorted(reasons.items())),
         pairs=dict(sorted(pairs.items())),
         unmatched_predictions=only_pred,
         unmatched_references=only_truth,
