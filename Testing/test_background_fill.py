@@ -104,3 +104,38 @@ def test_a_phase_image_is_still_refused_whatever_fills_its_air(tmp_path: Path, f
     nib.save(nib.Nifti1Image(phase, affine), str(path))
     with pytest.raises(InputError, match="phase image"):
         load_volume(path)
+
+
+def _hole(data: np.ndarray, fill: float) -> np.ndarray:
+    """``data`` padded with ``fill`` and holding a 3×3×3 block of ``fill`` in the brain, away from the microbleeds."""
+    out = _padded(data, fill)
+    out[30:33, 11:14, 17:20] = fill  # parenchyma, >= 12 mm from every planted microbleed
+    assert np.all(data[29:34, 10:15, 16:21] > 0)  # enclosed by tissue
+    return out
+
+
+@pytest.mark.parametrize(("fill", "dtype"), [(np.nan, np.float32), (-32768.0, np.int16)])
+def test_padding_inside_the_brain_is_refused_not_read_as_a_black_microbleed(
+    tmp_path: Path, fill: float, dtype: type, capsys
+) -> None:
+    # An SPM image with NaN voxels inside its implicit mask, or a dropout stored as the padding value: read as 0
+    # (air) the hole became a black dot that the model kept as a microbleed (probability 0.9996) without a word.
+    data, affine = _case()
+    path = tmp_path / "hole_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(_hole(data, fill).astype(dtype), affine), str(path))
+    out = tmp_path / "out"
+    args = ["predict", str(path), "-o", str(out), "--model", str(BUNDLE), "--device", "cpu", "--progress", "none"]
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("plkd: error:")]
+    assert len(err) == 1 and "27 voxel(s)" in err[0] and "inside the scan" in err[0] and "(31, 12, 18)" in err[0]
+    assert not list(out.glob("hole_T2S_cmb*"))
+    # Every echo of a 4-D file counts: a hole in one echo darkened the root-sum-of-squares as well.
+    echoes = np.stack([_padded(data, fill), _hole(data, fill)], axis=3).astype(dtype)
+    nib.save(nib.Nifti1Image(echoes, affine), str(path))
+    with pytest.raises(InputError, match="inside the scan"):
+        load_volume(path)
+    # Padding reaching the border through padding stays air (a bay of the background at the brain's edge).
+    bay = _padded(data, fill)
+    bay[20:23, 0:14, 14:17] = fill
+    nib.save(nib.Nifti1Image(bay.astype(dtype), affine), str(path))
+    assert load_volume(path).data[21, 12, 15] == 0

@@ -444,6 +444,8 @@ def clear_padding(data: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
     the fill was subtracted; NaN padding was refused as NaN voxels. A constant just below the darkest tissue is an
     offset of the whole image, left as it is: the brain mask allows for it
     (:func:`plkd.inference.brainmask.compute_brain_mask`).
+    Padding enclosed by the scan (no path through padding to a face of the grid) is refused: see
+    :func:`_refuse_enclosed_padding`.
     """
     if data.ndim < 3 or data.size == 0 or not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         return data
@@ -464,9 +466,36 @@ def clear_padding(data: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
     else:
         return data  # an offset of the whole image (its darkest tissue lies just above the fill), or tissue
     value = "NaN" if fill != fill else f"{fill:g}"
+    _refuse_enclosed_padding(padded, value, name)
     notes.append(f"{name}: {100 * float(padded.mean()):.0f}% of its voxels hold {value}, {why}; read as 0 (air)")
     log.info(notes[-1])
     return np.where(padded, np.zeros((), dtype=data.dtype), data)
+
+
+def _refuse_enclosed_padding(padded: np.ndarray, value: str, name: str) -> None:
+    """Refuse padding values that lie inside the scan: regions of ``padded`` (the voxels holding the fill, any volume
+    of a 4-D file) that no path through padding links to a face of the grid. Padding surrounds what was acquired;
+    enclosed by tissue, the fill is a voxel lost in the scan (a NaN hole of an SPM image, a dropout stored as
+    -32768), and read as 0 it became a black dot that the networks took for a microbleed (probability 0.99 on the
+    test model) without a word, while a lone NaN in an image whose background is no NaN is refused."""
+    from scipy import ndimage
+
+    spatial = padded.reshape(*padded.shape[:3], -1).any(axis=-1)
+    labels, count = ndimage.label(spatial, structure=np.ones((3, 3, 3), dtype=bool))
+    # The fill is what most of the faces hold (background_fill_value), so the padding outside touches them.
+    faces = np.concatenate([np.take(labels, i, axis=a).ravel() for a in range(3) for i in (0, spatial.shape[a] - 1)])
+    inside = sorted(set(range(1, count + 1)) - {int(v) for v in np.unique(faces)})
+    if not inside:
+        return
+    enclosed = np.isin(labels, inside)
+    sizes = np.bincount(labels[enclosed])
+    largest = int(np.argmax(sizes))
+    where = tuple(int(round(float(c))) for c in ndimage.center_of_mass(labels == largest))
+    raise InputError(
+        f"{name} has {int(enclosed.sum())} voxel(s) holding {value}, the value that pads its background, inside the "
+        f"scan ({int(np.count_nonzero(sizes))} region(s), the largest around voxel {where}): lost voxels, which read "
+        "as air would look like microbleeds; fill or mask them (or give the image without the implicit mask)"
+    )
 
 
 def validate_values(data: np.ndarray, name: str) -> tuple[float, float]:
