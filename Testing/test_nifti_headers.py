@@ -94,6 +94,7 @@ def test_scaling_four_d_and_no_orientation_keep_the_input_header(tmp_path: Path)
     header.set_data_dtype(np.int16)
     header.set_data_shape((*data.shape, 1))
     header.set_zooms((1.0, 1.0, 1.0, 2.5))
+    header.set_xyzt_units("mm", "sec")
     header.set_qform(affine, code=0)
     header.set_sform(affine, code=0)
     raw = bytearray(nib.Nifti1Image(np.round((data[..., None] - 10) / 2).astype(np.int16), None, header).to_bytes())
@@ -106,6 +107,10 @@ def test_scaling_four_d_and_no_orientation_keep_the_input_header(tmp_path: Path)
     label = nib.load(str(tmp_path / "out" / "scaled_T2S_cmb.nii.gz"))
     assert label.shape == data.shape and (int(label.header["qform_code"]), int(label.header["sform_code"])) == (0, 0)
     assert _geometry(label.header)[2:4] == _geometry(nib.load(str(scan)).header)[2:4]
+    # The repetition time (pixdim[4]) and its unit stay: nibabel reset pixdim[4] to 1 for the 3-D output.
+    for name in ("scaled_T2S_cmb.nii.gz", "scaled_T2S_cmb_prob.nii.gz"):
+        out_header = nib.load(str(tmp_path / "out" / name)).header
+        assert float(out_header["pixdim"][4]) == 2.5 and out_header.get_xyzt_units() == header.get_xyzt_units(), name
     # Labels are integers 1..N, never scaled by the input's slope.
     assert sorted(np.unique(np.asarray(label.dataobj)).tolist()) == [0, 1, 2, 3]
     # A 4-D multi-echo file: the outputs are 3-D on the same grid.

@@ -812,7 +812,8 @@ def save_volume(
     When ``header`` (e.g. the input's) describes this grid (:func:`header_affine` equals
     ``affine``), its geometry is kept exactly: qform and sform with their codes (0 stays 0),
     pixdim including qfac, units, ``dim_info`` and slice timing, so the output overlays its
-    input in every viewer. Only the data type, scaling and display range are replaced. Without
+    input in every viewer, and pixdim[4:] (the repetition time) also when a 4-D input gives a 3-D output. Only the
+    data type, scaling and display range are replaced. Without
     such a header, qform and sform are set to ``affine`` with the header's sform code (1,
     scanner, when there is none).
     """
@@ -832,6 +833,10 @@ def save_volume(
         img = klass(arr, affine, header=hdr)
         img.set_qform(affine, code=code or 1)
         img.set_sform(affine, code=code or 1)
+    if hdr is not None and arr.ndim == 3:
+        # A 3-D output of a 4-D input (one volume, or echoes combined): nibabel resets pixdim[4:] to 1 as it gives
+        # the header a 3-D shape, which dropped the repetition time (pixdim[4], as dcm2niix also writes it in 3-D).
+        img.header["pixdim"][4:] = np.asarray(header["pixdim"], dtype=np.float64)[4:]
     img.set_data_dtype(arr.dtype)
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"] = img.header["cal_max"] = 0.0
