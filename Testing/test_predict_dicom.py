@@ -200,3 +200,47 @@ def test_slices_rescaled_differently_keep_their_values(tmp_path: Path) -> None:
     np.testing.assert_allclose(vol.data[0, 0, :], values, rtol=1e-6)
     second = [v + 2 * s for v, (s, _) in zip(values, scaling, strict=True)]
     np.testing.assert_allclose(vol.data[1, 0, :], second, rtol=1e-6)
+
+
+def test_a_series_holding_copies_of_its_files_reads_each_image_once(
+    tmp_path: Path, capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A copy beside its file ("IM0005 (1).dcm") or a series exported twice into one folder was refused as "several
+    # echoes or acquisitions in one series", after three lines of ITK's own warning on stderr.
+    data, _affine, _truth = _case()
+    affine = _oblique_affine((1.0, 1.0, 2.0))
+    folder = tmp_path / "series"
+    write_series(folder, data[..., :12] * 10, affine, "1.2.826.0.1.3680043.8.498.11")
+    (folder / "IM0005 (1).dcm").write_bytes((folder / "IM0005.dcm").read_bytes())
+    (series,) = find_series(folder)
+    assert len(series.files) == 13
+    vol, record = load_dicom_series(series)
+    np.testing.assert_allclose(vol.affine, affine, atol=1e-4)
+    np.testing.assert_allclose(vol.data, np.round(data[..., :12] * 10), atol=0.5)
+    assert record["files"] == 12
+    caplog.clear()
+    out = tmp_path / "out"
+    args = [str(folder), "-o", str(out), "--model", str(BUNDLE), "--device", "cpu", "--progress", "none"]
+    assert main(["predict", *args]) == 0
+    assert "itk" not in capfd.readouterr().err.lower()
+    said = [r.getMessage() for r in caplog.records if "same SOP Instance UID" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0]
+    doc = json.loads((out / "series_cmb.json").read_text())
+    assert any("same SOP Instance UID" in w for w in doc["warnings"])
+    assert nib.load(str(out / "series_cmb.nii.gz")).shape == (*data.shape[:2], 12)
+
+
+def test_an_irregular_series_is_refused_in_one_line_without_itks_warning(
+    tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    data, _affine, _truth = _case()
+    affine = _oblique_affine((1.0, 1.0, 1.0))
+    origin, normal = LPS @ affine[:3, 3], LPS @ affine[:3, 2]
+    gaps = [list(origin + normal * (k + (k > 3))) for k in range(8)]  # a slice missing in the middle
+    write_series(tmp_path / "gap", data[..., :8] * 10, affine, "1.2.826.0.1.3680043.8.498.12", gaps)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "gap"), "-o", str(out), "--model", str(BUNDLE), "--device", "cpu", "--progress", "none"]
+    assert main(["predict", *args]) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip() and "unverified bundle" not in line]
+    assert len(err) == 2 and err[0].startswith("plkd: error:") and "unequal slice gaps" in err[0], err
+    assert err[1].startswith("plkd predict: 0 done") and not list(out.glob("gap_cmb*"))

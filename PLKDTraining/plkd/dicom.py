@@ -179,6 +179,35 @@ def _check_slices(reader: Any, n: int, name: str, direction_lps: np.ndarray) -> 
         )
 
 
+def _execute(sitk: Any, reader: Any, name: str) -> Any:
+    """``reader.Execute()`` with ITK's own warnings silenced: "Non uniform sampling or missing slices detected" came
+    as three lines on stderr before plkd's one-line error saying the same (:func:`_check_slices`)."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        with _keep_locale():
+            return reader.Execute()
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {name}: {first}") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _duplicate_files(reader: Any, n: int) -> list[int]:
+    """Indices of the files (in the reader's order) whose SOP Instance UID (0008,0018) an earlier file holds."""
+    seen: set[str] = set()
+    copies = []
+    for i in range(n):
+        if not reader.HasMetaDataKey(i, "0008|0018"):
+            continue
+        uid = reader.GetMetaData(i, "0008|0018").strip().rstrip("\x00")
+        if uid in seen:
+            copies.append(i)
+        seen.add(uid)
+    return copies
+
+
 def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volume, dict[str, Any]]:
     """Read a series: ``(volume, record)``, a float32 :class:`Volume` indexed ``[i, j, k]`` with a
     RAS+ affine (mm) and a record naming the series (UID, description, number, files) for the
@@ -198,12 +227,21 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     # clips the large ones) of every file scaled otherwise.
     reader.SetOutputPixelType(sitk.sitkFloat32)
     reader.MetaDataDictionaryArrayUpdateOn()
-    try:
-        with _keep_locale():
-            image = reader.Execute()
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read {name}: {first}") from None
+    image = _execute(sitk, reader, name)
+    files = list(series.files)
+    copies = _duplicate_files(reader, len(files))
+    if copies:
+        # The same image twice (a copy "IM0005 (1).dcm", a series exported twice into one folder) was refused as
+        # "several echoes in one series"; each image is read once.
+        log.warning(
+            "%s: %d file(s) repeat an image of the series (same SOP Instance UID, e.g. %s): each image is read once",
+            name,
+            len(copies),
+            files[copies[0]].name,
+        )
+        files = [f for i, f in enumerate(files) if i not in set(copies)]
+        reader.SetFileNames([str(f) for f in files])
+        image = _execute(sitk, reader, name)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"{name} has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour?); "
@@ -212,8 +250,8 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     if image.GetDimension() != 3:
         raise InputError(f"{name} is {image.GetDimension()}-D; a 3-D series is required")
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    _check_slices(reader, len(series.files), name, direction)
-    _say_missing_files(reader, len(series.files), name)
+    _check_slices(reader, len(files), name, direction)
+    _say_missing_files(reader, len(files), name)
     affine_lps = np.eye(4)
     affine_lps[:3, :3] = direction @ np.diag(image.GetSpacing())
     affine_lps[:3, 3] = image.GetOrigin()
@@ -229,6 +267,6 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     header.set_sform(affine, code=1)
     header.set_xyzt_units("mm")
     meta = {key: reader.GetMetaData(0, tag).strip() for key, tag in _TAGS.items() if reader.HasMetaDataKey(0, tag)}
-    note = f"{name}: {len(series.files)} files read with SimpleITK; {meta.get('series_description', '')}".rstrip("; ")
-    record = {"folder": str(series.folder), "series_instance_uid": series.uid, "files": len(series.files), **meta}
+    note = f"{name}: {len(files)} files read with SimpleITK; {meta.get('series_description', '')}".rstrip("; ")
+    record = {"folder": str(series.folder), "series_instance_uid": series.uid, "files": len(files), **meta}
     return Volume(data=data, affine=affine, path=series.folder, header=header, notes=[note, *padding]), record
