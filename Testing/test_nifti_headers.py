@@ -200,3 +200,28 @@ def test_a_file_without_a_nifti_header_says_why_in_one_line(
     (tmp_path / name).write_bytes(content)
     with pytest.raises(InputError, match=re.escape(f"cannot read image {name} as NIfTI: {said}")):
         load_volume(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    ("klass", "named", "said"),
+    [
+        (nib.Nifti1Pair, "pair_T2S.hdr", "is a NIfTI pair (.hdr + .img); plkd reads single-file NIfTI: convert it"),
+        (nib.Nifti1Pair, "pair_T2S.img", "is a NIfTI pair (.hdr + .img)"),
+        (
+            nib.AnalyzeImage,
+            "old_T2S.hdr",
+            "is an Analyze 7.5 image (.hdr + .img), whose header does not say",
+        ),
+    ],
+)
+def test_an_image_pair_named_on_the_command_line_is_refused_saying_what_it_is(
+    tmp_path: Path, klass: type, named: str, said: str, capsys: pytest.CaptureFixture
+) -> None:
+    # A .hdr/.img pair (SPM archives) was refused as "not a NIfTI image (Nifti1Pair)": a NIfTI pair is NIfTI-1, and
+    # the class name told the user nothing.
+    data, affine = case_arrays()
+    nib.save(klass(data, affine), str(tmp_path / named.replace(".img", ".hdr")))
+    assert _predict(tmp_path / named, tmp_path / "out") == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("plkd: error:")]
+    assert len(err) == 1 and said in err[0], err
+    assert not list((tmp_path / "out").glob("*_cmb*"))

@@ -234,6 +234,21 @@ def _why_no_header(path: Path) -> str | None:
     return None
 
 
+def _other_format(img: object) -> str:
+    """What a file nibabel opened, but that is no single-file NIfTI, is, and what to do (for the one-line error)."""
+    if isinstance(img, nib.Nifti1Pair | nib.Nifti2Pair):  # .hdr + .img (SPM99/SPM2 archives); a .nii is a subclass
+        return (
+            "is a NIfTI pair (.hdr + .img); plkd reads single-file NIfTI: convert it to .nii.gz (the same header and "
+            "voxels), e.g. nibabel.save(nibabel.load('x.hdr'), 'x.nii.gz')"
+        )
+    if isinstance(img, nib.AnalyzeImage):
+        return (
+            "is an Analyze 7.5 image (.hdr + .img), whose header does not say where left and right are; convert it "
+            "to NIfTI with a tool that knows its orientation (SPM, FSL's fslchfiletype) and check left and right"
+        )
+    return f"is not a NIfTI image ({type(img).__name__})"
+
+
 def _read_nifti_quietly(path: str | os.PathLike[str], what: str) -> nib.Nifti1Image:
     p = Path(path)
     if not p.exists():
@@ -245,7 +260,7 @@ def _read_nifti_quietly(path: str | os.PathLike[str], what: str) -> nib.Nifti1Im
     except Exception as exc:  # nibabel raises many types for broken files
         raise InputError(f"cannot read {what} {p.name} as NIfTI: {_why_no_header(p) or _exception_text(exc)}") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise InputError(f"{what} {p.name} is not a NIfTI image ({type(img).__name__})")
+        raise InputError(f"{what} {p.name} {_other_format(img)}")
     try:
         # Before allocating what the header announces, check that the file can hold it.
         offset = int(getattr(img.dataobj, "offset", None) or img.header.get_data_offset() or 0)
