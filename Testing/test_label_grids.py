@@ -175,7 +175,7 @@ def test_qform_sform_difference_is_measured_where_it_moves_the_image(tilt: float
 
 
 def test_label_saved_with_nibabels_affine_of_an_unoriented_image_is_refused_not_flipped(tmp_path: Path) -> None:
-    """An image without orientation (codes 0) sits at (i*dx, j*dy, k*dz) as ITK and Slicer place it; a label
+    """An image without orientation (codes 0) sits at (-i*dx, -j*dy, k*dz) as ITK and Slicer place it; a label
     saved with nibabel's img.affine of it (x flipped, centred) holds the image's array order, so turning it
     by its header would mirror every microbleed left-right: refused, saying which one lacks an orientation."""
     image, label, _ = _image_and_label()

@@ -129,8 +129,9 @@ def test_shifted_grid_with_different_shape_still_matches(tmp_path: Path) -> None
 
 def test_references_placed_elsewhere_or_losing_predictions_are_reported(tmp_path: Path) -> None:
     # The same voxel grid, but the reference was saved without orientation (qform/sform codes 0):
-    # its header puts it about 17.5 mm away, so the prediction moves and all three microbleeds fall
-    # outside the reference. Scoring that without a word reports a wrong 0 % (3 FN).
+    # its header puts it up to 40.4 mm away (at ITK's (-i, -j, k)), so the prediction moves and two of its three
+    # microbleeds fall outside the reference, the third elsewhere on it. Scoring that without a word reports a
+    # wrong 0 % (3 FN).
     ref = np.zeros(SHAPE, np.uint8)
     ref[3:5, 3:5, 3:5] = ref[10:12, 10:12, 10:12] = ref[16:18, 6:8, 14:16] = 1
     save(tmp_path / "pred" / "sub-001_cmb.nii.gz", ref.astype(np.int16))
@@ -141,8 +142,8 @@ def test_references_placed_elsewhere_or_losing_predictions_are_reported(tmp_path
     r = evaluate_paths(tmp_path / "pred", tmp_path / "truth")
     (note,) = r["notes"]
     assert note.startswith("sub-001: prediction and reference have the same grid size (20, 20, 20)")
-    assert "up to 17.5 mm apart" in note
-    assert "3 of 3 predicted microbleed(s) have no voxel on the reference grid" in note
+    assert "up to 40.4 mm apart" in note
+    assert "2 of 3 predicted microbleed(s) have no voxel on the reference grid" in note
 
     # On one grid: no note. On a coarser reference, a prediction smaller than its voxels is reported.
     save(tmp_path / "truth" / "sub-001_CMB.nii.gz", ref)

@@ -243,10 +243,18 @@ def test_outputs_carry_the_input_header_geometry(
         assert hout.get_data_shape()[:3] == hin.get_data_shape()[:3]
     doc = json.loads((out / f"{variant}_cmb.json").read_text())
     if variant == "codes-0-0":
-        # No orientation: one warning line, a note, and RAS centres in the nifti1_io / ITK frame.
+        # No orientation: one warning line, a note, and RAS centres where ITK (3D Slicer, ITK-SNAP) shows the scan:
+        # the identity in ITK's LPS world. plkd placed it at nifti1_io's (i*dx, j*dy, k*dz), x and y mirrored.
         assert sum("no orientation" in w for w in warnings) == 1
         assert any("no orientation" in n for n in doc["notes"]) and doc["warnings"]
-        np.testing.assert_allclose(header_affine(hin), np.diag([0.9, 1.1, 1.3, 1.0]), atol=1e-6)
+        np.testing.assert_allclose(header_affine(hin), np.diag([-0.9, -1.1, 1.3, 1.0]), atol=1e-6)
+    if variant not in ("both-differ", "nifti-2"):  # where ITK places the input (it may take the qform; no NIfTI-2)
+        sitk = pytest.importorskip("SimpleITK")
+        itk = sitk.ReadImage(str(src))
+        itk_ras = np.eye(4)
+        itk_ras[:3, :3] = np.reshape(itk.GetDirection(), (3, 3)) @ np.diag(itk.GetSpacing())
+        itk_ras[:3, 3] = itk.GetOrigin()
+        np.testing.assert_allclose(header_affine(hin), np.diag([-1.0, -1.0, 1.0, 1.0]) @ itk_ras, atol=1e-4)
     if variant == "both-differ":
         assert any("qform and sform differ" in w for w in doc["warnings"])
     # Every kept microbleed's centre lies on its own label in the written map, through the header.

@@ -185,3 +185,27 @@ def test_the_batch_pipeline_on_a_file_writes_outputs_that_overlay_the_file_in_ot
         assert np.linalg.norm(labelled - centre, axis=1).min() < 1.5, f"no microbleed label near {centre}"
     found = np.array([[m["r_mm"], m["a_mm"], m["s_mm"]] for m in report["microbleeds"]])
     assert all(np.linalg.norm(found - centre, axis=1).min() < 2.0 for centre in truth)
+
+
+def test_a_file_without_orientation_lies_where_slicer_the_engine_and_the_export_place_it(tmp_path: Path) -> None:
+    """qform and sform codes 0: Slicer's reader (ITK) takes the identity in LPS, RAS (-i*dx, -j*dy, k*dz). plkd predict
+    placed such a scan at (i*dx, j*dy, k*dz) (x and y mirrored: every JSON centre off the scan Slicer shows) while
+    saying it followed ITK, and the export said the volume lay 40+ mm from where its file places it."""
+    sys.path.insert(0, str(REPO / "PLKDTraining"))
+    from plkd.volumes import header_affine
+
+    image = np.full(SHAPE, 400.0, np.float32)
+    image[10:13, 12:15, 4:6] = 80.0
+    header = nib.Nifti1Header()
+    header.set_data_shape(SHAPE)
+    header.set_data_dtype(np.float32)
+    header.set_zooms((0.9, 1.1, 2.0))
+    header.set_qform(None, code=0)
+    header.set_sform(None, code=0)
+    path = tmp_path / "unoriented.nii.gz"
+    nib.save(nib.Nifti1Image(image, None, header), str(path))
+    scene = slicer.vtkMRMLScene()
+    volume = _loadVolume(scene, path)
+    np.testing.assert_allclose(ijkToRas(volume), header_affine(nib.load(str(path)).header), atol=1e-5)
+    report = _export(scene, volume, tmp_path / "out")
+    assert not any("places it for" in n for n in report["notes"]), report["notes"]

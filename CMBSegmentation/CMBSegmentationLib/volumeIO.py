@@ -113,6 +113,19 @@ def writeVolumeNodeAsNifti(volumeNode, path: str | os.PathLike[str]) -> Path:
     return writeArrayAsNifti(arrayFromVolumeNode(volumeNode), ijkToRas(volumeNode), path)
 
 
+def niftiAffine(image) -> np.ndarray:
+    """The voxel-to-RAS affine of a nibabel NIfTI image as ``plkd predict`` and Slicer place it: the sform when its code
+    is set, else the qform when its code is set (nibabel's ``affine``), else, with no orientation at all, where ITK
+    (Slicer's reader) puts it: the identity in LPS, RAS ``(-i*dx, -j*dy, k*dz)``. nibabel's own fallback flips x only
+    and centres the grid, which is where neither Slicer nor the engine shows the scan."""
+    header = image.header
+    if int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0:
+        return np.asarray(image.affine, dtype=float)
+    zooms = np.abs(np.asarray(header["pixdim"][1:4], dtype=float))
+    zooms = np.where(zooms > 0, zooms, 1.0)
+    return np.diag([-zooms[0], -zooms[1], zooms[2], 1.0])
+
+
 def readNifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """Read a NIfTI file: (voxels indexed ``[i, j, k]``, voxel-to-RAS affine)."""
     import nibabel
@@ -123,12 +136,13 @@ def readNifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
         data = data[..., 0]
     if data.ndim != 3:
         raise ValueError(f"{path}: expected a 3D volume, got shape {data.shape}")
-    return data, np.asarray(image.affine, dtype=float)
+    return data, niftiAffine(image)
 
 
 def niftiPlacementMm(volumeNode, path: str | os.PathLike[str] | None) -> float | None:
     """How far (mm) ``volumeNode`` places the voxels of the NIfTI file ``path`` from where nibabel, FSL and
-    ``plkd predict`` place them (the sform when its code is set, else the qform); None when ``path`` is not a readable
+    ``plkd predict`` place them (the sform when its code is set, else the qform; with neither, as Slicer does:
+    :func:`niftiAffine`); None when ``path`` is not a readable
     NIfTI file or its voxels are not the node's (edited since, another file).
 
     Slicer's reader may flip axes (a file stored with a left-handed voxel order comes in with k reversed): the node's
@@ -145,7 +159,7 @@ def niftiPlacementMm(volumeNode, path: str | os.PathLike[str] | None) -> float |
         nodeVoxels = arrayFromVolumeNode(volumeNode)
         image = nibabel.load(str(path))
         fileVoxels = np.asanyarray(image.dataobj)
-        fileAffine = np.asarray(image.affine, dtype=float)
+        fileAffine = niftiAffine(image)
     except Exception:  # noqa: BLE001 - a file that cannot be read says nothing about the volume's placement
         return None
     if fileVoxels.ndim == 4 and fileVoxels.shape[3] == 1:

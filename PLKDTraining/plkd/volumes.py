@@ -111,18 +111,21 @@ def header_affine(header: nib.Nifti1Header) -> np.ndarray:
     """The voxel → RAS+ affine (mm) of a NIfTI header, as the NIfTI reference library reads it.
 
     The sform when its code is set, else the qform when its code is set (nibabel's order).
-    With both codes 0 the image has no orientation; nifti1_io, and with it ITK, Slicer and
-    ITK-SNAP, then places voxel ``(i, j, k)`` at ``(i·dx, j·dy, k·dz)`` (NIfTI-1 "method 1").
-    nibabel's own fallback flips x and centres the grid instead, which would put candidate
-    centres and label maps in another place than those viewers show the image, so the
-    nifti1_io rule is used here.
+    With both codes 0 the image has no orientation. ITK, and with it 3D Slicer and ITK-SNAP, then
+    takes the identity direction in its LPS world: voxel ``(i, j, k)`` at RAS ``(-i·dx, -j·dy, k·dz)``
+    (checked with SimpleITK 5.4 and Slicer's own reader). That rule is used here, so candidate
+    centres lie where those viewers show the image. nifti1_io's "method 1" places it at
+    ``(i·dx, j·dy, k·dz)`` and nibabel's fallback flips x and centres the grid; plkd used the former,
+    which put every centre of the JSON mirrored through the origin in x and y from where Slicer
+    shows the scan, while its warning said it followed those viewers.
     """
     if int(header["sform_code"]) > 0:
         return np.asarray(header.get_sform(), dtype=np.float64)
     if int(header["qform_code"]) > 0:
         return np.asarray(header.get_qform(), dtype=np.float64)
     zooms = np.abs(np.asarray(header["pixdim"][1:4], dtype=np.float64))
-    return np.diag([*np.where(zooms > 0, zooms, 1.0), 1.0])
+    zooms = np.where(zooms > 0, zooms, 1.0)
+    return np.diag([-zooms[0], -zooms[1], zooms[2], 1.0])
 
 
 class _HeaderFixes(logging.Handler):

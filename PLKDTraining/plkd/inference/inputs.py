@@ -135,7 +135,7 @@ def separate_echo_notes(scans: Sequence[ScanInput]) -> dict[Path, str]:
 def orientation_warnings(volume: Volume, name: str) -> list[str]:
     """Warnings about an input header whose orientation is missing or ambiguous.
 
-    Both codes 0: no orientation at all (the grid is placed as nifti1_io does, see
+    Both codes 0: no orientation at all (the grid is placed as ITK, 3D Slicer and ITK-SNAP place it, see
     :func:`plkd.volumes.header_affine`). qform and sform both set but different: viewers disagree
     on where the image lies (nibabel and plkd use the sform, ITK-based viewers may use the qform).
     The outputs keep both forms and codes unchanged in either case.
@@ -146,9 +146,9 @@ def orientation_warnings(volume: Volume, name: str) -> list[str]:
     q, s = int(h["qform_code"]), int(h["sform_code"])
     if q <= 0 and s <= 0:
         return [
-            f"{name} has no orientation (qform_code = sform_code = 0): voxel (i, j, k) is placed at "
-            "(i*dx, j*dy, k*dz) mm as ITK-based viewers do, so left and right are not known; "
-            "the outputs keep codes 0"
+            f"{name} has no orientation (qform_code = sform_code = 0): voxel (i, j, k) is placed at RAS "
+            "(-i*dx, -j*dy, k*dz) mm as ITK-based viewers (3D Slicer, ITK-SNAP) show it, so left and right are not "
+            "known; the outputs keep codes 0"
         ]
     if q > 0 and s > 0:
         # Where the two place the grid's corners, not their largest element: a tilt of 1e-3 moves a 256-voxel
