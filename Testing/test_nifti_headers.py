@@ -225,3 +225,26 @@ def test_an_image_pair_named_on_the_command_line_is_refused_saying_what_it_is(
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("plkd: error:")]
     assert len(err) == 1 and said in err[0], err
     assert not list((tmp_path / "out").glob("*_cmb*"))
+
+
+def test_a_negative_slope_or_a_voxel_size_that_is_no_number_is_named(tmp_path: Path) -> None:
+    # scl_slope -1 made a magnitude image negative and was refused as "a phase image" without naming the slope; a NaN
+    # voxel size in a header without orientation was read as 1 mm without a word.
+    data, affine = case_arrays()
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    header.set_data_shape(data.shape)
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    raw = bytearray(nib.Nifti1Image(np.round(data).astype(np.int16), None, header).to_bytes())
+    raw[112:120] = np.array([-1.0, 0.0], "<f4").tobytes()  # scl_slope, scl_inter
+    (tmp_path / "neg_T2S.nii").write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=re.escape("(its header's scl_slope is -1: a wrong scaling?)")):
+        load_volume(tmp_path / "neg_T2S.nii")
+    header.set_data_dtype(np.float32)
+    header.set_qform(None, code=0)
+    header.set_sform(None, code=0)
+    header["pixdim"][1] = np.nan
+    _save(tmp_path / "nanpix_T2S.nii", data, header)
+    with pytest.raises(InputError, match="non-finite affine"):
+        load_volume(tmp_path / "nanpix_T2S.nii")

@@ -124,7 +124,8 @@ def header_affine(header: nib.Nifti1Header) -> np.ndarray:
     if int(header["qform_code"]) > 0:
         return np.asarray(header.get_qform(), dtype=np.float64)
     zooms = np.abs(np.asarray(header["pixdim"][1:4], dtype=np.float64))
-    zooms = np.where(zooms > 0, zooms, 1.0)
+    # 0 is 1 mm, as nibabel repairs it (and says so); NaN stays NaN, refused as a non-finite affine: it was 1 mm too.
+    zooms = np.where((zooms > 0) | np.isnan(zooms), zooms, 1.0)
     return np.diag([-zooms[0], -zooms[1], zooms[2], 1.0])
 
 
@@ -642,6 +643,15 @@ def _length_units_doubt(header: nib.Nifti1Header, name: str) -> str | None:
     )
 
 
+def _with_slope(exc: InputError, img: nib.Nifti1Image) -> InputError:
+    """``exc``, naming the header's negative ``scl_slope`` when it refuses negative values: such a slope turns a
+    magnitude image negative, and the error spoke of a phase image only."""
+    slope = getattr(img.dataobj, "slope", None)
+    if slope is not None and np.isfinite(slope) and float(slope) < 0 and "negative values" in str(exc):
+        return InputError(f"{exc} (its header's scl_slope is {float(slope):g}: a wrong scaling?)")
+    return exc
+
+
 def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what: str = "image") -> Volume:
     """Load and validate a 3-D (or 4-D multi-echo) intensity image as float32.
 
@@ -655,7 +665,10 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
     raw = clear_padding(np.asarray(img._plkd_array), name, notes)  # type: ignore[attr-defined]
     if raw.ndim == 4:
         # On every echo before combining them: root-sum-of-squares would hide a phase image's sign.
-        validate_values(raw, name)
+        try:
+            validate_values(raw, name)
+        except InputError as exc:
+            raise _with_slope(exc, img) from None
     arr = _to_3d(raw, name, echo, notes)
     if arr.ndim != 3:
         raise InputError(f"{name} is {arr.ndim}-D; a 3-D volume is required")
@@ -668,7 +681,10 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
         raise InputError(f"{exc} ({units})" if units else str(exc)) from None
     if units:
         log.warning(units)
-    validate_intensities(arr, name)
+    try:
+        validate_intensities(arr, name)
+    except InputError as exc:
+        raise _with_slope(exc, img) from None
     return Volume(
         data=np.ascontiguousarray(arr, dtype=np.float32),
         affine=affine,
