@@ -209,3 +209,17 @@ def test_a_file_without_orientation_lies_where_slicer_the_engine_and_the_export_
     np.testing.assert_allclose(ijkToRas(volume), header_affine(nib.load(str(path)).header), atol=1e-5)
     report = _export(scene, volume, tmp_path / "out")
     assert not any("places it for" in n for n in report["notes"]), report["notes"]
+
+
+@pytest.mark.parametrize(("dtype", "high"), [(np.int64, 4000), (np.uint64, 4000), (np.int64, 2**40)])
+def test_a_volume_of_64_bit_integers_is_written_for_the_engine_with_its_values(tmp_path: Path, dtype, high) -> None:
+    # Apply on a volume of type long (a NRRD or a module's output) failed with nibabel's "Image data has type int64,
+    # which may cause incompatibilities with other tools".
+    from CMBSegmentationLib.volumeIO import updateVolumeNodeFromArray, writeVolumeNodeAsNifti
+
+    scene = slicer.vtkMRMLScene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    values = (np.arange(np.prod(SHAPE)).reshape(SHAPE) * 7919 % high).astype(dtype)
+    updateVolumeNodeFromArray(volume, values, QFORM)
+    written = nib.load(str(writeVolumeNodeAsNifti(volume, tmp_path / "scan.nii.gz")))
+    assert np.array_equal(np.asarray(written.dataobj), values) and np.allclose(written.affine, QFORM)

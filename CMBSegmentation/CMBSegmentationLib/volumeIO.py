@@ -100,6 +100,12 @@ def writeArrayAsNifti(array: np.ndarray, affine: np.ndarray, path: str | os.Path
     """Write an ``[i, j, k]`` array with its IJK-to-RAS ``affine`` as NIfTI (qform = sform), atomically."""
     import nibabel
 
+    array = np.asarray(array)
+    if array.dtype in (np.int64, np.uint64):
+        # nibabel refuses 64-bit integers ("may cause incompatibilities"), so Apply on a volume of type long failed
+        # with nibabel's message: int32 holds every value of a scan or label map; beyond it, float64 keeps them exactly.
+        fits = array.size == 0 or (int(array.min()) >= -(2**31) and int(array.max()) < 2**31)
+        array = array.astype(np.int32 if fits else np.float64)
     image = nibabel.Nifti1Image(array, affine)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
