@@ -85,6 +85,11 @@ def test_qform_and_sform_codes_choose_the_placement_and_the_outputs_keep_both(
     doc = json.loads((tmp_path / "out" / "scan_T2S_cmb.json").read_text())
     differ = [n for n in doc["notes"] if "qform and sform differ" in n]
     assert len(differ) == (1 if qcode and scode and shifted else 0), doc["notes"]
+    if differ:  # which form 3D Slicer takes (ITK: the sform only with code 1), as SimpleITK reads the file
+        sitk = pytest.importorskip("SimpleITK")
+        itk_x = -sitk.ReadImage(str(scan)).GetOrigin()[0]
+        itk_form = "sform" if abs(itk_x - nib.load(str(scan)).header.get_sform()[0, 3]) < 1e-3 else "qform"
+        assert f"3D Slicer and ITK-SNAP use the {itk_form}" in differ[0], differ[0]
 
 
 def test_scaling_four_d_and_no_orientation_keep_the_input_header(tmp_path: Path) -> None:

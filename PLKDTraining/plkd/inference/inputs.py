@@ -155,9 +155,17 @@ def orientation_warnings(volume: Volume, name: str) -> list[str]:
         # grid's far corner by 0.25 mm, and a matrix element is no distance.
         apart = grid_displacement_mm(h.get_qform(), h.get_sform(), volume.shape)
         if apart > same_grid_tolerance_mm(volume.affine):
+            # ITK (3D Slicer, ITK-SNAP) takes the sform only when its code is 1 (scanner), else the qform (checked
+            # with SimpleITK 5.4); "may use the qform" left the reader to guess where the JSON's centres lie there.
+            viewers = (
+                "3D Slicer and ITK-SNAP use the sform too"
+                if s == 1
+                else f"3D Slicer and ITK-SNAP use the qform (sform code {s}), so there the JSON's centres lie up to "
+                f"{apart:.3g} mm from the scan and its label map"
+            )
             return [
                 f"{name}: its qform and sform differ, placing the image up to {apart:.3g} mm apart; plkd uses the "
-                "sform (as nibabel does), ITK-based viewers may use the qform; the outputs keep both"
+                f"sform (as nibabel does); {viewers}; the outputs keep both"
             ]
     return []
 
