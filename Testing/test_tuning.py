@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from training_toydata import write_toy_dataset
@@ -165,3 +166,29 @@ def test_tune_refuses_thick_slice_subjects_instead_of_thinning_them_again(tmp_pa
     rc = main(["tune", str(lr4), "--model", str(BUNDLE), "--out", str(out), "--progress", "none"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "slices 4 times the model grid's (1x1x1 mm, LR@4 by its header)" in err and not out.exists()
+
+
+def test_tune_keeps_a_segmenters_thresholds_when_no_pair_finds_a_microbleed(tmp_path, caplog):
+    # The references lie where the scans show nothing (bright tissue 6+ mm from every dark ball): no candidate is
+    # a microbleed at any threshold pair, F1 is 0 at all of them, and a pair chosen among them (by the tie-break)
+    # was written into the bundle as "tuned". The segmenter now keeps its thresholds, said in a warning and a note.
+    data = write_toy_dataset(tmp_path / "val", n_subjects=2, seed=11)
+    for path in sorted(data.glob("sub-*/*_CMB.nii.gz")):
+        img = nib.load(path)
+        label = np.zeros(img.shape, np.uint8)
+        centre = (np.asarray(img.shape) - 1) // 2
+        label[centre[0] : centre[0] + 2, centre[1] + 15 : centre[1] + 17, centre[2] : centre[2] + 2] = 1
+        nib.save(nib.Nifti1Image(label, img.affine), str(path))
+    out = tmp_path / "tuned"
+    args = ["tune", str(data), "--model", str(BUNDLE), "--out", str(out), "--progress", "none", "--students", "teacher"]
+    with caplog.at_level("WARNING", logger="plkd"):
+        assert main(args) == 0
+    before = Predictor(BUNDLE, device="cpu").thresholds_for("teacher", overrides=False)
+    manifest = load_bundle(out).manifest
+    report = manifest["tuning"]["segmenters"]["teacher"]
+    kept = {k: float(before[k]) for k in ("screening", "segmentation")}
+    assert manifest["networks"]["teacher"]["thresholds"] == kept
+    assert report["after"]["TP"] == 0 and report["thresholds_kept"]
+    assert (report["screening"], report["segmentation"]) == (kept["screening"], kept["segmentation"])
+    assert any("no threshold pair found any" in n for n in report["notes"])
+    assert "no threshold pair found any" in caplog.text

@@ -28,6 +28,7 @@ never saw.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -52,6 +53,8 @@ from plkd.metrics.scored import labelled_subjects, scored_labelled_subjects
 from plkd.models.scoring import Calibration
 from plkd.progress import Progress
 from plkd.volumes import spacing_from_affine
+
+log = logging.getLogger(__name__)
 
 #: Subjects whose slices span more model-grid voxels than this are not HR (the teacher's reach, as in prediction).
 HR_REACH = STUDENT_REACH
@@ -328,6 +331,19 @@ def tune_thresholds(
         fitted = np.array([cal(v) for v in z])
         curves[name] = (raw, fitted, y)
         best = search(cases, max_fp, calibration=cal)
+        kept_note = None
+        if not best["metrics"]["TP"] > 0:
+            # F1 and sensitivity 0 at every pair: the tie went to the loosest pair (screening 0.3, segmentation
+            # 0.1), written into the bundle as "tuned" with nothing supporting it. The segmenter keeps its own.
+            kept = {k: float(current[k]) for k in ("screening", "segmentation")}
+            metrics = score(cases, kept["screening"], kept["segmentation"], calibration=cal)
+            feasible = max_fp is None or metrics["FPavg"] <= max_fp
+            best = {**kept, "metrics": metrics, "feasible": feasible}
+            kept_note = (
+                f"{name}: no threshold pair found any of the validation microbleeds (F1 0 at every pair); its "
+                f"thresholds stay {kept['screening']:g} (screening) and {kept['segmentation']:g} (segmentation)"
+            )
+            log.warning("%s", kept_note)
         report[name] = {
             "calibration": {
                 "method": "platt",
@@ -347,8 +363,11 @@ def tune_thresholds(
             "before": _rounded(before),
             "after": _rounded(best["metrics"]),
         }
-        if label_notes := list(dict.fromkeys(n for c in cases for n in c.label_notes)):
-            report[name]["notes"] = label_notes  # said when read (plkd.label_grid), recorded with the thresholds
+        if kept_note is not None:
+            report[name]["thresholds_kept"] = True
+        label_notes = list(dict.fromkeys(n for c in cases for n in c.label_notes))
+        if notes := label_notes + ([kept_note] if kept_note else []):
+            report[name]["notes"] = notes  # said when read (plkd.label_grid) or chosen, recorded with the thresholds
     if plot is not None and curves:
         reliability_diagram(curves, plot)
     _write_tuned_bundle(bundle.root, out, report, data_root, max_fp)
@@ -421,6 +440,8 @@ def format_report(report: dict[str, Any]) -> str:
         pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
         fp = "n/a" if a["FPavg"] is None else f"{a['FPavg']:.2f}"
         flag = "" if r["feasible"] else " (no pair within the FP limit)"
+        if r.get("thresholds_kept"):
+            flag += " (nothing found at any pair: thresholds kept)"
         lines.append(
             f"| {name} | {r['inputs']} | {r['screening']:.2f} | {r['segmentation']:.3g} | {pct(b['F1'])} | "
             f"{pct(a['F1'])}{flag} | {pct(a['TPR'])} | {fp} | "
