@@ -401,9 +401,7 @@ def objective(max_fp: float | None) -> str:
 
 
 def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root: Any, max_fp: float | None) -> None:
-    """Copy the bundle with each tuned segmenter's thresholds (temporary folder, then rename); the data folder is
-    recorded as an absolute path (as typed, ``val``, it named no folder once the bundle was elsewhere)."""
-    data_root = Path(data_root).resolve()
+    """Copy the bundle with each tuned segmenter's thresholds (temporary folder, then rename)."""
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)

@@ -141,12 +141,7 @@ def train(
     """
     if what not in STAGES:
         raise PLKDError(f"unknown training stage {what!r}; choose one of {', '.join(STAGES)}")
-    # Absolute: run.json's "data", the stages' "init_from" and so the exported bundle's record named the folders as
-    # typed ("data": "toy", "init_from": "run1/teacher"), which said nothing once read from another folder.
-    run = Path(run_dir).resolve()
-    data_root = Path(data_root).resolve()
-    teacher_dir = None if teacher_dir is None else Path(teacher_dir).resolve()
-    screening_dir = None if screening_dir is None else Path(screening_dir).resolve()
+    run = Path(run_dir)
     cfg = adopt_architectures(cfg)
     new_run = not run.exists()
     if ctx.dist.is_main:
