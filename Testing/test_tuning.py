@@ -192,3 +192,29 @@ def test_tune_keeps_a_segmenters_thresholds_when_no_pair_finds_a_microbleed(tmp_
     assert (report["screening"], report["segmentation"]) == (kept["screening"], kept["segmentation"])
     assert any("no threshold pair found any" in n for n in report["notes"])
     assert "no threshold pair found any" in caplog.text
+
+
+def test_cv_summary_says_which_folds_kept_their_thresholds(tmp_path):
+    # A fold whose student found no tuning microbleed keeps the bundle's thresholds; the summary's heading says
+    # the thresholds were "tuned on" the tuning data, so that fold's pair says it was kept.
+    from plkd.metrics.froc import FrocCurve
+    from plkd.metrics.scored import ScoredSubjects
+    from plkd.training.crossval import _write_summary
+
+    curve = FrocCurve(np.array([np.inf, 0.5]), np.array([0.0, 0.5]), np.array([0.0, 1.0]), 1, 2).to_dict()
+    pooled = {"TPR": 0.5, "PPV": 0.5, "FPavg": 1.0, "F1": 0.5, "Dice": 0.4}
+    results = [
+        {
+            "test_ids": ["sub-01"],
+            "thresholds": {"screening": 0.5, "segmentation": 0.5},
+            "pooled": pooled,
+            "froc": curve,
+            "tuning": {"data": "val", "thresholds_kept": kept, "screening": 0.5, "segmentation": 0.5},
+        }
+        for kept in (False, True)
+    ]
+    cfg = {"cv": {"factor": 4}, "students": {"mode": "plkd"}}
+    _write_summary(tmp_path, results, cfg, "", ScoredSubjects("plkd cv", ["sub-01", "sub-02"]))
+    lines = (tmp_path / "summary.md").read_text(encoding="utf-8").splitlines()
+    rows = [line for line in lines if line.startswith(("| 1 |", "| 2 |"))]
+    assert "kept" not in rows[0] and "(kept: no pair found a microbleed)" in rows[1]
