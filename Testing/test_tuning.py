@@ -16,7 +16,7 @@ from plkd.cli import main
 from plkd.errors import BundleError, PLKDError
 from plkd.inference.predictor import Predictor
 from plkd.models import Calibration
-from plkd.tuning import Case, score, search
+from plkd.tuning import Case, choose_thresholds, score, search
 from plkd.volumes import load_volume
 
 BUNDLE = Path(__file__).resolve().parent / "data" / "tiny-bundle"
@@ -218,3 +218,28 @@ def test_cv_summary_says_which_folds_kept_their_thresholds(tmp_path):
     lines = (tmp_path / "summary.md").read_text(encoding="utf-8").splitlines()
     rows = [line for line in lines if line.startswith(("| 1 |", "| 2 |"))]
     assert "kept" not in rows[0] and "(kept: no pair found a microbleed)" in rows[1]
+
+
+def test_choose_thresholds_keeps_the_segmenters_pair_when_no_pair_finds_a_microbleed(caplog):
+    # Hand count as above: A and B have no candidate, F1 = 0 at every pair; the tie-break's pair is not written.
+    case = _hand_made_case()
+    case.scores = {3: (0.6, float(np.log(99.0))), 4: (0.95, float(np.log(0.25)))}
+    with caplog.at_level("WARNING", logger="plkd"):
+        best, notes = choose_thresholds("teacher", [case], None, Calibration(), {"screening": 0.5, "segmentation": 0.5})
+    assert (best["screening"], best["segmentation"]) == (0.5, 0.5) and best["kept"]
+    assert best["metrics"]["FP"] == 1  # alarm 3 (0.6 / 0.99) passes 0.5 / 0.5
+    assert len(notes) == 1 and "no threshold pair found any" in notes[0] and notes[0] in caplog.text
+
+
+def test_choose_thresholds_says_when_no_pair_meets_the_false_positive_limit(caplog):
+    # A found at p 0.9; a blob candidate (screening always passes) at p 0.99999 is a false alarm at every pair of
+    # the grid (segmentation at most 0.999): 1 FP per subject however strict, above --max-fp 0.5.
+    case = _hand_made_case()
+    case.scores = {1: (0.9, float(np.log(9.0))), 3: (float("inf"), 12.0)}
+    with caplog.at_level("WARNING", logger="plkd"):
+        best, notes = choose_thresholds("teacher", [case], 0.5, Calibration(), {"screening": 0.5, "segmentation": 0.5})
+    assert not best["feasible"] and not best.get("kept") and best["metrics"]["TP"] == 1
+    assert len(notes) == 1 and "--max-fp 0.5" in notes[0] and "the fewest: 1.00" in notes[0]
+    assert notes[0] in caplog.text
+    # Within the limit, nothing is said.
+    assert choose_thresholds("teacher", [case], 2.0, Calibration(), {"screening": 0.5, "segmentation": 0.5})[1] == []

@@ -270,6 +270,43 @@ def search(
     return {"screening": -best[4], "segmentation": -best[5], "metrics": best[6], "feasible": bool(feasible)}
 
 
+def choose_thresholds(
+    name: str,
+    cases: Sequence[Case],
+    max_fp: float | None,
+    calibration: Calibration,
+    current: dict[str, Any],
+) -> tuple[dict[str, Any], list[str]]:
+    """:func:`search`'s pair for segmenter ``name``, and the notes (each also a warning line) on how it was chosen.
+
+    When no pair finds any validation microbleed (F1 0 at every pair) the tie-break picked a pair nothing supported
+    (the loosest, or the one with the fewest false positives) and it was written as "tuned": the segmenter keeps
+    its ``current`` thresholds instead (``"kept": True``). When no pair meets ``max_fp`` the best F1 overall is
+    written, which only the report table's flag said: a note gives its false positives and the fewest any pair had.
+    """
+    best = search(cases, max_fp, calibration=calibration)
+    notes: list[str] = []
+    if not best["metrics"]["TP"] > 0:
+        kept = {k: float(current[k]) for k in ("screening", "segmentation")}
+        metrics = score(cases, kept["screening"], kept["segmentation"], calibration=calibration)
+        feasible = max_fp is None or metrics["FPavg"] <= max_fp
+        best = {**kept, "metrics": metrics, "feasible": feasible, "kept": True}
+        notes.append(
+            f"{name}: no threshold pair found any of the validation microbleeds (F1 0 at every pair); its "
+            f"thresholds stay {kept['screening']:g} (screening) and {kept['segmentation']:g} (segmentation)"
+        )
+    if max_fp is not None and not best["feasible"]:
+        fewest = score(cases, max(SCREENING_GRID), max(SEGMENTATION_GRID), calibration=calibration)["FPavg"]
+        notes.append(
+            f"{name}: no threshold pair keeps the false positives at or below --max-fp {max_fp:g} per subject "
+            f"(the fewest: {fewest:.2f}); thresholds {best['screening']:g} / {best['segmentation']:g} "
+            f"give {best['metrics']['FPavg']:.2f}"
+        )
+    for note in notes:
+        log.warning("%s", note)
+    return best, notes
+
+
 def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (round(float(v), 4) if np.isfinite(v) else None) for k, v in metrics.items() if k != "n_subjects"}
 
@@ -330,20 +367,7 @@ def tune_thresholds(
         raw = np.array([Calibration()(v) for v in z])
         fitted = np.array([cal(v) for v in z])
         curves[name] = (raw, fitted, y)
-        best = search(cases, max_fp, calibration=cal)
-        kept_note = None
-        if not best["metrics"]["TP"] > 0:
-            # F1 and sensitivity 0 at every pair: the tie went to the loosest pair (screening 0.3, segmentation
-            # 0.1), written into the bundle as "tuned" with nothing supporting it. The segmenter keeps its own.
-            kept = {k: float(current[k]) for k in ("screening", "segmentation")}
-            metrics = score(cases, kept["screening"], kept["segmentation"], calibration=cal)
-            feasible = max_fp is None or metrics["FPavg"] <= max_fp
-            best = {**kept, "metrics": metrics, "feasible": feasible}
-            kept_note = (
-                f"{name}: no threshold pair found any of the validation microbleeds (F1 0 at every pair); its "
-                f"thresholds stay {kept['screening']:g} (screening) and {kept['segmentation']:g} (segmentation)"
-            )
-            log.warning("%s", kept_note)
+        best, chosen_notes = choose_thresholds(name, cases, max_fp, cal, current)
         report[name] = {
             "calibration": {
                 "method": "platt",
@@ -363,10 +387,10 @@ def tune_thresholds(
             "before": _rounded(before),
             "after": _rounded(best["metrics"]),
         }
-        if kept_note is not None:
+        if best.get("kept"):
             report[name]["thresholds_kept"] = True
         label_notes = list(dict.fromkeys(n for c in cases for n in c.label_notes))
-        if notes := label_notes + ([kept_note] if kept_note else []):
+        if notes := label_notes + chosen_notes:
             report[name]["notes"] = notes  # said when read (plkd.label_grid) or chosen, recorded with the thresholds
     if plot is not None and curves:
         reliability_diagram(curves, plot)
