@@ -90,3 +90,21 @@ def test_an_image_changed_on_resume_is_refused(started, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("plkd: error:") and "other images (1, e.g. sub-0001" in err[0]
     assert not (run / "teacher").exists() and (run / "run.json").read_text(encoding="utf-8") == before
+
+
+def test_a_finished_run_called_with_other_settings_keeps_its_configuration(tmp_path: Path, caplog) -> None:
+    """Nothing trains when every stage has finished; config.yaml was overwritten with the call's settings anyway (and
+    run.json kept no record), so plkd export wrote a segmentation patch the networks never saw into the bundle."""
+    data = write_toy_dataset(tmp_path / "data", n_subjects=3)
+    run = tmp_path / "run"
+    assert _train("all", data, run) == 0
+    before = (run / "config.yaml").read_text(encoding="utf-8")
+    other = ["--set", "sampling.segmentation_patch=[24,24,16]", "--set", "teacher.steps=50"]
+    with caplog.at_level(logging.WARNING):
+        assert main(["train", "all", "--data", str(data), "--out", str(run), *TINY, *other]) == 0
+    assert (run / "config.yaml").read_text(encoding="utf-8") == before
+    assert "other settings given (sampling, teacher) were not used" in caplog.text
+    assert "settings_changed" not in json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert main(["export", str(run), "--out", str(tmp_path / "bundle")]) == 0
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["patch_size"]["segmentation"] == [16, 16, 8]  # the tiny configuration's, trained with

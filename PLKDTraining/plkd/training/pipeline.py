@@ -92,30 +92,35 @@ def _keep_legacy_settings(run_dir: Path, saved: dict[str, Any] | None, cfg: dict
     return cfg
 
 
+def _settings_changed(cfg: dict[str, Any], saved: dict[str, Any] | None) -> list[str]:
+    """The sections of ``cfg`` that differ from ``saved`` (an existing run's config.yaml), runtime keys aside."""
+    if saved is None:
+        return []
+    # Settings added since the run started read as their defaults, or as the values it ran with (LEGACY_VALUES).
+    old = with_legacy_values(saved)
+    with contextlib.suppress(ConfigError):
+        old = merge(default_config(), old)
+    # Students of another mode train in a folder of their own (RUN/students-kd), so their settings may
+    # differ; those of the same mode continue the stages the old settings started.
+    same_mode = (old.get("students") or {}).get("mode") == cfg["students"]["mode"]
+    return sorted(
+        k
+        for k in set(old) | set(cfg)
+        if k not in RUNTIME_KEYS and (k != "students" or same_mode) and old.get(k) != cfg.get(k)
+    )
+
+
 def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo, saved: dict[str, Any] | None) -> list[str]:
     """Save the configuration; warn when an existing run (``saved``: its config.yaml) is continued with
     different settings (returned)."""
     path = run_dir / "config.yaml"
-    changed: list[str] = []
-    if saved is not None:
-        # Settings added since the run started read as their defaults, or as the values it ran with (LEGACY_VALUES).
-        old = with_legacy_values(saved)
-        with contextlib.suppress(ConfigError):
-            old = merge(default_config(), old)
-        # Students of another mode train in a folder of their own (RUN/students-kd), so their settings may
-        # differ; those of the same mode continue the stages the old settings started.
-        same_mode = (old.get("students") or {}).get("mode") == cfg["students"]["mode"]
-        changed = sorted(
-            k
-            for k in set(old) | set(cfg)
-            if k not in RUNTIME_KEYS and (k != "students" or same_mode) and old.get(k) != cfg.get(k)
+    changed = _settings_changed(cfg, saved)
+    if changed:
+        log.warning(
+            "%s was started with other settings (%s); unfinished stages will not match an uninterrupted run",
+            run_dir,
+            ", ".join(changed),
         )
-        if changed:
-            log.warning(
-                "%s was started with other settings (%s); unfinished stages will not match an uninterrupted run",
-                run_dir,
-                ", ".join(changed),
-            )
     if dist.is_main:
         save_config(cfg, path)
     return changed
@@ -148,11 +153,21 @@ def train(
         run.mkdir(parents=True, exist_ok=True)
     saved = _saved_config(run)
     cfg = _keep_legacy_settings(run, saved, cfg)
-    changed = _check_config(run, cfg, ctx.dist, saved)
-    history = _settings_history(run, changed)
-    if _all_done(what, run, cfg, with_teacher):
+    if saved is not None and _all_done(what, run, cfg, with_teacher):
+        # Nothing trains, so config.yaml keeps the settings the stages were trained with: overwritten with the
+        # settings of this call (and no record of the change, run.json is not rewritten), plkd export wrote them
+        # into the bundle (patch size, grid, normalisation the networks never saw).
+        if changed := _settings_changed(cfg, saved):
+            log.warning(
+                "%s: every requested stage had finished, so the other settings given (%s) were not used; "
+                "config.yaml keeps the run's",
+                run,
+                ", ".join(changed),
+            )
         log.info("%s: every requested stage has finished; nothing to do", run)
         return {"skipped": True}
+    changed = _check_config(run, cfg, ctx.dist, saved)
+    history = _settings_history(run, changed)
     try:
         data = load_training_data(data_root, cfg, subject_ids)
         _check_same_data(run, data)
