@@ -81,7 +81,7 @@ def _saved_config(run_dir: Path) -> dict[str, Any] | None:
 def _keep_legacy_settings(run_dir: Path, saved: dict[str, Any] | None, cfg: dict[str, Any]) -> dict[str, Any]:
     """A run saved before a setting's default changed (``LEGACY_VALUES``, e.g. ``data.clip_percentiles``) resumes
     with the value it ran with: its checkpoints saw those images, and the new default would change them mid-run.
-    A value the user asked for is kept (and :func:`_check_config` says the settings changed)."""
+    A value the user asked for is kept (and refused by :func:`_refuse_other_bundle_settings` once a stage started)."""
     if saved is None:
         return cfg
     defaults = default_config()
@@ -92,14 +92,50 @@ def _keep_legacy_settings(run_dir: Path, saved: dict[str, Any] | None, cfg: dict
     return cfg
 
 
+#: Settings ``plkd export`` writes into the bundle once for all its networks (grid, normalisation, patch sizes), which
+#: inference then applies to each: a run whose stages started with other values is refused, not continued.
+BUNDLE_SETTINGS = (
+    "data.spacing_mm",
+    "data.clip_percentiles",
+    "sampling.screening_patch",
+    "sampling.segmentation_patch",
+)
+
+
+def _old_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` (a run's config.yaml) as the run ran: settings added since read as their defaults, or as the values
+    it ran with (LEGACY_VALUES)."""
+    old = with_legacy_values(saved)
+    with contextlib.suppress(ConfigError):
+        old = merge(default_config(), old)
+    return old
+
+
+def _refuse_other_bundle_settings(run: Path, cfg: dict[str, Any], saved: dict[str, Any] | None) -> None:
+    """Refuse to continue a run whose started stages were trained with other :data:`BUNDLE_SETTINGS`.
+
+    Continued, the remaining stages trained with the new values and ``plkd export`` wrote them into the bundle, for the
+    networks trained with the old ones too (a teacher trained on images clipped at 0-99.5 % run on images clipped at
+    1-99 %), with only a note in ``training.notes``.
+    """
+    started = _started_stages(run)
+    if saved is None or not started:
+        return
+    old = _old_settings(saved)
+    changed = [k for k in BUNDLE_SETTINGS if lookup(old, k) != lookup(cfg, k)]
+    if changed:
+        what = "; ".join(f"{k} {lookup(cfg, k)} (the run's: {lookup(old, k)})" for k in changed)
+        raise InputError(
+            f"{run} was started with other settings that its bundle records for every network ({', '.join(started)} "
+            f"started): {what}; use the run's values, or train into a new --out folder"
+        )
+
+
 def _settings_changed(cfg: dict[str, Any], saved: dict[str, Any] | None) -> list[str]:
     """The sections of ``cfg`` that differ from ``saved`` (an existing run's config.yaml), runtime keys aside."""
     if saved is None:
         return []
-    # Settings added since the run started read as their defaults, or as the values it ran with (LEGACY_VALUES).
-    old = with_legacy_values(saved)
-    with contextlib.suppress(ConfigError):
-        old = merge(default_config(), old)
+    old = _old_settings(saved)
     # Students of another mode train in a folder of their own (RUN/students-kd), so their settings may
     # differ; those of the same mode continue the stages the old settings started.
     same_mode = (old.get("students") or {}).get("mode") == cfg["students"]["mode"]
@@ -166,17 +202,19 @@ def train(
             )
         log.info("%s: every requested stage has finished; nothing to do", run)
         return {"skipped": True}
-    changed = _check_config(run, cfg, ctx.dist, saved)
+    changed = _settings_changed(cfg, saved)
+    _refuse_other_bundle_settings(run, cfg, saved)
     history = _settings_history(run, changed)
     try:
         data = load_training_data(data_root, cfg, subject_ids)
         _check_same_data(run, data)
     except PLKDError:
         if new_run and ctx.dist.is_main:
-            # Data refused before any training: a new run leaves no folder behind (its config.yaml alone would make
-            # the next launch a "resume").
+            # Data refused before any training: a new run leaves no folder behind.
             shutil.rmtree(run, ignore_errors=True)
         raise
+    # Saved once the data is accepted: a refused call rewrote config.yaml with its own settings first.
+    _check_config(run, cfg, ctx.dist, saved)
     if ctx.dist.is_main:
         write_json_atomic(run / "run.json", {**data.summary(), "seed": int(cfg["seed"]), **history})
     out: dict[str, Any] = {}
