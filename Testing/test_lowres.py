@@ -604,3 +604,44 @@ def test_cli_label_that_is_a_probability_map_is_refused(tmp_path: Path, capsys) 
     assert main(args) == 2
     assert "between the label values" in capsys.readouterr().err
     assert not out.exists() and not lab_out.exists()
+
+
+@pytest.mark.parametrize("codes", [(1, 2), (2, 0), (0, 0)])
+def test_thick_slices_keep_the_input_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], codes: tuple[int, int]
+) -> None:
+    """--thickness-mm writes a new grid but keeps every header field the grid leaves true: qform and sform each with
+    its own code and matrix (the qform got the sform's code, 1 became 2), the TR in pixdim[4] (reset to 1), units,
+    descrip; slice timing of the old slices goes. The printed line names what changed."""
+    sform = _oblique_lps_affine()
+    qform = sform.copy()
+    qform[:3, 3] += [0.5, -0.25, 0.0]  # a qform that differs from the sform (as scanners' can, by rounding)
+    img = nib.Nifti1Image((_blob((8, 8, 12), (4, 4, 6)) * 100 + 1).astype(np.float32), None)
+    qcode, scode = codes
+    img.set_sform(sform, code=scode)
+    img.set_qform(qform, code=qcode)
+    hdr = img.header
+    hdr["pixdim"][4] = 2.5
+    hdr.set_xyzt_units("mm", "sec")
+    hdr["descrip"] = b"swi3d1r"
+    hdr.set_dim_info(freq=0, phase=1, slice=2)
+    hdr["slice_code"], hdr["slice_end"], hdr["slice_duration"] = 1, 11, 0.1
+    src = tmp_path / "s1.nii.gz"
+    nib.save(img, str(src))
+    out = tmp_path / "s1_3mm.nii.gz"
+
+    assert main(["lowres", str(src), "--thickness-mm", "3", "--axis", "2", "--out", str(out)]) == 0
+    o = nib.load(str(out)).header
+    assert (int(o["qform_code"]), int(o["sform_code"])) == ((1, 1) if codes == (0, 0) else codes)
+    assert o["pixdim"][4] == pytest.approx(2.5)
+    assert o.get_xyzt_units() == ("mm", "sec") and bytes(o["descrip"]).rstrip(b"\0") == b"swi3d1r"
+    assert o.get_dim_info() == (0, 1, 2)
+    assert (int(o["slice_code"]), int(o["slice_end"]), float(o["slice_duration"])) == (0, 0, 0.0)
+    # each transform moved onto the thick voxels: voxel (i, j, k) of the output is voxel (i, j, 3k + 1) of the input
+    to_old = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 3, 1], [0, 0, 0, 1]], dtype=np.float64)
+    if qcode:
+        np.testing.assert_allclose(o.get_qform(), qform @ to_old, atol=1e-4)
+    if scode:
+        np.testing.assert_allclose(o.get_sform(), sform @ to_old, atol=1e-4)
+    said = capsys.readouterr().out
+    assert "header changed: dim, pixdim" in said and "slice_code" in said and "descrip" not in said

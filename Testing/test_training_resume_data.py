@@ -90,3 +90,48 @@ def test_an_image_changed_on_resume_is_refused(started, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("plkd: error:") and "other images (1, e.g. sub-0001" in err[0]
     assert not (run / "teacher").exists() and (run / "run.json").read_text(encoding="utf-8") == before
+
+
+def test_a_finished_run_called_with_other_settings_keeps_its_configuration(tmp_path: Path, caplog) -> None:
+    """Nothing trains when every stage has finished; config.yaml was overwritten with the call's settings anyway (and
+    run.json kept no record), so plkd export wrote a segmentation patch the networks never saw into the bundle."""
+    data = write_toy_dataset(tmp_path / "data", n_subjects=3)
+    run = tmp_path / "run"
+    assert _train("all", data, run) == 0
+    before = (run / "config.yaml").read_text(encoding="utf-8")
+    other = ["--set", "sampling.segmentation_patch=[24,24,16]", "--set", "teacher.steps=50"]
+    with caplog.at_level(logging.WARNING):
+        assert main(["train", "all", "--data", str(data), "--out", str(run), *TINY, *other]) == 0
+    assert (run / "config.yaml").read_text(encoding="utf-8") == before
+    assert "other settings given (sampling, teacher) were not used" in caplog.text
+    assert "settings_changed" not in json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert main(["export", str(run), "--out", str(tmp_path / "bundle")]) == 0
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["patch_size"]["segmentation"] == [16, 16, 8]  # the tiny configuration's, trained with
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["data.clip_percentiles=[1,99]", "sampling.segmentation_patch=[24,24,16]", "data.spacing_mm=[1.5,1.5,1.5]"],
+)
+def test_a_setting_the_bundle_records_for_every_network_changed_on_resume_is_refused(started, setting, capsys) -> None:
+    # Continued, the teacher trained with the new value and the bundle recorded it for the screening network too
+    # (trained on images clipped or sampled otherwise), with only a note in training.notes.
+    data, run = started
+    before = {name: (run / name).read_text(encoding="utf-8") for name in ("config.yaml", "run.json")}
+    assert main(["train", "teacher", "--data", str(data), "--out", str(run), *TINY, "--set", setting]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("plkd: error:") and setting.split("=")[0] in err[0]
+    assert "screening started" in err[0]
+    assert not (run / "teacher").exists()
+    assert {name: (run / name).read_text(encoding="utf-8") for name in before} == before
+
+
+def test_a_refused_resume_leaves_the_runs_configuration_as_it_was(started, tmp_path: Path) -> None:
+    # Other data is refused after the settings were read: config.yaml was already rewritten with the refused call's
+    # settings, so the next call with the run's own settings was told they differed (and recorded a change).
+    data, run = started
+    before = (run / "config.yaml").read_text(encoding="utf-8")
+    other = write_toy_dataset(tmp_path / "other", n_subjects=2, seed=7)
+    assert main(["train", "teacher", "--data", str(other), "--out", str(run), *TINY, "--set", "teacher.lr=0.01"]) == 2
+    assert (run / "config.yaml").read_text(encoding="utf-8") == before

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from training_toydata import write_toy_dataset
@@ -15,7 +16,7 @@ from plkd.cli import main
 from plkd.errors import BundleError, PLKDError
 from plkd.inference.predictor import Predictor
 from plkd.models import Calibration
-from plkd.tuning import Case, score, search
+from plkd.tuning import Case, choose_thresholds, score, search
 from plkd.volumes import load_volume
 
 BUNDLE = Path(__file__).resolve().parent / "data" / "tiny-bundle"
@@ -165,3 +166,80 @@ def test_tune_refuses_thick_slice_subjects_instead_of_thinning_them_again(tmp_pa
     rc = main(["tune", str(lr4), "--model", str(BUNDLE), "--out", str(out), "--progress", "none"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "slices 4 times the model grid's (1x1x1 mm, LR@4 by its header)" in err and not out.exists()
+
+
+def test_tune_keeps_a_segmenters_thresholds_when_no_pair_finds_a_microbleed(tmp_path, caplog):
+    # The references lie where the scans show nothing (bright tissue 6+ mm from every dark ball): no candidate is
+    # a microbleed at any threshold pair, F1 is 0 at all of them, and a pair chosen among them (by the tie-break)
+    # was written into the bundle as "tuned". The segmenter now keeps its thresholds, said in a warning and a note.
+    data = write_toy_dataset(tmp_path / "val", n_subjects=2, seed=11)
+    for path in sorted(data.glob("sub-*/*_CMB.nii.gz")):
+        img = nib.load(path)
+        label = np.zeros(img.shape, np.uint8)
+        centre = (np.asarray(img.shape) - 1) // 2
+        label[centre[0] : centre[0] + 2, centre[1] + 15 : centre[1] + 17, centre[2] : centre[2] + 2] = 1
+        nib.save(nib.Nifti1Image(label, img.affine), str(path))
+    out = tmp_path / "tuned"
+    args = ["tune", str(data), "--model", str(BUNDLE), "--out", str(out), "--progress", "none", "--students", "teacher"]
+    with caplog.at_level("WARNING", logger="plkd"):
+        assert main(args) == 0
+    before = Predictor(BUNDLE, device="cpu").thresholds_for("teacher", overrides=False)
+    manifest = load_bundle(out).manifest
+    report = manifest["tuning"]["segmenters"]["teacher"]
+    kept = {k: float(before[k]) for k in ("screening", "segmentation")}
+    assert manifest["networks"]["teacher"]["thresholds"] == kept
+    assert report["after"]["TP"] == 0 and report["thresholds_kept"]
+    assert (report["screening"], report["segmentation"]) == (kept["screening"], kept["segmentation"])
+    assert any("no threshold pair found any" in n for n in report["notes"])
+    assert "no threshold pair found any" in caplog.text
+
+
+def test_cv_summary_says_which_folds_kept_their_thresholds(tmp_path):
+    # A fold whose student found no tuning microbleed keeps the bundle's thresholds; the summary's heading says
+    # the thresholds were "tuned on" the tuning data, so that fold's pair says it was kept.
+    from plkd.metrics.froc import FrocCurve
+    from plkd.metrics.scored import ScoredSubjects
+    from plkd.training.crossval import _write_summary
+
+    curve = FrocCurve(np.array([np.inf, 0.5]), np.array([0.0, 0.5]), np.array([0.0, 1.0]), 1, 2).to_dict()
+    pooled = {"TPR": 0.5, "PPV": 0.5, "FPavg": 1.0, "F1": 0.5, "Dice": 0.4}
+    results = [
+        {
+            "test_ids": ["sub-01"],
+            "thresholds": {"screening": 0.5, "segmentation": 0.5},
+            "pooled": pooled,
+            "froc": curve,
+            "tuning": {"data": "val", "thresholds_kept": kept, "screening": 0.5, "segmentation": 0.5},
+        }
+        for kept in (False, True)
+    ]
+    cfg = {"cv": {"factor": 4}, "students": {"mode": "plkd"}}
+    _write_summary(tmp_path, results, cfg, "", ScoredSubjects("plkd cv", ["sub-01", "sub-02"]))
+    lines = (tmp_path / "summary.md").read_text(encoding="utf-8").splitlines()
+    rows = [line for line in lines if line.startswith(("| 1 |", "| 2 |"))]
+    assert "kept" not in rows[0] and "(kept: no pair found a microbleed)" in rows[1]
+
+
+def test_choose_thresholds_keeps_the_segmenters_pair_when_no_pair_finds_a_microbleed(caplog):
+    # Hand count as above: A and B have no candidate, F1 = 0 at every pair; the tie-break's pair is not written.
+    case = _hand_made_case()
+    case.scores = {3: (0.6, float(np.log(99.0))), 4: (0.95, float(np.log(0.25)))}
+    with caplog.at_level("WARNING", logger="plkd"):
+        best, notes = choose_thresholds("teacher", [case], None, Calibration(), {"screening": 0.5, "segmentation": 0.5})
+    assert (best["screening"], best["segmentation"]) == (0.5, 0.5) and best["kept"]
+    assert best["metrics"]["FP"] == 1  # alarm 3 (0.6 / 0.99) passes 0.5 / 0.5
+    assert len(notes) == 1 and "no threshold pair found any" in notes[0] and notes[0] in caplog.text
+
+
+def test_choose_thresholds_says_when_no_pair_meets_the_false_positive_limit(caplog):
+    # A found at p 0.9; a blob candidate (screening always passes) at p 0.99999 is a false alarm at every pair of
+    # the grid (segmentation at most 0.999): 1 FP per subject however strict, above --max-fp 0.5.
+    case = _hand_made_case()
+    case.scores = {1: (0.9, float(np.log(9.0))), 3: (float("inf"), 12.0)}
+    with caplog.at_level("WARNING", logger="plkd"):
+        best, notes = choose_thresholds("teacher", [case], 0.5, Calibration(), {"screening": 0.5, "segmentation": 0.5})
+    assert not best["feasible"] and not best.get("kept") and best["metrics"]["TP"] == 1
+    assert len(notes) == 1 and "--max-fp 0.5" in notes[0] and "the fewest: 1.00" in notes[0]
+    assert notes[0] in caplog.text
+    # Within the limit, nothing is said.
+    assert choose_thresholds("teacher", [case], 2.0, Calibration(), {"screening": 0.5, "segmentation": 0.5})[1] == []

@@ -28,6 +28,7 @@ never saw.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -52,6 +53,8 @@ from plkd.metrics.scored import labelled_subjects, scored_labelled_subjects
 from plkd.models.scoring import Calibration
 from plkd.progress import Progress
 from plkd.volumes import spacing_from_affine
+
+log = logging.getLogger(__name__)
 
 #: Subjects whose slices span more model-grid voxels than this are not HR (the teacher's reach, as in prediction).
 HR_REACH = STUDENT_REACH
@@ -267,6 +270,43 @@ def search(
     return {"screening": -best[4], "segmentation": -best[5], "metrics": best[6], "feasible": bool(feasible)}
 
 
+def choose_thresholds(
+    name: str,
+    cases: Sequence[Case],
+    max_fp: float | None,
+    calibration: Calibration,
+    current: dict[str, Any],
+) -> tuple[dict[str, Any], list[str]]:
+    """:func:`search`'s pair for segmenter ``name``, and the notes (each also a warning line) on how it was chosen.
+
+    When no pair finds any validation microbleed (F1 0 at every pair) the tie-break picked a pair nothing supported
+    (the loosest, or the one with the fewest false positives) and it was written as "tuned": the segmenter keeps
+    its ``current`` thresholds instead (``"kept": True``). When no pair meets ``max_fp`` the best F1 overall is
+    written, which only the report table's flag said: a note gives its false positives and the fewest any pair had.
+    """
+    best = search(cases, max_fp, calibration=calibration)
+    notes: list[str] = []
+    if not best["metrics"]["TP"] > 0:
+        kept = {k: float(current[k]) for k in ("screening", "segmentation")}
+        metrics = score(cases, kept["screening"], kept["segmentation"], calibration=calibration)
+        feasible = max_fp is None or metrics["FPavg"] <= max_fp
+        best = {**kept, "metrics": metrics, "feasible": feasible, "kept": True}
+        notes.append(
+            f"{name}: no threshold pair found any of the validation microbleeds (F1 0 at every pair); its "
+            f"thresholds stay {kept['screening']:g} (screening) and {kept['segmentation']:g} (segmentation)"
+        )
+    if max_fp is not None and not best["feasible"]:
+        fewest = score(cases, max(SCREENING_GRID), max(SEGMENTATION_GRID), calibration=calibration)["FPavg"]
+        notes.append(
+            f"{name}: no threshold pair keeps the false positives at or below --max-fp {max_fp:g} per subject "
+            f"(the fewest: {fewest:.2f}); thresholds {best['screening']:g} / {best['segmentation']:g} "
+            f"give {best['metrics']['FPavg']:.2f}"
+        )
+    for note in notes:
+        log.warning("%s", note)
+    return best, notes
+
+
 def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (round(float(v), 4) if np.isfinite(v) else None) for k, v in metrics.items() if k != "n_subjects"}
 
@@ -327,7 +367,7 @@ def tune_thresholds(
         raw = np.array([Calibration()(v) for v in z])
         fitted = np.array([cal(v) for v in z])
         curves[name] = (raw, fitted, y)
-        best = search(cases, max_fp, calibration=cal)
+        best, chosen_notes = choose_thresholds(name, cases, max_fp, cal, current)
         report[name] = {
             "calibration": {
                 "method": "platt",
@@ -347,8 +387,11 @@ def tune_thresholds(
             "before": _rounded(before),
             "after": _rounded(best["metrics"]),
         }
-        if label_notes := list(dict.fromkeys(n for c in cases for n in c.label_notes)):
-            report[name]["notes"] = label_notes  # said when read (plkd.label_grid), recorded with the thresholds
+        if best.get("kept"):
+            report[name]["thresholds_kept"] = True
+        label_notes = list(dict.fromkeys(n for c in cases for n in c.label_notes))
+        if notes := label_notes + chosen_notes:
+            report[name]["notes"] = notes  # said when read (plkd.label_grid) or chosen, recorded with the thresholds
     if plot is not None and curves:
         reliability_diagram(curves, plot)
     _write_tuned_bundle(bundle.root, out, report, data_root, max_fp)
@@ -419,6 +462,8 @@ def format_report(report: dict[str, Any]) -> str:
         pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
         fp = "n/a" if a["FPavg"] is None else f"{a['FPavg']:.2f}"
         flag = "" if r["feasible"] else " (no pair within the FP limit)"
+        if r.get("thresholds_kept"):
+            flag += " (nothing found at any pair: thresholds kept)"
         lines.append(
             f"| {name} | {r['inputs']} | {r['screening']:.2f} | {r['segmentation']:.3g} | {pct(b['F1'])} | "
             f"{pct(a['F1'])}{flag} | {pct(a['TPR'])} | {fp} | "

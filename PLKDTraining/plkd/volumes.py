@@ -833,6 +833,33 @@ def _grid_difference(image: Volume, other: Volume) -> str:
     return f"{grids}; resample it onto the image (nearest neighbour) first"
 
 
+def _onto_new_grid(out: nib.Nifti1Header, source: nib.Nifti1Header, affine: np.ndarray, shape: tuple[int, ...]) -> None:
+    """``out`` (a copy of ``source`` holding data of ``shape``) made to describe the grid ``affine``.
+
+    nibabel's ``Nifti1Image(data, affine, header)`` reset pixdim[4:] to 1 (a TR of 2.5 s became 1) and setting both
+    transforms from ``affine`` gave the qform the sform's code (1 became 2) and the sform's matrix. Now each transform
+    the source sets is carried onto the new voxels (the voxel map from the source's grid to ``affine``), with its own
+    code; a source with neither gets both with code 1 (the grid has an origin that pixdim cannot hold). The slice
+    timing fields go when the shape along ``dim_info``'s slice axis changed (they number the source's slices).
+    """
+    voxel_map = np.linalg.inv(header_affine(source)) @ np.asarray(affine, dtype=np.float64)
+    qcode, scode = int(source["qform_code"]), int(source["sform_code"])
+    if qcode == 0 and scode == 0:
+        out.set_qform(affine, code=1)
+        out.set_sform(affine, code=1)
+    else:
+        q = np.asarray(source.get_qform(), dtype=np.float64) @ voxel_map if qcode > 0 else affine
+        out.set_qform(q, code=qcode)
+        out.set_sform(np.asarray(source.get_sform(), dtype=np.float64) @ voxel_map if scode > 0 else affine, code=scode)
+    out["pixdim"][4:] = source["pixdim"][4:]
+    out["xyzt_units"] = source["xyzt_units"]
+    slice_dim = source.get_dim_info()[2]
+    old_shape = source.get_data_shape()
+    if slice_dim is not None and slice_dim < len(old_shape) and old_shape[slice_dim] != shape[slice_dim]:
+        out["slice_code"] = out["slice_start"] = out["slice_end"] = 0
+        out["slice_duration"] = 0.0
+
+
 def save_volume(
     path: str | os.PathLike[str],
     data: np.ndarray,
@@ -847,9 +874,12 @@ def save_volume(
     ``affine``), its geometry is kept exactly: qform and sform with their codes (0 stays 0),
     pixdim including qfac, units, ``dim_info`` and slice timing, so the output overlays its
     input in every viewer, and pixdim[4:] (the repetition time) also when a 4-D input gives a 3-D output. Only the
-    data type, scaling and display range are replaced. Without
-    such a header, qform and sform are set to ``affine`` with the header's sform code (1,
-    scanner, when there is none).
+    data type, scaling and display range are replaced. With a
+    header of another grid (``plkd lowres --thickness-mm``: same field of view, thicker slices),
+    everything the new grid leaves true is kept (:func:`_onto_new_grid`): qform and sform each
+    moved onto the new voxels with its own code, pixdim[4:] (the TR), units, ``descrip``; the
+    slice timing fields go when the slices they number changed. Without a header, qform and sform
+    are set to ``affine`` with code 1 (scanner).
     """
     arr = np.asarray(data if dtype is None else np.asarray(data).astype(dtype))
     if arr.dtype == np.bool_:
@@ -862,15 +892,17 @@ def save_volume(
     affine = np.asarray(affine, dtype=np.float64)
     if hdr is not None and np.allclose(header_affine(hdr), affine, atol=1e-4):
         img = klass(arr, None, header=hdr)
+    elif hdr is not None:
+        img = klass(arr, None, header=hdr)
+        _onto_new_grid(img.header, hdr, affine, arr.shape)
     else:
-        code = max(int(hdr["sform_code"]), int(hdr["qform_code"])) if hdr is not None else 0
-        img = klass(arr, affine, header=hdr)
-        img.set_qform(affine, code=code or 1)
-        img.set_sform(affine, code=code or 1)
+        img = klass(arr, affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
     if hdr is not None and arr.ndim == 3:
         # A 3-D output of a 4-D input (one volume, or echoes combined): nibabel resets pixdim[4:] to 1 as it gives
         # the header a 3-D shape, which dropped the repetition time (pixdim[4], as dcm2niix also writes it in 3-D).
-        img.header["pixdim"][4:] = np.asarray(header["pixdim"], dtype=np.float64)[4:]
+        img.header["pixdim"][4:] = np.asarray(hdr["pixdim"], dtype=np.float64)[4:]
     img.set_data_dtype(arr.dtype)
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"] = img.header["cal_max"] = 0.0

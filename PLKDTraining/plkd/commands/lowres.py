@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from plkd.atomic import check_output_location, write_json_atomic
@@ -214,11 +215,12 @@ def _run_single(args: argparse.Namespace) -> int:
     # The sidecar first: an image without its sidecar would be read as another modality (a T2* scan).
     _write_sidecar(args.input, args.out, image, args)
     save_volume(args.out, out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
-    _say(args, f"wrote {args.out} ({_describe(out)})")
+    _say(args, f"wrote {args.out} ({_describe(out)}{_changed_text(image.header, args.out)})")
     if lab is not None:
         _write_sidecar(args.label, args.label_out, image, args)
         _save_label(args.label_out, lab)
-        _say(args, f"wrote {args.label_out} ({int(np.count_nonzero(lab.data))} labelled voxels)")
+        changed = _changed_text(label.header, args.label_out)
+        _say(args, f"wrote {args.label_out} ({int(np.count_nonzero(lab.data))} labelled voxels{changed})")
     return 0
 
 
@@ -228,6 +230,31 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(json.dumps({"stage": "lowres", "message": text}), flush=True)
     else:
         print(text)
+
+
+#: Header fields a conversion always rewrites (data type and scaling of the values written), not named as changed.
+_STORAGE_FIELDS = frozenset({"datatype", "bitpix", "scl_slope", "scl_inter", "cal_min", "cal_max", "vox_offset"})
+
+
+def header_changes(before: Any, after: Any) -> list[str]:
+    """The NIfTI header fields whose values differ between ``before`` (the input's) and ``after`` (the output's),
+    in header order, leaving out the storage fields (:data:`_STORAGE_FIELDS`); ``[]`` when either is missing."""
+    if before is None or after is None:
+        return []
+    changed = []
+    known = set(list(before.keys()))
+    for key in list(after.keys()):
+        if key in _STORAGE_FIELDS or key not in known:
+            continue
+        if not np.array_equal(np.asarray(before[key]), np.asarray(after[key])):
+            changed.append(key)
+    return changed
+
+
+def _changed_text(before: Any, written: Path) -> str:
+    """``; header changed: …`` naming what the written file's header changed from its input's."""
+    changed = header_changes(before, nib.load(str(written)).header)
+    return f"; header changed: {', '.join(changed)}" if changed else "; header as the input's"
 
 
 def _describe(vol: Volume) -> str:
@@ -359,6 +386,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
     progress = Progress(args.progress)
     progress.start("lowres", total=len(subjects))
     grids: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}
+    header_changed: set[str] = set()
     for index, subject in enumerate(subjects):
         image, label, mask = load_subject(subject)
         rng = np.random.default_rng([args.seed, index])  # per subject: same output whatever the order
@@ -372,6 +400,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
         target = args.out / _relative(subject.image, root)
         _write_sidecar(subject.image, target, image, args)
         save_volume(target, out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
+        header_changed.update(header_changes(image.header, nib.load(str(target)).header))
         for source, path, converted, is_mask in maps:
             _write_sidecar(source, path, image, args)
             _save_label(path, converted, is_mask=is_mask)
@@ -386,7 +415,8 @@ def _run_dataset(args: argparse.Namespace) -> int:
             raise PLKDError(f"{manifest_path} changed while converting")
         write_json_atomic(args.out / "manifest.json", _rewrite_manifest(manifest, grids, args))
     what = f"{args.thickness_mm:g} mm slices" if args.thickness_mm is not None else f"LR@{args.factor}"
-    _say(args, f"wrote {len(subjects)} subject(s) as {what} to {args.out}")
+    changed = f"; image headers changed: {', '.join(sorted(header_changed))}" if header_changed else ""
+    _say(args, f"wrote {len(subjects)} subject(s) as {what} to {args.out}{changed}")
     return 0
 
 

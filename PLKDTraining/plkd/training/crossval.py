@@ -500,6 +500,9 @@ def _write_summary(vdir: Path, results: list[dict], cfg: Config, name: str, scor
     for i, (r, row) in enumerate(zip(results, rows, strict=True)):
         cut = r.get("thresholds") or {}
         pair = f"{cut['screening']:.2f} / {cut['segmentation']:.3g}" if cut else "n/a"
+        if (r.get("tuning") or {}).get("thresholds_kept"):
+            # plkd tune found no microbleed at any pair and kept the bundle's: the heading says "tuned on".
+            pair += " (kept: no pair found a microbleed)"
         cells = " | ".join(_fmt(m, row[m]) for m in METRICS)
         lines.append(f"| {i + 1} | {len(r['test_ids'])} | {pair} | {cells} |")
     lines.append(

@@ -81,7 +81,7 @@ def _saved_config(run_dir: Path) -> dict[str, Any] | None:
 def _keep_legacy_settings(run_dir: Path, saved: dict[str, Any] | None, cfg: dict[str, Any]) -> dict[str, Any]:
     """A run saved before a setting's default changed (``LEGACY_VALUES``, e.g. ``data.clip_percentiles``) resumes
     with the value it ran with: its checkpoints saw those images, and the new default would change them mid-run.
-    A value the user asked for is kept (and :func:`_check_config` says the settings changed)."""
+    A value the user asked for is kept (and refused by :func:`_refuse_other_bundle_settings` once a stage started)."""
     if saved is None:
         return cfg
     defaults = default_config()
@@ -92,30 +92,71 @@ def _keep_legacy_settings(run_dir: Path, saved: dict[str, Any] | None, cfg: dict
     return cfg
 
 
+#: Settings ``plkd export`` writes into the bundle once for all its networks (grid, normalisation, patch sizes), which
+#: inference then applies to each: a run whose stages started with other values is refused, not continued.
+BUNDLE_SETTINGS = (
+    "data.spacing_mm",
+    "data.clip_percentiles",
+    "sampling.screening_patch",
+    "sampling.segmentation_patch",
+)
+
+
+def _old_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` (a run's config.yaml) as the run ran: settings added since read as their defaults, or as the values
+    it ran with (LEGACY_VALUES)."""
+    old = with_legacy_values(saved)
+    with contextlib.suppress(ConfigError):
+        old = merge(default_config(), old)
+    return old
+
+
+def _refuse_other_bundle_settings(run: Path, cfg: dict[str, Any], saved: dict[str, Any] | None) -> None:
+    """Refuse to continue a run whose started stages were trained with other :data:`BUNDLE_SETTINGS`.
+
+    Continued, the remaining stages trained with the new values and ``plkd export`` wrote them into the bundle, for the
+    networks trained with the old ones too (a teacher trained on images clipped at 0-99.5 % run on images clipped at
+    1-99 %), with only a note in ``training.notes``.
+    """
+    started = _started_stages(run)
+    if saved is None or not started:
+        return
+    old = _old_settings(saved)
+    changed = [k for k in BUNDLE_SETTINGS if lookup(old, k) != lookup(cfg, k)]
+    if changed:
+        what = "; ".join(f"{k} {lookup(cfg, k)} (the run's: {lookup(old, k)})" for k in changed)
+        raise InputError(
+            f"{run} was started with other settings that its bundle records for every network ({', '.join(started)} "
+            f"started): {what}; use the run's values, or train into a new --out folder"
+        )
+
+
+def _settings_changed(cfg: dict[str, Any], saved: dict[str, Any] | None) -> list[str]:
+    """The sections of ``cfg`` that differ from ``saved`` (an existing run's config.yaml), runtime keys aside."""
+    if saved is None:
+        return []
+    old = _old_settings(saved)
+    # Students of another mode train in a folder of their own (RUN/students-kd), so their settings may
+    # differ; those of the same mode continue the stages the old settings started.
+    same_mode = (old.get("students") or {}).get("mode") == cfg["students"]["mode"]
+    return sorted(
+        k
+        for k in set(old) | set(cfg)
+        if k not in RUNTIME_KEYS and (k != "students" or same_mode) and old.get(k) != cfg.get(k)
+    )
+
+
 def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo, saved: dict[str, Any] | None) -> list[str]:
     """Save the configuration; warn when an existing run (``saved``: its config.yaml) is continued with
     different settings (returned)."""
     path = run_dir / "config.yaml"
-    changed: list[str] = []
-    if saved is not None:
-        # Settings added since the run started read as their defaults, or as the values it ran with (LEGACY_VALUES).
-        old = with_legacy_values(saved)
-        with contextlib.suppress(ConfigError):
-            old = merge(default_config(), old)
-        # Students of another mode train in a folder of their own (RUN/students-kd), so their settings may
-        # differ; those of the same mode continue the stages the old settings started.
-        same_mode = (old.get("students") or {}).get("mode") == cfg["students"]["mode"]
-        changed = sorted(
-            k
-            for k in set(old) | set(cfg)
-            if k not in RUNTIME_KEYS and (k != "students" or same_mode) and old.get(k) != cfg.get(k)
+    changed = _settings_changed(cfg, saved)
+    if changed:
+        log.warning(
+            "%s was started with other settings (%s); unfinished stages will not match an uninterrupted run",
+            run_dir,
+            ", ".join(changed),
         )
-        if changed:
-            log.warning(
-                "%s was started with other settings (%s); unfinished stages will not match an uninterrupted run",
-                run_dir,
-                ", ".join(changed),
-            )
     if dist.is_main:
         save_config(cfg, path)
     return changed
@@ -148,20 +189,32 @@ def train(
         run.mkdir(parents=True, exist_ok=True)
     saved = _saved_config(run)
     cfg = _keep_legacy_settings(run, saved, cfg)
-    changed = _check_config(run, cfg, ctx.dist, saved)
-    history = _settings_history(run, changed)
-    if _all_done(what, run, cfg, with_teacher):
+    if saved is not None and _all_done(what, run, cfg, with_teacher):
+        # Nothing trains, so config.yaml keeps the settings the stages were trained with: overwritten with the
+        # settings of this call (and no record of the change, run.json is not rewritten), plkd export wrote them
+        # into the bundle (patch size, grid, normalisation the networks never saw).
+        if changed := _settings_changed(cfg, saved):
+            log.warning(
+                "%s: every requested stage had finished, so the other settings given (%s) were not used; "
+                "config.yaml keeps the run's",
+                run,
+                ", ".join(changed),
+            )
         log.info("%s: every requested stage has finished; nothing to do", run)
         return {"skipped": True}
+    changed = _settings_changed(cfg, saved)
+    _refuse_other_bundle_settings(run, cfg, saved)
+    history = _settings_history(run, changed)
     try:
         data = load_training_data(data_root, cfg, subject_ids)
         _check_same_data(run, data)
     except PLKDError:
         if new_run and ctx.dist.is_main:
-            # Data refused before any training: a new run leaves no folder behind (its config.yaml alone would make
-            # the next launch a "resume").
+            # Data refused before any training: a new run leaves no folder behind.
             shutil.rmtree(run, ignore_errors=True)
         raise
+    # Saved once the data is accepted: a refused call rewrote config.yaml with its own settings first.
+    _check_config(run, cfg, ctx.dist, saved)
     if ctx.dist.is_main:
         write_json_atomic(run / "run.json", {**data.summary(), "seed": int(cfg["seed"]), **history})
     out: dict[str, Any] = {}
