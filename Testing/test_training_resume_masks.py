@@ -8,23 +8,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from training_toydata import write_toy_dataset
+from training_toydata import TINY_TRAIN, started_run, train_stage
 
-from plkd.cli import main
-
-TINY = ["--config", "tiny", "--progress", "none"]
-
-
-def _train(stage: str, data: Path, run: Path) -> int:
-    return main(["train", stage, "--data", str(data), "--out", str(run), *TINY])
+TINY = TINY_TRAIN
+_train = train_stage
 
 
 @pytest.fixture()
 def started(tmp_path: Path) -> tuple[Path, Path]:
-    data = write_toy_dataset(tmp_path / "data", n_subjects=3)
-    run = tmp_path / "run"
-    assert _train("screening", data, run) == 0
-    return data, run
+    return started_run(tmp_path)
 
 
 def _one_error_line(capsys) -> str:

@@ -55,3 +55,22 @@ def write_toy_dataset(root: Path, n_subjects: int = 3, seed: int = 0, shape: tup
     manifest = {"format": "plkd-synth/1", "modality": "T2S", "spacing_mm": [1.0, 1.0, 1.0], "subjects": subjects}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return root
+
+
+#: ``plkd train`` options of the training tests: the tiny configuration, no progress bars.
+TINY_TRAIN = ["--config", "tiny", "--progress", "none"]
+
+
+def train_stage(stage: str, data: Path, run: Path, *extra: str) -> int:
+    """Exit status of ``plkd train STAGE --data DATA --out RUN`` with :data:`TINY_TRAIN` and ``extra``."""
+    from plkd.cli import main
+
+    return main(["train", stage, "--data", str(data), "--out", str(run), *TINY_TRAIN, *extra])
+
+
+def started_run(root: Path) -> tuple[Path, Path]:
+    """A toy data set of 3 subjects under ``root`` and a run on it whose screening stage has finished."""
+    data = write_toy_dataset(root / "data", n_subjects=3)
+    run = root / "run"
+    assert train_stage("screening", data, run) == 0
+    return data, run
