@@ -43,6 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
+def refuse(message):
+    """Print ``batchProcess: error: message`` on stderr (one line, as plkd's refusals) and give exit status 2."""
+    print(f"batchProcess: error: {message}", file=sys.stderr)
+    return 2
+
+
 def parseArguments(argv):
     parser = argparse.ArgumentParser(prog="batchProcess.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input-dir", required=True, type=Path, help="folder of input volumes")
@@ -432,15 +438,12 @@ def main(argv):
 
     missing = dependencies.missingPackages()
     if missing:
-        print(
-            f"batchProcess: error: {', '.join(missing)} not installed in Slicer's Python; open the CMB Segmentation "
-            "module and click Apply once to install them",
-            file=sys.stderr,
+        return refuse(
+            f"{', '.join(missing)} not installed in Slicer's Python; open the CMB Segmentation "
+            "module and click Apply once to install them"
         )
-        return 2
     if not args.input_dir.is_dir():
-        print(f"batchProcess: error: input folder not found: {args.input_dir}", file=sys.stderr)
-        return 2
+        return refuse(f"input folder not found: {args.input_dir}")
     skipped, notScans = [], []
     inputs = findInputs(args.input_dir, args.mask_suffix, skipped, notScans, args.output_dir)
     if skipped:
@@ -458,40 +461,30 @@ def main(argv):
             file=sys.stderr,
         )
     if not inputs:
-        print(f"batchProcess: error: no volumes in {args.input_dir}", file=sys.stderr)
-        return 2
+        return refuse(f"no volumes in {args.input_dir}")
     collisions = nameCollisions(inputs)
     if collisions:
         names = "; ".join(" and ".join(p.name for p in group) for group in collisions)
-        print(
-            f"batchProcess: error: these inputs would write the same output files: {names}; rename them",
-            file=sys.stderr,
-        )
-        return 2
+        return refuse(f"these inputs would write the same output files: {names}; rename them")
     # A reader's export of the same name (the module's Export into this folder) holds decisions the batch would
     # replace with an unreviewed result, without a word: refused before any work, as colliding names are.
     reviewed = [(path, why) for path in inputs if (why := readerExport(args.output_dir, outputBaseName(path)))]
     if reviewed:
         names = "; ".join(f"{outputBaseName(p)}_cmb-report.json ({why})" for p, why in reviewed)
-        print(
-            f"batchProcess: error: the output folder holds reviewed results a run would replace: {names}; "
-            "give another --output-dir (or move them)",
-            file=sys.stderr,
+        return refuse(
+            f"the output folder holds reviewed results a run would replace: {names}; "
+            "give another --output-dir (or move them)"
         )
-        return 2
     problem = enginePreflight(args)
     if problem:
-        print(f"batchProcess: error: {problem}; nothing was run", file=sys.stderr)
-        return 2
+        return refuse(f"{problem}; nothing was run")
     others = [(path, other) for path in inputs if (other := otherScanResult(args.output_dir, path))]
     if others:
         names = "; ".join(f"{outputBaseName(p)}_cmb-report.json is of {other}, not of {p}" for p, other in others)
-        print(
-            f"batchProcess: error: the output folder holds results of other scans of the same names: {names}; "
-            "give each input folder its own --output-dir (or rename the scans)",
-            file=sys.stderr,
+        return refuse(
+            f"the output folder holds results of other scans of the same names: {names}; "
+            "give each input folder its own --output-dir (or rename the scans)"
         )
-        return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     with terminateAsInterrupt():
