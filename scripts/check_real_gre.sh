@@ -3,10 +3,13 @@
 # The crops are not part of this project; they live in the shared data folder beside the checkout.
 #
 #   scripts/check_real_gre.sh [BUNDLE] [DATA_DIR] [OUT]
+#
+# OUT defaults to a new temporary folder (printed at the end): the results are outputs of a check, not files of
+# this project, and a default inside the checkout got them committed once.
 set -euo pipefail
 bundle=${1:-}
 data=${2:-"$(dirname "$0")/../../shared/data/real-gre"}
-out=${3:-real-gre-check}
+out=${3:-$(mktemp -d "${TMPDIR:-/tmp}/real-gre-check.XXXXXX")}
 [ -d "$data" ] || { echo "no real GRE data at $data" >&2; exit 2; }
 model=()
 [ -n "$bundle" ] && model=(--model "$bundle")
@@ -24,3 +27,4 @@ for c in kept:
     print(f"   kept: centre {c['center_ras']} p={c['probability']:.2f} volume {c['volume_mm3']:.1f} mm3")
 PY
 done
+echo "results in $out"
