@@ -96,3 +96,24 @@ def test_reliability_diagram_writes_a_png(tmp_path):
     y = rng.uniform(size=300) < p
     out = reliability_diagram({"teacher": (p**2, p, y)}, tmp_path / "rel.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reliability_diagram_bars_count_the_ece_bins(tmp_path, monkeypatch):
+    """The bars under the diagram counted candidates in np.histogram's bins, whose edge 0.30000000000000004 put
+    p = 0.3 (and 0.6, 0.7) one bin lower than the ECE and the points do."""
+    import matplotlib.axes
+
+    heights = []
+    real_bar = matplotlib.axes.Axes.bar
+
+    def bar(self, x, height, *args, **kwargs):  # noqa: ANN001, ANN202 - matplotlib's own signature
+        heights.append(list(height))
+        return real_bar(self, x, height, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", bar)
+    p = np.array([0.3] * 4 + [0.7] * 3 + [0.05] * 5)
+    y = np.array([True] * 4 + [False] * 3 + [False] * 5)
+    reliability_diagram({"teacher": (p, p, y)}, tmp_path / "rel.png")
+    expected = np.bincount(probability_bins(p), minlength=10).tolist()
+    assert expected[3] == 4 and expected[7] == 3
+    assert heights == [expected]

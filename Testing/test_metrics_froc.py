@@ -148,3 +148,50 @@ def test_a_binary_mask_takes_each_microbleeds_probability_from_the_candidate_cen
     labels = ref.astype(np.int16)
     labels[20, 20, 20] = 2
     assert froc_subject(labels, ref, (1, 1, 1), affine, cands)[0].probabilities.tolist() == [0.9, 0.6]
+
+
+def test_a_cv_folds_froc_keeps_rounded_probabilities_on_their_side_of_the_applied_threshold(tmp_path, monkeypatch):
+    """plkd cv's FROC passes through its fold's pooled point, as plkd evaluate's does: candidates are written with 4
+    decimals, so one rejected at 0.49996 reads 0.5, and at the 0.5 point the curve counted it as kept (1 false
+    positive where the table says 0)."""
+    from training_toydata import write_toy_dataset
+
+    from plkd.data.datasets import find_subjects, load_subject
+    from plkd.inference import predictor as predictor_module
+    from plkd.inference.predictor import PredictionResult
+    from plkd.metrics.components import binarise_reference, find_components
+    from plkd.training import crossval
+
+    data = write_toy_dataset(tmp_path / "toy", n_subjects=1)
+    label = load_subject(find_subjects(data)[0])[1]
+    first = find_components(binarise_reference(label.data)).labels == 1  # one of its three microbleeds
+
+    class FakePredictor:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def predict(self, volume, mask, lr_factor=None) -> PredictionResult:
+            centre = (label.affine[:3, :3] @ np.argwhere(first).mean(axis=0) + label.affine[:3, 3]).tolist()
+            far = (label.affine[:3, :3] @ np.array([2.0, 2.0, 2.0]) + label.affine[:3, 3]).tolist()
+            cands = [
+                {"id": 1, "label": 1, "center_ras": centre, "probability": 0.5, "kept": True, "reason": "kept"},
+                {"id": 2, "label": 0, "center_ras": far, "probability": 0.5, "kept": False,
+                 "reason": "below threshold"},  # 0.49996, written 0.5
+            ]  # fmt: skip
+            return PredictionResult(
+                label_map=first.astype(np.int16),
+                affine=label.affine,
+                candidates=cands,
+                student="teacher",
+                lr_factor=1.0,
+                timings={},
+                thresholds={"screening": 0.5, "segmentation": 0.5},
+            )
+
+    monkeypatch.setattr(predictor_module, "Predictor", FakePredictor)
+    fold = crossval.evaluate_fold(tmp_path / "bundle", data, ["sub-0001"], 1, "cpu")
+    assert fold["pooled"]["TPR"] == pytest.approx(1 / 3) and fold["pooled"]["FP"] == 0
+    curve = FrocCurve.from_dict(fold["froc"])
+    points = list(zip(curve.sensitivity.tolist(), curve.fp_per_subject.tolist(), strict=True))
+    assert (pytest.approx(1 / 3), 0.0) in points  # the operating point is on the curve
+    assert curve.sensitivity_at(0.0) == pytest.approx(1 / 3)

@@ -128,3 +128,38 @@ def test_dice_by_size_scores_a_rim_beside_a_large_microbleed_low(tmp_path) -> No
     assert large["dice"] == pytest.approx(2 * 128 / (512 + 192))
     assert small["found"] and small["dice"] == pytest.approx(1.0)
     assert size_bin(large["diameter_mm"]) == "5-10 mm" and size_bin(small["diameter_mm"]) == "<3 mm"
+
+
+def test_dice_by_size_reads_references_and_names_left_out_subjects_as_plkd_evaluate_does(tmp_path, caplog) -> None:
+    """A probability map given as the reference was cut at 0.25 without a word (plkd evaluate refuses it), and a
+    prediction without a reference was left out of the per-bin means without a word."""
+    import importlib.util
+    import logging
+    from pathlib import Path
+
+    import nibabel as nib
+
+    from plkd.errors import InputError
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "dice_by_size.py"
+    spec = importlib.util.spec_from_file_location("dice_by_size", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    affine = np.eye(4)
+    label = np.zeros((20, 20, 20), np.float32)
+    label[2:5, 2:5, 2:5] = 1.0
+    pred = np.zeros(label.shape, np.int16)
+    pred[2:5, 2:5, 2:5] = 1
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "pred").mkdir()
+    nib.save(nib.Nifti1Image(label, affine), tmp_path / "ref" / "sub-01_CMB.nii.gz")
+    nib.save(nib.Nifti1Image(pred, affine), tmp_path / "pred" / "sub-01_cmb_pred.nii.gz")
+    nib.save(nib.Nifti1Image(pred, affine), tmp_path / "pred" / "sub-02_cmb_pred.nii.gz")  # no reference
+    with caplog.at_level(logging.WARNING):
+        rows = mod.outline_rows(str(tmp_path / "pred"), str(tmp_path / "ref"))
+    assert [r["subject"] for r in rows] == ["sub-01"]
+    assert "dice_by_size: scored 1 of 2 subject(s); left out 1: sub-02 (prediction without a reference)" in caplog.text
+    soft = label * 0.7  # an interpolated label or a probability map
+    nib.save(nib.Nifti1Image(soft, affine), tmp_path / "ref" / "sub-01_CMB.nii.gz")
+    with pytest.raises(InputError, match="between the label values"):
+        mod.outline_rows(str(tmp_path / "pred" / "sub-01_cmb_pred.nii.gz"), str(tmp_path / "ref" / "sub-01_CMB.nii.gz"))

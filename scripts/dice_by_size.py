@@ -9,8 +9,10 @@ VALDO rule and has a low Dice here.
 
     python scripts/dice_by_size.py PRED REF [--min-mm D]
 
-``PRED`` and ``REF`` are files or folders paired as ``plkd evaluate`` pairs them. ``--min-mm`` lists only the
-microbleeds of at least that diameter (default 0: all); the per-bin means always cover all of them.
+``PRED`` and ``REF`` are files or folders paired as ``plkd evaluate`` pairs them, and read as it reads them (a
+reference that is no label map, such as a probability map, and a prediction with negative values are refused in one
+line ``plkd: error: …``); predictions without a reference are left out and said in one warning line. ``--min-mm``
+lists only the microbleeds of at least that diameter (default 0: all); the per-bin means always cover all of them.
 """
 
 from __future__ import annotations
@@ -23,8 +25,14 @@ import numpy as np
 
 from plkd.cli import exit_code_of
 from plkd.metrics.components import binarise_prediction, binarise_reference, find_components
-from plkd.metrics.evaluation import labels_on_reference_grid, voxel_size_mm
+from plkd.metrics.evaluation import (
+    check_prediction_values,
+    check_reference_values,
+    labels_on_reference_grid,
+    voxel_size_mm,
+)
 from plkd.metrics.pairing import pair_files
+from plkd.metrics.scored import NO_REFERENCE, ScoredSubjects
 from plkd.metrics.sizes import SIZE_NAMES, equivalent_diameter_mm, size_bin
 from plkd.metrics.valdo import per_reference_dice, valdo_match
 from plkd.volumes import load_label
@@ -35,14 +43,23 @@ def outline_rows(pred: str, ref: str) -> list[dict[str, Any]]:
     ``diameter_mm``, ``found`` (VALDO rule), ``voxels`` (its own), ``predicted`` (voxels of the predictions matched
     to it), ``inside`` (those of them inside it) and ``dice`` (0-1)."""
     rows = []
-    for sid, (pred_file, ref_file) in pair_files(pred, ref).pairs.items():
+    pairing = pair_files(pred, ref)
+    # Said as plkd evaluate says it: the per-bin means cover the subjects scored, not the predictions given.
+    scored = ScoredSubjects("dice_by_size", scored=list(pairing.pairs))
+    for sid in pairing.unmatched_predictions:
+        scored.skip(sid, pairing.reasons.get(sid, NO_REFERENCE))
+    scored.warn()
+    for sid, (pred_file, ref_file) in pairing.pairs.items():
         reference = load_label(ref_file, what="reference")
+        check_reference_values(reference)  # a probability map as the reference was cut at 0.25 without a word
         zooms = voxel_size_mm(reference)
         ref_comps = find_components(binarise_reference(reference.data))
         if pred_file is None:
             values = np.zeros(reference.shape, dtype=np.float32)
         else:
-            values = labels_on_reference_grid(load_label(pred_file, what="prediction"), reference)
+            prediction = load_label(pred_file, what="prediction")
+            check_prediction_values(prediction)
+            values = labels_on_reference_grid(prediction, reference)
         pred_comps = find_components(binarise_prediction(values))
         match = valdo_match(pred_comps.centres_mm(zooms), ref_comps.centres_mm(zooms))
         dice = per_reference_dice(pred_comps, ref_comps, match)

@@ -111,12 +111,13 @@ def crop(vol: Volume, axis: int, lo: float, hi: float) -> Volume:
 
 
 def crop_conditions(vol: Volume, rng: np.random.Generator) -> dict[str, Volume]:
-    """Fields of view cut through the brain (``vol`` is RAS-ordered: i → left, j → anterior, k → up)."""
+    """Fields of view cut through the brain (``vol`` is RAS-ordered: i → the patient's right (+x), j → anterior,
+    k → up)."""
     return {
         "top-45%": crop(vol, 2, 0.55, 1.01),
         "bottom-55%": crop(vol, 2, -0.01, 0.55),
-        "right-50%": crop(vol, 0, -0.01, 0.5),
-        "left-50%": crop(vol, 0, 0.5, 1.01),
+        "right-50%": crop(vol, 0, 0.5, 1.01),
+        "left-50%": crop(vol, 0, -0.01, 0.5),
         "posterior-45%": crop(vol, 1, -0.01, 0.45),
         "anterior-45%": crop(vol, 1, 0.55, 1.01),
     }
@@ -169,6 +170,18 @@ def summarise_condition(rows: list[dict]) -> dict:
     return out
 
 
+def radiological(axial: np.ndarray) -> np.ndarray:
+    """An axial slice ``(i, j)`` of a RAS-ordered grid as displayed in the radiological convention: rows from
+    anterior (top) to posterior, columns from the patient's right (left of the picture) to the left. On RAS
+    voxels i runs towards the patient's right (+x), j towards anterior."""
+    return np.asarray(axial).T[::-1, ::-1]
+
+
+def display_xy(voxel: np.ndarray, shape: tuple[int, ...]) -> tuple[float, float]:
+    """Where voxel ``(i, j, k)`` of a RAS-ordered grid lies in :func:`radiological`'s picture: (column, row)."""
+    return float(shape[0] - 1 - voxel[0]), float(shape[1] - 1 - voxel[1])
+
+
 def figure(vol: Volume, cands: list[dict], path: Path) -> None:
     """Axial slice of a registered scan with the MARS atlas outline pulled onto it (radiological view)."""
     import matplotlib
@@ -200,18 +213,19 @@ def figure(vol: Volume, cands: list[dict], path: Path) -> None:
     labels = labels.reshape(ii.shape)
     img = vol.data[:, :, k]
     fig, ax = plt.subplots(figsize=(6, 7))
-    # Radiological convention: patient's right on the viewer's left. Array i runs to +x (left)
-    # on this RAS grid, so transpose (rows = j) and keep i increasing to the right... then flip.
-    ax.imshow(img.T[::-1, :], cmap="gray", interpolation="nearest")
+    # Radiological convention: the patient's right (+x: array i on this RAS grid) on the viewer's left. The picture
+    # used to keep i increasing to the right, a neurological view labelled R on the left.
+    ax.imshow(radiological(img), cmap="gray", interpolation="nearest")
     for lab in np.unique(labels[labels > 0]):
         ax.contour(
-            (labels == lab).T[::-1, :].astype(float), levels=[0.5], colors=[plt.cm.tab20(lab % 20)], linewidths=0.9
+            radiological(labels == lab).astype(float), levels=[0.5], colors=[plt.cm.tab20(lab % 20)], linewidths=0.9
         )
     for c in cands:
         v = np.linalg.solve(vol.affine[:3, :3], np.asarray(c["center_ras"]) - vol.affine[:3, 3])
         if abs(v[2] - k) <= 2.5:
-            ax.plot(v[0], vol.shape[1] - 1 - v[1], "o", mfc="none", mec="red", ms=9, mew=1.5)
-            ax.text(v[0] + 4, vol.shape[1] - 1 - v[1], c.get("region", ""), color="yellow", fontsize=7)
+            col, row = display_xy(v, vol.shape)
+            ax.plot(col, row, "o", mfc="none", mec="red", ms=9, mew=1.5)
+            ax.text(col + 4, row, c.get("region", ""), color="yellow", fontsize=7)
     ax.text(0.02, 0.5, "R", color="white", transform=ax.transAxes, fontsize=14, va="center")
     ax.text(0.95, 0.5, "L", color="white", transform=ax.transAxes, fontsize=14, va="center")
     ax.set_axis_off()

@@ -43,6 +43,7 @@ from plkd.inference.segmentation import (
     MAX_OFFSET_MM,
     PatchResult,
     StitchedCandidate,
+    keep_largest_pieces,
     merge_touching_labels,
     segment_patches,
     select_component,
@@ -779,7 +780,10 @@ def labels_to_input(
 
     A microbleed smaller than the input's voxels can miss every input voxel centre; it then
     keeps the one input voxel containing its centre of mass, so a detection is never lost by
-    resampling alone. Returns the map and ``{model label: input label}`` for labels that remain.
+    resampling alone. A microbleed that falls apart into pieces on the input grid (thick slices sample one model
+    slice per slab) keeps its largest piece (:func:`plkd.inference.segmentation.keep_largest_pieces`), so each
+    label is one microbleed for ``plkd evaluate``. Returns the map and ``{model label: input label}`` for labels
+    that remain.
     """
     n_model = int(labels_model.max()) if labels_model.size else 0
     dtype = np.int16 if n_model < np.iinfo(np.int16).max else np.int32
@@ -788,6 +792,9 @@ def labels_to_input(
         return out, {}
     box_affine = _box_affine(volume.affine, prep.input_box)
     sub = resample_array(labels_model.astype(np.int32), prep.affine, box_affine, _box_shape(prep.input_box), order=0)
+    # One slice per thick slab is sampled: an outline joined between them falls apart into pieces, each of which
+    # plkd evaluate would count as a microbleed.
+    sub = keep_largest_pieces(sub)
     present = set(np.unique(sub).tolist()) - {0}
     lost = [k for k in range(1, n_model + 1) if k not in present]
     if lost:

@@ -88,9 +88,15 @@ def evaluate_fold(bundle: Path, data_root: Path, test_ids: Sequence[str], factor
         lr = simulate_lowres(image.data, factor, axis=axis, mode="interp") if factor > 1 else image.data
         result = predictor.predict(image.with_data(lr.astype(np.float32)), mask, lr_factor=float(factor))
         per_subject[sid] = evaluate_subject(result.label_map, label.data, image.spacing)
-        # Same detections and matching as the pooled table, so the curve passes through it.
+        # Same detections and matching as the pooled table, so the curve passes through it; the probabilities are
+        # rounded to 4 decimals (as in the JSON), so they are kept on their side of the threshold applied.
         froc_subjects[sid], _ = froc_subject(
-            result.label_map, label.data, image.spacing, image.affine, result.candidates
+            result.label_map,
+            label.data,
+            image.spacing,
+            image.affine,
+            result.candidates,
+            applied=float(result.thresholds["segmentation"]),
         )
         scored.add(sid)
     scored.require_any()
