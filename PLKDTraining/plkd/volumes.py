@@ -81,19 +81,28 @@ def anisotropy_ratio(affine: np.ndarray) -> float:
 
 #: Below this slice/in-plane ratio a volume counts as isotropic: it has no slice axis of its own.
 ISOTROPIC_RATIO = 1.2
+#: Voxel sizes that differ by less than this fraction are equal when the slice axis is chosen.
+SLICE_TIE_TOLERANCE = 0.01
 
 
 def network_axes(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, list[int], np.ndarray]:
     """How :func:`plkd.inference.preprocess.prepare` turns a grid for the networks: ``(ornt, perm, new_affine)``,
     the nibabel orientation that brings the array axes to R, A, S, then the axis order ``perm`` that moves an
     anisotropic grid's slice axis to Z, and the affine of the result. Training (:mod:`plkd.training.sampling`)
-    turns its subjects the same way, so a data set stored sagittally is learnt in the frame it is predicted in."""
+    turns its subjects the same way, so a data set stored sagittally is learnt in the frame it is predicted in.
+
+    The slice axis is the one coarsest axis. Two axes whose voxel sizes agree within
+    :data:`SLICE_TIE_TOLERANCE` (1×1×0.5 mm) are no slice axis: the grid stays in RAS order as an isotropic one
+    does. The tie was broken by axis number, which turned a 1×1×0.5 mm scan on its side (x as Z)."""
     ornt = io_orientation(affine)
     new_affine = np.asarray(affine, dtype=np.float64) @ inv_ornt_aff(ornt, shape)
     perm = [0, 1, 2]
     if anisotropy_ratio(new_affine) >= ISOTROPIC_RATIO:
-        axis = slice_axis(new_affine)
-        perm = [a for a in range(3) if a != axis] + [axis]
+        sp = spacing_from_affine(new_affine)
+        coarse = np.flatnonzero(sp >= sp.max() * (1.0 - SLICE_TIE_TOLERANCE))
+        if len(coarse) == 1:
+            axis = int(coarse[0])
+            perm = [a for a in range(3) if a != axis] + [axis]
     return ornt, perm, new_affine[:, perm + [3]]
 
 
