@@ -207,29 +207,67 @@ def test_a_file_without_a_nifti_header_says_why_in_one_line(
         load_volume(tmp_path / name)
 
 
-@pytest.mark.parametrize(
-    ("klass", "named", "said"),
-    [
-        (nib.Nifti1Pair, "pair_T2S.hdr", "is a NIfTI pair (.hdr + .img); plkd reads single-file NIfTI: convert it"),
-        (nib.Nifti1Pair, "pair_T2S.img", "is a NIfTI pair (.hdr + .img)"),
-        (
-            nib.AnalyzeImage,
-            "old_T2S.hdr",
-            "is an Analyze 7.5 image (.hdr + .img), whose header does not say",
-        ),
-    ],
-)
-def test_an_image_pair_named_on_the_command_line_is_refused_saying_what_it_is(
-    tmp_path: Path, klass: type, named: str, said: str, capsys: pytest.CaptureFixture
+def test_an_analyze_image_named_on_the_command_line_is_refused_saying_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    # A .hdr/.img pair (SPM archives) was refused as "not a NIfTI image (Nifti1Pair)": a NIfTI pair is NIfTI-1, and
-    # the class name told the user nothing.
+    # An Analyze 7.5 .hdr/.img pair does not say where left and right are: refused, naming what it is.
     data, affine = case_arrays()
-    nib.save(klass(data, affine), str(tmp_path / named.replace(".img", ".hdr")))
-    assert _predict(tmp_path / named, tmp_path / "out") == 2
+    nib.save(nib.AnalyzeImage(data, affine), str(tmp_path / "old_T2S.hdr"))
+    assert _predict(tmp_path / "old_T2S.hdr", tmp_path / "out") == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("plkd: error:")]
-    assert len(err) == 1 and said in err[0], err
+    assert len(err) == 1 and "is an Analyze 7.5 image (.hdr + .img), whose header does not say" in err[0], err
     assert not list((tmp_path / "out").glob("*_cmb*"))
+    # A NIfTI pair whose .img is missing: one line naming it.
+    nib.save(nib.Nifti1Pair(data, affine), str(tmp_path / "lone_T2S.hdr"))
+    (tmp_path / "lone_T2S.img").unlink()
+    assert _predict(tmp_path / "lone_T2S.hdr", tmp_path / "out") == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("plkd: error:")]
+    assert len(err) == 1 and "lone_T2S.img is missing" in err[0], err
+    assert not list((tmp_path / "out").glob("*_cmb*"))
+
+
+@pytest.mark.parametrize(("klass", "named"), [(nib.Nifti1Pair, "pair_T2S.hdr"), (nib.Nifti2Pair, "pair_T2S.img")])
+def test_a_nifti_pair_is_read_and_its_outputs_keep_its_header(
+    tmp_path: Path, klass: type, named: str, capsys: pytest.CaptureFixture
+) -> None:
+    """A NIfTI pair (.hdr + .img, as SPM writes) was refused ("convert it to .nii.gz") while nibabel, 3D Slicer and
+    ITK-SNAP read it. It is read like a .nii; the outputs are NAME_cmb.nii.gz with the pair's header geometry, and a
+    folder walk takes the pair once (it was skipped as an image of another format)."""
+    data, affine = case_arrays()
+    other = affine.copy()
+    other[:3, 3] += SHIFT_MM  # a qform that differs from the sform: both kept, the sform places the image
+    img = klass(np.round(data).astype(np.int16), None)
+    img.header.set_qform(other, code=1)
+    img.header.set_sform(affine, code=2)
+    img.header["descrip"] = b"spm pair"
+    nib.save(img, str(tmp_path / "pair_T2S.hdr"))
+    assert _predict(tmp_path / named, tmp_path / "out") == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("pair_T2S_cmb*")) == [
+        "pair_T2S_cmb.json",
+        "pair_T2S_cmb.nii.gz",
+        "pair_T2S_cmb_prob.nii.gz",
+    ]
+    pair = nib.load(str(tmp_path / "pair_T2S.hdr"))
+    for name in ("pair_T2S_cmb.nii.gz", "pair_T2S_cmb_prob.nii.gz"):
+        written = nib.load(str(out / name))
+        assert isinstance(written, nib.Nifti2Image if klass is nib.Nifti2Pair else nib.Nifti1Image), name
+        assert written.header["magic"] in (b"n+1", b"n+2") and written.shape == data.shape, name
+        assert _geometry(written.header) == _geometry(pair.header), name
+    np.testing.assert_allclose(_centres(out, "pair_T2S"), _sorted(TRUTH), atol=1.5)
+    # The voxels are the .img's: a changed .img is recomputed, not taken for the earlier result.
+    capsys.readouterr()
+    assert _predict(tmp_path / "pair_T2S.hdr", out) == 0
+    assert "skipped pair_T2S" in capsys.readouterr().err
+    raw = bytearray((tmp_path / "pair_T2S.img").read_bytes())
+    raw[:2] = b"\x01\x00"
+    (tmp_path / "pair_T2S.img").write_bytes(bytes(raw))
+    assert _predict(tmp_path / "pair_T2S.hdr", out) == 0
+    assert "recomputing pair_T2S" in capsys.readouterr().err
+    # A folder walk takes the pair once, under its name.
+    walked = tmp_path / "walked"
+    assert _predict(tmp_path, walked) == 0
+    assert [p.name for p in walked.glob("*_cmb.json")] == ["pair_T2S_cmb.json"]
 
 
 def test_a_negative_slope_or_a_voxel_size_that_is_no_number_is_named(tmp_path: Path) -> None:

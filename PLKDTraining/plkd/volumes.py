@@ -21,7 +21,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from plkd.atomic import atomic_path
 from plkd.errors import InputError
-from plkd.naming import strip_nifti_suffix
+from plkd.naming import is_pair_name, pair_files, strip_nifti_suffix
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,19 @@ _NIFTI1_MAGIC = (b"n+1\x00", b"ni1\x00")
 _NIFTI2_MAGIC = (b"n+2\x00", b"ni2\x00")
 
 
+def is_nifti_pair_header(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (a ``.hdr``, or ``.hdr.gz``) is the header of a NIfTI pair (magic ``ni1``, ``ni2``), not of an
+    Analyze 7.5 image; False when unreadable."""
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") if is_gzip_file(path) else open(path, "rb") as f:
+            head = f.read(540)
+    except (OSError, EOFError):
+        return False
+    return head[344:348] == _NIFTI1_MAGIC[1] or head[4:8] == _NIFTI2_MAGIC[1]
+
+
 def _exception_text(exc: Exception) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
@@ -249,11 +262,6 @@ def _why_no_header(path: Path) -> str | None:
 
 def _other_format(img: object) -> str:
     """What a file nibabel opened, but that is no single-file NIfTI, is, and what to do (for the one-line error)."""
-    if isinstance(img, nib.Nifti1Pair | nib.Nifti2Pair):  # .hdr + .img (SPM99/SPM2 archives); a .nii is a subclass
-        return (
-            "is a NIfTI pair (.hdr + .img); plkd reads single-file NIfTI: convert it to .nii.gz (the same header and "
-            "voxels), e.g. nibabel.save(nibabel.load('x.hdr'), 'x.nii.gz')"
-        )
     if isinstance(img, nib.AnalyzeImage):
         return (
             "is an Analyze 7.5 image (.hdr + .img), whose header does not say where left and right are; convert it "
@@ -268,16 +276,24 @@ def _read_nifti_quietly(path: str | os.PathLike[str], what: str) -> nib.Nifti1Im
         raise InputError(f"{what} not found: {p}")
     if p.is_dir():
         raise InputError(f"{what} is a folder, not a NIfTI file: {p}")
+    if is_pair_name(p):
+        for member in pair_files(p):
+            if not member.exists():
+                raise InputError(f"{what} {p.name} is one file of a NIfTI or Analyze pair; {member.name} is missing")
     try:
         img, mismatch = open_nifti(p)  # reads the header only
     except Exception as exc:  # nibabel raises many types for broken files
         raise InputError(f"cannot read {what} {p.name} as NIfTI: {_why_no_header(p) or _exception_text(exc)}") from None
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+    # A NIfTI pair (.hdr + .img, as SPM writes) is NIfTI: the same header, its voxels in the .img (a .nii is a
+    # subclass). It was refused ("convert it") while nibabel, 3D Slicer and ITK-SNAP read it.
+    if not isinstance(img, nib.Nifti1Pair | nib.Nifti2Pair):
         raise InputError(f"{what} {p.name} {_other_format(img)}")
+    voxels = Path(img.file_map["image"].filename or p)
     try:
         # Before allocating what the header announces, check that the file can hold it.
         offset = int(getattr(img.dataobj, "offset", None) or img.header.get_data_offset() or 0)
-        check_data_size(p, img.header, f"{what} {p.name}", offset=offset, compressed=is_gzip_file(p))
+        compressed = is_gzip_file(voxels)
+        check_data_size(voxels, img.header, f"{what} {voxels.name}", offset=offset, compressed=compressed)
         try:
             # Read the data now so a truncated or corrupt file fails here, with its name.
             arr = np.asanyarray(img.dataobj)

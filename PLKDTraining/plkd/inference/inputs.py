@@ -30,9 +30,9 @@ from pathlib import Path
 from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file, series_tags
 from plkd.errors import InputError
 from plkd.inference.input_kinds import OTHER_FORMATS, classify, classify_series
-from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix
+from plkd.naming import is_nifti, is_pair_name, is_plkd_prediction, pair_files, strip_nifti_suffix
 from plkd.sidecars import as_nifti_name
-from plkd.volumes import Volume, grid_displacement_mm, same_grid_tolerance_mm
+from plkd.volumes import Volume, grid_displacement_mm, is_nifti_pair_header, same_grid_tolerance_mm
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,19 @@ def _walk(folder: Path, exclude: set[Path], found: InputList, root: Path) -> Non
                     found.skipped.append((p, reason))
                 else:
                     found.scans.append(ScanInput(p, key=_key(p, root)))
+            elif is_pair_name(name):  # a NIfTI pair (.hdr + .img, as SPM writes) is taken once, by its header
+                header, voxels = pair_files(p)
+                if p != header:
+                    if not header.exists():
+                        found.skipped.append((p, "not NIfTI or DICOM (an .img without its .hdr)"))
+                elif not is_nifti_pair_header(p):
+                    found.skipped.append((p, "Analyze 7.5 image (its header does not say where left and right are)"))
+                elif not voxels.exists():
+                    found.skipped.append((p, f"NIfTI header without its voxels ({voxels.name} is missing)"))
+                elif reason := classify(p):
+                    found.skipped.append((p, reason))
+                else:
+                    found.scans.append(ScanInput(p, key=_key(p, root)))
             elif name.lower().endswith(".seg.nrrd"):  # a 3D Slicer segmentation (the module's exports too)
                 found.skipped.append((p, "label map or mask"))
             elif name.lower().endswith(OTHER_FORMATS):
@@ -312,6 +325,8 @@ def _add(item: Path, exclude: set[Path], found: InputList, root: Path | None = N
         # and each probability map was analysed as a T2* image, its result matched by the next run in turn.
         found.skipped.append((item, "plkd prediction"))
     else:  # a NIfTI file, or a name that fails later with "not found"/"cannot read"
+        if is_pair_name(item) and pair_files(item)[0].exists():
+            item = pair_files(item)[0]  # a NIfTI pair is one scan, named by its header (x.img → x.hdr)
         caveat = named_caveat(classify(item)) if item.is_file() else None
         key = _named_key(item) if root is None else _key(item, root)
         found.scans.append(ScanInput(item, key=key, caveat=caveat))
