@@ -291,3 +291,44 @@ def test_a_negative_slope_or_a_voxel_size_that_is_no_number_is_named(tmp_path: P
     _save(tmp_path / "nanpix_T2S.nii", data, header)
     with pytest.raises(InputError, match="non-finite affine"):
         load_volume(tmp_path / "nanpix_T2S.nii")
+
+
+def test_echoes_stored_along_the_fifth_dimension_are_read_as_a_four_d_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """NIfTI keeps dimension 4 for time and stores several values per voxel along dimension 5, so a tool may write
+    the echoes of a multi-echo GRE as (X, Y, Z, 1, N). That was refused as 5-D; it is read as the 4-D (X, Y, Z, N)
+    file, with the same result, and the outputs keep its header."""
+    data, affine = case_arrays()
+    echoes = np.stack([data, 0.7 * data, 0.5 * data], axis=3)
+    four = nib.Nifti1Image(echoes, affine)
+    four.header.set_xyzt_units("mm", "sec")
+    four.header["pixdim"][4] = 0.04
+    nib.save(four, str(tmp_path / "four_T2S.nii.gz"))
+    five = nib.Nifti1Image(echoes[:, :, :, None, :], affine)
+    five.header.set_xyzt_units("mm", "sec")
+    five.header["pixdim"][4:6] = [0.04, 1.0]
+    five.header.set_intent("vector")  # what dimension 5 holds, as such files say
+    nib.save(five, str(tmp_path / "five_T2S.nii.gz"))
+    out = tmp_path / "out"
+    for stem in ("four_T2S", "five_T2S"):
+        assert _predict(tmp_path / f"{stem}.nii.gz", out) == 0, capsys.readouterr().err
+    np.testing.assert_allclose(_centres(out, "five_T2S"), _centres(out, "four_T2S"), atol=1e-6)
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(str(out / "five_T2S_cmb.nii.gz")).dataobj),
+        np.asarray(nib.load(str(out / "four_T2S_cmb.nii.gz")).dataobj),
+    )
+    for name in ("five_T2S_cmb.nii.gz", "five_T2S_cmb_prob.nii.gz"):
+        written = nib.load(str(out / name)).header
+        assert written.get_data_shape() == data.shape and _geometry(written) == _geometry(five.header), name
+        assert np.allclose(written["pixdim"][4:6], [0.04, 1.0]) and written.get_xyzt_units() == ("mm", "sec"), name
+        # One value per voxel: the input's "vector" intent made ITK (3D Slicer) read the label map as a vector image;
+        # a displacement or matrix intent made it refuse the file.
+        assert int(written["intent_code"]) == 0, name
+    doc = json.loads((out / "five_T2S_cmb.json").read_text())
+    assert any("combined 3 echoes by root-sum-of-squares" in n for n in doc["notes"]), doc["notes"]
+    assert load_volume(tmp_path / "five_T2S.nii.gz", echo=2).data == pytest.approx(0.7 * data, rel=1e-5)
+    # Several time points of several values per voxel: still refused as 5-D.
+    nib.save(nib.Nifti1Image(np.stack([echoes, echoes], axis=3), affine), str(tmp_path / "many_T2S.nii.gz"))
+    with pytest.raises(InputError, match=r"is 5-D with shape \(.*, 2, 3\)"):
+        load_volume(tmp_path / "many_T2S.nii.gz")

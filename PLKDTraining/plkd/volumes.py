@@ -413,6 +413,17 @@ def echo_series_doubt(arr: np.ndarray, name: str) -> str | None:
     )
 
 
+def values_per_voxel_as_volumes(arr: np.ndarray) -> np.ndarray:
+    """``(X, Y, Z, 1, N)`` → ``(X, Y, Z, N)``; other arrays unchanged.
+
+    NIfTI keeps dimension 4 for time and stores several values per voxel along dimension 5, so a tool may write
+    the echoes of one acquisition as one time point of N values; read as the 4-D file of N volumes (it was
+    refused as 5-D)."""
+    if arr.ndim == 5 and arr.shape[3] == 1:
+        return arr[:, :, :, 0, :]
+    return arr
+
+
 def _to_3d(arr: np.ndarray, name: str, echo: EchoChoice, notes: list[str]) -> np.ndarray:
     # Drop trailing singleton dimensions (4-D files with one volume are common).
     while arr.ndim > 3 and arr.shape[-1] == 1:
@@ -687,7 +698,7 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
     img = _read_nifti(path, what)
     name = f"{what} {Path(path).name}"
     notes: list[str] = []
-    raw = clear_padding(np.asarray(img._plkd_array), name, notes)  # type: ignore[attr-defined]
+    raw = clear_padding(values_per_voxel_as_volumes(np.asarray(img._plkd_array)), name, notes)  # type: ignore[attr-defined]
     if raw.ndim == 4:
         # On every echo before combining them: root-sum-of-squares would hide a phase image's sign.
         try:
@@ -885,6 +896,11 @@ def _onto_new_grid(out: nib.Nifti1Header, source: nib.Nifti1Header, affine: np.n
         out["slice_duration"] = 0.0
 
 
+#: NIfTI intent codes saying what several values per voxel (dimension 5) are: matrices, vectors, point sets,
+#: quaternions, RGB(A), FNIRT fields. They do not describe an output with one value per voxel.
+PER_VOXEL_VALUE_INTENTS = frozenset({1004, 1005, 1006, 1007, 1008, 1009, 1010, 2003, 2004, 2006})
+
+
 def save_volume(
     path: str | os.PathLike[str],
     data: np.ndarray,
@@ -928,6 +944,10 @@ def save_volume(
         # A 3-D output of a 4-D input (one volume, or echoes combined): nibabel resets pixdim[4:] to 1 as it gives
         # the header a 3-D shape, which dropped the repetition time (pixdim[4], as dcm2niix also writes it in 3-D).
         img.header["pixdim"][4:] = np.asarray(hdr["pixdim"], dtype=np.float64)[4:]
+    if arr.ndim == 3 and int(img.header["intent_code"]) in PER_VOXEL_VALUE_INTENTS:
+        # One value per voxel now: ITK (3D Slicer, ITK-SNAP) read a label map carrying a "vector" intent as a vector
+        # image, and refused one carrying a displacement or matrix intent.
+        img.header.set_intent("none", (), name="")
     img.set_data_dtype(arr.dtype)
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"] = img.header["cal_max"] = 0.0
