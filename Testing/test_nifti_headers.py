@@ -332,3 +332,76 @@ def test_echoes_stored_along_the_fifth_dimension_are_read_as_a_four_d_file(
     nib.save(nib.Nifti1Image(np.stack([echoes, echoes], axis=3), affine), str(tmp_path / "many_T2S.nii.gz"))
     with pytest.raises(InputError, match=r"is 5-D with shape \(.*, 2, 3\)"):
         load_volume(tmp_path / "many_T2S.nii.gz")
+
+
+def _itk_affine(path: Path) -> np.ndarray:
+    """Where ITK (3D Slicer, ITK-SNAP) places the file's voxels: its voxel → RAS affine."""
+    sitk = pytest.importorskip("SimpleITK")
+    itk = sitk.ReadImage(str(path))
+    placed = np.eye(4)
+    placed[:3, :3] = np.reshape(itk.GetDirection(), (3, 3)) @ np.diag(itk.GetSpacing())
+    placed[:3, 3] = itk.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ placed
+
+
+@pytest.mark.parametrize("kind", ["pixdim-differs", "sheared"])
+def test_a_sform_that_itk_does_not_take_is_said_with_where_slicer_shows_the_scan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """ITK (3D Slicer, ITK-SNAP) takes from a sform of code 1 only a rotation with pixdim's voxel sizes: a sform whose
+    voxel sizes are not pixdim's (pixdim left behind by a tool that rewrote the sform), or a sheared one, is passed
+    over for the qform. plkd places the scan by the sform, as nibabel does, and said nothing (or, with both forms
+    set, that Slicer uses the sform too): the JSON's centres lay millimetres from where Slicer shows the scan."""
+    data, affine = case_arrays()
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(data.shape)
+    sform = affine.copy()
+    if kind == "sheared":
+        sform[0, 1] += 0.15
+        header.set_qform(affine, code=1)
+    else:
+        header.set_qform(None, code=0)
+    header.set_sform(sform, code=1)
+    if kind == "pixdim-differs":
+        header["pixdim"][1:4] = [1.1, 1.1, 1.1]
+    scan = _save(tmp_path / "odd_T2S.nii.gz", data, header)
+    itk = _itk_affine(scan)
+    shape = data.shape
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in shape], indexing="ij")).reshape(3, -1).T
+    apart = np.sqrt((((corners @ (itk - sform)[:3, :3].T) + (itk - sform)[:3, 3]) ** 2).sum(axis=1)).max()
+    assert apart > 2.0  # the case: Slicer shows the scan elsewhere
+    assert _predict(scan, tmp_path / "out") == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "3D Slicer" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "use the sform too" not in said[0], said[0]
+    far = re.search(r"centres lie up to ([0-9.]+) mm", said[0])
+    assert far is not None and float(far[1]) == pytest.approx(apart, abs=0.02), said[0]
+    assert ("sheared" if kind == "sheared" else "are not pixdim's (1.1x1.1x1.1 mm)") in said[0], said[0]
+    doc = json.loads((tmp_path / "out" / "odd_T2S_cmb.json").read_text())
+    assert sum(said[0] in n for n in doc["notes"]) == 1, doc["notes"]
+    # The outputs keep the header as it is (Slicer places them as it places the scan).
+    assert _geometry(nib.load(str(tmp_path / "out" / "odd_T2S_cmb.nii.gz")).header) == _geometry(header)
+
+
+def test_a_header_itk_refuses_is_said(tmp_path: Path) -> None:
+    # A sheared sform without a qform: ITK (3D Slicer) refuses the file, and the outputs, which keep the header.
+    from plkd.inference.inputs import orientation_warnings
+
+    data, affine = case_arrays()
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(data.shape)
+    sheared = affine.copy()
+    sheared[0, 1] += 0.3
+    header.set_qform(None, code=0)
+    header.set_sform(sheared, code=1)
+    scan = _save(tmp_path / "shear_T2S.nii", data, header)
+    (said,) = orientation_warnings(load_volume(scan), scan.name)
+    assert (
+        said.startswith("shear_T2S.nii: 3D Slicer and ITK-SNAP cannot open this header (ITK: ")
+        and "orthonormal" in said
+    )
+    # An ordinary header gets no word.
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "plain_T2S.nii"))
+    assert orientation_warnings(load_volume(tmp_path / "plain_T2S.nii"), "plain_T2S.nii") == []
