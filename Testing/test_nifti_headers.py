@@ -268,6 +268,13 @@ def test_a_nifti_pair_is_read_and_its_outputs_keep_its_header(
     walked = tmp_path / "walked"
     assert _predict(tmp_path, walked) == 0
     assert [p.name for p in walked.glob("*_cmb.json")] == ["pair_T2S_cmb.json"]
+    # The pair converted beside it (as plkd advised): the walk takes the .nii.gz alone, it was refused for two
+    # inputs of one output name.
+    nib.save(nib.load(str(tmp_path / "pair_T2S.hdr")), str(tmp_path / "pair_T2S.nii.gz"))
+    capsys.readouterr()
+    assert _predict(tmp_path, tmp_path / "walked-again") == 0, capsys.readouterr().err
+    (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "walked-again").glob("*_cmb.json")]
+    assert Path(doc["input"]).name == "pair_T2S.nii.gz"
 
 
 def test_a_negative_slope_or_a_voxel_size_that_is_no_number_is_named(tmp_path: Path) -> None:

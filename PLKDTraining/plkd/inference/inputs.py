@@ -278,6 +278,7 @@ def _walk(folder: Path, exclude: set[Path], found: InputList, root: Path) -> Non
                     found.scans.append(ScanInput(p, key=_key(p, root)))
             elif is_pair_name(name):  # a NIfTI pair (.hdr + .img, as SPM writes) is taken once, by its header
                 header, voxels = pair_files(p)
+                stem = strip_nifti_suffix(name)
                 if p != header:
                     if not header.exists():
                         found.skipped.append((p, "not NIfTI or DICOM (an .img without its .hdr)"))
@@ -285,6 +286,10 @@ def _walk(folder: Path, exclude: set[Path], found: InputList, root: Path) -> Non
                     found.skipped.append((p, "Analyze 7.5 image (its header does not say where left and right are)"))
                 elif not voxels.exists():
                     found.skipped.append((p, f"NIfTI header without its voxels ({voxels.name} is missing)"))
+                elif single := next((n for n in filenames if is_nifti(n) and strip_nifti_suffix(n) == stem), None):
+                    # The pair converted beside it, as plkd used to advise: one scan, not a run refused for two
+                    # inputs of one output name.
+                    found.skipped.append((p, f"NIfTI pair beside {single} (the same scan converted?), which is taken"))
                 elif reason := classify(p):
                     found.skipped.append((p, reason))
                 else:
