@@ -212,6 +212,8 @@ def orientation_warnings(volume: Volume, name: str) -> list[str]:
             # pixdim's voxel sizes, else the qform (checked with SimpleITK 5.4, which says where it is placed here);
             # "may use the qform" left the reader to guess where the JSON's centres lie there.
             why = f"sform code {s}" if s != 1 else _sform_doubt(h)
+            if itk is None:  # no reader for it here (NIfTI-2): ITK's rule of codes
+                itk_apart = 0.0 if s == 1 else apart
             viewers = (
                 "3D Slicer and ITK-SNAP use the sform too"
                 if itk_apart <= tolerance
