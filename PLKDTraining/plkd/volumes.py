@@ -107,10 +107,10 @@ def network_axes(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray
 
 
 def network_slice_axis(affine: np.ndarray) -> int:
-    """The array axis of a volume that the networks see as Z (the slice axis): an anisotropic grid's coarsest
-    axis, else the axis closest to superior. Low-resolution versions of an HR image made for a student
-    (``plkd tune``, ``plkd cv``, ``plkd lowres``) thin this axis: thinning array axis 2 of a sagittally stored
-    image gave the student thick slices across its X axis, which it never learnt."""
+    """The array axis of a volume that the networks see as Z (the slice axis): an anisotropic grid's one coarsest
+    axis, else (isotropic, or two axes equally coarse) the axis closest to superior. Low-resolution versions of an
+    HR image made for a student (``plkd tune``, ``plkd cv``, ``plkd lowres``) thin this axis: thinning array axis 2
+    of a sagittally stored image gave the student thick slices across its X axis, which it never learnt."""
     ornt, perm, _ = network_axes(affine, (2, 2, 2))
     turned_z = perm[2]  # axis of the RAS-ordered array that becomes Z
     return int(np.flatnonzero(ornt[:, 0] == turned_z)[0])
