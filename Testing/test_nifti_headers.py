@@ -412,3 +412,31 @@ def test_a_header_itk_refuses_is_said(tmp_path: Path) -> None:
     # An ordinary header gets no word.
     nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "plain_T2S.nii"))
     assert orientation_warnings(load_volume(tmp_path / "plain_T2S.nii"), "plain_T2S.nii") == []
+
+
+def test_a_sform_of_zeros_beside_a_good_qform_places_the_scan_by_the_qform(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sform code set over a matrix of zeros (a tool that set the code and nothing else) was taken as the placement
+    and the scan refused for "absurd voxel spacing (0.0, 0.0, 0.0)", while 3D Slicer and ITK-SNAP place it by its
+    qform. plkd now does so too, says it in one warning line and a JSON note, and the outputs keep the header."""
+    data, affine = case_arrays()
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(data.shape)
+    header.set_qform(affine, code=1)
+    header.set_sform(np.zeros((4, 4)), code=1)
+    scan = _save(tmp_path / "zeros_T2S.nii.gz", data, header)
+    np.testing.assert_allclose(_itk_affine(scan), affine, atol=1e-4)  # where Slicer shows it
+    assert _predict(scan, tmp_path / "out") == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "sform" in r.getMessage()]
+    assert len(said) == 1 and "placed by its qform" in said[0], said
+    doc = json.loads((tmp_path / "out" / "zeros_T2S_cmb.json").read_text())
+    assert sum("placed by its qform" in n for n in doc["notes"]) == 1, doc["notes"]
+    np.testing.assert_allclose(_centres(tmp_path / "out", "zeros_T2S"), _sorted(TRUTH), atol=1.5)
+    assert _geometry(nib.load(str(tmp_path / "out" / "zeros_T2S_cmb.nii.gz")).header) == _geometry(header)
+    # Without a qform there is nothing else to place it by: refused, as before.
+    header.set_qform(None, code=0)
+    _save(tmp_path / "lost_T2S.nii.gz", data, header)
+    with pytest.raises(InputError, match="absurd voxel spacing"):
+        load_volume(tmp_path / "lost_T2S.nii.gz")

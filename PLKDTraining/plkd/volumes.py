@@ -116,6 +116,26 @@ def network_slice_axis(affine: np.ndarray) -> int:
     return int(np.flatnonzero(ornt[:, 0] == turned_z)[0])
 
 
+def sform_passed_over(header: nib.Nifti1Header) -> bool:
+    """Whether a sform whose code is set places nothing (not finite, or singular: a matrix of zeros from a tool that set
+    the code alone) while a qform is set: the image is then placed by the qform, as ITK (3D Slicer, ITK-SNAP) places
+    it. Taken as it was, it had the scan refused for "absurd voxel spacing (0.0, 0.0, 0.0)"."""
+    if int(header["sform_code"]) <= 0 or int(header["qform_code"]) <= 0:
+        return False
+    sform = np.asarray(header.get_sform(), dtype=np.float64)[:3, :3]
+    return not np.all(np.isfinite(sform)) or abs(float(np.linalg.det(sform))) < 1e-12
+
+
+def sform_note(header: nib.Nifti1Header, name: str) -> str | None:
+    """The warning for :func:`sform_passed_over`, or None."""
+    if not sform_passed_over(header):
+        return None
+    return (
+        f"{name}: its sform (code {int(header['sform_code'])}) places nothing (a singular or non-finite matrix): the "
+        "image is placed by its qform, as 3D Slicer and ITK-SNAP place it; the outputs keep both"
+    )
+
+
 def header_affine(header: nib.Nifti1Header) -> np.ndarray:
     """The voxel → RAS+ affine (mm) of a NIfTI header, as the NIfTI reference library reads it.
 
@@ -128,7 +148,7 @@ def header_affine(header: nib.Nifti1Header) -> np.ndarray:
     which put every centre of the JSON mirrored through the origin in x and y from where Slicer
     shows the scan, while its warning said it followed those viewers.
     """
-    if int(header["sform_code"]) > 0:
+    if int(header["sform_code"]) > 0 and not sform_passed_over(header):
         return np.asarray(header.get_sform(), dtype=np.float64)
     if int(header["qform_code"]) > 0:
         return np.asarray(header.get_qform(), dtype=np.float64)
@@ -709,6 +729,8 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
     if arr.ndim != 3:
         raise InputError(f"{name} is {arr.ndim}-D; a 3-D volume is required")
     affine = header_affine(img.header)
+    if (passed_over := sform_note(img.header, name)) is not None:
+        log.warning(passed_over)
     units = _length_units_doubt(img.header, name)
     try:
         validate_geometry(affine, arr.shape, name)

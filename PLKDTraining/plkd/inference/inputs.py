@@ -34,7 +34,13 @@ from plkd.errors import InputError
 from plkd.inference.input_kinds import OTHER_FORMATS, classify, classify_series
 from plkd.naming import is_nifti, is_pair_name, is_plkd_prediction, pair_files, strip_nifti_suffix
 from plkd.sidecars import as_nifti_name
-from plkd.volumes import Volume, grid_displacement_mm, is_nifti_pair_header, same_grid_tolerance_mm
+from plkd.volumes import (
+    Volume,
+    grid_displacement_mm,
+    is_nifti_pair_header,
+    same_grid_tolerance_mm,
+    sform_passed_over,
+)
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +209,7 @@ def orientation_warnings(volume: Volume, name: str) -> list[str]:
         ]
     itk_apart = 0.0 if itk is None else grid_displacement_mm(itk, volume.affine, volume.shape)
     form = "sform" if s > 0 else "qform"
-    if q > 0 and s > 0:
+    if q > 0 and s > 0 and not sform_passed_over(h):  # else placed by the qform, said as it was read
         # Where the two place the grid's corners, not their largest element: a tilt of 1e-3 moves a 256-voxel
         # grid's far corner by 0.25 mm, and a matrix element is no distance.
         apart = grid_displacement_mm(h.get_qform(), h.get_sform(), volume.shape)
