@@ -226,3 +226,43 @@ def test_candidates_in_the_padding_band_come_after_all_others_and_the_cap_counts
     assert [c.score for c in ordered] == [0.6, 0.6, 0.6, 0.99] and capped
     assert np.allclose(ordered[3].position, [20.0, 20.0, 16.0])  # the edge candidate with most room first
     assert interior_first(inside, shape, spacing, limit=4) == (inside, False)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 0.5), (1.0, 1.004, 0.5), (0.5, 1.0, 1.0), (1.0, 0.5, 1.0)])
+def test_two_equally_coarse_axes_are_no_slice_axis_and_the_scan_is_not_turned(spacing) -> None:
+    """A 1×1×0.5 mm scan has two equally coarse axes: the tie was broken by axis number, so x (left-right) was
+    taken for the slice axis and the networks, which learnt axial brains, saw it turned on its side (a planted
+    microbleed fell from p 0.88 to 0.16). Two axes whose voxel sizes agree within 1 % are no slice axis: the scan
+    reaches the networks in RAS order, as an isotropic one does, however the file stores it; training turns its
+    subjects by the same function."""
+    from plkd.inference.preprocess import network_axes, network_slice_axis
+
+    def smooth(points: np.ndarray) -> np.ndarray:
+        x, y, z = points
+        return 100.0 + 20.0 * np.sin(x / 7.0) * np.cos(y / 9.0) + 15.0 * np.sin(z / 5.0 + 1.0)
+
+    def volume(sp, stored: str) -> Volume:
+        shape = tuple(int(round(24.0 / s)) for s in sp)
+        affine = np.diag([*sp, 1.0])
+        affine[:3, 3] = -12.0 + 0.5 * np.asarray(sp)
+        idx = np.indices(shape).reshape(3, -1).astype(np.float64)
+        data = smooth(affine[:3, :3] @ idx + affine[:3, 3:4]).reshape(shape).astype(np.float32)
+        if stored == "sagittal":  # array axes (A, S, R), as a sagittal acquisition is stored
+            flip = np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1.0]])
+            return Volume(np.ascontiguousarray(np.transpose(data, (1, 2, 0))), affine @ flip)
+        return Volume(data, affine)
+
+    for stored in ("RAS", "sagittal"):
+        vol = volume(spacing, stored)
+        ornt, perm, turned = network_axes(vol.affine, vol.shape)
+        assert perm == [0, 1, 2], stored
+        np.testing.assert_allclose(np.sign(turned[:3, :3]), np.eye(3))
+        assert network_slice_axis(vol.affine) == (2 if stored == "RAS" else 1)  # the axis pointing S
+        prep = prepare(vol, np.ones(vol.shape, dtype=bool), np.ones(3))
+        # The untied case: the same field of view at 1 mm reaches the networks on the same grid, alike.
+        iso = volume((1.0, 1.0, 1.0), stored)
+        prep_iso = prepare(iso, np.ones(iso.shape, dtype=bool), np.ones(3))
+        np.testing.assert_allclose(prep.affine, prep_iso.affine, atol=0.01 * max(spacing))
+        assert prep.data.shape == prep_iso.data.shape
+        inner = (slice(3, -3),) * 3
+        assert np.corrcoef(prep.data[inner].ravel(), prep_iso.data[inner].ravel())[0, 1] > 0.99, stored

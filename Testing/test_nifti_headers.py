@@ -207,29 +207,74 @@ def test_a_file_without_a_nifti_header_says_why_in_one_line(
         load_volume(tmp_path / name)
 
 
-@pytest.mark.parametrize(
-    ("klass", "named", "said"),
-    [
-        (nib.Nifti1Pair, "pair_T2S.hdr", "is a NIfTI pair (.hdr + .img); plkd reads single-file NIfTI: convert it"),
-        (nib.Nifti1Pair, "pair_T2S.img", "is a NIfTI pair (.hdr + .img)"),
-        (
-            nib.AnalyzeImage,
-            "old_T2S.hdr",
-            "is an Analyze 7.5 image (.hdr + .img), whose header does not say",
-        ),
-    ],
-)
-def test_an_image_pair_named_on_the_command_line_is_refused_saying_what_it_is(
-    tmp_path: Path, klass: type, named: str, said: str, capsys: pytest.CaptureFixture
+def test_an_analyze_image_named_on_the_command_line_is_refused_saying_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    # A .hdr/.img pair (SPM archives) was refused as "not a NIfTI image (Nifti1Pair)": a NIfTI pair is NIfTI-1, and
-    # the class name told the user nothing.
+    # An Analyze 7.5 .hdr/.img pair does not say where left and right are: refused, naming what it is.
     data, affine = case_arrays()
-    nib.save(klass(data, affine), str(tmp_path / named.replace(".img", ".hdr")))
-    assert _predict(tmp_path / named, tmp_path / "out") == 2
+    nib.save(nib.AnalyzeImage(data, affine), str(tmp_path / "old_T2S.hdr"))
+    assert _predict(tmp_path / "old_T2S.hdr", tmp_path / "out") == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("plkd: error:")]
-    assert len(err) == 1 and said in err[0], err
+    assert len(err) == 1 and "is an Analyze 7.5 image (.hdr + .img), whose header does not say" in err[0], err
     assert not list((tmp_path / "out").glob("*_cmb*"))
+    # A NIfTI pair whose .img is missing: one line naming it.
+    nib.save(nib.Nifti1Pair(data, affine), str(tmp_path / "lone_T2S.hdr"))
+    (tmp_path / "lone_T2S.img").unlink()
+    assert _predict(tmp_path / "lone_T2S.hdr", tmp_path / "out") == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("plkd: error:")]
+    assert len(err) == 1 and "lone_T2S.img is missing" in err[0], err
+    assert not list((tmp_path / "out").glob("*_cmb*"))
+
+
+@pytest.mark.parametrize(("klass", "named"), [(nib.Nifti1Pair, "pair_T2S.hdr"), (nib.Nifti2Pair, "pair_T2S.img")])
+def test_a_nifti_pair_is_read_and_its_outputs_keep_its_header(
+    tmp_path: Path, klass: type, named: str, capsys: pytest.CaptureFixture
+) -> None:
+    """A NIfTI pair (.hdr + .img, as SPM writes) was refused ("convert it to .nii.gz") while nibabel, 3D Slicer and
+    ITK-SNAP read it. It is read like a .nii; the outputs are NAME_cmb.nii.gz with the pair's header geometry, and a
+    folder walk takes the pair once (it was skipped as an image of another format)."""
+    data, affine = case_arrays()
+    other = affine.copy()
+    other[:3, 3] += SHIFT_MM  # a qform that differs from the sform: both kept, the sform places the image
+    img = klass(np.round(data).astype(np.int16), None)
+    img.header.set_qform(other, code=1)
+    img.header.set_sform(affine, code=2)
+    img.header["descrip"] = b"spm pair"
+    nib.save(img, str(tmp_path / "pair_T2S.hdr"))
+    assert _predict(tmp_path / named, tmp_path / "out") == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("pair_T2S_cmb*")) == [
+        "pair_T2S_cmb.json",
+        "pair_T2S_cmb.nii.gz",
+        "pair_T2S_cmb_prob.nii.gz",
+    ]
+    pair = nib.load(str(tmp_path / "pair_T2S.hdr"))
+    for name in ("pair_T2S_cmb.nii.gz", "pair_T2S_cmb_prob.nii.gz"):
+        written = nib.load(str(out / name))
+        assert isinstance(written, nib.Nifti2Image if klass is nib.Nifti2Pair else nib.Nifti1Image), name
+        assert written.header["magic"] in (b"n+1", b"n+2") and written.shape == data.shape, name
+        assert _geometry(written.header) == _geometry(pair.header), name
+    np.testing.assert_allclose(_centres(out, "pair_T2S"), _sorted(TRUTH), atol=1.5)
+    # The voxels are the .img's: a changed .img is recomputed, not taken for the earlier result.
+    capsys.readouterr()
+    assert _predict(tmp_path / "pair_T2S.hdr", out) == 0
+    assert "skipped pair_T2S" in capsys.readouterr().err
+    raw = bytearray((tmp_path / "pair_T2S.img").read_bytes())
+    raw[:2] = b"\x01\x00"
+    (tmp_path / "pair_T2S.img").write_bytes(bytes(raw))
+    assert _predict(tmp_path / "pair_T2S.hdr", out) == 0
+    assert "recomputing pair_T2S" in capsys.readouterr().err
+    # A folder walk takes the pair once, under its name.
+    walked = tmp_path / "walked"
+    assert _predict(tmp_path, walked) == 0
+    assert [p.name for p in walked.glob("*_cmb.json")] == ["pair_T2S_cmb.json"]
+    # The pair converted beside it (as plkd advised): the walk takes the .nii.gz alone, it was refused for two
+    # inputs of one output name.
+    nib.save(nib.load(str(tmp_path / "pair_T2S.hdr")), str(tmp_path / "pair_T2S.nii.gz"))
+    capsys.readouterr()
+    assert _predict(tmp_path, tmp_path / "walked-again") == 0, capsys.readouterr().err
+    (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "walked-again").glob("*_cmb.json")]
+    assert Path(doc["input"]).name == "pair_T2S.nii.gz"
 
 
 def test_a_negative_slope_or_a_voxel_size_that_is_no_number_is_named(tmp_path: Path) -> None:
@@ -253,3 +298,145 @@ def test_a_negative_slope_or_a_voxel_size_that_is_no_number_is_named(tmp_path: P
     _save(tmp_path / "nanpix_T2S.nii", data, header)
     with pytest.raises(InputError, match="non-finite affine"):
         load_volume(tmp_path / "nanpix_T2S.nii")
+
+
+def test_echoes_stored_along_the_fifth_dimension_are_read_as_a_four_d_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """NIfTI keeps dimension 4 for time and stores several values per voxel along dimension 5, so a tool may write
+    the echoes of a multi-echo GRE as (X, Y, Z, 1, N). That was refused as 5-D; it is read as the 4-D (X, Y, Z, N)
+    file, with the same result, and the outputs keep its header."""
+    data, affine = case_arrays()
+    echoes = np.stack([data, 0.7 * data, 0.5 * data], axis=3)
+    four = nib.Nifti1Image(echoes, affine)
+    four.header.set_xyzt_units("mm", "sec")
+    four.header["pixdim"][4] = 0.04
+    nib.save(four, str(tmp_path / "four_T2S.nii.gz"))
+    five = nib.Nifti1Image(echoes[:, :, :, None, :], affine)
+    five.header.set_xyzt_units("mm", "sec")
+    five.header["pixdim"][4:6] = [0.04, 1.0]
+    five.header.set_intent("vector")  # what dimension 5 holds, as such files say
+    nib.save(five, str(tmp_path / "five_T2S.nii.gz"))
+    out = tmp_path / "out"
+    for stem in ("four_T2S", "five_T2S"):
+        assert _predict(tmp_path / f"{stem}.nii.gz", out) == 0, capsys.readouterr().err
+    np.testing.assert_allclose(_centres(out, "five_T2S"), _centres(out, "four_T2S"), atol=1e-6)
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(str(out / "five_T2S_cmb.nii.gz")).dataobj),
+        np.asarray(nib.load(str(out / "four_T2S_cmb.nii.gz")).dataobj),
+    )
+    for name in ("five_T2S_cmb.nii.gz", "five_T2S_cmb_prob.nii.gz"):
+        written = nib.load(str(out / name)).header
+        assert written.get_data_shape() == data.shape and _geometry(written) == _geometry(five.header), name
+        assert np.allclose(written["pixdim"][4:6], [0.04, 1.0]) and written.get_xyzt_units() == ("mm", "sec"), name
+        # One value per voxel: the input's "vector" intent made ITK (3D Slicer) read the label map as a vector image;
+        # a displacement or matrix intent made it refuse the file.
+        assert int(written["intent_code"]) == 0, name
+    doc = json.loads((out / "five_T2S_cmb.json").read_text())
+    assert any("combined 3 echoes by root-sum-of-squares" in n for n in doc["notes"]), doc["notes"]
+    assert load_volume(tmp_path / "five_T2S.nii.gz", echo=2).data == pytest.approx(0.7 * data, rel=1e-5)
+    # Several time points of several values per voxel: still refused as 5-D.
+    nib.save(nib.Nifti1Image(np.stack([echoes, echoes], axis=3), affine), str(tmp_path / "many_T2S.nii.gz"))
+    with pytest.raises(InputError, match=r"is 5-D with shape \(.*, 2, 3\)"):
+        load_volume(tmp_path / "many_T2S.nii.gz")
+
+
+def _itk_affine(path: Path) -> np.ndarray:
+    """Where ITK (3D Slicer, ITK-SNAP) places the file's voxels: its voxel → RAS affine."""
+    sitk = pytest.importorskip("SimpleITK")
+    itk = sitk.ReadImage(str(path))
+    placed = np.eye(4)
+    placed[:3, :3] = np.reshape(itk.GetDirection(), (3, 3)) @ np.diag(itk.GetSpacing())
+    placed[:3, 3] = itk.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ placed
+
+
+@pytest.mark.parametrize("kind", ["pixdim-differs", "sheared"])
+def test_a_sform_that_itk_does_not_take_is_said_with_where_slicer_shows_the_scan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """ITK (3D Slicer, ITK-SNAP) takes from a sform of code 1 only a rotation with pixdim's voxel sizes: a sform whose
+    voxel sizes are not pixdim's (pixdim left behind by a tool that rewrote the sform), or a sheared one, is passed
+    over for the qform. plkd places the scan by the sform, as nibabel does, and said nothing (or, with both forms
+    set, that Slicer uses the sform too): the JSON's centres lay millimetres from where Slicer shows the scan."""
+    data, affine = case_arrays()
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(data.shape)
+    sform = affine.copy()
+    if kind == "sheared":
+        sform[0, 1] += 0.15
+        header.set_qform(affine, code=1)
+    else:
+        header.set_qform(None, code=0)
+    header.set_sform(sform, code=1)
+    if kind == "pixdim-differs":
+        header["pixdim"][1:4] = [1.1, 1.1, 1.1]
+    scan = _save(tmp_path / "odd_T2S.nii.gz", data, header)
+    itk = _itk_affine(scan)
+    shape = data.shape
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in shape], indexing="ij")).reshape(3, -1).T
+    apart = np.sqrt((((corners @ (itk - sform)[:3, :3].T) + (itk - sform)[:3, 3]) ** 2).sum(axis=1)).max()
+    assert apart > 2.0  # the case: Slicer shows the scan elsewhere
+    assert _predict(scan, tmp_path / "out") == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "3D Slicer" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "use the sform too" not in said[0], said[0]
+    far = re.search(r"centres lie up to ([0-9.]+) mm", said[0])
+    assert far is not None and float(far[1]) == pytest.approx(apart, abs=0.02), said[0]
+    assert ("sheared" if kind == "sheared" else "are not pixdim's (1.1x1.1x1.1 mm)") in said[0], said[0]
+    doc = json.loads((tmp_path / "out" / "odd_T2S_cmb.json").read_text())
+    assert sum(said[0] in n for n in doc["notes"]) == 1, doc["notes"]
+    # The outputs keep the header as it is (Slicer places them as it places the scan).
+    assert _geometry(nib.load(str(tmp_path / "out" / "odd_T2S_cmb.nii.gz")).header) == _geometry(header)
+
+
+def test_a_header_itk_refuses_is_said(tmp_path: Path) -> None:
+    # A sheared sform without a qform: ITK (3D Slicer) refuses the file, and the outputs, which keep the header.
+    from plkd.inference.inputs import orientation_warnings
+
+    data, affine = case_arrays()
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(data.shape)
+    sheared = affine.copy()
+    sheared[0, 1] += 0.3
+    header.set_qform(None, code=0)
+    header.set_sform(sheared, code=1)
+    scan = _save(tmp_path / "shear_T2S.nii", data, header)
+    (said,) = orientation_warnings(load_volume(scan), scan.name)
+    assert (
+        said.startswith("shear_T2S.nii: 3D Slicer and ITK-SNAP cannot open this header (ITK: ")
+        and "orthonormal" in said
+    )
+    # An ordinary header gets no word.
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "plain_T2S.nii"))
+    assert orientation_warnings(load_volume(tmp_path / "plain_T2S.nii"), "plain_T2S.nii") == []
+
+
+def test_a_sform_of_zeros_beside_a_good_qform_places_the_scan_by_the_qform(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sform code set over a matrix of zeros (a tool that set the code and nothing else) was taken as the placement
+    and the scan refused for "absurd voxel spacing (0.0, 0.0, 0.0)", while 3D Slicer and ITK-SNAP place it by its
+    qform. plkd now does so too, says it in one warning line and a JSON note, and the outputs keep the header."""
+    data, affine = case_arrays()
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(data.shape)
+    header.set_qform(affine, code=1)
+    header.set_sform(np.zeros((4, 4)), code=1)
+    scan = _save(tmp_path / "zeros_T2S.nii.gz", data, header)
+    np.testing.assert_allclose(_itk_affine(scan), affine, atol=1e-4)  # where Slicer shows it
+    assert _predict(scan, tmp_path / "out") == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "sform" in r.getMessage()]
+    assert len(said) == 1 and "placed by its qform" in said[0], said
+    doc = json.loads((tmp_path / "out" / "zeros_T2S_cmb.json").read_text())
+    assert sum("placed by its qform" in n for n in doc["notes"]) == 1, doc["notes"]
+    np.testing.assert_allclose(_centres(tmp_path / "out", "zeros_T2S"), _sorted(TRUTH), atol=1.5)
+    assert _geometry(nib.load(str(tmp_path / "out" / "zeros_T2S_cmb.nii.gz")).header) == _geometry(header)
+    # Without a qform there is nothing else to place it by: refused, as before.
+    header.set_qform(None, code=0)
+    _save(tmp_path / "lost_T2S.nii.gz", data, header)
+    with pytest.raises(InputError, match="absurd voxel spacing"):
+        load_volume(tmp_path / "lost_T2S.nii.gz")

@@ -280,8 +280,9 @@ def lowres_pair(
 
 
 def default_slice_axis(affine: np.ndarray) -> int:
-    """The array axis made thick by default: an anisotropic grid's coarsest axis (slice/in-plane ratio at
-    least :data:`plkd.volumes.ISOTROPIC_RATIO`), else the array axis closest to world superior-inferior.
+    """The array axis made thick by default: an anisotropic grid's one coarsest axis (slice/in-plane ratio at
+    least :data:`plkd.volumes.ISOTROPIC_RATIO`), else (isotropic, or two axes equally coarse: 1×1×0.5 mm) the
+    array axis closest to world superior-inferior.
 
     So an isotropic HR volume gives axial thick slices however it is stored: thinning stored Z of a
     sagittally stored volume made thick left-right slices, which no axial protocol acquires and which the

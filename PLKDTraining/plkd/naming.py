@@ -14,6 +14,33 @@ def is_nifti(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+#: Extensions of the two files of a NIfTI pair (or an Analyze 7.5 image): header and voxels, as SPM writes them.
+PAIR_SUFFIXES = (".hdr.gz", ".img.gz", ".hdr", ".img")
+
+
+def is_pair_name(path: str | os.PathLike[str]) -> bool:
+    """True for ``*.hdr`` and ``*.img`` names (also gzip-compressed, ``.hdr.gz``; case-insensitive)."""
+    return str(path).lower().endswith(PAIR_SUFFIXES)
+
+
+def _pair_member(path: Path, want: str) -> Path:
+    name = path.name
+    for ext in PAIR_SUFFIXES:
+        if name.lower().endswith(ext):
+            other = ext.replace(".hdr", want).replace(".img", want)
+            return path.with_name(name[: -len(ext)] + (other.upper() if name[-len(ext) :].isupper() else other))
+    return path
+
+
+def pair_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files of the NIfTI pair that ``path`` (its ``.hdr`` or its ``.img``) belongs to, header first: ``x.img`` →
+    ``[x.hdr, x.img]`` (in the case of ``path``'s own extension: ``X.IMG`` → ``X.HDR``); ``[path]`` for other names."""
+    path = Path(path)
+    if not is_pair_name(path):
+        return [path]
+    return [_pair_member(path, ".hdr"), _pair_member(path, ".img")]
+
+
 #: Name endings of plkd's own outputs (``NAME_cmb`` itself counts when its JSON lies beside it).
 PREDICTION_SUFFIXES = ("_cmb_prob", "_cmb_modelgrid", "_cmb-final")
 
@@ -29,9 +56,10 @@ def is_plkd_prediction(path: str | os.PathLike[str]) -> bool:
 
 
 def strip_nifti_suffix(name: str) -> str:
-    """``sub-001_T2S.nii.gz`` → ``sub-001_T2S``; other names are returned unchanged."""
+    """``sub-001_T2S.nii.gz`` → ``sub-001_T2S`` (a NIfTI pair's ``x.hdr``, ``x.img`` → ``x``); other names are returned
+    unchanged."""
     low = name.lower()
-    for suffix in NIFTI_SUFFIXES:
+    for suffix in NIFTI_SUFFIXES + PAIR_SUFFIXES:
         if low.endswith(suffix):
             return name[: -len(suffix)]
     return name

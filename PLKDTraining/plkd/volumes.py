@@ -21,7 +21,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from plkd.atomic import atomic_path
 from plkd.errors import InputError
-from plkd.naming import strip_nifti_suffix
+from plkd.naming import is_pair_name, pair_files, strip_nifti_suffix
 
 log = logging.getLogger(__name__)
 
@@ -81,30 +81,59 @@ def anisotropy_ratio(affine: np.ndarray) -> float:
 
 #: Below this slice/in-plane ratio a volume counts as isotropic: it has no slice axis of its own.
 ISOTROPIC_RATIO = 1.2
+#: Voxel sizes that differ by less than this fraction are equal when the slice axis is chosen.
+SLICE_TIE_TOLERANCE = 0.01
 
 
 def network_axes(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, list[int], np.ndarray]:
     """How :func:`plkd.inference.preprocess.prepare` turns a grid for the networks: ``(ornt, perm, new_affine)``,
     the nibabel orientation that brings the array axes to R, A, S, then the axis order ``perm`` that moves an
     anisotropic grid's slice axis to Z, and the affine of the result. Training (:mod:`plkd.training.sampling`)
-    turns its subjects the same way, so a data set stored sagittally is learnt in the frame it is predicted in."""
+    turns its subjects the same way, so a data set stored sagittally is learnt in the frame it is predicted in.
+
+    The slice axis is the one coarsest axis. Two axes whose voxel sizes agree within
+    :data:`SLICE_TIE_TOLERANCE` (1×1×0.5 mm) are no slice axis: the grid stays in RAS order as an isotropic one
+    does. The tie was broken by axis number, which turned a 1×1×0.5 mm scan on its side (x as Z)."""
     ornt = io_orientation(affine)
     new_affine = np.asarray(affine, dtype=np.float64) @ inv_ornt_aff(ornt, shape)
     perm = [0, 1, 2]
     if anisotropy_ratio(new_affine) >= ISOTROPIC_RATIO:
-        axis = slice_axis(new_affine)
-        perm = [a for a in range(3) if a != axis] + [axis]
+        sp = spacing_from_affine(new_affine)
+        coarse = np.flatnonzero(sp >= sp.max() * (1.0 - SLICE_TIE_TOLERANCE))
+        if len(coarse) == 1:
+            axis = int(coarse[0])
+            perm = [a for a in range(3) if a != axis] + [axis]
     return ornt, perm, new_affine[:, perm + [3]]
 
 
 def network_slice_axis(affine: np.ndarray) -> int:
-    """The array axis of a volume that the networks see as Z (the slice axis): an anisotropic grid's coarsest
-    axis, else the axis closest to superior. Low-resolution versions of an HR image made for a student
-    (``plkd tune``, ``plkd cv``, ``plkd lowres``) thin this axis: thinning array axis 2 of a sagittally stored
-    image gave the student thick slices across its X axis, which it never learnt."""
+    """The array axis of a volume that the networks see as Z (the slice axis): an anisotropic grid's one coarsest
+    axis, else (isotropic, or two axes equally coarse) the axis closest to superior. Low-resolution versions of an
+    HR image made for a student (``plkd tune``, ``plkd cv``, ``plkd lowres``) thin this axis: thinning array axis 2
+    of a sagittally stored image gave the student thick slices across its X axis, which it never learnt."""
     ornt, perm, _ = network_axes(affine, (2, 2, 2))
     turned_z = perm[2]  # axis of the RAS-ordered array that becomes Z
     return int(np.flatnonzero(ornt[:, 0] == turned_z)[0])
+
+
+def sform_passed_over(header: nib.Nifti1Header) -> bool:
+    """Whether a sform whose code is set places nothing (not finite, or singular: a matrix of zeros from a tool that set
+    the code alone) while a qform is set: the image is then placed by the qform, as ITK (3D Slicer, ITK-SNAP) places
+    it. Taken as it was, it had the scan refused for "absurd voxel spacing (0.0, 0.0, 0.0)"."""
+    if int(header["sform_code"]) <= 0 or int(header["qform_code"]) <= 0:
+        return False
+    sform = np.asarray(header.get_sform(), dtype=np.float64)[:3, :3]
+    return not np.all(np.isfinite(sform)) or abs(float(np.linalg.det(sform))) < 1e-12
+
+
+def sform_note(header: nib.Nifti1Header, name: str) -> str | None:
+    """The warning for :func:`sform_passed_over`, or None."""
+    if not sform_passed_over(header):
+        return None
+    return (
+        f"{name}: its sform (code {int(header['sform_code'])}) places nothing (a singular or non-finite matrix): the "
+        "image is placed by its qform, as 3D Slicer and ITK-SNAP place it; the outputs keep both"
+    )
 
 
 def header_affine(header: nib.Nifti1Header) -> np.ndarray:
@@ -119,7 +148,7 @@ def header_affine(header: nib.Nifti1Header) -> np.ndarray:
     which put every centre of the JSON mirrored through the origin in x and y from where Slicer
     shows the scan, while its warning said it followed those viewers.
     """
-    if int(header["sform_code"]) > 0:
+    if int(header["sform_code"]) > 0 and not sform_passed_over(header):
         return np.asarray(header.get_sform(), dtype=np.float64)
     if int(header["qform_code"]) > 0:
         return np.asarray(header.get_qform(), dtype=np.float64)
@@ -215,6 +244,19 @@ _NIFTI1_MAGIC = (b"n+1\x00", b"ni1\x00")
 _NIFTI2_MAGIC = (b"n+2\x00", b"ni2\x00")
 
 
+def is_nifti_pair_header(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (a ``.hdr``, or ``.hdr.gz``) is the header of a NIfTI pair (magic ``ni1``, ``ni2``), not of an
+    Analyze 7.5 image; False when unreadable."""
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") if is_gzip_file(path) else open(path, "rb") as f:
+            head = f.read(540)
+    except (OSError, EOFError):
+        return False
+    return head[344:348] == _NIFTI1_MAGIC[1] or head[4:8] == _NIFTI2_MAGIC[1]
+
+
 def _exception_text(exc: Exception) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
@@ -240,11 +282,6 @@ def _why_no_header(path: Path) -> str | None:
 
 def _other_format(img: object) -> str:
     """What a file nibabel opened, but that is no single-file NIfTI, is, and what to do (for the one-line error)."""
-    if isinstance(img, nib.Nifti1Pair | nib.Nifti2Pair):  # .hdr + .img (SPM99/SPM2 archives); a .nii is a subclass
-        return (
-            "is a NIfTI pair (.hdr + .img); plkd reads single-file NIfTI: convert it to .nii.gz (the same header and "
-            "voxels), e.g. nibabel.save(nibabel.load('x.hdr'), 'x.nii.gz')"
-        )
     if isinstance(img, nib.AnalyzeImage):
         return (
             "is an Analyze 7.5 image (.hdr + .img), whose header does not say where left and right are; convert it "
@@ -259,16 +296,24 @@ def _read_nifti_quietly(path: str | os.PathLike[str], what: str) -> nib.Nifti1Im
         raise InputError(f"{what} not found: {p}")
     if p.is_dir():
         raise InputError(f"{what} is a folder, not a NIfTI file: {p}")
+    if is_pair_name(p):
+        for member in pair_files(p):
+            if not member.exists():
+                raise InputError(f"{what} {p.name} is one file of a NIfTI or Analyze pair; {member.name} is missing")
     try:
         img, mismatch = open_nifti(p)  # reads the header only
     except Exception as exc:  # nibabel raises many types for broken files
         raise InputError(f"cannot read {what} {p.name} as NIfTI: {_why_no_header(p) or _exception_text(exc)}") from None
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+    # A NIfTI pair (.hdr + .img, as SPM writes) is NIfTI: the same header, its voxels in the .img (a .nii is a
+    # subclass). It was refused ("convert it") while nibabel, 3D Slicer and ITK-SNAP read it.
+    if not isinstance(img, nib.Nifti1Pair | nib.Nifti2Pair):
         raise InputError(f"{what} {p.name} {_other_format(img)}")
+    voxels = Path(img.file_map["image"].filename or p)
     try:
         # Before allocating what the header announces, check that the file can hold it.
         offset = int(getattr(img.dataobj, "offset", None) or img.header.get_data_offset() or 0)
-        check_data_size(p, img.header, f"{what} {p.name}", offset=offset, compressed=is_gzip_file(p))
+        compressed = is_gzip_file(voxels)
+        check_data_size(voxels, img.header, f"{what} {voxels.name}", offset=offset, compressed=compressed)
         try:
             # Read the data now so a truncated or corrupt file fails here, with its name.
             arr = np.asanyarray(img.dataobj)
@@ -386,6 +431,17 @@ def echo_series_doubt(arr: np.ndarray, name: str) -> str | None:
         f"{name}: its {n} volumes do not fade from echo to echo as a multi-echo GRE's do (mean tissue signal "
         f"{shown}); a time series or a magnitude + phase pair? give one 3-D magnitude image or choose --echo"
     )
+
+
+def values_per_voxel_as_volumes(arr: np.ndarray) -> np.ndarray:
+    """``(X, Y, Z, 1, N)`` → ``(X, Y, Z, N)``; other arrays unchanged.
+
+    NIfTI keeps dimension 4 for time and stores several values per voxel along dimension 5, so a tool may write
+    the echoes of one acquisition as one time point of N values; read as the 4-D file of N volumes (it was
+    refused as 5-D)."""
+    if arr.ndim == 5 and arr.shape[3] == 1:
+        return arr[:, :, :, 0, :]
+    return arr
 
 
 def _to_3d(arr: np.ndarray, name: str, echo: EchoChoice, notes: list[str]) -> np.ndarray:
@@ -662,7 +718,7 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
     img = _read_nifti(path, what)
     name = f"{what} {Path(path).name}"
     notes: list[str] = []
-    raw = clear_padding(np.asarray(img._plkd_array), name, notes)  # type: ignore[attr-defined]
+    raw = clear_padding(values_per_voxel_as_volumes(np.asarray(img._plkd_array)), name, notes)  # type: ignore[attr-defined]
     if raw.ndim == 4:
         # On every echo before combining them: root-sum-of-squares would hide a phase image's sign.
         try:
@@ -673,6 +729,8 @@ def load_volume(path: str | os.PathLike[str], *, echo: EchoChoice = "rss", what:
     if arr.ndim != 3:
         raise InputError(f"{name} is {arr.ndim}-D; a 3-D volume is required")
     affine = header_affine(img.header)
+    if (passed_over := sform_note(img.header, name)) is not None:
+        log.warning(passed_over)
     units = _length_units_doubt(img.header, name)
     try:
         validate_geometry(affine, arr.shape, name)
@@ -860,6 +918,11 @@ def _onto_new_grid(out: nib.Nifti1Header, source: nib.Nifti1Header, affine: np.n
         out["slice_duration"] = 0.0
 
 
+#: NIfTI intent codes saying what several values per voxel (dimension 5) are: matrices, vectors, point sets,
+#: quaternions, RGB(A), FNIRT fields. They do not describe an output with one value per voxel.
+PER_VOXEL_VALUE_INTENTS = frozenset({1004, 1005, 1006, 1007, 1008, 1009, 1010, 2003, 2004, 2006})
+
+
 def save_volume(
     path: str | os.PathLike[str],
     data: np.ndarray,
@@ -903,6 +966,10 @@ def save_volume(
         # A 3-D output of a 4-D input (one volume, or echoes combined): nibabel resets pixdim[4:] to 1 as it gives
         # the header a 3-D shape, which dropped the repetition time (pixdim[4], as dcm2niix also writes it in 3-D).
         img.header["pixdim"][4:] = np.asarray(hdr["pixdim"], dtype=np.float64)[4:]
+    if arr.ndim == 3 and int(img.header["intent_code"]) in PER_VOXEL_VALUE_INTENTS:
+        # One value per voxel now: ITK (3D Slicer, ITK-SNAP) read a label map carrying a "vector" intent as a vector
+        # image, and refused one carrying a displacement or matrix intent.
+        img.header.set_intent("none", (), name="")
     img.set_data_dtype(arr.dtype)
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"] = img.header["cal_max"] = 0.0

@@ -53,6 +53,7 @@ from plkd.inference.predictor import Predictor
 from plkd.inference.stems import folder_names, settle_stems
 from plkd.inference.summary import summary_row, withdraw_rows, write_summary_csv
 from plkd.location.summary import describe as describe_location
+from plkd.naming import pair_files
 from plkd.progress import Progress
 from plkd.provenance import code_fingerprint
 from plkd.volumes import EchoChoice, Volume, load_label, load_volume, refuse_label_map
@@ -259,7 +260,8 @@ def predict_files(
         t0 = time.perf_counter()
         try:
             _refuse_foreign(out)
-            sha = files_sha256(list(scan.series.files) if scan.series else [scan.path]) if scan.path.exists() else None
+            files = list(scan.series.files) if scan.series else pair_files(scan.path)
+            sha = files_sha256(files) if all(f.exists() for f in files) else None  # else refused when it is read
             if sha is not None and (first := by_bytes.setdefault(sha, scan)) is not scan:
                 opt.scan_notes.setdefault(scan.stem, []).append(_same_bytes(scan, first))
             if sha is not None and at_ras is None:
@@ -394,7 +396,7 @@ def _discard_stale(scan: ScanInput, out: OutputPaths, opt: _Options, prog: Progr
         return  # not ours to remove (the failure says so)
     try:
         try:
-            sha = files_sha256(list(scan.series.files) if scan.series else [scan.path])
+            sha = files_sha256(list(scan.series.files) if scan.series else pair_files(scan.path))
         except OSError:
             sha = None  # the input cannot be read: nothing in the folder can be shown to match it
         # Only the input and the settings decide (a missing optional extra does not make a label map stale).

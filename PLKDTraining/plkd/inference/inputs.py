@@ -27,12 +27,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file, series_tags
 from plkd.errors import InputError
 from plkd.inference.input_kinds import OTHER_FORMATS, classify, classify_series
-from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix
+from plkd.naming import is_nifti, is_pair_name, is_plkd_prediction, pair_files, strip_nifti_suffix
 from plkd.sidecars import as_nifti_name
-from plkd.volumes import Volume, grid_displacement_mm, same_grid_tolerance_mm
+from plkd.volumes import (
+    Volume,
+    grid_displacement_mm,
+    is_nifti_pair_header,
+    same_grid_tolerance_mm,
+    sform_passed_over,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +140,55 @@ def separate_echo_notes(scans: Sequence[ScanInput]) -> dict[Path, str]:
     return notes
 
 
+def itk_placement(path: Path) -> np.ndarray | str | None:
+    """Where ITK, and with it 3D Slicer and ITK-SNAP, places the voxels of the NIfTI file ``path``: its voxel → RAS
+    affine, read from the header alone with SimpleITK; or, when ITK refuses the header, ITK's reason; None when this
+    SimpleITK has no reader for the file (NIfTI-2), so nothing is known."""
+    import SimpleITK as sitk  # noqa: N813 - the library's own name
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "unexpected scales in sform": plkd's warning says it
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        if "Unable to determine ImageIO reader" in str(exc):
+            return None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return (lines[-1] if lines else "unreadable").removeprefix("ITK ERROR: ")
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    placed = np.eye(4)
+    n = reader.GetDimension()  # a 4-D or 5-D file has a direction of n x n
+    placed[:3, :3] = np.reshape(reader.GetDirection(), (n, n))[:3, :3] @ np.diag(reader.GetSpacing()[:3])
+    placed[:3, 3] = reader.GetOrigin()[:3]
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ placed  # ITK's world is LPS
+
+
+def _sform_doubt(h: object) -> str:
+    """Why ITK passes over a sform of code 1: its voxel sizes are not pixdim's, or it is sheared (no rotation)."""
+    sform = np.asarray(h.get_sform(), dtype=np.float64)[:3, :3]  # type: ignore[attr-defined]
+    sizes = np.sqrt((sform**2).sum(axis=0))
+    pixdim = np.abs(np.asarray(h["pixdim"][1:4], dtype=np.float64))  # type: ignore[index]
+    unit = sform / np.where(sizes > 0, sizes, 1.0)
+    if np.abs(unit.T @ unit - np.eye(3)).max() > 1e-3:
+        return "its sform is sheared, no rotation"
+    if not np.allclose(sizes, pixdim, rtol=1e-3):
+        shown = "x".join(f"{v:.4g}" for v in sizes), "x".join(f"{v:.4g}" for v in pixdim)
+        return f"its sform's voxel sizes ({shown[0]} mm) are not pixdim's ({shown[1]} mm)"
+    return "its sform is no rotation"
+
+
 def orientation_warnings(volume: Volume, name: str) -> list[str]:
     """Warnings about an input header whose orientation is missing or ambiguous.
 
     Both codes 0: no orientation at all (the grid is placed as ITK, 3D Slicer and ITK-SNAP place it, see
-    :func:`plkd.volumes.header_affine`). qform and sform both set but different: viewers disagree
-    on where the image lies (nibabel and plkd use the sform, ITK-based viewers may use the qform).
-    The outputs keep both forms and codes unchanged in either case.
+    :func:`plkd.volumes.header_affine`). Otherwise plkd places the image as nibabel does (the sform when its code is
+    set, else the qform); where ITK (3D Slicer, ITK-SNAP: :func:`itk_placement`) places it elsewhere, the warning says
+    how far, so that a reader knows where the JSON's centres lie there: qform and sform both set but different (ITK
+    takes the sform only when its code is 1), or a sform of code 1 that ITK passes over for the qform (voxel sizes
+    other than pixdim's, sheared), or a header ITK refuses. The outputs keep both forms and codes unchanged.
     """
     h = volume.header
     if h is None:
@@ -150,23 +200,43 @@ def orientation_warnings(volume: Volume, name: str) -> list[str]:
             "(-i*dx, -j*dy, k*dz) mm as ITK-based viewers (3D Slicer, ITK-SNAP) show it, so left and right are not "
             "known; the outputs keep codes 0"
         ]
-    if q > 0 and s > 0:
+    tolerance = same_grid_tolerance_mm(volume.affine)
+    itk = itk_placement(volume.path) if volume.path is not None and volume.path.is_file() else None
+    if isinstance(itk, str):
+        return [
+            f"{name}: 3D Slicer and ITK-SNAP cannot open this header (ITK: {itk}); nor will they open the outputs, "
+            "which keep it"
+        ]
+    itk_apart = 0.0 if itk is None else grid_displacement_mm(itk, volume.affine, volume.shape)
+    form = "sform" if s > 0 else "qform"
+    if q > 0 and s > 0 and not sform_passed_over(h):  # else placed by the qform, said as it was read
         # Where the two place the grid's corners, not their largest element: a tilt of 1e-3 moves a 256-voxel
         # grid's far corner by 0.25 mm, and a matrix element is no distance.
         apart = grid_displacement_mm(h.get_qform(), h.get_sform(), volume.shape)
         if apart > same_grid_tolerance_mm(volume.affine):
-            # ITK (3D Slicer, ITK-SNAP) takes the sform only when its code is 1 (scanner), else the qform (checked
-            # with SimpleITK 5.4); "may use the qform" left the reader to guess where the JSON's centres lie there.
+            # ITK (3D Slicer, ITK-SNAP) takes the sform only when its code is 1 (scanner) and it is a rotation with
+            # pixdim's voxel sizes, else the qform (checked with SimpleITK 5.4, which says where it is placed here);
+            # "may use the qform" left the reader to guess where the JSON's centres lie there.
+            why = f"sform code {s}" if s != 1 else _sform_doubt(h)
+            if itk is None:  # no reader for it here (NIfTI-2): ITK's rule of codes
+                itk_apart = 0.0 if s == 1 else apart
             viewers = (
                 "3D Slicer and ITK-SNAP use the sform too"
-                if s == 1
-                else f"3D Slicer and ITK-SNAP use the qform (sform code {s}), so there the JSON's centres lie up to "
-                f"{apart:.3g} mm from the scan and its label map"
+                if itk_apart <= tolerance
+                else f"3D Slicer and ITK-SNAP use the qform ({why}), so there the JSON's centres lie up to "
+                f"{itk_apart:.3g} mm from the scan and its label map"
             )
             return [
                 f"{name}: its qform and sform differ, placing the image up to {apart:.3g} mm apart; plkd uses the "
                 f"sform (as nibabel does); {viewers}; the outputs keep both"
             ]
+    if itk_apart > tolerance:
+        why = _sform_doubt(h) if s > 0 else "its qform"
+        return [
+            f"{name}: 3D Slicer and ITK-SNAP place the image up to {itk_apart:.3g} mm from where its {form} places it "
+            f"({why}): plkd uses the {form} (as nibabel does), so there the JSON's centres lie up to "
+            f"{itk_apart:.3g} mm from the scan and its label map; the outputs keep the header"
+        ]
     return []
 
 
@@ -211,6 +281,24 @@ def _walk(folder: Path, exclude: set[Path], found: InputList, root: Path) -> Non
             if is_nifti(name):
                 reason = classify(p)
                 if reason:
+                    found.skipped.append((p, reason))
+                else:
+                    found.scans.append(ScanInput(p, key=_key(p, root)))
+            elif is_pair_name(name):  # a NIfTI pair (.hdr + .img, as SPM writes) is taken once, by its header
+                header, voxels = pair_files(p)
+                stem = strip_nifti_suffix(name)
+                if p != header:
+                    if not header.exists():
+                        found.skipped.append((p, "not NIfTI or DICOM (an .img without its .hdr)"))
+                elif not is_nifti_pair_header(p):
+                    found.skipped.append((p, "Analyze 7.5 image (its header does not say where left and right are)"))
+                elif not voxels.exists():
+                    found.skipped.append((p, f"NIfTI header without its voxels ({voxels.name} is missing)"))
+                elif single := next((n for n in filenames if is_nifti(n) and strip_nifti_suffix(n) == stem), None):
+                    # The pair converted beside it, as plkd used to advise: one scan, not a run refused for two
+                    # inputs of one output name.
+                    found.skipped.append((p, f"NIfTI pair beside {single} (the same scan converted?), which is taken"))
+                elif reason := classify(p):
                     found.skipped.append((p, reason))
                 else:
                     found.scans.append(ScanInput(p, key=_key(p, root)))
@@ -312,6 +400,8 @@ def _add(item: Path, exclude: set[Path], found: InputList, root: Path | None = N
         # and each probability map was analysed as a T2* image, its result matched by the next run in turn.
         found.skipped.append((item, "plkd prediction"))
     else:  # a NIfTI file, or a name that fails later with "not found"/"cannot read"
+        if is_pair_name(item) and pair_files(item)[0].exists():
+            item = pair_files(item)[0]  # a NIfTI pair is one scan, named by its header (x.img → x.hdr)
         caveat = named_caveat(classify(item)) if item.is_file() else None
         key = _named_key(item) if root is None else _key(item, root)
         found.scans.append(ScanInput(item, key=key, caveat=caveat))

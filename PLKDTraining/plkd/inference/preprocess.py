@@ -19,7 +19,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from plkd.lowres import declared_lr_factor
 from plkd.normalise import CLIP_PERCENTILES, normalise_intensity
 from plkd.resample import grid_with_spacing, resample_array
-from plkd.volumes import ISOTROPIC_RATIO, Volume, anisotropy_ratio, slice_axis, spacing_from_affine
+from plkd.volumes import Volume, spacing_from_affine
 from plkd.volumes import network_axes as network_axes  # re-exported: training and tuning turn data as prepare does
 from plkd.volumes import network_slice_axis as network_slice_axis
 
@@ -145,19 +145,17 @@ def prepare(
     # The networks see the brain as they were trained on it (RAS: x to the right, y anterior, z superior)
     # however the file stores it (LPS, LAS as dcm2niix writes, sagittal order, ...); otherwise the same
     # scan stored two ways gives two different results.
+    # The turn and the slice axis are network_axes', which training uses too.
+    _, moved, _ = network_axes(affine, data.shape)
     order, changed, data, mask, affine = to_closest_ras(data, mask, affine)
     if changed:
         notes.append("turned the array to RAS axis order for the networks (the grid of the outputs is unchanged)")
-    perm: tuple[int, int, int] = (0, 1, 2)
-    if anisotropy_ratio(affine) >= ISOTROPIC_RATIO:
-        axis = slice_axis(affine)
-        perm = tuple([a for a in range(3) if a != axis] + [axis])  # type: ignore[assignment]
-        if perm != (0, 1, 2):
-            data = np.transpose(data, perm)
-            mask = np.transpose(mask, perm)
-            affine = affine[:, list(perm) + [3]]
-            notes.append(f"moved the slice axis (array axis {order[axis]} of the input) to Z for the networks")
-    perm = tuple(order[a] for a in perm)  # type: ignore[assignment]  # input axis of each network axis
+    if moved != [0, 1, 2]:
+        data = np.transpose(data, moved)
+        mask = np.transpose(mask, moved)
+        affine = affine[:, moved + [3]]
+        notes.append(f"moved the slice axis (array axis {order[moved[2]]} of the input) to Z for the networks")
+    perm: tuple[int, int, int] = tuple(order[a] for a in moved)  # type: ignore[assignment]  # input axis of each
 
     target = np.broadcast_to(np.asarray(model_spacing, dtype=np.float64), (3,))
     spacing = spacing_from_affine(affine)
