@@ -44,8 +44,9 @@ def load_stage(stage_dir: Path) -> tuple[Any, dict[str, Any]]:
 def stage_record(summary: dict[str, Any]) -> dict[str, Any]:
     """A stage's entry in a bundle manifest's ``training.stages``, from its ``done.json`` summary."""
     record = {k: summary.get(k) for k in ("steps", "final_loss", "time_s", "init_from")}
-    if "mined_from_init" in summary:
-        record["mined_from_init"] = summary["mined_from_init"]
+    for key in ("mined_from_init", "resumed_with_other_settings"):
+        if key in summary:
+            record[key] = summary[key]
     return record
 
 

@@ -227,6 +227,14 @@ def train_students(
                 "init_from": prev_name,
                 "init_sha256": init_sum,
             },
+            settings={
+                "batch_size": int(st["batch_size"]),
+                "distill": stage.distill,
+                "alpha": stage.alpha,
+                "beta": stage.beta,
+                "lr_modes": list(stage.lr_modes),
+                "lr_noise_std": stage.lr_noise_std,
+            },
         )
         summaries[stage.name] = run_stage(spec, ctx)
         prev_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
