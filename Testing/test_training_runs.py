@@ -114,6 +114,18 @@ def test_a_stage_resumed_with_other_settings_trains_and_records_what_it_says(dat
     assert record["resumed_with_other_settings"] == done["resumed_with_other_settings"]
 
 
+def test_a_stage_resumed_with_another_network_is_refused_in_one_line(data_root, tmp_path):
+    """Another architecture for a started stage failed with torch's many-line size-mismatch traceback."""
+    cfg = set_value(set_value(load_config("tiny"), "teacher.steps", "4"), "teacher.checkpoint_every", "100")
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train("teacher", data_root, run, cfg, make_context(cfg, progress="none", stop_after=2))
+    wider = set_value(cfg, "networks.segmenter.hparams.base_channels", "8")
+    with pytest.raises(PLKDError, match="was started with another network"):
+        train("teacher", data_root, run, wider, make_context(wider, progress="none"))
+    assert torch.load(run / "teacher" / "checkpoint.pt", weights_only=True)["step"] == 2  # kept
+
+
 def run_with_screening(run: Path, data_root: Path, cfg) -> Path:
     """``run`` with a finished screening stage (what plkd export needs beside the teacher)."""
     train("screening", data_root, run, cfg, make_context(cfg, progress="none"))
