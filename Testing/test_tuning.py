@@ -108,6 +108,8 @@ def test_tune_command_writes_a_bundle_whose_segmenters_carry_thresholds(tmp_path
     assert own == {"screening": report["screening"], "segmentation": report["segmentation"]}
     assert "thresholds" not in tuned.manifest["networks"]["teacher"]  # not asked for
     assert report["inputs"] == 4 and report["conditions"] == ["interp", "slab"]
+    # The validation data by its folder's name: a shared bundle carries no local path (it kept --data as typed).
+    assert report["data"] == "val" and str(tmp_path) not in (out / "manifest.json").read_text(encoding="utf-8")
     # The bundle's own pair (0.5, 0.5) is on the grid, so tuning never lowers the validation F1.
     assert report["after"]["F1"] >= report["before"]["F1"] > 0
     # The predictor applies the student's own thresholds: every kept candidate passes both.

@@ -431,12 +431,15 @@ def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root:
     shutil.copytree(src, tmp)
     try:
         manifest = json.loads((tmp / MANIFEST).read_text(encoding="utf-8"))
+        # The validation folder by its name: the tuned bundle is shared, and --data as typed (an absolute path of
+        # this machine, or one relative to where plkd tune ran) said where it lay, to no reader's use.
+        data = Path(str(data_root)).name
         for name, r in report.items():
             manifest["networks"][name]["thresholds"] = {"screening": r["screening"], "segmentation": r["segmentation"]}
-            manifest["networks"][name]["calibration"] = {**r["calibration"], "data": str(data_root)}
+            manifest["networks"][name]["calibration"] = {**r["calibration"], "data": data}
         # Segmenters tuned earlier (on other data, say) keep their record; each names its data.
         earlier = (manifest.get("tuning") or {}).get("segmenters", {})
-        records = {name: {"data": str(data_root), "objective": objective(max_fp), **r} for name, r in report.items()}
+        records = {name: {"data": data, "objective": objective(max_fp), **r} for name, r in report.items()}
         manifest["tuning"] = {"segmenters": {**earlier, **records}}
         # The thresholds hold for the candidates tuning saw: the predictor keeps the same number.
         manifest.setdefault("candidates", {})["max_screening"] = TUNING_CANDIDATES

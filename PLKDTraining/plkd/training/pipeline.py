@@ -37,6 +37,7 @@ from plkd.training.data import TrainingData, load_training_data
 from plkd.training.distributed import DistInfo, init_distributed, rank_device
 from plkd.training.init_from import adopt_architectures, init_bundle
 from plkd.training.loop import TrainContext, is_done
+from plkd.training.places import find_recorded, recorded_place
 from plkd.training.screening import mine_hard_negatives, train_screening
 from plkd.training.segmentation import train_teacher
 from plkd.training.students import plan_stages, students_dir, train_students
@@ -215,18 +216,79 @@ def train(
         raise
     # Saved once the data is accepted: a refused call rewrote config.yaml with its own settings first.
     _check_config(run, cfg, ctx.dist, saved)
+    teacher = Path(teacher_dir) if teacher_dir else None
+    mining = _mining_screening(run, what, screening_dir, teacher)
     if ctx.dist.is_main:
-        write_json_atomic(run / "run.json", {**data.summary(), "seed": int(cfg["seed"]), **history})
+        record = {
+            **data.summary(),
+            # Absolute and relative to the run (the data as typed was relative to wherever plkd train was called):
+            # plkd train finds it from any working directory, also when the run and its data moved together.
+            **_data_place(data_root, run),
+            "seed": int(cfg["seed"]),
+            **history,
+            **_sources(run, what, cfg, teacher, mining),
+        }
+        write_json_atomic(run / "run.json", record)
     out: dict[str, Any] = {}
     if what in ("screening", "all"):
         _, out["screening"] = train_screening(run, cfg, data, ctx)
     if what in ("teacher", "students", "all"):
-        _mine(data, cfg, ctx, Path(screening_dir) if screening_dir else run / "screening")
+        _mine(data, cfg, ctx, mining)
     if what == "teacher" or (what == "all" and with_teacher):
         _, out["teacher"] = train_teacher(run, cfg, data, ctx)
     if what in ("students", "all"):
         out["students"] = train_students(run, cfg, data, ctx, Path(teacher_dir) if teacher_dir else None)
     return out
+
+
+def _data_place(data_root: str | os.PathLike[str], run: Path) -> dict[str, str]:
+    """``run.json``'s ``data`` (absolute) and ``data_relative`` (relative to the run folder)."""
+    place = recorded_place(data_root, run)
+    return {"data": place["path"], "data_relative": place["relative"]}
+
+
+def recorded_data(run: Path) -> Path:
+    """The data folder ``run``'s ``run.json`` records (relative to the run first, then absolute): a resume may leave
+    out ``--data``. PLKDError when there is no record, or the folder is in neither place."""
+    path = run / "run.json"
+    if not path.is_file():
+        raise PLKDError(f"--data is required: {run} is not a started run (no run.json) to take it from")
+    info = json.loads(path.read_text(encoding="utf-8"))
+    record = {"path": info.get("data"), "relative": info.get("data_relative")}
+    found = find_recorded(record, run)
+    if found is None:
+        raise PLKDError(
+            f"--data is required: the data {run} was trained on ({info.get('data')}) is not found there any more"
+        )
+    log.info("%s: training on the data it records, %s", run, found)
+    return found
+
+
+def _mining_screening(run: Path, what: str, screening_dir: Any, teacher: Path | None) -> Path:
+    """The screening network the teacher and students mine their hard negatives from: ``--screening``, else the run's,
+    else, for students distilled from another run's teacher (``--teacher``), the screening network beside that
+    teacher (the one ``plkd export`` bundles them with: they mined nothing, and their bundle could not be made)."""
+    if screening_dir:
+        return Path(screening_dir)
+    own = run / "screening"
+    if what in ("screening", "all") or is_done(own) or teacher is None:
+        return own
+    beside = teacher.parent / "screening"
+    return beside if is_done(beside) and beside.resolve() != own.resolve() else own
+
+
+def _sources(run: Path, what: str, cfg: dict[str, Any], teacher: Path | None, mining: Path) -> dict[str, Any]:
+    """``run.json``'s ``sources``: the networks of other folders this run learnt from (the teacher its students were
+    distilled from, the screening network they mined), kept from earlier calls; ``plkd export`` bundles them."""
+    path = run / "run.json"
+    earlier = json.loads(path.read_text(encoding="utf-8")).get("sources", {}) if path.is_file() else {}
+    sources = dict(earlier) if isinstance(earlier, dict) else {}
+    distilled = what in ("students", "all") and cfg["students"]["mode"] != "none"
+    if distilled and teacher is not None and teacher.resolve() != (run / "teacher").resolve():
+        sources["teacher"] = recorded_place(teacher, run)
+    if what != "screening" and is_done(mining) and mining.resolve() != (run / "screening").resolve():
+        sources["screening"] = recorded_place(mining, run)
+    return {"sources": sources} if sources else {}
 
 
 def _settings_history(run: Path, changed: list[str]) -> dict[str, Any]:
