@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from plkd.atomic import write_json_atomic
-from plkd.bundle import MANIFEST, load_bundle
+from plkd.bundle import MANIFEST, check_replaceable, load_bundle
 from plkd.calibration import expected_calibration_error, fit_platt, reliability_diagram
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.data.scans import scan_digests, shared_scans, shared_sentence
@@ -338,6 +338,7 @@ def tune_thresholds(
     out = Path(out)
     if out.exists() and not overwrite:
         raise PLKDError(f"{out} exists; choose another --out or pass --overwrite")
+    check_replaceable(out)  # the validation data, say: --overwrite deleted whatever folder --out named
     if max_fp is not None and not max_fp > 0:
         raise PLKDError(f"--max-fp must be a positive number of false positives per subject, not {max_fp}")
     loosest = {"screening": min(SCREENING_GRID), "segmentation": 0.0}

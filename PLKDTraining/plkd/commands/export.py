@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp16", dest="half", action="store_const", const=True, help="store weights as float16")
     prec.add_argument("--fp32", dest="half", action="store_const", const=False, help="store weights as float32")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle (never another folder)")
     p.set_defaults(func=run, half=None)
 
 
