@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -678,3 +679,25 @@ def test_header_changes_are_recorded_not_only_printed(tmp_path: Path, capsys: py
         assert all({"dim", "pixdim"} <= set(fields) for fields in changed.values())
     # The same conversion again reuses the folder (the record of the changes does not make it "another conversion").
     assert main(["lowres", "--dataset", str(src), "--thickness-mm", "4", "--out", str(dst), "--progress", "none"]) == 0
+
+
+def test_dataset_overwrite_removes_only_an_earlier_conversion(tmp_path: Path, capsys) -> None:
+    """``--overwrite`` removed every NIfTI file under ``--out``, recorded as a conversion or not: a folder of the
+    user's own scans given as --out lost them all. Files no conversion recorded are now refused, and kept."""
+    src, dst = tmp_path / "synth", tmp_path / "mine"
+    _fake_synth(src)
+    own = _save(dst / "scans" / "patient_T2S.nii.gz", np.ones((4, 4, 4), np.float32), np.eye(4))
+    run = ["lowres", "--dataset", str(src), "--thickness-mm", "4", "--out", str(dst), "--progress", "none"]
+    assert main([*run, "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scans/patient_T2S.nii.gz" in err[0] and "no plkd lowres conversion" in err[0]
+    assert own.is_file() and not list(dst.rglob("sub-*"))
+    # An earlier conversion (recorded) is still removed by --overwrite, also when it had more subjects.
+    own.unlink()
+    assert main(run) == 0
+    shutil.rmtree(src / "sub-0002")
+    manifest = json.loads((src / "manifest.json").read_text())
+    del manifest["subjects"]["sub-0002"]
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    assert main([*run, "--overwrite"]) == 0
+    assert not list(dst.rglob("sub-0002*"))

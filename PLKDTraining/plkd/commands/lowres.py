@@ -380,12 +380,24 @@ def _clear_earlier_conversion(out: Path, planned: set[Path], record: dict[str, A
             f"--out {out} holds {why}: they would stay mixed with this conversion; give another folder, or "
             "--overwrite to remove the earlier conversion first"
         )
+    if extra and not any(r is not None for r in recorded):
+        # Not an earlier conversion: a folder of the user's own scans given as --out lost every NIfTI file under it.
+        raise InputError(
+            f"--out {out} holds {len(extra)} NIfTI file(s) no plkd lowres conversion recorded there (e.g. "
+            f"{extra[0].relative_to(out).as_posix()}): --overwrite removes only an earlier conversion's images; "
+            "give another folder"
+        )
     for path in (manifest_path, out / CONVERSION_RECORD):
         if path.is_file():
             path.unlink()  # first: an interruption never leaves a record describing other images
     for p in found:
         remove_lowres_sidecar(p)
         p.unlink()
+    # Folders the removed images leave empty (a subject of the earlier conversion) go too.
+    for folder in sorted({p.parent for p in found}, key=lambda f: len(f.parts), reverse=True):
+        while folder != out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
 
 
 def _run_dataset(args: argparse.Namespace) -> int:
