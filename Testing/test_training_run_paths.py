@@ -113,3 +113,24 @@ def test_a_run_resumes_from_another_working_directory_without_data(
     # A new run needs --data.
     assert main(["train", "teacher", "--out", "new", *TINY_TRAIN]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_a_teacher_of_a_run_with_another_grid_or_normalisation_is_refused(
+    two_runs: Path, tmp_path: Path, capsys
+) -> None:
+    """The bundle records one grid, normalisation and patch size for all its networks: students distilled (and a
+    bundle made) with the teacher of a run that clipped or sampled otherwise fed that teacher images it never saw,
+    and applied the students' settings to it in the bundle, without a word."""
+    runs = tmp_path / "runs"
+    shutil.copytree(two_runs / "runs", runs)
+    config = runs / "a" / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace("[0.0, 99.5]", "[0.0, 99.0]"), encoding="utf-8")
+    assert main(["export", str(runs / "b"), "--out", str(tmp_path / "bundle")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.clip_percentiles" in err[0] and "a" in err[0]
+    assert not (tmp_path / "bundle").exists()
+    students = ["train", "students", "--data", str(two_runs / "data"), "--out", str(tmp_path / "c"), *TINY_TRAIN]
+    assert main([*students, "--teacher", str(runs / "a" / "teacher")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.clip_percentiles" in err[0]
+    assert not (tmp_path / "c").exists()

@@ -18,6 +18,7 @@ from plkd.training.checkpoint import DONE_NAME, FINAL_NAME, load_weights
 from plkd.training.config import with_legacy_values
 from plkd.training.init_from import init_bundle
 from plkd.training.loop import is_done
+from plkd.training.pipeline import other_bundle_settings
 from plkd.training.places import candidates, find_recorded, portable_name
 from plkd.training.students import plan_stages, students_dir
 
@@ -124,6 +125,12 @@ def export_run(
         teacher, stage_info["teacher"] = load_stage(sources["teacher"])
         networks["teacher"] = {"module": teacher, "role": "segmenter", "lr_factor": 1}
     borrowed = _borrowed(run, info, sources)
+    for other, entry in borrowed.items():
+        if what := other_bundle_settings(other, cfg):
+            raise PLKDError(
+                f"{run}: the {' and '.join(entry['roles'])} of the run {other} (its students learnt from them) were "
+                f"trained with other settings that the bundle records for all its networks: {what}"
+            )
     chosen = list(students) if students is not None else _complete_students(run, cfg, mode)
     factors: dict[int, str] = {}
     for stage in chosen:

@@ -132,6 +132,32 @@ def _refuse_other_bundle_settings(run: Path, cfg: dict[str, Any], saved: dict[st
         )
 
 
+def other_bundle_settings(other_run: Path, cfg: dict[str, Any]) -> str:
+    """The :data:`BUNDLE_SETTINGS` in which ``other_run`` (the run of a teacher or screening network this run learns
+    from and is bundled with) differs from ``cfg``, in words; ``""`` when none (or it has no config.yaml)."""
+    saved = _saved_config(other_run)
+    if saved is None:
+        return ""
+    theirs, ours = _old_settings(saved), _old_settings(cfg)
+    return "; ".join(
+        f"{k} {lookup(theirs, k)} (this run's: {lookup(ours, k)})"
+        for k in BUNDLE_SETTINGS
+        if lookup(theirs, k) != lookup(ours, k)
+    )
+
+
+def _refuse_other_runs_settings(run: Path, cfg: dict[str, Any], networks: dict[str, Path]) -> None:
+    """Refuse networks of another run (``--teacher``, the screening network beside it) trained on another grid,
+    normalisation or patch size: the teacher was fed images it never saw, and the bundle applied this run's settings
+    to it, without a word."""
+    for role, folder in networks.items():
+        if folder.resolve().parent != run.resolve() and (what := other_bundle_settings(folder.parent, cfg)):
+            raise InputError(
+                f"the {role} {folder} was trained with other settings that a bundle records for all its networks: "
+                f"{what}; give those settings, or a {role} trained with these"
+            )
+
+
 def _settings_changed(cfg: dict[str, Any], saved: dict[str, Any] | None) -> list[str]:
     """The sections of ``cfg`` that differ from ``saved`` (an existing run's config.yaml), runtime keys aside."""
     if saved is None:
@@ -206,7 +232,13 @@ def train(
     changed = _settings_changed(cfg, saved)
     _refuse_other_bundle_settings(run, cfg, saved)
     history = _settings_history(run, changed)
+    teacher = Path(teacher_dir) if teacher_dir else None
+    mining = _mining_screening(run, what, screening_dir, teacher)
     try:
+        learnt_from = {"screening network": mining} if what != "screening" and is_done(mining) else {}
+        if teacher is not None and what in ("students", "all") and cfg["students"]["mode"] != "none":
+            learnt_from["teacher"] = teacher
+        _refuse_other_runs_settings(run, cfg, learnt_from)
         data = load_training_data(data_root, cfg, subject_ids)
         _check_same_data(run, data)
     except PLKDError:
@@ -216,8 +248,6 @@ def train(
         raise
     # Saved once the data is accepted: a refused call rewrote config.yaml with its own settings first.
     _check_config(run, cfg, ctx.dist, saved)
-    teacher = Path(teacher_dir) if teacher_dir else None
-    mining = _mining_screening(run, what, screening_dir, teacher)
     if ctx.dist.is_main:
         record = {
             **data.summary(),
