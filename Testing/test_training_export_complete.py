@@ -91,3 +91,14 @@ def test_overwrite_replaces_only_a_bundle(finished: Path, tmp_path: Path, capsys
         assert main(args) == 2
         assert "is not a model bundle" in capsys.readouterr().err
         assert sorted(p.relative_to(data) for p in data.rglob("*")) == kept
+
+
+def test_a_student_that_does_not_exist_is_named_as_such(finished: Path, tmp_path: Path, capsys) -> None:
+    """--students student_x4 (the bundle's name) or x4 with --mode kd said "RUN/students/student_x4 has not finished
+    training; run 'plkd train' first", sending the user to train a stage that no command makes."""
+    out = str(tmp_path / "bundle")
+    assert main(["export", str(finished), "--out", out, "--students", "student_x4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no plkd student stage student_x4" in err and "x2, x4, x8, finetune" in err
+    assert main(["export", str(finished), "--out", out, "--students", "x4", "--mode", "kd"]) == 2
+    assert "has no kd student stage x4 (its kd students: none)" in capsys.readouterr().err

@@ -133,8 +133,15 @@ def export_run(
             )
     chosen = list(students) if students is not None else _complete_students(run, cfg, mode)
     factors: dict[int, str] = {}
+    root = students_dir(run, mode)
     for stage in chosen:
-        net, summary = load_stage(students_dir(run, mode) / stage)
+        if not (root / stage).is_dir():
+            have = sorted((p.name for p in root.iterdir() if p.is_dir()), key=_stage_order) if root.is_dir() else []
+            raise PLKDError(
+                f"{run} has no {mode} student stage {stage} (its {mode} students: {', '.join(have) or 'none'}); "
+                "--students takes their names"
+            )
+        net, summary = load_stage(root / stage)
         factor = int(summary["lr_factor"])
         if factor in factors:
             raise PLKDError(f"students {factors[factor]} and {stage} both have LR factor {factor}; export one of them")
