@@ -123,7 +123,7 @@ def save_bundle(
         if as_zip:
             _zip_folder(tmp, out, arcroot=out.stem)
         else:
-            _move_into_place(tmp, out)
+            move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -227,7 +227,8 @@ def _storable(t: torch.Tensor, half: bool) -> torch.Tensor:
     return t
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
+def move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the folder ``tmp`` to ``out``, an existing ``out`` moved aside first and removed after (never lost)."""
     if not out.exists():
         os.replace(tmp, out)
         return

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from plkd.atomic import write_json_atomic
-from plkd.bundle import MANIFEST, check_replaceable, load_bundle
+from plkd.atomic import temporary_folder, write_json_atomic
+from plkd.bundle import MANIFEST, check_replaceable, load_bundle, move_into_place
 from plkd.calibration import expected_calibration_error, fit_platt, reliability_diagram
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.data.scans import scan_digests, shared_scans, shared_sentence
@@ -427,10 +427,12 @@ def objective(max_fp: float | None) -> str:
 
 def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root: Any, max_fp: float | None) -> None:
     """Copy the bundle with each tuned segmenter's thresholds (temporary folder, then rename)."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
+    # Named as plkd.atomic names temporaries, so the copy a killed tune left is removed by the next one (it was named
+    # after the process only, and stayed); replaced as save_bundle replaces a bundle (the old one was removed first,
+    # so a kill in between lost it: the bundle itself when tuned in place).
+    tmp = temporary_folder(out)
     try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
         manifest = json.loads((tmp / MANIFEST).read_text(encoding="utf-8"))
         # The validation folder by its name: the tuned bundle is shared, and --data as typed (an absolute path of
         # this machine, or one relative to where plkd tune ran) said where it lay, to no reader's use.
@@ -446,12 +448,9 @@ def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root:
         manifest.setdefault("candidates", {})["max_screening"] = TUNING_CANDIDATES
         write_json_atomic(tmp / MANIFEST, manifest)
         load_bundle(tmp)  # the tuned bundle must open like any other
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
+        move_into_place(tmp, out)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def format_report(report: dict[str, Any]) -> str:
