@@ -134,3 +134,17 @@ def test_a_teacher_of_a_run_with_another_grid_or_normalisation_is_refused(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data.clip_percentiles" in err[0]
     assert not (tmp_path / "c").exists()
+
+
+def test_a_screening_folder_given_that_is_not_a_finished_stage_is_refused(
+    two_runs: Path, tmp_path: Path, capsys
+) -> None:
+    """--screening naming a folder without a finished screening stage (a typo, the run folder instead of its
+    screening/) trained the teacher and students without any mined hard negatives, and said nothing."""
+    data = str(two_runs / "data")
+    for given in (tmp_path / "typo", two_runs / "runs" / "a"):
+        args = ["train", "teacher", "--data", data, "--out", str(tmp_path / "c"), "--screening", str(given)]
+        assert main([*args, *TINY_TRAIN]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--screening {given} is not a finished screening stage" in err[0]
+        assert not (tmp_path / "c").exists()

@@ -235,6 +235,12 @@ def train(
     teacher = Path(teacher_dir) if teacher_dir else None
     mining = _mining_screening(run, what, screening_dir, teacher)
     try:
+        if screening_dir and not is_done(Path(screening_dir)):
+            # It was used only when finished: a typo, or the run folder given, trained without mined negatives unsaid.
+            raise InputError(
+                f"--screening {screening_dir} is not a finished screening stage (no done.json, model.pt and log.csv "
+                "there); give a run's screening folder (RUN/screening)"
+            )
         learnt_from = {"screening network": mining} if what != "screening" and is_done(mining) else {}
         if teacher is not None and what in ("students", "all") and cfg["students"]["mode"] != "none":
             learnt_from["teacher"] = teacher
