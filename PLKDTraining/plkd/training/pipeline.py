@@ -173,14 +173,42 @@ def _settings_changed(cfg: dict[str, Any], saved: dict[str, Any] | None) -> list
     )
 
 
+#: Sections of the configuration that only one kind of stage uses (``students``: the student stages of its mode);
+#: ``export`` and ``cv`` no stage trains with; every other section (data, sampling, augment, optim, networks, seed...)
+#: all stages use.
+STAGE_SECTIONS = {"screening": "screening", "teacher": "teacher", "students": "students"}
+NO_STAGE_SECTIONS = ("export", "cv")
+
+
+def _concerned(started: list[str], changed: list[str]) -> list[str]:
+    """The started stages (``screening``, ``teacher``, ``students/x2``...) that use a changed section."""
+    out = []
+    for stage in started:
+        kind = stage.split("/")[0].split("-")[0]
+        if any(STAGE_SECTIONS.get(k, kind) == kind and k not in NO_STAGE_SECTIONS for k in changed):
+            out.append(stage)
+    return out
+
+
 def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo, saved: dict[str, Any] | None) -> list[str]:
     """Save the configuration; warn when an existing run (``saved``: its config.yaml) is continued with
-    different settings (returned)."""
+    different settings (returned), naming the started stages that used the earlier ones (it said "unfinished stages
+    will not match an uninterrupted run" of settings no started stage uses, which the stages to come train with)."""
     path = run_dir / "config.yaml"
     changed = _settings_changed(cfg, saved)
-    if changed:
+    concerned = _concerned(_started_stages(run_dir), changed)
+    if concerned:
         log.warning(
-            "%s was started with other settings (%s); unfinished stages will not match an uninterrupted run",
+            "%s was started with other settings (%s): %s had started with the earlier ones, which they keep up to "
+            "where they are; they will not match an uninterrupted run (recorded in run.json)",
+            run_dir,
+            ", ".join(changed),
+            ", ".join(concerned),
+        )
+    elif changed:
+        log.warning(
+            "%s: other settings (%s) than the run was started with; no started stage uses them (the stages still "
+            "to train do)",
             run_dir,
             ", ".join(changed),
         )
@@ -332,9 +360,10 @@ def _settings_history(run: Path, changed: list[str]) -> dict[str, Any]:
     started (config.yaml holds the last settings only, and plkd export records them as the run's)."""
     path = run / "run.json"
     earlier = json.loads(path.read_text(encoding="utf-8")).get("settings_changed", []) if path.is_file() else []
-    started = _started_stages(run)
+    started = _concerned(_started_stages(run), changed)
     if changed and started:
-        earlier = [*earlier, {"settings": changed, "stages_started": started}]
+        concerning = [k for k in changed if _concerned(started, [k])]
+        earlier = [*earlier, {"settings": concerning, "stages_started": started}]
     return {"settings_changed": earlier} if earlier else {}
 
 
