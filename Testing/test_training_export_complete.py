@@ -102,3 +102,10 @@ def test_a_student_that_does_not_exist_is_named_as_such(finished: Path, tmp_path
     assert "has no plkd student stage student_x4" in err and "x2, x4, x8, finetune" in err
     assert main(["export", str(finished), "--out", out, "--students", "x4", "--mode", "kd"]) == 2
     assert "has no kd student stage x4 (its kd students: none)" in capsys.readouterr().err
+
+
+def test_a_run_given_as_dot_is_named_after_its_folder(finished: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """``plkd export . --out B`` from inside the run failed with "manifest.json: 'name' must be a non-empty string"."""
+    monkeypatch.chdir(finished)
+    assert main(["export", ".", "--out", str(tmp_path / "bundle")]) == 0
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text(encoding="utf-8"))["name"] == finished.name

@@ -158,7 +158,7 @@ def export_run(
         metrics = _read_json(run / "metrics.json")
     synthetic = info.get("layout") == "synth"
     manifest = {
-        "name": name or cfg["export"]["name"] or run.name,
+        "name": name or cfg["export"]["name"] or run.resolve().name,  # "." has no name of its own
         "modality": info.get("modality", "T2S"),
         "spacing_mm": [float(v) for v in cfg["data"]["spacing_mm"]],
         "patch_size": {
