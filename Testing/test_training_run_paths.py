@@ -148,3 +148,23 @@ def test_a_screening_folder_given_that_is_not_a_finished_stage_is_refused(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"--screening {given} is not a finished screening stage" in err[0]
         assert not (tmp_path / "c").exists()
+
+
+def test_an_init_from_bundle_replaced_since_the_run_started_is_refused(two_runs: Path, tmp_path: Path, capsys) -> None:
+    """--init-from names a bundle by its path: one replaced there since (re-exported, re-tuned in place) gave the stages
+    still to train other starting networks than the started ones, and plkd export recorded the new bundle's checksum
+    as the one the run started from. The run records the bundle's manifest checksum and refuses another."""
+    bundle = tmp_path / "start"
+    shutil.copytree(Path(__file__).resolve().parent / "data" / "tiny-bundle", bundle)
+    args = ["--data", str(two_runs / "data"), "--out", str(tmp_path / "run"), "--init-from", str(bundle), *TINY_TRAIN]
+    assert main(["train", "screening", *args]) == 0
+    capsys.readouterr()
+    info = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))
+    assert info["init_from"]["name"] == "tiny-test-bundle" and len(info["init_from"]["manifest_sha256"]) == 64
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    manifest["name"] = "re-exported"
+    (bundle / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert main(["train", "teacher", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "changed since the run started" in err[0]
+    assert not (tmp_path / "run" / "teacher").exists()

@@ -181,7 +181,8 @@ def export_run(
             "seed": cfg["seed"],
             "student_mode": mode,
             "target_factor": cfg["students"]["target_factor"],
-            "init_from": _init_source(cfg.get("init_from")),
+            # As the run recorded it when it started (the bundle at that path may have been replaced since).
+            "init_from": info.get("init_from") or _init_source(cfg.get("init_from")),
             "stages": {
                 k: stage_record(v, sources.get(k, run).parent if k in sources else run) for k, v in stage_info.items()
             },

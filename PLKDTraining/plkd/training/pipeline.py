@@ -273,6 +273,7 @@ def train(
         if teacher is not None and what in ("students", "all") and cfg["students"]["mode"] != "none":
             learnt_from["teacher"] = teacher
         _refuse_other_runs_settings(run, cfg, learnt_from)
+        start_from = _init_record(run, cfg)
         data = load_training_data(data_root, cfg, subject_ids)
         _check_same_data(run, data)
     except PLKDError:
@@ -291,6 +292,7 @@ def train(
             "seed": int(cfg["seed"]),
             **history,
             **_sources(run, what, cfg, teacher, mining),
+            **({"init_from": start_from} if start_from else {}),
         }
         write_json_atomic(run / "run.json", record)
     out: dict[str, Any] = {}
@@ -303,6 +305,28 @@ def train(
     if what in ("students", "all"):
         out["students"] = train_students(run, cfg, data, ctx, Path(teacher_dir) if teacher_dir else None)
     return out
+
+
+def _init_record(run: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """``run.json``'s ``init_from``: the name and manifest sha256 of the bundle the run starts from (``--init-from``).
+    A run whose stages started from a bundle that has been replaced at its path since (re-exported, tuned in place)
+    is refused: the stages still to train would start from other networks than the started ones, and plkd export
+    recorded the new bundle's checksum as the run's."""
+    bundle = init_bundle(cfg)
+    if bundle is None:
+        return None
+    record = {"name": bundle.name, "manifest_sha256": bundle.manifest_sha256}
+    path = run / "run.json"
+    earlier = json.loads(path.read_text(encoding="utf-8")).get("init_from") if path.is_file() else None
+    same_path = lookup(_old_settings(_saved_config(run) or {}), "init_from") == cfg.get("init_from")
+    if isinstance(earlier, dict) and same_path and _started_stages(run) and earlier != record:
+        raise InputError(
+            f"the --init-from bundle {cfg.get('init_from')} changed since the run started ({earlier.get('name')}, "
+            f"manifest sha256 {str(earlier.get('manifest_sha256'))[:12]}…; now {record['name']}, "
+            f"{record['manifest_sha256'][:12]}…): its started stages began from the other one; put that bundle back, "
+            "or train into a new --out folder"
+        )
+    return record
 
 
 def _data_place(data_root: str | os.PathLike[str], run: Path) -> dict[str, str]:
