@@ -178,7 +178,9 @@ def train_students(
     prev_name = "random"
     if mode != "none" and st["init"] == "teacher":
         prev_state = {k: v.detach().cpu().clone() for k, v in teacher.state_dict().items()}  # type: ignore[union-attr]
-        prev_name = str(teacher_dir)
+        # The run's own teacher by its stage name; another run's by its absolute path (found from any directory).
+        own = teacher_dir.resolve() == (Path(run_dir) / "teacher").resolve()
+        prev_name = "teacher" if own else str(teacher_dir.resolve())
     summaries = {}
     for stage in stages:
         salt = zlib.crc32(f"{out_root.name}/{stage.name}".encode())
@@ -238,5 +240,5 @@ def train_students(
         )
         summaries[stage.name] = run_stage(spec, ctx)
         prev_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
-        prev_name = str(spec.out_dir)
+        prev_name = f"{out_root.name}/{stage.name}"
     return summaries
