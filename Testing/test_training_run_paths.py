@@ -168,3 +168,23 @@ def test_an_init_from_bundle_replaced_since_the_run_started_is_refused(two_runs:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "changed since the run started" in err[0]
     assert not (tmp_path / "run" / "teacher").exists()
+
+
+def test_a_students_only_run_without_a_record_exports_with_the_teacher_named(
+    two_runs: Path, tmp_path: Path, capsys
+) -> None:
+    """A students-only run trained before run.json recorded its teacher could not be exported at all; export names
+    them with --teacher and --screening, and says so when it has none."""
+    run = tmp_path / "b"
+    shutil.copytree(two_runs / "runs" / "b", run)
+    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    del info["sources"]
+    (run / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    assert main(["export", str(run), "--out", str(tmp_path / "bundle")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no teacher network" in err[0] and "plkd export --teacher" in err[0]
+    a = two_runs / "runs" / "a"
+    args = ["--teacher", str(a / "teacher"), "--screening", str(a / "screening")]
+    assert main(["export", str(run), "--out", str(tmp_path / "bundle"), *args]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "b2"), "--teacher", str(a)]) == 2
+    assert "is not a finished teacher stage" in capsys.readouterr().err

@@ -101,13 +101,16 @@ def export_run(
     overwrite: bool = False,
     metrics: dict[str, Any] | None = None,
     include_teacher: bool = True,
+    teacher: str | os.PathLike[str] | None = None,
+    screening: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the bundle of ``run_dir``: screening, teacher (LR factor 1) and the chosen students.
 
     A student keeps the LR factor it was trained for (the fine-tuned one: the target factor); two
     students for the same factor are refused, because inference picks a student by factor.
     ``include_teacher=False`` leaves the teacher out (cross-validation folds of variants trained
-    without one; such a bundle segments every input with its students).
+    without one; such a bundle segments every input with its students). ``teacher`` and ``screening`` name finished
+    stage folders to bundle instead of the run's own (or those its ``run.json`` records, :func:`stage_source`).
     """
     run = Path(run_dir)
     cfg_path = run / "config.yaml"
@@ -116,8 +119,8 @@ def export_run(
     cfg = with_legacy_values(yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {})
     info = _read_json(run / "run.json") if (run / "run.json").is_file() else {}
     # The teacher first: a screening network taken from another run is the one beside that run's teacher.
-    sources = {"teacher": stage_source(run, info, "teacher")} if include_teacher else {}
-    sources["screening"] = stage_source(run, info, "screening")
+    sources = {"teacher": stage_source(run, info, "teacher", teacher)} if include_teacher else {}
+    sources["screening"] = stage_source(run, info, "screening", screening)
     screening, sc_sum = load_stage(sources["screening"])
     networks: dict[str, dict[str, Any]] = {"screening": {"module": screening, "role": "screening"}}
     stage_info = {"screening": sc_sum}
@@ -197,11 +200,15 @@ def export_run(
     return save_bundle(out, networks, manifest=manifest, half=use_half, overwrite=overwrite)
 
 
-def stage_source(run: Path, info: dict[str, Any], role: str) -> Path:
+def stage_source(run: Path, info: dict[str, Any], role: str, given: str | os.PathLike[str] | None = None) -> Path:
     """The finished ``screening`` or ``teacher`` folder a bundle of ``run`` takes: the run's own, else the one of
     another run its students were distilled from or mined (``run.json``'s ``sources``: ``--teacher``).
     PLKDError saying which is missing and what to do (it said "RUN/screening has not finished training" of a stage
-    that was never started)."""
+    that was never started). ``given`` (``plkd export --teacher/--screening``) is taken instead, when finished."""
+    if given is not None:
+        if not is_done(Path(given)):
+            raise PLKDError(f"--{role} {given} is not a finished {role} stage (no done.json, model.pt and log.csv)")
+        return Path(given)
     own = run / role
     if is_done(own) or own.is_dir():
         return own  # unfinished: load_stage says so
@@ -230,8 +237,8 @@ def stage_source(run: Path, info: dict[str, Any], role: str) -> Path:
         else f"no {role} stage was trained in it"
     )
     raise PLKDError(
-        f"{run} has no {role} network ({why}), and a bundle needs one: train it into the run (plkd train {role} "
-        f"--data DATA --out {run}), or export the run that has it"
+        f"{run} has no {role} network ({why}), and a bundle needs one: name the one its students were trained "
+        f"with (plkd export --{role} OTHER_RUN/{role}), or train it into the run (plkd train {role} --out {run})"
     )
 
 
