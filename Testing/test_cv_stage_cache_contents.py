@@ -99,3 +99,32 @@ def test_a_finished_fold_of_other_file_contents_is_refused_on_resume(tmp_path: P
     assert "\n" not in str(err.value)
     del previous["data_contents"]  # a fold finished before the contents were recorded: not checked for them
     _check_same_fold(fold, previous, _contents(root))
+
+
+def test_a_stage_copy_interrupted_halfway_is_not_taken_as_finished(tmp_path: Path, monkeypatch) -> None:
+    """A finished stage was copied from the cache straight into the fold's run: Ctrl-C (or a kill) after done.json and
+    the log but before the weights were complete left a folder taken as finished, whose truncated model.pt the fold's
+    export then failed to read. It is now copied under a temporary name and renamed once complete."""
+    from plkd.training import crossval
+    from plkd.training.loop import is_done
+
+    cache = tmp_path / "cache"
+    _finished_stage(tmp_path / "fold-1" / "run" / "screening")
+    _store_stages(tmp_path / "fold-1" / "run", cache, {"screening": "k1"})
+    real = crossval.shutil.copytree
+
+    def killed(src: Path, dst: Path, **kwargs) -> None:
+        Path(dst).mkdir(parents=True, exist_ok=True)
+        for name in (DONE_NAME, LOG_NAME):
+            (Path(dst) / name).write_text("x")
+        (Path(dst) / FINAL_NAME).write_text("")  # half written
+        raise KeyboardInterrupt
+
+    run = tmp_path / "fold-2" / "run"
+    monkeypatch.setattr(crossval.shutil, "copytree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _reuse_stages(run, cache, {"screening": "k1"})
+    monkeypatch.setattr(crossval.shutil, "copytree", real)
+    assert not is_done(run / "screening")
+    assert _reuse_stages(run, cache, {"screening": "k1"}) == ["screening"] and is_done(run / "screening")
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -452,7 +453,7 @@ def test_cli_dataset_the_same_conversion_runs_again_after_an_interruption_and_fo
     src, dst = tmp_path / "synth", tmp_path / "synth_4mm"
     _fake_synth(src)
     run = ["lowres", "--dataset", str(src), "--out", str(dst), "--progress", "none", "--thickness-mm", "4"]
-    real, calls = command.save_volume, []
+    real, calls = command.save_image, []
 
     def interrupted(*args: object, **kwargs: object) -> None:
         calls.append(args[0])
@@ -460,7 +461,7 @@ def test_cli_dataset_the_same_conversion_runs_again_after_an_interruption_and_fo
             raise KeyboardInterrupt
         real(*args, **kwargs)
 
-    monkeypatch.setattr(command, "save_volume", interrupted)
+    monkeypatch.setattr(command, "save_image", interrupted)
     assert main(run) == 130
     monkeypatch.undo()
     assert not (dst / "manifest.json").exists() and len(list(dst.rglob("*.nii.gz"))) == 3
@@ -645,3 +646,58 @@ def test_thick_slices_keep_the_input_header(
         np.testing.assert_allclose(o.get_sform(), sform @ to_old, atol=1e-4)
     said = capsys.readouterr().out
     assert "header changed: dim, pixdim" in said and "slice_code" in said and "descrip" not in said
+
+
+def test_header_changes_are_recorded_not_only_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The header fields a conversion changed were printed on the ``wrote`` line and stored nowhere: a later reader of
+    the output (its sidecar, the data set's ``.plkd-lowres.json`` and synth manifest) could not tell the header from
+    the input's. Each record now names them, per file, as the line does."""
+    img = _save(tmp_path / "in" / "s1_swi.nii.gz", _blob((16, 16, 24), (7, 8, 11)) * 100 + 1, _oblique_lps_affine())
+    (tmp_path / "in" / "s1_swi.json").write_text(json.dumps(_swi_sidecar(24)))
+    out = tmp_path / "out" / "s1_3mm.nii.gz"
+    assert main(["lowres", str(img), "--thickness-mm", "3", "--out", str(out)]) == 0
+    said = capsys.readouterr().out.split("header changed: ")[1].rstrip(")\n").split(", ")
+    record = json.loads((tmp_path / "out" / "s1_3mm.json").read_text())["PLKDLowres"]
+    assert record["header_changed"] == said and "dim" in said and "pixdim" in said
+    # LR@k on the input's grid: the header changes only in descrip (which says LR@k), and the record says so.
+    assert main(["lowres", str(img), "--factor", "2", "--out", str(tmp_path / "out" / "s1_lr2.nii.gz")]) == 0
+    assert json.loads((tmp_path / "out" / "s1_lr2.json").read_text())["PLKDLowres"]["header_changed"] == ["descrip"]
+
+    src, dst = tmp_path / "synth", tmp_path / "synth_4mm"
+    _fake_synth(src)
+    assert main(["lowres", "--dataset", str(src), "--thickness-mm", "4", "--out", str(dst), "--progress", "none"]) == 0
+    for record in (
+        json.loads((dst / ".plkd-lowres.json").read_text())["lowres"],
+        json.loads((dst / "manifest.json").read_text())["lowres"],
+    ):
+        changed = record["header_changed"]
+        assert sorted(changed) == sorted(
+            f"{sid}/{sid}_space-T2S_{kind}.nii.gz"
+            for sid in ("sub-0001", "sub-0002")
+            for kind in ("desc-masked_T2S", "CMB", "desc-brain_mask")
+        )
+        assert all({"dim", "pixdim"} <= set(fields) for fields in changed.values())
+    # The same conversion again reuses the folder (the record of the changes does not make it "another conversion").
+    assert main(["lowres", "--dataset", str(src), "--thickness-mm", "4", "--out", str(dst), "--progress", "none"]) == 0
+
+
+def test_dataset_overwrite_removes_only_an_earlier_conversion(tmp_path: Path, capsys) -> None:
+    """``--overwrite`` removed every NIfTI file under ``--out``, recorded as a conversion or not: a folder of the
+    user's own scans given as --out lost them all. Files no conversion recorded are now refused, and kept."""
+    src, dst = tmp_path / "synth", tmp_path / "mine"
+    _fake_synth(src)
+    own = _save(dst / "scans" / "patient_T2S.nii.gz", np.ones((4, 4, 4), np.float32), np.eye(4))
+    run = ["lowres", "--dataset", str(src), "--thickness-mm", "4", "--out", str(dst), "--progress", "none"]
+    assert main([*run, "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scans/patient_T2S.nii.gz" in err[0] and "no plkd lowres conversion" in err[0]
+    assert own.is_file() and not list(dst.rglob("sub-*"))
+    # An earlier conversion (recorded) is still removed by --overwrite, also when it had more subjects.
+    own.unlink()
+    assert main(run) == 0
+    shutil.rmtree(src / "sub-0002")
+    manifest = json.loads((src / "manifest.json").read_text())
+    del manifest["subjects"]["sub-0002"]
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    assert main([*run, "--overwrite"]) == 0
+    assert not list(dst.rglob("sub-0002*"))

@@ -60,3 +60,52 @@ def test_the_bundle_records_the_runs_caveats_and_resumes_with_other_settings(tmp
     (note,) = training["notes"]
     assert note.startswith("resumed with other settings (augment) after screening had started")
     assert training["data_sha256"] == json.loads((run / "run.json").read_text(encoding="utf-8"))["data_sha256"]
+
+
+@pytest.mark.parametrize("target", ["run", "folder"])
+def test_overwrite_replaces_only_a_bundle(finished: Path, tmp_path: Path, capsys, target: str) -> None:
+    """``plkd export RUN --out RUN --overwrite`` replaced the training run with its bundle (every stage, checkpoint and
+    log gone), and ``--out`` a folder of the user's with --overwrite deleted everything in it; ``plkd tune --out DATA
+    --overwrite`` deleted the validation data. --overwrite now replaces a bundle (or a .zip file), nothing else."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    own = tmp_path / "thesis"
+    (own / "chapters").mkdir(parents=True)
+    (own / "chapters" / "one.tex").write_text("months of work")
+    out = {"run": run, "folder": own}[target]
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main(["export", str(run), "--out", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a model bundle" in err[0] and "--overwrite" in err[0]
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left beside it
+    # A bundle is replaced, as before.
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(run), "--out", str(bundle)]) == 0
+    assert main(["export", str(run), "--out", str(bundle), "--overwrite", "--students", "x2"]) == 0
+    assert "student_x4" not in json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))["networks"]
+    if target == "folder":
+        data = write_toy_dataset(tmp_path / "val", n_subjects=1, seed=5)
+        kept = sorted(p.relative_to(data) for p in data.rglob("*"))
+        args = ["tune", str(data), "--model", str(bundle), "--out", str(data), "--overwrite", "--progress", "none"]
+        assert main(args) == 2
+        assert "is not a model bundle" in capsys.readouterr().err
+        assert sorted(p.relative_to(data) for p in data.rglob("*")) == kept
+
+
+def test_a_student_that_does_not_exist_is_named_as_such(finished: Path, tmp_path: Path, capsys) -> None:
+    """--students student_x4 (the bundle's name) or x4 with --mode kd said "RUN/students/student_x4 has not finished
+    training; run 'plkd train' first", sending the user to train a stage that no command makes."""
+    out = str(tmp_path / "bundle")
+    assert main(["export", str(finished), "--out", out, "--students", "student_x4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no plkd student stage student_x4" in err and "x2, x4, x8, finetune" in err
+    assert main(["export", str(finished), "--out", out, "--students", "x4", "--mode", "kd"]) == 2
+    assert "has no kd student stage x4 (its kd students: none)" in capsys.readouterr().err
+
+
+def test_a_run_given_as_dot_is_named_after_its_folder(finished: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """``plkd export . --out B`` from inside the run failed with "manifest.json: 'name' must be a non-empty string"."""
+    monkeypatch.chdir(finished)
+    assert main(["export", ".", "--out", str(tmp_path / "bundle")]) == 0
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text(encoding="utf-8"))["name"] == finished.name

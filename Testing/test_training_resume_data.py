@@ -129,3 +129,25 @@ def test_a_refused_resume_leaves_the_runs_configuration_as_it_was(started, tmp_p
     other = write_toy_dataset(tmp_path / "other", n_subjects=2, seed=7)
     assert main(["train", "teacher", "--data", str(other), "--out", str(run), *TINY, "--set", "teacher.lr=0.01"]) == 2
     assert (run / "config.yaml").read_text(encoding="utf-8") == before
+
+
+def test_settings_of_stages_not_started_yet_are_not_recorded_as_a_mismatch(started, caplog) -> None:
+    """Another --beta (or teacher.lr) given after only the screening stage had run was recorded in run.json, and by
+    plkd export in the bundle's notes, as "screening ... do(es) not all match the recorded configuration", and the
+    warning said unfinished stages would not match an uninterrupted run: the screening network never uses them, and
+    the stages that do start with them. Only settings a started stage uses are recorded and warned about now."""
+    data, run = started  # screening finished
+    with caplog.at_level(logging.WARNING):
+        assert _train("teacher", data, run, "--beta", "5", "--set", "teacher.lr=0.002") == 0
+    assert "settings_changed" not in json.loads((run / "run.json").read_text(encoding="utf-8"))
+    said = [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]
+    assert len(said) == 1 and "no started stage uses them" in said[0] and "(students, teacher)" in said[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # one the started stages use: recorded with those stages only
+        assert (
+            _train("students", data, run, "--beta", "5", "--set", "teacher.lr=0.002", "--set", "optim.grad_clip=1") == 0
+        )
+    said = [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]
+    assert len(said) == 1 and "(optim)" in said[0] and "screening, teacher had started" in said[0]
+    changes = json.loads((run / "run.json").read_text(encoding="utf-8"))["settings_changed"]
+    assert changes == [{"settings": ["optim"], "stages_started": ["screening", "teacher"]}]

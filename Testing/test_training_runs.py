@@ -83,6 +83,55 @@ def test_resume_equals_an_uninterrupted_run(data_root, tmp_path):
     assert len(rows(resumed)) == 7  # header + one row per step, none duplicated by the resume
 
 
+@pytest.mark.parametrize("steps", [2, 8])
+def test_a_stage_resumed_with_other_settings_trains_and_records_what_it_says(data_root, tmp_path, caplog, steps):
+    """A started stage resumed with another step count or learning rate: the learning rate given was silently not used
+    (the checkpoint's optimiser put the old one back) while config.yaml recorded it, and a step count below the step
+    reached finished the stage with done.json (and the bundle) saying 2 steps for a network trained 4. The new values
+    now apply from the step reached, the warning names the stage, step and values, and done.json records them."""
+    from plkd.training.loop import warmup_cosine
+
+    cfg = set_value(set_value(load_config("tiny"), "teacher.steps", "6"), "teacher.checkpoint_every", "100")
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train("teacher", data_root, run, cfg, make_context(cfg, progress="none", stop_after=4))
+    other = set_value(set_value(cfg, "teacher.steps", str(steps)), "teacher.lr", "0.01")
+    with caplog.at_level("WARNING"):
+        train("teacher", data_root, run, other, make_context(other, progress="none"))
+    said = [r.getMessage() for r in caplog.records if "teacher: resumed at step 4" in r.getMessage()]
+    assert len(said) == 1 and f"steps {steps} (was 6)" in said[0] and "lr 0.01 (was 0.001)" in said[0]
+    done = json.loads((run / "teacher" / "done.json").read_text())
+    assert done["steps"] == max(4, steps)  # the steps the network was trained for
+    assert done["resumed_with_other_settings"] == [
+        {"at_step": 4, "changed": {"steps": [6, steps], "lr": [0.001, 0.01]}}
+    ]
+    rows = [line.split(",") for line in (run / "teacher" / "log.csv").read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows] == list(range(1, max(4, steps) + 1))
+    lr = [float(r[-2]) for r in rows[4:]]  # the steps after the resume ran with the learning rate given
+    assert lr == pytest.approx([0.01 * warmup_cosine(0, steps)(s) for s in range(4, steps)], rel=1e-5)
+    assert export_run(run_with_screening(run, data_root, other), tmp_path / "b", students=[]).is_dir()
+    record = json.loads((tmp_path / "b" / "manifest.json").read_text())["training"]["stages"]["teacher"]
+    assert record["resumed_with_other_settings"] == done["resumed_with_other_settings"]
+
+
+def test_a_stage_resumed_with_another_network_is_refused_in_one_line(data_root, tmp_path):
+    """Another architecture for a started stage failed with torch's many-line size-mismatch traceback."""
+    cfg = set_value(set_value(load_config("tiny"), "teacher.steps", "4"), "teacher.checkpoint_every", "100")
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train("teacher", data_root, run, cfg, make_context(cfg, progress="none", stop_after=2))
+    wider = set_value(cfg, "networks.segmenter.hparams.base_channels", "8")
+    with pytest.raises(PLKDError, match="was started with another network"):
+        train("teacher", data_root, run, wider, make_context(wider, progress="none"))
+    assert torch.load(run / "teacher" / "checkpoint.pt", weights_only=True)["step"] == 2  # kept
+
+
+def run_with_screening(run: Path, data_root: Path, cfg) -> Path:
+    """``run`` with a finished screening stage (what plkd export needs beside the teacher)."""
+    train("screening", data_root, run, cfg, make_context(cfg, progress="none"))
+    return run
+
+
 def test_batch_workers_and_parallel_loading_give_the_same_weights(data_root, tmp_path):
     # workers > 0 draws the coming batches (and loads subjects) in forked processes: throughput only.
     cfg = set_value(load_config("tiny"), "teacher.steps", "5")

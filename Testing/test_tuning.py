@@ -108,6 +108,8 @@ def test_tune_command_writes_a_bundle_whose_segmenters_carry_thresholds(tmp_path
     assert own == {"screening": report["screening"], "segmentation": report["segmentation"]}
     assert "thresholds" not in tuned.manifest["networks"]["teacher"]  # not asked for
     assert report["inputs"] == 4 and report["conditions"] == ["interp", "slab"]
+    # The validation data by its folder's name: a shared bundle carries no local path (it kept --data as typed).
+    assert report["data"] == "val" and str(tmp_path) not in (out / "manifest.json").read_text(encoding="utf-8")
     # The bundle's own pair (0.5, 0.5) is on the grid, so tuning never lowers the validation F1.
     assert report["after"]["F1"] >= report["before"]["F1"] > 0
     # The predictor applies the student's own thresholds: every kept candidate passes both.
@@ -243,3 +245,22 @@ def test_choose_thresholds_says_when_no_pair_meets_the_false_positive_limit(capl
     assert notes[0] in caplog.text
     # Within the limit, nothing is said.
     assert choose_thresholds("teacher", [case], 2.0, Calibration(), {"screening": 0.5, "segmentation": 0.5})[1] == []
+
+
+def test_a_killed_tunes_copy_of_the_bundle_goes_with_the_next_tune(tmp_path):
+    """plkd tune assembles the tuned bundle in a hidden copy beside --out, named after its process: one killed
+    (SIGKILL, a node's time limit) left that copy of every weight file there for good. The next tune removes it."""
+    import subprocess
+    import sys
+
+    from plkd.atomic import HOST_TAG
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    data = write_toy_dataset(tmp_path / "val", n_subjects=2, seed=11)
+    leftover = tmp_path / f".tuned.{HOST_TAG}-{gone.pid}-0123abcd.partial"
+    shutil.copytree(BUNDLE, leftover)
+    args = ["tune", str(data), "--model", str(BUNDLE), "--out", str(tmp_path / "tuned"), "--progress", "none"]
+    assert main([*args, "--students", "student_x4"]) == 0
+    assert load_bundle(tmp_path / "tuned").manifest["tuning"]["segmenters"]["student_x4"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -112,6 +112,7 @@ def save_bundle(
     as_zip = out.suffix.lower() == ".zip"
     if out.exists() and not overwrite:
         raise BundleError(f"{out} already exists; choose another path or allow overwriting")
+    check_replaceable(out)
     man = _complete_manifest(manifest, default_name=out.stem if as_zip else out.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_folder(out)  # a killed export's leftover is removed by the next one
@@ -122,10 +123,34 @@ def save_bundle(
         if as_zip:
             _zip_folder(tmp, out, arcroot=out.stem)
         else:
-            _move_into_place(tmp, out)
+            move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def check_replaceable(out: str | os.PathLike[str]) -> None:
+    """Refuse to replace ``out`` unless it is absent, a file (a ``.zip`` bundle), or a bundle folder: a
+    ``manifest.json`` of this format and no sub-folder (a bundle has none).
+
+    ``--overwrite`` replaced whatever folder ``--out`` named: the training run itself (``plkd export RUN --out RUN``),
+    a folder of the user's with everything in it, the validation data (``plkd tune DATA --out DATA``).
+    """
+    out = Path(out)
+    if not out.is_dir():
+        return
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        is_bundle = isinstance(manifest, dict) and manifest.get("format") == FORMAT
+    except (OSError, ValueError):
+        is_bundle = False
+    folders = [p.name for p in out.iterdir() if p.is_dir()] if is_bundle else []
+    if not is_bundle or folders:
+        why = f"it holds the folder {folders[0]}" if folders else f"no {MANIFEST} of a plkd bundle"
+        raise BundleError(
+            f"--out {out} exists and is not a model bundle ({why}): --overwrite replaces only a bundle; "
+            "choose another --out"
+        )
 
 
 def zip_bundle(folder: str | os.PathLike[str], zip_path: str | os.PathLike[str], overwrite: bool = False) -> Path:
@@ -202,7 +227,8 @@ def _storable(t: torch.Tensor, half: bool) -> torch.Tensor:
     return t
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
+def move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the folder ``tmp`` to ``out``, an existing ``out`` moved aside first and removed after (never lost)."""
     if not out.exists():
         os.replace(tmp, out)
         return

@@ -43,10 +43,17 @@ def sidecar_of(image: Path) -> Path:
 
 
 def lowres_fields(
-    fields: dict[str, Any], settings: dict[str, Any], *, thickness_mm: float | None, axis: int, source: str
+    fields: dict[str, Any],
+    settings: dict[str, Any],
+    *,
+    thickness_mm: float | None,
+    axis: int,
+    source: str,
+    header_changed: list[str] | None = None,
 ) -> dict[str, Any]:
     """The output's sidecar from the input's ``fields``: thick slices of ``thickness_mm`` (mm) along array
-    ``axis`` on a new grid, or LR@k on the input's grid (``thickness_mm`` None); ``settings`` are recorded."""
+    ``axis`` on a new grid, or LR@k on the input's grid (``thickness_mm`` None); ``settings`` are recorded, and
+    ``header_changed``, the NIfTI header fields the output's header changed from the input's."""
     out = dict(fields)
     drop = SLICE_FIELDS + (GRID_FIELDS if thickness_mm is not None else ())
     removed = [k for k in drop if k in out]
@@ -68,13 +75,20 @@ def lowres_fields(
         "axis": axis,
         "removed": removed,
         "set": changed,
+        "header_changed": list(header_changed or []),
         "why": "fields about the input's slices no longer hold for this image",
     }
     return out
 
 
 def write_lowres_sidecar(
-    source: Path, output: Path, settings: dict[str, Any], *, thickness_mm: float | None, axis: int
+    source: Path,
+    output: Path,
+    settings: dict[str, Any],
+    *,
+    thickness_mm: float | None,
+    axis: int,
+    header_changed: list[str] | None = None,
 ) -> Path | None:
     """Write ``output``'s sidecar made from ``source``'s metadata (see :func:`lowres_fields`): its own sidecar merged
     with what it inherits in a BIDS data set (:func:`plkd.sidecars.read_sidecar`: a root-level ``T2starw.json`` that
@@ -87,7 +101,14 @@ def write_lowres_sidecar(
         return None
     files = list(dict.fromkeys(merged.origin.values()))  # root first, as merged
     names = "; ".join(Path(os.path.relpath(f, Path(os.path.abspath(source)).parent)).as_posix() for f in files)
-    fields = lowres_fields(dict(merged.fields), settings, thickness_mm=thickness_mm, axis=axis, source=names)
+    fields = lowres_fields(
+        dict(merged.fields),
+        settings,
+        thickness_mm=thickness_mm,
+        axis=axis,
+        source=names,
+        header_changed=header_changed,
+    )
     write_json_atomic(sidecar_of(output), fields)
     return sidecar_of(output)
 

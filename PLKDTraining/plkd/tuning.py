@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from plkd.atomic import write_json_atomic
-from plkd.bundle import MANIFEST, load_bundle
+from plkd.atomic import temporary_folder, write_json_atomic
+from plkd.bundle import MANIFEST, check_replaceable, load_bundle, move_into_place
 from plkd.calibration import expected_calibration_error, fit_platt, reliability_diagram
 from plkd.data.datasets import find_subjects, load_subject
 from plkd.data.scans import scan_digests, shared_scans, shared_sentence
@@ -338,6 +338,7 @@ def tune_thresholds(
     out = Path(out)
     if out.exists() and not overwrite:
         raise PLKDError(f"{out} exists; choose another --out or pass --overwrite")
+    check_replaceable(out)  # the validation data, say: --overwrite deleted whatever folder --out named
     if max_fp is not None and not max_fp > 0:
         raise PLKDError(f"--max-fp must be a positive number of false positives per subject, not {max_fp}")
     loosest = {"screening": min(SCREENING_GRID), "segmentation": 0.0}
@@ -426,28 +427,30 @@ def objective(max_fp: float | None) -> str:
 
 def _write_tuned_bundle(src: Path, out: Path, report: dict[str, Any], data_root: Any, max_fp: float | None) -> None:
     """Copy the bundle with each tuned segmenter's thresholds (temporary folder, then rename)."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
+    # Named as plkd.atomic names temporaries, so the copy a killed tune left is removed by the next one (it was named
+    # after the process only, and stayed); replaced as save_bundle replaces a bundle (the old one was removed first,
+    # so a kill in between lost it: the bundle itself when tuned in place).
+    tmp = temporary_folder(out)
     try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
         manifest = json.loads((tmp / MANIFEST).read_text(encoding="utf-8"))
+        # The validation folder by its name: the tuned bundle is shared, and --data as typed (an absolute path of
+        # this machine, or one relative to where plkd tune ran) said where it lay, to no reader's use.
+        data = Path(str(data_root)).name
         for name, r in report.items():
             manifest["networks"][name]["thresholds"] = {"screening": r["screening"], "segmentation": r["segmentation"]}
-            manifest["networks"][name]["calibration"] = {**r["calibration"], "data": str(data_root)}
+            manifest["networks"][name]["calibration"] = {**r["calibration"], "data": data}
         # Segmenters tuned earlier (on other data, say) keep their record; each names its data.
         earlier = (manifest.get("tuning") or {}).get("segmenters", {})
-        records = {name: {"data": str(data_root), "objective": objective(max_fp), **r} for name, r in report.items()}
+        records = {name: {"data": data, "objective": objective(max_fp), **r} for name, r in report.items()}
         manifest["tuning"] = {"segmenters": {**earlier, **records}}
         # The thresholds hold for the candidates tuning saw: the predictor keeps the same number.
         manifest.setdefault("candidates", {})["max_screening"] = TUNING_CANDIDATES
         write_json_atomic(tmp / MANIFEST, manifest)
         load_bundle(tmp)  # the tuned bundle must open like any other
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
+        move_into_place(tmp, out)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def format_report(report: dict[str, Any]) -> str:

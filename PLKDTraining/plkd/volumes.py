@@ -944,6 +944,24 @@ def save_volume(
     slice timing fields go when the slices they number changed. Without a header, qform and sform
     are set to ``affine`` with code 1 (scanner).
     """
+    return save_image(path, nifti_image(data, affine, dtype=dtype, header=header))
+
+
+def save_image(path: str | os.PathLike[str], img: nib.Nifti1Image) -> Path:
+    """Write a prepared image (:func:`nifti_image`) atomically."""
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def nifti_image(
+    data: np.ndarray,
+    affine: np.ndarray,
+    *,
+    dtype: np.dtype | type | None = None,
+    header: nib.Nifti1Header | None = None,
+) -> nib.Nifti1Image:
+    """The image :func:`save_volume` writes (its header as it will be stored), without writing it."""
     arr = np.asarray(data if dtype is None else np.asarray(data).astype(dtype))
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
@@ -973,6 +991,4 @@ def save_volume(
     img.set_data_dtype(arr.dtype)
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"] = img.header["cal_max"] = 0.0
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
-    return Path(path)
+    return img

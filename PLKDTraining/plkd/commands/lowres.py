@@ -36,7 +36,7 @@ from plkd.lowres_sidecar import remove_lowres_sidecar, sidecar_of, write_lowres_
 from plkd.metrics.components import check_label_values
 from plkd.naming import is_nifti
 from plkd.progress import Progress
-from plkd.volumes import Volume, load_label, load_volume, save_volume
+from plkd.volumes import Volume, load_label, load_volume, nifti_image, save_image
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,28 @@ def _axis(vol: Volume, args: argparse.Namespace) -> int:
     return default_slice_axis(vol.affine) if args.axis is None else args.axis
 
 
-def _write_sidecar(source: Path, output: Path, image: Volume, args: argparse.Namespace) -> None:
-    """``output``'s JSON sidecar from ``source``'s, without the fields about changed slices (plkd.lowres_sidecar)."""
+def _write_sidecar(
+    source: Path, output: Path, image: Volume, args: argparse.Namespace, header_changed: list[str]
+) -> None:
+    """``output``'s JSON sidecar from ``source``'s, without the fields about changed slices (plkd.lowres_sidecar),
+    recording ``header_changed`` (the NIfTI header fields the output changed from its input's)."""
     mode = "thick-slab" if args.thickness_mm is not None else (args.mode or "interp")
     settings = {"mode": mode, "factor": args.factor, "thickness_mm": args.thickness_mm}
-    write_lowres_sidecar(source, output, settings, thickness_mm=args.thickness_mm, axis=_axis(image, args))
+    write_lowres_sidecar(
+        source, output, settings, thickness_mm=args.thickness_mm, axis=_axis(image, args), header_changed=header_changed
+    )
+
+
+def _write_output(
+    source: Path, output: Path, img: nib.Nifti1Image, before: Any, image: Volume, args: argparse.Namespace
+) -> list[str]:
+    """Write the converted ``img`` and its sidecar (first: an image without its sidecar would be read as another
+    modality, a T2* scan); returns the header fields it changed from ``before`` (its input's header), which the
+    sidecar records (they were only printed)."""
+    changed = header_changes(before, img.header)
+    _write_sidecar(source, output, image, args, changed)
+    save_image(output, img)
+    return changed
 
 
 def _convert_image(vol: Volume, args: argparse.Namespace, rng: np.random.Generator) -> Volume:
@@ -172,13 +189,14 @@ def _image_header(image: Volume, args: argparse.Namespace) -> object:
     return mark_lr_factor(image.header, args.factor) if args.factor is not None else image.header
 
 
-def _save_label(path: Path, vol: Volume, *, is_mask: bool = False) -> None:
+def _label_image(vol: Volume, *, is_mask: bool = False) -> nib.Nifti1Image:
+    """The converted label map (or brain mask) ``vol`` as written."""
     # Rounded to the label values, 0.5 (rater agreement) included: np.rint made every 0.5 microbleed background.
     data = np.rint(np.asarray(vol.data, dtype=np.float64)) if is_mask else round_label_values(vol.data)
     top = float(data.max()) if data.size else 0.0
     halves = bool(np.any(data != np.floor(data)))  # 0.5 has no integer type
     dtype = np.float32 if halves else (np.uint8 if top <= 255 else np.int32)
-    save_volume(path, data, vol.affine, dtype=dtype, header=vol.header)
+    return nifti_image(data, vol.affine, dtype=dtype, header=vol.header)
 
 
 def _check_output_file(path: Path, *inputs: Path | None, what: str = "--out") -> None:
@@ -212,13 +230,11 @@ def _run_single(args: argparse.Namespace) -> int:
     out = _convert_image(image, args, np.random.default_rng(args.seed))
     # Both converted before either is written: a label that cannot be converted left the image written alone.
     lab = _convert_label(label, image, args) if label is not None else None
-    # The sidecar first: an image without its sidecar would be read as another modality (a T2* scan).
-    _write_sidecar(args.input, args.out, image, args)
-    save_volume(args.out, out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
+    written = nifti_image(out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
+    _write_output(args.input, args.out, written, image.header, image, args)
     _say(args, f"wrote {args.out} ({_describe(out)}{_changed_text(image.header, args.out)})")
     if lab is not None:
-        _write_sidecar(args.label, args.label_out, image, args)
-        _save_label(args.label_out, lab)
+        _write_output(args.label, args.label_out, _label_image(lab), label.header, image, args)
         changed = _changed_text(label.header, args.label_out)
         _say(args, f"wrote {args.label_out} ({int(np.count_nonzero(lab.data))} labelled voxels{changed})")
     return 0
@@ -274,14 +290,18 @@ def _relative(path: Path, root: Path) -> Path:
 
 
 def _rewrite_manifest(
-    manifest: dict[str, Any], grids: dict[str, tuple[np.ndarray, tuple[int, ...]]], args: argparse.Namespace
+    manifest: dict[str, Any],
+    grids: dict[str, tuple[np.ndarray, tuple[int, ...]]],
+    args: argparse.Namespace,
+    record: dict[str, Any],
 ) -> dict[str, Any]:
-    """The synth manifest for the converted data: new spacing, voxel centres on the new grids."""
+    """The synth manifest for the converted data: new spacing, voxel centres on the new grids, ``record`` (the
+    conversion's settings and the header fields each file changed)."""
     out = copy.deepcopy(manifest)
     if grids:
         first = next(iter(grids.values()))[0]
         out["spacing_mm"] = [round(float(s), 6) for s in np.sqrt((first[:3, :3] ** 2).sum(axis=0))]
-    out["lowres"] = _lowres_record(args)
+    out["lowres"] = record
     if args.thickness_mm is None:
         return out
     for sid, info in out.get("subjects", {}).items():
@@ -360,12 +380,24 @@ def _clear_earlier_conversion(out: Path, planned: set[Path], record: dict[str, A
             f"--out {out} holds {why}: they would stay mixed with this conversion; give another folder, or "
             "--overwrite to remove the earlier conversion first"
         )
+    if extra and not any(r is not None for r in recorded):
+        # Not an earlier conversion: a folder of the user's own scans given as --out lost every NIfTI file under it.
+        raise InputError(
+            f"--out {out} holds {len(extra)} NIfTI file(s) no plkd lowres conversion recorded there (e.g. "
+            f"{extra[0].relative_to(out).as_posix()}): --overwrite removes only an earlier conversion's images; "
+            "give another folder"
+        )
     for path in (manifest_path, out / CONVERSION_RECORD):
         if path.is_file():
             path.unlink()  # first: an interruption never leaves a record describing other images
     for p in found:
         remove_lowres_sidecar(p)
         p.unlink()
+    # Folders the removed images leave empty (a subject of the earlier conversion) go too.
+    for folder in sorted({p.parent for p in found}, key=lambda f: len(f.parts), reverse=True):
+        while folder != out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
 
 
 def _run_dataset(args: argparse.Namespace) -> int:
@@ -387,33 +419,43 @@ def _run_dataset(args: argparse.Namespace) -> int:
     progress.start("lowres", total=len(subjects))
     grids: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}
     header_changed: set[str] = set()
+    #: Per written file (relative to --out), the header fields it changed from its input's: kept in the records.
+    file_changes: dict[str, list[str]] = {}
     for index, subject in enumerate(subjects):
         image, label, mask = load_subject(subject)
         rng = np.random.default_rng([args.seed, index])  # per subject: same output whatever the order
         out = _convert_image(image, args, rng)
         # A subject's label and mask are converted before any of its files is written (no image without them).
         maps = [
-            (path, args.out / _relative(path, root), _convert_label(vol, image, args, is_mask=is_mask), is_mask)
+            (
+                path,
+                _relative(path, root),
+                _label_image(_convert_label(vol, image, args, is_mask=is_mask), is_mask=is_mask),
+                vol.header,
+            )
             for vol, path, is_mask in ((label, subject.label, False), (mask, subject.mask, True))
             if vol is not None and path is not None
         ]
-        target = args.out / _relative(subject.image, root)
-        _write_sidecar(subject.image, target, image, args)
-        save_volume(target, out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
-        header_changed.update(header_changes(image.header, nib.load(str(target)).header))
-        for source, path, converted, is_mask in maps:
-            _write_sidecar(source, path, image, args)
-            _save_label(path, converted, is_mask=is_mask)
+        rel = _relative(subject.image, root)
+        written = nifti_image(out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
+        changes = _write_output(subject.image, args.out / rel, written, image.header, image, args)
+        header_changed.update(header_changes(image.header, nib.load(str(args.out / rel)).header))
+        file_changes[rel.as_posix()] = changes
+        for source, path, converted, before in maps:
+            file_changes[path.as_posix()] = _write_output(source, args.out / path, converted, before, image, args)
         grids[subject.id] = (out.affine, out.shape)
         progress.advance()
     progress.finish()
 
+    # The record again, now with the header fields each file changed (only printed, summed over the images, before).
+    record = {**record, "header_changed": {k: v for k, v in sorted(file_changes.items()) if v}}
+    write_json_atomic(args.out / CONVERSION_RECORD, {"lowres": record})
     manifest_path = root / "manifest.json"
     if subjects and subjects[0].meta.get("layout") == "synth":
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         if manifest.get("format") != SYNTH_FORMAT:
             raise PLKDError(f"{manifest_path} changed while converting")
-        write_json_atomic(args.out / "manifest.json", _rewrite_manifest(manifest, grids, args))
+        write_json_atomic(args.out / "manifest.json", _rewrite_manifest(manifest, grids, args, record))
     what = f"{args.thickness_mm:g} mm slices" if args.thickness_mm is not None else f"LR@{args.factor}"
     changed = f"; image headers changed: {', '.join(sorted(header_changed))}" if header_changed else ""
     _say(args, f"wrote {len(subjects)} subject(s) as {what} to {args.out}{changed}")

@@ -21,7 +21,8 @@ examples:
   plkd train students --data synth30 --out runs/t2s --teacher runs/t2s/teacher --mode kd
   plkd train all --data my_swi --out runs/swi --init-from cmb-t2s.zip --set teacher.steps=500   # fine-tune
   torchrun --nproc_per_node 2 -m plkd train all --data synth30 --out runs/ddp   # data parallel
-Running the same command again resumes an interrupted run exactly and skips finished stages.
+Running the same command again resumes an interrupted run exactly and skips finished stages
+(--data may be left out then: the run records where its data is).
 Ctrl-C saves a checkpoint first (exit code 130).
 """
 
@@ -88,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("stage", choices=("screening", "teacher", "students", "all"), help="what to train")
-    p.add_argument("--data", metavar="DIR", help="training data set folder")
+    p.add_argument("--data", metavar="DIR", help="training data set folder (a resume: default the run's)")
     p.add_argument("--out", metavar="RUN", help="run folder (created; reused to resume)")
     p.add_argument("--teacher", metavar="DIR", help="finished teacher folder for 'students' (default: RUN/teacher)")
     p.add_argument(
@@ -138,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    if args.data is None and args.out is not None and Path(args.out, "run.json").is_file():
+        from plkd.training.pipeline import recorded_data
+
+        args.data = recorded_data(Path(args.out))  # a resume: the data the run records, from any working directory
     require_data_and_out(args)
     check_output_location(args.out, kind="folder", what="--out")
     ctx = make_context(cfg, progress=args.progress)

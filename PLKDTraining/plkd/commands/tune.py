@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--students", metavar="LIST", help="comma-separated segmenters to tune (default: all)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     p.add_argument("--progress", default="tqdm", choices=("tqdm", "jsonl", "none"), help="progress display")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out bundle")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out bundle (never another folder)")
     p.add_argument(
         "--plot", metavar="PNG", help="write the reliability diagram of each segmenter (before/after calibration)"
     )

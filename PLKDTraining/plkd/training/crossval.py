@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from plkd.atomic import write_json_atomic, write_text_atomic
-from plkd.bundle import MANIFEST
+from plkd.atomic import temporary_folder, write_json_atomic, write_text_atomic
+from plkd.bundle import MANIFEST, move_into_place
 from plkd.data.datasets import Subject, find_subjects, load_subject
 from plkd.data.scans import image_sha256, same_scan_groups, scan_digests, shared_scans, shared_sentence
 from plkd.data.splits import kfold_split, merge_groups, session_groups
@@ -324,8 +324,7 @@ def _reuse_stages(run: Path, cache: Path, keys: dict[str, str], contents: str | 
             )
             continue
         if is_done(src) and not is_done(dst):
-            shutil.rmtree(dst, ignore_errors=True)
-            shutil.copytree(src, dst)
+            _copy_folder(src, dst)
             reused.append(stage)
             log.info("%s: %s copied from the stage cache (%s)", run, stage, src.name)
     return reused
@@ -337,13 +336,21 @@ def _store_stages(run: Path, cache: Path, keys: dict[str, str], contents: str | 
     for stage, key in keys.items():
         src, dst = run / stage, cache / f"{stage}-{key}"
         if is_done(src) and (not is_done(dst) or _stale(cache, stage, key, contents)):
-            tmp = cache / f".{dst.name}.{os.getpid()}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp)
-            shutil.rmtree(dst, ignore_errors=True)
-            os.replace(tmp, dst)
+            _copy_folder(src, dst)
             if contents is not None:
                 write_text_atomic(_contents_record(cache, stage, key), contents + "\n")
+
+
+def _copy_folder(src: Path, dst: Path) -> None:
+    """Copy the stage folder ``src`` to ``dst`` under a temporary name, then rename it (an earlier ``dst`` moved aside
+    and removed): a copy stopped halfway (Ctrl-C, a kill) left a ``dst`` with done.json and a truncated model.pt,
+    taken as finished; and a killed copy's temporary is removed by the next one (it was named after the process)."""
+    tmp = temporary_folder(dst)
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        move_into_place(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4)
-def _bundle(path: str) -> Bundle:
+def _bundle(path: str, stamp: tuple[int, int] | None = None) -> Bundle:
+    """The bundle at ``path``, read once per ``stamp`` (its manifest's modification time and size: a bundle replaced
+    at the same path is read again, not served as the one read before)."""
     try:
         return load_bundle(path)
     except BundleError as exc:
@@ -44,7 +46,14 @@ def init_bundle(cfg: dict[str, Any]) -> Bundle | None:
         return None
     if not Path(path).exists():
         raise ConfigError(f"init_from: no such bundle: {path}")
-    return _bundle(str(Path(path).resolve()))
+    resolved = Path(path).resolve()
+    manifest = resolved / "manifest.json" if resolved.is_dir() else resolved
+    try:
+        info = manifest.stat()
+        stamp: tuple[int, int] | None = (info.st_mtime_ns, info.st_size)
+    except OSError:
+        stamp = None
+    return _bundle(str(resolved), stamp)
 
 
 def _with_defaults(kind: str, hparams: dict[str, Any]) -> dict[str, Any]:

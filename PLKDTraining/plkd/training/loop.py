@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from plkd.atomic import atomic_path, write_json_atomic
-from plkd.errors import TrainingError
+from plkd.errors import PLKDError, TrainingError
 from plkd.progress import Progress
 from plkd.training.checkpoint import (
     BEST_NAME,
@@ -104,6 +104,9 @@ class StageSpec:
     log_every: int = 20
     val_every: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
+    #: What else the stage is trained with (batch size, loss weights...: JSON values), besides ``steps`` and ``lr``;
+    #: kept in the checkpoint, so that a resume with other values says so and ``done.json`` records it.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exported(self) -> nn.Module:
@@ -240,10 +243,18 @@ def run_stage(spec: StageSpec, ctx: TrainContext) -> dict[str, Any]:
     use_amp = ctx.amp and ctx.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start, rows, best, elapsed = 0, [], math.inf, 0.0
+    settings = {"steps": int(spec.steps), "lr": float(spec.lr), **spec.settings}
+    resumes: list[dict[str, Any]] = []
     ckpt_path = out / CHECKPOINT_NAME
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise PLKDError(
+                f"{out} was started with another network ({spec.summary.get('network')} now): resume it with the "
+                "settings it was started with, or remove the folder to train the stage again"
+            ) from None
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -255,6 +266,21 @@ def run_stage(spec: StageSpec, ctx: TrainContext) -> dict[str, Any]:
             float(state["time_s"]),
         )
         log.info("%s: resuming at step %d of %d", spec.name, start, spec.steps)
+        resumes = list(state.get("resumes", []))
+        if changed := _changed_settings(state.get("settings"), settings):
+            # The checkpoint's optimiser and scheduler brought back the learning rate the stage started with, whatever
+            # lr was given (config.yaml recorded the new one), and a step count below the step reached ended the
+            # stage with done.json saying fewer steps than the network had trained: the new values now apply from
+            # here, said, and recorded with the step they started at.
+            log.warning(
+                "%s: resumed at step %d with other settings: %s; the steps before it were trained with the earlier "
+                "values (recorded in done.json)",
+                spec.name,
+                start,
+                ", ".join(f"{k} {new} (was {old})" for k, (old, new) in changed.items()),
+            )
+            resumes.append({"at_step": start, "changed": changed})
+            _apply_schedule(opt, sched, spec.lr, start)
     barrier(ctx.dist)  # no rank may start before rank 0's files are read by all
 
     wrapped = wrap_ddp(model, ctx.dist, ctx.device)
@@ -277,6 +303,8 @@ def run_stage(spec: StageSpec, ctx: TrainContext) -> dict[str, Any]:
             "best": best,
             "time_s": time.perf_counter() - t0,
             "stage": spec.name,
+            "settings": settings,
+            "resumes": resumes,
         }
         save_checkpoint(ckpt_path, state)
         write_log_csv(out / LOG_NAME, rows)
@@ -327,12 +355,14 @@ def run_stage(spec: StageSpec, ctx: TrainContext) -> dict[str, Any]:
     ctx.progress.finish()
     summary = {
         "stage": spec.name,
-        "steps": spec.steps,
+        # A stage resumed with fewer steps than it had reached trained those it reached.
+        "steps": max(start, spec.steps),
         "final_loss": rows[-1]["loss"] if rows else None,
         "best_val_loss": best if math.isfinite(best) else None,
         "time_s": round(time.perf_counter() - t0, 2),
         "world_size": ctx.dist.world_size,
         **spec.summary,
+        **({"resumed_with_other_settings": resumes} if resumes else {}),
     }
     if ctx.dist.is_main:
         # Everything a finished stage holds, done.json last: a stage killed after its last
@@ -344,6 +374,23 @@ def run_stage(spec: StageSpec, ctx: TrainContext) -> dict[str, Any]:
         write_json_atomic(out / DONE_NAME, summary)
     barrier(ctx.dist)
     return summary
+
+
+def _changed_settings(before: Any, now: dict[str, Any]) -> dict[str, list[Any]]:
+    """``{setting: [value the stage was started with, value now]}`` for the settings that differ; none when the
+    checkpoint does not record them (written before plkd recorded them)."""
+    if not isinstance(before, dict):
+        return {}
+    return {k: [before[k], v] for k, v in now.items() if k in before and before[k] != v}
+
+
+def _apply_schedule(opt: torch.optim.Optimizer, sched: Any, lr: float, step: int) -> None:
+    """Give the optimiser of a resumed stage the learning rate ``lr`` and the schedule of its (new) step count from
+    ``step`` on: loading the checkpoint restored the base learning rate and the current rate of the old ones."""
+    sched.base_lrs = [lr for _ in opt.param_groups]
+    for group in opt.param_groups:
+        group["initial_lr"] = lr
+        group["lr"] = lr * sched.lr_lambdas[0](step)
 
 
 def _save_weights(path: Path, module: nn.Module) -> None:

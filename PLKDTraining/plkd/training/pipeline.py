@@ -37,6 +37,7 @@ from plkd.training.data import TrainingData, load_training_data
 from plkd.training.distributed import DistInfo, init_distributed, rank_device
 from plkd.training.init_from import adopt_architectures, init_bundle
 from plkd.training.loop import TrainContext, is_done
+from plkd.training.places import find_recorded, recorded_place
 from plkd.training.screening import mine_hard_negatives, train_screening
 from plkd.training.segmentation import train_teacher
 from plkd.training.students import plan_stages, students_dir, train_students
@@ -131,6 +132,32 @@ def _refuse_other_bundle_settings(run: Path, cfg: dict[str, Any], saved: dict[st
         )
 
 
+def other_bundle_settings(other_run: Path, cfg: dict[str, Any]) -> str:
+    """The :data:`BUNDLE_SETTINGS` in which ``other_run`` (the run of a teacher or screening network this run learns
+    from and is bundled with) differs from ``cfg``, in words; ``""`` when none (or it has no config.yaml)."""
+    saved = _saved_config(other_run)
+    if saved is None:
+        return ""
+    theirs, ours = _old_settings(saved), _old_settings(cfg)
+    return "; ".join(
+        f"{k} {lookup(theirs, k)} (this run's: {lookup(ours, k)})"
+        for k in BUNDLE_SETTINGS
+        if lookup(theirs, k) != lookup(ours, k)
+    )
+
+
+def _refuse_other_runs_settings(run: Path, cfg: dict[str, Any], networks: dict[str, Path]) -> None:
+    """Refuse networks of another run (``--teacher``, the screening network beside it) trained on another grid,
+    normalisation or patch size: the teacher was fed images it never saw, and the bundle applied this run's settings
+    to it, without a word."""
+    for role, folder in networks.items():
+        if folder.resolve().parent != run.resolve() and (what := other_bundle_settings(folder.parent, cfg)):
+            raise InputError(
+                f"the {role} {folder} was trained with other settings that a bundle records for all its networks: "
+                f"{what}; give those settings, or a {role} trained with these"
+            )
+
+
 def _settings_changed(cfg: dict[str, Any], saved: dict[str, Any] | None) -> list[str]:
     """The sections of ``cfg`` that differ from ``saved`` (an existing run's config.yaml), runtime keys aside."""
     if saved is None:
@@ -146,14 +173,42 @@ def _settings_changed(cfg: dict[str, Any], saved: dict[str, Any] | None) -> list
     )
 
 
+#: Sections of the configuration that only one kind of stage uses (``students``: the student stages of its mode);
+#: ``export`` and ``cv`` no stage trains with; every other section (data, sampling, augment, optim, networks, seed...)
+#: all stages use.
+STAGE_SECTIONS = {"screening": "screening", "teacher": "teacher", "students": "students"}
+NO_STAGE_SECTIONS = ("export", "cv")
+
+
+def _concerned(started: list[str], changed: list[str]) -> list[str]:
+    """The started stages (``screening``, ``teacher``, ``students/x2``...) that use a changed section."""
+    out = []
+    for stage in started:
+        kind = stage.split("/")[0].split("-")[0]
+        if any(STAGE_SECTIONS.get(k, kind) == kind and k not in NO_STAGE_SECTIONS for k in changed):
+            out.append(stage)
+    return out
+
+
 def _check_config(run_dir: Path, cfg: dict[str, Any], dist: DistInfo, saved: dict[str, Any] | None) -> list[str]:
     """Save the configuration; warn when an existing run (``saved``: its config.yaml) is continued with
-    different settings (returned)."""
+    different settings (returned), naming the started stages that used the earlier ones (it said "unfinished stages
+    will not match an uninterrupted run" of settings no started stage uses, which the stages to come train with)."""
     path = run_dir / "config.yaml"
     changed = _settings_changed(cfg, saved)
-    if changed:
+    concerned = _concerned(_started_stages(run_dir), changed)
+    if concerned:
         log.warning(
-            "%s was started with other settings (%s); unfinished stages will not match an uninterrupted run",
+            "%s was started with other settings (%s): %s had started with the earlier ones, which they keep up to "
+            "where they are; they will not match an uninterrupted run (recorded in run.json)",
+            run_dir,
+            ", ".join(changed),
+            ", ".join(concerned),
+        )
+    elif changed:
+        log.warning(
+            "%s: other settings (%s) than the run was started with; no started stage uses them (the stages still "
+            "to train do)",
             run_dir,
             ", ".join(changed),
         )
@@ -205,7 +260,20 @@ def train(
     changed = _settings_changed(cfg, saved)
     _refuse_other_bundle_settings(run, cfg, saved)
     history = _settings_history(run, changed)
+    teacher = Path(teacher_dir) if teacher_dir else None
+    mining = _mining_screening(run, what, screening_dir, teacher)
     try:
+        if screening_dir and not is_done(Path(screening_dir)):
+            # It was used only when finished: a typo, or the run folder given, trained without mined negatives unsaid.
+            raise InputError(
+                f"--screening {screening_dir} is not a finished screening stage (no done.json, model.pt and log.csv "
+                "there); give a run's screening folder (RUN/screening)"
+            )
+        learnt_from = {"screening network": mining} if what != "screening" and is_done(mining) else {}
+        if teacher is not None and what in ("students", "all") and cfg["students"]["mode"] != "none":
+            learnt_from["teacher"] = teacher
+        _refuse_other_runs_settings(run, cfg, learnt_from)
+        start_from = _init_record(run, cfg)
         data = load_training_data(data_root, cfg, subject_ids)
         _check_same_data(run, data)
     except PLKDError:
@@ -216,12 +284,22 @@ def train(
     # Saved once the data is accepted: a refused call rewrote config.yaml with its own settings first.
     _check_config(run, cfg, ctx.dist, saved)
     if ctx.dist.is_main:
-        write_json_atomic(run / "run.json", {**data.summary(), "seed": int(cfg["seed"]), **history})
+        record = {
+            **data.summary(),
+            # Absolute and relative to the run (the data as typed was relative to wherever plkd train was called):
+            # plkd train finds it from any working directory, also when the run and its data moved together.
+            **_data_place(data_root, run),
+            "seed": int(cfg["seed"]),
+            **history,
+            **_sources(run, what, cfg, teacher, mining),
+            **({"init_from": start_from} if start_from else {}),
+        }
+        write_json_atomic(run / "run.json", record)
     out: dict[str, Any] = {}
     if what in ("screening", "all"):
         _, out["screening"] = train_screening(run, cfg, data, ctx)
     if what in ("teacher", "students", "all"):
-        _mine(data, cfg, ctx, Path(screening_dir) if screening_dir else run / "screening")
+        _mine(data, cfg, ctx, mining)
     if what == "teacher" or (what == "all" and with_teacher):
         _, out["teacher"] = train_teacher(run, cfg, data, ctx)
     if what in ("students", "all"):
@@ -229,14 +307,87 @@ def train(
     return out
 
 
+def _init_record(run: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """``run.json``'s ``init_from``: the name and manifest sha256 of the bundle the run starts from (``--init-from``).
+    A run whose stages started from a bundle that has been replaced at its path since (re-exported, tuned in place)
+    is refused: the stages still to train would start from other networks than the started ones, and plkd export
+    recorded the new bundle's checksum as the run's."""
+    bundle = init_bundle(cfg)
+    if bundle is None:
+        return None
+    record = {"name": bundle.name, "manifest_sha256": bundle.manifest_sha256}
+    path = run / "run.json"
+    earlier = json.loads(path.read_text(encoding="utf-8")).get("init_from") if path.is_file() else None
+    same_path = lookup(_old_settings(_saved_config(run) or {}), "init_from") == cfg.get("init_from")
+    if isinstance(earlier, dict) and same_path and _started_stages(run) and earlier != record:
+        raise InputError(
+            f"the --init-from bundle {cfg.get('init_from')} changed since the run started ({earlier.get('name')}, "
+            f"manifest sha256 {str(earlier.get('manifest_sha256'))[:12]}…; now {record['name']}, "
+            f"{record['manifest_sha256'][:12]}…): its started stages began from the other one; put that bundle back, "
+            "or train into a new --out folder"
+        )
+    return record
+
+
+def _data_place(data_root: str | os.PathLike[str], run: Path) -> dict[str, str]:
+    """``run.json``'s ``data`` (absolute) and ``data_relative`` (relative to the run folder)."""
+    place = recorded_place(data_root, run)
+    return {"data": place["path"], "data_relative": place["relative"]}
+
+
+def recorded_data(run: Path) -> Path:
+    """The data folder ``run``'s ``run.json`` records (relative to the run first, then absolute): a resume may leave
+    out ``--data``. PLKDError when there is no record, or the folder is in neither place."""
+    path = run / "run.json"
+    if not path.is_file():
+        raise PLKDError(f"--data is required: {run} is not a started run (no run.json) to take it from")
+    info = json.loads(path.read_text(encoding="utf-8"))
+    record = {"path": info.get("data"), "relative": info.get("data_relative")}
+    found = find_recorded(record, run)
+    if found is None:
+        raise PLKDError(
+            f"--data is required: the data {run} was trained on ({info.get('data')}) is not found there any more"
+        )
+    log.info("%s: training on the data it records, %s", run, found)
+    return found
+
+
+def _mining_screening(run: Path, what: str, screening_dir: Any, teacher: Path | None) -> Path:
+    """The screening network the teacher and students mine their hard negatives from: ``--screening``, else the run's,
+    else, for students distilled from another run's teacher (``--teacher``), the screening network beside that
+    teacher (the one ``plkd export`` bundles them with: they mined nothing, and their bundle could not be made)."""
+    if screening_dir:
+        return Path(screening_dir)
+    own = run / "screening"
+    if what in ("screening", "all") or is_done(own) or teacher is None:
+        return own
+    beside = teacher.parent / "screening"
+    return beside if is_done(beside) and beside.resolve() != own.resolve() else own
+
+
+def _sources(run: Path, what: str, cfg: dict[str, Any], teacher: Path | None, mining: Path) -> dict[str, Any]:
+    """``run.json``'s ``sources``: the networks of other folders this run learnt from (the teacher its students were
+    distilled from, the screening network they mined), kept from earlier calls; ``plkd export`` bundles them."""
+    path = run / "run.json"
+    earlier = json.loads(path.read_text(encoding="utf-8")).get("sources", {}) if path.is_file() else {}
+    sources = dict(earlier) if isinstance(earlier, dict) else {}
+    distilled = what in ("students", "all") and cfg["students"]["mode"] != "none"
+    if distilled and teacher is not None and teacher.resolve() != (run / "teacher").resolve():
+        sources["teacher"] = recorded_place(teacher, run)
+    if what != "screening" and is_done(mining) and mining.resolve() != (run / "screening").resolve():
+        sources["screening"] = recorded_place(mining, run)
+    return {"sources": sources} if sources else {}
+
+
 def _settings_history(run: Path, changed: list[str]) -> dict[str, Any]:
     """``run.json``'s record of resumes with other settings: the earlier ones, plus this one when a stage had
     started (config.yaml holds the last settings only, and plkd export records them as the run's)."""
     path = run / "run.json"
     earlier = json.loads(path.read_text(encoding="utf-8")).get("settings_changed", []) if path.is_file() else []
-    started = _started_stages(run)
+    started = _concerned(_started_stages(run), changed)
     if changed and started:
-        earlier = [*earlier, {"settings": changed, "stages_started": started}]
+        concerning = [k for k in changed if _concerned(started, [k])]
+        earlier = [*earlier, {"settings": concerning, "stages_started": started}]
     return {"settings_changed": earlier} if earlier else {}
 
 

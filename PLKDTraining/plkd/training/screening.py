@@ -76,6 +76,7 @@ def screening_stage(run_dir: Path, cfg: dict[str, Any], data: TrainingData, seed
         log_every=int(sc["log_every"]),
         val_every=int(sc["val_every"]),
         summary=summary,
+        settings={"batch_size": int(sc["batch_size"])},
     )
 
 

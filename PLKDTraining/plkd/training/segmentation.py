@@ -58,6 +58,7 @@ def teacher_stage(run_dir: Path, cfg: dict[str, Any], data: TrainingData, seed: 
         log_every=int(tc["log_every"]),
         val_every=int(tc["val_every"]),
         summary=summary,
+        settings={"batch_size": int(tc["batch_size"])},
     )
 
 

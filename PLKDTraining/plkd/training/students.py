@@ -178,7 +178,9 @@ def train_students(
     prev_name = "random"
     if mode != "none" and st["init"] == "teacher":
         prev_state = {k: v.detach().cpu().clone() for k, v in teacher.state_dict().items()}  # type: ignore[union-attr]
-        prev_name = str(teacher_dir)
+        # The run's own teacher by its stage name; another run's by its absolute path (found from any directory).
+        own = teacher_dir.resolve() == (Path(run_dir) / "teacher").resolve()
+        prev_name = "teacher" if own else str(teacher_dir.resolve())
     summaries = {}
     for stage in stages:
         salt = zlib.crc32(f"{out_root.name}/{stage.name}".encode())
@@ -227,8 +229,16 @@ def train_students(
                 "init_from": prev_name,
                 "init_sha256": init_sum,
             },
+            settings={
+                "batch_size": int(st["batch_size"]),
+                "distill": stage.distill,
+                "alpha": stage.alpha,
+                "beta": stage.beta,
+                "lr_modes": list(stage.lr_modes),
+                "lr_noise_std": stage.lr_noise_std,
+            },
         )
         summaries[stage.name] = run_stage(spec, ctx)
         prev_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
-        prev_name = str(spec.out_dir)
+        prev_name = f"{out_root.name}/{stage.name}"
     return summaries
