@@ -262,3 +262,40 @@ def test_a_device_or_bundle_the_engine_refuses_stops_the_run_before_any_earlier_
     # The bundle as shipped and the CPU pass.
     bundle = REPO / "Testing" / "data" / "tiny-bundle"
     assert batch_run(["--input-dir", inputs, "--output-dir", out, "--model", bundle, "--device", "cpu"]) == 0
+
+
+@pytest.mark.parametrize("found", ["own file", "half-written report", "report edited", "label map edited"])
+def test_a_rerun_never_removes_files_it_cannot_prove_a_batch_run_wrote(batch_run, tmp_path, capsys, found):
+    # A rerun removed whatever lay at an input's output names before processing it: a user's own file of that name
+    # (no report beside it), a report cut short by a copy that stopped, a report or label map edited since the batch
+    # wrote it (its report's file_sha256 says so): all gone without a word.
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz", "c.nii.gz"))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    files = {p.name: p for p in out.glob("b_cmb*")}
+    if found == "own file":
+        for path in files.values():
+            path.unlink()
+        files = {"b_cmb-report.csv": out / "b_cmb-report.csv"}
+        files["b_cmb-report.csv"].write_text("patient;count\nb;3\n")  # a reader's own table of that name
+    elif found == "half-written report":
+        report = files["b_cmb-report.json"]
+        report.write_bytes(report.read_bytes()[:100])
+    elif found == "report edited":
+        files["b_cmb-report.csv"].write_text(files["b_cmb-report.csv"].read_text() + "reader: two more in the pons\n")
+    else:
+        nib.save(nib.Nifti1Image(np.ones(SHAPE, np.int16), AFFINE), str(files["b_cmb-final.nii.gz"]))
+    kept = {name: path.read_bytes() for name, path in files.items()}
+    others = {p.name: p.stat().st_mtime_ns for p in out.glob("[ac]_cmb*")}
+    capsys.readouterr()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 1
+    err = capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.glob("b_cmb*")} == kept
+    assert "b.nii.gz: FAILED: " in err and "left as they are" in err
+    assert ("without a batch report" if found == "own file" else "b_cmb-report") in err
+    assert len(batch_run.calls) == 3 + 2  # b was not run; a and c were
+    assert all(p.stat().st_mtime_ns != others[p.name] for p in out.glob("[ac]_cmb*"))
+    # Moved away by the user: the next rerun processes b again.
+    for path in files.values():
+        path.unlink()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert json.loads((out / "b_cmb-report.json").read_text())["exported_by"] == "batch"

@@ -10,7 +10,9 @@ server even without its main window).
 
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
-earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when every input succeeded,
+earlier run; an input that fails leaves none (its earlier ones are removed). Files there that no batch run wrote, or
+changed since (no readable batch report beside them, or not as its ``file_sha256`` says), are never removed: that
+input fails and the others go on. Exit code 0 when every input succeeded,
 1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a
 ``--threshold`` outside [0, 1], a ``--model`` that is no bundle folder or ``.zip`` or whose checksums fail, a
 ``--device gpu`` without a usable GPU: refused before any earlier result is removed), missing
@@ -326,6 +328,43 @@ def readerExport(outputDir, baseName):
     return f"{count} decision(s)" if count else None
 
 
+def foreignOutputs(outputDir, baseName):
+    """Why the files at the output names of ``baseName`` in ``outputDir`` are not provably an earlier batch run's
+    (which a rerun may remove), or None (none there, or the four as a batch run's export wrote them).
+
+    Only files beside a readable report of a batch run (``"exported_by": "batch"``; an older version's without it and
+    without review decisions, see :func:`readerExport`) and unchanged since (its ``file_sha256``) are the batch's. A
+    rerun removed whatever lay there: a user's own file of that name without a report, a report cut short (a copy that
+    stopped), a report saved from a spreadsheet with a reader's notes, a label map corrected in another program.
+    """
+    import json
+
+    from CMBSegmentationLib import reportExport
+
+    paths = reportExport.outputPaths(Path(outputDir), baseName)
+    present = [p for p in paths if p.exists() or p.is_symlink()]
+    if not present:
+        return None
+    names = ", ".join(p.name for p in present)
+    report = paths[3]
+    if report not in present:
+        return f"the output folder holds {names} without a batch report {report.name} beside them"
+    try:
+        content = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{report.name} in the output folder cannot be read as a report ({exc.__class__.__name__}: {exc})"
+    if not isinstance(content, dict) or not isinstance(content.get("microbleeds"), list):
+        return f"{report.name} in the output folder is no report of this module (no 'microbleeds' list)"
+    why = readerExport(outputDir, baseName)
+    if why:
+        return f"{report.name} in the output folder is a reader's export ({why})"
+    changed = reportExport.changedSinceExport(content, paths[:3])
+    if changed:
+        names = ", ".join(p.name for p in changed)
+        return f"{names} in the output folder changed since the batch run of {report.name} wrote them"
+    return None
+
+
 def otherScanResult(outputDir, path):
     """The scan file whose batch result lies in ``outputDir`` under the name of ``path``'s outputs, when it is another
     scan still on disk (not ``path``, nor a copy of it), else None.
@@ -490,6 +529,17 @@ def main(argv):
     with terminateAsInterrupt():
         for done, path in enumerate(inputs):
             removed = []
+            # Files at this input's output names that no batch run wrote (a user's own file of that name, a report
+            # cut short or edited since): never removed nor replaced; the input fails, the others go on.
+            foreign = foreignOutputs(args.output_dir, outputBaseName(path))
+            if foreign:
+                failures += 1
+                print(
+                    f"{path.name}: FAILED: {foreign}; they are not this run's results and are left as they are, this "
+                    "input was not processed: move them or give another --output-dir",
+                    file=sys.stderr,
+                )
+                continue
             try:
                 # An earlier run's outputs go first: an input that fails now must not leave them to pass for this
                 # run's. Inside the try: one that cannot be removed (read-only, a folder of that name) is this input's
