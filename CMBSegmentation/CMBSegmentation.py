@@ -597,7 +597,8 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     # The Status column says why one is left out; its name's marker (segmentPresentation) is for
                     # Slicer's own exports.
                     segmentPresentation.baseName(segment.GetName()) if segment else row.segmentId,
-                    "" if row.probability is None else f"{row.probability:.2f}",
+                    # As many decimals as the status needs: 0.4996 read "0.50" beside "below threshold" at 0.50.
+                    reviewState.probabilityText(row.probability, threshold),
                     f"{row.volumeMm3:.1f}",
                     status,
                     row.location,

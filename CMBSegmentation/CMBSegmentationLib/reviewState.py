@@ -70,6 +70,26 @@ def isIncluded(row: candidateTable.CandidateRow, threshold: float) -> bool:
     return row.probability is None or round(row.probability, precision) >= round(threshold, precision)
 
 
+def probabilityText(probability: float | None, threshold: float) -> str:
+    """A candidate's probability as the review list shows it: 2 decimals, more (up to the table's 4) where fewer
+    would read as passing ``threshold`` when the candidate does not, or the other way round ("" for none).
+
+    At 2 decimals a candidate at 0.4996 read "0.50" beside its status "below threshold" at a review threshold of 0.5.
+    """
+    if probability is None:
+        return ""
+    precision = candidateTable.DECIMALS[candidateTable.COLUMN_PROBABILITY]
+
+    def passes(value: float) -> bool:  # as isIncluded decides
+        return round(value, precision) >= round(threshold, precision)
+
+    for decimals in range(2, precision):
+        text = f"{probability:.{decimals}f}"
+        if passes(float(text)) == passes(probability):
+            return text
+    return f"{probability:.{precision}f}"
+
+
 def checkStatuses(tableNode) -> None:
     """Refuse a review whose table holds a status that is none of :data:`candidateTable.STATUSES`, or lists one
     segment in two rows.
