@@ -146,7 +146,7 @@ def test_a_mistyped_option_is_refused_before_any_earlier_result_is_removed(batch
     inputs, out = _folders(tmp_path)
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert len(before) == 8
+    assert len(before) == 9  # four files per input and the summary
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("a model")
     bad = [a.format(empty=tmp_path / "empty", text=tmp_path / "notes.txt") for a in bad]
@@ -299,3 +299,73 @@ def test_a_rerun_never_removes_files_it_cannot_prove_a_batch_run_wrote(batch_run
         path.unlink()
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     assert json.loads((out / "b_cmb-report.json").read_text())["exported_by"] == "batch"
+
+
+def _summary(out: Path) -> list[dict]:
+    import csv
+
+    with open(out / "cmb-batch-summary.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_the_batch_writes_one_summary_row_per_input_with_its_files_counts_model_and_thresholds(
+    batch_run, tmp_path, capsys
+):
+    # The batch wrote one report per input and no table over them: a researcher had to open every JSON to count the
+    # microbleeds of a study, and an input that failed showed only as a line in the log.
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz"))
+    (inputs / "bad.nii.gz").write_bytes(b"not a volume")
+    bundle = REPO / "Testing" / "data" / "tiny-bundle"
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, "--model", bundle]) == 1
+    rows = _summary(out)
+    assert [r["input"] for r in rows] == ["a.nii.gz", "b.nii.gz", "bad.nii.gz"]
+    a, _, bad = rows
+    assert a["input_file"] == str((inputs / "a.nii.gz").resolve())
+    assert (a["status"], a["reason"], a["n_microbleeds"], a["n_candidates"]) == ("ok", "", "2", "2")
+    assert [a[k] for k in ("label_map", "segmentation", "report_csv", "report_json")] == [
+        p.name for p in reportExport.outputPaths(out, "a")
+    ]
+    assert all((out / a[k]).is_file() for k in ("label_map", "segmentation", "report_csv", "report_json"))
+    assert (a["model"], a["bundle"]) == ("tiny", str(bundle))
+    assert (float(a["segmentation_threshold"]), float(a["screening_threshold"])) == (APPLIED, 0.5)
+    assert a["threshold_option"] == ""  # the model's own
+    assert bad["status"] == "failed" and "Failed to load node" in bad["reason"] and bad["n_microbleeds"] == ""
+    assert bad["report_json"] == "" and bad["bundle"] == str(bundle)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # written under a temporary name, then renamed
+    # A rerun replaces the summary with its own rows: the bad input fixed, --threshold given.
+    _scan(inputs / "bad.nii.gz")
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, "--threshold", "0.3"]) == 0
+    rows = _summary(out)
+    assert [r["status"] for r in rows] == ["ok"] * 3 and {r["threshold_option"] for r in rows} == {"0.3"}
+    assert {r["bundle"] for r in rows} == {"installed"}
+
+
+def test_an_interrupted_batch_leaves_a_summary_that_says_which_inputs_were_not_processed(
+    batch_run, tmp_path, monkeypatch
+):
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz", "c.nii.gz"))
+    process = batch_run.batch.processOne
+
+    def processOne(path, args):
+        if path.name == "b.nii.gz":
+            raise KeyboardInterrupt
+        return process(path, args)
+
+    monkeypatch.setattr(batch_run.batch, "processOne", processOne)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 130
+    rows = _summary(out)
+    assert [(r["input"], r["status"]) for r in rows] == [
+        ("a.nii.gz", "ok"),
+        ("b.nii.gz", "failed"),
+        ("c.nii.gz", "not run"),
+    ]
+    assert "interrupted" in rows[1]["reason"] and "earlier run" in rows[2]["reason"]
+
+
+def test_a_summary_of_that_name_that_no_batch_wrote_is_never_replaced(batch_run, tmp_path, capsys):
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    out.mkdir()
+    (out / "cmb-batch-summary.csv").write_text("patient,microbleeds\na,3\n")  # the researcher's own table
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 2
+    assert "cmb-batch-summary.csv" in capsys.readouterr().err and not batch_run.calls
+    assert (out / "cmb-batch-summary.csv").read_text() == "patient,microbleeds\na,3\n"

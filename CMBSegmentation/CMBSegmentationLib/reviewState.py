@@ -293,6 +293,7 @@ def rebuildTable(segmentationNode):
         candidateTable.ATTRIBUTE_RUN_THRESHOLD,
         candidateTable.ATTRIBUTE_REVIEW_THRESHOLD,
         candidateTable.ATTRIBUTE_MODEL,
+        candidateTable.ATTRIBUTE_ENGINE_RUN,
         candidateTable.ATTRIBUTE_NOTES,
     ):
         value = segmentationNode.GetAttribute(attribute)

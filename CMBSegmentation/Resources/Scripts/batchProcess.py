@@ -10,10 +10,11 @@ server even without its main window).
 
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
-earlier run; an input that fails leaves none (its earlier ones are removed). Files there that no batch run wrote, or
-changed since (no readable batch report beside them, or not as its ``file_sha256`` says), are never removed: that
-input fails and the others go on. Exit code 0 when every input succeeded,
-1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a
+earlier run, and ``cmb-batch-summary.csv`` (one row per input: status and reason, counts, files, model, thresholds;
+written atomically at the start and after each input); an input that fails leaves none (its earlier ones are
+removed). Files there that no batch run wrote, or changed since (no readable batch report beside them, or not as
+its ``file_sha256`` says), are never removed: that input fails and the others go on. Exit code 0 when every input
+succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a
 ``--threshold`` outside [0, 1], a ``--model`` that is no bundle folder or ``.zip`` or whose checksums fail, a
 ``--device gpu`` without a usable GPU: refused before any earlier result is removed), missing
 dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``, ``scan`` beside ``Scan``:
@@ -35,6 +36,7 @@ import math
 import signal
 import sys
 import threading
+import time
 import traceback
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -43,6 +45,33 @@ from pathlib import Path, PurePosixPath
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+#: One row per input over the whole run, in the output folder (see :func:`writeSummary`).
+SUMMARY_NAME = "cmb-batch-summary.csv"
+SUMMARY_COLUMNS = (
+    "input",
+    "input_file",
+    "status",
+    "reason",
+    "n_microbleeds",
+    "n_candidates",
+    "label_map",
+    "segmentation",
+    "report_csv",
+    "report_json",
+    "model",
+    "bundle",
+    "modality",
+    "model_modality",
+    "screening_threshold",
+    "segmentation_threshold",
+    "threshold_option",
+    "brain_mask",
+    "seconds",
+)
+#: ``status`` of an input the run did not reach (stopped before it), and why.
+STATUS_OK, STATUS_FAILED, STATUS_NOT_RUN = "ok", "failed", "not run"
+NOT_REACHED = "the run stopped before this input; any files of it in the output folder are an earlier run's"
 
 
 def refuse(message):
@@ -290,6 +319,56 @@ def nameCollisions(inputs):
     return [group for group in groups.values() if len(group) > 1]
 
 
+def summaryRow(path, args, status=STATUS_NOT_RUN, reason=NOT_REACHED, result=None, seconds=None):
+    """The summary's row of the input ``path``: ``result`` is what :func:`processOne` returned for it (None: failed or
+    not run, so no files nor counts)."""
+    row = dict.fromkeys(SUMMARY_COLUMNS, "")
+    row.update(
+        input=path.name,
+        input_file=str(path.resolve()),
+        status=status,
+        reason=" ".join(str(reason or "").split()),  # one line
+        bundle=str(args.model or "").strip() or "installed",
+        threshold_option="" if args.threshold is None else f"{args.threshold:g}",
+        seconds="" if seconds is None else f"{seconds:.1f}",
+    )
+    mask = findMask(path, args.mask_suffix)
+    row["brain_mask"] = mask.name if mask is not None else ""
+    row.update({k: "" if v is None else v for k, v in (result or {}).items() if k in SUMMARY_COLUMNS})
+    return row
+
+
+def summaryProblem(outputDir):
+    """Why ``outputDir``'s :data:`SUMMARY_NAME` is not a batch run's summary that a run may replace (a researcher's
+    own table of that name), or None (none there, or one with the summary's columns)."""
+    path = Path(outputDir) / SUMMARY_NAME
+    if not (path.exists() or path.is_symlink()):
+        return None
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            header = handle.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{SUMMARY_NAME} in the output folder cannot be read ({exc})"
+    if not header.startswith(",".join(SUMMARY_COLUMNS[:4])):
+        return f"{SUMMARY_NAME} in the output folder is no batch summary (its columns: {header[:60]!r})"
+    return None
+
+
+def writeSummary(outputDir, rows):
+    """Write :data:`SUMMARY_NAME` (one row per input, in input order) under a temporary name, then rename it: a run
+    stopped while writing leaves the summary before, never a half table."""
+    import csv
+    import io
+
+    from CMBSegmentationLib.atomicFiles import writeTextAtomic
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    writeTextAtomic(Path(outputDir) / SUMMARY_NAME, buffer.getvalue())
+
+
 def removeOutputs(outputDir, baseName):
     """Remove the files an export of ``baseName`` writes in ``outputDir``; return the names of those that existed."""
     from CMBSegmentationLib import reportExport
@@ -462,10 +541,27 @@ def processOne(path, args):
         exportedBy=reportExport.EXPORTED_BY_BATCH,  # no reader's: the next batch run may replace it
     )
     # Which model read this file, and why (each file of a mixed folder gets its own): as in its report.
-    choice = resultImport.describeModelChoice(resultImport.modelChoiceOf(table))
+    modelChoice = resultImport.modelChoiceOf(table)
+    choice = resultImport.describeModelChoice(modelChoice)
     print(f"{path.name}: {files.count} microbleed(s) -> {files.reportJson}" + (f"; {choice}" if choice else ""))
     for note in files.notes:  # in the report too; a batch user reads the log (a volume placed other than its file)
         print(f"{path.name}: warning: {note}", file=sys.stderr)
+    decision = modelChoice.get("modality") if isinstance(modelChoice.get("modality"), dict) else {}
+    engineRun = resultImport.engineRunOf(table)
+    thresholds = engineRun.get("thresholds") or {}
+    return {
+        "n_microbleeds": files.count,
+        "n_candidates": engineRun.get("n_candidates"),
+        "label_map": files.labelMap.name,
+        "segmentation": files.segmentation.name,
+        "report_csv": files.reportCsv.name,
+        "report_json": files.reportJson.name,
+        "model": modelChoice.get("model"),
+        "modality": decision.get("modality"),
+        "model_modality": decision.get("model_modality") or decision.get("modality"),
+        "screening_threshold": thresholds.get("screening"),
+        "segmentation_threshold": thresholds.get("segmentation"),
+    }
 
 
 def main(argv):
@@ -524,28 +620,42 @@ def main(argv):
             f"the output folder holds results of other scans of the same names: {names}; "
             "give each input folder its own --output-dir (or rename the scans)"
         )
+    problem = summaryProblem(args.output_dir)
+    if problem:
+        return refuse(f"{problem}; give another --output-dir (or move it)")
     args.output_dir.mkdir(parents=True, exist_ok=True)
+    # The summary stands from the start, each input "not run" until it is done: a run killed half way (kill -9, a
+    # power cut) leaves one that says which inputs it never reached, never the rows of an earlier run.
+    rows = [summaryRow(path, args) for path in inputs]
+    try:
+        writeSummary(args.output_dir, rows)
+    except OSError as exc:
+        return refuse(f"cannot write {args.output_dir / SUMMARY_NAME} ({exc}); nothing was run")
     failures = 0
     with terminateAsInterrupt():
         for done, path in enumerate(inputs):
+            started = time.monotonic()
             removed = []
             # Files at this input's output names that no batch run wrote (a user's own file of that name, a report
             # cut short or edited since): never removed nor replaced; the input fails, the others go on.
             foreign = foreignOutputs(args.output_dir, outputBaseName(path))
             if foreign:
                 failures += 1
-                print(
-                    f"{path.name}: FAILED: {foreign}; they are not this run's results and are left as they are, this "
-                    "input was not processed: move them or give another --output-dir",
-                    file=sys.stderr,
+                reason = (
+                    f"{foreign}; they are not this run's results and are left as they are, this input was not "
+                    "processed: move them or give another --output-dir"
                 )
+                print(f"{path.name}: FAILED: {reason}", file=sys.stderr)
+                rows[done] = summaryRow(path, args, STATUS_FAILED, reason)
+                updateSummary(args.output_dir, rows)
                 continue
             try:
                 # An earlier run's outputs go first: an input that fails now must not leave them to pass for this
                 # run's. Inside the try: one that cannot be removed (read-only, a folder of that name) is this input's
                 # failure; it ended the whole batch (exit 1, no summary, the inputs after it never processed).
                 removed = removeOutputs(args.output_dir, outputBaseName(path))
-                processOne(path, args)
+                result = processOne(path, args)
+                rows[done] = summaryRow(path, args, STATUS_OK, "", result, time.monotonic() - started)
             except KeyboardInterrupt:
                 # Ctrl+C or SIGTERM (a scheduler's time limit): the engine is stopped (inferenceJob.runBlocking), and
                 # files of this input written before the interruption go, so none stands without its report.
@@ -555,6 +665,9 @@ def main(argv):
                     "processed, this one and those after it were not",
                     file=sys.stderr,
                 )
+                reason = "interrupted (Ctrl+C or SIGTERM) while it was processed; none of its files were kept"
+                rows[done] = summaryRow(path, args, STATUS_FAILED, reason, seconds=time.monotonic() - started)
+                updateSummary(args.output_dir, rows)
                 return 130
             except Exception as exc:
                 failures += 1
@@ -563,8 +676,20 @@ def main(argv):
                 earlier = f" (its outputs of an earlier run were removed: {', '.join(removed)})" if removed else ""
                 print(f"{path.name}: FAILED: {exc}{earlier}{stuck}", file=sys.stderr)
                 traceback.print_exc()
-    print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed")
+                reason = f"{exc}{earlier}{stuck}"
+                rows[done] = summaryRow(path, args, STATUS_FAILED, reason, seconds=time.monotonic() - started)
+            updateSummary(args.output_dir, rows)
+    print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed; summary: {args.output_dir / SUMMARY_NAME}")
     return 1 if failures else 0
+
+
+def updateSummary(outputDir, rows):
+    """:func:`writeSummary` during the run: a failure to write it (disk full) is said on stderr, and the run goes on
+    (the summary on disk then still shows the inputs not yet done as "not run")."""
+    try:
+        writeSummary(outputDir, rows)
+    except OSError as exc:
+        print(f"batchProcess: warning: could not update {Path(outputDir) / SUMMARY_NAME} ({exc})", file=sys.stderr)
 
 
 @contextlib.contextmanager
