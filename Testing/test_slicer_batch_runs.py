@@ -369,3 +369,16 @@ def test_a_summary_of_that_name_that_no_batch_wrote_is_never_replaced(batch_run,
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 2
     assert "cmb-batch-summary.csv" in capsys.readouterr().err and not batch_run.calls
     assert (out / "cmb-batch-summary.csv").read_text() == "patient,microbleeds\na,3\n"
+
+
+def test_a_rerun_names_the_earlier_results_of_scans_it_no_longer_has(batch_run, tmp_path, capsys):
+    # A scan taken out of the input folder (a failed acquisition, a withdrawn subject) kept its results of the earlier
+    # run beside those of the rerun: a count over the folder's reports still held it, and nothing said so.
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz", "c.nii.gz"))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert "not among this run's inputs" not in capsys.readouterr().err
+    (inputs / "b.nii.gz").unlink()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    err = capsys.readouterr().err
+    assert "output folder also holds the results of 1 scan(s) not among this run's inputs: b_cmb-report.json" in err
+    assert [r["input"] for r in _summary(out)] == ["a.nii.gz", "c.nii.gz"]

@@ -470,6 +470,28 @@ def otherScanResult(outputDir, path):
     return other
 
 
+def otherResults(outputDir, inputs):
+    """The batch reports in ``outputDir`` of scans that are not among ``inputs`` (a scan taken out of the input folder
+    since an earlier run), sorted: a count over the folder's reports holds them, the summary does not."""
+    import json
+
+    from CMBSegmentationLib import reportExport
+
+    ours = {outputBaseName(p).lower() for p in inputs}
+    suffix = "_cmb-report.json"
+    found = []
+    for report in sorted(Path(outputDir).glob(f"*{suffix}")):
+        if report.name[: -len(suffix)].lower() in ours:
+            continue
+        try:
+            content = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(content, dict) and content.get("exported_by") == reportExport.EXPORTED_BY_BATCH:
+            found.append(report)
+    return found
+
+
 def removeLeftovers(outputDir, baseName):
     """Remove the files of ``baseName`` after its input failed; "" when none is left, else a clause naming why (the
     files that stay are not this run's, and the failure line must say so)."""
@@ -679,6 +701,14 @@ def main(argv):
                 reason = f"{exc}{earlier}{stuck}"
                 rows[done] = summaryRow(path, args, STATUS_FAILED, reason, seconds=time.monotonic() - started)
             updateSummary(args.output_dir, rows)
+    strays = otherResults(args.output_dir, inputs)
+    if strays:
+        names = ", ".join(p.name for p in strays[:3]) + (f" and {len(strays) - 3} more" if len(strays) > 3 else "")
+        print(
+            f"batchProcess: warning: the output folder also holds the results of {len(strays)} scan(s) not among this "
+            f"run's inputs: {names} (an earlier run's; not in the summary)",
+            file=sys.stderr,
+        )
     print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed; summary: {args.output_dir / SUMMARY_NAME}")
     return 1 if failures else 0
 
