@@ -382,3 +382,26 @@ def test_a_rerun_names_the_earlier_results_of_scans_it_no_longer_has(batch_run, 
     err = capsys.readouterr().err
     assert "output folder also holds the results of 1 scan(s) not among this run's inputs: b_cmb-report.json" in err
     assert [r["input"] for r in _summary(out)] == ["a.nii.gz", "c.nii.gz"]
+
+
+def test_an_interruption_between_two_inputs_is_an_interruption_and_keeps_the_next_input_s_results(
+    batch_run, tmp_path, monkeypatch, capsys
+):
+    # A Ctrl+C or SIGTERM that came while the batch checked the next input's earlier files (outside the input's own
+    # try) ended Slicer with a traceback and exit code 1 instead of 130, and the summary kept that input "not run".
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz"))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    before = {p.name: p.read_bytes() for p in out.glob("b_cmb*")}
+    check = batch_run.batch.foreignOutputs
+
+    def foreignOutputs(folder, base):
+        if base == "b":
+            raise KeyboardInterrupt
+        return check(folder, base)
+
+    monkeypatch.setattr(batch_run.batch, "foreignOutputs", foreignOutputs)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 130
+    assert {p.name: p.read_bytes() for p in out.glob("b_cmb*")} == before  # not cleared yet: kept
+    rows = _summary(out)
+    assert [r["status"] for r in rows] == ["ok", "failed"] and "before it was processed" in rows[1]["reason"]
+    assert "1 of 2 input(s) processed" in capsys.readouterr().err

@@ -654,53 +654,63 @@ def main(argv):
     except OSError as exc:
         return refuse(f"cannot write {args.output_dir / SUMMARY_NAME} ({exc}); nothing was run")
     failures = 0
+    done, cleared, started = 0, False, time.monotonic()
     with terminateAsInterrupt():
-        for done, path in enumerate(inputs):
-            started = time.monotonic()
-            removed = []
-            # Files at this input's output names that no batch run wrote (a user's own file of that name, a report
-            # cut short or edited since): never removed nor replaced; the input fails, the others go on.
-            foreign = foreignOutputs(args.output_dir, outputBaseName(path))
-            if foreign:
-                failures += 1
-                reason = (
-                    f"{foreign}; they are not this run's results and are left as they are, this input was not "
-                    "processed: move them or give another --output-dir"
-                )
-                print(f"{path.name}: FAILED: {reason}", file=sys.stderr)
-                rows[done] = summaryRow(path, args, STATUS_FAILED, reason)
+        try:
+            for done, path in enumerate(inputs):
+                started, cleared, removed = time.monotonic(), False, []
+                # Files at this input's output names that no batch run wrote (a user's own file of that name, a
+                # report cut short or edited since): never removed nor replaced; the input fails, the others go on.
+                foreign = foreignOutputs(args.output_dir, outputBaseName(path))
+                if foreign:
+                    failures += 1
+                    reason = (
+                        f"{foreign}; they are not this run's results and are left as they are, this input was not "
+                        "processed: move them or give another --output-dir"
+                    )
+                    print(f"{path.name}: FAILED: {reason}", file=sys.stderr)
+                    rows[done] = summaryRow(path, args, STATUS_FAILED, reason)
+                    updateSummary(args.output_dir, rows)
+                    continue
+                try:
+                    # An earlier run's outputs go first: an input that fails now must not leave them to pass for this
+                    # run's. Inside the try: one that cannot be removed (read-only, a folder of that name) is this
+                    # input's failure; it ended the whole batch (exit 1, no summary, the inputs after it never run).
+                    cleared = True
+                    removed = removeOutputs(args.output_dir, outputBaseName(path))
+                    result = processOne(path, args)
+                    rows[done] = summaryRow(path, args, STATUS_OK, "", result, time.monotonic() - started)
+                except Exception as exc:
+                    failures += 1
+                    # An export that failed half way (disk full) wrote some of the four files: none may stay.
+                    stuck = removeLeftovers(args.output_dir, outputBaseName(path))
+                    earlier = f" (its outputs of an earlier run were removed: {', '.join(removed)})" if removed else ""
+                    print(f"{path.name}: FAILED: {exc}{earlier}{stuck}", file=sys.stderr)
+                    traceback.print_exc()
+                    reason = f"{exc}{earlier}{stuck}"
+                    rows[done] = summaryRow(path, args, STATUS_FAILED, reason, seconds=time.monotonic() - started)
+                cleared = False
                 updateSummary(args.output_dir, rows)
-                continue
-            try:
-                # An earlier run's outputs go first: an input that fails now must not leave them to pass for this
-                # run's. Inside the try: one that cannot be removed (read-only, a folder of that name) is this input's
-                # failure; it ended the whole batch (exit 1, no summary, the inputs after it never processed).
-                removed = removeOutputs(args.output_dir, outputBaseName(path))
-                result = processOne(path, args)
-                rows[done] = summaryRow(path, args, STATUS_OK, "", result, time.monotonic() - started)
-            except KeyboardInterrupt:
-                # Ctrl+C or SIGTERM (a scheduler's time limit): the engine is stopped (inferenceJob.runBlocking), and
-                # files of this input written before the interruption go, so none stands without its report.
+        except KeyboardInterrupt:
+            # Ctrl+C or SIGTERM (a scheduler's time limit), also between two inputs: the engine is stopped
+            # (inferenceJob.runBlocking), and files of the input under way written before the interruption go, so
+            # none stands without its report (only once its earlier outputs were cleared: before, they are kept).
+            path = inputs[done]
+            if cleared:
                 removeLeftovers(args.output_dir, outputBaseName(path))
-                print(
-                    f"batchProcess: interrupted during {path.name}; {done - failures} of {len(inputs)} input(s) "
-                    "processed, this one and those after it were not",
-                    file=sys.stderr,
-                )
+            if rows[done]["status"] == STATUS_NOT_RUN:
                 reason = "interrupted (Ctrl+C or SIGTERM) while it was processed; none of its files were kept"
+                if not cleared:
+                    reason = "interrupted (Ctrl+C or SIGTERM) before it was processed; " + NOT_REACHED.split("; ")[1]
                 rows[done] = summaryRow(path, args, STATUS_FAILED, reason, seconds=time.monotonic() - started)
-                updateSummary(args.output_dir, rows)
-                return 130
-            except Exception as exc:
-                failures += 1
-                # An export that failed half way (disk full) wrote some of the four files: none may stay.
-                stuck = removeLeftovers(args.output_dir, outputBaseName(path))
-                earlier = f" (its outputs of an earlier run were removed: {', '.join(removed)})" if removed else ""
-                print(f"{path.name}: FAILED: {exc}{earlier}{stuck}", file=sys.stderr)
-                traceback.print_exc()
-                reason = f"{exc}{earlier}{stuck}"
-                rows[done] = summaryRow(path, args, STATUS_FAILED, reason, seconds=time.monotonic() - started)
+            finished = sum(row["status"] == STATUS_OK for row in rows)
+            print(
+                f"batchProcess: interrupted during {path.name}; {finished} of {len(inputs)} input(s) processed, "
+                "those after it were not",
+                file=sys.stderr,
+            )
             updateSummary(args.output_dir, rows)
+            return 130
     strays = otherResults(args.output_dir, inputs)
     if strays:
         names = ", ".join(p.name for p in strays[:3]) + (f" and {len(strays) - 3} more" if len(strays) > 3 else "")
