@@ -881,3 +881,19 @@ def test_the_module_s_same_grid_rule_is_the_engine_s():
             assert volumeIO.sameGridToleranceMm(base) == pytest.approx(volumes.same_grid_tolerance_mm(base))
             decisions.append(moved <= volumeIO.sameGridToleranceMm(base))
     assert True in decisions and False in decisions  # the cases reach both sides of the rule
+
+
+def test_a_file_named_as_a_brain_mask_of_no_scan_is_named_not_left_out_silently(batch, tmp_path, monkeypatch, capsys):
+    # Every volume whose name ended with --mask-suffix was left out as a mask without a word, also one beside no scan
+    # (a scan named sub-02_bet with --mask-suffix _bet, its original left elsewhere): "1 of 1 input(s) processed".
+    for name in ("sub-01.nii.gz", "sub-01_bet.nii.gz", "sub-02_bet.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    processed = []
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    assert (
+        batch.main(["--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--mask-suffix", "_bet"]) == 0
+    )
+    assert processed == ["sub-01.nii.gz"]
+    err = capsys.readouterr().err
+    assert "1 file(s) in the input folder are not T2*/SWI scans, left out: sub-02_bet.nii.gz (" in err
+    assert "--mask-suffix _bet" in err and "sub-01_bet" not in err

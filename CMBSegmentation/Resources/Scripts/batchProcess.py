@@ -200,7 +200,7 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=N
     The results found are appended to the list ``skipped``, the other files left out to ``notScans`` as
     ``(path, reason)``, when those lists are given; ``outputDir``, when it lies in ``inputDir``, is not named there.
     """
-    files, dicomFiles = [], []
+    files, dicomFiles, masks = [], [], []
     for path in sorted(inputDir.iterdir()):
         name = path.name
         if name.startswith("."):
@@ -222,6 +222,7 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=N
             continue
         stem = stripSuffix(name)
         if maskSuffix and stem.endswith(maskSuffix):
+            masks.append(path)
             continue
         if isResultFile(path):
             if skipped is not None:
@@ -233,6 +234,15 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=N
                 notScans.append((path, reason))
             continue
         files.append(path)
+    # A volume named as the mask of no scan here (a scan "sub-02_bet" with --mask-suffix _bet) was left out without
+    # a word: said, as the other files left out are.
+    stems = {stripSuffix(p.name) for p in inputDir.iterdir() if volumeSuffix(p.name)}
+    for mask in masks:
+        scan = stripSuffix(mask.name)[: -len(maskSuffix)]
+        if scan not in stems and notScans is not None:
+            notScans.append(
+                (mask, f"named as the brain mask of a scan {scan} (--mask-suffix {maskSuffix}), but there is none")
+            )
     if dicomFiles and notScans is not None:
         notScans.append(
             (
