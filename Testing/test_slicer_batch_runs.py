@@ -405,3 +405,15 @@ def test_an_interruption_between_two_inputs_is_an_interruption_and_keeps_the_nex
     rows = _summary(out)
     assert [r["status"] for r in rows] == ["ok", "failed"] and "before it was processed" in rows[1]["reason"]
     assert "1 of 2 input(s) processed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_an_output_folder_that_cannot_be_made_is_refused_in_one_line(batch_run, tmp_path, capsys, where):
+    # --output-dir naming a file (a typo: results.csv) ended Slicer with a FileExistsError traceback and exit 1.
+    inputs, _ = _folders(tmp_path, ("a.nii.gz",))
+    (tmp_path / "results.csv").write_text("mine\n")
+    out = tmp_path / "results.csv" if where == "a file" else tmp_path / "results.csv" / "out"
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("batchProcess: error: ") and "Traceback" not in err and str(out) in err
+    assert (tmp_path / "results.csv").read_text() == "mine\n" and not batch_run.calls

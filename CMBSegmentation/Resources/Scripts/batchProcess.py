@@ -655,7 +655,10 @@ def main(argv):
     problem = summaryProblem(args.output_dir)
     if problem:
         return refuse(f"{problem}; give another --output-dir (or move it)")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name (a typo), or below one; no permission: it ended with a traceback
+        return refuse(f"cannot make the output folder {args.output_dir} ({exc.strerror or exc}); nothing was run")
     # The summary stands from the start, each input "not run" until it is done: a run killed half way (kill -9, a
     # power cut) leaves one that says which inputs it never reached, never the rows of an earlier run.
     rows = [summaryRow(path, args) for path in inputs]
