@@ -417,3 +417,16 @@ def test_an_output_folder_that_cannot_be_made_is_refused_in_one_line(batch_run, 
     err = capsys.readouterr().err
     assert err.startswith("batchProcess: error: ") and "Traceback" not in err and str(out) in err
     assert (tmp_path / "results.csv").read_text() == "mine\n" and not batch_run.calls
+
+
+def test_the_summary_carries_the_engine_s_notes_of_each_input(batch_run, tmp_path):
+    # An input the engine analysed with a caveat (a phase image, the model of the other contrast, its candidate count
+    # capped) read "ok" in the summary like the others: the caveat stood only in that input's JSON report.
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    batch_run.notes.append("candidate count capped at 100 (the scan holds more dark spots)")
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    (row,) = _summary(out)
+    assert row["status"] == "ok" and row["warnings"] == "candidate count capped at 100 (the scan holds more dark spots)"
+    batch_run.notes.clear()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert _summary(out)[0]["warnings"] == ""

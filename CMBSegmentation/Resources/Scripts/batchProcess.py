@@ -68,6 +68,7 @@ SUMMARY_COLUMNS = (
     "threshold_option",
     "brain_mask",
     "seconds",
+    "warnings",
 )
 #: ``status`` of an input the run did not reach (stopped before it), and why.
 STATUS_OK, STATUS_FAILED, STATUS_NOT_RUN = "ok", "failed", "not run"
@@ -593,6 +594,10 @@ def processOne(path, args):
         "model_modality": decision.get("model_modality") or decision.get("modality"),
         "screening_threshold": thresholds.get("screening"),
         "segmentation_threshold": thresholds.get("segmentation"),
+        # What the engine noted of the run (a phase image or a model of the other contrast analysed, the candidate
+        # count capped, an unverified bundle) and what the export noted: in the report, but a table over the study
+        # showed those results as plain "ok".
+        "warnings": " | ".join(" ".join(str(n).split()) for n in [*resultImport.engineNotesOf(table), *files.notes]),
     }
 
 
