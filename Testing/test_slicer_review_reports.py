@@ -273,3 +273,22 @@ def test_the_probability_the_review_list_shows_agrees_with_the_candidate_s_statu
             again = dataclasses.replace(row, probability=float(text))
             assert reviewState.isIncluded(again, threshold) == reviewState.isIncluded(row, threshold), (text, threshold)
             assert 4 <= len(text) <= 6
+
+
+def test_the_review_threshold_is_shown_with_the_decimals_its_candidates_are_compared_at(case, tmp_path):  # noqa: F811
+    # The "Show from probability" slider showed 2 decimals: a run threshold of 0.999 (plkd tune's grid) read "1.00"
+    # and one of 0.3333 read "0.33" while a candidate at 0.33 stood "below threshold" in the list.
+    scene, volume, _, _, _ = case
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "fine", _labels(), {1: 0.9995, 2: 0.9985, 5: 0.9991})
+    data = json.loads(jsonPath.read_text())
+    data["thresholds"]["segmentation"] = 0.999
+    jsonPath.write_text(json.dumps(data))
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    threshold = reviewState.reviewThreshold(result.tableNode)
+    decimals = reviewState.thresholdDecimals(threshold)
+    assert f"{threshold:.{decimals}f}" == "0.999"
+    for row in candidateTable.readRows(result.tableNode):  # what the list says agrees with the slider's text
+        text = reviewState.probabilityText(row.probability, threshold)
+        assert (float(text) >= float(f"{threshold:.{decimals}f}")) == reviewState.isIncluded(row, threshold), text
+    shown = {t: f"{t:.{reviewState.thresholdDecimals(t)}f}" for t in (0.5, 0.3333, 0.33333, 0.35000000000000003, 1.0)}
+    assert shown == {0.5: "0.50", 0.3333: "0.3333", 0.33333: "0.3333", 0.35000000000000003: "0.35", 1.0: "1.00"}

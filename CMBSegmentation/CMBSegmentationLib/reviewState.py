@@ -90,6 +90,14 @@ def probabilityText(probability: float | None, threshold: float) -> str:
     return f"{probability:.{precision}f}"
 
 
+def thresholdDecimals(threshold: float) -> int:
+    """The decimals the review threshold is shown with: 2, or more (up to the table's 4) where 2 would round it
+    (a run threshold of 0.999 read "1.00", one of 0.3333 read "0.33" beside a candidate at 0.33 "below threshold")."""
+    precision = candidateTable.DECIMALS[candidateTable.COLUMN_PROBABILITY]
+    exact = round(float(threshold), precision)
+    return next((d for d in range(2, precision) if abs(round(exact, d) - exact) < 0.5 * 10.0**-precision), precision)
+
+
 def checkStatuses(tableNode) -> None:
     """Refuse a review whose table holds a status that is none of :data:`candidateTable.STATUSES`, or lists one
     segment in two rows.
