@@ -430,3 +430,18 @@ def test_the_summary_carries_the_engine_s_notes_of_each_input(batch_run, tmp_pat
     batch_run.notes.clear()
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     assert _summary(out)[0]["warnings"] == ""
+
+
+def test_a_4d_input_fails_saying_what_it_is_and_what_reads_it(batch_run, tmp_path, capsys):
+    # A multi-echo GRE stored as one 4-D NIfTI (plkd predict combines its echoes) failed in the batch with Slicer's
+    # "Failed to load node from file" alone, in the log and the summary: nothing said why, nor what reads it.
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    echoes = np.stack([np.full(SHAPE, v, np.float32) for v in (400.0, 300.0, 200.0)], axis=-1)
+    nib.save(nib.Nifti1Image(echoes, AFFINE), str(inputs / "me.nii.gz"))
+    nib.save(nib.Nifti1Image(echoes[..., :1], AFFINE), str(inputs / "one.nii.gz"))  # one volume: read as 3-D
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 1
+    rows = {r["input"]: r for r in _summary(out)}
+    assert rows["a.nii.gz"]["status"] == rows["one.nii.gz"]["status"] == "ok"
+    reason = rows["me.nii.gz"]["reason"]
+    assert rows["me.nii.gz"]["status"] == "failed" and "4-D image of 3 volumes" in reason and "plkd predict" in reason
+    assert "me.nii.gz: FAILED: a 4-D image of 3 volumes" in capsys.readouterr().err

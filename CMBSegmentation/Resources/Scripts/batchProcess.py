@@ -526,6 +526,13 @@ def loadInputs(path, maskSuffix, loadVolume):
     (``QFileInfo::baseName``), so the reports of "sub-01.ses-1.nii.gz" and "sub-01.ses-2.nii.gz" both said
     ``"input": "sub-01"``.
     """
+    frames = niftiFrames(path)
+    if frames > 1:
+        raise ValueError(
+            f"a 4-D image of {frames} volumes (multi-echo GRE, or a time series), which Slicer loads only as a "
+            "sequence: give it to plkd predict, which combines the echoes of a multi-echo GRE (--echo rss, last or N), "
+            "or save the echo to analyse as a 3-D file"
+        )
     volume = loadVolume(str(path), {"name": stripSuffix(path.name)})
     mask = None
     maskPath = findMask(path, maskSuffix)
@@ -540,6 +547,24 @@ def loadInputs(path, maskSuffix, loadVolume):
             file=sys.stderr,
         )
     return volume, mask
+
+
+def niftiFrames(path):
+    """The number of volumes of a NIfTI file holding several along its 4th and higher dimensions (Slicer's volume
+    reader refuses such a file, saying only "Failed to load node"), else 1 (also for other formats, or a file nibabel
+    cannot read: loading it says what is wrong)."""
+    if not str(path.name).lower().endswith((".nii", ".nii.gz")):
+        return 1
+    try:
+        import nibabel
+
+        shape = nibabel.load(str(path)).shape
+    except Exception:
+        return 1
+    frames = 1
+    for size in shape[3:]:
+        frames *= int(size)
+    return frames
 
 
 def processOne(path, args):
