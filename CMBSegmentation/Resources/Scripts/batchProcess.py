@@ -72,7 +72,10 @@ SUMMARY_COLUMNS = (
 )
 #: ``status`` of an input the run did not reach (stopped before it), and why.
 STATUS_OK, STATUS_FAILED, STATUS_NOT_RUN = "ok", "failed", "not run"
-NOT_REACHED = "the run stopped before this input; any files of it in the output folder are an earlier run's"
+NOT_REACHED = (
+    "not processed: the run has not reached it (still running, or stopped before it); any files of it in the output "
+    "folder are an earlier run's"
+)
 
 
 def refuse(message):
@@ -744,7 +747,7 @@ def main(argv):
             if rows[done]["status"] == STATUS_NOT_RUN:
                 reason = "interrupted (Ctrl+C or SIGTERM) while it was processed; none of its files were kept"
                 if not cleared:
-                    reason = "interrupted (Ctrl+C or SIGTERM) before it was processed; " + NOT_REACHED.split("; ")[1]
+                    reason = "interrupted (Ctrl+C or SIGTERM) before it was processed; " + NOT_REACHED.split("); ")[1]
                 rows[done] = summaryRow(path, args, STATUS_FAILED, reason, seconds=time.monotonic() - started)
             finished = sum(row["status"] == STATUS_OK for row in rows)
             print(
