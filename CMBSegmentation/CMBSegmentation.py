@@ -261,6 +261,12 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if abs(kept - wanted) > 1e-9:  # below the run's threshold: the slider goes back to it
                     self._parameterNode.reviewThreshold = kept
                 self._refreshTimer.start()
+            # The slider shows the threshold as the list's probabilities are compared with it: at 2 decimals a run
+            # threshold of 0.999 read "1.00". ctkSliderWidget keeps the exact value (its slider never rounds); only
+            # the spin box's text changes, and setDecimals re-emits valueChanged, hence only when it differs.
+            decimals = reviewState.thresholdDecimals(reviewState.reviewThreshold(nodes[1]))
+            if self.ui.reviewThresholdSliderWidget.decimals != decimals:
+                self.ui.reviewThresholdSliderWidget.decimals = decimals
 
     def _pairResultNodes(self) -> bool:
         """Selecting a result's table selects its segmentation, and the other way round; True when one changed."""
@@ -597,7 +603,8 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     # The Status column says why one is left out; its name's marker (segmentPresentation) is for
                     # Slicer's own exports.
                     segmentPresentation.baseName(segment.GetName()) if segment else row.segmentId,
-                    "" if row.probability is None else f"{row.probability:.2f}",
+                    # As many decimals as the status needs: 0.4996 read "0.50" beside "below threshold" at 0.50.
+                    reviewState.probabilityText(row.probability, threshold),
                     f"{row.volumeMm3:.1f}",
                     status,
                     row.location,

@@ -146,7 +146,7 @@ def test_a_mistyped_option_is_refused_before_any_earlier_result_is_removed(batch
     inputs, out = _folders(tmp_path)
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert len(before) == 8
+    assert len(before) == 9  # four files per input and the summary
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("a model")
     bad = [a.format(empty=tmp_path / "empty", text=tmp_path / "notes.txt") for a in bad]
@@ -262,3 +262,186 @@ def test_a_device_or_bundle_the_engine_refuses_stops_the_run_before_any_earlier_
     # The bundle as shipped and the CPU pass.
     bundle = REPO / "Testing" / "data" / "tiny-bundle"
     assert batch_run(["--input-dir", inputs, "--output-dir", out, "--model", bundle, "--device", "cpu"]) == 0
+
+
+@pytest.mark.parametrize("found", ["own file", "half-written report", "report edited", "label map edited"])
+def test_a_rerun_never_removes_files_it_cannot_prove_a_batch_run_wrote(batch_run, tmp_path, capsys, found):
+    # A rerun removed whatever lay at an input's output names before processing it: a user's own file of that name
+    # (no report beside it), a report cut short by a copy that stopped, a report or label map edited since the batch
+    # wrote it (its report's file_sha256 says so): all gone without a word.
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz", "c.nii.gz"))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    files = {p.name: p for p in out.glob("b_cmb*")}
+    if found == "own file":
+        for path in files.values():
+            path.unlink()
+        files = {"b_cmb-report.csv": out / "b_cmb-report.csv"}
+        files["b_cmb-report.csv"].write_text("patient;count\nb;3\n")  # a reader's own table of that name
+    elif found == "half-written report":
+        report = files["b_cmb-report.json"]
+        report.write_bytes(report.read_bytes()[:100])
+    elif found == "report edited":
+        files["b_cmb-report.csv"].write_text(files["b_cmb-report.csv"].read_text() + "reader: two more in the pons\n")
+    else:
+        nib.save(nib.Nifti1Image(np.ones(SHAPE, np.int16), AFFINE), str(files["b_cmb-final.nii.gz"]))
+    kept = {name: path.read_bytes() for name, path in files.items()}
+    others = {p.name: p.stat().st_mtime_ns for p in out.glob("[ac]_cmb*")}
+    capsys.readouterr()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 1
+    err = capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.glob("b_cmb*")} == kept
+    assert "b.nii.gz: FAILED: " in err and "left as they are" in err
+    assert ("without a batch report" if found == "own file" else "b_cmb-report") in err
+    assert len(batch_run.calls) == 3 + 2  # b was not run; a and c were
+    assert all(p.stat().st_mtime_ns != others[p.name] for p in out.glob("[ac]_cmb*"))
+    # Moved away by the user: the next rerun processes b again.
+    for path in files.values():
+        path.unlink()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert json.loads((out / "b_cmb-report.json").read_text())["exported_by"] == "batch"
+
+
+def _summary(out: Path) -> list[dict]:
+    import csv
+
+    with open(out / "cmb-batch-summary.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_the_batch_writes_one_summary_row_per_input_with_its_files_counts_model_and_thresholds(
+    batch_run, tmp_path, capsys
+):
+    # The batch wrote one report per input and no table over them: a researcher had to open every JSON to count the
+    # microbleeds of a study, and an input that failed showed only as a line in the log.
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz"))
+    (inputs / "bad.nii.gz").write_bytes(b"not a volume")
+    bundle = REPO / "Testing" / "data" / "tiny-bundle"
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, "--model", bundle]) == 1
+    rows = _summary(out)
+    assert [r["input"] for r in rows] == ["a.nii.gz", "b.nii.gz", "bad.nii.gz"]
+    a, _, bad = rows
+    assert a["input_file"] == str((inputs / "a.nii.gz").resolve())
+    assert (a["status"], a["reason"], a["n_microbleeds"], a["n_candidates"]) == ("ok", "", "2", "2")
+    assert [a[k] for k in ("label_map", "segmentation", "report_csv", "report_json")] == [
+        p.name for p in reportExport.outputPaths(out, "a")
+    ]
+    assert all((out / a[k]).is_file() for k in ("label_map", "segmentation", "report_csv", "report_json"))
+    assert (a["model"], a["bundle"]) == ("tiny", str(bundle))
+    assert (float(a["segmentation_threshold"]), float(a["screening_threshold"])) == (APPLIED, 0.5)
+    assert a["threshold_option"] == ""  # the model's own
+    assert bad["status"] == "failed" and "Failed to load node" in bad["reason"] and bad["n_microbleeds"] == ""
+    assert bad["report_json"] == "" and bad["bundle"] == str(bundle)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # written under a temporary name, then renamed
+    # A rerun replaces the summary with its own rows: the bad input fixed, --threshold given.
+    _scan(inputs / "bad.nii.gz")
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, "--threshold", "0.3"]) == 0
+    rows = _summary(out)
+    assert [r["status"] for r in rows] == ["ok"] * 3 and {r["threshold_option"] for r in rows} == {"0.3"}
+    assert {r["bundle"] for r in rows} == {"installed"}
+
+
+def test_an_interrupted_batch_leaves_a_summary_that_says_which_inputs_were_not_processed(
+    batch_run, tmp_path, monkeypatch
+):
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz", "c.nii.gz"))
+    process = batch_run.batch.processOne
+
+    def processOne(path, args):
+        if path.name == "b.nii.gz":
+            raise KeyboardInterrupt
+        return process(path, args)
+
+    monkeypatch.setattr(batch_run.batch, "processOne", processOne)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 130
+    rows = _summary(out)
+    assert [(r["input"], r["status"]) for r in rows] == [
+        ("a.nii.gz", "ok"),
+        ("b.nii.gz", "failed"),
+        ("c.nii.gz", "not run"),
+    ]
+    assert "interrupted" in rows[1]["reason"] and "earlier run" in rows[2]["reason"]
+
+
+def test_a_summary_of_that_name_that_no_batch_wrote_is_never_replaced(batch_run, tmp_path, capsys):
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    out.mkdir()
+    (out / "cmb-batch-summary.csv").write_text("patient,microbleeds\na,3\n")  # the researcher's own table
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 2
+    assert "cmb-batch-summary.csv" in capsys.readouterr().err and not batch_run.calls
+    assert (out / "cmb-batch-summary.csv").read_text() == "patient,microbleeds\na,3\n"
+
+
+def test_a_rerun_names_the_earlier_results_of_scans_it_no_longer_has(batch_run, tmp_path, capsys):
+    # A scan taken out of the input folder (a failed acquisition, a withdrawn subject) kept its results of the earlier
+    # run beside those of the rerun: a count over the folder's reports still held it, and nothing said so.
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz", "c.nii.gz"))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert "not among this run's inputs" not in capsys.readouterr().err
+    (inputs / "b.nii.gz").unlink()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    err = capsys.readouterr().err
+    assert "output folder also holds the results of 1 scan(s) not among this run's inputs: b_cmb-report.json" in err
+    assert [r["input"] for r in _summary(out)] == ["a.nii.gz", "c.nii.gz"]
+
+
+def test_an_interruption_between_two_inputs_is_an_interruption_and_keeps_the_next_input_s_results(
+    batch_run, tmp_path, monkeypatch, capsys
+):
+    # A Ctrl+C or SIGTERM that came while the batch checked the next input's earlier files (outside the input's own
+    # try) ended Slicer with a traceback and exit code 1 instead of 130, and the summary kept that input "not run".
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz"))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    before = {p.name: p.read_bytes() for p in out.glob("b_cmb*")}
+    check = batch_run.batch.foreignOutputs
+
+    def foreignOutputs(folder, base):
+        if base == "b":
+            raise KeyboardInterrupt
+        return check(folder, base)
+
+    monkeypatch.setattr(batch_run.batch, "foreignOutputs", foreignOutputs)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 130
+    assert {p.name: p.read_bytes() for p in out.glob("b_cmb*")} == before  # not cleared yet: kept
+    rows = _summary(out)
+    assert [r["status"] for r in rows] == ["ok", "failed"] and "before it was processed" in rows[1]["reason"]
+    assert "1 of 2 input(s) processed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_an_output_folder_that_cannot_be_made_is_refused_in_one_line(batch_run, tmp_path, capsys, where):
+    # --output-dir naming a file (a typo: results.csv) ended Slicer with a FileExistsError traceback and exit 1.
+    inputs, _ = _folders(tmp_path, ("a.nii.gz",))
+    (tmp_path / "results.csv").write_text("mine\n")
+    out = tmp_path / "results.csv" if where == "a file" else tmp_path / "results.csv" / "out"
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("batchProcess: error: ") and "Traceback" not in err and str(out) in err
+    assert (tmp_path / "results.csv").read_text() == "mine\n" and not batch_run.calls
+
+
+def test_the_summary_carries_the_engine_s_notes_of_each_input(batch_run, tmp_path):
+    # An input the engine analysed with a caveat (a phase image, the model of the other contrast, its candidate count
+    # capped) read "ok" in the summary like the others: the caveat stood only in that input's JSON report.
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    batch_run.notes.append("candidate count capped at 100 (the scan holds more dark spots)")
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    (row,) = _summary(out)
+    assert row["status"] == "ok" and row["warnings"] == "candidate count capped at 100 (the scan holds more dark spots)"
+    batch_run.notes.clear()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert _summary(out)[0]["warnings"] == ""
+
+
+def test_a_4d_input_fails_saying_what_it_is_and_what_reads_it(batch_run, tmp_path, capsys):
+    # A multi-echo GRE stored as one 4-D NIfTI (plkd predict combines its echoes) failed in the batch with Slicer's
+    # "Failed to load node from file" alone, in the log and the summary: nothing said why, nor what reads it.
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    echoes = np.stack([np.full(SHAPE, v, np.float32) for v in (400.0, 300.0, 200.0)], axis=-1)
+    nib.save(nib.Nifti1Image(echoes, AFFINE), str(inputs / "me.nii.gz"))
+    nib.save(nib.Nifti1Image(echoes[..., :1], AFFINE), str(inputs / "one.nii.gz"))  # one volume: read as 3-D
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 1
+    rows = {r["input"]: r for r in _summary(out)}
+    assert rows["a.nii.gz"]["status"] == rows["one.nii.gz"]["status"] == "ok"
+    reason = rows["me.nii.gz"]["reason"]
+    assert rows["me.nii.gz"]["status"] == "failed" and "4-D image of 3 volumes" in reason and "plkd predict" in reason
+    assert "me.nii.gz: FAILED: a 4-D image of 3 volumes" in capsys.readouterr().err

@@ -659,6 +659,7 @@ def test_a_batch_rerun_leaves_no_earlier_result_beside_an_input_that_failed(tmp_
     stale = [out / f"broken_cmb-{suffix}" for suffix in ("final.nii.gz", "final.seg.nrrd", "report.csv", "report.json")]
     for path in stale:
         path.write_text("from an earlier run")
+    stale[3].write_text(json.dumps({"exported_by": "batch", "microbleeds": []}))  # a batch run's report
     (out / "other_cmb-report.json").write_text("{}")  # another input's: left alone
     assert batch.main(["--input-dir", str(inputs), "--output-dir", str(out)]) == 1
     assert not any(path.exists() for path in stale)
@@ -685,8 +686,10 @@ def _fakeProcessOne(batch, processed, fail=None):
 
         processed.append(path.name)
         paths = reportExport.outputPaths(args.output_dir, batch.outputBaseName(path))
-        for output in paths[: 1 if fail else 4]:
+        for output in paths[: 1 if fail else 3]:
             output.write_text("result")
+        if not fail:  # as the batch's export writes it: the next rerun may replace the four
+            paths[3].write_text(json.dumps({"exported_by": "batch", "microbleeds": []}))
         if fail is not None:
             fail()
 
@@ -817,7 +820,7 @@ def test_a_batch_never_replaces_a_reader_s_reviewed_export(batch, tmp_path, monk
     assert "a_cmb-report.json (3 decision(s))" in capsys.readouterr().err
     (out / "a_cmb-report.json").unlink()  # moved away by the reader: a batch's own earlier report is replaced
     assert batch.main(folders) == 0 and processed == ["a.nii.gz", "b.nii.gz"]
-    assert (out / "b_cmb-report.json").read_text() == "result"
+    assert json.loads((out / "b_cmb-report.json").read_text())["exported_by"] == "batch"
 
 
 @pytest.mark.parametrize("how", ["error", "ctrl-c", "sigint", "sigterm"])
@@ -878,3 +881,19 @@ def test_the_module_s_same_grid_rule_is_the_engine_s():
             assert volumeIO.sameGridToleranceMm(base) == pytest.approx(volumes.same_grid_tolerance_mm(base))
             decisions.append(moved <= volumeIO.sameGridToleranceMm(base))
     assert True in decisions and False in decisions  # the cases reach both sides of the rule
+
+
+def test_a_file_named_as_a_brain_mask_of_no_scan_is_named_not_left_out_silently(batch, tmp_path, monkeypatch, capsys):
+    # Every volume whose name ended with --mask-suffix was left out as a mask without a word, also one beside no scan
+    # (a scan named sub-02_bet with --mask-suffix _bet, its original left elsewhere): "1 of 1 input(s) processed".
+    for name in ("sub-01.nii.gz", "sub-01_bet.nii.gz", "sub-02_bet.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    processed = []
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    assert (
+        batch.main(["--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--mask-suffix", "_bet"]) == 0
+    )
+    assert processed == ["sub-01.nii.gz"]
+    err = capsys.readouterr().err
+    assert "1 file(s) in the input folder are not T2*/SWI scans, left out: sub-02_bet.nii.gz (" in err
+    assert "--mask-suffix _bet" in err and "sub-01_bet" not in err

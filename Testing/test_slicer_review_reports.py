@@ -3,6 +3,7 @@ result's table is rebuilt from its segments or the scene is saved and loaded aga
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -248,3 +249,46 @@ def vtk_matrix(translation):
     for axis, value in enumerate(translation):
         matrix.SetElement(axis, 3, value)
     return matrix
+
+
+def test_the_probability_the_review_list_shows_agrees_with_the_candidate_s_status(case, tmp_path):  # noqa: F811
+    # The review list showed probabilities to 2 decimals: a candidate at 0.4996 read "0.50" beside the status "below
+    # threshold" with the review threshold at 0.50, and one at 0.3333 read "0.33" as included at a threshold of 0.3333.
+    scene, volume, _, _, _ = case
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "close", _labels(), {1: 0.95, 2: 0.4996, 5: 0.50004})
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    seg, table = result.segmentationNode, result.tableNode
+    reviewState.setReviewThreshold(seg, table, 0.5)
+    shown = {}
+    for row in candidateTable.readRows(table):
+        text = reviewState.probabilityText(row.probability, 0.5)
+        shown[text] = reviewState.isIncluded(row, 0.5)
+    assert shown == {"0.95": True, "0.4996": False, "0.50": True}
+    assert reviewState.probabilityText(None, 0.5) == ""
+    # Whatever the value and the threshold, the number shown passes the threshold exactly when the candidate does.
+    for threshold in (0.1, 0.3333, 0.5, 0.95, 0.999):
+        for probability in (0.09996, 0.1, 0.33325, 0.3333, 0.33334, 0.4996, 0.49996, 0.5, 0.9499, 0.9989, 0.999, 1.0):
+            text = reviewState.probabilityText(probability, threshold)
+            row = candidateTable.CandidateRow(1, "s", (0, 0, 0), 1.0, probability, candidateTable.STATUS_NOT_SEEN)
+            again = dataclasses.replace(row, probability=float(text))
+            assert reviewState.isIncluded(again, threshold) == reviewState.isIncluded(row, threshold), (text, threshold)
+            assert 4 <= len(text) <= 6
+
+
+def test_the_review_threshold_is_shown_with_the_decimals_its_candidates_are_compared_at(case, tmp_path):  # noqa: F811
+    # The "Show from probability" slider showed 2 decimals: a run threshold of 0.999 (plkd tune's grid) read "1.00"
+    # and one of 0.3333 read "0.33" while a candidate at 0.33 stood "below threshold" in the list.
+    scene, volume, _, _, _ = case
+    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "fine", _labels(), {1: 0.9995, 2: 0.9985, 5: 0.9991})
+    data = json.loads(jsonPath.read_text())
+    data["thresholds"]["segmentation"] = 0.999
+    jsonPath.write_text(json.dumps(data))
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    threshold = reviewState.reviewThreshold(result.tableNode)
+    decimals = reviewState.thresholdDecimals(threshold)
+    assert f"{threshold:.{decimals}f}" == "0.999"
+    for row in candidateTable.readRows(result.tableNode):  # what the list says agrees with the slider's text
+        text = reviewState.probabilityText(row.probability, threshold)
+        assert (float(text) >= float(f"{threshold:.{decimals}f}")) == reviewState.isIncluded(row, threshold), text
+    shown = {t: f"{t:.{reviewState.thresholdDecimals(t)}f}" for t in (0.5, 0.3333, 0.33333, 0.35000000000000003, 1.0)}
+    assert shown == {0.5: "0.50", 0.3333: "0.3333", 0.33333: "0.3333", 0.35000000000000003: "0.35", 1.0: "1.00"}

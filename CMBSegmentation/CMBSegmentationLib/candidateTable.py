@@ -35,6 +35,10 @@ ATTRIBUTE_NOTES = "CMBSegmentation.Notes"
 #: The model that analysed the scan and the contrast decided for it (JSON ``{"model": str, "modality": {...}}``,
 #: the engine's ``model`` and ``modality``; on the table and its segmentation; absent in results of older versions).
 ATTRIBUTE_MODEL = "CMBSegmentation.Model"
+#: What the engine's run found before any threshold and what it applied (JSON ``{"n_candidates": int, "thresholds":
+#: {"screening": float, "segmentation": float}}``, from its candidates file; on the table and its segmentation; absent
+#: in results of older versions): the batch summary's candidate count and thresholds.
+ATTRIBUTE_ENGINE_RUN = "CMBSegmentation.EngineRun"
 REFERENCE_SEGMENTATION = "CMBSegmentation.Segmentation"
 #: Set on the segmentation and its table by each import: a table of an earlier run into the same segmentation
 #: (replaced since) has another value, and its statuses must not be applied to the new segments.

@@ -278,10 +278,27 @@ def _unchanged(report: dict, paths) -> bool:
     """Whether the files of an earlier export are as it wrote them (its report's ``file_sha256``; a report of an older
     version, without it, is taken at its word). A report opened in a spreadsheet and saved with the reader's notes,
     or a label map corrected in another program, was replaced by the next export of the result without a word."""
+    return not changedSinceExport(report, paths)
+
+
+def changedSinceExport(report: dict, paths) -> list[Path]:
+    """Those of ``paths`` (label map, segmentation, CSV report of an export) that exist and differ from what the export
+    whose JSON ``report`` this is wrote (its ``file_sha256``; one that cannot be read counts as changed); ``[]`` for a
+    report of an older version, without ``file_sha256``, which is taken at its word."""
     recorded = report.get("file_sha256")
     if not isinstance(recorded, dict):
-        return True
-    return all(not path.exists() or recorded.get(path.name) == _sha256(path) for path in paths)
+        return []
+    changed = []
+    for path in map(Path, paths):
+        if not path.exists():
+            continue
+        try:
+            same = recorded.get(path.name) == _sha256(path)
+        except OSError:  # a folder of that name, a file that cannot be read
+            same = False
+        if not same:
+            changed.append(path)
+    return changed
 
 
 def _sha256(path: Path) -> str:

@@ -82,6 +82,26 @@ def readModelChoice(data: dict) -> dict:
     return {"model": str(model) if model else None, "modality": modality if isinstance(modality, dict) else None}
 
 
+def readEngineRun(data: dict) -> dict:
+    """``{"n_candidates": N, "thresholds": {...}}`` of a candidates file's content: how many candidates the engine
+    judged (kept or not) and the thresholds it applied (``{}`` when the file has none)."""
+    data = data if isinstance(data, dict) else {}
+    applied = data.get("thresholds") if isinstance(data.get("thresholds"), dict) else {}
+    thresholds = {str(k): v for k, v in applied.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"n_candidates": len(data.get("candidates") or []), "thresholds": thresholds}
+
+
+def engineRunOf(node) -> dict:
+    """What :func:`readEngineRun` recorded on a candidate table or its segmentation at the import (``{}`` for a
+    result of an older version)."""
+    text = node.GetAttribute(candidateTable.ATTRIBUTE_ENGINE_RUN) if node is not None else None
+    try:
+        run = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return run if isinstance(run, dict) else {}
+
+
 def engineNotesOf(*nodes) -> list[str]:
     """The engine's notes of the run recorded by the import on the first of ``nodes`` (a candidate table, its
     segmentation) that holds them; ``[]`` for a result of an older version or a ``.seg.nrrd`` loaded alone."""
@@ -293,8 +313,10 @@ def importResults(
     for node in (tableNode, segmentationNode):  # as the thresholds: a table rebuilt from the segments keeps them
         node.SetAttribute(candidateTable.ATTRIBUTE_NOTES, json.dumps(notes))
     choice = readModelChoice(data)
+    engineRun = readEngineRun(data)
     for node in (tableNode, segmentationNode):  # as the thresholds: a table rebuilt from the segments keeps it
         node.SetAttribute(candidateTable.ATTRIBUTE_MODEL, json.dumps(choice))
+        node.SetAttribute(candidateTable.ATTRIBUTE_ENGINE_RUN, json.dumps(engineRun))
     # The run's registration to MNI of the file it read: a click on this result reuses it while the volume is unchanged.
     scanRegistration.recordRegistration(segmentationNode, data)
 

@@ -70,6 +70,34 @@ def isIncluded(row: candidateTable.CandidateRow, threshold: float) -> bool:
     return row.probability is None or round(row.probability, precision) >= round(threshold, precision)
 
 
+def probabilityText(probability: float | None, threshold: float) -> str:
+    """A candidate's probability as the review list shows it: 2 decimals, more (up to the table's 4) where fewer
+    would read as passing ``threshold`` when the candidate does not, or the other way round ("" for none).
+
+    At 2 decimals a candidate at 0.4996 read "0.50" beside its status "below threshold" at a review threshold of 0.5.
+    """
+    if probability is None:
+        return ""
+    precision = candidateTable.DECIMALS[candidateTable.COLUMN_PROBABILITY]
+
+    def passes(value: float) -> bool:  # as isIncluded decides
+        return round(value, precision) >= round(threshold, precision)
+
+    for decimals in range(2, precision):
+        text = f"{probability:.{decimals}f}"
+        if passes(float(text)) == passes(probability):
+            return text
+    return f"{probability:.{precision}f}"
+
+
+def thresholdDecimals(threshold: float) -> int:
+    """The decimals the review threshold is shown with: 2, or more (up to the table's 4) where 2 would round it
+    (a run threshold of 0.999 read "1.00", one of 0.3333 read "0.33" beside a candidate at 0.33 "below threshold")."""
+    precision = candidateTable.DECIMALS[candidateTable.COLUMN_PROBABILITY]
+    exact = round(float(threshold), precision)
+    return next((d for d in range(2, precision) if abs(round(exact, d) - exact) < 0.5 * 10.0**-precision), precision)
+
+
 def checkStatuses(tableNode) -> None:
     """Refuse a review whose table holds a status that is none of :data:`candidateTable.STATUSES`, or lists one
     segment in two rows.
@@ -273,6 +301,7 @@ def rebuildTable(segmentationNode):
         candidateTable.ATTRIBUTE_RUN_THRESHOLD,
         candidateTable.ATTRIBUTE_REVIEW_THRESHOLD,
         candidateTable.ATTRIBUTE_MODEL,
+        candidateTable.ATTRIBUTE_ENGINE_RUN,
         candidateTable.ATTRIBUTE_NOTES,
     ):
         value = segmentationNode.GetAttribute(attribute)

@@ -10,8 +10,11 @@ server even without its main window).
 
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
-earlier run; an input that fails leaves none (its earlier ones are removed). Exit code 0 when every input succeeded,
-1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a
+earlier run, and ``cmb-batch-summary.csv`` (one row per input: status and reason, counts, files, model, thresholds;
+written atomically at the start and after each input); an input that fails leaves none (its earlier ones are
+removed). Files there that no batch run wrote, or changed since (no readable batch report beside them, or not as
+its ``file_sha256`` says), are never removed: that input fails and the others go on. Exit code 0 when every input
+succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a
 ``--threshold`` outside [0, 1], a ``--model`` that is no bundle folder or ``.zip`` or whose checksums fail, a
 ``--device gpu`` without a usable GPU: refused before any earlier result is removed), missing
 dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``, ``scan`` beside ``Scan``:
@@ -33,6 +36,7 @@ import math
 import signal
 import sys
 import threading
+import time
 import traceback
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -41,6 +45,37 @@ from pathlib import Path, PurePosixPath
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+#: One row per input over the whole run, in the output folder (see :func:`writeSummary`).
+SUMMARY_NAME = "cmb-batch-summary.csv"
+SUMMARY_COLUMNS = (
+    "input",
+    "input_file",
+    "status",
+    "reason",
+    "n_microbleeds",
+    "n_candidates",
+    "label_map",
+    "segmentation",
+    "report_csv",
+    "report_json",
+    "model",
+    "bundle",
+    "modality",
+    "model_modality",
+    "screening_threshold",
+    "segmentation_threshold",
+    "threshold_option",
+    "brain_mask",
+    "seconds",
+    "warnings",
+)
+#: ``status`` of an input the run did not reach (stopped before it), and why.
+STATUS_OK, STATUS_FAILED, STATUS_NOT_RUN = "ok", "failed", "not run"
+NOT_REACHED = (
+    "not processed: the run has not reached it (still running, or stopped before it); any files of it in the output "
+    "folder are an earlier run's"
+)
 
 
 def refuse(message):
@@ -169,7 +204,7 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=N
     The results found are appended to the list ``skipped``, the other files left out to ``notScans`` as
     ``(path, reason)``, when those lists are given; ``outputDir``, when it lies in ``inputDir``, is not named there.
     """
-    files, dicomFiles = [], []
+    files, dicomFiles, masks = [], [], []
     for path in sorted(inputDir.iterdir()):
         name = path.name
         if name.startswith("."):
@@ -191,6 +226,7 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=N
             continue
         stem = stripSuffix(name)
         if maskSuffix and stem.endswith(maskSuffix):
+            masks.append(path)
             continue
         if isResultFile(path):
             if skipped is not None:
@@ -202,6 +238,15 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=N
                 notScans.append((path, reason))
             continue
         files.append(path)
+    # A volume named as the mask of no scan here (a scan "sub-02_bet" with --mask-suffix _bet) was left out without
+    # a word: said, as the other files left out are.
+    stems = {stripSuffix(p.name) for p in inputDir.iterdir() if volumeSuffix(p.name)}
+    for mask in masks:
+        scan = stripSuffix(mask.name)[: -len(maskSuffix)]
+        if scan not in stems and notScans is not None:
+            notScans.append(
+                (mask, f"named as the brain mask of a scan {scan} (--mask-suffix {maskSuffix}), but there is none")
+            )
     if dicomFiles and notScans is not None:
         notScans.append(
             (
@@ -288,6 +333,56 @@ def nameCollisions(inputs):
     return [group for group in groups.values() if len(group) > 1]
 
 
+def summaryRow(path, args, status=STATUS_NOT_RUN, reason=NOT_REACHED, result=None, seconds=None):
+    """The summary's row of the input ``path``: ``result`` is what :func:`processOne` returned for it (None: failed or
+    not run, so no files nor counts)."""
+    row = dict.fromkeys(SUMMARY_COLUMNS, "")
+    row.update(
+        input=path.name,
+        input_file=str(path.resolve()),
+        status=status,
+        reason=" ".join(str(reason or "").split()),  # one line
+        bundle=str(args.model or "").strip() or "installed",
+        threshold_option="" if args.threshold is None else f"{args.threshold:g}",
+        seconds="" if seconds is None else f"{seconds:.1f}",
+    )
+    mask = findMask(path, args.mask_suffix)
+    row["brain_mask"] = mask.name if mask is not None else ""
+    row.update({k: "" if v is None else v for k, v in (result or {}).items() if k in SUMMARY_COLUMNS})
+    return row
+
+
+def summaryProblem(outputDir):
+    """Why ``outputDir``'s :data:`SUMMARY_NAME` is not a batch run's summary that a run may replace (a researcher's
+    own table of that name), or None (none there, or one with the summary's columns)."""
+    path = Path(outputDir) / SUMMARY_NAME
+    if not (path.exists() or path.is_symlink()):
+        return None
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            header = handle.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{SUMMARY_NAME} in the output folder cannot be read ({exc})"
+    if not header.startswith(",".join(SUMMARY_COLUMNS[:4])):
+        return f"{SUMMARY_NAME} in the output folder is no batch summary (its columns: {header[:60]!r})"
+    return None
+
+
+def writeSummary(outputDir, rows):
+    """Write :data:`SUMMARY_NAME` (one row per input, in input order) under a temporary name, then rename it: a run
+    stopped while writing leaves the summary before, never a half table."""
+    import csv
+    import io
+
+    from CMBSegmentationLib.atomicFiles import writeTextAtomic
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    writeTextAtomic(Path(outputDir) / SUMMARY_NAME, buffer.getvalue())
+
+
 def removeOutputs(outputDir, baseName):
     """Remove the files an export of ``baseName`` writes in ``outputDir``; return the names of those that existed."""
     from CMBSegmentationLib import reportExport
@@ -326,6 +421,43 @@ def readerExport(outputDir, baseName):
     return f"{count} decision(s)" if count else None
 
 
+def foreignOutputs(outputDir, baseName):
+    """Why the files at the output names of ``baseName`` in ``outputDir`` are not provably an earlier batch run's
+    (which a rerun may remove), or None (none there, or the four as a batch run's export wrote them).
+
+    Only files beside a readable report of a batch run (``"exported_by": "batch"``; an older version's without it and
+    without review decisions, see :func:`readerExport`) and unchanged since (its ``file_sha256``) are the batch's. A
+    rerun removed whatever lay there: a user's own file of that name without a report, a report cut short (a copy that
+    stopped), a report saved from a spreadsheet with a reader's notes, a label map corrected in another program.
+    """
+    import json
+
+    from CMBSegmentationLib import reportExport
+
+    paths = reportExport.outputPaths(Path(outputDir), baseName)
+    present = [p for p in paths if p.exists() or p.is_symlink()]
+    if not present:
+        return None
+    names = ", ".join(p.name for p in present)
+    report = paths[3]
+    if report not in present:
+        return f"the output folder holds {names} without a batch report {report.name} beside them"
+    try:
+        content = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{report.name} in the output folder cannot be read as a report ({exc.__class__.__name__}: {exc})"
+    if not isinstance(content, dict) or not isinstance(content.get("microbleeds"), list):
+        return f"{report.name} in the output folder is no report of this module (no 'microbleeds' list)"
+    why = readerExport(outputDir, baseName)
+    if why:
+        return f"{report.name} in the output folder is a reader's export ({why})"
+    changed = reportExport.changedSinceExport(content, paths[:3])
+    if changed:
+        names = ", ".join(p.name for p in changed)
+        return f"{names} in the output folder changed since the batch run of {report.name} wrote them"
+    return None
+
+
 def otherScanResult(outputDir, path):
     """The scan file whose batch result lies in ``outputDir`` under the name of ``path``'s outputs, when it is another
     scan still on disk (not ``path``, nor a copy of it), else None.
@@ -352,6 +484,28 @@ def otherScanResult(outputDir, path):
     return other
 
 
+def otherResults(outputDir, inputs):
+    """The batch reports in ``outputDir`` of scans that are not among ``inputs`` (a scan taken out of the input folder
+    since an earlier run), sorted: a count over the folder's reports holds them, the summary does not."""
+    import json
+
+    from CMBSegmentationLib import reportExport
+
+    ours = {outputBaseName(p).lower() for p in inputs}
+    suffix = "_cmb-report.json"
+    found = []
+    for report in sorted(Path(outputDir).glob(f"*{suffix}")):
+        if report.name[: -len(suffix)].lower() in ours:
+            continue
+        try:
+            content = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(content, dict) and content.get("exported_by") == reportExport.EXPORTED_BY_BATCH:
+            found.append(report)
+    return found
+
+
 def removeLeftovers(outputDir, baseName):
     """Remove the files of ``baseName`` after its input failed; "" when none is left, else a clause naming why (the
     files that stay are not this run's, and the failure line must say so)."""
@@ -375,6 +529,13 @@ def loadInputs(path, maskSuffix, loadVolume):
     (``QFileInfo::baseName``), so the reports of "sub-01.ses-1.nii.gz" and "sub-01.ses-2.nii.gz" both said
     ``"input": "sub-01"``.
     """
+    frames = niftiFrames(path)
+    if frames > 1:
+        raise ValueError(
+            f"a 4-D image of {frames} volumes (multi-echo GRE, or a time series), which Slicer loads only as a "
+            "sequence: give it to plkd predict, which combines the echoes of a multi-echo GRE (--echo rss, last or N), "
+            "or save the echo to analyse as a 3-D file"
+        )
     volume = loadVolume(str(path), {"name": stripSuffix(path.name)})
     mask = None
     maskPath = findMask(path, maskSuffix)
@@ -389,6 +550,24 @@ def loadInputs(path, maskSuffix, loadVolume):
             file=sys.stderr,
         )
     return volume, mask
+
+
+def niftiFrames(path):
+    """The number of volumes of a NIfTI file holding several along its 4th and higher dimensions (Slicer's volume
+    reader refuses such a file, saying only "Failed to load node"), else 1 (also for other formats, or a file nibabel
+    cannot read: loading it says what is wrong)."""
+    if not str(path.name).lower().endswith((".nii", ".nii.gz")):
+        return 1
+    try:
+        import nibabel
+
+        shape = nibabel.load(str(path)).shape
+    except Exception:
+        return 1
+    frames = 1
+    for size in shape[3:]:
+        frames *= int(size)
+    return frames
 
 
 def processOne(path, args):
@@ -423,10 +602,31 @@ def processOne(path, args):
         exportedBy=reportExport.EXPORTED_BY_BATCH,  # no reader's: the next batch run may replace it
     )
     # Which model read this file, and why (each file of a mixed folder gets its own): as in its report.
-    choice = resultImport.describeModelChoice(resultImport.modelChoiceOf(table))
+    modelChoice = resultImport.modelChoiceOf(table)
+    choice = resultImport.describeModelChoice(modelChoice)
     print(f"{path.name}: {files.count} microbleed(s) -> {files.reportJson}" + (f"; {choice}" if choice else ""))
     for note in files.notes:  # in the report too; a batch user reads the log (a volume placed other than its file)
         print(f"{path.name}: warning: {note}", file=sys.stderr)
+    decision = modelChoice.get("modality") if isinstance(modelChoice.get("modality"), dict) else {}
+    engineRun = resultImport.engineRunOf(table)
+    thresholds = engineRun.get("thresholds") or {}
+    return {
+        "n_microbleeds": files.count,
+        "n_candidates": engineRun.get("n_candidates"),
+        "label_map": files.labelMap.name,
+        "segmentation": files.segmentation.name,
+        "report_csv": files.reportCsv.name,
+        "report_json": files.reportJson.name,
+        "model": modelChoice.get("model"),
+        "modality": decision.get("modality"),
+        "model_modality": decision.get("model_modality") or decision.get("modality"),
+        "screening_threshold": thresholds.get("screening"),
+        "segmentation_threshold": thresholds.get("segmentation"),
+        # What the engine noted of the run (a phase image or a model of the other contrast analysed, the candidate
+        # count capped, an unverified bundle) and what the export noted: in the report, but a table over the study
+        # showed those results as plain "ok".
+        "warnings": " | ".join(" ".join(str(n).split()) for n in [*resultImport.engineNotesOf(table), *files.notes]),
+    }
 
 
 def main(argv):
@@ -485,36 +685,97 @@ def main(argv):
             f"the output folder holds results of other scans of the same names: {names}; "
             "give each input folder its own --output-dir (or rename the scans)"
         )
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    problem = summaryProblem(args.output_dir)
+    if problem:
+        return refuse(f"{problem}; give another --output-dir (or move it)")
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name (a typo), or below one; no permission: it ended with a traceback
+        return refuse(f"cannot make the output folder {args.output_dir} ({exc.strerror or exc}); nothing was run")
+    # The summary stands from the start, each input "not run" until it is done: a run killed half way (kill -9, a
+    # power cut) leaves one that says which inputs it never reached, never the rows of an earlier run.
+    rows = [summaryRow(path, args) for path in inputs]
+    try:
+        writeSummary(args.output_dir, rows)
+    except OSError as exc:
+        return refuse(f"cannot write {args.output_dir / SUMMARY_NAME} ({exc}); nothing was run")
     failures = 0
+    done, cleared, started = 0, False, time.monotonic()
     with terminateAsInterrupt():
-        for done, path in enumerate(inputs):
-            removed = []
-            try:
-                # An earlier run's outputs go first: an input that fails now must not leave them to pass for this
-                # run's. Inside the try: one that cannot be removed (read-only, a folder of that name) is this input's
-                # failure; it ended the whole batch (exit 1, no summary, the inputs after it never processed).
-                removed = removeOutputs(args.output_dir, outputBaseName(path))
-                processOne(path, args)
-            except KeyboardInterrupt:
-                # Ctrl+C or SIGTERM (a scheduler's time limit): the engine is stopped (inferenceJob.runBlocking), and
-                # files of this input written before the interruption go, so none stands without its report.
+        try:
+            for done, path in enumerate(inputs):
+                started, cleared, removed = time.monotonic(), False, []
+                # Files at this input's output names that no batch run wrote (a user's own file of that name, a
+                # report cut short or edited since): never removed nor replaced; the input fails, the others go on.
+                foreign = foreignOutputs(args.output_dir, outputBaseName(path))
+                if foreign:
+                    failures += 1
+                    reason = (
+                        f"{foreign}; they are not this run's results and are left as they are, this input was not "
+                        "processed: move them or give another --output-dir"
+                    )
+                    print(f"{path.name}: FAILED: {reason}", file=sys.stderr)
+                    rows[done] = summaryRow(path, args, STATUS_FAILED, reason)
+                    updateSummary(args.output_dir, rows)
+                    continue
+                try:
+                    # An earlier run's outputs go first: an input that fails now must not leave them to pass for this
+                    # run's. Inside the try: one that cannot be removed (read-only, a folder of that name) is this
+                    # input's failure; it ended the whole batch (exit 1, no summary, the inputs after it never run).
+                    cleared = True
+                    removed = removeOutputs(args.output_dir, outputBaseName(path))
+                    result = processOne(path, args)
+                    rows[done] = summaryRow(path, args, STATUS_OK, "", result, time.monotonic() - started)
+                except Exception as exc:
+                    failures += 1
+                    # An export that failed half way (disk full) wrote some of the four files: none may stay.
+                    stuck = removeLeftovers(args.output_dir, outputBaseName(path))
+                    earlier = f" (its outputs of an earlier run were removed: {', '.join(removed)})" if removed else ""
+                    print(f"{path.name}: FAILED: {exc}{earlier}{stuck}", file=sys.stderr)
+                    traceback.print_exc()
+                    reason = f"{exc}{earlier}{stuck}"
+                    rows[done] = summaryRow(path, args, STATUS_FAILED, reason, seconds=time.monotonic() - started)
+                cleared = False
+                updateSummary(args.output_dir, rows)
+        except KeyboardInterrupt:
+            # Ctrl+C or SIGTERM (a scheduler's time limit), also between two inputs: the engine is stopped
+            # (inferenceJob.runBlocking), and files of the input under way written before the interruption go, so
+            # none stands without its report (only once its earlier outputs were cleared: before, they are kept).
+            path = inputs[done]
+            if cleared:
                 removeLeftovers(args.output_dir, outputBaseName(path))
-                print(
-                    f"batchProcess: interrupted during {path.name}; {done - failures} of {len(inputs)} input(s) "
-                    "processed, this one and those after it were not",
-                    file=sys.stderr,
-                )
-                return 130
-            except Exception as exc:
-                failures += 1
-                # An export that failed half way (disk full) wrote some of the four files: none may stay.
-                stuck = removeLeftovers(args.output_dir, outputBaseName(path))
-                earlier = f" (its outputs of an earlier run were removed: {', '.join(removed)})" if removed else ""
-                print(f"{path.name}: FAILED: {exc}{earlier}{stuck}", file=sys.stderr)
-                traceback.print_exc()
-    print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed")
+            if rows[done]["status"] == STATUS_NOT_RUN:
+                reason = "interrupted (Ctrl+C or SIGTERM) while it was processed; none of its files were kept"
+                if not cleared:
+                    reason = "interrupted (Ctrl+C or SIGTERM) before it was processed; " + NOT_REACHED.split("); ")[1]
+                rows[done] = summaryRow(path, args, STATUS_FAILED, reason, seconds=time.monotonic() - started)
+            finished = sum(row["status"] == STATUS_OK for row in rows)
+            print(
+                f"batchProcess: interrupted during {path.name}; {finished} of {len(inputs)} input(s) processed, "
+                "those after it were not",
+                file=sys.stderr,
+            )
+            updateSummary(args.output_dir, rows)
+            return 130
+    strays = otherResults(args.output_dir, inputs)
+    if strays:
+        names = ", ".join(p.name for p in strays[:3]) + (f" and {len(strays) - 3} more" if len(strays) > 3 else "")
+        print(
+            f"batchProcess: warning: the output folder also holds the results of {len(strays)} scan(s) not among this "
+            f"run's inputs: {names} (an earlier run's; not in the summary)",
+            file=sys.stderr,
+        )
+    print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed; summary: {args.output_dir / SUMMARY_NAME}")
     return 1 if failures else 0
+
+
+def updateSummary(outputDir, rows):
+    """:func:`writeSummary` during the run: a failure to write it (disk full) is said on stderr, and the run goes on
+    (the summary on disk then still shows the inputs not yet done as "not run")."""
+    try:
+        writeSummary(outputDir, rows)
+    except OSError as exc:
+        print(f"batchProcess: warning: could not update {Path(outputDir) / SUMMARY_NAME} ({exc})", file=sys.stderr)
 
 
 @contextlib.contextmanager
