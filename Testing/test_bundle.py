@@ -264,3 +264,24 @@ def test_default_bundle_lookup(tmp_path: Path, nets: dict, monkeypatch: pytest.M
     save_bundle(tmp_path / "cmb-t2s", nets, manifest=MANIFEST)
     assert find_default_bundle("T2S") == tmp_path / "cmb-t2s"
     assert find_default_bundle("swi") == tmp_path / "swi-model.zip"
+
+
+def _strings(value: object):
+    """Every string anywhere in a parsed JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+@pytest.mark.parametrize("name", ["cmb-t2s", "cmb-swi"])
+def test_shipped_bundles_name_no_local_path(name: str) -> None:
+    """A shipped manifest says how its data were made, never where they lay on the machine that made them (the
+    T2* bundle named /work/scratch/eval/val-wide for its calibration and tuning data)."""
+    manifest = json.loads((default_bundle_dir() / name / "manifest.json").read_text(encoding="utf-8"))
+    absolute = [s for s in _strings(manifest) if s.startswith(("/", "~")) or (len(s) > 2 and s[1:3] in (":\\", ":/"))]
+    assert not absolute, absolute
