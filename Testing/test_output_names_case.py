@@ -4,7 +4,7 @@ a.nii beside a.nii.gz (one line naming the inputs, non-zero exit, nothing writte
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,9 @@ from plkd.errors import InputError
 from plkd.inference.inputs import expand_inputs
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "CMBSegmentation"))
+
+from CMBSegmentationLib import batchInputs  # noqa: E402
 
 
 def _touch(*paths: Path) -> None:
@@ -39,12 +42,7 @@ def test_predict_names_folders_that_differ_beyond_case(tmp_path: Path) -> None:
 
 
 def test_the_batch_script_refuses_inputs_whose_names_differ_only_in_case(tmp_path: Path, capsys) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "batchProcess", REPO / "CMBSegmentation/Resources/Scripts/batchProcess.py"
-    )
-    batch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(batch)
     _touch(tmp_path / "scan.nii.gz", tmp_path / "Scan.nrrd", tmp_path / "other.nii.gz")
-    inputs = batch.findInputs(tmp_path)
-    groups = [sorted(p.name for p in g) for g in batch.nameCollisions(inputs)]
+    inputs = batchInputs.findInputs(tmp_path)
+    groups = [sorted(p.name for p in g) for g in batchInputs.nameCollisions(inputs)]
     assert groups == [["Scan.nrrd", "scan.nii.gz"]]

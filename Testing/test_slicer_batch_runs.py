@@ -25,7 +25,7 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
 
-from CMBSegmentationLib import reportExport, resultImport  # noqa: E402
+from CMBSegmentationLib import batchOutputs, reportExport, resultImport  # noqa: E402
 from CMBSegmentationLib.volumeIO import ijkToRas  # noqa: E402
 
 AFFINE = np.array([[-1.0, 0, 0, 12.0], [0, 1.0, 0, -14.0], [0, 0, 2.0, -9.0], [0, 0, 0, 1]])
@@ -392,14 +392,14 @@ def test_an_interruption_between_two_inputs_is_an_interruption_and_keeps_the_nex
     inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz"))
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     before = {p.name: p.read_bytes() for p in out.glob("b_cmb*")}
-    check = batch_run.batch.foreignOutputs
+    check = batchOutputs.foreignOutputs
 
     def foreignOutputs(folder, base):
         if base == "b":
             raise KeyboardInterrupt
         return check(folder, base)
 
-    monkeypatch.setattr(batch_run.batch, "foreignOutputs", foreignOutputs)
+    monkeypatch.setattr(batchOutputs, "foreignOutputs", foreignOutputs)  # main calls it there
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 130
     assert {p.name: p.read_bytes() for p in out.glob("b_cmb*")} == before  # not cleared yet: kept
     rows = _summary(out)

@@ -25,7 +25,7 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package has no MRML classes (slicer-core missing)", allow_module_level=True)
 
-from CMBSegmentationLib import reportExport, resultImport  # noqa: E402
+from CMBSegmentationLib import batchInputs, reportExport, resultImport  # noqa: E402
 from CMBSegmentationLib.volumeIO import arrayFromVolumeNode, ijkToRas  # noqa: E402
 
 QFORM = np.array([[-1.0, 0, 0, 12.0], [0, 1.0, 0, -14.0], [0, 0, 2.0, -9.0], [0, 0, 0, 1]])
@@ -172,7 +172,7 @@ def test_the_batch_pipeline_on_a_file_writes_outputs_that_overlay_the_file_in_ot
         scene, volume, prepared.outputs.labelMap, prepared.outputs.candidates, None, table
     )
     files = reportExport.exportReview(
-        result.segmentationNode, table, volume, tmp_path / "out", batch.outputBaseName(scan), None, overwrite=True
+        result.segmentationNode, table, volume, tmp_path / "out", batchInputs.outputBaseName(scan), None, overwrite=True
     )
     report = json.loads(files.reportJson.read_text())
     assert report["input"] == "sub-01.ses-1_T2S" and report["n_microbleeds"] == len(truth)

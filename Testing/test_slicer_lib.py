@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO / "CMBSegmentation"))
 pytest.importorskip("vtk", reason="the Slicer module helpers need VTK (slicer-core wheel)")
 
 from CMBSegmentationLib import (  # noqa: E402
+    batchInputs,
     commandBuilder,
     dependencies,
     modelBundle,
@@ -628,13 +629,13 @@ def test_the_batch_script_refuses_inputs_whose_outputs_collide_and_finds_masks_i
     spec.loader.exec_module(batch)
     for name in ("a.nii", "a.nii.gz", "b x.nrrd", "b-x.nii.gz", "c.nii.gz", "c_brainmask.nrrd", "d.mha"):
         (tmp_path / name).write_bytes(b"")
-    inputs = batch.findInputs(tmp_path, "_brainmask")
+    inputs = batchInputs.findInputs(tmp_path, "_brainmask")
     assert [p.name for p in inputs] == ["a.nii", "a.nii.gz", "b x.nrrd", "b-x.nii.gz", "c.nii.gz", "d.mha"]
-    groups = sorted(sorted(p.name for p in g) for g in batch.nameCollisions(inputs))
+    groups = sorted(sorted(p.name for p in g) for g in batchInputs.nameCollisions(inputs))
     assert groups == [["a.nii", "a.nii.gz"], ["b x.nrrd", "b-x.nii.gz"]]
-    assert batch.findMask(tmp_path / "c.nii.gz", "_brainmask") == tmp_path / "c_brainmask.nrrd"
-    assert batch.findMask(tmp_path / "d.mha", "_brainmask") is None
-    assert batch.findMask(tmp_path / "c.nii.gz", "") is None
+    assert batchInputs.findMask(tmp_path / "c.nii.gz", "_brainmask") == tmp_path / "c_brainmask.nrrd"
+    assert batchInputs.findMask(tmp_path / "d.mha", "_brainmask") is None
+    assert batchInputs.findMask(tmp_path / "c.nii.gz", "") is None
     out = tmp_path / "out"
     assert batch.main(["--input-dir", str(tmp_path), "--output-dir", str(out), "--mask-suffix", "_brainmask"]) == 2
     err = capsys.readouterr().err
@@ -678,14 +679,14 @@ def _batchScript():
     return batch
 
 
-def _fakeProcessOne(batch, processed, fail=None):
+def _fakeProcessOne(processed, fail=None):
     """processOne that writes the four outputs of an input, or some of them and then ``fail``s."""
 
     def processOne(path, args):
         from CMBSegmentationLib import reportExport
 
         processed.append(path.name)
-        paths = reportExport.outputPaths(args.output_dir, batch.outputBaseName(path))
+        paths = reportExport.outputPaths(args.output_dir, batchInputs.outputBaseName(path))
         for output in paths[: 1 if fail else 3]:
             output.write_text("result")
         if not fail:  # as the batch's export writes it: the next rerun may replace the four
@@ -710,7 +711,7 @@ def test_a_batch_rerun_into_its_input_folder_never_takes_results_for_scans(batch
     (tmp_path / "other_cmb.json").write_text("{}")
     (tmp_path / ".case_cmb-final.nii.gz.partial-x1.nii.gz").write_bytes(b"")  # left by a crash while writing
     processed = []
-    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(processed))
     folder = ["--input-dir", str(tmp_path), "--output-dir", str(tmp_path)]
     assert batch.main(folder) == 0
     assert (tmp_path / "case_cmb-final.nii.gz").exists() and (tmp_path / "case_cmb-final.seg.nrrd").exists()
@@ -730,7 +731,7 @@ def test_a_batch_leaves_out_label_maps_and_other_contrasts_as_plkd_predict_does(
     (tmp_path / "x_3.nii.gz").write_bytes(b"")  # dcm2niix names say nothing; its sidecar does
     (tmp_path / "x_3.json").write_text('{"SeriesDescription": "t1_mprage_sag"}')
     processed = []
-    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(processed))
     assert batch.main(["--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 0
     assert processed == ["sub-01_T2S.nii.gz", "sub-02_swi.nrrd"]
     err = capsys.readouterr().err
@@ -746,12 +747,12 @@ def test_a_batch_takes_volumes_in_capitals_and_names_those_in_formats_it_does_no
     for name in ("A.NII.GZ", "A_brainmask.NII.GZ", "b.Nrrd", "c.mgz", "d.nhdr", "e.nii.bz2", "f.SEG.NRRD", "g.txt"):
         (tmp_path / name).write_bytes(b"")
     notScans = []
-    inputs = batch.findInputs(tmp_path, "_brainmask", [], notScans)
+    inputs = batchInputs.findInputs(tmp_path, "_brainmask", [], notScans)
     assert [p.name for p in inputs] == ["A.NII.GZ", "b.Nrrd"]
-    assert batch.findMask(tmp_path / "A.NII.GZ", "_brainmask") == tmp_path / "A_brainmask.NII.GZ"
-    assert [batch.outputBaseName(p) for p in inputs] == ["A", "b"]
+    assert batchInputs.findMask(tmp_path / "A.NII.GZ", "_brainmask") == tmp_path / "A_brainmask.NII.GZ"
+    assert [batchInputs.outputBaseName(p) for p in inputs] == ["A", "b"]
     processed = []
-    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(processed))
     out = tmp_path / "out"
     assert batch.main(["--input-dir", str(tmp_path), "--output-dir", str(out), "--mask-suffix", "_brainmask"]) == 0
     assert processed == ["A.NII.GZ", "b.Nrrd"] and (out / "A_cmb-report.json").exists()
@@ -769,7 +770,7 @@ def test_a_batch_names_the_dicom_files_and_series_folders_it_leaves_out(batch, t
     (tmp_path / "IM0002.dcm").write_bytes(b"")
     (tmp_path / "notes").write_bytes(b"no image")
     processed = []
-    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(processed))
     assert batch.main(["--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 0
     assert processed == ["a.nii.gz"]
     err = capsys.readouterr().err
@@ -792,7 +793,7 @@ def test_an_input_whose_earlier_outputs_cannot_be_removed_fails_alone(batch, tmp
         (inputs / name).write_bytes(b"")
     (out / "b_cmb-report.csv").mkdir(parents=True)  # cannot be unlinked
     processed = []
-    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(processed))
     assert batch.main(["--input-dir", str(inputs), "--output-dir", str(out)]) == 1
     assert processed == ["a.nii.gz", "c.nii.gz"] and (out / "c_cmb-report.json").exists()
     assert not (out / "b_cmb-report.json").exists()
@@ -813,7 +814,7 @@ def test_a_batch_never_replaces_a_reader_s_reviewed_export(batch, tmp_path, monk
     (out / "a_cmb-report.json").write_text(json.dumps(reviewed))
     (out / "b_cmb-report.json").write_text(json.dumps({"microbleeds": [{"status": "not yet seen"}], "n_rejected": 0}))
     processed = []
-    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(processed))
     folders = ["--input-dir", str(inputs), "--output-dir", str(out)]
     assert batch.main(folders) == 2
     assert processed == [] and json.loads((out / "a_cmb-report.json").read_text()) == reviewed
@@ -842,8 +843,8 @@ def test_an_input_that_fails_or_is_interrupted_half_way_leaves_none_of_its_files
         raise AssertionError("SIGTERM did not interrupt the batch")
 
     processed = []
-    good = _fakeProcessOne(batch, processed)
-    bad = _fakeProcessOne(batch, processed, fail)
+    good = _fakeProcessOne(processed)
+    bad = _fakeProcessOne(processed, fail)
     monkeypatch.setattr(batch, "processOne", lambda path, args: (bad if path.name == "b.nii.gz" else good)(path, args))
     previous = signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in Slicer, where Ctrl+C ended the process outright
     try:
@@ -889,7 +890,7 @@ def test_a_file_named_as_a_brain_mask_of_no_scan_is_named_not_left_out_silently(
     for name in ("sub-01.nii.gz", "sub-01_bet.nii.gz", "sub-02_bet.nii.gz"):
         (tmp_path / name).write_bytes(b"")
     processed = []
-    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(batch, processed))
+    monkeypatch.setattr(batch, "processOne", _fakeProcessOne(processed))
     assert (
         batch.main(["--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--mask-suffix", "_bet"]) == 0
     )

@@ -44,38 +44,7 @@ from pathlib import Path, PurePosixPath
 # The module folder (two levels up) holds CMBSegmentation.py and CMBSegmentationLib.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-
-#: One row per input over the whole run, in the output folder (see :func:`writeSummary`).
-SUMMARY_NAME = "cmb-batch-summary.csv"
-SUMMARY_COLUMNS = (
-    "input",
-    "input_file",
-    "status",
-    "reason",
-    "n_microbleeds",
-    "n_candidates",
-    "label_map",
-    "segmentation",
-    "report_csv",
-    "report_json",
-    "model",
-    "bundle",
-    "modality",
-    "model_modality",
-    "screening_threshold",
-    "segmentation_threshold",
-    "threshold_option",
-    "brain_mask",
-    "seconds",
-    "warnings",
-)
-#: ``status`` of an input the run did not reach (stopped before it), and why.
-STATUS_OK, STATUS_FAILED, STATUS_NOT_RUN = "ok", "failed", "not run"
-NOT_REACHED = (
-    "not processed: the run has not reached it (still running, or stopped before it); any files of it in the output "
-    "folder are an earlier run's"
-)
+from CMBSegmentationLib import batchInputs, batchOutputs  # noqa: E402
 
 
 def refuse(message):
@@ -197,330 +166,6 @@ def moduleModality(choice):
     return {"auto": "Auto", "T2S": "T2*"}.get(choice, choice)
 
 
-def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=None):
-    """Input volumes of ``inputDir`` (brain masks and results excluded, see :func:`isResultFile`, and files that are
-    not T2*/SWI scans, see :func:`notAScan`), sorted by name.
-
-    The results found are appended to the list ``skipped``, the other files left out to ``notScans`` as
-    ``(path, reason)``, when those lists are given; ``outputDir``, when it lies in ``inputDir``, is not named there.
-    """
-    files, dicomFiles, masks = [], [], []
-    for path in sorted(inputDir.iterdir()):
-        name = path.name
-        if name.startswith("."):
-            continue  # hidden: a temporary file of a write that a crash left (".NAME.partial-...nii.gz")
-        if path.is_dir():
-            # An archive's series folders (DICOM, one folder per scan) were left out without a word.
-            if notScans is not None and not (outputDir is not None and path.resolve() == Path(outputDir).resolve()):
-                notScans.append((path, "a folder: the batch reads the volumes directly in the input folder"))
-            continue
-        if not path.is_file():
-            continue
-        if volumeSuffix(name) is None:
-            # A volume in another format was left out without a word ("N of N processed"), as was "SCAN.NII.GZ".
-            other = unreadFormat(name)
-            if other and notScans is not None:
-                notScans.append((path, f"{other}: a format the batch does not read; convert it to NIfTI or NRRD"))
-            elif isDicomFile(path):
-                dicomFiles.append(path)
-            continue
-        stem = stripSuffix(name)
-        if maskSuffix and stem.endswith(maskSuffix):
-            masks.append(path)
-            continue
-        if isResultFile(path):
-            if skipped is not None:
-                skipped.append(path)
-            continue
-        reason = notAScan(path)
-        if reason:
-            if notScans is not None:
-                notScans.append((path, reason))
-            continue
-        files.append(path)
-    # A volume named as the mask of no scan here (a scan "sub-02_bet" with --mask-suffix _bet) was left out without
-    # a word: said, as the other files left out are.
-    stems = {stripSuffix(p.name) for p in inputDir.iterdir() if volumeSuffix(p.name)}
-    for mask in masks:
-        scan = stripSuffix(mask.name)[: -len(maskSuffix)]
-        if scan not in stems and notScans is not None:
-            notScans.append(
-                (mask, f"named as the brain mask of a scan {scan} (--mask-suffix {maskSuffix}), but there is none")
-            )
-    if dicomFiles and notScans is not None:
-        notScans.append(
-            (
-                dicomFiles[0],
-                f"DICOM, {len(dicomFiles)} file(s) here: load the series with Slicer's DICOM module, or give the "
-                "folder to plkd predict, which reads DICOM series",
-            )
-        )
-    return files
-
-
-def isDicomFile(path):
-    """Whether ``path`` is a DICOM file: named ``.dcm``/``.ima`` or with the DICOM Part 10 preamble."""
-    from plkd.dicom import is_dicom_file
-
-    return path.suffix.lower() in (".dcm", ".ima") or is_dicom_file(path)
-
-
-def volumeSuffix(name):
-    """The suffix of ``VOLUME_SUFFIXES`` ``name`` ends with, in any case ("SCAN.NII.GZ": Slicer reads it), or None."""
-    lower = name.lower()
-    return next((suffix for suffix in VOLUME_SUFFIXES if lower.endswith(suffix)), None)
-
-
-def unreadFormat(name):
-    """The suffix of an image format ``plkd predict``'s folder walk names but the batch does not read (``.mgz``,
-    ``.nhdr``, ``.img``, ``.nii.bz2``, ...), or None."""
-    from plkd.inference.input_kinds import OTHER_FORMATS
-
-    lower = name.lower()
-    return next((suffix for suffix in OTHER_FORMATS if lower.endswith(suffix)), None)
-
-
-def notAScan(path):
-    """Why ``path`` is not a T2*/SWI scan to analyse (a label map, mask, phase image, other contrast, ...), or None.
-
-    The rule of ``plkd predict``'s folder walk (``plkd.inference.input_kinds.classify``: the name, then a JSON
-    sidecar), applied to every volume format: a label map beside the scans (``NAME_CMB.nii.gz``, Slicer's
-    ``NAME-label.nrrd``) was run as a scan and failed, and a T1 or phase image gave "microbleeds".
-    """
-    from plkd.inference.input_kinds import classify
-    from plkd.sidecars import as_nifti_name
-
-    # An NRRD or MetaImage file read as a NIfTI file of its name, as the engine's --metadata-from reads it when the
-    # module analyses the volume (its sidecar NAME.json, what a BIDS data set states for it, its name's words).
-    return classify(as_nifti_name(path))
-
-
-def isResultFile(path):
-    """Whether ``path`` is a result of this script, of the module's Export or of ``plkd predict`` rather than a scan.
-
-    With ``--output-dir`` the input folder, a rerun took the last run's ``NAME_cmb-final.nii.gz`` (a label map) and
-    ``NAME_cmb-final.seg.nrrd`` as scans and reported "microbleeds" found in them. The rule for NIfTI names is
-    plkd's own (``plkd.naming.is_plkd_prediction``), which its folder walk and training data reader share.
-    """
-    from plkd.naming import is_plkd_prediction
-
-    return path.name.lower().endswith(".seg.nrrd") or is_plkd_prediction(path)
-
-
-def findMask(path, maskSuffix):
-    """The brain mask ``NAME<maskSuffix>`` beside ``path``, in any of the volume formats, or None."""
-    if not maskSuffix:
-        return None
-    stem = stripSuffix(path.name) + maskSuffix
-    masks = [p for p in path.parent.iterdir() if volumeSuffix(p.name) and stripSuffix(p.name) == stem and p.is_file()]
-    return min(masks, key=lambda p: VOLUME_SUFFIXES.index(volumeSuffix(p.name)), default=None)
-
-
-def outputBaseName(path):
-    """The name the outputs of ``path`` start with (``NAME_cmb-final.nii.gz``, ...)."""
-    from CMBSegmentationLib import inferenceJob
-
-    return inferenceJob.safeFileName(stripSuffix(path.name))
-
-
-def nameCollisions(inputs):
-    """Groups of inputs whose outputs would have the same names (``a.nii`` and ``a.nii.gz``, ``a b`` and ``a-b``,
-    and ``scan`` and ``Scan``, one name on the case-insensitive file systems of macOS and Windows): processed in
-    turn, the last would overwrite the reports of the others."""
-    groups = {}
-    for path in inputs:
-        groups.setdefault(outputBaseName(path).lower(), []).append(path)
-    return [group for group in groups.values() if len(group) > 1]
-
-
-def summaryRow(path, args, status=STATUS_NOT_RUN, reason=NOT_REACHED, result=None, seconds=None):
-    """The summary's row of the input ``path``: ``result`` is what :func:`processOne` returned for it (None: failed or
-    not run, so no files nor counts)."""
-    row = dict.fromkeys(SUMMARY_COLUMNS, "")
-    row.update(
-        input=path.name,
-        input_file=str(path.resolve()),
-        status=status,
-        reason=" ".join(str(reason or "").split()),  # one line
-        bundle=str(args.model or "").strip() or "installed",
-        threshold_option="" if args.threshold is None else f"{args.threshold:g}",
-        seconds="" if seconds is None else f"{seconds:.1f}",
-    )
-    mask = findMask(path, args.mask_suffix)
-    row["brain_mask"] = mask.name if mask is not None else ""
-    row.update({k: "" if v is None else v for k, v in (result or {}).items() if k in SUMMARY_COLUMNS})
-    return row
-
-
-def summaryProblem(outputDir):
-    """Why ``outputDir``'s :data:`SUMMARY_NAME` is not a batch run's summary that a run may replace (a researcher's
-    own table of that name), or None (none there, or one with the summary's columns)."""
-    path = Path(outputDir) / SUMMARY_NAME
-    if not (path.exists() or path.is_symlink()):
-        return None
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            header = handle.readline().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"{SUMMARY_NAME} in the output folder cannot be read ({exc})"
-    if not header.startswith(",".join(SUMMARY_COLUMNS[:4])):
-        return f"{SUMMARY_NAME} in the output folder is no batch summary (its columns: {header[:60]!r})"
-    return None
-
-
-def writeSummary(outputDir, rows):
-    """Write :data:`SUMMARY_NAME` (one row per input, in input order) under a temporary name, then rename it: a run
-    stopped while writing leaves the summary before, never a half table."""
-    import csv
-    import io
-
-    from CMBSegmentationLib.atomicFiles import writeTextAtomic
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    writeTextAtomic(Path(outputDir) / SUMMARY_NAME, buffer.getvalue())
-
-
-def removeOutputs(outputDir, baseName):
-    """Remove the files an export of ``baseName`` writes in ``outputDir``; return the names of those that existed."""
-    from CMBSegmentationLib import reportExport
-
-    removed = []
-    for output in reportExport.outputPaths(Path(outputDir), baseName):
-        if output.exists():
-            output.unlink()
-            removed.append(output.name)
-    return removed
-
-
-def readerExport(outputDir, baseName):
-    """What makes the report ``baseName_cmb-report.json`` in ``outputDir`` a reader's export (the module's Export),
-    which a batch run must never replace: ``"a reader's review"``, or for a report of an older version (without
-    ``exported_by``) its review decisions (``"3 decision(s)"``: accepted, rejected, added by reader); None for a batch
-    run's report, one of an older version without decisions, or none that can be read (a batch run replaces it).
-
-    Told apart by decisions alone, a review whose reader erased a false positive with the Segment Editor, painted a
-    microbleed's outline or raised the review threshold, but changed no status, was replaced without a word.
-    """
-    import json
-
-    from CMBSegmentationLib import candidateTable, reportExport
-
-    report = reportExport.outputPaths(Path(outputDir), baseName)[3]
-    try:
-        content = json.loads(report.read_text(encoding="utf-8"))
-        if "exported_by" in content:
-            return None if content["exported_by"] == reportExport.EXPORTED_BY_BATCH else "a reader's review"
-        decided = (candidateTable.STATUS_ACCEPTED, candidateTable.STATUS_ADDED)
-        kept = sum(m.get("status") in decided for m in content.get("microbleeds") or [])
-        count = kept + int(content.get("n_rejected") or 0)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
-    return f"{count} decision(s)" if count else None
-
-
-def foreignOutputs(outputDir, baseName):
-    """Why the files at the output names of ``baseName`` in ``outputDir`` are not provably an earlier batch run's
-    (which a rerun may remove), or None (none there, or the four as a batch run's export wrote them).
-
-    Only files beside a readable report of a batch run (``"exported_by": "batch"``; an older version's without it and
-    without review decisions, see :func:`readerExport`) and unchanged since (its ``file_sha256``) are the batch's. A
-    rerun removed whatever lay there: a user's own file of that name without a report, a report cut short (a copy that
-    stopped), a report saved from a spreadsheet with a reader's notes, a label map corrected in another program.
-    """
-    import json
-
-    from CMBSegmentationLib import reportExport
-
-    paths = reportExport.outputPaths(Path(outputDir), baseName)
-    present = [p for p in paths if p.exists() or p.is_symlink()]
-    if not present:
-        return None
-    names = ", ".join(p.name for p in present)
-    report = paths[3]
-    if report not in present:
-        return f"the output folder holds {names} without a batch report {report.name} beside them"
-    try:
-        content = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return f"{report.name} in the output folder cannot be read as a report ({exc.__class__.__name__}: {exc})"
-    if not isinstance(content, dict) or not isinstance(content.get("microbleeds"), list):
-        return f"{report.name} in the output folder is no report of this module (no 'microbleeds' list)"
-    why = readerExport(outputDir, baseName)
-    if why:
-        return f"{report.name} in the output folder is a reader's export ({why})"
-    changed = reportExport.changedSinceExport(content, paths[:3])
-    if changed:
-        names = ", ".join(p.name for p in changed)
-        return f"{names} in the output folder changed since the batch run of {report.name} wrote them"
-    return None
-
-
-def otherScanResult(outputDir, path):
-    """The scan file whose batch result lies in ``outputDir`` under the name of ``path``'s outputs, when it is another
-    scan still on disk (not ``path``, nor a copy of it), else None.
-
-    Batch runs of several folders into one output folder (``p1/swi.nii.gz``, then ``p2/swi.nii.gz``) gave their scans
-    the same output names: each run replaced the results of the one before without a word. A report without
-    ``input_file`` (older versions), or whose scan is gone (moved, renamed), is replaced as before.
-    """
-    import filecmp
-    import json
-
-    from CMBSegmentationLib import reportExport
-
-    report = reportExport.outputPaths(Path(outputDir), outputBaseName(path))[3]
-    try:
-        recorded = json.loads(report.read_text(encoding="utf-8")).get("input_file")
-        other = Path(recorded) if recorded else None
-        if other is None or not other.is_file() or other.resolve() == path.resolve():
-            return None
-        if other.stat().st_size == path.stat().st_size and filecmp.cmp(other, path, shallow=False):
-            return None  # the same scan, copied elsewhere
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
-    return other
-
-
-def otherResults(outputDir, inputs):
-    """The batch reports in ``outputDir`` of scans that are not among ``inputs`` (a scan taken out of the input folder
-    since an earlier run), sorted: a count over the folder's reports holds them, the summary does not."""
-    import json
-
-    from CMBSegmentationLib import reportExport
-
-    ours = {outputBaseName(p).lower() for p in inputs}
-    suffix = "_cmb-report.json"
-    found = []
-    for report in sorted(Path(outputDir).glob(f"*{suffix}")):
-        if report.name[: -len(suffix)].lower() in ours:
-            continue
-        try:
-            content = json.loads(report.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(content, dict) and content.get("exported_by") == reportExport.EXPORTED_BY_BATCH:
-            found.append(report)
-    return found
-
-
-def removeLeftovers(outputDir, baseName):
-    """Remove the files of ``baseName`` after its input failed; "" when none is left, else a clause naming why (the
-    files that stay are not this run's, and the failure line must say so)."""
-    try:
-        removeOutputs(outputDir, baseName)
-    except OSError as exc:
-        return f"; files of {baseName} could not be removed ({exc}): they are not this run's results"
-    return ""
-
-
-def stripSuffix(name):
-    suffix = volumeSuffix(name)
-    return name[: -len(suffix)] if suffix else name
-
-
 def loadInputs(path, maskSuffix, loadVolume):
     """Load the scan ``path`` and its brain mask (``NAME<maskSuffix>``, or None) with ``loadVolume``
     (``slicer.util.loadVolume``); return (volume node, mask node or None).
@@ -529,45 +174,27 @@ def loadInputs(path, maskSuffix, loadVolume):
     (``QFileInfo::baseName``), so the reports of "sub-01.ses-1.nii.gz" and "sub-01.ses-2.nii.gz" both said
     ``"input": "sub-01"``.
     """
-    frames = niftiFrames(path)
+    frames = batchInputs.niftiFrames(path)
     if frames > 1:
         raise ValueError(
             f"a 4-D image of {frames} volumes (multi-echo GRE, or a time series), which Slicer loads only as a "
             "sequence: give it to plkd predict, which combines the echoes of a multi-echo GRE (--echo rss, last or N), "
             "or save the echo to analyse as a 3-D file"
         )
-    volume = loadVolume(str(path), {"name": stripSuffix(path.name)})
+    volume = loadVolume(str(path), {"name": batchInputs.stripSuffix(path.name)})
     mask = None
-    maskPath = findMask(path, maskSuffix)
+    maskPath = batchInputs.findMask(path, maskSuffix)
     if maskPath is not None:
         # As a scalar volume: a probability map reaches the engine with its values (cut at half its maximum
         # there); loaded as a label map it would be passed as everything above 0.
-        mask = loadVolume(str(maskPath), {"name": stripSuffix(maskPath.name), "labelmap": False})
+        mask = loadVolume(str(maskPath), {"name": batchInputs.stripSuffix(maskPath.name), "labelmap": False})
     elif maskSuffix:
         print(
-            f"{path.name}: warning: no brain mask {stripSuffix(path.name)}{maskSuffix} beside it; "
+            f"{path.name}: warning: no brain mask {batchInputs.stripSuffix(path.name)}{maskSuffix} beside it; "
             "the engine finds the brain itself",
             file=sys.stderr,
         )
     return volume, mask
-
-
-def niftiFrames(path):
-    """The number of volumes of a NIfTI file holding several along its 4th and higher dimensions (Slicer's volume
-    reader refuses such a file, saying only "Failed to load node"), else 1 (also for other formats, or a file nibabel
-    cannot read: loading it says what is wrong)."""
-    if not str(path.name).lower().endswith((".nii", ".nii.gz")):
-        return 1
-    try:
-        import nibabel
-
-        shape = nibabel.load(str(path)).shape
-    except Exception:
-        return 1
-    frames = 1
-    for size in shape[3:]:
-        frames *= int(size)
-    return frames
 
 
 def processOne(path, args):
@@ -594,7 +221,7 @@ def processOne(path, args):
         table,
         volume,
         args.output_dir,
-        outputBaseName(path),
+        batchInputs.outputBaseName(path),
         # The table's threshold: the one the engine applied (--threshold, or each segmenter's own for none or 0);
         # args.threshold put 0 in the report for "the model's", which kept only candidates from 0.1-0.4.
         None,
@@ -645,7 +272,7 @@ def main(argv):
     if not args.input_dir.is_dir():
         return refuse(f"input folder not found: {args.input_dir}")
     skipped, notScans = [], []
-    inputs = findInputs(args.input_dir, args.mask_suffix, skipped, notScans, args.output_dir)
+    inputs = batchInputs.findInputs(args.input_dir, args.mask_suffix, skipped, notScans, args.output_dir)
     if skipped:
         names = ", ".join(p.name for p in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
         print(
@@ -662,15 +289,19 @@ def main(argv):
         )
     if not inputs:
         return refuse(f"no volumes in {args.input_dir}")
-    collisions = nameCollisions(inputs)
+    collisions = batchInputs.nameCollisions(inputs)
     if collisions:
         names = "; ".join(" and ".join(p.name for p in group) for group in collisions)
         return refuse(f"these inputs would write the same output files: {names}; rename them")
     # A reader's export of the same name (the module's Export into this folder) holds decisions the batch would
     # replace with an unreviewed result, without a word: refused before any work, as colliding names are.
-    reviewed = [(path, why) for path in inputs if (why := readerExport(args.output_dir, outputBaseName(path)))]
+    reviewed = [
+        (path, why)
+        for path in inputs
+        if (why := batchOutputs.readerExport(args.output_dir, batchInputs.outputBaseName(path)))
+    ]
     if reviewed:
-        names = "; ".join(f"{outputBaseName(p)}_cmb-report.json ({why})" for p, why in reviewed)
+        names = "; ".join(f"{batchInputs.outputBaseName(p)}_cmb-report.json ({why})" for p, why in reviewed)
         return refuse(
             f"the output folder holds reviewed results a run would replace: {names}; "
             "give another --output-dir (or move them)"
@@ -678,14 +309,16 @@ def main(argv):
     problem = enginePreflight(args)
     if problem:
         return refuse(f"{problem}; nothing was run")
-    others = [(path, other) for path in inputs if (other := otherScanResult(args.output_dir, path))]
+    others = [(path, other) for path in inputs if (other := batchOutputs.otherScanResult(args.output_dir, path))]
     if others:
-        names = "; ".join(f"{outputBaseName(p)}_cmb-report.json is of {other}, not of {p}" for p, other in others)
+        names = "; ".join(
+            f"{batchInputs.outputBaseName(p)}_cmb-report.json is of {other}, not of {p}" for p, other in others
+        )
         return refuse(
             f"the output folder holds results of other scans of the same names: {names}; "
             "give each input folder its own --output-dir (or rename the scans)"
         )
-    problem = summaryProblem(args.output_dir)
+    problem = batchOutputs.summaryProblem(args.output_dir)
     if problem:
         return refuse(f"{problem}; give another --output-dir (or move it)")
     try:
@@ -694,20 +327,21 @@ def main(argv):
         return refuse(f"cannot make the output folder {args.output_dir} ({exc.strerror or exc}); nothing was run")
     # The summary stands from the start, each input "not run" until it is done: a run killed half way (kill -9, a
     # power cut) leaves one that says which inputs it never reached, never the rows of an earlier run.
-    rows = [summaryRow(path, args) for path in inputs]
+    rows = [batchOutputs.summaryRow(path, args) for path in inputs]
     try:
-        writeSummary(args.output_dir, rows)
+        batchOutputs.writeSummary(args.output_dir, rows)
     except OSError as exc:
-        return refuse(f"cannot write {args.output_dir / SUMMARY_NAME} ({exc}); nothing was run")
+        return refuse(f"cannot write {args.output_dir / batchOutputs.SUMMARY_NAME} ({exc}); nothing was run")
     failures = 0
     done, cleared, started = 0, False, time.monotonic()
     with terminateAsInterrupt():
         try:
             for done, path in enumerate(inputs):
                 started, cleared, removed = time.monotonic(), False, []
+                baseName = batchInputs.outputBaseName(path)
                 # Files at this input's output names that no batch run wrote (a user's own file of that name, a
                 # report cut short or edited since): never removed nor replaced; the input fails, the others go on.
-                foreign = foreignOutputs(args.output_dir, outputBaseName(path))
+                foreign = batchOutputs.foreignOutputs(args.output_dir, baseName)
                 if foreign:
                     failures += 1
                     reason = (
@@ -715,7 +349,7 @@ def main(argv):
                         "processed: move them or give another --output-dir"
                     )
                     print(f"{path.name}: FAILED: {reason}", file=sys.stderr)
-                    rows[done] = summaryRow(path, args, STATUS_FAILED, reason)
+                    rows[done] = batchOutputs.summaryRow(path, args, batchOutputs.STATUS_FAILED, reason)
                     updateSummary(args.output_dir, rows)
                     continue
                 try:
@@ -723,18 +357,22 @@ def main(argv):
                     # run's. Inside the try: one that cannot be removed (read-only, a folder of that name) is this
                     # input's failure; it ended the whole batch (exit 1, no summary, the inputs after it never run).
                     cleared = True
-                    removed = removeOutputs(args.output_dir, outputBaseName(path))
+                    removed = batchOutputs.removeOutputs(args.output_dir, baseName)
                     result = processOne(path, args)
-                    rows[done] = summaryRow(path, args, STATUS_OK, "", result, time.monotonic() - started)
+                    rows[done] = batchOutputs.summaryRow(
+                        path, args, batchOutputs.STATUS_OK, "", result, time.monotonic() - started
+                    )
                 except Exception as exc:
                     failures += 1
                     # An export that failed half way (disk full) wrote some of the four files: none may stay.
-                    stuck = removeLeftovers(args.output_dir, outputBaseName(path))
+                    stuck = batchOutputs.removeLeftovers(args.output_dir, baseName)
                     earlier = f" (its outputs of an earlier run were removed: {', '.join(removed)})" if removed else ""
                     print(f"{path.name}: FAILED: {exc}{earlier}{stuck}", file=sys.stderr)
                     traceback.print_exc()
                     reason = f"{exc}{earlier}{stuck}"
-                    rows[done] = summaryRow(path, args, STATUS_FAILED, reason, seconds=time.monotonic() - started)
+                    rows[done] = batchOutputs.summaryRow(
+                        path, args, batchOutputs.STATUS_FAILED, reason, seconds=time.monotonic() - started
+                    )
                 cleared = False
                 updateSummary(args.output_dir, rows)
         except KeyboardInterrupt:
@@ -743,13 +381,18 @@ def main(argv):
             # none stands without its report (only once its earlier outputs were cleared: before, they are kept).
             path = inputs[done]
             if cleared:
-                removeLeftovers(args.output_dir, outputBaseName(path))
-            if rows[done]["status"] == STATUS_NOT_RUN:
+                batchOutputs.removeLeftovers(args.output_dir, batchInputs.outputBaseName(path))
+            if rows[done]["status"] == batchOutputs.STATUS_NOT_RUN:
                 reason = "interrupted (Ctrl+C or SIGTERM) while it was processed; none of its files were kept"
                 if not cleared:
-                    reason = "interrupted (Ctrl+C or SIGTERM) before it was processed; " + NOT_REACHED.split("); ")[1]
-                rows[done] = summaryRow(path, args, STATUS_FAILED, reason, seconds=time.monotonic() - started)
-            finished = sum(row["status"] == STATUS_OK for row in rows)
+                    reason = (
+                        "interrupted (Ctrl+C or SIGTERM) before it was processed; "
+                        + batchOutputs.NOT_REACHED.split("); ")[1]
+                    )
+                rows[done] = batchOutputs.summaryRow(
+                    path, args, batchOutputs.STATUS_FAILED, reason, seconds=time.monotonic() - started
+                )
+            finished = sum(row["status"] == batchOutputs.STATUS_OK for row in rows)
             print(
                 f"batchProcess: interrupted during {path.name}; {finished} of {len(inputs)} input(s) processed, "
                 "those after it were not",
@@ -757,7 +400,7 @@ def main(argv):
             )
             updateSummary(args.output_dir, rows)
             return 130
-    strays = otherResults(args.output_dir, inputs)
+    strays = batchOutputs.otherResults(args.output_dir, inputs)
     if strays:
         names = ", ".join(p.name for p in strays[:3]) + (f" and {len(strays) - 3} more" if len(strays) > 3 else "")
         print(
@@ -765,17 +408,21 @@ def main(argv):
             f"run's inputs: {names} (an earlier run's; not in the summary)",
             file=sys.stderr,
         )
-    print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed; summary: {args.output_dir / SUMMARY_NAME}")
+    summary = args.output_dir / batchOutputs.SUMMARY_NAME
+    print(f"{len(inputs) - failures} of {len(inputs)} input(s) processed; summary: {summary}")
     return 1 if failures else 0
 
 
 def updateSummary(outputDir, rows):
-    """:func:`writeSummary` during the run: a failure to write it (disk full) is said on stderr, and the run goes on
-    (the summary on disk then still shows the inputs not yet done as "not run")."""
+    """:func:`batchOutputs.writeSummary` during the run: a failure to write it (disk full) is said on stderr, and the
+    run goes on (the summary on disk then still shows the inputs not yet done as "not run")."""
     try:
-        writeSummary(outputDir, rows)
+        batchOutputs.writeSummary(outputDir, rows)
     except OSError as exc:
-        print(f"batchProcess: warning: could not update {Path(outputDir) / SUMMARY_NAME} ({exc})", file=sys.stderr)
+        print(
+            f"batchProcess: warning: could not update {Path(outputDir) / batchOutputs.SUMMARY_NAME} ({exc})",
+            file=sys.stderr,
+        )
 
 
 @contextlib.contextmanager

@@ -1,0 +1,176 @@
+"""Which files of a batch run's input folder are scans, their brain masks, and the names of their outputs.
+
+Used by ``Resources/Scripts/batchProcess.py``: an input folder's volumes are sorted as ``plkd predict``'s folder walk
+sorts them (results, label maps, masks, phase images, other contrasts and formats the batch does not read are left
+out, each with its reason), a scan's brain mask is ``NAME<mask-suffix>`` beside it in any volume format, its outputs
+are named after its file name (``NAME_cmb-final.nii.gz``, ...), and a 4-D NIfTI file is told from a scan. Qt-free and
+Slicer-free: only the standard library is imported when the module loads, the rest (``plkd``, nibabel, the module's
+other helpers) inside the functions that need them, so that the batch script can still refuse in one line when the
+dependencies are not installed yet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=None):
+    """Input volumes of ``inputDir`` (brain masks and results excluded, see :func:`isResultFile`, and files that are
+    not T2*/SWI scans, see :func:`notAScan`), sorted by name.
+
+    The results found are appended to the list ``skipped``, the other files left out to ``notScans`` as
+    ``(path, reason)``, when those lists are given; ``outputDir``, when it lies in ``inputDir``, is not named there.
+    """
+    files, dicomFiles, masks = [], [], []
+    for path in sorted(inputDir.iterdir()):
+        name = path.name
+        if name.startswith("."):
+            continue  # hidden: a temporary file of a write that a crash left (".NAME.partial-...nii.gz")
+        if path.is_dir():
+            # An archive's series folders (DICOM, one folder per scan) were left out without a word.
+            if notScans is not None and not (outputDir is not None and path.resolve() == Path(outputDir).resolve()):
+                notScans.append((path, "a folder: the batch reads the volumes directly in the input folder"))
+            continue
+        if not path.is_file():
+            continue
+        if volumeSuffix(name) is None:
+            # A volume in another format was left out without a word ("N of N processed"), as was "SCAN.NII.GZ".
+            other = unreadFormat(name)
+            if other and notScans is not None:
+                notScans.append((path, f"{other}: a format the batch does not read; convert it to NIfTI or NRRD"))
+            elif isDicomFile(path):
+                dicomFiles.append(path)
+            continue
+        stem = stripSuffix(name)
+        if maskSuffix and stem.endswith(maskSuffix):
+            masks.append(path)
+            continue
+        if isResultFile(path):
+            if skipped is not None:
+                skipped.append(path)
+            continue
+        reason = notAScan(path)
+        if reason:
+            if notScans is not None:
+                notScans.append((path, reason))
+            continue
+        files.append(path)
+    # A volume named as the mask of no scan here (a scan "sub-02_bet" with --mask-suffix _bet) was left out without
+    # a word: said, as the other files left out are.
+    stems = {stripSuffix(p.name) for p in inputDir.iterdir() if volumeSuffix(p.name)}
+    for mask in masks:
+        scan = stripSuffix(mask.name)[: -len(maskSuffix)]
+        if scan not in stems and notScans is not None:
+            notScans.append(
+                (mask, f"named as the brain mask of a scan {scan} (--mask-suffix {maskSuffix}), but there is none")
+            )
+    if dicomFiles and notScans is not None:
+        notScans.append(
+            (
+                dicomFiles[0],
+                f"DICOM, {len(dicomFiles)} file(s) here: load the series with Slicer's DICOM module, or give the "
+                "folder to plkd predict, which reads DICOM series",
+            )
+        )
+    return files
+
+
+def isDicomFile(path):
+    """Whether ``path`` is a DICOM file: named ``.dcm``/``.ima`` or with the DICOM Part 10 preamble."""
+    from plkd.dicom import is_dicom_file
+
+    return path.suffix.lower() in (".dcm", ".ima") or is_dicom_file(path)
+
+
+def volumeSuffix(name):
+    """The suffix of ``VOLUME_SUFFIXES`` ``name`` ends with, in any case ("SCAN.NII.GZ": Slicer reads it), or None."""
+    lower = name.lower()
+    return next((suffix for suffix in VOLUME_SUFFIXES if lower.endswith(suffix)), None)
+
+
+def stripSuffix(name):
+    """``name`` without its suffix of ``VOLUME_SUFFIXES`` (in any case), or ``name`` when it has none."""
+    suffix = volumeSuffix(name)
+    return name[: -len(suffix)] if suffix else name
+
+
+def unreadFormat(name):
+    """The suffix of an image format ``plkd predict``'s folder walk names but the batch does not read (``.mgz``,
+    ``.nhdr``, ``.img``, ``.nii.bz2``, ...), or None."""
+    from plkd.inference.input_kinds import OTHER_FORMATS
+
+    lower = name.lower()
+    return next((suffix for suffix in OTHER_FORMATS if lower.endswith(suffix)), None)
+
+
+def notAScan(path):
+    """Why ``path`` is not a T2*/SWI scan to analyse (a label map, mask, phase image, other contrast, ...), or None.
+
+    The rule of ``plkd predict``'s folder walk (``plkd.inference.input_kinds.classify``: the name, then a JSON
+    sidecar), applied to every volume format: a label map beside the scans (``NAME_CMB.nii.gz``, Slicer's
+    ``NAME-label.nrrd``) was run as a scan and failed, and a T1 or phase image gave "microbleeds".
+    """
+    from plkd.inference.input_kinds import classify
+    from plkd.sidecars import as_nifti_name
+
+    # An NRRD or MetaImage file read as a NIfTI file of its name, as the engine's --metadata-from reads it when the
+    # module analyses the volume (its sidecar NAME.json, what a BIDS data set states for it, its name's words).
+    return classify(as_nifti_name(path))
+
+
+def isResultFile(path):
+    """Whether ``path`` is a result of the batch, of the module's Export or of ``plkd predict`` rather than a scan.
+
+    With ``--output-dir`` the input folder, a rerun took the last run's ``NAME_cmb-final.nii.gz`` (a label map) and
+    ``NAME_cmb-final.seg.nrrd`` as scans and reported "microbleeds" found in them. The rule for NIfTI names is
+    plkd's own (``plkd.naming.is_plkd_prediction``), which its folder walk and training data reader share.
+    """
+    from plkd.naming import is_plkd_prediction
+
+    return path.name.lower().endswith(".seg.nrrd") or is_plkd_prediction(path)
+
+
+def findMask(path, maskSuffix):
+    """The brain mask ``NAME<maskSuffix>`` beside ``path``, in any of the volume formats, or None."""
+    if not maskSuffix:
+        return None
+    stem = stripSuffix(path.name) + maskSuffix
+    masks = [p for p in path.parent.iterdir() if volumeSuffix(p.name) and stripSuffix(p.name) == stem and p.is_file()]
+    return min(masks, key=lambda p: VOLUME_SUFFIXES.index(volumeSuffix(p.name)), default=None)
+
+
+def outputBaseName(path):
+    """The name the outputs of ``path`` start with (``NAME_cmb-final.nii.gz``, ...)."""
+    from CMBSegmentationLib import inferenceJob
+
+    return inferenceJob.safeFileName(stripSuffix(path.name))
+
+
+def nameCollisions(inputs):
+    """Groups of inputs whose outputs would have the same names (``a.nii`` and ``a.nii.gz``, ``a b`` and ``a-b``,
+    and ``scan`` and ``Scan``, one name on the case-insensitive file systems of macOS and Windows): processed in
+    turn, the last would overwrite the reports of the others."""
+    groups = {}
+    for path in inputs:
+        groups.setdefault(outputBaseName(path).lower(), []).append(path)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def niftiFrames(path):
+    """The number of volumes of a NIfTI file holding several along its 4th and higher dimensions (Slicer's volume
+    reader refuses such a file, saying only "Failed to load node"), else 1 (also for other formats, or a file nibabel
+    cannot read: loading it says what is wrong)."""
+    if not str(path.name).lower().endswith((".nii", ".nii.gz")):
+        return 1
+    try:
+        import nibabel
+
+        shape = nibabel.load(str(path)).shape
+    except Exception:
+        return 1
+    frames = 1
+    for size in shape[3:]:
+        frames *= int(size)
+    return frames
