@@ -44,6 +44,16 @@ def _candidateTables(scene) -> list:
     return [t for t in tables if candidateTable.isCandidateTable(t)]
 
 
+def _importAtRunThreshold(scene, volume, folder, probabilities, threshold):
+    """The engine's output for ``probabilities`` (label: p) as a run with segmentation threshold ``threshold``
+    (``--threshold``) writes it, imported into ``scene``."""
+    labelPath, jsonPath, _ = _writeEngineOutput(folder, _labels(), probabilities)
+    data = json.loads(jsonPath.read_text())
+    data["thresholds"]["segmentation"] = threshold
+    jsonPath.write_text(json.dumps(data))
+    return resultImport.importResults(scene, volume, labelPath, jsonPath)
+
+
 def test_the_engine_s_notes_of_the_run_reach_the_report_also_from_a_rebuilt_table_and_a_reloaded_scene(case, tmp_path):  # noqa: F811
     # The engine's notes (candidate count capped, brain mask not used, a model of the other contrast) were logged at the
     # import and kept on the table, but the report, which a batch user and a reader's colleague read later, said
@@ -130,11 +140,7 @@ def test_a_candidate_the_engine_kept_at_a_threshold_finer_than_the_table_is_expo
     # The table keeps probabilities to 4 decimals: with a run threshold of 0.33333 (batch --threshold), a candidate
     # the engine kept at 0.33334 was stored as 0.3333, counted as below the threshold and left out of the export.
     scene, volume, _, _, _ = case
-    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "fine", _labels(), {1: 0.95, 2: 0.33334, 5: 0.7})
-    data = json.loads(jsonPath.read_text())
-    data["thresholds"]["segmentation"] = 0.33333
-    jsonPath.write_text(json.dumps(data))
-    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    result = _importAtRunThreshold(scene, volume, tmp_path / "fine", {1: 0.95, 2: 0.33334, 5: 0.7}, 0.33333)
     seg, table = result.segmentationNode, result.tableNode
     assert reviewState.updateVisibility(seg, table) == result.segmentIds  # all three shown
     report = _report(reportExport.exportReview(seg, table, volume, tmp_path / "out", "case"))
@@ -279,11 +285,7 @@ def test_the_review_threshold_is_shown_with_the_decimals_its_candidates_are_comp
     # The "Show from probability" slider showed 2 decimals: a run threshold of 0.999 (plkd tune's grid) read "1.00"
     # and one of 0.3333 read "0.33" while a candidate at 0.33 stood "below threshold" in the list.
     scene, volume, _, _, _ = case
-    labelPath, jsonPath, _ = _writeEngineOutput(tmp_path / "fine", _labels(), {1: 0.9995, 2: 0.9985, 5: 0.9991})
-    data = json.loads(jsonPath.read_text())
-    data["thresholds"]["segmentation"] = 0.999
-    jsonPath.write_text(json.dumps(data))
-    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    result = _importAtRunThreshold(scene, volume, tmp_path / "fine", {1: 0.9995, 2: 0.9985, 5: 0.9991}, 0.999)
     threshold = reviewState.reviewThreshold(result.tableNode)
     decimals = reviewState.thresholdDecimals(threshold)
     assert f"{threshold:.{decimals}f}" == "0.999"
