@@ -445,3 +445,50 @@ def test_a_4d_input_fails_saying_what_it_is_and_what_reads_it(batch_run, tmp_pat
     reason = rows["me.nii.gz"]["reason"]
     assert rows["me.nii.gz"]["status"] == "failed" and "4-D image of 3 volumes" in reason and "plkd predict" in reason
     assert "me.nii.gz: FAILED: a 4-D image of 3 volumes" in capsys.readouterr().err
+
+
+def _csvRows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_the_report_csvs_of_a_batch_put_together_still_say_which_scan_each_row_is_from(batch_run, tmp_path):
+    # The per-input report CSVs named no scan: a researcher who put a batch's reports into one table (a common step)
+    # could no longer tell which scan each microbleed was found in.
+    inputs, out = _folders(tmp_path)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    together = [row for name in ("a", "b") for row in _csvRows(out / f"{name}_cmb-report.csv")]
+    assert [r["input_file"] for r in together] == [str((inputs / "a.nii.gz").resolve())] * 2 + [
+        str((inputs / "b.nii.gz").resolve())
+    ] * 2
+    # The same value as the JSON report's and the summary's input_file.
+    assert {r["input_file"] for r in _summary(out)} == {r["input_file"] for r in together}
+    assert json.loads((out / "a_cmb-report.json").read_text())["input_file"] == together[0]["input_file"]
+    # The module's own Export (a reader's review) says it too.
+    scene = slicer.vtkMRMLScene()
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLScene(scene)
+    volume = volumes.AddArchetypeVolume(str(inputs / "a.nii.gz"), "a", 0)
+    result = resultImport.importResults(scene, volume, *_engineOutputs(tmp_path / "reader", ijkToRas(volume)))
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, tmp_path / "review", "a")
+    assert [r["input_file"] for r in _csvRows(files.reportCsv)] == [str((inputs / "a.nii.gz").resolve())] * 2
+
+
+def test_a_report_of_an_older_version_without_the_input_column_is_still_taken_as_the_batch_s_own(batch_run, tmp_path):
+    # Reports written before the CSV had input_file lie in output folders: a rerun must take them as its own (their
+    # JSON's file_sha256 names the CSV as written) and replace them, as before.
+    import hashlib
+
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    csvPath, jsonPath = out / "a_cmb-report.csv", out / "a_cmb-report.json"
+    older = "".join(line.rsplit(",", 1)[0] + "\n" for line in csvPath.read_text().splitlines())
+    assert older.splitlines()[0].endswith(",outline")
+    csvPath.write_text(older)
+    report = json.loads(jsonPath.read_text())
+    report["file_sha256"][csvPath.name] = hashlib.sha256(older.encode()).hexdigest()
+    jsonPath.write_text(json.dumps(report))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert {r["input_file"] for r in _csvRows(csvPath)} == {str((inputs / "a.nii.gz").resolve())}

@@ -62,7 +62,12 @@ REPORT_COLUMNS = (
     "region",
     "derived_from",
     "outline",
+    "input_file",
 )
+#: The report CSV's ``input_file``: the file the volume was loaded from (absolute, as the JSON report's and the batch
+#: summary's ``input_file``; empty when none, or DICOM), on every row, so that the rows of a batch's reports put into
+#: one table still say which scan each is from. Last, so that columns read by position keep their places; reports of
+#: older versions lack it.
 
 
 #: The report's ``exported_by``: the module's Export of a reader's review, or a batch run (no review, every candidate
@@ -204,7 +209,7 @@ def exportReview(
         with scratchNodes(segmentationNode.GetScene()):
             writeArrayAsNifti(labels, affine, temporary[0])
             _writeSegmentation(segmentationNode, rows, temporary[1])
-        _writeCsv(records, temporary[2])
+        _writeCsv(records, temporary[2], report["input_file"])
         # What was written, so that the next export of this result replaces its files only while nobody changed them.
         finals = outputPaths(outputDir, baseName)[:3]
         report["file_sha256"] = {final.name: _sha256(tmp) for final, tmp in zip(finals, temporary[:3], strict=True)}
@@ -453,10 +458,11 @@ def _intOrNone(value: str) -> int | None:
         return None
 
 
-def _writeCsv(records: list[dict], path: Path) -> None:
+def _writeCsv(records: list[dict], path: Path, inputFile: str | None) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for record in records:
-        writer.writerow({k: ("" if record[k] is None else record[k]) for k in REPORT_COLUMNS})
+        row = {**record, "input_file": inputFile}
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in REPORT_COLUMNS})
     writeTextAtomic(path, buffer.getvalue())
