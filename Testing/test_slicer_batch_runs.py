@@ -492,3 +492,38 @@ def test_a_report_of_an_older_version_without_the_input_column_is_still_taken_as
     jsonPath.write_text(json.dumps(report))
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     assert {r["input_file"] for r in _csvRows(csvPath)} == {str((inputs / "a.nii.gz").resolve())}
+
+
+def test_a_nifti_pair_is_one_input_read_by_slicer_and_an_analyze_image_is_left_out_saying_why(
+    batch_run, tmp_path, capsys
+):
+    # Slicer's volume reader loads a NIfTI pair (.hdr + .img, as SPM writes it) by either file, and plkd predict reads
+    # pairs, but the batch told the user to convert it ("a format the batch does not read"). An Analyze 7.5 image
+    # (the same two files without NIfTI's magic) does not say where left and right are: still left out, as by plkd.
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    image = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+    nib.save(nib.Nifti1Pair(image, AFFINE), str(inputs / "p.img"))
+    nib.save(nib.Nifti1Pair(np.ones(SHAPE, np.uint8), AFFINE), str(inputs / "p_bet.hdr"))  # its brain mask, a pair
+    nib.save(nib.AnalyzeImage(image, AFFINE), str(inputs / "an.hdr"))
+    nib.save(nib.Nifti1Pair(image, AFFINE), str(inputs / "c.hdr"))
+    _scan(inputs / "c.nii.gz")  # the same scan converted beside its pair: one input, not two of one output name
+    nib.save(nib.Nifti1Pair(image, AFFINE), str(inputs / "half.hdr"))
+    (inputs / "half.hdr").unlink()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, "--mask-suffix", "_bet"]) == 0
+    rows = {r["input"]: r for r in _summary(out)}
+    assert list(rows) == ["a.nii.gz", "c.nii.gz", "p.hdr"]
+    assert rows["p.hdr"]["status"] == "ok" and rows["p.hdr"]["brain_mask"] == "p_bet.hdr"
+    assert rows["p.hdr"]["input_file"] == str((inputs / "p.hdr").resolve())
+    report = json.loads((out / "p_cmb-report.json").read_text())
+    assert report["input"] == "p" and report["n_microbleeds"] == 2
+    assert report["input_file"] == str((inputs / "p.hdr").resolve())
+    # On the pair's grid, placed as Slicer's reader places the same scan saved as one .nii.gz file.
+    labels, single = nib.load(out / "p_cmb-final.nii.gz"), nib.load(out / "a_cmb-final.nii.gz")
+    assert labels.shape == SHAPE and np.allclose(labels.affine, single.affine, atol=1e-5)
+    assert np.array_equal(np.asarray(labels.dataobj), np.asarray(single.dataobj))
+    err = capsys.readouterr().err
+    assert "an.hdr (an Analyze 7.5 image (no NIfTI magic in its .hdr)" in err and "plkd predict refuses it" in err
+    assert "c.hdr (a NIfTI pair beside c.nii.gz (the same scan converted?), which is taken)" in err
+    assert "half.img (an .img without its header half.hdr" in err
+    assert "a format the batch does not read" not in err
+    assert not list(out.glob("an_cmb*")) and not list(out.glob("half_cmb*"))

@@ -3,7 +3,8 @@
 Used by ``Resources/Scripts/batchProcess.py``: an input folder's volumes are sorted as ``plkd predict``'s folder walk
 sorts them (results, label maps, masks, phase images, other contrasts and formats the batch does not read are left
 out, each with its reason), a scan's brain mask is ``NAME<mask-suffix>`` beside it in any volume format, its outputs
-are named after its file name (``NAME_cmb-final.nii.gz``, ...), and a 4-D NIfTI file is told from a scan. Qt-free and
+are named after its file name (``NAME_cmb-final.nii.gz``, ...; a NIfTI pair ``NAME.hdr`` + ``NAME.img`` is one input,
+named by its ``.hdr``), and a 4-D NIfTI file is told from a scan. Qt-free and
 Slicer-free: only the standard library is imported when the module loads, the rest (``plkd``, nibabel, the module's
 other helpers) inside the functions that need them, so that the batch script can still refuse in one line when the
 dependencies are not installed yet.
@@ -13,7 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".hdr", ".img")
+#: The two files of a NIfTI pair (as SPM writes it): header and voxels. Slicer's volume reader (ITK's NIfTI reader,
+#: ``vtkMRMLVolumeArchetypeStorageNode`` passes the archetype alone for ``.hdr``/``.img``) loads the pair by either
+#: file; the batch takes it once, by its ``.hdr``, as ``plkd predict`` does. An Analyze 7.5 image (the same two files,
+#: without NIfTI's magic) is refused as plkd refuses it: its header does not say where left and right are.
+PAIR_SUFFIXES = (".hdr", ".img")
 
 
 def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=None):
@@ -43,6 +49,12 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=N
             elif isDicomFile(path):
                 dicomFiles.append(path)
             continue
+        if volumeSuffix(name) in PAIR_SUFFIXES:
+            why = pairProblem(path)
+            if why is not None:
+                if why and notScans is not None:
+                    notScans.append((path, why))
+                continue
         stem = stripSuffix(name)
         if maskSuffix and stem.endswith(maskSuffix):
             masks.append(path)
@@ -75,6 +87,39 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=N
             )
         )
     return files
+
+
+def pairProblem(path):
+    """For a ``.hdr`` or ``.img`` file: None when ``path`` is the header of a NIfTI pair to take (its ``.img`` beside
+    it), ``""`` when it is the ``.img`` of such a pair (taken by its header, not named), else why the batch leaves it
+    out (an Analyze 7.5 image, a half pair, a pair beside the same scan converted to one file)."""
+    from plkd.naming import pair_files
+    from plkd.volumes import is_nifti_pair_header
+
+    header, voxels = pair_files(path)
+    if path.name != header.name:
+        if header.is_file():
+            return ""  # named once, by its header, which says what is wrong with the pair
+        return f"an {path.suffix} without its header {header.name} (a NIfTI pair is read by its .hdr)"
+    if not is_nifti_pair_header(path):
+        return (
+            "an Analyze 7.5 image (no NIfTI magic in its .hdr): its header does not say where left and right are, so "
+            "plkd predict refuses it too (Slicer would load it with a guessed orientation); convert it to NIfTI with "
+            "its orientation checked"
+        )
+    if not voxels.is_file():
+        return f"a NIfTI header without its voxels ({voxels.name} is missing)"
+    stem = stripSuffix(path.name)
+    single = sorted(
+        p.name
+        for p in path.parent.iterdir()
+        if volumeSuffix(p.name) not in (None, *PAIR_SUFFIXES) and stripSuffix(p.name) == stem
+    )
+    if single:
+        # The pair converted beside it, as the batch used to advise: one scan, not a run refused for two inputs of
+        # one output name.
+        return f"a NIfTI pair beside {single[0]} (the same scan converted?), which is taken"
+    return None
 
 
 def isDicomFile(path):
@@ -137,7 +182,14 @@ def findMask(path, maskSuffix):
     if not maskSuffix:
         return None
     stem = stripSuffix(path.name) + maskSuffix
-    masks = [p for p in path.parent.iterdir() if volumeSuffix(p.name) and stripSuffix(p.name) == stem and p.is_file()]
+    masks = [
+        p
+        for p in path.parent.iterdir()
+        if volumeSuffix(p.name)
+        and stripSuffix(p.name) == stem
+        and p.is_file()
+        and (volumeSuffix(p.name) not in PAIR_SUFFIXES or pairProblem(p) is None)
+    ]
     return min(masks, key=lambda p: VOLUME_SUFFIXES.index(volumeSuffix(p.name)), default=None)
 
 
@@ -162,7 +214,7 @@ def niftiFrames(path):
     """The number of volumes of a NIfTI file holding several along its 4th and higher dimensions (Slicer's volume
     reader refuses such a file, saying only "Failed to load node"), else 1 (also for other formats, or a file nibabel
     cannot read: loading it says what is wrong)."""
-    if not str(path.name).lower().endswith((".nii", ".nii.gz")):
+    if not str(path.name).lower().endswith((".nii", ".nii.gz", *PAIR_SUFFIXES)):
         return 1
     try:
         import nibabel
