@@ -527,3 +527,20 @@ def test_a_nifti_pair_is_one_input_read_by_slicer_and_an_analyze_image_is_left_o
     assert "half.img (an .img without its header half.hdr" in err
     assert "a format the batch does not read" not in err
     assert not list(out.glob("an_cmb*")) and not list(out.glob("half_cmb*"))
+
+
+def test_a_run_of_another_folder_never_replaces_the_results_of_another_nifti_pair_with_the_same_header(
+    batch_run, tmp_path, capsys
+):
+    # Two patients' pairs of one protocol have byte-identical .hdr files: compared by the header alone, the second
+    # folder's run took the first patient's results for its own scan's and replaced them.
+    out = tmp_path / "out"
+    for folder, value in (("p1", 400.0), ("p2", 300.0)):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Pair(np.full(SHAPE, value, np.float32), AFFINE), str(tmp_path / folder / "swi.hdr"))
+    assert (tmp_path / "p1" / "swi.hdr").read_bytes() == (tmp_path / "p2" / "swi.hdr").read_bytes()
+    assert batch_run(["--input-dir", tmp_path / "p1", "--output-dir", out]) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert batch_run(["--input-dir", tmp_path / "p2", "--output-dir", out]) == 2
+    assert "swi_cmb-report.json is of " in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first

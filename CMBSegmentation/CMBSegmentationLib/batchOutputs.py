@@ -117,11 +117,23 @@ def otherScanResult(outputDir, path):
         other = Path(recorded) if recorded else None
         if other is None or not other.is_file() or other.resolve() == path.resolve():
             return None
-        if other.stat().st_size == path.stat().st_size and filecmp.cmp(other, path, shallow=False):
+        if _sameFiles(other, path):
             return None  # the same scan, copied elsewhere
     except (OSError, ValueError, TypeError, AttributeError):
         return None
     return other
+
+
+def _sameFiles(one, other):
+    """Whether the scan files ``one`` and ``other`` hold the same bytes: for a NIfTI pair, both its files (the headers
+    of two patients' scans of one protocol may be byte for byte the same)."""
+    from plkd.naming import pair_files
+
+    ones, others = pair_files(one), pair_files(other)
+    return len(ones) == len(others) and all(
+        a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
+        for a, b in zip(ones, others, strict=True)
+    )
 
 
 def otherResults(outputDir, inputs):
