@@ -38,7 +38,7 @@ def _scanFile(path: Path, sform_shift: float) -> Path:
     image[10:13, 12:15, 4:6] = 80.0
     sform = QFORM.copy()
     sform[0, 3] += sform_shift
-    nifti = nib.Nifti1Image(image, None)
+    nifti = (nib.Nifti1Pair if path.suffix == ".hdr" else nib.Nifti1Image)(image, None)  # a pair: .hdr + .img
     nifti.set_qform(QFORM, code=1)
     nifti.set_sform(sform, code=2)
     nib.save(nifti, str(path))
@@ -84,10 +84,11 @@ def _export(scene, volume, folder: Path) -> dict:
     return json.loads(files.reportJson.read_text())
 
 
+@pytest.mark.parametrize("name", ["scan.nii.gz", "scan.hdr"])  # a NIfTI pair too: the batch takes it
 @pytest.mark.parametrize("shift", [0.0, 5.0])
-def test_the_export_says_when_the_volume_lies_elsewhere_than_its_file_for_other_tools(tmp_path, shift):
+def test_the_export_says_when_the_volume_lies_elsewhere_than_its_file_for_other_tools(tmp_path, shift, name):
     scene = slicer.vtkMRMLScene()
-    path = _scanFile(tmp_path / "scan.nii.gz", shift)
+    path = _scanFile(tmp_path / name, shift)
     volume = _loadVolume(scene, path)
     # Slicer places the dark spot by the qform (with k reversed: its voxel order is not the file's); nibabel by the
     # sform.
@@ -102,7 +103,7 @@ def test_the_export_says_when_the_volume_lies_elsewhere_than_its_file_for_other_
     report = _export(scene, volume, tmp_path / "result")
     notes = [n for n in report["notes"] if "tools that read its sform" in n]
     if shift:
-        assert len(notes) == 1 and "up to 5.0 mm" in notes[0] and "scan.nii.gz" in notes[0]
+        assert len(notes) == 1 and "up to 5.0 mm" in notes[0] and name in notes[0]
     else:
         assert notes == []
 

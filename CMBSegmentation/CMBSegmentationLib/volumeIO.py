@@ -146,7 +146,7 @@ def readNifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def niftiPlacementMm(volumeNode, path: str | os.PathLike[str] | None) -> float | None:
-    """How far (mm) ``volumeNode`` places the voxels of the NIfTI file ``path`` from where nibabel, FSL and
+    """How far (mm) ``volumeNode`` places the voxels of the NIfTI file (or pair) ``path`` from where nibabel, FSL and
     ``plkd predict`` place them (the sform when its code is set, else the qform; with neither, as Slicer does:
     :func:`niftiAffine`); None when ``path`` is not a readable
     NIfTI file or its voxels are not the node's (edited since, another file).
@@ -155,7 +155,12 @@ def niftiPlacementMm(volumeNode, path: str | os.PathLike[str] | None) -> float |
     voxels are matched to the file's through the flip or axis order that makes them equal (the nearest placement when
     several do), so only a real difference counts. Not 0 when the file's qform and sform differ and Slicer (ITK) takes
     the qform (sform code 2 beside qform code 1), or when the volume was moved in Slicer since it was loaded."""
-    if path is None or not str(path).lower().endswith((".nii", ".nii.gz")) or volumeNode.GetImageData() is None:
+    # A NIfTI pair (.hdr + .img, which Slicer loads and the batch takes) is placed by the same forms as a .nii file.
+    if (
+        path is None
+        or not str(path).lower().endswith((".nii", ".nii.gz", ".hdr", ".img"))
+        or volumeNode.GetImageData() is None
+    ):
         return None
     import itertools
 
