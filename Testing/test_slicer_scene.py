@@ -1491,6 +1491,12 @@ def test_a_saved_review_whose_table_file_is_lost_comes_back_from_the_segments(ca
         del report["file_sha256"]["case_cmb-final.seg.nrrd"]  # reloaded: one shared layer, the same voxels
     assert before["input_file"] is None and after.pop("input_file").endswith(".nrrd")  # the volume's file in the .mrb
     del before["input_file"]
+    # The report CSV names that file in each row (input_file) and is otherwise the same.
+    rows = [list(csv.DictReader(f.reportCsv.open(newline=""))) for f in (files, expected)]
+    assert [r.pop("input_file") for r in rows[1]] == [""] * len(rows[1])
+    assert all(r.pop("input_file").endswith(".nrrd") for r in rows[0]) and rows[0] == rows[1]
+    for report in (after, before):
+        del report["file_sha256"]["case_cmb-report.csv"]
     assert after == before
 
 
