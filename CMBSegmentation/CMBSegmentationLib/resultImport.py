@@ -91,15 +91,21 @@ def readEngineRun(data: dict) -> dict:
     return {"n_candidates": len(data.get("candidates") or []), "thresholds": thresholds}
 
 
+def _jsonObjectAttribute(node, attribute) -> dict:
+    """The JSON object stored in ``node``'s ``attribute`` by the import; ``{}`` when absent, unreadable or not an
+    object (a result of an older version)."""
+    text = node.GetAttribute(attribute) if node is not None else None
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def engineRunOf(node) -> dict:
     """What :func:`readEngineRun` recorded on a candidate table or its segmentation at the import (``{}`` for a
     result of an older version)."""
-    text = node.GetAttribute(candidateTable.ATTRIBUTE_ENGINE_RUN) if node is not None else None
-    try:
-        run = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return run if isinstance(run, dict) else {}
+    return _jsonObjectAttribute(node, candidateTable.ATTRIBUTE_ENGINE_RUN)
 
 
 def engineNotesOf(*nodes) -> list[str]:
@@ -119,12 +125,7 @@ def engineNotesOf(*nodes) -> list[str]:
 def modelChoiceOf(node) -> dict:
     """The model choice recorded on a candidate table or its segmentation by the import (``{}`` for a result of an
     older version)."""
-    text = node.GetAttribute(candidateTable.ATTRIBUTE_MODEL) if node is not None else None
-    try:
-        choice = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return choice if isinstance(choice, dict) else {}
+    return _jsonObjectAttribute(node, candidateTable.ATTRIBUTE_MODEL)
 
 
 def algorithmNameOf(segmentationNode) -> str | None:
