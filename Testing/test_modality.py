@@ -163,6 +163,7 @@ def test_a_missing_model_or_a_mismatch_is_a_warning(tmp_path, installed):
         "conflict": None,
         "stated": "SWI",
         "model_modality": "T2S",
+        "model_reason": None,
     }
     assert any("trained on T2* images" in w for w in doc["warnings"])
 
@@ -424,3 +425,101 @@ def test_a_click_on_a_result_of_the_other_model_is_said(tmp_path, installed):
     assert main([*click, "-o", str(tmp_path / "other"), "--modality", "T2S"]) == 0
     warned = [w for w in _doc(tmp_path / "other", "a_swi")["warnings"] if "--existing a_swi_cmb.json" in w]
     assert len(warned) == 1 and "segmented by the T2* model" in warned[0] and "made by the SWI model" in warned[0]
+
+
+def _thick(path: Path, slice_mm: float) -> Path:
+    """The tiny case with its header saying slices ``slice_mm`` thick (the voxels are the same)."""
+    img = nib.load(str(CASE))
+    affine = img.affine.copy()
+    affine[:3, 2] *= slice_mm / float(np.linalg.norm(affine[:3, 2]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(img.get_fdata(dtype="float32"), affine), str(path))
+    return path
+
+
+def _hand_thick_slices_over(bundle: Path) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["thick_slices"] = {
+        "from_lr_factor": 3.5,
+        "below_lr_factor": 5.66,
+        "model_modality": "T2S",
+        "why": "F1 58.6 vs 53.5",
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_thick_swi_slices_are_handed_to_the_model_the_swi_bundle_names(tmp_path, installed, capsys):
+    _install(installed, ("T2S", "SWI"))
+    _hand_thick_slices_over(installed / "cmb-swi")
+    scans = tmp_path / "in"
+    _thick(scans / "thick_swi.nii.gz", 4.0)
+    _thick(scans / "thin_swi.nii.gz", 1.0)
+    _thick(scans / "three_swi.nii.gz", 3.0)
+    _thick(scans / "six_swi.nii.gz", 6.0)
+    _thick(scans / "thick_T2starw.nii.gz", 4.0)
+    out = tmp_path / "out"
+    assert main(["predict", str(scans), "-o", str(out), "--progress", "tqdm"]) == 0
+    err = capsys.readouterr().err
+    thick = _doc(out, "thick_swi")
+    assert thick["model"].startswith("tiny-t2s")
+    assert (thick["modality"]["modality"], thick["modality"]["model_modality"]) == ("SWI", "T2S")
+    reason = thick["modality"]["model_reason"]
+    assert "LR factor 4" in reason and "from 3.5 to below 5.66 the SWI model hands them to the T2* model" in reason
+    assert "F1 58.6 vs 53.5" in reason
+    # The tool's own choice, not a mismatch: no "trained on T2* images" warning.
+    assert not any("trained on" in w for w in thick["warnings"])
+    line = next(x for x in err.splitlines() if x.startswith("thick_swi: "))
+    assert line.endswith(f"; T2* model for an SWI scan (file name suffix '_swi'; {reason})"), line
+    kept = (("thin_swi", "tiny-swi"), ("three_swi", "tiny-swi"), ("six_swi", "tiny-swi"), ("thick_T2starw", "tiny-t2s"))
+    for stem, model in kept:
+        doc = _doc(out, stem)
+        assert doc["model"].startswith(model) and doc["modality"]["model_reason"] is None, (stem, doc["model"])
+    # Stated SWI is handed over the same way; --lr-factor is the thickness the rule reads when given.
+    stated = ["--modality", "SWI", "--progress", "none"]
+    assert (
+        main(["predict", str(scans / "thin_swi.nii.gz"), "-o", str(tmp_path / "lr"), "--lr-factor", "4", *stated]) == 0
+    )
+    doc = _doc(tmp_path / "lr", "thin_swi")
+    assert doc["model"].startswith("tiny-t2s") and "LR factor 4 (--lr-factor)" in doc["modality"]["model_reason"]
+    # A model given with --model is always the one used.
+    given = ["--model", str(installed / "cmb-swi")]
+    assert main(["predict", str(scans / "thick_swi.nii.gz"), "-o", str(tmp_path / "given"), *given, *stated]) == 0
+    doc = _doc(tmp_path / "given", "thick_swi")
+    assert doc["model"].startswith("tiny-swi") and doc["modality"]["model_reason"] is None
+
+
+def test_no_hand_over_without_the_model_it_names(tmp_path, installed):
+    _install(installed, ("SWI",))
+    _hand_thick_slices_over(installed / "cmb-swi")
+    scan = _thick(tmp_path / "in" / "thick_swi.nii.gz", 4.0)
+    assert main(["predict", str(scan), "-o", str(tmp_path / "out"), "--progress", "none"]) == 0
+    doc = _doc(tmp_path / "out", "thick_swi")
+    assert doc["model"].startswith("tiny-swi") and doc["modality"]["model_reason"] is None
+    assert not any("model" in w for w in doc["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("4 mm", "'thick_slices' must be an object"),
+        ({"from_lr_factor": 0.5, "model_modality": "T2S"}, "from_lr_factor' must be a number, 1 to 16"),
+        ({"from_lr_factor": "4", "model_modality": "T2S"}, "from_lr_factor' must be a number, 1 to 16"),
+        ({"from_lr_factor": 4, "model_modality": "FLAIR"}, "'thick_slices.model_modality' must be one of T2S, SWI"),
+        (
+            {"from_lr_factor": 4, "below_lr_factor": 4, "model_modality": "T2S"},
+            "below_lr_factor' must be a number above",
+        ),
+        ({"from_lr_factor": 4, "model_modality": "T2S", "why": 3}, "'thick_slices.why' must be a string"),
+    ],
+)
+def test_a_malformed_hand_over_is_refused_when_the_bundle_loads(tmp_path, entry, problem):
+    from plkd.bundle import load_bundle
+    from plkd.errors import BundleError
+
+    bundle = tmp_path / "b"
+    shutil.copytree(TINY_BUNDLE, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["thick_slices"] = entry
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=problem.replace("*", r"\*")):
+        load_bundle(bundle)

@@ -207,7 +207,7 @@ def test_a_bids_scan_loaded_into_slicer_is_read_as_plkd_predict_reads_the_file(t
     module = json.loads(prepared.outputs.candidates.read_text(encoding="utf-8"))
     # What `plkd predict` on the file itself records under --modality auto without --model (its decision, then the
     # installed model of that contrast; the whole run is test_bids_sidecars' and test_shipped_models_modality's).
-    cli = {**detect_modality(scan).as_dict(), "stated": "auto", "model_modality": "SWI"}
+    cli = {**detect_modality(scan).as_dict(), "stated": "auto", "model_modality": "SWI", "model_reason": None}
 
     swi = json.loads((find_default_bundle("SWI") / "manifest.json").read_text(encoding="utf-8"))["name"]
     assert module["model"].startswith(swi)

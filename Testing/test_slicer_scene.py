@@ -1098,6 +1098,14 @@ def test_the_model_and_the_contrast_of_a_run_reach_the_table_and_the_report(case
     files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, tmp_path / "new", "case")
     report = json.loads(files.reportJson.read_text())
     assert report["model"] == "cmb-t2s" and report["modality"] == decision
+    # The installed SWI model handed thick slices to the T2* one: the log line says why, as the engine's line does.
+    handOver = "SWI slices of LR factor 4: from 3.5 to below 5.66 the SWI model hands them to the T2* model"
+    jsonPath.write_text(
+        json.dumps({**json.loads(jsonPath.read_text()), "modality": {**decision, "model_reason": handOver}})
+    )
+    result = resultImport.importResults(scene, volume, labelPath, jsonPath)
+    shown = resultImport.describeModelChoice(resultImport.modelChoiceOf(result.tableNode))
+    assert shown == f"T2* model for an SWI scan (sidecar SequenceName '*swi3d1r'; {handOver})"
     # A click on this result is segmented as SWI, whatever the Modality choice says now; an older result's as chosen.
     assert resultImport.reviewedModality(result.segmentationNode, "T2*") == "SWI"
     assert resultImport.reviewedModality(case[2].segmentationNode, "T2*") == "T2*"

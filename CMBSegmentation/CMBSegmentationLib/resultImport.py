@@ -145,7 +145,8 @@ def reviewedModality(node, chosen: str) -> str:
 
 def describeModelChoice(choice: dict) -> str:
     """The choice as the engine's line says it: ``"SWI model (sidecar SequenceName '*swi3d1r')"``,
-    ``"T2* model for an SWI scan (...)"``; ``""`` when the choice is unknown."""
+    ``"T2* model for an SWI scan (...)"``, with the engine's ``model_reason`` after the reason when the installed SWI
+    model handed thick slices to the T2* one; ``""`` when the choice is unknown."""
     decision = choice.get("modality") if isinstance(choice, dict) else None
     if not isinstance(decision, dict) or not decision.get("modality"):
         return ""
@@ -155,7 +156,9 @@ def describeModelChoice(choice: dict) -> str:
     text = f"{shown.get(used, used)} model"
     if used != scan:
         text += f" for {'an' if scan == 'SWI' else 'a'} {shown.get(scan, scan)} scan"
-    return f"{text} ({decision.get('reason') or decision.get('source') or 'no reason recorded'})"
+    why = decision.get("reason") or decision.get("source") or "no reason recorded"
+    handOver = decision.get("model_reason")
+    return f"{text} ({why}" + (f"; {handOver}" if handOver else "") + ")"
 
 
 def existingContent(segmentationNode, tableNode) -> list[str]:

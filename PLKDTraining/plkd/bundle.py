@@ -40,6 +40,7 @@ from torch import nn
 import plkd
 from plkd.atomic import atomic_path, temporary_folder, write_json_atomic
 from plkd.errors import BundleError, ConfigError
+from plkd.modalities import MODALITIES
 from plkd.models import NETWORKS, build_network, count_parameters, network_config, unwrap
 from plkd.normalise import LEGACY_CLIP_PERCENTILES
 from plkd.pins import manifest_digest, verification_note
@@ -484,6 +485,7 @@ def validate_manifest(manifest: Any, root: Path | None = None) -> None:
     for key in ("training", "metrics"):
         _require(isinstance(manifest.get(key, {}), dict), f"'{key}' must be an object")
     _require(isinstance(manifest.get("disclaimer", ""), str), "'disclaimer' must be a string")
+    _check_thick_slices(manifest.get("thick_slices"))
 
     nets = manifest.get("networks")
     _require(isinstance(nets, dict) and nets, "'networks' must be a non-empty object")
@@ -613,6 +615,28 @@ def _build(name: str, entry: Mapping[str, Any]) -> nn.Module:
         return build_network(entry["kind"], dict(entry["hparams"]))
     except ConfigError as exc:
         raise BundleError(f"network {name!r}: {exc}") from exc
+
+
+def _check_thick_slices(entry: Any) -> None:
+    """``thick_slices`` (optional): from which LR factor another installed model reads this contrast's scans
+    (:class:`plkd.inference.model_choice.ThickSlices`)."""
+    if entry is None:
+        return
+    _require(isinstance(entry, dict), "'thick_slices' must be an object")
+    factor = entry.get("from_lr_factor")
+    _require(
+        _is_number(factor) and 1.0 <= float(factor) <= 16.0, "'thick_slices.from_lr_factor' must be a number, 1 to 16"
+    )
+    below = entry.get("below_lr_factor")
+    _require(
+        below is None or (_is_number(below) and float(factor) < float(below) <= 16.0),
+        "'thick_slices.below_lr_factor' must be a number above from_lr_factor, at most 16",
+    )
+    _require(
+        entry.get("model_modality") in MODALITIES,
+        f"'thick_slices.model_modality' must be one of {', '.join(MODALITIES)}",
+    )
+    _require(isinstance(entry.get("why", ""), str), "'thick_slices.why' must be a string")
 
 
 def _require(ok: Any, problem: str) -> None:

@@ -529,8 +529,9 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         where = scan.described_by  # the series' folder, the file, or the original it is a copy of (--metadata-from)
         # The tags of the series loaded, or of the DICOM original of a NIfTI copy (--metadata-from).
         dicom_tags = dicom if dicom is not None else scan.metadata_tags
-        model, decision, choice_warnings = opt.models.choose(where, dicom_tags)
-        for warning in choice_warnings:
+        choice = opt.models.choose(where, dicom_tags, affine=volume.affine, lr_factor=opt.lr_factor)
+        model = choice.model
+        for warning in choice.warnings:
             log.warning(warning)
         if (phase := phase_reason(where, dicom_tags)) is not None:
             log.warning(
@@ -602,7 +603,7 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
         warnings=collector.messages,
         dicom=dicom,
     )
-    record["modality"] = modality_record(decision, opt.models.stated, model)
+    record["modality"] = modality_record(choice, opt.models.stated)
     if scan.metadata is not None:  # the file a "sidecar ../../swi.json" reason is relative to
         record["modality"]["metadata_from"] = os.path.abspath(scan.metadata)
     write_prediction(
@@ -620,6 +621,6 @@ def _predict_one(scan: ScanInput, out: OutputPaths, sha: str | None, opt: _Optio
     text = f"{scan.stem}: {n} microbleed(s)"
     if result.location is not None:  # counts per MARS class (plkd.location)
         text += f"; {describe_location(result.location)}"
-    text += f"; {model_line(model, decision)}"
+    text += f"; {model_line(choice)}"
     prog.message(text, input=str(scan.path), n_microbleeds=n)
     return record

@@ -5,8 +5,9 @@ no scan, a failed row of its own), ``input``, ``status`` (done, skipped = reused
 ``n_microbleeds``, ``total_volume_mm3``, ``volumes_mm3`` (kept microbleeds, ``;``-separated, largest
 first), the MARS location counts ``lobar``, ``deep``, ``infratentorial``, ``unknown`` (empty when the
 outputs carry no ``location`` block), ``modality`` (the contrast decided for the scan, ``T2S`` or
-``SWI``), ``model_modality`` (the contrast of the model that analysed it; they differ only with a
-warning), ``model``, ``student``, ``lr_factor``, ``seconds`` (time of this run on the scan),
+``SWI``), ``model_modality`` (the contrast of the model that analysed it; they differ with a warning, or by
+the installed bundle's ``thick_slices`` hand-over), ``model_reason`` (why, for a hand-over; see
+:mod:`plkd.inference.model_choice`), ``model``, ``student``, ``lr_factor``, ``seconds`` (time of this run on the scan),
 ``warnings`` (`` | ``-separated) and ``error``.
 """
 
@@ -32,6 +33,7 @@ COLUMNS = (
     *LOCATIONS,
     "modality",
     "model_modality",
+    "model_reason",
     "model",
     "student",
     "lr_factor",
@@ -65,7 +67,11 @@ def summary_row(
     )
     decision = record.get("modality")  # absent in outputs of older versions
     if isinstance(decision, dict):
-        row.update(modality=decision.get("modality") or "", model_modality=decision.get("model_modality") or "")
+        row.update(
+            modality=decision.get("modality") or "",
+            model_modality=decision.get("model_modality") or "",
+            model_reason=decision.get("model_reason") or "",
+        )
     location = record.get("location")
     counts = location.get("counts") if isinstance(location, dict) else None
     if isinstance(counts, dict):
