@@ -544,3 +544,29 @@ def test_a_run_of_another_folder_never_replaces_the_results_of_another_nifti_pai
     assert batch_run(["--input-dir", tmp_path / "p2", "--output-dir", out]) == 2
     assert "swi_cmb-report.json is of " in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+
+
+def test_a_gzipped_nifti_pair_is_one_input_as_an_uncompressed_pair_is(batch_run, tmp_path, capsys):
+    # A NIfTI pair written compressed (NAME.hdr.gz + NAME.img.gz, which Slicer's reader and plkd predict read) was
+    # neither processed nor named: "1 of 1 input(s) processed" over a folder of two scans, and no row in the summary.
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    image = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+    nib.save(nib.Nifti1Pair(image, AFFINE), str(inputs / "p.hdr.gz"))
+    assert (inputs / "p.img.gz").is_file()
+    nib.save(nib.Nifti1Pair(np.ones(SHAPE, np.uint8), AFFINE), str(inputs / "p_bet.hdr.gz"))  # its brain mask
+    nib.save(nib.AnalyzeImage(image, AFFINE), str(inputs / "an.hdr.gz"))
+    nib.save(nib.Nifti1Pair(image, AFFINE), str(inputs / "half.hdr.gz"))
+    (inputs / "half.hdr.gz").unlink()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, "--mask-suffix", "_bet"]) == 0
+    rows = {r["input"]: r for r in _summary(out)}
+    assert list(rows) == ["a.nii.gz", "p.hdr.gz"]
+    assert rows["p.hdr.gz"]["status"] == "ok" and rows["p.hdr.gz"]["brain_mask"] == "p_bet.hdr.gz"
+    report = json.loads((out / "p_cmb-report.json").read_text())
+    assert report["input"] == "p" and report["n_microbleeds"] == 2
+    assert report["input_file"] == str((inputs / "p.hdr.gz").resolve())
+    labels, single = nib.load(out / "p_cmb-final.nii.gz"), nib.load(out / "a_cmb-final.nii.gz")
+    assert labels.shape == SHAPE and np.allclose(labels.affine, single.affine, atol=1e-5)
+    assert np.array_equal(np.asarray(labels.dataobj), np.asarray(single.dataobj))
+    err = capsys.readouterr().err
+    assert "an.hdr.gz (an Analyze 7.5 image (no NIfTI magic in its .hdr)" in err
+    assert "half.img.gz (an .img.gz without its header half.hdr.gz" in err

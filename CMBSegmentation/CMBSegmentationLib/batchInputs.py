@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".hdr", ".img")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".hdr", ".img", ".hdr.gz", ".img.gz")
 #: The two files of a NIfTI pair (as SPM writes it): header and voxels. Slicer's volume reader (ITK's NIfTI reader,
 #: ``vtkMRMLVolumeArchetypeStorageNode`` passes the archetype alone for ``.hdr``/``.img``) loads the pair by either
 #: file; the batch takes it once, by its ``.hdr``, as ``plkd predict`` does. An Analyze 7.5 image (the same two files,
-#: without NIfTI's magic) is refused as plkd refuses it: its header does not say where left and right are.
-PAIR_SUFFIXES = (".hdr", ".img")
+#: without NIfTI's magic) is refused as plkd refuses it: its header does not say where left and right are. A pair
+#: written compressed (``NAME.hdr.gz`` + ``NAME.img.gz``) is read by both as well (ITK's NIfTI reader gunzips it) and
+#: taken the same way; it was left out without a word.
+PAIR_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
 
 
 def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=None):
@@ -100,7 +102,7 @@ def pairProblem(path):
     if path.name != header.name:
         if header.is_file():
             return ""  # named once, by its header, which says what is wrong with the pair
-        return f"an {path.suffix} without its header {header.name} (a NIfTI pair is read by its .hdr)"
+        return f"an {volumeSuffix(path.name)} without its header {header.name} (a NIfTI pair is read by its .hdr)"
     if not is_nifti_pair_header(path):
         return (
             "an Analyze 7.5 image (no NIfTI magic in its .hdr): its header does not say where left and right are, so "

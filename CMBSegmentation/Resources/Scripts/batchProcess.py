@@ -25,11 +25,11 @@ interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed
 input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not inputs, so OUT may be IN; nor
 are label maps, masks, phase images and other contrasts (``plkd predict``'s folder walk rule: ``NAME_CMB``,
 ``NAME-label.nrrd``, ``_T1w``, a sidecar naming a T1), and volumes in formats it does not read (``.mgz``, ``.nhdr``,
-...: named in a warning). A NIfTI pair (``NAME.hdr`` + ``NAME.img``, which Slicer's reader loads) is one input, named
-by its ``.hdr``; an Analyze 7.5 pair (no NIfTI magic: no left-right in its header) is named in that warning, as
-``plkd predict`` refuses it. Suffixes count in any case (``SCAN.NII.GZ``). A brain mask ``NAME<mask-suffix>`` may be in
-any of the input formats; an input without one is run with a warning. The dependencies must have been installed once
-from the module (first Apply).
+...: named in a warning). A NIfTI pair (``NAME.hdr`` + ``NAME.img``, or ``.hdr.gz`` + ``.img.gz``, which Slicer's
+reader loads) is one input, named by its ``.hdr``; an Analyze 7.5 pair (no NIfTI magic: no left-right in its header)
+is named in that warning, as ``plkd predict`` refuses it. Suffixes count in any case (``SCAN.NII.GZ``). A brain mask
+``NAME<mask-suffix>`` may be in any of the input formats; an input without one is run with a warning. The dependencies
+must have been installed once from the module (first Apply).
 """
 
 import argparse
