@@ -570,3 +570,57 @@ def test_a_gzipped_nifti_pair_is_one_input_as_an_uncompressed_pair_is(batch_run,
     err = capsys.readouterr().err
     assert "an.hdr.gz (an Analyze 7.5 image (no NIfTI magic in its .hdr)" in err
     assert "half.img.gz (an .img.gz without its header half.hdr.gz" in err
+
+
+def _killedWriter(out: Path, names, tagged: bool = True) -> list[Path]:
+    """The temporary files a batch run killed (kill -9, the system out of memory) while writing ``names`` into ``out``
+    leaves: made by the module's own writer in a process that dies before it renames them."""
+    import subprocess
+
+    code = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(REPO / 'CMBSegmentation')!r})\n"
+        "from pathlib import Path\n"
+        "from CMBSegmentationLib import atomicFiles, batchOutputs\n"
+        f"tag = batchOutputs.partialTag(os.getpid()) if {tagged!r} else ''\n"
+        "with atomicFiles.temporaryTag(tag):\n"
+        f"    writing = atomicFiles.atomicPaths([Path({str(out)!r}) / n for n in {list(names)!r}])\n"
+        "    for temporary in writing.__enter__():\n"
+        "        temporary.write_bytes(b'half')\n"
+        "os._exit(9)\n"
+    )
+    before = set(out.iterdir())
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
+    return sorted(set(out.iterdir()) - before)
+
+
+def test_a_rerun_removes_the_temporary_files_a_killed_batch_run_left_and_says_so(batch_run, tmp_path, capsys):
+    # A batch run killed while writing (kill -9, out of memory, a power cut) left hidden ".NAME.partial-..." files in
+    # the output folder, and every later run left them there: a folder of results that grew dead files without a word.
+    import subprocess
+
+    inputs, out = _folders(tmp_path)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    left = _killedWriter(out, ["a_cmb-final.nii.gz", "a_cmb-report.json", "cmb-batch-summary.csv"])
+    assert len(left) == 3 and all(p.name.startswith(".") and ".partial-" in p.name for p in left)
+    # Not provably a batch run's: the module's Export (or an older version) killed while writing, and a batch run
+    # still writing (its process alive: two runs into one folder).
+    untagged = _killedWriter(out, ["b_cmb-report.json"], tagged=False)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running = out / f".b_cmb-report.csv.partial-{batch_run.batch.batchOutputs.partialTag(alive.pid)}x1.csv"
+        running.write_bytes(b"half")
+        capsys.readouterr()
+        assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+        err = capsys.readouterr().err
+    finally:
+        alive.kill()
+        alive.wait()
+    assert not any(p.exists() for p in left)
+    assert "removed 3 temporary file(s) that a batch run killed while writing left" in err
+    assert all(p.name in err for p in left)
+    assert all(p.read_bytes() == b"half" for p in (*untagged, running))
+    assert "not provably a batch run's, left as they are" in err and untagged[0].name in err and running.name in err
+    assert [r["status"] for r in _summary(out)] == ["ok", "ok"]
+    # The run's own writes leave none behind.
+    assert {p.name for p in out.iterdir() if p.name.startswith(".")} == {untagged[0].name, running.name}

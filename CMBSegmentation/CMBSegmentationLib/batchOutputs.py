@@ -15,6 +15,7 @@ import csv
 import filecmp
 import io
 import json
+import re
 from pathlib import Path
 
 from CMBSegmentationLib import batchInputs
@@ -134,6 +135,51 @@ def _sameFiles(one, other):
         a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
         for a, b in zip(ones, others, strict=True)
     )
+
+
+def partialTag(pid):
+    """What a batch run (process ``pid`` on this host) puts into its temporary names (``atomicFiles.temporaryTag``):
+    ``batch-<host>-<pid>-``, the host as ``plkd.atomic`` names it (a hash of its name)."""
+    from plkd.atomic import HOST_TAG
+
+    return f"batch-{HOST_TAG}-{pid}-"
+
+
+_KILLED_PARTIAL = re.compile(r"\.partial-batch-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-")
+
+
+def removeKilledPartials(outputDir):
+    """Remove the hidden temporary files (``.NAME.partial-...``) in ``outputDir`` that a batch run killed while writing
+    left (kill -9, the system out of memory, a power cut; Ctrl+C and SIGTERM remove their own); return ``(removed,
+    kept)``, lists of file names, ``kept`` those that stay: not provably a killed batch run's.
+
+    A file is provably one when its name carries a batch run's tag (:func:`partialTag`) and that run no longer writes:
+    its process is gone on this host, or the file is older than ``plkd.atomic.STALE_AGE_S`` (a run on another host
+    sharing the folder), the rule of ``plkd.atomic``'s own temporaries. The module's Export and older versions write
+    untagged ones (a reader's export killed between two renames may hold the only copy of a review), and a run still
+    writing (two runs into one folder) tagged ones of a live process: those are kept and named. Every later run left
+    them all in the folder without a word.
+    """
+    import time
+
+    from plkd.atomic import HOST_TAG, STALE_AGE_S
+    from plkd.parent import process_alive
+
+    removed, kept = [], []
+    for path in sorted(Path(outputDir).iterdir()):
+        if not path.name.startswith(".") or ".partial-" not in path.name or path.is_symlink() or not path.is_file():
+            continue
+        found = _KILLED_PARTIAL.search(path.name)
+        try:
+            stale = time.time() - path.stat().st_mtime > STALE_AGE_S
+            if found is not None and (stale or (found["host"] == HOST_TAG and not process_alive(int(found["pid"])))):
+                path.unlink()
+                removed.append(path.name)
+                continue
+        except OSError:
+            pass  # a read-only folder: named as kept
+        kept.append(path.name)
+    return removed, kept
 
 
 def otherResults(outputDir, inputs):

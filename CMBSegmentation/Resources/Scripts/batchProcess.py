@@ -11,23 +11,23 @@ server even without its main window).
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
 earlier run, and ``cmb-batch-summary.csv`` (one row per input: status and reason, counts, files, model, thresholds;
-written atomically at the start and after each input); an input that fails leaves none (its earlier ones are
-removed). Files there that no batch run wrote, or changed since (no readable batch report beside them, or not as
-its ``file_sha256`` says), are never removed: that input fails and the others go on. Exit code 0 when every input
-succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a
-``--threshold`` outside [0, 1], a ``--model`` that is no bundle folder or ``.zip`` or whose checksums fail, a
-``--device gpu`` without a usable GPU: refused before any earlier result is removed), missing
-dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``, ``scan`` beside ``Scan``:
-one name on macOS and Windows) or an output folder
-holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, or the result
-of another scan of an input's name (a run of another folder into the same output folder), 130 when
-interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves no files). Results in the
-input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not inputs, so OUT may be IN; nor
-are label maps, masks, phase images and other contrasts (``plkd predict``'s folder walk rule: ``NAME_CMB``,
-``NAME-label.nrrd``, ``_T1w``, a sidecar naming a T1), and volumes in formats it does not read (``.mgz``, ``.nhdr``,
-...: named in a warning). A NIfTI pair (``NAME.hdr`` + ``NAME.img``, or ``.hdr.gz`` + ``.img.gz``, which Slicer's
-reader loads) is one input, named by its ``.hdr``; an Analyze 7.5 pair (no NIfTI magic: no left-right in its header)
-is named in that warning, as ``plkd predict`` refuses it. Suffixes count in any case (``SCAN.NII.GZ``). A brain mask
+written atomically at the start and after each input); an input that fails leaves none (its earlier ones are removed).
+Files there that no batch run wrote, or changed since (no readable batch report beside them, or not as its
+``file_sha256`` says), are never removed: that input fails and the others go on. Exit code 0 when every input succeeded,
+1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a ``--threshold``
+outside [0, 1], a ``--model`` that is no bundle folder or ``.zip`` or whose checksums fail, a ``--device gpu`` without a
+usable GPU: refused before any earlier result is removed), missing dependencies, inputs whose outputs would have the
+same names (``a.nii`` beside ``a.nii.gz``, ``scan`` beside ``Scan``: one name on macOS and Windows) or an output folder
+holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, or the result of
+another scan of an input's name (a run of another folder into the same output folder), 130 when interrupted (Ctrl+C or
+SIGTERM: the engine is stopped, the input being processed leaves no files; the hidden temporary files a run killed
+outright leaves, tagged with its host and process id, the next run removes and names). Results in the input folder
+(``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not inputs, so OUT may be IN; nor are label maps,
+masks, phase images and other contrasts (``plkd predict``'s folder walk rule: ``NAME_CMB``, ``NAME-label.nrrd``,
+``_T1w``, a sidecar naming a T1), and volumes in formats it does not read (``.mgz``, ``.nhdr``, ...: named in a
+warning). A NIfTI pair (``NAME.hdr`` + ``NAME.img``, or ``.hdr.gz`` + ``.img.gz``, which Slicer's reader loads) is one
+input, named by its ``.hdr``; an Analyze 7.5 pair (no NIfTI magic: no left-right in its header) is named in that
+warning, as ``plkd predict`` refuses it. Suffixes count in any case (``SCAN.NII.GZ``). A brain mask
 ``NAME<mask-suffix>`` may be in any of the input formats; an input without one is run with a warning. The dependencies
 must have been installed once from the module (first Apply).
 """
@@ -35,6 +35,7 @@ must have been installed once from the module (first Apply).
 import argparse
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
@@ -271,6 +272,16 @@ def main(argv):
             f"{', '.join(missing)} not installed in Slicer's Python; open the CMB Segmentation "
             "module and click Apply once to install them"
         )
+    # Its temporary files carry the run's host and process id: those a run killed while writing leaves (kill -9, out
+    # of memory) are told from anyone else's by the next run, which removes them (batchOutputs.removeKilledPartials).
+    from CMBSegmentationLib import atomicFiles
+
+    with atomicFiles.temporaryTag(batchOutputs.partialTag(os.getpid())):
+        return run(args)
+
+
+def run(args):
+    """:func:`main` once the arguments are read and the dependencies are there; its exit code."""
     if not args.input_dir.is_dir():
         return refuse(f"input folder not found: {args.input_dir}")
     skipped, notScans = [], []
@@ -327,6 +338,20 @@ def main(argv):
         args.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name (a typo), or below one; no permission: it ended with a traceback
         return refuse(f"cannot make the output folder {args.output_dir} ({exc.strerror or exc}); nothing was run")
+    removed, kept = batchOutputs.removeKilledPartials(args.output_dir)
+    if removed:
+        print(
+            f"batchProcess: warning: removed {len(removed)} temporary file(s) that a batch run killed while writing "
+            f"left in the output folder: {', '.join(removed)}",
+            file=sys.stderr,
+        )
+    if kept:
+        print(
+            f"batchProcess: warning: {len(kept)} hidden temporary file(s) in the output folder are not provably a "
+            f"batch run's, left as they are: {', '.join(kept)} (the module's Export or an older version killed while "
+            "writing, or a run still writing into this folder)",
+            file=sys.stderr,
+        )
     # The summary stands from the start, each input "not run" until it is done: a run killed half way (kill -9, a
     # power cut) leaves one that says which inputs it never reached, never the rows of an earlier run.
     rows = [batchOutputs.summaryRow(path, args) for path in inputs]
