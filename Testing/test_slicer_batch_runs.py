@@ -189,11 +189,50 @@ def test_a_reader_s_export_is_never_replaced_even_without_a_status_decision(batc
     assert "a_cmb-report.json (a reader's review)" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.glob("a_cmb*")} == reviewed
     assert not list(out.glob("b_cmb*"))  # refused before any work
-    # A report of an older version (no exported_by) still counts by its decisions.
-    (out / "a_cmb-report.json").write_text(json.dumps({"microbleeds": [{"status": "not yet seen"}], "n_rejected": 0}))
+    # A report of an older version (no exported_by) with decisions is a reader's: the run is refused.
+    older = json.loads(reviewed["a_cmb-report.json"])
+    del older["exported_by"]
+    older["microbleeds"][0]["status"] = "accepted"
+    (out / "a_cmb-report.json").write_text(json.dumps(older))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 2
+    assert "a_cmb-report.json (1 decision(s))" in capsys.readouterr().err
+
+
+def test_a_report_of_an_older_version_without_exported_by_is_never_replaced_as_the_batch_s_own(
+    batch_run, tmp_path, capsys
+):
+    # Before exported_by, the module's Export and the batch wrote the same report: one without status decisions was
+    # taken for the batch's and replaced with its files, also a reader's review whose reader erased a false positive,
+    # painted an outline or raised the review threshold (changed no status). Nothing proves it a batch run's.
+    from CMBSegmentationLib import reviewState
+
+    inputs, out = _folders(tmp_path)
+    scene = slicer.vtkMRMLScene()
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLScene(scene)
+    volume = volumes.AddArchetypeVolume(str(inputs / "a.nii.gz"), "a", 0)
+    result = resultImport.importResults(scene, volume, *_engineOutputs(tmp_path / "reader", ijkToRas(volume)))
+    reviewState.setReviewThreshold(result.segmentationNode, result.tableNode, 0.5)  # the reader's only change
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, out, "a")
+    report = json.loads(files.reportJson.read_text())
+    del report["exported_by"]  # as an older version wrote it
+    assert not report["n_rejected"] and {m["status"] for m in report["microbleeds"]} == {"not yet seen"}
+    files.reportJson.write_text(json.dumps(report, indent=2))
+    older = {p.name: p.read_bytes() for p in out.glob("a_cmb*")}
+    assert len(older) == 4
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 1
+    err = capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.glob("a_cmb*")} == older
+    assert "a.nii.gz: FAILED: a_cmb-report.json in the output folder is a report of an older version" in err
+    rows = {r["input"]: r for r in _summary(out)}
+    assert rows["a.nii.gz"]["status"] == "failed" and "left as they are" in rows["a.nii.gz"]["reason"]
+    assert rows["b.nii.gz"]["status"] == "ok" and len(batch_run.calls) == 1
+    # Moved away by the user: the next run processes a, and replaces its own reports from then on.
+    for name in older:
+        (out / name).unlink()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     assert json.loads((out / "a_cmb-report.json").read_text())["exported_by"] == "batch"
-    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0  # its own reports it replaces
 
 
 def test_a_run_of_another_folder_never_replaces_the_results_of_other_scans_of_the_same_name(

@@ -46,8 +46,9 @@ def removeLeftovers(outputDir, baseName):
 def readerExport(outputDir, baseName):
     """What makes the report ``baseName_cmb-report.json`` in ``outputDir`` a reader's export (the module's Export),
     which a batch run must never replace: ``"a reader's review"``, or for a report of an older version (without
-    ``exported_by``) its review decisions (``"3 decision(s)"``: accepted, rejected, added by reader); None for a batch
-    run's report, one of an older version without decisions, or none that can be read (a batch run replaces it).
+    ``exported_by``) its review decisions (``"3 decision(s)"``: accepted, rejected, added by reader), for which the
+    whole run is refused; None for a batch run's report, one of an older version without decisions (not provably a
+    batch run's either: :func:`foreignOutputs` keeps it, and that input fails), or none that can be read.
 
     Told apart by decisions alone, a review whose reader erased a false positive with the Segment Editor, painted a
     microbleed's outline or raised the review threshold, but changed no status, was replaced without a word.
@@ -71,8 +72,9 @@ def foreignOutputs(outputDir, baseName):
     """Why the files at the output names of ``baseName`` in ``outputDir`` are not provably an earlier batch run's
     (which a rerun may remove), or None (none there, or the four as a batch run's export wrote them).
 
-    Only files beside a readable report of a batch run (``"exported_by": "batch"``; an older version's without it and
-    without review decisions, see :func:`readerExport`) and unchanged since (its ``file_sha256``) are the batch's. A
+    Only files beside a readable report of a batch run (``"exported_by": "batch"``; a report of an older version,
+    without it, may be a reader's Export, which wrote the same report then) and unchanged since (its ``file_sha256``)
+    are the batch's. A
     rerun removed whatever lay there: a user's own file of that name without a report, a report cut short (a copy that
     stopped), a report saved from a spreadsheet with a reader's notes, a label map corrected in another program.
     """
@@ -95,6 +97,13 @@ def foreignOutputs(outputDir, baseName):
     why = readerExport(outputDir, baseName)
     if why:
         return f"{report.name} in the output folder is a reader's export ({why})"
+    if "exported_by" not in content:
+        # Before exported_by the module's Export wrote the same report as the batch: one without status decisions was
+        # taken for the batch's, also a reader's whose reader erased, painted or raised the review threshold.
+        return (
+            f"{report.name} in the output folder is a report of an older version (no 'exported_by'): whether a batch "
+            "run or a reader's Export wrote it cannot be told"
+        )
     changed = reportExport.changedSinceExport(content, paths[:3])
     if changed:
         names = ", ".join(p.name for p in changed)
