@@ -663,3 +663,33 @@ def test_a_rerun_removes_the_temporary_files_a_killed_batch_run_left_and_says_so
     assert [r["status"] for r in _summary(out)] == ["ok", "ok"]
     # The run's own writes leave none behind.
     assert {p.name for p in out.iterdir() if p.name.startswith(".")} == {untagged[0].name, running.name}
+
+
+def test_the_same_scan_under_two_names_is_said_in_the_summary_of_both(batch_run, tmp_path, capsys):
+    # An archive holding a scan twice (a copy "a_copy.nii.gz", a link, the same NIfTI pair under another name) had each
+    # processed as a scan of its own, and nothing said so: a total over the summary counted its microbleeds twice.
+    import os
+    import shutil
+
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz"))
+    _scan(inputs / "c.nii.gz", 300.0)  # another scan of the same size
+    shutil.copy(inputs / "a.nii.gz", inputs / "a_copy.nii.gz")
+    os.symlink(inputs / "a.nii.gz", inputs / "z-link.nii.gz")
+    nib.save(nib.Nifti1Pair(np.full(SHAPE, 300.0, np.float32), AFFINE), str(inputs / "p.hdr"))
+    nib.save(nib.Nifti1Pair(np.full(SHAPE, 200.0, np.float32), AFFINE), str(inputs / "q.hdr"))  # the same .hdr bytes
+    shutil.copy(inputs / "p.hdr", inputs / "p2.hdr")
+    shutil.copy(inputs / "p.img", inputs / "p2.img")
+    assert (inputs / "p.hdr").read_bytes() == (inputs / "q.hdr").read_bytes()
+    assert (inputs / "a.nii.gz").read_bytes() == (inputs / "b.nii.gz").read_bytes()  # _folders: one image twice
+    _scan(inputs / "b.nii.gz", 350.0)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    rows = {r["input"]: r for r in _summary(out)}
+    assert all(r["status"] == "ok" for r in rows.values()) and len(rows) == 8
+    same = "the same scan as another input (identical file content): "
+    assert rows["a_copy.nii.gz"]["warnings"] == same + "a.nii.gz, z-link.nii.gz"
+    assert rows["a.nii.gz"]["warnings"] == same + "a_copy.nii.gz, z-link.nii.gz"
+    assert rows["p2.hdr"]["warnings"] == same + "p.hdr" and rows["p.hdr"]["warnings"] == same + "p2.hdr"
+    assert rows["b.nii.gz"]["warnings"] == rows["c.nii.gz"]["warnings"] == rows["q.hdr"]["warnings"] == ""
+    err = capsys.readouterr().err
+    assert "batchProcess: warning: 2 scan(s) are in the input folder under several names" in err
+    assert "a.nii.gz = a_copy.nii.gz = z-link.nii.gz" in err and "p.hdr = p2.hdr" in err

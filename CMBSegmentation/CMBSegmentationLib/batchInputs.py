@@ -212,6 +212,47 @@ def nameCollisions(inputs):
     return [group for group in groups.values() if len(group) > 1]
 
 
+def sameScans(inputs):
+    """``{input: [the other inputs with the same file content]}`` for the inputs that are one scan under several names
+    (a copy ``a_copy.nii.gz``, a link, a NIfTI pair copied under another name: both its files compared), in input
+    order; the others are not keys.
+
+    Each was processed as a scan of its own and nothing said so: a total over the summary counted its microbleeds
+    twice. Only files of the same sizes are read (their SHA-256), once each.
+    """
+    import hashlib
+
+    from plkd.naming import pair_files
+
+    def digest(path):
+        sha = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+        return sha.hexdigest()
+
+    def key(path, content):
+        try:
+            return tuple((digest if content else lambda p: p.stat().st_size)(p) for p in pair_files(path))
+        except OSError:
+            return None  # gone or unreadable: loading it says so
+
+    groups = {}
+    for path in inputs:
+        groups.setdefault(key(path, False), []).append(path)
+    same = {}
+    for sized, group in groups.items():
+        if sized is None or len(group) < 2:
+            continue
+        byContent = {}
+        for path in group:
+            byContent.setdefault(key(path, True), []).append(path)
+        for content, paths in byContent.items():
+            if content is not None and len(paths) > 1:
+                same.update({path: [p for p in paths if p != path] for path in paths})
+    return {path: same[path] for path in inputs if path in same}
+
+
 def niftiFrames(path):
     """The number of volumes of a NIfTI file holding several along its 4th and higher dimensions (Slicer's volume
     reader refuses such a file, saying only "Failed to load node"), else 1 (also for other formats, or a file nibabel

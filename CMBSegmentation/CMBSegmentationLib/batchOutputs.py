@@ -259,7 +259,17 @@ def summaryRow(path, args, status=STATUS_NOT_RUN, reason=NOT_REACHED, result=Non
     mask = batchInputs.findMask(path, args.mask_suffix)
     row["brain_mask"] = mask.name if mask is not None else ""
     row.update({k: "" if v is None else v for k, v in (result or {}).items() if k in SUMMARY_COLUMNS})
+    # One scan under several names (batchInputs.sameScans, set by the batch as args.same_scans): each row says so, a
+    # total over the summary counted it twice.
+    others = (getattr(args, "same_scans", None) or {}).get(path)
+    if others:
+        same = f"{SAME_SCAN}{', '.join(p.name for p in others)}"
+        row["warnings"] = " | ".join(w for w in (row["warnings"], same) if w)
     return row
+
+
+#: The start of the summary's warning on an input whose file content another input has too.
+SAME_SCAN = "the same scan as another input (identical file content): "
 
 
 def summaryProblem(outputDir):

@@ -302,6 +302,16 @@ def run(args):
         )
     if not inputs:
         return refuse(f"no volumes in {args.input_dir}")
+    args.same_scans = batchInputs.sameScans(inputs)
+    groups = {tuple(sorted([path, *others])) for path, others in args.same_scans.items()}
+    if groups:
+        names = "; ".join(" = ".join(p.name for p in group) for group in sorted(groups))
+        print(
+            f"batchProcess: warning: {len(groups)} scan(s) are in the input folder under several names (identical file "
+            f"content): {names}; each name is processed, so a total over the summary counts them more than once "
+            "(each row's warnings say so)",
+            file=sys.stderr,
+        )
     collisions = batchInputs.nameCollisions(inputs)
     if collisions:
         names = "; ".join(" and ".join(p.name for p in group) for group in collisions)
