@@ -693,3 +693,21 @@ def test_the_same_scan_under_two_names_is_said_in_the_summary_of_both(batch_run,
     err = capsys.readouterr().err
     assert "batchProcess: warning: 2 scan(s) are in the input folder under several names" in err
     assert "a.nii.gz = a_copy.nii.gz = z-link.nii.gz" in err and "p.hdr = p2.hdr" in err
+
+
+def test_a_killed_run_s_temporary_file_that_cannot_be_removed_is_named_as_such(tmp_path, monkeypatch):
+    # Not as "not provably a batch run's": it is one, but the folder does not let it go (no permission there).
+    out = tmp_path / "out"
+    out.mkdir()
+    (left,) = _killedWriter(out, ["a_cmb-report.json"])
+    unlink = Path.unlink
+
+    def refuse(path, *args, **kwargs):
+        if path.name == left.name:
+            raise PermissionError(13, "Permission denied")
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    assert batchOutputs.removeKilledPartials(out) == ([], [], [f"{left.name} (Permission denied)"])
+    monkeypatch.undo()
+    assert batchOutputs.removeKilledPartials(out) == ([left.name], [], []) and not left.exists()

@@ -160,7 +160,8 @@ _KILLED_PARTIAL = re.compile(r"\.partial-batch-(?P<host>[0-9a-f]{8})-(?P<pid>\d+
 def removeKilledPartials(outputDir):
     """Remove the hidden temporary files (``.NAME.partial-...``) in ``outputDir`` that a batch run killed while writing
     left (kill -9, the system out of memory, a power cut; Ctrl+C and SIGTERM remove their own); return ``(removed,
-    kept)``, lists of file names, ``kept`` those that stay: not provably a killed batch run's.
+    kept, stuck)``: the names of those removed, of those that stay as not provably a killed batch run's, and of a killed
+    run's that could not be removed, each with why.
 
     A file is provably one when its name carries a batch run's tag (:func:`partialTag`) and that run no longer writes:
     its process is gone on this host, or the file is older than ``plkd.atomic.STALE_AGE_S`` (a run on another host
@@ -174,21 +175,25 @@ def removeKilledPartials(outputDir):
     from plkd.atomic import HOST_TAG, STALE_AGE_S
     from plkd.parent import process_alive
 
-    removed, kept = [], []
+    removed, kept, stuck = [], [], []
     for path in sorted(Path(outputDir).iterdir()):
         if not path.name.startswith(".") or ".partial-" not in path.name or path.is_symlink() or not path.is_file():
             continue
         found = _KILLED_PARTIAL.search(path.name)
         try:
             stale = time.time() - path.stat().st_mtime > STALE_AGE_S
-            if found is not None and (stale or (found["host"] == HOST_TAG and not process_alive(int(found["pid"])))):
-                path.unlink()
-                removed.append(path.name)
-                continue
         except OSError:
-            pass  # a read-only folder: named as kept
-        kept.append(path.name)
-    return removed, kept
+            continue  # gone meanwhile
+        if found is None or not (stale or (found["host"] == HOST_TAG and not process_alive(int(found["pid"])))):
+            kept.append(path.name)
+            continue
+        try:
+            path.unlink()
+        except OSError as exc:  # a killed run's, but it cannot be removed (no permission): said as such
+            stuck.append(f"{path.name} ({exc.strerror or exc})")
+            continue
+        removed.append(path.name)
+    return removed, kept, stuck
 
 
 def otherResults(outputDir, inputs):

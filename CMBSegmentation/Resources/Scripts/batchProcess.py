@@ -348,7 +348,15 @@ def run(args):
         args.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name (a typo), or below one; no permission: it ended with a traceback
         return refuse(f"cannot make the output folder {args.output_dir} ({exc.strerror or exc}); nothing was run")
-    removed, kept = batchOutputs.removeKilledPartials(args.output_dir)
+    # The summary stands from the start, each input "not run" until it is done: a run killed half way (kill -9, a
+    # power cut) leaves one that says which inputs it never reached, never the rows of an earlier run.
+    rows = [batchOutputs.summaryRow(path, args) for path in inputs]
+    try:
+        batchOutputs.writeSummary(args.output_dir, rows)
+    except OSError as exc:
+        return refuse(f"cannot write {args.output_dir / batchOutputs.SUMMARY_NAME} ({exc}); nothing was run")
+    # Once the folder is known to be writable (the summary is there).
+    removed, kept, stuck = batchOutputs.removeKilledPartials(args.output_dir)
     if removed:
         print(
             f"batchProcess: warning: removed {len(removed)} temporary file(s) that a batch run killed while writing "
@@ -362,13 +370,12 @@ def run(args):
             "writing, or a run still writing into this folder)",
             file=sys.stderr,
         )
-    # The summary stands from the start, each input "not run" until it is done: a run killed half way (kill -9, a
-    # power cut) leaves one that says which inputs it never reached, never the rows of an earlier run.
-    rows = [batchOutputs.summaryRow(path, args) for path in inputs]
-    try:
-        batchOutputs.writeSummary(args.output_dir, rows)
-    except OSError as exc:
-        return refuse(f"cannot write {args.output_dir / batchOutputs.SUMMARY_NAME} ({exc}); nothing was run")
+    if stuck:
+        print(
+            f"batchProcess: warning: {len(stuck)} temporary file(s) that a batch run killed while writing left in the "
+            f"output folder could not be removed: {', '.join(stuck)}",
+            file=sys.stderr,
+        )
     failures = 0
     done, cleared, started = 0, False, time.monotonic()
     with terminateAsInterrupt():
