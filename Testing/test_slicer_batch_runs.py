@@ -711,3 +711,16 @@ def test_a_killed_run_s_temporary_file_that_cannot_be_removed_is_named_as_such(t
     assert batchOutputs.removeKilledPartials(out) == ([], [], [f"{left.name} (Permission denied)"])
     monkeypatch.undo()
     assert batchOutputs.removeKilledPartials(out) == ([left.name], [], []) and not left.exists()
+
+
+def test_a_link_to_a_scan_that_is_gone_is_named_not_skipped_without_a_word(batch_run, tmp_path, capsys):
+    # An archive of links to scans (a study folder linking into a PACS export) whose targets moved: the dangling links
+    # were left out silently, and the run said "1 of 1 input(s) processed" over a folder of two scans.
+    import os
+
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    os.symlink(tmp_path / "moved" / "b.nii.gz", inputs / "b.nii.gz")
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert [r["input"] for r in _summary(out)] == ["a.nii.gz"]
+    err = capsys.readouterr().err
+    assert "b.nii.gz (a link to " in err and str(tmp_path / "moved" / "b.nii.gz") in err and "which is not there" in err

@@ -42,6 +42,14 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=N
                 notScans.append((path, "a folder: the batch reads the volumes directly in the input folder"))
             continue
         if not path.is_file():
+            if path.is_symlink() and notScans is not None:
+                # A link whose scan moved or was deleted (an archive of links into a PACS export) was left out
+                # without a word.
+                try:
+                    target = path.readlink()
+                except OSError:
+                    target = "?"
+                notScans.append((path, f"a link to {target}, which is not there (moved or deleted?)"))
             continue
         if volumeSuffix(name) is None:
             # A volume in another format was left out without a word ("N of N processed"), as was "SCAN.NII.GZ".
