@@ -724,3 +724,22 @@ def test_a_link_to_a_scan_that_is_gone_is_named_not_skipped_without_a_word(batch
     assert [r["input"] for r in _summary(out)] == ["a.nii.gz"]
     err = capsys.readouterr().err
     assert "b.nii.gz (a link to " in err and str(tmp_path / "moved" / "b.nii.gz") in err and "which is not there" in err
+
+
+def test_the_summary_says_which_input_was_under_way_when_the_run_died(batch_run, tmp_path, monkeypatch):
+    # Slicer killed or crashed during an input (out of memory, a reader's segfault on a damaged file) left a summary
+    # whose row for that input said "the run has not reached it", as for those after it: the researcher could not tell
+    # which scan to look at, and a rerun died on it again.
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz", "c.nii.gz"))
+    process, seen = batch_run.batch.processOne, {}
+
+    def processOne(path, args):
+        seen[path.name] = [(r["input"], r["status"]) for r in _summary(out)]  # what a crash now would leave
+        return process(path, args)
+
+    monkeypatch.setattr(batch_run.batch, "processOne", processOne)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert seen["b.nii.gz"] == [("a.nii.gz", "ok"), ("b.nii.gz", "running"), ("c.nii.gz", "not run")]
+    monkeypatch.setattr(batch_run.batch, "processOne", process)
+    (row,) = [r for r in _summary(out) if r["input"] == "b.nii.gz"]
+    assert row["status"] == "ok"

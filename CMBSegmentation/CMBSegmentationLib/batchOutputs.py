@@ -242,6 +242,13 @@ SUMMARY_COLUMNS = (
 )
 #: ``status`` of an input the run did not reach (stopped before it), and why.
 STATUS_OK, STATUS_FAILED, STATUS_NOT_RUN = "ok", "failed", "not run"
+#: ``status`` of the input under way: the row a run killed or crashed during an input (out of memory, a reader's
+#: segfault on a damaged file) leaves; it said "not reached", as for the inputs after it.
+STATUS_RUNNING = "running"
+UNDER_WAY = (
+    "being processed when the summary was last written: if no batch run is running any more, the run stopped (killed, "
+    "crashed or out of memory) during this input; files of it in the output folder, if any, are not this run's results"
+)
 NOT_REACHED = (
     "not processed: the run has not reached it (still running, or stopped before it); any files of it in the output "
     "folder are an earlier run's"

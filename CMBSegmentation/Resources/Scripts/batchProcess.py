@@ -396,6 +396,9 @@ def run(args):
                     rows[done] = batchOutputs.summaryRow(path, args, batchOutputs.STATUS_FAILED, reason)
                     updateSummary(args.output_dir, rows)
                     continue
+                # Said before any work on it: a run that dies during this input leaves a summary naming it.
+                rows[done] = batchOutputs.summaryRow(path, args, batchOutputs.STATUS_RUNNING, batchOutputs.UNDER_WAY)
+                updateSummary(args.output_dir, rows)
                 try:
                     # An earlier run's outputs go first: an input that fails now must not leave them to pass for this
                     # run's. Inside the try: one that cannot be removed (read-only, a folder of that name) is this
@@ -426,7 +429,7 @@ def run(args):
             path = inputs[done]
             if cleared:
                 batchOutputs.removeLeftovers(args.output_dir, batchInputs.outputBaseName(path))
-            if rows[done]["status"] == batchOutputs.STATUS_NOT_RUN:
+            if rows[done]["status"] in (batchOutputs.STATUS_NOT_RUN, batchOutputs.STATUS_RUNNING):
                 reason = "interrupted (Ctrl+C or SIGTERM) while it was processed; none of its files were kept"
                 if not cleared:
                     reason = (
