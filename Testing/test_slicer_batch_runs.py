@@ -611,6 +611,22 @@ def test_a_gzipped_nifti_pair_is_one_input_as_an_uncompressed_pair_is(batch_run,
     assert "half.img.gz (an .img.gz without its header half.hdr.gz" in err
 
 
+def test_a_nifti_pair_with_one_file_gzipped_is_named_as_such(batch_run, tmp_path, capsys):
+    # q.hdr beside q.img.gz (one file compressed by hand): plkd predict does not read it, and the batch said
+    # "q.img is missing" with q.img.gz in the folder, and "an .img.gz without its header" for the same pair.
+    import gzip
+
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    nib.save(nib.Nifti1Pair(np.full(SHAPE, 300.0, np.float32), AFFINE), str(inputs / "q.hdr"))
+    (inputs / "q.img.gz").write_bytes(gzip.compress((inputs / "q.img").read_bytes()))
+    (inputs / "q.img").unlink()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert [r["input"] for r in _summary(out)] == ["a.nii.gz"]
+    err = capsys.readouterr().err
+    assert "q.hdr (a NIfTI pair of which one file is gzipped and the other not (q.hdr + q.img.gz)" in err
+    assert "missing" not in err and "without its header" not in err and "1 file(s) in the input folder" in err
+
+
 def _killedWriter(out: Path, names, tagged: bool = True) -> list[Path]:
     """The temporary files a batch run killed (kill -9, the system out of memory) while writing ``names`` into ``out``
     leaves: made by the module's own writer in a process that dies before it renames them."""

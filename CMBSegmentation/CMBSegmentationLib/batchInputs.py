@@ -108,7 +108,7 @@ def pairProblem(path):
 
     header, voxels = pair_files(path)
     if path.name != header.name:
-        if header.is_file():
+        if header.is_file() or _otherCompression(header).is_file():
             return ""  # named once, by its header, which says what is wrong with the pair
         return f"an {volumeSuffix(path.name)} without its header {header.name} (a NIfTI pair is read by its .hdr)"
     if not is_nifti_pair_header(path):
@@ -118,6 +118,13 @@ def pairProblem(path):
             "its orientation checked"
         )
     if not voxels.is_file():
+        other = _otherCompression(voxels)
+        if other.is_file():
+            # Said "q.img is missing" beside q.img.gz.
+            return (
+                f"a NIfTI pair of which one file is gzipped and the other not ({path.name} + {other.name}): plkd "
+                "predict reads a pair whose two files are both gzipped or neither; gzip or gunzip one of them"
+            )
         return f"a NIfTI header without its voxels ({voxels.name} is missing)"
     stem = stripSuffix(path.name)
     single = sorted(
@@ -130,6 +137,13 @@ def pairProblem(path):
         # one output name.
         return f"a NIfTI pair beside {single[0]} (the same scan converted?), which is taken"
     return None
+
+
+def _otherCompression(path):
+    """``path`` gzipped (``x.img`` -> ``x.img.gz``) or, when it is, not (``x.img.gz`` -> ``x.img``)."""
+    if path.name.lower().endswith(".gz"):
+        return path.with_name(path.name[:-3])
+    return path.with_name(path.name + (".GZ" if path.name.isupper() else ".gz"))
 
 
 def isDicomFile(path):
