@@ -759,3 +759,19 @@ def test_the_summary_says_which_input_was_under_way_when_the_run_died(batch_run,
     monkeypatch.setattr(batch_run.batch, "processOne", process)
     (row,) = [r for r in _summary(out) if r["input"] == "b.nii.gz"]
     assert row["status"] == "ok"
+
+
+def test_an_archive_in_the_input_folder_is_named_not_skipped_without_a_word(batch_run, tmp_path, capsys):
+    # Scans often come as a zipped series or study: the batch left "study2.zip" out without a word and said
+    # "1 of 1 input(s) processed".
+    import zipfile
+
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    with zipfile.ZipFile(inputs / "study2.zip", "w") as archive:
+        archive.writestr("b.nii.gz", (inputs / "a.nii.gz").read_bytes())
+    (inputs / "study3.tar.gz").write_bytes(b"\x1f\x8b")
+    (inputs / "a.json").write_text("{}")  # a sidecar: not named
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    err = capsys.readouterr().err
+    assert "2 file(s) in the input folder are not T2*/SWI scans" in err
+    assert "study2.zip (an archive: unpack it" in err and "study3.tar.gz (an archive" in err and "a.json" not in err

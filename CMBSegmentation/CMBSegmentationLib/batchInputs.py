@@ -24,6 +24,10 @@ VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".hdr", ".img", "
 PAIR_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
 
 
+#: Archives a study or series often comes in (named in the warning line of files left out, not opened).
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
+
+
 def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=None):
     """Input volumes of ``inputDir`` (brain masks and results excluded, see :func:`isResultFile`, and files that are
     not T2*/SWI scans, see :func:`notAScan`), sorted by name.
@@ -56,6 +60,10 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=N
             other = unreadFormat(name)
             if other and notScans is not None:
                 notScans.append((path, f"{other}: a format the batch does not read; convert it to NIfTI or NRRD"))
+            elif name.lower().endswith(ARCHIVE_SUFFIXES):
+                # A zipped series or study was left out without a word.
+                if notScans is not None:
+                    notScans.append((path, "an archive: unpack it, the batch reads the volumes in the input folder"))
             elif isDicomFile(path):
                 dicomFiles.append(path)
             continue
