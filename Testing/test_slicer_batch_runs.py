@@ -550,7 +550,8 @@ def test_a_nifti_pair_is_one_input_read_by_slicer_and_an_analyze_image_is_left_o
     (inputs / "half.hdr").unlink()
     assert batch_run(["--input-dir", inputs, "--output-dir", out, "--mask-suffix", "_bet"]) == 0
     rows = {r["input"]: r for r in _summary(out)}
-    assert list(rows) == ["a.nii.gz", "c.nii.gz", "p.hdr"]
+    assert list(rows) == ["a.nii.gz", "c.nii.gz", "p.hdr", "an.hdr", "c.hdr", "half.img"]
+    assert {rows[n]["status"] for n in ("an.hdr", "c.hdr", "half.img")} == {"left out"}
     assert rows["p.hdr"]["status"] == "ok" and rows["p.hdr"]["brain_mask"] == "p_bet.hdr"
     assert rows["p.hdr"]["input_file"] == str((inputs / "p.hdr").resolve())
     report = json.loads((out / "p_cmb-report.json").read_text())
@@ -598,7 +599,8 @@ def test_a_gzipped_nifti_pair_is_one_input_as_an_uncompressed_pair_is(batch_run,
     (inputs / "half.hdr.gz").unlink()
     assert batch_run(["--input-dir", inputs, "--output-dir", out, "--mask-suffix", "_bet"]) == 0
     rows = {r["input"]: r for r in _summary(out)}
-    assert list(rows) == ["a.nii.gz", "p.hdr.gz"]
+    assert list(rows) == ["a.nii.gz", "p.hdr.gz", "an.hdr.gz", "half.img.gz"]
+    assert rows["half.img.gz"]["status"] == "left out" and "without its header" in rows["half.img.gz"]["reason"]
     assert rows["p.hdr.gz"]["status"] == "ok" and rows["p.hdr.gz"]["brain_mask"] == "p_bet.hdr.gz"
     report = json.loads((out / "p_cmb-report.json").read_text())
     assert report["input"] == "p" and report["n_microbleeds"] == 2
@@ -621,7 +623,7 @@ def test_a_nifti_pair_with_one_file_gzipped_is_named_as_such(batch_run, tmp_path
     (inputs / "q.img.gz").write_bytes(gzip.compress((inputs / "q.img").read_bytes()))
     (inputs / "q.img").unlink()
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
-    assert [r["input"] for r in _summary(out)] == ["a.nii.gz"]
+    assert [(r["input"], r["status"]) for r in _summary(out)] == [("a.nii.gz", "ok"), ("q.hdr", "left out")]
     err = capsys.readouterr().err
     assert "q.hdr (a NIfTI pair of which one file is gzipped and the other not (q.hdr + q.img.gz)" in err
     assert "missing" not in err and "without its header" not in err and "1 file(s) in the input folder" in err
@@ -737,7 +739,7 @@ def test_a_link_to_a_scan_that_is_gone_is_named_not_skipped_without_a_word(batch
     inputs, out = _folders(tmp_path, ("a.nii.gz",))
     os.symlink(tmp_path / "moved" / "b.nii.gz", inputs / "b.nii.gz")
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
-    assert [r["input"] for r in _summary(out)] == ["a.nii.gz"]
+    assert [(r["input"], r["status"]) for r in _summary(out)] == [("a.nii.gz", "ok"), ("b.nii.gz", "left out")]
     err = capsys.readouterr().err
     assert "b.nii.gz (a link to " in err and str(tmp_path / "moved" / "b.nii.gz") in err and "which is not there" in err
 
@@ -775,3 +777,28 @@ def test_an_archive_in_the_input_folder_is_named_not_skipped_without_a_word(batc
     err = capsys.readouterr().err
     assert "2 file(s) in the input folder are not T2*/SWI scans" in err
     assert "study2.zip (an archive: unpack it" in err and "study3.tar.gz (an archive" in err and "a.json" not in err
+
+
+def test_every_file_left_out_is_a_row_of_the_summary_with_its_reason(batch_run, tmp_path, capsys):
+    # Files left out (a format the batch does not read, an Analyze pair, a DICOM series, a folder) were named in one
+    # warning line, the first three only ("and 2 more"), and not in the summary: a researcher reading the table over
+    # a study could not tell that scans of the folder were never analysed, nor which.
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    for name in ("b.mgz", "c.nhdr", "d.nii.bz2"):
+        (inputs / name).write_bytes(b"x")
+    nib.save(nib.AnalyzeImage(np.ones(SHAPE, np.float32), AFFINE), str(inputs / "an.hdr"))
+    (inputs / "series1").mkdir()
+    _scan(inputs / "a_CMB.nii.gz")  # a label map: left out as not a scan
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    captured = capsys.readouterr()
+    assert "and 3 more" in captured.err and "1 of 1 input(s) processed" in captured.out  # inputs counted
+    rows = _summary(out)
+    assert [(r["input"], r["status"]) for r in rows] == [("a.nii.gz", "ok")] + [
+        (name, "left out") for name in ("a_CMB.nii.gz", "an.hdr", "b.mgz", "c.nhdr", "d.nii.bz2", "series1")
+    ]
+    left = {r["input"]: r for r in rows[1:]}
+    assert "a format the batch does not read" in left["d.nii.bz2"]["reason"]
+    assert "Analyze 7.5" in left["an.hdr"]["reason"] and "a folder" in left["series1"]["reason"]
+    assert left["a_CMB.nii.gz"]["reason"] == "label map or mask"
+    assert left["b.mgz"]["input_file"] == str((inputs / "b.mgz").resolve())
+    assert all(r[k] == "" for r in left.values() for k in ("n_microbleeds", "report_json", "bundle", "model"))

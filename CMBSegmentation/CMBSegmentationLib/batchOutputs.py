@@ -245,6 +245,8 @@ STATUS_OK, STATUS_FAILED, STATUS_NOT_RUN = "ok", "failed", "not run"
 #: ``status`` of the input under way: the row a run killed or crashed during an input (out of memory, a reader's
 #: segfault on a damaged file) leaves; it said "not reached", as for the inputs after it.
 STATUS_RUNNING = "running"
+#: ``status`` of a file of the input folder that is no input (see :func:`leftOutRow`); after the inputs' rows.
+STATUS_LEFT_OUT = "left out"
 UNDER_WAY = (
     "being processed when the summary was last written: if no batch run is running any more, the run stopped (killed, "
     "crashed or out of memory) during this input; files of it in the output folder, if any, are not this run's results"
@@ -282,6 +284,19 @@ def summaryRow(path, args, status=STATUS_NOT_RUN, reason=NOT_REACHED, result=Non
 
 #: The start of the summary's warning on an input whose file content another input has too.
 SAME_SCAN = "the same scan as another input (identical file content): "
+
+
+def leftOutRow(path, reason):
+    """The summary's row of a file of the input folder the batch leaves out (``batchInputs.findInputs``' ``notScans``:
+    a format it does not read, an Analyze pair, a label map, DICOM files, a folder): status ``left out`` and why.
+
+    Named in one warning line alone, the first three only, a scan the batch never analysed did not show in the table
+    over the study."""
+    row = dict.fromkeys(SUMMARY_COLUMNS, "")
+    row.update(
+        input=path.name, input_file=str(path.resolve()), status=STATUS_LEFT_OUT, reason=" ".join(str(reason).split())
+    )
+    return row
 
 
 def summaryProblem(outputDir):

@@ -351,6 +351,8 @@ def run(args):
     # The summary stands from the start, each input "not run" until it is done: a run killed half way (kill -9, a
     # power cut) leaves one that says which inputs it never reached, never the rows of an earlier run.
     rows = [batchOutputs.summaryRow(path, args) for path in inputs]
+    # After the inputs (so that rows[i] stays inputs[i]), each file left out, with why: the warning line names three.
+    rows += [batchOutputs.leftOutRow(path, why) for path, why in sorted(notScans, key=lambda item: item[0].name)]
     try:
         batchOutputs.writeSummary(args.output_dir, rows)
     except OSError as exc:
