@@ -248,38 +248,42 @@ def sameScans(inputs):
     order; the others are not keys.
 
     Each was processed as a scan of its own and nothing said so: a total over the summary counted its microbleeds
-    twice. Only files of the same sizes are read (their SHA-256), once each.
+    twice. Files are told apart by their sizes, then the SHA-256 of their first MiB, then of all their bytes: only
+    files still alike are read further (a folder of uncompressed scans of one protocol has many of one size).
     """
     import hashlib
 
     from plkd.naming import pair_files
 
-    def digest(path):
-        sha = hashlib.sha256()
+    def digest(path, limit):
+        sha, left = hashlib.sha256(), limit
         with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
+            while left is None or left > 0:
+                block = handle.read(1 << 20 if left is None else min(1 << 20, left))
+                if not block:
+                    break
                 sha.update(block)
+                left = None if left is None else left - len(block)
         return sha.hexdigest()
 
-    def key(path, content):
+    def key(path, stage):
         try:
-            return tuple((digest if content else lambda p: p.stat().st_size)(p) for p in pair_files(path))
+            if stage == 0:
+                return tuple(p.stat().st_size for p in pair_files(path))
+            return tuple(digest(p, 1 << 20 if stage == 1 else None) for p in pair_files(path))
         except OSError:
             return None  # gone or unreadable: loading it says so
 
-    groups = {}
-    for path in inputs:
-        groups.setdefault(key(path, False), []).append(path)
-    same = {}
-    for sized, group in groups.items():
-        if sized is None or len(group) < 2:
-            continue
-        byContent = {}
-        for path in group:
-            byContent.setdefault(key(path, True), []).append(path)
-        for content, paths in byContent.items():
-            if content is not None and len(paths) > 1:
-                same.update({path: [p for p in paths if p != path] for path in paths})
+    groups = [list(inputs)]
+    for stage in range(3):
+        split = []
+        for group in groups:
+            byKey = {}
+            for path in group:
+                byKey.setdefault(key(path, stage), []).append(path)
+            split += [paths for found, paths in byKey.items() if found is not None and len(paths) > 1]
+        groups = split
+    same = {path: [p for p in group if p != path] for group in groups for path in group}
     return {path: same[path] for path in inputs if path in same}
 
 
