@@ -146,7 +146,7 @@ def test_a_mistyped_option_is_refused_before_any_earlier_result_is_removed(batch
     inputs, out = _folders(tmp_path)
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert len(before) == 9  # four files per input and the summary
+    assert len(before) == 10  # four files per input, the summary and its hashes
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("a model")
     bad = [a.format(empty=tmp_path / "empty", text=tmp_path / "notes.txt") for a in bad]
@@ -370,7 +370,8 @@ def test_the_batch_writes_one_summary_row_per_input_with_its_files_counts_model_
     assert a["threshold_option"] == ""  # the model's own
     assert bad["status"] == "failed" and "Failed to load node" in bad["reason"] and bad["n_microbleeds"] == ""
     assert bad["report_json"] == "" and bad["bundle"] == str(bundle)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # written under a temporary name, then renamed
+    # Written under a temporary name, then renamed; its hashes beside it (see the test of an edited summary).
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".cmb-batch-summary.csv.sha256"]
     # A rerun replaces the summary with its own rows: the bad input fixed, --threshold given.
     _scan(inputs / "bad.nii.gz")
     assert batch_run(["--input-dir", inputs, "--output-dir", out, "--threshold", "0.3"]) == 0
@@ -680,7 +681,8 @@ def test_a_rerun_removes_the_temporary_files_a_killed_batch_run_left_and_says_so
     assert "not provably a batch run's, left as they are" in err and untagged[0].name in err and running.name in err
     assert [r["status"] for r in _summary(out)] == ["ok", "ok"]
     # The run's own writes leave none behind.
-    assert {p.name for p in out.iterdir() if p.name.startswith(".")} == {untagged[0].name, running.name}
+    hidden = {untagged[0].name, running.name, ".cmb-batch-summary.csv.sha256"}
+    assert {p.name for p in out.iterdir() if p.name.startswith(".")} == hidden
 
 
 def test_the_same_scan_under_two_names_is_said_in_the_summary_of_both(batch_run, tmp_path, capsys):
@@ -802,3 +804,19 @@ def test_every_file_left_out_is_a_row_of_the_summary_with_its_reason(batch_run, 
     assert left["a_CMB.nii.gz"]["reason"] == "label map or mask"
     assert left["b.mgz"]["input_file"] == str((inputs / "b.mgz").resolve())
     assert all(r[k] == "" for r in left.values() for k in ("n_microbleeds", "report_json", "bundle", "model"))
+
+
+def test_a_summary_edited_since_the_batch_wrote_it_is_never_replaced(batch_run, tmp_path, capsys):
+    # A researcher who added notes to cmb-batch-summary.csv in a spreadsheet (its columns kept) lost them to the next
+    # run without a word: any file starting with the summary's columns was taken for the batch's own.
+    inputs, out = _folders(tmp_path)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0  # its own summary it replaces
+    summary = out / "cmb-batch-summary.csv"
+    edited = summary.read_text().replace(",ok,", ",ok (checked by JS),", 1)
+    summary.write_text(edited)
+    capsys.readouterr()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 2
+    err = capsys.readouterr().err
+    assert "cmb-batch-summary.csv in the output folder changed since the batch run wrote it" in err
+    assert summary.read_text() == edited and len(batch_run.calls) == 4

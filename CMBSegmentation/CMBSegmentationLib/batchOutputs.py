@@ -312,16 +312,57 @@ def summaryProblem(outputDir):
         return f"{SUMMARY_NAME} in the output folder cannot be read ({exc})"
     if not header.startswith(",".join(SUMMARY_COLUMNS[:4])):
         return f"{SUMMARY_NAME} in the output folder is no batch summary (its columns: {header[:60]!r})"
+    # Its columns alone took a summary a researcher had annotated in a spreadsheet for the batch's own.
+    recorded = _recordedSummaryHashes(outputDir)
+    try:
+        current = _sha256(path)
+    except OSError as exc:
+        return f"{SUMMARY_NAME} in the output folder cannot be read ({exc})"
+    if recorded is not None and current not in recorded:
+        return f"{SUMMARY_NAME} in the output folder changed since the batch run wrote it (edited in a spreadsheet?)"
     return None
+
+
+#: Hidden beside the summary: the SHA-256 of the summary as the batch wrote it, and of the one before (written first,
+#: so that a run killed between the two writes leaves a summary it names). An older version's summary has none: taken
+#: by its columns, as before.
+SUMMARY_HASHES = f".{SUMMARY_NAME}.sha256"
+
+
+def _recordedSummaryHashes(outputDir):
+    """The hashes :data:`SUMMARY_HASHES` records, or None when there is no such file (an older version's summary)."""
+    try:
+        return set((Path(outputDir) / SUMMARY_HASHES).read_text(encoding="ascii").split())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return set()  # unreadable: nothing proves the summary the batch's
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def writeSummary(outputDir, rows):
     """Write :data:`SUMMARY_NAME` (one row per input, in input order) under a temporary name, then rename it: a run
-    stopped while writing leaves the summary before, never a half table."""
-    from CMBSegmentationLib.atomicFiles import writeTextAtomic
+    stopped while writing leaves the summary before, never a half table. Its hash goes into :data:`SUMMARY_HASHES`
+    first (see :func:`summaryProblem`)."""
+    import hashlib
+
+    from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    writeTextAtomic(Path(outputDir) / SUMMARY_NAME, buffer.getvalue())
+    data = buffer.getvalue().encode("utf-8")  # bytes: what is hashed is what lands on disk, also on Windows
+    path = Path(outputDir) / SUMMARY_NAME
+    try:
+        before = [_sha256(path)] if path.is_file() else []
+    except OSError:
+        before = []
+    writeTextAtomic(Path(outputDir) / SUMMARY_HASHES, "\n".join([*before, hashlib.sha256(data).hexdigest()]) + "\n")
+    with atomicPath(path) as temporary:
+        temporary.write_bytes(data)
