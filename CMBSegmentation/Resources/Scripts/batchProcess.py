@@ -11,8 +11,9 @@ server even without its main window).
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
 earlier run, and ``cmb-batch-summary.csv`` (one row per input: status and reason, counts, files, model, thresholds;
-written atomically at the start and after each input); an input that fails leaves none (its earlier ones are removed).
-Files there that no batch run wrote, or changed since (no readable batch report beside them, or not as its
+written atomically at the start, as each input starts, "running", and after it; then a row "left out", with why, per
+file of IN that is no input; never replacing one edited since); an input that fails leaves none (its earlier ones are
+removed). Files there that no batch run wrote, or changed since (no readable batch report beside them, or not as its
 ``file_sha256`` says), are never removed: that input fails and the others go on. Exit code 0 when every input succeeded,
 1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a ``--threshold``
 outside [0, 1], a ``--model`` that is no bundle folder or ``.zip`` or whose checksums fail, a ``--device gpu`` without a
