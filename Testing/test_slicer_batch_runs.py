@@ -146,7 +146,7 @@ def test_a_mistyped_option_is_refused_before_any_earlier_result_is_removed(batch
     inputs, out = _folders(tmp_path)
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert len(before) == 9  # four files per input and the summary
+    assert len(before) == 10  # four files per input, the summary and its hashes
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("a model")
     bad = [a.format(empty=tmp_path / "empty", text=tmp_path / "notes.txt") for a in bad]
@@ -189,11 +189,50 @@ def test_a_reader_s_export_is_never_replaced_even_without_a_status_decision(batc
     assert "a_cmb-report.json (a reader's review)" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.glob("a_cmb*")} == reviewed
     assert not list(out.glob("b_cmb*"))  # refused before any work
-    # A report of an older version (no exported_by) still counts by its decisions.
-    (out / "a_cmb-report.json").write_text(json.dumps({"microbleeds": [{"status": "not yet seen"}], "n_rejected": 0}))
+    # A report of an older version (no exported_by) with decisions is a reader's: the run is refused.
+    older = json.loads(reviewed["a_cmb-report.json"])
+    del older["exported_by"]
+    older["microbleeds"][0]["status"] = "accepted"
+    (out / "a_cmb-report.json").write_text(json.dumps(older))
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 2
+    assert "a_cmb-report.json (1 decision(s))" in capsys.readouterr().err
+
+
+def test_a_report_of_an_older_version_without_exported_by_is_never_replaced_as_the_batch_s_own(
+    batch_run, tmp_path, capsys
+):
+    # Before exported_by, the module's Export and the batch wrote the same report: one without status decisions was
+    # taken for the batch's and replaced with its files, also a reader's review whose reader erased a false positive,
+    # painted an outline or raised the review threshold (changed no status). Nothing proves it a batch run's.
+    from CMBSegmentationLib import reviewState
+
+    inputs, out = _folders(tmp_path)
+    scene = slicer.vtkMRMLScene()
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLScene(scene)
+    volume = volumes.AddArchetypeVolume(str(inputs / "a.nii.gz"), "a", 0)
+    result = resultImport.importResults(scene, volume, *_engineOutputs(tmp_path / "reader", ijkToRas(volume)))
+    reviewState.setReviewThreshold(result.segmentationNode, result.tableNode, 0.5)  # the reader's only change
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, out, "a")
+    report = json.loads(files.reportJson.read_text())
+    del report["exported_by"]  # as an older version wrote it
+    assert not report["n_rejected"] and {m["status"] for m in report["microbleeds"]} == {"not yet seen"}
+    files.reportJson.write_text(json.dumps(report, indent=2))
+    older = {p.name: p.read_bytes() for p in out.glob("a_cmb*")}
+    assert len(older) == 4
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 1
+    err = capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.glob("a_cmb*")} == older
+    assert "a.nii.gz: FAILED: a_cmb-report.json in the output folder is a report of an older version" in err
+    rows = {r["input"]: r for r in _summary(out)}
+    assert rows["a.nii.gz"]["status"] == "failed" and "left as they are" in rows["a.nii.gz"]["reason"]
+    assert rows["b.nii.gz"]["status"] == "ok" and len(batch_run.calls) == 1
+    # Moved away by the user: the next run processes a, and replaces its own reports from then on.
+    for name in older:
+        (out / name).unlink()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
     assert json.loads((out / "a_cmb-report.json").read_text())["exported_by"] == "batch"
-    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0  # its own reports it replaces
 
 
 def test_a_run_of_another_folder_never_replaces_the_results_of_other_scans_of_the_same_name(
@@ -331,7 +370,8 @@ def test_the_batch_writes_one_summary_row_per_input_with_its_files_counts_model_
     assert a["threshold_option"] == ""  # the model's own
     assert bad["status"] == "failed" and "Failed to load node" in bad["reason"] and bad["n_microbleeds"] == ""
     assert bad["report_json"] == "" and bad["bundle"] == str(bundle)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # written under a temporary name, then renamed
+    # Written under a temporary name, then renamed; its hashes beside it (see the test of an edited summary).
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".cmb-batch-summary.csv.sha256"]
     # A rerun replaces the summary with its own rows: the bad input fixed, --threshold given.
     _scan(inputs / "bad.nii.gz")
     assert batch_run(["--input-dir", inputs, "--output-dir", out, "--threshold", "0.3"]) == 0
@@ -511,7 +551,8 @@ def test_a_nifti_pair_is_one_input_read_by_slicer_and_an_analyze_image_is_left_o
     (inputs / "half.hdr").unlink()
     assert batch_run(["--input-dir", inputs, "--output-dir", out, "--mask-suffix", "_bet"]) == 0
     rows = {r["input"]: r for r in _summary(out)}
-    assert list(rows) == ["a.nii.gz", "c.nii.gz", "p.hdr"]
+    assert list(rows) == ["a.nii.gz", "c.nii.gz", "p.hdr", "an.hdr", "c.hdr", "half.img"]
+    assert {rows[n]["status"] for n in ("an.hdr", "c.hdr", "half.img")} == {"left out"}
     assert rows["p.hdr"]["status"] == "ok" and rows["p.hdr"]["brain_mask"] == "p_bet.hdr"
     assert rows["p.hdr"]["input_file"] == str((inputs / "p.hdr").resolve())
     report = json.loads((out / "p_cmb-report.json").read_text())
@@ -544,3 +585,238 @@ def test_a_run_of_another_folder_never_replaces_the_results_of_another_nifti_pai
     assert batch_run(["--input-dir", tmp_path / "p2", "--output-dir", out]) == 2
     assert "swi_cmb-report.json is of " in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+
+
+def test_a_gzipped_nifti_pair_is_one_input_as_an_uncompressed_pair_is(batch_run, tmp_path, capsys):
+    # A NIfTI pair written compressed (NAME.hdr.gz + NAME.img.gz, which Slicer's reader and plkd predict read) was
+    # neither processed nor named: "1 of 1 input(s) processed" over a folder of two scans, and no row in the summary.
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    image = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+    nib.save(nib.Nifti1Pair(image, AFFINE), str(inputs / "p.hdr.gz"))
+    assert (inputs / "p.img.gz").is_file()
+    nib.save(nib.Nifti1Pair(np.ones(SHAPE, np.uint8), AFFINE), str(inputs / "p_bet.hdr.gz"))  # its brain mask
+    nib.save(nib.AnalyzeImage(image, AFFINE), str(inputs / "an.hdr.gz"))
+    nib.save(nib.Nifti1Pair(image, AFFINE), str(inputs / "half.hdr.gz"))
+    (inputs / "half.hdr.gz").unlink()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out, "--mask-suffix", "_bet"]) == 0
+    rows = {r["input"]: r for r in _summary(out)}
+    assert list(rows) == ["a.nii.gz", "p.hdr.gz", "an.hdr.gz", "half.img.gz"]
+    assert rows["half.img.gz"]["status"] == "left out" and "without its header" in rows["half.img.gz"]["reason"]
+    assert rows["p.hdr.gz"]["status"] == "ok" and rows["p.hdr.gz"]["brain_mask"] == "p_bet.hdr.gz"
+    report = json.loads((out / "p_cmb-report.json").read_text())
+    assert report["input"] == "p" and report["n_microbleeds"] == 2
+    assert report["input_file"] == str((inputs / "p.hdr.gz").resolve())
+    labels, single = nib.load(out / "p_cmb-final.nii.gz"), nib.load(out / "a_cmb-final.nii.gz")
+    assert labels.shape == SHAPE and np.allclose(labels.affine, single.affine, atol=1e-5)
+    assert np.array_equal(np.asarray(labels.dataobj), np.asarray(single.dataobj))
+    err = capsys.readouterr().err
+    assert "an.hdr.gz (an Analyze 7.5 image (no NIfTI magic in its .hdr)" in err
+    assert "half.img.gz (an .img.gz without its header half.hdr.gz" in err
+
+
+def test_a_nifti_pair_with_one_file_gzipped_is_named_as_such(batch_run, tmp_path, capsys):
+    # q.hdr beside q.img.gz (one file compressed by hand): plkd predict does not read it, and the batch said
+    # "q.img is missing" with q.img.gz in the folder, and "an .img.gz without its header" for the same pair.
+    import gzip
+
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    nib.save(nib.Nifti1Pair(np.full(SHAPE, 300.0, np.float32), AFFINE), str(inputs / "q.hdr"))
+    (inputs / "q.img.gz").write_bytes(gzip.compress((inputs / "q.img").read_bytes()))
+    (inputs / "q.img").unlink()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert [(r["input"], r["status"]) for r in _summary(out)] == [("a.nii.gz", "ok"), ("q.hdr", "left out")]
+    err = capsys.readouterr().err
+    assert "q.hdr (a NIfTI pair of which one file is gzipped and the other not (q.hdr + q.img.gz)" in err
+    assert "missing" not in err and "without its header" not in err and "1 file(s) in the input folder" in err
+
+
+def _killedWriter(out: Path, names, tagged: bool = True) -> list[Path]:
+    """The temporary files a batch run killed (kill -9, the system out of memory) while writing ``names`` into ``out``
+    leaves: made by the module's own writer in a process that dies before it renames them."""
+    import subprocess
+
+    code = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(REPO / 'CMBSegmentation')!r})\n"
+        "from pathlib import Path\n"
+        "from CMBSegmentationLib import atomicFiles, batchOutputs\n"
+        f"tag = batchOutputs.partialTag(os.getpid()) if {tagged!r} else ''\n"
+        "with atomicFiles.temporaryTag(tag):\n"
+        f"    writing = atomicFiles.atomicPaths([Path({str(out)!r}) / n for n in {list(names)!r}])\n"
+        "    for temporary in writing.__enter__():\n"
+        "        temporary.write_bytes(b'half')\n"
+        "os._exit(9)\n"
+    )
+    before = set(out.iterdir())
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
+    return sorted(set(out.iterdir()) - before)
+
+
+def test_a_rerun_removes_the_temporary_files_a_killed_batch_run_left_and_says_so(batch_run, tmp_path, capsys):
+    # A batch run killed while writing (kill -9, out of memory, a power cut) left hidden ".NAME.partial-..." files in
+    # the output folder, and every later run left them there: a folder of results that grew dead files without a word.
+    import subprocess
+
+    inputs, out = _folders(tmp_path)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    left = _killedWriter(out, ["a_cmb-final.nii.gz", "a_cmb-report.json", "cmb-batch-summary.csv"])
+    assert len(left) == 3 and all(p.name.startswith(".") and ".partial-" in p.name for p in left)
+    # Not provably a batch run's: the module's Export (or an older version) killed while writing, and a batch run
+    # still writing (its process alive: two runs into one folder).
+    untagged = _killedWriter(out, ["b_cmb-report.json"], tagged=False)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running = out / f".b_cmb-report.csv.partial-{batch_run.batch.batchOutputs.partialTag(alive.pid)}x1.csv"
+        running.write_bytes(b"half")
+        capsys.readouterr()
+        assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+        err = capsys.readouterr().err
+    finally:
+        alive.kill()
+        alive.wait()
+    assert not any(p.exists() for p in left)
+    assert "removed 3 temporary file(s) that a batch run killed while writing left" in err
+    assert all(p.name in err for p in left)
+    assert all(p.read_bytes() == b"half" for p in (*untagged, running))
+    assert "not provably a batch run's, left as they are" in err and untagged[0].name in err and running.name in err
+    assert [r["status"] for r in _summary(out)] == ["ok", "ok"]
+    # The run's own writes leave none behind.
+    hidden = {untagged[0].name, running.name, ".cmb-batch-summary.csv.sha256"}
+    assert {p.name for p in out.iterdir() if p.name.startswith(".")} == hidden
+
+
+def test_the_same_scan_under_two_names_is_said_in_the_summary_of_both(batch_run, tmp_path, capsys):
+    # An archive holding a scan twice (a copy "a_copy.nii.gz", a link, the same NIfTI pair under another name) had each
+    # processed as a scan of its own, and nothing said so: a total over the summary counted its microbleeds twice.
+    import os
+    import shutil
+
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz"))
+    _scan(inputs / "c.nii.gz", 300.0)  # another scan of the same size
+    shutil.copy(inputs / "a.nii.gz", inputs / "a_copy.nii.gz")
+    os.symlink(inputs / "a.nii.gz", inputs / "z-link.nii.gz")
+    nib.save(nib.Nifti1Pair(np.full(SHAPE, 300.0, np.float32), AFFINE), str(inputs / "p.hdr"))
+    nib.save(nib.Nifti1Pair(np.full(SHAPE, 200.0, np.float32), AFFINE), str(inputs / "q.hdr"))  # the same .hdr bytes
+    shutil.copy(inputs / "p.hdr", inputs / "p2.hdr")
+    shutil.copy(inputs / "p.img", inputs / "p2.img")
+    assert (inputs / "p.hdr").read_bytes() == (inputs / "q.hdr").read_bytes()
+    assert (inputs / "a.nii.gz").read_bytes() == (inputs / "b.nii.gz").read_bytes()  # _folders: one image twice
+    _scan(inputs / "b.nii.gz", 350.0)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    rows = {r["input"]: r for r in _summary(out)}
+    assert all(r["status"] == "ok" for r in rows.values()) and len(rows) == 8
+    same = "the same scan as another input (identical file content): "
+    assert rows["a_copy.nii.gz"]["warnings"] == same + "a.nii.gz, z-link.nii.gz"
+    assert rows["a.nii.gz"]["warnings"] == same + "a_copy.nii.gz, z-link.nii.gz"
+    assert rows["p2.hdr"]["warnings"] == same + "p.hdr" and rows["p.hdr"]["warnings"] == same + "p2.hdr"
+    assert rows["b.nii.gz"]["warnings"] == rows["c.nii.gz"]["warnings"] == rows["q.hdr"]["warnings"] == ""
+    err = capsys.readouterr().err
+    assert "batchProcess: warning: 2 scan(s) are in the input folder under several names" in err
+    assert "a.nii.gz = a_copy.nii.gz = z-link.nii.gz" in err and "p.hdr = p2.hdr" in err
+
+
+def test_a_killed_run_s_temporary_file_that_cannot_be_removed_is_named_as_such(tmp_path, monkeypatch):
+    # Not as "not provably a batch run's": it is one, but the folder does not let it go (no permission there).
+    out = tmp_path / "out"
+    out.mkdir()
+    (left,) = _killedWriter(out, ["a_cmb-report.json"])
+    unlink = Path.unlink
+
+    def refuse(path, *args, **kwargs):
+        if path.name == left.name:
+            raise PermissionError(13, "Permission denied")
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    assert batchOutputs.removeKilledPartials(out) == ([], [], [f"{left.name} (Permission denied)"])
+    monkeypatch.undo()
+    assert batchOutputs.removeKilledPartials(out) == ([left.name], [], []) and not left.exists()
+
+
+def test_a_link_to_a_scan_that_is_gone_is_named_not_skipped_without_a_word(batch_run, tmp_path, capsys):
+    # An archive of links to scans (a study folder linking into a PACS export) whose targets moved: the dangling links
+    # were left out silently, and the run said "1 of 1 input(s) processed" over a folder of two scans.
+    import os
+
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    os.symlink(tmp_path / "moved" / "b.nii.gz", inputs / "b.nii.gz")
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert [(r["input"], r["status"]) for r in _summary(out)] == [("a.nii.gz", "ok"), ("b.nii.gz", "left out")]
+    err = capsys.readouterr().err
+    assert "b.nii.gz (a link to " in err and str(tmp_path / "moved" / "b.nii.gz") in err and "which is not there" in err
+
+
+def test_the_summary_says_which_input_was_under_way_when_the_run_died(batch_run, tmp_path, monkeypatch):
+    # Slicer killed or crashed during an input (out of memory, a reader's segfault on a damaged file) left a summary
+    # whose row for that input said "the run has not reached it", as for those after it: the researcher could not tell
+    # which scan to look at, and a rerun died on it again.
+    inputs, out = _folders(tmp_path, ("a.nii.gz", "b.nii.gz", "c.nii.gz"))
+    process, seen = batch_run.batch.processOne, {}
+
+    def processOne(path, args):
+        seen[path.name] = [(r["input"], r["status"]) for r in _summary(out)]  # what a crash now would leave
+        return process(path, args)
+
+    monkeypatch.setattr(batch_run.batch, "processOne", processOne)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert seen["b.nii.gz"] == [("a.nii.gz", "ok"), ("b.nii.gz", "running"), ("c.nii.gz", "not run")]
+    monkeypatch.setattr(batch_run.batch, "processOne", process)
+    (row,) = [r for r in _summary(out) if r["input"] == "b.nii.gz"]
+    assert row["status"] == "ok"
+
+
+def test_an_archive_in_the_input_folder_is_named_not_skipped_without_a_word(batch_run, tmp_path, capsys):
+    # Scans often come as a zipped series or study: the batch left "study2.zip" out without a word and said
+    # "1 of 1 input(s) processed".
+    import zipfile
+
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    with zipfile.ZipFile(inputs / "study2.zip", "w") as archive:
+        archive.writestr("b.nii.gz", (inputs / "a.nii.gz").read_bytes())
+    (inputs / "study3.tar.gz").write_bytes(b"\x1f\x8b")
+    (inputs / "a.json").write_text("{}")  # a sidecar: not named
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    err = capsys.readouterr().err
+    assert "2 file(s) in the input folder are not T2*/SWI scans" in err
+    assert "study2.zip (an archive: unpack it" in err and "study3.tar.gz (an archive" in err and "a.json" not in err
+
+
+def test_every_file_left_out_is_a_row_of_the_summary_with_its_reason(batch_run, tmp_path, capsys):
+    # Files left out (a format the batch does not read, an Analyze pair, a DICOM series, a folder) were named in one
+    # warning line, the first three only ("and 2 more"), and not in the summary: a researcher reading the table over
+    # a study could not tell that scans of the folder were never analysed, nor which.
+    inputs, out = _folders(tmp_path, ("a.nii.gz",))
+    for name in ("b.mgz", "c.nhdr", "d.nii.bz2"):
+        (inputs / name).write_bytes(b"x")
+    nib.save(nib.AnalyzeImage(np.ones(SHAPE, np.float32), AFFINE), str(inputs / "an.hdr"))
+    (inputs / "series1").mkdir()
+    _scan(inputs / "a_CMB.nii.gz")  # a label map: left out as not a scan
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    captured = capsys.readouterr()
+    assert "and 3 more" in captured.err and "1 of 1 input(s) processed" in captured.out  # inputs counted
+    rows = _summary(out)
+    assert [(r["input"], r["status"]) for r in rows] == [("a.nii.gz", "ok")] + [
+        (name, "left out") for name in ("a_CMB.nii.gz", "an.hdr", "b.mgz", "c.nhdr", "d.nii.bz2", "series1")
+    ]
+    left = {r["input"]: r for r in rows[1:]}
+    assert "a format the batch does not read" in left["d.nii.bz2"]["reason"]
+    assert "Analyze 7.5" in left["an.hdr"]["reason"] and "a folder" in left["series1"]["reason"]
+    assert left["a_CMB.nii.gz"]["reason"] == "label map or mask"
+    assert left["b.mgz"]["input_file"] == str((inputs / "b.mgz").resolve())
+    assert all(r[k] == "" for r in left.values() for k in ("n_microbleeds", "report_json", "bundle", "model"))
+
+
+def test_a_summary_edited_since_the_batch_wrote_it_is_never_replaced(batch_run, tmp_path, capsys):
+    # A researcher who added notes to cmb-batch-summary.csv in a spreadsheet (its columns kept) lost them to the next
+    # run without a word: any file starting with the summary's columns was taken for the batch's own.
+    inputs, out = _folders(tmp_path)
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 0  # its own summary it replaces
+    summary = out / "cmb-batch-summary.csv"
+    edited = summary.read_text().replace(",ok,", ",ok (checked by JS),", 1)
+    summary.write_text(edited)
+    capsys.readouterr()
+    assert batch_run(["--input-dir", inputs, "--output-dir", out]) == 2
+    err = capsys.readouterr().err
+    assert "cmb-batch-summary.csv in the output folder changed since the batch run wrote it" in err
+    assert summary.read_text() == edited and len(batch_run.calls) == 4

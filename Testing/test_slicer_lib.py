@@ -819,8 +819,14 @@ def test_a_batch_never_replaces_a_reader_s_reviewed_export(batch, tmp_path, monk
     assert batch.main(folders) == 2
     assert processed == [] and json.loads((out / "a_cmb-report.json").read_text()) == reviewed
     assert "a_cmb-report.json (3 decision(s))" in capsys.readouterr().err
-    (out / "a_cmb-report.json").unlink()  # moved away by the reader: a batch's own earlier report is replaced
-    assert batch.main(folders) == 0 and processed == ["a.nii.gz", "b.nii.gz"]
+    (out / "a_cmb-report.json").unlink()  # moved away by the reader
+    # b's report of an older version (no exported_by) without decisions may be a reader's too: kept, b fails alone.
+    older = (out / "b_cmb-report.json").read_text()
+    assert batch.main(folders) == 1 and processed == ["a.nii.gz"]
+    assert (out / "b_cmb-report.json").read_text() == older and "b.nii.gz: FAILED: " in capsys.readouterr().err
+    (out / "b_cmb-report.json").unlink()
+    assert batch.main(folders) == 0 and processed == ["a.nii.gz", "a.nii.gz", "b.nii.gz"]
+    assert batch.main(folders) == 0  # a batch's own earlier reports are replaced
     assert json.loads((out / "b_cmb-report.json").read_text())["exported_by"] == "batch"
 
 

@@ -12,6 +12,22 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+#: Put into the temporary names after ``.partial-`` (see :func:`temporaryTag`); "" outside a tagged block.
+_tag = ""
+
+
+@contextlib.contextmanager
+def temporaryTag(tag: str) -> Iterator[None]:
+    """Name the temporaries made in this block ``.NAME.partial-<tag>...``: a batch run tags its own with its host and
+    process id, so that a later run can tell the files a killed run left from anyone else's
+    (``batchOutputs.removeKilledPartials``)."""
+    global _tag
+    previous, _tag = _tag, tag
+    try:
+        yield
+    finally:
+        _tag = previous
+
 
 @contextlib.contextmanager
 def atomicPath(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -45,7 +61,7 @@ def _temporaryBeside(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     # Keep ".seg.nrrd" / ".nii.gz": writers choose the format from the extension.
     suffix = "".join(final.suffixes[-2:]) if final.name.count(".") >= 2 else final.suffix
-    fd, tmpName = tempfile.mkstemp(prefix=f".{final.name}.partial-", suffix=suffix, dir=final.parent)
+    fd, tmpName = tempfile.mkstemp(prefix=f".{final.name}.partial-{_tag}", suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(tmpName)
     # mkstemp creates 0600 files; outputs get the usual permissions (0666 minus umask).

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".hdr", ".img")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".hdr", ".img", ".hdr.gz", ".img.gz")
 #: The two files of a NIfTI pair (as SPM writes it): header and voxels. Slicer's volume reader (ITK's NIfTI reader,
 #: ``vtkMRMLVolumeArchetypeStorageNode`` passes the archetype alone for ``.hdr``/``.img``) loads the pair by either
 #: file; the batch takes it once, by its ``.hdr``, as ``plkd predict`` does. An Analyze 7.5 image (the same two files,
-#: without NIfTI's magic) is refused as plkd refuses it: its header does not say where left and right are.
-PAIR_SUFFIXES = (".hdr", ".img")
+#: without NIfTI's magic) is refused as plkd refuses it: its header does not say where left and right are. A pair
+#: written compressed (``NAME.hdr.gz`` + ``NAME.img.gz``) is read by both as well (ITK's NIfTI reader gunzips it) and
+#: taken the same way; it was left out without a word.
+PAIR_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
+
+
+#: Archives a study or series often comes in (named in the warning line of files left out, not opened).
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
 
 
 def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=None):
@@ -40,12 +46,24 @@ def findInputs(inputDir, maskSuffix="", skipped=None, notScans=None, outputDir=N
                 notScans.append((path, "a folder: the batch reads the volumes directly in the input folder"))
             continue
         if not path.is_file():
+            if path.is_symlink() and notScans is not None:
+                # A link whose scan moved or was deleted (an archive of links into a PACS export) was left out
+                # without a word.
+                try:
+                    target = path.readlink()
+                except OSError:
+                    target = "?"
+                notScans.append((path, f"a link to {target}, which is not there (moved or deleted?)"))
             continue
         if volumeSuffix(name) is None:
             # A volume in another format was left out without a word ("N of N processed"), as was "SCAN.NII.GZ".
             other = unreadFormat(name)
             if other and notScans is not None:
                 notScans.append((path, f"{other}: a format the batch does not read; convert it to NIfTI or NRRD"))
+            elif name.lower().endswith(ARCHIVE_SUFFIXES):
+                # A zipped series or study was left out without a word.
+                if notScans is not None:
+                    notScans.append((path, "an archive: unpack it, the batch reads the volumes in the input folder"))
             elif isDicomFile(path):
                 dicomFiles.append(path)
             continue
@@ -98,9 +116,9 @@ def pairProblem(path):
 
     header, voxels = pair_files(path)
     if path.name != header.name:
-        if header.is_file():
+        if header.is_file() or _otherCompression(header).is_file():
             return ""  # named once, by its header, which says what is wrong with the pair
-        return f"an {path.suffix} without its header {header.name} (a NIfTI pair is read by its .hdr)"
+        return f"an {volumeSuffix(path.name)} without its header {header.name} (a NIfTI pair is read by its .hdr)"
     if not is_nifti_pair_header(path):
         return (
             "an Analyze 7.5 image (no NIfTI magic in its .hdr): its header does not say where left and right are, so "
@@ -108,6 +126,13 @@ def pairProblem(path):
             "its orientation checked"
         )
     if not voxels.is_file():
+        other = _otherCompression(voxels)
+        if other.is_file():
+            # Said "q.img is missing" beside q.img.gz.
+            return (
+                f"a NIfTI pair of which one file is gzipped and the other not ({path.name} + {other.name}): plkd "
+                "predict reads a pair whose two files are both gzipped or neither; gzip or gunzip one of them"
+            )
         return f"a NIfTI header without its voxels ({voxels.name} is missing)"
     stem = stripSuffix(path.name)
     single = sorted(
@@ -120,6 +145,13 @@ def pairProblem(path):
         # one output name.
         return f"a NIfTI pair beside {single[0]} (the same scan converted?), which is taken"
     return None
+
+
+def _otherCompression(path):
+    """``path`` gzipped (``x.img`` -> ``x.img.gz``) or, when it is, not (``x.img.gz`` -> ``x.img``)."""
+    if path.name.lower().endswith(".gz"):
+        return path.with_name(path.name[:-3])
+    return path.with_name(path.name + (".GZ" if path.name.isupper() else ".gz"))
 
 
 def isDicomFile(path):
@@ -208,6 +240,51 @@ def nameCollisions(inputs):
     for path in inputs:
         groups.setdefault(outputBaseName(path).lower(), []).append(path)
     return [group for group in groups.values() if len(group) > 1]
+
+
+def sameScans(inputs):
+    """``{input: [the other inputs with the same file content]}`` for the inputs that are one scan under several names
+    (a copy ``a_copy.nii.gz``, a link, a NIfTI pair copied under another name: both its files compared), in input
+    order; the others are not keys.
+
+    Each was processed as a scan of its own and nothing said so: a total over the summary counted its microbleeds
+    twice. Files are told apart by their sizes, then the SHA-256 of their first MiB, then of all their bytes: only
+    files still alike are read further (a folder of uncompressed scans of one protocol has many of one size).
+    """
+    import hashlib
+
+    from plkd.naming import pair_files
+
+    def digest(path, limit):
+        sha, left = hashlib.sha256(), limit
+        with open(path, "rb") as handle:
+            while left is None or left > 0:
+                block = handle.read(1 << 20 if left is None else min(1 << 20, left))
+                if not block:
+                    break
+                sha.update(block)
+                left = None if left is None else left - len(block)
+        return sha.hexdigest()
+
+    def key(path, stage):
+        try:
+            if stage == 0:
+                return tuple(p.stat().st_size for p in pair_files(path))
+            return tuple(digest(p, 1 << 20 if stage == 1 else None) for p in pair_files(path))
+        except OSError:
+            return None  # gone or unreadable: loading it says so
+
+    groups = [list(inputs)]
+    for stage in range(3):
+        split = []
+        for group in groups:
+            byKey = {}
+            for path in group:
+                byKey.setdefault(key(path, stage), []).append(path)
+            split += [paths for found, paths in byKey.items() if found is not None and len(paths) > 1]
+        groups = split
+    same = {path: [p for p in group if p != path] for group in groups for path in group}
+    return {path: same[path] for path in inputs if path in same}
 
 
 def niftiFrames(path):

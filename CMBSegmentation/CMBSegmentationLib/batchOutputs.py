@@ -15,6 +15,7 @@ import csv
 import filecmp
 import io
 import json
+import re
 from pathlib import Path
 
 from CMBSegmentationLib import batchInputs
@@ -45,8 +46,9 @@ def removeLeftovers(outputDir, baseName):
 def readerExport(outputDir, baseName):
     """What makes the report ``baseName_cmb-report.json`` in ``outputDir`` a reader's export (the module's Export),
     which a batch run must never replace: ``"a reader's review"``, or for a report of an older version (without
-    ``exported_by``) its review decisions (``"3 decision(s)"``: accepted, rejected, added by reader); None for a batch
-    run's report, one of an older version without decisions, or none that can be read (a batch run replaces it).
+    ``exported_by``) its review decisions (``"3 decision(s)"``: accepted, rejected, added by reader), for which the
+    whole run is refused; None for a batch run's report, one of an older version without decisions (not provably a
+    batch run's either: :func:`foreignOutputs` keeps it, and that input fails), or none that can be read.
 
     Told apart by decisions alone, a review whose reader erased a false positive with the Segment Editor, painted a
     microbleed's outline or raised the review threshold, but changed no status, was replaced without a word.
@@ -70,8 +72,9 @@ def foreignOutputs(outputDir, baseName):
     """Why the files at the output names of ``baseName`` in ``outputDir`` are not provably an earlier batch run's
     (which a rerun may remove), or None (none there, or the four as a batch run's export wrote them).
 
-    Only files beside a readable report of a batch run (``"exported_by": "batch"``; an older version's without it and
-    without review decisions, see :func:`readerExport`) and unchanged since (its ``file_sha256``) are the batch's. A
+    Only files beside a readable report of a batch run (``"exported_by": "batch"``; a report of an older version,
+    without it, may be a reader's Export, which wrote the same report then) and unchanged since (its ``file_sha256``)
+    are the batch's. A
     rerun removed whatever lay there: a user's own file of that name without a report, a report cut short (a copy that
     stopped), a report saved from a spreadsheet with a reader's notes, a label map corrected in another program.
     """
@@ -94,6 +97,13 @@ def foreignOutputs(outputDir, baseName):
     why = readerExport(outputDir, baseName)
     if why:
         return f"{report.name} in the output folder is a reader's export ({why})"
+    if "exported_by" not in content:
+        # Before exported_by the module's Export wrote the same report as the batch: one without status decisions was
+        # taken for the batch's, also a reader's whose reader erased, painted or raised the review threshold.
+        return (
+            f"{report.name} in the output folder is a report of an older version (no 'exported_by'): whether a batch "
+            "run or a reader's Export wrote it cannot be told"
+        )
     changed = reportExport.changedSinceExport(content, paths[:3])
     if changed:
         names = ", ".join(p.name for p in changed)
@@ -134,6 +144,56 @@ def _sameFiles(one, other):
         a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
         for a, b in zip(ones, others, strict=True)
     )
+
+
+def partialTag(pid):
+    """What a batch run (process ``pid`` on this host) puts into its temporary names (``atomicFiles.temporaryTag``):
+    ``batch-<host>-<pid>-``, the host as ``plkd.atomic`` names it (a hash of its name)."""
+    from plkd.atomic import HOST_TAG
+
+    return f"batch-{HOST_TAG}-{pid}-"
+
+
+_KILLED_PARTIAL = re.compile(r"\.partial-batch-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-")
+
+
+def removeKilledPartials(outputDir):
+    """Remove the hidden temporary files (``.NAME.partial-...``) in ``outputDir`` that a batch run killed while writing
+    left (kill -9, the system out of memory, a power cut; Ctrl+C and SIGTERM remove their own); return ``(removed,
+    kept, stuck)``: the names of those removed, of those that stay as not provably a killed batch run's, and of a killed
+    run's that could not be removed, each with why.
+
+    A file is provably one when its name carries a batch run's tag (:func:`partialTag`) and that run no longer writes:
+    its process is gone on this host, or the file is older than ``plkd.atomic.STALE_AGE_S`` (a run on another host
+    sharing the folder), the rule of ``plkd.atomic``'s own temporaries. The module's Export and older versions write
+    untagged ones (a reader's export killed between two renames may hold the only copy of a review), and a run still
+    writing (two runs into one folder) tagged ones of a live process: those are kept and named. Every later run left
+    them all in the folder without a word.
+    """
+    import time
+
+    from plkd.atomic import HOST_TAG, STALE_AGE_S
+    from plkd.parent import process_alive
+
+    removed, kept, stuck = [], [], []
+    for path in sorted(Path(outputDir).iterdir()):
+        if not path.name.startswith(".") or ".partial-" not in path.name or path.is_symlink() or not path.is_file():
+            continue
+        found = _KILLED_PARTIAL.search(path.name)
+        try:
+            stale = time.time() - path.stat().st_mtime > STALE_AGE_S
+        except OSError:
+            continue  # gone meanwhile
+        if found is None or not (stale or (found["host"] == HOST_TAG and not process_alive(int(found["pid"])))):
+            kept.append(path.name)
+            continue
+        try:
+            path.unlink()
+        except OSError as exc:  # a killed run's, but it cannot be removed (no permission): said as such
+            stuck.append(f"{path.name} ({exc.strerror or exc})")
+            continue
+        removed.append(path.name)
+    return removed, kept, stuck
 
 
 def otherResults(outputDir, inputs):
@@ -182,6 +242,15 @@ SUMMARY_COLUMNS = (
 )
 #: ``status`` of an input the run did not reach (stopped before it), and why.
 STATUS_OK, STATUS_FAILED, STATUS_NOT_RUN = "ok", "failed", "not run"
+#: ``status`` of the input under way: the row a run killed or crashed during an input (out of memory, a reader's
+#: segfault on a damaged file) leaves; it said "not reached", as for the inputs after it.
+STATUS_RUNNING = "running"
+#: ``status`` of a file of the input folder that is no input (see :func:`leftOutRow`); after the inputs' rows.
+STATUS_LEFT_OUT = "left out"
+UNDER_WAY = (
+    "being processed when the summary was last written: if no batch run is running any more, the run stopped (killed, "
+    "crashed or out of memory) during this input; files of it in the output folder, if any, are not this run's results"
+)
 NOT_REACHED = (
     "not processed: the run has not reached it (still running, or stopped before it); any files of it in the output "
     "folder are an earlier run's"
@@ -204,6 +273,29 @@ def summaryRow(path, args, status=STATUS_NOT_RUN, reason=NOT_REACHED, result=Non
     mask = batchInputs.findMask(path, args.mask_suffix)
     row["brain_mask"] = mask.name if mask is not None else ""
     row.update({k: "" if v is None else v for k, v in (result or {}).items() if k in SUMMARY_COLUMNS})
+    # One scan under several names (batchInputs.sameScans, set by the batch as args.same_scans): each row says so, a
+    # total over the summary counted it twice.
+    others = (getattr(args, "same_scans", None) or {}).get(path)
+    if others:
+        same = f"{SAME_SCAN}{', '.join(p.name for p in others)}"
+        row["warnings"] = " | ".join(w for w in (row["warnings"], same) if w)
+    return row
+
+
+#: The start of the summary's warning on an input whose file content another input has too.
+SAME_SCAN = "the same scan as another input (identical file content): "
+
+
+def leftOutRow(path, reason):
+    """The summary's row of a file of the input folder the batch leaves out (``batchInputs.findInputs``' ``notScans``:
+    a format it does not read, an Analyze pair, a label map, DICOM files, a folder): status ``left out`` and why.
+
+    Named in one warning line alone, the first three only, a scan the batch never analysed did not show in the table
+    over the study."""
+    row = dict.fromkeys(SUMMARY_COLUMNS, "")
+    row.update(
+        input=path.name, input_file=str(path.resolve()), status=STATUS_LEFT_OUT, reason=" ".join(str(reason).split())
+    )
     return row
 
 
@@ -220,16 +312,57 @@ def summaryProblem(outputDir):
         return f"{SUMMARY_NAME} in the output folder cannot be read ({exc})"
     if not header.startswith(",".join(SUMMARY_COLUMNS[:4])):
         return f"{SUMMARY_NAME} in the output folder is no batch summary (its columns: {header[:60]!r})"
+    # Its columns alone took a summary a researcher had annotated in a spreadsheet for the batch's own.
+    recorded = _recordedSummaryHashes(outputDir)
+    try:
+        current = _sha256(path)
+    except OSError as exc:
+        return f"{SUMMARY_NAME} in the output folder cannot be read ({exc})"
+    if recorded is not None and current not in recorded:
+        return f"{SUMMARY_NAME} in the output folder changed since the batch run wrote it (edited in a spreadsheet?)"
     return None
+
+
+#: Hidden beside the summary: the SHA-256 of the summary as the batch wrote it, and of the one before (written first,
+#: so that a run killed between the two writes leaves a summary it names). An older version's summary has none: taken
+#: by its columns, as before.
+SUMMARY_HASHES = f".{SUMMARY_NAME}.sha256"
+
+
+def _recordedSummaryHashes(outputDir):
+    """The hashes :data:`SUMMARY_HASHES` records, or None when there is no such file (an older version's summary)."""
+    try:
+        return set((Path(outputDir) / SUMMARY_HASHES).read_text(encoding="ascii").split())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return set()  # unreadable: nothing proves the summary the batch's
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def writeSummary(outputDir, rows):
     """Write :data:`SUMMARY_NAME` (one row per input, in input order) under a temporary name, then rename it: a run
-    stopped while writing leaves the summary before, never a half table."""
-    from CMBSegmentationLib.atomicFiles import writeTextAtomic
+    stopped while writing leaves the summary before, never a half table. Its hash goes into :data:`SUMMARY_HASHES`
+    first (see :func:`summaryProblem`)."""
+    import hashlib
+
+    from CMBSegmentationLib.atomicFiles import atomicPath, writeTextAtomic
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    writeTextAtomic(Path(outputDir) / SUMMARY_NAME, buffer.getvalue())
+    data = buffer.getvalue().encode("utf-8")  # bytes: what is hashed is what lands on disk, also on Windows
+    path = Path(outputDir) / SUMMARY_NAME
+    try:
+        before = [_sha256(path)] if path.is_file() else []
+    except OSError:
+        before = []
+    writeTextAtomic(Path(outputDir) / SUMMARY_HASHES, "\n".join([*before, hashlib.sha256(data).hexdigest()]) + "\n")
+    with atomicPath(path) as temporary:
+        temporary.write_bytes(data)

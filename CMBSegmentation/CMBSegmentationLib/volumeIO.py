@@ -158,7 +158,7 @@ def niftiPlacementMm(volumeNode, path: str | os.PathLike[str] | None) -> float |
     # A NIfTI pair (.hdr + .img, which Slicer loads and the batch takes) is placed by the same forms as a .nii file.
     if (
         path is None
-        or not str(path).lower().endswith((".nii", ".nii.gz", ".hdr", ".img"))
+        or not str(path).lower().endswith((".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz"))
         or volumeNode.GetImageData() is None
     ):
         return None

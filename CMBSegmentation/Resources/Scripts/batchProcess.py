@@ -11,30 +11,32 @@ server even without its main window).
 Writes per input ``NAME_cmb-final.nii.gz``, ``NAME_cmb-final.seg.nrrd``, ``NAME_cmb-report.csv`` and
 ``NAME_cmb-report.json`` into OUT (no review: every candidate the model keeps is reported), replacing those of an
 earlier run, and ``cmb-batch-summary.csv`` (one row per input: status and reason, counts, files, model, thresholds;
-written atomically at the start and after each input); an input that fails leaves none (its earlier ones are
-removed). Files there that no batch run wrote, or changed since (no readable batch report beside them, or not as
-its ``file_sha256`` says), are never removed: that input fails and the others go on. Exit code 0 when every input
-succeeded, 1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a
-``--threshold`` outside [0, 1], a ``--model`` that is no bundle folder or ``.zip`` or whose checksums fail, a
-``--device gpu`` without a usable GPU: refused before any earlier result is removed), missing
-dependencies, inputs whose outputs would have the same names (``a.nii`` beside ``a.nii.gz``, ``scan`` beside ``Scan``:
-one name on macOS and Windows) or an output folder
-holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, or the result
-of another scan of an input's name (a run of another folder into the same output folder), 130 when
-interrupted (Ctrl+C or SIGTERM: the engine is stopped, the input being processed leaves no files). Results in the
-input folder (``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not inputs, so OUT may be IN; nor
-are label maps, masks, phase images and other contrasts (``plkd predict``'s folder walk rule: ``NAME_CMB``,
-``NAME-label.nrrd``, ``_T1w``, a sidecar naming a T1), and volumes in formats it does not read (``.mgz``, ``.nhdr``,
-...: named in a warning). A NIfTI pair (``NAME.hdr`` + ``NAME.img``, which Slicer's reader loads) is one input, named
-by its ``.hdr``; an Analyze 7.5 pair (no NIfTI magic: no left-right in its header) is named in that warning, as
-``plkd predict`` refuses it. Suffixes count in any case (``SCAN.NII.GZ``). A brain mask ``NAME<mask-suffix>`` may be in
-any of the input formats; an input without one is run with a warning. The dependencies must have been installed once
-from the module (first Apply).
+written atomically at the start, as each input starts, "running", and after it; then a row "left out", with why, per
+file of IN that is no input; never replacing one edited since); an input that fails leaves none (its earlier ones are
+removed). Files there that no batch run wrote, or changed since (no readable batch report beside them, or not as its
+``file_sha256`` says), are never removed: that input fails and the others go on. Exit code 0 when every input succeeded,
+1 when any failed (each failure is printed and the next input is processed), 2 for bad arguments (a ``--threshold``
+outside [0, 1], a ``--model`` that is no bundle folder or ``.zip`` or whose checksums fail, a ``--device gpu`` without a
+usable GPU: refused before any earlier result is removed), missing dependencies, inputs whose outputs would have the
+same names (``a.nii`` beside ``a.nii.gz``, ``scan`` beside ``Scan``: one name on macOS and Windows) or an output folder
+holding a reader's reviewed export (the module's Export) of an input's name, which is never replaced, or the result of
+another scan of an input's name (a run of another folder into the same output folder), 130 when interrupted (Ctrl+C or
+SIGTERM: the engine is stopped, the input being processed leaves no files; the hidden temporary files a run killed
+outright leaves, tagged with its host and process id, the next run removes and names). Results in the input folder
+(``NAME_cmb-final.*``, ``plkd predict``'s ``NAME_cmb.nii.gz``) are not inputs, so OUT may be IN; nor are label maps,
+masks, phase images and other contrasts (``plkd predict``'s folder walk rule: ``NAME_CMB``, ``NAME-label.nrrd``,
+``_T1w``, a sidecar naming a T1), and volumes in formats it does not read (``.mgz``, ``.nhdr``, ...: named in a
+warning). A NIfTI pair (``NAME.hdr`` + ``NAME.img``, or ``.hdr.gz`` + ``.img.gz``, which Slicer's reader loads) is one
+input, named by its ``.hdr``; an Analyze 7.5 pair (no NIfTI magic: no left-right in its header) is named in that
+warning, as ``plkd predict`` refuses it. Suffixes count in any case (``SCAN.NII.GZ``). A brain mask
+``NAME<mask-suffix>`` may be in any of the input formats; an input without one is run with a warning. The dependencies
+must have been installed once from the module (first Apply).
 """
 
 import argparse
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
@@ -271,6 +273,16 @@ def main(argv):
             f"{', '.join(missing)} not installed in Slicer's Python; open the CMB Segmentation "
             "module and click Apply once to install them"
         )
+    # Its temporary files carry the run's host and process id: those a run killed while writing leaves (kill -9, out
+    # of memory) are told from anyone else's by the next run, which removes them (batchOutputs.removeKilledPartials).
+    from CMBSegmentationLib import atomicFiles
+
+    with atomicFiles.temporaryTag(batchOutputs.partialTag(os.getpid())):
+        return run(args)
+
+
+def run(args):
+    """:func:`main` once the arguments are read and the dependencies are there; its exit code."""
     if not args.input_dir.is_dir():
         return refuse(f"input folder not found: {args.input_dir}")
     skipped, notScans = [], []
@@ -291,6 +303,16 @@ def main(argv):
         )
     if not inputs:
         return refuse(f"no volumes in {args.input_dir}")
+    args.same_scans = batchInputs.sameScans(inputs)
+    groups = {tuple(sorted([path, *others])) for path, others in args.same_scans.items()}
+    if groups:
+        names = "; ".join(" = ".join(p.name for p in group) for group in sorted(groups))
+        print(
+            f"batchProcess: warning: {len(groups)} scan(s) are in the input folder under several names (identical file "
+            f"content): {names}; each name is processed, so a total over the summary counts them more than once "
+            "(each row's warnings say so)",
+            file=sys.stderr,
+        )
     collisions = batchInputs.nameCollisions(inputs)
     if collisions:
         names = "; ".join(" and ".join(p.name for p in group) for group in collisions)
@@ -330,10 +352,33 @@ def main(argv):
     # The summary stands from the start, each input "not run" until it is done: a run killed half way (kill -9, a
     # power cut) leaves one that says which inputs it never reached, never the rows of an earlier run.
     rows = [batchOutputs.summaryRow(path, args) for path in inputs]
+    # After the inputs (so that rows[i] stays inputs[i]), each file left out, with why: the warning line names three.
+    rows += [batchOutputs.leftOutRow(path, why) for path, why in sorted(notScans, key=lambda item: item[0].name)]
     try:
         batchOutputs.writeSummary(args.output_dir, rows)
     except OSError as exc:
         return refuse(f"cannot write {args.output_dir / batchOutputs.SUMMARY_NAME} ({exc}); nothing was run")
+    # Once the folder is known to be writable (the summary is there).
+    removed, kept, stuck = batchOutputs.removeKilledPartials(args.output_dir)
+    if removed:
+        print(
+            f"batchProcess: warning: removed {len(removed)} temporary file(s) that a batch run killed while writing "
+            f"left in the output folder: {', '.join(removed)}",
+            file=sys.stderr,
+        )
+    if kept:
+        print(
+            f"batchProcess: warning: {len(kept)} hidden temporary file(s) in the output folder are not provably a "
+            f"batch run's, left as they are: {', '.join(kept)} (the module's Export or an older version killed while "
+            "writing, or a run still writing into this folder)",
+            file=sys.stderr,
+        )
+    if stuck:
+        print(
+            f"batchProcess: warning: {len(stuck)} temporary file(s) that a batch run killed while writing left in the "
+            f"output folder could not be removed: {', '.join(stuck)}",
+            file=sys.stderr,
+        )
     failures = 0
     done, cleared, started = 0, False, time.monotonic()
     with terminateAsInterrupt():
@@ -354,6 +399,9 @@ def main(argv):
                     rows[done] = batchOutputs.summaryRow(path, args, batchOutputs.STATUS_FAILED, reason)
                     updateSummary(args.output_dir, rows)
                     continue
+                # Said before any work on it: a run that dies during this input leaves a summary naming it.
+                rows[done] = batchOutputs.summaryRow(path, args, batchOutputs.STATUS_RUNNING, batchOutputs.UNDER_WAY)
+                updateSummary(args.output_dir, rows)
                 try:
                     # An earlier run's outputs go first: an input that fails now must not leave them to pass for this
                     # run's. Inside the try: one that cannot be removed (read-only, a folder of that name) is this
@@ -384,7 +432,7 @@ def main(argv):
             path = inputs[done]
             if cleared:
                 batchOutputs.removeLeftovers(args.output_dir, batchInputs.outputBaseName(path))
-            if rows[done]["status"] == batchOutputs.STATUS_NOT_RUN:
+            if rows[done]["status"] in (batchOutputs.STATUS_NOT_RUN, batchOutputs.STATUS_RUNNING):
                 reason = "interrupted (Ctrl+C or SIGTERM) while it was processed; none of its files were kept"
                 if not cleared:
                     reason = (
