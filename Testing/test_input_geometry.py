@@ -1,0 +1,98 @@
+"""Input geometry as the networks see it and as the outputs keep it: grids with two equally thick axes, ..."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from planted_microbleeds import brain_with_microbleeds
+
+from plkd.cli import main
+from plkd.volumes import Volume, network_axes, network_slice_axis
+
+SHIPPED_T2S = Path(__file__).resolve().parents[1] / "PLKDTraining" / "plkd" / "bundled" / "cmb-t2s"
+
+
+def _geometry(header: nib.Nifti1Header) -> tuple:
+    return (
+        int(header["qform_code"]),
+        int(header["sform_code"]),
+        header.get_qform().tolist(),
+        header.get_sform().tolist(),
+        header["pixdim"][:4].tolist(),
+        header.get_dim_info(),
+        header.get_xyzt_units(),
+    )
+
+
+def _block_mean(vol: Volume, factor: int, axes: tuple[int, ...]) -> Volume:
+    """``vol`` acquired with ``factor``-times coarser voxels along ``axes`` (block means, the same field of view)."""
+    data, affine = vol.data, vol.affine.copy()
+    for ax in axes:
+        n = data.shape[ax] // factor * factor
+        data = np.take(data, range(n), axis=ax)
+        shape = list(data.shape)
+        shape[ax : ax + 1] = [n // factor, factor]
+        data = data.reshape(shape).mean(axis=ax + 1)
+        affine[:3, 3] += affine[:3, ax] * (factor - 1) / 2.0
+        affine[:3, ax] *= factor
+    return Volume(np.ascontiguousarray(data, dtype=np.float32), affine)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "z_axis"),
+    [((3.0, 3.0, 1.0), 1), ((3.0, 1.0, 3.0), 2), ((1.0, 2.0, 2.0), 2), ((2.0, 2.01, 1.0), 1)],
+)
+def test_of_two_equally_thick_axes_one_is_the_networks_slice_axis(spacing, z_axis) -> None:
+    """A 3×3×1 mm scan (two thick axes) reached the networks in RAS order, its one fine axis as their slice axis and
+    both thick ones in-plane: nothing like the thick slices the students learnt. Now the thick axis that comes last
+    in RAS order (S, else A) is Z, also when the file stores the grid sagittally or LPS."""
+    affine = np.diag([*spacing, 1.0])
+    for turn in (
+        np.eye(4),
+        np.diag([-1.0, -1.0, 1.0, 1.0]),
+        np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0.0], [0, 0, 0, 1]]),
+    ):
+        stored = affine @ turn  # the same world grid stored in another axis order or direction
+        ornt, perm, turned = network_axes(stored, (10, 10, 10))
+        assert perm[2] == z_axis, turn
+        assert spacing_of(turned)[2] == pytest.approx(max(spacing))
+        # lowres/tune/cv thin the same axis: the stored axis that runs along world axis z_axis
+        assert np.argmax(np.abs(stored[:3, network_slice_axis(stored)])) == z_axis
+
+
+def spacing_of(affine: np.ndarray) -> np.ndarray:
+    return np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+
+
+def test_a_scan_with_two_thick_axes_has_its_microbleeds_found_and_its_header_kept(tmp_path: Path) -> None:
+    """Two microbleeds (3 and 2.5 mm) planted in a 1 mm brain, then acquired with 3×3×1 mm voxels: kept in RAS order
+    (fine axis as Z) the shipped model found neither. Now both are found at their places, the JSON says which axis
+    was taken as the slice axis (and the warning line says it once), and the label map keeps the input's header."""
+    image, mask, planted = brain_with_microbleeds(2024, {"3 mm": 3.0, "2.5 mm": 2.5})
+    thick, thick_mask = _block_mean(image, 3, (0, 1)), _block_mean(mask, 3, (0, 1))
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(thick.shape)
+    header.set_qform(thick.affine, code=1)
+    header.set_sform(thick.affine, code=2)
+    header.set_dim_info(slice=2)
+    header.set_xyzt_units("mm", "sec")
+    scan = tmp_path / "thick_T2S.nii.gz"
+    nib.save(nib.Nifti1Image(thick.data, None, header), str(scan))
+    mask_path = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image((thick_mask.data >= 0.5).astype(np.uint8), thick.affine), str(mask_path))
+    args = ["predict", str(scan), "-o", str(tmp_path / "out"), "--model", str(SHIPPED_T2S), "--mask", str(mask_path)]
+    assert main([*args, "--device", "cpu", "--progress", "none", "--threads", "1"]) == 0
+    doc = json.loads((tmp_path / "out" / "thick_T2S_cmb.json").read_text())
+    kept = [np.asarray(c["center_ras"]) for c in doc["candidates"] if c["kept"]]
+    for name, centre in planted.items():
+        assert kept and min(np.linalg.norm(k - centre) for k in kept) <= 3.0, (name, kept)
+    said = [n for n in doc["notes"] if "two axes are equally coarse" in n]
+    assert len(said) == 1 and "anterior-posterior axis as their slice axis" in said[0], doc["notes"]
+    label = nib.load(str(tmp_path / "out" / "thick_T2S_cmb.nii.gz"))
+    assert label.shape == thick.shape
+    assert _geometry(label.header) == _geometry(nib.load(str(scan)).header)
