@@ -96,3 +96,57 @@ def test_a_scan_with_two_thick_axes_has_its_microbleeds_found_and_its_header_kep
     label = nib.load(str(tmp_path / "out" / "thick_T2S_cmb.nii.gz"))
     assert label.shape == thick.shape
     assert _geometry(label.header) == _geometry(nib.load(str(scan)).header)
+
+
+def _slicer_reads(path: Path) -> np.ndarray | None:
+    """The IJK → RAS matrix of ``path`` as 3D Slicer loads it (its volume archetype storage node, ITK's NIfTI reader,
+    from the slicer-core wheel), or None when Slicer cannot read it."""
+    slicer = pytest.importorskip("slicer")
+    import vtk
+
+    scene = slicer.vtkMRMLScene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    volume.SetAndObserveStorageNodeID(storage.GetID())
+    if not storage.ReadData(volume):
+        return None
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def test_a_nifti_2_scan_is_said_to_be_unreadable_in_slicer_and_its_outputs_stay_nifti_2(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """3D Slicer reads NIfTI through ITK, whose NIfTI reader has no NIfTI-2 (ITK 5.4; the slicer-core wheel fails
+    on the file): neither a NIfTI-2 scan nor its outputs, kept NIfTI-2 so that the header stays exact (double
+    precision), open there, and nothing said so. Now one warning line and a JSON note say it and how to review.
+    The same scan as NIfTI-1 opens in Slicer with the placement plkd uses, and so does its label map."""
+    from tiny_case import BUNDLE, case_arrays
+
+    data, affine = case_arrays()
+    affine = affine.copy()
+    affine[:3, 3] += [0.3, -0.2, 0.1]
+    names = {}
+    for klass, stem in ((nib.Nifti2Image, "n2_T2S"), (nib.Nifti1Image, "n1_T2S")):
+        img = klass(data, affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        names[stem] = tmp_path / f"{stem}.nii.gz"
+        nib.save(img, str(names[stem]))
+    args = ["predict", *map(str, names.values()), "-o", str(tmp_path / "out"), "--model", str(BUNDLE)]
+    assert main([*args, "--device", "cpu", "--progress", "none", "--threads", "1"]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "NIfTI-2" in r.getMessage()]
+    assert len(warned) == 1 and "n2_T2S.nii.gz" in warned[0] and "3D Slicer" in warned[0], warned
+    for stem, nifti_2 in (("n2_T2S", True), ("n1_T2S", False)):
+        doc = json.loads((tmp_path / "out" / f"{stem}_cmb.json").read_text())
+        assert any("NIfTI-2" in n for n in doc["notes"]) == nifti_2, doc["notes"]
+        label = tmp_path / "out" / f"{stem}_cmb.nii.gz"
+        assert isinstance(nib.load(str(label)), nib.Nifti2Image) == nifti_2
+        for path in (names[stem], label):
+            placed = _slicer_reads(path)
+            if nifti_2:
+                assert placed is None, path  # when Slicer reads NIfTI-2, the note must go
+            else:
+                np.testing.assert_allclose(placed, nib.load(str(names[stem])).affine, atol=1e-4)
