@@ -160,9 +160,11 @@ def prepare(
         sp = spacing_from_affine(affine)
         other = [a for a in tied if a != moved[2]][0]
         note = (
-            "two axes are equally coarse ({} mm): the networks take the {} axis as their slice axis and see the {} "
-            "axis upsampled in-plane, which they were not trained on; microbleeds smaller than {:.3g} mm may be "
-            "missed".format("x".join(f"{s:.3g}" for s in sp), _RAS_AXIS[moved[2]], _RAS_AXIS[other], sp.max())
+            "two axes are equally coarse ({} mm along left-right, anterior-posterior, superior-inferior): the networks "
+            "take the {} axis as their slice axis and see the {} axis upsampled in-plane, which they were not trained "
+            "on; microbleeds smaller than {:.3g} mm may be missed".format(
+                "x".join(f"{s:.3g}" for s in sp), _RAS_AXIS[moved[2]], _RAS_AXIS[other], sp.max()
+            )
         )
         log.warning(note)
         notes.append(note)
