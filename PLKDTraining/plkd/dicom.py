@@ -169,6 +169,36 @@ def _say_missing_files(reader: Any, n: int, name: str) -> None:
         )
 
 
+#: Largest angle (degrees) between two files' row or column directions of one stack.
+MAX_ORIENTATION_DEGREES = 0.1
+
+
+def _check_orientations(reader: Any, files: list[Path], name: str) -> None:
+    """Refuse a series whose files' Image Orientation (Patient) (0020,0037) differ: ITK reads every slice on the first
+    file's orientation, so a slice of another stack or a localizer at a regular position was put where it is not."""
+    first: np.ndarray | None = None
+    for i, path in enumerate(files):
+        if not reader.HasMetaDataKey(i, "0020|0037"):
+            continue
+        try:
+            cosines = np.array([float(v) for v in reader.GetMetaData(i, "0020|0037").split("\\")], dtype=np.float64)
+        except ValueError:
+            continue
+        if cosines.shape != (6,):
+            continue
+        axes = cosines.reshape(2, 3) / np.linalg.norm(cosines.reshape(2, 3), axis=1, keepdims=True)
+        if first is None:
+            first = axes
+            continue
+        angle = float(np.degrees(np.arccos(np.clip((axes * first).sum(axis=1), -1.0, 1.0))).max())
+        if angle > MAX_ORIENTATION_DEGREES:
+            raise InputError(
+                f"{name}: its slices are not all oriented alike ({path.name} is turned {angle:.3g}° from "
+                f"{files[0].name}: another stack or a localizer in the series); export each stack as its own series "
+                "or convert it with dcm2niix"
+            )
+
+
 def _check_slices(reader: Any, n: int, name: str, direction_lps: np.ndarray) -> None:
     positions = []
     for i in range(n):
@@ -352,6 +382,7 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     if image.GetDimension() != 3:
         raise InputError(f"{name} is {image.GetDimension()}-D; a 3-D series is required")
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    _check_orientations(reader, files, name)
     _check_slices(reader, len(files), name, direction)
     _say_missing_files(reader, len(files), name)
     meta = {key: reader.GetMetaData(0, tag).strip() for key, tag in _TAGS.items() if reader.HasMetaDataKey(0, tag)}
