@@ -184,3 +184,27 @@ def test_a_dicom_series_whose_slices_are_not_oriented_alike_is_refused_in_one_li
     write_series(tmp_path, data[..., 3:4] * 10, affine, f"{uid}.9", [list(position)], {"0020|000e": uid}, "IMX")
     vol, _record = load_dicom_series(find_series(tmp_path)[0])
     np.testing.assert_allclose(vol.affine, affine, atol=1e-4)
+
+
+def test_a_dicom_series_whose_slices_have_other_pixel_sizes_is_refused_in_one_line(tmp_path: Path) -> None:
+    """One slice of 1.2 mm pixels in a series of 1 mm ones (another reconstruction in the series) was read with the
+    first file's pixel size, its picture stretched onto the others'. Now such a series is refused naming the file."""
+    pytest.importorskip("SimpleITK")
+    from test_predict_dicom import LPS, _case, _oblique_affine, write_series
+
+    from plkd.dicom import find_series, load_dicom_series
+    from plkd.errors import InputError
+
+    data, _affine, _truth = _case()
+    affine = _oblique_affine((1.0, 1.0, 2.0))
+    uid = "1.2.826.0.1.3680043.8.498.79"
+    write_series(tmp_path, data[..., :8] * 10, affine, uid)
+    (tmp_path / "IM0005.dcm").unlink()
+    coarser = affine.copy()
+    coarser[:3, :2] *= 1.2
+    position = LPS @ (affine[:3, 3] + 5 * affine[:3, 2])
+    write_series(tmp_path, data[..., 5:6] * 10, coarser, f"{uid}.9", [list(position)], {"0020|000e": uid}, "IMX")
+    (series,) = find_series(tmp_path)
+    with pytest.raises(InputError, match=r"pixel sizes.*IMX0000\.dcm.*1\.2") as err:
+        load_dicom_series(series)
+    assert "\n" not in str(err.value)

@@ -173,18 +173,35 @@ def _say_missing_files(reader: Any, n: int, name: str) -> None:
 MAX_ORIENTATION_DEGREES = 0.1
 
 
+def _numbers(reader: Any, i: int, tag: str, count: int) -> np.ndarray | None:
+    """The ``count`` numbers of a multi-valued tag of file ``i``, or None when absent or not numbers."""
+    if not reader.HasMetaDataKey(i, tag):
+        return None
+    try:
+        values = np.array([float(v) for v in reader.GetMetaData(i, tag).split("\\")], dtype=np.float64)
+    except ValueError:
+        return None
+    return values if values.shape == (count,) and np.all(np.isfinite(values)) else None
+
+
 def _check_orientations(reader: Any, files: list[Path], name: str) -> None:
-    """Refuse a series whose files' Image Orientation (Patient) (0020,0037) differ: ITK reads every slice on the first
-    file's orientation, so a slice of another stack or a localizer at a regular position was put where it is not."""
+    """Refuse a series whose files' Image Orientation (Patient) (0020,0037) or Pixel Spacing (0028,0030) differ: ITK
+    reads every slice on the first file's orientation and pixel size, so a slice of another stack, a localizer or
+    another reconstruction was put where it is not, or stretched onto the others' pixels, without a word."""
     first: np.ndarray | None = None
+    first_pixels: np.ndarray | None = None
     for i, path in enumerate(files):
-        if not reader.HasMetaDataKey(i, "0020|0037"):
-            continue
-        try:
-            cosines = np.array([float(v) for v in reader.GetMetaData(i, "0020|0037").split("\\")], dtype=np.float64)
-        except ValueError:
-            continue
-        if cosines.shape != (6,):
+        pixels = _numbers(reader, i, "0028|0030", 2)
+        if pixels is not None and first_pixels is None:
+            first_pixels = pixels
+        elif pixels is not None and np.abs(pixels - first_pixels).max() > MAX_GAP_SPREAD * first_pixels.min():
+            shown = "x".join(f"{v:.4g}" for v in pixels), "x".join(f"{v:.4g}" for v in first_pixels)
+            raise InputError(
+                f"{name}: its slices have other pixel sizes ({path.name}: {shown[0]} mm, {files[0].name}: {shown[1]} "
+                "mm; another reconstruction in the series); export each as its own series or convert it with dcm2niix"
+            )
+        cosines = _numbers(reader, i, "0020|0037", 6)
+        if cosines is None:
             continue
         axes = cosines.reshape(2, 3) / np.linalg.norm(cosines.reshape(2, 3), axis=1, keepdims=True)
         if first is None:
