@@ -11,6 +11,12 @@ A series is refused (:class:`plkd.errors.InputError`, one line) when its slices 
 regular 3-D grid: several images at one position (multi-echo or repeated acquisitions stored in
 one series), unequal gaps between slices, or slices shifted sideways (a sheared grid), which
 ITK's geometry would silently misplace.
+
+An enhanced multi-frame file (Enhanced MR Image Storage and the like: one file, each slice a frame placed by its own
+Plane Position in the Per-frame Functional Groups) is read with GDCM as one 3-D image, as 3D Slicer's DICOM reader
+loads it; GDCM gives frames at unequal gaps a slice spacing of 1 mm without a word, so each frame's own position is
+checked against the grid GDCM gives (:func:`frame_positions`) and the file refused when one lies elsewhere or the
+positions cannot be read.
 """
 
 from __future__ import annotations
@@ -51,6 +57,19 @@ _TAGS = {
     "scanning_sequence": "0018|0020",
     "sequence_variant": "0018|0021",
 }
+
+
+#: SOP Classes of enhanced multi-frame images: one file holds every slice as a frame.
+ENHANCED_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.3": "Enhanced MR Color Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+}
+_PER_FRAME_GROUPS = b"\x00\x52\x30\x92"  # (5200,9230) Per-frame Functional Groups Sequence, little endian
+_IMAGE_POSITION = b"\x20\x00\x32\x00"  # (0020,0032) Image Position (Patient)
+_PIXEL_DATA = b"\xe0\x7f\x10\x00"  # (7FE0,0010)
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,53 @@ def _say_missing_files(reader: Any, n: int, name: str) -> None:
         )
 
 
+#: Largest angle (degrees) between two files' row or column directions of one stack.
+MAX_ORIENTATION_DEGREES = 0.1
+
+
+def _numbers(reader: Any, i: int, tag: str, count: int) -> np.ndarray | None:
+    """The ``count`` numbers of a multi-valued tag of file ``i``, or None when absent or not numbers."""
+    if not reader.HasMetaDataKey(i, tag):
+        return None
+    try:
+        values = np.array([float(v) for v in reader.GetMetaData(i, tag).split("\\")], dtype=np.float64)
+    except ValueError:
+        return None
+    return values if values.shape == (count,) and np.all(np.isfinite(values)) else None
+
+
+def _check_orientations(reader: Any, files: list[Path], name: str) -> None:
+    """Refuse a series whose files' Image Orientation (Patient) (0020,0037) or Pixel Spacing (0028,0030) differ: ITK
+    reads every slice on the first file's orientation and pixel size, so a slice of another stack, a localizer or
+    another reconstruction was put where it is not, or stretched onto the others' pixels, without a word."""
+    first: np.ndarray | None = None
+    first_pixels: np.ndarray | None = None
+    for i, path in enumerate(files):
+        pixels = _numbers(reader, i, "0028|0030", 2)
+        if pixels is not None and first_pixels is None:
+            first_pixels = pixels
+        elif pixels is not None and np.abs(pixels - first_pixels).max() > MAX_GAP_SPREAD * first_pixels.min():
+            shown = "x".join(f"{v:.4g}" for v in pixels), "x".join(f"{v:.4g}" for v in first_pixels)
+            raise InputError(
+                f"{name}: its slices have other pixel sizes ({path.name}: {shown[0]} mm, {files[0].name}: {shown[1]} "
+                "mm; another reconstruction in the series); export each as its own series or convert it with dcm2niix"
+            )
+        cosines = _numbers(reader, i, "0020|0037", 6)
+        if cosines is None:
+            continue
+        axes = cosines.reshape(2, 3) / np.linalg.norm(cosines.reshape(2, 3), axis=1, keepdims=True)
+        if first is None:
+            first = axes
+            continue
+        angle = float(np.degrees(np.arccos(np.clip((axes * first).sum(axis=1), -1.0, 1.0))).max())
+        if angle > MAX_ORIENTATION_DEGREES:
+            raise InputError(
+                f"{name}: its slices are not all oriented alike ({path.name} is turned {angle:.3g}° from "
+                f"{files[0].name}: another stack or a localizer in the series); export each stack as its own series "
+                "or convert it with dcm2niix"
+            )
+
+
 def _check_slices(reader: Any, n: int, name: str, direction_lps: np.ndarray) -> None:
     positions = []
     for i in range(n):
@@ -208,6 +274,84 @@ def _duplicate_files(reader: Any, n: int) -> list[int]:
     return copies
 
 
+def frame_positions(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """Each frame's Image Position (Patient) (LPS mm, ``(frames, 3)``, in the order stored) of an enhanced
+    multi-frame file, read from the bytes of its Per-frame Functional Groups Sequence (SimpleITK gives no sequence
+    items); None when there is no such sequence or a position is not three numbers (big endian, a deflated data
+    set). Little endian, explicit or implicit VR, as every enhanced file is written."""
+    raw = Path(path).read_bytes()
+    start = raw.find(_PER_FRAME_GROUPS)
+    if start < 0:
+        return None
+    end = raw.find(_PIXEL_DATA, start)
+    end = len(raw) if end < 0 else end
+    positions = []
+    at = raw.find(_IMAGE_POSITION, start, end)
+    while at >= 0:
+        if raw[at + 4 : at + 6] == b"DS":  # explicit VR: 2-byte length
+            length, value_at = int.from_bytes(raw[at + 6 : at + 8], "little"), at + 8
+        else:  # implicit VR: 4-byte length
+            length, value_at = int.from_bytes(raw[at + 4 : at + 8], "little"), at + 8
+        try:
+            xyz = [float(v) for v in raw[value_at : value_at + length].decode("ascii").split("\\")]
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if len(xyz) != 3 or not np.all(np.isfinite(xyz)):
+            return None
+        positions.append(xyz)
+        at = raw.find(_IMAGE_POSITION, value_at + length, end)
+    return np.asarray(positions, dtype=np.float64) if positions else None
+
+
+def _frame_info(sitk: Any, path: Path) -> tuple[int, str]:
+    """``(Number of Frames, SOP Class UID)`` of one DICOM file (1 and ``""`` when not said or unreadable)."""
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(path))
+    try:
+        with _keep_locale():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        return 1, ""
+    sop = reader.GetMetaData("0008|0016").strip().rstrip("\x00") if reader.HasMetaDataKey("0008|0016") else ""
+    try:
+        frames = int(reader.GetMetaData("0028|0008").strip()) if reader.HasMetaDataKey("0028|0008") else 1
+    except ValueError:
+        frames = 1
+    return frames, sop
+
+
+def _check_frames(path: Path, image: Any, frames: int, name: str) -> None:
+    """Refuse a multi-frame file whose frames' own positions are not the grid GDCM gives ``image`` (its origin,
+    spacing and direction; a spacing of 1 mm where the gaps are unequal) in the order stored: several frames at one
+    position (echoes), an unequal gap, frames out of order, a sheared stack; or whose positions cannot be read."""
+    convert = "convert it with dcm2niix, which places each frame by its own position"
+    positions = frame_positions(path)
+    if positions is None or len(positions) != frames:
+        found = 0 if positions is None else len(positions)
+        raise InputError(
+            f"{name} is a multi-frame file of {frames} frames whose frame positions plkd cannot read ({found} found in "
+            f"its Per-frame Functional Groups), so where each slice lies is not known; {convert}"
+        )
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    along = positions @ direction[:, 2]
+    if len(np.unique(np.round(along, 3))) < frames:
+        raise InputError(
+            f"{name} holds {frames} frames at {len(np.unique(np.round(along, 3)))} slice positions (several echoes or "
+            f"acquisitions in one file); {convert}, or export each echo on its own"
+        )
+    step = float(image.GetSpacing()[2])
+    expected = np.asarray(image.GetOrigin(), dtype=np.float64) + np.arange(frames)[:, None] * step * direction[:, 2]
+    off = np.linalg.norm(positions - expected, axis=1)
+    worst = int(np.argmax(off))
+    if off[worst] > MAX_GAP_SPREAD * step + 1e-3:
+        raise InputError(
+            f"{name}: its frames are not one regular grid in the order stored (frame {worst + 1} of {frames} lies "
+            f"{off[worst]:.3g} mm from where GDCM's grid places it: unequal gaps, frames out of order or a sheared "
+            f"stack); {convert}"
+        )
+
+
 def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volume, dict[str, Any]]:
     """Read a series: ``(volume, record)``, a float32 :class:`Volume` indexed ``[i, j, k]`` with a
     RAS+ affine (mm) and a record naming the series (UID, description, number, files) for the
@@ -216,10 +360,15 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     ``i``/``j`` run along the image rows/columns of the files and ``k`` along the slices, as in
     ITK; the affine is ITK's LPS geometry (origin, spacing, direction) turned to RAS. The volume's
     header (NIfTI-1, qform = sform, code 1) is what its outputs are written with.
+    A series of one enhanced multi-frame file is read as one 3-D image whose frames are the slices
+    (:func:`_check_frames`).
     Raises :class:`InputError` for an unreadable or irregular series.
     """
     sitk = _sitk()
     name = f"{what} {series.folder.name} (DICOM series {series.uid})"
+    frames, sop = _frame_info(sitk, series.files[0]) if series.files else (1, "")
+    if frames > 1:
+        return _load_multiframe(sitk, series, name, frames, sop)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in series.files])
     # Each file is rescaled with its own slope/intercept; left to itself, the reader takes the pixel
@@ -250,8 +399,52 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     if image.GetDimension() != 3:
         raise InputError(f"{name} is {image.GetDimension()}-D; a 3-D series is required")
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    _check_orientations(reader, files, name)
     _check_slices(reader, len(files), name, direction)
     _say_missing_files(reader, len(files), name)
+    meta = {key: reader.GetMetaData(0, tag).strip() for key, tag in _TAGS.items() if reader.HasMetaDataKey(0, tag)}
+    note = f"{name}: {len(files)} files read with SimpleITK; {meta.get('series_description', '')}".rstrip("; ")
+    return _volume(sitk, image, series, name, meta, len(files), note)
+
+
+def _load_multiframe(sitk: Any, series: DicomSeries, name: str, frames: int, sop: str) -> tuple[Volume, dict[str, Any]]:
+    """A series of one multi-frame file (see :func:`load_dicom_series`)."""
+    kind = ENHANCED_SOP_CLASSES.get(sop, f"SOP Class {sop or 'unknown'}")
+    if len(series.files) > 1:
+        raise InputError(
+            f"{name} holds {len(series.files)} multi-frame files ({kind}, {frames} frames in the first): plkd reads a "
+            "series of one multi-frame file or of one file per slice; convert it with dcm2niix first"
+        )
+    path = series.files[0]
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(path))
+    reader.SetOutputPixelType(sitk.sitkFloat32)
+    image = _execute(sitk, reader, name)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{name} has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour?); "
+            "a grey-level magnitude series is required"
+        )
+    if image.GetDimension() != 3 or image.GetSize()[2] != frames:
+        raise InputError(
+            f"{name} is a multi-frame file ({kind}) of {frames} frames read as an image of size {image.GetSize()}; "
+            "convert it with dcm2niix first"
+        )
+    _check_frames(path, image, frames, name)
+    meta = {key: reader.GetMetaData(tag).strip() for key, tag in _TAGS.items() if reader.HasMetaDataKey(tag)}
+    note = (
+        f"{name}: one multi-frame file ({kind}) of {frames} frames read with SimpleITK, each frame's position checked"
+    )
+    note = f"{note}; {meta.get('series_description', '')}".rstrip("; ")
+    return _volume(sitk, image, series, name, meta, 1, note)
+
+
+def _volume(
+    sitk: Any, image: Any, series: DicomSeries, name: str, meta: dict[str, str], n_files: int, note: str
+) -> tuple[Volume, dict[str, Any]]:
+    """The :class:`Volume` and record of a series read as ``image`` (ITK, LPS)."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     affine_lps = np.eye(4)
     affine_lps[:3, :3] = direction @ np.diag(image.GetSpacing())
     affine_lps[:3, 3] = image.GetOrigin()
@@ -266,7 +459,5 @@ def load_dicom_series(series: DicomSeries, *, what: str = "image") -> tuple[Volu
     header.set_qform(affine, code=1)
     header.set_sform(affine, code=1)
     header.set_xyzt_units("mm")
-    meta = {key: reader.GetMetaData(0, tag).strip() for key, tag in _TAGS.items() if reader.HasMetaDataKey(0, tag)}
-    note = f"{name}: {len(files)} files read with SimpleITK; {meta.get('series_description', '')}".rstrip("; ")
-    record = {"folder": str(series.folder), "series_instance_uid": series.uid, "files": len(files), **meta}
+    record = {"folder": str(series.folder), "series_instance_uid": series.uid, "files": n_files, **meta}
     return Volume(data=data, affine=affine, path=series.folder, header=header, notes=[note, *padding]), record

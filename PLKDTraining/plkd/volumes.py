@@ -85,32 +85,53 @@ ISOTROPIC_RATIO = 1.2
 SLICE_TIE_TOLERANCE = 0.01
 
 
-def network_axes(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, list[int], np.ndarray]:
+def network_axes(
+    affine: np.ndarray, shape: tuple[int, ...], model_spacing_mm: float = 1.0
+) -> tuple[np.ndarray, list[int], np.ndarray]:
     """How :func:`plkd.inference.preprocess.prepare` turns a grid for the networks: ``(ornt, perm, new_affine)``,
     the nibabel orientation that brings the array axes to R, A, S, then the axis order ``perm`` that moves an
     anisotropic grid's slice axis to Z, and the affine of the result. Training (:mod:`plkd.training.sampling`)
     turns its subjects the same way, so a data set stored sagittally is learnt in the frame it is predicted in.
 
     The slice axis is the one coarsest axis. Two axes whose voxel sizes agree within
-    :data:`SLICE_TIE_TOLERANCE` (1×1×0.5 mm) are no slice axis: the grid stays in RAS order as an isotropic one
-    does. The tie was broken by axis number, which turned a 1×1×0.5 mm scan on its side (x as Z)."""
+    :data:`SLICE_TIE_TOLERANCE` are a tie (:func:`tied_slice_axes`): when they are no coarser than the model grid
+    (``model_spacing_mm``: 1×1×0.5 mm for a 1 mm model) the scan is high-resolution data and has no slice axis, the
+    grid stays in RAS order as an isotropic one does (the tie was broken by axis number, which turned a 1×1×0.5 mm
+    scan on its side, x as Z). When they are coarser (3×3×1 mm) the one that comes last in RAS order (S, else A)
+    becomes Z: the students learnt thick slices along Z, and a scan kept in RAS order reached them with its fine
+    axis as Z and both thick ones in-plane (two planted 3 and 2.5 mm microbleeds were missed, both found now)."""
     ornt = io_orientation(affine)
     new_affine = np.asarray(affine, dtype=np.float64) @ inv_ornt_aff(ornt, shape)
     perm = [0, 1, 2]
     if anisotropy_ratio(new_affine) >= ISOTROPIC_RATIO:
         sp = spacing_from_affine(new_affine)
         coarse = np.flatnonzero(sp >= sp.max() * (1.0 - SLICE_TIE_TOLERANCE))
-        if len(coarse) == 1:
-            axis = int(coarse[0])
+        tied = tied_slice_axes(new_affine, model_spacing_mm)
+        if len(coarse) == 1 or tied:
+            axis = int(coarse[-1])
             perm = [a for a in range(3) if a != axis] + [axis]
     return ornt, perm, new_affine[:, perm + [3]]
 
 
+def tied_slice_axes(affine: np.ndarray, model_spacing_mm: float = 1.0) -> list[int]:
+    """The two array axes of a grid whose voxel sizes agree, within :data:`SLICE_TIE_TOLERANCE`, with the coarsest
+    when they are coarser than the finest axis and the model grid by :data:`ISOTROPIC_RATIO` or more (3×3×1 mm for
+    a 1 mm model; :func:`network_axes` takes the last as Z); else an empty list (1×1×0.5 mm, isotropic, one
+    coarsest axis)."""
+    sp = spacing_from_affine(affine)
+    coarse = np.flatnonzero(sp >= sp.max() * (1.0 - SLICE_TIE_TOLERANCE))
+    if len(coarse) != 2 or sp.max() < ISOTROPIC_RATIO * max(float(sp.min()), float(model_spacing_mm)):
+        return []
+    return [int(a) for a in coarse]
+
+
 def network_slice_axis(affine: np.ndarray) -> int:
     """The array axis of a volume that the networks see as Z (the slice axis): an anisotropic grid's one coarsest
-    axis, else (isotropic, or two axes equally coarse) the axis closest to superior. Low-resolution versions of an
-    HR image made for a student (``plkd tune``, ``plkd cv``, ``plkd lowres``) thin this axis: thinning array axis 2
-    of a sagittally stored image gave the student thick slices across its X axis, which it never learnt."""
+    axis, or of two equally coarse axes coarser than 1 mm (3×3×1 mm) the one closer to superior (S, else A), else
+    (isotropic, or two axes equally coarse at 1 mm or finer, 1×1×0.5 mm) the axis closest to superior.
+    Low-resolution versions of an HR image made for a student (``plkd tune``, ``plkd cv``, ``plkd lowres``) thin
+    this axis: thinning array axis 2 of a sagittally stored image gave the student thick slices across its X axis,
+    which it never learnt."""
     ornt, perm, _ = network_axes(affine, (2, 2, 2))
     turned_z = perm[2]  # axis of the RAS-ordered array that becomes Z
     return int(np.flatnonzero(ornt[:, 0] == turned_z)[0])

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from plkd.dicom import DicomSeries, find_series, is_dicom_file, series_for_file, series_tags
@@ -181,6 +182,21 @@ def _sform_doubt(h: object) -> str:
 
 
 def orientation_warnings(volume: Volume, name: str) -> list[str]:
+    """Warnings about an input header that 3D Slicer cannot read (NIfTI-2) or whose orientation is missing or
+    ambiguous (:func:`_placement_warnings`)."""
+    nifti_2 = (
+        [
+            f"{name} is NIfTI-2: 3D Slicer and ITK-SNAP open neither it nor its outputs, which stay NIfTI-2 to keep "
+            "its header exactly (ITK's NIfTI reader has no NIfTI-2); to review it there, save the scan as NIfTI-1 and "
+            "run again"
+        ]
+        if isinstance(volume.header, nib.Nifti2Header)
+        else []
+    )
+    return nifti_2 + _placement_warnings(volume, name)
+
+
+def _placement_warnings(volume: Volume, name: str) -> list[str]:
     """Warnings about an input header whose orientation is missing or ambiguous.
 
     Both codes 0: no orientation at all (the grid is placed as ITK, 3D Slicer and ITK-SNAP place it, see

@@ -11,6 +11,7 @@ input through world coordinates; this also undoes the transposition without extr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,9 +20,14 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from plkd.lowres import declared_lr_factor
 from plkd.normalise import CLIP_PERCENTILES, normalise_intensity
 from plkd.resample import grid_with_spacing, resample_array
-from plkd.volumes import Volume, spacing_from_affine
+from plkd.volumes import Volume, spacing_from_affine, tied_slice_axes
 from plkd.volumes import network_axes as network_axes  # re-exported: training and tuning turn data as prepare does
 from plkd.volumes import network_slice_axis as network_slice_axis
+
+log = logging.getLogger(__name__)
+
+#: The world axis each array axis of a RAS-ordered grid runs along, as a note names it.
+_RAS_AXIS = ("left-right", "anterior-posterior", "superior-inferior")
 
 #: Margin (mm) kept around the brain's bounding box when cropping.
 CROP_MARGIN_MM = 8.0
@@ -146,8 +152,22 @@ def prepare(
     # however the file stores it (LPS, LAS as dcm2niix writes, sagittal order, ...); otherwise the same
     # scan stored two ways gives two different results.
     # The turn and the slice axis are network_axes', which training uses too.
-    _, moved, _ = network_axes(affine, data.shape)
+    target = np.broadcast_to(np.asarray(model_spacing, dtype=np.float64), (3,))
+    _, moved, _ = network_axes(affine, data.shape, float(target.min()))
     order, changed, data, mask, affine = to_closest_ras(data, mask, affine)
+    tied = tied_slice_axes(affine, float(target.min()))
+    if tied:
+        sp = spacing_from_affine(affine)
+        other = [a for a in tied if a != moved[2]][0]
+        note = (
+            "two axes are equally coarse ({} mm along left-right, anterior-posterior, superior-inferior): the networks "
+            "take the {} axis as their slice axis and see the {} axis upsampled in-plane, which they were not trained "
+            "on; microbleeds smaller than {:.3g} mm may be missed".format(
+                "x".join(f"{s:.3g}" for s in sp), _RAS_AXIS[moved[2]], _RAS_AXIS[other], sp.max()
+            )
+        )
+        log.warning(note)
+        notes.append(note)
     if changed:
         notes.append("turned the array to RAS axis order for the networks (the grid of the outputs is unchanged)")
     if moved != [0, 1, 2]:
@@ -157,7 +177,6 @@ def prepare(
         notes.append(f"moved the slice axis (array axis {order[moved[2]]} of the input) to Z for the networks")
     perm: tuple[int, int, int] = tuple(order[a] for a in moved)  # type: ignore[assignment]  # input axis of each
 
-    target = np.broadcast_to(np.asarray(model_spacing, dtype=np.float64), (3,))
     spacing = spacing_from_affine(affine)
     if np.any(np.abs(spacing - target) > SPACING_TOLERANCE * target):
         new_affine, new_shape = grid_with_spacing(affine, data.shape, target)
