@@ -48,8 +48,8 @@ from plkd.errors import InputError
 from plkd.label_grid import label_onto_image
 from plkd.metrics.components import check_label_values
 from plkd.modalities import MODALITIES
-from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix, subject_id
-from plkd.volumes import Volume, load_label, load_volume, on_grid_of
+from plkd.naming import is_nifti, is_pair_name, is_plkd_prediction, pair_files, strip_nifti_suffix, subject_id
+from plkd.volumes import Volume, is_nifti_pair_header, load_label, load_volume, on_grid_of
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ LAYOUTS = ("auto", "synth", "valdo", "bids", "folder")
 #: ``format`` of a ``plkd synth`` manifest this reader understands.
 SYNTH_FORMAT = "plkd-synth/1"
 
-_NII = r"\.nii(?:\.gz)?$"
+#: A NIfTI file's extension, or a NIfTI pair's header's (:func:`_nifti_files`).
+_NII = r"\.(?:nii|hdr)(?:\.gz)?$"
 _VALDO_IMAGE = re.compile(
     r"^(?P<sid>sub-[^_]+)_space-(?P<space>[A-Za-z0-9]+)_(?P<masked>desc-masked_)?(?P<mod>T2S|SWI)" + _NII
 )
@@ -85,8 +86,12 @@ class Subject:
 # helpers
 
 
-def _nifti_files(folder: Path, max_depth: int) -> list[Path]:
-    """NIfTI files under ``folder`` down to ``max_depth`` sub-folder levels, hidden ones skipped."""
+def _nifti_files(folder: Path, max_depth: int, *, unread_pairs: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """NIfTI files under ``folder`` down to ``max_depth`` sub-folder levels, hidden ones skipped: ``.nii``,
+    ``.nii.gz`` and the header (``.hdr``) of each NIfTI pair whose voxels (``.img``) lie beside it, which
+    :func:`plkd.volumes.load_volume` reads as ``plkd predict`` does (they were passed over: a data set of SPM's
+    pairs was "no subjects found", or lost its pair subjects without a word). The pair files that are not read
+    (an Analyze 7.5 header, an ``.img`` without its header...) are added to ``unread_pairs`` with why."""
     found: list[Path] = []
     base_depth = len(folder.parts)
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -94,8 +99,38 @@ def _nifti_files(folder: Path, max_depth: int) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if len(here.parts) - base_depth >= max_depth:
             dirnames[:] = []
-        found.extend(here / f for f in sorted(filenames) if is_nifti(f) and not f.startswith("."))
+        for f in sorted(filenames):
+            if f.startswith("."):
+                continue
+            if is_nifti(f):
+                found.append(here / f)
+            elif is_pair_name(f):
+                why = _pair_problem(here / f)
+                stem = strip_nifti_suffix(f)
+                if why is None and (
+                    single := next((n for n in filenames if is_nifti(n) and strip_nifti_suffix(n) == stem), None)
+                ):
+                    # As plkd predict: the pair converted beside it is one scan, taken as the .nii.
+                    why = f"NIfTI pair beside {single} (the same scan converted?), which is taken"
+                if why is None:
+                    found.append(here / f)
+                elif why and unread_pairs is not None:
+                    unread_pairs.append((here / f, why))
     return found
+
+
+def _pair_problem(path: Path) -> str | None:
+    """None when ``path`` is the header of a NIfTI pair with its voxels beside it (the file a pair is read by);
+    ``""`` for the voxels of such a pair (read with their header); else why the file is not read, in
+    ``plkd predict``'s words."""
+    header, voxels = pair_files(path)
+    if path != header:
+        return "" if header.exists() else "not NIfTI or DICOM (an .img without its .hdr)"
+    if not is_nifti_pair_header(path):
+        return "Analyze 7.5 image (its header does not say where left and right are)"
+    if not voxels.exists():
+        return f"NIfTI header without its voxels ({voxels.name} is missing)"
+    return None
 
 
 _SAID: set[str] = set()
@@ -340,7 +375,9 @@ def _say_left_out(root: Path, subjects: list[Subject], layout: str, modality: st
     channels = {Path(p): c for s in subjects for c, p in (s.meta.get("channels") or {}).items()}
     depth = {"folder": 1, "valdo": 2, "synth": 2}.get(layout)
     left: list[tuple[Path, str]] = []
-    for p in _nifti_files(root, 8):
+    files = _nifti_files(root, 8, unread_pairs=left)
+    left = [(p, why) for p, why in left if p.relative_to(root).parts[0] not in _NOT_SUBJECT_FOLDERS]
+    for p in files:
         rel = p.relative_to(root).parts
         if p in used or is_plkd_prediction(p) or rel[0] in _NOT_SUBJECT_FOLDERS:
             continue  # results are said by the readers that meet them (plain folders), or are no subject's

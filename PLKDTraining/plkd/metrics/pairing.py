@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plkd.errors import InputError
-from plkd.naming import is_nifti, strip_nifti_suffix, subject_id
+from plkd.naming import is_nifti, is_pair_name, strip_nifti_suffix, subject_id
+from plkd.naming import pair_files as nifti_pair_files
 
 #: Words (``_``-separated, or values of BIDS ``key-value`` entities) that mark a label map.
 LABEL_WORDS = frozenset(
@@ -144,18 +145,32 @@ def _joins_several(files: Iterable[Path], side: str) -> bool:
     return any(ranks.count(max(ranks)) > 1 and max(ranks) > rank["image"] for ranks in groups.values())
 
 
+def _pair_header(path: Path) -> bool:
+    """Whether ``path`` is the header (``.hdr``) of a NIfTI pair whose voxels (``.img``) lie beside it: read as
+    ``plkd predict`` and ``plkd train`` read it (an Analyze 7.5 header is refused when loaded)."""
+    if not is_pair_name(path):
+        return False
+    header, voxels = nifti_pair_files(path)
+    return path == header and voxels.is_file()
+
+
 def find_nifti_files(path: str | os.PathLike[str], what: str) -> list[Path]:
-    """NIfTI files named by ``path``: the file itself, or every ``*.nii[.gz]`` under a folder."""
+    """NIfTI files named by ``path``: the file itself, or every ``*.nii[.gz]`` (and NIfTI pair, by its ``.hdr``)
+    under a folder."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{what} not found: {p}")
     if p.is_file():
+        if is_pair_name(p) and nifti_pair_files(p)[0].is_file():
+            return [nifti_pair_files(p)[0]]  # a pair named by its .img is read by its header
         if not is_nifti(p):
-            raise InputError(f"{what} {p} is not a .nii or .nii.gz file")
+            raise InputError(f"{what} {p} is not a .nii, .nii.gz or NIfTI pair (.hdr + .img) file")
         return [p]
-    files = sorted(f for f in p.rglob("*") if f.is_file() and is_nifti(f) and not f.name.startswith("."))
+    files = sorted(
+        f for f in p.rglob("*") if f.is_file() and (is_nifti(f) or _pair_header(f)) and not f.name.startswith(".")
+    )
     if not files:
-        raise InputError(f"{what} folder {p} holds no .nii/.nii.gz files")
+        raise InputError(f"{what} folder {p} holds no .nii/.nii.gz files or NIfTI pairs")
     return files
 
 

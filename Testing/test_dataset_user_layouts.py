@@ -1,0 +1,107 @@
+"""Data sets as researchers bring them to ``plkd train``/``cv``/``tune``/``evaluate``: NIfTI pairs, one folder per
+subject with the same file names, and the labels such folders hold."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from plkd.cli import main
+from plkd.data import find_subjects, load_subject
+from plkd.metrics import evaluate_paths
+from plkd.training.crossval import data_fingerprint, file_contents
+
+SHAPE = (6, 7, 8)
+
+
+def _volume(value: float = 1.0) -> np.ndarray:
+    data = np.zeros(SHAPE, dtype=np.float32)
+    data[0, 0, 0] = value
+    data[1, 1, 1] = 1.0  # never constant
+    return data
+
+
+def _nii(path: Path, value: float = 1.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(_volume(value), np.eye(4)), str(path))
+    return path
+
+
+def _pair(path: Path, value: float = 1.0, data: np.ndarray | None = None) -> Path:
+    """A NIfTI pair (``x.hdr`` + ``x.img``, as SPM writes) at ``path`` (the ``.hdr``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Pair(_volume(value) if data is None else data, np.eye(4)), str(path))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# NIfTI pairs (.hdr + .img), which plkd predict reads
+
+
+def test_nifti_pairs_are_subjects_images_and_labels_in_every_layout(tmp_path: Path) -> None:
+    side = tmp_path / "side"
+    _pair(side / "p1.hdr", 3)
+    _pair(side / "p1_label.hdr", 5)
+    _nii(side / "p2.nii.gz", 4)
+    subjects = {s.id: s for s in find_subjects(side)}
+    assert sorted(subjects) == ["p1", "p2"]  # p1 was passed over without a word
+    image, label, _ = load_subject(subjects["p1"])
+    assert (image.data[0, 0, 0], label.data[0, 0, 0]) == (3, 5)  # read by the reader plkd predict uses
+
+    valdo = tmp_path / "valdo"
+    _pair(valdo / "sub-1" / "sub-1_space-T2S_desc-masked_T2S.hdr")
+    _pair(valdo / "sub-1" / "sub-1_space-T2S_CMB.hdr")
+    (s1,) = find_subjects(valdo)
+    assert (s1.id, s1.image.name, s1.label.name) == (
+        "sub-1",
+        "sub-1_space-T2S_desc-masked_T2S.hdr",
+        "sub-1_space-T2S_CMB.hdr",
+    )
+
+    nnunet = tmp_path / "nnunet"
+    _pair(nnunet / "imagesTr" / "case_001_0000.hdr")
+    _pair(nnunet / "labelsTr" / "case_001.hdr")
+    (c1,) = find_subjects(nnunet)
+    assert (c1.id, c1.label.name) == ("case_001", "case_001.hdr")
+
+
+def test_pair_files_not_read_are_named_and_a_pair_beside_its_conversion_is_one_scan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _nii(tmp_path / "p1.nii.gz")
+    _pair(tmp_path / "p1.hdr")  # the same scan converted: one subject, as plkd predict takes it
+    nib.save(nib.AnalyzeImage(_volume(), np.eye(4)), str(tmp_path / "old.hdr"))
+    _pair(tmp_path / "lost.hdr")
+    (tmp_path / "lost.hdr").unlink()  # an .img without its header
+    with caplog.at_level(logging.WARNING, logger="plkd"):
+        (s,) = find_subjects(tmp_path)
+    assert s.image.name == "p1.nii.gz"
+    said = caplog.text
+    assert "3 NIfTI file(s) not read" in said and "Analyze 7.5" in said and "without its .hdr" in said
+    assert "NIfTI pair beside p1.nii.gz" in said
+
+
+def test_a_pair_digest_covers_its_voxels(tmp_path: Path) -> None:
+    """The cv stage cache and resume checks hash a subject's files: a pair's voxels lie in its .img."""
+    _pair(tmp_path / "p1.hdr", 1)
+    _pair(tmp_path / "p1_label.hdr", 1)
+    before = file_contents(find_subjects(tmp_path))
+    fingerprint = data_fingerprint(tmp_path, ["p1"])
+    _pair(tmp_path / "p1_label.hdr", 2, data=np.pad(_volume(2), ((0, 1), (0, 0), (0, 0))))  # other voxels
+    assert file_contents(find_subjects(tmp_path)) != before
+    assert data_fingerprint(tmp_path, ["p1"]) != fingerprint
+
+
+def test_evaluate_reads_a_pair_reference(tmp_path: Path) -> None:
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[3, 3, 3] = 1
+    _pair(tmp_path / "truth" / "sub-01_CMB.hdr", data=ref)
+    (tmp_path / "pred").mkdir()
+    nib.save(nib.Nifti1Image(ref, np.eye(4)), str(tmp_path / "pred" / "sub-01_cmb.nii.gz"))
+    result = evaluate_paths(tmp_path / "pred", tmp_path / "truth")
+    assert result["files"]["sub-01"]["reference"].endswith("sub-01_CMB.hdr") and result["pooled"]["TP"] == 1
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth" / "sub-01_CMB.img")]) == 0
