@@ -12,6 +12,7 @@ import pytest
 
 from plkd.cli import main
 from plkd.data import find_subjects, load_subject
+from plkd.errors import InputError
 from plkd.metrics import evaluate_paths
 from plkd.training.crossval import data_fingerprint, file_contents
 
@@ -105,3 +106,31 @@ def test_evaluate_reads_a_pair_reference(tmp_path: Path) -> None:
     result = evaluate_paths(tmp_path / "pred", tmp_path / "truth")
     assert result["files"]["sub-01"]["reference"].endswith("sub-01_CMB.hdr") and result["pooled"]["TP"] == 1
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth" / "sub-01_CMB.img")]) == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# one folder per subject, the same file names in each
+
+
+def test_same_file_names_in_subject_folders_are_two_subjects_named_with_their_folder(tmp_path: Path) -> None:
+    for n, folder in enumerate(("patientA", "patientB"), start=1):
+        _nii(tmp_path / folder / "T2S.nii.gz", n)
+        _nii(tmp_path / folder / "T2S_label.nii.gz", 10 + n)
+    _nii(tmp_path / "patientC" / "scan_T2S.nii.gz", 3)
+    subjects = {s.id: s for s in find_subjects(tmp_path)}
+    # Refused before as "subject id 'T2S' occurs twice"; a name found once keeps it (runs' ids stay valid).
+    assert sorted(subjects) == ["patientA_T2S", "patientB_T2S", "scan_T2S"]
+    for n, sid in enumerate(("patientA_T2S", "patientB_T2S"), start=1):
+        image, label, _ = load_subject(subjects[sid])
+        assert (image.data[0, 0, 0], label.data[0, 0, 0]) == (n, 10 + n)  # each with its own label, never merged
+
+
+def test_two_files_of_one_subject_id_are_refused_naming_both_and_the_rule(tmp_path: Path) -> None:
+    _nii(tmp_path / "p1.nii.gz")
+    _nii(tmp_path / "more" / "p1.nii.gz")
+    _nii(tmp_path / "more_p1.nii.gz")  # what the folder-named id of more/p1 would be
+    with pytest.raises(InputError) as err:
+        find_subjects(tmp_path)
+    text = str(err.value)
+    assert "'more_p1' occurs twice" in text and "more/p1.nii.gz" in text and "more_p1.nii.gz" in text
+    assert "with its folder" in text

@@ -30,8 +30,9 @@ Layouts, tried in this order by ``layout="auto"``:
 VALDO and synth subjects are identified by :func:`plkd.naming.subject_id` (``sub-XXX``);
 plain-folder subjects by their case name (the file name without extension, label suffix or
 nnU-Net channel suffix), because general file names such as ``case_001`` would collide if cut
-at the first ``_``. A label without its image, two files claiming the same subject, or an
-empty folder is a :class:`~plkd.errors.InputError` naming what was expected.
+at the first ``_``; a case name found in two folders (one folder per patient, each holding
+``T2S.nii.gz``) is prefixed by the folder (``sub-01_T2S``). A label without its image, two files
+claiming the same subject, or an empty folder is a :class:`~plkd.errors.InputError` naming what was expected.
 """
 
 from __future__ import annotations
@@ -144,11 +145,25 @@ def _warn_once(message: str) -> None:
         log.warning("%s", message)
 
 
+#: How each layout names a subject, for the message refusing two files of one id.
+_ID_RULES = {
+    "valdo": "the name up to the first '_'",
+    "synth": "the name up to the first '_'",
+    "bids": "the file's BIDS entities",
+    "folder": "the file name without extension, label suffix or nnU-Net channel, with its folder when another "
+    "folder holds that name too",
+}
+
+
 def _check_unique(subjects: list[Subject]) -> list[Subject]:
     seen: dict[str, Subject] = {}
     for s in subjects:
         if s.id in seen:
-            raise InputError(f"subject id {s.id!r} occurs twice: {seen[s.id].image} and {s.image}")
+            rule = _ID_RULES.get(s.meta.get("layout", ""), "")
+            raise InputError(
+                f"subject id {s.id!r} occurs twice: {seen[s.id].image} and {s.image}"
+                + (f" (a subject is named by {rule}); keep one, or rename one" if rule else "")
+            )
         seen[s.id] = s
     return sorted(subjects, key=lambda s: s.id)
 
@@ -499,7 +514,25 @@ def _find_side_by_side(root: Path) -> list[Subject]:
         if getattr(owner, attr) is not None:
             raise InputError(f"two {attr}s for {owner.image.name}: {getattr(owner, attr)} and {p}")
         setattr(owner, attr, p)
-    return _check_unique(list(subjects.values()))
+    return _check_unique(_with_folder_ids(root, list(subjects.values())))
+
+
+def _with_folder_ids(root: Path, subjects: list[Subject]) -> list[Subject]:
+    """``subjects`` with the case name of each one that shares it with a subject in another folder prefixed by its
+    folder (``sub-01/T2S.nii.gz`` and ``sub-02/T2S.nii.gz``: ``sub-01_T2S`` and ``sub-02_T2S``; one at the top
+    keeps its name): one folder per subject holding files of the same names was refused as "subject id 'T2S'
+    occurs twice". Ids of names found once are unchanged (a run's ids, its splits and caches stay valid)."""
+    by_id: dict[str, list[Subject]] = {}
+    for s in subjects:
+        by_id.setdefault(s.id, []).append(s)
+    for same in by_id.values():
+        if len({s.image.parent for s in same}) < 2:
+            continue  # one folder: two files of one name there are refused by _check_unique
+        for s in same:
+            folder = s.image.parent.relative_to(root).parts
+            if folder:
+                s.id = "_".join((*folder, s.id))
+    return subjects
 
 
 def _single_image_of_case(subjects: dict[tuple[Path, str], Subject], parent: Path, case: str) -> Subject | None:
