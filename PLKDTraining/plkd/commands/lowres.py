@@ -123,26 +123,53 @@ def _axis(vol: Volume, args: argparse.Namespace) -> int:
     return default_slice_axis(vol.affine) if args.axis is None else args.axis
 
 
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The conversion's settings, as every record of it names them (a sidecar's ``PLKDLowres``, ``--dataset``'s
+    :data:`CONVERSION_RECORD` and synth manifest)."""
+    return {
+        "mode": "thick-slab" if args.thickness_mm is not None else (args.mode or "interp"),
+        "factor": args.factor,
+        "thickness_mm": args.thickness_mm,
+        "noise_std": args.noise_std,
+        "noise": args.noise if args.noise_std else None,
+        "seed": args.seed,
+        "offset": args.offset,
+        "min_label_fraction": args.min_label_fraction,
+    }
+
+
 def _write_sidecar(
-    source: Path, output: Path, image: Volume, args: argparse.Namespace, header_changed: list[str]
+    source: Path, output: Path, image: Volume, args: argparse.Namespace, header_changed: list[str], *, always: bool
 ) -> None:
     """``output``'s JSON sidecar from ``source``'s, without the fields about changed slices (plkd.lowres_sidecar),
-    recording ``header_changed`` (the NIfTI header fields the output changed from its input's)."""
-    mode = "thick-slab" if args.thickness_mm is not None else (args.mode or "interp")
-    settings = {"mode": mode, "factor": args.factor, "thickness_mm": args.thickness_mm}
+    recording the settings and ``header_changed`` (the NIfTI header fields the output changed from its input's);
+    ``always``: also when ``source`` has none (one file converted, which has no other record)."""
     write_lowres_sidecar(
-        source, output, settings, thickness_mm=args.thickness_mm, axis=_axis(image, args), header_changed=header_changed
+        source,
+        output,
+        _settings(args),
+        thickness_mm=args.thickness_mm,
+        axis=_axis(image, args),
+        header_changed=header_changed,
+        always=always,
     )
 
 
 def _write_output(
-    source: Path, output: Path, img: nib.Nifti1Image, before: Any, image: Volume, args: argparse.Namespace
+    source: Path,
+    output: Path,
+    img: nib.Nifti1Image,
+    before: Any,
+    image: Volume,
+    args: argparse.Namespace,
+    *,
+    always_sidecar: bool = False,
 ) -> list[str]:
     """Write the converted ``img`` and its sidecar (first: an image without its sidecar would be read as another
     modality, a T2* scan); returns the header fields it changed from ``before`` (its input's header), which the
-    sidecar records (they were only printed)."""
+    sidecar records (they were only printed). ``always_sidecar``: see :func:`_write_sidecar`."""
     changed = header_changes(before, img.header)
-    _write_sidecar(source, output, image, args, changed)
+    _write_sidecar(source, output, image, args, changed, always=always_sidecar)
     save_image(output, img)
     return changed
 
@@ -231,10 +258,12 @@ def _run_single(args: argparse.Namespace) -> int:
     # Both converted before either is written: a label that cannot be converted left the image written alone.
     lab = _convert_label(label, image, args) if label is not None else None
     written = nifti_image(out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
-    _write_output(args.input, args.out, written, image.header, image, args)
+    # One file has no folder record (--dataset's .plkd-lowres.json): its sidecar records the conversion, also when
+    # the input had none (it wrote nothing then, so the output's settings and changed header were recorded nowhere).
+    _write_output(args.input, args.out, written, image.header, image, args, always_sidecar=True)
     _say(args, f"wrote {args.out} ({_describe(out)}{_changed_text(image.header, args.out)})")
     if lab is not None:
-        _write_output(args.label, args.label_out, _label_image(lab), label.header, image, args)
+        _write_output(args.label, args.label_out, _label_image(lab), label.header, image, args, always_sidecar=True)
         changed = _changed_text(label.header, args.label_out)
         _say(args, f"wrote {args.label_out} ({int(np.count_nonzero(lab.data))} labelled voxels{changed})")
     return 0
@@ -324,18 +353,7 @@ def _rewrite_manifest(
 
 def _lowres_record(args: argparse.Namespace) -> dict[str, Any]:
     """The conversion's source and settings, as the output manifest records them."""
-    return {
-        "source": str(args.dataset.resolve()),
-        "mode": "thick-slab" if args.thickness_mm is not None else (args.mode or "interp"),
-        "factor": args.factor,
-        "thickness_mm": args.thickness_mm,
-        "noise_std": args.noise_std,
-        "noise": args.noise if args.noise_std else None,
-        "seed": args.seed,
-        "offset": args.offset,
-        "axis": args.axis,
-        "min_label_fraction": args.min_label_fraction,
-    }
+    return {"source": str(args.dataset.resolve()), **_settings(args), "axis": args.axis}
 
 
 #: The conversion an ``--out`` folder holds, written before its first image: the synth manifest (with the same
