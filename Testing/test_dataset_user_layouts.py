@@ -134,3 +134,46 @@ def test_two_files_of_one_subject_id_are_refused_naming_both_and_the_rule(tmp_pa
     text = str(err.value)
     assert "'more_p1' occurs twice" in text and "more/p1.nii.gz" in text and "more_p1.nii.gz" in text
     assert "with its folder" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# labels named as plkd evaluate reads them
+
+
+def _label(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.zeros(SHAPE, np.uint8)
+    data[3, 3, 3] = 1
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path
+
+
+@pytest.mark.parametrize("suffix", ["_gt", "_truth", "_lesion", "_manual", "_microbleeds", "_GT"])
+def test_a_label_named_with_evaluates_words_is_the_label_of_the_image_beside_it(tmp_path: Path, suffix: str) -> None:
+    """``p1_gt.nii.gz`` beside ``p1.nii.gz`` was a subject of its own (its label map read as a scan) and p1 was left
+    out for having no label; plkd evaluate reads the same file as p1's reference."""
+    _nii(tmp_path / "p1.nii.gz")
+    _label(tmp_path / f"p1{suffix}.nii.gz")
+    _label(tmp_path / "labels_only" / f"q{suffix}.nii.gz")  # no image of its name: an image, as before
+    subjects = {s.id: s for s in find_subjects(tmp_path)}
+    assert sorted(subjects) == ["p1", f"q{suffix}"]
+    assert subjects["p1"].label.name == f"p1{suffix}.nii.gz"
+
+    split = tmp_path / "split"
+    _nii(split / "images" / "a.nii.gz")
+    _label(split / "labels" / f"a{suffix}.nii.gz")
+    (a,) = find_subjects(split)
+    assert a.label.name == f"a{suffix}.nii.gz"
+
+
+def test_a_bids_desc_cmb_mask_is_the_label_not_the_brain_mask(tmp_path: Path) -> None:
+    """``derivatives/…/sub-01_desc-cmb_mask`` (a mask of the microbleeds) was taken for sub-01's brain mask: the
+    intensities normalised over the microbleeds and negatives drawn from them, and the subject had no label."""
+    _nii(tmp_path / "sub-01" / "anat" / "sub-01_T2starw.nii.gz")
+    _label(tmp_path / "derivatives" / "manual" / "sub-01" / "anat" / "sub-01_desc-cmb_mask.nii.gz")
+    _nii(tmp_path / "sub-02" / "anat" / "sub-02_T2starw.nii.gz")
+    _label(tmp_path / "derivatives" / "manual" / "sub-02" / "anat" / "sub-02_desc-lesion_mask.nii.gz")
+    _nii(tmp_path / "derivatives" / "bet" / "sub-02" / "anat" / "sub-02_desc-brain_mask.nii.gz")
+    s1, s2 = find_subjects(tmp_path)
+    assert (s1.label.name, s1.mask) == ("sub-01_desc-cmb_mask.nii.gz", None)
+    assert (s2.label.name, s2.mask.name) == ("sub-02_desc-lesion_mask.nii.gz", "sub-02_desc-brain_mask.nii.gz")

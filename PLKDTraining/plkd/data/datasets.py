@@ -48,6 +48,7 @@ from typing import Any
 from plkd.errors import InputError
 from plkd.label_grid import label_onto_image
 from plkd.metrics.components import check_label_values
+from plkd.metrics.pairing import LABEL_WORDS
 from plkd.modalities import MODALITIES
 from plkd.naming import is_nifti, is_pair_name, is_plkd_prediction, pair_files, strip_nifti_suffix, subject_id
 from plkd.volumes import Volume, is_nifti_pair_header, load_label, load_volume, on_grid_of
@@ -70,6 +71,11 @@ _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 #: File-name suffixes (case-insensitive) marking a label / a brain mask beside its image.
 LABEL_SUFFIXES = ("_label", "_labels", "_seg", "_cmb")
 MASK_SUFFIXES = ("_mask", "_brainmask", "_brain_mask")
+#: Further endings that ``plkd evaluate`` reads as a label (:data:`plkd.metrics.pairing.LABEL_WORDS`: ``_gt``,
+#: ``_truth``, ``_lesion``, ``_manual``, ``_microbleeds``...): a file so named beside an image of the rest of its
+#: name is that image's label (it was a subject of its own, its label map read as a scan, and the image left out
+#: for having no label); without such an image it stays an image, as before.
+EXTRA_LABEL_SUFFIXES = tuple(sorted(f"_{w}" for w in LABEL_WORDS if f"_{w}" not in LABEL_SUFFIXES))
 
 
 @dataclass
@@ -462,7 +468,10 @@ def _find_split_folders(root: Path) -> list[Subject]:
     ]
     subjects = _check_unique(subjects)
     by_id = {s.id: s for s in subjects}
-    for folder, attr, suffixes in ((labels_dir, "label", LABEL_SUFFIXES), (masks_dir, "mask", MASK_SUFFIXES)):
+    for folder, attr, suffixes in (
+        (labels_dir, "label", LABEL_SUFFIXES + EXTRA_LABEL_SUFFIXES),
+        (masks_dir, "mask", MASK_SUFFIXES),
+    ):
         if not folder.is_dir():
             continue
         for p in _nifti_files(folder, 0):
@@ -498,6 +507,8 @@ def _find_side_by_side(root: Path) -> list[Subject]:
     for (parent, stem), p in stems.items():
         # A label/mask suffix marks the file as belonging to the image named by the rest.
         label_base = _strip_suffix(stem, LABEL_SUFFIXES)
+        if label_base is None and (base := _strip_suffix(stem, EXTRA_LABEL_SUFFIXES)) is not None:
+            label_base = base if (parent, base) in stems else None
         mask_base = _strip_suffix(stem, MASK_SUFFIXES)
         if label_base is not None:
             extras.append(("label", p, label_base))

@@ -4,7 +4,8 @@ Every NIfTI file found is first given a *role* from its name, its folder and its
 
 - ``prediction``: written by ``plkd predict`` (``NAME_cmb.nii.gz`` with ``NAME_cmb.json``
   beside it); ``prediction-extra``: its optional ``_cmb_prob`` / ``_cmb_modelgrid`` maps;
-- ``mask``: a brain mask (``…_mask``, ``…_brainmask``; a BIDS ``label-X_mask`` is a label);
+- ``mask``: a brain mask (``…_mask``, ``…_brainmask``; a BIDS ``label-X_mask`` is a label, and so is a
+  ``desc-X_mask`` whose ``X`` is a label word, ``desc-cmb_mask``, ``desc-lesion_mask``);
 - ``label``: a name that says it is a label — a ``_``-separated word or BIDS entity value
   ``CMB``, ``label``, ``seg``, ``dseg``, ``truth``, ``gt``, ``reference``, ``manual``,
   ``lesion``…, any ``label-X`` entity, or a file directly inside ``labels/``, ``labelsTr/``
@@ -98,6 +99,10 @@ def file_role(path: str | os.PathLike[str]) -> str:
     tokens, words = _tokens(stem)
     if any(t.startswith("label-") for t in tokens):
         return "label"  # BIDS derivative: sub-X_label-CMB_mask is a lesion label, not a brain mask
+    if tokens and tokens[-1] == "mask" and any(t.startswith("desc-") and t[5:] in LABEL_WORDS for t in tokens):
+        # sub-X_desc-cmb_mask, desc-lesion_mask: a mask of the microbleeds; plkd train took it for the brain mask
+        # (its normalisation and negatives drawn from the few labelled voxels) and the subject had no label.
+        return "label"
     if tokens and (tokens[-1] in MASK_WORDS or any(t in MASK_WORDS - {"mask"} for t in tokens)):
         return "mask"
     if words & LABEL_WORDS or p.parent.name.lower() in LABEL_FOLDERS:
