@@ -3,6 +3,7 @@ subject with the same file names, and the labels such folders hold."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -177,3 +178,52 @@ def test_a_bids_desc_cmb_mask_is_the_label_not_the_brain_mask(tmp_path: Path) ->
     s1, s2 = find_subjects(tmp_path)
     assert (s1.label.name, s1.mask) == ("sub-01_desc-cmb_mask.nii.gz", None)
     assert (s2.label.name, s2.mask.name) == ("sub-02_desc-lesion_mask.nii.gz", "sub-02_desc-brain_mask.nii.gz")
+
+
+# ----------------------------------------------------------------------------------------------
+# nnU-Net label classes
+
+
+def _nnunet(root: Path, labels: dict) -> Path:
+    _nii(root / "imagesTr" / "cmb_001_0000.nii.gz")
+    data = np.zeros(SHAPE, np.uint8)
+    data[1, 1, 1] = 1  # a microbleed
+    data[4, 5, 6] = 2  # a lacune
+    (root / "labelsTr").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(root / "labelsTr" / "cmb_001.nii.gz"))
+    (root / "dataset.json").write_text(json.dumps({"labels": labels, "file_ending": ".nii.gz"}))
+    return root
+
+
+@pytest.mark.parametrize(
+    "labels", [{"background": 0, "CMB": 1, "lacune": 2}, {"0": "background", "1": "microbleeds", "2": "lacune"}]
+)
+def test_an_nnunet_label_of_several_classes_trains_on_the_microbleed_class_only(
+    tmp_path: Path, labels: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every non-zero value was a microbleed: the lacunes (class 2) were trained on as microbleeds without a word."""
+    root = _nnunet(tmp_path / "ds", labels)
+    with caplog.at_level(logging.WARNING, logger="plkd"):
+        (s,) = find_subjects(root)
+    assert "only" in caplog.text and "lacune" in caplog.text
+    _, label, _ = load_subject(s)
+    assert label.data[1, 1, 1] == 1 and label.data[4, 5, 6] == 0
+    assert load_subject(s, all_classes=True)[1].data[4, 5, 6] == 2  # plkd lowres converts the data set as it is
+
+
+def test_nnunet_classes_without_a_microbleed_class_are_refused_and_one_class_is_read_as_before(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"dataset.json names 2 label classes \(lesion 1, lacune 2\) and none"):
+        find_subjects(_nnunet(tmp_path / "a", {"background": 0, "lesion": 1, "lacune": 2}))
+    (s,) = find_subjects(_nnunet(tmp_path / "b", {"background": 0, "lesion": 1}))
+    assert load_subject(s)[1].data[4, 5, 6] == 2
+
+
+def test_plkd_lowres_of_an_nnunet_set_of_several_classes_keeps_them_and_says_which_is_microbleeds(
+    tmp_path: Path,
+) -> None:
+    root = _nnunet(tmp_path / "ds", {"background": 0, "CMB": 1, "lacune": 2})
+    out = tmp_path / "ds_lr2"
+    assert main(["lowres", "--dataset", str(root), "--factor", "2", "--out", str(out), "--progress", "none"]) == 0
+    (s,) = find_subjects(out)
+    assert load_subject(s, all_classes=True)[1].data[4, 5, 6] == 2  # converted as it is
+    assert load_subject(s)[1].data[4, 5, 6] == 0  # and still read as a lacune, not a microbleed

@@ -18,7 +18,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from plkd.atomic import check_output_location, write_json_atomic
+from plkd.atomic import check_output_location, write_json_atomic, write_text_atomic
 from plkd.data.datasets import SYNTH_FORMAT, Subject, find_subjects, load_subject
 from plkd.errors import InputError, PLKDError, check_seed
 from plkd.label_grid import label_onto_image
@@ -440,7 +440,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
     #: Per written file (relative to --out), the header fields it changed from its input's: kept in the records.
     file_changes: dict[str, list[str]] = {}
     for index, subject in enumerate(subjects):
-        image, label, mask = load_subject(subject)
+        image, label, mask = load_subject(subject, all_classes=True)  # the data set converted as it is
         rng = np.random.default_rng([args.seed, index])  # per subject: same output whatever the order
         out = _convert_image(image, args, rng)
         # A subject's label and mask are converted before any of its files is written (no image without them).
@@ -468,6 +468,10 @@ def _run_dataset(args: argparse.Namespace) -> int:
     # The record again, now with the header fields each file changed (only printed, summed over the images, before).
     record = {**record, "header_changed": {k: v for k, v in sorted(file_changes.items()) if v}}
     write_json_atomic(args.out / CONVERSION_RECORD, {"lowres": record})
+    if any("microbleed_values" in s.meta for s in subjects):
+        # The label classes (and so which one the microbleeds are) come along: without them every class of the
+        # converted labels was read as microbleeds.
+        write_text_atomic(args.out / "dataset.json", (root / "dataset.json").read_text(encoding="utf-8"))
     manifest_path = root / "manifest.json"
     if subjects and subjects[0].meta.get("layout") == "synth":
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

@@ -41,9 +41,11 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from plkd.errors import InputError
 from plkd.label_grid import label_onto_image
@@ -432,8 +434,67 @@ def _strip_suffix(stem: str, suffixes: tuple[str, ...]) -> str | None:
     return None
 
 
+#: Words of an nnU-Net ``dataset.json`` label class that name the microbleeds.
+_MICROBLEED_CLASS_WORDS = frozenset({"cmb", "cmbs", "microbleed", "microbleeds", "microhaemorrhage", "microhemorrhage"})
+
+
+def _nnunet_label_classes(root: Path) -> dict[str, list[int]] | None:
+    """``{class name: [label values]}`` of the foreground classes an nnU-Net ``dataset.json`` names (v2 ``{"CMB": 1}``,
+    v1 ``{"1": "CMB"}``), or None without one (or without a ``labels`` table)."""
+    path = root / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        table = json.loads(path.read_text(encoding="utf-8")).get("labels")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not isinstance(table, dict):
+        return None
+    classes: dict[str, list[int]] = {}
+    for key, value in table.items():
+        name, values = (value, [key]) if str(key).strip().lstrip("-").isdigit() else (key, value)
+        values = values if isinstance(values, list) else [values]
+        try:
+            numbers = [int(v) for v in values]
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: label class {key!r} has no whole-number value ({value!r})") from None
+        if any(numbers):
+            classes[str(name)] = [v for v in numbers if v]
+    return classes
+
+
+def _microbleed_values(root: Path) -> list[int] | None:
+    """The label values of the microbleed class when an nnU-Net ``dataset.json`` names several foreground classes
+    (``{"background": 0, "CMB": 1, "lacune": 2}``): every non-zero value was a microbleed, the lacunes trained on as
+    microbleeds without a word. None when it names one class (or there is no dataset.json). Refuses one naming
+    several classes of which none is the microbleeds."""
+    classes = _nnunet_label_classes(root)
+    if not classes or len(classes) == 1:
+        return None
+    named = ", ".join(f"{name} {'/'.join(map(str, values))}" for name, values in classes.items())
+    ours = [
+        name
+        for name in classes
+        if _MICROBLEED_CLASS_WORDS & set(re.split(r"[^a-z]+", name.lower()))
+        or "microbleed" in name.lower().replace(" ", "")
+    ]
+    if len(ours) != 1:
+        raise InputError(
+            f"{root / 'dataset.json'} names {len(classes)} label classes ({named}) and "
+            + ("none" if not ours else "several")
+            + " of them is the microbleeds (a class named CMB or microbleeds): plkd reads one class; name it so"
+        )
+    values = classes[ours[0]]
+    _warn_once(
+        f"{root / 'dataset.json'} names {len(classes)} label classes ({named}): only {ours[0]} "
+        f"({'/'.join(map(str, values))}) is read as microbleeds, the others as background"
+    )
+    return values
+
+
 def _find_nnunet(root: Path) -> list[Subject]:
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    microbleed_values = _microbleed_values(root)
     channels: dict[str, dict[str, Path]] = {}
     for p in _nifti_files(images_dir, 0):
         stem = strip_nifti_suffix(p.name)
@@ -450,6 +511,8 @@ def _find_nnunet(root: Path) -> list[Subject]:
         meta: dict[str, Any] = {"layout": "folder"}
         if others:
             meta["channels"] = others
+        if microbleed_values is not None:
+            meta["microbleed_values"] = microbleed_values
         subjects.append(Subject(id=case, image=by_channel["0000"], meta=meta))
     by_id = {s.id: s for s in subjects}
     if labels_dir.is_dir():
@@ -613,8 +676,11 @@ def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modalit
     return subjects
 
 
-def load_subject(subject: Subject) -> tuple[Volume, Volume | None, Volume | None]:
+def load_subject(subject: Subject, *, all_classes: bool = False) -> tuple[Volume, Volume | None, Volume | None]:
     """``(image, label, mask)`` volumes of a subject; label and mask are ``None`` when absent.
+
+    A label of an nnU-Net data set whose ``dataset.json`` names other classes besides the microbleeds keeps only the
+    microbleeds' values (``meta["microbleed_values"]``), unless ``all_classes`` (``plkd lowres`` converts them all).
 
     The mask must lie on the image's grid; one stored in another axis order or direction on the same voxels is
     turned onto it (:func:`plkd.volumes.on_grid_of`). The label is brought onto it by the rule ``plkd evaluate``
@@ -627,6 +693,8 @@ def load_subject(subject: Subject) -> tuple[Volume, Volume | None, Volume | None
         label = load_label(subject.label, what=f"label of {subject.id}")
         # The rule plkd evaluate applies: a soft or interpolated label was cut at 0.25 here without a word.
         check_label_values(label.data, f"label of {subject.id} ({subject.label})")
+        if (values := subject.meta.get("microbleed_values")) and not all_classes:
+            label = replace(label, data=np.where(np.isin(label.data, values), label.data, 0).astype(label.data.dtype))
         label = label_onto_image(image, label, what=f"label of {subject.id}")
     if subject.mask is not None:
         mask = load_label(subject.mask, what=f"brain mask of {subject.id}", allow_empty=False)
