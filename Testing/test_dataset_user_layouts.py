@@ -227,3 +227,19 @@ def test_plkd_lowres_of_an_nnunet_set_of_several_classes_keeps_them_and_says_whi
     (s,) = find_subjects(out)
     assert load_subject(s, all_classes=True)[1].data[4, 5, 6] == 2  # converted as it is
     assert load_subject(s)[1].data[4, 5, 6] == 0  # and still read as a lacune, not a microbleed
+
+
+@pytest.mark.parametrize(("images", "labels"), [("scans", "labels"), ("T2S", "CMB"), ("swi", "GT")])
+def test_a_labels_folder_beside_the_scans_folder_pairs_by_name(tmp_path: Path, images: str, labels: str) -> None:
+    """``scans/p1`` + ``labels/p1``: with ids that name their folder, the label maps became subjects of their own (read
+    as scans) beside unlabelled ones; they are the labels of the scans of their names."""
+    for n in (1, 2):
+        _nii(tmp_path / images / f"p{n}.nii.gz", n)
+        _label(tmp_path / labels / f"p{n}.nii.gz")
+    _nii(tmp_path / "CMB_003" / "scan.nii.gz")  # a subject's folder named like a case, not a labels folder
+    subjects = {s.id: s for s in find_subjects(tmp_path)}
+    assert sorted(subjects) == ["p1", "p2", "scan"]
+    assert subjects["p1"].label == tmp_path / labels / "p1.nii.gz" and subjects["p1"].image.parent.name == images
+    _label(tmp_path / labels / "p4.nii.gz")
+    with pytest.raises(InputError, match=rf"label {labels}/p4.nii.gz \(in a labels folder\) has no image"):
+        find_subjects(tmp_path)

@@ -567,7 +567,11 @@ def _find_side_by_side(root: Path) -> list[Subject]:
         stems[key] = p
     subjects: dict[tuple[Path, str], Subject] = {}
     extras: list[tuple[str, Path, str]] = []
+    in_role_folders: list[tuple[str, Path, str]] = []
     for (parent, stem), p in stems.items():
+        if parent != root and (role := _folder_role(parent.name)) is not None:
+            in_role_folders.append((role, p, stem))
+            continue
         # A label/mask suffix marks the file as belonging to the image named by the rest.
         label_base = _strip_suffix(stem, LABEL_SUFFIXES)
         if label_base is None and (base := _strip_suffix(stem, EXTRA_LABEL_SUFFIXES)) is not None:
@@ -588,7 +592,47 @@ def _find_side_by_side(root: Path) -> list[Subject]:
         if getattr(owner, attr) is not None:
             raise InputError(f"two {attr}s for {owner.image.name}: {getattr(owner, attr)} and {p}")
         setattr(owner, attr, p)
+    for attr, p, stem in in_role_folders:
+        owner = _image_in_sibling_folder(subjects, root, p, stem, attr)
+        if getattr(owner, attr) is not None:
+            raise InputError(f"two {attr}s for {_rel(owner.image, root)}: {getattr(owner, attr)} and {p}")
+        setattr(owner, attr, p)
     return _check_unique(_with_folder_ids(root, list(subjects.values())))
+
+
+#: Folder names (whole, any case) saying that their files are labels (``labels/``, ``CMB/``, ``GT/``,
+#: ``annotations/``) or brain masks (``masks/``, ``brainmasks/``), as ``images/`` + ``labels/`` + ``masks/`` read
+#: them; a subject's folder named ``CMB_001`` is none.
+_LABEL_FOLDERS = LABEL_WORDS | {"labelstr", "labelsts", "segmentation", "segmentations", "ground_truth"}
+_MASK_FOLDERS = frozenset({"mask", "masks", "brainmask", "brainmasks", "brain_mask", "brain_masks"})
+
+
+def _folder_role(name: str) -> str | None:
+    """``"label"`` or ``"mask"`` for a folder whose name says what its files are (:data:`_LABEL_FOLDERS`,
+    :data:`_MASK_FOLDERS`), else None."""
+    low = name.lower()
+    return "label" if low in _LABEL_FOLDERS else "mask" if low in _MASK_FOLDERS else None
+
+
+def _image_in_sibling_folder(
+    subjects: dict[tuple[Path, str], Subject], root: Path, path: Path, stem: str, attr: str
+) -> Subject:
+    """The image a file of a label or mask folder (``scans/p1`` for ``labels/p1`` or ``labels/p1_label``) belongs
+    to: the one of its name, or of its name without a label/mask suffix, in another folder of the data set. Such a
+    folder beside ``scans/`` made two "subjects" of one name, its label maps read as scans (refused before as
+    "subject id 'p1' occurs twice")."""
+    suffixes = LABEL_SUFFIXES + EXTRA_LABEL_SUFFIXES if attr == "label" else MASK_SUFFIXES
+    names = {stem, _strip_suffix(stem, suffixes) or stem}
+    found = [s for (folder, name), s in subjects.items() if name in names and folder != path.parent]
+    if len(found) != 1:
+        named = ", ".join(_rel(s.image, root) for s in found[:3])
+        where = f"{len(found)} images of its name lie in other folders ({named})" if found else "no image of its name"
+        where += "" if found else " lies in another folder"
+        raise InputError(
+            f"{attr} {_rel(path, root)} (in a {attr}s folder) has no image: {where}; give each image its label as "
+            f"images/NAME.nii.gz + labels/NAME.nii.gz, or NAME.nii.gz beside NAME_label.nii.gz"
+        )
+    return found[0]
 
 
 def _with_folder_ids(root: Path, subjects: list[Subject]) -> list[Subject]:
