@@ -243,3 +243,21 @@ def test_a_labels_folder_beside_the_scans_folder_pairs_by_name(tmp_path: Path, i
     _label(tmp_path / labels / "p4.nii.gz")
     with pytest.raises(InputError, match=rf"label {labels}/p4.nii.gz \(in a labels folder\) has no image"):
         find_subjects(tmp_path)
+
+
+@pytest.mark.parametrize(("label", "mask"), [("label", "brainmask"), ("CMB", "mask"), ("seg", "brain_mask")])
+def test_a_label_named_only_label_in_a_subjects_folder_is_its_scans_label(
+    tmp_path: Path, label: str, mask: str
+) -> None:
+    """``sub-01/T2S.nii.gz`` + ``sub-01/label.nii.gz``: the labels became subjects of their own (label maps read as
+    scans) once ids named their folders; each is the label of the one scan of its folder."""
+    for n in (1, 2):
+        _nii(tmp_path / f"sub-0{n}" / "T2S.nii.gz", n)
+        _label(tmp_path / f"sub-0{n}" / f"{label}.nii.gz")
+        _nii(tmp_path / f"sub-0{n}" / f"{mask}.nii.gz")
+    s1, s2 = find_subjects(tmp_path)
+    assert (s1.id, s2.id) == ("sub-01_T2S", "sub-02_T2S")
+    assert (s1.label, s1.mask) == (tmp_path / "sub-01" / f"{label}.nii.gz", tmp_path / "sub-01" / f"{mask}.nii.gz")
+    _nii(tmp_path / "sub-01" / "T1.nii.gz")  # two scans: whose label is it?
+    with pytest.raises(InputError, match=r"(label|mask) sub-01/\S+ is named for no image and its folder holds 2"):
+        find_subjects(tmp_path)

@@ -568,9 +568,13 @@ def _find_side_by_side(root: Path) -> list[Subject]:
     subjects: dict[tuple[Path, str], Subject] = {}
     extras: list[tuple[str, Path, str]] = []
     in_role_folders: list[tuple[str, Path, str]] = []
+    alone: list[tuple[str, Path]] = []
     for (parent, stem), p in stems.items():
         if parent != root and (role := _folder_role(parent.name)) is not None:
             in_role_folders.append((role, p, stem))
+            continue
+        if parent != root and (role := _folder_role(stem)) is not None:
+            alone.append((role, p))  # sub-01/label.nii.gz: the label of the one scan of sub-01/
             continue
         # A label/mask suffix marks the file as belonging to the image named by the rest.
         label_base = _strip_suffix(stem, LABEL_SUFFIXES)
@@ -592,6 +596,18 @@ def _find_side_by_side(root: Path) -> list[Subject]:
         if getattr(owner, attr) is not None:
             raise InputError(f"two {attr}s for {owner.image.name}: {getattr(owner, attr)} and {p}")
         setattr(owner, attr, p)
+    for attr, p in alone:
+        images = [s for (folder, _), s in subjects.items() if folder == p.parent]
+        if len(images) != 1:
+            # Each subject's folder holding T2S.nii.gz + label.nii.gz: the labels were subjects of their own (label
+            # maps read as scans), refused before as "subject id 'label' occurs twice".
+            raise InputError(
+                f"{attr} {_rel(p, root)} is named for no image and its folder holds {len(images)} images; name it "
+                f"NAME_{attr}.nii.gz after its image NAME.nii.gz"
+            )
+        if getattr(images[0], attr) is not None:
+            raise InputError(f"two {attr}s for {_rel(images[0].image, root)}: {getattr(images[0], attr)} and {p}")
+        setattr(images[0], attr, p)
     for attr, p, stem in in_role_folders:
         owner = _image_in_sibling_folder(subjects, root, p, stem, attr)
         if getattr(owner, attr) is not None:
