@@ -261,3 +261,25 @@ def test_a_label_named_only_label_in_a_subjects_folder_is_its_scans_label(
     _nii(tmp_path / "sub-01" / "T1.nii.gz")  # two scans: whose label is it?
     with pytest.raises(InputError, match=r"(label|mask) sub-01/\S+ is named for no image and its folder holds 2"):
         find_subjects(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# label contents
+
+
+def test_a_brain_mask_given_as_the_label_is_refused_not_trained_as_one_microbleed(tmp_path: Path) -> None:
+    """The whole brain was trained as one microbleed without a word: the contrast check finds no brain around it."""
+    shape, affine = (20, 20, 20), np.diag([3.0, 3.0, 3.0, 1.0])  # 3 mm voxels of 27 uL
+    grid = np.indices(shape).astype(float)
+    brain = (((grid - 9.5) / 8.0) ** 2).sum(0) <= 1.0  # 24 mm across: about 58 mL
+    image = np.where(brain, 100.0, 0.0).astype(np.float32) + np.random.default_rng(0).random(shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, affine), str(tmp_path / "p1.nii.gz"))
+    nib.save(nib.Nifti1Image(brain.astype(np.uint8), affine), str(tmp_path / "p1_label.nii.gz"))
+    (s,) = find_subjects(tmp_path)
+    with pytest.raises(InputError, match=r"p1_label.nii.gz\) holds a labelled region of \d+(\.\d+)? mL.*brain mask"):
+        load_subject(s)
+    # Many microbleeds, together larger than the limit, are no region of that size.
+    many = np.zeros(shape, np.uint8)
+    many[::2, ::2, ::2] = 1  # 1000 single voxels, 27 mL together, each its own microbleed
+    nib.save(nib.Nifti1Image(many, affine), str(tmp_path / "p1_label.nii.gz"))
+    assert load_subject(s)[1] is not None

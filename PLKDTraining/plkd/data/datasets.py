@@ -49,11 +49,11 @@ import numpy as np
 
 from plkd.errors import InputError
 from plkd.label_grid import label_onto_image
-from plkd.metrics.components import check_label_values
+from plkd.metrics.components import binarise_reference, check_label_values, label_components
 from plkd.metrics.pairing import LABEL_WORDS
 from plkd.modalities import MODALITIES
 from plkd.naming import is_nifti, is_pair_name, is_plkd_prediction, pair_files, strip_nifti_suffix, subject_id
-from plkd.volumes import Volume, is_nifti_pair_header, load_label, load_volume, on_grid_of
+from plkd.volumes import Volume, is_nifti_pair_header, load_label, load_volume, on_grid_of, spacing_from_affine
 
 log = logging.getLogger(__name__)
 
@@ -736,6 +736,29 @@ def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modalit
     return subjects
 
 
+#: A labelled region larger than this (mL) is no microbleed, nor a haemorrhage labelled with them: a sphere of 10 mL
+#: is 27 mm across, a microbleed at most 10 mm (0.5 mL; Greenberg et al., Lancet Neurol 2009).
+MAX_LABELLED_REGION_ML = 10.0
+
+
+def _refuse_oversized_region(label: Volume, subject: Subject) -> None:
+    """Refuse a label holding a region of more than :data:`MAX_LABELLED_REGION_ML`: a brain mask (or a lesion or
+    tissue segmentation) given as the label trained the whole brain as one microbleed without a word (no darker
+    than the brain around it can be measured when there is no brain around it)."""
+    voxel_ml = float(np.prod(spacing_from_affine(label.affine))) / 1000.0
+    positive = binarise_reference(label.data)  # as training reads it: a float label's 1e-6 noise is background
+    if float(np.count_nonzero(positive)) * voxel_ml <= MAX_LABELLED_REGION_ML:
+        return  # the whole label is smaller: no region of it can be larger
+    comps, n = label_components(positive)
+    largest = float(np.bincount(comps.ravel())[1:].max()) * voxel_ml if n else 0.0
+    if largest > MAX_LABELLED_REGION_ML:
+        raise InputError(
+            f"label of {subject.id} ({subject.label}) holds a labelled region of {largest:.4g} mL, far larger than "
+            f"any microbleed (at most 10 mm across, 0.5 mL): a brain mask or another segmentation given as the "
+            "label? Give the microbleed label map"
+        )
+
+
 def load_subject(subject: Subject, *, all_classes: bool = False) -> tuple[Volume, Volume | None, Volume | None]:
     """``(image, label, mask)`` volumes of a subject; label and mask are ``None`` when absent.
 
@@ -756,6 +779,7 @@ def load_subject(subject: Subject, *, all_classes: bool = False) -> tuple[Volume
         if (values := subject.meta.get("microbleed_values")) and not all_classes:
             label = replace(label, data=np.where(np.isin(label.data, values), label.data, 0).astype(label.data.dtype))
         label = label_onto_image(image, label, what=f"label of {subject.id}")
+        _refuse_oversized_region(label, subject)
     if subject.mask is not None:
         mask = load_label(subject.mask, what=f"brain mask of {subject.id}", allow_empty=False)
         mask = on_grid_of(image, mask, what=f"brain mask of {subject.id}")
