@@ -283,3 +283,31 @@ def test_a_brain_mask_given_as_the_label_is_refused_not_trained_as_one_microblee
     many[::2, ::2, ::2] = 1  # 1000 single voxels, 27 mL together, each its own microbleed
     nib.save(nib.Nifti1Image(many, affine), str(tmp_path / "p1_label.nii.gz"))
     assert load_subject(s)[1] is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# BIDS-like trees and split folders named as side by side
+
+
+def test_a_bids_like_tree_without_anat_folders_is_read_as_bids(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``sub-01/ses-1/sub-01_ses-1_T2starw.nii.gz`` (no ``anat/``) was "no subjects found"; and a subject without
+    ``anat/`` in a tree whose others have one was left out of training."""
+    for n in (1, 2):
+        _nii(tmp_path / "a" / f"sub-0{n}" / "ses-1" / f"sub-0{n}_ses-1_T2starw.nii.gz")
+        _label(tmp_path / "a" / f"sub-0{n}" / "ses-1" / f"sub-0{n}_ses-1_CMB.nii.gz")
+    s1, s2 = find_subjects(tmp_path / "a")
+    assert (s1.id, s1.label.name, s1.meta["layout"]) == ("sub-01_ses-1", "sub-01_ses-1_CMB.nii.gz", "bids")
+
+    _nii(tmp_path / "b" / "sub-01" / "anat" / "sub-01_T2starw.nii.gz")
+    _label(tmp_path / "b" / "sub-01" / "anat" / "sub-01_label-CMB_mask.nii.gz")
+    _nii(tmp_path / "b" / "sub-02" / "sub-02_T2starw.nii.gz")
+    _label(tmp_path / "b" / "sub-02" / "sub-02_label-CMB_mask.nii.gz")
+    with caplog.at_level(logging.WARNING, logger="plkd"):
+        subjects = find_subjects(tmp_path / "b")
+    assert [(s.id, s.label.name) for s in subjects] == [
+        ("sub-01", "sub-01_label-CMB_mask.nii.gz"),
+        ("sub-02", "sub-02_label-CMB_mask.nii.gz"),
+    ]
+    assert "not read" not in caplog.text

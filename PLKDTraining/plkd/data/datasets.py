@@ -299,10 +299,16 @@ _BIDS_SUBJECT_DIR = re.compile(r"^sub-[A-Za-z0-9]+$")
 
 
 def _bids_anat_dirs(root: Path) -> list[Path]:
-    """``sub-XX/anat`` and ``sub-XX/ses-YY/anat`` folders of ``root`` (raw data, not derivatives)."""
+    """``sub-XX/anat`` and ``sub-XX/ses-YY/anat`` folders of ``root`` (raw data, not derivatives), and, BIDS-like,
+    ``sub-XX/`` or ``sub-XX/ses-YY/`` without an ``anat/`` when it holds files named for the subject
+    (``sub-XX_…``): such a subject was left out of a BIDS tree (or the whole tree was "no subjects found")."""
     found = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and _BIDS_SUBJECT_DIR.match(p.name)):
-        found += [d for d in (sub / "anat", *sorted(sub.glob("ses-*/anat"))) if d.is_dir()]
+        for folder in (sub, *sorted(d for d in sub.glob("ses-*") if d.is_dir())):
+            if (folder / "anat").is_dir():
+                found.append(folder / "anat")
+            elif any(p.name.startswith(sub.name + "_") for p in _nifti_files(folder, 0)):
+                found.append(folder)
     return found
 
 
