@@ -311,3 +311,16 @@ def test_a_bids_like_tree_without_anat_folders_is_read_as_bids(
         ("sub-02", "sub-02_label-CMB_mask.nii.gz"),
     ]
     assert "not read" not in caplog.text
+
+
+def test_split_folders_pair_a_label_named_for_the_case_with_its_one_image(tmp_path: Path) -> None:
+    """``images/p1_T2S`` + ``labels/p1_CMB`` was refused ("expected images/p1_CMB.nii.gz") though the same two files
+    side by side pair."""
+    _nii(tmp_path / "images" / "p1_T2S.nii.gz")
+    _label(tmp_path / "labels" / "p1_CMB.nii.gz")
+    _nii(tmp_path / "images" / "p2_T2S.nii.gz")
+    p1, p2 = find_subjects(tmp_path)
+    assert (p1.id, p1.label.name, p2.id, p2.label) == ("p1", "p1_CMB.nii.gz", "p2_T2S", None)
+    _label(tmp_path / "labels" / "p3_CMB.nii.gz")
+    with pytest.raises(InputError, match=r"labels/p3_CMB.nii.gz has no image \(expected images/p3.nii.gz or one "):
+        find_subjects(tmp_path)

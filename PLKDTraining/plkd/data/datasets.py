@@ -546,12 +546,20 @@ def _find_split_folders(root: Path) -> list[Subject]:
         for p in _nifti_files(folder, 0):
             stem = strip_nifti_suffix(p.name)
             case = stem if stem in by_id else _strip_suffix(stem, suffixes)
-            if case not in by_id:
-                raise InputError(f"{attr} {folder.name}/{p.name} has no image (expected images/{stem}.nii.gz)")
-            if getattr(by_id[case], attr) is not None:
-                raise InputError(f"two {attr}s for case {case!r}: {getattr(by_id[case], attr)} and {p}")
-            setattr(by_id[case], attr, p)
-    return subjects
+            owner = by_id.get(case) if case is not None else None
+            if owner is None and case is not None:
+                # labels/p1_CMB.nii.gz of images/p1_T2S.nii.gz, as side by side (it was "has no image").
+                images = [s for s in subjects if strip_nifti_suffix(s.image.name).startswith(case + "_")]
+                owner = images[0] if len(images) == 1 else None
+                if owner is not None:
+                    owner.id = case
+            if owner is None:
+                expected = f"images/{case or stem}.nii.gz" + (f" or one images/{case}_*.nii.gz" if case else "")
+                raise InputError(f"{attr} {folder.name}/{p.name} has no image (expected {expected})")
+            if getattr(owner, attr) is not None:
+                raise InputError(f"two {attr}s for case {owner.id!r}: {getattr(owner, attr)} and {p}")
+            setattr(owner, attr, p)
+    return _check_unique(subjects)
 
 
 def _find_side_by_side(root: Path) -> list[Subject]:
