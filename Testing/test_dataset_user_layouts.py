@@ -324,3 +324,33 @@ def test_split_folders_pair_a_label_named_for_the_case_with_its_one_image(tmp_pa
     _label(tmp_path / "labels" / "p3_CMB.nii.gz")
     with pytest.raises(InputError, match=r"labels/p3_CMB.nii.gz has no image \(expected images/p3.nii.gz or one "):
         find_subjects(tmp_path)
+
+
+def test_plkd_lowres_of_a_data_set_of_nifti_pairs_writes_whole_pairs(tmp_path: Path) -> None:
+    """The header was renamed into place and its voxels left under the temporary name (``.p1.hdr.….partial.img``):
+    every converted pair was a header without its image."""
+    image = (100 + np.random.default_rng(0).random((16, 16, 16)) * 5).astype(np.float32)
+    label = np.zeros((16, 16, 16), np.uint8)
+    label[7:9, 7:9, 7:9] = 1
+    image[label > 0] = 30
+    _pair(tmp_path / "ds" / "p1.hdr", data=image)
+    _pair(tmp_path / "ds" / "p1_label.hdr", data=label)
+    out = tmp_path / "out"
+    run = ["lowres", "--dataset", str(tmp_path / "ds"), "--thickness-mm", "2", "--out", str(out), "--progress", "none"]
+    assert main(run) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".plkd-lowres.json",
+        "p1.hdr",
+        "p1.img",
+        "p1_label.hdr",
+        "p1_label.img",
+    ]
+    (s,) = find_subjects(out)
+    converted, converted_label, _ = load_subject(s)
+    assert converted.shape == (16, 16, 8) and int(converted_label.data.sum()) > 0
+    # Another conversion into the same folder is refused as for single files, and --overwrite removes both files.
+    other = [*run[:4], "3", *run[5:]]
+    assert main(other) == 2
+    assert main([*other, "--overwrite"]) == 0
+    assert load_subject(find_subjects(out)[0])[0].shape == (16, 16, 5)
+    assert not [p for p in out.iterdir() if ".partial" in p.name]

@@ -34,7 +34,7 @@ from plkd.lowres import (
 )
 from plkd.lowres_sidecar import remove_lowres_sidecar, sidecar_of, write_lowres_sidecar
 from plkd.metrics.components import check_label_values
-from plkd.naming import is_nifti
+from plkd.naming import is_nifti, pair_files
 from plkd.progress import Progress
 from plkd.volumes import Volume, load_label, load_volume, nifti_image, save_image
 
@@ -381,7 +381,12 @@ def _clear_earlier_conversion(out: Path, planned: set[Path], record: dict[str, A
     """
     if not out.is_dir():
         return
-    found = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".") and is_nifti(p))
+    # NIfTI pairs by their header (the converted pairs of a data set of pairs), as planned.
+    found = sorted(
+        p
+        for p in out.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and (is_nifti(p) or pair_files(p)[0] == p != pair_files(p)[-1])
+    )
     manifest_path = out / "manifest.json"
     extra = [p for p in found if p not in planned]
     recorded = [_recorded_conversion(path) for path in (out / CONVERSION_RECORD, manifest_path)]
@@ -410,7 +415,8 @@ def _clear_earlier_conversion(out: Path, planned: set[Path], record: dict[str, A
             path.unlink()  # first: an interruption never leaves a record describing other images
     for p in found:
         remove_lowres_sidecar(p)
-        p.unlink()
+        for member in pair_files(p):  # a pair's .img too
+            member.unlink(missing_ok=True)
     # Folders the removed images leave empty (a subject of the earlier conversion) go too.
     for folder in sorted({p.parent for p in found}, key=lambda f: len(f.parts), reverse=True):
         while folder != out and folder.is_dir() and not any(folder.iterdir()):
