@@ -354,3 +354,11 @@ def test_plkd_lowres_of_a_data_set_of_nifti_pairs_writes_whole_pairs(tmp_path: P
     assert main([*other, "--overwrite"]) == 0
     assert load_subject(find_subjects(out)[0])[0].shape == (16, 16, 5)
     assert not [p for p in out.iterdir() if ".partial" in p.name]
+
+
+def test_subject_folders_without_anat_or_sessions_keep_their_plain_folder_ids(tmp_path: Path) -> None:
+    """Read side by side as before (a run started on them resumes): not turned into BIDS cases of other ids."""
+    _nii(tmp_path / "sub-01" / "sub-01_T2S.nii.gz")
+    _label(tmp_path / "sub-01" / "sub-01_T2S_label.nii.gz")
+    (s,) = find_subjects(tmp_path)
+    assert (s.id, s.meta["layout"], s.label.name) == ("sub-01_T2S", "folder", "sub-01_T2S_label.nii.gz")

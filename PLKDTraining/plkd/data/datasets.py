@@ -300,16 +300,20 @@ _BIDS_SUBJECT_DIR = re.compile(r"^sub-[A-Za-z0-9]+$")
 
 def _bids_anat_dirs(root: Path) -> list[Path]:
     """``sub-XX/anat`` and ``sub-XX/ses-YY/anat`` folders of ``root`` (raw data, not derivatives), and, BIDS-like,
-    ``sub-XX/`` or ``sub-XX/ses-YY/`` without an ``anat/`` when it holds files named for the subject
-    (``sub-XX_…``): such a subject was left out of a BIDS tree (or the whole tree was "no subjects found")."""
-    found = []
+    ``sub-XX/ses-YY/`` without an ``anat/`` when it holds files named for the subject (``sub-XX_…``), and such a
+    ``sub-XX/`` in a tree with ``anat/`` folders: these subjects were left out of the tree (or the whole tree was "no
+    subjects found"). A tree of ``sub-XX/`` folders without any ``anat/`` stays a plain folder (read side by side)."""
+    found, loose = [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and _BIDS_SUBJECT_DIR.match(p.name)):
         for folder in (sub, *sorted(d for d in sub.glob("ses-*") if d.is_dir())):
             if (folder / "anat").is_dir():
                 found.append(folder / "anat")
             elif any(p.name.startswith(sub.name + "_") for p in _nifti_files(folder, 0)):
-                found.append(folder)
-    return found
+                loose.append(folder)
+    # sub-XX/ files of a tree without any anat/ or session folder are a plain folder's (read side by side, as they
+    # always were, under the same ids); session folders are too deep for that reader.
+    keep_loose = bool(found) or any(d.name.startswith("ses-") for d in loose)
+    return sorted(found + (loose if keep_loose else []))
 
 
 def _is_bids(root: Path) -> bool:
