@@ -362,3 +362,13 @@ def test_subject_folders_without_anat_or_sessions_keep_their_plain_folder_ids(tm
     _label(tmp_path / "sub-01" / "sub-01_T2S_label.nii.gz")
     (s,) = find_subjects(tmp_path)
     assert (s.id, s.meta["layout"], s.label.name) == ("sub-01_T2S", "folder", "sub-01_T2S_label.nii.gz")
+
+
+@pytest.mark.parametrize("name", ["p1-label", "p1.label", "p1-seg", "p1-brainmask"])
+def test_a_label_joined_by_a_hyphen_or_dot_is_the_label_of_its_image(tmp_path: Path, name: str) -> None:
+    """3D Slicer names a label map of p1 ``p1-label``: it was read as a scan of its own (plkd evaluate read it as a
+    label) and p1 was left out for having no label."""
+    _nii(tmp_path / "p1.nii.gz")
+    (_nii if "mask" in name else _label)(tmp_path / f"{name}.nii.gz")
+    (s,) = find_subjects(tmp_path)
+    assert s.id == "p1" and (s.mask if "mask" in name else s.label).name == f"{name}.nii.gz"

@@ -436,11 +436,17 @@ def _say_left_out(root: Path, subjects: list[Subject], layout: str, modality: st
 # plain folders
 
 
+#: What may join a name and its label or mask suffix: ``NAME_label``, 3D Slicer's ``NAME-label`` (the name it gives a
+#: label map of NAME), ``NAME.label``; plkd evaluate reads all three as labels, training read the others as scans.
+_SUFFIX_JOINS = ("_", "-", ".")
+
+
 def _strip_suffix(stem: str, suffixes: tuple[str, ...]) -> str | None:
     low = stem.lower()
     for suffix in sorted(suffixes, key=len, reverse=True):
-        if low.endswith(suffix) and len(stem) > len(suffix):
-            return stem[: -len(suffix)]
+        for join in _SUFFIX_JOINS:
+            if low.endswith(join + suffix[1:]) and len(stem) > len(suffix):
+                return stem[: -len(suffix)]
     return None
 
 
