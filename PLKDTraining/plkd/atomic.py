@@ -129,7 +129,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 #: ``errno`` values of a full disk or an exhausted quota: :func:`plkd.cli.exit_code_of` says them in one line.
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 #: Below this many free bytes a failed write is taken for a full disk (torch does not say why it failed).
 _NEARLY_FULL_BYTES = 64 << 20
 
