@@ -372,3 +372,24 @@ def test_a_label_joined_by_a_hyphen_or_dot_is_the_label_of_its_image(tmp_path: P
     (_nii if "mask" in name else _label)(tmp_path / f"{name}.nii.gz")
     (s,) = find_subjects(tmp_path)
     assert s.id == "p1" and (s.mask if "mask" in name else s.label).name == f"{name}.nii.gz"
+
+
+def test_subjects_in_other_image_formats_are_named_not_left_out_unsaid(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A data set converted to NIfTI in part lost its NRRD or MGH subjects without a word (plkd predict names them)."""
+    _nii(tmp_path / "p1.nii.gz")
+    _label(tmp_path / "p1_label.nii.gz")
+    (tmp_path / "p2.nrrd").write_bytes(b"NRRD0004\n")
+    (tmp_path / "p2_label.nrrd").write_bytes(b"NRRD0004\n")
+    (tmp_path / "sub" / "p3.mgz").parent.mkdir()
+    (tmp_path / "sub" / "p3.mgz").write_bytes(b"\0")
+    with caplog.at_level(logging.WARNING, logger="plkd"):
+        (s,) = find_subjects(tmp_path)
+    assert s.id == "p1"
+    assert "3 image file(s) not read" in caplog.text and ".nrrd: convert it to NIfTI): 2" in caplog.text
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "p2.nrrd").write_bytes(b"NRRD0004\n")
+    with pytest.raises(InputError, match=r"no subjects found in .*only: 1 image\(s\) in other formats \(nrrd: convert"):
+        find_subjects(only)

@@ -52,7 +52,15 @@ from plkd.label_grid import label_onto_image
 from plkd.metrics.components import binarise_reference, check_label_values, label_components
 from plkd.metrics.pairing import LABEL_WORDS
 from plkd.modalities import MODALITIES
-from plkd.naming import is_nifti, is_pair_name, is_plkd_prediction, pair_files, strip_nifti_suffix, subject_id
+from plkd.naming import (
+    PREDICTION_SUFFIXES,
+    is_nifti,
+    is_pair_name,
+    is_plkd_prediction,
+    pair_files,
+    strip_nifti_suffix,
+    subject_id,
+)
 from plkd.volumes import Volume, is_nifti_pair_header, load_label, load_volume, on_grid_of, spacing_from_affine
 
 log = logging.getLogger(__name__)
@@ -424,12 +432,36 @@ def _say_left_out(root: Path, subjects: list[Subject], layout: str, modality: st
         else:
             reason = classify(p) or f"not named as the {layout} layout reads an image, label or mask"
         left.append((p, reason))
+    others = _other_format_files(root)  # NRRD, MetaImage, MGH...: a subject converted in part was left out unsaid
+    left += others
     if left:
         examples = ", ".join(_rel(p, root) for p, _ in left[:2]) + (", ..." if len(left) > 2 else "")
         _warn_once(
-            f"{root}: {len(left)} NIfTI file(s) not read as a subject's image, label or mask "
-            f"({count_reasons(left)}; e.g. {examples}); see README, Data, for the names each layout reads"
+            f"{root}: {len(left)} {'image' if others else 'NIfTI'} file(s) not read as a subject's image, label or "
+            f"mask ({count_reasons(left)}; e.g. {examples}); see README, Data, for the names each layout reads"
         )
+
+
+def _other_format_files(root: Path) -> list[tuple[Path, str]]:
+    """Image files under ``root`` (outside :data:`_NOT_SUBJECT_FOLDERS`, hidden ones skipped) in a format no data set
+    reader reads (:data:`plkd.inference.input_kinds.OTHER_FORMATS`, a pair's ``.img`` aside), with
+    ``plkd predict``'s reason: ``not NIfTI or DICOM (.nrrd: convert it to NIfTI)``."""
+    from plkd.inference.input_kinds import OTHER_FORMATS
+
+    formats = tuple(ext for ext in OTHER_FORMATS if ext != ".img")  # pairs: _pair_problem
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        top = here == root
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (top and d in _NOT_SUBJECT_FOLDERS))
+        for name in sorted(filenames):
+            low = name.lower()
+            if not name.startswith(".") and low.endswith(formats):
+                ext = next(e for e in formats if low.endswith(e))
+                if low[: -len(ext)].endswith(PREDICTION_SUFFIXES):
+                    continue  # the Slicer module's NAME_cmb-final.nrrd: a result, no subject's
+                found.append((here / name, f"not NIfTI or DICOM ({ext}: convert it to NIfTI)"))
+    return found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -750,8 +782,13 @@ def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modalit
     if subjects:
         _say_left_out(root, subjects, subjects[0].meta.get("layout", layout), modality)
     if not subjects:
+        others = _other_format_files(root)
+        formats = sorted({p.name.lower().rsplit(".", 1)[-1] for p, _ in others})
+        held = (
+            f"{len(others)} image(s) in other formats ({', '.join(formats)}: convert them to NIfTI); " if others else ""
+        )
         raise InputError(
-            f"no subjects found in {root}: expected sub-XXX/sub-XXX_space-T2S_desc-masked_T2S.nii.gz (VALDO, "
+            f"no subjects found in {root}: {held}expected sub-XXX/sub-XXX_space-T2S_desc-masked_T2S.nii.gz (VALDO, "
             "or SWI), a plkd synth folder with manifest.json, BIDS sub-XX/[ses-YY/]anat/sub-XX_T2starw.nii.gz "
             "(labels in derivatives/), imagesTr/ + labelsTr/, images/ + labels/, or NAME.nii.gz beside "
             "NAME_label.nii.gz"
