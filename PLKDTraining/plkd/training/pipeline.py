@@ -88,11 +88,14 @@ def _saved_config(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _refuse_lost_config(run: Path, saved: dict[str, Any] | None) -> None:
-    """Refuse to continue a run whose started stages have no ``config.yaml`` beside them: every check of the settings
-    a resume makes compares with it, so without it the stages went on with whatever settings were given (another
-    grid, normalisation, patch size, learning rate) and config.yaml was written anew as if the run had started so."""
+    """Refuse to continue a run (one with ``run.json``) whose started stages have no ``config.yaml`` beside them:
+    every check of the settings a resume makes compares with it, so without it the stages went on with whatever
+    settings were given (another grid, normalisation, patch size, learning rate) and config.yaml was written anew as
+    if the run had started so."""
     started = _started_stages(run)
-    if saved is None and started:
+    # run.json says plkd train started this run (written once its data was accepted, with config.yaml); stages in
+    # a folder without either were put there finished (plkd cv's shared stages, trained with the same settings).
+    if saved is None and started and (run / "run.json").is_file():
         raise InputError(
             f"{run / 'config.yaml'} is missing, but {', '.join(started)} started training in {run}: the settings "
             "they were trained with are unknown, so they cannot be continued; put the run's config.yaml back, or "
