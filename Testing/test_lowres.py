@@ -546,17 +546,40 @@ def test_cli_output_sidecar_keeps_the_contrast_and_drops_what_the_new_slices_fal
         assert "SliceThickness" not in side and "SpacingBetweenSlices" not in side
         assert side["dcmmeta_shape"] == [16, 16, 24] and record["factor"] == 4 and record["mode"] == "interp"
         assert set(record["removed"]) == gone | {"SliceThickness", "SpacingBetweenSlices"} and record["set"] == {}
-    assert not (tmp_path / "out" / "s1_lr_label.json").exists()  # the label had none
+    # The label had none: its sidecar holds the record of the conversion only (and what thick slices set).
+    label_side = json.loads((tmp_path / "out" / "s1_lr_label.json").read_text())
+    assert set(label_side) <= {"PLKDLowres", "SliceThickness", "SpacingBetweenSlices", "SliceEncodingDirection"}
+    assert label_side["PLKDLowres"]["source"] is None
     # Converted again from an input that lost its sidecar: the one written before describes nothing now.
     (tmp_path / "in" / "s1_swi.json").unlink()
     assert main(["lowres", str(img), *how, "--out", str(out)]) == 0
-    assert not (tmp_path / "out" / "s1_lr.json").exists()
+    assert set(json.loads((tmp_path / "out" / "s1_lr.json").read_text())) <= set(label_side)
+    assert detect_modality(out).modality == "T2S"  # nothing of the earlier SWI sidecar is left
     _no_partials(tmp_path)
     # s1_swi.nii beside s1_swi.nii.gz would share the input's sidecar: refused before anything is written.
     (tmp_path / "in" / "s1_swi.json").write_text(json.dumps(_swi_sidecar(24)))
     assert main(["lowres", str(img), *how, "--out", str(tmp_path / "in" / "s1_swi.nii")]) == 2
     assert json.loads((tmp_path / "in" / "s1_swi.json").read_text()) == _swi_sidecar(24)
     assert not (tmp_path / "in" / "s1_swi.nii").exists()
+
+
+@pytest.mark.parametrize("how", [["--thickness-mm", "3"], ["--factor", "2"]])
+def test_one_file_without_a_sidecar_gets_the_record_the_dataset_mode_keeps(tmp_path: Path, how) -> None:
+    """One file converted from an input without a sidecar was written with no record at all (settings, header fields
+    changed), while ``--dataset`` records both in ``.plkd-lowres.json``; its sidecar now records them, with the same
+    settings the data set's record names."""
+    shape = (16, 16, 24)
+    img = _save(tmp_path / "plain" / "s1.nii.gz", (_blob(shape, (7, 8, 11)) * -50 + 100).astype(np.float32), np.eye(4))
+    out = tmp_path / "one" / "s1.nii.gz"
+    extra = ["--noise-std", "0.01", "--seed", "3"]
+    assert main(["lowres", str(img), *how, "--out", str(out), *extra, "--progress", "none"]) == 0
+    record = json.loads((tmp_path / "one" / "s1.json").read_text())["PLKDLowres"]
+    assert record["source"] is None and record["header_changed"]
+    assert main(["lowres", "--dataset", str(img.parent), *how, "--out", str(tmp_path / "set"), *extra]) == 0
+    dataset = json.loads((tmp_path / "set" / ".plkd-lowres.json").read_text())["lowres"]
+    settings = {k: v for k, v in dataset.items() if k not in ("source", "axis", "header_changed")}
+    assert settings and {k: record[k] for k in settings} == settings  # seed and noise were not recorded
+    assert record["header_changed"] == dataset["header_changed"]["s1.nii.gz"]
 
 
 def test_cli_dataset_carries_each_images_sidecar(tmp_path: Path) -> None:

@@ -80,3 +80,25 @@ def test_real_and_imaginary_parts_are_not_taken_for_magnitude_images(tmp_path: P
     assert "real or imaginary" in (phase_reason(scan) or "")
     for magnitude in ("sub-01_part-mag_T2starw", "x_swi_3", "sub-01_acq-realtime_swi"):
         assert phase_reason(Path(shutil.copy(CASE, tmp_path / f"{magnitude}.nii.gz"))) is None
+
+
+@pytest.mark.parametrize("named", ["scan.hdr", "scan.img"])
+def test_a_nifti_pair_original_is_read_for_its_header_text(tmp_path: Path, named: str) -> None:
+    """``--metadata-from`` a NIfTI pair (SPM's ``.hdr`` + ``.img``) read the header text of ``x.nii.gz``, a file that
+    does not exist, so the SWI pair's copy went to the T2* model as "no sequence information"; a pair analysed
+    itself read no header text or sidecar either."""
+    import nibabel as nib
+    import numpy as np
+
+    pair = nib.Nifti1Pair(np.random.default_rng(0).random((6, 7, 8)).astype(np.float32), np.eye(4))
+    pair.header["descrip"] = b"SWI_Images"
+    (tmp_path / "orig").mkdir()
+    nib.save(pair, str(tmp_path / "orig" / "scan.hdr"))  # no word of SWI in the name: only the header says it
+    copy = Path(shutil.copy(CASE, tmp_path / "volume.nii.gz"))
+    original = tmp_path / "orig" / named
+    d = detect_modality(with_metadata_from([ScanInput(copy)], original).described_by)
+    assert (d.modality, d.source) == ("SWI", "header")
+    assert detect_modality(tmp_path / "orig" / "scan.hdr").modality == "SWI"  # the pair itself
+    # Its own sidecar (scan.json) is read too.
+    (tmp_path / "orig" / "scan.json").write_text(json.dumps(SWI_TYPE))
+    assert detect_modality(tmp_path / "orig" / "scan.hdr").source == "sidecar"

@@ -12,6 +12,7 @@ written, and says in one line what is wrong when it cannot.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -118,10 +119,63 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS and not exc.filename:
+            # A failed write() names no file: the one-line message names the output.
+            raise OSError(exc.errno, exc.strerror, str(final)) from None
         raise
+
+
+#: ``errno`` values of a full disk or an exhausted quota: :func:`plkd.cli.exit_code_of` says them in one line.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+#: Below this many free bytes a failed write is taken for a full disk (torch does not say why it failed).
+_NEARLY_FULL_BYTES = 64 << 20
+
+
+def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """:func:`torch.save` of ``obj`` to ``path``, a failed write raised as :class:`OSError` (``ENOSPC`` when the disk
+    has less than 64 MiB left): torch raises a ``RuntimeError`` ("PytorchStreamWriter failed writing file data/0: file
+    write failed") for a full disk, which ended training or ``plkd export`` with a traceback."""
+    import torch
+
+    try:
+        torch.save(obj, path)
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    except RuntimeError as exc:
+        if "write" not in str(exc).lower():
+            raise
+        try:
+            full = shutil.disk_usage(Path(path).parent).free < _NEARLY_FULL_BYTES
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, f"{os.strerror(code)} ({str(exc).splitlines()[0]})", str(path)) from None
+
+
+def disk_full_message(exc: OSError) -> str | None:
+    """The one line for a write that failed because the disk (or quota) is full; None for other errors."""
+    if exc.errno not in DISK_FULL_ERRNOS:
+        return None
+    where = f" writing {_final_name(Path(exc.filename))}" if exc.filename else ""
+    return (
+        f"no space left on the disk{where} ({os.strerror(exc.errno)}): nothing was written under its final name; "
+        "free some space and run the command again (a training run resumes from its last checkpoint)"
+    )
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}-\d+-[0-9a-f]{8}\.partial(\..*)?$")
+
+
+def _final_name(path: Path) -> Path:
+    """The output a temporary of this module stands for (``.x.nii.gz.<host>-<pid>-<token>.partial.nii.gz`` →
+    ``x.nii.gz``), also for a file inside a temporary folder; ``path`` itself for other names."""
+    parts = [m["name"] if (m := _TEMPORARY.match(part)) else part for part in path.parts]
+    return Path(*parts) if parts else path
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 import plkd
-from plkd.atomic import atomic_path, temporary_folder, write_json_atomic
+from plkd.atomic import atomic_path, temporary_folder, torch_save, write_json_atomic
 from plkd.errors import BundleError, ConfigError
 from plkd.modalities import MODALITIES
 from plkd.models import NETWORKS, build_network, count_parameters, network_config, unwrap
@@ -205,7 +205,7 @@ def _write_network(folder: Path, name: str, entry: Mapping[str, Any], half: bool
         raise BundleError(f"network {name!r}: {exc}") from exc
     state = {k: _storable(v, half) for k, v in module.state_dict().items()}
     file = f"{name}.pt"
-    torch.save(state, folder / file)
+    torch_save(state, folder / file)
     record: dict[str, Any] = {"kind": cfg["kind"], "hparams": cfg["hparams"], "file": file}
     record["sha256"] = _sha256(folder / file)
     record["role"] = entry.get("role")

@@ -138,6 +138,15 @@ def exit_code_of(func: Callable[[], int | None]) -> int:
     except PLKDError as exc:
         print(f"plkd: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A full disk while writing (a checkpoint, a bundle, an output): one line, as for other errors a user fixes;
+        # the atomic writers have removed their temporaries, so nothing is left half-written.
+        from plkd.atomic import disk_full_message
+
+        if (text := disk_full_message(exc)) is None:
+            raise
+        _say_on_stderr(f"plkd: error: {text}")
+        return 2
     except KeyboardInterrupt:
         gone = parent_gone.is_set()
         _say_on_stderr("plkd: stopped: the process that started it is gone" if gone else "plkd: interrupted")

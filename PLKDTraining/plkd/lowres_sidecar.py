@@ -48,7 +48,7 @@ def lowres_fields(
     *,
     thickness_mm: float | None,
     axis: int,
-    source: str,
+    source: str | None,
     header_changed: list[str] | None = None,
 ) -> dict[str, Any]:
     """The output's sidecar from the input's ``fields``: thick slices of ``thickness_mm`` (mm) along array
@@ -89,14 +89,17 @@ def write_lowres_sidecar(
     thickness_mm: float | None,
     axis: int,
     header_changed: list[str] | None = None,
+    always: bool = False,
 ) -> Path | None:
     """Write ``output``'s sidecar made from ``source``'s metadata (see :func:`lowres_fields`): its own sidecar merged
     with what it inherits in a BIDS data set (:func:`plkd.sidecars.read_sidecar`: a root-level ``T2starw.json`` that
-    says SWI, which the output, written elsewhere, would no longer inherit); returns its path, or None when
-    ``source`` has none (then a sidecar an earlier ``plkd lowres`` wrote for ``output`` is removed, as it describes
-    another image). A sidecar that is not a JSON object is ignored."""
+    says SWI, which the output, written elsewhere, would no longer inherit); returns its path. When ``source`` has
+    none, ``always`` writes one holding the :data:`RECORD` (and what thick slices set) with ``source`` ``null``: a
+    single converted file has no other record of its conversion; else None is returned and a sidecar an earlier
+    ``plkd lowres`` wrote for ``output`` is removed, as it describes another image. A sidecar that is not a JSON
+    object is ignored."""
     merged = read_sidecar(source)
-    if not merged.fields:
+    if not merged.fields and not always:
         remove_lowres_sidecar(output)
         return None
     files = list(dict.fromkeys(merged.origin.values()))  # root first, as merged
@@ -106,7 +109,7 @@ def write_lowres_sidecar(
         settings,
         thickness_mm=thickness_mm,
         axis=axis,
-        source=names,
+        source=names or None,
         header_changed=header_changed,
     )
     write_json_atomic(sidecar_of(output), fields)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plkd.naming import strip_nifti_suffix
+from plkd.naming import PAIR_SUFFIXES, is_pair_name, pair_files, strip_nifti_suffix
 
 #: Sidecars larger than this are not read (a JSON of metadata holds a few kB; a big file is something else).
 MAX_SIDECAR_BYTES = 1_000_000
@@ -55,9 +55,9 @@ class Sidecar:
 
 
 def sidecar_path(path: Path) -> Path:
-    """The JSON sidecar of a NIfTI file: ``scan.nii.gz`` → ``scan.json``."""
+    """The JSON sidecar of a NIfTI file: ``scan.nii.gz`` → ``scan.json`` (a NIfTI pair's ``scan.hdr.gz`` too)."""
     name = path.name
-    for ext in (".nii.gz", ".nii"):
+    for ext in (".nii.gz", ".nii", *PAIR_SUFFIXES):
         if name.lower().endswith(ext):
             return path.with_name(name[: -len(ext)] + ".json")
     return path.with_suffix(".json")
@@ -73,12 +73,22 @@ def as_nifti_name(path: Path) -> Path:
     name = path.name
     if name.lower().endswith((".nii", ".nii.gz")):
         return path
+    if is_pair_name(path) and _is_nifti_pair(header := pair_files(path)[0]):
+        # A NIfTI pair is NIfTI, read by its header (x.img → x.hdr): its header text was not read, because the
+        # name given was that of an x.nii.gz that does not exist.
+        return header
     for packed in (".gz", ".bz2", ".xz", ".zip"):  # a compressed file: scan.mgh.gz, scan.img.gz, scan.nii.bz2
         if name.lower().endswith(packed):
             name = name[: -len(packed)]
             break
     stem, dot, ext = name.rpartition(".")
     return path.with_name((stem if dot and stem and ext else name) + ".nii.gz")
+
+
+def _is_nifti_pair(header: Path) -> bool:
+    from plkd.volumes import is_nifti_pair_header  # plkd.volumes reads images (nibabel, numpy)
+
+    return header.is_file() and is_nifti_pair_header(header)
 
 
 def bids_name(stem: str) -> tuple[dict[str, str], str] | None:

@@ -969,10 +969,31 @@ def save_volume(
 
 
 def save_image(path: str | os.PathLike[str], img: nib.Nifti1Image) -> Path:
-    """Write a prepared image (:func:`nifti_image`) atomically."""
+    """Write a prepared image (:func:`nifti_image`) atomically; to a NIfTI pair's name (``x.hdr``, as ``plkd lowres
+    --dataset`` keeps an input pair's name) as a pair, both files."""
+    if is_pair_name(path):
+        return _save_pair(Path(path), img)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)
+
+
+def _save_pair(path: Path, img: nib.Nifti1Image) -> Path:
+    """Write ``img`` as the NIfTI pair ``path`` names (its ``.hdr`` and ``.img``), each under a temporary name first:
+    written through :func:`atomic_path` alone, the header was renamed into place and the voxels left under the
+    temporary name (``.x.hdr.<…>.partial.img``), a header without its image."""
+    header, voxels = pair_files(path)
+    klass = nib.Nifti2Pair if isinstance(img, nib.Nifti2Image) else nib.Nifti1Pair
+    pair = klass.from_image(img)
+    with atomic_path(header) as tmp:
+        tmp_voxels = pair_files(tmp)[1]
+        try:
+            nib.save(pair, str(tmp))
+            os.replace(tmp_voxels, voxels)  # the voxels first: the header, renamed last, completes the pair
+        except BaseException:
+            tmp_voxels.unlink(missing_ok=True)
+            raise
+    return header
 
 
 def nifti_image(

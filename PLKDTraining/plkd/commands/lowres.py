@@ -18,7 +18,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from plkd.atomic import check_output_location, write_json_atomic
+from plkd.atomic import check_output_location, write_json_atomic, write_text_atomic
 from plkd.data.datasets import SYNTH_FORMAT, Subject, find_subjects, load_subject
 from plkd.errors import InputError, PLKDError, check_seed
 from plkd.label_grid import label_onto_image
@@ -34,7 +34,7 @@ from plkd.lowres import (
 )
 from plkd.lowres_sidecar import remove_lowres_sidecar, sidecar_of, write_lowres_sidecar
 from plkd.metrics.components import check_label_values
-from plkd.naming import is_nifti
+from plkd.naming import is_nifti, pair_files
 from plkd.progress import Progress
 from plkd.volumes import Volume, load_label, load_volume, nifti_image, save_image
 
@@ -123,26 +123,53 @@ def _axis(vol: Volume, args: argparse.Namespace) -> int:
     return default_slice_axis(vol.affine) if args.axis is None else args.axis
 
 
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The conversion's settings, as every record of it names them (a sidecar's ``PLKDLowres``, ``--dataset``'s
+    :data:`CONVERSION_RECORD` and synth manifest)."""
+    return {
+        "mode": "thick-slab" if args.thickness_mm is not None else (args.mode or "interp"),
+        "factor": args.factor,
+        "thickness_mm": args.thickness_mm,
+        "noise_std": args.noise_std,
+        "noise": args.noise if args.noise_std else None,
+        "seed": args.seed,
+        "offset": args.offset,
+        "min_label_fraction": args.min_label_fraction,
+    }
+
+
 def _write_sidecar(
-    source: Path, output: Path, image: Volume, args: argparse.Namespace, header_changed: list[str]
+    source: Path, output: Path, image: Volume, args: argparse.Namespace, header_changed: list[str], *, always: bool
 ) -> None:
     """``output``'s JSON sidecar from ``source``'s, without the fields about changed slices (plkd.lowres_sidecar),
-    recording ``header_changed`` (the NIfTI header fields the output changed from its input's)."""
-    mode = "thick-slab" if args.thickness_mm is not None else (args.mode or "interp")
-    settings = {"mode": mode, "factor": args.factor, "thickness_mm": args.thickness_mm}
+    recording the settings and ``header_changed`` (the NIfTI header fields the output changed from its input's);
+    ``always``: also when ``source`` has none (one file converted, which has no other record)."""
     write_lowres_sidecar(
-        source, output, settings, thickness_mm=args.thickness_mm, axis=_axis(image, args), header_changed=header_changed
+        source,
+        output,
+        _settings(args),
+        thickness_mm=args.thickness_mm,
+        axis=_axis(image, args),
+        header_changed=header_changed,
+        always=always,
     )
 
 
 def _write_output(
-    source: Path, output: Path, img: nib.Nifti1Image, before: Any, image: Volume, args: argparse.Namespace
+    source: Path,
+    output: Path,
+    img: nib.Nifti1Image,
+    before: Any,
+    image: Volume,
+    args: argparse.Namespace,
+    *,
+    always_sidecar: bool = False,
 ) -> list[str]:
     """Write the converted ``img`` and its sidecar (first: an image without its sidecar would be read as another
     modality, a T2* scan); returns the header fields it changed from ``before`` (its input's header), which the
-    sidecar records (they were only printed)."""
+    sidecar records (they were only printed). ``always_sidecar``: see :func:`_write_sidecar`."""
     changed = header_changes(before, img.header)
-    _write_sidecar(source, output, image, args, changed)
+    _write_sidecar(source, output, image, args, changed, always=always_sidecar)
     save_image(output, img)
     return changed
 
@@ -231,10 +258,12 @@ def _run_single(args: argparse.Namespace) -> int:
     # Both converted before either is written: a label that cannot be converted left the image written alone.
     lab = _convert_label(label, image, args) if label is not None else None
     written = nifti_image(out.data, out.affine, dtype=np.float32, header=_image_header(image, args))
-    _write_output(args.input, args.out, written, image.header, image, args)
+    # One file has no folder record (--dataset's .plkd-lowres.json): its sidecar records the conversion, also when
+    # the input had none (it wrote nothing then, so the output's settings and changed header were recorded nowhere).
+    _write_output(args.input, args.out, written, image.header, image, args, always_sidecar=True)
     _say(args, f"wrote {args.out} ({_describe(out)}{_changed_text(image.header, args.out)})")
     if lab is not None:
-        _write_output(args.label, args.label_out, _label_image(lab), label.header, image, args)
+        _write_output(args.label, args.label_out, _label_image(lab), label.header, image, args, always_sidecar=True)
         changed = _changed_text(label.header, args.label_out)
         _say(args, f"wrote {args.label_out} ({int(np.count_nonzero(lab.data))} labelled voxels{changed})")
     return 0
@@ -324,18 +353,7 @@ def _rewrite_manifest(
 
 def _lowres_record(args: argparse.Namespace) -> dict[str, Any]:
     """The conversion's source and settings, as the output manifest records them."""
-    return {
-        "source": str(args.dataset.resolve()),
-        "mode": "thick-slab" if args.thickness_mm is not None else (args.mode or "interp"),
-        "factor": args.factor,
-        "thickness_mm": args.thickness_mm,
-        "noise_std": args.noise_std,
-        "noise": args.noise if args.noise_std else None,
-        "seed": args.seed,
-        "offset": args.offset,
-        "axis": args.axis,
-        "min_label_fraction": args.min_label_fraction,
-    }
+    return {"source": str(args.dataset.resolve()), **_settings(args), "axis": args.axis}
 
 
 #: The conversion an ``--out`` folder holds, written before its first image: the synth manifest (with the same
@@ -363,7 +381,12 @@ def _clear_earlier_conversion(out: Path, planned: set[Path], record: dict[str, A
     """
     if not out.is_dir():
         return
-    found = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".") and is_nifti(p))
+    # NIfTI pairs by their header (the converted pairs of a data set of pairs), as planned.
+    found = sorted(
+        p
+        for p in out.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and (is_nifti(p) or pair_files(p)[0] == p != pair_files(p)[-1])
+    )
     manifest_path = out / "manifest.json"
     extra = [p for p in found if p not in planned]
     recorded = [_recorded_conversion(path) for path in (out / CONVERSION_RECORD, manifest_path)]
@@ -392,7 +415,8 @@ def _clear_earlier_conversion(out: Path, planned: set[Path], record: dict[str, A
             path.unlink()  # first: an interruption never leaves a record describing other images
     for p in found:
         remove_lowres_sidecar(p)
-        p.unlink()
+        for member in pair_files(p):  # a pair's .img too
+            member.unlink(missing_ok=True)
     # Folders the removed images leave empty (a subject of the earlier conversion) go too.
     for folder in sorted({p.parent for p in found}, key=lambda f: len(f.parts), reverse=True):
         while folder != out and folder.is_dir() and not any(folder.iterdir()):
@@ -422,7 +446,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
     #: Per written file (relative to --out), the header fields it changed from its input's: kept in the records.
     file_changes: dict[str, list[str]] = {}
     for index, subject in enumerate(subjects):
-        image, label, mask = load_subject(subject)
+        image, label, mask = load_subject(subject, all_classes=True)  # the data set converted as it is
         rng = np.random.default_rng([args.seed, index])  # per subject: same output whatever the order
         out = _convert_image(image, args, rng)
         # A subject's label and mask are converted before any of its files is written (no image without them).
@@ -450,6 +474,10 @@ def _run_dataset(args: argparse.Namespace) -> int:
     # The record again, now with the header fields each file changed (only printed, summed over the images, before).
     record = {**record, "header_changed": {k: v for k, v in sorted(file_changes.items()) if v}}
     write_json_atomic(args.out / CONVERSION_RECORD, {"lowres": record})
+    if any("microbleed_values" in s.meta for s in subjects):
+        # The label classes (and so which one the microbleeds are) come along: without them every class of the
+        # converted labels was read as microbleeds.
+        write_text_atomic(args.out / "dataset.json", (root / "dataset.json").read_text(encoding="utf-8"))
     manifest_path = root / "manifest.json"
     if subjects and subjects[0].meta.get("layout") == "synth":
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

@@ -30,8 +30,9 @@ Layouts, tried in this order by ``layout="auto"``:
 VALDO and synth subjects are identified by :func:`plkd.naming.subject_id` (``sub-XXX``);
 plain-folder subjects by their case name (the file name without extension, label suffix or
 nnU-Net channel suffix), because general file names such as ``case_001`` would collide if cut
-at the first ``_``. A label without its image, two files claiming the same subject, or an
-empty folder is a :class:`~plkd.errors.InputError` naming what was expected.
+at the first ``_``; a case name found in two folders (one folder per patient, each holding
+``T2S.nii.gz``) is prefixed by the folder (``sub-01_T2S``). A label without its image, two files
+claiming the same subject, or an empty folder is a :class:`~plkd.errors.InputError` naming what was expected.
 """
 
 from __future__ import annotations
@@ -40,16 +41,27 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from plkd.errors import InputError
 from plkd.label_grid import label_onto_image
-from plkd.metrics.components import check_label_values
+from plkd.metrics.components import binarise_reference, check_label_values, label_components
+from plkd.metrics.pairing import LABEL_WORDS
 from plkd.modalities import MODALITIES
-from plkd.naming import is_nifti, is_plkd_prediction, strip_nifti_suffix, subject_id
-from plkd.volumes import Volume, load_label, load_volume, on_grid_of
+from plkd.naming import (
+    PREDICTION_SUFFIXES,
+    is_nifti,
+    is_pair_name,
+    is_plkd_prediction,
+    pair_files,
+    strip_nifti_suffix,
+    subject_id,
+)
+from plkd.volumes import Volume, is_nifti_pair_header, load_label, load_volume, on_grid_of, spacing_from_affine
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +70,8 @@ LAYOUTS = ("auto", "synth", "valdo", "bids", "folder")
 #: ``format`` of a ``plkd synth`` manifest this reader understands.
 SYNTH_FORMAT = "plkd-synth/1"
 
-_NII = r"\.nii(?:\.gz)?$"
+#: A NIfTI file's extension, or a NIfTI pair's header's (:func:`_nifti_files`).
+_NII = r"\.(?:nii|hdr)(?:\.gz)?$"
 _VALDO_IMAGE = re.compile(
     r"^(?P<sid>sub-[^_]+)_space-(?P<space>[A-Za-z0-9]+)_(?P<masked>desc-masked_)?(?P<mod>T2S|SWI)" + _NII
 )
@@ -68,6 +81,11 @@ _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 #: File-name suffixes (case-insensitive) marking a label / a brain mask beside its image.
 LABEL_SUFFIXES = ("_label", "_labels", "_seg", "_cmb")
 MASK_SUFFIXES = ("_mask", "_brainmask", "_brain_mask")
+#: Further endings that ``plkd evaluate`` reads as a label (:data:`plkd.metrics.pairing.LABEL_WORDS`: ``_gt``,
+#: ``_truth``, ``_lesion``, ``_manual``, ``_microbleeds``...): a file so named beside an image of the rest of its
+#: name is that image's label (it was a subject of its own, its label map read as a scan, and the image left out
+#: for having no label); without such an image it stays an image, as before.
+EXTRA_LABEL_SUFFIXES = tuple(sorted(f"_{w}" for w in LABEL_WORDS if f"_{w}" not in LABEL_SUFFIXES))
 
 
 @dataclass
@@ -85,8 +103,12 @@ class Subject:
 # helpers
 
 
-def _nifti_files(folder: Path, max_depth: int) -> list[Path]:
-    """NIfTI files under ``folder`` down to ``max_depth`` sub-folder levels, hidden ones skipped."""
+def _nifti_files(folder: Path, max_depth: int, *, unread_pairs: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """NIfTI files under ``folder`` down to ``max_depth`` sub-folder levels, hidden ones skipped: ``.nii``,
+    ``.nii.gz`` and the header (``.hdr``) of each NIfTI pair whose voxels (``.img``) lie beside it, which
+    :func:`plkd.volumes.load_volume` reads as ``plkd predict`` does (they were passed over: a data set of SPM's
+    pairs was "no subjects found", or lost its pair subjects without a word). The pair files that are not read
+    (an Analyze 7.5 header, an ``.img`` without its header...) are added to ``unread_pairs`` with why."""
     found: list[Path] = []
     base_depth = len(folder.parts)
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -94,8 +116,38 @@ def _nifti_files(folder: Path, max_depth: int) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if len(here.parts) - base_depth >= max_depth:
             dirnames[:] = []
-        found.extend(here / f for f in sorted(filenames) if is_nifti(f) and not f.startswith("."))
+        for f in sorted(filenames):
+            if f.startswith("."):
+                continue
+            if is_nifti(f):
+                found.append(here / f)
+            elif is_pair_name(f):
+                why = _pair_problem(here / f)
+                stem = strip_nifti_suffix(f)
+                if why is None and (
+                    single := next((n for n in filenames if is_nifti(n) and strip_nifti_suffix(n) == stem), None)
+                ):
+                    # As plkd predict: the pair converted beside it is one scan, taken as the .nii.
+                    why = f"NIfTI pair beside {single} (the same scan converted?), which is taken"
+                if why is None:
+                    found.append(here / f)
+                elif why and unread_pairs is not None:
+                    unread_pairs.append((here / f, why))
     return found
+
+
+def _pair_problem(path: Path) -> str | None:
+    """None when ``path`` is the header of a NIfTI pair with its voxels beside it (the file a pair is read by);
+    ``""`` for the voxels of such a pair (read with their header); else why the file is not read, in
+    ``plkd predict``'s words."""
+    header, voxels = pair_files(path)
+    if path != header:
+        return "" if header.exists() else "not NIfTI or DICOM (an .img without its .hdr)"
+    if not is_nifti_pair_header(path):
+        return "Analyze 7.5 image (its header does not say where left and right are)"
+    if not voxels.exists():
+        return f"NIfTI header without its voxels ({voxels.name} is missing)"
+    return None
 
 
 _SAID: set[str] = set()
@@ -109,11 +161,25 @@ def _warn_once(message: str) -> None:
         log.warning("%s", message)
 
 
+#: How each layout names a subject, for the message refusing two files of one id.
+_ID_RULES = {
+    "valdo": "the name up to the first '_'",
+    "synth": "the name up to the first '_'",
+    "bids": "the file's BIDS entities",
+    "folder": "the file name without extension, label suffix or nnU-Net channel, with its folder when another "
+    "folder holds that name too",
+}
+
+
 def _check_unique(subjects: list[Subject]) -> list[Subject]:
     seen: dict[str, Subject] = {}
     for s in subjects:
         if s.id in seen:
-            raise InputError(f"subject id {s.id!r} occurs twice: {seen[s.id].image} and {s.image}")
+            rule = _ID_RULES.get(s.meta.get("layout", ""), "")
+            raise InputError(
+                f"subject id {s.id!r} occurs twice: {seen[s.id].image} and {s.image}"
+                + (f" (a subject is named by {rule}); keep one, or rename one" if rule else "")
+            )
         seen[s.id] = s
     return sorted(subjects, key=lambda s: s.id)
 
@@ -241,11 +307,21 @@ _BIDS_SUBJECT_DIR = re.compile(r"^sub-[A-Za-z0-9]+$")
 
 
 def _bids_anat_dirs(root: Path) -> list[Path]:
-    """``sub-XX/anat`` and ``sub-XX/ses-YY/anat`` folders of ``root`` (raw data, not derivatives)."""
-    found = []
+    """``sub-XX/anat`` and ``sub-XX/ses-YY/anat`` folders of ``root`` (raw data, not derivatives), and, BIDS-like,
+    ``sub-XX/ses-YY/`` without an ``anat/`` when it holds files named for the subject (``sub-XX_…``), and such a
+    ``sub-XX/`` in a tree with ``anat/`` folders: these subjects were left out of the tree (or the whole tree was "no
+    subjects found"). A tree of ``sub-XX/`` folders without any ``anat/`` stays a plain folder (read side by side)."""
+    found, loose = [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and _BIDS_SUBJECT_DIR.match(p.name)):
-        found += [d for d in (sub / "anat", *sorted(sub.glob("ses-*/anat"))) if d.is_dir()]
-    return found
+        for folder in (sub, *sorted(d for d in sub.glob("ses-*") if d.is_dir())):
+            if (folder / "anat").is_dir():
+                found.append(folder / "anat")
+            elif any(p.name.startswith(sub.name + "_") for p in _nifti_files(folder, 0)):
+                loose.append(folder)
+    # sub-XX/ files of a tree without any anat/ or session folder are a plain folder's (read side by side, as they
+    # always were, under the same ids); session folders are too deep for that reader.
+    keep_loose = bool(found) or any(d.name.startswith("ses-") for d in loose)
+    return sorted(found + (loose if keep_loose else []))
 
 
 def _is_bids(root: Path) -> bool:
@@ -340,7 +416,9 @@ def _say_left_out(root: Path, subjects: list[Subject], layout: str, modality: st
     channels = {Path(p): c for s in subjects for c, p in (s.meta.get("channels") or {}).items()}
     depth = {"folder": 1, "valdo": 2, "synth": 2}.get(layout)
     left: list[tuple[Path, str]] = []
-    for p in _nifti_files(root, 8):
+    files = _nifti_files(root, 8, unread_pairs=left)
+    left = [(p, why) for p, why in left if p.relative_to(root).parts[0] not in _NOT_SUBJECT_FOLDERS]
+    for p in files:
         rel = p.relative_to(root).parts
         if p in used or is_plkd_prediction(p) or rel[0] in _NOT_SUBJECT_FOLDERS:
             continue  # results are said by the readers that meet them (plain folders), or are no subject's
@@ -354,28 +432,117 @@ def _say_left_out(root: Path, subjects: list[Subject], layout: str, modality: st
         else:
             reason = classify(p) or f"not named as the {layout} layout reads an image, label or mask"
         left.append((p, reason))
+    others = _other_format_files(root)  # NRRD, MetaImage, MGH...: a subject converted in part was left out unsaid
+    left += others
     if left:
         examples = ", ".join(_rel(p, root) for p, _ in left[:2]) + (", ..." if len(left) > 2 else "")
         _warn_once(
-            f"{root}: {len(left)} NIfTI file(s) not read as a subject's image, label or mask "
-            f"({count_reasons(left)}; e.g. {examples}); see README, Data, for the names each layout reads"
+            f"{root}: {len(left)} {'image' if others else 'NIfTI'} file(s) not read as a subject's image, label or "
+            f"mask ({count_reasons(left)}; e.g. {examples}); see README, Data, for the names each layout reads"
         )
+
+
+def _other_format_files(root: Path) -> list[tuple[Path, str]]:
+    """Image files under ``root`` (outside :data:`_NOT_SUBJECT_FOLDERS`, hidden ones skipped) in a format no data set
+    reader reads (:data:`plkd.inference.input_kinds.OTHER_FORMATS`, a pair's ``.img`` aside), with
+    ``plkd predict``'s reason: ``not NIfTI or DICOM (.nrrd: convert it to NIfTI)``."""
+    from plkd.inference.input_kinds import OTHER_FORMATS
+
+    formats = tuple(ext for ext in OTHER_FORMATS if ext != ".img")  # pairs: _pair_problem
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        top = here == root
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (top and d in _NOT_SUBJECT_FOLDERS))
+        for name in sorted(filenames):
+            low = name.lower()
+            if not name.startswith(".") and low.endswith(formats):
+                ext = next(e for e in formats if low.endswith(e))
+                if low[: -len(ext)].endswith(PREDICTION_SUFFIXES):
+                    continue  # the Slicer module's NAME_cmb-final.nrrd: a result, no subject's
+                found.append((here / name, f"not NIfTI or DICOM ({ext}: convert it to NIfTI)"))
+    return found
 
 
 # ----------------------------------------------------------------------------------------------
 # plain folders
 
 
+#: What may join a name and its label or mask suffix: ``NAME_label``, 3D Slicer's ``NAME-label`` (the name it gives a
+#: label map of NAME), ``NAME.label``; plkd evaluate reads all three as labels, training read the others as scans.
+_SUFFIX_JOINS = ("_", "-", ".")
+
+
 def _strip_suffix(stem: str, suffixes: tuple[str, ...]) -> str | None:
     low = stem.lower()
     for suffix in sorted(suffixes, key=len, reverse=True):
-        if low.endswith(suffix) and len(stem) > len(suffix):
-            return stem[: -len(suffix)]
+        for join in _SUFFIX_JOINS:
+            if low.endswith(join + suffix[1:]) and len(stem) > len(suffix):
+                return stem[: -len(suffix)]
     return None
+
+
+#: Words of an nnU-Net ``dataset.json`` label class that name the microbleeds.
+_MICROBLEED_CLASS_WORDS = frozenset({"cmb", "cmbs", "microbleed", "microbleeds", "microhaemorrhage", "microhemorrhage"})
+
+
+def _nnunet_label_classes(root: Path) -> dict[str, list[int]] | None:
+    """``{class name: [label values]}`` of the foreground classes an nnU-Net ``dataset.json`` names (v2 ``{"CMB": 1}``,
+    v1 ``{"1": "CMB"}``), or None without one (or without a ``labels`` table)."""
+    path = root / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        table = json.loads(path.read_text(encoding="utf-8")).get("labels")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not isinstance(table, dict):
+        return None
+    classes: dict[str, list[int]] = {}
+    for key, value in table.items():
+        name, values = (value, [key]) if str(key).strip().lstrip("-").isdigit() else (key, value)
+        values = values if isinstance(values, list) else [values]
+        try:
+            numbers = [int(v) for v in values]
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: label class {key!r} has no whole-number value ({value!r})") from None
+        if any(numbers):
+            classes[str(name)] = [v for v in numbers if v]
+    return classes
+
+
+def _microbleed_values(root: Path) -> list[int] | None:
+    """The label values of the microbleed class when an nnU-Net ``dataset.json`` names several foreground classes
+    (``{"background": 0, "CMB": 1, "lacune": 2}``): every non-zero value was a microbleed, the lacunes trained on as
+    microbleeds without a word. None when it names one class (or there is no dataset.json). Refuses one naming
+    several classes of which none is the microbleeds."""
+    classes = _nnunet_label_classes(root)
+    if not classes or len(classes) == 1:
+        return None
+    named = ", ".join(f"{name} {'/'.join(map(str, values))}" for name, values in classes.items())
+    ours = [
+        name
+        for name in classes
+        if _MICROBLEED_CLASS_WORDS & set(re.split(r"[^a-z]+", name.lower()))
+        or "microbleed" in name.lower().replace(" ", "")
+    ]
+    if len(ours) != 1:
+        raise InputError(
+            f"{root / 'dataset.json'} names {len(classes)} label classes ({named}) and "
+            + ("none" if not ours else "several")
+            + " of them is the microbleeds (a class named CMB or microbleeds): plkd reads one class; name it so"
+        )
+    values = classes[ours[0]]
+    _warn_once(
+        f"{root / 'dataset.json'} names {len(classes)} label classes ({named}): only {ours[0]} "
+        f"({'/'.join(map(str, values))}) is read as microbleeds, the others as background"
+    )
+    return values
 
 
 def _find_nnunet(root: Path) -> list[Subject]:
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    microbleed_values = _microbleed_values(root)
     channels: dict[str, dict[str, Path]] = {}
     for p in _nifti_files(images_dir, 0):
         stem = strip_nifti_suffix(p.name)
@@ -392,6 +559,8 @@ def _find_nnunet(root: Path) -> list[Subject]:
         meta: dict[str, Any] = {"layout": "folder"}
         if others:
             meta["channels"] = others
+        if microbleed_values is not None:
+            meta["microbleed_values"] = microbleed_values
         subjects.append(Subject(id=case, image=by_channel["0000"], meta=meta))
     by_id = {s.id: s for s in subjects}
     if labels_dir.is_dir():
@@ -410,18 +579,29 @@ def _find_split_folders(root: Path) -> list[Subject]:
     ]
     subjects = _check_unique(subjects)
     by_id = {s.id: s for s in subjects}
-    for folder, attr, suffixes in ((labels_dir, "label", LABEL_SUFFIXES), (masks_dir, "mask", MASK_SUFFIXES)):
+    for folder, attr, suffixes in (
+        (labels_dir, "label", LABEL_SUFFIXES + EXTRA_LABEL_SUFFIXES),
+        (masks_dir, "mask", MASK_SUFFIXES),
+    ):
         if not folder.is_dir():
             continue
         for p in _nifti_files(folder, 0):
             stem = strip_nifti_suffix(p.name)
             case = stem if stem in by_id else _strip_suffix(stem, suffixes)
-            if case not in by_id:
-                raise InputError(f"{attr} {folder.name}/{p.name} has no image (expected images/{stem}.nii.gz)")
-            if getattr(by_id[case], attr) is not None:
-                raise InputError(f"two {attr}s for case {case!r}: {getattr(by_id[case], attr)} and {p}")
-            setattr(by_id[case], attr, p)
-    return subjects
+            owner = by_id.get(case) if case is not None else None
+            if owner is None and case is not None:
+                # labels/p1_CMB.nii.gz of images/p1_T2S.nii.gz, as side by side (it was "has no image").
+                images = [s for s in subjects if strip_nifti_suffix(s.image.name).startswith(case + "_")]
+                owner = images[0] if len(images) == 1 else None
+                if owner is not None:
+                    owner.id = case
+            if owner is None:
+                expected = f"images/{case or stem}.nii.gz" + (f" or one images/{case}_*.nii.gz" if case else "")
+                raise InputError(f"{attr} {folder.name}/{p.name} has no image (expected {expected})")
+            if getattr(owner, attr) is not None:
+                raise InputError(f"two {attr}s for case {owner.id!r}: {getattr(owner, attr)} and {p}")
+            setattr(owner, attr, p)
+    return _check_unique(subjects)
 
 
 def _find_side_by_side(root: Path) -> list[Subject]:
@@ -443,9 +623,19 @@ def _find_side_by_side(root: Path) -> list[Subject]:
         stems[key] = p
     subjects: dict[tuple[Path, str], Subject] = {}
     extras: list[tuple[str, Path, str]] = []
+    in_role_folders: list[tuple[str, Path, str]] = []
+    alone: list[tuple[str, Path]] = []
     for (parent, stem), p in stems.items():
+        if parent != root and (role := _folder_role(parent.name)) is not None:
+            in_role_folders.append((role, p, stem))
+            continue
+        if parent != root and (role := _folder_role(stem)) is not None:
+            alone.append((role, p))  # sub-01/label.nii.gz: the label of the one scan of sub-01/
+            continue
         # A label/mask suffix marks the file as belonging to the image named by the rest.
         label_base = _strip_suffix(stem, LABEL_SUFFIXES)
+        if label_base is None and (base := _strip_suffix(stem, EXTRA_LABEL_SUFFIXES)) is not None:
+            label_base = base if (parent, base) in stems else None
         mask_base = _strip_suffix(stem, MASK_SUFFIXES)
         if label_base is not None:
             extras.append(("label", p, label_base))
@@ -462,7 +652,77 @@ def _find_side_by_side(root: Path) -> list[Subject]:
         if getattr(owner, attr) is not None:
             raise InputError(f"two {attr}s for {owner.image.name}: {getattr(owner, attr)} and {p}")
         setattr(owner, attr, p)
-    return _check_unique(list(subjects.values()))
+    for attr, p in alone:
+        images = [s for (folder, _), s in subjects.items() if folder == p.parent]
+        if len(images) != 1:
+            # Each subject's folder holding T2S.nii.gz + label.nii.gz: the labels were subjects of their own (label
+            # maps read as scans), refused before as "subject id 'label' occurs twice".
+            raise InputError(
+                f"{attr} {_rel(p, root)} is named for no image and its folder holds {len(images)} images; name it "
+                f"NAME_{attr}.nii.gz after its image NAME.nii.gz"
+            )
+        if getattr(images[0], attr) is not None:
+            raise InputError(f"two {attr}s for {_rel(images[0].image, root)}: {getattr(images[0], attr)} and {p}")
+        setattr(images[0], attr, p)
+    for attr, p, stem in in_role_folders:
+        owner = _image_in_sibling_folder(subjects, root, p, stem, attr)
+        if getattr(owner, attr) is not None:
+            raise InputError(f"two {attr}s for {_rel(owner.image, root)}: {getattr(owner, attr)} and {p}")
+        setattr(owner, attr, p)
+    return _check_unique(_with_folder_ids(root, list(subjects.values())))
+
+
+#: Folder names (whole, any case) saying that their files are labels (``labels/``, ``CMB/``, ``GT/``,
+#: ``annotations/``) or brain masks (``masks/``, ``brainmasks/``), as ``images/`` + ``labels/`` + ``masks/`` read
+#: them; a subject's folder named ``CMB_001`` is none.
+_LABEL_FOLDERS = LABEL_WORDS | {"labelstr", "labelsts", "segmentation", "segmentations", "ground_truth"}
+_MASK_FOLDERS = frozenset({"mask", "masks", "brainmask", "brainmasks", "brain_mask", "brain_masks"})
+
+
+def _folder_role(name: str) -> str | None:
+    """``"label"`` or ``"mask"`` for a folder whose name says what its files are (:data:`_LABEL_FOLDERS`,
+    :data:`_MASK_FOLDERS`), else None."""
+    low = name.lower()
+    return "label" if low in _LABEL_FOLDERS else "mask" if low in _MASK_FOLDERS else None
+
+
+def _image_in_sibling_folder(
+    subjects: dict[tuple[Path, str], Subject], root: Path, path: Path, stem: str, attr: str
+) -> Subject:
+    """The image a file of a label or mask folder (``scans/p1`` for ``labels/p1`` or ``labels/p1_label``) belongs
+    to: the one of its name, or of its name without a label/mask suffix, in another folder of the data set. Such a
+    folder beside ``scans/`` made two "subjects" of one name, its label maps read as scans (refused before as
+    "subject id 'p1' occurs twice")."""
+    suffixes = LABEL_SUFFIXES + EXTRA_LABEL_SUFFIXES if attr == "label" else MASK_SUFFIXES
+    names = {stem, _strip_suffix(stem, suffixes) or stem}
+    found = [s for (folder, name), s in subjects.items() if name in names and folder != path.parent]
+    if len(found) != 1:
+        named = ", ".join(_rel(s.image, root) for s in found[:3])
+        where = f"{len(found)} images of its name lie in other folders ({named})" if found else "no image of its name"
+        where += "" if found else " lies in another folder"
+        raise InputError(
+            f"{attr} {_rel(path, root)} (in a {attr}s folder) has no image: {where}; give each image its label as "
+            f"images/NAME.nii.gz + labels/NAME.nii.gz, or NAME.nii.gz beside NAME_label.nii.gz"
+        )
+    return found[0]
+
+
+def _with_folder_ids(root: Path, subjects: list[Subject]) -> list[Subject]:
+    """``subjects`` with the case name of each one that shares it with a subject in another folder prefixed by its
+    folder (``sub-01/T2S.nii.gz`` and ``sub-02/T2S.nii.gz``: ``sub-01_T2S`` and ``sub-02_T2S``; one at the top
+    keeps its name): one folder per subject holding files of the same names was refused as "subject id 'T2S'
+    occurs twice". Ids of names found once are unchanged (a run's ids, its splits and caches stay valid)."""
+    by_id: dict[str, list[Subject]] = {}
+    for s in subjects:
+        by_id.setdefault(s.id, []).append(s)
+    for same in by_id.values():
+        if len({s.image.parent for s in same}) < 2:
+            continue  # one folder: two files of one name there are refused by _check_unique
+        for s in same:
+            folder = s.image.parent.relative_to(root).parts
+            if folder:
+                s.id = "_".join((*folder, s.id))
+    return subjects
 
 
 def _single_image_of_case(subjects: dict[tuple[Path, str], Subject], parent: Path, case: str) -> Subject | None:
@@ -522,8 +782,13 @@ def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modalit
     if subjects:
         _say_left_out(root, subjects, subjects[0].meta.get("layout", layout), modality)
     if not subjects:
+        others = _other_format_files(root)
+        formats = sorted({p.name.lower().rsplit(".", 1)[-1] for p, _ in others})
+        held = (
+            f"{len(others)} image(s) in other formats ({', '.join(formats)}: convert them to NIfTI); " if others else ""
+        )
         raise InputError(
-            f"no subjects found in {root}: expected sub-XXX/sub-XXX_space-T2S_desc-masked_T2S.nii.gz (VALDO, "
+            f"no subjects found in {root}: {held}expected sub-XXX/sub-XXX_space-T2S_desc-masked_T2S.nii.gz (VALDO, "
             "or SWI), a plkd synth folder with manifest.json, BIDS sub-XX/[ses-YY/]anat/sub-XX_T2starw.nii.gz "
             "(labels in derivatives/), imagesTr/ + labelsTr/, images/ + labels/, or NAME.nii.gz beside "
             "NAME_label.nii.gz"
@@ -532,8 +797,34 @@ def find_subjects(root: str | os.PathLike[str], layout: str = "auto", *, modalit
     return subjects
 
 
-def load_subject(subject: Subject) -> tuple[Volume, Volume | None, Volume | None]:
+#: A labelled region larger than this (mL) is no microbleed, nor a haemorrhage labelled with them: a sphere of 10 mL
+#: is 27 mm across, a microbleed at most 10 mm (0.5 mL; Greenberg et al., Lancet Neurol 2009).
+MAX_LABELLED_REGION_ML = 10.0
+
+
+def _refuse_oversized_region(label: Volume, subject: Subject) -> None:
+    """Refuse a label holding a region of more than :data:`MAX_LABELLED_REGION_ML`: a brain mask (or a lesion or
+    tissue segmentation) given as the label trained the whole brain as one microbleed without a word (no darker
+    than the brain around it can be measured when there is no brain around it)."""
+    voxel_ml = float(np.prod(spacing_from_affine(label.affine))) / 1000.0
+    positive = binarise_reference(label.data)  # as training reads it: a float label's 1e-6 noise is background
+    if float(np.count_nonzero(positive)) * voxel_ml <= MAX_LABELLED_REGION_ML:
+        return  # the whole label is smaller: no region of it can be larger
+    comps, n = label_components(positive)
+    largest = float(np.bincount(comps.ravel())[1:].max()) * voxel_ml if n else 0.0
+    if largest > MAX_LABELLED_REGION_ML:
+        raise InputError(
+            f"label of {subject.id} ({subject.label}) holds a labelled region of {largest:.4g} mL, far larger than "
+            f"any microbleed (at most 10 mm across, 0.5 mL): a brain mask or another segmentation given as the "
+            "label? Give the microbleed label map"
+        )
+
+
+def load_subject(subject: Subject, *, all_classes: bool = False) -> tuple[Volume, Volume | None, Volume | None]:
     """``(image, label, mask)`` volumes of a subject; label and mask are ``None`` when absent.
+
+    A label of an nnU-Net data set whose ``dataset.json`` names other classes besides the microbleeds keeps only the
+    microbleeds' values (``meta["microbleed_values"]``), unless ``all_classes`` (``plkd lowres`` converts them all).
 
     The mask must lie on the image's grid; one stored in another axis order or direction on the same voxels is
     turned onto it (:func:`plkd.volumes.on_grid_of`). The label is brought onto it by the rule ``plkd evaluate``
@@ -546,7 +837,10 @@ def load_subject(subject: Subject) -> tuple[Volume, Volume | None, Volume | None
         label = load_label(subject.label, what=f"label of {subject.id}")
         # The rule plkd evaluate applies: a soft or interpolated label was cut at 0.25 here without a word.
         check_label_values(label.data, f"label of {subject.id} ({subject.label})")
+        if (values := subject.meta.get("microbleed_values")) and not all_classes:
+            label = replace(label, data=np.where(np.isin(label.data, values), label.data, 0).astype(label.data.dtype))
         label = label_onto_image(image, label, what=f"label of {subject.id}")
+        _refuse_oversized_region(label, subject)
     if subject.mask is not None:
         mask = load_label(subject.mask, what=f"brain mask of {subject.id}", allow_empty=False)
         mask = on_grid_of(image, mask, what=f"brain mask of {subject.id}")

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from plkd.modalities import MODALITIES
+from plkd.naming import strip_nifti_suffix
 from plkd.sidecars import read_sidecar
 from plkd.volumes import nibabel_header_fixes, open_nifti
 
@@ -191,12 +192,9 @@ def _header_text(path: Path) -> str:
 
 
 def _stem(path: Path) -> str:
-    """The file name without its image extension (``.nii.gz``, ``.nii``, ``.dcm``)."""
-    stem = path.name
-    for ext in (".nii.gz", ".nii", ".dcm"):
-        if stem.lower().endswith(ext):
-            stem = stem[: -len(ext)]
-    return stem
+    """The file name without its image extension (``.nii.gz``, ``.nii``, a pair's ``.hdr``/``.img``, ``.dcm``)."""
+    stem = strip_nifti_suffix(path.name)  # a NIfTI pair's .hdr/.img too: "swi.hdr" was no word
+    return stem[: -len(".dcm")] if stem.lower().endswith(".dcm") else stem
 
 
 #: How a reason names the source of one field: ``label(key)`` ("dicom", "sidecar", "sidecar ../T2starw.json").
@@ -209,7 +207,7 @@ def _metadata(path: Path, dicom: Mapping[str, Any] | None) -> Iterator[tuple[str
     the NIfTI header's text (as ``description``)."""
     if dicom:
         yield "dicom", lambda _key: "dicom", {k: dicom.get(v) for k, v in _DICOM_KEYS.items()}
-    if path.suffix.lower() in (".nii", ".gz"):
+    if path.suffix.lower() in (".nii", ".gz", ".hdr"):  # .hdr: a NIfTI pair's header, which holds the text
         sidecar = read_sidecar(path)
         yield "sidecar", lambda key: sidecar.label(key, path), sidecar.fields
         yield "header", lambda _key: "NIfTI header", {"description": _header_text(path)}

@@ -4,7 +4,8 @@ Every NIfTI file found is first given a *role* from its name, its folder and its
 
 - ``prediction``: written by ``plkd predict`` (``NAME_cmb.nii.gz`` with ``NAME_cmb.json``
   beside it); ``prediction-extra``: its optional ``_cmb_prob`` / ``_cmb_modelgrid`` maps;
-- ``mask``: a brain mask (``…_mask``, ``…_brainmask``; a BIDS ``label-X_mask`` is a label);
+- ``mask``: a brain mask (``…_mask``, ``…_brainmask``; a BIDS ``label-X_mask`` is a label, and so is a
+  ``desc-X_mask`` whose ``X`` is a label word, ``desc-cmb_mask``, ``desc-lesion_mask``);
 - ``label``: a name that says it is a label — a ``_``-separated word or BIDS entity value
   ``CMB``, ``label``, ``seg``, ``dseg``, ``truth``, ``gt``, ``reference``, ``manual``,
   ``lesion``…, any ``label-X`` entity, or a file directly inside ``labels/``, ``labelsTr/``
@@ -37,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plkd.errors import InputError
-from plkd.naming import is_nifti, strip_nifti_suffix, subject_id
+from plkd.naming import is_nifti, is_pair_name, strip_nifti_suffix, subject_id
+from plkd.naming import pair_files as nifti_pair_files
 
 #: Words (``_``-separated, or values of BIDS ``key-value`` entities) that mark a label map.
 LABEL_WORDS = frozenset(
@@ -97,6 +99,10 @@ def file_role(path: str | os.PathLike[str]) -> str:
     tokens, words = _tokens(stem)
     if any(t.startswith("label-") for t in tokens):
         return "label"  # BIDS derivative: sub-X_label-CMB_mask is a lesion label, not a brain mask
+    if tokens and tokens[-1] == "mask" and any(t.startswith("desc-") and t[5:] in LABEL_WORDS for t in tokens):
+        # sub-X_desc-cmb_mask, desc-lesion_mask: a mask of the microbleeds; plkd train took it for the brain mask
+        # (its normalisation and negatives drawn from the few labelled voxels) and the subject had no label.
+        return "label"
     if tokens and (tokens[-1] in MASK_WORDS or any(t in MASK_WORDS - {"mask"} for t in tokens)):
         return "mask"
     if words & LABEL_WORDS or p.parent.name.lower() in LABEL_FOLDERS:
@@ -144,18 +150,32 @@ def _joins_several(files: Iterable[Path], side: str) -> bool:
     return any(ranks.count(max(ranks)) > 1 and max(ranks) > rank["image"] for ranks in groups.values())
 
 
+def _pair_header(path: Path) -> bool:
+    """Whether ``path`` is the header (``.hdr``) of a NIfTI pair whose voxels (``.img``) lie beside it: read as
+    ``plkd predict`` and ``plkd train`` read it (an Analyze 7.5 header is refused when loaded)."""
+    if not is_pair_name(path):
+        return False
+    header, voxels = nifti_pair_files(path)
+    return path == header and voxels.is_file()
+
+
 def find_nifti_files(path: str | os.PathLike[str], what: str) -> list[Path]:
-    """NIfTI files named by ``path``: the file itself, or every ``*.nii[.gz]`` under a folder."""
+    """NIfTI files named by ``path``: the file itself, or every ``*.nii[.gz]`` (and NIfTI pair, by its ``.hdr``)
+    under a folder."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{what} not found: {p}")
     if p.is_file():
+        if is_pair_name(p) and nifti_pair_files(p)[0].is_file():
+            return [nifti_pair_files(p)[0]]  # a pair named by its .img is read by its header
         if not is_nifti(p):
-            raise InputError(f"{what} {p} is not a .nii or .nii.gz file")
+            raise InputError(f"{what} {p} is not a .nii, .nii.gz or NIfTI pair (.hdr + .img) file")
         return [p]
-    files = sorted(f for f in p.rglob("*") if f.is_file() and is_nifti(f) and not f.name.startswith("."))
+    files = sorted(
+        f for f in p.rglob("*") if f.is_file() and (is_nifti(f) or _pair_header(f)) and not f.name.startswith(".")
+    )
     if not files:
-        raise InputError(f"{what} folder {p} holds no .nii/.nii.gz files")
+        raise InputError(f"{what} folder {p} holds no .nii/.nii.gz files or NIfTI pairs")
     return files
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from plkd.atomic import atomic_path
+from plkd.atomic import atomic_path, torch_save
 from plkd.errors import PLKDError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -26,7 +26,7 @@ DONE_NAME = "done.json"
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     """Write ``state`` with :func:`torch.save` under a temporary name, then rename it."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch_save(state, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from plkd.data.splits import kfold_split, merge_groups, session_groups
 from plkd.errors import PLKDError
 from plkd.lowres import simulate_lowres
 from plkd.metrics.scored import NO_LABEL, ScoredSubjects, scored_labelled_subjects
+from plkd.naming import pair_files
 from plkd.training.config import Config, set_value
 from plkd.training.export import export_run
 from plkd.training.loop import TrainContext, is_done
@@ -258,7 +259,10 @@ def data_fingerprint(root: Path, ids: Sequence[str]) -> str:
     for s in find_subjects(root):
         if s.id in wanted:
             for p in (s.image, s.label, s.mask):
-                files.append([s.id, p.name, p.stat().st_size] if p is not None else [s.id, None, None])
+                # A NIfTI pair by both its files: its voxels (.img) are what the header names.
+                files += (
+                    [[s.id, f.name, f.stat().st_size] for f in pair_files(p)] if p is not None else [[s.id, None, None]]
+                )
     return _digest(files)
 
 
@@ -269,8 +273,8 @@ def file_contents(subjects: Sequence[Subject]) -> dict[str, str]:
         h = hashlib.sha256()
         for p in (s.image, s.label, s.mask):
             h.update(f"{p.name if p is not None else None}:".encode())
-            if p is not None:
-                with open(p, "rb") as f:
+            for member in pair_files(p) if p is not None else []:  # a NIfTI pair: header and voxels
+                with open(member, "rb") as f:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         h.update(block)
         out[s.id] = h.hexdigest()

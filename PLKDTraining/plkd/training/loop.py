@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from plkd.atomic import atomic_path, write_json_atomic
+from plkd.atomic import atomic_path, torch_save, write_json_atomic
 from plkd.errors import PLKDError, TrainingError
 from plkd.progress import Progress
 from plkd.training.checkpoint import (
@@ -395,7 +395,7 @@ def _apply_schedule(opt: torch.optim.Optimizer, sched: Any, lr: float, step: int
 
 def _save_weights(path: Path, module: nn.Module) -> None:
     with atomic_path(path) as tmp:
-        torch.save(_state_dict(module), tmp)
+        torch_save(_state_dict(module), tmp)
 
 
 @torch.no_grad()

@@ -74,9 +74,33 @@ def make_context(cfg: dict[str, Any], progress: str = "tqdm", stop_after: int | 
 
 
 def _saved_config(run_dir: Path) -> dict[str, Any] | None:
-    """``RUN/config.yaml`` as saved (None for a new run)."""
+    """``RUN/config.yaml`` as saved (None for a new run); unreadable or not a mapping is an :class:`InputError`."""
     path = run_dir / "config.yaml"
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not isinstance(saved, dict):
+        raise InputError(f"{path} holds no settings (a {type(saved).__name__}, not a YAML mapping)")
+    return saved
+
+
+def _refuse_lost_config(run: Path, saved: dict[str, Any] | None) -> None:
+    """Refuse to continue a run (one with ``run.json``) whose started stages have no ``config.yaml`` beside them:
+    every check of the settings a resume makes compares with it, so without it the stages went on with whatever
+    settings were given (another grid, normalisation, patch size, learning rate) and config.yaml was written anew as
+    if the run had started so."""
+    started = _started_stages(run)
+    # run.json says plkd train started this run (written once its data was accepted, with config.yaml); stages in
+    # a folder without either were put there finished (plkd cv's shared stages, trained with the same settings).
+    if saved is None and started and (run / "run.json").is_file():
+        raise InputError(
+            f"{run / 'config.yaml'} is missing, but {', '.join(started)} started training in {run}: the settings "
+            "they were trained with are unknown, so they cannot be continued; put the run's config.yaml back, or "
+            "train into a new --out folder"
+        )
 
 
 def _keep_legacy_settings(run_dir: Path, saved: dict[str, Any] | None, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +267,7 @@ def train(
     if ctx.dist.is_main:
         run.mkdir(parents=True, exist_ok=True)
     saved = _saved_config(run)
+    _refuse_lost_config(run, saved)
     cfg = _keep_legacy_settings(run, saved, cfg)
     if saved is not None and _all_done(what, run, cfg, with_teacher):
         # Nothing trains, so config.yaml keeps the settings the stages were trained with: overwritten with the
