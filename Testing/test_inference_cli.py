@@ -216,3 +216,21 @@ def test_benchmark_reports_both_methods_and_their_ratio(tmp_path):
     assert rows[2]["method"].startswith("sliding-window") and rows[2]["baseline"] == "same-size"
     assert all(r["seconds"] > 0 and r["ratio_vs_baseline"] > 0 for r in rows[:2])
     assert rows[1]["student"] == "student_x4"  # 4 mm slices use the x4 student
+
+
+@pytest.mark.parametrize("when", ["building the parser", "reading the options"])
+def test_ctrl_c_while_plkd_starts_is_one_line_not_a_traceback(monkeypatch, capsys, when: str) -> None:
+    # Ctrl+C in the first seconds (importing torch and the commands, reading the options) printed a 30-60 line
+    # traceback and died by the signal: the run's own Ctrl+C handling only began with the command.
+    import plkd.cli as cli
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    if when == "building the parser":
+        monkeypatch.setattr(cli, "build_parser", interrupted)
+    else:
+        monkeypatch.setattr(cli.argparse.ArgumentParser, "parse_args", interrupted)
+    capsys.readouterr()
+    assert cli.main(["predict", str(CASE), "-o", "out"]) == 130
+    assert capsys.readouterr().err == "plkd: interrupted\n"

@@ -108,8 +108,13 @@ def _join_negative_points(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``plkd`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(_join_negative_points(sys.argv[1:] if argv is None else list(argv)))
+    try:
+        # Importing the commands (torch) and reading the options take seconds: Ctrl+C then is a run stopped too.
+        parser = build_parser()
+        args = parser.parse_args(_join_negative_points(sys.argv[1:] if argv is None else list(argv)))
+    except KeyboardInterrupt:
+        _say_on_stderr("plkd: interrupted")
+        return 130
     if args.command is None:
         parser.print_help()
         return 0
