@@ -54,12 +54,28 @@ def test_demo_writes_what_it_says_and_a_failed_rerun_leaves_no_earlier_result(
     assert not {f"{stem}_cmb.nii.gz", f"{stem}_cmb.json", "overview.png", "candidates.png", "demo_summary.json"} & names
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
-def test_an_unusable_device_is_refused_before_the_simulation(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_device_name_plkd_does_not_know_is_refused_before_the_simulation(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "plkd-demo"
-    assert _demo(out, "--device", "cuda") == 2
-    assert "no CUDA GPU" in capsys.readouterr().err
+    assert _demo(out, "--device", "tpu") == 2
+    assert "plkd: error: unknown device 'tpu'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_gpu_the_machine_lacks_is_replaced_by_the_cpu_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # plkd demo --device cuda on a laptop was refused before the simulation; it now runs the demo on the CPU, said in
+    # one warning line and in the prediction's notes.
+    from plkd.commands import demo
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    predictor, _name = demo._load_model(BUNDLE, "cuda", "none")
+    assert predictor.device.type == "cpu"
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "--device" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("--device cuda was requested") and "on the CPU" in said[0]
+    assert said == predictor.state.warnings  # the notes of its JSON
 
 
 @pytest.mark.parametrize("option", [["--seed", "-1"], ["--n-microbleeds", "500"], ["--n-microbleeds", "-1"]])

@@ -234,3 +234,25 @@ def test_ctrl_c_while_plkd_starts_is_one_line_not_a_traceback(monkeypatch, capsy
     capsys.readouterr()
     assert cli.main(["predict", str(CASE), "-o", "out"]) == 130
     assert capsys.readouterr().err == "plkd: interrupted\n"
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_a_gpu_the_machine_lacks_falls_back_to_the_cpu_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, device: str
+) -> None:
+    # --device cuda on a laptop or a node without a GPU (a script written for the lab's GPU machine) was refused:
+    # the scan was not analysed. It now runs on the CPU, said in one warning line and each JSON's notes.
+    import torch
+
+    import plkd.inference.device as devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+    out = tmp_path / "out"
+    args = ["predict", str(CASE), "-o", str(out), "--model", str(BUNDLE), "--device", device, "--progress", "none"]
+    assert main(args) == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "--device" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"--device {device} was requested") and "on the CPU" in said[0]
+    doc = json.loads((out / "tiny_T2S_cmb.json").read_text())
+    assert doc["n_microbleeds"] == 3
+    assert any(f"--device {device}" in note and "on the CPU" in note for note in doc["notes"])

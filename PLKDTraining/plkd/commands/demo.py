@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -128,12 +129,19 @@ def _remove_earlier_results(out: Path, image_path: Path) -> None:
 
 
 def _load_model(model: Path, device: str, progress: str) -> tuple[Any, str]:
-    """``(predictor, model name)``; refuses a bundle or a device that cannot be used."""
+    """``(predictor, model name)``; refuses a bundle that cannot be used or a device name plkd does not know. A GPU
+    the machine lacks (``--device cuda`` on a laptop) is replaced by the CPU, with one warning and a note."""
     from plkd.bundle import resolve_bundle
+    from plkd.inference.device import usable_device
     from plkd.inference.predictor import Predictor
 
     bundle, model_name = resolve_bundle(model)
-    return Predictor(bundle, device=device, progress=progress), model_name
+    run_device, device_note = usable_device(device)
+    predictor = Predictor(bundle, device=run_device, progress=progress)
+    if device_note is not None:
+        logging.getLogger("plkd").warning(device_note)
+        predictor.state.warnings.append(device_note)
+    return predictor, model_name
 
 
 def _predict_and_report(
