@@ -186,10 +186,13 @@ def _predict_and_report(
         "timings": result.timings,
     }
     write_json_atomic(args.out / "demo_summary.json", summary)
+    if np.isfinite(scores["F1"]) and np.isfinite(scores["Dice"]):
+        measured = f"F1 {scores['F1']:.2f}, Dice {scores['Dice']:.2f}"
+    else:  # nothing to find and nothing found ("F1 nan, Dice nan" was printed)
+        measured = "F1 and Dice undefined without a microbleed"
     print(
-        f"found {scores['TP']} of {scores['n_reference']} microbleeds, {scores['FP']} false alarm(s), "
-        f"F1 {scores['F1']:.2f}, Dice {scores['Dice']:.2f}, {seconds:.1f} s with {result.student} "
-        f"on {predictor.device.type}"
+        f"found {scores['TP']} of {scores['n_reference']} microbleeds, {scores['FP']} false alarm(s), {measured}, "
+        f"{seconds:.1f} s with {result.student} on {predictor.device.type}"
     )
     print(f"pictures: {args.out / 'overview.png'}, {args.out / 'candidates.png'}")
     return 0
