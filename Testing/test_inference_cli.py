@@ -256,3 +256,25 @@ def test_a_gpu_the_machine_lacks_falls_back_to_the_cpu_with_one_warning(
     doc = json.loads((out / "tiny_T2S_cmb.json").read_text())
     assert doc["n_microbleeds"] == 3
     assert any(f"--device {device}" in note and "on the CPU" in note for note in doc["notes"])
+
+
+def test_ctrl_c_after_the_run_has_finished_is_no_traceback(tmp_path: Path) -> None:
+    # After the last line ("plkd predict: 1 done ...") Python takes 2-3 s to shut torch and the rest down; Ctrl+C
+    # then printed a traceback ("Exception ignored in atexit callback ... KeyboardInterrupt") over a finished run.
+    import subprocess
+    import sys
+
+    argv = ["plkd", "predict", str(CASE), "-o", str(tmp_path / "out"), "--model", str(BUNDLE), "--device", "cpu"]
+    script = f"""
+import os, signal, sys, time
+sys.argv = {[*argv, "--progress", "none"]!r}
+from plkd.cli import main
+rc = main()
+os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl+C while the finished run exits
+time.sleep(0.5)
+print("exited as the run ended", file=sys.stderr)
+sys.exit(rc)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.rstrip().endswith("exited as the run ended")
