@@ -173,3 +173,17 @@ def test_a_warning_said_in_a_note_is_not_noted_twice(tmp_path: Path) -> None:
     doc = json.loads((out / "head_T2S_cmb.json").read_text())
     assert any("whole adult brain" in w for w in doc["warnings"])
     assert sum("whole adult brain" in n for n in doc["notes"]) == 1, doc["notes"]
+
+
+def test_a_0_255_mask_stored_as_signed_8_bit_is_taken_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    # 255 stored in a signed 8-bit file reads -1: the mask was refused as "empty (no non-zero voxel)", which it is not.
+    volume, brain = _head("head in air")
+    signed = np.where(brain, -1, 0).astype(np.int8)
+    with caplog.at_level("WARNING", logger="plkd"):
+        mask, note = brainmask.resolve_brain_mask(volume, Volume(signed, np.eye(4)))
+    assert np.array_equal(mask, brain)
+    said = [r.getMessage() for r in caplog.records if "negative" in r.getMessage()]
+    assert len(said) == 1 and "-1" in said[0] and "signed 8-bit" in said[0] and said[0] in note
+    # A mask that is really empty is still refused.
+    with pytest.raises(InputError, match="brain mask is empty"):
+        brainmask.resolve_brain_mask(volume, Volume(np.zeros(brain.shape, np.int8), np.eye(4)))

@@ -216,3 +216,65 @@ def test_benchmark_reports_both_methods_and_their_ratio(tmp_path):
     assert rows[2]["method"].startswith("sliding-window") and rows[2]["baseline"] == "same-size"
     assert all(r["seconds"] > 0 and r["ratio_vs_baseline"] > 0 for r in rows[:2])
     assert rows[1]["student"] == "student_x4"  # 4 mm slices use the x4 student
+
+
+@pytest.mark.parametrize("when", ["building the parser", "reading the options"])
+def test_ctrl_c_while_plkd_starts_is_one_line_not_a_traceback(monkeypatch, capsys, when: str) -> None:
+    # Ctrl+C in the first seconds (importing torch and the commands, reading the options) printed a 30-60 line
+    # traceback and died by the signal: the run's own Ctrl+C handling only began with the command.
+    import plkd.cli as cli
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    if when == "building the parser":
+        monkeypatch.setattr(cli, "build_parser", interrupted)
+    else:
+        monkeypatch.setattr(cli.argparse.ArgumentParser, "parse_args", interrupted)
+    capsys.readouterr()
+    assert cli.main(["predict", str(CASE), "-o", "out"]) == 130
+    assert capsys.readouterr().err == "plkd: interrupted\n"
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_a_gpu_the_machine_lacks_falls_back_to_the_cpu_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, device: str
+) -> None:
+    # --device cuda on a laptop or a node without a GPU (a script written for the lab's GPU machine) was refused:
+    # the scan was not analysed. It now runs on the CPU, said in one warning line and each JSON's notes.
+    import torch
+
+    import plkd.inference.device as devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+    out = tmp_path / "out"
+    args = ["predict", str(CASE), "-o", str(out), "--model", str(BUNDLE), "--device", device, "--progress", "none"]
+    assert main(args) == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "--device" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"--device {device} was requested") and "on the CPU" in said[0]
+    doc = json.loads((out / "tiny_T2S_cmb.json").read_text())
+    assert doc["n_microbleeds"] == 3
+    assert any(f"--device {device}" in note and "on the CPU" in note for note in doc["notes"])
+
+
+def test_ctrl_c_after_the_run_has_finished_is_no_traceback(tmp_path: Path) -> None:
+    # After the last line ("plkd predict: 1 done ...") Python takes 2-3 s to shut torch and the rest down; Ctrl+C
+    # then printed a traceback ("Exception ignored in atexit callback ... KeyboardInterrupt") over a finished run.
+    import subprocess
+    import sys
+
+    argv = ["plkd", "predict", str(CASE), "-o", str(tmp_path / "out"), "--model", str(BUNDLE), "--device", "cpu"]
+    script = f"""
+import os, signal, sys, time
+sys.argv = {[*argv, "--progress", "none"]!r}
+from plkd.cli import main
+rc = main()
+os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl+C while the finished run exits
+time.sleep(0.5)
+print("exited as the run ended", file=sys.stderr)
+sys.exit(rc)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.rstrip().endswith("exited as the run ended")

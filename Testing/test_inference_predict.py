@@ -227,3 +227,27 @@ def test_predictor_normalises_with_the_bundles_clip_percentiles() -> None:
         floor = np.count_nonzero(prep.data[prep.mask] <= lows[clip[0]] + 1e-5) / np.count_nonzero(prep.mask)
         assert (floor > 0.03) if clip[0] == 5.0 else (floor < 0.001)
     assert lows[0.0] < lows[5.0] - 1.0
+
+
+def test_a_scan_that_fills_the_models_candidate_cap_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The shipped models keep the screening cap they were tuned with (100): a scan with more dark spots (noise, specks
+    # of negative values left by an interpolation) lost its weaker candidates, true microbleeds among them, without a
+    # word; the note was kept for the default cap of 300 only.
+    import json
+    import shutil
+
+    bundle = Path(shutil.copytree(DATA / "tiny-bundle", tmp_path / "capped-bundle"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["candidates"]["max_screening"] = 1
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    volume = load_volume(DATA / "tiny-case" / "tiny_T2S.nii.gz")
+    with caplog.at_level("WARNING", logger="plkd"):
+        result = Predictor(bundle, device="cpu").predict(volume)
+    said = [r.getMessage() for r in caplog.records if "capped" in r.getMessage()]
+    assert len(said) == 1 and "candidate count capped at 1" in said[0] and said[0] in result.notes
+    # A cap the caller chose (plkd tune screens its validation subjects with one) is not the user's to hear about.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="plkd"):
+        result = Predictor(DATA / "tiny-bundle", device="cpu", max_candidates=1).predict(volume)
+    assert not any("capped" in r.getMessage() for r in caplog.records)
+    assert not any("capped" in note for note in result.notes)

@@ -59,6 +59,19 @@ def test_normalisation_is_robust_and_masked(rng):
     np.testing.assert_allclose(normalise_intensity(3 * data, mask), out, atol=1e-4)
 
 
+@pytest.mark.parametrize("gain", [1e-9, 1e-20, 1e-30])
+def test_an_image_in_tiny_units_normalises_as_in_scanner_units(rng, gain):
+    # A magnitude image straight from a reconstruction (values about 1e-9) or a float image scaled to any small unit:
+    # its standard deviation fell below the fixed 1e-6 that guards a constant brain (or to 0 in float32 squares), so
+    # it was not divided at all and every voxel became about 0: "0 microbleeds" without a word.
+    data = rng.normal(500.0, 50.0, (20, 20, 20)).astype(np.float32)
+    data[10, 10, 10] = 50.0  # a microbleed core
+    mask = np.zeros(data.shape, bool)
+    mask[2:18, 2:18, 2:18] = True
+    expected = normalise_intensity(data, mask)
+    np.testing.assert_allclose(normalise_intensity(data * np.float32(gain), mask), expected, atol=1e-4)
+
+
 def _brain_with_dark_spots(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Tissue at 500 ± 20 with 2 % of its voxels dark (veins, iron) at 150-300 and one microbleed core at 20."""
     data = rng.normal(500.0, 20.0, (30, 30, 30)).astype(np.float32)

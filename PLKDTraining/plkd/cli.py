@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from plkd import __version__
@@ -108,8 +110,13 @@ def _join_negative_points(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``plkd`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(_join_negative_points(sys.argv[1:] if argv is None else list(argv)))
+    try:
+        # Importing the commands (torch) and reading the options take seconds: Ctrl+C then is a run stopped too.
+        parser = build_parser()
+        args = parser.parse_args(_join_negative_points(sys.argv[1:] if argv is None else list(argv)))
+    except KeyboardInterrupt:
+        _say_on_stderr("plkd: interrupted")
+        return 130
     if args.command is None:
         parser.print_help()
         return 0
@@ -119,7 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.verbose < 2 else logging.DEBUG, format="%(levelname)s: %(message)s"
     )
     logging.getLogger("plkd").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    return exit_code_of(lambda: args.func(args))
+    code = exit_code_of(lambda: args.func(args))
+    if argv is None and threading.current_thread() is threading.main_thread():
+        # The run is over (its last line printed, its outputs whole); Python takes seconds more to shut torch and the
+        # rest down, and Ctrl+C then printed a traceback over a finished run. The exit status stays the run's.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
 
 
 def exit_code_of(func: Callable[[], int | None]) -> int:

@@ -22,7 +22,7 @@ def normalise_intensity(
 
     Intensities are clipped to the ``clip_percentiles`` (low, high; default 0-99.5) of the
     brain, then shifted and scaled to zero mean and unit standard deviation inside the brain.
-    Scanner units, bias-free gain and modality scaling therefore do not matter. ``data`` and
+    Scanner units, bias-free gain and modality scaling therefore do not matter, tiny units (1e-9) included. ``data`` and
     ``mask`` have the same shape; returns float32 of that shape.
 
     The low percentile sets how dark anything can look: microbleeds are the darkest voxels of
@@ -45,6 +45,11 @@ def normalise_intensity(
     inside = clipped[m]
     mean = float(inside.mean())
     std = float(inside.std())
+    scale = max(abs(float(lo)), abs(float(hi)))
+    if std <= 1e-6 and hi > lo and 0.0 < scale < 1.0:
+        # Tiny units (a reconstruction's raw magnitude, about 1e-9): the spread is real but below the guard against a
+        # constant brain, or lost in float32 squares; brought to about 1 first, the image normalises as in any unit.
+        return normalise_intensity(arr / np.float32(scale), mask, clip_percentiles)
     out = (clipped - mean) / (std if std > 1e-6 else 1.0)
     out[~m] = 0.0
     return out.astype(np.float32, copy=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -128,12 +129,19 @@ def _remove_earlier_results(out: Path, image_path: Path) -> None:
 
 
 def _load_model(model: Path, device: str, progress: str) -> tuple[Any, str]:
-    """``(predictor, model name)``; refuses a bundle or a device that cannot be used."""
+    """``(predictor, model name)``; refuses a bundle that cannot be used or a device name plkd does not know. A GPU
+    the machine lacks (``--device cuda`` on a laptop) is replaced by the CPU, with one warning and a note."""
     from plkd.bundle import resolve_bundle
+    from plkd.inference.device import usable_device
     from plkd.inference.predictor import Predictor
 
     bundle, model_name = resolve_bundle(model)
-    return Predictor(bundle, device=device, progress=progress), model_name
+    run_device, device_note = usable_device(device)
+    predictor = Predictor(bundle, device=run_device, progress=progress)
+    if device_note is not None:
+        logging.getLogger("plkd").warning(device_note)
+        predictor.state.warnings.append(device_note)
+    return predictor, model_name
 
 
 def _predict_and_report(
@@ -178,10 +186,13 @@ def _predict_and_report(
         "timings": result.timings,
     }
     write_json_atomic(args.out / "demo_summary.json", summary)
+    if np.isfinite(scores["F1"]) and np.isfinite(scores["Dice"]):
+        measured = f"F1 {scores['F1']:.2f}, Dice {scores['Dice']:.2f}"
+    else:  # nothing to find and nothing found ("F1 nan, Dice nan" was printed)
+        measured = "F1 and Dice undefined without a microbleed"
     print(
-        f"found {scores['TP']} of {scores['n_reference']} microbleeds, {scores['FP']} false alarm(s), "
-        f"F1 {scores['F1']:.2f}, Dice {scores['Dice']:.2f}, {seconds:.1f} s with {result.student} "
-        f"on {predictor.device.type}"
+        f"found {scores['TP']} of {scores['n_reference']} microbleeds, {scores['FP']} false alarm(s), {measured}, "
+        f"{seconds:.1f} s with {result.student} on {predictor.device.type}"
     )
     print(f"pictures: {args.out / 'overview.png'}, {args.out / 'candidates.png'}")
     return 0

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from plkd import __version__
 from plkd.dicom import load_dicom_series
 from plkd.errors import InputError, OutputError, PLKDError
+from plkd.inference.device import usable_device
 from plkd.inference.input_kinds import sequence_doubt, sidecar_tags
 from plkd.inference.inputs import (
     ScanInput,
@@ -172,11 +173,18 @@ def predict_files(
     """
     err = err or sys.stderr
     prog = progress if isinstance(progress, Progress) else Progress(progress)  # type: ignore[arg-type]
-    models = ModelChooser(
-        model,
-        modality,
-        lambda bundle: Predictor(bundle, device=device, batch_size=batch_size, threshold=threshold, progress=prog),
-    )
+    # A GPU this machine lacks (--device cuda on a laptop): the CPU, said once here and in every scan's notes.
+    run_device, device_note = usable_device(device)
+    if device_note is not None:
+        log.warning(device_note)
+
+    def make_predictor(bundle: Any) -> Predictor:
+        predictor = Predictor(bundle, device=run_device, batch_size=batch_size, threshold=threshold, progress=prog)
+        if device_note is not None:
+            predictor.state.warnings.append(device_note)
+        return predictor
+
+    models = ModelChooser(model, modality, make_predictor)
     shard_t = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     found = expand_inputs(inputs, output_dir)
     if not found.scans:

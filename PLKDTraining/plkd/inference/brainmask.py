@@ -193,6 +193,16 @@ def _resolve_brain_mask(volume: Volume, mask: Volume | None) -> tuple[np.ndarray
         mask = on_grid_of(volume, mask, "brain mask")
         data = np.asarray(mask.data)
         m = data > 0
+        caveat = ""
+        negative = data[data < 0]
+        if negative.size and np.all(negative == np.round(negative)) and np.all(data[m] == np.round(data[m])):
+            # A 0/255 mask stored as signed 8-bit integers reads 255 as -1: refused as "empty", which it was not.
+            m = data != 0
+            caveat = (
+                f"the brain mask holds negative values ({_listed(np.unique(negative))}; a 0/255 mask stored as signed "
+                "8-bit integers reads 255 as -1): every non-zero voxel is taken as brain"
+            )
+            log.warning(caveat)
         if not m.any():
             raise InputError("brain mask is empty (no non-zero voxel)")
         inside = data[m]
@@ -215,8 +225,14 @@ def _resolve_brain_mask(volume: Volume, mask: Volume | None) -> tuple[np.ndarray
                 f"the brain mask holds {distinct} distinct whole-number values: it is an image, not a mask or label "
                 "map; give the brain mask"
             )
-        return m, "brain mask: given by the user"
+        return m, "brain mask: given by the user" + (f"; {caveat}" if caveat else "")
     m, note = compute_brain_mask(volume)
     if not m.any():
         raise InputError("no brain tissue found in the image; give a brain mask with --mask")
     return m, note
+
+
+def _listed(values: np.ndarray, most: int = 3) -> str:
+    """``-1``, ``-2, -1`` or ``-9, -8, -7, ...``: a few of the values, for a message."""
+    text = ", ".join(f"{float(v):g}" for v in values[:most])
+    return text + (", ..." if values.size > most else "")

@@ -46,6 +46,21 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     raise PLKDError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
 
 
+def usable_device(name: str | torch.device = "auto") -> tuple[torch.device, str | None]:
+    """The device to run on and, when an explicit GPU (``cuda``, ``mps``) is not available, the CPU instead with the
+    warning that says so (a script written for a GPU machine run on a laptop). Unknown names are refused as by
+    :func:`resolve_device`, which stays strict for timing and training."""
+    try:
+        return resolve_device(name), None
+    except PLKDError:
+        choice = str(name).lower()
+        kind = choice.split(":")[0]
+        if kind not in ("cuda", "mps"):
+            raise
+    what = "PyTorch sees no CUDA GPU" if kind == "cuda" else "Apple MPS is not available"
+    return torch.device("cpu"), f"--device {choice} was requested but {what}: running on the CPU (slower)"
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """fp16 autocast on CUDA (about twice as fast, half the memory); full precision elsewhere."""
     if device.type == "cuda":

@@ -158,6 +158,8 @@ class Predictor:
             if not 0.0 <= float(threshold) <= 1.0:
                 raise PLKDError(f"--threshold must be a probability between 0 and 1, not {threshold}")
             self._override["segmentation"] = float(threshold)
+        #: The cap is the model's (or the default), not one the caller chose: a scan that fills it is told.
+        self._cap_is_models = max_candidates is None
         if max_candidates is None:
             # A tuned bundle records how many screening candidates its thresholds were chosen with.
             own = (self.bundle.manifest.get("candidates") or {}).get("max_screening")
@@ -248,8 +250,15 @@ class Predictor:
 
         t1 = time.perf_counter()
         cands, capped = self._screen(prep, float(thr["screening"]), float(thr["min_distance_mm"]))
-        if capped and self.max_candidates >= MAX_CANDIDATES:
-            notes.append(f"candidate count capped at {self.max_candidates}; the scan may be very noisy")
+        if capped and (self._cap_is_models or self.max_candidates >= MAX_CANDIDATES):
+            # The shipped models keep the cap they were tuned with (100): weaker candidates, microbleeds among them,
+            # were dropped without a word when only the default cap of 300 was noted.
+            capped_note = (
+                f"candidate count capped at {self.max_candidates}: weaker screening candidates were not examined, so "
+                "microbleeds may be missed (the scan may be very noisy or hold many dark spots)"
+            )
+            log.warning(capped_note)
+            notes.append(capped_note)
         timings["screen"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
