@@ -294,3 +294,53 @@ def test_the_review_threshold_is_shown_with_the_decimals_its_candidates_are_comp
         assert (float(text) >= float(f"{threshold:.{decimals}f}")) == reviewState.isIncluded(row, threshold), text
     shown = {t: f"{t:.{reviewState.thresholdDecimals(t)}f}" for t in (0.5, 0.3333, 0.33333, 0.35000000000000003, 1.0)}
     assert shown == {0.5: "0.50", 0.3333: "0.3333", 0.33333: "0.3333", 0.35000000000000003: "0.35", 1.0: "1.00"}
+
+
+def test_a_microbleed_whose_segment_falls_into_pieces_is_named_in_the_export(case, tmp_path):  # noqa: F811
+    # A second dot painted into a candidate's segment (Paint without first adding a segment, the commonest slip in the
+    # Segment Editor) went out as one label of two pieces: the report counted one microbleed, while any count of the
+    # label map's pieces (plkd evaluate, VALDO's 26-connectivity) found two, and the centre lay between them.
+    import numpy as np
+    from scipy import ndimage
+
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    ids = result.segmentIds
+    _giveTwoIslands(seg, ids[2], volume)  # label 5 ("Microbleed 3"): its own voxels and a blob apart
+    # A dot touching another by a corner only is one piece, as plkd.metrics counts (26-connectivity).
+    corner = np.zeros(_labels().shape, np.uint8)
+    corner[7, 8, 5] = 1  # touches Microbleed 1's voxel [6, 7, 4] by a corner
+    paint(seg, volume, ids[0], resultImport._orientedImage(corner, np.zeros(3, int), _affine()))
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "out", "case")
+    report = _report(files)
+    labels = np.asarray(__import__("nibabel").load(files.labelMap).dataobj)
+    pieces = {
+        m["label"]: ndimage.label(labels == m["label"], structure=np.ones((3, 3, 3)))[1] for m in report["microbleeds"]
+    }
+    assert pieces == {1: 1, 2: 1, 3: 2}
+    split = [n for n in report["notes"] if "pieces" in n]
+    assert split == [
+        "microbleed 3 (Microbleed 3) is 2 separate pieces in the label map, which a count of its pieces (plkd "
+        "evaluate, VALDO) takes for 2 microbleeds: split them into segments (Segment Editor, Islands) if they are, "
+        "else join or erase them"
+    ]
+    assert split[0] in files.notes
+
+
+@pytest.mark.parametrize("with_scipy", [True, False])
+def test_pieces_are_counted_as_plkd_counts_microbleeds_with_or_without_scipy(with_scipy, monkeypatch):
+    # The export runs in a Slicer that may lack the engine's packages: the numpy count must agree with scipy's.
+    import numpy as np
+    from scipy import ndimage
+
+    from CMBSegmentationLib.segmentLabelMap import countPieces
+
+    truth = {}
+    rng = np.random.default_rng(5)
+    masks = [rng.random(tuple(rng.integers(1, 8, 3))) < rng.uniform(0.05, 0.5) for _ in range(60)]
+    for n, mask in enumerate(masks):
+        truth[n] = ndimage.label(mask, structure=np.ones((3, 3, 3)))[1]
+    if not with_scipy:
+        monkeypatch.setitem(__import__("sys").modules, "scipy", None)
+    assert {n: countPieces(np.argwhere(mask) + 40) for n, mask in enumerate(masks)} == truth
+    assert countPieces(np.zeros((0, 3), int)) == 0 and max(truth.values()) > 3

@@ -44,7 +44,7 @@ from CMBSegmentationLib.reviewState import (
     reviewThreshold,
 )
 from CMBSegmentationLib.sceneScratch import scratchNodes
-from CMBSegmentationLib.segmentLabelMap import flattenVoxels, measureVoxels, segmentVoxels
+from CMBSegmentationLib.segmentLabelMap import countPieces, flattenVoxels, measureVoxels, segmentVoxels
 from CMBSegmentationLib.sequenceInfo import loadedFile
 from CMBSegmentationLib.volumeIO import ijkToRas, niftiPlacementMm, sameGridToleranceMm, writeArrayAsNifti
 
@@ -159,6 +159,7 @@ def exportReview(
         + ": the label map cannot show it; the .seg.nrrd and the report keep it"
         for n, covering in hidden
     )
+    notes += _pieceNotes(labels, voxels, records)
     notes += _missingSegmentNotes(segmentationNode, tableNode, erased)
     notes += _sharedNameNotes(records)
     notes += _movedNotes(segmentationNode, rows, voxels, records, affine)
@@ -381,6 +382,23 @@ def _movedNotes(segmentationNode, rows, voxels, records, affine) -> tuple[str, .
                 f"microbleed {record['label']} ({record['segment']}) lies {moved:.1f} mm from where the engine found "
                 "its candidate (repainted or merged): its probability, location and region are the engine's for that "
                 "place"
+            )
+    return tuple(notes)
+
+
+def _pieceNotes(labels, voxels, records) -> tuple[str, ...]:
+    """One note per microbleed whose label in the label map ``labels`` falls into separate pieces (a second dot painted
+    into its segment, a segment cut in two by a smaller one drawn across it): the report counts it once, while a count
+    of the label map's pieces (``plkd evaluate``, VALDO: 26-connectivity) takes each piece for a microbleed."""
+    notes = []
+    for record, own in zip(records, voxels, strict=True):
+        label = record["label"]
+        count = countPieces(own[labels[tuple(own.T)] == label])
+        if count > 1:
+            notes.append(
+                f"microbleed {label} ({record['segment']}) is {count} separate pieces in the label map, which a count "
+                f"of its pieces (plkd evaluate, VALDO) takes for {count} microbleeds: split them into segments "
+                "(Segment Editor, Islands) if they are, else join or erase them"
             )
     return tuple(notes)
 
