@@ -758,6 +758,8 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return _("Nothing darker than the surrounding tissue at the click: no microbleed added.")
         name = segmentationNode.GetSegmentation().GetSegment(outcome.segmentId).GetName()
         if outcome.kind == clickReview.ADDED:
+            if outcome.note:  # outlined by another model than the result's: the export names it too
+                return _("Added {name}, {note}.").format(name=name, note=outcome.note)
             if outcome.segmentation == "intensity":
                 return _("Added {name} (outlined by intensity: the model's mask missed most of it).").format(name=name)
             return _("Added {name}.").format(name=name)

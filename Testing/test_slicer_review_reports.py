@@ -344,3 +344,50 @@ def test_pieces_are_counted_as_plkd_counts_microbleeds_with_or_without_scipy(wit
         monkeypatch.setitem(__import__("sys").modules, "scipy", None)
     assert {n: countPieces(np.argwhere(mask) + 40) for n, mask in enumerate(masks)} == truth
     assert countPieces(np.zeros((0, 3), int)) == 0 and max(truth.values()) > 3
+
+
+def _clickAnswer(folder, model):
+    """The engine's answer to a click (a new microbleed, :func:`_clickedMicrobleed`) as a run of ``model`` writes it."""
+    labelPath, jsonPath, candidates = _writeEngineOutput(folder, _clickedMicrobleed(), {1: 0.62})
+    data = json.loads(jsonPath.read_text())
+    data["model"] = model
+    jsonPath.write_text(json.dumps(data))
+    return labelPath, jsonPath, tuple(candidates[0]["center_ras"])
+
+
+@pytest.mark.parametrize(
+    ("click_model", "other"),
+    [("tiny", False), ("tiny (/elsewhere/tiny)", False), ("cmb-swi (/site/plkd/bundled/cmb-swi)", True)],
+)
+def test_a_microbleed_a_click_outlined_with_another_model_than_the_result_s_is_named(
+    case,  # noqa: F811
+    tmp_path,
+    click_model,
+    other,
+):
+    # The click takes the model named under Advanced > Model now, which may be another than the one that made the
+    # result (changed since for another scan, or the scene reviewed on another computer): its outline and probability
+    # joined the result, and the report named the result's model alone, without a word.
+    from CMBSegmentationLib import clickReview
+
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    labelPath, jsonPath, point = _clickAnswer(tmp_path / "click", click_model)
+    threshold = reviewState.reviewThreshold(table)
+    outcome = clickReview.applyClickResult(seg, table, labelPath, jsonPath, point, None, threshold)
+    assert outcome.kind == clickReview.ADDED
+    said = f"outlined by the model '{click_model}', not by the result's 'tiny'"
+    assert (said in (outcome.note or "")) == other
+    report = _report(reportExport.exportReview(seg, table, volume, tmp_path / "out", "case"))
+    assert report["microbleeds"][-1]["status"] == candidateTable.STATUS_ADDED
+    notes = [n for n in report["notes"] if "outlined by the model" in n]
+    expected = f"microbleed 4 (Microbleed 4) was {said} (a click while another model was chosen)"
+    assert notes == ([expected] if other else [])
+    # It says so after a reload too: the model is kept on the segment.
+    mrb = _saveMrb(case[0], tmp_path / "saved")
+    loaded = _loadMrb(mrb, tmp_path / "loaded")
+    (table2,) = _candidateTables(loaded)
+    seg2 = candidateTable.segmentationOfTable(table2)
+    volume2 = resultImport.referenceVolume(seg2)
+    again = _report(reportExport.exportReview(seg2, table2, volume2, tmp_path / "o2", "case"))
+    assert [n for n in again["notes"] if "outlined by the model" in n] == notes

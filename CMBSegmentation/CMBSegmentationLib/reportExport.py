@@ -32,6 +32,8 @@ from CMBSegmentationLib.resultImport import (
     engineNotesOf,
     ensureSegmentationConverters,
     modelChoiceOf,
+    otherModelText,
+    sameModel,
     segmentTag,
 )
 from CMBSegmentationLib.reviewState import (
@@ -162,6 +164,7 @@ def exportReview(
     notes += _pieceNotes(labels, voxels, records)
     notes += _missingSegmentNotes(segmentationNode, tableNode, erased)
     notes += _sharedNameNotes(records)
+    notes += _otherModelNotes(segmentationNode, rows, records)
     notes += _movedNotes(segmentationNode, rows, voxels, records, affine)
     notes += tuple(
         f"microbleed {record['label']} ({record['segment']}) is {diameter:.1f} mm across (sphere-equivalent), more "
@@ -399,6 +402,23 @@ def _pieceNotes(labels, voxels, records) -> tuple[str, ...]:
                 f"microbleed {label} ({record['segment']}) is {count} separate pieces in the label map, which a count "
                 f"of its pieces (plkd evaluate, VALDO) takes for {count} microbleeds: split them into segments "
                 "(Segment Editor, Islands) if they are, else join or erase them"
+            )
+    return tuple(notes)
+
+
+def _otherModelNotes(segmentationNode, rows, records) -> tuple[str, ...]:
+    """One note per exported microbleed a click outlined with another model than the result's (its segment's
+    :data:`candidateTable.TAG_MODEL`, see ``clickReview.applyClickResult``): the report names the result's model."""
+    resultModel = modelChoiceOf(segmentationNode).get("model")
+    segmentation = segmentationNode.GetSegmentation()
+    notes = []
+    for row, record in zip(rows, records, strict=True):
+        segment = segmentation.GetSegment(row.segmentId)
+        clickModel = segmentTag(segment, candidateTable.TAG_MODEL) if segment is not None else ""
+        if clickModel and resultModel and not sameModel(clickModel, resultModel):
+            notes.append(
+                f"microbleed {record['label']} ({record['segment']}) was {otherModelText(clickModel, resultModel)} "
+                "(a click while another model was chosen)"
             )
     return tuple(notes)
 

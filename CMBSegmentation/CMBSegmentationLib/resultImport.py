@@ -128,6 +128,18 @@ def modelChoiceOf(node) -> dict:
     return _jsonObjectAttribute(node, candidateTable.ATTRIBUTE_MODEL)
 
 
+def sameModel(first: str, second: str) -> bool:
+    """Whether two of the engine's ``model`` values ("NAME (PATH)" for a bundle found by its path) name one model: the
+    same name, wherever the bundle lies (an installed bundle's path differs from one computer to the next)."""
+    return first == second or first.split(" (", 1)[0] == second.split(" (", 1)[0]
+
+
+def otherModelText(clickModel: str, resultModel: str) -> str:
+    """How the status line and the export say that ``clickModel`` outlined a microbleed of a result of
+    ``resultModel``."""
+    return f"outlined by the model '{clickModel}', not by the result's '{resultModel}'"
+
+
 def algorithmNameOf(segmentationNode) -> str | None:
     """The DICOM SegmentAlgorithmName of the engine's segments of this result: the module and its run's model (None
     when the segmentation does not record the model, see :func:`segmentPresentation.algorithmName`)."""
