@@ -172,7 +172,7 @@ def test_how_the_engine_outlined_each_microbleed_reaches_the_report_and_survives
     painted = seg.GetSegmentation().AddEmptySegment("", "Painted")
     stroke = np.zeros(_labels().shape, np.uint8)
     stroke[2:4, 2:4, 1:2] = 1
-    paint(seg, volume, painted, resultImport._orientedImage(stroke, np.zeros(3, int), _affine()))
+    paint(seg, volume, painted, resultImport.orientedImage(stroke, np.zeros(3, int), _affine()))
     clickLabel, clickJson, _ = _writeEngineOutput(tmp_path / "point", _clickedMicrobleed(), {1: 0.62})
     click = json.loads(clickJson.read_text())
     click["candidates"][0]["segmentation"] = "intensity"
@@ -223,11 +223,11 @@ def test_a_candidate_repainted_elsewhere_is_named_in_a_note_but_one_grown_in_pla
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     elsewhere = np.zeros(_labels().shape, np.uint8)
     elsewhere[18:20, 20:22, 7:9] = 1  # some 15 mm from Microbleed 1 (label 1 at [5:7, 6:8, 3:5])
-    image = resultImport._orientedImage(elsewhere, np.zeros(3, int), ijkToRas(volume))
+    image = resultImport.orientedImage(elsewhere, np.zeros(3, int), ijkToRas(volume))
     assert logic.SetBinaryLabelmapToSegment(image, seg, first, logic.MODE_REPLACE)
     grown = np.zeros(_labels().shape, np.uint8)
     grown[14:17, 19:22, 6:7] = 1  # Microbleed 2 (label 2 at [15, 20, 6]) painted a little larger
-    paint(seg, volume, second, resultImport._orientedImage(grown, np.zeros(3, int), ijkToRas(volume)))
+    paint(seg, volume, second, resultImport.orientedImage(grown, np.zeros(3, int), ijkToRas(volume)))
     files = reportExport.exportReview(seg, table, volume, tmp_path / "out", "case")
     moved = [n for n in _report(files)["notes"] if "from where the engine found" in n]
     assert len(moved) == 1 and moved[0].startswith("microbleed 1 (Microbleed 1) lies 1") and "probability" in moved[0]
@@ -242,7 +242,7 @@ def test_a_candidate_repainted_elsewhere_is_named_in_a_note_but_one_grown_in_pla
     slicer.vtkSlicerTransformLogic().hardenTransform(volume)
     slicer.vtkSlicerTransformLogic().hardenTransform(seg)
     original = (_labels() == 1).astype(np.uint8)
-    image = resultImport._orientedImage(original, np.zeros(3, int), ijkToRas(volume))
+    image = resultImport.orientedImage(original, np.zeros(3, int), ijkToRas(volume))
     assert logic.SetBinaryLabelmapToSegment(image, seg, first, logic.MODE_REPLACE)
     again = reportExport.exportReview(seg, table, volume, tmp_path / "again", "case")
     assert not [n for n in _report(again)["notes"] if "from where the engine found" in n]
@@ -310,7 +310,7 @@ def test_a_microbleed_whose_segment_falls_into_pieces_is_named_in_the_export(cas
     # A dot touching another by a corner only is one piece, as plkd.metrics counts (26-connectivity).
     corner = np.zeros(_labels().shape, np.uint8)
     corner[7, 8, 5] = 1  # touches Microbleed 1's voxel [6, 7, 4] by a corner
-    paint(seg, volume, ids[0], resultImport._orientedImage(corner, np.zeros(3, int), _affine()))
+    paint(seg, volume, ids[0], resultImport.orientedImage(corner, np.zeros(3, int), _affine()))
     files = reportExport.exportReview(seg, table, volume, tmp_path / "out", "case")
     report = _report(files)
     labels = np.asarray(__import__("nibabel").load(files.labelMap).dataobj)

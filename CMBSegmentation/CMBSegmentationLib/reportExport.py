@@ -25,13 +25,17 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from CMBSegmentationLib import candidateTable, segmentPresentation
 from CMBSegmentationLib.atomicFiles import atomicPath, atomicPaths, writeTextAtomic
 from CMBSegmentationLib.resultImport import (
+    BINARY_LABELMAP,
     algorithmNameOf,
     engineNotesOf,
     ensureSegmentationConverters,
     modelChoiceOf,
+    orientedImage,
     otherModelText,
     sameModel,
     segmentTag,
@@ -46,9 +50,21 @@ from CMBSegmentationLib.reviewState import (
     reviewThreshold,
 )
 from CMBSegmentationLib.sceneScratch import scratchNodes
-from CMBSegmentationLib.segmentLabelMap import countPieces, flattenVoxels, measureVoxels, segmentVoxels
+from CMBSegmentationLib.segmentLabelMap import (
+    countPieces,
+    flattenVoxels,
+    measureVoxels,
+    segmentationToVolumeFrame,
+    segmentVoxels,
+)
 from CMBSegmentationLib.sequenceInfo import loadedFile
-from CMBSegmentationLib.volumeIO import ijkToRas, niftiPlacementMm, sameGridToleranceMm, writeArrayAsNifti
+from CMBSegmentationLib.volumeIO import (
+    ijkToRas,
+    niftiPlacementMm,
+    numpyToMatrix,
+    sameGridToleranceMm,
+    writeArrayAsNifti,
+)
 
 REPORT_COLUMNS = (
     "label",
@@ -212,7 +228,7 @@ def exportReview(
     with atomicPaths([files.labelMap, files.segmentation, files.reportCsv, files.reportJson]) as temporary:
         with scratchNodes(segmentationNode.GetScene()):
             writeArrayAsNifti(labels, affine, temporary[0])
-            _writeSegmentation(segmentationNode, rows, temporary[1])
+            _writeSegmentation(segmentationNode, rows, temporary[1], referenceVolume, voxels)
         _writeCsv(records, temporary[2], report["input_file"])
         # What was written, so that the next export of this result replaces its files only while nobody changed them.
         finals = outputPaths(outputDir, baseName)[:3]
@@ -318,20 +334,45 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _writeSegmentation(segmentationNode, rows: list[candidateTable.CandidateRow], path: Path) -> None:
+def _writeSegmentation(segmentationNode, rows: list[candidateTable.CandidateRow], path: Path, referenceVolume, voxels):
     """Write the segments of ``rows`` (the included candidates) to ``path``, each named and coded as a microbleed of
-    the result: one included at an export ``threshold`` below the review's is presented in the scene as below it."""
+    the result: one included at an export ``threshold`` below the review's is presented in the scene as below it.
+
+    The file lies in the frame of the label map, ``referenceVolume``'s own. Where the segmentation lies in another
+    (a transform hardened on the volume alone, or on the segmentation alone) each segment is written as its ``voxels``
+    on the volume's grid (those of the label map): copied as they are, they lay off the label map and the scan by the
+    transform."""
     ensureSegmentationConverters()
     scene = segmentationNode.GetScene()
     copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    from slicer import vtkSegmentationConverter
+    from slicer import vtkSegment, vtkSegmentationConverter
 
-    # Same reference geometry as the reviewed segmentation, so the file opens on the input's grid.
     name = vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
-    copy.GetSegmentation().SetConversionParameter(name, segmentationNode.GetSegmentation().GetConversionParameter(name))
+    toVolumeFrame = segmentationToVolumeFrame(segmentationNode, referenceVolume)
+    sameFrame = toVolumeFrame is not None and np.allclose(toVolumeFrame, np.eye(4), atol=1e-9)
+    if sameFrame:  # same reference geometry as the reviewed segmentation, so the file opens on the input's grid
+        geometry = segmentationNode.GetSegmentation().GetConversionParameter(name)
+    else:
+        extent = [0, -1] * 3
+        extent[1::2] = [n - 1 for n in referenceVolume.GetImageData().GetDimensions()]
+        geometry = vtkSegmentationConverter.SerializeImageGeometry(numpyToMatrix(ijkToRas(referenceVolume)), extent)
+    copy.GetSegmentation().SetConversionParameter(name, geometry)
     algorithm = algorithmNameOf(segmentationNode)
-    for row in rows:
-        copy.GetSegmentation().CopySegmentFromSegmentation(segmentationNode.GetSegmentation(), row.segmentId)
+    source = segmentationNode.GetSegmentation()
+    for row, own in zip(rows, voxels, strict=True):
+        if sameFrame:
+            copy.GetSegmentation().CopySegmentFromSegmentation(source, row.segmentId)
+        else:
+            original = source.GetSegment(row.segmentId)
+            segment = vtkSegment()
+            segment.DeepCopyMetadata(original)  # name, colour, tags
+            segment.SetTerminology(original.GetTerminology())
+            segment.SetLabelValue(1)
+            lo, hi = own.min(axis=0), own.max(axis=0) + 1
+            mask = np.zeros(hi - lo, dtype=np.uint8)
+            mask[tuple((own - lo).T)] = 1
+            segment.AddRepresentation(BINARY_LABELMAP, orientedImage(mask, lo, ijkToRas(referenceVolume)))
+            copy.GetSegmentation().AddSegment(segment, row.segmentId)
         segment = copy.GetSegmentation().GetSegment(row.segmentId)
         segmentPresentation.presentSegment(segment, row.status, True, row.probability is not None, algorithm)
     storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")

@@ -406,7 +406,7 @@ def addCandidateSegment(
         return None
     lo, hi = index.min(axis=0), index.max(axis=0) + 1
     sub = np.ascontiguousarray(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.uint8)
-    image = _orientedImage(sub, lo, affine)
+    image = orientedImage(sub, lo, affine)
     segment = _newSegment(name, color, candidateId, status, probability)
     runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
     centre = " ".join(f"{v:.3f}" for v in index.mean(axis=0))
@@ -470,7 +470,9 @@ def _newSegment(name, color, candidateId, status, probability):
     return segment
 
 
-def _orientedImage(sub: np.ndarray, lo: np.ndarray, affine: np.ndarray):
+def orientedImage(sub: np.ndarray, lo: np.ndarray, affine: np.ndarray):
+    """The ``[i, j, k]`` mask ``sub`` whose first voxel is ``lo`` of the grid of ``affine``, as a segment's binary
+    labelmap."""
     from slicer import vtkOrientedImageData
 
     image = vtkOrientedImageData()
