@@ -59,11 +59,12 @@ from CMBSegmentationLib.segmentLabelMap import (
 )
 from CMBSegmentationLib.sequenceInfo import loadedFile
 from CMBSegmentationLib.volumeIO import (
+    fileGrid,
     ijkToRas,
-    niftiPlacementMm,
     numpyToMatrix,
     sameGridToleranceMm,
     writeArrayAsNifti,
+    writeLabelsOnFileGrid,
 )
 
 REPORT_COLUMNS = (
@@ -196,7 +197,10 @@ def exportReview(
             "are in the volume's own frame (as its file), not where Slicer shows it; harden the transform first "
             "for the shown frame",
         )
-    notes += _placementNotes(referenceVolume, affine)
+    # The file the volume was loaded from, when its voxels are the volume's: the label map is written in its voxel order
+    # and with its header (Slicer reverses k of a left-handed file), so it lies on the scan's voxels in every tool.
+    inputGrid = fileGrid(referenceVolume, loadedFile(referenceVolume))
+    notes += _placementNotes(referenceVolume, inputGrid, affine)
     files = dataclasses.replace(files, notes=notes)
     allRows = candidateTable.readRows(tableNode)
     inputFile = loadedFile(referenceVolume)
@@ -227,7 +231,10 @@ def exportReview(
     # the earlier export of this result whole, never its report beside a newer label map.
     with atomicPaths([files.labelMap, files.segmentation, files.reportCsv, files.reportJson]) as temporary:
         with scratchNodes(segmentationNode.GetScene()):
-            writeArrayAsNifti(labels, affine, temporary[0])
+            if inputGrid is not None and inputGrid.movedMm <= sameGridToleranceMm(affine):
+                writeLabelsOnFileGrid(labels, inputGrid, temporary[0])
+            else:  # not from a file, edited since, or placed elsewhere than the file places it (noted above)
+                writeArrayAsNifti(labels, affine, temporary[0])
             _writeSegmentation(segmentationNode, rows, temporary[1], referenceVolume, voxels)
         _writeCsv(records, temporary[2], report["input_file"])
         # What was written, so that the next export of this result replaces its files only while nobody changed them.
@@ -387,13 +394,13 @@ def _sphereDiameter(volumeMm3: float) -> float:
     return (6.0 * volumeMm3 / math.pi) ** (1.0 / 3.0)
 
 
-def _placementNotes(referenceVolume, affine) -> tuple[str, ...]:
-    """A note when the volume lies elsewhere than its NIfTI file places it for other tools (see
-    :func:`volumeIO.niftiPlacementMm`): the files follow Slicer's placement, so those tools show them off the scan."""
-    path = loadedFile(referenceVolume)
-    moved = niftiPlacementMm(referenceVolume, path)
+def _placementNotes(referenceVolume, inputGrid, affine) -> tuple[str, ...]:
+    """A note when the volume lies elsewhere than its NIfTI file places it for other tools (``inputGrid``, see
+    :func:`volumeIO.fileGrid`): the files follow Slicer's placement, so those tools show them off the scan."""
+    moved = inputGrid.movedMm if inputGrid is not None else None
     if moved is None or moved <= sameGridToleranceMm(affine):
         return ()
+    path = loadedFile(referenceVolume)
     return (
         f"'{referenceVolume.GetName()}' lies up to {moved:.1f} mm from where its file {path.name} places it for "
         "tools that read its sform (FSL, nibabel, plkd predict; Slicer reads the qform when the two differ): the "
