@@ -391,3 +391,18 @@ def test_a_microbleed_a_click_outlined_with_another_model_than_the_result_s_is_n
     volume2 = resultImport.referenceVolume(seg2)
     again = _report(reportExport.exportReview(seg2, table2, volume2, tmp_path / "o2", "case"))
     assert [n for n in again["notes"] if "outlined by the model" in n] == notes
+
+
+def test_replacing_a_segmentation_chosen_without_its_table_names_the_review_it_would_lose(case):  # noqa: F811
+    # With the table selector cleared, Apply asked "segmentation ... has 3 segment(s)" only: Replace wiped the reviewed
+    # segments and left their table listing none of the new ones, the reader's decisions lost without being named.
+    _, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    reviewState.reject(seg, table, result.segmentIds[0])
+    reviewState.accept(seg, table, result.segmentIds[1])
+    expected = f"its review, table '{table.GetName()}', has 3 candidate(s), 2 reviewed"
+    assert expected in resultImport.existingContent(seg, None)
+    assert resultImport.existingContent(seg, table) == [
+        f"segmentation '{seg.GetName()}' has 3 segment(s)",
+        f"table '{table.GetName()}' has 3 candidate(s), 2 reviewed",
+    ]

@@ -180,6 +180,12 @@ def existingContent(segmentationNode, tableNode) -> list[str]:
         count = segmentationNode.GetSegmentation().GetNumberOfSegments()
         if count:
             found.append(f"segmentation '{segmentationNode.GetName()}' has {count} segment(s)")
+        # Chosen without its table (the table selector cleared): replacing its segments loses the review all the same.
+        own = candidateTable.tableOfSegmentation(segmentationNode.GetScene(), segmentationNode)
+        if count and own is not None and own is not tableNode:
+            rows = candidateTable.readRows(own)
+            reviewed = sum(r.status != candidateTable.STATUS_NOT_SEEN for r in rows)
+            found.append(f"its review, table '{own.GetName()}', has {len(rows)} candidate(s), {reviewed} reviewed")
     if tableNode is not None and (tableNode.GetNumberOfRows() or tableNode.GetNumberOfColumns()):
         if candidateTable.isCandidateTable(tableNode):
             rows = candidateTable.readRows(tableNode)
