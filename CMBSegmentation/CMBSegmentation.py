@@ -508,6 +508,11 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 wasModified = p.StartModify()  # one change: never a new segmentation paired with the old table
                 p.outputSegmentation = result.segmentationNode
                 p.candidateTable = result.tableNode
+                # The new result's own threshold (the run's). Replaced into the selected nodes, they are no new
+                # selection (the parameter node fires nothing for an unchanged node reference, vtkMRMLNode.cxx): the
+                # slider kept the replaced review's value, beside a list shown from the run's, and the next change of
+                # any setting imposed it on the new result, hiding candidates the reader had been shown.
+                p.reviewThreshold = reviewState.reviewThreshold(result.tableNode)
                 p.EndModify(wasModified)
                 for shown in self._runLog.addNotes(result.notes):  # the engine's notes, after its lines
                     self.ui.logTextEdit.appendPlainText(shown)
@@ -758,6 +763,8 @@ class CMBSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return _("Nothing darker than the surrounding tissue at the click: no microbleed added.")
         name = segmentationNode.GetSegmentation().GetSegment(outcome.segmentId).GetName()
         if outcome.kind == clickReview.ADDED:
+            if outcome.note:  # outlined by another model than the result's: the export names it too
+                return _("Added {name}, {note}.").format(name=name, note=outcome.note)
             if outcome.segmentation == "intensity":
                 return _("Added {name} (outlined by intensity: the model's mask missed most of it).").format(name=name)
             return _("Added {name}.").format(name=name)
@@ -1193,4 +1200,20 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
             self.assertIn(first, [r.segmentId for r in expected])
             self.assertEqual(report["n_rejected"], 1)
             self.assertTrue((Path(folder) / f"{name}_cmb-final.nii.gz").is_file())
+
+        # Apply again, replacing the reviewed result (as if "Replace" was chosen): the slider follows the new result's
+        # threshold (the run's), not the replaced review's 0.99, and keeps it when another setting changes.
+        widget._chooseOutputs = lambda _p: (segmentation, table, resultImport.outputState(segmentation, table))
+        widget.onApplyButton()
+        deadline = time.monotonic() + 600
+        while widget._runState.busy and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertEqual(widget._runState.state, RunState.DONE, widget.ui.statusLabel.text)
+        del widget._chooseOutputs
+        self.assertAlmostEqual(reviewState.reviewThreshold(table), 0.5)
+        self.assertAlmostEqual(p.reviewThreshold, 0.5)
+        p.device = "Auto"
+        slicer.app.processEvents()
+        self.assertAlmostEqual(reviewState.reviewThreshold(table), 0.5)
         self.delayDisplay("CMBSegmentation Apply -> review -> export test passed")

@@ -120,7 +120,7 @@ def _status(table, segment_id) -> str:
 
 def _paint(seg, segment_id, mask) -> None:
     """What the Segment Editor does: replace a segment's voxels."""
-    image = resultImport._orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
+    image = resultImport.orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
     assert slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         image, seg, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
     )

@@ -224,3 +224,52 @@ def test_a_volume_of_64_bit_integers_is_written_for_the_engine_with_its_values(t
     updateVolumeNodeFromArray(volume, values, QFORM)
     written = nib.load(str(writeVolumeNodeAsNifti(volume, tmp_path / "scan.nii.gz")))
     assert np.array_equal(np.asarray(written.dataobj), values) and np.allclose(written.affine, QFORM)
+
+
+@pytest.mark.parametrize(
+    ("stored", "affine"),
+    [
+        ("RAS", np.diag([1.0, 1.0, 2.0, 1.0])),
+        ("LAS", np.diag([-1.0, 1.0, 2.0, 1.0])),  # dcm2niix's usual axial order (left-handed): Slicer reverses k
+        ("LPI", np.diag([-1.0, -1.0, -2.0, 1.0])),
+    ],
+)
+def test_the_exported_label_map_keeps_the_voxel_order_and_header_of_the_file_the_volume_was_loaded_from(
+    tmp_path, stored, affine
+):
+    # Slicer loads a file stored with a left-handed voxel order (as dcm2niix writes axial scans) with its k axis
+    # reversed: the exported label map lay where the scan lies, but in another voxel order and with another header than
+    # the scan's file, so a voxel-wise use of the two files (numpy, fslmaths) put each microbleed on other voxels.
+    image = np.full((20, 22, 8), 400, np.int16)
+    image[3:5, 4:6, 2:3] = 80  # the microbleed, at these voxels of the file
+    image[15, 18, 6] = 90  # an asymmetric mark: no flip of the voxels matches them but the real one
+    nifti = nib.Nifti1Image(image, affine)
+    nifti.header.set_qform(affine, code=1)
+    nifti.header.set_sform(affine, code=2)
+    nifti.header.set_slope_inter(2.0, 1.0)  # stored scaled: the label map must not be
+    nifti.header.set_xyzt_units("mm", "sec")
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nifti, str(path))
+    scene = slicer.vtkMRMLScene()
+    volume = _loadVolume(scene, path)
+    labels = np.zeros(image.shape, np.int16)
+    labels[arrayFromVolumeNode(volume) == 161] = 1  # the engine's answer, on the grid of the volume it was given
+    assert labels.sum() == 4
+    (tmp_path / "engine").mkdir()
+    nib.save(nib.Nifti1Image(labels, ijkToRas(volume)), str(tmp_path / "engine" / "scan_cmb.nii.gz"))
+    candidate = {"id": 1, "label": 1, "center_ras": [0.0, 0.0, 0.0], "volume_mm3": 8.0, "probability": 0.9}
+    (tmp_path / "engine" / "scan_cmb.json").write_text(json.dumps({"candidates": [candidate]}))
+    result = resultImport.importResults(
+        scene, volume, tmp_path / "engine" / "scan_cmb.nii.gz", tmp_path / "engine" / "scan_cmb.json"
+    )
+    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, tmp_path / "out", "scan")
+    exported, original = nib.load(str(files.labelMap)), nib.load(str(path))
+    assert np.array_equal(np.asarray(exported.dataobj), (image == 80).astype(np.int16))  # voxel for voxel
+    assert exported.header.get_slope_inter() in ((1.0, 0.0), (None, None))
+    for form in ("get_qform", "get_sform"):
+        code, matrix = getattr(exported.header, form)(coded=True), getattr(original.header, form)(coded=True)
+        assert code[1] == matrix[1] and np.allclose(code[0], matrix[0], atol=1e-6), form
+    assert exported.header.get_xyzt_units() == ("mm", "sec")
+    report = json.loads(files.reportJson.read_text())
+    centre = affine[:3, :3] @ np.argwhere(image == 80).mean(axis=0) + affine[:3, 3]
+    assert [report["microbleeds"][0][k] for k in ("r_mm", "a_mm", "s_mm")] == pytest.approx(centre, abs=1e-3)

@@ -173,7 +173,7 @@ def test_dicom_seg_export_labels_and_codes_each_candidate_by_its_review(case, tm
     painted = seg.GetSegmentation().AddEmptySegment("", "Segment_4")  # Segment Editor: Add, then paint
     blob = np.zeros(SHAPE, np.uint8)
     blob[1:3, 1:3, 1:2] = 1
-    paint(seg, volume, painted, resultImport._orientedImage(blob, np.zeros(3, int), AFFINE))
+    paint(seg, volume, painted, resultImport.orientedImage(blob, np.zeros(3, int), AFFINE))
     reviewState.restoreReview(seg, table)  # the painted segment joins as the reader's
 
     written = _dicomSegAttributes(seg)

@@ -24,7 +24,7 @@ VOXEL_MM3 = abs(float(np.linalg.det(AFFINE[:3, :3])))
 
 
 def _stroke(mask: np.ndarray):
-    return resultImport._orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
+    return resultImport.orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
 
 
 def _row(table, segment_id) -> candidateTable.CandidateRow:
@@ -469,3 +469,38 @@ def test_the_list_hears_the_transform_of_the_volume_a_replacing_run_brought(case
     shift.SetElement(0, 3, 1.0)
     transform.SetMatrixTransformToParent(shift)
     assert not calls
+
+
+@pytest.mark.parametrize("hardened", ["volume", "segmentation", "neither"])
+def test_the_exported_segmentation_lies_on_the_label_map_when_a_transform_was_hardened_on_one_of_them(
+    tmp_path, hardened
+):
+    # A registration hardened on the volume alone (or on the result alone) left the segmentation in another frame than
+    # the volume: the label map was written in the volume's own frame, but the .seg.nrrd beside it in the
+    # segmentation's, off the label map and the scan by the transform (7 mm here), without a word.
+    import nibabel as nib
+    from test_slicer_scene import _segmentMask, updateVolumeNodeFromArray
+
+    scene, volume, _transform, _matrix, seg, table = _result_under_transform(tmp_path, {(0, 3): 7.0, (2, 3): -3.0})
+    logic = slicer.vtkSlicerTransformLogic()
+    for node in {"volume": [volume], "segmentation": [seg], "neither": []}[hardened]:
+        logic.hardenTransform(node)
+    seg.GetSegmentation().GetSegment(table.GetCellText(0, 1)).SetName("Renamed")
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "out", "case")
+    labelMap = nib.load(str(files.labelMap))
+    labels = np.asarray(labelMap.dataobj)
+    assert sorted(np.unique(labels)) == [0, 1, 2]
+    # The .seg.nrrd read back beside the label map (as a viewer opens the two files), no transform on either.
+    other = slicer.vtkMRMLScene()
+    resultImport.ensureSegmentationConverters()
+    storage = other.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(files.segmentation))
+    loaded = other.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    assert storage.ReadData(loaded)
+    grid = other.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    updateVolumeNodeFromArray(grid, labels.astype(np.float32), labelMap.affine)
+    segmentation = loaded.GetSegmentation()
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    assert [segmentation.GetSegment(i).GetName() for i in ids] == ["Renamed", "Microbleed 2"]
+    for label, segmentId in enumerate(ids, start=1):
+        assert np.array_equal(_segmentMask(loaded, segmentId, grid), labels == label), segmentId

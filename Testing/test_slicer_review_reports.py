@@ -172,7 +172,7 @@ def test_how_the_engine_outlined_each_microbleed_reaches_the_report_and_survives
     painted = seg.GetSegmentation().AddEmptySegment("", "Painted")
     stroke = np.zeros(_labels().shape, np.uint8)
     stroke[2:4, 2:4, 1:2] = 1
-    paint(seg, volume, painted, resultImport._orientedImage(stroke, np.zeros(3, int), _affine()))
+    paint(seg, volume, painted, resultImport.orientedImage(stroke, np.zeros(3, int), _affine()))
     clickLabel, clickJson, _ = _writeEngineOutput(tmp_path / "point", _clickedMicrobleed(), {1: 0.62})
     click = json.loads(clickJson.read_text())
     click["candidates"][0]["segmentation"] = "intensity"
@@ -223,11 +223,11 @@ def test_a_candidate_repainted_elsewhere_is_named_in_a_note_but_one_grown_in_pla
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     elsewhere = np.zeros(_labels().shape, np.uint8)
     elsewhere[18:20, 20:22, 7:9] = 1  # some 15 mm from Microbleed 1 (label 1 at [5:7, 6:8, 3:5])
-    image = resultImport._orientedImage(elsewhere, np.zeros(3, int), ijkToRas(volume))
+    image = resultImport.orientedImage(elsewhere, np.zeros(3, int), ijkToRas(volume))
     assert logic.SetBinaryLabelmapToSegment(image, seg, first, logic.MODE_REPLACE)
     grown = np.zeros(_labels().shape, np.uint8)
     grown[14:17, 19:22, 6:7] = 1  # Microbleed 2 (label 2 at [15, 20, 6]) painted a little larger
-    paint(seg, volume, second, resultImport._orientedImage(grown, np.zeros(3, int), ijkToRas(volume)))
+    paint(seg, volume, second, resultImport.orientedImage(grown, np.zeros(3, int), ijkToRas(volume)))
     files = reportExport.exportReview(seg, table, volume, tmp_path / "out", "case")
     moved = [n for n in _report(files)["notes"] if "from where the engine found" in n]
     assert len(moved) == 1 and moved[0].startswith("microbleed 1 (Microbleed 1) lies 1") and "probability" in moved[0]
@@ -242,7 +242,7 @@ def test_a_candidate_repainted_elsewhere_is_named_in_a_note_but_one_grown_in_pla
     slicer.vtkSlicerTransformLogic().hardenTransform(volume)
     slicer.vtkSlicerTransformLogic().hardenTransform(seg)
     original = (_labels() == 1).astype(np.uint8)
-    image = resultImport._orientedImage(original, np.zeros(3, int), ijkToRas(volume))
+    image = resultImport.orientedImage(original, np.zeros(3, int), ijkToRas(volume))
     assert logic.SetBinaryLabelmapToSegment(image, seg, first, logic.MODE_REPLACE)
     again = reportExport.exportReview(seg, table, volume, tmp_path / "again", "case")
     assert not [n for n in _report(again)["notes"] if "from where the engine found" in n]
@@ -294,3 +294,115 @@ def test_the_review_threshold_is_shown_with_the_decimals_its_candidates_are_comp
         assert (float(text) >= float(f"{threshold:.{decimals}f}")) == reviewState.isIncluded(row, threshold), text
     shown = {t: f"{t:.{reviewState.thresholdDecimals(t)}f}" for t in (0.5, 0.3333, 0.33333, 0.35000000000000003, 1.0)}
     assert shown == {0.5: "0.50", 0.3333: "0.3333", 0.33333: "0.3333", 0.35000000000000003: "0.35", 1.0: "1.00"}
+
+
+def test_a_microbleed_whose_segment_falls_into_pieces_is_named_in_the_export(case, tmp_path):  # noqa: F811
+    # A second dot painted into a candidate's segment (Paint without first adding a segment, the commonest slip in the
+    # Segment Editor) went out as one label of two pieces: the report counted one microbleed, while any count of the
+    # label map's pieces (plkd evaluate, VALDO's 26-connectivity) found two, and the centre lay between them.
+    import numpy as np
+    from scipy import ndimage
+
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    ids = result.segmentIds
+    _giveTwoIslands(seg, ids[2], volume)  # label 5 ("Microbleed 3"): its own voxels and a blob apart
+    # A dot touching another by a corner only is one piece, as plkd.metrics counts (26-connectivity).
+    corner = np.zeros(_labels().shape, np.uint8)
+    corner[7, 8, 5] = 1  # touches Microbleed 1's voxel [6, 7, 4] by a corner
+    paint(seg, volume, ids[0], resultImport.orientedImage(corner, np.zeros(3, int), _affine()))
+    files = reportExport.exportReview(seg, table, volume, tmp_path / "out", "case")
+    report = _report(files)
+    labels = np.asarray(__import__("nibabel").load(files.labelMap).dataobj)
+    pieces = {
+        m["label"]: ndimage.label(labels == m["label"], structure=np.ones((3, 3, 3)))[1] for m in report["microbleeds"]
+    }
+    assert pieces == {1: 1, 2: 1, 3: 2}
+    split = [n for n in report["notes"] if "pieces" in n]
+    assert split == [
+        "microbleed 3 (Microbleed 3) is 2 separate pieces in the label map, which a count of its pieces (plkd "
+        "evaluate, VALDO) takes for 2 microbleeds: split them into segments (Segment Editor, Islands) if they are, "
+        "else join or erase them"
+    ]
+    assert split[0] in files.notes
+
+
+@pytest.mark.parametrize("with_scipy", [True, False])
+def test_pieces_are_counted_as_plkd_counts_microbleeds_with_or_without_scipy(with_scipy, monkeypatch):
+    # The export runs in a Slicer that may lack the engine's packages: the numpy count must agree with scipy's.
+    import numpy as np
+    from scipy import ndimage
+
+    from CMBSegmentationLib.segmentLabelMap import countPieces
+
+    truth = {}
+    rng = np.random.default_rng(5)
+    masks = [rng.random(tuple(rng.integers(1, 8, 3))) < rng.uniform(0.05, 0.5) for _ in range(60)]
+    for n, mask in enumerate(masks):
+        truth[n] = ndimage.label(mask, structure=np.ones((3, 3, 3)))[1]
+    if not with_scipy:
+        monkeypatch.setitem(__import__("sys").modules, "scipy", None)
+    assert {n: countPieces(np.argwhere(mask) + 40) for n, mask in enumerate(masks)} == truth
+    assert countPieces(np.zeros((0, 3), int)) == 0 and max(truth.values()) > 3
+
+
+def _clickAnswer(folder, model):
+    """The engine's answer to a click (a new microbleed, :func:`_clickedMicrobleed`) as a run of ``model`` writes it."""
+    labelPath, jsonPath, candidates = _writeEngineOutput(folder, _clickedMicrobleed(), {1: 0.62})
+    data = json.loads(jsonPath.read_text())
+    data["model"] = model
+    jsonPath.write_text(json.dumps(data))
+    return labelPath, jsonPath, tuple(candidates[0]["center_ras"])
+
+
+@pytest.mark.parametrize(
+    ("click_model", "other"),
+    [("tiny", False), ("tiny (/elsewhere/tiny)", False), ("cmb-swi (/site/plkd/bundled/cmb-swi)", True)],
+)
+def test_a_microbleed_a_click_outlined_with_another_model_than_the_result_s_is_named(
+    case,  # noqa: F811
+    tmp_path,
+    click_model,
+    other,
+):
+    # The click takes the model named under Advanced > Model now, which may be another than the one that made the
+    # result (changed since for another scan, or the scene reviewed on another computer): its outline and probability
+    # joined the result, and the report named the result's model alone, without a word.
+    from CMBSegmentationLib import clickReview
+
+    _, volume, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    labelPath, jsonPath, point = _clickAnswer(tmp_path / "click", click_model)
+    threshold = reviewState.reviewThreshold(table)
+    outcome = clickReview.applyClickResult(seg, table, labelPath, jsonPath, point, None, threshold)
+    assert outcome.kind == clickReview.ADDED
+    said = f"outlined by the model '{click_model}', not by the result's 'tiny'"
+    assert (said in (outcome.note or "")) == other
+    report = _report(reportExport.exportReview(seg, table, volume, tmp_path / "out", "case"))
+    assert report["microbleeds"][-1]["status"] == candidateTable.STATUS_ADDED
+    notes = [n for n in report["notes"] if "outlined by the model" in n]
+    expected = f"microbleed 4 (Microbleed 4) was {said} (a click while another model was chosen)"
+    assert notes == ([expected] if other else [])
+    # It says so after a reload too: the model is kept on the segment.
+    mrb = _saveMrb(case[0], tmp_path / "saved")
+    loaded = _loadMrb(mrb, tmp_path / "loaded")
+    (table2,) = _candidateTables(loaded)
+    seg2 = candidateTable.segmentationOfTable(table2)
+    volume2 = resultImport.referenceVolume(seg2)
+    again = _report(reportExport.exportReview(seg2, table2, volume2, tmp_path / "o2", "case"))
+    assert [n for n in again["notes"] if "outlined by the model" in n] == notes
+
+
+def test_replacing_a_segmentation_chosen_without_its_table_names_the_review_it_would_lose(case):  # noqa: F811
+    # With the table selector cleared, Apply asked "segmentation ... has 3 segment(s)" only: Replace wiped the reviewed
+    # segments and left their table listing none of the new ones, the reader's decisions lost without being named.
+    _, _, result, _, _ = case
+    seg, table = result.segmentationNode, result.tableNode
+    reviewState.reject(seg, table, result.segmentIds[0])
+    reviewState.accept(seg, table, result.segmentIds[1])
+    expected = f"its review, table '{table.GetName()}', has 3 candidate(s), 2 reviewed"
+    assert expected in resultImport.existingContent(seg, None)
+    assert resultImport.existingContent(seg, table) == [
+        f"segmentation '{seg.GetName()}' has 3 segment(s)",
+        f"table '{table.GetName()}' has 3 candidate(s), 2 reviewed",
+    ]

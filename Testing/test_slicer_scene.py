@@ -417,7 +417,7 @@ def test_segment_editor_changes_survive_review_actions(case):
     target = result.segmentIds[2]
     edited = np.zeros(SHAPE, bool)
     edited[9:14, 3:7, 1:3] = True  # the reader grew the segment
-    image = resultImport._orientedImage(edited.astype(np.uint8), np.zeros(3, int), AFFINE)
+    image = resultImport.orientedImage(edited.astype(np.uint8), np.zeros(3, int), AFFINE)
     assert slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         image, seg, target, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
     )
@@ -561,8 +561,8 @@ def test_export_reports_the_microbleeds_as_the_reader_edited_them(case, tmp_path
     empty = np.zeros((1, 1, 1), np.uint8)
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     for segmentId, image in (
-        (ids[2], resultImport._orientedImage(grown.astype(np.uint8), np.zeros(3, int), AFFINE)),
-        (ids[0], resultImport._orientedImage(empty, np.zeros(3, int), AFFINE)),  # erased
+        (ids[2], resultImport.orientedImage(grown.astype(np.uint8), np.zeros(3, int), AFFINE)),
+        (ids[0], resultImport.orientedImage(empty, np.zeros(3, int), AFFINE)),  # erased
     ):
         assert logic.SetBinaryLabelmapToSegment(image, seg, segmentId, logic.MODE_REPLACE)
     for segmentId in ids:
@@ -597,7 +597,7 @@ def test_a_segment_painted_by_hand_joins_the_review_and_the_export(case, tmp_pat
     notYet = seg.GetSegmentation().AddEmptySegment("", "Not painted yet")
     mask = np.zeros(SHAPE, bool)
     mask[18:20, 9:11, 4:6] = True
-    image = resultImport._orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
+    image = resultImport.orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     assert logic.SetBinaryLabelmapToSegment(image, seg, painted, logic.MODE_REPLACE)
 
@@ -626,7 +626,7 @@ def _giveTwoIslands(seg, segment_id, volume) -> tuple[np.ndarray, np.ndarray]:
     blob = np.zeros(SHAPE, bool)
     blob[18:20, 14:15, 7:8] = True
     assert not (own & blob).any() and own.sum() > blob.sum()
-    image = resultImport._orientedImage((own | blob).astype(np.uint8), np.zeros(3, int), AFFINE)
+    image = resultImport.orientedImage((own | blob).astype(np.uint8), np.zeros(3, int), AFFINE)
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     assert logic.SetBinaryLabelmapToSegment(image, seg, segment_id, logic.MODE_REPLACE)
     return own, blob
@@ -689,7 +689,7 @@ def test_islands_of_two_splits_of_one_candidate_never_share_a_name(case, tmp_pat
     reviewState.restoreReview(seg, table)
     blob = np.zeros(SHAPE, bool)
     blob[2:3, 20:21, 8:9] = True
-    paint(seg, volume, parent, resultImport._orientedImage(blob.astype(np.uint8), np.zeros(3, int), AFFINE))
+    paint(seg, volume, parent, resultImport.orientedImage(blob.astype(np.uint8), np.zeros(3, int), AFFINE))
     (second,) = split_islands_to_segments(seg, volume, parent)
     assert seg.GetSegmentation().GetSegment(second).GetName() == "Microbleed 3_2"  # what the effect names it
     reviewState.restoreReview(seg, table)
@@ -734,7 +734,7 @@ def test_a_segment_larger_than_any_microbleed_is_named_in_the_export(case, tmp_p
     large = seg.GetSegmentation().AddEmptySegment("", "Haematoma")
     mask = np.zeros(SHAPE, bool)
     mask[2:12, 14:26, 2:6] = True  # 480 voxels of 2.6 mm3: 13 mm across
-    image = resultImport._orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
+    image = resultImport.orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     assert logic.SetBinaryLabelmapToSegment(image, seg, large, logic.MODE_REPLACE)
     files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case")
@@ -871,7 +871,7 @@ def test_overlapping_microbleeds_are_all_exported_whole(case, tmp_path):
     outer = np.zeros(SHAPE, bool)
     outer[4:8, 5:9, 2:6] = True  # 64 voxels around it
     painted = seg.GetSegmentation().AddEmptySegment("", "Painted around")
-    image = resultImport._orientedImage(outer.astype(np.uint8), np.zeros(3, int), AFFINE)
+    image = resultImport.orientedImage(outer.astype(np.uint8), np.zeros(3, int), AFFINE)
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     assert logic.SetBinaryLabelmapToSegment(image, seg, painted, logic.MODE_REPLACE)
     rows = {r.segmentId: r for r in reviewState.restoreReview(seg, table)}
@@ -892,7 +892,7 @@ def test_overlapping_microbleeds_are_all_exported_whole(case, tmp_path):
 
     # A copy with exactly the same voxels cannot be shown in one label map: kept in the report, and named.
     copy = seg.GetSegmentation().AddEmptySegment("", "Same voxels")
-    image = resultImport._orientedImage(inner.astype(np.uint8), np.zeros(3, int), AFFINE)
+    image = resultImport.orientedImage(inner.astype(np.uint8), np.zeros(3, int), AFFINE)
     assert logic.SetBinaryLabelmapToSegment(image, seg, copy, logic.MODE_REPLACE)
     files = reportExport.exportReview(seg, table, volume, tmp_path / "export", "case", threshold=0.3)
     report = json.loads(files.reportJson.read_text())
@@ -912,7 +912,7 @@ def test_segment_voxels_read_from_the_layers_are_those_slicer_exports(case):
     mask = np.zeros(SHAPE, bool)
     mask[4:8, 5:9, 2:6] = True
     logic = slicer.vtkSlicerSegmentationsModuleLogic
-    image = resultImport._orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
+    image = resultImport.orientedImage(mask.astype(np.uint8), np.zeros(3, int), AFFINE)
     assert logic.SetBinaryLabelmapToSegment(image, seg, overlapping, logic.MODE_REPLACE)
     ids = [*result.segmentIds, overlapping]
 
@@ -1620,7 +1620,7 @@ def test_each_segment_is_read_from_its_own_layer_however_often_segments_are_read
         masks[0] = np.zeros(shape, bool)
         for segmentId, mask in ((ids[2], masks[2][12:17, 1:6, 1:4]), (ids[0], np.zeros((1, 1, 1), bool))):
             lo = np.argwhere(masks[2]).min(axis=0) if segmentId == ids[2] else np.zeros(3, int)
-            image = resultImport._orientedImage(mask.astype(np.uint8), lo, np.eye(4))
+            image = resultImport.orientedImage(mask.astype(np.uint8), lo, np.eye(4))
             assert logic.SetBinaryLabelmapToSegment(image, seg, segmentId, logic.MODE_REPLACE)
         churn.append([slicer.vtkOrientedImageData() for _ in range(trial % 7)])  # what else runs allocates too
         for mask, own in zip(masks, segmentLabelMap.segmentVoxels(seg, ids, volume), strict=True):

@@ -67,6 +67,9 @@ TAG_ENGINE_CENTRE = "CMBSegmentation.EngineCentreIJK"
 #: Data module's "Clone": the candidate id it was made from. It keeps that candidate's status: a piece or copy of a
 #: rejected candidate stays rejected.
 TAG_DERIVED_FROM = "CMBSegmentation.DerivedFrom"
+#: On a microbleed a click added: the model that outlined it (the engine's ``model``), when it is not the model of the
+#: result (the Model setting changed since the run): the export names it.
+TAG_MODEL = "CMBSegmentation.Model"
 
 # Column names in file order.
 COLUMN_ID = "ID"

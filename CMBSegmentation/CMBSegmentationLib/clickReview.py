@@ -21,7 +21,14 @@ import numpy as np
 from CMBSegmentationLib import candidateTable, scanRegistration
 from CMBSegmentationLib.atomicFiles import writeTextAtomic
 from CMBSegmentationLib.inferenceJob import PreparedRun, prepareInputs
-from CMBSegmentationLib.resultImport import candidateRow, readCandidates
+from CMBSegmentationLib.resultImport import (
+    candidateRow,
+    modelChoiceOf,
+    otherModelText,
+    readCandidates,
+    readModelChoice,
+    sameModel,
+)
 from CMBSegmentationLib.reviewState import (
     ReviewError,
     addReaderMicrobleed,
@@ -58,6 +65,8 @@ class ClickOutcome:
     previousStatus: str | None = None
     status: str | None = None
     segmentation: str | None = None
+    #: What the reader must know of an added microbleed: outlined by another model than the result's.
+    note: str | None = None
 
 
 def prepareClickInputs(referenceVolume, segmentationNode, tableNode, workDir: str | os.PathLike[str]) -> PreparedRun:
@@ -152,7 +161,14 @@ def applyClickResult(
     if int(candidate["label"]) <= 0 or ("segmentation" in candidate and candidate["segmentation"] is None):
         return ClickOutcome(NOTHING)
     segmentId = addReaderMicrobleed(segmentationNode, tableNode, labelMapPath, candidatesPath, pointRas, threshold)
-    return ClickOutcome(ADDED, segmentId, None, candidateTable.STATUS_ADDED, candidate.get("segmentation"))
+    # The click runs the model chosen now, which may not be the one that made the result (the Model setting changed
+    # since, for another scan; the scene reviewed on another computer): its outline joined the result without a word.
+    note = None
+    clickModel, resultModel = readModelChoice(data).get("model"), modelChoiceOf(segmentationNode).get("model")
+    if clickModel and resultModel and not sameModel(clickModel, resultModel):
+        segmentationNode.GetSegmentation().GetSegment(segmentId).SetTag(candidateTable.TAG_MODEL, clickModel)
+        note = otherModelText(clickModel, resultModel)
+    return ClickOutcome(ADDED, segmentId, None, candidateTable.STATUS_ADDED, candidate.get("segmentation"), note)
 
 
 def _snapshotSegment(snapshotPath, candidate: dict) -> str:

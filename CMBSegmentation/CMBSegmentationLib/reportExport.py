@@ -25,13 +25,19 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from CMBSegmentationLib import candidateTable, segmentPresentation
 from CMBSegmentationLib.atomicFiles import atomicPath, atomicPaths, writeTextAtomic
 from CMBSegmentationLib.resultImport import (
+    BINARY_LABELMAP,
     algorithmNameOf,
     engineNotesOf,
     ensureSegmentationConverters,
     modelChoiceOf,
+    orientedImage,
+    otherModelText,
+    sameModel,
     segmentTag,
 )
 from CMBSegmentationLib.reviewState import (
@@ -44,9 +50,22 @@ from CMBSegmentationLib.reviewState import (
     reviewThreshold,
 )
 from CMBSegmentationLib.sceneScratch import scratchNodes
-from CMBSegmentationLib.segmentLabelMap import flattenVoxels, measureVoxels, segmentVoxels
+from CMBSegmentationLib.segmentLabelMap import (
+    countPieces,
+    flattenVoxels,
+    measureVoxels,
+    segmentationToVolumeFrame,
+    segmentVoxels,
+)
 from CMBSegmentationLib.sequenceInfo import loadedFile
-from CMBSegmentationLib.volumeIO import ijkToRas, niftiPlacementMm, sameGridToleranceMm, writeArrayAsNifti
+from CMBSegmentationLib.volumeIO import (
+    fileGrid,
+    ijkToRas,
+    numpyToMatrix,
+    sameGridToleranceMm,
+    writeArrayAsNifti,
+    writeLabelsOnFileGrid,
+)
 
 REPORT_COLUMNS = (
     "label",
@@ -159,8 +178,10 @@ def exportReview(
         + ": the label map cannot show it; the .seg.nrrd and the report keep it"
         for n, covering in hidden
     )
+    notes += _pieceNotes(labels, voxels, records)
     notes += _missingSegmentNotes(segmentationNode, tableNode, erased)
     notes += _sharedNameNotes(records)
+    notes += _otherModelNotes(segmentationNode, rows, records)
     notes += _movedNotes(segmentationNode, rows, voxels, records, affine)
     notes += tuple(
         f"microbleed {record['label']} ({record['segment']}) is {diameter:.1f} mm across (sphere-equivalent), more "
@@ -176,7 +197,10 @@ def exportReview(
             "are in the volume's own frame (as its file), not where Slicer shows it; harden the transform first "
             "for the shown frame",
         )
-    notes += _placementNotes(referenceVolume, affine)
+    # The file the volume was loaded from, when its voxels are the volume's: the label map is written in its voxel order
+    # and with its header (Slicer reverses k of a left-handed file), so it lies on the scan's voxels in every tool.
+    inputGrid = fileGrid(referenceVolume, loadedFile(referenceVolume))
+    notes += _placementNotes(referenceVolume, inputGrid, affine)
     files = dataclasses.replace(files, notes=notes)
     allRows = candidateTable.readRows(tableNode)
     inputFile = loadedFile(referenceVolume)
@@ -207,8 +231,11 @@ def exportReview(
     # the earlier export of this result whole, never its report beside a newer label map.
     with atomicPaths([files.labelMap, files.segmentation, files.reportCsv, files.reportJson]) as temporary:
         with scratchNodes(segmentationNode.GetScene()):
-            writeArrayAsNifti(labels, affine, temporary[0])
-            _writeSegmentation(segmentationNode, rows, temporary[1])
+            if inputGrid is not None and inputGrid.movedMm <= sameGridToleranceMm(affine):
+                writeLabelsOnFileGrid(labels, inputGrid, temporary[0])
+            else:  # not from a file, edited since, or placed elsewhere than the file places it (noted above)
+                writeArrayAsNifti(labels, affine, temporary[0])
+            _writeSegmentation(segmentationNode, rows, temporary[1], referenceVolume, voxels)
         _writeCsv(records, temporary[2], report["input_file"])
         # What was written, so that the next export of this result replaces its files only while nobody changed them.
         finals = outputPaths(outputDir, baseName)[:3]
@@ -314,20 +341,45 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _writeSegmentation(segmentationNode, rows: list[candidateTable.CandidateRow], path: Path) -> None:
+def _writeSegmentation(segmentationNode, rows: list[candidateTable.CandidateRow], path: Path, referenceVolume, voxels):
     """Write the segments of ``rows`` (the included candidates) to ``path``, each named and coded as a microbleed of
-    the result: one included at an export ``threshold`` below the review's is presented in the scene as below it."""
+    the result: one included at an export ``threshold`` below the review's is presented in the scene as below it.
+
+    The file lies in the frame of the label map, ``referenceVolume``'s own. Where the segmentation lies in another
+    (a transform hardened on the volume alone, or on the segmentation alone) each segment is written as its ``voxels``
+    on the volume's grid (those of the label map): copied as they are, they lay off the label map and the scan by the
+    transform."""
     ensureSegmentationConverters()
     scene = segmentationNode.GetScene()
     copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    from slicer import vtkSegmentationConverter
+    from slicer import vtkSegment, vtkSegmentationConverter
 
-    # Same reference geometry as the reviewed segmentation, so the file opens on the input's grid.
     name = vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
-    copy.GetSegmentation().SetConversionParameter(name, segmentationNode.GetSegmentation().GetConversionParameter(name))
+    toVolumeFrame = segmentationToVolumeFrame(segmentationNode, referenceVolume)
+    sameFrame = toVolumeFrame is not None and np.allclose(toVolumeFrame, np.eye(4), atol=1e-9)
+    if sameFrame:  # same reference geometry as the reviewed segmentation, so the file opens on the input's grid
+        geometry = segmentationNode.GetSegmentation().GetConversionParameter(name)
+    else:
+        extent = [0, -1] * 3
+        extent[1::2] = [n - 1 for n in referenceVolume.GetImageData().GetDimensions()]
+        geometry = vtkSegmentationConverter.SerializeImageGeometry(numpyToMatrix(ijkToRas(referenceVolume)), extent)
+    copy.GetSegmentation().SetConversionParameter(name, geometry)
     algorithm = algorithmNameOf(segmentationNode)
-    for row in rows:
-        copy.GetSegmentation().CopySegmentFromSegmentation(segmentationNode.GetSegmentation(), row.segmentId)
+    source = segmentationNode.GetSegmentation()
+    for row, own in zip(rows, voxels, strict=True):
+        if sameFrame:
+            copy.GetSegmentation().CopySegmentFromSegmentation(source, row.segmentId)
+        else:
+            original = source.GetSegment(row.segmentId)
+            segment = vtkSegment()
+            segment.DeepCopyMetadata(original)  # name, colour, tags
+            segment.SetTerminology(original.GetTerminology())
+            segment.SetLabelValue(1)
+            lo, hi = own.min(axis=0), own.max(axis=0) + 1
+            mask = np.zeros(hi - lo, dtype=np.uint8)
+            mask[tuple((own - lo).T)] = 1
+            segment.AddRepresentation(BINARY_LABELMAP, orientedImage(mask, lo, ijkToRas(referenceVolume)))
+            copy.GetSegmentation().AddSegment(segment, row.segmentId)
         segment = copy.GetSegmentation().GetSegment(row.segmentId)
         segmentPresentation.presentSegment(segment, row.status, True, row.probability is not None, algorithm)
     storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
@@ -342,13 +394,13 @@ def _sphereDiameter(volumeMm3: float) -> float:
     return (6.0 * volumeMm3 / math.pi) ** (1.0 / 3.0)
 
 
-def _placementNotes(referenceVolume, affine) -> tuple[str, ...]:
-    """A note when the volume lies elsewhere than its NIfTI file places it for other tools (see
-    :func:`volumeIO.niftiPlacementMm`): the files follow Slicer's placement, so those tools show them off the scan."""
-    path = loadedFile(referenceVolume)
-    moved = niftiPlacementMm(referenceVolume, path)
+def _placementNotes(referenceVolume, inputGrid, affine) -> tuple[str, ...]:
+    """A note when the volume lies elsewhere than its NIfTI file places it for other tools (``inputGrid``, see
+    :func:`volumeIO.fileGrid`): the files follow Slicer's placement, so those tools show them off the scan."""
+    moved = inputGrid.movedMm if inputGrid is not None else None
     if moved is None or moved <= sameGridToleranceMm(affine):
         return ()
+    path = loadedFile(referenceVolume)
     return (
         f"'{referenceVolume.GetName()}' lies up to {moved:.1f} mm from where its file {path.name} places it for "
         "tools that read its sform (FSL, nibabel, plkd predict; Slicer reads the qform when the two differ): the "
@@ -381,6 +433,40 @@ def _movedNotes(segmentationNode, rows, voxels, records, affine) -> tuple[str, .
                 f"microbleed {record['label']} ({record['segment']}) lies {moved:.1f} mm from where the engine found "
                 "its candidate (repainted or merged): its probability, location and region are the engine's for that "
                 "place"
+            )
+    return tuple(notes)
+
+
+def _pieceNotes(labels, voxels, records) -> tuple[str, ...]:
+    """One note per microbleed whose label in the label map ``labels`` falls into separate pieces (a second dot painted
+    into its segment, a segment cut in two by a smaller one drawn across it): the report counts it once, while a count
+    of the label map's pieces (``plkd evaluate``, VALDO: 26-connectivity) takes each piece for a microbleed."""
+    notes = []
+    for record, own in zip(records, voxels, strict=True):
+        label = record["label"]
+        count = countPieces(own[labels[tuple(own.T)] == label])
+        if count > 1:
+            notes.append(
+                f"microbleed {label} ({record['segment']}) is {count} separate pieces in the label map, which a count "
+                f"of its pieces (plkd evaluate, VALDO) takes for {count} microbleeds: split them into segments "
+                "(Segment Editor, Islands) if they are, else join or erase them"
+            )
+    return tuple(notes)
+
+
+def _otherModelNotes(segmentationNode, rows, records) -> tuple[str, ...]:
+    """One note per exported microbleed a click outlined with another model than the result's (its segment's
+    :data:`candidateTable.TAG_MODEL`, see ``clickReview.applyClickResult``): the report names the result's model."""
+    resultModel = modelChoiceOf(segmentationNode).get("model")
+    segmentation = segmentationNode.GetSegmentation()
+    notes = []
+    for row, record in zip(rows, records, strict=True):
+        segment = segmentation.GetSegment(row.segmentId)
+        clickModel = segmentTag(segment, candidateTable.TAG_MODEL) if segment is not None else ""
+        if clickModel and resultModel and not sameModel(clickModel, resultModel):
+            notes.append(
+                f"microbleed {record['label']} ({record['segment']}) was {otherModelText(clickModel, resultModel)} "
+                "(a click while another model was chosen)"
             )
     return tuple(notes)
 

@@ -128,6 +128,18 @@ def modelChoiceOf(node) -> dict:
     return _jsonObjectAttribute(node, candidateTable.ATTRIBUTE_MODEL)
 
 
+def sameModel(first: str, second: str) -> bool:
+    """Whether two of the engine's ``model`` values ("NAME (PATH)" for a bundle found by its path) name one model: the
+    same name, wherever the bundle lies (an installed bundle's path differs from one computer to the next)."""
+    return first == second or first.split(" (", 1)[0] == second.split(" (", 1)[0]
+
+
+def otherModelText(clickModel: str, resultModel: str) -> str:
+    """How the status line and the export say that ``clickModel`` outlined a microbleed of a result of
+    ``resultModel``."""
+    return f"outlined by the model '{clickModel}', not by the result's '{resultModel}'"
+
+
 def algorithmNameOf(segmentationNode) -> str | None:
     """The DICOM SegmentAlgorithmName of the engine's segments of this result: the module and its run's model (None
     when the segmentation does not record the model, see :func:`segmentPresentation.algorithmName`)."""
@@ -171,6 +183,12 @@ def existingContent(segmentationNode, tableNode) -> list[str]:
         count = segmentationNode.GetSegmentation().GetNumberOfSegments()
         if count:
             found.append(f"segmentation '{segmentationNode.GetName()}' has {count} segment(s)")
+        # Chosen without its table (the table selector cleared): replacing its segments loses the review all the same.
+        own = candidateTable.tableOfSegmentation(segmentationNode.GetScene(), segmentationNode)
+        if count and own is not None and own is not tableNode:
+            rows = candidateTable.readRows(own)
+            reviewed = sum(r.status != candidateTable.STATUS_NOT_SEEN for r in rows)
+            found.append(f"its review, table '{own.GetName()}', has {len(rows)} candidate(s), {reviewed} reviewed")
     if tableNode is not None and (tableNode.GetNumberOfRows() or tableNode.GetNumberOfColumns()):
         if candidateTable.isCandidateTable(tableNode):
             rows = candidateTable.readRows(tableNode)
@@ -397,7 +415,7 @@ def addCandidateSegment(
         return None
     lo, hi = index.min(axis=0), index.max(axis=0) + 1
     sub = np.ascontiguousarray(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.uint8)
-    image = _orientedImage(sub, lo, affine)
+    image = orientedImage(sub, lo, affine)
     segment = _newSegment(name, color, candidateId, status, probability)
     runId = segmentationNode.GetAttribute(candidateTable.ATTRIBUTE_RUN_ID)
     centre = " ".join(f"{v:.3f}" for v in index.mean(axis=0))
@@ -461,7 +479,9 @@ def _newSegment(name, color, candidateId, status, probability):
     return segment
 
 
-def _orientedImage(sub: np.ndarray, lo: np.ndarray, affine: np.ndarray):
+def orientedImage(sub: np.ndarray, lo: np.ndarray, affine: np.ndarray):
+    """The ``[i, j, k]`` mask ``sub`` whose first voxel is ``lo`` of the grid of ``affine``, as a segment's binary
+    labelmap."""
     from slicer import vtkOrientedImageData
 
     image = vtkOrientedImageData()

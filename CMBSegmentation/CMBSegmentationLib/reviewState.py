@@ -537,6 +537,7 @@ def _claimDerived(segmentationNode, segment, row: candidateTable.CandidateRow, s
         candidateTable.TAG_ORIGIN,
         candidateTable.TAG_RUN_ID,
         candidateTable.TAG_OUTLINE,
+        candidateTable.TAG_MODEL,
     ):
         value = segmentTag(sourceSegment, tag) if sourceSegment is not None else ""
         if value:

@@ -9,6 +9,7 @@ imported only when a file is read or written.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -145,16 +146,31 @@ def readNifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     return data, niftiAffine(image)
 
 
-def niftiPlacementMm(volumeNode, path: str | os.PathLike[str] | None) -> float | None:
-    """How far (mm) ``volumeNode`` places the voxels of the NIfTI file (or pair) ``path`` from where nibabel, FSL and
-    ``plkd predict`` place them (the sform when its code is set, else the qform; with neither, as Slicer does:
-    :func:`niftiAffine`); None when ``path`` is not a readable
-    NIfTI file or its voxels are not the node's (edited since, another file).
+@dataclass(frozen=True)
+class FileGrid:
+    """How the voxels of a volume node lie in the NIfTI file (or pair) it was loaded from (see :func:`fileGrid`)."""
 
-    Slicer's reader may flip axes (a file stored with a left-handed voxel order comes in with k reversed): the node's
-    voxels are matched to the file's through the flip or axis order that makes them equal (the nearest placement when
-    several do), so only a real difference counts. Not 0 when the file's qform and sform differ and Slicer (ITK) takes
-    the qform (sform code 2 beside qform code 1), or when the volume was moved in Slicer since it was loaded."""
+    #: The file's header (nibabel), as read.
+    header: object
+    #: Node axis ``a`` is file axis ``axes[a]``, running the other way when ``flips[a]``.
+    axes: tuple[int, int, int]
+    flips: tuple[bool, bool, bool]
+    #: How far (mm) the file's own placement (sform, else qform: :func:`niftiAffine`) puts the voxels from the node's.
+    movedMm: float
+
+    def toFile(self, array: np.ndarray) -> np.ndarray:
+        """An ``[i, j, k]`` array on the node's grid in the file's voxel order."""
+        flipped = np.flip(array, tuple(a for a in range(3) if self.flips[a]))
+        return np.transpose(flipped, tuple(int(a) for a in np.argsort(self.axes)))
+
+
+def fileGrid(volumeNode, path: str | os.PathLike[str] | None) -> FileGrid | None:
+    """Where the voxels of ``volumeNode`` lie in the NIfTI file (or pair) ``path`` it was loaded from; None when
+    ``path`` is not a readable NIfTI file or its voxels are not the node's (edited since, another file).
+
+    Slicer's reader may flip axes (a file stored with a left-handed voxel order, as dcm2niix writes axial scans, comes
+    in with k reversed): the node's voxels are matched to the file's through the flip or axis order that makes them
+    equal (the nearest placement when several do, as voxels symmetric under a flip match more than one way)."""
     # A NIfTI pair (.hdr + .img, which Slicer loads and the batch takes) is placed by the same forms as a .nii file.
     if (
         path is None
@@ -177,7 +193,7 @@ def niftiPlacementMm(volumeNode, path: str | os.PathLike[str] | None) -> float |
         fileVoxels = fileVoxels[..., 0]
     if fileVoxels.ndim != 3:
         return None
-    moved = []
+    found = []
     for order in itertools.permutations(range(3)):
         turned = np.transpose(fileVoxels, order)
         if turned.shape != nodeVoxels.shape:
@@ -192,9 +208,43 @@ def niftiPlacementMm(volumeNode, path: str | os.PathLike[str] | None) -> float |
             for nodeAxis, fileAxis in enumerate(order):
                 nodeToFile[fileAxis, nodeAxis] = -1.0 if flips[nodeAxis] else 1.0
                 nodeToFile[fileAxis, 3] = nodeVoxels.shape[nodeAxis] - 1 if flips[nodeAxis] else 0.0
-            moved.append(gridDisplacementMm(ijkToRas(volumeNode), fileAffine @ nodeToFile, nodeVoxels.shape))
-    # Voxels symmetric under a flip match more than one way: the closest placement is the one to speak of.
-    return min(moved, default=None)
+            moved = gridDisplacementMm(ijkToRas(volumeNode), fileAffine @ nodeToFile, nodeVoxels.shape)
+            found.append(FileGrid(image.header, tuple(order), tuple(flips), moved))
+    return min(found, key=lambda grid: grid.movedMm, default=None)
+
+
+def niftiPlacementMm(volumeNode, path: str | os.PathLike[str] | None) -> float | None:
+    """How far (mm) ``volumeNode`` places the voxels of the NIfTI file (or pair) ``path`` from where nibabel, FSL and
+    ``plkd predict`` place them (the sform when its code is set, else the qform; with neither, as Slicer does:
+    :func:`niftiAffine`); None when ``path`` is not a readable NIfTI file or its voxels are not the node's (see
+    :func:`fileGrid`, which also matches a voxel order Slicer's reader changed). Not 0 when the file's qform and sform
+    differ and Slicer (ITK) takes the qform (sform code 2 beside qform code 1), or when the volume was moved in Slicer
+    since it was loaded."""
+    grid = fileGrid(volumeNode, path)
+    return None if grid is None else grid.movedMm
+
+
+def writeLabelsOnFileGrid(labels: np.ndarray, grid: FileGrid, path: str | os.PathLike[str]) -> Path:
+    """Write an integer ``[i, j, k]`` label map of a volume's grid in the voxel order and with the header of the file
+    the volume was loaded from (``grid``, see :func:`fileGrid`), atomically: qform, sform and their codes, units and
+    the rest as the file has them; no scaling (the file's ``scl_slope`` would scale the labels), no intent, no display
+    range. The label map then lies on the scan's voxels in every tool, voxel-wise ones included."""
+    import nibabel
+
+    header = grid.header
+    klass = nibabel.Nifti2Image if isinstance(header, nibabel.Nifti2Header) else nibabel.Nifti1Image
+    copied = klass.header_class.from_header(header)
+    data = np.ascontiguousarray(grid.toFile(np.asarray(labels)))
+    image = klass(data, None, header=copied)
+    # A 3-D label map of a 4-D file of one volume: nibabel resets pixdim[4:] as it gives the header a 3-D shape.
+    image.header["pixdim"][4:] = np.asarray(copied["pixdim"], dtype=np.float64)[4:]
+    image.header.set_intent("none", (), name="")
+    image.set_data_dtype(data.dtype)
+    image.header.set_slope_inter(1.0, 0.0)
+    image.header["cal_min"] = image.header["cal_max"] = 0.0
+    with atomicPath(path) as tmp:
+        nibabel.save(image, str(tmp))
+    return Path(path)
 
 
 def loadLabelMapNode(scene, path: str | os.PathLike[str], name: str | None = None):
