@@ -199,9 +199,10 @@ def test_a_cv_folds_froc_keeps_rounded_probabilities_on_their_side_of_the_applie
 
 def test_below_the_threshold_the_curve_merges_duplicates_as_predict_would(monkeypatch: pytest.MonkeyPatch) -> None:
     """The curve's points below the applied threshold follow the operating point's rule: a rejected candidate whose
-    outline overlaps a stronger one is the same microbleed seen twice (a duplicate), not a second detection. Before,
-    every candidate rejected for its probability was added as a detection, so the curve said 1 FP/subject at a
-    threshold where ``plkd predict`` itself keeps no false positive."""
+    outline overlaps a stronger one is the same microbleed seen twice (a duplicate), not a second detection, and one
+    without any voxel above the voxel threshold is kept at no probability threshold. Before, every candidate
+    rejected for its probability was added as a detection, so the curve said 1 FP/subject and every microbleed found
+    at a threshold where ``plkd predict`` itself keeps no false positive and misses one."""
     from pathlib import Path
 
     from plkd.bundle import load_bundle
@@ -216,14 +217,15 @@ def test_below_the_threshold_the_curve_merges_duplicates_as_predict_would(monkey
     def ball(centre: tuple[int, int, int], radius: float) -> np.ndarray:
         return grid[np.linalg.norm(grid - np.asarray(centre), axis=1) <= radius]
 
-    r1, r2 = (14, 24, 20), (34, 24, 20)
+    r1, r2, r3 = (14, 24, 20), (34, 24, 20), (24, 38, 20)
     truth = np.zeros(shape, np.uint8)
-    for r in (r1, r2):
+    for r in (r1, r2, r3):
         truth[tuple(ball(r, 1.5).T)] = 1
     masks = {
         r1: PatchResult(0.9, ball(r1, 1.5), 0.9),  # kept at 0.5
         (16, 24, 20): PatchResult(0.3, ball((16, 24, 20), 1.5), 0.9),  # overlaps it: a duplicate at 0.3
         r2: PatchResult(0.25, ball(r2, 1.5), 0.9),  # the second microbleed, found from 0.25 down
+        r3: PatchResult(0.2, np.zeros((0, 3), dtype=int), 0.1),  # the third: the segmenter outlines nothing there
     }
     image = 1000.0 * (1.0 + 0.03 * np.random.default_rng(0).standard_normal(shape))
     volume = Volume(image.astype(np.float32), np.eye(4))
@@ -248,18 +250,19 @@ def test_below_the_threshold_the_curve_merges_duplicates_as_predict_would(monkey
         monkeypatch.setattr(predictor, "_segment", segment)
         return predictor.predict(volume, mask)
 
-    at_half, at_low = run(0.5), run(0.25)
+    at_half, at_low = run(0.5), run(0.2)
     low = evaluate_subject(at_low.label_map, truth, (1.0, 1.0, 1.0))
-    assert (low["TP"], low["FP"]) == (2, 0)  # predict at 0.25 keeps both microbleeds and no false positive
+    assert (low["TP"], low["FP"], low["FN"]) == (2, 0, 1)  # predict at 0.2 keeps two microbleeds, no false positive
     subject, _ = froc_subject(at_half.label_map, truth, (1.0, 1.0, 1.0), np.eye(4), at_half.candidates, applied=0.5)
     curve = froc_curve({"s": subject})
-    point = curve.thresholds == 0.25
-    assert curve.sensitivity[point][0] == pytest.approx(low["TPR"]) == 1.0
+    point = curve.thresholds == curve.thresholds[np.isfinite(curve.thresholds)].min()  # the lowest: 0.25 now
+    assert curve.sensitivity[point][0] == pytest.approx(low["TPR"]) == pytest.approx(2 / 3)  # (was 3 of 3)
     assert curve.fp_per_subject[point][0] == low["FP"] == 0  # the duplicate is no false positive (was 1)
     assert curve.fp_per_subject.max() == 0  # at no threshold
     lowered = {c["probability"]: c.get("if_threshold_lowered") for c in at_half.candidates}
-    assert lowered == {0.9: None, 0.3: "duplicate", 0.25: "kept"}  # said in the JSON of the run at 0.5
+    empty = "no voxel above the voxel threshold near the centre"
+    assert lowered == {0.9: None, 0.3: "duplicate", 0.25: "kept", 0.2: empty}  # in the JSON of the run at 0.5
     # A JSON of an older predict does not say it: each is counted, and evaluate says so in a note.
     older = [{k: v for k, v in c.items() if k != "if_threshold_lowered"} for c in at_half.candidates]
     subject, _ = froc_subject(at_half.label_map, truth, (1.0, 1.0, 1.0), np.eye(4), older, applied=0.5)
-    assert subject.unmerged == 2 and froc_curve({"s": subject}).fp_per_subject.max() == 1
+    assert subject.unmerged == 3 and froc_curve({"s": subject}).fp_per_subject.max() == 1

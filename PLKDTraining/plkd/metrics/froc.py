@@ -14,7 +14,8 @@ applied, a detection is a connected component of the predicted label map (centre
 the probability of the candidate whose label it carries); below it, each candidate rejected
 only for its probability is added at its ``center_ras``, unless ``plkd predict`` says it would not be a
 microbleed of its own at a threshold lowered to its probability (``if_threshold_lowered``: a duplicate of a
-stronger candidate, whose outline it overlaps or touches, as in the label map). The curve sweeps every distinct
+stronger candidate, whose outline it overlaps or touches, as in the label map, or one without any voxel above
+the voxel threshold, which no probability threshold keeps). The curve sweeps every distinct
 probability, so it spans the candidates' whole range. Every reference counts as one
 microbleed (rater-agreement weights are not used here).
 """
