@@ -269,10 +269,12 @@ class Predictor:
         timings["postprocess"] = time.perf_counter() - t3
         for rec, method in zip(out.candidates, methods, strict=True):
             rec["segmentation"] = method if rec["label"] else None
-        lowered = lowered_endings(volume, prep, positions, network)
-        for rec, ending in zip(out.candidates, lowered, strict=True):
+        lowered, lowered_centres = lowered_endings(volume, prep, positions, network)
+        for rec, ending, centre in zip(out.candidates, lowered, lowered_centres, strict=True):
             if rec["reason"] == "below threshold":
                 rec["if_threshold_lowered"] = ending
+                if centre is not None:  # where its microbleed would lie: its outline's centre, as a kept one's
+                    rec["center_ras_if_kept"] = [round(float(v), 3) for v in centre]
         self._locate(prep, out, timings)
         timings["total"] = time.perf_counter() - t0
         out.timings = {k: round(v, 4) for k, v in timings.items()}
@@ -698,10 +700,11 @@ def stitch_outlines(
 
 def lowered_endings(
     volume: Volume, prep: PreparedVolume, positions: list[np.ndarray], network: list[PatchResult]
-) -> list[str]:
+) -> tuple[list[str], list[np.ndarray | None]]:
     """How each candidate would end were the segmentation threshold lowered to its own probability: ``"kept"``, or
     the reason it would still not be kept (``"duplicate"``: its outline overlaps or touches a stronger candidate's,
-    on the model grid or on the input grid; no voxel; a veto).
+    on the model grid or on the input grid; no voxel; a veto); and, for one kept, the centre (RAS mm) of its outline
+    on the input grid, where ``plkd evaluate`` would place it (None otherwise).
 
     Stitching takes candidates by decreasing probability, so a candidate's fate at a threshold equal to its
     probability is its fate when every candidate is stitched (threshold 0), with the network's masks
@@ -714,7 +717,7 @@ def lowered_endings(
     labels, fate = stitch(network, prep.data.shape, 0.0, _edge_vetoes(volume, prep, positions, network))
     on_input, kept = labels_to_input(labels, prep, volume, [])
     weaker = _labels_touching_a_stronger(on_input)
-    out = []
+    out: list[str] = []
     for f in fate:
         if not f.label:
             out.append(f.reason)
@@ -722,7 +725,14 @@ def lowered_endings(
             out.append("vanished on the input grid")
         else:
             out.append("duplicate" if kept[f.label] in weaker else "kept")
-    return out
+    alone = [kept[f.label] for f, ending in zip(fate, out, strict=True) if ending == "kept"]
+    coms = ndimage.center_of_mass(on_input > 0, on_input, alone) if alone else []
+    centre_of = {
+        label: np.asarray(volume.affine, dtype=np.float64)[:3, :3] @ np.asarray(com) + volume.affine[:3, 3]
+        for label, com in zip(alone, coms, strict=True)
+    }
+    centres = [centre_of[kept[f.label]] if ending == "kept" else None for f, ending in zip(fate, out, strict=True)]
+    return out, centres
 
 
 def _labels_touching_a_stronger(labels: np.ndarray) -> set[int]:

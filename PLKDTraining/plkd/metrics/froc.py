@@ -12,7 +12,8 @@ threshold never lowers either, so the points form a monotone staircase.
 exactly through the pooled operating point: at or above the threshold ``plkd predict``
 applied, a detection is a connected component of the predicted label map (centre of mass,
 the probability of the candidate whose label it carries); below it, each candidate rejected
-only for its probability is added at its ``center_ras``, unless ``plkd predict`` says it would not be a
+only for its probability is added at its outline's centre (``center_ras_if_kept``; ``center_ras``, the
+candidate's position, in older files), unless ``plkd predict`` says it would not be a
 microbleed of its own at a threshold lowered to its probability (``if_threshold_lowered``: a duplicate of a
 stronger candidate, whose outline it overlaps or touches, as in the label map, or one without any voxel above
 the voxel threshold, which no probability threshold keeps). The curve sweeps every distinct
@@ -231,7 +232,8 @@ def froc_subject(
     # stronger candidate is the same microbleed seen twice, as in the label map of the operating point.
     points = [c for c in rejected if c.get("if_threshold_lowered", "kept") == "kept"]
     unmerged = sum(1 for c in rejected if "if_threshold_lowered" not in c)
-    point_mm = np.array([to_vox(c["center_ras"]) * zooms for c in points]).reshape(-1, 3)
+    # At its outline's centre, as a kept microbleed's component (older JSONs: the candidate's position).
+    point_mm = np.array([to_vox(c.get("center_ras_if_kept", c["center_ras"])) * zooms for c in points]).reshape(-1, 3)
     point_p = np.array([float(c["probability"]) for c in points], dtype=np.float64)
     if applied is not None:
         explained = np.isfinite(comp_prob)
