@@ -56,8 +56,9 @@ class FrocSubject:
     candidate_centres: np.ndarray
     probabilities: np.ndarray
     reference_centres: np.ndarray
-    #: Detections below the applied threshold taken without knowing whether ``plkd predict`` would merge them as
-    #: duplicates (a candidates JSON without ``if_threshold_lowered``, from before session 16).
+    #: Detections below the applied threshold taken without knowing whether ``plkd predict`` would keep them (not
+    #: merged as duplicates, not without an outline) or where their outlines lie (a candidates JSON without
+    #: ``if_threshold_lowered``, from before session 16).
     unmerged: int = 0
 
 
