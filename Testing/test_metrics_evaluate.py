@@ -672,3 +672,19 @@ def test_a_reference_of_another_scan_of_the_session_is_not_paired(tmp_path: Path
     (truth / "sub-01_ses-1_label-CMB_mask.nii.gz").rename(truth / "sub-01_ses-1_run-1_label-CMB_mask.nii.gz")
     result = evaluate_paths(pred.parent, tmp_path / "bids")
     assert result["subjects"]["sub-01_ses-1"]["TP"] == 1 and result["subjects"]["sub-01_ses-1"]["FN"] == 1
+
+
+def test_an_older_candidates_json_is_said_to_count_every_candidate_below_the_threshold(
+    dataset: dict[str, Path],
+) -> None:
+    """A JSON of plkd predict before session 16 does not say which candidates below the threshold predict would keep:
+    the FROC curve counts each, and a note says so for that subject only."""
+    notes = [n for n in evaluate_paths(dataset["pred"], dataset["truth"])["notes"] if "older plkd predict" in n]
+    assert len(notes) == 1 and notes[0].startswith("sub-001:") and "1 candidate(s)" in notes[0]
+    path = dataset["pred"] / "sub-001_T2S_cmb.json"
+    doc = json.loads(path.read_text())
+    for c in doc["candidates"]:
+        if c["reason"] == "below threshold":
+            c["if_threshold_lowered"] = "kept"
+    path.write_text(json.dumps(doc))
+    assert not [n for n in evaluate_paths(dataset["pred"], dataset["truth"])["notes"] if "older plkd predict" in n]

@@ -195,3 +195,102 @@ def test_a_cv_folds_froc_keeps_rounded_probabilities_on_their_side_of_the_applie
     points = list(zip(curve.sensitivity.tolist(), curve.fp_per_subject.tolist(), strict=True))
     assert (pytest.approx(1 / 3), 0.0) in points  # the operating point is on the curve
     assert curve.sensitivity_at(0.0) == pytest.approx(1 / 3)
+
+
+SHAPE = (48, 48, 40)
+
+
+def _ball(centre: tuple[int, int, int], radius: float) -> np.ndarray:
+    grid = np.indices(SHAPE).reshape(3, -1).T
+    return grid[np.linalg.norm(grid - np.asarray(centre), axis=1) <= radius]
+
+
+def _predict(monkeypatch: pytest.MonkeyPatch, masks: dict, threshold: float):  # noqa: ANN202
+    """``plkd predict`` at a segmentation ``threshold`` on a 1 mm noise image whose candidates (positions) and the
+    segmenter's outcome for each (:class:`PatchResult`) are ``masks``: the stitching, the JSON and the label map are
+    predict's own."""
+    from pathlib import Path
+
+    from plkd.bundle import load_bundle
+    from plkd.inference import Predictor
+    from plkd.inference.candidates import Candidate
+    from plkd.volumes import Volume
+
+    image = 1000.0 * (1.0 + 0.03 * np.random.default_rng(0).standard_normal(SHAPE))
+    predictor = Predictor(
+        load_bundle(Path(__file__).resolve().parents[1] / "PLKDTraining" / "plkd" / "bundled" / "cmb-t2s"),
+        device="cpu",
+        thresholds={"segmentation": threshold},
+        locate=False,
+        progress="none",
+    )
+
+    def screen(prep, *_args):  # noqa: ANN001, ANN202
+        return [Candidate(np.asarray(p, dtype=np.float64), 0.9) for p in masks], False
+
+    def segment(name, prep, positions, prob_model, thr):  # noqa: ANN001, ANN202
+        return [masks[tuple(int(v) for v in np.round(p))] for p in positions]
+
+    monkeypatch.setattr(predictor, "_screen", screen)
+    monkeypatch.setattr(predictor, "_segment", segment)
+    volume = Volume(image.astype(np.float32), np.eye(4))
+    return predictor.predict(volume, Volume(np.ones(SHAPE, dtype=np.uint8), np.eye(4)))
+
+
+def test_below_the_threshold_the_curve_merges_duplicates_as_predict_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The curve's points below the applied threshold follow the operating point's rule: a rejected candidate whose
+    outline overlaps a stronger one is the same microbleed seen twice (a duplicate), not a second detection, and one
+    without any voxel above the voxel threshold is kept at no probability threshold. Before, every candidate
+    rejected for its probability was added as a detection, so the curve said 1 FP/subject and every microbleed found
+    at a threshold where ``plkd predict`` itself keeps no false positive and misses one."""
+    from plkd.inference.segmentation import PatchResult
+
+    r1, r2, r3 = (14, 24, 20), (34, 24, 20), (24, 38, 20)
+    truth = np.zeros(SHAPE, np.uint8)
+    for r in (r1, r2, r3):
+        truth[tuple(_ball(r, 1.5).T)] = 1
+    masks = {
+        r1: PatchResult(0.9, _ball(r1, 1.5), 0.9),  # kept at 0.5
+        (16, 24, 20): PatchResult(0.3, _ball((16, 24, 20), 1.5), 0.9),  # overlaps it: a duplicate at 0.3
+        r2: PatchResult(0.25, _ball(r2, 1.5), 0.9),  # the second microbleed, found from 0.25 down
+        r3: PatchResult(0.2, np.zeros((0, 3), dtype=int), 0.1),  # the third: the segmenter outlines nothing there
+    }
+
+    at_half, at_low = _predict(monkeypatch, masks, 0.5), _predict(monkeypatch, masks, 0.2)
+    low = evaluate_subject(at_low.label_map, truth, (1.0, 1.0, 1.0))
+    assert (low["TP"], low["FP"], low["FN"]) == (2, 0, 1)  # predict at 0.2 keeps two microbleeds, no false positive
+    subject, _ = froc_subject(at_half.label_map, truth, (1.0, 1.0, 1.0), np.eye(4), at_half.candidates, applied=0.5)
+    curve = froc_curve({"s": subject})
+    point = curve.thresholds == curve.thresholds[np.isfinite(curve.thresholds)].min()  # the lowest: 0.25 now
+    assert curve.sensitivity[point][0] == pytest.approx(low["TPR"]) == pytest.approx(2 / 3)  # (was 3 of 3)
+    assert curve.fp_per_subject[point][0] == low["FP"] == 0  # the duplicate is no false positive (was 1)
+    assert curve.fp_per_subject.max() == 0  # at no threshold
+    lowered = {c["probability"]: c.get("if_threshold_lowered") for c in at_half.candidates}
+    empty = "no voxel above the voxel threshold near the centre"
+    assert lowered == {0.9: None, 0.3: "duplicate", 0.25: "kept", 0.2: empty}  # in the JSON of the run at 0.5
+    # A JSON of an older predict does not say it: each is counted, and evaluate says so in a note.
+    older = [{k: v for k, v in c.items() if k != "if_threshold_lowered"} for c in at_half.candidates]
+    subject, _ = froc_subject(at_half.label_map, truth, (1.0, 1.0, 1.0), np.eye(4), older, applied=0.5)
+    assert subject.unmerged == 3 and froc_curve({"s": subject}).fp_per_subject.max() == 1
+
+
+def test_below_the_threshold_a_candidate_stands_where_its_outline_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate below the threshold is placed where ``plkd predict`` would put its microbleed, the centre of its
+    outline (the label map's component at the operating point), not the screening position it was found at, which
+    can lie 4 mm and more beside it: placed there, a microbleed predict finds at that threshold was a miss and a
+    false positive on the curve."""
+    from plkd.inference.segmentation import PatchResult
+
+    r1, r2 = (14, 24, 20), (30, 24, 20)
+    truth = np.zeros(SHAPE, np.uint8)
+    for r in (r1, r2):
+        truth[tuple(_ball(r, 1.5).T)] = 1
+    beside = (30, 19, 20)  # screening found it 5 mm from r2; the segmenter outlines r2 itself (within 4 mm of it)
+    masks = {r1: PatchResult(0.9, _ball(r1, 1.5), 0.9), beside: PatchResult(0.3, _ball(r2, 1.5), 0.9)}
+    at_half, at_low = _predict(monkeypatch, masks, 0.5), _predict(monkeypatch, masks, 0.3)
+    low = evaluate_subject(at_low.label_map, truth, (1.0, 1.0, 1.0))
+    assert (low["TP"], low["FP"]) == (2, 0)  # predict at 0.3 finds both
+    subject, _ = froc_subject(at_half.label_map, truth, (1.0, 1.0, 1.0), np.eye(4), at_half.candidates, applied=0.5)
+    curve = froc_curve({"s": subject})
+    assert curve.sensitivity[-1] == pytest.approx(low["TPR"]) == 1.0  # was 0.5
+    assert curve.fp_per_subject[-1] == low["FP"] == 0  # was 1

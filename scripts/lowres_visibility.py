@@ -11,6 +11,7 @@ components, counted as ``plkd evaluate`` counts them) with at least one voxel on
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from scipy import ndimage
@@ -36,12 +37,25 @@ def visible_counts(data: str, factors: list[int]) -> tuple[int, dict[int, int]]:
     return total, visible
 
 
-def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
-        return 2
-    factors = [int(f) for f in (argv[1] if len(argv) > 1 else "2,4,8").split(",")]
-    total, visible = visible_counts(argv[0], factors)  # labelled subjects; the others said in one warning line
+def _factors(text: str) -> list[int]:
+    """``2,4,8`` → ``[2, 4, 8]``; anything but whole numbers from 2 up is refused."""
+    try:
+        factors = [int(f) for f in text.split(",")]
+    except ValueError:
+        factors = []
+    if not factors or any(k < 2 for k in factors):
+        raise argparse.ArgumentTypeError(f"FACTORS must be whole numbers from 2 up, comma-separated, not {text!r}")
+    return factors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", help="data set folder (plkd synth's layout: labelled subjects)")
+    parser.add_argument("factors", nargs="?", default=[2, 4, 8], type=_factors, metavar="FACTORS",
+                        help="LR factors, comma-separated (default 2,4,8)")  # fmt: skip
+    args = parser.parse_args(argv)
+    factors = args.factors
+    total, visible = visible_counts(args.data, factors)  # labelled subjects; the others said in one warning line
     print(f"| factor | microbleeds on a kept slice (of {total}) | ceiling on TPR |")
     print("|---|---:|---:|")
     for k in factors:
@@ -50,4 +64,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exit_code_of(lambda: main(sys.argv[1:])))
+    sys.exit(exit_code_of(main))

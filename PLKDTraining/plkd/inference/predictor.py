@@ -51,6 +51,7 @@ from plkd.inference.segmentation import (
 )
 from plkd.location import locate_candidates
 from plkd.location.register import Registration
+from plkd.metrics.components import structure
 from plkd.normalise import LEGACY_CLIP_PERCENTILES
 from plkd.progress import Progress
 from plkd.resample import resample_array
@@ -277,6 +278,12 @@ class Predictor:
         timings["postprocess"] = time.perf_counter() - t3
         for rec, method in zip(out.candidates, methods, strict=True):
             rec["segmentation"] = method if rec["label"] else None
+        lowered, lowered_centres = lowered_endings(volume, prep, positions, network)
+        for rec, ending, centre in zip(out.candidates, lowered, lowered_centres, strict=True):
+            if rec["reason"] == "below threshold":
+                rec["if_threshold_lowered"] = ending
+                if centre is not None:  # where its microbleed would lie: its outline's centre, as a kept one's
+                    rec["center_ras_if_kept"] = [round(float(v), 3) for v in centre]
         self._locate(prep, out, timings)
         timings["total"] = time.perf_counter() - t0
         out.timings = {k: round(v, 4) for k, v in timings.items()}
@@ -698,6 +705,62 @@ def stitch_outlines(
                 return labels, fate, results, methods
         for i in revert:
             results[i], methods[i] = network[i], "network"
+
+
+def lowered_endings(
+    volume: Volume, prep: PreparedVolume, positions: list[np.ndarray], network: list[PatchResult]
+) -> tuple[list[str], list[np.ndarray | None]]:
+    """How each candidate would end were the segmentation threshold lowered to its own probability: ``"kept"``, or
+    the reason it would still not be kept (``"duplicate"``: its outline overlaps or touches a stronger candidate's,
+    on the model grid or on the input grid; no voxel; a veto); and, for one kept, the centre (RAS mm) of its outline
+    on the input grid, where ``plkd evaluate`` would place it (None otherwise).
+
+    Stitching takes candidates by decreasing probability, so a candidate's fate at a threshold equal to its
+    probability is its fate when every candidate is stitched (threshold 0), with the network's masks
+    (:func:`stitch_outlines` never lets an outline change a fate); on the input grid it is a duplicate when it
+    touches a stronger label there (:func:`merge_touching_labels` keeps the strongest of touching labels, and at
+    that threshold no weaker one can bridge it to another). ``plkd evaluate``'s FROC curve adds a candidate
+    rejected for its probability only where this says ``"kept"``, so the curve below the applied threshold
+    follows the rule of its operating point.
+    """
+    labels, fate = stitch(network, prep.data.shape, 0.0, _edge_vetoes(volume, prep, positions, network))
+    on_input, kept = labels_to_input(labels, prep, volume, [])
+    weaker = _labels_touching_a_stronger(on_input)
+    out: list[str] = []
+    for f in fate:
+        if not f.label:
+            out.append(f.reason)
+        elif f.label not in kept:
+            out.append("vanished on the input grid")
+        else:
+            out.append("duplicate" if kept[f.label] in weaker else "kept")
+    alone = [kept[f.label] for f, ending in zip(fate, out, strict=True) if ending == "kept"]
+    coms = ndimage.center_of_mass(on_input > 0, on_input, alone) if alone else []
+    centre_of = {
+        label: np.asarray(volume.affine, dtype=np.float64)[:3, :3] @ np.asarray(com) + volume.affine[:3, 3]
+        for label, com in zip(alone, coms, strict=True)
+    }
+    centres = [centre_of[kept[f.label]] if ending == "kept" else None for f, ending in zip(fate, out, strict=True)]
+    return out, centres
+
+
+def _labels_touching_a_stronger(labels: np.ndarray) -> set[int]:
+    """The labels that touch (:data:`plkd.metrics.components.CONNECTIVITY`) a lower label (a stronger microbleed)."""
+    found: set[int] = set()
+    fg = np.argwhere(labels > 0)
+    if not fg.size:
+        return found
+    lo, hi = np.maximum(fg.min(axis=0) - 1, 0), fg.max(axis=0) + 2
+    box = labels[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))]
+    padded = np.pad(box, 1)
+    core = padded[1:-1, 1:-1, 1:-1]
+    for off in np.argwhere(structure()) - 1:
+        if not off.any():
+            continue
+        other = padded[tuple(slice(1 + int(o), padded.shape[k] - 1 + int(o)) for k, o in enumerate(off))]
+        touch = (core > 0) & (other > 0) & (other < core)
+        found.update(np.unique(core[touch]).tolist())
+    return found
 
 
 def _endings(

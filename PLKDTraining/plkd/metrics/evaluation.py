@@ -289,6 +289,13 @@ def evaluate_paths(
                     f"{sid}: {unexplained} predicted component(s) carry no candidate's label or centre; "
                     "the FROC curve counts them at every threshold"
                 )
+            if froc_inputs[sid].unmerged:
+                notes.append(
+                    f"{sid}: the candidates JSON (an older plkd predict) does not say which of its "
+                    f"{froc_inputs[sid].unmerged} candidate(s) below the threshold predict would keep (not duplicates "
+                    "of a stronger one, not without an outline) nor where their outlines lie; the FROC curve below "
+                    "the threshold counts each as a detection at its position (predict again for the rule of the table)"
+                )
             if seg is not None:
                 applied.add(float(seg))
             files[sid]["candidates"] = str(cand_file)

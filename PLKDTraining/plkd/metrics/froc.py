@@ -12,7 +12,11 @@ threshold never lowers either, so the points form a monotone staircase.
 exactly through the pooled operating point: at or above the threshold ``plkd predict``
 applied, a detection is a connected component of the predicted label map (centre of mass,
 the probability of the candidate whose label it carries); below it, each candidate rejected
-only for its probability is added at its ``center_ras``. The curve sweeps every distinct
+only for its probability is added at its outline's centre (``center_ras_if_kept``; ``center_ras``, the
+candidate's position, in older files), unless ``plkd predict`` says it would not be a
+microbleed of its own at a threshold lowered to its probability (``if_threshold_lowered``: a duplicate of a
+stronger candidate, whose outline it overlaps or touches, as in the label map, or one without any voxel above
+the voxel threshold, which no probability threshold keeps). The curve sweeps every distinct
 probability, so it spans the candidates' whole range. Every reference counts as one
 microbleed (rater-agreement weights are not used here).
 """
@@ -52,6 +56,10 @@ class FrocSubject:
     candidate_centres: np.ndarray
     probabilities: np.ndarray
     reference_centres: np.ndarray
+    #: Detections below the applied threshold taken without knowing whether ``plkd predict`` would keep them (not
+    #: merged as duplicates, not without an outline) or where their outlines lie (a candidates JSON without
+    #: ``if_threshold_lowered``, from before session 16).
+    unmerged: int = 0
 
 
 @dataclass
@@ -86,7 +94,7 @@ class FrocCurve:
             "n_references": self.n_references,
             "subjects": list(self.subjects),
             "max_distance_mm": self.max_distance_mm,  # the distance matched with (--max-distance), not the default
-            "matching": "VALDO rule at every threshold (same as the pooled table)",
+            "matching": "VALDO rule at every threshold (as the pooled table); duplicates merged as plkd predict does",
             "probability_range": [float(finite.min()), float(finite.max())] if finite.size else None,
             "sensitivity_at_fp": {f"{fp:g}": self.sensitivity_at(fp) for fp in REPORT_FP},
             "operating_point": self.operating_point,
@@ -216,12 +224,17 @@ def froc_subject(
                     comp_prob[comp - 1] = float(c["probability"])
     unexplained = int(np.sum(~np.isfinite(comp_prob)))
     comp_prob[~np.isfinite(comp_prob)] = np.inf
-    points = [
+    rejected = [
         c
         for c in candidates
         if int(c.get("label") or 0) == 0 and c.get("reason") in THRESHOLD_REASONS and c.get("merged_into") is None
     ]
-    point_mm = np.array([to_vox(c["center_ras"]) * zooms for c in points]).reshape(-1, 3)
+    # Only those plkd predict would keep as microbleeds of their own at a threshold lowered to them: a duplicate of a
+    # stronger candidate is the same microbleed seen twice, as in the label map of the operating point.
+    points = [c for c in rejected if c.get("if_threshold_lowered", "kept") == "kept"]
+    unmerged = sum(1 for c in rejected if "if_threshold_lowered" not in c)
+    # At its outline's centre, as a kept microbleed's component (older JSONs: the candidate's position).
+    point_mm = np.array([to_vox(c.get("center_ras_if_kept", c["center_ras"])) * zooms for c in points]).reshape(-1, 3)
     point_p = np.array([float(c["probability"]) for c in points], dtype=np.float64)
     if applied is not None:
         explained = np.isfinite(comp_prob)
@@ -231,6 +244,7 @@ def froc_subject(
         candidate_centres=np.vstack([comps.centres_mm(zooms), point_mm]),
         probabilities=np.r_[comp_prob, point_p],
         reference_centres=refs.centres_mm(zooms),
+        unmerged=unmerged,
     )
     return subject, unexplained
 
