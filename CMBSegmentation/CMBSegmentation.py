@@ -1118,10 +1118,20 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
         self.assertEqual(keys, sorted(reviewShortcuts.REVIEW_SHORTCUTS.values()))
         self.delayDisplay("CMBSegmentation widget test passed")
 
+    def _applyAndWait(self, widget) -> None:
+        """Press Apply and process Qt events until the background run ends (10 minutes at most); it must succeed."""
+        import time
+
+        widget.onApplyButton()
+        deadline = time.monotonic() + 600
+        while widget._runState.busy and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertEqual(widget._runState.state, RunState.DONE, widget.ui.statusLabel.text)
+
     def test_ApplyReviewExport(self):
         import json
         import tempfile
-        import time
 
         import numpy as np
 
@@ -1145,12 +1155,7 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
         slicer.util.setSliceViewerLayers(background=other)
 
         # Apply: the engine runs in the background; the GUI stays responsive.
-        widget.onApplyButton()
-        deadline = time.monotonic() + 600
-        while widget._runState.busy and time.monotonic() < deadline:
-            slicer.app.processEvents()
-            time.sleep(0.05)
-        self.assertEqual(widget._runState.state, RunState.DONE, widget.ui.statusLabel.text)
+        self._applyAndWait(widget)
         self.assertIn("segment", widget.ui.logTextEdit.toPlainText())  # the engine's lines reached the log panel
         segmentation, table = widget._reviewNodes()
         rows = candidateTableLib.readRows(table)
@@ -1204,12 +1209,7 @@ class CMBSegmentationTest(ScriptedLoadableModuleTest):
         # Apply again, replacing the reviewed result (as if "Replace" was chosen): the slider follows the new result's
         # threshold (the run's), not the replaced review's 0.99, and keeps it when another setting changes.
         widget._chooseOutputs = lambda _p: (segmentation, table, resultImport.outputState(segmentation, table))
-        widget.onApplyButton()
-        deadline = time.monotonic() + 600
-        while widget._runState.busy and time.monotonic() < deadline:
-            slicer.app.processEvents()
-            time.sleep(0.05)
-        self.assertEqual(widget._runState.state, RunState.DONE, widget.ui.statusLabel.text)
+        self._applyAndWait(widget)
         del widget._chooseOutputs
         self.assertAlmostEqual(reviewState.reviewThreshold(table), 0.5)
         self.assertAlmostEqual(p.reviewThreshold, 0.5)

@@ -152,28 +152,41 @@ def test_a_nifti_2_scan_is_said_to_be_unreadable_in_slicer_and_its_outputs_stay_
                 np.testing.assert_allclose(placed, nib.load(str(names[stem])).affine, atol=1e-4)
 
 
+def _series_with_an_odd_slice(folder: Path, uid: str, index: int, odd) -> tuple[np.ndarray, np.ndarray, list]:
+    """An 8-slice oblique series (1×1×2 mm) whose slice ``index`` is written apart (``IMX0000.dcm``, same series) at
+    its regular position on the grid ``odd(affine)``; returns ``(data, affine, position)`` to write it again."""
+    from test_predict_dicom import LPS, _case, _oblique_affine, write_series
+
+    data, _affine, _truth = _case()
+    affine = _oblique_affine((1.0, 1.0, 2.0))
+    write_series(folder, data[..., :8] * 10, affine, uid)
+    (folder / f"IM{index:04d}.dcm").unlink()
+    position = [list(LPS @ (affine[:3, 3] + index * affine[:3, 2]))]
+    write_series(
+        folder, data[..., index : index + 1] * 10, odd(affine), f"{uid}.9", position, {"0020|000e": uid}, "IMX"
+    )
+    return data, affine, position
+
+
 def test_a_dicom_series_whose_slices_are_not_oriented_alike_is_refused_in_one_line(tmp_path: Path) -> None:
     """A series with one slice turned 12° in its plane (a second stack or a localizer slice in the series) at the
     regular position was read on the first file's orientation: that slice's pixels were put where they are not,
     without a word. Now such a series is refused naming the file."""
     pytest.importorskip("SimpleITK")
-    from test_predict_dicom import LPS, _case, _oblique_affine, write_series
+    from test_predict_dicom import write_series
 
     from plkd.dicom import find_series, load_dicom_series
     from plkd.errors import InputError
 
-    data, _affine, _truth = _case()
-    affine = _oblique_affine((1.0, 1.0, 2.0))
+    def turned(affine: np.ndarray) -> np.ndarray:
+        turn, out = np.radians(12.0), affine.copy()
+        out[:3, :3] = (
+            np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0], [0, 0, 1]]) @ out[:3, :3]
+        )
+        return out
+
     uid = "1.2.826.0.1.3680043.8.498.77"
-    write_series(tmp_path, data[..., :8] * 10, affine, uid)
-    (tmp_path / "IM0003.dcm").unlink()
-    turn = np.radians(12.0)
-    tilted = affine.copy()
-    tilted[:3, :3] = (
-        np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0], [0, 0, 1]]) @ tilted[:3, :3]
-    )
-    position = LPS @ (affine[:3, 3] + 3 * affine[:3, 2])
-    write_series(tmp_path, data[..., 3:4] * 10, tilted, f"{uid}.9", [list(position)], {"0020|000e": uid}, "IMX")
+    data, affine, position = _series_with_an_odd_slice(tmp_path, uid, 3, turned)
     (series,) = find_series(tmp_path)
     assert len(series.files) == 8
     with pytest.raises(InputError, match=r"not all oriented alike.*IMX0000\.dcm.*12") as err:
@@ -181,7 +194,7 @@ def test_a_dicom_series_whose_slices_are_not_oriented_alike_is_refused_in_one_li
     assert "\n" not in str(err.value)
     # The same series without the turned slice is read as before.
     (tmp_path / "IMX0000.dcm").unlink()
-    write_series(tmp_path, data[..., 3:4] * 10, affine, f"{uid}.9", [list(position)], {"0020|000e": uid}, "IMX")
+    write_series(tmp_path, data[..., 3:4] * 10, affine, f"{uid}.9", position, {"0020|000e": uid}, "IMX")
     vol, _record = load_dicom_series(find_series(tmp_path)[0])
     np.testing.assert_allclose(vol.affine, affine, atol=1e-4)
 
@@ -190,20 +203,15 @@ def test_a_dicom_series_whose_slices_have_other_pixel_sizes_is_refused_in_one_li
     """One slice of 1.2 mm pixels in a series of 1 mm ones (another reconstruction in the series) was read with the
     first file's pixel size, its picture stretched onto the others'. Now such a series is refused naming the file."""
     pytest.importorskip("SimpleITK")
-    from test_predict_dicom import LPS, _case, _oblique_affine, write_series
-
     from plkd.dicom import find_series, load_dicom_series
     from plkd.errors import InputError
 
-    data, _affine, _truth = _case()
-    affine = _oblique_affine((1.0, 1.0, 2.0))
-    uid = "1.2.826.0.1.3680043.8.498.79"
-    write_series(tmp_path, data[..., :8] * 10, affine, uid)
-    (tmp_path / "IM0005.dcm").unlink()
-    coarser = affine.copy()
-    coarser[:3, :2] *= 1.2
-    position = LPS @ (affine[:3, 3] + 5 * affine[:3, 2])
-    write_series(tmp_path, data[..., 5:6] * 10, coarser, f"{uid}.9", [list(position)], {"0020|000e": uid}, "IMX")
+    def coarser(affine: np.ndarray) -> np.ndarray:
+        out = affine.copy()
+        out[:3, :2] *= 1.2
+        return out
+
+    _series_with_an_odd_slice(tmp_path, "1.2.826.0.1.3680043.8.498.79", 5, coarser)
     (series,) = find_series(tmp_path)
     with pytest.raises(InputError, match=r"pixel sizes.*IMX0000\.dcm.*1\.2") as err:
         load_dicom_series(series)

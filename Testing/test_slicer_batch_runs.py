@@ -168,20 +168,27 @@ def test_a_bundle_folder_or_zip_is_taken_as_a_model(batch_run, tmp_path):
     assert reportExport.outputPaths(out, "a")[3].exists()
 
 
+def _readerExportRaisingTheThreshold(scan, out, work):
+    """The module's Export of a review of ``scan`` into ``out`` whose reader's only change was the review threshold
+    (0.5): no status decision. Returns the export's files."""
+    from CMBSegmentationLib import reviewState
+
+    scene = slicer.vtkMRMLScene()
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLScene(scene)
+    name = Path(scan).name.split(".")[0]
+    volume = volumes.AddArchetypeVolume(str(scan), name, 0)
+    result = resultImport.importResults(scene, volume, *_engineOutputs(work, ijkToRas(volume)))
+    reviewState.setReviewThreshold(result.segmentationNode, result.tableNode, 0.5)
+    return reportExport.exportReview(result.segmentationNode, result.tableNode, volume, out, name)
+
+
 def test_a_reader_s_export_is_never_replaced_even_without_a_status_decision(batch_run, tmp_path, capsys):
     # The batch took a report for a reader's only when it counted accepted, rejected or added microbleeds: a review
     # whose reader raised the review threshold (or erased a false positive with the Segment Editor) and changed no
     # status was replaced by an unreviewed result without a word.
-    from CMBSegmentationLib import reviewState
-
     inputs, out = _folders(tmp_path)
-    scene = slicer.vtkMRMLScene()
-    volumes = slicer.vtkSlicerVolumesLogic()
-    volumes.SetMRMLScene(scene)
-    volume = volumes.AddArchetypeVolume(str(inputs / "a.nii.gz"), "a", 0)
-    result = resultImport.importResults(scene, volume, *_engineOutputs(tmp_path / "reader", ijkToRas(volume)))
-    reviewState.setReviewThreshold(result.segmentationNode, result.tableNode, 0.5)  # the reader's only change
-    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, out, "a")
+    files = _readerExportRaisingTheThreshold(inputs / "a.nii.gz", out, tmp_path / "reader")
     assert files.reportJson == out / "a_cmb-report.json" and files.count == 1
     reviewed = {p.name: p.read_bytes() for p in out.glob("a_cmb*")}
     assert json.loads(reviewed["a_cmb-report.json"])["exported_by"] == "review"
@@ -204,16 +211,8 @@ def test_a_report_of_an_older_version_without_exported_by_is_never_replaced_as_t
     # Before exported_by, the module's Export and the batch wrote the same report: one without status decisions was
     # taken for the batch's and replaced with its files, also a reader's review whose reader erased a false positive,
     # painted an outline or raised the review threshold (changed no status). Nothing proves it a batch run's.
-    from CMBSegmentationLib import reviewState
-
     inputs, out = _folders(tmp_path)
-    scene = slicer.vtkMRMLScene()
-    volumes = slicer.vtkSlicerVolumesLogic()
-    volumes.SetMRMLScene(scene)
-    volume = volumes.AddArchetypeVolume(str(inputs / "a.nii.gz"), "a", 0)
-    result = resultImport.importResults(scene, volume, *_engineOutputs(tmp_path / "reader", ijkToRas(volume)))
-    reviewState.setReviewThreshold(result.segmentationNode, result.tableNode, 0.5)  # the reader's only change
-    files = reportExport.exportReview(result.segmentationNode, result.tableNode, volume, out, "a")
+    files = _readerExportRaisingTheThreshold(inputs / "a.nii.gz", out, tmp_path / "reader")
     report = json.loads(files.reportJson.read_text())
     del report["exported_by"]  # as an older version wrote it
     assert not report["n_rejected"] and {m["status"] for m in report["microbleeds"]} == {"not yet seen"}
