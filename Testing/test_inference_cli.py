@@ -230,7 +230,7 @@ def test_ctrl_c_while_plkd_starts_is_one_line_not_a_traceback(monkeypatch, capsy
     if when == "building the parser":
         monkeypatch.setattr(cli, "build_parser", interrupted)
     else:
-        monkeypatch.setattr(cli.argparse.ArgumentParser, "parse_args", interrupted)
+        monkeypatch.setattr(cli.argparse.ArgumentParser, "parse_known_args", interrupted)
     capsys.readouterr()
     assert cli.main(["predict", str(CASE), "-o", "out"]) == 130
     assert capsys.readouterr().err == "plkd: interrupted\n"
@@ -278,3 +278,29 @@ sys.exit(rc)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.rstrip().endswith("exited as the run ended")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["predict", "x.nii.gz", "-o", "o", "--threads", "abc"],
+            "plkd: error: predict: argument --threads: invalid int value: 'abc' (options: plkd predict --help)\n",
+        ),
+        (
+            ["predict", "x.nii.gz", "-o", "o", "--bogus"],
+            "plkd: error: predict: unrecognized arguments: --bogus (options: plkd predict --help)\n",
+        ),
+        (["--nope"], "plkd: error: unrecognized arguments: --nope (options: plkd --help)\n"),
+    ],
+)
+def test_a_wrong_option_is_one_line_naming_the_command_not_the_usage_block(argv, said, tmp_path, capsys, monkeypatch):
+    # argparse printed its usage block (up to 20 lines) before "plkd predict: error: ..."; every other refusal is one
+    # line "plkd: error: ...", exit status 2, nothing written.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == said and captured.out == ""
+    assert not any(tmp_path.iterdir())

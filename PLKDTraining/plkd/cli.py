@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from plkd import __version__
 from plkd.errors import PLKDError
@@ -26,9 +27,20 @@ from plkd.errors import PLKDError
 COMMANDS: list[str] = ["demo", "predict", "evaluate", "synth", "lowres", "train", "cv", "export", "tune", "benchmark"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (sub-commands' too: ``add_subparsers`` makes them of this class) whose refusal of an option
+    is one line, ``plkd: error: predict: argument --threads: invalid int value: 'abc' (options: plkd predict
+    --help)``, exit status 2, as every other refusal; argparse printed its usage block first, up to 20 lines."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("plkd").strip()
+        said = " ".join(message.split())
+        self.exit(2, f"plkd: error: {command + ': ' if command else ''}{said} (options: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, each sub-command contributed by its own module."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="plkd",
         description=(
             "Cerebral microbleed detection and segmentation in low-resolution MRI "
@@ -47,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         if "-v" not in sp._option_string_actions:
             sp.add_argument("-v", "--verbose", dest="sub_verbose", action="count", default=0, help=argparse.SUPPRESS)
     return parser
+
+
+def sub_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser of the sub-command ``command`` of ``parser`` (:func:`build_parser`)."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
 
 
 def version_text() -> str:
@@ -113,7 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Importing the commands (torch) and reading the options take seconds: Ctrl+C then is a run stopped too.
         parser = build_parser()
-        args = parser.parse_args(_join_negative_points(sys.argv[1:] if argv is None else list(argv)))
+        args, extra = parser.parse_known_args(_join_negative_points(sys.argv[1:] if argv is None else list(argv)))
+        if extra:  # said by the sub-command's parser, which names itself and its --help
+            command = sub_parser(parser, args.command) if args.command else parser
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
     except KeyboardInterrupt:
         _say_on_stderr("plkd: interrupted")
         return 130
