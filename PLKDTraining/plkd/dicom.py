@@ -67,9 +67,6 @@ ENHANCED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
     "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
 }
-_PER_FRAME_GROUPS = b"\x00\x52\x30\x92"  # (5200,9230) Per-frame Functional Groups Sequence, little endian
-_IMAGE_POSITION = b"\x20\x00\x32\x00"  # (0020,0032) Image Position (Patient)
-_PIXEL_DATA = b"\xe0\x7f\x10\x00"  # (7FE0,0010)
 
 
 @dataclass(frozen=True)
@@ -276,31 +273,27 @@ def _duplicate_files(reader: Any, n: int) -> list[int]:
 
 def frame_positions(path: str | os.PathLike[str]) -> np.ndarray | None:
     """Each frame's Image Position (Patient) (LPS mm, ``(frames, 3)``, in the order stored) of an enhanced
-    multi-frame file, read from the bytes of its Per-frame Functional Groups Sequence (SimpleITK gives no sequence
-    items); None when there is no such sequence or a position is not three numbers (big endian, a deflated data
-    set). Little endian, explicit or implicit VR, as every enhanced file is written."""
-    raw = Path(path).read_bytes()
-    start = raw.find(_PER_FRAME_GROUPS)
-    if start < 0:
+    multi-frame file: its Per-frame Functional Groups' Plane Position items, read with pydicom (SimpleITK gives no
+    sequence items; the pixel data are not read). Items without a position are left out (the caller compares the
+    count with the frames); None when the file has no such sequence, cannot be read, or a position is not three
+    finite numbers."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        groups = pydicom.dcmread(str(path), stop_before_pixels=True).get("PerFrameFunctionalGroupsSequence")
+        if not groups:
+            return None
+        positions = [
+            [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+            for item in groups
+            if "PlanePositionSequence" in item and item.PlanePositionSequence
+        ]
+    except (InvalidDicomError, OSError, AttributeError, TypeError, ValueError):
         return None
-    end = raw.find(_PIXEL_DATA, start)
-    end = len(raw) if end < 0 else end
-    positions = []
-    at = raw.find(_IMAGE_POSITION, start, end)
-    while at >= 0:
-        if raw[at + 4 : at + 6] == b"DS":  # explicit VR: 2-byte length
-            length, value_at = int.from_bytes(raw[at + 6 : at + 8], "little"), at + 8
-        else:  # implicit VR: 4-byte length
-            length, value_at = int.from_bytes(raw[at + 4 : at + 8], "little"), at + 8
-        try:
-            xyz = [float(v) for v in raw[value_at : value_at + length].decode("ascii").split("\\")]
-        except (UnicodeDecodeError, ValueError):
-            return None
-        if len(xyz) != 3 or not np.all(np.isfinite(xyz)):
-            return None
-        positions.append(xyz)
-        at = raw.find(_IMAGE_POSITION, value_at + length, end)
-    return np.asarray(positions, dtype=np.float64) if positions else None
+    if not positions or any(len(xyz) != 3 or not np.all(np.isfinite(xyz)) for xyz in positions):
+        return None
+    return np.asarray(positions, dtype=np.float64)
 
 
 def _frame_info(sitk: Any, path: Path) -> tuple[int, str]:
